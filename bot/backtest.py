@@ -1,0 +1,158 @@
+"""Drives the engine over history on a simulated clock with the simulated broker.
+
+Each trading day t: fills of orders sent the day before (at the open of t, or the close
+for series without an open, or the close of t for the `next_close` model), then the
+engine decides on the close of t, then (for `same_close`, the peers' convention) fills at
+that close, then the day's equity is recorded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from bot.broker.simulated import CostModel, SimulatedBroker
+from bot.config import Settings
+from bot.data.base import MarketData
+from bot.engine import Engine
+from bot.store.tradelog import TradeLog
+from bot.types import Fill, Regime
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class BacktestResult:
+    """Daily series of one simulated run, ready for metrics and charts."""
+
+    name: str
+    symbols: tuple[str, ...]
+    dates: np.ndarray
+    equity: np.ndarray
+    cash: np.ndarray
+    holdings: np.ndarray  # (days, assets) quantities after each day's fills
+    closes: np.ndarray  # (days, assets) closes used to value them
+    regimes: list[Regime | None]
+    fills: list[Fill]
+
+    def equity_series(self) -> pd.Series:
+        return pd.Series(self.equity, index=pd.DatetimeIndex(self.dates), name=self.name)
+
+    def weights_frame(self) -> pd.DataFrame:
+        """Actual end-of-day weights per symbol, plus CASH."""
+        values = np.nan_to_num(self.holdings * self.closes)
+        frame = pd.DataFrame(
+            values / self.equity[:, None], index=pd.DatetimeIndex(self.dates), columns=self.symbols
+        )
+        frame["CASH"] = self.cash / self.equity
+        return frame
+
+    def regime_series(self) -> pd.Series:
+        labels = [r.value if r is not None else None for r in self.regimes]
+        return pd.Series(labels, index=pd.DatetimeIndex(self.dates), name="regime")
+
+    def fills_frame(self) -> pd.DataFrame:
+        columns = list(Fill._fields)
+        frame = pd.DataFrame(self.fills, columns=columns)
+        if not frame.empty:
+            frame["side"] = frame["side"].map(lambda s: s.value)
+            frame["filled_at"] = pd.to_datetime(frame["filled_at"], utc=True)
+        return frame
+
+
+def scratch_tradelog(name: str) -> TradeLog:
+    """An in-memory trade log for runs nobody needs to keep (reference portfolios,
+    benchmarks): the engine records as always, nothing reaches a file."""
+    log = TradeLog.open("sqlite://")
+    log.start_run(
+        mode="backtest", strategy=name, config_hash="-", config={}, code_version="-",
+        data_source="-", synthetic=False, started_at=dt.datetime.now(dt.UTC),
+    )
+    return log
+
+
+def session_times(dates: np.ndarray) -> tuple[list[dt.datetime], list[dt.datetime]]:
+    """UTC datetimes of the regular open (09:30) and close (16:00) in New York per day.
+
+    Early closes are ignored here: they only move the timestamps written to the log."""
+    local = pd.DatetimeIndex(dates).tz_localize("America/New_York")
+    opens = (local + pd.Timedelta(hours=9, minutes=30)).tz_convert("UTC").to_pydatetime()
+    closes = (local + pd.Timedelta(hours=16)).tz_convert("UTC").to_pydatetime()
+    return list(opens), list(closes)
+
+
+def span_indices(dates: np.ndarray, start: str | None, end: str | None) -> tuple[int, int]:
+    """[lo, hi) of the trading days inside start..end (inclusive)."""
+    lo = 0 if start is None else int(np.searchsorted(dates, np.datetime64(start), side="left"))
+    hi = len(dates) if end is None else int(np.searchsorted(dates, np.datetime64(end), side="right"))
+    if hi - lo < 2:
+        raise ValueError(f"backtest span {start}..{end} holds fewer than 2 trading days of data")
+    return lo, hi
+
+
+def run_backtest(
+    settings: Settings,
+    market: MarketData,
+    log: TradeLog,
+    *,
+    name: str = "strategy",
+    order_prefix: str = "bt",
+    progress: Progress | None = None,
+) -> BacktestResult:
+    """Simulate `settings` over `market` between backtest.start and backtest.end."""
+    bt = settings.backtest
+    symbols = settings.symbols
+    broker = SimulatedBroker(
+        symbols,
+        bt.initial_cash,
+        CostModel(bt.commission_per_share, bt.commission_bps, bt.slippage_bps),
+        settings.rebalance.fractional,
+    )
+    engine = Engine(settings, market, broker, log, order_prefix)
+    dates = engine.dates
+    lo, hi = span_indices(dates, bt.start, bt.end)
+    close = engine.close
+    opens = market.prices.select(symbols).open
+    fill_open = np.where(np.isnan(opens), close, opens)  # close-only series fill at the close
+    open_times, close_times = session_times(dates[lo:hi])
+
+    n = hi - lo
+    equity = np.empty(n)
+    cash = np.empty(n)
+    holdings = np.empty((n, len(symbols)))
+    regimes: list[Regime | None] = [None] * n
+    fills: list[Fill] = []
+
+    def settle(prices: np.ndarray, when: dt.datetime) -> None:
+        for order, fill in broker.execute(prices, when):
+            engine.on_execution(order, fill)
+            if fill is not None:
+                fills.append(fill)
+
+    for k in range(n):
+        t = lo + k
+        if bt.fill == "next_open":
+            settle(fill_open[t], open_times[k])
+        elif bt.fill == "next_close":
+            settle(close[t], close_times[k])
+        engine.step(t, close_times[k])
+        if bt.fill == "same_close":
+            settle(close[t], close_times[k])
+        point = engine.record_close(t)
+        equity[k] = point.equity
+        cash[k] = point.cash
+        holdings[k] = broker.shares
+        regimes[k] = point.regime
+        if progress is not None and (k & 63) == 0:
+            progress(k, n)
+    if progress is not None:
+        progress(n, n)
+    for order in broker.cancel_pending("backtest ended before the fill day"):
+        engine.on_execution(order, None)
+    return BacktestResult(
+        name, symbols, dates[lo:hi], equity, cash, holdings, close[lo:hi], regimes, fills
+    )

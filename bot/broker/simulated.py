@@ -1,0 +1,144 @@
+"""The simulated venue: market orders filled at a given price with commission and slippage.
+
+A first-class adapter, not a test double: backtests and replay trade through it exactly as
+the live bot trades through Alpaca. Orders are day orders; an order that cannot fill on its
+fill day (no price) expires. Cash never goes negative: a buy larger than the cash left is
+cut to what the cash pays for (partially filled) or rejected.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from bot.types import Fill, Order, OrderRequest, OrderStatus, Side
+
+
+@dataclass(frozen=True)
+class CostModel:
+    commission_per_share: float = 0.0
+    commission_bps: float = 0.0
+    slippage_bps: float = 0.0
+
+    def commission(self, quantity: float, price: float) -> float:
+        return self.commission_per_share * quantity + self.commission_bps * 1e-4 * quantity * price
+
+
+class SimulatedBroker:
+    """Holds cash and shares as arrays aligned with the strategy's symbols."""
+
+    def __init__(
+        self,
+        symbols: tuple[str, ...],
+        cash: float,
+        costs: CostModel = CostModel(),
+        fractional: bool = True,
+    ) -> None:
+        self.symbols = symbols
+        self._index = {s: i for i, s in enumerate(symbols)}
+        self._cash = float(cash)
+        self.shares = np.zeros(len(symbols))
+        self.costs = costs
+        self.fractional = fractional
+        self._pending: list[Order] = []
+        self._next_id = 1
+
+    def cash(self) -> float:
+        return self._cash
+
+    def holdings(self, symbols: tuple[str, ...]) -> np.ndarray:
+        if symbols is self.symbols or symbols == self.symbols:
+            return self.shares
+        return np.array([self.shares[self._index[s]] if s in self._index else 0.0 for s in symbols])
+
+    def open_order_count(self) -> int:
+        return len(self._pending)
+
+    def submit(self, request: OrderRequest, now: dt.datetime) -> Order:
+        if request.symbol not in self._index:
+            return Order(request, OrderStatus.REJECTED, now, None, status_message="unknown symbol")
+        order = Order(request, OrderStatus.ACCEPTED, now, f"sim-{self._next_id}")
+        self._next_id += 1
+        self._pending.append(order)
+        return order
+
+    def execute(self, prices: np.ndarray, now: dt.datetime) -> list[tuple[Order, Fill | None]]:
+        """Fill every pending order at `prices` (aligned with symbols), sells first.
+
+        Returns each order in its final state with its fill (None if it did not fill)."""
+        if not self._pending:
+            return []
+        pending = sorted(self._pending, key=lambda o: o.request.side is Side.BUY)
+        self._pending = []
+        return [self._fill_one(order, prices, now) for order in pending]
+
+    def cancel_pending(self, reason: str) -> list[Order]:
+        """Cancel every order still waiting for its fill day (end of a simulation)."""
+        cancelled, self._pending = self._pending, []
+        for order in cancelled:
+            order.status = OrderStatus.CANCELED
+            order.status_message = reason
+        return cancelled
+
+    def _fill_one(
+        self, order: Order, prices: np.ndarray, now: dt.datetime
+    ) -> tuple[Order, Fill | None]:
+        req = order.request
+        i = self._index[req.symbol]
+        ref = float(prices[i])
+        if not math.isfinite(ref) or ref <= 0:
+            order.status = OrderStatus.EXPIRED
+            order.status_message = "no price on the fill day"
+            return order, None
+        slip = self.costs.slippage_bps * 1e-4
+        if req.side is Side.SELL:
+            price = ref * (1.0 - slip)
+            qty = min(req.quantity, float(self.shares[i]))
+        else:
+            price = ref * (1.0 + slip)
+            qty = min(req.quantity, self._affordable(price))
+        if not self.fractional:
+            qty = math.floor(qty + 1e-9)
+        if qty <= 1e-12:
+            order.status = OrderStatus.REJECTED
+            order.status_message = (
+                "insufficient position" if req.side is Side.SELL else "insufficient cash"
+            )
+            return order, None
+        commission = self.costs.commission(qty, price)
+        notional = qty * price
+        if req.side is Side.SELL:
+            self.shares[i] -= qty
+            self._cash += notional - commission
+        else:
+            self.shares[i] += qty
+            self._cash -= notional + commission
+        if abs(self.shares[i]) < 1e-12:
+            self.shares[i] = 0.0
+        short = qty < req.quantity - 1e-9
+        order.status = OrderStatus.PARTIALLY_FILLED if short else OrderStatus.FILLED
+        if short:
+            order.status_message = f"cut to {qty:.6g} of {req.quantity:.6g}: cash or position limit"
+        order.filled_quantity = qty
+        order.average_price = price
+        fill = Fill(
+            req.client_order_id,
+            req.symbol,
+            req.side,
+            qty,
+            price,
+            commission,
+            abs(price - ref) * qty,
+            now,
+        )
+        return order, fill
+
+    def _affordable(self, price: float) -> float:
+        """Largest quantity whose cost plus commission fits in the cash left."""
+        if self._cash <= 0:
+            return 0.0
+        unit = price * (1.0 + self.costs.commission_bps * 1e-4) + self.costs.commission_per_share
+        return self._cash / unit * (1.0 - 1e-12)

@@ -1,0 +1,97 @@
+"""Command line: `bot backtest`, `bot config check`, `bot version`."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+import structlog
+
+from bot import __version__
+from bot.errors import BotError, ConfigError
+
+DEFAULT_CONFIG = "config/diversified_leverage.toml"
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    from bot.config import load_settings
+
+    failed = 0
+    for path in args.files:
+        try:
+            settings = load_settings(path)
+        except ConfigError as exc:
+            failed += 1
+            print(f"{path}: INVALID ({len(exc.problems)} problem(s))")
+            for problem in exc.problems:
+                print(f"  - {problem}")
+        else:
+            print(f"{path}: OK ({len(settings.universe)} assets, fingerprint {settings.fingerprint()})")
+    return 1 if failed else 0
+
+
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    from bot.runner import BacktestOptions, run_backtest_command
+
+    options = BacktestOptions(
+        config=Path(args.config),
+        start=args.start,
+        end=args.end,
+        weighting=args.weighting,
+        fill=args.fill,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        synthetic=args.synthetic,
+        out=Path(args.out) if args.out else None,
+        charts=not args.no_charts,
+        benchmarks=not args.no_benchmarks,
+        database=args.database,
+    )
+    return run_backtest_command(options)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bot", description=__doc__)
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument("--log-format", choices=["console", "json"], default=None)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    bt = sub.add_parser("backtest", help="simulate the strategy over history and report")
+    bt.add_argument("--config", default=DEFAULT_CONFIG, help=f"TOML file (default {DEFAULT_CONFIG})")
+    bt.add_argument("--start", help="first day, YYYY-MM-DD (default: backtest.start)")
+    bt.add_argument("--end", help="last day, YYYY-MM-DD (default: backtest.end or the data's end)")
+    bt.add_argument("--weighting", choices=["inverse_vol", "erc", "strategic"])
+    bt.add_argument("--fill", choices=["next_open", "next_close", "same_close"])
+    bt.add_argument("--data-dir", help="CSV directory with prices/ and macro/ (or BOT_DATA_DIR)")
+    bt.add_argument("--synthetic", action="store_true", help="use the seeded synthetic market")
+    bt.add_argument("--out", help="directory for report.json and charts (default var/reports/run-ID)")
+    bt.add_argument("--database", help="trade-log URL (default store.url or BOT_DATABASE_URL)")
+    bt.add_argument("--no-charts", action="store_true")
+    bt.add_argument("--no-benchmarks", action="store_true")
+    bt.set_defaults(func=_cmd_backtest)
+
+    cfg = sub.add_parser("config", help="configuration tools")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    check = cfg_sub.add_parser("check", help="validate config files; lists every bad field")
+    check.add_argument("files", nargs="+")
+    check.set_defaults(func=_cmd_config_check)
+
+    ver = sub.add_parser("version", help="print the version")
+    ver.set_defaults(func=lambda _args: print(__version__) or 0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bot.logs import configure_logging
+
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level, args.log_format)
+    try:
+        return int(args.func(args))
+    except BotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        structlog.get_logger(__name__).warning("interrupted", at=dt.datetime.now(dt.UTC).isoformat())
+        return 130

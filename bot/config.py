@@ -1,0 +1,250 @@
+"""Validated settings: TOML files in config/, secrets and paths from the environment.
+
+Every field has a default that matches the research, so a config file only states what
+it changes. Validation reports every bad field at once, by its dotted name, with what was
+expected: users fix a config in one pass instead of one error per run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bot.errors import ConfigError
+from bot.types import Regime
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Asset(_Strict):
+    """One instrument of the universe: its leverage (beta) and strategic weight."""
+
+    leverage: Annotated[float, Field(gt=0.0, le=5.0)] = 1.0
+    weight: Fraction = 0.0
+    role: Literal["equity", "bond", "commodity"] = "equity"
+    description: str = ""
+
+
+class StrategySettings(_Strict):
+    name: str = "diversified_leverage"
+    weighting: Literal["inverse_vol", "erc", "strategic"] = "inverse_vol"
+    vol_window: Annotated[int, Field(ge=2, le=1000)] = 20
+    cov_window: Annotated[int, Field(ge=2, le=1000)] = 60
+    var_adjust: bool = True
+    var_confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
+    var_window: Annotated[int, Field(ge=10, le=1000)] = 60
+    var_factor_floor: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    overlay_enabled: bool = True
+
+
+class RegimeSettings(_Strict):
+    """Thresholds of the weekly regime rule (research: VIX 35 / -50 bp, VIX 25 / EPU 150)."""
+
+    vix_uncertainty: float = 35.0
+    spread_inversion: float = -0.50
+    vix_transition: float = 25.0
+    uncertainty_transition: float = 150.0
+    max_staleness_days: PositiveInt = 10
+    initial: Regime = Regime.TRANSITION
+
+
+RuleName = Literal["volatility", "drawdown", "correlation", "stops"]
+
+
+class RiskSettings(_Strict):
+    position_cap: Annotated[float, Field(gt=0.0, le=1.0)] = 0.30
+    rules: tuple[RuleName, ...] = ("volatility", "drawdown", "correlation", "stops")
+    vol_window: Annotated[int, Field(ge=2)] = 20
+    vol_history: Annotated[int, Field(ge=10)] = 252
+    vol_high: Annotated[float, Field(gt=1.0)] = 1.5
+    vol_low: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.7
+    high_vol_risk_scale: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.75
+    low_vol_risk_scale: Annotated[float, Field(gt=1.0, le=3.0)] = 1.25
+    drawdown_enter: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.10
+    drawdown_exit: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
+    defensive_cash: Fraction = 0.50
+    defensive_max_days: PositiveInt = 63
+    correlation_window: Annotated[int, Field(ge=5)] = 60
+    correlation_max: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.80
+    cluster_cap: Annotated[float, Field(gt=0.0, le=1.0)] = 0.45
+    stop_alpha: Annotated[float, Field(gt=0.0)] = 3.0
+    stop_regime_factor: dict[Regime, Annotated[float, Field(gt=0.0)]] = Field(
+        default_factory=lambda: {
+            Regime.GROWTH: 1.2,
+            Regime.TRANSITION: 1.0,
+            Regime.UNCERTAINTY: 0.8,
+        }
+    )
+
+    @model_validator(mode="after")
+    def _exit_below_enter(self) -> RiskSettings:
+        if self.drawdown_exit >= self.drawdown_enter:
+            raise ValueError(
+                "drawdown_exit must be below drawdown_enter "
+                f"(got exit {self.drawdown_exit} >= enter {self.drawdown_enter})"
+            )
+        missing = [r.value for r in Regime if r not in self.stop_regime_factor]
+        if missing:
+            raise ValueError(f"stop_regime_factor needs a factor for {missing}")
+        return self
+
+
+class RebalanceSettings(_Strict):
+    every_days: PositiveInt = 4
+    drift: Annotated[float, Field(ge=0.0, le=1.0)] | None = 0.05
+    min_trade_shares: Annotated[float, Field(ge=0.0)] = 0.0
+    min_trade_notional: Annotated[float, Field(ge=0.0)] = 50.0
+    fractional: bool = True
+    on_defensive_change: bool = True
+
+
+FillModel = Literal["next_open", "next_close", "same_close"]
+
+
+class BacktestSettings(_Strict):
+    start: str | None = "2010-03-01"
+    end: str | None = None
+    initial_cash: Annotated[float, Field(gt=0.0)] = 100_000.0
+    fill: FillModel = "next_open"
+    commission_per_share: Annotated[float, Field(ge=0.0)] = 0.0
+    commission_bps: Annotated[float, Field(ge=0.0, le=1000.0)] = 0.0
+    slippage_bps: Annotated[float, Field(ge=0.0, le=1000.0)] = 5.0
+    benchmarks: bool = True
+    periods: list[tuple[str, str, str]] = Field(
+        default_factory=lambda: [
+            ("Pre-pandemic growth 2017-2021", "2017-01-01", "2021-12-31"),
+            ("Post-pandemic recovery 2021-2025", "2021-01-01", "2025-12-31"),
+        ]
+    )
+
+
+class DataSettings(_Strict):
+    source: Literal["auto", "csv", "synthetic"] = "auto"
+    directory: str = "../shared/data"
+    synthetic_seed: int = 7
+    synthetic_start: str = "2008-01-02"
+    synthetic_end: str = "2024-12-31"
+
+
+class StoreSettings(_Strict):
+    url: str = "sqlite:///var/tradelog.sqlite"
+
+
+class Settings(_Strict):
+    """The whole configuration of one strategy instance."""
+
+    strategy: StrategySettings = StrategySettings()
+    universe: dict[str, Asset]
+    regime: RegimeSettings = RegimeSettings()
+    overlay: dict[Regime, dict[str, Annotated[float, Field(ge=0.0)]]] = Field(default_factory=dict)
+    risk: RiskSettings = RiskSettings()
+    rebalance: RebalanceSettings = RebalanceSettings()
+    backtest: BacktestSettings = BacktestSettings()
+    data: DataSettings = DataSettings()
+    store: StoreSettings = StoreSettings()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        problems = []
+        if not self.universe:
+            problems.append("universe: expected at least one asset")
+        for sym in self.universe:
+            if not sym.isascii() or not sym.replace(".", "").isalnum() or sym.upper() != sym:
+                problems.append(f"universe.{sym}: expected an upper-case ticker symbol")
+        total = sum(a.weight for a in self.universe.values())
+        if self.universe and abs(total - 1.0) > 1e-6:
+            problems.append(f"universe.*.weight: strategic weights must sum to 1, got {total:.6f}")
+        for regime, table in self.overlay.items():
+            for sym in table:
+                if sym not in self.universe:
+                    problems.append(
+                        f"overlay.{regime.value}.{sym}: not in universe {sorted(self.universe)}"
+                    )
+        if self.universe and self.risk.position_cap * len(self.universe) < 1.0 - 1e-9:
+            problems.append(
+                f"risk.position_cap: {self.risk.position_cap} x {len(self.universe)} assets "
+                "cannot hold 100% (raise the cap or add assets)"
+            )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(self.universe)
+
+    def fingerprint(self) -> str:
+        """A short hash that identifies this exact configuration in the trade log."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _describe(err: dict) -> str:
+    """One line per pydantic error: dotted field name, what was expected, what was given."""
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+    msg = err["msg"].removeprefix("Value error, ")
+    given = err.get("input")
+    shown = "" if isinstance(given, dict) or err["type"] == "missing" else f" (got {given!r})"
+    return f"{loc or '<root>'}: {msg}{shown}"
+
+
+def parse_settings(raw: dict, source: str = "<dict>") -> Settings:
+    """Validate a raw mapping; raise ConfigError listing every problem."""
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            if err["type"] == "value_error" and not err["loc"]:
+                problems.extend(err["msg"].removeprefix("Value error, ").split("\n"))
+            else:
+                problems.append(_describe(err))
+        raise ConfigError(source, problems) from None
+
+
+def load_settings(path: str | Path) -> Settings:
+    """Read and validate a TOML config file."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["file not found"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
+    return parse_settings(raw, str(path))
+
+
+def resolve_data_dir(settings: Settings, config_path: Path | None) -> Path:
+    """BOT_DATA_DIR wins; a relative directory is taken from the config file's parent's parent
+    (the repository root for files in config/), so commands work from any directory."""
+    env = os.environ.get("BOT_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    d = Path(settings.data.directory).expanduser()
+    if d.is_absolute():
+        return d
+    base = config_path.resolve().parent.parent if config_path else Path.cwd()
+    return (base / d).resolve()
+
+
+def resolve_store_url(settings: Settings, config_path: Path | None) -> str:
+    """BOT_DATABASE_URL wins; a relative SQLite path is anchored like the data directory."""
+    url = os.environ.get("BOT_DATABASE_URL") or settings.store.url
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite://":
+        base = config_path.resolve().parent.parent if config_path else Path.cwd()
+        url = prefix + str((base / url[len(prefix):]).resolve())
+    return url

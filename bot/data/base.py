@@ -1,0 +1,78 @@
+"""In-memory market history: what every data source produces and the engine reads.
+
+Arrays rather than frames, because the engine touches them every simulated day and
+numpy indexing is an order of magnitude cheaper than pandas indexing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Macro series the strategy knows, by the name used in config and in data/macro/<NAME>.csv.
+VIX = "VIX"
+SPREAD = "T10Y2Y"
+UNCERTAINTY = "USEPUINDXD"
+RISK_FREE = "DTB3"
+MACRO_SERIES = (VIX, SPREAD, UNCERTAINTY, RISK_FREE)
+
+
+@dataclass(frozen=True)
+class MacroSeries:
+    """A daily macro series as published: dates ascending, unique; no NaN values."""
+
+    name: str
+    dates: np.ndarray  # datetime64[D]
+    values: np.ndarray  # float64
+
+    def as_of(self, day: np.datetime64, *, strictly_before: bool = True) -> tuple[float, np.datetime64] | None:
+        """Last value published before `day` (or on it), never a later one; None if none."""
+        side = "left" if strictly_before else "right"
+        i = int(np.searchsorted(self.dates, day, side=side)) - 1
+        if i < 0:
+            return None
+        return float(self.values[i]), self.dates[i]
+
+
+@dataclass(frozen=True)
+class PriceHistory:
+    """Daily adjusted prices on one calendar of trading days.
+
+    `close` and `open` are (T, N) float64 arrays aligned to `dates` and `symbols`. NaN in
+    `close` means the asset did not trade yet (before listing); NaN in `open` means the
+    source has no open for that day (some of the bundled series are close-only).
+    """
+
+    dates: np.ndarray  # datetime64[D], ascending, unique
+    symbols: tuple[str, ...]
+    close: np.ndarray
+    open: np.ndarray
+
+    def index_of(self, symbol: str) -> int:
+        return self.symbols.index(symbol)
+
+    def select(self, symbols: tuple[str, ...] | list[str]) -> PriceHistory:
+        """The same history restricted to `symbols`, in that order."""
+        idx = [self.index_of(s) for s in symbols]
+        return PriceHistory(self.dates, tuple(symbols), self.close[:, idx], self.open[:, idx])
+
+    def between(self, start: np.datetime64 | None, end: np.datetime64 | None) -> PriceHistory:
+        lo = 0 if start is None else int(np.searchsorted(self.dates, start, side="left"))
+        hi = len(self.dates) if end is None else int(np.searchsorted(self.dates, end, side="right"))
+        return PriceHistory(self.dates[lo:hi], self.symbols, self.close[lo:hi], self.open[lo:hi])
+
+
+@dataclass(frozen=True)
+class MarketData:
+    """Prices plus macro series, and a plain statement of where they came from."""
+
+    prices: PriceHistory
+    macro: dict[str, MacroSeries] = field(default_factory=dict)
+    source: str = "unknown"
+    synthetic: bool = False
+
+    @property
+    def label(self) -> str:
+        """How reports and logs name the data; synthetic data always says so."""
+        return f"SYNTHETIC market ({self.source})" if self.synthetic else self.source

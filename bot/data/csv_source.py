@@ -1,0 +1,300 @@
+"""Market data from a directory of CSV files: `prices/<SYM>.csv` and `macro/<NAME>.csv`.
+
+Every check names the file and the column, because one bad row in a file of thousands is
+otherwise found only as a strange backtest result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import structlog
+
+from bot.data.base import MACRO_SERIES, MacroSeries, MarketData, PriceHistory
+from bot.errors import DataError
+
+log = structlog.get_logger(__name__)
+
+# Trading days a symbol may miss (while other symbols trade) and still be forward-filled;
+# a longer hole is more likely a broken download than a halt, so it is an error.
+MAX_FILLED_GAP = 5
+# FRED writes "." for days it has no value (holidays); such rows are dropped, not filled.
+_MACRO_BLANKS = ("", ".")
+
+
+@dataclass(frozen=True)
+class _FilePrices:
+    """One symbol's rows as read from its file, on that file's own dates."""
+
+    path: Path
+    dates: np.ndarray
+    close: np.ndarray
+    open: np.ndarray
+
+
+def load_csv_directory(
+    directory: Path | str,
+    symbols: Sequence[str],
+    macro: Sequence[str] = MACRO_SERIES,
+) -> MarketData:
+    """Load and validate `symbols` and the `macro` series found under `directory`."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(str(directory), None, "data directory not found")
+    _check_symbol_list(directory, symbols)
+    files = [_read_price_file(_price_path(directory, s)) for s in symbols]
+    prices = _align(tuple(symbols), files)
+    return MarketData(
+        prices=prices,
+        macro=_load_macro(directory, macro),
+        source=f"csv:{directory}",
+        synthetic=False,
+    )
+
+
+def _check_symbol_list(directory: Path, symbols: Sequence[str]) -> None:
+    if not symbols:
+        raise DataError(str(directory), "symbols", "no symbols requested")
+    seen: set[str] = set()
+    for symbol in symbols:
+        if symbol in seen:
+            raise DataError(str(directory), "symbols", f"symbol {symbol!r} requested twice")
+        seen.add(symbol)
+
+
+def _price_path(directory: Path, symbol: str) -> Path:
+    """The file for `symbol`; an unknown symbol lists what is available to fix a typo."""
+    path = directory / "prices" / f"{symbol}.csv"
+    if not path.is_file():
+        available = sorted(p.stem for p in (directory / "prices").glob("*.csv"))
+        listing = ", ".join(available) if available else "none"
+        raise DataError(str(path), "symbol", f"no price file for {symbol!r}; available: {listing}")
+    return path
+
+
+def _load_macro(directory: Path, names: Sequence[str]) -> dict[str, MacroSeries]:
+    """Series that exist; a missing one is only a warning (the strategy keeps its regime)."""
+    found: dict[str, MacroSeries] = {}
+    for name in names:
+        path = directory / "macro" / f"{name}.csv"
+        if not path.is_file():
+            log.warning("macro_series_missing", series=name, path=str(path))
+            continue
+        found[name] = read_macro_file(path, name)
+    return found
+
+
+# --- one price file -----------------------------------------------------------------------
+
+
+def _read_price_file(path: Path) -> _FilePrices:
+    """Validated adjusted close and open of one file (open NaN where the file has none)."""
+    frame = _read_csv(path)
+    _require_columns(path, frame)
+    dates = _parse_dates(path, frame["date"])
+    _check_ascending(path, dates)
+    close = _price_column(path, frame, "close", dates)
+    adj = _price_column(path, frame, "adj_close", dates)
+    raw_open = _numeric_column(path, frame, "open", dates)
+    _check_open(path, raw_open, dates)
+    # Open is quoted on the raw basis; scale it like its row's close so returns line up.
+    scale = adj / close if adj is not None and close is not None else 1.0
+    price = adj if adj is not None else close
+    if price is None:  # unreachable after _price_column's checks; kept for the type checker
+        raise DataError(str(path), "close", "neither close nor adj_close has values")
+    opens = raw_open * scale if raw_open is not None else np.full(len(dates), np.nan)
+    return _FilePrices(path, dates, price, opens)
+
+
+def _require_columns(path: Path, frame: pd.DataFrame) -> None:
+    """A date and at least one close column; names the first one missing."""
+    missing = "date" if "date" not in frame else None
+    if not {"close", "adj_close"} & set(frame.columns):
+        missing = missing or "close"
+    if missing:
+        found = list(frame.columns)
+        raise DataError(
+            str(path), missing, f"needs columns date and close or adj_close; found {found}"
+        )
+
+
+def _read_csv(path: Path, **options: object) -> pd.DataFrame:
+    """The file as a frame with normalised headers ("Adj Close" -> "adj_close")."""
+    try:
+        frame = pd.read_csv(path, skipinitialspace=True, **options)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(str(path), None, f"not a readable CSV file: {exc}") from exc
+    frame.columns = [str(c).strip().lower().replace(" ", "_") for c in frame.columns]
+    if frame.empty:
+        raise DataError(str(path), None, "file has a header but no rows")
+    return frame
+
+
+def _parse_dates(path: Path, raw: pd.Series) -> np.ndarray:
+    """ISO dates as datetime64[D]; the first unparseable one is named with its line."""
+    text = raw.astype("string").str.strip()
+    parsed = pd.to_datetime(text, format="ISO8601", errors="coerce")
+    bad = np.flatnonzero(parsed.isna().to_numpy())
+    if bad.size:
+        i = int(bad[0])
+        value = "" if pd.isna(raw.iloc[i]) else raw.iloc[i]
+        raise DataError(str(path), "date", f"unparseable date {value!r} on line {_line(raw, i)}")
+    return parsed.to_numpy().astype("datetime64[D]")
+
+
+def _check_ascending(path: Path, dates: np.ndarray) -> None:
+    """Dates must be strictly ascending: a repeat or step back means a spliced file."""
+    steps = np.diff(dates)
+    bad = np.flatnonzero(steps <= np.timedelta64(0, "D"))
+    if not bad.size:
+        return
+    i = int(bad[0]) + 1
+    kind = "is duplicated" if steps[i - 1] == np.timedelta64(0, "D") else "follows a later date"
+    problem = f"{dates[i]} {kind} ({dates[i - 1]} on the row before)"
+    raise DataError(str(path), "date", f"dates must be ascending and unique: {problem}")
+
+
+def _numeric_column(
+    path: Path, frame: pd.DataFrame, column: str, dates: np.ndarray
+) -> np.ndarray | None:
+    """A column as float64, None if absent; text that is not a number is an error."""
+    if column not in frame:
+        return None
+    raw = frame[column]
+    if pd.api.types.is_numeric_dtype(raw):
+        return raw.to_numpy(dtype=float)
+    values = pd.to_numeric(raw, errors="coerce")
+    text = raw.astype("string").str.strip()
+    bad = np.flatnonzero((values.isna() & raw.notna() & (text != "")).to_numpy())
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(str(path), column, f"non-numeric value {raw.iloc[i]!r} on {dates[i]}")
+    return values.to_numpy(dtype=float)
+
+
+def _price_column(
+    path: Path, frame: pd.DataFrame, column: str, dates: np.ndarray
+) -> np.ndarray | None:
+    """A close-type column: every row present, finite and positive. A header-only column
+    (no values at all) counts as absent, so `adj_close` falls back to `close`."""
+    values = _numeric_column(path, frame, column, dates)
+    if values is None or (np.isnan(values).all() and _other_price_present(frame, column)):
+        return None
+    missing = np.flatnonzero(~np.isfinite(values))
+    if missing.size:
+        day = dates[int(missing[0])]
+        raise DataError(str(path), column, f"missing or non-finite price on {day}")
+    _check_positive(path, column, values, dates)
+    return values
+
+
+def _other_price_present(frame: pd.DataFrame, column: str) -> bool:
+    other = "close" if column == "adj_close" else "adj_close"
+    return other in frame and bool(frame[other].notna().any())
+
+
+def _check_open(path: Path, values: np.ndarray | None, dates: np.ndarray) -> None:
+    """Open may be empty (close-only sources) but never infinite or non-positive."""
+    if values is None:
+        return
+    infinite = np.flatnonzero(np.isinf(values))
+    if infinite.size:
+        raise DataError(str(path), "open", f"non-finite price on {dates[int(infinite[0])]}")
+    _check_positive(path, "open", values, dates)
+
+
+def _check_positive(path: Path, column: str, values: np.ndarray, dates: np.ndarray) -> None:
+    with np.errstate(invalid="ignore"):
+        bad = np.flatnonzero(values <= 0)
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(str(path), column, f"non-positive price {values[i]:g} on {dates[i]}")
+
+
+def _line(series: pd.Series, i: int) -> int:
+    """1-based line in the file of row `i` (the header is line 1)."""
+    return int(series.index[i]) + 2
+
+
+# --- aligning symbols ---------------------------------------------------------------------
+
+
+def _align(symbols: tuple[str, ...], files: list[_FilePrices]) -> PriceHistory:
+    """All symbols on the union of their dates; NaN close before a symbol's first row."""
+    dates = np.unique(np.concatenate([f.dates for f in files]))
+    close = np.full((len(dates), len(files)), np.nan)
+    opens = np.full((len(dates), len(files)), np.nan)
+    for j, file in enumerate(files):
+        rows = np.searchsorted(dates, file.dates)
+        close[rows, j] = file.close
+        opens[rows, j] = file.open
+        _fill_short_gaps(file.path, dates, rows, close[:, j])
+    return PriceHistory(dates=dates, symbols=symbols, close=close, open=opens)
+
+
+def _fill_short_gaps(path: Path, dates: np.ndarray, rows: np.ndarray, close: np.ndarray) -> None:
+    """Forward-fill (in place) days a symbol lacks after its first row, if each hole is short.
+
+    Open stays NaN on filled days, so nothing is ever filled at a made-up price.
+    """
+    first = int(rows[0])
+    present = np.zeros(len(dates) - first, dtype=bool)
+    present[rows - first] = True
+    if present.all():
+        return
+    starts, lengths = _missing_runs(present)
+    too_long = np.flatnonzero(lengths > MAX_FILLED_GAP)
+    if too_long.size:
+        k = int(too_long[0])
+        raise DataError(
+            str(path),
+            "date",
+            f"{lengths[k]} consecutive trading days missing from {dates[first + starts[k]]} "
+            f"(other symbols have them); at most {MAX_FILLED_GAP} are forward-filled",
+        )
+    last_seen = np.maximum.accumulate(np.where(present, np.arange(present.size), 0))
+    segment = close[first:]
+    segment[:] = segment[last_seen]
+    log.warning(
+        "price_gaps_forward_filled",
+        path=str(path),
+        days=int(lengths.sum()),
+        first_missing=str(dates[first + starts[0]]),
+    )
+
+
+def _missing_runs(present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start offsets and lengths of each stretch of consecutive False values."""
+    edges = np.diff(np.concatenate(([0], (~present).astype(np.int8), [0])))
+    starts = np.flatnonzero(edges == 1)
+    return starts, np.flatnonzero(edges == -1) - starts
+
+
+# --- macro series -------------------------------------------------------------------------
+
+
+def read_macro_file(path: Path, name: str) -> MacroSeries:
+    """A `date,value` series as published; FRED's blank or "." days are dropped."""
+    frame = _read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in ("date", "value") if c not in frame]
+    if missing:
+        raise DataError(
+            str(path), missing[0], f"needs columns date and value; has {list(frame.columns)}"
+        )
+    dates = _parse_dates(path, frame["date"])
+    _check_ascending(path, dates)
+    text = frame["value"].str.strip()
+    keep = ~text.isin(_MACRO_BLANKS).to_numpy()
+    values = pd.to_numeric(text[keep], errors="coerce").to_numpy(dtype=float)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        i = int(bad[0])
+        raw = text[keep].iloc[i]
+        raise DataError(str(path), "value", f"non-numeric value {raw!r} on {dates[keep][i]}")
+    if not values.size:
+        raise DataError(str(path), "value", "no values (every row is blank)")
+    return MacroSeries(name=name, dates=dates[keep], values=values)

@@ -1,0 +1,38 @@
+"""Choose where a backtest's history comes from: a CSV directory or a synthetic market."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import structlog
+
+from bot.config import Settings
+from bot.data.base import MACRO_SERIES, MarketData
+from bot.data.csv_source import load_csv_directory
+from bot.data.synthetic import synthetic_market
+from bot.errors import DataError
+
+log = structlog.get_logger(__name__)
+
+
+def load_history(
+    settings: Settings, data_dir: Path, extra_symbols: Iterable[str] = ()
+) -> MarketData:
+    """`auto` reads `data_dir` when it exists and otherwise builds the seeded synthetic
+    market, so a fresh clone with no files and no keys still runs end to end."""
+    symbols = list(dict.fromkeys([*settings.symbols, *extra_symbols]))
+    source = settings.data.source
+    if source == "auto":
+        source = "csv" if (data_dir / "prices").is_dir() else "synthetic"
+    if source == "csv":
+        if not data_dir.is_dir():
+            raise DataError(str(data_dir), "data.directory", "directory not found")
+        return load_csv_directory(data_dir, symbols, MACRO_SERIES)
+    log.warning(
+        "using a SYNTHETIC market: results say nothing about real markets",
+        seed=settings.data.synthetic_seed,
+        reason=f"no CSV data at {data_dir}" if settings.data.source == "auto" else "configured",
+    )
+    d = settings.data
+    return synthetic_market(symbols, d.synthetic_start, d.synthetic_end, seed=d.synthetic_seed)

@@ -1,0 +1,27 @@
+"""Errors that name what was wrong and where, so users can fix their input."""
+
+from __future__ import annotations
+
+
+class BotError(Exception):
+    """Base class of every error the bot raises on purpose."""
+
+
+class ConfigError(BotError):
+    """A configuration file is invalid; `problems` lists each field and what was expected."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid configuration {source}:\n{lines}")
+
+
+class DataError(BotError):
+    """A data file or series is unusable; names the file (or series) and the field."""
+
+    def __init__(self, source: str, field: str | None, message: str):
+        self.source = source
+        self.field = field
+        where = f"{source}" + (f" [{field}]" if field else "")
+        super().__init__(f"{where}: {message}")

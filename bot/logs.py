@@ -1,0 +1,50 @@
+"""structlog set-up: readable on a terminal, JSON lines otherwise, secrets always masked."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from typing import Any
+
+import structlog
+
+_SECRET_KEYS = re.compile(r"(secret|password|passwd|token|api_key|key_id|authorization)", re.I)
+_SECRET_ENV = ("APCA_API_SECRET_KEY", "APCA_API_KEY_ID", "BOT_DATABASE_URL")
+
+
+def _mask_secrets(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Drop secret-looking fields and scrub known secret values from every string."""
+    secrets = [v for k in _SECRET_ENV if (v := os.environ.get(k)) and len(v) >= 6]
+    for key, value in list(event.items()):
+        if _SECRET_KEYS.search(key):
+            event[key] = "***"
+        elif isinstance(value, str) and secrets:
+            for s in secrets:
+                value = value.replace(s, "***")
+            event[key] = value
+    return event
+
+
+def configure_logging(level: str = "INFO", fmt: str | None = None) -> None:
+    """Console renderer when stderr is a terminal, JSON otherwise (BOT_LOG_FORMAT overrides)."""
+    fmt = fmt or os.environ.get("BOT_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        if fmt == "console"
+        else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _mask_secrets,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

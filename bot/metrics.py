@@ -1,0 +1,385 @@
+"""Performance statistics of an equity curve and its fills: pure functions, no I/O.
+
+Every result is JSON-safe: a metric that cannot be computed (too few points, zero
+variance, no trades) is None rather than NaN or inf, so reports can be written with
+`allow_nan=False` and read by anything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+DAYS_PER_YEAR = 365.25
+_QTY_EPS = 1e-9  # quantities below this are float residue, not shares
+
+Metric = float | int | str | None
+
+
+@dataclass(frozen=True)
+class RoundTrip:
+    """One matched slice of a buy lot and a later sell; pnl is after both commissions."""
+
+    symbol: str
+    entry_date: pd.Timestamp
+    exit_date: pd.Timestamp
+    quantity: float
+    entry_price: float
+    exit_price: float
+    pnl: float
+
+
+@dataclass
+class _Lot:
+    quantity: float
+    price: float
+    commission_per_unit: float
+    date: pd.Timestamp
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _finite(x: float | None) -> float | None:
+    """Plain Python float, or None when the value is missing, NaN or infinite."""
+    if x is None:
+        return None
+    value = float(x)
+    return value if math.isfinite(value) else None
+
+
+def _clean_equity(equity: pd.Series) -> pd.Series:
+    """Sorted float series without NaN, so callers may pass a benchmark that listed late."""
+    if not isinstance(equity.index, pd.DatetimeIndex):
+        raise TypeError("equity must be indexed by a DatetimeIndex")
+    out = equity.astype(float).dropna().sort_index()
+    if out.empty:
+        raise ValueError("equity has no values")
+    return out
+
+
+def _years(index: pd.DatetimeIndex) -> float:
+    """Calendar years spanned, so CAGR and turnover ignore how many trading days a year has."""
+    return (index[-1] - index[0]).days / DAYS_PER_YEAR
+
+
+def fill_days(fills: pd.DataFrame) -> pd.DatetimeIndex:
+    """Trading day of each fill (tz-aware times use their own wall-clock date)."""
+    stamps = pd.DatetimeIndex(pd.to_datetime(fills["filled_at"]))
+    if stamps.tz is not None:
+        stamps = stamps.tz_localize(None)
+    return stamps.normalize()
+
+
+def slice_fills(
+    fills: pd.DataFrame | None, start: pd.Timestamp, end: pd.Timestamp
+) -> pd.DataFrame | None:
+    """Fills whose trading day lies in [start, end], matching an equity slice."""
+    if fills is None:
+        return None
+    days = fill_days(fills)
+    mask = (days >= start.normalize()) & (days <= end.normalize())
+    return fills.loc[np.asarray(mask)]
+
+
+def daily_risk_free(
+    risk_free: pd.Series | None, index: pd.DatetimeIndex, periods_per_year: int = 252
+) -> pd.Series:
+    """Daily risk-free rate in force at each date of `index`.
+
+    `risk_free` is an annual percent series (FRED DTB3 style: 4.23 means 4.23 %/yr) on its
+    own dates. Each date takes the last value published on or before it, never a later
+    one; dates before the first value get 0. The rate is then de-annualised geometrically.
+    """
+    rf = pd.Series(dtype=float) if risk_free is None else risk_free.astype(float).dropna()
+    if rf.empty:
+        return pd.Series(0.0, index=index)
+    rf = rf.sort_index()
+    rf = rf[~rf.index.duplicated(keep="last")]
+    positions = rf.index.searchsorted(index, side="right") - 1
+    pct = np.where(positions >= 0, rf.to_numpy()[np.clip(positions, 0, None)], 0.0)
+    return pd.Series((1.0 + pct / 100.0) ** (1.0 / periods_per_year) - 1.0, index=index)
+
+
+def _align_market(market: pd.Series, index: pd.DatetimeIndex) -> pd.Series:
+    """Market level at each equity date: its last value on or before that date."""
+    clean = market.astype(float).dropna().sort_index()
+    clean = clean[~clean.index.duplicated(keep="last")]
+    return clean.reindex(clean.index.union(index)).ffill().reindex(index)
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+def round_trips_fifo(fills: pd.DataFrame) -> list[RoundTrip]:
+    """Match sells against earlier buys per symbol, oldest lot first (FIFO).
+
+    A sell closes part or all of the oldest open lots, splitting a lot when needed, and
+    yields one round trip per matched lot slice. Commissions are allocated pro rata to
+    quantity on both legs. Lots still open at the end are not counted, and the part of a
+    sell with no open lot before it (e.g. its buy lies outside the fills given) is ignored.
+    Fills are processed in `filled_at` order; ties keep their input order.
+    """
+    if fills is None or fills.empty:
+        return []
+    ordered = fills.assign(trade_day_=fill_days(fills)).sort_values("filled_at", kind="stable")
+    books: dict[str, deque[_Lot]] = {}
+    trips: list[RoundTrip] = []
+    for row in ordered.itertuples(index=False):
+        book = books.setdefault(str(row.symbol), deque())
+        side = getattr(row.side, "value", row.side)
+        quantity = float(row.quantity)
+        per_unit = float(row.commission) / quantity if quantity > 0 else 0.0
+        if side == "buy":
+            book.append(_Lot(quantity, float(row.price), per_unit, row.trade_day_))
+        elif side == "sell":
+            trips.extend(_close_lots(book, str(row.symbol), row, quantity, per_unit))
+        else:
+            raise ValueError(f"fill side must be 'buy' or 'sell', got {side!r}")
+    return trips
+
+
+def _close_lots(
+    book: deque[_Lot], symbol: str, sell, quantity: float, per_unit: float
+) -> list[RoundTrip]:
+    """Consume the oldest lots of `book` for one sell; one RoundTrip per slice taken."""
+    trips: list[RoundTrip] = []
+    remaining = quantity
+    exit_price = float(sell.price)
+    while remaining > _QTY_EPS and book:
+        lot = book[0]
+        taken = min(remaining, lot.quantity)
+        costs = taken * (lot.commission_per_unit + per_unit)
+        pnl = taken * (exit_price - lot.price) - costs
+        trips.append(
+            RoundTrip(symbol, lot.date, sell.trade_day_, taken, lot.price, exit_price, pnl)
+        )
+        lot.quantity -= taken
+        remaining -= taken
+        if lot.quantity <= _QTY_EPS:
+            book.popleft()
+    return trips
+
+
+def _trade_stats(fills: pd.DataFrame | None) -> dict[str, Metric]:
+    """Win rate and average win / average loss of the FIFO round trips."""
+    trips = round_trips_fifo(fills) if fills is not None else []
+    wins = [t.pnl for t in trips if t.pnl > 0]
+    losses = [t.pnl for t in trips if t.pnl < 0]
+    win_rate = len(wins) / len(trips) if trips else None
+    ratio = None
+    if wins and losses:
+        ratio = float(np.mean(wins)) / abs(float(np.mean(losses)))
+    return {"win_rate": _finite(win_rate), "profit_loss_ratio": _finite(ratio)}
+
+
+def _cost_stats(fills: pd.DataFrame | None, equity: pd.Series, years: float) -> dict[str, Metric]:
+    """Fill count, money spent on costs, and annualised one-way turnover."""
+    if fills is None:
+        return {"trades": None, "transaction_costs": None, "turnover": None}
+    costs = float((fills["commission"].astype(float) + fills["slippage_cost"].astype(float)).sum())
+    notional = float((fills["quantity"].astype(float) * fills["price"].astype(float)).abs().sum())
+    mean_equity = float(equity.mean())
+    turnover = None
+    if years > 0 and mean_equity > 0:
+        turnover = notional / 2.0 / mean_equity / years
+    return {
+        "trades": len(fills),
+        "transaction_costs": _finite(costs),
+        "turnover": _finite(turnover),
+    }
+
+
+# --------------------------------------------------------------------------- return stats
+
+
+def _cagr(total_return: float, years: float) -> float | None:
+    growth = 1.0 + total_return
+    if years <= 0 or growth < 0:
+        return None
+    return _finite(growth ** (1.0 / years) - 1.0)
+
+
+def _sharpe(excess: pd.Series, periods_per_year: int) -> float | None:
+    """Mean over standard deviation (ddof=1) of daily excess returns, annualised."""
+    if len(excess) < 2:
+        return None
+    std = float(excess.std(ddof=1))
+    if not std > 0:
+        return None
+    return _finite(float(excess.mean()) / std * math.sqrt(periods_per_year))
+
+
+def _sortino(excess: pd.Series, periods_per_year: int) -> float | None:
+    """Mean daily excess over downside deviation sqrt(mean(min(excess, 0)^2)), annualised."""
+    if len(excess) < 2:
+        return None
+    downside = math.sqrt(float((excess.clip(upper=0.0) ** 2).mean()))
+    if not downside > 0:
+        return None
+    return _finite(float(excess.mean()) / downside * math.sqrt(periods_per_year))
+
+
+def max_drawdown(equity: pd.Series) -> float:
+    """Worst fall from a running peak, as a negative fraction (0.0 if it never fell)."""
+    values = equity.to_numpy(dtype=float)
+    peaks = np.maximum.accumulate(values)
+    return float(np.min(values / peaks - 1.0))
+
+
+def drawdown_series(equity: pd.Series) -> pd.Series:
+    """Fall from the running peak at every date (<= 0), for charts."""
+    return equity / equity.cummax() - 1.0
+
+
+def _alpha_beta(
+    strat_excess: pd.Series, market_excess: pd.Series, periods_per_year: int
+) -> tuple[float | None, float | None]:
+    """OLS of strategy excess on market excess; alpha is the daily intercept annualised."""
+    both = pd.concat([strat_excess, market_excess], axis=1).dropna()
+    if len(both) < 2:
+        return None, None
+    y = both.iloc[:, 0].to_numpy()
+    x = both.iloc[:, 1].to_numpy()
+    x_dev = x - x.mean()
+    var_x = float(np.dot(x_dev, x_dev))
+    if not var_x > 0:
+        return None, None
+    beta = float(np.dot(x_dev, y - y.mean())) / var_x
+    alpha = float(y.mean() - beta * x.mean()) * periods_per_year
+    return _finite(alpha), _finite(beta)
+
+
+def performance(
+    equity: pd.Series,
+    *,
+    risk_free: pd.Series | None = None,
+    market: pd.Series | None = None,
+    fills: pd.DataFrame | None = None,
+    periods_per_year: int = 252,
+) -> dict[str, Metric]:
+    """Headline statistics of one equity curve; see the module docstring for None rules.
+
+    Daily returns are simple close-to-close returns. The risk-free rate paired with the
+    return ending on day t is the one in force on t (see `daily_risk_free`). `days` is
+    the number of equity points. Trade metrics use `fills` as given (None when absent).
+    """
+    eq = _clean_equity(equity)
+    index = pd.DatetimeIndex(eq.index)
+    returns = eq.pct_change().iloc[1:]
+    rf = daily_risk_free(risk_free, index, periods_per_year).iloc[1:]
+    excess = returns - rf
+    years = _years(index)
+    total_return = float(eq.iloc[-1] / eq.iloc[0] - 1.0)
+    cagr = _cagr(total_return, years)
+    mdd = max_drawdown(eq)
+    vol = float(returns.std(ddof=1)) * math.sqrt(periods_per_year) if len(returns) >= 2 else None
+    alpha = beta = None
+    if market is not None:
+        market_returns = _align_market(market, index).pct_change(fill_method=None).iloc[1:]
+        market_excess = market_returns - rf
+        alpha, beta = _alpha_beta(excess, market_excess, periods_per_year)
+    return {
+        "start": index[0].date().isoformat(),
+        "end": index[-1].date().isoformat(),
+        "days": len(eq),
+        "total_return": _finite(total_return),
+        "cagr": cagr,
+        "annual_volatility": _finite(vol),
+        "sharpe": _sharpe(excess, periods_per_year),
+        "sortino": _sortino(excess, periods_per_year),
+        "max_drawdown": _finite(mdd),
+        "calmar": _finite(cagr / abs(mdd)) if cagr is not None and mdd < 0 else None,
+        **_trade_stats(fills),
+        "alpha": alpha,
+        "beta": beta,
+        **_cost_stats(fills, eq, years),
+    }
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def period_table(
+    equity: pd.Series,
+    periods: list[tuple[str, str, str]],
+    *,
+    risk_free: pd.Series | None = None,
+    market: pd.Series | None = None,
+    fills: pd.DataFrame | None = None,
+    periods_per_year: int = 252,
+) -> list[dict[str, Metric]]:
+    """performance() on each named (name, start ISO, end ISO) window, both ends inclusive.
+
+    Only equity dates inside the window count (the move into its first day is not
+    included), and only fills on those days, so round trips whose buy precedes the
+    window are not matched. Windows with fewer than 2 points give a `note: "no data"` row.
+    """
+    eq = _clean_equity(equity)
+    rows: list[dict[str, Metric]] = []
+    for name, start, end in periods:
+        lo, hi = pd.Timestamp(start), pd.Timestamp(end)
+        part = eq.loc[(eq.index >= lo) & (eq.index <= hi)]
+        if len(part) < 2:
+            rows.append({"name": name, "start": start, "end": end, "note": "no data"})
+            continue
+        part_fills = slice_fills(fills, part.index[0], part.index[-1])
+        stats = performance(
+            part,
+            risk_free=risk_free,
+            market=market,
+            fills=part_fills,
+            periods_per_year=periods_per_year,
+        )
+        rows.append({"name": name, **stats})
+    return rows
+
+
+def _label(value: object) -> str | None:
+    """Regime label as plain text (enum members give their value); None if missing."""
+    if value is None or (not isinstance(value, str) and bool(pd.isna(value))):
+        return None
+    return str(getattr(value, "value", value))
+
+
+def regime_table(
+    equity: pd.Series, regimes: pd.Series, periods_per_year: int = 252
+) -> list[dict[str, Metric]]:
+    """Return statistics per regime, attributing each day's return to the regime before it.
+
+    The return from t-1 to t belongs to the regime in force at t-1, because that is the
+    regime the positions were chosen under. `share` is days / all daily returns (so the
+    shares sum to 1 when every day has a label). Rows follow first appearance.
+    """
+    eq = _clean_equity(equity)
+    known = regimes.sort_index()
+    known = known[~known.index.duplicated(keep="last")]
+    labels = known.reindex(eq.index, method="ffill").map(_label)
+    returns = eq.pct_change().iloc[1:]
+    prior = pd.Series(labels.to_numpy()[:-1], index=returns.index)
+    total = len(returns)
+    rows: list[dict[str, Metric]] = []
+    for name in dict.fromkeys(x for x in prior if x is not None):
+        rows.append(_regime_row(name, returns[prior == name], total, periods_per_year))
+    return rows
+
+
+def _regime_row(
+    name: str, returns: pd.Series, total: int, periods_per_year: int
+) -> dict[str, Metric]:
+    days = len(returns)
+    compounded = float((1.0 + returns).prod() - 1.0)
+    annual = (1.0 + compounded) ** (periods_per_year / days) - 1.0 if compounded > -1 else None
+    vol = float(returns.std(ddof=1)) * math.sqrt(periods_per_year) if days >= 2 else None
+    return {
+        "regime": name,
+        "days": days,
+        "share": _finite(days / total),
+        "total_return": _finite(compounded),
+        "annual_return": _finite(annual),
+        "annual_volatility": _finite(vol),
+    }

@@ -1,0 +1,123 @@
+"""From targets and holdings to orders: when to rebalance and what to send.
+
+The rebalance is due every `every_days` trading days counted from the last one, or as
+soon as any weight drifts more than `drift` from its target, and never while orders are
+outstanding (a second set of orders on top of unfilled ones double-trades). Orders below
+the minimum size are dropped; sells come before buys so buys are funded by the sells.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from bot.config import RebalanceSettings
+from bot.types import OrderRequest, Side
+
+
+@dataclass(frozen=True)
+class RebalanceCheck:
+    due: bool
+    reason: str
+
+
+def current_weights(shares: np.ndarray, prices: np.ndarray, equity: float) -> np.ndarray:
+    if equity <= 0:
+        return np.zeros_like(shares)
+    return np.nan_to_num(shares * prices) / equity
+
+
+def rebalance_due(
+    days_since_last: int | None,
+    weights_now: Callable[[], np.ndarray],
+    targets: np.ndarray | None,
+    open_orders: int,
+    cfg: RebalanceSettings,
+    forced: str | None = None,
+) -> RebalanceCheck:
+    """Decide whether today is a rebalance day, and say why (or why not).
+
+    `weights_now` is called only when the drift test is needed: most days the period
+    decides, and valuing the book costs more than the rest of the check."""
+    if open_orders > 0:
+        return RebalanceCheck(False, f"skipped: {open_orders} order(s) outstanding")
+    if forced:
+        return RebalanceCheck(True, forced)
+    if days_since_last is None or targets is None:
+        return RebalanceCheck(True, "initial allocation")
+    if days_since_last >= cfg.every_days:
+        return RebalanceCheck(True, f"period: {days_since_last} trading days since last")
+    if cfg.drift is not None and cfg.drift > 0:
+        drift = float(np.max(np.abs(weights_now() - targets)))
+        if drift > cfg.drift + 1e-12:  # 0.55 - 0.50 is 0.05000000000000004 in floats
+            return RebalanceCheck(True, f"drift {drift:.2%} > {cfg.drift:.0%}")
+    return RebalanceCheck(False, "not due")
+
+
+def client_order_id(rebalance_id: str, symbol: str, side: Side) -> str:
+    """Deterministic id: the same decision always maps to the same broker order, so a
+    retry or a restart can find an order instead of sending it twice."""
+    return f"{rebalance_id}-{symbol}-{side.value}"
+
+
+def plan_orders(
+    rebalance_id: str,
+    symbols: tuple[str, ...],
+    targets: np.ndarray,
+    shares: np.ndarray,
+    prices: np.ndarray,
+    equity: float,
+    cfg: RebalanceSettings,
+    reason: str,
+) -> list[OrderRequest]:
+    """Orders that move `shares` to `targets` (weights of `equity`), sells first.
+
+    Whole-share mode rounds each target down, so the plan never needs more cash than the
+    portfolio has at the sizing prices. A trade is sent only if it reaches both
+    min_trade_shares and min_trade_notional.
+    """
+    sells: list[OrderRequest] = []
+    buys: list[OrderRequest] = []
+    for i, symbol in enumerate(symbols):
+        price = float(prices[i])
+        if not math.isfinite(price) or price <= 0:
+            continue
+        target = float(targets[i]) * equity / price
+        if not cfg.fractional:
+            target = math.floor(target + 1e-9)
+        delta = target - float(shares[i])
+        if not cfg.fractional:
+            delta = round(delta)
+        qty = abs(delta)
+        if qty <= 1e-9 or qty < cfg.min_trade_shares or qty * price < cfg.min_trade_notional:
+            continue
+        side = Side.SELL if delta < 0 else Side.BUY
+        order = OrderRequest(
+            client_order_id(rebalance_id, symbol, side),
+            rebalance_id,
+            symbol,
+            side,
+            qty,
+            reason,
+            price,
+        )
+        (sells if side is Side.SELL else buys).append(order)
+    return sells + buys
+
+
+def plan_exit(
+    rebalance_id: str, symbol: str, quantity: float, price: float, reason: str
+) -> OrderRequest:
+    """Sell a whole position (stop-loss exit)."""
+    return OrderRequest(
+        client_order_id(rebalance_id, symbol, Side.SELL),
+        rebalance_id,
+        symbol,
+        Side.SELL,
+        quantity,
+        reason,
+        price,
+    )

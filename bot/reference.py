@@ -1,0 +1,56 @@
+"""Reference portfolios the strategy is reported against, run through the same engine.
+
+Running them through the engine (strategic weights, no overlay, no guard rules) means the
+same fill model, costs and calendar apply to all, so differences come from the strategy.
+"""
+
+from __future__ import annotations
+
+from bot.config import Asset, Settings
+
+# name -> (weights, rebalance every N trading days; None = buy and hold)
+REFERENCES: dict[str, tuple[dict[str, float], int | None]] = {
+    "SPY buy-and-hold": ({"SPY": 1.0}, None),
+    "60/40 SPY/IEF": ({"SPY": 0.6, "IEF": 0.4}, 21),
+    "TQQQ only": ({"TQQQ": 1.0}, None),
+}
+
+NEVER = 10**9  # a rebalance period no backtest reaches
+
+
+def fixed_weight_settings(
+    base: Settings, weights: dict[str, float], every_days: int | None
+) -> Settings:
+    """`base` turned into a plain fixed-weight portfolio over `weights`."""
+    universe = {
+        sym: base.universe.get(sym, Asset()).model_copy(update={"weight": w})
+        for sym, w in weights.items()
+    }
+    return base.model_copy(
+        update={
+            "universe": universe,
+            "overlay": {},
+            "strategy": base.strategy.model_copy(
+                update={"weighting": "strategic", "overlay_enabled": False}
+            ),
+            "risk": base.risk.model_copy(update={"rules": (), "position_cap": 1.0}),
+            "rebalance": base.rebalance.model_copy(
+                update={"every_days": every_days or NEVER, "drift": None, "on_defensive_change": False}
+            ),
+        }
+    )
+
+
+def reference_settings(base: Settings) -> dict[str, Settings]:
+    """The report's comparison set: SPY, 60/40 (monthly), TQQQ, and the strategy's own
+    strategic weights rebalanced on its period."""
+    out = {name: fixed_weight_settings(base, w, every) for name, (w, every) in REFERENCES.items()}
+    strategic = {sym: a.weight for sym, a in base.universe.items()}
+    out[f"Strategic fixed weights ({base.rebalance.every_days}d)"] = fixed_weight_settings(
+        base, strategic, base.rebalance.every_days
+    )
+    return out
+
+
+def reference_symbols() -> set[str]:
+    return {sym for weights, _ in REFERENCES.values() for sym in weights}

@@ -1,0 +1,428 @@
+"""Backtest reports: one JSON-safe dict, rendered as terminal tables, markdown, and charts.
+
+The dict is the single source: tables, markdown and the JSON file all read it, so what
+the terminal shows is exactly what gets saved. Every report carries its data label, and
+synthetic data is called out wherever the numbers appear.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from bot.metrics import drawdown_series, performance, period_table, regime_table, slice_fills
+
+REGIME_COLORS = {"GROWTH": "tab:green", "TRANSITION": "orange", "UNCERTAINTY": "tab:red"}
+_OTHER_REGIME_COLOR = "tab:gray"
+
+
+@dataclass
+class RunSeries:
+    """One equity curve to report on: the strategy or a benchmark, with optional detail."""
+
+    name: str
+    equity: pd.Series
+    fills: pd.DataFrame | None = None
+    weights: pd.DataFrame | None = None  # daily actual weights; symbols plus maybe "CASH"
+    regimes: pd.Series | None = None
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types only (no numpy scalars, NaN or inf), so json.dumps never fails."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return _jsonable(value.value)
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dt.date | pd.Timestamp):
+        return value.isoformat()
+    return str(value)
+
+
+def _align_to(run: RunSeries, dates: pd.DatetimeIndex) -> RunSeries:
+    """A benchmark restricted to the strategy's dates, so every row covers the same days.
+
+    Each strategy date takes the benchmark's last value on or before it (a holiday the
+    benchmark skipped repeats its previous close); dates before its first value are dropped.
+    """
+    equity = run.equity.dropna().sort_index()
+    equity = equity[~equity.index.duplicated(keep="last")]
+    aligned = equity.reindex(equity.index.union(dates)).ffill().reindex(dates).dropna()
+    fills = slice_fills(run.fills, dates[0], dates[-1])
+    return RunSeries(run.name, aligned, fills, run.weights, run.regimes)
+
+
+def _series_rows(
+    run: RunSeries,
+    *,
+    risk_free: pd.Series | None,
+    market: pd.Series | None,
+    periods: list[tuple[str, str, str]],
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Summary row and period rows of one series."""
+    kwargs = {"risk_free": risk_free, "market": market, "fills": run.fills}
+    summary = {"name": run.name, **performance(run.equity, **kwargs)}
+    return summary, period_table(run.equity, list(periods), **kwargs)
+
+
+def build_report(
+    strategy: RunSeries,
+    benchmarks: list[RunSeries],
+    *,
+    risk_free: pd.Series | None,
+    market: pd.Series | None,
+    periods: list[tuple[str, str, str]],
+    data_label: str,
+    meta: dict[str, Any],
+) -> dict[str, Any]:
+    """Everything a report shows, as a JSON-serializable dict (strategy row first).
+
+    Benchmarks are cut to the strategy's dates so every summary row covers the same days.
+    """
+    dates = pd.DatetimeIndex(strategy.equity.dropna().sort_index().index)
+    if dates.empty:
+        raise ValueError(f"strategy {strategy.name!r} has no equity values")
+    runs = [strategy] + [_align_to(b, dates) for b in benchmarks]
+    summary: list[dict[str, Any]] = []
+    by_period: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        if run.equity.empty:
+            summary.append({"name": run.name, "note": "no data"})
+            continue
+        row, period_rows = _series_rows(run, risk_free=risk_free, market=market, periods=periods)
+        summary.append(row)
+        by_period[run.name] = period_rows
+    regimes = (
+        regime_table(strategy.equity, strategy.regimes) if strategy.regimes is not None else []
+    )
+    generated = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    report = {
+        "meta": {**meta, "data_label": data_label, "generated_at": generated},
+        "summary": summary,
+        "periods": by_period,
+        "regimes": regimes,
+    }
+    return _jsonable(report)
+
+
+def write_json(report: dict[str, Any], path: Path) -> None:
+    """Save the report; allow_nan=False makes any stray NaN an error instead of bad JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- text output
+
+Formatter = Callable[[Any], str]
+
+
+def _fmt(spec: str, scale: float = 1.0) -> Formatter:
+    """Number formatter that shows missing values as '-'."""
+
+    def format_value(value: Any) -> str:
+        if value is None:
+            return "-"
+        return format(value if scale == 1.0 else value * scale, spec)
+
+    return format_value
+
+
+_PCT = _fmt(".2f", 100.0)
+_NUM = _fmt(".2f")
+_INT = _fmt("d")
+_MONEY = _fmt(",.2f")
+
+SUMMARY_COLUMNS: list[tuple[str, str, Formatter]] = [
+    ("total return %", "total_return", _PCT),
+    ("CAGR %", "cagr", _PCT),
+    ("vol %", "annual_volatility", _PCT),
+    ("Sharpe", "sharpe", _NUM),
+    ("Sortino", "sortino", _NUM),
+    ("max DD %", "max_drawdown", _PCT),
+    ("Calmar", "calmar", _NUM),
+    ("win rate %", "win_rate", _PCT),
+    ("P/L ratio", "profit_loss_ratio", _NUM),
+    ("alpha %", "alpha", _PCT),
+    ("beta", "beta", _NUM),
+    ("trades", "trades", _INT),
+    ("costs", "transaction_costs", _MONEY),
+    ("turnover", "turnover", _NUM),
+]
+
+PERIOD_COLUMNS: list[tuple[str, str, Formatter]] = [
+    ("start", "start", str),
+    ("end", "end", str),
+    ("total return %", "total_return", _PCT),
+    ("CAGR %", "cagr", _PCT),
+    ("vol %", "annual_volatility", _PCT),
+    ("Sharpe", "sharpe", _NUM),
+    ("max DD %", "max_drawdown", _PCT),
+    ("trades", "trades", _INT),
+]
+
+REGIME_COLUMNS: list[tuple[str, str, Formatter]] = [
+    ("regime", "regime", str),
+    ("days", "days", _INT),
+    ("share %", "share", _PCT),
+    ("return %", "total_return", _PCT),
+    ("annualized %", "annual_return", _PCT),
+    ("vol %", "annual_volatility", _PCT),
+]
+
+
+def _cells(row: dict[str, Any], columns: list[tuple[str, str, Formatter]]) -> list[str]:
+    """Formatted cells of one row; a 'no data' row shows its note in place of numbers."""
+    if "note" in row:
+        return [str(row["note"])] + ["-"] * (len(columns) - 1)
+    return [fmt(row.get(key)) for _, key, fmt in columns]
+
+
+def _title(report: dict[str, Any]) -> str:
+    return f"Backtest report — data: {report['meta'].get('data_label', 'unknown')}"
+
+
+def _table(title: str, first: list[str], columns: list[tuple[str, str, Formatter]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for header in first:
+        table.add_column(header, style="bold")
+    for header, _, _ in columns:
+        table.add_column(header, justify="right")
+    return table
+
+
+def _summary_table(report: dict[str, Any]) -> Table:
+    table = _table("Summary", ["series"], SUMMARY_COLUMNS)
+    for row in report["summary"]:
+        table.add_row(row["name"], *_cells(row, SUMMARY_COLUMNS))
+    return table
+
+
+def _period_table(report: dict[str, Any]) -> Table | None:
+    """Periods grouped by name, one row per series, so series compare within a period."""
+    by_series: dict[str, list[dict[str, Any]]] = report.get("periods") or {}
+    names = list(dict.fromkeys(r["name"] for rows in by_series.values() for r in rows))
+    if not names:
+        return None
+    table = _table("Periods", ["period", "series"], PERIOD_COLUMNS)
+    for name in names:
+        for series, rows in by_series.items():
+            for row in (r for r in rows if r["name"] == name):
+                table.add_row(name, series, *_cells(row, PERIOD_COLUMNS))
+        table.add_section()
+    return table
+
+
+def _regime_table(report: dict[str, Any]) -> Table | None:
+    rows = report.get("regimes") or []
+    if not rows:
+        return None
+    table = Table(
+        title="Strategy by regime (return t-1→t counted in the regime of t-1)", title_justify="left"
+    )
+    for header, _, _ in REGIME_COLUMNS:
+        table.add_column(header, justify="left" if header == "regime" else "right")
+    for row in rows:
+        table.add_row(*[fmt(row.get(key)) for _, key, fmt in REGIME_COLUMNS])
+    return table
+
+
+def render_table(report: dict[str, Any], console: Console | None = None) -> None:
+    """Print the report as terminal tables, headed by the data label (loudly if synthetic)."""
+    console = console or Console()
+    label = str(report["meta"].get("data_label", "unknown"))
+    if "SYNTHETIC" in label.upper():
+        console.rule(f"[bold white on red] {_title(report)} [/]", style="red")
+        console.print("[bold red]SYNTHETIC DATA: these numbers are not real market history.[/]")
+    else:
+        console.rule(f"[bold]{_title(report)}[/]")
+    for table in (_summary_table(report), _period_table(report), _regime_table(report)):
+        if table is not None:
+            console.print(table)
+
+
+def report_to_markdown(report: dict[str, Any]) -> str:
+    """The summary as a GitHub markdown table, preceded by a line naming the data."""
+    headers = ["series"] + [h for h, _, _ in SUMMARY_COLUMNS]
+    lines = [
+        f"*Data: {report['meta'].get('data_label', 'unknown')}*",
+        "",
+        "| " + " | ".join(headers) + " |",
+        "| --- |" + " ---: |" * len(SUMMARY_COLUMNS),
+    ]
+    for row in report["summary"]:
+        cells = [str(row["name"]).replace("|", "\\|"), *_cells(row, SUMMARY_COLUMNS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- charts
+
+
+def _regime_spans(
+    regimes: pd.Series, dates: pd.DatetimeIndex
+) -> list[tuple[pd.Timestamp, pd.Timestamp, str]]:
+    """Consecutive days of one regime merged into (start, end, label) spans.
+
+    A span ends where the next one starts, so the shading has no gaps over weekends.
+    """
+    known = regimes.sort_index()
+    known = known[~known.index.duplicated(keep="last")]
+    labels = known.reindex(dates, method="ffill")
+    values = [None if pd.isna(v) else str(getattr(v, "value", v)) for v in labels]
+    spans: list[tuple[pd.Timestamp, pd.Timestamp, str]] = []
+    start = 0
+    for i in range(1, len(values) + 1):
+        if i < len(values) and values[i] == values[start]:
+            continue
+        if values[start] is not None:
+            spans.append((dates[start], dates[min(i, len(values) - 1)], values[start]))
+        start = i
+    return spans
+
+
+def _pyplot():
+    """pyplot on the non-interactive Agg backend, so charts render on servers and in CI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _shade_regimes(ax, regimes: pd.Series, dates: pd.DatetimeIndex) -> list:
+    """One translucent axvspan per regime span; returns legend handles for the labels seen."""
+    from matplotlib.patches import Patch
+
+    seen: dict[str, str] = {}
+    for start, end, label in _regime_spans(regimes, dates):
+        color = REGIME_COLORS.get(label, _OTHER_REGIME_COLOR)
+        ax.axvspan(start, end, color=color, alpha=0.12, linewidth=0)
+        seen.setdefault(label, color)
+    order = list(REGIME_COLORS)
+    labels = sorted(seen, key=lambda x: (order.index(x) if x in order else len(order), x))
+    return [Patch(color=seen[label], alpha=0.3, label=label) for label in labels]
+
+
+def _chart_runs(strategy: RunSeries, benchmarks: list[RunSeries]) -> list[RunSeries]:
+    """Benchmarks on the strategy's dates, rebased to its first equity so lines overlay."""
+    equity = strategy.equity.dropna().sort_index()
+    dates = pd.DatetimeIndex(equity.index)
+    runs = [strategy]
+    for bench in (_align_to(b, dates) for b in benchmarks):
+        if bench.equity.empty or bench.equity.iloc[0] == 0:
+            continue
+        scale = float(equity.iloc[0]) / float(bench.equity.iloc[0])
+        runs.append(RunSeries(bench.name, bench.equity * scale))
+    return runs
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+    return path
+
+
+def _log_scale(ax) -> None:
+    """Log y-axis labelled in plain numbers (1,000 rather than 10^3)."""
+    from matplotlib.ticker import StrMethodFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+    ax.yaxis.set_minor_formatter(StrMethodFormatter("{x:,.0f}"))
+
+
+def _equity_chart(runs: list[RunSeries], out_dir: Path, title: str) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    for run in runs:
+        equity = run.equity.dropna().sort_index()
+        ax.plot(
+            equity.index,
+            equity.to_numpy(),
+            linewidth=1.6 if run is runs[0] else 1.0,
+            label=run.name,
+        )
+    if all((r.equity.dropna() > 0).all() for r in runs):
+        _log_scale(ax)
+    handles, _ = ax.get_legend_handles_labels()
+    strategy = runs[0]
+    if strategy.regimes is not None:
+        dates = pd.DatetimeIndex(strategy.equity.dropna().sort_index().index)
+        handles += _shade_regimes(ax, strategy.regimes, dates)
+    ax.legend(handles=handles, loc="upper left", fontsize=8)
+    ax.set_title(f"Equity (log scale; benchmarks rebased to the strategy's start) — {title}")
+    ax.set_ylabel("equity")
+    ax.grid(True, alpha=0.3)
+    return _save(fig, out_dir / "equity.png")
+
+
+def _drawdown_chart(runs: list[RunSeries], out_dir: Path, title: str) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(11, 4))
+    for run in runs:
+        dd = drawdown_series(run.equity.dropna().sort_index()) * 100.0
+        ax.plot(dd.index, dd.to_numpy(), linewidth=1.0, label=run.name)
+    ax.set_title(f"Drawdown — {title}")
+    ax.set_ylabel("drawdown %")
+    ax.legend(loc="lower left", fontsize=8)
+    ax.grid(True, alpha=0.3)
+    return _save(fig, out_dir / "drawdown.png")
+
+
+def _weights_chart(weights: pd.DataFrame, out_dir: Path, title: str) -> Path:
+    """Stacked weights; negative parts (e.g. borrowed cash) stack below zero."""
+    plt = _pyplot()
+    frame = weights.sort_index().fillna(0.0).astype(float)
+    columns = [c for c in frame.columns if c != "CASH"] + [c for c in frame.columns if c == "CASH"]
+    frame = frame[columns]
+    colors = [plt.get_cmap("tab20")(i % 20) for i in range(len(columns))]
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    x = frame.index
+    ax.stackplot(x, frame.clip(lower=0.0).to_numpy().T, labels=columns, colors=colors, alpha=0.85)
+    negative = frame.clip(upper=0.0)
+    if (negative < 0).any().any():
+        ax.stackplot(x, negative.to_numpy().T, colors=colors, alpha=0.85)
+    ax.axhline(0.0, color="black", linewidth=0.6)
+    ax.set_title(f"Strategy weights — {title}")
+    ax.set_ylabel("weight")
+    ax.legend(loc="upper left", fontsize=8, ncol=min(len(columns), 6))
+    ax.grid(True, alpha=0.3)
+    return _save(fig, out_dir / "weights.png")
+
+
+def write_charts(
+    strategy: RunSeries, benchmarks: list[RunSeries], out_dir: Path, *, data_label: str
+) -> list[Path]:
+    """equity.png, drawdown.png and (if weights are given) weights.png in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = _chart_runs(strategy, benchmarks)
+    paths = [
+        _equity_chart(runs, out_dir, data_label),
+        _drawdown_chart(runs, out_dir, data_label),
+    ]
+    if strategy.weights is not None and not strategy.weights.empty:
+        paths.append(_weights_chart(strategy.weights, out_dir, data_label))
+    return paths

@@ -1,0 +1,270 @@
+"""The risk guard: position cap, volatility regime, correlation clusters, drawdown
+defence and per-asset stops.
+
+Pure functions on arrays. Each rule returns the adjusted weights and, when it fires, a
+RiskEvent carrying the inputs it saw, so the trade log can show why money moved. Weights
+may sum to less than 1: the rest is cash. The position cap holds after every step.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from bot.config import RiskSettings
+from bot.types import Regime, RiskEvent
+
+_EPS = 1e-12
+
+
+def _redistribute(w: np.ndarray, amount: float, receivers: np.ndarray, cap: float) -> np.ndarray:
+    """Give `amount` to the `receivers`, pro rata to their weights (equally if all are
+    zero), never lifting one above `cap`. What cannot be placed stays unallocated (cash)."""
+    w = w.copy()
+    for _ in range(len(w)):
+        room = np.where(receivers, np.maximum(cap - w, 0.0), 0.0)
+        open_ = room > _EPS
+        if amount <= _EPS or not open_.any():
+            break
+        basis = np.where(open_, w, 0.0)
+        if basis.sum() <= _EPS:
+            basis = open_.astype(float)
+        share = amount * basis / basis.sum()
+        given = np.minimum(share, room)
+        w += given
+        amount -= float(given.sum())
+    return w
+
+
+def cap_weights(w: np.ndarray, cap: float) -> np.ndarray:
+    """Clip every weight at `cap` and hand the excess to the others pro rata, until the
+    cap holds everywhere. If every asset is at the cap the rest stays in cash."""
+    w = w.copy()
+    over = w > cap + _EPS
+    if not over.any():
+        return w
+    excess = float((w[over] - cap).sum())
+    w[over] = cap
+    return _redistribute(w, excess, ~over, cap)
+
+
+@dataclass(frozen=True)
+class GuardInputs:
+    """What the guard sees at a rebalance decision (all arrays in universe order)."""
+
+    day: dt.date
+    symbols: tuple[str, ...]
+    is_bond: np.ndarray  # bool per asset: receives weight when risk is cut
+    returns: np.ndarray  # (days, assets) trailing daily returns, newest last; may be short
+    prices: np.ndarray  # decision prices
+    regime: Regime
+    defensive: bool
+
+
+@dataclass
+class GuardResult:
+    weights: np.ndarray
+    stops: np.ndarray  # NaN where no stop applies
+    events: list[RiskEvent] = field(default_factory=list)
+    reasons: list[list[str]] = field(default_factory=list)
+
+
+def _note_changes(before: np.ndarray, after: np.ndarray, reasons: list[list[str]], why: str):
+    for i in np.flatnonzero(np.abs(after - before) > 1e-10):
+        reasons[i].append(f"{why}: {before[i]:.4f} -> {after[i]:.4f}")
+
+
+def volatility_rule(
+    w: np.ndarray, inp: GuardInputs, cfg: RiskSettings
+) -> tuple[np.ndarray, RiskEvent | None]:
+    """Portfolio volatility over `vol_window` days against its `vol_history`-day level,
+    both measured with the candidate weights on the assets' daily returns.
+
+    Above vol_high x history: risk assets x high_vol_risk_scale, freed weight to bonds
+    (within the cap), the rest to cash. Below vol_low x history: risk assets x
+    low_vol_risk_scale (each within the cap), funded from cash first, then bonds.
+    """
+    if inp.returns.shape[0] < cfg.vol_history:
+        return w, None
+    port = inp.returns[-cfg.vol_history :] @ w
+    recent = float(port[-cfg.vol_window :].std(ddof=1))
+    history = float(port.std(ddof=1))
+    if history <= 0:
+        return w, None
+    ratio = recent / history
+    inputs = {"vol_recent": recent, "vol_history": history, "ratio": ratio}
+    risk = ~inp.is_bond
+    if ratio > cfg.vol_high:
+        out = w.copy()
+        out[risk] *= cfg.high_vol_risk_scale
+        freed = float(w.sum() - out.sum())
+        out = _redistribute(out, freed, inp.is_bond, cfg.position_cap)
+        action = f"high volatility: risk assets x{cfg.high_vol_risk_scale}, freed weight to bonds"
+        return out, RiskEvent(inp.day, "volatility", action, inputs)
+    if ratio < cfg.vol_low:
+        out = w.copy()
+        out[risk] = np.minimum(out[risk] * cfg.low_vol_risk_scale, cfg.position_cap)
+        wanted = float(out.sum() - w.sum())
+        cash = max(1.0 - float(w.sum()), 0.0)
+        from_bonds = max(wanted - cash, 0.0)
+        bonds_total = float(w[inp.is_bond].sum())
+        if from_bonds > bonds_total:  # not enough to fund it: scale the increase down
+            affordable = cash + bonds_total
+            out[risk] = w[risk] + (out[risk] - w[risk]) * (affordable / wanted)
+            from_bonds = bonds_total
+        if bonds_total > 0:
+            out[inp.is_bond] = w[inp.is_bond] * (1.0 - from_bonds / bonds_total)
+        action = f"low volatility: risk assets x{cfg.low_vol_risk_scale}, funded by cash/bonds"
+        return out, RiskEvent(inp.day, "volatility", action, inputs)
+    return w, None
+
+
+def correlated_clusters(corr: np.ndarray, threshold: float) -> list[list[int]]:
+    """Connected groups of assets linked by pairwise correlation above `threshold`."""
+    n = corr.shape[0]
+    seen = [False] * n
+    clusters = []
+    for start in range(n):
+        if seen[start]:
+            continue
+        stack, members = [start], []
+        seen[start] = True
+        while stack:
+            i = stack.pop()
+            members.append(i)
+            for j in np.flatnonzero(corr[i] > threshold):
+                if not seen[j]:
+                    seen[j] = True
+                    stack.append(int(j))
+        if len(members) > 1:
+            clusters.append(sorted(members))
+    return clusters
+
+
+def correlation_rule(
+    w: np.ndarray, inp: GuardInputs, cfg: RiskSettings
+) -> tuple[np.ndarray, RiskEvent | None]:
+    """De-concentrate assets that move together: when pairwise correlations over
+    `correlation_window` days exceed `correlation_max`, the connected cluster is treated
+    as one position whose combined weight may not exceed `cluster_cap`; the excess goes
+    to the assets outside the cluster (within the position cap), the rest to cash."""
+    if inp.returns.shape[0] < cfg.correlation_window:
+        return w, None
+    window = inp.returns[-cfg.correlation_window :]
+    if np.any(window.std(axis=0) <= 0):
+        return w, None
+    corr = np.corrcoef(window, rowvar=False)
+    np.fill_diagonal(corr, 0.0)
+    max_corr = float(corr.max())
+    if max_corr <= cfg.correlation_max:
+        return w, None
+    out = w.copy()
+    cut_clusters = []
+    for members in correlated_clusters(corr, cfg.correlation_max):
+        total = float(out[members].sum())
+        if total <= cfg.cluster_cap + _EPS:
+            continue
+        out[members] *= cfg.cluster_cap / total
+        outside = np.ones(len(w), dtype=bool)
+        outside[members] = False
+        out = _redistribute(out, total - cfg.cluster_cap, outside, cfg.position_cap)
+        cut_clusters.append([inp.symbols[i] for i in members])
+    if not cut_clusters:
+        return w, None
+    inputs = {"max_correlation": max_corr, "clusters": cut_clusters, "cluster_cap": cfg.cluster_cap}
+    return out, RiskEvent(inp.day, "correlation", "correlated cluster cut to cluster_cap", inputs)
+
+
+def stop_levels(prices: np.ndarray, vol: np.ndarray, regime: Regime, cfg: RiskSettings) -> np.ndarray:
+    """stop_i = price_i * (1 - alpha * sigma_i * regime_factor), sigma_i daily volatility."""
+    factor = cfg.stop_regime_factor[regime]
+    return prices * (1.0 - cfg.stop_alpha * vol * factor)
+
+
+def guard(w: np.ndarray, inp: GuardInputs, cfg: RiskSettings) -> GuardResult:
+    """Run the enabled rules in a fixed order: cap, volatility, correlation, drawdown
+    defence, stops. The cap holds after every step because later steps only scale down
+    or redistribute within it."""
+    reasons: list[list[str]] = [[] for _ in w]
+    events: list[RiskEvent] = []
+    rules = set(cfg.rules)
+
+    capped = cap_weights(w, cfg.position_cap)
+    _note_changes(w, capped, reasons, f"position cap {cfg.position_cap:.0%}")
+    if not np.allclose(capped, w):
+        events.append(RiskEvent(inp.day, "position_cap", "weights capped", {"cap": cfg.position_cap}))
+    w = capped
+
+    for name, rule in (("volatility", volatility_rule), ("correlation", correlation_rule)):
+        if name in rules:
+            out, event = rule(w, inp, cfg)
+            if event is not None:
+                _note_changes(w, out, reasons, name)
+                events.append(event)
+                w = out
+
+    if "drawdown" in rules and inp.defensive:
+        out = w * (1.0 - cfg.defensive_cash)
+        _note_changes(w, out, reasons, "defensive mode")
+        events.append(
+            RiskEvent(
+                inp.day,
+                "drawdown",
+                f"defensive mode: {cfg.defensive_cash:.0%} of the portfolio moved to cash",
+                {"defensive_cash": cfg.defensive_cash},
+            )
+        )
+        w = out
+
+    stops = np.full(len(w), np.nan)
+    if "stops" in rules and inp.returns.shape[0] >= cfg.vol_window:
+        vol = inp.returns[-cfg.vol_window :].std(axis=0, ddof=1)
+        stops = np.where(w > 0, stop_levels(inp.prices, vol, inp.regime, cfg), np.nan)
+    return GuardResult(w, stops, events, reasons)
+
+
+@dataclass(frozen=True)
+class DrawdownState:
+    """Running peak and defensive mode; persisted between days (and restarts)."""
+
+    peak: float = 0.0
+    defensive: bool = False
+    entered_day_index: int = -1
+
+    def drawdown(self, equity: float) -> float:
+        return 0.0 if self.peak <= 0 else max(0.0, 1.0 - equity / self.peak)
+
+
+def update_drawdown(
+    state: DrawdownState, equity: float, day_index: int, day: dt.date, cfg: RiskSettings
+) -> tuple[DrawdownState, RiskEvent | None]:
+    """Track the peak and switch defensive mode.
+
+    Enter when the drawdown from the peak exceeds drawdown_enter. Leave when it recovers
+    below drawdown_exit (hysteresis stops flapping), or after defensive_max_days trading
+    days, re-basing the peak to today's equity so the trigger then measures fresh losses
+    instead of keeping the portfolio half in cash for years after a deep crash.
+    """
+    peak = max(state.peak, equity)
+    state = replace(state, peak=peak)
+    dd = state.drawdown(equity)
+    inputs = {"equity": equity, "peak": peak, "drawdown": dd}
+    if not state.defensive and dd > cfg.drawdown_enter:
+        return (
+            replace(state, defensive=True, entered_day_index=day_index),
+            RiskEvent(day, "drawdown", "entered defensive mode", inputs),
+        )
+    if state.defensive:
+        if dd < cfg.drawdown_exit:
+            return (
+                replace(state, defensive=False, entered_day_index=-1),
+                RiskEvent(day, "drawdown", "left defensive mode: drawdown recovered", inputs),
+            )
+        if day_index - state.entered_day_index >= cfg.defensive_max_days:
+            return (
+                DrawdownState(peak=equity, defensive=False, entered_day_index=-1),
+                RiskEvent(day, "drawdown", "left defensive mode: time limit, peak re-based", inputs),
+            )
+    return state, None

@@ -1,0 +1,192 @@
+"""`bot backtest` end to end: settings, data, trade log, engine runs, report files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import structlog
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from bot import __version__
+from bot.backtest import BacktestResult, run_backtest, scratch_tradelog
+from bot.config import Settings, load_settings, parse_settings, resolve_data_dir, resolve_store_url
+from bot.data.base import RISK_FREE, MarketData
+from bot.data.history import load_history
+from bot.reference import reference_settings, reference_symbols
+from bot.report import RunSeries, build_report, render_table, write_charts, write_json
+from bot.store.tradelog import TradeLog
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class BacktestOptions:
+    config: Path
+    start: str | None = None
+    end: str | None = None
+    weighting: str | None = None
+    fill: str | None = None
+    data_dir: Path | None = None
+    synthetic: bool = False
+    out: Path | None = None
+    charts: bool = True
+    benchmarks: bool = True
+    database: str | None = None
+
+
+def code_version() -> str:
+    """Package version plus the git commit when run from a checkout."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=2,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__}+{commit}" if commit else __version__
+
+
+def apply_overrides(settings: Settings, options: BacktestOptions, source: str) -> Settings:
+    """Command-line overrides, validated like the file itself."""
+    raw = settings.model_dump(mode="json")
+    for key, value in (("start", options.start), ("end", options.end), ("fill", options.fill)):
+        if value is not None:
+            raw["backtest"][key] = value
+    if options.weighting:
+        raw["strategy"]["weighting"] = options.weighting
+    if options.synthetic:
+        raw["data"]["source"] = "synthetic"
+    if not options.benchmarks:
+        raw["backtest"]["benchmarks"] = False
+    return parse_settings(raw, source)
+
+
+def macro_series(market: MarketData, name: str) -> pd.Series | None:
+    series = market.macro.get(name)
+    if series is None:
+        return None
+    return pd.Series(series.values, index=pd.DatetimeIndex(series.dates), name=name)
+
+
+def price_series(market: MarketData, symbol: str) -> pd.Series | None:
+    if symbol not in market.prices.symbols:
+        return None
+    i = market.prices.index_of(symbol)
+    return pd.Series(market.prices.close[:, i], index=pd.DatetimeIndex(market.prices.dates)).dropna()
+
+
+def _progress_bar(console: Console):
+    """A progress bar on a terminal; nothing when output is piped."""
+    if not console.is_terminal:
+        return None, None
+    bar = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+        TimeRemainingColumn(), console=console, transient=True,
+    )
+    task = bar.add_task("backtest", total=1)
+    return bar, lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def run_backtest_command(options: BacktestOptions) -> int:
+    # Piped output has no width; give the tables room instead of rich's 80 columns.
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    settings = apply_overrides(load_settings(options.config), options, str(options.config))
+    data_dir = options.data_dir or resolve_data_dir(settings, options.config)
+    extra = reference_symbols() if settings.backtest.benchmarks else set()
+    market = load_history(settings, data_dir, sorted(extra | {"SPY"}))
+    url = options.database or resolve_store_url(settings, options.config)
+    tradelog = TradeLog.open(url)
+    run_id = tradelog.start_run(
+        mode="backtest",
+        strategy=settings.strategy.name,
+        config_hash=settings.fingerprint(),
+        config=settings.model_dump(mode="json"),
+        code_version=code_version(),
+        data_source=market.label,
+        synthetic=market.synthetic,
+        started_at=dt.datetime.now(dt.UTC),
+    )
+    log.info("backtest started", run=run_id, data=market.label, weighting=settings.strategy.weighting)
+    bar, progress = _progress_bar(console)
+    try:
+        if bar is not None:
+            bar.start()
+        result = run_backtest(
+            settings, market, tradelog, name=settings.strategy.name, order_prefix=f"bt{run_id}",
+            progress=progress,
+        )
+    except Exception:
+        tradelog.finish_run("failed", dt.datetime.now(dt.UTC))
+        raise
+    finally:
+        if bar is not None:
+            bar.stop()
+    references = run_references(settings, market) if settings.backtest.benchmarks else []
+
+    report = build_report(
+        _series(result, with_details=True),
+        [_series(r) for r in references],
+        risk_free=macro_series(market, RISK_FREE),
+        market=price_series(market, "SPY"),
+        periods=[tuple(p) for p in settings.backtest.periods],
+        data_label=market.label,
+        meta={
+            "run_id": run_id,
+            "config": str(options.config),
+            "config_hash": settings.fingerprint(),
+            "weighting": settings.strategy.weighting,
+            "fill_model": settings.backtest.fill,
+            "code_version": code_version(),
+            "database": url.split("?")[0] if url.startswith("sqlite") else "postgresql",
+        },
+    )
+    tradelog.finish_run("finished", dt.datetime.now(dt.UTC), summary=report["summary"][0])
+    tradelog.close()
+
+    out = options.out or Path("var") / "reports" / f"run-{run_id}"
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(report, out / "report.json")
+    charts = (
+        write_charts(_series(result, with_details=True), [_series(r) for r in references], out,
+                     data_label=market.label)
+        if options.charts
+        else []
+    )
+    render_table(report, console)
+    console.print(f"run {run_id} recorded in the trade log; report: {out / 'report.json'}")
+    for chart in charts:
+        console.print(f"chart: {chart}")
+    return 0
+
+
+def run_references(settings: Settings, market: MarketData) -> list[BacktestResult]:
+    """The comparison portfolios, through the same engine, not written to the trade log."""
+    results = []
+    for name, ref in reference_settings(settings).items():
+        if not all(sym in market.prices.symbols for sym in ref.symbols):
+            log.warning("reference skipped: missing data", reference=name)
+            continue
+        scratch = scratch_tradelog(name)
+        results.append(run_backtest(ref, market, scratch, name=name, order_prefix="ref"))
+        scratch.close()
+    return results
+
+
+def _series(result: BacktestResult, with_details: bool = False) -> RunSeries:
+    return RunSeries(
+        result.name,
+        result.equity_series(),
+        fills=result.fills_frame(),
+        weights=result.weights_frame() if with_details else None,
+        regimes=result.regime_series() if with_details else None,
+    )
+

@@ -1,0 +1,570 @@
+"""The trade log: buffered writes of every decision, order and fill, and frame readers.
+
+Backtests record once per simulated day, so recording only appends plain dicts to
+memory; `flush()` writes them in one transaction with executemany. The live daemon
+uses the same object and flushes after every job. Not thread-safe: record and flush
+from one thread (the scheduler runs one job at a time).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.engine import Connection, make_url
+
+from bot.store.models import RUN_MODES, Base, to_decimal
+from bot.types import EquityPoint, Fill, Order, OrderStatus, RegimeDecision, RiskEvent, TargetRow
+
+log = structlog.get_logger(__name__)
+
+_T = Base.metadata.tables
+RUNS, REGIMES, TARGETS = _T["runs"], _T["regime_decisions"], _T["targets"]
+RISK_EVENTS, ORDERS, ORDER_EVENTS = _T["risk_events"], _T["orders"], _T["order_events"]
+FILLS, EQUITY, POSITIONS, INCIDENTS = _T["fills"], _T["equity"], _T["positions"], _T["incidents"]
+
+
+def _check_aware(value: dt.datetime, column: str) -> None:
+    """Refuse naive timestamps at the call site, naming the column, not at flush time."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(
+            f"{column}: naive datetime {value.isoformat()}; pass a timezone-aware datetime (UTC)"
+        )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL lets reports read while the daemon writes; SQLite leaves foreign keys off by default."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+class TradeLog:
+    """Records one run at a time (`run_id`); reads any run."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.run_id: int | None = None
+        self._owns_engine = False
+        self._orders: dict[str, dict[str, Any]] = {}  # client_order_id -> row, not yet written
+        self._order_ids: dict[str, int] = {}  # client_order_id -> orders.id, already written
+        self._updates: dict[str, dict[str, Any]] = {}  # changes to written orders
+        self._events: list[dict[str, Any]] = []
+        self._fills: list[dict[str, Any]] = []
+        self._regimes: list[dict[str, Any]] = []
+        self._targets: list[dict[str, Any]] = []
+        self._risk_events: list[dict[str, Any]] = []
+        self._equity: list[dict[str, Any]] = []
+        self._positions: list[tuple[int, dt.date, str, float, float]] = []
+
+    @classmethod
+    def open(cls, url: str) -> TradeLog:
+        """Connect to `url` and create missing tables (migrations come later)."""
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            db = parsed.database
+            if db and db != ":memory:" and not db.startswith("file:"):
+                Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(parsed)
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = sa.create_engine(parsed, pool_pre_ping=True)
+        Base.metadata.create_all(engine)
+        tradelog = cls(engine)
+        tradelog._owns_engine = True
+        return tradelog
+
+    # -- runs -------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        *,
+        mode: str,
+        strategy: str,
+        config_hash: str,
+        config: dict[str, Any],
+        code_version: str,
+        data_source: str,
+        synthetic: bool,
+        started_at: dt.datetime,
+    ) -> int:
+        """Write the run row now, so even a run that crashes at once is on record."""
+        if mode not in RUN_MODES:
+            raise ValueError(f"runs.mode: {mode!r} is not one of {', '.join(RUN_MODES)}")
+        _check_aware(started_at, "runs.started_at")
+        row = {
+            "mode": mode,
+            "strategy": strategy,
+            "config_hash": config_hash,
+            "config": config,
+            "code_version": code_version,
+            "data_source": data_source,
+            "synthetic": synthetic,
+            "started_at": started_at,
+            "status": "running",
+        }
+        with self.engine.begin() as conn:
+            self.run_id = conn.execute(sa.insert(RUNS).returning(RUNS.c.id), row).scalar_one()
+        return self.run_id
+
+    def finish_run(
+        self, status: str, finished_at: dt.datetime, summary: dict[str, Any] | None = None
+    ) -> None:
+        """Flush and mark the run finished in the same transaction."""
+        if status not in ("finished", "failed"):
+            raise ValueError(f"runs.status: {status!r} is not 'finished' or 'failed'")
+        _check_aware(finished_at, "runs.finished_at")
+        run_id = self._require_run()
+        end = {"status": status, "finished_at": finished_at, "summary": summary}
+        self._write(sa.update(RUNS).where(RUNS.c.id == run_id).values(end))
+
+    # -- recording (memory only) ------------------------------------------------------
+
+    def _require_run(self) -> int:
+        if self.run_id is None:
+            raise RuntimeError("no run: call start_run() before recording")
+        return self.run_id
+
+    def regime(self, d: RegimeDecision) -> None:
+        self._regimes.append(
+            {
+                "run_id": self._require_run(),
+                "day": d.day,
+                "regime": d.regime.value,
+                "vix": d.vix,
+                "vix_date": d.vix_date,
+                "spread": d.spread,
+                "spread_date": d.spread_date,
+                "uncertainty": d.uncertainty,
+                "uncertainty_date": d.uncertainty_date,
+                "warning": d.warning,
+            }
+        )
+
+    def targets(
+        self, day: dt.date, rebalance_id: str, rows: Sequence[TargetRow], trigger: str
+    ) -> None:
+        run_id = self._require_run()
+        self._targets.extend(
+            {
+                "run_id": run_id,
+                "day": day,
+                "rebalance_id": rebalance_id,
+                "symbol": r.symbol,
+                "baseline": r.baseline,
+                "overlay": r.overlay,
+                "final": r.final,
+                "stop_price": r.stop_price,
+                "reasons": r.reasons,
+                "trigger": trigger,
+            }
+            for r in rows
+        )
+
+    def risk_event(self, e: RiskEvent) -> None:
+        self._risk_events.append(
+            {
+                "run_id": self._require_run(),
+                "day": e.day,
+                "rule": e.rule,
+                "symbol": e.symbol,
+                "action": e.action,
+                "inputs": e.inputs,
+            }
+        )
+
+    def order(self, o: Order) -> None:
+        """Record a new order and its first status event; a repeated client_order_id is refused."""
+        run_id = self._require_run()
+        req = o.request
+        cid = req.client_order_id
+        if cid in self._orders or cid in self._order_ids:
+            raise ValueError(f"orders.client_order_id: {cid!r} is already recorded")
+        _check_aware(o.submitted_at, "orders.submitted_at")
+        status = OrderStatus(o.status).value
+        self._orders[cid] = {
+            "run_id": run_id,
+            "client_order_id": cid,
+            "broker_order_id": o.broker_order_id,
+            "rebalance_id": req.rebalance_id,
+            "symbol": req.symbol,
+            "side": req.side.value,
+            "quantity": req.quantity,
+            "reference_price": req.reference_price,
+            "reason": req.reason,
+            "status": status,
+            "status_message": o.status_message,
+            "filled_quantity": o.filled_quantity,
+            "average_price": o.average_price,
+            "submitted_at": o.submitted_at,
+            "updated_at": o.submitted_at,
+        }
+        self._events.append(
+            {
+                "client_order_id": cid,
+                "status": status,
+                "at": o.submitted_at,
+                "message": o.status_message,
+                "filled_quantity": o.filled_quantity,
+            }
+        )
+
+    def order_status(
+        self,
+        client_order_id: str,
+        status: OrderStatus,
+        at: dt.datetime,
+        *,
+        message: str | None = None,
+        filled_quantity: float | None = None,
+        average_price: float | None = None,
+        broker_order_id: str | None = None,
+    ) -> None:
+        """Record a status change; fields left None keep their previous value on the order."""
+        _check_aware(at, "order_events.at")
+        status_value = OrderStatus(status).value
+        changes: dict[str, Any] = {"status": status_value, "updated_at": at}
+        if message is not None:
+            changes["status_message"] = message
+        if filled_quantity is not None:
+            changes["filled_quantity"] = filled_quantity
+        if average_price is not None:
+            changes["average_price"] = average_price
+        if broker_order_id is not None:
+            changes["broker_order_id"] = broker_order_id
+        buffered = self._orders.get(client_order_id)
+        if buffered is not None:
+            buffered.update(changes)
+        else:
+            pending = self._updates.get(client_order_id)
+            if pending is None:
+                pending = {"id": self._written_order_id(client_order_id)}
+                self._updates[client_order_id] = pending
+            pending.update(changes)
+        self._events.append(
+            {
+                "client_order_id": client_order_id,
+                "status": status_value,
+                "at": at,
+                "message": message,
+                "filled_quantity": filled_quantity,
+            }
+        )
+
+    def fill(self, f: Fill) -> None:
+        run_id = self._require_run()
+        cid = f.client_order_id
+        if cid not in self._orders and cid not in self._order_ids:
+            self._written_order_id(cid)
+        _check_aware(f.filled_at, "fills.filled_at")
+        self._fills.append(
+            {
+                "run_id": run_id,
+                "client_order_id": cid,
+                "symbol": f.symbol,
+                "side": f.side.value,
+                "quantity": f.quantity,
+                "price": f.price,
+                "commission": f.commission,
+                "slippage_cost": f.slippage_cost,
+                "filled_at": f.filled_at,
+            }
+        )
+
+    def equity(self, p: EquityPoint) -> None:
+        self._equity.append(
+            {
+                "run_id": self._require_run(),
+                "day": p.day,
+                "equity": p.equity,
+                "cash": p.cash,
+                "positions_value": p.positions_value,
+                "drawdown": p.drawdown,
+                "regime": None if p.regime is None else p.regime.value,
+            }
+        )
+
+    def positions(self, day: dt.date, holdings: Mapping[str, tuple[float, float]]) -> None:
+        """Snapshot holdings (symbol -> (quantity, price)); market value is computed exactly at flush."""
+        run_id = self._require_run()
+        self._positions.extend((run_id, day, s, q, p) for s, (q, p) in holdings.items())
+
+    def incident(
+        self, at: dt.datetime, kind: str, message: str, context: dict[str, Any] | None = None
+    ) -> None:
+        """Write an incident now, outside the buffer: errors must survive a crash that follows."""
+        _check_aware(at, "incidents.at")
+        row = {
+            "run_id": self.run_id,
+            "at": at,
+            "kind": kind,
+            "message": message,
+            "context": context,
+        }
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.insert(INCIDENTS), row)
+        except Exception:
+            log.exception(
+                "tradelog.incident_not_stored", **{k: v for k, v in row.items() if k != "at"}
+            )
+            raise
+
+    def _written_order_id(self, client_order_id: str) -> int:
+        """Id of an order already in the database (maybe from an earlier process), else raise."""
+        order_id = self._order_ids.get(client_order_id)
+        if order_id is None:
+            query = sa.select(ORDERS.c.id).where(ORDERS.c.client_order_id == client_order_id)
+            with self.engine.connect() as conn:
+                order_id = conn.execute(query).scalar_one_or_none()
+            if order_id is None:
+                raise ValueError(
+                    f"unknown client_order_id {client_order_id!r}: record it with order() first"
+                )
+            self._order_ids[client_order_id] = order_id
+        return order_id
+
+    # -- writing ----------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write everything buffered in one transaction; on failure nothing is written and
+        the buffer is kept, so a later flush retries it."""
+        self._write()
+
+    def _pending(self) -> bool:
+        return bool(
+            self._orders
+            or self._updates
+            or self._events
+            or self._fills
+            or self._regimes
+            or self._targets
+            or self._risk_events
+            or self._equity
+            or self._positions
+        )
+
+    def _write(self, final_statement: sa.Executable | None = None) -> None:
+        if not self._pending() and final_statement is None:
+            return
+        started = time.perf_counter()
+        with self.engine.begin() as conn:
+            new_ids, counts = self._write_buffers(conn)
+            if final_statement is not None:
+                conn.execute(final_statement)
+        # Only now, after commit, forget the buffer: a failed transaction leaves it intact.
+        self._order_ids.update(new_ids)
+        self._orders.clear()
+        self._updates.clear()
+        for buffer in (
+            self._events,
+            self._fills,
+            self._regimes,
+            self._targets,
+            self._risk_events,
+            self._equity,
+            self._positions,
+        ):
+            buffer.clear()
+        if any(counts.values()):
+            seconds = round(time.perf_counter() - started, 4)
+            log.debug("tradelog.flush", run_id=self.run_id, seconds=seconds, **counts)
+
+    def _write_buffers(self, conn: Connection) -> tuple[dict[str, int], dict[str, int]]:
+        """Insert in dependency order: orders, their updates and events, fills, the rest."""
+        new_ids: dict[str, int] = {}
+        if self._orders:
+            stmt = sa.insert(ORDERS).returning(ORDERS.c.id, ORDERS.c.client_order_id)
+            new_ids = {cid: oid for oid, cid in conn.execute(stmt, list(self._orders.values()))}
+        self._write_updates(conn)
+
+        def order_id(cid: str) -> int:
+            return new_ids[cid] if cid in new_ids else self._order_ids[cid]
+
+        events = [
+            {
+                "order_id": order_id(e["client_order_id"]),
+                "status": e["status"],
+                "at": e["at"],
+                "message": e["message"],
+                "filled_quantity": e["filled_quantity"],
+            }
+            for e in self._events
+        ]
+        fills = [{**f, "order_id": order_id(f["client_order_id"])} for f in self._fills]
+        positions = [
+            {
+                "run_id": run_id,
+                "day": day,
+                "symbol": symbol,
+                "quantity": quantity,
+                "price": price,
+                "market_value": to_decimal(quantity) * to_decimal(price),
+            }
+            for run_id, day, symbol, quantity, price in self._positions
+        ]
+        batches = (
+            (ORDER_EVENTS, events),
+            (FILLS, fills),
+            (REGIMES, self._regimes),
+            (TARGETS, self._targets),
+            (RISK_EVENTS, self._risk_events),
+            (EQUITY, self._equity),
+            (POSITIONS, positions),
+        )
+        for table, rows in batches:
+            if rows:
+                conn.execute(sa.insert(table), rows)
+        counts = {"orders": len(self._orders), "order_updates": len(self._updates)}
+        counts.update((table.name, len(rows)) for table, rows in batches)
+        return new_ids, counts
+
+    def _write_updates(self, conn: Connection) -> None:
+        """UPDATE already-written orders, one executemany per set of changed columns."""
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        for changes in self._updates.values():
+            columns = tuple(sorted(k for k in changes if k != "id"))
+            groups[columns].append({f"new_{k}": v for k, v in changes.items()})
+        for columns, params in groups.items():
+            stmt = (
+                sa.update(ORDERS)
+                .where(ORDERS.c.id == sa.bindparam("new_id"))
+                .values({c: sa.bindparam(f"new_{c}") for c in columns})
+            )
+            conn.execute(stmt, params)
+
+    def close(self) -> None:
+        """Flush what is left, then release the engine if this log created it."""
+        try:
+            self.flush()
+        finally:
+            if self._owns_engine:
+                self.engine.dispose()
+
+    # -- readers: committed rows only, numbers as float for analysis --------------------
+
+    def _frame(
+        self,
+        stmt: sa.Select[Any],
+        *,
+        floats: Sequence[str] = (),
+        dates: Sequence[str] = (),
+        times: Sequence[str] = (),
+    ) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            result = conn.execute(stmt)
+            frame = pd.DataFrame(result.all(), columns=list(result.keys()))
+        for column in floats:
+            frame[column] = frame[column].astype("float64")
+        for column in dates:
+            frame[column] = pd.to_datetime(frame[column])
+        for column in times:
+            frame[column] = pd.to_datetime(frame[column], utc=True)
+        return frame
+
+    def load_equity(self, run_id: int) -> pd.DataFrame:
+        """Index `day` (DatetimeIndex); columns equity, cash, positions_value, drawdown, regime."""
+        t = EQUITY
+        stmt = (
+            sa.select(t.c.day, t.c.equity, t.c.cash, t.c.positions_value, t.c.drawdown, t.c.regime)
+            .where(t.c.run_id == run_id)
+            .order_by(t.c.day)
+        )
+        frame = self._frame(
+            stmt, floats=("equity", "cash", "positions_value", "drawdown"), dates=("day",)
+        )
+        return frame.set_index("day")
+
+    def load_fills(self, run_id: int) -> pd.DataFrame:
+        t = FILLS
+        stmt = (
+            sa.select(
+                t.c.filled_at,
+                t.c.symbol,
+                t.c.side,
+                t.c.quantity,
+                t.c.price,
+                t.c.commission,
+                t.c.slippage_cost,
+                t.c.client_order_id,
+            )
+            .where(t.c.run_id == run_id)
+            .order_by(t.c.filled_at, t.c.id)
+        )
+        money = ("quantity", "price", "commission", "slippage_cost")
+        return self._frame(stmt, floats=money, times=("filled_at",))
+
+    def load_orders(self, run_id: int | None = None, status: str | None = None) -> pd.DataFrame:
+        """Orders of one run or all runs, optionally with one status (e.g. open ones to reconcile)."""
+        t = ORDERS
+        stmt = sa.select(*(c for c in t.c if c.name != "id")).order_by(t.c.submitted_at, t.c.id)
+        if run_id is not None:
+            stmt = stmt.where(t.c.run_id == run_id)
+        if status is not None:
+            stmt = stmt.where(t.c.status == OrderStatus(status).value)
+        money = ("quantity", "reference_price", "filled_quantity", "average_price")
+        return self._frame(stmt, floats=money, times=("submitted_at", "updated_at"))
+
+    def load_regimes(self, run_id: int) -> pd.DataFrame:
+        t = REGIMES
+        stmt = (
+            sa.select(*(c for c in t.c if c.name not in ("id", "run_id")))
+            .where(t.c.run_id == run_id)
+            .order_by(t.c.day, t.c.id)
+        )
+        return self._frame(
+            stmt,
+            floats=("vix", "spread", "uncertainty"),
+            dates=("day", "vix_date", "spread_date", "uncertainty_date"),
+        )
+
+    def load_targets(self, run_id: int) -> pd.DataFrame:
+        t = TARGETS
+        stmt = (
+            sa.select(*(c for c in t.c if c.name not in ("id", "run_id")))
+            .where(t.c.run_id == run_id)
+            .order_by(t.c.day, t.c.id)
+        )
+        return self._frame(
+            stmt, floats=("baseline", "overlay", "final", "stop_price"), dates=("day",)
+        )
+
+    def load_risk_events(self, run_id: int) -> pd.DataFrame:
+        t = RISK_EVENTS
+        stmt = (
+            sa.select(t.c.day, t.c.rule, t.c.symbol, t.c.action, t.c.inputs)
+            .where(t.c.run_id == run_id)
+            .order_by(t.c.day, t.c.id)
+        )
+        return self._frame(stmt, dates=("day",))
+
+    def load_positions(self, run_id: int) -> pd.DataFrame:
+        t = POSITIONS
+        stmt = (
+            sa.select(t.c.day, t.c.symbol, t.c.quantity, t.c.price, t.c.market_value)
+            .where(t.c.run_id == run_id)
+            .order_by(t.c.day, t.c.id)
+        )
+        return self._frame(stmt, floats=("quantity", "price", "market_value"), dates=("day",))
+
+    def load_incidents(self, run_id: int | None = None) -> pd.DataFrame:
+        t = INCIDENTS
+        stmt = sa.select(t.c.at, t.c.run_id, t.c.kind, t.c.message, t.c.context).order_by(
+            t.c.at, t.c.id
+        )
+        if run_id is not None:
+            stmt = stmt.where(t.c.run_id == run_id)
+        return self._frame(stmt, times=("at",))
+
+    def runs(self) -> pd.DataFrame:
+        stmt = sa.select(*RUNS.c).order_by(RUNS.c.id)
+        return self._frame(stmt, times=("started_at", "finished_at"))

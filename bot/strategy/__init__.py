@@ -1,0 +1,1 @@
+"""Pure decision layers: regime classification, weighting schemes, regime overlay."""

@@ -1,0 +1,42 @@
+"""Shared fixtures. Real data is read from ../shared/data beside the repository; it is
+never copied into the repo. Without it the tests that need it skip, except in CI
+(CI=true), where its absence is a failure."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+CONFIG = REPO / "config" / "diversified_leverage.toml"
+
+
+def require_shared_data() -> Path:
+    if (SHARED_DATA / "prices").is_dir():
+        return SHARED_DATA
+    reason = f"real data not found at {SHARED_DATA} (the ../shared/data folder beside the repo)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; CI must provide it")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return require_shared_data()
+
+
+@pytest.fixture(scope="session")
+def settings():
+    from bot.config import load_settings
+
+    return load_settings(CONFIG)
+
+
+@pytest.fixture(scope="session")
+def real_market(shared_data, settings):
+    from bot.data.csv_source import load_csv_directory
+
+    return load_csv_directory(shared_data, [*settings.symbols, "SPY", "IEF"])

@@ -1,0 +1,134 @@
+"""End to end on the real data in ../shared/data: the engine, the simulated broker and
+the trade log, checked against independent computations."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bot.backtest import run_backtest, scratch_tradelog
+from bot.config import parse_settings
+
+
+def variant(settings, **sections):
+    """The settings with some fields of some sections replaced (validated again)."""
+    raw = settings.model_dump(mode="json")
+    for section, fields in sections.items():
+        raw[section].update(fields)
+    return parse_settings(raw, "test")
+
+
+def strategic_no_cost(settings):
+    return variant(
+        settings,
+        strategy={"weighting": "strategic", "overlay_enabled": False},
+        risk={"rules": []},
+        rebalance={"drift": None, "min_trade_notional": 0.0},
+        backtest={"fill": "same_close", "slippage_bps": 0.0, "start": "2010-03-01",
+                  "end": "2024-12-31"},
+    )
+
+
+def test_strategic_close_fills_match_an_independent_numpy_loop(settings, real_market):
+    cfg = strategic_no_cost(settings)
+    result = run_backtest(cfg, real_market, scratch_tradelog("t"))
+
+    prices = real_market.prices.select(cfg.symbols).between(
+        np.datetime64("2010-03-01"), np.datetime64("2024-12-31")
+    ).close
+    weights = np.array([cfg.universe[s].weight for s in cfg.symbols])
+    shares = np.zeros(len(weights))
+    cash = cfg.backtest.initial_cash
+    expected = np.empty(len(prices))
+    for t, row in enumerate(prices):
+        value = cash + shares @ row
+        if t % cfg.rebalance.every_days == 0:
+            shares = weights * value / row
+            cash = value - shares @ row
+        expected[t] = cash + shares @ row
+
+    np.testing.assert_allclose(result.equity, expected, rtol=1e-9, atol=0)
+    assert len(result.fills) > 900 * 5
+
+
+@pytest.mark.parametrize("weighting", ["inverse_vol", "erc", "strategic"])
+def test_ledger_matches_fills_and_cash_stays_positive(settings, real_market, weighting):
+    cfg = variant(settings, strategy={"weighting": weighting},
+                  backtest={"commission_bps": 2.0, "start": "2015-01-02", "end": "2020-12-31"})
+    result = run_backtest(cfg, real_market, scratch_tradelog("t"))
+    assert np.all(result.cash >= 0)
+
+    # Rebuild cash and holdings from the fills alone and value them at each close.
+    index = {s: i for i, s in enumerate(cfg.symbols)}
+    fills = result.fills_frame()
+    fills["day"] = fills["filled_at"].dt.tz_convert("America/New_York").dt.normalize().dt.tz_localize(None)
+    sign = np.where(fills["side"] == "buy", 1.0, -1.0)
+    fills["cash_delta"] = -sign * fills["quantity"] * fills["price"] - fills["commission"]
+    cash = cfg.backtest.initial_cash
+    shares = np.zeros(len(cfg.symbols))
+    by_day = dict(tuple(fills.groupby("day")))
+    for k, day in enumerate(pd.DatetimeIndex(result.dates)):
+        if day in by_day:
+            for row in by_day[day].itertuples():
+                shares[index[row.symbol]] += (1 if row.side == "buy" else -1) * row.quantity
+                cash += row.cash_delta
+        equity = cash + np.nansum(shares * result.closes[k])
+        assert result.equity[k] == pytest.approx(equity, rel=1e-9), f"ledger differs on {day.date()}"
+
+
+def test_no_look_ahead_truncated_history_gives_the_same_decisions(settings, real_market):
+    cut = np.datetime64("2018-06-29")
+    truncated = type(real_market)(
+        real_market.prices.between(None, cut),
+        {k: type(v)(v.name, v.dates[v.dates <= cut], v.values[v.dates <= cut])
+         for k, v in real_market.macro.items()},
+        real_market.source,
+    )
+    cfg = variant(settings, backtest={"start": "2016-01-04", "end": None})
+    full = run_backtest(cfg, real_market, scratch_tradelog("full"))
+    part = run_backtest(cfg, truncated, scratch_tradelog("part"))
+    n = len(part.equity)
+    np.testing.assert_array_equal(full.equity[:n], part.equity)
+    assert full.regimes[:n] == part.regimes
+
+
+def test_target_weights_respect_the_cap_in_the_trade_log(settings, real_market):
+    cfg = variant(settings, backtest={"start": "2019-01-02", "end": "2022-12-30"})
+    log = scratch_tradelog("cap")
+    run_backtest(cfg, real_market, log)
+    log.flush()
+    targets = log.load_targets(log.run_id)
+    assert len(targets) > 0
+    assert targets["final"].astype(float).max() <= 0.30 + 1e-9
+    events = log.load_risk_events(log.run_id)
+    assert {"stop", "correlation"} <= set(events["rule"])
+
+
+def test_regime_inputs_are_published_before_the_decision(settings, real_market):
+    cfg = variant(settings, backtest={"start": "2020-01-02", "end": "2020-12-31"})
+    log = scratch_tradelog("regimes")
+    run_backtest(cfg, real_market, log)
+    log.flush()
+    regimes = log.load_regimes(log.run_id)
+    assert len(regimes) >= 50
+    for col in ("vix_date", "spread_date", "uncertainty_date"):
+        assert (pd.to_datetime(regimes[col]) < pd.to_datetime(regimes["day"])).all()
+    # March 2020: VIX above 25 and policy uncertainty above 150 -> TRANSITION.
+    march = regimes[pd.to_datetime(regimes["day"]).dt.month == 3]
+    assert "TRANSITION" in set(march["regime"])
+
+
+def test_next_open_fills_at_the_open_or_the_close_for_close_only_series(settings, real_market):
+    cfg = variant(settings, strategy={"weighting": "strategic"},
+                  backtest={"fill": "next_open", "slippage_bps": 0.0, "start": "2021-01-04",
+                            "end": "2021-03-31"})
+    result = run_backtest(cfg, real_market, scratch_tradelog("open"))
+    fills = result.fills_frame()
+    prices = real_market.prices
+    dates = pd.DatetimeIndex(prices.dates)
+    for row in fills.itertuples():
+        day = row.filled_at.tz_convert("America/New_York").normalize().tz_localize(None)
+        t = dates.get_loc(day)
+        i = prices.index_of(row.symbol)
+        expected = prices.open[t, i] if np.isfinite(prices.open[t, i]) else prices.close[t, i]
+        assert row.price == pytest.approx(expected, rel=1e-12)
+    assert {"TQQQ", "TMF"} <= set(fills["symbol"])  # one with opens, one close-only

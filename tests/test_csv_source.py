@@ -1,0 +1,261 @@
+"""The CSV loader: the real bundled data loads as documented, and each kind of broken file
+is refused with an error that names the file and the field."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from structlog.testing import capture_logs
+
+from bot.data.base import MACRO_SERIES, MacroSeries
+from bot.data.csv_source import MAX_FILLED_GAP, load_csv_directory
+from bot.errors import DataError
+
+REAL_DATA = Path(__file__).parents[2] / "shared" / "data"
+UNIVERSE = ["TQQQ", "UPRO", "UDOW", "TMF", "UGL", "DIG", "SPY", "IEF"]
+HEADER = "date,open,high,low,close,adj_close,volume"
+
+
+@pytest.fixture(scope="module")
+def real_dir() -> Path:
+    if not (REAL_DATA / "prices").is_dir():
+        reason = f"real data not found at {REAL_DATA} (see PROVENANCE.md there)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return REAL_DATA
+
+
+def _year_return(md, symbol: str, year: int) -> float:
+    p = md.prices
+    close = p.close[:, p.index_of(symbol)]
+    last_prior = np.searchsorted(p.dates, np.datetime64(f"{year}-01-01")) - 1
+    last = np.searchsorted(p.dates, np.datetime64(f"{year + 1}-01-01")) - 1
+    return close[last] / close[last_prior] - 1
+
+
+# --- real data -------------------------------------------------------------------------------
+
+
+def test_real_universe_loads_with_documented_facts(real_dir: Path) -> None:
+    md = load_csv_directory(real_dir, UNIVERSE)
+    p = md.prices
+    assert p.symbols == tuple(UNIVERSE)
+    assert p.close.shape == p.open.shape == (len(p.dates), len(UNIVERSE))
+    assert len(p.dates) == 8038  # SPY's rows: every other file's dates are among them
+    assert p.dates[0] == np.datetime64("1993-01-29") and p.dates[-1] == np.datetime64("2024-12-31")
+    assert np.all(np.diff(p.dates) > np.timedelta64(0, "D"))
+    assert not md.synthetic and "SYNTHETIC" not in md.label
+    assert set(md.macro) == set(MACRO_SERIES)
+
+    tmf, tqqq = p.index_of("TMF"), p.index_of("TQQQ")
+    assert np.isnan(p.open[:, tmf]).all()  # close-only source
+    listed = ~np.isnan(p.close[:, tqqq])
+    assert not np.isnan(p.open[listed, tqqq]).any()
+    first_tmf = np.flatnonzero(~np.isnan(p.close[:, tmf]))[0]
+    assert p.dates[first_tmf] == np.datetime64("2009-04-16")
+    assert not np.isnan(p.close[first_tmf:]).any(axis=0)[tmf]
+
+    assert _year_return(md, "SPY", 2022) == pytest.approx(-0.182, abs=0.001)
+    assert _year_return(md, "TQQQ", 2022) == pytest.approx(-0.791, abs=0.001)
+    assert md.macro["VIX"].as_of(np.datetime64("2020-03-16"), strictly_before=False) == (
+        82.69,
+        np.datetime64("2020-03-16"),
+    )
+
+
+def test_all_real_files_load_fast(real_dir: Path) -> None:
+    symbols = sorted(p.stem for p in (real_dir / "prices").glob("*.csv"))
+    assert len(symbols) == 22
+    started = time.perf_counter()
+    md = load_csv_directory(real_dir, symbols)
+    elapsed = time.perf_counter() - started
+    assert elapsed < 0.5, f"loading took {elapsed:.2f}s"
+    assert (md.prices.close[~np.isnan(md.prices.close)] > 0).all()
+
+
+def test_as_of_never_returns_a_future_value(real_dir: Path) -> None:
+    series = load_csv_directory(real_dir, ["SPY"], ["T10Y2Y", "USEPUINDXD"]).macro
+    rng = np.random.default_rng(0)
+    days = np.datetime64("1990-01-01") + rng.integers(0, 365 * 35, 500).astype("timedelta64[D]")
+    for s in series.values():
+        for day in days:
+            before = s.as_of(day)
+            on_or_before = s.as_of(day, strictly_before=False)
+            assert before is None or before[1] < day
+            assert on_or_before is None or on_or_before[1] <= day
+
+
+# --- malformed files -------------------------------------------------------------------------
+
+
+def _write(root: Path, symbol: str, lines: list[str], header: str = HEADER) -> Path:
+    prices = root / "prices"
+    prices.mkdir(parents=True, exist_ok=True)
+    path = prices / f"{symbol}.csv"
+    path.write_text("\n".join([header, *lines]) + "\n")
+    return path
+
+
+def _rows(n: int, start: str = "2024-01-02") -> list[str]:
+    """`n` weekday rows with an open, as a source with OHLC data writes them."""
+    days = np.busday_offset(np.datetime64(start), np.arange(n), roll="forward")
+    return [f"{d},{10 + i},,,{10.5 + i},{10.5 + i}," for i, d in enumerate(days)]
+
+
+def _load_error(root: Path, symbols: list[str]) -> DataError:
+    with pytest.raises(DataError) as caught:
+        load_csv_directory(root, symbols, macro=())
+    return caught.value
+
+
+GOOD = _rows(4)
+MALFORMED = {
+    "missing_column": (["2024-01-02,10,,,,,"], "date,open,high,low,last,vwap,volume", "close"),
+    "missing_date": (["2024-01-02,10"], "day,close", "date"),
+    "unsorted_dates": ([GOOD[1], GOOD[0], GOOD[2]], HEADER, "date"),
+    "duplicate_date": ([GOOD[0], GOOD[1], GOOD[1], GOOD[2]], HEADER, "date"),
+    "nan_close": ([GOOD[0], "2024-01-03,11,,,11,,", GOOD[2]], HEADER, "adj_close"),
+    "empty_close": ([GOOD[0], "2024-01-03,11,,,,11,", GOOD[2]], HEADER, "close"),
+    "empty_both": ([GOOD[0], "2024-01-03,11,,,,,"], HEADER, "close"),
+    "zero_price": ([GOOD[0], "2024-01-03,11,,,0,0,", GOOD[2]], HEADER, "close"),
+    "zero_adj_close": ([GOOD[0], "2024-01-03,11,,,11,0,", GOOD[2]], HEADER, "adj_close"),
+    "negative_price": ([GOOD[0], "2024-01-03,11,,,-1,-1,", GOOD[2]], HEADER, "close"),
+    "negative_open": ([GOOD[0], "2024-01-03,-11,,,11,11,", GOOD[2]], HEADER, "open"),
+    "bad_date": ([GOOD[0], "2024-13-03,11,,,11,11,", GOOD[2]], HEADER, "date"),
+    "non_numeric": ([GOOD[0], "2024-01-03,11,,,11,eleven,", GOOD[2]], HEADER, "adj_close"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_file_names_file_and_field(tmp_path: Path, case: str) -> None:
+    lines, header, field = MALFORMED[case]
+    _write(tmp_path, "BAD", lines, header)
+    error = _load_error(tmp_path, ["BAD"])
+    assert error.field == field
+    assert "BAD.csv" in str(error) and f"[{field}]" in str(error)
+
+
+def test_errors_name_the_offending_value(tmp_path: Path) -> None:
+    _write(tmp_path, "A", [GOOD[0], "2024-13-03,11,,,11,11,"])
+    assert "2024-13-03" in str(_load_error(tmp_path, ["A"]))
+    _write(tmp_path, "B", [GOOD[0], GOOD[2], GOOD[1]])
+    assert "2024-01-03" in str(_load_error(tmp_path, ["B"]))  # the date that steps back
+    _write(tmp_path, "C", [GOOD[0], "2024-01-03,11,,,0,0,"])
+    assert "2024-01-03" in str(_load_error(tmp_path, ["C"]))
+    _write(tmp_path, "D", [GOOD[0], "2024-01-03,11,,,11,eleven,"])
+    assert "eleven" in str(_load_error(tmp_path, ["D"]))
+
+
+def test_close_column_alone_is_enough(tmp_path: Path) -> None:
+    _write(tmp_path, "X", ["2024-01-02,9,10", "2024-01-03,,11"], header="date,open,close")
+    p = load_csv_directory(tmp_path, ["X"], macro=()).prices
+    assert p.close[:, 0].tolist() == [10.0, 11.0]
+    assert p.open[0, 0] == 9.0 and np.isnan(p.open[1, 0])
+
+
+def test_open_is_put_on_the_adjusted_basis(tmp_path: Path) -> None:
+    _write(tmp_path, "X", ["2024-01-02,40,,,50,25,"])
+    p = load_csv_directory(tmp_path, ["X"], macro=()).prices
+    assert p.close[0, 0] == 25.0 and p.open[0, 0] == 20.0
+
+
+def test_unknown_symbol_lists_available(tmp_path: Path) -> None:
+    _write(tmp_path, "SPY", GOOD)
+    error = _load_error(tmp_path, ["SPY", "NOPE"])
+    assert error.field == "symbol"
+    assert "NOPE.csv" in str(error) and "[symbol]" in str(error) and "SPY" in str(error)
+
+
+def test_missing_directory(tmp_path: Path) -> None:
+    error = _load_error(tmp_path / "absent", ["SPY"])
+    assert "absent" in str(error)
+
+
+def test_symbols_aligned_on_union_of_dates(tmp_path: Path) -> None:
+    _write(tmp_path, "OLD", _rows(6))
+    _write(tmp_path, "NEW", _rows(6)[2:])
+    p = load_csv_directory(tmp_path, ["OLD", "NEW"], macro=()).prices
+    assert len(p.dates) == 6
+    assert np.isnan(p.close[:2, 1]).all() and not np.isnan(p.close[2:, 1]).any()
+
+
+def test_short_gap_is_forward_filled_with_warning(tmp_path: Path) -> None:
+    full = _rows(12)
+    _write(tmp_path, "FULL", full)
+    _write(tmp_path, "HOLE", full[:3] + full[3 + MAX_FILLED_GAP :])
+    with capture_logs() as logs:
+        p = load_csv_directory(tmp_path, ["FULL", "HOLE"], macro=()).prices
+    hole = slice(3, 3 + MAX_FILLED_GAP)
+    assert (p.close[hole, 1] == p.close[2, 1]).all()
+    assert np.isnan(p.open[hole, 1]).all()
+    assert any(e["log_level"] == "warning" and "HOLE.csv" in e["path"] for e in logs)
+
+
+def test_long_gap_names_first_missing_date(tmp_path: Path) -> None:
+    full = _rows(12)
+    _write(tmp_path, "FULL", full)
+    _write(tmp_path, "HOLE", full[:3] + full[4 + MAX_FILLED_GAP :])
+    error = _load_error(tmp_path, ["FULL", "HOLE"])
+    assert "HOLE.csv" in str(error) and error.field == "date"
+    assert full[3].split(",")[0] in str(error)
+
+
+def test_file_ending_early_counts_as_a_gap(tmp_path: Path) -> None:
+    full = _rows(12)
+    _write(tmp_path, "FULL", full)
+    _write(tmp_path, "STALE", full[:4])
+    error = _load_error(tmp_path, ["FULL", "STALE"])
+    assert "STALE.csv" in str(error) and full[4].split(",")[0] in str(error)
+
+
+# --- macro -----------------------------------------------------------------------------------
+
+
+def _write_macro(root: Path, name: str, text: str) -> Path:
+    (root / "macro").mkdir(parents=True, exist_ok=True)
+    path = root / "macro" / f"{name}.csv"
+    path.write_text(text)
+    return path
+
+
+def test_missing_macro_file_is_skipped_with_warning(tmp_path: Path) -> None:
+    _write(tmp_path, "SPY", GOOD)
+    _write_macro(tmp_path, "VIX", "date,value\n2024-01-02,13.2\n")
+    with capture_logs() as logs:
+        md = load_csv_directory(tmp_path, ["SPY"])
+    assert set(md.macro) == {"VIX"}
+    missing = {e["series"] for e in logs if e["log_level"] == "warning"}
+    assert missing == set(MACRO_SERIES) - {"VIX"}
+
+
+def test_fred_blanks_are_dropped(tmp_path: Path) -> None:
+    _write(tmp_path, "SPY", GOOD)
+    _write_macro(tmp_path, "DTB3", "date,value\n2024-01-01,.\n2024-01-02,5.2\n2024-01-03,\n")
+    series = load_csv_directory(tmp_path, ["SPY"], ["DTB3"]).macro["DTB3"]
+    assert isinstance(series, MacroSeries)
+    assert series.dates.tolist() == [np.datetime64("2024-01-02", "D").item()]
+    assert series.values.tolist() == [5.2]
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "named"),
+    [
+        ("date,value\n2024-01-02,1\n2024-01-03,n/a\n", "value", "n/a"),
+        ("date,value\n2024-01-03,1\n2024-01-02,2\n", "date", "2024-01-02"),
+        ("date,value\n2024-01-02,1\n2024-01-02,2\n", "date", "2024-01-02"),
+        ("date,value\nyesterday,1\n", "date", "yesterday"),
+        ("day,value\n2024-01-02,1\n", "date", "date"),
+    ],
+)
+def test_malformed_macro_file(tmp_path: Path, text: str, field: str, named: str) -> None:
+    _write(tmp_path, "SPY", GOOD)
+    _write_macro(tmp_path, "T10Y2Y", text)
+    with pytest.raises(DataError) as caught:
+        load_csv_directory(tmp_path, ["SPY"], ["T10Y2Y"])
+    assert caught.value.field == field
+    assert "T10Y2Y.csv" in str(caught.value) and named in str(caught.value)

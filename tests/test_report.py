@@ -1,0 +1,165 @@
+"""Report assembly, its JSON file, terminal tables, markdown and charts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from rich.console import Console
+
+from bot.report import (
+    RunSeries,
+    build_report,
+    render_table,
+    report_to_markdown,
+    write_charts,
+    write_json,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+LABEL = "SYNTHETIC market (seed 7)"
+DATES = pd.bdate_range("2024-01-01", periods=6)  # Mon Jan 1 .. Mon Jan 8
+
+
+def strategy_run() -> RunSeries:
+    equity = pd.Series([100.0, 110.0, 99.0, 108.9, 108.9, 119.79], index=DATES)
+    fills = pd.DataFrame(
+        {
+            "filled_at": pd.to_datetime(["2024-01-02 14:30", "2024-01-05 14:30"]),
+            "symbol": ["TQQQ", "TQQQ"],
+            "side": ["buy", "sell"],
+            "quantity": [1.0, 1.0],
+            "price": [50.0, 55.0],
+            "commission": [0.0, 0.0],
+            "slippage_cost": [0.01, 0.01],
+        }
+    )
+    weights = pd.DataFrame(
+        {"TQQQ": [0.0, 0.6, 0.6, 0.7, 0.7, 0.0], "CASH": [1.0, 0.4, 0.4, 0.3, 0.3, 1.0]},
+        index=DATES,
+    )
+    regimes = pd.Series(
+        ["GROWTH", "GROWTH", "UNCERTAINTY", "TRANSITION", "GROWTH", "GROWTH"], index=DATES
+    )
+    return RunSeries("strategy", equity, fills=fills, weights=weights, regimes=regimes)
+
+
+def benchmark_run() -> RunSeries:
+    # Starts a week earlier and ends later than the strategy; lacks Jan 3.
+    dates = pd.bdate_range("2023-12-25", "2024-01-12").drop(pd.Timestamp("2024-01-03"))
+    return RunSeries("SPY", pd.Series(np.linspace(100.0, 120.0, len(dates)), index=dates))
+
+
+PERIODS = [("first week", "2024-01-01", "2024-01-05"), ("2019", "2019-01-01", "2019-12-31")]
+
+
+def make_report() -> dict:
+    return build_report(
+        strategy_run(),
+        [benchmark_run()],
+        risk_free=pd.Series([5.0], index=pd.to_datetime(["2023-12-01"])),
+        market=benchmark_run().equity,
+        periods=PERIODS,
+        data_label=LABEL,
+        meta={"config": "default.toml", "seed": 7},
+    )
+
+
+def test_build_report_structure():
+    report = make_report()
+    assert set(report) == {"meta", "summary", "periods", "regimes"}
+    assert report["meta"]["data_label"] == LABEL
+    assert report["meta"]["seed"] == 7
+    assert report["meta"]["generated_at"].endswith("+00:00")
+    assert [row["name"] for row in report["summary"]] == ["strategy", "SPY"]
+    assert set(report["periods"]) == {"strategy", "SPY"}
+    assert [row["name"] for row in report["periods"]["strategy"]] == ["first week", "2019"]
+    assert report["periods"]["SPY"][1]["note"] == "no data"
+    # Strategy returns +10 %, -10 %, +10 %, 0 %, +10 % carry labels G, G, U, T, G.
+    regimes = {row["regime"]: row["days"] for row in report["regimes"]}
+    assert regimes == {"GROWTH": 3, "UNCERTAINTY": 1, "TRANSITION": 1}
+
+
+def test_benchmark_is_cut_to_strategy_dates():
+    strategy_row, spy_row = make_report()["summary"]
+    assert (spy_row["start"], spy_row["end"], spy_row["days"]) == ("2024-01-01", "2024-01-08", 6)
+    assert (strategy_row["start"], strategy_row["end"]) == ("2024-01-01", "2024-01-08")
+    # SPY is linear from 100 on Dec 25 by 20/13 per business day (14 dates, Jan 3 dropped).
+    # Jan 1 is its 6th point and Jan 8 its 10th: (100 + 9 x s) / (100 + 5 x s) - 1.
+    s = 20.0 / 13.0
+    assert spy_row["total_return"] == pytest.approx((100 + 9 * s) / (100 + 5 * s) - 1)
+    # Strategy: 119.79 / 100 - 1; two fills, costs 0.02.
+    assert strategy_row["total_return"] == pytest.approx(0.1979)
+    assert (strategy_row["trades"], strategy_row["transaction_costs"]) == (2, pytest.approx(0.02))
+    assert strategy_row["win_rate"] == 1.0
+
+
+def test_report_is_strict_json_and_round_trips(tmp_path):
+    report = make_report()
+    path = tmp_path / "out" / "report.json"
+    write_json(report, path)
+    assert json.loads(path.read_text()) == report
+    json.dumps(report, allow_nan=False)
+
+
+def test_render_table_shows_names_and_label():
+    console = Console(record=True, width=200)
+    render_table(make_report(), console=console)
+    text = console.export_text()
+    for needle in ("strategy", "SPY", LABEL, "SYNTHETIC DATA", "first week", "UNCERTAINTY"):
+        assert needle in text, needle
+    assert "19.79" in text  # strategy total return in percent
+
+
+def test_render_table_shows_none_as_dash():
+    report = make_report()
+    report["summary"][1]["alpha"] = None
+    console = Console(record=True, width=200)
+    render_table(report, console=console)
+    spy_line = next(line for line in console.export_text().splitlines() if "SPY" in line)
+    assert " - " in spy_line
+
+
+def test_markdown_summary_table():
+    md = report_to_markdown(make_report())
+    lines = md.strip().splitlines()
+    assert LABEL in lines[0]
+    header, rule, strategy, spy = lines[2:]
+    assert header.startswith("| series | total return % | CAGR %")
+    assert rule.count("---") == 15
+    assert strategy.startswith("| strategy | 19.79 |")
+    assert spy.startswith("| SPY |")
+
+
+def test_write_charts_creates_pngs(tmp_path):
+    paths = write_charts(strategy_run(), [benchmark_run()], tmp_path, data_label=LABEL)
+    assert [p.name for p in paths] == ["equity.png", "drawdown.png", "weights.png"]
+    for path in paths:
+        data = path.read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 1000
+
+
+def test_write_charts_without_weights_or_regimes(tmp_path):
+    run = strategy_run()
+    run.weights = None
+    run.regimes = None
+    paths = write_charts(run, [], tmp_path, data_label="bundled CSV")
+    assert [p.name for p in paths] == ["equity.png", "drawdown.png"]
+
+
+def test_charts_of_fifteen_years_with_many_regime_spans(tmp_path):
+    dates = pd.bdate_range("2010-01-01", periods=15 * 252)
+    rng = np.random.default_rng(0)
+    equity = pd.Series(100 * np.cumprod(1 + rng.normal(0.0004, 0.02, len(dates))), index=dates)
+    weekly = np.repeat(rng.choice(["GROWTH", "TRANSITION", "UNCERTAINTY"], len(dates) // 5 + 1), 5)
+    regimes = pd.Series(weekly[: len(dates)], index=dates)
+    weights = pd.DataFrame(
+        rng.dirichlet(np.ones(4), len(dates)), index=dates, columns=["TQQQ", "UPRO", "TMF", "CASH"]
+    )
+    run = RunSeries("strategy", equity, weights=weights, regimes=regimes)
+    bench = RunSeries("SPY", equity * 0.9)
+    paths = write_charts(run, [bench], tmp_path, data_label=LABEL)
+    assert [p.name for p in paths] == ["equity.png", "drawdown.png", "weights.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)

@@ -1,0 +1,142 @@
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from bot.config import RiskSettings
+from bot.risk import (
+    DrawdownState,
+    GuardInputs,
+    cap_weights,
+    correlated_clusters,
+    correlation_rule,
+    guard,
+    stop_levels,
+    update_drawdown,
+    volatility_rule,
+)
+from bot.types import Regime
+
+DAY = dt.date(2024, 3, 4)
+CFG = RiskSettings()
+
+
+def inputs(returns, is_bond, prices=None, regime=Regime.TRANSITION, defensive=False):
+    n = returns.shape[1]
+    return GuardInputs(
+        DAY, tuple("ABCDEFGH"[:n]), np.array(is_bond), returns,
+        np.full(n, 100.0) if prices is None else prices, regime, defensive,
+    )
+
+
+def test_cap_redistributes_pro_rata_until_it_holds():
+    # 0.6 -> 0.3 frees 0.3: B takes 0.1 (its room), C and D 0.075 each, then the last
+    # 0.05 goes to C and D equally: [0.3, 0.3, 0.2, 0.2].
+    w = cap_weights(np.array([0.6, 0.2, 0.1, 0.1]), 0.3)
+    np.testing.assert_allclose(w, [0.3, 0.3, 0.2, 0.2])
+
+
+def test_cap_leaves_cash_when_everyone_is_at_the_cap():
+    w = cap_weights(np.array([0.5, 0.3, 0.2]), 0.3)
+    np.testing.assert_allclose(w, [0.3, 0.3, 0.3])
+
+
+def alternating(n_days, size, n_assets):
+    signs = np.where(np.arange(n_days) % 2 == 0, 1.0, -1.0)
+    return np.repeat((signs * size)[:, None], n_assets, axis=1)
+
+
+def test_high_volatility_cuts_risk_assets_and_raises_bonds():
+    rets = np.vstack([alternating(232, 0.01, 4), alternating(20, 0.05, 4)])
+    w = np.array([0.3, 0.3, 0.2, 0.2])
+    out, event = volatility_rule(w, inputs(rets, [False, False, True, False]), CFG)
+    # Risk x0.75 frees 0.2; the bond C can take 0.1 (to the 30% cap); 0.1 goes to cash.
+    np.testing.assert_allclose(out, [0.225, 0.225, 0.3, 0.15])
+    assert event.rule == "volatility" and event.inputs["ratio"] > 1.5
+
+
+def test_low_volatility_raises_risk_funded_by_bonds_within_caps():
+    rets = np.vstack([alternating(232, 0.01, 4), alternating(20, 0.002, 4)])
+    w = np.array([0.3, 0.3, 0.2, 0.2])
+    out, event = volatility_rule(w, inputs(rets, [False, False, True, False]), CFG)
+    # A, B already at the cap; D 0.2 -> 0.25; the 0.05 comes out of the bond C.
+    np.testing.assert_allclose(out, [0.3, 0.3, 0.15, 0.25])
+    assert event.inputs["ratio"] < 0.7
+    assert out.sum() == pytest.approx(1.0)
+
+
+def test_volatility_rule_needs_its_history():
+    rets = alternating(100, 0.01, 2)
+    w = np.array([0.5, 0.5])
+    out, event = volatility_rule(w, inputs(rets, [False, True]), CFG)
+    assert event is None and out is w
+
+
+def test_correlated_cluster_is_cut_to_the_cluster_cap():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 0.01, 60)
+    rets = np.column_stack([a, a * 2.0, rng.normal(0, 0.01, 60)])
+    cfg = RiskSettings(position_cap=0.5)
+    out, event = correlation_rule(np.array([0.3, 0.3, 0.4]), inputs(rets, [False] * 3), cfg)
+    # A+B = 0.6 -> 0.45 (0.225 each); C takes 0.1 up to its 50% cap; 0.05 to cash.
+    np.testing.assert_allclose(out, [0.225, 0.225, 0.5])
+    assert event.inputs["clusters"] == [["A", "B"]]
+    assert event.inputs["max_correlation"] == pytest.approx(1.0)
+
+
+def test_clusters_are_connected_components():
+    corr = np.array([[0, 0.9, 0.1, 0], [0.9, 0, 0.85, 0], [0.1, 0.85, 0, 0], [0, 0, 0, 0]])
+    assert correlated_clusters(corr, 0.8) == [[0, 1, 2]]
+
+
+def test_stop_formula():
+    stops = stop_levels(np.array([100.0]), np.array([0.02]), Regime.GROWTH, CFG)
+    assert stops[0] == pytest.approx(100.0 * (1 - 3.0 * 0.02 * 1.2))
+
+
+def test_drawdown_enters_and_leaves_defensive_mode_with_hysteresis():
+    state = DrawdownState()
+    events = []
+    for i, equity in enumerate([100.0, 110.0, 98.0, 102.0, 105.0]):
+        state, event = update_drawdown(state, equity, i, DAY, CFG)
+        events.append(event.action if event else None)
+    # 98/110 = -10.9% enters; 102/110 = -7.3% stays; 105/110 = -4.5% leaves.
+    assert events == [None, None, "entered defensive mode", None,
+                      "left defensive mode: drawdown recovered"]
+    assert not state.defensive and state.peak == 110.0
+
+
+def test_drawdown_time_limit_rebases_the_peak():
+    state, _ = update_drawdown(DrawdownState(peak=100.0), 80.0, 0, DAY, CFG)
+    assert state.defensive
+    state, event = update_drawdown(state, 81.0, CFG.defensive_max_days - 1, DAY, CFG)
+    assert state.defensive and event is None
+    state, event = update_drawdown(state, 81.0, CFG.defensive_max_days, DAY, CFG)
+    assert not state.defensive and state.peak == 81.0
+    assert "peak re-based" in event.action
+
+
+def test_guard_in_defensive_mode_moves_half_to_cash_and_sets_stops():
+    rets = alternating(30, 0.01, 2)
+    result = guard(np.array([0.3, 0.7]), inputs(rets, [False, True], defensive=True),
+                   RiskSettings(position_cap=0.7, rules=("drawdown", "stops")))
+    np.testing.assert_allclose(result.weights, [0.15, 0.35])
+    vol = rets[-20:].std(axis=0, ddof=1)
+    np.testing.assert_allclose(result.stops, 100.0 * (1 - 3.0 * vol * 1.0))
+    assert [e.rule for e in result.events] == ["drawdown"]
+    assert any("defensive mode" in r for r in result.reasons[0])
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_cap_holds_after_every_rule(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(4, 8))
+    w = rng.dirichlet(np.ones(n) * 0.5)
+    rets = rng.normal(0, 0.01, (260, n)) * rng.uniform(0.5, 3, n)
+    rets[-20:] *= rng.uniform(0.2, 3.0)
+    rets[:, 1] = rets[:, 0] * 1.1 + rng.normal(0, 0.001, 260)
+    is_bond = rng.random(n) < 0.3
+    result = guard(w, inputs(rets, list(is_bond), defensive=bool(rng.random() < 0.3)), CFG)
+    assert np.all(result.weights <= CFG.position_cap + 1e-12)
+    assert np.all(result.weights >= 0)
+    assert result.weights.sum() <= 1.0 + 1e-12

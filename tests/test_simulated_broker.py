@@ -1,0 +1,74 @@
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from bot.broker.simulated import CostModel, SimulatedBroker
+from bot.types import OrderRequest, OrderStatus, Side
+
+NOW = dt.datetime(2024, 3, 4, 14, 30, tzinfo=dt.UTC)
+
+
+def request(symbol, side, qty, cid=None):
+    return OrderRequest(cid or f"r-{symbol}-{side.value}", "r", symbol, side, qty, "test", 10.0)
+
+
+def test_fills_sells_before_buys_with_costs():
+    broker = SimulatedBroker(("A", "B"), 1000.0, CostModel(0.01, 10.0, 20.0))
+    broker.shares[0] = 50.0
+    broker.submit(request("B", Side.BUY, 10), NOW)
+    broker.submit(request("A", Side.SELL, 20), NOW)
+    results = broker.execute(np.array([10.0, 50.0]), NOW)
+    assert [o.request.side for o, _ in results] == [Side.SELL, Side.BUY]
+    sell, buy = results[0][1], results[1][1]
+    assert sell.price == pytest.approx(10.0 * (1 - 0.002))
+    assert sell.commission == pytest.approx(0.01 * 20 + 0.001 * 20 * sell.price)
+    assert buy.price == pytest.approx(50.0 * 1.002)
+    assert buy.slippage_cost == pytest.approx(0.1 * 10)
+    expected_cash = 1000 + 20 * sell.price - sell.commission - 10 * buy.price - buy.commission
+    assert broker.cash() == pytest.approx(expected_cash)
+    assert broker.shares.tolist() == [30.0, 10.0]
+    assert broker.open_order_count() == 0
+
+
+def test_cash_never_goes_negative():
+    broker = SimulatedBroker(("A",), 100.0, CostModel(commission_bps=10.0))
+    broker.submit(request("A", Side.BUY, 50), NOW)
+    [(order, fill)] = broker.execute(np.array([10.0]), NOW)
+    assert order.status is OrderStatus.PARTIALLY_FILLED
+    assert fill.quantity == pytest.approx(100.0 / (10.0 * 1.001))
+    assert broker.cash() >= 0.0 and broker.cash() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_whole_shares_mode_buys_only_what_cash_pays_for():
+    broker = SimulatedBroker(("A",), 105.0, fractional=False)
+    broker.submit(request("A", Side.BUY, 50), NOW)
+    [(order, fill)] = broker.execute(np.array([10.0]), NOW)
+    assert fill.quantity == 10.0 and broker.cash() == pytest.approx(5.0)
+
+
+def test_buy_with_no_cash_is_rejected_and_sell_is_capped_at_the_position():
+    broker = SimulatedBroker(("A", "B"), 0.0)
+    broker.shares[1] = 3.0
+    broker.submit(request("A", Side.BUY, 5), NOW)
+    broker.submit(request("B", Side.SELL, 5), NOW)
+    results = {o.request.symbol: (o, f) for o, f in broker.execute(np.array([10.0, 10.0]), NOW)}
+    assert results["B"][1].quantity == 3.0
+    assert results["B"][0].status is OrderStatus.PARTIALLY_FILLED
+    assert broker.shares[1] == 0.0
+    # After the sell, 30 in cash buys 3 of A: the buy is cut, not rejected.
+    assert results["A"][1].quantity == pytest.approx(3.0)
+
+
+def test_order_without_price_expires():
+    broker = SimulatedBroker(("A",), 100.0)
+    broker.submit(request("A", Side.BUY, 1), NOW)
+    [(order, fill)] = broker.execute(np.array([np.nan]), NOW)
+    assert fill is None and order.status is OrderStatus.EXPIRED
+    assert broker.cash() == 100.0
+
+
+def test_unknown_symbol_is_rejected_at_submit():
+    broker = SimulatedBroker(("A",), 100.0)
+    order = broker.submit(request("ZZZ", Side.BUY, 1), NOW)
+    assert order.status is OrderStatus.REJECTED and broker.open_order_count() == 0

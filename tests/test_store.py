@@ -1,0 +1,615 @@
+"""Trade log round trips on SQLite and PostgreSQL: the live daemon relies on both."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import os
+import uuid
+from collections.abc import Iterator
+from decimal import ROUND_HALF_UP, Decimal
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from bot.store import TradeLog
+from bot.store.models import Base, FillRecord, OrderEventRecord, OrderRecord, PositionRecord
+from bot.types import (
+    EquityPoint,
+    Fill,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    Regime,
+    RegimeDecision,
+    RiskEvent,
+    Side,
+    TargetRow,
+)
+
+T0 = dt.datetime(2024, 3, 4, 21, 0, tzinfo=dt.UTC)
+DAY = dt.date(2024, 3, 4)
+CEST = dt.timezone(dt.timedelta(hours=2))
+
+# --- backends -------------------------------------------------------------------------
+
+
+def _pg_unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"PostgreSQL is required when CI=true: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pg_database_url() -> Iterator[str]:
+    """A fresh database per test session, created through the `test` database."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        _pg_unavailable("psycopg is not installed (pip install 'psycopg[binary]')")
+    errors = []
+    for user in dict.fromkeys(["postgres", getpass.getuser()]):
+        admin_url = f"postgresql+psycopg://{user}@127.0.0.1:5432/test"
+        admin = sa.create_engine(
+            admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
+        )
+        try:
+            with admin.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.OperationalError as exc:
+            errors.append(f"{user}: {' '.join(str(exc.orig).split())}")
+            admin.dispose()
+            continue
+        name = f"bot_test_store_{uuid.uuid4().hex[:12]}"
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+        return
+    _pg_unavailable("PostgreSQL unreachable at 127.0.0.1:5432/test: " + "; ".join(errors))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'nested' / 'trades.sqlite'}"
+        return
+    pg_url = request.getfixturevalue("pg_database_url")
+    yield pg_url
+    engine = sa.create_engine(pg_url)
+    Base.metadata.drop_all(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def tlog(url: str) -> Iterator[TradeLog]:
+    log = TradeLog.open(url)
+    yield log
+    log.close()
+
+
+def is_sqlite(log: TradeLog) -> bool:
+    return log.engine.dialect.name == "sqlite"
+
+
+def stored(log: TradeLog, x: float) -> Decimal:
+    """What the database keeps for float `x`: exact on SQLite, NUMERIC(28, 10) on PostgreSQL."""
+    d = Decimal(repr(x))
+    return d if is_sqlite(log) else d.quantize(Decimal("1e-10"), rounding=ROUND_HALF_UP)
+
+
+# --- builders -------------------------------------------------------------------------
+
+
+def start(log: TradeLog, **overrides) -> int:
+    kwargs = {
+        "mode": "backtest",
+        "strategy": "risk_parity",
+        "config_hash": "abc123",
+        "config": {"universe": ["SPY", "TLT"], "lookback": 63},
+        "code_version": "0.1.0+g1234",
+        "data_source": "synthetic:seed=7",
+        "synthetic": True,
+        "started_at": T0,
+    }
+    kwargs.update(overrides)
+    return log.start_run(**kwargs)
+
+
+def make_order(cid: str, *, quantity: float = 10.0, at: dt.datetime = T0, symbol="SPY") -> Order:
+    request = OrderRequest(cid, "rb-2024-03-04", symbol, Side.BUY, quantity, "rebalance", 512.25)
+    return Order(request, OrderStatus.NEW, at)
+
+
+def make_fill(cid: str, *, price: float = 512.3, at: dt.datetime = T0, symbol="SPY") -> Fill:
+    return Fill(cid, symbol, Side.BUY, 10.0, price, 0.0, 0.5, at)
+
+
+def equity_point(day: dt.date = DAY, regime: Regime | None = Regime.GROWTH) -> EquityPoint:
+    return EquityPoint(day, 100_000.0, 2_500.5, 97_499.5, -0.0125, regime)
+
+
+def select_all(log: TradeLog, stmt) -> list:
+    with log.engine.connect() as conn:
+        return conn.execute(stmt).all()
+
+
+def count(log: TradeLog, table: str) -> int:
+    with log.engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(sa.table(table))).scalar_one()
+
+
+# --- tests ----------------------------------------------------------------------------
+
+
+def test_round_trip_every_record_type(tlog: TradeLog) -> None:
+    config = {"universe": ["SPY", "TLT"], "lookback": 63, "start": dt.date(2005, 1, 3)}
+    run_id = start(tlog, config=config)
+    regime = RegimeDecision(DAY, Regime.UNCERTAINTY, 31.5, DAY, -0.25, DAY, None, None, "EPU stale")
+    tlog.regime(regime)
+    rows = [
+        TargetRow("SPY", 0.6, 0.5, 0.45, 498.125, ("risk parity", "vix overlay")),
+        TargetRow("TLT", 0.4, 0.5, 0.55, None, ()),
+    ]
+    tlog.targets(DAY, "rb-2024-03-04", rows, "weekly")
+    inputs = {"drawdown": -0.21, "limit": np.float64(-0.2), "days": np.int64(3), "on": DAY}
+    tlog.risk_event(RiskEvent(DAY, "max_drawdown", "flatten", inputs, "SPY"))
+    tlog.risk_event(RiskEvent(DAY, "vol_target", "skipped", {"vol": float("nan")}))
+    tlog.order(make_order("o-1", quantity=0.1 + 0.2, at=T0.astimezone(CEST)))
+    tlog.fill(make_fill("o-1", price=0.1 + 0.2))
+    tlog.equity(equity_point())
+    tlog.equity(equity_point(DAY + dt.timedelta(days=1), None))
+    tlog.positions(DAY, {"SPY": (10.5, 0.1 + 0.2), "TLT": (3, 91.5)})
+    tlog.incident(T0, "data_gap", "VIX missing", {"series": "VIX", "day": DAY})
+    tlog.finish_run("finished", T0 + dt.timedelta(hours=1), {"cagr": 0.071, "trades": 1})
+
+    run = tlog.runs().set_index("id").loc[run_id]
+    assert run["mode"] == "backtest" and run["status"] == "finished"
+    assert run["config"] == {"universe": ["SPY", "TLT"], "lookback": 63, "start": "2005-01-03"}
+    assert run["summary"] == {"cagr": 0.071, "trades": 1}
+    assert bool(run["synthetic"]) is True
+    assert run["started_at"] == T0 and run["finished_at"] == T0 + dt.timedelta(hours=1)
+
+    regimes = tlog.load_regimes(run_id)
+    assert regimes.to_dict("records") == [
+        {
+            "day": pd.Timestamp(DAY),
+            "regime": "UNCERTAINTY",
+            "vix": 31.5,
+            "vix_date": pd.Timestamp(DAY),
+            "spread": -0.25,
+            "spread_date": pd.Timestamp(DAY),
+            "uncertainty": pytest.approx(np.nan, nan_ok=True),
+            "uncertainty_date": pd.NaT,
+            "warning": "EPU stale",
+        }
+    ]
+
+    targets = tlog.load_targets(run_id)
+    assert targets["symbol"].tolist() == ["SPY", "TLT"]
+    assert targets[["baseline", "overlay", "final"]].values.tolist() == [
+        [0.6, 0.5, 0.45],
+        [0.4, 0.5, 0.55],
+    ]
+    assert targets["stop_price"].iloc[0] == 498.125 and np.isnan(targets["stop_price"].iloc[1])
+    assert targets["reasons"].tolist() == [["risk parity", "vix overlay"], []]
+    assert set(targets["trigger"]) == {"weekly"} and set(targets["rebalance_id"]) == {
+        "rb-2024-03-04"
+    }
+
+    risk = tlog.load_risk_events(run_id)
+    assert risk[["rule", "action"]].values.tolist() == [
+        ["max_drawdown", "flatten"],
+        ["vol_target", "skipped"],
+    ]
+    assert risk["symbol"].iloc[0] == "SPY" and pd.isna(risk["symbol"].iloc[1])
+    assert risk["inputs"].iloc[0] == {
+        "drawdown": -0.21,
+        "limit": -0.2,
+        "days": 3,
+        "on": "2024-03-04",
+    }
+    assert risk["inputs"].iloc[1] == {"vol": "nan"}
+
+    (order,) = select_all(tlog, sa.select(OrderRecord))
+    assert order.quantity == stored(tlog, 0.1 + 0.2)
+    assert order.reference_price == Decimal("512.25")
+    assert order.filled_quantity == Decimal(0) and order.average_price is None
+    assert (order.side, order.status, order.run_id) == ("buy", "new", run_id)
+    assert order.submitted_at == T0 and order.submitted_at.tzinfo is dt.UTC
+
+    (fill,) = select_all(tlog, sa.select(FillRecord))
+    assert fill.price == stored(tlog, 0.1 + 0.2)
+    if is_sqlite(tlog):  # TEXT keeps every digit of the float's repr, no float rounding
+        assert fill.price == Decimal("0.30000000000000004")
+    assert (fill.quantity, fill.commission, fill.slippage_cost) == (10, 0, Decimal("0.5"))
+    assert fill.order_id == order.id and fill.client_order_id == "o-1"
+
+    positions = select_all(tlog, sa.select(PositionRecord).order_by(PositionRecord.id))
+    assert [(p.symbol, p.quantity, p.price) for p in positions] == [
+        ("SPY", Decimal("10.5"), stored(tlog, 0.1 + 0.2)),
+        ("TLT", Decimal(3), Decimal("91.5")),
+    ]
+    exact_value = Decimal("10.5") * Decimal("0.30000000000000004")
+    assert positions[0].market_value == (
+        exact_value if is_sqlite(tlog) else exact_value.quantize(Decimal("1e-10"))
+    )
+    assert tlog.load_positions(run_id)["market_value"].tolist() == [
+        float(positions[0].market_value),
+        274.5,
+    ]
+
+    equity = tlog.load_equity(run_id)
+    assert equity.index.tolist() == [pd.Timestamp(DAY), pd.Timestamp(DAY + dt.timedelta(days=1))]
+    assert equity.iloc[0][["equity", "cash", "positions_value", "drawdown"]].tolist() == [
+        100_000.0,
+        2_500.5,
+        97_499.5,
+        -0.0125,
+    ]
+    assert equity["regime"].iloc[0] == "GROWTH" and pd.isna(equity["regime"].iloc[1])
+
+    incidents = tlog.load_incidents(run_id)
+    assert incidents[["kind", "message"]].values.tolist() == [["data_gap", "VIX missing"]]
+    assert incidents["context"].iloc[0] == {"series": "VIX", "day": "2024-03-04"}
+
+
+def test_sqlite_pragmas_and_parent_dir(tmp_path) -> None:
+    path = tmp_path / "a" / "b" / "trades.sqlite"
+    log = TradeLog.open(f"sqlite:///{path}")
+    try:
+        assert path.parent.is_dir()
+        with log.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+    finally:
+        log.close()
+
+
+def test_foreign_keys_enforced(tlog: TradeLog) -> None:
+    run_id = start(tlog)
+    row = {
+        "run_id": run_id,
+        "order_id": 999_999,
+        "client_order_id": "ghost",
+        "symbol": "SPY",
+        "side": "buy",
+        "quantity": 1,
+        "price": 1,
+        "commission": 0,
+        "slippage_cost": 0,
+        "filled_at": T0,
+    }
+    with pytest.raises(sa.exc.IntegrityError), tlog.engine.begin() as conn:
+        conn.execute(sa.insert(FillRecord), row)
+
+
+def test_unique_client_order_id(url: str, tlog: TradeLog) -> None:
+    start(tlog)
+    tlog.order(make_order("dup"))
+    with pytest.raises(ValueError, match="orders.client_order_id: 'dup' is already recorded"):
+        tlog.order(make_order("dup"))  # still buffered
+    tlog.flush()
+    with pytest.raises(ValueError, match="already recorded"):
+        tlog.order(make_order("dup"))  # already written
+
+    other = TradeLog.open(url)  # another process knows nothing of "dup": the database refuses
+    try:
+        start(other)
+        other.order(make_order("dup"))
+        with pytest.raises(sa.exc.IntegrityError, match="client_order_id"):
+            other.flush()
+        assert count(tlog, "orders") == 1
+    finally:
+        other.engine.dispose()
+
+
+def test_status_updates_on_buffered_and_flushed_orders(url: str, tlog: TradeLog) -> None:
+    run_id = start(tlog)
+    tlog.order(make_order("o-1", quantity=10))
+    tlog.order_status(
+        "o-1", OrderStatus.ACCEPTED, T0 + dt.timedelta(seconds=1), broker_order_id="b-1"
+    )
+    tlog.flush()
+    tlog.order_status(
+        "o-1",
+        OrderStatus.PARTIALLY_FILLED,
+        T0 + dt.timedelta(seconds=2),
+        filled_quantity=4,
+        average_price=512.5,
+    )
+    tlog.order_status(
+        "o-1",
+        OrderStatus.FILLED,
+        T0 + dt.timedelta(seconds=3),
+        message="done",
+        filled_quantity=10,
+        average_price=512.40000000000003,
+    )
+    assert tlog.load_orders(run_id)["status"].tolist() == ["accepted"]  # readers see commits only
+    tlog.flush()
+
+    (order,) = select_all(tlog, sa.select(OrderRecord))
+    assert (order.status, order.broker_order_id, order.status_message) == ("filled", "b-1", "done")
+    assert order.filled_quantity == Decimal(10)
+    assert order.average_price == stored(tlog, 512.40000000000003)
+    assert order.updated_at == T0 + dt.timedelta(seconds=3)
+    assert order.submitted_at == T0
+
+    events = select_all(tlog, sa.select(OrderEventRecord).order_by(OrderEventRecord.id))
+    assert [(e.order_id, e.status, e.at, e.message, e.filled_quantity) for e in events] == [
+        (order.id, "new", T0, None, Decimal(0)),
+        (order.id, "accepted", T0 + dt.timedelta(seconds=1), None, None),
+        (order.id, "partially_filled", T0 + dt.timedelta(seconds=2), None, Decimal(4)),
+        (order.id, "filled", T0 + dt.timedelta(seconds=3), "done", Decimal(10)),
+    ]
+    assert len(tlog.load_orders(status="filled")) == 1
+    assert tlog.load_orders(status=OrderStatus.ACCEPTED).empty
+
+    with pytest.raises(ValueError, match="unknown client_order_id 'nope'"):
+        tlog.order_status("nope", OrderStatus.CANCELED, T0)
+    with pytest.raises(ValueError, match="unknown client_order_id 'nope'"):
+        tlog.fill(make_fill("nope"))
+
+    # After a restart, a new process updates and fills an order it finds in the database.
+    tlog.order(make_order("o-2", symbol="TLT"))
+    tlog.finish_run("failed", T0 + dt.timedelta(minutes=1))
+    restarted = TradeLog.open(url)
+    try:
+        run_2 = start(restarted, mode="live", synthetic=False)
+        later = T0 + dt.timedelta(days=1)
+        restarted.order_status("o-2", OrderStatus.CANCELED, later, message="expired overnight")
+        restarted.fill(make_fill("o-1", at=later))
+        restarted.flush()
+        orders = restarted.load_orders().set_index("client_order_id")
+        assert orders.loc["o-2", "status"] == "canceled"
+        assert orders.loc["o-2", "status_message"] == "expired overnight"
+        assert orders.loc["o-2", "run_id"] == run_id  # stays with the run that placed it
+        assert restarted.load_fills(run_2)["client_order_id"].tolist() == ["o-1"]
+    finally:
+        restarted.close()
+
+
+def test_timestamps_are_aware_utc_and_naive_ones_are_refused(tlog: TradeLog) -> None:
+    naive = dt.datetime(2024, 3, 4, 21, 0)
+    with pytest.raises(ValueError, match="runs.started_at: naive datetime"):
+        start(tlog, started_at=naive)
+    run_id = start(tlog, started_at=T0.astimezone(CEST))
+    with pytest.raises(ValueError, match="orders.submitted_at: naive datetime"):
+        tlog.order(make_order("o-1", at=naive))
+    tlog.order(make_order("o-1", at=T0.astimezone(CEST)))
+    with pytest.raises(ValueError, match="order_events.at: naive datetime"):
+        tlog.order_status("o-1", OrderStatus.FILLED, naive)
+    with pytest.raises(ValueError, match="fills.filled_at: naive datetime"):
+        tlog.fill(make_fill("o-1", at=naive))
+    with pytest.raises(ValueError, match="incidents.at: naive datetime"):
+        tlog.incident(naive, "x", "y")
+    with pytest.raises(ValueError, match="runs.finished_at: naive datetime"):
+        tlog.finish_run("finished", naive)
+    tlog.fill(make_fill("o-1", at=T0.astimezone(CEST)))
+    tlog.flush()
+
+    (order,) = select_all(tlog, sa.select(OrderRecord))
+    assert order.submitted_at == T0 and order.submitted_at.tzinfo is dt.UTC
+    assert order.submitted_at.hour == 21  # stored as UTC, not as the caller's wall time
+    fills = tlog.load_fills(run_id)
+    assert str(fills["filled_at"].dt.tz) == "UTC"
+    assert fills["filled_at"].iloc[0] == pd.Timestamp(T0)
+    assert tlog.runs()["started_at"].iloc[0] == pd.Timestamp(T0)
+
+    # The column type itself refuses naive values written around the TradeLog.
+    with pytest.raises(sa.exc.StatementError, match="naive datetime"), tlog.engine.begin() as c:
+        c.execute(sa.update(OrderRecord).values(updated_at=naive))
+
+
+def test_flush_is_one_transaction(url: str) -> None:
+    log = TradeLog.open(url)
+    try:
+        run_id = start(log)
+        log.order(make_order("o-1"))
+        log.order_status("o-1", OrderStatus.FILLED, T0, filled_quantity=10, average_price=512.3)
+        log.fill(make_fill("o-1"))
+        log.targets(DAY, "rb", [TargetRow("SPY", 1.0, 1.0, 1.0, None, ())], "weekly")
+        log.equity(equity_point())
+        log.equity(equity_point())  # same run and day: the last insert fails
+        with pytest.raises(sa.exc.IntegrityError):
+            log.flush()
+        for table in ("orders", "order_events", "fills", "targets", "equity"):
+            assert count(log, table) == 0, table
+        assert log.runs()["id"].tolist() == [run_id]
+    finally:
+        log.engine.dispose()
+
+
+def test_failed_flush_keeps_the_buffer_for_a_retry(tlog: TradeLog) -> None:
+    run_id = start(tlog)
+    tlog.order(make_order("o-1"))
+    tlog.fill(make_fill("o-1"))
+    tlog.equity(equity_point())
+    blocker = {  # another writer took the client_order_id first
+        "run_id": run_id,
+        "client_order_id": "o-1",
+        "rebalance_id": "x",
+        "symbol": "X",
+        "side": "sell",
+        "quantity": 1,
+        "reference_price": 1,
+        "reason": "other",
+        "status": "new",
+        "filled_quantity": 0,
+        "submitted_at": T0,
+        "updated_at": T0,
+    }
+    with tlog.engine.begin() as conn:
+        conn.execute(sa.insert(OrderRecord), blocker)
+    with pytest.raises(sa.exc.IntegrityError):
+        tlog.flush()
+    assert count(tlog, "fills") == 0 and count(tlog, "equity") == 0
+    with tlog.engine.begin() as conn:
+        conn.execute(sa.delete(OrderRecord))
+    tlog.flush()
+    assert tlog.load_orders(run_id)["symbol"].tolist() == ["SPY"]
+    assert len(tlog.load_fills(run_id)) == 1 and len(tlog.load_equity(run_id)) == 1
+    assert count(tlog, "order_events") == 1
+
+
+def test_finish_run_flushes(url: str, tlog: TradeLog) -> None:
+    run_id = start(tlog)
+    tlog.order(make_order("o-1"))
+    tlog.fill(make_fill("o-1"))
+    tlog.equity(equity_point())
+    with pytest.raises(ValueError, match="'done' is not 'finished' or 'failed'"):
+        tlog.finish_run("done", T0)
+    tlog.finish_run("finished", T0 + dt.timedelta(hours=2), {"sharpe": 1.25})
+
+    reader = TradeLog.open(url)
+    try:
+        run = reader.runs().set_index("id").loc[run_id]
+        assert run["status"] == "finished" and run["summary"] == {"sharpe": 1.25}
+        assert run["finished_at"] == T0 + dt.timedelta(hours=2)
+        assert len(reader.load_fills(run_id)) == 1 and len(reader.load_equity(run_id)) == 1
+    finally:
+        reader.close()
+
+
+def test_incidents_are_written_immediately(url: str, tlog: TradeLog) -> None:
+    tlog.incident(T0, "startup", "no run yet")
+    run_id = start(tlog)
+    tlog.equity(equity_point())  # buffered, not written by incident()
+    tlog.incident(T0, "broker_error", "HTTP 500", {"attempt": np.int64(2)})
+    reader = TradeLog.open(url)
+    try:
+        incidents = reader.load_incidents()
+        assert incidents["kind"].tolist() == ["startup", "broker_error"]
+        assert pd.isna(incidents["run_id"].iloc[0]) and incidents["run_id"].iloc[1] == run_id
+        assert incidents["context"].tolist() == [None, {"attempt": 2}]
+        assert reader.load_incidents(run_id)["kind"].tolist() == ["broker_error"]
+        assert reader.load_equity(run_id).empty
+    finally:
+        reader.close()
+
+
+def test_recording_needs_a_run_and_a_known_mode(tlog: TradeLog) -> None:
+    with pytest.raises(RuntimeError, match="start_run"):
+        tlog.equity(equity_point())
+    with pytest.raises(ValueError, match="runs.mode: 'prod'"):
+        start(tlog, mode="prod")
+
+
+EXPECTED_COLUMNS = {
+    "load_fills": [
+        "filled_at",
+        "symbol",
+        "side",
+        "quantity",
+        "price",
+        "commission",
+        "slippage_cost",
+        "client_order_id",
+    ],
+    "load_orders": [
+        "run_id",
+        "client_order_id",
+        "broker_order_id",
+        "rebalance_id",
+        "symbol",
+        "side",
+        "quantity",
+        "reference_price",
+        "reason",
+        "status",
+        "status_message",
+        "filled_quantity",
+        "average_price",
+        "submitted_at",
+        "updated_at",
+    ],
+    "load_regimes": [
+        "day",
+        "regime",
+        "vix",
+        "vix_date",
+        "spread",
+        "spread_date",
+        "uncertainty",
+        "uncertainty_date",
+        "warning",
+    ],
+    "load_targets": [
+        "day",
+        "rebalance_id",
+        "symbol",
+        "baseline",
+        "overlay",
+        "final",
+        "stop_price",
+        "reasons",
+        "trigger",
+    ],
+    "load_risk_events": ["day", "rule", "symbol", "action", "inputs"],
+    "load_positions": ["day", "symbol", "quantity", "price", "market_value"],
+}
+FLOAT_COLUMNS = {
+    "load_fills": ["quantity", "price", "commission", "slippage_cost"],
+    "load_orders": ["quantity", "reference_price", "filled_quantity", "average_price"],
+    "load_regimes": ["vix", "spread", "uncertainty"],
+    "load_targets": ["baseline", "overlay", "final", "stop_price"],
+    "load_positions": ["quantity", "price", "market_value"],
+}
+
+
+def test_readers_return_documented_columns(tlog: TradeLog) -> None:
+    empty_run = start(tlog)
+    tlog.finish_run("finished", T0)
+    run_id = start(tlog)
+    tlog.regime(RegimeDecision(DAY, Regime.GROWTH, 14.0, DAY, 0.5, DAY, 90.0, DAY))
+    tlog.targets(DAY, "rb", [TargetRow("SPY", 1.0, 1.0, 1.0, 500.0, ("x",))], "weekly")
+    tlog.risk_event(RiskEvent(DAY, "stop", "sell", {"price": 1.0}, "SPY"))
+    tlog.order(make_order("o-1"))
+    tlog.fill(make_fill("o-1"))
+    tlog.equity(equity_point())
+    tlog.positions(DAY, {"SPY": (10.0, 512.3)})
+    tlog.flush()
+
+    for rid, rows in ((run_id, 1), (empty_run, 0)):
+        for name, columns in EXPECTED_COLUMNS.items():
+            frame = getattr(tlog, name)(rid)
+            assert frame.columns.tolist() == columns, name
+            assert len(frame) == rows, name
+            for column in FLOAT_COLUMNS.get(name, []):
+                assert frame[column].dtype == np.float64, (name, column)
+        equity = tlog.load_equity(rid)
+        assert isinstance(equity.index, pd.DatetimeIndex) and equity.index.name == "day"
+        assert equity.columns.tolist() == [
+            "equity",
+            "cash",
+            "positions_value",
+            "drawdown",
+            "regime",
+        ]
+        assert all(equity[c].dtype == np.float64 for c in ["equity", "cash", "drawdown"])
+        assert len(equity) == rows
+    assert tlog.load_fills(run_id)["price"].iloc[0] == 512.3
+    assert tlog.runs().columns.tolist() == [
+        "id",
+        "mode",
+        "strategy",
+        "config_hash",
+        "config",
+        "code_version",
+        "data_source",
+        "synthetic",
+        "started_at",
+        "finished_at",
+        "status",
+        "summary",
+    ]
+    assert tlog.load_incidents().columns.tolist() == ["at", "run_id", "kind", "message", "context"]

@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from bot.strategy.weights import (
+    apply_overlay,
+    erc_weights,
+    inverse_vol_weights,
+    realized_vol,
+    risk_contributions,
+    var_tail_factor,
+)
+
+
+def test_inverse_vol_divides_by_volatility_and_leverage():
+    # Column volatilities: std([+a, -a, +a, -a], ddof=1) = a * sqrt(4/3).
+    base = np.array([1.0, -1.0, 1.0, -1.0])[:, None]
+    rets = base * np.array([0.01, 0.02, 0.04])
+    result = inverse_vol_weights(rets, leverage=np.array([1.0, 1.0, 2.0]))
+    raw = np.array([1 / 0.01, 1 / 0.02, 1 / (0.04 * 2)])
+    np.testing.assert_allclose(result.weights, raw / raw.sum(), rtol=1e-12)
+    np.testing.assert_allclose(result.vol, np.array([0.01, 0.02, 0.04]) * np.sqrt(4 / 3), rtol=1e-12)
+
+
+def test_var_factor_cuts_only_fat_left_tails():
+    rng = np.random.default_rng(3)
+    normal = rng.normal(0, 0.01, 2000)
+    fat = normal.copy()
+    fat[:120] = -0.05  # 6% of days are crashes: the 5% quantile sits at -5%
+    rets = np.column_stack([normal, fat])
+    factor = var_tail_factor(rets, 0.95, floor=0.5)
+    assert factor[0] == pytest.approx(1.0, abs=0.08)
+    z = norm.ppf(0.95)
+    expected = max(0.5, min(1.0, z * fat.std(ddof=1) / 0.05))
+    assert factor[1] == pytest.approx(expected, rel=1e-9)
+    assert factor[1] < 0.8
+
+
+def test_zero_volatility_is_rejected():
+    rets = np.zeros((20, 2))
+    with pytest.raises(ValueError, match="positive finite"):
+        inverse_vol_weights(rets, np.ones(2))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_erc_equalizes_risk_contributions(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 9))
+    mix = rng.normal(size=(n, n))
+    vols = rng.uniform(0.005, 0.06, n)
+    rets = rng.normal(size=(120, n)) @ mix * vols
+    cov = np.cov(rets, rowvar=False)
+    w = erc_weights(cov)
+    assert w.sum() == pytest.approx(1.0)
+    assert np.all(w > 0)
+    np.testing.assert_allclose(risk_contributions(w, cov), 1.0 / n, atol=1e-6)
+
+
+def test_erc_of_uncorrelated_assets_is_inverse_vol():
+    vols = np.array([0.01, 0.02, 0.05])
+    w = erc_weights(np.diag(vols**2))
+    np.testing.assert_allclose(w, (1 / vols) / (1 / vols).sum(), rtol=1e-9)
+
+
+def test_overlay_multiplies_then_renormalizes():
+    w = apply_overlay(np.array([0.5, 0.3, 0.2]), np.array([1.2, 1.0, 0.5]))
+    raw = np.array([0.6, 0.3, 0.1])
+    np.testing.assert_allclose(w, raw / raw.sum())
+
+
+def test_realized_vol_uses_sample_std():
+    assert realized_vol(np.array([[0.01], [0.03]]))[0] == pytest.approx(np.std([0.01, 0.03], ddof=1))
