@@ -4,7 +4,6 @@ is refused with an error that names the file and the field."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -68,13 +67,10 @@ def test_real_universe_loads_with_documented_facts(real_dir: Path) -> None:
     )
 
 
-def test_all_real_files_load_fast(real_dir: Path) -> None:
+def test_all_real_files_load(real_dir: Path) -> None:
     symbols = sorted(p.stem for p in (real_dir / "prices").glob("*.csv"))
     assert len(symbols) == 22
-    started = time.perf_counter()
     md = load_csv_directory(real_dir, symbols)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 0.5, f"loading took {elapsed:.2f}s"
     assert (md.prices.close[~np.isnan(md.prices.close)] > 0).all()
 
 

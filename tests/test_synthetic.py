@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import time
-
 import exchange_calendars as xcals
 import numpy as np
 import pytest
@@ -130,13 +128,6 @@ def test_unknown_symbol_gets_a_generic_equity(market: MarketData) -> None:
     md = synthetic_market(["SPY", "ACME"], START, END)
     spy, acme = (np.diff(np.log(md.prices.close[:, j])) for j in range(2))
     assert 0.3 < np.corrcoef(spy, acme)[0, 1] < 0.95
-
-
-def test_fast_enough() -> None:
-    started = time.perf_counter()
-    synthetic_market(UNIVERSE, "2010-01-01", "2024-12-31", seed=11)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 1.0, f"15 years took {elapsed:.2f}s"
 
 
 def test_rejects_bad_arguments() -> None:
