@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
+import structlog
 
 from bot.broker.base import Broker
 from bot.config import Settings
@@ -18,9 +20,11 @@ from bot.data.base import MarketData
 from bot.planner import current_weights, plan_exit, plan_orders, rebalance_due
 from bot.risk import DrawdownState, GuardInputs, guard, update_drawdown
 from bot.store.tradelog import TradeLog
-from bot.strategy.regime import decide_regime, is_first_trading_day_of_week
+from bot.strategy.regime import decide_regime, week_starts
 from bot.strategy.weights import apply_overlay, erc_weights, inverse_vol_weights
 from bot.types import EquityPoint, Fill, Order, Regime, RiskEvent, TargetRow
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -36,8 +40,7 @@ class EngineState:
     drawdown: DrawdownState = field(default_factory=DrawdownState)
 
 
-@dataclass(frozen=True)
-class StepOutcome:
+class StepOutcome(NamedTuple):
     """What one daily step did, for the caller's log line and for tests."""
 
     day: dt.date
@@ -66,6 +69,7 @@ class Engine:
         # NaN (not yet listed) valued at zero: nothing can be held before listing.
         self._mark = np.nan_to_num(prices.close)
         self._days: list[dt.date] = prices.dates.astype("datetime64[D]").astype(object).tolist()
+        self._week_starts = week_starts(prices.dates)
         self.macro = market.macro
         self.broker = broker
         self.log = log
@@ -94,6 +98,9 @@ class Engine:
             rk.vol_window,
         )
         self.state = EngineState(regime=None)
+        self._filled_since_snapshot = False
+        self._indexed_day: dt.date | None = None
+        self._indexed_t = -1
 
     # ----------------------------------------------------------------- daily step
     def step(self, t: int, now: dt.datetime) -> StepOutcome:
@@ -116,13 +123,12 @@ class Engine:
             if state.drawdown.defensive != was_defensive and self.settings.rebalance.on_defensive_change:
                 forced = dd_event.action
 
-        if self._needs_regime and (state.regime is None or is_first_trading_day_of_week(self.dates, t)):
+        if self._needs_regime and (state.regime is None or self._week_starts[t]):
             self._decide_regime(t)
 
-        days_since = None
-        if state.last_rebalance_day is not None:
-            last = int(np.searchsorted(self.dates, np.datetime64(state.last_rebalance_day)))
-            days_since = t - last
+        days_since = None if state.last_rebalance_day is None else t - self._day_index(
+            state.last_rebalance_day
+        )
         check = rebalance_due(
             days_since,
             lambda: current_weights(shares, self._mark[t], equity),
@@ -144,10 +150,18 @@ class Engine:
         return StepOutcome(day, equity, check.reason if check.due else None, orders, tuple(events))
 
     def record_close(self, t: int) -> EquityPoint:
-        """Mark the portfolio at the close of day t (after that day's fills) and log it."""
+        """Mark the portfolio at the close of day t (after that day's fills) and log it;
+        on days with fills also snapshot the positions."""
         shares = self.broker.holdings(self.symbols)
         cash = self.broker.cash()
         positions = float(shares @ self._mark[t])
+        if self._filled_since_snapshot:
+            self._filled_since_snapshot = False
+            self.log.positions(
+                self._days[t],
+                {s: (float(q), float(self._mark[t, i]))
+                 for i, (s, q) in enumerate(zip(self.symbols, shares, strict=True)) if q},
+            )
         equity = cash + positions
         dd = self.state.drawdown
         point = EquityPoint(
@@ -169,6 +183,14 @@ class Engine:
         )
         if fill is not None:
             self.log.fill(fill)
+            self._filled_since_snapshot = True
+
+    def _day_index(self, day: dt.date) -> int:
+        """Index of a trading day in this engine's calendar (cached: asked every day)."""
+        if day != self._indexed_day:
+            self._indexed_day = day
+            self._indexed_t = int(np.searchsorted(self.dates, np.datetime64(day)))
+        return self._indexed_t
 
     # ----------------------------------------------------------------- decisions
     def _decide_regime(self, t: int) -> None:
@@ -177,6 +199,8 @@ class Engine:
         )
         self.state.regime = decision.regime
         self.log.regime(decision)
+        if decision.warning:
+            log.warning("regime inputs incomplete", day=str(decision.day), detail=decision.warning)
 
     def _returns_window(self, t: int) -> np.ndarray:
         """Daily returns over the longest window any rule needs, ending at t. Rows with a

@@ -25,9 +25,10 @@ class RebalanceCheck:
 
 
 def current_weights(shares: np.ndarray, prices: np.ndarray, equity: float) -> np.ndarray:
+    """Weights held now; `prices` must be finite (unlisted assets valued at 0)."""
     if equity <= 0:
         return np.zeros_like(shares)
-    return np.nan_to_num(shares * prices) / equity
+    return shares * prices / equity
 
 
 def rebalance_due(

@@ -9,11 +9,13 @@ may sum to less than 1: the rest is cash. The position cap holds after every ste
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
 from bot.config import RiskSettings
+from bot.strategy.weights import realized_vol
 from bot.types import Regime, RiskEvent
 
 _EPS = 1e-12
@@ -40,11 +42,12 @@ def _redistribute(w: np.ndarray, amount: float, receivers: np.ndarray, cap: floa
 
 def cap_weights(w: np.ndarray, cap: float) -> np.ndarray:
     """Clip every weight at `cap` and hand the excess to the others pro rata, until the
-    cap holds everywhere. If every asset is at the cap the rest stays in cash."""
-    w = w.copy()
+    cap holds everywhere. If every asset is at the cap the rest stays in cash.
+    Returns `w` itself when nothing is over the cap."""
     over = w > cap + _EPS
     if not over.any():
         return w
+    w = w.copy()
     excess = float((w[over] - cap).sum())
     w[over] = cap
     return _redistribute(w, excess, ~over, cap)
@@ -88,9 +91,9 @@ def volatility_rule(
     """
     if inp.returns.shape[0] < cfg.vol_history:
         return w, None
-    port = inp.returns[-cfg.vol_history :] @ w
-    recent = float(port[-cfg.vol_window :].std(ddof=1))
-    history = float(port.std(ddof=1))
+    port = (inp.returns[-cfg.vol_history :] @ w)[:, None]
+    recent = float(realized_vol(port[-cfg.vol_window :])[0])
+    history = float(realized_vol(port)[0])
     if history <= 0:
         return w, None
     ratio = recent / history
@@ -123,7 +126,8 @@ def volatility_rule(
 
 def correlated_clusters(corr: np.ndarray, threshold: float) -> list[list[int]]:
     """Connected groups of assets linked by pairwise correlation above `threshold`."""
-    n = corr.shape[0]
+    linked = (corr > threshold).tolist()
+    n = len(linked)
     seen = [False] * n
     clusters = []
     for start in range(n):
@@ -134,13 +138,23 @@ def correlated_clusters(corr: np.ndarray, threshold: float) -> list[list[int]]:
         while stack:
             i = stack.pop()
             members.append(i)
-            for j in np.flatnonzero(corr[i] > threshold):
-                if not seen[j]:
+            for j in range(n):
+                if linked[i][j] and not seen[j]:
                     seen[j] = True
-                    stack.append(int(j))
+                    stack.append(j)
         if len(members) > 1:
             clusters.append(sorted(members))
     return clusters
+
+
+def correlation_matrix(returns: np.ndarray) -> np.ndarray | None:
+    """Pearson correlations of the columns; None if a column is constant."""
+    if np.any(returns.max(axis=0) == returns.min(axis=0)):
+        return None
+    centered = returns - returns.mean(axis=0)
+    cross = centered.T @ centered
+    scale = np.sqrt(np.diag(cross))
+    return cross / np.outer(scale, scale)
 
 
 def correlation_rule(
@@ -152,10 +166,9 @@ def correlation_rule(
     to the assets outside the cluster (within the position cap), the rest to cash."""
     if inp.returns.shape[0] < cfg.correlation_window:
         return w, None
-    window = inp.returns[-cfg.correlation_window :]
-    if np.any(window.std(axis=0) <= 0):
+    corr = correlation_matrix(inp.returns[-cfg.correlation_window :])
+    if corr is None:
         return w, None
-    corr = np.corrcoef(window, rowvar=False)
     np.fill_diagonal(corr, 0.0)
     max_corr = float(corr.max())
     if max_corr <= cfg.correlation_max:
@@ -192,10 +205,10 @@ def guard(w: np.ndarray, inp: GuardInputs, cfg: RiskSettings) -> GuardResult:
     rules = set(cfg.rules)
 
     capped = cap_weights(w, cfg.position_cap)
-    _note_changes(w, capped, reasons, f"position cap {cfg.position_cap:.0%}")
-    if not np.allclose(capped, w):
+    if capped is not w:
+        _note_changes(w, capped, reasons, f"position cap {cfg.position_cap:.0%}")
         events.append(RiskEvent(inp.day, "position_cap", "weights capped", {"cap": cfg.position_cap}))
-    w = capped
+        w = capped
 
     for name, rule in (("volatility", volatility_rule), ("correlation", correlation_rule)):
         if name in rules:
@@ -220,14 +233,14 @@ def guard(w: np.ndarray, inp: GuardInputs, cfg: RiskSettings) -> GuardResult:
 
     stops = np.full(len(w), np.nan)
     if "stops" in rules and inp.returns.shape[0] >= cfg.vol_window:
-        vol = inp.returns[-cfg.vol_window :].std(axis=0, ddof=1)
+        vol = realized_vol(inp.returns[-cfg.vol_window :])
         stops = np.where(w > 0, stop_levels(inp.prices, vol, inp.regime, cfg), np.nan)
     return GuardResult(w, stops, events, reasons)
 
 
-@dataclass(frozen=True)
-class DrawdownState:
-    """Running peak and defensive mode; persisted between days (and restarts)."""
+class DrawdownState(NamedTuple):
+    """Running peak and defensive mode; persisted between days (and restarts). A tuple
+    because it is rebuilt on most days of a backtest."""
 
     peak: float = 0.0
     defensive: bool = False
@@ -247,19 +260,22 @@ def update_drawdown(
     days, re-basing the peak to today's equity so the trigger then measures fresh losses
     instead of keeping the portfolio half in cash for years after a deep crash.
     """
-    peak = max(state.peak, equity)
-    state = replace(state, peak=peak)
+    peak = state.peak if state.peak >= equity else equity
+    if peak != state.peak:
+        state = DrawdownState(peak, state.defensive, state.entered_day_index)
     dd = state.drawdown(equity)
+    if not state.defensive and dd <= cfg.drawdown_enter:
+        return state, None
     inputs = {"equity": equity, "peak": peak, "drawdown": dd}
     if not state.defensive and dd > cfg.drawdown_enter:
         return (
-            replace(state, defensive=True, entered_day_index=day_index),
+            DrawdownState(peak, True, day_index),
             RiskEvent(day, "drawdown", "entered defensive mode", inputs),
         )
     if state.defensive:
         if dd < cfg.drawdown_exit:
             return (
-                replace(state, defensive=False, entered_day_index=-1),
+                DrawdownState(peak, False, -1),
                 RiskEvent(day, "drawdown", "left defensive mode: drawdown recovered", inputs),
             )
         if day_index - state.entered_day_index >= cfg.defensive_max_days:

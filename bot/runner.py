@@ -177,7 +177,7 @@ def run_references(settings: Settings, market: MarketData) -> list[BacktestResul
             continue
         scratch = scratch_tradelog(name)
         results.append(run_backtest(ref, market, scratch, name=name, order_prefix="ref"))
-        scratch.close()
+        scratch.discard()
     return results
 
 

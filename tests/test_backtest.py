@@ -132,3 +132,29 @@ def test_next_open_fills_at_the_open_or_the_close_for_close_only_series(settings
         expected = prices.open[t, i] if np.isfinite(prices.open[t, i]) else prices.close[t, i]
         assert row.price == pytest.approx(expected, rel=1e-12)
     assert {"TQQQ", "TMF"} <= set(fills["symbol"])  # one with opens, one close-only
+
+
+def test_position_snapshots_match_the_broker_on_fill_days(settings, real_market):
+    cfg = variant(settings, backtest={"start": "2021-01-04", "end": "2021-06-30"})
+    log = scratch_tradelog("positions")
+    result = run_backtest(cfg, real_market, log)
+    log.flush()
+    snaps = log.load_positions(log.run_id)
+    assert len(snaps) > 0
+    days = pd.DatetimeIndex(result.dates)
+    for row in snaps.sample(50, random_state=1).itertuples():
+        k = days.get_loc(pd.Timestamp(row.day))
+        i = cfg.symbols.index(row.symbol)
+        assert row.quantity == pytest.approx(result.holdings[k, i], rel=1e-9)
+
+
+def test_missing_benchmark_files_only_skip_the_references(settings, shared_data, tmp_path):
+    from bot.data.history import load_history
+
+    (tmp_path / "prices").mkdir()
+    (tmp_path / "macro").mkdir()
+    for sym in settings.symbols:
+        (tmp_path / "prices" / f"{sym}.csv").symlink_to(shared_data / "prices" / f"{sym}.csv")
+    market = load_history(settings, tmp_path, ["SPY", "IEF"])
+    assert market.prices.symbols == settings.symbols
+    assert market.macro == {}

@@ -5,7 +5,7 @@ import pytest
 
 from bot.config import RegimeSettings
 from bot.data.base import SPREAD, UNCERTAINTY, VIX, MacroSeries
-from bot.strategy.regime import classify, decide_regime, is_first_trading_day_of_week
+from bot.strategy.regime import classify, decide_regime, week_starts
 from bot.types import Regime
 
 TH = RegimeSettings()
@@ -75,6 +75,4 @@ def test_first_trading_day_of_week_handles_holiday_mondays():
         dtype="datetime64[D]",
     )
     # 2024-01-15 was a holiday: Tuesday 16th opens the week.
-    assert [is_first_trading_day_of_week(dates, t) for t in range(5)] == [
-        True, True, False, True, True,
-    ]
+    assert week_starts(dates).tolist() == [True, True, False, True, True]

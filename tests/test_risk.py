@@ -140,3 +140,12 @@ def test_cap_holds_after_every_rule(seed):
     assert np.all(result.weights <= CFG.position_cap + 1e-12)
     assert np.all(result.weights >= 0)
     assert result.weights.sum() <= 1.0 + 1e-12
+
+
+def test_correlation_matrix_matches_numpy():
+    from bot.risk import correlation_matrix
+
+    rets = np.random.default_rng(2).normal(size=(60, 5))
+    np.testing.assert_allclose(correlation_matrix(rets), np.corrcoef(rets, rowvar=False))
+    rets[:, 2] = 0.01
+    assert correlation_matrix(rets) is None

@@ -70,3 +70,11 @@ def test_overlay_multiplies_then_renormalizes():
 
 def test_realized_vol_uses_sample_std():
     assert realized_vol(np.array([[0.01], [0.03]]))[0] == pytest.approx(np.std([0.01, 0.03], ddof=1))
+
+
+def test_lower_quantile_matches_numpy():
+    from bot.strategy.weights import lower_quantile
+
+    rets = np.random.default_rng(5).normal(size=(60, 6))
+    for q in (0.01, 0.05, 0.5, 0.99):
+        np.testing.assert_allclose(lower_quantile(rets, q), np.quantile(rets, q, axis=0))

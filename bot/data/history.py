@@ -21,13 +21,19 @@ def load_history(
 ) -> MarketData:
     """`auto` reads `data_dir` when it exists and otherwise builds the seeded synthetic
     market, so a fresh clone with no files and no keys still runs end to end."""
-    symbols = list(dict.fromkeys([*settings.symbols, *extra_symbols]))
     source = settings.data.source
     if source == "auto":
         source = "csv" if (data_dir / "prices").is_dir() else "synthetic"
     if source == "csv":
         if not data_dir.is_dir():
             raise DataError(str(data_dir), "data.directory", "directory not found")
+        # Benchmark symbols are optional: a directory without them still backtests.
+        missing = [s for s in extra_symbols if not (data_dir / "prices" / f"{s}.csv").is_file()]
+        if missing:
+            log.warning("benchmark data missing; those references are skipped", symbols=missing)
+        extra_symbols = [s for s in extra_symbols if s not in missing]
+    symbols = list(dict.fromkeys([*settings.symbols, *extra_symbols]))
+    if source == "csv":
         return load_csv_directory(data_dir, symbols, MACRO_SERIES)
     log.warning(
         "using a SYNTHETIC market: results say nothing about real markets",

@@ -363,6 +363,12 @@ class TradeLog:
                 conn.execute(final_statement)
         # Only now, after commit, forget the buffer: a failed transaction leaves it intact.
         self._order_ids.update(new_ids)
+        self._clear_buffers()
+        if any(counts.values()):
+            seconds = round(time.perf_counter() - started, 4)
+            log.debug("tradelog.flush", run_id=self.run_id, seconds=seconds, **counts)
+
+    def _clear_buffers(self) -> None:
         self._orders.clear()
         self._updates.clear()
         for buffer in (
@@ -375,9 +381,6 @@ class TradeLog:
             self._positions,
         ):
             buffer.clear()
-        if any(counts.values()):
-            seconds = round(time.perf_counter() - started, 4)
-            log.debug("tradelog.flush", run_id=self.run_id, seconds=seconds, **counts)
 
     def _write_buffers(self, conn: Connection) -> tuple[dict[str, int], dict[str, int]]:
         """Insert in dependency order: orders, their updates and events, fills, the rest."""
@@ -441,6 +444,13 @@ class TradeLog:
                 .values({c: sa.bindparam(f"new_{c}") for c in columns})
             )
             conn.execute(stmt, params)
+
+    def discard(self) -> None:
+        """Drop everything buffered and release the engine: for scratch runs (reference
+        portfolios, benchmarks) whose records nobody will read."""
+        self._clear_buffers()
+        if self._owns_engine:
+            self.engine.dispose()
 
     def close(self) -> None:
         """Flush what is left, then release the engine if this log created it."""

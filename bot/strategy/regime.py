@@ -78,11 +78,11 @@ def decide_regime(
     )
 
 
-def is_first_trading_day_of_week(dates: np.ndarray, t: int) -> bool:
-    """True when day t starts a new ISO week in the trading calendar `dates`."""
-    if t == 0:
-        return True
-    # Monday-based week number: days since the epoch (a Thursday) shifted to Monday.
-    this_week = (dates[t].astype("datetime64[D]").astype(np.int64) + 3) // 7
-    prev_week = (dates[t - 1].astype("datetime64[D]").astype(np.int64) + 3) // 7
-    return bool(this_week != prev_week)
+def week_starts(dates: np.ndarray) -> np.ndarray:
+    """True for each trading day that opens a new Monday-based week in `dates` (the
+    regime's decision days). Holiday Mondays move the decision to Tuesday."""
+    days = dates.astype("datetime64[D]").astype(np.int64)
+    week = (days + 3) // 7  # the epoch, 1970-01-01, was a Thursday
+    starts = np.ones(len(days), dtype=bool)
+    starts[1:] = week[1:] != week[:-1]
+    return starts

@@ -8,14 +8,35 @@ them on every rebalance and the live bot calls the very same code once a day.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+from statistics import NormalDist
 
 import numpy as np
-from scipy.stats import norm
 
 
 def realized_vol(returns: np.ndarray) -> np.ndarray:
-    """Daily standard deviation (ddof=1) per column."""
-    return returns.std(axis=0, ddof=1)
+    """Daily standard deviation (ddof=1) per column (written out: ndarray.std's generic
+    path costs twice as much on the small windows the engine uses every rebalance)."""
+    centered = returns - returns.mean(axis=0)
+    return np.sqrt(np.einsum("ij,ij->j", centered, centered) / (returns.shape[0] - 1))
+
+
+def lower_quantile(returns: np.ndarray, q: float) -> np.ndarray:
+    """Per-column quantile with linear interpolation, as np.quantile's default method,
+    from one sort: np.quantile's generality costs ~50 us per call on a small window."""
+    ordered = np.sort(returns, axis=0)
+    pos = (ordered.shape[0] - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, ordered.shape[0] - 1)
+    frac = pos - lo
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * frac
+
+
+@lru_cache(maxsize=16)
+def _z(confidence: float) -> float:
+    """Gaussian quantile (stdlib: importing scipy.stats would add half a second to
+    every start of the bot)."""
+    return NormalDist().inv_cdf(confidence)
 
 
 def var_tail_factor(returns: np.ndarray, confidence: float, floor: float) -> np.ndarray:
@@ -27,9 +48,8 @@ def var_tail_factor(returns: np.ndarray, confidence: float, floor: float) -> np.
     understates) loses weight; thin tails are not rewarded, so the adjustment only ever
     makes the portfolio more defensive.
     """
-    z = float(norm.ppf(confidence))
-    gauss = z * realized_vol(returns)
-    hist = -np.quantile(returns, 1.0 - confidence, axis=0)
+    gauss = _z(confidence) * realized_vol(returns)
+    hist = -lower_quantile(returns, 1.0 - confidence)
     factor = np.ones(returns.shape[1])
     ok = hist > 0
     factor[ok] = np.clip(gauss[ok] / hist[ok], floor, 1.0)

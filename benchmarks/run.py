@@ -1,0 +1,153 @@
+"""Speed benchmark: our engine against bt, vectorbt and a plain numpy loop, in one run.
+
+    pip install -e ".[bench]"        # bt and vectorbt, never needed by the tests
+    python benchmarks/run.py [--data-dir ../shared/data] [--repeat 5]
+
+Case 1, the fixed-weight portfolio (TQQQ 20 / UPRO 20 / UDOW 10 / TMF 25 / UGL 10 /
+DIG 15), 2010-03-01 to 2024-12-31, rebalanced at the close on day 0 and every 4 trading
+days, fractional shares, no costs: our engine (strategic weighting, guard rules off),
+vectorbt, bt and numpy must end on the same equity within 1e-6 relative.
+Case 2, the full strategy (regime, inverse-vol weights, every guard rule, next-open
+fills with costs) in our engine, over the same span.
+
+Times are warm (data in memory, imports and JIT done), best of N; ratios are against
+peers measured in the same run. Our runs record to the in-memory trade-log buffers as
+always; writing them to SQLite is timed separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from peers import fixed_weight_bt, fixed_weight_numpy, fixed_weight_vectorbt, load_prices  # noqa: E402
+
+from bot.backtest import run_backtest, scratch_tradelog  # noqa: E402
+from bot.config import load_settings, parse_settings  # noqa: E402
+from bot.data.csv_source import load_csv_directory  # noqa: E402
+from bot.reference import fixed_weight_settings  # noqa: E402
+from bot.store.tradelog import TradeLog  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "config" / "diversified_leverage.toml"
+START, END = "2010-03-01", "2024-12-31"
+EVERY = 4
+RTOL = 1e-6
+
+
+def best_of(fn, repeat: int) -> float:
+    """Best wall time of `fn()` after one untimed warm-up; `fn` returns its own timing."""
+    fn()
+    return min(fn() for _ in range(repeat))
+
+
+def engine_case(settings, market):
+    """A callable that runs our engine once and returns (seconds, result); the trade log
+    is created before the clock starts, like the peers' data frames."""
+
+    def once():
+        log = scratch_tradelog("bench")
+        t0 = time.perf_counter()
+        result = run_backtest(settings, market, log, order_prefix="bench")
+        return time.perf_counter() - t0, result, log
+
+    return once
+
+
+def fixed_settings(base):
+    weights = {sym: a.weight for sym, a in base.universe.items()}
+    raw = fixed_weight_settings(base, weights, EVERY).model_dump(mode="json")
+    raw["backtest"].update(start=START, end=END, fill="same_close", slippage_bps=0.0,
+                           commission_bps=0.0, commission_per_share=0.0)
+    raw["rebalance"].update(min_trade_notional=0.0, min_trade_shares=0.0, fractional=True)
+    return parse_settings(raw, "benchmark fixed weights")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args(argv)
+
+    base = load_settings(CONFIG)
+    market = load_csv_directory(args.data_dir, list(base.symbols))
+    weights = {sym: a.weight for sym, a in base.universe.items()}
+    prices = load_prices(args.data_dir / "prices", weights, START, END)
+    print(f"data: {len(prices)} days x {prices.shape[1]} symbols, {START} .. {END}")
+
+    fixed = engine_case(fixed_settings(base), market)
+    _, ours, _ = fixed()
+    curves = {"leverbot engine": ours.equity}
+    peers = {"numpy loop": fixed_weight_numpy}
+    for name, fn in (("vectorbt", fixed_weight_vectorbt), ("bt", fixed_weight_bt)):
+        try:
+            fn(prices.iloc[:10], weights, every=EVERY)
+            peers[name] = fn
+        except ImportError:
+            print(f"{name}: not installed (pip install -e '.[bench]'), skipped")
+    for name, fn in peers.items():
+        curves[name] = fn(prices, weights, every=EVERY).to_numpy()
+
+    ref = curves["numpy loop"]
+    print("\nfixed weights, final equity (must agree within 1e-6 relative):")
+    for name, curve in curves.items():
+        rel = float(np.max(np.abs(np.asarray(curve) / ref - 1.0)))
+        print(f"  {name:>16}: {curve[-1]:,.6f}   max relative difference {rel:.1e}")
+        assert rel <= RTOL, f"{name} disagrees with the numpy loop by {rel:.2e}"
+
+    times = {"leverbot engine": best_of(lambda: fixed()[0], args.repeat)}
+    for name, fn in peers.items():
+        def timed(fn=fn):
+            t0 = time.perf_counter()
+            fn(prices, weights, every=EVERY)
+            return time.perf_counter() - t0
+        times[name] = best_of(timed, args.repeat)
+
+    strategy_settings = parse_settings(
+        {**base.model_dump(mode="json"),
+         "backtest": {**base.backtest.model_dump(mode="json"), "start": START, "end": END}},
+        "benchmark strategy",
+    )
+    full = engine_case(strategy_settings, market)
+    times["leverbot full strategy"] = best_of(lambda: full()[0], args.repeat)
+    _, _, log = full()
+    with tempfile.TemporaryDirectory() as tmp:
+        disk = TradeLog.open(f"sqlite:///{tmp}/bench.sqlite")
+        disk.start_run(mode="backtest", strategy="bench", config_hash="-", config={},
+                       code_version="-", data_source="-", synthetic=False,
+                       started_at=dt.datetime.now(dt.UTC))
+        run_backtest(strategy_settings, market, disk, order_prefix="bench")
+        t0 = time.perf_counter()
+        disk.flush()
+        flush_seconds = time.perf_counter() - t0
+        disk.close()
+
+    print(f"\nwarm wall time, best of {args.repeat}:")
+    for name, seconds in times.items():
+        print(f"  {name:>22}: {seconds * 1e3:9.1f} ms")
+    print(f"  {'trade-log flush (SQLite)':>22}: {flush_seconds * 1e3:9.1f} ms (full strategy run)")
+    print("\nratios:")
+    ours_fixed = times["leverbot engine"]
+    for name in peers:
+        print(f"  fixed weights, leverbot / {name}: {ours_fixed / times[name]:.2f}")
+    if "bt" in times:
+        ratio = times["leverbot full strategy"] / times["bt"]
+        print(f"  full strategy (leverbot) / fixed weights (bt): {ratio:.2f}")
+    if "vectorbt" in times:
+        print(f"  target: fixed weights faster than vectorbt: {ours_fixed < times['vectorbt']}")
+    if "bt" in times:
+        print(f"  target: full strategy faster than bt fixed: "
+              f"{times['leverbot full strategy'] < times['bt']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
