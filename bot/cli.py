@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import sys
 from pathlib import Path
 
@@ -13,6 +14,10 @@ from bot import __version__
 from bot.errors import BotError, ConfigError
 
 DEFAULT_CONFIG = "config/diversified_leverage.toml"
+
+# Modules that add their own subcommands: each defines `register(subparsers)` and keeps
+# heavy imports inside its command functions so `bot --help` stays fast.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
@@ -79,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ver = sub.add_parser("version", help="print the version")
     ver.set_defaults(func=lambda _args: print(__version__) or 0)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return parser
 
 

@@ -1,20 +1,54 @@
-"""What the engine needs from a broker, whichever venue is behind it."""
+"""What the engine and the daemon need from a broker, whichever venue is behind it."""
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from bot.types import Order, OrderRequest
+from bot.errors import BotError
+from bot.types import Fill, Order, OrderRequest
+
+
+class BrokerError(BotError):
+    """The venue could not be reached or answered nonsense; never carries secrets."""
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    account_number: str
+    equity: float
+    cash: float
+    buying_power: float
+    status: str
+    paper: bool
+
+
+@dataclass(frozen=True)
+class MarketClock:
+    timestamp: dt.datetime
+    is_open: bool
+    next_open: dt.datetime
+    next_close: dt.datetime
+
+
+@dataclass(frozen=True)
+class TradingSession:
+    """One trading day with its regular open and close (UTC), early closes included."""
+
+    day: dt.date
+    open: dt.datetime
+    close: dt.datetime
 
 
 class Broker(Protocol):
-    """A venue that holds cash and positions and accepts market orders."""
+    """A venue that holds cash and positions and accepts market orders (what the engine
+    uses; the simulated broker and the Alpaca adapter both provide it)."""
 
     def cash(self) -> float:
-        """Settled cash available for buying."""
+        """Cash available for buying."""
         ...
 
     def holdings(self, symbols: tuple[str, ...]) -> np.ndarray:
@@ -26,5 +60,43 @@ class Broker(Protocol):
         ...
 
     def submit(self, request: OrderRequest, now: dt.datetime) -> Order:
-        """Send a market order; returns it as the venue acknowledged it."""
+        """Send a market order; returns it as the venue acknowledged it. A rejection is a
+        returned order with status REJECTED and the venue's code and message, not an
+        exception; an exception means the venue could not be reached and the order
+        provably does not exist there."""
         ...
+
+
+class LiveBroker(Broker, Protocol):
+    """What the daemon needs beyond the engine's view: snapshots, order tracking,
+    reconciliation and the venue's clock and calendar."""
+
+    def refresh(self) -> None:
+        """Re-read account and positions so cash() and holdings() are current."""
+        ...
+
+    def account(self) -> AccountInfo: ...
+
+    def open_orders(self) -> list[Order]:
+        """Every order at the venue that is not in a final state."""
+        ...
+
+    def find_order(self, client_order_id: str) -> Order | None:
+        """The venue's view of one order by our id; None if it does not exist there."""
+        ...
+
+    def track(self, order: Order) -> None:
+        """Follow an order (e.g. one adopted after a restart) in poll()."""
+        ...
+
+    def poll(self, now: dt.datetime) -> list[tuple[Order, Fill | None]]:
+        """Status changes of tracked orders since the last poll, with a Fill for each
+        newly filled quantity (partial fills give several); final orders stop being
+        tracked after they are reported."""
+        ...
+
+    def cancel(self, client_order_id: str) -> None: ...
+
+    def clock(self) -> MarketClock: ...
+
+    def calendar(self, start: dt.date, end: dt.date) -> list[TradingSession]: ...
