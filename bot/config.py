@@ -103,6 +103,13 @@ class RiskSettings(_Strict):
 
 
 class RebalanceSettings(_Strict):
+    """When to trade: `every_n_days` (the leverage strategy: every N trading days or on
+    drift) or `weekly` (the factor model: on the last trading day of each week). Orders
+    go out `execution_lag_days` trading days after the decision (0: at once, i.e. filled
+    at the next open; 5: about a week later)."""
+
+    schedule: Literal["every_n_days", "weekly"] = "every_n_days"
+    execution_lag_days: Annotated[int, Field(ge=0, le=30)] = 0
     every_days: PositiveInt = 4
     drift: Annotated[float, Field(ge=0.0, le=1.0)] | None = 0.05
     min_trade_shares: Annotated[float, Field(ge=0.0)] = 0.0

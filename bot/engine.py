@@ -1,15 +1,17 @@
-"""The one decision path: regime -> strategy -> risk guard -> planner -> broker -> trade log.
+"""The one decision path: regime -> target model -> planner -> broker -> trade log.
 
 Backtests, replay and the live daemon all call `Engine.step` once per trading day after
 the close they decide on, and hand executions back through `Engine.on_execution`. Only
-the adapters differ (data, broker, clock); every decision is made here, once.
+the adapters differ (data, broker, clock); every decision is made here, once. The
+engine's memory between days is `EngineState`, which the daemon saves to the trade log
+after every job and restores after a restart.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import structlog
@@ -18,19 +20,35 @@ from bot.broker.base import Broker
 from bot.config import Settings
 from bot.data.base import MarketData
 from bot.planner import current_weights, plan_exit, plan_orders, rebalance_due
-from bot.risk import DrawdownState, GuardInputs, guard, update_drawdown
+from bot.risk import DrawdownState, update_drawdown
 from bot.store.tradelog import TradeLog
+from bot.strategy.base import DecisionContext, TargetDecision, TargetModel
+from bot.strategy.leverage import LeverageModel
 from bot.strategy.regime import decide_regime, week_starts
-from bot.strategy.weights import apply_overlay, erc_weights, inverse_vol_weights
-from bot.types import EquityPoint, Fill, Order, Regime, RiskEvent, TargetRow
+from bot.types import EquityPoint, Fill, Order, OrderRequest, Regime, RiskEvent
 
 log = structlog.get_logger(__name__)
 
 
+def build_model(settings: Settings) -> TargetModel:
+    """The target model a config asks for."""
+    return LeverageModel(settings)
+
+
+@dataclass
+class PendingTargets:
+    """A decision waiting for its execution day (rebalance.execution_lag_days > 0)."""
+
+    decided: dt.date
+    execute_on: dt.date
+    weights: np.ndarray
+    reason: str
+
+
 @dataclass
 class EngineState:
-    """Everything the engine remembers between days; the live bot restores it from the
-    trade log after a restart, so none of it may live only in memory there."""
+    """Everything the engine remembers between days. Dates, not indices, so it means the
+    same thing to a later process with a different data window."""
 
     regime: Regime | None = None
     last_rebalance_day: dt.date | None = None
@@ -38,6 +56,71 @@ class EngineState:
     stops: np.ndarray | None = None
     stopped: set[str] = field(default_factory=set)
     drawdown: DrawdownState = field(default_factory=DrawdownState)
+    pending: PendingTargets | None = None
+
+    def to_dict(self, symbols: tuple[str, ...]) -> dict[str, Any]:
+        """JSON-safe form (floats round-trip exactly through JSON)."""
+
+        def by_symbol(values: np.ndarray | None) -> dict[str, float | None] | None:
+            if values is None:
+                return None
+            return {s: (None if np.isnan(v) else float(v)) for s, v in zip(symbols, values, strict=True)}
+
+        dd = self.drawdown
+        return {
+            "regime": self.regime.value if self.regime else None,
+            "last_rebalance_day": _iso(self.last_rebalance_day),
+            "targets": by_symbol(self.targets),
+            "stops": by_symbol(self.stops),
+            "stopped": sorted(self.stopped),
+            "drawdown": {"peak": dd.peak, "defensive": dd.defensive, "entered_day": _iso(dd.entered_day)},
+            "pending": None
+            if self.pending is None
+            else {
+                "decided": _iso(self.pending.decided),
+                "execute_on": _iso(self.pending.execute_on),
+                "weights": by_symbol(self.pending.weights),
+                "reason": self.pending.reason,
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], symbols: tuple[str, ...]) -> EngineState:
+        """Inverse of to_dict; symbols added to the universe since then start at 0."""
+
+        def array(values: dict[str, float | None] | None) -> np.ndarray | None:
+            if values is None:
+                return None
+            return np.array([np.nan if values.get(s) is None else values[s] for s in symbols])
+
+        dd = raw.get("drawdown") or {}
+        pending = raw.get("pending")
+        targets = array(raw.get("targets"))
+        return cls(
+            regime=Regime(raw["regime"]) if raw.get("regime") else None,
+            last_rebalance_day=_date(raw.get("last_rebalance_day")),
+            targets=None if targets is None else np.nan_to_num(targets),
+            stops=array(raw.get("stops")),
+            stopped=set(raw.get("stopped") or ()),
+            drawdown=DrawdownState(
+                float(dd.get("peak", 0.0)), bool(dd.get("defensive", False)),
+                _date(dd.get("entered_day")),
+            ),
+            pending=None
+            if not pending
+            else PendingTargets(
+                _date(pending["decided"]), _date(pending["execute_on"]),
+                np.nan_to_num(array(pending["weights"])), pending["reason"],
+            ),
+        )
+
+
+def _iso(day: dt.date | None) -> str | None:
+    return None if day is None else day.isoformat()
+
+
+def _date(text: str | None) -> dt.date | None:
+    return None if not text else dt.date.fromisoformat(text)
 
 
 class StepOutcome(NamedTuple):
@@ -60,6 +143,7 @@ class Engine:
         broker: Broker,
         log: TradeLog,
         order_prefix: str,
+        state: EngineState | None = None,
     ) -> None:
         self.settings = settings
         self.symbols = settings.symbols
@@ -70,34 +154,20 @@ class Engine:
         self._mark = np.nan_to_num(prices.close)
         self._days: list[dt.date] = prices.dates.astype("datetime64[D]").astype(object).tolist()
         self._week_starts = week_starts(prices.dates)
+        self._week_ends: np.ndarray | None = None  # computed on first need (calendar import)
         self.macro = market.macro
         self.broker = broker
         self.log = log
         self.order_prefix = order_prefix
-
-        universe = settings.universe
-        self.leverage = np.array([universe[s].leverage for s in self.symbols])
-        self.is_bond = np.array([universe[s].role == "bond" for s in self.symbols])
-        self.strategic = np.array([universe[s].weight for s in self.symbols])
-        self.overlay = {
-            r: np.array([settings.overlay.get(r, {}).get(s, 1.0) for s in self.symbols])
-            for r in Regime
-        }
-        st, rk = settings.strategy, settings.risk
-        self._rules = set(rk.rules)
-        self._needs_regime = st.overlay_enabled or "stops" in self._rules
-        self._needs_returns = st.weighting != "strategic" or bool(
-            self._rules & {"volatility", "correlation", "stops"}
-        )
-        self._window = 1 + max(
-            st.vol_window,
-            st.cov_window if st.weighting == "erc" else 0,
-            st.var_window if st.var_adjust and st.weighting == "inverse_vol" else 0,
-            rk.vol_history if "volatility" in self._rules else 0,
-            rk.correlation_window if "correlation" in self._rules else 0,
-            rk.vol_window,
-        )
-        self.state = EngineState(regime=None)
+        self.model = build_model(settings)
+        self._risk = settings.risk
+        rules = set(settings.risk.rules)
+        self._drawdown_rule = "drawdown" in rules
+        self._stops_rule = "stops" in rules
+        self._needs_regime = settings.strategy.overlay_enabled or self._stops_rule
+        self._lagged = settings.rebalance.execution_lag_days > 0
+        self._weekly = settings.rebalance.schedule == "weekly"
+        self.state = state or EngineState()
         self._filled_since_snapshot = False
         self._indexed_day: dt.date | None = None
         self._indexed_t = -1
@@ -108,43 +178,32 @@ class Engine:
         day = self._days[t]
         state = self.state
         shares = self.broker.holdings(self.symbols)
-        cash = self.broker.cash()
-        equity = cash + float(shares @ self._mark[t])
+        equity = self.broker.cash() + float(shares @ self._mark[t])
         events: list[RiskEvent] = []
-
-        was_defensive = state.drawdown.defensive
-        state.drawdown, dd_event = update_drawdown(
-            state.drawdown, equity, t, day, self.settings.risk
-        )
-        forced = None
-        if dd_event is not None and "drawdown" in self._rules:
-            events.append(dd_event)
-            self.log.risk_event(dd_event)
-            if state.drawdown.defensive != was_defensive and self.settings.rebalance.on_defensive_change:
-                forced = dd_event.action
+        forced = self._update_drawdown(t, day, equity, events)
 
         if self._needs_regime and (state.regime is None or self._week_starts[t]):
             self._decide_regime(t)
 
-        days_since = None if state.last_rebalance_day is None else t - self._day_index(
-            state.last_rebalance_day
-        )
+        orders: tuple[Order, ...] = ()
+        if state.pending is not None and day >= state.pending.execute_on:
+            orders = self._execute_pending(day, now, shares, equity, t, events)
+
+        last = state.last_rebalance_day
         check = rebalance_due(
-            days_since,
+            None if last is None else t - self._day_index(last),
             lambda: current_weights(shares, self._mark[t], equity),
             state.targets,
-            self.broker.open_order_count(),
+            # A lagged decision only records targets; the execution checks open orders.
+            0 if self._lagged else self.broker.open_order_count(),
             self.settings.rebalance,
             forced,
+            self._weekly and self._is_week_end(t),
         )
-        orders: tuple[Order, ...] = ()
         if check.due:
-            orders, guard_events = self._rebalance(t, day, now, check.reason, shares, equity)
-            events.extend(guard_events)
+            orders += self._rebalance(t, day, now, check.reason, shares, equity, events)
         elif check.reason.startswith("skipped"):
-            event = RiskEvent(day, "outstanding_orders", check.reason)
-            events.append(event)
-            self.log.risk_event(event)
+            self._risk_event(RiskEvent(day, "outstanding_orders", check.reason), events)
         elif state.stops is not None:
             orders = self._check_stops(t, day, now, shares, events)
         return StepOutcome(day, equity, check.reason if check.due else None, orders, tuple(events))
@@ -171,7 +230,7 @@ class Engine:
         return point
 
     def on_execution(self, order: Order, fill: Fill | None) -> None:
-        """Record an order's final state and its fill, whichever venue produced them."""
+        """Record an order's new state and its fill, whichever venue produced them."""
         self.log.order_status(
             order.request.client_order_id,
             order.status,
@@ -185,52 +244,48 @@ class Engine:
             self.log.fill(fill)
             self._filled_since_snapshot = True
 
-    def _day_index(self, day: dt.date) -> int:
-        """Index of a trading day in this engine's calendar (cached: asked every day)."""
-        if day != self._indexed_day:
-            self._indexed_day = day
-            self._indexed_t = int(np.searchsorted(self.dates, np.datetime64(day)))
-        return self._indexed_t
-
     # ----------------------------------------------------------------- decisions
+    def _update_drawdown(
+        self, t: int, day: dt.date, equity: float, events: list[RiskEvent]
+    ) -> str | None:
+        """Daily drawdown bookkeeping; returns a reason to rebalance now if defensive mode
+        was entered or left (and the config asks for that)."""
+        state = self.state
+        before = state.drawdown
+        entered = before.entered_day
+        days_defensive = 0 if entered is None else t - self._day_index(entered)
+        state.drawdown, event = update_drawdown(before, equity, day, days_defensive, self._risk)
+        if event is None or not self._drawdown_rule:
+            return None
+        self._risk_event(event, events)
+        if state.drawdown.defensive != before.defensive and self.settings.rebalance.on_defensive_change:
+            return event.action
+        return None
+
     def _decide_regime(self, t: int) -> None:
-        decision = decide_regime(
-            self.dates[t], self.macro, self.state.regime, self.settings.regime
-        )
+        decision = decide_regime(self.dates[t], self.macro, self.state.regime, self.settings.regime)
         self.state.regime = decision.regime
         self.log.regime(decision)
         if decision.warning:
             log.warning("regime inputs incomplete", day=str(decision.day), detail=decision.warning)
 
-    def _returns_window(self, t: int) -> np.ndarray:
-        """Daily returns over the longest window any rule needs, ending at t. Rows with a
-        missing price (before an asset listed) are dropped, so rules see only full rows."""
-        lo = max(0, t + 1 - self._window)
+    def _context(self, t: int, day: dt.date) -> DecisionContext:
+        window = self.model.returns_window
+        lo = max(0, t - window)
         closes = self.close[lo : t + 1]
         rets = closes[1:] / closes[:-1] - 1.0
         full = np.isfinite(rets).all(axis=1)
-        return rets if full.all() else rets[full]
-
-    def _baseline(self, rets: np.ndarray, tradable: np.ndarray) -> tuple[np.ndarray, str]:
-        """Strategy weights before the overlay, and how they were obtained."""
-        st = self.settings.strategy
-        strategic = np.where(tradable, self.strategic, 0.0)
-        strategic = strategic / strategic.sum()
-        if st.weighting == "strategic":
-            return strategic, "strategic weights"
-        if not tradable.all() or rets.shape[0] < st.vol_window:
-            return strategic, f"{st.weighting}: insufficient history, strategic weights used"
-        if st.weighting == "erc":
-            window = rets[-st.cov_window :]
-            if window.shape[0] < len(self.symbols) + 1:
-                return strategic, "erc: insufficient history, strategic weights used"
-            return erc_weights(np.cov(window, rowvar=False)), f"erc over {window.shape[0]} days"
-        var = rets[-st.var_window :] if st.var_adjust and rets.shape[0] >= st.var_window else None
-        result = inverse_vol_weights(
-            rets[-st.vol_window :], self.leverage, var, st.var_confidence, st.var_factor_floor
+        return DecisionContext(
+            t=t,
+            day=day,
+            symbols=self.symbols,
+            dates=self.dates[: t + 1],
+            closes=self.close[: t + 1],
+            returns=rets if full.all() else rets[full],
+            tradable=np.isfinite(self.close[t]),
+            regime=self.state.regime or self.settings.regime.initial,
+            defensive=self.state.drawdown.defensive,
         )
-        how = f"inverse vol {st.vol_window}d / leverage" + (" x VaR factor" if var is not None else "")
-        return result.weights, how
 
     def _rebalance(
         self,
@@ -240,57 +295,57 @@ class Engine:
         reason: str,
         shares: np.ndarray,
         equity: float,
-    ) -> tuple[tuple[Order, ...], list[RiskEvent]]:
+        events: list[RiskEvent],
+    ) -> tuple[Order, ...]:
         state = self.state
-        regime = state.regime or self.settings.regime.initial
-        tradable = np.isfinite(self.close[t])
-        rets = self._returns_window(t) if self._needs_returns else np.empty((0, len(self.symbols)))
-        baseline, how = self._baseline(rets, tradable)
-        overlaid = (
-            apply_overlay(baseline, self.overlay[regime])
-            if self.settings.strategy.overlay_enabled
-            else baseline
-        )
-        result = guard(
-            overlaid,
-            GuardInputs(
-                day, self.symbols, self.is_bond, rets, self.close[t], regime,
-                state.drawdown.defensive,
-            ),
-            self.settings.risk,
-        )
-        rebalance_id = f"{self.order_prefix}-{day:%Y%m%d}-rb"
-        rows = [
-            TargetRow(
-                sym,
-                float(baseline[i]),
-                float(overlaid[i]),
-                float(result.weights[i]),
-                None if np.isnan(result.stops[i]) else float(result.stops[i]),
-                (how, *result.reasons[i]),
-            )
-            for i, sym in enumerate(self.symbols)
-        ]
-        self.log.targets(day, rebalance_id, rows, reason)
-        for event in result.events:
-            self.log.risk_event(event)
+        decision: TargetDecision = self.model.decide(self._context(t, day))
+        self.log.targets(day, f"{self.order_prefix}-{day:%Y%m%d}-rb", decision.rows, reason)
+        for event in decision.events:
+            self._risk_event(event, events)
+        state.stops = decision.stops
+        state.stopped = set()
+        state.last_rebalance_day = day
+        lag = self.settings.rebalance.execution_lag_days
+        if lag > 0:
+            execute_on = self._days[t + lag] if t + lag < len(self._days) else _add_sessions(day, lag)
+            state.pending = PendingTargets(day, execute_on, decision.weights, reason)
+            return ()
+        state.targets = decision.weights
+        return self._send(day, now, decision.weights, shares, equity, t, reason)
 
+    def _execute_pending(
+        self, day: dt.date, now: dt.datetime, shares: np.ndarray, equity: float, t: int,
+        events: list[RiskEvent],
+    ) -> tuple[Order, ...]:
+        pending = self.state.pending
+        assert pending is not None
+        open_orders = self.broker.open_order_count()
+        if open_orders:
+            self._risk_event(
+                RiskEvent(day, "outstanding_orders", f"skipped: {open_orders} order(s) outstanding"),
+                events,
+            )
+            return ()
+        self.state.pending = None
+        self.state.targets = pending.weights
+        reason = f"{pending.reason} (decided {pending.decided.isoformat()})"
+        return self._send(day, now, pending.weights, shares, equity, t, reason)
+
+    def _send(
+        self, day: dt.date, now: dt.datetime, weights: np.ndarray, shares: np.ndarray,
+        equity: float, t: int, reason: str,
+    ) -> tuple[Order, ...]:
         requests = plan_orders(
-            rebalance_id,
+            f"{self.order_prefix}-{day:%Y%m%d}-rb",
             self.symbols,
-            result.weights,
+            weights,
             shares,
             self.close[t],
             equity,
             self.settings.rebalance,
             reason,
         )
-        orders = tuple(self._submit(r, now) for r in requests)
-        state.targets = result.weights
-        state.stops = result.stops if "stops" in self._rules else None
-        state.stopped = set()
-        state.last_rebalance_day = day
-        return orders, result.events
+        return tuple(self._submit(r, now) for r in requests)
 
     def _check_stops(
         self, t: int, day: dt.date, now: dt.datetime, shares: np.ndarray, events: list[RiskEvent]
@@ -298,36 +353,66 @@ class Engine:
         """Sell any held asset whose close fell below its stop; it stays in cash (target 0)
         until the next rebalance."""
         stops = self.state.stops
-        assert stops is not None and self.state.targets is not None
+        assert stops is not None
         hit = np.flatnonzero((self.close[t] < stops) & (shares > 0))
         if hit.size == 0:
             return ()
         orders = []
-        targets = self.state.targets.copy()
+        targets = None if self.state.targets is None else self.state.targets.copy()
         for i in hit:
             sym = self.symbols[i]
             if sym in self.state.stopped:
                 continue
             price = float(self.close[t, i])
-            event = RiskEvent(
-                day,
-                "stop",
-                "stop hit: position sold, in cash until the next rebalance",
-                {"price": price, "stop": float(stops[i]), "regime": str(self.state.regime)},
-                symbol=sym,
+            self._risk_event(
+                RiskEvent(
+                    day,
+                    "stop",
+                    "stop hit: position sold, in cash until the next rebalance",
+                    {"price": price, "stop": float(stops[i]), "regime": str(self.state.regime)},
+                    symbol=sym,
+                ),
+                events,
             )
-            events.append(event)
-            self.log.risk_event(event)
             request = plan_exit(
                 f"{self.order_prefix}-{day:%Y%m%d}-stop", sym, float(shares[i]), price, "stop loss"
             )
             orders.append(self._submit(request, now))
             self.state.stopped.add(sym)
-            targets[i] = 0.0
+            if targets is not None:
+                targets[i] = 0.0
         self.state.targets = targets
         return tuple(orders)
 
-    def _submit(self, request, now: dt.datetime) -> Order:
+    # ----------------------------------------------------------------- helpers
+    def _submit(self, request: OrderRequest, now: dt.datetime) -> Order:
         order = self.broker.submit(request, now)
         self.log.order(order)
         return order
+
+    def _risk_event(self, event: RiskEvent, events: list[RiskEvent]) -> None:
+        events.append(event)
+        self.log.risk_event(event)
+
+    def _day_index(self, day: dt.date) -> int:
+        """Index of a trading day in this engine's calendar (cached: asked every day)."""
+        if day != self._indexed_day:
+            self._indexed_day = day
+            self._indexed_t = int(np.searchsorted(self.dates, np.datetime64(day)))
+        return self._indexed_t
+
+    def _is_week_end(self, t: int) -> bool:
+        if self._week_ends is None:
+            from bot.calendar import week_ends
+
+            self._week_ends = week_ends(self.dates)
+        return bool(self._week_ends[t])
+
+
+def _add_sessions(day: dt.date, n: int) -> dt.date:
+    """The n-th trading day after `day` from the exchange calendar (beyond the data)."""
+    from bot.calendar import next_session
+
+    for _ in range(n):
+        day = next_session(day)
+    return day

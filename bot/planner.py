@@ -38,6 +38,7 @@ def rebalance_due(
     open_orders: int,
     cfg: RebalanceSettings,
     forced: str | None = None,
+    week_ends_today: bool = False,
 ) -> RebalanceCheck:
     """Decide whether today is a rebalance day, and say why (or why not).
 
@@ -48,8 +49,13 @@ def rebalance_due(
     if forced:
         return RebalanceCheck(True, forced)
     if days_since_last is None or targets is None:
+        if cfg.schedule == "weekly" and not week_ends_today:
+            return RebalanceCheck(False, "weekly: waiting for the first week's last day")
         return RebalanceCheck(True, "initial allocation")
-    if days_since_last >= cfg.every_days:
+    if cfg.schedule == "weekly":
+        if week_ends_today and days_since_last > 0:
+            return RebalanceCheck(True, "weekly: last trading day of the week")
+    elif days_since_last >= cfg.every_days:
         return RebalanceCheck(True, f"period: {days_since_last} trading days since last")
     if cfg.drift is not None and cfg.drift > 0:
         drift = float(np.max(np.abs(weights_now() - targets)))

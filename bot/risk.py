@@ -239,48 +239,52 @@ def guard(w: np.ndarray, inp: GuardInputs, cfg: RiskSettings) -> GuardResult:
 
 
 class DrawdownState(NamedTuple):
-    """Running peak and defensive mode; persisted between days (and restarts). A tuple
-    because it is rebuilt on most days of a backtest."""
+    """Running peak and defensive mode; persisted between days and across restarts, so
+    it names the day defence began, not an index into one process's data."""
 
     peak: float = 0.0
     defensive: bool = False
-    entered_day_index: int = -1
+    entered_day: dt.date | None = None
 
     def drawdown(self, equity: float) -> float:
         return 0.0 if self.peak <= 0 else max(0.0, 1.0 - equity / self.peak)
 
 
 def update_drawdown(
-    state: DrawdownState, equity: float, day_index: int, day: dt.date, cfg: RiskSettings
+    state: DrawdownState,
+    equity: float,
+    day: dt.date,
+    days_defensive: int,
+    cfg: RiskSettings,
 ) -> tuple[DrawdownState, RiskEvent | None]:
     """Track the peak and switch defensive mode.
 
     Enter when the drawdown from the peak exceeds drawdown_enter. Leave when it recovers
-    below drawdown_exit (hysteresis stops flapping), or after defensive_max_days trading
-    days, re-basing the peak to today's equity so the trigger then measures fresh losses
+    below drawdown_exit (hysteresis stops flapping), or once `days_defensive` (trading
+    days since entry, counted by the caller's calendar) reaches defensive_max_days,
+    re-basing the peak to today's equity so the trigger then measures fresh losses
     instead of keeping the portfolio half in cash for years after a deep crash.
     """
     peak = state.peak if state.peak >= equity else equity
     if peak != state.peak:
-        state = DrawdownState(peak, state.defensive, state.entered_day_index)
+        state = DrawdownState(peak, state.defensive, state.entered_day)
     dd = state.drawdown(equity)
     if not state.defensive and dd <= cfg.drawdown_enter:
         return state, None
     inputs = {"equity": equity, "peak": peak, "drawdown": dd}
-    if not state.defensive and dd > cfg.drawdown_enter:
+    if not state.defensive:
         return (
-            DrawdownState(peak, True, day_index),
+            DrawdownState(peak, True, day),
             RiskEvent(day, "drawdown", "entered defensive mode", inputs),
         )
-    if state.defensive:
-        if dd < cfg.drawdown_exit:
-            return (
-                DrawdownState(peak, False, -1),
-                RiskEvent(day, "drawdown", "left defensive mode: drawdown recovered", inputs),
-            )
-        if day_index - state.entered_day_index >= cfg.defensive_max_days:
-            return (
-                DrawdownState(peak=equity, defensive=False, entered_day_index=-1),
-                RiskEvent(day, "drawdown", "left defensive mode: time limit, peak re-based", inputs),
-            )
+    if dd < cfg.drawdown_exit:
+        return (
+            DrawdownState(peak, False, None),
+            RiskEvent(day, "drawdown", "left defensive mode: drawdown recovered", inputs),
+        )
+    if days_defensive >= cfg.defensive_max_days:
+        return (
+            DrawdownState(equity, False, None),
+            RiskEvent(day, "drawdown", "left defensive mode: time limit, peak re-based", inputs),
+        )
     return state, None

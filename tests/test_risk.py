@@ -97,8 +97,8 @@ def test_stop_formula():
 def test_drawdown_enters_and_leaves_defensive_mode_with_hysteresis():
     state = DrawdownState()
     events = []
-    for i, equity in enumerate([100.0, 110.0, 98.0, 102.0, 105.0]):
-        state, event = update_drawdown(state, equity, i, DAY, CFG)
+    for equity in [100.0, 110.0, 98.0, 102.0, 105.0]:
+        state, event = update_drawdown(state, equity, DAY, 0, CFG)
         events.append(event.action if event else None)
     # 98/110 = -10.9% enters; 102/110 = -7.3% stays; 105/110 = -4.5% leaves.
     assert events == [None, None, "entered defensive mode", None,
@@ -107,11 +107,11 @@ def test_drawdown_enters_and_leaves_defensive_mode_with_hysteresis():
 
 
 def test_drawdown_time_limit_rebases_the_peak():
-    state, _ = update_drawdown(DrawdownState(peak=100.0), 80.0, 0, DAY, CFG)
-    assert state.defensive
-    state, event = update_drawdown(state, 81.0, CFG.defensive_max_days - 1, DAY, CFG)
+    state, _ = update_drawdown(DrawdownState(peak=100.0), 80.0, DAY, 0, CFG)
+    assert state.defensive and state.entered_day == DAY
+    state, event = update_drawdown(state, 81.0, DAY, CFG.defensive_max_days - 1, CFG)
     assert state.defensive and event is None
-    state, event = update_drawdown(state, 81.0, CFG.defensive_max_days, DAY, CFG)
+    state, event = update_drawdown(state, 81.0, DAY, CFG.defensive_max_days, CFG)
     assert not state.defensive and state.peak == 81.0
     assert "peak re-based" in event.action
 

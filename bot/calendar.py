@@ -1,0 +1,59 @@
+"""The NYSE trading calendar offline (exchange_calendars XNYS): sessions, week ends,
+"every N trading days". Live, Alpaca's calendar endpoint is checked against it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+
+@lru_cache(maxsize=1)
+def _xnys():
+    import warnings
+
+    import exchange_calendars as xcals
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return xcals.get_calendar("XNYS", start="1990-01-01")
+
+
+def sessions(start: dt.date | str, end: dt.date | str) -> np.ndarray:
+    """Trading days between start and end inclusive, as datetime64[D]."""
+    days = _xnys().sessions_in_range(pd.Timestamp(start), pd.Timestamp(end))
+    return days.values.astype("datetime64[D]")
+
+
+def next_session(day: dt.date) -> dt.date:
+    """The first trading day after `day` (which need not be a trading day)."""
+    cal = _xnys()
+    ts = pd.Timestamp(day)
+    nxt = cal.date_to_session(ts, direction="next")
+    if nxt == ts:
+        nxt = cal.next_session(ts)
+    return nxt.date()
+
+
+def session_times(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """Regular open and close of a session in UTC (early closes included)."""
+    cal = _xnys()
+    ts = pd.Timestamp(day)
+    return cal.session_open(ts).to_pydatetime(), cal.session_close(ts).to_pydatetime()
+
+
+def week_ends(dates: np.ndarray) -> np.ndarray:
+    """True for each trading day that is the last of its Monday-based week. Inside
+    `dates` the next day answers it; for the last day the exchange calendar does (the
+    calendar is known in advance, so this is not look-ahead on prices)."""
+    days = dates.astype("datetime64[D]").astype(np.int64)
+    week = (days + 3) // 7  # the epoch, 1970-01-01, was a Thursday
+    ends = np.empty(len(days), dtype=bool)
+    ends[:-1] = week[1:] != week[:-1]
+    if len(days):
+        last = dates[-1].astype("datetime64[D]").astype(dt.date)
+        following = np.datetime64(next_session(last)).astype(np.int64)
+        ends[-1] = (following + 3) // 7 != week[-1]
+    return ends

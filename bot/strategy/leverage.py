@@ -1,0 +1,93 @@
+"""The diversified-leverage model: risk-parity baseline, regime overlay, risk guard."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bot.config import Settings
+from bot.risk import GuardInputs, guard
+from bot.strategy.base import DecisionContext, TargetDecision
+from bot.strategy.weights import apply_overlay, erc_weights, inverse_vol_weights
+from bot.types import Regime, TargetRow
+
+
+class LeverageModel:
+    """inverse_vol | erc | strategic weights -> overlay -> guard, as the research lays out."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        symbols = settings.symbols
+        universe = settings.universe
+        self.leverage = np.array([universe[s].leverage for s in symbols])
+        self.is_bond = np.array([universe[s].role == "bond" for s in symbols])
+        self.strategic = np.array([universe[s].weight for s in symbols])
+        self.overlay = {
+            r: np.array([settings.overlay.get(r, {}).get(s, 1.0) for s in symbols]) for r in Regime
+        }
+        st, rk = settings.strategy, settings.risk
+        rules = set(rk.rules)
+        needs_returns = st.weighting != "strategic" or bool(
+            rules & {"volatility", "correlation", "stops"}
+        )
+        self.returns_window = (
+            max(
+                st.vol_window,
+                st.cov_window if st.weighting == "erc" else 0,
+                st.var_window if st.var_adjust and st.weighting == "inverse_vol" else 0,
+                rk.vol_history if "volatility" in rules else 0,
+                rk.correlation_window if "correlation" in rules else 0,
+                rk.vol_window,
+            )
+            if needs_returns
+            else 0
+        )
+
+    def decide(self, ctx: DecisionContext) -> TargetDecision:
+        baseline, how = self.baseline(ctx.returns, ctx.tradable)
+        overlaid = (
+            apply_overlay(baseline, self.overlay[ctx.regime])
+            if self.settings.strategy.overlay_enabled
+            else baseline
+        )
+        result = guard(
+            overlaid,
+            GuardInputs(
+                ctx.day, ctx.symbols, self.is_bond, ctx.returns, ctx.closes[-1], ctx.regime,
+                ctx.defensive,
+            ),
+            self.settings.risk,
+        )
+        rows = [
+            TargetRow(
+                sym,
+                float(baseline[i]),
+                float(overlaid[i]),
+                float(result.weights[i]),
+                None if np.isnan(result.stops[i]) else float(result.stops[i]),
+                (how, *result.reasons[i]),
+            )
+            for i, sym in enumerate(ctx.symbols)
+        ]
+        stops = result.stops if "stops" in self.settings.risk.rules else None
+        return TargetDecision(result.weights, rows, result.events, stops)
+
+    def baseline(self, rets: np.ndarray, tradable: np.ndarray) -> tuple[np.ndarray, str]:
+        """Strategy weights before the overlay, and how they were obtained."""
+        st = self.settings.strategy
+        strategic = np.where(tradable, self.strategic, 0.0)
+        strategic = strategic / strategic.sum()
+        if st.weighting == "strategic":
+            return strategic, "strategic weights"
+        if not tradable.all() or rets.shape[0] < st.vol_window:
+            return strategic, f"{st.weighting}: insufficient history, strategic weights used"
+        if st.weighting == "erc":
+            window = rets[-st.cov_window :]
+            if window.shape[0] < len(tradable) + 1:
+                return strategic, "erc: insufficient history, strategic weights used"
+            return erc_weights(np.cov(window, rowvar=False)), f"erc over {window.shape[0]} days"
+        var = rets[-st.var_window :] if st.var_adjust and rets.shape[0] >= st.var_window else None
+        result = inverse_vol_weights(
+            rets[-st.vol_window :], self.leverage, var, st.var_confidence, st.var_factor_floor
+        )
+        how = f"inverse vol {st.vol_window}d / leverage" + (" x VaR factor" if var is not None else "")
+        return result.weights, how

@@ -1,0 +1,119 @@
+"""The engine's memory: a state saved after any day and restored into a new engine (as
+the daemon does after a restart) continues exactly as if nothing had happened."""
+
+import datetime as dt
+import json
+
+import numpy as np
+import pytest
+
+from bot.backtest import run_backtest, scratch_tradelog, session_times, span_indices
+from bot.broker.simulated import CostModel, SimulatedBroker
+from bot.engine import Engine, EngineState
+from bot.planner import rebalance_due
+from tests.test_backtest import variant
+
+
+def drive(settings, market, restart_every=None):
+    """The backtest loop by hand; with `restart_every`, a brand-new Engine is built from
+    the JSON of the previous one's state every that many days."""
+    bt = settings.backtest
+    broker = SimulatedBroker(settings.symbols, bt.initial_cash,
+                             CostModel(slippage_bps=bt.slippage_bps), True)
+    log = scratch_tradelog("drive")
+    engine = Engine(settings, market, broker, log, "x")
+    lo, hi = span_indices(engine.dates, bt.start, bt.end)
+    opens, closes = session_times(engine.dates[lo:hi])
+    prices = market.prices.select(settings.symbols)
+    fill = np.where(np.isnan(prices.open), prices.close, prices.open)
+    equity, submitted = [], []
+    for k, t in enumerate(range(lo, hi)):
+        for order, f in broker.execute(fill[t], opens[k]):
+            engine.on_execution(order, f)
+        if restart_every and k % restart_every == restart_every - 1:
+            saved = json.loads(json.dumps(engine.state.to_dict(settings.symbols)))
+            engine = Engine(settings, market, broker, log, "x",
+                            state=EngineState.from_dict(saved, settings.symbols))
+        outcome = engine.step(t, closes[k])
+        submitted += [(o.request.client_order_id, o.request.quantity) for o in outcome.orders]
+        equity.append(engine.record_close(t).equity)
+    return np.array(equity), submitted
+
+
+def test_restoring_state_every_few_days_changes_nothing(settings, real_market):
+    cfg = variant(settings, backtest={"start": "2018-01-02", "end": "2020-12-31"})
+    straight, orders_a = drive(cfg, real_market)
+    restarted, orders_b = drive(cfg, real_market, restart_every=3)
+    np.testing.assert_array_equal(straight, restarted)
+    assert orders_a == orders_b and len(orders_a) > 500
+
+
+def test_drive_matches_run_backtest(settings, real_market):
+    cfg = variant(settings, backtest={"start": "2019-01-02", "end": "2019-12-31"})
+    by_hand, _ = drive(cfg, real_market)
+    result = run_backtest(cfg, real_market, scratch_tradelog("bt"))
+    np.testing.assert_array_equal(by_hand, result.equity)
+
+
+def test_state_round_trips_through_json(settings):
+    state = EngineState.from_dict(
+        {
+            "regime": "UNCERTAINTY",
+            "last_rebalance_day": "2024-03-04",
+            "targets": {"TQQQ": 0.1, "UPRO": 0.2, "UDOW": 0.1, "TMF": 0.3, "UGL": 0.1, "DIG": 0.2},
+            "stops": {"TQQQ": 50.5, "UPRO": None},
+            "stopped": ["DIG"],
+            "drawdown": {"peak": 123456.789, "defensive": True, "entered_day": "2024-02-01"},
+            "pending": None,
+        },
+        settings.symbols,
+    )
+    assert state.drawdown.entered_day == dt.date(2024, 2, 1)
+    assert np.isnan(state.stops[1]) and state.stops[0] == 50.5
+    again = EngineState.from_dict(json.loads(json.dumps(state.to_dict(settings.symbols))),
+                                  settings.symbols)
+    assert again.to_dict(settings.symbols) == state.to_dict(settings.symbols)
+
+
+def test_weekly_schedule_trades_on_the_last_day_of_each_week(settings, real_market):
+    cfg = variant(
+        settings,
+        strategy={"weighting": "strategic", "overlay_enabled": False},
+        risk={"rules": []},
+        rebalance={"schedule": "weekly", "drift": None},
+        backtest={"start": "2024-03-01", "end": "2024-04-30", "fill": "same_close"},
+    )
+    log = scratch_tradelog("weekly")
+    run_backtest(cfg, real_market, log)
+    log.flush()
+    days = sorted(set(log.load_targets(log.run_id)["day"].dt.date))
+    # Fridays, except Good Friday 2024-03-29 (market closed): Thursday the 28th instead.
+    assert days == [dt.date(2024, 3, d) for d in (1, 8, 15, 22, 28)] + [
+        dt.date(2024, 4, d) for d in (5, 12, 19, 26)
+    ]
+
+
+def test_execution_lag_sends_orders_days_after_the_decision(settings, real_market):
+    cfg = variant(
+        settings,
+        strategy={"weighting": "strategic", "overlay_enabled": False},
+        risk={"rules": []},
+        rebalance={"schedule": "weekly", "drift": None, "execution_lag_days": 5},
+        backtest={"start": "2024-03-01", "end": "2024-04-30", "fill": "same_close"},
+    )
+    log = scratch_tradelog("lag")
+    run_backtest(cfg, real_market, log)
+    log.flush()
+    orders = log.load_orders(log.run_id)
+    sent = sorted(set(orders["submitted_at"].dt.tz_convert("America/New_York").dt.date))
+    # Decided 2024-03-01 -> sent five sessions later, 2024-03-08; and so on.
+    assert sent[:3] == [dt.date(2024, 3, 8), dt.date(2024, 3, 15), dt.date(2024, 3, 22)]
+    assert "decided 2024-03-01" in orders.sort_values("submitted_at")["reason"].iloc[0]
+
+
+@pytest.mark.parametrize(("week_end", "due"), [(True, True), (False, False)])
+def test_weekly_rule(settings, week_end, due):
+    cfg = variant(settings, rebalance={"schedule": "weekly"}).rebalance
+    check = rebalance_due(3, lambda: np.zeros(2), np.zeros(2), 0, cfg.model_copy(update={"drift": None}),
+                          week_ends_today=week_end)
+    assert check.due is due
