@@ -25,13 +25,25 @@ from bot.store.tradelog import TradeLog
 from bot.strategy.base import DecisionContext, TargetDecision, TargetModel
 from bot.strategy.leverage import LeverageModel
 from bot.strategy.regime import decide_regime, week_starts
-from bot.types import EquityPoint, Fill, Order, OrderRequest, Regime, RiskEvent
+from bot.types import (
+    EquityPoint,
+    Fill,
+    Order,
+    OrderRequest,
+    Regime,
+    RegimeDecision,
+    RiskEvent,
+)
 
 log = structlog.get_logger(__name__)
 
 
 def build_model(settings: Settings) -> TargetModel:
-    """The target model a config asks for."""
+    """The target model a config asks for (strategy.kind)."""
+    if settings.strategy.kind == "factor":
+        from bot.strategy.factor import FactorModel
+
+        return FactorModel(settings)
     return LeverageModel(settings)
 
 
@@ -51,6 +63,8 @@ class EngineState:
     same thing to a later process with a different data window."""
 
     regime: Regime | None = None
+    regime_day: dt.date | None = None  # the trading day the regime was decided for
+    upcoming_regime: tuple[dt.date, Regime] | None = None  # decided ahead, not yet in force
     last_rebalance_day: dt.date | None = None
     targets: np.ndarray | None = None
     stops: np.ndarray | None = None
@@ -69,6 +83,10 @@ class EngineState:
         dd = self.drawdown
         return {
             "regime": self.regime.value if self.regime else None,
+            "regime_day": _iso(self.regime_day),
+            "upcoming_regime": None
+            if self.upcoming_regime is None
+            else [_iso(self.upcoming_regime[0]), self.upcoming_regime[1].value],
             "last_rebalance_day": _iso(self.last_rebalance_day),
             "targets": by_symbol(self.targets),
             "stops": by_symbol(self.stops),
@@ -98,6 +116,10 @@ class EngineState:
         targets = array(raw.get("targets"))
         return cls(
             regime=Regime(raw["regime"]) if raw.get("regime") else None,
+            regime_day=_date(raw.get("regime_day")),
+            upcoming_regime=None
+            if not raw.get("upcoming_regime")
+            else (_date(raw["upcoming_regime"][0]), Regime(raw["upcoming_regime"][1])),
             last_rebalance_day=_date(raw.get("last_rebalance_day")),
             targets=None if targets is None else np.nan_to_num(targets),
             stops=array(raw.get("stops")),
@@ -182,8 +204,10 @@ class Engine:
         events: list[RiskEvent] = []
         forced = self._update_drawdown(t, day, equity, events)
 
-        if self._needs_regime and (state.regime is None or self._week_starts[t]):
-            self._decide_regime(t)
+        if self._needs_regime and (
+            state.regime is None or (self._week_starts[t] and state.regime_day != day)
+        ):
+            self._decide_regime(t, day)
 
         orders: tuple[Order, ...] = ()
         if state.pending is not None and day >= state.pending.execute_on:
@@ -208,13 +232,13 @@ class Engine:
             orders = self._check_stops(t, day, now, shares, events)
         return StepOutcome(day, equity, check.reason if check.due else None, orders, tuple(events))
 
-    def record_close(self, t: int) -> EquityPoint:
+    def record_close(self, t: int, snapshot: bool | None = None) -> EquityPoint:
         """Mark the portfolio at the close of day t (after that day's fills) and log it;
-        on days with fills also snapshot the positions."""
+        snapshot the positions on days with fills (or when `snapshot` says so)."""
         shares = self.broker.holdings(self.symbols)
         cash = self.broker.cash()
         positions = float(shares @ self._mark[t])
-        if self._filled_since_snapshot:
+        if snapshot or (snapshot is None and self._filled_since_snapshot):
             self._filled_since_snapshot = False
             self.log.positions(
                 self._days[t],
@@ -231,18 +255,17 @@ class Engine:
 
     def on_execution(self, order: Order, fill: Fill | None) -> None:
         """Record an order's new state and its fill, whichever venue produced them."""
-        self.log.order_status(
-            order.request.client_order_id,
-            order.status,
-            fill.filled_at if fill is not None else order.submitted_at,
-            message=order.status_message,
-            filled_quantity=order.filled_quantity,
-            average_price=order.average_price,
-            broker_order_id=order.broker_order_id,
-        )
+        record_execution(self.log, order, fill)
         if fill is not None:
-            self.log.fill(fill)
             self._filled_since_snapshot = True
+
+    def decide_regime_for(self, day: dt.date) -> Regime:
+        """Decide (and log) the regime of an upcoming first trading day of the week ahead
+        of time, as the daemon's weekly job does. It takes effect at that day's step, as
+        if decided there: decisions before it keep the regime in force."""
+        decision = self._regime_decision(np.datetime64(day))
+        self.state.upcoming_regime = (decision.day, decision.regime)
+        return decision.regime
 
     # ----------------------------------------------------------------- decisions
     def _update_drawdown(
@@ -262,12 +285,22 @@ class Engine:
             return event.action
         return None
 
-    def _decide_regime(self, t: int) -> None:
-        decision = decide_regime(self.dates[t], self.macro, self.state.regime, self.settings.regime)
-        self.state.regime = decision.regime
+    def _decide_regime(self, t: int, day: dt.date) -> None:
+        state = self.state
+        upcoming = state.upcoming_regime
+        if upcoming is not None and upcoming[0] == day:
+            state.regime = upcoming[1]  # decided ahead by the weekly job, logged then
+        else:
+            state.regime = self._regime_decision(self.dates[t]).regime
+        state.regime_day = day
+        state.upcoming_regime = None
+
+    def _regime_decision(self, day: np.datetime64) -> RegimeDecision:
+        decision = decide_regime(day, self.macro, self.state.regime, self.settings.regime)
         self.log.regime(decision)
         if decision.warning:
             log.warning("regime inputs incomplete", day=str(decision.day), detail=decision.warning)
+        return decision
 
     def _context(self, t: int, day: dt.date) -> DecisionContext:
         window = self.model.returns_window
@@ -407,6 +440,22 @@ class Engine:
 
             self._week_ends = week_ends(self.dates)
         return bool(self._week_ends[t])
+
+
+def record_execution(log: TradeLog, order: Order, fill: Fill | None) -> None:
+    """Record an order's new state and its fill (also used by the daemon's order
+    tracking, which runs without an engine)."""
+    log.order_status(
+        order.request.client_order_id,
+        order.status,
+        fill.filled_at if fill is not None else order.submitted_at,
+        message=order.status_message,
+        filled_quantity=order.filled_quantity,
+        average_price=order.average_price,
+        broker_order_id=order.broker_order_id,
+    )
+    if fill is not None:
+        log.fill(fill)
 
 
 def _add_sessions(day: dt.date, n: int) -> dt.date:

@@ -75,6 +75,16 @@ class SimulatedBroker:
         self._pending = []
         return [self._fill_one(order, prices, now) for order in pending]
 
+    def cancel(self, client_order_id: str, reason: str = "canceled by request") -> Order | None:
+        """Cancel one pending order; None if it is not pending."""
+        for order in self._pending:
+            if order.request.client_order_id == client_order_id:
+                self._pending.remove(order)
+                order.status = OrderStatus.CANCELED
+                order.status_message = reason
+                return order
+        return None
+
     def cancel_pending(self, reason: str) -> list[Order]:
         """Cancel every order still waiting for its fill day (end of a simulation)."""
         cancelled, self._pending = self._pending, []

@@ -1,0 +1,1 @@
+"""The long-lived daemon: calendar-driven jobs around the engine, restart-safe."""

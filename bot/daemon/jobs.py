@@ -1,0 +1,160 @@
+"""The daemon's jobs. Each job restores the engine's state from the trade log, does one
+thing, saves the state with its records in one flush, and never lets an exception out:
+a failure becomes an incident in the trade log and the daemon carries on."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from bot.broker.base import LiveBroker
+from bot.clock import Clock
+from bot.config import Settings
+from bot.daemon.feeds import MarketFeed, index_of_day
+from bot.daemon.sessions import SessionCalendar
+from bot.data.base import MarketData
+from bot.engine import Engine, EngineState, StepOutcome, record_execution
+from bot.store.tradelog import TradeLog
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class DaemonContext:
+    """What every job shares: one strategy instance trading through one broker."""
+
+    settings: Settings
+    feed: MarketFeed
+    broker: LiveBroker
+    tradelog: TradeLog
+    clock: Clock
+    calendar: SessionCalendar
+    instance: str  # names the state in the trade log (survives restarts)
+    mode: str  # replay | paper | live
+    order_prefix: str  # start of every client_order_id
+
+
+class TradingJobs:
+    """weekly regime, after-open decision, order polling, after-close marking."""
+
+    def __init__(self, ctx: DaemonContext) -> None:
+        self.ctx = ctx
+        self._engine: Engine | None = None
+        self._engine_market: MarketData | None = None
+
+    # ------------------------------------------------------------------ plumbing
+    def run(self, name: str, job: Callable[[], None]) -> bool:
+        """Run one job; record any failure as an incident and return False."""
+        ctx = self.ctx
+        started = ctx.clock.now()
+        try:
+            job()
+            ctx.tradelog.flush()
+            return True
+        except Exception as exc:  # noqa: BLE001 - a job must never kill the daemon
+            log.error("job failed", job=name, error=str(exc), exc_type=type(exc).__name__)
+            try:
+                ctx.tradelog.incident(
+                    started, f"job:{name}", f"{type(exc).__name__}: {exc}",
+                    {"job": name, "mode": ctx.mode, "instance": ctx.instance},
+                )
+            except Exception as store_exc:  # noqa: BLE001
+                log.error("incident not stored", job=name, error=str(store_exc))
+            return False
+
+    def engine(self, market: MarketData) -> Engine:
+        """An engine on `market` with the state saved by the last job. Reused while the
+        feed hands out the same history (replay), rebuilt for fresh downloads (live)."""
+        ctx = self.ctx
+        raw = ctx.tradelog.load_state(ctx.instance, ctx.mode)
+        state = EngineState.from_dict(raw, ctx.settings.symbols) if raw else EngineState()
+        if self._engine is None or self._engine_market is not market:
+            self._engine = Engine(ctx.settings, market, ctx.broker, ctx.tradelog, ctx.order_prefix)
+            self._engine_market = market
+        self._engine.state = state
+        return self._engine
+
+    def save(self, engine: Engine) -> None:
+        ctx = self.ctx
+        ctx.tradelog.save_state(
+            ctx.instance, ctx.mode, engine.state.to_dict(ctx.settings.symbols), ctx.clock.now()
+        )
+
+    def poll(self) -> int:
+        """Record every status change and fill the broker reports; returns how many."""
+        updates = self.ctx.broker.poll(self.ctx.clock.now())
+        for order, fill in updates:
+            record_execution(self.ctx.tradelog, order, fill)
+        return len(updates)
+
+    # ------------------------------------------------------------------ jobs
+    def regime_job(self) -> None:
+        """Before the first session of a week: decide its regime from data published
+        before it, so a macro outage shows up before the open."""
+        ctx = self.ctx
+        now = ctx.clock.now()
+        upcoming = [s for s in ctx.calendar.around(now) if s.open > now]
+        if not upcoming:
+            return
+        first = upcoming[0]
+        previous = ctx.calendar.previous_session(first.day)
+        engine = self.engine(ctx.feed.history(previous.day))
+        regime = engine.decide_regime_for(first.day)
+        self.save(engine)
+        log.info("regime decided", day=str(first.day), regime=regime.value)
+
+    def open_job(self) -> None:
+        """After the open: decide on the previous session's close and send orders."""
+        ctx = self.ctx
+        now = ctx.clock.now()
+        today = ctx.calendar.session_on(now.date())
+        if today is None:
+            log.info("no session today", day=str(now.date()))
+            return
+        self.poll()
+        self.decide(ctx.calendar.previous_session(today.day).day)
+
+    def decide(self, decided_on: dt.date) -> StepOutcome:
+        """The engine's step on `decided_on`'s close, orders sent now, state saved."""
+        ctx = self.ctx
+        ctx.broker.refresh()
+        market = ctx.feed.history(decided_on)
+        t = index_of_day(market, decided_on, "market data")
+        engine = self.engine(market)
+        outcome = engine.step(t, ctx.clock.now())
+        self.save(engine)
+        log.info(
+            "decision",
+            day=str(decided_on),
+            equity=round(outcome.equity, 2),
+            rebalance=outcome.rebalance,
+            orders=len(outcome.orders),
+            events=[e.rule for e in outcome.events],
+        )
+        return outcome
+
+    def poll_job(self) -> None:
+        """Track orders to their final state (fills, partial fills, cancels, rejects)."""
+        if self.ctx.broker.open_order_count() or self.ctx.broker.open_orders():
+            n = self.poll()
+            if n:
+                log.info("order updates", count=n)
+
+    def close_job(self) -> None:
+        """After the close: last order updates, then the day's equity and positions."""
+        ctx = self.ctx
+        now = ctx.clock.now()
+        today = ctx.calendar.session_on(now.date())
+        if today is None:
+            return
+        self.poll()
+        ctx.broker.refresh()
+        market = ctx.feed.history(today.day)
+        t = index_of_day(market, today.day, "market data")
+        engine = self.engine(market)
+        point = engine.record_close(t, snapshot=True)
+        self.save(engine)
+        log.info("close", day=str(today.day), equity=round(point.equity, 2))

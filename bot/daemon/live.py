@@ -1,0 +1,70 @@
+"""Paper and live trading: the daemon's context built from the environment."""
+
+from __future__ import annotations
+
+import re
+
+import structlog
+
+from bot.broker.alpaca import AlpacaBroker
+from bot.broker.sequenced import SellsFirst
+from bot.clock import Clock, WallClock
+from bot.config import Settings
+from bot.daemon.jobs import DaemonContext, TradingJobs
+from bot.daemon.live_feed import AlpacaFeed
+from bot.daemon.reconcile import reconcile
+from bot.daemon.sessions import SessionCalendar
+from bot.data.alpaca import AlpacaMarketData
+from bot.secrets import load_credentials, load_endpoints
+from bot.store.tradelog import TradeLog
+
+log = structlog.get_logger(__name__)
+
+
+def instance_name(settings: Settings) -> str:
+    """The strategy instance's stable name: its state key and client_order_id prefix."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", settings.strategy.name)[:40]
+
+
+def build_live(
+    settings: Settings,
+    tradelog: TradeLog,
+    run_id: int,
+    *,
+    live: bool,
+    clock: Clock | None = None,
+) -> TradingJobs:
+    """Connect to Alpaca (paper unless live and confirmed), log who we trade for, and
+    reconcile the trade log with the broker before any job runs."""
+    endpoints = load_endpoints(live=live)
+    credentials = load_credentials()
+    alpaca = AlpacaBroker.connect(credentials, base_url=endpoints.trading_url, paper=endpoints.paper)
+    broker = SellsFirst(alpaca)
+    clock = clock or WallClock()
+    mode = "paper" if endpoints.paper else "live"
+    account = broker.account()
+    log.info(
+        "connected",
+        mode=mode,
+        account=account.account_number,
+        equity=round(account.equity, 2),
+        cash=round(account.cash, 2),
+        status=account.status,
+        run=run_id,
+    )
+    broker.refresh()
+    data = AlpacaMarketData.connect(credentials, base_url=endpoints.data_url)
+    instance = instance_name(settings)
+    ctx = DaemonContext(
+        settings=settings,
+        feed=AlpacaFeed(data, tradelog, settings.symbols, endpoints.fred_url, clock),
+        broker=broker,
+        tradelog=tradelog,
+        clock=clock,
+        calendar=SessionCalendar(broker.calendar),
+        instance=instance,
+        mode=mode,
+        order_prefix=instance,
+    )
+    reconcile(tradelog, broker, instance, settings.symbols, clock.now(), mode)
+    return TradingJobs(ctx)

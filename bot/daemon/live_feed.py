@@ -1,0 +1,76 @@
+"""Paper/live market history: Alpaca daily bars for the universe and FRED's macro
+series, the latter cached in the trade-log database so a FRED outage falls back to the
+last values known (and the regime rule's staleness check decides what they are worth)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import structlog
+
+from bot.data.alpaca import AlpacaMarketData
+from bot.data.base import MACRO_SERIES, MacroSeries, MarketData
+from bot.data.fred import fetch_series
+from bot.errors import BotError
+from bot.store.tradelog import TradeLog
+
+log = structlog.get_logger(__name__)
+
+#: calendar days of bars fetched: covers the longest window (252 returns) plus margin
+LOOKBACK_DAYS = 550
+
+
+class AlpacaFeed:
+    def __init__(
+        self,
+        data: AlpacaMarketData,
+        tradelog: TradeLog,
+        symbols: tuple[str, ...],
+        fred_url: str,
+        clock,
+        macro_names: tuple[str, ...] = MACRO_SERIES,
+    ) -> None:
+        self.data = data
+        self.tradelog = tradelog
+        self.symbols = symbols
+        self.fred_url = fred_url
+        self.clock = clock
+        self.macro_names = macro_names
+        self._cache: dict[dt.date, MarketData] = {}
+        self._macro_fetched: dict[str, dt.date] = {}
+
+    def history(self, through: dt.date) -> MarketData:
+        """Bars through `through` (a later partial bar is dropped) and the macro series."""
+        if through in self._cache:
+            return self._cache[through]
+        start = through - dt.timedelta(days=LOOKBACK_DAYS)
+        prices = self.data.daily_history(self.symbols, start, through)
+        prices = prices.between(None, np.datetime64(through))
+        market = MarketData(prices, self.macro(), source="alpaca+fred", synthetic=False)
+        self._cache = {through: market}  # one day's history at a time
+        return market
+
+    def macro(self) -> dict[str, MacroSeries]:
+        """Each series refreshed from FRED at most once a day; on failure the cached copy
+        is used and the failure logged (never a crash, never invented values)."""
+        today = self.clock.now().date()
+        out = {}
+        for name in self.macro_names:
+            if self._macro_fetched.get(name) != today:
+                try:
+                    series = fetch_series(name, base_url=self.fred_url)
+                    self.tradelog.save_macro(
+                        name, series.dates.astype("datetime64[D]").astype(object).tolist(),
+                        series.values.tolist(), self.clock.now(),
+                    )
+                    self.tradelog.flush()
+                    self._macro_fetched[name] = today
+                except BotError as exc:
+                    log.warning("FRED download failed; using the cached series", series=name, error=str(exc))
+            dates, values = self.tradelog.load_macro(name)
+            if dates:
+                out[name] = MacroSeries(
+                    name, np.array(dates, dtype="datetime64[D]"), np.array(values, dtype=float)
+                )
+        return out

@@ -1,0 +1,67 @@
+"""APScheduler triggers that fire relative to trading sessions, not wall-clock crons:
+a cron cannot know holidays or early closes, and in UTC it drifts an hour at every
+daylight-saving change. The replay loop asks the same triggers for fire times."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from apscheduler.triggers.base import BaseTrigger
+
+from bot.daemon.sessions import SessionCalendar
+
+_TICK = dt.timedelta(microseconds=1)
+
+
+class SessionTrigger(BaseTrigger):
+    """Fires `offset` after each session's open or close (offset may be negative)."""
+
+    def __init__(
+        self, calendar: SessionCalendar, anchor: Literal["open", "close"], offset: dt.timedelta
+    ) -> None:
+        self.calendar = calendar
+        self.anchor = anchor
+        self.offset = offset
+
+    def _times(self, around: dt.datetime) -> list[dt.datetime]:
+        return [getattr(s, self.anchor) + self.offset for s in self.calendar.around(around)]
+
+    def get_next_fire_time(self, previous_fire_time, now):
+        after = previous_fire_time + _TICK if previous_fire_time else now
+        for probe in (after, after + dt.timedelta(days=21)):
+            for when in self._times(probe):
+                if when >= after:
+                    return when
+        return None
+
+    def __str__(self) -> str:
+        return f"session[{self.anchor}{'+' if self.offset >= dt.timedelta(0) else ''}{self.offset}]"
+
+
+class WeekStartTrigger(BaseTrigger):
+    """Fires `lead` before the open of the first session of each week (the regime job)."""
+
+    def __init__(self, calendar: SessionCalendar, lead: dt.timedelta) -> None:
+        self.calendar = calendar
+        self.lead = lead
+
+    def _times(self, around: dt.datetime) -> list[dt.datetime]:
+        out, last_week = [], None
+        for s in self.calendar.around(around):
+            week = s.day.isocalendar()[:2]
+            if week != last_week:
+                out.append(s.open - self.lead)
+                last_week = week
+        return out
+
+    def get_next_fire_time(self, previous_fire_time, now):
+        after = previous_fire_time + _TICK if previous_fire_time else now
+        for probe in (after, after + dt.timedelta(days=21)):
+            for when in self._times(probe):
+                if when >= after:
+                    return when
+        return None
+
+    def __str__(self) -> str:
+        return f"week-start[-{self.lead}]"

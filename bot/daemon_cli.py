@@ -1,0 +1,175 @@
+"""`bot run` (the daemon: paper, live or replay), `bot once` and `bot data fetch`."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+DEFAULT_CONFIG = "config/diversified_leverage.toml"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser("run", help="the trading daemon (paper by default; --replay without keys)")
+    run.add_argument("--config", default=DEFAULT_CONFIG)
+    run.add_argument("--replay", metavar="START:END", help="replay the daemon over history")
+    run.add_argument("--live", action="store_true", help="real money: also needs BOT_LIVE_CONFIRM=yes")
+    run.add_argument("--database", help="trade-log URL (default store.url or BOT_DATABASE_URL)")
+    run.add_argument("--data-dir", help="history for --replay (default data.directory)")
+    run.add_argument("--synthetic", action="store_true", help="replay on the synthetic market")
+    run.set_defaults(func=_cmd_run)
+
+    once = sub.add_parser("once", help="make one decision now and print the orders")
+    once.add_argument("--config", default=DEFAULT_CONFIG)
+    once.add_argument("--execute", action="store_true", help="send the orders")
+    once.add_argument("--live", action="store_true")
+    once.add_argument("--database")
+    once.set_defaults(func=_cmd_once)
+
+    data = sub.add_parser("data", help="market data tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    fetch = data_sub.add_parser("fetch", help="download Alpaca bars and FRED series into the data directory")
+    fetch.add_argument("--config", default=DEFAULT_CONFIG)
+    fetch.add_argument("--start", default="2010-01-01")
+    fetch.add_argument("--data-dir", help="where to write prices/ and macro/ (default data.directory)")
+    fetch.set_defaults(func=_cmd_fetch)
+
+
+def _open(args, mode: str):
+    """Settings, trade log and a started run."""
+    from bot import runner
+    from bot.config import load_settings, resolve_store_url
+    from bot.store.tradelog import TradeLog
+
+    config = Path(args.config)
+    settings = load_settings(config)
+    if getattr(args, "synthetic", False):
+        raw = settings.model_dump(mode="json")
+        raw["data"]["source"] = "synthetic"
+        from bot.config import parse_settings
+
+        settings = parse_settings(raw, str(config))
+    url = args.database or resolve_store_url(settings, config)
+    tradelog = TradeLog.open(url)
+    return config, settings, tradelog, url, runner
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import structlog
+
+    from bot.config import resolve_data_dir
+    from bot.daemon.replay import parse_span, replay
+    from bot.data.history import load_history
+
+    log = structlog.get_logger("bot.run")
+    if args.replay:
+        start, end = parse_span(args.replay)  # fail fast, before any I/O
+        config, settings, tradelog, url, runner = _open(args, "replay")
+        data_dir = Path(args.data_dir) if args.data_dir else resolve_data_dir(settings, config)
+        market = load_history(settings, data_dir, ["SPY"])
+        run_id = _start(tradelog, settings, "replay", market.label, market.synthetic, runner)
+        log.info("replay started", run=run_id, start=str(start), end=str(end), data=market.label)
+        try:
+            result = replay(settings, market, tradelog, run_id, start, end)
+        except BaseException:
+            tradelog.finish_run("failed", dt.datetime.now(dt.UTC))
+            raise
+        equity = tradelog.load_equity(run_id)
+        summary = {
+            "jobs": result.jobs_run,
+            "days": len(equity),
+            "final_equity": float(equity["equity"].iloc[-1]) if len(equity) else None,
+            "orders": len(tradelog.load_orders(run_id)),
+            "data": market.label,
+        }
+        tradelog.finish_run("finished", dt.datetime.now(dt.UTC), summary=summary)
+        tradelog.close()
+        print(f"replay run {run_id}: {summary['jobs']} jobs over {summary['days']} trading days, "
+              f"{summary['orders']} orders, final equity {summary['final_equity']:,.2f} "
+              f"[{market.label}]")
+        print(f"inspect it: bot orders --run {run_id} / bot equity --run {run_id} / bot report --run {run_id}")
+        return 0
+    return _run_daemon(args)
+
+
+def _run_daemon(args: argparse.Namespace) -> int:
+    from bot.daemon.live import build_live
+    from bot.daemon.service import build_schedule, run_live
+
+    config, settings, tradelog, url, runner = _open(args, "paper")
+    mode = "live" if args.live else "paper"
+    run_id = _start(tradelog, settings, mode, "alpaca+fred", False, runner)
+    try:
+        jobs = build_live(settings, tradelog, run_id, live=args.live)
+        run_live(build_schedule(jobs), jobs)
+    except BaseException:
+        tradelog.finish_run("failed", dt.datetime.now(dt.UTC))
+        tradelog.close()
+        raise
+    tradelog.finish_run("finished", dt.datetime.now(dt.UTC))
+    tradelog.close()
+    return 0
+
+
+def _cmd_once(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from bot.daemon.live import build_live
+    from bot.daemon.once import decide_once
+
+    config, settings, tradelog, url, runner = _open(args, "paper")
+    mode = "live" if args.live else "paper"
+    run_id = _start(tradelog, settings, mode, "alpaca+fred", False, runner)
+    try:
+        jobs = build_live(settings, tradelog, run_id, live=args.live)
+        outcome = decide_once(jobs, execute=args.execute)
+    finally:
+        tradelog.finish_run("finished", dt.datetime.now(dt.UTC))
+        tradelog.close()
+    table = Table(title=f"decision on {outcome.day} ({'SENT' if args.execute else 'dry run: not sent'})")
+    for col in ("client order id", "side", "symbol", "quantity", "ref price", "status", "reason"):
+        table.add_column(col)
+    for o in outcome.orders:
+        r = o.request
+        table.add_row(r.client_order_id, r.side.value, r.symbol, f"{r.quantity:.6g}",
+                      f"{r.reference_price:.2f}", o.status.value, r.reason)
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    console.print(table)
+    console.print(f"equity {outcome.equity:,.2f}; rebalance: {outcome.rebalance or 'not due'}; "
+                  f"risk events: {[e.rule for e in outcome.events] or 'none'}")
+    return 0
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from bot.config import load_settings, resolve_data_dir
+    from bot.data.alpaca import AlpacaMarketData, write_csv_directory
+    from bot.data.fred import fetch_macro
+    from bot.reference import reference_symbols
+    from bot.secrets import load_endpoints
+
+    config = Path(args.config)
+    settings = load_settings(config)
+    directory = Path(args.data_dir) if args.data_dir else resolve_data_dir(settings, config)
+    symbols = list(dict.fromkeys([*settings.symbols, *sorted(reference_symbols())]))
+    start = dt.date.fromisoformat(args.start)
+    history = AlpacaMarketData.from_env().daily_history(symbols, start)
+    macro = fetch_macro(base_url=load_endpoints().fred_url, start=start)
+    written = write_csv_directory(history, macro, directory)
+    print(f"wrote {len(written)} files to {directory} ({len(history.dates)} trading days, "
+          f"{history.dates[0]} .. {history.dates[-1]})")
+    return 0
+
+
+def _start(tradelog, settings, mode: str, source: str, synthetic: bool, runner) -> int:
+    return tradelog.start_run(
+        mode=mode,
+        strategy=settings.strategy.name,
+        config_hash=settings.fingerprint(),
+        config=settings.model_dump(mode="json"),
+        code_version=runner.code_version(),
+        data_source=source,
+        synthetic=synthetic,
+        started_at=dt.datetime.now(dt.UTC),
+    )

@@ -1,0 +1,73 @@
+"""Jobs fire on the right trading days and hours across holidays, half days and
+daylight-saving changes: asked of the triggers with a controllable `now`, no sleeping."""
+
+import datetime as dt
+
+from bot.daemon.sessions import SessionCalendar
+from bot.daemon.triggers import SessionTrigger, WeekStartTrigger
+
+UTC = dt.UTC
+
+
+def fire_times(trigger, start, n):
+    out, previous = [], None
+    for _ in range(n):
+        nxt = trigger.get_next_fire_time(previous, start)
+        out.append(nxt)
+        previous = nxt
+    return out
+
+
+def test_daily_job_skips_thanksgiving_and_follows_the_half_day():
+    cal = SessionCalendar()
+    after_open = SessionTrigger(cal, "open", dt.timedelta(minutes=5))
+    after_close = SessionTrigger(cal, "close", dt.timedelta(minutes=15))
+    start = dt.datetime(2024, 11, 25, 0, 0, tzinfo=UTC)  # Monday of Thanksgiving week
+    opens = fire_times(after_open, start, 5)
+    assert [t.date() for t in opens] == [
+        dt.date(2024, 11, 25), dt.date(2024, 11, 26), dt.date(2024, 11, 27),
+        dt.date(2024, 11, 29), dt.date(2024, 12, 2),
+    ]
+    assert all(t.time() == dt.time(14, 35) for t in opens)  # 09:35 EST
+    closes = fire_times(after_close, start, 4)
+    # Friday after Thanksgiving closes at 13:00 EST = 18:00 UTC.
+    assert closes[3] == dt.datetime(2024, 11, 29, 18, 15, tzinfo=UTC)
+    assert closes[0] == dt.datetime(2024, 11, 25, 21, 15, tzinfo=UTC)
+
+
+def test_daily_job_moves_with_daylight_saving():
+    trigger = SessionTrigger(SessionCalendar(), "open", dt.timedelta(minutes=5))
+    times = fire_times(trigger, dt.datetime(2024, 3, 7, 0, 0, tzinfo=UTC), 3)
+    # Thu 7 and Fri 8 March: 09:35 EST = 14:35 UTC; Mon 11 March (after the switch on
+    # Sunday the 10th): 09:35 EDT = 13:35 UTC.
+    assert times == [
+        dt.datetime(2024, 3, 7, 14, 35, tzinfo=UTC),
+        dt.datetime(2024, 3, 8, 14, 35, tzinfo=UTC),
+        dt.datetime(2024, 3, 11, 13, 35, tzinfo=UTC),
+    ]
+
+
+def test_weekly_job_runs_before_the_first_session_of_each_week():
+    trigger = WeekStartTrigger(SessionCalendar(), dt.timedelta(hours=2))
+    times = fire_times(trigger, dt.datetime(2024, 1, 10, tzinfo=UTC), 3)
+    # Week of MLK day (Mon 15 Jan closed): Tuesday 16th, 09:30 EST - 2 h = 12:30 UTC.
+    assert times == [
+        dt.datetime(2024, 1, 16, 12, 30, tzinfo=UTC),
+        dt.datetime(2024, 1, 22, 12, 30, tzinfo=UTC),
+        dt.datetime(2024, 1, 29, 12, 30, tzinfo=UTC),
+    ]
+
+
+def test_first_fire_time_is_not_in_the_past():
+    trigger = SessionTrigger(SessionCalendar(), "open", dt.timedelta(minutes=5))
+    now = dt.datetime(2024, 11, 26, 15, 0, tzinfo=UTC)  # after Tuesday's job time
+    assert trigger.get_next_fire_time(None, now) == dt.datetime(2024, 11, 27, 14, 35, tzinfo=UTC)
+
+
+def test_broker_calendar_failure_falls_back_to_the_exchange():
+    def broken(start, end):
+        raise ConnectionError("calendar endpoint down")
+
+    trigger = SessionTrigger(SessionCalendar(broken), "open", dt.timedelta(minutes=5))
+    nxt = trigger.get_next_fire_time(None, dt.datetime(2024, 7, 3, 20, 0, tzinfo=UTC))
+    assert nxt == dt.datetime(2024, 7, 5, 13, 35, tzinfo=UTC)  # July 4th skipped
