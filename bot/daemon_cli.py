@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 from pathlib import Path
 
@@ -26,6 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     once.add_argument("--live", action="store_true")
     once.add_argument("--database")
     once.set_defaults(func=_cmd_once)
+
+    health = sub.add_parser("health", help="exit 0 if the daemon's heartbeat is fresh")
+    health.add_argument("--max-age", type=float, default=300.0, help="seconds (default 300)")
+    health.set_defaults(func=_cmd_health)
 
     data = sub.add_parser("data", help="market data tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -102,13 +107,32 @@ def _run_daemon(args: argparse.Namespace) -> int:
     run_id = _start(tradelog, settings, mode, "alpaca+fred", False, runner)
     try:
         jobs = build_live(settings, tradelog, run_id, live=args.live)
-        run_live(build_schedule(jobs), jobs)
+        run_live(build_schedule(jobs, heartbeat=heartbeat_path()), jobs)
     except BaseException:
         tradelog.finish_run("failed", dt.datetime.now(dt.UTC))
         tradelog.close()
         raise
     tradelog.finish_run("finished", dt.datetime.now(dt.UTC))
     tradelog.close()
+    return 0
+
+
+def heartbeat_path() -> Path:
+    return Path(os.environ.get("BOT_HEARTBEAT_FILE", "var/heartbeat"))
+
+
+def _cmd_health(args: argparse.Namespace) -> int:
+    from bot.daemon.service import heartbeat_age
+
+    path = heartbeat_path()
+    age = heartbeat_age(path)
+    if age is None:
+        print(f"unhealthy: no heartbeat at {path}")
+        return 1
+    if age > args.max_age:
+        print(f"unhealthy: last heartbeat {age:.0f} s ago (limit {args.max_age:.0f} s)")
+        return 1
+    print(f"healthy: last heartbeat {age:.0f} s ago")
     return 0
 
 

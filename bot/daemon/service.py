@@ -8,6 +8,7 @@ import datetime as dt
 import signal
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -38,15 +39,20 @@ class Schedule:
     jobs: list[JobSpec] = field(default_factory=list)
 
 
-def build_schedule(jobs: TradingJobs, poll_every: dt.timedelta = dt.timedelta(minutes=2)) -> Schedule:
+def build_schedule(
+    jobs: TradingJobs,
+    poll_every: dt.timedelta = dt.timedelta(minutes=2),
+    heartbeat: Path | None = None,
+) -> Schedule:
     """The daemon's timetable: regime before each week, decision 5 minutes after the
-    open, order polling, marking 20 minutes after the close."""
+    open, order polling, marking 20 minutes after the close; and, live, a heartbeat file
+    touched every minute for the container's and systemd's health checks."""
     cal = jobs.ctx.calendar
 
     def wrap(name, fn):
         return lambda: jobs.run(name, fn)
 
-    return Schedule(
+    schedule = Schedule(
         [
             JobSpec("regime", WeekStartTrigger(cal, dt.timedelta(hours=2)), wrap("regime", jobs.regime_job)),
             JobSpec("open", SessionTrigger(cal, "open", dt.timedelta(minutes=5)), wrap("open", jobs.open_job)),
@@ -59,6 +65,27 @@ def build_schedule(jobs: TradingJobs, poll_every: dt.timedelta = dt.timedelta(mi
             JobSpec("close", SessionTrigger(cal, "close", dt.timedelta(minutes=20)), wrap("close", jobs.close_job)),
         ]
     )
+    if heartbeat is not None:
+        heartbeat.parent.mkdir(parents=True, exist_ok=True)
+        schedule.jobs.append(
+            JobSpec("heartbeat", IntervalTrigger(seconds=60), lambda: touch_heartbeat(heartbeat))
+        )
+        touch_heartbeat(heartbeat)
+    return schedule
+
+
+def touch_heartbeat(path: Path) -> None:
+    """The daemon is alive and its scheduler is running jobs."""
+    path.touch()
+
+
+def heartbeat_age(path: Path, now: float | None = None) -> float | None:
+    """Seconds since the last heartbeat; None if there is none."""
+    import time
+
+    if not path.exists():
+        return None
+    return (now or time.time()) - path.stat().st_mtime
 
 
 def run_live(schedule: Schedule, jobs: TradingJobs, stop: threading.Event | None = None) -> None:

@@ -1,0 +1,25 @@
+# leverbot: the trading daemon. Slim image, non-root, healthcheck on the daemon's heartbeat.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY bot ./bot
+RUN pip install --no-cache-dir --upgrade pip \
+ && pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    BOT_LOG_FORMAT=json \
+    BOT_HEARTBEAT_FILE=/app/var/heartbeat
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin leverbot
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+WORKDIR /app
+COPY config ./config
+RUN mkdir -p /app/var && chown leverbot:leverbot /app/var
+USER leverbot
+VOLUME ["/app/var"]
+HEALTHCHECK --interval=60s --timeout=10s --start-period=120s --retries=3 \
+  CMD ["bot", "health", "--max-age", "300"]
+# Paper trading by default; live needs --live and BOT_LIVE_CONFIRM=yes.
+CMD ["sh", "-c", "bot db upgrade && exec bot run --config config/diversified_leverage.toml"]
