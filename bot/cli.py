@@ -17,7 +17,12 @@ DEFAULT_CONFIG = "config/diversified_leverage.toml"
 
 # Modules that add their own subcommands: each defines `register(subparsers)` and keeps
 # heavy imports inside its command functions so `bot --help` stays fast.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "bot.store.db_cli",
+    "bot.inspect_cli",
+    "bot.dashboard.cli",
+    "bot.daemon_cli",
+)
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:

@@ -27,6 +27,17 @@ def _mask_secrets(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, 
     return event
 
 
+class _CurrentStderr:
+    """Writes to whatever sys.stderr is at the time of writing, not at configuration:
+    a stream captured or replaced later (tests, daemonizing) must not break logging."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "INFO", fmt: str | None = None) -> None:
     """Console renderer when stderr is a terminal, JSON otherwise (BOT_LOG_FORMAT overrides)."""
     fmt = fmt or os.environ.get("BOT_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
@@ -45,6 +56,6 @@ def configure_logging(level: str = "INFO", fmt: str | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
         cache_logger_on_first_use=False,
     )

@@ -35,7 +35,7 @@ def test_cash_never_goes_negative():
     broker = SimulatedBroker(("A",), 100.0, CostModel(commission_bps=10.0))
     broker.submit(request("A", Side.BUY, 50), NOW)
     [(order, fill)] = broker.execute(np.array([10.0]), NOW)
-    assert order.status is OrderStatus.PARTIALLY_FILLED
+    assert order.status is OrderStatus.EXPIRED
     assert fill.quantity == pytest.approx(100.0 / (10.0 * 1.001))
     assert broker.cash() >= 0.0 and broker.cash() == pytest.approx(0.0, abs=1e-9)
 
@@ -54,7 +54,7 @@ def test_buy_with_no_cash_is_rejected_and_sell_is_capped_at_the_position():
     broker.submit(request("B", Side.SELL, 5), NOW)
     results = {o.request.symbol: (o, f) for o, f in broker.execute(np.array([10.0, 10.0]), NOW)}
     assert results["B"][1].quantity == 3.0
-    assert results["B"][0].status is OrderStatus.PARTIALLY_FILLED
+    assert results["B"][0].status is OrderStatus.EXPIRED
     assert broker.shares[1] == 0.0
     # After the sell, 30 in cash buys 3 of A: the buy is cut, not rejected.
     assert results["A"][1].quantity == pytest.approx(3.0)

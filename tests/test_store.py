@@ -15,8 +15,15 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from bot.errors import BotError
 from bot.store import TradeLog
-from bot.store.models import Base, FillRecord, OrderEventRecord, OrderRecord, PositionRecord
+from bot.store.models import (
+    FillRecord,
+    MacroObservationRecord,
+    OrderEventRecord,
+    OrderRecord,
+    PositionRecord,
+)
 from bot.types import (
     EquityPoint,
     Fill,
@@ -43,9 +50,10 @@ def _pg_unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def pg_database_url() -> Iterator[str]:
-    """A fresh database per test session, created through the `test` database."""
+def throwaway_pg_database() -> Iterator[str]:
+    """A fresh database for the session, created through the `test` database, dropped after.
+
+    A plain generator, so other test modules can make the same fixtures from it."""
     try:
         import psycopg  # noqa: F401
     except ImportError:
@@ -76,15 +84,32 @@ def pg_database_url() -> Iterator[str]:
     _pg_unavailable("PostgreSQL unreachable at 127.0.0.1:5432/test: " + "; ".join(errors))
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+def backend_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    """A SQLite file or the session's PostgreSQL database (emptied afterwards), by request.param."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'nested' / 'trades.sqlite'}"
         return
     pg_url = request.getfixturevalue("pg_database_url")
     yield pg_url
+    reset_pg(pg_url)
+
+
+@pytest.fixture(scope="session")
+def pg_database_url() -> Iterator[str]:
+    yield from throwaway_pg_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    yield from backend_url(request, tmp_path)
+
+
+def reset_pg(pg_url: str) -> None:
+    """Empty the session's database (tables and alembic_version) for the next test."""
     engine = sa.create_engine(pg_url)
-    Base.metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
     engine.dispose()
 
 
@@ -523,6 +548,7 @@ EXPECTED_COLUMNS = {
         "symbol",
         "side",
         "quantity",
+        "notional",
         "reference_price",
         "reason",
         "status",
@@ -559,7 +585,7 @@ EXPECTED_COLUMNS = {
 }
 FLOAT_COLUMNS = {
     "load_fills": ["quantity", "price", "commission", "slippage_cost"],
-    "load_orders": ["quantity", "reference_price", "filled_quantity", "average_price"],
+    "load_orders": ["quantity", "notional", "reference_price", "filled_quantity", "average_price"],
     "load_regimes": ["vix", "spread", "uncertainty"],
     "load_targets": ["baseline", "overlay", "final", "stop_price"],
     "load_positions": ["quantity", "price", "market_value"],
@@ -613,3 +639,81 @@ def test_readers_return_documented_columns(tlog: TradeLog) -> None:
         "summary",
     ]
     assert tlog.load_incidents().columns.tolist() == ["at", "run_id", "kind", "message", "context"]
+
+
+def test_notional_orders_keep_their_amount(tlog: TradeLog) -> None:
+    run_id = start(tlog)
+    tlog.order(make_order("by-value", quantity=1.95), notional=1000.0)
+    tlog.order(make_order("by-shares"))
+    tlog.flush()
+    orders = tlog.load_orders(run_id).set_index("client_order_id")
+    assert orders.loc["by-value", "notional"] == 1000.0
+    assert np.isnan(orders.loc["by-shares", "notional"])
+    (row,) = select_all(
+        tlog, sa.select(OrderRecord.notional).where(OrderRecord.client_order_id == "by-value")
+    )
+    assert row.notional == Decimal(1000)
+
+
+def test_strategy_state_commits_with_the_records_or_not_at_all(tlog: TradeLog) -> None:
+    run_id = start(tlog)
+    tlog.save_state("main", "paper", {"regime": Regime.GROWTH, "peak": Decimal("101.5")}, T0)
+    tlog.order(make_order("o-1"))
+    assert tlog.load_state("main", "paper") is None  # buffered, not committed
+    blocker = {  # another writer took the client_order_id first: the flush fails
+        "run_id": run_id, "client_order_id": "o-1", "rebalance_id": "x", "symbol": "X",
+        "side": "sell", "quantity": 1, "reference_price": 1, "reason": "other", "status": "new",
+        "filled_quantity": 0, "submitted_at": T0, "updated_at": T0,
+    }
+    with tlog.engine.begin() as conn:
+        conn.execute(sa.insert(OrderRecord), blocker)
+    with pytest.raises(sa.exc.IntegrityError):
+        tlog.flush()
+    assert tlog.load_state("main", "paper") is None
+    with tlog.engine.begin() as conn:
+        conn.execute(sa.delete(OrderRecord))
+    tlog.flush()
+    assert tlog.load_state("main", "paper") == {"regime": "GROWTH", "peak": "101.5"}
+    assert tlog.load_orders(run_id)["symbol"].tolist() == ["SPY"]
+
+    later = T0 + dt.timedelta(days=1)
+    tlog.save_state("main", "paper", {"regime": "TRANSITION"}, later)
+    tlog.save_state("main", "paper", {"regime": "UNCERTAINTY"}, later)  # the last call wins
+    tlog.save_state("other", "live", {"n": 1}, later)
+    tlog.flush()
+    assert tlog.load_state("main", "paper") == {"regime": "UNCERTAINTY"}
+    assert tlog.load_state("other", "live") == {"n": 1}
+    assert tlog.load_state("nobody", "live") is None
+    (stamp,) = select_all(tlog, sa.text("SELECT count(*) FROM strategy_state"))
+    assert stamp[0] == 2
+    with pytest.raises(BotError, match="instance 'main' holds paper state, not live"):
+        tlog.load_state("main", "live")
+    with pytest.raises(ValueError, match="strategy_state.mode"):
+        tlog.save_state("main", "demo", {}, later)
+    with pytest.raises(ValueError, match="naive datetime"):
+        tlog.save_state("main", "paper", {}, dt.datetime(2024, 3, 5))
+
+
+def test_macro_cache_inserts_new_days_and_updates_revised_ones(tlog: TradeLog) -> None:
+    days = [dt.date(2024, 3, 1), dt.date(2024, 3, 4), dt.date(2024, 3, 5)]
+    tlog.save_macro("VIX", days, [14.5, 15.25, 13.0], T0)
+    tlog.save_macro("T10Y2Y", days[:1], [-0.35], T0)
+    later = T0 + dt.timedelta(days=2)
+    new_days = [dt.date(2024, 3, 4), pd.Timestamp("2024-03-05"), dt.date(2024, 3, 6)]
+    tlog.save_macro("VIX", new_days, [15.25, 13.5, np.float64(16.0)], later)
+
+    assert tlog.load_macro("VIX") == (days + [dt.date(2024, 3, 6)], [14.5, 15.25, 13.5, 16.0])
+    assert tlog.load_macro("T10Y2Y") == ([dt.date(2024, 3, 1)], [-0.35])
+    assert tlog.load_macro("USEPUINDXD") == ([], [])
+    rows = select_all(
+        tlog,
+        sa.select(MacroObservationRecord.day, MacroObservationRecord.fetched_at)
+        .where(MacroObservationRecord.series == "VIX")
+        .order_by(MacroObservationRecord.day),
+    )
+    # Unchanged 2024-03-01 and 03-04 keep their first fetch time; the revised and new days do not.
+    assert [at for _, at in rows] == [T0, T0, later, later]
+    with pytest.raises(ValueError, match="2 dates but 1 values"):
+        tlog.save_macro("VIX", days[:2], [1.0], T0)
+    with pytest.raises(ValueError, match="not finite"):
+        tlog.save_macro("VIX", days[:1], [float("nan")], T0)

@@ -3,7 +3,8 @@
 A first-class adapter, not a test double: backtests and replay trade through it exactly as
 the live bot trades through Alpaca. Orders are day orders; an order that cannot fill on its
 fill day (no price) expires. Cash never goes negative: a buy larger than the cash left is
-cut to what the cash pays for (partially filled) or rejected.
+cut to what the cash pays for (the rest expires, status `expired` with a fill) or
+rejected.
 """
 
 from __future__ import annotations
@@ -129,9 +130,12 @@ class SimulatedBroker:
         if abs(self.shares[i]) < 1e-12:
             self.shares[i] = 0.0
         short = qty < req.quantity - 1e-9
-        order.status = OrderStatus.PARTIALLY_FILLED if short else OrderStatus.FILLED
+        # A day order filled in part is done: the rest expires, as at Alpaca.
+        order.status = OrderStatus.EXPIRED if short else OrderStatus.FILLED
         if short:
-            order.status_message = f"cut to {qty:.6g} of {req.quantity:.6g}: cash or position limit"
+            order.status_message = (
+                f"filled {qty:.6g} of {req.quantity:.6g}, rest expired: cash or position limit"
+            )
         order.filled_quantity = qty
         order.average_price = price
         fill = Fill(

@@ -271,6 +271,8 @@ class OrderRecord(Base):
     symbol: Mapped[str] = mapped_column(String(32))
     side: Mapped[str] = mapped_column(String(8))
     quantity: Mapped[Decimal] = mapped_column(ExactDecimal())
+    # Set for orders sent as a dollar amount; `quantity` is then the estimate at reference_price.
+    notional: Mapped[Decimal | None] = mapped_column(ExactDecimal())
     reference_price: Mapped[Decimal] = mapped_column(ExactDecimal())
     reason: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(32))
@@ -359,3 +361,26 @@ class IncidentRecord(Base):
     kind: Mapped[str] = mapped_column(String(100))
     message: Mapped[str] = mapped_column(Text)
     context: Mapped[dict[str, Any] | None] = mapped_column(PlainJSON())
+
+
+class StrategyStateRecord(Base):
+    """What a strategy instance must remember across restarts, written with its records."""
+
+    __tablename__ = "strategy_state"
+    __table_args__ = (_one_of("mode", RUN_MODES),)
+
+    instance: Mapped[str] = mapped_column(Text, primary_key=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    state: Mapped[dict[str, Any]] = mapped_column(PlainJSON())
+
+
+class MacroObservationRecord(Base):
+    """A cached macro data point (VIX, spread, ...), so the daemon needs no refetch after a restart."""
+
+    __tablename__ = "macro_observations"
+
+    series: Mapped[str] = mapped_column(Text, primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    value: Mapped[float] = mapped_column(Double)
+    fetched_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())

@@ -9,18 +9,24 @@ from one thread (the scheduler runs one job at a time).
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection
 
-from bot.store.models import RUN_MODES, Base, to_decimal
+from bot.errors import BotError
+from bot.store.engines import reader_engine, writer_engine
+from bot.store.models import RUN_MODES, Base, to_decimal, to_plain
+from bot.store.schema import MIGRATIONS, check_current, ensure_current
+from bot.store.upsert import upsert
 from bot.types import EquityPoint, Fill, Order, OrderStatus, RegimeDecision, RiskEvent, TargetRow
 
 log = structlog.get_logger(__name__)
@@ -29,6 +35,7 @@ _T = Base.metadata.tables
 RUNS, REGIMES, TARGETS = _T["runs"], _T["regime_decisions"], _T["targets"]
 RISK_EVENTS, ORDERS, ORDER_EVENTS = _T["risk_events"], _T["orders"], _T["order_events"]
 FILLS, EQUITY, POSITIONS, INCIDENTS = _T["fills"], _T["equity"], _T["positions"], _T["incidents"]
+STRATEGY_STATE, MACRO = _T["strategy_state"], _T["macro_observations"]
 
 
 def _check_aware(value: dt.datetime, column: str) -> None:
@@ -37,15 +44,6 @@ def _check_aware(value: dt.datetime, column: str) -> None:
         raise ValueError(
             f"{column}: naive datetime {value.isoformat()}; pass a timezone-aware datetime (UTC)"
         )
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """WAL lets reports read while the daemon writes; SQLite leaves foreign keys off by default."""
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.close()
 
 
 class TradeLog:
@@ -65,20 +63,33 @@ class TradeLog:
         self._risk_events: list[dict[str, Any]] = []
         self._equity: list[dict[str, Any]] = []
         self._positions: list[tuple[int, dt.date, str, float, float]] = []
+        self._states: dict[str, dict[str, Any]] = {}  # instance -> strategy_state row
 
     @classmethod
-    def open(cls, url: str) -> TradeLog:
-        """Connect to `url` and create missing tables (migrations come later)."""
-        parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite":
-            db = parsed.database
-            if db and db != ":memory:" and not db.startswith("file:"):
-                Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            engine = sa.create_engine(parsed)
-            sa.event.listen(engine, "connect", _sqlite_pragmas)
-        else:
-            engine = sa.create_engine(parsed, pool_pre_ping=True)
-        Base.metadata.create_all(engine)
+    def open(cls, url: str, *, migrations: Path = MIGRATIONS) -> TradeLog:
+        """Connect to `url` for recording. An empty database gets the schema (so a first
+        backtest just works); one at another revision raises SchemaOutdated, which says
+        to run `bot db upgrade`. `migrations` is for tests that add revisions."""
+        engine = writer_engine(url)
+        try:
+            ensure_current(engine, url, migrations)
+        except BaseException:
+            engine.dispose()
+            raise
+        tradelog = cls(engine)
+        tradelog._owns_engine = True
+        return tradelog
+
+    @classmethod
+    def open_readonly(cls, url: str, *, migrations: Path = MIGRATIONS) -> TradeLog:
+        """Connect for reading only (inspection, the dashboard): the database refuses writes,
+        a missing SQLite file is an error, and the schema must be current."""
+        engine = reader_engine(url)
+        try:
+            check_current(engine, url, migrations)
+        except BaseException:
+            engine.dispose()
+            raise
         tradelog = cls(engine)
         tradelog._owns_engine = True
         return tradelog
@@ -182,8 +193,11 @@ class TradeLog:
             }
         )
 
-    def order(self, o: Order) -> None:
-        """Record a new order and its first status event; a repeated client_order_id is refused."""
+    def order(self, o: Order, *, notional: float | Decimal | None = None) -> None:
+        """Record a new order and its first status event; a repeated client_order_id is refused.
+
+        `notional` is the dollar amount of an order sent by value; its quantity is then the
+        estimate at the reference price."""
         run_id = self._require_run()
         req = o.request
         cid = req.client_order_id
@@ -199,6 +213,7 @@ class TradeLog:
             "symbol": req.symbol,
             "side": req.side.value,
             "quantity": req.quantity,
+            "notional": notional,
             "reference_price": req.reference_price,
             "reason": req.reason,
             "status": status,
@@ -319,6 +334,66 @@ class TradeLog:
             )
             raise
 
+    def save_state(self, instance: str, mode: str, state: dict[str, Any], at: dt.datetime) -> None:
+        """Buffer a strategy instance's state; the next flush writes it in the same transaction
+        as the records, so after a crash state and records always agree. Latest call wins."""
+        if mode not in RUN_MODES:
+            raise ValueError(f"strategy_state.mode: {mode!r} is not one of {', '.join(RUN_MODES)}")
+        _check_aware(at, "strategy_state.updated_at")
+        # Converted now, so a later change to the caller's dict cannot alter what is written.
+        row = {"instance": instance, "mode": mode, "updated_at": at, "state": to_plain(state)}
+        self._states[instance] = row
+
+    def load_state(self, instance: str, mode: str) -> dict[str, Any] | None:
+        """The committed state of `instance`, or None if it never saved one.
+
+        An instance that saved state in another mode is an error: a live daemon must not
+        resume from a paper account's state (or overwrite it)."""
+        t = STRATEGY_STATE
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t.c.mode, t.c.state).where(t.c.instance == instance)).first()
+        if row is None:
+            return None
+        if row.mode != mode:
+            raise BotError(
+                f"strategy_state: instance {instance!r} holds {row.mode} state, not {mode}; "
+                "give each mode its own instance name"
+            )
+        return row.state
+
+    def save_macro(
+        self,
+        series: str,
+        dates: Sequence[dt.date],
+        values: Sequence[float],
+        fetched_at: dt.datetime,
+    ) -> None:
+        """Cache macro observations now (not buffered): new days are inserted, days whose
+        value changed (revisions) are updated, unchanged ones are left as they were."""
+        if len(dates) != len(values):
+            raise ValueError(f"save_macro({series!r}): {len(dates)} dates but {len(values)} values")
+        _check_aware(fetched_at, "macro_observations.fetched_at")
+        rows = []
+        for day, value in zip(dates, values, strict=True):
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError(f"macro_observations {series} {day}: value {value!r} is not finite")
+            rows.append(
+                {"series": series, "day": pd.Timestamp(day).date(), "value": number,
+                 "fetched_at": fetched_at}
+            )
+        if rows:
+            with self.engine.begin() as conn:
+                upsert(conn, MACRO, rows, ("series", "day"), only_if_changed=("value",))
+
+    def load_macro(self, series: str) -> tuple[list[dt.date], list[float]]:
+        """Cached observations of `series`, oldest first."""
+        t = MACRO
+        stmt = sa.select(t.c.day, t.c.value).where(t.c.series == series).order_by(t.c.day)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [r.day for r in rows], [float(r.value) for r in rows]
+
     def _written_order_id(self, client_order_id: str) -> int:
         """Id of an order already in the database (maybe from an earlier process), else raise."""
         order_id = self._order_ids.get(client_order_id)
@@ -351,6 +426,7 @@ class TradeLog:
             or self._risk_events
             or self._equity
             or self._positions
+            or self._states
         )
 
     def _write(self, final_statement: sa.Executable | None = None) -> None:
@@ -371,6 +447,7 @@ class TradeLog:
     def _clear_buffers(self) -> None:
         self._orders.clear()
         self._updates.clear()
+        self._states.clear()
         for buffer in (
             self._events,
             self._fills,
@@ -427,7 +504,13 @@ class TradeLog:
         for table, rows in batches:
             if rows:
                 conn.execute(sa.insert(table), rows)
-        counts = {"orders": len(self._orders), "order_updates": len(self._updates)}
+        if self._states:
+            upsert(conn, STRATEGY_STATE, list(self._states.values()), ("instance",))
+        counts = {
+            "orders": len(self._orders),
+            "order_updates": len(self._updates),
+            "strategy_state": len(self._states),
+        }
         counts.update((table.name, len(rows)) for table, rows in batches)
         return new_ids, counts
 
@@ -521,7 +604,7 @@ class TradeLog:
             stmt = stmt.where(t.c.run_id == run_id)
         if status is not None:
             stmt = stmt.where(t.c.status == OrderStatus(status).value)
-        money = ("quantity", "reference_price", "filled_quantity", "average_price")
+        money = ("quantity", "notional", "reference_price", "filled_quantity", "average_price")
         return self._frame(stmt, floats=money, times=("submitted_at", "updated_at"))
 
     def load_regimes(self, run_id: int) -> pd.DataFrame:

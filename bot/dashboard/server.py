@@ -1,0 +1,94 @@
+"""The dashboard's HTTP server: stdlib, loopback only, GET only, read-only database.
+
+Bound to 127.0.0.1 because the page shows an account's positions and has no login;
+reach it from elsewhere through an SSH tunnel.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import structlog
+
+from bot.dashboard.page import render
+from bot.dashboard.snapshot import MarketCache, collect
+from bot.errors import BotError
+from bot.store.benchmark import load_run_market
+from bot.store.tradelog import TradeLog
+
+log = structlog.get_logger(__name__)
+
+HOST = "127.0.0.1"
+
+
+class DashboardServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, port: int, tradelog: TradeLog, run: int | None, refresh: int,
+                 markets: MarketCache) -> None:
+        self.tradelog = tradelog
+        self.run = run
+        self.refresh = refresh
+        self.markets = markets
+        super().__init__((HOST, port), Handler)
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: DashboardServer
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path not in ("/", "/api/summary"):
+            self._send(HTTPStatus.NOT_FOUND, "text/plain", b"not found\n")
+            return
+        try:
+            data = collect(self.server.tradelog, self.server.run, self.server.markets)
+        except BotError as exc:  # e.g. no runs yet: say so, on the page and in the JSON
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", f"{exc}\n".encode())
+            return
+        except Exception:
+            log.exception("dashboard.request_failed", path=path)
+            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, "text/plain", b"internal error; see the log\n")
+            return
+        if path == "/api/summary":
+            body = json.dumps(data, allow_nan=False).encode()
+            self._send(HTTPStatus.OK, "application/json", body)
+        else:
+            self._send(HTTPStatus.OK, "text/html; charset=utf-8", render(data, self.server.refresh).encode())
+
+    def do_POST(self) -> None:
+        self._send(HTTPStatus.METHOD_NOT_ALLOWED, "text/plain", b"read-only\n")
+
+    do_PUT = do_DELETE = do_PATCH = do_POST
+
+    def _send(self, status: HTTPStatus, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        log.debug("dashboard.request", line=format % args)
+
+
+def make_server(
+    url: str, *, port: int, run: int | None, refresh: int, config_path: Path
+) -> DashboardServer:
+    """Open the trade log read-only and bind 127.0.0.1:`port` (0: any free port)."""
+    tradelog = TradeLog.open_readonly(url)
+    markets = MarketCache(partial(_market, config_path=config_path))
+    try:
+        return DashboardServer(port, tradelog, run, refresh, markets)
+    except OSError:
+        tradelog.engine.dispose()
+        raise
+
+
+def _market(config: dict, synthetic: bool, *, config_path: Path):
+    return load_run_market(config, synthetic, config_path)

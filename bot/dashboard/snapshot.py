@@ -1,0 +1,149 @@
+"""Everything the dashboard shows, read from the trade log in one pass.
+
+The page and /api/summary both render this dict, so the JSON a script reads and the
+numbers a person sees are the same values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from bot.metrics import drawdown_series
+from bot.store import queries
+from bot.store.benchmark import RunMarket, covering
+from bot.store.export import records
+from bot.store.tradelog import TradeLog
+
+LATEST_ROWS = 20  # trades and risk events shown
+REGIME_ROWS = 12
+
+
+@dataclass
+class MarketCache:
+    """SPY per run, loaded once: the data source of a finished day does not change."""
+
+    load: Callable[[dict[str, Any], bool], RunMarket]
+    _cache: dict[int, RunMarket] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, run_id: int, config: dict[str, Any], synthetic: bool) -> RunMarket:
+        with self._lock:
+            if run_id not in self._cache:
+                self._cache[run_id] = self.load(config, synthetic)
+            return self._cache[run_id]
+
+
+def _series_points(values: pd.Series) -> list[list[Any]]:
+    return [[d.date().isoformat(), float(v)] for d, v in values.items()]
+
+
+def _weights(conn: sa.Connection, run_id: int) -> dict[str, Any]:
+    """Latest snapshot weights next to the latest targets, CASH included."""
+    held = queries.positions(conn, queries.Filters(run=run_id))
+    targets = queries.latest_targets(conn, run_id)
+    snapshot_day = held["day"].iloc[0] if not held.empty else None
+    cash_weight = None
+    if snapshot_day is not None:
+        row = conn.execute(
+            sa.select(queries.EQUITY.c.cash, queries.EQUITY.c.equity).where(
+                queries.EQUITY.c.run_id == run_id, queries.EQUITY.c.day == snapshot_day
+            )
+        ).first()
+        if row is not None and row.equity:
+            cash_weight = float(row.cash / row.equity)
+    current = {r.symbol: r.weight for r in held.itertuples()}
+    target = {r.symbol: float(r.final) for r in targets.itertuples()}
+    symbols = list(dict.fromkeys([*target, *current]))
+    rows = [{"symbol": s, "current": current.get(s, 0.0 if snapshot_day else None),
+             "target": target.get(s)} for s in symbols]
+    if symbols:
+        target_cash = 1.0 - sum(target.values()) if target else None
+        rows.append({"symbol": "CASH", "current": cash_weight, "target": target_cash})
+    return {
+        "as_of": snapshot_day.isoformat() if snapshot_day is not None else None,
+        "targets_day": targets["day"].iloc[0].isoformat() if not targets.empty else None,
+        "rows": rows,
+    }
+
+
+def collect(log: TradeLog, run: int | None, markets: MarketCache) -> dict[str, Any]:
+    """The dashboard's data for `run` (None: the latest run, so a new run is followed)."""
+    with log.engine.connect() as conn:
+        run_id = run if run is not None else queries.latest_run(conn)
+        queries.require_run(conn, run_id)
+        info = conn.execute(sa.select(queries.RUNS).where(queries.RUNS.c.id == run_id)).one()
+        everything = queries.Filters(run=run_id)
+        equity = queries.equity(conn, everything)
+        trade_count = conn.execute(
+            sa.select(sa.func.count()).where(queries.FILLS.c.run_id == run_id)
+        ).scalar_one()
+        trades = queries.trades(conn, queries.Filters(run=run_id, limit=LATEST_ROWS))
+        open_orders = queries.orders(conn, everything, status="open")
+        risk = queries.risk_events(conn, queries.Filters(run=run_id, limit=LATEST_ROWS))
+        regimes = queries.regimes(conn, queries.Filters(run=run_id, limit=REGIME_ROWS))
+        weights = _weights(conn, run_id)
+
+    summary: dict[str, Any] = {
+        "run": {
+            "id": run_id, "mode": info.mode, "strategy": info.strategy, "status": info.status,
+            "data_source": info.data_source, "synthetic": bool(info.synthetic),
+            "started_at": info.started_at.isoformat(), "code_version": info.code_version,
+        },
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "trade_count": int(trade_count),
+        "open_order_count": len(open_orders),
+        "weights": weights,
+        "open_orders": records(open_orders.drop(columns=["run_id", "status_message"])),
+        "trades": records(trades.drop(columns=["run_id"])),
+        "risk_events": records(risk.drop(columns=["run_id"])),
+        "regimes": records(regimes.drop(columns=["run_id"])),
+        "equity": None,
+        "benchmark": None,
+    }
+    if equity.empty:
+        return summary
+    curve = pd.Series(
+        [float(v) for v in equity["equity"]], index=pd.DatetimeIndex(equity["day"]), name="equity"
+    )
+    last: Decimal = equity["equity"].iloc[-1]
+    dd = drawdown_series(curve)
+    summary["equity"] = {
+        "day": equity["day"].iloc[-1].isoformat(),
+        "latest": str(last),
+        "cash": str(equity["cash"].iloc[-1]),
+        "first": str(equity["equity"].iloc[0]),
+        "total_return": float(curve.iloc[-1] / curve.iloc[0] - 1.0),
+        "drawdown": float(dd.iloc[-1]),
+        "max_drawdown": float(dd.min()),
+        "regime": equity["regime"].iloc[-1],
+        "curve": _series_points(curve),
+        "drawdown_curve": _series_points(dd),
+        "regime_days": [[d.isoformat(), r] for d, r in zip(equity["day"], equity["regime"], strict=True)],
+    }
+    summary["benchmark"] = _benchmark(markets.get(run_id, info.config or {}, bool(info.synthetic)), curve)
+    return summary
+
+
+def _benchmark(market: RunMarket, curve: pd.Series) -> dict[str, Any]:
+    """SPY rebased to the run's first equity, or the reason it is missing."""
+    spy, note = covering(market.spy, pd.DatetimeIndex(curve.index))
+    if spy is None:
+        return {"name": "SPY", "note": note or market.note or "SPY unavailable", "curve": []}
+    aligned = spy.reindex(spy.index.union(curve.index)).ffill().reindex(curve.index).dropna()
+    rebased = aligned / aligned.iloc[0] * curve.loc[aligned.index[0]]
+    return {
+        "name": "SPY",
+        "label": market.label,
+        "note": note,
+        "total_return": float(aligned.iloc[-1] / aligned.iloc[0] - 1.0),
+        "curve": _series_points(rebased),
+        "drawdown_curve": _series_points(drawdown_series(rebased)),
+    }

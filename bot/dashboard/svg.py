@@ -1,0 +1,126 @@
+"""Server-side SVG line charts: the dashboard runs offline, so no charting library in the browser."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from html import escape
+
+REGIME_COLORS = {"GROWTH": "#2ca02c", "TRANSITION": "#ff9f1c", "UNCERTAINTY": "#d62728"}
+MAX_POINTS = 1200  # longer series are thinned (every k-th point, the last one kept)
+
+
+@dataclass(frozen=True)
+class Line:
+    name: str
+    points: Sequence[tuple[str, float]]  # (ISO date, value)
+    color: str
+    width: float = 1.6
+    fill_to_zero: bool = False
+
+
+def _thin(points: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
+    if len(points) <= MAX_POINTS:
+        return list(points)
+    step = -(-len(points) // MAX_POINTS)
+    kept = list(points[::step])
+    if kept[-1] != points[-1]:
+        kept.append(points[-1])
+    return kept
+
+
+def _ticks(low: float, high: float, count: int = 5) -> list[float]:
+    if high == low:
+        return [low]
+    return [low + (high - low) * i / (count - 1) for i in range(count)]
+
+
+def line_chart(
+    chart_id: str,
+    lines: Sequence[Line],
+    *,
+    title: str,
+    y_format: Callable[[float], str],
+    regimes: Sequence[tuple[str, str | None]] = (),
+    width: int = 1100,
+    height: int = 300,
+) -> str:
+    """An SVG with one polyline per line on a shared date axis, and an optional regime strip."""
+    drawn = [(line, _thin(line.points)) for line in lines if line.points]
+    if not drawn:
+        return f'<svg id="{chart_id}" width="{width}" height="40"><text x="10" y="25">no data yet</text></svg>'
+    days = sorted({d for _, pts in drawn for d, _ in pts} | {d for d, _ in regimes})
+    first, last = dt.date.fromisoformat(days[0]), dt.date.fromisoformat(days[-1])
+    span = max((last - first).days, 1)
+    values = [v for _, pts in drawn for _, v in pts]
+    low, high = min(values), max(values)
+    if any(line.fill_to_zero for line, _ in drawn):
+        high = max(high, 0.0)
+    pad = (high - low) * 0.05 or abs(high) * 0.05 or 1.0
+    low, high = low - pad, high + pad
+    left, right, top = 80, 16, 28
+    strip = 14 if regimes else 0
+    bottom = 26 + strip
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def x(day: str) -> float:
+        return left + plot_w * (dt.date.fromisoformat(day) - first).days / span
+
+    def y(value: float) -> float:
+        return top + plot_h * (high - value) / (high - low)
+
+    parts = [
+        f'<svg id="{chart_id}" class="chart" viewBox="0 0 {width} {height}" width="{width}" '
+        f'height="{height}" role="img" aria-label="{escape(title)}">',
+        f'<text x="{left}" y="16" class="chart-title">{escape(title)}</text>',
+    ]
+    for tick in _ticks(low + pad, high - pad):
+        ty = y(tick)
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{ty:.1f}" y2="{ty:.1f}" class="grid"/>')
+        parts.append(f'<text x="{left - 6}" y="{ty + 4:.1f}" class="axis" text-anchor="end">'
+                     f"{escape(y_format(tick))}</text>")
+    for i in range(6):
+        day = first + dt.timedelta(days=round(span * i / 5))
+        tx = x(day.isoformat())
+        anchor = "start" if i == 0 else "end" if i == 5 else "middle"
+        parts.append(f'<text x="{tx:.1f}" y="{height - 6}" class="axis" text-anchor="{anchor}">'
+                     f"{day.isoformat()}</text>")
+    parts.extend(_regime_strip(regimes, x, top + plot_h + 4, strip - 4, width - right))
+    # Legend in the title row, right-aligned, so it never covers the lines.
+    legend_x = width - right - sum(24 + 7 * len(line.name) for line, _ in drawn)
+    for line, pts in drawn:
+        coords = " ".join(f"{x(d):.1f},{y(v):.1f}" for d, v in pts)
+        if line.fill_to_zero:
+            zero = y(0.0)
+            area = f"{x(pts[0][0]):.1f},{zero:.1f} {coords} {x(pts[-1][0]):.1f},{zero:.1f}"
+            parts.append(f'<polygon points="{area}" fill="{line.color}" fill-opacity="0.18" stroke="none"/>')
+        parts.append(f'<polyline points="{coords}" fill="none" stroke="{line.color}" '
+                     f'stroke-width="{line.width}" data-series="{escape(line.name)}"/>')
+        parts.append(f'<rect x="{legend_x}" y="9" width="12" height="3" fill="{line.color}"/>')
+        parts.append(f'<text x="{legend_x + 16}" y="15" class="legend">{escape(line.name)}</text>')
+        legend_x += 24 + 7 * len(line.name)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _regime_strip(
+    regimes: Sequence[tuple[str, str | None]], x: Callable[[str], float], y0: float, h: float,
+    x_end: float,
+) -> list[str]:
+    """One coloured rectangle per run of days in the same regime, reaching the next run."""
+    parts: list[str] = []
+    start = 0
+    for i in range(1, len(regimes) + 1):
+        if i < len(regimes) and regimes[i][1] == regimes[start][1]:
+            continue
+        label = regimes[start][1]
+        if label is not None:
+            x0 = x(regimes[start][0])
+            x1 = x(regimes[i][0]) if i < len(regimes) else x_end
+            color = REGIME_COLORS.get(label, "#999999")
+            parts.append(f'<rect x="{x0:.1f}" y="{y0:.1f}" width="{max(x1 - x0, 1):.1f}" height="{h}" '
+                         f'fill="{color}" data-regime="{escape(label)}"><title>{escape(label)} from '
+                         f"{regimes[start][0]}</title></rect>")
+        start = i
+    return parts

@@ -1,0 +1,167 @@
+"""Inspection commands: `bot trades|orders|positions|regimes|equity|risk-events|runs|report`.
+
+They only read: the trade log is opened read-only, so they are safe to run while the
+daemon writes (SQLite in WAL mode lets readers and one writer work at once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+from bot.store.locate import add_database_arguments, database_url
+
+# command -> (help, query function name in bot.store.queries, default: latest run or all runs)
+COMMANDS: dict[str, tuple[str, str, bool]] = {
+    "trades": ("fills, newest last", "trades", True),
+    "orders": ("orders with their latest status", "orders", True),
+    "positions": ("holdings at the last snapshot (or every snapshot with --history)", "positions", True),
+    "regimes": ("weekly regime decisions with their inputs", "regimes", True),
+    "equity": ("daily equity, cash, drawdown and regime", "equity", True),
+    "risk-events": ("risk rules that fired, with their inputs", "risk_events", True),
+    "runs": ("every recorded run", "runs", False),
+}
+
+# Long free-text columns that make a terminal table unreadable; CSV and JSON keep them.
+TABLE_HIDDEN: dict[str, tuple[str, ...]] = {"orders": ("reason", "status_message", "updated_at")}
+
+
+def _day(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
+
+
+def _run(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a run id or 'all', got {text!r}") from None
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a row count >= 0 (0: all), got {text!r}")
+    return value
+
+
+def _add_filters(parser: argparse.ArgumentParser, latest: bool) -> None:
+    add_database_arguments(parser)
+    default = "the latest run" if latest else "all runs"
+    parser.add_argument("--run", type=_run, help=f"run id, or 'all' (default: {default})")
+    parser.add_argument("--since", type=_day, help="first day, YYYY-MM-DD (UTC)")
+    parser.add_argument("--until", type=_day, help="last day, YYYY-MM-DD (UTC), inclusive")
+    parser.add_argument("--symbol", help="one asset, e.g. TQQQ")
+    parser.add_argument(
+        "--limit", type=_limit, help="only the most recent N rows (tables show 100 unless given; 0: all)"
+    )
+    parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from bot.store import queries
+    from bot.store.engines import mask_url
+    from bot.store.export import write
+    from bot.store.tradelog import TradeLog
+
+    _help, query_name, latest = COMMANDS[args.command]
+    url = database_url(args.config, args.database)
+    log = TradeLog.open_readonly(url)
+    try:
+        with log.engine.connect() as conn:
+            run = args.run
+            if run is None and latest:
+                run = queries.latest_run(conn)
+            if isinstance(run, int):
+                queries.require_run(conn, run)
+            filters = queries.Filters(
+                run=run if isinstance(run, int) else None,
+                since=args.since,
+                until=args.until,
+                symbol=args.symbol,
+                limit=args.limit or None,
+            )
+            query = getattr(queries, query_name)
+            if args.command == "orders":
+                frame = query(conn, filters, status=args.status)
+            elif args.command == "positions":
+                frame = query(conn, filters, history=args.history or args.since is not None)
+            else:
+                frame = query(conn, filters)
+    finally:
+        log.engine.dispose()
+    scope = f"run {run}" if isinstance(run, int) else "all runs"
+    title = f"{args.command} — {scope} — {mask_url(url)}"
+    if args.format == "table":  # the terminal gets the readable columns; exports get all
+        hidden = TABLE_HIDDEN.get(args.command, ()) + (("run_id",) if isinstance(run, int) else ())
+        frame = frame.drop(columns=[c for c in hidden if c in frame.columns])
+    write(frame, args.format, title=title, truncate=args.limit is None)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from bot.report import render_table, write_charts, write_json
+    from bot.store import queries
+    from bot.store.run_report import build_stored_report
+    from bot.store.tradelog import TradeLog
+
+    url = database_url(args.config, args.database)
+    log = TradeLog.open_readonly(url)
+    try:
+        run_id = args.run
+        if run_id is None:
+            with log.engine.connect() as conn:
+                run_id = queries.latest_run(conn)
+        stored = build_stored_report(log, run_id, config_path=Path(args.config), database=url)
+    finally:
+        log.engine.dispose()
+    out = Path(args.out) if args.out else Path("var") / "reports" / f"run-{run_id}" / "stored"
+    write_json(stored.report, out / "report.json")
+    label = stored.report["meta"]["data_label"]
+    charts = [] if args.no_charts else write_charts(
+        stored.strategy, stored.benchmarks, out, data_label=label
+    )
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    render_table(stored.report, console)
+    for note in stored.notes:
+        console.print(f"[yellow]{note}[/]")
+    console.print(f"report of run {run_id}: {out / 'report.json'}")
+    for chart in charts:
+        console.print(f"chart: {chart}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from bot.types import OrderStatus
+
+    for name, (help_text, _query, latest) in COMMANDS.items():
+        parser = subparsers.add_parser(name, help=help_text)
+        _add_filters(parser, latest)
+        if name == "orders":
+            statuses = ["open", *(s.value for s in OrderStatus)]
+            parser.add_argument(
+                "--status", choices=statuses, help="one status, or 'open': every non-final one"
+            )
+        if name == "positions":
+            parser.add_argument("--history", action="store_true", help="every snapshot in range")
+        parser.set_defaults(func=_cmd_inspect)
+
+    report = subparsers.add_parser(
+        "report", help="rebuild the backtest-style report of a stored run, against SPY"
+    )
+    add_database_arguments(report)
+    report.add_argument("--run", type=int, help="run id (default: the latest run)")
+    report.add_argument("--out", help="directory (default var/reports/run-ID/stored)")
+    report.add_argument("--no-charts", action="store_true")
+    report.set_defaults(func=_cmd_report)

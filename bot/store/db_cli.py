@@ -1,0 +1,69 @@
+"""`bot db upgrade`, `bot db current`, `bot db revision`: the trade log's schema from the shell."""
+
+from __future__ import annotations
+
+import argparse
+
+from bot.store.locate import add_database_arguments, database_url
+
+
+def _cmd_upgrade(args: argparse.Namespace) -> int:
+    from bot.store.engines import mask_url, writer_engine
+    from bot.store.schema import upgrade
+
+    url = database_url(args.config, args.database)
+    engine = writer_engine(url)
+    try:
+        before, after = upgrade(engine)
+    finally:
+        engine.dispose()
+    if before == after:
+        print(f"{mask_url(url)}: already at schema revision {after} (head)")
+    else:
+        print(f"{mask_url(url)}: upgraded from {before or 'no version'} to {after} (head)")
+    return 0
+
+
+def _cmd_current(args: argparse.Namespace) -> int:
+    from bot.store.engines import mask_url, reader_engine
+    from bot.store.schema import schema_state
+
+    url = database_url(args.config, args.database)
+    engine = reader_engine(url)
+    try:
+        with engine.connect() as conn:
+            state = schema_state(conn)
+    finally:
+        engine.dispose()
+    if state.up_to_date:
+        status = "(head)"
+    elif state.empty:
+        status = "(empty: created on first use)"
+    else:
+        status = f"(out of date: head is {state.head}; run `bot db upgrade`)"
+    print(f"{mask_url(url)}: revision {state.current or 'none'} {status}")
+    return 0 if state.up_to_date or state.empty else 1
+
+
+def _cmd_revision(args: argparse.Namespace) -> int:
+    from bot.store.schema import new_revision
+
+    path = new_revision(args.message)
+    print(f"wrote {path}: review it (explicit types per dialect) before committing")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    db = subparsers.add_parser("db", help="trade-log schema: upgrade, current revision")
+    sub = db.add_subparsers(dest="db_command", required=True)
+    up = sub.add_parser("upgrade", help="migrate the trade log to this version's schema")
+    add_database_arguments(up)
+    up.set_defaults(func=_cmd_upgrade)
+    current = sub.add_parser("current", help="show the trade log's schema revision")
+    add_database_arguments(current)
+    current.set_defaults(func=_cmd_current)
+    revision = sub.add_parser(
+        "revision", help="(developers) autogenerate a migration after changing the models"
+    )
+    revision.add_argument("-m", "--message", required=True)
+    revision.set_defaults(func=_cmd_revision)

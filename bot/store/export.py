@@ -1,0 +1,117 @@
+"""Trade-log frames out: readable terminal tables, CSV and JSON on stdout.
+
+CSV and JSON keep money exact (Decimal written as its digits; a JSON string, since a
+JSON number would go through a float in most readers); tables round for reading.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import sys
+from decimal import Decimal
+from typing import Any, TextIO
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+FORMATS = ("table", "csv", "json")
+TABLE_ROWS = 100  # a table longer than this shows its last rows unless --limit says otherwise
+
+_MONEY = {"equity", "cash", "positions_value", "market_value", "value", "commission",
+          "slippage_cost", "notional"}
+_PRICES = {"price", "reference_price", "average_price", "stop_price"}
+_QUANTITIES = {"quantity", "filled_quantity"}
+_PERCENT = {"drawdown", "weight", "baseline", "overlay", "final"}
+
+
+def plain(value: Any) -> Any:
+    """A JSON-safe value: exact decimals as strings, aware times in ISO 8601, NaN as null."""
+    if value is None or value is pd.NaT or isinstance(value, bool | str | int):
+        return None if value is pd.NaT else value
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, pd.Timestamp | dt.date | dt.datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if hasattr(value, "item"):  # numpy scalars
+        return plain(value.item())
+    if pd.isna(value):
+        return None
+    return str(value)
+
+
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [
+        {str(k): plain(v) for k, v in zip(frame.columns, row, strict=True)}
+        for row in frame.itertuples(index=False, name=None)
+    ]
+
+
+def cell(column: str, value: Any) -> str:
+    """One table cell, rounded for reading (exact values are in the CSV and JSON)."""
+    if value is None or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, dict | list):
+        return json.dumps(plain(value), separators=(",", ":"))
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, Decimal | float):
+        number = float(value)
+        if column in _PERCENT:
+            return f"{number * 100:.2f}%"
+        if column in _MONEY:
+            return f"{number:,.2f}"
+        if column in _PRICES:
+            return f"{number:,.4f}"
+        if column in _QUANTITIES:
+            return f"{number:,.6f}".rstrip("0").rstrip(".")
+        return f"{number:,.4f}"
+    return str(value)
+
+
+def render_table(frame: pd.DataFrame, title: str, console: Console, *, total: int | None = None) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in frame.columns:
+        numeric = column in _MONEY | _PRICES | _QUANTITIES | _PERCENT
+        table.add_column(str(column), justify="right" if numeric else "left")
+    for row in frame.itertuples(index=False, name=None):
+        table.add_row(*(cell(str(c), v) for c, v in zip(frame.columns, row, strict=True)))
+    console.print(table)
+    shown = len(frame)
+    if total is not None and total > shown:
+        console.print(f"showing the last {shown} of {total} rows; --limit N or --format csv for more")
+    elif not shown:
+        console.print("no rows match")
+
+
+def write(
+    frame: pd.DataFrame, fmt: str, *, title: str, out: TextIO | None = None, truncate: bool = True
+) -> None:
+    """Print `frame` as a table (the last TABLE_ROWS rows if `truncate`), CSV or JSON."""
+    out = out or sys.stdout
+    if fmt == "csv":
+        flat = frame.copy()
+        for column in flat.columns:
+            flat[column] = [
+                json.dumps(plain(v)) if isinstance(v, dict | list) else plain(v) for v in flat[column]
+            ]
+        flat.to_csv(out, index=False, lineterminator="\n")
+    elif fmt == "json":
+        out.write(json.dumps(records(frame), indent=2, allow_nan=False) + "\n")
+    else:
+        console = Console(file=out) if out.isatty() else Console(file=out, width=200)
+        total = len(frame)
+        shown = frame.tail(TABLE_ROWS) if truncate and total > TABLE_ROWS else frame
+        render_table(shown, title, console, total=total)

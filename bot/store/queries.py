@@ -1,0 +1,199 @@
+"""Filtered reads of the trade log for people: the inspection commands and the dashboard.
+
+Unlike TradeLog's load_* readers (floats, for analysis) these keep money exact
+(Decimal), so an export shows what was recorded, digit for digit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from bot.errors import BotError
+from bot.store.models import Base
+from bot.types import OrderStatus
+
+_T = Base.metadata.tables
+RUNS, REGIMES, TARGETS = _T["runs"], _T["regime_decisions"], _T["targets"]
+RISK_EVENTS, ORDERS, FILLS = _T["risk_events"], _T["orders"], _T["fills"]
+EQUITY, POSITIONS = _T["equity"], _T["positions"]
+
+FINAL_STATUSES = tuple(s.value for s in OrderStatus if s.is_final)
+OPEN_STATUSES = tuple(s.value for s in OrderStatus if not s.is_final)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What to show: one run (None: every run), a UTC date range, a symbol, the last N rows."""
+
+    run: int | None = None
+    since: dt.date | None = None
+    until: dt.date | None = None
+    symbol: str | None = None
+    limit: int | None = None
+
+
+def latest_run(conn: sa.Connection) -> int:
+    run = conn.execute(sa.select(sa.func.max(RUNS.c.id))).scalar_one_or_none()
+    if run is None:
+        raise BotError("the trade log has no runs yet: run a backtest (or the daemon) first")
+    return int(run)
+
+
+def require_run(conn: sa.Connection, run_id: int) -> None:
+    if conn.execute(sa.select(RUNS.c.id).where(RUNS.c.id == run_id)).first() is None:
+        known = conn.execute(sa.select(RUNS.c.id).order_by(RUNS.c.id)).scalars().all()
+        listed = ", ".join(str(r) for r in known[-10:]) or "none"
+        raise BotError(f"no run {run_id} in the trade log (latest runs: {listed}); see `bot runs`")
+
+
+def _day_range(stmt: sa.Select[Any], column: sa.ColumnElement[Any], f: Filters) -> sa.Select[Any]:
+    if f.since is not None:
+        stmt = stmt.where(column >= f.since)
+    if f.until is not None:
+        stmt = stmt.where(column <= f.until)
+    return stmt
+
+
+def _time_range(stmt: sa.Select[Any], column: sa.ColumnElement[Any], f: Filters) -> sa.Select[Any]:
+    """Timestamps filtered by UTC calendar day, `until` inclusive."""
+    if f.since is not None:
+        stmt = stmt.where(column >= dt.datetime.combine(f.since, dt.time(), dt.UTC))
+    if f.until is not None:
+        end = dt.datetime.combine(f.until + dt.timedelta(days=1), dt.time(), dt.UTC)
+        stmt = stmt.where(column < end)
+    return stmt
+
+
+def _common(stmt: sa.Select[Any], table: sa.Table, f: Filters) -> sa.Select[Any]:
+    if f.run is not None and "run_id" in table.c:
+        stmt = stmt.where(table.c.run_id == f.run)
+    if f.symbol is not None:
+        if "symbol" not in table.c:
+            raise BotError(f"--symbol does not apply to {table.name}: it is not per asset")
+        stmt = stmt.where(table.c.symbol == f.symbol.upper())
+    return stmt
+
+
+def _frame(conn: sa.Connection, stmt: sa.Select[Any], f: Filters, order: list[Any]) -> pd.DataFrame:
+    """Rows in chronological order; with a limit, the most recent `limit` of them."""
+    if f.limit:
+        inner = stmt.order_by(*(o.desc() for o in order)).limit(f.limit).subquery()
+        stmt = sa.select(inner).order_by(*(inner.c[o.name] for o in order))
+    else:
+        stmt = stmt.order_by(*order)
+    result = conn.execute(stmt)
+    return pd.DataFrame(result.all(), columns=list(result.keys()))
+
+
+def runs(conn: sa.Connection, f: Filters) -> pd.DataFrame:
+    t = RUNS
+    columns = [c for c in t.c if c.name not in ("config", "summary")]
+    stmt = _time_range(sa.select(*columns), t.c.started_at, f)
+    if f.run is not None:
+        stmt = stmt.where(t.c.id == f.run)
+    if f.symbol is not None:
+        traded = sa.select(ORDERS.c.run_id).where(ORDERS.c.symbol == f.symbol.upper())
+        stmt = stmt.where(t.c.id.in_(traded))
+    return _frame(conn, stmt, f, [t.c.id])
+
+
+def trades(conn: sa.Connection, f: Filters) -> pd.DataFrame:
+    t = FILLS
+    value = (t.c.quantity, t.c.price)
+    stmt = sa.select(
+        t.c.run_id, t.c.filled_at, t.c.symbol, t.c.side, *value, t.c.commission,
+        t.c.slippage_cost, t.c.client_order_id, t.c.id,
+    )
+    frame = _frame(conn, _time_range(_common(stmt, t, f), t.c.filled_at, f), f, [t.c.filled_at, t.c.id])
+    frame.insert(6, "value", [q * p for q, p in zip(frame["quantity"], frame["price"], strict=True)])
+    return frame.drop(columns="id")
+
+
+def orders(conn: sa.Connection, f: Filters, status: str | None = None) -> pd.DataFrame:
+    """Orders; `status` 'open' means every status that is not final."""
+    t = ORDERS
+    stmt = sa.select(
+        t.c.run_id, t.c.submitted_at, t.c.client_order_id, t.c.broker_order_id, t.c.symbol,
+        t.c.side, t.c.quantity, t.c.notional, t.c.reference_price, t.c.status,
+        t.c.filled_quantity, t.c.average_price, t.c.updated_at, t.c.reason, t.c.status_message,
+        t.c.id,
+    )
+    stmt = _time_range(_common(stmt, t, f), t.c.submitted_at, f)
+    if status == "open":
+        stmt = stmt.where(t.c.status.in_(OPEN_STATUSES))
+    elif status is not None:
+        stmt = stmt.where(t.c.status == OrderStatus(status).value)
+    return _frame(conn, stmt, f, [t.c.submitted_at, t.c.id]).drop(columns="id")
+
+
+def positions(conn: sa.Connection, f: Filters, *, history: bool = False) -> pd.DataFrame:
+    """The last snapshot on or before `until` (what is held), or every snapshot in range.
+
+    A snapshot lists every holding of its run on that day; weight is its market value
+    over that day's equity.
+    """
+    t, e = POSITIONS, EQUITY
+    stmt = (
+        sa.select(
+            t.c.run_id, t.c.day, t.c.symbol, t.c.quantity, t.c.price, t.c.market_value,
+            e.c.equity, t.c.id,
+        )
+        .select_from(t.outerjoin(e, (e.c.run_id == t.c.run_id) & (e.c.day == t.c.day)))
+    )
+    stmt = _day_range(_common(stmt, t, f), t.c.day, f)
+    if not history:
+        last = sa.select(t.c.run_id, sa.func.max(t.c.day).label("day")).group_by(t.c.run_id)
+        last = _day_range(last, t.c.day, Filters(until=f.until)).subquery()
+        stmt = stmt.join(last, (last.c.run_id == t.c.run_id) & (last.c.day == t.c.day))
+    frame = _frame(conn, stmt, f, [t.c.day, t.c.id])
+    frame["weight"] = [
+        float(mv / eq) if eq else None
+        for mv, eq in zip(frame["market_value"], frame["equity"], strict=True)
+    ]
+    return frame.drop(columns=["equity", "id"])
+
+
+def regimes(conn: sa.Connection, f: Filters) -> pd.DataFrame:
+    t = REGIMES
+    stmt = sa.select(*(c for c in t.c if c.name != "id"), t.c.id)
+    stmt = _day_range(_common(stmt, t, f), t.c.day, f)
+    return _frame(conn, stmt, f, [t.c.day, t.c.id]).drop(columns="id")
+
+
+def equity(conn: sa.Connection, f: Filters) -> pd.DataFrame:
+    t = EQUITY
+    stmt = sa.select(
+        t.c.run_id, t.c.day, t.c.equity, t.c.cash, t.c.positions_value, t.c.drawdown, t.c.regime
+    )
+    stmt = _day_range(_common(stmt, t, f), t.c.day, f)
+    return _frame(conn, stmt, f, [t.c.run_id, t.c.day])
+
+
+def risk_events(conn: sa.Connection, f: Filters) -> pd.DataFrame:
+    t = RISK_EVENTS
+    stmt = sa.select(t.c.run_id, t.c.day, t.c.rule, t.c.symbol, t.c.action, t.c.inputs, t.c.id)
+    stmt = _day_range(_common(stmt, t, f), t.c.day, f)
+    return _frame(conn, stmt, f, [t.c.day, t.c.id]).drop(columns="id")
+
+
+def latest_targets(conn: sa.Connection, run_id: int) -> pd.DataFrame:
+    """The final weights of the run's most recent rebalance decision."""
+    t = TARGETS
+    last = sa.select(sa.func.max(t.c.day)).where(t.c.run_id == run_id).scalar_subquery()
+    stmt = (
+        sa.select(t.c.day, t.c.rebalance_id, t.c.symbol, t.c.baseline, t.c.overlay, t.c.final,
+                  t.c.reasons, t.c.id)
+        .where(t.c.run_id == run_id, t.c.day == last)
+        .order_by(t.c.id)
+    )
+    result = conn.execute(stmt)
+    frame = pd.DataFrame(result.all(), columns=list(result.keys()))
+    # A day with two decisions (e.g. a stop, then a rebalance): keep the last one.
+    if not frame.empty:
+        frame = frame[frame["rebalance_id"] == frame["rebalance_id"].iloc[-1]]
+    return frame.drop(columns="id").reset_index(drop=True)

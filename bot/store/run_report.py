@@ -1,0 +1,135 @@
+"""`bot report --run ID`: the backtest report rebuilt from what a run stored.
+
+Replay, paper and live runs have no in-memory result, only their trade log, so the
+equity, fills, regimes and position snapshots are read back and fed to the same
+bot.report functions; SPY over the same dates is the benchmark.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from bot.errors import BotError
+from bot.report import RunSeries, build_report
+from bot.store.benchmark import RunMarket, covering, load_run_market
+from bot.store.engines import mask_url
+from bot.store.queries import RUNS, require_run
+from bot.store.tradelog import TradeLog
+
+BENCHMARK_NAME = "SPY (buy and hold, no costs)"
+
+
+@dataclass
+class StoredReport:
+    report: dict[str, Any]
+    strategy: RunSeries
+    benchmarks: list[RunSeries]
+    notes: list[str]
+
+
+def run_row(log: TradeLog, run_id: int) -> dict[str, Any]:
+    with log.engine.connect() as conn:
+        require_run(conn, run_id)
+        row = conn.execute(sa.select(RUNS).where(RUNS.c.id == run_id)).one()
+    return dict(row._mapping)
+
+
+def daily_weights(
+    equity: pd.DataFrame, positions: pd.DataFrame, closes: pd.DataFrame | None
+) -> pd.DataFrame | None:
+    """End-of-day weights per symbol plus CASH, from the position snapshots.
+
+    A snapshot lists all holdings of its day, and holdings change only on snapshot days,
+    so quantities carry forward; they are valued at the daily closes when those cover
+    the run, else at the snapshot prices (weights then move only on snapshot days).
+    """
+    if positions.empty or equity.empty:
+        return None
+    days = pd.DatetimeIndex(equity.index)
+    snap_days = pd.DatetimeIndex(sorted(set(positions["day"])))
+
+    def carried(column: str) -> pd.DataFrame:
+        table = positions.pivot_table(index="day", columns="symbol", values=column, aggfunc="last")
+        table = table.reindex(snap_days).fillna(0.0)
+        return table.reindex(days.union(snap_days)).ffill().reindex(days).fillna(0.0)
+
+    quantity = carried("quantity")
+    symbols = list(quantity.columns)
+    usable = (
+        closes is not None
+        and set(symbols) <= set(closes.columns)
+        and not closes.empty
+        and closes.index[-1] >= days[-1]
+    )
+    if usable:
+        assert closes is not None
+        prices = closes[symbols].reindex(closes.index.union(days)).ffill().reindex(days)
+        values = (quantity * prices.fillna(0.0)).where(quantity != 0.0, 0.0)
+    else:
+        values = carried("market_value")
+    weights = values.div(equity["equity"], axis=0)
+    weights["CASH"] = equity["cash"] / equity["equity"]
+    return weights
+
+
+def build_stored_report(
+    log: TradeLog, run_id: int, *, config_path: Path, database: str, market: RunMarket | None = None
+) -> StoredReport:
+    """Everything `bot report` shows and saves, for run `run_id` of `log`."""
+    run = run_row(log, run_id)
+    equity = log.load_equity(run_id)
+    if equity.empty:
+        raise BotError(f"run {run_id} has no equity points yet: nothing to report")
+    market = market or load_run_market(run["config"] or {}, bool(run["synthetic"]), config_path)
+    notes = [] if market.note is None else [f"SPY benchmark left out: {market.note}"]
+    days = pd.DatetimeIndex(equity.index)
+    spy, coverage = covering(market.spy, days)
+    if coverage:
+        notes.append(f"SPY benchmark: {coverage}")
+
+    regimes = equity["regime"].where(equity["regime"].notna(), None)
+    strategy = RunSeries(
+        f"{run['strategy']} (run {run_id}, {run['mode']})",
+        equity["equity"],
+        fills=log.load_fills(run_id),
+        weights=daily_weights(equity, log.load_positions(run_id), market.closes),
+        regimes=regimes if regimes.notna().any() else None,
+    )
+    benchmarks = [RunSeries(BENCHMARK_NAME, spy)] if spy is not None else []
+    periods = _periods(run["config"] or {})
+    report = build_report(
+        strategy,
+        benchmarks,
+        risk_free=market.risk_free,
+        market=spy,
+        periods=periods,
+        data_label=_data_label(run),
+        meta={
+            "run_id": run_id,
+            "mode": run["mode"],
+            "status": run["status"],
+            "config_hash": run["config_hash"],
+            "code_version": run["code_version"],
+            "database": mask_url(database),
+            "source": "trade log",
+            "benchmark": (market.label if spy is not None else None),
+            "notes": notes,
+        },
+    )
+    return StoredReport(report, strategy, benchmarks, notes)
+
+
+def _data_label(run: dict[str, Any]) -> str:
+    """The run's data source, marked SYNTHETIC loudly when it was (render_table looks for it)."""
+    label = str(run["data_source"])
+    return f"SYNTHETIC {label}" if run["synthetic"] and "SYNTHETIC" not in label.upper() else label
+
+
+def _periods(config: dict[str, Any]) -> list[tuple[str, str, str]]:
+    periods = (config.get("backtest") or {}).get("periods") or []
+    return [tuple(p) for p in periods if isinstance(p, list | tuple) and len(p) == 3]

@@ -1,0 +1,278 @@
+"""The dashboard end to end: a real run in the trade log, the server on 127.0.0.1, the page
+rendered by headless Chromium, and every number checked against the database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from decimal import Decimal
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import structlog
+
+from bot.dashboard.server import DashboardServer, make_server
+from bot.store.models import EquityRecord, FillRecord, OrderRecord, PositionRecord, TargetRecord
+from tests.conftest import CONFIG
+from tests.test_inspect_cli import fill_by_backtest
+from tests.test_store import reset_pg, throwaway_pg_database
+
+CHROMIUM = Path("/usr/bin/chromium")
+BROWSER_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--virtual-time-budget=5000",
+]
+
+
+def require_chromium() -> Path:
+    if CHROMIUM.is_file():
+        return CHROMIUM
+    reason = f"{CHROMIUM} not found (apt-get install chromium chromium-driver)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; .ci/run installs it")
+    pytest.skip(reason)
+
+
+class Dom(HTMLParser):
+    """Elements by id, the rows of each table, and each element's text (what a person sees)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_id: dict[str, dict[str, str]] = {}
+        self.text: dict[str, str] = {}
+        self.rows: dict[str, list[dict]] = {}
+        self._open: list[tuple[str, str | None]] = []
+        self._table: str | None = None
+        self._row: dict | None = None
+        self._cell: dict | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if "id" in a:
+            self.by_id[a["id"]] = a
+            self.text[a["id"]] = ""
+        self._open.append((tag, a.get("id")))
+        if tag == "table":
+            self._table = a.get("id")
+            self.rows.setdefault(self._table or "", [])
+        elif tag == "tr" and self._table is not None:
+            self._row = {"attrs": a, "cells": []}
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = {"attrs": a, "text": "", "header": tag == "th"}
+
+    def handle_endtag(self, tag: str) -> None:
+        while self._open:
+            opened, _ = self._open.pop()
+            if opened == tag:
+                break
+        if tag in ("td", "th") and self._row is not None and self._cell is not None:
+            self._row["cells"].append(self._cell)
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            if not any(c["header"] for c in self._row["cells"]):
+                self.rows[self._table or ""].append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data: str) -> None:
+        for _, element_id in self._open:
+            if element_id:
+                self.text[element_id] += data
+        if self._cell is not None:
+            self._cell["text"] += data
+
+
+def body_rows(dom: Dom, table: str) -> list[dict]:
+    return [r for r in dom.rows[table] if "empty" not in r["attrs"].get("class", "")]
+
+
+@pytest.fixture(autouse=True)
+def _keep_logging_config() -> Iterator[None]:
+    """main() points structlog at the stderr of the moment (capsys's); restore it afterwards."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory) -> tuple[str, int]:
+    """A SQLite trade log filled by a run. (Swap in the replay daemon when it exists.)"""
+    tmp = tmp_path_factory.mktemp("dashboard")
+    url = f"sqlite:///{tmp / 'log.sqlite'}"
+    run_id = fill_by_backtest(url, tmp / "out")
+    return url, run_id
+
+
+@pytest.fixture(scope="session")
+def pg_database_url() -> Iterator[str]:
+    yield from throwaway_pg_database()
+
+
+def serve(url: str) -> Iterator[DashboardServer]:
+    srv = make_server(url, port=0, run=None, refresh=30, config_path=CONFIG)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    srv.tradelog.engine.dispose()
+    thread.join()
+
+
+@pytest.fixture
+def server(replayed) -> Iterator[DashboardServer]:
+    yield from serve(replayed[0])
+
+
+def summary_of(srv: DashboardServer) -> dict:
+    with urllib.request.urlopen(f"{address(srv)}/api/summary", timeout=30) as response:
+        return json.load(response)
+
+
+def address(srv: DashboardServer) -> str:
+    host, port = srv.server_address[:2]
+    return f"http://{host}:{port}"
+
+
+def chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:
+    profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
+    return subprocess.run(
+        [str(require_chromium()), *BROWSER_FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True, text=True, timeout=180, cwd=tmp,
+    )
+
+
+def database_view(url: str, run_id: int) -> dict:
+    """The numbers the page must show, read straight from the tables."""
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        last = conn.execute(
+            sa.select(EquityRecord).where(EquityRecord.run_id == run_id).order_by(EquityRecord.day.desc())
+        ).first()
+        fills = conn.execute(
+            sa.select(FillRecord.client_order_id).where(FillRecord.run_id == run_id)
+            .order_by(FillRecord.filled_at, FillRecord.id)
+        ).scalars().all()
+        open_orders = conn.execute(
+            sa.select(OrderRecord.client_order_id).where(
+                OrderRecord.run_id == run_id,
+                OrderRecord.status.not_in(["filled", "canceled", "rejected", "expired"]),
+            )
+        ).scalars().all()
+        snap_day = conn.execute(
+            sa.select(sa.func.max(PositionRecord.day)).where(PositionRecord.run_id == run_id)
+        ).scalar_one()
+        snapshot = conn.execute(
+            sa.select(PositionRecord).where(PositionRecord.run_id == run_id, PositionRecord.day == snap_day)
+        ).all()
+        equity_then = conn.execute(
+            sa.select(EquityRecord.equity).where(EquityRecord.run_id == run_id, EquityRecord.day == snap_day)
+        ).scalar_one()
+        target_day = conn.execute(
+            sa.select(sa.func.max(TargetRecord.day)).where(TargetRecord.run_id == run_id)
+        ).scalar_one()
+        targets = conn.execute(
+            sa.select(TargetRecord).where(TargetRecord.run_id == run_id, TargetRecord.day == target_day)
+        ).all()
+    engine.dispose()
+    return {
+        "equity": last.equity,
+        "day": last.day.isoformat(),
+        "fills": fills,
+        "open_orders": set(open_orders),
+        "weights": {p.symbol: float(p.market_value / equity_then) for p in snapshot},
+        "targets": {t.symbol: t.final for t in targets},
+    }
+
+
+def test_the_page_in_chromium_shows_what_the_database_holds(replayed, server, tmp_path) -> None:
+    url, run_id = replayed
+    require_chromium()
+    assert server.server_address[0] == "127.0.0.1"
+    db = database_view(url, run_id)
+
+    proc = chromium("--dump-dom", f"{address(server)}/", tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    dom = Dom()
+    dom.feed(proc.stdout)
+
+    assert dom.by_id["latest-equity"]["data-value"] == str(db["equity"])
+    assert dom.text["latest-equity"] == f"{db['equity']:,.2f}"
+    assert dom.by_id["synthetic-banner"]  # a synthetic run says so
+    assert int(dom.by_id["trade-count"]["data-value"]) == len(db["fills"])
+    trades = body_rows(dom, "trades")
+    shown = [r["attrs"]["data-client-order-id"] for r in trades]
+    assert shown == list(reversed(db["fills"][-20:]))  # the latest 20, newest first
+    assert int(dom.text["trades-shown"]) == len(shown)
+
+    assert int(dom.by_id["open-order-count"]["data-value"]) == len(db["open_orders"])
+    open_rows = body_rows(dom, "open-orders")
+    assert {r["attrs"]["data-client-order-id"] for r in open_rows} == db["open_orders"]
+
+    weights = {r["attrs"]["data-symbol"]: r for r in body_rows(dom, "weights")}
+    assert set(weights) == set(db["targets"]) | set(db["weights"]) | {"CASH"}
+    for symbol, expected in db["weights"].items():
+        current = next(c for c in weights[symbol]["cells"] if "current" in c["attrs"].get("class", ""))
+        assert float(current["attrs"]["data-value"]) == pytest.approx(expected, rel=1e-12)
+        assert current["text"] == f"{expected * 100:.2f}%"
+    for symbol, expected in db["targets"].items():
+        target = next(c for c in weights[symbol]["cells"] if "target" in c["attrs"].get("class", ""))
+        assert float(target["attrs"]["data-value"]) == expected
+
+    assert "equity-chart" in dom.by_id and "drawdown-chart" in dom.by_id
+    assert "benchmark-note" not in dom.by_id  # SPY covered the run
+    assert body_rows(dom, "regimes") and body_rows(dom, "risk-events")
+
+    shot = tmp_path / "dashboard.png"
+    proc = chromium(f"--screenshot={shot}", "--window-size=1400,1800", f"{address(server)}/", tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_the_summary_api_matches_and_nothing_can_write(replayed, server) -> None:
+    url, run_id = replayed
+    db = database_view(url, run_id)
+    summary = summary_of(server)
+    assert summary["run"]["id"] == run_id
+    assert Decimal(summary["equity"]["latest"]) == db["equity"] and summary["equity"]["day"] == db["day"]
+    assert summary["trade_count"] == len(db["fills"])
+    assert summary["open_order_count"] == len(db["open_orders"])
+    assert summary["benchmark"]["curve"][0][1] == pytest.approx(summary["equity"]["curve"][0][1])
+
+    request = urllib.request.Request(f"{address(server)}/", data=b"x", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 405
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"{address(server)}/admin", timeout=30)
+    assert missing.value.code == 404
+    # The server's own connection cannot write either: the database opened read-only.
+    with pytest.raises(sa.exc.OperationalError, match="readonly"), server.tradelog.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM equity"))
+    assert database_view(url, run_id) == db
+
+
+
+def test_the_dashboard_reads_postgresql_in_read_only_transactions(pg_database_url, tmp_path) -> None:
+    run_id = fill_by_backtest(pg_database_url, tmp_path / "out")
+    try:
+        db = database_view(pg_database_url, run_id)
+        for srv in serve(pg_database_url):
+            summary = summary_of(srv)
+            assert Decimal(summary["equity"]["latest"]) == db["equity"]
+            assert summary["trade_count"] == len(db["fills"])
+            assert {o["client_order_id"] for o in summary["open_orders"]} == db["open_orders"]
+            with pytest.raises(sa.exc.InternalError, match="read-only transaction"), \
+                    srv.tradelog.engine.begin() as conn:
+                conn.execute(sa.text("DELETE FROM equity"))
+    finally:
+        reset_pg(pg_database_url)

@@ -1,0 +1,328 @@
+"""Inspection commands against a trade log filled by a real run, on SQLite and PostgreSQL,
+and the CLI reading while a writer records (no 'database is locked')."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+import structlog
+
+from bot.cli import main
+from bot.store import TradeLog
+from bot.store.models import FillRecord
+from bot.types import EquityPoint, Order, OrderRequest, OrderStatus, Side
+from tests.conftest import CONFIG, REPO
+from tests.test_store import reset_pg, throwaway_pg_database
+
+START, END = "2016-01-04", "2016-06-30"
+
+
+@pytest.fixture(autouse=True)
+def _keep_logging_config() -> Iterator[None]:
+    """main() points structlog at the stderr of the moment (capsys's); restore it afterwards."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+@pytest.fixture(scope="session")
+def pg_database_url() -> Iterator[str]:
+    yield from throwaway_pg_database()
+
+
+def fill_by_backtest(url: str, out: Path) -> int:
+    """Record one run the way users do. (The replay daemon will take this job over.)"""
+    code = main([
+        "backtest", "--config", str(CONFIG), "--synthetic", "--start", START, "--end", END,
+        "--database", url, "--no-charts", "--no-benchmarks", "--out", str(out),
+    ])
+    assert code == 0
+    log = TradeLog.open_readonly(url)
+    try:
+        return int(log.runs()["id"].max())
+    finally:
+        log.engine.dispose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def filled(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[tuple[str, int]]:
+    """A trade log holding one finished run: (url, run id)."""
+    tmp = tmp_path_factory.mktemp("inspect")
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp / 'log.sqlite'}"
+    else:
+        url = request.getfixturevalue("pg_database_url")
+    run_id = fill_by_backtest(url, tmp / "out")
+    yield url, run_id
+    if request.param == "postgresql":
+        reset_pg(url)
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def as_json(capsys, *args: str) -> list[dict]:
+    code, out, err = run_cli(capsys, *args, "--format", "json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_each_command_exports_what_the_database_holds(filled, capsys) -> None:
+    url, run_id = filled
+    log = TradeLog.open_readonly(url)
+    try:
+        fills = log.load_fills(run_id)
+        equity = log.load_equity(run_id)
+        regimes = log.load_regimes(run_id)
+        risk = log.load_risk_events(run_id)
+        positions = log.load_positions(run_id)
+        with log.engine.connect() as conn:
+            exact = conn.execute(sa.select(FillRecord).order_by(FillRecord.filled_at, FillRecord.id)).all()
+    finally:
+        log.engine.dispose()
+
+    trades = as_json(capsys, "trades", "--database", url)
+    assert [t["client_order_id"] for t in trades] == fills["client_order_id"].tolist()
+    # Money stays exact: the JSON holds the stored decimal's digits.
+    assert [t["price"] for t in trades] == [str(f.price) for f in exact]
+    assert [t["value"] for t in trades] == [str(f.quantity * f.price) for f in exact]
+
+    rows = as_json(capsys, "equity", "--database", url)
+    assert [r["day"] for r in rows] == [d.date().isoformat() for d in equity.index]
+    assert [float(r["equity"]) for r in rows] == equity["equity"].tolist()
+
+    assert len(as_json(capsys, "regimes", "--database", url)) == len(regimes)
+    assert [e["rule"] for e in as_json(capsys, "risk-events", "--database", url)] == risk["rule"].tolist()
+
+    last_day = positions["day"].max()
+    held = as_json(capsys, "positions", "--database", url)
+    snapshot = positions[positions["day"] == last_day]
+    assert sorted(p["symbol"] for p in held) == sorted(snapshot["symbol"])
+    equity_then = equity.loc[last_day, "equity"]
+    for p in held:
+        value = snapshot.loc[snapshot["symbol"] == p["symbol"], "market_value"].iloc[0]
+        assert p["weight"] == pytest.approx(value / equity_then, rel=1e-9)
+    history = as_json(capsys, "positions", "--database", url, "--history")
+    assert len(history) == len(positions)
+
+    runs = as_json(capsys, "runs", "--database", url)
+    assert [(r["id"], r["mode"], r["status"], r["synthetic"]) for r in runs] == [
+        (run_id, "backtest", "finished", True)
+    ]
+
+    code, out, _ = run_cli(capsys, "trades", "--database", url, "--format", "csv")
+    parsed = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and len(parsed) == len(fills)
+    assert parsed[0]["client_order_id"] == fills["client_order_id"].iloc[0]
+    assert parsed[-1]["price"] == str(exact[-1].price)
+
+    code, out, _ = run_cli(capsys, "equity", "--database", url)
+    last = equity.iloc[-1]
+    assert code == 0 and f"equity — run {run_id}" in out
+    assert f"{last['equity']:,.2f}" in out  # the newest rows are the ones shown
+    assert f"showing the last 100 of {len(equity)} rows" in out
+
+
+def test_filters_select_days_symbols_and_the_latest_rows(filled, capsys) -> None:
+    url, run_id = filled
+    log = TradeLog.open_readonly(url)
+    try:
+        fills = log.load_fills(run_id)
+        equity = log.load_equity(run_id)
+        orders = log.load_orders(run_id)
+    finally:
+        log.engine.dispose()
+
+    rows = as_json(capsys, "equity", "--database", url, "--since", "2016-03-01", "--until", "2016-03-31")
+    march = equity.loc["2016-03-01":"2016-03-31"]
+    assert [r["day"] for r in rows] == [d.date().isoformat() for d in march.index]
+
+    symbol = fills["symbol"].value_counts().index[0]
+    picked = as_json(capsys, "trades", "--database", url, "--symbol", symbol.lower())
+    assert {t["symbol"] for t in picked} == {symbol}
+    assert len(picked) == (fills["symbol"] == symbol).sum()
+
+    latest = as_json(capsys, "trades", "--database", url, "--limit", "5", "--run", str(run_id))
+    assert [t["client_order_id"] for t in latest] == fills["client_order_id"].tail(5).tolist()
+
+    since = dt.date(2016, 5, 2)
+    late = as_json(capsys, "trades", "--database", url, "--since", since.isoformat())
+    days = pd.to_datetime(fills["filled_at"]).dt.date
+    assert len(late) == (days >= since).sum() and len(late) > 0
+
+    not_final = ~orders["status"].isin(["filled", "canceled", "rejected", "expired"])
+    open_orders = as_json(capsys, "orders", "--database", url, "--status", "open")
+    assert [o["client_order_id"] for o in open_orders] == orders.loc[not_final, "client_order_id"].tolist()
+    filled_orders = as_json(capsys, "orders", "--database", url, "--status", "filled")
+    assert len(filled_orders) == (orders["status"] == "filled").sum()
+
+
+def test_mistakes_are_named(filled, capsys, tmp_path) -> None:
+    url, _ = filled
+    code, _, err = run_cli(capsys, "trades", "--database", url, "--run", "99")
+    assert code == 2 and "no run 99 in the trade log" in err
+    code, _, err = run_cli(capsys, "regimes", "--database", url, "--symbol", "TQQQ")
+    assert code == 2 and "--symbol does not apply to regime_decisions" in err
+    missing = tmp_path / "none.sqlite"
+    code, _, err = run_cli(capsys, "equity", "--database", f"sqlite:///{missing}")
+    assert code == 2 and f"no trade log at {missing}" in err
+    assert not missing.exists()  # reading never creates a database
+
+
+def test_report_rebuilds_a_stored_run_against_spy(filled, capsys, tmp_path) -> None:
+    url, run_id = filled
+    out = tmp_path / "report"
+    code, printed, err = run_cli(capsys, "report", "--database", url, "--run", str(run_id),
+                                 "--out", str(out))
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    strategy, spy = report["summary"]
+    log = TradeLog.open_readonly(url)
+    try:
+        equity = log.load_equity(run_id)["equity"]
+        trades = len(log.load_fills(run_id))
+    finally:
+        log.engine.dispose()
+    assert strategy["total_return"] == pytest.approx(equity.iloc[-1] / equity.iloc[0] - 1, rel=1e-12)
+    assert strategy["trades"] == trades and strategy["days"] == len(equity)
+    assert spy["name"].startswith("SPY") and spy["start"] == strategy["start"]
+    assert strategy["beta"] is not None  # measured against SPY
+    assert report["meta"]["run_id"] == run_id and "SYNTHETIC" in report["meta"]["data_label"]
+    assert "SYNTHETIC" in printed
+    for chart in ("equity.png", "drawdown.png", "weights.png"):
+        assert (out / chart).read_bytes().startswith(b"\x89PNG")
+
+
+# --- a hand-made paper run: open orders, runs list, a report without a benchmark ----------
+
+
+def _order(cid: str, at: dt.datetime) -> Order:
+    return Order(OrderRequest(cid, "rb-1", "TQQQ", Side.BUY, 2.0, "rebalance", 50.0), OrderStatus.NEW, at)
+
+
+def test_open_orders_runs_and_a_report_without_benchmark(tmp_path, capsys) -> None:
+    url = f"sqlite:///{tmp_path / 'paper.sqlite'}"
+    fill_by_backtest(url, tmp_path / "bt")
+    capsys.readouterr()
+    log = TradeLog.open(url)
+    at = dt.datetime(2024, 3, 4, 15, tzinfo=dt.UTC)
+    paper = log.start_run(mode="paper", strategy="s", config_hash="h", config={"not": "valid"},
+                          code_version="t", data_source="alpaca-paper", synthetic=False, started_at=at)
+    log.order(_order("p-1", at))
+    log.order_status("p-1", OrderStatus.ACCEPTED, at, broker_order_id="alp-1")
+    log.order(_order("p-2", at), notional=100.0)
+    log.order_status("p-2", OrderStatus.FILLED, at, filled_quantity=2.0, average_price=50.0)
+    for i, value in enumerate([100_000.0, 100_500.0, 99_800.0]):
+        log.equity(EquityPoint(dt.date(2024, 3, 4 + i), value, value, 0.0, 0.0, None))
+    log.close()
+
+    runs = as_json(capsys, "runs", "--database", url)
+    assert [(r["id"], r["mode"]) for r in runs] == [(1, "backtest"), (paper, "paper")]
+    open_orders = as_json(capsys, "orders", "--database", url, "--status", "open")  # latest run
+    assert [(o["client_order_id"], o["status"], o["broker_order_id"]) for o in open_orders] == [
+        ("p-1", "accepted", "alp-1")
+    ]
+    everything = as_json(capsys, "orders", "--database", url, "--run", "all", "--symbol", "TQQQ")
+    assert {o["run_id"] for o in everything} == {1, paper}
+    assert [o["notional"] for o in everything if o["run_id"] == paper] == [None, "100.0"]
+
+    code, printed, err = run_cli(capsys, "report", "--database", url, "--out", str(tmp_path / "r"),
+                                 "--no-charts")
+    assert code == 0, err
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert [row["name"] for row in report["summary"]] == [f"s (run {paper}, paper)"]
+    assert report["summary"][0]["total_return"] == pytest.approx(-0.002)
+    assert "SPY benchmark left out: the run's stored config no longer validates" in printed
+
+
+# --- reading while a writer records ----------------------------------------------------
+
+WRITER = textwrap.dedent(
+    """
+    import datetime as dt, sys
+    from bot.logs import configure_logging
+    from bot.store import TradeLog
+    from bot.types import EquityPoint, Fill, Order, OrderRequest, OrderStatus, Side
+
+    url, batches = sys.argv[1], int(sys.argv[2])
+    configure_logging("WARNING", "json")  # to stderr; stdout carries the progress lines
+    log = TradeLog.open(url)
+    t0 = dt.datetime(2024, 1, 2, 21, tzinfo=dt.UTC)
+    log.start_run(mode="paper", strategy="w", config_hash="h", config={}, code_version="t",
+                  data_source="writer", synthetic=False, started_at=t0)
+    for i in range(batches):  # one small job after another, each flushed like the daemon does
+        at = t0 + dt.timedelta(days=i)
+        cid = f"w-{i}"
+        req = OrderRequest(cid, f"rb-{i}", "TQQQ", Side.BUY, 1.0, "test", 50.0)
+        log.order(Order(req, OrderStatus.NEW, at))
+        log.order_status(cid, OrderStatus.FILLED, at, filled_quantity=1.0, average_price=50.0)
+        log.fill(Fill(cid, "TQQQ", Side.BUY, 1.0, 50.0, 0.0, 0.01, at))
+        log.equity(EquityPoint(at.date(), 1000.0 + i, 100.0, 900.0 + i, 0.0, None))
+        log.positions(at.date(), {"TQQQ": (float(i + 1), 50.0)})
+        log.save_state("writer", "paper", {"batch": i}, at)
+        log.flush()
+        if i == 0:
+            print("started", flush=True)
+    log.finish_run("finished", t0 + dt.timedelta(days=batches))
+    log.close()
+    print("done", flush=True)
+    """
+)
+
+
+@pytest.fixture
+def writer(tmp_path) -> Callable[[str, int], subprocess.Popen]:
+    """Starts a process that records small batches like the daemon; waits for its first flush.
+
+    (The replay daemon will replace this script once it exists.)"""
+    started: list[subprocess.Popen] = []
+
+    def start(url: str, batches: int) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, url, str(batches)], cwd=REPO,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        started.append(proc)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "started"
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def test_the_cli_reads_while_a_writer_records(tmp_path, writer, capsys) -> None:
+    url = f"sqlite:///{tmp_path / 'live.sqlite'}"
+    batches = 400
+    proc = writer(url, batches)
+    reads = 0
+    while proc.poll() is None or reads < 2:
+        for command in (["equity", "--limit", "3"], ["orders", "--status", "open"], ["trades"]):
+            code, _, err = run_cli(capsys, *command, "--database", url, "--format", "json")
+            assert code == 0, err
+            assert "locked" not in err
+            reads += 1
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert "locked" not in err and out.strip() == "done"
+    assert reads >= 3, reads
+    rows = as_json(capsys, "equity", "--database", url)
+    assert len(rows) == batches and Decimal(rows[-1]["equity"]) == Decimal(1000 + batches - 1)
+    assert len(as_json(capsys, "trades", "--database", url)) == batches

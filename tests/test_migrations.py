@@ -1,0 +1,205 @@
+"""Schema migrations on SQLite and PostgreSQL: created on first use, refused when out of
+date (with the command to run), fixed by `bot db upgrade`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import structlog
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy.engine import make_url
+
+from bot.cli import main
+from bot.errors import BotError
+from bot.store import TradeLog
+from bot.store.engines import writer_engine
+from bot.store.models import Base
+from bot.store.schema import (
+    MIGRATIONS,
+    PRE_MIGRATION_TABLES,
+    TABLES,
+    SchemaOutdated,
+    head_revision,
+    new_revision,
+    upgrade,
+)
+from tests.test_store import backend_url, reset_pg, start, throwaway_pg_database
+
+SECOND_REVISION = '''
+"""Test-only revision: orders get a venue."""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    with op.batch_alter_table("orders") as batch_op:
+        batch_op.add_column(sa.Column("venue", sa.Text(), nullable=True))
+
+
+def downgrade():
+    with op.batch_alter_table("orders") as batch_op:
+        batch_op.drop_column("venue")
+'''
+
+
+def revision_of(db_url: str) -> str | None:
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def schema_differences(db_url: str) -> list:
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _keep_logging_config() -> Iterator[None]:
+    """main() points structlog at the stderr of the moment (capsys's); restore it afterwards."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+@pytest.fixture(scope="session")
+def pg_database_url() -> Iterator[str]:
+    yield from throwaway_pg_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from backend_url(request, tmp_path)
+
+
+@pytest.fixture
+def migrations_with_second_revision(tmp_path: Path) -> Path:
+    """The shipped migrations plus a revision 0002, in a temp dir (nothing fake is shipped)."""
+    location = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, location, ignore=shutil.ignore_patterns("__pycache__"))
+    (location / "versions" / "0002_venue.py").write_text(SECOND_REVISION)
+    return location
+
+
+def test_a_new_database_gets_the_whole_schema_at_head(url: str) -> None:
+    log = TradeLog.open(url)
+    log.close()
+    assert revision_of(url) == head_revision() == "0001"
+    assert schema_differences(url) == []
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        assert set(sa.inspect(conn).get_table_names()) >= TABLES
+    engine.dispose()
+    TradeLog.open(url).close()  # opening again is a no-op
+
+
+def test_an_older_revision_is_refused_until_upgraded(
+    url: str, migrations_with_second_revision: Path
+) -> None:
+    log = TradeLog.open(url)  # the shipped migrations: revision 0001
+    run_id = start(log)
+    log.close()
+
+    with pytest.raises(SchemaOutdated) as refused:
+        TradeLog.open(url, migrations=migrations_with_second_revision)
+    message = str(refused.value)
+    assert "is at schema revision 0001; this version of the bot needs 0002" in message
+    assert f"Run: bot db upgrade --database {make_url(url).render_as_string()}" in message
+    with pytest.raises(SchemaOutdated):
+        TradeLog.open_readonly(url, migrations=migrations_with_second_revision)
+    assert revision_of(url) == "0001"  # refusing changed nothing
+
+    engine = writer_engine(url)
+    assert upgrade(engine, migrations_with_second_revision) == ("0001", "0002")
+    assert upgrade(engine, migrations_with_second_revision) == ("0002", "0002")
+    with engine.connect() as conn:
+        assert "venue" in {c["name"] for c in sa.inspect(conn).get_columns("orders")}
+    engine.dispose()
+    log = TradeLog.open(url, migrations=migrations_with_second_revision)
+    assert log.runs()["id"].tolist() == [run_id]
+    log.close()
+
+
+def _pre_migration_database(db_url: str) -> None:
+    """A trade log as create_all made it before migrations: no alembic_version, no notional."""
+    engine = writer_engine(db_url)
+    with engine.begin() as conn:
+        Base.metadata.create_all(conn, tables=[Base.metadata.tables[t] for t in PRE_MIGRATION_TABLES])
+        conn.execute(sa.text("ALTER TABLE orders DROP COLUMN notional"))
+        conn.execute(
+            sa.insert(Base.metadata.tables["runs"]),
+            {"mode": "backtest", "strategy": "old", "config_hash": "h", "config": {},
+             "code_version": "0.0.9", "data_source": "csv", "synthetic": False,
+             "started_at": dt.datetime(2024, 1, 2, tzinfo=dt.UTC), "status": "finished"},
+        )
+    engine.dispose()
+
+
+def test_a_database_from_before_migrations_is_refused_then_adopted(url: str, capsys) -> None:
+    _pre_migration_database(url)
+    with pytest.raises(SchemaOutdated, match="no schema version .it predates migrations.*bot db upgrade"):
+        TradeLog.open(url)
+
+    assert main(["db", "upgrade", "--database", url]) == 0
+    assert "upgraded from no version to 0001 (head)" in capsys.readouterr().out
+    assert revision_of(url) == "0001" and schema_differences(url) == []
+    log = TradeLog.open(url)
+    assert log.runs()["strategy"].tolist() == ["old"]
+    log.close()
+    assert main(["db", "current", "--database", url]) == 0
+    assert "revision 0001 (head)" in capsys.readouterr().out
+
+
+def test_a_revision_unknown_to_this_code_is_refused(url: str) -> None:
+    TradeLog.open(url).close()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
+    engine.dispose()
+    with pytest.raises(BotError, match="at revision 0099, which this version of the bot does not know"):
+        TradeLog.open(url)
+
+
+def test_database_passwords_never_reach_the_output(pg_database_url: str, capsys) -> None:
+    secret_url = make_url(pg_database_url).set(password="s3cretpw").render_as_string(
+        hide_password=False
+    )
+    # trust authentication accepts any password, so this URL really connects
+    assert main(["db", "upgrade", "--database", secret_url]) == 0
+    assert main(["db", "current", "--database", secret_url]) == 0
+    out = capsys.readouterr().out
+    assert "s3cretpw" not in out and ":***@" in out
+    message = str(SchemaOutdated(secret_url, "is old"))
+    assert "s3cretpw" not in message and ":***@" in message and "BOT_DATABASE_URL" in message
+    reset_pg(pg_database_url)
+
+
+def test_db_revision_autogenerates_the_next_file(tmp_path: Path) -> None:
+    location = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, location, ignore=shutil.ignore_patterns("__pycache__"))
+    path = new_revision("nothing changed", location)
+    assert path.parent == location / "versions" and path.name.startswith("0002_")
+    assert head_revision(location) == "0002"
+    text = path.read_text()
+    assert "down_revision = '0001'" in text or 'down_revision = "0001"' in text
+    compile(text, str(path), "exec")
+    assert textwrap.dedent(text).count("def upgrade") == 1
