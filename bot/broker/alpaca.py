@@ -1,0 +1,435 @@
+"""Alpaca as a LiveBroker, over alpaca-py's TradingClient.
+
+Every request has a timeout and idempotent ones are retried (bot.net). alpaca-py's own
+retry (429/504, a fixed 3 s sleep, POST included) is switched off so an order POST is
+never repeated blindly: after any failure of a submit the order is looked up by its
+client_order_id; if it exists it is adopted, if it provably does not the submit is retried
+within the policy's bound, and only then BrokerError is raised. Statuses are mapped in
+bot.broker.alpaca_orders.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import structlog
+from alpaca.common.exceptions import APIError
+from alpaca.trading.client import TradingClient
+from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
+from alpaca.trading.models import Order as AlpacaOrder
+from alpaca.trading.requests import GetCalendarRequest, GetOrdersRequest, MarketOrderRequest
+from pydantic import ValidationError
+
+from bot.broker.alpaca_orders import (
+    ANSWER_ERRORS,
+    QTY_DECIMALS,
+    api_broker_error,
+    api_error_parts,
+    convert_order,
+    describe_answer_error,
+    is_auth_failure,
+    new_york_to_utc,
+    parse_number,
+    settled,
+    to_utc,
+    transport_broker_error,
+    validation_summary,
+)
+from bot.broker.base import AccountInfo, BrokerError, MarketClock, TradingSession
+from bot.net import RETRY_STATUSES, RetryPolicy, install, retry_after_seconds
+from bot.secrets import PAPER_TRADING_URL, Credentials, load_credentials, load_endpoints
+from bot.types import Fill, Order, OrderRequest, OrderStatus
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+MAX_ORDERS = 500  # Alpaca's largest page for GET /v2/orders
+
+
+class SubmitUnconfirmedError(BrokerError):
+    """A submit failed and the follow-up lookup failed too: the order may exist at the
+    venue. Reconcile with find_order(client_order_id) before sending anything again."""
+
+    def __init__(self, client_order_id: str, message: str) -> None:
+        self.client_order_id = client_order_id
+        super().__init__(f"order {client_order_id}: {message}; its state at the venue is unknown")
+
+
+def make_trading_client(
+    credentials: Credentials, base_url: str, paper: bool, policy: RetryPolicy
+) -> TradingClient:
+    """A TradingClient whose session has our timeout/retry adapter and no SDK retry."""
+    client = TradingClient(
+        api_key=credentials.key_id,
+        secret_key=credentials.secret,
+        paper=paper,
+        url_override=base_url,
+    )
+    # The constructor ignores retry_attempts=0 (falsy) and TradingClient does not even pass
+    # it on, so the attribute is the only switch; without it a 429 on POST /orders is
+    # re-sent after 3 s by the SDK, outside our lookup-before-retry rule.
+    client._retry = 0
+    install(client._session, policy)
+    return client
+
+
+@dataclass
+class _Tracked:
+    """An order followed by poll(): what was last reported for it."""
+
+    order: Order
+    reported_qty: float
+    reported_avg: float | None
+
+
+class AlpacaBroker:
+    """LiveBroker over Alpaca's trading API; market day orders only."""
+
+    def __init__(
+        self, client: TradingClient, *, paper: bool = True, policy: RetryPolicy | None = None
+    ) -> None:
+        self._client = client
+        self.paper = paper
+        self.policy = policy or RetryPolicy()
+        self._requests: dict[str, OrderRequest] = {}
+        self._tracked: dict[str, _Tracked] = {}
+        self._account: AccountInfo | None = None
+        self._positions: dict[str, float] = {}
+
+    @classmethod
+    def connect(
+        cls,
+        credentials: Credentials,
+        *,
+        base_url: str = PAPER_TRADING_URL,
+        paper: bool = True,
+        policy: RetryPolicy | None = None,
+    ) -> AlpacaBroker:
+        policy = policy or RetryPolicy()
+        return cls(
+            make_trading_client(credentials, base_url, paper, policy), paper=paper, policy=policy
+        )
+
+    @classmethod
+    def from_env(cls, *, live: bool = False, policy: RetryPolicy | None = None) -> AlpacaBroker:
+        """Credentials and endpoint from the environment (bot.secrets); paper by default."""
+        endpoints = load_endpoints(live=live)
+        return cls.connect(
+            load_credentials(), base_url=endpoints.trading_url, paper=endpoints.paper, policy=policy
+        )
+
+    def __repr__(self) -> str:
+        return f"AlpacaBroker(url={self._client._base_url!s}, paper={self.paper})"
+
+    # --- snapshots -------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        account = self.account()
+        positions = self._call("positions", self._client.get_all_positions)
+        held: dict[str, float] = {}
+        for p in positions:
+            held[p.symbol] = held.get(p.symbol, 0.0) + parse_number(
+                p.qty, f"positions[{p.symbol}].qty"
+            )
+        self._account, self._positions = account, held
+
+    def account(self) -> AccountInfo:
+        raw = self._call("account", self._client.get_account)
+        info = AccountInfo(
+            account_number=raw.account_number,
+            equity=parse_number(raw.equity, "account.equity"),
+            cash=parse_number(raw.cash, "account.cash"),
+            buying_power=parse_number(raw.buying_power, "account.buying_power"),
+            status=getattr(raw.status, "value", str(raw.status)),
+            paper=self.paper,
+        )
+        self._account = info
+        return info
+
+    def cash(self) -> float:
+        """Cash we may spend: the lesser of cash and buying power, so the bot never
+        plans on margin and open buy orders' reservations are respected."""
+        if self._account is None:
+            self.refresh()
+        assert self._account is not None
+        return max(0.0, min(self._account.cash, self._account.buying_power))
+
+    def holdings(self, symbols: tuple[str, ...]) -> np.ndarray:
+        if self._account is None:
+            self.refresh()
+        return np.array([self._positions.get(s, 0.0) for s in symbols], dtype=float)
+
+    # --- orders ----------------------------------------------------------------------
+
+    def open_order_count(self) -> int:
+        return sum(1 for t in self._tracked.values() if not t.order.status.is_final)
+
+    def submit(self, request: OrderRequest, now: dt.datetime) -> Order:
+        qty = round(float(request.quantity), QTY_DECIMALS)
+        if not math.isfinite(qty) or qty <= 0:
+            return _rejected(
+                request, now, f"local: quantity {request.quantity!r} is not positive at 9 decimals"
+            )
+        try:
+            order_data = MarketOrderRequest(
+                symbol=request.symbol,
+                qty=qty,
+                side=OrderSide(request.side.value),
+                time_in_force=TimeInForce.DAY,
+                client_order_id=request.client_order_id,
+            )
+        except ValidationError as exc:
+            return _rejected(request, now, f"local: {validation_summary(exc)}")
+        self._requests[request.client_order_id] = request
+        order = self._submit_with_lookup(request, order_data, now)
+        self._follow(order, reported_qty=0.0)
+        if order.status is OrderStatus.REJECTED:
+            return order  # already logged as order_rejected
+        log.info(
+            "order_submitted",
+            client_order_id=request.client_order_id,
+            symbol=request.symbol,
+            side=request.side.value,
+            qty=qty,
+            status=order.status.value,
+            message=order.status_message,
+        )
+        return order
+
+    def _submit_with_lookup(
+        self, request: OrderRequest, data: MarketOrderRequest, now: dt.datetime
+    ) -> Order:
+        cid = request.client_order_id
+        problem, retry_after = "", None
+        for attempt in range(self.policy.attempts):
+            if attempt:
+                self.policy.wait(attempt - 1, retry_after)
+            try:
+                raw = self._client.submit_order(data)
+            except APIError as exc:
+                status, code, message = api_error_parts(exc)
+                if is_auth_failure(status, code):
+                    raise BrokerError(
+                        f"submit {cid}: HTTP {status}: {message} (check the API keys)"
+                    ) from exc
+                existing = self._lookup_after_error(request, f"HTTP {status}")
+                if existing is not None:
+                    return existing
+                if status not in RETRY_STATUSES:
+                    return _rejected(
+                        request, now, f"{status} {code if code is not None else '-'}: {message}"
+                    )
+                problem, retry_after = f"HTTP {status} {message}", retry_after_seconds(exc.response)
+                continue
+            except ANSWER_ERRORS as exc:  # transport, bad JSON, bad model
+                problem, retry_after = describe_answer_error(exc), None
+                existing = self._lookup_after_error(request, problem)
+                if existing is not None:
+                    return existing
+                continue
+            try:
+                return convert_order(raw, request)
+            except BrokerError as exc:
+                raise SubmitUnconfirmedError(cid, f"accepted but unreadable: {exc}") from exc
+        raise BrokerError(
+            f"order {cid} not placed after {self.policy.attempts} attempts (last: {problem}); "
+            "the venue confirms it does not exist"
+        )
+
+    def _lookup_after_error(self, request: OrderRequest, error: str) -> Order | None:
+        """The order as the venue has it after a failed submit; None if provably absent."""
+        cid = request.client_order_id
+        try:
+            raw = self._client.get_order_by_client_id(cid)
+            order = convert_order(raw, request)
+        except APIError as exc:
+            if exc.status_code == 404:
+                log.warning("order_submit_failed_absent", client_order_id=cid, error=error)
+                return None
+            status, _code, message = api_error_parts(exc)
+            raise SubmitUnconfirmedError(
+                cid, f"submit failed ({error}), lookup HTTP {status} {message}"
+            ) from exc
+        except (*ANSWER_ERRORS, BrokerError) as exc:
+            detail = str(exc) if isinstance(exc, BrokerError) else describe_answer_error(exc)
+            raise SubmitUnconfirmedError(cid, f"submit failed ({error}), lookup: {detail}") from exc
+        log.warning(
+            "order_adopted_after_error", client_order_id=cid, error=error, status=order.status.value
+        )
+        if (
+            raw.symbol != request.symbol
+            or raw.qty is None
+            or abs(parse_number(raw.qty, "order.qty") - round(request.quantity, QTY_DECIMALS))
+            > 1e-9
+        ):
+            log.warning(
+                "adopted_order_differs",
+                client_order_id=cid,
+                venue_symbol=raw.symbol,
+                venue_qty=raw.qty,
+            )
+        return order
+
+    def find_order(self, client_order_id: str) -> Order | None:
+        raw = self._find_raw(client_order_id, f"find order {client_order_id}")
+        return None if raw is None else convert_order(raw, self._requests.get(client_order_id))
+
+    def open_orders(self) -> list[Order]:
+        query = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=MAX_ORDERS, nested=False)
+        raws = self._call("open orders", self._client.get_orders, query)
+        if len(raws) >= MAX_ORDERS:
+            log.warning("open_orders_truncated", limit=MAX_ORDERS)
+        return [convert_order(r, self._requests.get(r.client_order_id)) for r in raws]
+
+    def track(self, order: Order) -> None:
+        """Follow `order` from what the caller already recorded: fills up to its
+        filled_quantity are not reported again."""
+        self._requests[order.request.client_order_id] = order.request
+        self._follow(order, reported_qty=order.filled_quantity)
+
+    def _follow(self, order: Order, reported_qty: float) -> None:
+        if order.status.is_final and reported_qty >= order.filled_quantity - 1e-12:
+            return
+        avg = order.average_price if reported_qty > 0 else None
+        self._tracked[order.request.client_order_id] = _Tracked(order, reported_qty, avg)
+
+    def poll(self, now: dt.datetime) -> list[tuple[Order, Fill | None]]:
+        # Fetch and read everything first: a failure then changes nothing, loses no report.
+        fresh = {}
+        for cid, tracked in self._tracked.items():
+            raw = self._fetch(tracked.order)
+            fresh[cid] = (raw, convert_order(raw, tracked.order.request))
+        events: list[tuple[Order, Fill | None]] = []
+        for cid, (raw, latest) in fresh.items():
+            tracked = self._tracked[cid]
+            before = (tracked.order.status, tracked.order.status_message)
+            fill = self._new_fill(tracked, latest, raw)
+            _copy_state(latest, tracked.order)
+            if fill is not None or (latest.status, latest.status_message) != before:
+                events.append((tracked.order, fill))
+            if latest.status.is_final:
+                del self._tracked[cid]
+        return events
+
+    def _fetch(self, order: Order) -> AlpacaOrder:
+        cid = order.request.client_order_id
+        if order.broker_order_id:
+            return self._call(f"order {cid}", self._client.get_order_by_id, order.broker_order_id)
+        return self._call(f"order {cid}", self._client.get_order_by_client_id, cid)
+
+    def _new_fill(self, tracked: _Tracked, latest: Order, raw: AlpacaOrder) -> Fill | None:
+        """A Fill for the quantity filled since the last report, priced from the change
+        in the average price (avg1*q1 - avg0*q0) / (q1 - q0)."""
+        q0, q1 = tracked.reported_qty, latest.filled_quantity
+        if q1 <= q0 + 1e-12:
+            if q1 < q0 - 1e-9:
+                log.warning(
+                    "filled_quantity_decreased", client_order_id=latest.request.client_order_id
+                )
+            return None
+        avg1 = latest.average_price or 0.0  # convert_order requires it once filled_qty > 0
+        avg0 = tracked.reported_avg
+        qty = q1 - q0
+        # Alpaca rounds the average to 9 decimals; the difference of two rounded products
+        # carries that error, so the derived price is rounded to 6 decimals.
+        price = avg1 if q0 <= 0 or avg0 is None else round((avg1 * q1 - avg0 * q0) / qty, 6)
+        if not math.isfinite(price) or price <= 0:
+            price = avg1
+        tracked.reported_qty, tracked.reported_avg = q1, avg1
+        when = (
+            raw.filled_at
+            if latest.status is OrderStatus.FILLED and raw.filled_at
+            else raw.updated_at
+        )
+        req = latest.request
+        slippage = abs(price - req.reference_price) * qty if req.reference_price > 0 else 0.0
+        return Fill(
+            req.client_order_id, req.symbol, req.side, qty, price, 0.0, slippage, to_utc(when)
+        )
+
+    def cancel(self, client_order_id: str) -> None:
+        """Ask the venue to cancel; the resulting status arrives through poll(). An order
+        already final (or already being canceled) is left alone."""
+        what = f"cancel {client_order_id}"
+        raw = self._find_raw(client_order_id, what)
+        if raw is None:
+            raise BrokerError(f"{what}: no such order at the venue")
+        if settled(raw):
+            return
+        try:
+            self._client.cancel_order_by_id(raw.id)
+        except APIError as exc:
+            # 422 "not cancelable": a retried DELETE that had worked, or a fill in between.
+            again = self._find_raw(client_order_id, what) if exc.status_code in (404, 422) else None
+            if again is not None and settled(again):
+                return
+            raise api_broker_error(what, exc) from exc
+        except ANSWER_ERRORS as exc:
+            raise transport_broker_error(what, exc) from exc
+        log.info("order_cancel_requested", client_order_id=client_order_id)
+
+    def _find_raw(self, client_order_id: str, what: str) -> AlpacaOrder | None:
+        try:
+            return self._client.get_order_by_client_id(client_order_id)
+        except APIError as exc:
+            if exc.status_code == 404:
+                return None
+            raise api_broker_error(what, exc) from exc
+        except ANSWER_ERRORS as exc:
+            raise transport_broker_error(what, exc) from exc
+
+    def cancel_all(self) -> int:
+        """Cancel every open order at the venue (shutdown, kill switch); returns how many
+        cancel requests the venue accepted."""
+        answers = self._call("cancel all", self._client.cancel_orders)
+        return sum(1 for a in answers if 200 <= a.status < 300)
+
+    # --- clock and calendar ----------------------------------------------------------
+
+    def clock(self) -> MarketClock:
+        raw = self._call("clock", self._client.get_clock)
+        return MarketClock(
+            to_utc(raw.timestamp), bool(raw.is_open), to_utc(raw.next_open), to_utc(raw.next_close)
+        )
+
+    def calendar(self, start: dt.date, end: dt.date) -> list[TradingSession]:
+        """Sessions with their UTC open and close; Alpaca sends New York wall times, so
+        early closes (13:00) and DST are converted per day."""
+        days = self._call(
+            "calendar", self._client.get_calendar, GetCalendarRequest(start=start, end=end)
+        )
+        return [
+            TradingSession(d.date, new_york_to_utc(d.open), new_york_to_utc(d.close))
+            for d in sorted(days, key=lambda d: d.date)
+        ]
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run one SDK call; every failure becomes a BrokerError naming `what`."""
+        try:
+            return fn(*args)
+        except APIError as exc:
+            raise api_broker_error(what, exc) from exc
+        except ValidationError as exc:
+            raise BrokerError(f"{what}: malformed answer: {validation_summary(exc)}") from None
+        except ANSWER_ERRORS as exc:
+            raise transport_broker_error(what, exc) from exc
+
+
+def _copy_state(source: Order, target: Order) -> None:
+    target.status = source.status
+    target.broker_order_id = source.broker_order_id
+    target.filled_quantity = source.filled_quantity
+    target.average_price = source.average_price
+    target.status_message = source.status_message
+
+
+def _rejected(request: OrderRequest, now: dt.datetime, message: str) -> Order:
+    log.warning("order_rejected", client_order_id=request.client_order_id, message=message)
+    return Order(request, OrderStatus.REJECTED, now, None, status_message=message)

@@ -1,0 +1,182 @@
+"""Reading Alpaca's orders and errors into the bot's types.
+
+Status mapping (Alpaca -> OrderStatus), "by fill" meaning NEW when nothing is filled,
+PARTIALLY_FILLED when part is and FILLED when all is:
+
+    new                                              -> NEW
+    accepted, pending_new, accepted_for_bidding,
+    pending_review, held, suspended                  -> ACCEPTED (by fill if partly filled)
+    partially_filled                                 -> PARTIALLY_FILLED
+    filled                                           -> FILLED
+    done_for_day, calculated, stopped,
+    pending_cancel, pending_replace                  -> by fill (still working, not final)
+    canceled, replaced                               -> CANCELED (replaced: we never replace)
+    expired                                          -> EXPIRED
+    rejected                                         -> REJECTED
+
+When the Alpaca status differs from ours, status_message says "alpaca status: <raw>".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Mapping
+from zoneinfo import ZoneInfo
+
+import requests
+from alpaca.common.exceptions import APIError
+from alpaca.trading.models import Order as AlpacaOrder
+from pydantic import ValidationError
+
+from bot.broker.base import BrokerError
+from bot.net import describe_error
+from bot.types import Order, OrderRequest, OrderStatus, Side
+
+NEW_YORK = ZoneInfo("America/New_York")
+# What a failed call can raise besides APIError: transport errors, bad JSON, and whatever
+# the SDK's parsing raises on an answer of an unexpected shape.
+ANSWER_ERRORS = (requests.RequestException, ValueError, TypeError, KeyError, AttributeError)
+QTY_DECIMALS = 9  # Alpaca accepts quantities to 9 decimal places
+
+_FIXED: Mapping[str, OrderStatus] = {
+    "new": OrderStatus.NEW,
+    "partially_filled": OrderStatus.PARTIALLY_FILLED,
+    "filled": OrderStatus.FILLED,
+    "canceled": OrderStatus.CANCELED,
+    "replaced": OrderStatus.CANCELED,
+    "expired": OrderStatus.EXPIRED,
+    "rejected": OrderStatus.REJECTED,
+}
+_NOT_ROUTED = {
+    "accepted",
+    "pending_new",
+    "accepted_for_bidding",
+    "pending_review",
+    "held",
+    "suspended",
+}
+
+
+def map_status(alpaca_status: str, filled: float, quantity: float | None) -> OrderStatus:
+    """Our status for an Alpaca status (see the module docstring for the table)."""
+    if alpaca_status in _FIXED:
+        return _FIXED[alpaca_status]
+    if filled > 0 and quantity is not None and filled >= quantity - 1e-9:
+        return OrderStatus.FILLED
+    if filled > 0:
+        return OrderStatus.PARTIALLY_FILLED
+    return OrderStatus.ACCEPTED if alpaca_status in _NOT_ROUTED else OrderStatus.NEW
+
+
+def convert_order(raw: AlpacaOrder, request: OrderRequest | None) -> Order:
+    """Our Order for the venue's; an order we did not send gets a request rebuilt
+    from the venue's fields (reason 'adopted from venue')."""
+    status_raw = raw.status.value
+    quantity = parse_number(raw.qty, "order.qty") if raw.qty is not None else None
+    filled = parse_number(raw.filled_qty, "order.filled_qty") if raw.filled_qty is not None else 0.0
+    avg = None
+    if filled > 0:
+        avg = parse_number(raw.filled_avg_price, "order.filled_avg_price")
+    request = request or request_from_venue(raw, quantity, avg)
+    status = map_status(status_raw, filled, quantity)
+    message = None if status_raw == status.value else f"alpaca status: {status_raw}"
+    return Order(request, status, to_utc(raw.submitted_at), str(raw.id), filled, avg, message)
+
+
+def settled(raw: AlpacaOrder) -> bool:
+    """Nothing left to cancel: final, or a cancel already under way."""
+    final = convert_order(raw, None).status.is_final
+    return final or raw.status.value == "pending_cancel"
+
+
+def request_from_venue(raw: AlpacaOrder, quantity: float | None, avg: float | None) -> OrderRequest:
+    """Rebuild our request for an order found at the venue (after a restart): the
+    rebalance id is the client_order_id without the planner's '-<SYMBOL>-<side>'."""
+    symbol = raw.symbol or ""
+    side = Side(raw.side.value) if raw.side is not None else Side.BUY
+    cid = raw.client_order_id
+    suffix = f"-{symbol}-{side.value}"
+    rebalance_id = cid[: -len(suffix)] if cid.endswith(suffix) and len(cid) > len(suffix) else cid
+    return OrderRequest(
+        cid, rebalance_id, symbol, side, quantity or 0.0, "adopted from venue", avg or 0.0
+    )
+
+
+def parse_number(value: object, field: str) -> float:
+    """A money or quantity field (Alpaca sends strings); missing, empty, non-numeric or
+    non-finite raises BrokerError naming the field."""
+    if isinstance(value, bool) or value is None or (isinstance(value, str) and not value.strip()):
+        raise BrokerError(f"{field} is missing")
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise BrokerError(f"{field} is not a number: {str(value)[:40]!r}") from None
+    if not math.isfinite(number):
+        raise BrokerError(f"{field} is not finite: {str(value)[:40]!r}")
+    return number
+
+
+def api_error_parts(exc: APIError) -> tuple[int | None, int | None, str]:
+    """HTTP status, Alpaca error code and message of an APIError (body may not be JSON)."""
+    text = str(exc)
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        code = body.get("code")
+        return (
+            exc.status_code,
+            code if isinstance(code, int) else None,
+            str(body.get("message", "")),
+        )
+    return exc.status_code, None, text.strip()[:200]
+
+
+def is_auth_failure(status: int | None, code: int | None) -> bool:
+    """401, or a 403 without an Alpaca error code (bad keys), as opposed to a 403 order
+    rejection such as 40310000 insufficient buying power."""
+    return status == 401 or (status == 403 and code is None)
+
+
+def api_broker_error(what: str, exc: APIError) -> BrokerError:
+    status, code, message = api_error_parts(exc)
+    hint = " (check the API keys)" if is_auth_failure(status, code) else ""
+    return BrokerError(
+        f"{what}: HTTP {status} {code if code is not None else '-'}: {message}{hint}"
+    )
+
+
+def transport_broker_error(what: str, exc: Exception) -> BrokerError:
+    return BrokerError(f"{what}: {describe_answer_error(exc)}")
+
+
+def describe_answer_error(exc: Exception) -> str:
+    """Transport errors by type; anything else as a malformed answer with its reason
+    (pydantic errors by field, never with the input values)."""
+    if isinstance(exc, requests.RequestException):
+        return describe_error(exc)
+    if isinstance(exc, ValidationError):
+        return f"malformed answer: {validation_summary(exc)}"
+    reason = (str(exc).splitlines() or [""])[0][:160]
+    return f"malformed answer ({type(exc).__name__}: {reason})"
+
+
+def validation_summary(exc: ValidationError) -> str:
+    """The failing fields and reasons of a pydantic error, without the input values."""
+    parts = [
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:3]
+    ]
+    return "; ".join(parts)
+
+
+def to_utc(value: dt.datetime) -> dt.datetime:
+    """Aware UTC; a naive venue timestamp is taken as UTC."""
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def new_york_to_utc(value: dt.datetime) -> dt.datetime:
+    """alpaca-py's Calendar gives naive New York wall times; convert them to UTC."""
+    return value.replace(tzinfo=NEW_YORK).astimezone(dt.UTC)

@@ -1,0 +1,284 @@
+"""Daily prices from Alpaca's market-data API, and a writer for the CSV cache.
+
+All symbols come from one bars request (alpaca-py follows next_page_token until the last
+page), split- and dividend-adjusted (adjustment=all) so returns line up with the backtest
+data, on the IEX feed by default (free accounts may not query recent SIP data), ending at
+least 15 minutes in the past. The answer is checked before anything trades on it: a
+missing symbol, a NaN, zero or negative price or a duplicated bar is a DataError naming the
+symbol and field.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import structlog
+from alpaca.common.exceptions import APIError
+from alpaca.data.enums import Adjustment, DataFeed
+from alpaca.data.historical.stock import StockHistoricalDataClient
+from alpaca.data.models import Bar
+from alpaca.data.requests import StockBarsRequest, StockLatestBarRequest, StockLatestTradeRequest
+from alpaca.data.timeframe import TimeFrame
+
+from bot.broker.alpaca_orders import ANSWER_ERRORS, api_error_parts, describe_answer_error
+from bot.data.base import MacroSeries, PriceHistory
+from bot.data.csv_source import MAX_FILLED_GAP
+from bot.errors import DataError
+from bot.net import RetryPolicy, install
+from bot.secrets import DATA_URL, Credentials, load_credentials, load_endpoints
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+NEW_YORK = ZoneInfo("America/New_York")
+DATA_DELAY = dt.timedelta(minutes=15)
+SOURCE = "alpaca"
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def make_data_client(
+    credentials: Credentials, base_url: str, policy: RetryPolicy
+) -> StockHistoricalDataClient:
+    """A data client with our timeout/retry adapter (per page, so a failed page does not
+    restart the download) and the SDK's own retry switched off."""
+    client = StockHistoricalDataClient(
+        api_key=credentials.key_id, secret_key=credentials.secret, url_override=base_url
+    )
+    client._retry = 0  # the constructor cannot set 0; see bot.broker.alpaca
+    install(client._session, policy)
+    return client
+
+
+class AlpacaMarketData:
+    """Daily adjusted bars and latest prices for a list of symbols."""
+
+    def __init__(
+        self,
+        client: StockHistoricalDataClient,
+        *,
+        feed: str = "iex",
+        now: Callable[[], dt.datetime] = _utcnow,
+    ) -> None:
+        self._client = client
+        self.feed = DataFeed(feed)
+        self._now = now
+
+    @classmethod
+    def connect(
+        cls,
+        credentials: Credentials,
+        *,
+        base_url: str = DATA_URL,
+        feed: str = "iex",
+        policy: RetryPolicy | None = None,
+        now: Callable[[], dt.datetime] = _utcnow,
+    ) -> AlpacaMarketData:
+        client = make_data_client(credentials, base_url, policy or RetryPolicy())
+        return cls(client, feed=feed, now=now)
+
+    @classmethod
+    def from_env(cls, *, feed: str = "iex", policy: RetryPolicy | None = None) -> AlpacaMarketData:
+        return cls.connect(
+            load_credentials(), base_url=load_endpoints().data_url, feed=feed, policy=policy
+        )
+
+    def __repr__(self) -> str:
+        return f"AlpacaMarketData(url={self._client._base_url!s}, feed={self.feed.value})"
+
+    def daily_history(
+        self, symbols: Sequence[str], start: dt.date, end: dt.date | dt.datetime | None = None
+    ) -> PriceHistory:
+        """Adjusted daily open/close of `symbols` from `start` through `end` (default: now),
+        never later than 15 minutes ago. A session still open yields a partial bar for
+        today: the caller decides after the close or drops it."""
+        symbols = _unique(symbols)
+        request = StockBarsRequest(
+            symbol_or_symbols=list(symbols),
+            timeframe=TimeFrame.Day,
+            start=dt.datetime.combine(start, dt.time(0), NEW_YORK),
+            end=self._end(end),
+            adjustment=Adjustment.ALL,
+            feed=self.feed,
+        )
+        barset = self._call("bars", self._client.get_stock_bars, request)
+        per_symbol = {s: _checked_bars(s, barset.data.get(s) or []) for s in symbols}
+        return _align(symbols, per_symbol)
+
+    def latest_prices(self, symbols: Sequence[str]) -> dict[str, float]:
+        """Last trade price per symbol; the latest minute bar's close where no trade is
+        known. A symbol with neither, or a non-positive price, is a DataError."""
+        symbols = _unique(symbols)
+        trades = self._call(
+            "latest trades",
+            self._client.get_stock_latest_trade,
+            StockLatestTradeRequest(symbol_or_symbols=list(symbols), feed=self.feed),
+        )
+        prices = {
+            s: _checked_price(s, "trade.price", t.price) for s, t in trades.items() if s in symbols
+        }
+        missing = [s for s in symbols if s not in prices]
+        if missing:
+            bars = self._call(
+                "latest bars",
+                self._client.get_stock_latest_bar,
+                StockLatestBarRequest(symbol_or_symbols=missing, feed=self.feed),
+            )
+            for s in missing:
+                if s not in bars:
+                    raise DataError(
+                        f"{SOURCE}:{s}", "price", "no latest trade or bar in the answer"
+                    )
+                prices[s] = _checked_price(s, "bar.close", bars[s].close)
+        return {s: prices[s] for s in symbols}
+
+    def _end(self, end: dt.date | dt.datetime | None) -> dt.datetime:
+        latest = self._now() - DATA_DELAY
+        if end is None:
+            return latest
+        if not isinstance(end, dt.datetime):
+            # Daily bars are stamped at midnight New York: 23:59 takes the day's bar and
+            # not the next one, whether the API treats `end` as inclusive or not.
+            end = dt.datetime.combine(end, dt.time(23, 59), NEW_YORK)
+        return min(end, latest)
+
+    def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        """One SDK call; HTTP, transport and parse failures become DataError."""
+        try:
+            return fn(*args)
+        except APIError as exc:
+            status, code, message = api_error_parts(exc)
+            detail = f"HTTP {status}" + (f" {code}" if code is not None else "") + f": {message}"
+            raise DataError(f"{SOURCE}:{what}", None, detail) from exc
+        except ANSWER_ERRORS as exc:
+            raise DataError(f"{SOURCE}:{what}", None, describe_answer_error(exc)) from exc
+
+
+def _unique(symbols: Sequence[str]) -> tuple[str, ...]:
+    if not symbols:
+        raise DataError(SOURCE, "symbols", "no symbols requested")
+    if len(set(symbols)) != len(symbols):
+        raise DataError(SOURCE, "symbols", f"a symbol is requested twice: {list(symbols)}")
+    return tuple(symbols)
+
+
+def _checked_price(symbol: str, field: str, value: float | None) -> float:
+    if value is None or not math.isfinite(value) or value <= 0:
+        raise DataError(f"{SOURCE}:{symbol}", field, f"unusable price {value!r}")
+    return float(value)
+
+
+def bar_day(bar: Bar) -> np.datetime64:
+    """The session date of a daily bar (stamped at midnight New York time, in UTC)."""
+    return np.datetime64(bar.timestamp.astimezone(NEW_YORK).date(), "D")
+
+
+def _checked_bars(symbol: str, bars: list[Bar]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dates, opens and closes of one symbol, sorted; rejects what must not be traded on."""
+    source = f"{SOURCE}:{symbol}"
+    if not bars:
+        raise DataError(source, "symbol", "no bars in the answer")
+    days = np.array([bar_day(b) for b in bars])
+    order = np.argsort(days, kind="stable")
+    days = days[order]
+    dup = np.flatnonzero(np.diff(days) == np.timedelta64(0, "D"))
+    if dup.size:
+        raise DataError(source, "date", f"duplicate bar on {days[int(dup[0])]}")
+    opens = np.array([bars[i].open for i in order], dtype=float)
+    closes = np.array([bars[i].close for i in order], dtype=float)
+    for field, values in (("open", opens), ("close", closes)):
+        with np.errstate(invalid="ignore"):
+            bad = np.flatnonzero(~np.isfinite(values) | (values <= 0))
+        if bad.size:
+            i = int(bad[0])
+            raise DataError(source, field, f"unusable price {values[i]!r} on {days[i]}")
+    return days, opens, closes
+
+
+def _align(
+    symbols: tuple[str, ...], data: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+) -> PriceHistory:
+    """All symbols on the union of their days: NaN before a symbol's first bar; a short
+    hole after it (IEX may have no trade in a thin ETF) is forward-filled with open NaN,
+    as the CSV loader does; a long one is an error."""
+    dates = np.unique(np.concatenate([d[0] for d in data.values()]))
+    close = np.full((len(dates), len(symbols)), np.nan)
+    opens = np.full((len(dates), len(symbols)), np.nan)
+    for j, symbol in enumerate(symbols):
+        days, o, c = data[symbol]
+        rows = np.searchsorted(dates, days)
+        close[rows, j], opens[rows, j] = c, o
+        _fill_gaps(symbol, dates, rows, close[:, j])
+    return PriceHistory(dates=dates, symbols=symbols, close=close, open=opens)
+
+
+def _fill_gaps(symbol: str, dates: np.ndarray, rows: np.ndarray, close: np.ndarray) -> None:
+    present = np.zeros(len(dates), dtype=bool)
+    present[rows] = True
+    present[: rows[0]] = True  # before listing: stays NaN, not a gap
+    run = 0
+    for i in range(len(dates)):
+        if present[i]:
+            run = 0
+            continue
+        run += 1
+        if run > MAX_FILLED_GAP:
+            raise DataError(
+                f"{SOURCE}:{symbol}",
+                "date",
+                f"more than {MAX_FILLED_GAP} consecutive trading days without a bar up to {dates[i]}",
+            )
+        close[i] = close[i - 1]
+    if not present.all():
+        log.warning("price_gaps_forward_filled", symbol=symbol, days=int((~present).sum()))
+
+
+# --- CSV cache ----------------------------------------------------------------------------
+
+PRICE_HEADER = ("date", "open", "high", "low", "close", "adj_close", "volume")
+
+
+def write_csv_directory(
+    history: PriceHistory, macro: Mapping[str, MacroSeries], directory: Path | str
+) -> list[Path]:
+    """Write prices/<SYM>.csv and macro/<NAME>.csv in the layout load_csv_directory reads,
+    so `bot data fetch` can cache a download. Prices are adjusted, so close = adj_close;
+    high, low and volume are left empty (PriceHistory does not carry them). Each file is
+    written to a temporary name and renamed, so a crash never leaves half a file."""
+    directory = Path(directory)
+    written: list[Path] = []
+    for j, symbol in enumerate(history.symbols):
+        rows = []
+        for day, o, c in zip(history.dates, history.open[:, j], history.close[:, j], strict=True):
+            if math.isfinite(c):
+                rows.append((str(day), _num(o), "", "", _num(c), _num(c), ""))
+        written.append(_write(directory / "prices" / f"{symbol}.csv", PRICE_HEADER, rows))
+    for name, series in macro.items():
+        rows = [(str(d), _num(v)) for d, v in zip(series.dates, series.values, strict=True)]
+        written.append(_write(directory / "macro" / f"{name}.csv", ("date", "value"), rows))
+    return written
+
+
+def _num(value: float) -> str:
+    return repr(float(value)) if math.isfinite(value) else ""
+
+
+def _write(path: Path, header: Sequence[str], rows: list[tuple[str, ...]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,166 @@
+"""Alpaca credentials and endpoints from the environment or a private secrets file.
+
+Keys are read once and carried in a `Credentials` whose repr and str are masked, so an
+object printed in a log line or a traceback never shows them. Error messages name the
+variable, file and line that is wrong, never a value. Paper trading is the default: live
+needs both the caller's live=True and BOT_LIVE_CONFIRM=yes in the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bot.errors import BotError
+
+KEY_ID_VAR = "APCA_API_KEY_ID"
+SECRET_VAR = "APCA_API_SECRET_KEY"
+SECRETS_FILE_VAR = "BOT_SECRETS_FILE"
+TRADING_URL_VAR = "APCA_API_BASE_URL"
+DATA_URL_VAR = "APCA_API_DATA_URL"
+FRED_URL_VAR = "BOT_FRED_URL"
+LIVE_CONFIRM_VAR = "BOT_LIVE_CONFIRM"
+
+PAPER_TRADING_URL = "https://paper-api.alpaca.markets"
+LIVE_TRADING_URL = "https://api.alpaca.markets"
+DATA_URL = "https://data.alpaca.markets"
+FRED_URL = "https://fred.stlouisfed.org"
+
+
+class SecretsError(BotError):
+    """Credentials are missing or stored unsafely; the message never contains a value."""
+
+
+class LiveModeError(BotError):
+    """Live trading was requested without the explicit confirmation, or against the
+    wrong endpoint."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """An Alpaca key pair. Masked in repr/str; compare and use, never print."""
+
+    key_id: str = field(repr=False)
+    secret: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"Credentials(key_id={mask(self.key_id)}, secret=***)"
+
+    __str__ = __repr__
+
+
+def mask(value: str) -> str:
+    """Enough of a key id to tell two keys apart (last 4 characters), nothing more."""
+    return f"'***{value[-4:]}'" if len(value) >= 12 else "'***'"
+
+
+def load_credentials(env: Mapping[str, str] | None = None) -> Credentials:
+    """The key pair from APCA_API_KEY_ID / APCA_API_SECRET_KEY, falling back to the
+    file named by BOT_SECRETS_FILE; environment variables win over the file."""
+    env = os.environ if env is None else env
+    values = {k: env[k].strip() for k in (KEY_ID_VAR, SECRET_VAR) if env.get(k, "").strip()}
+    path = env.get(SECRETS_FILE_VAR, "").strip()
+    if len(values) < 2 and path:
+        from_file = read_secrets_file(Path(path))
+        values = {**from_file, **values}
+    for name in (KEY_ID_VAR, SECRET_VAR):
+        if not values.get(name):
+            where = f"the environment or {path}" if path else "the environment"
+            raise SecretsError(
+                f"{name} is not set in {where}; export it or put {name}=... in a file "
+                f"named by {SECRETS_FILE_VAR} (chmod 600)"
+            )
+    return Credentials(values[KEY_ID_VAR], values[SECRET_VAR])
+
+
+def read_secrets_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines ('export ' prefix, quotes and # comments allowed). Refuses a file
+    that group or others may read, as ssh does for private keys."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise SecretsError(f"secrets file {path} cannot be read: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SecretsError(
+            f"secrets file {path} is accessible by group or others "
+            f"(mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SecretsError(f"secrets file {path} cannot be read: {type(exc).__name__}") from None
+    return _parse_lines(path, text)
+
+
+def _parse_lines(path: Path, text: str) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            # The line may hold a secret: name its number, never its text.
+            raise SecretsError(f"secrets file {path} line {number}: expected KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the bot talks to: trading (paper unless confirmed live), data and FRED."""
+
+    trading_url: str
+    data_url: str
+    fred_url: str
+    paper: bool
+
+
+def load_endpoints(env: Mapping[str, str] | None = None, *, live: bool = False) -> Endpoints:
+    """Base URLs from the environment (defaults: Alpaca paper, Alpaca data, FRED)."""
+    env = os.environ if env is None else env
+    paper = resolve_paper(live, env)
+    default_trading = PAPER_TRADING_URL if paper else LIVE_TRADING_URL
+    trading = base_url(env.get(TRADING_URL_VAR) or default_trading)
+    is_paper_host = "paper-api." in trading
+    if not paper and is_paper_host:
+        raise LiveModeError(f"live trading requested but {TRADING_URL_VAR} is the paper endpoint")
+    if paper and trading.rstrip("/") == LIVE_TRADING_URL:
+        raise LiveModeError(
+            f"{TRADING_URL_VAR} is the live endpoint but live trading was not requested; "
+            f"unset it or run in live mode with {LIVE_CONFIRM_VAR}=yes"
+        )
+    return Endpoints(
+        trading_url=trading,
+        data_url=base_url(env.get(DATA_URL_VAR) or DATA_URL),
+        fred_url=base_url(env.get(FRED_URL_VAR) or FRED_URL),
+        paper=paper,
+    )
+
+
+def resolve_paper(live: bool, env: Mapping[str, str] | None = None) -> bool:
+    """True (paper) unless live=True and BOT_LIVE_CONFIRM=yes; live without the
+    confirmation is an error rather than a silent fallback to paper."""
+    env = os.environ if env is None else env
+    if not live:
+        return True
+    if env.get(LIVE_CONFIRM_VAR, "").strip().lower() != "yes":
+        raise LiveModeError(
+            f"live trading requested; set {LIVE_CONFIRM_VAR}=yes to confirm real-money orders"
+        )
+    return False
+
+
+def base_url(url: str) -> str:
+    """A base URL as alpaca-py wants it: no trailing slash and no '/v2' (the client
+    appends the version itself; the environment variable often carries it)."""
+    url = url.strip().rstrip("/")
+    return url.removesuffix("/v2")

@@ -1,0 +1,252 @@
+"""Fake HTTP venues for tests: real HTTP on 127.0.0.1, served from a background thread.
+
+`FakeServer` routes requests to handler methods by method and path template, records every
+request, and applies a scripted queue of faults per route, so a test can say "the next POST
+/v2/orders answers 500 after creating the order" and drive the real client against it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: Any = None  # dict/list -> JSON, str/bytes -> as is, None -> empty
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"
+
+    def encoded(self) -> bytes:
+        if self.body is None:
+            return b""
+        if isinstance(self.body, bytes):
+            return self.body
+        if isinstance(self.body, str):
+            return self.body.encode()
+        return json.dumps(self.body).encode()
+
+
+@dataclass
+class Fault:
+    """One scripted answer for the next request on a route.
+
+    process=False: the request is not handled (nothing changes at the venue) and
+    `response` is sent. process=True: the request is handled (e.g. the order is created),
+    then `response` replaces the real answer (None keeps it). `delay` holds the answer
+    back (longer than the client's timeout makes the client time out).
+    """
+
+    response: Response | None = None
+    process: bool = False
+    delay: float = 0.0
+    before: Callable[[], None] | None = None  # runs first, e.g. to make a race happen
+
+    @classmethod
+    def error(
+        cls,
+        status: int,
+        code: int | None = None,
+        message: str = "error",
+        *,
+        process: bool = False,
+        retry_after: float | None = None,
+    ) -> Fault:
+        body: dict[str, Any] = {"message": message}
+        if code is not None:
+            body = {"code": code, "message": message}
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        return cls(Response(status, body, headers), process=process)
+
+    @classmethod
+    def text(cls, status: int, text: str, *, process: bool = False) -> Fault:
+        return cls(Response(status, text, content_type="text/plain"), process=process)
+
+    @classmethod
+    def malformed(cls, *, process: bool = False) -> Fault:
+        """200 with a body that is not JSON."""
+        return cls(Response(200, '{"id": "truncated'), process=process)
+
+    @classmethod
+    def slow(cls, seconds: float, *, process: bool = True) -> Fault:
+        """Answer only after `seconds`; process=True handles the request first (the order
+        is created), process=False never handles it (the answer is then a 504)."""
+        return cls(None, process=process, delay=seconds)
+
+    @classmethod
+    def first(cls, action: Callable[[], None]) -> Fault:
+        """Run `action` (a state change at the venue), then handle the request normally."""
+        return cls(None, process=True, before=action)
+
+    @classmethod
+    def passthrough(cls) -> Fault:
+        """Handle this request normally (to fault a later one in the queue)."""
+        return cls(None, process=True)
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    route: str
+    query: dict[str, str]
+    body: Any
+    headers: dict[str, str]
+
+
+Handler = Callable[..., Response]
+
+
+class FakeServer:
+    """Base class: subclasses register routes in __init__ with `self.route(...)`."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.requests: list[Request] = []
+        self._routes: list[tuple[str, str, re.Pattern[str], Handler]] = []
+        self._faults: dict[tuple[str, str], deque[Fault]] = defaultdict(deque)
+        self._stopping = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.url = ""
+
+    # --- set-up ----------------------------------------------------------------------
+
+    def route(self, method: str, template: str, handler: Handler) -> None:
+        pattern = re.sub(
+            r"\{(\w+)\}",
+            r"(?P<\1>[^/]+)",
+            re.escape(template).replace(r"\{", "{").replace(r"\}", "}"),
+        )
+        self._routes.append((method, template, re.compile(f"^{pattern}$"), handler))
+
+    def start(self) -> str:
+        fake = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                fake._serve(self)
+
+            do_POST = do_DELETE = do_PATCH = do_PUT = do_GET
+
+            def log_message(self, *args: Any) -> None:  # keep test output clean
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self._thread.start()
+        return self.url
+
+    def stop(self) -> None:
+        self._stopping.set()  # releases handlers held back by a delay fault
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join()
+
+    def __enter__(self) -> FakeServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- test control ----------------------------------------------------------------
+
+    def inject(self, method: str, route: str, *faults: Fault) -> None:
+        """Queue faults for the next requests on `route` (a registered template such as
+        '/v2/orders/{order_id}'), consumed one per request in order."""
+        if not any(m == method and t == route for m, t, _, _ in self._routes):
+            raise KeyError(f"no route {method} {route}")
+        with self.lock:
+            self._faults[(method, route)].extend(faults)
+
+    def pending_faults(self) -> int:
+        with self.lock:
+            return sum(len(q) for q in self._faults.values())
+
+    def calls(self, method: str, route: str) -> list[Request]:
+        """Requests received on a route (template), in order, faulted ones included."""
+        with self.lock:
+            return [r for r in self.requests if r.method == method and r.route == route]
+
+    # --- serving ---------------------------------------------------------------------
+
+    def authorize(self, request: Request) -> Response | None:
+        """None if the request may proceed; subclasses check credentials."""
+        return None
+
+    def _serve(self, http: BaseHTTPRequestHandler) -> None:
+        parts = urlsplit(http.path)
+        length = int(http.headers.get("Content-Length") or 0)
+        raw = http.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode(errors="replace")
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        match = self._match(http.command, parts.path)
+        route, handler, params = match if match else ("", None, {})
+        request = Request(http.command, parts.path, route, query, body, dict(http.headers.items()))
+        with self.lock:
+            self.requests.append(request)
+            queue = self._faults.get((http.command, route))
+            fault = queue.popleft() if queue else None
+        response = self._answer(request, handler, params, fault)
+        if fault is not None and fault.delay:
+            self._stopping.wait(fault.delay)
+        self._write(http, response)
+
+    def _answer(
+        self, request: Request, handler: Handler | None, params: dict[str, str], fault: Fault | None
+    ) -> Response:
+        if fault is not None and fault.before is not None:
+            with self.lock:
+                fault.before()
+        if fault is not None and not fault.process:
+            # Never reached the venue: nothing changes. A bare delay ends in a gateway timeout.
+            return fault.response or Response(504, {"message": "gateway timeout"})
+        denied = self.authorize(request)
+        if denied is not None:
+            return denied
+        if handler is None:
+            return Response(404, {"code": 40410000, "message": "endpoint not found"})
+        with self.lock:
+            real = handler(request, **params)
+        if fault is not None and fault.response is not None:
+            return fault.response
+        return real
+
+    def _match(self, method: str, path: str) -> tuple[str, Handler, dict[str, str]] | None:
+        for m, template, pattern, handler in self._routes:
+            found = pattern.match(path)
+            if m == method and found:
+                return template, handler, found.groupdict()
+        return None
+
+    @staticmethod
+    def _write(http: BaseHTTPRequestHandler, response: Response) -> None:
+        payload = response.encoded()
+        try:
+            http.send_response(response.status)
+            http.send_header("Content-Type", response.content_type)
+            http.send_header("Content-Length", str(len(payload)))
+            for key, value in response.headers.items():
+                http.send_header(key, value)
+            http.end_headers()
+            http.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (timeout): what a real server sees too

@@ -1,0 +1,198 @@
+"""AlpacaMarketData against the fake data API, through the real StockHistoricalDataClient."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import pytest
+
+from bot.data.alpaca import AlpacaMarketData, write_csv_directory
+from bot.data.base import MacroSeries
+from bot.data.csv_source import load_csv_directory
+from bot.errors import DataError
+from bot.net import RetryPolicy
+from bot.secrets import Credentials
+from tests.fakes import Response
+from tests.fakes.alpaca_server import KEY_ID, SECRET, DailyBar, FakeAlpaca, Fault
+
+NOW = dt.datetime(2024, 11, 27, 15, 0, tzinfo=dt.UTC)
+DAYS = [dt.date(2024, 11, d) for d in (18, 19, 20, 21, 22, 25, 26)]
+
+
+def bars(days, first: float = 100.0, step: float = 1.0) -> list[DailyBar]:
+    out = []
+    for i, day in enumerate(days):
+        close = first + step * i
+        out.append(DailyBar(day, close - 0.5, close + 1.0, close - 1.0, close))
+    return out
+
+
+@pytest.fixture
+def fake():
+    server = FakeAlpaca(now=NOW)
+    server.daily_bars = {"SPY": bars(DAYS, 500.0), "TMF": bars(DAYS[3:], 10.0, 0.5)}
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sleeps():
+    return []
+
+
+def connect(fake, sleeps, **kwargs) -> AlpacaMarketData:
+    policy = RetryPolicy(attempts=3, timeout=5.0, base_delay=0.1, jitter=0.0, sleep=sleeps.append)
+    return AlpacaMarketData.connect(
+        Credentials(KEY_ID, SECRET),
+        base_url=fake.url,
+        policy=policy,
+        now=lambda: fake.now,
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def data(fake, sleeps):
+    return connect(fake, sleeps)
+
+
+def test_one_request_for_all_symbols_follows_every_page(fake, data):
+    fake.bars_page_size = 3  # 7 + 4 bars -> 4 pages
+    history = data.daily_history(["SPY", "TMF"], dt.date(2024, 11, 1))
+    calls = fake.calls("GET", "/v2/stocks/bars")
+    assert len(calls) == 4
+    assert {c.query["symbols"] for c in calls} == {"SPY,TMF"}
+    assert [c.query.get("page_token") is None for c in calls] == [True, False, False, False]
+    assert history.symbols == ("SPY", "TMF")
+    assert history.dates.tolist() == DAYS
+    assert history.close[:, 0].tolist() == [500.0 + i for i in range(7)]
+    assert np.isnan(history.close[:3, 1]).all()  # TMF before its first bar
+    assert history.close[3:, 1].tolist() == [10.0, 10.5, 11.0, 11.5]
+    assert history.open[3:, 1].tolist() == [9.5, 10.0, 10.5, 11.0]
+
+
+def test_request_asks_for_adjusted_daily_iex_bars_ending_15_minutes_ago(fake, data):
+    fake.splits = {"SPY": [(dt.date(2024, 11, 21), 4.0)]}  # 4:1 split effective on the 21st
+    fake.daily_bars["SPY"] = [
+        DailyBar(d, c, c, c, c)
+        for d, c in zip(DAYS, [400.0, 404.0, 408.0, 102.5, 103.0, 104.0, 105.0], strict=True)
+    ]
+    history = data.daily_history(["SPY"], dt.date(2024, 11, 18))
+    [call] = fake.calls("GET", "/v2/stocks/bars")
+    assert call.query["adjustment"] == "all"
+    assert call.query["feed"] == "iex"
+    assert call.query["timeframe"] == "1Day"
+    end = dt.datetime.fromisoformat(call.query["end"])
+    assert end <= NOW - dt.timedelta(minutes=15)
+    # Adjusted: no 4x drop on the split day.
+    assert history.close[:, 0].tolist() == [100.0, 101.0, 102.0, 102.5, 103.0, 104.0, 105.0]
+
+
+def test_explicit_end_date_is_kept_when_in_the_past(fake, data):
+    history = data.daily_history(["SPY"], dt.date(2024, 11, 18), dt.date(2024, 11, 20))
+    assert history.dates.tolist() == DAYS[:3]
+
+
+def test_feed_is_configurable(fake, sleeps):
+    sip = connect(fake, sleeps, feed="sip")
+    with pytest.raises(DataError, match="403"):
+        sip.daily_history(["SPY"], dt.date(2024, 11, 18))
+    fake.sip_allowed = True
+    sip.daily_history(["SPY"], dt.date(2024, 11, 18))
+    assert fake.calls("GET", "/v2/stocks/bars")[-1].query["feed"] == "sip"
+
+
+def test_a_failed_page_is_retried_alone(fake, data, sleeps):
+    fake.bars_page_size = 4
+    fake.inject(
+        "GET", "/v2/stocks/bars", Fault.passthrough(), Fault.error(503, None, "unavailable")
+    )
+    history = data.daily_history(["SPY", "TMF"], dt.date(2024, 11, 1))
+    tokens = [c.query.get("page_token") for c in fake.calls("GET", "/v2/stocks/bars")]
+    assert tokens[0] is None and tokens[1] == tokens[2] and len(tokens) == 4
+    assert sleeps == [0.1]
+    assert history.close[-1].tolist() == [506.0, 11.5]
+
+
+def test_missing_symbol_is_an_error_naming_it(fake, data):
+    with pytest.raises(DataError, match=r"alpaca:UGL \[symbol\]"):
+        data.daily_history(["SPY", "UGL"], dt.date(2024, 11, 1))
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [({"close": math.nan}, "close"), ({"close": 0.0}, "close"), ({"open": -1.0}, "open")],
+)
+def test_unusable_prices_are_errors_naming_symbol_and_field(fake, data, bad, field):
+    rows = bars(DAYS[3:], 10.0)
+    rows[2] = DailyBar(**{**rows[2].__dict__, **bad})
+    fake.daily_bars["TMF"] = rows
+    with pytest.raises(DataError, match=rf"alpaca:TMF \[{field}\].*2024-11-25"):
+        data.daily_history(["SPY", "TMF"], dt.date(2024, 11, 1))
+
+
+def test_duplicate_bars_are_an_error(fake, data):
+    fake.daily_bars["TMF"] = bars(DAYS[3:], 10.0) + bars([DAYS[4]], 10.0)
+    with pytest.raises(DataError, match=r"alpaca:TMF \[date\]: duplicate bar on 2024-11-22"):
+        data.daily_history(["TMF"], dt.date(2024, 11, 1))
+
+
+def test_short_gap_is_forward_filled_long_one_is_an_error(fake, data):
+    fake.daily_bars["TMF"] = [b for b in bars(DAYS, 10.0) if b.day != DAYS[4]]
+    history = data.daily_history(["SPY", "TMF"], dt.date(2024, 11, 1))
+    assert history.close[4, 1] == history.close[3, 1] and np.isnan(history.open[4, 1])
+    many = [dt.date(2024, 10, 1) + dt.timedelta(days=i) for i in range(10)]
+    fake.daily_bars = {"SPY": bars(many, 500.0), "TMF": bars([many[0], many[-1]], 10.0)}
+    with pytest.raises(DataError, match=r"alpaca:TMF \[date\]"):
+        data.daily_history(["SPY", "TMF"], dt.date(2024, 10, 1))
+
+
+def test_malformed_answer_is_a_data_error(fake, data):
+    fake.inject("GET", "/v2/stocks/bars", Fault.malformed())
+    with pytest.raises(DataError, match="malformed JSON"):
+        data.daily_history(["SPY"], dt.date(2024, 11, 1))
+
+
+def test_answer_of_unexpected_shape_is_a_data_error(fake, data):
+    fake.inject("GET", "/v2/stocks/bars", Fault(Response(200, {"unexpected": {}})))
+    with pytest.raises(DataError, match="alpaca:bars: malformed answer"):
+        data.daily_history(["SPY"], dt.date(2024, 11, 1))
+
+
+def test_latest_prices_trade_first_then_bar(fake, data):
+    fake.latest_trades = {"SPY": 601.25}
+    fake.latest_bars = {"SPY": 600.0, "TMF": 9.87}
+    assert data.latest_prices(["SPY", "TMF"]) == {"SPY": 601.25, "TMF": 9.87}
+    [bar_call] = fake.calls("GET", "/v2/stocks/bars/latest")
+    assert bar_call.query["symbols"] == "TMF" and bar_call.query["feed"] == "iex"
+
+
+def test_latest_price_missing_or_bad_is_an_error(fake, data):
+    fake.latest_trades = {"SPY": 601.25}
+    with pytest.raises(DataError, match=r"alpaca:TMF \[price\]"):
+        data.latest_prices(["SPY", "TMF"])
+    fake.latest_trades = {"SPY": 0.0}
+    with pytest.raises(DataError, match=r"alpaca:SPY \[trade.price\]"):
+        data.latest_prices(["SPY"])
+
+
+def test_csv_cache_round_trips_through_the_csv_loader(fake, data, tmp_path):
+    history = data.daily_history(["SPY", "TMF"], dt.date(2024, 11, 1))
+    vix = MacroSeries(
+        "VIX",
+        np.array(["2024-11-20", "2024-11-21"], dtype="datetime64[D]"),
+        np.array([16.85, 17.16]),
+    )
+    write_csv_directory(history, {"VIX": vix}, tmp_path)
+    header = (tmp_path / "prices" / "TMF.csv").read_text().splitlines()[0]
+    assert header == "date,open,high,low,close,adj_close,volume"
+    loaded = load_csv_directory(tmp_path, ["SPY", "TMF"], macro=["VIX"])
+    np.testing.assert_array_equal(loaded.prices.dates, history.dates)
+    np.testing.assert_allclose(loaded.prices.close, history.close, rtol=1e-15)
+    np.testing.assert_allclose(loaded.prices.open, history.open, rtol=1e-15)
+    np.testing.assert_array_equal(loaded.macro["VIX"].dates, vix.dates)
+    np.testing.assert_allclose(loaded.macro["VIX"].values, vix.values, rtol=1e-15)
+    assert not list(tmp_path.rglob(".*.tmp"))

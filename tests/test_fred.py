@@ -1,0 +1,128 @@
+"""FRED's fredgraph.csv download against a fake FRED on 127.0.0.1."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from bot.data.fred import fetch_macro, fetch_series, parse_fredgraph_csv
+from bot.errors import DataError
+from bot.net import RetryPolicy
+from tests.fakes.fred_server import FakeFred, Fault
+
+D = dt.date
+
+
+@pytest.fixture
+def fake():
+    server = FakeFred()
+    server.series = {
+        "VIXCLS": [(D(2024, 11, 27), 14.1), (D(2024, 11, 28), None), (D(2024, 11, 29), 13.51)],
+        "T10Y2Y": [(D(2024, 11, 27), 0.05), (D(2024, 11, 29), 0.07)],
+        "USEPUINDXD": [(D(2024, 11, 28), 180.2), (D(2024, 11, 29), 99.6)],
+        "DTB3": [(D(2024, 11, 29), 4.42)],
+    }
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sleeps():
+    return []
+
+
+@pytest.fixture
+def policy(sleeps):
+    return RetryPolicy(attempts=3, timeout=5.0, base_delay=0.2, jitter=0.0, sleep=sleeps.append)
+
+
+def test_observation_date_header_and_dot_values(fake, policy):
+    vix = fetch_series("VIX", base_url=fake.url, policy=policy)
+    assert vix.name == "VIX"
+    assert vix.dates.astype(str).tolist() == ["2024-11-27", "2024-11-29"]  # "." dropped
+    assert vix.values.tolist() == [14.1, 13.51]
+    [call] = fake.calls("GET", "/graph/fredgraph.csv")
+    assert call.query == {"id": "VIXCLS"}
+
+
+def test_older_date_header(fake, policy):
+    fake.header = "DATE"
+    assert fetch_series("VIXCLS", base_url=fake.url, policy=policy).values.tolist() == [14.1, 13.51]
+
+
+def test_blank_values_are_dropped():
+    series = parse_fredgraph_csv("observation_date,DTB3\n2024-11-28,\n2024-11-29,4.42\n", "DTB3")
+    assert series.values.tolist() == [4.42]
+
+
+def test_start_is_sent_and_applied(fake, policy):
+    series = fetch_series("T10Y2Y", base_url=fake.url, start=D(2024, 11, 28), policy=policy)
+    assert fake.calls("GET", "/graph/fredgraph.csv")[0].query["cosd"] == "2024-11-28"
+    assert series.values.tolist() == [0.07]
+
+
+def test_all_macro_series_by_our_names(fake, policy):
+    macro = fetch_macro(base_url=fake.url, policy=policy)
+    assert sorted(macro) == ["DTB3", "T10Y2Y", "USEPUINDXD", "VIX"]
+    assert [c.query["id"] for c in fake.calls("GET", "/graph/fredgraph.csv")] == [
+        "VIXCLS",
+        "T10Y2Y",
+        "USEPUINDXD",
+        "DTB3",
+    ]
+
+
+def test_503_is_retried_with_backoff(fake, policy, sleeps):
+    fake.inject("GET", "/graph/fredgraph.csv", Fault.text(503, "busy"), Fault.text(503, "busy"))
+    assert fetch_series("DTB3", base_url=fake.url, policy=policy).values.tolist() == [4.42]
+    assert len(fake.calls("GET", "/graph/fredgraph.csv")) == 3
+    assert sleeps == [0.2, 0.4]
+
+
+def test_persistent_503_is_a_data_error(fake, policy):
+    fake.inject("GET", "/graph/fredgraph.csv", *[Fault.text(503, "busy")] * 3)
+    with pytest.raises(DataError, match=r"fred:DTB3.*HTTP 503"):
+        fetch_series("DTB3", base_url=fake.url, policy=policy)
+
+
+def test_timeout_is_retried(fake, sleeps):
+    policy = RetryPolicy(attempts=2, timeout=0.3, base_delay=0.1, jitter=0.0, sleep=sleeps.append)
+    fake.inject("GET", "/graph/fredgraph.csv", Fault.slow(30))
+    assert fetch_series("DTB3", base_url=fake.url, policy=policy).values.tolist() == [4.42]
+    assert sleeps == [0.1]
+
+
+def test_timeout_and_retries_parameters_build_the_policy(fake):
+    fake.inject("GET", "/graph/fredgraph.csv", Fault.slow(30), Fault.slow(30))
+    with pytest.raises(DataError, match="timed out"):
+        fetch_series("DTB3", base_url=fake.url, timeout=0.2, retries=1)
+    assert len(fake.calls("GET", "/graph/fredgraph.csv")) == 2
+
+
+def test_unknown_series_is_a_data_error(fake, policy):
+    with pytest.raises(DataError, match=r"fred:NOPE.*HTTP 404"):
+        fetch_series("NOPE", base_url=fake.url, policy=policy)
+
+
+@pytest.mark.parametrize(
+    ("body", "pattern"),
+    [
+        ("<html>Error</html>\n", r"\[header\]: line 1"),
+        ("observation_date,T10Y2Y\n", r"\[header\]: line 1"),
+        (
+            "observation_date,VIXCLS\n2024-11-27,14.1\n2024-11-28,abc\n",
+            r"\[value\]: line 3: non-numeric value 'abc'",
+        ),
+        ("observation_date,VIXCLS\n2024-11-27,14.1,9\n", r"\[line\]: line 2: expected 2 fields"),
+        ("observation_date,VIXCLS\n11/27/2024,14.1\n", r"\[date\]: line 2: unparseable date"),
+        ("observation_date,VIXCLS\n2024-11-28,14.1\n2024-11-27,14.2\n", r"\[date\]: line 3"),
+        ("observation_date,VIXCLS\n2024-11-28,.\n", r"\[value\]: no values"),
+        ("", r"empty answer"),
+    ],
+)
+def test_malformed_csv_names_series_and_line(fake, policy, body, pattern):
+    fake.raw["VIXCLS"] = body
+    with pytest.raises(DataError, match=rf"fred:VIXCLS.*{pattern}"):
+        fetch_series("VIX", base_url=fake.url, policy=policy)

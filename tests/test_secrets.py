@@ -1,0 +1,204 @@
+"""Credentials, endpoints and live-mode confirmation; keys never leak into output."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import traceback
+
+import pytest
+import structlog
+
+from bot.broker.alpaca import AlpacaBroker
+from bot.data.alpaca import AlpacaMarketData
+from bot.errors import BotError
+from bot.logs import configure_logging
+from bot.net import RetryPolicy
+from bot.secrets import (
+    LiveModeError,
+    SecretsError,
+    load_credentials,
+    load_endpoints,
+)
+from bot.types import OrderRequest, Side
+from tests.fakes.alpaca_server import KEY_ID, SECRET, FakeAlpaca, Fault
+
+
+def write_secrets(path, text: str, mode: int = 0o600):
+    path.write_text(text)
+    os.chmod(path, mode)
+    return path
+
+
+def test_credentials_from_environment_are_masked():
+    creds = load_credentials({"APCA_API_KEY_ID": KEY_ID, "APCA_API_SECRET_KEY": SECRET})
+    assert (creds.key_id, creds.secret) == (KEY_ID, SECRET)
+    for shown in (repr(creds), str(creds), f"{creds}", repr([creds])):
+        assert SECRET not in shown and KEY_ID not in shown
+    assert "***" in repr(creds)
+
+
+@pytest.mark.parametrize(
+    ("env", "missing"),
+    [
+        ({"APCA_API_KEY_ID": KEY_ID}, "APCA_API_SECRET_KEY"),
+        ({"APCA_API_SECRET_KEY": SECRET}, "APCA_API_KEY_ID"),
+        ({"APCA_API_KEY_ID": " ", "APCA_API_SECRET_KEY": SECRET}, "APCA_API_KEY_ID"),
+    ],
+)
+def test_missing_variable_is_named_never_the_value(env, missing):
+    with pytest.raises(SecretsError, match=f"{missing} is not set") as caught:
+        load_credentials(env)
+    assert SECRET not in str(caught.value) and KEY_ID not in str(caught.value)
+
+
+def test_secrets_file_with_comments_export_and_quotes(tmp_path):
+    path = write_secrets(
+        tmp_path / "alpaca.env",
+        f"# paper keys\n\nexport APCA_API_KEY_ID={KEY_ID}\nAPCA_API_SECRET_KEY = '{SECRET}'\n",
+    )
+    creds = load_credentials({"BOT_SECRETS_FILE": str(path)})
+    assert (creds.key_id, creds.secret) == (KEY_ID, SECRET)
+
+
+def test_environment_wins_over_the_file(tmp_path):
+    path = write_secrets(
+        tmp_path / "s.env", f"APCA_API_KEY_ID=FROMFILE\nAPCA_API_SECRET_KEY={SECRET}\n"
+    )
+    creds = load_credentials({"BOT_SECRETS_FILE": str(path), "APCA_API_KEY_ID": KEY_ID})
+    assert (creds.key_id, creds.secret) == (KEY_ID, SECRET)
+
+
+def test_group_readable_file_is_refused(tmp_path):
+    path = write_secrets(
+        tmp_path / "s.env", f"APCA_API_KEY_ID={KEY_ID}\nAPCA_API_SECRET_KEY={SECRET}\n", 0o644
+    )
+    with pytest.raises(SecretsError, match="chmod 600") as caught:
+        load_credentials({"BOT_SECRETS_FILE": str(path)})
+    assert "644" in str(caught.value) and SECRET not in str(caught.value)
+
+
+def test_malformed_line_is_named_by_number_not_content(tmp_path):
+    path = write_secrets(tmp_path / "s.env", f"APCA_API_KEY_ID={KEY_ID}\n{SECRET}\n")
+    with pytest.raises(SecretsError, match="line 2: expected KEY=VALUE") as caught:
+        load_credentials({"BOT_SECRETS_FILE": str(path)})
+    assert SECRET not in str(caught.value)
+
+
+def test_missing_file_and_missing_key_in_file(tmp_path):
+    with pytest.raises(SecretsError, match="cannot be read"):
+        load_credentials({"BOT_SECRETS_FILE": str(tmp_path / "absent.env")})
+    path = write_secrets(tmp_path / "s.env", f"APCA_API_KEY_ID={KEY_ID}\n")
+    with pytest.raises(
+        SecretsError, match=f"APCA_API_SECRET_KEY is not set in the environment or {path}"
+    ):
+        load_credentials({"BOT_SECRETS_FILE": str(path)})
+
+
+def test_endpoint_defaults_and_overrides():
+    default = load_endpoints({})
+    assert default.trading_url == "https://paper-api.alpaca.markets"
+    assert default.data_url == "https://data.alpaca.markets"
+    assert default.fred_url == "https://fred.stlouisfed.org"
+    assert default.paper is True
+    custom = load_endpoints(
+        {
+            "APCA_API_BASE_URL": "http://127.0.0.1:9/v2/",
+            "APCA_API_DATA_URL": "http://127.0.0.1:8",
+            "BOT_FRED_URL": "http://127.0.0.1:7/",
+        }
+    )
+    assert (custom.trading_url, custom.data_url, custom.fred_url) == (
+        "http://127.0.0.1:9",
+        "http://127.0.0.1:8",
+        "http://127.0.0.1:7",
+    )
+
+
+def test_live_needs_the_callers_flag_and_the_confirmation():
+    with pytest.raises(LiveModeError, match="BOT_LIVE_CONFIRM=yes"):
+        load_endpoints({}, live=True)
+    with pytest.raises(LiveModeError, match="BOT_LIVE_CONFIRM=yes"):
+        load_endpoints({"BOT_LIVE_CONFIRM": "true"}, live=True)
+    live = load_endpoints({"BOT_LIVE_CONFIRM": "yes"}, live=True)
+    assert (live.paper, live.trading_url) == (False, "https://api.alpaca.markets")
+    assert load_endpoints({"BOT_LIVE_CONFIRM": "yes"}).paper is True  # confirmation alone: paper
+
+
+def test_paper_and_live_endpoints_cannot_be_crossed():
+    with pytest.raises(LiveModeError, match="paper endpoint"):
+        load_endpoints(
+            {"BOT_LIVE_CONFIRM": "yes", "APCA_API_BASE_URL": "https://paper-api.alpaca.markets"},
+            live=True,
+        )
+    with pytest.raises(LiveModeError, match="live endpoint"):
+        load_endpoints({"APCA_API_BASE_URL": "https://api.alpaca.markets/v2"})
+
+
+def test_from_env_builds_a_paper_broker(monkeypatch):
+    with FakeAlpaca() as fake:
+        monkeypatch.setenv("APCA_API_KEY_ID", KEY_ID)
+        monkeypatch.setenv("APCA_API_SECRET_KEY", SECRET)
+        monkeypatch.setenv("APCA_API_BASE_URL", fake.url)
+        broker = AlpacaBroker.from_env()
+        assert broker.account().paper is True
+        assert SECRET not in repr(broker)
+
+
+def test_keys_never_leak_into_logs_errors_or_tracebacks(tmp_path, monkeypatch, capsys, caplog):
+    """Keys come from a secrets file, so the log masker (which scrubs values it finds in
+    the environment) cannot hide a leak: anything found here was really written."""
+    for var in ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    path = write_secrets(
+        tmp_path / "s.env", f"APCA_API_KEY_ID={KEY_ID}\nAPCA_API_SECRET_KEY={SECRET}\n"
+    )
+    monkeypatch.setenv("BOT_SECRETS_FILE", str(path))
+    caplog.set_level(logging.DEBUG)  # urllib3 and requests debug lines included
+    configure_logging("DEBUG", fmt="json")
+    errors: list[BaseException] = []
+    seen: list[str] = []
+
+    def capture(call) -> None:
+        try:
+            call()
+        except BotError as exc:
+            errors.append(exc)
+
+    try:
+        creds = load_credentials()
+        seen += [repr(creds), str(creds)]
+        with FakeAlpaca() as fake:
+            fake.prices = {"SPY": 500.0}
+            policy = RetryPolicy(attempts=2, timeout=0.3, base_delay=0.0, sleep=lambda s: None)
+            broker = AlpacaBroker.connect(creds, base_url=fake.url, policy=policy)
+            data = AlpacaMarketData.connect(creds, base_url=fake.url, policy=policy)
+            seen += [repr(broker), repr(data)]
+            order = OrderRequest("leak-SPY-buy", "leak", "SPY", Side.BUY, 1000, "t", 500.0)
+            seen.append(repr(broker.submit(order, fake.now)))  # 403 rejection, logged
+            # 500, a retried lookup, a timeout, another lookup: BrokerError after 2 attempts.
+            fake.inject(
+                "POST", "/v2/orders", Fault.error(500, None, "boom"), Fault.slow(30, process=False)
+            )
+            fake.inject("GET", "/v2/orders:by_client_order_id", Fault.error(500, None, "down"))
+            capture(lambda: broker.submit(order._replace(quantity=1), fake.now))
+            fake.inject("GET", "/v2/account", Fault.malformed())
+            capture(broker.account)
+            fake.secret = "rotated-secret-value"  # our secret is now wrong: 403
+            capture(broker.refresh)
+            capture(lambda: data.daily_history(["SPY"], dt.date(2024, 11, 1)))
+        bad_file = write_secrets(tmp_path / "b.env", f"{SECRET}\n")
+        capture(lambda: load_credentials({"BOT_SECRETS_FILE": str(bad_file)}))
+    finally:
+        structlog.reset_defaults()
+    kinds = [type(e).__name__ for e in errors]
+    assert kinds == ["BrokerError", "BrokerError", "BrokerError", "DataError", "SecretsError"]
+    for exc in errors:
+        seen += [str(exc), repr(exc), "".join(traceback.format_exception(exc))]
+    out = capsys.readouterr()
+    seen += [out.out, out.err, caplog.text]
+    assert "order_rejected" in out.err and "http_retry" in out.err  # log lines were captured
+    for text in seen:
+        assert SECRET not in text
+        assert KEY_ID not in text
