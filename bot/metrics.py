@@ -363,7 +363,7 @@ def regime_table(
     prior = pd.Series(labels.to_numpy()[:-1], index=returns.index)
     total = len(returns)
     rows: list[dict[str, Metric]] = []
-    for name in dict.fromkeys(x for x in prior if x is not None):
+    for name in dict.fromkeys(x for x in prior if isinstance(x, str)):  # NaN: no regime yet
         rows.append(_regime_row(name, returns[prior == name], total, periods_per_year))
     return rows
 

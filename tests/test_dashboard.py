@@ -21,7 +21,7 @@ import structlog
 from bot.dashboard.server import DashboardServer, make_server
 from bot.store.models import EquityRecord, FillRecord, OrderRecord, PositionRecord, TargetRecord
 from tests.conftest import CONFIG
-from tests.test_inspect_cli import fill_by_backtest
+from tests.test_inspect_cli import fill_by_replay
 from tests.test_store import reset_pg, throwaway_pg_database
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -108,7 +108,7 @@ def replayed(tmp_path_factory) -> tuple[str, int]:
     """A SQLite trade log filled by a run. (Swap in the replay daemon when it exists.)"""
     tmp = tmp_path_factory.mktemp("dashboard")
     url = f"sqlite:///{tmp / 'log.sqlite'}"
-    run_id = fill_by_backtest(url, tmp / "out")
+    run_id = fill_by_replay(url, tmp / "out")
     return url, run_id
 
 
@@ -263,7 +263,7 @@ def test_the_summary_api_matches_and_nothing_can_write(replayed, server) -> None
 
 
 def test_the_dashboard_reads_postgresql_in_read_only_transactions(pg_database_url, tmp_path) -> None:
-    run_id = fill_by_backtest(pg_database_url, tmp_path / "out")
+    run_id = fill_by_replay(pg_database_url, tmp_path / "out")
     try:
         db = database_view(pg_database_url, run_id)
         for srv in serve(pg_database_url):

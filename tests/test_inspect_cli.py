@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -42,11 +43,12 @@ def pg_database_url() -> Iterator[str]:
     yield from throwaway_pg_database()
 
 
-def fill_by_backtest(url: str, out: Path) -> int:
-    """Record one run the way users do. (The replay daemon will take this job over.)"""
+def fill_by_replay(url: str, out: Path) -> int:
+    """Record one run the way a user without keys does: the daemon replayed on the
+    synthetic market (scheduler, jobs, engine, replay venue, trade log)."""
     code = main([
-        "backtest", "--config", str(CONFIG), "--synthetic", "--start", START, "--end", END,
-        "--database", url, "--no-charts", "--no-benchmarks", "--out", str(out),
+        "run", "--config", str(CONFIG), "--synthetic", "--replay", f"{START}:{END}",
+        "--database", url,
     ])
     assert code == 0
     log = TradeLog.open_readonly(url)
@@ -64,7 +66,7 @@ def filled(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[tuple[s
         url = f"sqlite:///{tmp / 'log.sqlite'}"
     else:
         url = request.getfixturevalue("pg_database_url")
-    run_id = fill_by_backtest(url, tmp / "out")
+    run_id = fill_by_replay(url, tmp / "out")
     yield url, run_id
     if request.param == "postgresql":
         reset_pg(url)
@@ -122,7 +124,7 @@ def test_each_command_exports_what_the_database_holds(filled, capsys) -> None:
 
     runs = as_json(capsys, "runs", "--database", url)
     assert [(r["id"], r["mode"], r["status"], r["synthetic"]) for r in runs] == [
-        (run_id, "backtest", "finished", True)
+        (run_id, "replay", "finished", True)
     ]
 
     code, out, _ = run_cli(capsys, "trades", "--database", url, "--format", "csv")
@@ -217,7 +219,7 @@ def _order(cid: str, at: dt.datetime) -> Order:
 
 def test_open_orders_runs_and_a_report_without_benchmark(tmp_path, capsys) -> None:
     url = f"sqlite:///{tmp_path / 'paper.sqlite'}"
-    fill_by_backtest(url, tmp_path / "bt")
+    fill_by_replay(url, tmp_path / "bt")
     capsys.readouterr()
     log = TradeLog.open(url)
     at = dt.datetime(2024, 3, 4, 15, tzinfo=dt.UTC)
@@ -232,7 +234,7 @@ def test_open_orders_runs_and_a_report_without_benchmark(tmp_path, capsys) -> No
     log.close()
 
     runs = as_json(capsys, "runs", "--database", url)
-    assert [(r["id"], r["mode"]) for r in runs] == [(1, "backtest"), (paper, "paper")]
+    assert [(r["id"], r["mode"]) for r in runs] == [(1, "replay"), (paper, "paper")]
     open_orders = as_json(capsys, "orders", "--database", url, "--status", "open")  # latest run
     assert [(o["client_order_id"], o["status"], o["broker_order_id"]) for o in open_orders] == [
         ("p-1", "accepted", "alp-1")
@@ -326,3 +328,37 @@ def test_the_cli_reads_while_a_writer_records(tmp_path, writer, capsys) -> None:
     rows = as_json(capsys, "equity", "--database", url)
     assert len(rows) == batches and Decimal(rows[-1]["equity"]) == Decimal(1000 + batches - 1)
     assert len(as_json(capsys, "trades", "--database", url)) == batches
+
+
+def test_the_cli_reads_while_a_replay_runs(tmp_path, capsys) -> None:
+    """The daemon itself (replayed on the synthetic market) writes after every job while
+    the inspection commands read: no 'database is locked'."""
+    url = f"sqlite:///{tmp_path / 'replay.sqlite'}"
+    log_file = (tmp_path / "replay.log").open("w")  # a pipe would fill up and stall it
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "--log-format", "json", "run", "--config", str(CONFIG),
+         "--synthetic", "--replay", "2021-01-04:2022-12-30", "--database", url],
+        cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, text=True,
+    )
+    reads = during = 0
+    try:
+        deadline = time.monotonic() + 240  # bounded: the replay takes seconds
+        while proc.poll() is None and time.monotonic() < deadline:
+            if not (tmp_path / "replay.sqlite").exists():
+                time.sleep(0.05)
+                continue
+            for command in (["equity", "--limit", "3"], ["orders", "--status", "open"], ["runs"]):
+                code, _, err = run_cli(capsys, *command, "--database", url, "--format", "json")
+                assert "locked" not in err
+                if code == 0:
+                    reads += 1
+                    during += proc.poll() is None
+    finally:
+        proc.wait(timeout=300)
+        log_file.close()
+    output = (tmp_path / "replay.log").read_text()
+    assert proc.returncode == 0, output[-2000:]
+    assert "locked" not in output
+    assert during >= 3, f"only {during} reads overlapped the replay"
+    rows = as_json(capsys, "equity", "--database", url, "--limit", "1000")
+    assert len(rows) > 450

@@ -123,13 +123,20 @@ def collect(log: TradeLog, run: int | None, markets: MarketCache) -> dict[str, A
         "total_return": float(curve.iloc[-1] / curve.iloc[0] - 1.0),
         "drawdown": float(dd.iloc[-1]),
         "max_drawdown": float(dd.min()),
-        "regime": equity["regime"].iloc[-1],
+        "regime": _label(equity["regime"].iloc[-1]),
         "curve": _series_points(curve),
         "drawdown_curve": _series_points(dd),
-        "regime_days": [[d.isoformat(), r] for d, r in zip(equity["day"], equity["regime"], strict=True)],
+        "regime_days": [
+            [d.isoformat(), _label(r)] for d, r in zip(equity["day"], equity["regime"], strict=True)
+        ],
     }
     summary["benchmark"] = _benchmark(markets.get(run_id, info.config or {}, bool(info.synthetic)), curve)
     return summary
+
+
+def _label(value: Any) -> str | None:
+    """A regime label, or None for days before the first decision (NULL read as NaN)."""
+    return value if isinstance(value, str) else None
 
 
 def _benchmark(market: RunMarket, curve: pd.Series) -> dict[str, Any]:

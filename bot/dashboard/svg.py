@@ -115,7 +115,7 @@ def _regime_strip(
         if i < len(regimes) and regimes[i][1] == regimes[start][1]:
             continue
         label = regimes[start][1]
-        if label is not None:
+        if isinstance(label, str):  # days before the first decision have no regime (NULL/NaN)
             x0 = x(regimes[start][0])
             x1 = x(regimes[i][0]) if i < len(regimes) else x_end
             color = REGIME_COLORS.get(label, "#999999")
