@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bot.inspect_cli",
     "bot.dashboard.cli",
     "bot.daemon_cli",
+    "bot.robo_cli",
 )
 
 

@@ -40,6 +40,7 @@ class Asset(_Strict):
 
 class StrategySettings(_Strict):
     name: str = "diversified_leverage"
+    kind: Literal["leverage", "factor"] = "leverage"  # which target model (bot.engine.build_model)
     weighting: Literal["inverse_vol", "erc", "strategic"] = "inverse_vol"
     vol_window: Annotated[int, Field(ge=2, le=1000)] = 20
     cov_window: Annotated[int, Field(ge=2, le=1000)] = 60
@@ -48,6 +49,61 @@ class StrategySettings(_Strict):
     var_window: Annotated[int, Field(ge=10, le=1000)] = 60
     var_factor_floor: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     overlay_enabled: bool = True
+
+
+class SignalWeights(_Strict):
+    """Weights of the four standardized signals in the composite score (sum to 1)."""
+
+    relative_strength: Fraction = 0.30
+    trend: Fraction = 0.30
+    mean_reversion: Fraction = 0.25
+    seasonality: Fraction = 0.15
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SignalWeights:
+        total = self.relative_strength + self.trend + self.mean_reversion + self.seasonality
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"signal weights must sum to 1, got {total:.6f}")
+        return self
+
+
+class FactorSettings(_Strict):
+    """The robo-advisor factor model (strategy.kind = "factor"); defaults are the
+    whitepaper's balanced profile. See bot/strategy/factor.py for the exact rules."""
+
+    profile: str = "balanced"
+    weights: SignalWeights = SignalWeights()
+    total_min: Annotated[float, Field(gt=0.0, le=2.0)] = 0.90  # band of the drawn total weight
+    total_max: Annotated[float, Field(gt=0.0, le=2.0)] = 1.10
+    max_weight: Annotated[float, Field(gt=0.0, le=1.0)] = 0.50  # LP upper bound per ETF
+    seed: Annotated[int, Field(ge=0)] = 7  # with the decision date, seeds the draw of the total
+    rs_window: Annotated[int, Field(ge=2, le=1000)] = 63  # relative strength: ~3 months
+    tf_fast: Annotated[int, Field(ge=2, le=1000)] = 50  # trend: fast moving average
+    tf_slow: Annotated[int, Field(ge=2, le=1000)] = 200  # trend: slow moving average
+    mr_window: Annotated[int, Field(ge=1, le=250)] = 5  # mean reversion: recent return
+    mr_lookback: Annotated[int, Field(ge=10, le=1000)] = 63  # ... against this many days
+    se_min_years: Annotated[int, Field(ge=1, le=50)] = 3  # own-month average needs this many
+    se_years: Annotated[int, Field(ge=1, le=50)] = 10  # ... of at most this many earlier years
+    tom_days_before: Annotated[int, Field(ge=0, le=5)] = 1  # turn of month: last n days ...
+    tom_days_after: Annotated[int, Field(ge=0, le=10)] = 3  # ... and first n days of a month
+    holding_days: Annotated[int, Field(ge=1, le=30)] = 5  # sessions a decision is held
+    intended_srri: tuple[Annotated[int, Field(ge=1, le=7)], Annotated[int, Field(ge=1, le=7)]] = (3, 5)
+    priips_rhp_years: Annotated[float, Field(gt=0.0, le=30.0)] = 5.0  # recommended holding period
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FactorSettings:
+        problems = []
+        if self.total_min > self.total_max:
+            problems.append(f"total_min {self.total_min} must not exceed total_max {self.total_max}")
+        if self.tf_fast >= self.tf_slow:
+            problems.append(f"tf_fast {self.tf_fast} must be shorter than tf_slow {self.tf_slow}")
+        if self.se_min_years > self.se_years:
+            problems.append(f"se_min_years {self.se_min_years} must not exceed se_years {self.se_years}")
+        if self.intended_srri[0] > self.intended_srri[1]:
+            problems.append(f"intended_srri {list(self.intended_srri)} must be [low, high]")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class RegimeSettings(_Strict):
@@ -155,6 +211,7 @@ class Settings(_Strict):
 
     strategy: StrategySettings = StrategySettings()
     universe: dict[str, Asset]
+    factor: FactorSettings = FactorSettings()
     regime: RegimeSettings = RegimeSettings()
     overlay: dict[Regime, dict[str, Annotated[float, Field(ge=0.0)]]] = Field(default_factory=dict)
     risk: RiskSettings = RiskSettings()

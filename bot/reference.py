@@ -6,6 +6,8 @@ same fill model, costs and calendar apply to all, so differences come from the s
 
 from __future__ import annotations
 
+from typing import Literal
+
 from bot.config import Asset, Settings
 
 # name -> (weights, rebalance every N trading days; None = buy and hold)
@@ -19,9 +21,16 @@ NEVER = 10**9  # a rebalance period no backtest reaches
 
 
 def fixed_weight_settings(
-    base: Settings, weights: dict[str, float], every_days: int | None
+    base: Settings,
+    weights: dict[str, float],
+    every_days: int | None,
+    schedule: Literal["every_n_days", "weekly"] | None = None,
 ) -> Settings:
-    """`base` turned into a plain fixed-weight portfolio over `weights`."""
+    """`base` turned into a plain fixed-weight portfolio over `weights` (the leverage
+    model's strategic weights), rebalanced on `schedule` (default: the base's)."""
+    rebalance = {"every_days": every_days or NEVER, "drift": None, "on_defensive_change": False}
+    if schedule is not None and schedule != base.rebalance.schedule:
+        rebalance |= {"schedule": schedule, "execution_lag_days": 0}
     universe = {
         sym: base.universe.get(sym, Asset()).model_copy(update={"weight": w})
         for sym, w in weights.items()
@@ -31,20 +40,32 @@ def fixed_weight_settings(
             "universe": universe,
             "overlay": {},
             "strategy": base.strategy.model_copy(
-                update={"weighting": "strategic", "overlay_enabled": False}
+                update={"kind": "leverage", "weighting": "strategic", "overlay_enabled": False}
             ),
             "risk": base.risk.model_copy(update={"rules": (), "position_cap": 1.0}),
-            "rebalance": base.rebalance.model_copy(
-                update={"every_days": every_days or NEVER, "drift": None, "on_defensive_change": False}
-            ),
+            "rebalance": base.rebalance.model_copy(update=rebalance),
         }
     )
 
 
 def reference_settings(base: Settings) -> dict[str, Settings]:
     """The report's comparison set: SPY, 60/40 (monthly), TQQQ, and the strategy's own
-    strategic weights rebalanced on its period."""
-    out = {name: fixed_weight_settings(base, w, every) for name, (w, every) in REFERENCES.items()}
+    strategic weights rebalanced on its period. A factor (robo) config is compared with
+    SPY buy-and-hold and the whitepaper's static example allocation (its universe
+    weights) rebalanced on the same weekly schedule."""
+    if base.strategy.kind == "factor":
+        static = {sym: a.weight for sym, a in base.universe.items()}
+        spy, every = REFERENCES["SPY buy-and-hold"]
+        return {
+            "SPY buy-and-hold": fixed_weight_settings(base, spy, every, "every_n_days"),
+            f"Whitepaper static {base.factor.profile} (weekly)": fixed_weight_settings(
+                base, static, None
+            ),
+        }
+    out = {
+        name: fixed_weight_settings(base, w, every, "every_n_days")
+        for name, (w, every) in REFERENCES.items()
+    }
     strategic = {sym: a.weight for sym, a in base.universe.items()}
     out[f"Strategic fixed weights ({base.rebalance.every_days}d)"] = fixed_weight_settings(
         base, strategic, base.rebalance.every_days

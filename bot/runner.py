@@ -115,7 +115,12 @@ def run_backtest_command(options: BacktestOptions) -> int:
         synthetic=market.synthetic,
         started_at=dt.datetime.now(dt.UTC),
     )
-    log.info("backtest started", run=run_id, data=market.label, weighting=settings.strategy.weighting)
+    # The factor model has no `weighting`: name its profile instead (report meta, log).
+    weighting = (
+        settings.strategy.weighting if settings.strategy.kind == "leverage"
+        else f"factor:{settings.factor.profile}"
+    )
+    log.info("backtest started", run=run_id, data=market.label, weighting=weighting)
     bar, progress = _progress_bar(console)
     try:
         if bar is not None:
@@ -143,7 +148,7 @@ def run_backtest_command(options: BacktestOptions) -> int:
             "run_id": run_id,
             "config": str(options.config),
             "config_hash": settings.fingerprint(),
-            "weighting": settings.strategy.weighting,
+            "weighting": weighting,
             "fill_model": settings.backtest.fill,
             "code_version": code_version(),
             "database": url.split("?")[0] if url.startswith("sqlite") else "postgresql",

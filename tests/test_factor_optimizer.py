@@ -1,0 +1,81 @@
+"""The allocation LP: every constraint, the band, the corner solutions, reproducible draws."""
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from bot.strategy.factor_optimizer import allocate, draw_total, solve_weights
+
+CAP = 0.5
+
+
+def greedy(scores, eligible, invested, cap):
+    """The LP's optimum worked out by hand: fill the best-scored ETFs to the cap in turn."""
+    w = np.zeros(len(scores))
+    left = invested
+    for i in sorted(np.flatnonzero(eligible), key=lambda i: -scores[i]):
+        w[i] = min(cap, left)
+        left -= w[i]
+    return w
+
+
+def test_four_etfs_land_on_the_corners():
+    scores = np.array([0.2, 1.1, -0.4, 0.7])
+    everyone = np.ones(4, bool)
+    np.testing.assert_allclose(allocate(scores, everyone, 0.90, CAP).weights, [0, 0.5, 0, 0.4])
+    full = allocate(scores, everyone, 1.07, CAP)
+    np.testing.assert_allclose(full.weights, [0, 0.5, 0, 0.5])
+    assert full.invested == 1.0 and full.unused == pytest.approx(0.07)  # no leverage
+
+
+def test_every_constraint_holds_on_random_problems():
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        n = int(rng.integers(2, 9))
+        scores = rng.normal(size=n)
+        eligible = rng.random(n) < 0.8
+        low, high = sorted(rng.uniform(0.8, 1.2, 2))
+        drawn = float(rng.uniform(low, high))
+        alloc = allocate(scores, eligible, drawn, CAP)
+        w = alloc.weights
+        assert low <= alloc.drawn <= high
+        assert np.all(w >= 0) and np.all(w <= CAP + 1e-12)  # no shorting, 50% cap
+        assert np.all(w[~eligible] == 0)
+        assert alloc.invested == pytest.approx(min(drawn, 1.0, CAP * eligible.sum()))
+        assert w.sum() == pytest.approx(alloc.invested, abs=1e-9) and w.sum() <= 1 + 1e-12
+        inside = (w > 1e-9) & (w < CAP - 1e-9)
+        assert inside.sum() <= 1  # a vertex: at most one weight between its bounds
+        np.testing.assert_allclose(w, greedy(scores, eligible, alloc.invested, CAP), atol=1e-9)
+
+
+def test_a_single_rankable_etf_holds_the_cap_and_the_rest_is_cash():
+    alloc = allocate(np.array([0.3, 9.0, 1.0]), np.array([True, False, False]), 0.95, CAP)
+    np.testing.assert_allclose(alloc.weights, [0.5, 0, 0])
+    assert alloc.invested == 0.5 and alloc.unused == pytest.approx(0.45)
+
+
+def test_nothing_to_invest_gives_all_cash():
+    np.testing.assert_array_equal(solve_weights(np.ones(3), np.zeros(3, bool), 1.0, CAP), 0.0)
+
+
+def test_the_same_seed_and_day_draw_the_same_total():
+    day = dt.date(2024, 5, 3)
+    first = draw_total(7, day, 0.90, 1.10)
+    assert draw_total(7, day, 0.90, 1.10) == first  # a replay or a restart that day
+    assert draw_total(8, day, 0.90, 1.10) != first
+    assert draw_total(7, day + dt.timedelta(days=7), 0.90, 1.10) != first
+    scores = np.array([0.1, 0.5, -0.2, 0.3])
+    a = allocate(scores, np.ones(4, bool), first, CAP)
+    b = allocate(scores, np.ones(4, bool), draw_total(7, day, 0.90, 1.10), CAP)
+    np.testing.assert_array_equal(a.weights, b.weights)
+
+
+@pytest.mark.parametrize("low, high", [(0.95, 1.05), (0.90, 1.10), (0.85, 1.15)])
+def test_draws_cover_the_band_uniformly(low, high):
+    start = dt.date(2010, 1, 1)
+    draws = np.array([draw_total(7, start + dt.timedelta(days=k), low, high) for k in range(4000)])
+    assert draws.min() >= low and draws.max() <= high
+    # Uniform: each quarter of the band holds about a quarter of the draws.
+    counts, _ = np.histogram(draws, bins=4, range=(low, high))
+    assert np.all(np.abs(counts / len(draws) - 0.25) < 0.03)

@@ -1,0 +1,155 @@
+"""SRRI (CESR/10-673) and PRIIPs MRM (Reg. 2017/653 Annex II) on hand-made curves, and
+`bot suitability` end to end."""
+
+import io
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from rich.console import Console
+
+from bot.calendar import sessions, week_ends
+from bot.cli import main
+from bot.robo_cli import render
+from bot.suitability import (
+    MRM_BOUNDS,
+    SRRI_BOUNDS,
+    cornish_fisher_var,
+    priips_mrm,
+    risk_class,
+    srri,
+    suitability,
+    vev,
+)
+from tests.conftest import REPO
+
+
+@pytest.mark.parametrize("vol, expected", [
+    (0.0, 1), (0.00499, 1), (0.005, 2), (0.0199, 2), (0.02, 3), (0.0499, 3), (0.05, 4),
+    (0.0999, 4), (0.10, 5), (0.1499, 5), (0.15, 6), (0.2499, 6), (0.25, 7), (0.90, 7),
+])
+def test_srri_classes_are_lower_inclusive(vol, expected):
+    assert risk_class(vol, SRRI_BOUNDS) == expected
+
+
+@pytest.mark.parametrize("vev_value, expected", [
+    (0.0049, 1), (0.005, 2), (0.0499, 2), (0.05, 3), (0.1199, 3), (0.12, 4), (0.20, 5),
+    (0.2999, 5), (0.30, 6), (0.7999, 6), (0.80, 7),
+])
+def test_mrm_classes_follow_annex_ii(vev_value, expected):
+    assert risk_class(vev_value, MRM_BOUNDS) == expected
+
+
+def weekly_curve(weekly_return, start="2017-01-02", end="2024-12-31"):
+    """A daily equity curve that moves only on the last trading day of each week, by
+    `weekly_return(k, day)` on the k-th week end."""
+    days = sessions(start, end)
+    steps = np.ones(len(days))
+    for k, i in enumerate(np.flatnonzero(week_ends(days))[1:]):
+        steps[i] = 1 + weekly_return(k, days[i])
+    return pd.Series(100 * np.cumprod(steps), index=pd.DatetimeIndex(days))
+
+
+def alternating(size):
+    return lambda k, _day: size if k % 2 == 0 else -size
+
+
+def test_srri_is_the_weekly_volatility_of_the_last_five_years():
+    def returns(k, day):  # wild before 2020, calm after
+        return (0.10 if day < np.datetime64("2020-01-01") else 0.01) * (1 if k % 2 == 0 else -1)
+
+    equity = weekly_curve(returns)
+    result = srri(equity)
+    weekly = equity[week_ends(equity.index.to_numpy().astype("datetime64[D]"))]
+    expected = weekly.pct_change().dropna().iloc[-260:].std(ddof=1) * math.sqrt(52)
+    assert result.volatility == pytest.approx(expected)
+    assert result.volatility == pytest.approx(0.01 * math.sqrt(52), rel=0.01)  # 7.2%
+    assert result.risk_class == 4 and result.weeks == 260 and not result.short_history
+    assert result.end == "2024-12-27"  # the partial last week (Mon 30, Tue 31) is dropped
+    assert result.start == "2020-01-03"  # 260 weeks before
+
+
+def test_srri_on_less_than_five_years_is_flagged():
+    result = srri(weekly_curve(alternating(0.02), start="2022-01-03"))
+    assert result.short_history and result.weeks < 260 and result.risk_class == 5
+
+
+def symmetric_log_returns(a, n):
+    """Log returns -a, +a, 0, 0, 0, 0 repeated: mean 0, skew 0, kurtosis exactly 3."""
+    return np.resize([-a, a, 0.0, 0.0, 0.0, 0.0], n)
+
+
+def curve_from_logs(logs, start="2019-01-02"):
+    days = sessions(start, "2024-12-31")[: len(logs) + 1]
+    return pd.Series(100 * np.exp(np.r_[0.0, np.cumsum(logs)]), index=pd.DatetimeIndex(days))
+
+
+def test_priips_vev_of_a_normal_like_series_is_its_annual_volatility():
+    logs = symmetric_log_returns(0.02, 1200)  # 4.8 years: used whole, flagged short
+    result = priips_mrm(curve_from_logs(logs), rhp_years=5)
+    assert result.short_history and result.observations == 1200
+    sigma = 0.02 / math.sqrt(3)
+    assert result.sigma == pytest.approx(sigma, rel=1e-3)
+    assert result.skew == pytest.approx(0.0, abs=1e-2)
+    assert result.excess_kurtosis == pytest.approx(0.0, abs=1e-2)
+    # Zero skew and excess kurtosis: VaR = -1.96 sigma sqrt(N) - sigma^2 N / 2, and
+    # VEV = sigma sqrt(256) up to the 3.842 vs 1.96^2 rounding in the regulation.
+    assert result.vev == pytest.approx(sigma * 16, rel=2e-3)
+    assert result.mrm_class == 4  # 18.5%
+
+
+def test_priips_matches_a_published_worked_example():
+    # quant.stackexchange.com/q/69314: sigma 0.0378, skew 0.9201, excess kurtosis 12.068,
+    # N = 256, T = 1 give VaR -1.3534 and VEV 0.5990.
+    var = cornish_fisher_var(0.0378, 0.9201, 12.068, 256)
+    assert var == pytest.approx(-1.3534, abs=1e-4)
+    assert vev(var, 1.0) == pytest.approx(0.5990, abs=1e-4)
+
+
+def test_a_fat_left_tail_raises_the_vev():
+    base = symmetric_log_returns(0.01, 1200)
+    crashes = base.copy()
+    crashes[::100] = -0.06  # rare large losses
+    rallies = -crashes  # the mirror image: same sigma and kurtosis, opposite skew
+    left = priips_mrm(curve_from_logs(crashes), 5)
+    right = priips_mrm(curve_from_logs(rallies), 5)
+    assert left.sigma == pytest.approx(right.sigma) and left.skew < 0 < right.skew
+    assert left.vev > right.vev
+
+
+def test_suitability_flags_a_mismatch():
+    equity = weekly_curve(alternating(0.03))  # about 21.6% a year: SRRI 6
+    perf = {"start": "2017-01-02", "end": "2024-12-31", "max_drawdown": -0.1, "sharpe": 0.5,
+            "cagr": 0.01, "annual_volatility": 0.2}
+    row = suitability("x", equity, (3, 5), 5.0, perf)
+    assert row["srri"]["risk_class"] == 6 and not row["fits"]
+    assert row["mismatch"] == "SRRI 6 is above the intended range 3-5"
+    assert suitability("x", equity, (5, 7), 5.0, perf)["fits"]
+
+
+def test_bot_suitability_prints_and_writes_every_profile(shared_data, tmp_path):
+    out = tmp_path / "suitability.json"
+    args = ["suitability", "--data-dir", str(shared_data), "--start", "2016-01-04", "--out", str(out)]
+    for profile in ("conservative", "balanced", "aggressive"):
+        args += ["--config", str(REPO / "config" / f"robo_{profile}.toml")]
+    assert main(args) == 0
+    report = json.loads(out.read_text())
+    console = Console(file=io.StringIO(), width=250)
+    render(report, console)  # the table the command printed, from the same report
+    printed = console.file.getvalue()
+    assert [p["profile"] for p in report["profiles"]] == ["conservative", "balanced", "aggressive"]
+    for profile in report["profiles"]:
+        for key in ("strategy", "static_allocation"):
+            row = profile[key]
+            low, high = row["intended_srri"]
+            assert row["fits"] == (low <= row["srri"]["risk_class"] <= high)
+            assert not row["srri"]["short_history"] and row["srri"]["weeks"] == 260
+            assert row["span"] == ["2016-01-04", "2024-12-31"]
+            assert 1 <= row["priips"]["mrm_class"] <= 7 and row["max_drawdown"] < 0
+        assert profile["profile"] in printed and profile["strategy"]["name"] in printed
+    if not report["profiles"][0]["strategy"]["fits"]:
+        assert "conservative: SRRI" in printed and "above the intended range" in printed
+    aggressive = report["profiles"][2]["strategy"]
+    assert aggressive["srri"]["risk_class"] >= 6  # QQQ/ARKK/XLK/IEMG: well above 15% a year
