@@ -15,6 +15,7 @@ from bot.daemon.live_feed import AlpacaFeed
 from bot.daemon.reconcile import reconcile
 from bot.daemon.sessions import SessionCalendar
 from bot.data.alpaca import AlpacaMarketData
+from bot.engine import build_model
 from bot.secrets import load_credentials, load_endpoints
 from bot.store.tradelog import TradeLog
 
@@ -57,7 +58,10 @@ def build_live(
     instance = instance_name(settings)
     ctx = DaemonContext(
         settings=settings,
-        feed=AlpacaFeed(data, tradelog, settings.symbols, endpoints.fred_url, clock),
+        feed=AlpacaFeed(
+            data, tradelog, settings.symbols, endpoints.fred_url, clock,
+            lookback_days=build_model(settings).history_calendar_days,
+        ),
         broker=broker,
         tradelog=tradelog,
         clock=clock,

@@ -17,8 +17,6 @@ from bot.store.tradelog import TradeLog
 
 log = structlog.get_logger(__name__)
 
-#: calendar days of bars fetched: covers the longest window (252 returns) plus margin
-LOOKBACK_DAYS = 550
 
 
 class AlpacaFeed:
@@ -29,6 +27,7 @@ class AlpacaFeed:
         symbols: tuple[str, ...],
         fred_url: str,
         clock,
+        lookback_days: int,
         macro_names: tuple[str, ...] = MACRO_SERIES,
     ) -> None:
         self.data = data
@@ -36,6 +35,7 @@ class AlpacaFeed:
         self.symbols = symbols
         self.fred_url = fred_url
         self.clock = clock
+        self.lookback_days = lookback_days  # the target model's history_calendar_days
         self.macro_names = macro_names
         self._cache: dict[dt.date, MarketData] = {}
         self._macro_fetched: dict[str, dt.date] = {}
@@ -44,7 +44,7 @@ class AlpacaFeed:
         """Bars through `through` (a later partial bar is dropped) and the macro series."""
         if through in self._cache:
             return self._cache[through]
-        start = through - dt.timedelta(days=LOOKBACK_DAYS)
+        start = through - dt.timedelta(days=self.lookback_days)
         prices = self.data.daily_history(self.symbols, start, through)
         prices = prices.between(None, np.datetime64(through))
         market = MarketData(prices, self.macro(), source="alpaca+fred", synthetic=False)

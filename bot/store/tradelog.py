@@ -569,7 +569,7 @@ class TradeLog:
         t = EQUITY
         stmt = (
             sa.select(t.c.day, t.c.equity, t.c.cash, t.c.positions_value, t.c.drawdown, t.c.regime)
-            .where(t.c.run_id == run_id)
+            .where(t.c.run_id == int(run_id))
             .order_by(t.c.day)
         )
         frame = self._frame(
@@ -590,7 +590,7 @@ class TradeLog:
                 t.c.slippage_cost,
                 t.c.client_order_id,
             )
-            .where(t.c.run_id == run_id)
+            .where(t.c.run_id == int(run_id))
             .order_by(t.c.filled_at, t.c.id)
         )
         money = ("quantity", "price", "commission", "slippage_cost")
@@ -601,7 +601,7 @@ class TradeLog:
         t = ORDERS
         stmt = sa.select(*(c for c in t.c if c.name != "id")).order_by(t.c.submitted_at, t.c.id)
         if run_id is not None:
-            stmt = stmt.where(t.c.run_id == run_id)
+            stmt = stmt.where(t.c.run_id == int(run_id))
         if status is not None:
             stmt = stmt.where(t.c.status == OrderStatus(status).value)
         money = ("quantity", "notional", "reference_price", "filled_quantity", "average_price")
@@ -611,7 +611,7 @@ class TradeLog:
         t = REGIMES
         stmt = (
             sa.select(*(c for c in t.c if c.name not in ("id", "run_id")))
-            .where(t.c.run_id == run_id)
+            .where(t.c.run_id == int(run_id))
             .order_by(t.c.day, t.c.id)
         )
         return self._frame(
@@ -624,7 +624,7 @@ class TradeLog:
         t = TARGETS
         stmt = (
             sa.select(*(c for c in t.c if c.name not in ("id", "run_id")))
-            .where(t.c.run_id == run_id)
+            .where(t.c.run_id == int(run_id))
             .order_by(t.c.day, t.c.id)
         )
         return self._frame(
@@ -635,7 +635,7 @@ class TradeLog:
         t = RISK_EVENTS
         stmt = (
             sa.select(t.c.day, t.c.rule, t.c.symbol, t.c.action, t.c.inputs)
-            .where(t.c.run_id == run_id)
+            .where(t.c.run_id == int(run_id))
             .order_by(t.c.day, t.c.id)
         )
         return self._frame(stmt, dates=("day",))
@@ -644,7 +644,7 @@ class TradeLog:
         t = POSITIONS
         stmt = (
             sa.select(t.c.day, t.c.symbol, t.c.quantity, t.c.price, t.c.market_value)
-            .where(t.c.run_id == run_id)
+            .where(t.c.run_id == int(run_id))
             .order_by(t.c.day, t.c.id)
         )
         return self._frame(stmt, floats=("quantity", "price", "market_value"), dates=("day",))
@@ -655,7 +655,7 @@ class TradeLog:
             t.c.at, t.c.id
         )
         if run_id is not None:
-            stmt = stmt.where(t.c.run_id == run_id)
+            stmt = stmt.where(t.c.run_id == int(run_id))
         return self._frame(stmt, times=("at",))
 
     def runs(self) -> pd.DataFrame:

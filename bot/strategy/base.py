@@ -47,5 +47,7 @@ class TargetModel(Protocol):
 
     #: trading days of returns the model needs (the engine passes at most this many)
     returns_window: int
+    #: calendar days of price history a live feed must download for a full decision
+    history_calendar_days: int
 
     def decide(self, ctx: DecisionContext) -> TargetDecision: ...

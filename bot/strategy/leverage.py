@@ -42,6 +42,9 @@ class LeverageModel:
             else 0
         )
 
+        # returns_window trading days back, in calendar days, with room for holidays
+        self.history_calendar_days = max(550, int(self.returns_window * 1.5) + 30)
+
     def decide(self, ctx: DecisionContext) -> TargetDecision:
         baseline, how = self.baseline(ctx.returns, ctx.tradable)
         overlaid = (

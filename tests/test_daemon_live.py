@@ -1,0 +1,234 @@
+"""The paper-trading daemon end to end against fake Alpaca and FRED servers on 127.0.0.1:
+the real alpaca-py clients, the real jobs and reconciliation, a simulated clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from decimal import Decimal
+
+import numpy as np
+import pytest
+
+from bot.broker.alpaca import AlpacaBroker
+from bot.clock import SimulatedClock
+from bot.config import load_settings
+from bot.daemon.live import build_live
+from bot.daemon.once import decide_once
+from bot.daemon.sessions import exchange_sessions
+from bot.data.fred import FRED_IDS
+from bot.data.synthetic import synthetic_market
+from bot.store.tradelog import TradeLog
+from tests.conftest import CONFIG, REPO
+from tests.fakes.alpaca_server import KEY_ID, SECRET, DailyBar, FakeAlpaca, FakeSession
+from tests.fakes.fred_server import FakeFred
+
+UTC = dt.UTC
+SETTINGS = load_settings(CONFIG)
+MARKET = synthetic_market([*SETTINGS.symbols, "SPY"], "2022-06-01", "2024-12-31", seed=3)
+TUESDAY = dt.date(2024, 11, 26)
+OPEN_JOB = dt.datetime(2024, 11, 26, 14, 35, tzinfo=UTC)  # 09:35 New York
+
+
+def fake_sessions(start: dt.date, end: dt.date) -> list[FakeSession]:
+    out = []
+    for s in exchange_sessions(start, end):
+        local = s.close.astimezone(dt.timezone(dt.timedelta(hours=-5)))
+        early = s.close.hour in (18, 17) and local.hour == 13
+        out.append(FakeSession(s.day, close="13:00" if early else "16:00"))
+    return out
+
+
+@pytest.fixture
+def venue(monkeypatch):
+    """Fake Alpaca (trading + data) and FRED, filled from the synthetic market, with the
+    environment pointing the bot at them."""
+    alpaca = FakeAlpaca(cash=100_000, now=OPEN_JOB,
+                        sessions=fake_sessions(dt.date(2024, 9, 3), dt.date(2024, 12, 31)))
+    prices = MARKET.prices
+    days = prices.dates.astype("datetime64[D]").astype(object)
+    for i, sym in enumerate(prices.symbols):
+        alpaca.daily_bars[sym] = [
+            DailyBar(d, o if np.isfinite(o) else c, c, c, c)
+            for d, o, c in zip(days, prices.open[:, i], prices.close[:, i], strict=True)
+            if np.isfinite(c)
+        ]
+    last = int(np.searchsorted(prices.dates, np.datetime64("2024-11-25")))
+    alpaca.prices = {s: float(prices.close[last, i]) for i, s in enumerate(prices.symbols)}
+    fred = FakeFred()
+    for name, series in MARKET.macro.items():
+        fred.series[FRED_IDS[name]] = list(
+            zip(series.dates.astype("datetime64[D]").astype(object), series.values.tolist(), strict=True)
+        )
+    alpaca.start()
+    fred.start()
+    for key, value in {
+        "APCA_API_KEY_ID": KEY_ID, "APCA_API_SECRET_KEY": SECRET, "APCA_API_BASE_URL": alpaca.url,
+        "APCA_API_DATA_URL": alpaca.url, "BOT_FRED_URL": fred.url,
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("BOT_LIVE_CONFIRM", raising=False)
+    yield alpaca
+    alpaca.stop()
+    fred.stop()
+
+
+def open_log(tmp_path):
+    log = TradeLog.open(f"sqlite:///{tmp_path / 'paper.sqlite'}")
+    run_id = log.start_run(mode="paper", strategy=SETTINGS.strategy.name, config_hash="h",
+                           config={}, code_version="t", data_source="alpaca", synthetic=False,
+                           started_at=dt.datetime.now(UTC))
+    return log, run_id
+
+
+def daemon(tmp_path, venue, when=OPEN_JOB):
+    venue.set_now(when)
+    log, run_id = open_log(tmp_path)
+    clock = SimulatedClock(when)
+    return build_live(SETTINGS, log, run_id, live=False, clock=clock), log, clock
+
+
+def bought_before(venue, symbol, value):
+    """Start with `value` dollars of `symbol`, paid from the account's cash."""
+    price = venue.prices[symbol]
+    venue.hold(symbol, value / price, price)
+    venue.cash -= Decimal(repr(value))
+
+
+def sides(venue):
+    return [(o.data["symbol"], o.data["side"], o.data["status"]) for o in venue.orders]
+
+
+def test_rebalance_sells_first_then_buys_after_the_sells_fill(tmp_path, venue):
+    bought_before(venue, "TQQQ", 60_000.0)  # far above its target
+    jobs, log, clock = daemon(tmp_path, venue)
+    assert jobs.run("open", jobs.open_job)
+    # Only the sell went out; the buys wait (recorded as `new`, queued).
+    assert [s[:2] for s in sides(venue)] == [("TQQQ", "sell")]
+    orders = log.load_orders()
+    assert set(orders.loc[orders["side"] == "buy", "status"]) == {"new"}
+    assert len(orders) >= 5
+
+    venue.fill_open()
+    clock.set(OPEN_JOB + dt.timedelta(minutes=2))
+    assert jobs.run("poll", jobs.poll_job)
+    assert {s[1] for s in sides(venue)} == {"sell", "buy"}
+    venue.fill_open()
+    clock.set(OPEN_JOB + dt.timedelta(minutes=4))
+    assert jobs.run("poll", jobs.poll_job)
+
+    orders = log.load_orders()
+    assert set(orders["status"]) == {"filled"}
+    assert len(log.load_fills(orders["run_id"].iloc[0])) == len(venue.orders)
+    state = log.load_state("diversified_leverage", "paper")
+    assert state["last_rebalance_day"] == "2024-11-25"  # decided on Monday's close
+
+    # Next day: not due (1 trading day since), nothing sent.
+    wednesday = dt.datetime(2024, 11, 27, 14, 35, tzinfo=UTC)
+    venue.set_now(wednesday)
+    clock.set(wednesday)
+    before = len(venue.orders)
+    assert jobs.run("open", jobs.open_job)
+    assert len(venue.orders) == before
+    log.close()
+
+
+def test_killed_mid_rebalance_then_restarted_sends_no_duplicate(tmp_path, venue, monkeypatch):
+    bought_before(venue, "TQQQ", 60_000.0)
+    bought_before(venue, "UGL", 30_000.0)
+    original = AlpacaBroker.submit
+    calls = []
+
+    def dies_after_first(self, request, now):
+        original(self, request, now)
+        calls.append(request.client_order_id)
+        raise KeyboardInterrupt("kill -9")  # not an Exception: the job cannot catch it
+
+    monkeypatch.setattr(AlpacaBroker, "submit", dies_after_first)
+    jobs, log, _ = daemon(tmp_path, venue)
+    with pytest.raises(KeyboardInterrupt):
+        jobs.open_job()
+    log.discard()  # the process died: nothing it buffered reached the database
+    assert venue.order_count() == 1
+    monkeypatch.setattr(AlpacaBroker, "submit", original)
+
+    restarted, log2, clock = daemon(tmp_path, venue, OPEN_JOB + dt.timedelta(minutes=3))
+    incidents = log2.load_incidents()
+    assert any("adopted" in m for m in incidents["message"]), incidents["message"].tolist()
+    assert restarted.run("open", restarted.open_job)
+    # The order sent before the crash is outstanding, so the rebalance waits: no duplicate.
+    assert venue.order_count() == 1
+    ids = [o.data["client_order_id"] for o in venue.orders]
+    assert len(ids) == len(set(ids)) and ids == calls
+    recorded = log2.load_orders()
+    assert calls[0] in set(recorded["client_order_id"])
+    venue.fill_open()
+    clock.set(OPEN_JOB + dt.timedelta(minutes=5))
+    assert restarted.run("poll", restarted.poll_job)
+    recorded = log2.load_orders()
+    assert recorded.set_index("client_order_id").loc[calls[0], "status"] == "filled"
+    log2.close()
+
+
+def test_stale_bars_are_never_traded_on(tmp_path, venue):
+    for sym in venue.daily_bars:
+        venue.daily_bars[sym] = [b for b in venue.daily_bars[sym] if b.day < dt.date(2024, 11, 25)]
+    jobs, log, _ = daemon(tmp_path, venue)
+    assert not jobs.run("open", jobs.open_job)
+    assert venue.order_count() == 0
+    incidents = log.load_incidents()
+    assert any("no daily bar for 2024-11-25" in m for m in incidents["message"])
+    log.close()
+
+
+def test_once_prints_without_sending_and_execute_sends(tmp_path, venue):
+    jobs, log, _ = daemon(tmp_path, venue)
+    dry = decide_once(jobs, execute=False)
+    assert dry.orders and all(o.status.value == "new" for o in dry.orders)
+    assert venue.order_count() == 0 and len(log.load_orders()) == 0
+    real = decide_once(jobs, execute=True)
+    log.flush()
+    assert venue.order_count() > 0
+    assert [o.request.client_order_id for o in real.orders] == [
+        o.request.client_order_id for o in dry.orders
+    ]
+    log.close()
+
+
+def test_live_mode_needs_the_confirmation(tmp_path, venue, capsys):
+    from bot.cli import main
+
+    code = main(["run", "--live", "--database", f"sqlite:///{tmp_path / 'x.sqlite'}"])
+    assert code == 2
+    assert "BOT_LIVE_CONFIRM=yes" in capsys.readouterr().err
+
+
+def test_daemon_starts_logs_its_account_and_stops_on_sigterm(tmp_path, venue):
+    env = {**os.environ, "BOT_LOG_FORMAT": "json", "BOT_HEARTBEAT_FILE": str(tmp_path / "hb")}
+    db = f"sqlite:///{tmp_path / 'daemon.sqlite'}"
+    out = (tmp_path / "daemon.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "run", "--config", str(CONFIG), "--database", db],
+        cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
+    )
+    deadline = time.monotonic() + 60
+    text = ""
+    while time.monotonic() < deadline and '"scheduled"' not in text and proc.poll() is None:
+        time.sleep(0.1)
+        text = (tmp_path / "daemon.log").read_text()
+    assert '"scheduled"' in text, text
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    out.close()
+    text = (tmp_path / "daemon.log").read_text()
+    assert '"mode": "paper"' in text and "PA3FAKE00001" in text and '"equity"' in text
+    assert '"stopped"' in text
+    assert SECRET not in text and KEY_ID not in text
+    assert (tmp_path / "hb").exists()
+    log = TradeLog.open(db)
+    assert list(log.runs()["status"]) == ["finished"]
+    log.close()
