@@ -6,6 +6,8 @@ import argparse
 import datetime as dt
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 DEFAULT_CONFIG = "config/diversified_leverage.toml"
@@ -41,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     fetch.set_defaults(func=_cmd_fetch)
 
 
-def _open(args, mode: str):
+def _open(args):
     """Settings, trade log and a started run."""
     from bot import runner
     from bot.config import load_settings, resolve_store_url
@@ -70,7 +72,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     log = structlog.get_logger("bot.run")
     if args.replay:
         start, end = parse_span(args.replay)  # fail fast, before any I/O
-        config, settings, tradelog, url, runner = _open(args, "replay")
+        config, settings, tradelog, url, runner = _open(args)
         data_dir = Path(args.data_dir) if args.data_dir else resolve_data_dir(settings, config)
         market = load_history(settings, data_dir, ["SPY"])
         run_id = _start(tradelog, settings, "replay", market.label, market.synthetic, runner)
@@ -98,22 +100,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return _run_daemon(args)
 
 
-def _run_daemon(args: argparse.Namespace) -> int:
+@contextmanager
+def _trading_session(args: argparse.Namespace) -> Iterator:
+    """A paper/live run in the trade log around connected, reconciled jobs; the run ends
+    `finished`, or `failed` if anything escapes."""
     from bot.daemon.live import build_live
-    from bot.daemon.service import build_schedule, run_live
 
-    config, settings, tradelog, url, runner = _open(args, "paper")
-    mode = "live" if args.live else "paper"
-    run_id = _start(tradelog, settings, mode, "alpaca+fred", False, runner)
+    _config, settings, tradelog, _url, runner = _open(args)
+    run_id = _start(tradelog, settings, "live" if args.live else "paper", "alpaca+fred", False, runner)
     try:
-        jobs = build_live(settings, tradelog, run_id, live=args.live)
-        run_live(build_schedule(jobs, heartbeat=heartbeat_path()), jobs)
+        yield build_live(settings, tradelog, run_id, live=args.live)
     except BaseException:
         tradelog.finish_run("failed", dt.datetime.now(dt.UTC))
         tradelog.close()
         raise
     tradelog.finish_run("finished", dt.datetime.now(dt.UTC))
     tradelog.close()
+
+
+def _run_daemon(args: argparse.Namespace) -> int:
+    from bot.daemon.service import build_schedule, run_live
+
+    with _trading_session(args) as jobs:
+        run_live(build_schedule(jobs, heartbeat=heartbeat_path()), jobs)
     return 0
 
 
@@ -140,18 +149,10 @@ def _cmd_once(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from bot.daemon.live import build_live
     from bot.daemon.once import decide_once
 
-    config, settings, tradelog, url, runner = _open(args, "paper")
-    mode = "live" if args.live else "paper"
-    run_id = _start(tradelog, settings, mode, "alpaca+fred", False, runner)
-    try:
-        jobs = build_live(settings, tradelog, run_id, live=args.live)
+    with _trading_session(args) as jobs:
         outcome = decide_once(jobs, execute=args.execute)
-    finally:
-        tradelog.finish_run("finished", dt.datetime.now(dt.UTC))
-        tradelog.close()
     table = Table(title=f"decision on {outcome.day} ({'SENT' if args.execute else 'dry run: not sent'})")
     for col in ("client order id", "side", "symbol", "quantity", "ref price", "status", "reason"):
         table.add_column(col)

@@ -191,14 +191,21 @@ class Engine:
         self._weekly = settings.rebalance.schedule == "weekly"
         self.state = state or EngineState()
         self._filled_since_snapshot = False
+        self._sizing: np.ndarray | None = None
         self._indexed_day: dt.date | None = None
         self._indexed_t = -1
 
     # ----------------------------------------------------------------- daily step
-    def step(self, t: int, now: dt.datetime) -> StepOutcome:
-        """Decide at the close of trading day t, using data up to and including t."""
+    def step(
+        self, t: int, now: dt.datetime, sizing_prices: np.ndarray | None = None
+    ) -> StepOutcome:
+        """Decide at the close of trading day t, using data up to and including t.
+
+        Orders are sized on the close of t unless `sizing_prices` are given: live, the
+        latest trade prices when the orders go out (the decision itself stays on closes)."""
         day = self._days[t]
         state = self.state
+        self._sizing = sizing_prices
         shares = self.broker.holdings(self.symbols)
         equity = self.broker.cash() + float(shares @ self._mark[t])
         events: list[RiskEvent] = []
@@ -368,12 +375,16 @@ class Engine:
         self, day: dt.date, now: dt.datetime, weights: np.ndarray, shares: np.ndarray,
         equity: float, t: int, reason: str,
     ) -> tuple[Order, ...]:
+        prices = self.close[t]
+        if self._sizing is not None:
+            prices = np.where(np.isfinite(self._sizing), self._sizing, prices)
+            equity = self.broker.cash() + float(shares @ np.nan_to_num(prices))
         requests = plan_orders(
             f"{self.order_prefix}-{day:%Y%m%d}-rb",
             self.symbols,
             weights,
             shares,
-            self.close[t],
+            prices,
             equity,
             self.settings.rebalance,
             reason,

@@ -232,3 +232,34 @@ def test_daemon_starts_logs_its_account_and_stops_on_sigterm(tmp_path, venue):
     log = TradeLog.open(db)
     assert list(log.runs()["status"]) == ["finished"]
     log.close()
+
+
+def test_orders_are_sized_on_the_latest_trade_prices(tmp_path, venue):
+    venue.latest_trades = {s: p * 1.02 for s, p in venue.prices.items()}
+    jobs, log, _ = daemon(tmp_path, venue)
+    assert jobs.run("open", jobs.open_job)
+    orders = log.load_orders()
+    assert len(orders) >= 5
+    for row in orders.itertuples():
+        assert row.reference_price == pytest.approx(venue.latest_trades[row.symbol])
+    # 100k in cash, no positions: the buys spend the targets' share of it at those prices.
+    spent = (orders["quantity"] * orders["reference_price"]).sum()
+    targets = log.load_targets(int(orders["run_id"].iloc[0]))
+    assert spent == pytest.approx(100_000 * targets["final"].sum(), rel=1e-9)
+    log.close()
+
+
+def test_data_fetch_writes_a_directory_the_backtest_reads(tmp_path, venue, capsys):
+    from bot.cli import main
+    from bot.data.csv_source import load_csv_directory
+
+    venue.daily_bars["IEF"] = venue.daily_bars["TMF"]  # a reference symbol it also fetches
+    assert main(["data", "fetch", "--start", "2023-01-03", "--data-dir", str(tmp_path / "d")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    market = load_csv_directory(tmp_path / "d", list(SETTINGS.symbols))
+    assert market.prices.dates[0] == np.datetime64("2023-01-03")
+    assert set(market.macro) == {"VIX", "T10Y2Y", "USEPUINDXD", "DTB3"}
+    i = market.prices.index_of("TQQQ")
+    expected = next(b.close for b in venue.daily_bars["TQQQ"] if b.day == dt.date(2024, 6, 3))
+    row = int(np.searchsorted(market.prices.dates, np.datetime64("2024-06-03")))
+    assert market.prices.close[row, i] == pytest.approx(expected, rel=1e-9)

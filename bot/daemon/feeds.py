@@ -18,6 +18,10 @@ class MarketFeed(Protocol):
         that the engine may use), plus the macro series known now."""
         ...
 
+    def sizing_prices(self, symbols: tuple[str, ...]) -> np.ndarray | None:
+        """Prices to size orders on now (None: the decision day's close)."""
+        ...
+
 
 class HistoryFeed:
     """Replay: one history loaded up front (CSV directory or synthetic market). The
@@ -28,6 +32,10 @@ class HistoryFeed:
 
     def history(self, through: dt.date) -> MarketData:
         return self.market
+
+    def sizing_prices(self, symbols: tuple[str, ...]) -> np.ndarray | None:
+        """Replay sizes on the close, exactly as the backtest does."""
+        return None
 
 
 def index_of_day(market: MarketData, day: dt.date, source: str) -> int:

@@ -124,7 +124,7 @@ class TradingJobs:
         market = ctx.feed.history(decided_on)
         t = index_of_day(market, decided_on, "market data")
         engine = self.engine(market)
-        outcome = engine.step(t, ctx.clock.now())
+        outcome = engine.step(t, ctx.clock.now(), ctx.feed.sizing_prices(ctx.settings.symbols))
         self.save(engine)
         log.info(
             "decision",

@@ -51,6 +51,16 @@ class AlpacaFeed:
         self._cache = {through: market}  # one day's history at a time
         return market
 
+    def sizing_prices(self, symbols: tuple[str, ...]) -> np.ndarray | None:
+        """Latest trade prices; if they cannot be had, None (size on the close) and a
+        warning: sizing on yesterday's close is worse than on a live price, not wrong."""
+        try:
+            latest = self.data.latest_prices(symbols)
+        except BotError as exc:
+            log.warning("latest prices unavailable; sizing on the close", error=str(exc))
+            return None
+        return np.array([latest.get(s, np.nan) for s in symbols])
+
     def macro(self) -> dict[str, MacroSeries]:
         """Each series refreshed from FRED at most once a day; on failure the cached copy
         is used and the failure logged (never a crash, never invented values)."""

@@ -14,7 +14,22 @@ from bot.daemon.sessions import SessionCalendar
 _TICK = dt.timedelta(microseconds=1)
 
 
-class SessionTrigger(BaseTrigger):
+class _CalendarTrigger(BaseTrigger):
+    """A trigger whose fire times are listed by `_times` for a window around a moment."""
+
+    def _times(self, around: dt.datetime) -> list[dt.datetime]:
+        raise NotImplementedError
+
+    def get_next_fire_time(self, previous_fire_time, now):
+        after = previous_fire_time + _TICK if previous_fire_time else now
+        for probe in (after, after + dt.timedelta(days=21)):
+            for when in self._times(probe):
+                if when >= after:
+                    return when
+        return None
+
+
+class SessionTrigger(_CalendarTrigger):
     """Fires `offset` after each session's open or close (offset may be negative)."""
 
     def __init__(
@@ -27,19 +42,11 @@ class SessionTrigger(BaseTrigger):
     def _times(self, around: dt.datetime) -> list[dt.datetime]:
         return [getattr(s, self.anchor) + self.offset for s in self.calendar.around(around)]
 
-    def get_next_fire_time(self, previous_fire_time, now):
-        after = previous_fire_time + _TICK if previous_fire_time else now
-        for probe in (after, after + dt.timedelta(days=21)):
-            for when in self._times(probe):
-                if when >= after:
-                    return when
-        return None
-
     def __str__(self) -> str:
         return f"session[{self.anchor}{'+' if self.offset >= dt.timedelta(0) else ''}{self.offset}]"
 
 
-class WeekStartTrigger(BaseTrigger):
+class WeekStartTrigger(_CalendarTrigger):
     """Fires `lead` before the open of the first session of each week (the regime job)."""
 
     def __init__(self, calendar: SessionCalendar, lead: dt.timedelta) -> None:
@@ -54,14 +61,6 @@ class WeekStartTrigger(BaseTrigger):
                 out.append(s.open - self.lead)
                 last_week = week
         return out
-
-    def get_next_fire_time(self, previous_fire_time, now):
-        after = previous_fire_time + _TICK if previous_fire_time else now
-        for probe in (after, after + dt.timedelta(days=21)):
-            for when in self._times(probe):
-                if when >= after:
-                    return when
-        return None
 
     def __str__(self) -> str:
         return f"week-start[-{self.lead}]"

@@ -33,7 +33,7 @@ from tests.fakes import FakeServer, Fault, Request, Response
 __all__ = ["FakeAlpaca", "FakeSession", "DailyBar", "Fault", "KEY_ID", "SECRET"]
 
 NEW_YORK = ZoneInfo("America/New_York")
-KEY_ID = "PKFAKEKEYID0123456789"
+KEY_ID = "fake-key-id-for-tests"
 SECRET = "fake-secret-Zq8vN2xR7tLw4mKp9sBd"
 OPEN_STATUSES = {
     "new",
