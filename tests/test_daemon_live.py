@@ -66,6 +66,7 @@ def venue(monkeypatch):
         )
     alpaca.start()
     fred.start()
+    alpaca.fred = fred  # tests reach the FRED fake through the venue
     for key, value in {
         "APCA_API_KEY_ID": KEY_ID, "APCA_API_SECRET_KEY": SECRET, "APCA_API_BASE_URL": alpaca.url,
         "APCA_API_DATA_URL": alpaca.url, "BOT_FRED_URL": fred.url,
@@ -263,3 +264,14 @@ def test_data_fetch_writes_a_directory_the_backtest_reads(tmp_path, venue, capsy
     expected = next(b.close for b in venue.daily_bars["TQQQ"] if b.day == dt.date(2024, 6, 3))
     row = int(np.searchsorted(market.prices.dates, np.datetime64("2024-06-03")))
     assert market.prices.close[row, i] == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_fred_outage_keeps_the_regime_and_still_trades(tmp_path, venue):
+    venue.fred.series.clear()  # every download answers 404
+    jobs, log, _ = daemon(tmp_path, venue)
+    assert jobs.run("open", jobs.open_job)
+    assert venue.order_count() > 0  # prices are fine: the strategy trades
+    regimes = log.load_regimes(int(log.runs()["id"].iloc[0]))
+    assert len(regimes) == 1 and regimes["regime"].iloc[0] == SETTINGS.regime.initial.value
+    assert "no data" in regimes["warning"].iloc[0]
+    log.close()

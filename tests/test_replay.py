@@ -55,3 +55,52 @@ def test_span_parsing():
         parse_span("2020-01-02")
     with pytest.raises(ValueError, match="before START"):
         parse_span("2020-02-03:2020-01-02")
+
+
+@pytest.mark.parametrize("lag", [0, 5])
+def test_the_robo_profile_replays_like_its_backtest(real_market_robo, tmp_path, lag):
+    from bot.config import load_settings
+    from tests.conftest import REPO
+
+    cfg = variant(load_settings(REPO / "config" / "robo_balanced.toml"),
+                  rebalance={"execution_lag_days": lag},
+                  backtest={"start": "2019-01-02", "end": "2019-06-28", "fill": "next_open"})
+    bt_log = scratch_tradelog("bt")
+    run_backtest(cfg, real_market_robo, bt_log, order_prefix="same")
+    bt_log.flush()
+    log = TradeLog.open(f"sqlite:///{tmp_path / 'robo.sqlite'}")
+    run_id = start_run(log, "replay")
+    replay(cfg, real_market_robo, log, run_id, dt.date(2019, 1, 2), dt.date(2019, 6, 28))
+    ours = log.load_orders(run_id)
+    theirs = bt_log.load_orders(bt_log.run_id)
+    keys = sorted(ours["client_order_id"].str.removeprefix(f"rp{run_id}"))
+    assert keys == sorted(theirs["client_order_id"].str.removeprefix("same")) and len(keys) > 20
+    assert log.load_equity(run_id)["equity"].iloc[-1] == pytest.approx(
+        bt_log.load_equity(bt_log.run_id)["equity"].iloc[-1], rel=1e-12)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def real_market_robo(shared_data):
+    from bot.data.csv_source import load_csv_directory
+
+    return load_csv_directory(shared_data, ["SPY", "IWM", "BND", "VNQ"])
+
+
+def test_every_log_line_of_a_synthetic_replay_says_so(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot", "--log-format", "json", "run", "--synthetic",
+         "--replay", "2023-01-03:2023-02-28", "--database", f"sqlite:///{tmp_path / 's.sqlite'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    assert len(lines) > 50
+    assert all("SYNTHETIC" in line.get("data", "") for line in lines)
+    assert "SYNTHETIC" in proc.stdout
