@@ -56,6 +56,10 @@ class TradingJobs:
             return True
         except Exception as exc:  # noqa: BLE001 - a job must never kill the daemon
             log.error("job failed", job=name, error=str(exc), exc_type=type(exc).__name__)
+            try:  # what happened before the failure (orders sent, fills seen) is fact: keep it
+                ctx.tradelog.flush()
+            except Exception as store_exc:  # noqa: BLE001
+                log.error("records not stored", job=name, error=str(store_exc))
             try:
                 ctx.tradelog.incident(
                     started, f"job:{name}", f"{type(exc).__name__}: {exc}",
@@ -138,7 +142,7 @@ class TradingJobs:
 
     def poll_job(self) -> None:
         """Track orders to their final state (fills, partial fills, cancels, rejects)."""
-        if self.ctx.broker.open_order_count() or self.ctx.broker.open_orders():
+        if self.ctx.broker.open_order_count():  # sent, adopted or queued orders
             n = self.poll()
             if n:
                 log.info("order updates", count=n)
