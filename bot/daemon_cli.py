@@ -105,7 +105,13 @@ def _trading_session(args: argparse.Namespace) -> Iterator:
     """A paper/live run in the trade log around connected, reconciled jobs; the run ends
     `finished`, or `failed` if anything escapes."""
     from bot.daemon.live import build_live
+    from bot.secrets import SecretsError, load_credentials, load_endpoints
 
+    load_endpoints(live=args.live)  # refuse live without confirmation before anything else
+    try:
+        load_credentials()
+    except SecretsError as exc:
+        raise SecretsError(f"{exc}. Without keys, try: bot run --replay 2023-01-03:2024-12-31") from None
     _config, settings, tradelog, _url, runner = _open(args)
     run_id = _start(tradelog, settings, "live" if args.live else "paper", "alpaca+fred", False, runner)
     try:
