@@ -80,9 +80,17 @@ def session_times(dates: np.ndarray) -> tuple[list[dt.datetime], list[dt.datetim
 
     Early closes are ignored here: they only move the timestamps written to the log."""
     local = pd.DatetimeIndex(dates).tz_localize("America/New_York")
-    opens = (local + pd.Timedelta(hours=9, minutes=30)).tz_convert("UTC").to_pydatetime()
-    closes = (local + pd.Timedelta(hours=16)).tz_convert("UTC").to_pydatetime()
-    return list(opens), list(closes)
+
+    def utc(index: pd.DatetimeIndex) -> list[dt.datetime]:
+        # Plain datetime.timezone.utc: pandas' tz object answers utcoffset() ~50x slower,
+        # and the trade log asks it of every timestamp.
+        naive = index.tz_convert("UTC").tz_localize(None).to_pydatetime()
+        return [d.replace(tzinfo=dt.UTC) for d in naive]
+
+    return (
+        utc(local + pd.Timedelta(hours=9, minutes=30)),
+        utc(local + pd.Timedelta(hours=16)),
+    )
 
 
 def span_indices(dates: np.ndarray, start: str | None, end: str | None) -> tuple[int, int]:

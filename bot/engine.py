@@ -192,8 +192,7 @@ class Engine:
         self.state = state or EngineState()
         self._filled_since_snapshot = False
         self._sizing: np.ndarray | None = None
-        self._indexed_day: dt.date | None = None
-        self._indexed_t = -1
+        self._day_indices: dict[dt.date, int] = {}
 
     # ----------------------------------------------------------------- daily step
     def step(
@@ -440,10 +439,10 @@ class Engine:
 
     def _day_index(self, day: dt.date) -> int:
         """Index of a trading day in this engine's calendar (cached: asked every day)."""
-        if day != self._indexed_day:
-            self._indexed_day = day
-            self._indexed_t = int(np.searchsorted(self.dates, np.datetime64(day)))
-        return self._indexed_t
+        t = self._day_indices.get(day)
+        if t is None:
+            t = self._day_indices[day] = int(np.searchsorted(self.dates, np.datetime64(day)))
+        return t
 
     def _is_week_end(self, t: int) -> bool:
         if self._week_ends is None:
