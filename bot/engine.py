@@ -10,8 +10,7 @@ after every job and restores after a restart.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import structlog
@@ -19,8 +18,9 @@ import structlog
 from bot.broker.base import Broker
 from bot.config import Settings
 from bot.data.base import MarketData
+from bot.engine_state import EngineState, PendingTargets
 from bot.planner import current_weights, plan_exit, plan_orders, rebalance_due
-from bot.risk import DrawdownState, update_drawdown
+from bot.risk import update_drawdown
 from bot.store.tradelog import TradeLog
 from bot.strategy.base import DecisionContext, TargetDecision, TargetModel
 from bot.strategy.leverage import LeverageModel
@@ -45,104 +45,6 @@ def build_model(settings: Settings) -> TargetModel:
 
         return FactorModel(settings)
     return LeverageModel(settings)
-
-
-@dataclass
-class PendingTargets:
-    """A decision waiting for its execution day (rebalance.execution_lag_days > 0)."""
-
-    decided: dt.date
-    execute_on: dt.date
-    weights: np.ndarray
-    reason: str
-
-
-@dataclass
-class EngineState:
-    """Everything the engine remembers between days. Dates, not indices, so it means the
-    same thing to a later process with a different data window."""
-
-    regime: Regime | None = None
-    regime_day: dt.date | None = None  # the trading day the regime was decided for
-    upcoming_regime: tuple[dt.date, Regime] | None = None  # decided ahead, not yet in force
-    last_rebalance_day: dt.date | None = None
-    targets: np.ndarray | None = None
-    stops: np.ndarray | None = None
-    stopped: set[str] = field(default_factory=set)
-    drawdown: DrawdownState = field(default_factory=DrawdownState)
-    pending: PendingTargets | None = None
-
-    def to_dict(self, symbols: tuple[str, ...]) -> dict[str, Any]:
-        """JSON-safe form (floats round-trip exactly through JSON)."""
-
-        def by_symbol(values: np.ndarray | None) -> dict[str, float | None] | None:
-            if values is None:
-                return None
-            return {s: (None if np.isnan(v) else float(v)) for s, v in zip(symbols, values, strict=True)}
-
-        dd = self.drawdown
-        return {
-            "regime": self.regime.value if self.regime else None,
-            "regime_day": _iso(self.regime_day),
-            "upcoming_regime": None
-            if self.upcoming_regime is None
-            else [_iso(self.upcoming_regime[0]), self.upcoming_regime[1].value],
-            "last_rebalance_day": _iso(self.last_rebalance_day),
-            "targets": by_symbol(self.targets),
-            "stops": by_symbol(self.stops),
-            "stopped": sorted(self.stopped),
-            "drawdown": {"peak": dd.peak, "defensive": dd.defensive, "entered_day": _iso(dd.entered_day)},
-            "pending": None
-            if self.pending is None
-            else {
-                "decided": _iso(self.pending.decided),
-                "execute_on": _iso(self.pending.execute_on),
-                "weights": by_symbol(self.pending.weights),
-                "reason": self.pending.reason,
-            },
-        }
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any], symbols: tuple[str, ...]) -> EngineState:
-        """Inverse of to_dict; symbols added to the universe since then start at 0."""
-
-        def array(values: dict[str, float | None] | None) -> np.ndarray | None:
-            if values is None:
-                return None
-            return np.array([np.nan if values.get(s) is None else values[s] for s in symbols])
-
-        dd = raw.get("drawdown") or {}
-        pending = raw.get("pending")
-        targets = array(raw.get("targets"))
-        return cls(
-            regime=Regime(raw["regime"]) if raw.get("regime") else None,
-            regime_day=_date(raw.get("regime_day")),
-            upcoming_regime=None
-            if not raw.get("upcoming_regime")
-            else (_date(raw["upcoming_regime"][0]), Regime(raw["upcoming_regime"][1])),
-            last_rebalance_day=_date(raw.get("last_rebalance_day")),
-            targets=None if targets is None else np.nan_to_num(targets),
-            stops=array(raw.get("stops")),
-            stopped=set(raw.get("stopped") or ()),
-            drawdown=DrawdownState(
-                float(dd.get("peak", 0.0)), bool(dd.get("defensive", False)),
-                _date(dd.get("entered_day")),
-            ),
-            pending=None
-            if not pending
-            else PendingTargets(
-                _date(pending["decided"]), _date(pending["execute_on"]),
-                np.nan_to_num(array(pending["weights"])), pending["reason"],
-            ),
-        )
-
-
-def _iso(day: dt.date | None) -> str | None:
-    return None if day is None else day.isoformat()
-
-
-def _date(text: str | None) -> dt.date | None:
-    return None if not text else dt.date.fromisoformat(text)
 
 
 class StepOutcome(NamedTuple):

@@ -9,7 +9,8 @@ import pytest
 
 from bot.backtest import run_backtest, scratch_tradelog, session_times, span_indices
 from bot.broker.simulated import CostModel, SimulatedBroker
-from bot.engine import Engine, EngineState
+from bot.engine import Engine
+from bot.engine_state import EngineState
 from bot.planner import rebalance_due
 from tests.test_backtest import variant
 

@@ -16,7 +16,8 @@ from bot.config import Settings
 from bot.daemon.feeds import MarketFeed, index_of_day
 from bot.daemon.sessions import SessionCalendar
 from bot.data.base import MarketData
-from bot.engine import Engine, EngineState, StepOutcome, record_execution
+from bot.engine import Engine, StepOutcome, record_execution
+from bot.engine_state import EngineState
 from bot.store.tradelog import TradeLog
 
 log = structlog.get_logger(__name__)
