@@ -71,3 +71,24 @@ def test_broker_calendar_failure_falls_back_to_the_exchange():
     trigger = SessionTrigger(SessionCalendar(broken), "open", dt.timedelta(minutes=5))
     nxt = trigger.get_next_fire_time(None, dt.datetime(2024, 7, 3, 20, 0, tzinfo=UTC))
     assert nxt == dt.datetime(2024, 7, 5, 13, 35, tzinfo=UTC)  # July 4th skipped
+
+
+def test_scheduler_jobs_never_overlap_coalesce_and_have_a_grace_time():
+    from bot.daemon.service import JobSpec, Schedule, make_scheduler
+
+    cal = SessionCalendar()
+    schedule = Schedule([
+        JobSpec("open", SessionTrigger(cal, "open", dt.timedelta(minutes=5)), lambda: None),
+        JobSpec("regime", WeekStartTrigger(cal, dt.timedelta(hours=2)), lambda: None),
+    ])
+    scheduler = make_scheduler(schedule)
+    scheduler.start(paused=True)
+    try:
+        jobs = {job.id: job for job in scheduler.get_jobs()}
+        assert set(jobs) == {"open", "regime"}
+        for job in jobs.values():
+            assert job.coalesce and job.max_instances == 1
+            assert job.misfire_grace_time == 7200
+        assert scheduler._executors["default"]._pool._max_workers == 1
+    finally:
+        scheduler.shutdown(wait=False)

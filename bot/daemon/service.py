@@ -88,11 +88,9 @@ def heartbeat_age(path: Path, now: float | None = None) -> float | None:
     return (now or time.time()) - path.stat().st_mtime
 
 
-def run_live(schedule: Schedule, jobs: TradingJobs, stop: threading.Event | None = None) -> None:
-    """APScheduler on the wall clock: one worker thread so jobs never overlap, coalesced
-    misfires, a grace time for restarts; SIGTERM/SIGINT let the running job finish, then
-    the trade log is flushed and closed."""
-    stop = stop or threading.Event()
+def make_scheduler(schedule: Schedule) -> BackgroundScheduler:
+    """One worker thread (jobs never overlap), coalesced misfires (a backlog runs once),
+    a grace time (a restart shortly after a job's time still runs it)."""
     scheduler = BackgroundScheduler(
         executors={"default": ThreadPoolExecutor(max_workers=1)},
         job_defaults={
@@ -104,6 +102,15 @@ def run_live(schedule: Schedule, jobs: TradingJobs, stop: threading.Event | None
     )
     for spec in schedule.jobs:
         scheduler.add_job(spec.run, spec.trigger, id=spec.name, name=spec.name)
+    return scheduler
+
+
+def run_live(schedule: Schedule, jobs: TradingJobs, stop: threading.Event | None = None) -> None:
+    """APScheduler on the wall clock: one worker thread so jobs never overlap, coalesced
+    misfires, a grace time for restarts; SIGTERM/SIGINT let the running job finish, then
+    the trade log is flushed and closed."""
+    stop = stop or threading.Event()
+    scheduler = make_scheduler(schedule)
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
