@@ -27,7 +27,6 @@ from datetime import date
 import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter
 
 from bot.data.base import RISK_FREE, SPREAD, UNCERTAINTY, VIX, MacroSeries, MarketData, PriceHistory
 
@@ -345,6 +344,8 @@ def _overnight_share(rng: np.random.Generator, n: int) -> np.ndarray:
 def _ar1(rng: np.random.Generator, n: int, phi: float, sd: float) -> np.ndarray:
     """A stationary-scale AR(1) noise with persistence `phi` and marginal sd `sd`."""
     innovations = rng.standard_normal(n) * sd * np.sqrt(1.0 - phi**2)
+    from scipy.signal import lfilter  # here: scipy.signal costs half a second to import
+
     return lfilter([1.0], [1.0, -phi], innovations)
 
 
