@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bot.broker.simulated import CostModel, SimulatedBroker
+from bot.broker.simulated import CostModel, SimulatedBroker, next_open_prices
 from bot.config import Settings
 from bot.data.base import MarketData
 from bot.engine import Engine
@@ -62,6 +62,12 @@ class BacktestResult:
             frame["side"] = frame["side"].map(lambda s: s.value)
             frame["filled_at"] = pd.to_datetime(frame["filled_at"], utc=True)
         return frame
+
+
+def cost_model(settings: Settings) -> CostModel:
+    """The simulated venue's costs from the config (backtest and replay alike)."""
+    bt = settings.backtest
+    return CostModel(bt.commission_per_share, bt.commission_bps, bt.slippage_bps)
 
 
 def scratch_tradelog(name: str) -> TradeLog:
@@ -114,18 +120,12 @@ def run_backtest(
     """Simulate `settings` over `market` between backtest.start and backtest.end."""
     bt = settings.backtest
     symbols = settings.symbols
-    broker = SimulatedBroker(
-        symbols,
-        bt.initial_cash,
-        CostModel(bt.commission_per_share, bt.commission_bps, bt.slippage_bps),
-        settings.rebalance.fractional,
-    )
+    broker = SimulatedBroker(symbols, bt.initial_cash, cost_model(settings), settings.rebalance.fractional)
     engine = Engine(settings, market, broker, log, order_prefix)
     dates = engine.dates
     lo, hi = span_indices(dates, bt.start, bt.end)
     close = engine.close
-    opens = market.prices.select(symbols).open
-    fill_open = np.where(np.isnan(opens), close, opens)  # close-only series fill at the close
+    fill_open = next_open_prices(market.prices.select(symbols))
     open_times, close_times = session_times(dates[lo:hi])
 
     n = hi - lo

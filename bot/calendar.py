@@ -44,16 +44,29 @@ def session_times(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     return cal.session_open(ts).to_pydatetime(), cal.session_close(ts).to_pydatetime()
 
 
+def week_numbers(dates: np.ndarray) -> np.ndarray:
+    """Monday-based week number of each day (the epoch, 1970-01-01, was a Thursday)."""
+    return (dates.astype("datetime64[D]").astype(np.int64) + 3) // 7
+
+
+def week_starts(dates: np.ndarray) -> np.ndarray:
+    """True for each trading day that opens a new week in `dates` (the regime's decision
+    days). Holiday Mondays move the decision to Tuesday."""
+    week = week_numbers(dates)
+    starts = np.ones(len(week), dtype=bool)
+    starts[1:] = week[1:] != week[:-1]
+    return starts
+
+
 def week_ends(dates: np.ndarray) -> np.ndarray:
     """True for each trading day that is the last of its Monday-based week. Inside
     `dates` the next day answers it; for the last day the exchange calendar does (the
     calendar is known in advance, so this is not look-ahead on prices)."""
-    days = dates.astype("datetime64[D]").astype(np.int64)
-    week = (days + 3) // 7  # the epoch, 1970-01-01, was a Thursday
-    ends = np.empty(len(days), dtype=bool)
+    week = week_numbers(dates)
+    ends = np.empty(len(week), dtype=bool)
     ends[:-1] = week[1:] != week[:-1]
-    if len(days):
+    if len(week):
         last = dates[-1].astype("datetime64[D]").astype(dt.date)
-        following = np.datetime64(next_session(last)).astype(np.int64)
-        ends[-1] = (following + 3) // 7 != week[-1]
+        following = week_numbers(np.array([np.datetime64(next_session(last))]))[0]
+        ends[-1] = following != week[-1]
     return ends

@@ -75,7 +75,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         config, settings, tradelog, url, runner = _open(args)
         data_dir = Path(args.data_dir) if args.data_dir else resolve_data_dir(settings, config)
         market = load_history(settings, data_dir, ["SPY"])
-        run_id = _start(tradelog, settings, "replay", market.label, market.synthetic, runner)
+        run_id = runner.start_run(tradelog, settings, "replay", market.label, market.synthetic)
         log.info("replay started", run=run_id, start=str(start), end=str(end), data=market.label)
         try:
             result = replay(settings, market, tradelog, run_id, start, end)
@@ -113,7 +113,8 @@ def _trading_session(args: argparse.Namespace) -> Iterator:
     except SecretsError as exc:
         raise SecretsError(f"{exc}. Without keys, try: bot run --replay 2023-01-03:2024-12-31") from None
     _config, settings, tradelog, _url, runner = _open(args)
-    run_id = _start(tradelog, settings, "live" if args.live else "paper", "alpaca+fred", False, runner)
+    mode = "live" if args.live else "paper"
+    run_id = runner.start_run(tradelog, settings, mode, "alpaca+fred", False)
     try:
         yield build_live(settings, tradelog, run_id, live=args.live)
     except BaseException:
@@ -191,16 +192,3 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     print(f"wrote {len(written)} files to {directory} ({len(history.dates)} trading days, "
           f"{history.dates[0]} .. {history.dates[-1]})")
     return 0
-
-
-def _start(tradelog, settings, mode: str, source: str, synthetic: bool, runner) -> int:
-    return tradelog.start_run(
-        mode=mode,
-        strategy=settings.strategy.name,
-        config_hash=settings.fingerprint(),
-        config=settings.model_dump(mode="json"),
-        code_version=runner.code_version(),
-        data_source=source,
-        synthetic=synthetic,
-        started_at=dt.datetime.now(dt.UTC),
-    )

@@ -16,6 +16,7 @@ import numpy as np
 import structlog
 
 from bot.broker.base import Broker
+from bot.calendar import week_ends, week_starts
 from bot.config import Settings
 from bot.data.base import MarketData
 from bot.engine_state import EngineState, PendingTargets
@@ -24,7 +25,7 @@ from bot.risk import update_drawdown
 from bot.store.tradelog import TradeLog
 from bot.strategy.base import DecisionContext, TargetDecision, TargetModel
 from bot.strategy.leverage import LeverageModel
-from bot.strategy.regime import decide_regime, week_starts
+from bot.strategy.regime import decide_regime
 from bot.types import (
     EquityPoint,
     Fill,
@@ -348,8 +349,6 @@ class Engine:
 
     def _is_week_end(self, t: int) -> bool:
         if self._week_ends is None:
-            from bot.calendar import week_ends
-
             self._week_ends = week_ends(self.dates)
         return bool(self._week_ends[t])
 

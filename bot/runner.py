@@ -55,6 +55,23 @@ def code_version() -> str:
     return f"{__version__}+{commit}" if commit else __version__
 
 
+def start_run(
+    tradelog: TradeLog, settings: Settings, mode: str, data_source: str, synthetic: bool
+) -> int:
+    """Open a run in the trade log with what identifies it: mode, the secret-free
+    validated config and its hash, the code version, the data and whether it is real."""
+    return tradelog.start_run(
+        mode=mode,
+        strategy=settings.strategy.name,
+        config_hash=settings.fingerprint(),
+        config=settings.model_dump(mode="json"),
+        code_version=code_version(),
+        data_source=data_source,
+        synthetic=synthetic,
+        started_at=dt.datetime.now(dt.UTC),
+    )
+
+
 def apply_overrides(settings: Settings, options: BacktestOptions, source: str) -> Settings:
     """Command-line overrides, validated like the file itself."""
     raw = settings.model_dump(mode="json")
@@ -105,16 +122,7 @@ def run_backtest_command(options: BacktestOptions) -> int:
     market = load_history(settings, data_dir, sorted(extra | {"SPY"}))
     url = options.database or resolve_store_url(settings, options.config)
     tradelog = TradeLog.open(url)
-    run_id = tradelog.start_run(
-        mode="backtest",
-        strategy=settings.strategy.name,
-        config_hash=settings.fingerprint(),
-        config=settings.model_dump(mode="json"),
-        code_version=code_version(),
-        data_source=market.label,
-        synthetic=market.synthetic,
-        started_at=dt.datetime.now(dt.UTC),
-    )
+    run_id = start_run(tradelog, settings, "backtest", market.label, market.synthetic)
     # The factor model has no `weighting`: name its profile instead (report meta, log).
     weighting = (
         settings.strategy.weighting if settings.strategy.kind == "leverage"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bot.backtest import run_backtest, scratch_tradelog, session_times, span_indices
-from bot.broker.simulated import CostModel, SimulatedBroker
+from bot.broker.simulated import CostModel, SimulatedBroker, next_open_prices
 from bot.engine import Engine
 from bot.engine_state import EngineState
 from bot.planner import rebalance_due
@@ -26,7 +26,7 @@ def drive(settings, market, restart_every=None):
     lo, hi = span_indices(engine.dates, bt.start, bt.end)
     opens, closes = session_times(engine.dates[lo:hi])
     prices = market.prices.select(settings.symbols)
-    fill = np.where(np.isnan(prices.open), prices.close, prices.open)
+    fill = next_open_prices(prices)
     equity, submitted = [], []
     for k, t in enumerate(range(lo, hi)):
         for order, f in broker.execute(fill[t], opens[k]):

@@ -3,9 +3,10 @@ import datetime as dt
 import numpy as np
 import pytest
 
+from bot.calendar import week_starts
 from bot.config import RegimeSettings
 from bot.data.base import SPREAD, UNCERTAINTY, VIX, MacroSeries
-from bot.strategy.regime import classify, decide_regime, week_starts
+from bot.strategy.regime import classify, decide_regime
 from bot.types import Regime
 
 TH = RegimeSettings()

@@ -9,7 +9,7 @@ import datetime as dt
 import numpy as np
 
 from bot.broker.base import AccountInfo, MarketClock, TradingSession
-from bot.broker.simulated import CostModel, SimulatedBroker
+from bot.broker.simulated import CostModel, SimulatedBroker, next_open_prices
 from bot.clock import Clock
 from bot.daemon.sessions import exchange_sessions
 from bot.data.base import PriceHistory
@@ -26,7 +26,7 @@ class ReplayBroker:
         self.venue = SimulatedBroker(prices.symbols, cash, costs, fractional)
         self.symbols = prices.symbols
         self._days = prices.dates.astype("datetime64[D]")
-        self._fill_prices = np.where(np.isnan(prices.open), prices.close, prices.open)
+        self._fill_prices = next_open_prices(prices)
         self._orders: dict[str, Order] = {}
 
     # Broker (what the engine uses)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bot.data.base import PriceHistory
 from bot.types import Fill, Order, OrderRequest, OrderStatus, Side
 
 
@@ -26,6 +27,12 @@ class CostModel:
 
     def commission(self, quantity: float, price: float) -> float:
         return self.commission_per_share * quantity + self.commission_bps * 1e-4 * quantity * price
+
+
+def next_open_prices(prices: PriceHistory) -> np.ndarray:
+    """Fill prices of the `next_open` model: each day's open, or its close where the
+    series has no open (close-only data). Backtest and replay both fill at these."""
+    return np.where(np.isnan(prices.open), prices.close, prices.open)
 
 
 class SimulatedBroker:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import structlog
 
+from bot.backtest import cost_model
 from bot.broker.replay import ReplayBroker
-from bot.broker.simulated import CostModel
 from bot.clock import SimulatedClock
 from bot.config import Settings
 from bot.daemon.feeds import HistoryFeed
@@ -62,7 +62,7 @@ def replay(
     broker = ReplayBroker(
         market.prices.select(settings.symbols),
         bt.initial_cash,
-        CostModel(bt.commission_per_share, bt.commission_bps, bt.slippage_bps),
+        cost_model(settings),
         settings.rebalance.fractional,
         clock,
     )

@@ -36,11 +36,12 @@ def load_history(
     if source == "csv":
         return load_csv_directory(data_dir, symbols, MACRO_SERIES)
     d = settings.data
+    market = synthetic_market(symbols, d.synthetic_start, d.synthetic_end, seed=d.synthetic_seed)
     # From here on every log line of this process says so.
-    structlog.contextvars.bind_contextvars(data=f"SYNTHETIC market (synthetic seed={d.synthetic_seed})")
+    structlog.contextvars.bind_contextvars(data=market.label)
     log.warning(
         "using a SYNTHETIC market: results say nothing about real markets",
-        seed=settings.data.synthetic_seed,
-        reason=f"no CSV data at {data_dir}" if settings.data.source == "auto" else "configured",
+        seed=d.synthetic_seed,
+        reason=f"no CSV data at {data_dir}" if d.source == "auto" else "configured",
     )
-    return synthetic_market(symbols, d.synthetic_start, d.synthetic_end, seed=d.synthetic_seed)
+    return market

@@ -12,7 +12,7 @@ import datetime as dt
 import math
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -70,23 +70,19 @@ class TradeLog:
         """Connect to `url` for recording. An empty database gets the schema (so a first
         backtest just works); one at another revision raises SchemaOutdated, which says
         to run `bot db upgrade`. `migrations` is for tests that add revisions."""
-        engine = writer_engine(url)
-        try:
-            ensure_current(engine, url, migrations)
-        except BaseException:
-            engine.dispose()
-            raise
-        tradelog = cls(engine)
-        tradelog._owns_engine = True
-        return tradelog
+        return cls._checked(writer_engine(url), lambda e: ensure_current(e, url, migrations))
 
     @classmethod
     def open_readonly(cls, url: str, *, migrations: Path = MIGRATIONS) -> TradeLog:
         """Connect for reading only (inspection, the dashboard): the database refuses writes,
         a missing SQLite file is an error, and the schema must be current."""
-        engine = reader_engine(url)
+        return cls._checked(reader_engine(url), lambda e: check_current(e, url, migrations))
+
+    @classmethod
+    def _checked(cls, engine: sa.Engine, check: Callable[[sa.Engine], object]) -> TradeLog:
+        """A log owning `engine` once `check` (the schema test) passes; else no leak."""
         try:
-            check_current(engine, url, migrations)
+            check(engine)
         except BaseException:
             engine.dispose()
             raise

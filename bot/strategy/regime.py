@@ -76,13 +76,3 @@ def decide_regime(
         uncertainty_date=epu_date,
         warning=warning,
     )
-
-
-def week_starts(dates: np.ndarray) -> np.ndarray:
-    """True for each trading day that opens a new Monday-based week in `dates` (the
-    regime's decision days). Holiday Mondays move the decision to Tuesday."""
-    days = dates.astype("datetime64[D]").astype(np.int64)
-    week = (days + 3) // 7  # the epoch, 1970-01-01, was a Thursday
-    starts = np.ones(len(days), dtype=bool)
-    starts[1:] = week[1:] != week[:-1]
-    return starts
