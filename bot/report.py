@@ -346,11 +346,13 @@ def _save(fig, path: Path) -> Path:
 
 
 def _log_scale(ax) -> None:
-    """Log y-axis labelled in plain numbers (1,000 rather than 10^3)."""
-    from matplotlib.ticker import StrMethodFormatter
+    """Log y-axis labelled in plain numbers (1,000 rather than 10^3); minor labels only at
+    2x and 5x each power of ten, so a range of several decades stays legible."""
+    from matplotlib.ticker import LogLocator, StrMethodFormatter
 
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+    ax.yaxis.set_minor_locator(LogLocator(base=10.0, subs=(2.0, 5.0)))
     ax.yaxis.set_minor_formatter(StrMethodFormatter("{x:,.0f}"))
 
 

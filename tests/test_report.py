@@ -163,3 +163,25 @@ def test_charts_of_fifteen_years_with_many_regime_spans(tmp_path):
     paths = write_charts(run, [bench], tmp_path, data_label=LABEL)
     assert [p.name for p in paths] == ["equity.png", "drawdown.png", "weights.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)
+
+
+def test_log_scale_labels_only_round_minor_ticks():
+    """Over several decades every minor tick labelled made the axis unreadable (overlapping
+    6,000,000 / 7,000,000 / ...): labels now sit at 1x, 2x and 5x a power of ten only."""
+    from bot.report import _log_scale, _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [60_000, 20_000_000])
+    _log_scale(ax)
+    fig.canvas.draw()
+    lo, hi = ax.get_ylim()
+    labels = [
+        (tick.get_loc(), tick.label1.get_text())
+        for tick in ax.yaxis.get_major_ticks() + ax.yaxis.get_minor_ticks()
+        if lo <= tick.get_loc() <= hi and tick.label1.get_text()
+    ]
+    plt.close(fig)
+    assert {"100,000", "200,000", "500,000", "1,000,000", "5,000,000"} <= {t for _, t in labels}
+    leading = {f"{loc:.0e}"[0] for loc, _ in labels}
+    assert leading <= {"1", "2", "5"}, labels

@@ -23,12 +23,15 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING
 
-import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
 
 from bot.data.base import RISK_FREE, SPREAD, UNCERTAINTY, VIX, MacroSeries, MarketData, PriceHistory
+
+if TYPE_CHECKING:
+    from exchange_calendars import ExchangeCalendar
 
 TRADING_DAYS = 252
 FACTORS = ("MKT", "DUR", "TECH", "SIZE", "GOLD", "ENERGY", "REAL")
@@ -199,7 +202,7 @@ def _sessions(start: str | date, end: str | date) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4)
-def _xnys(first_year: int, last_year: int) -> xcals.ExchangeCalendar:
+def _xnys(first_year: int, last_year: int) -> ExchangeCalendar:
     """The XNYS calendar over whole years (building one takes ~0.1 s, so it is kept).
 
     The default calendar spans only 20 years back, too short for long backtests; the year
@@ -209,6 +212,8 @@ def _xnys(first_year: int, last_year: int) -> xcals.ExchangeCalendar:
         # exchange_calendars reads tz-aware Series.values, which pandas 3.1 deprecates; the
         # result is still correct and the warning is not ours to fix.
         warnings.filterwarnings("ignore", "Series.values returning", DeprecationWarning)
+        import exchange_calendars as xcals  # here: its import costs ~0.1 s on every command
+
         return xcals.get_calendar("XNYS", start=f"{first_year}-01-01", end=f"{last_year}-12-31")
 
 

@@ -100,7 +100,8 @@ class ExactDecimal(TypeDecorator[Decimal]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None:
             return None
-        d = to_decimal(value)
+        # Floats are nearly every value a backtest flushes: skip to_decimal's type checks.
+        d = Decimal(repr(value)) if type(value) is float else to_decimal(value)
         return str(d) if dialect.name == "sqlite" else d
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
@@ -123,9 +124,12 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
             return None
         if not isinstance(value, dt.datetime):
             raise TypeError(f"expected a datetime, got {type(value).__name__} {value!r}")
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"naive datetime {value.isoformat()}: pass a timezone-aware datetime")
-        value = value.astimezone(dt.UTC)
+        if value.tzinfo is not dt.UTC:  # the usual case needs no conversion
+            if value.tzinfo is None or value.utcoffset() is None:
+                raise ValueError(
+                    f"naive datetime {value.isoformat()}: pass a timezone-aware datetime"
+                )
+            value = value.astimezone(dt.UTC)
         # SQLite has no time zones: store the UTC wall time, re-attach UTC on read.
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
