@@ -1,6 +1,8 @@
 """End to end on the real data in ../shared/data: the engine, the simulated broker and
 the trade log, checked against independent computations."""
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -158,3 +160,16 @@ def test_missing_benchmark_files_only_skip_the_references(settings, shared_data,
     market = load_history(settings, tmp_path, ["SPY", "IEF"])
     assert market.prices.symbols == settings.symbols
     assert market.macro == {}
+
+
+def test_session_seconds_are_new_york_open_and_close_across_dst():
+    """09:30 and 16:00 New York in UTC: 14:30/21:00 in winter, 13:30/20:00 in summer."""
+    from bot.backtest import session_seconds, utc
+
+    days = np.array(["2024-03-08", "2024-03-11", "2024-11-01", "2024-11-04"], dtype="datetime64[D]")
+    opens, closes = session_seconds(days)
+    assert [utc(s).strftime("%m-%d %H:%M") for s in opens] == [
+        "03-08 14:30", "03-11 13:30", "11-01 13:30", "11-04 14:30"
+    ]
+    assert [utc(s).strftime("%H:%M") for s in closes] == ["21:00", "20:00", "20:00", "21:00"]
+    assert all(utc(s).tzinfo is dt.UTC for s in opens)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from bot.backtest import run_backtest, scratch_tradelog, session_times, span_indices
+from bot.backtest import run_backtest, scratch_tradelog, session_seconds, span_indices, utc
 from bot.broker.simulated import CostModel, SimulatedBroker, next_open_prices
 from bot.engine import Engine
 from bot.engine_state import EngineState
@@ -24,18 +24,18 @@ def drive(settings, market, restart_every=None):
     log = scratch_tradelog("drive")
     engine = Engine(settings, market, broker, log, "x")
     lo, hi = span_indices(engine.dates, bt.start, bt.end)
-    opens, closes = session_times(engine.dates[lo:hi])
+    opens, closes = session_seconds(engine.dates[lo:hi])
     prices = market.prices.select(settings.symbols)
     fill = next_open_prices(prices)
     equity, submitted = [], []
     for k, t in enumerate(range(lo, hi)):
-        for order, f in broker.execute(fill[t], opens[k]):
+        for order, f in broker.execute(fill[t], utc(opens[k])):
             engine.on_execution(order, f)
         if restart_every and k % restart_every == restart_every - 1:
             saved = json.loads(json.dumps(engine.state.to_dict(settings.symbols)))
             engine = Engine(settings, market, broker, log, "x",
                             state=EngineState.from_dict(saved, settings.symbols))
-        outcome = engine.step(t, closes[k])
+        outcome = engine.step(t, utc(closes[k]))
         submitted += [(o.request.client_order_id, o.request.quantity) for o in outcome.orders]
         equity.append(engine.record_close(t).equity)
     return np.array(equity), submitted
