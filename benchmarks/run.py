@@ -62,9 +62,9 @@ def engine_case(settings, market):
     return once
 
 
-def fixed_settings(base):
+def fixed_settings(base, every=EVERY):
     weights = {sym: a.weight for sym, a in base.universe.items()}
-    raw = fixed_weight_settings(base, weights, EVERY).model_dump(mode="json")
+    raw = fixed_weight_settings(base, weights, every).model_dump(mode="json")
     raw["backtest"].update(start=START, end=END, fill="same_close", slippage_bps=0.0,
                            commission_bps=0.0, commission_per_share=0.0)
     raw["rebalance"].update(min_trade_notional=0.0, min_trade_shares=0.0, fractional=True)
@@ -111,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
             return time.perf_counter() - t0
         times[name] = best_of(timed, args.repeat)
 
+    # Where the engine's time goes: the same run with one initial rebalance and none after
+    # is the per-day cost of the step the daemon runs; the rest is per order.
+    hold = engine_case(fixed_settings(base, every=None), market)
+    times["leverbot, no rebalancing"] = best_of(lambda: hold()[0], args.repeat)
+    orders = len(ours.fills)
+
     strategy_settings = parse_settings(
         {**base.model_dump(mode="json"),
          "backtest": {**base.backtest.model_dump(mode="json"), "start": START, "end": END}},
@@ -134,8 +140,16 @@ def main(argv: list[str] | None = None) -> int:
     for name, seconds in times.items():
         print(f"  {name:>22}: {seconds * 1e3:9.1f} ms")
     print(f"  {'trade-log flush (SQLite)':>22}: {flush_seconds * 1e3:9.1f} ms (full strategy run)")
+    days = len(ours.equity)
+    per_day = times["leverbot, no rebalancing"] / days
+    per_order = (ours_fixed := times["leverbot engine"]) - times["leverbot, no rebalancing"]
+    print(f"\nper trading day (no orders): {per_day * 1e6:.1f} us over {days} days; "
+          f"per order (planned, sent, filled, logged): {per_order / orders * 1e6:.1f} us "
+          f"over {orders} orders")
+    if "vectorbt" in times:
+        floor = per_day * days
+        print(f"  the daily step alone is {floor / times['vectorbt']:.2f}x vectorbt's whole run")
     print("\nratios:")
-    ours_fixed = times["leverbot engine"]
     for name in peers:
         print(f"  fixed weights, leverbot / {name}: {ours_fixed / times[name]:.2f}")
     if "bt" in times:
