@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing
 import subprocess
 import sys
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,10 +147,14 @@ def run_backtest_command(options: BacktestOptions) -> int:
         if bar is not None:
             bar.stop()
     references = run_references(settings, market) if settings.backtest.benchmarks else []
+    out = options.out or Path("var") / "reports" / f"run-{run_id}"
+    out.mkdir(parents=True, exist_ok=True)
+    strategy, benchmarks = _series(result, with_details=True), [_series(r) for r in references]
+    charts = _charts_in_background(strategy, benchmarks, out, market.label) if options.charts else list
 
     report = build_report(
-        _series(result, with_details=True),
-        [_series(r) for r in references],
+        strategy,
+        benchmarks,
         risk_free=macro_series(market, RISK_FREE),
         market=price_series(market, "SPY"),
         periods=[tuple(p) for p in settings.backtest.periods],
@@ -164,21 +171,37 @@ def run_backtest_command(options: BacktestOptions) -> int:
     )
     tradelog.finish_run("finished", dt.datetime.now(dt.UTC), summary=report["summary"][0])
     tradelog.close()
-
-    out = options.out or Path("var") / "reports" / f"run-{run_id}"
-    out.mkdir(parents=True, exist_ok=True)
     write_json(report, out / "report.json")
-    charts = (
-        write_charts(_series(result, with_details=True), [_series(r) for r in references], out,
-                     data_label=market.label)
-        if options.charts
-        else []
-    )
     render_table(report, console)
     console.print(f"run {run_id} recorded in the trade log; report: {out / 'report.json'}")
-    for chart in charts:
+    for chart in charts():
         console.print(f"chart: {chart}")
     return 0
+
+
+def _charts_in_background(
+    strategy: RunSeries, benchmarks: list[RunSeries], out: Path, label: str
+) -> Callable[[], list[Path]]:
+    """Start rendering the charts; returns the call that waits for their paths.
+
+    matplotlib needs about a second from a cold start, a third of `bot backtest`, so on
+    Linux a forked process draws while this one writes the trade log and the report.
+    Elsewhere (spawn would re-import everything, and fork is unsafe on macOS) they are
+    drawn here. A chart failure surfaces from the returned call, after the run is saved.
+    """
+    if sys.platform != "linux":
+        paths = write_charts(strategy, benchmarks, out, data_label=label)
+        return lambda: paths
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+    future = pool.submit(write_charts, strategy, benchmarks, out, data_label=label)
+
+    def wait() -> list[Path]:
+        try:
+            return future.result()
+        finally:
+            pool.shutdown()
+
+    return wait
 
 
 def run_references(settings: Settings, market: MarketData) -> list[BacktestResult]:
