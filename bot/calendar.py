@@ -49,13 +49,12 @@ def week_numbers(dates: np.ndarray) -> np.ndarray:
     return (dates.astype("datetime64[D]").astype(np.int64) + 3) // 7
 
 
-def week_starts(dates: np.ndarray) -> np.ndarray:
-    """True for each trading day that opens a new week in `dates` (the regime's decision
-    days). Holiday Mondays move the decision to Tuesday."""
-    week = week_numbers(dates)
-    starts = np.ones(len(week), dtype=bool)
-    starts[1:] = week[1:] != week[:-1]
-    return starts
+def week_number(day: dt.date) -> int:
+    """`week_numbers` of one date, in plain Python (asked on every engine step)."""
+    return (day.toordinal() - _EPOCH_ORDINAL + 3) // 7
+
+
+_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 
 
 def week_ends(dates: np.ndarray) -> np.ndarray:

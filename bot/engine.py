@@ -16,7 +16,7 @@ import numpy as np
 import structlog
 
 from bot.broker.base import Broker
-from bot.calendar import week_ends, week_starts
+from bot.calendar import week_ends, week_number, week_numbers
 from bot.config import Settings
 from bot.data.base import MarketData
 from bot.engine_state import EngineState, PendingTargets
@@ -78,7 +78,7 @@ class Engine:
         # NaN (not yet listed) valued at zero: nothing can be held before listing.
         self._mark = np.nan_to_num(prices.close)
         self._days: list[dt.date] = prices.dates.astype("datetime64[D]").astype(object).tolist()
-        self._week_starts = week_starts(prices.dates)
+        self._week = week_numbers(prices.dates).tolist()
         self._week_ends: np.ndarray | None = None  # computed on first need (calendar import)
         self.macro = market.macro
         self.broker = broker
@@ -111,34 +111,43 @@ class Engine:
         shares = self.broker.holdings(self.symbols)
         equity = self.broker.cash() + float(shares @ self._mark[t])
         events: list[RiskEvent] = []
-        forced = self._update_drawdown(t, day, equity, events)
+        # A defensive switch that had to wait for open orders is still owed a rebalance.
+        forced = self._update_drawdown(t, day, equity, events) or state.owed_rebalance
 
         if self._needs_regime and (
-            state.regime is None or (self._week_starts[t] and state.regime_day != day)
+            state.regime_day is None or self._week[t] != week_number(state.regime_day)
         ):
+            # The first step of each week; also a later day of it when that step did not
+            # run (the daemon was down): last week's regime must not stay in force.
             self._decide_regime(t, day)
 
         orders: tuple[Order, ...] = ()
-        if state.pending is not None and day >= state.pending.execute_on:
+        if state.pending and day >= state.pending[0].execute_on:
             orders = self._execute_pending(day, now, shares, equity, t, events)
 
         last = state.last_rebalance_day
         check = rebalance_due(
             None if last is None else t - self._day_index(last),
             lambda: current_weights(shares, self._mark[t], equity),
-            state.targets,
+            state.pending[-1].weights if state.pending else state.targets,  # latest decision
             # A lagged decision only records targets; the execution checks open orders.
             0 if self._lagged else self.broker.open_order_count(),
             self.settings.rebalance,
             forced,
             self._weekly and self._is_week_end(t),
+            # While a decision waits for its day the holdings are bound to differ from it:
+            # drift is measured against executed targets only.
+            drift_check=not state.pending,
         )
         if check.due:
+            state.owed_rebalance = None
             orders += self._rebalance(t, day, now, check.reason, shares, equity, events)
-        elif check.reason.startswith("skipped"):
+        elif check.reason.startswith("skipped"):  # orders outstanding: no stop orders either
+            state.owed_rebalance = forced
             self._risk_event(RiskEvent(day, "outstanding_orders", check.reason), events)
-        elif state.stops is not None:
-            orders = self._check_stops(t, day, now, shares, events)
+            return StepOutcome(day, equity, None, orders, tuple(events))
+        if not check.due and state.stops is not None:
+            orders += self._check_stops(t, day, now, shares, events)
         return StepOutcome(day, equity, check.reason if check.due else None, orders, tuple(events))
 
     def record_close(self, t: int, snapshot: bool | None = None) -> EquityPoint:
@@ -250,7 +259,7 @@ class Engine:
         lag = self.settings.rebalance.execution_lag_days
         if lag > 0:
             execute_on = self._days[t + lag] if t + lag < len(self._days) else _add_sessions(day, lag)
-            state.pending = PendingTargets(day, execute_on, decision.weights, reason)
+            state.pending.append(PendingTargets(day, execute_on, decision.weights, reason))
             return ()
         state.targets = decision.weights
         return self._send(day, now, decision.weights, shares, equity, t, reason)
@@ -259,8 +268,9 @@ class Engine:
         self, day: dt.date, now: dt.datetime, shares: np.ndarray, equity: float, t: int,
         events: list[RiskEvent],
     ) -> tuple[Order, ...]:
-        pending = self.state.pending
-        assert pending is not None
+        """Send the decision whose day has come (decisions queue up when the lag is longer
+        than the period: each executes `lag` sessions after it was taken)."""
+        state = self.state
         open_orders = self.broker.open_order_count()
         if open_orders:
             self._risk_event(
@@ -268,10 +278,18 @@ class Engine:
                 events,
             )
             return ()
-        self.state.pending = None
-        self.state.targets = pending.weights
-        reason = f"{pending.reason} (decided {pending.decided.isoformat()})"
-        return self._send(day, now, pending.weights, shares, equity, t, reason)
+        due = [p for p in state.pending if p.execute_on <= day]
+        state.pending = [p for p in state.pending if p.execute_on > day]
+        latest = due[-1]
+        for stale in due[:-1]:  # delayed by open orders until a newer decision came due
+            self._risk_event(
+                RiskEvent(day, "superseded",
+                          f"decision of {stale.decided} not sent: the one of {latest.decided} is due too"),
+                events,
+            )
+        state.targets = latest.weights
+        reason = f"{latest.reason} (decided {latest.decided.isoformat()})"
+        return self._send(day, now, latest.weights, shares, equity, t, reason)
 
     def _send(
         self, day: dt.date, now: dt.datetime, weights: np.ndarray, shares: np.ndarray,

@@ -39,7 +39,10 @@ class EngineState:
     stops: np.ndarray | None = None
     stopped: set[str] = field(default_factory=set)
     drawdown: DrawdownState = field(default_factory=DrawdownState)
-    pending: PendingTargets | None = None
+    pending: list[PendingTargets] = field(default_factory=list)  # in flight, oldest first
+    # Why a rebalance is owed: a defensive switch that found orders still open. It must
+    # not be lost (the drawdown rule reports a switch only on the day it happens).
+    owed_rebalance: str | None = None
 
     def to_dict(self, symbols: tuple[str, ...]) -> dict[str, Any]:
         """JSON-safe form (floats round-trip exactly through JSON)."""
@@ -61,14 +64,16 @@ class EngineState:
             "stops": by_symbol(self.stops),
             "stopped": sorted(self.stopped),
             "drawdown": {"peak": dd.peak, "defensive": dd.defensive, "entered_day": _iso(dd.entered_day)},
-            "pending": None
-            if self.pending is None
-            else {
-                "decided": _iso(self.pending.decided),
-                "execute_on": _iso(self.pending.execute_on),
-                "weights": by_symbol(self.pending.weights),
-                "reason": self.pending.reason,
-            },
+            "pending": [
+                {
+                    "decided": _iso(p.decided),
+                    "execute_on": _iso(p.execute_on),
+                    "weights": by_symbol(p.weights),
+                    "reason": p.reason,
+                }
+                for p in self.pending
+            ],
+            "owed_rebalance": self.owed_rebalance,
         }
 
     @classmethod
@@ -97,12 +102,15 @@ class EngineState:
                 float(dd.get("peak", 0.0)), bool(dd.get("defensive", False)),
                 _date(dd.get("entered_day")),
             ),
-            pending=None
-            if not pending
-            else PendingTargets(
-                _date(pending["decided"]), _date(pending["execute_on"]),
-                np.nan_to_num(array(pending["weights"])), pending["reason"],
-            ),
+            pending=[
+                PendingTargets(
+                    _date(p["decided"]), _date(p["execute_on"]),
+                    np.nan_to_num(array(p["weights"])), p["reason"],
+                )
+                # States saved before decisions could queue hold one object or null.
+                for p in (pending if isinstance(pending, list) else [pending] if pending else [])
+            ],
+            owed_rebalance=raw.get("owed_rebalance"),
         )
 
 

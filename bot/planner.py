@@ -39,11 +39,13 @@ def rebalance_due(
     cfg: RebalanceSettings,
     forced: str | None = None,
     week_ends_today: bool = False,
+    drift_check: bool = True,
 ) -> RebalanceCheck:
     """Decide whether today is a rebalance day, and say why (or why not).
 
     `weights_now` is called only when the drift test is needed: most days the period
-    decides, and valuing the book costs more than the rest of the check."""
+    decides, and valuing the book costs more than the rest of the check. `drift_check`
+    False skips it (a lagged decision is still waiting to be executed)."""
     if open_orders > 0:
         return RebalanceCheck(False, f"skipped: {open_orders} order(s) outstanding")
     if forced:
@@ -57,7 +59,7 @@ def rebalance_due(
             return RebalanceCheck(True, "weekly: last trading day of the week")
     elif days_since_last >= cfg.every_days:
         return RebalanceCheck(True, f"period: {days_since_last} trading days since last")
-    if cfg.drift is not None and cfg.drift > 0:
+    if drift_check and cfg.drift is not None and cfg.drift > 0:
         drift = float(np.max(np.abs(weights_now() - targets)))
         if drift > cfg.drift + 1e-12:  # 0.55 - 0.50 is 0.05000000000000004 in floats
             return RebalanceCheck(True, f"drift {drift:.2%} > {cfg.drift:.0%}")

@@ -118,3 +118,69 @@ def test_weekly_rule(settings, week_end, due):
     check = rebalance_due(3, lambda: np.zeros(2), np.zeros(2), 0, cfg.model_copy(update={"drift": None}),
                           week_ends_today=week_end)
     assert check.due is due
+
+
+@pytest.mark.parametrize("lag", [2, 5])
+def test_a_lag_longer_than_the_period_still_executes_every_decision_it_takes(
+    settings, real_market, lag
+):
+    """Every 4 days with a 5-day lag: a newer decision used to replace the waiting one
+    (and the initial allocation was re-decided daily), so nothing ever traded. Decisions
+    now queue, each sent exactly `lag` sessions after it was taken."""
+    cfg = variant(
+        settings,
+        rebalance={"every_days": 4, "drift": 0.05, "execution_lag_days": lag},
+        backtest={"start": "2015-01-02", "end": "2015-12-31"},
+    )
+    log = scratch_tradelog("lag")
+    result = run_backtest(cfg, real_market, log)
+    log.flush()
+    orders = log.load_orders(log.run_id)
+    assert len(result.fills) > 100
+    sessions = list(real_market.prices.dates.astype("datetime64[D]").astype(object))
+    sent = orders["submitted_at"].dt.tz_convert("America/New_York").dt.date
+    decided = orders["reason"].str.extract(r"decided (\d{4}-\d{2}-\d{2})")[0]
+    rebalances = orders["rebalance_id"].str.endswith("-rb")
+    gaps = {
+        sessions.index(s) - sessions.index(dt.date.fromisoformat(d))
+        for s, d in zip(sent[rebalances], decided[rebalances], strict=True)
+    }
+    assert gaps == {lag}
+    assert "superseded" not in set(log.load_risk_events(log.run_id)["rule"])
+
+
+def test_a_missed_week_start_is_decided_on_the_next_step(settings, real_market):
+    """The daemon down on Monday: Tuesday's step decides the week's regime instead of
+    keeping last week's (and its stop factor) until the next Monday."""
+    cfg = variant(settings, backtest={"start": "2020-02-24", "end": "2020-03-06"})
+    broker = SimulatedBroker(cfg.symbols, 100_000.0)
+    engine = Engine(cfg, real_market, broker, scratch_tradelog("week"), "x")
+    days = engine.dates.astype("datetime64[D]").astype(object).tolist()
+    monday, tuesday = days.index(dt.date(2020, 2, 24)), days.index(dt.date(2020, 3, 3))
+    engine.step(monday, dt.datetime(2020, 2, 24, 21, tzinfo=dt.UTC))
+    assert engine.state.regime_day == dt.date(2020, 2, 24)
+    engine.step(tuesday, dt.datetime(2020, 3, 3, 21, tzinfo=dt.UTC))  # Monday 2 March skipped
+    assert engine.state.regime_day == dt.date(2020, 3, 3)
+    engine.step(tuesday + 1, dt.datetime(2020, 3, 4, 21, tzinfo=dt.UTC))
+    assert engine.state.regime_day == dt.date(2020, 3, 3)  # once a week, not every day
+
+
+def test_a_defensive_switch_waiting_for_open_orders_is_not_forgotten(settings, real_market):
+    """Live, orders can still be open when the drawdown rule switches to defence; the
+    owed rebalance goes out on the first step without open orders, not at the next period."""
+    cfg = variant(settings, rebalance={"every_days": 40, "drift": None},
+                  backtest={"start": "2020-01-02", "end": "2020-12-31"})
+    broker = SimulatedBroker(cfg.symbols, 100_000.0)
+    engine = Engine(cfg, real_market, broker, scratch_tradelog("owed"), "x")
+    days = engine.dates.astype("datetime64[D]").astype(object).tolist()
+    t = days.index(dt.date(2020, 1, 2))
+    engine.step(t, dt.datetime(2020, 1, 2, 21, tzinfo=dt.UTC))  # initial orders stay open
+    engine.state.drawdown = engine.state.drawdown._replace(peak=1e9)  # deep drawdown now
+    outcome = engine.step(t + 1, dt.datetime(2020, 1, 3, 21, tzinfo=dt.UTC))
+    assert outcome.rebalance is None and engine.state.owed_rebalance == "entered defensive mode"
+    saved = json.loads(json.dumps(engine.state.to_dict(cfg.symbols)))
+    assert EngineState.from_dict(saved, cfg.symbols).owed_rebalance == "entered defensive mode"
+    broker.cancel_pending("test: the open orders end")
+    outcome = engine.step(t + 2, dt.datetime(2020, 1, 6, 21, tzinfo=dt.UTC))
+    assert outcome.rebalance == "entered defensive mode" and outcome.orders
+    assert engine.state.owed_rebalance is None

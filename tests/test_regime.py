@@ -3,7 +3,7 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from bot.calendar import week_starts
+from bot.calendar import week_number, week_numbers
 from bot.config import RegimeSettings
 from bot.data.base import SPREAD, UNCERTAINTY, VIX, MacroSeries
 from bot.strategy.regime import classify, decide_regime
@@ -75,5 +75,9 @@ def test_first_trading_day_of_week_handles_holiday_mondays():
         ["2024-01-12", "2024-01-16", "2024-01-17", "2024-01-22", "2024-01-29"],
         dtype="datetime64[D]",
     )
-    # 2024-01-15 was a holiday: Tuesday 16th opens the week.
-    assert week_starts(dates).tolist() == [True, True, False, True, True]
+    # 2024-01-15 was a holiday: Tuesday 16th opens the week (the engine decides the
+    # regime on the first step whose week differs from the last decision's).
+    weeks = week_numbers(dates).tolist()
+    starts = [True] + [b != a for a, b in zip(weeks[:-1], weeks[1:], strict=True)]
+    assert starts == [True, True, False, True, True]
+    assert weeks == [week_number(d) for d in dates.astype(object)]
