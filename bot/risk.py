@@ -40,17 +40,18 @@ def _redistribute(w: np.ndarray, amount: float, receivers: np.ndarray, cap: floa
     return w
 
 
-def cap_weights(w: np.ndarray, cap: float) -> np.ndarray:
-    """Clip every weight at `cap` and hand the excess to the others pro rata, until the
-    cap holds everywhere. If every asset is at the cap the rest stays in cash.
-    Returns `w` itself when nothing is over the cap."""
+def cap_weights(w: np.ndarray, cap: float, tradable: np.ndarray | None = None) -> np.ndarray:
+    """Clip every weight at `cap` and hand the excess to the other tradable assets pro
+    rata, until the cap holds everywhere. If every asset is at the cap the rest stays in
+    cash. Returns `w` itself when nothing is over the cap."""
     over = w > cap + _EPS
     if not over.any():
         return w
     w = w.copy()
     excess = float((w[over] - cap).sum())
     w[over] = cap
-    return _redistribute(w, excess, ~over, cap)
+    receivers = ~over if tradable is None else ~over & tradable
+    return _redistribute(w, excess, receivers, cap)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,9 @@ class GuardInputs:
     prices: np.ndarray  # decision prices
     regime: Regime
     defensive: bool
+    # bool per asset: has a price today. Freed weight never goes to an asset that is not
+    # listed yet: the planner cannot buy it, so its target would show as drift every day.
+    tradable: np.ndarray
 
 
 @dataclass
@@ -103,7 +107,7 @@ def volatility_rule(
         out = w.copy()
         out[risk] *= cfg.high_vol_risk_scale
         freed = float(w.sum() - out.sum())
-        out = _redistribute(out, freed, inp.is_bond, cfg.position_cap)
+        out = _redistribute(out, freed, inp.is_bond & inp.tradable, cfg.position_cap)
         action = f"high volatility: risk assets x{cfg.high_vol_risk_scale}, freed weight to bonds"
         return out, RiskEvent(inp.day, "volatility", action, inputs)
     if ratio < cfg.vol_low:
@@ -163,7 +167,7 @@ def correlation_rule(
     """De-concentrate assets that move together: when pairwise correlations over
     `correlation_window` days exceed `correlation_max`, the connected cluster is treated
     as one position whose combined weight may not exceed `cluster_cap`; the excess goes
-    to the assets outside the cluster (within the position cap), the rest to cash."""
+    to the assets in no cluster (within the position cap), the rest to cash."""
     if inp.returns.shape[0] < cfg.correlation_window:
         return w, None
     corr = correlation_matrix(inp.returns[-cfg.correlation_window :])
@@ -175,14 +179,18 @@ def correlation_rule(
         return w, None
     out = w.copy()
     cut_clusters = []
-    for members in correlated_clusters(corr, cfg.correlation_max):
+    clusters = correlated_clusters(corr, cfg.correlation_max)
+    # Excess goes only to assets in no cluster: handing it to another cluster (even one
+    # under its cap now) could push that cluster back over cluster_cap.
+    receivers = inp.tradable.copy()
+    for members in clusters:
+        receivers[members] = False
+    for members in clusters:
         total = float(out[members].sum())
         if total <= cfg.cluster_cap + _EPS:
             continue
         out[members] *= cfg.cluster_cap / total
-        outside = np.ones(len(w), dtype=bool)
-        outside[members] = False
-        out = _redistribute(out, total - cfg.cluster_cap, outside, cfg.position_cap)
+        out = _redistribute(out, total - cfg.cluster_cap, receivers, cfg.position_cap)
         cut_clusters.append([inp.symbols[i] for i in members])
     if not cut_clusters:
         return w, None
@@ -204,7 +212,7 @@ def guard(w: np.ndarray, inp: GuardInputs, cfg: RiskSettings) -> GuardResult:
     events: list[RiskEvent] = []
     rules = set(cfg.rules)
 
-    capped = cap_weights(w, cfg.position_cap)
+    capped = cap_weights(w, cfg.position_cap, inp.tradable)
     if capped is not w:
         _note_changes(w, capped, reasons, f"position cap {cfg.position_cap:.0%}")
         events.append(RiskEvent(inp.day, "position_cap", "weights capped", {"cap": cfg.position_cap}))

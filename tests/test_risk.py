@@ -21,11 +21,13 @@ DAY = dt.date(2024, 3, 4)
 CFG = RiskSettings()
 
 
-def inputs(returns, is_bond, prices=None, regime=Regime.TRANSITION, defensive=False):
+def inputs(returns, is_bond, prices=None, regime=Regime.TRANSITION, defensive=False,
+           tradable=None):
     n = returns.shape[1]
     return GuardInputs(
         DAY, tuple("ABCDEFGH"[:n]), np.array(is_bond), returns,
         np.full(n, 100.0) if prices is None else prices, regime, defensive,
+        np.ones(n, dtype=bool) if tradable is None else np.array(tradable),
     )
 
 
@@ -82,6 +84,34 @@ def test_correlated_cluster_is_cut_to_the_cluster_cap():
     np.testing.assert_allclose(out, [0.225, 0.225, 0.5])
     assert event.inputs["clusters"] == [["A", "B"]]
     assert event.inputs["max_correlation"] == pytest.approx(1.0)
+
+
+def test_cutting_one_cluster_never_lifts_another_back_over_its_cap():
+    """Two independent pairs at 0.50 each, cluster cap 0.45: the second pair's excess
+    used to flow into the first (already cut) pair, leaving it at 0.55."""
+    rng = np.random.default_rng(0)
+    f1, f2 = rng.normal(0, 0.01, 60), rng.normal(0, 0.01, 60)
+    noise = lambda: rng.normal(0, 0.001, 60)  # noqa: E731
+    rets = np.column_stack([f1 + noise(), f1 + noise(), f2 + noise(), f2 + noise()])
+    out, event = correlation_rule(np.full(4, 0.25), inputs(rets, [False] * 4), CFG)
+    np.testing.assert_allclose(out, [0.225] * 4)  # 0.45 per cluster, 10% to cash
+    assert event.inputs["clusters"] == [["A", "B"], ["C", "D"]]
+
+
+def test_freed_weight_never_goes_to_an_asset_not_listed_yet():
+    """The cap's excess went to unlisted assets (equal shares among zero weights); the
+    planner cannot buy them, so their targets showed as drift and forced a daily rebalance."""
+    listed = np.array([True, True, True, False])
+    w = cap_weights(np.array([0.6, 0.4, 0.0, 0.0]), 0.3, listed)
+    np.testing.assert_allclose(w, [0.3, 0.3, 0.3, 0.0])
+    rets = alternating(300, 0.01, 4)
+    rets[-20:] *= 3.0  # recent volatility far above its history: risk cut, bonds receive
+    out, event = volatility_rule(
+        np.array([0.3, 0.3, 0.2, 0.0]),
+        inputs(rets, [False, False, True, True], tradable=listed),
+        CFG,
+    )
+    assert event is not None and out[3] == 0.0 and out[2] > 0.2
 
 
 def test_clusters_are_connected_components():

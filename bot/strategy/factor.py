@@ -100,7 +100,7 @@ class FactorModel:
         result = guard(
             alloc.weights,
             GuardInputs(ctx.day, ctx.symbols, self.is_bond, ctx.returns, ctx.closes[-1],
-                        ctx.regime, ctx.defensive),
+                        ctx.regime, ctx.defensive, ctx.tradable),
             self.settings.risk,
         )
         total_note = self._total_note(ctx.day, alloc)

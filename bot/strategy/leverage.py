@@ -56,7 +56,7 @@ class LeverageModel:
             overlaid,
             GuardInputs(
                 ctx.day, ctx.symbols, self.is_bond, ctx.returns, ctx.closes[-1], ctx.regime,
-                ctx.defensive,
+                ctx.defensive, ctx.tradable,
             ),
             self.settings.risk,
         )
