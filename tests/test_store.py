@@ -717,3 +717,46 @@ def test_macro_cache_inserts_new_days_and_updates_revised_ones(tlog: TradeLog) -
         tlog.save_macro("VIX", days[:2], [1.0], T0)
     with pytest.raises(ValueError, match="not finite"):
         tlog.save_macro("VIX", days[:1], [float("nan")], T0)
+
+
+def test_an_order_recorded_by_an_earlier_process_is_updated_not_inserted_again(url: str) -> None:
+    """A decision re-run after a restart: the venue answers 'duplicate client id', the
+    broker adopts the order, the engine records it again. That insert used to fail the
+    unique constraint and, kept in the buffer, fail every flush after it."""
+    first = TradeLog.open(url)
+    start(first, mode="paper")
+    first.order(make_order("o-1"))
+    first.close()
+
+    second = TradeLog.open(url)
+    run_id = start(second, mode="paper")
+    adopted = make_order("o-1")
+    adopted.status, adopted.broker_order_id = OrderStatus.FILLED, "venue-1"
+    adopted.filled_quantity, adopted.average_price = 10.0, 512.3
+    second.order(adopted)
+    second.fill(make_fill("o-1"))
+    second.equity(equity_point())
+    second.flush()
+    orders = second.load_orders()
+    assert list(orders["client_order_id"]) == ["o-1"]
+    assert orders["status"].iloc[0] == "filled" and orders["broker_order_id"].iloc[0] == "venue-1"
+    assert count(second, "fills") == 1 and count(second, "equity") == 1
+    assert len(second.load_equity(run_id)) == 1
+    second.close()
+
+
+def test_rows_the_database_rejects_are_kept_in_an_incident_and_do_not_block_later_ones(
+    tlog: TradeLog,
+) -> None:
+    run_id = start(tlog)
+    tlog.equity(equity_point())
+    tlog.flush()
+    tlog.equity(equity_point())  # the same day again: the (run, day) key refuses it
+    with pytest.raises(sa.exc.IntegrityError):
+        tlog.flush()
+    incidents = tlog.load_incidents(run_id)
+    assert list(incidents["kind"]) == ["tradelog_rejected"]
+    assert incidents["context"].iloc[0]["equity"][0]["day"] == DAY.isoformat()
+    tlog.equity(equity_point(DAY + dt.timedelta(days=1)))
+    tlog.flush()  # the buffer no longer holds the rejected row
+    assert count(tlog, "equity") == 2

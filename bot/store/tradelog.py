@@ -59,6 +59,16 @@ def _status_text(status: OrderStatus | str) -> str:
     return text if text is not None else OrderStatus(status).value
 
 
+# What a re-recorded order may change on the row an earlier process wrote.
+_ADOPTED_COLUMNS = (
+    "broker_order_id", "status", "status_message", "filled_quantity", "average_price", "updated_at",
+)
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+
+
 def _check_aware(value: dt.datetime, column: str) -> None:
     """Refuse naive timestamps at the call site, naming the column, not at flush time."""
     if value.tzinfo is None or value.utcoffset() is None:
@@ -450,16 +460,41 @@ class TradeLog:
         if not self._pending() and final_statement is None:
             return
         started = time.perf_counter()
-        with self.engine.begin() as conn:
-            new_ids, counts = self._write_buffers(conn)
-            if final_statement is not None:
-                conn.execute(final_statement)
+        try:
+            with self.engine.begin() as conn:
+                new_ids, counts = self._write_buffers(conn)
+                if final_statement is not None:
+                    conn.execute(final_statement)
+        except (sa.exc.IntegrityError, sa.exc.DataError) as error:
+            # The database refuses these rows themselves (not a lost connection): retrying
+            # would fail the same way and block every later record behind them.
+            self._quarantine(error)
+            raise
         # Only now, after commit, forget the buffer: a failed transaction leaves it intact.
         self._order_ids.update(new_ids)
         self._clear_buffers()
         if any(counts.values()):
             seconds = round(time.perf_counter() - started, 4)
             log.debug("tradelog.flush", run_id=self.run_id, seconds=seconds, **counts)
+
+    def _quarantine(self, error: Exception) -> None:
+        """Keep rows the database rejected in an incident (nothing is lost, an operator can
+        replay them) and clear the buffer so the records after them can be written."""
+        rejected = {
+            "orders": list(self._orders.values()),
+            "order_updates": list(self._updates.values()),
+            "order_events": self._events,
+            "fills": self._fills,
+            "regime_decisions": self._regimes,
+            "targets": self._targets,
+            "risk_events": self._risk_events,
+            "equity": self._equity,
+            "positions": [list(p) for p in self._positions],
+            "strategy_state": list(self._states.values()),
+        }
+        message = f"trade-log rows rejected by the database, kept here: {_first_line(error)}"
+        self.incident(dt.datetime.now(dt.UTC), "tradelog_rejected", message, rejected)
+        self._clear_buffers()
 
     def _clear_buffers(self) -> None:
         self._orders.clear()
@@ -478,11 +513,19 @@ class TradeLog:
 
     def _write_buffers(self, conn: Connection) -> tuple[dict[str, int], dict[str, int]]:
         """Insert in dependency order: orders, their updates and events, fills, the rest."""
-        new_ids: dict[str, int] = {}
-        if self._orders:
+        # An order recorded by an earlier process (a decision re-run after a restart, its
+        # order adopted from the venue) is updated, not inserted a second time.
+        new_ids = self._recorded_order_ids(conn, list(self._orders))
+        updates = dict(self._updates)
+        for cid, oid in new_ids.items():
+            row = self._orders[cid]
+            updates[cid] = {"id": oid, **{k: row[k] for k in _ADOPTED_COLUMNS if row[k] is not None}}
+            log.warning("tradelog.order_already_recorded", client_order_id=cid, order_id=oid)
+        fresh = [row for cid, row in self._orders.items() if cid not in new_ids]
+        if fresh:
             stmt = sa.insert(ORDERS).returning(ORDERS.c.id, ORDERS.c.client_order_id)
-            new_ids = {cid: oid for oid, cid in conn.execute(stmt, list(self._orders.values()))}
-        self._write_updates(conn)
+            new_ids |= {cid: oid for oid, cid in conn.execute(stmt, fresh)}
+        self._write_updates(conn, updates)
 
         def order_id(cid: str) -> int:
             return new_ids[cid] if cid in new_ids else self._order_ids[cid]
@@ -531,10 +574,21 @@ class TradeLog:
         counts.update((table.name, len(rows)) for table, rows in batches)
         return new_ids, counts
 
-    def _write_updates(self, conn: Connection) -> None:
+    def _recorded_order_ids(self, conn: Connection, client_order_ids: list[str]) -> dict[str, int]:
+        """Those of `client_order_ids` already in the database, with their ids."""
+        found: dict[str, int] = {}
+        for start in range(0, len(client_order_ids), 500):  # SQLite's bound-variable limit
+            chunk = client_order_ids[start : start + 500]
+            query = sa.select(ORDERS.c.client_order_id, ORDERS.c.id).where(
+                ORDERS.c.client_order_id.in_(chunk)
+            )
+            found.update((cid, oid) for cid, oid in conn.execute(query))
+        return found
+
+    def _write_updates(self, conn: Connection, updates: dict[str, dict[str, Any]]) -> None:
         """UPDATE already-written orders, one executemany per set of changed columns."""
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-        for changes in self._updates.values():
+        for changes in updates.values():
             columns = tuple(sorted(k for k in changes if k != "id"))
             groups[columns].append({f"new_{k}": v for k, v in changes.items()})
         for columns, params in groups.items():
