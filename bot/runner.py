@@ -132,44 +132,37 @@ def run_backtest_command(options: BacktestOptions) -> int:
         else f"factor:{settings.factor.profile}"
     )
     log.info("backtest started", run=run_id, data=market.label, weighting=weighting)
-    bar, progress = _progress_bar(console)
     try:
-        if bar is not None:
-            bar.start()
-        result = run_backtest(
-            settings, market, tradelog, name=settings.strategy.name, order_prefix=f"bt{run_id}",
-            progress=progress,
+        result = _simulate(settings, market, tradelog, run_id, console)
+        tradelog.flush()  # the run's records are safe before the report's work begins
+        references = run_references(settings, market) if settings.backtest.benchmarks else []
+        out = options.out or Path("var") / "reports" / f"run-{run_id}"
+        out.mkdir(parents=True, exist_ok=True)
+        strategy, benchmarks = _series(result, with_details=True), [_series(r) for r in references]
+        charts = (
+            _charts_in_background(strategy, benchmarks, out, market.label) if options.charts else list
         )
-    except Exception:
-        tradelog.finish_run("failed", dt.datetime.now(dt.UTC))
+        report = build_report(
+            strategy,
+            benchmarks,
+            risk_free=macro_series(market, RISK_FREE),
+            market=price_series(market, "SPY"),
+            periods=[tuple(p) for p in settings.backtest.periods],
+            data_label=market.label,
+            meta={
+                "run_id": run_id,
+                "config": str(options.config),
+                "config_hash": settings.fingerprint(),
+                "weighting": weighting,
+                "fill_model": settings.backtest.fill,
+                "code_version": code_version(),
+                "database": url.split("?")[0] if url.startswith("sqlite") else "postgresql",
+            },
+        )
+        tradelog.finish_run("finished", dt.datetime.now(dt.UTC), summary=report["summary"][0])
+    except BaseException:  # Ctrl-C too: the run must not stay 'running' with nothing stored
+        _record_failure(tradelog)
         raise
-    finally:
-        if bar is not None:
-            bar.stop()
-    references = run_references(settings, market) if settings.backtest.benchmarks else []
-    out = options.out or Path("var") / "reports" / f"run-{run_id}"
-    out.mkdir(parents=True, exist_ok=True)
-    strategy, benchmarks = _series(result, with_details=True), [_series(r) for r in references]
-    charts = _charts_in_background(strategy, benchmarks, out, market.label) if options.charts else list
-
-    report = build_report(
-        strategy,
-        benchmarks,
-        risk_free=macro_series(market, RISK_FREE),
-        market=price_series(market, "SPY"),
-        periods=[tuple(p) for p in settings.backtest.periods],
-        data_label=market.label,
-        meta={
-            "run_id": run_id,
-            "config": str(options.config),
-            "config_hash": settings.fingerprint(),
-            "weighting": weighting,
-            "fill_model": settings.backtest.fill,
-            "code_version": code_version(),
-            "database": url.split("?")[0] if url.startswith("sqlite") else "postgresql",
-        },
-    )
-    tradelog.finish_run("finished", dt.datetime.now(dt.UTC), summary=report["summary"][0])
     tradelog.close()
     write_json(report, out / "report.json")
     render_table(report, console)
@@ -202,6 +195,33 @@ def _charts_in_background(
             pool.shutdown()
 
     return wait
+
+
+def _simulate(
+    settings: Settings, market: MarketData, tradelog: TradeLog, run_id: int, console: Console
+) -> BacktestResult:
+    """The strategy's own run, with a progress bar on a terminal."""
+    bar, progress = _progress_bar(console)
+    try:
+        if bar is not None:
+            bar.start()
+        return run_backtest(
+            settings, market, tradelog, name=settings.strategy.name, order_prefix=f"bt{run_id}",
+            progress=progress,
+        )
+    finally:
+        if bar is not None:
+            bar.stop()
+
+
+def _record_failure(tradelog: TradeLog) -> None:
+    """Mark the run failed, keeping what it recorded; never hide the error that got here."""
+    try:
+        tradelog.finish_run("failed", dt.datetime.now(dt.UTC))
+    except Exception:
+        log.exception("backtest.failure_not_fully_recorded", run=tradelog.run_id)
+    finally:
+        tradelog.discard()
 
 
 def run_references(settings: Settings, market: MarketData) -> list[BacktestResult]:

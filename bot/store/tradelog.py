@@ -157,13 +157,24 @@ class TradeLog:
     def finish_run(
         self, status: str, finished_at: dt.datetime, summary: dict[str, Any] | None = None
     ) -> None:
-        """Flush and mark the run finished in the same transaction."""
+        """Flush and mark the run finished in the same transaction.
+
+        A failed run is marked failed even when its records cannot be written (they went
+        to an incident, or the database refused them): a run must never stay 'running'."""
         if status not in ("finished", "failed"):
             raise ValueError(f"runs.status: {status!r} is not 'finished' or 'failed'")
         _check_aware(finished_at, "runs.finished_at")
         run_id = self._require_run()
         end = {"status": status, "finished_at": finished_at, "summary": summary}
-        self._write(sa.update(RUNS).where(RUNS.c.id == run_id).values(end))
+        statement = sa.update(RUNS).where(RUNS.c.id == run_id).values(end)
+        try:
+            self._write(statement)
+        except Exception:
+            if status != "failed":
+                raise
+            with self.engine.begin() as conn:
+                conn.execute(statement)
+            raise
 
     # -- recording (memory only) ------------------------------------------------------
 
