@@ -158,16 +158,20 @@ class Engine:
         positions = float(shares @ self._mark[t])
         if snapshot or (snapshot is None and self._filled_since_snapshot):
             self._filled_since_snapshot = False
+            # Every symbol, zeros included: a snapshot of held positions only would show
+            # nothing on the day the book goes flat, and readers would keep the old one.
+            marks = self._mark[t]
             self.log.positions(
                 self._days[t],
-                {s: (float(q), float(self._mark[t, i]))
-                 for i, (s, q) in enumerate(zip(self.symbols, shares, strict=True)) if q},
+                {s: (float(q), float(marks[i])) for i, (s, q) in enumerate(zip(self.symbols, shares, strict=True))},
             )
         equity = cash + positions
-        dd = self.state.drawdown
-        point = EquityPoint(
-            self._days[t], equity, cash, positions, dd.drawdown(equity), self.state.regime
-        )
+        state = self.state
+        # The record's drawdown is from the run's true high-water mark; the guard's own
+        # peak may have been re-based after a defensive time-out.
+        state.equity_peak = max(state.equity_peak, equity)
+        drawdown = 1.0 - equity / state.equity_peak if state.equity_peak > 0 else 0.0
+        point = EquityPoint(self._days[t], equity, cash, positions, drawdown, state.regime)
         self.log.equity(point)
         return point
 

@@ -43,6 +43,7 @@ class EngineState:
     # Why a rebalance is owed: a defensive switch that found orders still open. It must
     # not be lost (the drawdown rule reports a switch only on the day it happens).
     owed_rebalance: str | None = None
+    equity_peak: float = 0.0  # high-water mark of the recorded equity (never re-based)
 
     def to_dict(self, symbols: tuple[str, ...]) -> dict[str, Any]:
         """JSON-safe form (floats round-trip exactly through JSON)."""
@@ -74,6 +75,7 @@ class EngineState:
                 for p in self.pending
             ],
             "owed_rebalance": self.owed_rebalance,
+            "equity_peak": self.equity_peak,
         }
 
     @classmethod
@@ -111,6 +113,8 @@ class EngineState:
                 for p in (pending if isinstance(pending, list) else [pending] if pending else [])
             ],
             owed_rebalance=raw.get("owed_rebalance"),
+            # Older states had none: the guard's peak is the best estimate there is.
+            equity_peak=float(raw.get("equity_peak", dd.get("peak", 0.0))),
         )
 
 

@@ -184,3 +184,30 @@ def test_a_defensive_switch_waiting_for_open_orders_is_not_forgotten(settings, r
     outcome = engine.step(t + 2, dt.datetime(2020, 1, 6, 21, tzinfo=dt.UTC))
     assert outcome.rebalance == "entered defensive mode" and outcome.orders
     assert engine.state.owed_rebalance is None
+
+
+def test_a_flat_book_shows_as_flat_and_drawdown_is_from_the_true_peak(settings, real_market):
+    """Selling everything used to write no snapshot (readers kept showing the old
+    holdings), and the equity record's drawdown used the guard's re-based peak."""
+    from bot.risk import DrawdownState
+    from bot.store import queries
+
+    cfg = variant(settings, backtest={"start": "2020-01-02", "end": "2020-12-31"})
+    broker = SimulatedBroker(cfg.symbols, 100_000.0)
+    log = scratch_tradelog("flat")
+    engine = Engine(cfg, real_market, broker, log, "x")
+    t = engine.dates.astype("datetime64[D]").astype(object).tolist().index(dt.date(2020, 3, 2))
+    broker.shares[0] = 100.0
+    broker._cash -= 100.0 * engine.close[t, 0]
+    engine.record_close(t, snapshot=True)
+    broker.shares[0], broker._cash = 0.0, 80_000.0  # sold out, 20% below the peak
+    engine.state.drawdown = DrawdownState(80_000.0)  # the guard re-based its peak
+    point = engine.record_close(t + 1, snapshot=True)
+    assert point.drawdown == pytest.approx(0.2)
+    log.flush()
+    with log.engine.connect() as conn:
+        held = queries.positions(conn, queries.Filters(run=log.run_id))
+        history = queries.positions(conn, queries.Filters(run=log.run_id), history=True)
+    assert held.empty
+    last = history[history["day"] == history["day"].max()]
+    assert set(last["symbol"]) == set(cfg.symbols) and (last["quantity"] == 0).all()

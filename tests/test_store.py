@@ -746,3 +746,11 @@ def test_rows_the_database_rejects_are_kept_in_an_incident_and_do_not_block_late
     tlog.equity(equity_point(DAY + dt.timedelta(days=1)))
     tlog.flush()  # the buffer no longer holds the rejected row
     assert count(tlog, "equity") == 2
+
+
+def test_numpy_floats_are_stored_exactly() -> None:
+    """numpy 2 prints np.float64(1.5) as 'np.float64(1.5)': parsing the repr failed."""
+    from bot.store.models import to_decimal
+
+    assert to_decimal(np.float64(0.1) + np.float64(0.2)) == Decimal("0.30000000000000004")
+    assert to_decimal(np.float32(0.5)) == Decimal("0.5")

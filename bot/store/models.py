@@ -47,8 +47,8 @@ def to_decimal(value: Any) -> Decimal:
         return value
     if isinstance(value, bool):
         raise TypeError(f"expected a number, got bool {value!r}")
-    if isinstance(value, float):
-        return Decimal(repr(value))
+    if isinstance(value, float):  # float(): numpy 2's repr of np.float64 is "np.float64(...)"
+        return Decimal(repr(float(value)))
     if isinstance(value, int):
         return Decimal(value)
     if hasattr(value, "item"):  # numpy scalars

@@ -151,6 +151,8 @@ def positions(conn: sa.Connection, f: Filters, *, history: bool = False) -> pd.D
         last = _day_range(last, t.c.day, Filters(until=f.until)).subquery()
         stmt = stmt.join(last, (last.c.run_id == t.c.run_id) & (last.c.day == t.c.day))
     frame = _frame(conn, stmt, f, [t.c.day, t.c.id])
+    if not history:  # snapshots list sold-out symbols with 0 so a flat book shows as flat
+        frame = frame[frame["quantity"] != 0].reset_index(drop=True)
     frame["weight"] = [
         float(mv / eq) if eq else None
         for mv, eq in zip(frame["market_value"], frame["equity"], strict=True)
