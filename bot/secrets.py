@@ -9,6 +9,7 @@ needs both the caller's live=True and BOT_LIVE_CONFIRM=yes in the environment.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,18 @@ PAPER_TRADING_URL = "https://paper-api.alpaca.markets"
 LIVE_TRADING_URL = "https://api.alpaca.markets"
 DATA_URL = "https://data.alpaca.markets"
 FRED_URL = "https://fred.stlouisfed.org"
+
+# Hosts compared after lower-casing and dropping a trailing dot, so every spelling of the
+# live host is recognised. Loopback is for test doubles and local proxies.
+PAPER_HOSTS = frozenset({"paper-api.alpaca.markets"})
+LIVE_HOSTS = frozenset({"api.alpaca.markets"})
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# scheme://host[:port][/path] and nothing else: no user info, query, fragment or
+# backslash, which URL parsers disagree about (so the host we check is the host used).
+_URL_SHAPE = re.compile(
+    r"(?P<scheme>https?)://(?P<host>[A-Za-z0-9.-]+|\[::1\])(?::\d{1,5})?(?:/[A-Za-z0-9._~/-]*)?",
+    re.ASCII | re.IGNORECASE,
+)
 
 
 class SecretsError(BotError):
@@ -130,20 +143,51 @@ def load_endpoints(env: Mapping[str, str] | None = None, *, live: bool = False) 
     paper = resolve_paper(live, env)
     default_trading = PAPER_TRADING_URL if paper else LIVE_TRADING_URL
     trading = base_url(env.get(TRADING_URL_VAR) or default_trading)
-    is_paper_host = "paper-api." in trading
-    if not paper and is_paper_host:
-        raise LiveModeError(f"live trading requested but {TRADING_URL_VAR} is the paper endpoint")
-    if paper and trading.rstrip("/") == LIVE_TRADING_URL:
-        raise LiveModeError(
-            f"{TRADING_URL_VAR} is the live endpoint but live trading was not requested; "
-            f"unset it or run in live mode with {LIVE_CONFIRM_VAR}=yes"
-        )
+    check_trading_url(trading, paper=paper)
     return Endpoints(
         trading_url=trading,
         data_url=base_url(env.get(DATA_URL_VAR) or DATA_URL),
         fred_url=base_url(env.get(FRED_URL_VAR) or FRED_URL),
         paper=paper,
     )
+
+
+def check_trading_url(url: str, *, paper: bool) -> None:
+    """Refuse a trading URL that does not match the mode: paper may only talk to the
+    paper host or loopback, live only to the live host or loopback. The host is parsed
+    and normalised first, since a string compare lets 'https://API.alpaca.markets'
+    (or ':443', or a trailing dot) send paper orders to the real-money account."""
+    scheme, host = _scheme_and_host(url)
+    if host in LOOPBACK_HOSTS:
+        return
+    if scheme != "https":
+        raise LiveModeError(f"{TRADING_URL_VAR} must use https for {host}")
+    if paper and host in LIVE_HOSTS:
+        raise LiveModeError(
+            f"{TRADING_URL_VAR} is the live endpoint but live trading was not requested; "
+            f"unset it or run in live mode with {LIVE_CONFIRM_VAR}=yes"
+        )
+    if not paper and host in PAPER_HOSTS:
+        raise LiveModeError(f"live trading requested but {TRADING_URL_VAR} is the paper endpoint")
+    allowed = PAPER_HOSTS if paper else LIVE_HOSTS
+    if host not in allowed:
+        mode = "paper" if paper else "live"
+        raise LiveModeError(
+            f"{TRADING_URL_VAR} host {host!r} is not Alpaca's {mode} endpoint "
+            f"({', '.join(sorted(allowed))}) or a loopback address"
+        )
+
+
+def _scheme_and_host(url: str) -> tuple[str, str]:
+    """Lower-cased scheme and host (trailing dot and IPv6 brackets removed). The URL is
+    never echoed in the error: it may carry credentials."""
+    match = _URL_SHAPE.fullmatch(url)
+    if match is None:
+        raise LiveModeError(
+            f"{TRADING_URL_VAR} is not a plain http(s)://host[:port][/path] URL"
+        )
+    host = match["host"].lower().strip("[]").rstrip(".")
+    return match["scheme"].lower(), host
 
 
 def resolve_paper(live: bool, env: Mapping[str, str] | None = None) -> bool:

@@ -144,6 +144,8 @@ def test_short_gap_is_forward_filled_long_one_is_an_error(fake, data):
     fake.daily_bars["TMF"] = [b for b in bars(DAYS, 10.0) if b.day != DAYS[4]]
     history = data.daily_history(["SPY", "TMF"], dt.date(2024, 11, 1))
     assert history.close[4, 1] == history.close[3, 1] and np.isnan(history.open[4, 1])
+    assert history.filled is not None
+    assert np.argwhere(history.filled).tolist() == [[4, 1]]  # marked: never a fill price
     many = [dt.date(2024, 10, 1) + dt.timedelta(days=i) for i in range(10)]
     fake.daily_bars = {"SPY": bars(many, 500.0), "TMF": bars([many[0], many[-1]], 10.0)}
     with pytest.raises(DataError, match=r"alpaca:TMF \[date\]"):
@@ -196,3 +198,26 @@ def test_csv_cache_round_trips_through_the_csv_loader(fake, data, tmp_path):
     np.testing.assert_array_equal(loaded.macro["VIX"].dates, vix.dates)
     np.testing.assert_allclose(loaded.macro["VIX"].values, vix.values, rtol=1e-15)
     assert not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_bars_that_stop_early_are_not_forward_filled(fake, data):
+    """A symbol whose bars stop before the others' must not look current: the days after
+    its last bar stay NaN (the daemon then refuses to decide), never its old close."""
+    fake.daily_bars["TMF"] = bars(DAYS[:3], 10.0)
+    history = data.daily_history(["SPY", "TMF"], dt.date(2024, 11, 1))
+    assert len(history.dates) == len(DAYS)
+    assert np.isfinite(history.close[:3, 1]).all() and np.isnan(history.close[3:, 1]).all()
+    assert history.filled is None
+
+
+def test_csv_cache_leaves_forward_filled_days_out(fake, data, tmp_path):
+    """Written as a row, a filled day would come back as a real bar (close-only fallback)
+    and a backtest on the cache would fill orders at its stale close."""
+    fake.daily_bars["TMF"] = [b for b in bars(DAYS, 10.0) if b.day != DAYS[4]]
+    history = data.daily_history(["SPY", "TMF"], dt.date(2024, 11, 1))
+    write_csv_directory(history, {}, tmp_path)
+    lines = (tmp_path / "prices" / "TMF.csv").read_text().splitlines()
+    assert len(lines) == 1 + len(DAYS) - 1 and not any(str(DAYS[4]) in x for x in lines)
+    loaded = load_csv_directory(tmp_path, ["SPY", "TMF"], macro=()).prices
+    np.testing.assert_array_equal(loaded.filled, history.filled)
+    np.testing.assert_allclose(loaded.close, history.close, rtol=1e-15)

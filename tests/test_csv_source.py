@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
+from bot.broker.simulated import next_open_prices
 from bot.data.base import MACRO_SERIES, MacroSeries
 from bot.data.csv_source import MAX_FILLED_GAP, load_csv_directory
 from bot.errors import DataError
@@ -190,6 +191,32 @@ def test_short_gap_is_forward_filled_with_warning(tmp_path: Path) -> None:
     assert (p.close[hole, 1] == p.close[2, 1]).all()
     assert np.isnan(p.open[hole, 1]).all()
     assert any(e["log_level"] == "warning" and "HOLE.csv" in e["path"] for e in logs)
+
+
+def test_forward_filled_days_are_marked_and_never_a_fill_price(tmp_path: Path) -> None:
+    """A filled day carries the last real close for returns, but the next_open model must
+    not fill there (open NaN used to fall back to that stale close)."""
+    full = _rows(6)
+    _write(tmp_path, "FULL", full)
+    holed = full[:3] + full[4:]
+    _write(tmp_path, "HOLE", holed)
+    close_only = [f"{row.split(',')[0]},{row.split(',')[4]}" for row in holed]
+    _write(tmp_path, "CLOSE", close_only, "date,close")
+    p = load_csv_directory(tmp_path, ["FULL", "HOLE", "CLOSE"], macro=()).prices
+    assert p.filled is not None
+    np.testing.assert_array_equal(np.flatnonzero(p.filled.any(axis=1)), [3])
+    assert p.filled[3].tolist() == [False, True, True]
+    fill = next_open_prices(p)
+    assert np.isnan(fill[3, 1:]).all() and fill[3, 0] == 13.0
+    # Close-only data keeps its documented fallback on real days: the close.
+    np.testing.assert_array_equal(fill[[0, 4], 2], p.close[[0, 4], 2])
+    np.testing.assert_array_equal(fill[[0, 4], 1], p.open[[0, 4], 1])
+
+
+def test_data_without_gaps_has_no_fill_mask(tmp_path: Path) -> None:
+    _write(tmp_path, "A", _rows(5))
+    _write(tmp_path, "B", _rows(5)[1:])  # listed later: not a gap
+    assert load_csv_directory(tmp_path, ["A", "B"], macro=()).prices.filled is None
 
 
 def test_long_gap_names_first_missing_date(tmp_path: Path) -> None:

@@ -202,3 +202,59 @@ def test_keys_never_leak_into_logs_errors_or_tracebacks(tmp_path, monkeypatch, c
     for text in seen:
         assert SECRET not in text
         assert KEY_ID not in text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://API.alpaca.markets",
+        "https://api.alpaca.markets:443",
+        "https://api.alpaca.markets./v2",
+        "https://api.alpaca.markets/v2/v2",
+        "HTTPS://Api.Alpaca.Markets.:443/v2/",
+    ],
+)
+def test_every_spelling_of_the_live_host_is_refused_in_paper_mode(url):
+    with pytest.raises(LiveModeError, match="live endpoint"):
+        load_endpoints({"APCA_API_BASE_URL": url})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com",  # an unknown host
+        "http://paper-api.alpaca.markets",  # paper host without TLS
+        "https://user:pw@api.alpaca.markets",  # user info: parsers disagree on the host
+        "https://api.alpaca.markets\\@paper-api.alpaca.markets",
+        "api.alpaca.markets",  # no scheme
+    ],
+)
+def test_paper_mode_allows_only_the_paper_host_or_loopback(url):
+    with pytest.raises(LiveModeError) as caught:
+        load_endpoints({"APCA_API_BASE_URL": url})
+    assert "pw" not in str(caught.value)  # the URL may hold credentials: never echoed
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://paper-api.alpaca.markets/v2",
+        "https://PAPER-API.alpaca.markets.:443",
+        "http://127.0.0.1:8080",
+        "http://localhost:9/v2",
+        "http://[::1]:9",
+    ],
+)
+def test_paper_host_and_loopback_overrides_are_accepted(url):
+    assert load_endpoints({"APCA_API_BASE_URL": url}).paper is True
+
+
+def test_live_mode_refuses_every_spelling_of_the_paper_host_and_unknown_hosts():
+    confirmed = {"BOT_LIVE_CONFIRM": "yes"}
+    for url in ("https://PAPER-API.alpaca.markets.", "https://paper-api.alpaca.markets:443"):
+        with pytest.raises(LiveModeError, match="paper endpoint"):
+            load_endpoints({**confirmed, "APCA_API_BASE_URL": url}, live=True)
+    with pytest.raises(LiveModeError, match="not Alpaca's live endpoint"):
+        load_endpoints({**confirmed, "APCA_API_BASE_URL": "https://example.com"}, live=True)
+    spelled = load_endpoints({**confirmed, "APCA_API_BASE_URL": "https://API.alpaca.markets"}, live=True)
+    assert spelled.paper is False

@@ -31,8 +31,13 @@ class CostModel:
 
 def next_open_prices(prices: PriceHistory) -> np.ndarray:
     """Fill prices of the `next_open` model: each day's open, or its close where the
-    series has no open (close-only data). Backtest and replay both fill at these."""
-    return np.where(np.isnan(prices.open), prices.close, prices.open)
+    series has no open (close-only data). NaN on days a loader forward-filled: the
+    symbol did not trade, so an order there expires rather than fill at a stale close.
+    Backtest and replay both fill at these."""
+    fill = np.where(np.isnan(prices.open), prices.close, prices.open)
+    if prices.filled is None:
+        return fill
+    return np.where(prices.filled, np.nan, fill)
 
 
 class SimulatedBroker:

@@ -39,11 +39,34 @@ class HistoryFeed:
 
 
 def index_of_day(market: MarketData, day: dt.date, source: str) -> int:
-    """Row of `day` in the history; a DataError if the bar is missing (stale data is
-    never traded on)."""
+    """Row of `day` in the history; a DataError if the bar is missing, for the whole
+    market or for one listed symbol (stale data is never traded on)."""
     dates = market.prices.dates
     t = int(np.searchsorted(dates, np.datetime64(day)))
     if t >= len(dates) or dates[t] != np.datetime64(day):
         last = dates[-1].astype("datetime64[D]") if len(dates) else "nothing"
         raise DataError(source, "bars", f"no daily bar for {day} (latest is {last})")
+    _check_every_symbol_current(market, t, day, source)
     return t
+
+
+def _check_every_symbol_current(market: MarketData, t: int, day: dt.date, source: str) -> None:
+    """Every symbol listed by `day` must have a close on it. The live loader leaves a
+    symbol NaN after its last bar, so one that stopped updating shows here instead of
+    being valued and traded at a days-old close. (Replay data is forward-filled by the
+    CSV loader, as in the backtest, so this never fires there on a short gap.)"""
+    prices = market.prices
+    listed = np.isfinite(prices.close[: t + 1]).any(axis=0)
+    stale = np.flatnonzero(listed & ~np.isfinite(prices.close[t]))
+    if not stale.size:
+        return
+    described = ", ".join(
+        f"{prices.symbols[j]} (latest {_last_bar(prices.dates, prices.close[:, j])})"
+        for j in stale
+    )
+    raise DataError(source, "bars", f"no daily bar for {day} for {described}")
+
+
+def _last_bar(dates: np.ndarray, close: np.ndarray) -> str:
+    rows = np.flatnonzero(np.isfinite(close))
+    return str(dates[rows[-1]].astype("datetime64[D]")) if rows.size else "nothing"

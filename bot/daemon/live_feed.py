@@ -1,6 +1,10 @@
 """Paper/live market history: Alpaca daily bars for the universe and FRED's macro
-series, the latter cached in the trade-log database so a FRED outage falls back to the
-last values known (and the regime rule's staleness check decides what they are worth)."""
+series, the latter stored in the trade-log database so a FRED outage falls back to the
+last values known (and the regime rule's staleness check decides what they are worth).
+
+Nothing is cached in memory between calls: each job asks for history once, and a copy
+kept from an earlier job (Friday's close) would hide what was published since (FRED's
+Friday values, read by Monday's regime job)."""
 
 from __future__ import annotations
 
@@ -18,8 +22,9 @@ from bot.store.tradelog import TradeLog
 log = structlog.get_logger(__name__)
 
 
-
 class AlpacaFeed:
+    """MarketFeed over Alpaca bars and FRED series, downloaded afresh on every call."""
+
     def __init__(
         self,
         data: AlpacaMarketData,
@@ -37,19 +42,14 @@ class AlpacaFeed:
         self.clock = clock
         self.lookback_days = lookback_days  # the target model's history_calendar_days
         self.macro_names = macro_names
-        self._cache: dict[dt.date, MarketData] = {}
-        self._macro_fetched: dict[str, dt.date] = {}
 
     def history(self, through: dt.date) -> MarketData:
-        """Bars through `through` (a later partial bar is dropped) and the macro series."""
-        if through in self._cache:
-            return self._cache[through]
+        """Bars through `through` (a later partial bar is dropped) and the macro series
+        as FRED has them now; both downloaded on every call (a few requests per job)."""
         start = through - dt.timedelta(days=self.lookback_days)
         prices = self.data.daily_history(self.symbols, start, through)
         prices = prices.between(None, np.datetime64(through))
-        market = MarketData(prices, self.macro(), source="alpaca+fred", synthetic=False)
-        self._cache = {through: market}  # one day's history at a time
-        return market
+        return MarketData(prices, self.macro(), source="alpaca+fred", synthetic=False)
 
     def sizing_prices(self, symbols: tuple[str, ...]) -> np.ndarray | None:
         """Latest trade prices; if they cannot be had, None (size on the close) and a
@@ -62,25 +62,28 @@ class AlpacaFeed:
         return np.array([latest.get(s, np.nan) for s in symbols])
 
     def macro(self) -> dict[str, MacroSeries]:
-        """Each series refreshed from FRED at most once a day; on failure the cached copy
-        is used and the failure logged (never a crash, never invented values)."""
-        today = self.clock.now().date()
+        """Each series refreshed from FRED; a series that cannot be downloaded falls back
+        to the copy stored by an earlier call, with a warning (never a crash, never
+        invented values; the regime rule flags stale inputs and keeps its regime)."""
         out = {}
         for name in self.macro_names:
-            if self._macro_fetched.get(name) != today:
-                try:
-                    series = fetch_series(name, base_url=self.fred_url)
-                    self.tradelog.save_macro(
-                        name, series.dates.astype("datetime64[D]").astype(object).tolist(),
-                        series.values.tolist(), self.clock.now(),
-                    )
-                    self.tradelog.flush()
-                    self._macro_fetched[name] = today
-                except BotError as exc:
-                    log.warning("FRED download failed; using the cached series", series=name, error=str(exc))
+            self._refresh(name)
             dates, values = self.tradelog.load_macro(name)
             if dates:
                 out[name] = MacroSeries(
                     name, np.array(dates, dtype="datetime64[D]"), np.array(values, dtype=float)
                 )
         return out
+
+    def _refresh(self, name: str) -> None:
+        """Download one series and store it; on failure log and keep the stored copy."""
+        try:
+            series = fetch_series(name, base_url=self.fred_url)
+        except BotError as exc:
+            log.warning(
+                "FRED download failed; using the stored series", series=name, error=str(exc)
+            )
+            return
+        days = series.dates.astype("datetime64[D]").astype(object).tolist()
+        self.tradelog.save_macro(name, days, series.values.tolist(), self.clock.now())
+        self.tradelog.flush()

@@ -208,27 +208,36 @@ def _checked_bars(symbol: str, bars: list[Bar]) -> tuple[np.ndarray, np.ndarray,
 def _align(
     symbols: tuple[str, ...], data: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
 ) -> PriceHistory:
-    """All symbols on the union of their days: NaN before a symbol's first bar; a short
-    hole after it (IEX may have no trade in a thin ETF) is forward-filled with open NaN,
-    as the CSV loader does; a long one is an error."""
+    """All symbols on the union of their days: NaN before a symbol's first bar and after
+    its last one (a symbol that stopped trading must not look current); a short hole in
+    between (IEX may have no trade in a thin ETF) is forward-filled with open NaN and
+    marked in `filled`, as the CSV loader does; a long one is an error."""
     dates = np.unique(np.concatenate([d[0] for d in data.values()]))
     close = np.full((len(dates), len(symbols)), np.nan)
     opens = np.full((len(dates), len(symbols)), np.nan)
+    filled = np.zeros((len(dates), len(symbols)), dtype=bool)
     for j, symbol in enumerate(symbols):
         days, o, c = data[symbol]
         rows = np.searchsorted(dates, days)
         close[rows, j], opens[rows, j] = c, o
-        _fill_gaps(symbol, dates, rows, close[:, j])
-    return PriceHistory(dates=dates, symbols=symbols, close=close, open=opens)
+        filled[:, j] = _fill_gaps(symbol, dates, rows, close[:, j])
+    return PriceHistory(
+        dates=dates, symbols=symbols, close=close, open=opens,
+        filled=filled if filled.any() else None,
+    )
 
 
-def _fill_gaps(symbol: str, dates: np.ndarray, rows: np.ndarray, close: np.ndarray) -> None:
-    present = np.zeros(len(dates), dtype=bool)
-    present[rows] = True
-    present[: rows[0]] = True  # before listing: stays NaN, not a gap
+def _fill_gaps(symbol: str, dates: np.ndarray, rows: np.ndarray, close: np.ndarray) -> np.ndarray:
+    """Forward-fill (in place) the holes between a symbol's first and last bar; returns
+    which days were filled. Days after the last bar stay NaN: the data is stale there,
+    and the daemon refuses to decide on it (bot.daemon.feeds.index_of_day)."""
+    filled = np.zeros(len(dates), dtype=bool)
+    first, last = int(rows[0]), int(rows[-1])
+    filled[first:last + 1] = True
+    filled[rows] = False
     run = 0
-    for i in range(len(dates)):
-        if present[i]:
+    for i in range(first, last + 1):
+        if not filled[i]:
             run = 0
             continue
         run += 1
@@ -239,8 +248,9 @@ def _fill_gaps(symbol: str, dates: np.ndarray, rows: np.ndarray, close: np.ndarr
                 f"more than {MAX_FILLED_GAP} consecutive trading days without a bar up to {dates[i]}",
             )
         close[i] = close[i - 1]
-    if not present.all():
-        log.warning("price_gaps_forward_filled", symbol=symbol, days=int((~present).sum()))
+    if filled.any():
+        log.warning("price_gaps_forward_filled", symbol=symbol, days=int(filled.sum()))
+    return filled
 
 
 # --- CSV cache ----------------------------------------------------------------------------
@@ -253,15 +263,20 @@ def write_csv_directory(
 ) -> list[Path]:
     """Write prices/<SYM>.csv and macro/<NAME>.csv in the layout load_csv_directory reads,
     so `bot data fetch` can cache a download. Prices are adjusted, so close = adj_close;
-    high, low and volume are left empty (PriceHistory does not carry them). Each file is
-    written to a temporary name and renamed, so a crash never leaves half a file."""
+    high, low and volume are left empty (PriceHistory does not carry them). Only real
+    bars are written: a forward-filled day is left out, so the CSV loader sees the hole
+    again and no order fills on it. Each file is written to a temporary name and
+    renamed, so a crash never leaves half a file."""
     directory = Path(directory)
     written: list[Path] = []
+    real = np.isfinite(history.close)
+    if history.filled is not None:
+        real &= ~history.filled
     for j, symbol in enumerate(history.symbols):
         rows = []
-        for day, o, c in zip(history.dates, history.open[:, j], history.close[:, j], strict=True):
-            if math.isfinite(c):
-                rows.append((str(day), _num(o), "", "", _num(c), _num(c), ""))
+        for t in np.flatnonzero(real[:, j]):
+            o, c = history.open[t, j], history.close[t, j]
+            rows.append((str(history.dates[t]), _num(o), "", "", _num(c), _num(c), ""))
         written.append(_write(directory / "prices" / f"{symbol}.csv", PRICE_HEADER, rows))
     for name, series in macro.items():
         rows = [(str(d), _num(v)) for d, v in zip(series.dates, series.values, strict=True)]

@@ -42,12 +42,16 @@ class PriceHistory:
     `close` and `open` are (T, N) float64 arrays aligned to `dates` and `symbols`. NaN in
     `close` means the asset did not trade yet (before listing); NaN in `open` means the
     source has no open for that day (some of the bundled series are close-only).
+    `filled` (T, N) bool marks the days a loader forward-filled because the symbol had no
+    bar while others did (a halt, a thin feed): the close there is the last real one,
+    fine for returns, but no order may fill at it. None means nothing was filled.
     """
 
     dates: np.ndarray  # datetime64[D], ascending, unique
     symbols: tuple[str, ...]
     close: np.ndarray
     open: np.ndarray
+    filled: np.ndarray | None = None
 
     def index_of(self, symbol: str) -> int:
         return self.symbols.index(symbol)
@@ -55,12 +59,18 @@ class PriceHistory:
     def select(self, symbols: tuple[str, ...] | list[str]) -> PriceHistory:
         """The same history restricted to `symbols`, in that order."""
         idx = [self.index_of(s) for s in symbols]
-        return PriceHistory(self.dates, tuple(symbols), self.close[:, idx], self.open[:, idx])
+        filled = None if self.filled is None else self.filled[:, idx]
+        return PriceHistory(
+            self.dates, tuple(symbols), self.close[:, idx], self.open[:, idx], filled
+        )
 
     def between(self, start: np.datetime64 | None, end: np.datetime64 | None) -> PriceHistory:
         lo = 0 if start is None else int(np.searchsorted(self.dates, start, side="left"))
         hi = len(self.dates) if end is None else int(np.searchsorted(self.dates, end, side="right"))
-        return PriceHistory(self.dates[lo:hi], self.symbols, self.close[lo:hi], self.open[lo:hi])
+        filled = None if self.filled is None else self.filled[lo:hi]
+        return PriceHistory(
+            self.dates[lo:hi], self.symbols, self.close[lo:hi], self.open[lo:hi], filled
+        )
 
 
 @dataclass(frozen=True)

@@ -224,28 +224,38 @@ def _line(series: pd.Series, i: int) -> int:
 
 
 def _align(symbols: tuple[str, ...], files: list[_FilePrices]) -> PriceHistory:
-    """All symbols on the union of their dates; NaN close before a symbol's first row."""
+    """All symbols on the union of their dates; NaN close before a symbol's first row;
+    short holes after it forward-filled and marked in `filled`."""
     dates = np.unique(np.concatenate([f.dates for f in files]))
     close = np.full((len(dates), len(files)), np.nan)
     opens = np.full((len(dates), len(files)), np.nan)
+    filled = np.zeros((len(dates), len(files)), dtype=bool)
     for j, file in enumerate(files):
         rows = np.searchsorted(dates, file.dates)
         close[rows, j] = file.close
         opens[rows, j] = file.open
-        _fill_short_gaps(file.path, dates, rows, close[:, j])
-    return PriceHistory(dates=dates, symbols=symbols, close=close, open=opens)
+        filled[:, j] = _fill_short_gaps(file.path, dates, rows, close[:, j])
+    return PriceHistory(
+        dates=dates, symbols=symbols, close=close, open=opens,
+        filled=filled if filled.any() else None,
+    )
 
 
-def _fill_short_gaps(path: Path, dates: np.ndarray, rows: np.ndarray, close: np.ndarray) -> None:
-    """Forward-fill (in place) days a symbol lacks after its first row, if each hole is short.
+def _fill_short_gaps(
+    path: Path, dates: np.ndarray, rows: np.ndarray, close: np.ndarray
+) -> np.ndarray:
+    """Forward-fill (in place) days a symbol lacks after its first row, if each hole is
+    short; returns which days were filled.
 
-    Open stays NaN on filled days, so nothing is ever filled at a made-up price.
+    Open stays NaN on filled days and the mask tells the broker not to fill there, so
+    nothing is ever filled at a made-up price.
     """
     first = int(rows[0])
+    filled = np.zeros(len(dates), dtype=bool)
     present = np.zeros(len(dates) - first, dtype=bool)
     present[rows - first] = True
     if present.all():
-        return
+        return filled
     starts, lengths = _missing_runs(present)
     too_long = np.flatnonzero(lengths > MAX_FILLED_GAP)
     if too_long.size:
@@ -259,12 +269,14 @@ def _fill_short_gaps(path: Path, dates: np.ndarray, rows: np.ndarray, close: np.
     last_seen = np.maximum.accumulate(np.where(present, np.arange(present.size), 0))
     segment = close[first:]
     segment[:] = segment[last_seen]
+    filled[first:] = ~present
     log.warning(
         "price_gaps_forward_filled",
         path=str(path),
         days=int(lengths.sum()),
         first_missing=str(dates[first + starts[0]]),
     )
+    return filled
 
 
 def _missing_runs(present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,165 @@
+"""Faults in the data the daemon decides on: macro series published after the last job,
+a symbol whose bars stopped, a day a symbol did not trade. Each must be seen (fresh
+download, incident, expired order), never papered over with an old value."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+from structlog.testing import capture_logs
+
+from bot.broker.simulated import SimulatedBroker, next_open_prices
+from bot.daemon.feeds import index_of_day
+from bot.data.base import MarketData, PriceHistory
+from bot.data.fred import FRED_IDS
+from bot.errors import DataError
+from bot.types import OrderRequest, OrderStatus, Side
+from tests.fakes.alpaca_server import KEY_ID, SECRET, DailyBar, FakeAlpaca
+from tests.fakes.fred_server import FakeFred
+from tests.test_daemon_live import MARKET, OPEN_JOB, bought_before, daemon, fake_sessions
+
+UTC = dt.UTC
+THURSDAY, FRIDAY = dt.date(2024, 11, 21), dt.date(2024, 11, 22)
+FRIDAY_CLOSE_JOB = dt.datetime(2024, 11, 22, 21, 20, tzinfo=UTC)  # 16:20 New York
+MONDAY_REGIME_JOB = dt.datetime(2024, 11, 25, 12, 30, tzinfo=UTC)  # 2 h before the open
+FRED_CSV = "/graph/fredgraph.csv"
+
+
+@pytest.fixture
+def venue(monkeypatch):
+    """Fake Alpaca and FRED filled from the synthetic market of test_daemon_live, with
+    the environment pointing the bot at them."""
+    alpaca = FakeAlpaca(
+        cash=100_000, now=OPEN_JOB, sessions=fake_sessions(dt.date(2024, 9, 3), dt.date(2024, 12, 31))
+    )
+    prices = MARKET.prices
+    for i, sym in enumerate(prices.symbols):
+        alpaca.daily_bars[sym] = [
+            DailyBar(d, c if np.isnan(o) else o, c, c, c)
+            for d, o, c in zip(prices.dates.astype(object), prices.open[:, i], prices.close[:, i], strict=True)
+            if np.isfinite(c)
+        ]
+    last = int(np.searchsorted(prices.dates, np.datetime64("2024-11-25")))
+    alpaca.prices = {s: float(prices.close[last, i]) for i, s in enumerate(prices.symbols)}
+    fred = FakeFred()
+    for name, series in MARKET.macro.items():
+        fred.series[FRED_IDS[name]] = list(
+            zip(series.dates.astype(object), series.values.tolist(), strict=True)
+        )
+    alpaca.start()
+    fred.start()
+    alpaca.fred = fred
+    for key, value in {
+        "APCA_API_KEY_ID": KEY_ID, "APCA_API_SECRET_KEY": SECRET, "APCA_API_BASE_URL": alpaca.url,
+        "APCA_API_DATA_URL": alpaca.url, "BOT_FRED_URL": fred.url,
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("BOT_LIVE_CONFIRM", raising=False)
+    yield alpaca
+    alpaca.stop()
+    fred.stop()
+
+
+def days(n: int) -> np.ndarray:
+    """`n` consecutive days from 2024-01-02."""
+    return np.datetime64("2024-01-02") + np.arange(n)
+
+
+def fred_through(venue, last: dt.date) -> None:
+    """FRED as it stood when `last` was its newest published day."""
+    for fid in FRED_IDS.values():
+        venue.fred.series[fid] = [(d, v) for d, v in venue.fred.series[fid] if d <= last]
+
+
+def friday_close_then_monday(tmp_path, venue):
+    """Friday's close job has run (and stored FRED's series); the clock is at Monday's
+    regime job."""
+    fred_through(venue, THURSDAY)
+    jobs, log, clock = daemon(tmp_path, venue, when=FRIDAY_CLOSE_JOB)
+    assert jobs.run("close", jobs.close_job)
+    venue.set_now(MONDAY_REGIME_JOB)
+    clock.set(MONDAY_REGIME_JOB)
+    return jobs, log
+
+
+# --- B: macro series are downloaded for every decision -----------------------------------
+
+
+def test_monday_regime_reads_what_fred_published_after_fridays_close(tmp_path, venue):
+    jobs, log = friday_close_then_monday(tmp_path, venue)
+    published = {"VIXCLS": 80.0, "T10Y2Y": -1.0, "USEPUINDXD": 300.0, "DTB3": 4.5}
+    for fid, value in published.items():
+        venue.fred.series[fid].append((FRIDAY, value))
+    before = len(venue.fred.calls("GET", FRED_CSV))
+    assert jobs.run("regime", jobs.regime_job)
+    assert len(venue.fred.calls("GET", FRED_CSV)) - before == len(FRED_IDS)
+    decided = log.load_regimes(log.run_id).iloc[-1]
+    assert decided["vix"] == 80.0 and decided["vix_date"].date() == FRIDAY
+    assert decided["regime"] == "UNCERTAINTY"
+    log.close()
+
+
+def test_fred_outage_on_monday_falls_back_to_the_stored_series(tmp_path, venue):
+    jobs, log = friday_close_then_monday(tmp_path, venue)
+    venue.fred.series.clear()  # every download answers 404
+    with capture_logs() as logs:
+        assert jobs.run("regime", jobs.regime_job)
+    assert any("FRED download failed" in e["event"] for e in logs)
+    decided = log.load_regimes(log.run_id).iloc[-1]
+    assert decided["vix_date"].date() == THURSDAY  # what Friday's job stored
+    assert log.load_incidents().empty
+    log.close()
+
+
+# --- C: a symbol whose bars stopped is never traded on ------------------------------------
+
+
+def test_symbol_with_stale_bars_stops_the_decision(tmp_path, venue):
+    venue.daily_bars["TQQQ"] = [b for b in venue.daily_bars["TQQQ"] if b.day <= dt.date(2024, 11, 19)]
+    bought_before(venue, "TQQQ", 60_000.0)  # far above target: would be sold on its old close
+    jobs, log, _ = daemon(tmp_path, venue)
+    assert not jobs.run("open", jobs.open_job)
+    assert venue.order_count() == 0
+    messages = log.load_incidents()["message"].tolist()
+    assert any("no daily bar for 2024-11-25 for TQQQ (latest 2024-11-19)" in m for m in messages)
+    log.close()
+
+
+def history(close: list[list[float]]) -> MarketData:
+    values = np.array(close, dtype=float)
+    prices = PriceHistory(days(len(values)), ("AAA", "NEW"), values, np.full_like(values, np.nan))
+    return MarketData(prices)
+
+
+def test_a_symbol_not_listed_yet_is_not_stale():
+    market = history([[10.0, np.nan], [11.0, np.nan], [12.0, np.nan]])
+    assert index_of_day(market, dt.date(2024, 1, 4), "test") == 2
+
+
+def test_a_listed_symbol_without_the_days_bar_is_stale():
+    market = history([[10.0, 5.0], [11.0, 5.5], [12.0, np.nan]])
+    assert index_of_day(market, dt.date(2024, 1, 3), "test") == 1
+    with pytest.raises(DataError, match=r"no daily bar for 2024-01-04 for NEW \(latest 2024-01-03\)"):
+        index_of_day(market, dt.date(2024, 1, 4), "test")
+
+
+# --- D: no fill on a day the symbol did not trade -----------------------------------------
+
+
+def test_order_on_a_forward_filled_day_expires():
+    close = np.array([[10.0, 20.0], [11.0, 20.0], [12.0, 21.0]])
+    opens = np.array([[9.5, 19.5], [10.5, np.nan], [11.5, np.nan]])
+    filled = np.array([[False, False], [False, True], [False, False]])
+    fill = next_open_prices(PriceHistory(days(3), ("AAA", "BBB"), close, opens, filled))
+    broker = SimulatedBroker(("AAA", "BBB"), 10_000.0)
+    for symbol in ("AAA", "BBB"):
+        broker.submit(OrderRequest(f"x-{symbol}-buy", "x", symbol, Side.BUY, 10, "t", 20.0), dt.datetime(2024, 1, 2))
+    results = {o.request.symbol: (o, f) for o, f in broker.execute(fill[1], dt.datetime(2024, 1, 3))}
+    order, no_fill = results["BBB"]
+    assert order.status is OrderStatus.EXPIRED and no_fill is None
+    assert order.status_message == "no price on the fill day"
+    assert results["AAA"][1].price == pytest.approx(10.5)
+    # A real bar without an open (close-only data) still fills at its close.
+    assert fill[2, 1] == 21.0
