@@ -103,11 +103,29 @@ def utc(seconds: int) -> dt.datetime:
 
 
 def span_indices(dates: np.ndarray, start: str | None, end: str | None) -> tuple[int, int]:
-    """[lo, hi) of the trading days inside start..end (inclusive)."""
+    """[lo, hi) of the trading days inside start..end (inclusive).
+
+    Both errors are the user's input (a bad date, a span outside the data), so they are
+    BotErrors the command line prints, not tracebacks."""
+    from bot.config import parse_iso_date
+    from bot.errors import BotError
+
+    for name, value in (("start", start), ("end", end)):
+        if value is None:
+            continue
+        try:
+            parse_iso_date(value)
+        except ValueError as exc:
+            raise BotError(f"backtest.{name}: {exc}, got {value!r}") from None
     lo = 0 if start is None else int(np.searchsorted(dates, np.datetime64(start), side="left"))
     hi = len(dates) if end is None else int(np.searchsorted(dates, np.datetime64(end), side="right"))
     if hi - lo < 2:
-        raise ValueError(f"backtest span {start}..{end} holds fewer than 2 trading days of data")
+        first, last = (str(d)[:10] for d in (dates[0], dates[-1])) if len(dates) else ("-", "-")
+        span = f"{start or '(start)'}..{end or '(end)'}"
+        raise BotError(
+            f"backtest span {span} holds fewer than 2 trading days of data "
+            f"(the data covers {first} to {last})"
+        )
     return lo, hi
 
 

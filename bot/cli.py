@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -43,6 +44,18 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def iso_date_argument(text: str) -> str:
+    """argparse type for --start/--end: a real date YYYY-MM-DD, kept as text; a typo is a
+    usage error before any data is loaded, not a traceback from numpy."""
+    from bot.config import parse_iso_date
+
+    try:
+        parse_iso_date(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}, got {text!r}") from None
+    return text
+
+
 def _cmd_backtest(args: argparse.Namespace) -> int:
     from bot.runner import BacktestOptions, run_backtest_command
 
@@ -63,6 +76,8 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bot.store.locate import database_argument
+
     parser = argparse.ArgumentParser(prog="bot", description=__doc__)
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     parser.add_argument("--log-format", choices=["console", "json"], default=None)
@@ -70,14 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     bt = sub.add_parser("backtest", help="simulate the strategy over history and report")
     bt.add_argument("--config", default=DEFAULT_CONFIG, help=f"TOML file (default {DEFAULT_CONFIG})")
-    bt.add_argument("--start", help="first day, YYYY-MM-DD (default: backtest.start)")
-    bt.add_argument("--end", help="last day, YYYY-MM-DD (default: backtest.end or the data's end)")
+    bt.add_argument("--start", type=iso_date_argument,
+                    help="first day, YYYY-MM-DD (default: backtest.start)")
+    bt.add_argument("--end", type=iso_date_argument,
+                    help="last day, YYYY-MM-DD (default: backtest.end or the data's end)")
     bt.add_argument("--weighting", choices=["inverse_vol", "erc", "strategic"])
     bt.add_argument("--fill", choices=["next_open", "next_close", "same_close"])
     bt.add_argument("--data-dir", help="CSV directory with prices/ and macro/ (or BOT_DATA_DIR)")
     bt.add_argument("--synthetic", action="store_true", help="use the seeded synthetic market")
     bt.add_argument("--out", help="directory for report.json and charts (default var/reports/run-ID)")
-    bt.add_argument("--database", help="trade-log URL (default store.url or BOT_DATABASE_URL)")
+    bt.add_argument(
+        "--database", type=database_argument, help="trade-log URL (default store.url or BOT_DATABASE_URL)"
+    )
     bt.add_argument("--no-charts", action="store_true")
     bt.add_argument("--no-benchmarks", action="store_true")
     bt.set_defaults(func=_cmd_backtest)
@@ -106,6 +125,31 @@ def main(argv: list[str] | None = None) -> int:
     except BotError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise  # a socket or another pipe broke: not ours to hide
+        _discard_stdout()
+        return 0
     except KeyboardInterrupt:
         structlog.get_logger(__name__).warning("interrupted", at=dt.datetime.now(dt.UTC).isoformat())
         return 130
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader closed it (`bot trades | head -1`): the
+    reader has what it wanted, so like other unix tools the command ends quietly."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _fd, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll() or no real stdout
+        return False
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so Python's final flush at exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

@@ -7,14 +7,24 @@ expected: users fix a config in one pass instead of one error per run.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from bot.errors import ConfigError
 from bot.types import Regime
@@ -22,11 +32,58 @@ from bot.types import Regime
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 PositiveInt = Annotated[int, Field(ge=1)]
 
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def parse_iso_date(text: str) -> dt.date:
+    """A calendar date written YYYY-MM-DD. Stricter than date.fromisoformat, which also
+    takes 20100301 and 2010-W09, forms numpy and the reports do not read."""
+    if not _ISO_DATE.fullmatch(text):
+        raise ValueError("expected a date YYYY-MM-DD")
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError("expected a real calendar date YYYY-MM-DD") from None
+
+
+def _date_text(value: Any) -> Any:
+    """TOML's native dates (start = 2010-03-01, unquoted) are as good as quoted ones."""
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value.isoformat()
+    return value
+
+
+def _check_date(text: str) -> str:
+    parse_iso_date(text)
+    return text
+
+
+# Dates stay text (numpy and the reports take them as given) but must be real dates, so a
+# typo fails `bot config check` instead of a backtest halfway through.
+IsoDate = Annotated[str, BeforeValidator(_date_text), AfterValidator(_check_date)]
+
+
+def _check_database_url(url: str) -> str:
+    """store.url must parse as a SQLAlchemy URL; the engine would fail later otherwise."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(url)
+    except (ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
+        raise ValueError(
+            "expected a database URL such as sqlite:///var/tradelog.sqlite "
+            "or postgresql+psycopg://user@host/db"
+        ) from None
+    return url
+
 
 class _Strict(BaseModel):
-    """Unknown keys are errors: a typo must not silently fall back to a default."""
+    """Unknown keys are errors: a typo must not silently fall back to a default. inf and
+    nan are refused too: no threshold or amount is meaningful as either, and a NaN cash
+    balance would be stored as NaN equity."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Asset(_Strict):
@@ -178,32 +235,53 @@ FillModel = Literal["next_open", "next_close", "same_close"]
 
 
 class BacktestSettings(_Strict):
-    start: str | None = "2010-03-01"
-    end: str | None = None
+    start: IsoDate | None = "2010-03-01"
+    end: IsoDate | None = None
     initial_cash: Annotated[float, Field(gt=0.0)] = 100_000.0
     fill: FillModel = "next_open"
     commission_per_share: Annotated[float, Field(ge=0.0)] = 0.0
     commission_bps: Annotated[float, Field(ge=0.0, le=1000.0)] = 0.0
     slippage_bps: Annotated[float, Field(ge=0.0, le=1000.0)] = 5.0
     benchmarks: bool = True
-    periods: list[tuple[str, str, str]] = Field(
+    periods: list[tuple[str, IsoDate, IsoDate]] = Field(
         default_factory=lambda: [
             ("Pre-pandemic growth 2017-2021", "2017-01-01", "2021-12-31"),
             ("Post-pandemic recovery 2021-2025", "2021-01-01", "2025-12-31"),
         ]
     )
 
+    @model_validator(mode="after")
+    def _spans_ordered(self) -> BacktestSettings:
+        problems = []
+        if self.start and self.end and self.start >= self.end:
+            problems.append(f"start {self.start} must be before end {self.end}")
+        for i, (name, start, end) in enumerate(self.periods):
+            if start >= end:
+                problems.append(f"periods[{i}] {name!r}: start {start} must be before end {end}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
 
 class DataSettings(_Strict):
     source: Literal["auto", "csv", "synthetic"] = "auto"
     directory: str = "../shared/data"
     synthetic_seed: int = 7
-    synthetic_start: str = "2008-01-02"
-    synthetic_end: str = "2024-12-31"
+    synthetic_start: IsoDate = "2008-01-02"
+    synthetic_end: IsoDate = "2024-12-31"
+
+    @model_validator(mode="after")
+    def _span_ordered(self) -> DataSettings:
+        if self.synthetic_start >= self.synthetic_end:
+            raise ValueError(
+                f"synthetic_start {self.synthetic_start} must be before "
+                f"synthetic_end {self.synthetic_end}"
+            )
+        return self
 
 
 class StoreSettings(_Strict):
-    url: str = "sqlite:///var/tradelog.sqlite"
+    url: Annotated[str, AfterValidator(_check_database_url)] = "sqlite:///var/tradelog.sqlite"
 
 
 class Settings(_Strict):
@@ -258,9 +336,15 @@ class Settings(_Strict):
 
 def _describe(err: dict) -> str:
     """One line per pydantic error: dotted field name, what was expected, what was given."""
-    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+    loc = ".".join(
+        str(p) for p in err["loc"] if not str(p).startswith(("function-after", "function-before"))
+    )
     msg = err["msg"].removeprefix("Value error, ")
     given = err.get("input")
+    if loc.endswith(".url") and isinstance(given, str):  # may hold a password
+        from bot.store.engines import mask_url
+
+        given = mask_url(given)
     shown = "" if isinstance(given, dict) or err["type"] == "missing" else f" (got {given!r})"
     return f"{loc or '<root>'}: {msg}{shown}"
 
@@ -283,12 +367,35 @@ def load_settings(path: str | Path) -> Settings:
     """Read and validate a TOML config file."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(str(path), ["file not found"]) from None
+        raw = tomllib.loads(_read_text(path))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
     return parse_settings(raw, str(path))
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, or a ConfigError naming it: a wrong path given to `bot config
+    check` (a directory, a binary file) is a user's mistake, not a crash."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["file not found"]) from None
+    except IsADirectoryError:
+        raise ConfigError(str(path), ["is a directory, expected a TOML file"]) from None
+    except PermissionError:
+        raise ConfigError(str(path), ["permission denied"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            str(path), [f"not UTF-8 text (byte {exc.start}): expected a TOML file"]
+        ) from None
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot be read: {exc.strerror or exc}"]) from None
+
+
+def _config_base(config_path: Path | None) -> Path:
+    """Where relative paths in a config file start: the parent of its folder (the
+    repository root for files in config/), or the working directory without a file."""
+    return config_path.resolve().parent.parent if config_path else Path.cwd()
 
 
 def resolve_data_dir(settings: Settings, config_path: Path | None) -> Path:
@@ -300,15 +407,30 @@ def resolve_data_dir(settings: Settings, config_path: Path | None) -> Path:
     d = Path(settings.data.directory).expanduser()
     if d.is_absolute():
         return d
-    base = config_path.resolve().parent.parent if config_path else Path.cwd()
-    return (base / d).resolve()
+    return (_config_base(config_path) / d).resolve()
+
+
+def anchor_sqlite_url(url: str, base: Path) -> str:
+    """A SQLite URL with a relative file path made absolute against `base`; any other URL
+    (absolute paths, in-memory, file: URIs, other backends) unchanged."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url.startswith(prefix + "/"):
+        return url
+    path = url[len(prefix):]
+    if not path or path.startswith((":memory:", "file:", "~")):
+        return url
+    return prefix + str((base / path).resolve())
+
+
+def env_store_url() -> str | None:
+    """BOT_DATABASE_URL, the one place it is read. A relative SQLite path in it is taken
+    from the working directory, like BOT_DATA_DIR and --database: every command (backtest,
+    run, inspection, report, db) then opens the same file."""
+    url = os.environ.get("BOT_DATABASE_URL")
+    return anchor_sqlite_url(url, Path.cwd()) if url else None
 
 
 def resolve_store_url(settings: Settings, config_path: Path | None) -> str:
-    """BOT_DATABASE_URL wins; a relative SQLite path is anchored like the data directory."""
-    url = os.environ.get("BOT_DATABASE_URL") or settings.store.url
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite://":
-        base = config_path.resolve().parent.parent if config_path else Path.cwd()
-        url = prefix + str((base / url[len(prefix):]).resolve())
-    return url
+    """BOT_DATABASE_URL wins; a relative SQLite path in store.url is anchored like the
+    data directory (at the config file's repository root)."""
+    return env_store_url() or anchor_sqlite_url(settings.store.url, _config_base(config_path))

@@ -10,15 +10,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bot.errors import BotError
+
 DEFAULT_CONFIG = "config/diversified_leverage.toml"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from bot.cli import iso_date_argument
+    from bot.store.locate import database_argument
+
     run = sub.add_parser("run", help="the trading daemon (paper by default; --replay without keys)")
     run.add_argument("--config", default=DEFAULT_CONFIG)
     run.add_argument("--replay", metavar="START:END", help="replay the daemon over history")
     run.add_argument("--live", action="store_true", help="real money: also needs BOT_LIVE_CONFIRM=yes")
-    run.add_argument("--database", help="trade-log URL (default store.url or BOT_DATABASE_URL)")
+    run.add_argument(
+        "--database", type=database_argument, help="trade-log URL (default store.url or BOT_DATABASE_URL)"
+    )
     run.add_argument("--data-dir", help="history for --replay (default data.directory)")
     run.add_argument("--synthetic", action="store_true", help="replay on the synthetic market")
     run.set_defaults(func=_cmd_run)
@@ -27,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     once.add_argument("--config", default=DEFAULT_CONFIG)
     once.add_argument("--execute", action="store_true", help="send the orders")
     once.add_argument("--live", action="store_true")
-    once.add_argument("--database")
+    once.add_argument("--database", type=database_argument)
     once.set_defaults(func=_cmd_once)
 
     health = sub.add_parser("health", help="exit 0 if the daemon's heartbeat is fresh")
@@ -38,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     data_sub = data.add_subparsers(dest="data_command", required=True)
     fetch = data_sub.add_parser("fetch", help="download Alpaca bars and FRED series into the data directory")
     fetch.add_argument("--config", default=DEFAULT_CONFIG)
-    fetch.add_argument("--start", default="2010-01-01")
+    fetch.add_argument("--start", type=iso_date_argument, default="2010-01-01")
     fetch.add_argument("--data-dir", help="where to write prices/ and macro/ (default data.directory)")
     fetch.set_defaults(func=_cmd_fetch)
 
@@ -71,10 +78,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     log = structlog.get_logger("bot.run")
     if args.replay:
-        start, end = parse_span(args.replay)  # fail fast, before any I/O
+        try:
+            start, end = parse_span(args.replay)  # fail fast, before any I/O
+        except ValueError as exc:  # the user's input: say what was expected, no traceback
+            raise BotError(str(exc)) from None
         config, settings, tradelog, url, runner = _open(args)
-        data_dir = Path(args.data_dir) if args.data_dir else resolve_data_dir(settings, config)
-        market = load_history(settings, data_dir, ["SPY"])
+        try:
+            data_dir = Path(args.data_dir) if args.data_dir else resolve_data_dir(settings, config)
+            market = load_history(settings, data_dir, ["SPY"])
+            _check_replay_span(start, end, market)
+        except BaseException:
+            tradelog.discard()  # nothing recorded yet: just release the database
+            raise
         run_id = runner.start_run(tradelog, settings, "replay", market.label, market.synthetic)
         log.info("replay started", run=run_id, start=str(start), end=str(end), data=market.label)
         try:
@@ -98,6 +113,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"inspect it: bot orders --run {run_id} / bot equity --run {run_id} / bot report --run {run_id}")
         return 0
     return _run_daemon(args)
+
+
+def _check_replay_span(start: dt.date, end: dt.date, market) -> None:
+    """START:END must overlap the data and hold a trading session; otherwise the replay
+    would fail (or record a run without equity) after its run is opened."""
+    from exchange_calendars.errors import DateOutOfBounds
+
+    from bot.daemon.sessions import exchange_sessions
+
+    dates = market.prices.dates
+    first, last = (dt.date.fromisoformat(str(d)[:10]) for d in (dates[0], dates[-1]))
+    if start > last or end < first:
+        raise BotError(
+            f"--replay {start}:{end} is outside the data: {market.label} covers {first} to {last}"
+        )
+    try:
+        sessions = exchange_sessions(start, end)
+    except DateOutOfBounds as exc:
+        raise BotError(f"--replay {start}:{end}: outside the exchange calendar ({exc})") from None
+    if not sessions:
+        raise BotError(f"--replay {start}:{end}: no trading session in that span")
 
 
 @contextmanager

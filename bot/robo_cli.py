@@ -16,6 +16,8 @@ from typing import Any
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `bot suitability` to the command line (see bot.cli.COMMAND_MODULES)."""
+    from bot.cli import iso_date_argument
+
     p = sub.add_parser(
         "suitability", help="MiFID II suitability of robo profiles: SRRI, PRIIPs MRM, fit"
     )
@@ -23,8 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a robo profile's TOML file (repeat for several profiles)")
     p.add_argument("--out", help="write the report as JSON to this file")
     p.add_argument("--data-dir", help="CSV directory with prices/ and macro/ (or BOT_DATA_DIR)")
-    p.add_argument("--start", help="first day, YYYY-MM-DD (default: each config's backtest.start)")
-    p.add_argument("--end", help="last day, YYYY-MM-DD (default: the data's end)")
+    p.add_argument("--start", type=iso_date_argument,
+                   help="first day, YYYY-MM-DD (default: each config's backtest.start)")
+    p.add_argument("--end", type=iso_date_argument,
+                   help="last day, YYYY-MM-DD (default: the data's end)")
     p.add_argument("--synthetic", action="store_true", help="use the seeded synthetic market")
     p.set_defaults(func=_cmd_suitability)
 

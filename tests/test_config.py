@@ -89,3 +89,85 @@ def test_config_check_command(tmp_path, capsys):
     assert main(["config", "check", str(CONFIG), str(bad)]) == 1
     out = capsys.readouterr().out
     assert "INVALID" in out and "universe.TQQQ.weight" in out
+
+
+# --- values that used to pass `bot config check` and crash later -------------------------
+
+ONE_ASSET = """
+    [universe]
+    TQQQ = { weight = 1.0 }
+    [risk]
+    position_cap = 1.0
+    """
+
+
+def test_bad_dates_non_finite_numbers_and_urls_are_reported_by_field(tmp_path):
+    path = write(tmp_path, ONE_ASSET + """
+        [backtest]
+        start = "2010-13-45"
+        end = "yesterday"
+        initial_cash = inf
+        periods = [["typo", "2020-01-01", "2020-02-30"]]
+        [data]
+        synthetic_start = "garbage"
+        [regime]
+        vix_uncertainty = nan
+        [store]
+        url = "not a url"
+        """)
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    problems = "\n".join(err.value.problems)
+    for field in ("backtest.start", "backtest.end", "backtest.initial_cash", "backtest.periods.0.2",
+                  "data.synthetic_start", "regime.vix_uncertainty", "store.url"):
+        assert field in problems, field
+    assert "expected a real calendar date YYYY-MM-DD (got '2010-13-45')" in problems
+    assert "expected a date YYYY-MM-DD (got 'yesterday')" in problems
+    assert "finite number (got inf)" in problems and "finite number (got nan)" in problems
+    assert "expected a database URL" in problems
+    assert main(["config", "check", str(path)]) == 1
+
+
+def test_spans_must_run_forward(tmp_path):
+    path = write(tmp_path, ONE_ASSET + """
+        [backtest]
+        start = "2020-01-01"
+        end = "2019-01-01"
+        periods = [["backwards", "2021-01-01", "2020-01-01"]]
+        [data]
+        synthetic_start = "2020-01-01"
+        synthetic_end = "2010-01-01"
+        """)
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    problems = "\n".join(err.value.problems)
+    assert "backtest: start 2020-01-01 must be before end 2019-01-01" in problems
+    assert "periods[0] 'backwards': start 2021-01-01 must be before end 2020-01-01" in problems
+    assert "data: synthetic_start 2020-01-01 must be before synthetic_end 2010-01-01" in problems
+
+
+def test_toml_dates_may_be_unquoted(tmp_path):
+    s = load_settings(write(tmp_path, ONE_ASSET + "[backtest]\nstart = 2012-01-03\nend = 2013-01-02\n"))
+    assert (s.backtest.start, s.backtest.end) == ("2012-01-03", "2013-01-02")
+
+
+def test_a_bad_store_url_does_not_echo_its_password(tmp_path):
+    path = write(tmp_path, ONE_ASSET + '[store]\nurl = "postgresql://bot:s3cret@db:port/x"\n')
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    assert "store.url" in str(err.value) and "s3cret" not in str(err.value)
+    assert "bot:***@db" in str(err.value)
+
+
+def test_unreadable_files_are_named_not_tracebacks(tmp_path, capsys):
+    folder = tmp_path / "folder.toml"
+    folder.mkdir()
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe[strategy]\n")
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_settings(folder)
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_settings(binary)
+    assert main(["config", "check", str(folder), str(binary), str(CONFIG)]) == 1
+    out = capsys.readouterr().out
+    assert f"{folder}: INVALID" in out and f"{binary}: INVALID" in out and f"{CONFIG}: OK" in out

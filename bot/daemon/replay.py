@@ -32,11 +32,16 @@ class ReplayResult:
 
 
 def parse_span(text: str) -> tuple[dt.date, dt.date]:
-    """'2020-01-02:2020-12-31' -> dates; a clear error otherwise."""
+    """'2020-01-02:2020-12-31' -> dates; a ValueError saying what was expected otherwise
+    (the command line turns it into a usage error)."""
+    from bot.config import parse_iso_date
+
     try:
-        start, end = (dt.date.fromisoformat(part) for part in text.split(":"))
+        start, end = (parse_iso_date(part) for part in text.split(":"))
     except ValueError:
-        raise ValueError(f"--replay expects START:END as YYYY-MM-DD:YYYY-MM-DD, got {text!r}") from None
+        raise ValueError(
+            f"--replay expects START:END as real dates YYYY-MM-DD:YYYY-MM-DD, got {text!r}"
+        ) from None
     if end < start:
         raise ValueError(f"--replay: END {end} is before START {start}")
     return start, end

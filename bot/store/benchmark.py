@@ -34,11 +34,23 @@ def _unavailable(note: str) -> RunMarket:
     return RunMarket(None, None, None, None, note)
 
 
-def load_run_market(config: dict[str, Any], synthetic: bool, config_path: Path) -> RunMarket:
+def recorded_data_dir(data_source: str | None) -> Path | None:
+    """The CSV directory a run recorded in runs.data_source ('csv:/abs/dir'), if it is
+    still there. A relative one is ignored: it was relative to a directory not recorded."""
+    if not data_source or not data_source.startswith("csv:"):
+        return None
+    path = Path(data_source.removeprefix("csv:"))
+    return path if path.is_absolute() and (path / "prices").is_dir() else None
+
+
+def load_run_market(
+    config: dict[str, Any], synthetic: bool, config_path: Path, data_source: str | None = None
+) -> RunMarket:
     """Load through bot.data.history with the run's validated settings.
 
-    Relative data directories are anchored at `config_path` as `bot backtest` does
-    (BOT_DATA_DIR wins).
+    The directory the run itself read (`data_source`, its runs.data_source) comes first,
+    so the report does not depend on where it is asked from. Without it, relative data
+    directories are anchored at `config_path` as `bot backtest` does (BOT_DATA_DIR wins).
     """
     from bot.config import parse_settings, resolve_data_dir
     from bot.data.base import RISK_FREE
@@ -49,11 +61,14 @@ def load_run_market(config: dict[str, Any], synthetic: bool, config_path: Path) 
         settings = parse_settings(raw, "runs.config")
     except BotError as exc:
         return _unavailable(f"the run's stored config no longer validates ({exc})")
-    data_dir = resolve_data_dir(settings, config_path)
+    recorded = recorded_data_dir(data_source)
+    data_dir = recorded or resolve_data_dir(settings, config_path)
     try:
         market = load_history(settings, data_dir, ["SPY"])
     except (BotError, OSError, ValueError) as exc:
-        return _unavailable(f"no price data for the run ({exc})")
+        moved = recorded is None and (data_source or "").startswith("csv:")
+        gone = f"; the run read {data_source}, no longer there" if moved else ""
+        return _unavailable(f"no price data for the run ({exc}){gone}")
     prices = market.prices
     dates = pd.DatetimeIndex(prices.dates)
     closes = pd.DataFrame(

@@ -6,21 +6,77 @@ the promise "inspection never writes" hold in the database itself, not just in c
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from bot.errors import BotError
 
 BUSY_TIMEOUT_MS = 5000
+URL_EXAMPLES = "sqlite:///var/tradelog.sqlite or postgresql+psycopg://user:password@host/db"
+# user:password@ in text SQLAlchemy cannot parse: masked by pattern instead, up to the
+# last @ (a password may hold one; masking too much is the safe side).
+_USERINFO = re.compile(r"(://[^:/@]*:).*@")
 
 
 def mask_url(url: str | URL) -> str:
-    """The URL with its password replaced by ***, safe to print and log."""
-    return make_url(url).render_as_string(hide_password=True)
+    """The URL with its password replaced by ***, safe to print and log; also for text
+    that is not a valid URL (a typo must not leak the password in its error)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
+        return _USERINFO.sub(r"\1***@", str(url))
+    if isinstance(url, str) and parsed.password is None:
+        return url  # nothing to hide; rendering would escape e.g. :memory:
+    return parsed.render_as_string(hide_password=True)
+
+
+def parse_database_url(url: str | URL) -> URL:
+    """make_url with a BotError naming the (masked) text and what was expected."""
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError):
+        raise BotError(
+            f"{mask_url(url)!r} is not a database URL; expected e.g. {URL_EXAMPLES}"
+        ) from None
+
+
+def _create_engine(parsed: URL, **kwargs: Any) -> sa.Engine:
+    """sa.create_engine, with an unknown backend or a missing driver said plainly."""
+    try:
+        return sa.create_engine(parsed, **kwargs)
+    except NoSuchModuleError:
+        raise BotError(
+            f"{mask_url(parsed)}: unknown database backend {parsed.drivername!r}; "
+            f"expected e.g. {URL_EXAMPLES}"
+        ) from None
+    except ModuleNotFoundError as exc:
+        raise BotError(
+            f"{mask_url(parsed)}: the database driver {exc.name!r} is not installed"
+        ) from None
+
+
+def _connected(engine: sa.Engine, url: str | URL) -> sa.Engine:
+    """`engine` once one connection works; an unreachable server, a wrong password or an
+    unopenable file becomes a BotError naming the masked URL, here rather than as a
+    traceback from the first query. Errors of a statement are left alone: those are bugs."""
+    try:
+        with engine.connect():
+            pass
+    except DBAPIError as exc:
+        engine.dispose()
+        if exc.statement is not None:
+            raise
+        reason = " ".join(str(exc.orig).split()) if exc.orig is not None else str(exc)
+        raise BotError(
+            f"cannot connect to the trade-log database {mask_url(url)}: {reason}"
+        ) from None
+    return engine
 
 
 def sqlite_file(url: str | URL) -> Path | None:
@@ -52,15 +108,24 @@ def _reader_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def writer_engine(url: str) -> sa.Engine:
     """Engine for recording; creates the SQLite file's directory if needed."""
-    parsed = make_url(url)
+    parsed = parse_database_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(parsed, pool_pre_ping=True)
+        return _connected(_create_engine(parsed, pool_pre_ping=True), url)
     path = sqlite_file(parsed)
     if path is not None and not (parsed.database or "").startswith("file:"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(parsed)
+        _make_parent(path, url)
+    engine = _create_engine(parsed)
     sa.event.listen(engine, "connect", _writer_pragmas)
-    return engine
+    return _connected(engine, url)
+
+
+def _make_parent(path: Path, url: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BotError(
+            f"cannot create the folder of the trade log {mask_url(url)}: {exc.strerror or exc}"
+        ) from None
 
 
 def reader_engine(url: str) -> sa.Engine:
@@ -68,10 +133,10 @@ def reader_engine(url: str) -> sa.Engine:
 
     A missing SQLite file is an error here rather than a new empty database.
     """
-    parsed = make_url(url)
+    parsed = parse_database_url(url)
     if parsed.get_backend_name() != "sqlite":
         args = {"options": "-c default_transaction_read_only=on"}
-        return sa.create_engine(parsed, pool_pre_ping=True, connect_args=args)
+        return _connected(_create_engine(parsed, pool_pre_ping=True, connect_args=args), url)
     path = sqlite_file(parsed)
     if path is None:
         raise BotError(f"{mask_url(url)}: an in-memory database has no trade log to read")
@@ -84,4 +149,4 @@ def reader_engine(url: str) -> sa.Engine:
 
     engine = sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.QueuePool)
     sa.event.listen(engine, "connect", _reader_pragmas)
-    return engine
+    return _connected(engine, url)

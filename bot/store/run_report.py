@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
+from bot.data.base import RISK_FREE
 from bot.errors import BotError
 from bot.report import RunSeries, build_report
 from bot.store.benchmark import RunMarket, covering, load_run_market
@@ -85,8 +86,12 @@ def build_stored_report(
     equity = log.load_equity(run_id)
     if equity.empty:
         raise BotError(f"run {run_id} has no equity points yet: nothing to report")
-    market = market or load_run_market(run["config"] or {}, bool(run["synthetic"]), config_path)
+    market = market or load_run_market(
+        run["config"] or {}, bool(run["synthetic"]), config_path, data_source=run["data_source"]
+    )
     notes = [] if market.note is None else [f"SPY benchmark left out: {market.note}"]
+    if market.risk_free is None:
+        notes.append(_risk_free_note(market))
     days = pd.DatetimeIndex(equity.index)
     spy, coverage = covering(market.spy, days)
     if coverage:
@@ -122,6 +127,13 @@ def build_stored_report(
         },
     )
     return StoredReport(report, strategy, benchmarks, notes)
+
+
+def _risk_free_note(market: RunMarket) -> str:
+    """Why Sharpe and Sortino are computed against 0%: said, since they differ from the
+    backtest's own report, which had the T-bill rate."""
+    where = f"not in {market.label}" if market.label else "no market data for the run"
+    return f"risk-free rate ({RISK_FREE}) missing: {where}; Sharpe and Sortino assume 0%"
 
 
 def _data_label(run: dict[str, Any]) -> str:

@@ -1,0 +1,233 @@
+"""A user's mistake gets one line naming what was wrong, not a traceback; and the
+commands agree on which trade log and which market data a run belongs to."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import structlog
+
+import bot.cli
+from bot.backtest import span_indices
+from bot.cli import main
+from bot.config import load_settings, resolve_store_url
+from bot.errors import BotError
+from bot.store.engines import mask_url
+from bot.store.locate import database_url
+from bot.store.tradelog import TradeLog
+from bot.types import EquityPoint
+from tests.conftest import CONFIG, REPO
+
+
+@pytest.fixture(autouse=True)
+def _keep_logging_config() -> Iterator[None]:
+    """main() points structlog at the stderr of the moment (capsys's); restore it afterwards."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """main() in process; argparse's usage errors count as exit code 2 like in a shell."""
+    try:
+        code = main(list(args))
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# --- 7: input errors at the command line -------------------------------------------------
+
+SQLITE = "sqlite:///{tmp}/log.sqlite"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["backtest", "--start", "2024-02-30"], "argument --start: expected a real calendar date"),
+        (["run", "--replay", "2024-01-01"], "--replay expects START:END"),
+        (["run", "--replay", "2024-03-01:2024-01-01"], "END 2024-01-01 is before START 2024-03-01"),
+        (["data", "fetch", "--start", "2020-13-01"], "argument --start: expected a real calendar date"),
+        (["runs", "--database", "not a url"], "'not a url' is not a database URL"),
+        (["runs", "--database", "foo://x/y"], "unknown database backend 'foo'"),
+        (["backtest", "--database", "postgresql://u:s3cret@h:x/db"], "is not a database URL"),
+        (["runs", "--database", "postgresql+psycopg://u:s3cret@127.0.0.1:1/x"],
+         "cannot connect to the trade-log database postgresql+psycopg://u:***@127.0.0.1:1/x"),
+        (["db", "upgrade", "--database", "sqlite:////proc/leverbot-nope/log.sqlite"],
+         "cannot create the folder of the trade log"),
+    ],
+)
+def test_input_errors_are_one_line_with_exit_code_2(capsys, args, expected) -> None:
+    code, _out, err = run_cli(capsys, *args)
+    assert code == 2
+    assert expected in err
+    assert "Traceback" not in err and "s3cret" not in err
+
+
+def test_spans_outside_the_data_are_errors_before_a_run_is_recorded(tmp_path, capsys) -> None:
+    url = SQLITE.format(tmp=tmp_path)
+    for span, expected in [
+        ("2016-01-09:2016-01-10", "no trading session in that span"),  # a weekend
+        ("2026-01-05:2026-02-02", "is outside the data: SYNTHETIC market"),
+    ]:
+        code, _out, err = run_cli(capsys, "run", "--synthetic", "--replay", span, "--database", url)
+        assert code == 2 and expected in err, err
+    log = TradeLog.open_readonly(url)
+    try:
+        assert log.runs().empty  # checked before a run is recorded
+    finally:
+        log.engine.dispose()
+
+    code, _out, err = run_cli(capsys, "backtest", "--synthetic", "--start", "2030-01-02",
+                              "--no-charts", "--no-benchmarks", "--database", url,
+                              "--out", str(tmp_path / "out"))
+    assert code == 2 and "holds fewer than 2 trading days of data" in err, err
+    log = TradeLog.open_readonly(url)
+    try:
+        assert list(log.runs()["status"]) == ["failed"]
+    finally:
+        log.engine.dispose()
+
+
+def test_span_indices_reports_bad_dates_as_user_errors() -> None:
+    dates = np.array(["2024-01-02", "2024-01-03", "2024-01-04"], dtype="datetime64[D]")
+    assert span_indices(dates, "2024-01-02", None) == (0, 3)
+    with pytest.raises(BotError, match="backtest.start: expected a real calendar date"):
+        span_indices(dates, "2024-02-30", None)
+    with pytest.raises(BotError, match="the data covers 2024-01-02 to 2024-01-04"):
+        span_indices(dates, "2025-01-02", None)
+
+
+def test_mask_url_hides_the_password_of_text_that_is_no_url() -> None:
+    assert mask_url("postgresql://bot:s3cret@db:port/x") == "postgresql://bot:***@db:port/x"
+    assert mask_url("postgresql://bot:s3cret@db/x") == "postgresql://bot:***@db/x"
+    assert mask_url("postgresql://bot:p@ss@db:port/x") == "postgresql://bot:***@db:port/x"
+    assert mask_url("sqlite:///:memory:") == "sqlite:///:memory:"
+
+
+def _filled_log(tmp_path: Path, capsys) -> str:
+    url = SQLITE.format(tmp=tmp_path)
+    code, _out, err = run_cli(capsys, "run", "--config", str(CONFIG), "--synthetic",
+                              "--replay", "2016-01-04:2016-03-31", "--database", url)
+    assert code == 0, err
+    return url
+
+
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path, capsys) -> None:
+    """`bot trades --format csv | head -1`: the reader is gone before the rows are written."""
+    url = _filled_log(tmp_path, capsys)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bot", "trades", "--database", url, "--format", "csv"],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120, cwd=REPO,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+
+
+def test_other_broken_pipes_and_bugs_keep_their_traceback(monkeypatch, capsys) -> None:
+    """Only a closed stdout is quiet: a broken socket or a plain bug still propagates."""
+
+    def broken_socket(_args):
+        raise BrokenPipeError("the broker's socket")
+
+    monkeypatch.setattr(bot.cli, "_cmd_config_check", broken_socket)
+    with pytest.raises(BrokenPipeError):
+        main(["config", "check", str(CONFIG)])
+
+    def bug(_args):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(bot.cli, "_cmd_config_check", bug)
+    with pytest.raises(KeyError):
+        main(["config", "check", str(CONFIG)])
+
+
+# --- 4: a relative BOT_DATABASE_URL names one file for every command ----------------------
+
+
+def test_relative_database_env_resolves_the_same_for_every_command(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BOT_DATABASE_URL", "sqlite:///logs/rel.sqlite")
+    expected = f"sqlite:///{tmp_path / 'logs' / 'rel.sqlite'}"
+    assert resolve_store_url(load_settings(CONFIG), CONFIG) == expected  # backtest, run
+    assert database_url(str(CONFIG), None) == expected  # inspection, report, db
+    assert database_url(str(CONFIG), "sqlite:///other.sqlite") == "sqlite:///other.sqlite"
+    monkeypatch.setenv("BOT_DATABASE_URL", "sqlite:///:memory:")
+    assert resolve_store_url(load_settings(CONFIG), CONFIG) == "sqlite:///:memory:"
+
+
+def test_backtest_and_runs_open_the_same_relative_database(tmp_path, monkeypatch, capsys) -> None:
+    name = f"rel-{os.getpid()}.sqlite"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BOT_DATABASE_URL", f"sqlite:///{name}")
+    try:
+        code, _out, err = run_cli(capsys, "backtest", "--config", str(CONFIG), "--synthetic",
+                                  "--start", "2016-01-04", "--end", "2016-03-31", "--no-charts",
+                                  "--no-benchmarks", "--out", str(tmp_path / "out"))
+        assert code == 0, err
+        code, out, err = run_cli(capsys, "runs", "--config", str(CONFIG), "--format", "json")
+        assert code == 0, err
+        assert [r["mode"] for r in json.loads(out)] == ["backtest"]
+        assert (tmp_path / name).is_file()
+    finally:
+        (REPO / name).unlink(missing_ok=True)  # where the backtest used to put it
+
+
+# --- 3: `bot report` judges a run by the data it recorded -------------------------------
+
+
+def _report(capsys, url: str, run_id: int, out: Path) -> dict:
+    code, printed, err = run_cli(capsys, "report", "--database", url, "--run", str(run_id),
+                                 "--out", str(out), "--no-charts")
+    assert code == 0, err
+    return json.loads((out / "report.json").read_text())
+
+
+def test_report_uses_the_recorded_data_from_any_directory(shared_data, tmp_path, monkeypatch,
+                                                          capsys) -> None:
+    monkeypatch.delenv("BOT_DATA_DIR", raising=False)
+    url = SQLITE.format(tmp=tmp_path)
+    code, _out, err = run_cli(capsys, "backtest", "--config", str(CONFIG), "--data-dir",
+                              str(shared_data), "--start", "2019-01-02", "--end", "2019-12-31",
+                              "--no-charts", "--no-benchmarks", "--database", url,
+                              "--out", str(tmp_path / "bt"))
+    assert code == 0, err
+
+    monkeypatch.chdir(REPO)
+    from_repo = _report(capsys, url, 1, tmp_path / "a")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # its default config/ and ../shared/data do not exist here
+    from_elsewhere = _report(capsys, url, 1, tmp_path / "b")
+
+    assert from_elsewhere["meta"]["notes"] == [] and from_elsewhere["meta"]["benchmark"]
+    assert [r["name"] for r in from_elsewhere["summary"]] == [r["name"] for r in from_repo["summary"]]
+    assert from_elsewhere["summary"][0]["sharpe"] == from_repo["summary"][0]["sharpe"]
+
+
+def test_report_says_when_the_risk_free_rate_is_missing(tmp_path, capsys) -> None:
+    url = SQLITE.format(tmp=tmp_path)
+    log = TradeLog.open(url)
+    at = dt.datetime(2024, 3, 4, 15, tzinfo=dt.UTC)
+    run_id = log.start_run(mode="paper", strategy="s", config_hash="h", config={"not": "valid"},
+                           code_version="t", data_source="alpaca+fred", synthetic=False,
+                           started_at=at)
+    for i, value in enumerate([100_000.0, 100_500.0, 99_800.0]):
+        log.equity(EquityPoint(dt.date(2024, 3, 4 + i), value, value, 0.0, 0.0, None))
+    log.close()
+    notes = _report(capsys, url, run_id, tmp_path / "r")["meta"]["notes"]
+    assert any(n.startswith("risk-free rate (DTB3) missing") and "assume 0%" in n for n in notes)
