@@ -3,6 +3,7 @@ rendered by headless Chromium, and every number checked against the database."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -276,3 +277,27 @@ def test_the_dashboard_reads_postgresql_in_read_only_transactions(pg_database_ur
                 conn.execute(sa.text("DELETE FROM equity"))
     finally:
         reset_pg(pg_database_url)
+
+
+def test_the_dashboard_benchmark_reads_the_runs_own_data_source(tmp_path) -> None:
+    """Like `bot report`, the dashboard must not depend on the directory it runs from."""
+    from bot.dashboard.snapshot import MarketCache, collect
+    from bot.store.benchmark import RunMarket
+    from bot.store.tradelog import TradeLog
+    from bot.types import EquityPoint
+
+    log = TradeLog.open(f"sqlite:///{tmp_path / 'd.sqlite'}")
+    log.start_run(mode="backtest", strategy="s", config_hash="-", config={}, code_version="-",
+                  data_source="csv:/data/the/run/read", synthetic=False,
+                  started_at=dt.datetime(2024, 1, 2, tzinfo=dt.UTC))
+    log.equity(EquityPoint(dt.date(2024, 1, 2), 100.0, 100.0, 0.0, 0.0, None))
+    log.flush()
+    asked = []
+
+    def load(config, synthetic, data_source):
+        asked.append(data_source)
+        return RunMarket(None, None, None, None, "test: no market")
+
+    collect(log, log.run_id, MarketCache(load))
+    assert asked == ["csv:/data/the/run/read"]
+    log.close()

@@ -90,5 +90,5 @@ def make_server(
         raise
 
 
-def _market(config: dict, synthetic: bool, *, config_path: Path):
-    return load_run_market(config, synthetic, config_path)
+def _market(config: dict, synthetic: bool, data_source: str | None, *, config_path: Path):
+    return load_run_market(config, synthetic, config_path, data_source=data_source)

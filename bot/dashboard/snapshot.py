@@ -30,14 +30,18 @@ REGIME_ROWS = 12
 class MarketCache:
     """SPY per run, loaded once: the data source of a finished day does not change."""
 
-    load: Callable[[dict[str, Any], bool], RunMarket]
+    load: Callable[[dict[str, Any], bool, str | None], RunMarket]
     _cache: dict[int, RunMarket] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def get(self, run_id: int, config: dict[str, Any], synthetic: bool) -> RunMarket:
+    def get(
+        self, run_id: int, config: dict[str, Any], synthetic: bool, data_source: str | None = None
+    ) -> RunMarket:
+        """`data_source` is the run's own (runs.data_source): read first, wherever the
+        dashboard was started from."""
         with self._lock:
             if run_id not in self._cache:
-                self._cache[run_id] = self.load(config, synthetic)
+                self._cache[run_id] = self.load(config, synthetic, data_source)
             return self._cache[run_id]
 
 
@@ -130,7 +134,7 @@ def collect(log: TradeLog, run: int | None, markets: MarketCache) -> dict[str, A
             [d.isoformat(), _label(r)] for d, r in zip(equity["day"], equity["regime"], strict=True)
         ],
     }
-    summary["benchmark"] = _benchmark(markets.get(run_id, info.config or {}, bool(info.synthetic)), curve)
+    summary["benchmark"] = _benchmark(markets.get(run_id, info.config or {}, bool(info.synthetic), info.data_source), curve)
     return summary
 
 
