@@ -4,8 +4,9 @@ Every request has a timeout and idempotent ones are retried (bot.net). alpaca-py
 retry (429/504, a fixed 3 s sleep, POST included) is switched off so an order POST is
 never repeated blindly: after any failure of a submit the order is looked up by its
 client_order_id; if it exists it is adopted, if it provably does not the submit is retried
-within the policy's bound, and only then BrokerError is raised. Statuses are mapped in
-bot.broker.alpaca_orders.
+within the policy's bound, and only then BrokerError is raised. When the lookup fails too,
+the order is returned unconfirmed (status NEW, no broker id) and tracked by its
+client_order_id: polling resolves it. Statuses are mapped in bot.broker.alpaca_orders.
 """
 
 from __future__ import annotations
@@ -49,11 +50,13 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 MAX_ORDERS = 500  # Alpaca's largest page for GET /v2/orders
+UNCONFIRMED = "unconfirmed"  # status_message prefix of an order whose submit is in doubt
 
 
 class SubmitUnconfirmedError(BrokerError):
     """A submit failed and the follow-up lookup failed too: the order may exist at the
-    venue. Reconcile with find_order(client_order_id) before sending anything again."""
+    venue. submit() turns it into an unconfirmed order that poll() looks up by its
+    client_order_id, so it is never re-sent blindly nor forgotten."""
 
     def __init__(self, client_order_id: str, message: str) -> None:
         self.client_order_id = client_order_id
@@ -79,12 +82,11 @@ def make_trading_client(
 
 
 @dataclass
-class _Tracked:
-    """An order followed by poll(): what was last reported for it."""
+class _Reported:
+    """What poll() has reported of one order: filled quantity and its average price."""
 
-    order: Order
-    reported_qty: float
-    reported_avg: float | None
+    qty: float = 0.0
+    avg: float | None = None
 
 
 class AlpacaBroker:
@@ -97,7 +99,10 @@ class AlpacaBroker:
         self.paper = paper
         self.policy = policy or RetryPolicy()
         self._requests: dict[str, OrderRequest] = {}
-        self._tracked: dict[str, _Tracked] = {}
+        self._tracked: dict[str, Order] = {}  # followed by poll() until final
+        # Kept after an order is final, so one adopted again (a 422 on a re-sent client id)
+        # never has its fills reported twice.
+        self._reported: dict[str, _Reported] = {}
         self._account: AccountInfo | None = None
         self._positions: dict[str, float] = {}
 
@@ -167,9 +172,12 @@ class AlpacaBroker:
     # --- orders ----------------------------------------------------------------------
 
     def open_order_count(self) -> int:
-        return sum(1 for t in self._tracked.values() if not t.order.status.is_final)
+        """Tracked orders not yet final, unconfirmed ones included."""
+        return sum(1 for o in self._tracked.values() if not o.status.is_final)
 
     def submit(self, request: OrderRequest, now: dt.datetime) -> Order:
+        """Send a market day order. Raises only when the order provably does not exist at
+        the venue; an order in doubt comes back unconfirmed and tracked."""
         qty = round(float(request.quantity), QTY_DECIMALS)
         if not math.isfinite(qty) or qty <= 0:
             return _rejected(
@@ -186,8 +194,11 @@ class AlpacaBroker:
         except ValidationError as exc:
             return _rejected(request, now, f"local: {validation_summary(exc)}")
         self._requests[request.client_order_id] = request
-        order = self._submit_with_lookup(request, order_data, now)
-        self._follow(order, reported_qty=0.0)
+        try:
+            order = self._submit_with_lookup(request, order_data, now)
+        except SubmitUnconfirmedError as exc:
+            order = _unconfirmed(request, now, exc)
+        self._follow(order)
         if order.status is OrderStatus.REJECTED:
             return order  # already logged as order_rejected
         log.info(
@@ -286,61 +297,90 @@ class AlpacaBroker:
             log.warning("open_orders_truncated", limit=MAX_ORDERS)
         return [convert_order(r, self._requests.get(r.client_order_id)) for r in raws]
 
+    def closed_orders(self, after: dt.datetime) -> list[Order]:
+        """Orders submitted after `after` that are final at the venue (newest first): a
+        restart finds here the orders that filled while the daemon was down."""
+        query = GetOrdersRequest(
+            status=QueryOrderStatus.CLOSED, after=after, limit=MAX_ORDERS, nested=False
+        )
+        raws = self._call("closed orders", self._client.get_orders, query)
+        if len(raws) >= MAX_ORDERS:
+            log.warning("closed_orders_truncated", limit=MAX_ORDERS, after=after.isoformat())
+        return [convert_order(r, self._requests.get(r.client_order_id)) for r in raws]
+
     def track(self, order: Order) -> None:
         """Follow `order` from what the caller already recorded: fills up to its
         filled_quantity are not reported again."""
         self._requests[order.request.client_order_id] = order.request
-        self._follow(order, reported_qty=order.filled_quantity)
+        avg = order.average_price if order.filled_quantity > 0 else None
+        self._follow(order, _Reported(order.filled_quantity, avg))
 
-    def _follow(self, order: Order, reported_qty: float) -> None:
-        if order.status.is_final and reported_qty >= order.filled_quantity - 1e-12:
+    def _follow(self, order: Order, recorded: _Reported | None = None) -> None:
+        """Track `order` in poll(), from the larger of what the caller recorded and what
+        this process already reported for its client_order_id."""
+        cid = order.request.client_order_id
+        reported = self._reported.get(cid, _Reported())
+        if recorded is not None and recorded.qty > reported.qty:
+            reported = recorded
+        self._reported[cid] = reported
+        if order.status.is_final and reported.qty >= order.filled_quantity - 1e-12:
             return
-        avg = order.average_price if reported_qty > 0 else None
-        self._tracked[order.request.client_order_id] = _Tracked(order, reported_qty, avg)
+        self._tracked[cid] = order
 
     def poll(self, now: dt.datetime) -> list[tuple[Order, Fill | None]]:
         # Fetch and read everything first: a failure then changes nothing, loses no report.
-        fresh = {}
-        for cid, tracked in self._tracked.items():
-            raw = self._fetch(tracked.order)
-            fresh[cid] = (raw, convert_order(raw, tracked.order.request))
+        fresh = {cid: self._latest(order) for cid, order in self._tracked.items()}
         events: list[tuple[Order, Fill | None]] = []
         for cid, (raw, latest) in fresh.items():
-            tracked = self._tracked[cid]
-            before = (tracked.order.status, tracked.order.status_message)
-            fill = self._new_fill(tracked, latest, raw)
-            _copy_state(latest, tracked.order)
+            order = self._tracked[cid]
+            before = (order.status, order.status_message)
+            fill = self._new_fill(self._reported[cid], latest, raw)
+            _copy_state(latest, order)
             if fill is not None or (latest.status, latest.status_message) != before:
-                events.append((tracked.order, fill))
+                events.append((order, fill))
             if latest.status.is_final:
                 del self._tracked[cid]
         return events
 
-    def _fetch(self, order: Order) -> AlpacaOrder:
+    def _latest(self, order: Order) -> tuple[AlpacaOrder | None, Order]:
+        """The venue's order and ours read from it. An unconfirmed order (no broker id yet)
+        is looked up by client_order_id; if the venue has none it was never placed."""
         cid = order.request.client_order_id
         if order.broker_order_id:
-            return self._call(f"order {cid}", self._client.get_order_by_id, order.broker_order_id)
-        return self._call(f"order {cid}", self._client.get_order_by_client_id, cid)
+            raw = self._call(f"order {cid}", self._client.get_order_by_id, order.broker_order_id)
+        else:
+            raw = self._find_raw(cid, f"order {cid}")
+        if raw is None:
+            log.warning("order_unconfirmed_absent", client_order_id=cid)
+            return None, Order(
+                order.request, OrderStatus.REJECTED, order.submitted_at, None,
+                status_message="not placed: the venue has no order with this client_order_id "
+                "after an unconfirmed submit",
+            )
+        return raw, convert_order(raw, order.request)
 
-    def _new_fill(self, tracked: _Tracked, latest: Order, raw: AlpacaOrder) -> Fill | None:
+    def _new_fill(
+        self, reported: _Reported, latest: Order, raw: AlpacaOrder | None
+    ) -> Fill | None:
         """A Fill for the quantity filled since the last report, priced from the change
         in the average price (avg1*q1 - avg0*q0) / (q1 - q0)."""
-        q0, q1 = tracked.reported_qty, latest.filled_quantity
+        q0, q1 = reported.qty, latest.filled_quantity
         if q1 <= q0 + 1e-12:
             if q1 < q0 - 1e-9:
                 log.warning(
                     "filled_quantity_decreased", client_order_id=latest.request.client_order_id
                 )
             return None
+        assert raw is not None  # only an order read from the venue has fills
         avg1 = latest.average_price or 0.0  # convert_order requires it once filled_qty > 0
-        avg0 = tracked.reported_avg
+        avg0 = reported.avg
         qty = q1 - q0
         # Alpaca rounds the average to 9 decimals; the difference of two rounded products
         # carries that error, so the derived price is rounded to 6 decimals.
         price = avg1 if q0 <= 0 or avg0 is None else round((avg1 * q1 - avg0 * q0) / qty, 6)
         if not math.isfinite(price) or price <= 0:
             price = avg1
-        tracked.reported_qty, tracked.reported_avg = q1, avg1
+        reported.qty, reported.avg = q1, avg1
         when = (
             raw.filled_at
             if latest.status is OrderStatus.FILLED and raw.filled_at
@@ -428,6 +468,13 @@ def _copy_state(source: Order, target: Order) -> None:
     target.filled_quantity = source.filled_quantity
     target.average_price = source.average_price
     target.status_message = source.status_message
+
+
+def _unconfirmed(request: OrderRequest, now: dt.datetime, exc: SubmitUnconfirmedError) -> Order:
+    """The order as far as we know after a submit in doubt: outstanding, no broker id,
+    to be looked up by its client_order_id (never re-sent blindly)."""
+    log.warning("order_unconfirmed", client_order_id=request.client_order_id, error=str(exc))
+    return Order(request, OrderStatus.NEW, now, None, status_message=f"{UNCONFIRMED}: {exc}")
 
 
 def _rejected(request: OrderRequest, now: dt.datetime, message: str) -> Order:

@@ -63,7 +63,8 @@ class Broker(Protocol):
         """Send a market order; returns it as the venue acknowledged it. A rejection is a
         returned order with status REJECTED and the venue's code and message, not an
         exception; an exception means the venue could not be reached and the order
-        provably does not exist there."""
+        provably does not exist there. An order in doubt (sent, no answer, not found yet)
+        comes back as NEW with an "unconfirmed" message and is followed until resolved."""
         ...
 
 
@@ -83,6 +84,11 @@ class LiveBroker(Broker, Protocol):
 
     def find_order(self, client_order_id: str) -> Order | None:
         """The venue's view of one order by our id; None if it does not exist there."""
+        ...
+
+    def closed_orders(self, after: dt.datetime) -> list[Order]:
+        """Orders that reached a final state since `after` (restart: what filled while
+        the daemon was down)."""
         ...
 
     def track(self, order: Order) -> None:

@@ -6,6 +6,8 @@ restart finds and re-queues them."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import structlog
@@ -16,14 +18,19 @@ from bot.types import Fill, Order, OrderRequest, OrderStatus, Side
 log = structlog.get_logger(__name__)
 
 QUEUED = "queued until the sells of the rebalance have filled"
-#: buys are sized to leave this share of buying power unused (prices move after the close)
+#: buys are sized to leave this share of the spendable cash unused (prices move after the close)
 CASH_BUFFER = 0.005
+
+#: TradeLog.incident's signature: (at, kind, message, context)
+IncidentSink = Callable[[dt.datetime, str, str, dict[str, Any] | None], None]
 
 
 class SellsFirst:
-    def __init__(self, inner: LiveBroker) -> None:
+    def __init__(self, inner: LiveBroker, incident: IncidentSink | None = None) -> None:
         self.inner = inner
         self._queue: list[Order] = []
+        self._sells: list[Order] = []  # sent through here; the inner broker updates them
+        self._incident = incident
 
     # ------------------------------------------------------------ the sequencing
     def submit(self, request: OrderRequest, now: dt.datetime) -> Order:
@@ -31,7 +38,10 @@ class SellsFirst:
             order = Order(request, OrderStatus.NEW, now, None, status_message=QUEUED)
             self._queue.append(order)
             return order
-        return self.inner.submit(request, now)
+        order = self.inner.submit(request, now)
+        if request.side is Side.SELL:
+            self._sells.append(order)
+        return order
 
     def restore(self, queued: list[Order]) -> None:
         """Re-queue buys that were waiting when the daemon stopped."""
@@ -39,38 +49,68 @@ class SellsFirst:
         self._queue.extend(o for o in queued if o.request.client_order_id not in known)
 
     def poll(self, now: dt.datetime) -> list[tuple[Order, Fill | None]]:
+        """The inner broker's updates, then the queued buys released once no sell is open.
+        A failed release never drops the updates: their fills are already marked
+        reported, so losing them here would lose them for good."""
         updates = self.inner.poll(now)
-        if self._queue and not self._sells_open():
-            updates.extend((order, None) for order in self._release(now))
+        released: list[Order] = []
+        try:
+            if self._queue and not self._sells_open():
+                self._release(now, released)
+        except Exception as exc:  # noqa: BLE001 - the updates above must reach the trade log
+            self._release_failed(now, exc)
+        updates.extend((order, None) for order in released)
         return updates
 
     def _sells_open(self) -> bool:
-        return any(o.request.side is Side.SELL for o in self.inner.open_orders())
+        """A sell is working: one we sent is not final (an unconfirmed one included,
+        which the venue may not list yet), or the venue lists one (e.g. after a restart)."""
+        self._sells = [o for o in self._sells if not o.status.is_final]
+        return bool(self._sells) or any(
+            o.request.side is Side.SELL for o in self.inner.open_orders()
+        )
 
-    def _release(self, now: dt.datetime) -> list[Order]:
-        """Send the queued buys, each cut to the buying power left (in queue order, as
-        the simulated venue cuts buys to its cash)."""
+    def _release(self, now: dt.datetime, released: list[Order]) -> None:
+        """Send the queued buys into `released`, each cut to the cash left (in queue order,
+        as the simulated venue cuts buys to its cash). Each buy leaves the queue as soon as
+        it is placed, so a failure part-way never sends one twice."""
         self.inner.refresh()
-        budget = self.inner.account().buying_power * (1.0 - CASH_BUFFER)
-        sent = []
-        for order in self._queue:
-            req = order.request
-            affordable = max(budget, 0.0) / req.reference_price
-            quantity = min(req.quantity, affordable)
-            if quantity < req.quantity:
-                log.warning("buy cut to buying power", order=req.client_order_id,
-                            planned=req.quantity, sent=quantity)
-                req = req._replace(quantity=quantity)
-            if quantity <= 0:
-                order.status = OrderStatus.REJECTED
-                order.status_message = "no buying power left after the sells"
-                sent.append(order)
-                continue
-            placed = self.inner.submit(req, now)
-            budget -= quantity * req.reference_price
-            sent.append(placed)
-        self._queue.clear()
-        return sent
+        # cash(), not buying power: on a margin account that is 2-4x the cash, and the
+        # plan was sized on cash() so the bot never buys on margin.
+        budget = self.inner.cash() * (1.0 - CASH_BUFFER)
+        while self._queue:
+            order = self._queue[0]
+            placed, spent = self._send_queued(order, budget, now)
+            self._queue.pop(0)
+            budget -= spent
+            released.append(placed)
+
+    def _send_queued(self, order: Order, budget: float, now: dt.datetime) -> tuple[Order, float]:
+        """One queued buy cut to `budget`: the order as placed and the money it commits."""
+        req = order.request
+        quantity = min(req.quantity, max(budget, 0.0) / req.reference_price)
+        if quantity <= 0:
+            order.status = OrderStatus.REJECTED
+            order.status_message = "no cash left after the sells"
+            return order, 0.0
+        if quantity < req.quantity:
+            log.warning("buy cut to cash", order=req.client_order_id,
+                        planned=req.quantity, sent=quantity)
+            req = req._replace(quantity=quantity)
+        return self.inner.submit(req, now), quantity * req.reference_price
+
+    def _release_failed(self, now: dt.datetime, exc: Exception) -> None:
+        """Log (and record as an incident) a release that failed; the buys still queued
+        are tried again by the next poll."""
+        message = f"queued buys not released: {type(exc).__name__}: {exc}"
+        log.error("release failed", error=str(exc), exc_type=type(exc).__name__,
+                  queued=len(self._queue))
+        if self._incident is None:
+            return
+        try:
+            self._incident(now, "release", message, {"queued": len(self._queue)})
+        except Exception as store_exc:  # noqa: BLE001 - never lose the updates for a log row
+            log.error("incident not stored", error=str(store_exc))
 
     # ------------------------------------------------------------ delegation
     def open_order_count(self) -> int:

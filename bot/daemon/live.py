@@ -40,7 +40,7 @@ def build_live(
     endpoints = load_endpoints(live=live)
     credentials = load_credentials()
     alpaca = AlpacaBroker.connect(credentials, base_url=endpoints.trading_url, paper=endpoints.paper)
-    broker = SellsFirst(alpaca)
+    broker = SellsFirst(alpaca, incident=tradelog.incident)
     clock = clock or WallClock()
     mode = "paper" if endpoints.paper else "live"
     account = broker.account()
