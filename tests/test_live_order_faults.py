@@ -330,3 +330,18 @@ def test_an_unconfirmed_order_the_venue_never_got_is_closed(fake, broker):
     assert "not placed" in seen.status_message
     assert broker.open_order_count() == 0
     assert len(fake.calls("POST", "/v2/orders")) == 1
+
+
+def test_buys_with_no_sell_to_wait_for_are_cut_to_the_cash_left(fake, broker):
+    """A first allocation: no sell, so the buys go out at once. Planned on the whole
+    cash at slightly stale prices, the last one overshot and the venue refused it (403);
+    each is now cut to the cash left, less the 0.5% buffer."""
+    sequenced = SellsFirst(broker)
+    fake.prices = {"SPY": 500.0, "TMF": 10.0, "UGL": 40.0}
+    plan = {"SPY": 100.0, "TMF": 2_000.0, "UGL": 750.01}  # 50,000 + 20,000 + 30,000.40
+    placed = [
+        sequenced.submit(req(s, Side.BUY, q, ref=fake.prices[s]), OPEN_JOB) for s, q in plan.items()
+    ]
+    assert OrderStatus.REJECTED not in [o.status for o in placed]
+    assert placed[-1].request.quantity < plan["UGL"]
+    assert float(fake.buying_power()) >= 0.0

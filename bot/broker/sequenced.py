@@ -34,13 +34,21 @@ class SellsFirst:
 
     # ------------------------------------------------------------ the sequencing
     def submit(self, request: OrderRequest, now: dt.datetime) -> Order:
-        if request.side is Side.BUY and (self._queue or self._sells_open()):
+        if request.side is Side.SELL:
+            order = self.inner.submit(request, now)
+            self._sells.append(order)
+            return order
+        if self._queue or self._sells_open():
             order = Order(request, OrderStatus.NEW, now, None, status_message=QUEUED)
             self._queue.append(order)
             return order
-        order = self.inner.submit(request, now)
-        if request.side is Side.SELL:
-            self._sells.append(order)
+        # No sell to wait for (a first allocation, say): the buy still goes out cut to the
+        # cash left, as a queued one does. A plan sized on the last trades sums to the whole
+        # cash, and the venue rejects a buy that overshoots it by a cent.
+        self.inner.refresh()
+        order, _ = self._send_queued(
+            Order(request, OrderStatus.NEW, now, None), self.inner.cash() * (1.0 - CASH_BUFFER), now
+        )
         return order
 
     def restore(self, queued: list[Order]) -> None:
