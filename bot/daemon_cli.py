@@ -9,8 +9,15 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.errors import BotError
+
+if TYPE_CHECKING:  # heavy modules: imported inside the commands, so `bot --help` stays fast
+    from bot.config import Settings
+    from bot.daemon.replay import ReplayResult
+    from bot.data.base import MarketData
+    from bot.store.tradelog import TradeLog
 
 DEFAULT_CONFIG = "config/diversified_leverage.toml"
 
@@ -70,70 +77,136 @@ def _open(args):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import structlog
-
-    from bot.config import resolve_data_dir
-    from bot.daemon.replay import parse_span, replay
-    from bot.data.history import load_history
-
-    log = structlog.get_logger("bot.run")
     if args.replay:
-        try:
-            start, end = parse_span(args.replay)  # fail fast, before any I/O
-        except ValueError as exc:  # the user's input: say what was expected, no traceback
-            raise BotError(str(exc)) from None
-        config, settings, tradelog, url, runner = _open(args)
-        try:
-            data_dir = Path(args.data_dir) if args.data_dir else resolve_data_dir(settings, config)
-            market = load_history(settings, data_dir, ["SPY"])
-            _check_replay_span(start, end, market)
-        except BaseException:
-            tradelog.discard()  # nothing recorded yet: just release the database
-            raise
-        run_id = runner.start_run(tradelog, settings, "replay", market.label, market.synthetic)
-        log.info("replay started", run=run_id, start=str(start), end=str(end), data=market.label)
-        try:
-            result = replay(settings, market, tradelog, run_id, start, end)
-        except BaseException:
-            tradelog.finish_run("failed", dt.datetime.now(dt.UTC))
-            raise
-        equity = tradelog.load_equity(run_id)
-        summary = {
-            "jobs": result.jobs_run,
-            "days": len(equity),
-            "final_equity": float(equity["equity"].iloc[-1]) if len(equity) else None,
-            "orders": len(tradelog.load_orders(run_id)),
-            "data": market.label,
-        }
-        tradelog.finish_run("finished", dt.datetime.now(dt.UTC), summary=summary)
-        tradelog.close()
-        print(f"replay run {run_id}: {summary['jobs']} jobs over {summary['days']} trading days, "
-              f"{summary['orders']} orders, final equity {summary['final_equity']:,.2f} "
-              f"[{market.label}]")
-        print(f"inspect it: bot orders --run {run_id} / bot equity --run {run_id} / bot report --run {run_id}")
-        return 0
+        return _cmd_replay(args)
     return _run_daemon(args)
 
 
-def _check_replay_span(start: dt.date, end: dt.date, market) -> None:
-    """START:END must overlap the data and hold a trading session; otherwise the replay
-    would fail (or record a run without equity) after its run is opened."""
-    from exchange_calendars.errors import DateOutOfBounds
+def _cmd_replay(args: argparse.Namespace) -> int:
+    """A replay recorded as a run. SIGTERM and Ctrl-C stop it between jobs, as they stop
+    the live daemon: the run is then marked failed (its span was not covered) with an
+    `interrupted` incident, and the exit code is 128 + the signal's number."""
+    import structlog
 
-    from bot.daemon.sessions import exchange_sessions
+    from bot.daemon.replay import parse_span, replay
+    from bot.daemon.service import StopRequest, stop_on_signals
 
-    dates = market.prices.dates
-    first, last = (dt.date.fromisoformat(str(d)[:10]) for d in (dates[0], dates[-1]))
-    if start > last or end < first:
-        raise BotError(
-            f"--replay {start}:{end} is outside the data: {market.label} covers {first} to {last}"
-        )
+    log = structlog.get_logger("bot.run")
     try:
-        sessions = exchange_sessions(start, end)
-    except DateOutOfBounds as exc:
-        raise BotError(f"--replay {start}:{end}: outside the exchange calendar ({exc})") from None
-    if not sessions:
-        raise BotError(f"--replay {start}:{end}: no trading session in that span")
+        start, end = parse_span(args.replay)  # fail fast, before any I/O
+    except ValueError as exc:  # the user's input: say what was expected, no traceback
+        raise BotError(str(exc)) from None
+    config, settings, tradelog, _url, runner = _open(args)
+    market = _replay_market(args, settings, config, tradelog, start, end)
+    stop = StopRequest()
+    with stop_on_signals(stop):  # from before the run exists, so it never stays `running`
+        run_id = runner.start_run(tradelog, settings, "replay", market.label, market.synthetic)
+        log.info("replay started", run=run_id, start=str(start), end=str(end), data=market.label)
+        try:
+            result = replay(settings, market, tradelog, run_id, start, end, stop=stop)
+        except BaseException:
+            tradelog.finish_run("failed", dt.datetime.now(dt.UTC))
+            raise
+        return _finish_replay(tradelog, result, market.label, stop.signal_name)
+
+
+def _replay_market(
+    args: argparse.Namespace,
+    settings: Settings,
+    config: Path,
+    tradelog: TradeLog,
+    start: dt.date,
+    end: dt.date,
+) -> MarketData:
+    """The replay's history, checked against START:END before any run is recorded."""
+    from bot.config import resolve_data_dir
+    from bot.daemon.replay import check_span
+    from bot.data.history import load_history
+
+    try:
+        data_dir = Path(args.data_dir) if args.data_dir else resolve_data_dir(settings, config)
+        market = load_history(settings, data_dir, ["SPY"])
+        check_span(start, end, market)
+    except BaseException:
+        tradelog.discard()  # nothing recorded yet: just release the database
+        raise
+    return market
+
+
+def _finish_replay(
+    tradelog: TradeLog, result: ReplayResult, label: str, signal_name: str | None
+) -> int:
+    """Mark the run, print what it did, and return the exit code: 0 only for a replay
+    that covered its span with every job succeeding."""
+    import structlog
+
+    from bot.daemon.replay import describe_failures
+
+    log = structlog.get_logger("bot.run")
+    run_id = result.run_id
+    summary = _replay_summary(tradelog, result, label, signal_name)
+    if result.interrupted:
+        message = (f"replay interrupted by {signal_name or 'a stop request'} at simulated "
+                   f"{result.stopped_at:%Y-%m-%d %H:%M} UTC after {result.jobs_run} jobs; "
+                   "its span was not finished (a replay cannot resume: run it again)")
+        log.warning("replay interrupted", run=run_id, signal=signal_name,
+                    simulated=str(result.stopped_at), jobs=result.jobs_run)
+        tradelog.incident(result.stopped_at, "interrupted", message,
+                          {"signal": signal_name, "jobs_run": result.jobs_run})
+    if result.failures:
+        log.error("replay jobs failed", run=run_id, detail=describe_failures(result))
+    ok = not result.interrupted and not result.failures
+    tradelog.finish_run("finished" if ok else "failed", dt.datetime.now(dt.UTC), summary=summary)
+    tradelog.close()
+    _print_replay(run_id, summary, result, signal_name)
+    if result.interrupted:
+        log.info("stopped")
+        return _interrupted_exit_code(signal_name)
+    return 1 if result.failures else 0
+
+
+def _interrupted_exit_code(signal_name: str | None) -> int:
+    """128 + the signal's number, as a shell reports a command a signal ended (130 for
+    Ctrl-C, the CLI's code for an interrupted command; 143 for SIGTERM)."""
+    import signal
+
+    return 128 + int(signal.Signals[signal_name] if signal_name else signal.SIGINT)
+
+
+def _replay_summary(
+    tradelog: TradeLog, result: ReplayResult, label: str, signal_name: str | None
+) -> dict:
+    """The run's summary column: what a later reader needs to trust (or not) the run."""
+    equity = tradelog.load_equity(result.run_id)
+    return {
+        "jobs": result.jobs_run,
+        "jobs_failed": result.jobs_failed,
+        "interrupted": (signal_name or "stop request") if result.interrupted else None,
+        "orders_canceled_at_end": result.orders_canceled,
+        "days": len(equity),
+        "final_equity": float(equity["equity"].iloc[-1]) if len(equity) else None,
+        "orders": len(tradelog.load_orders(result.run_id)),
+        "data": label,
+    }
+
+
+def _print_replay(
+    run_id: int, summary: dict, result: ReplayResult, signal_name: str | None
+) -> None:
+    from bot.daemon.replay import describe_failures
+
+    final = summary["final_equity"]
+    equity = f"final equity {final:,.2f}" if final is not None else "no equity recorded"
+    print(f"replay run {run_id}: {summary['jobs']} jobs over {summary['days']} trading days, "
+          f"{summary['orders']} orders, {equity} [{summary['data']}]")
+    if result.interrupted:
+        print(f"INTERRUPTED by {signal_name or 'a stop request'} at simulated "
+              f"{result.stopped_at:%Y-%m-%d}: run {run_id} is marked failed; "
+              "a replay cannot resume, run it again")
+    if result.failures:
+        print(f"FAILED: {describe_failures(result)}; run {run_id} is marked failed "
+              "(each error is in the log above and stored as an incident)")
+    print(f"inspect it: bot orders --run {run_id} / bot equity --run {run_id} / bot report --run {run_id}")
 
 
 @contextmanager

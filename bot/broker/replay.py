@@ -73,6 +73,11 @@ class ReplayBroker:
     def cancel(self, client_order_id: str) -> None:
         self.venue.cancel(client_order_id)
 
+    def close_pending(self, reason: str) -> list[Order]:
+        """Cancel every order still waiting for its fill day: the simulated venue ends
+        with the replay, so nothing will ever fill them."""
+        return self.venue.cancel_pending(reason)
+
     def clock(self) -> MarketClock:
         """The market clock at the simulated time, from the exchange calendar."""
         now = self._clock.now()

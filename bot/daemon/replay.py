@@ -4,11 +4,13 @@ a simulated clock with the simulated broker and historical data, as fast as it r
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from dataclasses import dataclass
 
 import structlog
 
 from bot.backtest import cost_model
+from bot.broker.base import TradingSession
 from bot.broker.replay import ReplayBroker
 from bot.clock import SimulatedClock
 from bot.config import Settings
@@ -18,9 +20,15 @@ from bot.daemon.service import build_schedule, run_replay
 from bot.daemon.sessions import SessionCalendar
 from bot.data.base import MarketData
 from bot.engine import record_execution
+from bot.errors import BotError
 from bot.store.tradelog import TradeLog
 
 log = structlog.get_logger(__name__)
+
+#: why orders still waiting at the simulated venue are closed when a replay ends
+ENDED = "replay ended before the fill day"
+INTERRUPTED = "replay interrupted before the fill day"
+FAILED = "replay failed before the fill day"
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,14 @@ class ReplayResult:
     jobs_run: int
     first_day: dt.date
     last_day: dt.date
+    failures: tuple[tuple[str, dt.datetime], ...] = ()  # failed jobs: name, simulated time
+    interrupted: bool = False  # a stop request ended it before END
+    stopped_at: dt.datetime | None = None  # the simulated time it reached
+    orders_canceled: int = 0  # left waiting at the venue and closed at the end
+
+    @property
+    def jobs_failed(self) -> int:
+        return len(self.failures)
 
 
 def parse_span(text: str) -> tuple[dt.date, dt.date]:
@@ -47,6 +63,35 @@ def parse_span(text: str) -> tuple[dt.date, dt.date]:
     return start, end
 
 
+def check_span(start: dt.date, end: dt.date, market: MarketData) -> list[TradingSession]:
+    """The span's sessions, or a BotError before any run is recorded: START:END must hold
+    a trading session and every one of them must be in the data. A span running past the
+    data is refused rather than clipped: its later jobs could only fail, and a replay
+    that quietly covers less than was asked is easy to misread."""
+    from exchange_calendars.errors import DateOutOfBounds
+
+    from bot.daemon.sessions import exchange_sessions
+
+    dates = market.prices.dates
+    first, last = (dt.date.fromisoformat(str(d)[:10]) for d in (dates[0], dates[-1]))
+    if start > last or end < first:
+        raise BotError(
+            f"--replay {start}:{end} is outside the data: {market.label} covers {first} to {last}"
+        )
+    try:
+        sessions = exchange_sessions(start, end)
+    except DateOutOfBounds as exc:
+        raise BotError(f"--replay {start}:{end}: outside the exchange calendar ({exc})") from None
+    if not sessions:
+        raise BotError(f"--replay {start}:{end}: no trading session in that span")
+    if sessions[-1].day > last:
+        raise BotError(
+            f"--replay {start}:{end} runs past the end of the data: the last day of "
+            f"{market.label} is {last}; replay up to it with --replay {start}:{last}"
+        )
+    return sessions
+
+
 def replay(
     settings: Settings,
     market: MarketData,
@@ -54,24 +99,51 @@ def replay(
     run_id: int,
     start: dt.date,
     end: dt.date,
+    stop: threading.Event | None = None,
 ) -> ReplayResult:
     """Replay START..END. Like the backtest, START is the first decision day: the clock
-    starts just before START's close job, so the first orders fill at the next open."""
+    starts just before START's close job, so the first orders fill at the next open.
+    Setting `stop` ends it after the running job; either way the orders still waiting
+    at the simulated venue are closed, since that venue ends with the process."""
     calendar = SessionCalendar()
     sessions = [s for s in calendar.between(start, end)]
     if not sessions:
         raise ValueError(f"no trading session between {start} and {end}")
     first, last = sessions[0], sessions[-1]
     clock = SimulatedClock(first.close + dt.timedelta(minutes=19))
-    bt = settings.backtest
     broker = ReplayBroker(
         market.prices.select(settings.symbols),
-        bt.initial_cash,
+        settings.backtest.initial_cash,
         cost_model(settings),
         settings.rebalance.fractional,
         clock,
     )
-    ctx = DaemonContext(
+    jobs = TradingJobs(_context(settings, market, broker, tradelog, clock, calendar, run_id))
+    # Run through the next session's decision (on END's close), as the backtest decides
+    # on END's close too; its orders cannot fill inside the span and are cancelled.
+    after = calendar.between(last.day + dt.timedelta(days=1), last.day + dt.timedelta(days=10))[0]
+    try:
+        loop = run_replay(build_schedule(jobs), jobs, clock, after.open + dt.timedelta(minutes=6), stop)
+    except BaseException:
+        _close_after_failure(broker, tradelog)
+        raise
+    canceled = _close_pending(broker, tradelog, INTERRUPTED if loop.interrupted else ENDED)
+    return ReplayResult(
+        run_id, loop.jobs_run, first.day, last.day, tuple(loop.failures),
+        loop.interrupted, clock.now(), canceled,
+    )
+
+
+def _context(
+    settings: Settings,
+    market: MarketData,
+    broker: ReplayBroker,
+    tradelog: TradeLog,
+    clock: SimulatedClock,
+    calendar: SessionCalendar,
+    run_id: int,
+) -> DaemonContext:
+    return DaemonContext(
         settings=settings,
         feed=HistoryFeed(market),
         broker=broker,
@@ -82,12 +154,34 @@ def replay(
         mode="replay",
         order_prefix=f"rp{run_id}",
     )
-    jobs = TradingJobs(ctx)
-    # Run through the next session's decision (on END's close), as the backtest decides
-    # on END's close too; its orders cannot fill inside the span and are cancelled.
-    after = calendar.between(last.day + dt.timedelta(days=1), last.day + dt.timedelta(days=10))[0]
-    count = run_replay(build_schedule(jobs), jobs, clock, after.open + dt.timedelta(minutes=6))
-    for order in broker.venue.cancel_pending("replay ended before the fill day"):
+
+
+def _close_pending(broker: ReplayBroker, tradelog: TradeLog, reason: str) -> int:
+    """Cancel and record what still waits for a fill day, as the backtest does: nothing
+    will ever fill it, and an order left `accepted` would look open forever."""
+    canceled = broker.close_pending(reason)
+    for order in canceled:
         record_execution(tradelog, order, None)
     tradelog.flush()
-    return ReplayResult(run_id, count, first.day, last.day)
+    if canceled:
+        log.info("orders closed at the end of the replay", count=len(canceled), reason=reason)
+    return len(canceled)
+
+
+def _close_after_failure(broker: ReplayBroker, tradelog: TradeLog) -> None:
+    """The replay broke: still close the venue's orders, but never hide the error itself."""
+    try:
+        _close_pending(broker, tradelog, FAILED)
+    except Exception as exc:  # noqa: BLE001 - the original error is the one to report
+        log.error("orders not closed after the replay failed", error=str(exc))
+
+
+def _describe(failure: tuple[str, dt.datetime]) -> str:
+    name, when = failure
+    return f"{name} at {when:%Y-%m-%d %H:%M} UTC"
+
+
+def describe_failures(result: ReplayResult) -> str:
+    """'3 jobs failed (first: close at 2025-02-20 21:20 UTC)', for the summary line."""
+    n = result.jobs_failed
+    return f"{n} job{'s' if n != 1 else ''} failed (first: {_describe(result.failures[0])})"

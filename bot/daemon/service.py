@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import signal
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,12 +27,15 @@ log = structlog.get_logger(__name__)
 #: how late a job may still run after its time (a restart within this window runs it)
 MISFIRE_GRACE = dt.timedelta(hours=2)
 
+#: the signals that stop the daemon between jobs (Ctrl-C, `kill`, systemd, Docker)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
 
 @dataclass
 class JobSpec:
     name: str
     trigger: BaseTrigger
-    run: object  # zero-argument callable
+    run: Callable[[], bool | None]  # a trading job returns False when it failed
     replay_trigger: BaseTrigger | None = None  # replay's own time grid, if it differs
 
 
@@ -49,7 +54,7 @@ def build_schedule(
     touched every minute for the container's and systemd's health checks."""
     cal = jobs.ctx.calendar
 
-    def wrap(name, fn):
+    def wrap(name: str, fn: Callable[[], None]) -> Callable[[], bool]:
         return lambda: jobs.run(name, fn)
 
     schedule = Schedule(
@@ -105,45 +110,82 @@ def make_scheduler(schedule: Schedule) -> BackgroundScheduler:
     return scheduler
 
 
+class StopRequest(threading.Event):
+    """Set when the daemon should stop between jobs; remembers the signal that asked."""
+
+    signal_name: str | None = None
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Inside, SIGTERM and SIGINT set `stop` instead of ending the process (or raising
+    KeyboardInterrupt in the middle of a trade-log write), so the running job finishes
+    and its records are flushed. The previous handlers come back on exit. Only the main
+    thread may install handlers; elsewhere this does nothing."""
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in STOP_SIGNALS:
+            previous[sig] = signal.signal(sig, lambda signum, _frame: _request_stop(stop, signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _request_stop(stop: threading.Event, signum: int) -> None:
+    """The handler only records: it may run while the main thread is writing a log line,
+    and writing to the same stream from here could fail as a reentrant call."""
+    if isinstance(stop, StopRequest) and stop.signal_name is None:
+        stop.signal_name = signal.Signals(signum).name
+    stop.set()
+
+
 def run_live(schedule: Schedule, jobs: TradingJobs, stop: threading.Event | None = None) -> None:
     """APScheduler on the wall clock: one worker thread so jobs never overlap, coalesced
     misfires, a grace time for restarts; SIGTERM/SIGINT let the running job finish, then
     the trade log is flushed and closed."""
-    stop = stop or threading.Event()
+    stop = stop or StopRequest()
     scheduler = make_scheduler(schedule)
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, lambda signum, _frame: _request_stop(stop, signum))
-    scheduler.start()
-    for job in scheduler.get_jobs():
-        log.info("scheduled", job=job.name, next_run=str(job.next_run_time))
-    try:
-        stop.wait()
-    finally:
-        log.info("stopping: waiting for the running job to finish")
-        scheduler.shutdown(wait=True)
-        jobs.ctx.tradelog.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        log.info("stopped")
+    with stop_on_signals(stop):
+        scheduler.start()
+        for job in scheduler.get_jobs():
+            log.info("scheduled", job=job.name, next_run=str(job.next_run_time))
+        try:
+            stop.wait()
+            if isinstance(stop, StopRequest) and stop.signal_name:
+                log.info("signal received", signal=stop.signal_name)
+        finally:
+            log.info("stopping: waiting for the running job to finish")
+            scheduler.shutdown(wait=True)
+            jobs.ctx.tradelog.close()
+            log.info("stopped")
 
 
-def _request_stop(stop: threading.Event, signum: int) -> None:
-    log.info("signal received", signal=signal.Signals(signum).name)
-    stop.set()
+@dataclass(frozen=True)
+class ReplayLoop:
+    """What the replay loop did: jobs run, which failed (name and simulated time), and
+    whether a stop request ended it before its end time."""
+
+    jobs_run: int
+    failures: list[tuple[str, dt.datetime]]
+    interrupted: bool
 
 
 def run_replay(
-    schedule: Schedule, jobs: TradingJobs, clock: SimulatedClock, end: dt.datetime
-) -> int:
+    schedule: Schedule,
+    jobs: TradingJobs,
+    clock: SimulatedClock,
+    end: dt.datetime,
+    stop: threading.Event | None = None,
+) -> ReplayLoop:
     """Jump the simulated clock from one fire time to the next and run that job, until
-    `end`. Returns the number of jobs run."""
+    `end` or until `stop` is set (checked between jobs, so a job is never cut short)."""
     triggers = {s.name: (s.replay_trigger or s.trigger) for s in schedule.jobs}
     runs = {s.name: s.run for s in schedule.jobs}
     next_time = {name: trig.get_next_fire_time(None, clock.now()) for name, trig in triggers.items()}
     order = {s.name: i for i, s in enumerate(schedule.jobs)}
-    count = 0
+    count, failures, interrupted = 0, [], False
     while True:
         pending = [(when, order[name], name) for name, when in next_time.items() if when is not None]
         if not pending:
@@ -151,9 +193,13 @@ def run_replay(
         when, _, name = min(pending)
         if when > end:
             break
+        if stop is not None and stop.is_set():
+            interrupted = True
+            break
         clock.set(when)
-        runs[name]()
+        if runs[name]() is False:
+            failures.append((name, when))
         count += 1
         next_time[name] = triggers[name].get_next_fire_time(when, when)
     jobs.ctx.tradelog.flush()
-    return count
+    return ReplayLoop(count, failures, interrupted)
