@@ -754,3 +754,28 @@ def test_numpy_floats_are_stored_exactly() -> None:
 
     assert to_decimal(np.float64(0.1) + np.float64(0.2)) == Decimal("0.30000000000000004")
     assert to_decimal(np.float32(0.5)) == Decimal("0.5")
+
+
+def test_ctrl_c_during_a_flush_arrives_after_it_and_nothing_is_written_twice(
+    tlog: TradeLog, monkeypatch
+) -> None:
+    """Ctrl-C between the commit and forgetting the buffer left the rows buffered, and
+    the shutdown's flush wrote them again: the signal now waits for the flush to end."""
+    import os
+    import signal
+
+    run_id = start(tlog)
+    tlog.equity(equity_point())
+    tlog.order(make_order("o-1"))
+    real = tlog._clear_buffers
+
+    def interrupted():
+        os.kill(os.getpid(), signal.SIGINT)  # pressed just after the commit
+        real()
+
+    monkeypatch.setattr(tlog, "_clear_buffers", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tlog.flush()
+    monkeypatch.setattr(tlog, "_clear_buffers", real)
+    tlog.flush()  # the shutdown's flush: nothing left to write
+    assert len(tlog.load_equity(run_id)) == 1 and count(tlog, "order_events") == 1

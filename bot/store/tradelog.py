@@ -8,11 +8,14 @@ from one thread (the scheduler runs one job at a time).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
+import signal
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -63,6 +66,30 @@ def _status_text(status: OrderStatus | str) -> str:
 _ADOPTED_COLUMNS = (
     "broker_order_id", "status", "status_message", "filled_quantity", "average_price", "updated_at",
 )
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, then deliver them. Between a commit
+    and forgetting the buffer, an interrupt would leave the rows buffered and the next
+    flush (the shutdown's) would write them a second time. Python runs signal handlers
+    in the main thread only, so only there can (and need) they be held."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, _frame: caught.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:  # None: installed outside Python, cannot be restored
+                signal.signal(sig, handler)
+        for sig in caught:
+            signal.raise_signal(sig)
 
 
 def _first_line(error: Exception) -> str:
@@ -471,19 +498,20 @@ class TradeLog:
         if not self._pending() and final_statement is None:
             return
         started = time.perf_counter()
-        try:
-            with self.engine.begin() as conn:
-                new_ids, counts = self._write_buffers(conn)
-                if final_statement is not None:
-                    conn.execute(final_statement)
-        except (sa.exc.IntegrityError, sa.exc.DataError) as error:
-            # The database refuses these rows themselves (not a lost connection): retrying
-            # would fail the same way and block every later record behind them.
-            self._quarantine(error)
-            raise
-        # Only now, after commit, forget the buffer: a failed transaction leaves it intact.
-        self._order_ids.update(new_ids)
-        self._clear_buffers()
+        with _signals_deferred():
+            try:
+                with self.engine.begin() as conn:
+                    new_ids, counts = self._write_buffers(conn)
+                    if final_statement is not None:
+                        conn.execute(final_statement)
+            except (sa.exc.IntegrityError, sa.exc.DataError) as error:
+                # The database refuses these rows themselves (not a lost connection):
+                # retrying would fail the same way and block every later record behind them.
+                self._quarantine(error)
+                raise
+            # Only now, after commit, forget the buffer: a failed transaction leaves it intact.
+            self._order_ids.update(new_ids)
+            self._clear_buffers()
         if any(counts.values()):
             seconds = round(time.perf_counter() - started, 4)
             log.debug("tradelog.flush", run_id=self.run_id, seconds=seconds, **counts)
