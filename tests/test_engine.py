@@ -211,3 +211,17 @@ def test_a_flat_book_shows_as_flat_and_drawdown_is_from_the_true_peak(settings, 
     assert held.empty
     last = history[history["day"] == history["day"].max()]
     assert set(last["symbol"]) == set(cfg.symbols) and (last["quantity"] == 0).all()
+
+
+def test_before_any_asset_is_listed_the_targets_are_all_cash(settings, real_market):
+    """A replay starting before the universe's first listing stored NaN weights and every
+    open job failed on targets.baseline NOT NULL."""
+    cfg = variant(settings, backtest={"start": "2006-12-01", "end": "2007-03-30"})  # DIG: 2007-02
+    log = scratch_tradelog("early")
+    result = run_backtest(cfg, real_market, log)
+    log.flush()
+    targets = log.load_targets(log.run_id)
+    assert not targets.empty and targets["final"].notna().all()
+    first = targets[targets["day"] == targets["day"].min()]
+    assert (first["final"] == 0).all() and "no asset has a price yet" in str(first["reasons"].iloc[0])
+    assert np.isfinite(result.equity).all()

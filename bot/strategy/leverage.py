@@ -78,6 +78,8 @@ class LeverageModel:
         """Strategy weights before the overlay, and how they were obtained."""
         st = self.settings.strategy
         strategic = np.where(tradable, self.strategic, 0.0)
+        if strategic.sum() <= 0:  # before any asset of the universe is listed
+            return np.zeros(len(tradable)), "no asset has a price yet: all cash"
         strategic = strategic / strategic.sum()
         if st.weighting == "strategic":
             return strategic, "strategic weights"
