@@ -1,4 +1,19 @@
-"""Command line: `bot backtest`, `bot config check`, `bot version`."""
+"""leverbot: a regime-aware leveraged-ETF trading daemon with a SQL trade log.
+
+commands:
+  backtest            simulate a config over history and report
+  run, once           the daemon (paper, live or --replay); one decision now
+  data fetch          download Alpaca bars and FRED series for backtests
+  health              exit 0 if the daemon's heartbeat is fresh
+  trades, orders, positions, regimes, equity, risk-events, runs
+                      read the trade log (table, CSV or JSON)
+  report              a stored run's report, against SPY
+  dashboard           read-only web page of a run on 127.0.0.1
+  db                  trade-log schema: upgrade, current
+  suitability         MiFID II suitability of robo profiles (SRRI, PRIIPs)
+  config check        validate config files
+Run `bot COMMAND --help` for a command's options.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +28,6 @@ import structlog
 
 from bot import __version__
 from bot.errors import BotError, ConfigError
-
-DEFAULT_CONFIG = "config/diversified_leverage.toml"
 
 # Modules that add their own subcommands: each defines `register(subparsers)` and keeps
 # heavy imports inside its command functions so `bot --help` stays fast.
@@ -76,15 +89,18 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bot.store.locate import database_argument
+    from bot.store.locate import DEFAULT_CONFIG, database_argument, default_config
 
-    parser = argparse.ArgumentParser(prog="bot", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="bot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     parser.add_argument("--log-format", choices=["console", "json"], default=None)
     sub = parser.add_subparsers(dest="command", required=True)
 
     bt = sub.add_parser("backtest", help="simulate the strategy over history and report")
-    bt.add_argument("--config", default=DEFAULT_CONFIG, help=f"TOML file (default {DEFAULT_CONFIG})")
+    bt.add_argument("--config", default=default_config(),
+                    help=f"TOML file (default {DEFAULT_CONFIG}, here or in the repository)")
     bt.add_argument("--start", type=iso_date_argument,
                     help="first day, YYYY-MM-DD (default: backtest.start)")
     bt.add_argument("--end", type=iso_date_argument,

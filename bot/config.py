@@ -398,16 +398,25 @@ def _config_base(config_path: Path | None) -> Path:
     return config_path.resolve().parent.parent if config_path else Path.cwd()
 
 
+class DefaultDataDir(type(Path())):  # type: ignore[misc]
+    """The data directory nobody chose (no --data-dir, no BOT_DATA_DIR, the default
+    data.directory). Only here may missing data mean the synthetic market: a directory the
+    user named and mistyped must fail, not quietly backtest made-up prices."""
+
+
 def resolve_data_dir(settings: Settings, config_path: Path | None) -> Path:
     """BOT_DATA_DIR wins; a relative directory is taken from the config file's parent's parent
-    (the repository root for files in config/), so commands work from any directory."""
+    (the repository root for files in config/), so commands work from any directory. The
+    default directory comes back as a DefaultDataDir (see there)."""
     env = os.environ.get("BOT_DATA_DIR")
     if env:
         return Path(env).expanduser()
     d = Path(settings.data.directory).expanduser()
-    if d.is_absolute():
-        return d
-    return (_config_base(config_path) / d).resolve()
+    if not d.is_absolute():
+        d = (_config_base(config_path) / d).resolve()
+    if settings.data.directory == DataSettings.model_fields["directory"].default:
+        return DefaultDataDir(d)
+    return d
 
 
 def anchor_sqlite_url(url: str, base: Path) -> str:

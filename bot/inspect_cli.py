@@ -9,9 +9,17 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bot.store.locate import add_database_arguments, database_url
+from bot.store.locate import add_database_arguments, database_url, readable_database
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sqlalchemy import Connection
+
+    from bot.store.queries import Filters
 
 # command -> (help, query function name in bot.store.queries, default: latest run or all runs)
 COMMANDS: dict[str, tuple[str, str, bool]] = {
@@ -73,32 +81,20 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from bot.store.export import write
     from bot.store.tradelog import TradeLog
 
-    _help, query_name, latest = COMMANDS[args.command]
+    # Built first: a reversed date range is the user's mistake, said before any I/O.
+    filters = queries.Filters(
+        since=args.since, until=args.until, symbol=args.symbol, limit=args.limit or None
+    )
     url = database_url(args.config, args.database)
-    log = TradeLog.open_readonly(url)
-    try:
-        with log.engine.connect() as conn:
-            run = args.run
-            if run is None and latest:
-                run = queries.latest_run(conn)
-            if isinstance(run, int):
-                queries.require_run(conn, run)
-            filters = queries.Filters(
-                run=run if isinstance(run, int) else None,
-                since=args.since,
-                until=args.until,
-                symbol=args.symbol,
-                limit=args.limit or None,
-            )
-            query = getattr(queries, query_name)
-            if args.command == "orders":
-                frame = query(conn, filters, status=args.status)
-            elif args.command == "positions":
-                frame = query(conn, filters, history=args.history or args.since is not None)
-            else:
-                frame = query(conn, filters)
-    finally:
-        log.engine.dispose()
+    with readable_database(url):
+        log = TradeLog.open_readonly(url)
+        try:
+            with log.engine.connect() as conn:
+                run = _chosen_run(conn, args.run, latest=COMMANDS[args.command][2])
+                filters = replace(filters, run=run if isinstance(run, int) else None)
+                frame = _query(conn, args, filters)
+        finally:
+            log.engine.dispose()
     scope = f"run {run}" if isinstance(run, int) else "all runs"
     title = f"{args.command} — {scope} — {mask_url(url)}"
     if args.format == "table":  # the terminal gets the readable columns; exports get all
@@ -106,6 +102,28 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         frame = frame.drop(columns=[c for c in hidden if c in frame.columns])
     write(frame, args.format, title=title, truncate=args.limit is None)
     return 0
+
+
+def _chosen_run(conn: Connection, run: int | str | None, *, latest: bool) -> int | str | None:
+    """The run to show: the one asked for (checked to exist), else the latest or all."""
+    from bot.store import queries
+
+    if run is None and latest:
+        run = queries.latest_run(conn)
+    if isinstance(run, int):
+        queries.require_run(conn, run)
+    return run
+
+
+def _query(conn: Connection, args: argparse.Namespace, filters: Filters) -> pd.DataFrame:
+    from bot.store import queries
+
+    query = getattr(queries, COMMANDS[args.command][1])
+    if args.command == "orders":
+        return query(conn, filters, status=args.status)
+    if args.command == "positions":
+        return query(conn, filters, history=args.history or args.since is not None)
+    return query(conn, filters)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -117,15 +135,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from bot.store.tradelog import TradeLog
 
     url = database_url(args.config, args.database)
-    log = TradeLog.open_readonly(url)
-    try:
-        run_id = args.run
-        if run_id is None:
-            with log.engine.connect() as conn:
-                run_id = queries.latest_run(conn)
-        stored = build_stored_report(log, run_id, config_path=Path(args.config), database=url)
-    finally:
-        log.engine.dispose()
+    with readable_database(url):
+        log = TradeLog.open_readonly(url)
+        try:
+            run_id = args.run
+            if run_id is None:
+                with log.engine.connect() as conn:
+                    run_id = queries.latest_run(conn)
+            stored = build_stored_report(log, run_id, config_path=Path(args.config), database=url)
+        finally:
+            log.engine.dispose()
+    warning = unfinished_warning(run_id, stored.report["meta"]["status"], stored.strategy.equity)
+    if warning:  # a new list: stored.notes (printed below the table) shares the old one
+        stored.report["meta"]["notes"] = [warning, *stored.report["meta"]["notes"]]
     out = Path(args.out) if args.out else Path("var") / "reports" / f"run-{run_id}" / "stored"
     write_json(stored.report, out / "report.json")
     label = stored.report["meta"]["data_label"]
@@ -133,6 +155,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         stored.strategy, stored.benchmarks, out, data_label=label
     )
     console = Console() if sys.stdout.isatty() else Console(width=200)
+    if warning:
+        console.print(warning, style="bold red", markup=False, highlight=False, soft_wrap=True)
     render_table(stored.report, console)
     for note in stored.notes:
         console.print(f"[yellow]{note}[/]")
@@ -140,6 +164,24 @@ def _cmd_report(args: argparse.Namespace) -> int:
     for chart in charts:
         console.print(f"chart: {chart}")
     return 0
+
+
+# What a run's status says about its records, for the runs that did not finish.
+UNFINISHED: dict[str, str] = {
+    "running": "is still marked 'running': it is in progress, or was stopped before it could "
+               "record its end (killed, or the machine went down)",
+    "failed": "failed: it stopped on an error or was interrupted",
+}
+
+
+def unfinished_warning(run_id: int, status: str, equity: pd.Series) -> str | None:
+    """A line for a run that did not finish: its figures stop where its records stop, so
+    they must not read like those of a complete run."""
+    what = UNFINISHED.get(status)
+    if what is None:
+        return None
+    last = f" (last equity point {equity.index[-1]:%Y-%m-%d})" if len(equity) else ""
+    return f"WARNING: run {run_id} {what}; the figures cover only what it recorded{last}."
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

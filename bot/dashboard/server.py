@@ -6,6 +6,7 @@ reach it from elsewhere through an SSH tunnel.
 
 from __future__ import annotations
 
+import errno
 import json
 from functools import partial
 from http import HTTPStatus
@@ -18,11 +19,13 @@ from bot.dashboard.page import render
 from bot.dashboard.snapshot import MarketCache, collect
 from bot.errors import BotError
 from bot.store.benchmark import load_run_market
+from bot.store.locate import readable_database
 from bot.store.tradelog import TradeLog
 
 log = structlog.get_logger(__name__)
 
 HOST = "127.0.0.1"
+MAX_PORT = 65535
 
 
 class DashboardServer(ThreadingHTTPServer):
@@ -81,13 +84,33 @@ def make_server(
     url: str, *, port: int, run: int | None, refresh: int, config_path: Path
 ) -> DashboardServer:
     """Open the trade log read-only and bind 127.0.0.1:`port` (0: any free port)."""
-    tradelog = TradeLog.open_readonly(url)
+    check_port(port)
+    with readable_database(url):
+        tradelog = TradeLog.open_readonly(url)
     markets = MarketCache(partial(_market, config_path=config_path))
     try:
         return DashboardServer(port, tradelog, run, refresh, markets)
-    except OSError:
+    except OSError as exc:
         tradelog.engine.dispose()
-        raise
+        raise _bind_error(port, exc) from None
+
+
+def check_port(port: int) -> None:
+    """Before any work: socket.bind would raise OverflowError for a port past 65535."""
+    if not 0 <= port <= MAX_PORT:
+        raise BotError(f"--port {port}: expected a port number 1-{MAX_PORT} (0: any free port)")
+
+
+def _bind_error(port: int, exc: OSError) -> BotError:
+    """The reason a port cannot be listened on, in the user's terms."""
+    where = f"cannot serve the dashboard on {HOST}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return BotError(f"{where}: the port is already in use (another dashboard?); "
+                        "choose a free one with --port")
+    if exc.errno == errno.EACCES:
+        return BotError(f"{where}: permission denied (ports below 1024 need root); "
+                        f"choose one 1024-{MAX_PORT} with --port")
+    return BotError(f"{where}: {exc.strerror or exc}")
 
 
 def _market(config: dict, synthetic: bool, data_source: str | None, *, config_path: Path):

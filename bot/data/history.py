@@ -7,7 +7,7 @@ from pathlib import Path
 
 import structlog
 
-from bot.config import Settings
+from bot.config import DefaultDataDir, Settings
 from bot.data.base import MACRO_SERIES, MarketData
 from bot.data.csv_source import load_csv_directory
 from bot.data.synthetic import synthetic_market
@@ -19,14 +19,12 @@ log = structlog.get_logger(__name__)
 def load_history(
     settings: Settings, data_dir: Path, extra_symbols: Iterable[str] = ()
 ) -> MarketData:
-    """`auto` reads `data_dir` when it exists and otherwise builds the seeded synthetic
-    market, so a fresh clone with no files and no keys still runs end to end."""
-    source = settings.data.source
-    if source == "auto":
-        source = "csv" if (data_dir / "prices").is_dir() else "synthetic"
+    """`auto` reads `data_dir` when it holds prices/ and otherwise, at the default location
+    only, builds the seeded synthetic market, so a fresh clone with no files and no keys
+    still runs end to end. A directory the user named must hold the data."""
+    source = _source(settings, data_dir)
     if source == "csv":
-        if not data_dir.is_dir():
-            raise DataError(str(data_dir), "data.directory", "directory not found")
+        _check_directory(data_dir)
         # Benchmark symbols are optional: a directory without them still backtests.
         missing = [s for s in extra_symbols if not (data_dir / "prices" / f"{s}.csv").is_file()]
         if missing:
@@ -45,3 +43,28 @@ def load_history(
         reason=f"no CSV data at {data_dir}" if d.source == "auto" else "configured",
     )
     return market
+
+
+def _source(settings: Settings, data_dir: Path) -> str:
+    """`csv` or `synthetic`: what `auto` means for `data_dir`."""
+    source = settings.data.source
+    if source != "auto":
+        return source
+    if (data_dir / "prices").is_dir() or not isinstance(data_dir, DefaultDataDir):
+        return "csv"
+    return "synthetic"
+
+
+def _check_directory(data_dir: Path) -> None:
+    """A missing or empty data directory, named with what was expected and the way out."""
+    if not data_dir.is_dir():
+        problem = "not a directory" if data_dir.exists() else "directory not found"
+    elif not (data_dir / "prices").is_dir():
+        problem = "no prices/ folder in it"
+    else:
+        return
+    raise DataError(
+        str(data_dir), "data directory",
+        f"{problem}; expected a folder with prices/*.csv and macro/*.csv (given by --data-dir, "
+        "BOT_DATA_DIR or data.directory; `bot data fetch` writes one), or use --synthetic",
+    )

@@ -1,11 +1,35 @@
-"""Which trade log a command works on: --database, else BOT_DATABASE_URL, else the config's store.url."""
+"""Which trade log a command works on: --database, else BOT_DATABASE_URL, else the config's
+store.url; and which config file when none is named.
+
+Kept light (no pydantic, no SQLAlchemy at import): `bot --help` builds every parser.
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 DEFAULT_CONFIG = "config/diversified_leverage.toml"
+# The checkout this package runs from (<repo>/bot/store/locate.py): its config/ is the
+# default when the working directory has none.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_path(relative: str) -> str:
+    """A default file, never one the user named: `relative` in the working directory if it
+    is there, else the repository's own, so commands work from any directory. With neither
+    it stays relative, and the error names the path the user knows."""
+    if Path(relative).exists():
+        return relative
+    packaged = REPO_ROOT / relative
+    return str(packaged) if packaged.exists() else relative
+
+
+def default_config() -> str:
+    """The config file used when no --config is given."""
+    return default_path(DEFAULT_CONFIG)
 
 
 def database_argument(text: str) -> str:
@@ -23,7 +47,8 @@ def database_argument(text: str) -> str:
 
 def add_database_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", default=DEFAULT_CONFIG, help=f"TOML file naming store.url (default {DEFAULT_CONFIG})"
+        "--config", default=default_config(),
+        help=f"TOML file naming store.url (default {DEFAULT_CONFIG}, here or in the repository)",
     )
     parser.add_argument(
         "--database", type=database_argument, help="trade-log URL (default BOT_DATABASE_URL or store.url)"
@@ -45,3 +70,27 @@ def database_url(config: str | Path, database: str | None) -> str:
     from bot.config import load_settings, resolve_store_url
 
     return resolve_store_url(load_settings(config), Path(config))
+
+
+@contextmanager
+def readable_database(url: str) -> Iterator[None]:
+    """SQLite opens any file without reading it, so one that is not a database (or is
+    damaged) passes the engine's connection check and fails at the first query. Turn that
+    into a BotError naming the file, like `bot backtest` (whose writer reads it at once)."""
+    import sqlite3
+
+    from sqlalchemy.exc import DatabaseError
+
+    from bot.errors import BotError
+    from bot.store.engines import mask_url
+
+    try:
+        yield
+    except DatabaseError as exc:
+        code = getattr(exc.orig, "sqlite_errorcode", None)
+        if code is None or code & 0xFF not in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+            raise
+        raise BotError(
+            f"cannot read the trade-log database {mask_url(url)}: {exc.orig}; "
+            "expected a SQLite trade log written by `bot backtest` or `bot run`"
+        ) from None

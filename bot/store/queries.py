@@ -36,6 +36,14 @@ class Filters:
     symbol: str | None = None
     limit: int | None = None
 
+    def __post_init__(self) -> None:
+        """A reversed range matches nothing; say so instead of printing an empty table."""
+        if self.since is not None and self.until is not None and self.until < self.since:
+            raise BotError(
+                f"--until {self.until} is before --since {self.since}; "
+                "expected --since on or before --until"
+            )
+
 
 def latest_run(conn: sa.Connection) -> int:
     run = conn.execute(sa.select(sa.func.max(RUNS.c.id))).scalar_one_or_none()
