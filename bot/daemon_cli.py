@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.errors import BotError
+from bot.store.locate import default_config, default_path
 
 if TYPE_CHECKING:  # heavy modules: imported inside the commands, so `bot --help` stays fast
     from bot.config import Settings
@@ -19,7 +20,6 @@ if TYPE_CHECKING:  # heavy modules: imported inside the commands, so `bot --help
     from bot.data.base import MarketData
     from bot.store.tradelog import TradeLog
 
-DEFAULT_CONFIG = "config/diversified_leverage.toml"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from bot.store.locate import database_argument
 
     run = sub.add_parser("run", help="the trading daemon (paper by default; --replay without keys)")
-    run.add_argument("--config", default=DEFAULT_CONFIG)
+    run.add_argument("--config", default=default_config())
     run.add_argument("--replay", metavar="START:END", help="replay the daemon over history")
     run.add_argument("--live", action="store_true", help="real money: also needs BOT_LIVE_CONFIRM=yes")
     run.add_argument(
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.set_defaults(func=_cmd_run)
 
     once = sub.add_parser("once", help="make one decision now and print the orders")
-    once.add_argument("--config", default=DEFAULT_CONFIG)
+    once.add_argument("--config", default=default_config())
     once.add_argument("--execute", action="store_true", help="send the orders")
     once.add_argument("--live", action="store_true")
     once.add_argument("--database", type=database_argument)
@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="market data tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     fetch = data_sub.add_parser("fetch", help="download Alpaca bars and FRED series into the data directory")
-    fetch.add_argument("--config", default=DEFAULT_CONFIG)
+    fetch.add_argument("--config", default=default_config())
     fetch.add_argument("--start", type=iso_date_argument, default="2010-01-01")
     fetch.add_argument("--data-dir", help="where to write prices/ and macro/ (default data.directory)")
     fetch.set_defaults(func=_cmd_fetch)
@@ -243,7 +243,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
 
 
 def heartbeat_path() -> Path:
-    return Path(os.environ.get("BOT_HEARTBEAT_FILE", "var/heartbeat"))
+    return Path(os.environ.get("BOT_HEARTBEAT_FILE") or default_path("var/heartbeat"))
 
 
 def _cmd_health(args: argparse.Namespace) -> int:
