@@ -1,4 +1,4 @@
-"""Inspection commands: `bot trades|orders|positions|regimes|equity|risk-events|runs|report`.
+"""Inspection commands: `bot trades|orders|positions|regimes|equity|risk-events|incidents|runs|report`.
 
 They only read: the trade log is opened read-only, so they are safe to run while the
 daemon writes (SQLite in WAL mode lets readers and one writer work at once).
@@ -29,11 +29,15 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "regimes": ("weekly regime decisions with their inputs", "regimes", True),
     "equity": ("daily equity, cash, drawdown and regime", "equity", True),
     "risk-events": ("risk rules that fired, with their inputs", "risk_events", True),
+    "incidents": ("what went wrong: failed jobs, stale data, rejected rows", "incidents", False),
     "runs": ("every recorded run", "runs", False),
 }
 
 # Long free-text columns that make a terminal table unreadable; CSV and JSON keep them.
-TABLE_HIDDEN: dict[str, tuple[str, ...]] = {"orders": ("reason", "status_message", "updated_at")}
+TABLE_HIDDEN: dict[str, tuple[str, ...]] = {
+    "orders": ("reason", "status_message", "updated_at"),
+    "incidents": ("context",),
+}
 
 
 def _day(text: str) -> dt.date:

@@ -362,3 +362,20 @@ def test_the_cli_reads_while_a_replay_runs(tmp_path, capsys) -> None:
     assert during >= 3, f"only {during} reads overlapped the replay"
     rows = as_json(capsys, "equity", "--database", url, "--limit", "1000")
     assert len(rows) > 450
+
+
+def test_incidents_are_listed_with_their_context(tmp_path, capsys):
+    """Failed jobs, stale data and rejected rows were recorded but no command showed them."""
+    db = f"sqlite:///{tmp_path / 'i.sqlite'}"
+    log = TradeLog.open(db)
+    log.start_run(mode="paper", strategy="s", config_hash="-", config={}, code_version="-",
+                  data_source="-", synthetic=False, started_at=dt.datetime(2024, 3, 4, tzinfo=dt.UTC))
+    log.incident(dt.datetime(2024, 3, 4, 15, tzinfo=dt.UTC), "job_failed", "open: HTTP 503",
+                 {"job": "open"})
+    log.incident(dt.datetime(2024, 3, 6, 15, tzinfo=dt.UTC), "stale_data", "no bar for TQQQ")
+    log.close()
+    rows = as_json(capsys, "incidents", "--database", db)
+    assert [r["kind"] for r in rows] == ["job_failed", "stale_data"]
+    assert rows[0]["context"] == {"job": "open"}
+    rows = as_json(capsys, "incidents", "--database", db, "--since", "2024-03-05")
+    assert [r["kind"] for r in rows] == ["stale_data"]

@@ -20,7 +20,7 @@ from bot.types import OrderStatus
 _T = Base.metadata.tables
 RUNS, REGIMES, TARGETS = _T["runs"], _T["regime_decisions"], _T["targets"]
 RISK_EVENTS, ORDERS, FILLS = _T["risk_events"], _T["orders"], _T["fills"]
-EQUITY, POSITIONS = _T["equity"], _T["positions"]
+EQUITY, POSITIONS, INCIDENTS = _T["equity"], _T["positions"], _T["incidents"]
 
 FINAL_STATUSES = tuple(s.value for s in OrderStatus if s.is_final)
 OPEN_STATUSES = tuple(s.value for s in OrderStatus if not s.is_final)
@@ -189,6 +189,15 @@ def risk_events(conn: sa.Connection, f: Filters) -> pd.DataFrame:
     stmt = sa.select(t.c.run_id, t.c.day, t.c.rule, t.c.symbol, t.c.action, t.c.inputs, t.c.id)
     stmt = _day_range(_common(stmt, t, f), t.c.day, f)
     return _frame(conn, stmt, f, [t.c.day, t.c.id]).drop(columns="id")
+
+
+def incidents(conn: sa.Connection, f: Filters) -> pd.DataFrame:
+    """What went wrong: failed jobs, stale data, rejected rows, interrupted runs. The
+    context column holds the details (for rejected rows, the rows themselves)."""
+    t = INCIDENTS
+    stmt = sa.select(t.c.run_id, t.c.at, t.c.kind, t.c.message, t.c.context, t.c.id)
+    stmt = _time_range(_common(stmt, t, f), t.c.at, f)
+    return _frame(conn, stmt, f, [t.c.at, t.c.id]).drop(columns="id")
 
 
 def latest_targets(conn: sa.Connection, run_id: int) -> pd.DataFrame:
