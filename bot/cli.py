@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--fill", choices=["next_open", "next_close", "same_close"])
     bt.add_argument("--data-dir", help="CSV directory with prices/ and macro/ (or BOT_DATA_DIR)")
     bt.add_argument("--synthetic", action="store_true", help="use the seeded synthetic market")
-    bt.add_argument("--out", help="directory for report.json and charts (default var/reports/run-ID)")
+    bt.add_argument("--out", help="directory for report.json and charts (default reports/run-ID beside a SQLite trade log)")
     bt.add_argument(
         "--database", type=database_argument, help="trade-log URL (default store.url or BOT_DATABASE_URL)"
     )

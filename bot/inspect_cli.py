@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.store.locate import add_database_arguments, database_url, readable_database
+from bot.store.locate import add_database_arguments, database_url, readable_database, report_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -152,7 +152,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     warning = unfinished_warning(run_id, stored.report["meta"]["status"], stored.strategy.equity)
     if warning:  # a new list: stored.notes (printed below the table) shares the old one
         stored.report["meta"]["notes"] = [warning, *stored.report["meta"]["notes"]]
-    out = Path(args.out) if args.out else Path("var") / "reports" / f"run-{run_id}" / "stored"
+    out = Path(args.out) if args.out else report_dir(url, run_id) / "stored"
     write_json(stored.report, out / "report.json")
     label = stored.report["meta"]["data_label"]
     charts = [] if args.no_charts else write_charts(
@@ -208,6 +208,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_database_arguments(report)
     report.add_argument("--run", type=int, help="run id (default: the latest run)")
-    report.add_argument("--out", help="directory (default var/reports/run-ID/stored)")
+    report.add_argument(
+        "--out", help="directory (default reports/run-ID/stored beside a SQLite trade log)"
+    )
     report.add_argument("--no-charts", action="store_true")
     report.set_defaults(func=_cmd_report)

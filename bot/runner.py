@@ -23,6 +23,7 @@ from bot.data.base import RISK_FREE, MarketData
 from bot.data.history import load_history
 from bot.reference import reference_settings, reference_symbols
 from bot.report import RunSeries, build_report, render_table, write_charts, write_json
+from bot.store.locate import report_dir
 from bot.store.tradelog import TradeLog
 
 log = structlog.get_logger(__name__)
@@ -136,7 +137,7 @@ def run_backtest_command(options: BacktestOptions) -> int:
         result = _simulate(settings, market, tradelog, run_id, console)
         tradelog.flush()  # the run's records are safe before the report's work begins
         references = run_references(settings, market) if settings.backtest.benchmarks else []
-        out = options.out or Path("var") / "reports" / f"run-{run_id}"
+        out = options.out or report_dir(url, run_id)
         out.mkdir(parents=True, exist_ok=True)
         strategy, benchmarks = _series(result, with_details=True), [_series(r) for r in references]
         charts = (

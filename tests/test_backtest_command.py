@@ -33,3 +33,15 @@ def test_a_run_that_fails_after_simulating_is_failed_with_its_records(
     run_id = int(runs["id"].iloc[0])
     assert len(log.load_equity(run_id)) > 100 and len(log.load_orders(run_id)) > 10
     log.close()
+
+
+def test_reports_go_beside_their_database(tmp_path, monkeypatch):
+    """Reports were named by run id alone under ./var/reports: run 1 of another database
+    overwrote them."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("a", "b"):
+        db = f"sqlite:///{tmp_path / name / 'log.sqlite'}"
+        assert main([*ARGS, "--no-benchmarks", "--database", db]) == 0
+    assert (tmp_path / "a" / "reports" / "run-1" / "report.json").is_file()
+    assert (tmp_path / "b" / "reports" / "run-1" / "report.json").is_file()
+    assert not (tmp_path / "var").exists()

@@ -94,3 +94,19 @@ def readable_database(url: str) -> Iterator[None]:
             f"cannot read the trade-log database {mask_url(url)}: {exc.orig}; "
             "expected a SQLite trade log written by `bot backtest` or `bot run`"
         ) from None
+
+
+def report_dir(url: str, run_id: int) -> Path:
+    """Default folder of a run's report files: `reports/run-ID` beside a SQLite trade log
+    (var/reports/run-ID for the default var/tradelog.sqlite), so run 1 of another database
+    never overwrites it; var/reports/<database>-run-ID for a server database."""
+    from sqlalchemy.engine import make_url
+
+    from bot.store.engines import sqlite_file
+
+    path = sqlite_file(url)
+    if path is not None:
+        return path.parent / "reports" / f"run-{run_id}"
+    name = make_url(url).database or "memory"
+    return Path("var") / "reports" / f"{name}-run-{run_id}"
+
