@@ -379,3 +379,19 @@ def test_incidents_are_listed_with_their_context(tmp_path, capsys):
     assert rows[0]["context"] == {"job": "open"}
     rows = as_json(capsys, "incidents", "--database", db, "--since", "2024-03-05")
     assert [r["kind"] for r in rows] == ["stale_data"]
+
+
+def test_the_latest_run_is_the_newest_that_recorded_something(tmp_path, capsys):
+    """`bot once` (a dry run) records an empty run; it used to become "the latest run",
+    and every command then said "no rows match"."""
+    db = f"sqlite:///{tmp_path / 'l.sqlite'}"
+    log = TradeLog.open(db)
+    kwargs = dict(strategy="s", config_hash="-", config={}, code_version="-", data_source="-",
+                  synthetic=False, started_at=dt.datetime(2024, 3, 4, tzinfo=dt.UTC))
+    first = log.start_run(mode="paper", **kwargs)
+    log.equity(EquityPoint(dt.date(2024, 3, 4), 100.0, 100.0, 0.0, 0.0, None))
+    log.flush()
+    log.start_run(mode="paper", **kwargs)  # nothing recorded in it
+    log.close()
+    rows = as_json(capsys, "equity", "--database", db)
+    assert [r["run_id"] for r in rows] == [first]

@@ -46,7 +46,13 @@ class Filters:
 
 
 def latest_run(conn: sa.Connection) -> int:
-    run = conn.execute(sa.select(sa.func.max(RUNS.c.id))).scalar_one_or_none()
+    """The newest run that recorded something (equity or orders). A run with nothing in
+    it (`bot once` without --execute, a daemon stopped before its first job) would make
+    every command answer "no rows match" while the previous run holds the records."""
+    recorded = sa.union(sa.select(EQUITY.c.run_id), sa.select(ORDERS.c.run_id)).subquery()
+    run = conn.execute(sa.select(sa.func.max(recorded.c.run_id))).scalar_one_or_none()
+    if run is None:
+        run = conn.execute(sa.select(sa.func.max(RUNS.c.id))).scalar_one_or_none()
     if run is None:
         raise BotError("the trade log has no runs yet: run a backtest (or the daemon) first")
     return int(run)
