@@ -135,7 +135,6 @@ def run_backtest_command(options: BacktestOptions) -> int:
     log.info("backtest started", run=run_id, data=market.label, weighting=weighting)
     try:
         result = _simulate(settings, market, tradelog, run_id, console)
-        tradelog.flush()  # the run's records are safe before the report's work begins
         references = run_references(settings, market) if settings.backtest.benchmarks else []
         out = options.out or report_dir(url, run_id)
         out.mkdir(parents=True, exist_ok=True)
@@ -143,6 +142,7 @@ def run_backtest_command(options: BacktestOptions) -> int:
         charts = (
             _charts_in_background(strategy, benchmarks, out, market.label) if options.charts else list
         )
+        tradelog.flush()  # while the charts draw; a failure from here on keeps the records
         report = build_report(
             strategy,
             benchmarks,
