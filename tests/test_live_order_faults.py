@@ -345,3 +345,25 @@ def test_buys_with_no_sell_to_wait_for_are_cut_to_the_cash_left(fake, broker):
     assert OrderStatus.REJECTED not in [o.status for o in placed]
     assert placed[-1].request.quantity < plan["UGL"]
     assert float(fake.buying_power()) >= 0.0
+
+
+def test_buys_sent_at_once_share_one_budget_on_a_margin_account():
+    """On margin the cash does not drop while buys are open: re-reading it for each buy
+    let a rebalance's buys add up to more than the cash."""
+    inner = MarginAccount()  # 40k cash, 80k buying power, cash() stays 40k
+    sequenced = SellsFirst(inner)
+    for symbol in ("UPRO", "UGL", "DIG"):  # 3 x 30k planned
+        sequenced.submit(OrderRequest(f"x-{symbol}-buy", "x", symbol, Side.BUY, 300.0, "t", 100.0),
+                         OPEN_JOB)
+    spent = sum(r.quantity * r.reference_price for r in inner.sent)
+    assert spent == pytest.approx(40_000.0 * 0.995)
+
+
+def test_a_resolved_order_loses_its_unconfirmed_or_queued_message(fake, broker):
+    from bot.broker.alpaca import _copy_state
+
+    confirmed = Order(req("SPY", Side.BUY, 1.0), OrderStatus.FILLED, OPEN_JOB, "b-1")
+    ours = Order(req("SPY", Side.BUY, 1.0), OrderStatus.NEW, OPEN_JOB, None,
+                 status_message="unconfirmed: timeout")
+    _copy_state(confirmed, ours)
+    assert ours.status_message == ""  # "" clears it in the trade log; None would keep it

@@ -467,7 +467,12 @@ def _copy_state(source: Order, target: Order) -> None:
     target.broker_order_id = source.broker_order_id
     target.filled_quantity = source.filled_quantity
     target.average_price = source.average_price
-    target.status_message = source.status_message
+    # The venue says nothing where we said something ("unconfirmed: ..."): clear it with
+    # "" (the trade log keeps a message it is given None for).
+    if source.status_message is None and target.status_message:
+        target.status_message = ""
+    else:
+        target.status_message = source.status_message
 
 
 def _unconfirmed(request: OrderRequest, now: dt.datetime, exc: SubmitUnconfirmedError) -> Order:

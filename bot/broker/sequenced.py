@@ -31,6 +31,8 @@ class SellsFirst:
         self._queue: list[Order] = []
         self._sells: list[Order] = []  # sent through here; the inner broker updates them
         self._incident = incident
+        self._direct_batch: str | None = None  # rebalance whose buys went out at once
+        self._direct_budget = 0.0
 
     # ------------------------------------------------------------ the sequencing
     def submit(self, request: OrderRequest, now: dt.datetime) -> Order:
@@ -42,13 +44,18 @@ class SellsFirst:
             order = Order(request, OrderStatus.NEW, now, None, status_message=QUEUED)
             self._queue.append(order)
             return order
-        # No sell to wait for (a first allocation, say): the buy still goes out cut to the
-        # cash left, as a queued one does. A plan sized on the last trades sums to the whole
-        # cash, and the venue rejects a buy that overshoots it by a cent.
-        self.inner.refresh()
-        order, _ = self._send_queued(
-            Order(request, OrderStatus.NEW, now, None), self.inner.cash() * (1.0 - CASH_BUFFER), now
-        )
+        # No sell to wait for (a first allocation, say): the buys still go out cut to the
+        # cash, as queued ones are, from one budget per rebalance (on a margin account the
+        # cash does not drop while buys are open, so re-reading it would overspend). A plan
+        # sized on the last trades sums to the whole cash, and the venue rejects a buy that
+        # overshoots it by a cent.
+        if request.rebalance_id != self._direct_batch:
+            self.inner.refresh()
+            self._direct_batch = request.rebalance_id
+            self._direct_budget = self.inner.cash() * (1.0 - CASH_BUFFER)
+        order, spent = self._send_queued(Order(request, OrderStatus.NEW, now, None),
+                                         self._direct_budget, now)
+        self._direct_budget -= spent
         return order
 
     def restore(self, queued: list[Order]) -> None:
@@ -105,7 +112,10 @@ class SellsFirst:
             log.warning("buy cut to cash", order=req.client_order_id,
                         planned=req.quantity, sent=quantity)
             req = req._replace(quantity=quantity)
-        return self.inner.submit(req, now), quantity * req.reference_price
+        placed = self.inner.submit(req, now)
+        if placed.status_message is None and order.status_message == QUEUED:
+            placed.status_message = "sent after the sells filled"  # replaces QUEUED in the log
+        return placed, quantity * req.reference_price
 
     def _release_failed(self, now: dt.datetime, exc: Exception) -> None:
         """Log (and record as an incident) a release that failed; the buys still queued
