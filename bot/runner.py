@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -118,6 +120,15 @@ def _progress_bar(console: Console):
 
 
 def run_backtest_command(options: BacktestOptions) -> int:
+    """`bot backtest`; SIGTERM ends it like Ctrl-C (the run is marked failed)."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _backtest(options)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _backtest(options: BacktestOptions) -> int:
     # Piped output has no width; give the tables room instead of rich's 80 columns.
     console = Console() if sys.stdout.isatty() else Console(width=200)
     settings = apply_overrides(load_settings(options.config), options, str(options.config))
@@ -186,7 +197,9 @@ def _charts_in_background(
     if sys.platform != "linux":
         paths = write_charts(strategy, benchmarks, out, data_label=label)
         return lambda: paths
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+    pool = ProcessPoolExecutor(
+        max_workers=1, mp_context=multiprocessing.get_context("fork"), initializer=_die_with_parent
+    )
     future = pool.submit(write_charts, strategy, benchmarks, out, data_label=label)
 
     def wait() -> list[Path]:
@@ -196,6 +209,22 @@ def _charts_in_background(
             pool.shutdown()
 
     return wait
+
+
+def _die_with_parent() -> None:
+    """In the chart worker: be killed with `bot backtest` (killed itself, it would leave
+    the worker waiting on its pipe forever, holding the inherited database connection)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent died before the line above
+        os._exit(1)
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    """SIGTERM ends `bot backtest` like Ctrl-C: the run is marked failed with its records."""
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _simulate(

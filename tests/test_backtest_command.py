@@ -1,6 +1,9 @@
 """`bot backtest` when something fails after the simulation started: the run is marked
 failed and keeps everything it recorded (it used to stay 'running' with no rows)."""
 
+import sys
+from pathlib import Path
+
 import pytest
 
 import bot.runner
@@ -45,3 +48,65 @@ def test_reports_go_beside_their_database(tmp_path, monkeypatch):
     assert (tmp_path / "a" / "reports" / "run-1" / "report.json").is_file()
     assert (tmp_path / "b" / "reports" / "run-1" / "report.json").is_file()
     assert not (tmp_path / "var").exists()
+
+
+def _children(pid: int) -> list[int]:
+    from pathlib import Path
+
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    from pathlib import Path
+
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="charts fork on Linux only")
+def test_sigterm_fails_the_run_and_no_chart_worker_outlives_the_command(tmp_path):
+    """Killed, `bot backtest` left its chart worker waiting on a pipe forever (holding
+    the database connection) and the run 'running'."""
+    import signal
+    import subprocess
+    import time
+
+    db = f"sqlite:///{tmp_path / 'k.sqlite'}"
+    args = [sys.executable, "-m", "bot", "backtest", "--config", str(CONFIG), "--synthetic",
+            "--start", "2010-01-04", "--end", "2016-12-30", "--database", db,
+            "--out", str(tmp_path / "out")]
+    def start_until_the_worker_draws() -> tuple[subprocess.Popen, int]:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            kids = [k for k in _children(proc.pid) if "bot" in Path(f"/proc/{k}/cmdline").read_text()]
+            if kids:
+                return proc, kids[0]
+            time.sleep(0.02)
+        raise AssertionError("the chart worker never started")
+
+    proc, worker = start_until_the_worker_draws()
+    proc.send_signal(signal.SIGKILL)  # the worst case: no cleanup at all in the parent
+    proc.wait(timeout=10)
+    time.sleep(1.0)
+    assert not _alive(worker)
+
+    proc, worker = start_until_the_worker_draws()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 130
+    time.sleep(1.0)
+    assert not _alive(worker)
+    log = TradeLog.open_readonly(db)
+    assert log.runs()["status"].tolist()[-1] == "failed"
+    log.close()
