@@ -395,3 +395,21 @@ def test_the_latest_run_is_the_newest_that_recorded_something(tmp_path, capsys):
     log.close()
     rows = as_json(capsys, "equity", "--database", db)
     assert [r["run_id"] for r in rows] == [first]
+
+
+def test_positions_limit_counts_held_symbols_only(tmp_path, capsys):
+    """Sold-out symbols are stored at 0 in a snapshot; --limit took the newest rows first
+    and then dropped them, so `--limit 1` could say "no rows match" with positions held."""
+    db = f"sqlite:///{tmp_path / 'p.sqlite'}"
+    log = TradeLog.open(db)
+    log.start_run(mode="paper", strategy="s", config_hash="-", config={}, code_version="-",
+                  data_source="-", synthetic=False, started_at=dt.datetime(2024, 3, 4, tzinfo=dt.UTC))
+    log.equity(EquityPoint(dt.date(2024, 3, 4), 100.0, 0.0, 100.0, 0.0, None))
+    log.positions(dt.date(2024, 3, 4), {"SPY": (1.0, 60.0), "IWM": (1.0, 40.0),
+                                        "BND": (0.0, 70.0), "VNQ": (0.0, 80.0)})
+    log.close()
+    capsys.readouterr()  # the flush's log line
+    rows = as_json(capsys, "positions", "--database", db, "--limit", "1")
+    assert [r["symbol"] for r in rows] == ["IWM"]
+    rows = as_json(capsys, "positions", "--database", db)
+    assert [r["symbol"] for r in rows] == ["SPY", "IWM"]

@@ -7,7 +7,7 @@ Unlike TradeLog's load_* readers (floats, for analysis) these keep money exact
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -164,9 +164,14 @@ def positions(conn: sa.Connection, f: Filters, *, history: bool = False) -> pd.D
         last = sa.select(t.c.run_id, sa.func.max(t.c.day).label("day")).group_by(t.c.run_id)
         last = _day_range(last, t.c.day, Filters(until=f.until)).subquery()
         stmt = stmt.join(last, (last.c.run_id == t.c.run_id) & (last.c.day == t.c.day))
-    frame = _frame(conn, stmt, f, [t.c.day, t.c.id])
-    if not history:  # snapshots list sold-out symbols with 0 so a flat book shows as flat
-        frame = frame[frame["quantity"] != 0].reset_index(drop=True)
+    if history:
+        frame = _frame(conn, stmt, f, [t.c.day, t.c.id])
+    else:
+        # Snapshots list sold-out symbols at 0 so a flat book shows as flat; drop those
+        # before the limit (one snapshot is small), or --limit 1 could show a sold row only.
+        frame = _frame(conn, stmt, replace(f, limit=None), [t.c.day, t.c.id])
+        frame = frame[frame["quantity"] != 0]
+        frame = (frame.tail(f.limit) if f.limit else frame).reset_index(drop=True)
     frame["weight"] = [
         float(mv / eq) if eq else None
         for mv, eq in zip(frame["market_value"], frame["equity"], strict=True)
