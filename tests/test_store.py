@@ -446,8 +446,13 @@ def test_flush_is_one_transaction(url: str) -> None:
         log.equity(equity_point())  # same run and day: the last insert fails
         with pytest.raises(sa.exc.IntegrityError):
             log.flush()
-        for table in ("orders", "order_events", "fills", "targets", "equity"):
+        # Nothing of the failed transaction stays; then the order records are saved on
+        # their own (their later fills need them) and the rest goes to an incident.
+        for table in ("targets", "equity"):
             assert count(log, table) == 0, table
+        assert [count(log, t) for t in ("orders", "order_events", "fills")] == [1, 2, 1]
+        rejected = log.load_incidents(run_id)["context"].iloc[0]
+        assert len(rejected["targets"]) == 1 and len(rejected["equity"]) == 2
         assert log.runs()["id"].tolist() == [run_id]
     finally:
         log.engine.dispose()
@@ -779,3 +784,24 @@ def test_ctrl_c_during_a_flush_arrives_after_it_and_nothing_is_written_twice(
     monkeypatch.setattr(tlog, "_clear_buffers", real)
     tlog.flush()  # the shutdown's flush: nothing left to write
     assert len(tlog.load_equity(run_id)) == 1 and count(tlog, "order_events") == 1
+
+
+def test_orders_flushed_with_rejected_rows_are_kept_so_their_fills_can_follow(
+    tlog: TradeLog,
+) -> None:
+    """A quarantine also moved the orders of the same flush into the incident, and every
+    later status change or fill of those orders failed with 'unknown client_order_id'."""
+    run_id = start(tlog)
+    tlog.equity(equity_point())
+    tlog.flush()
+    tlog.order(make_order("o-1"))
+    tlog.equity(equity_point())  # rejected: same (run, day)
+    with pytest.raises(sa.exc.IntegrityError):
+        tlog.flush()
+    rejected = tlog.load_incidents(run_id)["context"].iloc[0]
+    assert rejected["orders"] == [] and len(rejected["equity"]) == 1
+    tlog.order_status("o-1", OrderStatus.FILLED, T0, filled_quantity=10.0, average_price=512.3)
+    tlog.fill(make_fill("o-1"))
+    tlog.flush()
+    orders = tlog.load_orders(run_id)
+    assert orders["status"].tolist() == ["filled"] and len(tlog.load_fills(run_id)) == 1

@@ -518,7 +518,10 @@ class TradeLog:
 
     def _quarantine(self, error: Exception) -> None:
         """Keep rows the database rejected in an incident (nothing is lost, an operator can
-        replay them) and clear the buffer so the records after them can be written."""
+        replay them) and clear the buffer so the records after them can be written. The
+        order records go in first on their own if the database takes them, so the orders'
+        later fills can still be recorded."""
+        self._save_order_records()
         rejected = {
             "orders": list(self._orders.values()),
             "order_updates": list(self._updates.values()),
@@ -534,6 +537,21 @@ class TradeLog:
         message = f"trade-log rows rejected by the database, kept here: {_first_line(error)}"
         self.incident(dt.datetime.now(dt.UTC), "tradelog_rejected", message, rejected)
         self._clear_buffers()
+
+    def _save_order_records(self) -> bool:
+        """Write the orders, their events and fills alone, in their own transaction: their
+        later status changes and fills need the rows. False if refused too."""
+        try:
+            with self.engine.begin() as conn:
+                new_ids, _ = self._write_order_records(conn)
+        except (sa.exc.IntegrityError, sa.exc.DataError):
+            return False
+        self._order_ids.update(new_ids)
+        self._orders.clear()
+        self._updates.clear()
+        self._events.clear()
+        self._fills.clear()
+        return True
 
     def _clear_buffers(self) -> None:
         self._orders.clear()
@@ -552,6 +570,12 @@ class TradeLog:
 
     def _write_buffers(self, conn: Connection) -> tuple[dict[str, int], dict[str, int]]:
         """Insert in dependency order: orders, their updates and events, fills, the rest."""
+        new_ids, counts = self._write_order_records(conn)
+        counts.update(self._write_other_records(conn))
+        return new_ids, counts
+
+    def _write_order_records(self, conn: Connection) -> tuple[dict[str, int], dict[str, int]]:
+        """Orders, their status changes and events, and fills; returns the new order ids."""
         # An order recorded by an earlier process (a decision re-run after a restart, its
         # order adopted from the venue) is updated, not inserted a second time.
         new_ids = self._recorded_order_ids(conn, list(self._orders))
@@ -580,6 +604,19 @@ class TradeLog:
             for e in self._events
         ]
         fills = [{**f, "order_id": order_id(f["client_order_id"])} for f in self._fills]
+        for table, rows in ((ORDER_EVENTS, events), (FILLS, fills)):
+            if rows:
+                conn.execute(sa.insert(table), rows)
+        counts = {
+            "orders": len(self._orders),
+            "order_updates": len(self._updates),
+            "order_events": len(events),
+            "fills": len(fills),
+        }
+        return new_ids, counts
+
+    def _write_other_records(self, conn: Connection) -> dict[str, int]:
+        """Decisions, equity, positions and strategy state."""
         positions = [
             {
                 "run_id": run_id,
@@ -592,8 +629,6 @@ class TradeLog:
             for run_id, day, symbol, quantity, price in self._positions
         ]
         batches = (
-            (ORDER_EVENTS, events),
-            (FILLS, fills),
             (REGIMES, self._regimes),
             (TARGETS, self._targets),
             (RISK_EVENTS, self._risk_events),
@@ -605,13 +640,9 @@ class TradeLog:
                 conn.execute(sa.insert(table), rows)
         if self._states:
             upsert(conn, STRATEGY_STATE, list(self._states.values()), ("instance",))
-        counts = {
-            "orders": len(self._orders),
-            "order_updates": len(self._updates),
-            "strategy_state": len(self._states),
-        }
-        counts.update((table.name, len(rows)) for table, rows in batches)
-        return new_ids, counts
+        counts = {table.name: len(rows) for table, rows in batches}
+        counts["strategy_state"] = len(self._states)
+        return counts
 
     def _recorded_order_ids(self, conn: Connection, client_order_ids: list[str]) -> dict[str, int]:
         """Those of `client_order_ids` already in the database, with their ids."""
