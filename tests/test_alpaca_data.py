@@ -206,8 +206,16 @@ def test_bars_that_stop_early_are_not_forward_filled(fake, data):
     fake.daily_bars["TMF"] = bars(DAYS[:3], 10.0)
     history = data.daily_history(["SPY", "TMF"], dt.date(2024, 11, 1))
     assert len(history.dates) == len(DAYS)
-    assert np.isfinite(history.close[:3, 1]).all() and np.isnan(history.close[3:, 1]).all()
-    assert history.filled is None
+    # One quiet day is carried (marked filled: no order fills at it); after that, NaN.
+    assert np.isfinite(history.close[:4, 1]).all() and np.isnan(history.close[4:, 1]).all()
+    assert history.filled[:, 1].tolist() == [False] * 3 + [True] + [False] * (len(DAYS) - 4)
+
+
+def test_a_thin_etf_without_the_days_print_is_carried_one_day(fake, data):
+    """IEX may have no trade in a thin ETF on a quiet day: that must not stop the day."""
+    fake.daily_bars["TMF"] = bars(DAYS[:-1], 10.0)
+    history = data.daily_history(["SPY", "TMF"], dt.date(2024, 11, 1))
+    assert history.close[-1, 1] == history.close[-2, 1] and bool(history.filled[-1, 1])
 
 
 def test_csv_cache_leaves_forward_filled_days_out(fake, data, tmp_path):

@@ -60,13 +60,16 @@ def _check_every_symbol_current(market: MarketData, t: int, day: dt.date, source
     stale = np.flatnonzero(listed & ~np.isfinite(prices.close[t]))
     if not stale.size:
         return
+    real = np.isfinite(prices.close) if prices.filled is None else (
+        np.isfinite(prices.close) & ~prices.filled
+    )
     described = ", ".join(
-        f"{prices.symbols[j]} (latest {_last_bar(prices.dates, prices.close[:, j])})"
-        for j in stale
+        f"{prices.symbols[j]} (latest {_last_bar(prices.dates, real[:, j])})" for j in stale
     )
     raise DataError(source, "bars", f"no daily bar for {day} for {described}")
 
 
-def _last_bar(dates: np.ndarray, close: np.ndarray) -> str:
-    rows = np.flatnonzero(np.isfinite(close))
+def _last_bar(dates: np.ndarray, real: np.ndarray) -> str:
+    """The day of the last real bar (not a carried one) in a column mask."""
+    rows = np.flatnonzero(real)
     return str(dates[rows[-1]].astype("datetime64[D]")) if rows.size else "nothing"

@@ -41,6 +41,8 @@ T = TypeVar("T")
 NEW_YORK = ZoneInfo("America/New_York")
 DATA_DELAY = dt.timedelta(minutes=15)
 SOURCE = "alpaca"
+#: sessions a symbol's last bar may lag the others' (a quiet day on IEX); more is stale
+MAX_TRAILING_GAP = 1
 
 
 def _utcnow() -> dt.datetime:
@@ -228,15 +230,17 @@ def _align(
 
 
 def _fill_gaps(symbol: str, dates: np.ndarray, rows: np.ndarray, close: np.ndarray) -> np.ndarray:
-    """Forward-fill (in place) the holes between a symbol's first and last bar; returns
-    which days were filled. Days after the last bar stay NaN: the data is stale there,
-    and the daemon refuses to decide on it (bot.daemon.feeds.index_of_day)."""
+    """Forward-fill (in place) the holes after a symbol's first bar, and one day past its
+    last (IEX may have no trade in a thin ETF on a quiet day); returns which days were
+    filled, where nothing may fill at the carried price. Later days stay NaN: the data is
+    stale there, and the daemon refuses to decide on it (bot.daemon.feeds.index_of_day)."""
     filled = np.zeros(len(dates), dtype=bool)
     first, last = int(rows[0]), int(rows[-1])
-    filled[first:last + 1] = True
+    end = min(len(dates) - 1, last + MAX_TRAILING_GAP)
+    filled[first:end + 1] = True
     filled[rows] = False
     run = 0
-    for i in range(first, last + 1):
+    for i in range(first, end + 1):
         if not filled[i]:
             run = 0
             continue
