@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from bot.cli import build_parser, main
+from bot.cli import build_parser
 from bot.config import load_settings, resolve_data_dir
 from bot.data.history import load_history
 from bot.errors import DataError
@@ -22,6 +22,7 @@ from bot.store.locate import database_url
 from bot.store.tradelog import TradeLog
 from bot.types import EquityPoint
 from tests.conftest import CONFIG, REPO
+from tests.test_cli_errors import run_cli
 
 SHORT = ["--start", "2016-01-04", "--end", "2016-03-31", "--no-charts", "--no-benchmarks"]
 
@@ -38,16 +39,6 @@ def _keep_logging_config() -> Iterator[None]:
 def _no_env_overrides(monkeypatch) -> None:
     monkeypatch.delenv("BOT_DATA_DIR", raising=False)
     monkeypatch.delenv("BOT_DATABASE_URL", raising=False)
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    """main() in process; argparse's exits count as their exit code, like in a shell."""
-    try:
-        code = main(list(args))
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def sqlite_url(tmp_path: Path, name: str = "log.sqlite") -> str:

@@ -16,9 +16,8 @@ from bot.data.base import MarketData, PriceHistory
 from bot.data.fred import FRED_IDS
 from bot.errors import DataError
 from bot.types import OrderRequest, OrderStatus, Side
-from tests.fakes.alpaca_server import KEY_ID, SECRET, DailyBar, FakeAlpaca
-from tests.fakes.fred_server import FakeFred
-from tests.test_daemon_live import MARKET, OPEN_JOB, bought_before, daemon, fake_sessions
+from tests import test_daemon_live as daemon_tests
+from tests.test_daemon_live import bought_before, daemon
 
 UTC = dt.UTC
 THURSDAY, FRIDAY = dt.date(2024, 11, 21), dt.date(2024, 11, 22)
@@ -27,39 +26,7 @@ MONDAY_REGIME_JOB = dt.datetime(2024, 11, 25, 12, 30, tzinfo=UTC)  # 2 h before 
 FRED_CSV = "/graph/fredgraph.csv"
 
 
-@pytest.fixture
-def venue(monkeypatch):
-    """Fake Alpaca and FRED filled from the synthetic market of test_daemon_live, with
-    the environment pointing the bot at them."""
-    alpaca = FakeAlpaca(
-        cash=100_000, now=OPEN_JOB, sessions=fake_sessions(dt.date(2024, 9, 3), dt.date(2024, 12, 31))
-    )
-    prices = MARKET.prices
-    for i, sym in enumerate(prices.symbols):
-        alpaca.daily_bars[sym] = [
-            DailyBar(d, c if np.isnan(o) else o, c, c, c)
-            for d, o, c in zip(prices.dates.astype(object), prices.open[:, i], prices.close[:, i], strict=True)
-            if np.isfinite(c)
-        ]
-    last = int(np.searchsorted(prices.dates, np.datetime64("2024-11-25")))
-    alpaca.prices = {s: float(prices.close[last, i]) for i, s in enumerate(prices.symbols)}
-    fred = FakeFred()
-    for name, series in MARKET.macro.items():
-        fred.series[FRED_IDS[name]] = list(
-            zip(series.dates.astype(object), series.values.tolist(), strict=True)
-        )
-    alpaca.start()
-    fred.start()
-    alpaca.fred = fred
-    for key, value in {
-        "APCA_API_KEY_ID": KEY_ID, "APCA_API_SECRET_KEY": SECRET, "APCA_API_BASE_URL": alpaca.url,
-        "APCA_API_DATA_URL": alpaca.url, "BOT_FRED_URL": fred.url,
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("BOT_LIVE_CONFIRM", raising=False)
-    yield alpaca
-    alpaca.stop()
-    fred.stop()
+venue = daemon_tests.venue  # the daemon tests' fake Alpaca and FRED, environment set
 
 
 def days(n: int) -> np.ndarray:
