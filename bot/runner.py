@@ -216,6 +216,7 @@ def _die_with_parent() -> None:
     the worker waiting on its pipe forever, holding the inherited database connection)."""
     import ctypes
 
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's "fail the run" handler
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
     if os.getppid() == 1:  # the parent died before the line above

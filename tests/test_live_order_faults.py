@@ -367,3 +367,24 @@ def test_a_resolved_order_loses_its_unconfirmed_or_queued_message(fake, broker):
                  status_message="unconfirmed: timeout")
     _copy_state(confirmed, ours)
     assert ours.status_message == ""  # "" clears it in the trade log; None would keep it
+    _copy_state(confirmed, ours)
+    assert ours.status_message == ""  # stable: no change to report on the next poll
+    released = Order(req("SPY", Side.BUY, 1.0), OrderStatus.NEW, OPEN_JOB, "b-2",
+                     status_message="sent after the sells filled")
+    _copy_state(confirmed, released)
+    assert released.status_message == "sent after the sells filled"
+
+
+def test_polls_report_only_real_changes(fake, broker):
+    """Comparing the venue's message (None) with ours ("sent after the sells filled")
+    reported the released buy again on every poll, each an order event in the log."""
+    fake.hold("SPY", 10, 450.0)
+    sequenced = SellsFirst(broker)
+    sell = sequenced.submit(req("SPY", Side.SELL, 10, ref=500.0), OPEN_JOB)
+    sequenced.submit(req("TMF", Side.BUY, 5, ref=10.0), OPEN_JOB)
+    fake.fill(sell.broker_order_id)
+    first = sequenced.poll(OPEN_JOB)
+    assert [(o.request.symbol, o.status_message) for o, _ in first][-1] == (
+        "TMF", "sent after the sells filled"
+    )
+    assert sequenced.poll(OPEN_JOB) == [] and sequenced.poll(OPEN_JOB) == []

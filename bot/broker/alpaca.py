@@ -336,7 +336,7 @@ class AlpacaBroker:
             before = (order.status, order.status_message)
             fill = self._new_fill(self._reported[cid], latest, raw)
             _copy_state(latest, order)
-            if fill is not None or (latest.status, latest.status_message) != before:
+            if fill is not None or (order.status, order.status_message) != before:
                 events.append((order, fill))
             if latest.status.is_final:
                 del self._tracked[cid]
@@ -467,12 +467,13 @@ def _copy_state(source: Order, target: Order) -> None:
     target.broker_order_id = source.broker_order_id
     target.filled_quantity = source.filled_quantity
     target.average_price = source.average_price
-    # The venue says nothing where we said something ("unconfirmed: ..."): clear it with
-    # "" (the trade log keeps a message it is given None for).
-    if source.status_message is None and target.status_message:
-        target.status_message = ""
-    else:
+    if source.status_message is not None:
         target.status_message = source.status_message
+    elif (target.status_message or "").startswith(UNCONFIRMED):
+        # Confirmed now: clear the doubt with "" (the trade log keeps a message it is
+        # given None for). Our other messages ("sent after the sells filled", "adopted
+        # ...") stay: the venue saying nothing is not a change to report.
+        target.status_message = ""
 
 
 def _unconfirmed(request: OrderRequest, now: dt.datetime, exc: SubmitUnconfirmedError) -> Order:
