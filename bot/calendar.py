@@ -37,13 +37,6 @@ def next_session(day: dt.date) -> dt.date:
     return nxt.date()
 
 
-def session_times(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
-    """Regular open and close of a session in UTC (early closes included)."""
-    cal = _xnys()
-    ts = pd.Timestamp(day)
-    return cal.session_open(ts).to_pydatetime(), cal.session_close(ts).to_pydatetime()
-
-
 def week_numbers(dates: np.ndarray) -> np.ndarray:
     """Monday-based week number of each day (the epoch, 1970-01-01, was a Thursday)."""
     return (dates.astype("datetime64[D]").astype(np.int64) + 3) // 7

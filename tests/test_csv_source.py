@@ -11,8 +11,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from bot.broker.simulated import next_open_prices
+from bot.data.align import MAX_FILLED_GAP
 from bot.data.base import MACRO_SERIES, MacroSeries
-from bot.data.csv_source import MAX_FILLED_GAP, load_csv_directory
+from bot.data.csv_source import load_csv_directory
 from bot.errors import DataError
 
 REAL_DATA = Path(__file__).parents[2] / "shared" / "data"

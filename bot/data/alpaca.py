@@ -29,8 +29,8 @@ from alpaca.data.requests import StockBarsRequest, StockLatestBarRequest, StockL
 from alpaca.data.timeframe import TimeFrame
 
 from bot.broker.alpaca_orders import ANSWER_ERRORS, api_error_parts, describe_answer_error
+from bot.data.align import SymbolBars, align_prices
 from bot.data.base import MacroSeries, PriceHistory
-from bot.data.csv_source import MAX_FILLED_GAP
 from bot.errors import DataError
 from bot.net import RetryPolicy, install
 from bot.secrets import DATA_URL, Credentials, load_credentials, load_endpoints
@@ -41,7 +41,8 @@ T = TypeVar("T")
 NEW_YORK = ZoneInfo("America/New_York")
 DATA_DELAY = dt.timedelta(minutes=15)
 SOURCE = "alpaca"
-#: sessions a symbol's last bar may lag the others' (a quiet day on IEX); more is stale
+#: sessions a symbol's last bar may lag the others' (a quiet day on IEX, carried and
+#: marked filled); more is stale, left NaN, and the daemon refuses to decide on it
 MAX_TRAILING_GAP = 1
 
 
@@ -114,8 +115,8 @@ class AlpacaMarketData:
             feed=self.feed,
         )
         barset = self._call("bars", self._client.get_stock_bars, request)
-        per_symbol = {s: _checked_bars(s, barset.data.get(s) or []) for s in symbols}
-        return _align(symbols, per_symbol)
+        bars = [_checked_bars(s, barset.data.get(s) or []) for s in symbols]
+        return align_prices(symbols, bars, carry_after_last=MAX_TRAILING_GAP)
 
     def latest_prices(self, symbols: Sequence[str]) -> dict[str, float]:
         """Last trade price per symbol; the latest minute bar's close where no trade is
@@ -185,7 +186,7 @@ def bar_day(bar: Bar) -> np.datetime64:
     return np.datetime64(bar.timestamp.astimezone(NEW_YORK).date(), "D")
 
 
-def _checked_bars(symbol: str, bars: list[Bar]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _checked_bars(symbol: str, bars: list[Bar]) -> SymbolBars:
     """Dates, opens and closes of one symbol, sorted; rejects what must not be traded on."""
     source = f"{SOURCE}:{symbol}"
     if not bars:
@@ -204,57 +205,7 @@ def _checked_bars(symbol: str, bars: list[Bar]) -> tuple[np.ndarray, np.ndarray,
         if bad.size:
             i = int(bad[0])
             raise DataError(source, field, f"unusable price {values[i]!r} on {days[i]}")
-    return days, opens, closes
-
-
-def _align(
-    symbols: tuple[str, ...], data: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
-) -> PriceHistory:
-    """All symbols on the union of their days: NaN before a symbol's first bar and after
-    its last one (a symbol that stopped trading must not look current); a short hole in
-    between (IEX may have no trade in a thin ETF) is forward-filled with open NaN and
-    marked in `filled`, as the CSV loader does; a long one is an error."""
-    dates = np.unique(np.concatenate([d[0] for d in data.values()]))
-    close = np.full((len(dates), len(symbols)), np.nan)
-    opens = np.full((len(dates), len(symbols)), np.nan)
-    filled = np.zeros((len(dates), len(symbols)), dtype=bool)
-    for j, symbol in enumerate(symbols):
-        days, o, c = data[symbol]
-        rows = np.searchsorted(dates, days)
-        close[rows, j], opens[rows, j] = c, o
-        filled[:, j] = _fill_gaps(symbol, dates, rows, close[:, j])
-    return PriceHistory(
-        dates=dates, symbols=symbols, close=close, open=opens,
-        filled=filled if filled.any() else None,
-    )
-
-
-def _fill_gaps(symbol: str, dates: np.ndarray, rows: np.ndarray, close: np.ndarray) -> np.ndarray:
-    """Forward-fill (in place) the holes after a symbol's first bar, and one day past its
-    last (IEX may have no trade in a thin ETF on a quiet day); returns which days were
-    filled, where nothing may fill at the carried price. Later days stay NaN: the data is
-    stale there, and the daemon refuses to decide on it (bot.daemon.feeds.index_of_day)."""
-    filled = np.zeros(len(dates), dtype=bool)
-    first, last = int(rows[0]), int(rows[-1])
-    end = min(len(dates) - 1, last + MAX_TRAILING_GAP)
-    filled[first:end + 1] = True
-    filled[rows] = False
-    run = 0
-    for i in range(first, end + 1):
-        if not filled[i]:
-            run = 0
-            continue
-        run += 1
-        if run > MAX_FILLED_GAP:
-            raise DataError(
-                f"{SOURCE}:{symbol}",
-                "date",
-                f"more than {MAX_FILLED_GAP} consecutive trading days without a bar up to {dates[i]}",
-            )
-        close[i] = close[i - 1]
-    if filled.any():
-        log.warning("price_gaps_forward_filled", symbol=symbol, days=int(filled.sum()))
-    return filled
+    return SymbolBars(source, days, opens, closes)
 
 
 # --- CSV cache ----------------------------------------------------------------------------

@@ -7,33 +7,20 @@ otherwise found only as a strange backtest result.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import structlog
 
-from bot.data.base import MACRO_SERIES, MacroSeries, MarketData, PriceHistory
+from bot.data.align import SymbolBars, align_prices
+from bot.data.base import MACRO_SERIES, MacroSeries, MarketData
 from bot.errors import DataError
 
 log = structlog.get_logger(__name__)
 
-# Trading days a symbol may miss (while other symbols trade) and still be forward-filled;
-# a longer hole is more likely a broken download than a halt, so it is an error.
-MAX_FILLED_GAP = 5
 # FRED writes "." for days it has no value (holidays); such rows are dropped, not filled.
 _MACRO_BLANKS = ("", ".")
-
-
-@dataclass(frozen=True)
-class _FilePrices:
-    """One symbol's rows as read from its file, on that file's own dates."""
-
-    path: Path
-    dates: np.ndarray
-    close: np.ndarray
-    open: np.ndarray
 
 
 def load_csv_directory(
@@ -47,7 +34,7 @@ def load_csv_directory(
         raise DataError(str(directory), None, "data directory not found")
     _check_symbol_list(directory, symbols)
     files = [_read_price_file(_price_path(directory, s)) for s in symbols]
-    prices = _align(tuple(symbols), files)
+    prices = align_prices(tuple(symbols), files)
     return MarketData(
         prices=prices,
         macro=_load_macro(directory, macro),
@@ -91,7 +78,7 @@ def _load_macro(directory: Path, names: Sequence[str]) -> dict[str, MacroSeries]
 # --- one price file -----------------------------------------------------------------------
 
 
-def _read_price_file(path: Path) -> _FilePrices:
+def _read_price_file(path: Path) -> SymbolBars:
     """Validated adjusted close and open of one file (open NaN where the file has none)."""
     frame = _read_csv(path)
     _require_columns(path, frame)
@@ -107,7 +94,7 @@ def _read_price_file(path: Path) -> _FilePrices:
     if price is None:  # unreachable after _price_column's checks; kept for the type checker
         raise DataError(str(path), "close", "neither close nor adj_close has values")
     opens = raw_open * scale if raw_open is not None else np.full(len(dates), np.nan)
-    return _FilePrices(path, dates, price, opens)
+    return SymbolBars(str(path), dates, opens, price)
 
 
 def _require_columns(path: Path, frame: pd.DataFrame) -> None:
@@ -221,69 +208,6 @@ def _line(series: pd.Series, i: int) -> int:
 
 
 # --- aligning symbols ---------------------------------------------------------------------
-
-
-def _align(symbols: tuple[str, ...], files: list[_FilePrices]) -> PriceHistory:
-    """All symbols on the union of their dates; NaN close before a symbol's first row;
-    short holes after it forward-filled and marked in `filled`."""
-    dates = np.unique(np.concatenate([f.dates for f in files]))
-    close = np.full((len(dates), len(files)), np.nan)
-    opens = np.full((len(dates), len(files)), np.nan)
-    filled = np.zeros((len(dates), len(files)), dtype=bool)
-    for j, file in enumerate(files):
-        rows = np.searchsorted(dates, file.dates)
-        close[rows, j] = file.close
-        opens[rows, j] = file.open
-        filled[:, j] = _fill_short_gaps(file.path, dates, rows, close[:, j])
-    return PriceHistory(
-        dates=dates, symbols=symbols, close=close, open=opens,
-        filled=filled if filled.any() else None,
-    )
-
-
-def _fill_short_gaps(
-    path: Path, dates: np.ndarray, rows: np.ndarray, close: np.ndarray
-) -> np.ndarray:
-    """Forward-fill (in place) days a symbol lacks after its first row, if each hole is
-    short; returns which days were filled.
-
-    Open stays NaN on filled days and the mask tells the broker not to fill there, so
-    nothing is ever filled at a made-up price.
-    """
-    first = int(rows[0])
-    filled = np.zeros(len(dates), dtype=bool)
-    present = np.zeros(len(dates) - first, dtype=bool)
-    present[rows - first] = True
-    if present.all():
-        return filled
-    starts, lengths = _missing_runs(present)
-    too_long = np.flatnonzero(lengths > MAX_FILLED_GAP)
-    if too_long.size:
-        k = int(too_long[0])
-        raise DataError(
-            str(path),
-            "date",
-            f"{lengths[k]} consecutive trading days missing from {dates[first + starts[k]]} "
-            f"(other symbols have them); at most {MAX_FILLED_GAP} are forward-filled",
-        )
-    last_seen = np.maximum.accumulate(np.where(present, np.arange(present.size), 0))
-    segment = close[first:]
-    segment[:] = segment[last_seen]
-    filled[first:] = ~present
-    log.warning(
-        "price_gaps_forward_filled",
-        path=str(path),
-        days=int(lengths.sum()),
-        first_missing=str(dates[first + starts[0]]),
-    )
-    return filled
-
-
-def _missing_runs(present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start offsets and lengths of each stretch of consecutive False values."""
-    edges = np.diff(np.concatenate(([0], (~present).astype(np.int8), [0])))
-    starts = np.flatnonzero(edges == 1)
-    return starts, np.flatnonzero(edges == -1) - starts
 
 
 # --- macro series -------------------------------------------------------------------------

@@ -186,8 +186,3 @@ def _adopt(conn: sa.Connection, state: SchemaState, config: Config) -> None:
         command.upgrade(config, INITIAL_REVISION)
     finally:
         config.attributes["adopt_pre_migration"] = False
-
-
-def current_revision(engine: sa.Engine) -> str | None:
-    with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()

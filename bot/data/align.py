@@ -1,0 +1,97 @@
+"""Aligning per-symbol daily bars on one calendar: the one rule every loader follows.
+
+All symbols go on the union of their dates. Before a symbol's first bar its close is NaN
+(not listed yet). A short hole after it (a halt, a day without a trade on a thin feed) is
+forward-filled and marked in `PriceHistory.filled`, open NaN, so returns can use the
+carried close but no order ever fills at it; a longer hole is an error. A loader may
+also say how long a symbol may lag behind the others at the end (`carry_after_last`):
+later days stay NaN, so a symbol that stopped updating cannot look current.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import structlog
+
+from bot.data.base import PriceHistory
+from bot.errors import DataError
+
+log = structlog.get_logger(__name__)
+
+#: the longest hole (trading days) forward-filled; a longer one is an error
+MAX_FILLED_GAP = 5
+
+
+class SymbolBars(NamedTuple):
+    """One symbol's bars on its own dates; `name` says where they came from (errors)."""
+
+    name: str
+    dates: np.ndarray  # datetime64[D], ascending
+    open: np.ndarray
+    close: np.ndarray
+
+
+def align_prices(
+    symbols: tuple[str, ...], bars: Sequence[SymbolBars], carry_after_last: int | None = None
+) -> PriceHistory:
+    """`bars` (one per symbol, in `symbols` order) on the union of their dates.
+
+    `carry_after_last`: how many days past its last bar a symbol is carried; None fills
+    to the end (a file is complete as written)."""
+    dates = np.unique(np.concatenate([b.dates for b in bars]))
+    close = np.full((len(dates), len(bars)), np.nan)
+    opens = np.full((len(dates), len(bars)), np.nan)
+    filled = np.zeros((len(dates), len(bars)), dtype=bool)
+    for j, b in enumerate(bars):
+        rows = np.searchsorted(dates, b.dates)
+        close[rows, j], opens[rows, j] = b.close, b.open
+        filled[:, j] = _fill_gaps(b.name, dates, rows, close[:, j], carry_after_last)
+    return PriceHistory(
+        dates=dates, symbols=symbols, close=close, open=opens,
+        filled=filled if filled.any() else None,
+    )
+
+
+def _fill_gaps(
+    name: str, dates: np.ndarray, rows: np.ndarray, close: np.ndarray, carry: int | None
+) -> np.ndarray:
+    """Forward-fill (in place) the holes after the first row, up to `carry` days past the
+    last one; returns which days were filled."""
+    first, last = int(rows[0]), int(rows[-1])
+    end = len(dates) if carry is None else min(len(dates), last + carry + 1)
+    filled = np.zeros(len(dates), dtype=bool)
+    present = np.zeros(end - first, dtype=bool)
+    present[rows - first] = True
+    if present.all():
+        return filled
+    starts, lengths = _missing_runs(present)
+    too_long = np.flatnonzero(lengths > MAX_FILLED_GAP)
+    if too_long.size:
+        k = int(too_long[0])
+        raise DataError(
+            name,
+            "date",
+            f"{lengths[k]} consecutive trading days missing from {dates[first + starts[k]]} "
+            f"(other symbols have them); at most {MAX_FILLED_GAP} are forward-filled",
+        )
+    last_seen = np.maximum.accumulate(np.where(present, np.arange(present.size), 0))
+    segment = close[first:end]
+    segment[:] = segment[last_seen]
+    filled[first:end] = ~present
+    log.warning(
+        "price_gaps_forward_filled",
+        path=name,  # the file, or "alpaca:SYMBOL"
+        days=int(lengths.sum()),
+        first_missing=str(dates[first + starts[0]]),
+    )
+    return filled
+
+
+def _missing_runs(present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start offsets and lengths of each stretch of consecutive False values."""
+    edges = np.diff(np.concatenate(([0], (~present).astype(np.int8), [0])))
+    starts = np.flatnonzero(edges == 1)
+    return starts, np.flatnonzero(edges == -1) - starts
