@@ -5,6 +5,7 @@ never copied into the repo. Without it the tests that need it skip, except in CI
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,29 @@ def real_market(shared_data, settings):
     from bot.data.csv_source import load_csv_directory
 
     return load_csv_directory(shared_data, [*settings.symbols, "SPY", "IEF"])
+
+
+@pytest.fixture(autouse=True)
+def _keep_logging() -> Iterator[None]:
+    """main() points structlog at the stderr of the moment (capsys's) and a synthetic
+    market binds its label: undo both after every test."""
+    import structlog
+
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+    structlog.contextvars.clear_contextvars()
+
+
+@pytest.fixture(scope="session")
+def pg_database_url() -> Iterator[str]:
+    """A throwaway PostgreSQL database for the session; each test empties it after use."""
+    from tests.test_store import throwaway_pg_database
+
+    yield from throwaway_pg_database()
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    """Backoff sleeps recorded by a test RetryPolicy instead of taken."""
+    return []

@@ -34,11 +34,6 @@ def fake():
     server.stop()
 
 
-@pytest.fixture
-def sleeps():
-    return []
-
-
 def policy(sleeps, *, timeout: float = 5.0, attempts: int = 3) -> RetryPolicy:
     """Deterministic backoff (jitter factor 0.75), sleeps recorded instead of taken."""
     return RetryPolicy(

@@ -38,11 +38,6 @@ def fake():
     server.stop()
 
 
-@pytest.fixture
-def sleeps():
-    return []
-
-
 def connect(fake, sleeps, **kwargs) -> AlpacaMarketData:
     policy = RetryPolicy(attempts=3, timeout=5.0, base_delay=0.1, jitter=0.0, sleep=sleeps.append)
     return AlpacaMarketData.connect(

@@ -8,12 +8,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import structlog
 
 import bot.cli
 from bot.backtest import span_indices
@@ -25,14 +23,6 @@ from bot.store.locate import database_url
 from bot.store.tradelog import TradeLog
 from bot.types import EquityPoint
 from tests.conftest import CONFIG, REPO
-
-
-@pytest.fixture(autouse=True)
-def _keep_logging_config() -> Iterator[None]:
-    """main() points structlog at the stderr of the moment (capsys's); restore it afterwards."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:

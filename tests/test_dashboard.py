@@ -17,13 +17,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-import structlog
 
 from bot.dashboard.server import DashboardServer, make_server
 from bot.store.models import EquityRecord, FillRecord, OrderRecord, PositionRecord, TargetRecord
 from tests.conftest import CONFIG
 from tests.test_inspect_cli import fill_by_replay
-from tests.test_store import reset_pg, throwaway_pg_database
+from tests.test_store import reset_pg
 
 CHROMIUM = Path("/usr/bin/chromium")
 BROWSER_FLAGS = [
@@ -96,14 +95,6 @@ def body_rows(dom: Dom, table: str) -> list[dict]:
     return [r for r in dom.rows[table] if "empty" not in r["attrs"].get("class", "")]
 
 
-@pytest.fixture(autouse=True)
-def _keep_logging_config() -> Iterator[None]:
-    """main() points structlog at the stderr of the moment (capsys's); restore it afterwards."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
-
-
 @pytest.fixture(scope="module")
 def replayed(tmp_path_factory) -> tuple[str, int]:
     """A SQLite trade log filled by a run. (Swap in the replay daemon when it exists.)"""
@@ -111,11 +102,6 @@ def replayed(tmp_path_factory) -> tuple[str, int]:
     url = f"sqlite:///{tmp / 'log.sqlite'}"
     run_id = fill_by_replay(url, tmp / "out")
     return url, run_id
-
-
-@pytest.fixture(scope="session")
-def pg_database_url() -> Iterator[str]:
-    yield from throwaway_pg_database()
 
 
 def serve(url: str) -> Iterator[DashboardServer]:

@@ -29,11 +29,6 @@ def fake():
 
 
 @pytest.fixture
-def sleeps():
-    return []
-
-
-@pytest.fixture
 def policy(sleeps):
     return RetryPolicy(attempts=3, timeout=5.0, base_delay=0.2, jitter=0.0, sleep=sleeps.append)
 

@@ -18,29 +18,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-import structlog
 
 from bot.cli import main
 from bot.store import TradeLog
 from bot.store.models import FillRecord
 from bot.types import EquityPoint, Order, OrderRequest, OrderStatus, Side
 from tests.conftest import CONFIG, REPO
-from tests.test_store import reset_pg, throwaway_pg_database
+from tests.test_store import reset_pg
 
 START, END = "2016-01-04", "2016-06-30"
-
-
-@pytest.fixture(autouse=True)
-def _keep_logging_config() -> Iterator[None]:
-    """main() points structlog at the stderr of the moment (capsys's); restore it afterwards."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
-
-
-@pytest.fixture(scope="session")
-def pg_database_url() -> Iterator[str]:
-    yield from throwaway_pg_database()
 
 
 def fill_by_replay(url: str, out: Path) -> int:

@@ -8,11 +8,9 @@ import datetime as dt
 import json
 import shutil
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 
 from bot.cli import build_parser
 from bot.config import load_settings, resolve_data_dir
@@ -25,14 +23,6 @@ from tests.conftest import CONFIG, REPO
 from tests.test_cli_errors import run_cli
 
 SHORT = ["--start", "2016-01-04", "--end", "2016-03-31", "--no-charts", "--no-benchmarks"]
-
-
-@pytest.fixture(autouse=True)
-def _keep_logging_config() -> Iterator[None]:
-    """main() points structlog at the stderr of the moment (capsys's); restore it afterwards."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 @pytest.fixture(autouse=True)

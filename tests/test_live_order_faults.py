@@ -24,7 +24,7 @@ from tests.test_daemon_live import OPEN_JOB, SETTINGS, bought_before, daemon
 
 # The fixtures of those modules: a fake venue with a broker on it, and a fake venue
 # with FRED beside it set up for the daemon.
-fake, broker, sleeps = broker_tests.fake, broker_tests.broker, broker_tests.sleeps
+fake, broker = broker_tests.fake, broker_tests.broker
 venue = daemon_tests.venue
 
 UTC = dt.UTC

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-import structlog
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.engine import make_url
@@ -30,7 +29,7 @@ from bot.store.schema import (
     new_revision,
     upgrade,
 )
-from tests.test_store import backend_url, reset_pg, start, throwaway_pg_database
+from tests.test_store import backend_url, reset_pg, start
 
 SECOND_REVISION = '''
 """Test-only revision: orders get a venue."""
@@ -71,19 +70,6 @@ def schema_differences(db_url: str) -> list:
             return compare_metadata(MigrationContext.configure(conn), Base.metadata)
     finally:
         engine.dispose()
-
-
-@pytest.fixture(autouse=True)
-def _keep_logging_config() -> Iterator[None]:
-    """main() points structlog at the stderr of the moment (capsys's); restore it afterwards."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
-
-
-@pytest.fixture(scope="session")
-def pg_database_url() -> Iterator[str]:
-    yield from throwaway_pg_database()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

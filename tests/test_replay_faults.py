@@ -10,13 +10,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import structlog
 
 from bot.cli import main
 from bot.daemon.jobs import TradingJobs
@@ -24,15 +22,6 @@ from bot.store.tradelog import TradeLog
 from tests.conftest import CONFIG, REPO
 
 FINAL = {"filled", "canceled", "expired", "rejected"}
-
-
-@pytest.fixture(autouse=True)
-def _keep_logging() -> Iterator[None]:
-    """main() configures structlog and a synthetic market binds its label: undo both."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
-    structlog.contextvars.clear_contextvars()
 
 
 def replay_cli(db: Path, span: str) -> int:

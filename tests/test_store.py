@@ -94,11 +94,6 @@ def backend_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     reset_pg(pg_url)
 
 
-@pytest.fixture(scope="session")
-def pg_database_url() -> Iterator[str]:
-    yield from throwaway_pg_database()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     yield from backend_url(request, tmp_path)
