@@ -41,10 +41,13 @@ TABLE_HIDDEN: dict[str, tuple[str, ...]] = {
 
 
 def _day(text: str) -> dt.date:
+    """argparse type for --since/--until: the same strict YYYY-MM-DD rule as every date."""
+    from bot.config import parse_iso_date
+
     try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
+        return parse_iso_date(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}, got {text!r}") from None
 
 
 def _run(text: str) -> int | str:
