@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.store.locate import add_database_arguments, database_url, readable_database, report_dir
+from bot.store.locate import add_database_arguments, database_url, report_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -93,15 +93,14 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         since=args.since, until=args.until, symbol=args.symbol, limit=args.limit or None
     )
     url = database_url(args.config, args.database)
-    with readable_database(url):
-        log = TradeLog.open_readonly(url)
-        try:
-            with log.engine.connect() as conn:
-                run = _chosen_run(conn, args.run, latest=COMMANDS[args.command][2])
-                filters = replace(filters, run=run if isinstance(run, int) else None)
-                frame = _query(conn, args, filters)
-        finally:
-            log.engine.dispose()
+    log = TradeLog.open_readonly(url)
+    try:
+        with log.engine.connect() as conn:
+            run = _chosen_run(conn, args.run, latest=COMMANDS[args.command][2])
+            filters = replace(filters, run=run if isinstance(run, int) else None)
+            frame = _query(conn, args, filters)
+    finally:
+        log.engine.dispose()
     scope = f"run {run}" if isinstance(run, int) else "all runs"
     title = f"{args.command} — {scope} — {mask_url(url)}"
     if args.format == "table":  # the terminal gets the readable columns; exports get all
@@ -142,16 +141,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from bot.store.tradelog import TradeLog
 
     url = database_url(args.config, args.database)
-    with readable_database(url):
-        log = TradeLog.open_readonly(url)
-        try:
-            run_id = args.run
-            if run_id is None:
-                with log.engine.connect() as conn:
-                    run_id = queries.latest_run(conn)
-            stored = build_stored_report(log, run_id, config_path=Path(args.config), database=url)
-        finally:
-            log.engine.dispose()
+    log = TradeLog.open_readonly(url)
+    try:
+        run_id = args.run
+        if run_id is None:
+            with log.engine.connect() as conn:
+                run_id = queries.latest_run(conn)
+        stored = build_stored_report(log, run_id, config_path=Path(args.config), database=url)
+    finally:
+        log.engine.dispose()
     warning = unfinished_warning(run_id, stored.report["meta"]["status"], stored.strategy.equity)
     if warning:  # a new list: stored.notes (printed below the table) shares the old one
         stored.report["meta"]["notes"] = [warning, *stored.report["meta"]["notes"]]

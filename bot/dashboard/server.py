@@ -19,7 +19,6 @@ from bot.dashboard.page import render
 from bot.dashboard.snapshot import MarketCache, collect
 from bot.errors import BotError
 from bot.store.benchmark import load_run_market
-from bot.store.locate import readable_database
 from bot.store.tradelog import TradeLog
 
 log = structlog.get_logger(__name__)
@@ -85,8 +84,7 @@ def make_server(
 ) -> DashboardServer:
     """Open the trade log read-only and bind 127.0.0.1:`port` (0: any free port)."""
     check_port(port)
-    with readable_database(url):
-        tradelog = TradeLog.open_readonly(url)
+    tradelog = TradeLog.open_readonly(url)
     markets = MarketCache(partial(_market, config_path=config_path))
     try:
         return DashboardServer(port, tradelog, run, refresh, markets)

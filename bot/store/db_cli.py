@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bot.store.locate import add_database_arguments, database_url, readable_database
+from bot.store.locate import add_database_arguments, database_url
 
 
 def _cmd_upgrade(args: argparse.Namespace) -> int:
@@ -12,12 +12,11 @@ def _cmd_upgrade(args: argparse.Namespace) -> int:
     from bot.store.schema import upgrade
 
     url = database_url(args.config, args.database)
-    with readable_database(url):
-        engine = writer_engine(url)
-        try:
-            before, after = upgrade(engine)
-        finally:
-            engine.dispose()
+    engine = writer_engine(url)
+    try:
+        before, after = upgrade(engine)
+    finally:
+        engine.dispose()
     if before == after:
         print(f"{mask_url(url)}: already at schema revision {after} (head)")
     else:
@@ -30,13 +29,12 @@ def _cmd_current(args: argparse.Namespace) -> int:
     from bot.store.schema import schema_state
 
     url = database_url(args.config, args.database)
-    with readable_database(url):
-        engine = reader_engine(url)
-        try:
-            with engine.connect() as conn:
-                state = schema_state(conn)
-        finally:
-            engine.dispose()
+    engine = reader_engine(url)
+    try:
+        with engine.connect() as conn:
+            state = schema_state(conn)
+    finally:
+        engine.dispose()
     if state.up_to_date:
         status = "(head)"
     elif state.empty:

@@ -103,6 +103,9 @@ def _reader_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA query_only=ON")
+    # SQLite opens any file without reading it: read the header now, so a file that is
+    # not a database fails the connection check (a clear error) and not the first query.
+    cursor.execute("PRAGMA schema_version")
     cursor.close()
 
 

@@ -7,8 +7,6 @@ Kept light (no pydantic, no SQLAlchemy at import): `bot --help` builds every par
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 DEFAULT_CONFIG = "config/diversified_leverage.toml"
@@ -70,30 +68,6 @@ def database_url(config: str | Path, database: str | None) -> str:
     from bot.config import load_settings, resolve_store_url
 
     return resolve_store_url(load_settings(config), Path(config))
-
-
-@contextmanager
-def readable_database(url: str) -> Iterator[None]:
-    """SQLite opens any file without reading it, so one that is not a database (or is
-    damaged) passes the engine's connection check and fails at the first query. Turn that
-    into a BotError naming the file, like `bot backtest` (whose writer reads it at once)."""
-    import sqlite3
-
-    from sqlalchemy.exc import DatabaseError
-
-    from bot.errors import BotError
-    from bot.store.engines import mask_url
-
-    try:
-        yield
-    except DatabaseError as exc:
-        code = getattr(exc.orig, "sqlite_errorcode", None)
-        if code is None or code & 0xFF not in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
-            raise
-        raise BotError(
-            f"cannot read the trade-log database {mask_url(url)}: {exc.orig}; "
-            "expected a SQLite trade log written by `bot backtest` or `bot run`"
-        ) from None
 
 
 def report_dir(url: str, run_id: int) -> Path:
