@@ -9,14 +9,17 @@ import pytest
 import requests
 
 from bot.types import OrderStatus, Side
+from tests import test_alpaca_broker as broker_tests
 from tests.fakes import FakeServer, Fault, RandomFaults, Request, Response
-from tests.test_alpaca_broker import broker, fake, req  # noqa: F401 - fixtures
+from tests.test_alpaca_broker import req
+
+fake, broker = broker_tests.fake, broker_tests.broker  # the venue and a broker on it
 
 ORDER = {"symbol": "TMF", "qty": "5", "side": "buy", "type": "market", "time_in_force": "day",
          "client_order_id": "held-1"}
 
 
-def test_a_held_answer_waits_until_released_with_the_order_created(fake):  # noqa: F811
+def test_a_held_answer_waits_until_released_with_the_order_created(fake):
     held = Fault.held()
     fake.inject("POST", "/v2/orders", held)
     answers: list[int] = []
@@ -65,7 +68,7 @@ def test_random_faults_are_seeded_and_mixed():
         RandomFaults({"teapot": 1.0})
 
 
-def test_a_market_order_can_be_answered_filled_or_partly_filled(fake, broker):  # noqa: F811
+def test_a_market_order_can_be_answered_filled_or_partly_filled(fake, broker):
     fake.fill_on_submit = 1.0
     filled = broker.submit(req("TMF", Side.BUY, 10, ref=10.0), fake.now)
     assert (filled.status, filled.filled_quantity) == (OrderStatus.FILLED, 10.0)

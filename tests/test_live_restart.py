@@ -14,13 +14,15 @@ from bot.broker.sequenced import QUEUED, SellsFirst
 from bot.daemon.jobs import TradingJobs
 from bot.daemon.once import decide_once
 from bot.store.tradelog import TradeLog
-from bot.types import Order, OrderRequest, OrderStatus, Side
+from bot.types import Fill, Order, OrderRequest, OrderStatus, Side
 from tests import test_daemon_live as daemon_tests
+from tests import test_store as store_tests
 from tests.fakes import Fault
 from tests.test_daemon_live import OPEN_JOB, bought_before, daemon
 from tests.test_live_order_faults import buy_cids, fills_of, later
 
 venue = daemon_tests.venue  # the fake Alpaca + FRED fixture, the bot pointed at them
+url = store_tests.url  # a trade-log URL, once for SQLite and once for PostgreSQL
 
 UTC = dt.UTC
 TUESDAY_CLOSE_JOB = dt.datetime(2024, 11, 26, 21, 20, tzinfo=UTC)  # 16:20 New York
@@ -86,26 +88,33 @@ def test_restart_with_an_open_order_keeps_every_job_working(tmp_path, venue):
     log.close()
 
 
-def test_recorded_orders_keep_a_missing_message_as_none(tmp_path):
-    log = TradeLog.open(f"sqlite:///{tmp_path / 't.sqlite'}")
+def test_recorded_orders_keep_a_missing_message_as_none(url):
+    log = TradeLog.open(url)
     log.start_run(mode="paper", strategy="s", config_hash="h", config={}, code_version="t",
                   data_source="x", synthetic=False, started_at=OPEN_JOB)
     queued = OrderRequest("inst-20241125-rb-UGL-buy", "inst-20241125-rb", "UGL", Side.BUY,
                           2.0, "period", 40.0)
     sent = OrderRequest("inst-20241125-rb-TQQQ-sell", "inst-20241125-rb", "TQQQ", Side.SELL,
-                        1.0, "period", 70.0)
+                        3.0, "period", 70.0)
     log.order(Order(queued, OrderStatus.NEW, OPEN_JOB, None, status_message=QUEUED))
-    log.order(Order(sent, OrderStatus.NEW, OPEN_JOB, "b-1"))
+    log.order(Order(sent, OrderStatus.PARTIALLY_FILLED, OPEN_JOB, "b-1", 2.0, 70.5))
     log.order(Order(sent._replace(client_order_id="other_x-1"), OrderStatus.NEW, OPEN_JOB))
+    for qty, price in ((1.5, 70.0), (0.5, 72.0)):
+        log.fill(Fill(sent.client_order_id, "TQQQ", Side.SELL, qty, price, 0.0, 0.0, OPEN_JOB))
     log.flush()
     # the '_' of the prefix is not a LIKE wildcard: 'inst' must not match 'other_x'
     found = {r.order.request.client_order_id: r for r in log.recorded_orders("inst")}
     assert set(found) == {queued.client_order_id, sent.client_order_id}
     assert found[sent.client_order_id].order.status_message is None
-    assert found[sent.client_order_id].order.average_price is None
     assert found[queued.client_order_id].order.broker_order_id is None
+    assert found[queued.client_order_id].order.average_price is None
     assert found[queued.client_order_id].order.status_message == QUEUED
-    assert found[sent.client_order_id].mode == "paper"
+    assert (found[queued.client_order_id].fills_quantity,
+            found[queued.client_order_id].fills_average) == (0.0, None)
+    rec = found[sent.client_order_id]
+    assert (rec.mode, rec.order.status, rec.order.filled_quantity) == (
+        "paper", OrderStatus.PARTIALLY_FILLED, 2.0)
+    assert (rec.fills_quantity, rec.fills_average) == (2.0, pytest.approx(70.5))
     log.close()
 
 

@@ -36,7 +36,7 @@ IncidentSink = Callable[[dt.datetime, str, str, dict[str, Any] | None], None]
 #: whether buys may be sent at `now` (the market is open); default: always
 MarketOpen = Callable[[dt.datetime], bool]
 #: latest prices of some symbols, aligned with them (NaN where unknown), or None
-LatestPrices = Callable[[tuple[str, ...]], "np.ndarray | None"]
+LatestPrices = Callable[[tuple[str, ...]], np.ndarray | None]
 
 
 class SellsFirst:
