@@ -171,6 +171,25 @@ def test_once_execute_records_fills_made_before_it_exits(tmp_path, venue):
     log.close()
 
 
+def test_a_stopping_daemon_records_the_fills_made_since_its_last_poll(tmp_path, venue):
+    import threading
+
+    from bot.daemon.service import build_schedule, run_live
+
+    bought_before(venue, "TQQQ", 60_000.0)
+    jobs, log, _ = daemon(tmp_path, venue)
+    assert jobs.run("open", jobs.open_job)  # the sell sent, the buys queued
+    sell = venue.orders[0].data["client_order_id"]
+    venue.fill(sell)
+    stop = threading.Event()
+    stop.set()  # SIGTERM before the next poll
+    run_live(build_schedule(jobs), jobs, stop=stop)
+    log = TradeLog.open(f"sqlite:///{tmp_path / 'paper.sqlite'}")
+    assert recorded_filled(log) == {sell: pytest.approx(float(venue.order(sell)["qty"]))}
+    assert buy_cids(venue) == []  # a stopping daemon sends nothing new
+    log.close()
+
+
 def test_restart_records_a_fill_the_trade_log_lacks(tmp_path, venue):
     """An order the log shows filled without its fill row (the fill went to a rejected
     flush's incident, or an older version dropped the submit reply's fill): reconciliation
