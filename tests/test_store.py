@@ -313,13 +313,24 @@ def test_foreign_keys_enforced(tlog: TradeLog) -> None:
 
 
 def test_unique_client_order_id(url: str, tlog: TradeLog) -> None:
+    """An order recorded again (adopted after a restart re-decided its day) is the same
+    order: its new state updates the one row, whether still buffered or written."""
     start(tlog)
     tlog.order(make_order("dup"))
-    with pytest.raises(ValueError, match="orders.client_order_id: 'dup' is already recorded"):
-        tlog.order(make_order("dup"))  # still buffered
+    again = make_order("dup")
+    again.status, again.broker_order_id = OrderStatus.ACCEPTED, "b-dup"
+    tlog.order(again)  # still buffered
     tlog.flush()
-    with pytest.raises(ValueError, match="already recorded"):
-        tlog.order(make_order("dup"))  # already written
+    assert count(tlog, "orders") == 1
+    filled = make_order("dup", quantity=3.0)  # another plan's quantity, the same order
+    filled.status, filled.filled_quantity, filled.average_price = OrderStatus.FILLED, 10.0, 512.5
+    tlog.order(filled)  # already written
+    tlog.flush()
+    [row] = tlog.load_orders().itertuples()
+    assert (row.status, row.broker_order_id, row.quantity, row.filled_quantity) == (
+        "filled", "b-dup", 10.0, 10.0
+    )
+    assert count(tlog, "order_events") == 3
 
     other = TradeLog.open(url)  # another process knows nothing of "dup": still one row
     try:

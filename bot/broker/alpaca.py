@@ -7,6 +7,10 @@ client_order_id; if it exists it is adopted, if it provably does not the submit 
 within the policy's bound, and only then BrokerError is raised. When the lookup fails too,
 the order is returned unconfirmed (status NEW, no broker id) and tracked by its
 client_order_id: polling resolves it. Statuses are mapped in bot.broker.alpaca_orders.
+
+A submit answered with fills (a liquid market order is often filled before the reply)
+reports them at once through take_reports(), so the job that sent the order records them
+before it ends; poll() reports them too if nobody took them.
 """
 
 from __future__ import annotations
@@ -103,6 +107,8 @@ class AlpacaBroker:
         # Kept after an order is final, so one adopted again (a 422 on a re-sent client id)
         # never has its fills reported twice.
         self._reported: dict[str, _Reported] = {}
+        # Updates known without asking the venue (fills in a submit reply), not yet taken.
+        self._known: list[tuple[Order, Fill | None]] = []
         self._account: AccountInfo | None = None
         self._positions: dict[str, float] = {}
 
@@ -194,11 +200,12 @@ class AlpacaBroker:
         except ValidationError as exc:
             return _rejected(request, now, f"local: {validation_summary(exc)}")
         self._requests[request.client_order_id] = request
+        raw: AlpacaOrder | None = None
         try:
-            order = self._submit_with_lookup(request, order_data, now)
+            raw, order = self._submit_with_lookup(request, order_data, now)
         except SubmitUnconfirmedError as exc:
             order = _unconfirmed(request, now, exc)
-        self._follow(order)
+        self._note_answer(order, raw)
         if order.status is OrderStatus.REJECTED:
             return order  # already logged as order_rejected
         log.info(
@@ -212,9 +219,30 @@ class AlpacaBroker:
         )
         return order
 
+    def _note_answer(self, order: Order, raw: AlpacaOrder | None) -> None:
+        """Follow a submitted (or adopted) order; fills its answer already shows are
+        reported now (take_reports), from what this process reported of it before."""
+        cid = order.request.client_order_id
+        reported = self._reported.setdefault(cid, _Reported())
+        fill = self._new_fill(reported, order, raw) if raw is not None else None
+        if fill is not None:
+            self._known.append((order, fill))
+        if order.status.is_final and reported.qty >= order.filled_quantity - 1e-12:
+            self._tracked.pop(cid, None)  # nothing left to report
+            return
+        self._follow(order)
+
+    def take_reports(self) -> list[tuple[Order, Fill | None]]:
+        """Updates known without asking the venue (fills in a submit reply) that nobody
+        has taken yet; each is returned once (here or by poll())."""
+        known, self._known = self._known, []
+        return known
+
     def _submit_with_lookup(
         self, request: OrderRequest, data: MarketOrderRequest, now: dt.datetime
-    ) -> Order:
+    ) -> tuple[AlpacaOrder | None, Order]:
+        """The venue's answer to the order and ours read from it (raw None: rejected
+        locally from the venue's refusal)."""
         cid = request.client_order_id
         problem, retry_after = "", None
         for attempt in range(self.policy.attempts):
@@ -232,7 +260,7 @@ class AlpacaBroker:
                 if existing is not None:
                     return existing
                 if status not in RETRY_STATUSES:
-                    return _rejected(
+                    return None, _rejected(
                         request, now, f"{status} {code if code is not None else '-'}: {message}"
                     )
                 problem, retry_after = f"HTTP {status} {message}", retry_after_seconds(exc.response)
@@ -244,7 +272,7 @@ class AlpacaBroker:
                     return existing
                 continue
             try:
-                return convert_order(raw, request)
+                return raw, convert_order(raw, request)
             except BrokerError as exc:
                 raise SubmitUnconfirmedError(cid, f"accepted but unreadable: {exc}") from exc
         raise BrokerError(
@@ -252,8 +280,11 @@ class AlpacaBroker:
             "the venue confirms it does not exist"
         )
 
-    def _lookup_after_error(self, request: OrderRequest, error: str) -> Order | None:
-        """The order as the venue has it after a failed submit; None if provably absent."""
+    def _lookup_after_error(
+        self, request: OrderRequest, error: str
+    ) -> tuple[AlpacaOrder, Order] | None:
+        """The order as the venue has it after a failed submit (its answer and ours read
+        from it); None if provably absent."""
         cid = request.client_order_id
         try:
             raw = self._client.get_order_by_client_id(cid)
@@ -284,7 +315,7 @@ class AlpacaBroker:
                 venue_symbol=raw.symbol,
                 venue_qty=raw.qty,
             )
-        return order
+        return raw, order
 
     def find_order(self, client_order_id: str) -> Order | None:
         raw = self._find_raw(client_order_id, f"find order {client_order_id}")
@@ -308,12 +339,15 @@ class AlpacaBroker:
             log.warning("closed_orders_truncated", limit=MAX_ORDERS, after=after.isoformat())
         return [convert_order(r, self._requests.get(r.client_order_id)) for r in raws]
 
-    def track(self, order: Order) -> None:
-        """Follow `order` from what the caller already recorded: fills up to its
-        filled_quantity are not reported again."""
+    def track(self, order: Order, fills: tuple[float, float | None] | None = None) -> None:
+        """Follow `order` from what the caller already recorded: `fills` is the quantity
+        and average price of its recorded fills (default: its filled_quantity), which are
+        not reported again; the rest of its filled quantity is, by the next poll. An order
+        that is final with every fill recorded is not followed, only remembered (so a 422
+        adopting it later reports nothing twice)."""
         self._requests[order.request.client_order_id] = order.request
-        avg = order.average_price if order.filled_quantity > 0 else None
-        self._follow(order, _Reported(order.filled_quantity, avg))
+        qty, avg = fills if fills is not None else (order.filled_quantity, order.average_price)
+        self._follow(order, _Reported(qty, avg if qty > 0 else None))
 
     def _follow(self, order: Order, recorded: _Reported | None = None) -> None:
         """Track `order` in poll(), from the larger of what the caller recorded and what
@@ -330,7 +364,7 @@ class AlpacaBroker:
     def poll(self, now: dt.datetime) -> list[tuple[Order, Fill | None]]:
         # Fetch and read everything first: a failure then changes nothing, loses no report.
         fresh = {cid: self._latest(order) for cid, order in self._tracked.items()}
-        events: list[tuple[Order, Fill | None]] = []
+        events = self.take_reports()
         for cid, (raw, latest) in fresh.items():
             order = self._tracked[cid]
             before = (order.status, order.status_message)

@@ -91,14 +91,21 @@ class LiveBroker(Broker, Protocol):
         the daemon was down)."""
         ...
 
-    def track(self, order: Order) -> None:
-        """Follow an order (e.g. one adopted after a restart) in poll()."""
+    def track(self, order: Order, fills: tuple[float, float | None] | None = None) -> None:
+        """Follow an order (e.g. one adopted after a restart) in poll(). `fills`: the
+        quantity and average price of the fills already recorded for it (default: its
+        filled_quantity), so only the rest is reported."""
         ...
 
     def poll(self, now: dt.datetime) -> list[tuple[Order, Fill | None]]:
         """Status changes of tracked orders since the last poll, with a Fill for each
         newly filled quantity (partial fills give several); final orders stop being
-        tracked after they are reported."""
+        tracked after they are reported. Includes what take_reports() had not taken."""
+        ...
+
+    def take_reports(self) -> list[tuple[Order, Fill | None]]:
+        """Updates already known without asking the venue, e.g. fills a submit's answer
+        showed: the job that submitted records them before it ends."""
         ...
 
     def cancel(self, client_order_id: str) -> None: ...

@@ -57,8 +57,12 @@ class ReplayBroker:
     def find_order(self, client_order_id: str) -> Order | None:
         return self._orders.get(client_order_id)
 
-    def track(self, order: Order) -> None:
+    def track(self, order: Order, fills: tuple[float, float | None] | None = None) -> None:
         self._orders[order.request.client_order_id] = order
+
+    def take_reports(self) -> list[tuple[Order, Fill | None]]:
+        """Nothing fills at submit here: fills come from poll() on the fill day."""
+        return []
 
     def poll(self, now: dt.datetime) -> list[tuple[Order, Fill | None]]:
         """Fill what is pending at today's fill price (the session of `now`)."""

@@ -1,11 +1,18 @@
 """Sells first, buys after the sells have filled: at Alpaca an open buy reserves buying
 power, so buys sent beside unfilled sells can be rejected for want of cash. Wraps any
 LiveBroker; queued buys are recorded as orders in status `new` with no broker id, so a
-restart finds and re-queues them."""
+restart finds and re-queues them.
+
+Buys are only sent while the market is open (`market_open`): one sent after the close
+waits at the venue for the next open and fills at that day's prices, which can be well
+above the ones it was cut to the cash on (a cash account then ends overdrawn). Outside
+the session they stay queued and go out at the first poll of the next session, each cut
+to the cash left at the prices of that moment (`prices`)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -18,19 +25,35 @@ from bot.types import Fill, Order, OrderRequest, OrderStatus, Side
 log = structlog.get_logger(__name__)
 
 QUEUED = "queued until the sells of the rebalance have filled"
+QUEUED_CLOSED = "queued until the market opens (and any sells of the rebalance have filled)"
+#: status messages of a buy held in the queue (a restart re-queues these)
+QUEUED_MESSAGES = (QUEUED, QUEUED_CLOSED)
 #: buys are sized to leave this share of the spendable cash unused (prices move after the close)
 CASH_BUFFER = 0.005
 
 #: TradeLog.incident's signature: (at, kind, message, context)
 IncidentSink = Callable[[dt.datetime, str, str, dict[str, Any] | None], None]
+#: whether buys may be sent at `now` (the market is open); default: always
+MarketOpen = Callable[[dt.datetime], bool]
+#: latest prices of some symbols, aligned with them (NaN where unknown), or None
+LatestPrices = Callable[[tuple[str, ...]], np.ndarray | None]
 
 
 class SellsFirst:
-    def __init__(self, inner: LiveBroker, incident: IncidentSink | None = None) -> None:
+    def __init__(
+        self,
+        inner: LiveBroker,
+        incident: IncidentSink | None = None,
+        *,
+        market_open: MarketOpen | None = None,
+        prices: LatestPrices | None = None,
+    ) -> None:
         self.inner = inner
         self._queue: list[Order] = []
         self._sells: list[Order] = []  # sent through here; the inner broker updates them
         self._incident = incident
+        self._market_open = market_open or (lambda _now: True)
+        self._prices = prices
         self._direct_batch: str | None = None  # rebalance whose buys went out at once
         self._direct_budget = 0.0
 
@@ -40,8 +63,13 @@ class SellsFirst:
             order = self.inner.submit(request, now)
             self._sells.append(order)
             return order
-        if self._queue or self._sells_open():
-            order = Order(request, OrderStatus.NEW, now, None, status_message=QUEUED)
+        queued = self._queued(request.client_order_id)
+        if queued is not None:  # the same decision again (after a restart): one order
+            return queued
+        closed = not self._market_open(now)
+        if self._queue or closed or self._sells_open():
+            why = QUEUED_CLOSED if closed else QUEUED
+            order = Order(request, OrderStatus.NEW, now, None, status_message=why)
             self._queue.append(order)
             return order
         # No sell to wait for (a first allocation, say): the buys still go out cut to the
@@ -63,19 +91,34 @@ class SellsFirst:
         known = {o.request.client_order_id for o in self._queue}
         self._queue.extend(o for o in queued if o.request.client_order_id not in known)
 
+    def _queued(self, client_order_id: str) -> Order | None:
+        return next((o for o in self._queue if o.request.client_order_id == client_order_id), None)
+
     def poll(self, now: dt.datetime) -> list[tuple[Order, Fill | None]]:
-        """The inner broker's updates, then the queued buys released once no sell is open.
-        A failed release never drops the updates: their fills are already marked
-        reported, so losing them here would lose them for good."""
+        """The inner broker's updates, then the queued buys released once no sell is open
+        and the market is open. A failed release never drops the updates: their fills
+        are already marked reported, so losing them here would lose them for good."""
         updates = self.inner.poll(now)
         released: list[Order] = []
         try:
-            if self._queue and not self._sells_open():
+            if self._queue and self._market_open(now) and not self._sells_open():
                 self._release(now, released)
         except Exception as exc:  # noqa: BLE001 - the updates above must reach the trade log
             self._release_failed(now, exc)
-        updates.extend((order, None) for order in released)
+        # A released buy answered with fills comes back with them (once, not also bare).
+        known = self.inner.take_reports()
+        with_fills = {order.request.client_order_id for order, _ in known}
+        updates.extend((o, None) for o in released if o.request.client_order_id not in with_fills)
+        updates.extend(known)
         return updates
+
+    def take_reports(self) -> list[tuple[Order, Fill | None]]:
+        return self.inner.take_reports()
+
+    def poll_sent(self, now: dt.datetime) -> list[tuple[Order, Fill | None]]:
+        """The inner broker's updates only: the queue is not released (a stopping bot
+        records what filled and sends nothing new)."""
+        return self.inner.poll(now)
 
     def _sells_open(self) -> bool:
         """A sell is working: one we sent is not final (an unconfirmed one included,
@@ -93,17 +136,35 @@ class SellsFirst:
         # cash(), not buying power: on a margin account that is 2-4x the cash, and the
         # plan was sized on cash() so the bot never buys on margin.
         budget = self.inner.cash() * (1.0 - CASH_BUFFER)
+        prices = self._latest_prices()
         while self._queue:
             order = self._queue[0]
-            placed, spent = self._send_queued(order, budget, now)
+            price = prices.get(order.request.symbol, order.request.reference_price)
+            placed, spent = self._send_queued(order, budget, now, price)
             self._queue.pop(0)
             budget -= spent
             released.append(placed)
 
-    def _send_queued(self, order: Order, budget: float, now: dt.datetime) -> tuple[Order, float]:
-        """One queued buy cut to `budget`: the order as placed and the money it commits."""
+    def _latest_prices(self) -> dict[str, float]:
+        """Prices of the queued symbols now (the buys may have waited since yesterday's
+        close); the ones unknown are left out and the decision's price is used."""
+        if self._prices is None:
+            return {}
+        symbols = tuple(dict.fromkeys(o.request.symbol for o in self._queue))
+        latest = self._prices(symbols)
+        if latest is None:
+            return {}
+        return {s: float(p) for s, p in zip(symbols, latest, strict=True)
+                if math.isfinite(p) and p > 0}
+
+    def _send_queued(
+        self, order: Order, budget: float, now: dt.datetime, price: float | None = None
+    ) -> tuple[Order, float]:
+        """One queued buy cut to `budget` at `price` (default: the decision's reference
+        price): the order as placed and the money it commits."""
         req = order.request
-        quantity = min(req.quantity, max(budget, 0.0) / req.reference_price)
+        price = price or req.reference_price
+        quantity = min(req.quantity, max(budget, 0.0) / price)
         if quantity <= 0:
             order.status = OrderStatus.REJECTED
             order.status_message = "no cash left after the sells"
@@ -113,9 +174,13 @@ class SellsFirst:
                         planned=req.quantity, sent=quantity)
             req = req._replace(quantity=quantity)
         placed = self.inner.submit(req, now)
-        if placed.status_message is None and order.status_message == QUEUED:
-            placed.status_message = "sent after the sells filled"  # replaces QUEUED in the log
-        return placed, quantity * req.reference_price
+        if placed.status_message is None and order.status_message in QUEUED_MESSAGES:
+            # replaces the queue's message in the log
+            placed.status_message = (
+                "sent after the sells filled" if order.status_message == QUEUED
+                else "sent once the market opened"
+            )
+        return placed, quantity * price
 
     def _release_failed(self, now: dt.datetime, exc: Exception) -> None:
         """Log (and record as an incident) a release that failed; the buys still queued
@@ -161,8 +226,8 @@ class SellsFirst:
     def account(self) -> AccountInfo:
         return self.inner.account()
 
-    def track(self, order: Order) -> None:
-        self.inner.track(order)
+    def track(self, order: Order, fills: tuple[float, float | None] | None = None) -> None:
+        self.inner.track(order, fills)
 
     def clock(self) -> MarketClock:
         return self.inner.clock()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import structlog
 
 from bot.broker.base import LiveBroker
+from bot.broker.sequenced import SellsFirst
 from bot.clock import Clock
 from bot.config import Settings
 from bot.daemon.feeds import MarketFeed, index_of_day
@@ -95,6 +96,22 @@ class TradingJobs:
             record_execution(self.ctx.tradelog, order, fill)
         return len(updates)
 
+    def final_poll(self) -> None:
+        """Before the process ends: record the fills and status changes of the orders
+        sent, without releasing queued buys (a stopping bot sends nothing new)."""
+        broker = self.ctx.broker
+        now = self.ctx.clock.now()
+        updates = broker.poll_sent(now) if isinstance(broker, SellsFirst) else broker.poll(now)
+        for order, fill in updates:
+            record_execution(self.ctx.tradelog, order, fill)
+
+    def record_reports(self) -> None:
+        """Record what the broker learned without a poll (fills in the answers to this
+        job's submits): the job that sent an order records its fills before it ends,
+        even if the process stops before the next poll."""
+        for order, fill in self.ctx.broker.take_reports():
+            record_execution(self.ctx.tradelog, order, fill)
+
     # ------------------------------------------------------------------ jobs
     def regime_job(self) -> None:
         """Before the first session of a week: decide its regime from data published
@@ -130,6 +147,7 @@ class TradingJobs:
         t = index_of_day(market, decided_on, "market data")
         engine = self.engine(market)
         outcome = engine.step(t, ctx.clock.now(), ctx.feed.sizing_prices(ctx.settings.symbols))
+        self.record_reports()
         self.save(engine)
         log.info(
             "decision",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import structlog
@@ -20,6 +21,10 @@ from bot.secrets import load_credentials, load_endpoints
 from bot.store.tradelog import TradeLog
 
 log = structlog.get_logger(__name__)
+
+#: no buy is sent this close to the close: it could reach the venue after it and fill at
+#: the next open's prices
+BUY_CUTOFF = dt.timedelta(minutes=5)
 
 
 def instance_name(settings: Settings) -> str:
@@ -40,8 +45,21 @@ def build_live(
     endpoints = load_endpoints(live=live)
     credentials = load_credentials()
     alpaca = AlpacaBroker.connect(credentials, base_url=endpoints.trading_url, paper=endpoints.paper)
-    broker = SellsFirst(alpaca, incident=tradelog.incident)
     clock = clock or WallClock()
+    calendar = SessionCalendar(alpaca.calendar)
+    data = AlpacaMarketData.connect(credentials, base_url=endpoints.data_url)
+    feed = AlpacaFeed(
+        data, tradelog, settings.symbols, endpoints.fred_url, clock,
+        lookback_days=build_model(settings).history_calendar_days,
+    )
+    # Buys go out only in a session (never into the next open's prices), not in its last
+    # minutes, and sized on the prices of the moment they are released.
+    broker = SellsFirst(
+        alpaca,
+        incident=tradelog.incident,
+        market_open=lambda now: calendar.in_session(now, before_close=BUY_CUTOFF),
+        prices=feed.sizing_prices,
+    )
     mode = "paper" if endpoints.paper else "live"
     account = broker.account()
     log.info(
@@ -54,18 +72,14 @@ def build_live(
         run=run_id,
     )
     broker.refresh()
-    data = AlpacaMarketData.connect(credentials, base_url=endpoints.data_url)
     instance = instance_name(settings)
     ctx = DaemonContext(
         settings=settings,
-        feed=AlpacaFeed(
-            data, tradelog, settings.symbols, endpoints.fred_url, clock,
-            lookback_days=build_model(settings).history_calendar_days,
-        ),
+        feed=feed,
         broker=broker,
         tradelog=tradelog,
         clock=clock,
-        calendar=SessionCalendar(broker.calendar),
+        calendar=calendar,
         instance=instance,
         mode=mode,
         order_prefix=instance,

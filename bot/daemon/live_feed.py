@@ -67,23 +67,22 @@ class AlpacaFeed:
         invented values; the regime rule flags stale inputs and keeps its regime)."""
         out = {}
         for name in self.macro_names:
-            self._refresh(name)
-            dates, values = self.tradelog.load_macro(name)
+            dates, values = self._refresh(name)
             if dates:
                 out[name] = MacroSeries(
                     name, np.array(dates, dtype="datetime64[D]"), np.array(values, dtype=float)
                 )
         return out
 
-    def _refresh(self, name: str) -> None:
-        """Download one series and store it; on failure log and keep the stored copy."""
+    def _refresh(self, name: str) -> tuple[list[dt.date], list[float]]:
+        """Download one series and store what is new or revised; returns the stored
+        series. On failure log and return the stored copy."""
         try:
             series = fetch_series(name, base_url=self.fred_url)
         except BotError as exc:
             log.warning(
                 "FRED download failed; using the stored series", series=name, error=str(exc)
             )
-            return
+            return self.tradelog.load_macro(name)
         days = series.dates.astype("datetime64[D]").astype(object).tolist()
-        self.tradelog.save_macro(name, days, series.values.tolist(), self.clock.now())
-        self.tradelog.flush()
+        return self.tradelog.save_macro(name, days, series.values.tolist(), self.clock.now())

@@ -13,7 +13,7 @@ from bot.backtest import scratch_tradelog
 from bot.broker.base import LiveBroker
 from bot.daemon.jobs import TradingJobs
 from bot.engine import StepOutcome
-from bot.types import Order, OrderRequest, OrderStatus
+from bot.types import Fill, Order, OrderRequest, OrderStatus
 
 
 class DryRunBroker:
@@ -37,6 +37,9 @@ class DryRunBroker:
     def submit(self, request: OrderRequest, now: dt.datetime) -> Order:
         return Order(request, OrderStatus.NEW, now, None, status_message="dry run: not sent")
 
+    def take_reports(self) -> list[tuple[Order, Fill | None]]:
+        return []  # nothing is sent, so nothing fills
+
 
 def decision_day(jobs: TradingJobs, now: dt.datetime) -> dt.date:
     """The latest close that has happened: today's after the close, else the previous."""
@@ -53,7 +56,11 @@ def decide_once(jobs: TradingJobs, *, execute: bool) -> StepOutcome:
     day = decision_day(jobs, now)
     if execute:
         jobs.poll()
-        return jobs.decide(day)
+        outcome = jobs.decide(day)
+        # Orders sent at a liquid open fill within moments: record what filled before this
+        # process ends (a failure here is an incident; the daemon's next start records it).
+        jobs.run("final poll", jobs.final_poll)
+        return outcome
     scratch = scratch_tradelog("once")
     saved = ctx.tradelog.load_state(ctx.instance, ctx.mode)
     if saved:

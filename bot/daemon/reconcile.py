@@ -1,50 +1,31 @@
 """Start-up reconciliation: the trade log is the source of truth for what we intended,
 the broker for what happened. Every open order in the log is matched to the broker by
 client_order_id; orders the broker has that the log missed are adopted; orders that
-vanished are closed; position differences are recorded. Nothing is sent here."""
+vanished are closed; each order's filled quantity is compared with the fills recorded for
+it, and what is missing is recorded (an order answered filled whose fill never reached the
+log); position differences are recorded. Nothing is sent here: queued buys are restored,
+not released."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import math
 
 import numpy as np
-import pandas as pd
 import structlog
 
-from bot.broker.base import LiveBroker
-from bot.broker.sequenced import QUEUED, SellsFirst
+from bot.broker.base import BrokerError, LiveBroker
+from bot.broker.sequenced import QUEUED_MESSAGES, SellsFirst
 from bot.engine import record_execution
-from bot.store.tradelog import TradeLog
-from bot.types import Order, OrderRequest, OrderStatus, Side
+from bot.store.tradelog import RecordedOrder, TradeLog
+from bot.types import Order, OrderStatus, Side
 
 log = structlog.get_logger(__name__)
 
-_FINAL = {s.value for s in OrderStatus if s.is_final}
 #: how far back a restart looks for orders that closed at the venue while it was down
 CLOSED_LOOKBACK = dt.timedelta(days=14)
-
-
-def order_from_row(row: pd.Series) -> Order:
-    """An Order as the trade log last recorded it."""
-
-    def num(value) -> float | None:
-        return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
-
-    request = OrderRequest(
-        row["client_order_id"], row["rebalance_id"], row["symbol"], Side(row["side"]),
-        float(row["quantity"]), row["reason"], float(row["reference_price"]),
-    )
-    broker_id = row.get("broker_order_id")
-    return Order(
-        request,
-        OrderStatus(row["status"]),
-        pd.Timestamp(row["submitted_at"]).to_pydatetime(),
-        None if broker_id is None or (isinstance(broker_id, float) and math.isnan(broker_id)) else str(broker_id),
-        num(row.get("filled_quantity")) or 0.0,
-        num(row.get("average_price")),
-        row.get("status_message"),
-    )
+#: quantities closer than this are equal (Alpaca quotes 9 decimals)
+QTY_TOLERANCE = 1e-9
 
 
 def reconcile(
@@ -61,27 +42,32 @@ def reconcile(
     whose state belongs to the other mode refuses to start (BotError)."""
     tradelog.load_state(prefix, mode)  # raises BotError naming the instance and both modes
     venue = _venue(broker)
-    orders = _orders_of(tradelog, prefix)
-    mine = orders[orders["run_id"].isin(_run_ids(tradelog, mode))] if len(orders) else orders
-    open_rows = mine[~mine["status"].isin(_FINAL)] if len(mine) else mine
+    recorded = tradelog.recorded_orders(prefix)
+    mine = [r for r in recorded if r.mode == mode]
     differences: list[str] = []
     requeue: list[Order] = []
 
-    for _, row in open_rows.iterrows():
-        recorded = order_from_row(row)
-        found = venue.find_order(recorded.request.client_order_id)
-        if found is None and _is_queued_buy(recorded) and isinstance(broker, SellsFirst):
-            requeue.append(recorded)
+    for rec in mine:
+        if rec.order.status.is_final:
+            continue
+        found = venue.find_order(rec.order.request.client_order_id)
+        if found is None and _is_queued_buy(rec.order) and isinstance(broker, SellsFirst):
+            requeue.append(rec.order)
         else:
-            differences.extend(_match(tradelog, venue, recorded, found, row["status"]))
+            differences.extend(_match(tradelog, venue, rec, found))
 
-    known = set(orders["client_order_id"]) if len(orders) else set()
-    differences.extend(_adopt_missing(tradelog, venue, prefix, known, now))
+    at_venue = venue.open_orders() + venue.closed_orders(now - CLOSED_LOOKBACK)
+    differences.extend(
+        _compare_fills(tradelog, venue, [r for r in mine if r.order.status.is_final], at_venue)
+    )
+    known = {r.order.request.client_order_id for r in recorded}
+    differences.extend(_adopt_missing(tradelog, venue, prefix, known, at_venue))
 
     if requeue and isinstance(broker, SellsFirst):
         broker.restore(requeue)
         log.info("queued buys restored", count=len(requeue))
 
+    differences.extend(_catch_up(tradelog, venue, now))
     differences.extend(_position_differences(tradelog, broker, symbols, mode))
     for text in differences:
         tradelog.incident(now, "reconcile", text, {"prefix": prefix})
@@ -95,56 +81,109 @@ def _venue(broker: LiveBroker | SellsFirst) -> LiveBroker:
     return broker.inner if isinstance(broker, SellsFirst) else broker
 
 
-def _orders_of(tradelog: TradeLog, prefix: str) -> pd.DataFrame:
-    """Every logged order of this instance, whatever the run's mode."""
-    orders = tradelog.load_orders()
-    return orders[orders["client_order_id"].str.startswith(f"{prefix}-")] if len(orders) else orders
-
-
-def _run_ids(tradelog: TradeLog, mode: str) -> set[int]:
-    """Ids of the runs in `mode`: a live daemon never acts on a paper run's orders."""
-    runs = tradelog.runs()
-    return set(runs.loc[runs["mode"] == mode, "id"].astype(int)) if len(runs) else set()
-
-
 def _is_queued_buy(order: Order) -> bool:
     """A buy the sells-first queue held when the daemon stopped (never sent)."""
     return (
         order.status is OrderStatus.NEW
         and order.broker_order_id is None
         and order.request.side is Side.BUY
-        and order.status_message == QUEUED
+        and order.status_message in QUEUED_MESSAGES
     )
 
 
+def _fills_of(rec: RecordedOrder) -> tuple[float, float | None]:
+    return rec.fills_quantity, rec.fills_average
+
+
 def _match(
-    tradelog: TradeLog, venue: LiveBroker, recorded: Order, found: Order | None, logged: str
+    tradelog: TradeLog, venue: LiveBroker, rec: RecordedOrder, found: Order | None
 ) -> list[str]:
-    """An order open in the log against the venue's view of it (`found`): tracked, or
-    closed if it vanished."""
+    """An order open in the log against the venue's view of it (`found`): tracked from
+    its recorded fills, or closed if it vanished."""
+    recorded = rec.order
     cid = recorded.request.client_order_id
+    logged = recorded.status.value
     if found is None:
         recorded.status = OrderStatus.CANCELED
         recorded.status_message = "vanished: the broker does not know this order after a restart"
         record_execution(tradelog, recorded, None)
         return [f"order {cid} was {logged} in the log but is unknown to the broker"]
-    # Track from what the log knows, so fills made while we were down are reported
-    # (and recorded) by the next poll as the difference.
+    if recorded.broker_order_id is None:
+        # Sent (a queued buy released, a submit in doubt) but the log never heard back:
+        # store the venue's id now, so the log stops calling it queued or unconfirmed.
+        recorded.broker_order_id = found.broker_order_id
+        recorded.status_message = "sent before a restart; found at the broker by its client_order_id"
+        record_execution(tradelog, recorded, None)
+    # Tracked from the fills the log holds (not from its filled_quantity), so fills made
+    # while we were down, or lost before they were stored, are recorded as the difference.
     recorded.broker_order_id = found.broker_order_id
-    venue.track(recorded)
+    venue.track(recorded, _fills_of(rec))
+    out = []
     if found.status.value != logged:
-        return [f"order {cid}: log says {logged}, broker says {found.status.value}"]
-    return []
+        out.append(f"order {cid}: log says {logged}, broker says {found.status.value}")
+    if recorded.filled_quantity > rec.fills_quantity + QTY_TOLERANCE:
+        out.append(_missing_fill_text(cid, recorded.filled_quantity, rec.fills_quantity))
+    return out
+
+
+def _compare_fills(
+    tradelog: TradeLog, venue: LiveBroker, final: list[RecordedOrder], at_venue: list[Order]
+) -> list[str]:
+    """Orders final in the log: the venue's filled quantity against the fills recorded.
+    A shortfall is followed from the recorded fills, so the catch-up poll records the
+    missing fill with the venue's price and time; the others are only remembered, so a
+    re-sent client_order_id adopted later (422) reports none of their fills twice. One
+    the log closed but the venue still works is recorded as open and followed again."""
+    by_cid = {o.request.client_order_id: o for o in at_venue}
+    out = []
+    for rec in final:
+        cid = rec.order.request.client_order_id
+        there = by_cid.get(cid)
+        if there is None and rec.order.filled_quantity > rec.fills_quantity + QTY_TOLERANCE:
+            there = venue.find_order(cid)  # older than the look-back: ask for this one
+        if there is None:
+            venue.track(rec.order, _fills_of(rec))  # remembered only: final, nothing to add
+            continue
+        filled = there.filled_quantity
+        # the log's request (reason, reference price) with the venue's state
+        current = dataclasses.replace(
+            there, request=rec.order.request, status_message=rec.order.status_message
+        )
+        if not there.status.is_final:
+            out.append(
+                f"order {cid}: log says {rec.order.status.value}, broker says "
+                f"{there.status.value}: followed again"
+            )
+            current.filled_quantity, current.average_price = _fills_of(rec)
+            record_execution(tradelog, current, None)  # open again in the log
+            venue.track(current, _fills_of(rec))
+        elif filled > rec.fills_quantity + QTY_TOLERANCE:
+            out.append(_missing_fill_text(cid, filled, rec.fills_quantity))
+            venue.track(current, _fills_of(rec))
+        elif rec.fills_quantity > filled + QTY_TOLERANCE:
+            out.append(
+                f"order {cid}: fills recorded for {rec.fills_quantity:g}, more than the "
+                f"{filled:g} the broker filled"
+            )
+        else:
+            venue.track(rec.order, _fills_of(rec))
+    return out
+
+
+def _missing_fill_text(cid: str, filled: float, recorded: float) -> str:
+    return (
+        f"order {cid}: filled {filled:g} but fills recorded for {recorded:g}; "
+        "the missing fill is recorded from the broker's order"
+    )
 
 
 def _adopt_missing(
-    tradelog: TradeLog, venue: LiveBroker, prefix: str, known: set[str], now: dt.datetime
+    tradelog: TradeLog, venue: LiveBroker, prefix: str, known: set[str], at_venue: list[Order]
 ) -> list[str]:
     """Record the venue's orders of this instance that the log lacks (sent just before a
     crash), open ones and those closed while the daemon was down."""
-    found = venue.open_orders() + venue.closed_orders(now - CLOSED_LOOKBACK)
     out = []
-    for order in found:
+    for order in at_venue:
         cid = order.request.client_order_id
         if not cid.startswith(f"{prefix}-") or cid in known:
             continue
@@ -155,8 +194,8 @@ def _adopt_missing(
 
 
 def _adopt(tradelog: TradeLog, venue: LiveBroker, order: Order) -> None:
-    """Log `order` as sent with nothing filled and track it from zero, so the next poll
-    records every fill it had (with its time and price) as for any other order."""
+    """Log `order` as sent with nothing filled and track it from zero, so the catch-up
+    poll records every fill it had (with its time and price) as for any other order."""
     if order.filled_quantity <= 0:
         tradelog.order(order)
         venue.track(order)
@@ -167,6 +206,20 @@ def _adopt(tradelog: TradeLog, venue: LiveBroker, order: Order) -> None:
     )
     tradelog.order(blank)
     venue.track(blank)
+
+
+def _catch_up(tradelog: TradeLog, venue: LiveBroker, now: dt.datetime) -> list[str]:
+    """Record what the venue reports for the orders followed now (fills made while the
+    daemon was down, fills the log lacked) before any job runs. Orders still open stay
+    followed; if the venue cannot answer, the first poll records it all instead."""
+    try:
+        updates = venue.poll(now)
+    except BrokerError as exc:
+        log.warning("order updates not read at start; the next poll reads them", error=str(exc))
+        return [f"order updates not read at start ({exc}); the next poll records them"]
+    for order, fill in updates:
+        record_execution(tradelog, order, fill)
+    return []
 
 
 def _position_differences(

@@ -158,6 +158,8 @@ def run_live(schedule: Schedule, jobs: TradingJobs, stop: threading.Event | None
         finally:
             log.info("stopping: waiting for the running job to finish")
             scheduler.shutdown(wait=True)
+            # Fills made since the last poll are recorded before the process ends.
+            jobs.run("final poll", jobs.final_poll)
             jobs.ctx.tradelog.close()
             log.info("stopped")
 

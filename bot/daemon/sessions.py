@@ -61,6 +61,11 @@ class SessionCalendar:
                 return s
         return None
 
+    def in_session(self, now: dt.datetime, before_close: dt.timedelta = dt.timedelta(0)) -> bool:
+        """`now` is inside a regular session, and at least `before_close` from its end."""
+        session = self.session_on(now.astimezone(dt.UTC).date())
+        return session is not None and session.open <= now < session.close - before_close
+
     def previous_session(self, day: dt.date) -> TradingSession:
         """The last session strictly before `day`."""
         sessions = [s for s in self.between(day - dt.timedelta(days=14), day) if s.day < day]

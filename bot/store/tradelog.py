@@ -16,6 +16,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from bot.types import (
     EquityPoint,
     Fill,
     Order,
+    OrderRequest,
     OrderStatus,
     RegimeDecision,
     RiskEvent,
@@ -90,6 +92,18 @@ def _signals_deferred() -> Iterator[None]:
                 signal.signal(sig, handler)
         for sig in caught:
             signal.raise_signal(sig)
+
+
+@dataclass(frozen=True)
+class RecordedOrder:
+    """An order as the trade log has it (read without pandas, so a NULL stays None), with
+    what its recorded fills add up to: reconciliation compares both with the venue."""
+
+    run_id: int
+    mode: str  # the mode of the run that sent it
+    order: Order
+    fills_quantity: float  # sum of its fills' quantities
+    fills_average: float | None  # their quantity-weighted price; None without fills
 
 
 def _first_line(error: Exception) -> str:
@@ -259,16 +273,28 @@ class TradeLog:
         )
 
     def order(self, o: Order, *, notional: float | Decimal | None = None) -> None:
-        """Record a new order and its first status event; a repeated client_order_id is refused.
+        """Record a new order and its first status event.
+
+        A client_order_id recorded before (by this process or an earlier one) is the same
+        order, adopted again: a decision re-run after a restart meets its own order at the
+        venue (422, looked up, returned as it is there). Its new state is recorded as a
+        status change of the one row, never a second row and never an error.
 
         `notional` is the dollar amount of an order sent by value; its quantity is then the
         estimate at the reference price."""
         run_id = self._require_run()
         req = o.request
         cid = req.client_order_id
-        if cid in self._orders or cid in self._order_ids:
-            raise ValueError(f"orders.client_order_id: {cid!r} is already recorded")
         _check_aware(o.submitted_at, "orders.submitted_at")
+        if cid in self._orders or cid in self._order_ids:
+            log.warning("tradelog.order_recorded_again", client_order_id=cid,
+                        status=_status_text(o.status))
+            self.order_status(
+                cid, o.status, o.submitted_at, message=o.status_message,
+                filled_quantity=o.filled_quantity, average_price=o.average_price,
+                broker_order_id=o.broker_order_id,
+            )
+            return
         status = _status_text(o.status)
         self._orders[cid] = {
             "run_id": run_id,
@@ -432,24 +458,30 @@ class TradeLog:
         dates: Sequence[dt.date],
         values: Sequence[float],
         fetched_at: dt.datetime,
-    ) -> None:
+    ) -> tuple[list[dt.date], list[float]]:
         """Cache macro observations now (not buffered): new days are inserted, days whose
-        value changed (revisions) are updated, unchanged ones are left as they were."""
+        value changed (revisions) are updated, unchanged ones are not written at all (the
+        daemon hands over the whole downloaded history on every job). Returns the series
+        as stored now, oldest first: what load_macro() would read back."""
         if len(dates) != len(values):
             raise ValueError(f"save_macro({series!r}): {len(dates)} dates but {len(values)} values")
         _check_aware(fetched_at, "macro_observations.fetched_at")
+        stored = dict(zip(*self.load_macro(series), strict=True))
         rows = []
         for day, value in zip(dates, values, strict=True):
             number = float(value)
             if not math.isfinite(number):
                 raise ValueError(f"macro_observations {series} {day}: value {value!r} is not finite")
-            rows.append(
-                {"series": series, "day": pd.Timestamp(day).date(), "value": number,
-                 "fetched_at": fetched_at}
-            )
+            key = day if type(day) is dt.date else pd.Timestamp(day).date()
+            if stored.get(key) == number:
+                continue
+            rows.append({"series": series, "day": key, "value": number, "fetched_at": fetched_at})
         if rows:
             with self.engine.begin() as conn:
                 upsert(conn, MACRO, rows, ("series", "day"), only_if_changed=("value",))
+            stored.update((row["day"], row["value"]) for row in rows)
+        days = sorted(stored)
+        return days, [stored[day] for day in days]
 
     def load_macro(self, series: str) -> tuple[list[dt.date], list[float]]:
         """Cached observations of `series`, oldest first."""
@@ -747,6 +779,45 @@ class TradeLog:
             stmt = stmt.where(t.c.status == OrderStatus(status).value)
         money = ("quantity", "notional", "reference_price", "filled_quantity", "average_price")
         return self._frame(stmt, floats=money, times=("submitted_at", "updated_at"))
+
+    def recorded_orders(self, prefix: str) -> list[RecordedOrder]:
+        """Every order whose client_order_id starts with `prefix` + "-" (one strategy
+        instance's), oldest first, as domain objects with their fills' totals.
+
+        Read with SQLAlchemy, not through a DataFrame: pandas turns a NULL text column
+        into NaN (a float), and a NaN status_message or broker id in an Order wedged every
+        job after a restart."""
+        o, f, r = ORDERS, FILLS, RUNS
+        mine = o.c.client_order_id.startswith(f"{prefix}-", autoescape=True)
+        orders = sa.select(o, r.c.mode).join(r, r.c.id == o.c.run_id).where(mine)
+        fills = sa.select(f.c.order_id, f.c.quantity, f.c.price).join(
+            o, o.c.id == f.c.order_id
+        ).where(mine)
+        with self.engine.connect() as conn:
+            rows = conn.execute(orders.order_by(o.c.submitted_at, o.c.id)).all()
+            totals: dict[int, list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
+            for order_id, quantity, price in conn.execute(fills):
+                totals[order_id][0] += quantity
+                totals[order_id][1] += quantity * price
+        out = []
+        for row in rows:
+            quantity, value = totals.get(row.id, (Decimal(0), Decimal(0)))
+            request = OrderRequest(
+                row.client_order_id, row.rebalance_id, row.symbol, Side(row.side),
+                float(row.quantity), row.reason, float(row.reference_price),
+            )
+            order = Order(
+                request,
+                OrderStatus(row.status),
+                row.submitted_at,
+                row.broker_order_id,
+                float(row.filled_quantity),
+                None if row.average_price is None else float(row.average_price),
+                row.status_message,
+            )
+            average = float(value / quantity) if quantity > 0 else None
+            out.append(RecordedOrder(int(row.run_id), row.mode, order, float(quantity), average))
+        return out
 
     def load_regimes(self, run_id: int) -> pd.DataFrame:
         t = REGIMES

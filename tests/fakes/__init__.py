@@ -3,11 +3,14 @@
 `FakeServer` routes requests to handler methods by method and path template, records every
 request, and applies a scripted queue of faults per route, so a test can say "the next POST
 /v2/orders answers 500 after creating the order" and drive the real client against it.
+When no scripted fault is queued, `fault_policy` (if set) may pick one for any request:
+`RandomFaults` draws 429s, 500s, lost and slow answers at seeded random, for soaks.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import re
 import threading
 from collections import defaultdict, deque
@@ -42,13 +45,21 @@ class Fault:
     process=False: the request is not handled (nothing changes at the venue) and
     `response` is sent. process=True: the request is handled (e.g. the order is created),
     then `response` replaces the real answer (None keeps it). `delay` holds the answer
-    back (longer than the client's timeout makes the client time out).
+    back (longer than the client's timeout makes the client time out); `gate` holds it
+    until released (`release()`), e.g. while a test kills the client waiting for it.
     """
 
     response: Response | None = None
     process: bool = False
     delay: float = 0.0
     before: Callable[[], None] | None = None  # runs first, e.g. to make a race happen
+    gate: threading.Event | None = None  # the answer waits for it (see held())
+    answered: threading.Event = field(default_factory=threading.Event)  # request handled
+
+    def release(self) -> None:
+        """Let a held answer go (see held())."""
+        if self.gate is not None:
+            self.gate.set()
 
     @classmethod
     def error(
@@ -91,6 +102,63 @@ class Fault:
         """Handle this request normally (to fault a later one in the queue)."""
         return cls(None, process=True)
 
+    @classmethod
+    def held(cls, *, process: bool = True) -> Fault:
+        """Handle the request (process=True: the order exists at the venue), then hold the
+        answer until `release()`: the client waits as for a reply lost in the network.
+        `answered` is set once the request has been handled, so a test can kill the
+        client exactly while it waits."""
+        return cls(None, process=process, gate=threading.Event())
+
+
+#: kinds RandomFaults can draw, and what each does at the venue
+FAULT_KINDS = ("429", "500", "lost", "slow")
+
+
+@dataclass
+class RandomFaults:
+    """A `fault_policy` drawing one fault per request at seeded random.
+
+    `rates` maps a kind to its probability per request: "429" (rate limited, with a
+    Retry-After, nothing handled), "500" (server error, nothing handled), "lost" (handled,
+    e.g. the order is created, but the answer is a 504: lost on the way back), "slow"
+    (handled, answered after `slow_seconds`; beyond the client's timeout it is lost too).
+    `routes` limits the draw to some (method, route template) pairs; `drawn` records
+    (method, path, kind) of every fault drawn, for a soak's report."""
+
+    rates: dict[str, float]
+    seed: int = 0
+    slow_seconds: float = 0.5
+    retry_after: float = 0.0
+    routes: set[tuple[str, str]] | None = None
+    drawn: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.rates) - set(FAULT_KINDS)
+        if unknown:
+            raise ValueError(f"RandomFaults: unknown kinds {sorted(unknown)}; use {FAULT_KINDS}")
+        self._rng = random.Random(self.seed)
+
+    def __call__(self, request: Request) -> Fault | None:
+        if self.routes is not None and (request.method, request.route) not in self.routes:
+            return None
+        draw, edge = self._rng.random(), 0.0
+        for kind in FAULT_KINDS:
+            edge += self.rates.get(kind, 0.0)
+            if draw < edge:
+                self.drawn.append((request.method, request.path, kind))
+                return self._fault(kind)
+        return None
+
+    def _fault(self, kind: str) -> Fault:
+        if kind == "429":
+            return Fault.error(429, message="too many requests", retry_after=self.retry_after)
+        if kind == "500":
+            return Fault.error(500, message="internal server error")
+        if kind == "lost":
+            return Fault(Response(504, {"message": "gateway timeout"}), process=True)
+        return Fault.slow(self.slow_seconds, process=True)
+
 
 @dataclass(frozen=True)
 class Request:
@@ -113,6 +181,8 @@ class FakeServer:
         self.requests: list[Request] = []
         self._routes: list[tuple[str, str, re.Pattern[str], Handler]] = []
         self._faults: dict[tuple[str, str], deque[Fault]] = defaultdict(deque)
+        # Asked for a fault when none is queued for a request (e.g. RandomFaults).
+        self.fault_policy: Callable[[Request], Fault | None] | None = None
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -205,9 +275,16 @@ class FakeServer:
             self.requests.append(request)
             queue = self._faults.get((http.command, route))
             fault = queue.popleft() if queue else None
+            if fault is None and self.fault_policy is not None and route:
+                fault = self.fault_policy(request)
         response = self._answer(request, handler, params, fault)
-        if fault is not None and fault.delay:
-            self._stopping.wait(fault.delay)
+        if fault is not None:
+            fault.answered.set()
+            if fault.delay:
+                self._stopping.wait(fault.delay)
+            if fault.gate is not None:
+                while not (fault.gate.is_set() or self._stopping.is_set()):
+                    fault.gate.wait(0.05)
         self._write(http, response)
 
     def _answer(

@@ -11,6 +11,9 @@ Test control:
                                 close of their session
     fake.sessions = [...]       the calendar (FakeSession); a missing weekday is a holiday
     fake.fill(ref, qty, price)  fill part (qty) or the rest (qty=None) of a routed order
+    fake.fill_on_submit = f     a market order POSTed during a session is answered with the
+                                share f of it already filled (1.0: status 'filled', as
+                                Alpaca often answers a liquid market order; 0.4: partially)
     fake.set_status(ref, s)     force any Alpaca status ('rejected', 'canceled', ...)
     fake.inject(method, route, Fault...)   scripted faults (see tests.fakes.Fault)
     fake.prices, fake.hold(sym, qty, avg), fake.cash   the venue's market and account
@@ -154,6 +157,7 @@ class FakeAlpaca(FakeServer):
         self.latest_trades: dict[str, float] = {}
         self.latest_bars: dict[str, float] = {}
         self.sip_allowed = False
+        self.fill_on_submit = 0.0  # share of a POSTed order filled before the answer
         self._routes_setup()
 
     def _routes_setup(self) -> None:
@@ -436,7 +440,11 @@ class FakeAlpaca(FakeServer):
             starts=routed_session.open_utc if routed_session else None,
         )
         self.orders.append(order)
-        return Response(200, dict(data))
+        if session is not None and self.fill_on_submit > 0:
+            now_filled = (qty * dec(self.fill_on_submit)).quantize(Decimal("0.000000001"))
+            if now_filled > 0:
+                self.fill(data["id"], float(min(now_filled, qty)))
+        return Response(200, dict(order.data))
 
     def _validate(self, body: dict[str, Any]) -> Response | None:
         def invalid(message: str) -> Response:
