@@ -16,10 +16,10 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
+from bot.errors import BotError
 from bot.metrics import drawdown_series
 from bot.store import queries
 from bot.store.benchmark import RunMarket, covering
-from bot.errors import BotError
 from bot.store.export import records
 from bot.store.tradelog import TradeLog
 
