@@ -106,10 +106,17 @@ Handler = Callable[..., Response]
 
 
 class FakeServer:
-    """Base class: subclasses register routes in __init__ with `self.route(...)`."""
+    """Base class: subclasses register routes in __init__ with `self.route(...)`.
+
+    `keep_alive` serves HTTP/1.1 persistent connections (one TCP connection per client
+    session, as a real API gateway does; much faster for many requests); `record_requests`
+    False keeps no request log (a long benchmark would hold every request in memory)."""
+
+    keep_alive = False
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
+        self.record_requests = True
         self.requests: list[Request] = []
         self._routes: list[tuple[str, str, re.Pattern[str], Handler]] = []
         self._faults: dict[tuple[str, str], deque[Fault]] = defaultdict(deque)
@@ -139,6 +146,8 @@ class FakeServer:
 
             def log_message(self, *args: Any) -> None:  # keep test output clean
                 pass
+
+        _Handler.protocol_version = "HTTP/1.1" if self.keep_alive else "HTTP/1.0"
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
@@ -202,7 +211,8 @@ class FakeServer:
         route, handler, params = match if match else ("", None, {})
         request = Request(http.command, parts.path, route, query, body, dict(http.headers.items()))
         with self.lock:
-            self.requests.append(request)
+            if self.record_requests:
+                self.requests.append(request)
             queue = self._faults.get((http.command, route))
             fault = queue.popleft() if queue else None
         response = self._answer(request, handler, params, fault)

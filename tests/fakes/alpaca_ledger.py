@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from tests.fakes import Response
+from tests.fakes import Request, Response
 
 NEW_YORK = ZoneInfo("America/New_York")
 OPEN_STATUSES = {
@@ -81,6 +81,68 @@ class FakeSession:
     @property
     def close_utc(self) -> dt.datetime:
         return self.at(self.close)
+
+
+def thanksgiving_week() -> list[FakeSession]:
+    """Nov 25 - Dec 3 2024: Thanksgiving (28th) closed, the 29th closes at 13:00."""
+    days = [25, 26, 27, 29]
+    sessions = [
+        FakeSession(dt.date(2024, 11, d), close="13:00" if d == 29 else "16:00") for d in days
+    ]
+    return sessions + [FakeSession(dt.date(2024, 12, 2)), FakeSession(dt.date(2024, 12, 3))]
+
+
+class VenueClock:
+    """The venue's clock and trading sessions, and the clock and calendar endpoints (a
+    mixin of the fakes; the subclass sets `_now` and `sessions`)."""
+
+    _now: dt.datetime
+    sessions: list[FakeSession]
+
+    @property
+    def now(self) -> dt.datetime:
+        return self._now
+
+    def session_at(self, when: dt.datetime) -> FakeSession | None:
+        return next((s for s in self.sessions if s.open_utc <= when < s.close_utc), None)
+
+    def next_session(self, when: dt.datetime) -> FakeSession | None:
+        return next(
+            (s for s in sorted(self.sessions, key=lambda s: s.day) if s.open_utc > when), None
+        )
+
+    # --- clock and calendar ----------------------------------------------------------
+
+    def _get_clock(self, request: Request) -> Response:
+        current = self.session_at(self._now)
+        upcoming = self.next_session(self._now)
+        local = lambda t: t.astimezone(NEW_YORK).isoformat(timespec="microseconds")  # noqa: E731
+        body = {
+            "timestamp": local(self._now),
+            "is_open": current is not None,
+            "next_open": local(upcoming.open_utc) if upcoming else None,
+            "next_close": local((current or upcoming).close_utc) if (current or upcoming) else None,
+        }
+        return Response(200, body)
+
+    def _get_calendar(self, request: Request) -> Response:
+        start = dt.date.fromisoformat(request.query.get("start", "1970-01-01"))
+        end = dt.date.fromisoformat(request.query.get("end", "2029-12-31"))
+        days = sorted((s for s in self.sessions if start <= s.day <= end), key=lambda s: s.day)
+        return Response(
+            200,
+            [
+                {
+                    "date": s.day.isoformat(),
+                    "open": s.open,
+                    "close": s.close,
+                    "session_open": "0400",
+                    "session_close": "2000",
+                    "settlement_date": (s.day + dt.timedelta(days=1)).isoformat(),
+                }
+                for s in days
+            ],
+        )
 
 
 class Market(Protocol):

@@ -33,6 +33,8 @@ from tests.fakes.alpaca_ledger import (
     NEW_YORK,
     FakeSession,
     Ledger,
+    VenueClock,
+    thanksgiving_week,
     ts,
 )
 
@@ -40,15 +42,6 @@ __all__ = ["FakeAlpaca", "FakeSession", "DailyBar", "Fault", "KEY_ID", "SECRET"]
 
 KEY_ID = "fake-key-id-for-tests"
 SECRET = "fake-secret-Zq8vN2xR7tLw4mKp9sBd"
-
-
-def thanksgiving_week() -> list[FakeSession]:
-    """Nov 25 - Dec 3 2024: Thanksgiving (28th) closed, the 29th closes at 13:00."""
-    days = [25, 26, 27, 29]
-    sessions = [
-        FakeSession(dt.date(2024, 11, d), close="13:00" if d == 29 else "16:00") for d in days
-    ]
-    return sessions + [FakeSession(dt.date(2024, 12, 2)), FakeSession(dt.date(2024, 12, 3))]
 
 
 @dataclass(frozen=True)
@@ -61,7 +54,7 @@ class DailyBar:
     volume: int = 1_000_000
 
 
-class FakeAlpaca(FakeServer):
+class FakeAlpaca(FakeServer, VenueClock):
     def __init__(
         self,
         *,
@@ -113,23 +106,11 @@ class FakeAlpaca(FakeServer):
 
     # --- clock control ---------------------------------------------------------------
 
-    @property
-    def now(self) -> dt.datetime:
-        return self._now
-
     def set_now(self, when: dt.datetime) -> None:
         """Move the clock; routes waiting orders at an open, expires day orders at a close."""
         with self.lock:
             self._now = when.astimezone(dt.UTC)
             self.ledger.advance(self._now)
-
-    def session_at(self, when: dt.datetime) -> FakeSession | None:
-        return next((s for s in self.sessions if s.open_utc <= when < s.close_utc), None)
-
-    def next_session(self, when: dt.datetime) -> FakeSession | None:
-        return next(
-            (s for s in sorted(self.sessions, key=lambda s: s.day) if s.open_utc > when), None
-        )
 
     # --- the account's book (see tests.fakes.alpaca_ledger.Ledger) -------------------
 
@@ -202,39 +183,6 @@ class FakeAlpaca(FakeServer):
 
     def _cancel_all(self, request: Request) -> Response:
         return self.ledger.cancel_all()
-
-    # --- clock and calendar ----------------------------------------------------------
-
-    def _get_clock(self, request: Request) -> Response:
-        current = self.session_at(self._now)
-        upcoming = self.next_session(self._now)
-        local = lambda t: t.astimezone(NEW_YORK).isoformat(timespec="microseconds")  # noqa: E731
-        body = {
-            "timestamp": local(self._now),
-            "is_open": current is not None,
-            "next_open": local(upcoming.open_utc) if upcoming else None,
-            "next_close": local((current or upcoming).close_utc) if (current or upcoming) else None,
-        }
-        return Response(200, body)
-
-    def _get_calendar(self, request: Request) -> Response:
-        start = dt.date.fromisoformat(request.query.get("start", "1970-01-01"))
-        end = dt.date.fromisoformat(request.query.get("end", "2029-12-31"))
-        days = sorted((s for s in self.sessions if start <= s.day <= end), key=lambda s: s.day)
-        return Response(
-            200,
-            [
-                {
-                    "date": s.day.isoformat(),
-                    "open": s.open,
-                    "close": s.close,
-                    "session_open": "0400",
-                    "session_close": "2000",
-                    "settlement_date": (s.day + dt.timedelta(days=1)).isoformat(),
-                }
-                for s in days
-            ],
-        )
 
     # --- market data -----------------------------------------------------------------
 
