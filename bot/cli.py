@@ -12,6 +12,7 @@ commands:
   db                  trade-log schema: upgrade, current
   suitability         MiFID II suitability of robo profiles (SRRI, PRIIPs)
   accounts            client accounts: add, list, show, close, import (CSV)
+  rebalancing         Alpaca's Rebalancing API: push targets, subscribe, record runs
   config check        validate config files
 Run `bot COMMAND --help` for a command's options.
 """
@@ -39,6 +40,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bot.daemon_cli",
     "bot.robo_cli",
     "bot.accounts_cli",
+    "bot.rebalancing_cli",
 )
 
 
