@@ -107,7 +107,7 @@ def profile_config(profile: str) -> Path:
     file itself (found from the working directory, then the repository)."""
     from bot.store.locate import default_path
 
-    return Path(default_path(PROFILES.get(profile, profile)))
+    return Path(default_path(PROFILES.get(profile, profile))).resolve()
 
 
 def parse_suitability(text: str) -> dict[str, Any]:
