@@ -50,7 +50,6 @@ from tests.fakes.alpaca_ledger import (
     Ledger,
     VenueClock,
     dec,
-    money,
     not_found,
     thanksgiving_week,
     ts,
@@ -402,10 +401,6 @@ class FakeBrokerAPI(FakeServer, VenueClock):
                 for f in failed
             ],
         }
-
-    def equity_of(self, account_id: str) -> str:
-        ledger = self.accounts[account_id]
-        return money(ledger.cash + ledger.market_value())
 
 
 def _invalid(message: str) -> Response:
