@@ -318,3 +318,31 @@ def test_from_env_reaches_the_fake_with_the_environment_keys(fake, monkeypatch):
     a = fake.open_account(cash=42)
     platform = BrokerPlatform.from_env()
     assert platform.sandbox and platform.account_broker(a).account().cash == 42
+
+
+def test_the_fake_holds_ten_thousand_accounts(fake, sleeps):
+    """The scale a platform benchmark needs: 10,000 funded accounts, all their positions
+    in one call, and any one of them traded by id."""
+    fake.record_requests = False
+    accounts = [fake.open_account(cash=1_000) for _ in range(10_000)]
+    for account in accounts:
+        fake.ledger(account).hold("SPY", 1, 450.0)
+    platform = connect(fake, sleeps)
+    assert len(platform.prefetch_positions().quantities()) == 10_000
+    last = platform.account_broker(accounts[-1])
+    last.refresh()
+    assert last.holdings(SYMBOLS).tolist() == [1.0, 0.0]
+    assert last.submit(plan(accounts[-1], equity=1_500.0, shares=(1.0, 0.0))[0], OPEN_WED).broker_order_id
+    assert fake.order_count() == 1
+
+
+def test_random_gateway_errors_are_absorbed_by_the_retries(fake, sleeps):
+    a = fake.open_account(cash=7)
+    fake.fail_randomly(0.3, 502, seed=3)
+    broker = connect(fake, sleeps).account_broker(a)
+    assert all(broker.account().cash == 7 for _ in range(20))
+    received = fake.calls("GET", "/v1/trading/accounts/{account_id}/account")
+    assert len(received) - 20 == len(sleeps) > 0  # each 502 cost one retry, none leaked out
+    fake.fail_randomly(1.0, 502)
+    with pytest.raises(BrokerError, match="account: HTTP 502"):
+        broker.account()

@@ -148,6 +148,9 @@ class FakeServer:
                 pass
 
         _Handler.protocol_version = "HTTP/1.1" if self.keep_alive else "HTTP/1.0"
+        # Headers and body go out in two writes: without TCP_NODELAY the body waits for
+        # the client's delayed ACK (~40 ms a request on a kept-alive connection).
+        _Handler.disable_nagle_algorithm = self.keep_alive
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
