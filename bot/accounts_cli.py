@@ -150,13 +150,18 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
+    from bot.errors import BotError
     from bot.store import queries
 
     log, registry = _reader(args)
     try:
         account = registry.get(args.account)
         with log.engine.connect() as conn:
-            mine = queries.Filters(account=account.id)
+            try:  # the newest run that traded the account
+                run: int | None = queries.latest_run(conn, account.id)
+            except BotError:
+                run = None
+            mine = queries.Filters(run=run, account=account.id)
             equity = queries.equity(conn, replace(mine, limit=1))
             held = queries.positions(conn, mine)
             open_orders = queries.orders(conn, mine, status="open")

@@ -284,3 +284,39 @@ def test_the_dashboard_shows_one_account(tlog):
     assert data["weights"]["rows"][0]["current"] == pytest.approx(5100 / 10510)
     with pytest.raises(BotError, match="several client accounts: show one with --account"):
         collect(tlog, None, markets)
+
+
+def test_an_existing_trade_log_keeps_its_rows_through_the_accounts_migration(url):
+    """A database at revision 0001 with a daemon's records: after the upgrade every row is
+    there, without an account, and still one equity row per run and day."""
+    from alembic import command
+
+    from bot.store.engines import writer_engine
+    from bot.store.models import Base
+    from bot.store.schema import INITIAL_REVISION, alembic_config, upgrade
+
+    engine = writer_engine(url)
+    tables = Base.metadata.tables
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), INITIAL_REVISION)
+        conn.execute(sa.insert(tables["runs"]), {
+            "mode": "paper", "strategy": "s", "config_hash": "h", "config": {},
+            "code_version": "v", "data_source": "d", "synthetic": False,
+            "started_at": T0, "status": "running"})
+        conn.execute(sa.insert(tables["equity"]), {
+            "run_id": 1, "day": DAY, "equity": 1, "cash": 1, "positions_value": 0, "drawdown": 0.0})
+        conn.execute(sa.insert(tables["orders"]), {
+            "run_id": 1, "client_order_id": "d-1", "rebalance_id": "d", "symbol": "SPY",
+            "side": "buy", "quantity": 1, "reference_price": 1, "reason": "r", "status": "new",
+            "filled_quantity": 0, "submitted_at": T0, "updated_at": T0})
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT account_id FROM orders")).all() == [(None,)]
+        assert conn.execute(sa.text("SELECT account_id FROM equity")).all() == [(None,)]
+    engine.dispose()
+    log = TradeLog.open(url)
+    log.run_id = 1
+    log.equity(EquityPoint(DAY, 2.0, 2.0, 0.0, 0.0, None))
+    with pytest.raises(sa.exc.IntegrityError):
+        log.flush()
+    log.close()

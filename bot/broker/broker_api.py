@@ -127,25 +127,25 @@ class AccountClient:
         self._snapshot = snapshot
         self._base_url = client._base_url
 
-    def submit_order(self, order_data: MarketOrderRequest):  # noqa: ANN201 - alpaca-py's Order
+    def submit_order(self, order_data: MarketOrderRequest) -> Any:
         return self._client.submit_order_for_account(self.account_id, order_data)
 
-    def get_order_by_client_id(self, client_id: str):  # noqa: ANN201
+    def get_order_by_client_id(self, client_id: str) -> Any:
         return self._client.get_order_for_account_by_client_id(self.account_id, client_id)
 
-    def get_order_by_id(self, order_id: str):  # noqa: ANN201
+    def get_order_by_id(self, order_id: str) -> Any:
         return self._client.get_order_for_account_by_id(self.account_id, order_id)
 
-    def get_orders(self, filter: GetOrdersRequest | None = None):  # noqa: A002, ANN201
-        return self._client.get_orders_for_account(self.account_id, filter)
+    def get_orders(self, filters: GetOrdersRequest | None = None) -> Any:
+        return self._client.get_orders_for_account(self.account_id, filters)
 
     def cancel_order_by_id(self, order_id: str) -> None:
         self._client.cancel_order_for_account_by_id(self.account_id, order_id)
 
-    def cancel_orders(self):  # noqa: ANN201
+    def cancel_orders(self) -> Any:
         return self._client.cancel_orders_for_account(self.account_id)
 
-    def get_account(self):  # noqa: ANN201 - TradeAccount
+    def get_account(self) -> Any:
         return self._client.get_trade_account_by_id(self.account_id)
 
     def get_all_positions(self) -> list[Position]:
@@ -155,10 +155,10 @@ class AccountClient:
                 return prefetched
         return self._client.get_all_positions_for_account(self.account_id)
 
-    def get_clock(self):  # noqa: ANN201
+    def get_clock(self) -> Any:
         return self._client.get_clock()
 
-    def get_calendar(self, filters: GetCalendarRequest | None = None):  # noqa: ANN201
+    def get_calendar(self, filters: GetCalendarRequest | None = None) -> Any:
         return self._client.get_calendar(filters)
 
 

@@ -61,7 +61,7 @@ def _weights(conn: sa.Connection, run_id: int, account: int | None) -> dict[str,
             sa.select(queries.EQUITY.c.cash, queries.EQUITY.c.equity).where(
                 queries.EQUITY.c.run_id == run_id,
                 queries.EQUITY.c.day == snapshot_day,
-                queries.EQUITY.c.account_id.is_not_distinct_from(held["account_id"].iloc[0]),
+                queries.EQUITY.c.account_id.is_not_distinct_from(account),
             )
         ).first()
         if row is not None and row.equity:
