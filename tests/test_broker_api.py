@@ -346,3 +346,42 @@ def test_random_gateway_errors_are_absorbed_by_the_retries(fake, sleeps):
     fake.fail_randomly(1.0, 502)
     with pytest.raises(BrokerError, match="account: HTTP 502"):
         broker.account()
+
+
+def test_the_engine_decides_and_sends_for_each_account_through_the_platform(fake, sleeps, tmp_path, settings):
+    """The one decision path, unchanged, per client account: the same engine step on the
+    same market sends each account its own orders (sized on its own cash, ids under its
+    own prefix) and records them under its account."""
+    from bot.data.synthetic import synthetic_market
+    from bot.engine import Engine
+
+    market = synthetic_market(settings.symbols, "2022-01-03", "2024-11-26")
+    t = len(market.prices.dates) - 1
+    closes = market.prices.select(settings.symbols).close[t]
+    fake.prices = dict(zip(settings.symbols, closes.tolist(), strict=True))
+    cash = {fake.open_account(cash=100_000): 100_000, fake.open_account(cash=50_000): 50_000}
+    log = TradeLog.open(f"sqlite:///{tmp_path / 'platform.sqlite'}")
+    registry = AccountRegistry(log.engine)
+    start(log, mode="paper", started_at=OPEN_WED)
+    platform = connect(fake, sleeps)
+    sent = {}
+    for broker_id in cash:
+        account = registry.add(AccountSpec(broker_id, "config/diversified_leverage.toml"), OPEN_WED)
+        with log.recording_for(account.id):
+            broker = SellsFirst(platform.account_broker(broker_id))
+            engine = Engine(settings, market, broker, log, account_order_prefix("robo", broker_id))
+            outcome = engine.step(t, OPEN_WED, closes)
+            sent[broker_id] = {o.request.symbol: o.request.quantity for o in outcome.orders}
+            log.flush()
+    a, b = cash
+    assert sent[a] and set(sent[a]) == set(sent[b])  # one decision for both
+    assert all(sent[b][s] == pytest.approx(sent[a][s] / 2, abs=1.0) for s in sent[a])
+    for broker_id in cash:
+        assert all(o.data["client_order_id"].startswith(f"robo-{broker_id}-20241126-")
+                   for o in fake.ledger(broker_id).orders)
+    orders = log.load_orders()
+    accounts = {x.broker_account_id: x.id for x in registry.list()}
+    assert {(cid.split("-20241126")[0].removeprefix("robo-"), acc)
+            for cid, acc in zip(orders["client_order_id"], orders["account_id"], strict=True)} == {
+        (a, accounts[a]), (b, accounts[b])}
+    log.close()
