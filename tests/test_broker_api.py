@@ -152,15 +152,24 @@ def test_an_unknown_account_and_bad_keys_are_named(fake, sleeps):
     assert "not-the-secret" not in str(failed.value)
 
 
-def test_requests_carry_basic_auth_and_keys_never_reach_the_log(fake, sleeps, caplog):
+def test_requests_carry_basic_auth_and_keys_never_reach_the_log(fake, sleeps, caplog, capsys):
+    from bot.logs import configure_logging
+
+    configure_logging("DEBUG", "json")
     a = fake.open_account()
     caplog.set_level(logging.DEBUG)
     fake.inject("POST", ORDERS_ROUTE, Fault.error(500, process=True))
-    broker = connect(fake, sleeps).account_broker(a)
+    fake.inject("GET", "/v1/trading/accounts/{account_id}/account", Fault.error(503))
+    platform = connect(fake, sleeps)
+    broker = platform.account_broker(a)
     broker.submit(plan(a)[0], OPEN_WED)
+    broker.account()
     sent = fake.calls("POST", ORDERS_ROUTE)[0].headers["Authorization"]
     assert sent == "Basic " + base64.b64encode(f"{BROKER_KEY}:{BROKER_SECRET}".encode()).decode()
-    assert BROKER_SECRET not in caplog.text and BROKER_SECRET not in repr(broker)
+    logged = caplog.text + "".join(capsys.readouterr())
+    assert "order_adopted_after_error" in logged and "http_retry" in logged  # it did log
+    for secret in (BROKER_SECRET, BROKER_KEY, sent.split()[1]):
+        assert secret not in logged and secret not in repr(broker) and secret not in repr(platform)
 
 
 # --- one call for every account's positions ---------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -166,6 +167,8 @@ def test_bot_rebalancing_pushes_a_runs_targets(fake, log, monkeypatch, capsys):
     (portfolio,) = fake.portfolios.values()
     assert f"balanced: portfolio {portfolio['id']} created" in out
     assert {w["symbol"]: w["percent"] for w in portfolio["weights"]}["SPY"] == 30.0
+    stored = Path(str(log.engine.url.database)).read_bytes()
+    assert fake.secret.encode() not in stored and fake.key.encode() not in stored
 
     assert main(["rebalancing", "push", "--profile", "balanced", "--weights", "SPY=0.5,BND=x", *db]) == 2
     assert "--weights: expected SYMBOL=WEIGHT with a weight in 0..1, got 'BND=x'" in capsys.readouterr().err
