@@ -167,7 +167,9 @@ def test_bot_rebalancing_pushes_a_runs_targets(fake, log, monkeypatch, capsys):
     (portfolio,) = fake.portfolios.values()
     assert f"balanced: portfolio {portfolio['id']} created" in out
     assert {w["symbol"]: w["percent"] for w in portfolio["weights"]}["SPY"] == 30.0
-    stored = Path(str(log.engine.url.database)).read_bytes()
+    database = Path(str(log.engine.url.database))
+    stored = b"".join(f.read_bytes() for f in database.parent.glob(database.name + "*"))
+    assert portfolio["id"].encode() in stored  # the portfolio row is in what was read
     assert fake.secret.encode() not in stored and fake.key.encode() not in stored
 
     assert main(["rebalancing", "push", "--profile", "balanced", "--weights", "SPY=0.5,BND=x", *db]) == 2
