@@ -20,7 +20,13 @@ from bot.daemon.reconcile import reconcile
 from bot.engine import record_execution
 from bot.net import RetryPolicy
 from bot.planner import plan_orders
-from bot.secrets import LiveModeError, SecretsError, load_broker_credentials, load_broker_endpoint
+from bot.secrets import (
+    Credentials,
+    LiveModeError,
+    SecretsError,
+    load_broker_credentials,
+    load_broker_endpoint,
+)
 from bot.store import TradeLog
 from bot.types import OrderStatus
 from tests.fakes.alpaca_broker_server import BROKER_KEY, BROKER_SECRET, FakeBrokerAPI, Fault
@@ -48,8 +54,6 @@ def policy(sleeps, attempts: int = 3) -> RetryPolicy:
 
 
 def connect(fake, sleeps, **kwargs) -> BrokerPlatform:
-    from bot.secrets import Credentials
-
     return BrokerPlatform.connect(
         Credentials(BROKER_KEY, BROKER_SECRET), base_url=fake.url, policy=policy(sleeps), **kwargs
     )
@@ -142,8 +146,6 @@ def test_reads_retry_5xx_and_the_gateways_rate_limit(fake, sleeps):
 def test_an_unknown_account_and_bad_keys_are_named(fake, sleeps):
     with pytest.raises(BrokerError, match="account: HTTP 404"):
         connect(fake, sleeps).account_broker("8f2c1e5a-0b7d-4c3e-9a61-2d5f0e8b7c44").account()
-    from bot.secrets import Credentials
-
     wrong = BrokerPlatform.connect(Credentials(BROKER_KEY, "not-the-secret-0000"),
                                    base_url=fake.url, policy=policy(sleeps))
     a = fake.open_account()
@@ -394,3 +396,28 @@ def test_the_engine_decides_and_sends_for_each_account_through_the_platform(fake
             for cid, acc in zip(orders["client_order_id"], orders["account_id"], strict=True)} == {
         (a, accounts[a]), (b, accounts[b])}
     log.close()
+
+
+def test_the_fake_runs_in_its_own_process_for_benchmarks(tmp_path, sleeps):
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    ids = tmp_path / "ids.txt"
+    venue = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.alpaca_broker_server", "--accounts", "3",
+         "--cash", "2500", "--ids", str(ids)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        url = venue.stdout.readline().strip()
+        accounts = ids.read_text().split()
+        platform = BrokerPlatform.connect(
+            Credentials(BROKER_KEY, BROKER_SECRET), base_url=url, policy=policy(sleeps)
+        )
+        assert len(accounts) == 3 and platform.account_broker(accounts[2]).account().cash == 2500
+    finally:
+        venue.send_signal(signal.SIGTERM)
+        assert venue.wait(timeout=10) == 0

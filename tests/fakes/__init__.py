@@ -135,7 +135,8 @@ class FakeServer:
         )
         self._routes.append((method, template, re.compile(f"^{pattern}$"), handler))
 
-    def start(self) -> str:
+    def start(self, port: int = 0) -> str:
+        """Serve on 127.0.0.1:`port` (0: any free port); returns the base URL."""
         fake = self
 
         class _Handler(BaseHTTPRequestHandler):
@@ -152,7 +153,7 @@ class FakeServer:
         # the client's delayed ACK (~40 ms a request on a kept-alive connection).
         _Handler.disable_nagle_algorithm = self.keep_alive
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         self._httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(

@@ -30,6 +30,10 @@ Test control:
     fake.inject(method, route, Fault...)            scripted faults on one route
     fake.rate_limit(per_second, burst)              429 with Retry-After past a token bucket
     fake.fail_randomly(rate, status, seed)          that share of requests answers `status`
+
+In its own process (a benchmark's venue, so the clients do not share its interpreter):
+    python -m tests.fakes.alpaca_broker_server --accounts 10000 --ids accounts.txt
+prints the URL, writes the account ids one a line, serves until SIGTERM or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -434,3 +438,42 @@ class _TokenBucket:
                 self.tokens -= 1
                 return 0.0
             return (1 - self.tokens) / self.rate
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import contextlib
+    import signal
+
+    parser = argparse.ArgumentParser(description="the fake Broker API on 127.0.0.1")
+    parser.add_argument("--accounts", type=int, default=10_000)
+    parser.add_argument("--cash", type=float, default=100_000)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--ids", help="write the account ids here, one a line")
+    parser.add_argument("--prices", default="SPY=500,AGG=100,IWM=200,BND=70,VNQ=90,QQQ=450,"
+                        "ARKK=50,IEMG=55,XLK=230,SHY=82,VYM=120,BIL=91")
+    parser.add_argument("--rate-limit", type=float, help="requests per second before 429s")
+    parser.add_argument("--fail-rate", type=float, default=0.0, help="share of requests answering 503")
+    args = parser.parse_args(argv)
+    fake = FakeBrokerAPI()
+    fake.record_requests = False
+    fake.prices = {k: float(v) for k, v in (item.split("=") for item in args.prices.split(","))}
+    ids = [fake.open_account(cash=args.cash) for _ in range(args.accounts)]
+    if args.rate_limit:
+        fake.rate_limit(args.rate_limit, burst=max(1, int(args.rate_limit)))
+    if args.fail_rate:
+        fake.fail_randomly(args.fail_rate)
+    if args.ids:
+        with open(args.ids, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(ids) + "\n")
+    print(fake.start(args.port), flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        stop.wait()
+    fake.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
