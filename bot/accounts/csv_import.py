@@ -5,8 +5,9 @@ Columns (a header row names them, in any order):
     broker_account_id   required: the Alpaca account id (a UUID)
     profile             required: conservative, balanced, aggressive or a config file
     suitability         optional: the suitability assessment as a JSON object
-    status              optional: active (default), suspended or closed
-    created_at          optional: YYYY-MM-DD or an ISO timestamp with its zone
+    status              optional: active (also when empty), suspended or closed
+    created_at          optional: YYYY-MM-DD or an ISO timestamp with its zone; used
+                        when the account is added (default: the time of the import)
 
 Every problem is reported as `FILE row N, column C: what was expected` (N counts the
 header as row 1, as a spreadsheet does), all of them at once; a file with any problem
