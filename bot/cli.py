@@ -11,6 +11,8 @@ commands:
   dashboard           read-only web page of a run on 127.0.0.1
   db                  trade-log schema: upgrade, current
   suitability         MiFID II suitability of robo profiles (SRRI, PRIIPs)
+  accounts            client accounts: add, list, show, close, import (CSV)
+  rebalancing         Alpaca's Rebalancing API: push targets, subscribe, record runs
   config check        validate config files
 Run `bot COMMAND --help` for a command's options.
 """
@@ -37,6 +39,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bot.dashboard.cli",
     "bot.daemon_cli",
     "bot.robo_cli",
+    "bot.accounts_cli",
+    "bot.rebalancing_cli",
 )
 
 

@@ -33,6 +33,9 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "runs": ("every recorded run", "runs", False),
 }
 
+# Commands whose rows belong to a client account (the others take no --account).
+ACCOUNT_COMMANDS = frozenset({"trades", "orders", "positions", "equity", "runs"})
+
 # Long free-text columns that make a terminal table unreadable; CSV and JSON keep them.
 TABLE_HIDDEN: dict[str, tuple[str, ...]] = {
     "orders": ("reason", "status_message", "updated_at"),
@@ -94,28 +97,37 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     )
     url = database_url(args.config, args.database)
     log = TradeLog.open_readonly(url)
+    account_ref = getattr(args, "account", None)
     try:
         with log.engine.connect() as conn:
-            run = _chosen_run(conn, args.run, latest=COMMANDS[args.command][2])
-            filters = replace(filters, run=run if isinstance(run, int) else None)
+            account = None if account_ref is None else queries.resolve_account(conn, account_ref)
+            run = _chosen_run(conn, args.run, latest=COMMANDS[args.command][2], account=account)
+            filters = replace(filters, run=run if isinstance(run, int) else None, account=account)
             frame = _query(conn, args, filters)
     finally:
         log.engine.dispose()
     scope = f"run {run}" if isinstance(run, int) else "all runs"
+    if account is not None:
+        scope += f" — account {account_ref}"
     title = f"{args.command} — {scope} — {mask_url(url)}"
     if args.format == "table":  # the terminal gets the readable columns; exports get all
         hidden = TABLE_HIDDEN.get(args.command, ()) + (("run_id",) if isinstance(run, int) else ())
+        if "account_id" in frame.columns and (account is not None or frame["account_id"].isna().all()):
+            hidden += ("account_id",)  # one account, or the single-account daemon's rows
         frame = frame.drop(columns=[c for c in hidden if c in frame.columns])
     write(frame, args.format, title=title, truncate=args.limit is None)
     return 0
 
 
-def _chosen_run(conn: Connection, run: int | str | None, *, latest: bool) -> int | str | None:
-    """The run to show: the one asked for (checked to exist), else the latest or all."""
+def _chosen_run(
+    conn: Connection, run: int | str | None, *, latest: bool, account: int | None = None
+) -> int | str | None:
+    """The run to show: the one asked for (checked to exist), else the latest (that
+    recorded something for `account`, if given) or all."""
     from bot.store import queries
 
     if run is None and latest:
-        run = queries.latest_run(conn)
+        run = queries.latest_run(conn, account)
     if isinstance(run, int):
         queries.require_run(conn, run)
     return run
@@ -202,6 +214,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             )
         if name == "positions":
             parser.add_argument("--history", action="store_true", help="every snapshot in range")
+        if name in ACCOUNT_COMMANDS:
+            parser.add_argument(
+                "--account", help="one client account: its registry id or broker account id"
+            )
         parser.set_defaults(func=_cmd_inspect)
 
     report = subparsers.add_parser(

@@ -24,17 +24,25 @@ TRADING_URL_VAR = "APCA_API_BASE_URL"
 DATA_URL_VAR = "APCA_API_DATA_URL"
 FRED_URL_VAR = "BOT_FRED_URL"
 LIVE_CONFIRM_VAR = "BOT_LIVE_CONFIRM"
+# Alpaca's Broker API (many client accounts under one broker key pair, basic auth).
+BROKER_KEY_VAR = "APCA_BROKER_API_KEY"
+BROKER_SECRET_VAR = "APCA_BROKER_API_SECRET"
+BROKER_URL_VAR = "APCA_BROKER_API_URL"
 
 PAPER_TRADING_URL = "https://paper-api.alpaca.markets"
 LIVE_TRADING_URL = "https://api.alpaca.markets"
 DATA_URL = "https://data.alpaca.markets"
 FRED_URL = "https://fred.stlouisfed.org"
+BROKER_SANDBOX_URL = "https://broker-api.sandbox.alpaca.markets"
+BROKER_LIVE_URL = "https://broker-api.alpaca.markets"
 
 # Hosts compared after lower-casing and dropping a trailing dot, so every spelling of the
 # live host is recognised. Loopback is for test doubles and local proxies.
 PAPER_HOSTS = frozenset({"paper-api.alpaca.markets"})
 LIVE_HOSTS = frozenset({"api.alpaca.markets"})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+BROKER_SANDBOX_HOSTS = frozenset({"broker-api.sandbox.alpaca.markets"})
+BROKER_LIVE_HOSTS = frozenset({"broker-api.alpaca.markets"})
 # scheme://host[:port][/path] and nothing else: no user info, query, fragment or
 # backslash, which URL parsers disagree about (so the host we check is the host used).
 _URL_SHAPE = re.compile(
@@ -70,23 +78,34 @@ def mask(value: str) -> str:
     return f"'***{value[-4:]}'" if len(value) >= 12 else "'***'"
 
 
-def load_credentials(env: Mapping[str, str] | None = None) -> Credentials:
-    """The key pair from APCA_API_KEY_ID / APCA_API_SECRET_KEY, falling back to the
-    file named by BOT_SECRETS_FILE; environment variables win over the file."""
+def load_credentials(
+    env: Mapping[str, str] | None = None,
+    *,
+    key_var: str = KEY_ID_VAR,
+    secret_var: str = SECRET_VAR,
+) -> Credentials:
+    """The key pair from APCA_API_KEY_ID / APCA_API_SECRET_KEY (or the variables named),
+    falling back to the file named by BOT_SECRETS_FILE; environment variables win over
+    the file."""
     env = os.environ if env is None else env
-    values = {k: env[k].strip() for k in (KEY_ID_VAR, SECRET_VAR) if env.get(k, "").strip()}
+    values = {k: env[k].strip() for k in (key_var, secret_var) if env.get(k, "").strip()}
     path = env.get(SECRETS_FILE_VAR, "").strip()
     if len(values) < 2 and path:
         from_file = read_secrets_file(Path(path))
         values = {**from_file, **values}
-    for name in (KEY_ID_VAR, SECRET_VAR):
+    for name in (key_var, secret_var):
         if not values.get(name):
             where = f"the environment or {path}" if path else "the environment"
             raise SecretsError(
                 f"{name} is not set in {where}; export it or put {name}=... in a file "
                 f"named by {SECRETS_FILE_VAR} (chmod 600)"
             )
-    return Credentials(values[KEY_ID_VAR], values[SECRET_VAR])
+    return Credentials(values[key_var], values[secret_var])
+
+
+def load_broker_credentials(env: Mapping[str, str] | None = None) -> Credentials:
+    """The Broker API key pair: APCA_BROKER_API_KEY / APCA_BROKER_API_SECRET."""
+    return load_credentials(env, key_var=BROKER_KEY_VAR, secret_var=BROKER_SECRET_VAR)
 
 
 def read_secrets_file(path: Path) -> dict[str, str]:
@@ -157,34 +176,64 @@ def check_trading_url(url: str, *, paper: bool) -> None:
     paper host or loopback, live only to the live host or loopback. The host is parsed
     and normalised first, since a string compare lets 'https://API.alpaca.markets'
     (or ':443', or a trailing dot) send paper orders to the real-money account."""
-    scheme, host = _scheme_and_host(url)
+    check_venue_url(
+        url, paper=paper, paper_hosts=PAPER_HOSTS, live_hosts=LIVE_HOSTS, variable=TRADING_URL_VAR
+    )
+
+
+def check_venue_url(
+    url: str,
+    *,
+    paper: bool,
+    paper_hosts: frozenset[str],
+    live_hosts: frozenset[str],
+    variable: str,
+) -> None:
+    """check_trading_url's rule for any Alpaca API with a paper (sandbox) and a live host:
+    the mode's official host over https, or loopback."""
+    scheme, host = _scheme_and_host(url, variable)
     if host in LOOPBACK_HOSTS:
         return
     if scheme != "https":
-        raise LiveModeError(f"{TRADING_URL_VAR} must use https for {host}")
-    if paper and host in LIVE_HOSTS:
+        raise LiveModeError(f"{variable} must use https for {host}")
+    if paper and host in live_hosts:
         raise LiveModeError(
-            f"{TRADING_URL_VAR} is the live endpoint but live trading was not requested; "
+            f"{variable} is the live endpoint but live trading was not requested; "
             f"unset it or run in live mode with {LIVE_CONFIRM_VAR}=yes"
         )
-    if not paper and host in PAPER_HOSTS:
-        raise LiveModeError(f"live trading requested but {TRADING_URL_VAR} is the paper endpoint")
-    allowed = PAPER_HOSTS if paper else LIVE_HOSTS
+    if not paper and host in paper_hosts:
+        raise LiveModeError(f"live trading requested but {variable} is the paper endpoint")
+    allowed = paper_hosts if paper else live_hosts
     if host not in allowed:
         mode = "paper" if paper else "live"
         raise LiveModeError(
-            f"{TRADING_URL_VAR} host {host!r} is not Alpaca's {mode} endpoint "
+            f"{variable} host {host!r} is not Alpaca's {mode} endpoint "
             f"({', '.join(sorted(allowed))}) or a loopback address"
         )
 
 
-def _scheme_and_host(url: str) -> tuple[str, str]:
+def load_broker_endpoint(env: Mapping[str, str] | None = None, *, live: bool = False) -> tuple[str, bool]:
+    """The Broker API base URL and whether it is the sandbox: the sandbox unless live=True
+    and BOT_LIVE_CONFIRM=yes; APCA_BROKER_API_URL may point elsewhere within the same
+    host rule as the trading URL (the mode's host over https, or loopback)."""
+    env = os.environ if env is None else env
+    sandbox = resolve_paper(live, env)
+    url = base_url(env.get(BROKER_URL_VAR) or (BROKER_SANDBOX_URL if sandbox else BROKER_LIVE_URL))
+    url = url.removesuffix("/v1")  # alpaca-py appends the version itself
+    check_venue_url(
+        url, paper=sandbox, paper_hosts=BROKER_SANDBOX_HOSTS, live_hosts=BROKER_LIVE_HOSTS,
+        variable=BROKER_URL_VAR,
+    )
+    return url, sandbox
+
+
+def _scheme_and_host(url: str, variable: str = TRADING_URL_VAR) -> tuple[str, str]:
     """Lower-cased scheme and host (trailing dot and IPv6 brackets removed). The URL is
     never echoed in the error: it may carry credentials."""
     match = _URL_SHAPE.fullmatch(url)
     if match is None:
         raise LiveModeError(
-            f"{TRADING_URL_VAR} is not a plain http(s)://host[:port][/path] URL"
+            f"{variable} is not a plain http(s)://host[:port][/path] URL"
         )
     host = match["host"].lower().strip("[]").rstrip(".")
     return match["scheme"].lower(), host

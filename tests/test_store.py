@@ -547,6 +547,7 @@ EXPECTED_COLUMNS = {
     ],
     "load_orders": [
         "run_id",
+        "account_id",
         "client_order_id",
         "broker_order_id",
         "rebalance_id",

@@ -225,14 +225,15 @@ def _catch_up(tradelog: TradeLog, venue: LiveBroker, now: dt.datetime) -> list[s
 def _position_differences(
     tradelog: TradeLog, broker, symbols: tuple[str, ...], mode: str
 ) -> list[str]:
-    """Last recorded snapshot of this mode's runs against the broker's holdings."""
+    """Last recorded snapshot of this mode's runs (of the account being recorded, when a
+    platform reconciles one client account) against the broker's holdings."""
     runs = tradelog.runs()
     runs = runs[runs["mode"] == mode] if len(runs) else runs
     if runs.empty:
         return []
     latest = None
     for run_id in sorted(runs["id"], reverse=True):
-        snaps = tradelog.load_positions(int(run_id))
+        snaps = tradelog.load_positions(int(run_id), account=tradelog.account_id)
         if len(snaps):
             latest = snaps[snaps["day"] == snaps["day"].max()]
             break

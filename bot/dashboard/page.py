@@ -213,6 +213,8 @@ def _cards(data: dict[str, Any]) -> str:
 def render(data: dict[str, Any], refresh_seconds: int) -> str:
     run = data["run"]
     title = f"leverbot — run {run['id']} ({run['mode']}, {run['strategy']})"
+    if data.get("account") is not None:
+        title += f" — account {data['account']}"
     subtitle = (f"status {run['status']} · data {run['data_source']} · started {run['started_at']} · "
                 f"code {run['code_version']}")
     banner = ('<div class="synthetic" id="synthetic-banner">SYNTHETIC DATA: these numbers are not '

@@ -19,6 +19,7 @@ from bot.dashboard.page import render
 from bot.dashboard.snapshot import MarketCache, collect
 from bot.errors import BotError
 from bot.store.benchmark import load_run_market
+from bot.store.queries import resolve_account
 from bot.store.tradelog import TradeLog
 
 log = structlog.get_logger(__name__)
@@ -31,9 +32,10 @@ class DashboardServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, port: int, tradelog: TradeLog, run: int | None, refresh: int,
-                 markets: MarketCache) -> None:
+                 markets: MarketCache, account: int | None = None) -> None:
         self.tradelog = tradelog
         self.run = run
+        self.account = account
         self.refresh = refresh
         self.markets = markets
         super().__init__((HOST, port), Handler)
@@ -48,7 +50,9 @@ class Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.NOT_FOUND, "text/plain", b"not found\n")
             return
         try:
-            data = collect(self.server.tradelog, self.server.run, self.server.markets)
+            data = collect(
+                self.server.tradelog, self.server.run, self.server.markets, self.server.account
+            )
         except BotError as exc:  # e.g. no runs yet: say so, on the page and in the JSON
             self._send(HTTPStatus.SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", f"{exc}\n".encode())
             return
@@ -80,14 +84,23 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def make_server(
-    url: str, *, port: int, run: int | None, refresh: int, config_path: Path
+    url: str, *, port: int, run: int | None, refresh: int, config_path: Path,
+    account: str | None = None,
 ) -> DashboardServer:
-    """Open the trade log read-only and bind 127.0.0.1:`port` (0: any free port)."""
+    """Open the trade log read-only and bind 127.0.0.1:`port` (0: any free port).
+    `account` (a registry id or broker account id) shows one client account."""
     check_port(port)
     tradelog = TradeLog.open_readonly(url)
     markets = MarketCache(partial(_market, config_path=config_path))
     try:
-        return DashboardServer(port, tradelog, run, refresh, markets)
+        account_id = None
+        if account is not None:
+            with tradelog.engine.connect() as conn:
+                account_id = resolve_account(conn, account)
+        return DashboardServer(port, tradelog, run, refresh, markets, account_id)
+    except BotError:
+        tradelog.engine.dispose()
+        raise
     except OSError as exc:
         tradelog.engine.dispose()
         raise _bind_error(port, exc) from None

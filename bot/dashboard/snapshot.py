@@ -9,13 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
 
+from bot.errors import BotError
 from bot.metrics import drawdown_series
 from bot.store import queries
 from bot.store.benchmark import RunMarket, covering
@@ -49,16 +50,18 @@ def _series_points(values: pd.Series) -> list[list[Any]]:
     return [[d.date().isoformat(), float(v)] for d, v in values.items()]
 
 
-def _weights(conn: sa.Connection, run_id: int) -> dict[str, Any]:
+def _weights(conn: sa.Connection, run_id: int, account: int | None) -> dict[str, Any]:
     """Latest snapshot weights next to the latest targets, CASH included."""
-    held = queries.positions(conn, queries.Filters(run=run_id))
+    held = queries.positions(conn, queries.Filters(run=run_id, account=account))
     targets = queries.latest_targets(conn, run_id)
     snapshot_day = held["day"].iloc[0] if not held.empty else None
     cash_weight = None
     if snapshot_day is not None:
         row = conn.execute(
             sa.select(queries.EQUITY.c.cash, queries.EQUITY.c.equity).where(
-                queries.EQUITY.c.run_id == run_id, queries.EQUITY.c.day == snapshot_day
+                queries.EQUITY.c.run_id == run_id,
+                queries.EQUITY.c.day == snapshot_day,
+                queries.EQUITY.c.account_id.is_not_distinct_from(account),
             )
         ).first()
         if row is not None and row.equity:
@@ -78,22 +81,33 @@ def _weights(conn: sa.Connection, run_id: int) -> dict[str, Any]:
     }
 
 
-def collect(log: TradeLog, run: int | None, markets: MarketCache) -> dict[str, Any]:
-    """The dashboard's data for `run` (None: the latest run, so a new run is followed)."""
+def collect(
+    log: TradeLog, run: int | None, markets: MarketCache, account: int | None = None
+) -> dict[str, Any]:
+    """The dashboard's data for `run` (None: the latest run, so a new run is followed),
+    of one client account if `account` (accounts.id) is given: its equity, trades,
+    orders and weights; regimes and risk events belong to the run."""
     with log.engine.connect() as conn:
-        run_id = run if run is not None else queries.latest_run(conn)
+        run_id = run if run is not None else queries.latest_run(conn, account)
         queries.require_run(conn, run_id)
         info = conn.execute(sa.select(queries.RUNS).where(queries.RUNS.c.id == run_id)).one()
-        everything = queries.Filters(run=run_id)
+        everything = queries.Filters(run=run_id, account=account)
         equity = queries.equity(conn, everything)
-        trade_count = conn.execute(
-            sa.select(sa.func.count()).where(queries.FILLS.c.run_id == run_id)
-        ).scalar_one()
-        trades = queries.trades(conn, queries.Filters(run=run_id, limit=LATEST_ROWS))
+        if account is None and equity["account_id"].notna().any():
+            raise BotError(
+                f"run {run_id} holds the records of several client accounts: "
+                "show one with --account ID"
+            )
+        fills = queries.FILLS
+        counted = sa.select(sa.func.count()).where(fills.c.run_id == run_id)
+        if account is not None:
+            counted = counted.where(fills.c.account_id == account)
+        trade_count = conn.execute(counted).scalar_one()
+        trades = queries.trades(conn, replace(everything, limit=LATEST_ROWS))
         open_orders = queries.orders(conn, everything, status="open")
         risk = queries.risk_events(conn, queries.Filters(run=run_id, limit=LATEST_ROWS))
         regimes = queries.regimes(conn, queries.Filters(run=run_id, limit=REGIME_ROWS))
-        weights = _weights(conn, run_id)
+        weights = _weights(conn, run_id, account)
 
     summary: dict[str, Any] = {
         "run": {
@@ -101,12 +115,13 @@ def collect(log: TradeLog, run: int | None, markets: MarketCache) -> dict[str, A
             "data_source": info.data_source, "synthetic": bool(info.synthetic),
             "started_at": info.started_at.isoformat(), "code_version": info.code_version,
         },
+        "account": account,
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "trade_count": int(trade_count),
         "open_order_count": len(open_orders),
         "weights": weights,
         "open_orders": records(open_orders.drop(columns=["run_id", "status_message"])),
-        "trades": records(trades.drop(columns=["run_id"])),
+        "trades": records(trades.drop(columns=["run_id", "account_id"])),
         "risk_events": records(risk.drop(columns=["run_id"])),
         "regimes": records(regimes.drop(columns=["run_id"])),
         "equity": None,

@@ -29,7 +29,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
-    UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -39,6 +39,7 @@ from bot.types import OrderStatus, Regime, Side
 
 RUN_MODES = ("backtest", "replay", "paper", "live")
 RUN_STATUSES = ("running", "finished", "failed")
+ACCOUNT_STATUSES = ("active", "suspended", "closed")
 
 
 def to_decimal(value: Any) -> Decimal:
@@ -164,6 +165,11 @@ class PlainJSON(TypeDecorator[Any]):
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
 
+def _account_column() -> Mapped[int | None]:
+    """The client account a row belongs to (accounts.id); NULL for the single-account daemon."""
+    return mapped_column(Id, ForeignKey("accounts.id"), index=True)
+
+
 def _one_of(column: str, values: tuple[str, ...] | type[enum.Enum], *, name: str | None = None):
     """CHECK that `column` holds one of `values` (or NULL), named for future migrations."""
     options = values if isinstance(values, tuple) else tuple(v.value for v in values)
@@ -181,6 +187,27 @@ class Base(DeclarativeBase):
             "pk": "pk_%(table_name)s",
         }
     )
+
+
+class AccountRecord(Base):
+    """A client account of the advisory platform: its broker account, the risk profile it
+    trades and the suitability answers that put it there."""
+
+    __tablename__ = "accounts"
+    __table_args__ = (_one_of("status", ACCOUNT_STATUSES),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    broker_account_id: Mapped[str] = mapped_column(String(64), unique=True)
+    # A profile name (conservative, balanced, aggressive) or the path of a config file.
+    profile: Mapped[str] = mapped_column(String(200), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    # The suitability assessment (answers, score) behind the profile, as given.
+    suitability: Mapped[dict[str, Any] | None] = mapped_column(PlainJSON())
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    # The account's Rebalancing API subscription, when its profile is managed there.
+    subscription_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class RunRecord(Base):
@@ -269,6 +296,7 @@ class OrderRecord(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     run_id: Mapped[int] = mapped_column(Id, ForeignKey("runs.id"))
+    account_id: Mapped[int | None] = _account_column()
     client_order_id: Mapped[str] = mapped_column(String(128), unique=True)
     broker_order_id: Mapped[str | None] = mapped_column(String(128))
     rebalance_id: Mapped[str] = mapped_column(String(100))
@@ -309,6 +337,7 @@ class FillRecord(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     run_id: Mapped[int] = mapped_column(Id, ForeignKey("runs.id"))
+    account_id: Mapped[int | None] = _account_column()  # always its order's account
     order_id: Mapped[int] = mapped_column(Id, ForeignKey("orders.id"), index=True)
     client_order_id: Mapped[str] = mapped_column(String(128))
     symbol: Mapped[str] = mapped_column(String(32))
@@ -321,16 +350,27 @@ class FillRecord(Base):
 
 
 class EquityRecord(Base):
-    """The account at one day's close; one row per run and day."""
+    """The account at one day's close; one row per run, account and day."""
 
     __tablename__ = "equity"
     __table_args__ = (
         _one_of("regime", Regime),
-        UniqueConstraint("run_id", "day"),
+        # Two partial unique indexes, since NULLs never collide in a unique index: one row
+        # per run and day for the single-account daemon, per run, account and day otherwise.
+        Index(
+            "ux_equity_run_id_day_single", "run_id", "day", unique=True,
+            sqlite_where=text("account_id IS NULL"), postgresql_where=text("account_id IS NULL"),
+        ),
+        Index(
+            "ux_equity_run_id_account_id_day", "run_id", "account_id", "day", unique=True,
+            sqlite_where=text("account_id IS NOT NULL"),
+            postgresql_where=text("account_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     run_id: Mapped[int] = mapped_column(Id, ForeignKey("runs.id"))
+    account_id: Mapped[int | None] = _account_column()
     day: Mapped[dt.date] = mapped_column(Date)
     equity: Mapped[Decimal] = mapped_column(ExactDecimal())
     cash: Mapped[Decimal] = mapped_column(ExactDecimal())
@@ -347,6 +387,7 @@ class PositionRecord(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     run_id: Mapped[int] = mapped_column(Id, ForeignKey("runs.id"))
+    account_id: Mapped[int | None] = _account_column()
     day: Mapped[dt.date] = mapped_column(Date)
     symbol: Mapped[str] = mapped_column(String(32))
     quantity: Mapped[Decimal] = mapped_column(ExactDecimal())
@@ -388,3 +429,38 @@ class MacroObservationRecord(Base):
     day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
     value: Mapped[float] = mapped_column(Double)
     fetched_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+
+
+class RebalancingPortfolioRecord(Base):
+    """A profile's portfolio at Alpaca's Rebalancing API and the weights last pushed to it."""
+
+    __tablename__ = "rebalancing_portfolios"
+
+    profile: Mapped[str] = mapped_column(String(200), primary_key=True)
+    portfolio_id: Mapped[str] = mapped_column(String(64), unique=True)
+    weights: Mapped[dict[str, Any]] = mapped_column(PlainJSON())  # symbol (or CASH) -> percent
+    decided_on: Mapped[dt.date | None] = mapped_column(Date)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+
+
+class RebalancingRunRecord(Base):
+    """A rebalancing run Alpaca made for an account, as its API reported it last."""
+
+    __tablename__ = "rebalancing_runs"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    alpaca_run_id: Mapped[str] = mapped_column(String(64), unique=True)
+    account_id: Mapped[int | None] = _account_column()  # NULL: not in the registry
+    broker_account_id: Mapped[str] = mapped_column(String(64))
+    portfolio_id: Mapped[str | None] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32))
+    initiated_from: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    weights: Mapped[list[Any]] = mapped_column(PlainJSON())
+    orders: Mapped[dict[str, Any] | None] = mapped_column(PlainJSON())  # placed, failed, skipped
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    completed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    canceled_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    recorded_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())

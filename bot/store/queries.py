@@ -21,6 +21,7 @@ _T = Base.metadata.tables
 RUNS, REGIMES, TARGETS = _T["runs"], _T["regime_decisions"], _T["targets"]
 RISK_EVENTS, ORDERS, FILLS = _T["risk_events"], _T["orders"], _T["fills"]
 EQUITY, POSITIONS, INCIDENTS = _T["equity"], _T["positions"], _T["incidents"]
+ACCOUNTS = _T["accounts"]
 
 FINAL_STATUSES = tuple(s.value for s in OrderStatus if s.is_final)
 OPEN_STATUSES = tuple(s.value for s in OrderStatus if not s.is_final)
@@ -28,9 +29,11 @@ OPEN_STATUSES = tuple(s.value for s in OrderStatus if not s.is_final)
 
 @dataclass(frozen=True)
 class Filters:
-    """What to show: one run (None: every run), a UTC date range, a symbol, the last N rows."""
+    """What to show: one run (None: every run), one client account (accounts.id; None:
+    every account), a UTC date range, a symbol, the last N rows."""
 
     run: int | None = None
+    account: int | None = None
     since: dt.date | None = None
     until: dt.date | None = None
     symbol: str | None = None
@@ -45,12 +48,19 @@ class Filters:
             )
 
 
-def latest_run(conn: sa.Connection) -> int:
-    """The newest run that recorded something (equity or orders). A run with nothing in
-    it (`bot once` without --execute, a daemon stopped before its first job) would make
-    every command answer "no rows match" while the previous run holds the records."""
-    recorded = sa.union(sa.select(EQUITY.c.run_id), sa.select(ORDERS.c.run_id)).subquery()
+def latest_run(conn: sa.Connection, account: int | None = None) -> int:
+    """The newest run that recorded something (equity or orders), for `account` if given.
+    A run with nothing in it (`bot once` without --execute, a daemon stopped before its
+    first job) would make every command answer "no rows match" while the previous run
+    holds the records."""
+    equity, orders = sa.select(EQUITY.c.run_id), sa.select(ORDERS.c.run_id)
+    if account is not None:
+        equity = equity.where(EQUITY.c.account_id == account)
+        orders = orders.where(ORDERS.c.account_id == account)
+    recorded = sa.union(equity, orders).subquery()
     run = conn.execute(sa.select(sa.func.max(recorded.c.run_id))).scalar_one_or_none()
+    if run is None and account is not None:
+        raise BotError(f"account {account} has no orders or equity in the trade log yet")
     if run is None:
         run = conn.execute(sa.select(sa.func.max(RUNS.c.id))).scalar_one_or_none()
     if run is None:
@@ -83,9 +93,26 @@ def _time_range(stmt: sa.Select[Any], column: sa.ColumnElement[Any], f: Filters)
     return stmt
 
 
+def resolve_account(conn: sa.Connection, ref: str) -> int:
+    """The registry id of an account named by its id or its broker account id."""
+    column = ACCOUNTS.c.id if ref.isdigit() else ACCOUNTS.c.broker_account_id
+    value: Any = int(ref) if ref.isdigit() else ref.strip().lower()
+    found = conn.execute(sa.select(ACCOUNTS.c.id).where(column == value)).scalar_one_or_none()
+    if found is None:
+        raise BotError(
+            f"--account {ref}: no such account in the registry (expected its id or broker "
+            "account id); see `bot accounts list`"
+        )
+    return int(found)
+
+
 def _common(stmt: sa.Select[Any], table: sa.Table, f: Filters) -> sa.Select[Any]:
     if f.run is not None and "run_id" in table.c:
         stmt = stmt.where(table.c.run_id == f.run)
+    if f.account is not None:
+        if "account_id" not in table.c:
+            raise BotError(f"--account does not apply to {table.name}: it is not per account")
+        stmt = stmt.where(table.c.account_id == f.account)
     if f.symbol is not None:
         if "symbol" not in table.c:
             raise BotError(f"--symbol does not apply to {table.name}: it is not per asset")
@@ -113,6 +140,10 @@ def runs(conn: sa.Connection, f: Filters) -> pd.DataFrame:
     if f.symbol is not None:
         traded = sa.select(ORDERS.c.run_id).where(ORDERS.c.symbol == f.symbol.upper())
         stmt = stmt.where(t.c.id.in_(traded))
+    if f.account is not None:
+        ordered = sa.select(ORDERS.c.run_id).where(ORDERS.c.account_id == f.account)
+        marked = sa.select(EQUITY.c.run_id).where(EQUITY.c.account_id == f.account)
+        stmt = stmt.where(t.c.id.in_(ordered) | t.c.id.in_(marked))
     return _frame(conn, stmt, f, [t.c.id])
 
 
@@ -120,11 +151,11 @@ def trades(conn: sa.Connection, f: Filters) -> pd.DataFrame:
     t = FILLS
     value = (t.c.quantity, t.c.price)
     stmt = sa.select(
-        t.c.run_id, t.c.filled_at, t.c.symbol, t.c.side, *value, t.c.commission,
+        t.c.run_id, t.c.account_id, t.c.filled_at, t.c.symbol, t.c.side, *value, t.c.commission,
         t.c.slippage_cost, t.c.client_order_id, t.c.id,
     )
     frame = _frame(conn, _time_range(_common(stmt, t, f), t.c.filled_at, f), f, [t.c.filled_at, t.c.id])
-    frame.insert(6, "value", [q * p for q, p in zip(frame["quantity"], frame["price"], strict=True)])
+    frame.insert(7, "value", [q * p for q, p in zip(frame["quantity"], frame["price"], strict=True)])
     return frame.drop(columns="id")
 
 
@@ -132,7 +163,7 @@ def orders(conn: sa.Connection, f: Filters, status: str | None = None) -> pd.Dat
     """Orders; `status` 'open' means every status that is not final."""
     t = ORDERS
     stmt = sa.select(
-        t.c.run_id, t.c.submitted_at, t.c.client_order_id, t.c.broker_order_id, t.c.symbol,
+        t.c.run_id, t.c.account_id, t.c.submitted_at, t.c.client_order_id, t.c.broker_order_id, t.c.symbol,
         t.c.side, t.c.quantity, t.c.notional, t.c.reference_price, t.c.status,
         t.c.filled_quantity, t.c.average_price, t.c.updated_at, t.c.reason, t.c.status_message,
         t.c.id,
@@ -148,22 +179,31 @@ def orders(conn: sa.Connection, f: Filters, status: str | None = None) -> pd.Dat
 def positions(conn: sa.Connection, f: Filters, *, history: bool = False) -> pd.DataFrame:
     """The last snapshot on or before `until` (what is held), or every snapshot in range.
 
-    A snapshot lists every holding of its run on that day; weight is its market value
-    over that day's equity.
+    A snapshot lists every holding of its run (and account) on that day; weight is its
+    market value over that day's equity of the same account.
     """
     t, e = POSITIONS, EQUITY
+    same_book = (e.c.run_id == t.c.run_id) & e.c.account_id.is_not_distinct_from(t.c.account_id)
     stmt = (
         sa.select(
-            t.c.run_id, t.c.day, t.c.symbol, t.c.quantity, t.c.price, t.c.market_value,
-            e.c.equity, t.c.id,
+            t.c.run_id, t.c.account_id, t.c.day, t.c.symbol, t.c.quantity, t.c.price,
+            t.c.market_value, e.c.equity, t.c.id,
         )
-        .select_from(t.outerjoin(e, (e.c.run_id == t.c.run_id) & (e.c.day == t.c.day)))
+        .select_from(t.outerjoin(e, same_book & (e.c.day == t.c.day)))
     )
     stmt = _day_range(_common(stmt, t, f), t.c.day, f)
     if not history:
-        last = sa.select(t.c.run_id, sa.func.max(t.c.day).label("day")).group_by(t.c.run_id)
-        last = _day_range(last, t.c.day, Filters(until=f.until)).subquery()
-        stmt = stmt.join(last, (last.c.run_id == t.c.run_id) & (last.c.day == t.c.day))
+        last = sa.select(t.c.run_id, t.c.account_id, sa.func.max(t.c.day).label("day")).group_by(
+            t.c.run_id, t.c.account_id
+        )
+        last = _day_range(_common(last, t, replace(f, symbol=None)), t.c.day, Filters(until=f.until))
+        last = last.subquery()
+        stmt = stmt.join(
+            last,
+            (last.c.run_id == t.c.run_id)
+            & last.c.account_id.is_not_distinct_from(t.c.account_id)
+            & (last.c.day == t.c.day),
+        )
     if history:
         frame = _frame(conn, stmt, f, [t.c.day, t.c.id])
     else:
@@ -189,10 +229,11 @@ def regimes(conn: sa.Connection, f: Filters) -> pd.DataFrame:
 def equity(conn: sa.Connection, f: Filters) -> pd.DataFrame:
     t = EQUITY
     stmt = sa.select(
-        t.c.run_id, t.c.day, t.c.equity, t.c.cash, t.c.positions_value, t.c.drawdown, t.c.regime
+        t.c.run_id, t.c.account_id, t.c.day, t.c.equity, t.c.cash, t.c.positions_value,
+        t.c.drawdown, t.c.regime,
     )
     stmt = _day_range(_common(stmt, t, f), t.c.day, f)
-    return _frame(conn, stmt, f, [t.c.run_id, t.c.day])
+    return _frame(conn, stmt, f, [t.c.run_id, t.c.day, t.c.account_id])
 
 
 def risk_events(conn: sa.Connection, f: Filters) -> pd.DataFrame:

@@ -28,7 +28,10 @@ from bot.store.models import Base
 MIGRATIONS = Path(__file__).with_name("migrations")
 TABLES = frozenset(Base.metadata.tables)
 # Tables of trade logs created before migrations existed (by create_all); see `_adopt`.
-PRE_MIGRATION_TABLES = TABLES - {"strategy_state", "macro_observations"}
+PRE_MIGRATION_TABLES = frozenset({
+    "runs", "regime_decisions", "targets", "risk_events", "orders", "order_events", "fills",
+    "equity", "positions", "incidents",
+})
 INITIAL_REVISION = "0001"
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import sqlalchemy as sa
@@ -119,11 +119,16 @@ def _check_aware(value: dt.datetime, column: str) -> None:
 
 
 class TradeLog:
-    """Records one run at a time (`run_id`); reads any run."""
+    """Records one run at a time (`run_id`); reads any run. Orders, equity and positions
+    are tagged with `account_id` (a client account of the registry; None for the
+    single-account daemon) as it is when they are recorded; a fill always takes its
+    order's account."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.run_id: int | None = None
+        self.account_id: int | None = None
+        self._order_accounts: dict[str, int | None] = {}  # client_order_id -> account_id
         self._owns_engine = False
         self._orders: dict[str, dict[str, Any]] = {}  # client_order_id -> row, not yet written
         self._order_ids: dict[str, int] = {}  # client_order_id -> orders.id, already written
@@ -134,7 +139,7 @@ class TradeLog:
         self._targets: list[dict[str, Any]] = []
         self._risk_events: list[dict[str, Any]] = []
         self._equity: list[dict[str, Any]] = []
-        self._positions: list[tuple[int, dt.date, str, float, float]] = []
+        self._positions: list[tuple[int, int | None, dt.date, str, float, float]] = []
         self._states: dict[str, dict[str, Any]] = {}  # instance -> strategy_state row
 
     @classmethod
@@ -161,6 +166,16 @@ class TradeLog:
         tradelog = cls(engine)
         tradelog._owns_engine = True
         return tradelog
+
+    @contextlib.contextmanager
+    def recording_for(self, account_id: int | None) -> Iterator[TradeLog]:
+        """Tag what is recorded inside the block with `account_id` (accounts.id); the
+        previous account is restored after it."""
+        previous, self.account_id = self.account_id, account_id
+        try:
+            yield self
+        finally:
+            self.account_id = previous
 
     # -- runs -------------------------------------------------------------------------
 
@@ -296,8 +311,10 @@ class TradeLog:
             )
             return
         status = _status_text(o.status)
+        self._order_accounts[cid] = self.account_id
         self._orders[cid] = {
             "run_id": run_id,
+            "account_id": self.account_id,
             "client_order_id": cid,
             "broker_order_id": o.broker_order_id,
             "rebalance_id": req.rebalance_id,
@@ -369,12 +386,13 @@ class TradeLog:
     def fill(self, f: Fill) -> None:
         run_id = self._require_run()
         cid = f.client_order_id
-        if cid not in self._orders and cid not in self._order_ids:
-            self._written_order_id(cid)
+        if cid not in self._order_accounts:
+            self._written_order_id(cid)  # an order an earlier process recorded, or an error
         _check_aware(f.filled_at, "fills.filled_at")
         self._fills.append(
             {
                 "run_id": run_id,
+                "account_id": self._order_accounts[cid],
                 "client_order_id": cid,
                 "symbol": f.symbol,
                 "side": _SIDE_TEXT[f.side],
@@ -390,6 +408,7 @@ class TradeLog:
         self._equity.append(
             {
                 "run_id": self._require_run(),
+                "account_id": self.account_id,
                 "day": p.day,
                 "equity": p.equity,
                 "cash": p.cash,
@@ -401,8 +420,8 @@ class TradeLog:
 
     def positions(self, day: dt.date, holdings: Mapping[str, tuple[float, float]]) -> None:
         """Snapshot holdings (symbol -> (quantity, price)); market value is computed exactly at flush."""
-        run_id = self._require_run()
-        self._positions.extend((run_id, day, s, q, p) for s, (q, p) in holdings.items())
+        run_id, account = self._require_run(), self.account_id
+        self._positions.extend((run_id, account, day, s, q, p) for s, (q, p) in holdings.items())
 
     def incident(
         self, at: dt.datetime, kind: str, message: str, context: dict[str, Any] | None = None
@@ -495,14 +514,18 @@ class TradeLog:
         """Id of an order already in the database (maybe from an earlier process), else raise."""
         order_id = self._order_ids.get(client_order_id)
         if order_id is None:
-            query = sa.select(ORDERS.c.id).where(ORDERS.c.client_order_id == client_order_id)
+            query = sa.select(ORDERS.c.id, ORDERS.c.account_id).where(
+                ORDERS.c.client_order_id == client_order_id
+            )
             with self.engine.connect() as conn:
-                order_id = conn.execute(query).scalar_one_or_none()
-            if order_id is None:
+                row = conn.execute(query).first()
+            if row is None:
                 raise ValueError(
                     f"unknown client_order_id {client_order_id!r}: record it with order() first"
                 )
+            order_id = row.id
             self._order_ids[client_order_id] = order_id
+            self._order_accounts[client_order_id] = row.account_id
         return order_id
 
     # -- writing ----------------------------------------------------------------------
@@ -652,13 +675,14 @@ class TradeLog:
         positions = [
             {
                 "run_id": run_id,
+                "account_id": account,
                 "day": day,
                 "symbol": symbol,
                 "quantity": quantity,
                 "price": price,
                 "market_value": to_decimal(quantity) * to_decimal(price),
             }
-            for run_id, day, symbol, quantity, price in self._positions
+            for run_id, account, day, symbol, quantity, price in self._positions
         ]
         batches = (
             (REGIMES, self._regimes),
@@ -852,13 +876,17 @@ class TradeLog:
         )
         return self._frame(stmt, dates=("day",))
 
-    def load_positions(self, run_id: int) -> pd.DataFrame:
+    def load_positions(self, run_id: int, account: int | None | Literal["all"] = "all") -> pd.DataFrame:
+        """Snapshots of the run: of every account, or of one (None: the rows without an
+        account, as the single-account daemon records them)."""
         t = POSITIONS
         stmt = (
             sa.select(t.c.day, t.c.symbol, t.c.quantity, t.c.price, t.c.market_value)
             .where(t.c.run_id == int(run_id))
             .order_by(t.c.day, t.c.id)
         )
+        if account != "all":
+            stmt = stmt.where(t.c.account_id.is_not_distinct_from(account))
         return self._frame(stmt, floats=("quantity", "price", "market_value"), dates=("day",))
 
     def load_incidents(self, run_id: int | None = None) -> pd.DataFrame:

@@ -174,10 +174,17 @@ Handler = Callable[..., Response]
 
 
 class FakeServer:
-    """Base class: subclasses register routes in __init__ with `self.route(...)`."""
+    """Base class: subclasses register routes in __init__ with `self.route(...)`.
+
+    `keep_alive` serves HTTP/1.1 persistent connections (one TCP connection per client
+    session, as a real API gateway does; much faster for many requests); `record_requests`
+    False keeps no request log (a long benchmark would hold every request in memory)."""
+
+    keep_alive = False
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
+        self.record_requests = True
         self.requests: list[Request] = []
         self._routes: list[tuple[str, str, re.Pattern[str], Handler]] = []
         self._faults: dict[tuple[str, str], deque[Fault]] = defaultdict(deque)
@@ -198,7 +205,8 @@ class FakeServer:
         )
         self._routes.append((method, template, re.compile(f"^{pattern}$"), handler))
 
-    def start(self) -> str:
+    def start(self, port: int = 0) -> str:
+        """Serve on 127.0.0.1:`port` (0: any free port); returns the base URL."""
         fake = self
 
         class _Handler(BaseHTTPRequestHandler):
@@ -210,7 +218,12 @@ class FakeServer:
             def log_message(self, *args: Any) -> None:  # keep test output clean
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        _Handler.protocol_version = "HTTP/1.1" if self.keep_alive else "HTTP/1.0"
+        # Headers and body go out in two writes: without TCP_NODELAY the body waits for
+        # the client's delayed ACK (~40 ms a request on a kept-alive connection).
+        _Handler.disable_nagle_algorithm = self.keep_alive
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         self._httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(
@@ -272,7 +285,8 @@ class FakeServer:
         route, handler, params = match if match else ("", None, {})
         request = Request(http.command, parts.path, route, query, body, dict(http.headers.items()))
         with self.lock:
-            self.requests.append(request)
+            if self.record_requests:
+                self.requests.append(request)
             queue = self._faults.get((http.command, route))
             fault = queue.popleft() if queue else None
             if fault is None and self.fault_policy is not None and route:

@@ -26,82 +26,25 @@ import base64
 import datetime as dt
 import math
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from tests.fakes import FakeServer, Fault, Request, Response
+from tests.fakes.alpaca_ledger import (
+    INVALID,
+    NEW_YORK,
+    FakeSession,
+    Ledger,
+    VenueClock,
+    thanksgiving_week,
+    ts,
+)
 
 __all__ = ["FakeAlpaca", "FakeSession", "DailyBar", "Fault", "KEY_ID", "SECRET"]
 
-NEW_YORK = ZoneInfo("America/New_York")
 KEY_ID = "fake-key-id-for-tests"
 SECRET = "fake-secret-Zq8vN2xR7tLw4mKp9sBd"
-OPEN_STATUSES = {
-    "new",
-    "partially_filled",
-    "done_for_day",
-    "accepted",
-    "pending_new",
-    "accepted_for_bidding",
-    "pending_cancel",
-    "pending_replace",
-    "held",
-    "stopped",
-    "suspended",
-    "calculated",
-}
-ROUTED = {"new", "partially_filled"}
-INSUFFICIENT = 40310000
-INVALID = 40010001
-NOT_FOUND = 40410000
-NOT_CANCELABLE = 42210000
-
-
-def ts(when: dt.datetime) -> str:
-    """RFC 3339 in UTC with Z, microseconds, as Alpaca stamps orders."""
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def dec(value: float | str | Decimal) -> Decimal:
-    return value if isinstance(value, Decimal) else Decimal(str(value))
-
-
-def text(value: Decimal) -> str:
-    """A decimal as Alpaca writes it: plain digits, no exponent, no trailing zeros."""
-    out = format(value.normalize(), "f")
-    return out if out not in ("-0",) else "0"
-
-
-@dataclass(frozen=True)
-class FakeSession:
-    """One trading day in New York wall time; close '13:00' is an early close."""
-
-    day: dt.date
-    open: str = "09:30"
-    close: str = "16:00"
-
-    def at(self, hhmm: str) -> dt.datetime:
-        hour, minute = map(int, hhmm.split(":"))
-        return dt.datetime.combine(self.day, dt.time(hour, minute), NEW_YORK).astimezone(dt.UTC)
-
-    @property
-    def open_utc(self) -> dt.datetime:
-        return self.at(self.open)
-
-    @property
-    def close_utc(self) -> dt.datetime:
-        return self.at(self.close)
-
-
-def thanksgiving_week() -> list[FakeSession]:
-    """Nov 25 - Dec 3 2024: Thanksgiving (28th) closed, the 29th closes at 13:00."""
-    days = [25, 26, 27, 29]
-    sessions = [
-        FakeSession(dt.date(2024, 11, d), close="13:00" if d == 29 else "16:00") for d in days
-    ]
-    return sessions + [FakeSession(dt.date(2024, 12, 2)), FakeSession(dt.date(2024, 12, 3))]
 
 
 @dataclass(frozen=True)
@@ -114,24 +57,7 @@ class DailyBar:
     volume: int = 1_000_000
 
 
-@dataclass
-class _Order:
-    data: dict[str, Any]
-    qty: Decimal
-    filled: Decimal = Decimal(0)
-    cost: Decimal = Decimal(0)  # sum of fill qty x price
-    expires: dt.datetime | None = None
-    starts: dt.datetime | None = None
-
-
-@dataclass
-class _Position:
-    qty: Decimal
-    cost: Decimal
-    asset_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-
-class FakeAlpaca(FakeServer):
+class FakeAlpaca(FakeServer, VenueClock):
     def __init__(
         self,
         *,
@@ -141,23 +67,19 @@ class FakeAlpaca(FakeServer):
     ) -> None:
         super().__init__()
         self.key_id, self.secret = KEY_ID, SECRET
-        self.account_id = str(uuid.uuid4())
-        self.account_number = "PA3FAKE00001"
-        self.cash = dec(cash)
         self.prices: dict[str, float] = {}
-        self.positions: dict[str, _Position] = {}
-        self.orders: list[_Order] = []
         self.sessions = sessions if sessions is not None else thanksgiving_week()
         self._now = now or dt.datetime(2024, 11, 27, 15, 0, tzinfo=dt.UTC)  # Wed 10:00 New York
-        self.account_patch: dict[str, Any] = {}  # merged into GET /v2/account (None deletes)
-        self.cancel_leaves_pending = False  # DELETE answers but the order stays pending_cancel
+        # The one account's book; its orders, positions and cash are this venue's.
+        self.ledger = Ledger(
+            self, cash=cash, account_id=str(uuid.uuid4()), account_number="PA3FAKE00001"
+        )
         self.daily_bars: dict[str, list[DailyBar]] = {}
         self.splits: dict[str, list[tuple[dt.date, float]]] = {}  # (first day after, ratio)
         self.bars_page_size = 10_000
         self.latest_trades: dict[str, float] = {}
         self.latest_bars: dict[str, float] = {}
         self.sip_allowed = False
-        self.fill_on_submit = 0.0  # share of a POSTed order filled before the answer
         self._routes_setup()
 
     def _routes_setup(self) -> None:
@@ -187,396 +109,87 @@ class FakeAlpaca(FakeServer):
 
     # --- clock control ---------------------------------------------------------------
 
-    @property
-    def now(self) -> dt.datetime:
-        return self._now
-
     def set_now(self, when: dt.datetime) -> None:
         """Move the clock; routes waiting orders at an open, expires day orders at a close."""
         with self.lock:
             self._now = when.astimezone(dt.UTC)
-            for order in self.orders:
-                status = order.data["status"]
-                if status not in OPEN_STATUSES:
-                    continue
-                if order.expires is not None and self._now >= order.expires:
-                    self._set(order, "expired", "expired_at")
-                elif (
-                    status == "accepted" and order.starts is not None and self._now >= order.starts
-                ):
-                    self._set(order, "new")
+            self.ledger.advance(self._now)
 
-    def session_at(self, when: dt.datetime) -> FakeSession | None:
-        return next((s for s in self.sessions if s.open_utc <= when < s.close_utc), None)
+    # --- the account's book (see tests.fakes.alpaca_ledger.Ledger) -------------------
 
-    def _next_session(self, when: dt.datetime) -> FakeSession | None:
-        return next(
-            (s for s in sorted(self.sessions, key=lambda s: s.day) if s.open_utc > when), None
-        )
-
-    # --- order control ---------------------------------------------------------------
+    cash = property(lambda self: self.ledger.cash, lambda self, v: setattr(self.ledger, "cash", v))
+    positions = property(lambda self: self.ledger.positions)
+    orders = property(lambda self: self.ledger.orders)
+    account_id = property(lambda self: self.ledger.account_id)
+    account_number = property(lambda self: self.ledger.account_number)
+    account_patch = property(
+        lambda self: self.ledger.account_patch,
+        lambda self, v: setattr(self.ledger, "account_patch", v),
+    )
+    fill_on_submit = property(  # share of a POSTed order filled before the answer
+        lambda self: self.ledger.fill_on_submit,
+        lambda self, v: setattr(self.ledger, "fill_on_submit", v),
+    )
+    cancel_leaves_pending = property(
+        lambda self: self.ledger.cancel_leaves_pending,
+        lambda self, v: setattr(self.ledger, "cancel_leaves_pending", v),
+    )
 
     def hold(self, symbol: str, qty: float, avg_price: float) -> None:
         """Start with a position (bought before the test)."""
         with self.lock:
-            self.positions[symbol] = _Position(dec(qty), dec(qty) * dec(avg_price))
+            self.ledger.hold(symbol, qty, avg_price)
 
     def order(self, ref: str) -> dict[str, Any]:
         """The order's JSON as the venue would send it now."""
         with self.lock:
-            return dict(self._find(ref).data)
+            return dict(self.ledger.find(ref).data)
 
     def fill(self, ref: str, qty: float | None = None, price: float | None = None) -> None:
         """Execute `qty` (default: the rest) at `price` (default: prices[symbol])."""
         with self.lock:
-            order = self._find(ref)
-            status = order.data["status"]
-            if status not in ROUTED:
-                raise AssertionError(f"order {ref} is {status}: only routed orders fill")
-            symbol = order.data["symbol"]
-            amount = order.qty - order.filled if qty is None else dec(qty)
-            px = dec(price if price is not None else self.prices[symbol])
-            if amount <= 0 or order.filled + amount > order.qty:
-                raise AssertionError(f"cannot fill {amount} of {order.qty} ({order.filled} filled)")
-            order.filled += amount
-            order.cost += amount * px
-            self._book(symbol, order.data["side"], amount, px)
-            avg = order.cost / order.filled
-            order.data["filled_qty"] = text(order.filled)
-            order.data["filled_avg_price"] = text(avg.quantize(Decimal("0.000000001")))
-            done = order.filled == order.qty
-            self._set(
-                order, "filled" if done else "partially_filled", "filled_at" if done else None
-            )
+            self.ledger.fill(ref, qty, price)
 
     def fill_open(self) -> None:
         """Fill every routed order at the current prices, sells first."""
         with self.lock:
-            routed = [o for o in self.orders if o.data["status"] in ROUTED]
-            for order in sorted(routed, key=lambda o: o.data["side"] != "sell"):
-                self.fill(order.data["id"])
+            self.ledger.fill_open()
 
     def set_status(self, ref: str, status: str) -> None:
         stamp = {"canceled": "canceled_at", "expired": "expired_at", "rejected": "failed_at"}
         with self.lock:
-            order = self._find(ref)
-            self._set(order, status, stamp.get(status))
+            self.ledger.set(self.ledger.find(ref), status, stamp.get(status))
 
     def order_count(self) -> int:
         with self.lock:
-            return len(self.orders)
-
-    def _find(self, ref: str) -> _Order:
-        for order in self.orders:
-            if ref in (order.data["id"], order.data["client_order_id"]):
-                return order
-        raise KeyError(ref)
-
-    def _set(self, order: _Order, status: str, stamp: str | None = None) -> None:
-        order.data["status"] = status
-        order.data["updated_at"] = ts(self._now)
-        if stamp:
-            order.data[stamp] = ts(self._now)
-
-    def _book(self, symbol: str, side: str, qty: Decimal, price: Decimal) -> None:
-        position = self.positions.setdefault(symbol, _Position(Decimal(0), Decimal(0)))
-        if side == "buy":
-            self.cash -= qty * price
-            position.qty += qty
-            position.cost += qty * price
-        else:
-            self.cash += qty * price
-            position.cost -= position.cost * qty / position.qty
-            position.qty -= qty
-        if position.qty == 0:
-            del self.positions[symbol]
-
-    # --- account and positions -------------------------------------------------------
-
-    def _market_value(self) -> Decimal:
-        return sum((p.qty * dec(self.prices[s]) for s, p in self.positions.items()), Decimal(0))
+            return len(self.ledger.orders)
 
     def buying_power(self) -> Decimal:
-        """Cash less what open buy orders reserve (a cash account: multiplier 1)."""
-        reserved = sum(
-            (
-                (o.qty - o.filled) * dec(self.prices[o.data["symbol"]])
-                for o in self.orders
-                if o.data["side"] == "buy" and o.data["status"] in OPEN_STATUSES
-            ),
-            Decimal(0),
-        )
-        return self.cash - reserved
+        return self.ledger.buying_power()
 
     def _get_account(self, request: Request) -> Response:
-        equity = self.cash + self._market_value()
-        money = lambda v: text(v.quantize(Decimal("0.01")))  # noqa: E731
-        body: dict[str, Any] = {
-            "id": self.account_id,
-            "account_number": self.account_number,
-            "status": "ACTIVE",
-            "crypto_status": "ACTIVE",
-            "currency": "USD",
-            "buying_power": money(self.buying_power()),
-            "regt_buying_power": money(self.buying_power()),
-            "daytrading_buying_power": "0",
-            "non_marginable_buying_power": money(self.buying_power()),
-            "options_buying_power": money(self.buying_power()),
-            "cash": money(self.cash),
-            "accrued_fees": "0",
-            "pending_transfer_in": "0",
-            "portfolio_value": money(equity),
-            "pattern_day_trader": False,
-            "trading_blocked": False,
-            "transfers_blocked": False,
-            "account_blocked": False,
-            "created_at": "2024-01-02T15:00:00.000000Z",
-            "trade_suspended_by_user": False,
-            "multiplier": "1",
-            "shorting_enabled": False,
-            "equity": money(equity),
-            "last_equity": money(equity),
-            "long_market_value": money(self._market_value()),
-            "short_market_value": "0",
-            "position_market_value": money(self._market_value()),
-            "initial_margin": "0",
-            "maintenance_margin": "0",
-            "last_maintenance_margin": "0",
-            "sma": "0",
-            "daytrade_count": 0,
-            "balance_asof": self._now.date().isoformat(),
-            "options_approved_level": 0,
-            "options_trading_level": 0,
-        }
-        for key, value in self.account_patch.items():
-            if value is None:
-                body.pop(key, None)
-            else:
-                body[key] = value
-        return Response(200, body)
+        return Response(200, self.ledger.account_json())
 
     def _get_positions(self, request: Request) -> Response:
-        out = []
-        for symbol, p in sorted(self.positions.items()):
-            price = dec(self.prices[symbol])
-            value = p.qty * price
-            out.append(
-                {
-                    "asset_id": p.asset_id,
-                    "symbol": symbol,
-                    "exchange": "ARCA",
-                    "asset_class": "us_equity",
-                    "asset_marginable": True,
-                    "qty": text(p.qty),
-                    "qty_available": text(p.qty),
-                    "avg_entry_price": text((p.cost / p.qty).quantize(Decimal("0.0001"))),
-                    "side": "long",
-                    "market_value": text(value.quantize(Decimal("0.01"))),
-                    "cost_basis": text(p.cost.quantize(Decimal("0.01"))),
-                    "unrealized_pl": text((value - p.cost).quantize(Decimal("0.01"))),
-                    "unrealized_plpc": "0",
-                    "unrealized_intraday_pl": "0",
-                    "unrealized_intraday_plpc": "0",
-                    "current_price": text(price),
-                    "lastday_price": text(price),
-                    "change_today": "0",
-                }
-            )
-        return Response(200, out)
-
-    # --- orders ----------------------------------------------------------------------
+        return Response(200, self.ledger.positions_json())
 
     def _post_order(self, request: Request) -> Response:
-        body = request.body if isinstance(request.body, dict) else {}
-        problem = self._validate(body)
-        if problem is not None:
-            return problem
-        now = self._now
-        session = self.session_at(now)
-        routed_session = session or self._next_session(now)
-        symbol, qty = body["symbol"], dec(body["qty"])
-        data = {
-            "id": str(uuid.uuid4()),
-            "client_order_id": body.get("client_order_id") or str(uuid.uuid4()),
-            "created_at": ts(now),
-            "updated_at": ts(now),
-            "submitted_at": ts(now),
-            "filled_at": None,
-            "expired_at": None,
-            "canceled_at": None,
-            "failed_at": None,
-            "replaced_at": None,
-            "replaced_by": None,
-            "replaces": None,
-            "asset_id": self._asset_id(symbol),
-            "symbol": symbol,
-            "asset_class": "us_equity",
-            "notional": None,
-            "qty": text(qty),
-            "filled_qty": "0",
-            "filled_avg_price": None,
-            "order_class": "simple",
-            "order_type": "market",
-            "type": "market",
-            "side": body["side"],
-            "position_intent": "buy_to_open" if body["side"] == "buy" else "sell_to_close",
-            "time_in_force": body["time_in_force"],
-            "limit_price": None,
-            "stop_price": None,
-            "status": "new" if session else "accepted",
-            "extended_hours": False,
-            "legs": None,
-            "trail_percent": None,
-            "trail_price": None,
-            "hwm": None,
-            "subtag": None,
-            "source": None,
-            "expires_at": ts(routed_session.close_utc) if routed_session else None,
-        }
-        order = _Order(
-            data,
-            qty,
-            expires=routed_session.close_utc if routed_session else None,
-            starts=routed_session.open_utc if routed_session else None,
-        )
-        self.orders.append(order)
-        if session is not None and self.fill_on_submit > 0:
-            now_filled = (qty * dec(self.fill_on_submit)).quantize(Decimal("0.000000001"))
-            if now_filled > 0:
-                self.fill(data["id"], float(min(now_filled, qty)))
-        return Response(200, dict(order.data))
-
-    def _validate(self, body: dict[str, Any]) -> Response | None:
-        def invalid(message: str) -> Response:
-            return Response(422, {"code": INVALID, "message": message})
-
-        for key in ("symbol", "side", "type", "time_in_force"):
-            if not body.get(key):
-                return invalid(f"{key} is required")
-        if body.get("qty") is None:
-            return invalid("qty or notional is required")
-        cid = body.get("client_order_id")
-        if cid and any(o.data["client_order_id"] == cid for o in self.orders):
-            return invalid("client_order_id must be unique")
-        if cid and len(cid) > 128:
-            return invalid("client_order_id must be at most 128 characters")
-        symbol = body["symbol"]
-        if symbol not in self.prices:
-            return invalid(f'asset "{symbol}" not found')
-        qty = dec(body["qty"])
-        if qty <= 0:
-            return invalid("qty must be > 0")
-        if -qty.as_tuple().exponent > 9:  # type: ignore[operator]
-            return invalid("qty must have at most 9 decimal places")
-        if qty != qty.to_integral_value() and (
-            body["type"] != "market" or body["time_in_force"] != "day"
-        ):
-            return invalid("fractional orders must be DAY orders")
-        if body["side"] == "buy" and qty * dec(self.prices[symbol]) > self.buying_power():
-            return Response(403, {"code": INSUFFICIENT, "message": "insufficient buying power"})
-        if body["side"] == "sell":
-            held = self.positions[symbol].qty if symbol in self.positions else Decimal(0)
-            selling = sum(
-                (
-                    o.qty - o.filled
-                    for o in self.orders
-                    if o.data["symbol"] == symbol
-                    and o.data["side"] == "sell"
-                    and o.data["status"] in OPEN_STATUSES
-                ),
-                Decimal(0),
-            )
-            available = held - selling
-            if qty > available:
-                message = f"insufficient qty available for order (requested: {text(qty)}, available: {text(available)})"
-                return Response(403, {"code": INSUFFICIENT, "message": message})
-        return None
-
-    def _asset_id(self, symbol: str) -> str:
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"asset:{symbol}"))
+        return self.ledger.post_order(request.body if isinstance(request.body, dict) else {})
 
     def _list_orders(self, request: Request) -> Response:
-        status = request.query.get("status", "open")
-        limit = min(int(request.query.get("limit", 50)), 500)
-        symbols = set(filter(None, request.query.get("symbols", "").split(",")))
-
-        def wanted(o: _Order) -> bool:
-            is_open = o.data["status"] in OPEN_STATUSES
-            by_status = status == "all" or (status == "open") == is_open
-            return by_status and (not symbols or o.data["symbol"] in symbols)
-
-        chosen = [o for o in self.orders if wanted(o)]
-        if request.query.get("direction", "desc") == "desc":
-            chosen.reverse()
-        return Response(200, [dict(o.data) for o in chosen[:limit]])
+        return self.ledger.list_orders(request.query)
 
     def _get_by_client_id(self, request: Request) -> Response:
-        cid = request.query.get("client_order_id", "")
-        for order in self.orders:
-            if order.data["client_order_id"] == cid:
-                return Response(200, dict(order.data))
-        return Response(404, {"code": NOT_FOUND, "message": f"order not found for {cid}"})
+        return self.ledger.get_by_client_id(request.query.get("client_order_id", ""))
 
     def _get_order(self, request: Request, order_id: str) -> Response:
-        try:
-            return Response(200, self.order(order_id))
-        except KeyError:
-            return Response(404, {"code": NOT_FOUND, "message": "order not found"})
+        return self.ledger.get_order(order_id)
 
     def _cancel_order(self, request: Request, order_id: str) -> Response:
-        try:
-            order = self._find(order_id)
-        except KeyError:
-            return Response(404, {"code": NOT_FOUND, "message": "order not found"})
-        if order.data["status"] not in OPEN_STATUSES:
-            message = f'order is already in "{order.data["status"]}" state'
-            return Response(422, {"code": NOT_CANCELABLE, "message": message})
-        if self.cancel_leaves_pending:
-            self._set(order, "pending_cancel")
-        else:
-            self._set(order, "canceled", "canceled_at")
-        return Response(204)
+        return self.ledger.cancel_order(order_id)
 
     def _cancel_all(self, request: Request) -> Response:
-        out = []
-        for order in self.orders:
-            if order.data["status"] in OPEN_STATUSES:
-                self._set(order, "canceled", "canceled_at")
-                out.append({"id": order.data["id"], "status": 200, "body": dict(order.data)})
-        return Response(207, out)
-
-    # --- clock and calendar ----------------------------------------------------------
-
-    def _get_clock(self, request: Request) -> Response:
-        current = self.session_at(self._now)
-        upcoming = self._next_session(self._now)
-        local = lambda t: t.astimezone(NEW_YORK).isoformat(timespec="microseconds")  # noqa: E731
-        body = {
-            "timestamp": local(self._now),
-            "is_open": current is not None,
-            "next_open": local(upcoming.open_utc) if upcoming else None,
-            "next_close": local((current or upcoming).close_utc) if (current or upcoming) else None,
-        }
-        return Response(200, body)
-
-    def _get_calendar(self, request: Request) -> Response:
-        start = dt.date.fromisoformat(request.query.get("start", "1970-01-01"))
-        end = dt.date.fromisoformat(request.query.get("end", "2029-12-31"))
-        days = sorted((s for s in self.sessions if start <= s.day <= end), key=lambda s: s.day)
-        return Response(
-            200,
-            [
-                {
-                    "date": s.day.isoformat(),
-                    "open": s.open,
-                    "close": s.close,
-                    "session_open": "0400",
-                    "session_close": "2000",
-                    "settlement_date": (s.day + dt.timedelta(days=1)).isoformat(),
-                }
-                for s in days
-            ],
-        )
+        return self.ledger.cancel_all()
 
     # --- market data -----------------------------------------------------------------
 

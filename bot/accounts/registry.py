@@ -1,0 +1,318 @@
+"""The client-account registry: which broker account trades which risk profile, and why.
+
+One row per client account in the trade log's `accounts` table. The platform's jobs read
+the active accounts of each profile from here; orders, fills, positions and equity rows
+point at their account's id. A closed account keeps its row and its history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from bot.errors import BotError, ConfigError
+from bot.store.models import ACCOUNT_STATUSES, Base
+
+ACCOUNTS = Base.metadata.tables["accounts"]
+
+#: the three MiFID II risk profiles and the config each trades
+PROFILES: dict[str, str] = {
+    "conservative": "config/robo_conservative.toml",
+    "balanced": "config/robo_balanced.toml",
+    "aggressive": "config/robo_aggressive.toml",
+}
+_CHUNK = 500  # SQLite's bound-variable limit, with room to spare
+
+
+@dataclass(frozen=True)
+class Account:
+    """One registry row."""
+
+    id: int
+    broker_account_id: str
+    profile: str
+    status: str
+    suitability: dict[str, Any] | None
+    created_at: dt.datetime
+    closed_at: dt.datetime | None
+    updated_at: dt.datetime
+    subscription_id: str | None
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+
+@dataclass(frozen=True)
+class AccountSpec:
+    """An account as the user describes it (`bot accounts add`, a CSV row), checked."""
+
+    broker_account_id: str
+    profile: str
+    suitability: dict[str, Any] | None = None
+    status: str = "active"
+    created_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    added: int
+    updated: int
+    unchanged: int
+    closed: int
+
+
+# ---------------------------------------------------------------------- field checks
+
+
+def parse_broker_account_id(text: str) -> str:
+    """Alpaca's account id (a UUID), lower-cased and hyphenated."""
+    try:
+        return str(uuid.UUID(text.strip()))
+    except (ValueError, AttributeError):
+        raise ValueError(
+            f"expected a broker account id (a UUID like 8f2c1e5a-0b7d-4c3e-9a61-2d5f0e8b7c44), "
+            f"got {text!r}"
+        ) from None
+
+
+def check_profile(text: str) -> str:
+    """A profile name, or a config file that exists and validates (kept as written)."""
+    name = text.strip()
+    if name.lower() in PROFILES:
+        return name.lower()
+    if not name:
+        raise ValueError(f"expected {', '.join(PROFILES)} or a config file, got nothing")
+    path = profile_config(name)
+    if not path.is_file():
+        raise ValueError(f"expected {', '.join(PROFILES)} or a config file, got {text!r}")
+    from bot.config import load_settings
+
+    try:
+        load_settings(path)
+    except ConfigError as exc:
+        raise ValueError(f"config file {name} is invalid: {'; '.join(exc.problems[:3])}") from None
+    return name
+
+
+def profile_config(profile: str) -> Path:
+    """The config file a profile trades: the packaged one of a named profile, else the
+    file itself (found from the working directory, then the repository)."""
+    from bot.store.locate import default_path
+
+    return Path(default_path(PROFILES.get(profile, profile))).resolve()
+
+
+def parse_suitability(text: str) -> dict[str, Any]:
+    """The suitability assessment as a JSON object (answers, score, ...)."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"expected a JSON object, e.g. '{{\"score\": 7}}': {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a JSON object, e.g. '{{\"score\": 7}}', got {type(value).__name__}")
+    return value
+
+
+def parse_status(text: str) -> str:
+    status = text.strip().lower()
+    if status not in ACCOUNT_STATUSES:
+        raise ValueError(f"expected one of {', '.join(ACCOUNT_STATUSES)}, got {text!r}")
+    return status
+
+
+def parse_created(text: str) -> dt.datetime:
+    """YYYY-MM-DD (midnight UTC) or an ISO timestamp with its zone."""
+    try:
+        value = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"expected YYYY-MM-DD or an ISO timestamp, got {text!r}") from None
+    if value.tzinfo is None:
+        if len(text.strip()) > 10:
+            raise ValueError(f"expected a time zone on the timestamp (e.g. Z), got {text!r}")
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
+# ---------------------------------------------------------------------- the registry
+
+
+class AccountRegistry:
+    """Reads and writes the `accounts` table of a trade-log database."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    # -- reading ------------------------------------------------------------------------
+
+    def find(self, ref: str | int) -> Account | None:
+        """An account by its registry id or its broker account id."""
+        if isinstance(ref, int) or ref.strip().isdigit():
+            where = ACCOUNTS.c.id == int(ref)
+        else:
+            try:
+                where = ACCOUNTS.c.broker_account_id == parse_broker_account_id(ref)
+            except ValueError:
+                return None
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(ACCOUNTS).where(where)).first()
+        return None if row is None else _account(row)
+
+    def get(self, ref: str | int) -> Account:
+        account = self.find(ref)
+        if account is None:
+            raise BotError(
+                f"no account {ref} in the registry (expected its id or broker account id); "
+                "see `bot accounts list`"
+            )
+        return account
+
+    def list(self, *, status: str | None = None, profile: str | None = None) -> list[Account]:
+        stmt = sa.select(ACCOUNTS).order_by(ACCOUNTS.c.id)
+        if status is not None:
+            stmt = stmt.where(ACCOUNTS.c.status == status)
+        if profile is not None:
+            stmt = stmt.where(ACCOUNTS.c.profile == profile)
+        with self.engine.connect() as conn:
+            return [_account(row) for row in conn.execute(stmt)]
+
+    def active_by_profile(self) -> dict[str, list[Account]]:
+        """Active accounts grouped by profile: what the platform's weekly decision trades."""
+        grouped: dict[str, list[Account]] = {}
+        for account in self.list(status="active"):
+            grouped.setdefault(account.profile, []).append(account)
+        return grouped
+
+    # -- writing ------------------------------------------------------------------------
+
+    def add(self, spec: AccountSpec, now: dt.datetime) -> Account:
+        """Register a new account; one already registered is an error (use import to update)."""
+        if self.find(spec.broker_account_id) is not None:
+            raise BotError(
+                f"account {spec.broker_account_id} is already registered; "
+                "`bot accounts show` it, or change it with `bot accounts import`"
+            )
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(ACCOUNTS), [_new_row(spec, now)])
+        return self.get(spec.broker_account_id)
+
+    def close(self, ref: str | int, now: dt.datetime) -> Account:
+        """Mark an account closed (its history stays); closing twice is an error."""
+        account = self.get(ref)
+        if account.status == "closed":
+            raise BotError(f"account {account.broker_account_id} is already closed ({account.closed_at:%Y-%m-%d})")
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(ACCOUNTS)
+                .where(ACCOUNTS.c.id == account.id)
+                .values(status="closed", closed_at=now, updated_at=now)
+            )
+        return self.get(account.id)
+
+    def set_subscription(self, account_id: int, subscription_id: str | None, now: dt.datetime) -> None:
+        """Remember (or forget, with None) the account's Rebalancing API subscription."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(ACCOUNTS)
+                .where(ACCOUNTS.c.id == account_id)
+                .values(subscription_id=subscription_id, updated_at=now)
+            )
+
+    def upsert(self, specs: Sequence[AccountSpec], now: dt.datetime) -> ImportResult:
+        """Add new accounts and bring registered ones to `specs`, in one transaction:
+        importing the same rows again changes nothing. A closed account is never reopened
+        (BotError naming it), since its client left."""
+        by_id = {s.broker_account_id: s for s in specs}
+        added = updated = unchanged = closed = 0
+        with self.engine.begin() as conn:
+            existing = _existing(conn, list(by_id))
+            fresh = [_new_row(s, now) for cid, s in by_id.items() if cid not in existing]
+            for cid, spec in by_id.items():
+                row = existing.get(cid)
+                if row is None:
+                    continue
+                changes = _changes(row, spec, now)
+                if changes is None:
+                    unchanged += 1
+                    continue
+                conn.execute(sa.update(ACCOUNTS).where(ACCOUNTS.c.id == row.id).values(changes))
+                if changes.get("status") == "closed":
+                    closed += 1
+                else:
+                    updated += 1
+            if fresh:
+                conn.execute(sa.insert(ACCOUNTS), fresh)
+                added = len(fresh)
+        return ImportResult(added, updated, unchanged, closed)
+
+
+def _account(row: sa.Row[Any]) -> Account:
+    return Account(
+        id=int(row.id),
+        broker_account_id=row.broker_account_id,
+        profile=row.profile,
+        status=row.status,
+        suitability=row.suitability,
+        created_at=row.created_at,
+        closed_at=row.closed_at,
+        updated_at=row.updated_at,
+        subscription_id=row.subscription_id,
+    )
+
+
+def _new_row(spec: AccountSpec, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "broker_account_id": spec.broker_account_id,
+        "profile": spec.profile,
+        "status": spec.status,
+        "suitability": spec.suitability,
+        "created_at": spec.created_at or now,
+        "closed_at": now if spec.status == "closed" else None,
+        "updated_at": now,
+    }
+
+
+def _existing(conn: sa.Connection, ids: list[str]) -> dict[str, sa.Row[Any]]:
+    found: dict[str, sa.Row[Any]] = {}
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        rows = conn.execute(sa.select(ACCOUNTS).where(ACCOUNTS.c.broker_account_id.in_(chunk)))
+        found.update((row.broker_account_id, row) for row in rows)
+    return found
+
+
+def _changes(row: sa.Row[Any], spec: AccountSpec, now: dt.datetime) -> dict[str, Any] | None:
+    """What an import changes on a registered account; None if nothing."""
+    if row.status == "closed" and spec.status != "closed":
+        raise BotError(
+            f"account {row.broker_account_id} is closed ({row.closed_at:%Y-%m-%d}); "
+            "a closed account is not reopened: register the client's new account"
+        )
+    changes: dict[str, Any] = {}
+    if row.profile != spec.profile:
+        changes["profile"] = spec.profile
+    if spec.suitability is not None and row.suitability != spec.suitability:
+        changes["suitability"] = spec.suitability
+    if row.status != spec.status:
+        changes["status"] = spec.status
+        if spec.status == "closed":
+            changes["closed_at"] = now
+    if not changes:
+        return None
+    changes["updated_at"] = now
+    return changes
+
+
+def account_order_prefix(instance: str, broker_account_id: str) -> str:
+    """The start of every client_order_id the platform sends for one account: the
+    instance, then the account, so ids are deterministic per account per decision
+    (`<instance>-<account>-<YYYYMMDD>-rb-<SYMBOL>-<side>`) and reconciling one account
+    never touches another's orders."""
+    return f"{instance}-{broker_account_id}"

@@ -1,0 +1,228 @@
+"""Alpaca's Broker API: many client accounts under one broker key pair, through alpaca-py's
+BrokerClient.
+
+Each client account is traded through the same `AlpacaBroker` as the single-account
+daemon (submit with lookup-before-retry, fills from average prices, cancel, polling),
+given an `AccountClient`: the trading calls AlpacaBroker makes, answered by the Broker
+API's per-account endpoints. So the sells-first sequencing (bot.broker.sequenced), the
+restart reconciliation (bot.daemon.reconcile) and the planner's deterministic client
+order ids hold per account with no second implementation.
+
+`BrokerPlatform` owns the one BrokerClient (basic auth, our timeout and retry policy, no
+SDK retry) and hands out a broker per account. `prefetch_positions()` reads every
+account's positions in one call (GET /v1/accounts/positions); each account's first
+refresh then uses its entry instead of a call of its own. Alpaca reports those positions
+as of the last close, so prefetch only before the day's first orders.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from alpaca.broker.client import BrokerClient
+from alpaca.common.exceptions import APIError
+from alpaca.trading.models import Position
+from alpaca.trading.requests import GetCalendarRequest, GetOrdersRequest, MarketOrderRequest
+from pydantic import ValidationError
+
+from bot.broker.alpaca import AlpacaBroker
+from bot.broker.alpaca_orders import (
+    ANSWER_ERRORS,
+    api_broker_error,
+    parse_number,
+    to_utc,
+    transport_broker_error,
+    validation_summary,
+)
+from bot.broker.base import BrokerError
+from bot.net import RetryingAdapter, RetryPolicy
+from bot.secrets import Credentials, load_broker_credentials, load_broker_endpoint
+
+#: called before every HTTP attempt (a shared request budget, e.g. a token bucket)
+Throttle = Callable[[], None]
+
+
+class _Throttled(requests.adapters.HTTPAdapter):
+    """Takes a token before each attempt: placed under RetryingAdapter in the MRO, so
+    retries spend the budget too."""
+
+    throttle: Throttle | None = None
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if self.throttle is not None:
+            self.throttle()
+        return super().send(request, **kwargs)
+
+
+class ThrottledRetryingAdapter(RetryingAdapter, _Throttled):
+    """bot.net's timeout and idempotent-retry adapter, each attempt throttled."""
+
+    def __init__(self, policy: RetryPolicy, throttle: Throttle | None) -> None:
+        super().__init__(policy)
+        self.throttle = throttle
+
+
+def make_broker_client(
+    credentials: Credentials,
+    base_url: str,
+    sandbox: bool,
+    policy: RetryPolicy,
+    throttle: Throttle | None = None,
+) -> BrokerClient:
+    """A BrokerClient whose session has our timeout/retry adapter and no SDK retry (an
+    order POST must never be repeated blindly; see bot.broker.alpaca)."""
+    client = BrokerClient(
+        api_key=credentials.key_id,
+        secret_key=credentials.secret,
+        sandbox=sandbox,
+        url_override=base_url,
+    )
+    client._retry = 0
+    adapter = ThrottledRetryingAdapter(policy, throttle)
+    client._session.mount("http://", adapter)
+    client._session.mount("https://", adapter)
+    return client
+
+
+class PositionsSnapshot:
+    """Every account's positions from one bulk call, each handed out once."""
+
+    def __init__(self, as_of: dt.datetime, positions: dict[str, list[Position]]) -> None:
+        self.as_of = as_of
+        self._positions = positions
+        self._taken: set[str] = set()
+        self._lock = threading.Lock()
+
+    def take(self, account_id: str) -> list[Position] | None:
+        """The account's positions (an empty list for one that holds nothing), or None
+        once taken: later refreshes read the account's own, current positions."""
+        with self._lock:
+            if account_id in self._taken:
+                return None
+            self._taken.add(account_id)
+            return list(self._positions.get(account_id, []))
+
+    def quantities(self) -> dict[str, dict[str, float]]:
+        """account id -> symbol -> quantity, for reports and checks."""
+        return {
+            account: {p.symbol: parse_number(p.qty, f"positions[{account}][{p.symbol}].qty")
+                      for p in held}
+            for account, held in self._positions.items()
+        }
+
+
+class AccountClient:
+    """The trading calls AlpacaBroker makes (TradingClient's names), for one Broker API
+    account: orders, positions and the trade account under /v1/trading/accounts/{id}."""
+
+    def __init__(
+        self, client: BrokerClient, account_id: str, snapshot: PositionsSnapshot | None = None
+    ) -> None:
+        self._client = client
+        self.account_id = account_id
+        self._snapshot = snapshot
+        self._base_url = client._base_url
+
+    def submit_order(self, order_data: MarketOrderRequest) -> Any:
+        return self._client.submit_order_for_account(self.account_id, order_data)
+
+    def get_order_by_client_id(self, client_id: str) -> Any:
+        return self._client.get_order_for_account_by_client_id(self.account_id, client_id)
+
+    def get_order_by_id(self, order_id: str) -> Any:
+        return self._client.get_order_for_account_by_id(self.account_id, order_id)
+
+    def get_orders(self, filters: GetOrdersRequest | None = None) -> Any:
+        return self._client.get_orders_for_account(self.account_id, filters)
+
+    def cancel_order_by_id(self, order_id: str) -> None:
+        self._client.cancel_order_for_account_by_id(self.account_id, order_id)
+
+    def cancel_orders(self) -> Any:
+        return self._client.cancel_orders_for_account(self.account_id)
+
+    def get_account(self) -> Any:
+        return self._client.get_trade_account_by_id(self.account_id)
+
+    def get_all_positions(self) -> list[Position]:
+        if self._snapshot is not None:
+            prefetched = self._snapshot.take(self.account_id)
+            if prefetched is not None:
+                return prefetched
+        return self._client.get_all_positions_for_account(self.account_id)
+
+    def get_clock(self) -> Any:
+        return self._client.get_clock()
+
+    def get_calendar(self, filters: GetCalendarRequest | None = None) -> Any:
+        return self._client.get_calendar(filters)
+
+
+class BrokerPlatform:
+    """One Broker API connection; a LiveBroker per client account."""
+
+    def __init__(self, client: BrokerClient, *, sandbox: bool = True,
+                 policy: RetryPolicy | None = None) -> None:
+        self.client = client
+        self.sandbox = sandbox
+        self.policy = policy or RetryPolicy()
+        self._snapshot: PositionsSnapshot | None = None
+
+    @classmethod
+    def connect(
+        cls,
+        credentials: Credentials,
+        *,
+        base_url: str,
+        sandbox: bool = True,
+        policy: RetryPolicy | None = None,
+        throttle: Throttle | None = None,
+    ) -> BrokerPlatform:
+        policy = policy or RetryPolicy()
+        client = make_broker_client(credentials, base_url, sandbox, policy, throttle)
+        return cls(client, sandbox=sandbox, policy=policy)
+
+    @classmethod
+    def from_env(
+        cls,
+        *,
+        live: bool = False,
+        policy: RetryPolicy | None = None,
+        throttle: Throttle | None = None,
+    ) -> BrokerPlatform:
+        """Keys from APCA_BROKER_API_KEY / APCA_BROKER_API_SECRET; the sandbox unless
+        live=True and BOT_LIVE_CONFIRM=yes (bot.secrets.load_broker_endpoint)."""
+        url, sandbox = load_broker_endpoint(live=live)
+        return cls.connect(
+            load_broker_credentials(), base_url=url, sandbox=sandbox, policy=policy,
+            throttle=throttle,
+        )
+
+    def __repr__(self) -> str:
+        return f"BrokerPlatform(url={self.client._base_url!s}, sandbox={self.sandbox})"
+
+    def account_broker(self, account_id: str) -> AlpacaBroker:
+        """The LiveBroker of one client account (wrap it in SellsFirst to trade, as the
+        daemon does). Its first refresh takes the prefetched positions, if any."""
+        view = AccountClient(self.client, str(account_id), self._snapshot)
+        return AlpacaBroker(view, paper=self.sandbox, policy=self.policy)  # type: ignore[arg-type]
+
+    def prefetch_positions(self) -> PositionsSnapshot:
+        """Every account's positions in one call, used by each account's first refresh."""
+        raw = self._call("all accounts' positions", self.client.get_all_accounts_positions)
+        self._snapshot = PositionsSnapshot(to_utc(raw.as_of), dict(raw.positions))
+        return self._snapshot
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except APIError as exc:
+            raise api_broker_error(what, exc) from exc
+        except ValidationError as exc:
+            raise BrokerError(f"{what}: malformed answer: {validation_summary(exc)}") from None
+        except ANSWER_ERRORS as exc:
+            raise transport_broker_error(what, exc) from exc

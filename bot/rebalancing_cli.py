@@ -1,0 +1,133 @@
+"""`bot rebalancing push|subscribe|runs`: Alpaca's Rebalancing API for the client accounts.
+
+push sends a profile's targets (the final weights a run of the engine recorded, or
+weights given by hand) to the profile's portfolio; subscribe puts every active account
+of each pushed profile on its portfolio (and takes closed ones off); runs records the
+rebalancing runs Alpaca made into the trade log. Keys: APCA_BROKER_API_KEY and
+APCA_BROKER_API_SECRET; the Broker API sandbox unless --live and BOT_LIVE_CONFIRM=yes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+
+from bot.store.locate import add_database_arguments, database_url
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "rebalancing", help="Alpaca's Rebalancing API: push profile targets, subscribe accounts, record runs"
+    )
+    sub = parser.add_subparsers(dest="rebalancing_command", required=True)
+
+    push = sub.add_parser("push", help="send a profile's target weights to its portfolio")
+    push.add_argument("--profile", required=True, help="the profile (conservative, balanced, ...)")
+    source = push.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", type=int, help="take the latest targets this run recorded")
+    source.add_argument("--weights", help="SYMBOL=WEIGHT,... as fractions (the rest is cash)")
+    push.set_defaults(func=_cmd_push)
+
+    subscribe = sub.add_parser("subscribe", help="every active account on its profile's portfolio")
+    subscribe.set_defaults(func=_cmd_subscribe)
+
+    runs = sub.add_parser("runs", help="record Alpaca's rebalancing runs in the trade log")
+    runs.add_argument("--account", help="one account: registry id or broker account id")
+    runs.set_defaults(func=_cmd_runs)
+
+    for command in (push, subscribe, runs):
+        add_database_arguments(command)
+        command.add_argument(
+            "--live", action="store_true",
+            help="the live Broker API (needs BOT_LIVE_CONFIRM=yes); default: the sandbox",
+        )
+
+
+def _rebalancer(args: argparse.Namespace):
+    from bot.broker.broker_api import BrokerPlatform
+    from bot.broker.rebalancing import Rebalancer
+    from bot.store.tradelog import TradeLog
+
+    platform = BrokerPlatform.from_env(live=args.live)  # keys and URL checked before the database
+    log = TradeLog.open(database_url(args.config, args.database))
+    return log, Rebalancer(platform.client, log.engine)
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """SYMBOL=WEIGHT,...; a bad item is a BotError naming it."""
+    from bot.errors import BotError
+
+    weights: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        symbol, sep, value = item.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if not sep or not symbol.strip() or not 0.0 <= weight <= 1.0:
+            raise BotError(f"--weights: expected SYMBOL=WEIGHT with a weight in 0..1, got {item!r}")
+        weights[symbol.strip().upper()] = weight
+    if not weights:
+        raise BotError("--weights: expected SYMBOL=WEIGHT,... (e.g. SPY=0.6,AGG=0.4)")
+    return weights
+
+
+def _run_targets(log, run_id: int) -> tuple[dict[str, float], dt.date]:
+    from bot.errors import BotError
+    from bot.store import queries
+
+    with log.engine.connect() as conn:
+        queries.require_run(conn, run_id)
+        targets = queries.latest_targets(conn, run_id)
+    if targets.empty:
+        raise BotError(f"run {run_id} recorded no targets yet: nothing to push")
+    weights = {r.symbol: float(r.final) for r in targets.itertuples()}
+    return weights, targets["day"].iloc[0]
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from bot.accounts.registry import check_profile
+    from bot.errors import BotError
+
+    try:
+        profile = check_profile(args.profile)
+    except ValueError as exc:
+        raise BotError(f"--profile: {exc}") from None
+    weights = parse_weights(args.weights) if args.weights else None
+    log, rebalancer = _rebalancer(args)
+    try:
+        decided_on = None
+        if weights is None:
+            weights, decided_on = _run_targets(log, args.run)
+        try:
+            result = rebalancer.push_targets(profile, weights, decided_on, dt.datetime.now(dt.UTC))
+        except ValueError as exc:
+            raise BotError(f"targets of {profile}: {exc}") from None
+    finally:
+        log.engine.dispose()
+    print(f"{profile}: portfolio {result.portfolio_id} {result.action}")
+    return 0
+
+
+def _cmd_subscribe(args: argparse.Namespace) -> int:
+    log, rebalancer = _rebalancer(args)
+    try:
+        result = rebalancer.sync_subscriptions(dt.datetime.now(dt.UTC))
+    finally:
+        log.engine.dispose()
+    print(f"subscriptions: {result.subscribed} subscribed, {result.unsubscribed} unsubscribed, "
+          f"{result.unchanged} unchanged")
+    if result.without_portfolio:
+        print(f"not subscribed (no portfolio pushed yet): {', '.join(result.without_portfolio)}")
+    return 0
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    log, rebalancer = _rebalancer(args)
+    try:
+        account = rebalancer.registry.get(args.account) if args.account else None
+        result = rebalancer.record_runs(dt.datetime.now(dt.UTC), account)
+    finally:
+        log.engine.dispose()
+    print(f"rebalancing runs: {result.new} new, {result.updated} updated, {result.unchanged} unchanged")
+    return 0

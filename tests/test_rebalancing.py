@@ -1,0 +1,179 @@
+"""Alpaca's Rebalancing API as the alternative to our own orders: profile portfolios,
+account subscriptions and the runs Alpaca makes, against the fake Broker API through the
+real BrokerClient."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from bot.accounts import AccountRegistry, AccountSpec
+from bot.broker.base import BrokerError
+from bot.broker.rebalancing import Rebalancer, portfolio_name, to_percentages
+from bot.store import TradeLog
+from bot.types import TargetRow
+from tests.fakes.alpaca_broker_server import FakeBrokerAPI, Fault
+from tests.test_broker_api import OPEN_WED, connect
+from tests.test_store import start
+
+PORTFOLIOS = "/v1/rebalancing/portfolios"
+BALANCED = {"SPY": 0.3, "IWM": 0.2, "BND": 0.3, "VNQ": 0.2}
+
+
+@pytest.fixture
+def fake():
+    server = FakeBrokerAPI(now=OPEN_WED)
+    server.prices = {"SPY": 500.0, "IWM": 200.0, "BND": 70.0, "VNQ": 90.0, "AGG": 100.0}
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def log(tmp_path):
+    tradelog = TradeLog.open(f"sqlite:///{tmp_path / 'platform.sqlite'}")
+    yield tradelog
+    tradelog.close()
+
+
+@pytest.fixture
+def rebalancer(fake, log, sleeps):
+    return Rebalancer(connect(fake, sleeps).client, log.engine)
+
+
+def test_targets_become_percentages_that_add_up_to_100():
+    assert to_percentages({"SPY": 1 / 3, "AGG": 0.5, "TINY": 0.00004}) == {
+        "AGG": Decimal("50.00"), "SPY": Decimal("33.33"), "CASH": Decimal("16.67")}
+    assert to_percentages(BALANCED) == {s: Decimal(w * 100).quantize(Decimal("0.01"))
+                                        for s, w in sorted(BALANCED.items())}
+    with pytest.raises(ValueError, match="target weight of SPY is 1.2"):
+        to_percentages({"SPY": 1.2})
+    with pytest.raises(ValueError, match="add up to 120.00%"):
+        to_percentages({"SPY": 0.6, "AGG": 0.6})
+
+
+def test_a_profiles_portfolio_is_created_once_and_updated_only_on_change(fake, rebalancer, log):
+    day = dt.date(2024, 11, 26)
+    first = rebalancer.push_targets("balanced", BALANCED, day, OPEN_WED)
+    assert first.action == "created"
+    (portfolio,) = fake.portfolios.values()
+    assert portfolio["name"] == portfolio_name("balanced") and portfolio["id"] == first.portfolio_id
+    assert {w["symbol"]: w["percent"] for w in portfolio["weights"]} == {
+        "BND": 30.0, "IWM": 20.0, "SPY": 30.0, "VNQ": 20.0}
+
+    assert rebalancer.push_targets("balanced", BALANCED, day, OPEN_WED).action == "unchanged"
+    assert fake.calls("PATCH", PORTFOLIOS + "/{portfolio_id}") == []
+
+    moved = {**BALANCED, "SPY": 0.25}  # 5% to cash
+    assert rebalancer.push_targets("balanced", moved, day + dt.timedelta(days=7), OPEN_WED).action == "updated"
+    weights = {w.get("symbol") or w["type"]: w["percent"] for w in portfolio["weights"]}
+    assert weights["SPY"] == 25.0 and weights["cash"] == 5.0 and len(fake.portfolios) == 1
+    with log.engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT portfolio_id, decided_on, weights FROM rebalancing_portfolios")).one()
+    assert row.portfolio_id == first.portfolio_id and str(row.decided_on) == "2024-12-03"
+
+
+def test_a_portfolio_created_but_not_recorded_is_adopted_not_duplicated(fake, rebalancer):
+    fake.inject("POST", PORTFOLIOS, Fault.error(500, process=True))
+    with pytest.raises(BrokerError, match="create portfolio leverbot-balanced: HTTP 500"):
+        rebalancer.push_targets("balanced", BALANCED, None, OPEN_WED)
+    again = rebalancer.push_targets("balanced", BALANCED, None, OPEN_WED)
+    assert again.action == "adopted" and len(fake.portfolios) == 1
+    assert rebalancer.push_targets("balanced", BALANCED, None, OPEN_WED).action == "unchanged"
+
+
+def test_active_accounts_follow_their_profiles_portfolio(fake, rebalancer, log):
+    registry = AccountRegistry(log.engine)
+    ids = [fake.open_account() for _ in range(3)]
+    a, b, c = (registry.add(AccountSpec(x, p), OPEN_WED)
+               for x, p in zip(ids, ("balanced", "balanced", "conservative"), strict=True))
+    balanced = rebalancer.push_targets("balanced", BALANCED, None, OPEN_WED).portfolio_id
+
+    sync = rebalancer.sync_subscriptions(OPEN_WED)
+    assert (sync.subscribed, sync.unsubscribed, sync.unchanged) == (2, 0, 0)
+    assert sync.without_portfolio == ["conservative"]
+    at_alpaca = {s["account_id"]: s["portfolio_id"] for s in fake.subscriptions.values()}
+    assert at_alpaca == {a.broker_account_id: balanced, b.broker_account_id: balanced}
+    assert registry.get(a.id).subscription_id in fake.subscriptions
+
+    assert rebalancer.sync_subscriptions(OPEN_WED).unchanged == 2  # nothing to do twice
+    registry.close(a.id, OPEN_WED)
+    conservative = rebalancer.push_targets("conservative", {"AGG": 1.0}, None, OPEN_WED).portfolio_id
+    registry.upsert([AccountSpec(b.broker_account_id, "conservative")], OPEN_WED)
+    sync = rebalancer.sync_subscriptions(OPEN_WED)
+    assert (sync.subscribed, sync.unsubscribed, sync.unchanged) == (2, 2, 0)
+    at_alpaca = {s["account_id"]: s["portfolio_id"] for s in fake.subscriptions.values()}
+    assert at_alpaca == {b.broker_account_id: conservative, c.broker_account_id: conservative}
+    assert registry.get(a.id).subscription_id is None
+
+
+def test_alpacas_runs_are_recorded_once_and_kept_current(fake, rebalancer, log):
+    registry = AccountRegistry(log.engine)
+    mine = registry.add(AccountSpec(fake.open_account(cash=10_000), "balanced"), OPEN_WED)
+    stranger = fake.open_account(cash=5_000)  # at Alpaca, not in our registry
+    portfolio = rebalancer.push_targets("balanced", BALANCED, None, OPEN_WED).portfolio_id
+    rebalancer.sync_subscriptions(OPEN_WED)
+    fake.subscriptions["manual"] = {"id": "manual", "account_id": stranger,
+                                    "portfolio_id": portfolio, "created_at": "", "last_rebalanced_at": None}
+    fake.set_now(dt.datetime(2024, 11, 28, 15, 0, tzinfo=dt.UTC))  # Thanksgiving: orders wait
+    runs = fake.run_rebalancing()
+    assert {r["status"] for r in runs} == {"IN_PROGRESS"}
+
+    recorded = rebalancer.record_runs(OPEN_WED)
+    assert (recorded.new, recorded.updated, recorded.unchanged) == (2, 0, 0)
+    assert rebalancer.record_runs(OPEN_WED).unchanged == 2
+
+    fake.set_now(dt.datetime(2024, 11, 29, 15, 0, tzinfo=dt.UTC))
+    fake.fill_open()
+    for run in runs:  # Alpaca finishes the runs once the orders fill
+        run.update(status="COMPLETED_SUCCESS", completed_at=run["created_at"], orders=[
+            fake.ledger(run["account_id"]).find(o["id"]).data for o in run["orders"]])
+    recorded = rebalancer.record_runs(OPEN_WED)
+    assert (recorded.new, recorded.updated) == (0, 2)
+    with log.engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT account_id, broker_account_id, status, orders FROM rebalancing_runs ORDER BY id"
+        )).all()
+    assert [(r.account_id, r.broker_account_id, r.status) for r in rows] == [
+        (mine.id, mine.broker_account_id, "COMPLETED_SUCCESS"),
+        (None, stranger, "COMPLETED_SUCCESS"),
+    ]
+    placed = json.loads(rows[0].orders)["placed"]
+    assert sorted(o["symbol"] for o in placed) == ["BND", "IWM", "SPY", "VNQ"]
+    assert {o["status"] for o in placed} == {"filled"}
+    held = fake.ledger(mine.broker_account_id).positions
+    assert (held["SPY"].qty, held["IWM"].qty) == (6, 10)  # 30% and 20% of $10,000
+
+
+def test_bot_rebalancing_pushes_a_runs_targets(fake, log, monkeypatch, capsys):
+    from bot.cli import main
+
+    monkeypatch.setenv("APCA_BROKER_API_KEY", fake.key)
+    monkeypatch.setenv("APCA_BROKER_API_SECRET", fake.secret)
+    monkeypatch.setenv("APCA_BROKER_API_URL", fake.url)
+    run_id = start(log, mode="paper")
+    rows = [TargetRow(s, w, w, w, None, ("factor score",)) for s, w in BALANCED.items()]
+    log.targets(dt.date(2024, 11, 22), "robo-20241122-rb", rows, "weekly")
+    log.flush()
+    db = ("--database", str(log.engine.url))
+    capsys.readouterr()
+    assert main(["rebalancing", "push", "--profile", "balanced", "--run", str(run_id), *db]) == 0
+    out = capsys.readouterr().out
+    (portfolio,) = fake.portfolios.values()
+    assert f"balanced: portfolio {portfolio['id']} created" in out
+    assert {w["symbol"]: w["percent"] for w in portfolio["weights"]}["SPY"] == 30.0
+    database = Path(str(log.engine.url.database))
+    stored = b"".join(f.read_bytes() for f in database.parent.glob(database.name + "*"))
+    assert portfolio["id"].encode() in stored  # the portfolio row is in what was read
+    assert fake.secret.encode() not in stored and fake.key.encode() not in stored
+
+    assert main(["rebalancing", "push", "--profile", "balanced", "--weights", "SPY=0.5,BND=x", *db]) == 2
+    assert "--weights: expected SYMBOL=WEIGHT with a weight in 0..1, got 'BND=x'" in capsys.readouterr().err
+    monkeypatch.delenv("APCA_BROKER_API_SECRET")
+    assert main(["rebalancing", "subscribe", *db]) == 2
+    assert "APCA_BROKER_API_SECRET is not set" in capsys.readouterr().err
