@@ -50,9 +50,15 @@ def test_reports_go_beside_their_database(tmp_path, monkeypatch):
     assert not (tmp_path / "var").exists()
 
 
-def _children(pid: int) -> list[int]:
-    from pathlib import Path
+def _cmdline(pid: int) -> str:
+    """A process's command line, or "" when it exited between listing and reading."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""
 
+
+def _children(pid: int) -> list[int]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -65,8 +71,6 @@ def _children(pid: int) -> list[int]:
 
 
 def _alive(pid: int) -> bool:
-    from pathlib import Path
-
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
@@ -90,7 +94,7 @@ def test_sigterm_fails_the_run_and_no_chart_worker_outlives_the_command(tmp_path
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
-            kids = [k for k in _children(proc.pid) if "bot" in Path(f"/proc/{k}/cmdline").read_text()]
+            kids = [k for k in _children(proc.pid) if "bot" in _cmdline(k)]
             if kids:
                 return proc, kids[0]
             time.sleep(0.02)
