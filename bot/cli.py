@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="first day, YYYY-MM-DD (default: backtest.start)")
     bt.add_argument("--end", type=iso_date_argument,
                     help="last day, YYYY-MM-DD (default: backtest.end or the data's end)")
-    bt.add_argument("--weighting", choices=["inverse_vol", "erc", "strategic"])
+    bt.add_argument("--weighting", choices=["inverse_vol", "erc", "mean_variance", "strategic"])
     bt.add_argument("--fill", choices=["next_open", "next_close", "same_close"])
     bt.add_argument("--data-dir", help="CSV directory with prices/ and macro/ (or BOT_DATA_DIR)")
     bt.add_argument("--synthetic", action="store_true", help="use the seeded synthetic market")

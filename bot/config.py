@@ -62,6 +62,29 @@ def _check_date(text: str) -> str:
 # typo fails `bot config check` instead of a backtest halfway through.
 IsoDate = Annotated[str, BeforeValidator(_date_text), AfterValidator(_check_date)]
 
+# The end of a report period: a date, or "present" for one still running (2025-present).
+PRESENT = "present"
+
+
+def _check_period_end(text: str) -> str:
+    if text != PRESENT:
+        try:
+            parse_iso_date(text)
+        except ValueError:
+            raise ValueError('expected a date YYYY-MM-DD or "present"') from None
+    return text
+
+
+PeriodEnd = Annotated[str, BeforeValidator(_date_text), AfterValidator(_check_period_end)]
+
+# The research's three regimes (001: 2017-2021, 2021-2025, 2025-present), as calendar
+# years that do not overlap: a period ends the day before the next one starts.
+RESEARCH_PERIODS: list[tuple[str, str, str]] = [
+    ("Pre-pandemic growth 2017-2021", "2017-01-01", "2020-12-31"),
+    ("Post-pandemic recovery 2021-2025", "2021-01-01", "2024-12-31"),
+    ("Current environment 2025-present", "2025-01-01", PRESENT),
+]
+
 
 def _check_database_url(url: str) -> str:
     """store.url must parse as a SQLAlchemy URL; the engine would fail later otherwise."""
@@ -98,9 +121,15 @@ class Asset(_Strict):
 class StrategySettings(_Strict):
     name: str = "diversified_leverage"
     kind: Literal["leverage", "factor"] = "leverage"  # which target model (bot.engine.build_model)
-    weighting: Literal["inverse_vol", "erc", "strategic"] = "inverse_vol"
+    weighting: Literal["inverse_vol", "erc", "mean_variance", "strategic"] = "inverse_vol"
     vol_window: Annotated[int, Field(ge=2, le=1000)] = 20
     cov_window: Annotated[int, Field(ge=2, le=1000)] = 60
+    # mean_variance: w = argmin w'Sw - lambda mu'w, long only, capped at risk.position_cap;
+    # S over mv_cov_window days, mu over mv_mean_window days (daily returns). The research
+    # gives no lambda; 0 is the minimum-variance portfolio.
+    mv_lambda: Annotated[float, Field(ge=0.0, le=1000.0)] = 1.0
+    mv_mean_window: Annotated[int, Field(ge=2, le=1000)] = 252
+    mv_cov_window: Annotated[int, Field(ge=2, le=1000)] = 60
     var_adjust: bool = True
     var_confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
     var_window: Annotated[int, Field(ge=10, le=1000)] = 60
@@ -172,6 +201,13 @@ class RegimeSettings(_Strict):
     uncertainty_transition: float = 150.0
     max_staleness_days: PositiveInt = 10
     initial: Regime = Regime.TRANSITION
+    # Calendar days between a value's observation date and its publication: a value is
+    # used from the day after it is published. The policy-uncertainty index of a day is
+    # published the next day; VIX closes and the Treasury spread the same day. Backtest
+    # and live read the series through the same rule.
+    publication_lag_days: dict[
+        Literal["VIX", "T10Y2Y", "USEPUINDXD"], Annotated[int, Field(ge=0, le=60)]
+    ] = Field(default_factory=lambda: {"VIX": 0, "T10Y2Y": 0, "USEPUINDXD": 1})
 
 
 RuleName = Literal["volatility", "drawdown", "correlation", "stops"]
@@ -243,11 +279,10 @@ class BacktestSettings(_Strict):
     commission_bps: Annotated[float, Field(ge=0.0, le=1000.0)] = 0.0
     slippage_bps: Annotated[float, Field(ge=0.0, le=1000.0)] = 5.0
     benchmarks: bool = True
-    periods: list[tuple[str, IsoDate, IsoDate]] = Field(
-        default_factory=lambda: [
-            ("Pre-pandemic growth 2017-2021", "2017-01-01", "2021-12-31"),
-            ("Post-pandemic recovery 2021-2025", "2021-01-01", "2025-12-31"),
-        ]
+    # (name, first day, last day or "present"); a period the run does not reach is left
+    # out of the report.
+    periods: list[tuple[str, IsoDate, PeriodEnd]] = Field(
+        default_factory=lambda: list(RESEARCH_PERIODS)
     )
 
     @model_validator(mode="after")
@@ -256,7 +291,7 @@ class BacktestSettings(_Strict):
         if self.start and self.end and self.start >= self.end:
             problems.append(f"start {self.start} must be before end {self.end}")
         for i, (name, start, end) in enumerate(self.periods):
-            if start >= end:
+            if end != PRESENT and start >= end:
                 problems.append(f"periods[{i}] {name!r}: start {start} must be before end {end}")
         if problems:
             raise ValueError("; ".join(problems))
