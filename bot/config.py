@@ -110,12 +110,15 @@ class _Strict(BaseModel):
 
 
 class Asset(_Strict):
-    """One instrument of the universe: its leverage (beta) and strategic weight."""
+    """One instrument of the universe: its leverage (beta) and strategic weight, and the
+    unleveraged fund of the index it tracks (QQQ for TQQQ), which the volatility-decay
+    table and the stress tests read; empty when the data has none."""
 
     leverage: Annotated[float, Field(gt=0.0, le=5.0)] = 1.0
     weight: Fraction = 0.0
     role: Literal["equity", "bond", "commodity"] = "equity"
     description: str = ""
+    underlying: str = ""
 
 
 class StrategySettings(_Strict):
@@ -338,9 +341,14 @@ class Settings(_Strict):
         problems = []
         if not self.universe:
             problems.append("universe: expected at least one asset")
-        for sym in self.universe:
-            if not sym.isascii() or not sym.replace(".", "").isalnum() or sym.upper() != sym:
+        for sym, asset in self.universe.items():
+            if not _is_ticker(sym):
                 problems.append(f"universe.{sym}: expected an upper-case ticker symbol")
+            if asset.underlying and (not _is_ticker(asset.underlying) or asset.underlying == sym):
+                problems.append(
+                    f"universe.{sym}.underlying: expected the upper-case ticker of another "
+                    f"fund (or empty), got {asset.underlying!r}"
+                )
         total = sum(a.weight for a in self.universe.values())
         if self.universe and abs(total - 1.0) > 1e-6:
             problems.append(f"universe.*.weight: strategic weights must sum to 1, got {total:.6f}")
@@ -367,6 +375,10 @@ class Settings(_Strict):
         """A short hash that identifies this exact configuration in the trade log."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _is_ticker(text: str) -> bool:
+    return text.isascii() and text.replace(".", "").isalnum() and text.upper() == text
 
 
 def _describe(err: dict) -> str:
