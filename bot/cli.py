@@ -8,6 +8,7 @@ commands:
   trades, orders, positions, regimes, equity, risk-events, runs
                       read the trade log (table, CSV or JSON)
   report              a stored run's report, against SPY
+  stress              factor shocks and crisis replays of a portfolio
   dashboard           read-only web page of a run on 127.0.0.1
   db                  trade-log schema: upgrade, current
   suitability         MiFID II suitability of robo profiles (SRRI, PRIIPs)
@@ -37,6 +38,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bot.dashboard.cli",
     "bot.daemon_cli",
     "bot.robo_cli",
+    "bot.stress_cli",
 )
 
 

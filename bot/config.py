@@ -318,6 +318,29 @@ class DataSettings(_Strict):
         return self
 
 
+class StressSettings(_Strict):
+    """The factor model of `bot stress` (bot/stress.py). Two factors: the equity market
+    (the return of `market`) and long Treasury yields, whose change moves the `rates`
+    fund by -duration x change. `durations` are effective durations in years, an
+    assumption (iShares gives TLT about 16-17 years over 2020-2024); a fund listed there
+    moves by its own duration. Every other sensitivity is estimated on the data's daily
+    returns between calibration_start and calibration_end (default: all of it)."""
+
+    market: str = "SPY"
+    rates: str = "TLT"
+    durations: dict[str, Annotated[float, Field(gt=0.0, le=40.0)]] = Field(
+        default_factory=lambda: {"TLT": 16.5}
+    )
+    calibration_start: IsoDate | None = None
+    calibration_end: IsoDate | None = None
+
+    @model_validator(mode="after")
+    def _rates_have_a_duration(self) -> StressSettings:
+        if self.rates not in self.durations:
+            raise ValueError(f"durations needs the duration of the rates fund {self.rates!r}")
+        return self
+
+
 class StoreSettings(_Strict):
     url: Annotated[str, AfterValidator(_check_database_url)] = "sqlite:///var/tradelog.sqlite"
 
@@ -335,6 +358,7 @@ class Settings(_Strict):
     backtest: BacktestSettings = BacktestSettings()
     data: DataSettings = DataSettings()
     store: StoreSettings = StoreSettings()
+    stress: StressSettings = StressSettings()
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
