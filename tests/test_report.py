@@ -69,7 +69,7 @@ def make_report() -> dict:
 
 def test_build_report_structure():
     report = make_report()
-    assert set(report) == {"meta", "summary", "periods", "regimes"}
+    assert set(report) == {"meta", "summary", "periods", "regimes", "implementation_cost"}
     assert report["meta"]["data_label"] == LABEL
     assert report["meta"]["seed"] == 7
     assert report["meta"]["generated_at"].endswith("+00:00")
