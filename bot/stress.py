@@ -146,7 +146,10 @@ def _window(returns: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     return returns.loc[(returns.index >= lo) & (returns.index <= hi)]
 
 
-def _index_returns(returns: pd.DataFrame, symbol: str, underlying: str, leverage: float) -> tuple[pd.Series | None, str]:
+def _index_returns(
+    returns: pd.DataFrame, symbol: str, underlying: str, leverage: float
+) -> tuple[pd.Series | None, str]:
+    """The index's daily returns: its fund's, else the fund's own divided by its leverage."""
     if underlying and underlying in returns:
         return returns[underlying], underlying
     if symbol in returns:
@@ -335,7 +338,9 @@ def replay(
     from bot.backtest import run_backtest, scratch_tradelog
     from bot.reference import fixed_weight_settings
 
-    row: dict[str, Any] = {"key": episode.key, "name": episode.name, "start": episode.start, "end": episode.end}
+    row: dict[str, Any] = {
+        "key": episode.key, "name": episode.name, "start": episode.start, "end": episode.end,
+    }
     dates = market.prices.dates
     first, last = str(dates[0].astype("datetime64[D]")), str(dates[-1].astype("datetime64[D]"))
     if last < episode.start or first > episode.end:
@@ -362,9 +367,13 @@ def replay(
     start_prices = held.closes[0]
     for i, sym in enumerate(settings.symbols):
         if portfolio.weights.get(sym, 0.0) > 0 and not np.isfinite(start_prices[i]):
-            notes.append(f"{sym} has no price on {row['first_day']} (not listed, no index fund): its weight stayed in cash")
+            notes.append(
+                f"{sym} has no price on {row['first_day']} (not listed, no index fund): "
+                "its weight stayed in cash"
+            )
     for b in rebuilt:
-        if b.from_day <= row["last_day"] and b.listed > row["first_day"] and portfolio.weights.get(b.symbol, 0) > 0:
+        inside = b.from_day <= row["last_day"] and b.listed > row["first_day"]
+        if inside and portfolio.weights.get(b.symbol, 0) > 0:
             notes.append(
                 f"{b.symbol} listed {b.listed}: before that rebuilt as {b.leverage:g}x {b.underlying} "
                 f"daily, less {b.expense_ratio:.2%}/yr expenses and {b.leverage - 1:g}x the bill rate"
@@ -428,7 +437,9 @@ def stress_report(
     if unknown:
         from bot.errors import BotError
 
-        raise BotError(f"the portfolio holds {unknown}, not in the config's universe {list(settings.symbols)}")
+        raise BotError(
+            f"the portfolio holds {unknown}, not in the config's universe {list(settings.symbols)}"
+        )
     factors, sensitivities, notes = factor_section(portfolio, settings, market)
     rebuilt_data, rebuilt = rebuilt_market(settings, market)
     replays = [replay(e, portfolio, settings, rebuilt_data, rebuilt) for e in EPISODES]

@@ -115,7 +115,8 @@ def render(report: dict[str, Any], console: Console) -> None:
         title_justify="left",
     )
     factors.add_column("scenario", style="bold")
-    for header in (f"{model['market']} %", "yield bp", f"{model['rates']} %", "portfolio %", "research (000)"):
+    headers = (f"{model['market']} %", "yield bp", f"{model['rates']} %", "portfolio %", "research (000)")
+    for header in headers:
         factors.add_column(header, justify="right")
     for row in report["factor_scenarios"]:
         if not row["covered"]:
@@ -141,13 +142,15 @@ def render(report: dict[str, Any], console: Console) -> None:
     for i, s in enumerate(report["sensitivities"]):
         how = _how(s, model)
         moves = [_pct(r["assets"][i]["fund_move"]) for r in covered]
-        funds.add_row(f"{s['symbol']} {s['leverage']:g}x", f"{held['weights'].get(s['symbol'], 0) * 100:.1f}", how, *moves)
+        weight = held["weights"].get(s["symbol"], 0.0)
+        funds.add_row(f"{s['symbol']} {s['leverage']:g}x", f"{weight * 100:.1f}", how, *moves)
     console.print(funds)
 
     replays = Table(title="Historical replays (the backtest engine from this portfolio: held, and "
                     "managed by the strategy)", title_justify="left")
     replays.add_column("episode", style="bold")
-    for header in ("days", "held %", "held max DD %", "strategy %", "strategy max DD %", f"{model['market']} %"):
+    headers = ("days", "held %", "held max DD %", "strategy %", "strategy max DD %", f"{model['market']} %")
+    for header in headers:
         replays.add_column(header, justify="right")
     for row in report["replays"]:
         if not row["covered"]:

@@ -166,7 +166,8 @@ def mean_variance_weights(
         return exact
     # SLSQP stops with "positive directional derivative" when it cannot improve further
     # at its precision; its point is then the optimum as far as floats can tell.
-    feasible = abs(result.x.sum() - 1.0) < 1e-8 and np.all(result.x > -1e-8) and np.all(result.x < cap + 1e-8)
+    x = result.x
+    feasible = abs(x.sum() - 1.0) < 1e-8 and np.all(x > -1e-8) and np.all(x < cap + 1e-8)
     if not (result.success or (result.status == 8 and feasible)):
         raise ArithmeticError(f"mean_variance: the solver did not converge ({result.message})")
     w = np.clip(result.x, 0.0, cap)
