@@ -137,8 +137,13 @@ def run_backtest(
     name: str = "strategy",
     order_prefix: str = "bt",
     progress: Progress | None = None,
+    initial_weights: np.ndarray | None = None,
 ) -> BacktestResult:
-    """Simulate `settings` over `market` between backtest.start and backtest.end."""
+    """Simulate `settings` over `market` between backtest.start and backtest.end.
+
+    With `initial_weights` (per symbol, the rest cash) the run starts holding that
+    portfolio, bought at the first day's close without costs, as if it had been
+    rebalanced to it that day; otherwise it starts in cash."""
     bt = settings.backtest
     symbols = settings.symbols
     broker = SimulatedBroker(symbols, bt.initial_cash, cost_model(settings), settings.rebalance.fractional)
@@ -146,6 +151,8 @@ def run_backtest(
     dates = engine.dates
     lo, hi = span_indices(dates, bt.start, bt.end)
     close = engine.close
+    if initial_weights is not None:
+        _start_from(engine, broker, initial_weights, lo, bt.initial_cash)
     fill_open = next_open_prices(market.prices.select(symbols))
     open_seconds, close_seconds = session_seconds(dates[lo:hi])
 
@@ -187,3 +194,16 @@ def run_backtest(
     return BacktestResult(
         name, symbols, dates[lo:hi], equity, cash, holdings, close[lo:hi], regimes, fills
     )
+
+
+def _start_from(
+    engine: Engine, broker: SimulatedBroker, weights: np.ndarray, t: int, cash: float
+) -> None:
+    """Hold `weights` of `cash` at the close of day t; an asset without a price then
+    stays in cash. The engine remembers them as the targets of a rebalance that day."""
+    prices = engine.close[t]
+    held = np.where(np.isfinite(prices) & (prices > 0), np.asarray(weights, dtype=float), 0.0)
+    shares = np.divide(held * cash, prices, out=np.zeros_like(held), where=held > 0)
+    broker.start_with(shares, cash * (1.0 - float(held.sum())))
+    engine.state.targets = held
+    engine.state.last_rebalance_day = engine.dates[t].astype("datetime64[D]").astype(object)

@@ -8,6 +8,7 @@ commands:
   trades, orders, positions, regimes, equity, risk-events, runs
                       read the trade log (table, CSV or JSON)
   report              a stored run's report, against SPY
+  stress              factor shocks and crisis replays of a portfolio
   dashboard           read-only web page of a run on 127.0.0.1
   db                  trade-log schema: upgrade, current
   suitability         MiFID II suitability of robo profiles (SRRI, PRIIPs)
@@ -41,6 +42,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bot.robo_cli",
     "bot.accounts_cli",
     "bot.rebalancing_cli",
+    "bot.stress_cli",
 )
 
 
@@ -109,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="first day, YYYY-MM-DD (default: backtest.start)")
     bt.add_argument("--end", type=iso_date_argument,
                     help="last day, YYYY-MM-DD (default: backtest.end or the data's end)")
-    bt.add_argument("--weighting", choices=["inverse_vol", "erc", "strategic"])
+    bt.add_argument("--weighting", choices=["inverse_vol", "erc", "mean_variance", "strategic"])
     bt.add_argument("--fill", choices=["next_open", "next_close", "same_close"])
     bt.add_argument("--data-dir", help="CSV directory with prices/ and macro/ (or BOT_DATA_DIR)")
     bt.add_argument("--synthetic", action="store_true", help="use the seeded synthetic market")

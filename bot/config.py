@@ -62,6 +62,29 @@ def _check_date(text: str) -> str:
 # typo fails `bot config check` instead of a backtest halfway through.
 IsoDate = Annotated[str, BeforeValidator(_date_text), AfterValidator(_check_date)]
 
+# The end of a report period: a date, or "present" for one still running (2025-present).
+PRESENT = "present"
+
+
+def _check_period_end(text: str) -> str:
+    if text != PRESENT:
+        try:
+            parse_iso_date(text)
+        except ValueError:
+            raise ValueError('expected a date YYYY-MM-DD or "present"') from None
+    return text
+
+
+PeriodEnd = Annotated[str, BeforeValidator(_date_text), AfterValidator(_check_period_end)]
+
+# The research's three regimes (001: 2017-2021, 2021-2025, 2025-present), as calendar
+# years that do not overlap: a period ends the day before the next one starts.
+RESEARCH_PERIODS: list[tuple[str, str, str]] = [
+    ("Pre-pandemic growth 2017-2021", "2017-01-01", "2020-12-31"),
+    ("Post-pandemic recovery 2021-2025", "2021-01-01", "2024-12-31"),
+    ("Current environment 2025-present", "2025-01-01", PRESENT),
+]
+
 
 def _check_database_url(url: str) -> str:
     """store.url must parse as a SQLAlchemy URL; the engine would fail later otherwise."""
@@ -87,20 +110,29 @@ class _Strict(BaseModel):
 
 
 class Asset(_Strict):
-    """One instrument of the universe: its leverage (beta) and strategic weight."""
+    """One instrument of the universe: its leverage (beta) and strategic weight, and the
+    unleveraged fund of the index it tracks (QQQ for TQQQ), which the volatility-decay
+    table and the stress tests read; empty when the data has none."""
 
     leverage: Annotated[float, Field(gt=0.0, le=5.0)] = 1.0
     weight: Fraction = 0.0
     role: Literal["equity", "bond", "commodity"] = "equity"
     description: str = ""
+    underlying: str = ""
 
 
 class StrategySettings(_Strict):
     name: str = "diversified_leverage"
     kind: Literal["leverage", "factor"] = "leverage"  # which target model (bot.engine.build_model)
-    weighting: Literal["inverse_vol", "erc", "strategic"] = "inverse_vol"
+    weighting: Literal["inverse_vol", "erc", "mean_variance", "strategic"] = "inverse_vol"
     vol_window: Annotated[int, Field(ge=2, le=1000)] = 20
     cov_window: Annotated[int, Field(ge=2, le=1000)] = 60
+    # mean_variance: w = argmin w'Sw - lambda mu'w, long only, capped at risk.position_cap;
+    # S over mv_cov_window days, mu over mv_mean_window days (daily returns). The research
+    # gives no lambda; 0 is the minimum-variance portfolio.
+    mv_lambda: Annotated[float, Field(ge=0.0, le=1000.0)] = 1.0
+    mv_mean_window: Annotated[int, Field(ge=2, le=1000)] = 252
+    mv_cov_window: Annotated[int, Field(ge=2, le=1000)] = 60
     var_adjust: bool = True
     var_confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
     var_window: Annotated[int, Field(ge=10, le=1000)] = 60
@@ -172,6 +204,13 @@ class RegimeSettings(_Strict):
     uncertainty_transition: float = 150.0
     max_staleness_days: PositiveInt = 10
     initial: Regime = Regime.TRANSITION
+    # Calendar days between a value's observation date and its publication: a value is
+    # used from the day after it is published. The policy-uncertainty index of a day is
+    # published the next day; VIX closes and the Treasury spread the same day. Backtest
+    # and live read the series through the same rule.
+    publication_lag_days: dict[
+        Literal["VIX", "T10Y2Y", "USEPUINDXD"], Annotated[int, Field(ge=0, le=60)]
+    ] = Field(default_factory=lambda: {"VIX": 0, "T10Y2Y": 0, "USEPUINDXD": 1})
 
 
 RuleName = Literal["volatility", "drawdown", "correlation", "stops"]
@@ -243,11 +282,10 @@ class BacktestSettings(_Strict):
     commission_bps: Annotated[float, Field(ge=0.0, le=1000.0)] = 0.0
     slippage_bps: Annotated[float, Field(ge=0.0, le=1000.0)] = 5.0
     benchmarks: bool = True
-    periods: list[tuple[str, IsoDate, IsoDate]] = Field(
-        default_factory=lambda: [
-            ("Pre-pandemic growth 2017-2021", "2017-01-01", "2021-12-31"),
-            ("Post-pandemic recovery 2021-2025", "2021-01-01", "2025-12-31"),
-        ]
+    # (name, first day, last day or "present"); a period the run does not reach is left
+    # out of the report.
+    periods: list[tuple[str, IsoDate, PeriodEnd]] = Field(
+        default_factory=lambda: list(RESEARCH_PERIODS)
     )
 
     @model_validator(mode="after")
@@ -256,7 +294,7 @@ class BacktestSettings(_Strict):
         if self.start and self.end and self.start >= self.end:
             problems.append(f"start {self.start} must be before end {self.end}")
         for i, (name, start, end) in enumerate(self.periods):
-            if start >= end:
+            if end != PRESENT and start >= end:
                 problems.append(f"periods[{i}] {name!r}: start {start} must be before end {end}")
         if problems:
             raise ValueError("; ".join(problems))
@@ -280,6 +318,29 @@ class DataSettings(_Strict):
         return self
 
 
+class StressSettings(_Strict):
+    """The factor model of `bot stress` (bot/stress.py). Two factors: the equity market
+    (the return of `market`) and long Treasury yields, whose change moves the `rates`
+    fund by -duration x change. `durations` are effective durations in years, an
+    assumption (iShares gives TLT about 16-17 years over 2020-2024); a fund listed there
+    moves by its own duration. Every other sensitivity is estimated on the data's daily
+    returns between calibration_start and calibration_end (default: all of it)."""
+
+    market: str = "SPY"
+    rates: str = "TLT"
+    durations: dict[str, Annotated[float, Field(gt=0.0, le=40.0)]] = Field(
+        default_factory=lambda: {"TLT": 16.5}
+    )
+    calibration_start: IsoDate | None = None
+    calibration_end: IsoDate | None = None
+
+    @model_validator(mode="after")
+    def _rates_have_a_duration(self) -> StressSettings:
+        if self.rates not in self.durations:
+            raise ValueError(f"durations needs the duration of the rates fund {self.rates!r}")
+        return self
+
+
 class StoreSettings(_Strict):
     url: Annotated[str, AfterValidator(_check_database_url)] = "sqlite:///var/tradelog.sqlite"
 
@@ -297,15 +358,21 @@ class Settings(_Strict):
     backtest: BacktestSettings = BacktestSettings()
     data: DataSettings = DataSettings()
     store: StoreSettings = StoreSettings()
+    stress: StressSettings = StressSettings()
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         problems = []
         if not self.universe:
             problems.append("universe: expected at least one asset")
-        for sym in self.universe:
-            if not sym.isascii() or not sym.replace(".", "").isalnum() or sym.upper() != sym:
+        for sym, asset in self.universe.items():
+            if not _is_ticker(sym):
                 problems.append(f"universe.{sym}: expected an upper-case ticker symbol")
+            if asset.underlying and (not _is_ticker(asset.underlying) or asset.underlying == sym):
+                problems.append(
+                    f"universe.{sym}.underlying: expected the upper-case ticker of another "
+                    f"fund (or empty), got {asset.underlying!r}"
+                )
         total = sum(a.weight for a in self.universe.values())
         if self.universe and abs(total - 1.0) > 1e-6:
             problems.append(f"universe.*.weight: strategic weights must sum to 1, got {total:.6f}")
@@ -332,6 +399,10 @@ class Settings(_Strict):
         """A short hash that identifies this exact configuration in the trade log."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _is_ticker(text: str) -> bool:
+    return text.isascii() and text.replace(".", "").isalnum() and text.upper() == text
 
 
 def _describe(err: dict) -> str:

@@ -218,7 +218,11 @@ class Engine:
         state.upcoming_regime = None
 
     def _regime_decision(self, day: np.datetime64) -> RegimeDecision:
-        decision = decide_regime(day, self.macro, self.state.regime, self.settings.regime)
+        state = self.state
+        decision = decide_regime(
+            day, self.macro, state.regime, self.settings.regime, state.regime_outcomes
+        )
+        state.regime_outcomes = decision.outcomes  # a rule fresh data cannot decide keeps these
         self.log.regime(decision)
         if decision.warning:
             log.warning("regime inputs incomplete", day=str(decision.day), detail=decision.warning)

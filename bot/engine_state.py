@@ -34,6 +34,9 @@ class EngineState:
     regime: Regime | None = None
     regime_day: dt.date | None = None  # the trading day the regime was decided for
     upcoming_regime: tuple[dt.date, Regime] | None = None  # decided ahead, not yet in force
+    # Outcome of each regime rule at the last decision (bot.strategy.regime): a rule the
+    # next decision cannot decide from fresh inputs keeps its outcome from here.
+    regime_outcomes: dict[str, bool] | None = None
     last_rebalance_day: dt.date | None = None
     targets: np.ndarray | None = None
     stops: np.ndarray | None = None
@@ -60,6 +63,7 @@ class EngineState:
             "upcoming_regime": None
             if self.upcoming_regime is None
             else [_iso(self.upcoming_regime[0]), self.upcoming_regime[1].value],
+            "regime_outcomes": self.regime_outcomes,
             "last_rebalance_day": _iso(self.last_rebalance_day),
             "targets": by_symbol(self.targets),
             "stops": by_symbol(self.stops),
@@ -96,6 +100,8 @@ class EngineState:
             upcoming_regime=None
             if not raw.get("upcoming_regime")
             else (_date(raw["upcoming_regime"][0]), Regime(raw["upcoming_regime"][1])),
+            # Older states had none: the previous regime implies them (decide_regime).
+            regime_outcomes=_outcomes(raw.get("regime_outcomes")),
             last_rebalance_day=_date(raw.get("last_rebalance_day")),
             targets=None if targets is None else np.nan_to_num(targets),
             stops=array(raw.get("stops")),
@@ -124,3 +130,9 @@ def _iso(day: dt.date | None) -> str | None:
 
 def _date(text: str | None) -> dt.date | None:
     return None if not text else dt.date.fromisoformat(text)
+
+
+def _outcomes(raw: Any) -> dict[str, bool] | None:
+    if not isinstance(raw, dict) or not raw:
+        return None
+    return {str(rule): bool(holds) for rule, holds in raw.items()}

@@ -27,8 +27,15 @@ def fixed_weight_settings(
     schedule: Literal["every_n_days", "weekly"] | None = None,
 ) -> Settings:
     """`base` turned into a plain fixed-weight portfolio over `weights` (the leverage
-    model's strategic weights), rebalanced on `schedule` (default: the base's)."""
-    rebalance = {"every_days": every_days or NEVER, "drift": None, "on_defensive_change": False}
+    model's strategic weights), rebalanced on `schedule` (default: the base's).
+
+    Plain means every rebalance trades back to the weights exactly: the strategy's
+    minimum trade size (a cost filter of the strategy) is not applied to the portfolio
+    it is measured against."""
+    rebalance = {
+        "every_days": every_days or NEVER, "drift": None, "on_defensive_change": False,
+        "min_trade_shares": 0.0, "min_trade_notional": 0.0,
+    }
     if schedule is not None and schedule != base.rebalance.schedule:
         rebalance |= {"schedule": schedule, "execution_lag_days": 0}
     universe = {

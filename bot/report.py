@@ -21,7 +21,9 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from bot.decay import decay_table
 from bot.metrics import drawdown_series, performance, period_table, regime_table, slice_fills
+from bot.research import cost_section, cost_table
 
 REGIME_COLORS = {"GROWTH": "tab:green", "TRANSITION": "orange", "UNCERTAINTY": "tab:red"}
 _OTHER_REGIME_COLOR = "tab:gray"
@@ -95,10 +97,13 @@ def build_report(
     periods: list[tuple[str, str, str]],
     data_label: str,
     meta: dict[str, Any],
+    sections: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything a report shows, as a JSON-serializable dict (strategy row first).
 
     Benchmarks are cut to the strategy's dates so every summary row covers the same days.
+    `sections` adds named parts computed elsewhere (the volatility-decay table); a None
+    section is left out.
     """
     dates = pd.DatetimeIndex(strategy.equity.dropna().sort_index().index)
     if dates.empty:
@@ -122,7 +127,9 @@ def build_report(
         "summary": summary,
         "periods": by_period,
         "regimes": regimes,
+        "implementation_cost": cost_section(summary),
     }
+    report.update((name, part) for name, part in (sections or {}).items() if part is not None)
     return _jsonable(report)
 
 
@@ -256,7 +263,11 @@ def render_table(report: dict[str, Any], console: Console | None = None) -> None
         console.print("[bold red]SYNTHETIC DATA: these numbers are not real market history.[/]")
     else:
         console.rule(f"[bold]{_title(report)}[/]")
-    for table in (_summary_table(report), _period_table(report), _regime_table(report)):
+    tables = (
+        _summary_table(report), _period_table(report), _regime_table(report),
+        cost_table(report), decay_table(report),
+    )
+    for table in tables:
         if table is not None:
             console.print(table)
 

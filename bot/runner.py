@@ -23,6 +23,7 @@ from bot.backtest import BacktestResult, run_backtest, scratch_tradelog
 from bot.config import Settings, load_settings, parse_settings, resolve_data_dir, resolve_store_url
 from bot.data.base import RISK_FREE, MarketData
 from bot.data.history import load_history
+from bot.decay import decay_section
 from bot.reference import reference_settings, reference_symbols
 from bot.report import RunSeries, build_report, render_table, write_charts, write_json
 from bot.store.locate import report_dir
@@ -100,6 +101,17 @@ def macro_series(market: MarketData, name: str) -> pd.Series | None:
     return pd.Series(series.values, index=pd.DatetimeIndex(series.dates), name=name)
 
 
+def underlyings(settings: Settings) -> set[str]:
+    """The unleveraged funds the universe's ETFs track (decay table, stress tests)."""
+    return {a.underlying for a in settings.universe.values() if a.underlying}
+
+
+def closes_frame(market: MarketData) -> pd.DataFrame:
+    """Every symbol's closes as one frame (NaN before a symbol listed)."""
+    prices = market.prices
+    return pd.DataFrame(prices.close, index=pd.DatetimeIndex(prices.dates), columns=list(prices.symbols))
+
+
 def price_series(market: MarketData, symbol: str) -> pd.Series | None:
     if symbol not in market.prices.symbols:
         return None
@@ -134,7 +146,7 @@ def _backtest(options: BacktestOptions) -> int:
     settings = apply_overrides(load_settings(options.config), options, str(options.config))
     data_dir = options.data_dir or resolve_data_dir(settings, options.config)
     extra = reference_symbols() if settings.backtest.benchmarks else set()
-    market = load_history(settings, data_dir, sorted(extra | {"SPY"}))
+    market = load_history(settings, data_dir, sorted(extra | {"SPY"} | underlyings(settings)))
     url = options.database or resolve_store_url(settings, options.config)
     tradelog = TradeLog.open(url)
     run_id = start_run(tradelog, settings, "backtest", market.label, market.synthetic)
@@ -154,10 +166,11 @@ def _backtest(options: BacktestOptions) -> int:
             _charts_in_background(strategy, benchmarks, out, market.label) if options.charts else list
         )
         tradelog.flush()  # while the charts draw; a failure from here on keeps the records
+        risk_free = macro_series(market, RISK_FREE)
         report = build_report(
             strategy,
             benchmarks,
-            risk_free=macro_series(market, RISK_FREE),
+            risk_free=risk_free,
             market=price_series(market, "SPY"),
             periods=[tuple(p) for p in settings.backtest.periods],
             data_label=market.label,
@@ -170,6 +183,10 @@ def _backtest(options: BacktestOptions) -> int:
                 "code_version": code_version(),
                 "database": url.split("?")[0] if url.startswith("sqlite") else "postgresql",
             },
+            sections={"decay": decay_section(
+                closes_frame(market), settings.universe, strategy.regimes,
+                pd.DatetimeIndex(strategy.equity.index), risk_free,
+            )},
         )
         tradelog.finish_run("finished", dt.datetime.now(dt.UTC), summary=report["summary"][0])
     except BaseException:  # Ctrl-C too: the run must not stay 'running' with nothing stored

@@ -92,7 +92,9 @@ class Fill(NamedTuple):
 
 @dataclass(frozen=True)
 class RegimeDecision:
-    """A weekly regime decision with the exact inputs it used (value and publication date)."""
+    """A weekly regime decision with the exact inputs it used (value and observation date),
+    the outcome of each rule, and which rules fresh data decided, which were kept from
+    the previous decision, and which inputs were missing or stale."""
 
     day: dt.date
     regime: Regime
@@ -103,6 +105,10 @@ class RegimeDecision:
     uncertainty: float | None
     uncertainty_date: dt.date | None
     warning: str | None = None
+    outcomes: dict[str, bool] = field(default_factory=dict)  # rule -> holds (decided or kept)
+    decided: tuple[str, ...] = ()
+    kept: tuple[str, ...] = ()
+    stale: tuple[str, ...] = ()  # input series missing or stale
 
 
 @dataclass(frozen=True)

@@ -112,8 +112,13 @@ def test_regime_inputs_are_published_before_the_decision(settings, real_market):
     log.flush()
     regimes = log.load_regimes(log.run_id)
     assert len(regimes) >= 50
-    for col in ("vix_date", "spread_date", "uncertainty_date"):
-        assert (pd.to_datetime(regimes[col]) < pd.to_datetime(regimes["day"])).all()
+    day = pd.to_datetime(regimes["day"])
+    for col in ("vix_date", "spread_date"):
+        assert (pd.to_datetime(regimes[col]) < day).all()
+    # The uncertainty index of a day is published the next day (publication_lag_days).
+    published = pd.to_datetime(regimes["uncertainty_date"]) + pd.Timedelta(days=1)
+    assert (published < day).all()
+    assert (published == day - pd.Timedelta(days=1)).any()  # Saturday's value on Mondays
     # March 2020: VIX above 25 and policy uncertainty above 150 -> TRANSITION.
     march = regimes[pd.to_datetime(regimes["day"]).dt.month == 3]
     assert "TRANSITION" in set(march["regime"])

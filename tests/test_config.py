@@ -42,7 +42,7 @@ def test_every_invalid_field_is_reported_by_name(tmp_path):
     for field in ("strategy.weighting", "strategy.vol_window", "universe.TQQQ.leverage",
                   "universe.UPRO.role", "risk.vol_high", "risk.unknown_knob", "backtest.fill"):
         assert field in text, field
-    assert "'inverse_vol', 'erc' or 'strategic'" in text
+    assert "'inverse_vol', 'erc', 'mean_variance' or 'strategic'" in text
     assert str(path) in text
 
 

@@ -272,18 +272,17 @@ class TestPeriodTable:
             ("future", "2030-01-01", "2030-12-31"),
         ]
         rows = period_table(EQ, periods, fills=FILLS)
-        # 2020 holds only one equity point; 2021-2022 holds 110 -> 99 = -10 %, no fills.
-        assert rows[0] == {
-            "name": "2020",
-            "start": "2020-01-01",
-            "end": "2020-12-31",
-            "note": "no data",
-        }
-        assert rows[1]["name"] == "to mid 2022"
-        assert rows[1]["total_return"] == pytest.approx(-0.10)
-        assert (rows[1]["start"], rows[1]["end"]) == ("2021-06-01", "2022-06-01")
-        assert rows[1]["trades"] == 0
-        assert rows[2]["note"] == "no data"
+        # 2020 holds only one equity point and 2030 none: both left out, not shown empty.
+        # 2021-2022 holds 110 -> 99 = -10 %, no fills.
+        assert [row["name"] for row in rows] == ["to mid 2022"]
+        assert rows[0]["total_return"] == pytest.approx(-0.10)
+        assert (rows[0]["start"], rows[0]["end"]) == ("2021-06-01", "2022-06-01")
+        assert rows[0]["trades"] == 0
+
+    def test_a_period_to_the_present_runs_to_the_last_point(self):
+        rows = period_table(EQ, [("since 2021", "2021-01-01", "present")])
+        assert rows[0]["start"] == "2021-06-01"
+        assert rows[0]["end"] == EQ.index[-1].date().isoformat()
 
     def test_fills_on_window_days_are_kept(self):
         # Window 2020-01-01..2021-06-01 holds 100 -> 110 and all 5 fills (Feb-May 2020).

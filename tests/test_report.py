@@ -69,14 +69,15 @@ def make_report() -> dict:
 
 def test_build_report_structure():
     report = make_report()
-    assert set(report) == {"meta", "summary", "periods", "regimes"}
+    assert set(report) == {"meta", "summary", "periods", "regimes", "implementation_cost"}
     assert report["meta"]["data_label"] == LABEL
     assert report["meta"]["seed"] == 7
     assert report["meta"]["generated_at"].endswith("+00:00")
     assert [row["name"] for row in report["summary"]] == ["strategy", "SPY"]
     assert set(report["periods"]) == {"strategy", "SPY"}
-    assert [row["name"] for row in report["periods"]["strategy"]] == ["first week", "2019"]
-    assert report["periods"]["SPY"][1]["note"] == "no data"
+    # 2019 lies outside the run: left out, not printed as an empty row.
+    assert [row["name"] for row in report["periods"]["strategy"]] == ["first week"]
+    assert [row["name"] for row in report["periods"]["SPY"]] == ["first week"]
     # Strategy returns +10 %, -10 %, +10 %, 0 %, +10 % carry labels G, G, U, T, G.
     regimes = {row["regime"]: row["days"] for row in report["regimes"]}
     assert regimes == {"GROWTH": 3, "UNCERTAINTY": 1, "TRANSITION": 1}

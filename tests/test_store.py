@@ -172,7 +172,11 @@ def count(log: TradeLog, table: str) -> int:
 def test_round_trip_every_record_type(tlog: TradeLog) -> None:
     config = {"universe": ["SPY", "TLT"], "lookback": 63, "start": dt.date(2005, 1, 3)}
     run_id = start(tlog, config=config)
-    regime = RegimeDecision(DAY, Regime.UNCERTAINTY, 31.5, DAY, -0.25, DAY, None, None, "EPU stale")
+    regime = RegimeDecision(
+        DAY, Regime.UNCERTAINTY, 31.5, DAY, -0.25, DAY, None, None, "EPU stale",
+        outcomes={"uncertainty": True, "transition": False}, decided=(), kept=("uncertainty",),
+        stale=("VIX", "USEPUINDXD"),
+    )
     tlog.regime(regime)
     rows = [
         TargetRow("SPY", 0.6, 0.5, 0.45, 498.125, ("risk parity", "vix overlay")),
@@ -209,6 +213,9 @@ def test_round_trip_every_record_type(tlog: TradeLog) -> None:
             "uncertainty": pytest.approx(np.nan, nan_ok=True),
             "uncertainty_date": pd.NaT,
             "warning": "EPU stale",
+            "decided_rules": None,
+            "kept_rules": "uncertainty=yes",
+            "stale_inputs": "VIX, USEPUINDXD",
         }
     ]
 
@@ -574,6 +581,9 @@ EXPECTED_COLUMNS = {
         "uncertainty",
         "uncertainty_date",
         "warning",
+        "decided_rules",
+        "kept_rules",
+        "stale_inputs",
     ],
     "load_targets": [
         "day",

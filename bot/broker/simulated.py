@@ -59,6 +59,14 @@ class SimulatedBroker:
         self._pending: list[Order] = []
         self._next_id = 1
 
+    def start_with(self, shares: np.ndarray, cash: float) -> None:
+        """Open the book holding `shares` and `cash` rather than cash alone (a stress
+        replay starts from a given portfolio); only before any order."""
+        if self._pending or self._next_id != 1:
+            raise RuntimeError("start_with: the book already traded")
+        self.shares = np.asarray(shares, dtype=float).copy()
+        self._cash = float(cash)
+
     def cash(self) -> float:
         return self._cash
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from bot.data.backfill import daily_reset_returns
 from bot.data.base import RISK_FREE, SPREAD, UNCERTAINTY, VIX, MacroSeries, MarketData, PriceHistory
 
 if TYPE_CHECKING:
@@ -331,7 +332,7 @@ def _symbol_prices(
         tracker = trackers[symbol]
         r_index = index_returns[:, index_names.index(tracker.index)]
         lev = tracker.leverage
-        r = lev * r_index - (lev - 1) * rf_daily - tracker.expense_ratio / TRADING_DAYS
+        r = daily_reset_returns(r_index, lev, rf_daily, tracker.expense_ratio)
         first = _rng(seed, _PRICE, _key(symbol)).uniform(20.0, 150.0)
         close[:, j] = first * np.cumprod(1.0 + r)
         previous = np.concatenate(([first], close[:-1, j]))

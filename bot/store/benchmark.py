@@ -64,7 +64,9 @@ def load_run_market(
     recorded = recorded_data_dir(data_source)
     data_dir = recorded or resolve_data_dir(settings, config_path)
     try:
-        market = load_history(settings, data_dir, ["SPY"])
+        # SPY for the benchmark; the funds the ETFs track for the volatility-decay table.
+        underlyings = sorted({a.underlying for a in settings.universe.values() if a.underlying})
+        market = load_history(settings, data_dir, ["SPY", *underlyings])
     except (BotError, OSError, ValueError) as exc:
         moved = recorded is None and (data_source or "").startswith("csv:")
         gone = f"; the run read {data_source}, no longer there" if moved else ""

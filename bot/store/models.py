@@ -247,6 +247,11 @@ class RegimeRecord(Base):
     uncertainty: Mapped[float | None] = mapped_column(Double)
     uncertainty_date: Mapped[dt.date | None] = mapped_column(Date)
     warning: Mapped[str | None] = mapped_column(Text)
+    # Which regime rules fresh inputs decided and which kept the previous decision's
+    # outcome ("uncertainty=no, transition=yes"), and the inputs missing or stale.
+    decided_rules: Mapped[str | None] = mapped_column(Text)
+    kept_rules: Mapped[str | None] = mapped_column(Text)
+    stale_inputs: Mapped[str | None] = mapped_column(Text)
 
 
 class TargetRecord(Base):

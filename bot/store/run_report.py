@@ -15,6 +15,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from bot.data.base import RISK_FREE
+from bot.decay import decay_section
 from bot.errors import BotError
 from bot.report import RunSeries, build_report
 from bot.store.benchmark import RunMarket, covering, load_run_market
@@ -125,8 +126,22 @@ def build_stored_report(
             "benchmark": (market.label if spy is not None else None),
             "notes": notes,
         },
+        sections={"decay": _decay(run["config"] or {}, market, strategy, days)},
     )
     return StoredReport(report, strategy, benchmarks, notes)
+
+
+def _decay(
+    config: dict[str, Any], market: RunMarket, strategy: RunSeries, days: pd.DatetimeIndex
+) -> dict[str, Any] | None:
+    """The volatility-decay table of the run's universe (as its stored config has it)."""
+    from bot.config import parse_settings
+
+    try:
+        universe = parse_settings(config, "runs.config").universe
+    except BotError:
+        return None
+    return decay_section(market.closes, universe, strategy.regimes, days, market.risk_free)
 
 
 def _risk_free_note(market: RunMarket) -> str:

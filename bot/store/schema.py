@@ -159,7 +159,10 @@ def new_revision(message: str, location: Path = MIGRATIONS) -> Path:
             with engine.begin() as conn:
                 config = alembic_config(conn, location)
                 command.upgrade(config, "head")
-                number = len(list(_scripts(str(location)).walk_revisions())) + 1
+                # After the highest numbered revision (ids need not be contiguous).
+                numbered = [int(r.revision) for r in _scripts(str(location)).walk_revisions()
+                            if r.revision.isdigit()]
+                number = max(numbered, default=0) + 1
                 script = command.revision(
                     config, message, autogenerate=True, rev_id=f"{number:04d}"
                 )

@@ -110,6 +110,11 @@ def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
 
 
+def _rule_list(outcomes: dict[str, bool], rules: Sequence[str]) -> str | None:
+    """Rules with their outcome, "uncertainty=no, transition=yes"; None for none."""
+    return ", ".join(f"{r}={'yes' if outcomes.get(r) else 'no'}" for r in rules) or None
+
+
 def _check_aware(value: dt.datetime, column: str) -> None:
     """Refuse naive timestamps at the call site, naming the column, not at flush time."""
     if value.tzinfo is None or value.utcoffset() is None:
@@ -252,6 +257,9 @@ class TradeLog:
                 "uncertainty": d.uncertainty,
                 "uncertainty_date": d.uncertainty_date,
                 "warning": d.warning,
+                "decided_rules": _rule_list(d.outcomes, d.decided),
+                "kept_rules": _rule_list(d.outcomes, d.kept),
+                "stale_inputs": ", ".join(d.stale) or None,
             }
         )
 

@@ -7,7 +7,12 @@ import numpy as np
 from bot.config import Settings
 from bot.risk import GuardInputs, guard
 from bot.strategy.base import DecisionContext, TargetDecision
-from bot.strategy.weights import apply_overlay, erc_weights, inverse_vol_weights
+from bot.strategy.weights import (
+    apply_overlay,
+    erc_weights,
+    inverse_vol_weights,
+    mean_variance_weights,
+)
 from bot.types import Regime, TargetRow
 
 
@@ -33,6 +38,7 @@ class LeverageModel:
             max(
                 st.vol_window,
                 st.cov_window if st.weighting == "erc" else 0,
+                max(st.mv_mean_window, st.mv_cov_window) if st.weighting == "mean_variance" else 0,
                 st.var_window if st.var_adjust and st.weighting == "inverse_vol" else 0,
                 rk.vol_history if "volatility" in rules else 0,
                 rk.correlation_window if "correlation" in rules else 0,
@@ -90,9 +96,25 @@ class LeverageModel:
             if window.shape[0] < len(tradable) + 1:
                 return strategic, "erc: insufficient history, strategic weights used"
             return erc_weights(np.cov(window, rowvar=False)), f"erc over {window.shape[0]} days"
+        if st.weighting == "mean_variance":
+            return self._mean_variance(rets, strategic)
         var = rets[-st.var_window :] if st.var_adjust and rets.shape[0] >= st.var_window else None
         result = inverse_vol_weights(
             rets[-st.vol_window :], self.leverage, var, st.var_confidence, st.var_factor_floor
         )
         how = f"inverse vol {st.vol_window}d / leverage" + (" x VaR factor" if var is not None else "")
         return result.weights, how
+
+    def _mean_variance(self, rets: np.ndarray, strategic: np.ndarray) -> tuple[np.ndarray, str]:
+        """argmin w'Sw - lambda mu'w within the position cap (weights.mean_variance_weights)."""
+        st = self.settings.strategy
+        if rets.shape[0] < max(st.mv_mean_window, st.mv_cov_window, len(strategic) + 1):
+            return strategic, "mean_variance: insufficient history, strategic weights used"
+        cov = np.cov(rets[-st.mv_cov_window :], rowvar=False)
+        mu = rets[-st.mv_mean_window :].mean(axis=0)
+        weights = mean_variance_weights(cov, mu, st.mv_lambda, self.settings.risk.position_cap)
+        how = (
+            f"mean-variance, lambda {st.mv_lambda:g}: covariance over {st.mv_cov_window} days, "
+            f"means over {st.mv_mean_window} days, cap {self.settings.risk.position_cap:g}"
+        )
+        return weights, how
