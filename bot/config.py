@@ -2,7 +2,9 @@
 
 Every field has a default that matches the research, so a config file only states what
 it changes. Validation reports every bad field at once, by its dotted name, with what was
-expected: users fix a config in one pass instead of one error per run.
+expected: users fix a config in one pass instead of one error per run. Types are strict:
+"3" is not a number and "yes" is not a boolean (a quoted value is usually a mistake that
+lax parsing would hide), and amounts that no run could mean are refused with their range.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     ValidationError,
     model_validator,
 )
@@ -31,6 +34,9 @@ from bot.types import Regime
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 PositiveInt = Annotated[int, Field(ge=1)]
+# TOML has no enums and no tuples: a string names a regime, an array is a tuple. These
+# conversions stay allowed under the models' strict mode (only this level is relaxed).
+Lax = Strict(False)
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -63,6 +69,29 @@ def _check_date(text: str) -> str:
 IsoDate = Annotated[str, BeforeValidator(_date_text), AfterValidator(_check_date)]
 
 
+def in_range(low: float, high: float) -> AfterValidator:
+    """A bound on both sides whose error states the whole range (pydantic's own names
+    only the side that failed)."""
+
+    def check(value: float) -> float:
+        if not low <= value <= high:
+            raise ValueError(f"expected a value from {low:g} to {high:g}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _check_allowed_day(entry: str) -> str:
+    from bot.data.plausibility import allowed_day
+
+    allowed_day(entry)
+    return entry
+
+
+# "TQQQ:2020-03-16": a day whose extreme value the data checks should accept.
+AllowedDay = Annotated[str, AfterValidator(_check_allowed_day)]
+
+
 def _check_database_url(url: str) -> str:
     """store.url must parse as a SQLAlchemy URL; the engine would fail later otherwise."""
     from sqlalchemy.engine import make_url
@@ -83,7 +112,7 @@ class _Strict(BaseModel):
     nan are refused too: no threshold or amount is meaningful as either, and a NaN cash
     balance would be stored as NaN equity."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class Asset(_Strict):
@@ -144,7 +173,9 @@ class FactorSettings(_Strict):
     tom_days_before: Annotated[int, Field(ge=0, le=5)] = 1  # turn of month: last n days ...
     tom_days_after: Annotated[int, Field(ge=0, le=10)] = 3  # ... and first n days of a month
     holding_days: Annotated[int, Field(ge=1, le=30)] = 5  # sessions a decision is held
-    intended_srri: tuple[Annotated[int, Field(ge=1, le=7)], Annotated[int, Field(ge=1, le=7)]] = (3, 5)
+    intended_srri: Annotated[
+        tuple[Annotated[int, Field(ge=1, le=7)], Annotated[int, Field(ge=1, le=7)]], Lax
+    ] = (3, 5)
     priips_rhp_years: Annotated[float, Field(gt=0.0, le=30.0)] = 5.0  # recommended holding period
 
     @model_validator(mode="after")
@@ -164,14 +195,24 @@ class FactorSettings(_Strict):
 
 
 class RegimeSettings(_Strict):
-    """Thresholds of the weekly regime rule (research: VIX 35 / -50 bp, VIX 25 / EPU 150)."""
+    """Thresholds of the weekly regime rule (research: VIX 35 / -50 bp, VIX 25 / EPU 150),
+    each within the range its series can take (bot.data.plausibility.MACRO_RANGES)."""
 
-    vix_uncertainty: float = 35.0
-    spread_inversion: float = -0.50
-    vix_transition: float = 25.0
-    uncertainty_transition: float = 150.0
+    vix_uncertainty: Annotated[float, in_range(5.0, 150.0)] = 35.0
+    spread_inversion: Annotated[float, in_range(-10.0, 10.0)] = -0.50
+    vix_transition: Annotated[float, in_range(5.0, 150.0)] = 25.0
+    uncertainty_transition: Annotated[float, in_range(0.0, 3000.0)] = 150.0
     max_staleness_days: PositiveInt = 10
-    initial: Regime = Regime.TRANSITION
+    initial: Annotated[Regime, Lax] = Regime.TRANSITION
+
+    @model_validator(mode="after")
+    def _transition_below_uncertainty(self) -> RegimeSettings:
+        if self.vix_transition > self.vix_uncertainty:
+            raise ValueError(
+                f"vix_transition {self.vix_transition:g} must not exceed vix_uncertainty "
+                f"{self.vix_uncertainty:g} (TRANSITION is the milder regime; swapped values?)"
+            )
+        return self
 
 
 RuleName = Literal["volatility", "drawdown", "correlation", "stops"]
@@ -179,7 +220,7 @@ RuleName = Literal["volatility", "drawdown", "correlation", "stops"]
 
 class RiskSettings(_Strict):
     position_cap: Annotated[float, Field(gt=0.0, le=1.0)] = 0.30
-    rules: tuple[RuleName, ...] = ("volatility", "drawdown", "correlation", "stops")
+    rules: Annotated[tuple[RuleName, ...], Lax] = ("volatility", "drawdown", "correlation", "stops")
     vol_window: Annotated[int, Field(ge=2)] = 20
     vol_history: Annotated[int, Field(ge=10)] = 252
     vol_high: Annotated[float, Field(gt=1.0)] = 1.5
@@ -193,8 +234,9 @@ class RiskSettings(_Strict):
     correlation_window: Annotated[int, Field(ge=5)] = 60
     correlation_max: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.80
     cluster_cap: Annotated[float, Field(gt=0.0, le=1.0)] = 0.45
-    stop_alpha: Annotated[float, Field(gt=0.0)] = 3.0
-    stop_regime_factor: dict[Regime, Annotated[float, Field(gt=0.0)]] = Field(
+    # stop = price x (1 - alpha x daily vol x regime factor): beyond 10 it never triggers
+    stop_alpha: Annotated[float, Field(gt=0.0), in_range(0.0, 10.0)] = 3.0
+    stop_regime_factor: dict[Annotated[Regime, Lax], Annotated[float, Field(gt=0.0)]] = Field(
         default_factory=lambda: {
             Regime.GROWTH: 1.2,
             Regime.TRANSITION: 1.0,
@@ -237,13 +279,13 @@ FillModel = Literal["next_open", "next_close", "same_close"]
 class BacktestSettings(_Strict):
     start: IsoDate | None = "2010-03-01"
     end: IsoDate | None = None
-    initial_cash: Annotated[float, Field(gt=0.0)] = 100_000.0
+    initial_cash: Annotated[float, in_range(100.0, 1e11)] = 100_000.0
     fill: FillModel = "next_open"
     commission_per_share: Annotated[float, Field(ge=0.0)] = 0.0
     commission_bps: Annotated[float, Field(ge=0.0, le=1000.0)] = 0.0
     slippage_bps: Annotated[float, Field(ge=0.0, le=1000.0)] = 5.0
     benchmarks: bool = True
-    periods: list[tuple[str, IsoDate, IsoDate]] = Field(
+    periods: list[Annotated[tuple[str, IsoDate, IsoDate], Lax]] = Field(
         default_factory=lambda: [
             ("Pre-pandemic growth 2017-2021", "2017-01-01", "2021-12-31"),
             ("Post-pandemic recovery 2021-2025", "2021-01-01", "2025-12-31"),
@@ -264,11 +306,19 @@ class BacktestSettings(_Strict):
 
 
 class DataSettings(_Strict):
+    """Where history comes from, and how strict the plausibility checks of every loaded
+    series are (bot.data.plausibility): a daily log move is refused when it exceeds both
+    `jump_floor` and `jump_scale_multiple` x the series' robust daily scale; a real
+    extreme day is accepted with `allow_extreme = ["TQQQ:2020-03-16", "VIX:2020-03-16"]`."""
+
     source: Literal["auto", "csv", "synthetic"] = "auto"
     directory: str = "../shared/data"
     synthetic_seed: int = 7
     synthetic_start: IsoDate = "2008-01-02"
     synthetic_end: IsoDate = "2024-12-31"
+    jump_scale_multiple: Annotated[float, in_range(5.0, 1000.0)] = 25.0
+    jump_floor: Annotated[float, in_range(0.05, 5.0)] = 0.25
+    allow_extreme: Annotated[tuple[AllowedDay, ...], Lax] = ()
 
     @model_validator(mode="after")
     def _span_ordered(self) -> DataSettings:
@@ -291,7 +341,9 @@ class Settings(_Strict):
     universe: dict[str, Asset]
     factor: FactorSettings = FactorSettings()
     regime: RegimeSettings = RegimeSettings()
-    overlay: dict[Regime, dict[str, Annotated[float, Field(ge=0.0)]]] = Field(default_factory=dict)
+    overlay: dict[Annotated[Regime, Lax], dict[str, Annotated[float, Field(ge=0.0)]]] = Field(
+        default_factory=dict
+    )
     risk: RiskSettings = RiskSettings()
     rebalance: RebalanceSettings = RebalanceSettings()
     backtest: BacktestSettings = BacktestSettings()

@@ -15,6 +15,7 @@ from bot.daemon.live_feed import AlpacaFeed
 from bot.daemon.reconcile import reconcile
 from bot.daemon.sessions import SessionCalendar
 from bot.data.alpaca import AlpacaMarketData
+from bot.data.plausibility import PlausibilityRules
 from bot.engine import build_model
 from bot.secrets import load_credentials, load_endpoints
 from bot.store.tradelog import TradeLog
@@ -54,7 +55,8 @@ def build_live(
         run=run_id,
     )
     broker.refresh()
-    data = AlpacaMarketData.connect(credentials, base_url=endpoints.data_url)
+    rules = PlausibilityRules.from_settings(settings.data)
+    data = AlpacaMarketData.connect(credentials, base_url=endpoints.data_url, rules=rules)
     instance = instance_name(settings)
     ctx = DaemonContext(
         settings=settings,

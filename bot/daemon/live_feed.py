@@ -78,7 +78,7 @@ class AlpacaFeed:
     def _refresh(self, name: str) -> None:
         """Download one series and store it; on failure log and keep the stored copy."""
         try:
-            series = fetch_series(name, base_url=self.fred_url)
+            series = fetch_series(name, base_url=self.fred_url, rules=self.data.rules)
         except BotError as exc:
             log.warning(
                 "FRED download failed; using the stored series", series=name, error=str(exc)
