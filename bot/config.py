@@ -398,7 +398,17 @@ def _describe(err: dict) -> str:
 
         given = mask_url(given)
     shown = "" if isinstance(given, dict) or err["type"] == "missing" else f" (got {given!r})"
-    return f"{loc or '<root>'}: {msg}{shown}"
+    return f"{loc or '<root>'}: {msg}{shown}{_STRICT_HINTS.get((err['type'], type(given)), '')}"
+
+
+# What to write instead, for the values strict types refuse that lax parsing would take.
+_STRICT_HINTS: dict[tuple[str, type], str] = {
+    ("float_type", str): ": write the number without quotes",
+    ("int_type", str): ": write the number without quotes",
+    ("int_type", float): ": expected a whole number (no decimal point)",
+    ("bool_type", str): ": write true or false, without quotes",
+    ("bool_type", int): ": write true or false",
+}
 
 
 def parse_settings(raw: dict, source: str = "<dict>") -> Settings:

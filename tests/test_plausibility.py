@@ -15,7 +15,9 @@ from structlog.testing import capture_logs
 
 from bot.calendar import sessions
 from bot.cli import main
+from bot.clock import SimulatedClock
 from bot.config import load_settings, parse_settings
+from bot.daemon.live import build_live
 from bot.data.align import SymbolBars, align_prices
 from bot.data.alpaca import AlpacaMarketData
 from bot.data.base import MACRO_SERIES
@@ -32,6 +34,7 @@ from bot.data.synthetic import KNOWN_SYMBOLS, synthetic_market
 from bot.errors import ConfigError, DataError
 from bot.net import RetryPolicy
 from bot.secrets import Credentials
+from tests import test_daemon_live as daemon_tests
 from tests.conftest import CONFIG
 from tests.fakes.alpaca_server import KEY_ID, SECRET, DailyBar, FakeAlpaca
 
@@ -368,3 +371,36 @@ def test_the_synthetic_market_passes(seed, start):
         check_bars(symbol, SymbolBars(f"synthetic:{symbol}", p.dates, p.open[:, j], p.close[:, j]))
     for name in MACRO_SERIES:
         check_macro(f"synthetic:{name}", market.macro[name])
+
+
+# --- the live daemon ---------------------------------------------------------------------
+
+venue = daemon_tests.venue  # the daemon tests' fake Alpaca and FRED, environment set
+
+
+def test_a_live_decision_on_a_refused_day_fails_with_an_incident_until_accepted(tmp_path, venue):
+    """TQQQ's bars jump 10x from 2024-11-20 on (a split the feed did not adjust): the
+    decision job fails with the day in its incident and sends nothing; accepted in the
+    config, the same bars are traded on."""
+    jump = dt.date(2024, 11, 20)
+    venue.daily_bars["TQQQ"] = [
+        DailyBar(b.day, b.open * 10, b.high * 10, b.low * 10, b.close * 10) if b.day >= jump else b
+        for b in venue.daily_bars["TQQQ"]
+    ]
+    venue.prices["TQQQ"] *= 10
+    jobs, log, _ = daemon_tests.daemon(tmp_path, venue)
+    assert not jobs.run("open", jobs.open_job)
+    assert venue.order_count() == 0
+    messages = log.load_incidents()["message"].tolist()
+    assert any("alpaca:TQQQ [close]: 2024-11-20" in m and 'allow_extreme = ["TQQQ:2024-11-20"]' in m
+               for m in messages), messages
+    log.close()
+
+    raw = daemon_tests.SETTINGS.model_dump(mode="json")
+    raw["data"]["allow_extreme"] = ["TQQQ:2024-11-20"]
+    accepted = parse_settings(raw)
+    log, run_id = daemon_tests.open_log(tmp_path / "accepted")
+    jobs = build_live(accepted, log, run_id, live=False, clock=SimulatedClock(daemon_tests.OPEN_JOB))
+    assert jobs.run("open", jobs.open_job)
+    assert venue.order_count() > 0
+    log.close()

@@ -65,6 +65,8 @@ def _check_symbol_list(directory: Path, symbols: Sequence[str]) -> None:
 def _price_path(directory: Path, symbol: str) -> Path:
     """The file for `symbol`; an unknown symbol lists what is available to fix a typo."""
     path = directory / "prices" / f"{symbol}.csv"
+    if path.exists() and not path.is_file():
+        raise DataError(str(path), "symbol", f"is not a file (the price file of {symbol!r})")
     if not path.is_file():
         available = sorted(p.stem for p in (directory / "prices").glob("*.csv"))
         listing = ", ".join(available) if available else "none"
@@ -129,6 +131,8 @@ def _read_csv(path: Path, **options: object) -> pd.DataFrame:
         frame = pd.read_csv(path, skipinitialspace=True, **options)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(str(path), None, f"not a readable CSV file: {exc}") from exc
+    except OSError as exc:  # no permission, a device error
+        raise DataError(str(path), None, f"cannot be read: {exc.strerror or exc}") from exc
     frame.columns = [str(c).strip().lower().replace(" ", "_") for c in frame.columns]
     if frame.empty:
         raise DataError(str(path), None, "file has a header but no rows")
