@@ -193,6 +193,18 @@ def test_a_damaged_sqlite_file_is_named_with_the_way_to_recover(recorded, tmp_pa
                           f"sqlite3 {path} .recover")
 
 
+def test_a_read_only_trade_log_file_is_named_when_recording(recorded, tmp_path):
+    """(Opened read-only through a file: URI, since root ignores permission bits.)"""
+    from bot.store.engines import TradeLogFileError
+
+    path = _copy(recorded, tmp_path)
+    log = TradeLog.open(f"sqlite:///file:{path}?mode=ro&uri=true")
+    with pytest.raises(TradeLogFileError, match=f"the trade log {path}: attempt to write a "
+                                                 "readonly database .the file or its folder is read-only"):
+        start(log)
+    log.engine.dispose()
+
+
 def test_upgrading_a_revision_from_a_newer_bot_says_to_upgrade_the_bot(recorded, tmp_path, capsys):
     """Before: alembic CommandError traceback "Can't locate revision identified by '9999'"."""
     path = _copy(recorded, tmp_path)

@@ -404,3 +404,20 @@ def test_a_live_decision_on_a_refused_day_fails_with_an_incident_until_accepted(
     assert jobs.run("open", jobs.open_job)
     assert venue.order_count() > 0
     log.close()
+
+
+def test_a_wrong_latest_trade_never_sizes_an_order(tmp_path, venue):
+    """A latest TQQQ trade 50x its close (a bad tick): TQQQ is sized on its close, the
+    others on their latest prices, and the log says why."""
+    venue.latest_trades = {s: p * 1.01 for s, p in venue.prices.items()}
+    venue.latest_trades["TQQQ"] = venue.prices["TQQQ"] * 50
+    jobs, log, _ = daemon_tests.daemon(tmp_path, venue)
+    with capture_logs() as logs:
+        assert jobs.run("open", jobs.open_job)
+    orders = log.load_orders().set_index("symbol")
+    last_close = next(b.close for b in reversed(venue.daily_bars["TQQQ"]) if b.day < dt.date(2024, 11, 26))
+    assert orders.loc["TQQQ", "reference_price"] == pytest.approx(last_close)
+    assert orders.loc["UPRO", "reference_price"] == pytest.approx(venue.latest_trades["UPRO"])
+    assert any(e["event"] == "implausible latest price; sizing on the close" and e["symbol"] == "TQQQ"
+               for e in logs)
+    log.close()

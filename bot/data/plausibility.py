@@ -26,6 +26,9 @@ within +-10 points, policy uncertainty positive and at most 3000, bill rates -5 
 dates not after today nor before 1900, and no weekend dates for series published on
 business days only (VIX, T10Y2Y, DTB3, DGS3MO; USEPUINDXD is daily).
 
+Live, a latest trade price that moved implausibly far from the last close is not used
+to size orders (the close is, with a warning): see plausible_sizing_prices.
+
 A real extreme day is accepted knowingly, one symbol (or series) and day at a time, with
 `data.allow_extreme = ["TQQQ:2020-03-16"]`: the move and range rules then skip that row
 (and say so in the log). Dates and non-finite or non-positive prices are never waived:
@@ -42,7 +45,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import structlog
 
-from bot.data.base import RISK_FREE, SPREAD, UNCERTAINTY, VIX, MacroSeries
+from bot.data.base import RISK_FREE, SPREAD, UNCERTAINTY, VIX, MacroSeries, PriceHistory
 from bot.errors import DataError
 
 if TYPE_CHECKING:
@@ -363,3 +366,37 @@ def check_macro(
 def _range_text(name: str, span: tuple[float, float]) -> str:
     low, high = span
     return f"above {low:g} up to {high:g}" if name == UNCERTAINTY else f"{low:g} to {high:g}"
+
+
+# --- live sizing prices -----------------------------------------------------------------
+
+
+def plausible_sizing_prices(
+    prices: PriceHistory,
+    t: int,
+    symbols: tuple[str, ...],
+    latest: np.ndarray | None,
+    rules: PlausibilityRules,
+) -> np.ndarray | None:
+    """Latest trade prices (one per symbol of `symbols`) with each one that moved
+    implausibly far from its close of day `t` replaced by NaN, so the engine sizes that
+    symbol on the close, with a warning: a wrong tick (50x) must not size an order, and
+    sizing on the close is worse than on a live price, not wrong. Same bound as a day's
+    move; None stays None."""
+    if latest is None:
+        return None
+    checked = np.array(latest, dtype=float)
+    for j, symbol in enumerate(symbols):
+        closes = prices.close[: t + 1, prices.index_of(symbol)]
+        closes = closes[np.isfinite(closes)]
+        if not closes.size or not np.isfinite(checked[j]) or checked[j] <= 0:
+            continue
+        bound, how = move_bound(np.diff(np.log(closes)), rules)
+        move = float(np.log(checked[j] / closes[-1]))
+        if abs(move) > bound:
+            log.warning(
+                "implausible latest price; sizing on the close", symbol=symbol,
+                latest=float(checked[j]), close=float(closes[-1]), bound=round(bound, 3), rule=how,
+            )
+            checked[j] = np.nan
+    return checked

@@ -104,6 +104,10 @@ _SQLITE_FILE_ERRORS: dict[str, str] = {
         "`sqlite3 {path} .recover | sqlite3 recovered.sqlite`"
     ),
     "file is not a database": "the file is not a SQLite database (or is damaged beyond reading)",
+}
+# Only for the writer: on a reader engine a write is refused on purpose (a bug if tried).
+_SQLITE_WRITER_ERRORS = {
+    **_SQLITE_FILE_ERRORS,
     "attempt to write a readonly database": "the file or its folder is read-only",
 }
 
@@ -112,16 +116,16 @@ class TradeLogFileError(BotError):
     """SQLite refused the trade log's file (disk full, damaged, read-only): names the file."""
 
 
-def _file_errors(path: Path) -> Any:
-    """A handle_error listener turning SQLite's file-level failures into a one-line
-    TradeLogFileError naming the file; any other error is left as it is (a bug)."""
+def _file_errors(path: Path, known: dict[str, str] = _SQLITE_FILE_ERRORS) -> Any:
+    """A handle_error listener turning SQLite's file-level failures (`known`) into a
+    one-line TradeLogFileError naming the file; any other error is left as it is (a bug)."""
 
     def handle(context: sa.engine.ExceptionContext) -> None:
         error = context.original_exception
         if not isinstance(error, sqlite3.DatabaseError):
             return
         text = str(error)
-        for key, advice in _SQLITE_FILE_ERRORS.items():
+        for key, advice in known.items():
             if key in text:
                 raise TradeLogFileError(
                     f"the trade log {path}: {text} ({advice.format(path=path)})"
@@ -160,7 +164,7 @@ def writer_engine(url: str) -> sa.Engine:
     engine = _create_engine(parsed)
     sa.event.listen(engine, "connect", _writer_pragmas)
     if path is not None:
-        sa.event.listen(engine, "handle_error", _file_errors(path))
+        sa.event.listen(engine, "handle_error", _file_errors(path, _SQLITE_WRITER_ERRORS))
     return _connected(engine, url)
 
 
