@@ -110,7 +110,8 @@ def _check_database_url(url: str) -> str:
 class _Strict(BaseModel):
     """Unknown keys are errors: a typo must not silently fall back to a default. inf and
     nan are refused too: no threshold or amount is meaningful as either, and a NaN cash
-    balance would be stored as NaN equity."""
+    balance would be stored as NaN equity. Types are strict ("3" is no number, "yes" no
+    boolean); only enums and tuples take TOML's strings and arrays (see `Lax`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
@@ -408,6 +409,7 @@ _STRICT_HINTS: dict[tuple[str, type], str] = {
     ("int_type", float): ": expected a whole number (no decimal point)",
     ("bool_type", str): ": write true or false, without quotes",
     ("bool_type", int): ": write true or false",
+    ("tuple_type", str): ': write a list in brackets, e.g. ["a", "b"]',
 }
 
 

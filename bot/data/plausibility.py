@@ -83,11 +83,13 @@ BUSINESS_DAY_SERIES = frozenset({VIX, SPREAD, RISK_FREE, "DGS3MO"})
 
 def allowed_day(entry: str) -> tuple[str, np.datetime64]:
     """("TQQQ", 2020-03-16) from "TQQQ:2020-03-16"; ValueError says the expected form."""
+    from bot.config import parse_iso_date  # here: the data layer does not need pydantic
+
     name, sep, day = entry.partition(":")
     try:
         if not sep or not name.strip():
             raise ValueError
-        parsed = dt.date.fromisoformat(day.strip())
+        parsed = parse_iso_date(day.strip())
     except ValueError:
         raise ValueError(
             f"expected SYMBOL:YYYY-MM-DD (a symbol or macro series and a day), got {entry!r}"
@@ -97,13 +99,12 @@ def allowed_day(entry: str) -> tuple[str, np.datetime64]:
 
 @dataclass(frozen=True)
 class PlausibilityRules:
-    """The configurable part of the rules (data.jump_* and data.allow_extreme); `today`
-    is pinned by tests, None means the current UTC date."""
+    """The configurable part of the rules: data.jump_scale_multiple, data.jump_floor and
+    the (name, day) pairs of data.allow_extreme."""
 
     jump_scale_multiple: float = DEFAULT_JUMP_SCALE_MULTIPLE
     jump_floor: float = DEFAULT_JUMP_FLOOR
     allowed: frozenset[tuple[str, np.datetime64]] = field(default_factory=frozenset)
-    today: dt.date | None = None
 
     @classmethod
     def from_entries(
@@ -119,11 +120,6 @@ class PlausibilityRules:
     def from_settings(cls, data: DataSettings) -> PlausibilityRules:
         """The rules a config asks for (its `[data]` section)."""
         return cls.from_entries(data.allow_extreme, data.jump_scale_multiple, data.jump_floor)
-
-    def latest_date(self) -> np.datetime64:
-        """The last plausible date of a row: today in UTC, which is never behind New York's."""
-        today = self.today or dt.datetime.now(dt.UTC).date()
-        return np.datetime64(today, "D")
 
     def allows(self, name: str, day: np.datetime64) -> bool:
         return (name, day) in self.allowed
@@ -147,7 +143,6 @@ def _accept_hint(name: str, day: np.datetime64) -> str:
 def check_dates(
     source: str,
     dates: np.ndarray,
-    rules: PlausibilityRules,
     lines: np.ndarray | None = None,
     *,
     sessions_only: bool = False,
@@ -157,7 +152,7 @@ def check_dates(
     session, with `weekdays_only` none on a weekend."""
     if not dates.size:
         return
-    latest = rules.latest_date()
+    latest = np.datetime64(dt.datetime.now(dt.UTC).date(), "D")  # never behind New York's
     late = np.flatnonzero(dates > latest)
     early = np.flatnonzero(dates < EARLIEST)
     for bad, what in ((late, f"is after today ({latest})"), (early, f"is before {EARLIEST}")):
@@ -199,7 +194,7 @@ def _weekday(day: np.datetime64) -> str:
 
 def check_bars(symbol: str, bars: SymbolBars, rules: PlausibilityRules = DEFAULT_RULES) -> None:
     """Every price rule on one symbol's bars (on its own dates, before alignment)."""
-    check_dates(bars.name, bars.dates, rules, bars.lines, sessions_only=True)
+    check_dates(bars.name, bars.dates, bars.lines, sessions_only=True)
     columns = {"close": bars.close, "open": bars.open, "high": bars.high, "low": bars.low}
     for column, values in columns.items():
         if values is not None:
@@ -334,9 +329,7 @@ def check_macro(
     lines: np.ndarray | None = None,
 ) -> None:
     """Dates and the value range of one macro series, by its name (VIX, T10Y2Y, ...)."""
-    check_dates(
-        source, series.dates, rules, lines, weekdays_only=series.name in BUSINESS_DAY_SERIES
-    )
+    check_dates(source, series.dates, lines, weekdays_only=series.name in BUSINESS_DAY_SERIES)
     with np.errstate(invalid="ignore"):
         broken = ~np.isfinite(series.values)
     span = MACRO_RANGES.get(series.name)
