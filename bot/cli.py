@@ -30,6 +30,7 @@ from pathlib import Path
 import structlog
 
 from bot import __version__
+from bot.arguments import LOG_LEVELS, log_level
 from bot.errors import BotError, ConfigError
 
 # Modules that add their own subcommands: each defines `register(subparsers)` and keeps
@@ -100,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument(
+        "--log-level", type=log_level, default="INFO", help=", ".join(LOG_LEVELS)
+    )
     parser.add_argument("--log-format", choices=["console", "json"], default=None)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -152,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
             raise  # a socket or another pipe broke: not ours to hide
         _discard_stdout()
         return 0
+    except OSError as exc:  # a path the system refused (full disk, permissions): say which
+        if exc.filename is None:
+            raise
+        print(f"error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         structlog.get_logger(__name__).warning("interrupted", at=dt.datetime.now(dt.UTC).isoformat())
         return 130

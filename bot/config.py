@@ -2,7 +2,9 @@
 
 Every field has a default that matches the research, so a config file only states what
 it changes. Validation reports every bad field at once, by its dotted name, with what was
-expected: users fix a config in one pass instead of one error per run.
+expected: users fix a config in one pass instead of one error per run. Types are strict:
+"3" is not a number and "yes" is not a boolean (a quoted value is usually a mistake that
+lax parsing would hide), and amounts that no run could mean are refused with their range.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     ValidationError,
     model_validator,
 )
@@ -31,6 +34,9 @@ from bot.types import Regime
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 PositiveInt = Annotated[int, Field(ge=1)]
+# TOML has no enums and no tuples: a string names a regime, an array is a tuple. These
+# conversions stay allowed under the models' strict mode (only this level is relaxed).
+Lax = Strict(False)
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -86,6 +92,29 @@ RESEARCH_PERIODS: list[tuple[str, str, str]] = [
 ]
 
 
+def in_range(low: float, high: float) -> AfterValidator:
+    """A bound on both sides whose error states the whole range (pydantic's own names
+    only the side that failed)."""
+
+    def check(value: float) -> float:
+        if not low <= value <= high:
+            raise ValueError(f"expected a value from {low:g} to {high:g}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _check_allowed_day(entry: str) -> str:
+    from bot.data.plausibility import allowed_day
+
+    allowed_day(entry)
+    return entry
+
+
+# "TQQQ:2020-03-16": a day whose extreme value the data checks should accept.
+AllowedDay = Annotated[str, AfterValidator(_check_allowed_day)]
+
+
 def _check_database_url(url: str) -> str:
     """store.url must parse as a SQLAlchemy URL; the engine would fail later otherwise."""
     from sqlalchemy.engine import make_url
@@ -104,9 +133,10 @@ def _check_database_url(url: str) -> str:
 class _Strict(BaseModel):
     """Unknown keys are errors: a typo must not silently fall back to a default. inf and
     nan are refused too: no threshold or amount is meaningful as either, and a NaN cash
-    balance would be stored as NaN equity."""
+    balance would be stored as NaN equity. Types are strict ("3" is no number, "yes" no
+    boolean); only enums and tuples take TOML's strings and arrays (see `Lax`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class Asset(_Strict):
@@ -176,7 +206,9 @@ class FactorSettings(_Strict):
     tom_days_before: Annotated[int, Field(ge=0, le=5)] = 1  # turn of month: last n days ...
     tom_days_after: Annotated[int, Field(ge=0, le=10)] = 3  # ... and first n days of a month
     holding_days: Annotated[int, Field(ge=1, le=30)] = 5  # sessions a decision is held
-    intended_srri: tuple[Annotated[int, Field(ge=1, le=7)], Annotated[int, Field(ge=1, le=7)]] = (3, 5)
+    intended_srri: Annotated[
+        tuple[Annotated[int, Field(ge=1, le=7)], Annotated[int, Field(ge=1, le=7)]], Lax
+    ] = (3, 5)
     priips_rhp_years: Annotated[float, Field(gt=0.0, le=30.0)] = 5.0  # recommended holding period
 
     @model_validator(mode="after")
@@ -196,14 +228,15 @@ class FactorSettings(_Strict):
 
 
 class RegimeSettings(_Strict):
-    """Thresholds of the weekly regime rule (research: VIX 35 / -50 bp, VIX 25 / EPU 150)."""
+    """Thresholds of the weekly regime rule (research: VIX 35 / -50 bp, VIX 25 / EPU 150),
+    each within the range its series can take (bot.data.plausibility.MACRO_RANGES)."""
 
-    vix_uncertainty: float = 35.0
-    spread_inversion: float = -0.50
-    vix_transition: float = 25.0
-    uncertainty_transition: float = 150.0
+    vix_uncertainty: Annotated[float, in_range(5.0, 150.0)] = 35.0
+    spread_inversion: Annotated[float, in_range(-10.0, 10.0)] = -0.50
+    vix_transition: Annotated[float, in_range(5.0, 150.0)] = 25.0
+    uncertainty_transition: Annotated[float, in_range(0.0, 3000.0)] = 150.0
     max_staleness_days: PositiveInt = 10
-    initial: Regime = Regime.TRANSITION
+    initial: Annotated[Regime, Lax] = Regime.TRANSITION
     # Calendar days between a value's observation date and its publication: a value is
     # used from the day after it is published. The policy-uncertainty index of a day is
     # published the next day; VIX closes and the Treasury spread the same day. Backtest
@@ -212,13 +245,22 @@ class RegimeSettings(_Strict):
         Literal["VIX", "T10Y2Y", "USEPUINDXD"], Annotated[int, Field(ge=0, le=60)]
     ] = Field(default_factory=lambda: {"VIX": 0, "T10Y2Y": 0, "USEPUINDXD": 1})
 
+    @model_validator(mode="after")
+    def _transition_below_uncertainty(self) -> RegimeSettings:
+        if self.vix_transition > self.vix_uncertainty:
+            raise ValueError(
+                f"vix_transition {self.vix_transition:g} must not exceed vix_uncertainty "
+                f"{self.vix_uncertainty:g} (TRANSITION is the milder regime; swapped values?)"
+            )
+        return self
+
 
 RuleName = Literal["volatility", "drawdown", "correlation", "stops"]
 
 
 class RiskSettings(_Strict):
     position_cap: Annotated[float, Field(gt=0.0, le=1.0)] = 0.30
-    rules: tuple[RuleName, ...] = ("volatility", "drawdown", "correlation", "stops")
+    rules: Annotated[tuple[RuleName, ...], Lax] = ("volatility", "drawdown", "correlation", "stops")
     vol_window: Annotated[int, Field(ge=2)] = 20
     vol_history: Annotated[int, Field(ge=10)] = 252
     vol_high: Annotated[float, Field(gt=1.0)] = 1.5
@@ -232,8 +274,9 @@ class RiskSettings(_Strict):
     correlation_window: Annotated[int, Field(ge=5)] = 60
     correlation_max: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.80
     cluster_cap: Annotated[float, Field(gt=0.0, le=1.0)] = 0.45
-    stop_alpha: Annotated[float, Field(gt=0.0)] = 3.0
-    stop_regime_factor: dict[Regime, Annotated[float, Field(gt=0.0)]] = Field(
+    # stop = price x (1 - alpha x daily vol x regime factor): beyond 10 it never triggers
+    stop_alpha: Annotated[float, Field(gt=0.0), in_range(0.0, 10.0)] = 3.0
+    stop_regime_factor: dict[Annotated[Regime, Lax], Annotated[float, Field(gt=0.0)]] = Field(
         default_factory=lambda: {
             Regime.GROWTH: 1.2,
             Regime.TRANSITION: 1.0,
@@ -276,7 +319,7 @@ FillModel = Literal["next_open", "next_close", "same_close"]
 class BacktestSettings(_Strict):
     start: IsoDate | None = "2010-03-01"
     end: IsoDate | None = None
-    initial_cash: Annotated[float, Field(gt=0.0)] = 100_000.0
+    initial_cash: Annotated[float, in_range(100.0, 1e11)] = 100_000.0
     fill: FillModel = "next_open"
     commission_per_share: Annotated[float, Field(ge=0.0)] = 0.0
     commission_bps: Annotated[float, Field(ge=0.0, le=1000.0)] = 0.0
@@ -284,7 +327,7 @@ class BacktestSettings(_Strict):
     benchmarks: bool = True
     # (name, first day, last day or "present"); a period the run does not reach is left
     # out of the report.
-    periods: list[tuple[str, IsoDate, PeriodEnd]] = Field(
+    periods: list[Annotated[tuple[str, IsoDate, PeriodEnd], Lax]] = Field(
         default_factory=lambda: list(RESEARCH_PERIODS)
     )
 
@@ -302,11 +345,19 @@ class BacktestSettings(_Strict):
 
 
 class DataSettings(_Strict):
+    """Where history comes from, and how strict the plausibility checks of every loaded
+    series are (bot.data.plausibility): a daily log move is refused when it exceeds both
+    `jump_floor` and `jump_scale_multiple` x the series' robust daily scale; a real
+    extreme day is accepted with `allow_extreme = ["TQQQ:2020-03-16", "VIX:2020-03-16"]`."""
+
     source: Literal["auto", "csv", "synthetic"] = "auto"
     directory: str = "../shared/data"
     synthetic_seed: int = 7
     synthetic_start: IsoDate = "2008-01-02"
     synthetic_end: IsoDate = "2024-12-31"
+    jump_scale_multiple: Annotated[float, in_range(5.0, 1000.0)] = 25.0
+    jump_floor: Annotated[float, in_range(0.05, 5.0)] = 0.25
+    allow_extreme: Annotated[tuple[AllowedDay, ...], Lax] = ()
 
     @model_validator(mode="after")
     def _span_ordered(self) -> DataSettings:
@@ -352,7 +403,9 @@ class Settings(_Strict):
     universe: dict[str, Asset]
     factor: FactorSettings = FactorSettings()
     regime: RegimeSettings = RegimeSettings()
-    overlay: dict[Regime, dict[str, Annotated[float, Field(ge=0.0)]]] = Field(default_factory=dict)
+    overlay: dict[Annotated[Regime, Lax], dict[str, Annotated[float, Field(ge=0.0)]]] = Field(
+        default_factory=dict
+    )
     risk: RiskSettings = RiskSettings()
     rebalance: RebalanceSettings = RebalanceSettings()
     backtest: BacktestSettings = BacktestSettings()
@@ -417,7 +470,18 @@ def _describe(err: dict) -> str:
 
         given = mask_url(given)
     shown = "" if isinstance(given, dict) or err["type"] == "missing" else f" (got {given!r})"
-    return f"{loc or '<root>'}: {msg}{shown}"
+    return f"{loc or '<root>'}: {msg}{shown}{_STRICT_HINTS.get((err['type'], type(given)), '')}"
+
+
+# What to write instead, for the values strict types refuse that lax parsing would take.
+_STRICT_HINTS: dict[tuple[str, type], str] = {
+    ("float_type", str): ": write the number without quotes",
+    ("int_type", str): ": write the number without quotes",
+    ("int_type", float): ": expected a whole number (no decimal point)",
+    ("bool_type", str): ": write true or false, without quotes",
+    ("bool_type", int): ": write true or false",
+    ("tuple_type", str): ': write a list in brackets, e.g. ["a", "b"]',
+}
 
 
 def parse_settings(raw: dict, source: str = "<dict>") -> Settings:

@@ -287,6 +287,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     from bot.config import load_settings, resolve_data_dir
     from bot.data.alpaca import AlpacaMarketData, write_csv_directory
     from bot.data.fred import fetch_macro
+    from bot.data.plausibility import PlausibilityRules
     from bot.reference import reference_symbols
     from bot.secrets import load_endpoints
 
@@ -295,8 +296,9 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     directory = Path(args.data_dir) if args.data_dir else resolve_data_dir(settings, config)
     symbols = list(dict.fromkeys([*settings.symbols, *sorted(reference_symbols())]))
     start = dt.date.fromisoformat(args.start)
-    history = AlpacaMarketData.from_env().daily_history(symbols, start)
-    macro = fetch_macro(base_url=load_endpoints().fred_url, start=start)
+    rules = PlausibilityRules.from_settings(settings.data)
+    history = AlpacaMarketData.from_env(rules=rules).daily_history(symbols, start)
+    macro = fetch_macro(base_url=load_endpoints().fred_url, start=start, rules=rules)
     written = write_csv_directory(history, macro, directory)
     print(f"wrote {len(written)} files to {directory} ({len(history.dates)} trading days, "
           f"{history.dates[0]} .. {history.dates[-1]})")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class BotError(Exception):
     """Base class of every error the bot raises on purpose."""
@@ -25,3 +27,15 @@ class DataError(BotError):
         self.field = field
         where = f"{source}" + (f" [{field}]" if field else "")
         super().__init__(f"{where}: {message}")
+
+
+_NO_ROOM = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+def cannot_write(path: object, error: OSError) -> BotError:
+    """A file that could not be written (disk full, a file-size limit, no permission), as
+    a one-line error naming it. A plain BotError, so it also crosses a process pool."""
+    reason = error.strerror or str(error)
+    if error.errno in _NO_ROOM:
+        reason += " (the disk is full or a file-size limit such as ulimit -f was reached)"
+    return BotError(f"cannot write {path}: {reason}")

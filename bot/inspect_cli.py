@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot.arguments import MAX_ID, row_limit, run_id
 from bot.store.locate import add_database_arguments, database_url, report_dir
 
 if TYPE_CHECKING:
@@ -57,19 +58,11 @@ def _run(text: str) -> int | str:
     if text == "all":
         return text
     try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a run id or 'all', got {text!r}") from None
-
-
-def _limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a row count >= 0 (0: all), got {text!r}")
-    return value
+        return run_id(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a run id (1 to {MAX_ID}, see `bot runs`) or 'all', got {text!r}"
+        ) from None
 
 
 def _add_filters(parser: argparse.ArgumentParser, latest: bool) -> None:
@@ -80,7 +73,7 @@ def _add_filters(parser: argparse.ArgumentParser, latest: bool) -> None:
     parser.add_argument("--until", type=_day, help="last day, YYYY-MM-DD (UTC), inclusive")
     parser.add_argument("--symbol", help="one asset, e.g. TQQQ")
     parser.add_argument(
-        "--limit", type=_limit, help="only the most recent N rows (tables show 100 unless given; 0: all)"
+        "--limit", type=row_limit, help="only the most recent N rows (tables show 100 unless given; 0: all)"
     )
     parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
 
@@ -224,7 +217,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "report", help="rebuild the backtest-style report of a stored run, against SPY"
     )
     add_database_arguments(report)
-    report.add_argument("--run", type=int, help="run id (default: the latest run)")
+    report.add_argument("--run", type=run_id, help="run id (default: the latest run)")
     report.add_argument(
         "--out", help="directory (default reports/run-ID/stored beside a SQLite trade log)"
     )

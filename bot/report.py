@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bot.decay import decay_table
+from bot.errors import cannot_write
 from bot.metrics import drawdown_series, performance, period_table, regime_table, slice_fills
 from bot.research import cost_section, cost_table
 
@@ -133,10 +134,23 @@ def build_report(
     return _jsonable(report)
 
 
+def make_dir(path: Path) -> Path:
+    """The report folder, created if needed; a path that cannot be one is a one-line error."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise cannot_write(path, exc) from exc
+    return path
+
+
 def write_json(report: dict[str, Any], path: Path) -> None:
     """Save the report; allow_nan=False makes any stray NaN an error instead of bad JSON."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    text = json.dumps(report, indent=2, allow_nan=False) + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise cannot_write(path, exc) from exc
 
 
 # --------------------------------------------------------------------------- text output
@@ -351,8 +365,12 @@ def _chart_runs(strategy: RunSeries, benchmarks: list[RunSeries]) -> list[RunSer
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    _pyplot().close(fig)
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as exc:
+        raise cannot_write(path, exc) from None  # a BotError: it crosses the chart worker's pipe
+    finally:
+        _pyplot().close(fig)
     return path
 
 
@@ -430,7 +448,7 @@ def write_charts(
     strategy: RunSeries, benchmarks: list[RunSeries], out_dir: Path, *, data_label: str
 ) -> list[Path]:
     """equity.png, drawdown.png and (if weights are given) weights.png in `out_dir`."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(out_dir)
     runs = _chart_runs(strategy, benchmarks)
     paths = [
         _equity_chart(runs, out_dir, data_label),

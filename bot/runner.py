@@ -24,8 +24,9 @@ from bot.config import Settings, load_settings, parse_settings, resolve_data_dir
 from bot.data.base import RISK_FREE, MarketData
 from bot.data.history import load_history
 from bot.decay import decay_section
+from bot.errors import BotError
 from bot.reference import reference_settings, reference_symbols
-from bot.report import RunSeries, build_report, render_table, write_charts, write_json
+from bot.report import RunSeries, build_report, make_dir, render_table, write_charts, write_json
 from bot.store.locate import report_dir
 from bot.store.tradelog import TradeLog
 
@@ -159,8 +160,7 @@ def _backtest(options: BacktestOptions) -> int:
     try:
         result = _simulate(settings, market, tradelog, run_id, console)
         references = run_references(settings, market) if settings.backtest.benchmarks else []
-        out = options.out or report_dir(url, run_id)
-        out.mkdir(parents=True, exist_ok=True)
+        out = make_dir(options.out or report_dir(url, run_id))
         strategy, benchmarks = _series(result, with_details=True), [_series(r) for r in references]
         charts = (
             _charts_in_background(strategy, benchmarks, out, market.label) if options.charts else list
@@ -266,6 +266,8 @@ def _record_failure(tradelog: TradeLog) -> None:
     """Mark the run failed, keeping what it recorded; never hide the error that got here."""
     try:
         tradelog.finish_run("failed", dt.datetime.now(dt.UTC))
+    except BotError as exc:  # e.g. the disk is still full: said in one line, as the cause is
+        log.error("backtest.failure_not_fully_recorded", run=tradelog.run_id, error=str(exc))
     except Exception:
         log.exception("backtest.failure_not_fully_recorded", run=tradelog.run_id)
     finally:

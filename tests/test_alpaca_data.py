@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from bot.calendar import sessions
 from bot.data.alpaca import AlpacaMarketData, write_csv_directory
 from bot.data.base import MacroSeries
 from bot.data.csv_source import load_csv_directory
@@ -141,7 +142,7 @@ def test_short_gap_is_forward_filled_long_one_is_an_error(fake, data):
     assert history.close[4, 1] == history.close[3, 1] and np.isnan(history.open[4, 1])
     assert history.filled is not None
     assert np.argwhere(history.filled).tolist() == [[4, 1]]  # marked: never a fill price
-    many = [dt.date(2024, 10, 1) + dt.timedelta(days=i) for i in range(10)]
+    many = [d.astype(dt.date) for d in sessions("2024-10-01", "2024-10-14")]  # 10 sessions
     fake.daily_bars = {"SPY": bars(many, 500.0), "TMF": bars([many[0], many[-1]], 10.0)}
     with pytest.raises(DataError, match=r"alpaca:TMF \[date\]"):
         data.daily_history(["SPY", "TMF"], dt.date(2024, 10, 1))

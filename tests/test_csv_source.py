@@ -11,6 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from bot.broker.simulated import next_open_prices
+from bot.calendar import sessions
 from bot.data.align import MAX_FILLED_GAP
 from bot.data.base import MACRO_SERIES, MacroSeries
 from bot.data.csv_source import load_csv_directory
@@ -100,8 +101,8 @@ def _write(root: Path, symbol: str, lines: list[str], header: str = HEADER) -> P
 
 
 def _rows(n: int, start: str = "2024-01-02") -> list[str]:
-    """`n` weekday rows with an open, as a source with OHLC data writes them."""
-    days = np.busday_offset(np.datetime64(start), np.arange(n), roll="forward")
+    """`n` rows on NYSE sessions with an open, as a source with OHLC data writes them."""
+    days = sessions(start, "2024-12-31")[:n]
     return [f"{d},{10 + i},,,{10.5 + i},{10.5 + i}," for i, d in enumerate(days)]
 
 

@@ -53,8 +53,11 @@ def venue(monkeypatch):
     days = prices.dates.astype("datetime64[D]").astype(object)
     for i, sym in enumerate(prices.symbols):
         alpaca.daily_bars[sym] = [
-            DailyBar(d, o if np.isfinite(o) else c, c, c, c)
-            for d, o, c in zip(days, prices.open[:, i], prices.close[:, i], strict=True)
+            DailyBar(d, o, max(o, c), min(o, c), c)  # high and low: the bar's extremes
+            for d, o, c in zip(
+                days, np.where(np.isfinite(prices.open[:, i]), prices.open[:, i], prices.close[:, i]),
+                prices.close[:, i], strict=True,
+            )
             if np.isfinite(c)
         ]
     last = int(np.searchsorted(prices.dates, np.datetime64("2024-11-25")))

@@ -17,6 +17,7 @@ from bot.config import Settings
 from bot.daemon.feeds import MarketFeed, index_of_day
 from bot.daemon.sessions import SessionCalendar
 from bot.data.base import MarketData
+from bot.data.plausibility import PlausibilityRules, plausible_sizing_prices
 from bot.engine import Engine, StepOutcome, record_execution
 from bot.engine_state import EngineState
 from bot.store.tradelog import TradeLog
@@ -146,7 +147,12 @@ class TradingJobs:
         market = ctx.feed.history(decided_on)
         t = index_of_day(market, decided_on, "market data")
         engine = self.engine(market)
-        outcome = engine.step(t, ctx.clock.now(), ctx.feed.sizing_prices(ctx.settings.symbols))
+        symbols = ctx.settings.symbols
+        sizing = plausible_sizing_prices(
+            market.prices, t, symbols, ctx.feed.sizing_prices(symbols),
+            PlausibilityRules.from_settings(ctx.settings.data),
+        )
+        outcome = engine.step(t, ctx.clock.now(), sizing)
         self.record_reports()
         self.save(engine)
         log.info(

@@ -16,6 +16,7 @@ from bot.daemon.live_feed import AlpacaFeed
 from bot.daemon.reconcile import reconcile
 from bot.daemon.sessions import SessionCalendar
 from bot.data.alpaca import AlpacaMarketData
+from bot.data.plausibility import PlausibilityRules
 from bot.engine import build_model
 from bot.secrets import load_credentials, load_endpoints
 from bot.store.tradelog import TradeLog
@@ -47,7 +48,8 @@ def build_live(
     alpaca = AlpacaBroker.connect(credentials, base_url=endpoints.trading_url, paper=endpoints.paper)
     clock = clock or WallClock()
     calendar = SessionCalendar(alpaca.calendar)
-    data = AlpacaMarketData.connect(credentials, base_url=endpoints.data_url)
+    rules = PlausibilityRules.from_settings(settings.data)
+    data = AlpacaMarketData.connect(credentials, base_url=endpoints.data_url, rules=rules)
     feed = AlpacaFeed(
         data, tradelog, settings.symbols, endpoints.fred_url, clock,
         lookback_days=build_model(settings).history_calendar_days,

@@ -78,7 +78,7 @@ class AlpacaFeed:
         """Download one series and store what is new or revised; returns the stored
         series. On failure log and return the stored copy."""
         try:
-            series = fetch_series(name, base_url=self.fred_url)
+            series = fetch_series(name, base_url=self.fred_url, rules=self.data.rules)
         except BotError as exc:
             log.warning(
                 "FRED download failed; using the stored series", series=name, error=str(exc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bot.arguments import run_id
 from bot.store.locate import add_database_arguments, database_url
 
 
@@ -12,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("dashboard", help="read-only web page of a run on 127.0.0.1")
     add_database_arguments(parser)
     parser.add_argument("--port", type=int, default=8050, help="port on 127.0.0.1 (default 8050)")
-    parser.add_argument("--run", type=int, help="run id (default: the latest run, followed live)")
+    parser.add_argument("--run", type=run_id, help="run id (default: the latest run, followed live)")
     parser.add_argument("--refresh", type=int, default=30, help="seconds between page reloads")
     parser.add_argument(
         "--account", help="one client account: its registry id or broker account id"

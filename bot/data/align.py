@@ -6,6 +6,9 @@ forward-filled and marked in `PriceHistory.filled`, open NaN, so returns can use
 carried close but no order ever fills at it; a longer hole is an error. A loader may
 also say how long a symbol may lag behind the others at the end (`carry_after_last`):
 later days stay NaN, so a symbol that stopped updating cannot look current.
+
+Every symbol's bars pass the plausibility rules (bot.data.plausibility) here, before they
+are aligned: this is the one door through which every loader's prices come in.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 import structlog
 
 from bot.data.base import PriceHistory
+from bot.data.plausibility import DEFAULT_RULES, PlausibilityRules, check_bars
 from bot.errors import DataError
 
 log = structlog.get_logger(__name__)
@@ -26,21 +30,31 @@ MAX_FILLED_GAP = 5
 
 
 class SymbolBars(NamedTuple):
-    """One symbol's bars on its own dates; `name` says where they came from (errors)."""
+    """One symbol's bars on its own dates; `name` says where they came from (errors).
+    High and low are only checked (nothing trades on them); None when the source has none.
+    `lines` are the rows' line numbers in a file, for error messages."""
 
     name: str
     dates: np.ndarray  # datetime64[D], ascending
-    open: np.ndarray
+    open: np.ndarray  # NaN where the source has no open
     close: np.ndarray
+    high: np.ndarray | None = None
+    low: np.ndarray | None = None
+    lines: np.ndarray | None = None
 
 
 def align_prices(
-    symbols: tuple[str, ...], bars: Sequence[SymbolBars], carry_after_last: int | None = None
+    symbols: tuple[str, ...],
+    bars: Sequence[SymbolBars],
+    carry_after_last: int | None = None,
+    rules: PlausibilityRules = DEFAULT_RULES,
 ) -> PriceHistory:
-    """`bars` (one per symbol, in `symbols` order) on the union of their dates.
+    """`bars` (one per symbol, in `symbols` order), checked, on the union of their dates.
 
     `carry_after_last`: how many days past its last bar a symbol is carried; None fills
     to the end (a file is complete as written)."""
+    for symbol, b in zip(symbols, bars, strict=True):
+        check_bars(symbol, b, rules)
     dates = np.unique(np.concatenate([b.dates for b in bars]))
     close = np.full((len(dates), len(bars)), np.nan)
     opens = np.full((len(dates), len(bars)), np.nan)

@@ -4,8 +4,9 @@ All symbols come from one bars request (alpaca-py follows next_page_token until 
 page), split- and dividend-adjusted (adjustment=all) so returns line up with the backtest
 data, on the IEX feed by default (free accounts may not query recent SIP data), ending at
 least 15 minutes in the past. The answer is checked before anything trades on it: a
-missing symbol, a NaN, zero or negative price or a duplicated bar is a DataError naming the
-symbol and field.
+missing symbol or a duplicated bar here, every price and date rule of
+bot.data.plausibility when the symbols are aligned; each is a DataError naming the symbol
+and field.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from alpaca.data.timeframe import TimeFrame
 from bot.broker.alpaca_orders import ANSWER_ERRORS, api_error_parts, describe_answer_error
 from bot.data.align import SymbolBars, align_prices
 from bot.data.base import MacroSeries, PriceHistory
+from bot.data.plausibility import DEFAULT_RULES, PlausibilityRules
 from bot.errors import DataError
 from bot.net import RetryPolicy, install
 from bot.secrets import DATA_URL, Credentials, load_credentials, load_endpoints
@@ -72,10 +74,12 @@ class AlpacaMarketData:
         *,
         feed: str = "iex",
         now: Callable[[], dt.datetime] = _utcnow,
+        rules: PlausibilityRules = DEFAULT_RULES,
     ) -> None:
         self._client = client
         self.feed = DataFeed(feed)
         self._now = now
+        self.rules = rules
 
     @classmethod
     def connect(
@@ -86,14 +90,22 @@ class AlpacaMarketData:
         feed: str = "iex",
         policy: RetryPolicy | None = None,
         now: Callable[[], dt.datetime] = _utcnow,
+        rules: PlausibilityRules = DEFAULT_RULES,
     ) -> AlpacaMarketData:
         client = make_data_client(credentials, base_url, policy or RetryPolicy())
-        return cls(client, feed=feed, now=now)
+        return cls(client, feed=feed, now=now, rules=rules)
 
     @classmethod
-    def from_env(cls, *, feed: str = "iex", policy: RetryPolicy | None = None) -> AlpacaMarketData:
+    def from_env(
+        cls,
+        *,
+        feed: str = "iex",
+        policy: RetryPolicy | None = None,
+        rules: PlausibilityRules = DEFAULT_RULES,
+    ) -> AlpacaMarketData:
         return cls.connect(
-            load_credentials(), base_url=load_endpoints().data_url, feed=feed, policy=policy
+            load_credentials(), base_url=load_endpoints().data_url, feed=feed, policy=policy,
+            rules=rules,
         )
 
     def __repr__(self) -> str:
@@ -116,7 +128,7 @@ class AlpacaMarketData:
         )
         barset = self._call("bars", self._client.get_stock_bars, request)
         bars = [_checked_bars(s, barset.data.get(s) or []) for s in symbols]
-        return align_prices(symbols, bars, carry_after_last=MAX_TRAILING_GAP)
+        return align_prices(symbols, bars, carry_after_last=MAX_TRAILING_GAP, rules=self.rules)
 
     def latest_prices(self, symbols: Sequence[str]) -> dict[str, float]:
         """Last trade price per symbol; the latest minute bar's close where no trade is
@@ -187,7 +199,8 @@ def bar_day(bar: Bar) -> np.datetime64:
 
 
 def _checked_bars(symbol: str, bars: list[Bar]) -> SymbolBars:
-    """Dates, opens and closes of one symbol, sorted; rejects what must not be traded on."""
+    """Dates and prices of one symbol, sorted; an empty answer or a repeated day is an
+    error (the values are checked with every loader's, in align_prices)."""
     source = f"{SOURCE}:{symbol}"
     if not bars:
         raise DataError(source, "symbol", "no bars in the answer")
@@ -197,15 +210,13 @@ def _checked_bars(symbol: str, bars: list[Bar]) -> SymbolBars:
     dup = np.flatnonzero(np.diff(days) == np.timedelta64(0, "D"))
     if dup.size:
         raise DataError(source, "date", f"duplicate bar on {days[int(dup[0])]}")
-    opens = np.array([bars[i].open for i in order], dtype=float)
-    closes = np.array([bars[i].close for i in order], dtype=float)
-    for field, values in (("open", opens), ("close", closes)):
-        with np.errstate(invalid="ignore"):
-            bad = np.flatnonzero(~np.isfinite(values) | (values <= 0))
-        if bad.size:
-            i = int(bad[0])
-            raise DataError(source, field, f"unusable price {values[i]!r} on {days[i]}")
-    return SymbolBars(source, days, opens, closes)
+    prices = {
+        field: np.array([getattr(bars[i], field) for i in order], dtype=float)
+        for field in ("open", "high", "low", "close")
+    }
+    return SymbolBars(
+        source, days, prices["open"], prices["close"], prices["high"], prices["low"]
+    )
 
 
 # --- CSV cache ----------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Market data from a directory of CSV files: `prices/<SYM>.csv` and `macro/<NAME>.csv`.
 
 Every check names the file and the column, because one bad row in a file of thousands is
-otherwise found only as a strange backtest result.
+otherwise found only as a strange backtest result. This module checks the file's form
+(columns, dates that parse and ascend, numbers); whether the values are plausible is
+decided by bot.data.plausibility, as for every other source.
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ import structlog
 
 from bot.data.align import SymbolBars, align_prices
 from bot.data.base import MACRO_SERIES, MacroSeries, MarketData
+from bot.data.plausibility import (
+    DEFAULT_RULES,
+    PlausibilityRules,
+    check_macro,
+    check_price_column,
+)
 from bot.errors import DataError
 
 log = structlog.get_logger(__name__)
@@ -27,6 +35,7 @@ def load_csv_directory(
     directory: Path | str,
     symbols: Sequence[str],
     macro: Sequence[str] = MACRO_SERIES,
+    rules: PlausibilityRules = DEFAULT_RULES,
 ) -> MarketData:
     """Load and validate `symbols` and the `macro` series found under `directory`."""
     directory = Path(directory)
@@ -34,10 +43,10 @@ def load_csv_directory(
         raise DataError(str(directory), None, "data directory not found")
     _check_symbol_list(directory, symbols)
     files = [_read_price_file(_price_path(directory, s)) for s in symbols]
-    prices = align_prices(tuple(symbols), files)
+    prices = align_prices(tuple(symbols), files, rules=rules)
     return MarketData(
         prices=prices,
-        macro=_load_macro(directory, macro),
+        macro=_load_macro(directory, macro, rules),
         source=f"csv:{directory}",
         synthetic=False,
     )
@@ -56,6 +65,8 @@ def _check_symbol_list(directory: Path, symbols: Sequence[str]) -> None:
 def _price_path(directory: Path, symbol: str) -> Path:
     """The file for `symbol`; an unknown symbol lists what is available to fix a typo."""
     path = directory / "prices" / f"{symbol}.csv"
+    if path.exists() and not path.is_file():
+        raise DataError(str(path), "symbol", f"is not a file (the price file of {symbol!r})")
     if not path.is_file():
         available = sorted(p.stem for p in (directory / "prices").glob("*.csv"))
         listing = ", ".join(available) if available else "none"
@@ -63,7 +74,9 @@ def _price_path(directory: Path, symbol: str) -> Path:
     return path
 
 
-def _load_macro(directory: Path, names: Sequence[str]) -> dict[str, MacroSeries]:
+def _load_macro(
+    directory: Path, names: Sequence[str], rules: PlausibilityRules
+) -> dict[str, MacroSeries]:
     """Series that exist; a missing one is only a warning (the strategy keeps its regime)."""
     found: dict[str, MacroSeries] = {}
     for name in names:
@@ -71,7 +84,7 @@ def _load_macro(directory: Path, names: Sequence[str]) -> dict[str, MacroSeries]
         if not path.is_file():
             log.warning("macro_series_missing", series=name, path=str(path))
             continue
-        found[name] = read_macro_file(path, name)
+        found[name] = read_macro_file(path, name, rules)
     return found
 
 
@@ -79,22 +92,25 @@ def _load_macro(directory: Path, names: Sequence[str]) -> dict[str, MacroSeries]
 
 
 def _read_price_file(path: Path) -> SymbolBars:
-    """Validated adjusted close and open of one file (open NaN where the file has none)."""
+    """Adjusted close, open, high and low of one file (open NaN where the file has none);
+    their plausibility is checked when the symbols are aligned."""
     frame = _read_csv(path)
     _require_columns(path, frame)
+    lines = frame.index.to_numpy() + 2  # the header is line 1
     dates = _parse_dates(path, frame["date"])
     _check_ascending(path, dates)
-    close = _price_column(path, frame, "close", dates)
-    adj = _price_column(path, frame, "adj_close", dates)
-    raw_open = _numeric_column(path, frame, "open", dates)
-    _check_open(path, raw_open, dates)
-    # Open is quoted on the raw basis; scale it like its row's close so returns line up.
+    close = _price_column(path, frame, "close", dates, lines)
+    adj = _price_column(path, frame, "adj_close", dates, lines)
+    raw = {c: _optional_price(path, frame, c, dates, lines) for c in ("open", "high", "low")}
+    # Open, high and low are quoted on the raw basis; scale them like their row's close
+    # so returns line up (and high >= close still holds).
     scale = adj / close if adj is not None and close is not None else 1.0
     price = adj if adj is not None else close
     if price is None:  # unreachable after _price_column's checks; kept for the type checker
         raise DataError(str(path), "close", "neither close nor adj_close has values")
-    opens = raw_open * scale if raw_open is not None else np.full(len(dates), np.nan)
-    return SymbolBars(str(path), dates, opens, price)
+    scaled = {c: None if v is None else v * scale for c, v in raw.items()}
+    opens = scaled["open"] if scaled["open"] is not None else np.full(len(dates), np.nan)
+    return SymbolBars(str(path), dates, opens, price, scaled["high"], scaled["low"], lines)
 
 
 def _require_columns(path: Path, frame: pd.DataFrame) -> None:
@@ -115,6 +131,8 @@ def _read_csv(path: Path, **options: object) -> pd.DataFrame:
         frame = pd.read_csv(path, skipinitialspace=True, **options)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(str(path), None, f"not a readable CSV file: {exc}") from exc
+    except OSError as exc:  # no permission, a device error
+        raise DataError(str(path), None, f"cannot be read: {exc.strerror or exc}") from exc
     frame.columns = [str(c).strip().lower().replace(" ", "_") for c in frame.columns]
     if frame.empty:
         raise DataError(str(path), None, "file has a header but no rows")
@@ -164,18 +182,24 @@ def _numeric_column(
 
 
 def _price_column(
-    path: Path, frame: pd.DataFrame, column: str, dates: np.ndarray
+    path: Path, frame: pd.DataFrame, column: str, dates: np.ndarray, lines: np.ndarray
 ) -> np.ndarray | None:
     """A close-type column: every row present, finite and positive. A header-only column
     (no values at all) counts as absent, so `adj_close` falls back to `close`."""
     values = _numeric_column(path, frame, column, dates)
     if values is None or (np.isnan(values).all() and _other_price_present(frame, column)):
         return None
-    missing = np.flatnonzero(~np.isfinite(values))
-    if missing.size:
-        day = dates[int(missing[0])]
-        raise DataError(str(path), column, f"missing or non-finite price on {day}")
-    _check_positive(path, column, values, dates)
+    check_price_column(str(path), column, values, dates, lines, required=True)
+    return values
+
+
+def _optional_price(
+    path: Path, frame: pd.DataFrame, column: str, dates: np.ndarray, lines: np.ndarray
+) -> np.ndarray | None:
+    """Open, high or low: may be empty (close-only sources), never infinite or <= 0."""
+    values = _numeric_column(path, frame, column, dates)
+    if values is not None:
+        check_price_column(str(path), column, values, dates, lines, required=False)
     return values
 
 
@@ -184,37 +208,17 @@ def _other_price_present(frame: pd.DataFrame, column: str) -> bool:
     return other in frame and bool(frame[other].notna().any())
 
 
-def _check_open(path: Path, values: np.ndarray | None, dates: np.ndarray) -> None:
-    """Open may be empty (close-only sources) but never infinite or non-positive."""
-    if values is None:
-        return
-    infinite = np.flatnonzero(np.isinf(values))
-    if infinite.size:
-        raise DataError(str(path), "open", f"non-finite price on {dates[int(infinite[0])]}")
-    _check_positive(path, "open", values, dates)
-
-
-def _check_positive(path: Path, column: str, values: np.ndarray, dates: np.ndarray) -> None:
-    with np.errstate(invalid="ignore"):
-        bad = np.flatnonzero(values <= 0)
-    if bad.size:
-        i = int(bad[0])
-        raise DataError(str(path), column, f"non-positive price {values[i]:g} on {dates[i]}")
-
-
 def _line(series: pd.Series, i: int) -> int:
     """1-based line in the file of row `i` (the header is line 1)."""
     return int(series.index[i]) + 2
 
 
-# --- aligning symbols ---------------------------------------------------------------------
-
-
 # --- macro series -------------------------------------------------------------------------
 
 
-def read_macro_file(path: Path, name: str) -> MacroSeries:
-    """A `date,value` series as published; FRED's blank or "." days are dropped."""
+def read_macro_file(path: Path, name: str, rules: PlausibilityRules = DEFAULT_RULES) -> MacroSeries:
+    """A `date,value` series as published; FRED's blank or "." days are dropped; dates
+    and values checked by bot.data.plausibility."""
     frame = _read_csv(path, dtype=str, keep_default_na=False)
     missing = [c for c in ("date", "value") if c not in frame]
     if missing:
@@ -233,4 +237,7 @@ def read_macro_file(path: Path, name: str) -> MacroSeries:
         raise DataError(str(path), "value", f"non-numeric value {raw!r} on {dates[keep][i]}")
     if not values.size:
         raise DataError(str(path), "value", "no values (every row is blank)")
-    return MacroSeries(name=name, dates=dates[keep], values=values)
+    series = MacroSeries(name=name, dates=dates[keep], values=values)
+    lines = frame.index.to_numpy()[keep] + 2
+    check_macro(str(path), series, rules, lines)
+    return series

@@ -3,7 +3,8 @@
 `GET {base}/graph/fredgraph.csv?id=VIXCLS` answers `observation_date,VIXCLS` lines (older
 files say `DATE,VIXCLS`); days without a value are blank or "." and are dropped, as the CSV
 loader does. A malformed file is a DataError naming the series and the line, because one
-bad line otherwise surfaces as a strange regime decision weeks later.
+bad line otherwise surfaces as a strange regime decision weeks later; so is a value or a
+date that bot.data.plausibility finds implausible (VIX at -50, a row dated in 2300).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import requests
 import structlog
 
 from bot.data.base import MACRO_SERIES, RISK_FREE, SPREAD, UNCERTAINTY, VIX, MacroSeries
+from bot.data.plausibility import DEFAULT_RULES, PlausibilityRules, check_macro
 from bot.errors import DataError
 from bot.net import RetryPolicy, describe_error, make_session
 from bot.secrets import FRED_URL
@@ -37,6 +39,7 @@ def fetch_series(
     timeout: float = 10.0,
     retries: int = 3,
     policy: RetryPolicy | None = None,
+    rules: PlausibilityRules = DEFAULT_RULES,
 ) -> MacroSeries:
     """One series by our name (VIX, T10Y2Y, USEPUINDXD, DTB3) or by its FRED id; the
     result carries our name. `policy` (if given) replaces timeout/retries."""
@@ -54,7 +57,7 @@ def fetch_series(
             raise DataError(source, None, f"download failed: {describe_error(exc)}") from exc
     if response.status_code != 200:
         raise DataError(source, None, f"download failed: HTTP {response.status_code}")
-    series = parse_fredgraph_csv(response.text, fred_id, name)
+    series = parse_fredgraph_csv(response.text, fred_id, name, rules)
     if start is not None:  # the server may ignore cosd
         keep = series.dates >= np.datetime64(start, "D")
         series = MacroSeries(series.name, series.dates[keep], series.values[keep])
@@ -77,11 +80,13 @@ def fetch_macro(
     timeout: float = 10.0,
     retries: int = 3,
     policy: RetryPolicy | None = None,
+    rules: PlausibilityRules = DEFAULT_RULES,
 ) -> dict[str, MacroSeries]:
     """Every series in `names`, keyed by our name."""
     return {
         resolve(n)[0]: fetch_series(
-            n, base_url=base_url, start=start, timeout=timeout, retries=retries, policy=policy
+            n, base_url=base_url, start=start, timeout=timeout, retries=retries, policy=policy,
+            rules=rules,
         )
         for n in names
     }
@@ -97,7 +102,9 @@ def resolve(series: str) -> tuple[str, str]:
     return series, series
 
 
-def parse_fredgraph_csv(text: str, fred_id: str, name: str | None = None) -> MacroSeries:
+def parse_fredgraph_csv(
+    text: str, fred_id: str, name: str | None = None, rules: PlausibilityRules = DEFAULT_RULES
+) -> MacroSeries:
     """Parse a fredgraph.csv body; errors name the series and the 1-based line."""
     source = f"fred:{fred_id}"
     lines = text.lstrip("\ufeff").splitlines()
@@ -112,6 +119,7 @@ def parse_fredgraph_csv(text: str, fred_id: str, name: str | None = None) -> Mac
         )
     dates: list[dt.date] = []
     values: list[float] = []
+    numbers: list[int] = []
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
@@ -121,18 +129,17 @@ def parse_fredgraph_csv(text: str, fred_id: str, name: str | None = None) -> Mac
         day = _date(source, number, parts[0])
         if dates and day <= dates[-1]:
             raise DataError(source, "date", f"line {number}: {day} is not after {dates[-1]}")
-        if parts[1] in _BLANKS:
-            dates.append(day)
-            values.append(math.nan)
-            continue
         dates.append(day)
-        values.append(_value(source, number, parts[1]))
+        numbers.append(number)
+        values.append(math.nan if parts[1] in _BLANKS else _value(source, number, parts[1]))
     array = np.array(values, dtype=float)
     keep = ~np.isnan(array)
     if not keep.any():
         raise DataError(source, "value", "no values (every line is blank)")
     day_array = np.array(dates, dtype="datetime64[D]")
-    return MacroSeries(name=name or fred_id, dates=day_array[keep], values=array[keep])
+    series = MacroSeries(name=name or fred_id, dates=day_array[keep], values=array[keep])
+    check_macro(source, series, rules, np.array(numbers)[keep])
+    return series
 
 
 def _date(source: str, number: int, text: str) -> dt.date:

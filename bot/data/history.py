@@ -10,6 +10,7 @@ import structlog
 from bot.config import DefaultDataDir, Settings
 from bot.data.base import MACRO_SERIES, MarketData
 from bot.data.csv_source import load_csv_directory
+from bot.data.plausibility import PlausibilityRules
 from bot.data.synthetic import synthetic_market
 from bot.errors import DataError
 
@@ -32,7 +33,8 @@ def load_history(
         extra_symbols = [s for s in extra_symbols if s not in missing]
     symbols = list(dict.fromkeys([*settings.symbols, *extra_symbols]))
     if source == "csv":
-        return load_csv_directory(data_dir, symbols, MACRO_SERIES)
+        rules = PlausibilityRules.from_settings(settings.data)
+        return load_csv_directory(data_dir, symbols, MACRO_SERIES, rules)
     d = settings.data
     market = synthetic_market(symbols, d.synthetic_start, d.synthetic_end, seed=d.synthetic_seed)
     # From here on every log line of this process says so.

@@ -14,7 +14,7 @@ def _cmd_upgrade(args: argparse.Namespace) -> int:
     url = database_url(args.config, args.database)
     engine = writer_engine(url)
     try:
-        before, after = upgrade(engine)
+        before, after = upgrade(engine, url=url)
     finally:
         engine.dispose()
     if before == after:
@@ -26,19 +26,26 @@ def _cmd_upgrade(args: argparse.Namespace) -> int:
 
 def _cmd_current(args: argparse.Namespace) -> int:
     from bot.store.engines import mask_url, reader_engine
-    from bot.store.schema import schema_state
+    from bot.store.schema import known_revision, missing_layout, schema_state
 
     url = database_url(args.config, args.database)
     engine = reader_engine(url)
     try:
         with engine.connect() as conn:
             state = schema_state(conn)
+            problems = missing_layout(conn) if state.up_to_date else []
     finally:
         engine.dispose()
+    if problems:
+        print(f"{mask_url(url)}: revision {state.current} (head, but its tables do not match "
+              f"it: {'; '.join(problems)}; restore a backup or use a new database)")
+        return 1
     if state.up_to_date:
         status = "(head)"
     elif state.empty:
         status = "(empty: created on first use)"
+    elif state.current is not None and not known_revision(state.current):
+        status = f"(unknown to this version of the bot, whose newest is {state.head}: upgrade the bot)"
     else:
         status = f"(out of date: head is {state.head}; run `bot db upgrade`)"
     print(f"{mask_url(url)}: revision {state.current or 'none'} {status}")

@@ -90,6 +90,50 @@ def sqlite_file(url: str | URL) -> Path | None:
     return Path(db).expanduser()
 
 
+# SQLite answers that are about the file or the disk under it, not the statement: what
+# they mean for the user and what to do. Matched on SQLite's own message text.
+_DISK_ADVICE = (
+    "the disk may be full, a file-size limit (ulimit -f) reached, or the device failing; "
+    "free space or raise the limit and run again"
+)
+_SQLITE_FILE_ERRORS: dict[str, str] = {
+    "database or disk is full": _DISK_ADVICE,
+    "disk I/O error": _DISK_ADVICE,
+    "database disk image is malformed": (
+        "the file is damaged: restore a backup, or save what is readable with "
+        "`sqlite3 {path} .recover | sqlite3 recovered.sqlite`"
+    ),
+    "file is not a database": "the file is not a SQLite database (or is damaged beyond reading)",
+}
+# Only for the writer: on a reader engine a write is refused on purpose (a bug if tried).
+_SQLITE_WRITER_ERRORS = {
+    **_SQLITE_FILE_ERRORS,
+    "attempt to write a readonly database": "the file or its folder is read-only",
+}
+
+
+class TradeLogFileError(BotError):
+    """SQLite refused the trade log's file (disk full, damaged, read-only): names the file."""
+
+
+def _file_errors(path: Path, known: dict[str, str] = _SQLITE_FILE_ERRORS) -> Any:
+    """A handle_error listener turning SQLite's file-level failures (`known`) into a
+    one-line TradeLogFileError naming the file; any other error is left as it is (a bug)."""
+
+    def handle(context: sa.engine.ExceptionContext) -> None:
+        error = context.original_exception
+        if not isinstance(error, sqlite3.DatabaseError):
+            return
+        text = str(error)
+        for key, advice in known.items():
+            if key in text:
+                raise TradeLogFileError(
+                    f"the trade log {path}: {text} ({advice.format(path=path)})"
+                ) from error
+
+    return handle
+
+
 def _writer_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """WAL lets readers work while the daemon writes; SQLite leaves foreign keys off by default."""
     cursor = dbapi_connection.cursor()
@@ -119,6 +163,8 @@ def writer_engine(url: str) -> sa.Engine:
         _make_parent(path, url)
     engine = _create_engine(parsed)
     sa.event.listen(engine, "connect", _writer_pragmas)
+    if path is not None:
+        sa.event.listen(engine, "handle_error", _file_errors(path, _SQLITE_WRITER_ERRORS))
     return _connected(engine, url)
 
 
@@ -152,4 +198,5 @@ def reader_engine(url: str) -> sa.Engine:
 
     engine = sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.QueuePool)
     sa.event.listen(engine, "connect", _reader_pragmas)
+    sa.event.listen(engine, "handle_error", _file_errors(path))
     return _connected(engine, url)

@@ -1,8 +1,10 @@
 """Schema versions: Alembic upgrades, and a refusal to run on an out-of-date database.
 
 A daemon on an old schema would fail in the middle of a trading job, or write half a
-record, so opening a trade log checks its revision first and says what to run. The
-Alembic Config is built here in code: the installed package needs no alembic.ini.
+record, so opening a trade log checks its revision first and says what to run. A database
+at the right revision whose tables lack a column the code writes (changed by hand, or a
+half-restored backup) is refused too, naming what is missing. The Alembic Config is built
+here in code: the installed package needs no alembic.ini.
 """
 
 from __future__ import annotations
@@ -94,12 +96,51 @@ def schema_state(conn: sa.Connection, location: Path = MIGRATIONS) -> SchemaStat
     return SchemaState(current, head_revision(location), frozenset(ours))
 
 
+def missing_layout(conn: sa.Connection) -> list[str]:
+    """What the models need that the database lacks: whole tables, or columns of a table
+    (one query per kind on PostgreSQL). Extra tables and columns are no concern."""
+    inspector = sa.inspect(conn)
+    present = set(inspector.get_table_names())
+    wanted = [t for t in Base.metadata.tables if t in present]
+    columns = inspector.get_multi_columns(filter_names=wanted) if wanted else {}
+    have = {table: {c["name"] for c in cols} for (_schema, table), cols in columns.items()}
+    problems = []
+    for name, table in Base.metadata.tables.items():
+        if name not in present:
+            problems.append(f"table {name} is missing")
+            continue
+        lacking = [c.name for c in table.columns if c.name not in have.get(name, set())]
+        if lacking:
+            problems.append(f"table {name} lacks column {', '.join(lacking)}")
+    return problems
+
+
+class SchemaMismatch(BotError):
+    """The database says it is at a revision its tables do not match."""
+
+    def __init__(self, url: str, revision: str | None, problems: list[str]) -> None:
+        super().__init__(
+            f"the trade-log database {mask_url(url)} is at schema revision {revision} but its "
+            f"tables do not match it: {'; '.join(problems)}. It was changed outside the bot or "
+            "restored in part; `bot db upgrade` cannot repair that: restore a backup or use a "
+            "new database"
+        )
+
+
+def _check_layout(conn: sa.Connection, url: str, state: SchemaState) -> SchemaState:
+    problems = missing_layout(conn)
+    if problems:
+        raise SchemaMismatch(url, state.current, problems)
+    return state
+
+
 def ensure_current(engine: sa.Engine, url: str, location: Path = MIGRATIONS) -> SchemaState:
-    """Create the schema in an empty database; refuse one at another revision."""
+    """Create the schema in an empty database; refuse one at another revision or one whose
+    tables do not match its revision."""
     with engine.begin() as conn:
         state = schema_state(conn, location)
         if state.up_to_date:
-            return state
+            return _check_layout(conn, url, state)
         if state.empty:
             command.upgrade(alembic_config(conn, location), "head")
             return SchemaState(state.head, state.head, TABLES)
@@ -107,11 +148,12 @@ def ensure_current(engine: sa.Engine, url: str, location: Path = MIGRATIONS) -> 
 
 
 def check_current(engine: sa.Engine, url: str, location: Path = MIGRATIONS) -> SchemaState:
-    """For read-only users: raise unless the schema is at head (an empty database included)."""
+    """For read-only users: raise unless the schema is at head (an empty database included)
+    and its tables match it."""
     with engine.connect() as conn:
         state = schema_state(conn, location)
-    if state.up_to_date:
-        return state
+        if state.up_to_date:
+            return _check_layout(conn, url, state)
     if state.empty:
         raise BotError(f"{mask_url(url)} holds no trade log yet: run a backtest (or the daemon) first")
     raise _mismatch(url, state, location)
@@ -122,21 +164,41 @@ def _mismatch(url: str, state: SchemaState, location: Path) -> BotError:
         return SchemaOutdated(
             url, "has trade-log tables but no schema version (it predates migrations)"
         )
-    known = {s.revision for s in _scripts(str(location)).walk_revisions()}
-    if state.current not in known:
-        return BotError(
-            f"the trade-log database {mask_url(url)} is at revision {state.current}, which this "
-            f"version of the bot does not know (its newest is {state.head}): upgrade the bot"
-        )
+    unknown = _unknown_revision(url, state, location)
+    if unknown is not None:
+        return unknown
     return SchemaOutdated(
         url, f"is at schema revision {state.current}; this version of the bot needs {state.head}"
     )
 
 
-def upgrade(engine: sa.Engine, location: Path = MIGRATIONS) -> tuple[str | None, str]:
-    """Migrate to head; a database from before migrations is adopted first. Returns (from, to)."""
+def known_revision(revision: str, location: Path = MIGRATIONS) -> bool:
+    """Whether a migration here names `revision` (else a newer bot wrote it)."""
+    return revision in {s.revision for s in _scripts(str(location)).walk_revisions()}
+
+
+def _unknown_revision(url: str, state: SchemaState, location: Path) -> BotError | None:
+    """A revision no migration here names: written by a newer version of the bot."""
+    if state.current is None or known_revision(state.current, location):
+        return None
+    return BotError(
+        f"the trade-log database {mask_url(url)} is at revision {state.current}, which this "
+        f"version of the bot does not know (its newest is {state.head}): upgrade the bot"
+    )
+
+
+def upgrade(
+    engine: sa.Engine, location: Path = MIGRATIONS, url: str | None = None
+) -> tuple[str | None, str]:
+    """Migrate to head; a database from before migrations is adopted first. Returns (from, to).
+    A revision this code does not know, or tables that do not match their revision
+    afterwards, are BotErrors naming the (masked) `url`."""
+    shown = url or engine.url.render_as_string(hide_password=True)
     with engine.begin() as conn:
         state = schema_state(conn, location)
+        unknown = _unknown_revision(shown, state, location)
+        if unknown is not None:
+            raise unknown
         config = alembic_config(conn, location)
         adopted = state.current is None and bool(state.tables)
         if adopted:
@@ -148,6 +210,7 @@ def upgrade(engine: sa.Engine, location: Path = MIGRATIONS) -> tuple[str | None,
             if problems:
                 listed = "; ".join(str(p) for p in problems[:10])
                 raise BotError(f"after adopting, the schema still differs from the code: {listed}")
+        _check_layout(conn, shown, SchemaState(state.head, state.head, state.tables))
     return state.current, state.head
 
 

@@ -1,0 +1,50 @@
+"""argparse types shared by the commands: a value no command could use is a usage error
+naming the option and what was expected, before any work, never a traceback from the
+database (a 31-digit run id overflows SQLite's 64-bit integers) or from logging."""
+
+from __future__ import annotations
+
+import argparse
+
+#: the largest id the trade log can store (64-bit signed integers in SQLite and PostgreSQL)
+MAX_ID = 2**63 - 1
+#: more rows than any trade log holds; 0 already means "all"
+MAX_ROWS = 10**9
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _whole_number(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:  # also the digit limit of int() on thousands of digits
+        return None
+
+
+def run_id(text: str) -> int:
+    """A run id as `bot runs` lists them."""
+    value = _whole_number(text)
+    if value is None or not 1 <= value <= MAX_ID:
+        raise argparse.ArgumentTypeError(
+            f"expected a run id, a whole number from 1 to {MAX_ID} (see `bot runs`), got {text!r}"
+        )
+    return value
+
+
+def row_limit(text: str) -> int:
+    """--limit: how many of the most recent rows; 0 for all."""
+    value = _whole_number(text)
+    if value is None or not 0 <= value <= MAX_ROWS:
+        raise argparse.ArgumentTypeError(
+            f"expected a row count from 0 (all) to {MAX_ROWS}, got {text!r}"
+        )
+    return value
+
+
+def log_level(text: str) -> str:
+    """--log-level, in any case; the choices are listed in the error."""
+    level = text.upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}"
+        )
+    return level
