@@ -97,6 +97,14 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     except ValueError as exc:  # the user's input: say what was expected, no traceback
         raise BotError(str(exc)) from None
     config, settings, tradelog, _url, runner = _open(args)
+    if settings.notify.replay:
+        from bot.notify.sender import check_urls
+
+        try:
+            check_urls()
+        except BaseException:
+            tradelog.discard()
+            raise
     market = _replay_market(args, settings, config, tradelog, start, end)
     stop = StopRequest()
     with stop_on_signals(stop):  # from before the run exists, so it never stays `running`
@@ -214,6 +222,7 @@ def _trading_session(args: argparse.Namespace) -> Iterator:
     """A paper/live run in the trade log around connected, reconciled jobs; the run ends
     `finished`, or `failed` if anything escapes."""
     from bot.daemon.live import build_live
+    from bot.notify.sender import check_urls
     from bot.secrets import SecretsError, load_credentials, load_endpoints
 
     load_endpoints(live=args.live)  # refuse live without confirmation before anything else
@@ -221,15 +230,21 @@ def _trading_session(args: argparse.Namespace) -> Iterator:
         load_credentials()
     except SecretsError as exc:
         raise SecretsError(f"{exc}. Without keys, try: bot run --replay 2023-01-03:2024-12-31") from None
+    check_urls()  # a typo in BOT_NOTIFY_URLS stops here, before a run is recorded
     _config, settings, tradelog, _url, runner = _open(args)
     mode = "live" if args.live else "paper"
     run_id = runner.start_run(tradelog, settings, mode, "alpaca+fred", False)
+    jobs = None
     try:
-        yield build_live(settings, tradelog, run_id, live=args.live)
+        jobs = build_live(settings, tradelog, run_id, live=args.live)
+        yield jobs
     except BaseException:
+        if jobs is not None:
+            jobs.close()
         tradelog.finish_run("failed", dt.datetime.now(dt.UTC))
         tradelog.close()
         raise
+    jobs.close()  # queued notifications out (`bot once --execute`; the daemon did it already)
     tradelog.finish_run("finished", dt.datetime.now(dt.UTC))
     tradelog.close()
 

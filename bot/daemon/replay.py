@@ -21,6 +21,7 @@ from bot.daemon.sessions import SessionCalendar
 from bot.data.base import MarketData
 from bot.engine import record_execution
 from bot.errors import BotError
+from bot.notify import Notifier
 from bot.store.tradelog import TradeLog
 
 log = structlog.get_logger(__name__)
@@ -118,7 +119,8 @@ def replay(
         settings.rebalance.fractional,
         clock,
     )
-    jobs = TradingJobs(_context(settings, market, broker, tradelog, clock, calendar, run_id))
+    notifier = Notifier.from_settings(settings, "replay") if settings.notify.replay else None
+    jobs = TradingJobs(_context(settings, market, broker, tradelog, clock, calendar, run_id, notifier))
     # Run through the next session's decision (on END's close), as the backtest decides
     # on END's close too; its orders cannot fill inside the span and are cancelled.
     after = calendar.between(last.day + dt.timedelta(days=1), last.day + dt.timedelta(days=10))[0]
@@ -127,6 +129,8 @@ def replay(
     except BaseException:
         _close_after_failure(broker, tradelog)
         raise
+    finally:
+        jobs.close()
     canceled = _close_pending(broker, tradelog, INTERRUPTED if loop.interrupted else ENDED)
     return ReplayResult(
         run_id, loop.jobs_run, first.day, last.day, tuple(loop.failures),
@@ -142,6 +146,7 @@ def _context(
     clock: SimulatedClock,
     calendar: SessionCalendar,
     run_id: int,
+    notifier: Notifier | None = None,
 ) -> DaemonContext:
     return DaemonContext(
         settings=settings,
@@ -153,6 +158,7 @@ def _context(
         instance=f"replay-{run_id}",
         mode="replay",
         order_prefix=f"rp{run_id}",
+        notifier=notifier,
     )
 
 

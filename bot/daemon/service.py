@@ -158,6 +158,7 @@ def run_live(schedule: Schedule, jobs: TradingJobs, stop: threading.Event | None
         finally:
             log.info("stopping: waiting for the running job to finish")
             scheduler.shutdown(wait=True)
+            jobs.close()  # queued notifications out, undelivered ones recorded
             jobs.ctx.tradelog.close()
             log.info("stopped")
 
