@@ -139,6 +139,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from bot.store import queries
     from bot.store.run_report import build_stored_report
     from bot.store.tradelog import TradeLog
+    from bot.tearsheet.page import write_tearsheet
 
     url = database_url(args.config, args.database)
     log = TradeLog.open_readonly(url)
@@ -156,9 +157,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else report_dir(url, run_id) / "stored"
     write_json(stored.report, out / "report.json")
     label = stored.report["meta"]["data_label"]
-    charts = [] if args.no_charts else write_charts(
-        stored.strategy, stored.benchmarks, out, data_label=label
-    )
+    charts = [] if args.no_charts else [
+        *write_charts(stored.strategy, stored.benchmarks, out, data_label=label),
+        *write_tearsheet(stored.report, stored.strategy, stored.benchmarks, out,
+                         risk_free=stored.risk_free),
+    ]
     console = Console() if sys.stdout.isatty() else Console(width=200)
     if warning:
         console.print(warning, style="bold red", markup=False, highlight=False, soft_wrap=True)
@@ -212,5 +215,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument(
         "--out", help="directory (default reports/run-ID/stored beside a SQLite trade log)"
     )
-    report.add_argument("--no-charts", action="store_true")
+    report.add_argument("--no-charts", action="store_true",
+                        help="skip the PNG charts and tearsheet.html (report.json and tables only)")
     report.set_defaults(func=_cmd_report)

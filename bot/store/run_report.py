@@ -31,6 +31,7 @@ class StoredReport:
     strategy: RunSeries
     benchmarks: list[RunSeries]
     notes: list[str]
+    risk_free: pd.Series | None = None  # the run's T-bill series, for the tearsheet's Sharpe
 
 
 def run_row(log: TradeLog, run_id: int) -> dict[str, Any]:
@@ -126,7 +127,7 @@ def build_stored_report(
             "notes": notes,
         },
     )
-    return StoredReport(report, strategy, benchmarks, notes)
+    return StoredReport(report, strategy, benchmarks, notes, market.risk_free)
 
 
 def _risk_free_note(market: RunMarket) -> str:
