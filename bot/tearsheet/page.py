@@ -104,7 +104,7 @@ def _log_axis(fig, curves: list[pd.Series], row: int) -> None:
     high = max(float(c.max()) for c in curves)
     ticks = log_ticks(low, high)
     fig.update_yaxes(type="log", title_text="growth of 1 (log)", row=row, col=1)
-    if len(ticks) >= 3:  # a narrow range (a short run) keeps plotly's own finer ticks
+    if len(ticks) >= 2:  # a narrow range (a short run) keeps plotly's own finer ticks
         fig.update_yaxes(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks], row=row, col=1)
 
 
