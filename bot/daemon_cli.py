@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from bot.store.locate import database_argument
 
     run = sub.add_parser("run", help="the trading daemon (paper by default; --replay without keys)")
-    run.add_argument("--config", default=default_config())
+    run.add_argument("--config", default=default_config(), help="TOML file of the strategy")
     run.add_argument("--replay", metavar="START:END", help="replay the daemon over history")
     run.add_argument("--live", action="store_true", help="real money: also needs BOT_LIVE_CONFIRM=yes")
     run.add_argument(
@@ -38,10 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.set_defaults(func=_cmd_run)
 
     once = sub.add_parser("once", help="make one decision now and print the orders")
-    once.add_argument("--config", default=default_config())
+    once.add_argument("--config", default=default_config(), help="TOML file of the strategy")
     once.add_argument("--execute", action="store_true", help="send the orders")
-    once.add_argument("--live", action="store_true")
-    once.add_argument("--database", type=database_argument)
+    once.add_argument("--live", action="store_true", help="real money: also needs BOT_LIVE_CONFIRM=yes")
+    once.add_argument("--database", type=database_argument,
+                      help="trade-log URL (default store.url or BOT_DATABASE_URL)")
     once.set_defaults(func=_cmd_once)
 
     health = sub.add_parser("health", help="exit 0 if the daemon's heartbeat is fresh")
@@ -51,8 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="market data tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     fetch = data_sub.add_parser("fetch", help="download Alpaca bars and FRED series into the data directory")
-    fetch.add_argument("--config", default=default_config())
-    fetch.add_argument("--start", type=iso_date_argument, default="2010-01-01")
+    fetch.add_argument("--config", default=default_config(), help="TOML file naming the symbols")
+    fetch.add_argument("--start", type=iso_date_argument, default="2010-01-01",
+                       help="first day to download, YYYY-MM-DD (default 2010-01-01)")
     fetch.add_argument("--data-dir", help="where to write prices/ and macro/ (default data.directory)")
     fetch.set_defaults(func=_cmd_fetch)
 
@@ -277,7 +278,6 @@ def _cmd_health(args: argparse.Namespace) -> int:
 
 
 def _cmd_once(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from bot.daemon.once import decide_once
@@ -291,8 +291,12 @@ def _cmd_once(args: argparse.Namespace) -> int:
         r = o.request
         table.add_row(r.client_order_id, r.side.value, r.symbol, f"{r.quantity:.6g}",
                       f"{r.reference_price:.2f}", o.status.value, r.reason)
-    console = Console() if sys.stdout.isatty() else Console(width=200)
-    console.print(table)
+    from bot.terminal import console as make_console
+    from bot.terminal import stack
+
+    console = make_console()
+    for part in stack(table, console, keep=1):
+        console.print(part)
     console.print(f"equity {outcome.equity:,.2f}; rebalance: {outcome.rebalance or 'not due'}; "
                   f"risk events: {[e.rule for e in outcome.events] or 'none'}")
     return 0

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +30,17 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "risk-events": ("risk rules that fired, with their inputs", "risk_events", True),
     "incidents": ("what went wrong: failed jobs, stale data, rejected rows", "incidents", False),
     "runs": ("every recorded run", "runs", False),
+}
+
+# Columns a narrow terminal leaves out first, least important first (CSV and JSON keep them).
+TABLE_DROP: dict[str, tuple[str, ...]] = {
+    "trades": ("slippage_cost", "commission", "client_order_id"),
+    "orders": ("broker_order_id", "reference_price", "notional", "average_price", "client_order_id"),
+    "positions": ("price",),
+    "regimes": ("vix_date", "spread_date", "uncertainty_date", "warning"),
+    "equity": ("positions_value", "cash"),
+    "risk-events": ("inputs",),
+    "runs": ("config_hash", "code_version", "finished_at", "data_source"),
 }
 
 # Long free-text columns that make a terminal table unreadable; CSV and JSON keep them.
@@ -79,7 +89,8 @@ def _add_filters(parser: argparse.ArgumentParser, latest: bool) -> None:
     parser.add_argument(
         "--limit", type=_limit, help="only the most recent N rows (tables show 100 unless given; 0: all)"
     )
-    parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    parser.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                        help="table for reading (default), csv or json with every column and digit")
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -106,7 +117,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     if args.format == "table":  # the terminal gets the readable columns; exports get all
         hidden = TABLE_HIDDEN.get(args.command, ()) + (("run_id",) if isinstance(run, int) else ())
         frame = frame.drop(columns=[c for c in hidden if c in frame.columns])
-    write(frame, args.format, title=title, truncate=args.limit is None)
+    write(frame, args.format, title=title, truncate=args.limit is None,
+          drop=TABLE_DROP.get(args.command, ()))
     return 0
 
 
@@ -133,13 +145,12 @@ def _query(conn: Connection, args: argparse.Namespace, filters: Filters) -> pd.D
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from bot.report import render_table, write_charts, write_json
     from bot.store import queries
     from bot.store.run_report import build_stored_report
     from bot.store.tradelog import TradeLog
     from bot.tearsheet.page import write_tearsheet
+    from bot.terminal import console as make_console
 
     url = database_url(args.config, args.database)
     log = TradeLog.open_readonly(url)
@@ -162,7 +173,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         *write_tearsheet(stored.report, stored.strategy, stored.benchmarks, out,
                          risk_free=stored.risk_free),
     ]
-    console = Console() if sys.stdout.isatty() else Console(width=200)
+    console = make_console()
     if warning:
         console.print(warning, style="bold red", markup=False, highlight=False, soft_wrap=True)
     render_table(stored.report, console)

@@ -258,9 +258,12 @@ def render_table(report: dict[str, Any], console: Console | None = None) -> None
         console.print("[bold red]SYNTHETIC DATA: these numbers are not real market history.[/]")
     else:
         console.rule(f"[bold]{_title(report)}[/]")
-    for table in (_summary_table(report), _period_table(report), _regime_table(report)):
-        if table is not None:
-            console.print(table)
+    from bot.terminal import stack
+
+    tables = ((_summary_table(report), 1), (_period_table(report), 2), (_regime_table(report), 1))
+    for table, labels in tables:
+        for part in stack(table, console, keep=labels) if table is not None else ():
+            console.print(part)
 
 
 def report_to_markdown(report: dict[str, Any]) -> str:

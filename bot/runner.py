@@ -28,6 +28,7 @@ from bot.report import RunSeries, build_report, render_table, write_charts, writ
 from bot.store.locate import report_dir
 from bot.store.tradelog import TradeLog
 from bot.tearsheet.page import write_tearsheet
+from bot.terminal import console as make_console
 
 log = structlog.get_logger(__name__)
 
@@ -130,8 +131,7 @@ def run_backtest_command(options: BacktestOptions) -> int:
 
 
 def _backtest(options: BacktestOptions) -> int:
-    # Piped output has no width; give the tables room instead of rich's 80 columns.
-    console = Console() if sys.stdout.isatty() else Console(width=200)
+    console = make_console()
     settings = apply_overrides(load_settings(options.config), options, str(options.config))
     data_dir = options.data_dir or resolve_data_dir(settings, options.config)
     extra = reference_symbols() if settings.backtest.benchmarks else set()
