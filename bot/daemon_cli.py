@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--data-dir", help="history for --replay (default data.directory)")
     run.add_argument("--synthetic", action="store_true", help="replay on the synthetic market")
+    run.add_argument("-q", "--quiet", action="store_true",
+                     help="log only warnings and errors (the summary is still printed)")
     run.set_defaults(func=_cmd_run)
 
     once = sub.add_parser("once", help="make one decision now and print the orders")
@@ -78,6 +81,10 @@ def _open(args):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.quiet:
+        from bot.logs import configure_logging
+
+        configure_logging("WARNING", args.log_format)
     if args.replay:
         return _cmd_replay(args)
     return _run_daemon(args)
@@ -112,11 +119,31 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         run_id = runner.start_run(tradelog, settings, "replay", market.label, market.synthetic)
         log.info("replay started", run=run_id, start=str(start), end=str(end), data=market.label)
         try:
-            result = replay(settings, market, tradelog, run_id, start, end, stop=stop)
+            with _replay_progress(f"replay {start}..{end}") as progress:
+                result = replay(settings, market, tradelog, run_id, start, end, stop=stop,
+                                progress=progress)
         except BaseException:
             tradelog.finish_run("failed", dt.datetime.now(dt.UTC))
             raise
         return _finish_replay(tradelog, result, market.label, stop.signal_name)
+
+
+@contextmanager
+def _replay_progress(label: str) -> Iterator:
+    """A progress bar on stderr when it is a terminal (log lines scroll above it), or
+    None. The bar follows simulated time, so a quiet month moves it as much as a busy one."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from bot.terminal import console
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                  TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
+                  console=console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=1.0)
+        yield lambda done: bar.update(task, completed=done)
 
 
 def _replay_market(

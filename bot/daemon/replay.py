@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -101,11 +102,13 @@ def replay(
     start: dt.date,
     end: dt.date,
     stop: threading.Event | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> ReplayResult:
     """Replay START..END. Like the backtest, START is the first decision day: the clock
     starts just before START's close job, so the first orders fill at the next open.
     Setting `stop` ends it after the running job; either way the orders still waiting
-    at the simulated venue are closed, since that venue ends with the process."""
+    at the simulated venue are closed, since that venue ends with the process.
+    `progress` hears the share of the span done (0..1) after every job."""
     calendar = SessionCalendar()
     sessions = [s for s in calendar.between(start, end)]
     if not sessions:
@@ -124,8 +127,15 @@ def replay(
     # Run through the next session's decision (on END's close), as the backtest decides
     # on END's close too; its orders cannot fill inside the span and are cancelled.
     after = calendar.between(last.day + dt.timedelta(days=1), last.day + dt.timedelta(days=10))[0]
+    finish = after.open + dt.timedelta(minutes=6)
+    begin = clock.now()
+
+    def advanced(when: dt.datetime) -> None:
+        if progress is not None:
+            progress(min(1.0, (when - begin) / (finish - begin)))
+
     try:
-        loop = run_replay(build_schedule(jobs), jobs, clock, after.open + dt.timedelta(minutes=6), stop)
+        loop = run_replay(build_schedule(jobs), jobs, clock, finish, stop, advanced)
     except BaseException:
         _close_after_failure(broker, tradelog)
         raise
