@@ -141,6 +141,8 @@ def replay(
         raise
     finally:
         jobs.close()
+    if progress is not None and not loop.interrupted:
+        progress(1.0)
     canceled = _close_pending(broker, tradelog, INTERRUPTED if loop.interrupted else ENDED)
     return ReplayResult(
         run_id, loop.jobs_run, first.day, last.day, tuple(loop.failures),
