@@ -145,6 +145,7 @@ def _backtest(options: BacktestOptions) -> int:
         else f"factor:{settings.factor.profile}"
     )
     log.info("backtest started", run=run_id, data=market.label, weighting=weighting)
+    drawing: Background | None = None
     try:
         result = _simulate(settings, market, tradelog, run_id, console)
         references = run_references(settings, market) if settings.backtest.benchmarks else []
@@ -177,6 +178,8 @@ def _backtest(options: BacktestOptions) -> int:
                            risk_free=macro_series(market, RISK_FREE))
         tradelog.finish_run("finished", dt.datetime.now(dt.UTC), summary=report["summary"][0])
     except BaseException:  # Ctrl-C too: the run must not stay 'running' with nothing stored
+        if drawing is not None:
+            drawing.abort()  # no waiting at exit for charts of a run that failed
         _record_failure(tradelog)
         raise
     tradelog.close()
@@ -213,6 +216,13 @@ class Background:
             self._pending.append(lambda: result)
         else:
             self._pending.append(self._pool.submit(draw, *args, **kwargs).result)
+
+    def abort(self) -> None:
+        """Stop drawing now: end the worker instead of letting exit wait for it."""
+        if self._pool is not None:
+            for process in list(getattr(self._pool, "_processes", {}).values()):
+                process.terminate()
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def wait(self) -> list[Path]:
         try:
