@@ -34,9 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add.set_defaults(func=_cmd_add)
 
     listing = sub.add_parser("list", help="registered accounts")
-    listing.add_argument("--status", choices=["active", "suspended", "closed"])
+    listing.add_argument("--status", choices=["active", "suspended", "closed"],
+                         help="only accounts in this status (default: all)")
     listing.add_argument("--profile", help="one profile")
-    listing.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    listing.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                         help="output format (default table)")
     listing.set_defaults(func=_cmd_list)
 
     show = sub.add_parser("show", help="one account: registry row, last equity, holdings, orders")

@@ -1,20 +1,5 @@
 """leverbot: a regime-aware leveraged-ETF trading daemon with a SQL trade log.
 
-commands:
-  backtest            simulate a config over history and report
-  run, once           the daemon (paper, live or --replay); one decision now
-  data fetch          download Alpaca bars and FRED series for backtests
-  health              exit 0 if the daemon's heartbeat is fresh
-  trades, orders, positions, regimes, equity, risk-events, runs
-                      read the trade log (table, CSV or JSON)
-  report              a stored run's report, against SPY
-  stress              factor shocks and crisis replays of a portfolio
-  dashboard           read-only web page of a run on 127.0.0.1
-  db                  trade-log schema: upgrade, current
-  suitability         MiFID II suitability of robo profiles (SRRI, PRIIPs)
-  accounts            client accounts: add, list, show, close, import (CSV)
-  rebalancing         Alpaca's Rebalancing API: push targets, subscribe, record runs
-  config check        validate config files
 Run `bot COMMAND --help` for a command's options.
 """
 
@@ -36,10 +21,10 @@ from bot.errors import BotError, ConfigError
 # Modules that add their own subcommands: each defines `register(subparsers)` and keeps
 # heavy imports inside its command functions so `bot --help` stays fast.
 COMMAND_MODULES: tuple[str, ...] = (
-    "bot.store.db_cli",
+    "bot.daemon_cli",
     "bot.inspect_cli",
     "bot.dashboard.cli",
-    "bot.daemon_cli",
+    "bot.store.db_cli",
     "bot.robo_cli",
     "bot.accounts_cli",
     "bot.rebalancing_cli",
@@ -104,8 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", type=log_level, default="INFO", help=", ".join(LOG_LEVELS)
     )
-    parser.add_argument("--log-format", choices=["console", "json"], default=None)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--log-format", choices=["console", "json"], default=None,
+                        help="log lines for a terminal or as JSON (default: console on a "
+                             "terminal, JSON when piped; BOT_LOG_FORMAT)")
+    # One list of commands, each with its help; metavar keeps argparse from printing
+    # every name again in a {a,b,c,...} brace line above it.
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
 
     bt = sub.add_parser("backtest", help="simulate the strategy over history and report")
     bt.add_argument("--config", default=default_config(),
@@ -114,29 +103,33 @@ def build_parser() -> argparse.ArgumentParser:
                     help="first day, YYYY-MM-DD (default: backtest.start)")
     bt.add_argument("--end", type=iso_date_argument,
                     help="last day, YYYY-MM-DD (default: backtest.end or the data's end)")
-    bt.add_argument("--weighting", choices=["inverse_vol", "erc", "mean_variance", "strategic"])
-    bt.add_argument("--fill", choices=["next_open", "next_close", "same_close"])
+    bt.add_argument("--weighting", choices=["inverse_vol", "erc", "mean_variance", "strategic"],
+                    help="how the leverage strategy weighs its assets (default: strategy.weighting)")
+    bt.add_argument("--fill", choices=["next_open", "next_close", "same_close"],
+                    help="when orders fill (default: backtest.fill, next_open)")
     bt.add_argument("--data-dir", help="CSV directory with prices/ and macro/ (or BOT_DATA_DIR)")
     bt.add_argument("--synthetic", action="store_true", help="use the seeded synthetic market")
     bt.add_argument("--out", help="directory for report.json and charts (default reports/run-ID beside a SQLite trade log)")
     bt.add_argument(
         "--database", type=database_argument, help="trade-log URL (default store.url or BOT_DATABASE_URL)"
     )
-    bt.add_argument("--no-charts", action="store_true")
-    bt.add_argument("--no-benchmarks", action="store_true")
+    bt.add_argument("--no-charts", action="store_true",
+                    help="skip the PNG charts and tearsheet.html (faster)")
+    bt.add_argument("--no-benchmarks", action="store_true",
+                    help="skip the comparison portfolios (SPY, 60/40, TQQQ, fixed weights)")
     bt.set_defaults(func=_cmd_backtest)
 
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
     check = cfg_sub.add_parser("check", help="validate config files; lists every bad field")
-    check.add_argument("files", nargs="+")
+    check.add_argument("files", nargs="+", metavar="FILE", help="TOML config files to check")
     check.set_defaults(func=_cmd_config_check)
 
     ver = sub.add_parser("version", help="print the version")
     ver.set_defaults(func=lambda _args: print(__version__) or 0)
 
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
     return parser
 
 

@@ -392,6 +392,18 @@ class StressSettings(_Strict):
         return self
 
 
+NotifyEvent = Literal["trades", "risk", "failures", "daily"]
+
+
+class NotifySettings(_Strict):
+    """What the daemon reports through the notification URLs (bot.notify). The URLs
+    themselves carry tokens, so they come from BOT_NOTIFY_URLS (environment or secrets
+    file), never from this file."""
+
+    events: Annotated[tuple[NotifyEvent, ...], Lax] = ("trades", "risk", "failures", "daily")
+    replay: bool = False  # also notify during `bot run --replay` (off: replays stay fast and quiet)
+
+
 class StoreSettings(_Strict):
     url: Annotated[str, AfterValidator(_check_database_url)] = "sqlite:///var/tradelog.sqlite"
 
@@ -412,6 +424,7 @@ class Settings(_Strict):
     data: DataSettings = DataSettings()
     store: StoreSettings = StoreSettings()
     stress: StressSettings = StressSettings()
+    notify: NotifySettings = NotifySettings()
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

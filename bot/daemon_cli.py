@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from bot.store.locate import database_argument
 
     run = sub.add_parser("run", help="the trading daemon (paper by default; --replay without keys)")
-    run.add_argument("--config", default=default_config())
+    run.add_argument("--config", default=default_config(), help="TOML file of the strategy")
     run.add_argument("--replay", metavar="START:END", help="replay the daemon over history")
     run.add_argument("--live", action="store_true", help="real money: also needs BOT_LIVE_CONFIRM=yes")
     run.add_argument(
@@ -35,13 +35,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--data-dir", help="history for --replay (default data.directory)")
     run.add_argument("--synthetic", action="store_true", help="replay on the synthetic market")
+    run.add_argument("-q", "--quiet", action="store_true",
+                     help="log only warnings and errors (the summary is still printed)")
     run.set_defaults(func=_cmd_run)
 
     once = sub.add_parser("once", help="make one decision now and print the orders")
-    once.add_argument("--config", default=default_config())
+    once.add_argument("--config", default=default_config(), help="TOML file of the strategy")
     once.add_argument("--execute", action="store_true", help="send the orders")
-    once.add_argument("--live", action="store_true")
-    once.add_argument("--database", type=database_argument)
+    once.add_argument("--live", action="store_true", help="real money: also needs BOT_LIVE_CONFIRM=yes")
+    once.add_argument("--database", type=database_argument,
+                      help="trade-log URL (default store.url or BOT_DATABASE_URL)")
     once.set_defaults(func=_cmd_once)
 
     health = sub.add_parser("health", help="exit 0 if the daemon's heartbeat is fresh")
@@ -51,8 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="market data tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     fetch = data_sub.add_parser("fetch", help="download Alpaca bars and FRED series into the data directory")
-    fetch.add_argument("--config", default=default_config())
-    fetch.add_argument("--start", type=iso_date_argument, default="2010-01-01")
+    fetch.add_argument("--config", default=default_config(), help="TOML file naming the symbols")
+    fetch.add_argument("--start", type=iso_date_argument, default="2010-01-01",
+                       help="first day to download, YYYY-MM-DD (default 2010-01-01)")
     fetch.add_argument("--data-dir", help="where to write prices/ and macro/ (default data.directory)")
     fetch.set_defaults(func=_cmd_fetch)
 
@@ -77,6 +81,10 @@ def _open(args):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.quiet:
+        from bot.logs import configure_logging
+
+        configure_logging("WARNING", args.log_format)
     if args.replay:
         return _cmd_replay(args)
     return _run_daemon(args)
@@ -97,17 +105,45 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     except ValueError as exc:  # the user's input: say what was expected, no traceback
         raise BotError(str(exc)) from None
     config, settings, tradelog, _url, runner = _open(args)
+    if settings.notify.replay:
+        from bot.notify.sender import check_urls
+
+        try:
+            check_urls()
+        except BaseException:
+            tradelog.discard()
+            raise
     market = _replay_market(args, settings, config, tradelog, start, end)
     stop = StopRequest()
     with stop_on_signals(stop):  # from before the run exists, so it never stays `running`
         run_id = runner.start_run(tradelog, settings, "replay", market.label, market.synthetic)
         log.info("replay started", run=run_id, start=str(start), end=str(end), data=market.label)
         try:
-            result = replay(settings, market, tradelog, run_id, start, end, stop=stop)
+            with _replay_progress(f"replay {start}..{end}") as progress:
+                result = replay(settings, market, tradelog, run_id, start, end, stop=stop,
+                                progress=progress)
         except BaseException:
             tradelog.finish_run("failed", dt.datetime.now(dt.UTC))
             raise
         return _finish_replay(tradelog, result, market.label, stop.signal_name)
+
+
+@contextmanager
+def _replay_progress(label: str) -> Iterator:
+    """A progress bar on stderr when it is a terminal (log lines scroll above it), or
+    None. The bar follows simulated time, so a quiet month moves it as much as a busy one."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from bot.terminal import console
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                  TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
+                  console=console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=1.0)
+        yield lambda done: bar.update(task, completed=done)
 
 
 def _replay_market(
@@ -214,6 +250,7 @@ def _trading_session(args: argparse.Namespace) -> Iterator:
     """A paper/live run in the trade log around connected, reconciled jobs; the run ends
     `finished`, or `failed` if anything escapes."""
     from bot.daemon.live import build_live
+    from bot.notify.sender import check_urls
     from bot.secrets import SecretsError, load_credentials, load_endpoints
 
     load_endpoints(live=args.live)  # refuse live without confirmation before anything else
@@ -221,15 +258,21 @@ def _trading_session(args: argparse.Namespace) -> Iterator:
         load_credentials()
     except SecretsError as exc:
         raise SecretsError(f"{exc}. Without keys, try: bot run --replay 2023-01-03:2024-12-31") from None
+    check_urls()  # a typo in BOT_NOTIFY_URLS stops here, before a run is recorded
     _config, settings, tradelog, _url, runner = _open(args)
     mode = "live" if args.live else "paper"
     run_id = runner.start_run(tradelog, settings, mode, "alpaca+fred", False)
+    jobs = None
     try:
-        yield build_live(settings, tradelog, run_id, live=args.live)
+        jobs = build_live(settings, tradelog, run_id, live=args.live)
+        yield jobs
     except BaseException:
+        if jobs is not None:
+            jobs.close()
         tradelog.finish_run("failed", dt.datetime.now(dt.UTC))
         tradelog.close()
         raise
+    jobs.close()  # queued notifications out (`bot once --execute`; the daemon did it already)
     tradelog.finish_run("finished", dt.datetime.now(dt.UTC))
     tradelog.close()
 
@@ -262,7 +305,6 @@ def _cmd_health(args: argparse.Namespace) -> int:
 
 
 def _cmd_once(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from bot.daemon.once import decide_once
@@ -276,8 +318,12 @@ def _cmd_once(args: argparse.Namespace) -> int:
         r = o.request
         table.add_row(r.client_order_id, r.side.value, r.symbol, f"{r.quantity:.6g}",
                       f"{r.reference_price:.2f}", o.status.value, r.reason)
-    console = Console() if sys.stdout.isatty() else Console(width=200)
-    console.print(table)
+    from bot.terminal import console as make_console
+    from bot.terminal import stack
+
+    console = make_console()
+    for part in stack(table, console, keep=1):
+        console.print(part)
     console.print(f"equity {outcome.equity:,.2f}; rebalance: {outcome.rebalance or 'not due'}; "
                   f"risk events: {[e.rule for e in outcome.events] or 'none'}")
     return 0

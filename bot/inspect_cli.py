@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +35,17 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
 
 # Commands whose rows belong to a client account (the others take no --account).
 ACCOUNT_COMMANDS = frozenset({"trades", "orders", "positions", "equity", "runs"})
+
+# Columns a narrow terminal leaves out first, least important first (CSV and JSON keep them).
+TABLE_DROP: dict[str, tuple[str, ...]] = {
+    "trades": ("slippage_cost", "commission", "client_order_id"),
+    "orders": ("broker_order_id", "reference_price", "notional", "average_price", "client_order_id"),
+    "positions": ("price",),
+    "regimes": ("vix_date", "spread_date", "uncertainty_date", "warning"),
+    "equity": ("positions_value", "cash"),
+    "risk-events": ("inputs",),
+    "runs": ("config_hash", "code_version", "finished_at", "data_source"),
+}
 
 # Long free-text columns that make a terminal table unreadable; CSV and JSON keep them.
 TABLE_HIDDEN: dict[str, tuple[str, ...]] = {
@@ -75,7 +85,8 @@ def _add_filters(parser: argparse.ArgumentParser, latest: bool) -> None:
     parser.add_argument(
         "--limit", type=row_limit, help="only the most recent N rows (tables show 100 unless given; 0: all)"
     )
-    parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    parser.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                        help="table for reading (default), csv or json with every column and digit")
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -108,7 +119,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         if "account_id" in frame.columns and (account is not None or frame["account_id"].isna().all()):
             hidden += ("account_id",)  # one account, or the single-account daemon's rows
         frame = frame.drop(columns=[c for c in hidden if c in frame.columns])
-    write(frame, args.format, title=title, truncate=args.limit is None)
+    write(frame, args.format, title=title, truncate=args.limit is None,
+          drop=TABLE_DROP.get(args.command, ()))
     return 0
 
 
@@ -138,12 +150,12 @@ def _query(conn: Connection, args: argparse.Namespace, filters: Filters) -> pd.D
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from bot.report import render_table, write_charts, write_json
     from bot.store import queries
     from bot.store.run_report import build_stored_report
     from bot.store.tradelog import TradeLog
+    from bot.tearsheet.page import write_tearsheet
+    from bot.terminal import console as make_console
 
     url = database_url(args.config, args.database)
     log = TradeLog.open_readonly(url)
@@ -161,10 +173,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else report_dir(url, run_id) / "stored"
     write_json(stored.report, out / "report.json")
     label = stored.report["meta"]["data_label"]
-    charts = [] if args.no_charts else write_charts(
-        stored.strategy, stored.benchmarks, out, data_label=label
-    )
-    console = Console() if sys.stdout.isatty() else Console(width=200)
+    charts = [] if args.no_charts else [
+        *write_charts(stored.strategy, stored.benchmarks, out, data_label=label),
+        *write_tearsheet(stored.report, stored.strategy, stored.benchmarks, out,
+                         risk_free=stored.risk_free),
+    ]
+    console = make_console()
     if warning:
         console.print(warning, style="bold red", markup=False, highlight=False, soft_wrap=True)
     render_table(stored.report, console)
@@ -221,5 +235,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument(
         "--out", help="directory (default reports/run-ID/stored beside a SQLite trade log)"
     )
-    report.add_argument("--no-charts", action="store_true")
+    report.add_argument("--no-charts", action="store_true",
+                        help="skip the PNG charts and tearsheet.html (report.json and tables only)")
     report.set_defaults(func=_cmd_report)

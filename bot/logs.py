@@ -11,12 +11,33 @@ from typing import Any
 import structlog
 
 _SECRET_KEYS = re.compile(r"(secret|password|passwd|token|api_key|key_id|authorization)", re.I)
-_SECRET_ENV = ("APCA_API_SECRET_KEY", "APCA_API_KEY_ID", "BOT_DATABASE_URL")
+_SECRET_ENV = ("APCA_API_SECRET_KEY", "APCA_API_KEY_ID", "BOT_DATABASE_URL", "BOT_NOTIFY_URLS")
+_REGISTERED: set[str] = set()  # secrets only known at run time (tokens inside URLs)
+
+
+def register_secret(value: str) -> None:
+    """Mask `value` in every log line and `mask_text` from now on (e.g. a webhook token
+    taken apart from a notification URL, which no environment variable holds alone)."""
+    if len(value) >= 4:
+        _REGISTERED.add(value)
+
+
+def _secrets() -> list[str]:
+    """Every known secret, longest first, so a secret containing another is masked whole."""
+    found = {v for k in _SECRET_ENV if (v := os.environ.get(k)) and len(v) >= 6} | _REGISTERED
+    return sorted(found, key=len, reverse=True)
+
+
+def mask_text(text: str) -> str:
+    """`text` with every known secret replaced by ***: for messages stored or sent on."""
+    for secret in _secrets():
+        text = text.replace(secret, "***")
+    return text
 
 
 def _mask_secrets(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
     """Drop secret-looking fields and scrub known secret values from every string."""
-    secrets = [v for k in _SECRET_ENV if (v := os.environ.get(k)) and len(v) >= 6]
+    secrets = _secrets()
     for key, value in list(event.items()):
         if _SECRET_KEYS.search(key):
             event[key] = "***"

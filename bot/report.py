@@ -27,6 +27,8 @@ from bot.metrics import drawdown_series, performance, period_table, regime_table
 from bot.research import cost_section, cost_table
 
 REGIME_COLORS = {"GROWTH": "tab:green", "TRANSITION": "orange", "UNCERTAINTY": "tab:red"}
+STRATEGY_COLOR = "#111827"
+_BENCHMARK_COLORS = ("#2563eb", "#16a34a", "#dc2626", "#9333ea", "#ea580c", "#0891b2", "#a16207")
 _OTHER_REGIME_COLOR = "tab:gray"
 
 
@@ -277,13 +279,15 @@ def render_table(report: dict[str, Any], console: Console | None = None) -> None
         console.print("[bold red]SYNTHETIC DATA: these numbers are not real market history.[/]")
     else:
         console.rule(f"[bold]{_title(report)}[/]")
+    from bot.terminal import stack
+
     tables = (
-        _summary_table(report), _period_table(report), _regime_table(report),
-        cost_table(report), decay_table(report),
+        (_summary_table(report), 1), (_period_table(report), 2), (_regime_table(report), 1),
+        (cost_table(report), 1), (decay_table(report), 1),
     )
-    for table in tables:
-        if table is not None:
-            console.print(table)
+    for table, labels in tables:
+        for part in stack(table, console, keep=labels) if table is not None else ():
+            console.print(part)
 
 
 def report_to_markdown(report: dict[str, Any]) -> str:
@@ -385,37 +389,62 @@ def _log_scale(ax) -> None:
     ax.yaxis.set_minor_formatter(StrMethodFormatter("{x:,.0f}"))
 
 
-def _equity_chart(runs: list[RunSeries], out_dir: Path, title: str) -> Path:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(11, 5.5))
+def _plot_equity(ax, runs: list[RunSeries], strategy: RunSeries, colors: dict[str, str]) -> None:
+    """Benchmarks thin and first, the strategy thick, dark and on top, so it stays visible."""
     for run in runs:
         equity = run.equity.dropna().sort_index()
-        ax.plot(
-            equity.index,
-            equity.to_numpy(),
-            linewidth=1.6 if run is runs[0] else 1.0,
-            label=run.name,
-        )
-    if all((r.equity.dropna() > 0).all() for r in runs):
+        ax.plot(equity.index, equity.to_numpy(), linewidth=1.0, alpha=0.9, label=run.name,
+                color=colors[run.name])
+    equity = strategy.equity.dropna().sort_index()
+    ax.plot(equity.index, equity.to_numpy(), linewidth=2.2, color=STRATEGY_COLOR, label=strategy.name,
+            zorder=3)
+    if all((r.equity.dropna() > 0).all() for r in [*runs, strategy]):
         _log_scale(ax)
+    ax.grid(True, alpha=0.3)
+    ax.set_ylabel("equity")
+
+
+def _equity_chart(runs: list[RunSeries], out_dir: Path, title: str) -> Path:
+    """Equity on a log scale. A benchmark whose range would squash the strategy's line
+    (TQQQ: 168-fold against 7-fold) is drawn in a panel of its own below."""
+    from bot.tearsheet.analytics import off_scale
+
+    plt = _pyplot()
+    strategy, benchmarks = runs[0], runs[1:]
+    off = set(off_scale(strategy.equity.dropna(), {b.name: b.equity.dropna() for b in benchmarks}))
+    shared = [b for b in benchmarks if b.name not in off]
+    colors = {b.name: _BENCHMARK_COLORS[i % len(_BENCHMARK_COLORS)] for i, b in enumerate(benchmarks)}
+    if off:
+        fig, (ax, ax_off) = plt.subplots(2, 1, figsize=(11, 8), sharex=True,
+                                         gridspec_kw={"height_ratios": [3, 1.7]})
+    else:
+        fig, ax = plt.subplots(figsize=(11, 5.5))
+    _plot_equity(ax, shared, strategy, colors)
     handles, _ = ax.get_legend_handles_labels()
-    strategy = runs[0]
     if strategy.regimes is not None:
         dates = pd.DatetimeIndex(strategy.equity.dropna().sort_index().index)
         handles += _shade_regimes(ax, strategy.regimes, dates)
     ax.legend(handles=handles, loc="upper left", fontsize=8)
     ax.set_title(f"Equity (log scale; benchmarks rebased to the strategy's start) — {title}")
-    ax.set_ylabel("equity")
-    ax.grid(True, alpha=0.3)
+    if off:
+        _plot_equity(ax_off, [b for b in benchmarks if b.name in off], strategy, colors)
+        ax_off.legend(loc="upper left", fontsize=8)
+        ax_off.set_title(f"{', '.join(sorted(off))}: own panel, its range would flatten the "
+                         "strategy's line above", fontsize=9, loc="left")
     return _save(fig, out_dir / "equity.png")
 
 
 def _drawdown_chart(runs: list[RunSeries], out_dir: Path, title: str) -> Path:
+    """Benchmarks as thin lines, the strategy filled and on top."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(11, 4))
-    for run in runs:
+    for i, run in enumerate(runs[1:]):
         dd = drawdown_series(run.equity.dropna().sort_index()) * 100.0
-        ax.plot(dd.index, dd.to_numpy(), linewidth=1.0, label=run.name)
+        ax.plot(dd.index, dd.to_numpy(), linewidth=0.9, alpha=0.85, label=run.name,
+                color=_BENCHMARK_COLORS[i % len(_BENCHMARK_COLORS)])
+    dd = drawdown_series(runs[0].equity.dropna().sort_index()) * 100.0
+    ax.fill_between(dd.index, dd.to_numpy(), 0.0, color=STRATEGY_COLOR, alpha=0.3, linewidth=0, zorder=3)
+    ax.plot(dd.index, dd.to_numpy(), linewidth=1.3, color=STRATEGY_COLOR, label=runs[0].name, zorder=4)
     ax.set_title(f"Drawdown — {title}")
     ax.set_ylabel("drawdown %")
     ax.legend(loc="lower left", fontsize=8)

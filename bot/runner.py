@@ -29,6 +29,8 @@ from bot.reference import reference_settings, reference_symbols
 from bot.report import RunSeries, build_report, make_dir, render_table, write_charts, write_json
 from bot.store.locate import report_dir
 from bot.store.tradelog import TradeLog
+from bot.tearsheet.page import write_tearsheet
+from bot.terminal import console as make_console
 
 log = structlog.get_logger(__name__)
 
@@ -142,8 +144,7 @@ def run_backtest_command(options: BacktestOptions) -> int:
 
 
 def _backtest(options: BacktestOptions) -> int:
-    # Piped output has no width; give the tables room instead of rich's 80 columns.
-    console = Console() if sys.stdout.isatty() else Console(width=200)
+    console = make_console()
     settings = apply_overrides(load_settings(options.config), options, str(options.config))
     data_dir = options.data_dir or resolve_data_dir(settings, options.config)
     extra = reference_symbols() if settings.backtest.benchmarks else set()
@@ -157,14 +158,15 @@ def _backtest(options: BacktestOptions) -> int:
         else f"factor:{settings.factor.profile}"
     )
     log.info("backtest started", run=run_id, data=market.label, weighting=weighting)
+    drawing: Background | None = None
     try:
         result = _simulate(settings, market, tradelog, run_id, console)
         references = run_references(settings, market) if settings.backtest.benchmarks else []
         out = make_dir(options.out or report_dir(url, run_id))
         strategy, benchmarks = _series(result, with_details=True), [_series(r) for r in references]
-        charts = (
-            _charts_in_background(strategy, benchmarks, out, market.label) if options.charts else list
-        )
+        drawing = Background() if options.charts else None
+        if drawing is not None:
+            drawing.submit(write_charts, strategy, benchmarks, out, data_label=market.label)
         tradelog.flush()  # while the charts draw; a failure from here on keeps the records
         risk_free = macro_series(market, RISK_FREE)
         report = build_report(
@@ -188,44 +190,63 @@ def _backtest(options: BacktestOptions) -> int:
                 pd.DatetimeIndex(strategy.equity.index), risk_free,
             )},
         )
+        if drawing is not None:
+            drawing.submit(write_tearsheet, report, strategy, benchmarks, out,
+                           risk_free=macro_series(market, RISK_FREE))
         tradelog.finish_run("finished", dt.datetime.now(dt.UTC), summary=report["summary"][0])
     except BaseException:  # Ctrl-C too: the run must not stay 'running' with nothing stored
+        if drawing is not None:
+            drawing.abort()  # no waiting at exit for charts of a run that failed
         _record_failure(tradelog)
         raise
     tradelog.close()
     write_json(report, out / "report.json")
     render_table(report, console)
     console.print(f"run {run_id} recorded in the trade log; report: {out / 'report.json'}")
-    for chart in charts():
+    for chart in drawing.wait() if drawing is not None else []:
         console.print(f"chart: {chart}")
     return 0
 
 
-def _charts_in_background(
-    strategy: RunSeries, benchmarks: list[RunSeries], out: Path, label: str
-) -> Callable[[], list[Path]]:
-    """Start rendering the charts; returns the call that waits for their paths.
+class Background:
+    """Charts and the tearsheet drawn in another process while this one writes the trade
+    log and the report; `wait` returns the paths written, in the order submitted.
 
-    matplotlib needs about a second from a cold start, a third of `bot backtest`, so on
-    Linux a forked process draws while this one writes the trade log and the report.
-    Elsewhere (spawn would re-import everything, and fork is unsafe on macOS) they are
-    drawn here. A chart failure surfaces from the returned call, after the run is saved.
+    matplotlib and plotly need a second or two from a cold start, a third of `bot
+    backtest`, so on Linux a forked process draws meanwhile. Elsewhere (spawn would
+    re-import everything, and fork is unsafe on macOS) they are drawn at once, here. A
+    drawing failure surfaces from `wait`, after the run is saved.
     """
-    if sys.platform != "linux":
-        paths = write_charts(strategy, benchmarks, out, data_label=label)
-        return lambda: paths
-    pool = ProcessPoolExecutor(
-        max_workers=1, mp_context=multiprocessing.get_context("fork"), initializer=_die_with_parent
-    )
-    future = pool.submit(write_charts, strategy, benchmarks, out, data_label=label)
 
-    def wait() -> list[Path]:
+    def __init__(self) -> None:
+        self._pool = None
+        if sys.platform == "linux":
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("fork"),
+                initializer=_die_with_parent,
+            )
+        self._pending: list = []
+
+    def submit(self, draw: Callable[..., list[Path]], *args, **kwargs) -> None:
+        if self._pool is None:
+            result = draw(*args, **kwargs)
+            self._pending.append(lambda: result)
+        else:
+            self._pending.append(self._pool.submit(draw, *args, **kwargs).result)
+
+    def abort(self) -> None:
+        """Stop drawing now: end the worker instead of letting exit wait for it."""
+        if self._pool is not None:
+            for process in list(getattr(self._pool, "_processes", {}).values()):
+                process.terminate()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def wait(self) -> list[Path]:
         try:
-            return future.result()
+            return [path for result in self._pending for path in result()]
         finally:
-            pool.shutdown()
-
-    return wait
+            if self._pool is not None:
+                self._pool.shutdown()
 
 
 def _die_with_parent() -> None:

@@ -29,6 +29,8 @@ def test_backtest_on_the_synthetic_market_writes_log_report_and_charts(tmp_path,
     assert names[0] == "diversified_leverage" and len(names) == 5
     for chart in ("equity.png", "drawdown.png", "weights.png"):
         assert (tmp_path / "out" / chart).read_bytes().startswith(b"\x89PNG")
+    tearsheet = (tmp_path / "out" / "tearsheet.html").read_text()
+    assert "SPY buy-and-hold" in tearsheet and "SYNTHETIC DATA" in tearsheet
 
     log = TradeLog.open(db)
     runs = log.runs()

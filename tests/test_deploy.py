@@ -51,3 +51,14 @@ def test_systemd_analyze_verify(tmp_path):
     proc = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True)
     problems = [line for line in proc.stderr.splitlines() if str(path) in line]
     assert proc.returncode == 0 and not problems, proc.stderr
+
+
+def test_compose_serves_the_dashboard_on_the_hosts_loopback_only():
+    compose = yaml.safe_load((REPO / "deploy" / "docker-compose.yml").read_text())
+    dash = compose["services"]["dashboard"]
+    command = dash["command"]
+    assert command[:2] == ["bot", "dashboard"] and command[command.index("--host") + 1] == "0.0.0.0"
+    assert dash["ports"] == ["127.0.0.1:8050:8050"]  # published on the host's loopback only
+    assert dash["environment"]["BOT_DATABASE_URL"] == compose["services"]["bot"]["environment"]["BOT_DATABASE_URL"]
+    assert "env_file" not in dash  # it needs no broker keys
+    assert dash["read_only"] is True and dash["depends_on"]["db"]["condition"] == "service_healthy"

@@ -194,6 +194,8 @@ def test_report_rebuilds_a_stored_run_against_spy(filled, capsys, tmp_path) -> N
     assert "SYNTHETIC" in printed
     for chart in ("equity.png", "drawdown.png", "weights.png"):
         assert (out / chart).read_bytes().startswith(b"\x89PNG")
+    tearsheet = (out / "tearsheet.html").read_text()
+    assert f"{strategy['total_return'] * 100:.2f}" in tearsheet and spy["name"] in tearsheet
 
 
 # --- a hand-made paper run: open orders, runs list, a report without a benchmark ----------

@@ -148,14 +148,15 @@ def test_a_chart_that_cannot_be_written_is_named(tmp_path):
     """The charts are drawn in a worker process: its error must cross back with the path."""
     import pandas as pd
 
-    from bot.report import RunSeries
-    from bot.runner import _charts_in_background
+    from bot.report import RunSeries, write_charts
+    from bot.runner import Background
 
     equity = pd.Series([1.0, 1.1, 1.05], index=pd.date_range("2024-01-02", periods=3))
     (tmp_path / "equity.png").mkdir()  # savefig cannot replace a folder
-    wait = _charts_in_background(RunSeries("s", equity), [], tmp_path, "test")
+    drawing = Background()
+    drawing.submit(write_charts, RunSeries("s", equity), [], tmp_path, data_label="test")
     with pytest.raises(BotError, match=f"cannot write {tmp_path / 'equity.png'}: Is a directory"):
-        wait()
+        drawing.wait()
 
 
 def test_a_report_folder_that_cannot_exist_is_named(tmp_path, capsys):
@@ -382,3 +383,18 @@ def test_an_unreadable_price_file_is_named(tmp_path, monkeypatch):
 def test_the_module_entry_point_exists():
     """The disk-full tests run `python -m bot`; make sure it is the CLI."""
     assert (REPO / "bot" / "__main__.py").is_file()
+
+
+def test_a_tearsheet_that_cannot_be_written_is_named(tmp_path):
+    import pandas as pd
+
+    from bot.report import RunSeries, build_report
+    from bot.tearsheet.page import write_tearsheet
+
+    equity = pd.Series([1.0, 1.1, 1.05, 1.2], index=pd.date_range("2024-01-02", periods=4))
+    strategy = RunSeries("s", equity)
+    (tmp_path / "tearsheet.html").mkdir()  # a folder where the page should go
+    with pytest.raises(BotError, match=f"cannot write {tmp_path / 'tearsheet.html'}: Is a directory"):
+        report = build_report(strategy, [], risk_free=None, market=None, periods=[],
+                              data_label="test", meta={})
+        write_tearsheet(report, strategy, [], tmp_path)

@@ -87,20 +87,45 @@ def real_market_robo(shared_data):
     return load_csv_directory(shared_data, ["SPY", "IWM", "BND", "VNQ"])
 
 
-def test_every_log_line_of_a_synthetic_replay_says_so(tmp_path):
+def test_replay_log_lines_carry_simulated_time_and_say_synthetic_without_the_label(tmp_path):
+    """The data label once at the start; after it every line is flagged synthetic, and
+    every line a job writes says the simulated time it ran at."""
     import json
     import subprocess
     import sys
 
     from tests.conftest import REPO
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "bot", "--log-format", "json", "run", "--synthetic",
-         "--replay", "2023-01-03:2023-02-28", "--database", f"sqlite:///{tmp_path / 's.sqlite'}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )
+    command = [sys.executable, "-m", "bot", "--log-format", "json", "run", "--synthetic",
+               "--replay", "2023-01-03:2023-02-28", "--database", f"sqlite:///{tmp_path / 's.sqlite'}"]
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
     assert len(lines) > 50
-    assert all("SYNTHETIC" in line.get("data", "") for line in lines)
+    labelled = [line for line in lines if "SYNTHETIC" in line.get("data", "")]
+    assert labelled == lines[:2]  # the warning and "replay started"; never again
+    assert all(line.get("synthetic") is True for line in lines[1:])
+    jobs = [line for line in lines if line["event"] in ("close", "decision", "regime decided")]
+    assert len(jobs) > 40 and all(len(line["simulated"]) == 16 for line in jobs)
+    closes = [line for line in lines if line["event"] == "close"]
+    assert all(line["simulated"].startswith(line["day"]) for line in closes)
     assert "SYNTHETIC" in proc.stdout
+
+    quiet = subprocess.run([*command[:6], "-q", *command[6:-1], f"sqlite:///{tmp_path / 'q.sqlite'}"],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    levels = {json.loads(line)["level"] for line in quiet.stderr.splitlines() if line.startswith("{")}
+    assert levels == {"warning"}  # the synthetic-market warning only
+    assert "replay run" in quiet.stdout and "final equity" in quiet.stdout
+
+
+def test_replay_reports_its_progress_in_simulated_time(settings, tmp_path):
+    from bot.data.synthetic import synthetic_market
+
+    market = synthetic_market(list(settings.symbols), "2023-01-03", "2023-03-31", seed=3)
+    log = TradeLog.open(f"sqlite:///{tmp_path / 'p.sqlite'}")
+    seen: list[float] = []
+    replay(settings, market, log, start_run(log, "replay"), dt.date(2023, 2, 1), dt.date(2023, 2, 28),
+           progress=seen.append)
+    log.close()
+    assert len(seen) > 50 and seen == sorted(seen) and 0 < seen[0] < 0.1 and seen[-1] == 1.0

@@ -20,7 +20,10 @@ from bot.data.base import MarketData
 from bot.data.plausibility import PlausibilityRules, plausible_sizing_prices
 from bot.engine import Engine, StepOutcome, record_execution
 from bot.engine_state import EngineState
+from bot.notify import messages
+from bot.notify.sender import Notifier
 from bot.store.tradelog import TradeLog
+from bot.types import EquityPoint, Fill
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +41,7 @@ class DaemonContext:
     instance: str  # names the state in the trade log (survives restarts)
     mode: str  # replay | paper | live
     order_prefix: str  # start of every client_order_id
+    notifier: Notifier | None = None  # trades, risk events, failures, daily summary
 
 
 class TradingJobs:
@@ -47,6 +51,8 @@ class TradingJobs:
         self.ctx = ctx
         self._engine: Engine | None = None
         self._engine_market: MarketData | None = None
+        self._last_close: float | None = None  # equity at the previous close job
+        self._fills_since_close = 0
 
     # ------------------------------------------------------------------ plumbing
     def run(self, name: str, job: Callable[[], None]) -> bool:
@@ -55,10 +61,12 @@ class TradingJobs:
         started = ctx.clock.now()
         try:
             job()
+            self.record_notify_failures()
             ctx.tradelog.flush()
             return True
         except Exception as exc:  # noqa: BLE001 - a job must never kill the daemon
             log.error("job failed", job=name, error=str(exc), exc_type=type(exc).__name__)
+            self.notify("failures", *messages.failed_job(name, started, f"{type(exc).__name__}: {exc}"))
             try:  # what happened before the failure (orders sent, fills seen) is fact: keep it
                 ctx.tradelog.flush()
             except Exception as store_exc:  # noqa: BLE001
@@ -71,6 +79,33 @@ class TradingJobs:
             except Exception as store_exc:  # noqa: BLE001
                 log.error("incident not stored", job=name, error=str(store_exc))
             return False
+
+    def notify(self, kind: str, title: str, body: str) -> None:
+        """Queue a notification (sent on another thread; never raises, never waits)."""
+        notifier = self.ctx.notifier
+        if notifier is not None:
+            notifier.send(kind, title, body)
+
+    def record_notify_failures(self) -> None:
+        """Store undelivered notifications as incidents: they were logged when they
+        failed, and a notification failure never fails the job that sent it."""
+        notifier = self.ctx.notifier
+        if notifier is None:
+            return
+        for failure in notifier.take_failures():
+            try:
+                self.ctx.tradelog.incident(
+                    failure.at, "notify_failed", f"{failure.kind} notification not delivered: "
+                    f"{failure.error}", {"kind": failure.kind, "title": failure.title},
+                )
+            except Exception as store_exc:  # noqa: BLE001
+                log.error("incident not stored", kind="notify_failed", error=str(store_exc))
+
+    def close(self) -> None:
+        """At shutdown: send what is queued, and record what could not be sent."""
+        if self.ctx.notifier is not None:
+            self.ctx.notifier.close()
+            self.record_notify_failures()
 
     def engine(self, market: MarketData) -> Engine:
         """An engine on `market` with the state saved by the last job. Reused while the
@@ -93,8 +128,14 @@ class TradingJobs:
     def poll(self) -> int:
         """Record every status change and fill the broker reports; returns how many."""
         updates = self.ctx.broker.poll(self.ctx.clock.now())
+        fills: list[Fill] = []
         for order, fill in updates:
             record_execution(self.ctx.tradelog, order, fill)
+            if fill is not None:
+                fills.append(fill)
+        if fills:
+            self._fills_since_close += len(fills)
+            self.notify("trades", *messages.trades(fills))
         return len(updates)
 
     def final_poll(self) -> None:
@@ -155,6 +196,8 @@ class TradingJobs:
         outcome = engine.step(t, ctx.clock.now(), sizing)
         self.record_reports()
         self.save(engine)
+        if outcome.events:
+            self.notify("risk", *messages.risk(decided_on, outcome.events))
         log.info(
             "decision",
             day=str(decided_on),
@@ -187,3 +230,10 @@ class TradingJobs:
         point = engine.record_close(t, snapshot=True)
         self.save(engine)
         log.info("close", day=str(today.day), equity=round(point.equity, 2))
+        self._daily_summary(point)
+
+    def _daily_summary(self, point: EquityPoint) -> None:
+        if self.ctx.notifier is not None and self.ctx.notifier.wants("daily"):
+            open_orders = self.ctx.broker.open_order_count()
+            self.notify("daily", *messages.daily(point, self._last_close, self._fills_since_close, open_orders))
+        self._last_close, self._fills_since_close = point.equity, 0

@@ -18,6 +18,7 @@ from bot.daemon.sessions import SessionCalendar
 from bot.data.alpaca import AlpacaMarketData
 from bot.data.plausibility import PlausibilityRules
 from bot.engine import build_model
+from bot.notify import Notifier
 from bot.secrets import load_credentials, load_endpoints
 from bot.store.tradelog import TradeLog
 
@@ -85,6 +86,7 @@ def build_live(
         instance=instance,
         mode=mode,
         order_prefix=instance,
+        notifier=Notifier.from_settings(settings, mode),
     )
     reconcile(tradelog, broker, instance, settings.symbols, clock.now(), mode)
     return TradingJobs(ctx)

@@ -66,7 +66,8 @@ def decide_once(jobs: TradingJobs, *, execute: bool) -> StepOutcome:
     if saved:
         scratch.save_state(ctx.instance, ctx.mode, saved, now)
         scratch.flush()
-    dry = TradingJobs(replace(ctx, broker=DryRunBroker(ctx.broker), tradelog=scratch))
+    # Nothing was sent, so nothing is announced either.
+    dry = TradingJobs(replace(ctx, broker=DryRunBroker(ctx.broker), tradelog=scratch, notifier=None))
     outcome = dry.decide(day)
     scratch.discard()
     return outcome

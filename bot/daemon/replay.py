@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -21,6 +22,7 @@ from bot.daemon.sessions import SessionCalendar
 from bot.data.base import MarketData
 from bot.engine import record_execution
 from bot.errors import BotError
+from bot.notify import Notifier
 from bot.store.tradelog import TradeLog
 
 log = structlog.get_logger(__name__)
@@ -100,11 +102,13 @@ def replay(
     start: dt.date,
     end: dt.date,
     stop: threading.Event | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> ReplayResult:
     """Replay START..END. Like the backtest, START is the first decision day: the clock
     starts just before START's close job, so the first orders fill at the next open.
     Setting `stop` ends it after the running job; either way the orders still waiting
-    at the simulated venue are closed, since that venue ends with the process."""
+    at the simulated venue are closed, since that venue ends with the process.
+    `progress` hears the share of the span done (0..1) after every job."""
     calendar = SessionCalendar()
     sessions = [s for s in calendar.between(start, end)]
     if not sessions:
@@ -118,15 +122,27 @@ def replay(
         settings.rebalance.fractional,
         clock,
     )
-    jobs = TradingJobs(_context(settings, market, broker, tradelog, clock, calendar, run_id))
+    notifier = Notifier.from_settings(settings, "replay") if settings.notify.replay else None
+    jobs = TradingJobs(_context(settings, market, broker, tradelog, clock, calendar, run_id, notifier))
     # Run through the next session's decision (on END's close), as the backtest decides
     # on END's close too; its orders cannot fill inside the span and are cancelled.
     after = calendar.between(last.day + dt.timedelta(days=1), last.day + dt.timedelta(days=10))[0]
+    finish = after.open + dt.timedelta(minutes=6)
+    begin = clock.now()
+
+    def advanced(when: dt.datetime) -> None:
+        if progress is not None:
+            progress(min(1.0, (when - begin) / (finish - begin)))
+
     try:
-        loop = run_replay(build_schedule(jobs), jobs, clock, after.open + dt.timedelta(minutes=6), stop)
+        loop = run_replay(build_schedule(jobs), jobs, clock, finish, stop, advanced)
     except BaseException:
         _close_after_failure(broker, tradelog)
         raise
+    finally:
+        jobs.close()
+    if progress is not None and not loop.interrupted:
+        progress(1.0)
     canceled = _close_pending(broker, tradelog, INTERRUPTED if loop.interrupted else ENDED)
     return ReplayResult(
         run_id, loop.jobs_run, first.day, last.day, tuple(loop.failures),
@@ -142,6 +158,7 @@ def _context(
     clock: SimulatedClock,
     calendar: SessionCalendar,
     run_id: int,
+    notifier: Notifier | None = None,
 ) -> DaemonContext:
     return DaemonContext(
         settings=settings,
@@ -153,6 +170,7 @@ def _context(
         instance=f"replay-{run_id}",
         mode="replay",
         order_prefix=f"rp{run_id}",
+        notifier=notifier,
     )
 
 

@@ -160,6 +160,7 @@ def run_live(schedule: Schedule, jobs: TradingJobs, stop: threading.Event | None
             scheduler.shutdown(wait=True)
             # Fills made since the last poll are recorded before the process ends.
             jobs.run("final poll", jobs.final_poll)
+            jobs.close()  # queued notifications out, undelivered ones recorded
             jobs.ctx.tradelog.close()
             log.info("stopped")
 
@@ -180,9 +181,11 @@ def run_replay(
     clock: SimulatedClock,
     end: dt.datetime,
     stop: threading.Event | None = None,
+    progress: Callable[[dt.datetime], None] | None = None,
 ) -> ReplayLoop:
     """Jump the simulated clock from one fire time to the next and run that job, until
-    `end` or until `stop` is set (checked between jobs, so a job is never cut short)."""
+    `end` or until `stop` is set (checked between jobs, so a job is never cut short).
+    Every log line of a job carries its simulated time; `progress` hears of each one."""
     triggers = {s.name: (s.replay_trigger or s.trigger) for s in schedule.jobs}
     runs = {s.name: s.run for s in schedule.jobs}
     next_time = {name: trig.get_next_fire_time(None, clock.now()) for name, trig in triggers.items()}
@@ -199,9 +202,12 @@ def run_replay(
             interrupted = True
             break
         clock.set(when)
-        if runs[name]() is False:
-            failures.append((name, when))
+        with structlog.contextvars.bound_contextvars(simulated=f"{when:%Y-%m-%d %H:%M}"):
+            if runs[name]() is False:
+                failures.append((name, when))
         count += 1
+        if progress is not None:
+            progress(when)
         next_time[name] = triggers[name].get_next_fire_time(when, when)
     jobs.ctx.tradelog.flush()
     return ReplayLoop(count, failures, interrupted)

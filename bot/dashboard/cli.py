@@ -12,9 +12,13 @@ from bot.store.locate import add_database_arguments, database_url
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("dashboard", help="read-only web page of a run on 127.0.0.1")
     add_database_arguments(parser)
-    parser.add_argument("--port", type=int, default=8050, help="port on 127.0.0.1 (default 8050)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1; 0.0.0.0 in a container "
+                             "whose port is published on the host's loopback only)")
+    parser.add_argument("--port", type=int, default=8050, help="port (default 8050)")
     parser.add_argument("--run", type=run_id, help="run id (default: the latest run, followed live)")
-    parser.add_argument("--refresh", type=int, default=30, help="seconds between page reloads")
+    parser.add_argument("--refresh", type=int, default=30,
+                        help="seconds between in-place updates of the page (default 30)")
     parser.add_argument(
         "--account", help="one client account: its registry id or broker account id"
     )
@@ -22,15 +26,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from bot.dashboard.server import HOST, make_server
+    from bot.dashboard.server import make_server
     from bot.store.engines import mask_url
 
     url = database_url(args.config, args.database)
     server = make_server(
         url, port=args.port, run=args.run, refresh=max(args.refresh, 2),
-        config_path=Path(args.config), account=args.account,
+        config_path=Path(args.config), account=args.account, host=args.host,
     )
-    print(f"dashboard of {mask_url(url)} on http://{HOST}:{server.server_address[1]}/ (Ctrl-C stops)")
+    print(f"dashboard of {mask_url(url)} on http://{args.host}:{server.server_address[1]}/ "
+          "(Ctrl-C stops)")
     try:
         server.serve_forever()
     finally:

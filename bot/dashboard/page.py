@@ -1,5 +1,9 @@
-"""The dashboard's one HTML page, self-contained (inline CSS and SVG, no script or CDN).
+"""The dashboard's one HTML page: inline CSS and server-drawn SVG, one small script of
+its own (no CDN), usable down to a 390 px phone screen.
 
+The script swaps in `/fragment` (this module's `render_live`, the same HTML the first
+page load has) every `--refresh` seconds and when another run is chosen, so the page
+updates in place without a reload. Without JavaScript it falls back to a meta refresh.
 Every number carries a stable id or data-value attribute holding the unrounded value,
 so a test (or a scraper) can compare the page with the database exactly.
 """
@@ -15,8 +19,11 @@ from bot.dashboard.svg import REGIME_COLORS, Line, line_chart
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d232b}
-header{background:#1d2b3a;color:#fff;padding:14px 24px}
-header h1{margin:0;font-size:20px} header p{margin:4px 0 0;font-size:13px;color:#c9d3de}
+header{background:#1d2b3a;color:#fff;padding:10px 24px;display:flex;gap:12px;align-items:center;flex-wrap:wrap}
+header label{font-size:13px;color:#c9d3de} header select{font-size:13px;max-width:100%}
+#updated{font-size:12px;color:#c9d3de;margin-left:auto}
+#run-head{background:#24364a;color:#fff;padding:10px 24px}
+#run-head h1{margin:0;font-size:20px} #run-head p{margin:4px 0 0;font-size:13px;color:#c9d3de;overflow-wrap:anywhere}
 .synthetic{background:#b3261e;color:#fff;padding:8px 24px;font-weight:600}
 main{padding:16px 24px;max-width:1180px}
 .cards{display:flex;gap:12px;flex-wrap:wrap;margin-bottom:16px}
@@ -24,7 +31,8 @@ main{padding:16px 24px;max-width:1180px}
 .card .label{font-size:12px;color:#5b6775} .card .value{font-size:22px;font-weight:600}
 section{background:#fff;border-radius:8px;padding:12px 16px;margin-bottom:16px;box-shadow:0 1px 2px #0002}
 section h2{font-size:15px;margin:0 0 8px}
-.grid2{display:grid;grid-template-columns:1fr 1fr;gap:16px}
+.grid2{display:grid;grid-template-columns:1fr 1fr;gap:16px} .grid2>section{min-width:0}
+.scroll{overflow-x:auto} .narrow{display:none} .chart{width:100%;height:auto}
 table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{padding:4px 8px;border-bottom:1px solid #e4e7eb;text-align:left}
 td:first-child{white-space:nowrap}
@@ -34,6 +42,46 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 .neg{color:#b3261e} .pos{color:#1a7f37} .note{font-size:12px;color:#5b6775}
 .regime{padding:1px 6px;border-radius:4px;color:#fff;font-size:12px}
 footer{font-size:12px;color:#5b6775;padding:0 24px 24px}
+@media (max-width:700px){
+ main{padding:10px} header,#run-head{padding:8px 10px} .grid2{grid-template-columns:1fr}
+ .card{min-width:0;flex:1 1 40%;padding:8px 10px} .card .value{font-size:18px}
+ section{padding:10px} .wide{display:none} .narrow{display:block} #run-head h1{font-size:17px}
+ footer{padding:0 10px 16px}
+}
+"""
+
+# The page's one script, served at /dashboard.js (same origin, so a strict CSP can allow it).
+SCRIPT = """(function () {
+  var root = document.documentElement;
+  var select = document.getElementById("run-select");
+  var stamp = document.getElementById("updated");
+  var every = Number(document.body.getAttribute("data-refresh") || 30) * 1000;
+  function measure() {  // what a layout check reads: the page must not be wider than the window
+    root.setAttribute("data-scroll-width", String(root.scrollWidth));
+    root.setAttribute("data-window-width", String(window.innerWidth));
+  }
+  function chosen() { return select && select.value !== "latest" ? select.value : ""; }
+  function update() {
+    var run = chosen();
+    return fetch("/fragment" + (run ? "?run=" + encodeURIComponent(run) : ""), {cache: "no-store"})
+      .then(function (r) { if (!r.ok) { throw new Error("HTTP " + r.status); } return r.text(); })
+      .then(function (html) {
+        document.getElementById("live").innerHTML = html;
+        stamp.textContent = "updated " + new Date().toLocaleTimeString();
+        measure();
+      })
+      .catch(function (e) { stamp.textContent = "update failed (" + e.message + "), retrying"; });
+  }
+  if (select) {
+    select.addEventListener("change", function () {
+      var run = chosen();
+      history.replaceState(null, "", run ? "?run=" + run : location.pathname);
+      update();
+    });
+  }
+  setInterval(update, every);
+  measure();
+})();
 """
 
 
@@ -80,7 +128,8 @@ def _regime_badge(regime: str | None) -> str:
 def _table(table_id: str, headers: Sequence[tuple[str, bool]], rows: Iterable[str], empty: str) -> str:
     head = "".join(f'<th class="{"num" if num else ""}">{escape(h)}</th>' for h, num in headers)
     body = "".join(rows) or f'<tr class="empty"><td colspan="{len(headers)}">{escape(empty)}</td></tr>'
-    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return (f'<div class="scroll"><table id="{table_id}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>")
 
 
 def _td(shown: str, value: Any = None, *, num: bool = False, css: str = "") -> str:
@@ -98,10 +147,17 @@ def _charts(data: dict[str, Any]) -> str:
         lines.append(Line("SPY (rebased)", [tuple(p) for p in bench["curve"]], "#7f7f7f", 1.2))
         dd_lines.append(Line("SPY", [tuple(p) for p in bench["drawdown_curve"]], "#7f7f7f", 1.0))
     note = bench.get("note")
-    equity_chart = line_chart("equity-chart", lines, title="Equity vs SPY (SPY rebased to the run's start)",
-                              y_format=lambda v: f"{v:,.0f}", regimes=regimes)
-    dd_chart = line_chart("drawdown-chart", dd_lines, title="Drawdown from peak",
-                          y_format=lambda v: f"{v * 100:.0f}%", height=220)
+
+    def both(chart_id: str, title: str, chart_lines: list[Line], y_format, height: int, **kw) -> str:
+        """The chart drawn for a wide screen and again for a phone (fewer, larger ticks)."""
+        wide = line_chart(chart_id, chart_lines, title=title, y_format=y_format, height=height, **kw)
+        narrow = line_chart(f"{chart_id}-narrow", chart_lines, title=title.split(" (")[0], y_format=y_format,
+                            width=400, height=int(height * 0.9), **kw)
+        return f'<div class="wide">{wide}</div><div class="narrow">{narrow}</div>'
+
+    equity_chart = both("equity-chart", "Equity vs SPY (SPY rebased)", lines,
+                        lambda v: f"{v:,.0f}", 300, regimes=regimes)
+    dd_chart = both("drawdown-chart", "Drawdown from peak", dd_lines, lambda v: f"{v * 100:.0f}%", 220)
     legend = " ".join(f"{_regime_badge(r)}" for r in REGIME_COLORS)
     return (f"<section>{equity_chart}<div class=\"note\">regime strip: {legend}"
             + (f' — <span id="benchmark-note">{escape(note)}</span>' if note else "")
@@ -210,26 +266,54 @@ def _cards(data: dict[str, Any]) -> str:
     return f'<div class="cards">{"".join(cards)}</div>'
 
 
-def render(data: dict[str, Any], refresh_seconds: int) -> str:
+def render_live(data: dict[str, Any]) -> str:
+    """Everything that changes: the run's heading, the synthetic banner and <main>. The
+    page's script swaps this in place (served at /fragment)."""
     run = data["run"]
     title = f"leverbot — run {run['id']} ({run['mode']}, {run['strategy']})"
     if data.get("account") is not None:
         title += f" — account {data['account']}"
     subtitle = (f"status {run['status']} · data {run['data_source']} · started {run['started_at']} · "
-                f"code {run['code_version']}")
+                f"code {run['code_version']} · generated {data['generated_at']}")
     banner = ('<div class="synthetic" id="synthetic-banner">SYNTHETIC DATA: these numbers are not '
               "real market history.</div>") if run["synthetic"] else ""
     body = _cards(data)
     body += _charts(data) if data["equity"] is not None else "<section>no equity recorded yet</section>"
     body += f'<div class="grid2">{_weights(data)}{_regimes(data)}</div>'
     body += _orders(data) + _trades(data) + _risk(data)
+    return (f'<div id="run-head" data-run-id="{run["id"]}"><h1>{escape(title)}</h1>'
+            f'<p>{escape(subtitle)}</p></div>{banner}<main>{body}</main>')
+
+
+render_main = render_live  # /fragment
+
+
+def _run_selector(runs: list[dict[str, Any]], shown: int, followed: bool) -> str:
+    options = [f'<option value="latest"{" selected" if followed else ""}>latest run (follow new runs)</option>']
+    for r in runs:
+        selected = " selected" if not followed and r["id"] == shown else ""
+        label = f"run {r['id']} · {r['mode']} · {r['strategy']} · {r['status']} · {str(r['started_at'])[:10]}"
+        options.append(f'<option value="{r["id"]}"{selected}>{escape(label)}</option>')
+    return ('<label for="run-select">run</label>'
+            f'<select id="run-select">{"".join(options)}</select>')
+
+
+def render(
+    data: dict[str, Any], refresh_seconds: int, *, runs: list[dict[str, Any]] | None = None,
+    followed: bool = True,
+) -> str:
+    run = data["run"]
+    title = f"leverbot — run {run['id']} ({run['mode']}, {run['strategy']})"
+    selector = _run_selector(runs or [], run["id"], followed)
     return (
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f'<meta http-equiv="refresh" content="{int(refresh_seconds)}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<noscript><meta http-equiv="refresh" content="{int(refresh_seconds)}"></noscript>'
         f"<title>{escape(title)}</title><style>{STYLE}</style></head>"
-        f'<body data-run-id="{run["id"]}"><header><h1>{escape(title)}</h1><p>{escape(subtitle)}</p></header>'
-        f"{banner}<main>{body}</main>"
-        f'<footer>read-only view of the trade log · generated <span id="generated-at">'
-        f'{escape(data["generated_at"])}</span> · refreshes every {int(refresh_seconds)} s · '
-        '<a href="/api/summary">/api/summary</a></footer></body></html>'
+        f'<body data-run-id="{run["id"]}" data-refresh="{int(refresh_seconds)}">'
+        f'<header><strong>leverbot</strong>{selector}<span id="updated"></span></header>'
+        f'<div id="live">{render_live(data)}</div>'
+        f'<footer>read-only view of the trade log · updates in place every {int(refresh_seconds)} s · '
+        '<a href="/api/summary">/api/summary</a> · <a href="/api/runs">/api/runs</a></footer>'
+        '<script src="/dashboard.js"></script></body></html>'
     )

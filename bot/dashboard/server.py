@@ -1,21 +1,28 @@
-"""The dashboard's HTTP server: stdlib, loopback only, GET only, read-only database.
+"""The dashboard's HTTP server: stdlib, GET only, read-only database.
 
-Bound to 127.0.0.1 because the page shows an account's positions and has no login;
-reach it from elsewhere through an SSH tunnel.
+Bound to 127.0.0.1 by default because the page shows an account's positions and has no
+login; reach it from elsewhere through an SSH tunnel. `--host` binds another address
+for a container, whose port is then published on the host's loopback only.
+
+Routes: `/` the page, `/fragment` its <main> (the page's script swaps it in place),
+`/api/summary` the same numbers as JSON, `/api/runs` the runs to choose from,
+`/dashboard.js` the script. Each takes `?run=ID`; without it the latest run is followed.
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import socket
 from functools import partial
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
-from bot.dashboard.page import render
+from bot.dashboard.page import SCRIPT, render, render_main
 from bot.dashboard.snapshot import MarketCache, collect
 from bot.errors import BotError
 from bot.store.benchmark import load_run_market
@@ -32,27 +39,34 @@ class DashboardServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, port: int, tradelog: TradeLog, run: int | None, refresh: int,
-                 markets: MarketCache, account: int | None = None) -> None:
+                 markets: MarketCache, account: int | None = None, host: str = HOST) -> None:
         self.tradelog = tradelog
         self.run = run
         self.account = account
         self.refresh = refresh
         self.markets = markets
-        super().__init__((HOST, port), Handler)
+        self.host = host  # the address asked for; a Host-header check must accept it
+        super().__init__((host, port), Handler)
 
 
 class Handler(BaseHTTPRequestHandler):
     server: DashboardServer
 
     def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path not in ("/", "/api/summary"):
+        parts = urlsplit(self.path)
+        path = parts.path
+        if path == "/dashboard.js":
+            self._send(HTTPStatus.OK, "text/javascript; charset=utf-8", SCRIPT.encode())
+            return
+        if path not in ("/", "/api/summary", "/fragment", "/api/runs"):
             self._send(HTTPStatus.NOT_FOUND, "text/plain", b"not found\n")
             return
         try:
-            data = collect(
-                self.server.tradelog, self.server.run, self.server.markets, self.server.account
-            )
+            run = self._run(parts.query)
+            if path == "/api/runs":
+                self._send(HTTPStatus.OK, "application/json", json.dumps(self._runs()).encode())
+                return
+            data = collect(self.server.tradelog, run, self.server.markets, self.server.account)
         except BotError as exc:  # e.g. no runs yet: say so, on the page and in the JSON
             self._send(HTTPStatus.SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", f"{exc}\n".encode())
             return
@@ -63,8 +77,30 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/api/summary":
             body = json.dumps(data, allow_nan=False).encode()
             self._send(HTTPStatus.OK, "application/json", body)
+        elif path == "/fragment":
+            self._send(HTTPStatus.OK, "text/html; charset=utf-8", render_main(data).encode())
         else:
-            self._send(HTTPStatus.OK, "text/html; charset=utf-8", render(data, self.server.refresh).encode())
+            page = render(data, self.server.refresh, runs=self._runs(), followed=run is None)
+            self._send(HTTPStatus.OK, "text/html; charset=utf-8", page.encode())
+
+    def _run(self, query: str) -> int | None:
+        """?run=ID, else the server's --run, else None (the latest run, followed)."""
+        values = parse_qs(query).get("run")
+        if not values or values[-1] in ("", "latest"):
+            return self.server.run
+        try:
+            return int(values[-1])
+        except ValueError:
+            raise BotError(f"run={values[-1]!r}: expected a run id") from None
+
+    def _runs(self) -> list[dict]:
+        from bot.store import queries
+        from bot.store.export import records
+
+        with self.server.tradelog.engine.connect() as conn:
+            frame = queries.runs(conn, queries.Filters())
+        columns = ["id", "mode", "strategy", "status", "started_at", "synthetic"]
+        return list(reversed(records(frame[[c for c in columns if c in frame.columns]])))
 
     def do_POST(self) -> None:
         self._send(HTTPStatus.METHOD_NOT_ALLOWED, "text/plain", b"read-only\n")
@@ -85,9 +121,9 @@ class Handler(BaseHTTPRequestHandler):
 
 def make_server(
     url: str, *, port: int, run: int | None, refresh: int, config_path: Path,
-    account: str | None = None,
+    account: str | None = None, host: str = HOST,
 ) -> DashboardServer:
-    """Open the trade log read-only and bind 127.0.0.1:`port` (0: any free port).
+    """Open the trade log read-only and bind `host`:`port` (0: any free port).
     `account` (a registry id or broker account id) shows one client account."""
     check_port(port)
     tradelog = TradeLog.open_readonly(url)
@@ -97,13 +133,13 @@ def make_server(
         if account is not None:
             with tradelog.engine.connect() as conn:
                 account_id = resolve_account(conn, account)
-        return DashboardServer(port, tradelog, run, refresh, markets, account_id)
+        return DashboardServer(port, tradelog, run, refresh, markets, account_id, host)
     except BotError:
         tradelog.engine.dispose()
         raise
     except OSError as exc:
         tradelog.engine.dispose()
-        raise _bind_error(port, exc) from None
+        raise _bind_error(host, port, exc) from None
 
 
 def check_port(port: int) -> None:
@@ -112,15 +148,18 @@ def check_port(port: int) -> None:
         raise BotError(f"--port {port}: expected a port number 1-{MAX_PORT} (0: any free port)")
 
 
-def _bind_error(port: int, exc: OSError) -> BotError:
+def _bind_error(host: str, port: int, exc: OSError) -> BotError:
     """The reason a port cannot be listened on, in the user's terms."""
-    where = f"cannot serve the dashboard on {HOST}:{port}"
+    where = f"cannot serve the dashboard on {host}:{port}"
     if exc.errno == errno.EADDRINUSE:
         return BotError(f"{where}: the port is already in use (another dashboard?); "
                         "choose a free one with --port")
     if exc.errno == errno.EACCES:
         return BotError(f"{where}: permission denied (ports below 1024 need root); "
                         f"choose one 1024-{MAX_PORT} with --port")
+    if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        return BotError(f"{where}: no such address on this machine; --host takes one of its "
+                        "addresses (0.0.0.0: all of them, e.g. in a container)")
     return BotError(f"{where}: {exc.strerror or exc}")
 
 

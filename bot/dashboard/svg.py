@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
@@ -30,10 +31,48 @@ def _thin(points: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
     return kept
 
 
-def _ticks(low: float, high: float, count: int = 5) -> list[float]:
-    if high == low:
+def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Round values (steps of 1, 2, 2.5 or 5 times a power of ten) spanning [low, high],
+    about `count` of them: 90,000 / 100,000 / 110,000 rather than 91,234 / 97,873."""
+    if not high > low:
         return [low]
-    return [low + (high - low) * i / (count - 1) for i in range(count)]
+    power = 10.0 ** math.floor(math.log10((high - low) / max(count - 1, 1)))
+    steps = [m * p for p in (power / 10, power, power * 10) for m in (1.0, 2.0, 2.5, 5.0)]
+
+    def how_many(step: float) -> int:
+        return math.floor(high / step + 1e-9) - math.ceil(low / step - 1e-9) + 1
+
+    step = min(steps, key=lambda st: (abs(how_many(st) - count), -st))
+    first = math.ceil(low / step - 1e-9)
+    return [round((first + i) * step, 12) for i in range(how_many(step))]
+
+
+_MONTH_STEPS = (1, 2, 3, 6, 12, 24, 60, 120)
+
+
+def date_ticks(first: dt.date, last: dt.date, count: int = 6) -> list[tuple[dt.date, str]]:
+    """Ticks on month or year boundaries (every 1, 2, 3, 6 months or 1, 2, 5, 10 years),
+    at most about `count`, labelled '2024' on a year and 'Mar 2024' on a month. A span
+    shorter than two months gets weekly ticks on Mondays."""
+    months = (last.year - first.year) * 12 + last.month - first.month
+    if months < 2:
+        day = first + dt.timedelta(days=(7 - first.weekday()) % 7)
+        ticks = []
+        while day <= last:
+            ticks.append((day, day.isoformat()))
+            day += dt.timedelta(days=7)
+        return ticks or [(first, first.isoformat())]
+    step = next((m for m in _MONTH_STEPS if months / m <= count + 1), _MONTH_STEPS[-1])
+    ticks = []
+    index = first.year * 12 + first.month - 1 + (0 if first.day == 1 else 1)  # next month start
+    index = -(-index // step) * step  # a multiple of the step: Jan/Apr/Jul/Oct, or Jan
+    while True:
+        day = dt.date(index // 12, index % 12 + 1, 1)
+        if day > last:
+            break
+        ticks.append((day, str(day.year) if day.month == 1 else day.strftime("%b %Y")))
+        index += step
+    return ticks
 
 
 def line_chart(
@@ -75,17 +114,16 @@ def line_chart(
         f'height="{height}" role="img" aria-label="{escape(title)}">',
         f'<text x="{left}" y="16" class="chart-title">{escape(title)}</text>',
     ]
-    for tick in _ticks(low + pad, high - pad):
+    for tick in nice_ticks(low + pad, high - pad, 5 if height > 200 else 4):
         ty = y(tick)
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{ty:.1f}" y2="{ty:.1f}" class="grid"/>')
         parts.append(f'<text x="{left - 6}" y="{ty + 4:.1f}" class="axis" text-anchor="end">'
                      f"{escape(y_format(tick))}</text>")
-    for i in range(6):
-        day = first + dt.timedelta(days=round(span * i / 5))
+    for day, label in date_ticks(first, last, max(2, plot_w // 110)):
         tx = x(day.isoformat())
-        anchor = "start" if i == 0 else "end" if i == 5 else "middle"
-        parts.append(f'<text x="{tx:.1f}" y="{height - 6}" class="axis" text-anchor="{anchor}">'
-                     f"{day.isoformat()}</text>")
+        parts.append(f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{top}" y2="{top + plot_h}" class="grid"/>')
+        parts.append(f'<text x="{tx:.1f}" y="{height - 6}" class="axis" text-anchor="middle">'
+                     f"{escape(label)}</text>")
     parts.extend(_regime_strip(regimes, x, top + plot_h + 4, strip - 4, width - right))
     # Legend in the title row, right-aligned, so it never covers the lines.
     legend_x = width - right - sum(24 + 7 * len(line.name) for line, _ in drawn)

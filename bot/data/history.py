@@ -37,13 +37,15 @@ def load_history(
         return load_csv_directory(data_dir, symbols, MACRO_SERIES, rules)
     d = settings.data
     market = synthetic_market(symbols, d.synthetic_start, d.synthetic_end, seed=d.synthetic_seed)
-    # From here on every log line of this process says so.
-    structlog.contextvars.bind_contextvars(data=market.label)
     log.warning(
         "using a SYNTHETIC market: results say nothing about real markets",
+        data=market.label,
         seed=d.synthetic_seed,
         reason=f"no CSV data at {data_dir}" if d.source == "auto" else "configured",
     )
+    # The label once, above; from here on every log line of this process carries a short
+    # flag, so no line read alone passes for real market history.
+    structlog.contextvars.bind_contextvars(synthetic=True)
     return market
 
 

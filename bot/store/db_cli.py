@@ -72,5 +72,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     revision = sub.add_parser(
         "revision", help="(developers) autogenerate a migration after changing the models"
     )
-    revision.add_argument("-m", "--message", required=True)
+    revision.add_argument("-m", "--message", required=True, help="what the migration changes")
     revision.set_defaults(func=_cmd_revision)

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import math
 import sys
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, TextIO
 
@@ -81,14 +82,31 @@ def cell(column: str, value: Any) -> str:
     return str(value)
 
 
-def render_table(frame: pd.DataFrame, title: str, console: Console, *, total: int | None = None) -> None:
+# Free text that may wrap onto more lines; every other cell (numbers, times, ids) stays whole.
+WRAPPING = {"reason", "status_message", "inputs", "message", "context", "warning", "action",
+            "data_source", "strategy", "rebalance"}
+
+
+def render_table(
+    frame: pd.DataFrame, title: str, console: Console, *, total: int | None = None,
+    drop: Sequence[str] = (),
+) -> None:
+    """A table that fits the console: `drop` names the columns to leave out, least
+    important first, when it would not (a note says which; CSV and JSON keep them)."""
+    from bot.terminal import drop_to_fit, stack
+
     table = Table(title=title, title_justify="left")
     for column in frame.columns:
         numeric = column in _MONEY | _PRICES | _QUANTITIES | _PERCENT
         table.add_column(str(column), justify="right" if numeric else "left")
     for row in frame.itertuples(index=False, name=None):
         table.add_row(*(cell(str(c), v) for c, v in zip(frame.columns, row, strict=True)))
-    console.print(table)
+    table, dropped = drop_to_fit(table, console, drop, WRAPPING)
+    for part in stack(table, console, keep=1):
+        console.print(part)
+    if dropped:
+        console.print(f"not shown at {console.width} columns: {', '.join(dropped)} "
+                      "(a wider terminal, or --format csv|json, has every column)")
     shown = len(frame)
     if total is not None and total > shown:
         console.print(f"showing the last {shown} of {total} rows; --limit N or --format csv for more")
@@ -97,7 +115,8 @@ def render_table(frame: pd.DataFrame, title: str, console: Console, *, total: in
 
 
 def write(
-    frame: pd.DataFrame, fmt: str, *, title: str, out: TextIO | None = None, truncate: bool = True
+    frame: pd.DataFrame, fmt: str, *, title: str, out: TextIO | None = None, truncate: bool = True,
+    drop: Sequence[str] = (),
 ) -> None:
     """Print `frame` as a table (the last TABLE_ROWS rows if `truncate`), CSV or JSON."""
     out = out or sys.stdout
@@ -111,7 +130,8 @@ def write(
     elif fmt == "json":
         out.write(json.dumps(records(frame), indent=2, allow_nan=False) + "\n")
     else:
-        console = Console(file=out) if out.isatty() else Console(file=out, width=200)
+        from bot.terminal import console as make_console
+
         total = len(frame)
         shown = frame.tail(TABLE_ROWS) if truncate and total > TABLE_ROWS else frame
-        render_table(shown, title, console, total=total)
+        render_table(shown, title, make_console(out), total=total, drop=drop)

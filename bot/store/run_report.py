@@ -32,6 +32,7 @@ class StoredReport:
     strategy: RunSeries
     benchmarks: list[RunSeries]
     notes: list[str]
+    risk_free: pd.Series | None = None  # the run's T-bill series, for the tearsheet's Sharpe
 
 
 def run_row(log: TradeLog, run_id: int) -> dict[str, Any]:
@@ -128,7 +129,7 @@ def build_stored_report(
         },
         sections={"decay": _decay(run["config"] or {}, market, strategy, days)},
     )
-    return StoredReport(report, strategy, benchmarks, notes)
+    return StoredReport(report, strategy, benchmarks, notes, market.risk_free)
 
 
 def _decay(

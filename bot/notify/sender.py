@@ -1,0 +1,230 @@
+"""Sending notifications through apprise, off the job's thread, without leaking tokens.
+
+apprise speaks Telegram (tgram://), Discord (discord://), Slack (slack://), email
+(mailto://) and ~100 other services from one URL each. The URLs hold the tokens, so
+they come only from BOT_NOTIFY_URLS (the environment, or the secrets file named by
+BOT_SECRETS_FILE); every secret part of them is registered with bot.logs, so no log
+line, error or incident shows it.
+
+Messages go into a queue that one background thread sends, so a slow or dead webhook
+never delays a job. A message that could not be delivered is logged at once and handed
+back by `take_failures` for the daemon to store as an incident: a notification failure
+never fails a job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import queue
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+import structlog
+
+from bot.errors import BotError
+from bot.logs import mask_text, register_secret
+
+log = structlog.get_logger(__name__)
+
+URLS_VAR = "BOT_NOTIFY_URLS"
+SEND_TIMEOUT = 60.0  # seconds one message may take across all services (each has its own too)
+QUEUE_LIMIT = 500  # messages waiting to be sent; past it the newest are dropped (and said so)
+_TOKEN_SPLIT = re.compile(r"[/:@?&=#,;+\s]+")
+
+
+class NotifyError(BotError):
+    """A notification URL apprise cannot use; the message names its position, never its text."""
+
+
+@dataclass(frozen=True)
+class Message:
+    kind: str  # trades | risk | failures | daily
+    title: str
+    body: str
+
+
+@dataclass(frozen=True)
+class DeliveryFailure:
+    """A message that did not reach every service; `error` is already masked."""
+
+    at: dt.datetime
+    kind: str
+    title: str
+    error: str
+
+
+def load_urls(env: Mapping[str, str] | None = None) -> list[str]:
+    """The notification URLs, separated by whitespace, from BOT_NOTIFY_URLS in the
+    environment or else in the secrets file (BOT_SECRETS_FILE). None: an empty list."""
+    from bot.secrets import SECRETS_FILE_VAR, read_secrets_file
+
+    env = os.environ if env is None else env
+    text = env.get(URLS_VAR, "").strip()
+    path = env.get(SECRETS_FILE_VAR, "").strip()
+    if not text and path:
+        text = read_secrets_file(Path(path)).get(URLS_VAR, "").strip()
+    return text.split()
+
+
+def secret_parts(url: str, public_form: str) -> list[str]:
+    """The pieces of `url` that its privacy form (apprise's `url(privacy=True)`, which each
+    service writes knowing which of its fields are tokens) does not show in the clear."""
+    _scheme, _, rest = url.partition("://")
+    parts = {unquote(p) for p in _TOKEN_SPLIT.split(rest)} | set(_TOKEN_SPLIT.split(rest))
+    public = unquote(public_form)
+    return sorted(p for p in parts if len(p) >= 4 and p not in public)
+
+
+def _scheme(url: str) -> str:
+    return url.partition("://")[0][:20] if "://" in url else "(no scheme)"
+
+
+def build_apprise(urls: Iterable[str]):
+    """An apprise.Apprise holding every URL, each checked and its secrets registered for
+    masking first (so even the error about a bad URL cannot show its token)."""
+    import apprise
+
+    collector()  # before parsing: apprise's own complaint about a bad URL may quote it
+    client = apprise.Apprise()
+    for position, url in enumerate(urls, start=1):
+        service = apprise.Apprise.instantiate(url, suppress_exceptions=True)
+        if not service:
+            raise NotifyError(
+                f"{URLS_VAR} item {position} ({_scheme(url)}://...): not a notification URL "
+                "apprise understands; see https://github.com/caronc/apprise/wiki for the forms"
+            )
+        for part in secret_parts(url, service.url(privacy=True)):
+            register_secret(part)
+        client.add(service)
+    return client
+
+
+def check_urls(env: Mapping[str, str] | None = None) -> int:
+    """Parse BOT_NOTIFY_URLS now (NotifyError if one is unusable), so a typo stops the
+    command before it records a run; returns how many there are."""
+    urls = load_urls(env)
+    build_apprise(urls)
+    return len(urls)
+
+
+class _Collector(logging.Handler):
+    """apprise reports a failed delivery only through its logger: keep those lines (masked)
+    for the failure record, and stop them reaching stderr unmasked."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(mask_text(record.getMessage()))
+        except Exception:  # noqa: BLE001 - a malformed log record must not stop delivery
+            self.lines.append(f"{record.levelname} (unformattable message)")
+
+
+_COLLECTOR: _Collector | None = None
+
+
+def collector() -> _Collector:
+    """The one handler on apprise's logger (installed on first use): WARNING and above
+    are kept, masked, and nothing reaches stderr unmasked; its debug lines, which print
+    whole webhook URLs, are never produced."""
+    global _COLLECTOR
+    if _COLLECTOR is None:
+        _COLLECTOR = _Collector()
+        apprise_log = logging.getLogger("apprise")
+        apprise_log.addHandler(_COLLECTOR)
+        apprise_log.propagate = False
+        apprise_log.setLevel(logging.WARNING)
+    return _COLLECTOR
+
+
+class Notifier:
+    """Queue and background sender for one daemon. `send` never blocks and never raises."""
+
+    def __init__(self, client, events: Iterable[str], prefix: str) -> None:
+        self._client = client
+        self.events = frozenset(events)
+        self.prefix = prefix
+        self._queue: queue.Queue[Message | None] = queue.Queue(maxsize=QUEUE_LIMIT)
+        self._failures: list[DeliveryFailure] = []
+        self._lock = threading.Lock()
+        self._collector = collector()
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name="notify", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_settings(cls, settings, mode: str, env: Mapping[str, str] | None = None) -> Notifier | None:
+        """A notifier for the daemon, or None when no URL is configured or no event wanted."""
+        urls = load_urls(env)
+        events = settings.notify.events
+        if not urls or not events:
+            return None
+        notifier = cls(build_apprise(urls), events, f"[{settings.strategy.name} {mode}]")
+        log.info("notifications on", services=len(urls), events=list(events))
+        return notifier
+
+    def wants(self, kind: str) -> bool:
+        return kind in self.events
+
+    def send(self, kind: str, title: str, body: str) -> None:
+        """Queue one message of `kind` if that kind is wanted."""
+        if kind not in self.events:
+            return
+        message = Message(kind, f"{self.prefix} {title}", body)
+        try:
+            self._queue.put_nowait(message)
+        except queue.Full:
+            self._fail(message, f"not sent: {QUEUE_LIMIT} messages already waiting")
+
+    def take_failures(self) -> list[DeliveryFailure]:
+        """Failures since the last call, for the daemon to record as incidents."""
+        with self._lock:
+            taken, self._failures = self._failures, []
+        return taken
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Send what is queued (waiting at most `timeout` seconds), then stop the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            log.warning("notifications still queued at shutdown were not sent")
+            return
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("notification sender still busy at shutdown", waited_seconds=timeout)
+
+    def _work(self) -> None:
+        while (message := self._queue.get()) is not None:
+            self._deliver(message)
+
+    def _deliver(self, message: Message) -> None:
+        from apprise import NotifyFormat
+
+        self._collector.lines.clear()
+        try:
+            delivered = self._client.notify(
+                title=message.title, body=message.body, body_format=NotifyFormat.TEXT,
+                timeout=SEND_TIMEOUT,
+            )
+        except Exception as exc:  # noqa: BLE001 - a failed notification must not stop the sender
+            self._fail(message, f"{type(exc).__name__}: {exc}")
+            return
+        if not delivered:
+            self._fail(message, "; ".join(self._collector.lines) or "a service refused it")
+
+    def _fail(self, message: Message, error: str) -> None:
+        failure = DeliveryFailure(dt.datetime.now(dt.UTC), message.kind, message.title, mask_text(error))
+        log.error("notification not delivered", kind=message.kind, error=failure.error)
+        with self._lock:
+            self._failures.append(failure)

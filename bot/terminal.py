@@ -1,0 +1,128 @@
+"""Terminal output that never cuts a number: consoles sized like the terminal, and rich
+tables that stack or drop columns when they do not fit.
+
+rich squeezes a table that is too wide by wrapping or ellipsizing its cells, so at 100
+columns a return of 16699.44 became "166…". Here numeric cells never wrap; a table that
+still does not fit is split into stacked parts (report tables: the row labels repeat in
+each part) or loses its least important columns first (trade-log listings, where a
+note says which, and CSV/JSON keep them all).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from rich.cells import cell_len
+from rich.console import Console
+from rich.table import Column, Table
+
+LABEL_MAX = 24  # a row label longer than this may fold inside a word
+PIPED_WIDTH = 200  # a pipe has no width; rich's default 80 would squeeze every table
+
+
+def console(file: TextIO | None = None, *, stderr: bool = False) -> Console:
+    """A console as wide as the terminal; COLUMNS wins when set (as in a shell script),
+    and piped output gets PIPED_WIDTH rather than rich's 80."""
+    stream = file or (sys.stderr if stderr else sys.stdout)
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return Console(file=stream, width=int(columns))
+    if stream.isatty():
+        return Console(file=stream)
+    return Console(file=stream, width=PIPED_WIDTH)
+
+
+def _words(con: Console, cell: object) -> list[int]:
+    text = con.render_str(cell) if isinstance(cell, str) else cell
+    plain = getattr(text, "plain", str(cell))
+    return [cell_len(word) for word in plain.split()] or [0]
+
+
+def min_width(table: Table, con: Console) -> int:
+    """The narrowest the table can be drawn without cutting a cell: a no-wrap column as
+    wide as its widest cell and header, any other as its longest word. (rich's own
+    measure takes the longest word even for no-wrap columns.)"""
+    total = 0
+    for column in table.columns:
+        header = max(_words(con, column.header))
+        cells = [_words(con, c) for c in column._cells]
+        if column.no_wrap:  # the header does not wrap either
+            words = _words(con, column.header)
+            header = sum(words) + len(words) - 1
+            body = max((sum(w) + len(w) - 1 for w in cells), default=0)
+        else:
+            body = max((max(w) for w in cells), default=0)
+        pad = table.padding[1] + table.padding[3] if table.pad_edge else 2
+        total += max(header, body, column.min_width or 0) + pad
+    edges = len(table.columns) + 1 if table.box and table.show_edge else len(table.columns) - 1
+    return total + edges
+
+
+def _column_like(column: Column, header: str | None = None) -> Column:
+    return Column(
+        header=column.header if header is None else header, justify=column.justify,
+        style=column.style, header_style=column.header_style, no_wrap=column.no_wrap,
+        overflow=column.overflow, min_width=column.min_width, max_width=column.max_width,
+        ratio=column.ratio, vertical=column.vertical,
+    )
+
+
+def _subtable(table: Table, indexes: Sequence[int], title: str | None) -> Table:
+    part = Table(*[_column_like(table.columns[i]) for i in indexes], title=title,
+                 title_justify=table.title_justify, box=table.box, show_lines=table.show_lines)
+    cells = [table.columns[i]._cells for i in indexes]
+    for r, row in enumerate(table.rows):
+        part.add_row(*[column[r] for column in cells], style=row.style, end_section=row.end_section)
+    return part
+
+
+def stack(table: Table, con: Console, keep: int = 1) -> list[Table]:
+    """`table` as it is if it fits `con`, else stacked parts of consecutive columns, each
+    repeating the first `keep` columns (the row labels). Columns after those never wrap."""
+    for column in table.columns[keep:]:
+        column.no_wrap = True
+    for column in table.columns[:keep]:  # labels wrap between words, never mid-word
+        longest = max((max(_words(con, c)) for c in column._cells), default=0)
+        column.min_width = max(column.min_width or 0, min(longest, LABEL_MAX))
+        column.overflow = "fold"
+    if min_width(table, con) <= con.width or len(table.columns) <= keep + 1:
+        return [table]
+    labels = list(range(keep))
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for index in range(keep, len(table.columns)):
+        trial = current + [index]
+        if current and min_width(_subtable(table, labels + trial, None), con) > con.width:
+            groups.append(current)
+            trial = [index]
+        current = trial
+    groups.append(current)
+    title = str(table.title) if table.title is not None else None
+    return [
+        _subtable(table, labels + group,
+                  f"{title} ({n}/{len(groups)})" if title else None)
+        for n, group in enumerate(groups, start=1)
+    ]
+
+
+def drop_to_fit(
+    table: Table, con: Console, order: Sequence[str], wrap: set[str] = frozenset()
+) -> tuple[Table, list[str]]:
+    """`table` without its least important columns (`order`: the first goes first) until it
+    fits `con`; returns it and the headers dropped. Only the columns named in `wrap` may
+    wrap their text; every other cell (numbers, times, ids) stays whole."""
+    for column in table.columns:
+        column.no_wrap = str(column.header) not in wrap
+    dropped: list[str] = []
+    keep = list(range(len(table.columns)))
+    headers = [str(c.header) for c in table.columns]
+    for name in order:
+        if min_width(_subtable(table, keep, table.title), con) <= con.width:
+            break
+        if name in headers and headers.index(name) in keep:
+            keep.remove(headers.index(name))
+            dropped.append(name)
+    return (_subtable(table, keep, table.title) if dropped else table), dropped

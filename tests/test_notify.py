@@ -1,0 +1,249 @@
+"""Notifications: real apprise, real HTTP and SMTP on 127.0.0.1, and the daemon's jobs.
+
+Discord, Slack and Telegram are reached through apprise's own service classes aimed at a
+local fake (their hosts are fixed); email goes to an aiosmtpd server with a login.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+from collections.abc import Iterator
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+
+from bot.config import parse_settings
+from bot.daemon.jobs import DaemonContext, TradingJobs
+from bot.daemon.replay import replay
+from bot.data.synthetic import synthetic_market
+from bot.notify import messages
+from bot.notify.sender import Notifier, NotifyError, build_apprise, load_urls, secret_parts
+from bot.store.tradelog import TradeLog
+from bot.types import EquityPoint, Fill, Regime, RiskEvent, Side
+from tests.fakes.webhooks import FakeWebhooks, Fault, point_apprise_at
+
+DISCORD_TOKEN = "WebhookTokenSecret0123456789abcdef"
+TELEGRAM_TOKEN = "123456789:AAHsecretTelegramToken_value"
+SLACK_TOKEN = "SlackSecretTokenC3"
+MAIL_PASSWORD = "MailPassw0rdSecret"
+WEBHOOK = "/api/webhooks/{webhook_id}/{token}"
+
+
+@pytest.fixture
+def hooks(monkeypatch) -> Iterator[FakeWebhooks]:
+    fake = FakeWebhooks()
+    fake.start()
+    point_apprise_at(monkeypatch, fake.url)
+    yield fake
+    fake.stop()
+
+
+class Mailbox:
+    """An SMTP server on 127.0.0.1 that wants a login and keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], str]] = []
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.controller = Controller(
+            self, hostname="127.0.0.1", port=self.port, auth_require_tls=False,
+            authenticator=self.login,
+        )
+
+    @staticmethod
+    def login(server, session, envelope, mechanism, auth_data) -> AuthResult:
+        return AuthResult(success=(auth_data.login, auth_data.password) == (b"bot", MAIL_PASSWORD.encode()))
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.messages.append((envelope.mail_from, envelope.rcpt_tos, envelope.content.decode()))
+        return "250 OK"
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    box = Mailbox()
+    box.controller.start()
+    yield box
+    box.controller.stop()
+
+
+def service_urls(hooks: FakeWebhooks, mailbox: Mailbox) -> list[str]:
+    port = hooks.url.rsplit(":", 1)[1]
+    return [
+        f"discord://1234567890/{DISCORD_TOKEN}",
+        f"slack://T1ABCDEF/B2ABCDEF/{SLACK_TOKEN}",
+        f"tgram://{TELEGRAM_TOKEN}/987654",
+        f"json://127.0.0.1:{port}/notify",
+        f"mailto://bot:{MAIL_PASSWORD}@127.0.0.1:{mailbox.port}?smtp=127.0.0.1"
+        "&from=bot@example.com&to=ops@example.com&mode=insecure",
+    ]
+
+
+def test_one_message_reaches_discord_slack_telegram_json_and_email(hooks, mailbox) -> None:
+    notifier = Notifier(build_apprise(service_urls(hooks, mailbox)), ["trades"], "[lev paper]")
+    notifier.send("trades", "2 fills", "BUY 3 TQQQ @ 50.0000\nSELL 1 TMF @ 7.2500")
+    notifier.send("daily", "not wanted", "events lists only trades")
+    notifier.close()
+    assert notifier.take_failures() == []
+
+    routes = [("POST", WEBHOOK), ("POST", "/services/{a}/{b}/{c}"),
+              ("POST", "/bot{token}/sendMessage"), ("POST", "/notify")]
+    for route in routes:
+        (text,) = hooks.texts(*route)  # exactly one message: the unwanted kind was not sent
+        assert "[lev paper] 2 fills" in text and "SELL 1 TMF @ 7.2500" in text, route
+    assert hooks.calls(*routes[0])[0].path.endswith(DISCORD_TOKEN)  # the real Discord path
+    telegram = hooks.calls(*routes[2])[0]
+    assert telegram.path == f"/bot{TELEGRAM_TOKEN}/sendMessage" and telegram.body["chat_id"] == 987654
+    ((sender, recipients, mail),) = mailbox.messages
+    assert sender == "bot@example.com" and recipients == ["ops@example.com"]
+    assert "Subject: [lev paper] 2 fills" in mail and "BUY 3 TQQQ" in mail
+
+
+def test_a_failed_delivery_is_reported_masked_and_the_sender_carries_on(hooks, mailbox, capsys) -> None:
+    hooks.inject("POST", WEBHOOK, Fault.error(500, message=f"bad token {DISCORD_TOKEN}"))
+    hooks.inject("POST", "/services/{a}/{b}/{c}", Fault.passthrough(), Fault.error(403))
+    notifier = Notifier(build_apprise(service_urls(hooks, mailbox)), ["failures"], "[lev live]")
+    notifier.send("failures", "job 'open' failed", "boom")
+    notifier.send("failures", "job 'close' failed", "boom again")
+    notifier.close()
+    failures = notifier.take_failures()
+    assert [f.title for f in failures] == ["[lev live] job 'open' failed", "[lev live] job 'close' failed"]
+    assert "Discord" in failures[0].error and "Slack" not in failures[0].error
+    assert "Slack" in failures[1].error and "Discord" not in failures[1].error  # Discord recovered
+    assert len(hooks.texts("POST", WEBHOOK)) == 2 and len(hooks.texts("POST", "/notify")) == 2
+    assert len(mailbox.messages) == 2  # the other services got both
+    printed = capsys.readouterr()
+    everything = printed.out + printed.err + " ".join(f.error for f in failures)
+    assert "notification not delivered" in printed.out + printed.err
+    for secret in (DISCORD_TOKEN, MAIL_PASSWORD, SLACK_TOKEN, TELEGRAM_TOKEN.split(":")[1]):
+        assert secret not in everything
+
+
+def test_urls_come_from_the_environment_or_the_secrets_file(tmp_path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.write_text("APCA_API_KEY_ID=x\nBOT_NOTIFY_URLS=json://127.0.0.1:9/a  discord://1/2\n")
+    secrets.chmod(0o600)
+    assert load_urls({"BOT_SECRETS_FILE": str(secrets)}) == ["json://127.0.0.1:9/a", "discord://1/2"]
+    assert load_urls({"BOT_NOTIFY_URLS": "json://127.0.0.1:9/b", "BOT_SECRETS_FILE": str(secrets)}) == [
+        "json://127.0.0.1:9/b"]
+    assert load_urls({}) == []
+    with pytest.raises(NotifyError) as bad:
+        build_apprise(["json://127.0.0.1:9/a", "nosuchservice://user:Sup3rSecretTok@host/x"])
+    assert "BOT_NOTIFY_URLS item 2 (nosuchservice://...)" in str(bad.value)
+    assert "Sup3rSecretTok" not in str(bad.value)
+
+
+def test_the_secret_parts_of_a_url_are_what_its_privacy_form_hides() -> None:
+    url = f"discord://1234567890/{DISCORD_TOKEN}/?avatar=no"
+    service = build_apprise([url])[0]
+    parts = secret_parts(url, service.url(privacy=True))
+    assert DISCORD_TOKEN in parts and "1234567890" in parts and "avatar" not in parts
+    assert secret_parts("json://127.0.0.1:8080/hook", "json://127.0.0.1:8080/hook") == []
+
+
+def test_message_texts() -> None:
+    at = dt.datetime(2024, 3, 4, 14, 35, tzinfo=dt.UTC)
+    fills = [Fill("a", "TQQQ", Side.BUY, 10.5, 50.0, 0.0, 0.1, at), Fill("b", "TMF", Side.SELL, 2, 7.25, 0, 0, at)]
+    title, body = messages.trades(fills)
+    assert title == "2 fills (539.50)"
+    assert body.splitlines() == ["BUY 10.5 TQQQ @ 50.0000 = 525.00 (2024-03-04 14:35 UTC)",
+                                 "SELL 2 TMF @ 7.2500 = 14.50 (2024-03-04 14:35 UTC)"]
+    title, body = messages.risk(dt.date(2024, 3, 4), [
+        RiskEvent(dt.date(2024, 3, 4), "drawdown", "entered defensive mode"),
+        RiskEvent(dt.date(2024, 3, 4), "stop", "stop hit", symbol="UPRO"),
+        RiskEvent(dt.date(2024, 3, 4), "stop", "stop hit", symbol="TQQQ"),
+    ])
+    assert title == "risk rules on 2024-03-04: drawdown, stop"
+    assert body.splitlines()[1] == "stop UPRO: stop hit"
+    point = EquityPoint(dt.date(2024, 3, 4), 105_000.0, 5_000.0, 100_000.0, 0.02, Regime.GROWTH)
+    title, body = messages.daily(point, 100_000.0, 3, 1)
+    assert title == "close 2024-03-04: 105,000.00 (+5.00% on the day)"
+    assert "drawdown 2.00% below the peak" in body and "regime GROWTH" in body
+    assert "fills today 3, open orders 1" in body and "invested 95.2%" in body
+    assert "on the day" not in messages.daily(point, None, 0, 0)[0]
+    many = messages.trades([fills[0]] * 25)[1].splitlines()
+    assert len(many) == 21 and many[-1] == "... and 5 more"
+
+
+def _replay_settings(settings, notify_replay: bool):
+    raw = settings.model_dump(mode="json")
+    raw["notify"] = {"replay": notify_replay, "events": ["trades", "risk", "daily", "failures"]}
+    return parse_settings(raw, "test")
+
+
+@pytest.fixture(scope="module")
+def small_market(settings):
+    return synthetic_market(list(settings.symbols), "2023-01-03", "2023-03-31", seed=3)
+
+
+def _replay(settings, market, tmp_path, notify_replay: bool) -> tuple[TradeLog, int, object]:
+    log = TradeLog.open(f"sqlite:///{tmp_path / 'n.sqlite'}")
+    run_id = log.start_run(mode="replay", strategy="t", config_hash="-", config={}, code_version="-",
+                           data_source="-", synthetic=True, started_at=dt.datetime.now(dt.UTC))
+    result = replay(_replay_settings(settings, notify_replay), market, log, run_id,
+                    dt.date(2023, 2, 1), dt.date(2023, 2, 28))
+    return log, run_id, result
+
+
+def test_a_replay_notifies_only_when_asked(settings, small_market, hooks, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("BOT_NOTIFY_URLS", f"json://127.0.0.1:{hooks.url.rsplit(':', 1)[1]}/notify")
+    log, _run, result = _replay(settings, small_market, tmp_path / "off", notify_replay=False)
+    log.close()
+    assert not result.failures and hooks.requests == []  # replays are quiet by default
+
+    log, run_id, result = _replay(settings, small_market, tmp_path, notify_replay=True)
+    assert not result.failures
+    titles = [json.loads(json.dumps(r.body))["title"] for r in hooks.calls("POST", "/notify")]
+    closes = [t for t in titles if " close 2023-02-" in t]
+    assert len(closes) == len(log.load_equity(run_id))  # one daily summary per session
+    assert all(t.startswith("[diversified_leverage replay] ") for t in titles)
+    fills_told = sum(int(t.split(" fill")[0].rsplit(" ", 1)[1]) for t in titles if " fill" in t)
+    assert fills_told == len(log.load_fills(run_id)) > 0
+    risk_told = [t for t in titles if " risk rules on " in t]
+    assert risk_told and len(risk_told) <= len({e for e in log.load_risk_events(run_id)["day"]})
+    log.close()
+
+
+def test_a_dead_webhook_never_fails_a_job_and_becomes_an_incident(settings, small_market, hooks,
+                                                                  tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("BOT_NOTIFY_URLS", f"discord://1234567890/{DISCORD_TOKEN}")
+    hooks.inject("POST", WEBHOOK, *[Fault.error(500)] * 200)
+    log, run_id, result = _replay(settings, small_market, tmp_path, notify_replay=True)
+    assert not result.failures and result.jobs_run > 50
+    incidents = log.load_incidents(run_id)
+    failed = incidents[incidents["kind"] == "notify_failed"]
+    assert len(failed) == len(hooks.calls("POST", WEBHOOK)) > 20  # every message, each once
+    assert failed["message"].str.contains("Discord").all()
+    text = " ".join(failed["message"]) + json.dumps(list(failed["context"])) + capsys.readouterr().err
+    assert DISCORD_TOKEN not in text
+    log.close()
+
+
+def test_a_failed_job_is_announced(hooks, tmp_path) -> None:
+    from bot.clock import SimulatedClock
+
+    port = hooks.url.rsplit(":", 1)[1]
+    notifier = Notifier(build_apprise([f"json://127.0.0.1:{port}/notify"]), ["failures"], "[x paper]")
+    log = TradeLog.open(f"sqlite:///{tmp_path / 'j.sqlite'}")
+    log.start_run(mode="paper", strategy="t", config_hash="-", config={}, code_version="-",
+                  data_source="-", synthetic=False, started_at=dt.datetime.now(dt.UTC))
+    ctx = DaemonContext(settings=None, feed=None, broker=None, tradelog=log,  # type: ignore[arg-type]
+                        clock=SimulatedClock(dt.datetime(2024, 3, 4, 14, 35, tzinfo=dt.UTC)),
+                        calendar=None, instance="x", mode="paper", order_prefix="x",  # type: ignore[arg-type]
+                        notifier=notifier)
+    jobs = TradingJobs(ctx)
+
+    def broken() -> None:
+        raise RuntimeError("feed down")
+
+    assert jobs.run("open", broken) is False and jobs.run("poll", lambda: None) is True
+    jobs.close()
+    (request,) = hooks.calls("POST", "/notify")
+    assert request.body["title"] == "[x paper] job 'open' failed"
+    assert request.body["message"].startswith("RuntimeError: feed down\nat 2024-03-04 14:35 UTC")
+    assert list(log.load_incidents()["kind"]) == ["job:open"]
+    log.close()
