@@ -31,14 +31,18 @@ from bot.store.schema import (
 )
 from tests.test_store import backend_url, reset_pg, start
 
-SECOND_REVISION = '''
+# The shipped head and the id a next revision gets (ids need not be contiguous).
+HEAD = head_revision()
+NEXT = f"{int(HEAD) + 1:04d}"
+
+NEXT_REVISION = f'''
 """Test-only revision: orders get a venue."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "{NEXT}"
+down_revision = "{HEAD}"
 branch_labels = None
 depends_on = None
 
@@ -79,17 +83,17 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def migrations_with_second_revision(tmp_path: Path) -> Path:
-    """The shipped migrations plus a revision 0002, in a temp dir (nothing fake is shipped)."""
+    """The shipped migrations plus a next revision, in a temp dir (nothing fake is shipped)."""
     location = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS, location, ignore=shutil.ignore_patterns("__pycache__"))
-    (location / "versions" / "0002_venue.py").write_text(SECOND_REVISION)
+    (location / "versions" / f"{NEXT}_venue.py").write_text(NEXT_REVISION)
     return location
 
 
 def test_a_new_database_gets_the_whole_schema_at_head(url: str) -> None:
     log = TradeLog.open(url)
     log.close()
-    assert revision_of(url) == head_revision() == "0001"
+    assert revision_of(url) == head_revision() == HEAD
     assert schema_differences(url) == []
     engine = sa.create_engine(url)
     with engine.connect() as conn:
@@ -101,22 +105,22 @@ def test_a_new_database_gets_the_whole_schema_at_head(url: str) -> None:
 def test_an_older_revision_is_refused_until_upgraded(
     url: str, migrations_with_second_revision: Path
 ) -> None:
-    log = TradeLog.open(url)  # the shipped migrations: revision 0001
+    log = TradeLog.open(url)  # the shipped migrations: revision HEAD
     run_id = start(log)
     log.close()
 
     with pytest.raises(SchemaOutdated) as refused:
         TradeLog.open(url, migrations=migrations_with_second_revision)
     message = str(refused.value)
-    assert "is at schema revision 0001; this version of the bot needs 0002" in message
+    assert f"is at schema revision {HEAD}; this version of the bot needs {NEXT}" in message
     assert f"Run: bot db upgrade --database {make_url(url).render_as_string()}" in message
     with pytest.raises(SchemaOutdated):
         TradeLog.open_readonly(url, migrations=migrations_with_second_revision)
-    assert revision_of(url) == "0001"  # refusing changed nothing
+    assert revision_of(url) == HEAD  # refusing changed nothing
 
     engine = writer_engine(url)
-    assert upgrade(engine, migrations_with_second_revision) == ("0001", "0002")
-    assert upgrade(engine, migrations_with_second_revision) == ("0002", "0002")
+    assert upgrade(engine, migrations_with_second_revision) == (HEAD, NEXT)
+    assert upgrade(engine, migrations_with_second_revision) == (NEXT, NEXT)
     with engine.connect() as conn:
         assert "venue" in {c["name"] for c in sa.inspect(conn).get_columns("orders")}
     engine.dispose()
@@ -146,13 +150,13 @@ def test_a_database_from_before_migrations_is_refused_then_adopted(url: str, cap
         TradeLog.open(url)
 
     assert main(["db", "upgrade", "--database", url]) == 0
-    assert "upgraded from no version to 0001 (head)" in capsys.readouterr().out
-    assert revision_of(url) == "0001" and schema_differences(url) == []
+    assert f"upgraded from no version to {HEAD} (head)" in capsys.readouterr().out
+    assert revision_of(url) == HEAD and schema_differences(url) == []
     log = TradeLog.open(url)
     assert log.runs()["strategy"].tolist() == ["old"]
     log.close()
     assert main(["db", "current", "--database", url]) == 0
-    assert "revision 0001 (head)" in capsys.readouterr().out
+    assert f"revision {HEAD} (head)" in capsys.readouterr().out
 
 
 def test_a_revision_unknown_to_this_code_is_refused(url: str) -> None:
@@ -183,9 +187,9 @@ def test_db_revision_autogenerates_the_next_file(tmp_path: Path) -> None:
     location = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS, location, ignore=shutil.ignore_patterns("__pycache__"))
     path = new_revision("nothing changed", location)
-    assert path.parent == location / "versions" and path.name.startswith("0002_")
-    assert head_revision(location) == "0002"
+    assert path.parent == location / "versions" and path.name.startswith(f"{NEXT}_")
+    assert head_revision(location) == NEXT
     text = path.read_text()
-    assert "down_revision = '0001'" in text or 'down_revision = "0001"' in text
+    assert f"down_revision = '{HEAD}'" in text or f'down_revision = "{HEAD}"' in text
     compile(text, str(path), "exec")
     assert textwrap.dedent(text).count("def upgrade") == 1

@@ -28,7 +28,11 @@ from bot.store.models import Base
 MIGRATIONS = Path(__file__).with_name("migrations")
 TABLES = frozenset(Base.metadata.tables)
 # Tables of trade logs created before migrations existed (by create_all); see `_adopt`.
-PRE_MIGRATION_TABLES = TABLES - {"strategy_state", "macro_observations"}
+# Spelled out: tables added by later revisions must not join this list.
+PRE_MIGRATION_TABLES = frozenset(
+    {"runs", "regime_decisions", "targets", "risk_events", "orders", "order_events", "fills",
+     "equity", "positions", "incidents"}
+)
 INITIAL_REVISION = "0001"
 
 
@@ -156,7 +160,9 @@ def new_revision(message: str, location: Path = MIGRATIONS) -> Path:
             with engine.begin() as conn:
                 config = alembic_config(conn, location)
                 command.upgrade(config, "head")
-                number = len(list(_scripts(str(location)).walk_revisions())) + 1
+                # After the highest id, not the count: branches merged into one line may
+                # leave gaps (0001, 0003), and a count would reuse an id.
+                number = max(int(s.revision) for s in _scripts(str(location)).walk_revisions()) + 1
                 script = command.revision(
                     config, message, autogenerate=True, rev_id=f"{number:04d}"
                 )
