@@ -2,6 +2,7 @@
 
 commands:
   backtest            simulate a config over history and report
+  sweep               backtest a grid of config values in parallel; rank, walk-forward
   run, once           the daemon (paper, live or --replay); one decision now
   data fetch          download Alpaca bars and FRED series for backtests
   health              exit 0 if the daemon's heartbeat is fresh
@@ -37,6 +38,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bot.dashboard.cli",
     "bot.daemon_cli",
     "bot.robo_cli",
+    "bot.sweep.cli",
 )
 
 
@@ -84,6 +86,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         charts=not args.no_charts,
         benchmarks=not args.no_benchmarks,
         database=args.database,
+        overrides=tuple(args.set),
     )
     return run_backtest_command(options)
 
@@ -115,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bt.add_argument("--no-charts", action="store_true")
     bt.add_argument("--no-benchmarks", action="store_true")
+    bt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config field, e.g. risk.vol_high=2 (repeatable; "
+                    "as one combination of `bot sweep --grid`)")
     bt.set_defaults(func=_cmd_backtest)
 
     cfg = sub.add_parser("config", help="configuration tools")
