@@ -117,3 +117,13 @@ def load_sweep_runs(engine: sa.Engine, sweep_id: int) -> pd.DataFrame:
     with engine.connect() as conn:
         result = conn.execute(stmt)
         return pd.DataFrame(result.all(), columns=list(result.keys()))
+
+
+def sweep_of_run(engine: sa.Engine, run_id: int) -> tuple[int, dict[str, Any]] | None:
+    """(sweep id, parameter values) of a run made by a sweep, else None."""
+    stmt = sa.select(SWEEP_RUNS.c.sweep_id, SWEEP_RUNS.c.params).where(
+        SWEEP_RUNS.c.run_id == int(run_id)
+    )
+    with engine.connect() as conn:
+        row = conn.execute(stmt).one_or_none()
+    return None if row is None else (int(row.sweep_id), dict(row.params))

@@ -161,8 +161,7 @@ def write_heatmap(
     fig, ax = plt.subplots(
         figsize=(max(5.0, 1.1 * len(second.values) + 3), max(3.5, 0.6 * len(first.values) + 2))
     )
-    cmap = plt.get_cmap("RdYlGn").copy()
-    cmap.set_bad("lightgrey")
+    cmap = plt.get_cmap("RdYlGn").with_extremes(bad="lightgrey")
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, aspect="auto")
     fig.colorbar(image, ax=ax, label=metric_header(metric))
     ax.set_xticks(range(len(second.values)), [format_value(v) for v in second.values])

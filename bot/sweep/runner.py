@@ -119,11 +119,11 @@ def run_sweep(options: SweepOptions, console: Console) -> SweepResult:
     spec = walk_forward.parse_spec(options.walk_forward) if options.walk_forward else None
     axes = parse_grid(options.grid, walk_forward=spec is not None)
     variants = expand(base, axes, source)
-    market = market_for(base, options.data_dir or resolve_data_dir(base, options.config))
-    days = _run_days(market, base)
-    windows = walk_forward.windows(days, spec) if spec is not None else []
-    executor = open_executor(options.cluster, options.workers)
+    executor = open_executor(options.cluster, options.workers)  # a bad cluster fails first
     try:
+        market = market_for(base, options.data_dir or resolve_data_dir(base, options.config))
+        days = _run_days(market, base)
+        windows = walk_forward.windows(days, spec) if spec is not None else []
         url = options.database or resolve_store_url(base, options.config)
         return _run(options, console, base, axes, variants, market, days, windows, executor, url)
     finally:
@@ -307,6 +307,7 @@ def rank(
             "summary": None if outcome is None else outcome.summary,
             "final_equity": None if outcome is None else outcome.final_equity,
             "error": error,
+            "seconds": None if outcome is None else round(outcome.seconds, 4),  # in its worker
         })
 
     def key(row: dict[str, Any]) -> tuple:
@@ -341,7 +342,7 @@ def _walk_forward(
     params_of = {v.position: v.params for v in variants}
     dates = pd.DatetimeIndex(days)
     fills, rows = [], []
-    for p in picks:
+    for k, p in enumerate(picks):
         w = p.window
         anchor = curve.loc[dates[w.test_lo - 1]]
         end_value = curve.loc[dates[w.test_hi - 1]]
@@ -355,6 +356,10 @@ def _walk_forward(
             "params": None if p.position is None else params_of[p.position],
             "train_score": p.score,
             "test_return": float(end_value / anchor - 1.0),
+            # every combination's training score, in grid order (None: failed or unscored)
+            "scores": [
+                ok[v.position].train_scores[k] if v.position in ok else None for v in variants
+            ],
         })
     stitched_fills = pd.concat(fills, ignore_index=True) if fills else None
     summary = build_report(
