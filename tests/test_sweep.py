@@ -296,7 +296,7 @@ def test_walk_forward_picks_do_not_see_the_future(tmp_path: Path, monkeypatch) -
     cut = np.datetime64(before.walk_forward["windows"][2]["test"][0])
     real = bot.sweep.runner.market_for
     monkeypatch.setattr(bot.sweep.runner, "market_for",
-                        lambda settings, data_dir: _future_changed(real(settings, data_dir), cut))
+                        lambda *args: _future_changed(real(*args), cut))
     after = run_sweep(options("b.sqlite"), console)
 
     first, second = (r.walk_forward["windows"] for r in (before, after))

@@ -10,7 +10,14 @@ import pytest
 
 from bot.config import load_settings
 from bot.errors import BotError, ConfigError
-from bot.sweep.grid import expand, parse_assignment, parse_axis, parse_grid
+from bot.sweep.grid import (
+    expand,
+    format_value,
+    parse_assignment,
+    parse_axis,
+    parse_grid,
+    parse_value,
+)
 from tests.conftest import CONFIG
 from tests.test_cli_errors import run_cli
 
@@ -110,3 +117,14 @@ def test_bot_backtest_set_is_validated_like_the_file(capsys, tmp_path: Path) -> 
     assert "rebalance.every_days: Input should be greater than or equal to 1 (got 0)" in err
     code, _, err = run_cli(capsys, "backtest", "--set", "every_days")
     assert code == 2 and "--set 'every_days': expected KEY=VALUE" in err
+
+
+@pytest.mark.parametrize(
+    "value",
+    [1.5, 2, True, "erc", ["volatility", "stops"], [], {"leverage": 1, "role": "bond"}, "1.5",
+     "true", "2016-01-04"],
+)
+def test_values_are_shown_as_they_are_typed_back(value) -> None:
+    """The tables and the `bot backtest --set` line of the best combination print values
+    that read back as the same value ("1.5" the text stays quoted, not the number)."""
+    assert parse_value(format_value(value)) == value

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,14 +56,18 @@ def describe(params: dict[str, Any]) -> str:
     return ", ".join(f"{key}={format_value(value)}" for key, value in params.items())
 
 
-def format_value(value: Any) -> str:
-    """A value as it would be typed on the command line."""
+def format_value(value: Any, *, nested: bool = False) -> str:
+    """A value as it would be typed after KEY= (parse_value reads it back): TOML, with a
+    plain word left bare at the top level."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list | tuple):
-        return "[" + ",".join(format_value(v) for v in value) + "]"
-    if isinstance(value, str) and any(c in value for c in ',[]"= '):
-        return f'"{value}"'
+        return "[" + ",".join(format_value(v, nested=True) for v in value) + "]"
+    if isinstance(value, dict):
+        items = (f"{k}={format_value(v, nested=True)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    if isinstance(value, str) and (nested or parse_value(value) != value):
+        return json.dumps(value)  # a TOML basic string
     return str(value)
 
 

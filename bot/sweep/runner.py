@@ -99,11 +99,23 @@ def run_sweep_command(options: SweepOptions) -> int:
     return 1 if result.failed else 0
 
 
-def market_for(settings: Settings, data_dir: Path) -> MarketData:
+def market_for(settings: Settings, data_dir: Path, also: Sequence[str] = ()) -> MarketData:
     """The same history `bot backtest` loads for this config (its symbols, SPY and the
-    reference portfolios'), so every combination sees exactly the data a backtest would."""
+    reference portfolios'), so every combination sees exactly the data a backtest would;
+    plus `also`, symbols a grid adds to the universe."""
     extra = reference_symbols() if settings.backtest.benchmarks else set()
-    return load_history(settings, data_dir, sorted(extra | {"SPY"}))
+    return load_history(settings, data_dir, sorted(extra | {"SPY"} | set(also)))
+
+
+def _check_symbols(market: MarketData, variants: Sequence[Variant]) -> None:
+    """Every combination's universe must be in the data (a grid may add symbols)."""
+    for variant in variants:
+        missing = [s for s in variant.settings.symbols if s not in market.prices.symbols]
+        if missing:
+            raise BotError(
+                f"--grid: the combination {variant.label} trades {', '.join(missing)}, "
+                f"which the data ({market.label}) does not have"
+            )
 
 
 def run_sweep(options: SweepOptions, console: Console) -> SweepResult:
@@ -121,7 +133,10 @@ def run_sweep(options: SweepOptions, console: Console) -> SweepResult:
     variants = expand(base, axes, source)
     executor = open_executor(options.cluster, options.workers)  # a bad cluster fails first
     try:
-        market = market_for(base, options.data_dir or resolve_data_dir(base, options.config))
+        symbols = {s for v in variants for s in v.settings.symbols} - set(base.symbols)
+        data_dir = options.data_dir or resolve_data_dir(base, options.config)
+        market = market_for(base, data_dir, sorted(symbols))
+        _check_symbols(market, variants)
         days = _run_days(market, base)
         windows = walk_forward.windows(days, spec) if spec is not None else []
         url = options.database or resolve_store_url(base, options.config)
