@@ -71,6 +71,18 @@ class SweepOptions:
     charts: bool = True
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a sweep runs, all checked before the trade log is touched."""
+
+    base: Settings
+    axes: list[Axis]
+    variants: list[Variant]
+    market: MarketData
+    days: np.ndarray  # the span's trading days
+    windows: list[walk_forward.Window]  # empty without --walk-forward
+
+
 @dataclass
 class SweepResult:
     """What a finished sweep holds; `rows` ranked best first."""
@@ -140,7 +152,8 @@ def run_sweep(options: SweepOptions, console: Console) -> SweepResult:
         days = _run_days(market, base)
         windows = walk_forward.windows(days, spec) if spec is not None else []
         url = options.database or resolve_store_url(base, options.config)
-        return _run(options, console, base, axes, variants, market, days, windows, executor, url)
+        plan = Plan(base, axes, variants, market, days, windows)
+        return _run(options, console, plan, executor, url)
     finally:
         executor.close()
 
@@ -154,17 +167,9 @@ def _run_days(market: MarketData, base: Settings) -> np.ndarray:
 
 
 def _run(
-    options: SweepOptions,
-    console: Console,
-    base: Settings,
-    axes: list[Axis],
-    variants: list[Variant],
-    market: MarketData,
-    days: np.ndarray,
-    windows: list[walk_forward.Window],
-    executor: Executor,
-    url: str,
+    options: SweepOptions, console: Console, plan: Plan, executor: Executor, url: str
 ) -> SweepResult:
+    base, axes, variants, market = plan.base, plan.axes, plan.variants, plan.market
     started = time.perf_counter()
     tradelog = TradeLog.open(url)
     engine = tradelog.engine
@@ -198,8 +203,8 @@ def _run(
                 v.position, run_id, v.settings,
                 record_full=options.record == "full",
                 metric=options.metric,
-                train_windows=tuple((w.train_lo, w.train_hi) for w in windows),
-                keep_fills=bool(windows),
+                train_windows=tuple((w.train_lo, w.train_hi) for w in plan.windows),
+                keep_fills=bool(plan.windows),
             )
             for v, run_id in zip(variants, run_ids, strict=True)
         ]
@@ -208,10 +213,7 @@ def _run(
             _record(engine, outcome)
             outcomes[outcome.position] = outcome
         rows = rank(variants, outcomes, run_ids, options.metric)
-        wf, curve = (
-            _walk_forward(windows, outcomes, variants, run_ids, days, market, base, options)
-            if windows else (None, None)
-        )
+        wf, curve = _walk_forward(plan, outcomes, run_ids, options) if plan.windows else (None, None)
         seconds = time.perf_counter() - started
         result = to_plain({
             "meta": {
@@ -339,23 +341,17 @@ def rank(
 
 
 def _walk_forward(
-    windows: list[walk_forward.Window],
-    outcomes: dict[int, VariantOutcome],
-    variants: Sequence[Variant],
-    run_ids: Sequence[int],
-    days: np.ndarray,
-    market: MarketData,
-    base: Settings,
-    options: SweepOptions,
+    plan: Plan, outcomes: dict[int, VariantOutcome], run_ids: Sequence[int], options: SweepOptions
 ) -> tuple[dict[str, Any], pd.Series]:
     """Picks per window, the stitched out-of-sample curve and its summary."""
+    variants, market = plan.variants, plan.market
     ok = {p: o for p, o in outcomes.items() if not o.failed}
-    picks = walk_forward.pick(windows, {p: o.train_scores for p, o in ok.items()})
+    picks = walk_forward.pick(plan.windows, {p: o.train_scores for p, o in ok.items()})
     equities = {p: o.equity for p, o in ok.items()}
-    curve = walk_forward.stitch(days, picks, equities, base.backtest.initial_cash)
+    curve = walk_forward.stitch(plan.days, picks, equities, plan.base.backtest.initial_cash)
     run_of = {v.position: run_id for v, run_id in zip(variants, run_ids, strict=True)}
     params_of = {v.position: v.params for v in variants}
-    dates = pd.DatetimeIndex(days)
+    dates = pd.DatetimeIndex(plan.days)
     fills, rows = [], []
     for k, p in enumerate(picks):
         w = p.window
