@@ -80,6 +80,8 @@ def daily_weights(
 
 def _sweep_hint(log: TradeLog, run_id: int) -> str:
     """Why a sweep's run has no days: `bot sweep` keeps only its summary by default."""
+    import shlex
+
     from bot.store.sweeps import sweep_of_run
     from bot.sweep.grid import format_value
 
@@ -87,7 +89,9 @@ def _sweep_hint(log: TradeLog, run_id: int) -> str:
     if found is None:
         return ""
     sweep_id, params = found
-    sets = " ".join(f"--set {key}={format_value(value)}" for key, value in params.items())
+    sets = " ".join(
+        f"--set {shlex.quote(f'{key}={format_value(value)}')}" for key, value in params.items()
+    )
     return (
         f" (a combination of sweep {sweep_id}, which kept its summary only: run "
         f"`bot backtest {sets}` with the sweep's options, or the sweep with --record full)"
