@@ -66,14 +66,15 @@ class Clock:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
-        self.originals: dict[str, object] = {}
+        self.originals: list[tuple[object, str, object]] = []
 
     def restore(self) -> None:
-        for name, fn in self.originals.items():
-            setattr(sweep_runner, name, fn)
+        for owner, name, fn in self.originals:
+            setattr(owner, name, fn)
 
-    def wrap(self, name: str, label: str) -> None:
-        real = self.originals[name] = getattr(sweep_runner, name)
+    def wrap(self, owner: object, name: str, label: str) -> None:
+        real = getattr(owner, name)
+        self.originals.append((owner, name, real))
 
         def timed(*args, **kwargs):
             t0 = time.perf_counter()
@@ -82,14 +83,15 @@ class Clock:
             finally:
                 self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - t0
 
-        setattr(sweep_runner, name, timed)
+        setattr(owner, name, timed)
 
 
 def in_process(data_dir: Path, workers: int, tmp: Path, record: str, grid=GRID, name="warm"):
     clock = Clock()
-    clock.wrap("market_for", "load data")
-    clock.wrap("_record", "trade-log writes (per combination)")
-    clock.wrap("_write_files", "report files and charts")
+    clock.wrap(sweep_runner, "market_for", "load data")
+    clock.wrap(sweep_runner, "finish_sweep_runs", "closing runs (batched)")
+    clock.wrap(sweep_runner.RunCloser, "_write_records", "writing full records")
+    clock.wrap(sweep_runner, "_write_files", "report files and charts")
     options = SweepOptions(
         config=CONFIG, grid=grid, start=START, end=END, data_dir=data_dir, workers=workers,
         record=record, database=f"sqlite:///{tmp}/{name}.sqlite", out=tmp / name,
@@ -176,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.data_dir, args.workers, tmp, "full", grid=grid, name="full"
             )
             k = len(result.rows)
-            writes = stages.get("trade-log writes (per combination)", 0.0)
+            writes = stages.get("writing full records", 0.0)
             print(f"\n--record full, {k} combinations: {total:.1f} s; trade-log writes "
                   f"{writes:.1f} s ({writes / k:.2f} s per combination, in the main process)")
     return 0

@@ -199,16 +199,16 @@ def test_a_dead_worker_fails_its_combinations_not_the_sweep(
 
 
 def test_an_interrupted_sweep_leaves_nothing_running(capsys, tmp_path: Path, monkeypatch) -> None:
-    real = bot.sweep.runner._record
+    real = bot.sweep.runner.RunCloser.add
     calls = []
 
-    def interrupted(engine, outcome):
+    def interrupted(closer, outcome):
         calls.append(outcome)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        real(engine, outcome)
+        real(closer, outcome)
 
-    monkeypatch.setattr(bot.sweep.runner, "_record", interrupted)
+    monkeypatch.setattr(bot.sweep.runner.RunCloser, "add", interrupted)
     db = f"sqlite:///{tmp_path / 'log.sqlite'}"
     code, _, _ = sweep(capsys, db, "--start", "2016-01-04", "--end", "2016-03-31",
                        "--grid", "rebalance.every_days=2,3,4,8", "--workers", "1", "--no-charts")

@@ -52,25 +52,28 @@ def start_sweep_runs(
     return ids
 
 
-def finish_sweep_run(
-    engine: sa.Engine,
-    run_id: int,
-    status: str,
-    finished_at: dt.datetime,
-    summary: dict[str, Any] | None = None,
-    error: str | None = None,
-) -> None:
-    """Close one combination's run with its summary, or its error."""
+def finish_sweep_runs(engine: sa.Engine, ends: Sequence[dict[str, Any]]) -> None:
+    """Close combinations' runs in one transaction; each end is a dict of run_id, status,
+    finished_at, summary (None if failed) and error (None unless failed)."""
+    if not ends:
+        return
+    runs = sa.update(RUNS).where(RUNS.c.id == sa.bindparam("run")).values(
+        status=sa.bindparam("status"),
+        finished_at=sa.bindparam("finished_at"),
+        summary=sa.bindparam("summary"),
+    )
+    errors = sa.update(SWEEP_RUNS).where(SWEEP_RUNS.c.run_id == sa.bindparam("run")).values(
+        error=sa.bindparam("error")
+    )
     with engine.begin() as conn:
-        conn.execute(
-            sa.update(RUNS)
-            .where(RUNS.c.id == run_id)
-            .values(status=status, finished_at=finished_at, summary=summary)
-        )
-        if error is not None:
-            conn.execute(
-                sa.update(SWEEP_RUNS).where(SWEEP_RUNS.c.run_id == run_id).values(error=error)
-            )
+        conn.execute(runs, [
+            {"run": e["run_id"], "status": e["status"], "finished_at": e["finished_at"],
+             "summary": e["summary"]}
+            for e in ends
+        ])
+        failed = [{"run": e["run_id"], "error": e["error"]} for e in ends if e["error"] is not None]
+        if failed:
+            conn.execute(errors, failed)
 
 
 def finish_sweep(

@@ -41,7 +41,7 @@ from bot.runner import (
 )
 from bot.store.locate import sweep_report_dir
 from bot.store.models import to_plain
-from bot.store.sweeps import finish_sweep, finish_sweep_run, start_sweep, start_sweep_runs
+from bot.store.sweeps import finish_sweep, finish_sweep_runs, start_sweep, start_sweep_runs
 from bot.store.tradelog import TradeLog
 from bot.sweep import report, walk_forward
 from bot.sweep.executors import Executor, open_executor
@@ -209,9 +209,13 @@ def _run(
             for v, run_id in zip(variants, run_ids, strict=True)
         ]
         outcomes: dict[int, VariantOutcome] = {}
-        for outcome in _with_progress(executor.outcomes(market, tasks), len(tasks), console):
-            _record(engine, outcome)
-            outcomes[outcome.position] = outcome
+        closer = RunCloser(engine)
+        try:
+            for outcome in _with_progress(executor.outcomes(market, tasks), len(tasks), console):
+                closer.add(outcome)
+                outcomes[outcome.position] = outcome
+        finally:
+            closer.flush()  # the ends still batched, whatever stopped the loop
         rows = rank(variants, outcomes, run_ids, options.metric)
         wf, curve = _walk_forward(plan, outcomes, run_ids, options) if plan.windows else (None, None)
         seconds = time.perf_counter() - started
@@ -276,25 +280,50 @@ def _with_progress(
         bar.stop()
 
 
-def _record(engine: sa.Engine, outcome: VariantOutcome) -> None:
-    """Close a combination's run: its summary, its error, or (--record full) everything
-    its engine recorded, written in one transaction with the run's end."""
-    now = dt.datetime.now(dt.UTC)
-    status = "failed" if outcome.failed else "finished"
-    if outcome.log is not None:
-        outcome.log.engine = engine  # the worker's buffered records, now written here
+class RunCloser:
+    """Closes each combination's run as its outcome arrives. --record full writes the run's
+    records with its end, one transaction per run; summary ends are batched, one
+    transaction a second at most (each commit waits for the disk), and written before
+    the sweep ends or fails, so no finished combination is lost."""
+
+    BATCH_SECONDS = 1.0
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._ends: list[dict[str, Any]] = []
+        self._written = time.monotonic()
+
+    def add(self, outcome: VariantOutcome) -> None:
+        now = dt.datetime.now(dt.UTC)
+        status = "failed" if outcome.failed else "finished"
+        if outcome.log is not None:
+            self._write_records(outcome, status, now)
+            status = "failed" if outcome.failed else status
+        if outcome.failed:
+            log.warning("sweep combination failed", run=outcome.run_id, error=outcome.error)
+            if outcome.detail:
+                log.debug("sweep combination traceback", run=outcome.run_id, detail=outcome.detail)
+        self._ends.append({"run_id": outcome.run_id, "status": status, "finished_at": now,
+                           "summary": outcome.summary, "error": outcome.error})
+        if outcome.log is None and time.monotonic() - self._written < self.BATCH_SECONDS:
+            return
+        self.flush()
+
+    def _write_records(self, outcome: VariantOutcome, status: str, now: dt.datetime) -> None:
+        """Everything the combination's engine recorded, with the run's end."""
+        assert outcome.log is not None
+        outcome.log.engine = self.engine  # the worker's buffered records, written here
         try:
             outcome.log.finish_run(status, now, summary=outcome.summary)
         except Exception as exc:
             outcome.error = outcome.error or f"trade log: {one_line(exc)}"
-            status = "failed"
         finally:
-            outcome.log = None  # its buffers are written (or in an incident); free them
-    if outcome.failed:
-        log.warning("sweep combination failed", run=outcome.run_id, error=outcome.error)
-        if outcome.detail:
-            log.debug("sweep combination traceback", run=outcome.run_id, detail=outcome.detail)
-    finish_sweep_run(engine, outcome.run_id, status, now, outcome.summary, outcome.error)
+            outcome.log = None  # written (or kept in an incident): free the buffers
+
+    def flush(self) -> None:
+        finish_sweep_runs(self.engine, self._ends)
+        self._ends.clear()
+        self._written = time.monotonic()
 
 
 def _fail(engine: sa.Engine, sweep_id: int) -> None:
