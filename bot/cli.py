@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bot.accounts_cli",
     "bot.rebalancing_cli",
     "bot.stress_cli",
+    "bot.sweep.cli",
 )
 
 
@@ -76,6 +77,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         charts=not args.no_charts,
         benchmarks=not args.no_benchmarks,
         database=args.database,
+        overrides=tuple(args.set),
     )
     return run_backtest_command(options)
 
@@ -117,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="skip the PNG charts and tearsheet.html (faster)")
     bt.add_argument("--no-benchmarks", action="store_true",
                     help="skip the comparison portfolios (SPY, 60/40, TQQQ, fixed weights)")
+    bt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config field, e.g. risk.vol_high=2 (repeatable; "
+                    "as one combination of `bot sweep --grid`)")
     bt.set_defaults(func=_cmd_backtest)
 
     for name in COMMAND_MODULES:

@@ -48,6 +48,7 @@ class BacktestOptions:
     charts: bool = True
     benchmarks: bool = True
     database: str | None = None
+    overrides: tuple[str, ...] = ()  # --set KEY=VALUE, as `bot sweep --grid` sets them
 
 
 def code_version() -> str:
@@ -84,7 +85,11 @@ def start_run(
 
 def apply_overrides(settings: Settings, options: BacktestOptions, source: str) -> Settings:
     """Command-line overrides, validated like the file itself."""
+    from bot.sweep.grid import parse_assignment, set_dotted
+
     raw = settings.model_dump(mode="json")
+    for key, value in (parse_assignment(spec) for spec in options.overrides):
+        set_dotted(raw, key, value)
     for key, value in (("start", options.start), ("end", options.end), ("fill", options.fill)):
         if value is not None:
             raw["backtest"][key] = value

@@ -74,13 +74,22 @@ def report_dir(url: str, run_id: int) -> Path:
     """Default folder of a run's report files: `reports/run-ID` beside a SQLite trade log
     (var/reports/run-ID for the default var/tradelog.sqlite), so run 1 of another database
     never overwrites it; var/reports/<database>-run-ID for a server database."""
+    return _reports_folder(url, f"run-{run_id}")
+
+
+def sweep_report_dir(url: str, sweep_id: int) -> Path:
+    """Default folder of a sweep's files: `reports/sweep-ID`, placed like report_dir's."""
+    return _reports_folder(url, f"sweep-{sweep_id}")
+
+
+def _reports_folder(url: str, name: str) -> Path:
     from sqlalchemy.engine import make_url
 
     from bot.store.engines import sqlite_file
 
     path = sqlite_file(url)
     if path is not None:
-        return path.parent / "reports" / f"run-{run_id}"
-    name = make_url(url).database or "memory"
-    return Path("var") / "reports" / f"{name}-run-{run_id}"
+        return path.parent / "reports" / name
+    database = make_url(url).database or "memory"
+    return Path("var") / "reports" / f"{database}-{name}"
 

@@ -29,6 +29,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -40,6 +41,7 @@ from bot.types import OrderStatus, Regime, Side
 RUN_MODES = ("backtest", "replay", "paper", "live")
 RUN_STATUSES = ("running", "finished", "failed")
 ACCOUNT_STATUSES = ("active", "suspended", "closed")
+SWEEP_RECORD_MODES = ("summary", "full")
 
 
 def to_decimal(value: Any) -> Decimal:
@@ -469,3 +471,42 @@ class RebalancingRunRecord(Base):
     completed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
     canceled_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
     recorded_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+
+
+class SweepRecord(Base):
+    """A parameter sweep (`bot sweep`): the base config, the grid, how it ran and, once
+    done, its ranking and walk-forward result. Each combination is a run of its own."""
+
+    __tablename__ = "sweeps"
+    __table_args__ = (_one_of("status", RUN_STATUSES), _one_of("record", SWEEP_RECORD_MODES))
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    strategy: Mapped[str] = mapped_column(String(100))
+    config_hash: Mapped[str] = mapped_column(String(128))
+    config: Mapped[dict[str, Any]] = mapped_column(PlainJSON())
+    grid: Mapped[list[Any]] = mapped_column(PlainJSON())  # [[dotted key, [values...]], ...]
+    metric: Mapped[str] = mapped_column(String(32))
+    walk_forward: Mapped[str | None] = mapped_column(String(64))
+    record: Mapped[str] = mapped_column(String(16))
+    executor: Mapped[str] = mapped_column(String(200))
+    code_version: Mapped[str] = mapped_column(String(100))
+    data_source: Mapped[str] = mapped_column(String(200))
+    synthetic: Mapped[bool] = mapped_column(Boolean)
+    started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    status: Mapped[str] = mapped_column(String(16))
+    result: Mapped[dict[str, Any] | None] = mapped_column(PlainJSON())
+
+
+class SweepRunRecord(Base):
+    """One combination of a sweep: its run in `runs`, its place in the grid, the values it
+    set and, if it failed, why."""
+
+    __tablename__ = "sweep_runs"
+    __table_args__ = (UniqueConstraint("sweep_id", "position"),)
+
+    run_id: Mapped[int] = mapped_column(Id, ForeignKey("runs.id"), primary_key=True)
+    sweep_id: Mapped[int] = mapped_column(Id, ForeignKey("sweeps.id"))
+    position: Mapped[int] = mapped_column(Integer)
+    params: Mapped[dict[str, Any]] = mapped_column(PlainJSON())
+    error: Mapped[str | None] = mapped_column(Text)

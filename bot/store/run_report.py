@@ -80,6 +80,26 @@ def daily_weights(
     return weights
 
 
+def _sweep_hint(log: TradeLog, run_id: int) -> str:
+    """Why a sweep's run has no days: `bot sweep` keeps only its summary by default."""
+    import shlex
+
+    from bot.store.sweeps import sweep_of_run
+    from bot.sweep.grid import format_value
+
+    found = sweep_of_run(log.engine, run_id)
+    if found is None:
+        return ""
+    sweep_id, params = found
+    sets = " ".join(
+        f"--set {shlex.quote(f'{key}={format_value(value)}')}" for key, value in params.items()
+    )
+    return (
+        f" (a combination of sweep {sweep_id}, which kept its summary only: run "
+        f"`bot backtest {sets}` with the sweep's options, or the sweep with --record full)"
+    )
+
+
 def build_stored_report(
     log: TradeLog, run_id: int, *, config_path: Path, database: str, market: RunMarket | None = None
 ) -> StoredReport:
@@ -87,7 +107,7 @@ def build_stored_report(
     run = run_row(log, run_id)
     equity = log.load_equity(run_id)
     if equity.empty:
-        raise BotError(f"run {run_id} has no equity points yet: nothing to report")
+        raise BotError(f"run {run_id} has no equity points yet: nothing to report{_sweep_hint(log, run_id)}")
     market = market or load_run_market(
         run["config"] or {}, bool(run["synthetic"]), config_path, data_source=run["data_source"]
     )

@@ -1,0 +1,203 @@
+"""Where a sweep's combinations run: a process pool on this machine (the default) or a
+Dask distributed cluster (`--cluster tcp://host:8786`). Both take the market once per
+worker, never a file path to reload, and hand back each outcome as it completes; a
+combination that fails, or whose worker dies, comes back as a failed outcome.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Protocol
+
+from bot.data.base import MarketData
+from bot.errors import BotError
+from bot.sweep.variant import VariantOutcome, VariantTask, failed_outcome, run_variant
+
+CONNECT_TIMEOUT_S = 10
+WORKERS_TIMEOUT_S = 30
+
+
+class Executor(Protocol):
+    label: str
+
+    def outcomes(self, market: MarketData, tasks: Sequence[VariantTask]) -> Iterator[VariantOutcome]:
+        """Run every task; yield each outcome as it completes."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def default_workers() -> int:
+    """The cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+# --------------------------------------------------------------------- local processes
+
+_MARKET: MarketData | None = None  # a pool worker's copy, set once by _init_worker
+
+
+def _init_worker(market: MarketData) -> None:
+    """In each pool process: keep the market (inherited by fork, not reloaded), leave
+    Ctrl-C to the parent, and die with it."""
+    global _MARKET
+    _MARKET = market
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        from bot.runner import _die_with_parent
+
+        _die_with_parent()
+
+
+def _run_in_pool(task: VariantTask) -> VariantOutcome:
+    assert _MARKET is not None, "pool worker started without its market"
+    return run_variant(_MARKET, task)
+
+
+class LocalPool:
+    """A process pool of `workers` processes. On Linux they fork from this process after
+    the data is loaded and share it copy-on-write; elsewhere each gets one pickled copy."""
+
+    def __init__(self, workers: int) -> None:
+        if workers < 1:
+            raise BotError(f"--workers {workers}: expected 1 or more")
+        self.workers = workers
+        self.label = f"local process pool, {workers} worker(s)"
+        self._pool: ProcessPoolExecutor | None = None
+
+    def outcomes(self, market: MarketData, tasks: Sequence[VariantTask]) -> Iterator[VariantOutcome]:
+        method = "fork" if sys.platform.startswith("linux") else "spawn"
+        self._pool = ProcessPoolExecutor(
+            max_workers=min(self.workers, max(len(tasks), 1)),
+            mp_context=multiprocessing.get_context(method),
+            initializer=_init_worker,
+            initargs=(market,),
+        )
+        pending: dict[Future[VariantOutcome], VariantTask] = {
+            self._pool.submit(_run_in_pool, task): task for task in tasks
+        }
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                task = pending.pop(future)
+                yield _result(future, task)
+
+    def close(self) -> None:
+        """Drop what has not started; a running combination finishes (or dies with us)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+def _result(future: Future[VariantOutcome], task: VariantTask) -> VariantOutcome:
+    try:
+        return future.result()
+    except BrokenProcessPool as exc:
+        return failed_outcome(task, f"a worker process died (killed, or out of memory?): {exc}")
+    except Exception as exc:  # e.g. an outcome that could not be pickled
+        return failed_outcome(task, exc)
+
+
+# --------------------------------------------------------------------- Dask distributed
+
+
+class DaskCluster:
+    """A Dask distributed cluster at `address` (a `dask scheduler`, with `dask worker`s
+    that have this same version of the bot installed). The market is scattered to every
+    worker once; each combination is one task."""
+
+    def __init__(self, address: str) -> None:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise BotError(
+                "--cluster needs Dask distributed: pip install 'leverbot[cluster]'"
+            ) from None
+        try:
+            self.client = Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise BotError(
+                f"--cluster {address}: cannot reach a Dask scheduler there within "
+                f"{CONNECT_TIMEOUT_S} s ({exc}); expected e.g. tcp://host:8786"
+            ) from None
+        try:
+            self._check_workers(address)
+        except BaseException:
+            self.client.close()
+            raise
+        workers = len(self.client.scheduler_info(n_workers=-1)["workers"])
+        self.label = f"dask {address}, {workers} worker(s)"
+
+    def _check_workers(self, address: str) -> None:
+        """At least one worker, each running this exact version of the bot: results must
+        be those `bot backtest` gives here."""
+        from bot.runner import code_version
+
+        try:
+            self.client.wait_for_workers(1, timeout=WORKERS_TIMEOUT_S)
+        except TimeoutError:
+            raise BotError(
+                f"--cluster {address}: no Dask worker joined the scheduler within "
+                f"{WORKERS_TIMEOUT_S} s (start one with `dask worker {address}`)"
+            ) from None
+        here = code_version()
+        try:
+            versions: dict[str, Any] = self.client.run(_worker_version)
+        except Exception as exc:
+            raise BotError(
+                f"--cluster {address}: the workers cannot run the bot ({type(exc).__name__}: "
+                f"{exc}); install this version of leverbot on every worker"
+            ) from None
+        wrong = {worker: v for worker, v in versions.items() if v != here}
+        if wrong:
+            listed = ", ".join(f"{w} has {v}" for w, v in sorted(wrong.items()))
+            raise BotError(
+                f"--cluster {address}: every worker needs leverbot {here} (this one): {listed}"
+            )
+
+    def outcomes(self, market: MarketData, tasks: Sequence[VariantTask]) -> Iterator[VariantOutcome]:
+        from distributed import as_completed
+
+        shared = self.client.scatter(market, broadcast=True, hash=False)
+        futures = {
+            self.client.submit(run_variant, shared, task, pure=False): task for task in tasks
+        }
+        self._futures = list(futures)
+        for future in as_completed(futures, loop=self.client.loop):
+            task = futures[future]
+            try:
+                yield future.result()
+            except Exception as exc:  # KilledWorker, a lost connection...
+                yield failed_outcome(task, exc)
+            finally:
+                future.release()
+
+    def close(self) -> None:
+        futures = getattr(self, "_futures", [])
+        if futures:
+            self.client.cancel(futures)
+        self.client.close()
+
+
+def _worker_version() -> str:
+    from bot.runner import code_version
+
+    return code_version()
+
+
+def open_executor(cluster: str | None, workers: int | None) -> Executor:
+    """The executor the options ask for; --workers is for the local pool only."""
+    if cluster:
+        if workers is not None:
+            raise BotError("--workers sizes the local pool; a --cluster has its own workers")
+        return DaskCluster(cluster)
+    return LocalPool(workers if workers is not None else default_workers())

@@ -1,0 +1,324 @@
+"""`bot sweep` end to end on the synthetic market (and real data): each combination is
+exactly the `bot backtest` of the same overrides, ranked by its metric, recorded as a
+run tagged with the sweep; a failed combination, a dead worker or Ctrl-C does not lose
+the rest; walk-forward picks on training windows only and stitches test windows only."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from rich.console import Console
+
+import bot.sweep.executors
+import bot.sweep.runner
+from bot.backtest import run_backtest
+from bot.data.base import MarketData, PriceHistory
+from bot.data.synthetic import synthetic_market
+from bot.metrics import performance
+from bot.store.sweeps import load_sweep, load_sweep_runs
+from bot.store.tradelog import TradeLog
+from bot.sweep.grid import with_overrides
+from bot.sweep.runner import SweepOptions, run_sweep
+from bot.sweep.variant import DiscardingLog, detached_log
+from tests.conftest import CONFIG
+from tests.test_cli_errors import run_cli
+
+SPAN = ["--start", "2016-01-04", "--end", "2016-08-31"]
+GRID = ["--grid", "risk.vol_high=1.25,2", "--grid", "rebalance.every_days=2,8"]
+
+
+def sweep(capsys, db: str, *args: str, synthetic: bool = True) -> tuple[int, str, str]:
+    extra = ["--synthetic"] if synthetic else []
+    return run_cli(capsys, "sweep", "--config", str(CONFIG), *extra, "--database", db, *args)
+
+
+def backtest(capsys, db: str, params: dict, *args: str) -> int:
+    """`bot backtest` of one combination, by the --set flags a user would type; its run id."""
+    sets = [w for key, value in params.items() for w in ("--set", f"{key}={value}")]
+    code, _, err = run_cli(
+        capsys, "backtest", "--config", str(CONFIG), "--no-charts", "--database", db, *args, *sets
+    )
+    assert code == 0, err
+    log = TradeLog.open_readonly(db)
+    run_id = int(log.runs()["id"].max())
+    log.close()
+    return run_id
+
+
+def stored(db: str, sweep_id: int = 1):
+    log = TradeLog.open_readonly(db)
+    try:
+        return load_sweep(log.engine, sweep_id), load_sweep_runs(log.engine, sweep_id)
+    finally:
+        log.close()
+
+
+def run_row(db: str, run_id: int) -> pd.Series:
+    log = TradeLog.open_readonly(db)
+    runs = log.runs().set_index("id")
+    log.close()
+    return runs.loc[run_id]
+
+
+def final_equity(db: str, run_id: int) -> float:
+    log = TradeLog.open_readonly(db)
+    equity = log.load_equity(run_id)
+    log.close()
+    return float(equity["equity"].iloc[-1])
+
+
+def test_each_combination_is_the_backtest_of_its_overrides_ranked_and_recorded(
+    capsys, tmp_path: Path
+) -> None:
+    db = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    code, out, err = sweep(capsys, db, *SPAN, *GRID, "--workers", "2")
+    assert code == 0, err
+    row, runs = stored(db)
+    assert row["status"] == "finished" and row["metric"] == "sharpe" and row["record"] == "summary"
+    assert row["grid"] == [["risk.vol_high", [1.25, 2]], ["rebalance.every_days", [2, 8]]]
+    assert runs["params"].tolist() == [
+        {"risk.vol_high": a, "rebalance.every_days": b} for a in (1.25, 2) for b in (2, 8)
+    ]
+    assert (runs["status"] == "finished").all() and runs["error"].isna().all()
+    for run_id, params in zip(runs["run_id"], runs["params"], strict=True):
+        config = run_row(db, run_id)["config"]
+        assert config["risk"]["vol_high"] == params["risk.vol_high"]
+        assert config["rebalance"]["every_days"] == params["rebalance.every_days"]
+
+    # Ranked by Sharpe, best first, as stored in each run's summary; printed in that order.
+    result = row["result"]
+    by_sharpe = runs.sort_values("summary", key=lambda s: s.map(lambda x: -x["sharpe"]))
+    assert [r["run_id"] for r in result["ranking"]] == by_sharpe["run_id"].tolist()
+    assert [r["rank"] for r in result["ranking"]] == [1, 2, 3, 4]
+    lines = [line for line in out.splitlines() if line.startswith("│")]
+    assert [int(line.split("│")[2]) for line in lines] == by_sharpe["run_id"].tolist()
+
+    # The best, re-run on its own by `bot backtest --set`: the same numbers. (--no-benchmarks:
+    # the synthetic market draws each symbol on its own, so the prices are those the sweep
+    # loaded with the reference portfolios' symbols.)
+    best = result["ranking"][0]
+    alone = backtest(capsys, db, best["params"], "--synthetic", "--no-benchmarks", *SPAN)
+    assert final_equity(db, alone) == best["final_equity"]
+    assert run_row(db, alone)["summary"] == run_row(db, best["run_id"])["summary"]
+
+    out_dir = tmp_path / "reports" / "sweep-1"
+    heatmap = (out_dir / "heatmap.png").read_bytes()
+    assert heatmap[:8] == b"\x89PNG\r\n\x1a\n" and len(heatmap) > 5_000
+    ranking = pd.read_csv(out_dir / "ranking.csv")
+    assert ranking["run_id"].tolist() == by_sharpe["run_id"].tolist()
+    assert json.loads((out_dir / "sweep.json").read_text())["ranking"] == result["ranking"]
+    log = TradeLog.open_readonly(db)  # summary: no per-day records for sweep runs
+    assert log.load_equity(int(runs["run_id"].iloc[0])).empty
+    log.close()
+    code, _, err = run_cli(capsys, "report", "--run", str(runs["run_id"].iloc[0]),
+                           "--database", db, "--no-charts")
+    assert code == 2 and "a combination of sweep 1, which kept its summary only" in err
+
+
+def test_a_summary_run_keeps_nothing_and_decides_exactly_as_with_a_real_log(settings) -> None:
+    """--record summary drops the engine's records as they come; the engine never reads
+    them back, so every equity point and fill is the same as with a recording log."""
+    market = synthetic_market([*settings.symbols, "SPY"], "2015-01-02", "2016-06-30", seed=7)
+    config = with_overrides(settings, [("backtest.start", "2015-06-01")], "test")
+    kept, dropped = detached_log(1), DiscardingLog(1)
+    a = run_backtest(config, market, kept, order_prefix="bt1")
+    b = run_backtest(config, market, dropped, order_prefix="bt1")
+    assert a.equity.tolist() == b.equity.tolist() and a.fills == b.fills and len(a.fills) > 50
+    assert kept._pending() and not dropped._pending()  # a new record method would show here
+
+
+def test_record_full_keeps_everything_bot_backtest_records(capsys, tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    span = ["--start", "2016-01-04", "--end", "2016-06-30"]
+    code, _, err = sweep(capsys, db, *span, "--grid", "risk.vol_high=1.25,2", "--record", "full",
+                         "--no-charts")
+    assert code == 0, err
+    _, runs = stored(db)
+    swept = int(runs["run_id"].iloc[1])
+    alone = backtest(capsys, db, {"risk.vol_high": 2}, "--synthetic", "--no-benchmarks", *span)
+    log = TradeLog.open_readonly(db)
+    for load in (log.load_equity, log.load_orders, log.load_fills, log.load_targets,
+                 log.load_risk_events, log.load_regimes, log.load_positions):
+        mine, theirs = load(swept), load(alone)
+        assert len(mine) == len(theirs) > 0, load.__name__
+    a, b = log.load_fills(swept), log.load_fills(alone)
+    assert a["price"].tolist() == b["price"].tolist()
+    assert a["client_order_id"].str.startswith(f"bt{swept}-").all()  # its own order ids
+    log.close()
+    assert not (tmp_path / "reports" / "sweep-1" / "heatmap.png").exists()  # one parameter
+
+
+def test_a_failed_combination_is_reported_and_the_others_still_count(
+    capsys, tmp_path: Path
+) -> None:
+    """The second start leaves no trading day before the end (4 July is a holiday): that
+    combination fails in the engine, as `bot backtest` would; the sweep goes on."""
+    db = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    code, out, err = sweep(capsys, db, "--end", "2016-07-04",
+                           "--grid", "backtest.start=2016-01-04,2016-07-02", "--no-charts")
+    assert code == 1
+    assert "holds fewer than 2 trading days" in out  # in the table
+    row, runs = stored(db)
+    assert row["status"] == "finished"
+    assert runs["status"].tolist() == ["finished", "failed"]
+    assert pd.isna(runs["error"].iloc[0])
+    assert runs["error"].iloc[1].startswith("backtest span 2016-07-02..2016-07-04 holds fewer")
+    ranking = row["result"]["ranking"]
+    assert [(r["rank"], r["error"] is None) for r in ranking] == [(1, True), (None, False)]
+
+
+def test_a_dead_worker_fails_its_combinations_not_the_sweep(
+    capsys, tmp_path: Path, monkeypatch
+) -> None:
+    """A worker killed outright (out of memory, a crash in a library) breaks the pool:
+    what it left undone is failed and said so, what was done is kept."""
+    real = bot.sweep.executors.run_variant
+
+    def dies_on_the_second(market, task):
+        if task.position == 1:
+            os._exit(9)
+        return real(market, task)
+
+    monkeypatch.setattr(bot.sweep.executors, "run_variant", dies_on_the_second)  # forked workers inherit it
+    db = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    code, _, _ = sweep(capsys, db, "--start", "2016-01-04", "--end", "2016-03-31",
+                       "--grid", "rebalance.every_days=2,4,8", "--workers", "1", "--no-charts")
+    assert code == 1
+    row, runs = stored(db)
+    assert row["status"] == "finished"
+    assert runs["status"].tolist()[0] == "finished"
+    assert runs["status"].tolist()[1] == "failed"
+    assert "a worker process died" in runs["error"].iloc[1]
+    assert "running" not in runs["status"].tolist()
+
+
+def test_an_interrupted_sweep_leaves_nothing_running(capsys, tmp_path: Path, monkeypatch) -> None:
+    real = bot.sweep.runner.RunCloser.add
+    calls = []
+
+    def interrupted(closer, outcome):
+        calls.append(outcome)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real(closer, outcome)
+
+    monkeypatch.setattr(bot.sweep.runner.RunCloser, "add", interrupted)
+    db = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    code, _, _ = sweep(capsys, db, "--start", "2016-01-04", "--end", "2016-03-31",
+                       "--grid", "rebalance.every_days=2,3,4,8", "--workers", "1", "--no-charts")
+    assert code == 130
+    row, runs = stored(db)
+    assert row["status"] == "failed" and row["finished_at"] is not None
+    assert runs["status"].tolist() == ["finished", "failed", "failed", "failed"]
+
+
+WF_SPAN = ["--start", "2014-01-02", "--end", "2015-12-31"]
+WF_GRID = ["--grid", "risk.vol_high=1.25,2", "--grid", "rebalance.every_days=2,8"]
+
+
+def test_walk_forward_picks_on_training_windows_and_stitches_test_windows(
+    capsys, tmp_path: Path
+) -> None:
+    """Checked against the equity each run stored: the pick of every window is the best
+    Sharpe inside its training window, and the curve is the picks' test-window returns."""
+    db = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    code, out, err = sweep(capsys, db, *WF_SPAN, *WF_GRID, "--walk-forward", "6m:3m",
+                           "--record", "full")
+    assert code == 0, err
+    row, runs = stored(db)
+    wf = row["result"]["walk_forward"]
+    assert row["walk_forward"] == "6m:3m" and wf["spec"] == "6m:3m" and "Walk-forward 6m:3m" in out
+    log = TradeLog.open_readonly(db)
+    equity = {int(r): log.load_equity(int(r))["equity"] for r in runs["run_id"]}
+    log.close()
+    days = next(iter(equity.values())).index
+    windows = wf["windows"]
+    assert len(windows) == 6
+    previous_end = None
+    for w in windows:
+        train = slice(pd.Timestamp(w["train"][0]), pd.Timestamp(w["train"][1]))
+        test_start, test_end = (pd.Timestamp(d) for d in w["test"])
+        assert pd.Timestamp(w["train"][1]) < test_start  # out of sample
+        assert days[days.get_loc(test_start) - 1] == pd.Timestamp(w["train"][1])  # right after
+        if previous_end is not None:  # contiguous, never overlapping
+            assert days[days.get_loc(previous_end) + 1] == test_start
+        previous_end = test_end
+        scores = {run: performance(eq.loc[train])["sharpe"] for run, eq in equity.items()}
+        assert w["run_id"] == max(scores, key=lambda r: (scores[r], -r))
+    assert previous_end == days[-1]
+
+    curve = pd.read_csv(tmp_path / "reports" / "sweep-1" / "walk_forward.csv",
+                        index_col="day", parse_dates=True)["equity"]
+    expected = [100_000.0]
+    for w in windows:
+        eq = equity[w["run_id"]]
+        lo, hi = days.get_loc(pd.Timestamp(w["test"][0])), days.get_loc(pd.Timestamp(w["test"][1]))
+        expected.extend(expected[-1] * np.cumprod(eq.iloc[lo : hi + 1].to_numpy() / eq.iloc[lo - 1 : hi].to_numpy()))
+    assert curve.index[0] == pd.Timestamp(windows[0]["train"][1])
+    assert curve.index[1] == pd.Timestamp(windows[0]["test"][0]) and curve.index[-1] == days[-1]
+    np.testing.assert_allclose(curve.to_numpy(), expected, rtol=1e-12)
+    assert wf["final_equity"] == pytest.approx(expected[-1], rel=1e-12)
+    assert wf["summary"]["start"] == windows[0]["train"][1]
+    assert (tmp_path / "reports" / "sweep-1" / "walk_forward.png").is_file()
+
+
+def _future_changed(market: MarketData, cut: np.datetime64) -> MarketData:
+    """The same market with every price from `cut` on shaken by a random walk."""
+    p = market.prices
+    k = int(np.searchsorted(p.dates, cut))
+    rng = np.random.default_rng(3)
+    shake = np.ones_like(p.close)
+    shake[k:] = np.cumprod(1 + rng.normal(0, 0.03, size=(len(p.dates) - k, p.close.shape[1])), axis=0)
+    prices = PriceHistory(p.dates, p.symbols, p.close * shake, p.open * shake, p.filled)
+    return replace(market, prices=prices)
+
+
+def test_walk_forward_picks_do_not_see_the_future(tmp_path: Path, monkeypatch) -> None:
+    """Prices changed from the third test window on leave the first three windows' training
+    scores (so their picks) and the curve before the change exactly as they were: nothing
+    after a training window reaches its pick. Later scores and the later curve do change,
+    so the change had teeth."""
+    def options(name: str) -> SweepOptions:
+        return SweepOptions(
+            config=CONFIG, grid=tuple(WF_GRID[1::2]), walk_forward="6m:3m", start=WF_SPAN[1],
+            end=WF_SPAN[3], synthetic=True, database=f"sqlite:///{tmp_path / name}",
+            charts=False, workers=2,
+        )
+
+    console = Console(file=open(os.devnull, "w"), width=200)  # noqa: SIM115
+    before = run_sweep(options("a.sqlite"), console)
+    cut = np.datetime64(before.walk_forward["windows"][2]["test"][0])
+    real = bot.sweep.runner.market_for
+    monkeypatch.setattr(bot.sweep.runner, "market_for",
+                        lambda *args: _future_changed(real(*args), cut))
+    after = run_sweep(options("b.sqlite"), console)
+
+    first, second = (r.walk_forward["windows"] for r in (before, after))
+    for a, b in zip(first[:3], second[:3], strict=True):  # every score, not just the pick
+        assert a["scores"] == b["scores"] and a["params"] == b["params"]
+    assert first[3]["scores"] != second[3]["scores"]
+    early = before.curve.index < pd.Timestamp(cut)
+    np.testing.assert_array_equal(before.curve[early], after.curve[early])
+    assert not np.allclose(before.curve[~early], after.curve[~early])
+
+
+def test_real_data_combinations_equal_bot_backtest(capsys, tmp_path: Path, shared_data) -> None:
+    db = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    span = ["--start", "2020-01-02", "--end", "2020-12-31", "--data-dir", str(shared_data)]
+    code, _, err = sweep(capsys, db, *span, "--grid", "risk.vol_high=1.25,2",
+                         "--grid", "risk.stop_alpha=2,3", synthetic=False)
+    assert code == 0, err
+    row, runs = stored(db)
+    assert not row["synthetic"] and "SYNTHETIC" not in row["data_source"]
+    ranking = row["result"]["ranking"]
+    assert len({r["final_equity"] for r in ranking}) == 4  # the values do change the runs
+    for entry in (ranking[0], ranking[-1]):
+        alone = backtest(capsys, db, entry["params"], *span)
+        assert final_equity(db, alone) == entry["final_equity"]
+        assert run_row(db, alone)["summary"] == run_row(db, entry["run_id"])["summary"]

@@ -1,0 +1,130 @@
+"""`--grid` and `--set`: values read like TOML, every combination validated by the same
+settings as a config file, and a bad one refused before any data is loaded, with the
+field, the value and the combination named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.config import load_settings
+from bot.errors import BotError, ConfigError
+from bot.sweep.grid import (
+    expand,
+    format_value,
+    parse_assignment,
+    parse_axis,
+    parse_grid,
+    parse_value,
+)
+from tests.conftest import CONFIG
+from tests.test_cli_errors import run_cli
+
+
+@pytest.fixture(scope="module")
+def base():
+    return load_settings(CONFIG)
+
+
+def test_values_are_read_like_toml_and_bare_words_stay_text() -> None:
+    assert parse_axis("risk.vol_high=1.25, 1.5,2").values == (1.25, 1.5, 2)
+    assert parse_axis("strategy.weighting=erc,inverse_vol").values == ("erc", "inverse_vol")
+    assert parse_axis("strategy.var_adjust=true,false").values == (True, False)
+    axis = parse_axis('risk.rules=["volatility","stops"],[]')  # commas inside a list stay
+    assert axis.values == (["volatility", "stops"], [])
+    assert parse_axis("backtest.start=2012-01-03").values == ("2012-01-03",)  # dates stay text
+    assert parse_assignment("risk.rules=[\"stops\"]") == ("risk.rules", ["stops"])
+
+
+def test_combinations_vary_the_first_grid_slowest_and_set_the_fields(base) -> None:
+    variants = expand(
+        base, parse_grid(["risk.vol_high=1.25,2", "rebalance.every_days=2,8"]), "cfg"
+    )
+    assert [v.params for v in variants] == [
+        {"risk.vol_high": 1.25, "rebalance.every_days": 2},
+        {"risk.vol_high": 1.25, "rebalance.every_days": 8},
+        {"risk.vol_high": 2, "rebalance.every_days": 2},
+        {"risk.vol_high": 2, "rebalance.every_days": 8},
+    ]
+    last = variants[-1].settings
+    assert (last.risk.vol_high, last.rebalance.every_days) == (2.0, 8)
+    assert last.risk.vol_low == base.risk.vol_low  # everything else is the file's
+    assert len({v.settings.fingerprint() for v in variants}) == 4
+
+
+def test_every_bad_value_is_named_once_with_a_combination_that_has_it(base) -> None:
+    axes = parse_grid(["risk.vol_high=0.5,1.5", "risk.drawdown_exit=0.05,0.2"])
+    with pytest.raises(ConfigError) as refused:
+        expand(base, axes, "cfg.toml")
+    problems = refused.value.problems
+    assert problems[0] == (
+        "risk.vol_high: Input should be greater than 1 (got 0.5) "
+        "[with risk.vol_high=0.5, risk.drawdown_exit=0.05]"
+    )
+    assert any(
+        "drawdown_exit must be below drawdown_enter (got exit 0.2 >= enter 0.1)" in p
+        and p.endswith("[with risk.vol_high=1.5, risk.drawdown_exit=0.2]")
+        for p in problems
+    )
+    assert len(problems) == len(set(problems)) == 2
+    assert "cfg.toml with the --grid values" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("specs", "message"),
+    [
+        (["risk.vol_high"], "--grid 'risk.vol_high': expected KEY=V1,V2,..."),
+        (["risk.vol_high=1,,2"], "an empty value"),
+        (["risk.vol_high=1.5,1.5"], "--grid risk.vol_high: the value 1.5 is given twice"),
+        (["risk.vol_high=1.5", "risk.vol_high=2"], "given more than once"),
+        (["risk=1", "risk.vol_high=2"], "--grid risk and --grid risk.vol_high set the same field"),
+        (["data.directory=a,b"], "cannot vary in a sweep: the data is loaded once"),
+        (["store.url=sqlite://"], "every run of a sweep goes to one trade log"),
+    ],
+)
+def test_malformed_grids_are_refused(specs, message) -> None:
+    with pytest.raises(BotError) as refused:
+        parse_grid(specs)
+    assert message in str(refused.value)
+
+
+def test_walk_forward_refuses_a_grid_over_the_span() -> None:
+    parse_grid(["backtest.start=2012-01-03,2013-01-02"])  # fine without walk-forward
+    with pytest.raises(BotError, match="cannot vary with --walk-forward"):
+        parse_grid(["backtest.start=2012-01-03,2013-01-02"], walk_forward=True)
+
+
+def test_a_bad_grid_fails_the_command_before_any_work(capsys, tmp_path: Path) -> None:
+    db = tmp_path / "log.sqlite"
+    code, _, err = run_cli(
+        capsys, "sweep", "--config", str(CONFIG), "--synthetic", "--database", f"sqlite:///{db}",
+        "--grid", "risk.vol_high=1.5,0.9", "--grid", "risk.vol_hgih=2",
+    )
+    assert code == 2
+    assert "risk.vol_high: Input should be greater than 1 (got 0.9)" in err
+    assert "risk.vol_hgih: Extra inputs are not permitted (got 2)" in err
+    assert "Traceback" not in err
+    assert not db.exists()  # refused before the trade log was opened
+
+
+def test_bot_backtest_set_is_validated_like_the_file(capsys, tmp_path: Path) -> None:
+    code, _, err = run_cli(
+        capsys, "backtest", "--config", str(CONFIG), "--synthetic", "--no-charts",
+        "--database", f"sqlite:///{tmp_path / 'log.sqlite'}", "--set", "rebalance.every_days=0",
+    )
+    assert code == 2
+    assert "rebalance.every_days: Input should be greater than or equal to 1 (got 0)" in err
+    code, _, err = run_cli(capsys, "backtest", "--set", "every_days")
+    assert code == 2 and "--set 'every_days': expected KEY=VALUE" in err
+
+
+@pytest.mark.parametrize(
+    "value",
+    [1.5, 2, True, "erc", ["volatility", "stops"], [], {"leverage": 1, "role": "bond"}, "1.5",
+     "true", "2016-01-04"],
+)
+def test_values_are_shown_as_they_are_typed_back(value) -> None:
+    """The tables and the `bot backtest --set` line of the best combination print values
+    that read back as the same value ("1.5" the text stays quoted, not the number)."""
+    assert parse_value(format_value(value)) == value
