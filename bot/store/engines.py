@@ -18,6 +18,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from bot.errors import BotError
 
 BUSY_TIMEOUT_MS = 5000
+#: how long opening a trade log waits for another process creating or upgrading its schema
+SCHEMA_LOCK_TIMEOUT_S = 60
 URL_EXAMPLES = "sqlite:///var/tradelog.sqlite or postgresql+psycopg://user:password@host/db"
 # user:password@ in text SQLAlchemy cannot parse: masked by pattern instead, up to the
 # last @ (a password may hold one; masking too much is the safe side).
@@ -91,7 +93,10 @@ def sqlite_file(url: str | URL) -> Path | None:
 
 
 def _writer_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """WAL lets readers work while the daemon writes; SQLite leaves foreign keys off by default."""
+    """WAL lets readers work while the daemon writes; SQLite leaves foreign keys off by default.
+
+    The connection is opened with a busy timeout of SCHEMA_LOCK_TIMEOUT_S: switching a new
+    file to WAL waits for another process that is creating the schema in it."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -117,7 +122,7 @@ def writer_engine(url: str) -> sa.Engine:
     path = sqlite_file(parsed)
     if path is not None and not (parsed.database or "").startswith("file:"):
         _make_parent(path, url)
-    engine = _create_engine(parsed)
+    engine = _create_engine(parsed, connect_args={"timeout": SCHEMA_LOCK_TIMEOUT_S})
     sa.event.listen(engine, "connect", _writer_pragmas)
     return _connected(engine, url)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import shlex
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,7 +24,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
 from bot.errors import BotError
-from bot.store.engines import mask_url, writer_engine
+from bot.store.engines import BUSY_TIMEOUT_MS, SCHEMA_LOCK_TIMEOUT_S, mask_url, writer_engine
 from bot.store.models import Base
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -30,6 +32,8 @@ TABLES = frozenset(Base.metadata.tables)
 # Tables of trade logs created before migrations existed (by create_all); see `_adopt`.
 PRE_MIGRATION_TABLES = TABLES - {"strategy_state", "macro_observations"}
 INITIAL_REVISION = "0001"
+#: pg_advisory_xact_lock key of schema changes (any fixed number; "lvrbot" in ASCII)
+SCHEMA_LOCK_KEY = 0x6C7672626F74
 
 
 class SchemaOutdated(BotError):
@@ -92,8 +96,18 @@ def schema_state(conn: sa.Connection, location: Path = MIGRATIONS) -> SchemaStat
 
 
 def ensure_current(engine: sa.Engine, url: str, location: Path = MIGRATIONS) -> SchemaState:
-    """Create the schema in an empty database; refuse one at another revision."""
-    with engine.begin() as conn:
+    """Create the schema in an empty database; refuse one at another revision.
+
+    Two processes opening a new database at once (the daemon and a backtest, two
+    backtests) would both see it empty and both create the tables: the second fails with
+    'already exists' or, seeing half the tables, is told to run `bot db upgrade`. So the
+    state is read again, and the schema created, under a database-wide lock held until the
+    creation commits: whoever comes second finds the schema complete."""
+    with engine.connect() as conn:  # the usual case, current already: no lock needed
+        state = schema_state(conn, location)
+    if state.up_to_date:
+        return state
+    with schema_lock(engine) as conn:
         state = schema_state(conn, location)
         if state.up_to_date:
             return state
@@ -101,6 +115,29 @@ def ensure_current(engine: sa.Engine, url: str, location: Path = MIGRATIONS) -> 
             command.upgrade(alembic_config(conn, location), "head")
             return SchemaState(state.head, state.head, TABLES)
     raise _mismatch(url, state, location)
+
+
+@contextmanager
+def schema_lock(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A transaction that holds the database's schema lock until it ends.
+
+    SQLite: BEGIN IMMEDIATE takes the write lock at once (pysqlite would otherwise run the
+    DDL outside any transaction, table by table, for others to see half done); waiters
+    queue on the busy timeout, raised for the creation. PostgreSQL: a transaction-level
+    advisory lock (DDL is transactional there, and the lock ends with the transaction)."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={SCHEMA_LOCK_TIMEOUT_S * 1000}")
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                yield conn
+            finally:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        else:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{SCHEMA_LOCK_TIMEOUT_S}s'")
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            yield conn
 
 
 def check_current(engine: sa.Engine, url: str, location: Path = MIGRATIONS) -> SchemaState:
@@ -132,7 +169,7 @@ def _mismatch(url: str, state: SchemaState, location: Path) -> BotError:
 
 def upgrade(engine: sa.Engine, location: Path = MIGRATIONS) -> tuple[str | None, str]:
     """Migrate to head; a database from before migrations is adopted first. Returns (from, to)."""
-    with engine.begin() as conn:
+    with schema_lock(engine) as conn:
         state = schema_state(conn, location)
         config = alembic_config(conn, location)
         adopted = state.current is None and bool(state.tables)
