@@ -25,6 +25,7 @@ from bot.data.base import RISK_FREE, MarketData
 from bot.data.history import load_history
 from bot.reference import reference_settings, reference_symbols
 from bot.report import RunSeries, build_report, render_table, write_charts, write_json
+from bot.store.engines import mask_url
 from bot.store.locate import report_dir
 from bot.store.tradelog import TradeLog
 
@@ -70,7 +71,7 @@ def start_run(
         mode=mode,
         strategy=settings.strategy.name,
         config_hash=settings.fingerprint(),
-        config=settings.model_dump(mode="json"),
+        config=settings.stored_dict(),
         code_version=code_version(),
         data_source=data_source,
         synthetic=synthetic,
@@ -168,7 +169,7 @@ def _backtest(options: BacktestOptions) -> int:
                 "weighting": weighting,
                 "fill_model": settings.backtest.fill,
                 "code_version": code_version(),
-                "database": url.split("?")[0] if url.startswith("sqlite") else "postgresql",
+                "database": mask_url(url.split("?")[0]) if url.startswith("sqlite") else "postgresql",
             },
         )
         tradelog.finish_run("finished", dt.datetime.now(dt.UTC), summary=report["summary"][0])
