@@ -14,6 +14,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=8050, help="port on 127.0.0.1 (default 8050)")
     parser.add_argument("--run", type=int, help="run id (default: the latest run, followed live)")
     parser.add_argument("--refresh", type=int, default=30, help="seconds between page reloads")
+    parser.add_argument(
+        "--allow-host", action="append", default=[], metavar="NAME",
+        help="also answer requests for this host name (besides 127.0.0.1, localhost, ::1)",
+    )
     parser.set_defaults(func=_cmd_dashboard)
 
 
@@ -23,7 +27,8 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
     url = database_url(args.config, args.database)
     server = make_server(
-        url, port=args.port, run=args.run, refresh=max(args.refresh, 2), config_path=Path(args.config)
+        url, port=args.port, run=args.run, refresh=max(args.refresh, 2), config_path=Path(args.config),
+        allowed_hosts=frozenset(args.allow_host),
     )
     print(f"dashboard of {mask_url(url)} on http://{HOST}:{server.server_address[1]}/ (Ctrl-C stops)")
     try:

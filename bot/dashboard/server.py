@@ -1,7 +1,10 @@
 """The dashboard's HTTP server: stdlib, loopback only, GET only, read-only database.
 
 Bound to 127.0.0.1 because the page shows an account's positions and has no login;
-reach it from elsewhere through an SSH tunnel.
+reach it from elsewhere through an SSH tunnel. Binding to loopback is not enough on its
+own: a web page can point a name it controls at 127.0.0.1 (DNS rebinding) and read the
+answers as same-origin. So a request must name a loopback host (or one configured) in
+its Host header, and every answer forbids framing, sniffing, scripts and referrers.
 """
 
 from __future__ import annotations
@@ -25,17 +28,52 @@ log = structlog.get_logger(__name__)
 
 HOST = "127.0.0.1"
 MAX_PORT = 65535
+#: Host header names always accepted: a browser on this machine or an SSH tunnel to it
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+#: The page is self-contained (inline CSS and SVG, no script, no request elsewhere).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def host_name(header: str | None) -> str | None:
+    """The host name of a Host header ('[::1]:8050' -> '::1'), lower-cased, without a
+    trailing dot; None if there is none or it is malformed."""
+    if not header:
+        return None
+    text = header.strip().lower()
+    if text.startswith("["):
+        name, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return None
+    else:
+        name, colon, port = text.rpartition(":")
+        if not colon:
+            name = text
+        elif not port.isdigit():
+            return None
+    name = name.rstrip(".")
+    return name or None
 
 
 class DashboardServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, port: int, tradelog: TradeLog, run: int | None, refresh: int,
-                 markets: MarketCache) -> None:
+                 markets: MarketCache, allowed_hosts: frozenset[str] = frozenset()) -> None:
         self.tradelog = tradelog
         self.run = run
         self.refresh = refresh
         self.markets = markets
+        self.allowed_hosts = LOOPBACK_NAMES | {HOST} | {h.lower().rstrip(".") for h in allowed_hosts}
         super().__init__((HOST, port), Handler)
 
 
@@ -43,6 +81,8 @@ class Handler(BaseHTTPRequestHandler):
     server: DashboardServer
 
     def do_GET(self) -> None:
+        if not self._host_allowed():
+            return
         path = self.path.split("?", 1)[0]
         if path not in ("/", "/api/summary"):
             self._send(HTTPStatus.NOT_FOUND, "text/plain", b"not found\n")
@@ -63,15 +103,29 @@ class Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, "text/html; charset=utf-8", render(data, self.server.refresh).encode())
 
     def do_POST(self) -> None:
-        self._send(HTTPStatus.METHOD_NOT_ALLOWED, "text/plain", b"read-only\n")
+        if self._host_allowed():
+            self._send(HTTPStatus.METHOD_NOT_ALLOWED, "text/plain", b"read-only\n")
 
     do_PUT = do_DELETE = do_PATCH = do_POST
+
+    def _host_allowed(self) -> bool:
+        """Answer only requests addressed to this server by a name it accepts; anything
+        else gets 421 and no data (a rebinding page sends its own name)."""
+        name = host_name(self.headers.get("Host"))
+        if name in self.server.allowed_hosts:
+            return True
+        log.warning("dashboard.host_refused", host=(self.headers.get("Host") or "")[:100])
+        port = self.server.server_address[1]
+        self._send(HTTPStatus.MISDIRECTED_REQUEST, "text/plain; charset=utf-8",
+                   f"unknown Host header; open http://{HOST}:{port}/\n".encode())
+        return False
 
     def _send(self, status: HTTPStatus, content_type: str, body: bytes) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
+        for name, value in SECURITY_HEADERS.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
@@ -80,14 +134,17 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def make_server(
-    url: str, *, port: int, run: int | None, refresh: int, config_path: Path
+    url: str, *, port: int, run: int | None, refresh: int, config_path: Path,
+    allowed_hosts: frozenset[str] = frozenset(),
 ) -> DashboardServer:
-    """Open the trade log read-only and bind 127.0.0.1:`port` (0: any free port)."""
+    """Open the trade log read-only and bind 127.0.0.1:`port` (0: any free port).
+    `allowed_hosts` are Host names accepted besides the loopback ones (a name that points
+    at this machine through a tunnel or proxy)."""
     check_port(port)
     tradelog = TradeLog.open_readonly(url)
     markets = MarketCache(partial(_market, config_path=config_path))
     try:
-        return DashboardServer(port, tradelog, run, refresh, markets)
+        return DashboardServer(port, tradelog, run, refresh, markets, allowed_hosts)
     except OSError as exc:
         tradelog.engine.dispose()
         raise _bind_error(port, exc) from None

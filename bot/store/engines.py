@@ -16,6 +16,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from bot.errors import BotError
+from bot.store.sqlite_read import connect_for_reading, drop_if_stale
 
 BUSY_TIMEOUT_MS = 5000
 #: how long opening a trade log waits for another process creating or upgrading its schema
@@ -137,7 +138,8 @@ def _make_parent(path: Path, url: str) -> None:
 
 
 def reader_engine(url: str) -> sa.Engine:
-    """Engine that cannot write: SQLite opened with mode=ro, PostgreSQL in read-only transactions.
+    """Engine that cannot write: SQLite opened read-only (and without creating -wal or
+    -shm files, see bot.store.sqlite_read), PostgreSQL in read-only transactions.
 
     A missing SQLite file is an error here rather than a new empty database.
     """
@@ -150,11 +152,11 @@ def reader_engine(url: str) -> sa.Engine:
         raise BotError(f"{mask_url(url)}: an in-memory database has no trade log to read")
     if not path.is_file():
         raise BotError(f"no trade log at {path}: run a backtest (or the daemon) first")
-    uri = f"file:{path.resolve()}?mode=ro"
 
     def connect() -> sqlite3.Connection:
-        return sqlite3.connect(uri, uri=True, check_same_thread=False)
+        return connect_for_reading(path)
 
     engine = sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.QueuePool)
     sa.event.listen(engine, "connect", _reader_pragmas)
+    sa.event.listen(engine, "checkout", drop_if_stale)
     return _connected(engine, url)
