@@ -16,6 +16,7 @@ from bot.daemon.reconcile import reconcile
 from bot.daemon.sessions import SessionCalendar
 from bot.data.alpaca import AlpacaMarketData
 from bot.engine import build_model
+from bot.net import ALPACA_POLICY, FRED_POLICY, RetryPolicy
 from bot.secrets import load_credentials, load_endpoints
 from bot.store.tradelog import TradeLog
 
@@ -34,12 +35,17 @@ def build_live(
     *,
     live: bool,
     clock: Clock | None = None,
+    policy: RetryPolicy = ALPACA_POLICY,
+    fred_policy: RetryPolicy = FRED_POLICY,
 ) -> TradingJobs:
     """Connect to Alpaca (paper unless live and confirmed), log who we trade for, and
-    reconcile the trade log with the broker before any job runs."""
+    reconcile the trade log with the broker before any job runs. `policy` bounds the
+    retries of every Alpaca request, `fred_policy` those of FRED's downloads."""
     endpoints = load_endpoints(live=live)
     credentials = load_credentials()
-    alpaca = AlpacaBroker.connect(credentials, base_url=endpoints.trading_url, paper=endpoints.paper)
+    alpaca = AlpacaBroker.connect(
+        credentials, base_url=endpoints.trading_url, paper=endpoints.paper, policy=policy
+    )
     broker = SellsFirst(alpaca, incident=tradelog.incident)
     clock = clock or WallClock()
     mode = "paper" if endpoints.paper else "live"
@@ -54,13 +60,14 @@ def build_live(
         run=run_id,
     )
     broker.refresh()
-    data = AlpacaMarketData.connect(credentials, base_url=endpoints.data_url)
+    data = AlpacaMarketData.connect(credentials, base_url=endpoints.data_url, policy=policy)
     instance = instance_name(settings)
     ctx = DaemonContext(
         settings=settings,
         feed=AlpacaFeed(
             data, tradelog, settings.symbols, endpoints.fred_url, clock,
             lookback_days=build_model(settings).history_calendar_days,
+            fred_policy=fred_policy,
         ),
         broker=broker,
         tradelog=tradelog,
