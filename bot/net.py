@@ -167,7 +167,10 @@ class BudgetRetry(Retry):
         try:
             retry = super().increment(method, url, response, error, _pool, _stacktrace)
         except MaxRetryError:
-            self._give_up(url, response, error, _pool, _stacktrace, "attempts spent")
+            spent = len(self.history) + 1 >= self.policy.attempts
+            reason = f"all {self.policy.attempts} tries failed" if spent else "not retried"
+            _log_giving_up(method, url, reason, response, error)
+            self._give_up(url, response, error, _pool, _stacktrace, reason)
         policy = self.policy
         retry.started = self.started if self.started is not None else policy.clock()
         retry_after = retry_after_seconds(response.headers) if response is not None else None
