@@ -12,10 +12,10 @@ What SQLite (3.40) does with a read-only open, checked by tests/test_sqlite_read
 changes: its page cache never sees later commits, and a writer checkpointing into the
 file during a read would hand it a mix of old and new pages. So it is used only in the
 second case, and guarded: the connection remembers the file's identity (inode, size,
-modification time) when it opened, every statement and fetch checks it and fails rather
-than return rows read across a change, and the pool drops the connection at checkout
-once the file changed or a writer has connected (a `-wal` exists), so the next one sees
-the writer's data through `mode=ro`.
+modification time) when it opened; every statement and fetch checks that the file is
+unchanged and that no writer has connected since (a `-wal` exists), and fails rather than
+return rows that may mix old and new pages; the pool drops such a connection at checkout,
+so the next read sees the writer's data through `mode=ro`.
 """
 
 from __future__ import annotations
@@ -76,7 +76,9 @@ class SnapshotConnection(sqlite3.Connection):
         return self.unchanged() and not wal_file(self.path).exists()
 
     def check(self) -> None:
-        if not self.unchanged():
+        """Fail once a writer has connected or the file changed: a checkpoint can only
+        come from a connected writer, and a timestamp may be too coarse to show it."""
+        if not self.reusable():
             raise sqlite3.OperationalError(CHANGED)
 
 
