@@ -462,9 +462,19 @@ class Settings(_Strict):
         return tuple(self.universe)
 
     def fingerprint(self) -> str:
-        """A short hash that identifies this exact configuration in the trade log."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        """A short hash that identifies this exact configuration in the trade log (the
+        stored form: a password does not change it, nor can it be guessed from it)."""
+        blob = json.dumps(self.stored_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def stored_dict(self) -> dict:
+        """The configuration as the trade log keeps it (runs.config): the password of
+        store.url replaced by ***, since the database must never hold a secret."""
+        from bot.store.engines import mask_url
+
+        raw = self.model_dump(mode="json")
+        raw["store"]["url"] = mask_url(raw["store"]["url"])
+        return raw
 
 
 def _is_ticker(text: str) -> bool:

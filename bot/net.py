@@ -3,28 +3,42 @@
 requests (and so alpaca-py) waits forever by default, and a daemon that hangs on one
 socket misses its schedule silently. Each session gets an adapter that applies a default
 timeout to every request and retries *idempotent* requests (GET, HEAD, OPTIONS, DELETE)
-on 429, 5xx, timeouts and connection errors with exponential backoff and jitter. POST is
-sent once: whether a failed order POST may be repeated is decided by the broker after it
-looked the order up, never here.
+on 429, 5xx, timeouts and connection errors: urllib3's Retry does the counting, the
+Retry-After parsing and the plumbing into requests; `BudgetRetry` adds what it lacks, a
+time budget, jittered backoff, an injectable clock and sleep, and a log line per retry.
+
+The bound is known: at most `attempts` tries; between them the backoff doubles from
+`base_delay` up to `max_delay` (shortened by up to `jitter`); a server's Retry-After
+longer than that is waited in full, and one longer than `max_retry_after` ends the
+retries at once (never call back earlier than asked); no retry starts later than `budget`
+seconds after the first failure. Each try has `timeout` to connect and `timeout` per read.
+
+POST is sent once: whether a failed order POST may be repeated is decided by the broker
+after it looked the order up, never here. alpaca-py's own retry (429 and 504, three more
+tries 3 s apart, POST included) is switched off by `take_over_sdk_retries`, so ours is
+the only one and its budget is the whole budget.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 import structlog
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, ResponseError
+from urllib3.util.retry import Retry
 
 log = structlog.get_logger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
-TRANSIENT_ERRORS = (requests.Timeout, requests.ConnectionError)
 
 
 @dataclass(frozen=True)
@@ -33,17 +47,24 @@ class RetryPolicy:
 
     `attempts` counts every try (1 = no retry). The n-th retry waits
     min(max_delay, base_delay * 2**n) scaled by a jitter factor in [1 - jitter, 1], so
-    clients that failed together do not retry together. `sleep` and `rng` are injectable
-    so tests run without waiting and with known delays.
+    clients that failed together do not retry together, or the server's Retry-After if
+    that is longer. `sleep`, `clock` and `rng` are injectable so tests run without
+    waiting and with known delays.
     """
 
-    attempts: int = 4
+    attempts: int = 8
     timeout: float = 10.0
-    base_delay: float = 0.5
-    max_delay: float = 8.0
+    base_delay: float = 1.0
+    max_delay: float = 30.0
+    max_retry_after: float = 120.0
+    budget: float = 300.0
     jitter: float = 0.5
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
     rng: Callable[[], float] = field(default=random.random, repr=False, compare=False)
+    # Called before every try, retries included: a request budget shared with other
+    # processes (e.g. a token bucket in Redis) that may block until a request is allowed.
+    throttle: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
@@ -52,71 +73,183 @@ class RetryPolicy:
             raise ValueError("timeout must be positive")
         if not 0.0 <= self.jitter <= 1.0:
             raise ValueError("jitter must be within [0, 1]")
+        if self.budget < 0 or self.max_retry_after < 0:
+            raise ValueError("budget and max_retry_after must not be negative")
 
     def delay(self, retry: int, retry_after: float | None = None) -> float:
-        """Seconds to wait before retry number `retry` (0-based); a server's Retry-After
-        is honoured up to max_delay."""
+        """Seconds to wait before retry number `retry` (0-based): the jittered backoff,
+        or the server's Retry-After if that is longer."""
         backoff = min(self.max_delay, self.base_delay * (2**retry))
         backoff *= 1.0 - self.jitter * self.rng()
-        if retry_after is not None:
-            backoff = max(backoff, min(retry_after, self.max_delay))
-        return backoff
+        return backoff if retry_after is None else max(backoff, retry_after)
 
     def wait(self, retry: int, retry_after: float | None = None) -> None:
         self.sleep(self.delay(retry, retry_after))
 
-
-def retry_after_seconds(response: requests.Response | None) -> float | None:
-    """The Retry-After header in seconds, if the server sent a numeric one."""
-    if response is None:
+    def refusal(self, started: float, wait: float, retry_after: float | None) -> str | None:
+        """Why the next retry must not happen (None: it may), `wait` seconds from now
+        for a series of tries whose first failure was at `started` (policy clock)."""
+        if retry_after is not None and retry_after > self.max_retry_after:
+            return f"the server asks to wait {retry_after:.0f} s (limit {self.max_retry_after:.0f} s)"
+        if self.clock() + wait - started > self.budget:
+            return f"the retry budget of {self.budget:.0f} s is spent"
         return None
-    value = response.headers.get("Retry-After")
+
+
+#: Alpaca trading and market data: no fallback, so the larger budget.
+ALPACA_POLICY = RetryPolicy()
+#: FRED: a failed download falls back to the series stored by an earlier job.
+FRED_POLICY = RetryPolicy(attempts=4, budget=60.0)
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+    """A Retry-After header in seconds (delay-seconds, decimals tolerated, or an
+    HTTP-date); None if absent or unreadable."""
+    value = None if headers is None else headers.get("Retry-After")
+    if value is None:
+        return None
     try:
-        return max(0.0, float(value)) if value is not None else None
+        return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
-class RetryingAdapter(HTTPAdapter):
-    """An HTTPAdapter with a default timeout and the retry policy for idempotent calls."""
+def response_retry_after(response: requests.Response | None) -> float | None:
+    """The Retry-After of a requests response (e.g. an APIError's), in seconds."""
+    return None if response is None else retry_after_seconds(response.headers)
+
+
+class BudgetRetry(Retry):
+    """urllib3's Retry bounded by a RetryPolicy (see the module docstring)."""
+
+    def __init__(
+        self, *args: Any, policy: RetryPolicy | None = None, started: float | None = None,
+        wait: float = 0.0, **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.policy = policy or RetryPolicy()
+        self.started = started  # policy clock at the first failure of this request
+        self.planned_wait = wait  # what sleep() waits before the next try
+
+    @classmethod
+    def for_policy(cls, policy: RetryPolicy) -> BudgetRetry:
+        return cls(
+            total=policy.attempts - 1,
+            connect=None, read=None, status=None, redirect=None,
+            other=0,  # e.g. TLS errors: retrying does not help
+            allowed_methods=IDEMPOTENT_METHODS,
+            status_forcelist=RETRY_STATUSES,
+            raise_on_status=False,  # the last answer goes back to the caller as it is
+            respect_retry_after_header=True,
+            policy=policy,
+        )
+
+    def new(self, **kw: Any) -> BudgetRetry:
+        retry = super().new(**kw)
+        retry.policy, retry.started, retry.planned_wait = self.policy, self.started, 0.0
+        return retry
+
+    def increment(  # type: ignore[override]
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> BudgetRetry:
+        if method is None or method.upper() not in IDEMPOTENT_METHODS:
+            self._give_up(url, response, error, _pool, _stacktrace, "not an idempotent request")
+        try:
+            retry = super().increment(method, url, response, error, _pool, _stacktrace)
+        except MaxRetryError:
+            spent = len(self.history) + 1 >= self.policy.attempts
+            reason = f"all {self.policy.attempts} tries failed" if spent else "not retried"
+            _log_giving_up(method, url, reason, response, error)
+            self._give_up(url, response, error, _pool, _stacktrace, reason)
+        policy = self.policy
+        retry.started = self.started if self.started is not None else policy.clock()
+        retry_after = retry_after_seconds(response.headers) if response is not None else None
+        wait = policy.delay(len(retry.history) - 1, retry_after)
+        refused = policy.refusal(retry.started, wait, retry_after)
+        if refused is not None:
+            _log_giving_up(method, url, refused, response, error)
+            self._give_up(url, response, error, _pool, _stacktrace, refused)
+        retry.planned_wait = wait
+        _log_retry(method, url, len(retry.history), wait, response, error)
+        return retry
+
+    def sleep(self, response: Any = None) -> None:
+        if self.planned_wait > 0:
+            self.policy.sleep(self.planned_wait)
+        if self.policy.throttle is not None:  # the retry is a request like any other
+            self.policy.throttle()
+
+    def _give_up(
+        self, url: str | None, response: Any, error: Exception | None, pool: Any,
+        stacktrace: Any, reason: str,
+    ) -> None:
+        """End the tries the way urllib3 does, so requests raises what it always raises:
+        a read error as itself (ReadTimeout), anything else as MaxRetryError (mapped to
+        ConnectionError / ConnectTimeout; for an answer, urllib3 hands the answer back)."""
+        if error is not None and self._is_read_error(error):
+            raise error.with_traceback(stacktrace)
+        raise MaxRetryError(pool, url, error or ResponseError(reason))
+
+
+def _path(url: str | None) -> str:
+    """The path only: query strings (symbols, dates, tokens) stay out of logs."""
+    return requests.utils.urlparse(url or "").path
+
+
+def _why(response: Any, error: Exception | None) -> dict[str, Any]:
+    if response is not None and getattr(response, "status", None):
+        return {"status": response.status}
+    return {"error": type(error).__name__ if error is not None else "unknown"}
+
+
+def _log_retry(
+    method: str | None, url: str | None, retry: int, wait: float, response: Any,
+    error: Exception | None,
+) -> None:
+    log.warning(
+        "http_retry", method=method, path=_path(url), attempt=retry, wait_s=round(wait, 3),
+        **_why(response, error),
+    )
+
+
+def _log_giving_up(
+    method: str | None, url: str | None, reason: str, response: Any, error: Exception | None
+) -> None:
+    log.warning("http_retry_stopped", method=method, path=_path(url), reason=reason,
+                **_why(response, error))
+
+
+class TimeoutAdapter(HTTPAdapter):
+    """An HTTPAdapter with a default timeout and the policy's retries."""
 
     def __init__(self, policy: RetryPolicy) -> None:
-        super().__init__(max_retries=0)
+        super().__init__(max_retries=BudgetRetry.for_policy(policy))
         self.policy = policy
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.policy.timeout
-        method = (request.method or "GET").upper()
-        tries = self.policy.attempts if method in IDEMPOTENT_METHODS else 1
-        for attempt in range(tries):
-            last = attempt == tries - 1
-            try:
-                response = super().send(request, **kwargs)
-            except TRANSIENT_ERRORS as exc:
-                if last:
-                    raise
-                _log_retry(request, attempt, error=type(exc).__name__)
-                self.policy.wait(attempt)
-                continue
-            if response.status_code not in RETRY_STATUSES or last:
-                return response
-            _log_retry(request, attempt, status=response.status_code)
-            retry_after = retry_after_seconds(response)
-            response.close()
-            self.policy.wait(attempt, retry_after)
-        raise AssertionError("unreachable: the last attempt returns or raises")
-
-
-def _log_retry(request: requests.PreparedRequest, attempt: int, **why: Any) -> None:
-    """The method and path only: query strings and headers stay out of logs."""
-    path = requests.utils.urlparse(request.url or "").path
-    log.warning("http_retry", method=request.method, path=path, attempt=attempt + 1, **why)
+        if self.policy.throttle is not None:
+            self.policy.throttle()
+        return super().send(request, **kwargs)
 
 
 def install(session: requests.Session, policy: RetryPolicy) -> requests.Session:
     """Mount the retrying adapter on `session` for http and https; returns the session."""
-    adapter = RetryingAdapter(policy)
+    adapter = TimeoutAdapter(policy)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -124,6 +257,17 @@ def install(session: requests.Session, policy: RetryPolicy) -> requests.Session:
 
 def make_session(policy: RetryPolicy) -> requests.Session:
     return install(requests.Session(), policy)
+
+
+def take_over_sdk_retries(client: Any, policy: RetryPolicy) -> None:
+    """Give an alpaca-py client our adapter and no retry of its own.
+
+    alpaca-py's RESTClient._request retries 429 and 504 `_retry` times (default 3) with a
+    fixed 3 s sleep, for every method: it would re-send an order POST blindly and
+    multiply our budget. Its constructor treats retry_attempts=0 as "use the default"
+    (and TradingClient does not pass it on), so the attribute is the only switch."""
+    client._retry = 0
+    install(client._session, policy)
 
 
 def describe_error(exc: BaseException) -> str:

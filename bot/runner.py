@@ -27,6 +27,7 @@ from bot.decay import decay_section
 from bot.errors import BotError
 from bot.reference import reference_settings, reference_symbols
 from bot.report import RunSeries, build_report, make_dir, render_table, write_charts, write_json
+from bot.store.engines import mask_url
 from bot.store.locate import report_dir
 from bot.store.tradelog import TradeLog
 from bot.tearsheet.page import write_tearsheet
@@ -75,7 +76,7 @@ def start_run(
         mode=mode,
         strategy=settings.strategy.name,
         config_hash=settings.fingerprint(),
-        config=settings.model_dump(mode="json"),
+        config=settings.stored_dict(),
         code_version=code_version(),
         data_source=data_source,
         synthetic=synthetic,
@@ -188,7 +189,7 @@ def _backtest(options: BacktestOptions) -> int:
                 "weighting": weighting,
                 "fill_model": settings.backtest.fill,
                 "code_version": code_version(),
-                "database": url.split("?")[0] if url.startswith("sqlite") else "postgresql",
+                "database": mask_url(url.split("?")[0]) if url.startswith("sqlite") else "postgresql",
             },
             sections={"decay": decay_section(
                 closes_frame(market), settings.universe, strategy.regimes,

@@ -40,6 +40,8 @@ BROKER_LIVE_URL = "https://broker-api.alpaca.markets"
 # live host is recognised. Loopback is for test doubles and local proxies.
 PAPER_HOSTS = frozenset({"paper-api.alpaca.markets"})
 LIVE_HOSTS = frozenset({"api.alpaca.markets"})
+DATA_HOSTS = frozenset({"data.alpaca.markets"})
+FRED_HOSTS = frozenset({"fred.stlouisfed.org"})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 BROKER_SANDBOX_HOSTS = frozenset({"broker-api.sandbox.alpaca.markets"})
 BROKER_LIVE_HOSTS = frozenset({"broker-api.alpaca.markets"})
@@ -58,6 +60,11 @@ class SecretsError(BotError):
 class LiveModeError(BotError):
     """Live trading was requested without the explicit confirmation, or against the
     wrong endpoint."""
+
+
+class EndpointError(BotError):
+    """A market-data or FRED URL that is not the official host over https nor a loopback
+    address: the keys (sent with every data request) must not reach another host."""
 
 
 @dataclass(frozen=True)
@@ -163,12 +170,11 @@ def load_endpoints(env: Mapping[str, str] | None = None, *, live: bool = False) 
     default_trading = PAPER_TRADING_URL if paper else LIVE_TRADING_URL
     trading = base_url(env.get(TRADING_URL_VAR) or default_trading)
     check_trading_url(trading, paper=paper)
-    return Endpoints(
-        trading_url=trading,
-        data_url=base_url(env.get(DATA_URL_VAR) or DATA_URL),
-        fred_url=base_url(env.get(FRED_URL_VAR) or FRED_URL),
-        paper=paper,
-    )
+    data = base_url(env.get(DATA_URL_VAR) or DATA_URL)
+    check_service_url(DATA_URL_VAR, data, DATA_HOSTS)
+    fred = base_url(env.get(FRED_URL_VAR) or FRED_URL)
+    check_service_url(FRED_URL_VAR, fred, FRED_HOSTS)
+    return Endpoints(trading_url=trading, data_url=data, fred_url=fred, paper=paper)
 
 
 def check_trading_url(url: str, *, paper: bool) -> None:
@@ -191,7 +197,7 @@ def check_venue_url(
 ) -> None:
     """check_trading_url's rule for any Alpaca API with a paper (sandbox) and a live host:
     the mode's official host over https, or loopback."""
-    scheme, host = _scheme_and_host(url, variable)
+    scheme, host = _scheme_and_host(variable, url, LiveModeError)
     if host in LOOPBACK_HOSTS:
         return
     if scheme != "https":
@@ -227,13 +233,32 @@ def load_broker_endpoint(env: Mapping[str, str] | None = None, *, live: bool = F
     return url, sandbox
 
 
-def _scheme_and_host(url: str, variable: str = TRADING_URL_VAR) -> tuple[str, str]:
+def check_service_url(variable: str, url: str, hosts: frozenset[str]) -> None:
+    """The rule of the trading URL for the data and FRED URLs: the official host over
+    https, or a loopback address (a local test server or proxy); no credentials, query
+    or odd spelling in the URL (the keys travel with every market-data request)."""
+    scheme, host = _scheme_and_host(variable, url, EndpointError)
+    if host in LOOPBACK_HOSTS:
+        return
+    if host not in hosts:
+        raise EndpointError(
+            f"{variable} host {host!r} is not {' or '.join(sorted(hosts))} "
+            "or a loopback address"
+        )
+    if scheme != "https":
+        raise EndpointError(f"{variable} must use https for {host}")
+
+
+def _scheme_and_host(
+    variable: str, url: str, error: type[BotError] = LiveModeError
+) -> tuple[str, str]:
     """Lower-cased scheme and host (trailing dot and IPv6 brackets removed). The URL is
     never echoed in the error: it may carry credentials."""
     match = _URL_SHAPE.fullmatch(url)
     if match is None:
-        raise LiveModeError(
-            f"{variable} is not a plain http(s)://host[:port][/path] URL"
+        raise error(
+            f"{variable} is not a plain http(s)://host[:port][/path] URL "
+            "(credentials, queries and fragments are refused)"
         )
     host = match["host"].lower().strip("[]").rstrip(".")
     return match["scheme"].lower(), host

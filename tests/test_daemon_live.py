@@ -22,6 +22,7 @@ from bot.daemon.once import decide_once
 from bot.daemon.sessions import exchange_sessions
 from bot.data.fred import FRED_IDS
 from bot.data.synthetic import synthetic_market
+from bot.net import RetryPolicy
 from bot.store.tradelog import TradeLog
 from tests.conftest import CONFIG, REPO
 from tests.fakes.alpaca_server import KEY_ID, SECRET, DailyBar, FakeAlpaca, FakeSession
@@ -89,11 +90,17 @@ def open_log(tmp_path):
     return log, run_id
 
 
+#: Four tries and no waiting: these tests are about orders and data, not retry budgets
+#: (tests/test_net_retries.py); a fault injected four times is a failed request.
+FAST = RetryPolicy(attempts=4, sleep=lambda _s: None)
+
+
 def daemon(tmp_path, venue, when=OPEN_JOB):
     venue.set_now(when)
     log, run_id = open_log(tmp_path)
     clock = SimulatedClock(when)
-    return build_live(SETTINGS, log, run_id, live=False, clock=clock), log, clock
+    jobs = build_live(SETTINGS, log, run_id, live=False, clock=clock, policy=FAST, fred_policy=FAST)
+    return jobs, log, clock
 
 
 def bought_before(venue, symbol, value):

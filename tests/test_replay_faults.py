@@ -160,11 +160,13 @@ def test_a_span_ending_on_a_holiday_after_the_data_is_accepted():
 def test_a_replay_with_a_failed_job_says_so_and_exits_1(tmp_path, monkeypatch, capsys):
     """Before: failed jobs only showed as log lines; the run was `finished`, exit 0."""
     original = TradingJobs.close_job
+    failed = []
 
-    def close_failing_once(self: TradingJobs) -> None:
-        if self.ctx.clock.now().date() == dt.date(2023, 1, 10):
+    def close_failing_once(self: TradingJobs, day: dt.date | None = None) -> None:
+        if self.ctx.clock.now().date() == dt.date(2023, 1, 10) and not failed:
+            failed.append(True)
             raise RuntimeError("disk on fire")
-        original(self)
+        original(self, day)
 
     monkeypatch.setattr(TradingJobs, "close_job", close_failing_once)
     db = tmp_path / "fail.sqlite"

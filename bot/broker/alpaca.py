@@ -4,7 +4,8 @@ Every request has a timeout and idempotent ones are retried (bot.net). alpaca-py
 retry (429/504, a fixed 3 s sleep, POST included) is switched off so an order POST is
 never repeated blindly: after any failure of a submit the order is looked up by its
 client_order_id; if it exists it is adopted, if it provably does not the submit is retried
-within the policy's bound, and only then BrokerError is raised. When the lookup fails too,
+within the policy's bound (tries, Retry-After and time budget), and only then BrokerError
+is raised. When the lookup fails too,
 the order is returned unconfirmed (status NEW, no broker id) and tracked by its
 client_order_id: polling resolves it. Statuses are mapped in bot.broker.alpaca_orders.
 
@@ -46,7 +47,13 @@ from bot.broker.alpaca_orders import (
     validation_summary,
 )
 from bot.broker.base import AccountInfo, BrokerError, MarketClock, TradingSession
-from bot.net import RETRY_STATUSES, RetryPolicy, install, retry_after_seconds
+from bot.net import (
+    ALPACA_POLICY,
+    RETRY_STATUSES,
+    RetryPolicy,
+    response_retry_after,
+    take_over_sdk_retries,
+)
 from bot.secrets import PAPER_TRADING_URL, Credentials, load_credentials, load_endpoints
 from bot.types import Fill, Order, OrderRequest, OrderStatus
 
@@ -77,11 +84,9 @@ def make_trading_client(
         paper=paper,
         url_override=base_url,
     )
-    # The constructor ignores retry_attempts=0 (falsy) and TradingClient does not even pass
-    # it on, so the attribute is the only switch; without it a 429 on POST /orders is
-    # re-sent after 3 s by the SDK, outside our lookup-before-retry rule.
-    client._retry = 0
-    install(client._session, policy)
+    # Without this a 429 on POST /orders is re-sent after 3 s by the SDK, outside our
+    # lookup-before-retry rule.
+    take_over_sdk_retries(client, policy)
     return client
 
 
@@ -101,7 +106,7 @@ class AlpacaBroker:
     ) -> None:
         self._client = client
         self.paper = paper
-        self.policy = policy or RetryPolicy()
+        self.policy = policy or ALPACA_POLICY
         self._requests: dict[str, OrderRequest] = {}
         self._tracked: dict[str, Order] = {}  # followed by poll() until final
         # Kept after an order is final, so one adopted again (a 422 on a re-sent client id)
@@ -121,7 +126,7 @@ class AlpacaBroker:
         paper: bool = True,
         policy: RetryPolicy | None = None,
     ) -> AlpacaBroker:
-        policy = policy or RetryPolicy()
+        policy = policy or ALPACA_POLICY
         return cls(
             make_trading_client(credentials, base_url, paper, policy), paper=paper, policy=policy
         )
@@ -244,10 +249,17 @@ class AlpacaBroker:
         """The venue's answer to the order and ours read from it (raw None: rejected
         locally from the venue's refusal)."""
         cid = request.client_order_id
-        problem, retry_after = "", None
-        for attempt in range(self.policy.attempts):
+        policy = self.policy
+        problem, retry_after, started, tries = "", None, policy.clock(), 0
+        for attempt in range(policy.attempts):
             if attempt:
-                self.policy.wait(attempt - 1, retry_after)
+                wait = policy.delay(attempt - 1, retry_after)
+                refused = policy.refusal(started, wait, retry_after)
+                if refused is not None:
+                    problem += f"; no further try: {refused}"
+                    break
+                policy.sleep(wait)
+            tries += 1
             try:
                 raw = self._client.submit_order(data)
             except APIError as exc:
@@ -263,7 +275,7 @@ class AlpacaBroker:
                     return None, _rejected(
                         request, now, f"{status} {code if code is not None else '-'}: {message}"
                     )
-                problem, retry_after = f"HTTP {status} {message}", retry_after_seconds(exc.response)
+                problem, retry_after = f"HTTP {status} {message}", response_retry_after(exc.response)
                 continue
             except ANSWER_ERRORS as exc:  # transport, bad JSON, bad model
                 problem, retry_after = describe_answer_error(exc), None
@@ -276,7 +288,7 @@ class AlpacaBroker:
             except BrokerError as exc:
                 raise SubmitUnconfirmedError(cid, f"accepted but unreadable: {exc}") from exc
         raise BrokerError(
-            f"order {cid} not placed after {self.policy.attempts} attempts (last: {problem}); "
+            f"order {cid} not placed after {tries} attempts (last: {problem}); "
             "the venue confirms it does not exist"
         )
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
-import requests
 from alpaca.broker.client import BrokerClient
 from alpaca.common.exceptions import APIError
 from alpaca.trading.models import Position
@@ -39,31 +39,11 @@ from bot.broker.alpaca_orders import (
     validation_summary,
 )
 from bot.broker.base import BrokerError
-from bot.net import RetryingAdapter, RetryPolicy
+from bot.net import RetryPolicy, take_over_sdk_retries
 from bot.secrets import Credentials, load_broker_credentials, load_broker_endpoint
 
 #: called before every HTTP attempt (a shared request budget, e.g. a token bucket)
 Throttle = Callable[[], None]
-
-
-class _Throttled(requests.adapters.HTTPAdapter):
-    """Takes a token before each attempt: placed under RetryingAdapter in the MRO, so
-    retries spend the budget too."""
-
-    throttle: Throttle | None = None
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        if self.throttle is not None:
-            self.throttle()
-        return super().send(request, **kwargs)
-
-
-class ThrottledRetryingAdapter(RetryingAdapter, _Throttled):
-    """bot.net's timeout and idempotent-retry adapter, each attempt throttled."""
-
-    def __init__(self, policy: RetryPolicy, throttle: Throttle | None) -> None:
-        super().__init__(policy)
-        self.throttle = throttle
 
 
 def make_broker_client(
@@ -81,10 +61,7 @@ def make_broker_client(
         sandbox=sandbox,
         url_override=base_url,
     )
-    client._retry = 0
-    adapter = ThrottledRetryingAdapter(policy, throttle)
-    client._session.mount("http://", adapter)
-    client._session.mount("https://", adapter)
+    take_over_sdk_retries(client, replace(policy, throttle=throttle) if throttle else policy)
     return client
 
 

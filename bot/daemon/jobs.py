@@ -53,10 +53,16 @@ class TradingJobs:
         self._engine_market: MarketData | None = None
         self._last_close: float | None = None  # equity at the previous close job
         self._fills_since_close = 0
+        # The close a decision was last taken on, set before the engine steps: once it
+        # has, orders may be out, and a failed decision is not run again that session.
+        self.stepped_on: dt.date | None = None
 
     # ------------------------------------------------------------------ plumbing
-    def run(self, name: str, job: Callable[[], None]) -> bool:
-        """Run one job; record any failure as an incident and return False."""
+    def run(
+        self, name: str, job: Callable[[], None], details: Callable[[], dict] | None = None
+    ) -> bool:
+        """Run one job; record any failure as an incident (with `details()`, e.g. when
+        it is retried) and return False."""
         ctx = self.ctx
         started = ctx.clock.now()
         try:
@@ -72,9 +78,10 @@ class TradingJobs:
             except Exception as store_exc:  # noqa: BLE001
                 log.error("records not stored", job=name, error=str(store_exc))
             try:
+                extra = details() if details is not None else {}
                 ctx.tradelog.incident(
                     started, f"job:{name}", f"{type(exc).__name__}: {exc}",
-                    {"job": name, "mode": ctx.mode, "instance": ctx.instance},
+                    {"job": name, "mode": ctx.mode, "instance": ctx.instance, **extra},
                 )
             except Exception as store_exc:  # noqa: BLE001
                 log.error("incident not stored", job=name, error=str(store_exc))
@@ -170,16 +177,24 @@ class TradingJobs:
         self.save(engine)
         log.info("regime decided", day=str(first.day), regime=regime.value)
 
-    def open_job(self) -> None:
-        """After the open: decide on the previous session's close and send orders."""
+    def open_job(self, day: dt.date | None = None) -> None:
+        """After the open of session `day` (default: today's): decide on the previous
+        session's close and send orders."""
         ctx = self.ctx
-        now = ctx.clock.now()
-        today = ctx.calendar.session_on(now.date())
+        day = day or ctx.clock.now().date()
+        today = ctx.calendar.session_on(day)
         if today is None:
-            log.info("no session today", day=str(now.date()))
+            log.info("no session today", day=str(day))
             return
         self.poll()
         self.decide(ctx.calendar.previous_session(today.day).day)
+
+    def decision_retry_refusal(self, day: dt.date) -> str | None:
+        """Why the decision of session `day` must not be tried again (None: it may): once
+        the engine has stepped on the previous close, orders may have been sent."""
+        if self.stepped_on == self.ctx.calendar.previous_session(day).day:
+            return "the decision had started (orders may be out); the next session decides again"
+        return None
 
     def decide(self, decided_on: dt.date) -> StepOutcome:
         """The engine's step on `decided_on`'s close, orders sent now, state saved."""
@@ -193,6 +208,7 @@ class TradingJobs:
             market.prices, t, symbols, ctx.feed.sizing_prices(symbols),
             PlausibilityRules.from_settings(ctx.settings.data),
         )
+        self.stepped_on = decided_on
         outcome = engine.step(t, ctx.clock.now(), sizing)
         self.record_reports()
         self.save(engine)
@@ -215,11 +231,11 @@ class TradingJobs:
             if n:
                 log.info("order updates", count=n)
 
-    def close_job(self) -> None:
-        """After the close: last order updates, then the day's equity and positions."""
+    def close_job(self, day: dt.date | None = None) -> None:
+        """After the close of session `day` (default: today's; a retry later in the
+        evening names it): last order updates, then the day's equity and positions."""
         ctx = self.ctx
-        now = ctx.clock.now()
-        today = ctx.calendar.session_on(now.date())
+        today = ctx.calendar.session_on(day or ctx.clock.now().date())
         if today is None:
             return
         self.poll()

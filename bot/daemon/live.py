@@ -18,6 +18,7 @@ from bot.daemon.sessions import SessionCalendar
 from bot.data.alpaca import AlpacaMarketData
 from bot.data.plausibility import PlausibilityRules
 from bot.engine import build_model
+from bot.net import ALPACA_POLICY, FRED_POLICY, RetryPolicy
 from bot.notify import Notifier
 from bot.secrets import load_credentials, load_endpoints
 from bot.store.tradelog import TradeLog
@@ -41,19 +42,27 @@ def build_live(
     *,
     live: bool,
     clock: Clock | None = None,
+    policy: RetryPolicy = ALPACA_POLICY,
+    fred_policy: RetryPolicy = FRED_POLICY,
 ) -> TradingJobs:
     """Connect to Alpaca (paper unless live and confirmed), log who we trade for, and
-    reconcile the trade log with the broker before any job runs."""
+    reconcile the trade log with the broker before any job runs. `policy` bounds the
+    retries of every Alpaca request, `fred_policy` those of FRED's downloads."""
     endpoints = load_endpoints(live=live)
     credentials = load_credentials()
-    alpaca = AlpacaBroker.connect(credentials, base_url=endpoints.trading_url, paper=endpoints.paper)
+    alpaca = AlpacaBroker.connect(
+        credentials, base_url=endpoints.trading_url, paper=endpoints.paper, policy=policy
+    )
     clock = clock or WallClock()
     calendar = SessionCalendar(alpaca.calendar)
     rules = PlausibilityRules.from_settings(settings.data)
-    data = AlpacaMarketData.connect(credentials, base_url=endpoints.data_url, rules=rules)
+    data = AlpacaMarketData.connect(
+        credentials, base_url=endpoints.data_url, policy=policy, rules=rules
+    )
     feed = AlpacaFeed(
         data, tradelog, settings.symbols, endpoints.fred_url, clock,
         lookback_days=build_model(settings).history_calendar_days,
+        fred_policy=fred_policy,
     )
     # Buys go out only in a session (never into the next open's prices), not in its last
     # minutes, and sized on the prices of the moment they are released.

@@ -17,6 +17,7 @@ from bot.data.alpaca import AlpacaMarketData
 from bot.data.base import MACRO_SERIES, MacroSeries, MarketData
 from bot.data.fred import fetch_series
 from bot.errors import BotError
+from bot.net import FRED_POLICY, RetryPolicy
 from bot.store.tradelog import TradeLog
 
 log = structlog.get_logger(__name__)
@@ -34,6 +35,7 @@ class AlpacaFeed:
         clock,
         lookback_days: int,
         macro_names: tuple[str, ...] = MACRO_SERIES,
+        fred_policy: RetryPolicy = FRED_POLICY,
     ) -> None:
         self.data = data
         self.tradelog = tradelog
@@ -42,6 +44,7 @@ class AlpacaFeed:
         self.clock = clock
         self.lookback_days = lookback_days  # the target model's history_calendar_days
         self.macro_names = macro_names
+        self.fred_policy = fred_policy
 
     def history(self, through: dt.date) -> MarketData:
         """Bars through `through` (a later partial bar is dropped) and the macro series
@@ -78,7 +81,9 @@ class AlpacaFeed:
         """Download one series and store what is new or revised; returns the stored
         series. On failure log and return the stored copy."""
         try:
-            series = fetch_series(name, base_url=self.fred_url, rules=self.data.rules)
+            series = fetch_series(
+                name, base_url=self.fred_url, rules=self.data.rules, policy=self.fred_policy
+            )
         except BotError as exc:
             log.warning(
                 "FRED download failed; using the stored series", series=name, error=str(exc)

@@ -20,6 +20,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.clock import SimulatedClock
 from bot.daemon.jobs import TradingJobs
+from bot.daemon.retries import CLOSE_PLAN, OPEN_PLAN, RetryingJob, RetryPlan, RetrySlotTrigger
 from bot.daemon.triggers import SessionTrigger, WeekStartTrigger
 
 log = structlog.get_logger(__name__)
@@ -35,7 +36,9 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class JobSpec:
     name: str
     trigger: BaseTrigger
-    run: Callable[[], bool | None]  # a trading job returns False when it failed
+    # A trading job returns False when it failed; None when it had nothing to do (a
+    # retry slot with no failure pending), which the replay does not count as a job.
+    run: Callable[[], bool | None]
     replay_trigger: BaseTrigger | None = None  # replay's own time grid, if it differs
 
 
@@ -50,24 +53,32 @@ def build_schedule(
     heartbeat: Path | None = None,
 ) -> Schedule:
     """The daemon's timetable: regime before each week, decision 5 minutes after the
-    open, order polling, marking 20 minutes after the close; and, live, a heartbeat file
-    touched every minute for the container's and systemd's health checks."""
+    open, order polling, marking 20 minutes after the close, each failed decision or
+    close tried again at its retry slots (bot.daemon.retries); and, live, a heartbeat
+    file touched every minute for the container's and systemd's health checks."""
     cal = jobs.ctx.calendar
 
     def wrap(name: str, fn: Callable[[], None]) -> Callable[[], bool]:
         return lambda: jobs.run(name, fn)
 
+    def retrying(name: str, fn: Callable[..., None], plan: RetryPlan, **kw) -> RetryingJob:
+        return RetryingJob(name, fn, plan, cal, jobs.ctx.clock.now, jobs.run, **kw)
+
+    decision = retrying("open", jobs.open_job, OPEN_PLAN, refusal=jobs.decision_retry_refusal)
+    close = retrying("close", jobs.close_job, CLOSE_PLAN)
     schedule = Schedule(
         [
             JobSpec("regime", WeekStartTrigger(cal, dt.timedelta(hours=2)), wrap("regime", jobs.regime_job)),
-            JobSpec("open", SessionTrigger(cal, "open", dt.timedelta(minutes=5)), wrap("open", jobs.open_job)),
+            JobSpec("open", SessionTrigger(cal, "open", OPEN_PLAN.offset), decision.regular),
+            JobSpec("open-retry", RetrySlotTrigger(cal, OPEN_PLAN), decision.retry),
             JobSpec(
                 "poll",
                 IntervalTrigger(seconds=poll_every.total_seconds()),
                 wrap("poll", jobs.poll_job),
                 replay_trigger=SessionTrigger(cal, "open", dt.timedelta(minutes=10)),
             ),
-            JobSpec("close", SessionTrigger(cal, "close", dt.timedelta(minutes=20)), wrap("close", jobs.close_job)),
+            JobSpec("close", SessionTrigger(cal, "close", CLOSE_PLAN.offset), close.regular),
+            JobSpec("close-retry", RetrySlotTrigger(cal, CLOSE_PLAN), close.retry),
         ]
     )
     if heartbeat is not None:
@@ -201,11 +212,14 @@ def run_replay(
         if stop is not None and stop.is_set():
             interrupted = True
             break
-        clock.set(when)
+        if when > clock.now():  # a job that ran long delays the next, as live
+            clock.set(when)
         with structlog.contextvars.bound_contextvars(simulated=f"{when:%Y-%m-%d %H:%M}"):
-            if runs[name]() is False:
-                failures.append((name, when))
-        count += 1
+            done = runs[name]()
+        if done is False:
+            failures.append((name, when))
+        if done is not None:
+            count += 1
         if progress is not None:
             progress(when)
         next_time[name] = triggers[name].get_next_fire_time(when, when)

@@ -22,6 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--account", help="one client account: its registry id or broker account id"
     )
+    parser.add_argument(
+        "--allow-host", action="append", default=[], metavar="NAME",
+        help="also answer requests for this host name (besides 127.0.0.1, localhost, ::1 "
+             "and the --host address)",
+    )
     parser.set_defaults(func=_cmd_dashboard)
 
 
@@ -33,6 +38,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     server = make_server(
         url, port=args.port, run=args.run, refresh=max(args.refresh, 2),
         config_path=Path(args.config), account=args.account, host=args.host,
+        allowed_hosts=frozenset(args.allow_host),
     )
     print(f"dashboard of {mask_url(url)} on http://{args.host}:{server.server_address[1]}/ "
           "(Ctrl-C stops)")

@@ -7,6 +7,11 @@ for a container, whose port is then published on the host's loopback only.
 Routes: `/` the page, `/fragment` its <main> (the page's script swaps it in place),
 `/api/summary` the same numbers as JSON, `/api/runs` the runs to choose from,
 `/dashboard.js` the script. Each takes `?run=ID`; without it the latest run is followed.
+
+Binding to loopback is not enough on its own: a web page can point a name it controls at
+127.0.0.1 (DNS rebinding) and read the answers as same-origin. So a request must name a
+loopback host, the --host address or a configured name in its Host header, and every
+answer forbids framing, sniffing, foreign scripts and referrers.
 """
 
 from __future__ import annotations
@@ -33,19 +38,58 @@ log = structlog.get_logger(__name__)
 
 HOST = "127.0.0.1"
 MAX_PORT = 65535
+#: Host header names always accepted: a browser on this machine or an SSH tunnel to it
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+#: The page is self-contained (inline CSS and SVG, no script, no request elsewhere).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        # The page's own script (/dashboard.js) fetches /fragment from this server only.
+        "default-src 'none'; script-src 'self'; connect-src 'self'; "
+        "style-src 'unsafe-inline'; img-src data:; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def host_name(header: str | None) -> str | None:
+    """The host name of a Host header ('[::1]:8050' -> '::1'), lower-cased, without a
+    trailing dot; None if there is none or it is malformed."""
+    if not header:
+        return None
+    text = header.strip().lower()
+    if text.startswith("["):
+        name, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return None
+    else:
+        name, colon, port = text.rpartition(":")
+        if not colon:
+            name = text
+        elif not port.isdigit():
+            return None
+    name = name.rstrip(".")
+    return name or None
 
 
 class DashboardServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, port: int, tradelog: TradeLog, run: int | None, refresh: int,
-                 markets: MarketCache, account: int | None = None, host: str = HOST) -> None:
+                 markets: MarketCache, account: int | None = None, host: str = HOST,
+                 allowed_hosts: frozenset[str] = frozenset()) -> None:
         self.tradelog = tradelog
         self.run = run
         self.account = account
         self.refresh = refresh
         self.markets = markets
-        self.host = host  # the address asked for; a Host-header check must accept it
+        self.host = host  # the address asked for; the Host-header check accepts it
+        names = allowed_hosts | ({host} if host not in ("0.0.0.0", "::") else set())
+        self.allowed_hosts = LOOPBACK_NAMES | {HOST} | {h.lower().rstrip(".") for h in names}
         super().__init__((host, port), Handler)
 
 
@@ -53,6 +97,8 @@ class Handler(BaseHTTPRequestHandler):
     server: DashboardServer
 
     def do_GET(self) -> None:
+        if not self._host_allowed():
+            return
         parts = urlsplit(self.path)
         path = parts.path
         if path == "/dashboard.js":
@@ -103,15 +149,29 @@ class Handler(BaseHTTPRequestHandler):
         return list(reversed(records(frame[[c for c in columns if c in frame.columns]])))
 
     def do_POST(self) -> None:
-        self._send(HTTPStatus.METHOD_NOT_ALLOWED, "text/plain", b"read-only\n")
+        if self._host_allowed():
+            self._send(HTTPStatus.METHOD_NOT_ALLOWED, "text/plain", b"read-only\n")
 
     do_PUT = do_DELETE = do_PATCH = do_POST
+
+    def _host_allowed(self) -> bool:
+        """Answer only requests addressed to this server by a name it accepts; anything
+        else gets 421 and no data (a rebinding page sends its own name)."""
+        name = host_name(self.headers.get("Host"))
+        if name in self.server.allowed_hosts:
+            return True
+        log.warning("dashboard.host_refused", host=(self.headers.get("Host") or "")[:100])
+        port = self.server.server_address[1]
+        self._send(HTTPStatus.MISDIRECTED_REQUEST, "text/plain; charset=utf-8",
+                   f"unknown Host header; open http://{HOST}:{port}/\n".encode())
+        return False
 
     def _send(self, status: HTTPStatus, content_type: str, body: bytes) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
+        for name, value in SECURITY_HEADERS.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
@@ -121,10 +181,12 @@ class Handler(BaseHTTPRequestHandler):
 
 def make_server(
     url: str, *, port: int, run: int | None, refresh: int, config_path: Path,
-    account: str | None = None, host: str = HOST,
+    account: str | None = None, host: str = HOST, allowed_hosts: frozenset[str] = frozenset(),
 ) -> DashboardServer:
     """Open the trade log read-only and bind `host`:`port` (0: any free port).
-    `account` (a registry id or broker account id) shows one client account."""
+    `account` (a registry id or broker account id) shows one client account;
+    `allowed_hosts` are Host names accepted besides the loopback ones and `host` (a name
+    that points at this machine through a tunnel or proxy)."""
     check_port(port)
     tradelog = TradeLog.open_readonly(url)
     markets = MarketCache(partial(_market, config_path=config_path))
@@ -133,7 +195,8 @@ def make_server(
         if account is not None:
             with tradelog.engine.connect() as conn:
                 account_id = resolve_account(conn, account)
-        return DashboardServer(port, tradelog, run, refresh, markets, account_id, host)
+        return DashboardServer(port, tradelog, run, refresh, markets, account_id, host,
+                               allowed_hosts)
     except BotError:
         tradelog.engine.dispose()
         raise

@@ -34,7 +34,7 @@ from bot.data.align import SymbolBars, align_prices
 from bot.data.base import MacroSeries, PriceHistory
 from bot.data.plausibility import DEFAULT_RULES, PlausibilityRules
 from bot.errors import DataError
-from bot.net import RetryPolicy, install
+from bot.net import ALPACA_POLICY, RetryPolicy, take_over_sdk_retries
 from bot.secrets import DATA_URL, Credentials, load_credentials, load_endpoints
 
 log = structlog.get_logger(__name__)
@@ -60,8 +60,7 @@ def make_data_client(
     client = StockHistoricalDataClient(
         api_key=credentials.key_id, secret_key=credentials.secret, url_override=base_url
     )
-    client._retry = 0  # the constructor cannot set 0; see bot.broker.alpaca
-    install(client._session, policy)
+    take_over_sdk_retries(client, policy)
     return client
 
 
@@ -92,7 +91,7 @@ class AlpacaMarketData:
         now: Callable[[], dt.datetime] = _utcnow,
         rules: PlausibilityRules = DEFAULT_RULES,
     ) -> AlpacaMarketData:
-        client = make_data_client(credentials, base_url, policy or RetryPolicy())
+        client = make_data_client(credentials, base_url, policy or ALPACA_POLICY)
         return cls(client, feed=feed, now=now, rules=rules)
 
     @classmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import requests
@@ -20,7 +21,7 @@ import structlog
 from bot.data.base import MACRO_SERIES, RISK_FREE, SPREAD, UNCERTAINTY, VIX, MacroSeries
 from bot.data.plausibility import DEFAULT_RULES, PlausibilityRules, check_macro
 from bot.errors import DataError
-from bot.net import RetryPolicy, describe_error, make_session
+from bot.net import FRED_POLICY, RetryPolicy, describe_error, make_session
 from bot.secrets import FRED_URL
 
 log = structlog.get_logger(__name__)
@@ -42,9 +43,10 @@ def fetch_series(
     rules: PlausibilityRules = DEFAULT_RULES,
 ) -> MacroSeries:
     """One series by our name (VIX, T10Y2Y, USEPUINDXD, DTB3) or by its FRED id; the
-    result carries our name. `policy` (if given) replaces timeout/retries."""
+    result carries our name. `policy` (if given) replaces timeout/retries; without it
+    FRED_POLICY's budget applies (a failed download falls back to the stored series)."""
     name, fred_id = resolve(series_id)
-    policy = policy or RetryPolicy(attempts=retries + 1, timeout=timeout)
+    policy = policy or replace(FRED_POLICY, attempts=retries + 1, timeout=timeout)
     params = {"id": fred_id}
     if start is not None:
         params["cosd"] = start.isoformat()

@@ -16,8 +16,11 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from bot.errors import BotError
+from bot.store.sqlite_read import connect_for_reading, drop_if_stale
 
 BUSY_TIMEOUT_MS = 5000
+#: how long opening a trade log waits for another process creating or upgrading its schema
+SCHEMA_LOCK_TIMEOUT_S = 60
 URL_EXAMPLES = "sqlite:///var/tradelog.sqlite or postgresql+psycopg://user:password@host/db"
 # user:password@ in text SQLAlchemy cannot parse: masked by pattern instead, up to the
 # last @ (a password may hold one; masking too much is the safe side).
@@ -135,7 +138,10 @@ def _file_errors(path: Path, known: dict[str, str] = _SQLITE_FILE_ERRORS) -> Any
 
 
 def _writer_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """WAL lets readers work while the daemon writes; SQLite leaves foreign keys off by default."""
+    """WAL lets readers work while the daemon writes; SQLite leaves foreign keys off by default.
+
+    The connection is opened with a busy timeout of SCHEMA_LOCK_TIMEOUT_S: switching a new
+    file to WAL waits for another process that is creating the schema in it."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -161,7 +167,7 @@ def writer_engine(url: str) -> sa.Engine:
     path = sqlite_file(parsed)
     if path is not None and not (parsed.database or "").startswith("file:"):
         _make_parent(path, url)
-    engine = _create_engine(parsed)
+    engine = _create_engine(parsed, connect_args={"timeout": SCHEMA_LOCK_TIMEOUT_S})
     sa.event.listen(engine, "connect", _writer_pragmas)
     if path is not None:
         sa.event.listen(engine, "handle_error", _file_errors(path, _SQLITE_WRITER_ERRORS))
@@ -178,7 +184,8 @@ def _make_parent(path: Path, url: str) -> None:
 
 
 def reader_engine(url: str) -> sa.Engine:
-    """Engine that cannot write: SQLite opened with mode=ro, PostgreSQL in read-only transactions.
+    """Engine that cannot write: SQLite opened read-only (and without creating -wal or
+    -shm files, see bot.store.sqlite_read), PostgreSQL in read-only transactions.
 
     A missing SQLite file is an error here rather than a new empty database.
     """
@@ -191,12 +198,12 @@ def reader_engine(url: str) -> sa.Engine:
         raise BotError(f"{mask_url(url)}: an in-memory database has no trade log to read")
     if not path.is_file():
         raise BotError(f"no trade log at {path}: run a backtest (or the daemon) first")
-    uri = f"file:{path.resolve()}?mode=ro"
 
     def connect() -> sqlite3.Connection:
-        return sqlite3.connect(uri, uri=True, check_same_thread=False)
+        return connect_for_reading(path)
 
     engine = sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.QueuePool)
     sa.event.listen(engine, "connect", _reader_pragmas)
     sa.event.listen(engine, "handle_error", _file_errors(path))
+    sa.event.listen(engine, "checkout", drop_if_stale)
     return _connected(engine, url)

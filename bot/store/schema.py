@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import shlex
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -24,7 +26,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
 from bot.errors import BotError
-from bot.store.engines import mask_url, writer_engine
+from bot.store.engines import BUSY_TIMEOUT_MS, SCHEMA_LOCK_TIMEOUT_S, mask_url, writer_engine
 from bot.store.models import Base
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -35,6 +37,8 @@ PRE_MIGRATION_TABLES = frozenset({
     "equity", "positions", "incidents",
 })
 INITIAL_REVISION = "0001"
+#: pg_advisory_xact_lock key of schema changes (any fixed number; "lvrbot" in ASCII)
+SCHEMA_LOCK_KEY = 0x6C7672626F74
 
 
 class SchemaOutdated(BotError):
@@ -136,8 +140,18 @@ def _check_layout(conn: sa.Connection, url: str, state: SchemaState) -> SchemaSt
 
 def ensure_current(engine: sa.Engine, url: str, location: Path = MIGRATIONS) -> SchemaState:
     """Create the schema in an empty database; refuse one at another revision or one whose
-    tables do not match its revision."""
-    with engine.begin() as conn:
+    tables do not match its revision.
+
+    Two processes opening a new database at once (the daemon and a backtest, two
+    backtests) would both see it empty and both create the tables: the second fails with
+    'already exists' or, seeing half the tables, is told to run `bot db upgrade`. So the
+    state is read again, and the schema created, under a database-wide lock held until the
+    creation commits: whoever comes second finds the schema complete."""
+    with engine.connect() as conn:  # the usual case, current already: no lock needed
+        state = schema_state(conn, location)
+        if state.up_to_date:
+            return _check_layout(conn, url, state)
+    with schema_lock(engine) as conn:
         state = schema_state(conn, location)
         if state.up_to_date:
             return _check_layout(conn, url, state)
@@ -145,6 +159,29 @@ def ensure_current(engine: sa.Engine, url: str, location: Path = MIGRATIONS) -> 
             command.upgrade(alembic_config(conn, location), "head")
             return SchemaState(state.head, state.head, TABLES)
     raise _mismatch(url, state, location)
+
+
+@contextmanager
+def schema_lock(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A transaction that holds the database's schema lock until it ends.
+
+    SQLite: BEGIN IMMEDIATE takes the write lock at once (pysqlite would otherwise run the
+    DDL outside any transaction, table by table, for others to see half done); waiters
+    queue on the busy timeout, raised for the creation. PostgreSQL: a transaction-level
+    advisory lock (DDL is transactional there, and the lock ends with the transaction)."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={SCHEMA_LOCK_TIMEOUT_S * 1000}")
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                yield conn
+            finally:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        else:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{SCHEMA_LOCK_TIMEOUT_S}s'")
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            yield conn
 
 
 def check_current(engine: sa.Engine, url: str, location: Path = MIGRATIONS) -> SchemaState:
@@ -194,7 +231,7 @@ def upgrade(
     A revision this code does not know, or tables that do not match their revision
     afterwards, are BotErrors naming the (masked) `url`."""
     shown = url or engine.url.render_as_string(hide_password=True)
-    with engine.begin() as conn:
+    with schema_lock(engine) as conn:
         state = schema_state(conn, location)
         unknown = _unknown_revision(shown, state, location)
         if unknown is not None:

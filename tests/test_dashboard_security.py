@@ -1,0 +1,130 @@
+"""The dashboard answers only requests addressed to it by a loopback name (or one the user
+allowed), so a page that points its own domain at 127.0.0.1 (DNS rebinding) reads
+nothing; every answer carries headers that forbid framing, sniffing and scripts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.client
+import json
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from bot.dashboard.server import DashboardServer, host_name, make_server
+from bot.store.tradelog import TradeLog
+from tests.conftest import CONFIG
+
+
+@pytest.fixture(scope="module")
+def log_url(tmp_path_factory) -> str:
+    """A trade log with one (empty) run: enough for a page and /api/summary."""
+    path = tmp_path_factory.mktemp("dash") / "log.sqlite"
+    log = TradeLog.open(f"sqlite:///{path}")
+    log.start_run(
+        mode="paper", strategy="diversified_leverage", config_hash="h", config={},
+        code_version="t", data_source="alpaca+fred", synthetic=False,
+        started_at=dt.datetime(2024, 11, 25, tzinfo=dt.UTC),
+    )
+    log.close()
+    return f"sqlite:///{path}"
+
+
+def serve(url: str, allowed: frozenset[str] = frozenset()) -> Iterator[DashboardServer]:
+    srv = make_server(url, port=0, run=None, refresh=30, config_path=CONFIG, allowed_hosts=allowed)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        srv.tradelog.engine.dispose()
+        thread.join()
+
+
+@pytest.fixture(scope="module")
+def server(log_url) -> Iterator[DashboardServer]:
+    yield from serve(log_url)
+
+
+def get(srv: DashboardServer, path: str, host: str | None, method: str = "GET"):
+    """A raw request with exactly the Host header given (None: no Host header at all)."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=30)
+    try:
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        if host is not None:
+            conn.putheader("Host", host)
+        conn.putheader("Content-Length", "0")
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["attacker.example:{port}", "attacker.example", "127.0.0.1.attacker.example:{port}",
+     "localhost.attacker.example", "[::2]:{port}", "127.0.0.1:x", "", None],
+)
+def test_a_foreign_or_missing_host_gets_no_data(server, host) -> None:
+    port = server.server_address[1]
+    for path in ("/", "/api/summary"):
+        status, headers, body = get(server, path, None if host is None else host.format(port=port))
+        assert status == 421
+        assert b"diversified_leverage" not in body and b"equity" not in body
+        assert headers["X-Frame-Options"] == "DENY"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "localhost:{port}", "LOCALHOST.", "[::1]:{port}", "localhost:9000"])
+def test_loopback_names_are_served_with_security_headers(server, host) -> None:
+    """localhost on another port: an SSH tunnel `-L 9000:127.0.0.1:8050`."""
+    status, headers, body = get(server, "/api/summary", host.format(port=server.server_address[1]))
+    assert status == 200
+    assert json.loads(body)["run"]["strategy"] == "diversified_leverage"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "no-referrer"
+    csp = headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+    # Scripts and fetches only from the dashboard itself: never inline, never elsewhere.
+    assert "script-src 'self';" in csp and "connect-src 'self';" in csp and "unsafe-eval" not in csp
+    assert "'unsafe-inline'" not in csp.split("script-src", 1)[1].split(";", 1)[0]
+    status, headers, body = get(server, "/", host.format(port=server.server_address[1]))
+    assert status == 200 and b"<html" in body and headers["X-Frame-Options"] == "DENY"
+
+
+def test_refused_writes_carry_the_headers_too(server) -> None:
+    status, headers, _ = get(server, "/", f"127.0.0.1:{server.server_address[1]}", method="POST")
+    assert status == 405 and headers["X-Content-Type-Options"] == "nosniff"
+    assert get(server, "/", "evil.example", method="POST")[0] == 421
+
+
+def test_a_configured_host_name_is_accepted(log_url) -> None:
+    for srv in serve(log_url, frozenset({"Dash.Internal"})):
+        assert get(srv, "/api/summary", "dash.internal:8443")[0] == 200
+        assert get(srv, "/api/summary", "other.internal")[0] == 421
+
+
+@pytest.mark.parametrize(
+    ("header", "name"),
+    [("127.0.0.1:8050", "127.0.0.1"), ("[::1]:8050", "::1"), ("[::1]", "::1"), ("LocalHost.", "localhost"),
+     ("host:", None), ("[::1", None), ("[::1]x", None), (None, None), ("a:b:c", None)],
+)
+def test_host_header_parsing(header, name) -> None:
+    assert host_name(header) == name
+
+
+def test_the_host_address_is_an_accepted_host_name():
+    """`--host 127.0.0.2` (a container's or a second loopback address) is answered by its
+    own name; a wildcard bind does not make every name acceptable."""
+    from bot.dashboard.server import DashboardServer
+
+    for host, allowed in (("127.0.0.2", True), ("0.0.0.0", False)):
+        server = DashboardServer(0, None, None, 30, None, host=host)
+        try:
+            assert ("127.0.0.2" in server.allowed_hosts) is allowed
+            assert "0.0.0.0" not in server.allowed_hosts
+        finally:
+            server.server_close()

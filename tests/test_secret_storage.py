@@ -1,0 +1,95 @@
+"""Secrets stay out of the trade log, and keys go only to the hosts meant for them: the
+data and FRED URLs follow the trading URL's rule (official host over https, or loopback;
+no credentials in the URL)."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from bot import runner
+from bot.config import parse_settings
+from bot.secrets import EndpointError, load_endpoints
+from bot.store.models import RunRecord
+from bot.store.tradelog import TradeLog
+from tests.conftest import CONFIG
+
+PASSWORD = "pw-Zq8vN2xR7tLw"  # noqa: S105 - a test value, looked for in the stored bytes
+
+
+def settings_with_store(url: str):
+    from bot.config import load_settings
+
+    raw = load_settings(CONFIG).model_dump(mode="json")
+    raw["store"]["url"] = url
+    return parse_settings(raw, "test")
+
+
+def test_the_store_password_is_masked_in_runs_config(tmp_path) -> None:
+    settings = settings_with_store(f"postgresql+psycopg://bot:{PASSWORD}@db.internal:5432/trades")
+    path = tmp_path / "log.sqlite"
+    log = TradeLog.open(f"sqlite:///{path}")
+    run_id = runner.start_run(log, settings, "backtest", "synthetic", True)
+    with log.engine.connect() as conn:
+        stored = conn.execute(sa.select(RunRecord.config).where(RunRecord.id == run_id)).scalar_one()
+    log.close()  # checkpointed: every byte is in the file now
+    assert stored["store"]["url"] == "postgresql+psycopg://bot:***@db.internal:5432/trades"
+    assert PASSWORD.encode() not in path.read_bytes()
+    # The hash names the configuration, not the password: rotating it changes nothing.
+    other = settings_with_store("postgresql+psycopg://bot:another@db.internal:5432/trades")
+    assert other.fingerprint() == settings.fingerprint()
+
+
+def test_the_masked_stored_config_still_parses_for_reports() -> None:
+    settings = settings_with_store(f"postgresql+psycopg://bot:{PASSWORD}@db/x")
+    again = parse_settings(settings.stored_dict(), "runs.config")
+    assert PASSWORD not in again.store.url
+
+
+@pytest.mark.parametrize("variable", ["APCA_API_DATA_URL", "BOT_FRED_URL"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"http://user:{PASSWORD}@other-host",  # credentials, plain http, another host
+        f"https://user:{PASSWORD}@data.alpaca.markets",  # credentials on the right host
+        "https://data.alpaca.markets@evil.example",  # user info spoofing the host
+        "https://data.alpaca.markets\\@evil.example",
+        "https://fred.stlouisfed.org.evil.example",
+        "https://example.com",
+        "https://data.alpaca.markets/v2?token=x",  # a query
+        "ftp://127.0.0.1",
+    ],
+)
+def test_data_and_fred_urls_refuse_other_hosts_and_credentials(variable: str, url: str) -> None:
+    with pytest.raises(EndpointError, match=variable) as caught:
+        load_endpoints({variable: url})
+    assert PASSWORD not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "url"),
+    [("APCA_API_DATA_URL", "http://data.alpaca.markets"), ("BOT_FRED_URL", "http://fred.stlouisfed.org")],
+)
+def test_the_official_data_hosts_need_https(variable: str, url: str) -> None:
+    with pytest.raises(EndpointError, match=f"{variable} must use https"):
+        load_endpoints({variable: url})
+
+
+def test_official_hosts_in_any_spelling_and_loopback_are_accepted() -> None:
+    endpoints = load_endpoints(
+        {"APCA_API_DATA_URL": "https://DATA.alpaca.markets.:443/v2", "BOT_FRED_URL": "http://[::1]:8"}
+    )
+    assert endpoints.data_url == "https://DATA.alpaca.markets.:443"
+    assert endpoints.fred_url == "http://[::1]:8"
+    local = load_endpoints({"APCA_API_DATA_URL": "http://localhost:9", "BOT_FRED_URL": "https://fred.stlouisfed.org"})
+    assert local.data_url == "http://localhost:9"
+
+
+def test_a_daemon_started_with_a_foreign_data_url_stops_before_connecting(monkeypatch) -> None:
+    from bot.data.alpaca import AlpacaMarketData
+
+    monkeypatch.setenv("APCA_API_KEY_ID", "PKTESTKEY000000000")
+    monkeypatch.setenv("APCA_API_SECRET_KEY", "secret-for-the-test-0000")
+    monkeypatch.setenv("APCA_API_DATA_URL", "http://user:pw@other-host")
+    with pytest.raises(EndpointError, match="APCA_API_DATA_URL"):
+        AlpacaMarketData.from_env()
