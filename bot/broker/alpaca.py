@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import numpy as np
 import structlog
@@ -41,6 +39,7 @@ from bot.broker.alpaca_orders import (
     is_auth_failure,
     new_york_to_utc,
     parse_number,
+    sdk_call,
     settled,
     to_utc,
     transport_broker_error,
@@ -58,7 +57,6 @@ from bot.secrets import PAPER_TRADING_URL, Credentials, load_credentials, load_e
 from bot.types import Fill, Order, OrderRequest, OrderStatus
 
 log = structlog.get_logger(__name__)
-T = TypeVar("T")
 
 MAX_ORDERS = 500  # Alpaca's largest page for GET /v2/orders
 UNCONFIRMED = "unconfirmed"  # status_message prefix of an order whose submit is in doubt
@@ -146,7 +144,7 @@ class AlpacaBroker:
 
     def refresh(self) -> None:
         account = self.account()
-        positions = self._call("positions", self._client.get_all_positions)
+        positions = sdk_call("positions", self._client.get_all_positions)
         held: dict[str, float] = {}
         for p in positions:
             held[p.symbol] = held.get(p.symbol, 0.0) + parse_number(
@@ -155,7 +153,7 @@ class AlpacaBroker:
         self._account, self._positions = account, held
 
     def account(self) -> AccountInfo:
-        raw = self._call("account", self._client.get_account)
+        raw = sdk_call("account", self._client.get_account)
         info = AccountInfo(
             account_number=raw.account_number,
             equity=parse_number(raw.equity, "account.equity"),
@@ -335,7 +333,7 @@ class AlpacaBroker:
 
     def open_orders(self) -> list[Order]:
         query = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=MAX_ORDERS, nested=False)
-        raws = self._call("open orders", self._client.get_orders, query)
+        raws = sdk_call("open orders", self._client.get_orders, query)
         if len(raws) >= MAX_ORDERS:
             log.warning("open_orders_truncated", limit=MAX_ORDERS)
         return [convert_order(r, self._requests.get(r.client_order_id)) for r in raws]
@@ -346,7 +344,7 @@ class AlpacaBroker:
         query = GetOrdersRequest(
             status=QueryOrderStatus.CLOSED, after=after, limit=MAX_ORDERS, nested=False
         )
-        raws = self._call("closed orders", self._client.get_orders, query)
+        raws = sdk_call("closed orders", self._client.get_orders, query)
         if len(raws) >= MAX_ORDERS:
             log.warning("closed_orders_truncated", limit=MAX_ORDERS, after=after.isoformat())
         return [convert_order(r, self._requests.get(r.client_order_id)) for r in raws]
@@ -393,7 +391,7 @@ class AlpacaBroker:
         is looked up by client_order_id; if the venue has none it was never placed."""
         cid = order.request.client_order_id
         if order.broker_order_id:
-            raw = self._call(f"order {cid}", self._client.get_order_by_id, order.broker_order_id)
+            raw = sdk_call(f"order {cid}", self._client.get_order_by_id, order.broker_order_id)
         else:
             raw = self._find_raw(cid, f"order {cid}")
         if raw is None:
@@ -472,13 +470,13 @@ class AlpacaBroker:
     def cancel_all(self) -> int:
         """Cancel every open order at the venue (shutdown, kill switch); returns how many
         cancel requests the venue accepted."""
-        answers = self._call("cancel all", self._client.cancel_orders)
+        answers = sdk_call("cancel all", self._client.cancel_orders)
         return sum(1 for a in answers if 200 <= a.status < 300)
 
     # --- clock and calendar ----------------------------------------------------------
 
     def clock(self) -> MarketClock:
-        raw = self._call("clock", self._client.get_clock)
+        raw = sdk_call("clock", self._client.get_clock)
         return MarketClock(
             to_utc(raw.timestamp), bool(raw.is_open), to_utc(raw.next_open), to_utc(raw.next_close)
         )
@@ -486,7 +484,7 @@ class AlpacaBroker:
     def calendar(self, start: dt.date, end: dt.date) -> list[TradingSession]:
         """Sessions with their UTC open and close; Alpaca sends New York wall times, so
         early closes (13:00) and DST are converted per day."""
-        days = self._call(
+        days = sdk_call(
             "calendar", self._client.get_calendar, GetCalendarRequest(start=start, end=end)
         )
         return [
@@ -496,16 +494,6 @@ class AlpacaBroker:
 
     # --- helpers ---------------------------------------------------------------------
 
-    def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
-        """Run one SDK call; every failure becomes a BrokerError naming `what`."""
-        try:
-            return fn(*args)
-        except APIError as exc:
-            raise api_broker_error(what, exc) from exc
-        except ValidationError as exc:
-            raise BrokerError(f"{what}: malformed answer: {validation_summary(exc)}") from None
-        except ANSWER_ERRORS as exc:
-            raise transport_broker_error(what, exc) from exc
 
 
 def _copy_state(source: Order, target: Order) -> None:

@@ -22,7 +22,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import requests
@@ -33,6 +34,8 @@ from pydantic import ValidationError
 from bot.broker.base import BrokerError
 from bot.net import describe_error
 from bot.types import Order, OrderRequest, OrderStatus, Side
+
+T = TypeVar("T")
 
 NEW_YORK = ZoneInfo("America/New_York")
 # What a failed call can raise besides APIError: transport errors, bad JSON, and whatever
@@ -151,6 +154,19 @@ def api_broker_error(what: str, exc: APIError) -> BrokerError:
 
 def transport_broker_error(what: str, exc: Exception) -> BrokerError:
     return BrokerError(f"{what}: {describe_answer_error(exc)}")
+
+
+def sdk_call(what: str, fn: Callable[..., T], *args: Any) -> T:
+    """Run one alpaca-py call; every failure becomes a BrokerError naming `what`
+    (the venue's code and message, a transport error by type, or a malformed answer)."""
+    try:
+        return fn(*args)
+    except APIError as exc:
+        raise api_broker_error(what, exc) from exc
+    except ValidationError as exc:
+        raise BrokerError(f"{what}: malformed answer: {validation_summary(exc)}") from None
+    except ANSWER_ERRORS as exc:
+        raise transport_broker_error(what, exc) from exc
 
 
 def describe_answer_error(exc: Exception) -> str:

@@ -24,21 +24,15 @@ from dataclasses import replace
 from typing import Any
 
 from alpaca.broker.client import BrokerClient
-from alpaca.common.exceptions import APIError
 from alpaca.trading.models import Position
 from alpaca.trading.requests import GetCalendarRequest, GetOrdersRequest, MarketOrderRequest
-from pydantic import ValidationError
 
 from bot.broker.alpaca import AlpacaBroker
 from bot.broker.alpaca_orders import (
-    ANSWER_ERRORS,
-    api_broker_error,
     parse_number,
+    sdk_call,
     to_utc,
-    transport_broker_error,
-    validation_summary,
 )
-from bot.broker.base import BrokerError
 from bot.net import RetryPolicy, take_over_sdk_retries
 from bot.secrets import Credentials, load_broker_credentials, load_broker_endpoint
 
@@ -190,16 +184,7 @@ class BrokerPlatform:
 
     def prefetch_positions(self) -> PositionsSnapshot:
         """Every account's positions in one call, used by each account's first refresh."""
-        raw = self._call("all accounts' positions", self.client.get_all_accounts_positions)
+        raw = sdk_call("all accounts' positions", self.client.get_all_accounts_positions)
         self._snapshot = PositionsSnapshot(to_utc(raw.as_of), dict(raw.positions))
         return self._snapshot
 
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except APIError as exc:
-            raise api_broker_error(what, exc) from exc
-        except ValidationError as exc:
-            raise BrokerError(f"{what}: malformed answer: {validation_summary(exc)}") from None
-        except ANSWER_ERRORS as exc:
-            raise transport_broker_error(what, exc) from exc

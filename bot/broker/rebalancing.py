@@ -11,7 +11,7 @@ subscribing is done once per account, a run is recorded once and updated as it m
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
@@ -29,18 +29,12 @@ from alpaca.broker.requests import (
     UpdatePortfolioRequest,
     Weight,
 )
-from alpaca.common.exceptions import APIError
-from pydantic import ValidationError
 
 from bot.accounts.registry import Account, AccountRegistry
 from bot.broker.alpaca_orders import (
-    ANSWER_ERRORS,
-    api_broker_error,
+    sdk_call,
     to_utc,
-    transport_broker_error,
-    validation_summary,
 )
-from bot.broker.base import BrokerError
 from bot.store.models import Base
 
 log = structlog.get_logger(__name__)
@@ -139,14 +133,14 @@ class Rebalancer:
         known = self._portfolio_row(profile)
         action = "unchanged"
         if known is None:
-            found = self._call(
+            found = sdk_call(
                 f"portfolio {portfolio_name(profile)}", self.client.get_all_portfolios,
                 GetPortfoliosRequest(name=portfolio_name(profile)),
             )
             if found:
                 portfolio_id, current, action = str(found[0].id), _read_weights(found[0].weights), "adopted"
             else:
-                created = self._call(
+                created = sdk_call(
                     f"create portfolio {portfolio_name(profile)}", self.client.create_portfolio,
                     CreatePortfolioRequest(
                         name=portfolio_name(profile),
@@ -160,7 +154,7 @@ class Rebalancer:
             portfolio_id = known.portfolio_id
             current = {k: Decimal(str(v)) for k, v in known.weights.items()}
         if current != percentages:
-            self._call(
+            sdk_call(
                 f"update portfolio {portfolio_id}", self.client.update_portfolio_by_id,
                 portfolio_id, UpdatePortfolioRequest(weights=_weights(percentages)),
             )
@@ -207,7 +201,7 @@ class Rebalancer:
                     self.registry.set_subscription(account.id, str(existing.id), now)
                 continue
             if existing is not None:
-                self._call(f"unsubscribe {account.broker_account_id}",
+                sdk_call(f"unsubscribe {account.broker_account_id}",
                            self.client.unsubscribe_account, existing.id)
                 self.registry.set_subscription(account.id, None, now)
                 unsubscribed += 1
@@ -220,13 +214,13 @@ class Rebalancer:
         request = CreateSubscriptionRequest(
             account_id=account.broker_account_id, portfolio_id=portfolio_id
         )
-        created = self._call(
+        created = sdk_call(
             f"subscribe {account.broker_account_id}", self.client.create_subscription, request
         )
         self.registry.set_subscription(account.id, str(created.id), now)
 
     def _all_subscriptions(self) -> list[Subscription]:
-        return list(self._call("subscriptions", self.client.get_all_subscriptions))
+        return list(sdk_call("subscriptions", self.client.get_all_subscriptions))
 
     # -- runs ---------------------------------------------------------------------------
 
@@ -234,7 +228,7 @@ class Rebalancer:
         """Alpaca's rebalancing runs (of one account, or all) into `rebalancing_runs`:
         new ones inserted, changed ones (status, orders, times) updated."""
         request = GetRunsRequest(account_id=account.broker_account_id) if account else None
-        runs: list[RebalancingRun] = list(self._call("rebalancing runs", self.client.get_all_runs, request))
+        runs: list[RebalancingRun] = list(sdk_call("rebalancing runs", self.client.get_all_runs, request))
         with self.engine.begin() as conn:
             ids = dict(conn.execute(sa.select(ACCOUNTS.c.broker_account_id, ACCOUNTS.c.id)).all())
             known = _known_runs(conn, [str(r.id) for r in runs])
@@ -258,16 +252,6 @@ class Rebalancer:
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """One SDK call; every failure becomes a BrokerError naming `what`."""
-        try:
-            return fn(*args)
-        except APIError as exc:
-            raise api_broker_error(what, exc) from exc
-        except ValidationError as exc:
-            raise BrokerError(f"{what}: malformed answer: {validation_summary(exc)}") from None
-        except ANSWER_ERRORS as exc:
-            raise transport_broker_error(what, exc) from exc
 
 
 def _known_runs(conn: sa.Connection, run_ids: list[str]) -> dict[str, sa.Row[Any]]:
