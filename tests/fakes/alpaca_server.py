@@ -15,6 +15,7 @@ Test control:
                                 share f of it already filled (1.0: status 'filled', as
                                 Alpaca often answers a liquid market order; 0.4: partially)
     fake.set_status(ref, s)     force any Alpaca status ('rejected', 'canceled', ...)
+    fake.refused_duplicates     client_order_ids POSTed while an order with the id existed
     fake.inject(method, route, Fault...)   scripted faults (see tests.fakes.Fault)
     fake.prices, fake.hold(sym, qty, avg), fake.cash   the venue's market and account
 `ref` is an order's id or client_order_id.
@@ -158,6 +159,7 @@ class FakeAlpaca(FakeServer):
         self.latest_bars: dict[str, float] = {}
         self.sip_allowed = False
         self.fill_on_submit = 0.0  # share of a POSTed order filled before the answer
+        self.refused_duplicates: list[str] = []  # client_order_ids POSTed again (422)
         self._routes_setup()
 
     def _routes_setup(self) -> None:
@@ -457,6 +459,7 @@ class FakeAlpaca(FakeServer):
             return invalid("qty or notional is required")
         cid = body.get("client_order_id")
         if cid and any(o.data["client_order_id"] == cid for o in self.orders):
+            self.refused_duplicates.append(cid)
             return invalid("client_order_id must be unique")
         if cid and len(cid) > 128:
             return invalid("client_order_id must be at most 128 characters")
@@ -500,10 +503,15 @@ class FakeAlpaca(FakeServer):
         limit = min(int(request.query.get("limit", 50)), 500)
         symbols = set(filter(None, request.query.get("symbols", "").split(",")))
 
+        after, until = _instant(request.query.get("after")), _instant(request.query.get("until"))
+
         def wanted(o: _Order) -> bool:
             is_open = o.data["status"] in OPEN_STATUSES
             by_status = status == "all" or (status == "open") == is_open
-            return by_status and (not symbols or o.data["symbol"] in symbols)
+            submitted = _instant(o.data["submitted_at"])
+            assert submitted is not None
+            in_time = (after is None or submitted > after) and (until is None or submitted <= until)
+            return by_status and in_time and (not symbols or o.data["symbol"] in symbols)
 
         chosen = [o for o in self.orders if wanted(o)]
         if request.query.get("direction", "desc") == "desc":
