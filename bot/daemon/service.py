@@ -37,6 +37,13 @@ class JobSpec:
     trigger: BaseTrigger
     run: Callable[[], bool | None]  # a trading job returns False when it failed
     replay_trigger: BaseTrigger | None = None  # replay's own time grid, if it differs
+    catch_up: bool = False  # a (re)start within MISFIRE_GRACE after its time runs it
+
+    def first_run(self, now: dt.datetime) -> dt.datetime | None:
+        """When the job first runs if the daemon starts at `now` (see first_run_time)."""
+        if self.catch_up:
+            return first_run_time(self.trigger, now)
+        return self.trigger.get_next_fire_time(None, now)
 
 
 @dataclass
@@ -59,15 +66,18 @@ def build_schedule(
 
     schedule = Schedule(
         [
-            JobSpec("regime", WeekStartTrigger(cal, dt.timedelta(hours=2)), wrap("regime", jobs.regime_job)),
-            JobSpec("open", SessionTrigger(cal, "open", dt.timedelta(minutes=5)), wrap("open", jobs.open_job)),
+            JobSpec("regime", WeekStartTrigger(cal, dt.timedelta(hours=2)),
+                    wrap("regime", jobs.regime_job), catch_up=True),
+            JobSpec("open", SessionTrigger(cal, "open", dt.timedelta(minutes=5)),
+                    wrap("open", jobs.open_job), catch_up=True),
             JobSpec(
                 "poll",
                 IntervalTrigger(seconds=poll_every.total_seconds()),
                 wrap("poll", jobs.poll_job),
                 replay_trigger=SessionTrigger(cal, "open", dt.timedelta(minutes=10)),
             ),
-            JobSpec("close", SessionTrigger(cal, "close", dt.timedelta(minutes=20)), wrap("close", jobs.close_job)),
+            JobSpec("close", SessionTrigger(cal, "close", dt.timedelta(minutes=20)),
+                    wrap("close", jobs.close_job), catch_up=True),
         ]
     )
     if heartbeat is not None:
@@ -93,9 +103,28 @@ def heartbeat_age(path: Path, now: float | None = None) -> float | None:
     return (now or time.time()) - path.stat().st_mtime
 
 
-def make_scheduler(schedule: Schedule) -> BackgroundScheduler:
+def first_run_time(
+    trigger: BaseTrigger, now: dt.datetime, grace: dt.timedelta = MISFIRE_GRACE
+) -> dt.datetime | None:
+    """When a job first runs after the daemon starts at `now`: its latest fire time in
+    the last `grace`, if it has one (the daemon was down then, or killed while running
+    it), else its next one. Left alone, APScheduler asks the trigger for the next fire
+    time from now, so a daemon restarted at 09:37 would skip the 09:35 decision and one
+    restarted at 16:22 the day's close; the jobs are safe to run again, so a restart
+    reruns one that had finished."""
+    missed = trigger.get_next_fire_time(None, now - grace)
+    if missed is None or missed > now:
+        return trigger.get_next_fire_time(None, now)
+    while True:
+        following = trigger.get_next_fire_time(missed, missed)
+        if following is None or following > now:
+            return missed
+        missed = following
+
+
+def make_scheduler(schedule: Schedule, now: dt.datetime | None = None) -> BackgroundScheduler:
     """One worker thread (jobs never overlap), coalesced misfires (a backlog runs once),
-    a grace time (a restart shortly after a job's time still runs it)."""
+    a grace time (a restart shortly after a job's time still runs it: see first_run_time)."""
     scheduler = BackgroundScheduler(
         executors={"default": ThreadPoolExecutor(max_workers=1)},
         job_defaults={
@@ -105,8 +134,12 @@ def make_scheduler(schedule: Schedule) -> BackgroundScheduler:
         },
         timezone=dt.UTC,
     )
+    now = now or dt.datetime.now(dt.UTC)
     for spec in schedule.jobs:
-        scheduler.add_job(spec.run, spec.trigger, id=spec.name, name=spec.name)
+        first = spec.first_run(now)
+        # next_run_time=None would add the job paused: pass it only when there is one
+        when = {"next_run_time": first} if first is not None else {}
+        scheduler.add_job(spec.run, spec.trigger, id=spec.name, name=spec.name, **when)
     return scheduler
 
 
