@@ -199,7 +199,9 @@ class SoakResult:
 
     def recovered_next(self) -> tuple[int, int]:
         """(sessions with a failure whose next session ended clean, sessions with a failure);
-        a failure in the last session is judged by the final check."""
+        a failure in the last session is judged by the final check. Clean: the invariants
+        held after its close job, and it recorded its equity (unless its own close job
+        failed: that is its failure, judged by the session after it)."""
         failed = self.failed_sessions
         ok = 0
         for i in failed:
@@ -520,12 +522,15 @@ class Soak:
         record.venue_equity = self.venue.equity()
         record.problems = found.problems()
         recorded = ledger.equity.get(record.day)
-        if recorded is None:
-            record.problems.append(f"no equity recorded for {record.day}")
-        elif abs(float(recorded) - record.venue_equity) > EQUITY_TOLERANCE:
+        if recorded is not None and abs(float(recorded) - record.venue_equity) > EQUITY_TOLERANCE:
             record.problems.append(f"equity recorded {float(recorded):.2f}, "
                                    f"venue {record.venue_equity:.2f}")
-        record.clean = not record.problems
+        # A close job that failed (its retries exhausted) explains its own missing row; it
+        # counts as that session's failure, not as the previous one's failure to recover.
+        explained = record.failed_job
+        if recorded is None:
+            record.problems.append(f"no equity recorded for {record.day}")
+        record.clean = all(p.startswith("no equity") and explained for p in record.problems)
 
     def _result(self, seconds: float) -> SoakResult:
         ledger = read_ledger(self._db, self.prefix)

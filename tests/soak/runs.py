@@ -101,7 +101,7 @@ def _dir(root: Path, name: str) -> Path:
 
 COLUMNS = (
     "scenario", "db", "sessions", "jobs", "orders", "faults", "kills", "failed jobs",
-    "crashes", "dup ids", "missing in log", "fill diff", "symbol diff", "position diff", "status diff",
+    "crashes", "ids re-sent", "dup ids", "missing in log", "fill diff", "symbol diff", "position diff", "status diff",
     "left open", "negative cash", "equity diff", "false defensive", "no close",
     "no decision", "recovered", "ok",
 )
@@ -114,7 +114,7 @@ def row(result: SoakResult) -> list[str]:
         result.name, result.backend, str(len(result.sessions)), str(result.jobs_run),
         str(result.orders), str(sum(result.faults.values())), str(len(result.kills)),
         str(len(result.failed_jobs) + len(result.failed_starts)), str(len(result.crashes)),
-        str(len(inv.duplicate_ids)),
+        str(result.resent_ids), str(len(inv.duplicate_ids)),
         str(len(inv.missing_from_log)), str(len(inv.fill_differences)),
         str(len(inv.symbol_differences)), str(len(inv.position_differences)),
         str(len(inv.status_differences)), str(len(inv.left_open)), str(result.negative_cash),
@@ -143,7 +143,9 @@ LEGEND = """\
 sessions: trading sessions driven; jobs: daemon jobs run; orders: orders at the venue;
 faults: random faults drawn (429, 500, lost and slow answers); kills: SIGKILLs of the bot;
 failed jobs: jobs that failed (retries exhausted) and starts that failed. Invariants
-(targets 0): crashes: the bot died or hung without being killed; dup ids: client ids with more than one order at the venue; missing in log:
+(targets 0): crashes: the bot died or hung without being killed; (ids re-sent: POSTs of a
+client id the venue already had, refused with 422 and the order adopted: not an
+invariant, it shows that path ran); dup ids: client ids with more than one order at the venue; missing in log:
 venue orders the trade log lacks; fill diff: orders whose filled quantity at the venue
 differs from the fills recorded (or from orders.filled_quantity); symbol diff: the same
 per symbol; position diff: venue positions against the starting book plus the recorded
