@@ -1,8 +1,9 @@
 """The fault soak and the crash matrix of the live daemon (tests/soak/).
 
-    python benchmarks/soak.py                        # SQLite 60 sessions, PostgreSQL 20, crash matrix
+    python benchmarks/soak.py             # SQLite 60 sessions, PostgreSQL 20 (heavy faults, 6
+                                          # random kills each), then the crash matrix
     python benchmarks/soak.py --sessions 120 --seed 7 --backend sqlite --no-crash-matrix
-    python benchmarks/soak.py --faults heavy --random-kills 6
+    python benchmarks/soak.py --faults moderate --random-kills 0
     python benchmarks/soak.py --only-matrix --matrix-backend postgresql
 
 The daemon's own code (build_live, its jobs and triggers, reconciliation at start) runs in
@@ -38,14 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg-sessions", type=int, default=20, help="PostgreSQL soak sessions (20)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
-    parser.add_argument("--faults", choices=sorted(FAULTS), default="moderate")
-    parser.add_argument("--random-kills", type=int, default=0,
+    parser.add_argument("--faults", choices=sorted(FAULTS), default="heavy")
+    parser.add_argument("--random-kills", type=int, default=6,
                         help="SIGKILLs at random instants of random jobs during the soak")
     parser.add_argument("--no-crash-matrix", action="store_true")
     parser.add_argument("--only-matrix", action="store_true")
     parser.add_argument("--matrix-backend", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--points", help=f"crash scenarios, comma separated: {', '.join(CRASHES)}")
     parser.add_argument("--workdir", help="keep databases and bot logs here (default: a temp dir)")
+    parser.add_argument("--data-dir", type=Path,
+                        help="prices/ and macro/ CSVs (e.g. ../shared/data; default: synthetic)")
     args = parser.parse_args(argv)
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="leverbot-soak-"))
@@ -60,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
             result = soak(backend, runs[backend], args.seed, workdir,
                           faults=FAULTS[args.faults], random_kills=args.random_kills,
-                          name=f"soak {runs[backend]} sessions, {args.faults} faults")
+                          name=f"soak {runs[backend]} sessions, {args.faults} faults",
+                          data_dir=args.data_dir)
             print(f"  {result.seconds:.0f} s", flush=True)
             results.append(result)
     if not args.no_crash_matrix:
@@ -68,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"crash matrix on {args.matrix_backend}: kill points\n"
               + "\n".join(f"  {k.name:24} {k.job:6} {k.what}" for k in KILL_POINTS.values()),
               flush=True)
-        results += crash_matrix(args.matrix_backend, args.seed, workdir, only=only)
+        results += crash_matrix(args.matrix_backend, args.seed, workdir, only=only,
+                                data_dir=args.data_dir)
     print()
     print(table(results))
     print()

@@ -14,7 +14,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from bot.broker.sequenced import QUEUED_MESSAGES
-from bot.store.tradelog import EQUITY, FILLS, INCIDENTS, ORDERS, RISK_EVENTS
+from bot.store.tradelog import EQUITY, FILLS, INCIDENTS, ORDERS, POSITIONS, RISK_EVENTS
 from tests.fakes.alpaca_server import FakeAlpaca
 
 FINAL = {"filled", "canceled", "expired", "rejected"}
@@ -29,6 +29,7 @@ class Ledger:
     orders: dict[str, dict] = field(default_factory=dict)  # client_order_id -> row
     fills: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     equity: dict[dt.date, Decimal] = field(default_factory=dict)  # the latest row per day
+    snapshots: dict[dt.date, dict[str, Decimal]] = field(default_factory=dict)  # the latest
     defensive_entries: list[tuple[dt.date, dict]] = field(default_factory=list)
     job_failures: list[tuple[dt.datetime, str, str]] = field(default_factory=list)
 
@@ -48,6 +49,14 @@ def read_ledger(engine: sa.Engine, prefix: str) -> Ledger:
             ledger.fills[cid] += quantity
         rows = sa.select(EQUITY.c.day, EQUITY.c.equity).order_by(EQUITY.c.id)
         ledger.equity.update((day, equity) for day, equity in conn.execute(rows))
+        snaps = sa.select(POSITIONS.c.run_id, POSITIONS.c.day, POSITIONS.c.symbol,
+                          POSITIONS.c.quantity).order_by(POSITIONS.c.run_id, POSITIONS.c.id)
+        latest_run: dict[dt.date, int] = {}
+        for run_id, day, symbol, quantity in conn.execute(snaps):
+            if latest_run.get(day) != run_id:  # a later run's snapshot of the day replaces it
+                latest_run[day] = run_id
+                ledger.snapshots[day] = {}
+            ledger.snapshots[day][symbol] = quantity
         entered = sa.select(RISK_EVENTS.c.day, RISK_EVENTS.c.inputs).where(
             RISK_EVENTS.c.rule == "drawdown", RISK_EVENTS.c.action == "entered defensive mode")
         ledger.defensive_entries.extend((day, inputs) for day, inputs in conn.execute(entered))
@@ -92,8 +101,10 @@ def check(
     holdings_at_start: dict[str, float],
     *,
     after_close: bool,
+    snapshot_day: dt.date | None = None,
 ) -> Invariants:
-    """The invariants now. `after_close`: no order may still work at the venue."""
+    """The invariants now. `after_close`: no order may still work at the venue;
+    `snapshot_day`: the positions snapshot of that day must be the venue's positions."""
     out = Invariants()
     with venue.lock:
         orders = [dict(o.data) for o in venue.orders]
@@ -150,6 +161,12 @@ def check(
         held = positions.get(symbol, Decimal(0))
         if abs(implied - held) > TOLERANCE:
             out.position_differences.append(f"{symbol}: venue holds {held}, log implies {implied}")
+    snapshot = ledger.snapshots.get(snapshot_day) if snapshot_day is not None else None
+    for symbol, quantity in (snapshot or {}).items():
+        held = positions.get(symbol, Decimal(0))
+        if abs(quantity - held) > TOLERANCE:
+            out.position_differences.append(
+                f"{symbol}: venue holds {held}, the {snapshot_day} snapshot says {quantity}")
     return out
 
 

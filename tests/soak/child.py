@@ -4,8 +4,9 @@ It is the live daemon's own service: `runner.start_run` and `build_live` (the al
 trading and data clients, FRED, SellsFirst with its market-hours rule, reconciliation at
 start), and the jobs of `build_schedule` with their session triggers, on a SimulatedClock
 instead of the wall clock (APScheduler only runs on the wall clock). The harness sends
-one command at a time over a pipe: `next` (the daemon's next job and its time, computed
-from the triggers as APScheduler does: after a restart, from the restart's time on),
+one command at a time over a pipe: `next` (the daemon's next job and its time, from the
+triggers as the daemon's scheduler has them: JobSpec.first_run after a start, a job
+missed in the grace time before it included, then each trigger's next fire time),
 `run` (set the clock, run that job through the daemon's wrapper), `arm`/`disarm` (a
 pause point, see PAUSES) and `stop` (what SIGTERM does: a final poll, the run finished,
 the log closed). In mode "once" it does what `bot once --execute` does instead.
@@ -22,7 +23,7 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -66,14 +67,12 @@ class ChildSpec:
     pauses: tuple[str, ...] = ()  # armed from the start (e.g. reconcile)
     poll_after_open: tuple[int, ...] = (7, 9, 11, 13, 16, 20, 30, 45, 60, 90, 120, 180, 240, 300)
     poll_around_close: tuple[int, ...] = (-20, -8, -3, 70)
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 class SoakPollTrigger(_CalendarTrigger):
     """Order polls at fixed minutes after each open and around each close. The daemon
-    polls every 2 minutes; a few dozen polls a session keep the same states reachable
-    (sells filled, buys released, cut-off before the close, the night) at a fraction of
-    the requests."""
+    polls every 2 minutes; these 18 a session reach the same states (sells filled, buys
+    released, the cut-off before the close, the night) with a tenth of the requests."""
 
     def __init__(self, calendar: SessionCalendar, after_open: tuple[int, ...],
                  around_close: tuple[int, ...]) -> None:

@@ -516,9 +516,9 @@ class Soak:
         """After a close job: the invariants, and the day's equity row against the
         venue's cash and positions at the close."""
         ledger = read_ledger(self._db, self.prefix)
-        found = check(self.venue.alpaca, ledger, self.prefix, self.venue.holdings_at_start,
-                      after_close=True)
         record = self.sessions[i]
+        found = check(self.venue.alpaca, ledger, self.prefix, self.venue.holdings_at_start,
+                      after_close=True, snapshot_day=record.day)
         record.venue_equity = self.venue.equity()
         record.problems = found.problems()
         recorded = ledger.equity.get(record.day)
@@ -535,7 +535,7 @@ class Soak:
     def _result(self, seconds: float) -> SoakResult:
         ledger = read_ledger(self._db, self.prefix)
         invariants = check(self.venue.alpaca, ledger, self.prefix, self.venue.holdings_at_start,
-                           after_close=True)
+                           after_close=True, snapshot_day=self.config.days[-1])
         self._db.dispose()
         faults: Counter = Counter()
         for server in self.venue.servers:
@@ -618,6 +618,16 @@ def synthetic(days: list[dt.date], seed: int = 3) -> MarketData:
     start = days[0] - dt.timedelta(days=800)
     return synthetic_market(list(settings.symbols), start, days[-1] + dt.timedelta(days=5),
                             seed=seed)
+
+
+def market(days: list[dt.date], data_dir: Path | None = None) -> MarketData:
+    """The soak's market: a CSV directory (such as ../shared/data) or the synthetic one."""
+    if data_dir is None:
+        return synthetic(days)
+    from bot.config import load_settings
+    from bot.data.csv_source import load_csv_directory
+
+    return load_csv_directory(data_dir, list(load_settings(CONFIG).symbols))
 
 
 @contextmanager

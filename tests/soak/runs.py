@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.soak.harness import (
@@ -17,6 +18,7 @@ from tests.soak.harness import (
     soak_days,
     synthetic,
 )
+from tests.soak.harness import market as market_for
 from tests.soak.venue import Execution
 
 FIRST_DAY = dt.date(2024, 5, 20)  # a Monday; 60 sessions reach August (holidays, a half day)
@@ -26,54 +28,72 @@ SOAK_FAULTS = {"429": 0.03, "500": 0.03, "lost": 0.02, "slow": 0.02}
 SKEWED = {"TQQQ": 42_000.0, "DIG": 30_000.0}
 #: orders are answered unfilled and fill at the next ticks: sells work while buys wait
 PATIENT = Execution(answered_filled=((0.0, 1.0),), sticky_sells=0.0)
+#: every order is answered filled (a liquid market): the buys go out at once
+PROMPT = Execution(answered_filled=((1.0, 1.0),), sticky_sells=0.0)
 
-#: crash-matrix scenarios: name -> (kill points in order, holdings, `bot once` first)
-CRASHES: dict[str, tuple[tuple[str, ...], dict[str, float], bool]] = {
-    "sell_post": (("sell_post",), SKEWED, False),
-    "second_sell_post": (("second_sell_post",), SKEWED, False),
-    "direct_buy_post": (("direct_buy_post",), {}, False),
-    "released_buy_post": (("released_buy_post",), SKEWED, False),
-    "later_released_buy_post": (("later_released_buy_post",), SKEWED, False),
-    "answers_not_logged": (("answers_not_logged",), SKEWED, False),
-    "mid_flush": (("mid_flush",), SKEWED, False),
-    "after_release": (("after_release",), SKEWED, False),
-    "lost_post_lookup": (("lost_post_lookup",), SKEWED, False),
-    "close_job": (("close_job",), SKEWED, False),
-    "close_flush": (("close_flush",), SKEWED, False),
-    "reconcile": (("sell_post", "reconcile"), SKEWED, False),
-    "reconcile_held": (("after_release", "reconcile_held"), SKEWED, False),
-    "once_sell_post": (("once_sell_post",), SKEWED, True),
+
+@dataclass(frozen=True)
+class Crash:
+    """A crash-matrix scenario: its kill points in order and the market it meets."""
+
+    points: tuple[str, ...]
+    holdings: dict[str, float] = field(default_factory=lambda: dict(SKEWED))
+    execution: Execution = PATIENT
+    once_first: bool = False  # the first decision by `bot once --execute`
+
+
+CRASHES: dict[str, Crash] = {
+    "sell_post": Crash(("sell_post",)),
+    "second_sell_post": Crash(("second_sell_post",)),
+    "direct_buy_post": Crash(("direct_buy_post",), holdings={}),
+    "released_buy_post": Crash(("released_buy_post",)),
+    "later_released_buy_post": Crash(("later_released_buy_post",)),
+    "answers_not_logged": Crash(("answers_not_logged",)),
+    # every order filled in its answer, none logged: the day is decided again, its ids
+    # are re-sent (422) and adopted
+    "answers_not_logged_filled": Crash(("answers_not_logged",), execution=PROMPT),
+    "mid_flush": Crash(("mid_flush",)),
+    "after_release": Crash(("after_release",)),
+    "lost_post_lookup": Crash(("lost_post_lookup",)),
+    "close_job": Crash(("close_job",)),
+    "close_flush": Crash(("close_flush",)),
+    "reconcile": Crash(("sell_post", "reconcile")),
+    "reconcile_held": Crash(("after_release", "reconcile_held")),
+    "once_sell_post": Crash(("once_sell_post",), once_first=True),
 }
 
 
 def soak(backend: str, sessions: int, seed: int, workdir: Path, *,
          faults: dict[str, float] | None = None, random_kills: int = 0,
-         first_day: dt.date = FIRST_DAY, name: str | None = None) -> SoakResult:
-    """`sessions` consecutive sessions with random faults (and random SIGKILLs)."""
+         first_day: dt.date = FIRST_DAY, name: str | None = None,
+         data_dir: Path | None = None) -> SoakResult:
+    """`sessions` consecutive sessions with random faults (and random SIGKILLs), on the
+    synthetic market or the CSV files in `data_dir`."""
     days = soak_days(first_day, sessions)
     name = name or f"soak {sessions} sessions"
     with database(backend, workdir, f"soak-{backend}") as url:
         return run_soak(SoakConfig(
-            name, synthetic(days), days, url, _dir(workdir, f"soak-{backend}"), seed=seed,
-            faults=SOAK_FAULTS if faults is None else faults, random_kills=random_kills,
+            name, market_for(days, data_dir), days, url, _dir(workdir, f"soak-{backend}"),
+            seed=seed, faults=SOAK_FAULTS if faults is None else faults,
+            random_kills=random_kills,
         ))
 
 
 def crash_matrix(backend: str, seed: int, workdir: Path, *, sessions: int = 3,
-                 only: Iterable[str] | None = None,
-                 faults: dict[str, float] | None = None) -> list[SoakResult]:
+                 only: Iterable[str] | None = None, faults: dict[str, float] | None = None,
+                 data_dir: Path | None = None) -> list[SoakResult]:
     """One scenario per kill point: killed there in the first session, restarted, then
     the following sessions; the invariants after each."""
     days = soak_days(FIRST_DAY, sessions)
-    market = synthetic(days)
+    market = market_for(days, data_dir)
     results = []
     for name in only or CRASHES:
-        points, holdings, once_first = CRASHES[name]
+        crash = CRASHES[name]
         with database(backend, workdir, f"crash-{name}") as url:
             results.append(run_soak(SoakConfig(
                 name, market, days, url, _dir(workdir, f"crash-{name}"), seed=seed,
-                faults=faults or {}, kills=[Kill(p) for p in points], holdings=holdings,
-                execution=PATIENT, once_first=once_first,
+                faults=faults or {}, kills=[Kill(p) for p in crash.points],
+                holdings=crash.holdings, execution=crash.execution, once_first=crash.once_first,
             )))
     return results
 
