@@ -109,7 +109,9 @@ class Engine:
         state = self.state
         self._sizing = sizing_prices
         shares = self.broker.holdings(self.symbols)
-        equity = self.broker.cash() + float(shares @ self._mark[t])
+        # the cash held, not the cash still spendable: buys working at the venue reserve
+        # part of it, and valuing without it shows a drawdown that is not there
+        equity = self.broker.cash_balance() + float(shares @ self._mark[t])
         events: list[RiskEvent] = []
         # A defensive switch that had to wait for open orders is still owed a rebalance.
         forced = self._update_drawdown(t, day, equity, events) or state.owed_rebalance
@@ -154,7 +156,7 @@ class Engine:
         """Mark the portfolio at the close of day t (after that day's fills) and log it;
         snapshot the positions on days with fills (or when `snapshot` says so)."""
         shares = self.broker.holdings(self.symbols)
-        cash = self.broker.cash()
+        cash = self.broker.cash_balance()
         positions = float(shares @ self._mark[t])
         if snapshot or (snapshot is None and self._filled_since_snapshot):
             self._filled_since_snapshot = False
@@ -306,7 +308,7 @@ class Engine:
         prices = self.close[t]
         if self._sizing is not None:
             prices = np.where(np.isfinite(self._sizing), self._sizing, prices)
-            equity = self.broker.cash() + float(shares @ np.nan_to_num(prices))
+            equity = self.broker.cash_balance() + float(shares @ np.nan_to_num(prices))
         requests = plan_orders(
             f"{self.order_prefix}-{day:%Y%m%d}-rb",
             self.symbols,

@@ -439,3 +439,30 @@ def test_a_decision_writes_only_new_or_revised_macro_observations(tmp_path, venu
     assert macro["VIX"].values[-1] == 17.25 and macro["VIX"].values[-3] == vix[-3][1]
     assert len(macro["VIX"].values) == len(vix)
     log.close()
+
+
+# --- found by the soak --------------------------------------------------------------------------
+
+
+def test_buys_working_at_the_venue_do_not_look_like_a_drawdown(tmp_path, venue):
+    """Buys queued overnight go out at the next open job's poll, just before its decision.
+    Open buys reserve buying power, and the decision valued the account with the cash it
+    may spend (cash less those reservations): a third of the equity vanished, the drawdown
+    rule entered defensive mode (and left it the next day), each switch a rebalance."""
+    bought_before(venue, "TQQQ", 60_000.0)
+    jobs, log, clock = daemon(tmp_path, venue)
+    assert jobs.run("open", jobs.open_job)
+    sell = venue.orders[0].data["client_order_id"]
+    venue.fill(sell, float(venue.order(sell)["qty"]) * 0.5)  # half, then it expires
+    move(venue, clock, TUESDAY_CLOSE_JOB)
+    assert jobs.run("close", jobs.close_job)
+    assert jobs.ctx.broker.open_order_count() == 4  # the buys wait for the next session
+
+    move(venue, clock, WEDNESDAY_OPEN_JOB)
+    assert jobs.run("open", jobs.open_job)  # its poll releases the buys, then it decides
+    assert len(buy_cids(venue)) == 4
+    assert all(venue.order(cid)["status"] == "new" for cid in buy_cids(venue))  # working
+    run_id = int(log.runs()["id"].iloc[-1])
+    events = log.load_risk_events(run_id)
+    assert "drawdown" not in set(events["rule"]), events.to_dict("records")
+    log.close()

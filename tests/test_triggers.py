@@ -92,3 +92,60 @@ def test_scheduler_jobs_never_overlap_coalesce_and_have_a_grace_time():
         assert scheduler._executors["default"]._pool._max_workers == 1
     finally:
         scheduler.shutdown(wait=False)
+
+
+def test_a_restart_within_the_grace_time_runs_the_job_it_missed():
+    """Killed during the 09:35 decision and restarted at 09:37 (or restarted at 16:22
+    after the 16:20 close job), the daemon skipped the job until the next session:
+    APScheduler asks the trigger for the next fire time from the start on."""
+    from bot.daemon.service import JobSpec, Schedule, make_scheduler
+
+    cal = SessionCalendar()
+    schedule = Schedule([
+        JobSpec("open", SessionTrigger(cal, "open", dt.timedelta(minutes=5)), lambda: None,
+                catch_up=True),
+        JobSpec("close", SessionTrigger(cal, "close", dt.timedelta(minutes=20)), lambda: None,
+                catch_up=True),
+        JobSpec("other", SessionTrigger(cal, "open", dt.timedelta(minutes=5)), lambda: None),
+    ])
+
+    def first_runs(now):
+        scheduler = make_scheduler(schedule, now=now)
+        scheduler.start(paused=True)
+        try:
+            return {job.id: job.next_run_time for job in scheduler.get_jobs()}
+        finally:
+            scheduler.shutdown(wait=False)
+
+    tuesday_open = dt.datetime(2024, 11, 26, 14, 35, tzinfo=UTC)
+    runs = first_runs(tuesday_open + dt.timedelta(minutes=2))
+    assert runs["open"] == tuesday_open  # missed: runs at once
+    assert runs["close"] == dt.datetime(2024, 11, 26, 21, 20, tzinfo=UTC)
+    assert runs["other"] == dt.datetime(2024, 11, 27, 14, 35, tzinfo=UTC)  # not opted in
+    runs = first_runs(dt.datetime(2024, 11, 26, 21, 22, tzinfo=UTC))
+    assert runs["close"] == dt.datetime(2024, 11, 26, 21, 20, tzinfo=UTC)
+    # beyond the grace time the missed job is left to its next session
+    runs = first_runs(tuesday_open + dt.timedelta(hours=2, minutes=1))
+    assert runs["open"] == dt.datetime(2024, 11, 27, 14, 35, tzinfo=UTC)
+
+
+def test_the_scheduler_runs_a_missed_job_as_soon_as_it_starts():
+    import threading
+
+    from bot.daemon.service import JobSpec, Schedule, make_scheduler
+    from bot.daemon.triggers import _CalendarTrigger
+
+    now = dt.datetime.now(UTC)
+
+    class Daily(_CalendarTrigger):  # fired a minute ago, next tomorrow
+        def _times(self, around):
+            return [now - dt.timedelta(minutes=1), now + dt.timedelta(days=1)]
+
+    ran = threading.Event()
+    scheduler = make_scheduler(Schedule([JobSpec("open", Daily(), ran.set, catch_up=True)]))
+    scheduler.start()
+    try:
+        assert ran.wait(10), "the job missed a minute before the start did not run"
+        assert scheduler.get_job("open").next_run_time == now + dt.timedelta(days=1)
+    finally:
+        scheduler.shutdown(wait=False)

@@ -173,6 +173,14 @@ class AlpacaBroker:
         assert self._account is not None
         return max(0.0, min(self._account.cash, self._account.buying_power))
 
+    def cash_balance(self) -> float:
+        """The account's cash, open buys' reservations not deducted (negative if it
+        borrowed): Alpaca's equity is this plus the positions' market value."""
+        if self._account is None:
+            self.refresh()
+        assert self._account is not None
+        return self._account.cash
+
     def holdings(self, symbols: tuple[str, ...]) -> np.ndarray:
         if self._account is None:
             self.refresh()

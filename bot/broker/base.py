@@ -48,7 +48,12 @@ class Broker(Protocol):
     uses; the simulated broker and the Alpaca adapter both provide it)."""
 
     def cash(self) -> float:
-        """Cash available for buying."""
+        """Cash available for buying (what open buy orders reserve is not)."""
+        ...
+
+    def cash_balance(self) -> float:
+        """Cash held, whatever open orders reserve: with the positions, what the account
+        is worth. Valuing it with cash() would lose the money reserved by working buys."""
         ...
 
     def holdings(self, symbols: tuple[str, ...]) -> np.ndarray:

@@ -33,6 +33,9 @@ class ReplayBroker:
     def cash(self) -> float:
         return self.venue.cash()
 
+    def cash_balance(self) -> float:
+        return self.venue.cash_balance()
+
     def holdings(self, symbols: tuple[str, ...]) -> np.ndarray:
         return self.venue.holdings(symbols)
 

@@ -70,6 +70,9 @@ class SimulatedBroker:
     def cash(self) -> float:
         return self._cash
 
+    def cash_balance(self) -> float:
+        return self._cash  # orders reserve nothing here: they fill at the next open
+
     def holdings(self, symbols: tuple[str, ...]) -> np.ndarray:
         if symbols is self.symbols or symbols == self.symbols:
             return self.shares

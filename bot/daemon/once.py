@@ -25,6 +25,9 @@ class DryRunBroker:
     def cash(self) -> float:
         return self.inner.cash()
 
+    def cash_balance(self) -> float:
+        return self.inner.cash_balance()
+
     def holdings(self, symbols: tuple[str, ...]) -> np.ndarray:
         return self.inner.holdings(symbols)
 

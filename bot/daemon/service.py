@@ -40,6 +40,13 @@ class JobSpec:
     # retry slot with no failure pending), which the replay does not count as a job.
     run: Callable[[], bool | None]
     replay_trigger: BaseTrigger | None = None  # replay's own time grid, if it differs
+    catch_up: bool = False  # a (re)start within MISFIRE_GRACE after its time runs it
+
+    def first_run(self, now: dt.datetime) -> dt.datetime | None:
+        """When the job first runs if the daemon starts at `now` (see first_run_time)."""
+        if self.catch_up:
+            return first_run_time(self.trigger, now)
+        return self.trigger.get_next_fire_time(None, now)
 
 
 @dataclass
@@ -68,8 +75,10 @@ def build_schedule(
     close = retrying("close", jobs.close_job, CLOSE_PLAN)
     schedule = Schedule(
         [
-            JobSpec("regime", WeekStartTrigger(cal, dt.timedelta(hours=2)), wrap("regime", jobs.regime_job)),
-            JobSpec("open", SessionTrigger(cal, "open", OPEN_PLAN.offset), decision.regular),
+            JobSpec("regime", WeekStartTrigger(cal, dt.timedelta(hours=2)),
+                    wrap("regime", jobs.regime_job), catch_up=True),
+            JobSpec("open", SessionTrigger(cal, "open", OPEN_PLAN.offset), decision.regular,
+                    catch_up=True),
             JobSpec("open-retry", RetrySlotTrigger(cal, OPEN_PLAN), decision.retry),
             JobSpec(
                 "poll",
@@ -77,7 +86,8 @@ def build_schedule(
                 wrap("poll", jobs.poll_job),
                 replay_trigger=SessionTrigger(cal, "open", dt.timedelta(minutes=10)),
             ),
-            JobSpec("close", SessionTrigger(cal, "close", CLOSE_PLAN.offset), close.regular),
+            JobSpec("close", SessionTrigger(cal, "close", CLOSE_PLAN.offset), close.regular,
+                    catch_up=True),
             JobSpec("close-retry", RetrySlotTrigger(cal, CLOSE_PLAN), close.retry),
         ]
     )
@@ -104,9 +114,28 @@ def heartbeat_age(path: Path, now: float | None = None) -> float | None:
     return (now or time.time()) - path.stat().st_mtime
 
 
-def make_scheduler(schedule: Schedule) -> BackgroundScheduler:
+def first_run_time(
+    trigger: BaseTrigger, now: dt.datetime, grace: dt.timedelta = MISFIRE_GRACE
+) -> dt.datetime | None:
+    """When a job first runs after the daemon starts at `now`: its latest fire time in
+    the last `grace`, if it has one (the daemon was down then, or killed while running
+    it), else its next one. Left alone, APScheduler asks the trigger for the next fire
+    time from now, so a daemon restarted at 09:37 would skip the 09:35 decision and one
+    restarted at 16:22 the day's close; the jobs are safe to run again, so a restart
+    reruns one that had finished."""
+    missed = trigger.get_next_fire_time(None, now - grace)
+    if missed is None or missed > now:
+        return trigger.get_next_fire_time(None, now)
+    while True:
+        following = trigger.get_next_fire_time(missed, missed)
+        if following is None or following > now:
+            return missed
+        missed = following
+
+
+def make_scheduler(schedule: Schedule, now: dt.datetime | None = None) -> BackgroundScheduler:
     """One worker thread (jobs never overlap), coalesced misfires (a backlog runs once),
-    a grace time (a restart shortly after a job's time still runs it)."""
+    a grace time (a restart shortly after a job's time still runs it: see first_run_time)."""
     scheduler = BackgroundScheduler(
         executors={"default": ThreadPoolExecutor(max_workers=1)},
         job_defaults={
@@ -116,8 +145,12 @@ def make_scheduler(schedule: Schedule) -> BackgroundScheduler:
         },
         timezone=dt.UTC,
     )
+    now = now or dt.datetime.now(dt.UTC)
     for spec in schedule.jobs:
-        scheduler.add_job(spec.run, spec.trigger, id=spec.name, name=spec.name)
+        first = spec.first_run(now)
+        # next_run_time=None would add the job paused: pass it only when there is one
+        when = {"next_run_time": first} if first is not None else {}
+        scheduler.add_job(spec.run, spec.trigger, id=spec.name, name=spec.name, **when)
     return scheduler
 
 

@@ -195,6 +195,7 @@ class Ledger:
         self.account_patch: dict[str, Any] = {}  # merged into the account JSON (None deletes)
         self.cancel_leaves_pending = False  # DELETE answers but the order stays pending_cancel
         self.fill_on_submit = 0.0  # share of a POSTed order filled before the answer
+        self.refused_duplicates: list[str] = []  # client_order_ids POSTed again (422)
 
     # --- test control ----------------------------------------------------------------
 
@@ -433,6 +434,7 @@ class Ledger:
             return invalid("qty or notional is required")
         cid = body.get("client_order_id")
         if cid and cid in self._by_ref:
+            self.refused_duplicates.append(cid)
             return invalid("client_order_id must be unique")
         if cid and len(cid) > 128:
             return invalid("client_order_id must be at most 128 characters")
@@ -473,11 +475,15 @@ class Ledger:
         status = query.get("status", "open")
         limit = min(int(query.get("limit", 50)), 500)
         symbols = set(filter(None, query.get("symbols", "").split(",")))
+        after, until = instant(query.get("after")), instant(query.get("until"))
 
         def wanted(o: FakeOrder) -> bool:
             is_open = o.data["status"] in OPEN_STATUSES
             by_status = status == "all" or (status == "open") == is_open
-            return by_status and (not symbols or o.data["symbol"] in symbols)
+            submitted = instant(o.data["submitted_at"])
+            assert submitted is not None
+            in_time = (after is None or submitted > after) and (until is None or submitted <= until)
+            return by_status and in_time and (not symbols or o.data["symbol"] in symbols)
 
         chosen = [o for o in self.orders if wanted(o)]
         if query.get("direction", "desc") == "desc":
@@ -516,3 +522,13 @@ class Ledger:
                 self.set(order, "canceled", "canceled_at")
                 out.append({"id": order.data["id"], "status": 200, "body": dict(order.data)})
         return Response(207, out)
+
+
+def instant(value: str | None) -> dt.datetime | None:
+    """An RFC 3339 instant or a date (alpaca-py sends naive UTC ISO strings + Z or not)."""
+    if not value:
+        return None
+    if len(value) == 10:
+        return dt.datetime.combine(dt.date.fromisoformat(value), dt.time(0), NEW_YORK)
+    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)

@@ -15,6 +15,7 @@ Test control:
                                 share f of it already filled (1.0: status 'filled', as
                                 Alpaca often answers a liquid market order; 0.4: partially)
     fake.set_status(ref, s)     force any Alpaca status ('rejected', 'canceled', ...)
+    fake.refused_duplicates     client_order_ids POSTed while an order with the id existed
     fake.inject(method, route, Fault...)   scripted faults (see tests.fakes.Fault)
     fake.prices, fake.hold(sym, qty, avg), fake.cash   the venue's market and account
 `ref` is an order's id or client_order_id.
@@ -37,6 +38,7 @@ from tests.fakes.alpaca_ledger import (
     FakeSession,
     Ledger,
     VenueClock,
+    instant,
     thanksgiving_week,
     ts,
 )
@@ -126,6 +128,7 @@ class FakeAlpaca(FakeServer, VenueClock):
         lambda self: self.ledger.account_patch,
         lambda self, v: setattr(self.ledger, "account_patch", v),
     )
+    refused_duplicates = property(lambda self: self.ledger.refused_duplicates)
     fill_on_submit = property(  # share of a POSTed order filled before the answer
         lambda self: self.ledger.fill_on_submit,
         lambda self, v: setattr(self.ledger, "fill_on_submit", v),
@@ -207,7 +210,7 @@ class FakeAlpaca(FakeServer, VenueClock):
         q = request.query
         if q.get("timeframe") != "1Day":
             return Response(422, {"code": INVALID, "message": "this fake serves 1Day bars only"})
-        start, end = _instant(q.get("start")), _instant(q.get("end"))
+        start, end = instant(q.get("start")), instant(q.get("end"))
         adjust = q.get("adjustment", "raw")
         items: list[tuple[str, dict[str, Any]]] = []
         for symbol in sorted(filter(None, q.get("symbols", "").split(","))):
@@ -291,13 +294,3 @@ class FakeAlpaca(FakeServer, VenueClock):
                 }
             },
         )
-
-
-def _instant(value: str | None) -> dt.datetime | None:
-    """An RFC 3339 instant or a date (alpaca-py sends naive UTC ISO strings + Z or not)."""
-    if not value:
-        return None
-    if len(value) == 10:
-        return dt.datetime.combine(dt.date.fromisoformat(value), dt.time(0), NEW_YORK)
-    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
