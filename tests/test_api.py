@@ -283,7 +283,7 @@ def test_accounts_by_registry_or_broker_id(api) -> None:
 
     quiet = client.get(f"/v1/accounts/{QUIET}").json()
     assert quiet["equity"] is None and quiet["positions"] is None and quiet["last_rebalance"] is None
-    for ref in ("999", "not-an-account", "00000000-0000-4000-8000-000000000000"):
+    for ref in ("999", "not-an-account", "00000000-0000-4000-8000-000000000000", "9" * 30, "\u00b2"):
         missing = client.get(f"/v1/accounts/{ref}")
         assert missing.status_code == 404 and "no account" in missing.json()["message"]
 
@@ -504,3 +504,28 @@ def test_a_verified_key_is_not_hashed_again_and_a_wrong_one_never_passes(tmp_pat
     assert Authenticator(store).check(wrong).verdict is Verdict.INVALID  # and by argon2
     assert auth.check(None).verdict is Verdict.MISSING and auth.check("").verdict is Verdict.MISSING
     log.close()
+
+
+def test_a_bug_is_answered_as_json_with_the_headers_and_logged(tmp_path, capsys) -> None:
+    import asyncio
+
+    from bot.api.app import create_app
+    from bot.api.profiles import ProfileBook
+
+    log = TradeLog.open(f"sqlite:///{tmp_path / 'k.sqlite'}")
+    _row, key = ApiKeyStore(log.engine).create("platform", None, dt.datetime.now(dt.UTC))
+    book = ProfileBook({"broken": object()}, None, False)  # no settings: profile_view fails
+    app = create_app(book, log.engine)
+
+    async def ask() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            return await client.get("/v1/profiles", headers={"Authorization": f"Bearer {key}"})
+
+    answer = asyncio.run(ask())
+    log.close()
+    assert answer.status_code == 500
+    assert answer.json() == {"error": "internal server error", "message": "the request failed; see the server's log"}
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    logged = capsys.readouterr()
+    assert "AttributeError" in logged.out + logged.err and key not in logged.out + logged.err

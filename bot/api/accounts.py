@@ -7,6 +7,7 @@ Money and quantities are exact decimals in the trade log and leave as strings, a
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +18,7 @@ from bot.api.profiles import NotFound
 from bot.store.models import Base
 from bot.store.queries import OPEN_STATUSES
 
+_UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
 _T = Base.metadata.tables
 ORDERS, EQUITY, POSITIONS = _T["orders"], _T["equity"], _T["positions"]
 
@@ -27,7 +29,9 @@ def _text(value: Decimal | None) -> str | None:
 
 def account_view(engine: sa.Engine, ref: str) -> dict[str, Any]:
     """The account named by its registry id or broker account id; NotFound otherwise."""
-    account = AccountRegistry(engine).find(ref)
+    account = None
+    if re.fullmatch(r"[0-9]{1,18}", ref) or _UUID.fullmatch(ref):  # else no id of ours
+        account = AccountRegistry(engine).find(ref)
     if account is None:
         raise NotFound(f"no account {ref!r} in the registry (expected its id or broker account id)")
     with engine.connect() as conn:

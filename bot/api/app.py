@@ -10,6 +10,7 @@ logs by its public id only.
 # No `from __future__ import annotations` here: FastAPI reads the route signatures'
 # annotations at run time, and the dependencies below are local names.
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -253,11 +254,19 @@ def _install_handlers(app: FastAPI) -> None:
             response = _error(413, "content too large",
                               f"expected a request body of at most {MAX_BODY_BYTES} bytes")
         else:
-            response = await call_next(request)
+            try:
+                response = await call_next(request)
+            except Exception as exc:  # a bug: logged with its traceback, answered like any error
+                # A plain traceback: log.exception on a terminal renders the frames'
+                # local variables, among them the request and the key it carried.
+                log.error("api.request_failed", method=request.method, path=request.url.path,
+                          error=f"{type(exc).__name__}: {exc}",
+                          traceback="".join(traceback.format_exception(exc)))
+                response = _error(500, "internal server error", "the request failed; see the server's log")
         response.headers.update(_HEADERS)
         docs = request.url.path in ("/docs", "/docs/oauth2-redirect")
         response.headers["Content-Security-Policy"] = _DOCS_CSP if docs else _API_CSP
-        log.info(
+        (log.debug if request.url.path == "/healthz" else log.info)(
             "api.request", method=request.method, path=request.url.path,
             status=response.status_code, ms=round((time.perf_counter() - started) * 1000, 1),
             caller=getattr(request.state, "caller", None),

@@ -48,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="requests a minute for this key (default: the server's --rate-limit)")
     create.set_defaults(func=_cmd_create)
     listing = sub.add_parser("list", help="the keys (public ids only), created and revoked dates")
-    listing.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    listing.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                         help="output format (default table)")
     listing.set_defaults(func=_cmd_list)
     revoke = sub.add_parser("revoke", help="revoke a key for good (takes effect at once)")
     revoke.add_argument("key", help="its id or key id (as `bot api-keys list` shows them)")

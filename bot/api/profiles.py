@@ -173,7 +173,10 @@ class ProfileBook:
             profiles[spec.name] = Profile(
                 spec.name, spec.config, settings, market, FactorModel(settings), prices.dates, prices.close
             )
-        return cls(profiles, data_dir, synthetic)
+        book = cls(profiles, data_dir, synthetic)
+        for name in profiles:  # the model runs on this data: found out now, not per request
+            book.decision(name)
+        return book
 
     def get(self, name: str) -> Profile:
         profile = self.profiles.get(name)
