@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bot.rebalancing_cli",
     "bot.stress_cli",
     "bot.sweep.cli",
+    "bot.api.cli",
 )
 
 

@@ -230,22 +230,10 @@ class Engine:
             log.warning("regime inputs incomplete", day=str(decision.day), detail=decision.warning)
         return decision
 
-    def _context(self, t: int, day: dt.date) -> DecisionContext:
-        window = self.model.returns_window
-        lo = max(0, t - window)
-        closes = self.close[lo : t + 1]
-        rets = closes[1:] / closes[:-1] - 1.0
-        full = np.isfinite(rets).all(axis=1)
-        return DecisionContext(
-            t=t,
-            day=day,
-            symbols=self.symbols,
-            dates=self.dates[: t + 1],
-            closes=self.close[: t + 1],
-            returns=rets if full.all() else rets[full],
-            tradable=np.isfinite(self.close[t]),
-            regime=self.state.regime or self.settings.regime.initial,
-            defensive=self.state.drawdown.defensive,
+    def _context(self, t: int) -> DecisionContext:
+        return decision_context(
+            self.model, self.symbols, self.dates, self.close, t,
+            self.state.regime or self.settings.regime.initial, self.state.drawdown.defensive,
         )
 
     def _rebalance(
@@ -259,7 +247,7 @@ class Engine:
         events: list[RiskEvent],
     ) -> tuple[Order, ...]:
         state = self.state
-        decision: TargetDecision = self.model.decide(self._context(t, day))
+        decision: TargetDecision = self.model.decide(self._context(t))
         self.log.targets(day, f"{self.order_prefix}-{day:%Y%m%d}-rb", decision.rows, reason)
         for event in decision.events:
             self._risk_event(event, events)
@@ -379,6 +367,35 @@ class Engine:
         if self._week_ends is None:
             self._week_ends = week_ends(self.dates)
         return bool(self._week_ends[t])
+
+
+def decision_context(
+    model: TargetModel,
+    symbols: tuple[str, ...],
+    dates: np.ndarray,
+    close: np.ndarray,
+    t: int,
+    regime: Regime,
+    defensive: bool,
+) -> DecisionContext:
+    """What `model` sees at the close of day t: history up to t only, the trailing
+    returns it asks for (full rows), and which assets have a price that day. Also used
+    by the allocation API, so it explains exactly what the engine would decide."""
+    lo = max(0, t - model.returns_window)
+    closes = close[lo : t + 1]
+    rets = closes[1:] / closes[:-1] - 1.0
+    full = np.isfinite(rets).all(axis=1)
+    return DecisionContext(
+        t=t,
+        day=dates[t].astype("datetime64[D]").astype(object),
+        symbols=symbols,
+        dates=dates[: t + 1],
+        closes=close[: t + 1],
+        returns=rets if full.all() else rets[full],
+        tradable=np.isfinite(close[t]),
+        regime=regime,
+        defensive=defensive,
+    )
 
 
 def record_execution(log: TradeLog, order: Order, fill: Fill | None) -> None:

@@ -510,3 +510,19 @@ class SweepRunRecord(Base):
     position: Mapped[int] = mapped_column(Integer)
     params: Mapped[dict[str, Any]] = mapped_column(PlainJSON())
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class ApiKeyRecord(Base):
+    """A key of the allocation API (`bot api-keys`): its public id, an argon2 hash of the
+    whole key (the key itself is shown once, at creation, and stored nowhere), an optional
+    request budget per minute, and when it was revoked."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), unique=True)  # the key's public part
+    name: Mapped[str] = mapped_column(String(100))
+    key_hash: Mapped[str] = mapped_column(Text)
+    rate_per_minute: Mapped[int | None] = mapped_column(Integer)  # None: the server's default
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())

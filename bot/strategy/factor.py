@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -51,6 +52,19 @@ def holding_window(day: dt.date, lag: int, holding_days: int, before: int, after
     return HoldingWindow(first.year, first.month, bool(flags[np.isin(span, hold)].any()))
 
 
+@dataclass(frozen=True)
+class FactorExplanation:
+    """One decision of the factor model and everything it was computed from."""
+
+    holding: HoldingWindow
+    signals: SignalSet
+    ranked: np.ndarray  # bool per asset: entered the LP
+    scores: np.ndarray  # composite score per asset
+    allocation: Allocation  # the LP's (or the static mix's) weights and totals
+    used_lp: bool  # False: too little history, the static example allocation
+    decision: TargetDecision  # what the engine receives
+
+
 class FactorModel:
     """TargetModel for strategy.kind = "factor"."""
 
@@ -82,6 +96,11 @@ class FactorModel:
         )
 
     def decide(self, ctx: DecisionContext) -> TargetDecision:
+        return self.explain(ctx).decision
+
+    def explain(self, ctx: DecisionContext) -> FactorExplanation:
+        """The decision with the numbers behind it (signals, scores, the LP's totals), for
+        the allocation API's suitability explanation; `decide` returns its `decision`."""
         cfg = self.cfg
         holding = holding_window(
             ctx.day, self.lag, cfg.holding_days, cfg.tom_days_before, cfg.tom_days_after
@@ -118,7 +137,8 @@ class FactorModel:
             w = float(alloc.weights[i])
             rows.append(TargetRow(sym, w, w, float(result.weights[i]), _stop(result.stops[i]), reasons))
         stops = result.stops if "stops" in self.settings.risk.rules else None
-        return TargetDecision(result.weights, rows, result.events, stops)
+        decision = TargetDecision(result.weights, rows, result.events, stops)
+        return FactorExplanation(holding, signals, ranked, scores, alloc, use_lp, decision)
 
     def _static(self, tradable: np.ndarray, drawn: float) -> Allocation:
         """The whitepaper's example allocation over the tradable ETFs, at the invested total."""
@@ -160,11 +180,18 @@ def signal_reasons(
     )
 
 
-def score_reason(scores: np.ndarray, ranked: np.ndarray, i: int) -> str:
+def score_rank(scores: np.ndarray, ranked: np.ndarray, i: int) -> int | None:
+    """1 for the best score among the ranked assets; None for an asset not ranked."""
     if not ranked[i]:
-        return "score n/a (not ranked)"
+        return None
     order = np.argsort(-np.where(ranked, scores, -np.inf), kind="stable")
-    rank = int(np.flatnonzero(order == i)[0]) + 1
+    return int(np.flatnonzero(order == i)[0]) + 1
+
+
+def score_reason(scores: np.ndarray, ranked: np.ndarray, i: int) -> str:
+    rank = score_rank(scores, ranked, i)
+    if rank is None:
+        return "score n/a (not ranked)"
     return f"score {scores[i]:+.3f}, rank {rank} of {int(ranked.sum())}"
 
 

@@ -1,0 +1,300 @@
+"""The allocation API's FastAPI application: routes, key checks, budgets, errors, headers.
+
+Every /v1 route needs an API key (`Authorization: Bearer <key>` or `X-API-Key: <key>`)
+and spends one request of that key's budget. Answers come from bot.api.profiles (the
+engine's model and planner) and bot.api.accounts (the trade log, read-only). Nothing
+here writes to the database, and no log line holds a request header: a key appears in
+logs by its public id only.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the route signatures'
+# annotations at run time, and the dependencies below are local names.
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+import structlog
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from bot import __version__
+from bot.api import schemas
+from bot.api.accounts import account_view
+from bot.api.keys import ApiKey, ApiKeyStore, Authenticator, Verdict
+from bot.api.profiles import FieldProblem, NotFound, ProfileBook, allocation_view, profile_view
+from bot.api.ratelimit import TokenBuckets, retry_after
+from bot.errors import BotError
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_RATE_PER_MINUTE = 60
+AUTH_FAILURES_PER_MINUTE = 30  # per client address, before any key is checked again
+MAX_BODY_BYTES = 65_536  # a plan request is a few hundred bytes
+
+_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+_API_CSP = "default-src 'none'; frame-ancestors 'none'"
+# /docs is Swagger UI: FastAPI's page loads its script and style from the jsDelivr CDN and
+# starts it with an inline script.
+_DOCS_CSP = (
+    "default-src 'none'; script-src 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'unsafe-inline' https://cdn.jsdelivr.net; img-src data: https://fastapi.tiangolo.com; "
+    "connect-src 'self'; frame-ancestors 'none'"
+)
+
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>` (`bot api-keys create`)")
+_header_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="the key in X-API-Key instead")
+
+
+@dataclass(frozen=True)
+class Limits:
+    default_rate_per_minute: int = DEFAULT_RATE_PER_MINUTE
+    auth_failures_per_minute: int = AUTH_FAILURES_PER_MINUTE
+
+
+def _error(status: int, error: str, message: str, headers: dict[str, str] | None = None,
+           fields: list[dict[str, str]] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": error, "message": message}
+    if fields is not None:
+        body["fields"] = fields
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+_ERRORS = {
+    401: {"model": schemas.ErrorBody, "description": "no API key, or not a valid one"},
+    403: {"model": schemas.ErrorBody, "description": "the API key is revoked"},
+    422: {"model": schemas.ErrorBody, "description": "a field of the request is invalid (named)"},
+    429: {"model": schemas.ErrorBody, "description": "the key's request budget is spent (see Retry-After)"},
+}
+_NOT_FOUND = {404: {"model": schemas.ErrorBody, "description": "no such profile, day or account"}}
+
+
+def create_app(book: ProfileBook, engine: sa.Engine, limits: Limits = Limits()) -> FastAPI:
+    """The application over loaded profiles and a read-only trade-log engine."""
+    app = FastAPI(
+        title="leverbot allocation API",
+        version=__version__,
+        description=(
+            "Robo-advisor profiles: their allocations with every signal and reason (the "
+            "explanation a MiFID II suitability file needs), orders for a client's "
+            "portfolio, suitability measures, and client accounts from the trade log. "
+            "Authenticate with `Authorization: Bearer <key>` or `X-API-Key`."
+        ),
+        redoc_url=None,
+    )
+    v1 = APIRouter(prefix="/v1", responses=_ERRORS)
+    authenticator = Authenticator(ApiKeyStore(engine))
+    budgets = TokenBuckets()
+    failures = TokenBuckets()
+
+    def authorize(request: Request) -> ApiKey:
+        """The request's key, checked and charged one request of its budget; an
+        HTTPException (401, 403 or 429) otherwise. Reads the headers itself (the
+        security schemes below only document them), so an error handler can call it."""
+        checked = getattr(request.state, "key", None)
+        if checked is not None:
+            return checked  # checked and charged already
+        client = f"auth-failures:{request.client.host if request.client else '-'}"
+        wait = failures.wait(client, limits.auth_failures_per_minute)
+        if wait > 0:
+            raise HTTPException(429, "too many failed API key checks from this address",
+                                headers={"Retry-After": retry_after(wait)})
+        check = authenticator.check(_presented_key(request))
+        if check.verdict is not Verdict.OK:
+            if check.verdict is not Verdict.MISSING:
+                failures.take(client, limits.auth_failures_per_minute)
+            if check.verdict is Verdict.REVOKED:
+                assert check.key is not None and check.key.revoked_at is not None
+                request.state.caller = check.key.shown
+                raise HTTPException(403, f"API key {check.key.shown} was revoked on "
+                                         f"{check.key.revoked_at:%Y-%m-%d}")
+            message = ("no API key: send Authorization: Bearer <key> or X-API-Key: <key>"
+                       if check.verdict is Verdict.MISSING else "invalid API key")
+            raise HTTPException(401, message, headers={"WWW-Authenticate": "Bearer"})
+        key = check.key
+        assert key is not None
+        request.state.caller, request.state.key = key.shown, key
+        rate = key.rate_per_minute or limits.default_rate_per_minute
+        wait = budgets.take(key.key_id, rate)
+        if wait > 0:
+            raise HTTPException(
+                429, f"rate limit of {rate} requests a minute for API key {key.shown} reached",
+                headers={"Retry-After": retry_after(wait)},
+            )
+        return key
+
+    def caller(
+        request: Request,
+        _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        _header: Annotated[str | None, Depends(_header_key)],
+    ) -> ApiKey:
+        return authorize(request)
+
+    app.state.authorize = authorize
+    Caller = Annotated[ApiKey, Depends(caller)]
+    DateQuery = Annotated[
+        schemas.IsoDate | None,
+        Query(description="decide at this trading day's close (or the last one before it), "
+                          "YYYY-MM-DD; default: the latest data day"),
+    ]
+
+    @app.get("/healthz", response_model=schemas.HealthOut, tags=["service"])
+    def health() -> dict[str, Any]:
+        """Liveness, without a key (no data in it)."""
+        return {"status": "ok", "profiles": len(book.profiles)}
+
+    @v1.get("/profiles", response_model=schemas.ProfilesOut, tags=["profiles"])
+    def profiles(_key: Caller) -> dict[str, Any]:
+        """The served robo profiles with their MiFID II risk class range (intended SRRI)."""
+        return {"profiles": [profile_view(p) for p in book.profiles.values()]}
+
+    @v1.get("/profiles/{profile}/allocation", response_model=schemas.AllocationOut,
+             tags=["profiles"], responses=_NOT_FOUND)
+    def allocation(profile: str, _key: Caller, date: DateQuery = None) -> dict[str, Any]:
+        """The profile's target weights at a day's close, as the engine's factor model
+        decides them, with every signal, score, rank and the LP's reason per ETF."""
+        return allocation_view(book.decision(profile, date), date)
+
+    @v1.get("/profiles/{profile}/suitability", response_model=schemas.SuitabilityOut,
+             tags=["profiles"], responses=_NOT_FOUND)
+    def suitability(profile: str, _key: Caller) -> dict[str, Any]:
+        """SRRI (CESR/10-673) and PRIIPs MRM of the profile and of its static example mix,
+        from a backtest over the profile's data (computed once, on the first request)."""
+        return book.suitability(profile)
+
+    @v1.post("/plan", response_model=schemas.PlanOut, tags=["profiles"], responses=_NOT_FOUND)
+    def plan(request: schemas.PlanRequest, _key: Caller) -> dict[str, Any]:
+        """The orders that move a client's holdings and cash to the profile's allocation,
+        from the engine's planner (minimum trade size, fractional shares, sells first)."""
+        if request.profile not in book.profiles:
+            raise FieldProblem("profile", f"unknown profile {request.profile!r}; expected one of "
+                                          f"{', '.join(book.profiles)}")
+        decision, equity, orders = book.plan(request.profile, request.holdings, request.cash, request.date)
+        spent = sum(o.quantity * o.reference_price * (1 if o.side == "buy" else -1) for o in orders)
+        return {
+            "profile": request.profile,
+            "day": decision.day.isoformat(),
+            "equity": equity,
+            "targets": dict(zip(decision.profile.symbols, map(float, decision.weights), strict=True)),
+            "orders": [
+                {"client_order_id": o.client_order_id, "symbol": o.symbol, "side": o.side.value,
+                 "quantity": o.quantity, "reference_price": o.reference_price,
+                 "notional": o.quantity * o.reference_price, "reason": o.reason}
+                for o in orders
+            ],
+            "cash_after": request.cash - spent,
+        }
+
+    @v1.get("/accounts/{account}", response_model=schemas.AccountOut, tags=["accounts"],
+             responses=_NOT_FOUND)
+    def account(account: str, _key: Caller) -> dict[str, Any]:
+        """A client account by its registry id or broker account id: positions, equity and
+        the last rebalance, from the trade log."""
+        return account_view(engine, account)
+
+    app.include_router(v1)
+    _install_handlers(app)
+    return app
+
+
+def _install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        from http import HTTPStatus
+
+        return _error(exc.status_code, HTTPStatus(exc.status_code).phrase.lower(), str(exc.detail),
+                      headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI reads a JSON body before it runs the dependencies: a request whose body
+        # is not JSON must still pass the key check first, and spend its budget.
+        try:
+            await run_in_threadpool(request.app.state.authorize, request)
+        except HTTPException as refused:
+            return await http_error(request, refused)
+        fields = [_field_error(e) for e in exc.errors()]
+        message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        return _error(422, "invalid request", message, fields=fields)
+
+    @app.exception_handler(FieldProblem)
+    async def field_problem(_request: Request, exc: FieldProblem) -> JSONResponse:
+        return _error(422, "invalid request", str(exc), fields=[{"field": exc.field, "message": exc.message}])
+
+    @app.exception_handler(NotFound)
+    async def not_found(_request: Request, exc: NotFound) -> JSONResponse:
+        return _error(404, "not found", str(exc))
+
+    @app.exception_handler(BotError)
+    async def bot_error(request: Request, exc: BotError) -> JSONResponse:
+        log.error("api.request_failed", path=request.url.path, error=str(exc))
+        return _error(500, "internal server error", "the request failed; see the server's log")
+
+    @app.middleware("http")
+    async def headers_and_log(request: Request, call_next) -> Response:
+        started = time.perf_counter()
+        response: Response
+        length = request.headers.get("content-length")
+        if request.method == "POST" and length is None:  # a chunked body has no known size
+            response = _error(411, "length required", "expected a Content-Length header")
+        elif length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            response = _error(413, "content too large",
+                              f"expected a request body of at most {MAX_BODY_BYTES} bytes")
+        else:
+            try:
+                response = await call_next(request)
+            except Exception as exc:  # a bug: logged with its traceback, answered like any error
+                # A plain traceback: log.exception on a terminal renders the frames'
+                # local variables, among them the request and the key it carried.
+                log.error("api.request_failed", method=request.method, path=request.url.path,
+                          error=f"{type(exc).__name__}: {exc}",
+                          traceback="".join(traceback.format_exception(exc)))
+                response = _error(500, "internal server error", "the request failed; see the server's log")
+        response.headers.update(_HEADERS)
+        docs = request.url.path in ("/docs", "/docs/oauth2-redirect")
+        response.headers["Content-Security-Policy"] = _DOCS_CSP if docs else _API_CSP
+        (log.debug if request.url.path == "/healthz" else log.info)(
+            "api.request", method=request.method, path=request.url.path,
+            status=response.status_code, ms=round((time.perf_counter() - started) * 1000, 1),
+            caller=getattr(request.state, "caller", None),
+        )
+        return response
+
+
+def _presented_key(request: Request) -> str | None:
+    """The key in `Authorization: Bearer <key>`, else in X-API-Key; None without one."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return request.headers.get("x-api-key") or None
+
+
+def _field_error(error: dict[str, Any]) -> dict[str, str]:
+    """One pydantic error as {field, message}: the dotted field name without the request
+    part (body, query, path) and what was expected, with the value given."""
+    loc = [str(p) for p in error.get("loc", ()) if p != "[key]"]
+    if loc and loc[0] in ("body", "query", "path", "header") and len(loc) > 1:
+        loc = loc[1:]
+    field = ".".join(loc) or "body"
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if error.get("type") == "string_pattern_mismatch" and field.startswith("holdings."):
+        message = "expected an upper-case ticker symbol such as SPY"
+    if error.get("type") == "json_invalid":
+        field, message = "body", f"not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})"
+    given = error.get("input")
+    if error.get("type") != "missing" and isinstance(given, (str, int, float, bool)) and given is not None:
+        message += f" (got {given!r})"
+    return {"field": field, "message": message}

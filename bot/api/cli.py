@@ -1,0 +1,181 @@
+"""`bot serve` (the allocation API on uvicorn) and `bot api-keys create|list|revoke`.
+
+`bot serve` listens on 127.0.0.1 unless told otherwise. Another address needs
+--allow-remote as well: the API answers with client portfolios and its keys travel in a
+header, so it belongs behind a TLS-terminating reverse proxy, and binding beyond the
+loopback by accident is refused rather than warned about.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import ipaddress
+import sys
+
+from bot.store.locate import add_database_arguments, database_url
+
+MAX_PORT = 65535
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    serve = subparsers.add_parser(
+        "serve", help="the allocation API (FastAPI on uvicorn; docs at /docs)",
+        description="Serve the robo profiles' allocations, order plans and suitability, and "
+                    "client accounts, over HTTP with API keys (`bot api-keys create`).",
+    )
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1; others need --allow-remote)")
+    serve.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
+    serve.add_argument("--allow-remote", action="store_true",
+                       help="allow a --host beyond the loopback (put a TLS proxy in front)")
+    serve.add_argument("--profile", action="append", default=[], metavar="NAME=CONFIG",
+                       help="a profile to serve (repeatable; default: conservative, balanced, "
+                            "aggressive from config/robo_*.toml)")
+    serve.add_argument("--data-dir", help="CSV directory for every profile (default: each "
+                                          "config's data.directory, or BOT_DATA_DIR)")
+    serve.add_argument("--synthetic", action="store_true", help="serve on the seeded synthetic market")
+    serve.add_argument("--rate-limit", type=_rate, default=None, metavar="N",
+                       help="requests a minute per key without a budget of its own (default 60)")
+    add_database_arguments(serve)
+    serve.set_defaults(func=_cmd_serve)
+
+    keys = subparsers.add_parser("api-keys", help="API keys of `bot serve`: create, list, revoke")
+    sub = keys.add_subparsers(dest="api_keys_command", required=True)
+    create = sub.add_parser("create", help="make a key (printed once; only its hash is stored)")
+    create.add_argument("name", help="who or what uses the key, e.g. 'web platform'")
+    create.add_argument("--rate-limit", type=_rate, metavar="N",
+                        help="requests a minute for this key (default: the server's --rate-limit)")
+    create.set_defaults(func=_cmd_create)
+    listing = sub.add_parser("list", help="the keys (public ids only), created and revoked dates")
+    listing.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                         help="output format (default table)")
+    listing.set_defaults(func=_cmd_list)
+    revoke = sub.add_parser("revoke", help="revoke a key for good (takes effect at once)")
+    revoke.add_argument("key", help="its id or key id (as `bot api-keys list` shows them)")
+    revoke.set_defaults(func=_cmd_revoke)
+    for command in (create, listing, revoke):
+        add_database_arguments(command)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"expected a port number 1-{MAX_PORT}, got {text!r}")
+    return int(text)
+
+
+def _rate(text: str) -> int:
+    from bot.api.keys import MAX_RATE
+
+    if not text.isdigit() or not 1 <= int(text) <= MAX_RATE:
+        raise argparse.ArgumentTypeError(
+            f"expected requests per minute, a whole number from 1 to {MAX_RATE}, got {text!r}"
+        )
+    return int(text)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import structlog
+    import uvicorn
+
+    from bot.api.app import DEFAULT_RATE_PER_MINUTE, Limits, create_app
+    from bot.api.keys import ApiKeyStore
+    from bot.api.profiles import ProfileBook, default_specs, parse_spec
+    from bot.errors import BotError
+    from bot.store.engines import mask_url, sqlite_file
+    from bot.store.tradelog import TradeLog
+
+    if not is_loopback(args.host) and not args.allow_remote:
+        raise BotError(
+            f"--host {args.host}: not a loopback address; the API serves client data, so "
+            "listening beyond this machine needs --allow-remote (and a TLS proxy in front)"
+        )
+    url = database_url(args.config, args.database)
+    path = sqlite_file(url)
+    if path is not None and not path.is_file():
+        raise BotError(f"no trade log at {path}: create an API key first "
+                       "(`bot api-keys create NAME`), which creates it")
+    specs = [parse_spec(s) for s in args.profile] or default_specs()
+    book = ProfileBook.load(specs, Path(args.data_dir) if args.data_dir else None, args.synthetic)
+    tradelog = TradeLog.open_readonly(url)
+    log = structlog.get_logger("bot.api")
+    try:
+        if ApiKeyStore(tradelog.engine).active_count() == 0:
+            log.warning("api.no_keys", hint="no active API key: every request will be refused; "
+                                            "create one with `bot api-keys create NAME`")
+        app = create_app(book, tradelog.engine, Limits(args.rate_limit or DEFAULT_RATE_PER_MINUTE))
+        print(f"allocation API on http://{args.host}:{args.port}/ (docs at /docs), "
+              f"profiles {', '.join(book.profiles)}, trade log {mask_url(url)} (Ctrl-C stops)",
+              flush=True)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
+                    access_log=False, server_header=False, log_config=None)
+    finally:
+        tradelog.engine.dispose()
+    return 0
+
+
+def _store(args: argparse.Namespace, *, write: bool):
+    from bot.api.keys import ApiKeyStore
+    from bot.store.tradelog import TradeLog
+
+    url = database_url(args.config, args.database)
+    log = TradeLog.open(url) if write else TradeLog.open_readonly(url)
+    return log, ApiKeyStore(log.engine)
+
+
+def _cmd_create(args: argparse.Namespace) -> int:
+    from bot.api.keys import check_name
+
+    name = check_name(args.name)  # before the database is touched
+    log, store = _store(args, write=True)
+    try:
+        key, secret = store.create(name, args.rate_limit, _now())
+    finally:
+        log.engine.dispose()
+    print(f"API key {key.id} ({key.name}): {secret}")
+    print("Keep it now: it is shown only once (the trade log stores its hash).", file=sys.stderr)
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from bot.store.export import write
+
+    log, store = _store(args, write=False)
+    try:
+        keys = store.list()
+    finally:
+        log.engine.dispose()
+    frame = pd.DataFrame(
+        [{"id": k.id, "key": k.shown, "name": k.name, "rate_per_minute": k.rate_per_minute,
+          "created_at": k.created_at, "revoked_at": k.revoked_at} for k in keys],
+        columns=["id", "key", "name", "rate_per_minute", "created_at", "revoked_at"], dtype=object,
+    )
+    write(frame, args.format, title="API keys", truncate=False)
+    return 0
+
+
+def _cmd_revoke(args: argparse.Namespace) -> int:
+    log, store = _store(args, write=True)
+    try:
+        key = store.revoke(args.key, _now())
+    finally:
+        log.engine.dispose()
+    print(f"API key {key.id} ({key.name}, {key.shown}) revoked")
+    return 0

@@ -1,0 +1,197 @@
+"""API keys of the allocation API: made, hashed (argon2), listed, revoked and checked.
+
+A key reads `lvb_<key id>_<secret>`. The key id is public: it names the key in
+`bot api-keys list`, in log lines and in the trade log's `api_keys` row, which holds an
+argon2id hash of the whole key and never the key itself; the key is printed once, when it
+is made. Checking a key looks its row up by the key id, then verifies the hash. Argon2 is
+slow on purpose (~0.1-0.2 s), so a process remembers a SHA-256 digest of each key it has
+verified against that row's hash: later requests compare digests, while the row is still
+read on every request, so a revocation takes effect at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+from dataclasses import dataclass
+from enum import Enum
+
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from bot.errors import BotError
+from bot.store.models import Base
+
+API_KEYS = Base.metadata.tables["api_keys"]
+PREFIX = "lvb"
+_KEY = re.compile(rf"^{PREFIX}_([0-9a-f]{{12}})_([A-Za-z0-9_-]{{43}})$")
+_KEY_ID = re.compile(r"^(?:lvb_)?([0-9a-f]{12})_?$")
+MAX_NAME = 100
+MAX_RATE = 100_000  # requests per minute; more is no limit at all
+
+_hasher = PasswordHasher()  # argon2id, RFC 9106's low-memory profile (t=3, 64 MiB, p=4)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One `api_keys` row, without its hash (safe to show)."""
+
+    id: int
+    key_id: str
+    name: str
+    rate_per_minute: int | None
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+    @property
+    def shown(self) -> str:
+        """How the key is named wherever it is shown: its public part only."""
+        return f"{PREFIX}_{self.key_id}_***"
+
+
+def new_key() -> tuple[str, str]:
+    """A fresh (key id, whole key): 48 bits of public id, 256 bits of secret."""
+    key_id = secrets.token_hex(6)
+    return key_id, f"{PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+
+
+def parse_key(text: str) -> str | None:
+    """The key id of a well-formed key; None for anything else."""
+    match = _KEY.match(text)
+    return match.group(1) if match else None
+
+
+def check_name(text: str) -> str:
+    name = text.strip()
+    if not name or len(name) > MAX_NAME or not name.isprintable():
+        raise BotError(f"name: expected 1-{MAX_NAME} printable characters, got {text!r}")
+    return name
+
+
+def check_rate(value: int | None) -> int | None:
+    if value is not None and not 1 <= value <= MAX_RATE:
+        raise BotError(f"--rate-limit: expected requests per minute from 1 to {MAX_RATE}, got {value}")
+    return value
+
+
+class ApiKeyStore:
+    """The `api_keys` table of a trade-log database."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def create(self, name: str, rate_per_minute: int | None, now: dt.datetime) -> tuple[ApiKey, str]:
+        """Make and store a key; returns its row and the key, which nothing else keeps."""
+        key_id, key = new_key()
+        row = {
+            "key_id": key_id, "name": check_name(name), "key_hash": _hasher.hash(key),
+            "rate_per_minute": check_rate(rate_per_minute), "created_at": now, "revoked_at": None,
+        }
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(API_KEYS), [row])
+        return self.get(key_id), key
+
+    def list(self) -> list[ApiKey]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(API_KEYS).order_by(API_KEYS.c.id)).all()
+        return [_api_key(r) for r in rows]
+
+    def find(self, ref: str) -> ApiKey | None:
+        """A key by its row id or its key id (with or without the `lvb_` prefix)."""
+        ref = ref.strip()
+        if ref.isdigit():
+            where = API_KEYS.c.id == int(ref)
+        else:
+            match = _KEY_ID.match(ref) or _KEY.match(ref)
+            if match is None:
+                return None
+            where = API_KEYS.c.key_id == match.group(1)
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(API_KEYS).where(where)).first()
+        return None if row is None else _api_key(row)
+
+    def get(self, ref: str) -> ApiKey:
+        key = self.find(ref)
+        if key is None:
+            raise BotError(f"no API key {ref!r} (expected its id or key id); see `bot api-keys list`")
+        return key
+
+    def revoke(self, ref: str, now: dt.datetime) -> ApiKey:
+        """Revoke a key for good; revoking twice is an error."""
+        key = self.get(ref)
+        if key.revoked_at is not None:
+            raise BotError(f"API key {key.shown} is already revoked ({key.revoked_at:%Y-%m-%d %H:%M} UTC)")
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(API_KEYS).where(API_KEYS.c.id == key.id).values(revoked_at=now))
+        return self.get(str(key.id))
+
+    def row_with_hash(self, key_id: str) -> tuple[ApiKey, str] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(API_KEYS).where(API_KEYS.c.key_id == key_id)).first()
+        return None if row is None else (_api_key(row), row.key_hash)
+
+    def active_count(self) -> int:
+        with self.engine.connect() as conn:
+            stmt = sa.select(sa.func.count()).select_from(API_KEYS).where(API_KEYS.c.revoked_at.is_(None))
+            return int(conn.execute(stmt).scalar_one())
+
+
+def _api_key(row: sa.Row) -> ApiKey:
+    return ApiKey(int(row.id), row.key_id, row.name, row.rate_per_minute, row.created_at, row.revoked_at)
+
+
+class Verdict(Enum):
+    OK = "ok"
+    MISSING = "missing"
+    INVALID = "invalid"  # malformed, unknown or wrong: the caller learns nothing more
+    REVOKED = "revoked"  # the right key, but revoked
+
+
+@dataclass(frozen=True)
+class Check:
+    verdict: Verdict
+    key: ApiKey | None = None
+
+
+class Authenticator:
+    """Checks presented keys against the store (see the module docstring); thread-safe."""
+
+    def __init__(self, store: ApiKeyStore) -> None:
+        self.store = store
+        self._verified: dict[str, tuple[str, bytes]] = {}  # key id -> (hash, sha256 of key)
+        self._lock = threading.Lock()
+
+    def check(self, presented: str | None) -> Check:
+        if not presented:
+            return Check(Verdict.MISSING)
+        key_id = parse_key(presented)
+        if key_id is None:
+            return Check(Verdict.INVALID)
+        found = self.store.row_with_hash(key_id)
+        if found is None:
+            return Check(Verdict.INVALID)
+        key, key_hash = found
+        if not self._matches(key_id, key_hash, presented):
+            return Check(Verdict.INVALID)
+        if key.revoked_at is not None:
+            return Check(Verdict.REVOKED, key)
+        return Check(Verdict.OK, key)
+
+    def _matches(self, key_id: str, key_hash: str, presented: str) -> bool:
+        digest = hashlib.sha256(presented.encode()).digest()
+        with self._lock:
+            known = self._verified.get(key_id)
+        if known is not None and known[0] == key_hash:
+            return hmac.compare_digest(known[1], digest)
+        try:
+            _hasher.verify(key_hash, presented)
+        except (VerificationError, InvalidHashError):
+            return False
+        with self._lock:
+            self._verified[key_id] = (key_hash, digest)
+        return True
