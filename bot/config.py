@@ -351,7 +351,7 @@ class DataSettings(_Strict):
     extreme day is accepted with `allow_extreme = ["TQQQ:2020-03-16", "VIX:2020-03-16"]`."""
 
     source: Literal["auto", "csv", "synthetic"] = "auto"
-    directory: str = "../shared/data"
+    directory: str = "data"  # inside the clone: where `bot data fetch` writes
     synthetic_seed: int = 7
     synthetic_start: IsoDate = "2008-01-02"
     synthetic_end: IsoDate = "2024-12-31"

@@ -286,3 +286,24 @@ def test_a_fred_outage_keeps_the_regime_and_still_trades(tmp_path, venue):
     assert len(regimes) == 1 and regimes["regime"].iloc[0] == SETTINGS.regime.initial.value
     assert "no data" in regimes["warning"].iloc[0]
     log.close()
+
+
+def test_data_fetch_writes_inside_the_clone_by_default(tmp_path, venue, capsys):
+    """A fresh clone has no ../shared: `bot data fetch` fills the clone's own data/ (which
+    git ignores), and a backtest of the same config then reads real bars, not synthetic."""
+    import shutil
+
+    from bot.cli import main
+    from bot.config import load_settings, resolve_data_dir
+    from bot.data.history import load_history
+
+    config = tmp_path / "clone" / "config" / CONFIG.name
+    config.parent.mkdir(parents=True)
+    shutil.copy(CONFIG, config)
+    venue.daily_bars["IEF"] = venue.daily_bars["TMF"]
+    assert main(["data", "fetch", "--config", str(config), "--start", "2023-01-03"]) == 0
+    assert str(tmp_path / "clone" / "data") in capsys.readouterr().out
+    assert (tmp_path / "clone" / "data" / "prices" / "TQQQ.csv").is_file()
+    settings = load_settings(config)
+    market = load_history(settings, resolve_data_dir(settings, config))
+    assert not market.synthetic and market.prices.dates[0] == np.datetime64("2023-01-03")

@@ -51,7 +51,7 @@ def record_run(url: str, status: str | None = None) -> int:
 
 
 def repo_copy_without_data(tmp_path: Path) -> Path:
-    """A fresh clone's config in a folder whose default ../shared/data does not exist."""
+    """A fresh clone's config in a folder whose default data/ does not exist."""
     config = tmp_path / "clone" / "config" / CONFIG.name
     config.parent.mkdir(parents=True)
     shutil.copy(CONFIG, config)
@@ -74,7 +74,8 @@ def test_a_mistyped_data_directory_is_an_error_not_a_synthetic_backtest(
         monkeypatch.setenv("BOT_DATA_DIR", str(typo))
     else:
         config = tmp_path / "mine.toml"
-        text = CONFIG.read_text().replace('directory = "../shared/data"', f'directory = "{typo}"')
+        text = CONFIG.read_text().replace('directory = "data"', f'directory = "{typo}"', 1)
+        assert str(typo) in text
         config.write_text(text)
     code, out, err = run_cli(capsys, *args, "--config", str(config))
     assert code == 2, out
