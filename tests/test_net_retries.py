@@ -2,7 +2,7 @@
 FRED servers, with the policy's clock and sleep simulated: minutes of 429 pass in no time.
 
 The production policies are used as they ship (only time is injected), so these tests
-pin the budget the README promises."""
+pin the budget docs/live-trading.md promises."""
 
 from __future__ import annotations
 

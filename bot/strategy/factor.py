@@ -1,6 +1,6 @@
 """The robo-advisor factor model: four standardized signals, a profile-weighted composite
 score, and a linear program with a drawn total weight (the whitepaper in
-../shared/research/002_*.txt; README "Robo-advisor profiles").
+../shared/research/002_*.txt; docs/robo.md).
 
 Per decision (weekly, on the last trading day of the week): relative strength, trend,
 mean reversion and seasonality per ETF from closes up to the decision day, each
