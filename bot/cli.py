@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bot.stress_cli",
     "bot.sweep.cli",
     "bot.api.cli",
+    "bot.platform_cli",
 )
 
 

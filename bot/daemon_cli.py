@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="the trading daemon (paper by default; --replay without keys)")
     run.add_argument("--config", default=default_config(), help="TOML file of the strategy")
     run.add_argument("--replay", metavar="START:END", help="replay the daemon over history")
+    run.add_argument("--platform", action="store_true",
+                     help="the advisory platform's scheduler: publishes the weekly decision, "
+                     "polls and closes for `bot worker`s (see `bot worker --help`)")
     run.add_argument("--live", action="store_true", help="real money: also needs BOT_LIVE_CONFIRM=yes")
     run.add_argument(
         "--database", type=database_argument, help="trade-log URL (default store.url or BOT_DATABASE_URL)"
@@ -85,6 +88,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from bot.logs import configure_logging
 
         configure_logging("WARNING", args.log_format)
+    if args.platform:
+        if args.replay:
+            raise BotError("--platform and --replay cannot be combined")
+        from bot.platform_cli import run_scheduler
+
+        return run_scheduler(args)
     if args.replay:
         return _cmd_replay(args)
     return _run_daemon(args)

@@ -69,7 +69,11 @@ class Engine:
         log: TradeLog,
         order_prefix: str,
         state: EngineState | None = None,
+        model: TargetModel | None = None,
     ) -> None:
+        """`model` replaces the config's target model: the platform gives each client
+        account the targets its profile decided once (bot.platform.profile_targets), and
+        those were recorded then, so the engine does not record them again."""
         self.settings = settings
         self.symbols = settings.symbols
         prices = market.prices.select(self.symbols)
@@ -84,7 +88,8 @@ class Engine:
         self.broker = broker
         self.log = log
         self.order_prefix = order_prefix
-        self.model = build_model(settings)
+        self.model = model or build_model(settings)
+        self.records_targets = model is None
         self._risk = settings.risk
         rules = set(settings.risk.rules)
         self._drawdown_rule = "drawdown" in rules
@@ -116,12 +121,7 @@ class Engine:
         # A defensive switch that had to wait for open orders is still owed a rebalance.
         forced = self._update_drawdown(t, day, equity, events) or state.owed_rebalance
 
-        if self._needs_regime and (
-            state.regime_day is None or self._week[t] != week_number(state.regime_day)
-        ):
-            # The first step of each week; also a later day of it when that step did not
-            # run (the daemon was down): last week's regime must not stay in force.
-            self._decide_regime(t, day)
+        self._regime_for_week(t, day)
 
         orders: tuple[Order, ...] = ()
         if state.pending and day >= state.pending[0].execute_on:
@@ -183,6 +183,25 @@ class Engine:
         if fill is not None:
             self._filled_since_snapshot = True
 
+    def decide_targets(self, t: int, reason: str) -> TargetDecision:
+        """The model's targets at the close of day t, recorded as that rebalance's
+        targets, without trading them: what a due rebalance decides in `step`, for a
+        caller that trades them elsewhere (the platform decides once per profile, then
+        trades every client account of it). The week's regime is decided first if the
+        config needs one and it was not yet."""
+        day = self._days[t]
+        self._regime_for_week(t, day)
+        decision = self.model.decide(self._context(t))
+        self.log.targets(day, self.rebalance_id(day), decision.rows, reason)
+        for event in decision.events:
+            self.log.risk_event(event)
+        return decision
+
+    def rebalance_id(self, day: dt.date) -> str:
+        """The id of the rebalance decided at the close of `day`: the start of its orders'
+        client_order_ids and the key of its targets rows."""
+        return f"{self.order_prefix}-{day:%Y%m%d}-rb"
+
     def decide_regime_for(self, day: dt.date) -> Regime:
         """Decide (and log) the regime of an upcoming first trading day of the week ahead
         of time, as the daemon's weekly job does. It takes effect at that day's step, as
@@ -208,6 +227,14 @@ class Engine:
         if state.drawdown.defensive != before.defensive and self.settings.rebalance.on_defensive_change:
             return event.action
         return None
+
+    def _regime_for_week(self, t: int, day: dt.date) -> None:
+        if self._needs_regime and (
+            self.state.regime_day is None or self._week[t] != week_number(self.state.regime_day)
+        ):
+            # The first step of each week; also a later day of it when that step did not
+            # run (the daemon was down): last week's regime must not stay in force.
+            self._decide_regime(t, day)
 
     def _decide_regime(self, t: int, day: dt.date) -> None:
         state = self.state
@@ -248,7 +275,8 @@ class Engine:
     ) -> tuple[Order, ...]:
         state = self.state
         decision: TargetDecision = self.model.decide(self._context(t))
-        self.log.targets(day, f"{self.order_prefix}-{day:%Y%m%d}-rb", decision.rows, reason)
+        if self.records_targets:
+            self.log.targets(day, self.rebalance_id(day), decision.rows, reason)
         for event in decision.events:
             self._risk_event(event, events)
         state.stops = decision.stops
@@ -298,7 +326,7 @@ class Engine:
             prices = np.where(np.isfinite(self._sizing), self._sizing, prices)
             equity = self.broker.cash_balance() + float(shares @ np.nan_to_num(prices))
         requests = plan_orders(
-            f"{self.order_prefix}-{day:%Y%m%d}-rb",
+            self.rebalance_id(day),
             self.symbols,
             weights,
             shares,

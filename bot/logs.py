@@ -11,7 +11,8 @@ from typing import Any
 import structlog
 
 _SECRET_KEYS = re.compile(r"(secret|password|passwd|token|api_key|key_id|authorization)", re.I)
-_SECRET_ENV = ("APCA_API_SECRET_KEY", "APCA_API_KEY_ID", "BOT_DATABASE_URL", "BOT_NOTIFY_URLS")
+_SECRET_ENV = ("APCA_API_SECRET_KEY", "APCA_API_KEY_ID", "BOT_DATABASE_URL", "BOT_NOTIFY_URLS",
+               "APCA_BROKER_API_SECRET", "BOT_QUEUE_URL", "BOT_REDIS_URL")
 _REGISTERED: set[str] = set()  # secrets only known at run time (tokens inside URLs)
 
 

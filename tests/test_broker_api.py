@@ -197,6 +197,24 @@ def test_positions_of_every_account_come_from_one_call(fake, sleeps):
     assert len(fake.calls("GET", "/v1/trading/accounts/{account_id}/positions")) == 1
 
 
+def test_a_last_read_is_reused_once_and_never_after_an_order(fake, sleeps):
+    a = fake.open_account(cash=10_000)
+    platform = connect(fake, sleeps)
+    view = platform.account_client(a)
+    broker = platform.broker_for(view)
+    broker.refresh()
+    view.reuse_last_read()
+    broker.refresh()  # answered from the last read
+    assert len(fake.calls("GET", "/v1/trading/accounts/{account_id}/account")) == 1
+    broker.refresh()  # once only
+    assert len(fake.calls("GET", "/v1/trading/accounts/{account_id}/account")) == 2
+    view.reuse_last_read()
+    broker.submit(plan(a)[0], OPEN_WED)  # the account changed: read it again
+    broker.refresh()
+    assert len(fake.calls("GET", "/v1/trading/accounts/{account_id}/account")) == 3
+    assert broker.cash() < 10_000
+
+
 def test_every_attempt_takes_a_token_from_the_throttle(fake, sleeps):
     a = fake.open_account()
     tokens: list[int] = []

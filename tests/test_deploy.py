@@ -62,3 +62,57 @@ def test_compose_serves_the_dashboard_on_the_hosts_loopback_only():
     assert dash["environment"]["BOT_DATABASE_URL"] == compose["services"]["bot"]["environment"]["BOT_DATABASE_URL"]
     assert "env_file" not in dash  # it needs no broker keys
     assert dash["read_only"] is True and dash["depends_on"]["db"]["condition"] == "service_healthy"
+
+
+def test_compose_runs_the_platform_beside_the_same_postgres():
+    """rabbitmq, redis, scheduler (`bot run --platform`), workers (`bot worker`) and api
+    (`bot serve`) in the `platform` profile, all on the one PostgreSQL trade log; secrets
+    only as variables from deploy/.env."""
+    text = (REPO / "deploy" / "docker-compose.yml").read_text()
+    compose = yaml.safe_load(text)
+    services = compose["services"]
+    platform = ("rabbitmq", "redis", "scheduler", "workers", "api")
+    assert all(services[name]["profiles"] == ["platform"] for name in platform)
+    assert "profiles" not in services["db"] and "profiles" not in services["bot"]
+    for name in platform:
+        assert services[name]["restart"] == "unless-stopped"
+
+    scheduler, workers, api = services["scheduler"], services["workers"], services["api"]
+    assert "bot run --platform" in " ".join(scheduler["command"])
+    assert "bot db upgrade" in " ".join(scheduler["command"])
+    assert workers["command"][:2] == ["bot", "worker"] and workers["deploy"]["replicas"] == 2
+    assert api["command"][:2] == ["bot", "serve"] and api["ports"] == ["127.0.0.1:8000:8000"]
+    for service in (scheduler, workers, api):
+        env = service["environment"]
+        assert env["BOT_DATABASE_URL"] == services["bot"]["environment"]["BOT_DATABASE_URL"]
+        assert service["depends_on"]["db"]["condition"] == "service_healthy"
+        assert service["read_only"] is True
+    for service in (scheduler, workers):
+        assert service["environment"]["BOT_QUEUE_URL"].startswith("amqp://leverbot:${RABBITMQ_PASSWORD}@rabbitmq:")
+        assert service["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+    assert workers["environment"]["BOT_REDIS_URL"] == "redis://:${REDIS_PASSWORD}@redis:6379/0"
+    assert workers["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert workers["env_file"] == [".env"]  # the Broker API keys
+    assert services["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_PASS"].startswith("${RABBITMQ_PASSWORD")
+    assert "--requirepass" in services["redis"]["command"]
+    example = (REPO / "deploy" / ".env.example").read_text()
+    for variable in ("APCA_BROKER_API_KEY", "RABBITMQ_PASSWORD", "REDIS_PASSWORD",
+                     "BOT_BROKER_REQUESTS_PER_MINUTE"):
+        assert variable in example
+    assert not re.search(r"(SECRET|PASSWORD|KEY_ID|PASS)\s*[:=]\s*[A-Za-z0-9]{6,}", text)
+
+
+def _compose_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _compose_available(), reason="docker compose not installed")
+def test_docker_compose_config_accepts_the_file(tmp_path):
+    env = tmp_path / ".env"
+    env.write_text("POSTGRES_PASSWORD=x\nRABBITMQ_PASSWORD=y\nREDIS_PASSWORD=z\n")
+    proc = subprocess.run(["docker", "compose", "-f", str(REPO / "deploy" / "docker-compose.yml"),
+                           "--env-file", str(env), "--profile", "platform", "config", "-q"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -18,11 +18,13 @@ as of the last close, so prefetch only before the day's first orders.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import requests
 from alpaca.broker.client import BrokerClient
 from alpaca.trading.models import Position
 from alpaca.trading.requests import GetCalendarRequest, GetOrdersRequest, MarketOrderRequest
@@ -33,6 +35,7 @@ from bot.broker.alpaca_orders import (
     sdk_call,
     to_utc,
 )
+from bot.broker.base import MarketClock
 from bot.net import RetryPolicy, take_over_sdk_retries
 from bot.secrets import Credentials, load_broker_credentials, load_broker_endpoint
 
@@ -56,7 +59,19 @@ def make_broker_client(
         url_override=base_url,
     )
     take_over_sdk_retries(client, replace(policy, throttle=throttle) if throttle else policy)
+    settle_environment(client._session, base_url)
     return client
+
+
+def settle_environment(session: requests.Session, base_url: str) -> None:
+    """Read the proxy and CA-bundle variables once for the one host this session talks
+    to, instead of on every request: requests scans the whole environment (and stats
+    ~/.netrc) per request, a tenth of a platform worker's time per account."""
+    session.proxies.update(requests.utils.get_environ_proxies(base_url))
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+    session.trust_env = False
 
 
 class PositionsSnapshot:
@@ -97,8 +112,19 @@ class AccountClient:
         self.account_id = account_id
         self._snapshot = snapshot
         self._base_url = client._base_url
+        self._last_account: Any = None
+        self._last_positions: list[Position] | None = None
+        self._reuse: set[str] = set()
+
+    def reuse_last_read(self) -> None:
+        """Answer the next account read and the next positions read (once each) with the
+        last answers, if nothing was sent since: for a caller that planned on them a
+        moment ago and would otherwise ask again for the same numbers (the platform's
+        send phase sizes its buys on the cash its plan was made on)."""
+        self._reuse = {"account", "positions"}
 
     def submit_order(self, order_data: MarketOrderRequest) -> Any:
+        self._reuse.clear()  # the account changes: read it again
         return self._client.submit_order_for_account(self.account_id, order_data)
 
     def get_order_by_client_id(self, client_id: str) -> Any:
@@ -111,20 +137,29 @@ class AccountClient:
         return self._client.get_orders_for_account(self.account_id, filters)
 
     def cancel_order_by_id(self, order_id: str) -> None:
+        self._reuse.clear()
         self._client.cancel_order_for_account_by_id(self.account_id, order_id)
 
     def cancel_orders(self) -> Any:
+        self._reuse.clear()
         return self._client.cancel_orders_for_account(self.account_id)
 
     def get_account(self) -> Any:
-        return self._client.get_trade_account_by_id(self.account_id)
+        if "account" in self._reuse and self._last_account is not None:
+            self._reuse.discard("account")
+            return self._last_account
+        self._last_account = self._client.get_trade_account_by_id(self.account_id)
+        return self._last_account
 
     def get_all_positions(self) -> list[Position]:
-        if self._snapshot is not None:
-            prefetched = self._snapshot.take(self.account_id)
-            if prefetched is not None:
-                return prefetched
-        return self._client.get_all_positions_for_account(self.account_id)
+        if "positions" in self._reuse and self._last_positions is not None:
+            self._reuse.discard("positions")
+            return list(self._last_positions)
+        prefetched = self._snapshot.take(self.account_id) if self._snapshot is not None else None
+        if prefetched is None:
+            prefetched = self._client.get_all_positions_for_account(self.account_id)
+        self._last_positions = list(prefetched)
+        return prefetched
 
     def get_clock(self) -> Any:
         return self._client.get_clock()
@@ -179,8 +214,22 @@ class BrokerPlatform:
     def account_broker(self, account_id: str) -> AlpacaBroker:
         """The LiveBroker of one client account (wrap it in SellsFirst to trade, as the
         daemon does). Its first refresh takes the prefetched positions, if any."""
-        view = AccountClient(self.client, str(account_id), self._snapshot)
+        return self.broker_for(self.account_client(account_id))
+
+    def account_client(
+        self, account_id: str, snapshot: PositionsSnapshot | None = None
+    ) -> AccountClient:
+        """One account's trading calls; its first positions read takes `snapshot`'s entry
+        (default: this platform's last prefetch, if any)."""
+        return AccountClient(self.client, str(account_id), snapshot or self._snapshot)
+
+    def broker_for(self, view: AccountClient) -> AlpacaBroker:
+        """The LiveBroker over one account's calls."""
         return AlpacaBroker(view, paper=self.sandbox, policy=self.policy)  # type: ignore[arg-type]
+
+    def clock(self) -> MarketClock:
+        """The venue's clock (no account involved)."""
+        return self.account_broker("").clock()
 
     def prefetch_positions(self) -> PositionsSnapshot:
         """Every account's positions in one call, used by each account's first refresh."""

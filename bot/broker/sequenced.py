@@ -56,6 +56,10 @@ class SellsFirst:
         self._prices = prices
         self._direct_batch: str | None = None  # rebalance whose buys went out at once
         self._direct_budget = 0.0
+        # Rebalance whose first buy found no sell open at the venue: its later buys need
+        # not ask again, since any sell sent since went through here (one request per
+        # rebalance instead of one per buy, which a platform of many accounts pays for).
+        self._venue_clear_for: str | None = None
 
     # ------------------------------------------------------------ the sequencing
     def submit(self, request: OrderRequest, now: dt.datetime) -> Order:
@@ -67,7 +71,7 @@ class SellsFirst:
         if queued is not None:  # the same decision again (after a restart): one order
             return queued
         closed = not self._market_open(now)
-        if self._queue or closed or self._sells_open():
+        if self._queue or closed or self._sells_open(request.rebalance_id):
             why = QUEUED_CLOSED if closed else QUEUED
             order = Order(request, OrderStatus.NEW, now, None, status_message=why)
             self._queue.append(order)
@@ -120,13 +124,19 @@ class SellsFirst:
         records what filled and sends nothing new)."""
         return self.inner.poll(now)
 
-    def _sells_open(self) -> bool:
+    def _sells_open(self, rebalance_id: str | None = None) -> bool:
         """A sell is working: one we sent is not final (an unconfirmed one included,
-        which the venue may not list yet), or the venue lists one (e.g. after a restart)."""
+        which the venue may not list yet), or the venue lists one (e.g. after a restart).
+        Within one rebalance's submits (`rebalance_id`) the venue is asked once."""
         self._sells = [o for o in self._sells if not o.status.is_final]
-        return bool(self._sells) or any(
-            o.request.side is Side.SELL for o in self.inner.open_orders()
-        )
+        if self._sells:
+            return True
+        if rebalance_id is not None and rebalance_id == self._venue_clear_for:
+            return False
+        listed = any(o.request.side is Side.SELL for o in self.inner.open_orders())
+        if not listed and rebalance_id is not None:
+            self._venue_clear_for = rebalance_id
+        return listed
 
     def _release(self, now: dt.datetime, released: list[Order]) -> None:
         """Send the queued buys into `released`, each cut to the cash left (in queue order,

@@ -23,6 +23,7 @@ from bot.engine_state import EngineState
 from bot.notify import messages
 from bot.notify.sender import Notifier
 from bot.store.tradelog import TradeLog
+from bot.strategy.base import TargetModel
 from bot.types import EquityPoint, Fill
 
 log = structlog.get_logger(__name__)
@@ -42,6 +43,9 @@ class DaemonContext:
     mode: str  # replay | paper | live
     order_prefix: str  # start of every client_order_id
     notifier: Notifier | None = None  # trades, risk events, failures, daily summary
+    # The engine's target model if not the config's: the platform's client accounts
+    # trade the targets their profile decided once (bot.platform.profile_targets).
+    model: TargetModel | None = None
 
 
 class TradingJobs:
@@ -121,7 +125,9 @@ class TradingJobs:
         raw = ctx.tradelog.load_state(ctx.instance, ctx.mode)
         state = EngineState.from_dict(raw, ctx.settings.symbols) if raw else EngineState()
         if self._engine is None or self._engine_market is not market:
-            self._engine = Engine(ctx.settings, market, ctx.broker, ctx.tradelog, ctx.order_prefix)
+            self._engine = Engine(
+                ctx.settings, market, ctx.broker, ctx.tradelog, ctx.order_prefix, model=ctx.model
+            )
             self._engine_market = market
         self._engine.state = state
         return self._engine
@@ -239,14 +245,20 @@ class TradingJobs:
         if today is None:
             return
         self.poll()
+        point = self.mark_close(today.day)
+        self._daily_summary(point)
+
+    def mark_close(self, day: dt.date) -> EquityPoint:
+        """The day's equity and positions at its close, recorded; state saved."""
+        ctx = self.ctx
         ctx.broker.refresh()
-        market = ctx.feed.history(today.day)
-        t = index_of_day(market, today.day, "market data")
+        market = ctx.feed.history(day)
+        t = index_of_day(market, day, "market data")
         engine = self.engine(market)
         point = engine.record_close(t, snapshot=True)
         self.save(engine)
-        log.info("close", day=str(today.day), equity=round(point.equity, 2))
-        self._daily_summary(point)
+        log.info("close", day=str(day), equity=round(point.equity, 2))
+        return point
 
     def _daily_summary(self, point: EquityPoint) -> None:
         if self.ctx.notifier is not None and self.ctx.notifier.wants("daily"):

@@ -76,6 +76,28 @@ def reconcile(
     return differences
 
 
+def follow(tradelog: TradeLog, broker: SellsFirst, prefix: str, mode: str) -> int:
+    """Pick up following an instance's open orders from the trade log alone, as a
+    process that ran its earlier jobs would have them in memory: queued buys back in the
+    queue, every other open order tracked from its recorded fills (the next poll reports
+    what changed). The platform's stateless workers do this at every job of an account
+    that has open orders; a restart after a crash runs `reconcile`, which also asks the
+    venue for what the log may have missed. Returns how many orders are followed."""
+    venue = _venue(broker)
+    queued: list[Order] = []
+    count = 0
+    for rec in tradelog.recorded_orders(prefix):
+        if rec.mode != mode or rec.order.status.is_final:
+            continue
+        count += 1
+        if _is_queued_buy(rec.order):
+            queued.append(rec.order)
+        else:
+            venue.track(rec.order, _fills_of(rec))
+    broker.restore(queued)
+    return count
+
+
 def _venue(broker: LiveBroker | SellsFirst) -> LiveBroker:
     """The broker that talks to the venue (under the sells-first queue, if any)."""
     return broker.inner if isinstance(broker, SellsFirst) else broker

@@ -526,3 +526,57 @@ class ApiKeyRecord(Base):
     rate_per_minute: Mapped[int | None] = mapped_column(Integer)  # None: the server's default
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+
+
+PLATFORM_TASK_KINDS = ("rebalance", "close")
+PLATFORM_TASK_STATUSES = ("pending", "running", "retrying", "done", "dead")
+
+
+class PlatformDecisionRecord(Base):
+    """One profile's targets of a platform batch (`bot run --platform`): decided once by
+    the weekly decision and traded by every active account of the profile. The weights'
+    reasons are in `targets` under the same run and rebalance id."""
+
+    __tablename__ = "platform_decisions"
+    __table_args__ = (UniqueConstraint("run_id", "profile"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    run_id: Mapped[int] = mapped_column(Id, ForeignKey("runs.id"))
+    profile: Mapped[str] = mapped_column(String(200))
+    day: Mapped[dt.date] = mapped_column(Date)  # the close the targets are decided on
+    rebalance_id: Mapped[str] = mapped_column(String(100))
+    config_hash: Mapped[str] = mapped_column(String(128))
+    weights: Mapped[dict[str, Any]] = mapped_column(PlainJSON())  # symbol -> final weight
+    stops: Mapped[dict[str, Any] | None] = mapped_column(PlainJSON())  # symbol -> stop or null
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+
+
+class PlatformTaskRecord(Base):
+    """One account's task of a platform batch, keyed by (run, account, kind, day): a task
+    delivered again after it finished finds its row done and does nothing. `phase`
+    'planned' means its orders are recorded and may be partly sent (a re-run sends the
+    rest, looking each up first)."""
+
+    __tablename__ = "platform_tasks"
+    __table_args__ = (
+        _one_of("kind", PLATFORM_TASK_KINDS),
+        _one_of("status", PLATFORM_TASK_STATUSES),
+        UniqueConstraint("run_id", "account_id", "kind", "day"),
+        Index(None, "run_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    run_id: Mapped[int] = mapped_column(Id, ForeignKey("runs.id"))
+    account_id: Mapped[int] = mapped_column(Id, ForeignKey("accounts.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    day: Mapped[dt.date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16))
+    phase: Mapped[str | None] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)  # deliveries that started work
+    retries: Mapped[int] = mapped_column(Integer)  # retries after a transient broker error
+    claimed_by: Mapped[str | None] = mapped_column(String(200))  # the delivery's task id
+    worker: Mapped[str | None] = mapped_column(String(200))  # the worker that claimed it last
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    outcome: Mapped[dict[str, Any] | None] = mapped_column(PlainJSON())
+    error: Mapped[str | None] = mapped_column(Text)

@@ -538,10 +538,11 @@ class TradeLog:
 
     # -- writing ----------------------------------------------------------------------
 
-    def flush(self) -> None:
+    def flush(self, *also: sa.Executable) -> None:
         """Write everything buffered in one transaction; on failure nothing is written and
-        the buffer is kept, so a later flush retries it."""
-        self._write()
+        the buffer is kept, so a later flush retries it. `also`: statements committed in
+        the same transaction (a platform task's state with the records it made)."""
+        self._write(*also)
 
     def _pending(self) -> bool:
         return bool(
@@ -557,16 +558,16 @@ class TradeLog:
             or self._states
         )
 
-    def _write(self, final_statement: sa.Executable | None = None) -> None:
-        if not self._pending() and final_statement is None:
+    def _write(self, *final_statements: sa.Executable) -> None:
+        if not self._pending() and not final_statements:
             return
         started = time.perf_counter()
         with _signals_deferred():
             try:
                 with self.engine.begin() as conn:
                     new_ids, counts = self._write_buffers(conn)
-                    if final_statement is not None:
-                        conn.execute(final_statement)
+                    for statement in final_statements:
+                        conn.execute(statement)
             except (sa.exc.IntegrityError, sa.exc.DataError) as error:
                 # The database refuses these rows themselves (not a lost connection):
                 # retrying would fail the same way and block every later record behind them.

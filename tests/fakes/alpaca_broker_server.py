@@ -30,10 +30,15 @@ Test control:
     fake.inject(method, route, Fault...)            scripted faults on one route
     fake.rate_limit(per_second, burst)              429 with Retry-After past a token bucket
     fake.fail_randomly(rate, status, seed)          that share of requests answers `status`
+    fake.failing_accounts                           ids whose every request answers 503
+    GET /fake/stats[?orders=1]                      request counts by status, orders, orders
+                                                    repeated per (account, symbol, side), and
+                                                    with `record_times` each request's time
 
 In its own process (a benchmark's venue, so the clients do not share its interpreter):
     python -m tests.fakes.alpaca_broker_server --accounts 10000 --ids accounts.txt
-prints the URL, writes the account ids one a line, serves until SIGTERM or Ctrl-C.
+prints the URL, writes the account ids one a line, serves until SIGTERM or Ctrl-C
+(`--help` lists the options: prices, fills on submit, a rate limit, failing accounts).
 """
 
 from __future__ import annotations
@@ -87,6 +92,11 @@ class FakeBrokerAPI(FakeServer, VenueClock):
         self.runs: list[dict[str, Any]] = []
         self._bucket: _TokenBucket | None = None
         self._chaos: tuple[float, int, random.Random] | None = None
+        self.failing_accounts: set[str] = set()
+        self.fill_on_submit = 0.0  # given to each account opened from now on
+        self.record_times = False
+        self._times: list[float] = []
+        self._answers: dict[int, int] = {}
         self._routes_setup()
 
     def _routes_setup(self) -> None:
@@ -110,6 +120,7 @@ class FakeBrokerAPI(FakeServer, VenueClock):
         r("GET", "/v1/rebalancing/subscriptions", self._list_subscriptions)
         r("DELETE", "/v1/rebalancing/subscriptions/{subscription_id}", self._unsubscribe)
         r("GET", "/v1/rebalancing/runs", self._list_runs)
+        r("GET", "/fake/stats", self._stats)
 
     # --- test control ----------------------------------------------------------------
 
@@ -118,9 +129,10 @@ class FakeBrokerAPI(FakeServer, VenueClock):
         account_id = account_id or str(uuid.uuid4())
         with self.lock:
             number = f"SB{len(self.accounts) + 1:010d}"
-            self.accounts[account_id] = Ledger(
+            self.accounts[account_id] = ledger = Ledger(
                 self, cash=cash, account_id=account_id, account_number=number
             )
+            ledger.fill_on_submit = self.fill_on_submit
         return account_id
 
     def ledger(self, account_id: str) -> Ledger:
@@ -159,6 +171,16 @@ class FakeBrokerAPI(FakeServer, VenueClock):
         return None
 
     def _answer(self, request, handler, params, fault):  # type: ignore[no-untyped-def]
+        response = self._gateway(request, handler, params, fault)
+        with self.lock:
+            self._answers[response.status] = self._answers.get(response.status, 0) + 1
+            if self.record_times:
+                self._times.append(time.time())
+        return response
+
+    def _gateway(self, request, handler, params, fault):  # type: ignore[no-untyped-def]
+        if request.route == "/fake/stats":
+            return super()._answer(request, handler, params, fault)
         if fault is None and self._bucket is not None:
             wait = self._bucket.take()
             if wait > 0:
@@ -170,7 +192,31 @@ class FakeBrokerAPI(FakeServer, VenueClock):
                 hit = rng.random() < rate
             if hit:
                 return Response(status, {"message": "service unavailable"})
+        if params.get("account_id") in self.failing_accounts:
+            return Response(503, {"message": "service unavailable for this account"})
         return super()._answer(request, handler, params, fault)
+
+    def _stats(self, request: Request) -> Response:
+        """What a test or benchmark in another process checks: answers by status, the
+        orders, and how many (account, symbol, side) got more than one order."""
+        orders = [
+            (aid, o.data["client_order_id"], o.data["symbol"], o.data["side"], o.data["qty"],
+             o.data["status"])
+            for aid, ledger in self.accounts.items() for o in ledger.orders
+        ]
+        seen: dict[tuple[str, str, str], int] = {}
+        for aid, _cid, symbol, side, _qty, _status in orders:
+            seen[(aid, symbol, side)] = seen.get((aid, symbol, side), 0) + 1
+        body: dict[str, Any] = {
+            "answers": {str(k): v for k, v in sorted(self._answers.items())},
+            "orders": len(orders),
+            "accounts_with_orders": len({o[0] for o in orders}),
+            "repeated": sum(1 for n in seen.values() if n > 1),
+            "times": self._times if self.record_times else None,
+        }
+        if request.query.get("orders"):
+            body["order_list"] = orders
+        return Response(200, body)
 
     def _account(self, account_id: str) -> Ledger | Response:
         ledger = self.accounts.get(account_id)
@@ -453,14 +499,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prices", default="SPY=500,AGG=100,IWM=200,BND=70,VNQ=90,QQQ=450,"
                         "ARKK=50,IEMG=55,XLK=230,SHY=82,VYM=120,BIL=91")
     parser.add_argument("--rate-limit", type=float, help="requests per second before 429s")
+    parser.add_argument("--burst", type=int, help="requests at once before the rate limit "
+                        "applies (default: one second's worth)")
     parser.add_argument("--fail-rate", type=float, default=0.0, help="share of requests answering 503")
+    parser.add_argument("--fill-on-submit", type=float, default=0.0,
+                        help="share of an order filled before the answer while a session is open")
+    parser.add_argument("--failing-accounts", type=int, default=0,
+                        help="the last N accounts (of --ids) answer 503 to every request")
+    parser.add_argument("--record-times", action="store_true",
+                        help="keep each request's time for GET /fake/stats")
     args = parser.parse_args(argv)
     fake = FakeBrokerAPI()
     fake.record_requests = False
+    fake.record_times = args.record_times
+    fake.fill_on_submit = args.fill_on_submit
     fake.prices = {k: float(v) for k, v in (item.split("=") for item in args.prices.split(","))}
     ids = [fake.open_account(cash=args.cash) for _ in range(args.accounts)]
+    if args.failing_accounts:
+        fake.failing_accounts = set(ids[-args.failing_accounts:])
     if args.rate_limit:
-        fake.rate_limit(args.rate_limit, burst=max(1, int(args.rate_limit)))
+        fake.rate_limit(args.rate_limit, burst=args.burst or max(1, int(args.rate_limit)))
     if args.fail_rate:
         fake.fail_randomly(args.fail_rate)
     if args.ids:

@@ -1,0 +1,240 @@
+"""One client account's jobs on a platform worker: the rebalance of a batch, the order
+polls after it, the close. Each is the single-account daemon's job (bot.daemon.jobs) on
+the account's own broker, state and trade-log tag; only the target model differs (the
+profile's stored decision, bot.platform.profile_targets).
+
+A rebalance runs in two phases so that a worker killed at any moment never causes an
+order to be sent twice or lost:
+
+1. plan: the engine's step on the account's holdings and cash, with a broker that records
+   the orders it is given instead of sending them (`PlanOnly`); the plan, the engine's
+   state and the task's phase "planned" are committed in one transaction. Nothing has
+   been sent, so a task stopped before this commit starts again from nothing.
+2. send: the planned orders go out through the daemon's sells-first broker in plan order;
+   their new state, the fills in the answers and the task's "done" are committed in one
+   transaction. A task stopped in between is delivered again: it finds its plan, looks
+   each planned order up at the broker by its client_order_id (deterministic per account
+   and decision), adopts those that went out and sends only the rest, sized on the cash
+   the broker reports then (open buys reserve theirs), never on a second plan.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import structlog
+
+from bot.accounts.registry import Account, account_order_prefix
+from bot.broker.alpaca import AlpacaBroker
+from bot.broker.broker_api import AccountClient, PositionsSnapshot
+from bot.broker.sequenced import SellsFirst
+from bot.daemon.jobs import DaemonContext, TradingJobs
+from bot.daemon.reconcile import follow, reconcile
+from bot.engine import record_execution
+from bot.platform.context import Profile, WorkerContext
+from bot.platform.profile_targets import ProfileTargets
+from bot.platform.store import TaskRow, has_open_orders, mark_done, set_phase
+from bot.store.tradelog import TradeLog
+from bot.types import Fill, Order, OrderRequest, OrderStatus, Side
+
+log = structlog.get_logger(__name__)
+
+PLANNED = "planned: recorded before it is sent"
+SENT = "sent after its plan was recorded"
+SENT_BEFORE = "sent before its task stopped; found at the broker by its client_order_id"
+
+
+class PlanOnly:
+    """The engine's broker while an account's orders are planned: holdings, cash and
+    open orders are the account's (through `broker`); an order submitted is kept and
+    returned as planned (status new, nothing sent), for the caller to record first."""
+
+    def __init__(self, broker: SellsFirst) -> None:
+        self.broker = broker
+        self.planned: list[Order] = []
+
+    def submit(self, request: OrderRequest, now: dt.datetime) -> Order:
+        order = Order(request, OrderStatus.NEW, now, None, status_message=PLANNED)
+        self.planned.append(order)
+        return order
+
+    def cash(self) -> float:
+        return self.broker.cash()
+
+    def cash_balance(self) -> float:
+        return self.broker.cash_balance()
+
+    def holdings(self, symbols: tuple[str, ...]) -> np.ndarray:
+        return self.broker.holdings(symbols)
+
+    def open_order_count(self) -> int:
+        return self.broker.open_order_count()
+
+    def refresh(self) -> None:
+        self.broker.refresh()
+
+    def take_reports(self) -> list[tuple[Order, Fill | None]]:
+        return self.broker.take_reports()
+
+
+@dataclass
+class AccountSession:
+    """One account on this worker for one task: its broker, trade log and daemon jobs."""
+
+    account: Account
+    profile: Profile
+    prefix: str
+    tradelog: TradeLog
+    view: AccountClient
+    venue: AlpacaBroker
+    broker: SellsFirst
+
+    def jobs(self, ctx: WorkerContext, broker: Any = None, model: Any = None) -> TradingJobs:
+        return TradingJobs(DaemonContext(
+            settings=self.profile.settings, feed=self.profile.feed,
+            broker=broker or self.broker, tradelog=self.tradelog, clock=ctx.clock,
+            calendar=ctx.calendar, instance=self.prefix, mode=ctx.mode,
+            order_prefix=self.prefix, model=model,
+        ))
+
+
+def open_session(
+    ctx: WorkerContext, run_id: int, account: Account, snapshot: PositionsSnapshot | None = None
+) -> AccountSession:
+    profile = ctx.profile(account.profile)
+    platform = ctx.broker_platform()
+    view = platform.account_client(account.broker_account_id, snapshot)
+    venue = platform.broker_for(view)
+    tradelog = ctx.tradelog(run_id)
+    tradelog.account_id = account.id
+    feed = profile.feed
+    broker = SellsFirst(venue, incident=tradelog.incident, market_open=ctx.market_open,
+                        prices=feed.sizing_prices)
+    prefix = account_order_prefix(ctx.settings.name, account.broker_account_id)
+    return AccountSession(account, profile, prefix, tradelog, view, venue, broker)
+
+
+def rebalance(ctx: WorkerContext, row: TaskRow, account: Account) -> dict[str, Any]:
+    """Plan and send one account's orders for its profile's decision of the batch."""
+    if not account.active and row.phase != "planned":
+        return {"skipped": f"the account is {account.status}"}  # closed since the decision
+    decision = ctx.decision(row.run_id, account.profile)
+    resumed = row.attempts > 1
+    # A task run before may have sent orders: its positions come from the account itself.
+    snapshot = None if resumed else ctx.positions_snapshot(row.run_id)
+    session = open_session(ctx, row.run_id, account, snapshot)
+    now = ctx.clock.now()
+    if row.phase == "planned":
+        plan = _recorded_plan(session, decision.day)
+        outcome = {"resumed": "send"}
+    else:
+        plan, outcome = _plan(ctx, session, decision, resumed or has_open_orders(ctx.engine, account.id), now)
+        session.tradelog.flush(set_phase(row.id, "planned", outcome))
+        session.view.reuse_last_read()  # phase 2 sizes its buys on the cash just planned on
+    sent = _send(session, plan, now, look_up=row.phase == "planned")
+    outcome = {**outcome, **sent}
+    session.tradelog.flush(mark_done(row.id, ctx.clock.now(), outcome))
+    return outcome
+
+
+def _plan(
+    ctx: WorkerContext, session: AccountSession, decision: Any, catch_up: bool, now: dt.datetime
+) -> tuple[list[Order], dict[str, Any]]:
+    """Phase 1: the daemon's decision job on this account, its orders only recorded.
+    An account with open orders in the log, or whose task ran before, is reconciled
+    with the broker first (the daemon's restart rule, per account)."""
+    if catch_up:
+        reconcile(session.tradelog, session.broker, session.prefix,
+                  session.profile.settings.symbols, now, ctx.mode)
+    planner = PlanOnly(session.broker)
+    model = ProfileTargets(decision, session.profile.settings.symbols,
+                           session.profile.history_calendar_days)
+    step = session.jobs(ctx, broker=planner, model=model).decide(decision.day)
+    outcome = {
+        "rebalance": step.rebalance,
+        "equity": round(step.equity, 2),
+        "planned": len(planner.planned),
+        "events": [e.rule for e in step.events],
+    }
+    return planner.planned, outcome
+
+
+def _recorded_plan(session: AccountSession, day: dt.date) -> list[Order]:
+    """The planned orders of this account's rebalance on `day` not yet sent, in plan
+    order (sells first), as phase 1 recorded them."""
+    rebalance_id = f"{session.prefix}-{day:%Y%m%d}-rb"
+    plan = [
+        rec.order for rec in session.tradelog.recorded_orders(session.prefix)
+        if rec.order.request.rebalance_id == rebalance_id
+        and rec.order.broker_order_id is None
+        and rec.order.status is OrderStatus.NEW
+        and rec.order.status_message == PLANNED
+    ]
+    return [o for o in plan if o.request.side is Side.SELL] + [
+        o for o in plan if o.request.side is Side.BUY]
+
+
+def _send(session: AccountSession, plan: list[Order], now: dt.datetime, look_up: bool
+          ) -> dict[str, Any]:
+    """Phase 2: each planned order through sells-first, recorded; with `look_up`, an
+    order the broker already has (sent before the task stopped) is adopted instead."""
+    tradelog, broker, venue = session.tradelog, session.broker, session.venue
+    placed: list[Order] = []
+    adopted = 0
+    for order in plan:
+        cid = order.request.client_order_id
+        found = venue.find_order(cid) if look_up else None
+        if found is not None:
+            # As reconcile adopts an order it finds: recorded as sent, followed from its
+            # recorded fills (none), so the poll below records what filled.
+            order.broker_order_id = found.broker_order_id
+            order.status_message = SENT_BEFORE
+            record_execution(tradelog, order, None)
+            venue.track(order, (0.0, None))
+            adopted += 1
+            continue
+        sent = broker.submit(order.request, now)
+        if sent.status_message is None:
+            sent.status_message = SENT
+        placed.append(sent)
+    reports = broker.take_reports()
+    reported = {o.request.client_order_id for o, _ in reports}
+    for sent in placed:
+        if sent.request.client_order_id not in reported:
+            record_execution(tradelog, sent, None)
+    for order, fill in reports:
+        record_execution(tradelog, order, fill)
+    if adopted:
+        for order, fill in venue.poll(now):
+            record_execution(tradelog, order, fill)
+    statuses: dict[str, int] = {}
+    for order in placed:
+        statuses[order.status.value] = statuses.get(order.status.value, 0) + 1
+    return {"sent": len(placed), "adopted": adopted, "statuses": statuses}
+
+
+def poll(ctx: WorkerContext, run_id: int, account: Account) -> int:
+    """Follow the account's open orders (fills, cancels; queued buys go out once its
+    sells filled and the market is open), as the daemon's poll job does."""
+    session = open_session(ctx, run_id, account)
+    followed = follow(session.tradelog, session.broker, session.prefix, ctx.mode)
+    if not followed:
+        return 0
+    updates = session.jobs(ctx).poll()
+    session.tradelog.flush()
+    return updates
+
+
+def close(ctx: WorkerContext, row: TaskRow, account: Account) -> dict[str, Any]:
+    """The day's equity and positions of the account, after a last poll."""
+    session = open_session(ctx, row.run_id, account)
+    jobs = session.jobs(ctx)
+    if follow(session.tradelog, session.broker, session.prefix, ctx.mode):
+        jobs.poll()
+    point = jobs.mark_close(row.day)
+    outcome = {"equity": round(point.equity, 2), "cash": round(point.cash, 2)}
+    session.tradelog.flush(mark_done(row.id, ctx.clock.now(), outcome))
+    return outcome

@@ -1,0 +1,121 @@
+"""The platform's settings: where its queue, Redis and market data are, and the broker's
+request budget. From the environment (the same for the scheduler and every worker, as in
+deploy/docker-compose.yml); a bad value is a one-line error naming the variable.
+
+    BOT_QUEUE_URL          RabbitMQ (default amqp://guest:guest@127.0.0.1:5672//)
+    BOT_QUEUE_NAME         the queue tasks go through (default leverbot)
+    BOT_REDIS_URL          Redis: the shared request budget and the account locks
+                           (default redis://127.0.0.1:6379/0)
+    BOT_BROKER_REQUESTS_PER_MINUTE
+                           the Broker API budget of all workers together (default 200:
+                           Alpaca's published trading-API limit; a Broker API partner
+                           sets the limit agreed with Alpaca, see the README)
+    BOT_BROKER_BURST       requests allowed at once before the rate applies (default: one
+                           second's worth, at least 1)
+    BOT_PLATFORM_RETRIES   retries of an account's task after a broker 429/5xx before it
+                           is dead-lettered (default 5)
+    BOT_PLATFORM_RETRY_DELAY, BOT_PLATFORM_RETRY_MAX_DELAY
+                           backoff of those retries in seconds (default 2 and 60;
+                           doubled per retry, with jitter)
+    BOT_HTTP_RETRY_DELAY   first backoff of a broker request's own retries (GETs, and an
+                           order POST proven absent) in seconds (default 0.5, doubled per
+                           retry, 4 tries)
+    BOT_PLATFORM_LEASE     seconds an account stays locked by a task that stopped
+                           answering (default 300)
+    BOT_PLATFORM_NAME      the platform's name: the start of every client_order_id and
+                           state key (default platform)
+    BOT_PLATFORM_DATA      market history: "alpaca" (bars and FRED, as the daemon),
+                           "synthetic", or a CSV directory (default alpaca)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from bot.errors import BotError
+
+DEFAULT_QUEUE_URL = "amqp://guest:guest@127.0.0.1:5672//"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: Alpaca's documented default for its trading API; Broker API limits are per partner
+DEFAULT_REQUESTS_PER_MINUTE = 200.0
+_NAME = re.compile(r"[A-Za-z0-9_]{1,40}")
+
+
+@dataclass(frozen=True)
+class PlatformSettings:
+    queue_url: str = DEFAULT_QUEUE_URL
+    queue_name: str = "leverbot"
+    redis_url: str = DEFAULT_REDIS_URL
+    requests_per_minute: float = DEFAULT_REQUESTS_PER_MINUTE
+    burst: int = 3
+    max_retries: int = 5
+    retry_delay: float = 2.0
+    retry_max_delay: float = 60.0
+    lease_seconds: float = 300.0
+    http_retry_delay: float = 0.5
+    name: str = "platform"
+    data: str = "alpaca"
+
+    @property
+    def requests_per_second(self) -> float:
+        return self.requests_per_minute / 60.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> PlatformSettings:
+        env = os.environ if env is None else env
+        rate = _number(env, "BOT_BROKER_REQUESTS_PER_MINUTE", DEFAULT_REQUESTS_PER_MINUTE)
+        default_burst = max(1, math.floor(rate / 60.0))
+        name = env.get("BOT_PLATFORM_NAME", "platform")
+        if not _NAME.fullmatch(name):
+            raise BotError(
+                f"BOT_PLATFORM_NAME: expected 1-40 letters, digits or _, got {name!r}"
+            )
+        return cls(
+            queue_url=env.get("BOT_QUEUE_URL") or DEFAULT_QUEUE_URL,
+            queue_name=_queue_name(env.get("BOT_QUEUE_NAME") or "leverbot"),
+            redis_url=env.get("BOT_REDIS_URL") or DEFAULT_REDIS_URL,
+            requests_per_minute=rate,
+            burst=int(_number(env, "BOT_BROKER_BURST", default_burst, whole=True)),
+            max_retries=int(_number(env, "BOT_PLATFORM_RETRIES", 5, whole=True, zero=True)),
+            retry_delay=_number(env, "BOT_PLATFORM_RETRY_DELAY", 2.0),
+            retry_max_delay=_number(env, "BOT_PLATFORM_RETRY_MAX_DELAY", 60.0),
+            lease_seconds=_number(env, "BOT_PLATFORM_LEASE", 300.0),
+            http_retry_delay=_number(env, "BOT_HTTP_RETRY_DELAY", 0.5),
+            name=name,
+            data=env.get("BOT_PLATFORM_DATA") or "alpaca",
+        )
+
+
+def _number(
+    env: Mapping[str, str], name: str, default: float, *, whole: bool = False, zero: bool = False
+) -> float:
+    """A positive number (or whole number) from the environment; `zero` allows 0."""
+    text = env.get(name)
+    if text is None or not text.strip():
+        return default
+    kind = "a whole number" if whole else "a number"
+    bound = ">= 0" if zero else "> 0"
+    try:
+        value = float(text)
+    except ValueError:
+        raise BotError(f"{name}: expected {kind} {bound}, got {text!r}") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero) or (
+        whole and value != int(value)
+    ):
+        raise BotError(f"{name}: expected {kind} {bound}, got {text!r}")
+    return value
+
+
+def _queue_name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,200}", text):
+        raise BotError(f"BOT_QUEUE_NAME: expected letters, digits and _.:- only, got {text!r}")
+    return text
+
+
+def masked_url(url: str) -> str:
+    """A queue or Redis URL for messages: its password replaced by ***."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)

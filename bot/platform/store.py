@@ -1,0 +1,384 @@
+"""The platform's rows in the trade log: each batch's profile decisions, one task row per
+account and batch, and the batch's summary.
+
+A task row is claimed with one UPDATE (atomic on SQLite and PostgreSQL) before any work,
+and marked done in the same transaction as the records the work made, so:
+- a task delivered again after it finished finds its row done and does nothing;
+- a task delivered again after its worker died (RabbitMQ's redelivered flag) takes the
+  row over and resumes from what was recorded;
+- a copy of a task that is still running elsewhere waits (retried later), never runs
+  beside it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from bot.store.models import Base
+
+TASKS = Base.metadata.tables["platform_tasks"]
+DECISIONS = Base.metadata.tables["platform_decisions"]
+RUNS = Base.metadata.tables["runs"]
+ACCOUNTS = Base.metadata.tables["accounts"]
+ORDERS = Base.metadata.tables["orders"]
+
+FINAL = ("done", "dead")
+#: the strategy name of a platform batch's run
+PLATFORM_STRATEGY = "platform"
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    id: int
+    run_id: int
+    account_id: int
+    kind: str
+    day: dt.date
+    status: str
+    phase: str | None
+    attempts: int
+    retries: int
+    claimed_by: str | None
+    claimed_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a delivery of a task may do: `go` (work; `row` is the claimed row), `done`
+    (finished before: nothing to do), `busy` (another delivery runs it: try later),
+    `exhausted` (it was started too often: dead-letter it)."""
+
+    verdict: str
+    row: TaskRow
+
+
+@dataclass(frozen=True)
+class StoredDecision:
+    """One profile's targets of a batch, as the workers read them."""
+
+    run_id: int
+    profile: str
+    day: dt.date
+    rebalance_id: str
+    weights: dict[str, float]
+    stops: dict[str, float | None] | None
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    run_id: int
+    day: dt.date | None
+    status: str  # the run's: running, finished, failed
+    accounts: int
+    done: int
+    dead: int
+    retried: int  # tasks that needed more than one try (a retry or a redelivery)
+    waiting: int  # not final yet
+    orders: int
+    started_at: dt.datetime
+    last_finished_at: dt.datetime | None
+
+    @property
+    def complete(self) -> bool:
+        return self.waiting == 0
+
+    @property
+    def seconds(self) -> float | None:
+        if self.last_finished_at is None:
+            return None
+        return (self.last_finished_at - self.started_at).total_seconds()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "accounts": self.accounts, "done": self.done, "dead": self.dead,
+            "retried": self.retried, "waiting": self.waiting, "orders": self.orders,
+            "decision_day": self.day.isoformat() if self.day else None,
+            "seconds": self.seconds,
+        }
+
+
+def _task(row: sa.Row[Any]) -> TaskRow:
+    return TaskRow(
+        int(row.id), int(row.run_id), int(row.account_id), row.kind, row.day, row.status,
+        row.phase, int(row.attempts), int(row.retries), row.claimed_by, row.claimed_at,
+    )
+
+
+def task_rows(
+    run_id: int, kind: str, day: dt.date, account_ids: Iterable[int]
+) -> list[dict[str, Any]]:
+    """New rows for a batch's tasks (inserted with the batch's other records)."""
+    return [
+        {"run_id": run_id, "account_id": a, "kind": kind, "day": day, "status": "pending",
+         "phase": None, "attempts": 0, "retries": 0}
+        for a in account_ids
+    ]
+
+
+def insert_tasks(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(sa.insert(TASKS), rows)
+
+
+def tasks_of(engine: sa.Engine, run_id: int, kind: str, statuses: Iterable[str] | None = None
+             ) -> list[TaskRow]:
+    stmt = sa.select(TASKS).where(TASKS.c.run_id == run_id, TASKS.c.kind == kind)
+    if statuses is not None:
+        stmt = stmt.where(TASKS.c.status.in_(list(statuses)))
+    with engine.connect() as conn:
+        return [_task(r) for r in conn.execute(stmt.order_by(TASKS.c.id))]
+
+
+def get_task(engine: sa.Engine, task_id: int) -> TaskRow | None:
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(TASKS).where(TASKS.c.id == task_id)).first()
+    return None if row is None else _task(row)
+
+
+def claim(
+    engine: sa.Engine,
+    task_id: int,
+    delivery: str,
+    redelivered: bool,
+    now: dt.datetime,
+    lease: dt.timedelta,
+    max_attempts: int,
+    worker: str | None = None,
+) -> Claim:
+    """Claim a task row for this delivery (`delivery`: the task id, the same for every
+    delivery of one message). A pending or retrying row is taken; a running one only by
+    a redelivery of the message that claimed it (its worker died) or once its claim is
+    older than `lease` (its worker stopped answering)."""
+    started = {"status": "running", "attempts": TASKS.c.attempts + 1, "claimed_by": delivery,
+               "claimed_at": now, "worker": worker}
+    with engine.begin() as conn:
+        row = conn.execute(
+            sa.update(TASKS)
+            .where(TASKS.c.id == task_id, TASKS.c.status.in_(("pending", "retrying")))
+            .values(started)
+            .returning(*TASKS.c)
+        ).first()
+        if row is None:
+            takeover = [TASKS.c.claimed_at < now - lease]
+            if redelivered:
+                takeover.append(TASKS.c.claimed_by == delivery)
+            row = conn.execute(
+                sa.update(TASKS)
+                .where(TASKS.c.id == task_id, TASKS.c.status == "running", sa.or_(*takeover))
+                .values(started)
+                .returning(*TASKS.c)
+            ).first()
+        taken = row is not None
+        if row is None:
+            row = conn.execute(sa.select(TASKS).where(TASKS.c.id == task_id)).first()
+    if row is None:
+        raise LookupError(f"platform task {task_id} is not in the trade log")
+    current = _task(row)
+    if not taken:
+        return Claim("done" if current.status in FINAL else "busy", current)
+    if current.attempts > max_attempts:
+        return Claim("exhausted", current)
+    return Claim("go", current)
+
+
+def set_phase(task_id: int, phase: str, outcome: Mapping[str, Any] | None = None) -> sa.Executable:
+    """The statement marking a task's phase (committed with the records of that phase)."""
+    values: dict[str, Any] = {"phase": phase}
+    if outcome is not None:
+        values["outcome"] = dict(outcome)
+    return sa.update(TASKS).where(TASKS.c.id == task_id).values(values)
+
+
+def mark_done(task_id: int, now: dt.datetime, outcome: Mapping[str, Any]) -> sa.Executable:
+    return (
+        sa.update(TASKS)
+        .where(TASKS.c.id == task_id)
+        .values(status="done", finished_at=now, outcome=dict(outcome), error=None)
+    )
+
+
+def mark_retrying(engine: sa.Engine, task_id: int, error: str) -> int:
+    """Count a retry after a transient error; returns the retries so far."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(TASKS).where(TASKS.c.id == task_id)
+            .values(status="retrying", retries=TASKS.c.retries + 1, error=error[:2000])
+        )
+        return int(conn.execute(sa.select(TASKS.c.retries).where(TASKS.c.id == task_id)).scalar_one())
+
+
+def mark_dead(engine: sa.Engine, task_id: int, now: dt.datetime, error: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(TASKS).where(TASKS.c.id == task_id)
+            .values(status="dead", finished_at=now, error=error[:2000])
+        )
+
+
+# -- decisions -----------------------------------------------------------------------------
+
+
+def decision_rows(run_id: int, decisions: Iterable[StoredDecision], config_hashes: Mapping[str, str],
+                  now: dt.datetime) -> list[dict[str, Any]]:
+    return [
+        {"run_id": run_id, "profile": d.profile, "day": d.day, "rebalance_id": d.rebalance_id,
+         "config_hash": config_hashes[d.profile], "weights": d.weights, "stops": d.stops,
+         "created_at": now}
+        for d in decisions
+    ]
+
+
+def load_decisions(engine: sa.Engine, run_id: int) -> dict[str, StoredDecision]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(DECISIONS).where(DECISIONS.c.run_id == run_id)).all()
+    return {
+        r.profile: StoredDecision(
+            int(r.run_id), r.profile, r.day, r.rebalance_id,
+            {k: float(v) for k, v in r.weights.items()}, r.stops,
+        )
+        for r in rows
+    }
+
+
+def batch_of_day(engine: sa.Engine, day: dt.date, mode: str) -> int | None:
+    """The run of the batch that decided on `day`'s close in `mode`, if one exists."""
+    stmt = (
+        sa.select(RUNS.c.id)
+        .join(DECISIONS, DECISIONS.c.run_id == RUNS.c.id)
+        .where(DECISIONS.c.day == day, RUNS.c.mode == mode, RUNS.c.strategy == PLATFORM_STRATEGY)
+        .order_by(RUNS.c.id.desc())
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        found = conn.execute(stmt).scalar()
+    return None if found is None else int(found)
+
+
+def latest_batch(engine: sa.Engine, mode: str | None = None) -> int | None:
+    stmt = sa.select(sa.func.max(RUNS.c.id)).where(RUNS.c.strategy == PLATFORM_STRATEGY)
+    if mode is not None:
+        stmt = stmt.where(RUNS.c.mode == mode)
+    with engine.connect() as conn:
+        found = conn.execute(stmt).scalar()
+    return None if found is None else int(found)
+
+
+# -- summaries -----------------------------------------------------------------------------
+
+
+def summarize(engine: sa.Engine, run_id: int) -> BatchSummary:
+    """Where a batch stands: accounts done, dead-lettered, retried, still waiting."""
+    t = TASKS
+    rebalance = sa.and_(t.c.run_id == run_id, t.c.kind == "rebalance")
+    with engine.connect() as conn:
+        run = conn.execute(sa.select(RUNS).where(RUNS.c.id == run_id)).first()
+        if run is None or run.strategy != PLATFORM_STRATEGY:
+            from bot.errors import BotError
+
+            raise BotError(f"run {run_id} is not a platform batch; see `bot platform status`")
+        counts = dict(
+            conn.execute(sa.select(t.c.status, sa.func.count()).where(rebalance).group_by(t.c.status)).all()
+        )
+        retried = conn.execute(
+            sa.select(sa.func.count()).where(rebalance, sa.or_(t.c.retries > 0, t.c.attempts > 1))
+        ).scalar_one()
+        last = conn.execute(sa.select(sa.func.max(t.c.finished_at)).where(rebalance)).scalar()
+        orders = conn.execute(
+            sa.select(sa.func.count()).select_from(ORDERS).where(
+                ORDERS.c.run_id == run_id, ORDERS.c.account_id.is_not(None)
+            )
+        ).scalar_one()
+        day = conn.execute(
+            sa.select(sa.func.min(DECISIONS.c.day)).where(DECISIONS.c.run_id == run_id)
+        ).scalar()
+    total = sum(counts.values())
+    done, dead = counts.get("done", 0), counts.get("dead", 0)
+    if last is not None and last.tzinfo is None:
+        last = last.replace(tzinfo=dt.UTC)
+    return BatchSummary(
+        run_id, day, run.status, total, done, dead, int(retried), total - done - dead,
+        int(orders), run.started_at, last,
+    )
+
+
+def finish_if_complete(engine: sa.Engine, run_id: int, now: dt.datetime) -> BatchSummary | None:
+    """Close a batch's run once every task is final, with its summary (once: the run must
+    still be running). Returns the summary if this call closed it."""
+    summary = summarize(engine, run_id)
+    if not summary.complete or summary.status != "running":
+        return None
+    status = "finished" if summary.dead == 0 else "failed"
+    with engine.begin() as conn:
+        changed = conn.execute(
+            sa.update(RUNS).where(RUNS.c.id == run_id, RUNS.c.status == "running")
+            .values(status=status, finished_at=now, summary=summary.as_dict())
+        ).rowcount
+    return summary if changed else None
+
+
+def open_order_accounts(engine: sa.Engine) -> list[int]:
+    """Accounts with orders not final in the trade log (what the poll round follows)."""
+    from bot.types import OrderStatus
+
+    final = [s.value for s in OrderStatus if s.is_final]
+    stmt = (
+        sa.select(ORDERS.c.account_id).distinct()
+        .where(ORDERS.c.account_id.is_not(None), ORDERS.c.status.not_in(final))
+    )
+    with engine.connect() as conn:
+        return sorted(int(a) for (a,) in conn.execute(stmt))
+
+
+def has_open_orders(conn_engine: sa.Engine, account_id: int) -> bool:
+    from bot.types import OrderStatus
+
+    final = [s.value for s in OrderStatus if s.is_final]
+    stmt = (
+        sa.select(ORDERS.c.id)
+        .where(ORDERS.c.account_id == account_id, ORDERS.c.status.not_in(final))
+        .limit(1)
+    )
+    with conn_engine.connect() as conn:
+        return conn.execute(stmt).first() is not None
+
+
+def running_batches(engine: sa.Engine, mode: str) -> list[int]:
+    stmt = sa.select(RUNS.c.id).where(
+        RUNS.c.strategy == PLATFORM_STRATEGY, RUNS.c.mode == mode, RUNS.c.status == "running"
+    )
+    with engine.connect() as conn:
+        return [int(r) for r in conn.execute(stmt.order_by(RUNS.c.id)).scalars()]
+
+
+def close_tasks(engine: sa.Engine, run_id: int, day: dt.date) -> list[TaskRow]:
+    """The close tasks of `day` under `run_id`: one per active account, created once;
+    returns those not final yet."""
+    existing = sa.select(TASKS.c.id).where(
+        TASKS.c.run_id == run_id, TASKS.c.kind == "close", TASKS.c.day == day,
+        TASKS.c.account_id == ACCOUNTS.c.id,
+    )
+    accounts = sa.select(
+        sa.literal(run_id, sa.BigInteger), ACCOUNTS.c.id, sa.literal("close"),
+        sa.literal(day, sa.Date), sa.literal("pending"), sa.literal(0), sa.literal(0),
+    ).where(ACCOUNTS.c.status == "active", ~sa.exists(existing))
+    columns = ["run_id", "account_id", "kind", "day", "status", "attempts", "retries"]
+    with engine.begin() as conn:
+        conn.execute(sa.insert(TASKS).from_select(columns, accounts))
+    return [r for r in tasks_of(engine, run_id, "close") if r.day == day and r.status not in FINAL]
+
+
+def dead_letters(engine: sa.Engine, run_id: int) -> list[dict[str, Any]]:
+    """The batch's dead-lettered accounts with the error that ended each."""
+    stmt = (
+        sa.select(TASKS.c.account_id, ACCOUNTS.c.broker_account_id, TASKS.c.kind, TASKS.c.error)
+        .join(ACCOUNTS, ACCOUNTS.c.id == TASKS.c.account_id)
+        .where(TASKS.c.run_id == run_id, TASKS.c.status == "dead")
+        .order_by(TASKS.c.account_id)
+    )
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(stmt)]

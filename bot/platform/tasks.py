@@ -1,0 +1,347 @@
+"""The platform's Celery app and tasks (RabbitMQ carries them; the scheduler publishes,
+`bot worker` runs them).
+
+Delivery rules that make each account's effects happen once:
+- acks late: a message is acknowledged only after its task returned, so a worker that
+  dies mid-task (SIGKILL, a lost machine) leaves it to RabbitMQ, which delivers it again
+  (reject_on_worker_lost does the same for a pool process that dies); prefetch 1, so a
+  dead worker strands at most one waiting task per thread;
+- every task is idempotent, keyed by (account, batch) in `platform_tasks`: a finished
+  one does nothing when delivered again (bot.platform.store.claim) and a stopped one
+  resumes from its recorded plan (bot.platform.account_jobs);
+- a broker 429/5xx, timeout or lost connection is retried with exponential backoff and
+  jitter (bot.net.RetryPolicy's delays) up to BOT_PLATFORM_RETRIES times; then, or at
+  once for an error a retry cannot fix, the account is dead-lettered: its task row is
+  `dead` and an `incidents` row of kind `dead_letter` says why; the batch goes on;
+- one account's tasks never run at once (a Redis lock per account), and every broker
+  request of every worker draws on one token bucket in Redis (bot.platform.throttle).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import redis
+import requests
+import sqlalchemy as sa
+import structlog
+from celery import Celery, Task
+from kombu import Queue
+
+from bot.broker.base import BrokerError
+from bot.errors import BotError
+from bot.logs import mask_text
+from bot.net import RetryPolicy
+from bot.platform import account_jobs, store
+from bot.platform.context import WorkerContext
+from bot.platform.settings import PlatformSettings
+
+log = structlog.get_logger(__name__)
+
+app = Celery("leverbot", set_as_current=False)
+
+#: deliveries of one task that may start work beyond its retries (worker deaths)
+REDELIVERIES = 3
+#: how long a task waits before trying again when another task holds its account
+BUSY_DELAY = 2.0
+_TRANSIENT = re.compile(r"HTTP (429|5\d\d)\b|timed out|connection failed")
+
+_settings: PlatformSettings | None = None
+_database_url: str | None = None
+_live = False
+_context: WorkerContext | None = None
+_context_lock = threading.Lock()
+
+
+def configure(settings: PlatformSettings, database_url: str | None = None, *, live: bool = False
+              ) -> Celery:
+    """Point the app at the platform's queue (the scheduler and the workers); a worker
+    also names its trade log and mode."""
+    global _settings, _database_url, _live, _context
+    _settings, _database_url, _live, _context = settings, database_url, live, None
+    _forget_connections()
+    app.conf.update(
+        broker_url=settings.queue_url,
+        broker_connection_retry_on_startup=True,
+        # A worker whose machine vanished without closing its connection is noticed
+        # within ~2 heartbeats and its tasks delivered again (and a stopping worker is not
+        # held up waiting for the next check of a long heartbeat).
+        broker_heartbeat=10,
+        broker_transport_options={"confirm_publish": True},  # a published task is stored
+        task_default_queue=settings.queue_name,
+        task_queues=[Queue(settings.queue_name, routing_key=settings.queue_name, durable=True)],
+        task_default_delivery_mode="persistent",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        result_backend=None,
+        task_serializer="json",
+        accept_content=["json"],
+        enable_utc=True,
+        timezone="UTC",
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        worker_enable_remote_control=False,
+        worker_send_task_events=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
+    return app
+
+
+def _forget_connections() -> None:
+    """Forget the app's connection and producer pools, so a new broker URL is used (a
+    process that configures the app twice: tests, a command after another). kombu
+    keeps its pools per URL and hands the same one back for the same URL."""
+    app._pool = None
+    amqp = app.__dict__.get("amqp")
+    if amqp is not None:
+        amqp._producer_pool = None
+
+
+def context() -> WorkerContext:
+    """This process's worker context, made at its first task."""
+    global _context
+    with _context_lock:
+        if _context is None:
+            if _settings is None or _database_url is None:
+                raise BotError("the platform worker is not configured (start it with `bot worker`)")
+            _context = WorkerContext(_settings, _database_url, live=_live)
+        return _context
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth a retry: the broker's 429/5xx, a timeout or lost connection (broker,
+    database, Redis). BrokerError carries the status in its message (bot.broker)."""
+    if isinstance(exc, BrokerError):
+        return bool(_TRANSIENT.search(str(exc)))
+    if isinstance(exc, sa.exc.DBAPIError):
+        return bool(exc.connection_invalidated) or isinstance(exc, sa.exc.OperationalError)
+    return isinstance(exc, (requests.RequestException, redis.ConnectionError, redis.TimeoutError))
+
+
+def backoff(settings: PlatformSettings) -> RetryPolicy:
+    return RetryPolicy(base_delay=settings.retry_delay, max_delay=settings.retry_max_delay)
+
+
+# -- the weekly decision ------------------------------------------------------------------
+
+
+@app.task(bind=True, name="leverbot.platform.decide", max_retries=None)
+def decide(self: Task, day: str, mode: str) -> dict[str, Any]:
+    """Decide each profile's targets for `day` (once) and publish one rebalance task per
+    account whose task is not final (all of them for a new batch)."""
+    from bot.platform.decision import decide_batch
+
+    ctx = context()
+    try:
+        if mode != ctx.mode:
+            raise BotError(f"a {mode} decision reached a {ctx.mode} worker; start workers with "
+                           f"{'--live' if mode == 'live' else 'no --live'} for it")
+        batch = decide_batch(ctx, dt.date.fromisoformat(day))
+    except Exception as exc:  # noqa: BLE001 - retried, or recorded: never lost silently
+        error = mask_text(f"{type(exc).__name__}: {exc}")
+        if is_transient(exc) and self.request.retries < ctx.settings.max_retries:
+            countdown = backoff(ctx.settings).delay(self.request.retries)
+            log.warning("weekly decision retried", day=day, error=error, countdown=round(countdown, 2))
+            raise self.retry(countdown=countdown) from None
+        log.error("weekly decision failed", day=day, error=error)
+        ctx.tradelog(None).incident(ctx.clock.now(), "job:decide", error, {"day": day, "mode": mode})
+        return {"error": error}
+    rows = store.tasks_of(ctx.engine, batch.run_id, "rebalance", ("pending", "retrying", "running"))
+    ctx.redis.set(_total_key(ctx, batch.run_id), batch.accounts)
+    publish_each(rebalance, [(r.id, r.account_id) for r in rows],
+                 lambda r: f"rebalance-{batch.run_id}-{r[0]}")
+    log.info("batch published", run=batch.run_id, day=day, tasks=len(rows), created=batch.created)
+    return {"run": batch.run_id, "published": len(rows)}
+
+
+def publish_each(task: Task, args: list[tuple[Any, ...]], task_id: Callable[[tuple[Any, ...]], str]
+                 ) -> None:
+    """Publish many tasks over one connection, each with its deterministic id."""
+    with app.producer_or_acquire() as producer:
+        for item in args:
+            task.apply_async(args=item, task_id=task_id(item), producer=producer)
+
+
+# -- per account --------------------------------------------------------------------------
+
+
+#: infrastructure failures outside an account's job (the trade log or Redis unreachable
+#: while claiming): Celery retries the task with exponential backoff and jitter
+_INFRASTRUCTURE = dict(autoretry_for=(sa.exc.OperationalError, redis.ConnectionError,
+                                      redis.TimeoutError),
+                       retry_backoff=1, retry_backoff_max=60, retry_jitter=True)
+
+
+@app.task(bind=True, name="leverbot.platform.rebalance", max_retries=None, **_INFRASTRUCTURE)
+def rebalance(self: Task, task_id: int, account_id: int) -> str:
+    """One account's orders for its profile's decision of the batch."""
+    return _account_task(self, task_id, account_id, account_jobs.rebalance)
+
+
+@app.task(bind=True, name="leverbot.platform.close", max_retries=None, **_INFRASTRUCTURE)
+def close(self: Task, task_id: int, account_id: int) -> str:
+    """One account's equity and positions at the close."""
+    return _account_task(self, task_id, account_id, account_jobs.close)
+
+
+def _account_task(task: Task, task_id: int, account_id: int,
+                  job: Callable[..., dict[str, Any]]) -> str:
+    ctx = context()
+    settings = ctx.settings
+    delivery = task.request.id
+    redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
+    if not ctx.locks.acquire(account_id, delivery, redelivered=redelivered):
+        raise task.retry(countdown=BUSY_DELAY)
+    try:
+        now = ctx.clock.now()
+        claim = store.claim(ctx.engine, task_id, delivery, redelivered, now,
+                            dt.timedelta(seconds=settings.lease_seconds),
+                            max_attempts=settings.max_retries + 1 + REDELIVERIES,
+                            worker=task.request.hostname)
+        if claim.row.account_id != account_id:
+            raise BotError(f"platform task {task_id} is account {claim.row.account_id}'s, "
+                           f"not {account_id}'s")
+        if claim.verdict == "done":
+            return claim.row.status
+        if claim.verdict == "busy":
+            raise task.retry(countdown=BUSY_DELAY)
+        row = claim.row
+        if claim.verdict == "exhausted":
+            _dead_letter(ctx, row, f"started {row.attempts} times without finishing "
+                         "(its worker kept dying)")
+            return "dead"
+        account = ctx.registry.get(row.account_id)
+        with structlog.contextvars.bound_contextvars(account=account.id, task=row.id,
+                                                     kind=row.kind, attempt=row.attempts):
+            try:
+                outcome = job(ctx, row, account)
+            except Exception as exc:  # noqa: BLE001 - every failure is retried or dead-lettered
+                return _failed(task, ctx, row, exc)
+        log.info("account task done", account=account.id, kind=row.kind, task=row.id, **{
+            k: v for k, v in outcome.items() if k in ("planned", "sent", "adopted", "equity")})
+        _count_final(ctx, row)
+        return "done"
+    finally:
+        ctx.locks.release(account_id, delivery)
+
+
+def _failed(task: Task, ctx: WorkerContext, row: store.TaskRow, exc: Exception) -> str:
+    error = mask_text(f"{type(exc).__name__}: {exc}")
+    if is_transient(exc):
+        retries = store.mark_retrying(ctx.engine, row.id, error)
+        if retries <= ctx.settings.max_retries:
+            countdown = backoff(ctx.settings).delay(retries - 1)
+            log.warning("account task retried", task=row.id, account=row.account_id,
+                        retry=retries, countdown=round(countdown, 2), error=error)
+            raise task.retry(countdown=countdown)
+        error = f"{error} (after {retries - 1} retries)"
+    _dead_letter(ctx, row, error)
+    return "dead"
+
+
+def _dead_letter(ctx: WorkerContext, row: store.TaskRow, error: str) -> None:
+    """The account's task gives up: its row is dead and an incident says why; the
+    batch's other accounts go on."""
+    now = ctx.clock.now()
+    store.mark_dead(ctx.engine, row.id, now, error)
+    account = ctx.registry.find(row.account_id)
+    broker_id = account.broker_account_id if account else None
+    message = (f"account {row.account_id} ({broker_id}): {row.kind} of batch {row.run_id} "
+               f"for {row.day} failed: {error}")
+    tradelog = ctx.tradelog(row.run_id)
+    tradelog.incident(now, "dead_letter", message, {
+        "account_id": row.account_id, "broker_account_id": broker_id, "run_id": row.run_id,
+        "task_id": row.id, "kind": row.kind, "day": row.day.isoformat(),
+        "attempts": row.attempts, "error": error,
+    })
+    log.error("account dead-lettered", account=row.account_id, task=row.id, error=error)
+    _count_final(ctx, row)
+
+
+def _total_key(ctx: WorkerContext, run_id: int) -> str:
+    return f"{ctx.namespace}:batch:{run_id}:tasks"
+
+
+def _count_final(ctx: WorkerContext, row: store.TaskRow) -> None:
+    """The task that brings a batch's final count to its size closes the batch with its
+    summary (the poll round also closes any batch whose count went astray)."""
+    if row.kind != "rebalance":
+        return
+    final = ctx.redis.incr(f"{ctx.namespace}:batch:{row.run_id}:final")
+    total = ctx.redis.get(_total_key(ctx, row.run_id))
+    if total is not None and final >= int(total):
+        finish_batch(ctx, row.run_id)
+
+
+def finish_batch(ctx: WorkerContext, run_id: int) -> None:
+    summary = store.finish_if_complete(ctx.engine, run_id, ctx.clock.now())
+    if summary is not None:
+        log.info("batch finished", run=run_id, **summary.as_dict())
+
+
+# -- rounds the scheduler publishes -------------------------------------------------------
+
+
+@app.task(bind=True, name="leverbot.platform.poll_round", max_retries=None)
+def poll_round(self: Task) -> int:
+    """Publish a poll for every account with open orders (one waiting per account) and
+    close any batch whose tasks are all final."""
+    ctx = context()
+    for run_id in store.running_batches(ctx.engine, ctx.mode):
+        finish_batch(ctx, run_id)
+    run_id = store.latest_batch(ctx.engine, ctx.mode)
+    if run_id is None:
+        return 0
+    wanted = [
+        (run_id, account) for account in store.open_order_accounts(ctx.engine)
+        if ctx.redis.set(_poll_key(ctx, account), 1, nx=True, ex=int(ctx.settings.lease_seconds))
+    ]
+    stamp = ctx.clock.now().strftime("%Y%m%dT%H%M%S")
+    publish_each(poll, wanted, lambda a: f"poll-{a[1]}-{stamp}")
+    return len(wanted)
+
+
+def _poll_key(ctx: WorkerContext, account_id: int) -> str:
+    return f"{ctx.namespace}:poll-queued:{account_id}"
+
+
+@app.task(bind=True, name="leverbot.platform.poll", max_retries=None, **_INFRASTRUCTURE)
+def poll(self: Task, run_id: int, account_id: int) -> int:
+    """Follow one account's open orders (a failed poll is logged; the next round retries)."""
+    ctx = context()
+    delivery = self.request.id
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    if not ctx.locks.acquire(account_id, delivery, redelivered=redelivered):
+        raise self.retry(countdown=BUSY_DELAY)
+    ctx.redis.delete(_poll_key(ctx, account_id))
+    try:
+        account = ctx.registry.get(account_id)
+        return account_jobs.poll(ctx, run_id, account)
+    except Exception as exc:  # noqa: BLE001 - the next round polls again
+        error = mask_text(f"{type(exc).__name__}: {exc}")
+        log.error("account poll failed", account=account_id, error=error)
+        if not is_transient(exc):
+            ctx.tradelog(run_id).incident(ctx.clock.now(), "job:poll", error,
+                                          {"account_id": account_id})
+        return 0
+    finally:
+        ctx.locks.release(account_id, delivery)
+
+
+@app.task(bind=True, name="leverbot.platform.close_round", max_retries=None)
+def close_round(self: Task, day: str) -> int:
+    """A close task for every active account, under the latest batch's run."""
+    ctx = context()
+    run_id = store.latest_batch(ctx.engine, ctx.mode)
+    if run_id is None:
+        return 0
+    rows = store.close_tasks(ctx.engine, run_id, dt.date.fromisoformat(day))
+    publish_each(close, [(r.id, r.account_id) for r in rows], lambda r: f"close-{run_id}-{r[0]}")
+    return len(rows)

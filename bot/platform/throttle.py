@@ -1,0 +1,119 @@
+"""What the workers share in Redis: the broker's request budget and one lock per account.
+
+The budget is a token bucket in one Redis hash, updated by a Lua script (atomic: Redis
+runs one script at a time) on Redis's own clock, so every thread of every worker on every
+machine draws from the same bucket. A request that finds the bucket empty reserves the
+next token anyway (the count goes below zero) and is told how long to wait for it: the
+waiters are served in order at exactly the rate, with one round trip each and no polling.
+Plugged into `BrokerPlatform`'s throttle hook, it runs before every HTTP attempt,
+retries included.
+
+The account lock keeps two tasks of one account (a rebalance and a poll, say) from
+working at once; its token is the task's id, so a task that RabbitMQ delivers again after
+its worker died takes its own lock back at once, while other tasks (and a second copy of
+a task still running) wait for it to be released or for the lease to run out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import redis
+
+#: KEYS[1] the bucket; ARGV rate (tokens/s), burst. Returns microseconds to wait (0: go).
+TAKE_TOKEN = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or now
+if now > at then
+  tokens = math.min(burst, tokens + (now - at) * rate)
+  at = now
+end
+tokens = tokens - 1
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(at))
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 60000)
+if tokens >= 0 then
+  return 0
+end
+return math.ceil(-tokens / rate * 1000000)
+"""
+
+#: KEYS[1] the lock; ARGV token, lease in ms. 1: taken (it was free or expired);
+#: 2: this token holds it already (renewed); 0: another token holds it.
+TAKE_LOCK = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  if holder == false then
+    return 1
+  end
+  return 2
+end
+return 0
+"""
+
+#: KEYS[1] the lock; ARGV token. Deletes it only if this token holds it.
+RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class TokenBucket:
+    """A request budget shared through Redis: `per_second` tokens a second, at most
+    `burst` saved up. Call it (the BrokerPlatform throttle hook) before each request."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        key: str,
+        per_second: float,
+        burst: int,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if per_second <= 0 or burst < 1:
+            raise ValueError("a token bucket needs a positive rate and a burst of at least 1")
+        self.key = key
+        self.per_second = per_second
+        self.burst = burst
+        self._take = client.register_script(TAKE_TOKEN)
+        self._sleep = sleep
+
+    def reserve(self) -> float:
+        """Take a token; returns the seconds to wait before using it (0: at once)."""
+        return int(self._take(keys=[self.key], args=[repr(self.per_second), self.burst])) / 1e6
+
+    def __call__(self) -> None:
+        wait = self.reserve()
+        if wait > 0:
+            self._sleep(wait)
+
+
+class AccountLocks:
+    """One lock per client account, held by a task id for at most `lease` seconds."""
+
+    def __init__(self, client: redis.Redis, prefix: str, lease: float) -> None:
+        self.prefix = prefix
+        self.lease_ms = max(1, int(lease * 1000))
+        self._take = client.register_script(TAKE_LOCK)
+        self._release = client.register_script(RELEASE_LOCK)
+
+    def key(self, account_id: int) -> str:
+        return f"{self.prefix}:account-lock:{account_id}"
+
+    def acquire(self, account_id: int, token: str, *, redelivered: bool = False) -> bool:
+        """Take the account's lock for `token`. A lock this token holds already belongs to
+        an earlier delivery of the same task: taken over if this delivery is RabbitMQ's
+        redelivery (that delivery's worker died), else refused (it still runs)."""
+        answer = int(self._take(keys=[self.key(account_id)], args=[token, self.lease_ms]))
+        return answer == 1 or (answer == 2 and redelivered)
+
+    def release(self, account_id: int, token: str) -> None:
+        self._release(keys=[self.key(account_id)], args=[token])

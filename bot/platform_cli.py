@@ -1,0 +1,256 @@
+"""`bot worker` (a platform worker: Celery's worker with our config and logging),
+`bot run --platform` (the scheduler, which only publishes) and `bot platform ...`
+(publish a decision or round by hand; batch summaries)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import socket
+
+from bot.store.locate import add_database_arguments, database_url
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    worker = subparsers.add_parser(
+        "worker", help="a platform worker: runs the client accounts' tasks from RabbitMQ"
+    )
+    worker.add_argument("--concurrency", type=_positive, default=4,
+                        help="tasks at once in this process (default 4)")
+    worker.add_argument("--pool", choices=["threads", "prefork", "solo"], default="threads",
+                        help="threads (default: one process, the work waits on the network), "
+                        "prefork (one process per task) or solo")
+    worker.add_argument("--name", default=None,
+                        help="the worker's name in Celery (default worker-HOST-PID)")
+    worker.add_argument("--live", action="store_true",
+                        help="the live Broker API (needs BOT_LIVE_CONFIRM=yes); default: the sandbox")
+    add_database_arguments(worker)
+    worker.set_defaults(func=_cmd_worker)
+
+    platform = subparsers.add_parser("platform", help="the advisory platform's batches")
+    sub = platform.add_subparsers(dest="platform_command", required=True)
+    status = sub.add_parser("status", help="batches: accounts done, retried, dead-lettered")
+    status.add_argument("--run", type=_positive, help="one batch (its run id); default: the latest")
+    status.add_argument("--limit", type=_positive, default=10, help="batches listed (default 10)")
+    status.add_argument("--format", choices=["table", "json"], default="table",
+                        help="output format (default table)")
+    add_database_arguments(status)
+    status.set_defaults(func=_cmd_status)
+
+    decide = sub.add_parser("decide", help="publish the weekly decision now")
+    decide.add_argument("--day", help="the close to decide on, YYYY-MM-DD (default: the last "
+                        "session before this week's first)")
+    decide.add_argument("--live", action="store_true", help="for the live workers")
+    decide.set_defaults(func=_cmd_decide)
+    rounds = sub.add_parser("poll", help="publish a poll round now")
+    rounds.set_defaults(func=lambda args: _publish(args, "poll"))
+    close = sub.add_parser("close", help="publish the close round of a day now")
+    close.add_argument("--day", required=True, help="the session, YYYY-MM-DD")
+    close.set_defaults(func=lambda args: _publish(args, "close"))
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _day(option: str, text: str) -> dt.date:
+    from bot.config import parse_iso_date
+    from bot.errors import BotError
+
+    try:
+        return parse_iso_date(text)
+    except ValueError as exc:
+        raise BotError(f"{option}: {exc}, got {text!r}") from None
+
+
+# -- worker --------------------------------------------------------------------------------
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from celery import signals
+
+    from bot.platform import tasks
+    from bot.platform.settings import PlatformSettings
+    from bot.secrets import load_broker_credentials, load_broker_endpoint
+    from bot.store.tradelog import TradeLog
+
+    settings = PlatformSettings.from_env()
+    load_broker_endpoint(live=args.live)  # live needs its confirmation before anything else
+    load_broker_credentials()
+    url = database_url(args.config, args.database)
+    TradeLog.open(url).close()  # a schema to upgrade is named now, not at the first task
+    app = tasks.configure(settings, url, live=args.live)
+
+    @signals.setup_logging.connect
+    def _stdlib_logging(**_kwargs: object) -> None:
+        # Celery's own lines (connection lost, task retried) at WARNING; ours are structlog's.
+        logging.basicConfig(level=logging.WARNING,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    name = args.name or f"worker-{socket.gethostname()}-{os.getpid()}"
+    level = "WARNING" if args.log_level not in ("DEBUG", "INFO") else "INFO"
+    app.worker_main([
+        "--quiet", "worker", f"--pool={args.pool}", f"--concurrency={args.concurrency}",
+        f"--hostname={name}@%h", f"--loglevel={level}",
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ])
+    return 0
+
+
+# -- scheduler -----------------------------------------------------------------------------
+
+
+def run_scheduler(args: argparse.Namespace) -> int:
+    """`bot run --platform`: publish the platform's jobs on the session timetable."""
+    import structlog
+
+    from bot.daemon.sessions import SessionCalendar
+    from bot.daemon_cli import heartbeat_path
+    from bot.platform import tasks
+    from bot.platform.scheduler import Publisher, build_platform_schedule, run_scheduler
+    from bot.platform.settings import PlatformSettings
+    from bot.secrets import SecretsError, load_broker_endpoint
+
+    settings = PlatformSettings.from_env()
+    load_broker_endpoint(live=args.live)
+    tasks.configure(settings)
+    mode = "live" if args.live else "paper"
+    calendar = SessionCalendar(_broker_calendar(args.live, SecretsError))
+    clock = lambda: dt.datetime.now(dt.UTC)  # noqa: E731
+    schedule = build_platform_schedule(calendar, Publisher(mode), clock, heartbeat=heartbeat_path())
+    structlog.get_logger("bot.platform").info("platform scheduler started", mode=mode,
+                                              queue=settings.queue_name)
+    run_scheduler(schedule)
+    return 0
+
+
+def _broker_calendar(live: bool, missing_keys: type[Exception]):
+    """The Broker API's calendar when keys are set, else None (the exchange calendar)."""
+    from bot.broker.broker_api import BrokerPlatform
+
+    try:
+        platform = BrokerPlatform.from_env(live=live)
+    except missing_keys:
+        return None
+    return platform.account_broker("").calendar
+
+
+# -- publishing by hand --------------------------------------------------------------------
+
+
+def _cmd_decide(args: argparse.Namespace) -> int:
+    from bot.daemon.sessions import SessionCalendar
+    from bot.errors import BotError
+    from bot.secrets import load_broker_endpoint
+
+    load_broker_endpoint(live=args.live)
+    if args.day:
+        day = _day("--day", args.day)
+    else:
+        calendar = SessionCalendar()
+        today = dt.datetime.now(dt.UTC).date()
+        monday = today - dt.timedelta(days=today.weekday())
+        week = [s for s in calendar.between(monday, monday + dt.timedelta(days=6))]
+        if not week:
+            raise BotError("no trading session this week: give the day with --day")
+        day = calendar.previous_session(week[0].day).day
+    mode = "live" if args.live else "paper"
+    _send("leverbot.platform.decide", [day.isoformat(), mode])
+    print(f"weekly decision on the close of {day} published ({mode})")
+    return 0
+
+
+def _publish(args: argparse.Namespace, what: str) -> int:
+    if what == "poll":
+        _send("leverbot.platform.poll_round", [])
+        print("poll round published")
+    else:
+        day = _day("--day", args.day)
+        _send("leverbot.platform.close_round", [day.isoformat()])
+        print(f"close round of {day} published")
+    return 0
+
+
+def _send(name: str, task_args: list) -> None:
+    """Publish one task; RabbitMQ out of reach is a one-line error naming it."""
+    from kombu.exceptions import OperationalError
+
+    from bot.errors import BotError
+    from bot.platform import tasks
+    from bot.platform.settings import PlatformSettings, masked_url
+
+    settings = PlatformSettings.from_env()
+    tasks.configure(settings)
+    try:
+        tasks.app.send_task(name, args=task_args)
+    except OperationalError as exc:
+        raise BotError(f"cannot publish to RabbitMQ at {masked_url(settings.queue_url)} "
+                       f"(BOT_QUEUE_URL): {exc}") from None
+
+
+# -- status --------------------------------------------------------------------------------
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    import sqlalchemy as sa
+
+    from bot.errors import BotError
+    from bot.platform import store
+    from bot.store.tradelog import TradeLog
+
+    log = TradeLog.open_readonly(database_url(args.config, args.database))
+    try:
+        if args.run:
+            runs = [args.run]
+        else:
+            with log.engine.connect() as conn:
+                runs = list(conn.execute(
+                    sa.select(store.RUNS.c.id).where(store.RUNS.c.strategy == store.PLATFORM_STRATEGY)
+                    .order_by(store.RUNS.c.id.desc()).limit(args.limit)
+                ).scalars())
+        if not runs:
+            raise BotError("no platform batch in this trade log yet (see `bot run --platform`)")
+        summaries = [store.summarize(log.engine, int(r)) for r in runs]
+        dead = store.dead_letters(log.engine, summaries[0].run_id)
+    finally:
+        log.engine.dispose()
+    if args.format == "json":
+        print(json.dumps([{"run": s.run_id, "status": s.status, **s.as_dict()} for s in summaries]
+                         + ([{"dead_letters": dead}] if dead else []), indent=2))
+        return 0
+    _print_status(summaries, dead)
+    return 0
+
+
+def _print_status(summaries, dead) -> None:
+    from rich.table import Table
+
+    from bot.terminal import console as make_console
+
+    table = Table(title="platform batches")
+    for column in ("run", "decided on", "status", "accounts", "done", "retried", "dead",
+                   "waiting", "orders", "seconds"):
+        table.add_column(column, justify="left" if column in ("decided on", "status") else "right")
+    for s in summaries:
+        seconds = f"{s.seconds:.1f}" if s.seconds is not None else "-"
+        table.add_row(str(s.run_id), str(s.day or "-"), s.status, str(s.accounts), str(s.done),
+                      str(s.retried), str(s.dead), str(s.waiting), str(s.orders), seconds)
+    console = make_console()
+    console.print(table)
+    first = summaries[0]
+    print(f"batch {first.run_id}: {first.done} of {first.accounts} accounts done, "
+          f"{first.retried} retried, {first.dead} failed (dead-lettered), {first.waiting} waiting")
+    for item in dead:
+        print(f"  dead letter: account {item['account_id']} ({item['broker_account_id']}): "
+              f"{item['error']}")

@@ -1,0 +1,415 @@
+"""The platform's weekly decision and per-account jobs, run in this process against the
+fake Broker API (through the real alpaca-py BrokerClient), Redis and a SQLite trade log;
+tests/test_platform_batch.py runs them on Celery workers. What is proved here: each
+profile is decided once and recorded once; every account trades through the daemon's
+own engine, planner and sells-first broker; a task stopped at any point resumes without
+sending an order twice; a finished task does nothing when delivered again."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections import Counter
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from bot.accounts import AccountSpec
+from bot.broker.base import BrokerError
+from bot.broker.sequenced import QUEUED, SellsFirst
+from bot.errors import BotError
+from bot.platform import account_jobs, store
+from bot.platform.context import WorkerContext
+from bot.platform.decision import decide_batch
+from bot.platform.settings import PlatformSettings
+from bot.platform.tasks import is_transient
+from bot.platform.throttle import AccountLocks, TokenBucket
+from bot.types import OrderStatus
+from tests.fakes.alpaca_broker_server import BROKER_KEY, BROKER_SECRET, FakeBrokerAPI
+from tests.platform_rig import DECISION_DAY, VENUE_NOW, require_services, write_market
+
+LEASE = dt.timedelta(minutes=5)
+ORDERS = "/v1/trading/accounts/{account_id}/orders"
+
+
+@pytest.fixture(scope="session")
+def market(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("market")
+    return directory, write_market(directory)
+
+
+@pytest.fixture
+def venue(market):
+    fake = FakeBrokerAPI(now=VENUE_NOW)
+    fake.prices = dict(market[1])
+    fake.fill_on_submit = 1.0
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def ctx(venue, market, tmp_path, monkeypatch):
+    require_services(rabbitmq=False)
+    monkeypatch.setenv("APCA_BROKER_API_KEY", BROKER_KEY)
+    monkeypatch.setenv("APCA_BROKER_API_SECRET", BROKER_SECRET)
+    monkeypatch.setenv("APCA_BROKER_API_URL", venue.url)
+    settings = PlatformSettings(queue_name=f"leverbot-test-{uuid.uuid4().hex[:10]}",
+                                data=str(market[0]), requests_per_minute=600_000, burst=1000,
+                                http_retry_delay=0.01)
+    context = WorkerContext(settings, f"sqlite:///{tmp_path / 'platform.sqlite'}")
+    yield context
+    keys = list(context.redis.scan_iter(f"{settings.queue_name}:*"))
+    if keys:
+        context.redis.delete(*keys)
+    context.engine.dispose()
+
+
+def add_accounts(ctx, venue, profiles, cash=100_000.0):
+    accounts = []
+    for profile in profiles:
+        broker_id = venue.open_account(cash=cash)
+        accounts.append(ctx.registry.add(AccountSpec(broker_id, profile), VENUE_NOW))
+    return accounts
+
+
+def run_task(ctx, row_id, delivery="d-1", redelivered=False):
+    claim = store.claim(ctx.engine, row_id, delivery, redelivered, ctx.clock.now(), LEASE, 10)
+    assert claim.verdict == "go", claim
+    return account_jobs.rebalance(ctx, claim.row, ctx.registry.get(claim.row.account_id))
+
+
+def rows(ctx, sql):
+    with ctx.engine.connect() as conn:
+        return conn.execute(sa.text(sql)).all()
+
+
+# --- the weekly decision ------------------------------------------------------------------
+
+
+def test_each_profile_is_decided_once_for_all_its_accounts(ctx, venue):
+    add_accounts(ctx, venue, ["conservative", "balanced", "aggressive"] * 4)
+    batch = decide_batch(ctx, DECISION_DAY)
+    assert batch.created and batch.accounts == 12 and set(batch.decisions) == {
+        "conservative", "balanced", "aggressive"}
+    # 3 decisions, each recorded once with its reasons (4 assets each), not once per client.
+    targets = rows(ctx, "SELECT rebalance_id, count(*) FROM targets GROUP BY rebalance_id")
+    assert sorted(targets) == [(f"platform-robo_{p}-20241122-rb", 4)
+                               for p in ("aggressive", "balanced", "conservative")]
+    reasons = rows(ctx, "SELECT reasons FROM targets LIMIT 1")[0][0]
+    assert "score" in reasons and "LP" in reasons
+
+    again = decide_batch(ctx, DECISION_DAY)  # the decision task delivered twice
+    assert not again.created and again.run_id == batch.run_id
+    assert rows(ctx, "SELECT count(*) FROM targets")[0][0] == 12
+    assert rows(ctx, "SELECT count(*) FROM platform_tasks")[0][0] == 12
+
+
+def test_accounts_trade_their_profiles_decision_on_their_own_cash(ctx, venue):
+    small, large = add_accounts(ctx, venue, ["balanced", "balanced"])
+    venue.ledger(small.broker_account_id).cash = venue.ledger(small.broker_account_id).cash / 4
+    batch = decide_batch(ctx, DECISION_DAY)
+    weights = batch.decisions["balanced"].weights
+    for row in store.tasks_of(ctx.engine, batch.run_id, "rebalance"):
+        outcome = run_task(ctx, row.id, f"d-{row.id}")
+        assert outcome["rebalance"] == "initial allocation" and outcome["sent"] == outcome["planned"]
+    for account, cash in ((small, 25_000.0), (large, 100_000.0)):
+        held = {s: float(p.qty) * venue.prices[s] for s, p in venue.ledger(account.broker_account_id).positions.items()}
+        for symbol, weight in weights.items():
+            assert float(held.get(symbol, 0)) == pytest.approx(weight * cash, rel=0.006, abs=60)
+    orders = rows(ctx, "SELECT account_id, client_order_id, status, status_message FROM orders")
+    assert {o[2] for o in orders} == {"filled"} and {o[3] for o in orders} == {account_jobs.SENT}
+    assert all(cid.startswith("platform-") and str(acc) for acc, cid, _s, _m in orders)
+    assert {acc for acc, *_ in orders} == {small.id, large.id}
+    fills = rows(ctx, "SELECT account_id, count(*) FROM fills GROUP BY account_id")
+    assert sorted(fills) == sorted(Counter(o[0] for o in orders).items())
+    # Nothing recorded per account that the profile's decision already holds.
+    assert rows(ctx, "SELECT count(*) FROM targets")[0][0] == 4
+    # The broker requests an account costs (the budget's unit): its trade account, its
+    # open orders once (a sell to wait for?), one POST per order; every account's
+    # positions came from one call, and the send phase sized its buys on the cash its
+    # plan was made on instead of asking again.
+    per_account = Counter((r.method, r.route) for r in venue.requests
+                          if r.path.startswith(f"/v1/trading/accounts/{small.broker_account_id}/"))
+    assert per_account == {("GET", "/v1/trading/accounts/{account_id}/account"): 1,
+                           ("GET", ORDERS): 1, ("POST", ORDERS): 2}
+    assert len(venue.calls("GET", "/v1/accounts/positions")) == 1
+
+
+# --- exactly once -------------------------------------------------------------------------
+
+
+class Killed(BaseException):
+    """A worker killed mid-task (not an Exception: nothing may catch it on the way out)."""
+
+
+def test_a_task_killed_while_sending_resumes_and_sends_each_order_once(ctx, venue, monkeypatch):
+    """The account holds what the decision sells, so its plan has sells and buys. The
+    worker dies after the first order went out; the task delivered again adopts that one,
+    sends the rest once, and records every order once."""
+    (account,) = add_accounts(ctx, venue, ["balanced"], cash=20_000.0)
+    ledger = venue.ledger(account.broker_account_id)
+    ledger.hold("IWM", 300, venue.prices["IWM"])  # balanced decides IWM 0: all of it is sold
+    batch = decide_batch(ctx, DECISION_DAY)
+    (row,) = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
+
+    real_submit, calls = SellsFirst.submit, []
+
+    def dies_after_first(self, request, now):
+        if calls:
+            raise Killed("SIGKILL")
+        calls.append(request.client_order_id)
+        return real_submit(self, request, now)
+
+    with monkeypatch.context() as patched, pytest.raises(Killed):
+        patched.setattr(SellsFirst, "submit", dies_after_first)
+        run_task(ctx, row.id, "d-1")
+    planned = rows(ctx, "SELECT client_order_id, side, status_message FROM orders ORDER BY id")
+    assert len(planned) >= 3 and {m for *_, m in planned} == {account_jobs.PLANNED}
+    assert [o.data["client_order_id"] for o in ledger.orders] == calls  # the sell went out
+
+    # RabbitMQ delivers the task again: the same id, flagged redelivered.
+    outcome = run_task(ctx, row.id, "d-1", redelivered=True)
+    assert outcome == {"resumed": "send", "sent": len(planned) - 1, "adopted": 1,
+                       "statuses": {"filled": len(planned) - 1}}
+    at_venue = [o.data["client_order_id"] for o in ledger.orders]
+    assert sorted(at_venue) == sorted(cid for cid, *_ in planned)  # each planned order once
+    posts = [r.body["client_order_id"] for r in venue.calls("POST", ORDERS)]
+    assert len(posts) == len(set(posts)) == len(planned)  # never re-sent, not even to meet a 422
+    recorded = rows(ctx, "SELECT status, status_message FROM orders")
+    assert Counter(recorded) == Counter({("filled", account_jobs.SENT): len(planned) - 1,
+                                         ("filled", account_jobs.SENT_BEFORE): 1})
+    fills = rows(ctx, "SELECT client_order_id, count(*) FROM fills GROUP BY client_order_id")
+    assert len(fills) == len(planned) and all(n == 1 for _cid, n in fills)
+    assert ledger.cash >= 0 and not ledger.positions.get("IWM")
+    assert store.get_task(ctx.engine, row.id).status == "done"
+
+
+def test_a_task_killed_before_its_plan_was_recorded_starts_again(ctx, venue, monkeypatch):
+    (account,) = add_accounts(ctx, venue, ["aggressive"])
+    batch = decide_batch(ctx, DECISION_DAY)
+    (row,) = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
+
+    def killed(*_args, **_kwargs):
+        raise Killed("SIGKILL before the plan's commit")
+
+    with monkeypatch.context() as patched, pytest.raises(Killed):
+        patched.setattr(account_jobs, "set_phase", killed)
+        run_task(ctx, row.id)
+    assert rows(ctx, "SELECT count(*) FROM orders")[0][0] == 0 and not venue.order_count()
+    outcome = run_task(ctx, row.id, redelivered=True)
+    assert outcome["sent"] == outcome["planned"] == venue.order_count() > 0
+
+
+def test_a_task_delivered_after_it_finished_does_nothing(ctx, venue):
+    add_accounts(ctx, venue, ["conservative"])
+    batch = decide_batch(ctx, DECISION_DAY)
+    (row,) = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
+    run_task(ctx, row.id, "d-1")
+    requests = len(venue.requests)
+    for redelivered in (False, True):
+        claim = store.claim(ctx.engine, row.id, "d-1", redelivered, ctx.clock.now(), LEASE, 10)
+        assert claim.verdict == "done"
+    assert len(venue.requests) == requests
+
+
+def test_a_copy_of_a_running_task_waits_a_redelivery_takes_over(ctx, venue):
+    add_accounts(ctx, venue, ["balanced"])
+    batch = decide_batch(ctx, DECISION_DAY)
+    (row,) = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
+    now = ctx.clock.now()
+    assert store.claim(ctx.engine, row.id, "d-1", False, now, LEASE, 3).verdict == "go"
+    assert store.claim(ctx.engine, row.id, "d-1", False, now, LEASE, 3).verdict == "busy"
+    assert store.claim(ctx.engine, row.id, "d-2", True, now, LEASE, 3).verdict == "busy"
+    taken = store.claim(ctx.engine, row.id, "d-1", True, now, LEASE, 3)
+    assert taken.verdict == "go" and taken.row.attempts == 2
+    later = now + LEASE + dt.timedelta(seconds=1)  # its worker stopped answering
+    assert store.claim(ctx.engine, row.id, "d-3", False, later, LEASE, 3).verdict == "go"
+    assert store.claim(ctx.engine, row.id, "d-3", True, later, LEASE, 3).verdict == "exhausted"
+
+
+def test_the_account_lock_is_taken_back_only_by_a_redelivery_of_its_task(ctx):
+    locks = AccountLocks(ctx.redis, ctx.namespace, lease=30)
+    assert locks.acquire(7, "task-a")
+    assert not locks.acquire(7, "task-b") and not locks.acquire(7, "task-b", redelivered=True)
+    assert not locks.acquire(7, "task-a")  # a copy of the task while it runs
+    assert locks.acquire(7, "task-a", redelivered=True)  # its worker died
+    locks.release(7, "task-b")  # not the holder: nothing happens
+    assert not locks.acquire(7, "task-b")
+    locks.release(7, "task-a")
+    assert locks.acquire(7, "task-b")
+
+
+# --- after the rebalance ------------------------------------------------------------------
+
+
+def test_buys_wait_for_the_sells_and_the_poll_round_sends_them_once(ctx, venue):
+    venue.fill_on_submit = 0.0
+    (account,) = add_accounts(ctx, venue, ["balanced"], cash=1_000.0)
+    ledger = venue.ledger(account.broker_account_id)
+    ledger.fill_on_submit = 0.0
+    ledger.hold("IWM", 300, venue.prices["IWM"])
+    batch = decide_batch(ctx, DECISION_DAY)
+    (row,) = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
+    outcome = run_task(ctx, row.id)
+    assert outcome["statuses"] == {"new": outcome["sent"]}  # the sell is out, the buys queued
+    assert [o.data["side"] for o in ledger.orders] == ["sell"]
+    assert {m for (m,) in rows(ctx, "SELECT status_message FROM orders WHERE side='buy'")} == {QUEUED}
+    assert store.open_order_accounts(ctx.engine) == [account.id]
+
+    assert account_jobs.poll(ctx, batch.run_id, account) == 0  # the sell has not filled
+    assert len(ledger.orders) == 1
+    venue.fill_open()
+    assert account_jobs.poll(ctx, batch.run_id, account) >= 2  # filled; the buys released
+    assert sorted(o.data["side"] for o in ledger.orders) == ["buy", "buy", "sell"]
+    venue.fill_open()
+    account_jobs.poll(ctx, batch.run_id, account)
+    account_jobs.poll(ctx, batch.run_id, account)  # nothing more to do, nothing resent
+    assert len(ledger.orders) == 3
+    assert store.open_order_accounts(ctx.engine) == []
+    assert rows(ctx, "SELECT count(*) FROM fills")[0][0] == 3
+
+
+def test_the_close_records_each_accounts_equity_once(ctx, venue):
+    accounts = add_accounts(ctx, venue, ["conservative", "aggressive"])
+    batch = decide_batch(ctx, DECISION_DAY)
+    for row in store.tasks_of(ctx.engine, batch.run_id, "rebalance"):
+        run_task(ctx, row.id, f"d-{row.id}")
+    close_rows = store.close_tasks(ctx.engine, batch.run_id, DECISION_DAY)
+    assert store.close_tasks(ctx.engine, batch.run_id, DECISION_DAY) == close_rows  # made once
+    for row in close_rows:
+        claim = store.claim(ctx.engine, row.id, f"c-{row.id}", False, ctx.clock.now(), LEASE, 3)
+        account_jobs.close(ctx, claim.row, ctx.registry.get(row.account_id))
+    equity = rows(ctx, "SELECT account_id, equity FROM equity ORDER BY account_id")
+    assert [a for a, _ in equity] == [a.id for a in accounts]
+    assert all(float(e) == pytest.approx(100_000, rel=0.01) for _a, e in equity)
+    assert store.close_tasks(ctx.engine, batch.run_id, DECISION_DAY) == []
+
+
+def test_summary_counts_done_retried_and_dead_and_closes_the_batch(ctx, venue):
+    add_accounts(ctx, venue, ["balanced"] * 3)
+    batch = decide_batch(ctx, DECISION_DAY)
+    first, second, third = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
+    run_task(ctx, first.id, "a")
+    store.mark_retrying(ctx.engine, second.id, "HTTP 503")
+    run_task(ctx, second.id, "b")
+    assert store.finish_if_complete(ctx.engine, batch.run_id, ctx.clock.now()) is None
+    store.mark_dead(ctx.engine, third.id, ctx.clock.now(), "HTTP 503 (after 5 retries)")
+    summary = store.finish_if_complete(ctx.engine, batch.run_id, ctx.clock.now())
+    assert (summary.accounts, summary.done, summary.retried, summary.dead, summary.waiting) == (3, 2, 1, 1, 0)
+    assert rows(ctx, f"SELECT status FROM runs WHERE id={batch.run_id}") == [("failed",)]
+    assert store.finish_if_complete(ctx.engine, batch.run_id, ctx.clock.now()) is None  # once
+
+
+# --- pieces -------------------------------------------------------------------------------
+
+
+def test_broker_errors_worth_a_retry_are_told_from_the_rest():
+    assert is_transient(BrokerError("account: HTTP 429 42910000: rate limit exceeded"))
+    assert is_transient(BrokerError("order x not placed after 4 attempts (last: HTTP 503 down)"))
+    assert is_transient(BrokerError("positions: timed out (ReadTimeout)"))
+    assert is_transient(redis.ConnectionError("gone"))
+    assert not is_transient(BrokerError("account: HTTP 404 40410000: account not found"))
+    assert not is_transient(BrokerError("account: HTTP 401 -: no (check the API keys)"))
+    assert not is_transient(BotError("no daily bar for 2024-11-22"))
+
+
+def test_the_token_bucket_spaces_requests_at_its_rate(ctx):
+    slept = []
+    bucket = TokenBucket(ctx.redis, f"{ctx.namespace}:bucket-test", per_second=20, burst=3,
+                         sleep=slept.append)
+    waits = [bucket.reserve() for _ in range(10)]
+    assert waits[:3] == [0, 0, 0]  # the burst
+    assert waits[3:] == pytest.approx([0.05 * k for k in range(1, 8)], abs=0.01)
+    bucket()
+    assert slept and slept[0] == pytest.approx(0.4, abs=0.01)
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"BOT_BROKER_REQUESTS_PER_MINUTE": "fast"}, "BOT_BROKER_REQUESTS_PER_MINUTE: expected a number > 0, got 'fast'"),
+    ({"BOT_BROKER_REQUESTS_PER_MINUTE": "0"}, "expected a number > 0"),
+    ({"BOT_PLATFORM_RETRIES": "2.5"}, "BOT_PLATFORM_RETRIES: expected a whole number >= 0"),
+    ({"BOT_PLATFORM_NAME": "my platform"}, "BOT_PLATFORM_NAME: expected 1-40 letters"),
+    ({"BOT_QUEUE_NAME": "a b"}, "BOT_QUEUE_NAME: expected letters"),
+])
+def test_bad_settings_are_named(env, message):
+    with pytest.raises(BotError, match=message):
+        PlatformSettings.from_env(env)
+
+
+def test_settings_defaults_model_alpacas_published_limit():
+    settings = PlatformSettings.from_env({"BOT_BROKER_REQUESTS_PER_MINUTE": "12000"})
+    assert settings.requests_per_second == 200 and settings.burst == 200
+    assert PlatformSettings.from_env({}).requests_per_minute == 200
+
+
+def test_a_decision_without_accounts_or_data_says_what_is_missing(ctx, venue):
+    with pytest.raises(BotError, match="no active account in the registry"):
+        decide_batch(ctx, DECISION_DAY)
+    add_accounts(ctx, venue, ["balanced"])
+    with pytest.raises(BotError, match="no daily bar for 2024-11-23"):
+        decide_batch(ctx, dt.date(2024, 11, 23))  # a Saturday
+
+
+def test_the_unsent_plan_of_a_dead_task_is_closed_by_the_next_poll(ctx, venue, monkeypatch):
+    (account,) = add_accounts(ctx, venue, ["balanced"])
+    batch = decide_batch(ctx, DECISION_DAY)
+    (row,) = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
+
+    def killed(*_args):
+        raise Killed("SIGKILL")
+
+    with monkeypatch.context() as patched, pytest.raises(Killed):
+        patched.setattr(SellsFirst, "submit", killed)
+        run_task(ctx, row.id)
+    store.mark_dead(ctx.engine, row.id, ctx.clock.now(), "dead-lettered")
+    account_jobs.poll(ctx, batch.run_id, account)
+    statuses = {OrderStatus(s) for (s,) in rows(ctx, "SELECT status FROM orders")}
+    assert statuses == {OrderStatus.REJECTED} and not venue.order_count()
+
+
+def test_workers_trade_on_alpacas_bars_and_freds_series_downloaded_once_a_day(ctx, venue, monkeypatch):
+    """BOT_PLATFORM_DATA=alpaca, as in production: each profile's history comes from
+    Alpaca's bars and FRED (as the daemon's), once per decision day for all its accounts."""
+    from dataclasses import replace
+
+    from bot.data.fred import FRED_IDS
+    from bot.data.synthetic import synthetic_market
+    from tests.fakes.alpaca_server import KEY_ID, SECRET, DailyBar, FakeAlpaca
+    from tests.fakes.fred_server import FakeFred
+    from tests.platform_rig import profile_symbols
+
+    symbols = [s for group in profile_symbols().values() for s in group]
+    market = synthetic_market(symbols, "2016-01-04", "2024-12-31")
+    data, fred = FakeAlpaca(now=VENUE_NOW), FakeFred()
+    days = market.prices.dates.astype("datetime64[D]").astype(object)
+    for i, symbol in enumerate(symbols):
+        closes = market.prices.close[:, i]
+        data.daily_bars[symbol] = [DailyBar(d, c, c, c, c) for d, c in zip(days, closes, strict=True)
+                                   if d <= DECISION_DAY]
+    data.latest_trades = dict(venue.prices)
+    for name, series in market.macro.items():
+        fred.series[FRED_IDS[name]] = list(zip(series.dates.astype("datetime64[D]").astype(object),
+                                               series.values.tolist(), strict=True))
+    data.start()
+    fred.start()
+    try:
+        for key, value in {"APCA_API_KEY_ID": KEY_ID, "APCA_API_SECRET_KEY": SECRET,
+                           "APCA_API_DATA_URL": data.url, "BOT_FRED_URL": fred.url}.items():
+            monkeypatch.setenv(key, value)
+        ctx.settings = replace(ctx.settings, data="alpaca")
+        add_accounts(ctx, venue, ["balanced", "balanced", "aggressive"])
+        batch = decide_batch(ctx, DECISION_DAY)
+        for row in store.tasks_of(ctx.engine, batch.run_id, "rebalance"):
+            outcome = run_task(ctx, row.id, f"d-{row.id}")
+            assert outcome["rebalance"] == "initial allocation" and outcome["sent"] > 0
+        assert len(data.calls("GET", "/v2/stocks/bars")) == 2  # one per profile, not per account
+        assert rows(ctx, "SELECT data_source, synthetic FROM runs") == [("alpaca+fred", False)]
+        assert rows(ctx, "SELECT count(DISTINCT series) FROM macro_observations")[0][0] == 4
+        for decision in batch.decisions.values():  # the LP's bounds: 50% per ETF, no leverage
+            assert all(0 <= w <= 0.5 for w in decision.weights.values())
+            assert 0.5 <= sum(decision.weights.values()) <= 1.0
+    finally:
+        data.stop()
+        fred.stop()

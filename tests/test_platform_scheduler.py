@@ -1,0 +1,90 @@
+"""`bot run --platform`: the scheduler only publishes, on the daemon's session triggers
+(exchange calendar here): the weekly decision after the week's first open on the close
+before it, a poll round every 2 minutes, the close round after each close."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from bot.daemon.sessions import SessionCalendar
+from bot.platform.scheduler import Publisher, build_platform_schedule
+
+UTC = dt.UTC
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, tuple]] = []
+        self.fail = False
+
+    def __call__(self, name: str, args: tuple) -> None:
+        if self.fail:
+            raise ConnectionError("RabbitMQ is down")
+        self.sent.append((name.rsplit(".", 1)[-1], args))
+
+
+def fire(schedule, name: str, after: dt.datetime, now: list[dt.datetime]) -> dt.datetime:
+    """Run job `name` at its first fire time after `after`; returns that time."""
+    (spec,) = [s for s in schedule.jobs if s.name == name]
+    when = spec.trigger.get_next_fire_time(None, after)
+    now[0] = when
+    assert spec.run() is True
+    return when
+
+
+@pytest.fixture
+def platform():
+    recorder, now = Recorder(), [dt.datetime(2024, 11, 20, tzinfo=UTC)]
+    schedule = build_platform_schedule(SessionCalendar(), Publisher("paper", recorder), lambda: now[0])
+    return schedule, recorder, now
+
+
+def test_the_weekly_decision_is_published_after_the_weeks_first_open(platform):
+    schedule, recorder, now = platform
+    when = fire(schedule, "decision", dt.datetime(2024, 11, 23, tzinfo=UTC), now)
+    assert when == dt.datetime(2024, 11, 25, 14, 35, tzinfo=UTC)  # Monday 09:35 New York
+    assert recorder.sent == [("decide", ("2024-11-22", "paper"))]  # on Friday's close
+    # A Monday holiday (Martin Luther King day): Tuesday's open, still Friday's close.
+    when = fire(schedule, "decision", dt.datetime(2025, 1, 18, tzinfo=UTC), now)
+    assert when == dt.datetime(2025, 1, 21, 14, 35, tzinfo=UTC)
+    assert recorder.sent[-1] == ("decide", ("2025-01-17", "paper"))
+
+
+def test_polls_and_closes_are_published_on_the_session_timetable(platform):
+    schedule, recorder, now = platform
+    when = fire(schedule, "close", dt.datetime(2024, 11, 29, tzinfo=UTC), now)
+    assert when == dt.datetime(2024, 11, 29, 18, 20, tzinfo=UTC)  # the 13:00 early close
+    assert recorder.sent == [("close_round", ("2024-11-29",))]
+    (poll,) = [s for s in schedule.jobs if s.name == "poll"]
+    assert poll.trigger.interval == dt.timedelta(minutes=2)
+    assert poll.run() is True and recorder.sent[-1] == ("poll_round", ())
+
+
+def test_a_failed_publish_is_logged_and_the_scheduler_goes_on(platform, capsys):
+    schedule, recorder, now = platform
+    recorder.fail = True
+    (poll,) = [s for s in schedule.jobs if s.name == "poll"]
+    assert poll.run() is False
+    assert "publish failed" in "".join(capsys.readouterr())  # stdout or stderr, as configured
+    recorder.fail = False
+    assert poll.run() is True
+
+
+def test_the_platform_flag_refuses_replay(capsys):
+    from bot.cli import main
+
+    assert main(["run", "--platform", "--replay", "2024-01-02:2024-02-01"]) == 2
+    assert "--platform and --replay cannot be combined" in capsys.readouterr().err
+
+
+def test_publishing_without_rabbitmq_is_a_one_line_error_without_the_password(monkeypatch, capsys):
+    from bot.cli import main
+
+    monkeypatch.setenv("BOT_QUEUE_URL", "amqp://leverbot:s3cret-Pw@127.0.0.1:9//")
+    monkeypatch.setenv("BOT_QUEUE_NAME", "leverbot-test-unreachable")
+    assert main(["platform", "decide", "--day", "2024-11-22"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot publish to RabbitMQ at amqp://leverbot:***@127.0.0.1:9// (BOT_QUEUE_URL)" in err
+    assert "s3cret" not in err and "Traceback" not in err
