@@ -8,7 +8,6 @@ import datetime as dt
 import hashlib
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 from bot.backtest import run_backtest

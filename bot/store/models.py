@@ -104,7 +104,14 @@ class ExactDecimal(TypeDecorator[Decimal]):
         if value is None:
             return None
         # Floats are nearly every value a backtest flushes: skip to_decimal's type checks.
-        d = Decimal(repr(value)) if type(value) is float else to_decimal(value)
+        if type(value) is float:
+            text = repr(value)
+            if dialect.name == "sqlite" and "e" not in text and "n" not in text:
+                # A finite repr without an exponent is already the Decimal's own text.
+                return text
+            d = Decimal(text)
+        else:
+            d = to_decimal(value)
         return str(d) if dialect.name == "sqlite" else d
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:

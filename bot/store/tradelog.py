@@ -1,9 +1,10 @@
 """The trade log: buffered writes of every decision, order and fill, and frame readers.
 
-Backtests record once per simulated day, so recording only appends plain dicts to
-memory; `flush()` writes them in one transaction with executemany. The live daemon
-uses the same object and flushes after every job. Not thread-safe: record and flush
-from one thread (the scheduler runs one job at a time).
+Backtests record once per simulated day, so recording only appends plain tuples (in
+the column order below) to memory; `flush()` writes them in one transaction, one bulk
+executemany per table. The live daemon uses the same object and flushes after every
+job. Not thread-safe: record and flush from one thread (the scheduler runs one job at
+a time).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -27,6 +28,7 @@ import structlog
 from sqlalchemy.engine import Connection
 
 from bot.errors import BotError
+from bot.store.bulk import insert_rows
 from bot.store.engines import reader_engine, writer_engine
 from bot.store.models import RUN_MODES, Base, to_decimal, to_plain
 from bot.store.schema import MIGRATIONS, check_current, ensure_current
@@ -63,6 +65,38 @@ def _status_text(status: OrderStatus | str) -> str:
     text = _STATUS_TEXT.get(status)
     return text if text is not None else OrderStatus(status).value
 
+
+# The buffers' rows: tuples (a list for an order, whose status may change before the
+# flush) of these columns, in this order. Plain tuples take a third of the memory of
+# dicts and go to the database as they are (bot.store.bulk).
+ORDER_COLUMNS = (
+    "run_id", "account_id", "client_order_id", "broker_order_id", "rebalance_id", "symbol",
+    "side", "quantity", "notional", "reference_price", "reason", "status", "status_message",
+    "filled_quantity", "average_price", "submitted_at", "updated_at",
+)
+_ORDER_INDEX = {name: i for i, name in enumerate(ORDER_COLUMNS)}
+_CID = _ORDER_INDEX["client_order_id"]
+# Buffered by client_order_id; written with the order's id in its place.
+EVENT_COLUMNS = ("client_order_id", "status", "at", "message", "filled_quantity")
+FILL_COLUMNS = (
+    "run_id", "account_id", "client_order_id", "symbol", "side", "quantity", "price",
+    "commission", "slippage_cost", "filled_at",
+)
+_FILL_CID = FILL_COLUMNS.index("client_order_id")
+REGIME_COLUMNS = (
+    "run_id", "day", "regime", "vix", "vix_date", "spread", "spread_date", "uncertainty",
+    "uncertainty_date", "warning", "decided_rules", "kept_rules", "stale_inputs",
+)
+TARGET_COLUMNS = (
+    "run_id", "day", "rebalance_id", "symbol", "baseline", "overlay", "final", "stop_price",
+    "reasons", "trigger",
+)
+RISK_EVENT_COLUMNS = ("run_id", "day", "rule", "symbol", "action", "inputs")
+EQUITY_COLUMNS = (
+    "run_id", "account_id", "day", "equity", "cash", "positions_value", "drawdown", "regime",
+)
+# Buffered without market_value, which the flush computes exactly.
+POSITION_COLUMNS = ("run_id", "account_id", "day", "symbol", "quantity", "price")
 
 # What a re-recorded order may change on the row an earlier process wrote.
 _ADOPTED_COLUMNS = (
@@ -116,7 +150,10 @@ def _rule_list(outcomes: dict[str, bool], rules: Sequence[str]) -> str | None:
 
 
 def _check_aware(value: dt.datetime, column: str) -> None:
-    """Refuse naive timestamps at the call site, naming the column, not at flush time."""
+    """Refuse naive timestamps at the call site, naming the column, not at flush time.
+    UTC itself (nearly every call) is settled by one identity test."""
+    if value.tzinfo is dt.UTC:
+        return
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(
             f"{column}: naive datetime {value.isoformat()}; pass a timezone-aware datetime (UTC)"
@@ -135,15 +172,16 @@ class TradeLog:
         self.account_id: int | None = None
         self._order_accounts: dict[str, int | None] = {}  # client_order_id -> account_id
         self._owns_engine = False
-        self._orders: dict[str, dict[str, Any]] = {}  # client_order_id -> row, not yet written
+        # Rows not yet written, in the *_COLUMNS order above.
+        self._orders: dict[str, list[Any]] = {}  # client_order_id -> ORDER_COLUMNS row
         self._order_ids: dict[str, int] = {}  # client_order_id -> orders.id, already written
         self._updates: dict[str, dict[str, Any]] = {}  # changes to written orders
-        self._events: list[dict[str, Any]] = []
-        self._fills: list[dict[str, Any]] = []
-        self._regimes: list[dict[str, Any]] = []
-        self._targets: list[dict[str, Any]] = []
-        self._risk_events: list[dict[str, Any]] = []
-        self._equity: list[dict[str, Any]] = []
+        self._events: list[tuple[Any, ...]] = []
+        self._fills: list[tuple[Any, ...]] = []
+        self._regimes: list[tuple[Any, ...]] = []
+        self._targets: list[tuple[Any, ...]] = []
+        self._risk_events: list[tuple[Any, ...]] = []
+        self._equity: list[tuple[Any, ...]] = []
         self._positions: list[tuple[int, int | None, dt.date, str, float, float]] = []
         self._states: dict[str, dict[str, Any]] = {}  # instance -> strategy_state row
 
@@ -245,55 +283,25 @@ class TradeLog:
         return self.run_id
 
     def regime(self, d: RegimeDecision) -> None:
-        self._regimes.append(
-            {
-                "run_id": self._require_run(),
-                "day": d.day,
-                "regime": d.regime.value,
-                "vix": d.vix,
-                "vix_date": d.vix_date,
-                "spread": d.spread,
-                "spread_date": d.spread_date,
-                "uncertainty": d.uncertainty,
-                "uncertainty_date": d.uncertainty_date,
-                "warning": d.warning,
-                "decided_rules": _rule_list(d.outcomes, d.decided),
-                "kept_rules": _rule_list(d.outcomes, d.kept),
-                "stale_inputs": ", ".join(d.stale) or None,
-            }
-        )
+        self._regimes.append((
+            self._require_run(), d.day, d.regime.value, d.vix, d.vix_date, d.spread,
+            d.spread_date, d.uncertainty, d.uncertainty_date, d.warning,
+            _rule_list(d.outcomes, d.decided), _rule_list(d.outcomes, d.kept),
+            ", ".join(d.stale) or None,
+        ))
 
     def targets(
         self, day: dt.date, rebalance_id: str, rows: Sequence[TargetRow], trigger: str
     ) -> None:
         run_id = self._require_run()
         self._targets.extend(
-            {
-                "run_id": run_id,
-                "day": day,
-                "rebalance_id": rebalance_id,
-                "symbol": r.symbol,
-                "baseline": r.baseline,
-                "overlay": r.overlay,
-                "final": r.final,
-                "stop_price": r.stop_price,
-                "reasons": r.reasons,
-                "trigger": trigger,
-            }
+            (run_id, day, rebalance_id, r.symbol, r.baseline, r.overlay, r.final, r.stop_price,
+             r.reasons, trigger)
             for r in rows
         )
 
     def risk_event(self, e: RiskEvent) -> None:
-        self._risk_events.append(
-            {
-                "run_id": self._require_run(),
-                "day": e.day,
-                "rule": e.rule,
-                "symbol": e.symbol,
-                "action": e.action,
-                "inputs": e.inputs,
-            }
-        )
+        self._risk_events.append((self._require_run(), e.day, e.rule, e.symbol, e.action, e.inputs))
 
     def order(self, o: Order, *, notional: float | Decimal | None = None) -> None:
         """Record a new order and its first status event.
@@ -320,34 +328,13 @@ class TradeLog:
             return
         status = _status_text(o.status)
         self._order_accounts[cid] = self.account_id
-        self._orders[cid] = {
-            "run_id": run_id,
-            "account_id": self.account_id,
-            "client_order_id": cid,
-            "broker_order_id": o.broker_order_id,
-            "rebalance_id": req.rebalance_id,
-            "symbol": req.symbol,
-            "side": _SIDE_TEXT[req.side],
-            "quantity": req.quantity,
-            "notional": notional,
-            "reference_price": req.reference_price,
-            "reason": req.reason,
-            "status": status,
-            "status_message": o.status_message,
-            "filled_quantity": o.filled_quantity,
-            "average_price": o.average_price,
-            "submitted_at": o.submitted_at,
-            "updated_at": o.submitted_at,
-        }
-        self._events.append(
-            {
-                "client_order_id": cid,
-                "status": status,
-                "at": o.submitted_at,
-                "message": o.status_message,
-                "filled_quantity": o.filled_quantity,
-            }
-        )
+        self._orders[cid] = [
+            run_id, self.account_id, cid, o.broker_order_id, req.rebalance_id, req.symbol,
+            _SIDE_TEXT[req.side], req.quantity, notional, req.reference_price, req.reason,
+            status, o.status_message, o.filled_quantity, o.average_price, o.submitted_at,
+            o.submitted_at,
+        ]
+        self._events.append((cid, status, o.submitted_at, o.status_message, o.filled_quantity))
 
     def order_status(
         self,
@@ -374,22 +361,15 @@ class TradeLog:
             changes["broker_order_id"] = broker_order_id
         buffered = self._orders.get(client_order_id)
         if buffered is not None:
-            buffered.update(changes)
+            for column, value in changes.items():
+                buffered[_ORDER_INDEX[column]] = value
         else:
             pending = self._updates.get(client_order_id)
             if pending is None:
                 pending = {"id": self._written_order_id(client_order_id)}
                 self._updates[client_order_id] = pending
             pending.update(changes)
-        self._events.append(
-            {
-                "client_order_id": client_order_id,
-                "status": status_value,
-                "at": at,
-                "message": message,
-                "filled_quantity": filled_quantity,
-            }
-        )
+        self._events.append((client_order_id, status_value, at, message, filled_quantity))
 
     def fill(self, f: Fill) -> None:
         run_id = self._require_run()
@@ -397,34 +377,16 @@ class TradeLog:
         if cid not in self._order_accounts:
             self._written_order_id(cid)  # an order an earlier process recorded, or an error
         _check_aware(f.filled_at, "fills.filled_at")
-        self._fills.append(
-            {
-                "run_id": run_id,
-                "account_id": self._order_accounts[cid],
-                "client_order_id": cid,
-                "symbol": f.symbol,
-                "side": _SIDE_TEXT[f.side],
-                "quantity": f.quantity,
-                "price": f.price,
-                "commission": f.commission,
-                "slippage_cost": f.slippage_cost,
-                "filled_at": f.filled_at,
-            }
-        )
+        self._fills.append((
+            run_id, self._order_accounts[cid], cid, f.symbol, _SIDE_TEXT[f.side], f.quantity,
+            f.price, f.commission, f.slippage_cost, f.filled_at,
+        ))
 
     def equity(self, p: EquityPoint) -> None:
-        self._equity.append(
-            {
-                "run_id": self._require_run(),
-                "account_id": self.account_id,
-                "day": p.day,
-                "equity": p.equity,
-                "cash": p.cash,
-                "positions_value": p.positions_value,
-                "drawdown": p.drawdown,
-                "regime": None if p.regime is None else p.regime.value,
-            }
-        )
+        self._equity.append((
+            self._require_run(), self.account_id, p.day, p.equity, p.cash, p.positions_value,
+            p.drawdown, None if p.regime is None else p.regime.value,
+        ))
 
     def positions(self, day: dt.date, holdings: Mapping[str, tuple[float, float]]) -> None:
         """Snapshot holdings (symbol -> (quantity, price)); market value is computed exactly at flush."""
@@ -586,15 +548,18 @@ class TradeLog:
         order records go in first on their own if the database takes them, so the orders'
         later fills can still be recorded."""
         self._save_order_records()
+        def named(columns: tuple[str, ...], rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+            return [dict(zip(columns, row, strict=True)) for row in rows]
+
         rejected = {
-            "orders": list(self._orders.values()),
+            "orders": named(ORDER_COLUMNS, self._orders.values()),
             "order_updates": list(self._updates.values()),
-            "order_events": self._events,
-            "fills": self._fills,
-            "regime_decisions": self._regimes,
-            "targets": self._targets,
-            "risk_events": self._risk_events,
-            "equity": self._equity,
+            "order_events": named(EVENT_COLUMNS, self._events),
+            "fills": named(FILL_COLUMNS, self._fills),
+            "regime_decisions": named(REGIME_COLUMNS, self._regimes),
+            "targets": named(TARGET_COLUMNS, self._targets),
+            "risk_events": named(RISK_EVENT_COLUMNS, self._risk_events),
+            "equity": named(EQUITY_COLUMNS, self._equity),
             "positions": [list(p) for p in self._positions],
             "strategy_state": list(self._states.values()),
         }
@@ -646,31 +611,23 @@ class TradeLog:
         updates = dict(self._updates)
         for cid, oid in new_ids.items():
             row = self._orders[cid]
-            updates[cid] = {"id": oid, **{k: row[k] for k in _ADOPTED_COLUMNS if row[k] is not None}}
+            adopted = ((k, row[_ORDER_INDEX[k]]) for k in _ADOPTED_COLUMNS)
+            updates[cid] = {"id": oid, **{k: v for k, v in adopted if v is not None}}
             log.warning("tradelog.order_already_recorded", client_order_id=cid, order_id=oid)
         fresh = [row for cid, row in self._orders.items() if cid not in new_ids]
         if fresh:
-            stmt = sa.insert(ORDERS).returning(ORDERS.c.id, ORDERS.c.client_order_id)
-            new_ids |= {cid: oid for oid, cid in conn.execute(stmt, fresh)}
+            # Inserted in bulk, then their ids read back by client_order_id (unique).
+            insert_rows(conn, ORDERS, ORDER_COLUMNS, fresh)
+            new_ids |= self._recorded_order_ids(conn, [row[_CID] for row in fresh])
         self._write_updates(conn, updates)
 
         def order_id(cid: str) -> int:
             return new_ids[cid] if cid in new_ids else self._order_ids[cid]
 
-        events = [
-            {
-                "order_id": order_id(e["client_order_id"]),
-                "status": e["status"],
-                "at": e["at"],
-                "message": e["message"],
-                "filled_quantity": e["filled_quantity"],
-            }
-            for e in self._events
-        ]
-        fills = [{**f, "order_id": order_id(f["client_order_id"])} for f in self._fills]
-        for table, rows in ((ORDER_EVENTS, events), (FILLS, fills)):
-            if rows:
-                conn.execute(sa.insert(table), rows)
+        events = [(order_id(e[0]), *e[1:]) for e in self._events]
+        fills = [(order_id(f[_FILL_CID]), *f) for f in self._fills]
+        insert_rows(conn, ORDER_EVENTS, ("order_id", *EVENT_COLUMNS[1:]), events)
+        insert_rows(conn, FILLS, ("order_id", *FILL_COLUMNS), fills)
         counts = {
             "orders": len(self._orders),
             "order_updates": len(self._updates),
@@ -682,30 +639,20 @@ class TradeLog:
     def _write_other_records(self, conn: Connection) -> dict[str, int]:
         """Decisions, equity, positions and strategy state."""
         positions = [
-            {
-                "run_id": run_id,
-                "account_id": account,
-                "day": day,
-                "symbol": symbol,
-                "quantity": quantity,
-                "price": price,
-                "market_value": to_decimal(quantity) * to_decimal(price),
-            }
-            for run_id, account, day, symbol, quantity, price in self._positions
+            (*p, to_decimal(p[4]) * to_decimal(p[5])) for p in self._positions
         ]
         batches = (
-            (REGIMES, self._regimes),
-            (TARGETS, self._targets),
-            (RISK_EVENTS, self._risk_events),
-            (EQUITY, self._equity),
-            (POSITIONS, positions),
+            (REGIMES, REGIME_COLUMNS, self._regimes),
+            (TARGETS, TARGET_COLUMNS, self._targets),
+            (RISK_EVENTS, RISK_EVENT_COLUMNS, self._risk_events),
+            (EQUITY, EQUITY_COLUMNS, self._equity),
+            (POSITIONS, (*POSITION_COLUMNS, "market_value"), positions),
         )
-        for table, rows in batches:
-            if rows:
-                conn.execute(sa.insert(table), rows)
+        for table, columns, rows in batches:
+            insert_rows(conn, table, columns, rows)
         if self._states:
             upsert(conn, STRATEGY_STATE, list(self._states.values()), ("instance",))
-        counts = {table.name: len(rows) for table, rows in batches}
+        counts = {table.name: len(rows) for table, _, rows in batches}
         counts["strategy_state"] = len(self._states)
         return counts
 
