@@ -22,6 +22,7 @@ from bot.store import TradeLog
 from bot.store.engines import writer_engine
 from bot.store.models import Base
 from bot.store.schema import (
+    HEAD_REVISION,
     INITIAL_REVISION,
     MIGRATIONS,
     PRE_MIGRATION_TABLES,
@@ -203,3 +204,9 @@ def test_db_revision_autogenerates_the_next_file(tmp_path: Path) -> None:
     assert f"down_revision = '{head}'" in text or f'down_revision = "{head}"' in text
     compile(text, str(path), "exec")
     assert textwrap.dedent(text).count("def upgrade") == 1
+
+
+def test_head_revision_constant_is_alembics_head():
+    """Opening a log at HEAD_REVISION skips Alembic: after adding a migration, set
+    HEAD_REVISION in bot/store/schema.py to its id."""
+    assert head_revision() == HEAD_REVISION

@@ -5,6 +5,9 @@ record, so opening a trade log checks its revision first and says what to run. A
 at the right revision whose tables lack a column the code writes (changed by hand, or a
 half-restored backup) is refused too, naming what is missing. The Alembic Config is built
 here in code: the installed package needs no alembic.ini.
+
+Alembic is imported only when a database is not already at HEAD_REVISION: loading it and
+its scripts cost a read-only command (`bot orders`) more than its query.
 """
 
 from __future__ import annotations
@@ -16,18 +19,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.config import Config
-from alembic.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
 from bot.errors import BotError
 from bot.store.engines import BUSY_TIMEOUT_MS, SCHEMA_LOCK_TIMEOUT_S, mask_url, writer_engine
 from bot.store.models import Base
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 TABLES = frozenset(Base.metadata.tables)
@@ -37,6 +40,9 @@ PRE_MIGRATION_TABLES = frozenset({
     "equity", "positions", "incidents",
 })
 INITIAL_REVISION = "0001"
+#: The newest revision in migrations/versions; tests check it is Alembic's head. A
+#: database stamped with it is current without asking Alembic (see _at_head).
+HEAD_REVISION = "0010"
 #: pg_advisory_xact_lock key of schema changes (any fixed number; "lvrbot" in ASCII)
 SCHEMA_LOCK_KEY = 0x6C7672626F74
 
@@ -74,6 +80,8 @@ class SchemaState:
 
 def alembic_config(connection: sa.Connection, location: Path = MIGRATIONS) -> Config:
     """A Config that runs env.py on `connection` (inside the caller's transaction)."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(location))
     config.attributes["connection"] = connection
@@ -82,6 +90,9 @@ def alembic_config(connection: sa.Connection, location: Path = MIGRATIONS) -> Co
 
 @lru_cache(maxsize=8)
 def _scripts(location: str) -> ScriptDirectory:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
     config = Config()
     config.set_main_option("script_location", location)
     return ScriptDirectory.from_config(config)
@@ -95,6 +106,8 @@ def head_revision(location: Path = MIGRATIONS) -> str:
 
 
 def schema_state(conn: sa.Connection, location: Path = MIGRATIONS) -> SchemaState:
+    from alembic.migration import MigrationContext
+
     current = MigrationContext.configure(conn).get_current_revision()
     ours = TABLES & set(sa.inspect(conn).get_table_names())
     return SchemaState(current, head_revision(location), frozenset(ours))
@@ -131,6 +144,20 @@ class SchemaMismatch(BotError):
         )
 
 
+def _at_head(conn: sa.Connection, location: Path) -> SchemaState | None:
+    """The state of a database stamped HEAD_REVISION, read with one query; None for any
+    other (or another `location`'s), which schema_state() then reads through Alembic."""
+    if location != MIGRATIONS:
+        return None
+    present = set(sa.inspect(conn).get_table_names())
+    if "alembic_version" not in present:
+        return None
+    stamped = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all()
+    if stamped != [HEAD_REVISION]:
+        return None
+    return SchemaState(HEAD_REVISION, HEAD_REVISION, frozenset(TABLES & present))
+
+
 def _check_layout(conn: sa.Connection, url: str, state: SchemaState) -> SchemaState:
     problems = missing_layout(conn)
     if problems:
@@ -148,7 +175,7 @@ def ensure_current(engine: sa.Engine, url: str, location: Path = MIGRATIONS) -> 
     state is read again, and the schema created, under a database-wide lock held until the
     creation commits: whoever comes second finds the schema complete."""
     with engine.connect() as conn:  # the usual case, current already: no lock needed
-        state = schema_state(conn, location)
+        state = _at_head(conn, location) or schema_state(conn, location)
         if state.up_to_date:
             return _check_layout(conn, url, state)
     with schema_lock(engine) as conn:
@@ -156,6 +183,8 @@ def ensure_current(engine: sa.Engine, url: str, location: Path = MIGRATIONS) -> 
         if state.up_to_date:
             return _check_layout(conn, url, state)
         if state.empty:
+            from alembic import command
+
             command.upgrade(alembic_config(conn, location), "head")
             return SchemaState(state.head, state.head, TABLES)
     raise _mismatch(url, state, location)
@@ -188,7 +217,7 @@ def check_current(engine: sa.Engine, url: str, location: Path = MIGRATIONS) -> S
     """For read-only users: raise unless the schema is at head (an empty database included)
     and its tables match it."""
     with engine.connect() as conn:
-        state = schema_state(conn, location)
+        state = _at_head(conn, location) or schema_state(conn, location)
         if state.up_to_date:
             return _check_layout(conn, url, state)
     if state.empty:
@@ -230,6 +259,10 @@ def upgrade(
     """Migrate to head; a database from before migrations is adopted first. Returns (from, to).
     A revision this code does not know, or tables that do not match their revision
     afterwards, are BotErrors naming the (masked) `url`."""
+    from alembic import command
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
     shown = url or engine.url.render_as_string(hide_password=True)
     with schema_lock(engine) as conn:
         state = schema_state(conn, location)
@@ -253,6 +286,8 @@ def upgrade(
 
 def new_revision(message: str, location: Path = MIGRATIONS) -> Path:
     """Autogenerate the next revision file from the models against a scratch database at head."""
+    from alembic import command
+
     with tempfile.TemporaryDirectory() as tmp:
         engine = writer_engine(f"sqlite:///{tmp}/scratch.sqlite")
         try:
@@ -280,6 +315,8 @@ def _adopt(conn: sa.Connection, state: SchemaState, config: Config) -> None:
     Revision 0001 creates exactly that layout and then adds to it, so with the
     `adopt_pre_migration` flag it skips the tables that already exist.
     """
+    from alembic import command
+
     columns = {c["name"] for c in sa.inspect(conn).get_columns("orders")} if "orders" in state.tables else set()
     if state.tables != PRE_MIGRATION_TABLES or "notional" in columns:
         raise BotError(
