@@ -164,9 +164,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
             except BotError:
                 run = None
             mine = queries.Filters(run=run, account=account.id)
-            equity = queries.equity(conn, replace(mine, limit=1))
-            held = queries.positions(conn, mine)
-            open_orders = queries.orders(conn, mine, status="open")
+            equity = queries.equity(conn, replace(mine, limit=1)).frame()
+            held = queries.positions(conn, mine).frame()
+            open_orders = queries.orders(conn, mine, status="open").frame()
     finally:
         log.engine.dispose()
     print(f"account {account.id}: {account.broker_account_id}")

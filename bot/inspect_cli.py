@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from bot.store.queries import Filters
+    from bot.store.rows import Rows
 
 # command -> (help, query function name in bot.store.queries, default: latest run or all runs)
 COMMANDS: dict[str, tuple[str, str, bool]] = {
@@ -107,7 +108,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             account = None if account_ref is None else queries.resolve_account(conn, account_ref)
             run = _chosen_run(conn, args.run, latest=COMMANDS[args.command][2], account=account)
             filters = replace(filters, run=run if isinstance(run, int) else None, account=account)
-            frame = _query(conn, args, filters)
+            rows = _query(conn, args, filters)
     finally:
         log.engine.dispose()
     scope = f"run {run}" if isinstance(run, int) else "all runs"
@@ -116,10 +117,12 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     title = f"{args.command} — {scope} — {mask_url(url)}"
     if args.format == "table":  # the terminal gets the readable columns; exports get all
         hidden = TABLE_HIDDEN.get(args.command, ()) + (("run_id",) if isinstance(run, int) else ())
-        if "account_id" in frame.columns and (account is not None or frame["account_id"].isna().all()):
+        if "account_id" in rows.columns and (
+            account is not None or all(a is None for a in rows.column("account_id"))
+        ):
             hidden += ("account_id",)  # one account, or the single-account daemon's rows
-        frame = frame.drop(columns=[c for c in hidden if c in frame.columns])
-    write(frame, args.format, title=title, truncate=args.limit is None,
+        rows = rows.drop(hidden)
+    write(rows, args.format, title=title, truncate=args.limit is None,
           drop=TABLE_DROP.get(args.command, ()))
     return 0
 
@@ -138,7 +141,7 @@ def _chosen_run(
     return run
 
 
-def _query(conn: Connection, args: argparse.Namespace, filters: Filters) -> pd.DataFrame:
+def _query(conn: Connection, args: argparse.Namespace, filters: Filters) -> Rows:
     from bot.store import queries
 
     query = getattr(queries, COMMANDS[args.command][1])

@@ -78,7 +78,7 @@ def _run_targets(log, run_id: int) -> tuple[dict[str, float], dt.date]:
 
     with log.engine.connect() as conn:
         queries.require_run(conn, run_id)
-        targets = queries.latest_targets(conn, run_id)
+        targets = queries.latest_targets(conn, run_id).frame()
     if targets.empty:
         raise BotError(f"run {run_id} recorded no targets yet: nothing to push")
     weights = {r.symbol: float(r.final) for r in targets.itertuples()}

@@ -206,8 +206,8 @@ def test_a_flat_book_shows_as_flat_and_drawdown_is_from_the_true_peak(settings, 
     assert point.drawdown == pytest.approx(0.2)
     log.flush()
     with log.engine.connect() as conn:
-        held = queries.positions(conn, queries.Filters(run=log.run_id))
-        history = queries.positions(conn, queries.Filters(run=log.run_id), history=True)
+        held = queries.positions(conn, queries.Filters(run=log.run_id)).frame()
+        history = queries.positions(conn, queries.Filters(run=log.run_id), history=True).frame()
     assert held.empty
     last = history[history["day"] == history["day"].max()]
     assert set(last["symbol"]) == set(cfg.symbols) and (last["quantity"] == 0).all()

@@ -144,7 +144,7 @@ class Handler(BaseHTTPRequestHandler):
         from bot.store.export import records
 
         with self.server.tradelog.engine.connect() as conn:
-            frame = queries.runs(conn, queries.Filters())
+            frame = queries.runs(conn, queries.Filters()).frame()
         columns = ["id", "mode", "strategy", "status", "started_at", "synthetic"]
         return list(reversed(records(frame[[c for c in columns if c in frame.columns]])))
 

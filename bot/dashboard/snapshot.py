@@ -52,8 +52,8 @@ def _series_points(values: pd.Series) -> list[list[Any]]:
 
 def _weights(conn: sa.Connection, run_id: int, account: int | None) -> dict[str, Any]:
     """Latest snapshot weights next to the latest targets, CASH included."""
-    held = queries.positions(conn, queries.Filters(run=run_id, account=account))
-    targets = queries.latest_targets(conn, run_id)
+    held = queries.positions(conn, queries.Filters(run=run_id, account=account)).frame()
+    targets = queries.latest_targets(conn, run_id).frame()
     snapshot_day = held["day"].iloc[0] if not held.empty else None
     cash_weight = None
     if snapshot_day is not None:
@@ -92,7 +92,7 @@ def collect(
         queries.require_run(conn, run_id)
         info = conn.execute(sa.select(queries.RUNS).where(queries.RUNS.c.id == run_id)).one()
         everything = queries.Filters(run=run_id, account=account)
-        equity = queries.equity(conn, everything)
+        equity = queries.equity(conn, everything).frame()
         if account is None and equity["account_id"].notna().any():
             raise BotError(
                 f"run {run_id} holds the records of several client accounts: "
@@ -103,10 +103,10 @@ def collect(
         if account is not None:
             counted = counted.where(fills.c.account_id == account)
         trade_count = conn.execute(counted).scalar_one()
-        trades = queries.trades(conn, replace(everything, limit=LATEST_ROWS))
-        open_orders = queries.orders(conn, everything, status="open")
-        risk = queries.risk_events(conn, queries.Filters(run=run_id, limit=LATEST_ROWS))
-        regimes = queries.regimes(conn, queries.Filters(run=run_id, limit=REGIME_ROWS))
+        trades = queries.trades(conn, replace(everything, limit=LATEST_ROWS)).frame()
+        open_orders = queries.orders(conn, everything, status="open").frame()
+        risk = queries.risk_events(conn, queries.Filters(run=run_id, limit=LATEST_ROWS)).frame()
+        regimes = queries.regimes(conn, queries.Filters(run=run_id, limit=REGIME_ROWS)).frame()
         weights = _weights(conn, run_id, account)
 
     summary: dict[str, Any] = {

@@ -2,6 +2,7 @@
 
 CSV and JSON keep money exact (Decimal written as its digits; a JSON string, since a
 JSON number would go through a float in most readers); tables round for reading.
+Query results (Rows) print without pandas; DataFrames are taken too.
 """
 
 from __future__ import annotations
@@ -12,11 +13,16 @@ import math
 import sys
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any, TextIO
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TextIO
 
-import pandas as pd
 from rich.console import Console
 from rich.table import Table
+
+from bot.store.rows import Rows
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FORMATS = ("table", "csv", "json")
 TABLE_ROWS = 100  # a table longer than this shows its last rows unless --limit says otherwise
@@ -28,15 +34,23 @@ _QUANTITIES = {"quantity", "filled_quantity"}
 _PERCENT = {"drawdown", "weight", "baseline", "overlay", "final"}
 
 
+def _pandas() -> ModuleType | None:
+    """pandas if anything imported it: only then can a value be one of its types (NaT)."""
+    return sys.modules.get("pandas")
+
+
 def plain(value: Any) -> Any:
     """A JSON-safe value: exact decimals as strings, aware times in ISO 8601, NaN as null."""
-    if value is None or value is pd.NaT or isinstance(value, bool | str | int):
-        return None if value is pd.NaT else value
+    pd = _pandas()
+    if pd is not None and value is pd.NaT:
+        return None
+    if value is None or isinstance(value, bool | str | int):
+        return value
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if isinstance(value, pd.Timestamp | dt.date | dt.datetime):
+    if isinstance(value, dt.date):  # datetime and pandas' Timestamp too
         return value.isoformat()
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
@@ -44,21 +58,22 @@ def plain(value: Any) -> Any:
         return [plain(v) for v in value]
     if hasattr(value, "item"):  # numpy scalars
         return plain(value.item())
-    if pd.isna(value):
+    if pd is not None and pd.isna(value):
         return None
     return str(value)
 
 
-def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return [
-        {str(k): plain(v) for k, v in zip(frame.columns, row, strict=True)}
-        for row in frame.itertuples(index=False, name=None)
-    ]
+def records(table: Rows | pd.DataFrame) -> list[dict[str, Any]]:
+    rows = Rows.of(table)
+    return [{k: plain(v) for k, v in zip(rows.columns, row, strict=True)} for row in rows.rows]
 
 
 def cell(column: str, value: Any) -> str:
     """One table cell, rounded for reading (exact values are in the CSV and JSON)."""
-    if value is None or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
+    pd = _pandas()
+    if value is None or (pd is not None and value is pd.NaT) or (
+        isinstance(value, float) and math.isnan(value)
+    ):
         return "-"
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
@@ -88,26 +103,27 @@ WRAPPING = {"reason", "status_message", "inputs", "message", "context", "warning
 
 
 def render_table(
-    frame: pd.DataFrame, title: str, console: Console, *, total: int | None = None,
+    table_rows: Rows | pd.DataFrame, title: str, console: Console, *, total: int | None = None,
     drop: Sequence[str] = (),
 ) -> None:
     """A table that fits the console: `drop` names the columns to leave out, least
     important first, when it would not (a note says which; CSV and JSON keep them)."""
     from bot.terminal import drop_to_fit, stack
 
+    rows = Rows.of(table_rows)
     table = Table(title=title, title_justify="left")
-    for column in frame.columns:
+    for column in rows.columns:
         numeric = column in _MONEY | _PRICES | _QUANTITIES | _PERCENT
-        table.add_column(str(column), justify="right" if numeric else "left")
-    for row in frame.itertuples(index=False, name=None):
-        table.add_row(*(cell(str(c), v) for c, v in zip(frame.columns, row, strict=True)))
+        table.add_column(column, justify="right" if numeric else "left")
+    for row in rows.rows:
+        table.add_row(*(cell(c, v) for c, v in zip(rows.columns, row, strict=True)))
     table, dropped = drop_to_fit(table, console, drop, WRAPPING)
     for part in stack(table, console, keep=1):
         console.print(part)
     if dropped:
         console.print(f"not shown at {console.width} columns: {', '.join(dropped)} "
                       "(a wider terminal, or --format csv|json, has every column)")
-    shown = len(frame)
+    shown = len(rows)
     if total is not None and total > shown:
         console.print(f"showing the last {shown} of {total} rows; --limit N or --format csv for more")
     elif not shown:
@@ -115,23 +131,24 @@ def render_table(
 
 
 def write(
-    frame: pd.DataFrame, fmt: str, *, title: str, out: TextIO | None = None, truncate: bool = True,
+    table: Rows | pd.DataFrame, fmt: str, *, title: str, out: TextIO | None = None, truncate: bool = True,
     drop: Sequence[str] = (),
 ) -> None:
     """Print `frame` as a table (the last TABLE_ROWS rows if `truncate`), CSV or JSON."""
     out = out or sys.stdout
-    if fmt == "csv":
-        flat = frame.copy()
+    if fmt == "csv":  # pandas writes the CSV, as it always did
+        flat = table.frame() if isinstance(table, Rows) else table.copy()
         for column in flat.columns:
             flat[column] = [
                 json.dumps(plain(v)) if isinstance(v, dict | list) else plain(v) for v in flat[column]
             ]
         flat.to_csv(out, index=False, lineterminator="\n")
     elif fmt == "json":
-        out.write(json.dumps(records(frame), indent=2, allow_nan=False) + "\n")
+        out.write(json.dumps(records(table), indent=2, allow_nan=False) + "\n")
     else:
         from bot.terminal import console as make_console
 
-        total = len(frame)
-        shown = frame.tail(TABLE_ROWS) if truncate and total > TABLE_ROWS else frame
+        rows = Rows.of(table)
+        total = len(rows)
+        shown = rows.tail(TABLE_ROWS) if truncate and total > TABLE_ROWS else rows
         render_table(shown, title, make_console(out), total=total, drop=drop)

@@ -1,7 +1,8 @@
 """Filtered reads of the trade log for people: the inspection commands and the dashboard.
 
 Unlike TradeLog's load_* readers (floats, for analysis) these keep money exact
-(Decimal), so an export shows what was recorded, digit for digit.
+(Decimal), so an export shows what was recorded, digit for digit. They return Rows, not
+DataFrames, so printing them needs no pandas; `.frame()` makes the DataFrame.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ import datetime as dt
 from dataclasses import dataclass, replace
 from typing import Any
 
-import pandas as pd
 import sqlalchemy as sa
 
 from bot.errors import BotError
 from bot.store.models import Base
+from bot.store.rows import Rows
 from bot.types import OrderStatus
 
 _T = Base.metadata.tables
@@ -120,18 +121,22 @@ def _common(stmt: sa.Select[Any], table: sa.Table, f: Filters) -> sa.Select[Any]
     return stmt
 
 
-def _frame(conn: sa.Connection, stmt: sa.Select[Any], f: Filters, order: list[Any]) -> pd.DataFrame:
+def _rows(conn: sa.Connection, stmt: sa.Select[Any], f: Filters, order: list[Any]) -> Rows:
     """Rows in chronological order; with a limit, the most recent `limit` of them."""
     if f.limit:
         inner = stmt.order_by(*(o.desc() for o in order)).limit(f.limit).subquery()
         stmt = sa.select(inner).order_by(*(inner.c[o.name] for o in order))
     else:
         stmt = stmt.order_by(*order)
+    return _fetch(conn, stmt)
+
+
+def _fetch(conn: sa.Connection, stmt: sa.Select[Any]) -> Rows:
     result = conn.execute(stmt)
-    return pd.DataFrame(result.all(), columns=list(result.keys()))
+    return Rows(tuple(result.keys()), [tuple(row) for row in result])
 
 
-def runs(conn: sa.Connection, f: Filters) -> pd.DataFrame:
+def runs(conn: sa.Connection, f: Filters) -> Rows:
     t = RUNS
     columns = [c for c in t.c if c.name not in ("config", "summary")]
     stmt = _time_range(sa.select(*columns), t.c.started_at, f)
@@ -144,22 +149,22 @@ def runs(conn: sa.Connection, f: Filters) -> pd.DataFrame:
         ordered = sa.select(ORDERS.c.run_id).where(ORDERS.c.account_id == f.account)
         marked = sa.select(EQUITY.c.run_id).where(EQUITY.c.account_id == f.account)
         stmt = stmt.where(t.c.id.in_(ordered) | t.c.id.in_(marked))
-    return _frame(conn, stmt, f, [t.c.id])
+    return _rows(conn, stmt, f, [t.c.id])
 
 
-def trades(conn: sa.Connection, f: Filters) -> pd.DataFrame:
+def trades(conn: sa.Connection, f: Filters) -> Rows:
     t = FILLS
     value = (t.c.quantity, t.c.price)
     stmt = sa.select(
         t.c.run_id, t.c.account_id, t.c.filled_at, t.c.symbol, t.c.side, *value, t.c.commission,
         t.c.slippage_cost, t.c.client_order_id, t.c.id,
     )
-    frame = _frame(conn, _time_range(_common(stmt, t, f), t.c.filled_at, f), f, [t.c.filled_at, t.c.id])
-    frame.insert(7, "value", [q * p for q, p in zip(frame["quantity"], frame["price"], strict=True)])
-    return frame.drop(columns="id")
+    rows = _rows(conn, _time_range(_common(stmt, t, f), t.c.filled_at, f), f, [t.c.filled_at, t.c.id])
+    value = [q * p for q, p in zip(rows.column("quantity"), rows.column("price"), strict=True)]
+    return rows.inserted(7, "value", value).drop(["id"])
 
 
-def orders(conn: sa.Connection, f: Filters, status: str | None = None) -> pd.DataFrame:
+def orders(conn: sa.Connection, f: Filters, status: str | None = None) -> Rows:
     """Orders; `status` 'open' means every status that is not final."""
     t = ORDERS
     stmt = sa.select(
@@ -173,10 +178,10 @@ def orders(conn: sa.Connection, f: Filters, status: str | None = None) -> pd.Dat
         stmt = stmt.where(t.c.status.in_(OPEN_STATUSES))
     elif status is not None:
         stmt = stmt.where(t.c.status == OrderStatus(status).value)
-    return _frame(conn, stmt, f, [t.c.submitted_at, t.c.id]).drop(columns="id")
+    return _rows(conn, stmt, f, [t.c.submitted_at, t.c.id]).drop(["id"])
 
 
-def positions(conn: sa.Connection, f: Filters, *, history: bool = False) -> pd.DataFrame:
+def positions(conn: sa.Connection, f: Filters, *, history: bool = False) -> Rows:
     """The last snapshot on or before `until` (what is held), or every snapshot in range.
 
     A snapshot lists every holding of its run (and account) on that day; weight is its
@@ -205,54 +210,54 @@ def positions(conn: sa.Connection, f: Filters, *, history: bool = False) -> pd.D
             & (last.c.day == t.c.day),
         )
     if history:
-        frame = _frame(conn, stmt, f, [t.c.day, t.c.id])
+        rows = _rows(conn, stmt, f, [t.c.day, t.c.id])
     else:
         # Snapshots list sold-out symbols at 0 so a flat book shows as flat; drop those
         # before the limit (one snapshot is small), or --limit 1 could show a sold row only.
-        frame = _frame(conn, stmt, replace(f, limit=None), [t.c.day, t.c.id])
-        frame = frame[frame["quantity"] != 0]
-        frame = (frame.tail(f.limit) if f.limit else frame).reset_index(drop=True)
-    frame["weight"] = [
+        rows = _rows(conn, stmt, replace(f, limit=None), [t.c.day, t.c.id])
+        rows = rows.where("quantity", lambda q: q != 0)
+        rows = rows.tail(f.limit) if f.limit else rows
+    weight = [
         float(mv / eq) if eq else None
-        for mv, eq in zip(frame["market_value"], frame["equity"], strict=True)
+        for mv, eq in zip(rows.column("market_value"), rows.column("equity"), strict=True)
     ]
-    return frame.drop(columns=["equity", "id"])
+    return rows.inserted(len(rows.columns), "weight", weight).drop(["equity", "id"])
 
 
-def regimes(conn: sa.Connection, f: Filters) -> pd.DataFrame:
+def regimes(conn: sa.Connection, f: Filters) -> Rows:
     t = REGIMES
     stmt = sa.select(*(c for c in t.c if c.name != "id"), t.c.id)
     stmt = _day_range(_common(stmt, t, f), t.c.day, f)
-    return _frame(conn, stmt, f, [t.c.day, t.c.id]).drop(columns="id")
+    return _rows(conn, stmt, f, [t.c.day, t.c.id]).drop(["id"])
 
 
-def equity(conn: sa.Connection, f: Filters) -> pd.DataFrame:
+def equity(conn: sa.Connection, f: Filters) -> Rows:
     t = EQUITY
     stmt = sa.select(
         t.c.run_id, t.c.account_id, t.c.day, t.c.equity, t.c.cash, t.c.positions_value,
         t.c.drawdown, t.c.regime,
     )
     stmt = _day_range(_common(stmt, t, f), t.c.day, f)
-    return _frame(conn, stmt, f, [t.c.run_id, t.c.day, t.c.account_id])
+    return _rows(conn, stmt, f, [t.c.run_id, t.c.day, t.c.account_id])
 
 
-def risk_events(conn: sa.Connection, f: Filters) -> pd.DataFrame:
+def risk_events(conn: sa.Connection, f: Filters) -> Rows:
     t = RISK_EVENTS
     stmt = sa.select(t.c.run_id, t.c.day, t.c.rule, t.c.symbol, t.c.action, t.c.inputs, t.c.id)
     stmt = _day_range(_common(stmt, t, f), t.c.day, f)
-    return _frame(conn, stmt, f, [t.c.day, t.c.id]).drop(columns="id")
+    return _rows(conn, stmt, f, [t.c.day, t.c.id]).drop(["id"])
 
 
-def incidents(conn: sa.Connection, f: Filters) -> pd.DataFrame:
+def incidents(conn: sa.Connection, f: Filters) -> Rows:
     """What went wrong: failed jobs, stale data, rejected rows, interrupted runs. The
     context column holds the details (for rejected rows, the rows themselves)."""
     t = INCIDENTS
     stmt = sa.select(t.c.run_id, t.c.at, t.c.kind, t.c.message, t.c.context, t.c.id)
     stmt = _time_range(_common(stmt, t, f), t.c.at, f)
-    return _frame(conn, stmt, f, [t.c.at, t.c.id]).drop(columns="id")
+    return _rows(conn, stmt, f, [t.c.at, t.c.id]).drop(["id"])
 
 
-def latest_targets(conn: sa.Connection, run_id: int) -> pd.DataFrame:
+def latest_targets(conn: sa.Connection, run_id: int) -> Rows:
     """The final weights of the run's most recent rebalance decision."""
     t = TARGETS
     last = sa.select(sa.func.max(t.c.day)).where(t.c.run_id == run_id).scalar_subquery()
@@ -262,9 +267,9 @@ def latest_targets(conn: sa.Connection, run_id: int) -> pd.DataFrame:
         .where(t.c.run_id == run_id, t.c.day == last)
         .order_by(t.c.id)
     )
-    result = conn.execute(stmt)
-    frame = pd.DataFrame(result.all(), columns=list(result.keys()))
+    rows = _fetch(conn, stmt)
     # A day with two decisions (e.g. a stop, then a rebalance): keep the last one.
-    if not frame.empty:
-        frame = frame[frame["rebalance_id"] == frame["rebalance_id"].iloc[-1]]
-    return frame.drop(columns="id").reset_index(drop=True)
+    if not rows.empty:
+        last_decision = rows.column("rebalance_id")[-1]
+        rows = rows.where("rebalance_id", lambda r: r == last_decision)
+    return rows.drop(["id"])

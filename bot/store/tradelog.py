@@ -20,9 +20,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pandas as pd
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Connection
@@ -44,6 +43,9 @@ from bot.types import (
     Side,
     TargetRow,
 )
+
+if TYPE_CHECKING:  # imported where frames are built: inspection commands need no pandas
+    import pandas as pd
 
 log = structlog.get_logger(__name__)
 
@@ -138,6 +140,12 @@ class RecordedOrder:
     order: Order
     fills_quantity: float  # sum of its fills' quantities
     fills_average: float | None  # their quantity-weighted price; None without fills
+
+
+def _pandas() -> Any:
+    import pandas
+
+    return pandas
 
 
 def _first_line(error: Exception) -> str:
@@ -461,7 +469,7 @@ class TradeLog:
             number = float(value)
             if not math.isfinite(number):
                 raise ValueError(f"macro_observations {series} {day}: value {value!r} is not finite")
-            key = day if type(day) is dt.date else pd.Timestamp(day).date()
+            key = day if type(day) is dt.date else _pandas().Timestamp(day).date()
             if stored.get(key) == number:
                 continue
             rows.append({"series": series, "day": key, "value": number, "fetched_at": fetched_at})
@@ -706,6 +714,7 @@ class TradeLog:
         dates: Sequence[str] = (),
         times: Sequence[str] = (),
     ) -> pd.DataFrame:
+        pd = _pandas()
         with self.engine.connect() as conn:
             result = conn.execute(stmt)
             frame = pd.DataFrame(result.all(), columns=list(result.keys()))
