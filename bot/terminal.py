@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import TextIO
 
 from rich.cells import cell_len
@@ -36,9 +37,19 @@ def console(file: TextIO | None = None, *, stderr: bool = False) -> Console:
 
 
 def _words(con: Console, cell: object) -> list[int]:
-    text = con.render_str(cell) if isinstance(cell, str) else cell
-    plain = getattr(text, "plain", str(cell))
+    """Widths of the words `cell` shows: a text cell as rendered (markup and emoji codes
+    resolved; highlighting only styles it, so it is skipped), each distinct one once."""
+    if isinstance(cell, str):
+        return list(_text_words(con, cell))
+    plain = getattr(cell, "plain", str(cell))
     return [cell_len(word) for word in plain.split()] or [0]
+
+
+@lru_cache(maxsize=8192)
+def _text_words(con: Console, cell: str) -> tuple[int, ...]:
+    # A table is measured again for each column dropped or stacked: the same cells each time.
+    plain = con.render_str(cell, highlight=False).plain
+    return tuple(cell_len(word) for word in plain.split()) or (0,)
 
 
 def min_width(table: Table, con: Console) -> int:
