@@ -624,9 +624,20 @@ class TradeLog:
             log.warning("tradelog.order_already_recorded", client_order_id=cid, order_id=oid)
         fresh = [row for cid, row in self._orders.items() if cid not in new_ids]
         if fresh:
-            # Inserted in bulk, then their ids read back by client_order_id (unique).
+            # Inserted in bulk, then their ids read back: new ids only grow, so they are
+            # above today's highest, where client_order_id tells ours from another writer's.
+            # (Looked up by client_order_id instead, PostgreSQL scans the table per batch:
+            # its statistics do not know yet about the rows just inserted.)
+            highest = conn.execute(sa.select(sa.func.max(ORDERS.c.id))).scalar_one()
             insert_rows(conn, ORDERS, ORDER_COLUMNS, fresh)
-            new_ids |= self._recorded_order_ids(conn, [row[_CID] for row in fresh])
+            ours = {row[_CID] for row in fresh}
+            above = sa.select(ORDERS.c.client_order_id, ORDERS.c.id).where(
+                ORDERS.c.id > (highest or 0)
+            )
+            found = {cid: oid for cid, oid in conn.execute(above) if cid in ours}
+            if len(found) != len(ours):  # cannot happen while ids grow; never guess an id
+                raise RuntimeError(f"{len(ours) - len(found)} inserted orders not found by id")
+            new_ids |= found
         self._write_updates(conn, updates)
 
         def order_id(cid: str) -> int:
