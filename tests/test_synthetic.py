@@ -135,3 +135,17 @@ def test_rejects_bad_arguments() -> None:
         synthetic_market(["SPY"], "2024-01-01", "2023-01-01")
     with pytest.raises(ValueError, match="unique"):
         synthetic_market(["SPY", "SPY"], START, END)
+
+
+@pytest.mark.parametrize("phi", [0.9, 0.6, 0.3])
+def test_the_ar1_filter_gives_scipys_lfilter_bits(phi: float) -> None:
+    """The VIX and uncertainty noise is filtered without scipy.signal (slow to import):
+    the same bits as lfilter, so the synthetic market did not move."""
+    from scipy.signal import lfilter
+
+    from bot.data.synthetic import _recursive_filter
+
+    x = np.random.default_rng(11).standard_normal(9_000) * 0.3
+    x[:3] = [-0.0, 0.0, 1e-300]
+    assert np.array_equal(_recursive_filter(x, phi), lfilter([1.0], [1.0, -phi], x))
+    assert _recursive_filter(np.empty(0), phi).shape == (0,)

@@ -350,9 +350,20 @@ def _overnight_share(rng: np.random.Generator, n: int) -> np.ndarray:
 def _ar1(rng: np.random.Generator, n: int, phi: float, sd: float) -> np.ndarray:
     """A stationary-scale AR(1) noise with persistence `phi` and marginal sd `sd`."""
     innovations = rng.standard_normal(n) * sd * np.sqrt(1.0 - phi**2)
-    from scipy.signal import lfilter  # here: scipy.signal costs half a second to import
+    return _recursive_filter(innovations, phi)
 
-    return lfilter([1.0], [1.0, -phi], innovations)
+
+def _recursive_filter(x: np.ndarray, phi: float) -> np.ndarray:
+    """y[t] = x[t] + phi * y[t-1] from y[-1] = 0: scipy's lfilter([1], [1, -phi], x) with
+    the same arithmetic, so the same bits (tests check it), without importing scipy.signal
+    (half a second, on every command that builds a synthetic market). A few thousand steps
+    of a Python loop cost a millisecond."""
+    y = np.empty(len(x))
+    previous = 0.0
+    for t, value in enumerate(x.tolist()):
+        previous = value + phi * previous
+        y[t] = previous
+    return y
 
 
 def _rates(rng: np.random.Generator, crashes: _Crashes) -> tuple[np.ndarray, np.ndarray]:
