@@ -149,3 +149,15 @@ def test_the_ar1_filter_gives_scipys_lfilter_bits(phi: float) -> None:
     x[:3] = [-0.0, 0.0, 1e-300]
     assert np.array_equal(_recursive_filter(x, phi), lfilter([1.0], [1.0, -phi], x))
     assert _recursive_filter(np.empty(0), phi).shape == (0,)
+
+
+def test_the_shared_calendar_gives_the_synthetic_markets_own_sessions() -> None:
+    """Inside its span the process's calendar is used; beyond it, the market's own."""
+    import pandas as pd
+
+    from bot.data.synthetic import _sessions, _xnys
+
+    for start, end in [("1990-01-02", "2024-12-31"), ("2008-01-02", "2026-06-30")]:
+        own = _xnys(1989, 2031).sessions_in_range(pd.Timestamp(start), pd.Timestamp(end))
+        assert np.array_equal(_sessions(start, end), own.to_numpy().astype("datetime64[D]"))
+    assert _sessions("2035-01-02", "2035-02-01")[0] == np.datetime64("2035-01-02")
