@@ -50,3 +50,22 @@ def test_each_scratch_log_is_its_own_database_in_any_thread():
     assert seen == [(1, 1)]
     first.discard()
     second.discard()
+
+
+def test_a_forked_child_makes_its_own_template():
+    import multiprocessing
+
+    scratch_tradelog("parent").discard()  # the parent's template exists
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply(_run_id_in_a_child) == 1
+
+
+def _run_id_in_a_child() -> int:
+    from bot.store.scratch import _template
+
+    assert _template.cache_info().currsize == 0  # not the parent's connection
+    log = scratch_tradelog("child")
+    try:
+        return log.run_id
+    finally:
+        log.discard()

@@ -5,6 +5,7 @@ copied into each new log with SQLite's backup API (well under a millisecond)."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from functools import lru_cache
@@ -27,6 +28,11 @@ def _template() -> sqlite3.Connection:
         conn.connection.driver_connection.backup(template)
     migrated.discard()
     return template
+
+
+# A forked child (a process pool's worker) makes its own: SQLite connections must not be
+# used across a fork.
+os.register_at_fork(after_in_child=_template.cache_clear)
 
 
 def _copy_schema(engine: sa.Engine) -> None:
