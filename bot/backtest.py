@@ -73,7 +73,9 @@ def cost_model(settings: Settings) -> CostModel:
 def scratch_tradelog(name: str) -> TradeLog:
     """An in-memory trade log for runs nobody needs to keep (reference portfolios,
     benchmarks): the engine records as always, nothing reaches a file."""
-    log = TradeLog.open("sqlite://")
+    from bot.store.scratch import memory_tradelog
+
+    log = memory_tradelog()
     log.start_run(
         mode="backtest", strategy=name, config_hash="-", config={}, code_version="-",
         data_source="-", synthetic=False, started_at=dt.datetime.now(dt.UTC),

@@ -307,3 +307,24 @@ def test_data_fetch_writes_inside_the_clone_by_default(tmp_path, venue, capsys):
     settings = load_settings(config)
     market = load_history(settings, resolve_data_dir(settings, config))
     assert not market.synthetic and market.prices.dates[0] == np.datetime64("2023-01-03")
+
+
+def test_every_live_job_commits_its_records_before_it_returns(tmp_path, venue):
+    """The durability promise: a paper or live job's orders and state are in the database
+    (seen through a second connection) when the job returns, not at a later batch."""
+    from bot.daemon.commits import EVERY_JOB
+
+    bought_before(venue, "TQQQ", 60_000.0)
+    jobs, log, clock = daemon(tmp_path, venue)
+    assert jobs.ctx.commits is EVERY_JOB
+    reader = TradeLog.open_readonly(f"sqlite:///{tmp_path / 'paper.sqlite'}")
+    assert jobs.run("open", jobs.open_job)
+    sent = reader.load_orders()
+    assert len(sent) >= 5 and set(sent["client_order_id"]) == set(log.load_orders()["client_order_id"])
+    assert reader.load_state("diversified_leverage", "paper")["last_rebalance_day"] == "2024-11-25"
+    venue.fill_open()
+    clock.set(OPEN_JOB + dt.timedelta(minutes=2))
+    assert jobs.run("poll", jobs.poll_job)
+    assert len(reader.load_fills(int(sent["run_id"].iloc[0]))) == 1  # the sell's fill
+    reader.close()
+    log.close()

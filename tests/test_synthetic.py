@@ -135,3 +135,29 @@ def test_rejects_bad_arguments() -> None:
         synthetic_market(["SPY"], "2024-01-01", "2023-01-01")
     with pytest.raises(ValueError, match="unique"):
         synthetic_market(["SPY", "SPY"], START, END)
+
+
+@pytest.mark.parametrize("phi", [0.9, 0.6, 0.3])
+def test_the_ar1_filter_gives_scipys_lfilter_bits(phi: float) -> None:
+    """The VIX and uncertainty noise is filtered without scipy.signal (slow to import):
+    the same bits as lfilter, so the synthetic market did not move."""
+    from scipy.signal import lfilter
+
+    from bot.data.synthetic import _recursive_filter
+
+    x = np.random.default_rng(11).standard_normal(9_000) * 0.3
+    x[:3] = [-0.0, 0.0, 1e-300]
+    assert np.array_equal(_recursive_filter(x, phi), lfilter([1.0], [1.0, -phi], x))
+    assert _recursive_filter(np.empty(0), phi).shape == (0,)
+
+
+def test_the_shared_calendar_gives_the_synthetic_markets_own_sessions() -> None:
+    """Inside its span the process's calendar is used; beyond it, the market's own."""
+    import pandas as pd
+
+    from bot.data.synthetic import _sessions, _xnys
+
+    for start, end in [("1990-01-02", "2024-12-31"), ("2008-01-02", "2026-06-30")]:
+        own = _xnys(1989, 2031).sessions_in_range(pd.Timestamp(start), pd.Timestamp(end))
+        assert np.array_equal(_sessions(start, end), own.to_numpy().astype("datetime64[D]"))
+    assert _sessions("2035-01-02", "2035-02-01")[0] == np.datetime64("2035-01-02")

@@ -149,3 +149,25 @@ def test_the_scheduler_runs_a_missed_job_as_soon_as_it_starts():
         assert scheduler.get_job("open").next_run_time == now + dt.timedelta(days=1)
     finally:
         scheduler.shutdown(wait=False)
+
+
+def test_fire_times_kept_per_week_are_the_ones_listed_afresh():
+    """Triggers keep each week's fire times; a fresh trigger per question (nothing kept)
+    must give the same times over two years of holidays, half days and DST changes."""
+    from bot.daemon.retries import CLOSE_PLAN, OPEN_PLAN, RetrySlotTrigger
+
+    cal = SessionCalendar()
+    makers = [
+        lambda: SessionTrigger(cal, "open", dt.timedelta(minutes=5)),
+        lambda: WeekStartTrigger(cal, dt.timedelta(hours=2)),
+        lambda: RetrySlotTrigger(cal, OPEN_PLAN),
+        lambda: RetrySlotTrigger(cal, CLOSE_PLAN),
+    ]
+    start, end = dt.datetime(2023, 1, 1, tzinfo=UTC), dt.datetime(2024, 12, 31, tzinfo=UTC)
+    for make in makers:
+        kept, previous, cached, fresh = make(), None, [], []
+        while not cached or cached[-1] < end:
+            cached.append(kept.get_next_fire_time(previous, start))
+            fresh.append(make().get_next_fire_time(previous, start))
+            previous = cached[-1]
+        assert cached == fresh and len(cached) > 100

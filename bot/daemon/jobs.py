@@ -1,6 +1,8 @@
 """The daemon's jobs. Each job restores the engine's state from the trade log, does one
 thing, saves the state with its records in one flush, and never lets an exception out:
-a failure becomes an incident in the trade log and the daemon carries on."""
+a failure becomes an incident in the trade log and the daemon carries on. When the
+flush happens is the context's commit policy (bot.daemon.commits): after every job
+live, in batches in a replay."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from bot.broker.base import LiveBroker
 from bot.broker.sequenced import SellsFirst
 from bot.clock import Clock
 from bot.config import Settings
+from bot.daemon.commits import EVERY_JOB, CommitPolicy
 from bot.daemon.feeds import MarketFeed, index_of_day
 from bot.daemon.sessions import SessionCalendar
 from bot.data.base import MarketData
@@ -22,6 +25,7 @@ from bot.engine import Engine, StepOutcome, record_execution
 from bot.engine_state import EngineState
 from bot.notify import messages
 from bot.notify.sender import Notifier
+from bot.store.models import to_plain
 from bot.store.tradelog import TradeLog
 from bot.strategy.base import TargetModel
 from bot.types import EquityPoint, Fill
@@ -46,6 +50,8 @@ class DaemonContext:
     # The engine's target model if not the config's: the platform's client accounts
     # trade the targets their profile decided once (bot.platform.profile_targets).
     model: TargetModel | None = None
+    # When the trade log commits a job's records: after each one unless it is a replay.
+    commits: CommitPolicy = EVERY_JOB
 
 
 class TradingJobs:
@@ -60,6 +66,10 @@ class TradingJobs:
         # The close a decision was last taken on, set before the engine steps: once it
         # has, orders may be out, and a failed decision is not run again that session.
         self.stepped_on: dt.date | None = None
+        self._uncommitted = 0  # successful jobs since the last commit
+        # Batched commits only: the state the last job saved, which the next commit
+        # writes; until then the trade log still holds an older one.
+        self._saved_state: dict | None = None
 
     # ------------------------------------------------------------------ plumbing
     def run(
@@ -72,13 +82,15 @@ class TradingJobs:
         try:
             job()
             self.record_notify_failures()
-            ctx.tradelog.flush()
+            self._uncommitted += 1
+            if ctx.commits.due(self._uncommitted):
+                self.commit()
             return True
         except Exception as exc:  # noqa: BLE001 - a job must never kill the daemon
             log.error("job failed", job=name, error=str(exc), exc_type=type(exc).__name__)
             self.notify("failures", *messages.failed_job(name, started, f"{type(exc).__name__}: {exc}"))
             try:  # what happened before the failure (orders sent, fills seen) is fact: keep it
-                ctx.tradelog.flush()
+                self.commit()
             except Exception as store_exc:  # noqa: BLE001
                 log.error("records not stored", job=name, error=str(store_exc))
             try:
@@ -90,6 +102,11 @@ class TradingJobs:
             except Exception as store_exc:  # noqa: BLE001
                 log.error("incident not stored", job=name, error=str(store_exc))
             return False
+
+    def commit(self) -> None:
+        """Write what the jobs since the last commit recorded, in one transaction."""
+        self.ctx.tradelog.flush()
+        self._uncommitted = 0
 
     def notify(self, kind: str, title: str, body: str) -> None:
         """Queue a notification (sent on another thread; never raises, never waits)."""
@@ -122,7 +139,9 @@ class TradingJobs:
         """An engine on `market` with the state saved by the last job. Reused while the
         feed hands out the same history (replay), rebuilt for fresh downloads (live)."""
         ctx = self.ctx
-        raw = ctx.tradelog.load_state(ctx.instance, ctx.mode)
+        raw = self._saved_state
+        if raw is None:
+            raw = ctx.tradelog.load_state(ctx.instance, ctx.mode)
         state = EngineState.from_dict(raw, ctx.settings.symbols) if raw else EngineState()
         if self._engine is None or self._engine_market is not market:
             self._engine = Engine(
@@ -133,10 +152,14 @@ class TradingJobs:
         return self._engine
 
     def save(self, engine: Engine) -> None:
+        """Buffer the engine's state for the next commit. Between batched commits the
+        next job restores it from here: the plain (JSON) form is what the trade log
+        would hand back once it is committed."""
         ctx = self.ctx
-        ctx.tradelog.save_state(
-            ctx.instance, ctx.mode, engine.state.to_dict(ctx.settings.symbols), ctx.clock.now()
-        )
+        state = to_plain(engine.state.to_dict(ctx.settings.symbols))
+        ctx.tradelog.save_state(ctx.instance, ctx.mode, state, ctx.clock.now())
+        if not ctx.commits.per_job:
+            self._saved_state = state
 
     def poll(self) -> int:
         """Record every status change and fill the broker reports; returns how many."""

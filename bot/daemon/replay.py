@@ -15,6 +15,7 @@ from bot.broker.base import TradingSession
 from bot.broker.replay import ReplayBroker
 from bot.clock import SimulatedClock
 from bot.config import Settings
+from bot.daemon.commits import REPLAY_BATCH, CommitPolicy
 from bot.daemon.feeds import HistoryFeed
 from bot.daemon.jobs import DaemonContext, TradingJobs
 from bot.daemon.service import build_schedule, run_replay
@@ -103,12 +104,14 @@ def replay(
     end: dt.date,
     stop: threading.Event | None = None,
     progress: Callable[[float], None] | None = None,
+    commits: CommitPolicy = REPLAY_BATCH,
 ) -> ReplayResult:
     """Replay START..END. Like the backtest, START is the first decision day: the clock
     starts just before START's close job, so the first orders fill at the next open.
     Setting `stop` ends it after the running job; either way the orders still waiting
     at the simulated venue are closed, since that venue ends with the process.
-    `progress` hears the share of the span done (0..1) after every job."""
+    `progress` hears the share of the span done (0..1) after every job. `commits`: when
+    the trade log commits (in batches: a replay is a simulation, bot.daemon.commits)."""
     calendar = SessionCalendar()
     sessions = [s for s in calendar.between(start, end)]
     if not sessions:
@@ -123,7 +126,9 @@ def replay(
         clock,
     )
     notifier = Notifier.from_settings(settings, "replay") if settings.notify.replay else None
-    jobs = TradingJobs(_context(settings, market, broker, tradelog, clock, calendar, run_id, notifier))
+    jobs = TradingJobs(
+        _context(settings, market, broker, tradelog, clock, calendar, run_id, notifier, commits)
+    )
     # Run through the next session's decision (on END's close), as the backtest decides
     # on END's close too; its orders cannot fill inside the span and are cancelled.
     after = calendar.between(last.day + dt.timedelta(days=1), last.day + dt.timedelta(days=10))[0]
@@ -159,6 +164,7 @@ def _context(
     calendar: SessionCalendar,
     run_id: int,
     notifier: Notifier | None = None,
+    commits: CommitPolicy = REPLAY_BATCH,
 ) -> DaemonContext:
     return DaemonContext(
         settings=settings,
@@ -171,6 +177,7 @@ def _context(
         mode="replay",
         order_prefix=f"rp{run_id}",
         notifier=notifier,
+        commits=commits,
     )
 
 

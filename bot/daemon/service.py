@@ -256,5 +256,5 @@ def run_replay(
         if progress is not None:
             progress(when)
         next_time[name] = triggers[name].get_next_fire_time(when, when)
-    jobs.ctx.tradelog.flush()
+    jobs.commit()  # the last batch (a replay commits in batches: bot.daemon.commits)
     return ReplayLoop(count, failures, interrupted)

@@ -4,6 +4,7 @@ closes included, so daylight-saving changes and half days are right."""
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from collections.abc import Callable
 
@@ -17,7 +18,14 @@ SessionSource = Callable[[dt.date, dt.date], list[TradingSession]]
 
 
 def exchange_sessions(start: dt.date, end: dt.date) -> list[TradingSession]:
-    """NYSE sessions from exchange_calendars (offline)."""
+    """NYSE sessions from exchange_calendars (offline), from a per-year index: the
+    scheduler asks for overlapping windows hundreds of times a replay, and a pandas
+    query each time cost more than the jobs themselves."""
+    return _EXCHANGE.between(start, end)
+
+
+def exchange_sessions_uncached(start: dt.date, end: dt.date) -> list[TradingSession]:
+    """NYSE sessions from exchange_calendars, queried now (what the index is built from)."""
     import pandas as pd
 
     from bot.calendar import _xnys
@@ -30,6 +38,48 @@ def exchange_sessions(start: dt.date, end: dt.date) -> list[TradingSession]:
         TradingSession(d.date(), o.to_pydatetime(), c.to_pydatetime())
         for d, o, c in zip(days, opens, closes, strict=True)
     ]
+
+
+class _YearIndex:
+    """The exchange's sessions, loaded a calendar year at a time and answered by bisection.
+    Spans outside the calendar's first and last session (and empty ones) go to the
+    uncached query, so its errors (DateOutOfBounds) and answers stay the same."""
+
+    def __init__(self) -> None:
+        self._years: dict[int, tuple[list[dt.date], list[TradingSession]]] = {}
+        self._bounds: tuple[dt.date, dt.date] | None = None
+
+    def bounds(self) -> tuple[dt.date, dt.date]:
+        if self._bounds is None:
+            from bot.calendar import _xnys
+
+            cal = _xnys()
+            self._bounds = (cal.first_session.date(), cal.last_session.date())
+        return self._bounds
+
+    def between(self, start: dt.date, end: dt.date) -> list[TradingSession]:
+        first, last = self.bounds()
+        if end < start or start < first or end > last:
+            return exchange_sessions_uncached(start, end)
+        out: list[TradingSession] = []
+        for year in range(start.year, end.year + 1):
+            days, sessions = self._year(year)
+            lo = bisect.bisect_left(days, start) if year == start.year else 0
+            hi = bisect.bisect_right(days, end) if year == end.year else len(days)
+            out.extend(sessions[lo:hi])
+        return out
+
+    def _year(self, year: int) -> tuple[list[dt.date], list[TradingSession]]:
+        if year not in self._years:
+            first, last = self.bounds()
+            sessions = exchange_sessions_uncached(
+                max(first, dt.date(year, 1, 1)), min(last, dt.date(year, 12, 31))
+            )
+            self._years[year] = ([s.day for s in sessions], sessions)
+        return self._years[year]
+
+
+_EXCHANGE = _YearIndex()
 
 
 class SessionCalendar:
@@ -52,11 +102,15 @@ class SessionCalendar:
 
     def around(self, when: dt.datetime, days_back: int = 7, days_ahead: int = 21) -> list[TradingSession]:
         """Sessions in a window around `when`, on a weekly grid so the cache is reused."""
-        anchor = when.date() - dt.timedelta(days=when.date().weekday())
+        return self._week(when.date(), days_back, days_ahead)
+
+    def _week(self, day: dt.date, days_back: int = 7, days_ahead: int = 21) -> list[TradingSession]:
+        anchor = day - dt.timedelta(days=day.weekday())
         return self.between(anchor - dt.timedelta(days=days_back), anchor + dt.timedelta(days=days_ahead))
 
     def session_on(self, day: dt.date) -> TradingSession | None:
-        for s in self.between(day - dt.timedelta(days=7), day + dt.timedelta(days=7)):
+        """From the cached window of `day`'s week (it holds the whole week)."""
+        for s in self._week(day):
             if s.day == day:
                 return s
         return None
@@ -67,8 +121,13 @@ class SessionCalendar:
         return session is not None and session.open <= now < session.close - before_close
 
     def previous_session(self, day: dt.date) -> TradingSession:
-        """The last session strictly before `day`."""
-        sessions = [s for s in self.between(day - dt.timedelta(days=14), day) if s.day < day]
+        """The last session strictly before `day`, at most two weeks back. The cached
+        window of `day`'s week reaches a week before it, which holds one but after the
+        longest closures (a week after 9/11)."""
+        window = self._week(day)
+        if not window or window[0].day >= day:
+            window = self.between(day - dt.timedelta(days=14), day)
+        sessions = [s for s in window if s.day < day]
         if not sessions:
             raise LookupError(f"no trading session in the two weeks before {day}")
         return sessions[-1]

@@ -15,15 +15,30 @@ _TICK = dt.timedelta(microseconds=1)
 
 
 class _CalendarTrigger(BaseTrigger):
-    """A trigger whose fire times are listed by `_times` for a window around a moment."""
+    """A trigger whose fire times are listed by `_times` for a window around a moment.
+    The window is the calendar's for the moment's week (SessionCalendar.around), so the
+    list is kept per week: a replay asks for the next fire time thousands of times."""
+
+    _KEEP_WEEKS = 8
 
     def _times(self, around: dt.datetime) -> list[dt.datetime]:
         raise NotImplementedError
 
+    def _week_times(self, around: dt.datetime) -> list[dt.datetime]:
+        day = around.date()
+        week = day - dt.timedelta(days=day.weekday())  # SessionCalendar.around's grid
+        # made here: the subclasses set their fields without calling this class's __init__
+        cache: dict[dt.date, list[dt.datetime]] = self.__dict__.setdefault("_by_week", {})
+        if week not in cache:
+            if len(cache) >= self._KEEP_WEEKS:
+                cache.clear()
+            cache[week] = self._times(around)
+        return cache[week]
+
     def get_next_fire_time(self, previous_fire_time, now):
         after = previous_fire_time + _TICK if previous_fire_time else now
         for probe in (after, after + dt.timedelta(days=21)):
-            for when in self._times(probe):
+            for when in self._week_times(probe):
                 if when >= after:
                     return when
         return None

@@ -195,11 +195,20 @@ def _sessions(start: str | date, end: str | date) -> np.ndarray:
     first, last = pd.Timestamp(start).normalize(), pd.Timestamp(end).normalize()
     if last < first:
         raise ValueError(f"end {last.date()} is before start {first.date()}")
-    calendar = _xnys(min(first.year, 1990) - 1, max(last.year, 2030) + 1)
+    calendar = _shared_xnys(first, last) or _xnys(min(first.year, 1990) - 1, max(last.year, 2030) + 1)
     sessions = calendar.sessions_in_range(first, last).to_numpy().astype("datetime64[D]")
     if len(sessions) < 2:
         raise ValueError(f"fewer than 2 XNYS sessions between {first.date()} and {last.date()}")
     return sessions
+
+
+def _shared_xnys(first: pd.Timestamp, last: pd.Timestamp) -> ExchangeCalendar | None:
+    """The process's XNYS calendar (bot.calendar: the jobs' and the engine's) if its
+    sessions cover [first, last]: the same sessions without building a second calendar."""
+    from bot.calendar import _xnys as shared
+
+    calendar = shared()
+    return calendar if calendar.first_session <= first and last <= calendar.last_session else None
 
 
 @functools.lru_cache(maxsize=4)
@@ -350,9 +359,20 @@ def _overnight_share(rng: np.random.Generator, n: int) -> np.ndarray:
 def _ar1(rng: np.random.Generator, n: int, phi: float, sd: float) -> np.ndarray:
     """A stationary-scale AR(1) noise with persistence `phi` and marginal sd `sd`."""
     innovations = rng.standard_normal(n) * sd * np.sqrt(1.0 - phi**2)
-    from scipy.signal import lfilter  # here: scipy.signal costs half a second to import
+    return _recursive_filter(innovations, phi)
 
-    return lfilter([1.0], [1.0, -phi], innovations)
+
+def _recursive_filter(x: np.ndarray, phi: float) -> np.ndarray:
+    """y[t] = x[t] + phi * y[t-1] from y[-1] = 0: scipy's lfilter([1], [1, -phi], x) with
+    the same arithmetic, so the same bits (tests check it), without importing scipy.signal
+    (half a second, on every command that builds a synthetic market). A few thousand steps
+    of a Python loop cost a millisecond."""
+    y = np.empty(len(x))
+    previous = 0.0
+    for t, value in enumerate(x.tolist()):
+        previous = value + phi * previous
+        y[t] = previous
+    return y
 
 
 def _rates(rng: np.random.Generator, crashes: _Crashes) -> tuple[np.ndarray, np.ndarray]:
