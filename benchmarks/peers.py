@@ -113,7 +113,15 @@ def fixed_weight_vectorbt(
 def fixed_weight_bt(
     prices: pd.DataFrame, weights: dict[str, float], every: int = 4, cash: float = 100_000.0
 ) -> pd.Series:
-    """bt: RunEveryNPeriods(every, offset=0) -> SelectAll -> WeighSpecified -> Rebalance.
+    """bt, set up its fastest documented way: RunEveryNPeriods -> WeighSpecified -> Rebalance.
+
+    bt's docs build a fixed-weight portfolio from WeighSpecified and Rebalance; WeighSpecified
+    sets temp['weights'] itself, so no Select* algo is needed (SelectAll, which the docs'
+    equal-weight example uses to pick the names WeighEqually weighs, filters every row's
+    prices and made this run 2.6-3.3x slower for the same equity). No commission function
+    (bt's default charges none, without calling a Python hook per trade),
+    integer_positions=False (fractional shares, as the docstring advises) and no progress
+    bar.
 
     bt prepends a bootstrap row at (first date - 1 calendar day) on which no algo runs
     and the value is the initial capital; the algo stack first runs on day 0, where
@@ -124,18 +132,12 @@ def fixed_weight_bt(
 
     algos = [
         bt.algos.RunEveryNPeriods(every, offset=0),
-        bt.algos.SelectAll(),
         bt.algos.WeighSpecified(**{str(k): float(v) for k, v in weights.items()}),
         bt.algos.Rebalance(),
     ]
     strat = bt.Strategy("fixed_weight", algos)
     test = bt.Backtest(
-        strat,
-        prices,
-        initial_capital=cash,
-        commissions=lambda quantity, price: 0.0,
-        integer_positions=False,
-        progress_bar=False,
+        strat, prices, initial_capital=cash, integer_positions=False, progress_bar=False
     )
     test.run()
     values = test.strategy.values

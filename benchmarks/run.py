@@ -1,7 +1,7 @@
 """Speed benchmark: our engine against bt, vectorbt and a plain numpy loop, in one run.
 
     pip install -e ".[bench]"        # bt and vectorbt, never needed by the tests
-    python benchmarks/run.py [--data-dir ../shared/data] [--repeat 5]
+    python benchmarks/run.py [--data-dir ../shared/data] [--repeat 5] [--markdown]
 
 Case 1, the fixed-weight portfolio (TQQQ 20 / UPRO 20 / UDOW 10 / TMF 25 / UGL 10 /
 DIG 15), 2010-03-01 to 2024-12-31, rebalanced at the close on day 0 and every 4 trading
@@ -13,15 +13,26 @@ fills with costs) in our engine, over the same span.
 Times are warm (data in memory, imports and JIT done), best of N; ratios are against
 peers measured in the same run. Our runs record to the in-memory trade-log buffers as
 always; writing them to SQLite is timed separately.
+
+The end prints the speed targets, each with its measured value and whether it is met:
+the two ratios above; cold commands (a new process each, in a temporary directory with
+its own trade log, on the synthetic market, best of 3): `bot backtest --no-charts`,
+`bot run --replay 2023-01-03:2024-12-31` and `bot orders` on that replay's log; one
+decision of the daemon's own job (`TradingJobs.decide`, after its context is built)
+on the replay adapters; and the memory a backtest keeps per order (tracemalloc).
+`--markdown` prints that table as markdown too (docs/speed.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
+import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +52,112 @@ CONFIG = REPO / "config" / "diversified_leverage.toml"
 START, END = "2010-03-01", "2024-12-31"
 EVERY = 4
 RTOL = 1e-6
+REPLAY_SPAN = "2023-01-03:2024-12-31"
+BOT = Path(sys.executable).with_name("bot")
+
+
+def cold_commands(repeat: int = 3) -> dict[str, float]:
+    """Best-of-`repeat` wall time of each command in a new process: a temporary working
+    directory and trade log, the synthetic market (the data a fresh clone has)."""
+    commands = {
+        "cold `bot backtest --no-charts`": ["backtest", "--no-charts", "--synthetic"],
+        f"cold `bot run --replay {REPLAY_SPAN}`": ["run", "--replay", REPLAY_SPAN, "--synthetic"],
+        "cold `bot orders`": ["orders"],
+    }
+    best = dict.fromkeys(commands, float("inf"))
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {**os.environ, "BOT_DATABASE_URL": f"sqlite:///{tmp}/tradelog.sqlite"}
+            env.pop("BOT_DATA_DIR", None)
+            for name, args in commands.items():
+                extra = ["--out", f"{tmp}/report"] if args[0] == "backtest" else []
+                t0 = time.perf_counter()
+                subprocess.run([str(BOT), *args, *extra], cwd=tmp, env=env, check=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
+def live_decision_seconds(base, repeat: int = 5) -> float:
+    """One decision of the daemon's job (`TradingJobs.decide`: broker refresh, history from
+    the feed, the engine's step, orders out, state saved) once its context is built,
+    on the replay adapters over the synthetic market; best of `repeat` fresh contexts."""
+    from bot.backtest import cost_model
+    from bot.broker.replay import ReplayBroker
+    from bot.clock import SimulatedClock
+    from bot.daemon.jobs import TradingJobs
+    from bot.daemon.replay import _context
+    from bot.daemon.sessions import SessionCalendar
+    from bot.data.synthetic import synthetic_market
+
+    d = base.data
+    market = synthetic_market([*base.symbols], d.synthetic_start, d.synthetic_end, seed=d.synthetic_seed)
+    calendar = SessionCalendar()
+    session = calendar.session_on(dt.date(2024, 12, 2))
+    best = float("inf")
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            log = TradeLog.open(f"sqlite:///{tmp}/live.sqlite")
+            run_id = log.start_run(mode="replay", strategy="bench", config_hash="-", config={},
+                                   code_version="-", data_source="-", synthetic=True,
+                                   started_at=dt.datetime.now(dt.UTC))
+            clock = SimulatedClock(session.close + dt.timedelta(minutes=19))
+            broker = ReplayBroker(market.prices.select(base.symbols), base.backtest.initial_cash,
+                                  cost_model(base), base.rebalance.fractional, clock)
+            jobs = TradingJobs(_context(base, market, broker, log, clock, calendar, run_id))
+            t0 = time.perf_counter()
+            outcome = jobs.decide(session.day)
+            best = min(best, time.perf_counter() - t0)
+            assert outcome.orders, "the benchmark decision should trade (initial allocation)"
+            jobs.close()
+            log.close()
+    return best
+
+
+def retained_bytes_per_order(settings, market) -> tuple[float, int]:
+    """Memory a fixed-weight backtest still holds when it ends (its result and trade-log
+    buffers, before any flush), per order: tracemalloc's traced size."""
+    log = scratch_tradelog("memory")
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    result = run_backtest(settings, market, log, order_prefix="bench")
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    orders = len(result.fills)
+    log.discard()
+    return held / orders, orders
+
+
+def target_rows(ratios: dict[str, float], cold: dict[str, float], decision: float,
+                per_order: float) -> list[tuple[str, str, str, bool]]:
+    """(target, measured, goal, met) for each of the speed targets."""
+    rows = []
+    if "fixed/vectorbt" in ratios:
+        r = ratios["fixed/vectorbt"]
+        rows.append(("fixed weights, leverbot / vectorbt", f"{r:.2f}x", "<= 3x", r <= 3.0))
+    if "full/bt" in ratios:
+        r = ratios["full/bt"]
+        rows.append(("full strategy / bt fixed weights (idiomatic)", f"{r:.2f}x", "<= 0.7x", r <= 0.7))
+    goals = {"backtest": 2.0, "replay": 2.0, "orders": 0.6}
+    for name, seconds in cold.items():
+        goal = next(v for k, v in goals.items() if k in name)
+        rows.append((name, f"{seconds:.2f} s", f"<= {goal:g} s", seconds <= goal))
+    rows.append(("one live decision (after connect)", f"{decision * 1e3:.0f} ms", "<= 300 ms",
+                 decision <= 0.3))
+    rows.append(("memory kept per order", f"{per_order / 1024:.2f} KB", "<< 2.7 KB",
+                 per_order <= 2.7 * 1024 / 2))
+    return rows
+
+
+def print_targets(rows, markdown: bool) -> None:
+    print("\ntargets:")
+    width = max(len(r[0]) for r in rows)
+    for name, measured, goal, met in rows:
+        print(f"  {name:<{width}}  {measured:>10}  {goal:>10}  {'yes' if met else 'NO'}")
+    if markdown:
+        print("\n| target | measured | goal | met |\n| --- | ---: | ---: | :-: |")
+        for name, measured, goal, met in rows:
+            print(f"| {name} | {measured} | {goal} | {'yes' if met else 'no'} |")
 
 
 def best_of(fn, repeat: int) -> float:
@@ -75,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--markdown", action="store_true", help="also print the targets as markdown")
+    ap.add_argument("--no-cold", action="store_true", help="skip the cold command timings")
     args = ap.parse_args(argv)
 
     base = load_settings(CONFIG)
@@ -149,17 +268,20 @@ def main(argv: list[str] | None = None) -> int:
     if "vectorbt" in times:
         floor = per_day * days
         print(f"  the daily step alone is {floor / times['vectorbt']:.2f}x vectorbt's whole run")
+    ratios: dict[str, float] = {}
     print("\nratios:")
     for name in peers:
         print(f"  fixed weights, leverbot / {name}: {ours_fixed / times[name]:.2f}")
-    if "bt" in times:
-        ratio = times["leverbot full strategy"] / times["bt"]
-        print(f"  full strategy (leverbot) / fixed weights (bt): {ratio:.2f}")
     if "vectorbt" in times:
-        print(f"  target: fixed weights faster than vectorbt: {ours_fixed < times['vectorbt']}")
+        ratios["fixed/vectorbt"] = ours_fixed / times["vectorbt"]
     if "bt" in times:
-        print(f"  target: full strategy faster than bt fixed: "
-              f"{times['leverbot full strategy'] < times['bt']}")
+        ratios["full/bt"] = times["leverbot full strategy"] / times["bt"]
+        print(f"  full strategy (leverbot) / fixed weights (bt): {ratios['full/bt']:.2f}")
+
+    per_order_bytes, _ = retained_bytes_per_order(fixed_settings(base), market)
+    decision = live_decision_seconds(base)
+    cold = {} if args.no_cold else cold_commands()
+    print_targets(target_rows(ratios, cold, decision, per_order_bytes), args.markdown)
     return 0
 
 

@@ -200,7 +200,7 @@ class Engine:
     def rebalance_id(self, day: dt.date) -> str:
         """The id of the rebalance decided at the close of `day`: the start of its orders'
         client_order_ids and the key of its targets rows."""
-        return f"{self.order_prefix}-{day:%Y%m%d}-rb"
+        return f"{self.order_prefix}-{day.year:04d}{day.month:02d}{day.day:02d}-rb"
 
     def decide_regime_for(self, day: dt.date) -> Regime:
         """Decide (and log) the regime of an upcoming first trading day of the week ahead
@@ -261,6 +261,7 @@ class Engine:
         return decision_context(
             self.model, self.symbols, self.dates, self.close, t,
             self.state.regime or self.settings.regime.initial, self.state.drawdown.defensive,
+            self._days[t],
         )
 
     def _rebalance(
@@ -405,17 +406,19 @@ def decision_context(
     t: int,
     regime: Regime,
     defensive: bool,
+    day: dt.date | None = None,
 ) -> DecisionContext:
     """What `model` sees at the close of day t: history up to t only, the trailing
     returns it asks for (full rows), and which assets have a price that day. Also used
-    by the allocation API, so it explains exactly what the engine would decide."""
+    by the allocation API, so it explains exactly what the engine would decide. `day`:
+    dates[t] as a date, if the caller has it (converting costs more than the rest)."""
     lo = max(0, t - model.returns_window)
     closes = close[lo : t + 1]
     rets = closes[1:] / closes[:-1] - 1.0
     full = np.isfinite(rets).all(axis=1)
     return DecisionContext(
         t=t,
-        day=dates[t].astype("datetime64[D]").astype(object),
+        day=dates[t].astype("datetime64[D]").astype(object) if day is None else day,
         symbols=symbols,
         dates=dates[: t + 1],
         closes=close[: t + 1],

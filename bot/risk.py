@@ -16,6 +16,7 @@ import numpy as np
 
 from bot.config import RiskSettings
 from bot.strategy.weights import realized_vol
+from bot.strategy.window_stats import WindowStats
 from bot.types import Regime, RiskEvent
 
 _EPS = 1e-12
@@ -68,6 +69,11 @@ class GuardInputs:
     # bool per asset: has a price today. Freed weight never goes to an asset that is not
     # listed yet: the planner cannot buy it, so its target would show as drift every day.
     tradable: np.ndarray
+    # Statistics of `returns` the target model already computed for this decision.
+    stats: WindowStats | None = None
+
+    def window_stats(self) -> WindowStats:
+        return self.stats if self.stats is not None else WindowStats(self.returns)
 
 
 @dataclass
@@ -153,12 +159,7 @@ def correlated_clusters(corr: np.ndarray, threshold: float) -> list[list[int]]:
 
 def correlation_matrix(returns: np.ndarray) -> np.ndarray | None:
     """Pearson correlations of the columns; None if a column is constant."""
-    if np.any(returns.max(axis=0) == returns.min(axis=0)):
-        return None
-    centered = returns - returns.mean(axis=0)
-    cross = centered.T @ centered
-    scale = np.sqrt(np.diag(cross))
-    return cross / np.outer(scale, scale)
+    return WindowStats(returns).correlation(returns.shape[0])
 
 
 def correlation_rule(
@@ -170,7 +171,7 @@ def correlation_rule(
     to the assets in no cluster (within the position cap), the rest to cash."""
     if inp.returns.shape[0] < cfg.correlation_window:
         return w, None
-    corr = correlation_matrix(inp.returns[-cfg.correlation_window :])
+    corr = inp.window_stats().correlation(cfg.correlation_window)
     if corr is None:
         return w, None
     np.fill_diagonal(corr, 0.0)
@@ -241,7 +242,7 @@ def guard(w: np.ndarray, inp: GuardInputs, cfg: RiskSettings) -> GuardResult:
 
     stops = np.full(len(w), np.nan)
     if "stops" in rules and inp.returns.shape[0] >= cfg.vol_window:
-        vol = realized_vol(inp.returns[-cfg.vol_window :])
+        vol = inp.window_stats().vol(cfg.vol_window)
         stops = np.where(w > 0, stop_levels(inp.prices, vol, inp.regime, cfg), np.nan)
     return GuardResult(w, stops, events, reasons)
 

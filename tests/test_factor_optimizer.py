@@ -79,3 +79,56 @@ def test_draws_cover_the_band_uniformly(low, high):
     # Uniform: each quarter of the band holds about a quarter of the draws.
     counts, _ = np.histogram(draws, bins=4, range=(low, high))
     assert np.all(np.abs(counts / len(draws) - 0.25) < 0.03)
+
+
+def linprog_weights(scores, eligible, invested, cap):
+    """The program solved by a general LP solver (HiGHS): the oracle of the direct fill."""
+    from scipy.optimize import linprog
+
+    n = len(scores)
+    upper = np.where(eligible, cap, 0.0)
+    result = linprog(
+        -np.where(eligible, np.nan_to_num(scores), 0.0),
+        A_eq=np.ones((1, n)),
+        b_eq=[invested],
+        bounds=list(zip(np.zeros(n), upper, strict=True)),
+        method="highs",
+    )
+    assert result.status == 0, result.message
+    return np.clip(result.x, 0.0, upper)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_direct_fill_is_the_linear_programs_optimum(seed):
+    """On random problems (ties, NaN scores, tiny and full totals, caps that just hold the
+    total) the fill reaches the LP's objective, and where the optimum is unique (no two
+    eligible scores tie) it is the LP's point."""
+    rng = np.random.default_rng(seed)
+    for _ in range(500):
+        n = int(rng.integers(1, 12))
+        scores = rng.normal(size=n)
+        if rng.random() < 0.3:  # ties
+            scores = np.round(scores, 0)
+        if rng.random() < 0.2:
+            scores[rng.random(n) < 0.3] = np.nan
+        eligible = rng.random(n) < 0.8
+        cap = float(rng.choice([0.2, 0.25, 0.5, 1.0, rng.uniform(0.1, 1.0)]))
+        room = cap * int(eligible.sum())
+        invested = min(float(rng.choice([rng.uniform(0, 1.2), 1.0, room, 1e-11])), 1.0, room)
+        w = solve_weights(scores, eligible, invested, cap)
+        if invested <= 0 or not eligible.any():
+            assert np.all(w == 0)
+            continue
+        oracle = linprog_weights(scores, eligible, invested, cap)
+        objective = np.where(eligible, np.nan_to_num(scores), 0.0)
+        assert np.all(w >= 0) and np.all(w <= cap) and np.all(w[~eligible] == 0)
+        assert w.sum() == pytest.approx(invested, abs=1e-9)
+        assert objective @ w == pytest.approx(objective @ oracle, abs=1e-9)
+        ranked = objective[eligible]
+        if len(np.unique(ranked)) == len(ranked):
+            np.testing.assert_allclose(w, oracle, atol=1e-9)
+
+
+def test_more_than_the_caps_hold_is_an_error():
+    with pytest.raises(RuntimeError, match="infeasible"):
+        solve_weights(np.ones(2), np.ones(2, bool), 1.5, CAP)

@@ -78,3 +78,15 @@ def test_lower_quantile_matches_numpy():
     rets = np.random.default_rng(5).normal(size=(60, 6))
     for q in (0.01, 0.05, 0.5, 0.99):
         np.testing.assert_allclose(lower_quantile(rets, q), np.quantile(rets, q, axis=0))
+
+
+def test_window_stats_match_the_direct_formulas_and_are_computed_once():
+    from bot.strategy.window_stats import WindowStats
+
+    rets = np.random.default_rng(3).normal(0, 0.02, size=(80, 5))
+    stats = WindowStats(rets)
+    np.testing.assert_allclose(stats.vol(20), np.std(rets[-20:], axis=0, ddof=1), rtol=1e-13)
+    np.testing.assert_allclose(stats.correlation(60), np.corrcoef(rets[-60:], rowvar=False), atol=1e-13)
+    assert stats.vol(20) is stats.vol(20)  # cached
+    assert stats.correlation(60) is not stats.correlation(60)  # callers may modify theirs
+    np.testing.assert_array_equal(stats.vol(60), realized_vol(rets[-60:]))

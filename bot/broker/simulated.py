@@ -128,9 +128,10 @@ class SimulatedBroker:
             order.status_message = "no price on the fill day"
             return order, None
         slip = self.costs.slippage_bps * 1e-4
+        held = float(self.shares[i])  # one read: numpy scalar arithmetic is the slow part
         if req.side is Side.SELL:
             price = ref * (1.0 - slip)
-            qty = min(req.quantity, float(self.shares[i]))
+            qty = min(req.quantity, held)
         else:
             price = ref * (1.0 + slip)
             qty = min(req.quantity, self._affordable(price))
@@ -145,13 +146,12 @@ class SimulatedBroker:
         commission = self.costs.commission(qty, price)
         notional = qty * price
         if req.side is Side.SELL:
-            self.shares[i] -= qty
+            held -= qty
             self._cash += notional - commission
         else:
-            self.shares[i] += qty
+            held += qty
             self._cash -= notional + commission
-        if abs(self.shares[i]) < 1e-12:
-            self.shares[i] = 0.0
+        self.shares[i] = 0.0 if abs(held) < 1e-12 else held
         short = qty < req.quantity - 1e-9
         # A day order filled in part is done: the rest expires, as at Alpaca.
         order.status = OrderStatus.EXPIRED if short else OrderStatus.FILLED

@@ -13,6 +13,7 @@ from bot.strategy.weights import (
     inverse_vol_weights,
     mean_variance_weights,
 )
+from bot.strategy.window_stats import WindowStats
 from bot.types import Regime, TargetRow
 
 
@@ -52,7 +53,8 @@ class LeverageModel:
         self.history_calendar_days = max(550, int(self.returns_window * 1.5) + 30)
 
     def decide(self, ctx: DecisionContext) -> TargetDecision:
-        baseline, how = self.baseline(ctx.returns, ctx.tradable)
+        stats = WindowStats(ctx.returns)  # shared by the weights and the guard
+        baseline, how = self.baseline(ctx.returns, ctx.tradable, stats)
         overlaid = (
             apply_overlay(baseline, self.overlay[ctx.regime])
             if self.settings.strategy.overlay_enabled
@@ -62,7 +64,7 @@ class LeverageModel:
             overlaid,
             GuardInputs(
                 ctx.day, ctx.symbols, self.is_bond, ctx.returns, ctx.closes[-1], ctx.regime,
-                ctx.defensive, ctx.tradable,
+                ctx.defensive, ctx.tradable, stats,
             ),
             self.settings.risk,
         )
@@ -80,8 +82,11 @@ class LeverageModel:
         stops = result.stops if "stops" in self.settings.risk.rules else None
         return TargetDecision(result.weights, rows, result.events, stops)
 
-    def baseline(self, rets: np.ndarray, tradable: np.ndarray) -> tuple[np.ndarray, str]:
-        """Strategy weights before the overlay, and how they were obtained."""
+    def baseline(
+        self, rets: np.ndarray, tradable: np.ndarray, stats: WindowStats | None = None
+    ) -> tuple[np.ndarray, str]:
+        """Strategy weights before the overlay, and how they were obtained; `stats`: the
+        decision's statistics of `rets`, if already made."""
         st = self.settings.strategy
         strategic = np.where(tradable, self.strategic, 0.0)
         if strategic.sum() <= 0:  # before any asset of the universe is listed
@@ -100,7 +105,8 @@ class LeverageModel:
             return self._mean_variance(rets, strategic)
         var = rets[-st.var_window :] if st.var_adjust and rets.shape[0] >= st.var_window else None
         result = inverse_vol_weights(
-            rets[-st.vol_window :], self.leverage, var, st.var_confidence, st.var_factor_floor
+            rets[-st.vol_window :], self.leverage, var, st.var_confidence, st.var_factor_floor,
+            stats or WindowStats(rets),
         )
         how = f"inverse vol {st.vol_window}d / leverage" + (" x VaR factor" if var is not None else "")
         return result.weights, how

@@ -14,12 +14,13 @@ from statistics import NormalDist
 
 import numpy as np
 
+from bot.strategy.window_stats import WindowStats
+
 
 def realized_vol(returns: np.ndarray) -> np.ndarray:
     """Daily standard deviation (ddof=1) per column (written out: ndarray.std's generic
     path costs twice as much on the small windows the engine uses every rebalance)."""
-    centered = returns - returns.mean(axis=0)
-    return np.sqrt(np.einsum("ij,ij->j", centered, centered) / (returns.shape[0] - 1))
+    return WindowStats(returns).vol(returns.shape[0])
 
 
 def lower_quantile(returns: np.ndarray, q: float) -> np.ndarray:
@@ -40,16 +41,18 @@ def _z(confidence: float) -> float:
     return NormalDist().inv_cdf(confidence)
 
 
-def var_tail_factor(returns: np.ndarray, confidence: float, floor: float) -> np.ndarray:
+def var_tail_factor(
+    returns: np.ndarray, confidence: float, floor: float, vol: np.ndarray | None = None
+) -> np.ndarray:
     """How much fatter than Gaussian each asset's left tail is, as a weight multiplier.
 
     factor_i = clip(VaR_gauss_i / VaR_hist_i, floor, 1), where VaR_gauss = z_q * sigma_i
     and VaR_hist = -quantile_{1-q}(r_i), both over the same window. An asset whose
     historical one-day VaR exceeds the Gaussian one (crash risk that volatility alone
     understates) loses weight; thin tails are not rewarded, so the adjustment only ever
-    makes the portfolio more defensive.
+    makes the portfolio more defensive. `vol`: the window's volatilities, if known.
     """
-    gauss = _z(confidence) * realized_vol(returns)
+    gauss = _z(confidence) * (realized_vol(returns) if vol is None else vol)
     hist = -lower_quantile(returns, 1.0 - confidence)
     factor = np.ones(returns.shape[1])
     ok = hist > 0
@@ -70,19 +73,23 @@ def inverse_vol_weights(
     var_returns: np.ndarray | None = None,
     var_confidence: float = 0.95,
     var_floor: float = 0.5,
+    stats: WindowStats | None = None,
 ) -> InverseVolResult:
     """w_i proportional to (1/sigma_i) * (1/beta_i) * var_factor_i, normalized.
 
     sigma_i is the realized volatility over `vol_returns` (the research's 20 days); beta_i
     the ETF's leverage; the VaR factor comes from `var_returns` when given (see
     var_tail_factor). An asset with zero volatility cannot be weighted: ValueError.
+    `stats`, the decision's window statistics, supplies volatilities already computed:
+    both return windows must then be trailing windows of its returns.
     """
-    vol = realized_vol(vol_returns)
+    vol = realized_vol(vol_returns) if stats is None else stats.vol(vol_returns.shape[0])
     if np.any(~np.isfinite(vol)) or np.any(vol <= 0):
         raise ValueError(f"inverse_vol needs positive finite volatilities, got {vol.tolist()}")
     raw = 1.0 / (vol * leverage)
     if var_returns is not None:
-        factor = var_tail_factor(var_returns, var_confidence, var_floor)
+        var_vol = None if stats is None else stats.vol(var_returns.shape[0])
+        factor = var_tail_factor(var_returns, var_confidence, var_floor, var_vol)
         raw = raw * factor
     else:
         factor = np.ones_like(raw)

@@ -1,0 +1,52 @@
+"""Statistics of one decision's trailing return window, each computed once.
+
+A rebalance asks for the same numbers several times: the 20-day volatilities weigh the
+assets (inverse vol) and set the stops; the 60-day window's de-meaned returns give both
+the VaR factor's volatilities and the guard's correlations. The weights and the guard
+take one `WindowStats` per decision and read them from it. Each value is computed by
+exactly the arithmetic its users did before (bit for bit), only not repeated.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class WindowStats:
+    """Lazily computed, cached statistics of the trailing `returns` (days, assets),
+    newest last; `window` n means the last n rows. The arrays returned are shared:
+    callers must not modify them."""
+
+    __slots__ = ("returns", "_centered", "_vol")
+
+    def __init__(self, returns: np.ndarray) -> None:
+        self.returns = returns
+        self._centered: dict[int, np.ndarray] = {}
+        self._vol: dict[int, np.ndarray] = {}
+
+    def centered(self, window: int) -> np.ndarray:
+        """The last `window` rows minus their column means."""
+        c = self._centered.get(window)
+        if c is None:
+            r = self.returns[-window:]
+            c = self._centered[window] = r - r.mean(axis=0)
+        return c
+
+    def vol(self, window: int) -> np.ndarray:
+        """Daily standard deviation (ddof=1) per asset over the last `window` rows."""
+        v = self._vol.get(window)
+        if v is None:
+            c = self.centered(window)
+            v = self._vol[window] = np.sqrt(np.einsum("ij,ij->j", c, c) / (c.shape[0] - 1))
+        return v
+
+    def correlation(self, window: int) -> np.ndarray | None:
+        """Pearson correlations over the last `window` rows (a new array: the caller may
+        change it); None if an asset's returns are constant there."""
+        r = self.returns[-window:]
+        if np.any(r.max(axis=0) == r.min(axis=0)):
+            return None
+        c = self.centered(window)
+        cross = c.T @ c
+        scale = np.sqrt(np.diag(cross))
+        return cross / np.outer(scale, scale)
