@@ -185,10 +185,14 @@ def _request_stop(stop: threading.Event, signum: int) -> None:
     stop.set()
 
 
-def run_live(schedule: Schedule, jobs: TradingJobs, stop: threading.Event | None = None) -> None:
-    """APScheduler on the wall clock: one worker thread so jobs never overlap, coalesced
-    misfires, a grace time for restarts; SIGTERM/SIGINT let the running job finish, then
-    the trade log is flushed and closed."""
+def run_on_wall_clock(
+    schedule: Schedule,
+    stop: threading.Event | None = None,
+    on_stop: Callable[[], None] | None = None,
+) -> None:
+    """APScheduler on the wall clock until SIGTERM/SIGINT: one worker thread so jobs never
+    overlap, coalesced misfires, a grace time for restarts. On a stop the running job
+    finishes first, then `on_stop` runs (the daemon's last records)."""
     stop = stop or StopRequest()
     scheduler = make_scheduler(schedule)
     with stop_on_signals(stop):
@@ -202,11 +206,22 @@ def run_live(schedule: Schedule, jobs: TradingJobs, stop: threading.Event | None
         finally:
             log.info("stopping: waiting for the running job to finish")
             scheduler.shutdown(wait=True)
-            # Fills made since the last poll are recorded before the process ends.
-            jobs.run("final poll", jobs.final_poll)
-            jobs.close()  # queued notifications out, undelivered ones recorded
-            jobs.ctx.tradelog.close()
+            if on_stop is not None:
+                on_stop()
             log.info("stopped")
+
+
+def run_live(schedule: Schedule, jobs: TradingJobs, stop: threading.Event | None = None) -> None:
+    """The trading daemon on the wall clock; once stopped, the trade log is flushed and
+    closed."""
+
+    def last_records() -> None:
+        # Fills made since the last poll are recorded before the process ends.
+        jobs.run("final poll", jobs.final_poll)
+        jobs.close()  # queued notifications out, undelivered ones recorded
+        jobs.ctx.tradelog.close()
+
+    run_on_wall_clock(schedule, stop, last_records)
 
 
 @dataclass(frozen=True)

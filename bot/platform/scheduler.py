@@ -23,9 +23,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from bot.daemon.service import (
     JobSpec,
     Schedule,
-    StopRequest,
-    make_scheduler,
-    stop_on_signals,
+    run_on_wall_clock,
     touch_heartbeat,
 )
 from bot.daemon.sessions import SessionCalendar
@@ -113,14 +111,4 @@ def build_platform_schedule(
 
 def run_scheduler(schedule: Schedule, stop: threading.Event | None = None) -> None:
     """APScheduler on the wall clock until SIGTERM/SIGINT (the running job finishes)."""
-    stop = stop or StopRequest()
-    scheduler = make_scheduler(schedule)
-    with stop_on_signals(stop):
-        scheduler.start()
-        for job in scheduler.get_jobs():
-            log.info("scheduled", job=job.name, next_run=str(job.next_run_time))
-        try:
-            stop.wait()
-        finally:
-            scheduler.shutdown(wait=True)
-            log.info("stopped")
+    run_on_wall_clock(schedule, stop)
