@@ -40,6 +40,16 @@ def row_limit(text: str) -> int:
     return value
 
 
+def positive_count(text: str) -> int:
+    """A count of 1 or more (workers, concurrency, batches listed)."""
+    value = _whole_number(text)
+    if value is None or not 1 <= value <= MAX_ROWS:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number from 1 to {MAX_ROWS}, got {text!r}"
+        )
+    return value
+
+
 def log_level(text: str) -> str:
     """--log-level, in any case; the choices are listed in the error."""
     level = text.upper()

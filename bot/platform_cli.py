@@ -9,6 +9,7 @@ import datetime as dt
 import os
 import socket
 
+from bot.arguments import positive_count, run_id
 from bot.store.locate import add_database_arguments, database_url
 
 
@@ -16,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     worker = subparsers.add_parser(
         "worker", help="a platform worker: runs the client accounts' tasks from RabbitMQ"
     )
-    worker.add_argument("--concurrency", type=_positive, default=4,
+    worker.add_argument("--concurrency", type=positive_count, default=4,
                         help="tasks at once in this process (default 4)")
     worker.add_argument("--pool", choices=["threads", "prefork", "solo"], default="threads",
                         help="threads (default: one process, the work waits on the network), "
@@ -31,8 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     platform = subparsers.add_parser("platform", help="the advisory platform's batches")
     sub = platform.add_subparsers(dest="platform_command", required=True)
     status = sub.add_parser("status", help="batches: accounts done, retried, dead-lettered")
-    status.add_argument("--run", type=_positive, help="one batch (its run id); default: the latest")
-    status.add_argument("--limit", type=_positive, default=10, help="batches listed (default 10)")
+    status.add_argument("--run", type=run_id, help="one batch (its run id); default: the latest")
+    status.add_argument("--limit", type=positive_count, default=10, help="batches listed (default 10)")
     status.add_argument("--format", choices=["table", "json"], default="table",
                         help="output format (default table)")
     add_database_arguments(status)
@@ -50,14 +51,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     close.set_defaults(func=lambda args: _publish(args, "close"))
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
 
 
 def _day(option: str, text: str) -> dt.date:

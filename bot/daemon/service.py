@@ -92,12 +92,15 @@ def build_schedule(
         ]
     )
     if heartbeat is not None:
-        heartbeat.parent.mkdir(parents=True, exist_ok=True)
-        schedule.jobs.append(
-            JobSpec("heartbeat", IntervalTrigger(seconds=60), lambda: touch_heartbeat(heartbeat))
-        )
-        touch_heartbeat(heartbeat)
+        add_heartbeat(schedule, heartbeat)
     return schedule
+
+
+def add_heartbeat(schedule: Schedule, path: Path) -> None:
+    """Touch `path` now and every minute: a container health check reads its age."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    schedule.jobs.append(JobSpec("heartbeat", IntervalTrigger(seconds=60), lambda: touch_heartbeat(path)))
+    touch_heartbeat(path)
 
 
 def touch_heartbeat(path: Path) -> None:

@@ -23,8 +23,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 from bot.daemon.service import (
     JobSpec,
     Schedule,
+    add_heartbeat,
     run_on_wall_clock,
-    touch_heartbeat,
 )
 from bot.daemon.sessions import SessionCalendar
 from bot.daemon.triggers import SessionTrigger, WeekStartTrigger
@@ -101,11 +101,7 @@ def build_platform_schedule(
                 publish("close", close)),
     ])
     if heartbeat is not None:
-        heartbeat.parent.mkdir(parents=True, exist_ok=True)
-        schedule.jobs.append(
-            JobSpec("heartbeat", IntervalTrigger(seconds=60), lambda: touch_heartbeat(heartbeat))
-        )
-        touch_heartbeat(heartbeat)
+        add_heartbeat(schedule, heartbeat)
     return schedule
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bot.arguments import positive_count
+
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from bot.sweep.runner import SweepOptions, run_sweep_command
@@ -28,14 +30,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return run_sweep_command(options)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -64,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     sweep.add_argument("--metric", choices=metrics, default="sharpe",
                        help="what ranks and picks combinations (default sharpe)")
-    sweep.add_argument("--workers", type=_positive_int,
+    sweep.add_argument("--workers", type=positive_count,
                        help="processes of the local pool (default: this machine's cores)")
     sweep.add_argument("--cluster", metavar="ADDRESS",
                        help="run on a Dask distributed scheduler, e.g. tcp://host:8786")
