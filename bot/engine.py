@@ -345,8 +345,12 @@ class Engine:
         until the next rebalance."""
         stops = self.state.stops
         assert stops is not None
-        hit = np.flatnonzero((self.close[t] < stops) & (shares > 0))
-        if hit.size == 0:
+        hit = [  # plain floats: most days nothing is hit, and numpy's calls cost more
+            i for i, (close, stop, held)
+            in enumerate(zip(self.close[t].tolist(), stops.tolist(), shares.tolist(), strict=True))
+            if close < stop and held > 0
+        ]
+        if not hit:
             return ()
         orders = []
         targets = None if self.state.targets is None else self.state.targets.copy()

@@ -27,14 +27,18 @@ def _redistribute(w: np.ndarray, amount: float, receivers: np.ndarray, cap: floa
     zero), never lifting one above `cap`. What cannot be placed stays unallocated (cash)."""
     w = w.copy()
     for _ in range(len(w)):
+        if amount <= _EPS:
+            break
         room = np.where(receivers, np.maximum(cap - w, 0.0), 0.0)
         open_ = room > _EPS
-        if amount <= _EPS or not open_.any():
+        if not open_.any():
             break
         basis = np.where(open_, w, 0.0)
-        if basis.sum() <= _EPS:
+        total = basis.sum()
+        if total <= _EPS:
             basis = open_.astype(float)
-        share = amount * basis / basis.sum()
+            total = basis.sum()
+        share = amount * basis / total
         given = np.minimum(share, room)
         w += given
         amount -= float(given.sum())
@@ -45,9 +49,10 @@ def cap_weights(w: np.ndarray, cap: float, tradable: np.ndarray | None = None) -
     """Clip every weight at `cap` and hand the excess to the other tradable assets pro
     rata, until the cap holds everywhere. If every asset is at the cap the rest stays in
     cash. Returns `w` itself when nothing is over the cap."""
-    over = w > cap + _EPS
-    if not over.any():
+    limit = cap + _EPS
+    if not any(v > limit for v in w.tolist()):  # the usual case, without numpy calls
         return w
+    over = w > limit
     w = w.copy()
     excess = float((w[over] - cap).sum())
     w[over] = cap
@@ -85,8 +90,10 @@ class GuardResult:
 
 
 def _note_changes(before: np.ndarray, after: np.ndarray, reasons: list[list[str]], why: str):
-    for i in np.flatnonzero(np.abs(after - before) > 1e-10):
-        reasons[i].append(f"{why}: {before[i]:.4f} -> {after[i]:.4f}")
+    # Python floats: the same differences and text, without numpy calls per asset
+    for i, (b, a) in enumerate(zip(before.tolist(), after.tolist(), strict=True)):
+        if abs(a - b) > 1e-10:
+            reasons[i].append(f"{why}: {b:.4f} -> {a:.4f}")
 
 
 def volatility_rule(
