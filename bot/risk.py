@@ -155,8 +155,8 @@ def correlated_clusters(corr: np.ndarray, threshold: float) -> list[list[int]]:
         while stack:
             i = stack.pop()
             members.append(i)
-            for j in range(n):
-                if linked[i][j] and not seen[j]:
+            for j, link in enumerate(linked[i]):
+                if link and not seen[j]:
                     seen[j] = True
                     stack.append(j)
         if len(members) > 1:
@@ -181,7 +181,7 @@ def correlation_rule(
     corr = inp.window_stats().correlation(cfg.correlation_window)
     if corr is None:
         return w, None
-    np.fill_diagonal(corr, 0.0)
+    corr.flat[:: corr.shape[1] + 1] = 0.0  # the diagonal, as np.fill_diagonal sets it
     max_corr = float(corr.max())
     if max_corr <= cfg.correlation_max:
         return w, None
@@ -216,7 +216,7 @@ def guard(w: np.ndarray, inp: GuardInputs, cfg: RiskSettings) -> GuardResult:
     """Run the enabled rules in a fixed order: cap, volatility, correlation, drawdown
     defence, stops. The cap holds after every step because later steps only scale down
     or redistribute within it."""
-    reasons: list[list[str]] = [[] for _ in w]
+    reasons: list[list[str]] = [[] for _ in range(len(w))]
     events: list[RiskEvent] = []
     rules = set(cfg.rules)
 
@@ -247,10 +247,11 @@ def guard(w: np.ndarray, inp: GuardInputs, cfg: RiskSettings) -> GuardResult:
         )
         w = out
 
-    stops = np.full(len(w), np.nan)
     if "stops" in rules and inp.returns.shape[0] >= cfg.vol_window:
         vol = inp.window_stats().vol(cfg.vol_window)
         stops = np.where(w > 0, stop_levels(inp.prices, vol, inp.regime, cfg), np.nan)
+    else:
+        stops = np.full(len(w), np.nan)
     return GuardResult(w, stops, events, reasons)
 
 

@@ -35,6 +35,7 @@ from bot.types import Regime, RegimeDecision
 UNCERTAINTY_RULE = "uncertainty"  # VIX > 35 and 10y-2y < -0.50
 TRANSITION_RULE = "transition"  # VIX > 25 and policy uncertainty > 150
 RULES = (UNCERTAINTY_RULE, TRANSITION_RULE)
+_DAY = np.dtype("datetime64[D]")
 
 
 def classify(vix: float, spread: float, uncertainty: float, th: RegimeSettings) -> Regime:
@@ -85,7 +86,7 @@ def _known_value(
     if found is None:
         return _Input(None, None, "no value published before the decision day")
     value, when = found
-    observed = when.astype(dt.date)
+    observed: dt.date = when.item()  # a datetime64[D] element: item() is its date
     age = (today - observed).days
     if age > max_age_days:
         return _Input(value, observed, f"stale ({age} days old)")
@@ -124,7 +125,7 @@ def decide_regime(
     that cannot be decided keeps its previous outcome (`previous_outcomes`, else the one
     `previous` implies, else the configured initial regime's)."""
     lags = th.publication_lag_days
-    today: dt.date = day.astype("datetime64[D]").astype(dt.date)
+    today: dt.date = (day if day.dtype == _DAY else day.astype(_DAY)).item()
     inputs = {
         name: _known_value(macro.get(name), day, today, th.max_staleness_days, lags.get(name, 0))
         for name in (VIX, SPREAD, UNCERTAINTY)

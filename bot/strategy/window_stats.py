@@ -48,5 +48,5 @@ class WindowStats:
             return None
         c = self.centered(window)
         cross = c.T @ c
-        scale = np.sqrt(np.diag(cross))
-        return cross / np.outer(scale, scale)
+        scale = np.sqrt(cross.diagonal())
+        return cross / (scale[:, None] * scale)  # np.outer's products, without its wrapper
