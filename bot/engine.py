@@ -162,10 +162,10 @@ class Engine:
             self._filled_since_snapshot = False
             # Every symbol, zeros included: a snapshot of held positions only would show
             # nothing on the day the book goes flat, and readers would keep the old one.
-            marks = self._mark[t]
             self.log.positions(
                 self._days[t],
-                {s: (float(q), float(marks[i])) for i, (s, q) in enumerate(zip(self.symbols, shares, strict=True))},
+                {s: (q, mark) for s, q, mark
+                 in zip(self.symbols, shares.tolist(), self._mark[t].tolist(), strict=True)},
             )
         equity = cash + positions
         state = self.state
@@ -345,8 +345,12 @@ class Engine:
         until the next rebalance."""
         stops = self.state.stops
         assert stops is not None
-        hit = np.flatnonzero((self.close[t] < stops) & (shares > 0))
-        if hit.size == 0:
+        hit = [  # plain floats: most days nothing is hit, and numpy's calls cost more
+            i for i, (close, stop, held)
+            in enumerate(zip(self.close[t].tolist(), stops.tolist(), shares.tolist(), strict=True))
+            if close < stop and held > 0
+        ]
+        if not hit:
             return ()
         orders = []
         targets = None if self.state.targets is None else self.state.targets.copy()
@@ -415,14 +419,15 @@ def decision_context(
     lo = max(0, t - model.returns_window)
     closes = close[lo : t + 1]
     rets = closes[1:] / closes[:-1] - 1.0
-    full = np.isfinite(rets).all(axis=1)
+    # Most windows are complete: one check over all of it before the per-row one.
+    complete = bool(np.isfinite(rets).all())
     return DecisionContext(
         t=t,
         day=dates[t].astype("datetime64[D]").astype(object) if day is None else day,
         symbols=symbols,
         dates=dates[: t + 1],
         closes=close[: t + 1],
-        returns=rets if full.all() else rets[full],
+        returns=rets if complete else rets[np.isfinite(rets).all(axis=1)],
         tradable=np.isfinite(close[t]),
         regime=regime,
         defensive=defensive,

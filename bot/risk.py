@@ -27,14 +27,18 @@ def _redistribute(w: np.ndarray, amount: float, receivers: np.ndarray, cap: floa
     zero), never lifting one above `cap`. What cannot be placed stays unallocated (cash)."""
     w = w.copy()
     for _ in range(len(w)):
+        if amount <= _EPS:
+            break
         room = np.where(receivers, np.maximum(cap - w, 0.0), 0.0)
         open_ = room > _EPS
-        if amount <= _EPS or not open_.any():
+        if not open_.any():
             break
         basis = np.where(open_, w, 0.0)
-        if basis.sum() <= _EPS:
+        total = basis.sum()
+        if total <= _EPS:
             basis = open_.astype(float)
-        share = amount * basis / basis.sum()
+            total = basis.sum()
+        share = amount * basis / total
         given = np.minimum(share, room)
         w += given
         amount -= float(given.sum())
@@ -45,9 +49,10 @@ def cap_weights(w: np.ndarray, cap: float, tradable: np.ndarray | None = None) -
     """Clip every weight at `cap` and hand the excess to the other tradable assets pro
     rata, until the cap holds everywhere. If every asset is at the cap the rest stays in
     cash. Returns `w` itself when nothing is over the cap."""
-    over = w > cap + _EPS
-    if not over.any():
+    limit = cap + _EPS
+    if not any(v > limit for v in w.tolist()):  # the usual case, without numpy calls
         return w
+    over = w > limit
     w = w.copy()
     excess = float((w[over] - cap).sum())
     w[over] = cap
@@ -85,8 +90,10 @@ class GuardResult:
 
 
 def _note_changes(before: np.ndarray, after: np.ndarray, reasons: list[list[str]], why: str):
-    for i in np.flatnonzero(np.abs(after - before) > 1e-10):
-        reasons[i].append(f"{why}: {before[i]:.4f} -> {after[i]:.4f}")
+    # Python floats: the same differences and text, without numpy calls per asset
+    for i, (b, a) in enumerate(zip(before.tolist(), after.tolist(), strict=True)):
+        if abs(a - b) > 1e-10:
+            reasons[i].append(f"{why}: {b:.4f} -> {a:.4f}")
 
 
 def volatility_rule(
@@ -148,8 +155,8 @@ def correlated_clusters(corr: np.ndarray, threshold: float) -> list[list[int]]:
         while stack:
             i = stack.pop()
             members.append(i)
-            for j in range(n):
-                if linked[i][j] and not seen[j]:
+            for j, link in enumerate(linked[i]):
+                if link and not seen[j]:
                     seen[j] = True
                     stack.append(j)
         if len(members) > 1:
@@ -174,7 +181,7 @@ def correlation_rule(
     corr = inp.window_stats().correlation(cfg.correlation_window)
     if corr is None:
         return w, None
-    np.fill_diagonal(corr, 0.0)
+    corr.flat[:: corr.shape[1] + 1] = 0.0  # the diagonal, as np.fill_diagonal sets it
     max_corr = float(corr.max())
     if max_corr <= cfg.correlation_max:
         return w, None
@@ -209,7 +216,7 @@ def guard(w: np.ndarray, inp: GuardInputs, cfg: RiskSettings) -> GuardResult:
     """Run the enabled rules in a fixed order: cap, volatility, correlation, drawdown
     defence, stops. The cap holds after every step because later steps only scale down
     or redistribute within it."""
-    reasons: list[list[str]] = [[] for _ in w]
+    reasons: list[list[str]] = [[] for _ in range(len(w))]
     events: list[RiskEvent] = []
     rules = set(cfg.rules)
 
@@ -240,10 +247,11 @@ def guard(w: np.ndarray, inp: GuardInputs, cfg: RiskSettings) -> GuardResult:
         )
         w = out
 
-    stops = np.full(len(w), np.nan)
     if "stops" in rules and inp.returns.shape[0] >= cfg.vol_window:
         vol = inp.window_stats().vol(cfg.vol_window)
         stops = np.where(w > 0, stop_levels(inp.prices, vol, inp.regime, cfg), np.nan)
+    else:
+        stops = np.full(len(w), np.nan)
     return GuardResult(w, stops, events, reasons)
 
 

@@ -29,7 +29,7 @@ class MacroSeries:
     def as_of(self, day: np.datetime64, *, strictly_before: bool = True) -> tuple[float, np.datetime64] | None:
         """Last value published before `day` (or on it), never a later one; None if none."""
         side = "left" if strictly_before else "right"
-        i = int(np.searchsorted(self.dates, day, side=side)) - 1
+        i = int(self.dates.searchsorted(day, side=side)) - 1  # the method: half the call cost
         if i < 0:
             return None
         return float(self.values[i]), self.dates[i]

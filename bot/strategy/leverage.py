@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from bot.config import Settings
@@ -68,16 +70,14 @@ class LeverageModel:
             ),
             self.settings.risk,
         )
+        # Python floats from one tolist() per array: the same values as float(array[i]),
+        # without a numpy scalar per element.
         rows = [
-            TargetRow(
-                sym,
-                float(baseline[i]),
-                float(overlaid[i]),
-                float(result.weights[i]),
-                None if np.isnan(result.stops[i]) else float(result.stops[i]),
-                (how, *result.reasons[i]),
+            TargetRow(sym, b, o, f, None if math.isnan(stop) else stop, (how, *reasons))
+            for sym, b, o, f, stop, reasons in zip(
+                ctx.symbols, baseline.tolist(), overlaid.tolist(), result.weights.tolist(),
+                result.stops.tolist(), result.reasons, strict=True,
             )
-            for i, sym in enumerate(ctx.symbols)
         ]
         stops = result.stops if "stops" in self.settings.risk.rules else None
         return TargetDecision(result.weights, rows, result.events, stops)

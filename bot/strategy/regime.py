@@ -35,6 +35,7 @@ from bot.types import Regime, RegimeDecision
 UNCERTAINTY_RULE = "uncertainty"  # VIX > 35 and 10y-2y < -0.50
 TRANSITION_RULE = "transition"  # VIX > 25 and policy uncertainty > 150
 RULES = (UNCERTAINTY_RULE, TRANSITION_RULE)
+_DAY = np.dtype("datetime64[D]")
 
 
 def classify(vix: float, spread: float, uncertainty: float, th: RegimeSettings) -> Regime:
@@ -73,20 +74,23 @@ class _Input(NamedTuple):
 
 
 def _known_value(
-    series: MacroSeries | None, day: np.datetime64, max_age_days: int, lag_days: int
+    series: MacroSeries | None, day: np.datetime64, today: dt.date, max_age_days: int,
+    lag_days: int,
 ) -> _Input:
     """Last value published before `day` (observed more than `lag_days` before it), or
-    why there is none usable."""
+    why there is none usable. `today` is `day` as a date: the age is counted in
+    datetime.date arithmetic, which costs less than numpy's on scalars."""
     if series is None or len(series.dates) == 0:
         return _Input(None, None, "no data")
     found = series.as_of(day - np.timedelta64(lag_days, "D"), strictly_before=True)
     if found is None:
         return _Input(None, None, "no value published before the decision day")
     value, when = found
-    age = int((day - when).astype("timedelta64[D]").astype(int))
+    observed: dt.date = when.item()  # a datetime64[D] element: item() is its date
+    age = (today - observed).days
     if age > max_age_days:
-        return _Input(value, when.astype(dt.date), f"stale ({age} days old)")
-    return _Input(value, when.astype(dt.date), None)
+        return _Input(value, observed, f"stale ({age} days old)")
+    return _Input(value, observed, None)
 
 
 def _both(*conditions: bool | None) -> bool | None:
@@ -121,8 +125,9 @@ def decide_regime(
     that cannot be decided keeps its previous outcome (`previous_outcomes`, else the one
     `previous` implies, else the configured initial regime's)."""
     lags = th.publication_lag_days
+    today: dt.date = (day if day.dtype == _DAY else day.astype(_DAY)).item()
     inputs = {
-        name: _known_value(macro.get(name), day, th.max_staleness_days, lags.get(name, 0))
+        name: _known_value(macro.get(name), day, today, th.max_staleness_days, lags.get(name, 0))
         for name in (VIX, SPREAD, UNCERTAINTY)
     }
     vix, spread, epu = inputs[VIX], inputs[SPREAD], inputs[UNCERTAINTY]
@@ -150,7 +155,7 @@ def decide_regime(
             warning = f"{problems} -> decided from the fresh inputs"
         warning += f": {regime.value}"
     return RegimeDecision(
-        day=day.astype(dt.date),
+        day=today,
         regime=regime,
         vix=vix.value,
         vix_date=vix.observed,

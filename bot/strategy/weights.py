@@ -8,6 +8,7 @@ them on every rebalance and the live bot calls the very same code once a day.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from statistics import NormalDist
@@ -56,7 +57,8 @@ def var_tail_factor(
     hist = -lower_quantile(returns, 1.0 - confidence)
     factor = np.ones(returns.shape[1])
     ok = hist > 0
-    factor[ok] = np.clip(gauss[ok] / hist[ok], floor, 1.0)
+    # maximum then minimum is np.clip's arithmetic, without its dispatch cost
+    factor[ok] = np.minimum(np.maximum(gauss[ok] / hist[ok], floor), 1.0)
     return factor
 
 
@@ -84,7 +86,7 @@ def inverse_vol_weights(
     both return windows must then be trailing windows of its returns.
     """
     vol = realized_vol(vol_returns) if stats is None else stats.vol(vol_returns.shape[0])
-    if np.any(~np.isfinite(vol)) or np.any(vol <= 0):
+    if not all(0.0 < v < math.inf for v in vol.tolist()):  # positive and finite, not NaN
         raise ValueError(f"inverse_vol needs positive finite volatilities, got {vol.tolist()}")
     raw = 1.0 / (vol * leverage)
     if var_returns is not None:

@@ -44,9 +44,9 @@ class WindowStats:
         """Pearson correlations over the last `window` rows (a new array: the caller may
         change it); None if an asset's returns are constant there."""
         r = self.returns[-window:]
-        if np.any(r.max(axis=0) == r.min(axis=0)):
+        if (r == r[0]).all(axis=0).any():  # a column equal to its first row: max == min
             return None
         c = self.centered(window)
         cross = c.T @ c
-        scale = np.sqrt(np.diag(cross))
-        return cross / np.outer(scale, scale)
+        scale = np.sqrt(cross.diagonal())
+        return cross / (scale[:, None] * scale)  # np.outer's products, without its wrapper
