@@ -140,8 +140,8 @@ def test_naive_timestamps_are_still_refused_by_a_bulk_flush(tmp_path):
     log.start_run(mode="backtest", strategy="s", config_hash="h", config={}, code_version="v",
                   data_source="d", synthetic=False, started_at=T0)
     # Around the call-site checks, straight into the buffer: the column type refuses it.
-    log._fills.append((log.run_id, None, "x", "SPY", "buy", 1.0, 1.0, 0.0, 0.0,
-                       dt.datetime(2024, 1, 1)))
+    log._fills.append((log.run_id, None, Fill("x", "SPY", Side.BUY, 1.0, 1.0, 0.0, 0.0,
+                                               dt.datetime(2024, 1, 1))))
     log._order_ids["x"] = 1
     with pytest.raises(sa.exc.StatementError, match="naive datetime"):
         log.flush()

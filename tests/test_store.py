@@ -770,6 +770,34 @@ def test_rows_the_database_rejects_are_kept_in_an_incident_and_do_not_block_late
     assert count(tlog, "equity") == 2
 
 
+def test_rejected_positions_are_kept_one_row_per_symbol(tlog: TradeLog) -> None:
+    """Snapshots are buffered one per day; the incident keeps them as the table's rows."""
+    run_id = start(tlog)
+    tlog.equity(equity_point())
+    tlog.flush()
+    tlog.positions(DAY, {"SPY": (2.0, 500.25), "TLT": (3.5, 90.0)})
+    tlog.positions(DAY + dt.timedelta(days=1), {"SPY": (2.0, 501.0)})
+    tlog.equity(equity_point())  # refused: the rows buffered with it go to the incident
+    with pytest.raises(sa.exc.IntegrityError):
+        tlog.flush()
+    kept = tlog.load_incidents(run_id)["context"].iloc[0]["positions"]
+    next_day = (DAY + dt.timedelta(days=1)).isoformat()
+    assert kept == [[run_id, None, DAY.isoformat(), "SPY", 2.0, 500.25],
+                    [run_id, None, DAY.isoformat(), "TLT", 3.5, 90.0],
+                    [run_id, None, next_day, "SPY", 2.0, 501.0]]
+
+
+def test_buffered_positions_are_stored_per_symbol_with_exact_values(tlog: TradeLog) -> None:
+    run_id = start(tlog)
+    tlog.positions(DAY, {"SPY": (2.0, 500.25), "TLT": (0.125, 0.1)})
+    tlog.positions(DAY + dt.timedelta(days=1), {"SPY": (2.0, 501.0), "TLT": (0.125, 0.2)})
+    tlog.flush()
+    stored = tlog.load_positions(run_id)
+    assert len(stored) == 4
+    assert list(stored["quantity"]) == [2.0, 0.125, 2.0, 0.125]
+    assert list(stored["price"]) == [500.25, 0.1, 501.0, 0.2]
+
+
 def test_numpy_floats_are_stored_exactly() -> None:
     """numpy 2 prints np.float64(1.5) as 'np.float64(1.5)': parsing the repr failed."""
     from bot.store.models import to_decimal

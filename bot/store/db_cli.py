@@ -56,7 +56,8 @@ def _cmd_revision(args: argparse.Namespace) -> int:
     from bot.store.schema import new_revision
 
     path = new_revision(args.message)
-    print(f"wrote {path}: review it (explicit types per dialect) before committing")
+    print(f"wrote {path}: review it (explicit types per dialect) before committing, then set "
+          "HEAD_REVISION and run bot.store.schema.write_sqlite_head() for new SQLite logs")
     return 0
 
 

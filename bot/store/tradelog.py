@@ -15,6 +15,7 @@ import math
 import signal
 import threading
 import time
+from array import array
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -185,12 +186,16 @@ class TradeLog:
         self._order_ids: dict[str, int] = {}  # client_order_id -> orders.id, already written
         self._updates: dict[str, dict[str, Any]] = {}  # changes to written orders
         self._events: list[tuple[Any, ...]] = []
-        self._fills: list[tuple[Any, ...]] = []
+        # (run_id, account_id, Fill): the Fill a backtest's result keeps anyway, not a
+        # copy of its fields (rows made at flush by _fill_rows)
+        self._fills: list[tuple[int, int | None, Fill]] = []
         self._regimes: list[tuple[Any, ...]] = []
         self._targets: list[tuple[Any, ...]] = []
         self._risk_events: list[tuple[Any, ...]] = []
         self._equity: list[tuple[Any, ...]] = []
-        self._positions: list[tuple[int, int | None, dt.date, str, float, float]] = []
+        # One snapshot a row: (run_id, account_id, day, symbols, quantities, prices), the
+        # numbers as doubles, not a float object each (rows made by _position_rows)
+        self._positions: list[tuple[int, int | None, dt.date, tuple[str, ...], array, array]] = []
         self._states: dict[str, dict[str, Any]] = {}  # instance -> strategy_state row
 
     @classmethod
@@ -385,10 +390,13 @@ class TradeLog:
         if cid not in self._order_accounts:
             self._written_order_id(cid)  # an order an earlier process recorded, or an error
         _check_aware(f.filled_at, "fills.filled_at")
-        self._fills.append((
-            run_id, self._order_accounts[cid], cid, f.symbol, _SIDE_TEXT[f.side], f.quantity,
-            f.price, f.commission, f.slippage_cost, f.filled_at,
-        ))
+        self._fills.append((run_id, self._order_accounts[cid], f))
+
+    def _fill_rows(self) -> Iterator[tuple[Any, ...]]:
+        """The buffered fills as FILL_COLUMNS rows."""
+        for run_id, account, f in self._fills:
+            yield (run_id, account, f.client_order_id, f.symbol, _SIDE_TEXT[f.side], f.quantity,
+                   f.price, f.commission, f.slippage_cost, f.filled_at)
 
     def equity(self, p: EquityPoint) -> None:
         self._equity.append((
@@ -397,9 +405,25 @@ class TradeLog:
         ))
 
     def positions(self, day: dt.date, holdings: Mapping[str, tuple[float, float]]) -> None:
-        """Snapshot holdings (symbol -> (quantity, price)); market value is computed exactly at flush."""
+        """Snapshot holdings (symbol -> (quantity, price), floats); market value is computed
+        exactly at flush."""
         run_id, account = self._require_run(), self.account_id
-        self._positions.extend((run_id, account, day, s, q, p) for s, (q, p) in holdings.items())
+        if not holdings:
+            return
+        symbols = tuple(holdings)
+        if self._positions and self._positions[-1][3] == symbols:
+            symbols = self._positions[-1][3]  # the same universe as the day before: shared
+        values = holdings.values()
+        self._positions.append((
+            run_id, account, day, symbols, array("d", [q for q, _ in values]),
+            array("d", [p for _, p in values]),
+        ))
+
+    def _position_rows(self) -> Iterator[tuple[Any, ...]]:
+        """The buffered snapshots as POSITION_COLUMNS rows, one per symbol."""
+        for run_id, account, day, symbols, quantities, prices in self._positions:
+            for symbol, q, p in zip(symbols, quantities, prices, strict=True):
+                yield run_id, account, day, symbol, q, p
 
     def incident(
         self, at: dt.datetime, kind: str, message: str, context: dict[str, Any] | None = None
@@ -563,12 +587,12 @@ class TradeLog:
             "orders": named(ORDER_COLUMNS, self._orders.values()),
             "order_updates": list(self._updates.values()),
             "order_events": named(EVENT_COLUMNS, self._events),
-            "fills": named(FILL_COLUMNS, self._fills),
+            "fills": named(FILL_COLUMNS, self._fill_rows()),
             "regime_decisions": named(REGIME_COLUMNS, self._regimes),
             "targets": named(TARGET_COLUMNS, self._targets),
             "risk_events": named(RISK_EVENT_COLUMNS, self._risk_events),
             "equity": named(EQUITY_COLUMNS, self._equity),
-            "positions": [list(p) for p in self._positions],
+            "positions": [list(p) for p in self._position_rows()],
             "strategy_state": list(self._states.values()),
         }
         message = f"trade-log rows rejected by the database, kept here: {_first_line(error)}"
@@ -644,7 +668,7 @@ class TradeLog:
             return new_ids[cid] if cid in new_ids else self._order_ids[cid]
 
         events = [(order_id(e[0]), *e[1:]) for e in self._events]
-        fills = [(order_id(f[_FILL_CID]), *f) for f in self._fills]
+        fills = [(order_id(f[_FILL_CID]), *f) for f in self._fill_rows()]
         insert_rows(conn, ORDER_EVENTS, ("order_id", *EVENT_COLUMNS[1:]), events)
         insert_rows(conn, FILLS, ("order_id", *FILL_COLUMNS), fills)
         counts = {
@@ -658,7 +682,7 @@ class TradeLog:
     def _write_other_records(self, conn: Connection) -> dict[str, int]:
         """Decisions, equity, positions and strategy state."""
         positions = [
-            (*p, to_decimal(p[4]) * to_decimal(p[5])) for p in self._positions
+            (*p, to_decimal(p[4]) * to_decimal(p[5])) for p in self._position_rows()
         ]
         batches = (
             (REGIMES, REGIME_COLUMNS, self._regimes),
