@@ -13,41 +13,32 @@ MAX_ROWS = 10**9
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-def _whole_number(text: str) -> int | None:
+def _whole_number(text: str, low: int, high: int, expected: str) -> int:
+    """`text` as an int in [low, high], or a usage error saying what was expected."""
     try:
-        return int(text)
+        value = int(text)
     except ValueError:  # also the digit limit of int() on thousands of digits
-        return None
+        value = None
+    if value is None or not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
 
 
 def run_id(text: str) -> int:
     """A run id as `bot runs` lists them."""
-    value = _whole_number(text)
-    if value is None or not 1 <= value <= MAX_ID:
-        raise argparse.ArgumentTypeError(
-            f"expected a run id, a whole number from 1 to {MAX_ID} (see `bot runs`), got {text!r}"
-        )
-    return value
+    return _whole_number(
+        text, 1, MAX_ID, f"a run id, a whole number from 1 to {MAX_ID} (see `bot runs`)"
+    )
 
 
 def row_limit(text: str) -> int:
     """--limit: how many of the most recent rows; 0 for all."""
-    value = _whole_number(text)
-    if value is None or not 0 <= value <= MAX_ROWS:
-        raise argparse.ArgumentTypeError(
-            f"expected a row count from 0 (all) to {MAX_ROWS}, got {text!r}"
-        )
-    return value
+    return _whole_number(text, 0, MAX_ROWS, f"a row count from 0 (all) to {MAX_ROWS}")
 
 
 def positive_count(text: str) -> int:
     """A count of 1 or more (workers, concurrency, batches listed)."""
-    value = _whole_number(text)
-    if value is None or not 1 <= value <= MAX_ROWS:
-        raise argparse.ArgumentTypeError(
-            f"expected a whole number from 1 to {MAX_ROWS}, got {text!r}"
-        )
-    return value
+    return _whole_number(text, 1, MAX_ROWS, f"a whole number from 1 to {MAX_ROWS}")
 
 
 def log_level(text: str) -> str:
