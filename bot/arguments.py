@@ -10,10 +10,12 @@ import argparse
 MAX_ID = 2**63 - 1
 #: more rows than any trade log holds; 0 already means "all"
 MAX_ROWS = 10**9
+#: the highest TCP port
+MAX_PORT = 65535
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-def _whole_number(text: str, low: int, high: int, expected: str) -> int:
+def whole_number(text: str, low: int, high: int, expected: str) -> int:
     """`text` as an int in [low, high], or a usage error saying what was expected."""
     try:
         value = int(text)
@@ -26,19 +28,24 @@ def _whole_number(text: str, low: int, high: int, expected: str) -> int:
 
 def run_id(text: str) -> int:
     """A run id as `bot runs` lists them."""
-    return _whole_number(
+    return whole_number(
         text, 1, MAX_ID, f"a run id, a whole number from 1 to {MAX_ID} (see `bot runs`)"
     )
 
 
 def row_limit(text: str) -> int:
     """--limit: how many of the most recent rows; 0 for all."""
-    return _whole_number(text, 0, MAX_ROWS, f"a row count from 0 (all) to {MAX_ROWS}")
+    return whole_number(text, 0, MAX_ROWS, f"a row count from 0 (all) to {MAX_ROWS}")
 
 
 def positive_count(text: str) -> int:
     """A count of 1 or more (workers, concurrency, batches listed)."""
-    return _whole_number(text, 1, MAX_ROWS, f"a whole number from 1 to {MAX_ROWS}")
+    return whole_number(text, 1, MAX_ROWS, f"a whole number from 1 to {MAX_ROWS}")
+
+
+def port_number(text: str) -> int:
+    """--port of a server that prints its address (so 0, "any free port", is refused)."""
+    return whole_number(text, 1, MAX_PORT, f"a port number 1-{MAX_PORT}")
 
 
 def log_level(text: str) -> str:

@@ -13,9 +13,8 @@ import datetime as dt
 import ipaddress
 import sys
 
+from bot.arguments import port_number, whole_number
 from bot.store.locate import add_database_arguments, database_url
-
-MAX_PORT = 65535
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1; others need --allow-remote)")
-    serve.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
+    serve.add_argument("--port", type=port_number, default=8000, help="port (default 8000)")
     serve.add_argument("--allow-remote", action="store_true",
                        help="allow a --host beyond the loopback (put a TLS proxy in front)")
     serve.add_argument("--profile", action="append", default=[], metavar="NAME=CONFIG",
@@ -58,20 +57,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         add_database_arguments(command)
 
 
-def _port(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= MAX_PORT:
-        raise argparse.ArgumentTypeError(f"expected a port number 1-{MAX_PORT}, got {text!r}")
-    return int(text)
-
-
 def _rate(text: str) -> int:
     from bot.api.keys import MAX_RATE
 
-    if not text.isdigit() or not 1 <= int(text) <= MAX_RATE:
-        raise argparse.ArgumentTypeError(
-            f"expected requests per minute, a whole number from 1 to {MAX_RATE}, got {text!r}"
-        )
-    return int(text)
+    return whole_number(text, 1, MAX_RATE, f"requests per minute, a whole number from 1 to {MAX_RATE}")
 
 
 def is_loopback(host: str) -> bool:

@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
+from bot.arguments import MAX_PORT
 from bot.dashboard.page import SCRIPT, render, render_main
 from bot.dashboard.snapshot import MarketCache, collect
 from bot.errors import BotError
@@ -37,7 +38,6 @@ from bot.store.tradelog import TradeLog
 log = structlog.get_logger(__name__)
 
 HOST = "127.0.0.1"
-MAX_PORT = 65535
 #: Host header names always accepted: a browser on this machine or an SSH tunnel to it
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 #: The page is self-contained (inline CSS and SVG, no script, no request elsewhere).
