@@ -65,7 +65,10 @@ def iso_date_argument(text: str) -> str:
 
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
-    from bot.runner import BacktestOptions, run_backtest_command
+    from bot.heap import long_lived
+
+    with long_lived():  # pandas, SQLAlchemy...: kept to the end, never worth a scan
+        from bot.runner import BacktestOptions, run_backtest_command
 
     options = BacktestOptions(
         config=Path(args.config),

@@ -107,6 +107,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     from bot.daemon.replay import parse_span, replay
     from bot.daemon.service import StopRequest, stop_on_signals
+    from bot.heap import long_lived
 
     log = structlog.get_logger("bot.run")
     try:
@@ -122,7 +123,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         except BaseException:
             tradelog.discard()
             raise
-    market = _replay_market(args, settings, config, tradelog, start, end)
+    with long_lived():
+        market = _replay_market(args, settings, config, tradelog, start, end)
     stop = StopRequest()
     with stop_on_signals(stop):  # from before the run exists, so it never stays `running`
         run_id = runner.start_run(tradelog, settings, "replay", market.label, market.synthetic)

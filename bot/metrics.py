@@ -38,7 +38,7 @@ class _Lot:
     quantity: float
     price: float
     commission_per_unit: float
-    date: pd.Timestamp
+    row: int  # the buy's row in the fills
 
 
 # --------------------------------------------------------------------------- helpers
@@ -126,51 +126,63 @@ def round_trips_fifo(fills: pd.DataFrame) -> list[RoundTrip]:
     """
     if fills is None or fills.empty:
         return []
-    ordered = fills.assign(trade_day_=fill_days(fills)).sort_values("filled_at", kind="stable")
+    days = fill_days(fills)
+    return [
+        RoundTrip(symbol, days[entry], days[exit_], quantity, entry_price, exit_price, pnl)
+        for symbol, entry, exit_, quantity, entry_price, exit_price, pnl in _match_fifo(fills)
+    ]
+
+
+def _match_fifo(fills: pd.DataFrame) -> list[tuple[str, int, int, float, float, float, float]]:
+    """The FIFO matching of `round_trips_fifo`, with each trip's entry and exit day given
+    as the row position of its buy and sell in `fills`.
+
+    The columns are read as plain lists, and days are looked up only for the trips kept:
+    iterating a frame row by row makes a Timestamp of every date cell, which cost more
+    than the matching (a report matches every run's fills in each of its periods)."""
+    order = np.argsort(pd.DatetimeIndex(pd.to_datetime(fills["filled_at"])).asi8, kind="stable")
+    columns = (fills[name].to_numpy()[order].tolist()
+               for name in ("symbol", "side", "quantity", "price", "commission"))
     books: dict[str, deque[_Lot]] = {}
-    trips: list[RoundTrip] = []
-    for row in ordered.itertuples(index=False):
-        book = books.setdefault(str(row.symbol), deque())
-        side = getattr(row.side, "value", row.side)
-        quantity = float(row.quantity)
-        per_unit = float(row.commission) / quantity if quantity > 0 else 0.0
+    trips: list[tuple[str, int, int, float, float, float, float]] = []
+    for row, symbol, side, quantity, price, commission in zip(order.tolist(), *columns, strict=True):
+        symbol, side, quantity = str(symbol), getattr(side, "value", side), float(quantity)
+        book = books.setdefault(symbol, deque())
+        per_unit = float(commission) / quantity if quantity > 0 else 0.0
         if side == "buy":
-            book.append(_Lot(quantity, float(row.price), per_unit, row.trade_day_))
+            book.append(_Lot(quantity, float(price), per_unit, row))
         elif side == "sell":
-            trips.extend(_close_lots(book, str(row.symbol), row, quantity, per_unit))
+            _close_lots(book, symbol, row, float(price), quantity, per_unit, trips)
         else:
             raise ValueError(f"fill side must be 'buy' or 'sell', got {side!r}")
     return trips
 
 
 def _close_lots(
-    book: deque[_Lot], symbol: str, sell, quantity: float, per_unit: float
-) -> list[RoundTrip]:
-    """Consume the oldest lots of `book` for one sell; one RoundTrip per slice taken."""
-    trips: list[RoundTrip] = []
+    book: deque[_Lot], symbol: str, row: int, exit_price: float, quantity: float,
+    per_unit: float, trips: list[tuple[str, int, int, float, float, float, float]],
+) -> None:
+    """Consume the oldest lots of `book` for one sell (fills row `row`), appending one
+    trip per slice taken."""
     remaining = quantity
-    exit_price = float(sell.price)
     while remaining > _QTY_EPS and book:
         lot = book[0]
         taken = min(remaining, lot.quantity)
         costs = taken * (lot.commission_per_unit + per_unit)
         pnl = taken * (exit_price - lot.price) - costs
-        trips.append(
-            RoundTrip(symbol, lot.date, sell.trade_day_, taken, lot.price, exit_price, pnl)
-        )
+        trips.append((symbol, lot.row, row, taken, lot.price, exit_price, pnl))
         lot.quantity -= taken
         remaining -= taken
         if lot.quantity <= _QTY_EPS:
             book.popleft()
-    return trips
 
 
 def _trade_stats(fills: pd.DataFrame | None) -> dict[str, Metric]:
     """Win rate and average win / average loss of the FIFO round trips."""
-    trips = round_trips_fifo(fills) if fills is not None else []
-    wins = [t.pnl for t in trips if t.pnl > 0]
-    losses = [t.pnl for t in trips if t.pnl < 0]
-    win_rate = len(wins) / len(trips) if trips else None
+    pnls = [trip[-1] for trip in _match_fifo(fills)] if fills is not None and not fills.empty else []
+    wins = [pnl for pnl in pnls if pnl > 0]
+    losses = [pnl for pnl in pnls if pnl < 0]
+    win_rate = len(wins) / len(pnls) if pnls else None
     ratio = None
     if wins and losses:
         ratio = float(np.mean(wins)) / abs(float(np.mean(losses)))

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pandas as pd
 import structlog
@@ -25,6 +26,7 @@ from bot.data.base import RISK_FREE, MarketData
 from bot.data.history import load_history
 from bot.decay import decay_section
 from bot.errors import BotError
+from bot.heap import long_lived
 from bot.reference import reference_settings, reference_symbols
 from bot.report import RunSeries, build_report, make_dir, render_table, write_charts, write_json
 from bot.store.engines import mask_url
@@ -34,6 +36,7 @@ from bot.tearsheet.page import write_tearsheet
 from bot.terminal import console as make_console
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,8 @@ def _backtest(options: BacktestOptions) -> int:
     settings = apply_overrides(load_settings(options.config), options, str(options.config))
     data_dir = options.data_dir or resolve_data_dir(settings, options.config)
     extra = reference_symbols() if settings.backtest.benchmarks else set()
-    market = load_history(settings, data_dir, sorted(extra | {"SPY"} | underlyings(settings)))
+    with long_lived():
+        market = load_history(settings, data_dir, sorted(extra | {"SPY"} | underlyings(settings)))
     url = options.database or resolve_store_url(settings, options.config)
     tradelog = TradeLog.open(url)
     run_id = start_run(tradelog, settings, "backtest", market.label, market.synthetic)
@@ -164,16 +168,16 @@ def _backtest(options: BacktestOptions) -> int:
         else f"factor:{settings.factor.profile}"
     )
     log.info("backtest started", run=run_id, data=market.label, weighting=weighting)
-    drawing: Background | None = None
+    worker = Background()  # the reference portfolios, then the charts, beside this process
     try:
+        references = (worker.start(run_references, settings, market)
+                      if settings.backtest.benchmarks else list)
         result = _simulate(settings, market, tradelog, run_id, console)
-        references = run_references(settings, market) if settings.backtest.benchmarks else []
         out = make_dir(options.out or report_dir(url, run_id))
-        strategy, benchmarks = _series(result, with_details=True), [_series(r) for r in references]
-        drawing = Background() if options.charts else None
-        if drawing is not None:
-            drawing.submit(write_charts, strategy, benchmarks, out, data_label=market.label)
-        tradelog.flush()  # while the charts draw; a failure from here on keeps the records
+        tradelog.flush()  # while the references run; a failure from here on keeps the records
+        strategy, benchmarks = _series(result, with_details=True), [_series(r) for r in references()]
+        if options.charts:
+            worker.submit(write_charts, strategy, benchmarks, out, data_label=market.label)
         risk_free = macro_series(market, RISK_FREE)
         report = build_report(
             strategy,
@@ -196,32 +200,34 @@ def _backtest(options: BacktestOptions) -> int:
                 pd.DatetimeIndex(strategy.equity.index), risk_free,
             )},
         )
-        if drawing is not None:
-            drawing.submit(write_tearsheet, report, strategy, benchmarks, out,
-                           risk_free=macro_series(market, RISK_FREE))
+        if options.charts:
+            worker.submit(write_tearsheet, report, strategy, benchmarks, out,
+                          risk_free=macro_series(market, RISK_FREE))
         tradelog.finish_run("finished", dt.datetime.now(dt.UTC), summary=report["summary"][0])
     except BaseException:  # Ctrl-C too: the run must not stay 'running' with nothing stored
-        if drawing is not None:
-            drawing.abort()  # no waiting at exit for charts of a run that failed
+        worker.abort()  # no waiting at exit for work of a run that failed
         _record_failure(tradelog)
         raise
     tradelog.close()
     write_json(report, out / "report.json")
     render_table(report, console)
     console.print(f"run {run_id} recorded in the trade log; report: {out / 'report.json'}")
-    for chart in drawing.wait() if drawing is not None else []:
+    for chart in worker.wait():
         console.print(f"chart: {chart}")
     return 0
 
 
 class Background:
-    """Charts and the tearsheet drawn in another process while this one writes the trade
-    log and the report; `wait` returns the paths written, in the order submitted.
+    """Work done in another process while this one goes on: the reference portfolios
+    while the strategy runs and its trade log is written, then the charts and the
+    tearsheet while the report is built. `wait` returns the drawings' paths, in the
+    order submitted.
 
-    matplotlib and plotly need a second or two from a cold start, a third of `bot
-    backtest`, so on Linux a forked process draws meanwhile. Elsewhere (spawn would
-    re-import everything, and fork is unsafe on macOS) they are drawn at once, here. A
-    drawing failure surfaces from `wait`, after the run is saved.
+    The references cost as much as the strategy's own run, and matplotlib and plotly
+    need a second or two from a cold start, so on Linux a forked process does them
+    meanwhile. Elsewhere (spawn would re-import everything, and fork is unsafe on macOS)
+    they are done at once, here. A failure surfaces where its result is asked for: the
+    references' before the report, a drawing's from `wait`, after the run is saved.
     """
 
     def __init__(self) -> None:
@@ -231,17 +237,21 @@ class Background:
                 max_workers=1, mp_context=multiprocessing.get_context("fork"),
                 initializer=_die_with_parent,
             )
-        self._pending: list = []
+        self._drawings: list[Callable[[], list[Path]]] = []
 
-    def submit(self, draw: Callable[..., list[Path]], *args, **kwargs) -> None:
+    def start(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> Callable[[], T]:
+        """Begin `work(*args, **kwargs)`; the callable returned waits for its result."""
         if self._pool is None:
-            result = draw(*args, **kwargs)
-            self._pending.append(lambda: result)
-        else:
-            self._pending.append(self._pool.submit(draw, *args, **kwargs).result)
+            result = work(*args, **kwargs)
+            return lambda: result
+        return self._pool.submit(work, *args, **kwargs).result
+
+    def submit(self, draw: Callable[..., list[Path]], *args: Any, **kwargs: Any) -> None:
+        """Begin a drawing whose paths `wait` returns."""
+        self._drawings.append(self.start(draw, *args, **kwargs))
 
     def abort(self) -> None:
-        """Stop drawing now: end the worker instead of letting exit wait for it."""
+        """Stop now: end the worker instead of letting exit wait for it."""
         if self._pool is not None:
             for process in list(getattr(self._pool, "_processes", {}).values()):
                 process.terminate()
@@ -249,7 +259,7 @@ class Background:
 
     def wait(self) -> list[Path]:
         try:
-            return [path for result in self._pending for path in result()]
+            return [path for result in self._drawings for path in result()]
         finally:
             if self._pool is not None:
                 self._pool.shutdown()
