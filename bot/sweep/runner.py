@@ -28,6 +28,7 @@ from bot.config import Settings, load_settings, resolve_data_dir, resolve_store_
 from bot.data.base import RISK_FREE, MarketData
 from bot.data.history import load_history
 from bot.errors import BotError
+from bot.heap import long_lived
 from bot.metrics import slice_fills
 from bot.reference import reference_symbols
 from bot.report import RunSeries, build_report
@@ -147,7 +148,8 @@ def run_sweep(options: SweepOptions, console: Console) -> SweepResult:
     try:
         symbols = {s for v in variants for s in v.settings.symbols} - set(base.symbols)
         data_dir = options.data_dir or resolve_data_dir(base, options.config)
-        market = market_for(base, data_dir, sorted(symbols))
+        with long_lived():  # frozen before the workers fork: they share it, uncopied
+            market = market_for(base, data_dir, sorted(symbols))
         _check_symbols(market, variants)
         days = _run_days(market, base)
         windows = walk_forward.windows(days, spec) if spec is not None else []
