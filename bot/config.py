@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from bot.errors import ConfigError
+from bot.store.locate import anchor_sqlite_url, env_store_url
 from bot.types import Regime
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -575,26 +576,6 @@ def resolve_data_dir(settings: Settings, config_path: Path | None) -> Path:
     if settings.data.directory == DataSettings.model_fields["directory"].default:
         return DefaultDataDir(d)
     return d
-
-
-def anchor_sqlite_url(url: str, base: Path) -> str:
-    """A SQLite URL with a relative file path made absolute against `base`; any other URL
-    (absolute paths, in-memory, file: URIs, other backends) unchanged."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or url.startswith(prefix + "/"):
-        return url
-    path = url[len(prefix):]
-    if not path or path.startswith((":memory:", "file:", "~")):
-        return url
-    return prefix + str((base / path).resolve())
-
-
-def env_store_url() -> str | None:
-    """BOT_DATABASE_URL, the one place it is read. A relative SQLite path in it is taken
-    from the working directory, like BOT_DATA_DIR and --database: every command (backtest,
-    run, inspection, report, db) then opens the same file."""
-    url = os.environ.get("BOT_DATABASE_URL")
-    return anchor_sqlite_url(url, Path.cwd()) if url else None
 
 
 def resolve_store_url(settings: Settings, config_path: Path | None) -> str:

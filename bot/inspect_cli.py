@@ -93,12 +93,16 @@ def _add_filters(parser: argparse.ArgumentParser, latest: bool) -> None:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from bot.store import queries
     from bot.store.engines import mask_url
-    from bot.store.export import write
+    from bot.store.export import TABLE_ROWS, write
     from bot.store.tradelog import TradeLog
 
-    # Built first: a reversed date range is the user's mistake, said before any I/O.
+    # Built first: a reversed date range is the user's mistake, said before any I/O. A
+    # table shows the last TABLE_ROWS rows unless --limit says otherwise: only those are
+    # fetched, and the rest counted.
+    implicit = args.limit is None and args.format == "table"
     filters = queries.Filters(
-        since=args.since, until=args.until, symbol=args.symbol, limit=args.limit or None
+        since=args.since, until=args.until, symbol=args.symbol,
+        limit=TABLE_ROWS if implicit else args.limit or None, count_all=implicit,
     )
     url = database_url(args.config, args.database)
     log = TradeLog.open_readonly(url)

@@ -403,14 +403,15 @@ def test_positions_limit_counts_held_symbols_only(tmp_path, capsys):
     assert [r["symbol"] for r in rows] == ["SPY", "IWM"]
 
 
-HEAVY = ("pandas", "numpy", "scipy", "alpaca", "apscheduler", "alembic")
+HEAVY = ("pandas", "numpy", "scipy", "alpaca", "apscheduler", "alembic", "pydantic")
 
 
 @pytest.mark.parametrize("command", ["orders", "runs", "trades"])
 def test_inspection_commands_import_no_analysis_or_trading_libraries(filled, command):
     """`bot orders` and its kin only read and print: pandas, numpy, scipy, alpaca-py,
     APScheduler and Alembic (for a log at the current schema) stay unloaded, which
-    halves how long they take to start."""
+    halves how long they take to start; so does pydantic (the config is not read when the
+    URL is given)."""
     url, _run = filled
     script = textwrap.dedent(f"""
         import contextlib, io, sys
@@ -425,3 +426,23 @@ def test_inspection_commands_import_no_analysis_or_trading_libraries(filled, com
     code, lines, loaded = proc.stdout.split()
     assert (code, loaded) == ("0", "-")
     assert int(lines) > 3  # it printed rows
+
+
+def test_a_table_fetches_only_the_rows_it_shows_and_counts_the_rest(filled):
+    """`bot equity` shows the last 100 rows: those are fetched, the others only counted."""
+    from bot.store import queries
+
+    url, run_id = filled
+    log = TradeLog.open_readonly(url)
+    try:
+        with log.engine.connect() as conn:
+            every = queries.equity(conn, queries.Filters(run=run_id))
+            shown = queries.equity(conn, queries.Filters(run=run_id, limit=100, count_all=True))
+            few = queries.equity(conn, queries.Filters(run=run_id, limit=len(every) + 5,
+                                                       count_all=True))
+    finally:
+        log.engine.dispose()
+    assert len(every) > 100 and every.total is None
+    assert shown.rows == every.rows[-100:]
+    assert (shown.total, shown.matched) == (len(every), len(every))
+    assert few.rows == every.rows and few.total is None  # all of them fit: nothing counted

@@ -149,6 +149,5 @@ def write(
         from bot.terminal import console as make_console
 
         rows = Rows.of(table)
-        total = len(rows)
-        shown = rows.tail(TABLE_ROWS) if truncate and total > TABLE_ROWS else rows
-        render_table(shown, title, make_console(out), total=total, drop=drop)
+        shown = rows.tail(TABLE_ROWS) if truncate and len(rows) > TABLE_ROWS else rows
+        render_table(shown, title, make_console(out), total=rows.matched, drop=drop)

@@ -7,6 +7,7 @@ Kept light (no pydantic, no SQLAlchemy at import): `bot --help` builds every par
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 DEFAULT_CONFIG = "config/diversified_leverage.toml"
@@ -53,13 +54,30 @@ def add_database_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def anchor_sqlite_url(url: str, base: Path) -> str:
+    """A SQLite URL with a relative file path made absolute against `base`; any other URL
+    (absolute paths, in-memory, file: URIs, other backends) unchanged."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url.startswith(prefix + "/"):
+        return url
+    path = url[len(prefix):]
+    if not path or path.startswith((":memory:", "file:", "~")):
+        return url
+    return prefix + str((base / path).resolve())
+
+
+def env_store_url() -> str | None:
+    """BOT_DATABASE_URL, the one place it is read. A relative SQLite path in it is taken
+    from the working directory, like BOT_DATA_DIR and --database: every command (backtest,
+    run, inspection, report, db) then opens the same file."""
+    url = os.environ.get("BOT_DATABASE_URL")
+    return anchor_sqlite_url(url, Path.cwd()) if url else None
+
+
 def database_url(config: str | Path, database: str | None) -> str:
-    """The URL to use; the config file is read only when neither override is given.
-
-    BOT_DATABASE_URL goes through bot.config.env_store_url, as in `bot backtest` and
-    `bot run`, so a relative SQLite path names the same file for every command."""
-    from bot.config import env_store_url
-
+    """The URL to use; the config file is read (with pydantic) only when neither
+    override is given. BOT_DATABASE_URL goes through env_store_url, as in `bot backtest`
+    and `bot run`, so a relative SQLite path names the same file for every command."""
     if database:
         return database
     env = env_store_url()

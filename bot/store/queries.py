@@ -31,7 +31,9 @@ OPEN_STATUSES = tuple(s.value for s in OrderStatus if not s.is_final)
 @dataclass(frozen=True)
 class Filters:
     """What to show: one run (None: every run), one client account (accounts.id; None:
-    every account), a UTC date range, a symbol, the last N rows."""
+    every account), a UTC date range, a symbol, the last N rows. `count_all`: also count
+    the rows the limit leaves out (Rows.total), for a table that says "the last 100 of
+    5,665" without fetching and converting the 5,665."""
 
     run: int | None = None
     account: int | None = None
@@ -39,6 +41,7 @@ class Filters:
     until: dt.date | None = None
     symbol: str | None = None
     limit: int | None = None
+    count_all: bool = False
 
     def __post_init__(self) -> None:
         """A reversed range matches nothing; say so instead of printing an empty table."""
@@ -123,12 +126,14 @@ def _common(stmt: sa.Select[Any], table: sa.Table, f: Filters) -> sa.Select[Any]
 
 def _rows(conn: sa.Connection, stmt: sa.Select[Any], f: Filters, order: list[Any]) -> Rows:
     """Rows in chronological order; with a limit, the most recent `limit` of them."""
-    if f.limit:
-        inner = stmt.order_by(*(o.desc() for o in order)).limit(f.limit).subquery()
-        stmt = sa.select(inner).order_by(*(inner.c[o.name] for o in order))
-    else:
-        stmt = stmt.order_by(*order)
-    return _fetch(conn, stmt)
+    if not f.limit:
+        return _fetch(conn, stmt.order_by(*order))
+    inner = stmt.order_by(*(o.desc() for o in order)).limit(f.limit).subquery()
+    rows = _fetch(conn, sa.select(inner).order_by(*(inner.c[o.name] for o in order)))
+    if f.count_all and len(rows) == f.limit:  # fewer would mean all of them are here
+        total = conn.execute(sa.select(sa.func.count()).select_from(stmt.subquery())).scalar_one()
+        rows = replace(rows, total=int(total))
+    return rows
 
 
 def _fetch(conn: sa.Connection, stmt: sa.Select[Any]) -> Rows:

@@ -18,10 +18,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Rows:
-    """`rows` are tuples in `columns` order."""
+    """`rows` are tuples in `columns` order; `total` is how many rows matched when a limit
+    kept only these (None: these are all of them)."""
 
     columns: tuple[str, ...]
     rows: list[tuple[Any, ...]]
+    total: int | None = None
 
     @classmethod
     def of(cls, table: Rows | pd.DataFrame) -> Rows:
@@ -47,14 +49,14 @@ class Rows:
         gone = set(names)
         keep = [i for i, c in enumerate(self.columns) if c not in gone]
         return Rows(tuple(self.columns[i] for i in keep),
-                    [tuple(row[i] for i in keep) for row in self.rows])
+                    [tuple(row[i] for i in keep) for row in self.rows], self.total)
 
     def inserted(self, position: int, name: str, values: Sequence[Any]) -> Rows:
         """With column `name` holding `values`, placed at `position`."""
         columns = (*self.columns[:position], name, *self.columns[position:])
         rows = [(*row[:position], v, *row[position:])
                 for row, v in zip(self.rows, values, strict=True)]
-        return Rows(columns, rows)
+        return Rows(columns, rows, self.total)
 
     def where(self, name: str, keep: Callable[[Any], bool]) -> Rows:
         """Only the rows whose value in column `name` passes `keep`."""
@@ -62,7 +64,12 @@ class Rows:
         return Rows(self.columns, [row for row in self.rows if keep(row[i])])
 
     def tail(self, n: int) -> Rows:
-        return Rows(self.columns, self.rows[-n:] if n > 0 else [])
+        return Rows(self.columns, self.rows[-n:] if n > 0 else [], self.matched)
+
+    @property
+    def matched(self) -> int:
+        """How many rows matched: `total` if a limit cut them, else the rows here."""
+        return len(self.rows) if self.total is None else self.total
 
     def frame(self) -> pd.DataFrame:
         """The rows as a DataFrame (numbers and times as the driver returned them)."""
