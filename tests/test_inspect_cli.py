@@ -446,3 +446,23 @@ def test_a_table_fetches_only_the_rows_it_shows_and_counts_the_rest(filled):
     assert shown.rows == every.rows[-100:]
     assert (shown.total, shown.matched) == (len(every), len(every))
     assert few.rows == every.rows and few.total is None  # all of them fit: nothing counted
+
+
+def test_stored_text_is_shown_as_written_not_as_rich_markup(tmp_path, capsys, monkeypatch):
+    """Before: a table cell went through rich's markup, so "[inverse_vol: ...]" vanished
+    (read as a style tag) and ":warning:" became an emoji."""
+    from bot.types import RiskEvent
+
+    monkeypatch.setenv("COLUMNS", "200")
+    db = f"sqlite:///{tmp_path / 'm.sqlite'}"
+    log = TradeLog.open(db)
+    log.start_run(mode="paper", strategy="s", config_hash="-", config={}, code_version="-",
+                  data_source="-", synthetic=False, started_at=dt.datetime(2024, 3, 4, tzinfo=dt.UTC))
+    action = "[inverse_vol: insufficient history] weights kept :warning: [/]"
+    log.risk_event(RiskEvent(dt.date(2024, 3, 4), "volatility", action, {"x": 1.0}))
+    log.equity(EquityPoint(dt.date(2024, 3, 4), 100.0, 100.0, 0.0, 0.0, None))
+    log.close()
+    capsys.readouterr()
+    code, out, err = run_cli(capsys, "risk-events", "--database", db)
+    assert code == 0, err
+    assert action in out

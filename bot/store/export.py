@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from bot.store.rows import Rows
 
@@ -115,8 +116,11 @@ def render_table(
     for column in rows.columns:
         numeric = column in _MONEY | _PRICES | _QUANTITIES | _PERCENT
         table.add_column(column, justify="right" if numeric else "left")
+    # Text, not str: rich would read a stored "[inverse_vol: ...]" as markup and drop it
+    # (and ":smile:" as an emoji code); parsing every cell for markup was also half of
+    # the time a table took to draw.
     for row in rows.rows:
-        table.add_row(*(cell(c, v) for c, v in zip(rows.columns, row, strict=True)))
+        table.add_row(*(Text(cell(c, v)) for c, v in zip(rows.columns, row, strict=True)))
     table, dropped = drop_to_fit(table, console, drop, WRAPPING)
     for part in stack(table, console, keep=1):
         console.print(part)
