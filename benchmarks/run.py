@@ -16,7 +16,7 @@ always; writing them to SQLite is timed separately.
 
 The end prints the speed targets, each with its measured value and whether it is met:
 the two ratios above; cold commands (a new process each, in a temporary directory with
-its own trade log, on the synthetic market, best of 3): `bot backtest --no-charts`,
+its own trade log, on the synthetic market, best of 5): `bot backtest --no-charts`,
 `bot run --replay 2023-01-03:2024-12-31` and `bot orders` on that replay's log; one live
 decision: the daemon's open job after connecting, through the real alpaca-py clients
 against the fake Alpaca and FRED servers on 127.0.0.1, its downloads included (best
@@ -61,7 +61,7 @@ REPLAY_SPAN = "2023-01-03:2024-12-31"
 BOT = Path(sys.executable).with_name("bot")
 
 
-def cold_commands(repeat: int = 3) -> dict[str, float]:
+def cold_commands(repeat: int = 5) -> dict[str, float]:
     """Best-of-`repeat` wall time of each command in a new process: a temporary working
     directory and trade log, the synthetic market (the data a fresh clone has)."""
     commands = {

@@ -7,7 +7,7 @@ import datetime as dt
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -257,10 +257,14 @@ def _print_replay(
 
 
 @contextmanager
-def _trading_session(args: argparse.Namespace) -> Iterator:
+def _trading_session(args: argparse.Namespace, trades: bool = True) -> Iterator:
     """A paper/live run in the trade log around connected, reconciled jobs; the run ends
-    `finished`, or `failed` if anything escapes."""
-    from bot.daemon.live import build_live
+    `finished`, or `failed` if anything escapes. Only one process that `trades` runs per
+    strategy instance (bot.daemon.instance): a second is refused before it records a run,
+    and the first to start after one died marks that one's run failed. A dry run
+    (`bot once` without --execute) sends nothing, so it may look while the daemon runs."""
+    from bot.daemon.instance import InstanceLock, close_abandoned_runs
+    from bot.daemon.live import build_live, instance_name
     from bot.notify.sender import check_urls
     from bot.secrets import SecretsError, load_credentials, load_endpoints
 
@@ -272,20 +276,28 @@ def _trading_session(args: argparse.Namespace) -> Iterator:
     check_urls()  # a typo in BOT_NOTIFY_URLS stops here, before a run is recorded
     _config, settings, tradelog, _url, runner = _open(args)
     mode = "live" if args.live else "paper"
-    run_id = runner.start_run(tradelog, settings, mode, "alpaca+fred", False)
-    jobs = None
     try:
-        jobs = build_live(settings, tradelog, run_id, live=args.live)
-        yield jobs
+        lock = InstanceLock.acquire(tradelog, mode, instance_name(settings)) if trades else None
     except BaseException:
-        if jobs is not None:
-            jobs.close()
-        tradelog.finish_run("failed", dt.datetime.now(dt.UTC))
-        tradelog.close()
+        tradelog.discard()
         raise
-    jobs.close()  # queued notifications out (`bot once --execute`; the daemon did it already)
-    tradelog.finish_run("finished", dt.datetime.now(dt.UTC))
-    tradelog.close()
+    with lock or nullcontext():
+        run_id = runner.start_run(tradelog, settings, mode, "alpaca+fred", False)
+        jobs = None
+        try:
+            if lock is not None:  # only the lock's holder knows the others are dead
+                close_abandoned_runs(tradelog, run_id, dt.datetime.now(dt.UTC))
+            jobs = build_live(settings, tradelog, run_id, live=args.live)
+            yield jobs
+        except BaseException:
+            if jobs is not None:
+                jobs.close()
+            tradelog.finish_run("failed", dt.datetime.now(dt.UTC))
+            tradelog.close()
+            raise
+        jobs.close()  # queued notifications out (`bot once --execute`; the daemon did it already)
+        tradelog.finish_run("finished", dt.datetime.now(dt.UTC))
+        tradelog.close()
 
 
 def _run_daemon(args: argparse.Namespace) -> int:
@@ -320,7 +332,7 @@ def _cmd_once(args: argparse.Namespace) -> int:
 
     from bot.daemon.once import decide_once
 
-    with _trading_session(args) as jobs:
+    with _trading_session(args, trades=args.execute) as jobs:
         outcome = decide_once(jobs, execute=args.execute)
     table = Table(title=f"decision on {outcome.day} ({'SENT' if args.execute else 'dry run: not sent'})")
     for col in ("client order id", "side", "symbol", "quantity", "ref price", "status", "reason"):

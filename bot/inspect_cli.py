@@ -200,7 +200,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 # What a run's status says about its records, for the runs that did not finish.
 UNFINISHED: dict[str, str] = {
     "running": "is still marked 'running': it is in progress, or was stopped before it could "
-               "record its end (killed, or the machine went down)",
+               "record its end (killed, or the machine went down; a paper or live run is "
+               "then marked failed when its strategy next starts)",
     "failed": "failed: it stopped on an error or was interrupted",
 }
 

@@ -328,3 +328,34 @@ def test_every_live_job_commits_its_records_before_it_returns(tmp_path, venue):
     assert len(reader.load_fills(int(sent["run_id"].iloc[0]))) == 1  # the sell's fill
     reader.close()
     log.close()
+
+
+def test_a_second_trading_bot_is_refused_and_a_dead_ones_run_is_closed(tmp_path, venue, capsys,
+                                                                       monkeypatch):
+    """`bot once --execute` while another process trades the strategy is refused before it
+    records a run; a dry run may still look. Once the lock is free, the start marks the
+    run a killed bot left 'running' failed, with an `abandoned` incident."""
+    from bot.cli import main
+    from bot.daemon.instance import InstanceLock
+    from bot.daemon.live import instance_name
+
+    venue.set_now(OPEN_JOB)
+    monkeypatch.setattr("bot.daemon.live.WallClock", lambda: SimulatedClock(OPEN_JOB))
+    db = f"sqlite:///{tmp_path / 'paper.sqlite'}"
+    log, dead_run = open_log(tmp_path)  # a bot that died without finishing its run
+    held = InstanceLock.acquire(log, "paper", instance_name(SETTINGS), wait=0)
+    args = ["once", "--config", str(CONFIG), "--database", db]
+    code = main([*args, "--execute"])
+    assert code == 2
+    assert "another bot is already trading 'diversified_leverage' (paper)" in capsys.readouterr().err
+    assert list(log.runs()["status"]) == ["running"]  # nothing recorded by the refused one
+    assert main(args) == 0  # a dry run sends nothing: allowed, and it closes nothing
+    assert list(log.runs()["status"]) == ["running", "finished"]
+
+    held.release()
+    assert main([*args, "--execute"]) == 0
+    runs = log.runs()
+    assert list(runs["status"]) == ["failed", "finished", "finished"]
+    incidents = log.load_incidents()
+    assert list(incidents["kind"]) == ["abandoned"] and list(incidents["run_id"]) == [dead_run]
+    log.close()

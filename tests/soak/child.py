@@ -1,8 +1,8 @@
 """The bot process of the soak.
 
-It is the live daemon's own service: `runner.start_run` and `build_live` (the alpaca-py
-trading and data clients, FRED, SellsFirst with its market-hours rule, reconciliation at
-start), and the jobs of `build_schedule` with their session triggers, on a SimulatedClock
+It is the live daemon's own service: the instance lock, `runner.start_run`, the closing
+of runs that died before it, `build_live` (the alpaca-py trading and data clients, FRED,
+SellsFirst with its market-hours rule, reconciliation at start), and the jobs of `build_schedule` with their session triggers, on a SimulatedClock
 instead of the wall clock (APScheduler only runs on the wall clock). The harness sends
 one command at a time over a pipe: `next` (the daemon's next job and its time, from the
 triggers as the daemon's scheduler has them: JobSpec.first_run after a start, a job
@@ -34,7 +34,8 @@ from bot.broker.sequenced import SellsFirst
 from bot.clock import SimulatedClock
 from bot.config import load_settings
 from bot.daemon import reconcile as reconcile_module
-from bot.daemon.live import build_live
+from bot.daemon.instance import InstanceLock, close_abandoned_runs
+from bot.daemon.live import build_live, instance_name
 from bot.daemon.once import decide_once
 from bot.daemon.service import build_schedule
 from bot.daemon.sessions import SessionCalendar
@@ -173,8 +174,11 @@ def child_main(conn, spec: ChildSpec) -> None:
     settings = load_settings(Path(spec.config))
     tradelog = TradeLog.open(spec.database_url)
     pauses.watch(tradelog.engine)
+    # Held for the process's life, as `bot run` holds it; a SIGKILL frees it.
+    _lock = InstanceLock.acquire(tradelog, "paper", instance_name(settings))
     run_id = runner.start_run(tradelog, settings, "paper", "alpaca+fred", False)
     try:
+        close_abandoned_runs(tradelog, run_id, dt.datetime.now(dt.UTC))
         jobs = build_live(settings, tradelog, run_id, live=False, clock=clock)
     except Exception as exc:  # noqa: BLE001 - as `bot run`: the run failed, exit 1
         traceback.print_exc()

@@ -182,6 +182,7 @@ class SoakResult:
     equity_differences: list[str]  # equity rows against the venue at the close
     false_defensive: list[str]  # defensive mode entered on a drawdown the venue did not have
     seconds: float
+    runs_left_running: list[int] = field(default_factory=list)  # after the last clean stop
 
     @property
     def undecided(self) -> list[dt.date]:
@@ -215,7 +216,7 @@ class SoakResult:
     def passed(self) -> bool:
         ok, failed = self.recovered_next()
         return (self.invariants.clean and ok == failed and self.negative_cash == 0
-                and not self.crashes
+                and not self.crashes and not self.runs_left_running
                 and not self.equity_differences and not self.false_defensive
                 and not self.unexplained(self.missed_closes)
                 and not self.unexplained(self.undecided))
@@ -536,6 +537,9 @@ class Soak:
         ledger = read_ledger(self._db, self.prefix)
         invariants = check(self.venue.alpaca, ledger, self.prefix, self.venue.holdings_at_start,
                            after_close=True, snapshot_day=self.config.days[-1])
+        with self._db.connect() as conn:  # killed ones were closed by the start after them
+            running = conn.execute(sa.text("SELECT id FROM runs WHERE status = 'running'"))
+            runs_left_running = sorted(running.scalars())
         self._db.dispose()
         faults: Counter = Counter()
         for server in self.venue.servers:
@@ -569,6 +573,7 @@ class Soak:
             negative_cash=self.venue.negative_cash,
             missed_closes=sorted(set(self.config.days) - set(ledger.equity)),
             seconds=seconds,
+            runs_left_running=runs_left_running,
         )
 
 

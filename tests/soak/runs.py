@@ -123,7 +123,7 @@ COLUMNS = (
     "scenario", "db", "sessions", "jobs", "orders", "faults", "kills", "failed jobs",
     "crashes", "ids re-sent", "dup ids", "missing in log", "fill diff", "symbol diff", "position diff", "status diff",
     "left open", "negative cash", "equity diff", "false defensive", "no close",
-    "no decision", "recovered", "ok",
+    "no decision", "runs left running", "recovered", "ok",
 )
 
 
@@ -140,7 +140,7 @@ def row(result: SoakResult) -> list[str]:
         str(len(inv.status_differences)), str(len(inv.left_open)), str(result.negative_cash),
         str(len(result.equity_differences)), str(len(result.false_defensive)),
         _missed(result, result.missed_closes), _missed(result, result.undecided),
-        f"{ok}/{failed}", "yes" if result.passed else "NO",
+        str(len(result.runs_left_running)), f"{ok}/{failed}", "yes" if result.passed else "NO",
     ]
 
 
@@ -175,7 +175,9 @@ account showed cash below zero; equity diff: equity rows that differ from the ve
 cash + positions at the close; false defensive: defensive mode entered on a drawdown the
 venue's account did not have; no close / no decision: sessions without an equity row /
 without a completed decision (explained when a job of that session failed after its
-retries; a kill must never cause one); recovered: sessions with a failure or a kill whose
+retries; a kill must never cause one); runs left running: runs still marked 'running'
+after the last clean stop (a killed run must be marked failed by the start after it);
+recovered: sessions with a failure or a kill whose
 next session ended with the trade log and the venue in agreement (the last session: the
 final check). ok: every invariant 0, every session recovered."""
 
