@@ -6,6 +6,7 @@ and on PostgreSQL."""
 from __future__ import annotations
 
 import multiprocessing as mp
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,3 +55,35 @@ def test_processes_creating_one_new_database_at_once_all_succeed(url: str) -> No
         engine.dispose()
     assert versions == [head_revision()]  # stamped once
     assert tables >= TABLES
+
+
+class _LockedTwice:
+    """A cursor whose first two journal-mode switches meet SQLite's deadlock answer."""
+
+    def __init__(self, failures: int = 2) -> None:
+        self.failures, self.calls = failures, 0
+
+    def execute(self, sql: str) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise sqlite3.OperationalError("database is locked")
+
+
+def test_the_switch_to_wal_is_tried_again_when_sqlite_answers_locked_at_once():
+    from bot.store.engines import switch_to_wal
+
+    cursor = _LockedTwice()
+    switch_to_wal(cursor)
+    assert cursor.calls == 3
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        switch_to_wal(_LockedTwice(failures=10**6), wait=0.2)
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):  # other errors: at once
+        switch_to_wal(_Failing("disk I/O error"))
+
+
+class _Failing:
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def execute(self, sql: str) -> None:
+        raise sqlite3.OperationalError(self.message)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -143,10 +144,29 @@ def _writer_pragmas(dbapi_connection: Any, _record: Any) -> None:
     The connection is opened with a busy timeout of SCHEMA_LOCK_TIMEOUT_S: switching a new
     file to WAL waits for another process that is creating the schema in it."""
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    switch_to_wal(cursor)
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.close()
+
+
+def switch_to_wal(cursor: Any, wait: float = SCHEMA_LOCK_TIMEOUT_S) -> None:
+    """PRAGMA journal_mode=WAL, retried for `wait` seconds on 'database is locked'.
+
+    Processes switching one new file to WAL together can each hold the lock the other
+    needs; SQLite then answers one of them 'database is locked' at once instead of
+    waiting on the busy timeout (its deadlock rule). Seen once in a full test run, with
+    four processes opening a new trade log at the same moment: tried again a moment
+    later, the switch finds the file in WAL already."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _reader_pragmas(dbapi_connection: Any, _record: Any) -> None:
