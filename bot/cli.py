@@ -12,8 +12,6 @@ import os
 import sys
 from pathlib import Path
 
-import structlog
-
 from bot import __version__
 from bot.arguments import LOG_LEVELS, log_level
 from bot.errors import BotError, ConfigError
@@ -144,10 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bot.logs import configure_logging
+    from bot.logs import configure_logging, defer_logging
 
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_level, args.log_format)
+    # Commands that only read and print set logs_lazily: structlog loads if they log.
+    setup = defer_logging if getattr(args, "logs_lazily", False) else configure_logging
+    setup(args.log_level, args.log_format)
     try:
         return int(args.func(args))
     except BotError as exc:
@@ -164,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        structlog.get_logger(__name__).warning("interrupted", at=dt.datetime.now(dt.UTC).isoformat())
+        from bot.logs import get_logger
+
+        get_logger(__name__).warning("interrupted", at=dt.datetime.now(dt.UTC).isoformat())
         return 130
 
 

@@ -233,7 +233,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             parser.add_argument(
                 "--account", help="one client account: its registry id or broker account id"
             )
-        parser.set_defaults(func=_cmd_inspect)
+        parser.set_defaults(func=_cmd_inspect, logs_lazily=True)  # reads and prints only
 
     report = subparsers.add_parser(
         "report", help="rebuild the backtest-style report of a stored run, against SPY"

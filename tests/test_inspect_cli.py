@@ -403,15 +403,16 @@ def test_positions_limit_counts_held_symbols_only(tmp_path, capsys):
     assert [r["symbol"] for r in rows] == ["SPY", "IWM"]
 
 
-HEAVY = ("pandas", "numpy", "scipy", "alpaca", "apscheduler", "alembic", "pydantic")
+HEAVY = ("pandas", "numpy", "scipy", "alpaca", "apscheduler", "alembic", "pydantic",
+         "structlog")
 
 
 @pytest.mark.parametrize("command", ["orders", "runs", "trades"])
 def test_inspection_commands_import_no_analysis_or_trading_libraries(filled, command):
     """`bot orders` and its kin only read and print: pandas, numpy, scipy, alpaca-py,
     APScheduler and Alembic (for a log at the current schema) stay unloaded, which
-    halves how long they take to start; so does pydantic (the config is not read when the
-    URL is given)."""
+    halves how long they take to start; so do pydantic (the config is not read when the
+    URL is given) and structlog (they log nothing; bot.logs sets it up on first use)."""
     url, _run = filled
     script = textwrap.dedent(f"""
         import contextlib, io, sys

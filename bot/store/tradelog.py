@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
-import structlog
 from sqlalchemy.engine import Connection
 
 from bot.errors import BotError
+from bot.logs import get_logger
 from bot.store.bulk import insert_rows
 from bot.store.engines import reader_engine, writer_engine
 from bot.store.models import RUN_MODES, Base, to_decimal, to_plain
@@ -48,7 +48,7 @@ from bot.types import (
 if TYPE_CHECKING:  # imported where frames are built: inspection commands need no pandas
     import pandas as pd
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)  # lazy: `bot orders` opens a log and never logs
 
 _T = Base.metadata.tables
 RUNS, REGIMES, TARGETS = _T["runs"], _T["regime_decisions"], _T["targets"]
