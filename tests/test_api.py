@@ -84,15 +84,15 @@ def _record_account(url: str) -> int:
 class Server:
     """`bot serve` in a subprocess; its log in a file."""
 
-    def __init__(self, url: str, tmp: Path) -> None:
+    def __init__(self, url: str, tmp: Path, *extra: str) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp / "serve.log"
+        self.log_path = tmp / f"serve-{self.port}.log"
         env = {**os.environ, "BOT_LOG_FORMAT": "json"}
         env.pop("BOT_DATABASE_URL", None)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bot", "serve", "--port", str(self.port), "--database", url,
-             "--synthetic", "--rate-limit", "600"],
+             "--synthetic", "--rate-limit", "600", *extra],
             cwd=tmp, env=env, stdout=self.log_path.open("w"), stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 90

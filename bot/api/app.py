@@ -11,6 +11,7 @@ logs by its public id only.
 # annotations at run time, and the dependencies below are local names.
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -29,7 +30,7 @@ from bot.api import schemas
 from bot.api.accounts import account_view
 from bot.api.keys import ApiKey, ApiKeyStore, Authenticator, Verdict
 from bot.api.profiles import FieldProblem, NotFound, ProfileBook, allocation_view, profile_view
-from bot.api.ratelimit import TokenBuckets, retry_after
+from bot.api.ratelimit import Buckets, TokenBuckets, retry_after
 from bot.errors import BotError
 
 log = structlog.get_logger(__name__)
@@ -82,8 +83,15 @@ _ERRORS = {
 _NOT_FOUND = {404: {"model": schemas.ErrorBody, "description": "no such profile, day or account"}}
 
 
-def create_app(book: ProfileBook, engine: sa.Engine, limits: Limits = Limits()) -> FastAPI:
-    """The application over loaded profiles and a read-only trade-log engine."""
+def create_app(
+    book: ProfileBook,
+    engine: sa.Engine,
+    limits: Limits = Limits(),
+    buckets: Callable[[str], Buckets] = lambda _purpose: TokenBuckets(),
+) -> FastAPI:
+    """The application over loaded profiles and a read-only trade-log engine. `buckets`
+    makes the request budgets ("requests") and the failed-login budgets ("auth-failures"):
+    this process's own by default, shared through Redis with `bot serve --redis`."""
     app = FastAPI(
         title="leverbot allocation API",
         version=__version__,
@@ -97,8 +105,8 @@ def create_app(book: ProfileBook, engine: sa.Engine, limits: Limits = Limits()) 
     )
     v1 = APIRouter(prefix="/v1", responses=_ERRORS)
     authenticator = Authenticator(ApiKeyStore(engine))
-    budgets = TokenBuckets()
-    failures = TokenBuckets()
+    budgets = buckets("requests")
+    failures = buckets("auth-failures")
 
     def authorize(request: Request) -> ApiKey:
         """The request's key, checked and charged one request of its budget; an

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import ipaddress
+import os
 import sys
 
 from bot.arguments import port_number, whole_number
@@ -36,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--synthetic", action="store_true", help="serve on the seeded synthetic market")
     serve.add_argument("--rate-limit", type=_rate, default=None, metavar="N",
                        help="requests a minute per key without a budget of its own (default 60)")
+    serve.add_argument("--redis", metavar="URL", default=None,
+                       help="keep the keys' request budgets in this Redis, shared by every "
+                            "server (default BOT_REDIS_URL if set, else this process's memory)")
     add_database_arguments(serve)
     serve.set_defaults(func=_cmd_serve)
 
@@ -107,7 +111,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if ApiKeyStore(tradelog.engine).active_count() == 0:
             log.warning("api.no_keys", hint="no active API key: every request will be refused; "
                                             "create one with `bot api-keys create NAME`")
-        app = create_app(book, tradelog.engine, Limits(args.rate_limit or DEFAULT_RATE_PER_MINUTE))
+        app = create_app(book, tradelog.engine, Limits(args.rate_limit or DEFAULT_RATE_PER_MINUTE),
+                         buckets=_buckets(args.redis or os.environ.get("BOT_REDIS_URL")))
         print(f"allocation API on http://{args.host}:{args.port}/ (docs at /docs), "
               f"profiles {', '.join(book.profiles)}, trade log {mask_url(url)} (Ctrl-C stops)",
               flush=True)
@@ -116,6 +121,26 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     finally:
         tradelog.engine.dispose()
     return 0
+
+
+def _buckets(redis_url: str | None):
+    """The request budgets' maker for create_app: in Redis when a URL is given (checked
+    now, so a wrong one fails the start and not every request), else in memory."""
+    from bot.api.ratelimit import RedisTokenBuckets, TokenBuckets
+
+    if not redis_url:
+        return lambda _purpose: TokenBuckets()
+    import redis
+
+    from bot.errors import BotError
+    from bot.store.engines import mask_url
+
+    try:
+        client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+        client.ping()
+    except (redis.RedisError, ValueError) as exc:
+        raise BotError(f"--redis {mask_url(redis_url)}: cannot reach Redis ({exc})") from None
+    return lambda purpose: RedisTokenBuckets(client, f"leverbot:api:{purpose}")
 
 
 def _store(args: argparse.Namespace, *, write: bool):

@@ -1,9 +1,12 @@
-"""Per-key request budgets: a token bucket per API key, in this process.
+"""Per-key request budgets: a token bucket per API key.
 
 A key with a budget of N requests a minute may send N at once (the bucket's size) and
-then one every 60/N seconds. The buckets live in the server's memory: `bot serve` runs one
-process, so that is every request the key makes to it; behind several servers each one
-counts its own requests (divide the budget by their number).
+then one every 60/N seconds. `TokenBuckets` keep them in the server's memory: right for
+one `bot serve`, but behind several servers each would count only its own requests.
+`RedisTokenBuckets` keep them in Redis (`bot serve --redis`, or BOT_REDIS_URL, the
+platform's Redis), updated by one Lua script on Redis's own clock, so every server draws
+from the same bucket. If Redis stops answering, each server falls back to its own
+buckets (and says so in the log) rather than refusing every request.
 """
 
 from __future__ import annotations
@@ -13,6 +16,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import structlog
+
+if TYPE_CHECKING:
+    import redis
+
+log = structlog.get_logger(__name__)
+
+
+class Buckets(Protocol):
+    def take(self, name: str, per_minute: int) -> float: ...
+
+    def wait(self, name: str, per_minute: int) -> float: ...
 
 
 @dataclass
@@ -63,6 +80,67 @@ class TokenBuckets:
         minute, so a new bucket for them would be the same."""
         for name in [n for n, b in self._buckets.items() if now - b.updated >= 60.0]:
             del self._buckets[name]
+
+
+#: KEYS[1] the bucket; ARGV rate (tokens/s), size, spend (1/0). Returns the microseconds
+#: until a token is there: 0 means there is one (and it was spent if asked).
+USE_TOKEN = """
+local rate = tonumber(ARGV[1])
+local size = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or size
+local at = tonumber(state[2]) or now
+if now > at then
+  tokens = math.min(size, tokens + (now - at) * rate)
+  at = now
+end
+if tokens < 1 then
+  return math.ceil((1 - tokens) / rate * 1000000)
+end
+if ARGV[3] == '1' then
+  tokens = tokens - 1
+  redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(at))
+  redis.call('PEXPIRE', KEYS[1], math.ceil((size - tokens) / rate * 1000) + 1000)
+end
+return 0
+"""
+
+
+class RedisTokenBuckets:
+    """TokenBuckets shared by every server through Redis, under `prefix`."""
+
+    WARN_EVERY = 60.0  # seconds between two warnings that Redis does not answer
+
+    def __init__(self, client: redis.Redis, prefix: str,
+                 fallback: TokenBuckets | None = None) -> None:
+        self.prefix = prefix
+        self._use = client.register_script(USE_TOKEN)
+        self._fallback = fallback or TokenBuckets()
+        self._warned = -math.inf
+
+    def take(self, name: str, per_minute: int) -> float:
+        return self._ask(name, per_minute, spend=True)
+
+    def wait(self, name: str, per_minute: int) -> float:
+        return self._ask(name, per_minute, spend=False)
+
+    def _ask(self, name: str, per_minute: int, *, spend: bool) -> float:
+        import redis
+
+        try:
+            micros = self._use(keys=[f"{self.prefix}:{name}"],
+                               args=[repr(per_minute / 60.0), per_minute, int(spend)])
+        except redis.RedisError as error:
+            now = time.monotonic()
+            if now - self._warned >= self.WARN_EVERY:
+                self._warned = now
+                log.warning("api.rate_limit_local", reason=str(error),
+                            detail="Redis does not answer: this server counts requests alone")
+            return self._fallback.take(name, per_minute) if spend else (
+                self._fallback.wait(name, per_minute))
+        return int(micros) / 1e6
 
 
 def retry_after(wait: float) -> str:
