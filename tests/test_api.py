@@ -11,6 +11,7 @@ import datetime as dt
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -402,6 +403,14 @@ def test_docs_headers_and_logs(api) -> None:
     assert client.post("/v1/plan", content=chunks(), headers={"Content-Type": "application/json"}).status_code == 411
     docs = httpx.get(server.base + "/docs")
     assert docs.status_code == 200 and "swagger-ui" in docs.text
+    # Swagger UI comes from this server: no CDN, and the page's policy allows no other host
+    assert re.findall(r"https?://", docs.text) == []
+    assert "script-src 'self' 'unsafe-inline'" in docs.headers["Content-Security-Policy"]
+    assets = re.findall(r'(?:src|href)="(/docs-assets/[^"]+)"', docs.text)
+    assert {a.rsplit("/", 1)[1] for a in assets} >= {"swagger-ui-bundle.js", "swagger-ui.css"}
+    for asset in assets:
+        served = httpx.get(server.base + asset)
+        assert served.status_code == 200 and len(served.content) > 1000, asset
     answer = client.get("/v1/profiles")
     for header, value in (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"),
                           ("Cache-Control", "no-store"), ("Referrer-Policy", "no-referrer"),
@@ -529,3 +538,15 @@ def test_a_bug_is_answered_as_json_with_the_headers_and_logged(tmp_path, capsys)
     assert answer.headers["X-Content-Type-Options"] == "nosniff"
     logged = capsys.readouterr()
     assert "AttributeError" in logged.out + logged.err and key not in logged.out + logged.err
+
+
+def test_swagger_ui_renders_offline_under_its_policy(api, tmp_path) -> None:
+    """In headless Chromium: the page draws every operation from this server's own
+    Swagger UI files, under the page's Content-Security-Policy (nothing from a CDN)."""
+    from tests.test_dashboard import chromium
+
+    proc = chromium("--virtual-time-budget=8000", "--dump-dom", api["server"].base + "/docs",
+                    tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    paths = set(re.findall(r'class="opblock-summary-path" data-path="([^"]+)"', proc.stdout))
+    assert paths >= {"/v1/profiles", "/v1/plan", "/v1/accounts/{account}"}

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
@@ -48,12 +49,13 @@ _HEADERS = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
 _API_CSP = "default-src 'none'; frame-ancestors 'none'"
-# /docs is Swagger UI: FastAPI's page loads its script and style from the jsDelivr CDN and
-# starts it with an inline script.
+# /docs is Swagger UI: its script, style and icon come from this server (fastapi-offline
+# ships them: no CDN, so the page works offline and loads nothing from elsewhere), and an
+# inline script starts it.
+DOCS_ASSETS = "/docs-assets"
 _DOCS_CSP = (
-    "default-src 'none'; script-src 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'unsafe-inline' https://cdn.jsdelivr.net; img-src data: https://fastapi.tiangolo.com; "
-    "connect-src 'self'; frame-ancestors 'none'"
+    "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'"
 )
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>` (`bot api-keys create`)")
@@ -92,7 +94,8 @@ def create_app(
     """The application over loaded profiles and a read-only trade-log engine. `buckets`
     makes the request budgets ("requests") and the failed-login budgets ("auth-failures"):
     this process's own by default, shared through Redis with `bot serve --redis`."""
-    app = FastAPI(
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS,
         title="leverbot allocation API",
         version=__version__,
         description=(
