@@ -52,6 +52,7 @@ TABLE_DROP: dict[str, tuple[str, ...]] = {
 TABLE_HIDDEN: dict[str, tuple[str, ...]] = {
     "orders": ("reason", "status_message", "updated_at"),
     "incidents": ("context",),
+    "runs": ("holder",),
 }
 
 
@@ -200,8 +201,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 # What a run's status says about its records, for the runs that did not finish.
 UNFINISHED: dict[str, str] = {
     "running": "is still marked 'running': it is in progress, or was stopped before it could "
-               "record its end (killed, or the machine went down; a paper or live run is "
-               "then marked failed when its strategy next starts)",
+               "record its end (killed, or the machine went down; the next run started on "
+               "its machine, or of its strategy for a paper or live one, marks it failed)",
     "failed": "failed: it stopped on an error or was interrupted",
 }
 

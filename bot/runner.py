@@ -29,7 +29,9 @@ from bot.errors import BotError
 from bot.heap import long_lived
 from bot.reference import reference_settings, reference_symbols
 from bot.report import RunSeries, build_report, make_dir, render_table, write_charts, write_json
+from bot.store.abandoned import close_dead_runs
 from bot.store.engines import mask_url
+from bot.store.holder import this_process
 from bot.store.locate import report_dir
 from bot.store.tradelog import TradeLog
 from bot.tearsheet.page import write_tearsheet
@@ -74,8 +76,11 @@ def start_run(
     tradelog: TradeLog, settings: Settings, mode: str, data_source: str, synthetic: bool
 ) -> int:
     """Open a run in the trade log with what identifies it: mode, the secret-free
-    validated config and its hash, the code version, the data and whether it is real."""
-    return tradelog.start_run(
+    validated config and its hash, the code version, the data and whether it is real,
+    and this process as its holder; then close the runs whose holders died before
+    recording their end (bot.store.abandoned)."""
+    now = dt.datetime.now(dt.UTC)
+    run_id = tradelog.start_run(
         mode=mode,
         strategy=settings.strategy.name,
         config_hash=settings.fingerprint(),
@@ -83,8 +88,11 @@ def start_run(
         code_version=code_version(),
         data_source=data_source,
         synthetic=synthetic,
-        started_at=dt.datetime.now(dt.UTC),
+        started_at=now,
+        holder=this_process(),
     )
+    close_dead_runs(tradelog, run_id, now)
+    return run_id
 
 
 def apply_overrides(settings: Settings, options: BacktestOptions, source: str) -> Settings:

@@ -653,6 +653,7 @@ def test_readers_return_documented_columns(tlog: TradeLog) -> None:
         "finished_at",
         "status",
         "summary",
+        "holder",
     ]
     assert tlog.load_incidents().columns.tolist() == ["at", "run_id", "kind", "message", "context"]
 

@@ -23,12 +23,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import sqlalchemy as sa
-import structlog
 
 from bot.errors import BotError
-from bot.store.tradelog import INCIDENTS, RUNS, TradeLog
-
-log = structlog.get_logger(__name__)
+from bot.store.abandoned import mark_abandoned
+from bot.store.tradelog import RUNS, TradeLog
 
 #: A holder killed a moment ago may still hold a PostgreSQL lock until the server sees
 #: its connection close: a start waits this long before it is refused.
@@ -132,8 +130,8 @@ def _postgres_lock(engine: sa.Engine, key: str) -> tuple[Any, str]:
 def close_abandoned_runs(tradelog: TradeLog, run_id: int, now: dt.datetime) -> list[int]:
     """Mark failed every earlier run of run `run_id`'s mode and strategy still marked
     'running', with an `abandoned` incident each; call while holding the instance's lock
-    (their processes are then known to be gone). Returns their ids."""
-    with tradelog.engine.begin() as conn:
+    (their processes are then known to be gone, on any host). Returns their ids."""
+    with tradelog.engine.connect() as conn:
         mode, strategy = conn.execute(
             sa.select(RUNS.c.mode, RUNS.c.strategy).where(RUNS.c.id == run_id)
         ).one()
@@ -143,15 +141,4 @@ def close_abandoned_runs(tradelog: TradeLog, run_id: int, now: dt.datetime) -> l
                 & (RUNS.c.strategy == strategy) & (RUNS.c.id < run_id)
             ).order_by(RUNS.c.id)
         ).scalars().all()
-        for old in abandoned:
-            conn.execute(sa.update(RUNS).where(RUNS.c.id == old).values(
-                status="failed", finished_at=now))
-            conn.execute(sa.insert(INCIDENTS).values(
-                run_id=old, at=now, kind="abandoned",
-                message=(f"run {old} ended without recording its end (killed, or the machine "
-                         f"went down); marked failed by run {run_id} at its start"),
-                context={"found_by_run": run_id},
-            ))
-    for old in abandoned:
-        log.warning("abandoned run marked failed", run=old, found_by=run_id)
-    return list(abandoned)
+    return mark_abandoned(tradelog, abandoned, run_id, now, "no process holds its strategy's lock")

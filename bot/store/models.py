@@ -237,6 +237,9 @@ class RunRecord(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
     status: Mapped[str] = mapped_column(String(16))
     summary: Mapped[dict[str, Any] | None] = mapped_column(PlainJSON())
+    # "host:pid:start" of the process that started it (bot.store.holder); NULL when no one
+    # process holds it (a platform batch's run, shared by its workers)
+    holder: Mapped[str | None] = mapped_column(String(200))
 
 
 class RegimeRecord(Base):

@@ -246,8 +246,10 @@ class TradeLog:
         data_source: str,
         synthetic: bool,
         started_at: dt.datetime,
+        holder: str | None = None,
     ) -> int:
-        """Write the run row now, so even a run that crashes at once is on record."""
+        """Write the run row now, so even a run that crashes at once is on record.
+        `holder`: the process that will end it (bot.store.holder), if one does."""
         if mode not in RUN_MODES:
             raise ValueError(f"runs.mode: {mode!r} is not one of {', '.join(RUN_MODES)}")
         _check_aware(started_at, "runs.started_at")
@@ -261,6 +263,7 @@ class TradeLog:
             "synthetic": synthetic,
             "started_at": started_at,
             "status": "running",
+            "holder": holder,
         }
         with self.engine.begin() as conn:
             self.run_id = conn.execute(sa.insert(RUNS).returning(RUNS.c.id), row).scalar_one()

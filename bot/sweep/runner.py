@@ -40,6 +40,8 @@ from bot.runner import (
     macro_series,
     price_series,
 )
+from bot.store.abandoned import close_dead_runs
+from bot.store.holder import this_process
 from bot.store.locate import sweep_report_dir
 from bot.store.models import to_plain
 from bot.store.sweeps import finish_sweep, finish_sweep_runs, start_sweep, start_sweep_runs
@@ -200,6 +202,7 @@ def _run(
             [_run_row(v.settings, version, market, now) for v in variants],
             [(v.position, v.params) for v in variants],
         )
+        close_dead_runs(tradelog, run_ids[0], now)  # as every command that starts runs
         tasks = [
             VariantTask(
                 v.position, run_id, v.settings,
@@ -256,6 +259,7 @@ def _run_row(settings: Settings, version: str, market: MarketData, now: dt.datet
         "data_source": market.label,
         "synthetic": market.synthetic,
         "started_at": now,
+        "holder": this_process(),  # this sweep closes them all when it ends
     }
 
 

@@ -1,0 +1,59 @@
+"""Runs left 'running' by a process that ended without recording their end.
+
+A process killed outright (SIGKILL, the OOM killer, a power cut) never marks its run
+finished or failed. Two things prove such a process gone: its holder (bot.store.holder)
+names a process of this host that no longer runs, or, for a paper or live session, the
+strategy's lock is free (bot.daemon.instance). Either way the run is marked failed with an
+`abandoned` incident naming the run that found it, so the trade log never shows a dead
+run as in progress.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from bot.logs import get_logger
+from bot.store.holder import is_gone
+from bot.store.tradelog import INCIDENTS, RUNS, TradeLog
+
+log = get_logger(__name__)
+
+
+def close_dead_runs(tradelog: TradeLog, run_id: int, now: dt.datetime) -> list[int]:
+    """Mark abandoned every other 'running' run whose holder is known gone; returns them."""
+    with tradelog.engine.connect() as conn:
+        held = conn.execute(
+            sa.select(RUNS.c.id, RUNS.c.holder).where(
+                (RUNS.c.status == "running") & RUNS.c.holder.is_not(None) & (RUNS.c.id != run_id)
+            ).order_by(RUNS.c.id)
+        ).all()
+    dead = [rid for rid, holder in held if is_gone(holder)]
+    return mark_abandoned(tradelog, dead, run_id, now, "its process is gone")
+
+
+def mark_abandoned(
+    tradelog: TradeLog, run_ids: Sequence[int], found_by: int, now: dt.datetime, proof: str
+) -> list[int]:
+    """Mark `run_ids` failed, each with an `abandoned` incident saying how it was known
+    dead (`proof`); a run that ended meanwhile is left as it ended. Returns those marked."""
+    marked = []
+    with tradelog.engine.begin() as conn:
+        for old in run_ids:
+            done = conn.execute(sa.update(RUNS).where(
+                (RUNS.c.id == old) & (RUNS.c.status == "running")
+            ).values(status="failed", finished_at=now))
+            if done.rowcount != 1:
+                continue
+            marked.append(old)
+            conn.execute(sa.insert(INCIDENTS).values(
+                run_id=old, at=now, kind="abandoned",
+                message=(f"run {old} ended without recording its end (killed, or the machine "
+                         f"went down: {proof}); marked failed by run {found_by} at its start"),
+                context={"found_by_run": found_by, "proof": proof},
+            ))
+    for old in marked:
+        log.warning("abandoned run marked failed", run=old, found_by=found_by, proof=proof)
+    return marked

@@ -1,0 +1,109 @@
+"""A run whose process was killed outright (SIGKILL, OOM, power cut) is closed by the next
+command that starts a run on this machine: its holder ("host:pid:start") names a process
+that no longer runs, so it is marked failed with an `abandoned` incident. Runs of live
+processes, of other hosts and without a holder are left alone."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import sqlalchemy as sa
+
+from bot.store import TradeLog
+from bot.store.abandoned import close_dead_runs
+from bot.store.holder import is_gone, this_process
+from tests.conftest import CONFIG, REPO
+
+T0 = dt.datetime(2024, 3, 4, 14, 0, tzinfo=dt.UTC)
+
+
+def test_a_holder_is_this_host_pid_and_start_and_is_gone_once_its_process_is():
+    me = this_process()
+    host, pid, ticks = me.rsplit(":", 2)
+    assert (host, int(pid)) == (socket.gethostname(), os.getpid()) and ticks.isdigit()
+    assert not is_gone(me)
+    child = subprocess.run(
+        [sys.executable, "-c", "from bot.store.holder import this_process; print(this_process())"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    assert child.startswith(f"{host}:") and is_gone(child)  # it has exited
+    assert is_gone(f"{host}:{pid}:{int(ticks) + 1}")  # our pid, but another process's start
+    for unknown in (None, "", "garbage", f"another-host:{pid}:{ticks}", f"{host}:x:1"):
+        assert not is_gone(unknown)
+
+
+def _run(log: TradeLog, holder: str | None) -> int:
+    return log.start_run(mode="backtest", strategy="s", config_hash="-", config={},
+                         code_version="-", data_source="-", synthetic=False, started_at=T0,
+                         holder=holder)
+
+
+def _status(url: str) -> dict[int, str]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        out = dict(conn.execute(sa.text("SELECT id, status FROM runs")).all())
+    engine.dispose()
+    return out
+
+
+def test_only_runs_whose_holder_is_gone_are_closed(tmp_path):
+    url = f"sqlite:///{tmp_path / 't.sqlite'}"
+    log = TradeLog.open(url)
+    host, pid, ticks = this_process().rsplit(":", 2)
+    dead = _run(log, f"{host}:{pid}:{int(ticks) + 1}")
+    alive = _run(log, this_process())
+    elsewhere = _run(log, f"another-host:{pid}:{ticks}")
+    unheld = _run(log, None)  # a platform batch's run, shared by its workers
+    ended = _run(log, f"{host}:{pid}:{int(ticks) + 1}")
+    log.finish_run("finished", T0)
+    current = _run(log, this_process())
+    assert close_dead_runs(log, current, T0) == [dead]
+    assert close_dead_runs(log, current, T0) == []  # once
+    incidents = log.load_incidents()
+    log.close()
+    status = _status(url)
+    assert status[dead] == "failed" and status[ended] == "finished"
+    assert [status[r] for r in (alive, elsewhere, unheld, current)] == ["running"] * 4
+    assert list(incidents["kind"]) == ["abandoned"] and list(incidents["run_id"]) == [dead]
+    assert "its process is gone" in incidents["message"].iloc[0]
+
+
+@pytest.mark.parametrize("mode", ["backtest", "replay"])
+def test_a_killed_commands_run_is_closed_by_the_next_command(tmp_path, mode):
+    """The killed process opened its run as the commands do (bot.runner.start_run)."""
+    url = f"sqlite:///{tmp_path / 't.sqlite'}"
+    script = textwrap.dedent(f"""
+        import time
+        from bot import runner
+        from bot.config import load_settings
+        from bot.store import TradeLog
+        log = TradeLog.open({url!r})
+        run = runner.start_run(log, load_settings({str(CONFIG)!r}), {mode!r}, "synthetic", True)
+        print(run, flush=True)
+        time.sleep(120)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        killed_run = int(proc.stdout.readline())
+        assert _status(url) == {killed_run: "running"}
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        proc.kill()
+        proc.wait()
+    code = subprocess.run(
+        [sys.executable, "-m", "bot", "backtest", "--config", str(CONFIG), "--synthetic",
+         "--start", "2024-01-02", "--end", "2024-03-28", "--no-charts", "--no-benchmarks",
+         "--database", url, "--out", str(tmp_path / "report")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert code.returncode == 0, code.stderr
+    assert _status(url) == {killed_run: "failed", killed_run + 1: "finished"}
