@@ -6,6 +6,7 @@ processes, of other hosts and without a holder are left alone."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import socket
@@ -107,3 +108,22 @@ def test_a_killed_commands_run_is_closed_by_the_next_command(tmp_path, mode):
     )
     assert code.returncode == 0, code.stderr
     assert _status(url) == {killed_run: "failed", killed_run + 1: "finished"}
+
+
+def test_bot_runs_says_whether_a_running_runs_process_still_runs(tmp_path, capsys):
+    from bot.cli import main
+
+    url = f"sqlite:///{tmp_path / 't.sqlite'}"
+    log = TradeLog.open(url)
+    host, pid, ticks = this_process().rsplit(":", 2)
+    runs = [_run(log, f"{host}:{pid}:{int(ticks) + 1}"), _run(log, this_process()),
+            _run(log, None)]
+    log.finish_run("finished", T0)
+    log.close()
+    capsys.readouterr()
+    assert main(["runs", "--database", url, "--format", "json"]) == 0
+    shown = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert [shown[r]["process"] for r in runs] == ["gone", "alive", None]
+    assert main(["runs", "--database", url]) == 0
+    table = capsys.readouterr().out
+    assert "gone" in table and "alive" in table and host not in table  # holder: exports only

@@ -38,10 +38,16 @@ def this_process() -> str | None:
 def is_gone(holder: str | None) -> bool:
     """Whether `holder` is known to have ended: on this host, its pid runs no process
     started at its time. False when that cannot be known (no holder, another host)."""
+    return holder_state(holder) == "gone"
+
+
+def holder_state(holder: str | None) -> str:
+    """'alive' or 'gone' for a holder of this host; 'unknown' for one of another host,
+    where /proc cannot tell, or no holder at all."""
     parts = (holder or "").rsplit(":", 2)  # the host name comes first and has no colon
     if len(parts) != 3 or not parts[1].isdigit():
-        return False
+        return "unknown"
     host, pid, ticks = parts
     if host != socket.gethostname() or _start_ticks(os.getpid()) is None:
-        return False
-    return _start_ticks(int(pid)) != ticks
+        return "unknown"
+    return "alive" if _start_ticks(int(pid)) == ticks else "gone"

@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bot.errors import BotError
+from bot.store.holder import holder_state
 from bot.store.models import Base
 from bot.store.rows import Rows
 from bot.types import OrderStatus
@@ -154,7 +155,12 @@ def runs(conn: sa.Connection, f: Filters) -> Rows:
         ordered = sa.select(ORDERS.c.run_id).where(ORDERS.c.account_id == f.account)
         marked = sa.select(EQUITY.c.run_id).where(EQUITY.c.account_id == f.account)
         stmt = stmt.where(t.c.id.in_(ordered) | t.c.id.in_(marked))
-    return _rows(conn, stmt, f, [t.c.id])
+    rows = _rows(conn, stmt, f, [t.c.id])
+    # Whether a 'running' run's process still runs: a killed one's run stays 'running'
+    # until the next run started on its machine marks it failed (bot.store.abandoned).
+    process = [holder_state(holder) if status == "running" else None
+               for status, holder in zip(rows.column("status"), rows.column("holder"), strict=True)]
+    return rows.inserted(rows.columns.index("status") + 1, "process", process)
 
 
 def trades(conn: sa.Connection, f: Filters) -> Rows:
