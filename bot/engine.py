@@ -283,6 +283,7 @@ class Engine:
         state.stops = decision.stops
         state.stopped = set()
         state.last_rebalance_day = day
+        self._day_indices[day] = t  # asked every day from now on: known here, not searched
         lag = self.settings.rebalance.execution_lag_days
         if lag > 0:
             execute_on = self._days[t + lag] if t + lag < len(self._days) else _add_sessions(day, lag)
