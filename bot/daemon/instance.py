@@ -29,8 +29,9 @@ from bot.store.abandoned import mark_abandoned
 from bot.store.tradelog import RUNS, TradeLog
 
 #: A holder killed a moment ago may still hold a PostgreSQL lock until the server sees
-#: its connection close: a start waits this long before it is refused.
-WAIT_SECONDS = 10.0
+#: its connection close: a start waits this long before it is refused. A file lock is
+#: freed as its holder exits, so a start there waits only for one that is exiting.
+WAIT_SECONDS = {"postgresql": 10.0, "file": 1.0}
 _POLL_SECONDS = 0.2
 
 
@@ -47,12 +48,14 @@ class InstanceLock:
 
     @classmethod
     def acquire(
-        cls, tradelog: TradeLog, mode: str, instance: str, wait: float = WAIT_SECONDS
+        cls, tradelog: TradeLog, mode: str, instance: str, wait: float | None = None
     ) -> InstanceLock:
-        """Take the lock, retrying for `wait` seconds; InstanceBusy if it stays held."""
+        """Take the lock, retrying for `wait` seconds (WAIT_SECONDS by default);
+        InstanceBusy if it stays held."""
         key = f"leverbot:{mode}:{instance}"
-        take = _postgres_lock if tradelog.engine.dialect.name == "postgresql" else _file_lock
-        deadline = time.monotonic() + wait
+        kind = "postgresql" if tradelog.engine.dialect.name == "postgresql" else "file"
+        take = _postgres_lock if kind == "postgresql" else _file_lock
+        deadline = time.monotonic() + (WAIT_SECONDS[kind] if wait is None else wait)
         while True:
             release, holder = take(tradelog.engine, key)
             if release is not None:
