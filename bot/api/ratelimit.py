@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
+from bot.redis_bucket import REFILL
+
 if TYPE_CHECKING:
     import redis
 
@@ -84,18 +86,7 @@ class TokenBuckets:
 
 #: KEYS[1] the bucket; ARGV rate (tokens/s), size, spend (1/0). Returns the microseconds
 #: until a token is there: 0 means there is one (and it was spent if asked).
-USE_TOKEN = """
-local rate = tonumber(ARGV[1])
-local size = tonumber(ARGV[2])
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(state[1]) or size
-local at = tonumber(state[2]) or now
-if now > at then
-  tokens = math.min(size, tokens + (now - at) * rate)
-  at = now
-end
+USE_TOKEN = REFILL + """
 if tokens < 1 then
   return math.ceil((1 - tokens) / rate * 1000000)
 end

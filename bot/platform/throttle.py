@@ -21,22 +21,14 @@ from collections.abc import Callable
 
 import redis
 
-#: KEYS[1] the bucket; ARGV rate (tokens/s), burst. Returns microseconds to wait (0: go).
-TAKE_TOKEN = """
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(state[1]) or burst
-local at = tonumber(state[2]) or now
-if now > at then
-  tokens = math.min(burst, tokens + (now - at) * rate)
-  at = now
-end
+from bot.redis_bucket import REFILL
+
+#: KEYS[1] the bucket; ARGV rate (tokens/s), burst (the size). Returns microseconds to
+#: wait (0: go).
+TAKE_TOKEN = REFILL + """
 tokens = tokens - 1
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(at))
-redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 60000)
+redis.call('PEXPIRE', KEYS[1], math.ceil((size - tokens) / rate * 1000) + 60000)
 if tokens >= 0 then
   return 0
 end
