@@ -288,7 +288,7 @@ def _trading_session(args: argparse.Namespace, trades: bool = True) -> Iterator:
             if lock is not None:  # only the lock's holder knows the others are dead
                 close_abandoned_runs(tradelog, run_id, dt.datetime.now(dt.UTC))
             jobs = build_live(settings, tradelog, run_id, live=args.live)
-            yield jobs
+            yield jobs, lock
         except BaseException:
             if jobs is not None:
                 jobs.close()
@@ -301,10 +301,18 @@ def _trading_session(args: argparse.Namespace, trades: bool = True) -> Iterator:
 
 
 def _run_daemon(args: argparse.Namespace) -> int:
-    from bot.daemon.service import build_schedule, run_live
+    import threading
 
-    with _trading_session(args) as jobs:
-        run_live(build_schedule(jobs, heartbeat=heartbeat_path()), jobs)
+    from bot.daemon.instance import InstanceBusy, lock_watch
+    from bot.daemon.service import StopRequest, build_schedule, run_live
+
+    with _trading_session(args) as (jobs, lock):
+        schedule = build_schedule(jobs, heartbeat=heartbeat_path())
+        stop, lost = StopRequest(), threading.Event()
+        schedule.jobs.append(lock_watch(lock, jobs.ctx.tradelog, stop, lost))
+        run_live(schedule, jobs, stop)
+        if lost.is_set():  # the run ends failed, and the command with this error
+            raise InstanceBusy(f"stopped: another bot holds {lock.key} now (see `bot incidents`)")
     return 0
 
 
@@ -332,7 +340,7 @@ def _cmd_once(args: argparse.Namespace) -> int:
 
     from bot.daemon.once import decide_once
 
-    with _trading_session(args, trades=args.execute) as jobs:
+    with _trading_session(args, trades=args.execute) as (jobs, _lock):
         outcome = decide_once(jobs, execute=args.execute)
     table = Table(title=f"decision on {outcome.day} ({'SENT' if args.execute else 'dry run: not sent'})")
     for col in ("client order id", "side", "symbol", "quantity", "ref price", "status", "reason"):

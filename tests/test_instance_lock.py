@@ -98,3 +98,59 @@ def test_the_next_start_marks_the_dead_runs_of_its_instance_failed(tradelog):
     assert [(r, k) for r, k, _m in incidents] == [(r, "abandoned") for r in dead]
     assert f"marked failed by run {current} at its start" in incidents[0][2]
     assert close_abandoned_runs(tradelog, current, later) == []  # done once
+
+
+def _end_lock_sessions(log: TradeLog) -> None:
+    """What a database server restart does to the holder: its session, and lock, end."""
+    with log.engine.connect() as conn:
+        conn.execute(sa.text(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks "
+            "WHERE locktype = 'advisory' AND pid <> pg_backend_pid()"
+        ))
+        conn.commit()
+
+
+def test_a_postgres_lock_whose_session_ends_is_taken_again_unless_another_took_it(
+    pg_database_url,
+):
+    from tests.test_store import reset_pg
+
+    log, other = TradeLog.open(pg_database_url), TradeLog.open(pg_database_url)
+    try:
+        lock = InstanceLock.acquire(log, "paper", "s", wait=0)
+        assert lock.still_held()
+        _end_lock_sessions(other)
+        assert lock.still_held()  # taken again, on a new connection
+        with pytest.raises(InstanceBusy):
+            InstanceLock.acquire(other, "paper", "s", wait=0)
+        _end_lock_sessions(other)
+        thief = InstanceLock.acquire(other, "paper", "s", wait=0)  # before the holder looked
+        assert not lock.still_held()
+        thief.release()
+    finally:
+        log.close()
+        other.close()
+        reset_pg(pg_database_url)
+
+
+def test_the_daemon_stops_and_says_why_when_its_lock_is_someone_elses(tmp_path):
+    import threading
+
+    from bot.daemon.instance import lock_watch
+
+    class Lost:
+        key = "leverbot:paper:s"
+
+        def still_held(self) -> bool:
+            return False
+
+    log = TradeLog.open(f"sqlite:///{tmp_path / 't.sqlite'}")
+    _run(log, "paper", "s")
+    stop, lost = threading.Event(), threading.Event()
+    job = lock_watch(Lost(), log, stop, lost)
+    assert job.name == "instance-lock" and job.run() is False
+    assert stop.is_set() and lost.is_set()
+    incidents = log.load_incidents()
+    log.close()
+    assert list(incidents["kind"]) == ["lock_lost"]
+    assert "held by another process now" in incidents["message"].iloc[0]
