@@ -168,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
 
         get_logger(__name__).warning("interrupted", at=dt.datetime.now(dt.UTC).isoformat())
         return 130
+    finally:
+        if argv is not None:  # called in-process (tests, a notebook), not as `bot`
+            from bot.heap import thaw
+
+            thaw()  # what the command froze at its start (bot.heap) goes back to the collector
 
 
 def _stdout_reader_gone() -> bool:

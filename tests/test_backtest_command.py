@@ -114,3 +114,17 @@ def test_sigterm_fails_the_run_and_no_chart_worker_outlives_the_command(tmp_path
     log = TradeLog.open_readonly(db)
     assert log.runs()["status"].tolist()[-1] == "failed"
     log.close()
+
+
+def test_a_command_run_in_process_hands_its_frozen_heap_back(tmp_path, capsys):
+    """`bot backtest` freezes its startup heap (bot.heap); main() called in-process thaws
+    it when the command ends, so a test run or a notebook keeps collecting cycles."""
+    import gc
+
+    from bot.cli import main
+
+    assert main(["backtest", "--config", str(CONFIG), "--synthetic", "--start", "2024-01-02",
+                 "--end", "2024-02-28", "--no-charts", "--no-benchmarks",
+                 "--database", f"sqlite:///{tmp_path / 't.sqlite'}",
+                 "--out", str(tmp_path / "report")]) == 0
+    assert gc.get_freeze_count() == 0
