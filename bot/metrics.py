@@ -133,7 +133,12 @@ def round_trips_fifo(fills: pd.DataFrame) -> list[RoundTrip]:
     ]
 
 
-def _match_fifo(fills: pd.DataFrame) -> list[tuple[str, int, int, float, float, float, float]]:
+#: A matched slice: symbol, the buy's and the sell's row in the fills, quantity, entry
+#: price, exit price, pnl after both commissions.
+_Trip = tuple[str, int, int, float, float, float, float]
+
+
+def _match_fifo(fills: pd.DataFrame) -> list[_Trip]:
     """The FIFO matching of `round_trips_fifo`, with each trip's entry and exit day given
     as the row position of its buy and sell in `fills`.
 
@@ -144,7 +149,7 @@ def _match_fifo(fills: pd.DataFrame) -> list[tuple[str, int, int, float, float, 
     columns = (fills[name].to_numpy()[order].tolist()
                for name in ("symbol", "side", "quantity", "price", "commission"))
     books: dict[str, deque[_Lot]] = {}
-    trips: list[tuple[str, int, int, float, float, float, float]] = []
+    trips: list[_Trip] = []
     for row, symbol, side, quantity, price, commission in zip(order.tolist(), *columns, strict=True):
         symbol, side, quantity = str(symbol), getattr(side, "value", side), float(quantity)
         book = books.setdefault(symbol, deque())
@@ -160,7 +165,7 @@ def _match_fifo(fills: pd.DataFrame) -> list[tuple[str, int, int, float, float, 
 
 def _close_lots(
     book: deque[_Lot], symbol: str, row: int, exit_price: float, quantity: float,
-    per_unit: float, trips: list[tuple[str, int, int, float, float, float, float]],
+    per_unit: float, trips: list[_Trip],
 ) -> None:
     """Consume the oldest lots of `book` for one sell (fills row `row`), appending one
     trip per slice taken."""

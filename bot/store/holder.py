@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import socket
-from functools import cache
 from pathlib import Path
 
 
@@ -28,9 +27,9 @@ def _start_ticks(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
-@cache
 def this_process() -> str | None:
-    """This process as a run's holder, or None where it cannot be checked later (no /proc)."""
+    """This process as a run's holder, or None where it cannot be checked later (no /proc).
+    Read each time, not cached: a forked child must name itself, not its parent."""
     ticks = _start_ticks(os.getpid())
     return None if ticks is None else f"{socket.gethostname()}:{os.getpid()}:{ticks}"
 
