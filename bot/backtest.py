@@ -165,6 +165,8 @@ def run_backtest(
     regimes: list[Regime | None] = [None] * n
     fills: list[Fill] = []
 
+    fromtimestamp = dt.datetime.fromtimestamp
+
     def settle(prices: np.ndarray, when: dt.datetime) -> None:
         for order, fill in broker.execute(prices, when):
             engine.on_execution(order, fill)
@@ -173,14 +175,14 @@ def run_backtest(
 
     for k in range(n):
         t = lo + k
-        closing = utc(close_seconds[k])
+        closing = fromtimestamp(close_seconds[k], dt.UTC)  # utc(), without a call a day
         if broker.open_order_count():
             if bt.fill == "next_open":
                 settle(fill_open[t], utc(open_seconds[k]))
             elif bt.fill == "next_close":
                 settle(close[t], closing)
         engine.step(t, closing)
-        if bt.fill == "same_close":
+        if bt.fill == "same_close" and broker.open_order_count():
             settle(close[t], closing)
         point = engine.record_close(t)
         equity[k] = point.equity

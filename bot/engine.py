@@ -10,6 +10,8 @@ after every job and restores after a restart.
 from __future__ import annotations
 
 import datetime as dt
+import math
+from operator import mul
 from typing import NamedTuple
 
 import numpy as np
@@ -116,7 +118,7 @@ class Engine:
         shares = self.broker.holdings(self.symbols)
         # the cash held, not the cash still spendable: buys working at the venue reserve
         # part of it, and valuing without it shows a drawdown that is not there
-        equity = self.broker.cash_balance() + float(shares @ self._mark[t])
+        equity = self.broker.cash_balance() + self._value(shares, t)
         events: list[RiskEvent] = []
         # A defensive switch that had to wait for open orders is still owed a rebalance.
         forced = self._update_drawdown(t, day, equity, events) or state.owed_rebalance
@@ -155,18 +157,15 @@ class Engine:
     def record_close(self, t: int, snapshot: bool | None = None) -> EquityPoint:
         """Mark the portfolio at the close of day t (after that day's fills) and log it;
         snapshot the positions on days with fills (or when `snapshot` says so)."""
-        shares = self.broker.holdings(self.symbols)
+        held = self.broker.holdings(self.symbols).tolist()
+        marks = self._mark[t].tolist()
         cash = self.broker.cash_balance()
-        positions = float(shares @ self._mark[t])
+        positions = sum(map(mul, held, marks))
         if snapshot or (snapshot is None and self._filled_since_snapshot):
             self._filled_since_snapshot = False
             # Every symbol, zeros included: a snapshot of held positions only would show
             # nothing on the day the book goes flat, and readers would keep the old one.
-            self.log.positions(
-                self._days[t],
-                {s: (q, mark) for s, q, mark
-                 in zip(self.symbols, shares.tolist(), self._mark[t].tolist(), strict=True)},
-            )
+            self.log.snapshot(self._days[t], self.symbols, held, marks)
         equity = cash + positions
         state = self.state
         # The record's drawdown is from the run's true high-water mark; the guard's own
@@ -397,6 +396,11 @@ class Engine:
             t = self._day_indices[day] = int(np.searchsorted(self.dates, np.datetime64(day)))
         return t
 
+    def _value(self, shares: np.ndarray, t: int) -> float:
+        """Market value of `shares` at day t's marks, summed over plain floats: asked
+        twice a day, and numpy's dot of six numbers costs more than the arithmetic."""
+        return sum(map(mul, shares.tolist(), self._mark[t].tolist()))
+
     def _is_week_end(self, t: int) -> bool:
         if self._week_ends is None:
             self._week_ends = week_ends(self.dates)
@@ -419,9 +423,13 @@ def decision_context(
     dates[t] as a date, if the caller has it (converting costs more than the rest)."""
     lo = max(0, t - model.returns_window)
     closes = close[lo : t + 1]
-    rets = closes[1:] / closes[:-1] - 1.0
-    # Most windows are complete: one check over all of it before the per-row one.
-    complete = bool(np.isfinite(rets).all())
+    if lo == t:  # a model that needs no returns (strategic weights): none to compute
+        rets, complete = close[t:t], True
+    else:
+        rets = closes[1:] / closes[:-1] - 1.0
+        # Most windows are complete: one finite sum (NaN and inf carry through a sum)
+        # before the per-row check; np.add.reduce, not .sum(), whose wrapper costs more.
+        complete = math.isfinite(np.add.reduce(rets, axis=None))
     return DecisionContext(
         t=t,
         day=dates[t].astype("datetime64[D]").astype(object) if day is None else day,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -18,8 +18,9 @@ from bot.config import RebalanceSettings
 from bot.types import OrderRequest, Side
 
 
-@dataclass(frozen=True)
-class RebalanceCheck:
+class RebalanceCheck(NamedTuple):
+    """Whether a rebalance is due and why (made every trading day: a tuple)."""
+
     due: bool
     reason: str
 
@@ -63,7 +64,10 @@ def rebalance_due(
         drift = max_abs_difference(weights_now(), targets)
         if drift > cfg.drift + 1e-12:  # 0.55 - 0.50 is 0.05000000000000004 in floats
             return RebalanceCheck(True, f"drift {drift:.2%} > {cfg.drift:.0%}")
-    return RebalanceCheck(False, "not due")
+    return _NOT_DUE
+
+
+_NOT_DUE = RebalanceCheck(False, "not due")  # most days' answer, made once
 
 
 def max_abs_difference(a: np.ndarray, b: np.ndarray) -> float:
@@ -71,6 +75,9 @@ def max_abs_difference(a: np.ndarray, b: np.ndarray) -> float:
     (the drift test runs every day; numpy's reduction costs more than the arithmetic)."""
     diffs = [abs(x - y) for x, y in zip(a.tolist(), b.tolist(), strict=True)]
     return math.nan if any(d != d for d in diffs) else max(diffs)
+
+
+_SELL, _BUY = Side.SELL, Side.BUY  # module constants: read for every planned order
 
 
 def client_order_id(rebalance_id: str, symbol: str, side: Side) -> str:
@@ -113,7 +120,7 @@ def plan_orders(
         qty = abs(delta)
         if qty <= 1e-9 or qty < min_shares or qty * price < min_notional:
             continue
-        side = Side.SELL if delta < 0 else Side.BUY
+        side = _SELL if delta < 0 else _BUY
         order = OrderRequest(
             client_order_id(rebalance_id, symbol, side),
             rebalance_id,
@@ -123,7 +130,7 @@ def plan_orders(
             reason,
             price,
         )
-        (sells if side is Side.SELL else buys).append(order)
+        (sells if side is _SELL else buys).append(order)
     return sells + buys
 
 

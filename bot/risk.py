@@ -50,7 +50,10 @@ def cap_weights(w: np.ndarray, cap: float, tradable: np.ndarray | None = None) -
     rata, until the cap holds everywhere. If every asset is at the cap the rest stays in
     cash. Returns `w` itself when nothing is over the cap."""
     limit = cap + _EPS
-    if not any(v > limit for v in w.tolist()):  # the usual case, without numpy calls
+    for v in w.tolist():  # plain floats: nothing over the cap is the usual case
+        if v > limit:
+            break
+    else:
         return w
     over = w > limit
     w = w.copy()
@@ -60,9 +63,9 @@ def cap_weights(w: np.ndarray, cap: float, tradable: np.ndarray | None = None) -
     return _redistribute(w, excess, receivers, cap)
 
 
-@dataclass(frozen=True)
-class GuardInputs:
-    """What the guard sees at a rebalance decision (all arrays in universe order)."""
+class GuardInputs(NamedTuple):
+    """What the guard sees at a rebalance decision (all arrays in universe order); a
+    tuple, made once per decision (a frozen dataclass sets each field the slow way)."""
 
     day: dt.date
     symbols: tuple[str, ...]
@@ -251,7 +254,8 @@ def guard(w: np.ndarray, inp: GuardInputs, cfg: RiskSettings) -> GuardResult:
         vol = inp.window_stats().vol(cfg.vol_window)
         stops = np.where(w > 0, stop_levels(inp.prices, vol, inp.regime, cfg), np.nan)
     else:
-        stops = np.full(len(w), np.nan)
+        stops = np.empty(len(w))
+        stops.fill(np.nan)  # np.full, without its Python wrapper (once per decision)
     return GuardResult(w, stops, events, reasons)
 
 
@@ -285,8 +289,8 @@ def update_drawdown(
     peak = state.peak if state.peak >= equity else equity
     if peak != state.peak:
         state = DrawdownState(peak, state.defensive, state.entered_day)
-    dd = state.drawdown(equity)
-    if not state.defensive and dd <= cfg.drawdown_enter:
+    dd = 0.0 if peak <= 0 else max(0.0, 1.0 - equity / peak)  # state.drawdown(equity), inline
+    if not state.defensive and dd <= cfg.drawdown_enter:  # nearly every day
         return state, None
     inputs = {"equity": equity, "peak": peak, "drawdown": dd}
     if not state.defensive:

@@ -122,9 +122,9 @@ class RiskEvent:
     symbol: str | None = None
 
 
-@dataclass(frozen=True)
-class TargetRow:
-    """One asset's weight through each step of a rebalance decision, with reasons."""
+class TargetRow(NamedTuple):
+    """One asset's weight through each step of a rebalance decision, with reasons (a
+    tuple, like the other per-order records: every rebalance makes one per asset)."""
 
     symbol: str
     baseline: float

@@ -55,6 +55,10 @@ class SimulatedBroker:
         self._cash = float(cash)
         self.shares = np.zeros(len(symbols))
         self.costs = costs
+        # the cost model's rates as plain floats: read for every fill
+        self._slip = costs.slippage_bps * 1e-4
+        self._bps = costs.commission_bps * 1e-4
+        self._per_share = costs.commission_per_share
         self.fractional = fractional
         self._pending: list[Order] = []
         self._next_id = 1
@@ -127,7 +131,7 @@ class SimulatedBroker:
             order.status = OrderStatus.EXPIRED
             order.status_message = "no price on the fill day"
             return order, None
-        slip = self.costs.slippage_bps * 1e-4
+        slip = self._slip
         held = float(self.shares[i])  # one read: numpy scalar arithmetic is the slow part
         if req.side is Side.SELL:
             price = ref * (1.0 - slip)
@@ -143,7 +147,7 @@ class SimulatedBroker:
                 "insufficient position" if req.side is Side.SELL else "insufficient cash"
             )
             return order, None
-        commission = self.costs.commission(qty, price)
+        commission = self._per_share * qty + self._bps * qty * price  # CostModel.commission
         notional = qty * price
         if req.side is Side.SELL:
             held -= qty
@@ -177,5 +181,5 @@ class SimulatedBroker:
         """Largest quantity whose cost plus commission fits in the cash left."""
         if self._cash <= 0:
             return 0.0
-        unit = price * (1.0 + self.costs.commission_bps * 1e-4) + self.costs.commission_per_share
+        unit = price * (1.0 + self._bps) + self._per_share
         return self._cash / unit * (1.0 - 1e-12)

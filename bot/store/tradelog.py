@@ -79,6 +79,9 @@ ORDER_COLUMNS = (
 )
 _ORDER_INDEX = {name: i for i, name in enumerate(ORDER_COLUMNS)}
 _CID = _ORDER_INDEX["client_order_id"]
+_STATUS, _UPDATED_AT = _ORDER_INDEX["status"], _ORDER_INDEX["updated_at"]
+_STATUS_MESSAGE, _FILLED_QUANTITY = _ORDER_INDEX["status_message"], _ORDER_INDEX["filled_quantity"]
+_AVERAGE_PRICE, _BROKER_ORDER_ID = _ORDER_INDEX["average_price"], _ORDER_INDEX["broker_order_id"]
 # Buffered by client_order_id; written with the order's id in its place.
 EVENT_COLUMNS = ("client_order_id", "status", "at", "message", "filled_quantity")
 FILL_COLUMNS = (
@@ -332,7 +335,8 @@ class TradeLog:
         run_id = self._require_run()
         req = o.request
         cid = req.client_order_id
-        _check_aware(o.submitted_at, "orders.submitted_at")
+        if o.submitted_at.tzinfo is not dt.UTC:
+            _check_aware(o.submitted_at, "orders.submitted_at")
         if cid in self._orders or cid in self._order_ids:
             log.warning("tradelog.order_recorded_again", client_order_id=cid,
                         status=_status_text(o.status))
@@ -364,8 +368,22 @@ class TradeLog:
         broker_order_id: str | None = None,
     ) -> None:
         """Record a status change; fields left None keep their previous value on the order."""
-        _check_aware(at, "order_events.at")
+        if at.tzinfo is not dt.UTC:
+            _check_aware(at, "order_events.at")
         status_value = _status_text(status)
+        buffered = self._orders.get(client_order_id)
+        if buffered is not None:  # not yet written (every backtest order): set in place
+            buffered[_STATUS], buffered[_UPDATED_AT] = status_value, at
+            if message is not None:
+                buffered[_STATUS_MESSAGE] = message
+            if filled_quantity is not None:
+                buffered[_FILLED_QUANTITY] = filled_quantity
+            if average_price is not None:
+                buffered[_AVERAGE_PRICE] = average_price
+            if broker_order_id is not None:
+                buffered[_BROKER_ORDER_ID] = broker_order_id
+            self._events.append((client_order_id, status_value, at, message, filled_quantity))
+            return
         changes: dict[str, Any] = {"status": status_value, "updated_at": at}
         if message is not None:
             changes["status_message"] = message
@@ -375,16 +393,11 @@ class TradeLog:
             changes["average_price"] = average_price
         if broker_order_id is not None:
             changes["broker_order_id"] = broker_order_id
-        buffered = self._orders.get(client_order_id)
-        if buffered is not None:
-            for column, value in changes.items():
-                buffered[_ORDER_INDEX[column]] = value
-        else:
-            pending = self._updates.get(client_order_id)
-            if pending is None:
-                pending = {"id": self._written_order_id(client_order_id)}
-                self._updates[client_order_id] = pending
-            pending.update(changes)
+        pending = self._updates.get(client_order_id)
+        if pending is None:
+            pending = {"id": self._written_order_id(client_order_id)}
+            self._updates[client_order_id] = pending
+        pending.update(changes)
         self._events.append((client_order_id, status_value, at, message, filled_quantity))
 
     def fill(self, f: Fill) -> None:
@@ -392,7 +405,8 @@ class TradeLog:
         cid = f.client_order_id
         if cid not in self._order_accounts:
             self._written_order_id(cid)  # an order an earlier process recorded, or an error
-        _check_aware(f.filled_at, "fills.filled_at")
+        if f.filled_at.tzinfo is not dt.UTC:
+            _check_aware(f.filled_at, "fills.filled_at")
         self._fills.append((run_id, self._order_accounts[cid], f))
 
     def _fill_rows(self) -> Iterator[tuple[Any, ...]]:
@@ -410,17 +424,27 @@ class TradeLog:
     def positions(self, day: dt.date, holdings: Mapping[str, tuple[float, float]]) -> None:
         """Snapshot holdings (symbol -> (quantity, price), floats); market value is computed
         exactly at flush."""
+        values = holdings.values()
+        self.snapshot(day, tuple(holdings), [q for q, _ in values], [p for _, p in values])
+
+    def snapshot(
+        self, day: dt.date, symbols: tuple[str, ...], quantities: Sequence[float],
+        prices: Sequence[float],
+    ) -> None:
+        """`positions` as parallel sequences (the engine's arrays as lists, no mapping)."""
         run_id, account = self._require_run(), self.account_id
-        if not holdings:
+        if not symbols:
             return
-        symbols = tuple(holdings)
+        if len(quantities) != len(symbols) or len(prices) != len(symbols):
+            raise ValueError(
+                f"positions: {len(symbols)} symbols, {len(quantities)} quantities, "
+                f"{len(prices)} prices"
+            )
         if self._positions and self._positions[-1][3] == symbols:
             symbols = self._positions[-1][3]  # the same universe as the day before: shared
-        values = holdings.values()
-        self._positions.append((
-            run_id, account, day, symbols, array("d", [q for q, _ in values]),
-            array("d", [p for _, p in values]),
-        ))
+        self._positions.append(
+            (run_id, account, day, symbols, array("d", quantities), array("d", prices))
+        )
 
     def _position_rows(self) -> Iterator[tuple[Any, ...]]:
         """The buffered snapshots as POSITION_COLUMNS rows, one per symbol."""

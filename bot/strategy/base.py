@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
 from bot.types import Regime, RiskEvent, TargetRow
 
 
-@dataclass(frozen=True)
-class DecisionContext:
-    """Everything known at the close of day `t`; arrays are views ending at t."""
+class DecisionContext(NamedTuple):
+    """Everything known at the close of day `t`; arrays are views ending at t. A tuple:
+    a frozen dataclass sets each field through object.__setattr__, and a backtest makes
+    one per rebalance."""
 
     t: int
     day: dt.date

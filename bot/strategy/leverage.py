@@ -53,6 +53,7 @@ class LeverageModel:
 
         # returns_window trading days back, in calendar days, with room for holidays
         self.history_calendar_days = max(550, int(self.returns_window * 1.5) + 30)
+        self._strategic_by_listing: dict[bytes, np.ndarray | None] = {}
 
     def decide(self, ctx: DecisionContext) -> TargetDecision:
         stats = WindowStats(ctx.returns)  # shared by the weights and the guard
@@ -88,10 +89,9 @@ class LeverageModel:
         """Strategy weights before the overlay, and how they were obtained; `stats`: the
         decision's statistics of `rets`, if already made."""
         st = self.settings.strategy
-        strategic = np.where(tradable, self.strategic, 0.0)
-        if strategic.sum() <= 0:  # before any asset of the universe is listed
+        strategic = self._strategic(tradable)
+        if strategic is None:  # before any asset of the universe is listed
             return np.zeros(len(tradable)), "no asset has a price yet: all cash"
-        strategic = strategic / strategic.sum()
         if st.weighting == "strategic":
             return strategic, "strategic weights"
         if not tradable.all() or rets.shape[0] < st.vol_window:
@@ -110,6 +110,23 @@ class LeverageModel:
         )
         how = f"inverse vol {st.vol_window}d / leverage" + (" x VaR factor" if var is not None else "")
         return result.weights, how
+
+    def _strategic(self, tradable: np.ndarray) -> np.ndarray | None:
+        """The strategic weights of the assets priced today, scaled to sum to 1 (None if
+        none is). Every decision asks and the answer changes only when an asset lists,
+        so it is kept per set of priced assets, read-only: a caller cannot alter it."""
+        key = tradable.tobytes()
+        try:
+            return self._strategic_by_listing[key]
+        except KeyError:
+            pass
+        strategic = np.where(tradable, self.strategic, 0.0)
+        total = strategic.sum()
+        weights = None if total <= 0 else strategic / total
+        if weights is not None:
+            weights.flags.writeable = False
+        self._strategic_by_listing[key] = weights
+        return weights
 
     def _mean_variance(self, rets: np.ndarray, strategic: np.ndarray) -> tuple[np.ndarray, str]:
         """argmin w'Sw - lambda mu'w within the position cap (weights.mean_variance_weights)."""

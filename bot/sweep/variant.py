@@ -101,6 +101,7 @@ class DiscardingLog(TradeLog):
         return None
 
     regime = targets = risk_event = order = order_status = fill = equity = positions = _discard
+    snapshot = _discard
 
 
 def summary_row(result: BacktestResult, market: MarketData, fills: pd.DataFrame) -> dict:
