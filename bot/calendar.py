@@ -4,28 +4,21 @@
 from __future__ import annotations
 
 import datetime as dt
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 
+from bot.session_table import session_table, xnys_calendar
 
-@lru_cache(maxsize=1)
+
 def _xnys():
-    """From 1900, so the data checks can place user files older than the bundled ones
-    (building it costs the same as from 1990, ~0.2 s, once per process)."""
-    import warnings
-
-    import exchange_calendars as xcals
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return xcals.get_calendar("XNYS", start="1900-01-01")
+    """exchange_calendars' XNYS calendar, for questions outside the stored session table
+    (bot.session_table); building it costs ~0.3 s, once per process."""
+    return xnys_calendar()
 
 
-@lru_cache(maxsize=1)
 def _session_days() -> np.ndarray:
-    return _xnys().sessions.values.astype("datetime64[D]")
+    return session_table().days
 
 
 def session_mask(dates: np.ndarray) -> np.ndarray:
@@ -37,14 +30,23 @@ def session_mask(dates: np.ndarray) -> np.ndarray:
 
 
 def sessions(start: dt.date | str, end: dt.date | str) -> np.ndarray:
-    """Trading days between start and end inclusive, as datetime64[D]."""
-    days = _xnys().sessions_in_range(pd.Timestamp(start), pd.Timestamp(end))
-    return days.values.astype("datetime64[D]")
+    """Trading days between start and end inclusive, as datetime64[D]. Dates outside
+    the calendar get exchange_calendars' own error."""
+    first, last = np.datetime64(pd.Timestamp(start).date()), np.datetime64(pd.Timestamp(end).date())
+    days = _session_days()
+    if days[0] <= first and last <= days[-1]:
+        return days[np.searchsorted(days, first) : np.searchsorted(days, last, side="right")]
+    found = _xnys().sessions_in_range(pd.Timestamp(start), pd.Timestamp(end))
+    return found.values.astype("datetime64[D]")
 
 
 def next_session(day: dt.date) -> dt.date:
     """The first trading day after `day` (which need not be a trading day)."""
-    cal = _xnys()
+    days = _session_days()
+    i = int(np.searchsorted(days, np.datetime64(day), side="right"))
+    if days[0] <= np.datetime64(day) and i < len(days):
+        return days[i].item()
+    cal = _xnys()  # outside the table: the library answers, or raises its own error
     ts = pd.Timestamp(day)
     nxt = cal.date_to_session(ts, direction="next")
     if nxt == ts:

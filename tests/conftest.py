@@ -5,6 +5,8 @@ never copied into the repo. Without it the tests that need it skip, except in CI
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +15,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 CONFIG = REPO / "config" / "diversified_leverage.toml"
+
+# This run's own cache directory (bot.session_table stores the exchange's sessions there),
+# inherited by the commands the tests start: the tests never write to the user's cache.
+_CACHE_DIR = tempfile.mkdtemp(prefix="leverbot-tests-cache-")
+os.environ["BOT_CACHE_DIR"] = _CACHE_DIR
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 
 def require_shared_data() -> Path:

@@ -71,8 +71,6 @@ def check_span(start: dt.date, end: dt.date, market: MarketData) -> list[Trading
     a trading session and every one of them must be in the data. A span running past the
     data is refused rather than clipped: its later jobs could only fail, and a replay
     that quietly covers less than was asked is easy to misread."""
-    from exchange_calendars.errors import DateOutOfBounds
-
     from bot.daemon.sessions import exchange_sessions
 
     dates = market.prices.dates
@@ -83,7 +81,12 @@ def check_span(start: dt.date, end: dt.date, market: MarketData) -> list[Trading
         )
     try:
         sessions = exchange_sessions(start, end)
-    except DateOutOfBounds as exc:
+    except Exception as exc:
+        # imported only here: a span inside the stored session table never loads the library
+        from exchange_calendars.errors import DateOutOfBounds
+
+        if not isinstance(exc, DateOutOfBounds):
+            raise
         raise BotError(f"--replay {start}:{end}: outside the exchange calendar ({exc})") from None
     if not sessions:
         raise BotError(f"--replay {start}:{end}: no trading session in that span")

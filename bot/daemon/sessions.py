@@ -8,9 +8,11 @@ import bisect
 import datetime as dt
 from collections.abc import Callable
 
+import numpy as np
 import structlog
 
 from bot.broker.base import TradingSession
+from bot.session_table import session_table
 
 log = structlog.get_logger(__name__)
 
@@ -51,10 +53,8 @@ class _YearIndex:
 
     def bounds(self) -> tuple[dt.date, dt.date]:
         if self._bounds is None:
-            from bot.calendar import _xnys
-
-            cal = _xnys()
-            self._bounds = (cal.first_session.date(), cal.last_session.date())
+            days = session_table().days
+            self._bounds = (days[0].item(), days[-1].item())
         return self._bounds
 
     def between(self, start: dt.date, end: dt.date) -> list[TradingSession]:
@@ -70,13 +70,28 @@ class _YearIndex:
         return out
 
     def _year(self, year: int) -> tuple[list[dt.date], list[TradingSession]]:
+        """One calendar year's sessions from the stored table (bot.session_table): the
+        same days and hours as the calendar, without building it in every process."""
         if year not in self._years:
-            first, last = self.bounds()
-            sessions = exchange_sessions_uncached(
-                max(first, dt.date(year, 1, 1)), min(last, dt.date(year, 12, 31))
+            table = session_table()
+            lo, hi = np.searchsorted(
+                table.days, [np.datetime64(f"{year:04d}-01-01"), np.datetime64(f"{year + 1:04d}-01-01")]
             )
-            self._years[year] = ([s.day for s in sessions], sessions)
+            days: list[dt.date] = table.days[lo:hi].tolist()
+            sessions = [
+                TradingSession(day, _utc(opened), _utc(closed))
+                for day, opened, closed in zip(
+                    days, table.opens[lo:hi].tolist(), table.closes[lo:hi].tolist(), strict=True
+                )
+            ]
+            self._years[year] = (days, sessions)
         return self._years[year]
+
+
+def _utc(nanoseconds: int) -> dt.datetime:
+    """An aware UTC datetime from a datetime64[ns] value's integer (tolist() gives those:
+    datetime cannot hold nanoseconds; session times are whole minutes)."""
+    return dt.datetime.fromtimestamp(nanoseconds // 1_000_000_000, dt.UTC)
 
 
 _EXCHANGE = _YearIndex()

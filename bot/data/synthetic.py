@@ -191,24 +191,23 @@ def _key(name: str) -> int:
 
 
 def _sessions(start: str | date, end: str | date) -> np.ndarray:
-    """XNYS sessions in [start, end]."""
+    """XNYS sessions in [start, end]: from the stored session table (bot.session_table)
+    when it covers them, else from a calendar built for those years."""
     first, last = pd.Timestamp(start).normalize(), pd.Timestamp(end).normalize()
     if last < first:
         raise ValueError(f"end {last.date()} is before start {first.date()}")
-    calendar = _shared_xnys(first, last) or _xnys(min(first.year, 1990) - 1, max(last.year, 2030) + 1)
-    sessions = calendar.sessions_in_range(first, last).to_numpy().astype("datetime64[D]")
+    from bot.session_table import session_table
+
+    days = session_table().days
+    lo, hi = np.datetime64(first.date()), np.datetime64(last.date())
+    if days[0] <= lo and hi <= days[-1]:
+        sessions = days[np.searchsorted(days, lo) : np.searchsorted(days, hi, side="right")]
+    else:
+        calendar = _xnys(min(first.year, 1990) - 1, max(last.year, 2030) + 1)
+        sessions = calendar.sessions_in_range(first, last).to_numpy().astype("datetime64[D]")
     if len(sessions) < 2:
         raise ValueError(f"fewer than 2 XNYS sessions between {first.date()} and {last.date()}")
     return sessions
-
-
-def _shared_xnys(first: pd.Timestamp, last: pd.Timestamp) -> ExchangeCalendar | None:
-    """The process's XNYS calendar (bot.calendar: the jobs' and the engine's) if its
-    sessions cover [first, last]: the same sessions without building a second calendar."""
-    from bot.calendar import _xnys as shared
-
-    calendar = shared()
-    return calendar if calendar.first_session <= first and last <= calendar.last_session else None
 
 
 @functools.lru_cache(maxsize=4)
