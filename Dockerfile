@@ -1,7 +1,7 @@
 # leverbot: the trading daemon. Slim image, non-root, healthcheck on the daemon's heartbeat.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY bot ./bot
 RUN pip install --no-cache-dir --upgrade pip \
  && pip wheel --no-cache-dir --wheel-dir /wheels .
