@@ -292,11 +292,11 @@ def test_an_existing_trade_log_keeps_its_rows_through_the_accounts_migration(url
     from alembic import command
 
     from bot.store.engines import writer_engine
-    from bot.store.models import Base
+    from bot.store.models import METADATA
     from bot.store.schema import INITIAL_REVISION, alembic_config, upgrade
 
     engine = writer_engine(url)
-    tables = Base.metadata.tables
+    tables = METADATA.tables
     with engine.begin() as conn:
         command.upgrade(alembic_config(conn), INITIAL_REVISION)
         conn.execute(sa.insert(tables["runs"]), {

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 import bot.store.tradelog as tradelog_module
 from bot.store import TradeLog
-from bot.store.models import Base, ExactDecimal
+from bot.store.models import METADATA, ExactDecimal
 from bot.types import (
     EquityPoint,
     Fill,
@@ -174,7 +174,7 @@ def test_a_buffered_order_with_its_events_and_fill_stays_small():
 def test_every_table_the_flush_writes_has_its_columns_named_in_order():
     """The buffers' column tuples name real columns, and every column that is not the
     row's own id is written (a column missing here would be stored as NULL)."""
-    tables = Base.metadata.tables
+    tables = METADATA.tables
     written = {
         "orders": tradelog_module.ORDER_COLUMNS,
         "order_events": ("order_id", *tradelog_module.EVENT_COLUMNS[1:]),

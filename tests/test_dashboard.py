@@ -19,7 +19,13 @@ import pytest
 import sqlalchemy as sa
 
 from bot.dashboard.server import DashboardServer, make_server
-from bot.store.models import EquityRecord, FillRecord, OrderRecord, PositionRecord, TargetRecord
+from bot.store.models import (
+    EQUITY,
+    FILLS,
+    ORDERS,
+    POSITIONS,
+    TARGETS,
+)
 from tests.conftest import CONFIG
 from tests.test_inspect_cli import fill_by_replay
 from tests.test_store import reset_pg
@@ -143,32 +149,32 @@ def database_view(url: str, run_id: int) -> dict:
     engine = sa.create_engine(url)
     with engine.connect() as conn:
         last = conn.execute(
-            sa.select(EquityRecord).where(EquityRecord.run_id == run_id).order_by(EquityRecord.day.desc())
+            sa.select(EQUITY).where(EQUITY.c.run_id == run_id).order_by(EQUITY.c.day.desc())
         ).first()
         fills = conn.execute(
-            sa.select(FillRecord.client_order_id).where(FillRecord.run_id == run_id)
-            .order_by(FillRecord.filled_at, FillRecord.id)
+            sa.select(FILLS.c.client_order_id).where(FILLS.c.run_id == run_id)
+            .order_by(FILLS.c.filled_at, FILLS.c.id)
         ).scalars().all()
         open_orders = conn.execute(
-            sa.select(OrderRecord.client_order_id).where(
-                OrderRecord.run_id == run_id,
-                OrderRecord.status.not_in(["filled", "canceled", "rejected", "expired"]),
+            sa.select(ORDERS.c.client_order_id).where(
+                ORDERS.c.run_id == run_id,
+                ORDERS.c.status.not_in(["filled", "canceled", "rejected", "expired"]),
             )
         ).scalars().all()
         snap_day = conn.execute(
-            sa.select(sa.func.max(PositionRecord.day)).where(PositionRecord.run_id == run_id)
+            sa.select(sa.func.max(POSITIONS.c.day)).where(POSITIONS.c.run_id == run_id)
         ).scalar_one()
         snapshot = conn.execute(
-            sa.select(PositionRecord).where(PositionRecord.run_id == run_id, PositionRecord.day == snap_day)
+            sa.select(POSITIONS).where(POSITIONS.c.run_id == run_id, POSITIONS.c.day == snap_day)
         ).all()
         equity_then = conn.execute(
-            sa.select(EquityRecord.equity).where(EquityRecord.run_id == run_id, EquityRecord.day == snap_day)
+            sa.select(EQUITY.c.equity).where(EQUITY.c.run_id == run_id, EQUITY.c.day == snap_day)
         ).scalar_one()
         target_day = conn.execute(
-            sa.select(sa.func.max(TargetRecord.day)).where(TargetRecord.run_id == run_id)
+            sa.select(sa.func.max(TARGETS.c.day)).where(TARGETS.c.run_id == run_id)
         ).scalar_one()
         targets = conn.execute(
-            sa.select(TargetRecord).where(TargetRecord.run_id == run_id, TargetRecord.day == target_day)
+            sa.select(TARGETS).where(TARGETS.c.run_id == run_id, TARGETS.c.day == target_day)
         ).all()
     engine.dispose()
     return {

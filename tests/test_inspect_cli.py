@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from bot.cli import main
 from bot.store import TradeLog
-from bot.store.models import FillRecord
+from bot.store.models import FILLS
 from bot.types import EquityPoint, Order, OrderRequest, OrderStatus, Side
 from tests.conftest import CONFIG, REPO
 from tests.test_store import reset_pg
@@ -80,7 +80,7 @@ def test_each_command_exports_what_the_database_holds(filled, capsys) -> None:
         risk = log.load_risk_events(run_id)
         positions = log.load_positions(run_id)
         with log.engine.connect() as conn:
-            exact = conn.execute(sa.select(FillRecord).order_by(FillRecord.filled_at, FillRecord.id)).all()
+            exact = conn.execute(sa.select(FILLS).order_by(FILLS.c.filled_at, FILLS.c.id)).all()
     finally:
         log.engine.dispose()
 
@@ -404,7 +404,7 @@ def test_positions_limit_counts_held_symbols_only(tmp_path, capsys):
 
 
 HEAVY = ("pandas", "numpy", "scipy", "alpaca", "apscheduler", "alembic", "pydantic",
-         "structlog")
+         "structlog", "sqlalchemy.orm")
 
 
 @pytest.mark.parametrize("command", ["orders", "runs", "trades"])
@@ -412,7 +412,8 @@ def test_inspection_commands_import_no_analysis_or_trading_libraries(filled, com
     """`bot orders` and its kin only read and print: pandas, numpy, scipy, alpaca-py,
     APScheduler and Alembic (for a log at the current schema) stay unloaded, which
     halves how long they take to start; so do pydantic (the config is not read when the
-    URL is given) and structlog (they log nothing; bot.logs sets it up on first use)."""
+    URL is given), structlog (they log nothing; bot.logs sets it up on first use) and
+    SQLAlchemy's ORM (the tables are Core tables, read with SQL expressions)."""
     url, _run = filled
     script = textwrap.dedent(f"""
         import contextlib, io, sys

@@ -20,7 +20,7 @@ from bot.cli import main
 from bot.errors import BotError
 from bot.store import TradeLog
 from bot.store.engines import writer_engine
-from bot.store.models import Base
+from bot.store.models import METADATA
 from bot.store.schema import (
     HEAD_REVISION,
     INITIAL_REVISION,
@@ -72,7 +72,7 @@ def schema_differences(db_url: str) -> list:
     engine = sa.create_engine(db_url)
     try:
         with engine.connect() as conn:
-            return compare_metadata(MigrationContext.configure(conn), Base.metadata)
+            return compare_metadata(MigrationContext.configure(conn), METADATA)
     finally:
         engine.dispose()
 
@@ -143,7 +143,7 @@ def _pre_migration_database(db_url: str) -> None:
         conn.execute(sa.text("ALTER TABLE orders DROP COLUMN notional"))
         assert set(sa.inspect(conn).get_table_names()) == PRE_MIGRATION_TABLES
         conn.execute(
-            sa.insert(Base.metadata.tables["runs"]),
+            sa.insert(METADATA.tables["runs"]),
             {"mode": "backtest", "strategy": "old", "config_hash": "h", "config": {},
              "code_version": "0.0.9", "data_source": "csv", "synthetic": False,
              "started_at": dt.datetime(2024, 1, 2, tzinfo=dt.UTC), "status": "finished"},

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from bot.daemon.commits import EVERY_JOB, REPLAY_BATCH, CommitPolicy
 from bot.daemon.replay import replay
 from bot.data.synthetic import synthetic_market
-from bot.store.models import Base
+from bot.store.models import METADATA
 from bot.store.tradelog import TradeLog
 
 #: differ between two runs by design: when each run started and finished
@@ -34,7 +34,7 @@ def replayed_rows(settings, market, path, commits: CommitPolicy) -> dict[str, li
     engine = sa.create_engine(url)
     rows = {}
     with engine.connect() as conn:
-        for name, table in Base.metadata.tables.items():
+        for name, table in METADATA.tables.items():
             if name in UNCOMPARED:
                 continue
             order = list(table.primary_key.columns) or list(table.columns)

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from bot import runner
 from bot.config import parse_settings
 from bot.secrets import EndpointError, load_endpoints
-from bot.store.models import RunRecord
+from bot.store.models import RUNS
 from bot.store.tradelog import TradeLog
 from tests.conftest import CONFIG
 
@@ -31,7 +31,7 @@ def test_the_store_password_is_masked_in_runs_config(tmp_path) -> None:
     log = TradeLog.open(f"sqlite:///{path}")
     run_id = runner.start_run(log, settings, "backtest", "synthetic", True)
     with log.engine.connect() as conn:
-        stored = conn.execute(sa.select(RunRecord.config).where(RunRecord.id == run_id)).scalar_one()
+        stored = conn.execute(sa.select(RUNS.c.config).where(RUNS.c.id == run_id)).scalar_one()
     log.close()  # checkpointed: every byte is in the file now
     assert stored["store"]["url"] == "postgresql+psycopg://bot:***@db.internal:5432/trades"
     assert PASSWORD.encode() not in path.read_bytes()

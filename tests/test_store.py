@@ -18,11 +18,11 @@ from sqlalchemy.engine import make_url
 from bot.errors import BotError
 from bot.store import TradeLog
 from bot.store.models import (
-    FillRecord,
-    MacroObservationRecord,
-    OrderEventRecord,
-    OrderRecord,
-    PositionRecord,
+    FILLS,
+    MACRO_OBSERVATIONS,
+    ORDER_EVENTS,
+    ORDERS,
+    POSITIONS,
 )
 from bot.types import (
     EquityPoint,
@@ -245,21 +245,21 @@ def test_round_trip_every_record_type(tlog: TradeLog) -> None:
     }
     assert risk["inputs"].iloc[1] == {"vol": "nan"}
 
-    (order,) = select_all(tlog, sa.select(OrderRecord))
+    (order,) = select_all(tlog, sa.select(ORDERS))
     assert order.quantity == stored(tlog, 0.1 + 0.2)
     assert order.reference_price == Decimal("512.25")
     assert order.filled_quantity == Decimal(0) and order.average_price is None
     assert (order.side, order.status, order.run_id) == ("buy", "new", run_id)
     assert order.submitted_at == T0 and order.submitted_at.tzinfo is dt.UTC
 
-    (fill,) = select_all(tlog, sa.select(FillRecord))
+    (fill,) = select_all(tlog, sa.select(FILLS))
     assert fill.price == stored(tlog, 0.1 + 0.2)
     if is_sqlite(tlog):  # TEXT keeps every digit of the float's repr, no float rounding
         assert fill.price == Decimal("0.30000000000000004")
     assert (fill.quantity, fill.commission, fill.slippage_cost) == (10, 0, Decimal("0.5"))
     assert fill.order_id == order.id and fill.client_order_id == "o-1"
 
-    positions = select_all(tlog, sa.select(PositionRecord).order_by(PositionRecord.id))
+    positions = select_all(tlog, sa.select(POSITIONS).order_by(POSITIONS.c.id))
     assert [(p.symbol, p.quantity, p.price) for p in positions] == [
         ("SPY", Decimal("10.5"), stored(tlog, 0.1 + 0.2)),
         ("TLT", Decimal(3), Decimal("91.5")),
@@ -316,7 +316,7 @@ def test_foreign_keys_enforced(tlog: TradeLog) -> None:
         "filled_at": T0,
     }
     with pytest.raises(sa.exc.IntegrityError), tlog.engine.begin() as conn:
-        conn.execute(sa.insert(FillRecord), row)
+        conn.execute(sa.insert(FILLS), row)
 
 
 def test_unique_client_order_id(url: str, tlog: TradeLog) -> None:
@@ -374,14 +374,14 @@ def test_status_updates_on_buffered_and_flushed_orders(url: str, tlog: TradeLog)
     assert tlog.load_orders(run_id)["status"].tolist() == ["accepted"]  # readers see commits only
     tlog.flush()
 
-    (order,) = select_all(tlog, sa.select(OrderRecord))
+    (order,) = select_all(tlog, sa.select(ORDERS))
     assert (order.status, order.broker_order_id, order.status_message) == ("filled", "b-1", "done")
     assert order.filled_quantity == Decimal(10)
     assert order.average_price == stored(tlog, 512.40000000000003)
     assert order.updated_at == T0 + dt.timedelta(seconds=3)
     assert order.submitted_at == T0
 
-    events = select_all(tlog, sa.select(OrderEventRecord).order_by(OrderEventRecord.id))
+    events = select_all(tlog, sa.select(ORDER_EVENTS).order_by(ORDER_EVENTS.c.id))
     assert [(e.order_id, e.status, e.at, e.message, e.filled_quantity) for e in events] == [
         (order.id, "new", T0, None, Decimal(0)),
         (order.id, "accepted", T0 + dt.timedelta(seconds=1), None, None),
@@ -434,7 +434,7 @@ def test_timestamps_are_aware_utc_and_naive_ones_are_refused(tlog: TradeLog) -> 
     tlog.fill(make_fill("o-1", at=T0.astimezone(CEST)))
     tlog.flush()
 
-    (order,) = select_all(tlog, sa.select(OrderRecord))
+    (order,) = select_all(tlog, sa.select(ORDERS))
     assert order.submitted_at == T0 and order.submitted_at.tzinfo is dt.UTC
     assert order.submitted_at.hour == 21  # stored as UTC, not as the caller's wall time
     fills = tlog.load_fills(run_id)
@@ -444,7 +444,7 @@ def test_timestamps_are_aware_utc_and_naive_ones_are_refused(tlog: TradeLog) -> 
 
     # The column type itself refuses naive values written around the TradeLog.
     with pytest.raises(sa.exc.StatementError, match="naive datetime"), tlog.engine.begin() as c:
-        c.execute(sa.update(OrderRecord).values(updated_at=naive))
+        c.execute(sa.update(ORDERS).values(updated_at=naive))
 
 
 def test_flush_is_one_transaction(url: str) -> None:
@@ -667,7 +667,7 @@ def test_notional_orders_keep_their_amount(tlog: TradeLog) -> None:
     assert orders.loc["by-value", "notional"] == 1000.0
     assert np.isnan(orders.loc["by-shares", "notional"])
     (row,) = select_all(
-        tlog, sa.select(OrderRecord.notional).where(OrderRecord.client_order_id == "by-value")
+        tlog, sa.select(ORDERS.c.notional).where(ORDERS.c.client_order_id == "by-value")
     )
     assert row.notional == Decimal(1000)
 
@@ -716,9 +716,9 @@ def test_macro_cache_inserts_new_days_and_updates_revised_ones(tlog: TradeLog) -
     assert tlog.load_macro("USEPUINDXD") == ([], [])
     rows = select_all(
         tlog,
-        sa.select(MacroObservationRecord.day, MacroObservationRecord.fetched_at)
-        .where(MacroObservationRecord.series == "VIX")
-        .order_by(MacroObservationRecord.day),
+        sa.select(MACRO_OBSERVATIONS.c.day, MACRO_OBSERVATIONS.c.fetched_at)
+        .where(MACRO_OBSERVATIONS.c.series == "VIX")
+        .order_by(MACRO_OBSERVATIONS.c.day),
     )
     # Unchanged 2024-03-01 and 03-04 keep their first fetch time; the revised and new days do not.
     assert [at for _, at in rows] == [T0, T0, later, later]

@@ -18,9 +18,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from bot.errors import BotError, ConfigError
-from bot.store.models import ACCOUNT_STATUSES, Base
+from bot.store.models import ACCOUNT_STATUSES, METADATA
 
-ACCOUNTS = Base.metadata.tables["accounts"]
+ACCOUNTS = METADATA.tables["accounts"]
 
 #: the three MiFID II risk profiles and the config each trades
 PROFILES: dict[str, str] = {

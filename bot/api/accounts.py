@@ -15,11 +15,11 @@ import sqlalchemy as sa
 
 from bot.accounts.registry import AccountRegistry
 from bot.api.profiles import NotFound
-from bot.store.models import Base
+from bot.store.models import METADATA
 from bot.store.queries import OPEN_STATUSES
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
-_T = Base.metadata.tables
+_T = METADATA.tables
 ORDERS, EQUITY, POSITIONS = _T["orders"], _T["equity"], _T["positions"]
 
 

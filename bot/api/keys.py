@@ -25,9 +25,9 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from bot.errors import BotError
-from bot.store.models import Base
+from bot.store.models import METADATA
 
-API_KEYS = Base.metadata.tables["api_keys"]
+API_KEYS = METADATA.tables["api_keys"]
 PREFIX = "lvb"
 _KEY = re.compile(rf"^{PREFIX}_([0-9a-f]{{12}})_([A-Za-z0-9_-]{{43}})$")
 _KEY_ID = re.compile(r"^(?:lvb_)?([0-9a-f]{12})_?$")

@@ -35,13 +35,13 @@ from bot.broker.alpaca_orders import (
     sdk_call,
     to_utc,
 )
-from bot.store.models import Base
+from bot.store.models import METADATA
 
 log = structlog.get_logger(__name__)
 
-PORTFOLIOS = Base.metadata.tables["rebalancing_portfolios"]
-RUNS = Base.metadata.tables["rebalancing_runs"]
-ACCOUNTS = Base.metadata.tables["accounts"]
+PORTFOLIOS = METADATA.tables["rebalancing_portfolios"]
+RUNS = METADATA.tables["rebalancing_runs"]
+ACCOUNTS = METADATA.tables["accounts"]
 CASH = "CASH"
 PERCENT = Decimal("0.01")  # the Rebalancing API keeps two decimals of a percent
 _CHANGING = ("status", "reason", "orders", "updated_at", "completed_at", "canceled_at")

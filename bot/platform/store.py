@@ -19,13 +19,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bot.store.models import Base
+from bot.store.models import METADATA
 
-TASKS = Base.metadata.tables["platform_tasks"]
-DECISIONS = Base.metadata.tables["platform_decisions"]
-RUNS = Base.metadata.tables["runs"]
-ACCOUNTS = Base.metadata.tables["accounts"]
-ORDERS = Base.metadata.tables["orders"]
+TASKS = METADATA.tables["platform_tasks"]
+DECISIONS = METADATA.tables["platform_decisions"]
+RUNS = METADATA.tables["runs"]
+ACCOUNTS = METADATA.tables["accounts"]
+ORDERS = METADATA.tables["orders"]
 
 FINAL = ("done", "dead")
 #: the strategy name of a platform batch's run

@@ -18,6 +18,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Column,
     Date,
     DateTime,
     Dialect,
@@ -28,12 +29,12 @@ from sqlalchemy import (
     MetaData,
     Numeric,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import JSON, TypeDecorator, TypeEngine
 
 from bot.types import OrderStatus, Regime, Side
@@ -174,9 +175,9 @@ class PlainJSON(TypeDecorator[Any]):
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
 
-def _account_column() -> Mapped[int | None]:
+def _account_column() -> Column[int]:
     """The client account a row belongs to (accounts.id); NULL for the single-account daemon."""
-    return mapped_column(Id, ForeignKey("accounts.id"), index=True)
+    return Column("account_id", Id, ForeignKey("accounts.id"), index=True)
 
 
 def _one_of(column: str, values: tuple[str, ...] | type[enum.Enum], *, name: str | None = None):
@@ -186,407 +187,408 @@ def _one_of(column: str, values: tuple[str, ...] | type[enum.Enum], *, name: str
     return CheckConstraint(f"{column} IN ({allowed})", name=name or column)
 
 
-class Base(DeclarativeBase):
-    metadata = MetaData(
-        naming_convention={
-            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-            "ck": "ck_%(table_name)s_%(constraint_name)s",
-            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-            "pk": "pk_%(table_name)s",
-        }
-    )
+# Every table of the trade log. Core tables, not ORM classes: the code reads and writes
+# rows with SQL expressions and never maps objects, and importing sqlalchemy.orm and
+# declaring classes cost about 0.1 s on every command (`bot orders` included).
+# Columns are NOT NULL unless they say nullable; the names of indexes and constraints
+# follow this convention (the migrations use the same names).
+METADATA = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
 
 
-class AccountRecord(Base):
-    """A client account of the advisory platform: its broker account, the risk profile it
-    trades and the suitability answers that put it there."""
-
-    __tablename__ = "accounts"
-    __table_args__ = (_one_of("status", ACCOUNT_STATUSES),)
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    broker_account_id: Mapped[str] = mapped_column(String(64), unique=True)
+# A client account of the advisory platform: its broker account, the risk profile it trades and
+# the suitability answers that put it there.
+ACCOUNTS = Table(
+    "accounts",
+    METADATA,
+    Column("id", Id, primary_key=True),
+    Column("broker_account_id", String(64), unique=True, nullable=False),
     # A profile name (conservative, balanced, aggressive) or the path of a config file.
-    profile: Mapped[str] = mapped_column(String(200), index=True)
-    status: Mapped[str] = mapped_column(String(16))
+    Column("profile", String(200), index=True, nullable=False),
+    Column("status", String(16), nullable=False),
     # The suitability assessment (answers, score) behind the profile, as given.
-    suitability: Mapped[dict[str, Any] | None] = mapped_column(PlainJSON())
-    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
-    closed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
-    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    Column("suitability", PlainJSON()),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("closed_at", UtcDateTime()),
+    Column("updated_at", UtcDateTime(), nullable=False),
     # The account's Rebalancing API subscription, when its profile is managed there.
-    subscription_id: Mapped[str | None] = mapped_column(String(64))
+    Column("subscription_id", String(64)),
+    _one_of("status", ACCOUNT_STATUSES),
+)
 
 
-class RunRecord(Base):
-    """One backtest, replay, paper or live session, with the config that produced it."""
-
-    __tablename__ = "runs"
-    __table_args__ = (_one_of("mode", RUN_MODES), _one_of("status", RUN_STATUSES))
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    mode: Mapped[str] = mapped_column(String(16))
-    strategy: Mapped[str] = mapped_column(String(100))
-    config_hash: Mapped[str] = mapped_column(String(128))
-    config: Mapped[dict[str, Any]] = mapped_column(PlainJSON())
-    code_version: Mapped[str] = mapped_column(String(100))
-    data_source: Mapped[str] = mapped_column(String(200))
-    synthetic: Mapped[bool] = mapped_column(Boolean)
-    started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
-    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
-    status: Mapped[str] = mapped_column(String(16))
-    summary: Mapped[dict[str, Any] | None] = mapped_column(PlainJSON())
+# One backtest, replay, paper or live session, with the config that produced it.
+RUNS = Table(
+    "runs",
+    METADATA,
+    Column("id", Id, primary_key=True),
+    Column("mode", String(16), nullable=False),
+    Column("strategy", String(100), nullable=False),
+    Column("config_hash", String(128), nullable=False),
+    Column("config", PlainJSON(), nullable=False),
+    Column("code_version", String(100), nullable=False),
+    Column("data_source", String(200), nullable=False),
+    Column("synthetic", Boolean, nullable=False),
+    Column("started_at", UtcDateTime(), nullable=False),
+    Column("finished_at", UtcDateTime()),
+    Column("status", String(16), nullable=False),
+    Column("summary", PlainJSON()),
     # "host:pid:start" of the process that started it (bot.store.holder); NULL when no one
     # process holds it (a platform batch's run, shared by its workers)
-    holder: Mapped[str | None] = mapped_column(String(200))
+    Column("holder", String(200)),
+    _one_of("mode", RUN_MODES),
+    _one_of("status", RUN_STATUSES),
+)
 
 
-class RegimeRecord(Base):
-    """A regime decision with the exact input values and their publication dates."""
-
-    __tablename__ = "regime_decisions"
-    __table_args__ = (_one_of("regime", Regime), Index(None, "run_id", "day"))
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    run_id: Mapped[int] = mapped_column(Id, ForeignKey("runs.id"))
-    day: Mapped[dt.date] = mapped_column(Date)
-    regime: Mapped[str] = mapped_column(String(16))
-    vix: Mapped[float | None] = mapped_column(Double)
-    vix_date: Mapped[dt.date | None] = mapped_column(Date)
-    spread: Mapped[float | None] = mapped_column(Double)
-    spread_date: Mapped[dt.date | None] = mapped_column(Date)
-    uncertainty: Mapped[float | None] = mapped_column(Double)
-    uncertainty_date: Mapped[dt.date | None] = mapped_column(Date)
-    warning: Mapped[str | None] = mapped_column(Text)
+# A regime decision with the exact input values and their publication dates.
+REGIME_DECISIONS = Table(
+    "regime_decisions",
+    METADATA,
+    Column("id", Id, primary_key=True),
+    Column("run_id", Id, ForeignKey("runs.id"), nullable=False),
+    Column("day", Date, nullable=False),
+    Column("regime", String(16), nullable=False),
+    Column("vix", Double),
+    Column("vix_date", Date),
+    Column("spread", Double),
+    Column("spread_date", Date),
+    Column("uncertainty", Double),
+    Column("uncertainty_date", Date),
+    Column("warning", Text),
     # Which regime rules fresh inputs decided and which kept the previous decision's
     # outcome ("uncertainty=no, transition=yes"), and the inputs missing or stale.
-    decided_rules: Mapped[str | None] = mapped_column(Text)
-    kept_rules: Mapped[str | None] = mapped_column(Text)
-    stale_inputs: Mapped[str | None] = mapped_column(Text)
+    Column("decided_rules", Text),
+    Column("kept_rules", Text),
+    Column("stale_inputs", Text),
+    _one_of("regime", Regime), Index(None, "run_id", "day"),
+)
 
 
-class TargetRecord(Base):
-    """One asset's weight through each step of a rebalance, and why."""
-
-    __tablename__ = "targets"
-    __table_args__ = (Index(None, "run_id", "day"), Index(None, "run_id", "symbol"))
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    run_id: Mapped[int] = mapped_column(Id, ForeignKey("runs.id"))
-    day: Mapped[dt.date] = mapped_column(Date)
-    rebalance_id: Mapped[str] = mapped_column(String(100))
-    symbol: Mapped[str] = mapped_column(String(32))
-    baseline: Mapped[float] = mapped_column(Double)
-    overlay: Mapped[float] = mapped_column(Double)
-    final: Mapped[float] = mapped_column(Double)
-    stop_price: Mapped[Decimal | None] = mapped_column(ExactDecimal())
-    reasons: Mapped[list[str]] = mapped_column(PlainJSON())
-    trigger: Mapped[str] = mapped_column(String(100))
-
-
-class RiskEventRecord(Base):
-    """A risk rule that fired (or was skipped), with its inputs."""
-
-    __tablename__ = "risk_events"
-    __table_args__ = (Index(None, "run_id", "day"),)
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    run_id: Mapped[int] = mapped_column(Id, ForeignKey("runs.id"))
-    day: Mapped[dt.date] = mapped_column(Date)
-    rule: Mapped[str] = mapped_column(String(100))
-    symbol: Mapped[str | None] = mapped_column(String(32))
-    action: Mapped[str] = mapped_column(String(100))
-    inputs: Mapped[dict[str, Any]] = mapped_column(PlainJSON())
+# One asset's weight through each step of a rebalance, and why.
+TARGETS = Table(
+    "targets",
+    METADATA,
+    Column("id", Id, primary_key=True),
+    Column("run_id", Id, ForeignKey("runs.id"), nullable=False),
+    Column("day", Date, nullable=False),
+    Column("rebalance_id", String(100), nullable=False),
+    Column("symbol", String(32), nullable=False),
+    Column("baseline", Double, nullable=False),
+    Column("overlay", Double, nullable=False),
+    Column("final", Double, nullable=False),
+    Column("stop_price", ExactDecimal()),
+    Column("reasons", PlainJSON(), nullable=False),
+    Column("trigger", String(100), nullable=False),
+    Index(None, "run_id", "day"),
+    Index(None, "run_id", "symbol"),
+)
 
 
-class OrderRecord(Base):
-    """An order and its latest known state; the history is in `order_events`."""
+# A risk rule that fired (or was skipped), with its inputs.
+RISK_EVENTS = Table(
+    "risk_events",
+    METADATA,
+    Column("id", Id, primary_key=True),
+    Column("run_id", Id, ForeignKey("runs.id"), nullable=False),
+    Column("day", Date, nullable=False),
+    Column("rule", String(100), nullable=False),
+    Column("symbol", String(32)),
+    Column("action", String(100), nullable=False),
+    Column("inputs", PlainJSON(), nullable=False),
+    Index(None, "run_id", "day"),
+)
 
-    __tablename__ = "orders"
-    __table_args__ = (
-        _one_of("side", Side),
-        _one_of("status", OrderStatus),
-        Index(None, "run_id", "symbol"),
-        Index(None, "status"),
-    )
 
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    run_id: Mapped[int] = mapped_column(Id, ForeignKey("runs.id"))
-    account_id: Mapped[int | None] = _account_column()
-    client_order_id: Mapped[str] = mapped_column(String(128), unique=True)
-    broker_order_id: Mapped[str | None] = mapped_column(String(128))
-    rebalance_id: Mapped[str] = mapped_column(String(100))
-    symbol: Mapped[str] = mapped_column(String(32))
-    side: Mapped[str] = mapped_column(String(8))
-    quantity: Mapped[Decimal] = mapped_column(ExactDecimal())
+# An order and its latest known state; the history is in `order_events`.
+ORDERS = Table(
+    "orders",
+    METADATA,
+    Column("id", Id, primary_key=True),
+    Column("run_id", Id, ForeignKey("runs.id"), nullable=False),
+    _account_column(),
+    Column("client_order_id", String(128), unique=True, nullable=False),
+    Column("broker_order_id", String(128)),
+    Column("rebalance_id", String(100), nullable=False),
+    Column("symbol", String(32), nullable=False),
+    Column("side", String(8), nullable=False),
+    Column("quantity", ExactDecimal(), nullable=False),
     # Set for orders sent as a dollar amount; `quantity` is then the estimate at reference_price.
-    notional: Mapped[Decimal | None] = mapped_column(ExactDecimal())
-    reference_price: Mapped[Decimal] = mapped_column(ExactDecimal())
-    reason: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(32))
-    status_message: Mapped[str | None] = mapped_column(Text)
-    filled_quantity: Mapped[Decimal] = mapped_column(ExactDecimal())
-    average_price: Mapped[Decimal | None] = mapped_column(ExactDecimal())
-    submitted_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
-    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    Column("notional", ExactDecimal()),
+    Column("reference_price", ExactDecimal(), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("status_message", Text),
+    Column("filled_quantity", ExactDecimal(), nullable=False),
+    Column("average_price", ExactDecimal()),
+    Column("submitted_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    _one_of("side", Side),
+    _one_of("status", OrderStatus),
+    Index(None, "run_id", "symbol"),
+    Index(None, "status"),
+)
 
 
-class OrderEventRecord(Base):
-    """One status change of an order, in the order it was recorded."""
-
-    __tablename__ = "order_events"
-    __table_args__ = (_one_of("status", OrderStatus),)
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    order_id: Mapped[int] = mapped_column(Id, ForeignKey("orders.id"), index=True)
-    status: Mapped[str] = mapped_column(String(32))
-    at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
-    message: Mapped[str | None] = mapped_column(Text)
-    filled_quantity: Mapped[Decimal | None] = mapped_column(ExactDecimal())
-
-
-class FillRecord(Base):
-    """One execution with its costs; `client_order_id` is repeated for easy joins with the broker."""
-
-    __tablename__ = "fills"
-    __table_args__ = (_one_of("side", Side), Index(None, "run_id", "symbol"))
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    run_id: Mapped[int] = mapped_column(Id, ForeignKey("runs.id"))
-    account_id: Mapped[int | None] = _account_column()  # always its order's account
-    order_id: Mapped[int] = mapped_column(Id, ForeignKey("orders.id"), index=True)
-    client_order_id: Mapped[str] = mapped_column(String(128))
-    symbol: Mapped[str] = mapped_column(String(32))
-    side: Mapped[str] = mapped_column(String(8))
-    quantity: Mapped[Decimal] = mapped_column(ExactDecimal())
-    price: Mapped[Decimal] = mapped_column(ExactDecimal())
-    commission: Mapped[Decimal] = mapped_column(ExactDecimal())
-    slippage_cost: Mapped[Decimal] = mapped_column(ExactDecimal())
-    filled_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+# One status change of an order, in the order it was recorded.
+ORDER_EVENTS = Table(
+    "order_events",
+    METADATA,
+    Column("id", Id, primary_key=True),
+    Column("order_id", Id, ForeignKey("orders.id"), index=True, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("message", Text),
+    Column("filled_quantity", ExactDecimal()),
+    _one_of("status", OrderStatus),
+)
 
 
-class EquityRecord(Base):
-    """The account at one day's close; one row per run, account and day."""
-
-    __tablename__ = "equity"
-    __table_args__ = (
-        _one_of("regime", Regime),
-        # Two partial unique indexes, since NULLs never collide in a unique index: one row
-        # per run and day for the single-account daemon, per run, account and day otherwise.
-        Index(
-            "ux_equity_run_id_day_single", "run_id", "day", unique=True,
-            sqlite_where=text("account_id IS NULL"), postgresql_where=text("account_id IS NULL"),
-        ),
-        Index(
-            "ux_equity_run_id_account_id_day", "run_id", "account_id", "day", unique=True,
-            sqlite_where=text("account_id IS NOT NULL"),
-            postgresql_where=text("account_id IS NOT NULL"),
-        ),
-    )
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    run_id: Mapped[int] = mapped_column(Id, ForeignKey("runs.id"))
-    account_id: Mapped[int | None] = _account_column()
-    day: Mapped[dt.date] = mapped_column(Date)
-    equity: Mapped[Decimal] = mapped_column(ExactDecimal())
-    cash: Mapped[Decimal] = mapped_column(ExactDecimal())
-    positions_value: Mapped[Decimal] = mapped_column(ExactDecimal())
-    drawdown: Mapped[float] = mapped_column(Double)
-    regime: Mapped[str | None] = mapped_column(String(16))
+# One execution with its costs; `client_order_id` is repeated for easy joins with the broker.
+FILLS = Table(
+    "fills",
+    METADATA,
+    Column("id", Id, primary_key=True),
+    Column("run_id", Id, ForeignKey("runs.id"), nullable=False),
+    _account_column(),  # always its order's account
+    Column("order_id", Id, ForeignKey("orders.id"), index=True, nullable=False),
+    Column("client_order_id", String(128), nullable=False),
+    Column("symbol", String(32), nullable=False),
+    Column("side", String(8), nullable=False),
+    Column("quantity", ExactDecimal(), nullable=False),
+    Column("price", ExactDecimal(), nullable=False),
+    Column("commission", ExactDecimal(), nullable=False),
+    Column("slippage_cost", ExactDecimal(), nullable=False),
+    Column("filled_at", UtcDateTime(), nullable=False),
+    _one_of("side", Side), Index(None, "run_id", "symbol"),
+)
 
 
-class PositionRecord(Base):
-    """A position snapshot; several per day are allowed (the live daemon snapshots after each job)."""
-
-    __tablename__ = "positions"
-    __table_args__ = (Index(None, "run_id", "day"), Index(None, "run_id", "symbol"))
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    run_id: Mapped[int] = mapped_column(Id, ForeignKey("runs.id"))
-    account_id: Mapped[int | None] = _account_column()
-    day: Mapped[dt.date] = mapped_column(Date)
-    symbol: Mapped[str] = mapped_column(String(32))
-    quantity: Mapped[Decimal] = mapped_column(ExactDecimal())
-    price: Mapped[Decimal] = mapped_column(ExactDecimal())
-    market_value: Mapped[Decimal] = mapped_column(ExactDecimal())
-
-
-class IncidentRecord(Base):
-    """Something that went wrong; `run_id` is empty when it happened outside a run."""
-
-    __tablename__ = "incidents"
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    run_id: Mapped[int | None] = mapped_column(Id, ForeignKey("runs.id"), index=True)
-    at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), index=True)
-    kind: Mapped[str] = mapped_column(String(100))
-    message: Mapped[str] = mapped_column(Text)
-    context: Mapped[dict[str, Any] | None] = mapped_column(PlainJSON())
-
-
-class StrategyStateRecord(Base):
-    """What a strategy instance must remember across restarts, written with its records."""
-
-    __tablename__ = "strategy_state"
-    __table_args__ = (_one_of("mode", RUN_MODES),)
-
-    instance: Mapped[str] = mapped_column(Text, primary_key=True)
-    mode: Mapped[str] = mapped_column(String(16))
-    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
-    state: Mapped[dict[str, Any]] = mapped_column(PlainJSON())
+# The account at one day's close; one row per run, account and day.
+EQUITY = Table(
+    "equity",
+    METADATA,
+    Column("id", Id, primary_key=True),
+    Column("run_id", Id, ForeignKey("runs.id"), nullable=False),
+    _account_column(),
+    Column("day", Date, nullable=False),
+    Column("equity", ExactDecimal(), nullable=False),
+    Column("cash", ExactDecimal(), nullable=False),
+    Column("positions_value", ExactDecimal(), nullable=False),
+    Column("drawdown", Double, nullable=False),
+    Column("regime", String(16)),
+    _one_of("regime", Regime),
+    # Two partial unique indexes, since NULLs never collide in a unique index: one row
+    # per run and day for the single-account daemon, per run, account and day otherwise.
+    Index(
+        "ux_equity_run_id_day_single", "run_id", "day", unique=True,
+        sqlite_where=text("account_id IS NULL"), postgresql_where=text("account_id IS NULL"),
+    ),
+    Index(
+        "ux_equity_run_id_account_id_day", "run_id", "account_id", "day", unique=True,
+        sqlite_where=text("account_id IS NOT NULL"),
+        postgresql_where=text("account_id IS NOT NULL"),
+    ),
+)
 
 
-class MacroObservationRecord(Base):
-    """A cached macro data point (VIX, spread, ...), so the daemon needs no refetch after a restart."""
-
-    __tablename__ = "macro_observations"
-
-    series: Mapped[str] = mapped_column(Text, primary_key=True)
-    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
-    value: Mapped[float] = mapped_column(Double)
-    fetched_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
-
-
-class RebalancingPortfolioRecord(Base):
-    """A profile's portfolio at Alpaca's Rebalancing API and the weights last pushed to it."""
-
-    __tablename__ = "rebalancing_portfolios"
-
-    profile: Mapped[str] = mapped_column(String(200), primary_key=True)
-    portfolio_id: Mapped[str] = mapped_column(String(64), unique=True)
-    weights: Mapped[dict[str, Any]] = mapped_column(PlainJSON())  # symbol (or CASH) -> percent
-    decided_on: Mapped[dt.date | None] = mapped_column(Date)
-    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+# A position snapshot; several per day are allowed (the live daemon snapshots after each job).
+POSITIONS = Table(
+    "positions",
+    METADATA,
+    Column("id", Id, primary_key=True),
+    Column("run_id", Id, ForeignKey("runs.id"), nullable=False),
+    _account_column(),
+    Column("day", Date, nullable=False),
+    Column("symbol", String(32), nullable=False),
+    Column("quantity", ExactDecimal(), nullable=False),
+    Column("price", ExactDecimal(), nullable=False),
+    Column("market_value", ExactDecimal(), nullable=False),
+    Index(None, "run_id", "day"),
+    Index(None, "run_id", "symbol"),
+)
 
 
-class RebalancingRunRecord(Base):
-    """A rebalancing run Alpaca made for an account, as its API reported it last."""
-
-    __tablename__ = "rebalancing_runs"
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    alpaca_run_id: Mapped[str] = mapped_column(String(64), unique=True)
-    account_id: Mapped[int | None] = _account_column()  # NULL: not in the registry
-    broker_account_id: Mapped[str] = mapped_column(String(64))
-    portfolio_id: Mapped[str | None] = mapped_column(String(64))
-    type: Mapped[str] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(32))
-    initiated_from: Mapped[str | None] = mapped_column(String(16))
-    reason: Mapped[str | None] = mapped_column(Text)
-    weights: Mapped[list[Any]] = mapped_column(PlainJSON())
-    orders: Mapped[dict[str, Any] | None] = mapped_column(PlainJSON())  # placed, failed, skipped
-    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
-    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
-    completed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
-    canceled_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
-    recorded_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+# Something that went wrong; `run_id` is empty when it happened outside a run.
+INCIDENTS = Table(
+    "incidents",
+    METADATA,
+    Column("id", Id, primary_key=True),
+    Column("run_id", Id, ForeignKey("runs.id"), index=True),
+    Column("at", UtcDateTime(), index=True, nullable=False),
+    Column("kind", String(100), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("context", PlainJSON()),
+)
 
 
-class SweepRecord(Base):
-    """A parameter sweep (`bot sweep`): the base config, the grid, how it ran and, once
-    done, its ranking and walk-forward result. Each combination is a run of its own."""
-
-    __tablename__ = "sweeps"
-    __table_args__ = (_one_of("status", RUN_STATUSES), _one_of("record", SWEEP_RECORD_MODES))
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    strategy: Mapped[str] = mapped_column(String(100))
-    config_hash: Mapped[str] = mapped_column(String(128))
-    config: Mapped[dict[str, Any]] = mapped_column(PlainJSON())
-    grid: Mapped[list[Any]] = mapped_column(PlainJSON())  # [[dotted key, [values...]], ...]
-    metric: Mapped[str] = mapped_column(String(32))
-    walk_forward: Mapped[str | None] = mapped_column(String(64))
-    record: Mapped[str] = mapped_column(String(16))
-    executor: Mapped[str] = mapped_column(String(200))
-    code_version: Mapped[str] = mapped_column(String(100))
-    data_source: Mapped[str] = mapped_column(String(200))
-    synthetic: Mapped[bool] = mapped_column(Boolean)
-    started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
-    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
-    status: Mapped[str] = mapped_column(String(16))
-    result: Mapped[dict[str, Any] | None] = mapped_column(PlainJSON())
+# What a strategy instance must remember across restarts, written with its records.
+STRATEGY_STATE = Table(
+    "strategy_state",
+    METADATA,
+    Column("instance", Text, primary_key=True),
+    Column("mode", String(16), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("state", PlainJSON(), nullable=False),
+    _one_of("mode", RUN_MODES),
+)
 
 
-class SweepRunRecord(Base):
-    """One combination of a sweep: its run in `runs`, its place in the grid, the values it
-    set and, if it failed, why."""
-
-    __tablename__ = "sweep_runs"
-    __table_args__ = (UniqueConstraint("sweep_id", "position"),)
-
-    run_id: Mapped[int] = mapped_column(Id, ForeignKey("runs.id"), primary_key=True)
-    sweep_id: Mapped[int] = mapped_column(Id, ForeignKey("sweeps.id"))
-    position: Mapped[int] = mapped_column(Integer)
-    params: Mapped[dict[str, Any]] = mapped_column(PlainJSON())
-    error: Mapped[str | None] = mapped_column(Text)
+# A cached macro data point (VIX, spread, ...), so the daemon needs no refetch after a restart.
+MACRO_OBSERVATIONS = Table(
+    "macro_observations",
+    METADATA,
+    Column("series", Text, primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("value", Double, nullable=False),
+    Column("fetched_at", UtcDateTime(), nullable=False),
+)
 
 
-class ApiKeyRecord(Base):
-    """A key of the allocation API (`bot api-keys`): its public id, an argon2 hash of the
-    whole key (the key itself is shown once, at creation, and stored nowhere), an optional
-    request budget per minute, and when it was revoked."""
+# A profile's portfolio at Alpaca's Rebalancing API and the weights last pushed to it.
+REBALANCING_PORTFOLIOS = Table(
+    "rebalancing_portfolios",
+    METADATA,
+    Column("profile", String(200), primary_key=True),
+    Column("portfolio_id", String(64), unique=True, nullable=False),
+    Column("weights", PlainJSON(), nullable=False),  # symbol (or CASH) -> percent
+    Column("decided_on", Date),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
 
-    __tablename__ = "api_keys"
 
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    key_id: Mapped[str] = mapped_column(String(32), unique=True)  # the key's public part
-    name: Mapped[str] = mapped_column(String(100))
-    key_hash: Mapped[str] = mapped_column(Text)
-    rate_per_minute: Mapped[int | None] = mapped_column(Integer)  # None: the server's default
-    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
-    revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+# A rebalancing run Alpaca made for an account, as its API reported it last.
+REBALANCING_RUNS = Table(
+    "rebalancing_runs",
+    METADATA,
+    Column("id", Id, primary_key=True),
+    Column("alpaca_run_id", String(64), unique=True, nullable=False),
+    _account_column(),  # NULL: not in the registry
+    Column("broker_account_id", String(64), nullable=False),
+    Column("portfolio_id", String(64)),
+    Column("type", String(32), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("initiated_from", String(16)),
+    Column("reason", Text),
+    Column("weights", PlainJSON(), nullable=False),
+    Column("orders", PlainJSON()),  # placed, failed, skipped
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("completed_at", UtcDateTime()),
+    Column("canceled_at", UtcDateTime()),
+    Column("recorded_at", UtcDateTime(), nullable=False),
+)
+
+
+# A parameter sweep (`bot sweep`): the base config, the grid, how it ran and, once done, its
+# ranking and walk-forward result. Each combination is a run of its own.
+SWEEPS = Table(
+    "sweeps",
+    METADATA,
+    Column("id", Id, primary_key=True),
+    Column("strategy", String(100), nullable=False),
+    Column("config_hash", String(128), nullable=False),
+    Column("config", PlainJSON(), nullable=False),
+    Column("grid", PlainJSON(), nullable=False),  # [[dotted key, [values...]], ...]
+    Column("metric", String(32), nullable=False),
+    Column("walk_forward", String(64)),
+    Column("record", String(16), nullable=False),
+    Column("executor", String(200), nullable=False),
+    Column("code_version", String(100), nullable=False),
+    Column("data_source", String(200), nullable=False),
+    Column("synthetic", Boolean, nullable=False),
+    Column("started_at", UtcDateTime(), nullable=False),
+    Column("finished_at", UtcDateTime()),
+    Column("status", String(16), nullable=False),
+    Column("result", PlainJSON()),
+    _one_of("status", RUN_STATUSES),
+    _one_of("record", SWEEP_RECORD_MODES),
+)
+
+
+# One combination of a sweep: its run in `runs`, its place in the grid, the values it set and, if
+# it failed, why.
+SWEEP_RUNS = Table(
+    "sweep_runs",
+    METADATA,
+    Column("run_id", Id, ForeignKey("runs.id"), primary_key=True),
+    Column("sweep_id", Id, ForeignKey("sweeps.id"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("params", PlainJSON(), nullable=False),
+    Column("error", Text),
+    UniqueConstraint("sweep_id", "position"),
+)
+
+
+# A key of the allocation API (`bot api-keys`): its public id, an argon2 hash of the whole key
+# (the key itself is shown once, at creation, and stored nowhere), an optional request budget per
+# minute, and when it was revoked.
+API_KEYS = Table(
+    "api_keys",
+    METADATA,
+    Column("id", Id, primary_key=True),
+    Column("key_id", String(32), unique=True, nullable=False),  # the key's public part
+    Column("name", String(100), nullable=False),
+    Column("key_hash", Text, nullable=False),
+    Column("rate_per_minute", Integer),  # None: the server's default
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("revoked_at", UtcDateTime()),
+)
 
 
 PLATFORM_TASK_KINDS = ("rebalance", "close")
 PLATFORM_TASK_STATUSES = ("pending", "running", "retrying", "done", "dead")
 
 
-class PlatformDecisionRecord(Base):
-    """One profile's targets of a platform batch (`bot run --platform`): decided once by
-    the weekly decision and traded by every active account of the profile. The weights'
-    reasons are in `targets` under the same run and rebalance id."""
+# One profile's targets of a platform batch (`bot run --platform`): decided once by the weekly
+# decision and traded by every active account of the profile. The weights' reasons are in
+# `targets` under the same run and rebalance id.
+PLATFORM_DECISIONS = Table(
+    "platform_decisions",
+    METADATA,
+    Column("id", Id, primary_key=True),
+    Column("run_id", Id, ForeignKey("runs.id"), nullable=False),
+    Column("profile", String(200), nullable=False),
+    Column("day", Date, nullable=False),  # the close the targets are decided on
+    Column("rebalance_id", String(100), nullable=False),
+    Column("config_hash", String(128), nullable=False),
+    Column("weights", PlainJSON(), nullable=False),  # symbol -> final weight
+    Column("stops", PlainJSON()),  # symbol -> stop or null
+    Column("created_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("run_id", "profile"),
+)
 
-    __tablename__ = "platform_decisions"
-    __table_args__ = (UniqueConstraint("run_id", "profile"),)
 
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    run_id: Mapped[int] = mapped_column(Id, ForeignKey("runs.id"))
-    profile: Mapped[str] = mapped_column(String(200))
-    day: Mapped[dt.date] = mapped_column(Date)  # the close the targets are decided on
-    rebalance_id: Mapped[str] = mapped_column(String(100))
-    config_hash: Mapped[str] = mapped_column(String(128))
-    weights: Mapped[dict[str, Any]] = mapped_column(PlainJSON())  # symbol -> final weight
-    stops: Mapped[dict[str, Any] | None] = mapped_column(PlainJSON())  # symbol -> stop or null
-    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
-
-
-class PlatformTaskRecord(Base):
-    """One account's task of a platform batch, keyed by (run, account, kind, day): a task
-    delivered again after it finished finds its row done and does nothing. `phase`
-    'planned' means its orders are recorded and may be partly sent (a re-run sends the
-    rest, looking each up first)."""
-
-    __tablename__ = "platform_tasks"
-    __table_args__ = (
-        _one_of("kind", PLATFORM_TASK_KINDS),
-        _one_of("status", PLATFORM_TASK_STATUSES),
-        UniqueConstraint("run_id", "account_id", "kind", "day"),
-        Index(None, "run_id", "status"),
-    )
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    run_id: Mapped[int] = mapped_column(Id, ForeignKey("runs.id"))
-    account_id: Mapped[int] = mapped_column(Id, ForeignKey("accounts.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))
-    day: Mapped[dt.date] = mapped_column(Date)
-    status: Mapped[str] = mapped_column(String(16))
-    phase: Mapped[str | None] = mapped_column(String(16))
-    attempts: Mapped[int] = mapped_column(Integer)  # deliveries that started work
-    retries: Mapped[int] = mapped_column(Integer)  # retries after a transient broker error
-    claimed_by: Mapped[str | None] = mapped_column(String(200))  # the delivery's task id
-    worker: Mapped[str | None] = mapped_column(String(200))  # the worker that claimed it last
-    claimed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
-    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
-    outcome: Mapped[dict[str, Any] | None] = mapped_column(PlainJSON())
-    error: Mapped[str | None] = mapped_column(Text)
+# One account's task of a platform batch, keyed by (run, account, kind, day): a task delivered
+# again after it finished finds its row done and does nothing. `phase` 'planned' means its orders
+# are recorded and may be partly sent (a re-run sends the rest, looking each up first).
+PLATFORM_TASKS = Table(
+    "platform_tasks",
+    METADATA,
+    Column("id", Id, primary_key=True),
+    Column("run_id", Id, ForeignKey("runs.id"), nullable=False),
+    Column("account_id", Id, ForeignKey("accounts.id"), index=True, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("day", Date, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("phase", String(16)),
+    Column("attempts", Integer, nullable=False),  # deliveries that started work
+    Column("retries", Integer, nullable=False),  # retries after a transient broker error
+    Column("claimed_by", String(200)),  # the delivery's task id
+    Column("worker", String(200)),  # the worker that claimed it last
+    Column("claimed_at", UtcDateTime()),
+    Column("finished_at", UtcDateTime()),
+    Column("outcome", PlainJSON()),
+    Column("error", Text),
+    _one_of("kind", PLATFORM_TASK_KINDS),
+    _one_of("status", PLATFORM_TASK_STATUSES),
+    UniqueConstraint("run_id", "account_id", "kind", "day"),
+    Index(None, "run_id", "status"),
+)

@@ -15,11 +15,11 @@ import sqlalchemy as sa
 
 from bot.errors import BotError
 from bot.store.holder import holder_state
-from bot.store.models import Base
+from bot.store.models import METADATA
 from bot.store.rows import Rows
 from bot.types import OrderStatus
 
-_T = Base.metadata.tables
+_T = METADATA.tables
 RUNS, REGIMES, TARGETS = _T["runs"], _T["regime_decisions"], _T["targets"]
 RISK_EVENTS, ORDERS, FILLS = _T["risk_events"], _T["orders"], _T["fills"]
 EQUITY, POSITIONS, INCIDENTS = _T["equity"], _T["positions"], _T["incidents"]

@@ -29,14 +29,14 @@ from sqlalchemy.engine import make_url
 
 from bot.errors import BotError
 from bot.store.engines import BUSY_TIMEOUT_MS, SCHEMA_LOCK_TIMEOUT_S, mask_url, writer_engine
-from bot.store.models import Base
+from bot.store.models import METADATA
 
 if TYPE_CHECKING:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-TABLES = frozenset(Base.metadata.tables)
+TABLES = frozenset(METADATA.tables)
 # Tables of trade logs created before migrations existed (by create_all); see `_adopt`.
 PRE_MIGRATION_TABLES = frozenset({
     "runs", "regime_decisions", "targets", "risk_events", "orders", "order_events", "fills",
@@ -121,11 +121,11 @@ def missing_layout(conn: sa.Connection) -> list[str]:
     (one query per kind on PostgreSQL). Extra tables and columns are no concern."""
     inspector = sa.inspect(conn)
     present = set(inspector.get_table_names())
-    wanted = [t for t in Base.metadata.tables if t in present]
+    wanted = [t for t in METADATA.tables if t in present]
     columns = inspector.get_multi_columns(filter_names=wanted) if wanted else {}
     have = {table: {c["name"] for c in cols} for (_schema, table), cols in columns.items()}
     problems = []
-    for name, table in Base.metadata.tables.items():
+    for name, table in METADATA.tables.items():
         if name not in present:
             problems.append(f"table {name} is missing")
             continue
@@ -334,7 +334,7 @@ def upgrade(
         command.upgrade(config, "head")
         if adopted and location == MIGRATIONS:
             # Adoption trusts that the old tables were made by create_all: verify it.
-            problems = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+            problems = compare_metadata(MigrationContext.configure(conn), METADATA)
             if problems:
                 listed = "; ".join(str(p) for p in problems[:10])
                 raise BotError(f"after adopting, the schema still differs from the code: {listed}")

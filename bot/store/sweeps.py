@@ -16,9 +16,9 @@ import pandas as pd
 import sqlalchemy as sa
 
 from bot.errors import BotError
-from bot.store.models import Base
+from bot.store.models import METADATA
 
-_T = Base.metadata.tables
+_T = METADATA.tables
 RUNS, SWEEPS, SWEEP_RUNS = _T["runs"], _T["sweeps"], _T["sweep_runs"]
 
 

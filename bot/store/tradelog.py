@@ -30,7 +30,7 @@ from bot.errors import BotError
 from bot.logs import get_logger
 from bot.store.bulk import insert_rows
 from bot.store.engines import reader_engine, writer_engine
-from bot.store.models import RUN_MODES, Base, to_decimal, to_plain
+from bot.store.models import METADATA, RUN_MODES, to_decimal, to_plain
 from bot.store.schema import MIGRATIONS, check_current, ensure_current
 from bot.store.upsert import upsert
 from bot.types import (
@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # imported where frames are built: inspection commands need n
 
 log = get_logger(__name__)  # lazy: `bot orders` opens a log and never logs
 
-_T = Base.metadata.tables
+_T = METADATA.tables
 RUNS, REGIMES, TARGETS = _T["runs"], _T["regime_decisions"], _T["targets"]
 RISK_EVENTS, ORDERS, ORDER_EVENTS = _T["risk_events"], _T["orders"], _T["order_events"]
 FILLS, EQUITY, POSITIONS, INCIDENTS = _T["fills"], _T["equity"], _T["positions"], _T["incidents"]

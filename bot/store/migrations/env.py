@@ -5,14 +5,14 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
-from bot.store.models import Base
+from bot.store.models import METADATA
 
 
 def _run(connection: Connection) -> None:
     # SQLite cannot ALTER most things: batch mode rebuilds the table instead.
     context.configure(
         connection=connection,
-        target_metadata=Base.metadata,
+        target_metadata=METADATA,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
     )
