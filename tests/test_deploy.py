@@ -37,6 +37,10 @@ def test_systemd_unit_restarts_and_is_hardened():
     for line in ("Restart=on-failure", "KillSignal=SIGTERM", "NoNewPrivileges=true",
                  "ProtectSystem=strict", "User=leverbot", "EnvironmentFile=/etc/leverbot/env"):
         assert line in text
+    # ProtectHome hides the user cache: the stored session table goes to systemd's cache dir
+    assert "ProtectHome=true" in text
+    assert "CacheDirectory=leverbot" in text
+    assert "Environment=BOT_CACHE_DIR=/var/cache/leverbot" in text
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
