@@ -118,7 +118,7 @@ class Engine:
         shares = self.broker.holdings(self.symbols)
         # the cash held, not the cash still spendable: buys working at the venue reserve
         # part of it, and valuing without it shows a drawdown that is not there
-        equity = self.broker.cash_balance() + self._value(shares, t)
+        equity = self.broker.cash_balance() + _book_value(shares.tolist(), self._mark[t].tolist())
         events: list[RiskEvent] = []
         # A defensive switch that had to wait for open orders is still owed a rebalance.
         forced = self._update_drawdown(t, day, equity, events) or state.owed_rebalance
@@ -160,7 +160,7 @@ class Engine:
         held = self.broker.holdings(self.symbols).tolist()
         marks = self._mark[t].tolist()
         cash = self.broker.cash_balance()
-        positions = sum(map(mul, held, marks))
+        positions = _book_value(held, marks)
         if snapshot or (snapshot is None and self._filled_since_snapshot):
             self._filled_since_snapshot = False
             # Every symbol, zeros included: a snapshot of held positions only would show
@@ -396,11 +396,6 @@ class Engine:
             t = self._day_indices[day] = int(np.searchsorted(self.dates, np.datetime64(day)))
         return t
 
-    def _value(self, shares: np.ndarray, t: int) -> float:
-        """Market value of `shares` at day t's marks, summed over plain floats: asked
-        twice a day, and numpy's dot of six numbers costs more than the arithmetic."""
-        return sum(map(mul, shares.tolist(), self._mark[t].tolist()))
-
     def _is_week_end(self, t: int) -> bool:
         if self._week_ends is None:
             self._week_ends = week_ends(self.dates)
@@ -441,6 +436,12 @@ def decision_context(
         regime=regime,
         defensive=defensive,
     )
+
+
+def _book_value(quantities: list[float], marks: list[float]) -> float:
+    """Market value of the holdings at these marks, summed over plain floats: asked twice
+    a day, and numpy's dot of six numbers costs more than the arithmetic."""
+    return sum(map(mul, quantities, marks))
 
 
 def record_execution(log: TradeLog, order: Order, fill: Fill | None) -> None:

@@ -267,9 +267,6 @@ class DrawdownState(NamedTuple):
     defensive: bool = False
     entered_day: dt.date | None = None
 
-    def drawdown(self, equity: float) -> float:
-        return 0.0 if self.peak <= 0 else max(0.0, 1.0 - equity / self.peak)
-
 
 def update_drawdown(
     state: DrawdownState,
@@ -289,7 +286,7 @@ def update_drawdown(
     peak = state.peak if state.peak >= equity else equity
     if peak != state.peak:
         state = DrawdownState(peak, state.defensive, state.entered_day)
-    dd = 0.0 if peak <= 0 else max(0.0, 1.0 - equity / peak)  # state.drawdown(equity), inline
+    dd = 0.0 if peak <= 0 else max(0.0, 1.0 - equity / peak)  # from the peak, today included
     if not state.defensive and dd <= cfg.drawdown_enter:  # nearly every day
         return state, None
     inputs = {"equity": equity, "peak": peak, "drawdown": dd}
