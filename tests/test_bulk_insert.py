@@ -135,6 +135,26 @@ def test_exact_decimals_text_on_sqlite_is_the_decimal_of_the_floats_repr(x):
     assert ExactDecimal().process_bind_param(x, sqlite.dialect()) == str(Decimal(repr(x)))
 
 
+@pytest.mark.parametrize("dialect_name", ["sqlite", "postgresql"])
+def test_exact_decimals_of_a_whole_column_are_each_values_own(dialect_name):
+    """The bulk path converts a column in one call (bind_many); each cell must be what
+    the column gives that value alone, whatever the mix of types in it."""
+    import numpy as np
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = sqlite.dialect() if dialect_name == "sqlite" else postgresql.psycopg.dialect()
+    column = [0.1, None, 1e-05, Decimal("2.50"), 7, np.float64(1 / 3), float("nan"), -0.0, 1e16]
+    one_by_one = [ExactDecimal().process_bind_param(v, dialect) for v in column]
+    as_text = [str(v) for v in ExactDecimal().bind_many(column, dialect)]
+    assert as_text == [str(v) for v in one_by_one]  # as text: Decimal NaN equals nothing
+    expected = [Decimal(repr(0.1)), None, Decimal("0.00001"), Decimal("2.50"), Decimal(7),
+                Decimal(repr(1 / 3)), Decimal("NaN"), Decimal("-0.0"), Decimal("1E+16")]
+    as_decimals = [None if v is None else Decimal(v) for v in one_by_one]
+    assert [str(v) for v in as_decimals] == [str(v) for v in expected]
+    with pytest.raises(TypeError, match="bool"):
+        ExactDecimal().bind_many([1.0, True], dialect)
+
+
 def test_naive_timestamps_are_still_refused_by_a_bulk_flush(tmp_path):
     log = TradeLog.open(f"sqlite:///{tmp_path / 'naive.sqlite'}")
     log.start_run(mode="backtest", strategy="s", config_hash="h", config={}, code_version="v",

@@ -50,6 +50,9 @@ def _converted(cells: Sequence[Any], column: sa.Column[Any], dialect: sa.Dialect
     Days and timestamps repeat across a day's rows (every order of a rebalance has the
     same time), so each distinct one is converted once: equal dates are the same day and
     equal aware datetimes the same instant, which their types store identically."""
+    bind_many = getattr(column.type, "bind_many", None)
+    if bind_many is not None:  # a type that converts a whole column in one call
+        return bind_many(cells, dialect)
     processor: Callable[[Any], Any] | None = column.type.dialect_impl(dialect).bind_processor(dialect)
     if processor is None:
         return cells

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -102,18 +102,30 @@ class ExactDecimal(TypeDecorator[Decimal]):
         return dialect.type_descriptor(Numeric(28, 10, asdecimal=True))
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        # Floats are nearly every value a backtest flushes: skip to_decimal's type checks.
-        if type(value) is float:
-            text = repr(value)
-            if dialect.name == "sqlite" and "e" not in text and "n" not in text:
-                # A finite repr without an exponent is already the Decimal's own text.
-                return text
-            d = Decimal(text)
-        else:
-            d = to_decimal(value)
-        return str(d) if dialect.name == "sqlite" else d
+        return self.bind_many((value,), dialect)[0]
+
+    def bind_many(self, values: Iterable[Any], dialect: Dialect) -> list[Any]:
+        """What process_bind_param gives for each of `values`, in one loop: the trade
+        log's bulk writes (bot.store.bulk) convert a whole column, about 100,000 numbers
+        in a 15-year backtest, and a call per value cost more than the conversion."""
+        sqlite = dialect.name == "sqlite"
+        out: list[Any] = []
+        for value in values:
+            if value is None:
+                out.append(None)
+                continue
+            # Floats are nearly every value a backtest flushes: skip to_decimal's checks.
+            if type(value) is float:
+                text = repr(value)
+                if sqlite and "e" not in text and "n" not in text:
+                    # A finite repr without an exponent is already the Decimal's own text.
+                    out.append(text)
+                    continue
+                d = Decimal(text)
+            else:
+                d = to_decimal(value)
+            out.append(str(d) if sqlite else d)
+        return out
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None or isinstance(value, Decimal):
