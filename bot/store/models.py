@@ -187,6 +187,16 @@ class PlainJSON(TypeDecorator[Any]):
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
 
+def _id_column() -> Column[int]:
+    """A row's id: auto-incrementing, BIGINT on PostgreSQL and the rowid on SQLite."""
+    return Column("id", Id, primary_key=True)
+
+
+def _run_column() -> Column[int]:
+    """The run a row was recorded by (runs.id)."""
+    return Column("run_id", Id, ForeignKey("runs.id"), nullable=False)
+
+
 def _account_column() -> Column[int]:
     """The client account a row belongs to (accounts.id); NULL for the single-account daemon."""
     return Column("account_id", Id, ForeignKey("accounts.id"), index=True)
@@ -220,7 +230,7 @@ METADATA = MetaData(
 ACCOUNTS = Table(
     "accounts",
     METADATA,
-    Column("id", Id, primary_key=True),
+    _id_column(),
     Column("broker_account_id", String(64), unique=True, nullable=False),
     # A profile name (conservative, balanced, aggressive) or the path of a config file.
     Column("profile", String(200), index=True, nullable=False),
@@ -240,7 +250,7 @@ ACCOUNTS = Table(
 RUNS = Table(
     "runs",
     METADATA,
-    Column("id", Id, primary_key=True),
+    _id_column(),
     Column("mode", String(16), nullable=False),
     Column("strategy", String(100), nullable=False),
     Column("config_hash", String(128), nullable=False),
@@ -264,8 +274,8 @@ RUNS = Table(
 REGIME_DECISIONS = Table(
     "regime_decisions",
     METADATA,
-    Column("id", Id, primary_key=True),
-    Column("run_id", Id, ForeignKey("runs.id"), nullable=False),
+    _id_column(),
+    _run_column(),
     Column("day", Date, nullable=False),
     Column("regime", String(16), nullable=False),
     Column("vix", Double),
@@ -288,8 +298,8 @@ REGIME_DECISIONS = Table(
 TARGETS = Table(
     "targets",
     METADATA,
-    Column("id", Id, primary_key=True),
-    Column("run_id", Id, ForeignKey("runs.id"), nullable=False),
+    _id_column(),
+    _run_column(),
     Column("day", Date, nullable=False),
     Column("rebalance_id", String(100), nullable=False),
     Column("symbol", String(32), nullable=False),
@@ -308,8 +318,8 @@ TARGETS = Table(
 RISK_EVENTS = Table(
     "risk_events",
     METADATA,
-    Column("id", Id, primary_key=True),
-    Column("run_id", Id, ForeignKey("runs.id"), nullable=False),
+    _id_column(),
+    _run_column(),
     Column("day", Date, nullable=False),
     Column("rule", String(100), nullable=False),
     Column("symbol", String(32)),
@@ -323,8 +333,8 @@ RISK_EVENTS = Table(
 ORDERS = Table(
     "orders",
     METADATA,
-    Column("id", Id, primary_key=True),
-    Column("run_id", Id, ForeignKey("runs.id"), nullable=False),
+    _id_column(),
+    _run_column(),
     _account_column(),
     Column("client_order_id", String(128), unique=True, nullable=False),
     Column("broker_order_id", String(128)),
@@ -353,7 +363,7 @@ ORDERS = Table(
 ORDER_EVENTS = Table(
     "order_events",
     METADATA,
-    Column("id", Id, primary_key=True),
+    _id_column(),
     Column("order_id", Id, ForeignKey("orders.id"), index=True, nullable=False),
     Column("status", String(32), nullable=False),
     Column("at", UtcDateTime(), nullable=False),
@@ -367,8 +377,8 @@ ORDER_EVENTS = Table(
 FILLS = Table(
     "fills",
     METADATA,
-    Column("id", Id, primary_key=True),
-    Column("run_id", Id, ForeignKey("runs.id"), nullable=False),
+    _id_column(),
+    _run_column(),
     _account_column(),  # always its order's account
     Column("order_id", Id, ForeignKey("orders.id"), index=True, nullable=False),
     Column("client_order_id", String(128), nullable=False),
@@ -387,8 +397,8 @@ FILLS = Table(
 EQUITY = Table(
     "equity",
     METADATA,
-    Column("id", Id, primary_key=True),
-    Column("run_id", Id, ForeignKey("runs.id"), nullable=False),
+    _id_column(),
+    _run_column(),
     _account_column(),
     Column("day", Date, nullable=False),
     Column("equity", ExactDecimal(), nullable=False),
@@ -415,8 +425,8 @@ EQUITY = Table(
 POSITIONS = Table(
     "positions",
     METADATA,
-    Column("id", Id, primary_key=True),
-    Column("run_id", Id, ForeignKey("runs.id"), nullable=False),
+    _id_column(),
+    _run_column(),
     _account_column(),
     Column("day", Date, nullable=False),
     Column("symbol", String(32), nullable=False),
@@ -432,7 +442,7 @@ POSITIONS = Table(
 INCIDENTS = Table(
     "incidents",
     METADATA,
-    Column("id", Id, primary_key=True),
+    _id_column(),
     Column("run_id", Id, ForeignKey("runs.id"), index=True),
     Column("at", UtcDateTime(), index=True, nullable=False),
     Column("kind", String(100), nullable=False),
@@ -480,7 +490,7 @@ REBALANCING_PORTFOLIOS = Table(
 REBALANCING_RUNS = Table(
     "rebalancing_runs",
     METADATA,
-    Column("id", Id, primary_key=True),
+    _id_column(),
     Column("alpaca_run_id", String(64), unique=True, nullable=False),
     _account_column(),  # NULL: not in the registry
     Column("broker_account_id", String(64), nullable=False),
@@ -504,7 +514,7 @@ REBALANCING_RUNS = Table(
 SWEEPS = Table(
     "sweeps",
     METADATA,
-    Column("id", Id, primary_key=True),
+    _id_column(),
     Column("strategy", String(100), nullable=False),
     Column("config_hash", String(128), nullable=False),
     Column("config", PlainJSON(), nullable=False),
@@ -545,7 +555,7 @@ SWEEP_RUNS = Table(
 API_KEYS = Table(
     "api_keys",
     METADATA,
-    Column("id", Id, primary_key=True),
+    _id_column(),
     Column("key_id", String(32), unique=True, nullable=False),  # the key's public part
     Column("name", String(100), nullable=False),
     Column("key_hash", Text, nullable=False),
@@ -565,8 +575,8 @@ PLATFORM_TASK_STATUSES = ("pending", "running", "retrying", "done", "dead")
 PLATFORM_DECISIONS = Table(
     "platform_decisions",
     METADATA,
-    Column("id", Id, primary_key=True),
-    Column("run_id", Id, ForeignKey("runs.id"), nullable=False),
+    _id_column(),
+    _run_column(),
     Column("profile", String(200), nullable=False),
     Column("day", Date, nullable=False),  # the close the targets are decided on
     Column("rebalance_id", String(100), nullable=False),
@@ -584,8 +594,8 @@ PLATFORM_DECISIONS = Table(
 PLATFORM_TASKS = Table(
     "platform_tasks",
     METADATA,
-    Column("id", Id, primary_key=True),
-    Column("run_id", Id, ForeignKey("runs.id"), nullable=False),
+    _id_column(),
+    _run_column(),
     Column("account_id", Id, ForeignKey("accounts.id"), index=True, nullable=False),
     Column("kind", String(16), nullable=False),
     Column("day", Date, nullable=False),
