@@ -32,20 +32,29 @@ def session_mask(dates: np.ndarray) -> np.ndarray:
 def sessions(start: dt.date | str, end: dt.date | str) -> np.ndarray:
     """Trading days between start and end inclusive, as datetime64[D]. Dates outside
     the calendar get exchange_calendars' own error."""
-    first, last = np.datetime64(pd.Timestamp(start).date()), np.datetime64(pd.Timestamp(end).date())
+    lo, hi = pd.Timestamp(start), pd.Timestamp(end)
     days = _session_days()
-    if days[0] <= first and last <= days[-1]:
-        return days[np.searchsorted(days, first) : np.searchsorted(days, last, side="right")]
-    found = _xnys().sessions_in_range(pd.Timestamp(start), pd.Timestamp(end))
+    if _is_day(lo) and _is_day(hi):
+        first, last = np.datetime64(lo.date()), np.datetime64(hi.date())
+        if days[0] <= first and last <= days[-1]:
+            return days[np.searchsorted(days, first) : np.searchsorted(days, last, side="right")]
+    found = _xnys().sessions_in_range(lo, hi)
     return found.values.astype("datetime64[D]")
+
+
+def _is_day(ts: pd.Timestamp) -> bool:
+    """A plain date (midnight, no time zone): anything else goes to exchange_calendars,
+    which refuses it with its own error."""
+    return ts.tz is None and ts == ts.normalize()
 
 
 def next_session(day: dt.date) -> dt.date:
     """The first trading day after `day` (which need not be a trading day)."""
     days = _session_days()
-    i = int(np.searchsorted(days, np.datetime64(day), side="right"))
-    if days[0] <= np.datetime64(day) and i < len(days):
-        return days[i].item()
+    if not isinstance(day, dt.datetime):  # a datetime goes to the library, as before
+        i = int(np.searchsorted(days, np.datetime64(day), side="right"))
+        if days[0] <= np.datetime64(day) and i < len(days):
+            return days[i].item()
     cal = _xnys()  # outside the table: the library answers, or raises its own error
     ts = pd.Timestamp(day)
     nxt = cal.date_to_session(ts, direction="next")

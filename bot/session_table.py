@@ -16,6 +16,7 @@ import datetime as dt
 import importlib.util
 import os
 import tempfile
+import time
 import zlib
 from functools import lru_cache
 from pathlib import Path
@@ -60,13 +61,20 @@ def xnys_calendar():
 
 @lru_cache(maxsize=1)
 def session_table() -> SessionTable:
-    """The XNYS sessions, from the day's stored table if there is a valid one."""
-    path = cache_path(dt.date.today())
+    """The XNYS sessions, from the day's stored table if there is a valid one. Its
+    arrays are read-only: every caller shares them."""
+    try:
+        path = cache_path(dt.date.today())
+    except Exception as exc:  # no home directory to find a cache in, for one
+        log.debug("session_table.no_cache", error=str(exc))
+        path = None
     table = read_table(path) if path is not None else None
     if table is None:
         table = build_table()
         if path is not None:
             write_table(path, table)
+    for array in table:
+        array.flags.writeable = False
     return table
 
 
@@ -105,6 +113,11 @@ def cache_path(day: dt.date) -> Path | None:
     return cache_dir() / f"{_PREFIX}{day:%Y%m%d}-{fingerprint:08x}.npz"
 
 
+def _install(path: Path) -> str:
+    """The fingerprint part of a table's name: which installed library built it."""
+    return path.stem.rsplit("-", 1)[-1]
+
+
 def read_table(path: Path) -> SessionTable | None:
     """The stored table at `path`, or None if it is missing or not a valid table."""
     try:
@@ -133,9 +146,15 @@ def write_table(path: Path, table: SessionTable) -> None:
             np.savez(out, days=table.days, opens=table.opens, closes=table.closes)
         os.replace(tmp, path)
         tmp = None
-        for old in path.parent.glob(f"{_PREFIX}*.npz"):
+        # Earlier days' tables of this install go; another install's (a second checkout
+        # sharing the cache) stay, and so do temporary files younger than an hour (a
+        # writer may be working on one), older ones being a killed writer's leftovers.
+        for old in path.parent.glob(f"{_PREFIX}*-{_install(path)}.npz"):
             if old != path:
                 old.unlink(missing_ok=True)
+        for stale in path.parent.glob(f".{_PREFIX}*.npz"):
+            if time.time() - stale.stat().st_mtime > 3600:
+                stale.unlink(missing_ok=True)
     except OSError as exc:
         log.debug("session_table.not_stored", path=str(path), error=str(exc))
     finally:

@@ -8,6 +8,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -63,18 +64,43 @@ def test_a_damaged_table_is_not_used(tmp_path: Path, damage) -> None:
     assert read_table(path) is None
 
 
-def test_writing_replaces_other_days_tables_and_a_failed_write_is_harmless(tmp_path: Path) -> None:
+def test_writing_replaces_this_installs_older_tables_only(tmp_path: Path) -> None:
     table = build_table()
-    old = tmp_path / "xnys-sessions-20261202-0.npz"
-    write_table(old, table)
-    new = tmp_path / "xnys-sessions-20261203-0.npz"
+    old = tmp_path / "xnys-sessions-20261202-0000000a.npz"
+    other_install = tmp_path / "xnys-sessions-20261202-0000000b.npz"
+    stale_tmp, fresh_tmp = tmp_path / ".xnys-sessions-x-1.npz", tmp_path / ".xnys-sessions-x-2.npz"
+    for path in (old, other_install):
+        write_table(path, table)
+    for path in (stale_tmp, fresh_tmp):
+        path.write_bytes(b"partial")
+    os.utime(stale_tmp, (time.time() - 7200, time.time() - 7200))  # a killed writer's
+    new = tmp_path / "xnys-sessions-20261203-0000000a.npz"
     write_table(new, table)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [new.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [new.name, other_install.name, fresh_tmp.name]
+    )
 
+
+
+def test_a_cache_that_cannot_be_found_or_written_only_costs_the_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     blocked = tmp_path / "a-file"
     blocked.write_text("")
-    write_table(blocked / "xnys-sessions-20261203-0.npz", table)  # its folder is a file
+    write_table(blocked / "xnys-sessions-20261203-0.npz", build_table())  # folder is a file
     assert blocked.read_text() == ""
+
+    def no_home() -> Path:
+        raise RuntimeError("could not determine the home directory")
+
+    monkeypatch.setattr(session_table, "cache_dir", no_home)
+    session_table.session_table.cache_clear()
+    try:
+        table = session_table.session_table()
+        assert len(table.days) > 30_000
+        assert not any(array.flags.writeable for array in table)  # shared: read-only
+    finally:
+        session_table.session_table.cache_clear()
 
 
 def test_the_path_changes_with_the_day_and_the_installed_library(
@@ -133,4 +159,9 @@ def test_calendar_answers_agree_with_the_library_inside_and_outside_the_table() 
         calendar.sessions(last.date(), (last + pd.Timedelta(days=30)).date())
     with pytest.raises(type(inside.value)):
         cal.sessions_in_range(last, last + pd.Timedelta(days=30))
+    # a time of day is not a date: refused as the library refuses it, not truncated
+    with pytest.raises(ValueError):
+        cal.sessions_in_range("2024-01-05 15:30", "2024-01-10")
+    with pytest.raises(ValueError):
+        calendar.sessions("2024-01-05 15:30", "2024-01-10")
     assert isinstance(build_table(), SessionTable)
