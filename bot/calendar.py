@@ -8,22 +8,12 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from bot.session_table import session_table, xnys_calendar
-
-
-def _xnys():
-    """exchange_calendars' XNYS calendar, for questions outside the stored session table
-    (bot.session_table); building it costs ~0.3 s, once per process."""
-    return xnys_calendar()
-
-
-def _session_days() -> np.ndarray:
-    return session_table().days
+from bot.session_table import days_between, session_table, xnys_calendar
 
 
 def session_mask(dates: np.ndarray) -> np.ndarray:
     """Whether each date is an NYSE trading session (no weekend, no exchange holiday)."""
-    days = _session_days()
+    days = session_table().days
     dates = dates.astype("datetime64[D]")
     i = np.clip(np.searchsorted(days, dates), 0, len(days) - 1)
     return days[i] == dates
@@ -33,12 +23,11 @@ def sessions(start: dt.date | str, end: dt.date | str) -> np.ndarray:
     """Trading days between start and end inclusive, as datetime64[D]. Dates outside
     the calendar get exchange_calendars' own error."""
     lo, hi = pd.Timestamp(start), pd.Timestamp(end)
-    days = _session_days()
     if _is_day(lo) and _is_day(hi):
-        first, last = np.datetime64(lo.date()), np.datetime64(hi.date())
-        if days[0] <= first and last <= days[-1]:
-            return days[np.searchsorted(days, first) : np.searchsorted(days, last, side="right")]
-    found = _xnys().sessions_in_range(lo, hi)
+        stored = days_between(lo.date(), hi.date())
+        if stored is not None:
+            return stored
+    found = xnys_calendar().sessions_in_range(lo, hi)
     return found.values.astype("datetime64[D]")
 
 
@@ -50,12 +39,12 @@ def _is_day(ts: pd.Timestamp) -> bool:
 
 def next_session(day: dt.date) -> dt.date:
     """The first trading day after `day` (which need not be a trading day)."""
-    days = _session_days()
+    days = session_table().days
     if not isinstance(day, dt.datetime):  # a datetime goes to the library, as before
         i = int(np.searchsorted(days, np.datetime64(day), side="right"))
         if days[0] <= np.datetime64(day) and i < len(days):
             return days[i].item()
-    cal = _xnys()  # outside the table: the library answers, or raises its own error
+    cal = xnys_calendar()  # outside the table: the library answers, or raises its own error
     ts = pd.Timestamp(day)
     nxt = cal.date_to_session(ts, direction="next")
     if nxt == ts:

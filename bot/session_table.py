@@ -78,6 +78,16 @@ def session_table() -> SessionTable:
     return table
 
 
+def days_between(first: dt.date, last: dt.date) -> np.ndarray | None:
+    """The sessions from `first` to `last` inclusive (a read-only view of the table), or
+    None if the span is not inside the table: the caller then asks a calendar."""
+    days = session_table().days
+    lo, hi = np.datetime64(first, "D"), np.datetime64(last, "D")
+    if not (days[0] <= lo and hi <= days[-1]):
+        return None
+    return days[np.searchsorted(days, lo) : np.searchsorted(days, hi, side="right")]
+
+
 def build_table() -> SessionTable:
     """The table from exchange_calendars itself (what a stored one must equal)."""
     cal = xnys_calendar()

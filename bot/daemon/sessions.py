@@ -12,7 +12,7 @@ import numpy as np
 import structlog
 
 from bot.broker.base import TradingSession
-from bot.session_table import session_table
+from bot.session_table import session_table, xnys_calendar
 
 log = structlog.get_logger(__name__)
 
@@ -30,9 +30,7 @@ def exchange_sessions_uncached(start: dt.date, end: dt.date) -> list[TradingSess
     """NYSE sessions from exchange_calendars, queried now (what the index is built from)."""
     import pandas as pd
 
-    from bot.calendar import _xnys
-
-    cal = _xnys()
+    cal = xnys_calendar()
     days = cal.sessions_in_range(pd.Timestamp(start), pd.Timestamp(end))
     opens = cal.opens.loc[days]
     closes = cal.closes.loc[days]

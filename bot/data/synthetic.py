@@ -196,13 +196,10 @@ def _sessions(start: str | date, end: str | date) -> np.ndarray:
     first, last = pd.Timestamp(start).normalize(), pd.Timestamp(end).normalize()
     if last < first:
         raise ValueError(f"end {last.date()} is before start {first.date()}")
-    from bot.session_table import session_table
+    from bot.session_table import days_between
 
-    days = session_table().days
-    lo, hi = np.datetime64(first.date()), np.datetime64(last.date())
-    if days[0] <= lo and hi <= days[-1]:
-        sessions = days[np.searchsorted(days, lo) : np.searchsorted(days, hi, side="right")]
-    else:
+    sessions = days_between(first.date(), last.date())
+    if sessions is None:
         calendar = _xnys(min(first.year, 1990) - 1, max(last.year, 2030) + 1)
         sessions = calendar.sessions_in_range(first, last).to_numpy().astype("datetime64[D]")
     if len(sessions) < 2:
