@@ -52,7 +52,7 @@ TABLE_DROP: dict[str, tuple[str, ...]] = {
 TABLE_HIDDEN: dict[str, tuple[str, ...]] = {
     "orders": ("reason", "status_message", "updated_at"),
     "incidents": ("context",),
-    "runs": ("holder",),
+    "runs": ("holder", "heartbeat_at"),
 }
 
 

@@ -654,6 +654,7 @@ def test_readers_return_documented_columns(tlog: TradeLog) -> None:
         "status",
         "summary",
         "holder",
+        "heartbeat_at",
     ]
     assert tlog.load_incidents().columns.tolist() == ["at", "run_id", "kind", "message", "context"]
 

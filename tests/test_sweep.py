@@ -121,6 +121,27 @@ def test_each_combination_is_the_backtest_of_its_overrides_ranked_and_recorded(
     assert code == 2 and "a combination of sweep 1, which kept its summary only" in err
 
 
+def test_a_sweeps_runs_beat_while_it_works_and_the_pool_forks_safely(
+    capsys, tmp_path: Path, monkeypatch
+) -> None:
+    """The sweep's process beats for every combination still running (a sweep on another
+    machine, killed, is closed by the lease); its workers fork while it beats."""
+    import datetime as dt
+    import threading
+
+    from bot.store import heartbeat
+
+    monkeypatch.setattr(heartbeat, "INTERVAL", dt.timedelta(seconds=0.01))
+    db = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    code, _, err = sweep(capsys, db, *SPAN, *GRID, "--workers", "2")
+    assert code == 0, err
+    _, runs = stored(db)
+    rows = [run_row(db, run_id) for run_id in runs["run_id"]]
+    assert all(r["status"] == "finished" and r["heartbeat_at"] is not None for r in rows)
+    assert any(r["heartbeat_at"] > r["started_at"] for r in rows)  # beaten while running
+    assert not any(t.name == "run-heartbeat" for t in threading.enumerate())
+
+
 def test_a_summary_run_keeps_nothing_and_decides_exactly_as_with_a_real_log(settings) -> None:
     """--record summary drops the engine's records as they come; the engine never reads
     them back, so every equity point and fill is the same as with a recording log."""

@@ -1,11 +1,12 @@
 """Runs left 'running' by a process that ended without recording their end.
 
 A process killed outright (SIGKILL, the OOM killer, a power cut) never marks its run
-finished or failed. Two things prove such a process gone: its holder (bot.store.holder)
-names a process of this host that no longer runs, or, for a paper or live session, the
-strategy's lock is free (bot.daemon.instance). Either way the run is marked failed with an
-`abandoned` incident naming the run that found it, so the trade log never shows a dead
-run as in progress.
+finished or failed. Three things prove such a process gone: its holder (bot.store.holder)
+names a process of this host that no longer runs; a holder of another host has not
+written the run's heartbeat for longer than the lease (bot.store.heartbeat); or, for a
+paper or live session, the strategy's lock is free (bot.daemon.instance). Either way the
+run is marked failed with an `abandoned` incident naming the run that found it, so the
+trade log never shows a dead run as in progress.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from bot.logs import get_logger
-from bot.store.holder import is_gone
+from bot.store.heartbeat import LEASE, process_state
+from bot.store.holder import holder_state
 from bot.store.tradelog import INCIDENTS, RUNS, TradeLog
 
 log = get_logger(__name__)
@@ -26,12 +28,18 @@ def close_dead_runs(tradelog: TradeLog, run_id: int, now: dt.datetime) -> list[i
     """Mark abandoned every other 'running' run whose holder is known gone; returns them."""
     with tradelog.engine.connect() as conn:
         held = conn.execute(
-            sa.select(RUNS.c.id, RUNS.c.holder).where(
+            sa.select(RUNS.c.id, RUNS.c.holder, RUNS.c.heartbeat_at).where(
                 (RUNS.c.status == "running") & RUNS.c.holder.is_not(None) & (RUNS.c.id != run_id)
             ).order_by(RUNS.c.id)
         ).all()
-    dead = [rid for rid, holder in held if is_gone(holder)]
-    return mark_abandoned(tradelog, dead, run_id, now, "its process is gone")
+    # A holder of this host is checked in /proc; one of another host (where /proc cannot
+    # tell) is dead once its heartbeat is older than the lease.
+    gone = [rid for rid, holder, _ in held if holder_state(holder) == "gone"]
+    silent = [rid for rid, holder, beat in held
+              if rid not in gone and process_state(holder, beat, now) == "gone"]
+    lease = f"no heartbeat for more than {LEASE.total_seconds() / 60:g} minutes"
+    return (mark_abandoned(tradelog, gone, run_id, now, "its process is gone")
+            + mark_abandoned(tradelog, silent, run_id, now, lease))
 
 
 def mark_abandoned(

@@ -265,6 +265,9 @@ RUNS = Table(
     # "host:pid:start" of the process that started it (bot.store.holder); NULL when no one
     # process holds it (a platform batch's run, shared by its workers)
     Column("holder", String(200)),
+    # its holder's last sign of life (bot.store.heartbeat); NULL where no one process
+    # holds it, or for a run recorded before heartbeats
+    Column("heartbeat_at", UtcDateTime()),
     _one_of("mode", RUN_MODES),
     _one_of("status", RUN_STATUSES),
 )

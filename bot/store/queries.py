@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bot.errors import BotError
-from bot.store.holder import holder_state
+from bot.store.heartbeat import process_state
 from bot.store.models import METADATA
 from bot.store.rows import Rows
 from bot.types import OrderStatus
@@ -157,9 +157,14 @@ def runs(conn: sa.Connection, f: Filters) -> Rows:
         stmt = stmt.where(t.c.id.in_(ordered) | t.c.id.in_(marked))
     rows = _rows(conn, stmt, f, [t.c.id])
     # Whether a 'running' run's process still runs: a killed one's run stays 'running'
-    # until the next run started on its machine marks it failed (bot.store.abandoned).
-    process = [holder_state(holder) if status == "running" else None
-               for status, holder in zip(rows.column("status"), rows.column("holder"), strict=True)]
+    # until the next run started marks it failed (bot.store.abandoned).
+    now = dt.datetime.now(dt.UTC)
+    process = [
+        process_state(holder, beat, now) if status == "running" else None
+        for status, holder, beat in zip(
+            rows.column("status"), rows.column("holder"), rows.column("heartbeat_at"), strict=True
+        )
+    ]
     return rows.inserted(rows.columns.index("status") + 1, "process", process)
 
 

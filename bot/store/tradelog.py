@@ -29,7 +29,8 @@ from sqlalchemy.engine import Connection
 from bot.errors import BotError
 from bot.logs import get_logger
 from bot.store.bulk import insert_rows
-from bot.store.engines import reader_engine, writer_engine
+from bot.store.engines import reader_engine, sqlite_file, writer_engine
+from bot.store.heartbeat import Heartbeat
 from bot.store.models import METADATA, RUN_MODES, to_decimal, to_plain
 from bot.store.schema import MIGRATIONS, check_current, ensure_current
 from bot.store.upsert import upsert
@@ -184,6 +185,7 @@ class TradeLog:
         self.account_id: int | None = None
         self._order_accounts: dict[str, int | None] = {}  # client_order_id -> account_id
         self._owns_engine = False
+        self._heartbeat: Heartbeat | None = None  # while a run of this process is open
         # Rows not yet written, in the *_COLUMNS order above.
         self._orders: dict[str, list[Any]] = {}  # client_order_id -> ORDER_COLUMNS row
         self._order_ids: dict[str, int] = {}  # client_order_id -> orders.id, already written
@@ -252,7 +254,8 @@ class TradeLog:
         holder: str | None = None,
     ) -> int:
         """Write the run row now, so even a run that crashes at once is on record.
-        `holder`: the process that will end it (bot.store.holder), if one does."""
+        `holder`: the process that will end it (bot.store.holder), if one does; its
+        heartbeat then marks the run alive until finish_run (bot.store.heartbeat)."""
         if mode not in RUN_MODES:
             raise ValueError(f"runs.mode: {mode!r} is not one of {', '.join(RUN_MODES)}")
         _check_aware(started_at, "runs.started_at")
@@ -267,10 +270,21 @@ class TradeLog:
             "started_at": started_at,
             "status": "running",
             "holder": holder,
+            "heartbeat_at": None if holder is None else started_at,
         }
         with self.engine.begin() as conn:
             self.run_id = conn.execute(sa.insert(RUNS).returning(RUNS.c.id), row).scalar_one()
+        # No other process sees an in-memory database: nothing to tell it.
+        in_memory = self.engine.dialect.name == "sqlite" and sqlite_file(self.engine.url) is None
+        if holder is not None and not in_memory:
+            self._stop_heartbeat()
+            self._heartbeat = Heartbeat(self.engine, holder).start()
         return self.run_id
+
+    def _stop_heartbeat(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
 
     def finish_run(
         self, status: str, finished_at: dt.datetime, summary: dict[str, Any] | None = None
@@ -285,6 +299,7 @@ class TradeLog:
         run_id = self._require_run()
         end = {"status": status, "finished_at": finished_at, "summary": summary}
         statement = sa.update(RUNS).where(RUNS.c.id == run_id).values(end)
+        self._stop_heartbeat()  # before the end is written: no beat after it
         try:
             self._write(statement)
         except Exception:
@@ -760,6 +775,7 @@ class TradeLog:
 
     def close(self) -> None:
         """Flush what is left, then release the engine if this log created it."""
+        self._stop_heartbeat()
         try:
             self.flush()
         finally:

@@ -41,6 +41,7 @@ from bot.runner import (
     price_series,
 )
 from bot.store.abandoned import close_dead_runs
+from bot.store.heartbeat import Heartbeat
 from bot.store.holder import this_process
 from bot.store.locate import sweep_report_dir
 from bot.store.models import to_plain
@@ -179,6 +180,8 @@ def _run(
     engine = tradelog.engine
     now = dt.datetime.now(dt.UTC)
     version = code_version()
+    holder = this_process()  # this sweep closes its runs when it ends
+    heartbeat: Heartbeat | None = None
     sweep_id = start_sweep(engine, {
         "strategy": base.strategy.name,
         "config_hash": base.fingerprint(),
@@ -199,9 +202,11 @@ def _run(
         run_ids = start_sweep_runs(
             engine,
             sweep_id,
-            [_run_row(v.settings, version, market, now) for v in variants],
+            [_run_row(v.settings, version, market, now, holder) for v in variants],
             [(v.position, v.params) for v in variants],
         )
+        if holder is not None:  # the combinations' runs are alive while this process is
+            heartbeat = Heartbeat(engine, holder).start()
         close_dead_runs(tradelog, run_ids[0], now)  # as every command that starts runs
         tasks = [
             VariantTask(
@@ -240,6 +245,8 @@ def _run(
         _fail(engine, sweep_id)
         raise
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         tradelog.close()
     out = options.out or sweep_report_dir(url, sweep_id)
     files = _write_files(out, result, rows, axes, curve, options, market.label, sweep_id)
@@ -248,7 +255,9 @@ def _run(
     return done
 
 
-def _run_row(settings: Settings, version: str, market: MarketData, now: dt.datetime) -> dict:
+def _run_row(
+    settings: Settings, version: str, market: MarketData, now: dt.datetime, holder: str | None
+) -> dict:
     """A combination's `runs` row, as `bot backtest` writes its own (bot.runner.start_run)."""
     return {
         "mode": "backtest",
@@ -259,7 +268,8 @@ def _run_row(settings: Settings, version: str, market: MarketData, now: dt.datet
         "data_source": market.label,
         "synthetic": market.synthetic,
         "started_at": now,
-        "holder": this_process(),  # this sweep closes them all when it ends
+        "holder": holder,
+        "heartbeat_at": None if holder is None else now,
     }
 
 

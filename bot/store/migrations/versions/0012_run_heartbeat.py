@@ -1,0 +1,29 @@
+"""A run's last sign of life: `runs.heartbeat_at`, set when it starts and every minute
+while its process runs (bot.store.heartbeat), so a run whose process died on another
+machine can be told from one still in progress once the heartbeat is older than the
+lease. NULL for runs no single process holds, and for runs recorded before.
+
+Revision ID: 0012
+Revises: 0011
+Create Date: 2026-12-03
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0012"
+down_revision = "0011"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("runs") as batch:
+        batch.add_column(sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("runs") as batch:
+        batch.drop_column("heartbeat_at")
