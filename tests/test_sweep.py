@@ -133,13 +133,14 @@ def test_a_sweeps_runs_beat_while_it_works_and_the_pool_forks_safely(
 
     monkeypatch.setattr(heartbeat, "INTERVAL", dt.timedelta(seconds=0.01))
     db = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    threads_before = set(threading.enumerate())
     code, _, err = sweep(capsys, db, *SPAN, *GRID, "--workers", "2")
     assert code == 0, err
     _, runs = stored(db)
     rows = [run_row(db, run_id) for run_id in runs["run_id"]]
     assert all(r["status"] == "finished" and r["heartbeat_at"] is not None for r in rows)
     assert any(r["heartbeat_at"] > r["started_at"] for r in rows)  # beaten while running
-    assert not any(t.name == "run-heartbeat" for t in threading.enumerate())
+    assert not [t for t in set(threading.enumerate()) - threads_before if t.name == "run-heartbeat"]
 
 
 def test_a_summary_run_keeps_nothing_and_decides_exactly_as_with_a_real_log(settings) -> None:

@@ -2,9 +2,9 @@
 
 A process killed outright (SIGKILL, the OOM killer, a power cut) never marks its run
 finished or failed. Three things prove such a process gone: its holder (bot.store.holder)
-names a process of this host that no longer runs; a holder of another host has not
-written the run's heartbeat for longer than the lease (bot.store.heartbeat); or, for a
-paper or live session, the strategy's lock is free (bot.daemon.instance). Either way the
+names a process of this host that no longer runs; a backtest or replay of another host
+has not written the run's heartbeat for longer than the lease (bot.store.heartbeat); or,
+for a paper or live session, the strategy's lock is free (bot.daemon.instance). Either way the
 run is marked failed with an `abandoned` incident naming the run that found it, so the
 trade log never shows a dead run as in progress.
 """
@@ -17,26 +17,32 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from bot.logs import get_logger
-from bot.store.heartbeat import LEASE, process_state
+from bot.store.heartbeat import LEASE, database_now, process_state
 from bot.store.holder import holder_state
 from bot.store.tradelog import INCIDENTS, RUNS, TradeLog
 
 log = get_logger(__name__)
+
+LEASED_MODES = ("backtest", "replay")  # closed by an old heartbeat (bot.store.heartbeat)
 
 
 def close_dead_runs(tradelog: TradeLog, run_id: int, now: dt.datetime) -> list[int]:
     """Mark abandoned every other 'running' run whose holder is known gone; returns them."""
     with tradelog.engine.connect() as conn:
         held = conn.execute(
-            sa.select(RUNS.c.id, RUNS.c.holder, RUNS.c.heartbeat_at).where(
+            sa.select(RUNS.c.id, RUNS.c.mode, RUNS.c.holder, RUNS.c.heartbeat_at).where(
                 (RUNS.c.status == "running") & RUNS.c.holder.is_not(None) & (RUNS.c.id != run_id)
             ).order_by(RUNS.c.id)
         ).all()
-    # A holder of this host is checked in /proc; one of another host (where /proc cannot
-    # tell) is dead once its heartbeat is older than the lease.
-    gone = [rid for rid, holder, _ in held if holder_state(holder) == "gone"]
-    silent = [rid for rid, holder, beat in held
-              if rid not in gone and process_state(holder, beat, now) == "gone"]
+        clock = database_now(conn, now)  # the clock heartbeats are written by
+    # A holder of this host is checked in /proc; a backtest or replay of another host
+    # (where /proc cannot tell) is dead once its heartbeat is older than the lease. A
+    # paper or live session is closed by its strategy's lock instead, which a session
+    # that was only suspended still holds.
+    gone = [rid for rid, _, holder, _ in held if holder_state(holder) == "gone"]
+    silent = [rid for rid, mode, holder, beat in held
+              if mode in LEASED_MODES and rid not in gone
+              and process_state(holder, beat, clock) == "gone"]
     lease = f"no heartbeat for more than {LEASE.total_seconds() / 60:g} minutes"
     return (mark_abandoned(tradelog, gone, run_id, now, "its process is gone")
             + mark_abandoned(tradelog, silent, run_id, now, lease))

@@ -270,6 +270,11 @@ RUNS = Table(
     Column("heartbeat_at", UtcDateTime()),
     _one_of("mode", RUN_MODES),
     _one_of("status", RUN_STATUSES),
+    # what every beat and every run's start look up: the running runs of a holder
+    Index(
+        "ix_runs_running_holder", "holder",
+        sqlite_where=text("status = 'running'"), postgresql_where=text("status = 'running'"),
+    ),
 )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bot.errors import BotError
-from bot.store.heartbeat import process_state
+from bot.store.heartbeat import database_now, process_state
 from bot.store.models import METADATA
 from bot.store.rows import Rows
 from bot.types import OrderStatus
@@ -158,7 +158,7 @@ def runs(conn: sa.Connection, f: Filters) -> Rows:
     rows = _rows(conn, stmt, f, [t.c.id])
     # Whether a 'running' run's process still runs: a killed one's run stays 'running'
     # until the next run started marks it failed (bot.store.abandoned).
-    now = dt.datetime.now(dt.UTC)
+    now = database_now(conn)  # the clock heartbeats are written by
     process = [
         process_state(holder, beat, now) if status == "running" else None
         for status, holder, beat in zip(

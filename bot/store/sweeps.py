@@ -65,6 +65,7 @@ def finish_sweep_runs(engine: sa.Engine, ends: Sequence[dict[str, Any]]) -> None
     errors = sa.update(SWEEP_RUNS).where(SWEEP_RUNS.c.run_id == sa.bindparam("run")).values(
         error=sa.bindparam("error")
     )
+    ends = sorted(ends, key=lambda e: e["run_id"])  # rows locked in id order, as a beat does
     with engine.begin() as conn:
         conn.execute(runs, [
             {"run": e["run_id"], "status": e["status"], "finished_at": e["finished_at"],

@@ -29,8 +29,9 @@ from sqlalchemy.engine import Connection
 from bot.errors import BotError
 from bot.logs import get_logger
 from bot.store.bulk import insert_rows
-from bot.store.engines import reader_engine, sqlite_file, writer_engine
-from bot.store.heartbeat import Heartbeat
+from bot.store.engines import reader_engine, writer_engine
+from bot.store.heartbeat import Heartbeat, needs_heartbeat, now_value
+from bot.store.holder import this_process
 from bot.store.models import METADATA, RUN_MODES, to_decimal, to_plain
 from bot.store.schema import MIGRATIONS, check_current, ensure_current
 from bot.store.upsert import upsert
@@ -173,6 +174,18 @@ def _check_aware(value: dt.datetime, column: str) -> None:
         )
 
 
+def _incident_unless_running(
+    run_id: int, at: dt.datetime, kind: str, message: str
+) -> sa.Executable:
+    """An INSERT of an incident that adds it only if the run is no longer 'running'."""
+    ended = sa.exists().where((RUNS.c.id == run_id) & (RUNS.c.status != "running"))
+    values = sa.select(
+        sa.literal(run_id), sa.literal(at, INCIDENTS.c.at.type), sa.literal(kind),
+        sa.literal(message),
+    ).where(ended)
+    return sa.insert(INCIDENTS).from_select(["run_id", "at", "kind", "message"], values)
+
+
 class TradeLog:
     """Records one run at a time (`run_id`); reads any run. Orders, equity and positions
     are tagged with `account_id` (a client account of the registry; None for the
@@ -270,13 +283,14 @@ class TradeLog:
             "started_at": started_at,
             "status": "running",
             "holder": holder,
-            "heartbeat_at": None if holder is None else started_at,
         }
+        insert = sa.insert(RUNS).returning(RUNS.c.id)
+        if holder is not None:  # its first beat
+            insert = insert.values(heartbeat_at=now_value(self.engine.dialect.name))
         with self.engine.begin() as conn:
-            self.run_id = conn.execute(sa.insert(RUNS).returning(RUNS.c.id), row).scalar_one()
-        # No other process sees an in-memory database: nothing to tell it.
-        in_memory = self.engine.dialect.name == "sqlite" and sqlite_file(self.engine.url) is None
-        if holder is not None and not in_memory:
+            self.run_id = conn.execute(insert, row).scalar_one()
+        # Beat for this process's own run, where other processes can see it.
+        if holder is not None and holder == this_process() and needs_heartbeat(self.engine):
             self._stop_heartbeat()
             self._heartbeat = Heartbeat(self.engine, holder).start()
         return self.run_id
@@ -299,15 +313,26 @@ class TradeLog:
         run_id = self._require_run()
         end = {"status": status, "finished_at": finished_at, "summary": summary}
         statement = sa.update(RUNS).where(RUNS.c.id == run_id).values(end)
-        self._stop_heartbeat()  # before the end is written: no beat after it
+        # Closed meanwhile as abandoned (this process was suspended or cut off from the
+        # database for longer than the heartbeat's lease): its true end is recorded, and
+        # an incident says so next to the `abandoned` one.
+        resumed = _incident_unless_running(
+            run_id, finished_at, "resumed",
+            f"run {run_id} was closed as abandoned while its process still ran (suspended "
+            f"or cut off from the database for longer than the heartbeat's lease); it "
+            f"then ended {status}",
+        )
         try:
-            self._write(statement)
+            self._write(resumed, statement)
         except Exception:
             if status != "failed":
                 raise
             with self.engine.begin() as conn:
+                conn.execute(resumed)
                 conn.execute(statement)
             raise
+        finally:
+            self._stop_heartbeat()  # a beat never touches an ended run: stop it after
 
     # -- recording (memory only) ------------------------------------------------------
 

@@ -41,7 +41,7 @@ from bot.runner import (
     price_series,
 )
 from bot.store.abandoned import close_dead_runs
-from bot.store.heartbeat import Heartbeat
+from bot.store.heartbeat import Heartbeat, needs_heartbeat
 from bot.store.holder import this_process
 from bot.store.locate import sweep_report_dir
 from bot.store.models import to_plain
@@ -205,7 +205,7 @@ def _run(
             [_run_row(v.settings, version, market, now, holder) for v in variants],
             [(v.position, v.params) for v in variants],
         )
-        if holder is not None:  # the combinations' runs are alive while this process is
+        if holder is not None and needs_heartbeat(engine):  # alive while this process is
             heartbeat = Heartbeat(engine, holder).start()
         close_dead_runs(tradelog, run_ids[0], now)  # as every command that starts runs
         tasks = [
@@ -225,7 +225,10 @@ def _run(
                 closer.add(outcome)
                 outcomes[outcome.position] = outcome
         finally:
-            closer.flush()  # the ends still batched, whatever stopped the loop
+            try:
+                closer.flush()  # the ends still batched, whatever stopped the loop
+            finally:
+                _stop(heartbeat)  # every run has ended: nothing left to beat for
         rows = rank(variants, outcomes, run_ids, options.metric)
         wf, curve = _walk_forward(plan, outcomes, run_ids, options) if plan.windows else (None, None)
         seconds = time.perf_counter() - started
@@ -242,17 +245,21 @@ def _run(
         })
         finish_sweep(engine, sweep_id, "finished", dt.datetime.now(dt.UTC), result)
     except BaseException:  # Ctrl-C too: neither the sweep nor its runs may stay 'running'
+        _stop(heartbeat)  # before its runs end here: a beat would find them gone
         _fail(engine, sweep_id)
         raise
     finally:
-        if heartbeat is not None:
-            heartbeat.stop()
         tradelog.close()
     out = options.out or sweep_report_dir(url, sweep_id)
     files = _write_files(out, result, rows, axes, curve, options, market.label, sweep_id)
     done = SweepResult(sweep_id, rows, wf, curve, out, files)
     _print(console, done, axes, options, market.label, seconds, executor.label)
     return done
+
+
+def _stop(heartbeat: Heartbeat | None) -> None:
+    if heartbeat is not None:
+        heartbeat.stop()
 
 
 def _run_row(

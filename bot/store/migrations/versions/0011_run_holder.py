@@ -24,5 +24,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("runs") as batch:
+    # In place (SQLite 3.35+ drops a column): a rebuilt table would fail its foreign keys
+    # as soon as an incident or an order points at a run.
+    with op.batch_alter_table("runs", recreate="never") as batch:
         batch.drop_column("holder")
