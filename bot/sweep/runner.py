@@ -41,7 +41,7 @@ from bot.runner import (
     price_series,
 )
 from bot.store.abandoned import close_dead_runs
-from bot.store.heartbeat import Heartbeat, needs_heartbeat
+from bot.store.heartbeat import Heartbeat, beat, needs_heartbeat
 from bot.store.holder import this_process
 from bot.store.locate import sweep_report_dir
 from bot.store.models import to_plain
@@ -206,6 +206,7 @@ def _run(
             [(v.position, v.params) for v in variants],
         )
         if holder is not None and needs_heartbeat(engine):  # alive while this process is
+            beat(engine, holder)  # their first beat, by the database's clock
             heartbeat = Heartbeat(engine, holder).start()
         close_dead_runs(tradelog, run_ids[0], now)  # as every command that starts runs
         tasks = [
@@ -276,7 +277,6 @@ def _run_row(
         "synthetic": market.synthetic,
         "started_at": now,
         "holder": holder,
-        "heartbeat_at": None if holder is None else now,
     }
 
 
