@@ -101,11 +101,13 @@ def test_the_next_start_marks_the_dead_runs_of_its_instance_failed(tradelog):
 
 
 def _end_lock_sessions(log: TradeLog) -> None:
-    """What a database server restart does to the holder: its session, and lock, end."""
+    """What a database server restart does to the holder: its session, and lock, end.
+    Only in this test's database: another test run on the same server keeps its own."""
     with log.engine.connect() as conn:
         conn.execute(sa.text(
             "SELECT pg_terminate_backend(pid) FROM pg_locks "
-            "WHERE locktype = 'advisory' AND pid <> pg_backend_pid()"
+            "WHERE locktype = 'advisory' AND pid <> pg_backend_pid() AND database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database())"
         ))
         conn.commit()
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from bot.logs import get_logger
-from bot.store.heartbeat import LEASE, database_now, process_state
+from bot.store.heartbeat import LEASE, database_now, is_stale
 from bot.store.holder import holder_state
 from bot.store.tradelog import INCIDENTS, RUNS, TradeLog
 
@@ -39,10 +39,13 @@ def close_dead_runs(tradelog: TradeLog, run_id: int, now: dt.datetime) -> list[i
     # (where /proc cannot tell) is dead once its heartbeat is older than the lease. A
     # paper or live session is closed by its strategy's lock instead, which a session
     # that was only suspended still holds.
-    gone = [rid for rid, _, holder, _ in held if holder_state(holder) == "gone"]
-    silent = [rid for rid, mode, holder, beat in held
-              if mode in LEASED_MODES and rid not in gone
-              and process_state(holder, beat, clock) == "gone"]
+    gone, silent = [], []
+    for rid, mode, holder, beat in held:
+        state = holder_state(holder)
+        if state == "gone":
+            gone.append(rid)
+        elif state == "unknown" and mode in LEASED_MODES and is_stale(beat, clock):
+            silent.append(rid)
     lease = f"no heartbeat for more than {LEASE.total_seconds() / 60:g} minutes"
     return (mark_abandoned(tradelog, gone, run_id, now, "its process is gone")
             + mark_abandoned(tradelog, silent, run_id, now, lease))
