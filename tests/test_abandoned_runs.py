@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from bot.store import TradeLog
 from bot.store.abandoned import close_dead_runs
-from bot.store.holder import is_gone, this_process
+from bot.store.holder import holder_state, is_gone, this_process
 from tests.conftest import CONFIG, REPO
 
 T0 = dt.datetime(2024, 3, 4, 14, 0, tzinfo=dt.UTC)
@@ -28,7 +28,9 @@ T0 = dt.datetime(2024, 3, 4, 14, 0, tzinfo=dt.UTC)
 def test_a_holder_is_this_host_pid_and_start_and_is_gone_once_its_process_is():
     me = this_process()
     host, pid, ticks = me.rsplit(":", 2)
-    assert (host, int(pid)) == (socket.gethostname(), os.getpid()) and ticks.isdigit()
+    name, namespace = host.split("@")
+    assert (name, int(pid)) == (socket.gethostname(), os.getpid()) and ticks.isdigit()
+    assert int(namespace) == os.stat("/proc/self/ns/pid").st_ino
     assert not is_gone(me)
     child = subprocess.run(
         [sys.executable, "-c", "from bot.store.holder import this_process; print(this_process())"],
@@ -36,8 +38,32 @@ def test_a_holder_is_this_host_pid_and_start_and_is_gone_once_its_process_is():
     ).stdout.strip()
     assert child.startswith(f"{host}:") and is_gone(child)  # it has exited
     assert is_gone(f"{host}:{pid}:{int(ticks) + 1}")  # our pid, but another process's start
-    for unknown in (None, "", "garbage", f"another-host:{pid}:{ticks}", f"{host}:x:1"):
+    for unknown in (None, "", "garbage", f"another-host:{pid}:{ticks}", f"{host}:x:1",
+                    f"{host}:0:{ticks}", f"{name}@1:{pid}:{ticks}"):  # another PID namespace
         assert not is_gone(unknown)
+    # written before namespaces were recorded: the host name alone, checked as before
+    assert holder_state(f"{name}:{pid}:{ticks}") == "alive"
+    assert holder_state(f"{name}:{pid}:{int(ticks) + 1}") == "gone"
+
+
+def test_a_process_that_proc_hides_is_not_taken_for_gone(monkeypatch):
+    """/proc mounted with hidepid shows no other user's process: absent from /proc is no
+    proof. A pid that exists reads 'unknown'; one that does not, 'gone'."""
+    from bot.store import holder
+
+    host, _pid, ticks = this_process().rsplit(":", 2)
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        real = holder._start_ticks
+        hidden = {int(exited), running.pid}
+        monkeypatch.setattr(holder, "_start_ticks", lambda p: None if p in hidden else real(p))
+        assert holder_state(f"{host}:{running.pid}:{ticks}") == "unknown"  # os.kill finds it
+        assert holder_state(f"{host}:{exited}:{ticks}") == "gone"  # no such process
+    finally:
+        running.kill()
+        running.wait()
 
 
 def _run(log: TradeLog, holder: str | None) -> int:

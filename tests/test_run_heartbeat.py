@@ -74,7 +74,10 @@ def test_a_silent_backtest_of_another_host_is_closed_after_the_lease_only(url):
                          (paper, clock - 10 * lease), (legacy, None)):
         _set_heartbeat(url, run, beat_at)
     current = _open_run(log, this_process())
-    assert close_dead_runs(log, current, local) == [silent]
+    # PostgreSQL judges by its own clock, whatever this machine's says (an hour ahead
+    # here would make the fresh run stale); SQLite by this machine's
+    judge_local = local + dt.timedelta(hours=1) if url.startswith("postgresql") else local
+    assert close_dead_runs(log, current, judge_local) == [silent]
     incidents = log.load_incidents()
     log.close()
     status = {rid: s for rid, (s, _) in _runs(url).items()}
@@ -203,6 +206,59 @@ def test_a_run_closed_as_abandoned_while_its_process_was_suspended_ends_truly(ur
     log.finish_run("finished", NOW)
     assert len(log.load_incidents()) == 2 and _runs(url)[ordinary][0] == "finished"
     log.close()
+
+
+def test_a_run_closed_as_abandoned_while_it_ends_still_says_so(pg_database_url):
+    """A judge that commits its `abandoned` mark just before the run's end is written
+    (PostgreSQL, read committed): the end overwrites it, and the `resumed` incident,
+    written after the end, sees the judge's mark."""
+    from tests.test_store import reset_pg
+
+    log, judge = TradeLog.open(pg_database_url), TradeLog.open(pg_database_url)
+    try:
+        run = _open_run(log, this_process())
+        judged = []
+
+        def judge_first(conn, cursor, statement, *_args) -> None:
+            if statement.startswith("UPDATE runs SET") and "finished_at" in statement and not judged:
+                judged.append(mark_abandoned(judge, [run], run + 1, NOW, "test"))
+
+        sa.event.listen(log.engine, "before_cursor_execute", judge_first)
+        log.finish_run("finished", NOW)
+        sa.event.remove(log.engine, "before_cursor_execute", judge_first)
+        assert judged == [[run]]
+        assert _runs(pg_database_url)[run][0] == "finished"
+        assert log.load_incidents()["kind"].tolist() == ["abandoned", "resumed"]
+    finally:
+        log.close()
+        judge.close()
+        reset_pg(pg_database_url)
+
+
+def test_a_beat_neither_skips_nor_blocks_a_run_whose_records_are_being_written(
+    pg_database_url,
+):
+    """An order or incident being inserted for a run holds FOR KEY SHARE on it until its
+    transaction ends; the beat (FOR NO KEY UPDATE) still marks that run alive."""
+    from tests.test_store import reset_pg
+
+    log = TradeLog.open(pg_database_url)
+    try:
+        me = this_process()
+        busy, other = _open_run(log, me), _open_run(log, me)
+        log._stop_heartbeat()
+        with log.engine.connect() as conn:
+            conn.execute(sa.text("SET lock_timeout = '5s'"))
+            conn.execute(sa.text(
+                f"INSERT INTO incidents (run_id, at, kind, message) "
+                f"VALUES ({busy}, now(), 'test', 'open transaction')"
+            ))  # not committed: the run's row stays key-share locked
+            assert heartbeat_module.beat(log.engine, me) == 2
+            conn.rollback()
+        assert {busy, other} <= set(_runs(pg_database_url))
+    finally:
+        log.close()
+        reset_pg(pg_database_url)
 
 
 def test_a_fork_never_inherits_the_heartbeat_lock(tmp_path):

@@ -143,6 +143,17 @@ def test_a_sweeps_runs_beat_while_it_works_and_the_pool_forks_safely(
     assert not [t for t in set(threading.enumerate()) - threads_before if t.name == "run-heartbeat"]
 
 
+def test_a_sweeps_runs_get_their_first_beat_when_they_start(capsys, tmp_path: Path) -> None:
+    """With the default interval no beat of the thread falls inside a short sweep: the
+    heartbeat every run shows is the one written when the runs were opened."""
+    db = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    code, _, err = sweep(capsys, db, *SPAN, "--grid", "risk.vol_high=1.25,2")
+    assert code == 0, err
+    _, runs = stored(db)
+    rows = [run_row(db, run_id) for run_id in runs["run_id"]]
+    assert all(r["started_at"] <= r["heartbeat_at"] <= r["finished_at"] for r in rows)
+
+
 def test_a_summary_run_keeps_nothing_and_decides_exactly_as_with_a_real_log(settings) -> None:
     """--record summary drops the engine's records as they come; the engine never reads
     them back, so every equity point and fill is the same as with a recording log."""

@@ -13,9 +13,9 @@ that was only suspended still holds (bot.daemon.instance): the lease does not cl
   one; it never stops the run.
 - On PostgreSQL the beat and the judge both read the database's clock, so machines
   whose clocks differ still agree. SQLite is one machine's file: its clock.
-- A beat never waits for a row another transaction holds (FOR UPDATE SKIP LOCKED, in id
-  order): a run being ended meanwhile needs no beat, and two writers taking the same
-  rows in different orders could deadlock.
+- A beat never waits for a row another transaction holds (FOR NO KEY UPDATE SKIP LOCKED,
+  in id order): a run being ended meanwhile needs no beat, and two writers taking the
+  same rows in different orders could deadlock.
 - The thread must not hold a lock when the process forks (the backtest's reference
   worker, the sweep's pool): a child would inherit it held and block on it. Each beat
   runs under the heartbeat's own lock, and a fork waits for it (os.register_at_fork),
@@ -72,7 +72,9 @@ def beat(engine: sa.Engine, holder: str) -> int:
             sa.select(RUNS.c.id)
             .where((RUNS.c.holder == holder) & (RUNS.c.status == "running"))
             .order_by(RUNS.c.id)
-            .with_for_update(skip_locked=True)
+            # FOR NO KEY UPDATE: an order or incident being inserted for a run (which
+            # takes FOR KEY SHARE on it) neither waits for a beat nor is skipped by it
+            .with_for_update(skip_locked=True, key_share=True)
         )
         done = conn.execute(
             sa.update(RUNS)
@@ -127,6 +129,11 @@ class Heartbeat:
         with _LIVE_LOCK:
             _LIVE.discard(self)
 
+    def beat_now(self) -> None:
+        """One beat in the caller's thread, failures logged like the thread's."""
+        with self._lock:
+            self._beat_once()
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             with self._lock:
@@ -152,10 +159,12 @@ _HELD_FOR_FORK: list[Heartbeat] = []
 def _before_fork() -> None:
     _LIVE_LOCK.acquire()
     for heartbeat in list(_LIVE):
-        # A beat stuck past its own timeout would hold the fork for ever: go on without
-        # it (the child has no heartbeat thread and never uses the parent's engine).
+        # A beat stuck past its own timeout (a connection that hangs) would hold every
+        # fork: go on without it, and later forks no longer wait for it.
         if heartbeat._lock.acquire(timeout=BEAT_TIMEOUT_S):
             _HELD_FOR_FORK.append(heartbeat)
+        else:
+            _LIVE.discard(heartbeat)
 
 
 def _after_fork_in_parent() -> None:

@@ -174,15 +174,18 @@ def _check_aware(value: dt.datetime, column: str) -> None:
         )
 
 
-def _incident_unless_running(
-    run_id: int, at: dt.datetime, kind: str, message: str
-) -> sa.Executable:
-    """An INSERT of an incident that adds it only if the run is no longer 'running'."""
-    ended = sa.exists().where((RUNS.c.id == run_id) & (RUNS.c.status != "running"))
+def _resumed_incident(run_id: int, at: dt.datetime, message: str) -> sa.Executable:
+    """An INSERT of a `resumed` incident, made only if the run has an `abandoned` one and
+    no `resumed` one yet. Run after the run's end is written: a judge that marked it
+    abandoned before then has committed its incident, one that comes later finds the
+    run ended and marks nothing."""
+    def has(kind: str) -> sa.Exists:
+        return sa.exists().where((INCIDENTS.c.run_id == run_id) & (INCIDENTS.c.kind == kind))
+
     values = sa.select(
-        sa.literal(run_id), sa.literal(at, INCIDENTS.c.at.type), sa.literal(kind),
+        sa.literal(run_id), sa.literal(at, INCIDENTS.c.at.type), sa.literal("resumed"),
         sa.literal(message),
-    ).where(ended)
+    ).where(has("abandoned") & ~has("resumed"))
     return sa.insert(INCIDENTS).from_select(["run_id", "at", "kind", "message"], values)
 
 
@@ -316,20 +319,20 @@ class TradeLog:
         # Closed meanwhile as abandoned (this process was suspended or cut off from the
         # database for longer than the heartbeat's lease): its true end is recorded, and
         # an incident says so next to the `abandoned` one.
-        resumed = _incident_unless_running(
-            run_id, finished_at, "resumed",
+        resumed = _resumed_incident(
+            run_id, finished_at,
             f"run {run_id} was closed as abandoned while its process still ran (suspended "
             f"or cut off from the database for longer than the heartbeat's lease); it "
             f"then ended {status}",
         )
         try:
-            self._write(resumed, statement)
+            self._write(statement, resumed)
         except Exception:
             if status != "failed":
                 raise
             with self.engine.begin() as conn:
-                conn.execute(resumed)
                 conn.execute(statement)
+                conn.execute(resumed)
             raise
         finally:
             self._stop_heartbeat()  # a beat never touches an ended run: stop it after

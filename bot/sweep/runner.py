@@ -41,7 +41,7 @@ from bot.runner import (
     price_series,
 )
 from bot.store.abandoned import close_dead_runs
-from bot.store.heartbeat import Heartbeat, beat, needs_heartbeat
+from bot.store.heartbeat import Heartbeat, needs_heartbeat
 from bot.store.holder import this_process
 from bot.store.locate import sweep_report_dir
 from bot.store.models import to_plain
@@ -206,8 +206,8 @@ def _run(
             [(v.position, v.params) for v in variants],
         )
         if holder is not None and needs_heartbeat(engine):  # alive while this process is
-            beat(engine, holder)  # their first beat, by the database's clock
             heartbeat = Heartbeat(engine, holder).start()
+            heartbeat.beat_now()  # their first beat, by the database's clock
         close_dead_runs(tradelog, run_ids[0], now)  # as every command that starts runs
         tasks = [
             VariantTask(
@@ -246,8 +246,10 @@ def _run(
         })
         finish_sweep(engine, sweep_id, "finished", dt.datetime.now(dt.UTC), result)
     except BaseException:  # Ctrl-C too: neither the sweep nor its runs may stay 'running'
-        _stop(heartbeat)  # before its runs end here: a beat would find them gone
-        _fail(engine, sweep_id)
+        try:
+            _stop(heartbeat)
+        finally:  # a second Ctrl-C during the stop still fails the sweep
+            _fail(engine, sweep_id)
         raise
     finally:
         tradelog.close()
