@@ -852,3 +852,37 @@ def test_orders_flushed_with_rejected_rows_are_kept_so_their_fills_can_follow(
     tlog.flush()
     orders = tlog.load_orders(run_id)
     assert orders["status"].tolist() == ["filled"] and len(tlog.load_fills(run_id)) == 1
+
+
+def test_a_server_that_never_answers_is_an_error_not_a_hang(monkeypatch) -> None:
+    """A PostgreSQL address that accepts connections and stays silent (a hung server, a
+    half-open proxy): opening the trade log fails after the connect timeout, naming the
+    masked URL, instead of holding the command (or a job, or a heartbeat) for ever."""
+    import socket
+    import threading
+
+    from bot.store import engines
+
+    monkeypatch.setattr(engines, "CONNECT_TIMEOUT_S", 2)  # libpq's smallest
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel accepts; nobody ever reads or writes
+    url = f"postgresql+psycopg://bot:secret@127.0.0.1:{silent.getsockname()[1]}/trades"
+    outcome: list[BaseException | None] = []
+
+    def open_log() -> None:
+        try:
+            engines.writer_engine(url)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - the outcome is the assertion
+            outcome.append(exc)
+
+    thread = threading.Thread(target=open_log, daemon=True)
+    thread.start()
+    thread.join(30)
+    silent.close()
+    assert not thread.is_alive(), "opening the trade log hung on a silent server"
+    assert isinstance(outcome[0], BotError)
+    assert "127.0.0.1" in str(outcome[0]) and "secret" not in str(outcome[0])
+    # a URL's own connect_timeout is kept
+    assert engines._server_timeouts(sa.engine.make_url(url + "?connect_timeout=30")) == {}

@@ -65,6 +65,18 @@ def _create_engine(parsed: URL, **kwargs: Any) -> sa.Engine:
         ) from None
 
 
+CONNECT_TIMEOUT_S = 10
+
+
+def _server_timeouts(parsed: URL) -> dict[str, Any]:
+    """How long connecting to a database server may take (libpq's connect_timeout),
+    unless the URL says: a server that accepts the connection and never answers would
+    otherwise hold a job, a heartbeat or a command for ever."""
+    if parsed.get_backend_name() != "postgresql" or "connect_timeout" in parsed.query:
+        return {}
+    return {"connect_timeout": CONNECT_TIMEOUT_S}
+
+
 def _connected(engine: sa.Engine, url: str | URL) -> sa.Engine:
     """`engine` once one connection works; an unreachable server, a wrong password or an
     unopenable file becomes a BotError naming the masked URL, here rather than as a
@@ -183,7 +195,8 @@ def writer_engine(url: str) -> sa.Engine:
     """Engine for recording; creates the SQLite file's directory if needed."""
     parsed = parse_database_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return _connected(_create_engine(parsed, pool_pre_ping=True), url)
+        args = _server_timeouts(parsed)
+        return _connected(_create_engine(parsed, pool_pre_ping=True, connect_args=args), url)
     path = sqlite_file(parsed)
     if path is not None and not (parsed.database or "").startswith("file:"):
         _make_parent(path, url)
@@ -211,7 +224,7 @@ def reader_engine(url: str) -> sa.Engine:
     """
     parsed = parse_database_url(url)
     if parsed.get_backend_name() != "sqlite":
-        args = {"options": "-c default_transaction_read_only=on"}
+        args = {"options": "-c default_transaction_read_only=on", **_server_timeouts(parsed)}
         return _connected(_create_engine(parsed, pool_pre_ping=True, connect_args=args), url)
     path = sqlite_file(parsed)
     if path is None:
