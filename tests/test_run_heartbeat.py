@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -110,6 +111,8 @@ def test_a_run_killed_on_another_machine_is_closed_by_the_next_run_here(url, mon
                             text=True)
     log = TradeLog.open(url)
     try:
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready, "the other machine's process printed no run id within 60 s"
         remote = int(proc.stdout.readline())
         started = _runs(url)[remote][1]
         deadline = time.monotonic() + 30
