@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from bot.store import TradeLog
 from bot.store.abandoned import close_dead_runs
-from bot.store.holder import holder_state, is_gone, this_process
+from bot.store.holder import holder_state, this_process
 from tests.conftest import CONFIG, REPO
 
 T0 = dt.datetime(2024, 3, 4, 14, 0, tzinfo=dt.UTC)
@@ -31,16 +31,16 @@ def test_a_holder_is_this_host_pid_and_start_and_is_gone_once_its_process_is():
     name, namespace = host.split("@")
     assert (name, int(pid)) == (socket.gethostname(), os.getpid()) and ticks.isdigit()
     assert int(namespace) == os.stat("/proc/self/ns/pid").st_ino
-    assert not is_gone(me)
+    assert holder_state(me) == "alive"
     child = subprocess.run(
         [sys.executable, "-c", "from bot.store.holder import this_process; print(this_process())"],
         cwd=REPO, capture_output=True, text=True, check=True,
     ).stdout.strip()
-    assert child.startswith(f"{host}:") and is_gone(child)  # it has exited
-    assert is_gone(f"{host}:{pid}:{int(ticks) + 1}")  # our pid, but another process's start
+    assert child.startswith(f"{host}:") and holder_state(child) == "gone"  # it has exited
+    assert holder_state(f"{host}:{pid}:{int(ticks) + 1}") == "gone"  # our pid, but another process's start
     for unknown in (None, "", "garbage", f"another-host:{pid}:{ticks}", f"{host}:x:1",
                     f"{host}:0:{ticks}", f"{name}@1:{pid}:{ticks}"):  # another PID namespace
-        assert not is_gone(unknown)
+        assert holder_state(unknown) == "unknown"
     # written before namespaces were recorded: the host name alone, checked as before
     assert holder_state(f"{name}:{pid}:{ticks}") == "alive"
     assert holder_state(f"{name}:{pid}:{int(ticks) + 1}") == "gone"

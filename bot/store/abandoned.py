@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from bot.logs import get_logger
-from bot.store.heartbeat import LEASE, database_now, is_stale
+from bot.store.heartbeat import LEASE, database_now, process_state
 from bot.store.holder import holder_state
 from bot.store.tradelog import INCIDENTS, RUNS, TradeLog
 
@@ -41,10 +41,9 @@ def close_dead_runs(tradelog: TradeLog, run_id: int, now: dt.datetime) -> list[i
     # that was only suspended still holds.
     gone, silent = [], []
     for rid, mode, holder, beat in held:
-        state = holder_state(holder)
-        if state == "gone":
+        if holder_state(holder) == "gone":  # by /proc: the proof the incident names
             gone.append(rid)
-        elif state == "unknown" and mode in LEASED_MODES and is_stale(beat, clock):
+        elif mode in LEASED_MODES and process_state(holder, beat, clock) == "gone":
             silent.append(rid)
     lease = f"no heartbeat for more than {LEASE.total_seconds() / 60:g} minutes"
     return (mark_abandoned(tradelog, gone, run_id, now, "its process is gone")

@@ -45,12 +45,6 @@ def this_process() -> str | None:
     return None if ticks is None else f"{_this_host()}:{os.getpid()}:{ticks}"
 
 
-def is_gone(holder: str | None) -> bool:
-    """Whether `holder` is known to have ended: on this host, its pid runs no process
-    started at its time. False when that cannot be known (no holder, another host)."""
-    return holder_state(holder) == "gone"
-
-
 def holder_state(holder: str | None) -> str:
     """'alive' or 'gone' for a holder of this host; 'unknown' for one of another host
     (or PID namespace), where /proc cannot tell, or no holder at all."""
