@@ -15,8 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from bot.config import RiskSettings
-from bot.strategy.weights import realized_vol
-from bot.strategy.window_stats import WindowStats
+from bot.strategy.window_stats import WindowStats, series_vol
 from bot.types import Regime, RiskEvent
 
 _EPS = 1e-12
@@ -25,24 +24,30 @@ _EPS = 1e-12
 def _redistribute(w: np.ndarray, amount: float, receivers: np.ndarray, cap: float) -> np.ndarray:
     """Give `amount` to the `receivers`, pro rata to their weights (equally if all are
     zero), never lifting one above `cap`. What cannot be placed stays unallocated (cash)."""
-    w = w.copy()
-    for _ in range(len(w)):
+    return np.array(_redistribute_values(w.tolist(), amount, receivers.tolist(), cap))
+
+
+def _redistribute_values(
+    values: list[float], amount: float, receivers: list[bool], cap: float
+) -> list[float]:
+    """`_redistribute` on plain floats, a handful per asset: numpy's calls on arrays this
+    small cost more than the arithmetic (and sums of fewer than eight floats add in
+    numpy's order, so the results are numpy's to the bit)."""
+    for _ in range(len(values)):
         if amount <= _EPS:
             break
-        room = np.where(receivers, np.maximum(cap - w, 0.0), 0.0)
-        open_ = room > _EPS
-        if not open_.any():
+        room = [max(cap - x, 0.0) if r else 0.0 for x, r in zip(values, receivers, strict=True)]
+        if not any(space > _EPS for space in room):
             break
-        basis = np.where(open_, w, 0.0)
-        total = basis.sum()
+        basis = [x if space > _EPS else 0.0 for x, space in zip(values, room, strict=True)]
+        total = sum(basis)
         if total <= _EPS:
-            basis = open_.astype(float)
-            total = basis.sum()
-        share = amount * basis / total
-        given = np.minimum(share, room)
-        w += given
-        amount -= float(given.sum())
-    return w
+            basis = [1.0 if space > _EPS else 0.0 for space in room]
+            total = sum(basis)
+        given = [min(amount * b / total, space) for b, space in zip(basis, room, strict=True)]
+        values = [x + g for x, g in zip(values, given, strict=True)]
+        amount -= sum(given)
+    return values
 
 
 def cap_weights(w: np.ndarray, cap: float, tradable: np.ndarray | None = None) -> np.ndarray:
@@ -50,17 +55,15 @@ def cap_weights(w: np.ndarray, cap: float, tradable: np.ndarray | None = None) -
     rata, until the cap holds everywhere. If every asset is at the cap the rest stays in
     cash. Returns `w` itself when nothing is over the cap."""
     limit = cap + _EPS
-    for v in w.tolist():  # plain floats: nothing over the cap is the usual case
-        if v > limit:
-            break
-    else:
+    values = w.tolist()  # plain floats: nothing over the cap is the usual case
+    over = [v > limit for v in values]
+    if not any(over):
         return w
-    over = w > limit
-    w = w.copy()
-    excess = float((w[over] - cap).sum())
-    w[over] = cap
-    receivers = ~over if tradable is None else ~over & tradable
-    return _redistribute(w, excess, receivers, cap)
+    excess = sum(v - cap for v, o in zip(values, over, strict=True) if o)
+    capped = [cap if o else v for v, o in zip(values, over, strict=True)]
+    listed = [True] * len(values) if tradable is None else tradable.tolist()
+    receivers = [not o and t for o, t in zip(over, listed, strict=True)]
+    return np.array(_redistribute_values(capped, excess, receivers, cap))
 
 
 class GuardInputs(NamedTuple):
@@ -111,9 +114,9 @@ def volatility_rule(
     """
     if inp.returns.shape[0] < cfg.vol_history:
         return w, None
-    port = (inp.returns[-cfg.vol_history :] @ w)[:, None]
-    recent = float(realized_vol(port[-cfg.vol_window :])[0])
-    history = float(realized_vol(port)[0])
+    port = inp.returns[-cfg.vol_history :] @ w
+    recent = series_vol(port[-cfg.vol_window :])
+    history = series_vol(port)
     if history <= 0:
         return w, None
     ratio = recent / history
@@ -188,25 +191,29 @@ def correlation_rule(
     max_corr = float(corr.max())
     if max_corr <= cfg.correlation_max:
         return w, None
-    out = w.copy()
+    out = w.tolist()  # plain floats: a few per cluster
     cut_clusters = []
     clusters = correlated_clusters(corr, cfg.correlation_max)
     # Excess goes only to assets in no cluster: handing it to another cluster (even one
     # under its cap now) could push that cluster back over cluster_cap.
-    receivers = inp.tradable.copy()
+    receivers = inp.tradable.tolist()
     for members in clusters:
-        receivers[members] = False
+        for i in members:
+            receivers[i] = False
     for members in clusters:
-        total = float(out[members].sum())
+        total = sum(out[i] for i in members)
         if total <= cfg.cluster_cap + _EPS:
             continue
-        out[members] *= cfg.cluster_cap / total
-        out = _redistribute(out, total - cfg.cluster_cap, receivers, cfg.position_cap)
+        scale = cfg.cluster_cap / total
+        for i in members:
+            out[i] *= scale
+        out = _redistribute_values(out, total - cfg.cluster_cap, receivers, cfg.position_cap)
         cut_clusters.append([inp.symbols[i] for i in members])
     if not cut_clusters:
         return w, None
     inputs = {"max_correlation": max_corr, "clusters": cut_clusters, "cluster_cap": cfg.cluster_cap}
-    return out, RiskEvent(inp.day, "correlation", "correlated cluster cut to cluster_cap", inputs)
+    event = RiskEvent(inp.day, "correlation", "correlated cluster cut to cluster_cap", inputs)
+    return np.array(out), event
 
 
 def stop_levels(prices: np.ndarray, vol: np.ndarray, regime: Regime, cfg: RiskSettings) -> np.ndarray:

@@ -3,6 +3,7 @@ is refused with an error that names the file and the field."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -87,6 +88,12 @@ def test_as_of_never_returns_a_future_value(real_dir: Path) -> None:
             on_or_before = s.as_of(day, strictly_before=False)
             assert before is None or before[1] < day
             assert on_or_before is None or on_or_before[1] <= day
+            # the regime's lookup by date gives the same value and day
+            by_date = s.last_before(day.item())
+            assert by_date == (None if before is None else (before[0], before[1].item()))
+        first = s.dates[0].item()
+        assert s.last_before(first) is None
+        assert s.last_before(first + dt.timedelta(days=1)) == (float(s.values[0]), first)
 
 
 # --- malformed files -------------------------------------------------------------------------

@@ -179,3 +179,88 @@ def test_correlation_matrix_matches_numpy():
     np.testing.assert_allclose(correlation_matrix(rets), np.corrcoef(rets, rowvar=False))
     rets[:, 2] = 0.01
     assert correlation_matrix(rets) is None
+
+
+# --- the plain-float rules against numpy's arithmetic ----------------------------------------
+# The cap, the redistribution and the cluster cut work on Python floats (numpy's calls cost
+# more than the arithmetic on six weights). These references are the numpy code they
+# replaced; with fewer than eight assets the two agree to the bit, so no decision moves.
+
+
+def _numpy_redistribute(w, amount, receivers, cap, eps=1e-12):
+    w = w.copy()
+    for _ in range(len(w)):
+        if amount <= eps:
+            break
+        room = np.where(receivers, np.maximum(cap - w, 0.0), 0.0)
+        open_ = room > eps
+        if not open_.any():
+            break
+        basis = np.where(open_, w, 0.0)
+        total = basis.sum()
+        if total <= eps:
+            basis = open_.astype(float)
+            total = basis.sum()
+        given = np.minimum(amount * basis / total, room)
+        w += given
+        amount -= float(given.sum())
+    return w
+
+
+def _numpy_cap(w, cap, tradable, eps=1e-12):
+    over = w > cap + eps
+    if not over.any():
+        return w
+    w = w.copy()
+    excess = float((w[over] - cap).sum())
+    w[over] = cap
+    return _numpy_redistribute(w, excess, ~over & tradable, cap)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_redistribution_and_cap_are_numpys_to_the_bit(seed):
+    from bot.risk import _redistribute
+
+    rng = np.random.default_rng(seed)
+    for _ in range(400):
+        n = int(rng.integers(1, 8))
+        w = rng.dirichlet(np.ones(n) * rng.uniform(0.2, 2.0)) * rng.uniform(0.3, 1.0)
+        if rng.random() < 0.2:
+            w[rng.random(n) < 0.5] = 0.0  # zero weights: the equal-shares branch
+        receivers = rng.random(n) < 0.6
+        cap = float(rng.choice([0.2, 0.3, 0.5, 1.0]))
+        amount = float(rng.uniform(0.0, 0.5))
+        np.testing.assert_array_equal(
+            _redistribute(w, amount, receivers, cap), _numpy_redistribute(w, amount, receivers, cap)
+        )
+        tradable = rng.random(n) < 0.8
+        np.testing.assert_array_equal(cap_weights(w, cap, tradable), _numpy_cap(w, cap, tradable))
+
+
+def test_cap_returns_its_input_when_nothing_is_over_and_a_new_array_otherwise():
+    w = np.array([0.3, 0.2, 0.1])
+    assert cap_weights(w, 0.3) is w
+    capped = cap_weights(np.array([0.6, 0.2, 0.1]), 0.3)
+    assert isinstance(capped, np.ndarray) and capped.dtype == float
+    np.testing.assert_allclose(capped, [0.3, 0.3, 0.3])  # of the 0.3 over, 0.2 fits: the rest is cash
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_cluster_cut_matches_numpys_arithmetic(seed):
+    rng = np.random.default_rng(100 + seed)
+    n = 6
+    rets = rng.normal(0, 0.01, (80, n))
+    rets[:, 1] = rets[:, 0] * 1.2 + rng.normal(0, 0.001, 80)  # a cluster of three
+    rets[:, 2] = rets[:, 0] * 0.9 + rng.normal(0, 0.001, 80)
+    w = rng.dirichlet(np.ones(n)) * 0.5
+    w[:3] = [0.3, 0.3, 0.25]
+    tradable = np.array([True, True, True, True, bool(rng.random() < 0.7), True])
+    out, event = correlation_rule(w, inputs(rets, [False] * n, tradable=list(tradable)), CFG)
+    assert event is not None and event.inputs["clusters"] == [["A", "B", "C"]]
+    expected = w.copy()
+    total = float(expected[:3].sum())
+    expected[:3] *= CFG.cluster_cap / total
+    receivers = tradable.copy()
+    receivers[:3] = False
+    expected = _numpy_redistribute(expected, total - CFG.cluster_cap, receivers, CFG.position_cap)
+    np.testing.assert_array_equal(out, expected)

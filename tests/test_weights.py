@@ -90,3 +90,29 @@ def test_window_stats_match_the_direct_formulas_and_are_computed_once():
     assert stats.vol(20) is stats.vol(20)  # cached
     assert stats.correlation(60) is not stats.correlation(60)  # callers may modify theirs
     np.testing.assert_array_equal(stats.vol(60), realized_vol(rets[-60:]))
+
+
+def test_series_vol_is_window_stats_vol_of_one_column_to_the_bit():
+    from bot.strategy.window_stats import series_vol
+
+    rng = np.random.default_rng(11)
+    for n in (2, 19, 20, 60, 252):
+        for _ in range(50):
+            port = rng.normal(0, 0.02, (300, 6))[-n:] @ rng.dirichlet(np.ones(6))
+            assert series_vol(port) == realized_vol(port[:, None])[0]
+
+
+def test_var_factor_matches_numpys_masked_clip():
+    from bot.strategy.weights import _z, lower_quantile
+
+    rng = np.random.default_rng(12)
+    for _ in range(200):
+        rets = rng.standard_t(3, size=(60, 6)) * 0.01
+        rets[:, rng.integers(6)] = np.abs(rets[:, 0])  # a column with no left tail: factor 1
+        confidence, floor = float(rng.uniform(0.9, 0.99)), float(rng.uniform(0.2, 0.8))
+        gauss = _z(confidence) * realized_vol(rets)
+        hist = -lower_quantile(rets, 1.0 - confidence)
+        expected = np.ones(6)
+        ok = hist > 0
+        expected[ok] = np.clip(gauss[ok] / hist[ok], floor, 1.0)
+        np.testing.assert_array_equal(var_tail_factor(rets, confidence, floor), expected)

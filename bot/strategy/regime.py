@@ -74,19 +74,16 @@ class _Input(NamedTuple):
 
 
 def _known_value(
-    series: MacroSeries | None, day: np.datetime64, today: dt.date, max_age_days: int,
-    lag_days: int,
+    series: MacroSeries | None, today: dt.date, max_age_days: int, lag_days: int
 ) -> _Input:
-    """Last value published before `day` (observed more than `lag_days` before it), or
-    why there is none usable. `today` is `day` as a date: the age is counted in
-    datetime.date arithmetic, which costs less than numpy's on scalars."""
+    """Last value published before `today` (observed more than `lag_days` before it), or
+    why there is none usable."""
     if series is None or len(series.dates) == 0:
         return _Input(None, None, "no data")
-    found = series.as_of(day - np.timedelta64(lag_days, "D"), strictly_before=True)
+    found = series.last_before(today - dt.timedelta(days=lag_days))
     if found is None:
         return _Input(None, None, "no value published before the decision day")
-    value, when = found
-    observed: dt.date = when.item()  # a datetime64[D] element: item() is its date
+    value, observed = found
     age = (today - observed).days
     if age > max_age_days:
         return _Input(value, observed, f"stale ({age} days old)")
@@ -127,7 +124,7 @@ def decide_regime(
     lags = th.publication_lag_days
     today: dt.date = (day if day.dtype == _DAY else day.astype(_DAY)).item()
     inputs = {
-        name: _known_value(macro.get(name), day, today, th.max_staleness_days, lags.get(name, 0))
+        name: _known_value(macro.get(name), today, th.max_staleness_days, lags.get(name, 0))
         for name in (VIX, SPREAD, UNCERTAINTY)
     }
     vix, spread, epu = inputs[VIX], inputs[SPREAD], inputs[UNCERTAINTY]

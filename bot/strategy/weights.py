@@ -9,9 +9,9 @@ them on every rebalance and the live bot calls the very same code once a day.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import lru_cache
 from statistics import NormalDist
+from typing import NamedTuple
 
 import numpy as np
 
@@ -55,15 +55,17 @@ def var_tail_factor(
     """
     gauss = _z(confidence) * (realized_vol(returns) if vol is None else vol)
     hist = -lower_quantile(returns, 1.0 - confidence)
-    factor = np.ones(returns.shape[1])
-    ok = hist > 0
-    # maximum then minimum is np.clip's arithmetic, without its dispatch cost
-    factor[ok] = np.minimum(np.maximum(gauss[ok] / hist[ok], floor), 1.0)
-    return factor
+    # plain floats, one per asset: numpy's masked clip costs more than the arithmetic
+    return np.array([
+        min(max(g / h, floor), 1.0) if h > 0 else 1.0
+        for g, h in zip(gauss.tolist(), hist.tolist(), strict=True)
+    ])
 
 
-@dataclass(frozen=True)
-class InverseVolResult:
+class InverseVolResult(NamedTuple):
+    """The weights with the volatilities and VaR factors behind them (a tuple: made at
+    every rebalance)."""
+
     weights: np.ndarray
     vol: np.ndarray
     var_factor: np.ndarray
