@@ -65,10 +65,7 @@ def test_real_universe_loads_with_documented_facts(real_dir: Path) -> None:
 
     assert _year_return(md, "SPY", 2022) == pytest.approx(-0.182, abs=0.001)
     assert _year_return(md, "TQQQ", 2022) == pytest.approx(-0.791, abs=0.001)
-    assert md.macro["VIX"].as_of(np.datetime64("2020-03-16"), strictly_before=False) == (
-        82.69,
-        np.datetime64("2020-03-16"),
-    )
+    assert md.macro["VIX"].last_before(dt.date(2020, 3, 17)) == (82.69, dt.date(2020, 3, 16))
 
 
 def test_all_real_files_load(real_dir: Path) -> None:
@@ -78,19 +75,19 @@ def test_all_real_files_load(real_dir: Path) -> None:
     assert (md.prices.close[~np.isnan(md.prices.close)] > 0).all()
 
 
-def test_as_of_never_returns_a_future_value(real_dir: Path) -> None:
+def test_last_before_never_returns_a_future_value(real_dir: Path) -> None:
     series = load_csv_directory(real_dir, ["SPY"], ["T10Y2Y", "USEPUINDXD"]).macro
     rng = np.random.default_rng(0)
     days = np.datetime64("1990-01-01") + rng.integers(0, 365 * 35, 500).astype("timedelta64[D]")
     for s in series.values():
         for day in days:
-            before = s.as_of(day)
-            on_or_before = s.as_of(day, strictly_before=False)
-            assert before is None or before[1] < day
-            assert on_or_before is None or on_or_before[1] <= day
-            # the regime's lookup by date gives the same value and day
-            by_date = s.last_before(day.item())
-            assert by_date == (None if before is None else (before[0], before[1].item()))
+            before = s.last_before(day.item())
+            on_or_before = s.last_before(day.item() + dt.timedelta(days=1))
+            assert before is None or before[1] < day.item()
+            assert on_or_before is None or on_or_before[1] <= day.item()
+            # the newest such value: numpy's own search over the dates finds the same
+            i = int(np.searchsorted(s.dates, day, side="left")) - 1
+            assert before == (None if i < 0 else (float(s.values[i]), s.dates[i].item()))
         first = s.dates[0].item()
         assert s.last_before(first) is None
         assert s.last_before(first + dt.timedelta(days=1)) == (float(s.values[0]), first)

@@ -196,7 +196,7 @@ def test_the_engine_records_decided_and_kept_rules_and_carries_outcomes(settings
     }
     # Monday's regime follows the previous week's VIX: TRANSITION after a week at 30.
     for row in records.itertuples():
-        last_week_vix = macro[VIX].as_of(np.datetime64(row.day), strictly_before=True)[0]
+        last_week_vix = macro[VIX].last_before(np.datetime64(row.day, "D").item())[0]
         assert row.regime == ("TRANSITION" if last_week_vix == 30.0 else "GROWTH"), row.day
 
     state = EngineState(regime=Regime.TRANSITION, regime_outcomes={"uncertainty": False, "transition": True})

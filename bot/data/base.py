@@ -29,17 +29,9 @@ class MacroSeries:
     dates: np.ndarray  # datetime64[D]
     values: np.ndarray  # float64
 
-    def as_of(self, day: np.datetime64, *, strictly_before: bool = True) -> tuple[float, np.datetime64] | None:
-        """Last value published before `day` (or on it), never a later one; None if none."""
-        side = "left" if strictly_before else "right"
-        i = int(self.dates.searchsorted(day, side=side)) - 1  # the method: half the call cost
-        if i < 0:
-            return None
-        return float(self.values[i]), self.dates[i]
-
     def last_before(self, day: dt.date) -> tuple[float, dt.date] | None:
-        """`as_of(day)` on dates: the last value observed strictly before `day`, with its
-        date; None if none. The weekly regime asks three series every week, and bisecting
+        """The last value observed strictly before `day`, with its date; None if none
+        (never a later one). The weekly regime asks three series every week: bisecting
         plain ints costs a tenth of numpy's scalar date arithmetic and search."""
         ordinals, values = self._by_ordinal
         i = bisect_left(ordinals, day.toordinal()) - 1
