@@ -275,8 +275,9 @@ class Engine:
     ) -> tuple[Order, ...]:
         state = self.state
         decision: TargetDecision = self.model.decide(self._context(t))
+        rebalance_id = self.rebalance_id(day)  # its targets' key and its orders' id prefix
         if self.records_targets:
-            self.log.targets(day, self.rebalance_id(day), decision.rows, reason)
+            self.log.targets(day, rebalance_id, decision.rows, reason)
         for event in decision.events:
             self._risk_event(event, events)
         state.stops = decision.stops
@@ -289,7 +290,7 @@ class Engine:
             state.pending.append(PendingTargets(day, execute_on, decision.weights, reason))
             return ()
         state.targets = decision.weights
-        return self._send(day, now, decision.weights, shares, equity, t, reason)
+        return self._send(rebalance_id, now, decision.weights, shares, equity, t, reason)
 
     def _execute_pending(
         self, day: dt.date, now: dt.datetime, shares: np.ndarray, equity: float, t: int,
@@ -316,10 +317,10 @@ class Engine:
             )
         state.targets = latest.weights
         reason = f"{latest.reason} (decided {latest.decided.isoformat()})"
-        return self._send(day, now, latest.weights, shares, equity, t, reason)
+        return self._send(self.rebalance_id(day), now, latest.weights, shares, equity, t, reason)
 
     def _send(
-        self, day: dt.date, now: dt.datetime, weights: np.ndarray, shares: np.ndarray,
+        self, rebalance_id: str, now: dt.datetime, weights: np.ndarray, shares: np.ndarray,
         equity: float, t: int, reason: str,
     ) -> tuple[Order, ...]:
         prices = self.close[t]
@@ -327,7 +328,7 @@ class Engine:
             prices = np.where(np.isfinite(self._sizing), self._sizing, prices)
             equity = self.broker.cash_balance() + float(shares @ np.nan_to_num(prices))
         requests = plan_orders(
-            self.rebalance_id(day),
+            rebalance_id,
             self.symbols,
             weights,
             shares,
