@@ -10,8 +10,9 @@ vectorbt, bt and numpy must end on the same equity within 1e-6 relative.
 Case 2, the full strategy (regime, inverse-vol weights, every guard rule, next-open
 fills with costs) in our engine, over the same span.
 
-Times are warm (data in memory, imports and JIT done), best of N; ratios are against
-peers measured in the same run. Our runs record to the in-memory trade-log buffers as
+Times are warm (data in memory, imports and JIT done), the best of N rounds in which
+every contestant runs once, in turn (so each meets the same minutes of a machine whose
+pace moves); ratios are against peers measured in the same run. Our runs record to the in-memory trade-log buffers as
 always; writing them to SQLite is timed separately.
 
 The end prints the speed targets, each with its measured value and whether it is met:
@@ -32,12 +33,14 @@ from __future__ import annotations
 import argparse
 import compileall
 import datetime as dt
+import math
 import os
 import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -188,10 +191,32 @@ def _met(met: bool | None, no: str) -> str:
     return "" if met is None else "yes" if met else no
 
 
-def best_of(fn, repeat: int) -> float:
-    """Best wall time of `fn()` after one untimed warm-up; `fn` returns its own timing."""
-    fn()
-    return min(fn() for _ in range(repeat))
+def best_of_interleaved(contestants: dict[str, Callable[[], float]], repeat: int) -> dict[str, float]:
+    """Best wall time of each contestant over `repeat` rounds, after one untimed warm-up
+    each; every contestant runs once per round, in an order that rotates from round to
+    round. The machine's pace moves by 20-50% from one minute to the next: timing one
+    contestant's runs after another's measures the minute as much as the code, while
+    interleaved rounds give each the same minutes. Each callable returns its own timing."""
+    names = list(contestants)
+    for name in names:
+        contestants[name]()
+    best = dict.fromkeys(names, math.inf)
+    for round_ in range(repeat):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            best[name] = min(best[name], contestants[name]())
+    return best
+
+
+def peer_case(fn, prices, weights) -> Callable[[], float]:
+    """A callable that runs one peer's fixed-weight case and returns its wall time."""
+
+    def once() -> float:
+        t0 = time.perf_counter()
+        fn(prices, weights, every=EVERY)
+        return time.perf_counter() - t0
+
+    return once
 
 
 def engine_case(settings, market):
@@ -251,18 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:>16}: {curve[-1]:,.6f}   max relative difference {rel:.1e}")
         assert rel <= RTOL, f"{name} disagrees with the numpy loop by {rel:.2e}"
 
-    times = {"leverbot engine": best_of(lambda: fixed()[0], args.repeat)}
-    for name, fn in peers.items():
-        def timed(fn=fn):
-            t0 = time.perf_counter()
-            fn(prices, weights, every=EVERY)
-            return time.perf_counter() - t0
-        times[name] = best_of(timed, args.repeat)
-
     # Where the engine's time goes: the same run with one initial rebalance and none after
     # is the per-day cost of the step the daemon runs; the rest is per order.
     hold = engine_case(fixed_settings(base, every=None), market)
-    times["leverbot, no rebalancing"] = best_of(lambda: hold()[0], args.repeat)
     orders = len(ours.fills)
 
     strategy_settings = parse_settings(
@@ -271,7 +287,13 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark strategy",
     )
     full = engine_case(strategy_settings, market)
-    times["leverbot full strategy"] = best_of(lambda: full()[0], args.repeat)
+    contestants = {
+        "leverbot engine": lambda: fixed()[0],
+        **{name: peer_case(fn, prices, weights) for name, fn in peers.items()},
+        "leverbot, no rebalancing": lambda: hold()[0],
+        "leverbot full strategy": lambda: full()[0],
+    }
+    times = best_of_interleaved(contestants, args.repeat)
     _, _, log = full()
     with tempfile.TemporaryDirectory() as tmp:
         disk = TradeLog.open(f"sqlite:///{tmp}/bench.sqlite")
