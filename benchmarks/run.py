@@ -12,8 +12,8 @@ fills with costs) in our engine, over the same span.
 
 Times are warm (data in memory, imports and JIT done), the best of N rounds in which
 every contestant runs once, in turn (so each meets the same minutes of a machine whose
-pace moves); ratios are against peers measured in the same run. Our runs record to the in-memory trade-log buffers as
-always; writing them to SQLite is timed separately.
+pace moves); ratios are against peers measured in the same run. Our runs record to the
+in-memory trade-log buffers as always; writing them to SQLite is timed separately.
 
 The end prints the speed targets, each with its measured value and whether it is met:
 the two ratios above; cold commands (a new process each, in a temporary directory with
@@ -208,7 +208,7 @@ def best_of_interleaved(contestants: dict[str, Callable[[], float]], repeat: int
     return best
 
 
-def peer_case(fn, prices, weights) -> Callable[[], float]:
+def peer_case(fn: Callable[..., object], prices, weights: dict[str, float]) -> Callable[[], float]:
     """A callable that runs one peer's fixed-weight case and returns its wall time."""
 
     def once() -> float:
