@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 import bot.store.tradelog as tradelog_module
 from bot.store import TradeLog
+from bot.store.bulk import PreparedRows
 from bot.store.models import METADATA, ExactDecimal
 from bot.types import (
     EquityPoint,
@@ -52,12 +53,36 @@ def url_pair(request: pytest.FixtureRequest, tmp_path) -> Iterator[tuple[str, st
     reset_pg(pg)
 
 
+def reference_prepare(
+    dialect: sa.Dialect, table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> PreparedRows:
+    """No conversion: the values as recorded, for reference_insert to hand to SQLAlchemy."""
+    return PreparedRows(table.name, tuple(columns), tuple(zip(*rows, strict=True)), len(rows))
+
+
 def reference_insert(
-    conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    conn: sa.Connection,
+    table: sa.Table,
+    prepared: PreparedRows,
+    *,
+    before: tuple[str, Sequence[Any]] | None = None,
+    keep: Sequence[int] | None = None,
 ) -> None:
     """SQLAlchemy's own executemany over dicts: what the flush did before bulk inserts."""
+    columns, values = prepared.columns, list(prepared.values)
+    if before is not None:
+        columns, values = (before[0], *columns), [before[1], *values]
+    rows = list(zip(*values, strict=True))
+    if keep is not None:
+        rows = [rows[i] for i in keep]
     if rows:
         conn.execute(sa.insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
+
+
+def use_reference_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the trade log write through SQLAlchemy's executemany, converting nothing itself."""
+    monkeypatch.setattr(tradelog_module, "prepare_rows", reference_prepare)
+    monkeypatch.setattr(tradelog_module, "insert_prepared", reference_insert)
 
 
 def record_everything(log: TradeLog) -> None:
@@ -117,7 +142,7 @@ def test_bulk_flush_stores_what_sqlalchemys_executemany_stores(url_pair, monkeyp
     bulk = contents(bulk_url)
     if bulk_url == reference_url:  # PostgreSQL: empty the database for the second pass
         reset_pg(reference_url)
-    monkeypatch.setattr(tradelog_module, "insert_rows", reference_insert)
+    use_reference_path(monkeypatch)
     log = TradeLog.open(reference_url)
     record_everything(log)
     log.close()

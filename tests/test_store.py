@@ -475,8 +475,8 @@ def fail_next_write(log: TradeLog, monkeypatch: pytest.MonkeyPatch) -> None:
     """The next flush dies half-way, as with a lost connection (a transient failure)."""
     real = log._write_buffers
 
-    def broken(conn):
-        real(conn)  # rows sent, then the connection drops before the commit
+    def broken(conn, prepared):
+        real(conn, prepared)  # rows sent, then the connection drops before the commit
         monkeypatch.setattr(log, "_write_buffers", real)
         raise sa.exc.OperationalError("COMMIT", {}, Exception("server closed the connection"))
 

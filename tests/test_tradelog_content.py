@@ -15,11 +15,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-import bot.store.tradelog as tradelog_module
 from bot.backtest import run_backtest
 from bot.config import parse_settings
 from bot.store import TradeLog
-from tests.test_bulk_insert import reference_insert
+from tests.test_bulk_insert import use_reference_path
 
 T0 = dt.datetime(2024, 1, 2, 21, 0, tzinfo=dt.UTC)
 
@@ -77,7 +76,7 @@ def test_a_recorded_backtest_stores_what_sqlalchemys_executemany_stores(
 ):
     bulk_path, reference_path = tmp_path / "bulk.sqlite", tmp_path / "reference.sqlite"
     record_backtest(settings, real_market, bulk_path)
-    monkeypatch.setattr(tradelog_module, "insert_rows", reference_insert)
+    use_reference_path(monkeypatch)
     record_backtest(settings, real_market, reference_path)
     bulk, reference = stored_content(bulk_path), stored_content(reference_path)
     assert {table: rows for table, (rows, _digest) in bulk.items()} == PINNED_ROWS

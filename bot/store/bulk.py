@@ -6,42 +6,103 @@ through the compiled statement; for the ~60,000 rows of a 15-year backtest that
 bookkeeping cost more than the database's work. Here each column is converted in one
 pass with its type's own bind processor (the same conversion any statement applies, so
 the stored values are the same) and the driver gets the rows as they are.
+
+The conversion (prepare_rows) and the INSERT (insert_prepared) are separate steps: a flush
+converts before its transaction opens, and a sweep worker converts its run's records for
+the process that writes them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 
-def insert_rows(
-    conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-) -> None:
-    """INSERT `rows` (tuples of values in `columns` order) into `table` in one executemany.
+@dataclass(frozen=True)
+class PreparedRows:
+    """Rows for one table, converted for one dialect column by column: the CPU part of
+    an INSERT, done before the transaction that runs it (or in another process: a sweep
+    worker prepares its run's records and the main process only inserts them). Plain
+    values, so it pickles small."""
 
-    Errors come as SQLAlchemy's (IntegrityError, DataError; StatementError for a value
-    its column type refuses) and the transaction is the caller's, as with conn.execute()."""
+    table: str
+    columns: tuple[str, ...]
+    values: tuple[Sequence[Any], ...]  # one converted sequence per column
+    count: int
+
+
+def prepare_rows(
+    dialect: sa.Dialect, table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> PreparedRows:
+    """`rows` (tuples of values in `columns` order) as `table`'s columns bind them for
+    `dialect`. A value its column type refuses raises SQLAlchemy's StatementError, as
+    conn.execute() would."""
+    columns = tuple(columns)
     if not rows:
-        return
-    dialect = conn.dialect
-    # inline(): no RETURNING of the new ids, which executemany could not return anyway.
-    compiled = sa.insert(table).inline().compile(dialect=dialect, column_keys=list(columns))
-    sql = str(compiled)
+        return PreparedRows(table.name, columns, (), 0)
     try:
-        values = [_converted(cells, table.c[name], dialect)
-                  for name, cells in zip(columns, zip(*rows, strict=True), strict=True)]
+        values = tuple(_converted(cells, table.c[name], dialect)
+                       for name, cells in zip(columns, zip(*rows, strict=True), strict=True))
     except Exception as error:  # a value its type refuses: raised as conn.execute() would
         kind = f"{type(error).__module__}.{type(error).__name__}"
+        sql = str(_insert(table, columns, dialect))
         raise sa.exc.StatementError(f"({kind}) {error}", sql, None, error) from error
+    return PreparedRows(table.name, columns, values, len(rows))
+
+
+def insert_prepared(
+    conn: sa.Connection,
+    table: sa.Table,
+    prepared: PreparedRows,
+    *,
+    before: tuple[str, Sequence[Any]] | None = None,
+    keep: Sequence[int] | None = None,
+) -> None:
+    """INSERT `prepared` into `table` in one executemany. `before`: a column (name, one
+    value per row) put in front, whose values need no conversion (the order ids a flush
+    learns in its transaction); `keep`: only these rows, by position.
+
+    Errors come as SQLAlchemy's (IntegrityError, DataError) and the transaction is the
+    caller's, as with conn.execute()."""
+    if prepared.table != table.name:
+        raise ValueError(f"rows prepared for {prepared.table} inserted into {table.name}")
+    if not prepared.count:
+        return
+    columns, values = prepared.columns, list(prepared.values)
+    if before is not None:
+        name, cells = before
+        if len(cells) != prepared.count:
+            raise ValueError(f"{name}: {len(cells)} values for {prepared.count} rows")
+        columns, values = (name, *columns), [cells, *values]
+    dialect = conn.dialect
+    compiled = _insert(table, columns, dialect)
     if dialect.positional:
         where = {name: i for i, name in enumerate(columns)}
         ordered = [values[where[name]] for name in compiled.positiontup or ()]
         params: list[Any] = list(zip(*ordered, strict=True))
     else:
         params = [dict(zip(columns, row, strict=True)) for row in zip(*values, strict=True)]
-    conn.exec_driver_sql(sql, params)
+    if keep is not None:
+        params = [params[i] for i in keep]
+        if not params:
+            return
+    conn.exec_driver_sql(str(compiled), params)
+
+
+def insert_rows(
+    conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """INSERT `rows` (tuples of values in `columns` order) into `table` in one executemany:
+    prepare_rows then insert_prepared, in the caller's transaction."""
+    insert_prepared(conn, table, prepare_rows(conn.dialect, table, columns, rows))
+
+
+def _insert(table: sa.Table, columns: Sequence[str], dialect: sa.Dialect) -> Any:
+    # inline(): no RETURNING of the new ids, which executemany could not return anyway.
+    return sa.insert(table).inline().compile(dialect=dialect, column_keys=list(columns))
 
 
 def _converted(cells: Sequence[Any], column: sa.Column[Any], dialect: sa.Dialect) -> Sequence[Any]:

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 
 from bot.errors import BotError
 from bot.logs import get_logger
-from bot.store.bulk import insert_rows
+from bot.store.bulk import PreparedRows, insert_prepared, prepare_rows
 from bot.store.engines import reader_engine, writer_engine
 from bot.store.heartbeat import Heartbeat, needs_heartbeat, now_value
 from bot.store.holder import this_process
@@ -80,7 +80,6 @@ ORDER_COLUMNS = (
     "filled_quantity", "average_price", "submitted_at", "updated_at",
 )
 _ORDER_INDEX = {name: i for i, name in enumerate(ORDER_COLUMNS)}
-_CID = _ORDER_INDEX["client_order_id"]
 _STATUS, _UPDATED_AT = _ORDER_INDEX["status"], _ORDER_INDEX["updated_at"]
 _STATUS_MESSAGE, _FILLED_QUANTITY = _ORDER_INDEX["status_message"], _ORDER_INDEX["filled_quantity"]
 _AVERAGE_PRICE, _BROKER_ORDER_ID = _ORDER_INDEX["average_price"], _ORDER_INDEX["broker_order_id"]
@@ -90,7 +89,6 @@ FILL_COLUMNS = (
     "run_id", "account_id", "client_order_id", "symbol", "side", "quantity", "price",
     "commission", "slippage_cost", "filled_at",
 )
-_FILL_CID = FILL_COLUMNS.index("client_order_id")
 REGIME_COLUMNS = (
     "run_id", "day", "regime", "vix", "vix_date", "spread", "spread_date", "uncertainty",
     "uncertainty_date", "warning", "decided_rules", "kept_rules", "stale_inputs",
@@ -110,6 +108,26 @@ POSITION_COLUMNS = ("run_id", "account_id", "day", "symbol", "quantity", "price"
 _ADOPTED_COLUMNS = (
     "broker_order_id", "status", "status_message", "filled_quantity", "average_price", "updated_at",
 )
+
+
+def dialect_key(dialect: sa.Dialect) -> str:
+    """The backend and driver whose conversions a PreparedRecords holds."""
+    return f"{dialect.name}+{dialect.driver}"
+
+
+@dataclass(frozen=True)
+class PreparedRecords:
+    """A log's buffered rows converted for one dialect (TradeLog.prepare): a flush given
+    it only runs the INSERTs. Order ids are not in it; the flush learns them in its
+    transaction. `sizes` are the buffers' lengths when it was made: a record since then
+    (every change adds a row somewhere) makes it stale, and the flush prepares again."""
+
+    dialect: str
+    sizes: tuple[int, ...]
+    orders: PreparedRows
+    events: PreparedRows  # without their order id, as the event buffer
+    fills: PreparedRows  # likewise
+    others: tuple[PreparedRows, ...]  # regimes, targets, risk events, equity, positions
 
 
 @contextlib.contextmanager
@@ -304,9 +322,14 @@ class TradeLog:
             self._heartbeat = None
 
     def finish_run(
-        self, status: str, finished_at: dt.datetime, summary: dict[str, Any] | None = None
+        self,
+        status: str,
+        finished_at: dt.datetime,
+        summary: dict[str, Any] | None = None,
+        *,
+        prepared: PreparedRecords | None = None,
     ) -> None:
-        """Flush and mark the run finished in the same transaction.
+        """Flush and mark the run finished in the same transaction (`prepared`: as flush).
 
         A failed run is marked failed even when its records cannot be written (they went
         to an incident, or the database refused them): a run must never stay 'running'."""
@@ -326,7 +349,7 @@ class TradeLog:
             f"then ended {status}",
         )
         try:
-            self._write(statement, resumed)
+            self._write(statement, resumed, prepared=prepared)
         except Exception:
             if status != "failed":
                 raise
@@ -602,11 +625,49 @@ class TradeLog:
 
     # -- writing ----------------------------------------------------------------------
 
-    def flush(self, *also: sa.Executable) -> None:
+    def flush(self, *also: sa.Executable, prepared: PreparedRecords | None = None) -> None:
         """Write everything buffered in one transaction; on failure nothing is written and
         the buffer is kept, so a later flush retries it. `also`: statements committed in
-        the same transaction (a platform task's state with the records it made)."""
-        self._write(*also)
+        the same transaction (a platform task's state with the records it made);
+        `prepared`: this buffer already converted (prepare), else converted here."""
+        self._write(*also, prepared=prepared)
+
+    def _sizes(self) -> tuple[int, ...]:
+        return (
+            len(self._orders), len(self._events), len(self._fills), len(self._regimes),
+            len(self._targets), len(self._risk_events), len(self._equity), len(self._positions),
+        )
+
+    def prepare(self, dialect: sa.Dialect) -> PreparedRecords:
+        """The buffered rows converted as `dialect` binds them, the buffer left as it is.
+        A flush does this before its transaction opens, so the database is held only for
+        the INSERTs; a sweep worker does it for the main process that writes its run."""
+        positions = [(*p, to_decimal(p[4]) * to_decimal(p[5])) for p in self._position_rows()]
+        others = (
+            (REGIMES, REGIME_COLUMNS, self._regimes),
+            (TARGETS, TARGET_COLUMNS, self._targets),
+            (RISK_EVENTS, RISK_EVENT_COLUMNS, self._risk_events),
+            (EQUITY, EQUITY_COLUMNS, self._equity),
+            (POSITIONS, (*POSITION_COLUMNS, "market_value"), positions),
+        )
+        return PreparedRecords(
+            dialect=dialect_key(dialect),
+            sizes=self._sizes(),
+            orders=prepare_rows(dialect, ORDERS, ORDER_COLUMNS, list(self._orders.values())),
+            events=prepare_rows(dialect, ORDER_EVENTS, EVENT_COLUMNS[1:],
+                                [e[1:] for e in self._events]),
+            fills=prepare_rows(dialect, FILLS, FILL_COLUMNS, list(self._fill_rows())),
+            others=tuple(prepare_rows(dialect, t, columns, rows) for t, columns, rows in others),
+        )
+
+    def _current(self, prepared: PreparedRecords | None) -> PreparedRecords:
+        """`prepared` if it is this buffer's, for this engine; else the buffer prepared now."""
+        dialect = self.engine.dialect
+        if prepared is not None and prepared.dialect == dialect_key(dialect) and (
+            prepared.sizes == self._sizes()
+        ):
+            return prepared
+        return self.prepare(dialect)
 
     def _pending(self) -> bool:
         return bool(
@@ -622,20 +683,23 @@ class TradeLog:
             or self._states
         )
 
-    def _write(self, *final_statements: sa.Executable) -> None:
+    def _write(
+        self, *final_statements: sa.Executable, prepared: PreparedRecords | None = None
+    ) -> None:
         if not self._pending() and not final_statements:
             return
         started = time.perf_counter()
+        prepared = self._current(prepared)  # before the transaction: no lock held for it
         with _signals_deferred():
             try:
                 with self.engine.begin() as conn:
-                    new_ids, counts = self._write_buffers(conn)
+                    new_ids, counts = self._write_buffers(conn, prepared)
                     for statement in final_statements:
                         conn.execute(statement)
             except (sa.exc.IntegrityError, sa.exc.DataError) as error:
                 # The database refuses these rows themselves (not a lost connection):
                 # retrying would fail the same way and block every later record behind them.
-                self._quarantine(error)
+                self._quarantine(error, prepared)
                 raise
             # Only now, after commit, forget the buffer: a failed transaction leaves it intact.
             self._order_ids.update(new_ids)
@@ -644,12 +708,12 @@ class TradeLog:
             seconds = round(time.perf_counter() - started, 4)
             log.debug("tradelog.flush", run_id=self.run_id, seconds=seconds, **counts)
 
-    def _quarantine(self, error: Exception) -> None:
+    def _quarantine(self, error: Exception, prepared: PreparedRecords) -> None:
         """Keep rows the database rejected in an incident (nothing is lost, an operator can
         replay them) and clear the buffer so the records after them can be written. The
         order records go in first on their own if the database takes them, so the orders'
         later fills can still be recorded."""
-        self._save_order_records()
+        self._save_order_records(prepared)
         def named(columns: tuple[str, ...], rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
             return [dict(zip(columns, row, strict=True)) for row in rows]
 
@@ -669,12 +733,12 @@ class TradeLog:
         self.incident(dt.datetime.now(dt.UTC), "tradelog_rejected", message, rejected)
         self._clear_buffers()
 
-    def _save_order_records(self) -> bool:
+    def _save_order_records(self, prepared: PreparedRecords) -> bool:
         """Write the orders, their events and fills alone, in their own transaction: their
         later status changes and fills need the rows. False if refused too."""
         try:
             with self.engine.begin() as conn:
-                new_ids, _ = self._write_order_records(conn)
+                new_ids, _ = self._write_order_records(conn, prepared)
         except (sa.exc.IntegrityError, sa.exc.DataError):
             return False
         self._order_ids.update(new_ids)
@@ -699,13 +763,17 @@ class TradeLog:
         ):
             buffer.clear()
 
-    def _write_buffers(self, conn: Connection) -> tuple[dict[str, int], dict[str, int]]:
+    def _write_buffers(
+        self, conn: Connection, prepared: PreparedRecords
+    ) -> tuple[dict[str, int], dict[str, int]]:
         """Insert in dependency order: orders, their updates and events, fills, the rest."""
-        new_ids, counts = self._write_order_records(conn)
-        counts.update(self._write_other_records(conn))
+        new_ids, counts = self._write_order_records(conn, prepared)
+        counts.update(self._write_other_records(conn, prepared))
         return new_ids, counts
 
-    def _write_order_records(self, conn: Connection) -> tuple[dict[str, int], dict[str, int]]:
+    def _write_order_records(
+        self, conn: Connection, prepared: PreparedRecords
+    ) -> tuple[dict[str, int], dict[str, int]]:
         """Orders, their status changes and events, and fills; returns the new order ids."""
         # An order recorded by an earlier process (a decision re-run after a restart, its
         # order adopted from the venue) is updated, not inserted a second time.
@@ -716,15 +784,16 @@ class TradeLog:
             adopted = ((k, row[_ORDER_INDEX[k]]) for k in _ADOPTED_COLUMNS)
             updates[cid] = {"id": oid, **{k: v for k, v in adopted if v is not None}}
             log.warning("tradelog.order_already_recorded", client_order_id=cid, order_id=oid)
-        fresh = [row for cid, row in self._orders.items() if cid not in new_ids]
+        fresh = [i for i, cid in enumerate(self._orders) if cid not in new_ids]
         if fresh:
             # Inserted in bulk, then their ids read back: new ids only grow, so they are
             # above today's highest, where client_order_id tells ours from another writer's.
             # (Looked up by client_order_id instead, PostgreSQL scans the table per batch:
             # its statistics do not know yet about the rows just inserted.)
             highest = conn.execute(sa.select(sa.func.max(ORDERS.c.id))).scalar_one()
-            insert_rows(conn, ORDERS, ORDER_COLUMNS, fresh)
-            ours = {row[_CID] for row in fresh}
+            adopted = len(fresh) < len(self._orders)
+            insert_prepared(conn, ORDERS, prepared.orders, keep=fresh if adopted else None)
+            ours = {cid for cid in self._orders if cid not in new_ids}
             above = sa.select(ORDERS.c.client_order_id, ORDERS.c.id).where(
                 ORDERS.c.id > (highest or 0)
             )
@@ -737,35 +806,25 @@ class TradeLog:
         def order_id(cid: str) -> int:
             return new_ids[cid] if cid in new_ids else self._order_ids[cid]
 
-        events = [(order_id(e[0]), *e[1:]) for e in self._events]
-        fills = [(order_id(f[_FILL_CID]), *f) for f in self._fill_rows()]
-        insert_rows(conn, ORDER_EVENTS, ("order_id", *EVENT_COLUMNS[1:]), events)
-        insert_rows(conn, FILLS, ("order_id", *FILL_COLUMNS), fills)
+        event_orders = [order_id(e[0]) for e in self._events]
+        fill_orders = [order_id(f.client_order_id) for _, _, f in self._fills]
+        insert_prepared(conn, ORDER_EVENTS, prepared.events, before=("order_id", event_orders))
+        insert_prepared(conn, FILLS, prepared.fills, before=("order_id", fill_orders))
         counts = {
             "orders": len(self._orders),
             "order_updates": len(self._updates),
-            "order_events": len(events),
-            "fills": len(fills),
+            "order_events": len(event_orders),
+            "fills": len(fill_orders),
         }
         return new_ids, counts
 
-    def _write_other_records(self, conn: Connection) -> dict[str, int]:
+    def _write_other_records(self, conn: Connection, prepared: PreparedRecords) -> dict[str, int]:
         """Decisions, equity, positions and strategy state."""
-        positions = [
-            (*p, to_decimal(p[4]) * to_decimal(p[5])) for p in self._position_rows()
-        ]
-        batches = (
-            (REGIMES, REGIME_COLUMNS, self._regimes),
-            (TARGETS, TARGET_COLUMNS, self._targets),
-            (RISK_EVENTS, RISK_EVENT_COLUMNS, self._risk_events),
-            (EQUITY, EQUITY_COLUMNS, self._equity),
-            (POSITIONS, (*POSITION_COLUMNS, "market_value"), positions),
-        )
-        for table, columns, rows in batches:
-            insert_rows(conn, table, columns, rows)
+        for rows in prepared.others:
+            insert_prepared(conn, METADATA.tables[rows.table], rows)
         if self._states:
             upsert(conn, STRATEGY_STATE, list(self._states.values()), ("instance",))
-        counts = {table.name: len(rows) for table, _, rows in batches}
+        counts = {rows.table: rows.count for rows in prepared.others}
         counts["strategy_state"] = len(self._states)
         return counts
 

@@ -46,7 +46,7 @@ from bot.store.holder import this_process
 from bot.store.locate import sweep_report_dir
 from bot.store.models import to_plain
 from bot.store.sweeps import finish_sweep, finish_sweep_runs, start_sweep, start_sweep_runs
-from bot.store.tradelog import TradeLog
+from bot.store.tradelog import TradeLog, dialect_key
 from bot.sweep import report, walk_forward
 from bot.sweep.executors import Executor, open_executor
 from bot.sweep.grid import Axis, Variant, describe, expand, format_value, parse_grid
@@ -213,6 +213,7 @@ def _run(
             VariantTask(
                 v.position, run_id, v.settings,
                 record_full=options.record == "full",
+                dialect=dialect_key(engine.dialect),
                 metric=options.metric,
                 train_windows=tuple((w.train_lo, w.train_hi) for w in plan.windows),
                 keep_fills=bool(plan.windows),
@@ -339,11 +340,11 @@ class RunCloser:
         assert outcome.log is not None
         outcome.log.engine = self.engine  # the worker's buffered records, written here
         try:
-            outcome.log.finish_run(status, now, summary=outcome.summary)
+            outcome.log.finish_run(status, now, summary=outcome.summary, prepared=outcome.prepared)
         except Exception as exc:
             outcome.error = outcome.error or f"trade log: {one_line(exc)}"
         finally:
-            outcome.log = None  # written (or kept in an incident): free the buffers
+            outcome.log = outcome.prepared = None  # written (or in an incident): free them
 
     def flush(self) -> None:
         finish_sweep_runs(self.engine, self._ends)

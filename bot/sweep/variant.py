@@ -5,12 +5,14 @@ needs back. Nothing here touches the database: the worker may be on another mach
 
 from __future__ import annotations
 
+import functools
 import time
 import traceback
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 
 from bot.backtest import BacktestResult, run_backtest
 from bot.config import Settings
@@ -19,7 +21,7 @@ from bot.errors import BotError
 from bot.metrics import performance
 from bot.report import RunSeries, build_report
 from bot.runner import macro_series, price_series
-from bot.store.tradelog import TradeLog
+from bot.store.tradelog import PreparedRecords, TradeLog
 
 # Metrics a sweep can rank by; for each, higher is better (max_drawdown is negative).
 RANK_METRICS = ("sharpe", "sortino", "cagr", "calmar", "total_return", "max_drawdown")
@@ -28,12 +30,14 @@ RANK_METRICS = ("sharpe", "sortino", "cagr", "calmar", "total_return", "max_draw
 @dataclass(frozen=True)
 class VariantTask:
     """What a worker needs besides the market: the combination, its run id (for order ids
-    and records), whether to send its records back, and the training windows to score."""
+    and records), whether to send its records back (and the database dialect to convert
+    them for), and the training windows to score."""
 
     position: int
     run_id: int
     settings: Settings
     record_full: bool = False
+    dialect: str | None = None  # e.g. "sqlite+pysqlite" (tradelog.dialect_key), no secrets
     metric: str = "sharpe"
     train_windows: tuple[tuple[int, int], ...] = ()  # [lo, hi) into the run's days
     keep_fills: bool = False
@@ -50,6 +54,7 @@ class VariantOutcome:
     fills: pd.DataFrame | None = None
     train_scores: list[float | None] = field(default_factory=list)
     log: TradeLog | None = None
+    prepared: PreparedRecords | None = None  # `log`'s rows converted, so the writer only inserts
     error: str | None = None
     detail: str | None = None  # the traceback of an unexpected error
     seconds: float = 0.0
@@ -138,8 +143,27 @@ def run_variant(market: MarketData, task: VariantTask) -> VariantOutcome:
             outcome.detail = traceback.format_exc()
         # As `bot backtest` keeps a failed run's records, --record full keeps these.
         outcome.log = log if task.record_full else None
+    if outcome.log is not None and task.dialect:
+        outcome.prepared = prepared_records(outcome.log, task.dialect)
     outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+def prepared_records(log: TradeLog, dialect: str) -> PreparedRecords | None:
+    """The log's records converted for `dialect` here in the worker, so the process that
+    writes every combination's run only inserts them; None if they cannot be (that
+    process then converts them and reports the error as any flush does)."""
+    try:
+        return log.prepare(_dialect(dialect))
+    except Exception:
+        return None
+
+
+@functools.cache
+def _dialect(key: str) -> sa.Dialect:
+    """A dialect of SQLAlchemy's for 'backend+driver', unconnected: it converts values as
+    the writer's does (tests compare the two)."""
+    return sa.engine.make_url(f"{key}://").get_dialect()()
 
 
 def _run(market: MarketData, task: VariantTask, log: TradeLog) -> VariantOutcome:
