@@ -1,5 +1,6 @@
 """The flush's look-up of orders an earlier process recorded (a decision re-run after a
-restart adopts its own order): right on both backends for more ids than one SQLite
+restart adopts its own order), through bot.store.lookup as the account import's and the
+rebalancing runs' look-ups: right on both backends for more ids than one SQLite
 statement may bind, and on PostgreSQL one statement with one array parameter, whose
 plan does not degrade as the table grows (an IN list of 500 parameters did, once psycopg
 prepared it: every row compared with every value)."""

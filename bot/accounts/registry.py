@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bot.errors import BotError, ConfigError
+from bot.store.lookup import rows_where_in
 from bot.store.models import ACCOUNT_STATUSES, METADATA
 
 ACCOUNTS = METADATA.tables["accounts"]
@@ -28,7 +29,6 @@ PROFILES: dict[str, str] = {
     "balanced": "config/robo_balanced.toml",
     "aggressive": "config/robo_aggressive.toml",
 }
-_CHUNK = 500  # SQLite's bound-variable limit, with room to spare
 
 
 @dataclass(frozen=True)
@@ -280,12 +280,8 @@ def _new_row(spec: AccountSpec, now: dt.datetime) -> dict[str, Any]:
 
 
 def _existing(conn: sa.Connection, ids: list[str]) -> dict[str, sa.Row[Any]]:
-    found: dict[str, sa.Row[Any]] = {}
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        rows = conn.execute(sa.select(ACCOUNTS).where(ACCOUNTS.c.broker_account_id.in_(chunk)))
-        found.update((row.broker_account_id, row) for row in rows)
-    return found
+    column = ACCOUNTS.c.broker_account_id
+    return {row.broker_account_id: row for row in rows_where_in(conn, sa.select(ACCOUNTS), column, ids)}
 
 
 def _changes(row: sa.Row[Any], spec: AccountSpec, now: dt.datetime) -> dict[str, Any] | None:

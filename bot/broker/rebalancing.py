@@ -35,6 +35,7 @@ from bot.broker.alpaca_orders import (
     sdk_call,
     to_utc,
 )
+from bot.store.lookup import rows_where_in
 from bot.store.models import METADATA
 
 log = structlog.get_logger(__name__)
@@ -255,12 +256,8 @@ class Rebalancer:
 
 
 def _known_runs(conn: sa.Connection, run_ids: list[str]) -> dict[str, sa.Row[Any]]:
-    found: dict[str, sa.Row[Any]] = {}
-    for start in range(0, len(run_ids), 500):
-        chunk = run_ids[start : start + 500]
-        rows = conn.execute(sa.select(RUNS).where(RUNS.c.alpaca_run_id.in_(chunk)))
-        found.update((r.alpaca_run_id, r) for r in rows)
-    return found
+    column = RUNS.c.alpaca_run_id
+    return {r.alpaca_run_id: r for r in rows_where_in(conn, sa.select(RUNS), column, run_ids)}
 
 
 def _run_row(run: RebalancingRun, account_ids: dict[str, int], now: dt.datetime) -> dict[str, Any]:
