@@ -232,3 +232,26 @@ def test_every_table_the_flush_writes_has_its_columns_named_in_order():
     }
     for name, columns in written.items():
         assert sorted(columns) == sorted(c.name for c in tables[name].c if c.name != "id"), name
+
+
+def test_a_row_postgresql_refuses_during_copy_is_a_data_error_kept_in_an_incident(
+    pg_database_url: str,
+) -> None:
+    """PostgreSQL's rows go in by COPY: the driver's error still comes as SQLAlchemy's
+    DataError, so the flush keeps the refused rows in an incident like any other."""
+    log = TradeLog.open(pg_database_url)
+    try:
+        log.start_run(mode="backtest", strategy="s", config_hash="h", config={},
+                      code_version="v", data_source="d", synthetic=False, started_at=T0)
+        log.positions(DAY, {"X" * 40: (1.0, 2.0)})  # symbol is VARCHAR(32)
+        with pytest.raises(sa.exc.DataError, match="too long"):
+            log.flush()
+        incidents = log.load_incidents(log.run_id)
+        assert list(incidents["kind"]) == ["tradelog_rejected"]
+        assert incidents["context"].iloc[0]["positions"][0][3] == "X" * 40
+        log.positions(DAY, {"SPY": (1.0, 2.0)})
+        log.flush()  # the refused row no longer blocks the buffer
+        assert log.load_positions(log.run_id)["symbol"].tolist() == ["SPY"]
+    finally:
+        log.close()
+        reset_pg(pg_database_url)

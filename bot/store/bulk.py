@@ -9,7 +9,8 @@ the stored values are the same) and the driver gets the rows as they are.
 
 The conversion (prepare_rows) and the INSERT (insert_prepared) are separate steps: a flush
 converts before its transaction opens, and a sweep worker converts its run's records for
-the process that writes them.
+the process that writes them. On PostgreSQL (psycopg) the rows go in by COPY, about twice
+as fast as an executemany there (benchmarks/tradelog_flush.py).
 """
 
 from __future__ import annotations
@@ -61,9 +62,10 @@ def insert_prepared(
     before: tuple[str, Sequence[Any]] | None = None,
     keep: Sequence[int] | None = None,
 ) -> None:
-    """INSERT `prepared` into `table` in one executemany. `before`: a column (name, one
-    value per row) put in front, whose values need no conversion (the order ids a flush
-    learns in its transaction); `keep`: only these rows, by position.
+    """INSERT `prepared` into `table`: one executemany, or one COPY on PostgreSQL
+    (psycopg). `before`: a column (name, one value per row) put in front, whose values
+    need no conversion (the order ids a flush learns in its transaction); `keep`: only
+    these rows, by position.
 
     Errors come as SQLAlchemy's (IntegrityError, DataError) and the transaction is the
     caller's, as with conn.execute()."""
@@ -78,6 +80,10 @@ def insert_prepared(
             raise ValueError(f"{name}: {len(cells)} values for {prepared.count} rows")
         columns, values = (name, *columns), [cells, *values]
     dialect = conn.dialect
+    if dialect.driver == "psycopg":
+        rows = list(zip(*values, strict=True))
+        _copy(conn, table, columns, rows if keep is None else [rows[i] for i in keep])
+        return
     compiled = _insert(table, columns, dialect)
     if dialect.positional:
         where = {name: i for i, name in enumerate(columns)}
@@ -90,6 +96,31 @@ def insert_prepared(
         if not params:
             return
     conn.exec_driver_sql(str(compiled), params)
+
+
+def _copy(
+    conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """PostgreSQL's COPY FROM STDIN through psycopg, in the caller's transaction: about
+    twice as fast as psycopg's pipelined executemany for a backtest's tables. psycopg
+    adapts each value as it would for an INSERT; its errors come wrapped as
+    SQLAlchemy's (IntegrityError, DataError...), as from conn.execute()."""
+    if not rows:
+        return
+    import psycopg
+
+    quote = conn.dialect.identifier_preparer
+    sql = (f"COPY {quote.format_table(table)} ({', '.join(quote.quote(c) for c in columns)}) "
+           "FROM STDIN")
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except psycopg.Error as error:
+        raise sa.exc.DBAPIError.instance(sql, None, error, psycopg.Error) from error
+    finally:
+        cursor.close()
 
 
 def insert_rows(
