@@ -85,9 +85,9 @@ def use_reference_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tradelog_module, "insert_prepared", reference_insert)
 
 
-def record_everything(log: TradeLog) -> None:
-    """Two flushes: new orders with every kind of record, then status changes and fills
-    of the written orders, a re-recorded order and strategy state."""
+def record_first_part(log: TradeLog) -> None:
+    """A run with new orders (some partly filled) and every other kind of record: 9
+    orders, 13 order events, 4 fills, 2 equity points, 3 positions."""
     log.start_run(mode="paper", strategy="s", config_hash="h", config={"a": [1, 2]},
                   code_version="v", data_source="d", synthetic=False, started_at=T0)
     for i, x in enumerate(AWKWARD):
@@ -109,6 +109,12 @@ def record_everything(log: TradeLog) -> None:
     log.equity(EquityPoint(DAY, 100_000.0, 2_500.5, 97_499.5, -0.0125, Regime.GROWTH))
     log.equity(EquityPoint(DAY + dt.timedelta(days=1), 1e16, 0.0, 1e16, 0.0, None))
     log.positions(DAY, {"SPY": (10.0, 512.3), "TLT": (1e-05, 0.1), "UPRO": (0.0, 80.0)})
+
+
+def record_everything(log: TradeLog) -> None:
+    """Two flushes: new orders with every kind of record, then status changes and fills
+    of the written orders, a re-recorded order and strategy state."""
+    record_first_part(log)
     log.flush()
     later = T0 + dt.timedelta(hours=1)
     for i in range(0, len(AWKWARD), 2):
@@ -254,4 +260,45 @@ def test_a_row_postgresql_refuses_during_copy_is_a_data_error_kept_in_an_inciden
         assert log.load_positions(log.run_id)["symbol"].tolist() == ["SPY"]
     finally:
         log.close()
+        reset_pg(pg_database_url)
+
+
+def test_a_connection_lost_during_copy_keeps_the_buffer_for_the_next_flush(
+    pg_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server goes away in the middle of the flush's COPY: the flush fails as a lost
+    connection does (SQLAlchemy's OperationalError, nothing committed, the buffer kept),
+    and the next flush, on a new connection, writes every row once."""
+    import bot.store.bulk as bulk
+
+    log = TradeLog.open(pg_database_url)
+    admin = sa.create_engine(pg_database_url)
+    real_copy = bulk._copy
+    calls = []
+
+    def copy_then_lose_the_server(conn, table, columns, rows):
+        calls.append(table.name)
+        if len(calls) == 2:  # orders written, the next table's COPY loses its server
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            with admin.begin() as other:
+                other.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+        real_copy(conn, table, columns, rows)
+
+    try:
+        record_first_part(log)
+        monkeypatch.setattr(bulk, "_copy", copy_then_lose_the_server)
+        with pytest.raises(sa.exc.OperationalError):
+            log.flush()
+        assert log._pending()
+        with admin.connect() as conn:
+            assert conn.exec_driver_sql("SELECT COUNT(*) FROM orders").scalar_one() == 0
+        monkeypatch.setattr(bulk, "_copy", real_copy)
+        log.flush()
+        with admin.connect() as conn:
+            counts = {t: conn.exec_driver_sql(f"SELECT COUNT(*) FROM {t}").scalar_one()
+                      for t in ("orders", "order_events", "fills", "equity", "positions")}
+        assert counts == {"orders": 9, "order_events": 13, "fills": 4, "equity": 2, "positions": 3}
+    finally:
+        log.close()
+        admin.dispose()
         reset_pg(pg_database_url)
