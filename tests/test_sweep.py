@@ -355,3 +355,24 @@ def test_real_data_combinations_equal_bot_backtest(capsys, tmp_path: Path, share
         alone = backtest(capsys, db, entry["params"], *span)
         assert final_equity(db, alone) == entry["final_equity"]
         assert run_row(db, alone)["summary"] == run_row(db, entry["run_id"])["summary"]
+
+
+def test_pool_workers_yield_the_cpu_to_the_sweeps_own_process(settings, monkeypatch) -> None:
+    """The sweep's process writes every combination's records (--record full): its
+    workers run at a lower priority, so it is not starved by them."""
+    from bot.sweep.executors import WORKER_NICENESS, LocalPool
+    from bot.sweep.variant import VariantOutcome, VariantTask
+
+    def report_niceness(market, task):
+        return VariantOutcome(task.position, task.run_id, summary={"niceness": os.nice(0)})
+
+    monkeypatch.setattr(bot.sweep.executors, "run_variant", report_niceness)
+    pool = LocalPool(2)
+    try:
+        tasks = [VariantTask(i, i, settings) for i in range(4)]
+        outcomes = list(pool.outcomes(object(), tasks))  # type: ignore[arg-type]
+    finally:
+        pool.close()
+    expected = min(os.nice(0) + WORKER_NICENESS, 19)
+    assert [o.summary["niceness"] for o in outcomes] == [expected] * 4
+    assert os.nice(0) < expected  # the sweep's own process keeps its priority

@@ -46,12 +46,23 @@ def default_workers() -> int:
 _MARKET: MarketData | None = None  # a pool worker's copy, set once by _init_worker
 
 
+# How much lower a pool worker's CPU priority is than the sweep's own process. That
+# process writes every combination's records one after another (--record full): with as
+# many workers as cores it would get a share of a core, and the workers would wait on
+# it; a lower priority for them lets it run when it has work. 10 combinations with
+# --record full on 2 cores: 7.8 s at equal priority, 7.0 s with this (its writes 6.4 s
+# to 4.0 s). The summary mode, whose main process has next to nothing to do, is unchanged.
+WORKER_NICENESS = 10
+
+
 def _init_worker(market: MarketData) -> None:
     """In each pool process: keep the market (inherited by fork, not reloaded), leave
-    Ctrl-C to the parent, and die with it."""
+    Ctrl-C to the parent, die with it, and yield the CPU to it (WORKER_NICENESS)."""
     global _MARKET
     _MARKET = market
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(os, "nice"):  # not on Windows
+        os.nice(WORKER_NICENESS)
     if sys.platform.startswith("linux"):
         from bot.runner import _die_with_parent
 
