@@ -42,3 +42,23 @@ def test_the_invariants_see_a_fill_the_trade_log_lost(tmp_path):
     engine.dispose()
     assert any(cid in text for text in found.fill_differences)
     assert found.symbol_differences and found.position_differences
+
+
+def test_killed_inside_a_postgresql_flush_the_bot_loses_nothing(tmp_path):
+    """The crash matrix's two kill points inside the trade log's transaction, on
+    PostgreSQL, whose rows go in by COPY: killed after the orders were inserted and
+    before their events, then before the close's equity row; each planned kill must
+    fire (a point the bot never reaches fails the run) and the next session recover."""
+    from tests.soak.runs import crash_matrix
+
+    results = crash_matrix("postgresql", seed=3, workdir=tmp_path, sessions=2,
+                           only=("mid_flush", "close_flush"))
+    print(table(results), details_of(results), sep="\n")
+    for result in results:
+        assert [why for why, _ in result.kills] == [result.name], details(result)
+        assert result.kills_missed == []
+        assert result.passed, details(result)
+
+
+def details_of(results) -> str:
+    return "\n".join(details(r) for r in results)

@@ -26,7 +26,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-import sqlalchemy as sa
+import bot.store.tradelog as tradelog_module
 
 # Imported here so a forkserver that preloads this module has them ready for every child.
 from bot import runner
@@ -115,10 +115,10 @@ class Pauses:
         pauses = self
         flush = TradeLog.flush
 
-        def flush_paused(log: TradeLog) -> None:
+        def flush_paused(log: TradeLog, *args, **kwargs) -> None:
             if log._orders or log._updates:  # order records waiting to be written
                 pauses.hit("answers_not_logged")
-            flush(log)
+            flush(log, *args, **kwargs)
 
         TradeLog.flush = flush_paused  # type: ignore[method-assign]
 
@@ -147,17 +147,22 @@ class Pauses:
 
         reconcile_module._catch_up = catch_up_paused
 
-    def watch(self, engine: sa.Engine) -> None:
-        """Pauses inside the trade log's transactions."""
+    def watch(self) -> None:
+        """Pauses inside the trade log's transactions: at the INSERT of the order events
+        (the orders written, their events not) and of the equity rows. Hooked where the
+        flush inserts a table, so on either backend: PostgreSQL's rows go in by COPY,
+        which no cursor event sees."""
         pauses = self
+        insert = tradelog_module.insert_prepared
 
-        @sa.event.listens_for(engine, "before_cursor_execute")
-        def _inside(conn, cursor, statement, parameters, context, executemany):
-            text = statement.lstrip().upper()
-            if text.startswith("INSERT INTO ORDER_EVENTS"):
+        def insert_paused(conn, table, prepared, **kwargs):
+            if prepared.count and table.name == "order_events":
                 pauses.hit("mid_flush")
-            elif text.startswith("INSERT INTO EQUITY"):
+            elif prepared.count and table.name == "equity":
                 pauses.hit("close_flush")
+            return insert(conn, table, prepared, **kwargs)
+
+        tradelog_module.insert_prepared = insert_paused
 
 
 def child_main(conn, spec: ChildSpec) -> None:
@@ -173,7 +178,7 @@ def child_main(conn, spec: ChildSpec) -> None:
     clock = SimulatedClock(spec.start)
     settings = load_settings(Path(spec.config))
     tradelog = TradeLog.open(spec.database_url)
-    pauses.watch(tradelog.engine)
+    pauses.watch()
     # Held for the process's life, as `bot run` holds it; a SIGKILL frees it.
     _lock = InstanceLock.acquire(tradelog, "paper", instance_name(settings))
     run_id = runner.start_run(tradelog, settings, "paper", "alpaca+fred", False)

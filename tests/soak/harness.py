@@ -183,6 +183,8 @@ class SoakResult:
     false_defensive: list[str]  # defensive mode entered on a drawdown the venue did not have
     seconds: float
     runs_left_running: list[int] = field(default_factory=list)  # after the last clean stop
+    # planned kill points the bot never reached: the scenario did not test what it names
+    kills_missed: list[str] = field(default_factory=list)
 
     @property
     def undecided(self) -> list[dt.date]:
@@ -216,7 +218,7 @@ class SoakResult:
     def passed(self) -> bool:
         ok, failed = self.recovered_next()
         return (self.invariants.clean and ok == failed and self.negative_cash == 0
-                and not self.crashes and not self.runs_left_running
+                and not self.crashes and not self.runs_left_running and not self.kills_missed
                 and not self.equity_differences and not self.false_defensive
                 and not self.unexplained(self.missed_closes)
                 and not self.unexplained(self.undecided))
@@ -574,6 +576,7 @@ class Soak:
             missed_closes=sorted(set(self.config.days) - set(ledger.equity)),
             seconds=seconds,
             runs_left_running=runs_left_running,
+            kills_missed=[kill.point for kill in self.pending],
         )
 
 

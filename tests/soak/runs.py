@@ -132,7 +132,7 @@ def row(result: SoakResult) -> list[str]:
     ok, failed = result.recovered_next()
     return [
         result.name, result.backend, str(len(result.sessions)), str(result.jobs_run),
-        str(result.orders), str(sum(result.faults.values())), str(len(result.kills)),
+        str(result.orders), str(sum(result.faults.values())), _kills(result),
         str(len(result.failed_jobs) + len(result.failed_starts)), str(len(result.crashes)),
         str(result.resent_ids), str(len(inv.duplicate_ids)),
         str(len(inv.missing_from_log)), str(len(inv.fill_differences)),
@@ -142,6 +142,12 @@ def row(result: SoakResult) -> list[str]:
         _missed(result, result.missed_closes), _missed(result, result.undecided),
         str(len(result.runs_left_running)), f"{ok}/{failed}", "yes" if result.passed else "NO",
     ]
+
+
+def _kills(result: SoakResult) -> str:
+    """Kills done, and the planned ones never reached (if any)."""
+    missed = len(result.kills_missed)
+    return f"{len(result.kills)} ({missed} never reached)" if missed else str(len(result.kills))
 
 
 def _missed(result: SoakResult, days: list) -> str:
@@ -161,7 +167,7 @@ def table(results: list[SoakResult]) -> str:
 
 LEGEND = """\
 sessions: trading sessions driven; jobs: daemon jobs run; orders: orders at the venue;
-faults: random faults drawn (429, 500, lost and slow answers); kills: SIGKILLs of the bot;
+faults: random faults drawn (429, 500, lost and slow answers); kills: SIGKILLs of the bot (and planned kill points never reached, which fail the run);
 failed jobs: jobs that failed (retries exhausted) and starts that failed. Invariants
 (targets 0): crashes: the bot died or hung without being killed; (ids re-sent: POSTs of a
 client id the venue already had, refused with 422 and the order adopted: not an
@@ -199,6 +205,8 @@ def details(result: SoakResult) -> str:
         lines.append(f"  {result.name}: no equity row for {[str(d) for d in result.missed_closes]}")
     if result.undecided:
         lines.append(f"  {result.name}: no decision on {[str(d) for d in result.undecided]}")
+    if result.kills_missed:
+        lines.append(f"  {result.name}: kill points never reached: {result.kills_missed}")
     return "\n".join(lines)
 
 
