@@ -792,9 +792,9 @@ class TradeLog:
             # (Looked up by client_order_id instead, PostgreSQL scans the table per batch:
             # its statistics do not know yet about the rows just inserted.)
             highest = conn.execute(sa.select(sa.func.max(ORDERS.c.id))).scalar_one()
-            adopted = len(fresh) < len(self._orders)
-            insert_prepared(conn, ORDERS, prepared.orders, keep=fresh if adopted else None)
-            ours = {cid for cid in self._orders if cid not in new_ids}
+            some_adopted = len(fresh) < len(self._orders)
+            insert_prepared(conn, ORDERS, prepared.orders, keep=fresh if some_adopted else None)
+            ours = set(self._orders).difference(new_ids)
             above = sa.select(ORDERS.c.client_order_id, ORDERS.c.id).where(
                 ORDERS.c.id > (highest or 0)
             )
