@@ -57,7 +57,7 @@ def reference_prepare(
     dialect: sa.Dialect, table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> PreparedRows:
     """No conversion: the values as recorded, for reference_insert to hand to SQLAlchemy."""
-    return PreparedRows(table.name, tuple(columns), tuple(zip(*rows, strict=True)), len(rows))
+    return PreparedRows(table.name, tuple(columns), tuple(zip(*rows, strict=True)))
 
 
 def reference_insert(

@@ -31,8 +31,11 @@ class PreparedRows:
 
     table: str
     columns: tuple[str, ...]
-    values: tuple[Sequence[Any], ...]  # one converted sequence per column
-    count: int
+    values: tuple[Sequence[Any], ...]  # one converted sequence per column; () if no rows
+
+    @property
+    def count(self) -> int:
+        return len(self.values[0]) if self.values else 0
 
 
 def prepare_rows(
@@ -43,7 +46,7 @@ def prepare_rows(
     conn.execute() would."""
     columns = tuple(columns)
     if not rows:
-        return PreparedRows(table.name, columns, (), 0)
+        return PreparedRows(table.name, columns, ())
     try:
         values = tuple(_converted(cells, table.c[name], dialect)
                        for name, cells in zip(columns, zip(*rows, strict=True), strict=True))
@@ -51,7 +54,7 @@ def prepare_rows(
         kind = f"{type(error).__module__}.{type(error).__name__}"
         sql = str(_insert(table, columns, dialect))
         raise sa.exc.StatementError(f"({kind}) {error}", sql, None, error) from error
-    return PreparedRows(table.name, columns, values, len(rows))
+    return PreparedRows(table.name, columns, values)
 
 
 def insert_prepared(
@@ -121,14 +124,6 @@ def _copy(
         raise sa.exc.DBAPIError.instance(sql, None, error, psycopg.Error) from error
     finally:
         cursor.close()
-
-
-def insert_rows(
-    conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-) -> None:
-    """INSERT `rows` (tuples of values in `columns` order) into `table` in one executemany:
-    prepare_rows then insert_prepared, in the caller's transaction."""
-    insert_prepared(conn, table, prepare_rows(conn.dialect, table, columns, rows))
 
 
 def _insert(table: sa.Table, columns: Sequence[str], dialect: sa.Dialect) -> Any:

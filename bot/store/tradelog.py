@@ -671,18 +671,7 @@ class TradeLog:
         return self.prepare(dialect)
 
     def _pending(self) -> bool:
-        return bool(
-            self._orders
-            or self._updates
-            or self._events
-            or self._fills
-            or self._regimes
-            or self._targets
-            or self._risk_events
-            or self._equity
-            or self._positions
-            or self._states
-        )
+        return bool(any(self._sizes()) or self._updates or self._states)
 
     def _write(
         self, *final_statements: sa.Executable, prepared: PreparedRecords | None = None
