@@ -160,6 +160,51 @@ def test_answer_of_unexpected_shape_is_a_data_error(fake, data):
         data.daily_history(["SPY"], dt.date(2024, 11, 1))
 
 
+def _bar(day: str, close: object = 10.0, **fields: object) -> dict[str, object]:
+    return {"t": f"{day}T05:00:00Z", "o": 9.5, "h": 11.0, "l": 9.0, "c": close, "v": 100, **fields}
+
+
+@pytest.mark.parametrize(
+    ("bar", "expected"),
+    [
+        ({"c": "ten"}, r"alpaca:TMF \[c\]: a price that is not a number"),
+        ({"c": [10.0]}, r"alpaca:TMF \[c\]: a price that is not a number"),
+        ({"t": "yesterday"}, r"alpaca:TMF \[t\]: unusable bar time 'yesterday'"),
+        ({"t": "2024-11-19T05:00:00"}, r"alpaca:TMF \[t\]: unusable bar time"),  # no zone
+        ({"t": None}, r"alpaca:TMF \[t\]: unusable bar time None"),
+        ({"c": None}, r"alpaca:TMF \[close\]"),  # null: NaN, refused by the price rules
+    ],
+)
+def test_a_bad_field_in_a_bar_is_an_error_naming_it(fake, data, bar, expected):
+    raw = [_bar("2024-11-18"), {**_bar("2024-11-19"), **bar}, _bar("2024-11-20")]
+    fake.inject("GET", "/v2/stocks/bars", Fault(Response(200, {"bars": {"TMF": raw}})))
+    with pytest.raises(DataError, match=expected):
+        data.daily_history(["TMF"], dt.date(2024, 11, 1))
+
+
+def test_a_bar_without_a_price_or_not_an_object_is_an_error(fake, data):
+    raw = [_bar("2024-11-18"), {"t": "2024-11-19T05:00:00Z", "o": 1.0, "h": 1.0, "l": 1.0}]
+    fake.inject("GET", "/v2/stocks/bars", Fault(Response(200, {"bars": {"TMF": raw}})))
+    with pytest.raises(DataError, match=r"alpaca:TMF \[c\]: a bar without this price"):
+        data.daily_history(["TMF"], dt.date(2024, 11, 1))
+    fake.inject("GET", "/v2/stocks/bars", Fault(Response(200, {"bars": {"TMF": ["a bar"]}})))
+    with pytest.raises(DataError, match=r"alpaca:TMF \[bars\]: malformed answer"):
+        data.daily_history(["TMF"], dt.date(2024, 11, 1))
+
+
+def test_bar_stamps_are_read_as_new_york_session_dates(fake, data):
+    """Midnight New York in UTC (05:00Z in winter, 04:00Z in summer) and with an offset."""
+    raw = [
+        {**_bar("2024-07-01"), "t": "2024-07-01T04:00:00Z"},
+        {**_bar("2024-07-02"), "t": "2024-07-02T00:00:00-04:00"},
+        _bar("2024-11-18"),
+    ]
+    fake.inject("GET", "/v2/stocks/bars", Fault(Response(200, {"bars": {"SPY": raw}})))
+    history = data.daily_history(["SPY"], dt.date(2024, 6, 1))
+    days = [str(d) for d in history.dates[np.isfinite(history.close[:, 0])]]
+    assert days == ["2024-07-01", "2024-07-02", "2024-11-18"]
+
+
 def test_latest_prices_trade_first_then_bar(fake, data):
     fake.latest_trades = {"SPY": 601.25}
     fake.latest_bars = {"SPY": 600.0, "TMF": 9.87}

@@ -4,9 +4,13 @@ All symbols come from one bars request (alpaca-py follows next_page_token until 
 page), split- and dividend-adjusted (adjustment=all) so returns line up with the backtest
 data, on the IEX feed by default (free accounts may not query recent SIP data), ending at
 least 15 minutes in the past. The answer is checked before anything trades on it: a
-missing symbol or a duplicated bar here, every price and date rule of
+missing symbol, field or number or a duplicated bar here, every price and date rule of
 bot.data.plausibility when the symbols are aligned; each is a DataError naming the symbol
 and field.
+
+The client returns the API's JSON as it came (alpaca-py's raw_data): a year of bars for
+six symbols is some 2,000 pydantic models, which took more time than the rest of the
+daemon's decision, for four numbers and a date each, checked here anyway.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ import structlog
 from alpaca.common.exceptions import APIError
 from alpaca.data.enums import Adjustment, DataFeed
 from alpaca.data.historical.stock import StockHistoricalDataClient
-from alpaca.data.models import Bar
 from alpaca.data.requests import StockBarsRequest, StockLatestBarRequest, StockLatestTradeRequest
 from alpaca.data.timeframe import TimeFrame
 
@@ -55,10 +58,11 @@ def _utcnow() -> dt.datetime:
 def make_data_client(
     credentials: Credentials, base_url: str, policy: RetryPolicy
 ) -> StockHistoricalDataClient:
-    """A data client with our timeout/retry adapter (per page, so a failed page does not
-    restart the download) and the SDK's own retry switched off."""
+    """A data client answering raw JSON, with our timeout/retry adapter (per page, so a
+    failed page does not restart the download) and the SDK's own retry switched off."""
     client = StockHistoricalDataClient(
-        api_key=credentials.key_id, secret_key=credentials.secret, url_override=base_url
+        api_key=credentials.key_id, secret_key=credentials.secret, url_override=base_url,
+        raw_data=True,
     )
     take_over_sdk_retries(client, policy)
     return client
@@ -126,7 +130,10 @@ class AlpacaMarketData:
             feed=self.feed,
         )
         barset = self._call("bars", self._client.get_stock_bars, request)
-        bars = [_checked_bars(s, barset.data.get(s) or []) for s in symbols]
+        if not isinstance(barset, Mapping):
+            raise DataError(f"{SOURCE}:bars", None, "malformed answer (bars are not keyed by symbol)")
+        days_of: dict[str, np.datetime64] = {}  # the symbols share their stamps
+        bars = [_checked_bars(s, barset.get(s) or [], days_of) for s in symbols]
         return align_prices(symbols, bars, carry_after_last=MAX_TRAILING_GAP, rules=self.rules)
 
     def latest_prices(self, symbols: Sequence[str]) -> dict[str, float]:
@@ -139,7 +146,9 @@ class AlpacaMarketData:
             StockLatestTradeRequest(symbol_or_symbols=list(symbols), feed=self.feed),
         )
         prices = {
-            s: _checked_price(s, "trade.price", t.price) for s, t in trades.items() if s in symbols
+            s: _checked_price(s, "trade.price", _field(t, "p"))
+            for s, t in _by_symbol(trades, "latest trades").items()
+            if s in symbols
         }
         missing = [s for s in symbols if s not in prices]
         if missing:
@@ -148,12 +157,13 @@ class AlpacaMarketData:
                 self._client.get_stock_latest_bar,
                 StockLatestBarRequest(symbol_or_symbols=missing, feed=self.feed),
             )
+            bars = _by_symbol(bars, "latest bars")
             for s in missing:
                 if s not in bars:
                     raise DataError(
                         f"{SOURCE}:{s}", "price", "no latest trade or bar in the answer"
                     )
-                prices[s] = _checked_price(s, "bar.close", bars[s].close)
+                prices[s] = _checked_price(s, "bar.close", _field(bars[s], "c"))
         return {s: prices[s] for s in symbols}
 
     def _end(self, end: dt.date | dt.datetime | None) -> dt.datetime:
@@ -186,36 +196,81 @@ def _unique(symbols: Sequence[str]) -> tuple[str, ...]:
     return tuple(symbols)
 
 
-def _checked_price(symbol: str, field: str, value: float | None) -> float:
-    if value is None or not math.isfinite(value) or value <= 0:
+def _by_symbol(answer: object, what: str) -> Mapping[str, Any]:
+    if not isinstance(answer, Mapping):
+        raise DataError(f"{SOURCE}:{what}", None, "malformed answer (not keyed by symbol)")
+    return answer
+
+
+def _field(item: object, key: str) -> object:
+    """One field of a JSON object of the answer; None if absent (or not an object)."""
+    return item.get(key) if isinstance(item, Mapping) else None
+
+
+def _checked_price(symbol: str, field: str, value: object) -> float:
+    try:
+        price = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        price = math.nan
+    if not math.isfinite(price) or price <= 0:
         raise DataError(f"{SOURCE}:{symbol}", field, f"unusable price {value!r}")
-    return float(value)
+    return price
 
 
-def bar_day(bar: Bar) -> np.datetime64:
-    """The session date of a daily bar (stamped at midnight New York time, in UTC)."""
-    return np.datetime64(bar.timestamp.astimezone(NEW_YORK).date(), "D")
+#: the bar fields read, by their JSON names (Alpaca's v2 bars: t, o, h, l, c, v, n, vw)
+BAR_PRICES = (("o", "open"), ("h", "high"), ("l", "low"), ("c", "close"))
 
 
-def _checked_bars(symbol: str, bars: list[Bar]) -> SymbolBars:
-    """Dates and prices of one symbol, sorted; an empty answer or a repeated day is an
-    error (the values are checked with every loader's, in align_prices)."""
+def bar_day(stamp: str) -> np.datetime64:
+    """The session date of a daily bar's stamp (midnight New York time, given in UTC,
+    RFC 3339: '2024-11-18T05:00:00Z')."""
+    moment = dt.datetime.fromisoformat(stamp)
+    if moment.tzinfo is None:
+        raise ValueError(f"no time zone in {stamp!r}")
+    return np.datetime64(moment.astimezone(NEW_YORK).date(), "D")
+
+
+def _checked_bars(
+    symbol: str, bars: Sequence[Mapping[str, Any]], days_of: dict[str, np.datetime64]
+) -> SymbolBars:
+    """Dates and prices of one symbol, sorted; an empty answer, a bar without a stamp or
+    a price, a price that is not a number or a repeated day is an error naming the field
+    (the values are checked with every loader's, in align_prices). A price given as null
+    becomes NaN, which those rules refuse. `days_of` keeps each stamp's date: every
+    symbol's bars carry the same ones."""
     source = f"{SOURCE}:{symbol}"
     if not bars:
         raise DataError(source, "symbol", "no bars in the answer")
-    days = np.array([bar_day(b) for b in bars])
+    if not all(isinstance(b, Mapping) for b in bars):
+        raise DataError(source, "bars", "malformed answer (a bar is not an object)")
+    days = np.empty(len(bars), dtype="datetime64[D]")
+    for i, bar in enumerate(bars):
+        stamp = bar.get("t")
+        day = days_of.get(stamp) if isinstance(stamp, str) else None
+        if day is None:
+            try:
+                day = days_of[stamp] = bar_day(stamp)
+            except (TypeError, ValueError) as exc:
+                raise DataError(source, "t", f"unusable bar time {stamp!r}") from exc
+        days[i] = day
     order = np.argsort(days, kind="stable")
     days = days[order]
     dup = np.flatnonzero(np.diff(days) == np.timedelta64(0, "D"))
     if dup.size:
         raise DataError(source, "date", f"duplicate bar on {days[int(dup[0])]}")
-    prices = {
-        field: np.array([getattr(bars[i], field) for i in order], dtype=float)
-        for field in ("open", "high", "low", "close")
-    }
+    prices = {name: _bar_prices(source, bars, key)[order] for key, name in BAR_PRICES}
     return SymbolBars(
         source, days, prices["open"], prices["close"], prices["high"], prices["low"]
     )
+
+
+def _bar_prices(source: str, bars: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
+    try:
+        return np.array([bar[key] for bar in bars], dtype=float)
+    except KeyError:
+        raise DataError(source, key, "a bar without this price") from None
+    except (TypeError, ValueError) as exc:
+        raise DataError(source, key, f"a price that is not a number ({exc})") from None
 
 
 # --- CSV cache ----------------------------------------------------------------------------
