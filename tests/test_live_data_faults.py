@@ -11,6 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from bot.broker.simulated import SimulatedBroker, next_open_prices
+from bot.daemon import live_feed
 from bot.daemon.feeds import index_of_day
 from bot.data.base import MarketData, PriceHistory
 from bot.data.fred import FRED_IDS
@@ -65,6 +66,34 @@ def test_monday_regime_reads_what_fred_published_after_fridays_close(tmp_path, v
     decided = log.load_regimes(log.run_id).iloc[-1]
     assert decided["vix"] == 80.0 and decided["vix_date"].date() == FRIDAY
     assert decided["regime"] == "UNCERTAINTY"
+    log.close()
+
+
+def test_a_stored_series_is_downloaded_from_a_year_before_its_newest_day(tmp_path, venue):
+    """The first job downloads each whole series; later jobs ask FRED (cosd) from
+    REFETCH_DAYS before the newest stored day, store what is new or revised in that
+    span, and still decide on the whole stored series."""
+    before = len(venue.fred.calls("GET", FRED_CSV))
+    jobs, log = friday_close_then_monday(tmp_path, venue)
+    first = venue.fred.calls("GET", FRED_CSV)[before:]
+    assert len(first) == len(FRED_IDS) and all("cosd" not in c.query for c in first)
+    vix = venue.fred.series["VIXCLS"]
+    oldest = vix[0][0]
+    revised_day = THURSDAY - dt.timedelta(days=30)
+    i = next(k for k, (d, v) in enumerate(vix) if d >= revised_day and v is not None)
+    revised_day = vix[i][0]
+    vix[i] = (revised_day, 99.5)  # FRED revised an observation a month back
+    vix.append((FRIDAY, 21.0))
+    seen = len(venue.fred.calls("GET", FRED_CSV))
+    assert jobs.run("regime", jobs.regime_job)
+    later = venue.fred.calls("GET", FRED_CSV)[seen:]
+    expected = (THURSDAY - dt.timedelta(days=live_feed.REFETCH_DAYS)).isoformat()
+    assert len(later) == len(FRED_IDS) and {c.query.get("cosd") for c in later} == {expected}
+    days, values = log.load_macro("VIX")
+    stored = dict(zip(days, values, strict=True))
+    assert days[0] == oldest and days[-1] == FRIDAY  # the older part is kept
+    assert stored[revised_day] == 99.5 and stored[FRIDAY] == 21.0
+    assert log.load_regimes(log.run_id).iloc[-1]["vix"] == 21.0
     log.close()
 
 

@@ -4,7 +4,11 @@ last values known (and the regime rule's staleness check decides what they are w
 
 Nothing is cached in memory between calls: each job asks for history once, and a copy
 kept from an earlier job (Friday's close) would hide what was published since (FRED's
-Friday values, read by Monday's regime job)."""
+Friday values, read by Monday's regime job). A series already stored is downloaded from a
+year before its newest stored day (FRED's `cosd`), not from its first observation: the
+stored copy holds the rest, and a year back still takes in every revision FRED makes to
+these daily series (the policy-uncertainty index's are days old). The first download of
+a series takes all of it."""
 
 from __future__ import annotations
 
@@ -21,6 +25,9 @@ from bot.net import FRED_POLICY, RetryPolicy
 from bot.store.tradelog import TradeLog
 
 log = structlog.get_logger(__name__)
+
+#: how far before its newest stored day a stored macro series is downloaded again
+REFETCH_DAYS = 366
 
 
 class AlpacaFeed:
@@ -78,11 +85,15 @@ class AlpacaFeed:
         return out
 
     def _refresh(self, name: str) -> tuple[list[dt.date], list[float]]:
-        """Download one series and store what is new or revised; returns the stored
-        series. On failure log and return the stored copy."""
+        """Download one series (from REFETCH_DAYS before its newest stored day, if any) and
+        store what is new or revised; returns the whole stored series. On failure log and
+        return the stored copy."""
+        last = self.tradelog.last_macro_day(name)
+        start = None if last is None else last - dt.timedelta(days=REFETCH_DAYS)
         try:
             series = fetch_series(
-                name, base_url=self.fred_url, rules=self.data.rules, policy=self.fred_policy
+                name, base_url=self.fred_url, start=start, rules=self.data.rules,
+                policy=self.fred_policy,
             )
         except BotError as exc:
             log.warning(

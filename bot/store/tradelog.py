@@ -606,6 +606,13 @@ class TradeLog:
             rows = conn.execute(stmt).all()
         return [r.day for r in rows], [float(r.value) for r in rows]
 
+    def last_macro_day(self, series: str) -> dt.date | None:
+        """The newest stored observation's day of `series` (None: nothing stored)."""
+        stmt = sa.select(sa.func.max(MACRO.c.day)).where(MACRO.c.series == series)
+        with self.engine.connect() as conn:
+            day = conn.execute(stmt).scalar()
+        return day  # max() keeps the column type: a date on every backend
+
     def _written_order_id(self, client_order_id: str) -> int:
         """Id of an order already in the database (maybe from an earlier process), else raise."""
         order_id = self._order_ids.get(client_order_id)
