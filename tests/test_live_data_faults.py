@@ -72,7 +72,7 @@ def test_monday_regime_reads_what_fred_published_after_fridays_close(tmp_path, v
 def test_a_stored_series_is_downloaded_from_a_year_before_its_newest_day(tmp_path, venue):
     """The first job downloads each whole series; later jobs ask FRED (cosd) from
     REFETCH_DAYS before the newest stored day, store what is new or revised in that
-    span, and still decide on the whole stored series."""
+    span, keep the older part, and decide on the stored series from that day on."""
     before = len(venue.fred.calls("GET", FRED_CSV))
     jobs, log = friday_close_then_monday(tmp_path, venue)
     first = venue.fred.calls("GET", FRED_CSV)[before:]
@@ -94,6 +94,9 @@ def test_a_stored_series_is_downloaded_from_a_year_before_its_newest_day(tmp_pat
     assert days[0] == oldest and days[-1] == FRIDAY  # the older part is kept
     assert stored[revised_day] == 99.5 and stored[FRIDAY] == 21.0
     assert log.load_regimes(log.run_id).iloc[-1]["vix"] == 21.0
+    seen = jobs.ctx.feed.macro()["VIX"]  # what a decision gets: from the first day asked
+    assert seen.dates[0] >= np.datetime64(expected) and seen.dates[-1] == np.datetime64(FRIDAY)
+    assert len(seen.dates) < len(days)
     log.close()
 
 

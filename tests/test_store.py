@@ -710,9 +710,13 @@ def test_macro_cache_inserts_new_days_and_updates_revised_ones(tlog: TradeLog) -
     tlog.save_macro("T10Y2Y", days[:1], [-0.35], T0)
     later = T0 + dt.timedelta(days=2)
     new_days = [dt.date(2024, 3, 4), pd.Timestamp("2024-03-05"), dt.date(2024, 3, 6)]
-    tlog.save_macro("VIX", new_days, [15.25, 13.5, np.float64(16.0)], later)
+    saved = tlog.save_macro("VIX", new_days, [15.25, 13.5, np.float64(16.0)], later)
 
+    # The stored series from the first day given on (not the days stored before it).
+    assert saved == ([dt.date(2024, 3, d) for d in (4, 5, 6)], [15.25, 13.5, 16.0])
     assert tlog.load_macro("VIX") == (days + [dt.date(2024, 3, 6)], [14.5, 15.25, 13.5, 16.0])
+    assert tlog.load_macro("VIX", since=dt.date(2024, 3, 5)) == (saved[0][1:], saved[1][1:])
+    assert tlog.save_macro("VIX", [], [], later) == tlog.load_macro("VIX")  # nothing given
     assert tlog.load_macro("T10Y2Y") == ([dt.date(2024, 3, 1)], [-0.35])
     assert tlog.load_macro("USEPUINDXD") == ([], [])
     rows = select_all(

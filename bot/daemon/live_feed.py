@@ -8,7 +8,9 @@ Friday values, read by Monday's regime job). A series already stored is download
 year before its newest stored day (FRED's `cosd`), not from its first observation: the
 stored copy holds the rest, and a year back still takes in every revision FRED makes to
 these daily series (the policy-uncertainty index's are days old). The first download of
-a series takes all of it."""
+a series takes all of it. A decision gets each series from the first day downloaded:
+the regime rule reads only the latest values, and reading decades of stored
+observations back cost more than the download (0.3 s a job for FRED's four series)."""
 
 from __future__ import annotations
 
@@ -86,8 +88,8 @@ class AlpacaFeed:
 
     def _refresh(self, name: str) -> tuple[list[dt.date], list[float]]:
         """Download one series (from REFETCH_DAYS before its newest stored day, if any) and
-        store what is new or revised; returns the whole stored series. On failure log and
-        return the stored copy."""
+        store what is new or revised; returns the stored series from the first day
+        downloaded. On failure log and return the stored copy over the same span."""
         last = self.tradelog.last_macro_day(name)
         start = None if last is None else last - dt.timedelta(days=REFETCH_DAYS)
         try:
@@ -99,6 +101,6 @@ class AlpacaFeed:
             log.warning(
                 "FRED download failed; using the stored series", series=name, error=str(exc)
             )
-            return self.tradelog.load_macro(name)
+            return self.tradelog.load_macro(name, since=start)
         days = series.dates.astype("datetime64[D]").astype(object).tolist()
         return self.tradelog.save_macro(name, days, series.values.tolist(), self.clock.now())

@@ -576,21 +576,25 @@ class TradeLog:
     ) -> tuple[list[dt.date], list[float]]:
         """Cache macro observations now (not buffered): new days are inserted, days whose
         value changed (revisions) are updated, unchanged ones are not written at all (the
-        daemon hands over the whole downloaded history on every job). Returns the series
-        as stored now, oldest first: what load_macro() would read back."""
+        daemon hands over a year or more of downloaded history on every job). Returns the
+        series as stored now from the first given day on, oldest first: what
+        load_macro(series, since=that day) would read back."""
         if len(dates) != len(values):
             raise ValueError(f"save_macro({series!r}): {len(dates)} dates but {len(values)} values")
         _check_aware(fetched_at, "macro_observations.fetched_at")
-        stored = dict(zip(*self.load_macro(series), strict=True))
-        rows = []
+        given: dict[dt.date, float] = {}
         for day, value in zip(dates, values, strict=True):
             number = float(value)
             if not math.isfinite(number):
                 raise ValueError(f"macro_observations {series} {day}: value {value!r} is not finite")
-            key = day if type(day) is dt.date else _pandas().Timestamp(day).date()
-            if stored.get(key) == number:
-                continue
-            rows.append({"series": series, "day": key, "value": number, "fetched_at": fetched_at})
+            given[day if type(day) is dt.date else _pandas().Timestamp(day).date()] = number
+        # Only the given span is compared: the stored decades before it are not read.
+        stored = dict(zip(*self.load_macro(series, since=min(given, default=None)), strict=True))
+        rows = [
+            {"series": series, "day": day, "value": number, "fetched_at": fetched_at}
+            for day, number in given.items()
+            if stored.get(day) != number
+        ]
         if rows:
             with self.engine.begin() as conn:
                 upsert(conn, MACRO, rows, ("series", "day"), only_if_changed=("value",))
@@ -598,10 +602,14 @@ class TradeLog:
         days = sorted(stored)
         return days, [stored[day] for day in days]
 
-    def load_macro(self, series: str) -> tuple[list[dt.date], list[float]]:
-        """Cached observations of `series`, oldest first."""
+    def load_macro(
+        self, series: str, since: dt.date | None = None
+    ) -> tuple[list[dt.date], list[float]]:
+        """Cached observations of `series` (on or after `since`, if given), oldest first."""
         t = MACRO
         stmt = sa.select(t.c.day, t.c.value).where(t.c.series == series).order_by(t.c.day)
+        if since is not None:
+            stmt = stmt.where(t.c.day >= since)
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).all()
         return [r.day for r in rows], [float(r.value) for r in rows]
