@@ -4,8 +4,9 @@ committed) through the real alpaca-py clients against the fake Alpaca and FRED s
 on 127.0.0.1 (tests/soak/venue.py), after `build_live` has connected and reconciled.
 
 The downloads are part of the decision: the live feed fetches the bars (over the model's
-look-back) and every FRED series afresh in each job (bot.daemon.live_feed), so nothing a
-running daemon did before the morning makes them cheaper. Each morning's job is timed
+look-back) and every FRED series afresh in each job (bot.daemon.live_feed; a series it
+has stored from a year before its newest stored day), so nothing a running daemon did
+before the morning makes them cheaper but what the trade log keeps. Each morning's job is timed
 on a different session; the rest of the day (fills, polls, the close job) runs untimed.
 """
 
@@ -27,9 +28,13 @@ AFTER_OPEN = dt.timedelta(minutes=5)
 FIRST_DAY = dt.date(2024, 11, 4)
 
 
-def live_decisions(settings, mornings: int = 6) -> list[tuple[dt.date, float, int, int]]:
+def live_decisions(
+    settings, mornings: int = 6, market=None
+) -> list[tuple[dt.date, float, int, int]]:
     """(session, seconds, orders sent, HTTP requests) of the open job on `mornings`
-    consecutive sessions."""
+    consecutive sessions. The venue serves `market` (MarketData: bars and FRED's series
+    as long as they are, e.g. ../shared/data) or, without one, the soak's synthetic
+    market, whose macro series go back only two years."""
     from bot.clock import SimulatedClock
     from bot.daemon.live import build_live
     from bot.net import RetryPolicy
@@ -38,7 +43,7 @@ def live_decisions(settings, mornings: int = 6) -> list[tuple[dt.date, float, in
     from tests.soak.venue import SoakVenue
 
     days = soak_days(FIRST_DAY, mornings)
-    venue = SoakVenue(synthetic(days), settings.symbols, days, seed=1)
+    venue = SoakVenue(market or synthetic(days), settings.symbols, days, seed=1)
     sessions = {s.day: s for s in venue.sessions}
     venue.start()
     saved = {k: os.environ.get(k) for k in (*venue.env(), "BOT_LIVE_CONFIRM")}

@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  full strategy (leverbot) / fixed weights (bt): {ratios['full/bt']:.2f}")
 
     per_order_bytes, _ = retained_bytes_per_order(fixed_settings(base), market)
-    mornings = live_decisions(base)
+    mornings = live_decisions(base, market=market)  # FRED's series at their real length
     print("\nlive open job (after connect), each morning:")
     for day, seconds, sent, requests in mornings:
         print(f"  {day}: {seconds * 1e3:6.1f} ms, {sent} orders sent, {requests} HTTP requests")
