@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from bot.broker.sequenced import QUEUED, SellsFirst
 from bot.daemon.jobs import TradingJobs
+from bot.daemon.live_feed import REFETCH_DAYS
 from bot.daemon.once import decide_once
 from bot.store.tradelog import TradeLog
 from bot.types import Fill, Order, OrderRequest, OrderStatus, Side
@@ -437,7 +438,10 @@ def test_a_decision_writes_only_new_or_revised_macro_observations(tmp_path, venu
     macro = jobs.ctx.feed.macro()
     assert sum(written) == 2
     assert macro["VIX"].values[-1] == 17.25 and macro["VIX"].values[-3] == vix[-3][1]
-    assert len(macro["VIX"].values) == len(vix)
+    assert len(log.load_macro("VIX")[0]) == len(vix)  # all stored; the decision gets a year
+    first_asked = vix[-2][0] - dt.timedelta(days=REFETCH_DAYS)  # the newest stored day's
+    kept = [d for d, v in vix if d >= first_asked and v is not None]
+    assert macro["VIX"].dates.tolist() == kept
     log.close()
 
 
