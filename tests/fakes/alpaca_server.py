@@ -210,15 +210,15 @@ class FakeAlpaca(FakeServer, VenueClock):
         q = request.query
         if q.get("timeframe") != "1Day":
             return Response(422, {"code": INVALID, "message": "this fake serves 1Day bars only"})
-        start, end = instant(q.get("start")), instant(q.get("end"))
+        first, last = bar_days(instant(q.get("start")), instant(q.get("end")))
         adjust = q.get("adjustment", "raw")
         items: list[tuple[str, dict[str, Any]]] = []
         for symbol in sorted(filter(None, q.get("symbols", "").split(","))):
             for bar in self.daily_bars.get(symbol, []):
-                stamp = dt.datetime.combine(bar.day, dt.time(0), NEW_YORK)
-                if (start and stamp < start) or (end and stamp > end):
-                    continue
-                items.append((symbol, self._bar_json(symbol, bar, stamp, adjust)))
+                # Compared by day (years of bars per symbol): only the answer's are stamped.
+                if first <= bar.day <= last:
+                    stamp = dt.datetime.combine(bar.day, dt.time(0), NEW_YORK)
+                    items.append((symbol, self._bar_json(symbol, bar, stamp, adjust)))
         offset = int(base64.b64decode(q["page_token"]).decode()) if q.get("page_token") else 0
         size = min(int(q.get("limit") or 1000), self.bars_page_size)
         page = items[offset : offset + size]
@@ -294,3 +294,15 @@ class FakeAlpaca(FakeServer, VenueClock):
                 }
             },
         )
+
+
+def bar_days(start: dt.datetime | None, end: dt.datetime | None) -> tuple[dt.date, dt.date]:
+    """The first and last day whose daily bar (stamped at midnight New York) lies in
+    [start, end]; open ends are dt.date.min and dt.date.max."""
+    first, last = dt.date.min, dt.date.max
+    if start is not None:
+        local = start.astimezone(NEW_YORK)
+        first = local.date() + dt.timedelta(days=0 if local.time() == dt.time(0) else 1)
+    if end is not None:
+        last = end.astimezone(NEW_YORK).date()
+    return first, last
