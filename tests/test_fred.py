@@ -58,6 +58,21 @@ def test_start_is_sent_and_applied(fake, policy):
     assert series.values.tolist() == [0.07]
 
 
+def test_the_series_share_one_connection(policy):
+    """fetch_macro (as the daemon's feed) asks every series over one session: one TLS
+    handshake with FRED, not one per series."""
+    server = FakeFred()
+    server.keep_alive = True
+    values = {"VIXCLS": 14.1, "T10Y2Y": 0.05, "USEPUINDXD": 99.6, "DTB3": 4.42}
+    server.series = {fid: [(D(2024, 11, 29), value)] for fid, value in values.items()}
+    with server:
+        fetch_macro(base_url=server.url, policy=policy)
+        fetch_series("VIX", base_url=server.url, policy=policy)  # alone: its own connection
+    calls = server.calls("GET", "/graph/fredgraph.csv")
+    assert len(calls) == 5 and len({c.peer for c in calls[:4]}) == 1
+    assert calls[4].peer != calls[0].peer
+
+
 def test_all_macro_series_by_our_names(fake, policy):
     macro = fetch_macro(base_url=fake.url, policy=policy)
     assert sorted(macro) == ["DTB3", "T10Y2Y", "USEPUINDXD", "VIX"]

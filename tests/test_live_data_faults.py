@@ -5,6 +5,7 @@ download, incident, expired order), never papered over with an old value."""
 from __future__ import annotations
 
 import datetime as dt
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,9 +16,13 @@ from bot.daemon import live_feed
 from bot.daemon.feeds import index_of_day
 from bot.data.base import MarketData, PriceHistory
 from bot.data.fred import FRED_IDS
+from bot.data.plausibility import DEFAULT_RULES
 from bot.errors import DataError
+from bot.net import RetryPolicy
+from bot.store.tradelog import TradeLog
 from bot.types import OrderRequest, OrderStatus, Side
 from tests import test_daemon_live as daemon_tests
+from tests.fakes.fred_server import FakeFred
 from tests.test_daemon_live import bought_before, daemon
 
 UTC = dt.UTC
@@ -97,6 +102,28 @@ def test_a_stored_series_is_downloaded_from_a_year_before_its_newest_day(tmp_pat
     seen = jobs.ctx.feed.macro()["VIX"]  # what a decision gets: from the first day asked
     assert seen.dates[0] >= np.datetime64(expected) and seen.dates[-1] == np.datetime64(FRIDAY)
     assert len(seen.dates) < len(days)
+    log.close()
+
+
+def test_a_jobs_fred_downloads_share_one_connection(tmp_path, sleeps):
+    """The feed asks FRED's four series over one session, job after job a new one."""
+    fred = FakeFred()
+    fred.keep_alive = True
+    day = dt.date(2024, 11, 29)
+    values = {"VIXCLS": 14.1, "T10Y2Y": 0.05, "USEPUINDXD": 99.6, "DTB3": 4.42}
+    fred.series = {fid: [(day, value)] for fid, value in values.items()}
+    log = TradeLog.open(f"sqlite:///{tmp_path}/feed.sqlite")
+    data = SimpleNamespace(rules=DEFAULT_RULES)
+    clock = SimpleNamespace(now=lambda: dt.datetime(2024, 12, 2, 14, 35, tzinfo=UTC))
+    policy = RetryPolicy(attempts=2, sleep=sleeps.append)
+    with fred:
+        feed = live_feed.AlpacaFeed(data, log, ("SPY",), fred.url, clock, 550, fred_policy=policy)
+        for _ in range(2):
+            assert sorted(feed.macro()) == sorted(FRED_IDS)
+    calls = fred.calls("GET", FRED_CSV)
+    assert len(calls) == 8
+    assert len({c.peer for c in calls[:4]}) == 1 and len({c.peer for c in calls[4:]}) == 1
+    assert calls[0].peer != calls[4].peer
     log.close()
 
 

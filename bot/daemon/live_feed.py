@@ -17,11 +17,12 @@ from __future__ import annotations
 import datetime as dt
 
 import numpy as np
+import requests
 import structlog
 
 from bot.data.alpaca import AlpacaMarketData
 from bot.data.base import MACRO_SERIES, MacroSeries, MarketData
-from bot.data.fred import fetch_series
+from bot.data.fred import fetch_series, fred_session
 from bot.errors import BotError
 from bot.net import FRED_POLICY, RetryPolicy
 from bot.store.tradelog import TradeLog
@@ -78,15 +79,16 @@ class AlpacaFeed:
         to the copy stored by an earlier call, with a warning (never a crash, never
         invented values; the regime rule flags stale inputs and keeps its regime)."""
         out = {}
-        for name in self.macro_names:
-            dates, values = self._refresh(name)
+        with fred_session(self.fred_policy) as session:  # one connection for every series
+            refreshed = [(name, self._refresh(name, session)) for name in self.macro_names]
+        for name, (dates, values) in refreshed:
             if dates:
                 out[name] = MacroSeries(
                     name, np.array(dates, dtype="datetime64[D]"), np.array(values, dtype=float)
                 )
         return out
 
-    def _refresh(self, name: str) -> tuple[list[dt.date], list[float]]:
+    def _refresh(self, name: str, session: requests.Session) -> tuple[list[dt.date], list[float]]:
         """Download one series (from REFETCH_DAYS before its newest stored day, if any) and
         store what is new or revised; returns the stored series from the first day
         downloaded. On failure log and return the stored copy over the same span."""
@@ -94,8 +96,7 @@ class AlpacaFeed:
         start = None if last is None else last - dt.timedelta(days=REFETCH_DAYS)
         try:
             series = fetch_series(
-                name, base_url=self.fred_url, start=start, rules=self.data.rules,
-                policy=self.fred_policy,
+                name, base_url=self.fred_url, start=start, rules=self.data.rules, session=session
             )
         except BotError as exc:
             log.warning(

@@ -41,22 +41,30 @@ def fetch_series(
     retries: int = 3,
     policy: RetryPolicy | None = None,
     rules: PlausibilityRules = DEFAULT_RULES,
+    session: requests.Session | None = None,
 ) -> MacroSeries:
     """One series by our name (VIX, T10Y2Y, USEPUINDXD, DTB3) or by its FRED id; the
     result carries our name. `policy` (if given) replaces timeout/retries; without it
-    FRED_POLICY's budget applies (a failed download falls back to the stored series)."""
+    FRED_POLICY's budget applies (a failed download falls back to the stored series).
+    `session`: one made by `fred_session`, kept open by the caller, so that several
+    series share a connection (one TLS handshake, not one per series); the policy is
+    then the session's."""
     name, fred_id = resolve(series_id)
-    policy = policy or replace(FRED_POLICY, attempts=retries + 1, timeout=timeout)
     params = {"id": fred_id}
     if start is not None:
         params["cosd"] = start.isoformat()
     url = base_url.rstrip("/") + "/graph/fredgraph.csv"
     source = f"fred:{fred_id}"
-    with make_session(policy) as session:
-        try:
-            response = session.get(url, params=params)
-        except requests.RequestException as exc:
-            raise DataError(source, None, f"download failed: {describe_error(exc)}") from exc
+    own = session is None
+    if session is None:
+        session = fred_session(policy or replace(FRED_POLICY, attempts=retries + 1, timeout=timeout))
+    try:
+        response = session.get(url, params=params)
+    except requests.RequestException as exc:
+        raise DataError(source, None, f"download failed: {describe_error(exc)}") from exc
+    finally:
+        if own:
+            session.close()
     if response.status_code != 200:
         raise DataError(source, None, f"download failed: HTTP {response.status_code}")
     series = parse_fredgraph_csv(response.text, fred_id, name, rules)
@@ -74,6 +82,11 @@ def fetch_series(
     return series
 
 
+def fred_session(policy: RetryPolicy = FRED_POLICY) -> requests.Session:
+    """An HTTP session with `policy`'s timeouts and retries, for `fetch_series`."""
+    return make_session(policy)
+
+
 def fetch_macro(
     names: Sequence[str] = MACRO_SERIES,
     *,
@@ -84,14 +97,12 @@ def fetch_macro(
     policy: RetryPolicy | None = None,
     rules: PlausibilityRules = DEFAULT_RULES,
 ) -> dict[str, MacroSeries]:
-    """Every series in `names`, keyed by our name."""
-    return {
-        resolve(n)[0]: fetch_series(
-            n, base_url=base_url, start=start, timeout=timeout, retries=retries, policy=policy,
-            rules=rules,
-        )
-        for n in names
-    }
+    """Every series in `names`, keyed by our name, over one connection."""
+    with fred_session(policy or replace(FRED_POLICY, attempts=retries + 1, timeout=timeout)) as session:
+        return {
+            resolve(n)[0]: fetch_series(n, base_url=base_url, start=start, rules=rules, session=session)
+            for n in names
+        }
 
 
 def resolve(series: str) -> tuple[str, str]:

@@ -168,6 +168,7 @@ class Request:
     query: dict[str, str]
     body: Any
     headers: dict[str, str]
+    peer: tuple[str, int] | None = None  # the client's address: one per TCP connection
 
 
 Handler = Callable[..., Response]
@@ -283,7 +284,10 @@ class FakeServer:
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         match = self._match(http.command, parts.path)
         route, handler, params = match if match else ("", None, {})
-        request = Request(http.command, parts.path, route, query, body, dict(http.headers.items()))
+        request = Request(
+            http.command, parts.path, route, query, body, dict(http.headers.items()),
+            tuple(http.client_address[:2]),
+        )
         with self.lock:
             if self.record_requests:
                 self.requests.append(request)
