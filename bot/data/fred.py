@@ -57,7 +57,7 @@ def fetch_series(
     source = f"fred:{fred_id}"
     own = session is None
     if session is None:
-        session = fred_session(policy or replace(FRED_POLICY, attempts=retries + 1, timeout=timeout))
+        session = fred_session(_budget(policy, retries, timeout))
     try:
         response = session.get(url, params=params)
     except requests.RequestException as exc:
@@ -87,6 +87,11 @@ def fred_session(policy: RetryPolicy = FRED_POLICY) -> requests.Session:
     return make_session(policy)
 
 
+def _budget(policy: RetryPolicy | None, retries: int, timeout: float) -> RetryPolicy:
+    """`policy`, or FRED_POLICY with `retries` retries and `timeout`."""
+    return policy or replace(FRED_POLICY, attempts=retries + 1, timeout=timeout)
+
+
 def fetch_macro(
     names: Sequence[str] = MACRO_SERIES,
     *,
@@ -98,7 +103,7 @@ def fetch_macro(
     rules: PlausibilityRules = DEFAULT_RULES,
 ) -> dict[str, MacroSeries]:
     """Every series in `names`, keyed by our name, over one connection."""
-    with fred_session(policy or replace(FRED_POLICY, attempts=retries + 1, timeout=timeout)) as session:
+    with fred_session(_budget(policy, retries, timeout)) as session:
         return {
             resolve(n)[0]: fetch_series(n, base_url=base_url, start=start, rules=rules, session=session)
             for n in names
