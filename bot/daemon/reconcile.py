@@ -17,7 +17,8 @@ import structlog
 from bot.broker.base import BrokerError, LiveBroker
 from bot.broker.sequenced import QUEUED_MESSAGES, SellsFirst
 from bot.engine import record_execution
-from bot.store.tradelog import RecordedOrder, TradeLog
+from bot.store.readers import RecordedOrder
+from bot.store.tradelog import TradeLog
 from bot.types import Order, OrderStatus, Side
 
 log = structlog.get_logger(__name__)
