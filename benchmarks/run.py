@@ -21,8 +21,9 @@ its own trade log, on the synthetic market, best of 5): `bot backtest --no-chart
 `bot run --replay 2023-01-03:2024-12-31` and `bot orders` on that replay's log, with a
 plain `import pandas, sqlalchemy` beside them as the machine's pace; one live
 decision: the daemon's open job after connecting, through the real alpaca-py clients
-against the fake Alpaca and FRED servers on 127.0.0.1, its downloads included (best
-over consecutive mornings, benchmarks/live_decision.py), and for comparison one decision
+against the fake Alpaca and FRED servers on 127.0.0.1, its downloads included (the
+slowest of six consecutive mornings, the first of which sends the initial allocation's
+orders; benchmarks/live_decision.py), and for comparison one decision
 on the replay adapters (no HTTP); and the memory a backtest keeps per order
 (tracemalloc). Logging is at warning level, so the bot's info lines stay out.
 `--markdown` prints that table as markdown too (docs/speed.md).
@@ -149,10 +150,11 @@ def retained_bytes_per_order(settings, market) -> tuple[float, int]:
     return held / orders, orders
 
 
-def target_rows(ratios: dict[str, float], cold: dict[str, float], decision: float,
+def target_rows(ratios: dict[str, float], cold: dict[str, float], mornings: list[float],
                 replay_decision: float, per_order: float) -> list[tuple[str, str, str, bool | None]]:
     """(target, measured, goal, met) for each of the speed targets; met is None for a
-    row shown for comparison only."""
+    row shown for comparison only. `mornings`: the live open job's seconds, each morning;
+    the target holds for the slowest (a rebalance that sends orders), not a quiet one."""
     rows = []
     if "fixed/vectorbt" in ratios:
         r = ratios["fixed/vectorbt"]
@@ -167,8 +169,10 @@ def target_rows(ratios: dict[str, float], cold: dict[str, float], decision: floa
             rows.append((f"  {name}", f"{seconds:.2f} s", "", None))
         else:
             rows.append((name, f"{seconds:.2f} s", f"<= {goal:g} s", seconds <= goal))
-    rows.append(("one live decision (after connect; fake Alpaca+FRED, HTTP)",
-                 f"{decision * 1e3:.0f} ms", "<= 300 ms", decision <= 0.3))
+    slowest, fastest = max(mornings), min(mornings)
+    rows.append((f"one live decision, slowest of {len(mornings)} mornings (after connect; "
+                 "fake Alpaca+FRED, HTTP)", f"{slowest * 1e3:.0f} ms", "<= 300 ms", slowest <= 0.3))
+    rows.append(("  the fastest morning", f"{fastest * 1e3:.0f} ms", "", None))
     rows.append(("  the same decision on the replay adapters (no HTTP)",
                  f"{replay_decision * 1e3:.0f} ms", "", None))
     rows.append(("memory kept per order", f"{per_order / 1024:.2f} KB", "<< 2.7 KB",
@@ -334,9 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\nlive open job (after connect), each morning:")
     for day, seconds, sent, requests in mornings:
         print(f"  {day}: {seconds * 1e3:6.1f} ms, {sent} orders sent, {requests} HTTP requests")
-    decision = min(seconds for _, seconds, _, _ in mornings)
     cold = {} if args.no_cold else cold_commands()
-    rows = target_rows(ratios, cold, decision, replay_decision_seconds(base), per_order_bytes)
+    seconds = [s for _, s, _, _ in mornings]
+    rows = target_rows(ratios, cold, seconds, replay_decision_seconds(base), per_order_bytes)
     print_targets(rows, args.markdown)
     return 0
 
