@@ -1,5 +1,6 @@
 """Deployment files: what can be checked without Docker."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -8,6 +9,9 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+
+BASE = REPO / "deploy" / "docker-compose.yml"
+PLATFORM = REPO / "deploy" / "docker-compose.platform.yml"
 
 
 def test_compose_runs_the_bot_with_postgres_restart_and_secrets_from_env():
@@ -70,14 +74,14 @@ def test_compose_serves_the_dashboard_on_the_hosts_loopback_only():
 
 def test_compose_runs_the_platform_beside_the_same_postgres():
     """rabbitmq, redis, scheduler (`bot run --platform`), workers (`bot worker`) and api
-    (`bot serve`) in the `platform` profile, all on the one PostgreSQL trade log; secrets
-    only as variables from deploy/.env."""
-    text = (REPO / "deploy" / "docker-compose.yml").read_text()
-    compose = yaml.safe_load(text)
-    services = compose["services"]
+    (`bot serve`) in their own file, loaded on top of the bot's, all on the one PostgreSQL
+    trade log; secrets only as variables from deploy/.env."""
+    text = PLATFORM.read_text()
+    services = yaml.safe_load(text)["services"]
+    base = yaml.safe_load(BASE.read_text())["services"]
     platform = ("rabbitmq", "redis", "scheduler", "workers", "api")
-    assert all(services[name]["profiles"] == ["platform"] for name in platform)
-    assert "profiles" not in services["db"] and "profiles" not in services["bot"]
+    assert sorted(services) == sorted(platform)
+    assert not set(platform) & set(base)  # the bot alone needs none of their passwords
     for name in platform:
         assert services[name]["restart"] == "unless-stopped"
 
@@ -88,7 +92,7 @@ def test_compose_runs_the_platform_beside_the_same_postgres():
     assert api["command"][:2] == ["bot", "serve"] and api["ports"] == ["127.0.0.1:8000:8000"]
     for service in (scheduler, workers, api):
         env = service["environment"]
-        assert env["BOT_DATABASE_URL"] == services["bot"]["environment"]["BOT_DATABASE_URL"]
+        assert env["BOT_DATABASE_URL"] == base["bot"]["environment"]["BOT_DATABASE_URL"]
         assert service["depends_on"]["db"]["condition"] == "service_healthy"
         assert service["read_only"] is True
     for service in (scheduler, workers):
@@ -97,7 +101,7 @@ def test_compose_runs_the_platform_beside_the_same_postgres():
     assert workers["environment"]["BOT_REDIS_URL"] == "redis://:${REDIS_PASSWORD}@redis:6379/0"
     assert workers["depends_on"]["redis"]["condition"] == "service_healthy"
     assert workers["env_file"] == [".env"]  # the Broker API keys
-    assert services["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_PASS"].startswith("${RABBITMQ_PASSWORD")
+    assert services["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_PASS"].startswith("${RABBITMQ_PASSWORD:?")
     assert "--requirepass" in services["redis"]["command"]
     example = (REPO / "deploy" / ".env.example").read_text()
     for variable in ("APCA_BROKER_API_KEY", "RABBITMQ_PASSWORD", "REDIS_PASSWORD",
@@ -106,17 +110,82 @@ def test_compose_runs_the_platform_beside_the_same_postgres():
     assert not re.search(r"(SECRET|PASSWORD|KEY_ID|PASS)\s*[:=]\s*[A-Za-z0-9]{6,}", text)
 
 
-def _compose_available() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    return subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+def _compose_command() -> list[str] | None:
+    """Compose v2 (`docker compose`) or v1 (`docker-compose`, Debian's package): both
+    check and interpolate a file without a Docker daemon (`config`)."""
+    if shutil.which("docker") and subprocess.run(
+        ["docker", "compose", "version"], capture_output=True
+    ).returncode == 0:
+        return ["docker", "compose"]
+    found = shutil.which("docker-compose")
+    return [found] if found else None
 
 
-@pytest.mark.skipif(not _compose_available(), reason="docker compose not installed")
-def test_docker_compose_config_accepts_the_file(tmp_path):
-    env = tmp_path / ".env"
-    env.write_text("POSTGRES_PASSWORD=x\nRABBITMQ_PASSWORD=y\nREDIS_PASSWORD=z\n")
-    proc = subprocess.run(["docker", "compose", "-f", str(REPO / "deploy" / "docker-compose.yml"),
-                           "--env-file", str(env), "--profile", "platform", "config", "-q"],
-                          capture_output=True, text=True)
+COMPOSE = _compose_command()
+needs_compose = pytest.mark.skipif(
+    COMPOSE is None and os.environ.get("CI") != "true",
+    reason="neither `docker compose` nor `docker-compose` is installed (.ci/run installs it)",
+)
+
+
+def _compose_config(tmp_path, env: str, *files: str) -> subprocess.CompletedProcess[str]:
+    """`compose config` of deploy's `files` with `env` as deploy/.env, in a copy of the
+    deploy folder (the services' env_file is deploy/.env, never written in the repo)."""
+    assert COMPOSE is not None, "CI=true: a compose command is required (.ci/run installs it)"
+    deploy = tmp_path / "deploy"
+    deploy.mkdir()
+    for name in files:
+        shutil.copy(REPO / "deploy" / name, deploy / name)
+    shutil.copy(REPO / "Dockerfile", tmp_path / "Dockerfile")  # the build context, ..
+    (deploy / ".env").write_text(env)
+    args = [a for name in files for a in ("-f", str(deploy / name))]
+    return subprocess.run([*COMPOSE, *args, "--env-file", str(deploy / ".env"), "config"],
+                          capture_output=True, text=True, cwd=tmp_path)
+
+
+@needs_compose
+def test_compose_runs_the_bot_with_only_its_own_secrets(tmp_path):
+    """The bot and PostgreSQL start from a .env as deploy/.env.example makes it: no
+    platform passwords (Compose interpolates every service of a file, so required
+    platform variables in this file would stop the bot's deployment)."""
+    proc = _compose_config(tmp_path, "APCA_API_KEY_ID=PKX\nPOSTGRES_PASSWORD=pg\n", BASE.name)
     assert proc.returncode == 0, proc.stderr
+    services = yaml.safe_load(proc.stdout)["services"]
+    assert sorted(services) == ["bot", "dashboard", "db"]
+    url = services["bot"]["environment"]["BOT_DATABASE_URL"]
+    assert url == "postgresql+psycopg://leverbot:pg@db:5432/leverbot"
+
+
+@needs_compose
+def test_compose_refuses_the_bot_without_its_database_password(tmp_path):
+    proc = _compose_config(tmp_path, "APCA_API_KEY_ID=PKX\n", BASE.name)
+    assert proc.returncode != 0
+    assert "POSTGRES_PASSWORD" in proc.stderr
+
+
+@needs_compose
+def test_compose_runs_the_platform_on_top_of_the_bot(tmp_path):
+    env = "POSTGRES_PASSWORD=pg\nRABBITMQ_PASSWORD=mq\nREDIS_PASSWORD=rd\n"
+    proc = _compose_config(tmp_path, env, BASE.name, PLATFORM.name)
+    assert proc.returncode == 0, proc.stderr
+    services = yaml.safe_load(proc.stdout)["services"]
+    assert sorted(services) == ["api", "bot", "dashboard", "db", "rabbitmq", "redis",
+                                "scheduler", "workers"]
+    workers = services["workers"]
+    assert workers["environment"]["BOT_QUEUE_URL"] == "amqp://leverbot:mq@rabbitmq:5672//"
+    assert workers["environment"]["BOT_REDIS_URL"] == "redis://:rd@redis:6379/0"
+    assert workers["environment"]["BOT_DATABASE_URL"] == services["bot"]["environment"]["BOT_DATABASE_URL"]
+    assert "rd" in services["redis"]["command"]
+    # the platform file's build context is the repository, as the bot's
+    assert workers["build"]["context"] == services["bot"]["build"]["context"] == str(tmp_path)
+
+
+@needs_compose
+@pytest.mark.parametrize("missing", ["RABBITMQ_PASSWORD", "REDIS_PASSWORD"])
+def test_compose_refuses_the_platform_without_its_passwords(tmp_path, missing):
+    values = {"POSTGRES_PASSWORD": "pg", "RABBITMQ_PASSWORD": "mq", "REDIS_PASSWORD": "rd"}
+    del values[missing]
+    env = "".join(f"{k}={v}\n" for k, v in values.items())
+    proc = _compose_config(tmp_path, env, BASE.name, PLATFORM.name)
+    assert proc.returncode != 0
+    assert f"set {missing} in deploy/.env" in proc.stderr
