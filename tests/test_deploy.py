@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -189,3 +190,73 @@ def test_compose_refuses_the_platform_without_its_passwords(tmp_path, missing):
     proc = _compose_config(tmp_path, env, BASE.name, PLATFORM.name)
     assert proc.returncode != 0
     assert f"set {missing} in deploy/.env" in proc.stderr
+
+
+def _dockerfile_copies() -> list[list[tuple[list[str], str]]]:
+    """Each stage's `COPY SRC... DEST` from the build context (not --from another stage)."""
+    stages: list[list[tuple[list[str], str]]] = []
+    for line in (REPO / "Dockerfile").read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["FROM"]:
+            stages.append([])
+        elif words[:1] == ["COPY"] and not words[1].startswith("--"):
+            stages[-1].append((words[1:-1], words[-1]))
+    return stages
+
+
+def _copy_into(root, copies) -> None:
+    for sources, dest in copies:
+        for source in sources:
+            src, target = REPO / source, root / dest
+            if src.is_dir():
+                shutil.copytree(src, target if dest != "./" else root / source,
+                                ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copy(src, target / source)
+
+
+def test_the_images_files_install_and_run_the_daemon_outside_the_repository(tmp_path):
+    """The Dockerfile's steps without Docker: a wheel built from only what its build stage
+    copies, installed apart from this checkout, run in a folder holding only what the
+    final stage copies (config/). A module or file the package needs but the image does
+    not ship fails here: `bot db upgrade`, then the daemon on a simulated clock."""
+    build, final = _dockerfile_copies()
+    assert [dest for _, dest in final] == ["./config"]
+    src, app, site = tmp_path / "src", tmp_path / "app", tmp_path / "site"
+    _copy_into(src, build)
+    _copy_into(app, final)
+    wheel = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                            str(tmp_path / "wheels"), str(src)], capture_output=True, text=True)
+    assert wheel.returncode == 0, wheel.stderr
+    (built,) = (tmp_path / "wheels").glob("leverbot-*.whl")
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q",
+                              "--target", str(site), str(built)], capture_output=True, text=True)
+    assert install.returncode == 0, install.stderr
+    env = {**os.environ, "PYTHONPATH": str(site), "BOT_LOG_FORMAT": "json",
+           "BOT_HEARTBEAT_FILE": str(app / "var" / "heartbeat"),
+           "BOT_CACHE_DIR": str(tmp_path / "cache")}
+    for name in ("BOT_DATABASE_URL", "BOT_DATA_DIR", "BOT_CONFIG", "APCA_API_KEY_ID",
+                 "APCA_API_SECRET_KEY"):
+        env.pop(name, None)
+    (app / "var").mkdir()
+
+    def bot(*args: str) -> subprocess.CompletedProcess[str]:
+        # the console script pip wrote, as the image's CMD runs `bot`
+        return subprocess.run([str(site / "bin" / "bot"), *args], capture_output=True,
+                              text=True, cwd=app, env=env, timeout=300)
+
+    where = subprocess.run([sys.executable, "-c", "import bot; print(bot.__file__)"],
+                           capture_output=True, text=True, cwd=app, env=env)
+    assert where.stdout.strip().startswith(str(site)), where.stdout  # not this checkout
+    upgrade = bot("db", "upgrade")
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert (app / "var" / "tradelog.sqlite").exists()
+    replay = bot("run", "--config", "config/diversified_leverage.toml",
+                 "--replay", "2024-01-02:2024-02-29")
+    assert replay.returncode == 0, replay.stderr[-3000:]
+    assert "replay run 1:" in replay.stdout and "SYNTHETIC" in replay.stdout
+    runs = bot("runs")
+    assert runs.returncode == 0 and "finished" in runs.stdout, runs.stdout + runs.stderr
+    health = bot("health", "--max-age", "300")  # the image's HEALTHCHECK command exists
+    assert health.returncode == 1 and "no heartbeat" in health.stdout
