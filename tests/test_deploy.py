@@ -260,3 +260,22 @@ def test_the_images_files_install_and_run_the_daemon_outside_the_repository(tmp_
     assert runs.returncode == 0 and "finished" in runs.stdout, runs.stdout + runs.stderr
     health = bot("health", "--max-age", "300")  # the image's HEALTHCHECK command exists
     assert health.returncode == 1 and "no heartbeat" in health.stdout
+
+
+def test_each_daemon_has_its_own_heartbeat_file():
+    """The image's health check reads the heartbeat file its daemon writes
+    (BOT_HEARTBEAT_FILE, in /app/var). Two daemons writing one file (the bot and the
+    platform's scheduler on one volume) would each look healthy while the other runs."""
+    image_env = dict(re.findall(r"(BOT_HEARTBEAT_FILE)=(\S+)", (REPO / "Dockerfile").read_text()))
+    services = {**yaml.safe_load(BASE.read_text())["services"],
+                **yaml.safe_load(PLATFORM.read_text())["services"]}
+    checked = {}
+    for name, service in services.items():
+        if "build" not in service or "healthcheck" in service:  # another image or check
+            continue
+        path = service.get("environment", {}).get("BOT_HEARTBEAT_FILE", image_env["BOT_HEARTBEAT_FILE"])
+        mounts = [v.split(":") for v in service.get("volumes", [])]
+        volume = next(src for src, dst in mounts if path.startswith(dst.rstrip("/") + "/"))
+        checked[name] = (volume, path)
+    assert set(checked) == {"bot", "scheduler"}
+    assert len(set(checked.values())) == len(checked), checked
