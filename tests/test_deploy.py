@@ -1,5 +1,6 @@
 """Deployment files: what can be checked without Docker."""
 
+import ctypes
 import os
 import re
 import shutil
@@ -279,3 +280,46 @@ def test_each_daemon_has_its_own_heartbeat_file():
         checked[name] = (volume, path)
     assert set(checked) == {"bot", "scheduler"}
     assert len(set(checked.values())) == len(checked), checked
+
+
+PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1  # linux/prctl.h
+
+
+def _deny_write_execute() -> None:
+    """In the child before exec: what the unit's MemoryDenyWriteExecute asks of the
+    kernel (systemd uses this prctl where the kernel has it, Linux 6.3 and later)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_MDWE)")
+
+
+def _kernel_denies_write_execute() -> bool:
+    probe = subprocess.run([sys.executable, "-c", "pass"], preexec_fn=_deny_write_execute,
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not _kernel_denies_write_execute(),
+                    reason="the kernel has no prctl(PR_SET_MDWE) (Linux 6.3 or later)")
+def test_the_daemon_runs_under_the_units_memory_protection(tmp_path):
+    """The unit sets MemoryDenyWriteExecute: no memory both writable and executable, so a
+    dependency that compiles code at run time (a JIT) would crash the daemon at start
+    on a real host. The daemon's live modules are imported and a replay runs (scheduler,
+    engine, trade log) under the same restriction."""
+    assert "MemoryDenyWriteExecute=true" in (REPO / "deploy" / "bot.service").read_text()
+    (tmp_path / "config").mkdir()
+    shutil.copy(REPO / "config" / "diversified_leverage.toml", tmp_path / "config")
+    script = (
+        "import sys\n"
+        "import alpaca.trading.client, alpaca.data.historical, apprise, psycopg\n"
+        "import bot.daemon.live, bot.broker.alpaca, bot.data.alpaca, bot.notify.sender\n"
+        "from bot.cli import main\n"
+        "sys.exit(main(['run', '--config', 'config/diversified_leverage.toml',"
+        " '--replay', '2024-01-02:2024-01-31']))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "APCA_"))}
+    env["BOT_CACHE_DIR"] = str(tmp_path / "cache")
+    proc = subprocess.run([sys.executable, "-c", script], preexec_fn=_deny_write_execute,
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "replay run 1:" in proc.stdout
