@@ -24,6 +24,7 @@ from bot.data.fred import FRED_IDS
 from bot.data.synthetic import synthetic_market
 from bot.net import RetryPolicy
 from bot.store.tradelog import TradeLog
+from tests import unit_sandbox
 from tests.conftest import CONFIG, REPO
 from tests.fakes.alpaca_server import KEY_ID, SECRET, DailyBar, FakeAlpaca, FakeSession
 from tests.fakes.fred_server import FakeFred
@@ -241,6 +242,41 @@ def test_daemon_starts_logs_its_account_and_stops_on_sigterm(tmp_path, venue):
     assert SECRET not in text and KEY_ID not in text
     assert (tmp_path / "hb").exists()
     log = TradeLog.open(db)
+    assert list(log.runs()["status"]) == ["finished"]
+    log.close()
+
+
+@pytest.mark.skipif(unit_sandbox.available() is not None,
+                    reason=f"no sandbox like the unit's here: {unit_sandbox.available()}")
+def test_daemon_starts_and_stops_inside_the_units_sandbox(tmp_path, venue):
+    """The daemon as deploy/bot.service runs it: the system read-only but for the trade
+    log's folder, the state and cache directories (ProtectSystem=strict, ReadWritePaths),
+    no writable-and-executable memory, no home, started in the read-only checkout. It
+    connects, reconciles, schedules, beats and stops on SIGTERM with its run finished:
+    nothing it does at start needs a folder the unit does not grant."""
+    var, state, cache, tmp = (tmp_path / name for name in ("var", "state", "cache", "tmp"))
+    for folder in (var, state, cache, tmp):
+        folder.mkdir()
+    env = {**os.environ, "BOT_LOG_FORMAT": "json", "BOT_HEARTBEAT_FILE": str(state / "heartbeat"),
+           "BOT_CACHE_DIR": str(cache), "BOT_DATABASE_URL": f"sqlite:///{var / 'tradelog.sqlite'}",
+           "HOME": "/nonexistent", "TMPDIR": str(tmp)}
+    out = (tmp_path / "daemon.log").open("w")
+    argv = [sys.executable, "-m", "bot", "run", "--config", str(CONFIG)]
+    proc = subprocess.Popen(unit_sandbox.command(argv, [var, state, cache, tmp]), cwd=REPO,
+                            env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    text = ""
+    while time.monotonic() < deadline and '"scheduled"' not in text and proc.poll() is None:
+        time.sleep(0.1)
+        text = (tmp_path / "daemon.log").read_text()
+    assert '"scheduled"' in text, text
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0, (tmp_path / "daemon.log").read_text()[-3000:]
+    out.close()
+    text = (tmp_path / "daemon.log").read_text()
+    assert "PA3FAKE00001" in text and '"stopped"' in text
+    assert (state / "heartbeat").exists()
+    log = TradeLog.open(env["BOT_DATABASE_URL"])
     assert list(log.runs()["status"]) == ["finished"]
     log.close()
 

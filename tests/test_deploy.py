@@ -1,6 +1,5 @@
 """Deployment files: what can be checked without Docker."""
 
-import ctypes
 import os
 import re
 import shutil
@@ -10,6 +9,7 @@ import sys
 import pytest
 import yaml
 
+from tests import unit_sandbox
 from tests.conftest import REPO
 
 BASE = REPO / "deploy" / "docker-compose.yml"
@@ -282,32 +282,19 @@ def test_each_daemon_has_its_own_heartbeat_file():
     assert len(set(checked.values())) == len(checked), checked
 
 
-PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1  # linux/prctl.h
-
-
-def _deny_write_execute() -> None:
-    """In the child before exec: what the unit's MemoryDenyWriteExecute asks of the
-    kernel (systemd uses this prctl where the kernel has it, Linux 6.3 and later)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_MDWE)")
-
-
-def _kernel_denies_write_execute() -> bool:
-    probe = subprocess.run([sys.executable, "-c", "pass"], preexec_fn=_deny_write_execute,
-                           capture_output=True)
-    return probe.returncode == 0
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux") or not _kernel_denies_write_execute(),
-                    reason="the kernel has no prctl(PR_SET_MDWE) (Linux 6.3 or later)")
-def test_the_daemon_runs_under_the_units_memory_protection(tmp_path):
-    """The unit sets MemoryDenyWriteExecute: no memory both writable and executable, so a
-    dependency that compiles code at run time (a JIT) would crash the daemon at start
-    on a real host. The daemon's live modules are imported and a replay runs (scheduler,
-    engine, trade log) under the same restriction."""
-    assert "MemoryDenyWriteExecute=true" in (REPO / "deploy" / "bot.service").read_text()
+@pytest.mark.skipif(unit_sandbox.available() is not None,
+                    reason=f"no sandbox like the unit's here: {unit_sandbox.available()}")
+def test_the_daemon_replays_inside_the_units_sandbox(tmp_path):
+    """deploy/bot.service confines the daemon: a read-only system but for its folders
+    (ProtectSystem=strict, ReadWritePaths) and no memory both writable and executable
+    (MemoryDenyWriteExecute: a dependency that compiled code at run time would stop the
+    daemon on a real host). Its live modules are imported and a replay runs (scheduler,
+    engine, trade log) under both (tests/unit_sandbox.py)."""
+    unit = (REPO / "deploy" / "bot.service").read_text()
+    for line in ("ProtectSystem=strict", "MemoryDenyWriteExecute=true", "ProtectHome=true"):
+        assert line in unit
     (tmp_path / "config").mkdir()
+    (tmp_path / "tmp").mkdir()
     shutil.copy(REPO / "config" / "diversified_leverage.toml", tmp_path / "config")
     script = (
         "import sys\n"
@@ -318,8 +305,10 @@ def test_the_daemon_runs_under_the_units_memory_protection(tmp_path):
         " '--replay', '2024-01-02:2024-01-31']))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "APCA_"))}
-    env["BOT_CACHE_DIR"] = str(tmp_path / "cache")
-    proc = subprocess.run([sys.executable, "-c", script], preexec_fn=_deny_write_execute,
+    env |= {"BOT_CACHE_DIR": str(tmp_path / "cache"), "HOME": "/nonexistent",
+            "TMPDIR": str(tmp_path / "tmp")}
+    proc = subprocess.run(unit_sandbox.command([sys.executable, "-c", script], [tmp_path]),
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "replay run 1:" in proc.stdout
+    assert (tmp_path / "var" / "tradelog.sqlite").exists()
