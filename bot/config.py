@@ -268,6 +268,10 @@ class RiskSettings(_Strict):
     vol_low: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.7
     high_vol_risk_scale: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.75
     low_vol_risk_scale: Annotated[float, Field(gt=1.0, le=3.0)] = 1.25
+    # Share of the bond sleeve the low-volatility rule may not sell to fund the risk
+    # assets' increase. 0 (the research's rule): it may sell all of it, and with the
+    # default weights it does on about a quarter of the days (docs/strategy.md).
+    low_vol_bond_floor: Fraction = 0.0
     drawdown_enter: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.10
     drawdown_exit: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
     defensive_cash: Fraction = 0.50

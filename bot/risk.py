@@ -110,7 +110,8 @@ def volatility_rule(
 
     Above vol_high x history: risk assets x high_vol_risk_scale, freed weight to bonds
     (within the cap), the rest to cash. Below vol_low x history: risk assets x
-    low_vol_risk_scale (each within the cap), funded from cash first, then bonds.
+    low_vol_risk_scale (each within the cap), funded from cash first, then bonds down to
+    low_vol_bond_floor of their weight; what that cannot fund is not bought.
     """
     if inp.returns.shape[0] < cfg.vol_history:
         return w, None
@@ -136,10 +137,11 @@ def volatility_rule(
         cash = max(1.0 - float(w.sum()), 0.0)
         from_bonds = max(wanted - cash, 0.0)
         bonds_total = float(w[inp.is_bond].sum())
-        if from_bonds > bonds_total:  # not enough to fund it: scale the increase down
-            affordable = cash + bonds_total
+        sellable = bonds_total * (1.0 - cfg.low_vol_bond_floor)
+        if from_bonds > sellable:  # not enough to fund it: scale the increase down
+            affordable = cash + sellable
             out[risk] = w[risk] + (out[risk] - w[risk]) * (affordable / wanted)
-            from_bonds = bonds_total
+            from_bonds = sellable
         if bonds_total > 0:
             out[inp.is_bond] = w[inp.is_bond] * (1.0 - from_bonds / bonds_total)
         action = f"low volatility: risk assets x{cfg.low_vol_risk_scale}, funded by cash/bonds"

@@ -67,6 +67,49 @@ def test_low_volatility_raises_risk_funded_by_bonds_within_caps():
     assert out.sum() == pytest.approx(1.0)
 
 
+NO_CAP = RiskSettings(position_cap=1.0)
+
+
+def test_low_volatility_sells_the_whole_bond_sleeve_when_it_must_by_default():
+    # The research's rule: risk assets x1.25 (0.3 -> 0.375 each: 0.225 wanted), funded
+    # from cash (none), then bonds (0.1): all of them go, and the increase is scaled to
+    # the 0.1 they paid for.
+    rets = np.vstack([alternating(232, 0.01, 4), alternating(20, 0.002, 4)])
+    w = np.array([0.1, 0.3, 0.3, 0.3])
+    out, _ = volatility_rule(w, inputs(rets, [True, False, False, False]), NO_CAP)
+    np.testing.assert_allclose(out, [0.0, 0.3 + 0.1 / 3, 0.3 + 0.1 / 3, 0.3 + 0.1 / 3])
+
+
+@pytest.mark.parametrize("floor", [0.25, 0.5, 1.0])
+def test_low_volatility_keeps_the_bond_floor(floor):
+    rets = np.vstack([alternating(232, 0.01, 4), alternating(20, 0.002, 4)])
+    w = np.array([0.1, 0.3, 0.3, 0.3])
+    cfg = NO_CAP.model_copy(update={"low_vol_bond_floor": floor})
+    out, event = volatility_rule(w, inputs(rets, [True, False, False, False]), cfg)
+    assert event is not None
+    assert out[0] == pytest.approx(0.1 * floor)  # what the floor keeps, no more
+    # the risk assets' increase is what the sold bonds paid for (no cash), pro rata
+    np.testing.assert_allclose(out[1:], 0.3 + 0.1 * (1 - floor) / 3)
+    assert out.sum() == pytest.approx(1.0)
+
+
+def test_low_volatility_takes_from_bonds_only_what_it_needs_above_the_floor():
+    rets = np.vstack([alternating(232, 0.01, 4), alternating(20, 0.002, 4)])
+    w = np.array([0.4, 0.2, 0.2, 0.2])  # 0.15 wanted, 0.4 x (1 - 0.25) = 0.3 sellable
+    cfg = NO_CAP.model_copy(update={"low_vol_bond_floor": 0.25})
+    out, _ = volatility_rule(w, inputs(rets, [True, False, False, False]), cfg)
+    np.testing.assert_allclose(out, [0.25, 0.25, 0.25, 0.25])
+
+
+def test_low_volatility_funded_from_cash_leaves_the_bonds_alone_at_any_floor():
+    rets = np.vstack([alternating(232, 0.01, 4), alternating(20, 0.002, 4)])
+    w = np.array([0.2, 0.2, 0.2, 0.2])  # 20% cash pays for the whole increase
+    for floor in (0.0, 0.5):
+        out, _ = volatility_rule(w, inputs(rets, [True, False, False, False]),
+                                 RiskSettings(low_vol_bond_floor=floor))
+        np.testing.assert_allclose(out, [0.2, 0.25, 0.25, 0.25])
+
+
 def test_volatility_rule_needs_its_history():
     rets = alternating(100, 0.01, 2)
     w = np.array([0.5, 0.5])
