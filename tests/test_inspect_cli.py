@@ -86,9 +86,12 @@ def test_each_command_exports_what_the_database_holds(filled, capsys) -> None:
 
     trades = as_json(capsys, "trades", "--database", url)
     assert [t["client_order_id"] for t in trades] == fills["client_order_id"].tolist()
-    # Money stays exact: the JSON holds the stored decimal's digits.
-    assert [t["price"] for t in trades] == [str(f.price) for f in exact]
-    assert [t["value"] for t in trades] == [str(f.quantity * f.price) for f in exact]
+    # Money stays exact: the JSON holds the stored decimal's digits, positional (never
+    # "1.87E-8" or PostgreSQL's "0E-10"), without trailing zeros.
+    assert [Decimal(t["price"]) for t in trades] == [f.price for f in exact]
+    assert [Decimal(t["value"]) for t in trades] == [f.quantity * f.price for f in exact]
+    texts = [t[k] for t in trades for k in ("price", "value", "quantity", "commission")]
+    assert not [x for x in texts if "E" in x or (("." in x) and x.endswith("0"))]
 
     rows = as_json(capsys, "equity", "--database", url)
     assert [r["day"] for r in rows] == [d.date().isoformat() for d in equity.index]
@@ -229,7 +232,7 @@ def test_open_orders_runs_and_a_report_without_benchmark(tmp_path, capsys) -> No
     ]
     everything = as_json(capsys, "orders", "--database", url, "--run", "all", "--symbol", "TQQQ")
     assert {o["run_id"] for o in everything} == {1, paper}
-    assert [o["notional"] for o in everything if o["run_id"] == paper] == [None, "100.0"]
+    assert [o["notional"] for o in everything if o["run_id"] == paper] == [None, "100"]
 
     code, printed, err = run_cli(capsys, "report", "--database", url, "--out", str(tmp_path / "r"),
                                  "--no-charts")
@@ -468,3 +471,31 @@ def test_stored_text_is_shown_as_written_not_as_rich_markup(tmp_path, capsys, mo
     code, out, err = run_cli(capsys, "risk-events", "--database", db)
     assert code == 0, err
     assert action in out
+
+
+def test_csv_keeps_integer_ids_whole_next_to_empty_cells():
+    """An incident outside any run, a single-account order beside a client account's:
+    the id columns hold None in some rows, and must still print 1, not 1.0."""
+    from bot.store.export import write
+    from bot.store.rows import Rows
+
+    rows = Rows(("run_id", "account_id", "equity", "inputs"),
+                [(None, 1, Decimal("1.87E-8"), {"a": 1}), (3, None, Decimal("0E-10"), None)])
+    out = io.StringIO()
+    write(rows, "csv", title="t", out=out)
+    assert list(csv.reader(io.StringIO(out.getvalue()))) == [
+        ["run_id", "account_id", "equity", "inputs"],
+        ["", "1", "0.0000000187", '{"a": 1}'],
+        ["3", "", "0", ""],
+    ]
+
+
+@pytest.mark.parametrize(("stored", "text"), [
+    ("1.87E-8", "0.0000000187"), ("0E-10", "0"), ("-0E-10", "0"), ("5.0000000000", "5"),
+    ("5.0", "5"), ("1E+2", "100"), ("21.7480116022", "21.7480116022"), ("-0.5", "-0.5"),
+])
+def test_decimals_print_as_positional_digits(stored, text):
+    from bot.store.export import decimal_text
+
+    assert decimal_text(Decimal(stored)) == text
+    assert Decimal(text) == Decimal(stored)

@@ -1,12 +1,14 @@
 """Trade-log frames out: readable terminal tables, CSV and JSON on stdout.
 
-CSV and JSON keep money exact (Decimal written as its digits; a JSON string, since a
-JSON number would go through a float in most readers); tables round for reading.
+CSV and JSON keep money exact (Decimal written as its digits, never in exponent form; a
+JSON string, since a JSON number would go through a float in most readers); tables round
+for reading.
 Query results (Rows) print without pandas; DataFrames are taken too.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import json
 import math
@@ -48,7 +50,7 @@ def plain(value: Any) -> Any:
     if value is None or isinstance(value, bool | str | int):
         return value
     if isinstance(value, Decimal):
-        return str(value)
+        return decimal_text(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dt.date):  # datetime and pandas' Timestamp too
@@ -62,6 +64,19 @@ def plain(value: Any) -> Any:
     if pd is not None and pd.isna(value):
         return None
     return str(value)
+
+
+def decimal_text(value: Decimal) -> str:
+    """The digits of an exact decimal, positional and without trailing zeros: "0.0000000187",
+    "5", "0". str() would give the exponent form for small values ("1.87E-8") and for
+    PostgreSQL's zeros at NUMERIC's scale ("0E-10"), and each backend's own trailing zeros
+    ("5.0", "5.0000000000") for one number."""
+    if not value.is_finite():
+        return str(value)
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
 
 
 def records(table: Rows | pd.DataFrame) -> list[dict[str, Any]]:
@@ -103,6 +118,14 @@ WRAPPING = {"reason", "status_message", "inputs", "message", "context", "warning
             "data_source", "strategy", "rebalance"}
 
 
+def _csv_cell(value: Any) -> Any:
+    """A CSV field: what JSON gets (plain), nested values as JSON text, None empty."""
+    value = plain(value)
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return "" if value is None else value
+
+
 def render_table(
     table_rows: Rows | pd.DataFrame, title: str, console: Console, *, total: int | None = None,
     drop: Sequence[str] = (),
@@ -140,13 +163,14 @@ def write(
 ) -> None:
     """Print `frame` as a table (the last TABLE_ROWS rows if `truncate`), CSV or JSON."""
     out = out or sys.stdout
-    if fmt == "csv":  # pandas writes the CSV, as it always did
-        flat = table.frame() if isinstance(table, Rows) else table.copy()
-        for column in flat.columns:
-            flat[column] = [
-                json.dumps(plain(v)) if isinstance(v, dict | list) else plain(v) for v in flat[column]
-            ]
-        flat.to_csv(out, index=False, lineterminator="\n")
+    if fmt == "csv":
+        # Row by row, not through a DataFrame: pandas turns an integer column with an
+        # empty cell (a run id, an account id) into floats, and 1 would print as 1.0.
+        rows = Rows.of(table)
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(rows.columns)
+        for row in rows.rows:
+            writer.writerow(_csv_cell(v) for v in row)
     elif fmt == "json":
         out.write(json.dumps(records(table), indent=2, allow_nan=False) + "\n")
     else:
