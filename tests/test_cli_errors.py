@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy.engine import make_url
 
 import bot.cli
 from bot.backtest import span_indices
@@ -102,6 +103,19 @@ def test_mask_url_hides_the_password_of_text_that_is_no_url() -> None:
     assert mask_url("postgresql://bot:s3cret@db/x") == "postgresql://bot:***@db/x"
     assert mask_url("postgresql://bot:p@ss@db:port/x") == "postgresql://bot:***@db:port/x"
     assert mask_url("sqlite:///:memory:") == "sqlite:///:memory:"
+
+
+@pytest.mark.parametrize(("url", "masked"), [
+    ("postgresql+psycopg://user:p@ss@127.0.0.1/db", "postgresql+psycopg://user:***@127.0.0.1/db"),
+    ("postgresql://127.0.0.1:1/db?user=u&password=s3cretpw", "postgresql://127.0.0.1:1/db?user=u&password=***"),
+    ("postgresql://h/db?sslpassword=s3cret&sslmode=require", "postgresql://h/db?sslpassword=***&sslmode=require"),
+    ("postgresql://bot@db/x?application_name=bot", "postgresql://bot@db/x?application_name=bot"),
+    ("sqlite:////tmp/a.sqlite", "sqlite:////tmp/a.sqlite"),
+])
+def test_mask_url_hides_passwords_wherever_the_url_holds_them(url, masked) -> None:
+    assert mask_url(url) == masked
+    parsed = mask_url(make_url(url))  # a URL object: rendered by SQLAlchemy, then masked
+    assert "s3cret" not in parsed and "p@ss" not in parsed
 
 
 def _filled_log(tmp_path: Path, capsys) -> str:

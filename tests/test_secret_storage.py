@@ -25,18 +25,24 @@ def settings_with_store(url: str):
     return parse_settings(raw, "test")
 
 
-def test_the_store_password_is_masked_in_runs_config(tmp_path) -> None:
-    settings = settings_with_store(f"postgresql+psycopg://bot:{PASSWORD}@db.internal:5432/trades")
+@pytest.mark.parametrize(("url", "masked"), [
+    (f"postgresql+psycopg://bot:{PASSWORD}@db.internal:5432/trades",
+     "postgresql+psycopg://bot:***@db.internal:5432/trades"),
+    (f"postgresql+psycopg://db.internal:5432/trades?user=bot&password={PASSWORD}",
+     "postgresql+psycopg://db.internal:5432/trades?user=bot&password=***"),
+])
+def test_the_store_password_is_masked_in_runs_config(tmp_path, url, masked) -> None:
+    settings = settings_with_store(url)
     path = tmp_path / "log.sqlite"
     log = TradeLog.open(f"sqlite:///{path}")
     run_id = runner.start_run(log, settings, "backtest", "synthetic", True)
     with log.engine.connect() as conn:
         stored = conn.execute(sa.select(RUNS.c.config).where(RUNS.c.id == run_id)).scalar_one()
     log.close()  # checkpointed: every byte is in the file now
-    assert stored["store"]["url"] == "postgresql+psycopg://bot:***@db.internal:5432/trades"
+    assert stored["store"]["url"] == masked
     assert PASSWORD.encode() not in path.read_bytes()
     # The hash names the configuration, not the password: rotating it changes nothing.
-    other = settings_with_store("postgresql+psycopg://bot:another@db.internal:5432/trades")
+    other = settings_with_store(url.replace(PASSWORD, "another"))
     assert other.fingerprint() == settings.fingerprint()
 
 

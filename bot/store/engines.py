@@ -23,21 +23,19 @@ BUSY_TIMEOUT_MS = 5000
 #: how long opening a trade log waits for another process creating or upgrading its schema
 SCHEMA_LOCK_TIMEOUT_S = 60
 URL_EXAMPLES = "sqlite:///var/tradelog.sqlite or postgresql+psycopg://user:password@host/db"
-# user:password@ in text SQLAlchemy cannot parse: masked by pattern instead, up to the
-# last @ (a password may hold one; masking too much is the safe side).
+# user:password@, masked up to the last @: a password may hold one unencoded, which
+# SQLAlchemy would read as part of the host (masking too much is the safe side).
 _USERINFO = re.compile(r"(://[^:/@]*:).*@")
+# A password given as a query parameter (libpq takes password=, sslpassword=, ...).
+_SECRET_QUERY = re.compile(r"([?&;][^=&#]*(?:pass|pwd|secret|token|key)[^=&#]*=)[^&#]*", re.I)
 
 
 def mask_url(url: str | URL) -> str:
-    """The URL with its password replaced by ***, safe to print and log; also for text
-    that is not a valid URL (a typo must not leak the password in its error)."""
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
-        return _USERINFO.sub(r"\1***@", str(url))
-    if isinstance(url, str) and parsed.password is None:
-        return url  # nothing to hide; rendering would escape e.g. :memory:
-    return parsed.render_as_string(hide_password=True)
+    """The URL with its password replaced by ***, safe to print, log and store; by
+    pattern, so text that is not a valid URL (a typo must not leak the password in its
+    error) and a password in the query string are masked too."""
+    text = url if isinstance(url, str) else url.render_as_string(hide_password=True)
+    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
 
 
 def parse_database_url(url: str | URL) -> URL:
