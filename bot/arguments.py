@@ -5,6 +5,7 @@ database (a 31-digit run id overflows SQLite's 64-bit integers) or from logging.
 from __future__ import annotations
 
 import argparse
+import math
 
 #: the largest id the trade log can store (64-bit signed integers in SQLite and PostgreSQL)
 MAX_ID = 2**63 - 1
@@ -23,6 +24,18 @@ def whole_number(text: str, low: int, high: int, expected: str) -> int:
         value = None
     if value is None or not low <= value <= high:
         raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """A duration in seconds: finite and above 0 (nan or inf would make every comparison
+    with it pass or fail whatever the clock says)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
     return value
 
 

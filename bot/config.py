@@ -69,6 +69,11 @@ def _check_date(text: str) -> str:
 # typo fails `bot config check` instead of a backtest halfway through.
 IsoDate = Annotated[str, BeforeValidator(_date_text), AfterValidator(_check_date)]
 
+
+def _is_ticker(text: str) -> bool:
+    return text.isascii() and text.replace(".", "").isalnum() and text.upper() == text
+
+
 # The end of a report period: a date, or "present" for one still running (2025-present).
 PRESENT = "present"
 
@@ -262,8 +267,10 @@ RuleName = Literal["volatility", "drawdown", "correlation", "stops"]
 class RiskSettings(_Strict):
     position_cap: Annotated[float, Field(gt=0.0, le=1.0)] = 0.30
     rules: Annotated[tuple[RuleName, ...], Lax] = ("volatility", "drawdown", "correlation", "stops")
-    vol_window: Annotated[int, Field(ge=2)] = 20
-    vol_history: Annotated[int, Field(ge=10)] = 252
+    # Windows in trading days, at most 1000 (4 years) like the strategy's: a rule whose
+    # window is longer than the data never fires, silently.
+    vol_window: Annotated[int, Field(ge=2, le=1000)] = 20
+    vol_history: Annotated[int, Field(ge=10, le=1000)] = 252
     vol_high: Annotated[float, Field(gt=1.0)] = 1.5
     vol_low: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.7
     high_vol_risk_scale: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.75
@@ -276,7 +283,7 @@ class RiskSettings(_Strict):
     drawdown_exit: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
     defensive_cash: Fraction = 0.50
     defensive_max_days: PositiveInt = 63
-    correlation_window: Annotated[int, Field(ge=5)] = 60
+    correlation_window: Annotated[int, Field(ge=5, le=1000)] = 60
     correlation_max: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.80
     cluster_cap: Annotated[float, Field(gt=0.0, le=1.0)] = 0.45
     # stop = price x (1 - alpha x daily vol x regime factor): beyond 10 it never triggers
@@ -291,6 +298,11 @@ class RiskSettings(_Strict):
 
     @model_validator(mode="after")
     def _exit_below_enter(self) -> RiskSettings:
+        if self.vol_window >= self.vol_history:
+            raise ValueError(
+                f"vol_window ({self.vol_window}) must be shorter than vol_history "
+                f"({self.vol_history}), the level it is compared with"
+            )
         if self.drawdown_exit >= self.drawdown_enter:
             raise ValueError(
                 "drawdown_exit must be below drawdown_enter "
@@ -357,7 +369,7 @@ class DataSettings(_Strict):
 
     source: Literal["auto", "csv", "synthetic"] = "auto"
     directory: str = "data"  # inside the clone: where `bot data fetch` writes
-    synthetic_seed: int = 7
+    synthetic_seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 7  # numpy seeds are non-negative
     synthetic_start: IsoDate = "2008-01-02"
     synthetic_end: IsoDate = "2024-12-31"
     jump_scale_multiple: Annotated[float, in_range(5.0, 1000.0)] = 25.0
@@ -392,8 +404,14 @@ class StressSettings(_Strict):
 
     @model_validator(mode="after")
     def _rates_have_a_duration(self) -> StressSettings:
+        for name, fund in (("market", self.market), ("rates", self.rates)):
+            if not _is_ticker(fund):
+                raise ValueError(f"{name}: expected a ticker in capitals (e.g. SPY), got {fund!r}")
         if self.rates not in self.durations:
             raise ValueError(f"durations needs the duration of the rates fund {self.rates!r}")
+        start, end = self.calibration_start, self.calibration_end
+        if start is not None and end is not None and start >= end:
+            raise ValueError(f"calibration_start {start} must come before calibration_end {end}")
         return self
 
 
@@ -453,6 +471,12 @@ class Settings(_Strict):
                     problems.append(
                         f"overlay.{regime.value}.{sym}: not in universe {sorted(self.universe)}"
                     )
+            # A symbol the table leaves out keeps multiplier 1 (bot.strategy.leverage).
+            if self.universe and all(table.get(sym, 1.0) == 0.0 for sym in self.universe):
+                problems.append(
+                    f"overlay.{regime.value}: every multiplier is 0, which leaves nothing to "
+                    "weigh; give at least one asset a multiplier above 0"
+                )
         if self.universe and self.risk.position_cap * len(self.universe) < 1.0 - 1e-9:
             problems.append(
                 f"risk.position_cap: {self.risk.position_cap} x {len(self.universe)} assets "
@@ -480,10 +504,6 @@ class Settings(_Strict):
         raw = self.model_dump(mode="json")
         raw["store"]["url"] = mask_url(raw["store"]["url"])
         return raw
-
-
-def _is_ticker(text: str) -> bool:
-    return text.isascii() and text.replace(".", "").isalnum() and text.upper() == text
 
 
 def _describe(err: dict) -> str:

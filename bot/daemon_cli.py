@@ -11,6 +11,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot.arguments import positive_seconds
 from bot.errors import BotError
 from bot.store.locate import default_config, default_path
 
@@ -51,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     once.set_defaults(func=_cmd_once)
 
     health = sub.add_parser("health", help="exit 0 if the daemon's heartbeat is fresh")
-    health.add_argument("--max-age", type=float, default=300.0, help="seconds (default 300)")
+    health.add_argument("--max-age", type=positive_seconds, default=300.0, help="seconds (default 300)")
     health.set_defaults(func=_cmd_health)
 
     data = sub.add_parser("data", help="market data tools")

@@ -43,6 +43,7 @@ import pandas as pd
 from bot.config import Settings
 from bot.data.backfill import Backfilled, backfill
 from bot.data.base import MarketData
+from bot.errors import BotError
 from bot.research import STRESS_CLAIMS
 
 TRADING_DAYS = 252
@@ -170,10 +171,20 @@ def calibrate(settings: Settings, returns: pd.DataFrame) -> tuple[list[Sensitivi
     """Every fund's sensitivities, and the two co-move betas (TLT on SPY, SPY on TLT)."""
     st = settings.stress
     data = _window(returns, settings)
-    for fund in (st.market, st.rates):
+    for name, fund in (("market", st.market), ("rates", st.rates)):
         if fund not in data:
-            raise ValueError(f"stress: the factor fund {fund} is not in the data")
+            raise BotError(f"stress.{name}: the factor fund {fund} is not in the data "
+                           f"(it has {', '.join(sorted(data.columns))})")
     m, r = data[st.market], data[st.rates]
+    days = int((m.notna() & r.notna()).sum())
+    if days < MIN_CALIBRATION_DAYS:
+        # Every sensitivity would be 0 and every loss understated: refuse, do not guess.
+        first, last = st.calibration_start or "the data's start", st.calibration_end or "its end"
+        raise BotError(
+            f"stress.calibration_start..calibration_end ({first}..{last}) holds {days} days "
+            f"of {st.market} and {st.rates} returns; the factor model needs at least "
+            f"{MIN_CALIBRATION_DAYS}"
+        )
     (rate_on_market,), _ = _regress(r, m.to_frame())
     (market_on_rate,), _ = _regress(m, r.to_frame())
     comove = {"rates_on_market": float(rate_on_market), "market_on_rates": float(market_on_rate)}

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.arguments import run_id
 from bot.store.locate import database_argument, default_config
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--config", default=default_config(),
                         help="TOML file: universe, strategy and [stress] model (default: the repository's)")
-    parser.add_argument("--run", type=int,
+    parser.add_argument("--run", type=run_id,
                         help="stress this run's last holdings (default: where a backtest of the config ends)")
     parser.add_argument("--database", type=database_argument,
                         help="trade-log URL for --run (default BOT_DATABASE_URL or store.url)")

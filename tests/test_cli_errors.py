@@ -55,6 +55,12 @@ SQLITE = "sqlite:///{tmp}/log.sqlite"
          "cannot connect to the trade-log database postgresql+psycopg://u:***@127.0.0.1:1/x"),
         (["db", "upgrade", "--database", "sqlite:////proc/leverbot-nope/log.sqlite"],
          "cannot create the folder of the trade log"),
+        (["runs", "--database", "postgresql+psycopg://127.0.0.1:1/x?user=u&password=s3cret"],
+         "cannot connect to the trade-log database postgresql+psycopg://127.0.0.1:1/x?user=u&password=***"),
+        (["health", "--max-age", "nan"], "--max-age: expected a number of seconds above 0"),
+        (["health", "--max-age", "inf"], "--max-age: expected a number of seconds above 0"),
+        (["health", "--max-age", "-5"], "--max-age: expected a number of seconds above 0"),
+        (["stress", "--run", "99999999999999999999999"], "argument --run: expected a run id"),
     ],
 )
 def test_input_errors_are_one_line_with_exit_code_2(capsys, args, expected) -> None:
@@ -235,3 +241,17 @@ def test_report_says_when_the_risk_free_rate_is_missing(tmp_path, capsys) -> Non
     log.close()
     notes = _report(capsys, url, run_id, tmp_path / "r")["meta"]["notes"]
     assert any(n.startswith("risk-free rate (DTB3) missing") and "assume 0%" in n for n in notes)
+
+
+def test_health_reads_only_a_regular_heartbeat_file(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("BOT_HEARTBEAT_FILE", str(tmp_path))  # a folder: its time is no beat
+    code, out, _err = run_cli(capsys, "health")
+    assert code == 1 and "no heartbeat" in out
+    beat = tmp_path / "hb"
+    beat.touch()
+    monkeypatch.setenv("BOT_HEARTBEAT_FILE", str(beat))
+    assert run_cli(capsys, "health", "--max-age", "60")[0] == 0
+    old = beat.stat().st_mtime - 2 * 86400
+    os.utime(beat, (old, old))
+    code, out, _err = run_cli(capsys, "health", "--max-age", "60")
+    assert code == 1 and "unhealthy: last heartbeat" in out

@@ -3,7 +3,7 @@ import textwrap
 import pytest
 
 from bot.cli import main
-from bot.config import load_settings
+from bot.config import load_settings, parse_settings
 from bot.errors import ConfigError
 from tests.conftest import CONFIG
 
@@ -171,3 +171,30 @@ def test_unreadable_files_are_named_not_tracebacks(tmp_path, capsys):
     assert main(["config", "check", str(folder), str(binary), str(CONFIG)]) == 1
     out = capsys.readouterr().out
     assert f"{folder}: INVALID" in out and f"{binary}: INVALID" in out and f"{CONFIG}: OK" in out
+
+
+@pytest.mark.parametrize(("section", "key", "value", "message"), [
+    ("risk", "correlation_window", 100000, "risk.correlation_window"),
+    ("risk", "vol_history", 100000, "risk.vol_history"),
+    ("risk", "vol_window", 300, "vol_window (300) must be shorter than vol_history (252)"),
+    ("data", "synthetic_seed", -7, "data.synthetic_seed"),
+])
+def test_values_that_would_silently_disable_a_rule_or_crash_later_are_refused(
+    section, key, value, message
+):
+    raw = load_settings(CONFIG).model_dump(mode="json")
+    raw[section][key] = value
+    with pytest.raises(ConfigError) as err:
+        parse_settings(raw, "test")
+    assert any(message in p for p in err.value.problems), err.value.problems
+
+
+def test_an_overlay_of_zeros_is_refused():
+    settings = load_settings(CONFIG)
+    raw = settings.model_dump(mode="json")
+    raw["overlay"]["GROWTH"] = dict.fromkeys(settings.symbols, 0.0)
+    with pytest.raises(ConfigError) as err:
+        parse_settings(raw, "test")
+    assert any(p.startswith("overlay.GROWTH: every multiplier is 0") for p in err.value.problems)
+    raw["overlay"]["GROWTH"] = {"TQQQ": 0.0}  # the others keep 1: fine
+    parse_settings(raw, "test")

@@ -229,3 +229,48 @@ def test_stress_report_refuses_a_portfolio_outside_the_universe(settings, real_m
 
     with pytest.raises(BotError, match="not in the config's universe"):
         stress_report(settings, real_market, Portfolio({"XYZ": 0.5}, "x", "test"), {})
+
+
+def _with_stress(settings, **changes):
+    raw = settings.model_dump(mode="json")
+    raw["stress"].update(changes)
+    return parse_settings(raw, "test")
+
+
+def test_a_calibration_window_too_short_for_the_factors_is_refused_not_zeroed(settings):
+    """With fewer than 60 days of both factor funds every sensitivity would be 0 and each
+    shock's loss several times too small: a clear error instead."""
+    from bot.errors import BotError
+    from bot.stress import returns_frame
+
+    returns = returns_frame(exact_market(settings))  # 2019
+    for window in ({"calibration_start": "2030-01-01"},
+                   {"calibration_start": "2019-01-02", "calibration_end": "2019-02-15"}):
+        with pytest.raises(BotError, match=r"stress.calibration_start..calibration_end .* holds "
+                                           r"\d+ days of SPY and TLT returns; .* at least 60"):
+            calibrate(_with_stress(settings, **window), returns)
+    sens, _ = calibrate(_with_stress(settings, calibration_start="2019-01-02",
+                                     calibration_end="2019-06-28"), returns)
+    assert {s.symbol: s for s in sens}["TQQQ"].b_market == pytest.approx(1.2, abs=1e-9)
+
+
+def test_a_factor_fund_missing_from_the_data_names_the_field(settings):
+    from bot.errors import BotError
+    from bot.stress import returns_frame
+
+    returns = returns_frame(exact_market(settings)).drop(columns=["TLT"])
+    with pytest.raises(BotError, match=r"stress.rates: the factor fund TLT is not in the data"):
+        calibrate(settings, returns)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"calibration_start": "2024-01-01", "calibration_end": "2020-01-01"},
+     "calibration_start 2024-01-01 must come before calibration_end 2020-01-01"),
+    ({"market": "spy"}, "market: expected a ticker in capitals"),
+    ({"rates": "tlt", "durations": {"tlt": 16.5}}, "rates: expected a ticker in capitals"),
+])
+def test_stress_settings_are_checked_with_the_config(settings, changes, message):
+    from bot.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        _with_stress(settings, **changes)

@@ -109,10 +109,11 @@ def touch_heartbeat(path: Path) -> None:
 
 
 def heartbeat_age(path: Path, now: float | None = None) -> float | None:
-    """Seconds since the last heartbeat; None if there is none."""
+    """Seconds since the last heartbeat; None if there is none (a folder or anything but
+    a regular file at the path is none: its time says nothing about the daemon)."""
     import time
 
-    if not path.exists():
+    if not path.is_file():
         return None
     return (now or time.time()) - path.stat().st_mtime
 
