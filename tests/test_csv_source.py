@@ -131,6 +131,10 @@ MALFORMED = {
     "negative_open": ([GOOD[0], "2024-01-03,-11,,,11,11,", GOOD[2]], HEADER, "open"),
     "bad_date": ([GOOD[0], "2024-13-03,11,,,11,11,", GOOD[2]], HEADER, "date"),
     "non_numeric": ([GOOD[0], "2024-01-03,11,,,11,eleven,", GOOD[2]], HEADER, "adj_close"),
+    "bad_stamp_time": ([GOOD[0], "2024-01-03T25:00:00Z,11,,,11,11,"], HEADER, "date"),
+    "repeated_header": (GOOD, "date,open,high,low,close,Adj Close,adj_close", "adj_close"),
+    "repeated_date_header": (["2024-01-02,2024-01-02,10"], "Date, date,close", "date"),
+    "identical_header": (["2024-01-02,10,11"], "date,close,close", "close"),
 }
 
 
@@ -152,6 +156,19 @@ def test_errors_name_the_offending_value(tmp_path: Path) -> None:
     assert "2024-01-03" in str(_load_error(tmp_path, ["C"]))
     _write(tmp_path, "D", [GOOD[0], "2024-01-03,11,,,11,eleven,"])
     assert "eleven" in str(_load_error(tmp_path, ["D"]))
+
+
+def test_stamped_dates_keep_the_day_they_name(tmp_path: Path) -> None:
+    """A daily file may stamp its rows with a time and an offset: each row is the day its
+    stamp names, whatever the offset (converted to UTC, +01:00 midnight would be the day
+    before) and across daylight saving's change of offset (which pandas cannot parse
+    together)."""
+    days = sessions("2024-03-07", "2024-03-12")[:4]  # the US clocks change on 10 March
+    offsets = ["+01:00", "-05:00", "-04:00", "Z"]
+    lines = [f"{d}T00:00:00{o},10,,,10,10," for d, o in zip(days, offsets, strict=True)]
+    _write(tmp_path, "X", lines)
+    p = load_csv_directory(tmp_path, ["X"], macro=()).prices
+    assert [str(d)[:10] for d in p.dates] == [str(d) for d in days]
 
 
 def test_close_column_alone_is_enough(tmp_path: Path) -> None:

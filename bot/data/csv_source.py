@@ -133,16 +133,38 @@ def _read_csv(path: Path, **options: object) -> pd.DataFrame:
         raise DataError(str(path), None, f"not a readable CSV file: {exc}") from exc
     except OSError as exc:  # no permission, a device error
         raise DataError(str(path), None, f"cannot be read: {exc.strerror or exc}") from exc
-    frame.columns = [str(c).strip().lower().replace(" ", "_") for c in frame.columns]
+    given = [str(c) for c in frame.columns]
+    frame.columns = [c.strip().lower().replace(" ", "_") for c in given]
+    seen: dict[str, str] = {}
+    for original, column in zip(given, frame.columns, strict=True):
+        # pandas renames an exact repeat "close" to "close.1"; a repeat that differs in
+        # case or spaces becomes one here, and frame[column] would then be a frame.
+        base, _, suffix = column.rpartition(".")
+        if suffix.isdigit() and base in seen:
+            column, original = base, original.rpartition(".")[0]
+        if column in seen:
+            raise DataError(str(path), column, f"the header names {column!r} twice "
+                            f"({seen[column]!r} and {original!r})")
+        seen[column] = original
     if frame.empty:
         raise DataError(str(path), None, "file has a header but no rows")
     return frame
 
 
 def _parse_dates(path: Path, raw: pd.Series) -> np.ndarray:
-    """ISO dates as datetime64[D]; the first unparseable one is named with its line."""
+    """ISO dates as datetime64[D]; the first unparseable one is named with its line.
+
+    A stamp with a time ("2024-03-08T00:00:00+01:00") names its day by its own date
+    part: converted to UTC first it would move to the 7th, and stamps whose offset
+    changes with daylight saving (-05:00, -04:00) could not be parsed together. Its time
+    and offset must still be valid."""
     text = raw.astype("string").str.strip()
-    parsed = pd.to_datetime(text, format="ISO8601", errors="coerce")
+    stamped = (text.str.len().gt(10) & text.str.slice(10, 11).isin(["T", " "])).fillna(False)
+    parsed = pd.to_datetime(text.mask(stamped, text.str.slice(0, 10)), format="ISO8601",
+                            errors="coerce")
+    if stamped.any():
+        whole = pd.to_datetime(text[stamped], format="ISO8601", errors="coerce", utc=True)
+        parsed[whole.index[whole.isna().to_numpy()]] = pd.NaT
     bad = np.flatnonzero(parsed.isna().to_numpy())
     if bad.size:
         i = int(bad[0])
