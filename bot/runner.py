@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from bot import __version__
-from bot.backtest import BacktestResult, run_backtest, scratch_tradelog
+from bot.backtest import BacktestResult, run_backtest, scratch_tradelog, span_indices
 from bot.config import Settings, load_settings, parse_settings, resolve_data_dir, resolve_store_url
 from bot.data.base import RISK_FREE, MarketData
 from bot.data.history import load_history
@@ -167,6 +167,12 @@ def _backtest(options: BacktestOptions) -> int:
     extra = reference_symbols() if settings.backtest.benchmarks else set()
     with long_lived():
         market = load_history(settings, data_dir, sorted(extra | {"SPY"} | underlyings(settings)))
+    # The user's input is checked before a run is recorded: a span outside the data or an
+    # --out that cannot be a folder is an error, not a failed run in the trade log.
+    span_indices(market.prices.select(settings.symbols).dates, settings.backtest.start,
+                 settings.backtest.end)
+    if options.out is not None:
+        make_dir(options.out)
     url = options.database or resolve_store_url(settings, options.config)
     tradelog = TradeLog.open(url)
     run_id = start_run(tradelog, settings, "backtest", market.label, market.synthetic)

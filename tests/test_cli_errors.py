@@ -88,9 +88,14 @@ def test_spans_outside_the_data_are_errors_before_a_run_is_recorded(tmp_path, ca
                               "--no-charts", "--no-benchmarks", "--database", url,
                               "--out", str(tmp_path / "out"))
     assert code == 2 and "holds fewer than 2 trading days of data" in err, err
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    code, _out, err = run_cli(capsys, "backtest", "--synthetic", "--no-charts", "--no-benchmarks",
+                              "--database", url, "--out", str(taken))
+    assert code == 2 and str(taken) in err, err
     log = TradeLog.open_readonly(url)
     try:
-        assert list(log.runs()["status"]) == ["failed"]
+        assert log.runs().empty  # both refused before a run was recorded
     finally:
         log.engine.dispose()
 
