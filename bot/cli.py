@@ -147,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Commands that only read and print set logs_lazily: structlog loads if they log.
     setup = defer_logging if getattr(args, "logs_lazily", False) else configure_logging
-    setup(args.log_level, args.log_format)
     try:
+        setup(args.log_level, args.log_format)
         return int(args.func(args))
     except BotError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -64,14 +64,26 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+LOG_FORMATS = ("console", "json")
 _deferred: tuple[str, str | None] | None = None  # defer_logging's set-up, not applied yet
+
+
+def _log_format(fmt: str | None) -> str:
+    """The format asked for, else BOT_LOG_FORMAT, else console on a terminal and JSON
+    otherwise; a BOT_LOG_FORMAT that is neither is an error, not JSON by default."""
+    fmt = fmt or os.environ.get("BOT_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
+    if fmt not in LOG_FORMATS:
+        from bot.errors import BotError
+
+        raise BotError(f"BOT_LOG_FORMAT: expected {' or '.join(LOG_FORMATS)}, got {fmt!r}")
+    return fmt
 
 
 def defer_logging(level: str = "INFO", fmt: str | None = None) -> None:
     """configure_logging's set-up, applied when a `get_logger` proxy first logs (at once if
     structlog is loaded already: a module using it directly may log any time)."""
     global _deferred
-    _deferred = (level, fmt)
+    _deferred = (level, _log_format(fmt))  # a bad BOT_LOG_FORMAT fails now, not at a first line
     if "structlog" in sys.modules:
         configure_logging(level, fmt)
 
@@ -104,7 +116,7 @@ def configure_logging(level: str = "INFO", fmt: str | None = None) -> None:
     import structlog
 
     _deferred = None
-    fmt = fmt or os.environ.get("BOT_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
+    fmt = _log_format(fmt)
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
         if fmt == "console"

@@ -66,7 +66,10 @@ def parse_weights(text: str) -> dict[str, float]:
             weight = -1.0
         if not sep or not symbol.strip() or not 0.0 <= weight <= 1.0:
             raise BotError(f"--weights: expected SYMBOL=WEIGHT with a weight in 0..1, got {item!r}")
-        weights[symbol.strip().upper()] = weight
+        symbol = symbol.strip().upper()
+        if symbol in weights:  # which one was meant? not the last one silently
+            raise BotError(f"--weights: {symbol} is given twice")
+        weights[symbol] = weight
     if not weights:
         raise BotError("--weights: expected SYMBOL=WEIGHT,... (e.g. SPY=0.6,AGG=0.4)")
     return weights

@@ -87,6 +87,11 @@ def test_add_show_close_and_list(url, capsys):
         ([A, "--profile", "balanced", "--suitability", "[1, 2]"], "--suitability: expected a JSON object"),
         ([A, "--profile", "balanced", "--suitability", "{bad"], "--suitability: expected a JSON object"),
         ([A, "--profile", "balanced", "--created", "2024-13-01"], "--created: expected YYYY-MM-DD"),
+        ([A, "--profile", "balanced", "--created", "0001-01-01T00:00:00+01:00"],
+         "--created: expected a time between the years 1 and 9999 in UTC"),
+        ([A, "--profile", "balanced", "--suitability", '{"score": NaN}'], "NaN is not a JSON number"),
+        ([A, "--profile", "balanced", "--suitability", "[" * 100_000],
+         "--suitability: expected a JSON object, got one nested too deeply"),
     ],
 )
 def test_bad_account_fields_are_named(argv, message, tmp_path, capsys):

@@ -260,3 +260,10 @@ def test_health_reads_only_a_regular_heartbeat_file(tmp_path, monkeypatch, capsy
     os.utime(beat, (old, old))
     code, out, _err = run_cli(capsys, "health", "--max-age", "60")
     assert code == 1 and "unhealthy: last heartbeat" in out
+
+
+def test_an_unknown_log_format_is_an_error_not_json(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("BOT_LOG_FORMAT", "xml")
+    for args in (["runs", "--database", "sqlite:///:memory:"], ["version"]):
+        code, _out, err = run_cli(capsys, *args)
+        assert code == 2 and "BOT_LOG_FORMAT: expected console or json, got 'xml'" in err

@@ -174,6 +174,8 @@ def test_bot_rebalancing_pushes_a_runs_targets(fake, log, monkeypatch, capsys):
 
     assert main(["rebalancing", "push", "--profile", "balanced", "--weights", "SPY=0.5,BND=x", *db]) == 2
     assert "--weights: expected SYMBOL=WEIGHT with a weight in 0..1, got 'BND=x'" in capsys.readouterr().err
+    assert main(["rebalancing", "push", "--profile", "balanced", "--weights", "SPY=0.3,spy=0.5", *db]) == 2
+    assert "--weights: SPY is given twice" in capsys.readouterr().err
     monkeypatch.delenv("APCA_BROKER_API_SECRET")
     assert main(["rebalancing", "subscribe", *db]) == 2
     assert "APCA_BROKER_API_SECRET is not set" in capsys.readouterr().err

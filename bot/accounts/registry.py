@@ -111,11 +111,21 @@ def profile_config(profile: str) -> Path:
 
 
 def parse_suitability(text: str) -> dict[str, Any]:
-    """The suitability assessment as a JSON object (answers, score, ...)."""
+    """The suitability assessment as a JSON object (answers, score, ...), in standard
+    JSON: NaN and Infinity are refused (they would be stored as text), and so is nesting
+    deeper than the parser's stack."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not a JSON number")
+
     try:
-        value = json.loads(text)
-    except ValueError as exc:
+        value = json.loads(text, parse_constant=refuse)
+    except RecursionError:
+        raise ValueError("expected a JSON object, got one nested too deeply") from None
+    except json.JSONDecodeError as exc:
         raise ValueError(f"expected a JSON object, e.g. '{{\"score\": 7}}': {exc.msg}") from None
+    except ValueError as exc:
+        raise ValueError(f"expected a JSON object, e.g. '{{\"score\": 7}}': {exc}") from None
     if not isinstance(value, dict):
         raise ValueError(f"expected a JSON object, e.g. '{{\"score\": 7}}', got {type(value).__name__}")
     return value
@@ -138,7 +148,10 @@ def parse_created(text: str) -> dt.datetime:
         if len(text.strip()) > 10:
             raise ValueError(f"expected a time zone on the timestamp (e.g. Z), got {text!r}")
         value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01 at +01:00 is before year 1 in UTC
+        raise ValueError(f"expected a time between the years 1 and 9999 in UTC, got {text!r}") from None
 
 
 # ---------------------------------------------------------------------- the registry
