@@ -39,6 +39,14 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def symbol(text: str) -> str:
+    """A ticker as the trade log stores it: " tqqq" is TQQQ, not a symbol nothing matches."""
+    ticker = text.strip().upper()
+    if not ticker or not ticker.replace(".", "").isalnum() or not ticker.isascii():
+        raise argparse.ArgumentTypeError(f"expected a ticker such as TQQQ, got {text!r}")
+    return ticker
+
+
 def run_id(text: str) -> int:
     """A run id as `bot runs` lists them."""
     return whole_number(

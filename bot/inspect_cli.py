@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.arguments import MAX_ID, row_limit, run_id
+from bot.arguments import MAX_ID, row_limit, run_id, symbol
 from bot.store.locate import add_database_arguments, database_url, report_dir
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def _add_filters(parser: argparse.ArgumentParser, latest: bool) -> None:
     parser.add_argument("--run", type=_run, help=f"run id, or 'all' (default: {default})")
     parser.add_argument("--since", type=_day, help="first day, YYYY-MM-DD (UTC)")
     parser.add_argument("--until", type=_day, help="last day, YYYY-MM-DD (UTC), inclusive")
-    parser.add_argument("--symbol", help="one asset, e.g. TQQQ")
+    parser.add_argument("--symbol", type=symbol, help="one asset, e.g. TQQQ")
     parser.add_argument(
         "--limit", type=row_limit, help="only the most recent N rows (tables show 100 unless given; 0: all)"
     )

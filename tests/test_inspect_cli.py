@@ -144,7 +144,7 @@ def test_filters_select_days_symbols_and_the_latest_rows(filled, capsys) -> None
     assert [r["day"] for r in rows] == [d.date().isoformat() for d in march.index]
 
     symbol = fills["symbol"].value_counts().index[0]
-    picked = as_json(capsys, "trades", "--database", url, "--symbol", symbol.lower())
+    picked = as_json(capsys, "trades", "--database", url, "--symbol", f" {symbol.lower()} ")
     assert {t["symbol"] for t in picked} == {symbol}
     assert len(picked) == (fills["symbol"] == symbol).sum()
 
