@@ -83,6 +83,21 @@ def test_cash_excludes_what_open_buy_orders_reserve(fake, broker):
     assert broker.cash() == pytest.approx(100_000 - 1000 * 10)
 
 
+def test_cash_excludes_open_buys_on_a_margin_account_too(fake, broker):
+    """Alpaca opens margin accounts: buying power 2-4x the cash, and cash that does not
+    drop while a buy is open. The bot deducts its own open buys, or a second batch of
+    buys would spend the same cash again, on margin."""
+    broker.submit(req("TMF", Side.BUY, 1000, ref=10.0), fake.now)
+    fake.account_patch = {"buying_power": "400000", "non_marginable_buying_power": "100000",
+                          "multiplier": "4"}
+    broker.refresh()
+    assert broker.account().cash == pytest.approx(100_000)
+    assert broker.cash() == pytest.approx(100_000 - 1000 * 10)
+    fake.account_patch = {"buying_power": "5000"}  # and never more than the buying power
+    broker.refresh()
+    assert broker.cash() == pytest.approx(5000)
+
+
 @pytest.mark.parametrize(
     ("patch", "field"),
     [

@@ -54,7 +54,7 @@ from bot.net import (
     take_over_sdk_retries,
 )
 from bot.secrets import PAPER_TRADING_URL, Credentials, load_credentials, load_endpoints
-from bot.types import Fill, Order, OrderRequest, OrderStatus
+from bot.types import Fill, Order, OrderRequest, OrderStatus, Side
 
 log = structlog.get_logger(__name__)
 
@@ -166,12 +166,24 @@ class AlpacaBroker:
         return info
 
     def cash(self) -> float:
-        """Cash we may spend: the lesser of cash and buying power, so the bot never
-        plans on margin and open buy orders' reservations are respected."""
+        """Cash we may spend: the account's cash less what our open buys will still cost,
+        and never more than its buying power. Alpaca opens margin accounts, whose buying
+        power is 2-4x the cash and whose cash does not drop while a buy is open: without
+        the deduction a second batch of buys would be paid for twice, on margin."""
         if self._account is None:
             self.refresh()
         assert self._account is not None
-        return max(0.0, min(self._account.cash, self._account.buying_power))
+        return max(0.0, min(self._account.cash - self.open_buy_cost(), self._account.buying_power))
+
+    def open_buy_cost(self) -> float:
+        """What the tracked open buys still cost at the prices they were sized on (an
+        order without a usable reference price counts nothing)."""
+        return sum(
+            max(o.request.quantity - o.filled_quantity, 0.0) * o.request.reference_price
+            for o in self._tracked.values()
+            if o.request.side is Side.BUY and not o.status.is_final
+            and 0.0 < o.request.reference_price < math.inf
+        )
 
     def cash_balance(self) -> float:
         """The account's cash, open buys' reservations not deducted (negative if it

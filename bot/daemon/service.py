@@ -22,6 +22,7 @@ from bot.clock import SimulatedClock
 from bot.daemon.jobs import TradingJobs
 from bot.daemon.retries import CLOSE_PLAN, OPEN_PLAN, RetryingJob, RetryPlan, RetrySlotTrigger
 from bot.daemon.triggers import SessionTrigger, WeekStartTrigger
+from bot.errors import BotError
 
 log = structlog.get_logger(__name__)
 
@@ -189,6 +190,16 @@ def _request_stop(stop: threading.Event, signum: int) -> None:
     stop.set()
 
 
+#: how often the daemon checks that its scheduler still runs
+WATCHDOG_SECONDS = 30.0
+
+
+def scheduler_alive(scheduler: BackgroundScheduler) -> bool:
+    """Whether the scheduler's thread runs (APScheduler 3 keeps it as `_thread`)."""
+    thread = getattr(scheduler, "_thread", None)
+    return thread is not None and thread.is_alive()
+
+
 def run_on_wall_clock(
     schedule: Schedule,
     stop: threading.Event | None = None,
@@ -204,7 +215,14 @@ def run_on_wall_clock(
         for job in scheduler.get_jobs():
             log.info("scheduled", job=job.name, next_run=str(job.next_run_time))
         try:
-            stop.wait()
+            while not stop.wait(WATCHDOG_SECONDS):
+                if not scheduler_alive(scheduler):
+                    # An error in a trigger ends APScheduler's thread: the process would
+                    # live on, trading nothing. Exit instead, so systemd or Docker start
+                    # a fresh daemon (restarts are safe by design).
+                    log.error("scheduler thread died: exiting for the supervisor to restart")
+                    raise BotError("the scheduler stopped (see the log's last error); "
+                                   "the daemon exits so that it is restarted")
             if isinstance(stop, StopRequest) and stop.signal_name:
                 log.info("signal received", signal=stop.signal_name)
         finally:

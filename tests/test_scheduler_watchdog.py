@@ -1,0 +1,53 @@
+"""A trigger that raises ends APScheduler's thread; the daemon must then exit (for systemd
+or Docker to restart it), not live on trading nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+from apscheduler.triggers.base import BaseTrigger
+
+from bot.daemon import service
+from bot.daemon.service import JobSpec, Schedule, run_on_wall_clock
+from bot.errors import BotError
+
+
+class BrokenCalendarTrigger(BaseTrigger):
+    """Fires at once, then fails to compute its next time, as a calendar beyond its
+    table did (DateOutOfBounds)."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def get_next_fire_time(self, previous_fire_time, now):
+        self.asked += 1
+        if previous_fire_time is None:
+            return now
+        raise RuntimeError("DateOutOfBounds: the calendar ends before the next session")
+
+
+# the scheduler thread's own exception is what this test provokes
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_the_daemon_exits_when_its_scheduler_thread_dies(monkeypatch) -> None:
+    monkeypatch.setattr(service, "WATCHDOG_SECONDS", 0.05)
+    ran, stopped = threading.Event(), []
+    schedule = Schedule([JobSpec("decision", BrokenCalendarTrigger(), lambda: ran.set() or True)])
+    with pytest.raises(BotError, match="the scheduler stopped"):
+        run_on_wall_clock(schedule, threading.Event(), on_stop=lambda: stopped.append(True))
+    assert stopped == [True]  # the last records are still written
+
+
+def test_a_healthy_scheduler_runs_until_asked_to_stop(monkeypatch) -> None:
+    monkeypatch.setattr(service, "WATCHDOG_SECONDS", 0.05)
+    stop = threading.Event()
+    spec = JobSpec("noop", _Never(), lambda: True)
+    threading.Timer(0.3, stop.set).start()
+    run_on_wall_clock(Schedule([spec]), stop)  # returns, no error
+    assert stop.is_set()
+
+
+class _Never(BaseTrigger):
+    def get_next_fire_time(self, previous_fire_time, now):
+        return now + dt.timedelta(days=1)
