@@ -281,6 +281,35 @@ def test_daemon_starts_and_stops_inside_the_units_sandbox(tmp_path, venue):
     log.close()
 
 
+def test_a_universe_alpaca_cannot_trade_as_configured_stops_the_start(tmp_path, venue):
+    """Alpaca rejects every fractional order of an asset it trades in whole shares only,
+    so the position would never be built: the daemon refuses to start, naming the asset
+    and the setting, and starts once the config trades whole shares."""
+    from bot.config import parse_settings
+    from bot.errors import BotError
+
+    venue.not_fractionable = {"TMF"}
+    venue.set_now(OPEN_JOB)
+    log, run_id = open_log(tmp_path)
+    with pytest.raises(BotError, match=r"TMF is not fractionable at Alpaca .*"
+                                       r"set rebalance.fractional = false"):
+        build_live(SETTINGS, log, run_id, live=False, clock=SimulatedClock(OPEN_JOB),
+                   policy=FAST, fred_policy=FAST)
+    assert venue.order_count() == 0
+    raw = SETTINGS.model_dump(mode="json")
+    raw["rebalance"]["fractional"] = False
+    whole = parse_settings(raw, "test")
+    jobs = build_live(whole, log, run_id, live=False, clock=SimulatedClock(OPEN_JOB),
+                      policy=FAST, fred_policy=FAST)
+    assert jobs.run("open", jobs.open_job)
+    assert [o.data["qty"] for o in venue.orders if float(o.data["qty"]) != int(float(o.data["qty"]))] == []
+    venue.not_tradable = {"DIG"}
+    with pytest.raises(BotError, match="DIG is not tradable at Alpaca"):
+        build_live(whole, log, run_id, live=False, clock=SimulatedClock(OPEN_JOB),
+                   policy=FAST, fred_policy=FAST)
+    log.close()
+
+
 def test_orders_are_sized_on_the_latest_trade_prices(tmp_path, venue):
     venue.latest_trades = {s: p * 1.02 for s, p in venue.prices.items()}
     jobs, log, _ = daemon(tmp_path, venue)

@@ -361,6 +361,24 @@ def test_buys_sent_at_once_share_one_budget_on_a_margin_account():
     assert spent == pytest.approx(40_000.0 * 0.995)
 
 
+def test_a_buy_cut_below_a_dollar_or_a_share_is_not_sent():
+    """Alpaca refuses a fractional buy worth under $1, and any fractional quantity of a
+    config that trades whole shares: a buy cut to the cash left honours both."""
+    inner = MarginAccount()  # 40k cash
+    sequenced = SellsFirst(inner)
+    first = OrderRequest("x-UPRO-buy", "x", "UPRO", Side.BUY, 397.998, "t", 100.0)  # 39,799.80
+    tiny = OrderRequest("x-UGL-buy", "x", "UGL", Side.BUY, 10.0, "t", 100.0)  # 0.20 left
+    sequenced.submit(first, OPEN_JOB)
+    order = sequenced.submit(tiny, OPEN_JOB)
+    assert [r.symbol for r in inner.sent] == ["UPRO"]
+    assert order.status is OrderStatus.REJECTED and order.status_message == "no cash left after the sells"
+
+    whole = MarginAccount()
+    sequenced = SellsFirst(whole, whole_shares=True)
+    sequenced.submit(OrderRequest("y-UPRO-buy", "y", "UPRO", Side.BUY, 500.0, "t", 99.0), OPEN_JOB)
+    assert [r.quantity for r in whole.sent] == [402]  # 39,800 / 99 = 402.02, floored
+
+
 def test_a_resolved_order_loses_its_unconfirmed_or_queued_message(fake, broker):
     from bot.broker.alpaca import _copy_state
 

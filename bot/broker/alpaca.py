@@ -501,6 +501,19 @@ class AlpacaBroker:
             to_utc(raw.timestamp), bool(raw.is_open), to_utc(raw.next_open), to_utc(raw.next_close)
         )
 
+    def asset_problems(self, symbols: tuple[str, ...], fractional: bool) -> list[str]:
+        """What would stop the bot trading `symbols` here: an asset Alpaca does not know
+        or does not trade, or (when the config sends fractional quantities) one it trades
+        in whole shares only, whose every fractional order it would reject."""
+        problems = []
+        for symbol in symbols:
+            asset = sdk_call(f"asset {symbol}", self._client.get_asset, symbol)
+            if not asset.tradable:
+                problems.append(f"{symbol} is not tradable at Alpaca")
+            elif fractional and not asset.fractionable:
+                problems.append(f"{symbol} is not fractionable at Alpaca (whole shares only)")
+        return problems
+
     def calendar(self, start: dt.date, end: dt.date) -> list[TradingSession]:
         """Sessions with their UTC open and close; Alpaca sends New York wall times, so
         early closes (13:00) and DST are converted per day."""

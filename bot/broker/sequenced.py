@@ -39,6 +39,10 @@ MarketOpen = Callable[[dt.datetime], bool]
 LatestPrices = Callable[[tuple[str, ...]], np.ndarray | None]
 
 
+#: Alpaca's smallest fractional order value, in dollars
+MIN_ORDER_VALUE = 1.0
+
+
 class SellsFirst:
     def __init__(
         self,
@@ -47,8 +51,12 @@ class SellsFirst:
         *,
         market_open: MarketOpen | None = None,
         prices: LatestPrices | None = None,
+        whole_shares: bool = False,
     ) -> None:
+        """`whole_shares`: the config trades whole shares (rebalance.fractional false), so
+        a buy cut to the cash left is cut to whole shares too."""
         self.inner = inner
+        self._whole_shares = whole_shares
         self._queue: list[Order] = []
         self._sells: list[Order] = []  # sent through here; the inner broker updates them
         self._incident = incident
@@ -175,7 +183,10 @@ class SellsFirst:
         req = order.request
         price = price or req.reference_price
         quantity = min(req.quantity, max(budget, 0.0) / price)
-        if quantity <= 0:
+        if self._whole_shares:
+            quantity = math.floor(quantity + 1e-9)
+        if quantity <= 0 or quantity * price < MIN_ORDER_VALUE:
+            # Alpaca refuses a fractional buy worth less than $1: not sent at all.
             order.status = OrderStatus.REJECTED
             order.status_message = "no cash left after the sells"
             return order, 0.0

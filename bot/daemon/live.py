@@ -18,6 +18,7 @@ from bot.daemon.sessions import SessionCalendar
 from bot.data.alpaca import AlpacaMarketData
 from bot.data.plausibility import PlausibilityRules
 from bot.engine import build_model
+from bot.errors import BotError
 from bot.net import ALPACA_POLICY, FRED_POLICY, RetryPolicy
 from bot.notify import Notifier
 from bot.secrets import load_credentials, load_endpoints
@@ -71,7 +72,13 @@ def build_live(
         incident=tradelog.incident,
         market_open=lambda now: calendar.in_session(now, before_close=BUY_CUTOFF),
         prices=feed.sizing_prices,
+        whole_shares=not settings.rebalance.fractional,
     )
+    problems = alpaca.asset_problems(settings.symbols, settings.rebalance.fractional)
+    if problems:
+        hint = ("; set rebalance.fractional = false to trade whole shares"
+                if any("fractionable" in p for p in problems) else "")
+        raise BotError(f"cannot trade the universe: {'; '.join(problems)}{hint}")
     mode = "paper" if endpoints.paper else "live"
     account = broker.account()
     log.info(

@@ -112,7 +112,8 @@ def open_session(
     tradelog.account_id = account.id
     feed = profile.feed
     broker = SellsFirst(venue, incident=tradelog.incident, market_open=ctx.market_open,
-                        prices=feed.sizing_prices)
+                        prices=feed.sizing_prices,
+                        whole_shares=not profile.settings.rebalance.fractional)
     prefix = account_order_prefix(ctx.settings.name, account.broker_account_id)
     return AccountSession(account, profile, prefix, tradelog, view, venue, broker)
 

@@ -82,6 +82,8 @@ class FakeAlpaca(FakeServer, VenueClock):
         self.latest_trades: dict[str, float] = {}
         self.latest_bars: dict[str, float] = {}
         self.sip_allowed = False
+        self.not_fractionable: set[str] = set()  # assets Alpaca trades in whole shares only
+        self.not_tradable: set[str] = set()
         self._routes_setup()
 
     def _routes_setup(self) -> None:
@@ -94,6 +96,7 @@ class FakeAlpaca(FakeServer, VenueClock):
         r("GET", "/v2/orders:by_client_order_id", self._get_by_client_id)
         r("GET", "/v2/orders/{order_id}", self._get_order)
         r("DELETE", "/v2/orders/{order_id}", self._cancel_order)
+        r("GET", "/v2/assets/{symbol}", self._get_asset)
         r("GET", "/v2/clock", self._get_clock)
         r("GET", "/v2/calendar", self._get_calendar)
         r("GET", "/v2/stocks/bars", self._get_bars)
@@ -184,6 +187,19 @@ class FakeAlpaca(FakeServer, VenueClock):
 
     def _get_by_client_id(self, request: Request) -> Response:
         return self.ledger.get_by_client_id(request.query.get("client_order_id", ""))
+
+    def _get_asset(self, request: Request, symbol: str) -> Response:
+        """GET /v2/assets/{symbol}: the fields alpaca-py's Asset requires; any symbol with
+        a price is an active ETF on Arca, others are 404 as at Alpaca."""
+        if symbol not in self.prices:
+            return Response(404, {"code": 40410000, "message": "asset not found"})
+        return Response(200, {
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"asset/{symbol}")), "class": "us_equity",
+            "exchange": "ARCA", "symbol": symbol, "name": f"{symbol} ETF", "status": "active",
+            "tradable": symbol not in self.not_tradable, "marginable": True,
+            "shortable": False, "easy_to_borrow": False,
+            "fractionable": symbol not in self.not_fractionable, "attributes": [],
+        })
 
     def _get_order(self, request: Request, order_id: str) -> Response:
         return self.ledger.get_order(order_id)
