@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -104,10 +105,11 @@ FRED_POLICY = RetryPolicy(attempts=4, budget=60.0)
 
 def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
     """A Retry-After header in seconds (delay-seconds, decimals tolerated, or an
-    HTTP-date); None if absent or unreadable."""
+    HTTP-date); without one, the wait until X-RateLimit-Reset (a Unix time) when
+    X-RateLimit-Remaining is 0, as Alpaca signals its rate limit; None if neither."""
     value = None if headers is None else headers.get("Retry-After")
     if value is None:
-        return None
+        return None if headers is None else _rate_limit_reset(headers)
     try:
         return max(0.0, float(value))
     except ValueError:
@@ -119,6 +121,20 @@ def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+
+
+def _rate_limit_reset(headers: Mapping[str, str]) -> float | None:
+    """Seconds until the rate-limit window resets, if this answer says it is spent."""
+    remaining, reset = headers.get("X-RateLimit-Remaining"), headers.get("X-RateLimit-Reset")
+    if remaining is None or reset is None or remaining.strip() != "0":
+        return None
+    try:
+        at = float(reset)
+    except ValueError:
+        return None
+    if not math.isfinite(at):
+        return None
+    return max(0.0, at - time.time())
 
 
 def response_retry_after(response: requests.Response | None) -> float | None:

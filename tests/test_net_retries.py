@@ -86,6 +86,15 @@ def test_429_for_minutes_is_waited_out_as_retry_after_says(fake, time_):
     assert len(fake.calls("GET", BARS)) == 5
 
 
+def test_alpacas_rate_limit_headers_are_waited_out_without_retry_after(fake, time_):
+    """Alpaca's 429s carry X-RateLimit-Remaining 0 and X-RateLimit-Reset (a Unix time),
+    no Retry-After: the retries wait for the window's reset, not the short backoff."""
+    fake.inject("GET", BARS, *[Fault.error(429, message="too many requests", rate_reset_in=45)] * 2)
+    history = market_data(fake, shipped(ALPACA_POLICY, time_)).daily_history(["SPY"], DAYS[0])
+    assert history.close[-1, 0] == 506.0
+    assert len(time_.sleeps) == 2 and all(43 <= s <= 46 for s in time_.sleeps), time_.sleeps
+
+
 def test_the_budget_ends_the_retries_and_the_error_names_the_status(fake, time_):
     fake.inject("GET", BARS, *[Fault.error(429, message="rate limit", retry_after=100)] * 20)
     with pytest.raises(DataError, match="HTTP 429"):
@@ -169,3 +178,16 @@ def test_fred_has_the_smaller_budget_since_it_falls_back_to_stored_series(time_)
             fetch_series("DTB3", base_url=fred.url, policy=shipped(FRED_POLICY, time_))
     assert time_.sleeps == [25, 25]  # a third wait would pass FRED's 60 s budget
     assert FRED_POLICY.budget == 60 and FRED_POLICY.attempts == 4
+
+
+def test_rate_limit_headers_count_only_when_the_window_is_spent():
+    import time as wall
+
+    from bot.net import retry_after_seconds
+
+    reset = str(int(wall.time()) + 30)
+    assert retry_after_seconds({"X-RateLimit-Remaining": "5", "X-RateLimit-Reset": reset}) is None
+    assert 28 <= retry_after_seconds({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}) <= 31
+    assert retry_after_seconds({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "soon"}) is None
+    assert retry_after_seconds({"Retry-After": "7", "X-RateLimit-Remaining": "0",
+                                "X-RateLimit-Reset": reset}) == 7.0  # Retry-After first

@@ -13,6 +13,7 @@ import json
 import random
 import re
 import threading
+import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,11 +71,17 @@ class Fault:
         *,
         process: bool = False,
         retry_after: float | None = None,
+        rate_reset_in: float | None = None,
     ) -> Fault:
+        """`retry_after`: a Retry-After header; `rate_reset_in`: Alpaca's way instead, the
+        X-RateLimit headers with the window's reset that many seconds from now."""
         body: dict[str, Any] = {"message": message}
         if code is not None:
             body = {"code": code, "message": message}
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        if rate_reset_in is not None:
+            headers |= {"X-RateLimit-Limit": "200", "X-RateLimit-Remaining": "0",
+                        "X-RateLimit-Reset": str(int(time.time() + rate_reset_in))}
         return cls(Response(status, body, headers), process=process)
 
     @classmethod
