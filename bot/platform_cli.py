@@ -106,7 +106,7 @@ def run_scheduler(args: argparse.Namespace) -> int:
     """`bot run --platform`: publish the platform's jobs on the session timetable."""
     import structlog
 
-    from bot.daemon.sessions import SessionCalendar
+    from bot.daemon.sessions import CALENDAR_MAX_AGE_S, SessionCalendar
     from bot.daemon_cli import heartbeat_path
     from bot.platform import tasks
     from bot.platform.scheduler import Publisher, build_platform_schedule, run_scheduler
@@ -117,7 +117,7 @@ def run_scheduler(args: argparse.Namespace) -> int:
     load_broker_endpoint(live=args.live)
     tasks.configure(settings)
     mode = "live" if args.live else "paper"
-    calendar = SessionCalendar(_broker_calendar(args.live, SecretsError))
+    calendar = SessionCalendar(_broker_calendar(args.live, SecretsError), max_age=CALENDAR_MAX_AGE_S)
     clock = lambda: dt.datetime.now(dt.UTC)  # noqa: E731
     schedule = build_platform_schedule(calendar, Publisher(mode), clock, heartbeat=heartbeat_path())
     structlog.get_logger("bot.platform").info("platform scheduler started", mode=mode,

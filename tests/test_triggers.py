@@ -171,3 +171,47 @@ def test_fire_times_kept_per_week_are_the_ones_listed_afresh():
             fresh.append(make().get_next_fire_time(previous, start))
             previous = cached[-1]
         assert cached == fresh and len(cached) > 100
+
+
+def test_a_closure_announced_during_the_week_reaches_the_running_daemon():
+    """Alpaca's calendar drops a day on Tuesday (as NYSE closed for Hurricane Sandy, and
+    for a national day of mourning): once the window is older than the calendar's max
+    age, the next decision skips the closed day and it is no session any more."""
+    from bot.daemon.sessions import exchange_sessions
+
+    closed = dt.date(2025, 12, 4)
+    announced = []
+    clock = [0.0]
+
+    def source(start, end):
+        return [s for s in exchange_sessions(start, end) if not (announced and s.day == closed)]
+
+    cal = SessionCalendar(source, max_age=3600.0, monotonic=lambda: clock[0])
+    decision = SessionTrigger(cal, "open", dt.timedelta(minutes=5))
+    wednesday = dt.datetime(2025, 12, 3, 14, 35, tzinfo=UTC)
+    assert decision.get_next_fire_time(wednesday, wednesday).date() == closed
+    announced.append(True)
+    clock[0] += 1800.0  # within the max age: the window read on Monday still holds
+    assert cal.session_on(closed) is not None
+    clock[0] += 3600.0
+    assert cal.session_on(closed) is None and cal.version == 1
+    assert decision.get_next_fire_time(wednesday, wednesday).date() == dt.date(2025, 12, 5)
+    assert cal.previous_session(dt.date(2025, 12, 5)).day == dt.date(2025, 12, 3)
+
+
+def test_a_failed_calendar_refresh_keeps_what_the_broker_said():
+    from bot.daemon.sessions import exchange_sessions
+
+    answers = []
+    clock = [0.0]
+
+    def source(start, end):
+        if answers:
+            raise ConnectionError("calendar: HTTP 503")
+        answers.append(True)
+        return [s for s in exchange_sessions(start, end) if s.day != dt.date(2025, 12, 4)]
+
+    cal = SessionCalendar(source, max_age=60.0, monotonic=lambda: clock[0])
+    assert cal.session_on(dt.date(2025, 12, 4)) is None
+    clock[0] += 120.0
+    assert cal.session_on(dt.date(2025, 12, 4)) is None  # not the exchange calendar's answer

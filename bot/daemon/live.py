@@ -14,7 +14,7 @@ from bot.config import Settings
 from bot.daemon.jobs import DaemonContext, TradingJobs
 from bot.daemon.live_feed import AlpacaFeed
 from bot.daemon.reconcile import reconcile
-from bot.daemon.sessions import SessionCalendar
+from bot.daemon.sessions import CALENDAR_MAX_AGE_S, SessionCalendar
 from bot.data.alpaca import AlpacaMarketData
 from bot.data.plausibility import PlausibilityRules
 from bot.engine import build_model
@@ -55,7 +55,7 @@ def build_live(
         credentials, base_url=endpoints.trading_url, paper=endpoints.paper, policy=policy
     )
     clock = clock or WallClock()
-    calendar = SessionCalendar(alpaca.calendar)
+    calendar = SessionCalendar(alpaca.calendar, max_age=CALENDAR_MAX_AGE_S)
     rules = PlausibilityRules.from_settings(settings.data)
     data = AlpacaMarketData.connect(
         credentials, base_url=endpoints.data_url, policy=policy, rules=rules

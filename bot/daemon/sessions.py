@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -95,23 +96,50 @@ def _utc(nanoseconds: int) -> dt.datetime:
 _EXCHANGE = _YearIndex()
 
 
-class SessionCalendar:
-    """Cached sessions from a source, with the exchange calendar as fallback."""
+#: how old a broker's calendar may get before the daemons ask again (a closure
+#: announced during the week must reach them before the next session)
+CALENDAR_MAX_AGE_S = 3 * 3600.0
 
-    def __init__(self, source: SessionSource | None = None) -> None:
+
+class SessionCalendar:
+    """Cached sessions from a source, with the exchange calendar as fallback.
+
+    With `max_age` (seconds) a window is asked for again once it is that old, so a
+    closure the exchange announces during the week (a storm, a national day of
+    mourning) reaches a running daemon; `version` counts the answers that changed, for
+    the triggers' own caches. A failed refresh keeps the window the source gave before."""
+
+    def __init__(
+        self, source: SessionSource | None = None, *, max_age: float | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._source = source or exchange_sessions
-        self._cache: dict[tuple[dt.date, dt.date], list[TradingSession]] = {}
+        self._max_age = max_age
+        self._monotonic = monotonic
+        self._cache: dict[tuple[dt.date, dt.date], tuple[float, list[TradingSession]]] = {}
+        self.version = 0
 
     def between(self, start: dt.date, end: dt.date) -> list[TradingSession]:
         key = (start, end)
-        if key not in self._cache:
-            try:
-                sessions = self._source(start, end)
-            except Exception as exc:  # noqa: BLE001 - any broker failure falls back
-                log.warning("calendar source failed; using the exchange calendar", error=str(exc))
-                sessions = exchange_sessions(start, end)
-            self._cache[key] = sessions
-        return self._cache[key]
+        cached = self._cache.get(key)
+        now = self._monotonic()
+        if cached is not None and (self._max_age is None or now - cached[0] < self._max_age):
+            return cached[1]
+        try:
+            sessions = self._source(start, end)
+        except Exception as exc:  # noqa: BLE001 - any broker failure falls back
+            if cached is not None:
+                log.warning("calendar refresh failed; keeping the sessions read before",
+                            error=str(exc))
+                self._cache[key] = (now, cached[1])
+                return cached[1]
+            log.warning("calendar source failed; using the exchange calendar", error=str(exc))
+            sessions = exchange_sessions(start, end)
+        if cached is not None and sessions != cached[1]:
+            self.version += 1
+            log.warning("the exchange calendar changed", start=str(start), end=str(end))
+        self._cache[key] = (now, sessions)
+        return sessions
 
     def around(self, when: dt.datetime, days_back: int = 7, days_ahead: int = 21) -> list[TradingSession]:
         """Sessions in a window around `when`, on a weekly grid so the cache is reused."""

@@ -29,6 +29,10 @@ class _CalendarTrigger(BaseTrigger):
         week = day - dt.timedelta(days=day.weekday())  # SessionCalendar.around's grid
         # made here: the subclasses set their fields without calling this class's __init__
         cache: dict[dt.date, list[dt.datetime]] = self.__dict__.setdefault("_by_week", {})
+        version = getattr(getattr(self, "calendar", None), "version", 0)
+        if self.__dict__.get("_calendar_version") != version:  # the sessions changed
+            cache.clear()
+            self.__dict__["_calendar_version"] = version
         if week not in cache:
             if len(cache) >= self._KEEP_WEEKS:
                 cache.clear()
