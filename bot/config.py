@@ -369,6 +369,9 @@ class DataSettings(_Strict):
 
     source: Literal["auto", "csv", "synthetic"] = "auto"
     directory: str = "data"  # inside the clone: where `bot data fetch` writes
+    # Alpaca's bars: "iex" (free: one exchange's prints) or "sip" (every exchange, the
+    # official open and close; needs Alpaca's paid market data)
+    alpaca_feed: Literal["iex", "sip"] = "iex"
     synthetic_seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 7  # numpy seeds are non-negative
     synthetic_start: IsoDate = "2008-01-02"
     synthetic_end: IsoDate = "2024-12-31"

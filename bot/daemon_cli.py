@@ -375,7 +375,9 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     symbols = list(dict.fromkeys([*settings.symbols, *sorted(reference_symbols())]))
     start = dt.date.fromisoformat(args.start)
     rules = PlausibilityRules.from_settings(settings.data)
-    history = AlpacaMarketData.from_env(rules=rules).daily_history(symbols, start)
+    history = AlpacaMarketData.from_env(rules=rules, feed=settings.data.alpaca_feed).daily_history(
+        symbols, start
+    )
     macro = fetch_macro(base_url=load_endpoints().fred_url, start=start, rules=rules)
     written = write_csv_directory(history, macro, directory)
     print(f"wrote {len(written)} files to {directory} ({len(history.dates)} trading days, "

@@ -310,6 +310,22 @@ def test_a_universe_alpaca_cannot_trade_as_configured_stops_the_start(tmp_path, 
     log.close()
 
 
+def test_the_bars_feed_is_the_configs(tmp_path, venue):
+    from bot.config import parse_settings
+
+    raw = SETTINGS.model_dump(mode="json")
+    raw["data"]["alpaca_feed"] = "sip"
+    venue.sip_allowed = True
+    venue.set_now(OPEN_JOB)
+    log, run_id = open_log(tmp_path)
+    jobs = build_live(parse_settings(raw, "test"), log, run_id, live=False,
+                      clock=SimulatedClock(OPEN_JOB), policy=FAST, fred_policy=FAST)
+    assert jobs.run("open", jobs.open_job)
+    feeds = {r.query.get("feed") for r in venue.calls("GET", "/v2/stocks/bars")}
+    assert feeds == {"sip"}
+    log.close()
+
+
 def test_orders_are_sized_on_the_latest_trade_prices(tmp_path, venue):
     venue.latest_trades = {s: p * 1.02 for s, p in venue.prices.items()}
     jobs, log, _ = daemon(tmp_path, venue)

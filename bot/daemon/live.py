@@ -58,7 +58,8 @@ def build_live(
     calendar = SessionCalendar(alpaca.calendar, max_age=CALENDAR_MAX_AGE_S)
     rules = PlausibilityRules.from_settings(settings.data)
     data = AlpacaMarketData.connect(
-        credentials, base_url=endpoints.data_url, policy=policy, rules=rules
+        credentials, base_url=endpoints.data_url, policy=policy, rules=rules,
+        feed=settings.data.alpaca_feed,
     )
     feed = AlpacaFeed(
         data, tradelog, settings.symbols, endpoints.fred_url, clock,
