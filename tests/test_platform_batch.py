@@ -119,10 +119,15 @@ def test_a_batch_survives_a_killed_worker_and_dead_letters_the_account_that_keep
     assert any(attempts > 1 for _a, status, attempts, retries, _p in tasks if status == "done")
     assert stats["repeated"] == 0
     at_venue = {(account, cid) for account, cid, *_ in stats["order_list"]}
-    recorded = {(account, cid) for account, cid, *_ in orders}
-    assert len(orders) == len(recorded) == len(at_venue) == stats["orders"]
+    # A buy the cash left could pay less than $1 of (Alpaca's minimum) is recorded as
+    # rejected and never sent; every other order is.
+    unsent = [o for o in orders if o[2] == "rejected" and o[4] == "no cash left after the sells"]
+    sent = [o for o in orders if o not in unsent]
+    recorded = {(account, cid) for account, cid, *_ in sent}
+    assert len(sent) == len(recorded) == len(at_venue) == stats["orders"]
     assert recorded == at_venue  # every order sent is recorded, under its own account
-    assert {status for _a, _c, status, *_ in orders} == {"filled"}
+    assert not {(account, cid) for account, cid, *_ in unsent} & at_venue
+    assert {status for _a, _c, status, *_ in sent} == {"filled"}
     assert Counter(fills) == Counter({cid: 1 for _a, cid in recorded})  # each fill once
     assert {account for account, _ in recorded} == set(venue.accounts) - set(venue.failing)
     assert all(status == "done" and phase == "planned" for a, status, _n, _r, phase in tasks
