@@ -219,24 +219,27 @@ def test_live_mode_needs_the_confirmation(tmp_path, venue, capsys):
     assert "BOT_LIVE_CONFIRM=yes" in capsys.readouterr().err
 
 
+def start_and_stop(argv: list[str], env: dict[str, str], log_path) -> str:
+    """Start the daemon, wait until it has scheduled its jobs, SIGTERM it; its log."""
+    with log_path.open("w") as out:
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                text=True)
+        deadline = time.monotonic() + 60
+        text = ""
+        while time.monotonic() < deadline and '"scheduled"' not in text and proc.poll() is None:
+            time.sleep(0.1)
+            text = log_path.read_text()
+        assert '"scheduled"' in text, text
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log_path.read_text()[-3000:]
+    return log_path.read_text()
+
+
 def test_daemon_starts_logs_its_account_and_stops_on_sigterm(tmp_path, venue):
     env = {**os.environ, "BOT_LOG_FORMAT": "json", "BOT_HEARTBEAT_FILE": str(tmp_path / "hb")}
     db = f"sqlite:///{tmp_path / 'daemon.sqlite'}"
-    out = (tmp_path / "daemon.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bot", "run", "--config", str(CONFIG), "--database", db],
-        cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
-    )
-    deadline = time.monotonic() + 60
-    text = ""
-    while time.monotonic() < deadline and '"scheduled"' not in text and proc.poll() is None:
-        time.sleep(0.1)
-        text = (tmp_path / "daemon.log").read_text()
-    assert '"scheduled"' in text, text
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0
-    out.close()
-    text = (tmp_path / "daemon.log").read_text()
+    argv = [sys.executable, "-m", "bot", "run", "--config", str(CONFIG), "--database", db]
+    text = start_and_stop(argv, env, tmp_path / "daemon.log")
     assert '"mode": "paper"' in text and "PA3FAKE00001" in text and '"equity"' in text
     assert '"stopped"' in text
     assert SECRET not in text and KEY_ID not in text
@@ -260,20 +263,9 @@ def test_daemon_starts_and_stops_inside_the_units_sandbox(tmp_path, venue):
     env = {**os.environ, "BOT_LOG_FORMAT": "json", "BOT_HEARTBEAT_FILE": str(state / "heartbeat"),
            "BOT_CACHE_DIR": str(cache), "BOT_DATABASE_URL": f"sqlite:///{var / 'tradelog.sqlite'}",
            "HOME": "/nonexistent", "TMPDIR": str(tmp)}
-    out = (tmp_path / "daemon.log").open("w")
     argv = [sys.executable, "-m", "bot", "run", "--config", str(CONFIG)]
-    proc = subprocess.Popen(unit_sandbox.command(argv, [var, state, cache, tmp]), cwd=REPO,
-                            env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60
-    text = ""
-    while time.monotonic() < deadline and '"scheduled"' not in text and proc.poll() is None:
-        time.sleep(0.1)
-        text = (tmp_path / "daemon.log").read_text()
-    assert '"scheduled"' in text, text
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0, (tmp_path / "daemon.log").read_text()[-3000:]
-    out.close()
-    text = (tmp_path / "daemon.log").read_text()
+    text = start_and_stop(unit_sandbox.command(argv, [var, state, cache, tmp]), env,
+                          tmp_path / "daemon.log")
     assert "PA3FAKE00001" in text and '"stopped"' in text
     assert (state / "heartbeat").exists()
     log = TradeLog.open(env["BOT_DATABASE_URL"])
