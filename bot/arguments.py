@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from bot.types import is_ticker
+
 #: the largest id the trade log can store (64-bit signed integers in SQLite and PostgreSQL)
 MAX_ID = 2**63 - 1
 #: more rows than any trade log holds; 0 already means "all"
@@ -42,7 +44,7 @@ def positive_seconds(text: str) -> float:
 def symbol(text: str) -> str:
     """A ticker as the trade log stores it: " tqqq" is TQQQ, not a symbol nothing matches."""
     ticker = text.strip().upper()
-    if not ticker or not ticker.replace(".", "").isalnum() or not ticker.isascii():
+    if not is_ticker(ticker):
         raise argparse.ArgumentTypeError(f"expected a ticker such as TQQQ, got {text!r}")
     return ticker
 

@@ -31,7 +31,7 @@ from pydantic import (
 
 from bot.errors import ConfigError
 from bot.store.locate import anchor_sqlite_url, env_store_url
-from bot.types import Regime
+from bot.types import Regime, is_ticker
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -68,10 +68,6 @@ def _check_date(text: str) -> str:
 # Dates stay text (numpy and the reports take them as given) but must be real dates, so a
 # typo fails `bot config check` instead of a backtest halfway through.
 IsoDate = Annotated[str, BeforeValidator(_date_text), AfterValidator(_check_date)]
-
-
-def _is_ticker(text: str) -> bool:
-    return text.isascii() and text.replace(".", "").isalnum() and text.upper() == text
 
 
 # The end of a report period: a date, or "present" for one still running (2025-present).
@@ -408,7 +404,7 @@ class StressSettings(_Strict):
     @model_validator(mode="after")
     def _rates_have_a_duration(self) -> StressSettings:
         for name, fund in (("market", self.market), ("rates", self.rates)):
-            if not _is_ticker(fund):
+            if not is_ticker(fund):
                 raise ValueError(f"{name}: expected a ticker in capitals (e.g. SPY), got {fund!r}")
         if self.rates not in self.durations:
             raise ValueError(f"durations needs the duration of the rates fund {self.rates!r}")
@@ -458,9 +454,9 @@ class Settings(_Strict):
         if not self.universe:
             problems.append("universe: expected at least one asset")
         for sym, asset in self.universe.items():
-            if not _is_ticker(sym):
+            if not is_ticker(sym):
                 problems.append(f"universe.{sym}: expected an upper-case ticker symbol")
-            if asset.underlying and (not _is_ticker(asset.underlying) or asset.underlying == sym):
+            if asset.underlying and (not is_ticker(asset.underlying) or asset.underlying == sym):
                 problems.append(
                     f"universe.{sym}.underlying: expected the upper-case ticker of another "
                     f"fund (or empty), got {asset.underlying!r}"

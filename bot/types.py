@@ -12,6 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 
+def is_ticker(text: str) -> bool:
+    """An exchange symbol as the config and the trade log write it: ASCII capitals and
+    digits, dots allowed (BRK.B)."""
+    return text.isascii() and text.replace(".", "").isalnum() and text.upper() == text
+
+
 class Regime(enum.StrEnum):
     """Market regime decided weekly from VIX, the 10y-2y spread and policy uncertainty."""
 

@@ -16,6 +16,7 @@ Where the machine allows neither (no CAP_SYS_ADMIN for the namespace, an older k
 from __future__ import annotations
 
 import ctypes
+import functools
 import shlex
 import shutil
 import subprocess
@@ -42,6 +43,7 @@ def write_execute_denied() -> str | None:
     return None if probe.returncode == 0 else "the kernel has no prctl(PR_SET_MDWE) (Linux 6.3+)"
 
 
+@functools.cache  # asked by each test's skip condition and its reason
 def available() -> str | None:
     """None if commands can run sandboxed here, else the reason they cannot."""
     reason = write_execute_denied()
