@@ -177,3 +177,44 @@ def test_a_replay_with_a_failed_job_says_so_and_exits_1(tmp_path, monkeypatch, c
     assert run["status"] == "failed"
     assert run["summary"]["jobs_failed"] == 1
     assert set(run["orders"]["status"]) <= FINAL
+
+
+def test_a_replay_near_the_end_of_the_exchange_calendar_runs_or_is_refused(tmp_path, capsys):
+    """Before: a span ending within about three weeks of the offline calendar's last
+    session crashed with DateOutOfBounds after its last job, when the scheduler read the
+    next week's sessions. Now such a span is refused before any run is recorded, with
+    the latest end that works, and that end (and the days before it) replay cleanly."""
+    import re
+
+    from bot.daemon.sessions import exchange_calendar_bounds
+
+    last_known = exchange_calendar_bounds()[1]
+    config = tmp_path / "late.toml"
+    config.write_text(CONFIG.read_text().replace(
+        "[data]\n", f'[data]\nsynthetic_end = "{last_known}"\n', 1))
+
+    def replay(db: Path, end: dt.date) -> int:
+        start = end - dt.timedelta(days=8)
+        return main(["--log-format", "json", "run", "--config", str(config), "--synthetic",
+                     "--replay", f"{start}:{end}", "--database", f"sqlite:///{db}", "-q"])
+
+    def refused(end: dt.date) -> str:
+        db = tmp_path / f"refused-{end}.sqlite"
+        assert replay(db, end) == 2, end
+        err = capsys.readouterr().err
+        assert "ends too close to the end of the exchange calendar" in err, err
+        assert str(last_known) in err and "Traceback" not in err
+        log = TradeLog.open(f"sqlite:///{db}")
+        assert log.runs().empty  # refused before any run was recorded
+        log.close()
+        return err
+
+    found = re.search(r"end it by (\d{4}-\d{2}-\d{2})", refused(last_known))
+    assert found
+    latest = dt.date.fromisoformat(found.group(1))
+    assert dt.timedelta(days=14) < last_known - latest < dt.timedelta(days=35)
+    for back in range(7):  # every weekday among them
+        end = latest - dt.timedelta(days=back)
+        assert replay(tmp_path / f"ok-{end}.sqlite", end) == 0, end
+    capsys.readouterr()
+    refused(latest + dt.timedelta(days=1))

@@ -19,7 +19,12 @@ from bot.daemon.commits import REPLAY_BATCH, CommitPolicy
 from bot.daemon.feeds import HistoryFeed
 from bot.daemon.jobs import DaemonContext, TradingJobs
 from bot.daemon.service import build_schedule, run_replay
-from bot.daemon.sessions import SessionCalendar
+from bot.daemon.sessions import (
+    DAYS_AHEAD,
+    SessionCalendar,
+    exchange_calendar_bounds,
+    exchange_sessions,
+)
 from bot.data.base import MarketData
 from bot.engine import record_execution
 from bot.errors import BotError
@@ -66,13 +71,48 @@ def parse_span(text: str) -> tuple[dt.date, dt.date]:
     return start, end
 
 
+def _calendar_reach(end: dt.date, last_known: dt.date) -> dt.date | None:
+    """The last day the scheduler reads sessions for when a replay ends on `end`: after
+    its last job it asks for the next fire time, in the week of the next session, and
+    SessionCalendar reads that week's window (DAYS_AHEAD past its Monday). None if the
+    calendar knows no session after `end` within two weeks."""
+    following = end + dt.timedelta(days=1)
+    if following > last_known:
+        return None
+    upcoming = exchange_sessions(following, min(end + dt.timedelta(days=14), last_known))
+    if not upcoming:
+        return None
+    day = upcoming[0].day
+    return day - dt.timedelta(days=day.weekday()) + dt.timedelta(days=DAYS_AHEAD)
+
+
+def _check_calendar_room(start: dt.date, end: dt.date) -> None:
+    """Refuse, before any run is recorded, a span whose last jobs would ask for sessions
+    past the offline calendar's last one (they used to fail with DateOutOfBounds at the
+    end of the replay)."""
+    last_known = exchange_calendar_bounds()[1]
+
+    def fits(day: dt.date) -> bool:
+        reach = _calendar_reach(day, last_known)
+        return reach is not None and reach <= last_known
+
+    if fits(end):
+        return
+    latest = end - dt.timedelta(days=1)
+    while not fits(latest):  # within a month: the look-ahead is about three weeks
+        latest -= dt.timedelta(days=1)
+    raise BotError(
+        f"--replay {start}:{end} ends too close to the end of the exchange calendar: "
+        f"exchange_calendars knows sessions up to {last_known}, and the scheduler reads "
+        f"{DAYS_AHEAD} days past the week of the session after the replay's end; end it by {latest}"
+    )
+
+
 def check_span(start: dt.date, end: dt.date, market: MarketData) -> list[TradingSession]:
     """The span's sessions, or a BotError before any run is recorded: START:END must hold
     a trading session and every one of them must be in the data. A span running past the
     data is refused rather than clipped: its later jobs could only fail, and a replay
     that quietly covers less than was asked is easy to misread."""
-    from bot.daemon.sessions import exchange_sessions
-
     dates = market.prices.dates
     first, last = (dt.date.fromisoformat(str(d)[:10]) for d in (dates[0], dates[-1]))
     if start > last or end < first:
@@ -90,6 +130,7 @@ def check_span(start: dt.date, end: dt.date, market: MarketData) -> list[Trading
         raise BotError(f"--replay {start}:{end}: outside the exchange calendar ({exc})") from None
     if not sessions:
         raise BotError(f"--replay {start}:{end}: no trading session in that span")
+    _check_calendar_room(start, end)
     if sessions[-1].day > last:
         raise BotError(
             f"--replay {start}:{end} runs past the end of the data: the last day of "

@@ -19,12 +19,21 @@ log = structlog.get_logger(__name__)
 
 SessionSource = Callable[[dt.date, dt.date], list[TradingSession]]
 
+#: how many days past a moment's week SessionCalendar.around asks for sessions
+DAYS_AHEAD = 21
+
 
 def exchange_sessions(start: dt.date, end: dt.date) -> list[TradingSession]:
     """NYSE sessions from exchange_calendars (offline), from a per-year index: the
     scheduler asks for overlapping windows hundreds of times a replay, and a pandas
     query each time cost more than the jobs themselves."""
     return _EXCHANGE.between(start, end)
+
+
+def exchange_calendar_bounds() -> tuple[dt.date, dt.date]:
+    """The first and last session the offline exchange calendar knows (exchange_calendars
+    ends its calendar about a year after the day it is built)."""
+    return _EXCHANGE.bounds()
 
 
 def exchange_sessions_uncached(start: dt.date, end: dt.date) -> list[TradingSession]:
@@ -141,11 +150,11 @@ class SessionCalendar:
         self._cache[key] = (now, sessions)
         return sessions
 
-    def around(self, when: dt.datetime, days_back: int = 7, days_ahead: int = 21) -> list[TradingSession]:
+    def around(self, when: dt.datetime, days_back: int = 7, days_ahead: int = DAYS_AHEAD) -> list[TradingSession]:
         """Sessions in a window around `when`, on a weekly grid so the cache is reused."""
         return self._week(when.date(), days_back, days_ahead)
 
-    def _week(self, day: dt.date, days_back: int = 7, days_ahead: int = 21) -> list[TradingSession]:
+    def _week(self, day: dt.date, days_back: int = 7, days_ahead: int = DAYS_AHEAD) -> list[TradingSession]:
         anchor = day - dt.timedelta(days=day.weekday())
         return self.between(anchor - dt.timedelta(days=days_back), anchor + dt.timedelta(days=days_ahead))
 

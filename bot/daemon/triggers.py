@@ -12,6 +12,8 @@ from apscheduler.triggers.base import BaseTrigger
 from bot.daemon.sessions import SessionCalendar
 
 _TICK = dt.timedelta(microseconds=1)
+# A trigger with no fire time left in its moment's window looks this far further on.
+_PROBE_AHEAD = dt.timedelta(days=21)
 
 
 class _CalendarTrigger(BaseTrigger):
@@ -41,7 +43,7 @@ class _CalendarTrigger(BaseTrigger):
 
     def get_next_fire_time(self, previous_fire_time, now):
         after = previous_fire_time + _TICK if previous_fire_time else now
-        for probe in (after, after + dt.timedelta(days=21)):
+        for probe in (after, after + _PROBE_AHEAD):
             for when in self._week_times(probe):
                 if when >= after:
                     return when
