@@ -305,3 +305,36 @@ def test_malformed_macro_file(tmp_path: Path, text: str, field: str, named: str)
         load_csv_directory(tmp_path, ["SPY"], ["T10Y2Y"])
     assert caught.value.field == field
     assert "T10Y2Y.csv" in str(caught.value) and named in str(caught.value)
+
+
+def test_a_comma_at_the_end_of_each_row_is_read_as_without(tmp_path: Path) -> None:
+    """Spreadsheets export rows ending in a comma: one field more than the header. pandas
+    then took the dates as the index and shifted every column left, and the loader
+    crashed with a TypeError (prices) or a ValueError in its own error message (macro)."""
+    plain, trailing, first_only = tmp_path / "plain", tmp_path / "trailing", tmp_path / "first"
+    header = "date,open,close"
+    rows = [f"{d},{10 + i},{10.5 + i}" for i, d in enumerate(sessions("2024-01-02", "2024-01-31")[:5])]
+    _write(plain, "X", rows, header)
+    _write(trailing, "X", [f"{r}," for r in rows], header)
+    _write(first_only, "X", [f"{rows[0]},", *rows[1:]], header)
+    for root in (plain, trailing, first_only):
+        _write_macro(root, "VIX", "date,value\n2024-01-02,13.2\n2024-01-03,14.1\n".replace("\n2", ",\n2")
+                     if root is not plain else "date,value\n2024-01-02,13.2\n2024-01-03,14.1\n")
+    expected = load_csv_directory(plain, ["X"], ["VIX"])
+    for root in (trailing, first_only):
+        got = load_csv_directory(root, ["X"], ["VIX"])
+        assert np.array_equal(got.prices.close, expected.prices.close), root
+        assert np.array_equal(got.prices.open, expected.prices.open), root
+        assert got.macro["VIX"].values.tolist() == [13.2, 14.1]
+
+
+def test_a_value_after_the_last_column_is_refused_with_its_line(tmp_path: Path) -> None:
+    days = sessions("2024-01-02", "2024-01-31")[:3]
+    _write(tmp_path, "X", [f"{days[0]},10,10,", f"{days[1]},11,11,7", f"{days[2]},12,12,"],
+           "date,open,close")
+    error = _load_error(tmp_path, ["X"])
+    assert "X.csv" in str(error) and "line 3 has more fields than the header's 3 columns" in str(error)
+    _write(tmp_path, "SPY", GOOD)
+    _write_macro(tmp_path, "VIX", "date,value\n2024-01-02,13.2,\n2024-01-03,14.1,oops\n")
+    with pytest.raises(DataError, match=r"VIX.csv.*line 3 has more fields"):
+        load_csv_directory(tmp_path, ["SPY"], ["VIX"])

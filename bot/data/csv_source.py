@@ -8,6 +8,7 @@ decided by bot.data.plausibility, as for every other source.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -133,6 +134,8 @@ def _read_csv(path: Path, **options: object) -> pd.DataFrame:
         raise DataError(str(path), None, f"not a readable CSV file: {exc}") from exc
     except OSError as exc:  # no permission, a device error
         raise DataError(str(path), None, f"cannot be read: {exc.strerror or exc}") from exc
+    if not isinstance(frame.index, pd.RangeIndex):
+        frame = _without_trailing_field(path, frame, options)
     given = [str(c) for c in frame.columns]
     frame.columns = [c.strip().lower().replace(" ", "_") for c in given]
     seen: dict[str, str] = {}
@@ -149,6 +152,21 @@ def _read_csv(path: Path, **options: object) -> pd.DataFrame:
     if frame.empty:
         raise DataError(str(path), None, "file has a header but no rows")
     return frame
+
+
+def _without_trailing_field(path: Path, frame: pd.DataFrame, options: dict) -> pd.DataFrame:
+    """Rows with more fields than the header make pandas take the first columns as the
+    index and shift the others left. Empty extra fields (a comma at the end of each row,
+    as spreadsheets export) are read without them; a value there is an error."""
+    extra = frame.iloc[:, -frame.index.nlevels:]
+    filled = (extra.notna() & (extra.astype(str).apply(lambda c: c.str.strip()) != "")).any(axis=1)
+    if filled.any():
+        line = int(np.flatnonzero(filled.to_numpy())[0]) + 2  # the header is line 1
+        raise DataError(str(path), None, f"line {line} has more fields than the header's "
+                        f"{frame.shape[1]} columns")
+    with warnings.catch_warnings():  # "loss of data": only the empty fields checked above
+        warnings.simplefilter("ignore", pd.errors.ParserWarning)
+        return pd.read_csv(path, skipinitialspace=True, index_col=False, **options)
 
 
 def _parse_dates(path: Path, raw: pd.Series) -> np.ndarray:
