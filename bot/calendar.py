@@ -52,6 +52,17 @@ def next_session(day: dt.date) -> dt.date:
     return nxt.date()
 
 
+def last_closed_session(at: dt.datetime) -> dt.date:
+    """The last NYSE session that had closed at `at` (an aware time), early closes
+    included: the last day whose daily bar is final."""
+    table = session_table()
+    moment = np.datetime64(at.astimezone(dt.UTC).replace(tzinfo=None), "ns")
+    i = int(np.searchsorted(table.closes, moment, side="right")) - 1
+    if i < 0:
+        raise ValueError(f"no NYSE session closed before {at.isoformat()}")
+    return table.days[i].item()
+
+
 def week_numbers(dates: np.ndarray) -> np.ndarray:
     """Monday-based week number of each day (the epoch, 1970-01-01, was a Thursday)."""
     return (dates.astype("datetime64[D]").astype(np.int64) + 3) // 7

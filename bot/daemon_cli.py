@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.arguments import positive_seconds
-from bot.errors import BotError
+from bot.errors import BotError, DataError
 from bot.store.locate import default_config, default_path
 
 if TYPE_CHECKING:  # heavy modules: imported inside the commands, so `bot --help` stays fast
     from bot.config import Settings
     from bot.daemon.replay import ReplayResult
-    from bot.data.base import MarketData
+    from bot.data.alpaca import AlpacaMarketData
+    from bot.data.base import MarketData, PriceHistory
     from bot.store.tradelog import TradeLog
 
 
@@ -366,7 +367,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     from bot.data.alpaca import AlpacaMarketData, write_csv_directory
     from bot.data.fred import fetch_macro
     from bot.data.plausibility import PlausibilityRules
-    from bot.reference import reference_symbols
+    from bot.reference import reference_symbols, supporting_symbols
     from bot.secrets import load_endpoints
 
     config = Path(args.config)
@@ -375,11 +376,31 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     symbols = list(dict.fromkeys([*settings.symbols, *sorted(reference_symbols())]))
     start = dt.date.fromisoformat(args.start)
     rules = PlausibilityRules.from_settings(settings.data)
-    history = AlpacaMarketData.from_env(rules=rules, feed=settings.data.alpaca_feed).daily_history(
-        symbols, start
-    )
+    data = AlpacaMarketData.from_env(rules=rules, feed=settings.data.alpaca_feed)
+    history = data.daily_history(symbols, start)
+    supporting, skipped = _supporting_histories(data, supporting_symbols(settings), start)
     macro = fetch_macro(base_url=load_endpoints().fred_url, start=start, rules=rules)
     written = write_csv_directory(history, macro, directory)
+    for extra in supporting:
+        written += write_csv_directory(extra, {}, directory)
     print(f"wrote {len(written)} files to {directory} ({len(history.dates)} trading days, "
           f"{history.dates[0]} .. {history.dates[-1]})")
+    for symbol, error in skipped:
+        print(f"skipped {symbol} (read only by the decay table and stress tests): {error}")
     return 0
+
+
+def _supporting_histories(
+    data: AlpacaMarketData, symbols: list[str], start: dt.date
+) -> tuple[list[PriceHistory], list[tuple[str, DataError]]]:
+    """Each supporting fund on its own: one the feed has no bars for is skipped (and
+    named), since the strategy does not need it; any other failure stops the fetch."""
+    histories, skipped = [], []
+    for symbol in symbols:
+        try:
+            histories.append(data.daily_history([symbol], start))
+        except DataError as exc:
+            if exc.field != "symbol":
+                raise
+            skipped.append((symbol, exc))
+    return histories, skipped

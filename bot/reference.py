@@ -82,3 +82,17 @@ def reference_settings(base: Settings) -> dict[str, Settings]:
 
 def reference_symbols() -> set[str]:
     return {sym for weights, _ in REFERENCES.values() for sym in weights}
+
+
+def underlyings(settings: Settings) -> set[str]:
+    """The unleveraged funds the universe's ETFs track (decay table, stress tests)."""
+    return {a.underlying for a in settings.universe.values() if a.underlying}
+
+
+def supporting_symbols(settings: Settings) -> list[str]:
+    """Funds some reports read besides the universe and the reference portfolios: the
+    underlyings (decay table, stress rebuild) and the stress factors' funds. Without them
+    those reports say what is missing; the strategy does not need them."""
+    required = set(settings.symbols) | reference_symbols()
+    extra = underlyings(settings) | {settings.stress.market, settings.stress.rates}
+    return sorted(extra - required)

@@ -27,7 +27,7 @@ from bot.data.history import load_history
 from bot.decay import decay_section
 from bot.errors import BotError
 from bot.heap import long_lived
-from bot.reference import reference_settings, reference_symbols
+from bot.reference import reference_settings, reference_symbols, underlyings
 from bot.report import RunSeries, build_report, make_dir, render_table, write_charts, write_json
 from bot.store.abandoned import close_dead_runs
 from bot.store.engines import mask_url
@@ -119,11 +119,6 @@ def macro_series(market: MarketData, name: str) -> pd.Series | None:
     if series is None:
         return None
     return pd.Series(series.values, index=pd.DatetimeIndex(series.dates), name=name)
-
-
-def underlyings(settings: Settings) -> set[str]:
-    """The unleveraged funds the universe's ETFs track (decay table, stress tests)."""
-    return {a.underlying for a in settings.universe.values() if a.underlying}
 
 
 def closes_frame(market: MarketData) -> pd.DataFrame:

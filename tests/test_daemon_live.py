@@ -339,8 +339,15 @@ def test_data_fetch_writes_a_directory_the_backtest_reads(tmp_path, venue, capsy
     from bot.data.csv_source import load_csv_directory
 
     venue.daily_bars["IEF"] = venue.daily_bars["TMF"]  # a reference symbol it also fetches
+    venue.daily_bars["QQQ"] = venue.daily_bars["TQQQ"]  # an underlying (decay, stress)
     assert main(["data", "fetch", "--start", "2023-01-03", "--data-dir", str(tmp_path / "d")]) == 0
-    assert "wrote" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "wrote" in out
+    assert (tmp_path / "d" / "prices" / "QQQ.csv").is_file()
+    # the other underlyings and the stress rates fund: the fake has no bars for them
+    for symbol in ("DIA", "GLD", "TLT"):
+        assert f"skipped {symbol} (read only by the decay table and stress tests)" in out
+        assert not (tmp_path / "d" / "prices" / f"{symbol}.csv").exists()
     market = load_csv_directory(tmp_path / "d", list(SETTINGS.symbols))
     assert market.prices.dates[0] == np.datetime64("2023-01-03")
     assert set(market.macro) == {"VIX", "T10Y2Y", "USEPUINDXD", "DTB3"}

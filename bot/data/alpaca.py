@@ -33,6 +33,7 @@ from alpaca.data.requests import StockBarsRequest, StockLatestBarRequest, StockL
 from alpaca.data.timeframe import TimeFrame
 
 from bot.broker.alpaca_orders import ANSWER_ERRORS, api_error_parts, describe_answer_error
+from bot.calendar import last_closed_session
 from bot.data.align import SymbolBars, align_prices
 from bot.data.base import MacroSeries, PriceHistory
 from bot.data.plausibility import DEFAULT_RULES, PlausibilityRules
@@ -117,9 +118,10 @@ class AlpacaMarketData:
     def daily_history(
         self, symbols: Sequence[str], start: dt.date, end: dt.date | dt.datetime | None = None
     ) -> PriceHistory:
-        """Adjusted daily open/close of `symbols` from `start` through `end` (default: now),
-        never later than 15 minutes ago. A session still open yields a partial bar for
-        today: the caller decides after the close or drops it."""
+        """Adjusted daily open/close of `symbols` from `start` through `end`, never later
+        than 15 minutes ago. The default end is the last session closed by then, so no bar
+        of a session still open (not final) is returned; an explicit `end` that reaches
+        into an open session gets its partial bar: the caller decides after the close."""
         symbols = _unique(symbols)
         request = StockBarsRequest(
             symbol_or_symbols=list(symbols),
@@ -168,8 +170,8 @@ class AlpacaMarketData:
 
     def _end(self, end: dt.date | dt.datetime | None) -> dt.datetime:
         latest = self._now() - DATA_DELAY
-        if end is None:
-            return latest
+        if end is None:  # a session still open would give a bar that is not final
+            end = last_closed_session(latest)
         if not isinstance(end, dt.datetime):
             # Daily bars are stamped at midnight New York: 23:59 takes the day's bar and
             # not the next one, whether the API treats `end` as inclusive or not.
