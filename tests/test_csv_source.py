@@ -338,3 +338,21 @@ def test_a_value_after_the_last_column_is_refused_with_its_line(tmp_path: Path) 
     _write_macro(tmp_path, "VIX", "date,value\n2024-01-02,13.2,\n2024-01-03,14.1,oops\n")
     with pytest.raises(DataError, match=r"VIX.csv.*line 3 has more fields"):
         load_csv_directory(tmp_path, ["SPY"], ["VIX"])
+
+
+def test_a_monthly_file_under_a_daily_series_name_is_refused(tmp_path: Path) -> None:
+    """USEPUINDXM (monthly, dated the 1st, published the next month) saved as the daily
+    USEPUINDXD was read, and the regime saw March's average on 5 March."""
+    _write(tmp_path, "SPY", GOOD)
+    months = "".join(f"2023-{m:02d}-01,{100 + m}\n" for m in range(1, 13))
+    _write_macro(tmp_path, "USEPUINDXD", "date,value\n" + months)
+    with pytest.raises(DataError) as caught:
+        load_csv_directory(tmp_path, ["SPY"], ["USEPUINDXD"])
+    assert caught.value.field == "date" and "USEPUINDXD.csv" in str(caught.value)
+    assert "31 days apart" in str(caught.value) and "daily series" in str(caught.value)
+    # a daily series with the weekends and holidays it skips (and a short one) loads
+    days = "".join(f"{d},{20 + i % 9}\n" for i, d in enumerate(sessions("2023-01-03", "2023-03-31")))
+    _write_macro(tmp_path, "VIX", "date,value\n" + days)
+    _write_macro(tmp_path, "T10Y2Y", "date,value\n2023-01-03,0.5\n2023-02-01,0.4\n")
+    loaded = load_csv_directory(tmp_path, ["SPY"], ["VIX", "T10Y2Y"]).macro
+    assert len(loaded["VIX"].dates) == len(sessions("2023-01-03", "2023-03-31"))

@@ -330,6 +330,7 @@ def check_macro(
 ) -> None:
     """Dates and the value range of one macro series, by its name (VIX, T10Y2Y, ...)."""
     check_dates(source, series.dates, lines, weekdays_only=series.name in BUSINESS_DAY_SERIES)
+    _check_daily(source, series)
     with np.errstate(invalid="ignore"):
         broken = ~np.isfinite(series.values)
     span = MACRO_RANGES.get(series.name)
@@ -353,6 +354,26 @@ def check_macro(
             source, "value",
             f"{_where(day, lines, i)}: {series.name} {value:g} is outside its plausible "
             f"range ({expected}){hint}",
+        )
+
+
+#: the median spacing of a daily series' values, in days, above which it is not daily
+MAX_DAILY_SPACING = 4
+
+
+def _check_daily(source: str, series: MacroSeries) -> None:
+    """Every macro series the strategy reads is daily. A weekly or monthly file under a
+    daily name would give the regime values dated before they were published: a monthly
+    index is dated the 1st of its month and published in the next."""
+    if len(series.dates) < 3:
+        return
+    spacing = float(np.median(np.diff(series.dates.astype("datetime64[D]").astype(np.int64))))
+    if spacing > MAX_DAILY_SPACING:
+        raise DataError(
+            source, "date",
+            f"{series.name} is a daily series, but its values are {spacing:g} days apart "
+            "(median): a weekly or monthly series (such as USEPUINDXM) under its name "
+            "would give the regime values before they were published",
         )
 
 
