@@ -132,3 +132,18 @@ def test_a_run_of_three_days_still_renders(tmp_path) -> None:
     report = build_report(strategy, [], risk_free=None, market=None, periods=[], data_label="x", meta={})
     html = render(report, strategy, [])
     assert "never below a previous peak" not in html and html.count('class="plotly-graph-div"') == 6
+
+
+def test_a_run_that_lost_everything_renders_on_a_linear_axis(tmp_path) -> None:
+    """Before: a curve reaching 0 sent log_ticks into an endless loop (10 ** -inf is 0,
+    and 0 * 10 never passes the top), so `bot report` hung without writing the page."""
+    strategy = RunSeries("s", curve([100.0, 60.0, 20.0, 0.0, 0.0]))
+    spy = RunSeries("SPY buy-and-hold", curve([100.0, 101.0, 102.0, 103.0, 104.0]))
+    report = build_report(strategy, [spy], risk_free=None, market=None, periods=[], data_label="x",
+                          meta={})
+    html = render(report, strategy, [spy])
+    assert html.count('class="plotly-graph-div"') == 6
+    fig, _ = equity_figure(strategy, [spy])
+    assert fig.layout.yaxis.type != "log" and fig.layout.yaxis.title.text == "growth of 1"
+    with pytest.raises(ValueError, match="0 < low"):
+        log_ticks(0.0, 1.0)

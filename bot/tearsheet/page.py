@@ -92,7 +92,10 @@ def _layout(fig, height: int) -> None:
 
 def log_ticks(low: float, high: float) -> list[float]:
     """The 1-2-5 steps (0.5, 1, 2, 5, 10, 20, ...) inside [low, high]: a log axis labelled
-    in round numbers, neither a lone '10' nor a label on every minor line."""
+    in round numbers, neither a lone '10' nor a label on every minor line. `low` must be
+    above 0 (a log axis has no 0)."""
+    if not (0.0 < low <= high < np.inf):
+        raise ValueError(f"log ticks need 0 < low <= high, got {low!r}, {high!r}")
     ticks, decade = [], 10.0 ** np.floor(np.log10(low))
     while decade <= high * 10:
         ticks += [m * decade for m in (1.0, 2.0, 5.0)]
@@ -101,8 +104,13 @@ def log_ticks(low: float, high: float) -> list[float]:
 
 
 def _log_axis(fig, curves: list[pd.Series], row: int) -> None:
+    """A log axis in round steps; a linear one if a curve reaches 0 (a run that lost
+    everything), which a log axis cannot show."""
     low = min(float(c.min()) for c in curves)
     high = max(float(c.max()) for c in curves)
+    if not low > 0:
+        fig.update_yaxes(title_text="growth of 1", row=row, col=1)
+        return
     ticks = log_ticks(low, high)
     fig.update_yaxes(type="log", title_text="growth of 1 (log)", row=row, col=1)
     if len(ticks) >= 2:  # a narrow range (a short run) keeps plotly's own finer ticks
