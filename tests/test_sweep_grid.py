@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bot.config import load_settings
@@ -128,3 +129,22 @@ def test_values_are_shown_as_they_are_typed_back(value) -> None:
     """The tables and the `bot backtest --set` line of the best combination print values
     that read back as the same value ("1.5" the text stays quoted, not the number)."""
     assert parse_value(format_value(value)) == value
+
+
+def test_the_heatmap_colours_in_the_units_its_label_names() -> None:
+    """Before: the colour bar said "max DD %" and ran from -0.31 to -0.29, while the
+    cells printed -31.44 and -28.65."""
+    from bot.sweep.grid import Axis
+    from bot.sweep.report import _cell_text, heatmap_grid, metric_header
+
+    axes = (Axis("risk.vol_high", (1.25, 2.0)), Axis("rebalance.every_days", (2, 8)))
+    values = [-0.3144, -0.2865, None, -0.30]
+    rows = [{"position": k, "summary": None if v is None else {"max_drawdown": v, "sharpe": 1.0 + k},
+             "error": "boom" if v is None else None} for k, v in enumerate(values)]
+    grid, failed = heatmap_grid(rows, axes, "max_drawdown")
+    assert metric_header("max_drawdown").endswith("%")
+    assert grid[0].tolist() == pytest.approx([-31.44, -28.65]) and grid[1, 1] == pytest.approx(-30.0)
+    assert np.isnan(grid[1, 0]) and failed.tolist() == [[False, False], [True, False]]
+    assert _cell_text("max_drawdown", grid[0, 0]) == "-31.44"
+    sharpe, _ = heatmap_grid(rows, axes, "sharpe")  # not a percentage: as recorded
+    assert sharpe[0].tolist() == [1.0, 2.0]

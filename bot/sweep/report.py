@@ -149,14 +149,7 @@ def write_heatmap(
     """`metric` over a two-parameter grid: rows are the first --grid's values, columns the
     second's; failed or unscored cells are grey, the best is outlined."""
     first, second = axes
-    grid = np.full((len(first.values), len(second.values)), np.nan)
-    failed = np.zeros(grid.shape, dtype=bool)
-    for row in rows:
-        i, j = divmod(row["position"], len(second.values))
-        value = (row["summary"] or {}).get(metric)
-        failed[i, j] = row["error"] is not None
-        if value is not None:
-            grid[i, j] = value
+    grid, failed = heatmap_grid(rows, axes, metric)
     plt = _pyplot()
     fig, ax = plt.subplots(
         figsize=(max(5.0, 1.1 * len(second.values) + 3), max(3.5, 0.6 * len(first.values) + 2))
@@ -169,7 +162,7 @@ def write_heatmap(
     ax.set_xlabel(second.key)
     ax.set_ylabel(first.key)
     for (i, j), value in np.ndenumerate(grid):
-        text = "failed" if failed[i, j] else format_metric(metric, None if math.isnan(value) else value)
+        text = "failed" if failed[i, j] else _cell_text(metric, value)
         ax.text(j, i, text, ha="center", va="center", fontsize=8)
     if np.isfinite(grid).any():
         i, j = np.unravel_index(np.nanargmax(grid), grid.shape)
@@ -180,6 +173,30 @@ def write_heatmap(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def heatmap_grid(
+    rows: Sequence[dict[str, Any]], axes: Sequence[Axis], metric: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The heatmap's values (NaN where unscored) in the units of its colour bar's label:
+    percent for a metric whose header says %, as its cells print it; and which failed."""
+    first, second = axes
+    grid = np.full((len(first.values), len(second.values)), np.nan)
+    failed = np.zeros(grid.shape, dtype=bool)
+    for row in rows:
+        i, j = divmod(row["position"], len(second.values))
+        value = (row["summary"] or {}).get(metric)
+        failed[i, j] = row["error"] is not None
+        if value is not None:
+            grid[i, j] = value
+    return (grid * 100.0 if metric in _PERCENT else grid), failed
+
+
+def _cell_text(metric: str, shown: float) -> str:
+    """A cell's text from its value in the colour bar's units."""
+    if math.isnan(shown):
+        return format_metric(metric, None)
+    return format_metric(metric, shown / 100.0 if metric in _PERCENT else shown)
 
 
 def write_walk_forward_chart(curve: pd.Series, windows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
