@@ -220,6 +220,12 @@ class FactorSettings(_Strict):
             problems.append(f"total_min {self.total_min} must not exceed total_max {self.total_max}")
         if self.tf_fast >= self.tf_slow:
             problems.append(f"tf_fast {self.tf_fast} must be shorter than tf_slow {self.tf_slow}")
+        # A window as long as the lookback is measured against its own mean (z = 0 always);
+        # longer, it has no z at all and every decision falls back to the static mix.
+        if self.mr_window >= self.mr_lookback:
+            problems.append(
+                f"mr_window {self.mr_window} must be shorter than mr_lookback {self.mr_lookback}"
+            )
         if self.se_min_years > self.se_years:
             problems.append(f"se_min_years {self.se_min_years} must not exceed se_years {self.se_years}")
         if self.intended_srri[0] > self.intended_srri[1]:

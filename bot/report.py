@@ -101,12 +101,14 @@ def build_report(
     data_label: str,
     meta: dict[str, Any],
     sections: dict[str, Any] | None = None,
+    strategy_kind: str = "leverage",
 ) -> dict[str, Any]:
     """Everything a report shows, as a JSON-serializable dict (strategy row first).
 
     Benchmarks are cut to the strategy's dates so every summary row covers the same days.
     `sections` adds named parts computed elsewhere (the volatility-decay table); a None
-    section is left out.
+    section is left out. `strategy_kind` picks the research claims shown beside the
+    results (the leverage paper's cost claim is not the robo paper's).
     """
     dates = pd.DatetimeIndex(strategy.equity.dropna().sort_index().index)
     if dates.empty:
@@ -130,7 +132,7 @@ def build_report(
         "summary": summary,
         "periods": by_period,
         "regimes": regimes,
-        "implementation_cost": cost_section(summary),
+        "implementation_cost": cost_section(summary, strategy_kind),
     }
     report.update((name, part) for name, part in (sections or {}).items() if part is not None)
     return _jsonable(report)

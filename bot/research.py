@@ -11,6 +11,7 @@ from typing import Any
 from rich.table import Table
 
 SOURCE_000 = "research 000 (Algorithmic Rebalancing for Multi-Asset Leveraged Index Funds)"
+SOURCE_002 = "research 002 (Adaptive Factor-Based ETF Allocation Model for Robo-Advisory Platforms)"
 
 # 000, "Rebalancing Algorithm": "Cost Control: Total implementation cost < 0.10% annually".
 COST_PER_YEAR_CLAIM = 0.0010
@@ -24,13 +25,21 @@ STRESS_CLAIMS: dict[str, str] = {
 }
 
 
-def cost_section(summary: list[dict[str, Any]]) -> dict[str, Any]:
+def cost_claim(strategy_kind: str) -> tuple[float, str] | None:
+    """The research's cost claim for a strategy kind, with its source. Only 000 (the
+    leverage strategy) makes one; 002 (the robo factor model) states no cost figure, so a
+    factor run is shown without a claim to be measured against."""
+    return (COST_PER_YEAR_CLAIM, SOURCE_000) if strategy_kind == "leverage" else None
+
+
+def cost_section(summary: list[dict[str, Any]], strategy_kind: str = "leverage") -> dict[str, Any]:
     """Implementation cost per year of every series (costs / mean equity / years) beside
-    the research's claim."""
+    the claim of the research the strategy implements, if it makes one."""
+    claim = cost_claim(strategy_kind)
     return {
-        "claim": f"< {COST_PER_YEAR_CLAIM:.2%} of the portfolio a year",
-        "claim_value": COST_PER_YEAR_CLAIM,
-        "source": SOURCE_000,
+        "claim": None if claim is None else f"< {claim[0]:.2%} of the portfolio a year",
+        "claim_value": None if claim is None else claim[0],
+        "source": SOURCE_002 if claim is None else claim[1],
         "rows": [
             {
                 "name": row["name"],
@@ -47,20 +56,25 @@ def cost_table(report: dict[str, Any]) -> Table | None:
     section = report.get("implementation_cost")
     if not section or not section.get("rows"):
         return None
-    table = Table(
-        title=f"Implementation cost per year (the research claims {section['claim']})",
-        title_justify="left",
-    )
+    claim = section.get("claim_value")
+    if claim is None:  # the robo paper: no figure to compare with
+        table = Table(title="Implementation cost per year", title_justify="left",
+                      caption="research 002 states no cost figure", caption_justify="left")
+    else:
+        table = Table(title=f"Implementation cost per year (the research claims {section['claim']})",
+                      title_justify="left")
     table.add_column("series", style="bold")
-    for header in ("costs", "% of mean equity a year", "x the claim"):
+    headers = ("costs", "% of mean equity a year") + (() if claim is None else ("x the claim",))
+    for header in headers:
         table.add_column(header, justify="right")
-    claim = section["claim_value"]
     for row in section["rows"]:
         costs = row["transaction_costs"]
-        table.add_row(
+        cells = [
             row["name"],
             "-" if costs is None else f"{costs:,.2f}",
             f"{row['cost_per_year'] * 100:.3f}",
-            f"{row['cost_per_year'] / claim:.1f}",
-        )
+        ]
+        if claim is not None:
+            cells.append(f"{row['cost_per_year'] / claim:.1f}")
+        table.add_row(*cells)
     return table

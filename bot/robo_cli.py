@@ -103,6 +103,29 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.2f}"
 
 
+def fits_cell(row: dict[str, Any]) -> str:
+    """The table's fits column: a fit measured on a short history (fewer than 5 years of
+    weekly returns for the SRRI or of daily prices for the PRIIPs measure) is a fit on
+    less than the rules ask for, and says so."""
+    short = row["srri"]["short_history"] or row["priips"]["short_history"]
+    verdict = "yes" if row["fits"] else "[bold red]NO[/]"
+    return f"{verdict} (short history)" if short else verdict
+
+
+def _short(text: str, short_history: bool) -> str:
+    return text + (" (short)" if short_history else "")
+
+
+def short_history_note(row: dict[str, Any]) -> str | None:
+    """Which measure of a row rests on less than the 5 years its rules ask for."""
+    s, p = row["srri"], row["priips"]
+    parts = ([f"SRRI on {s['weeks']} weeks (260 wanted)"] if s["short_history"] else []) + (
+        [f"PRIIPs VEV/MRM on {p['observations']} daily returns (5 years wanted)"]
+        if p["short_history"] else []
+    )
+    return "short history: " + ", ".join(parts) if parts else None
+
+
 def render(report: dict[str, Any], console) -> None:
     """One table: per profile the strategy, then its static allocation."""
     from rich.table import Table
@@ -119,18 +142,17 @@ def render(report: dict[str, Any], console) -> None:
             row = prof[key]
             s, p = row["srri"], row["priips"]
             rolling = row["srri_rolling_range"]
-            fits = "yes" if row["fits"] else "[bold red]NO[/]"
             table.add_row(
                 prof["profile"] if key == "strategy" else "",
                 row["name"],
                 f"{row['span'][0]}..{row['span'][1]}",
-                f"{s['weeks']}" + (" (short)" if s["short_history"] else ""),
+                _short(f"{s['weeks']}", s["short_history"]),
                 _pct(row["expected_volatility"]),
                 "-" if s["risk_class"] is None else str(s["risk_class"]),
                 "-" if rolling is None else f"{rolling[0]}-{rolling[1]}",
                 "{}-{}".format(*row["intended_srri"]),
-                fits,
-                _pct(p["vev"]),
+                fits_cell(row),
+                _short(_pct(p["vev"]), p["short_history"]),
                 "-" if p["mrm_class"] is None else str(p["mrm_class"]),
                 _pct(row["max_drawdown"]),
                 _pct(row["max_drawdown_5y"]),
@@ -143,5 +165,8 @@ def render(report: dict[str, Any], console) -> None:
         mismatch = prof["strategy"]["mismatch"]
         if mismatch:
             console.print(f"[bold red]{prof['profile']}: {mismatch}[/]")
+        note = short_history_note(prof["strategy"])
+        if note:
+            console.print(f"[yellow]{prof['profile']}: {note}[/]")
     if any("SYNTHETIC" in label.upper() for label in labels):
         console.print("[bold red]SYNTHETIC DATA: these numbers are not real market history.[/]")

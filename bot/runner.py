@@ -208,6 +208,7 @@ def _backtest(options: BacktestOptions) -> int:
                 closes_frame(market), settings.universe, strategy.regimes,
                 pd.DatetimeIndex(strategy.equity.index), risk_free,
             )},
+            strategy_kind=settings.strategy.kind,
         )
         if options.charts:
             worker.submit(write_tearsheet, report, strategy, benchmarks, out,

@@ -75,6 +75,22 @@ def test_bad_factor_fields_are_named():
     assert "factor: total_min 1.2 must not exceed total_max 0.9" in str(err.value)
 
 
+@pytest.mark.parametrize("fields, message", [
+    ({"mr_window": 70}, "factor: mr_window 70 must be shorter than mr_lookback 63"),
+    ({"mr_window": 63}, "factor: mr_window 63 must be shorter than mr_lookback 63"),
+    ({"mr_window": 20, "mr_lookback": 15}, "mr_window 20 must be shorter than mr_lookback 15"),
+    ({"tf_fast": 200}, "tf_fast 200 must be shorter than tf_slow 200"),
+    ({"se_min_years": 11}, "se_min_years 11 must not exceed se_years 10"),
+])
+def test_a_window_not_shorter_than_its_lookback_is_refused(fields, message):
+    """mr_window > mr_lookback made the MR z NaN for every ETF (every decision the static
+    mix, blamed on "insufficient history"); equal, the z is 0 for every ETF."""
+    raw = robo_settings().model_dump(mode="json")
+    raw["factor"].update(fields)
+    with pytest.raises(ConfigError, match=message):
+        parse_settings(raw, "robo.toml")
+
+
 def test_build_model_picks_the_factor_model():
     assert isinstance(build_model(robo_settings()), FactorModel)
 
@@ -137,6 +153,22 @@ def test_short_history_falls_back_to_the_static_allocation(market):
     np.testing.assert_allclose(decision.weights, np.array([0.4, 0.2, 0.2, 0.2]) * invested)
     assert decision.rows[0].reasons[0].startswith("insufficient history")
     assert decision.rows[0].reasons[6] == f"static weight {0.4 * invested:.2%}"
+
+
+def test_the_static_fallback_keeps_the_lp_cap_so_the_guard_changes_nothing(market):
+    """Only AAA (40%) and BBB (20%) priced: rescaled, AAA was 67% and the guard's 50% cap
+    clipped it to a portfolio the docs did not describe."""
+    model = FactorModel(robo_settings())
+    ctx = context(market.prices, 40)
+    ctx = ctx._replace(tradable=np.array([True, True, False, False]))
+    explained = model.explain(ctx)
+    invested = min(draw_total(7, ctx.day, 0.90, 1.10), 1.0)
+    assert not explained.used_lp
+    np.testing.assert_allclose(explained.decision.weights, [0.5, invested - 0.5, 0, 0])
+    np.testing.assert_array_equal(explained.decision.weights, explained.allocation.weights)
+    assert explained.decision.rows[0].reasons[6] == (
+        "static weight 50.00% (at the 50% cap, the excess spread over the others)"
+    )
 
 
 @pytest.mark.parametrize("day, lag, month, tom", [
@@ -225,3 +257,12 @@ def test_bot_backtest_reports_a_robo_profile_against_spy_and_the_static_mix(shar
     assert report["meta"]["weighting"] == "factor:balanced"
     strategy, spy, static = report["summary"]
     assert strategy["trades"] > 100 and spy["trades"] == 1 and static["trades"] > 100
+    # Paper 002 states no cost figure: no claim from the leverage paper beside the costs.
+    assert report["implementation_cost"]["claim"] is None
+    assert [r["name"] for r in report["implementation_cost"]["rows"]] == names
+    # nor in the report rebuilt later from the trade log alone
+    assert main(["report", "--database", f"sqlite:///{tmp_path / 'log.sqlite'}", "--run", "1",
+                 "--out", str(tmp_path / "again"), "--no-charts"]) == 0
+    again = json.loads((tmp_path / "again" / "report.json").read_text())
+    assert again["implementation_cost"]["claim"] is None
+    assert again["implementation_cost"]["source"].startswith("research 002")

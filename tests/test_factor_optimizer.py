@@ -5,7 +5,13 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from bot.strategy.factor_optimizer import allocate, draw_total, solve_weights
+from bot.strategy.factor_optimizer import (
+    allocate,
+    allocate_static,
+    capped_mix,
+    draw_total,
+    solve_weights,
+)
 
 CAP = 0.5
 
@@ -132,3 +138,33 @@ def test_the_direct_fill_is_the_linear_programs_optimum(seed):
 def test_more_than_the_caps_hold_is_an_error():
     with pytest.raises(RuntimeError, match="infeasible"):
         solve_weights(np.ones(2), np.ones(2, bool), 1.5, CAP)
+
+
+def test_the_static_mix_keeps_the_cap_and_spreads_the_excess_in_proportion():
+    """Rescaled over AGG and SHY alone the conservative mix was AGG 58%: above the LP's
+    50% cap, so the risk guard's cap clipped it."""
+    mix = np.array([0.35, 0.25, 0.20, 0.20])  # AGG, SHY, VYM, BIL
+    two = allocate_static(mix, np.array([True, True, False, False]), 0.97, CAP)
+    np.testing.assert_allclose(two.weights, [0.5, 0.47, 0, 0])
+    assert two.invested == pytest.approx(0.97)
+    three = allocate_static(np.array([0.7, 0.2, 0.1]), np.ones(3, bool), 1.0, CAP)
+    np.testing.assert_allclose(three.weights, [0.5, 0.5 * 2 / 3, 0.5 / 3])
+    one = allocate_static(mix, np.array([False, True, False, False]), 1.02, CAP)
+    np.testing.assert_allclose(one.weights, [0, 0.5, 0, 0])  # the caps hold 50%: rest cash
+    assert one.invested == 0.5 and one.unused == pytest.approx(0.52)
+    whole = allocate_static(mix, np.ones(4, bool), 0.96, CAP)
+    np.testing.assert_allclose(whole.weights, mix * 0.96)  # under the cap: the mix itself
+
+
+def test_a_capped_mix_never_passes_the_cap_on_random_problems():
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        n = int(rng.integers(1, 7))
+        mix = rng.dirichlet(np.ones(n))
+        cap = float(rng.uniform(0.2, 1.0))
+        invested = float(rng.uniform(0.0, min(1.0, cap * n)))
+        w = capped_mix(mix, invested, cap)
+        assert w.sum() == pytest.approx(invested) and w.max() <= cap + 1e-12
+        below = w < cap - 1e-9  # the ETFs under the cap keep the mix's proportions
+        if below.sum() > 1:
+            np.testing.assert_allclose(w[below] / w[below].sum(), mix[below] / mix[below].sum())

@@ -50,7 +50,7 @@ def test_periods_outside_the_run_are_left_out_and_present_runs_to_its_end():
     rows = report["periods"]["strategy"]
     assert [r["name"] for r in rows] == ["Pre-pandemic growth 2017-2021", "Post-pandemic recovery 2021-2025"]
     assert (rows[0]["start"], rows[0]["end"]) == ("2019-06-03", "2020-12-31")
-    assert (rows[1]["start"], rows[1]["end"]) == ("2021-01-01", "2023-06-30")
+    assert (rows[1]["start"], rows[1]["end"]) == ("2020-12-31", "2023-06-30")  # the close before
     console = Console(record=True, width=200)
     render_table(report, console)
     text = console.export_text()
@@ -81,6 +81,32 @@ def test_cost_per_year_is_costs_over_mean_equity_per_year_beside_the_claim():
     text = console.export_text()
     assert "Implementation cost per year (the research claims < 0.10%" in text
     assert f"{stats['cost_per_year'] * 100:.3f}" in text
+    json.dumps(report, allow_nan=False)
+
+
+def test_a_factor_run_shows_its_cost_without_the_leverage_papers_claim():
+    """Paper 000 (leverage) claims < 0.10% a year; paper 002 (robo) states no cost figure,
+    so the factor strategy's report must not print 000's claim as if it were its own."""
+    dates = pd.to_datetime(["2020-01-01", "2021-01-01", "2022-01-01"])
+    equity = pd.Series([100_000.0, 150_000.0, 200_000.0], index=dates)
+    fills = pd.DataFrame({
+        "filled_at": pd.to_datetime(["2020-06-01"]), "symbol": ["A"], "side": ["buy"],
+        "quantity": [10.0], "price": [100.0], "commission": [100.0], "slippage_cost": [0.0],
+    })
+    report = build_report(
+        RunSeries("robo_balanced", equity, fills=fills), [], risk_free=None, market=None,
+        periods=[], data_label="test", meta={}, strategy_kind="factor",
+    )
+    section = report["implementation_cost"]
+    assert section["claim"] is None and section["claim_value"] is None
+    assert section["source"].startswith("research 002")
+    assert section["rows"][0]["transaction_costs"] == 100.0
+    console = Console(record=True, width=200)
+    render_table(report, console)
+    text = console.export_text()
+    assert "Implementation cost per year" in text and "research 002 states no cost figure" in text
+    assert "claims" not in text and "0.10%" not in text and "x the claim" not in text
+    assert f"{section['rows'][0]['cost_per_year'] * 100:.3f}" in text
     json.dumps(report, allow_nan=False)
 
 

@@ -153,3 +153,49 @@ def test_bot_suitability_prints_and_writes_every_profile(shared_data, tmp_path):
         assert "conservative: SRRI" in printed and "above the intended range" in printed
     aggressive = report["profiles"][2]["strategy"]
     assert aggressive["srri"]["risk_class"] >= 6  # QQQ/ARKK/XLK/IEMG: well above 15% a year
+
+
+def report_row(name, srri_short, priips_short, fits=True):
+    """One row of `bot suitability`'s JSON, as a run over a span of the given lengths."""
+    weeks, days = (29, 146) if srri_short or priips_short else (260, 1258)
+    return {
+        "name": name, "span": ["2024-06-03", "2024-12-31"], "expected_volatility": 0.2402,
+        "srri": {"volatility": 0.2402, "risk_class": 6, "weeks": weeks if srri_short else 260,
+                 "start": "2024-06-07", "end": "2024-12-27", "short_history": srri_short},
+        "srri_rolling_range": None, "intended_srri": [5, 7], "fits": fits,
+        "mismatch": None if fits else "SRRI 6 is above the intended range 3-5",
+        "priips": {"vev": 0.2204, "mrm_class": 5, "var_return_space": -1.31, "sigma": 0.0137,
+                   "skew": -0.58, "excess_kurtosis": 1.12,
+                   "observations": days if priips_short else 1258, "rhp_years": 7.0,
+                   "short_history": priips_short},
+        "max_drawdown": -0.137, "max_drawdown_5y": -0.137, "sharpe": 0.30, "cagr": 0.092,
+        "annual_volatility_daily": 0.218,
+    }
+
+
+def rendered_rows(strategy, static):
+    report = {"profiles": [{"profile": "aggressive", "data_label": "csv:test",
+                            "strategy": strategy, "static_allocation": static}]}
+    console = Console(file=io.StringIO(), width=250)
+    render(report, console)
+    text = console.file.getvalue()
+    return [line for line in text.splitlines() if "robo_aggressive" in line or "static" in line], text
+
+
+def test_a_fit_on_a_short_history_is_not_a_plain_yes():
+    """A PRIIPs measure from half a year of prices was unmarked and `fits` said "yes"."""
+    (strategy, static), text = rendered_rows(
+        report_row("robo_aggressive", srri_short=True, priips_short=True),
+        report_row("static aggressive", srri_short=False, priips_short=True),
+    )
+    assert "29 (short)" in strategy and "22.04 (short)" in strategy
+    assert "yes (short history)" in strategy
+    assert "260 " in static and "22.04 (short)" in static and "yes (short history)" in static
+    assert ("aggressive: short history: SRRI on 29 weeks (260 wanted), PRIIPs VEV/MRM on 146 "
+            "daily returns (5 years wanted)") in text
+    (full, _), text = rendered_rows(
+        report_row("robo_aggressive", srri_short=False, priips_short=False),
+        report_row("static aggressive", srri_short=False, priips_short=False, fits=False),
+    )
+    assert "(short" not in text and "short history" not in text
+    assert " yes " in full

@@ -148,6 +148,7 @@ def build_stored_report(
             "notes": notes,
         },
         sections={"decay": _decay(run["config"] or {}, market, strategy, days)},
+        strategy_kind=_strategy_kind(run["config"] or {}),
     )
     return StoredReport(report, strategy, benchmarks, notes, market.risk_free)
 
@@ -176,6 +177,12 @@ def _data_label(run: dict[str, Any]) -> str:
     """The run's data source, marked SYNTHETIC loudly when it was (render_table looks for it)."""
     label = str(run["data_source"])
     return f"SYNTHETIC {label}" if run["synthetic"] and "SYNTHETIC" not in label.upper() else label
+
+
+def _strategy_kind(config: dict[str, Any]) -> str:
+    """The stored config's strategy kind (which research claims the report shows)."""
+    kind = (config.get("strategy") or {}).get("kind")
+    return kind if isinstance(kind, str) else "leverage"
 
 
 def _periods(config: dict[str, Any]) -> list[tuple[str, str, str]]:

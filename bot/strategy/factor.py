@@ -7,7 +7,8 @@ mean reversion and seasonality per ETF from closes up to the decision day, each
 standardized across the universe; Score = sum of the profile's weights x signals; the
 LP of bot.strategy.factor_optimizer turns scores into weights. The risk guard of the
 leverage model runs afterwards with whatever rules the config enables (the robo configs
-enable none, and their position cap equals the LP's 50% bound, so it changes nothing).
+enable none, and their position cap equals the LP's 50% bound, which the static fallback
+respects too, so it changes nothing).
 Every signal, the score, the rank, the LP's reason and the drawn total go into each
 asset's reasons in the trade log.
 """
@@ -23,7 +24,7 @@ import numpy as np
 from bot.config import FactorSettings, Settings
 from bot.risk import GuardInputs, guard
 from bot.strategy.base import DecisionContext, TargetDecision
-from bot.strategy.factor_optimizer import Allocation, allocate, draw_total
+from bot.strategy.factor_optimizer import Allocation, allocate, allocate_static, draw_total
 from bot.strategy.factor_signals import (
     HoldingWindow,
     SignalSet,
@@ -130,7 +131,7 @@ class FactorModel:
                 *signal_reasons(signals, i, holding, cfg),
                 score_reason(scores, ranked, i),
                 lp_reason(alloc.weights[i], ranked[i], ctx.tradable[i], cfg.max_weight)
-                if use_lp else f"static weight {alloc.weights[i]:.2%}",
+                if use_lp else static_reason(alloc.weights[i], cfg.max_weight),
                 total_note,
                 *result.reasons[i],
             )
@@ -141,10 +142,10 @@ class FactorModel:
         return FactorExplanation(holding, signals, ranked, scores, alloc, use_lp, decision)
 
     def _static(self, tradable: np.ndarray, drawn: float) -> Allocation:
-        """The whitepaper's example allocation over the tradable ETFs, at the invested total."""
-        w = np.where(tradable, self.static, 0.0)
-        invested = min(drawn, 1.0) if w.sum() > 0 else 0.0
-        return Allocation(w / w.sum() * invested if w.sum() > 0 else w, drawn, invested)
+        """The whitepaper's example allocation over the tradable ETFs, under the LP's cap
+        and invested total: rescaled over fewer ETFs it could pass `max_weight` (AGG 58%
+        when only AGG and SHY trade), and the risk guard's cap would clip it."""
+        return allocate_static(self.static, tradable, drawn, self.cfg.max_weight)
 
     def _total_note(self, day: dt.date, alloc: Allocation) -> str:
         cfg = self.cfg
@@ -205,6 +206,13 @@ def lp_reason(weight: float, ranked: bool, tradable: bool, cap: float) -> str:
     if weight > 0:
         return f"LP: remainder {weight:.2%} (the one weight between its bounds)"
     return "LP: 0 (better-scored ETFs absorb the total)"
+
+
+def static_reason(weight: float, cap: float) -> str:
+    """The static fallback's weight; says so when the cap, not the mix, set it."""
+    if weight >= cap - 1e-9:
+        return f"static weight {weight:.2%} (at the {cap:.0%} cap, the excess spread over the others)"
+    return f"static weight {weight:.2%}"
 
 
 def _stop(value: float) -> float | None:

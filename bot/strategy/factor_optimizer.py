@@ -20,6 +20,12 @@ size. With cap 0.5 and 4 ETFs a fully invested portfolio is 50/50 in the top two
 total of 90% it is 50/40. A small change in scores that swaps two ranks moves 40-50
 points of weight at once, so turnover is high by construction.
 
+Before the signals have history (fewer than two rankable ETFs) the model holds the
+whitepaper's static example mix instead (`allocate_static`) under the same rules: the same
+invested total min(T, 1, cap x ETFs held), the same per-ETF cap, the excess of a capped
+ETF spread over the others in proportion to their static weights (the mix has no scores
+to rank them by), and what the caps cannot hold kept in cash.
+
 That vertex is computed directly (`solve_weights`, a sort and a fill): a general LP
 solver (scipy's HiGHS, 2 ms a call) found the same point and was most of a robo
 backtest's time. The tests keep scipy.optimize.linprog as the oracle.
@@ -82,3 +88,33 @@ def allocate(
     """Invest min(drawn, 1, cap x eligible ETFs) by the LP; the rest stays in cash."""
     invested = min(drawn, 1.0, cap * int(eligible.sum()))
     return Allocation(solve_weights(scores, eligible, invested, cap), drawn, invested)
+
+
+def capped_mix(mix: np.ndarray, invested: float, cap: float) -> np.ndarray:
+    """`invested` spread in proportion to `mix` with no weight above `cap`: a weight the
+    proportion would put above it is held at the cap and its excess spread the same way
+    over the rest. RuntimeError if the caps cannot hold `invested`."""
+    w = np.zeros(len(mix))
+    free = mix > 0
+    if invested > cap * int(free.sum()) + 1e-12:
+        raise RuntimeError(f"static mix infeasible: {invested} > {int(free.sum())} x cap {cap}")
+    left = float(invested)
+    while free.any() and left > _ZERO:
+        share = mix[free] / mix[free].sum() * left
+        over = share > cap
+        if not over.any():
+            w[free] = share
+            break
+        held = np.flatnonzero(free)[over]
+        w[held] = cap
+        left -= cap * len(held)
+        free[held] = False
+    return w
+
+
+def allocate_static(mix: np.ndarray, eligible: np.ndarray, drawn: float, cap: float) -> Allocation:
+    """The static example mix over the `eligible` ETFs under the LP's own rules: invest
+    min(drawn, 1, cap x ETFs held), none above `cap`; the rest stays in cash."""
+    held = np.where(eligible, mix, 0.0)
+    invested = min(drawn, 1.0, cap * int((held > 0).sum()))
+    return Allocation(capped_mix(held, invested, cap), drawn, invested)
