@@ -337,10 +337,12 @@ def period_table(
     """performance() on each named (name, start ISO, end ISO or "present") window, both
     ends inclusive.
 
-    Only equity dates inside the window count (the move into its first day is not
-    included), and only fills on those days, so round trips whose buy precedes the
-    window are not matched. A window the curve does not reach (fewer than 2 points in
-    it) is left out: an empty row would read as a result.
+    Each window starts from the last close before it, as a calendar year's return does,
+    so back-to-back windows compound to the window that spans them (the move into a
+    window's first day is in it); only fills on the window's own days count, so round
+    trips whose buy precedes it are not matched. A window the curve does not reach (no
+    day in it, or one day and nothing before) is left out: an empty row would read as a
+    result.
     """
     eq = _clean_equity(equity)
     rows: list[dict[str, Metric]] = []
@@ -348,10 +350,13 @@ def period_table(
         inside = eq.index >= pd.Timestamp(start)
         if end != "present":
             inside &= eq.index <= pd.Timestamp(end)
-        part = eq.loc[inside]
+        days = np.flatnonzero(inside)
+        if len(days) == 0:
+            continue
+        part = eq.iloc[max(int(days[0]) - 1, 0) : int(days[-1]) + 1]
         if len(part) < 2:
             continue
-        part_fills = slice_fills(fills, part.index[0], part.index[-1])
+        part_fills = slice_fills(fills, eq.index[days[0]], part.index[-1])
         stats = performance(
             part,
             risk_free=risk_free,

@@ -249,7 +249,8 @@ def _period_table(report: dict[str, Any]) -> Table | None:
     names = list(dict.fromkeys(r["name"] for rows in by_series.values() for r in rows))
     if not names:
         return None
-    table = _table("Periods", ["period", "series"], PERIOD_COLUMNS)
+    table = _table("Periods (each from the close before its first day)", ["period", "series"],
+                   PERIOD_COLUMNS)
     for name in names:
         for series, rows in by_series.items():
             for row in (r for r in rows if r["name"] == name):

@@ -272,16 +272,33 @@ class TestPeriodTable:
             ("future", "2030-01-01", "2030-12-31"),
         ]
         rows = period_table(EQ, periods, fills=FILLS)
-        # 2020 holds only one equity point and 2030 none: both left out, not shown empty.
-        # 2021-2022 holds 110 -> 99 = -10 %, no fills.
+        # 2020 holds only the curve's first point (nothing before it) and 2030 none: both
+        # left out, not shown empty. 2021-2022 runs from the close before it (2020-01-01,
+        # 100) through 110 to 99 = -1 %; the fills of 2020 are not its days.
         assert [row["name"] for row in rows] == ["to mid 2022"]
-        assert rows[0]["total_return"] == pytest.approx(-0.10)
-        assert (rows[0]["start"], rows[0]["end"]) == ("2021-06-01", "2022-06-01")
+        assert rows[0]["total_return"] == pytest.approx(-0.01)
+        assert (rows[0]["start"], rows[0]["end"]) == ("2020-01-01", "2022-06-01")
         assert rows[0]["trades"] == 0
+
+    def test_back_to_back_periods_compound_to_the_period_spanning_them(self):
+        """Before: each period began at its own first close, so the move from one
+        period's last close into the next one's first was in neither (SPY's 2022 read
+        -18.65% against the calendar year's -18.18%)."""
+        dates = pd.bdate_range("2019-12-02", "2022-01-31")
+        rng = np.random.default_rng(5)
+        eq = pd.Series(100 * np.cumprod(1 + rng.normal(0.0005, 0.01, len(dates))), index=dates)
+        halves = [("2020", "2020-01-01", "2020-12-31"), ("2021", "2021-01-01", "2021-12-31")]
+        first, second = period_table(eq, halves)
+        (whole,) = period_table(eq, [("both", "2020-01-01", "2021-12-31")])
+        assert (1 + first["total_return"]) * (1 + second["total_return"]) == pytest.approx(
+            1 + whole["total_return"], rel=1e-12)
+        year_end = eq.loc[:"2020-12-31"].iloc[-1]
+        assert second["total_return"] == pytest.approx(eq.loc[:"2021-12-31"].iloc[-1] / year_end - 1)
+        assert second["start"] == "2020-12-31"  # measured from that close, as a calendar year
 
     def test_a_period_to_the_present_runs_to_the_last_point(self):
         rows = period_table(EQ, [("since 2021", "2021-01-01", "present")])
-        assert rows[0]["start"] == "2021-06-01"
+        assert rows[0]["start"] == "2020-01-01"  # the close before the period
         assert rows[0]["end"] == EQ.index[-1].date().isoformat()
 
     def test_fills_on_window_days_are_kept(self):
