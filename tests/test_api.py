@@ -550,3 +550,101 @@ def test_swagger_ui_renders_offline_under_its_policy(api, tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr
     paths = set(re.findall(r'class="opblock-summary-path" data-path="([^"]+)"', proc.stdout))
     assert paths >= {"/v1/profiles", "/v1/plan", "/v1/accounts/{account}"}
+
+
+def _in_process(tmp_path, limits=None):
+    """The app in this process over a fresh key store ("main": the default budget,
+    "limited": 3 a minute), with no profile loaded (the routes below need none)."""
+    from bot.api.app import Limits, create_app
+    from bot.api.profiles import ProfileBook
+
+    log = TradeLog.open(f"sqlite:///{tmp_path / 'k.sqlite'}")
+    store = ApiKeyStore(log.engine)
+    now = dt.datetime.now(dt.UTC)
+    keys = {name: store.create(name, rate, now)[1] for name, rate in (("main", None), ("limited", 3))}
+    return create_app(ProfileBook({}, None, False), log.engine, limits or Limits()), keys, log
+
+
+def _ask_at_once(app, requests: list[tuple[str, str, dict, bytes | None]]) -> list[httpx.Response]:
+    """(method, path, headers, body) requests sent all at once to the app in this process."""
+    import asyncio
+
+    async def ask() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1", timeout=120) as client:
+            return await asyncio.gather(*[client.request(m, p, headers=h, content=b) for m, p, h, b in requests])
+
+    return asyncio.run(ask())
+
+
+def test_concurrent_wrong_keys_run_no_more_argon2_checks_than_the_failures_budget(tmp_path, monkeypatch) -> None:
+    """Wrong secrets for a real key id (each one an argon2 verification, 64 MiB), sent
+    all at once: each is charged before it is verified, so at most the budget's 10 run."""
+    import threading
+
+    import bot.api.keys as keys_module
+    from bot.api.app import Limits
+
+    calls, lock, real = [], threading.Lock(), keys_module._hasher
+
+    class Counting:
+        def verify(self, key_hash: str, presented: str) -> bool:
+            with lock:
+                calls.append(presented)
+            return real.verify(key_hash, presented)
+
+    app, keys, log = _in_process(tmp_path, Limits(auth_failures_per_minute=10))
+    monkeypatch.setattr(keys_module, "_hasher", Counting())
+    wrong = f"lvb_{keys['main'].split('_')[1]}_{'A' * 43}"
+    answers = _ask_at_once(app, [("GET", "/v1/profiles", {"X-API-Key": wrong}, None)] * 40)
+    codes = [a.status_code for a in answers]
+    assert len(calls) <= 11 and codes.count(401) == len(calls)  # 10, and one more if a token refilled
+    assert codes.count(429) == 40 - len(calls)
+    # The right key, never verified by this server yet, waits like any other check.
+    assert _ask_at_once(app, [("GET", "/v1/profiles", {"X-API-Key": keys["main"]}, None)])[0].status_code == 429
+    log.close()
+
+
+def test_a_right_key_gives_back_the_failure_it_was_charged(tmp_path) -> None:
+    log = TradeLog.open(f"sqlite:///{tmp_path / 'k.sqlite'}")
+    store = ApiKeyStore(log.engine)
+    _row, key = store.create("platform", None, dt.datetime.now(dt.UTC))
+    buckets = TokenBuckets(clock=lambda: 0.0)  # no refill: every token counts
+
+    class Budget:
+        def take(self) -> float:
+            return buckets.take("127.0.0.9", 2)
+
+        def give_back(self) -> None:
+            buckets.give_back("127.0.0.9", 2)
+
+    auth = Authenticator(store)
+    assert auth.check(key, Budget()).verdict is Verdict.OK  # argon2: charged, then refunded
+    assert auth.check(key, Budget()).verdict is Verdict.OK  # by digest: not charged
+    wrong = f"lvb_{'0' * 12}_{'x' * 43}"
+    assert [auth.check(wrong, Budget()).verdict for _ in range(3)] == [
+        Verdict.INVALID, Verdict.INVALID, Verdict.THROTTLED]
+    throttled = Authenticator(store).check(key, Budget())  # a new process: argon2 again
+    assert throttled.verdict is Verdict.THROTTLED and throttled.wait == pytest.approx(30.0)
+    log.close()
+
+
+def test_bodies_the_json_parser_refuses_need_a_key_spend_its_budget_and_name_the_body(tmp_path) -> None:
+    """An integer of 5000 digits or 5000 nested arrays is JSON text the parser refuses:
+    answered like any bad body, after the key check and out of the key's budget."""
+    app, keys, log = _in_process(tmp_path)
+    long_number = b'{"profile": "balanced", "cash": ' + b"9" * 5000 + b"}"
+    deep = b"[" * 5000 + b"]" * 5000
+    json_type = {"Content-Type": "application/json"}
+    for body in (long_number, deep):
+        (anonymous,) = _ask_at_once(app, [("POST", "/v1/plan", json_type, body)])
+        assert anonymous.status_code == 401 and anonymous.json()["message"].startswith("no API key")
+    limited = {**json_type, "X-API-Key": keys["limited"]}
+    answers = [_ask_at_once(app, [("POST", "/v1/plan", limited, body)])[0]
+               for body in (long_number, deep, long_number, deep)]
+    assert [a.status_code for a in answers] == [422, 422, 422, 429]
+    assert answers[0].json()["fields"] == [
+        {"field": "body", "message": f"not valid JSON (a number of more than {sys.get_int_max_str_digits()} digits)"}]
+    assert answers[1].json()["fields"] == [{"field": "body", "message": "not valid JSON (nested too deeply)"}]
+    assert answers[3].json()["message"].startswith("rate limit of 3 requests a minute")
+    log.close()

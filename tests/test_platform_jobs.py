@@ -26,8 +26,10 @@ from bot.platform.settings import PlatformSettings
 from bot.platform.tasks import is_transient
 from bot.platform.throttle import AccountLocks, TokenBucket
 from bot.types import OrderStatus
+from tests.conftest import REPO
 from tests.fakes.alpaca_broker_server import BROKER_KEY, BROKER_SECRET, FakeBrokerAPI
 from tests.platform_rig import DECISION_DAY, VENUE_NOW, require_services, write_market
+from tests.test_store import backend_url
 
 LEASE = dt.timedelta(minutes=5)
 ORDERS = "/v1/trading/accounts/{account_id}/orders"
@@ -63,6 +65,19 @@ def ctx(venue, market, tmp_path, monkeypatch):
     keys = list(context.redis.scan_iter(f"{settings.queue_name}:*"))
     if keys:
         context.redis.delete(*keys)
+    context.engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path):
+    yield from backend_url(request, tmp_path)
+
+
+@pytest.fixture
+def ctx_on(ctx, database):
+    """The worker context on either trade-log backend."""
+    context = WorkerContext(ctx.settings, database)
+    yield context
     context.engine.dispose()
 
 
@@ -104,6 +119,92 @@ def test_each_profile_is_decided_once_for_all_its_accounts(ctx, venue):
     assert not again.created and again.run_id == batch.run_id
     assert rows(ctx, "SELECT count(*) FROM targets")[0][0] == 12
     assert rows(ctx, "SELECT count(*) FROM platform_tasks")[0][0] == 12
+
+
+def test_a_profile_that_cannot_be_decided_fails_alone(ctx, venue, tmp_path):
+    """A custom profile's config moved away after its account was registered: the other
+    profiles' accounts get their tasks; its account is dead-lettered with the error, an
+    incident names the profile, and the batch's summary lists it."""
+    custom = tmp_path / "custom_profile.toml"
+    custom.write_text((REPO / "config" / "robo_balanced.toml").read_text())
+    healthy = add_accounts(ctx, venue, ["balanced", "aggressive"])
+    (broken,) = add_accounts(ctx, venue, [str(custom)])
+    custom.unlink()
+    batch = decide_batch(ctx, DECISION_DAY)
+    assert batch.created and set(batch.decisions) == {"balanced", "aggressive"}
+    assert batch.accounts == 3 and batch.dead == 1 and list(batch.failed) == [str(custom)]
+    assert "file not found" in batch.failed[str(custom)]
+    dead = store.dead_letters(ctx.engine, batch.run_id)
+    assert [d["account_id"] for d in dead] == [broken.id]
+    assert dead[0]["error"].startswith(f"profile {custom} was not decided for 2024-11-22: ConfigError")
+    (incident,) = rows(ctx, "SELECT kind, message FROM incidents")
+    assert incident[0] == store.PROFILE_FAILED and str(custom) in incident[1]
+    for row in store.tasks_of(ctx.engine, batch.run_id, "rebalance", ("pending",)):
+        assert run_task(ctx, row.id, f"d-{row.id}")["sent"] > 0
+    summary = store.finish_if_complete(ctx.engine, batch.run_id, ctx.clock.now())
+    assert (summary.accounts, summary.done, summary.dead) == (3, len(healthy), 1)
+    assert summary.as_dict()["failed_profiles"] == batch.failed
+    again = decide_batch(ctx, DECISION_DAY)  # delivered again: the same batch, same failure
+    assert (again.run_id, again.failed, again.dead) == (batch.run_id, batch.failed, 1)
+
+
+def test_a_profile_failing_half_way_through_its_decision_records_nothing(ctx, venue, monkeypatch):
+    from bot.engine import Engine
+
+    add_accounts(ctx, venue, ["balanced", "aggressive"])
+    real = Engine.decide_targets
+
+    def fails_after_recording(self, t, reason):
+        decision = real(self, t, reason)  # its targets are in the buffer now
+        if "aggressive" in reason:
+            raise BotError("the LP found no solution")
+        return decision
+
+    monkeypatch.setattr(Engine, "decide_targets", fails_after_recording)
+    batch = decide_batch(ctx, DECISION_DAY)
+    assert list(batch.failed) == ["aggressive"] and set(batch.decisions) == {"balanced"}
+    assert {r for (r,) in rows(ctx, "SELECT DISTINCT rebalance_id FROM targets")} == {
+        "platform-robo_balanced-20241122-rb"}
+    assert [i for (i,) in rows(ctx, "SELECT instance FROM strategy_state")] == ["platform-robo_balanced"]
+
+
+def test_two_decisions_of_one_day_at_once_make_one_batch(ctx_on, venue, monkeypatch):
+    """Both look for the day's batch before either commits (the scheduler's decision and
+    one published by hand): the first commit is the batch, the second delivery returns
+    it, and its own run is closed as superseded."""
+    import threading
+
+    from bot.platform import decision
+
+    ctx = ctx_on
+    add_accounts(ctx, venue, ["balanced", "aggressive"])
+    real, barrier, seen = decision.batch_of_day, threading.Barrier(2, timeout=60), threading.local()
+
+    def both_look_first(*args):
+        found = real(*args)
+        if not getattr(seen, "looked", False):
+            seen.looked = True
+            barrier.wait()
+        return found
+
+    monkeypatch.setattr(decision, "batch_of_day", both_look_first)
+    batches = []
+    threads = [threading.Thread(target=lambda: batches.append(decide_batch(ctx, DECISION_DAY)))
+               for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(batches) == 2 and batches[0].run_id == batches[1].run_id
+    assert sorted(b.created for b in batches) == [False, True]
+    winner = batches[0].run_id
+    assert rows(ctx, "SELECT DISTINCT run_id FROM platform_decisions") == [(winner,)]
+    assert rows(ctx, "SELECT run_id, count(*) FROM platform_tasks GROUP BY run_id") == [(winner, 2)]
+    assert rows(ctx, "SELECT run_id, day FROM platform_batches")[0][0] == winner
+    (loser,) = rows(ctx, f"SELECT status, summary FROM runs WHERE id <> {winner}")
+    assert loser[0] == "failed" and "superseded_by" in str(loser[1])
+    assert store.latest_batch(ctx.engine, ctx.mode) == winner
+    assert rows(ctx, "SELECT count(*) FROM targets")[0][0] == 8  # the loser's were dropped
 
 
 def test_accounts_trade_their_profiles_decision_on_their_own_cash(ctx, venue):
@@ -350,6 +451,59 @@ def test_a_decision_without_accounts_or_data_says_what_is_missing(ctx, venue):
     add_accounts(ctx, venue, ["balanced"])
     with pytest.raises(BotError, match="no daily bar for 2024-11-23"):
         decide_batch(ctx, dt.date(2024, 11, 23))  # a Saturday
+
+
+def _send_fails_with_503(ctx, row, monkeypatch):
+    """The task's first POST is answered 503 after its plan was committed: the error a
+    worker retries (the task row 'retrying', its account lock released)."""
+    def unavailable(self, request, now):
+        raise BrokerError(f"order {request.client_order_id} not placed after 4 attempts "
+                          "(last: HTTP 503 Service Unavailable)")
+
+    with monkeypatch.context() as patched, pytest.raises(BrokerError, match="503"):
+        patched.setattr(SellsFirst, "submit", unavailable)
+        run_task(ctx, row.id, "d-1")
+    store.mark_retrying(ctx.engine, row.id, "HTTP 503")
+
+
+def test_a_poll_before_a_retry_leaves_the_plan_to_the_retry_that_sends_it(ctx, venue, monkeypatch):
+    (account,) = add_accounts(ctx, venue, ["balanced"])
+    batch = decide_batch(ctx, DECISION_DAY)
+    (row,) = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
+    _send_fails_with_503(ctx, row, monkeypatch)
+    planned = rows(ctx, "SELECT status, status_message FROM orders")
+    assert len(planned) == 2 and set(planned) == {("new", account_jobs.PLANNED)}
+
+    assert store.open_order_accounts(ctx.engine) == []  # the poll round leaves it alone
+    assert account_jobs.poll(ctx, batch.run_id, account) == 0  # a poll published before
+    assert rows(ctx, "SELECT status, status_message FROM orders") == planned
+
+    outcome = run_task(ctx, row.id, "d-2")  # the retry
+    assert (outcome["sent"], outcome["statuses"]) == (2, {"filled": 2})
+    assert venue.order_count() == 2 and venue.ledger(account.broker_account_id).positions
+
+
+def test_a_retry_whose_plan_was_closed_unsent_is_dead_lettered_not_done(ctx, venue, monkeypatch):
+    """Should anything close the plan before the retry (as the poll did), the retry says
+    so where it is seen instead of reporting done with nothing sent."""
+    from types import SimpleNamespace
+
+    from bot.platform import tasks
+
+    (account,) = add_accounts(ctx, venue, ["balanced"])
+    batch = decide_batch(ctx, DECISION_DAY)
+    (row,) = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
+    _send_fails_with_503(ctx, row, monkeypatch)
+    with ctx.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE orders SET status = 'rejected', status_message = 'not placed'"))
+
+    monkeypatch.setattr(tasks, "_context", ctx)
+    retry = SimpleNamespace(request=SimpleNamespace(id="d-2", delivery_info={}, hostname="w1"))
+    assert tasks._account_task(retry, row.id, account.id, account_jobs.rebalance) == "dead"
+    (error,) = rows(ctx, f"SELECT error FROM platform_tasks WHERE id = {row.id}")[0]
+    assert "PlanLost" in error and "2 of its 2 planned orders were closed before this task sent them" in error
+    assert rows(ctx, "SELECT kind FROM incidents") == [("dead_letter",)]
+    assert venue.order_count() == 0
 
 
 def test_the_unsent_plan_of_a_dead_task_is_closed_by_the_next_poll(ctx, venue, monkeypatch):

@@ -9,6 +9,7 @@ logs by its public id only.
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures'
 # annotations at run time, and the dependencies below are local names.
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -68,6 +69,21 @@ class Limits:
     auth_failures_per_minute: int = AUTH_FAILURES_PER_MINUTE
 
 
+@dataclass(frozen=True)
+class _AddressFailures:
+    """One client address's budget of failed key checks (bot.api.keys.FailureBudget)."""
+
+    buckets: Buckets
+    name: str
+    per_minute: int
+
+    def take(self) -> float:
+        return self.buckets.take(self.name, self.per_minute)
+
+    def give_back(self) -> None:
+        self.buckets.give_back(self.name, self.per_minute)
+
+
 def _error(status: int, error: str, message: str, headers: dict[str, str] | None = None,
            fields: list[dict[str, str]] | None = None) -> JSONResponse:
     body: dict[str, Any] = {"error": error, "message": message}
@@ -123,10 +139,12 @@ def create_app(
         if wait > 0:
             raise HTTPException(429, "too many failed API key checks from this address",
                                 headers={"Retry-After": retry_after(wait)})
-        check = authenticator.check(_presented_key(request))
+        check = authenticator.check(_presented_key(request),
+                                    _AddressFailures(failures, client, limits.auth_failures_per_minute))
+        if check.verdict is Verdict.THROTTLED:
+            raise HTTPException(429, "too many failed API key checks from this address",
+                                headers={"Retry-After": retry_after(check.wait)})
         if check.verdict is not Verdict.OK:
-            if check.verdict is not Verdict.MISSING:
-                failures.take(client, limits.auth_failures_per_minute)
             if check.verdict is Verdict.REVOKED:
                 assert check.key is not None and check.key.revoked_at is not None
                 request.state.caller = check.key.shown
@@ -223,23 +241,28 @@ def create_app(
 
 def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
-    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         from http import HTTPStatus
 
+        unread = _unreadable_body(exc)
+        if unread is not None:
+            return await bad_input(request, [{"field": "body", "message": f"not valid JSON ({unread})"}])
         return _error(exc.status_code, HTTPStatus(exc.status_code).phrase.lower(), str(exc.detail),
                       headers=exc.headers)
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def bad_input(request: Request, fields: list[dict[str, str]]) -> JSONResponse:
         # FastAPI reads a JSON body before it runs the dependencies: a request whose body
         # is not JSON must still pass the key check first, and spend its budget.
         try:
             await run_in_threadpool(request.app.state.authorize, request)
         except HTTPException as refused:
             return await http_error(request, refused)
-        fields = [_field_error(e) for e in exc.errors()]
         message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
         return _error(422, "invalid request", message, fields=fields)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return await bad_input(request, [_field_error(e) for e in exc.errors()])
 
     @app.exception_handler(FieldProblem)
     async def field_problem(_request: Request, exc: FieldProblem) -> JSONResponse:
@@ -283,6 +306,23 @@ def _install_handlers(app: FastAPI) -> None:
             caller=getattr(request.state, "caller", None),
         )
         return response
+
+
+def _unreadable_body(exc: HTTPException) -> str | None:
+    """Why the JSON parser refused a body that FastAPI then answers 400 on its own (before
+    any dependency: no key check), or None for any other HTTPException: an integer of
+    more digits than Python converts, nesting past the recursion limit, bytes that are not
+    UTF-8."""
+    cause = exc.__cause__
+    if exc.status_code != 400 or cause is None:
+        return None
+    if isinstance(cause, RecursionError):
+        return "nested too deeply"
+    if isinstance(cause, ValueError):
+        if "digits" in str(cause):
+            return f"a number of more than {sys.get_int_max_str_digits()} digits"
+        return str(cause).splitlines()[0][:200] if str(cause) else type(cause).__name__
+    return None
 
 
 def _presented_key(request: Request) -> str | None:

@@ -4,9 +4,13 @@ A key reads `lvb_<key id>_<secret>`. The key id is public: it names the key in
 `bot api-keys list`, in log lines and in the trade log's `api_keys` row, which holds an
 argon2id hash of the whole key and never the key itself; the key is printed once, when it
 is made. Checking a key looks its row up by the key id, then verifies the hash. Argon2 is
-slow on purpose (~0.1-0.2 s), so a process remembers a SHA-256 digest of each key it has
-verified against that row's hash: later requests compare digests, while the row is still
-read on every request, so a revocation takes effect at once.
+slow on purpose (~0.1-0.2 s and 64 MiB), so a process remembers a SHA-256 digest of each
+key it has verified against that row's hash: later requests compare digests, while the
+row is still read on every request, so a revocation takes effect at once.
+
+Every check that may fail (any key but one verified before) first takes one failure from
+the caller's budget and gives it back if the key was right: however many wrong keys
+arrive at once, no more argon2 verifications run than the budget allows.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import secrets
 import threading
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
@@ -150,12 +155,31 @@ class Verdict(Enum):
     MISSING = "missing"
     INVALID = "invalid"  # malformed, unknown or wrong: the caller learns nothing more
     REVOKED = "revoked"  # the right key, but revoked
+    THROTTLED = "throttled"  # the caller's failures budget is spent: not checked
 
 
 @dataclass(frozen=True)
 class Check:
     verdict: Verdict
     key: ApiKey | None = None
+    wait: float = 0.0  # THROTTLED: seconds until the budget allows another check
+
+
+class FailureBudget(Protocol):
+    """The failed checks a caller may still make: `take` one (0.0 if allowed, else the
+    seconds to wait, nothing taken), `give_back` the one a right key did not use."""
+
+    def take(self) -> float: ...
+
+    def give_back(self) -> None: ...
+
+
+class _Unlimited:
+    def take(self) -> float:
+        return 0.0
+
+    def give_back(self) -> None:
+        return None
 
 
 class Authenticator:
@@ -166,21 +190,38 @@ class Authenticator:
         self._verified: dict[str, tuple[str, bytes]] = {}  # key id -> (hash, sha256 of key)
         self._lock = threading.Lock()
 
-    def check(self, presented: str | None) -> Check:
+    def check(self, presented: str | None, failures: FailureBudget | None = None) -> Check:
+        """The presented key's verdict. A key verified before passes on its digest alone;
+        any other check is charged to `failures` first (THROTTLED if it is spent) and
+        refunded if the key is right, so concurrent wrong keys cannot outrun the budget."""
         if not presented:
             return Check(Verdict.MISSING)
+        failures = failures or _Unlimited()
         key_id = parse_key(presented)
-        if key_id is None:
+        found = None if key_id is None else self.store.row_with_hash(key_id)
+        if found is not None and self._known(found[0].key_id, found[1], presented):
+            key = found[0]
+            if key.revoked_at is None:
+                return Check(Verdict.OK, key)
+            failures.take()  # a revoked key counts as a failure, as always
+            return Check(Verdict.REVOKED, key)
+        wait = failures.take()
+        if wait > 0:
+            return Check(Verdict.THROTTLED, wait=wait)
+        if found is None or not self._matches(found[0].key_id, found[1], presented):
             return Check(Verdict.INVALID)
-        found = self.store.row_with_hash(key_id)
-        if found is None:
-            return Check(Verdict.INVALID)
-        key, key_hash = found
-        if not self._matches(key_id, key_hash, presented):
-            return Check(Verdict.INVALID)
+        key = found[0]
         if key.revoked_at is not None:
             return Check(Verdict.REVOKED, key)
+        failures.give_back()
         return Check(Verdict.OK, key)
+
+    def _known(self, key_id: str, key_hash: str, presented: str) -> bool:
+        """Whether `presented` is the key this process verified against this hash."""
+        digest = hashlib.sha256(presented.encode()).digest()
+        with self._lock:
+            known = self._verified.get(key_id)
+        return known is not None and known[0] == key_hash and hmac.compare_digest(known[1], digest)
 
     def _matches(self, key_id: str, key_hash: str, presented: str) -> bool:
         digest = hashlib.sha256(presented.encode()).digest()

@@ -33,6 +33,8 @@ class Buckets(Protocol):
 
     def wait(self, name: str, per_minute: int) -> float: ...
 
+    def give_back(self, name: str, per_minute: int) -> None: ...
+
 
 @dataclass
 class _Bucket:
@@ -59,6 +61,13 @@ class TokenBuckets:
     def wait(self, name: str, per_minute: int) -> float:
         """What `take` would answer, without spending anything."""
         return self._use(name, per_minute, spend=False)
+
+    def give_back(self, name: str, per_minute: int) -> None:
+        """Return one request taken ahead of a check that passed (up to the bucket's size)."""
+        with self._lock:
+            bucket = self._buckets.get(name)
+            if bucket is not None:
+                bucket.tokens = min(float(per_minute), bucket.tokens + 1.0)
 
     def _use(self, name: str, per_minute: int, *, spend: bool) -> float:
         rate = per_minute / 60.0
@@ -99,6 +108,15 @@ return 0
 """
 
 
+#: KEYS[1] the bucket; ARGV rate, size: one token returned (up to the size).
+GIVE_BACK = REFILL + """
+tokens = math.min(size, tokens + 1)
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(at))
+redis.call('PEXPIRE', KEYS[1], math.ceil((size - tokens) / rate * 1000) + 1000)
+return 0
+"""
+
+
 class RedisTokenBuckets:
     """TokenBuckets shared by every server through Redis, under `prefix`."""
 
@@ -108,6 +126,7 @@ class RedisTokenBuckets:
                  fallback: TokenBuckets | None = None) -> None:
         self.prefix = prefix
         self._use = client.register_script(USE_TOKEN)
+        self._give_back = client.register_script(GIVE_BACK)
         self._fallback = fallback or TokenBuckets()
         self._warned = -math.inf
 
@@ -116,6 +135,14 @@ class RedisTokenBuckets:
 
     def wait(self, name: str, per_minute: int) -> float:
         return self._ask(name, per_minute, spend=False)
+
+    def give_back(self, name: str, per_minute: int) -> None:
+        import redis
+
+        try:
+            self._give_back(keys=[f"{self.prefix}:{name}"], args=[repr(per_minute / 60.0), per_minute])
+        except redis.RedisError:
+            self._fallback.give_back(name, per_minute)  # taken there too, while Redis is away
 
     def _ask(self, name: str, per_minute: int, *, spend: bool) -> float:
         import redis

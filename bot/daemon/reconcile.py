@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Callable
 
 import numpy as np
 import structlog
@@ -77,18 +78,26 @@ def reconcile(
     return differences
 
 
-def follow(tradelog: TradeLog, broker: SellsFirst, prefix: str, mode: str) -> int:
+def follow(
+    tradelog: TradeLog,
+    broker: SellsFirst,
+    prefix: str,
+    mode: str,
+    leave: Callable[[RecordedOrder], bool] | None = None,
+) -> int:
     """Pick up following an instance's open orders from the trade log alone, as a
     process that ran its earlier jobs would have them in memory: queued buys back in the
     queue, every other open order tracked from its recorded fills (the next poll reports
     what changed). The platform's stateless workers do this at every job of an account
     that has open orders; a restart after a crash runs `reconcile`, which also asks the
-    venue for what the log may have missed. Returns how many orders are followed."""
+    venue for what the log may have missed. `leave`: open orders another job owns (a
+    platform rebalance's plan its task has yet to send), neither followed nor counted.
+    Returns how many orders are followed."""
     venue = _venue(broker)
     queued: list[Order] = []
     count = 0
     for rec in tradelog.recorded_orders(prefix):
-        if rec.mode != mode or rec.order.status.is_final:
+        if rec.mode != mode or rec.order.status.is_final or (leave is not None and leave(rec)):
             continue
         count += 1
         if _is_queued_buy(rec.order):

@@ -34,15 +34,23 @@ from bot.broker.sequenced import SellsFirst
 from bot.daemon.jobs import DaemonContext, TradingJobs
 from bot.daemon.reconcile import follow, reconcile
 from bot.engine import record_execution
+from bot.errors import BotError
 from bot.platform.context import Profile, WorkerContext
 from bot.platform.profile_targets import ProfileTargets
-from bot.platform.store import TaskRow, has_open_orders, mark_done, set_phase
+from bot.platform.store import (
+    PLANNED,
+    TaskRow,
+    has_open_orders,
+    mark_done,
+    set_phase,
+    unfinished_rebalances,
+)
+from bot.store.readers import RecordedOrder
 from bot.store.tradelog import TradeLog
 from bot.types import Fill, Order, OrderRequest, OrderStatus, Side
 
 log = structlog.get_logger(__name__)
 
-PLANNED = "planned: recorded before it is sent"
 SENT = "sent after its plan was recorded"
 SENT_BEFORE = "sent before its task stopped; found at the broker by its client_order_id"
 
@@ -129,7 +137,7 @@ def rebalance(ctx: WorkerContext, row: TaskRow, account: Account) -> dict[str, A
     session = open_session(ctx, row.run_id, account, snapshot)
     now = ctx.clock.now()
     if row.phase == "planned":
-        plan = _recorded_plan(session, decision.day)
+        plan = _recorded_plan(session, row.run_id, decision.day)
         outcome = {"resumed": "send"}
     else:
         plan, outcome = _plan(ctx, session, decision, resumed or has_open_orders(ctx.engine, account.id), now)
@@ -163,19 +171,34 @@ def _plan(
     return planner.planned, outcome
 
 
-def _recorded_plan(session: AccountSession, day: dt.date) -> list[Order]:
+class PlanLost(BotError):
+    """A resumed rebalance found orders of its plan closed without being sent (by a job
+    that should have left them alone): sending the rest would trade half a plan."""
+
+
+def _recorded_plan(session: AccountSession, run_id: int, day: dt.date) -> list[Order]:
     """The planned orders of this account's rebalance on `day` not yet sent, in plan
-    order (sells first), as phase 1 recorded them."""
+    order (sells first), as phase 1 recorded them. PlanLost if any of them was closed
+    meanwhile without going out: the task must fail where it can be seen, not report
+    done with its plan unsent."""
     rebalance_id = f"{session.prefix}-{day:%Y%m%d}-rb"
-    plan = [
-        rec.order for rec in session.tradelog.recorded_orders(session.prefix)
-        if rec.order.request.rebalance_id == rebalance_id
-        and rec.order.broker_order_id is None
-        and rec.order.status is OrderStatus.NEW
-        and rec.order.status_message == PLANNED
-    ]
+    mine = [rec.order for rec in session.tradelog.recorded_orders(session.prefix)
+            if rec.run_id == run_id and rec.order.request.rebalance_id == rebalance_id]
+    lost = [o for o in mine if o.broker_order_id is None and o.status.is_final]
+    if lost:
+        closed = ", ".join(f"{o.request.client_order_id} ({o.status.value}: {o.status_message})"
+                           for o in lost)
+        raise PlanLost(f"rebalance {rebalance_id}: {len(lost)} of its {len(mine)} planned orders "
+                       f"were closed before this task sent them: {closed}; nothing was sent")
+    plan = [o for o in mine if is_unsent_plan(o)]
     return [o for o in plan if o.request.side is Side.SELL] + [
         o for o in plan if o.request.side is Side.BUY]
+
+
+def is_unsent_plan(order: Order) -> bool:
+    """An order phase 1 recorded that no one has sent yet."""
+    return (order.broker_order_id is None and order.status is OrderStatus.NEW
+            and order.status_message == PLANNED)
 
 
 def _send(session: AccountSession, plan: list[Order], now: dt.datetime, look_up: bool
@@ -221,7 +244,7 @@ def poll(ctx: WorkerContext, run_id: int, account: Account) -> int:
     """Follow the account's open orders (fills, cancels; queued buys go out once its
     sells filled and the market is open), as the daemon's poll job does."""
     session = open_session(ctx, run_id, account)
-    followed = follow(session.tradelog, session.broker, session.prefix, ctx.mode)
+    followed = _follow(ctx, session)
     if not followed:
         return 0
     updates = session.jobs(ctx).poll()
@@ -229,11 +252,23 @@ def poll(ctx: WorkerContext, run_id: int, account: Account) -> int:
     return updates
 
 
+def _follow(ctx: WorkerContext, session: AccountSession) -> int:
+    """The account's open orders followed (bot.daemon.reconcile.follow), except the plan
+    of a rebalance task not final yet: a poll would find those orders absent at the venue
+    and close them as never placed, and the task's retry would then send nothing."""
+    waiting = unfinished_rebalances(ctx.engine, session.account.id)
+
+    def theirs(rec: RecordedOrder) -> bool:
+        return rec.run_id in waiting and is_unsent_plan(rec.order)
+
+    return follow(session.tradelog, session.broker, session.prefix, ctx.mode, leave=theirs)
+
+
 def close(ctx: WorkerContext, row: TaskRow, account: Account) -> dict[str, Any]:
     """The day's equity and positions of the account, after a last poll."""
     session = open_session(ctx, row.run_id, account)
     jobs = session.jobs(ctx)
-    if follow(session.tradelog, session.broker, session.prefix, ctx.mode):
+    if _follow(ctx, session):
         jobs.poll()
     point = jobs.mark_close(row.day)
     outcome = {"equity": round(point.equity, 2), "cash": round(point.cash, 2)}

@@ -4,16 +4,24 @@ once, and one task row per active account.
 A batch is a run in the trade log (strategy "platform", the profiles' configs in its
 config) holding the profiles' targets (`targets`, with every signal, score and the LP's
 reason), one `platform_decisions` row per profile and one `platform_tasks` row per
-account, all committed together. Deciding a day that already has a batch returns that
-batch: a decision task delivered twice decides once.
+account, all committed together with the `platform_batches` row that makes it the batch of its
+(day, mode). Deciding a day that already has a batch returns that batch: a decision task
+delivered twice decides once, and of two deliveries deciding at the same time only the
+first to commit makes the batch (the other's run is closed as superseded).
+
+A profile that cannot be decided (its config file gone, no data for the day) fails
+alone: its active accounts get rebalance tasks that are dead from the start, with the
+error, and an incident of kind `profile_failed` names the profile; the other profiles'
+accounts trade. Only if no profile is decided does the decision fail as a whole.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 import structlog
@@ -23,21 +31,28 @@ from bot.daemon.live import instance_name
 from bot.engine import Engine
 from bot.engine_state import EngineState
 from bot.errors import BotError
+from bot.logs import mask_text
 from bot.platform.context import Profile, WorkerContext
 from bot.platform.profile_targets import stored_stops, stored_weights
 from bot.platform.store import (
     ACCOUNTS,
     DECISIONS,
+    INCIDENTS,
     PLATFORM_STRATEGY,
+    PROFILE_FAILED,
     TASKS,
     StoredDecision,
     batch_of_day,
+    claim_day,
     decision_rows,
+    failed_profiles,
 )
+from bot.platform.tasks import is_transient
 from bot.runner import code_version
-from bot.store.tradelog import TradeLog
+from bot.store.tradelog import ClaimTaken, TradeLog
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,8 @@ class Batch:
     decisions: dict[str, StoredDecision]
     accounts: int
     created: bool  # False: the day's batch existed already
+    failed: dict[str, str] = field(default_factory=dict)  # profiles not decided -> error
+    dead: int = 0  # accounts of those profiles, dead-lettered with the batch
 
 
 class NoAccount:
@@ -60,31 +77,94 @@ class NoAccount:
 
 def decide_batch(ctx: WorkerContext, day: dt.date) -> Batch:
     """The batch deciding on `day`'s close: created with each profile's targets if it
-    does not exist yet, else the existing one."""
+    does not exist yet, else the existing one. A profile that cannot be decided (its
+    config gone, its data missing) fails alone: its accounts are dead-lettered with the
+    error and the other profiles' accounts trade."""
     existing = batch_of_day(ctx.engine, day, ctx.mode)
     if existing is not None:
-        decisions = {n: ctx.decision(existing, n) for n in _profiles_of(ctx, existing)}
-        return Batch(existing, day, decisions, _task_count(ctx, existing), created=False)
+        return _existing(ctx, existing, day)
     now = ctx.clock.now()  # the batch's start: its data, its LPs, its task rows
     grouped = ctx.registry.active_by_profile()
     if not grouped:
         raise BotError("no active account in the registry: nothing to decide "
                        "(add some with `bot accounts add` or `bot accounts import`)")
-    profiles = {name: ctx.profile(name) for name in sorted(grouped)}
+    failed: dict[str, str] = {}
+    profiles: dict[str, Profile] = {}
+    for name in sorted(grouped):
+        loaded = _isolated(failed, name, lambda n=name: ctx.profile(n))
+        if loaded is not None:
+            profiles[name] = loaded
+    if not profiles:
+        raise _none_decided(day, failed)
     tradelog = TradeLog(ctx.engine)
     run_id = _start_run(tradelog, ctx, profiles, day, now)
-    decisions = {name: _decide_profile(ctx, tradelog, run_id, profile, day, now)
-                 for name, profile in profiles.items()}
-    hashes = {name: p.settings.fingerprint() for name, p in profiles.items()}
+    decisions: dict[str, StoredDecision] = {}
+    for name, profile in profiles.items():
+        def decide(p: Profile = profile) -> StoredDecision:
+            with tradelog.dropped_on_error():  # a profile failing half-way records nothing
+                return _decide_profile(ctx, tradelog, run_id, p, day, now)
+
+        decided = _isolated(failed, name, decide)
+        if decided is not None:
+            decisions[name] = decided
+    if not decisions:
+        _end_run(ctx, run_id, {"failed_profiles": failed})
+        raise _none_decided(day, failed)
+    hashes = {name: profiles[name].settings.fingerprint() for name in decisions}
     decided_at = ctx.clock.now()
-    tradelog.flush(
-        sa.insert(DECISIONS).values(decision_rows(run_id, decisions.values(), hashes, decided_at)),
-        _task_rows(run_id, day, list(profiles)),
-    )
-    count = _task_count(ctx, run_id)
-    log.info("batch decided", run=run_id, day=str(day), profiles=len(profiles), accounts=count,
+    try:
+        tradelog.flush(
+            sa.insert(DECISIONS).values(decision_rows(run_id, decisions.values(), hashes, decided_at)),
+            _task_rows(run_id, day, list(decisions)),
+            *_failed_rows(run_id, day, failed, decided_at),
+            claim=claim_day(ctx.engine.dialect.name, run_id, day, ctx.mode, decided_at),
+        )
+    except ClaimTaken:
+        # Another delivery of this decision committed the day's batch first: that one is
+        # the batch, this run is closed as superseded and its records dropped.
+        winner = batch_of_day(ctx.engine, day, ctx.mode)
+        _end_run(ctx, run_id, {"superseded_by": winner})
+        log.warning("batch decided twice: the first one stands", run=winner, dropped=run_id,
+                    day=str(day))
+        return _existing(ctx, winner, day)
+    count, dead = _task_count(ctx, run_id)
+    log.info("batch decided", run=run_id, day=str(day), profiles=len(decisions), accounts=count,
+             failed_profiles=failed or None,
              seconds=round((ctx.clock.now() - now).total_seconds(), 3))
-    return Batch(run_id, day, decisions, count, created=True)
+    return Batch(run_id, day, decisions, count, created=True, failed=failed, dead=dead)
+
+
+def _existing(ctx: WorkerContext, run_id: int | None, day: dt.date) -> Batch:
+    if run_id is None:  # a claim is only ever lost to a committed batch
+        raise BotError(f"the batch of {day} was claimed but is not in the trade log")
+    decisions = {n: ctx.decision(run_id, n) for n in _profiles_of(ctx, run_id)}
+    count, dead = _task_count(ctx, run_id)
+    return Batch(run_id, day, decisions, count, created=False,
+                 failed=failed_profiles(ctx.engine, run_id), dead=dead)
+
+
+def _isolated(failed: dict[str, str], name: str, step: Callable[[], T]) -> T | None:
+    """`step` for profile `name`; its error is kept in `failed` instead of raised, unless
+    a retry of the whole decision may fix it (a timeout, a lost connection)."""
+    try:
+        return step()
+    except Exception as exc:  # noqa: BLE001 - one profile's failure is its accounts' alone
+        if is_transient(exc):
+            raise
+        failed[name] = mask_text(f"{type(exc).__name__}: {exc}")[:1000]
+        log.error("profile not decided", profile=name, error=failed[name])
+        return None
+
+
+def _none_decided(day: dt.date, failed: dict[str, str]) -> BotError:
+    reasons = "; ".join(f"profile {n}: {e}" for n, e in failed.items())
+    return BotError(f"no profile could be decided for {day}: {reasons}")
+
+
+def _end_run(ctx: WorkerContext, run_id: int, summary: dict[str, Any]) -> None:
+    """Close a run that did not become a batch (failed), without its buffered records."""
+    closer = ctx.tradelog(run_id)
+    closer.finish_run("failed", ctx.clock.now(), summary)
 
 
 def _start_run(tradelog: TradeLog, ctx: WorkerContext, profiles: dict[str, Profile],
@@ -138,11 +218,39 @@ def _task_rows(run_id: int, day: dt.date, profiles: list[str]) -> sa.Executable:
     return sa.insert(TASKS).from_select(columns, accounts)
 
 
-def _task_count(ctx: WorkerContext, run_id: int) -> int:
+def _failed_rows(run_id: int, day: dt.date, failed: dict[str, str], now: dt.datetime
+                 ) -> list[sa.Executable]:
+    """For each profile not decided: its active accounts' rebalance tasks, dead from the
+    start with the error, and one incident naming the profile and the error."""
+    out: list[sa.Executable] = []
+    for name, error in failed.items():
+        text = f"profile {name} was not decided for {day}: {error}"
+        accounts = sa.select(
+            sa.literal(run_id, sa.BigInteger), ACCOUNTS.c.id, sa.literal("rebalance"),
+            sa.literal(day, sa.Date), sa.literal("dead"), sa.literal(0), sa.literal(0),
+            sa.literal(now, TASKS.c.finished_at.type), sa.literal(text, sa.Text),
+        ).where(ACCOUNTS.c.status == "active", ACCOUNTS.c.profile == name)
+        columns = ["run_id", "account_id", "kind", "day", "status", "attempts", "retries",
+                   "finished_at", "error"]
+        out.append(sa.insert(TASKS).from_select(columns, accounts))
+        out.append(sa.insert(INCIDENTS).values(
+            run_id=run_id, at=now, kind=PROFILE_FAILED,
+            message=f"{text}; its accounts are dead-lettered in batch {run_id}",
+            context={"profile": name, "day": day.isoformat(), "error": error},
+        ))
+    return out
+
+
+def _task_count(ctx: WorkerContext, run_id: int) -> tuple[int, int]:
+    """The batch's rebalance tasks, and how many of them were dead from the start (their
+    profile was not decided)."""
+    never_run = sa.and_(TASKS.c.status == "dead", TASKS.c.attempts == 0)
     with ctx.engine.connect() as conn:
-        return int(conn.execute(
-            sa.select(sa.func.count()).where(TASKS.c.run_id == run_id, TASKS.c.kind == "rebalance")
-        ).scalar_one())
+        row = conn.execute(
+            sa.select(sa.func.count(), sa.func.count().filter(never_run))
+            .where(TASKS.c.run_id == run_id, TASKS.c.kind == "rebalance")
+        ).one()
+    return int(row[0]), int(row[1])
 
 
 def _profiles_of(ctx: WorkerContext, run_id: int) -> list[str]:

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.store.models import METADATA
 
 TASKS = METADATA.tables["platform_tasks"]
 DECISIONS = METADATA.tables["platform_decisions"]
+BATCHES = METADATA.tables["platform_batches"]
+INCIDENTS = METADATA.tables["incidents"]
 RUNS = METADATA.tables["runs"]
 ACCOUNTS = METADATA.tables["accounts"]
 ORDERS = METADATA.tables["orders"]
@@ -30,6 +33,10 @@ ORDERS = METADATA.tables["orders"]
 FINAL = ("done", "dead")
 #: the strategy name of a platform batch's run
 PLATFORM_STRATEGY = "platform"
+#: the status message of an order a rebalance planned and has not sent yet
+PLANNED = "planned: recorded before it is sent"
+#: the incident kind of a profile the weekly decision could not decide
+PROFILE_FAILED = "profile_failed"
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,7 @@ class BatchSummary:
     orders: int
     started_at: dt.datetime
     last_finished_at: dt.datetime | None
+    failed_profiles: dict[str, str] = field(default_factory=dict)  # profile -> error
 
     @property
     def complete(self) -> bool:
@@ -98,7 +106,7 @@ class BatchSummary:
             "accounts": self.accounts, "done": self.done, "dead": self.dead,
             "retried": self.retried, "waiting": self.waiting, "orders": self.orders,
             "decision_day": self.day.isoformat() if self.day else None,
-            "seconds": self.seconds,
+            "seconds": self.seconds, "failed_profiles": self.failed_profiles,
         }
 
 
@@ -247,25 +255,37 @@ def load_decisions(engine: sa.Engine, run_id: int) -> dict[str, StoredDecision]:
 
 def batch_of_day(engine: sa.Engine, day: dt.date, mode: str) -> int | None:
     """The run of the batch that decided on `day`'s close in `mode`, if one exists."""
-    stmt = (
-        sa.select(RUNS.c.id)
-        .join(DECISIONS, DECISIONS.c.run_id == RUNS.c.id)
-        .where(DECISIONS.c.day == day, RUNS.c.mode == mode, RUNS.c.strategy == PLATFORM_STRATEGY)
-        .order_by(RUNS.c.id.desc())
-        .limit(1)
-    )
+    stmt = sa.select(BATCHES.c.run_id).where(BATCHES.c.day == day, BATCHES.c.mode == mode)
     with engine.connect() as conn:
         found = conn.execute(stmt).scalar()
     return None if found is None else int(found)
+
+
+def claim_day(dialect: str, run_id: int, day: dt.date, mode: str, now: dt.datetime) -> sa.Executable:
+    """The INSERT that makes `run_id` the batch of (`day`, `mode`), or inserts nothing if
+    another run is that batch already (TradeLog.flush's `claim`)."""
+    insert: Any = postgresql.insert(BATCHES) if dialect == "postgresql" else sqlite.insert(BATCHES)
+    values = {"run_id": run_id, "day": day, "mode": mode, "created_at": now}
+    return (insert.values(values).on_conflict_do_nothing(index_elements=["day", "mode"])
+            .returning(BATCHES.c.run_id))
 
 
 def latest_batch(engine: sa.Engine, mode: str | None = None) -> int | None:
-    stmt = sa.select(sa.func.max(RUNS.c.id)).where(RUNS.c.strategy == PLATFORM_STRATEGY)
+    stmt = sa.select(sa.func.max(BATCHES.c.run_id))
     if mode is not None:
-        stmt = stmt.where(RUNS.c.mode == mode)
+        stmt = stmt.where(BATCHES.c.mode == mode)
     with engine.connect() as conn:
         found = conn.execute(stmt).scalar()
     return None if found is None else int(found)
+
+
+def failed_profiles(engine: sa.Engine, run_id: int) -> dict[str, str]:
+    """The profiles a batch could not decide, each with its error (their accounts are
+    dead-lettered)."""
+    stmt = sa.select(INCIDENTS.c.context).where(
+        INCIDENTS.c.run_id == run_id, INCIDENTS.c.kind == PROFILE_FAILED).order_by(INCIDENTS.c.id)
+    with engine.connect() as conn:
+        return {c["profile"]: c["error"] for c in conn.execute(stmt).scalars()}
 
 
 # -- summaries -----------------------------------------------------------------------------
@@ -302,7 +322,7 @@ def summarize(engine: sa.Engine, run_id: int) -> BatchSummary:
         last = last.replace(tzinfo=dt.UTC)
     return BatchSummary(
         run_id, day, run.status, total, done, dead, int(retried), total - done - dead,
-        int(orders), run.started_at, last,
+        int(orders), run.started_at, last, failed_profiles(engine, run_id),
     )
 
 
@@ -321,17 +341,41 @@ def finish_if_complete(engine: sa.Engine, run_id: int, now: dt.datetime) -> Batc
     return summary if changed else None
 
 
+def _waiting_plan() -> sa.ColumnElement[bool]:
+    """An order a rebalance planned and has not sent, whose task is not final: that task
+    sends it (looking it up first) when it runs again, so no poll or close may follow it
+    (it would find it absent at the venue and close it as never placed)."""
+    task = sa.select(TASKS.c.id).where(
+        TASKS.c.run_id == ORDERS.c.run_id, TASKS.c.account_id == ORDERS.c.account_id,
+        TASKS.c.kind == "rebalance", TASKS.c.status.not_in(FINAL),
+    )
+    return sa.and_(
+        ORDERS.c.status == "new", ORDERS.c.broker_order_id.is_(None),
+        sa.func.coalesce(ORDERS.c.status_message, "") == PLANNED, sa.exists(task),
+    )
+
+
 def open_order_accounts(engine: sa.Engine) -> list[int]:
-    """Accounts with orders not final in the trade log (what the poll round follows)."""
+    """Accounts with orders not final in the trade log (what the poll round follows),
+    leaving out plans their rebalance task has yet to send."""
     from bot.types import OrderStatus
 
     final = [s.value for s in OrderStatus if s.is_final]
     stmt = (
         sa.select(ORDERS.c.account_id).distinct()
-        .where(ORDERS.c.account_id.is_not(None), ORDERS.c.status.not_in(final))
+        .where(ORDERS.c.account_id.is_not(None), ORDERS.c.status.not_in(final), ~_waiting_plan())
     )
     with engine.connect() as conn:
         return sorted(int(a) for (a,) in conn.execute(stmt))
+
+
+def unfinished_rebalances(engine: sa.Engine, account_id: int) -> set[int]:
+    """The batches (run ids) whose rebalance of the account is not final: their planned
+    orders not sent yet are that task's to send."""
+    stmt = sa.select(TASKS.c.run_id).where(
+        TASKS.c.account_id == account_id, TASKS.c.kind == "rebalance", TASKS.c.status.not_in(FINAL))
+    with engine.connect() as conn:
+        return {int(r) for r in conn.execute(stmt).scalars()}
 
 
 def has_open_orders(conn_engine: sa.Engine, account_id: int) -> bool:

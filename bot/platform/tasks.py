@@ -154,10 +154,15 @@ def decide(self: Task, day: str, mode: str) -> dict[str, Any]:
         ctx.tradelog(None).incident(ctx.clock.now(), "job:decide", error, {"day": day, "mode": mode})
         return {"error": error}
     rows = store.tasks_of(ctx.engine, batch.run_id, "rebalance", ("pending", "retrying", "running"))
-    ctx.redis.set(_total_key(ctx, batch.run_id), batch.accounts)
+    # The tasks that count themselves final: not those dead from the start with their profile.
+    ctx.redis.set(_total_key(ctx, batch.run_id), batch.accounts - batch.dead)
     publish_each(rebalance, [(r.id, r.account_id) for r in rows],
                  lambda r: f"rebalance-{batch.run_id}-{r[0]}")
     log.info("batch published", run=batch.run_id, day=day, tasks=len(rows), created=batch.created)
+    if batch.failed:
+        log.error("batch without some profiles: their accounts are dead-lettered",
+                  run=batch.run_id, accounts=batch.dead, failed_profiles=batch.failed)
+        return {"run": batch.run_id, "published": len(rows), "failed_profiles": batch.failed}
     return {"run": batch.run_id, "published": len(rows)}
 
 

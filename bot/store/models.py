@@ -596,6 +596,22 @@ PLATFORM_DECISIONS = Table(
 )
 
 
+# A platform batch: the run that decided `day`'s close in `mode`, one per (day, mode). Written
+# in the batch's own transaction (with its decisions and task rows), so a second delivery of
+# the weekly decision deciding the same day at the same time cannot commit a second batch.
+PLATFORM_BATCHES = Table(
+    "platform_batches",
+    METADATA,
+    _id_column(),
+    Column("run_id", Id, ForeignKey("runs.id"), nullable=False, unique=True),
+    Column("day", Date, nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    _one_of("mode", RUN_MODES),
+    UniqueConstraint("day", "mode"),
+)
+
+
 # One account's task of a platform batch, keyed by (run, account, kind, day): a task delivered
 # again after it finished finds its row done and does nothing. `phase` 'planned' means its orders
 # are recorded and may be partly sent (a re-run sends the rest, looking each up first).

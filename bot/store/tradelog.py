@@ -190,6 +190,11 @@ def _resumed_incident(run_id: int, at: dt.datetime, message: str) -> sa.Executab
     return sa.insert(INCIDENTS).from_select(["run_id", "at", "kind", "message"], values)
 
 
+class ClaimTaken(BotError):
+    """A flush's `claim` inserted no row: another process made that record first. Nothing
+    was written and the buffer is kept (for the caller to drop)."""
+
+
 class TradeLog(TradeLogReaders):
     """Records one run at a time (`run_id`); reads any run. Orders, equity and positions
     are tagged with `account_id` (a client account of the registry; None for the
@@ -254,6 +259,25 @@ class TradeLog(TradeLogReaders):
             yield self
         finally:
             self.account_id = previous
+
+    @contextlib.contextmanager
+    def dropped_on_error(self) -> Iterator[TradeLog]:
+        """Records buffered inside the block are dropped if it raises, those buffered before
+        it are kept as they were: a step that fails half-way (one profile of a platform
+        decision) leaves none of its records to be written with the others'."""
+        lists = (self._events, self._fills, self._regimes, self._targets, self._risk_events,
+                 self._equity, self._positions)
+        sizes = [len(buffer) for buffer in lists]
+        orders = {cid: list(row) for cid, row in self._orders.items()}
+        updates = {cid: dict(change) for cid, change in self._updates.items()}
+        states = dict(self._states)
+        try:
+            yield self
+        except BaseException:
+            for buffer, size in zip(lists, sizes, strict=True):
+                del buffer[size:]
+            self._orders, self._updates, self._states = orders, updates, states
+            raise
 
     # -- runs -------------------------------------------------------------------------
 
@@ -623,12 +647,16 @@ class TradeLog(TradeLogReaders):
 
     # -- writing ----------------------------------------------------------------------
 
-    def flush(self, *also: sa.Executable, prepared: PreparedRecords | None = None) -> None:
+    def flush(self, *also: sa.Executable, prepared: PreparedRecords | None = None,
+              claim: sa.Executable | None = None) -> None:
         """Write everything buffered in one transaction; on failure nothing is written and
         the buffer is kept, so a later flush retries it. `also`: statements committed in
         the same transaction (a platform task's state with the records it made);
-        `prepared`: this buffer already converted (prepare), else converted here."""
-        self._write(*also, prepared=prepared)
+        `prepared`: this buffer already converted (prepare), else converted here.
+        `claim`: an INSERT ... ON CONFLICT DO NOTHING RETURNING run first (a platform
+        batch's day); if it returns no row, another process wrote it first and ClaimTaken
+        is raised with nothing written."""
+        self._write(*also, prepared=prepared, claim=claim)
 
     def _sizes(self) -> tuple[int, ...]:
         return (
@@ -671,15 +699,19 @@ class TradeLog(TradeLogReaders):
         return bool(any(self._sizes()) or self._updates or self._states)
 
     def _write(
-        self, *final_statements: sa.Executable, prepared: PreparedRecords | None = None
+        self, *final_statements: sa.Executable, prepared: PreparedRecords | None = None,
+        claim: sa.Executable | None = None,
     ) -> None:
-        if not self._pending() and not final_statements:
+        if not self._pending() and not final_statements and claim is None:
             return
         started = time.perf_counter()
         prepared = self._current(prepared)  # before the transaction: no lock held for it
         with _signals_deferred():
             try:
                 with self.engine.begin() as conn:
+                    if claim is not None and conn.execute(claim).first() is None:
+                        raise ClaimTaken("the record this flush claims was written first "
+                                         "by another process; nothing was written")
                     new_ids, counts = self._write_buffers(conn, prepared)
                     for statement in final_statements:
                         conn.execute(statement)
