@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bot.broker.simulated import CostModel, SimulatedBroker, next_open_prices
+from bot.broker.simulated import CostModel, SimulatedBroker, close_prices, next_open_prices
 from bot.config import Settings
 from bot.data.base import MarketData
 from bot.engine import Engine
@@ -155,7 +155,9 @@ def run_backtest(
     close = engine.close
     if initial_weights is not None:
         _start_from(engine, broker, initial_weights, lo, bt.initial_cash)
-    fill_open = next_open_prices(market.prices.select(symbols))
+    traded = market.prices.select(symbols)
+    fill_open = next_open_prices(traded)
+    fill_close = close_prices(traded)
     open_seconds, close_seconds = session_seconds(dates[lo:hi])
 
     n = hi - lo
@@ -180,10 +182,10 @@ def run_backtest(
             if bt.fill == "next_open":
                 settle(fill_open[t], utc(open_seconds[k]))
             elif bt.fill == "next_close":
-                settle(close[t], closing)
+                settle(fill_close[t], closing)
         engine.step(t, closing)
         if bt.fill == "same_close" and broker.open_order_count():
-            settle(close[t], closing)
+            settle(fill_close[t], closing)
         point = engine.record_close(t)
         equity[k] = point.equity
         cash[k] = point.cash

@@ -81,8 +81,7 @@ class Engine:
         prices = market.prices.select(self.symbols)
         self.dates = prices.dates
         self.close = prices.close
-        # NaN (not yet listed) valued at zero: nothing can be held before listing.
-        self._mark = np.nan_to_num(prices.close)
+        self._mark = _marks(prices.close)
         self._days: list[dt.date] = prices.dates.astype("datetime64[D]").astype(object).tolist()
         self._week = week_numbers(prices.dates).tolist()
         self._week_ends: np.ndarray | None = None  # computed on first need (calendar import)
@@ -126,7 +125,8 @@ class Engine:
         self._regime_for_week(t, day)
 
         orders: tuple[Order, ...] = ()
-        if state.pending and day >= state.pending[0].execute_on:
+        executing = bool(state.pending) and day >= state.pending[0].execute_on
+        if executing:
             orders = self._execute_pending(day, now, shares, equity, t, events)
 
         last = state.last_rebalance_day
@@ -140,18 +140,22 @@ class Engine:
             forced,
             self._weekly and self._is_week_end(t),
             # While a decision waits for its day the holdings are bound to differ from it:
-            # drift is measured against executed targets only.
-            drift_check=not state.pending,
+            # drift is measured against executed targets only, and not on the day they
+            # are sent (the holdings have not moved yet).
+            drift_check=not state.pending and not executing,
         )
-        if check.due:
-            state.owed_rebalance = None
-            orders += self._rebalance(t, day, now, check.reason, shares, equity, events)
-        elif check.reason.startswith("skipped"):  # orders outstanding: no stop orders either
+        if check.reason.startswith("skipped"):  # orders outstanding: no stop orders either
             state.owed_rebalance = forced
             self._risk_event(RiskEvent(day, "outstanding_orders", check.reason), events)
             return StepOutcome(day, equity, None, orders, tuple(events))
-        if not check.due and state.stops is not None:
-            orders += self._check_stops(t, day, now, shares, events)
+        # Stops first, on a rebalance day too: a position that closed below its stop is
+        # sold and stays out until the next rebalance, not bought back by this one.
+        hit = self._stops_hit(t, shares) if state.stops is not None else []
+        if hit:
+            orders += self._sell_stopped(t, day, now, shares, hit, events)
+        if check.due:
+            state.owed_rebalance = None
+            orders += self._rebalance(t, day, now, check.reason, shares, equity, events, hit)
         return StepOutcome(day, equity, check.reason if check.due else None, orders, tuple(events))
 
     def record_close(self, t: int, snapshot: bool | None = None) -> EquityPoint:
@@ -272,16 +276,24 @@ class Engine:
         shares: np.ndarray,
         equity: float,
         events: list[RiskEvent],
+        stopped: list[int] | None = None,
     ) -> tuple[Order, ...]:
+        """Decide and send (or queue, with an execution lag) a rebalance. `stopped`: the
+        assets whose stops were hit at this close and sold just before it, which it
+        keeps out (weight 0, their shares as sold) until the next rebalance."""
         state = self.state
         decision: TargetDecision = self.model.decide(self._context(t))
+        if stopped:
+            decision = _keep_out(decision, stopped)
+            shares = shares.copy()
+            shares[stopped] = 0.0
         rebalance_id = self.rebalance_id(day)  # its targets' key and its orders' id prefix
         if self.records_targets:
             self.log.targets(day, rebalance_id, decision.rows, reason)
         for event in decision.events:
             self._risk_event(event, events)
         state.stops = decision.stops
-        state.stopped = set()
+        state.stopped = {self.symbols[i] for i in stopped or ()}
         state.last_rebalance_day = day
         self._day_indices[day] = t  # asked every day from now on: known here, not searched
         lag = self.settings.rebalance.execution_lag_days
@@ -339,26 +351,30 @@ class Engine:
         )
         return tuple(self._submit(r, now) for r in requests)
 
-    def _check_stops(
-        self, t: int, day: dt.date, now: dt.datetime, shares: np.ndarray, events: list[RiskEvent]
-    ) -> tuple[Order, ...]:
-        """Sell any held asset whose close fell below its stop; it stays in cash (target 0)
-        until the next rebalance."""
+    def _stops_hit(self, t: int, shares: np.ndarray) -> list[int]:
+        """The held assets that closed below their stop at day t and were not sold for it
+        already since the last rebalance."""
         stops = self.state.stops
         assert stops is not None
-        hit = [  # plain floats: most days nothing is hit, and numpy's calls cost more
+        stopped = self.state.stopped
+        return [  # plain floats: most days nothing is hit, and numpy's calls cost more
             i for i, (close, stop, held)
             in enumerate(zip(self.close[t].tolist(), stops.tolist(), shares.tolist(), strict=True))
-            if close < stop and held > 0
+            if close < stop and held > 0 and self.symbols[i] not in stopped
         ]
-        if not hit:
-            return ()
+
+    def _sell_stopped(
+        self, t: int, day: dt.date, now: dt.datetime, shares: np.ndarray, hit: list[int],
+        events: list[RiskEvent],
+    ) -> tuple[Order, ...]:
+        """Sell each asset whose stop was hit; it stays in cash (target 0) until the next
+        rebalance."""
+        stops = self.state.stops
+        assert stops is not None
         orders = []
         targets = None if self.state.targets is None else self.state.targets.copy()
         for i in hit:
             sym = self.symbols[i]
-            if sym in self.state.stopped:
-                continue
             price = float(self.close[t, i])
             self._risk_event(
                 RiskEvent(
@@ -401,6 +417,30 @@ class Engine:
         if self._week_ends is None:
             self._week_ends = week_ends(self.dates)
         return bool(self._week_ends[t])
+
+
+def _marks(close: np.ndarray) -> np.ndarray:
+    """The price each holding is valued at: its last close, carried over a day without
+    one (a missing close valued at 0 halved a book for a day and tripped the drawdown
+    rule); 0 before the asset listed, when nothing can be held."""
+    rows = np.arange(close.shape[0])[:, None]
+    last = np.maximum.accumulate(np.where(np.isfinite(close), rows, -1), axis=0)
+    carried = np.take_along_axis(close, np.maximum(last, 0), axis=0)
+    return np.where(last >= 0, np.nan_to_num(carried), 0.0)
+
+
+def _keep_out(decision: TargetDecision, stopped: list[int]) -> TargetDecision:
+    """`decision` with the assets just sold at their stops held at 0 (the rest of their
+    weight stays in cash), each row saying why."""
+    weights = decision.weights.copy()
+    weights[stopped] = 0.0
+    rows = list(decision.rows)
+    for i in stopped:
+        row = rows[i]
+        rows[i] = row._replace(
+            final=0.0, reasons=(*row.reasons, "stop hit at this close: out until the next rebalance")
+        )
+    return TargetDecision(weights, rows, decision.events, decision.stops)
 
 
 def decision_context(

@@ -178,3 +178,41 @@ def test_session_seconds_are_new_york_open_and_close_across_dst():
     ]
     assert [utc(s).strftime("%H:%M") for s in closes] == ["21:00", "20:00", "20:00", "21:00"]
     assert all(utc(s).tzinfo is dt.UTC for s in opens)
+
+
+@pytest.mark.parametrize("fill", ["next_open", "next_close", "same_close"])
+def test_no_fill_model_fills_at_a_forward_filled_close(settings, fill):
+    """A day a loader forward-filled carries the last close, which is no trade. The
+    next_open model already let such orders expire; the close models filled them at the
+    carried close (36 shares of AAA at 90.0 on a day it did not trade)."""
+    from bot.data.base import MarketData, PriceHistory
+
+    raw = settings.model_dump(mode="json")
+    raw["universe"] = {"AAA": {"leverage": 1, "weight": 0.5, "role": "equity"},
+                       "BBB": {"leverage": 1, "weight": 0.5, "role": "equity"}}
+    raw["overlay"] = {}
+    raw["strategy"].update(weighting="strategic", overlay_enabled=False)
+    raw["risk"].update(rules=[], position_cap=0.6)
+    raw["rebalance"].update(drift=None, min_trade_notional=0.0)
+    raw["backtest"].update(fill=fill, start=None, end=None, slippage_bps=0.0)
+    config = parse_settings(raw, "filled days")
+    days = 12
+    close = np.full((days, 2), 100.0)
+    close[:, 1] = np.linspace(100, 111, days)
+    close[3:6, 0] = 90.0
+    filled = np.zeros((days, 2), dtype=bool)
+    filled[4:6, 0] = True  # AAA did not trade on days 4 and 5
+    dates = pd.bdate_range("2020-01-02", periods=days).values.astype("datetime64[D]")
+    market = MarketData(PriceHistory(dates, ("AAA", "BBB"), close, close.copy(), filled), {},
+                        "handmade", False)
+    log = scratch_tradelog("filled")
+    result = run_backtest(config, market, log)
+    fills = result.fills_frame()
+    fill_days = pd.DatetimeIndex(fills["filled_at"].dt.tz_convert("America/New_York").dt.date)
+    on_filled = fills[(fills["symbol"] == "AAA") & fill_days.isin(pd.DatetimeIndex(dates[4:6]))]
+    assert on_filled.empty
+    log.flush()
+    orders = log.load_orders(log.run_id)
+    expired = orders[(orders["symbol"] == "AAA") & (orders["status"] == "expired")]
+    assert len(expired) >= 1 and set(expired["status_message"]) == {"no price on the fill day"}
+    log.close()

@@ -116,3 +116,27 @@ def test_var_factor_matches_numpys_masked_clip():
         ok = hist > 0
         expected[ok] = np.clip(gauss[ok] / hist[ok], floor, 1.0)
         np.testing.assert_array_equal(var_tail_factor(rets, confidence, floor), expected)
+
+
+@pytest.mark.parametrize("weighting", ["inverse_vol", "erc"])
+def test_an_asset_that_did_not_move_falls_back_to_strategic_weights(weighting):
+    """Before: a fund whose price stood still over the window (volatility 0, e.g. a
+    T-bill fund on a quiet month) stopped the whole backtest with a ValueError
+    (inverse_vol) or a singular-matrix LinAlgError (erc)."""
+    from bot.config import load_settings, parse_settings
+    from bot.strategy.leverage import LeverageModel
+    from tests.conftest import CONFIG
+
+    raw = load_settings(CONFIG).model_dump(mode="json")
+    raw["strategy"]["weighting"] = weighting
+    model = LeverageModel(parse_settings(raw, "flat asset"))
+    n = len(model.symbols)
+    rets = np.random.default_rng(3).normal(0.0, 0.01, (model.returns_window, n))
+    rets[-60:, 3] = 0.0  # the fourth fund stood still for the last 60 days
+    weights, how = model.baseline(rets, np.ones(n, dtype=bool))
+    assert np.allclose(weights, model.strategic / model.strategic.sum())
+    assert how.startswith(f"{weighting}: {model.symbols[3]} did not move over")
+    assert how.endswith("(volatility 0), strategic weights used")
+    rets[-1, 3] = 0.001  # it moved once: the model's own weights again
+    weights, how = model.baseline(rets, np.ones(n, dtype=bool))
+    assert "strategic" not in how and np.isclose(weights.sum(), 1.0)

@@ -40,6 +40,14 @@ def next_open_prices(prices: PriceHistory) -> np.ndarray:
     return np.where(prices.filled, np.nan, fill)
 
 
+def close_prices(prices: PriceHistory) -> np.ndarray:
+    """Fill prices of the close models (`next_close`, `same_close`): each day's close,
+    NaN on days a loader forward-filled (a carried close is no trade), as next_open."""
+    if prices.filled is None:
+        return prices.close
+    return np.where(prices.filled, np.nan, prices.close)
+
+
 class SimulatedBroker:
     """Holds cash and shares as arrays aligned with the strategy's symbols."""
 

@@ -24,7 +24,7 @@ class LeverageModel:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        symbols = settings.symbols
+        self.symbols = symbols = settings.symbols
         universe = settings.universe
         self.leverage = np.array([universe[s].leverage for s in symbols])
         self.is_bond = np.array([universe[s].role == "bond" for s in symbols])
@@ -100,16 +100,31 @@ class LeverageModel:
             window = rets[-st.cov_window :]
             if window.shape[0] < len(tradable) + 1:
                 return strategic, "erc: insufficient history, strategic weights used"
-            return erc_weights(np.cov(window, rowvar=False)), f"erc over {window.shape[0]} days"
+            cov = np.cov(window, rowvar=False)
+            flat = self._flat(np.sqrt(np.clip(np.diag(cov), 0.0, None)), window.shape[0])
+            if flat:
+                return strategic, f"erc: {flat}, strategic weights used"
+            return erc_weights(cov), f"erc over {window.shape[0]} days"
         if st.weighting == "mean_variance":
             return self._mean_variance(rets, strategic)
+        stats = stats or WindowStats(rets)
+        flat = self._flat(stats.vol(st.vol_window), st.vol_window)
+        if flat:
+            return strategic, f"inverse_vol: {flat}, strategic weights used"
         var = rets[-st.var_window :] if st.var_adjust and rets.shape[0] >= st.var_window else None
         result = inverse_vol_weights(
             rets[-st.vol_window :], self.leverage, var, st.var_confidence, st.var_factor_floor,
-            stats or WindowStats(rets),
+            stats,
         )
         how = f"inverse vol {st.vol_window}d / leverage" + (" x VaR factor" if var is not None else "")
         return result.weights, how
+
+    def _flat(self, vol: np.ndarray, days: int) -> str:
+        """Which assets did not move over the window (volatility 0: a fund whose price
+        stood still, such as a T-bill fund over a quiet month), whose inverse would be
+        infinite; '' if none."""
+        flat = [sym for sym, v in zip(self.symbols, vol.tolist(), strict=True) if not v > 0.0]
+        return f"{', '.join(flat)} did not move over {days} days (volatility 0)" if flat else ""
 
     def _strategic(self, tradable: np.ndarray) -> np.ndarray | None:
         """The strategic weights of the assets priced today, scaled to sum to 1 (None if
