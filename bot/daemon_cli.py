@@ -323,17 +323,21 @@ def heartbeat_path() -> Path:
 
 
 def _cmd_health(args: argparse.Namespace) -> int:
-    from bot.daemon.service import heartbeat_age
+    from bot.daemon.service import heartbeat_age, heartbeat_in_future
 
     path = heartbeat_path()
     age = heartbeat_age(path)
     if age is None:
         print(f"unhealthy: no heartbeat at {path}")
         return 1
+    if heartbeat_in_future(age):
+        print(f"unhealthy: the heartbeat at {path} is {-age:.0f} s in the future (a clock "
+              "step or a copied file); expected a time before now")
+        return 1
     if age > args.max_age:
         print(f"unhealthy: last heartbeat {age:.0f} s ago (limit {args.max_age:.0f} s)")
         return 1
-    print(f"healthy: last heartbeat {age:.0f} s ago")
+    print(f"healthy: last heartbeat {max(age, 0.0):.0f} s ago")  # a little skew reads as now
     return 0
 
 

@@ -129,7 +129,21 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         rows = rows.drop(hidden)
     write(rows, args.format, title=title, truncate=args.limit is None,
           drop=TABLE_DROP.get(args.command, ()))
+    if args.command == "positions" and args.format == "table":
+        _say_if_flat(rows)
     return 0
+
+
+def _say_if_flat(rows: Rows) -> None:
+    """Under a table of zero rows only: the book is flat on that day (everything sold),
+    which the rows alone leave to be inferred."""
+    from bot.terminal import console as make_console
+
+    if rows.empty or any(q != 0 for q in rows.column("quantity")):
+        return
+    days = ", ".join(sorted({str(d) for d in rows.column("day")}))
+    make_console().print(f"the book is flat on {days}: every holding of that snapshot is 0 (all cash)",
+                         markup=False, highlight=False)
 
 
 def _chosen_run(
@@ -171,14 +185,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
         run_id = args.run
         if run_id is None:
             with log.engine.connect() as conn:
-                run_id = queries.latest_run(conn)
-        stored = build_stored_report(log, run_id, config_path=Path(args.config), database=url)
+                account = None if args.account is None else queries.resolve_account(conn, args.account)
+                run_id = queries.latest_run(conn, account)
+        stored = build_stored_report(log, run_id, config_path=Path(args.config), database=url,
+                                     account=args.account)
     finally:
         log.engine.dispose()
     warning = unfinished_warning(run_id, stored.report["meta"]["status"], stored.strategy.equity)
     if warning:  # a new list: stored.notes (printed below the table) shares the old one
         stored.report["meta"]["notes"] = [warning, *stored.report["meta"]["notes"]]
-    out = Path(args.out) if args.out else report_dir(url, run_id) / "stored"
+    # one folder per account: a second account's report must not overwrite the first's
+    stored_dir = "stored" if stored.account is None else f"stored-account-{stored.account}"
+    out = Path(args.out) if args.out else report_dir(url, run_id) / stored_dir
     write_json(stored.report, out / "report.json")
     label = stored.report["meta"]["data_label"]
     charts = [] if args.no_charts else [
@@ -190,11 +208,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if warning:
         console.print(warning, style="bold red", markup=False, highlight=False, soft_wrap=True)
     render_table(stored.report, console)
-    for note in stored.notes:
-        console.print(f"[yellow]{note}[/]")
-    console.print(f"report of run {run_id}: {out / 'report.json'}")
+    for note in stored.notes:  # notes and paths may hold brackets: never markup
+        console.print(note, style="yellow", markup=False)
+    console.print(f"report of run {run_id}: {out / 'report.json'}", markup=False)
     for chart in charts:
-        console.print(f"chart: {chart}")
+        console.print(f"chart: {chart}", markup=False)
     return 0
 
 
@@ -241,6 +259,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_database_arguments(report)
     report.add_argument("--run", type=run_id, help="run id (default: the latest run)")
+    report.add_argument(
+        "--account", help="one client account of a run of several: its registry id or broker account id"
+    )
     report.add_argument(
         "--out", help="directory (default reports/run-ID/stored beside a SQLite trade log)"
     )

@@ -276,13 +276,14 @@ def _regime_table(report: dict[str, Any]) -> Table | None:
 def render_table(report: dict[str, Any], console: Console | None = None) -> None:
     """Print the report as terminal tables, headed by the data label (loudly if synthetic)."""
     console = console or Console()
+    from bot.terminal import literal, stack
+
     label = str(report["meta"].get("data_label", "unknown"))
     if "SYNTHETIC" in label.upper():
-        console.rule(f"[bold white on red] {_title(report)} [/]", style="red")
+        console.rule(f"[bold white on red] {literal(_title(report))} [/]", style="red")
         console.print("[bold red]SYNTHETIC DATA: these numbers are not real market history.[/]")
     else:
-        console.rule(f"[bold]{_title(report)}[/]")
-    from bot.terminal import stack
+        console.rule(f"[bold]{literal(_title(report))}[/]")
 
     tables = (
         (_summary_table(report), 1), (_period_table(report), 2), (_regime_table(report), 1),

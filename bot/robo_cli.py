@@ -52,7 +52,7 @@ def _cmd_suitability(args: argparse.Namespace) -> int:
     render(report, console)
     if args.out:
         write_json(report, Path(args.out))
-        console.print(f"report: {args.out}")
+        console.print(f"report: {args.out}", markup=False)
     return 0
 
 
@@ -130,8 +130,10 @@ def render(report: dict[str, Any], console) -> None:
     """One table: per profile the strategy, then its static allocation."""
     from rich.table import Table
 
+    from bot.terminal import literal
+
     labels = {p["data_label"] for p in report["profiles"]}
-    table = Table(title=f"MiFID II suitability — data: {', '.join(sorted(labels))}",
+    table = Table(title=literal(f"MiFID II suitability — data: {', '.join(sorted(labels))}"),
                   title_justify="left")
     for header in ("profile", "series", "span", "weeks", "vol 5y %", "SRRI", "rolling",
                    "intended", "fits", "VEV %", "MRM", "max DD %", "max DD 5y %", "Sharpe",
@@ -164,9 +166,9 @@ def render(report: dict[str, Any], console) -> None:
     for prof in report["profiles"]:
         mismatch = prof["strategy"]["mismatch"]
         if mismatch:
-            console.print(f"[bold red]{prof['profile']}: {mismatch}[/]")
+            console.print(f"{prof['profile']}: {mismatch}", style="bold red", markup=False)
         note = short_history_note(prof["strategy"])
         if note:
-            console.print(f"[yellow]{prof['profile']}: {note}[/]")
+            console.print(f"{prof['profile']}: {note}", style="yellow", markup=False)
     if any("SYNTHETIC" in label.upper() for label in labels):
         console.print("[bold red]SYNTHETIC DATA: these numbers are not real market history.[/]")

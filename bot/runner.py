@@ -221,9 +221,10 @@ def _backtest(options: BacktestOptions) -> int:
     tradelog.close()
     write_json(report, out / "report.json")
     render_table(report, console)
-    console.print(f"run {run_id} recorded in the trade log; report: {out / 'report.json'}")
+    # paths, not markup: an --out folder named `we[/ird]` failed with MarkupError
+    console.print(f"run {run_id} recorded in the trade log; report: {out / 'report.json'}", markup=False)
     for chart in worker.wait():
-        console.print(f"chart: {chart}")
+        console.print(f"chart: {chart}", markup=False)
     return 0
 
 

@@ -361,7 +361,10 @@ def replay(
         notes.append(f"the data ends on {last}: replayed to there")
     span = {"start": episode.start, "end": min(episode.end, last)}
     strategy = settings.model_copy(update={"backtest": settings.backtest.model_copy(update=span)})
-    hold = fixed_weight_settings(strategy, {s: a.weight for s, a in settings.universe.items()}, None)
+    # never rebalanced, whatever the config's schedule: a weekly one (every robo config)
+    # kept trading the hold back to the static weights each week
+    static = {s: a.weight for s, a in settings.universe.items()}
+    hold = fixed_weight_settings(strategy, static, None, "every_n_days")
     weights = np.array([portfolio.weights.get(s, 0.0) for s in settings.symbols])
     results = {
         name: run_backtest(cfg, market, scratch_tradelog(f"stress {name}"), order_prefix="stress",
@@ -420,12 +423,20 @@ def strategy_portfolio(settings: Settings, market: MarketData, label: str) -> Po
     )
 
 
-def run_portfolio(positions: pd.DataFrame, equity: pd.DataFrame, run_id: int) -> Portfolio:
-    """A stored run's holdings at its last position snapshot, as weights of that day's equity."""
+def run_portfolio(
+    positions: pd.DataFrame, equity: pd.DataFrame, run_id: int, account: int | None = None
+) -> Portfolio:
+    """A stored run's holdings at its last position snapshot, as weights of that day's
+    equity; the frames must be of one account (`account`, None: the run has none)."""
     from bot.errors import BotError
 
     if positions.empty or equity.empty:
         raise BotError(f"run {run_id} has no position snapshots or equity: nothing to stress")
+    if equity.index.has_duplicates:  # one row per account and day: accounts mixed
+        raise BotError(
+            f"run {run_id}: its equity has several rows a day (several client accounts); "
+            "expected the records of one account"
+        )
     day = positions["day"].max()
     last = positions[positions["day"] == day]
     value = float(equity.loc[equity.index <= pd.Timestamp(day), "equity"].iloc[-1])
@@ -434,7 +445,10 @@ def run_portfolio(positions: pd.DataFrame, equity: pd.DataFrame, run_id: int) ->
     weights = {
         str(r.symbol): float(r.market_value) / value for r in last.itertuples() if float(r.quantity) != 0.0
     }
-    return Portfolio(weights, pd.Timestamp(day).date().isoformat(), f"run {run_id}'s holdings")
+    of_account = "" if account is None else f" (account {account})"
+    return Portfolio(
+        weights, pd.Timestamp(day).date().isoformat(), f"run {run_id}'s holdings{of_account}"
+    )
 
 
 # --------------------------------------------------------------------------- the report

@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="TOML file: universe, strategy and [stress] model (default: the repository's)")
     parser.add_argument("--run", type=run_id,
                         help="stress this run's last holdings (default: where a backtest of the config ends)")
+    parser.add_argument("--account",
+                        help="with --run, one client account of a run of several: its registry id or broker account id")
     parser.add_argument("--database", type=database_argument,
                         help="trade-log URL for --run (default BOT_DATABASE_URL or store.url)")
     parser.add_argument("--data-dir", help="CSV directory with prices/ and macro/ (or BOT_DATA_DIR)")
@@ -43,6 +45,10 @@ def _cmd_stress(args: argparse.Namespace) -> int:
     from bot.stress import strategy_portfolio, stress_report
 
     config = Path(args.config)
+    if args.account is not None and args.run is None:
+        from bot.errors import BotError
+
+        raise BotError("--account needs --run: it picks one client account of a stored run")
     settings = load_settings(config)
     recorded = None
     notes: list[str] = []
@@ -69,19 +75,22 @@ def _cmd_stress(args: argparse.Namespace) -> int:
 def _stored_run(
     args: argparse.Namespace, settings: Settings
 ) -> tuple[Settings, Portfolio, Path | None, list[str]]:
-    """The run's holdings, its own config (when it still validates) and data directory."""
+    """The run's holdings (of its one client account, or of --account in a run of
+    several), its own config (when it still validates) and data directory."""
     from bot.config import parse_settings
     from bot.errors import BotError
     from bot.store.benchmark import recorded_data_dir
     from bot.store.locate import database_url
-    from bot.store.run_report import run_row
+    from bot.store.run_report import run_account, run_row
     from bot.store.tradelog import TradeLog
     from bot.stress import run_portfolio
 
     log = TradeLog.open_readonly(database_url(args.config, args.database))
     try:
         run = run_row(log, args.run)
-        portfolio = run_portfolio(log.load_positions(args.run), log.load_equity(args.run), args.run)
+        account = run_account(log, args.run, args.account)
+        positions, equity = log.load_positions(args.run, account), log.load_equity(args.run, account)
+        portfolio = run_portfolio(positions, equity, args.run, account)
     finally:
         log.engine.dispose()
     notes = []
@@ -102,13 +111,16 @@ def _pct(value: Any, digits: int = 1) -> str:
 def render(report: dict[str, Any], console: Console) -> None:
     from rich.table import Table
 
+    from bot.terminal import literal
+
     meta = report["meta"]
     label = str(meta["data_label"])
     style = "bold white on red" if "SYNTHETIC" in label.upper() else "bold"
-    console.rule(f"[{style}] Stress tests — data: {label} [/]")
+    console.rule(f"[{style}] Stress tests — data: {literal(label)} [/]")
     held = meta["portfolio"]
     parts = [f"{s} {w:.1%}" for s, w in held["weights"].items()] + [f"cash {held['cash']:.1%}"]
-    console.print(f"Portfolio: {held['source']}, {held['as_of']}: " + ", ".join(parts), highlight=False)
+    console.print(f"Portfolio: {held['source']}, {held['as_of']}: " + ", ".join(parts),
+                  highlight=False, markup=False)  # the source names a config path
 
     model = meta["model"]
     factors = Table(
@@ -169,7 +181,7 @@ def render(report: dict[str, Any], console: Console) -> None:
     lines += [f"{r['name']}: {r['note']}" for r in report["replays"] if r.get("note")]
     lines += report["notes"]
     for line in lines:
-        console.print(f"- {line}", highlight=False, soft_wrap=False)
+        console.print(f"- {line}", highlight=False, soft_wrap=False, markup=False)
 
 
 def _how(s: dict[str, Any], model: dict[str, Any]) -> str:

@@ -18,7 +18,9 @@ from typing import TextIO
 
 from rich.cells import cell_len
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
+from rich.text import Text
 
 LABEL_MAX = 24  # a row label longer than this may fold inside a word
 PIPED_WIDTH = 200  # a pipe has no width; rich's default 80 would squeeze every table
@@ -34,6 +36,13 @@ def console(file: TextIO | None = None, *, stderr: bool = False) -> Console:
     if stream.isatty():
         return Console(file=stream)
     return Console(file=stream, width=PIPED_WIDTH)
+
+
+def literal(text: object) -> str:
+    """`text` escaped for rich markup, to put a path, a data label or a note inside a
+    styled line: a folder named `col[red]` printed as `col`, and `we[/ird]` failed with
+    MarkupError."""
+    return escape(str(text))
 
 
 def _words(con: Console, cell: object) -> list[int]:
@@ -81,7 +90,7 @@ def _column_like(column: Column, header: str | None = None) -> Column:
     )
 
 
-def _subtable(table: Table, indexes: Sequence[int], title: str | None) -> Table:
+def _subtable(table: Table, indexes: Sequence[int], title: str | Text | None) -> Table:
     part = Table(*[_column_like(table.columns[i]) for i in indexes], title=title,
                  title_justify=table.title_justify, box=table.box, show_lines=table.show_lines)
     cells = [table.columns[i]._cells for i in indexes]
@@ -111,12 +120,20 @@ def stack(table: Table, con: Console, keep: int = 1) -> list[Table]:
             trial = [index]
         current = trial
     groups.append(current)
-    title = str(table.title) if table.title is not None else None
     return [
-        _subtable(table, labels + group,
-                  f"{title} ({n}/{len(groups)})" if title else None)
+        _subtable(table, labels + group, _part_title(table.title, n, len(groups)))
         for n, group in enumerate(groups, start=1)
     ]
+
+
+def _part_title(title: str | Text | None, n: int, parts: int) -> str | Text | None:
+    """The title of part n of a stacked table. A Text title (a path or label, not markup)
+    stays Text: made a str, it was read as markup again, and `col[red]` became `col`."""
+    if not title:
+        return None
+    if isinstance(title, Text):
+        return title + f" ({n}/{parts})"
+    return f"{title} ({n}/{parts})"
 
 
 def drop_to_fit(

@@ -291,6 +291,47 @@ def test_the_dashboard_shows_one_account(tlog):
         collect(tlog, None, markets)
 
 
+def test_stress_and_report_of_a_run_of_several_accounts_need_one_account(url, tmp_path, capsys):
+    """A platform batch's run: read together, `bot stress --run` weighed one account's
+    holdings against another's equity and `bot report --run` crashed on the equity rows
+    of several accounts a day. Refused, naming the accounts; --account picks one."""
+    import argparse
+
+    from bot.store.run_report import build_stored_report
+    from bot.stress_cli import _stored_run
+
+    log = TradeLog.open(url)
+    run_id, one, two = platform_run(log)
+    log.close()
+    capsys.readouterr()  # the flush's debug line
+    for command in (["stress"], ["report", "--no-charts", "--out", str(tmp_path / "r")]):
+        assert run_cli(*command, "--run", str(run_id), "--database", url) == 2
+        err = capsys.readouterr().err
+        assert f"run {run_id} holds the records of several client accounts" in err, command
+        assert f"{one} ({A}), {two} ({B}), none (rows without an account)" in err
+        assert "--account ID" in err
+    assert not (tmp_path / "r").exists()
+
+    config = REPO / "config" / "diversified_leverage.toml"
+    args = argparse.Namespace(run=run_id, account=B, config=str(config), database=url)
+    _settings, portfolio, _data, _notes = _stored_run(args, None)
+    assert portfolio.weights == pytest.approx({"SPY": 5100 / 10510})  # B's holdings over B's equity
+    assert portfolio.source == f"run {run_id}'s holdings (account {two})"
+
+    no_spy = RunMarket(None, None, None, None, "no SPY here")
+    reader = TradeLog.open_readonly(url)
+    try:
+        stored = build_stored_report(reader, run_id, config_path=config, database=url,
+                                     market=no_spy, account=str(one))
+        assert stored.account == one and stored.report["meta"]["account"] == one
+        assert stored.strategy.equity.tolist() == [10_500.0] and len(stored.strategy.fills) == 1
+        with pytest.raises(BotError, match=rf"--account {C}: no such account"):
+            build_stored_report(reader, run_id, config_path=config, database=url,
+                                market=no_spy, account=C)
+    finally:
+        reader.close()
+
+
 def test_an_existing_trade_log_keeps_its_rows_through_the_accounts_migration(url):
     """A database at revision 0001 with a daemon's records: after the upgrade every row is
     there, without an account, and still one equity row per run and day."""

@@ -262,6 +262,22 @@ def test_health_reads_only_a_regular_heartbeat_file(tmp_path, monkeypatch, capsy
     assert code == 1 and "unhealthy: last heartbeat" in out
 
 
+@pytest.mark.parametrize(("ahead", "healthy"), [(2 * 86400, False), (30, True)])
+def test_a_heartbeat_in_the_future_is_unhealthy(tmp_path, monkeypatch, capsys, ahead, healthy) -> None:
+    """`touch -d '+2 days'`, a copied file or a clock stepped back: the age was negative,
+    so below any --max-age, and health said healthy. A few seconds of clock skew pass."""
+    beat = tmp_path / "hb"
+    beat.touch()
+    later = beat.stat().st_mtime + ahead
+    os.utime(beat, (later, later))
+    monkeypatch.setenv("BOT_HEARTBEAT_FILE", str(beat))
+    code, out, _err = run_cli(capsys, "health", "--max-age", "300")
+    if healthy:
+        assert code == 0 and out.startswith("healthy")
+    else:
+        assert code == 1 and "in the future (a clock step or a copied file)" in out
+
+
 def test_an_unknown_log_format_is_an_error_not_json(monkeypatch, capsys) -> None:
     monkeypatch.setenv("BOT_LOG_FORMAT", "xml")
     for args in (["runs", "--database", "sqlite:///:memory:"], ["version"]):

@@ -293,3 +293,43 @@ def test_the_dashboard_benchmark_reads_the_runs_own_data_source(tmp_path) -> Non
     collect(log, log.run_id, MarketCache(load))
     assert asked == ["csv:/data/the/run/read"]
     log.close()
+
+
+def test_a_flat_book_shows_its_snapshot_day_all_in_cash(tmp_path, capsys) -> None:
+    """The last snapshot sold everything (every quantity 0): its rows were dropped before
+    its day was read, so the dashboard said "no snapshot" and `bot positions` "no rows
+    match" for a snapshot that exists."""
+    from bot.cli import main
+    from bot.dashboard.snapshot import MarketCache, collect
+    from bot.store.benchmark import RunMarket
+    from bot.store.tradelog import TradeLog
+    from bot.types import EquityPoint
+
+    url = f"sqlite:///{tmp_path / 'flat.sqlite'}"
+    log = TradeLog.open(url)
+    log.start_run(mode="paper", strategy="s", config_hash="-", config={}, code_version="-",
+                  data_source="-", synthetic=False, started_at=dt.datetime(2024, 1, 2, tzinfo=dt.UTC))
+    held, flat = dt.date(2024, 1, 2), dt.date(2024, 1, 3)
+    log.equity(EquityPoint(held, 100.0, 40.0, 60.0, 0.0, None))
+    log.positions(held, {"SPY": (1.0, 60.0), "TLT": (0.0, 90.0)})
+    log.equity(EquityPoint(flat, 101.0, 101.0, 0.0, 0.0, None))
+    log.positions(flat, {"SPY": (0.0, 61.0), "TLT": (0.0, 91.0)})
+    log.close()
+
+    reader = TradeLog.open_readonly(url)
+    try:
+        no_market = MarketCache(lambda *_: RunMarket(None, None, None, None, "test: no market"))
+        weights = collect(reader, None, no_market)["weights"]
+    finally:
+        reader.close()
+    assert weights["as_of"] == flat.isoformat()
+    assert {r["symbol"]: r["current"] for r in weights["rows"]} == {"SPY": 0.0, "TLT": 0.0, "CASH": 1.0}
+
+    capsys.readouterr()
+    assert main(["positions", "--database", url, "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["day"], r["symbol"], r["quantity"]) for r in rows] == [
+        ("2024-01-03", "SPY", "0"), ("2024-01-03", "TLT", "0")
+    ]
+    assert main(["positions", "--database", url]) == 0
+    assert "the book is flat on 2024-01-03" in capsys.readouterr().out

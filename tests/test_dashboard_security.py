@@ -128,3 +128,43 @@ def test_the_host_address_is_an_accepted_host_name():
             assert "0.0.0.0" not in server.allowed_hosts
         finally:
             server.server_close()
+
+
+def test_an_ipv6_host_is_served_over_ipv6(log_url) -> None:
+    """`--host ::1`: the socket was always IPv4, so binding failed with "no such address"."""
+    import socket
+
+    from bot.dashboard.server import url_host
+
+    srv = make_server(log_url, port=0, run=None, refresh=30, config_path=CONFIG, host="::1")
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        assert srv.socket.family == socket.AF_INET6
+        conn = http.client.HTTPConnection("::1", srv.server_address[1], timeout=30)
+        try:
+            conn.request("GET", "/api/summary", headers={"Host": f"[::1]:{srv.server_address[1]}"})
+            response = conn.getresponse()
+            assert response.status == 200
+            assert json.loads(response.read())["run"]["strategy"] == "diversified_leverage"
+        finally:
+            conn.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        srv.tradelog.engine.dispose()
+        thread.join()
+    assert (url_host("::1"), url_host("127.0.0.1"), url_host("localhost")) == (
+        "[::1]", "127.0.0.1", "localhost"
+    )
+
+
+@pytest.mark.parametrize("run", ["99999999999999999999", "0", "-1", "abc", "1" * 5000])
+def test_a_run_id_no_command_could_use_is_answered_like_other_bad_ids(server, run) -> None:
+    """?run=99999999999999999999 overflowed SQLite's integers: a 500 and a traceback in
+    the log. Checked as `--run` is, it gets the same answer as any unknown run."""
+    for path in ("/", "/api/summary", "/fragment"):
+        status, headers, body = get(server, f"{path}?run={run}", f"127.0.0.1:{server.server_address[1]}")
+        assert status == 503, (path, status)
+        assert b"expected a run id, a whole number from 1 to" in body
+        assert headers["X-Content-Type-Options"] == "nosniff"

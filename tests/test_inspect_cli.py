@@ -499,3 +499,30 @@ def test_decimals_print_as_positional_digits(stored, text):
 
     assert decimal_text(Decimal(stored)) == text
     assert Decimal(text) == Decimal(stored)
+
+
+@pytest.mark.parametrize("folder", ["col[red]", "we[/ird]"])
+def test_paths_with_brackets_are_printed_as_they_are(tmp_path, capsys, monkeypatch, folder):
+    """Table titles and printed paths went through rich's markup: a trade log in
+    `col[red]/` was titled `col/...`, and `we[/ird]` failed with MarkupError."""
+    monkeypatch.setenv("COLUMNS", "200")
+    where = tmp_path / folder
+    where.mkdir(parents=True)
+    db = f"sqlite:///{where / 'm.sqlite'}"
+    log = TradeLog.open(db)
+    log.start_run(mode="paper", strategy="s", config_hash="-", config={}, code_version="-",
+                  data_source="-", synthetic=False, started_at=dt.datetime(2024, 3, 4, tzinfo=dt.UTC))
+    for i, value in enumerate([100.0, 101.0, 99.0]):
+        log.equity(EquityPoint(dt.date(2024, 3, 4 + i), value, value, 0.0, 0.0, None))
+    log.close()
+    capsys.readouterr()
+    def unwrapped(text: str) -> str:  # a long title is folded to the table's width
+        return "".join(text.split())
+
+    code, out, err = run_cli(capsys, "equity", "--database", db)
+    assert code == 0, err
+    assert unwrapped(f"equity — run 1 — {db}") in unwrapped(out)
+    code, out, err = run_cli(capsys, "report", "--database", db, "--no-charts",
+                             "--out", str(where / "rep"))
+    assert code == 0, err
+    assert unwrapped(f"report of run 1: {where / 'rep' / 'report.json'}") in unwrapped(out)

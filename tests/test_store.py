@@ -890,3 +890,33 @@ def test_a_server_that_never_answers_is_an_error_not_a_hang(monkeypatch) -> None
     assert "127.0.0.1" in str(outcome[0]) and "secret" not in str(outcome[0])
     # a URL's own connect_timeout is kept
     assert engines._server_timeouts(sa.engine.make_url(url + "?connect_timeout=30")) == {}
+
+
+def test_a_reader_keeps_the_urls_search_path_and_still_cannot_write(pg_database_url: str) -> None:
+    """A log kept in its own schema (`?options=-csearch_path%3D...`): the read-only
+    engine used to pass its own libpq options, which replaced the URL's, so every
+    inspection command read the public schema (here: a log with another run)."""
+    schema = f"bot_reader_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(pg_database_url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = f"{pg_database_url}?options=-csearch_path%3D{schema}"
+    try:
+        for log_url, strategy in ((pg_database_url, "public_one"), (url, "in_schema")):
+            writer = TradeLog.open(log_url)
+            start(writer, strategy=strategy)
+            writer.close()
+        reader = TradeLog.open_readonly(url)
+        try:
+            assert reader.runs()["strategy"].tolist() == ["in_schema"]
+            with reader.engine.connect() as conn:
+                assert conn.execute(sa.text("SHOW search_path")).scalar_one() == schema
+                with pytest.raises(sa.exc.DBAPIError, match="read-only transaction"):
+                    conn.execute(sa.text("DELETE FROM runs"))
+        finally:
+            reader.close()
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        reset_pg(pg_database_url)
+        admin.dispose()

@@ -121,8 +121,13 @@ def _with_underlyings(real_market, settings):
     return load_csv_directory(SHARED_DATA, [*settings.symbols, "SPY", "TLT", "QQQ", "DIA", "GLD"])
 
 
-def test_a_held_replay_is_the_portfolio_bought_at_the_first_close(settings, real_market):
-    """Through the engine, held: no trade, so the return is the weighted price change."""
+@pytest.mark.parametrize("schedule", ["every_n_days", "weekly"])
+def test_a_held_replay_is_the_portfolio_bought_at_the_first_close(settings, real_market, schedule):
+    """Through the engine, held: no trade, so the return is the weighted price change.
+    Whatever the config's schedule: a weekly one (every robo config) used to trade the
+    hold back to the static weights each week."""
+    rebalance = settings.rebalance.model_copy(update={"schedule": schedule, "execution_lag_days": 2})
+    settings = settings.model_copy(update={"rebalance": rebalance})
     market = _with_underlyings(real_market, settings)
     portfolio = Portfolio({"TQQQ": 0.3, "TMF": 0.4, "UGL": 0.1}, "2020-02-18", "test")  # 20% cash
     row = replay(EPISODE["covid"], portfolio, settings, market, [])

@@ -119,3 +119,30 @@ def test_bot_help_lists_each_command_once() -> None:
         listed = re.findall(rf"^\s+{re.escape(name)}\s", text, re.M)
         assert len(listed) == 1, name
     assert "{" not in text.split("commands:")[1]  # no brace list of every name again
+
+
+@pytest.mark.parametrize("as_text", [False, True])
+def test_a_stacked_tables_title_is_printed_as_it_is(as_text: bool) -> None:
+    """A title naming a path with brackets: stacking made a Text title a str again, read
+    as markup (`col[red]` lost its tag, `we[/ird]` raised MarkupError)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from bot.terminal import stack
+
+    title = "trades — sqlite:///col[red]/we[/ird].sqlite"
+    out = io.StringIO()
+    con = Console(file=out, width=60)
+    if as_text:
+        table = Table(title=Text(title), title_justify="left")
+        for name in ("symbol", *(f"value {i}" for i in range(8))):
+            table.add_column(name)
+        table.add_row("TQQQ", *(f"{1000.5 * i:,.2f}" for i in range(8)))
+        parts = stack(table, con)
+        for part in parts:
+            con.print(part)
+    else:
+        frame = pd.DataFrame({"symbol": ["TQQQ"], **{f"value {i}": [1000.5 * i] for i in range(8)}})
+        render_frame(frame, title, con)
+    text = "".join(out.getvalue().split())
+    assert "".join(f"{title} (1/".split()) in text and "".join(f"{title} (2/".split()) in text

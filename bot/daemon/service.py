@@ -109,14 +109,27 @@ def touch_heartbeat(path: Path) -> None:
     path.touch()
 
 
+#: How far in the future a heartbeat may be before it says nothing: clocks of a host and
+#: a container, or of two hosts sharing a volume, may differ by a little.
+FUTURE_TOLERANCE_S = 60.0
+
+
 def heartbeat_age(path: Path, now: float | None = None) -> float | None:
     """Seconds since the last heartbeat; None if there is none (a folder or anything but
-    a regular file at the path is none: its time says nothing about the daemon)."""
+    a regular file at the path is none: its time says nothing about the daemon).
+    Negative for a heartbeat in the future (see heartbeat_in_future)."""
     import time
 
     if not path.is_file():
         return None
-    return (now or time.time()) - path.stat().st_mtime
+    return (time.time() if now is None else now) - path.stat().st_mtime
+
+
+def heartbeat_in_future(age: float) -> bool:
+    """A heartbeat newer than now (beyond FUTURE_TOLERANCE_S) proves nothing: the clock
+    was stepped back, or the file was copied or touched with a later time. Taken for
+    fresh, it kept a stopped daemon healthy until the clock caught up with it."""
+    return age < -FUTURE_TOLERANCE_S
 
 
 def first_run_time(

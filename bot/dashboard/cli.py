@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from bot.dashboard.server import make_server
+    from bot.dashboard.server import make_server, url_host
     from bot.store.engines import mask_url
 
     url = database_url(args.config, args.database)
@@ -40,7 +40,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         config_path=Path(args.config), account=args.account, host=args.host,
         allowed_hosts=frozenset(args.allow_host),
     )
-    print(f"dashboard of {mask_url(url)} on http://{args.host}:{server.server_address[1]}/ "
+    print(f"dashboard of {mask_url(url)} on http://{url_host(args.host)}:{server.server_address[1]}/ "
           "(Ctrl-C stops)")
     try:
         server.serve_forever()

@@ -16,7 +16,9 @@ answer forbids framing, sniffing, foreign scripts and referrers.
 
 from __future__ import annotations
 
+import argparse
 import errno
+import ipaddress
 import json
 import socket
 from functools import partial
@@ -27,7 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
-from bot.arguments import MAX_PORT
+from bot.arguments import MAX_PORT, run_id
 from bot.dashboard.page import SCRIPT, render, render_main
 from bot.dashboard.snapshot import MarketCache, collect
 from bot.errors import BotError
@@ -54,6 +56,21 @@ SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
+
+
+def address_family(host: str) -> socket.AddressFamily:
+    """AF_INET6 for an IPv6 address (`::1`, `::`), else AF_INET: the server's socket was
+    always IPv4, so `--host ::1` failed as "no such address"."""
+    try:
+        version = ipaddress.ip_address(host).version
+    except ValueError:  # a name such as localhost: resolved as IPv4, as before
+        return socket.AF_INET
+    return socket.AF_INET6 if version == 6 else socket.AF_INET
+
+
+def url_host(host: str) -> str:
+    """`host` as it goes in a URL: an IPv6 address in brackets (http://[::1]:8050/)."""
+    return f"[{host}]" if address_family(host) == socket.AF_INET6 else host
 
 
 def host_name(header: str | None) -> str | None:
@@ -90,6 +107,7 @@ class DashboardServer(ThreadingHTTPServer):
         self.host = host  # the address asked for; the Host-header check accepts it
         names = allowed_hosts | ({host} if host not in ("0.0.0.0", "::") else set())
         self.allowed_hosts = LOOPBACK_NAMES | {HOST} | {h.lower().rstrip(".") for h in names}
+        self.address_family = address_family(host)  # read by the socket server's __init__
         super().__init__((host, port), Handler)
 
 
@@ -134,10 +152,10 @@ class Handler(BaseHTTPRequestHandler):
         values = parse_qs(query).get("run")
         if not values or values[-1] in ("", "latest"):
             return self.server.run
-        try:
-            return int(values[-1])
-        except ValueError:
-            raise BotError(f"run={values[-1]!r}: expected a run id") from None
+        try:  # the commands' own check: a 20-digit id overflowed SQLite (a 500)
+            return run_id(values[-1])
+        except argparse.ArgumentTypeError as exc:
+            raise BotError(f"?run=: {exc}") from None
 
     def _runs(self) -> list[dict]:
         from bot.store import queries
@@ -162,8 +180,10 @@ class Handler(BaseHTTPRequestHandler):
             return True
         log.warning("dashboard.host_refused", host=(self.headers.get("Host") or "")[:100])
         port = self.server.server_address[1]
+        bound = self.server.host
+        where = HOST if bound in ("0.0.0.0", "::") else url_host(bound)  # reachable by it
         self._send(HTTPStatus.MISDIRECTED_REQUEST, "text/plain; charset=utf-8",
-                   f"unknown Host header; open http://{HOST}:{port}/\n".encode())
+                   f"unknown Host header; open http://{where}:{port}/\n".encode())
         return False
 
     def _send(self, status: HTTPStatus, content_type: str, body: bytes) -> None:
@@ -213,7 +233,7 @@ def check_port(port: int) -> None:
 
 def _bind_error(host: str, port: int, exc: OSError) -> BotError:
     """The reason a port cannot be listened on, in the user's terms."""
-    where = f"cannot serve the dashboard on {host}:{port}"
+    where = f"cannot serve the dashboard on {url_host(host)}:{port}"
     if exc.errno == errno.EADDRINUSE:
         return BotError(f"{where}: the port is already in use (another dashboard?); "
                         "choose a free one with --port")

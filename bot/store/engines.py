@@ -214,16 +214,31 @@ def _make_parent(path: Path, url: str) -> None:
         ) from None
 
 
+def _read_only_session(dbapi_connection: Any, _record: Any) -> None:
+    """Make every transaction of a new PostgreSQL session read-only.
+
+    Set by a statement after connecting, not through libpq's `options`: passing that
+    replaced the URL's own ?options= (and PGOPTIONS), so a reader of a log kept in
+    another schema (`-csearch_path=bot`) silently read the public one."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SET SESSION default_transaction_read_only = on")
+    cursor.close()
+    dbapi_connection.commit()
+
+
 def reader_engine(url: str) -> sa.Engine:
     """Engine that cannot write: SQLite opened read-only (and without creating -wal or
-    -shm files, see bot.store.sqlite_read), PostgreSQL in read-only transactions.
+    -shm files, see bot.store.sqlite_read), PostgreSQL in read-only transactions (the
+    URL's own options, such as a search_path, are kept).
 
     A missing SQLite file is an error here rather than a new empty database.
     """
     parsed = parse_database_url(url)
     if parsed.get_backend_name() != "sqlite":
-        args = {"options": "-c default_transaction_read_only=on", **_server_timeouts(parsed)}
-        return _connected(_create_engine(parsed, pool_pre_ping=True, connect_args=args), url)
+        args = _server_timeouts(parsed)
+        engine = _create_engine(parsed, pool_pre_ping=True, connect_args=args)
+        sa.event.listen(engine, "connect", _read_only_session)
+        return _connected(engine, url)
     path = sqlite_file(parsed)
     if path is None:
         raise BotError(f"{mask_url(url)}: an in-memory database has no trade log to read")

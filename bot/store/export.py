@@ -132,10 +132,11 @@ def render_table(
 ) -> None:
     """A table that fits the console: `drop` names the columns to leave out, least
     important first, when it would not (a note says which; CSV and JSON keep them)."""
-    from bot.terminal import drop_to_fit, stack
+    from bot.terminal import drop_to_fit, literal, stack
 
     rows = Rows.of(table_rows)
-    table = Table(title=title, title_justify="left")
+    # escaped: the title names a SQLite file, which may hold brackets (`col[red]`)
+    table = Table(title=literal(title), title_justify="left")
     for column in rows.columns:
         numeric = column in _MONEY | _PRICES | _QUANTITIES | _PERCENT
         table.add_column(column, justify="right" if numeric else "left")

@@ -73,6 +73,20 @@ def latest_run(conn: sa.Connection, account: int | None = None) -> int:
     return int(run)
 
 
+def run_accounts(conn: sa.Connection, run_id: int) -> dict[int | None, str | None]:
+    """The accounts run `run_id` recorded equity or positions for, each with its broker
+    account id; None stands for the rows without an account (the single-account daemon)."""
+    held = sa.union(
+        sa.select(EQUITY.c.account_id).where(EQUITY.c.run_id == run_id),
+        sa.select(POSITIONS.c.account_id).where(POSITIONS.c.run_id == run_id),
+    ).subquery()
+    stmt = sa.select(held.c.account_id, ACCOUNTS.c.broker_account_id).select_from(
+        held.outerjoin(ACCOUNTS, ACCOUNTS.c.id == held.c.account_id)
+    )
+    rows = sorted(conn.execute(stmt).all(), key=lambda r: (r[0] is None, r[0] or 0))
+    return {r[0]: r[1] for r in rows}
+
+
 def require_run(conn: sa.Connection, run_id: int) -> None:
     if conn.execute(sa.select(RUNS.c.id).where(RUNS.c.id == run_id)).first() is None:
         known = conn.execute(sa.select(RUNS.c.id).order_by(RUNS.c.id)).scalars().all()
@@ -230,14 +244,24 @@ def positions(conn: sa.Connection, f: Filters, *, history: bool = False) -> Rows
     else:
         # Snapshots list sold-out symbols at 0 so a flat book shows as flat; drop those
         # before the limit (one snapshot is small), or --limit 1 could show a sold row only.
-        rows = _rows(conn, stmt, replace(f, limit=None), [t.c.day, t.c.id])
-        rows = rows.where("quantity", lambda q: q != 0)
+        rows = _held_or_flat(_rows(conn, stmt, replace(f, limit=None), [t.c.day, t.c.id]))
         rows = rows.tail(f.limit) if f.limit else rows
     weight = [
         float(mv / eq) if eq else None
         for mv, eq in zip(rows.column("market_value"), rows.column("equity"), strict=True)
     ]
     return rows.inserted(len(rows.columns), "weight", weight).drop(["equity", "id"])
+
+
+def _held_or_flat(rows: Rows) -> Rows:
+    """The held rows of each snapshot; one that holds nothing (a flat book) keeps its zero
+    rows: dropped too, a book sold out on its last day read as "no rows match", and the
+    dashboard as having no snapshot at all."""
+    book = [rows.columns.index(c) for c in ("run_id", "account_id", "day")]
+    q = rows.columns.index("quantity")
+    holding = {tuple(r[i] for i in book) for r in rows.rows if r[q] != 0}
+    kept = [r for r in rows.rows if r[q] != 0 or tuple(r[i] for i in book) not in holding]
+    return Rows(rows.columns, kept)
 
 
 def regimes(conn: sa.Connection, f: Filters) -> Rows:

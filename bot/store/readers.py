@@ -71,20 +71,25 @@ class TradeLogReaders:
             frame[column] = pd.to_datetime(frame[column], utc=True)
         return frame
 
-    def load_equity(self, run_id: int) -> pd.DataFrame:
-        """Index `day` (DatetimeIndex); columns equity, cash, positions_value, drawdown, regime."""
+    def load_equity(self, run_id: int, account: int | None | Literal["all"] = "all") -> pd.DataFrame:
+        """Index `day` (DatetimeIndex); columns equity, cash, positions_value, drawdown, regime.
+        Of every account, or of one (None: the rows without an account); a run of several
+        accounts has one row per account and day, so read one of them for a curve."""
         t = EQUITY
         stmt = (
             sa.select(t.c.day, t.c.equity, t.c.cash, t.c.positions_value, t.c.drawdown, t.c.regime)
             .where(t.c.run_id == int(run_id))
             .order_by(t.c.day)
         )
+        if account != "all":
+            stmt = stmt.where(t.c.account_id.is_not_distinct_from(account))
         frame = self._frame(
             stmt, floats=("equity", "cash", "positions_value", "drawdown"), dates=("day",)
         )
         return frame.set_index("day")
 
-    def load_fills(self, run_id: int) -> pd.DataFrame:
+    def load_fills(self, run_id: int, account: int | None | Literal["all"] = "all") -> pd.DataFrame:
+        """Fills of the run: of every account, or of one (None: the rows without an account)."""
         t = FILLS
         stmt = (
             sa.select(
@@ -100,6 +105,8 @@ class TradeLogReaders:
             .where(t.c.run_id == int(run_id))
             .order_by(t.c.filled_at, t.c.id)
         )
+        if account != "all":
+            stmt = stmt.where(t.c.account_id.is_not_distinct_from(account))
         money = ("quantity", "price", "commission", "slippage_cost")
         return self._frame(stmt, floats=money, times=("filled_at",))
 

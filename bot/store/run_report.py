@@ -20,7 +20,7 @@ from bot.errors import BotError
 from bot.report import RunSeries, build_report
 from bot.store.benchmark import RunMarket, covering, load_run_market
 from bot.store.engines import mask_url
-from bot.store.queries import RUNS, require_run
+from bot.store.queries import RUNS, require_run, resolve_account, run_accounts
 from bot.store.tradelog import TradeLog
 
 BENCHMARK_NAME = "SPY (buy and hold, no costs)"
@@ -33,6 +33,7 @@ class StoredReport:
     benchmarks: list[RunSeries]
     notes: list[str]
     risk_free: pd.Series | None = None  # the run's T-bill series, for the tearsheet's Sharpe
+    account: int | None = None  # the client account reported (accounts.id), if the run has one
 
 
 def run_row(log: TradeLog, run_id: int) -> dict[str, Any]:
@@ -40,6 +41,40 @@ def run_row(log: TradeLog, run_id: int) -> dict[str, Any]:
         require_run(conn, run_id)
         row = conn.execute(sa.select(RUNS).where(RUNS.c.id == run_id)).one()
     return dict(row._mapping)
+
+
+def _account_names(accounts: dict[int | None, str | None]) -> str:
+    """'1 (acct-a), 2 (acct-b)': the accounts of a run, for an error."""
+    return ", ".join(
+        "none (rows without an account)" if a is None else f"{a} ({broker})" if broker else str(a)
+        for a, broker in accounts.items()
+    )
+
+
+def run_account(log: TradeLog, run_id: int, account: str | None = None) -> int | None:
+    """The one client account of run `run_id` to read (accounts.id; None: the rows without
+    one): `account` (its id or broker account id) if given, else the run's only one.
+
+    A platform batch records several accounts in one run; read together, one account's
+    holdings were weighed against another's equity and their equity rows (one per account
+    and day) broke the report, so a run of several accounts needs --account."""
+    with log.engine.connect() as conn:
+        require_run(conn, run_id)
+        accounts = run_accounts(conn, run_id)
+        chosen = None if account is None else resolve_account(conn, account)
+    if account is not None:
+        if chosen not in accounts:
+            raise BotError(
+                f"--account {account}: run {run_id} has no records of account {chosen}; "
+                f"expected one of its accounts: {_account_names(accounts) or 'none'}"
+            )
+        return chosen
+    if len(accounts) > 1:
+        raise BotError(
+            f"run {run_id} holds the records of several client accounts "
+            f"({_account_names(accounts)}): choose one with --account ID"
+        )
+    return next(iter(accounts), None)
 
 
 def daily_weights(
@@ -101,11 +136,14 @@ def _sweep_hint(log: TradeLog, run_id: int) -> str:
 
 
 def build_stored_report(
-    log: TradeLog, run_id: int, *, config_path: Path, database: str, market: RunMarket | None = None
+    log: TradeLog, run_id: int, *, config_path: Path, database: str,
+    market: RunMarket | None = None, account: str | None = None,
 ) -> StoredReport:
-    """Everything `bot report` shows and saves, for run `run_id` of `log`."""
+    """Everything `bot report` shows and saves, for run `run_id` of `log`: of its one
+    client account, or of `account` (an id or broker account id) in a run of several."""
     run = run_row(log, run_id)
-    equity = log.load_equity(run_id)
+    account_id = run_account(log, run_id, account)
+    equity = log.load_equity(run_id, account_id)
     if equity.empty:
         raise BotError(f"run {run_id} has no equity points yet: nothing to report{_sweep_hint(log, run_id)}")
     market = market or load_run_market(
@@ -120,11 +158,12 @@ def build_stored_report(
         notes.append(f"SPY benchmark: {coverage}")
 
     regimes = equity["regime"].where(equity["regime"].notna(), None)
+    of_account = "" if account_id is None else f", account {account_id}"
     strategy = RunSeries(
-        f"{run['strategy']} (run {run_id}, {run['mode']})",
+        f"{run['strategy']} (run {run_id}{of_account}, {run['mode']})",
         equity["equity"],
-        fills=log.load_fills(run_id),
-        weights=daily_weights(equity, log.load_positions(run_id), market.closes),
+        fills=log.load_fills(run_id, account_id),
+        weights=daily_weights(equity, log.load_positions(run_id, account_id), market.closes),
         regimes=regimes if regimes.notna().any() else None,
     )
     benchmarks = [RunSeries(BENCHMARK_NAME, spy)] if spy is not None else []
@@ -138,6 +177,7 @@ def build_stored_report(
         data_label=_data_label(run),
         meta={
             "run_id": run_id,
+            "account": account_id,
             "mode": run["mode"],
             "status": run["status"],
             "config_hash": run["config_hash"],
@@ -150,7 +190,7 @@ def build_stored_report(
         sections={"decay": _decay(run["config"] or {}, market, strategy, days)},
         strategy_kind=_strategy_kind(run["config"] or {}),
     )
-    return StoredReport(report, strategy, benchmarks, notes, market.risk_free)
+    return StoredReport(report, strategy, benchmarks, notes, market.risk_free, account_id)
 
 
 def _decay(

@@ -41,11 +41,14 @@ def _money(value: float | None) -> str:
 
 
 def _banner(console: Console, title: str, data_label: str) -> None:
+    from bot.terminal import literal
+
+    heading = literal(f"{title} — data: {data_label}")  # the label holds a path
     if "SYNTHETIC" in data_label.upper():
-        console.rule(f"[bold white on red] {title} — data: {data_label} [/]", style="red")
+        console.rule(f"[bold white on red] {heading} [/]", style="red")
         console.print("[bold red]SYNTHETIC DATA: these numbers are not real market history.[/]")
     else:
-        console.rule(f"[bold]{title} — data: {data_label}[/]")
+        console.rule(f"[bold]{heading}[/]")
 
 
 def render_ranking(

@@ -512,14 +512,15 @@ def _print(
     console.print(
         f"sweep {done.sweep_id}: {len(done.rows)} combinations{failed} in {seconds:.1f} s on "
         f"{executor}; runs {min(runs)}..{max(runs)} recorded in the trade log "
-        f"({options.record}); report: {done.out}"
+        f"({options.record}); report: {done.out}", markup=False,  # a path, not markup
     )
     best = next((row for row in done.rows if row["rank"] == 1), None)
     if best is not None:
-        console.print(f"best ({describe(best['params'])}): {reproduce(options, best['params'])}")
+        console.print(f"best ({describe(best['params'])}): {reproduce(options, best['params'])}",
+                      markup=False)
     for path in done.files:
         if path.suffix == ".png":
-            console.print(f"chart: {path}")
+            console.print(f"chart: {path}", markup=False)
 
 
 def reproduce(options: SweepOptions, params: dict[str, Any]) -> str:
