@@ -22,7 +22,7 @@ from bot.calendar import week_ends, week_number, week_numbers
 from bot.config import Settings
 from bot.data.base import MarketData
 from bot.engine_state import EngineState, PendingTargets
-from bot.planner import current_weights, plan_exit, plan_orders, rebalance_due
+from bot.planner import client_order_id, current_weights, plan_exit, plan_orders, rebalance_due
 from bot.risk import update_drawdown
 from bot.store.tradelog import TradeLog
 from bot.strategy.base import DecisionContext, TargetDecision, TargetModel
@@ -36,6 +36,7 @@ from bot.types import (
     Regime,
     RegimeDecision,
     RiskEvent,
+    Side,
 )
 
 log = structlog.get_logger(__name__)
@@ -124,10 +125,15 @@ class Engine:
 
         self._regime_for_week(t, day)
 
+        # Stops first, on a rebalance or an execution day too: a position that closed
+        # below its stop is sold and stays out until the next rebalance; nothing sent at
+        # this close buys it back or sells it twice.
+        hit, sold_before = self._stops_hit(t, shares) if state.stops is not None else ([], [])
+        out = hit + sold_before
         orders: tuple[Order, ...] = ()
         executing = bool(state.pending) and day >= state.pending[0].execute_on
         if executing:
-            orders = self._execute_pending(day, now, shares, equity, t, events)
+            orders = self._execute_pending(day, now, shares, equity, t, events, out)
 
         last = state.last_rebalance_day
         check = rebalance_due(
@@ -148,14 +154,13 @@ class Engine:
             state.owed_rebalance = forced
             self._risk_event(RiskEvent(day, "outstanding_orders", check.reason), events)
             return StepOutcome(day, equity, None, orders, tuple(events))
-        # Stops first, on a rebalance day too: a position that closed below its stop is
-        # sold and stays out until the next rebalance, not bought back by this one.
-        hit = self._stops_hit(t, shares) if state.stops is not None else []
         if hit:
             orders += self._sell_stopped(t, day, now, shares, hit, events)
+        if sold_before:
+            self._note_sold_before(t, day, sold_before, events)
         if check.due:
             state.owed_rebalance = None
-            orders += self._rebalance(t, day, now, check.reason, shares, equity, events, hit)
+            orders += self._rebalance(t, day, now, check.reason, shares, equity, events, out)
         return StepOutcome(day, equity, check.reason if check.due else None, orders, tuple(events))
 
     def record_close(self, t: int, snapshot: bool | None = None) -> EquityPoint:
@@ -285,8 +290,6 @@ class Engine:
         decision: TargetDecision = self.model.decide(self._context(t))
         if stopped:
             decision = _keep_out(decision, stopped)
-            shares = shares.copy()
-            shares[stopped] = 0.0
         rebalance_id = self.rebalance_id(day)  # its targets' key and its orders' id prefix
         if self.records_targets:
             self.log.targets(day, rebalance_id, decision.rows, reason)
@@ -302,14 +305,15 @@ class Engine:
             state.pending.append(PendingTargets(day, execute_on, decision.weights, reason))
             return ()
         state.targets = decision.weights
-        return self._send(rebalance_id, now, decision.weights, shares, equity, t, reason)
+        return self._send(rebalance_id, now, decision.weights, shares, equity, t, reason, stopped)
 
     def _execute_pending(
         self, day: dt.date, now: dt.datetime, shares: np.ndarray, equity: float, t: int,
-        events: list[RiskEvent],
+        events: list[RiskEvent], stopped: list[int],
     ) -> tuple[Order, ...]:
         """Send the decision whose day has come (decisions queue up when the lag is longer
-        than the period: each executes `lag` sessions after it was taken)."""
+        than the period: each executes `lag` sessions after it was taken), without the
+        assets whose stops were hit at this close (`stopped`: sold by their own orders)."""
         state = self.state
         open_orders = self.broker.open_order_count()
         if open_orders:
@@ -327,18 +331,29 @@ class Engine:
                           f"decision of {stale.decided} not sent: the one of {latest.decided} is due too"),
                 events,
             )
-        state.targets = latest.weights
+        weights = latest.weights
+        if stopped:
+            weights = weights.copy()
+            weights[stopped] = 0.0
+        state.targets = weights
         reason = f"{latest.reason} (decided {latest.decided.isoformat()})"
-        return self._send(self.rebalance_id(day), now, latest.weights, shares, equity, t, reason)
+        return self._send(self.rebalance_id(day), now, weights, shares, equity, t, reason, stopped)
 
     def _send(
         self, rebalance_id: str, now: dt.datetime, weights: np.ndarray, shares: np.ndarray,
-        equity: float, t: int, reason: str,
+        equity: float, t: int, reason: str, stopped: list[int] | None = None,
     ) -> tuple[Order, ...]:
+        """Plan and submit the orders from `shares` to `weights` of `equity`. `stopped`:
+        assets sold at their stops by orders of their own at this close, planned as gone
+        but still counted in the equity the others are sized on (their sale's cash has
+        not arrived yet)."""
         prices = self.close[t]
         if self._sizing is not None:
             prices = np.where(np.isfinite(self._sizing), self._sizing, prices)
             equity = self.broker.cash_balance() + float(shares @ np.nan_to_num(prices))
+        if stopped:
+            shares = shares.copy()
+            shares[stopped] = 0.0
         requests = plan_orders(
             rebalance_id,
             self.symbols,
@@ -351,17 +366,59 @@ class Engine:
         )
         return tuple(self._submit(r, now) for r in requests)
 
-    def _stops_hit(self, t: int, shares: np.ndarray) -> list[int]:
-        """The held assets that closed below their stop at day t and were not sold for it
-        already since the last rebalance."""
+    def _stops_hit(self, t: int, shares: np.ndarray) -> tuple[list[int], list[int]]:
+        """The assets that closed below their stop at day t and are not out for it
+        already: (held, to sell now; sold before), the second being positions a stop
+        order of this period already sold when a crash lost the engine's state of it (a
+        re-run decision must keep them out, not buy them back)."""
         stops = self.state.stops
         assert stops is not None
         stopped = self.state.stopped
-        return [  # plain floats: most days nothing is hit, and numpy's calls cost more
-            i for i, (close, stop, held)
-            in enumerate(zip(self.close[t].tolist(), stops.tolist(), shares.tolist(), strict=True))
-            if close < stop and held > 0 and self.symbols[i] not in stopped
-        ]
+        to_sell, sold_before = [], []
+        # plain floats: most days nothing is hit, and numpy's calls cost more
+        for i, (close, stop, held) in enumerate(
+            zip(self.close[t].tolist(), stops.tolist(), shares.tolist(), strict=True)
+        ):
+            if close < stop and self.symbols[i] not in stopped:
+                if held > 0:
+                    to_sell.append(i)
+                elif self._stop_sent_this_period(t, self.symbols[i]):
+                    sold_before.append(i)
+        return to_sell, sold_before
+
+    def _stop_sent_this_period(self, t: int, symbol: str) -> bool:
+        """Whether a stop order for `symbol` was recorded since the last rebalance (the
+        trade log holds it, or reconciliation adopted it from the venue at start)."""
+        last = self.state.last_rebalance_day
+        first = 0 if last is None else self._day_index(last)
+        return any(
+            self.log.knows_order(client_order_id(self._stop_id(self._days[k]), symbol, Side.SELL))
+            for k in range(t, max(first, t - 10) - 1, -1)
+        )
+
+    def _stop_id(self, day: dt.date) -> str:
+        """The rebalance id of the stop orders sent at `day`'s close."""
+        return f"{self.order_prefix}-{day:%Y%m%d}-stop"
+
+    def _note_sold_before(
+        self, t: int, day: dt.date, sold: list[int], events: list[RiskEvent]
+    ) -> None:
+        """Keep out the assets a stop order sold before a restart, and say so."""
+        stops = self.state.stops
+        assert stops is not None
+        for i in sold:
+            sym = self.symbols[i]
+            self.state.stopped.add(sym)
+            self._risk_event(
+                RiskEvent(
+                    day, "stop",
+                    "stop hit: sold by its stop order before a restart, in cash until the next rebalance",
+                    {"price": float(self.close[t, i]), "stop": float(stops[i]),
+                     "regime": str(self.state.regime)},
+                    symbol=sym,
+                ),
+                events,
+            )
 
     def _sell_stopped(
         self, t: int, day: dt.date, now: dt.datetime, shares: np.ndarray, hit: list[int],
@@ -386,9 +443,7 @@ class Engine:
                 ),
                 events,
             )
-            request = plan_exit(
-                f"{self.order_prefix}-{day:%Y%m%d}-stop", sym, float(shares[i]), price, "stop loss"
-            )
+            request = plan_exit(self._stop_id(day), sym, float(shares[i]), price, "stop loss")
             orders.append(self._submit(request, now))
             self.state.stopped.add(sym)
             if targets is not None:

@@ -227,7 +227,8 @@ def test_a_flat_book_shows_as_flat_and_drawdown_is_from_the_true_peak(settings, 
     with log.engine.connect() as conn:
         held = queries.positions(conn, queries.Filters(run=log.run_id)).frame()
         history = queries.positions(conn, queries.Filters(run=log.run_id), history=True).frame()
-    assert held.empty
+    # the flat snapshot itself, all zeros (not the old holdings, and not "no snapshot")
+    assert set(held["symbol"]) == set(cfg.symbols) and (held["quantity"] == 0).all()
     last = history[history["day"] == history["day"].max()]
     assert set(last["symbol"]) == set(cfg.symbols) and (last["quantity"] == 0).all()
 
@@ -334,4 +335,23 @@ def test_a_day_without_a_close_values_the_holding_at_its_last_close(settings):
     log.flush()
     events = log.load_risk_events(log.run_id)
     assert not (events["rule"] == "drawdown").any()
+    log.close()
+
+
+def test_with_an_execution_lag_a_stop_day_does_not_also_trade_the_stopped_fund(settings, real_market):
+    """Before: the lagged decision sent on a stop's close planned from the shares before
+    the stop: 18 of 332 stop sells came with an order for the same fund (a buy-back of
+    726 TQQQ on 2015-08-20, or a second sell beyond what was held)."""
+    cfg = variant(settings, rebalance={"execution_lag_days": 1},
+                  backtest={"start": "2010-03-01", "end": "2024-12-31"})
+    log = scratch_tradelog("lagstop")
+    run_backtest(cfg, real_market, log)
+    log.flush()
+    orders = log.load_orders(log.run_id)
+    orders["day"] = orders["client_order_id"].str.extract(r"-(\d{8})-")[0]
+    stops = orders[orders["client_order_id"].str.contains("-stop-")]
+    others = orders[~orders["client_order_id"].str.contains("-stop-")]
+    assert len(stops) > 100
+    clash = stops.merge(others, on=["day", "symbol"])
+    assert clash.empty, clash[["day", "symbol", "side_y", "quantity_y"]].head()
     log.close()

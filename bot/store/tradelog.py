@@ -627,6 +627,17 @@ class TradeLog(TradeLogReaders):
             day = conn.execute(stmt).scalar()
         return day  # max() keeps the column type: a date on every backend
 
+    def knows_order(self, client_order_id: str) -> bool:
+        """Whether an order with this id was recorded, by this process (buffered or
+        written) or an earlier one."""
+        if client_order_id in self._orders:
+            return True
+        try:
+            self._written_order_id(client_order_id)
+        except ValueError:
+            return False
+        return True
+
     def _written_order_id(self, client_order_id: str) -> int:
         """Id of an order already in the database (maybe from an earlier process), else raise."""
         order_id = self._order_ids.get(client_order_id)
