@@ -57,6 +57,18 @@ def run_session(venue, jobs, clock, day: dt.date) -> None:
         jobs.run("poll", jobs.poll_job)
 
 
+def daemon_through(tmp_path, venue, sessions: int):
+    """TQQQ crashed at CRASH; a daemon started before the first open, run through the
+    open jobs of DAYS[1 : sessions + 1], each deciding on the close before it."""
+    crash_tqqq(venue)
+    trade_at_close_of(venue, DAYS[0])
+    jobs, log, clock = daemon(tmp_path, venue, open_at(DAYS[1]))
+    for previous, day in zip(DAYS[:sessions], DAYS[1 : sessions + 1], strict=True):
+        trade_at_close_of(venue, previous)
+        run_session(venue, jobs, clock, day)
+    return jobs, log, clock
+
+
 def book(venue) -> tuple[float, dict[str, float]]:
     values = {s: float(p.qty) * venue.prices[s] for s, p in venue.positions.items() if float(p.qty)}
     equity = float(venue.cash) + sum(values.values())
@@ -67,12 +79,7 @@ def test_the_stopped_fund_is_sold_and_the_rest_sized_on_the_whole_book(tmp_path,
     """Before: live, the others were sized on the equity less the stopped position (its
     sale's cash not arrived yet): 15.8% left in cash instead of the stopped fund's 6.7%,
     every other fund under its target."""
-    crash_tqqq(venue)
-    trade_at_close_of(venue, DAYS[0])
-    jobs, log, clock = daemon(tmp_path, venue, open_at(DAYS[1]))
-    for previous, day in zip(DAYS[:5], DAYS[1:6], strict=True):
-        trade_at_close_of(venue, previous)
-        run_session(venue, jobs, clock, day)
+    jobs, log, clock = daemon_through(tmp_path, venue, 5)
     assert "TQQQ" not in {s for s, p in venue.positions.items() if float(p.qty)}
     sent = [o.data["client_order_id"] for o in venue.orders]
     assert f"{PREFIX}-20241122-stop-TQQQ-sell" in sent
@@ -94,12 +101,7 @@ def test_a_restart_after_the_stop_sell_does_not_buy_the_fund_back(tmp_path, venu
     """Killed after the stop's sell reached the venue and before the trade log or the
     engine's state kept it. Before: the re-run decision found TQQQ already sold, so no
     stop, and its rebalance (or the next session's) bought TQQQ back."""
-    crash_tqqq(venue)
-    trade_at_close_of(venue, DAYS[0])
-    jobs, log, clock = daemon(tmp_path, venue, open_at(DAYS[1]))
-    for previous, day in zip(DAYS[:4], DAYS[1:5], strict=True):
-        trade_at_close_of(venue, previous)
-        run_session(venue, jobs, clock, day)
+    jobs, log, clock = daemon_through(tmp_path, venue, 4)
 
     trade_at_close_of(venue, CRASH)
     venue.fill_on_submit = filled_on_submit
