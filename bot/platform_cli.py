@@ -237,7 +237,7 @@ def _print_status(summaries, dead) -> None:
         table.add_column(column, justify="left" if column in ("decided on", "status") else "right")
     for s in summaries:
         seconds = f"{s.seconds:.1f}" if s.seconds is not None else "-"
-        table.add_row(str(s.run_id), str(s.day or "-"), s.status, str(s.accounts), str(s.done),
+        table.add_row(str(s.run_id), str(s.day or "-"), s.shown_status, str(s.accounts), str(s.done),
                       str(s.retried), str(s.dead), str(s.waiting), str(s.orders), seconds)
     console = make_console()
     console.print(table)

@@ -201,8 +201,11 @@ def test_two_decisions_of_one_day_at_once_make_one_batch(ctx_on, venue, monkeypa
     assert rows(ctx, "SELECT DISTINCT run_id FROM platform_decisions") == [(winner,)]
     assert rows(ctx, "SELECT run_id, count(*) FROM platform_tasks GROUP BY run_id") == [(winner, 2)]
     assert rows(ctx, "SELECT run_id, day FROM platform_batches")[0][0] == winner
-    (loser,) = rows(ctx, f"SELECT status, summary FROM runs WHERE id <> {winner}")
-    assert loser[0] == "failed" and "superseded_by" in str(loser[1])
+    (loser,) = rows(ctx, f"SELECT id, status FROM runs WHERE id <> {winner}")
+    assert loser[1] == "failed"
+    shown = store.summarize(ctx.engine, loser[0])  # `bot platform status` says why
+    assert shown.superseded_by == winner and shown.shown_status == f"superseded by run {winner}"
+    assert store.summarize(ctx.engine, winner).shown_status == "running"
     assert store.latest_batch(ctx.engine, ctx.mode) == winner
     assert rows(ctx, "SELECT count(*) FROM targets")[0][0] == 8  # the loser's were dropped
 

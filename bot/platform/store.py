@@ -90,6 +90,12 @@ class BatchSummary:
     started_at: dt.datetime
     last_finished_at: dt.datetime | None
     failed_profiles: dict[str, str] = field(default_factory=dict)  # profile -> error
+    superseded_by: int | None = None  # a second decide of the day: the batch's run instead
+
+    @property
+    def shown_status(self) -> str:
+        """The run's status, or which batch a superseded decide gave way to."""
+        return self.status if self.superseded_by is None else f"superseded by run {self.superseded_by}"
 
     @property
     def complete(self) -> bool:
@@ -107,6 +113,7 @@ class BatchSummary:
             "retried": self.retried, "waiting": self.waiting, "orders": self.orders,
             "decision_day": self.day.isoformat() if self.day else None,
             "seconds": self.seconds, "failed_profiles": self.failed_profiles,
+            "superseded_by": self.superseded_by,
         }
 
 
@@ -323,7 +330,14 @@ def summarize(engine: sa.Engine, run_id: int) -> BatchSummary:
     return BatchSummary(
         run_id, day, run.status, total, done, dead, int(retried), total - done - dead,
         int(orders), run.started_at, last, failed_profiles(engine, run_id),
+        _superseded_by(run.summary),
     )
+
+
+def _superseded_by(summary: object) -> int | None:
+    """The batch run a superseded decide's run names in its summary (decision.py)."""
+    winner = summary.get("superseded_by") if isinstance(summary, dict) else None
+    return int(winner) if isinstance(winner, int) else None
 
 
 def finish_if_complete(engine: sa.Engine, run_id: int, now: dt.datetime) -> BatchSummary | None:
