@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing = sub.add_parser("list", help="registered accounts")
     listing.add_argument("--status", choices=["active", "suspended", "closed"],
                          help="only accounts in this status (default: all)")
-    listing.add_argument("--profile", help="one profile")
+    listing.add_argument("--profile", help="one profile (a named one in any case)")
     listing.add_argument("--format", choices=["table", "csv", "json"], default="table",
                          help="output format (default table)")
     listing.set_defaults(func=_cmd_list)

@@ -92,12 +92,45 @@ def test_add_show_close_and_list(url, capsys):
         ([A, "--profile", "balanced", "--suitability", '{"score": NaN}'], "NaN is not a JSON number"),
         ([A, "--profile", "balanced", "--suitability", "[" * 100_000],
          "--suitability: expected a JSON object, got one nested too deeply"),
+        ([A, "--profile", "balanced", "--suitability", '{"score": 1e400}'],
+         "--suitability: expected a JSON object, e.g. '{\"score\": 7}': 1e400 is not a finite number"),
+        ([A, "--profile", "balanced", "--suitability", '{"answers": {"name": "a\\u0000b"}}'],
+         "--suitability: expected text without NUL characters (\\u0000), got one in the value at "
+         "/answers/name"),
+        ([A, "--profile", "balanced", "--suitability", '{"\\ud800": 1}'],
+         "--suitability: expected valid Unicode text, got a lone surrogate (\\ud800-\\udfff) in a key at /"),
+        ([A, "--profile", "config/" + "x" * 200 + ".toml"],
+         "--profile: expected a config path of at most 200 characters, got one of 212"),
     ],
 )
 def test_bad_account_fields_are_named(argv, message, tmp_path, capsys):
     db = f"sqlite:///{tmp_path / 't.sqlite'}"
     assert run_cli("accounts", "add", *argv, "--database", db) == 2
     assert message in capsys.readouterr().err
+
+
+def test_text_postgresql_cannot_store_is_refused_before_the_database(url, tmp_path, capsys):
+    """NUL, a lone surrogate and a path longer than the column were PostgreSQL-only
+    tracebacks: both backends now refuse them up front, naming the field."""
+    nul = '{"note": "\\u0000"}'
+    assert run_cli("accounts", "add", A, "--profile", "balanced", "--suitability", nul, "--database", url) == 2
+    assert "--suitability: expected text without NUL characters" in capsys.readouterr().err
+    rows = write(tmp_path / "odd.csv", f"""
+broker_account_id,profile,suitability
+{A},balanced,"{{""n"": ""\\u0000""}}"
+{B},balanced,"{{""\\udfff"": 1}}"
+{C},{tmp_path / ("x" * 200 + ".toml")},
+""")
+    assert run_cli("accounts", "import", str(rows), "--database", url) == 2
+    err = capsys.readouterr().err
+    assert f"{rows} row 2, column suitability: expected text without NUL characters" in err
+    assert f"{rows} row 3, column suitability: expected valid Unicode text, got a lone surrogate" in err
+    assert f"{rows} row 4, column profile: expected a config path of at most 200 characters" in err
+    log = TradeLog.open(url)
+    try:
+        assert AccountRegistry(log.engine).list() == []
+    finally:
+        log.close()
 
 
 def test_a_profile_may_be_any_valid_config_file(tmp_path):
@@ -152,11 +185,61 @@ broker_account_id,profile,status
     assert now[A].profile == "balanced" and now[A].suitability == {"score": 12}
     assert now[B].status == "closed" and now[B].closed_at is not None
 
-    reopen = write(tmp_path / "reopen.csv", f"broker_account_id,profile\n{B},aggressive\n")
+    reopen = write(tmp_path / "reopen.csv", f"broker_account_id,profile,status\n{A},balanced,\n{B},aggressive,active\n")
     assert run_cli("accounts", "import", str(reopen), "--database", url) == 2
-    assert f"account {B} is closed" in capsys.readouterr().err
+    assert (f"{reopen} row 3, column status: account {B} is closed ({now[B].closed_at:%Y-%m-%d}), "
+            "got status active: a closed account is not reopened") in capsys.readouterr().err
     assert AccountRegistry(log.engine).get(B).status == "closed"
     log.close()
+
+
+def test_reimporting_a_file_without_status_after_close_changes_nothing(url, tmp_path, capsys):
+    """A file without a status column keeps each account's status: the same file again
+    after `bot accounts close` leaves the account closed and reports it unchanged."""
+    same = write(tmp_path / "same.csv", f"broker_account_id,profile\n{A},balanced\n{B},aggressive\n")
+    assert run_cli("accounts", "import", str(same), "--database", url) == 0
+    assert run_cli("accounts", "close", A, "--database", url) == 0
+    capsys.readouterr()
+    assert run_cli("accounts", "import", str(same), "--database", url) == 0
+    assert "0 added, 0 updated, 0 closed, 2 unchanged" in capsys.readouterr().out
+    log = TradeLog.open(url)
+    try:
+        accounts = {a.broker_account_id: a.status for a in AccountRegistry(log.engine).list()}
+    finally:
+        log.close()
+    assert accounts == {A: "closed", B: "active"}
+
+
+def test_a_field_over_the_csv_limit_names_its_line_and_the_reason(tmp_path, capsys):
+    notes = '{""notes"": ""' + "x" * 200_000 + '""}'
+    big = write(tmp_path / "big.csv", f'broker_account_id,profile,suitability\n{A},balanced,"{notes}"\n')
+    with pytest.raises(BotError) as failed:
+        read_accounts_csv(big)
+    assert str(failed.value) == (
+        f"{big} line 2: cannot be read as CSV: field larger than field limit (131072)")
+
+
+def test_show_takes_any_reference_add_accepts(tmp_path, capsys):
+    """A registry id too large for the id column is no id (not a traceback), and a
+    32-digit UUID without hyphens is the broker account id, not a registry id."""
+    db = ("--database", f"sqlite:///{tmp_path / 't.sqlite'}")
+    digits = "12345678123456781234567812345678"
+    assert run_cli("accounts", "add", digits, "--profile", "balanced", *db) == 0
+    capsys.readouterr()
+    assert run_cli("accounts", "show", digits, *db) == 0
+    assert "account 1: 12345678-1234-5678-1234-567812345678" in capsys.readouterr().out
+    assert run_cli("accounts", "show", "99999999999999999999", *db) == 2
+    assert "no account 99999999999999999999 in the registry" in capsys.readouterr().err
+    assert run_cli("accounts", "close", str(2**63), *db) == 2
+    assert f"no account {2**63} in the registry" in capsys.readouterr().err
+
+
+def test_list_finds_a_named_profile_in_any_case(tmp_path, capsys):
+    db = ("--database", f"sqlite:///{tmp_path / 't.sqlite'}")
+    assert run_cli("accounts", "add", A, "--profile", "Balanced", *db) == 0
+    capsys.readouterr()
+    assert run_cli("accounts", "list", "--profile", "BALANCED", "--format", "json", *db) == 0
+    assert [row["broker_account_id"] for row in json.loads(capsys.readouterr().out)] == [A]
 
 
 def test_every_bad_row_and_column_is_named_and_nothing_is_imported(tmp_path):

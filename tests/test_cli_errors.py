@@ -61,6 +61,11 @@ SQLITE = "sqlite:///{tmp}/log.sqlite"
         (["health", "--max-age", "inf"], "--max-age: expected a number of seconds above 0"),
         (["health", "--max-age", "-5"], "--max-age: expected a number of seconds above 0"),
         (["stress", "--run", "99999999999999999999999"], "argument --run: expected a run id"),
+        (["accounts", "add", "9f2c1e5a-0b7d-4c3e-9a61-2d5f0e8b7c50", "--profile", "balanced",
+          "--suitability", '{"score": 1e400}'], "--suitability: expected a JSON object, e.g. "
+         "'{\"score\": 7}': 1e400 is not a finite number (too large for a float)"),
+        (["rebalancing", "push", "--profile", "balanced", "--weights", "CASH=0.5,AGG=0.3"],
+         "--weights: 'CASH=0.5': CASH is not a symbol; the cash weight is what the other weights leave"),
     ],
 )
 def test_input_errors_are_one_line_with_exit_code_2(capsys, args, expected) -> None:

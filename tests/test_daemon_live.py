@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from bot.broker.alpaca import AlpacaBroker
+from bot.broker.sequenced import CASH_BUFFER, QUEUED, QUEUED_MESSAGES
 from bot.clock import SimulatedClock
 from bot.config import load_settings
 from bot.daemon.live import build_live
-from bot.daemon.once import decide_once
+from bot.daemon.once import DRY_RUN, decide_once
 from bot.daemon.sessions import exchange_sessions
 from bot.data.fred import FRED_IDS
 from bot.data.synthetic import synthetic_market
@@ -197,17 +198,40 @@ def test_stale_bars_are_never_traded_on(tmp_path, venue):
     log.close()
 
 
+def planned(outcome) -> list[tuple[str, float, str | None]]:
+    """What a decision sends or queues: id, quantity, and whether it waits in the queue."""
+    return [(o.request.client_order_id, o.request.quantity,
+             o.status_message if o.status_message in QUEUED_MESSAGES else None)
+            for o in outcome.orders]
+
+
 def test_once_prints_without_sending_and_execute_sends(tmp_path, venue):
+    """The dry run lists the quantities --execute sends: the buys of a first allocation
+    cut to one cash budget (less CASH_BUFFER), as SellsFirst sends them."""
     jobs, log, _ = daemon(tmp_path, venue)
     dry = decide_once(jobs, execute=False)
     assert dry.orders and all(o.status.value == "new" for o in dry.orders)
+    assert {o.status_message for o in dry.orders} == {DRY_RUN}
     assert venue.order_count() == 0 and len(log.load_orders()) == 0
+    spent = sum(o.request.quantity * o.request.reference_price for o in dry.orders)
+    assert spent <= 100_000 * (1 - CASH_BUFFER) + 1e-6
     real = decide_once(jobs, execute=True)
     log.flush()
     assert venue.order_count() > 0
-    assert [o.request.client_order_id for o in real.orders] == [
-        o.request.client_order_id for o in dry.orders
-    ]
+    assert planned(real) == planned(dry)
+    log.close()
+
+
+def test_once_dry_run_queues_the_buys_behind_the_sells_as_execute_does(tmp_path, venue):
+    bought_before(venue, "TQQQ", 60_000.0)  # far above its target: a sell first
+    jobs, log, _ = daemon(tmp_path, venue)
+    dry = decide_once(jobs, execute=False)
+    assert venue.order_count() == 0
+    buys = [o for o in dry.orders if o.request.side.value == "buy"]
+    assert buys and {o.status_message for o in buys} == {QUEUED}
+    real = decide_once(jobs, execute=True)
+    assert [s[:2] for s in sides(venue)] == [("TQQQ", "sell")]  # only the sell went out
+    assert planned(real) == planned(dry)
     log.close()
 
 

@@ -15,11 +15,14 @@ import sqlalchemy as sa
 from bot.accounts import AccountRegistry, AccountSpec
 from bot.broker.base import BrokerError
 from bot.broker.rebalancing import Rebalancer, portfolio_name, to_percentages
+from bot.errors import BotError
 from bot.store import TradeLog
 from bot.types import TargetRow
 from tests.fakes.alpaca_broker_server import FakeBrokerAPI, Fault
 from tests.test_broker_api import OPEN_WED, connect
 from tests.test_store import start
+
+CONSERVATIVE = {"AGG": 0.6, "BND": 0.4}
 
 PORTFOLIOS = "/v1/rebalancing/portfolios"
 BALANCED = {"SPY": 0.3, "IWM": 0.2, "BND": 0.3, "VNQ": 0.2}
@@ -46,6 +49,42 @@ def rebalancer(fake, log, sleeps):
     return Rebalancer(connect(fake, sleeps).client, log.engine)
 
 
+def factor_config(profile: str) -> dict:
+    """What runs.config holds of a single-profile robo run (the parts push reads)."""
+    return {"strategy": {"name": f"robo_{profile}", "kind": "factor"}, "factor": {"profile": profile}}
+
+
+def broker_env(monkeypatch, fake) -> None:
+    monkeypatch.setenv("APCA_BROKER_API_KEY", fake.key)
+    monkeypatch.setenv("APCA_BROKER_API_SECRET", fake.secret)
+    monkeypatch.setenv("APCA_BROKER_API_URL", fake.url)
+
+
+def platform_batch(log: TradeLog) -> int:
+    """A platform batch's run as `decide_batch` records it: every profile's targets under
+    one run and day, the last-decided profile (conservative) last."""
+    from bot.platform.store import DECISIONS, PLATFORM_STRATEGY, StoredDecision, decision_rows
+
+    run_id = start(log, mode="paper", strategy=PLATFORM_STRATEGY)
+    day = dt.date(2024, 11, 22)
+    decisions = [StoredDecision(run_id, p, day, f"platform-robo_{p}-20241122-rb", w, None)
+                 for p, w in (("balanced", BALANCED), ("conservative", CONSERVATIVE))]
+    for d in decisions:
+        log.targets(day, d.rebalance_id, [TargetRow(s, w, w, w, None, ("score",)) for s, w in d.weights.items()],
+                    "weekly")
+    log.flush()
+    with log.engine.begin() as conn:
+        conn.execute(sa.insert(DECISIONS), decision_rows(run_id, decisions, {"balanced": "h1",
+                                                                             "conservative": "h2"}, OPEN_WED))
+    return run_id
+
+
+def pushed(fake) -> dict[str, dict[str, float]]:
+    """portfolio name -> symbol (or cash) -> percent, at the fake."""
+    return {p["name"]: {w.get("symbol") or w["type"]: w["percent"] for w in p["weights"]}
+            for p in fake.portfolios.values()}
+
+
 def test_targets_become_percentages_that_add_up_to_100():
     assert to_percentages({"SPY": 1 / 3, "AGG": 0.5, "TINY": 0.00004}) == {
         "AGG": Decimal("50.00"), "SPY": Decimal("33.33"), "CASH": Decimal("16.67")}
@@ -55,6 +94,8 @@ def test_targets_become_percentages_that_add_up_to_100():
         to_percentages({"SPY": 1.2})
     with pytest.raises(ValueError, match="add up to 120.00%"):
         to_percentages({"SPY": 0.6, "AGG": 0.6})
+    with pytest.raises(ValueError, match="CASH is not an asset: the cash weight is what the asset weights leave"):
+        to_percentages({"CASH": 0.5, "AGG": 0.3})  # would overwrite the computed 70% cash line
 
 
 def test_a_profiles_portfolio_is_created_once_and_updated_only_on_change(fake, rebalancer, log):
@@ -156,7 +197,7 @@ def test_bot_rebalancing_pushes_a_runs_targets(fake, log, monkeypatch, capsys):
     monkeypatch.setenv("APCA_BROKER_API_KEY", fake.key)
     monkeypatch.setenv("APCA_BROKER_API_SECRET", fake.secret)
     monkeypatch.setenv("APCA_BROKER_API_URL", fake.url)
-    run_id = start(log, mode="paper")
+    run_id = start(log, mode="paper", config=factor_config("balanced"))
     rows = [TargetRow(s, w, w, w, None, ("factor score",)) for s, w in BALANCED.items()]
     log.targets(dt.date(2024, 11, 22), "robo-20241122-rb", rows, "weekly")
     log.flush()
@@ -179,3 +220,97 @@ def test_bot_rebalancing_pushes_a_runs_targets(fake, log, monkeypatch, capsys):
     monkeypatch.delenv("APCA_BROKER_API_SECRET")
     assert main(["rebalancing", "subscribe", *db]) == 2
     assert "APCA_BROKER_API_SECRET is not set" in capsys.readouterr().err
+
+
+def test_push_of_a_platform_run_takes_each_profiles_own_decision(fake, log, monkeypatch, capsys):
+    """A batch records every profile's targets under one run and day: each profile gets
+    its own decision, not the last-decided profile's."""
+    from bot.cli import main
+
+    broker_env(monkeypatch, fake)
+    run_id = platform_batch(log)
+    db = ("--database", str(log.engine.url))
+    for profile in ("balanced", "conservative"):
+        assert main(["rebalancing", "push", "--profile", profile, "--run", str(run_id), *db]) == 0
+    assert pushed(fake) == {
+        "leverbot-balanced": {"BND": 30.0, "IWM": 20.0, "SPY": 30.0, "VNQ": 20.0},
+        "leverbot-conservative": {"AGG": 60.0, "BND": 40.0},
+    }
+    with log.engine.connect() as conn:
+        days = conn.execute(sa.text("SELECT DISTINCT decided_on FROM rebalancing_portfolios")).scalars().all()
+    assert [str(d) for d in days] == ["2024-11-22"]
+
+    capsys.readouterr()
+    assert main(["rebalancing", "push", "--profile", "aggressive", "--run", str(run_id), *db]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: --run {run_id}: the platform batch has no decision for profile aggressive "
+        "(it decided: balanced, conservative)")
+    assert len(fake.portfolios) == 2
+
+
+def test_push_of_a_single_profile_run_refuses_another_profile(fake, log, monkeypatch, capsys):
+    from bot.cli import main
+
+    broker_env(monkeypatch, fake)
+    balanced = start(log, mode="paper", config=factor_config("balanced"))
+    log.targets(dt.date(2024, 11, 22), "robo-20241122-rb",
+                [TargetRow(s, w, w, w, None, ("score",)) for s, w in BALANCED.items()], "weekly")
+    log.flush()
+    leverage = start(log, mode="paper")  # not a robo run: no factor profile
+    db = ("--database", str(log.engine.url))
+    capsys.readouterr()
+    assert main(["rebalancing", "push", "--profile", "conservative", "--run", str(balanced), *db]) == 2
+    assert (f"--run {balanced}: the run traded profile balanced, not conservative; push it with "
+            "--profile balanced") in capsys.readouterr().err
+    assert main(["rebalancing", "push", "--profile", "balanced", "--run", str(leverage), *db]) == 2
+    assert f"--run {leverage}: the run traded no factor profile" in capsys.readouterr().err
+    assert fake.portfolios == {}
+    assert main(["rebalancing", "push", "--profile", "config/robo_balanced.toml", "--run", str(balanced), *db]) == 0
+
+
+def test_an_account_the_broker_refuses_does_not_stop_the_others(fake, rebalancer, log):
+    registry = AccountRegistry(log.engine)
+    first = registry.add(AccountSpec(fake.open_account(), "balanced"), OPEN_WED)
+    gone = registry.add(AccountSpec("00000000-0000-4000-8000-000000000001", "balanced"), OPEN_WED)
+    last = registry.add(AccountSpec(fake.open_account(), "balanced"), OPEN_WED)
+    rebalancer.push_targets("balanced", BALANCED, None, OPEN_WED)
+
+    sync = rebalancer.sync_subscriptions(OPEN_WED)
+    assert (sync.subscribed, sync.unsubscribed, sync.unchanged) == (2, 0, 0)
+    (failure,) = sync.failed
+    assert failure.startswith(f"account {gone.id}: subscribe {gone.broker_account_id}: HTTP 422")
+    assert {s["account_id"] for s in fake.subscriptions.values()} == {
+        first.broker_account_id, last.broker_account_id}
+    assert registry.get(last.id).subscription_id in fake.subscriptions
+    again = rebalancer.sync_subscriptions(OPEN_WED)  # the others stay done; the bad one is retried
+    assert (again.unchanged, len(again.failed)) == (2, 1)
+
+
+def test_bot_rebalancing_subscribe_lists_failures_and_exits_1(fake, log, monkeypatch, capsys):
+    from bot.cli import main
+
+    broker_env(monkeypatch, fake)
+    registry = AccountRegistry(log.engine)
+    registry.add(AccountSpec("00000000-0000-4000-8000-000000000001", "balanced"), OPEN_WED)
+    registry.add(AccountSpec(fake.open_account(), "balanced"), OPEN_WED)
+    db = ("--database", str(log.engine.url))
+    assert main(["rebalancing", "push", "--profile", "balanced", "--weights", "SPY=0.6,BND=0.4", *db]) == 0
+    capsys.readouterr()
+    assert main(["rebalancing", "subscribe", *db]) == 1
+    out, err = capsys.readouterr()
+    assert "subscriptions: 1 subscribed, 0 unsubscribed, 0 unchanged, 1 failed" in out
+    assert "failed: account 1: subscribe 00000000-0000-4000-8000-000000000001: HTTP 422" in err
+
+
+def test_cash_is_not_a_weights_symbol(fake, log, monkeypatch, capsys):
+    from bot.cli import main
+    from bot.rebalancing_cli import parse_weights
+
+    with pytest.raises(BotError, match="CASH is not a symbol; the cash weight is what the other weights leave"):
+        parse_weights("cash=0.5,AGG=0.3")
+    broker_env(monkeypatch, fake)
+    capsys.readouterr()
+    assert main(["rebalancing", "push", "--profile", "balanced", "--weights", "CASH=0.5,AGG=0.3",
+                 "--database", str(log.engine.url)]) == 2
+    assert "--weights: 'CASH=0.5': CASH is not a symbol" in capsys.readouterr().err
+    assert fake.portfolios == {}

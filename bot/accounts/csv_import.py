@@ -5,7 +5,9 @@ Columns (a header row names them, in any order):
     broker_account_id   required: the Alpaca account id (a UUID)
     profile             required: conservative, balanced, aggressive or a config file
     suitability         optional: the suitability assessment as a JSON object
-    status              optional: active (also when empty), suspended or closed
+    status              optional: active, suspended or closed; when empty (or no such
+                        column) a new account is active and a registered one keeps its
+                        status, so a closed account stays closed
     created_at          optional: YYYY-MM-DD or an ISO timestamp with its zone; used
                         when the account is added (default: the time of the import)
 
@@ -52,13 +54,7 @@ class CsvImportError(BotError):
 
 def read_accounts_csv(path: Path) -> list[AccountSpec]:
     """The accounts of `path`, each row validated; CsvImportError lists every problem."""
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
-    except FileNotFoundError:
-        raise BotError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise BotError(f"{path}: cannot be read as UTF-8 CSV ({type(exc).__name__})") from None
+    rows = _read_rows(path)
     if not rows:
         raise CsvImportError(path, ["row 1: expected a header row naming the columns"])
     header = [name.strip().lower() for name in rows[0]]
@@ -91,6 +87,22 @@ def read_accounts_csv(path: Path) -> list[AccountSpec]:
     if problems:
         raise CsvImportError(path, problems)
     return specs
+
+
+def _read_rows(path: Path) -> list[list[str]]:
+    """The file's records; a CSV error names the line the reader stopped on and why (a
+    field over csv's limit, say), not only that the file cannot be read."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            try:
+                return list(reader)
+            except csv.Error as exc:
+                raise BotError(f"{path} line {reader.line_num}: cannot be read as CSV: {exc}") from None
+    except FileNotFoundError:
+        raise BotError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BotError(f"{path}: cannot be read as UTF-8 CSV ({type(exc).__name__})") from None
 
 
 def _header_problems(path: Path, header: list[str]) -> list[str]:
@@ -136,5 +148,6 @@ def _row(
     created = field("created_at", parse_created)
     if problems:
         return None, problems
-    spec = AccountSpec(account, profile, suitability, status or "active", created)
+    # no status: a registered account keeps its own (importing a file again never reopens)
+    spec = AccountSpec(account, profile, suitability, status, created, where)
     return spec, []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,10 @@ from bot.store.lookup import rows_where_in
 from bot.store.models import ACCOUNT_STATUSES, METADATA
 
 ACCOUNTS = METADATA.tables["accounts"]
+#: the longest profile (a config path) the registry's column holds
+PROFILE_MAX = ACCOUNTS.c.profile.type.length
+#: registry ids are 64-bit integers: a longer number is no id (and overflows the query)
+MAX_ID = 2**63 - 1
 
 #: the three MiFID II risk profiles and the config each trades
 PROFILES: dict[str, str] = {
@@ -52,13 +57,17 @@ class Account:
 
 @dataclass(frozen=True)
 class AccountSpec:
-    """An account as the user describes it (`bot accounts add`, a CSV row), checked."""
+    """An account as the user describes it (`bot accounts add`, a CSV row), checked.
+    `status` None keeps a registered account's status (a new one is active), so importing
+    a file without a status column again never reopens a closed account; `source` says
+    where the spec came from (`FILE row N`) for the errors about it."""
 
     broker_account_id: str
     profile: str
     suitability: dict[str, Any] | None = None
-    status: str = "active"
+    status: str | None = None
     created_at: dt.datetime | None = None
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,13 +92,25 @@ def parse_broker_account_id(text: str) -> str:
         ) from None
 
 
-def check_profile(text: str) -> str:
-    """A profile name, or a config file that exists and validates (kept as written)."""
+def normalise_profile(text: str) -> str:
+    """A profile as the registry stores it: a named one lower-cased, a config path as
+    written (so `--profile Balanced` finds what `add --profile Balanced` stored)."""
     name = text.strip()
-    if name.lower() in PROFILES:
-        return name.lower()
+    return name.lower() if name.lower() in PROFILES else name
+
+
+def check_profile(text: str) -> str:
+    """A profile name, or a config file that exists and validates (kept as written, so
+    it must fit the registry's column and be text PostgreSQL stores)."""
+    name = normalise_profile(text)
+    if name in PROFILES:
+        return name
     if not name:
         raise ValueError(f"expected {', '.join(PROFILES)} or a config file, got nothing")
+    if len(name) > PROFILE_MAX:
+        raise ValueError(f"expected a config path of at most {PROFILE_MAX} characters, "
+                         f"got one of {len(name)}")
+    _check_text(name, "the config path")
     path = profile_config(name)
     if not path.is_file():
         raise ValueError(f"expected {', '.join(PROFILES)} or a config file, got {text!r}")
@@ -112,14 +133,15 @@ def profile_config(profile: str) -> Path:
 
 def parse_suitability(text: str) -> dict[str, Any]:
     """The suitability assessment as a JSON object (answers, score, ...), in standard
-    JSON: NaN and Infinity are refused (they would be stored as text), and so is nesting
-    deeper than the parser's stack."""
+    JSON: NaN and Infinity are refused, also from a number too large for a float such as
+    1e400 (they would be stored as text), and so is nesting deeper than the parser's
+    stack, a NUL character and a lone surrogate (which PostgreSQL cannot store)."""
 
     def refuse(constant: str) -> None:
         raise ValueError(f"{constant} is not a JSON number")
 
     try:
-        value = json.loads(text, parse_constant=refuse)
+        value = json.loads(text, parse_constant=refuse, parse_float=_finite_float)
     except RecursionError:
         raise ValueError("expected a JSON object, got one nested too deeply") from None
     except json.JSONDecodeError as exc:
@@ -128,7 +150,40 @@ def parse_suitability(text: str) -> dict[str, Any]:
         raise ValueError(f"expected a JSON object, e.g. '{{\"score\": 7}}': {exc}") from None
     if not isinstance(value, dict):
         raise ValueError(f"expected a JSON object, e.g. '{{\"score\": 7}}', got {type(value).__name__}")
+    _check_json_text(value, "")
     return value
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number as a float; one that overflows to infinity is refused."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number (too large for a float)")
+    return value
+
+
+def _check_json_text(value: Any, where: str) -> None:
+    """Every key and string of a parsed JSON value storable as text (see _check_text)."""
+    if isinstance(value, str):
+        _check_text(value, f"the value at {where}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, f"a key at {where or '/'}")
+            _check_json_text(item, f"{where}/{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json_text(item, f"{where}/{index}")
+
+
+def _check_text(text: str, what: str) -> None:
+    """Text PostgreSQL stores: no NUL character, no lone surrogate (not UTF-8)."""
+    if "\x00" in text:
+        raise ValueError(f"expected text without NUL characters (\\u0000), got one in {what}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"expected valid Unicode text, got a lone surrogate (\\ud800-\\udfff) "
+                         f"in {what}") from None
 
 
 def parse_status(text: str) -> str:
@@ -166,14 +221,12 @@ class AccountRegistry:
     # -- reading ------------------------------------------------------------------------
 
     def find(self, ref: str | int) -> Account | None:
-        """An account by its registry id or its broker account id."""
-        if isinstance(ref, int) or ref.strip().isdigit():
-            where = ACCOUNTS.c.id == int(ref)
-        else:
-            try:
-                where = ACCOUNTS.c.broker_account_id == parse_broker_account_id(ref)
-            except ValueError:
-                return None
+        """An account by its registry id or its broker account id. A 32-character
+        reference is a UUID first (`add` takes one without hyphens, all digits or not); a
+        number is a registry id only if it fits the 64-bit id column."""
+        where = _reference(ref)
+        if where is None:
+            return None
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(ACCOUNTS).where(where)).first()
         return None if row is None else _account(row)
@@ -188,11 +241,12 @@ class AccountRegistry:
         return account
 
     def list(self, *, status: str | None = None, profile: str | None = None) -> list[Account]:
+        """Accounts by id; `profile` is matched as `add` stores it (a name in lower case)."""
         stmt = sa.select(ACCOUNTS).order_by(ACCOUNTS.c.id)
         if status is not None:
             stmt = stmt.where(ACCOUNTS.c.status == status)
         if profile is not None:
-            stmt = stmt.where(ACCOUNTS.c.profile == profile)
+            stmt = stmt.where(ACCOUNTS.c.profile == normalise_profile(profile))
         with self.engine.connect() as conn:
             return [_account(row) for row in conn.execute(stmt)]
 
@@ -240,12 +294,14 @@ class AccountRegistry:
 
     def upsert(self, specs: Sequence[AccountSpec], now: dt.datetime) -> ImportResult:
         """Add new accounts and bring registered ones to `specs`, in one transaction:
-        importing the same rows again changes nothing. A closed account is never reopened
-        (BotError naming it), since its client left."""
+        importing the same rows again changes nothing (a spec without a status keeps the
+        account's). A closed account is never reopened, since its client left: every spec
+        that would is named (with its source) in one BotError and nothing is stored."""
         by_id = {s.broker_account_id: s for s in specs}
         added = updated = unchanged = closed = 0
         with self.engine.begin() as conn:
             existing = _existing(conn, list(by_id))
+            _refuse_reopening(existing, by_id)
             fresh = [_new_row(s, now) for cid, s in by_id.items() if cid not in existing]
             for cid, spec in by_id.items():
                 row = existing.get(cid)
@@ -280,16 +336,49 @@ def _account(row: sa.Row[Any]) -> Account:
     )
 
 
+def _reference(ref: str | int) -> sa.ColumnElement[bool] | None:
+    """What `find` looks up for a reference; None for one that can match no account."""
+    if isinstance(ref, int):
+        return ACCOUNTS.c.id == ref if 0 < ref <= MAX_ID else None
+    text = ref.strip()
+    if len(text) == 32:
+        try:
+            return ACCOUNTS.c.broker_account_id == parse_broker_account_id(text)
+        except ValueError:
+            pass
+    if text.isascii() and text.isdigit():
+        number = int(text)
+        return ACCOUNTS.c.id == number if 0 < number <= MAX_ID else None
+    try:
+        return ACCOUNTS.c.broker_account_id == parse_broker_account_id(text)
+    except ValueError:
+        return None
+
+
 def _new_row(spec: AccountSpec, now: dt.datetime) -> dict[str, Any]:
+    status = spec.status or "active"
     return {
         "broker_account_id": spec.broker_account_id,
         "profile": spec.profile,
-        "status": spec.status,
+        "status": status,
         "suitability": spec.suitability,
         "created_at": spec.created_at or now,
-        "closed_at": now if spec.status == "closed" else None,
+        "closed_at": now if status == "closed" else None,
         "updated_at": now,
     }
+
+
+def _refuse_reopening(existing: dict[str, sa.Row[Any]], specs: dict[str, AccountSpec]) -> None:
+    """BotError listing every spec whose status would reopen a closed account."""
+    problems = [
+        f"{spec.source + ', column status: ' if spec.source else ''}account {cid} is closed "
+        f"({existing[cid].closed_at:%Y-%m-%d}), got status {spec.status}: a closed account is not "
+        "reopened (register the client's new account; leave status empty to keep it closed)"
+        for cid, spec in specs.items()
+        if cid in existing and existing[cid].status == "closed" and spec.status not in (None, "closed")
+    ]
+    if problems:
+        raise BotError(f"{len(problems)} problem(s), nothing imported:\n  " + "\n  ".join(problems))
 
 
 def _existing(conn: sa.Connection, ids: list[str]) -> dict[str, sa.Row[Any]]:
@@ -299,17 +388,12 @@ def _existing(conn: sa.Connection, ids: list[str]) -> dict[str, sa.Row[Any]]:
 
 def _changes(row: sa.Row[Any], spec: AccountSpec, now: dt.datetime) -> dict[str, Any] | None:
     """What an import changes on a registered account; None if nothing."""
-    if row.status == "closed" and spec.status != "closed":
-        raise BotError(
-            f"account {row.broker_account_id} is closed ({row.closed_at:%Y-%m-%d}); "
-            "a closed account is not reopened: register the client's new account"
-        )
     changes: dict[str, Any] = {}
     if row.profile != spec.profile:
         changes["profile"] = spec.profile
     if spec.suitability is not None and row.suitability != spec.suitability:
         changes["suitability"] = spec.suitability
-    if row.status != spec.status:
+    if spec.status is not None and row.status != spec.status:
         changes["status"] = spec.status
         if spec.status == "closed":
             changes["closed_at"] = now

@@ -35,6 +35,7 @@ from bot.broker.alpaca_orders import (
     sdk_call,
     to_utc,
 )
+from bot.broker.base import BrokerError
 from bot.store.lookup import rows_where_in
 from bot.store.models import METADATA
 
@@ -58,6 +59,8 @@ def to_percentages(targets: Mapping[str, float]) -> dict[str, Decimal]:
     down to 0.01%, so the assets never ask for more than the targets, and the rest as
     CASH, so they add up to exactly 100. Assets below 0.01% are left out (cash)."""
     out: dict[str, Decimal] = {}
+    if CASH in targets:  # its weight would overwrite the computed cash line (the API: 422)
+        raise ValueError(f"{CASH} is not an asset: the cash weight is what the asset weights leave")
     for symbol, weight in sorted(targets.items()):
         if not 0.0 <= float(weight) <= 1.0 + 1e-9:
             raise ValueError(f"target weight of {symbol} is {weight!r}: expected 0..1")
@@ -101,6 +104,7 @@ class SubscriptionSync:
     unsubscribed: int
     unchanged: int
     without_portfolio: list[str]  # profiles with active accounts but no pushed portfolio
+    failed: list[str]  # "account ID: error", one per account the broker refused
 
 
 @dataclass(frozen=True)
@@ -186,30 +190,42 @@ class Rebalancer:
     def sync_subscriptions(self, now: dt.datetime) -> SubscriptionSync:
         """Every active account subscribed to its profile's portfolio, and nothing else:
         an account that left (closed, suspended) or changed profile is unsubscribed
-        first. Alpaca's list of subscriptions is the truth; the registry remembers ids."""
+        first. Alpaca's list of subscriptions is the truth; the registry remembers ids.
+        One account the broker refuses (unknown, closed there) is listed in `failed` and
+        the others still go through: it must not hold back every account after it."""
         portfolios = self.portfolios()
         at_alpaca = {str(s.account_id): s for s in self._all_subscriptions()}
-        subscribed = unsubscribed = unchanged = 0
+        counts = {"subscribed": 0, "unsubscribed": 0, "unchanged": 0}
         missing: set[str] = set()
+        failed: list[str] = []
         for account in self.registry.list():
-            existing = at_alpaca.get(account.broker_account_id)
             wanted = portfolios.get(account.profile) if account.active else None
             if account.active and wanted is None:
                 missing.add(account.profile)
-            if existing is not None and str(existing.portfolio_id) == wanted:
-                unchanged += 1
-                if account.subscription_id != str(existing.id):
-                    self.registry.set_subscription(account.id, str(existing.id), now)
-                continue
-            if existing is not None:
-                sdk_call(f"unsubscribe {account.broker_account_id}",
-                           self.client.unsubscribe_account, existing.id)
-                self.registry.set_subscription(account.id, None, now)
-                unsubscribed += 1
-            if wanted is not None:
-                self._subscribe(account, wanted, now)
-                subscribed += 1
-        return SubscriptionSync(subscribed, unsubscribed, unchanged, sorted(missing))
+            try:
+                self._sync_account(account, at_alpaca.get(account.broker_account_id), wanted, now, counts)
+            except BrokerError as exc:
+                log.error("subscription not synced", account=account.broker_account_id, error=str(exc))
+                failed.append(f"account {account.id}: {exc}")  # the error names the broker id
+        return SubscriptionSync(counts["subscribed"], counts["unsubscribed"], counts["unchanged"],
+                                sorted(missing), failed)
+
+    def _sync_account(self, account: Account, existing: Subscription | None, wanted: str | None,
+                      now: dt.datetime, counts: dict[str, int]) -> None:
+        """One account onto `wanted` (None: on no portfolio), counting what was done."""
+        if existing is not None and str(existing.portfolio_id) == wanted:
+            counts["unchanged"] += 1
+            if account.subscription_id != str(existing.id):
+                self.registry.set_subscription(account.id, str(existing.id), now)
+            return
+        if existing is not None:
+            sdk_call(f"unsubscribe {account.broker_account_id}",
+                     self.client.unsubscribe_account, existing.id)
+            self.registry.set_subscription(account.id, None, now)
+            counts["unsubscribed"] += 1
+        if wanted is not None:
+            self._subscribe(account, wanted, now)
+            counts["subscribed"] += 1
 
     def _subscribe(self, account: Account, portfolio_id: str, now: dt.datetime) -> None:
         request = CreateSubscriptionRequest(

@@ -69,6 +69,15 @@ class SellsFirst:
         # rebalance instead of one per buy, which a platform of many accounts pays for).
         self._venue_clear_for: str | None = None
 
+    def over(self, inner: LiveBroker) -> SellsFirst:
+        """The same sequencing (market hours, prices, whole shares, the buys queued so
+        far) over another venue, e.g. a dry run's that sends nothing: its orders are the
+        ones this one would send. Incidents are not recorded."""
+        twin = SellsFirst(inner, market_open=self._market_open, prices=self._prices,
+                          whole_shares=self._whole_shares)
+        twin.restore(self._queue)
+        return twin
+
     # ------------------------------------------------------------ the sequencing
     def submit(self, request: OrderRequest, now: dt.datetime) -> Order:
         if request.side is Side.SELL:

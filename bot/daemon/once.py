@@ -10,18 +10,41 @@ from dataclasses import replace
 import numpy as np
 
 from bot.backtest import scratch_tradelog
-from bot.broker.base import LiveBroker
+from bot.broker.base import AccountInfo, LiveBroker, MarketClock, TradingSession
+from bot.broker.sequenced import SellsFirst
 from bot.daemon.jobs import TradingJobs
 from bot.engine import StepOutcome
 from bot.types import Fill, Order, OrderRequest, OrderStatus
 
+#: the status message of an order the dry run did not send
+DRY_RUN = "dry run: not sent"
 
-class DryRunBroker:
-    """The account as it is, but orders are only echoed back."""
+
+class DryRunVenue:
+    """The venue as it is for reading (account, positions, open orders, clock), but an
+    order is only echoed back: under SellsFirst (`dry_run_broker`) the dry run sizes,
+    cuts and queues each order exactly as `--execute` does, and sends nothing."""
 
     def __init__(self, inner: LiveBroker) -> None:
         self.inner = inner
 
+    # -- what would be sent: nothing is
+    def submit(self, request: OrderRequest, now: dt.datetime) -> Order:
+        return Order(request, OrderStatus.NEW, now, None, status_message=DRY_RUN)
+
+    def poll(self, now: dt.datetime) -> list[tuple[Order, Fill | None]]:
+        return []  # nothing is sent, so nothing fills
+
+    def take_reports(self) -> list[tuple[Order, Fill | None]]:
+        return []
+
+    def cancel(self, client_order_id: str) -> None:
+        """Nothing of the dry run's is at the venue, and the real orders are left alone."""
+
+    def track(self, order: Order, fills: tuple[float, float | None] | None = None) -> None:
+        """Nothing to follow: the dry run's orders never reach the venue."""
+
+    # -- reads: the real account
     def cash(self) -> float:
         return self.inner.cash()
 
@@ -37,11 +60,32 @@ class DryRunBroker:
     def refresh(self) -> None:
         self.inner.refresh()
 
-    def submit(self, request: OrderRequest, now: dt.datetime) -> Order:
-        return Order(request, OrderStatus.NEW, now, None, status_message="dry run: not sent")
+    def account(self) -> AccountInfo:
+        return self.inner.account()
 
-    def take_reports(self) -> list[tuple[Order, Fill | None]]:
-        return []  # nothing is sent, so nothing fills
+    def open_orders(self) -> list[Order]:
+        return self.inner.open_orders()  # a sell already working holds the buys back
+
+    def find_order(self, client_order_id: str) -> Order | None:
+        return self.inner.find_order(client_order_id)
+
+    def closed_orders(self, after: dt.datetime) -> list[Order]:
+        return self.inner.closed_orders(after)
+
+    def clock(self) -> MarketClock:
+        return self.inner.clock()
+
+    def calendar(self, start: dt.date, end: dt.date) -> list[TradingSession]:
+        return self.inner.calendar(start, end)
+
+
+def dry_run_broker(broker: LiveBroker | SellsFirst) -> SellsFirst:
+    """The trading broker with its venue swapped for one that sends nothing; the daemon's
+    SellsFirst keeps its settings (buys sized from one cash budget per rebalance less
+    CASH_BUFFER, queued behind open sells or outside the session)."""
+    if isinstance(broker, SellsFirst):
+        return broker.over(DryRunVenue(broker.inner))
+    return SellsFirst(DryRunVenue(broker))
 
 
 def decision_day(jobs: TradingJobs, now: dt.datetime) -> dt.date:
@@ -70,7 +114,7 @@ def decide_once(jobs: TradingJobs, *, execute: bool) -> StepOutcome:
         scratch.save_state(ctx.instance, ctx.mode, saved, now)
         scratch.flush()
     # Nothing was sent, so nothing is announced either.
-    dry = TradingJobs(replace(ctx, broker=DryRunBroker(ctx.broker), tradelog=scratch, notifier=None))
+    dry = TradingJobs(replace(ctx, broker=dry_run_broker(ctx.broker), tradelog=scratch, notifier=None))
     outcome = dry.decide(day)
     scratch.discard()
     return outcome
