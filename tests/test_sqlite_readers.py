@@ -169,3 +169,26 @@ def test_a_user_who_cannot_write_the_folder_can_still_read(closed_log) -> None:
         for p in folder.iterdir():
             p.unlink()
         folder.rmdir()
+
+
+def test_snapshots_join_their_runs_equity_through_the_run_day_index(tmp_path) -> None:
+    """`bot positions` and the dashboard join each snapshot to that day's equity of the
+    same account (`account_id IS account_id`). Without an index on (run_id, day) for
+    every row, SQLite searched the account index, whose NULL entries are every
+    single-account row of every run: 9.3 s after three backtests, 0.55 s with it."""
+    from bot.store import queries
+
+    log = TradeLog.open(f"sqlite:///{tmp_path / 'plan.sqlite'}")
+    add_run(log)
+    statements: list[str] = []
+    sa.event.listen(log.engine, "before_cursor_execute",
+                    lambda _c, _cur, sql, *_a: statements.append(sql))
+    with log.engine.connect() as conn:
+        queries.positions(conn, queries.Filters(run=1))
+        select = next(s for s in statements if "FROM positions" in s and "equity" in s)
+        plans = conn.exec_driver_sql(
+            "EXPLAIN QUERY PLAN " + select, tuple([1] * select.count("?"))
+        ).all()
+    detail = " | ".join(str(row[-1]) for row in plans)
+    assert "ix_equity_run_id_day" in detail, detail
+    log.close()
