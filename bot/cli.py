@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--synthetic", action="store_true", help="use the seeded synthetic market")
     bt.add_argument("--out", help="directory for report.json and charts (default reports/run-ID beside a SQLite trade log)")
     bt.add_argument(
-        "--database", type=database_argument, help="trade-log URL (default store.url or BOT_DATABASE_URL)"
+        "--database", type=database_argument, help="trade-log URL (default BOT_DATABASE_URL, else store.url)"
     )
     bt.add_argument("--no-charts", action="store_true",
                     help="skip the PNG charts and tearsheet.html (faster)")

@@ -36,9 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      "polls and closes for `bot worker`s (see `bot worker --help`)")
     run.add_argument("--live", action="store_true", help="real money: also needs BOT_LIVE_CONFIRM=yes")
     run.add_argument(
-        "--database", type=database_argument, help="trade-log URL (default store.url or BOT_DATABASE_URL)"
+        "--database", type=database_argument, help="trade-log URL (default BOT_DATABASE_URL, else store.url)"
     )
-    run.add_argument("--data-dir", help="history for --replay (default data.directory)")
+    run.add_argument("--data-dir", help="history for --replay (default BOT_DATA_DIR, else data.directory)")
     run.add_argument("--synthetic", action="store_true", help="replay on the synthetic market")
     run.add_argument("-q", "--quiet", action="store_true",
                      help="log only warnings and errors (the summary is still printed)")
@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     once.add_argument("--execute", action="store_true", help="send the orders")
     once.add_argument("--live", action="store_true", help="real money: also needs BOT_LIVE_CONFIRM=yes")
     once.add_argument("--database", type=database_argument,
-                      help="trade-log URL (default store.url or BOT_DATABASE_URL)")
+                      help="trade-log URL (default BOT_DATABASE_URL, else store.url)")
     once.set_defaults(func=_cmd_once)
 
     health = sub.add_parser("health", help="exit 0 if the daemon's heartbeat is fresh")
@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     fetch.add_argument("--config", default=default_config(), help="TOML file naming the symbols")
     fetch.add_argument("--start", type=iso_date_argument, default="2010-01-01",
                        help="first day to download, YYYY-MM-DD (default 2010-01-01)")
-    fetch.add_argument("--data-dir", help="where to write prices/ and macro/ (default data.directory)")
+    fetch.add_argument("--data-dir", help="where to write prices/ and macro/ (default BOT_DATA_DIR, else data.directory)")
     fetch.set_defaults(func=_cmd_fetch)
 
 
