@@ -100,13 +100,15 @@ def load_credentials(
     if len(values) < 2 and path:
         from_file = read_secrets_file(Path(path))
         values = {**from_file, **values}
-    for name in (key_var, secret_var):
-        if not values.get(name):
-            where = f"the environment or {path}" if path else "the environment"
-            raise SecretsError(
-                f"{name} is not set in {where}; export it or put {name}=... in a file "
-                f"named by {SECRETS_FILE_VAR} (chmod 600)"
-            )
+    missing = [name for name in (key_var, secret_var) if not values.get(name)]
+    if missing:  # every one named at once, not one per attempt
+        where = f"the environment or {path}" if path else "the environment"
+        names, lines = " and ".join(missing), " and ".join(f"{n}=..." for n in missing)
+        verb, them = ("is", "it") if len(missing) == 1 else ("are", "them")
+        raise SecretsError(
+            f"{names} {verb} not set in {where}; export {them} or put {lines} in a file "
+            f"named by {SECRETS_FILE_VAR} (chmod 600)"
+        )
     return Credentials(values[key_var], values[secret_var])
 
 

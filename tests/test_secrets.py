@@ -258,3 +258,15 @@ def test_live_mode_refuses_every_spelling_of_the_paper_host_and_unknown_hosts():
         load_endpoints({**confirmed, "APCA_API_BASE_URL": "https://example.com"}, live=True)
     spelled = load_endpoints({**confirmed, "APCA_API_BASE_URL": "https://API.alpaca.markets"}, live=True)
     assert spelled.paper is False
+
+
+def test_both_missing_keys_are_named_at_once():
+    """Before: `bot once` with no keys named APCA_API_KEY_ID, and only once that was set,
+    APCA_API_SECRET_KEY."""
+    with pytest.raises(SecretsError) as caught:
+        load_credentials({})
+    text = str(caught.value)
+    assert text.startswith("APCA_API_KEY_ID and APCA_API_SECRET_KEY are not set in the environment")
+    assert "APCA_API_KEY_ID=... and APCA_API_SECRET_KEY=..." in text
+    with pytest.raises(SecretsError, match="^APCA_API_SECRET_KEY is not set in the environment;"):
+        load_credentials({"APCA_API_KEY_ID": KEY_ID})

@@ -79,7 +79,14 @@ SCRIPT = """(function () {
       update();
     });
   }
-  setInterval(update, every);
+  // One request at a time: on a slow trade log an update can take longer than the
+  // interval, and timed requests would pile up on the server.
+  var busy = false;
+  setInterval(function () {
+    if (busy) { return; }
+    busy = true;
+    update().then(function () { busy = false; });
+  }, every);
   measure();
 })();
 """
