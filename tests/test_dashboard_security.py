@@ -101,6 +101,17 @@ def test_refused_writes_carry_the_headers_too(server) -> None:
     assert get(server, "/", "evil.example", method="POST")[0] == 421
 
 
+def test_head_answers_as_get_without_the_body(server) -> None:
+    """Before: 501, without the security headers."""
+    host = f"127.0.0.1:{server.server_address[1]}"
+    status, headers, body = get(server, "/", host, method="HEAD")
+    get_status, get_headers, get_body = get(server, "/", host)
+    assert (status, body) == (200, b"") and get_status == 200
+    assert headers["Content-Length"] == get_headers["Content-Length"] == str(len(get_body))
+    assert headers["X-Frame-Options"] == "DENY" and "Content-Security-Policy" in headers
+    assert get(server, "/", "evil.example", method="HEAD")[0] == 421
+
+
 def test_a_configured_host_name_is_accepted(log_url) -> None:
     for srv in serve(log_url, frozenset({"Dash.Internal"})):
         assert get(srv, "/api/summary", "dash.internal:8443")[0] == 200

@@ -166,6 +166,15 @@ class Handler(BaseHTTPRequestHandler):
         columns = ["id", "mode", "strategy", "status", "started_at", "synthetic"]
         return list(reversed(records(frame[[c for c in columns if c in frame.columns]])))
 
+    def do_HEAD(self) -> None:
+        """GET's status and headers (the security headers with them), without the body:
+        what a monitor or a proxy's health check asks (it was a bare 501)."""
+        self._head_only = True
+        try:
+            self.do_GET()
+        finally:
+            self._head_only = False
+
     def do_POST(self) -> None:
         if self._host_allowed():
             self._send(HTTPStatus.METHOD_NOT_ALLOWED, "text/plain", b"read-only\n")
@@ -193,7 +202,8 @@ class Handler(BaseHTTPRequestHandler):
         for name, value in SECURITY_HEADERS.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(body)
+        if not getattr(self, "_head_only", False):
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         log.debug("dashboard.request", line=format % args)
