@@ -179,3 +179,12 @@ def test_a_run_id_no_command_could_use_is_answered_like_other_bad_ids(server, ru
         assert status == 503, (path, status)
         assert b"expected a run id, a whole number from 1 to" in body
         assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_a_run_the_log_does_not_hold_is_refused_at_start(log_url, capsys) -> None:
+    """Before: `bot dashboard --run 999` started, then answered 503 to every request."""
+    from bot.cli import main
+
+    code = main(["dashboard", "--database", log_url, "--run", "999", "--port", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no run 999 in the trade log" in err and "Traceback" not in err

@@ -40,6 +40,16 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         config_path=Path(args.config), account=args.account, host=args.host,
         allowed_hosts=frozenset(args.allow_host),
     )
+    if args.run is not None:  # refused now, not as a 503 on every request
+        from bot.store import queries
+
+        try:
+            with server.tradelog.engine.connect() as conn:
+                queries.require_run(conn, args.run)
+        except BaseException:
+            server.server_close()
+            server.tradelog.engine.dispose()
+            raise
     print(f"dashboard of {mask_url(url)} on http://{url_host(args.host)}:{server.server_address[1]}/ "
           "(Ctrl-C stops)")
     try:
