@@ -648,3 +648,19 @@ def test_bodies_the_json_parser_refuses_need_a_key_spend_its_budget_and_name_the
     assert answers[1].json()["fields"] == [{"field": "body", "message": "not valid JSON (nested too deeply)"}]
     assert answers[3].json()["message"].startswith("rate limit of 3 requests a minute")
     log.close()
+
+
+def test_a_key_id_of_digits_only_is_found_as_a_key_id(tmp_path, monkeypatch) -> None:
+    """About one key id in 300 is 12 decimal digits; it was read as a row id, so creating
+    such a key failed ("no API key '877902854071'") and it could not be shown or revoked."""
+    from bot.api import keys as keys_module
+
+    monkeypatch.setattr(keys_module.secrets, "token_hex", lambda _n: "877902854071")
+    log = TradeLog.open(f"sqlite:///{tmp_path / 'digits.sqlite'}")
+    store = ApiKeyStore(log.engine)
+    row, key = store.create("digits", None, dt.datetime.now(dt.UTC))
+    assert row.key_id == "877902854071" and store.get("877902854071").key_id == "877902854071"
+    assert store.get(str(row.id)).key_id == "877902854071"  # the row id still works
+    assert store.find("99999999999999999999") is None  # no overflow
+    assert store.revoke("lvb_877902854071", dt.datetime.now(dt.UTC)).key_id == "877902854071"
+    log.close()

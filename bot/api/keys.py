@@ -37,6 +37,7 @@ PREFIX = "lvb"
 _KEY = re.compile(rf"^{PREFIX}_([0-9a-f]{{12}})_([A-Za-z0-9_-]{{43}})$")
 _KEY_ID = re.compile(r"^(?:lvb_)?([0-9a-f]{12})_?$")
 MAX_NAME = 100
+MAX_ROW_ID = 2**63 - 1  # a larger number is no row id (and overflows the column)
 MAX_RATE = 100_000  # requests per minute; more is no limit at all
 
 _hasher = PasswordHasher()  # argon2id, RFC 9106's low-memory profile (t=3, 64 MiB, p=4)
@@ -107,18 +108,20 @@ class ApiKeyStore:
         return [_api_key(r) for r in rows]
 
     def find(self, ref: str) -> ApiKey | None:
-        """A key by its row id or its key id (with or without the `lvb_` prefix)."""
+        """A key by its key id (with or without the `lvb_` prefix) or its row id. A key
+        id is 12 hex digits, and about one in 300 has no letter: it is looked up as a
+        key id first (read as a row id only, `create` could not find its own key)."""
         ref = ref.strip()
-        if ref.isdigit():
-            where = API_KEYS.c.id == int(ref)
-        else:
-            match = _KEY_ID.match(ref) or _KEY.match(ref)
-            if match is None:
-                return None
-            where = API_KEYS.c.key_id == match.group(1)
+        match = _KEY_ID.match(ref) or _KEY.match(ref)
+        wheres = [API_KEYS.c.key_id == match.group(1)] if match is not None else []
+        if ref.isdigit() and int(ref) <= MAX_ROW_ID:
+            wheres.append(API_KEYS.c.id == int(ref))
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(API_KEYS).where(where)).first()
-        return None if row is None else _api_key(row)
+            for where in wheres:
+                row = conn.execute(sa.select(API_KEYS).where(where)).first()
+                if row is not None:
+                    return _api_key(row)
+        return None
 
     def get(self, ref: str) -> ApiKey:
         key = self.find(ref)
