@@ -371,13 +371,13 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     from bot.data.alpaca import AlpacaMarketData, write_csv_directory
     from bot.data.fred import fetch_macro
     from bot.data.plausibility import PlausibilityRules
-    from bot.reference import reference_symbols, supporting_symbols
+    from bot.reference import supporting_symbols, trading_symbols
     from bot.secrets import load_endpoints
 
     config = Path(args.config)
     settings = load_settings(config)
     directory = Path(args.data_dir) if args.data_dir else resolve_data_dir(settings, config)
-    symbols = list(dict.fromkeys([*settings.symbols, *sorted(reference_symbols())]))
+    symbols = trading_symbols(settings)
     start = dt.date.fromisoformat(args.start)
     rules = PlausibilityRules.from_settings(settings.data)
     data = AlpacaMarketData.from_env(rules=rules, feed=settings.data.alpaca_feed)

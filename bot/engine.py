@@ -404,21 +404,18 @@ class Engine:
         self, t: int, day: dt.date, sold: list[int], events: list[RiskEvent]
     ) -> None:
         """Keep out the assets a stop order sold before a restart, and say so."""
+        for i in sold:
+            self.state.stopped.add(self.symbols[i])
+            self._stop_event(t, day, i, "stop hit: sold by its stop order before a restart, "
+                             "in cash until the next rebalance", events)
+
+    def _stop_event(self, t: int, day: dt.date, i: int, action: str, events: list[RiskEvent]) -> None:
+        """The risk event of asset i's stop hit at day t's close: its close, its stop."""
         stops = self.state.stops
         assert stops is not None
-        for i in sold:
-            sym = self.symbols[i]
-            self.state.stopped.add(sym)
-            self._risk_event(
-                RiskEvent(
-                    day, "stop",
-                    "stop hit: sold by its stop order before a restart, in cash until the next rebalance",
-                    {"price": float(self.close[t, i]), "stop": float(stops[i]),
-                     "regime": str(self.state.regime)},
-                    symbol=sym,
-                ),
-                events,
-            )
+        inputs = {"price": float(self.close[t, i]), "stop": float(stops[i]),
+                  "regime": str(self.state.regime)}
+        self._risk_event(RiskEvent(day, "stop", action, inputs, symbol=self.symbols[i]), events)
 
     def _sell_stopped(
         self, t: int, day: dt.date, now: dt.datetime, shares: np.ndarray, hit: list[int],
@@ -426,24 +423,14 @@ class Engine:
     ) -> tuple[Order, ...]:
         """Sell each asset whose stop was hit; it stays in cash (target 0) until the next
         rebalance."""
-        stops = self.state.stops
-        assert stops is not None
         orders = []
         targets = None if self.state.targets is None else self.state.targets.copy()
         for i in hit:
             sym = self.symbols[i]
-            price = float(self.close[t, i])
-            self._risk_event(
-                RiskEvent(
-                    day,
-                    "stop",
-                    "stop hit: position sold, in cash until the next rebalance",
-                    {"price": price, "stop": float(stops[i]), "regime": str(self.state.regime)},
-                    symbol=sym,
-                ),
-                events,
-            )
-            request = plan_exit(self._stop_id(day), sym, float(shares[i]), price, "stop loss")
+            self._stop_event(t, day, i, "stop hit: position sold, in cash until the next rebalance",
+                             events)
+            request = plan_exit(self._stop_id(day), sym, float(shares[i]), float(self.close[t, i]),
+                                "stop loss")
             orders.append(self._submit(request, now))
             self.state.stopped.add(sym)
             if targets is not None:

@@ -89,10 +89,18 @@ def underlyings(settings: Settings) -> set[str]:
     return {a.underlying for a in settings.universe.values() if a.underlying}
 
 
+def stress_symbols(settings: Settings) -> set[str]:
+    """The funds `bot stress` reads: the stress factors' and the underlyings (decay table,
+    stress rebuild)."""
+    return underlyings(settings) | {settings.stress.market, settings.stress.rates}
+
+
+def trading_symbols(settings: Settings) -> list[str]:
+    """The universe, then the reference portfolios' funds: what a backtest needs."""
+    return list(dict.fromkeys([*settings.symbols, *sorted(reference_symbols())]))
+
+
 def supporting_symbols(settings: Settings) -> list[str]:
-    """Funds some reports read besides the universe and the reference portfolios: the
-    underlyings (decay table, stress rebuild) and the stress factors' funds. Without them
+    """Funds some reports read besides `trading_symbols` (the stress funds). Without them
     those reports say what is missing; the strategy does not need them."""
-    required = set(settings.symbols) | reference_symbols()
-    extra = underlyings(settings) | {settings.stress.market, settings.stress.rates}
-    return sorted(extra - required)
+    return sorted(stress_symbols(settings) - set(trading_symbols(settings)))

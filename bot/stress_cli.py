@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _cmd_stress(args: argparse.Namespace) -> int:
     from bot.config import load_settings, resolve_data_dir
     from bot.data.history import load_history
-    from bot.reference import underlyings
+    from bot.reference import stress_symbols
     from bot.report import _jsonable
     from bot.stress import strategy_portfolio, stress_report
 
@@ -55,9 +55,7 @@ def _cmd_stress(args: argparse.Namespace) -> int:
     if args.run is not None:
         settings, portfolio, recorded, notes = _stored_run(args, settings)
     data_dir = Path(args.data_dir) if args.data_dir else recorded or resolve_data_dir(settings, config)
-    st = settings.stress
-    extra = {st.market, st.rates, *underlyings(settings)}
-    market = load_history(settings, data_dir, sorted(extra))
+    market = load_history(settings, data_dir, sorted(stress_symbols(settings)))
     if args.run is None:
         portfolio = strategy_portfolio(settings, market, str(config))
     report = stress_report(settings, market, portfolio, {"config": str(config), "run_id": args.run})

@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from bot.arguments import MAX_ID
 from bot.errors import BotError, ConfigError
 from bot.store.lookup import rows_where_in
 from bot.store.models import ACCOUNT_STATUSES, METADATA
@@ -25,8 +26,6 @@ from bot.store.models import ACCOUNT_STATUSES, METADATA
 ACCOUNTS = METADATA.tables["accounts"]
 #: the longest profile (a config path) the registry's column holds
 PROFILE_MAX = ACCOUNTS.c.profile.type.length
-#: registry ids are 64-bit integers: a longer number is no id (and overflows the query)
-MAX_ID = 2**63 - 1
 
 #: the three MiFID II risk profiles and the config each trades
 PROFILES: dict[str, str] = {

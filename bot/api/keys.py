@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from bot.arguments import MAX_ID
 from bot.errors import BotError
 from bot.store.models import METADATA
 
@@ -37,7 +38,6 @@ PREFIX = "lvb"
 _KEY = re.compile(rf"^{PREFIX}_([0-9a-f]{{12}})_([A-Za-z0-9_-]{{43}})$")
 _KEY_ID = re.compile(r"^(?:lvb_)?([0-9a-f]{12})_?$")
 MAX_NAME = 100
-MAX_ROW_ID = 2**63 - 1  # a larger number is no row id (and overflows the column)
 MAX_RATE = 100_000  # requests per minute; more is no limit at all
 
 _hasher = PasswordHasher()  # argon2id, RFC 9106's low-memory profile (t=3, 64 MiB, p=4)
@@ -114,7 +114,7 @@ class ApiKeyStore:
         ref = ref.strip()
         match = _KEY_ID.match(ref) or _KEY.match(ref)
         wheres = [API_KEYS.c.key_id == match.group(1)] if match is not None else []
-        if ref.isdigit() and int(ref) <= MAX_ROW_ID:
+        if ref.isdigit() and int(ref) <= MAX_ID:  # a larger number overflows the column
             wheres.append(API_KEYS.c.id == int(ref))
         with self.engine.connect() as conn:
             for where in wheres:
@@ -221,21 +221,28 @@ class Authenticator:
 
     def _known(self, key_id: str, key_hash: str, presented: str) -> bool:
         """Whether `presented` is the key this process verified against this hash."""
-        digest = hashlib.sha256(presented.encode()).digest()
+        digest = self._verified_digest(key_id, key_hash)
+        return digest is not None and hmac.compare_digest(digest, _sha256(presented))
+
+    def _verified_digest(self, key_id: str, key_hash: str) -> bytes | None:
+        """The digest of the key this process verified against this hash, if any."""
         with self._lock:
             known = self._verified.get(key_id)
-        return known is not None and known[0] == key_hash and hmac.compare_digest(known[1], digest)
+        return known[1] if known is not None and known[0] == key_hash else None
 
     def _matches(self, key_id: str, key_hash: str, presented: str) -> bool:
-        digest = hashlib.sha256(presented.encode()).digest()
-        with self._lock:
-            known = self._verified.get(key_id)
-        if known is not None and known[0] == key_hash:
-            return hmac.compare_digest(known[1], digest)
+        """The slow check (argon2) of a key `_known` did not pass; a key id verified
+        before with another key is wrong without it."""
+        if self._verified_digest(key_id, key_hash) is not None:
+            return False
         try:
             _hasher.verify(key_hash, presented)
         except (VerificationError, InvalidHashError):
             return False
         with self._lock:
-            self._verified[key_id] = (key_hash, digest)
+            self._verified[key_id] = (key_hash, _sha256(presented))
         return True
+
+
+def _sha256(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()

@@ -24,6 +24,7 @@ from bot.daemon.sessions import (
     SessionCalendar,
     exchange_calendar_bounds,
     exchange_sessions,
+    week_window,
 )
 from bot.data.base import MarketData
 from bot.engine import record_execution
@@ -74,16 +75,15 @@ def parse_span(text: str) -> tuple[dt.date, dt.date]:
 def _calendar_reach(end: dt.date, last_known: dt.date) -> dt.date | None:
     """The last day the scheduler reads sessions for when a replay ends on `end`: after
     its last job it asks for the next fire time, in the week of the next session, and
-    SessionCalendar reads that week's window (DAYS_AHEAD past its Monday). None if the
-    calendar knows no session after `end` within two weeks."""
+    SessionCalendar reads that week's window. None if the calendar knows no session
+    after `end` within two weeks."""
     following = end + dt.timedelta(days=1)
     if following > last_known:
         return None
     upcoming = exchange_sessions(following, min(end + dt.timedelta(days=14), last_known))
     if not upcoming:
         return None
-    day = upcoming[0].day
-    return day - dt.timedelta(days=day.weekday()) + dt.timedelta(days=DAYS_AHEAD)
+    return week_window(upcoming[0].day)[1]
 
 
 def _check_calendar_room(start: dt.date, end: dt.date) -> None:

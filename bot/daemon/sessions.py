@@ -110,6 +110,15 @@ _EXCHANGE = _YearIndex()
 CALENDAR_MAX_AGE_S = 3 * 3600.0
 
 
+def week_window(
+    day: dt.date, days_back: int = 7, days_ahead: int = DAYS_AHEAD
+) -> tuple[dt.date, dt.date]:
+    """The window of sessions SessionCalendar reads for `day`: from `days_back` before its
+    week's Monday to `days_ahead` after it, on a weekly grid so the cache is reused."""
+    monday = day - dt.timedelta(days=day.weekday())
+    return monday - dt.timedelta(days=days_back), monday + dt.timedelta(days=days_ahead)
+
+
 class SessionCalendar:
     """Cached sessions from a source, with the exchange calendar as fallback.
 
@@ -155,8 +164,7 @@ class SessionCalendar:
         return self._week(when.date(), days_back, days_ahead)
 
     def _week(self, day: dt.date, days_back: int = 7, days_ahead: int = DAYS_AHEAD) -> list[TradingSession]:
-        anchor = day - dt.timedelta(days=day.weekday())
-        return self.between(anchor - dt.timedelta(days=days_back), anchor + dt.timedelta(days=days_ahead))
+        return self.between(*week_window(day, days_back, days_ahead))
 
     def session_on(self, day: dt.date) -> TradingSession | None:
         """From the cached window of `day`'s week (it holds the whole week)."""

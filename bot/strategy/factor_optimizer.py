@@ -86,8 +86,14 @@ def allocate(
     scores: np.ndarray, eligible: np.ndarray, drawn: float, cap: float
 ) -> Allocation:
     """Invest min(drawn, 1, cap x eligible ETFs) by the LP; the rest stays in cash."""
-    invested = min(drawn, 1.0, cap * int(eligible.sum()))
+    invested = invested_total(drawn, cap, int(eligible.sum()))
     return Allocation(solve_weights(scores, eligible, invested, cap), drawn, invested)
+
+
+def invested_total(drawn: float, cap: float, held: int) -> float:
+    """What a decision invests: the drawn total, at most everything and at most what the
+    per-ETF cap lets `held` ETFs hold; the rest is cash."""
+    return min(drawn, 1.0, cap * held)
 
 
 def capped_mix(mix: np.ndarray, invested: float, cap: float) -> np.ndarray:
@@ -116,5 +122,5 @@ def allocate_static(mix: np.ndarray, eligible: np.ndarray, drawn: float, cap: fl
     """The static example mix over the `eligible` ETFs under the LP's own rules: invest
     min(drawn, 1, cap x ETFs held), none above `cap`; the rest stays in cash."""
     held = np.where(eligible, mix, 0.0)
-    invested = min(drawn, 1.0, cap * int((held > 0).sum()))
+    invested = invested_total(drawn, cap, int((held > 0).sum()))
     return Allocation(capped_mix(held, invested, cap), drawn, invested)
