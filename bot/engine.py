@@ -103,6 +103,9 @@ class Engine:
         self._filled_since_snapshot = False
         self._sizing: np.ndarray | None = None
         self._day_indices: dict[dt.date, int] = {}
+        # state.stops in this engine's price basis, and the array they were rebased from
+        self._rebased_stops: np.ndarray | None = None
+        self._rebased_from: np.ndarray | None = None
 
     # ----------------------------------------------------------------- daily step
     def step(
@@ -296,6 +299,10 @@ class Engine:
         for event in decision.events:
             self._risk_event(event, events)
         state.stops = decision.stops
+        # The closes the stops were set on: a later history adjusted for a split or a
+        # dividend shows these days at other prices, and the stops move with them.
+        state.stop_basis = None if decision.stops is None else self.close[t].copy()
+        self._rebased_from = self._rebased_stops = decision.stops  # set on this history
         state.stopped = {self.symbols[i] for i in stopped or ()}
         state.last_rebalance_day = day
         self._day_indices[day] = t  # asked every day from now on: known here, not searched
@@ -371,8 +378,7 @@ class Engine:
         already: (held, to sell now; sold before), the second being positions a stop
         order of this period already sold when a crash lost the engine's state of it (a
         re-run decision must keep them out, not buy them back)."""
-        stops = self.state.stops
-        assert stops is not None
+        stops = self._stops()
         stopped = self.state.stopped
         to_sell, sold_before = [], []
         # plain floats: most days nothing is hit, and numpy's calls cost more
@@ -385,6 +391,44 @@ class Engine:
                 elif self._stop_sent_this_period(t, self.symbols[i]):
                     sold_before.append(i)
         return to_sell, sold_before
+
+    def _stops(self) -> np.ndarray:
+        """The stops in the price basis of this engine's history. Live, each job downloads
+        history adjusted for every split and dividend up to today (Alpaca's
+        adjustment=all), while the stops are prices of the day they were set: after a
+        2-for-1 split every close is half the price its stop was set against, and the
+        fund would be sold for a fall that never happened (a reverse split would switch
+        its stop off). Each stop moves by its fund's close on the day it was set, as that
+        history shows it now, over the close it was set on (`state.stop_basis`)."""
+        stops = self.state.stops
+        assert stops is not None
+        if self._rebased_from is not stops:
+            self._rebased_from = stops
+            self._rebased_stops = self._rebase(stops)
+        assert self._rebased_stops is not None
+        return self._rebased_stops
+
+    def _rebase(self, stops: np.ndarray) -> np.ndarray:
+        """`stops` times each fund's adjustment since they were set; `stops` itself when
+        nothing was adjusted (every backtest), or when the day they were set is not in
+        this history (a state saved without its basis, or older than the download)."""
+        basis, day = self.state.stop_basis, self.state.last_rebalance_day
+        if basis is None or day is None:
+            return stops
+        t = self._day_index(day)
+        if t >= len(self._days) or self._days[t] != day:
+            return stops
+        now = self.close[t]
+        valid = np.isfinite(now) & np.isfinite(basis) & (now > 0) & (basis > 0)
+        factor = np.divide(now, basis, out=np.ones_like(now), where=valid)
+        if np.all(np.abs(factor - 1.0) <= 1e-9):
+            return stops
+        moved = {s: round(float(f), 6) for s, f in zip(self.symbols, factor, strict=True)
+                 if abs(f - 1.0) > 0.01}
+        if moved:
+            log.warning("stops rebased: the history was adjusted since they were set "
+                        "(a split or a dividend)", set_on=day.isoformat(), factors=moved)
+        return stops * factor
 
     def _stop_sent_this_period(self, t: int, symbol: str) -> bool:
         """Whether a stop order for `symbol` was recorded since the last rebalance (the
@@ -411,10 +455,11 @@ class Engine:
 
     def _stop_event(self, t: int, day: dt.date, i: int, action: str, events: list[RiskEvent]) -> None:
         """The risk event of asset i's stop hit at day t's close: its close, its stop."""
-        stops = self.state.stops
-        assert stops is not None
+        stops = self._stops()
         inputs = {"price": float(self.close[t, i]), "stop": float(stops[i]),
                   "regime": str(self.state.regime)}
+        if stops is not self.state.stops:  # rebased: say from what
+            inputs["stop_as_set"] = float(self.state.stops[i])  # type: ignore[index]
         self._risk_event(RiskEvent(day, "stop", action, inputs, symbol=self.symbols[i]), events)
 
     def _sell_stopped(

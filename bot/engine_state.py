@@ -40,6 +40,10 @@ class EngineState:
     last_rebalance_day: dt.date | None = None
     targets: np.ndarray | None = None
     stops: np.ndarray | None = None
+    # The closes of last_rebalance_day the stops were set against: a history adjusted
+    # since (a split) shows that day at other prices, and the engine moves the stops by
+    # as much (Engine._stops). None in states saved before it was kept.
+    stop_basis: np.ndarray | None = None
     stopped: set[str] = field(default_factory=set)
     drawdown: DrawdownState = field(default_factory=DrawdownState)
     pending: list[PendingTargets] = field(default_factory=list)  # in flight, oldest first
@@ -67,6 +71,7 @@ class EngineState:
             "last_rebalance_day": _iso(self.last_rebalance_day),
             "targets": by_symbol(self.targets),
             "stops": by_symbol(self.stops),
+            "stop_basis": by_symbol(self.stop_basis),
             "stopped": sorted(self.stopped),
             "drawdown": {"peak": dd.peak, "defensive": dd.defensive, "entered_day": _iso(dd.entered_day)},
             "pending": [
@@ -105,6 +110,7 @@ class EngineState:
             last_rebalance_day=_date(raw.get("last_rebalance_day")),
             targets=None if targets is None else np.nan_to_num(targets),
             stops=array(raw.get("stops")),
+            stop_basis=array(raw.get("stop_basis")),
             stopped=set(raw.get("stopped") or ()),
             drawdown=DrawdownState(
                 float(dd.get("peak", 0.0)), bool(dd.get("defensive", False)),
