@@ -13,6 +13,12 @@ longer than that is waited in full, and one longer than `max_retry_after` ends t
 retries at once (never call back earlier than asked); no retry starts later than `budget`
 seconds after the first failure. Each try has `timeout` to connect and `timeout` per read.
 
+When the tries end without an answer (connection refused, a host name that does not
+resolve, a timeout), the error requests raises carries a one-line account of it that
+`describe_error` returns: the service and its endpoint (scheme://host[:port], never a
+path, query string or key), the number of tries and the cause, e.g. "could not reach
+Alpaca trading API at https://paper-api.alpaca.markets after 8 tries: connection refused".
+
 POST is sent once: whether a failed order POST may be repeated is decided by the broker
 after it looked the order up, never here. alpaca-py's own retry (429 and 504, three more
 tries 3 s apart, POST included) is switched off by `take_over_sdk_retries`, so ours is
@@ -23,9 +29,11 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import errno
 import math
 import random
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +41,17 @@ from typing import Any
 import requests
 import structlog
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError, ResponseError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    MaxRetryError,
+    NameResolutionError,
+    NewConnectionError,
+    ProtocolError,
+    ProxyError,
+    ReadTimeoutError,
+    ResponseError,
+)
+from urllib3.exceptions import SSLError as TLSError
 from urllib3.util.retry import Retry
 
 log = structlog.get_logger(__name__)
@@ -188,7 +206,7 @@ class BudgetRetry(Retry):
         except MaxRetryError:
             spent = len(self.history) + 1 >= self.policy.attempts
             reason = f"all {self.policy.attempts} tries failed" if spent else "not retried"
-            _log_giving_up(method, url, reason, response, error)
+            _log_giving_up(method, url, reason, response, error, _pool)
             self._give_up(url, response, error, _pool, _stacktrace, reason)
         policy = self.policy
         retry.started = self.started if self.started is not None else policy.clock()
@@ -196,10 +214,10 @@ class BudgetRetry(Retry):
         wait = policy.delay(len(retry.history) - 1, retry_after)
         refused = policy.refusal(retry.started, wait, retry_after)
         if refused is not None:
-            _log_giving_up(method, url, refused, response, error)
+            _log_giving_up(method, url, refused, response, error, _pool)
             self._give_up(url, response, error, _pool, _stacktrace, refused)
         retry.planned_wait = wait
-        _log_retry(method, url, len(retry.history), wait, response, error)
+        _log_retry(method, url, len(retry.history), wait, response, error, _pool)
         return retry
 
     def sleep(self, response: Any = None) -> None:
@@ -215,14 +233,28 @@ class BudgetRetry(Retry):
         """End the tries the way urllib3 does, so requests raises what it always raises:
         a read error as itself (ReadTimeout), anything else as MaxRetryError (mapped to
         ConnectionError / ConnectTimeout; for an answer, urllib3 hands the answer back)."""
+        tries = len(self.history) + 1  # the one that just failed included
         if error is not None and self._is_read_error(error):
+            error.tries = tries  # type: ignore[attr-defined]  # read by TimeoutAdapter
             raise error.with_traceback(stacktrace)
-        raise MaxRetryError(pool, url, error or ResponseError(reason))
+        gave_up = MaxRetryError(pool, url, error or ResponseError(reason))
+        gave_up.tries = tries  # type: ignore[attr-defined]
+        raise gave_up
 
 
 def _path(url: str | None) -> str:
     """The path only: query strings (symbols, dates, tokens) stay out of logs."""
     return requests.utils.urlparse(url or "").path
+
+
+def _pool_endpoint(pool: Any) -> str | None:
+    """scheme://host:port of a urllib3 connection pool (None without one)."""
+    host = getattr(pool, "host", None)
+    if not host:
+        return None
+    host = f"[{host}]" if ":" in host else host
+    port = getattr(pool, "port", None)
+    return f"{getattr(pool, 'scheme', 'http')}://{host}" + (f":{port}" if port else "")
 
 
 def _why(response: Any, error: Exception | None) -> dict[str, Any]:
@@ -233,49 +265,135 @@ def _why(response: Any, error: Exception | None) -> dict[str, Any]:
 
 def _log_retry(
     method: str | None, url: str | None, retry: int, wait: float, response: Any,
-    error: Exception | None,
+    error: Exception | None, pool: Any,
 ) -> None:
     log.warning(
-        "http_retry", method=method, path=_path(url), attempt=retry, wait_s=round(wait, 3),
-        **_why(response, error),
+        "http_retry", method=method, endpoint=_pool_endpoint(pool), path=_path(url),
+        attempt=retry, wait_s=round(wait, 3), **_why(response, error),
     )
 
 
 def _log_giving_up(
-    method: str | None, url: str | None, reason: str, response: Any, error: Exception | None
+    method: str | None, url: str | None, reason: str, response: Any, error: Exception | None,
+    pool: Any,
 ) -> None:
-    log.warning("http_retry_stopped", method=method, path=_path(url), reason=reason,
-                **_why(response, error))
+    log.warning("http_retry_stopped", method=method, endpoint=_pool_endpoint(pool),
+                path=_path(url), reason=reason, **_why(response, error))
 
 
 class TimeoutAdapter(HTTPAdapter):
-    """An HTTPAdapter with a default timeout and the policy's retries."""
+    """An HTTPAdapter with a default timeout and the policy's retries. `service` names
+    what it talks to ("Alpaca trading API") in the error of a request that got no answer."""
 
-    def __init__(self, policy: RetryPolicy) -> None:
+    def __init__(self, policy: RetryPolicy, service: str | None = None) -> None:
         super().__init__(max_retries=BudgetRetry.for_policy(policy))
         self.policy = policy
+        self.service = service
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.policy.timeout
         if self.policy.throttle is not None:
             self.policy.throttle()
-        return super().send(request, **kwargs)
+        try:
+            return super().send(request, **kwargs)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            exc.unreachable = unreachable(  # type: ignore[attr-defined]  # describe_error
+                self.service, request.url, exc, kwargs["timeout"]
+            )
+            raise
 
 
-def install(session: requests.Session, policy: RetryPolicy) -> requests.Session:
+def install(
+    session: requests.Session, policy: RetryPolicy, service: str | None = None
+) -> requests.Session:
     """Mount the retrying adapter on `session` for http and https; returns the session."""
-    adapter = TimeoutAdapter(policy)
+    adapter = TimeoutAdapter(policy, service)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
 
 
-def make_session(policy: RetryPolicy) -> requests.Session:
-    return install(requests.Session(), policy)
+def make_session(policy: RetryPolicy, service: str | None = None) -> requests.Session:
+    return install(requests.Session(), policy, service)
 
 
-def take_over_sdk_retries(client: Any, policy: RetryPolicy) -> None:
+def endpoint(url: str | None) -> str:
+    """scheme://host[:port] of a URL: no user info, path, query string or fragment."""
+    parts = urllib.parse.urlsplit(url or "")
+    host = parts.hostname or "?"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme or 'http'}://{host}" + (f":{port}" if port is not None else "")
+
+
+def unreachable(
+    service: str | None, url: str | None, exc: requests.RequestException, timeout: Any = None
+) -> str:
+    """One line for a request that got no answer: who, where, how many tries and why,
+    e.g. "could not reach FRED at https://fred.stlouisfed.org after 4 tries: connection
+    refused". Built from the exception's type and errno only (its text holds the URL with
+    its query string)."""
+    inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
+    tries = getattr(inner, "tries", None)
+    reason = inner.reason if isinstance(inner, MaxRetryError) else inner
+    connected, cause = _cause(reason, timeout)
+    if cause is None:  # requests' own classification, the type at least
+        connected = isinstance(exc, requests.ReadTimeout)
+        cause = "timed out" if isinstance(exc, requests.Timeout) else f"failed ({type(exc).__name__})"
+    where = endpoint(url) if service is None else f"{service} at {endpoint(url)}"
+    counted = f" after {tries} tries" if isinstance(tries, int) and tries > 1 else ""
+    return f"{'no answer from' if connected else 'could not reach'} {where}{counted}: {cause}"
+
+
+_ERRNO_CAUSES = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ECONNRESET: "connection reset",
+}
+
+
+def _cause(error: BaseException | None, timeout: Any) -> tuple[bool, str | None]:
+    """(whether a connection had been made, what went wrong) for urllib3's error;
+    None when it is not one this knows."""
+    if isinstance(error, NameResolutionError):  # before NewConnectionError, its base
+        return False, "host name not found (DNS)"
+    if isinstance(error, NewConnectionError):  # before ConnectTimeoutError, its base
+        os_error = error.__cause__ or error.__context__
+        if isinstance(os_error, TimeoutError):
+            return False, f"connect timed out{_seconds(timeout, 0)}"
+        if isinstance(os_error, OSError):
+            known = _ERRNO_CAUSES.get(os_error.errno) if os_error.errno is not None else None
+            return False, known or (os_error.strerror or type(os_error).__name__).lower()
+        return False, "connection failed"
+    if isinstance(error, ConnectTimeoutError):
+        return False, f"connect timed out{_seconds(timeout, 0)}"
+    if isinstance(error, ReadTimeoutError):
+        return True, f"read timed out{_seconds(timeout, 1)}"
+    if isinstance(error, TLSError):
+        return False, "TLS failed (certificate or handshake)"
+    if isinstance(error, ProxyError):
+        return False, "the proxy failed"
+    if isinstance(error, ProtocolError):
+        inner = error.args[1] if len(error.args) > 1 else None
+        if isinstance(inner, OSError) and inner.errno in _ERRNO_CAUSES:
+            return True, _ERRNO_CAUSES[inner.errno]
+        return True, "the connection closed without an answer"
+    return False, None
+
+
+def _seconds(timeout: Any, phase: int) -> str:
+    """" (10 s)": the connect (phase 0) or read (1) timeout of a request, if known."""
+    if isinstance(timeout, tuple):
+        timeout = timeout[phase] if len(timeout) > phase else None
+    return f" ({timeout:g} s)" if isinstance(timeout, int | float) else ""
+
+
+def take_over_sdk_retries(client: Any, policy: RetryPolicy, service: str | None = None) -> None:
     """Give an alpaca-py client our adapter and no retry of its own.
 
     alpaca-py's RESTClient._request retries 429 and 504 `_retry` times (default 3) with a
@@ -283,11 +401,15 @@ def take_over_sdk_retries(client: Any, policy: RetryPolicy) -> None:
     multiply our budget. Its constructor treats retry_attempts=0 as "use the default"
     (and TradingClient does not pass it on), so the attribute is the only switch."""
     client._retry = 0
-    install(client._session, policy)
+    install(client._session, policy, service)
 
 
 def describe_error(exc: BaseException) -> str:
-    """A short, secret-free description of a transport error (type and reason only)."""
+    """A short, secret-free description of a transport error (type and reason only); for
+    a request that got no answer, the service, endpoint, tries and cause (`unreachable`)."""
+    said = getattr(exc, "unreachable", None)
+    if isinstance(said, str):
+        return said
     if isinstance(exc, requests.exceptions.JSONDecodeError):
         return "malformed JSON in the response"
     if isinstance(exc, requests.Timeout):

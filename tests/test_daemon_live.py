@@ -463,3 +463,51 @@ def test_a_second_trading_bot_is_refused_and_a_dead_ones_run_is_closed(tmp_path,
     incidents = log.load_incidents()
     assert list(incidents["kind"]) == ["abandoned"] and list(incidents["run_id"]) == [dead_run]
     log.close()
+
+
+def closed_port_url() -> str:
+    """http://127.0.0.1:<port> with nothing listening: the port was bound, then let go."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_a_job_that_cannot_reach_alpaca_records_which_url_and_how_often_it_tried(
+    tmp_path, venue, capsys
+):
+    """Alpaca goes away while the daemon runs: the job's failure (its log line and its
+    incident) names the API, its scheme://host:port, the tries and the cause."""
+    jobs, log, _clock = daemon(tmp_path, venue)
+    venue.stop()  # the port is free again: connections are refused
+    assert not jobs.run("open", jobs.open_job)
+    message = log.load_incidents()["message"].iloc[-1]
+    assert message == (f"BrokerError: account: could not reach Alpaca trading API at "
+                       f"{venue.url} after 4 tries: connection refused")
+    logged = capsys.readouterr()
+    assert f"could not reach Alpaca trading API at {venue.url}" in logged.out + logged.err
+    assert SECRET not in message and KEY_ID not in message
+    log.close()
+
+
+def test_a_start_that_cannot_reach_alpaca_names_the_url_not_the_keys(
+    tmp_path, venue, capsys, monkeypatch
+):
+    """`bot once` (as `bot run`) connects first: an unreachable trading API ends the
+    command with one line naming it, and the run it recorded is marked failed."""
+    from bot.cli import main
+
+    url = closed_port_url()
+    monkeypatch.setenv("APCA_API_BASE_URL", url)
+    monkeypatch.setitem(build_live.__kwdefaults__, "policy", FAST)
+    db = f"sqlite:///{tmp_path / 'paper.sqlite'}"
+    code = main(["once", "--config", str(CONFIG), "--database", db])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert (f"error: asset TQQQ: could not reach Alpaca trading API at {url} after 4 tries: "
+            "connection refused") in err, err
+    assert SECRET not in err and KEY_ID not in err and "Traceback" not in err
+    log = TradeLog.open(db)
+    assert list(log.runs()["status"]) == ["failed"]
+    log.close()

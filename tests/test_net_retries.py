@@ -13,8 +13,10 @@ from dataclasses import replace
 
 import pytest
 import requests
+from urllib3.exceptions import MaxRetryError
 
 from bot.broker.alpaca import AlpacaBroker
+from bot.broker.base import BrokerError
 from bot.data.alpaca import AlpacaMarketData
 from bot.data.fred import fetch_series
 from bot.errors import DataError
@@ -167,6 +169,88 @@ def test_a_refused_connection_is_retried_then_reported_as_such(time_):
     with make_session(policy) as session, pytest.raises(requests.ConnectionError):
         session.get(f"http://127.0.0.1:{port}/v2/clock")
     assert len(time_.sleeps) == 2
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on: bound, then let go."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_alpaca_is_named_with_its_tries_and_cause(time_):
+    """Through the real alpaca-py clients: the error the user sees names the API, its
+    scheme://host:port, the tries and the cause, never a key or a query string."""
+    url = f"http://127.0.0.1:{closed_port()}"
+    credentials = Credentials(KEY_ID, SECRET)
+    policy = shipped(ALPACA_POLICY, time_)
+    broker = AlpacaBroker.connect(credentials, base_url=url, policy=policy)
+    with pytest.raises(BrokerError) as trading:
+        broker.account()
+    assert str(trading.value) == (
+        f"account: could not reach Alpaca trading API at {url} after 8 tries: connection refused"
+    )
+    data = AlpacaMarketData.connect(credentials, base_url=url + "/", policy=policy)
+    with pytest.raises(DataError) as bars:
+        data.daily_history(["SPY"], DAYS[0])
+    assert str(bars.value) == (
+        f"alpaca:bars: could not reach Alpaca data API at {url} after 8 tries: connection refused"
+    )
+    for error in (trading.value, bars.value):
+        text = str(error)
+        assert KEY_ID not in text and SECRET not in text
+        assert "?" not in text and "SPY" not in text and "/v2" not in text  # no path or query
+    assert len(time_.sleeps) == 2 * 7  # retried as any failure is
+
+
+def test_an_unreachable_fred_is_named_with_its_tries_and_cause(time_):
+    url = f"http://127.0.0.1:{closed_port()}"
+    with pytest.raises(DataError) as failed:
+        fetch_series("VIX", base_url=url, start=dt.date(2024, 1, 2),
+                     policy=shipped(FRED_POLICY, time_))
+    assert str(failed.value) == (
+        f"fred:VIXCLS: download failed: could not reach FRED at {url} after 4 tries: "
+        "connection refused"
+    )
+
+
+def test_a_server_that_never_answers_is_named_with_the_read_timeout(time_):
+    fred = FakeFred()
+    fred.series = {"DTB3": [(dt.date(2024, 11, 29), 4.42)]}
+    policy = replace(shipped(FRED_POLICY, time_), attempts=2, timeout=0.2)
+    with fred:
+        fred.inject("GET", "/graph/fredgraph.csv", Fault.slow(30), Fault.slow(30))
+        with pytest.raises(DataError) as failed:
+            fetch_series("DTB3", base_url=fred.url, policy=policy)
+    assert str(failed.value) == (
+        f"fred:DTB3: download failed: no answer from FRED at {fred.url} after 2 tries: "
+        "read timed out (0.2 s)"
+    )
+
+
+def test_unreachable_names_the_cause_of_each_transport_failure():
+    """The causes a closed port cannot show (a name that does not resolve, a connect
+    timeout), from urllib3's own exceptions; never the URL's path, query or user info."""
+    from urllib3.exceptions import ConnectTimeoutError, NameResolutionError
+
+    from bot.net import unreachable
+
+    url = "https://user:pw@data.alpaca.markets:8443/v2/stocks/bars?symbols=SPY&token=s3cret"
+
+    def gave_up(reason: Exception, tries: int) -> requests.ConnectionError:
+        error = MaxRetryError(None, "/v2/stocks/bars?token=s3cret", reason)  # type: ignore[arg-type]
+        error.tries = tries  # type: ignore[attr-defined]  # as BudgetRetry sets it
+        return requests.ConnectionError(error)
+
+    dns = NameResolutionError("data.alpaca.markets", None, socket.gaierror(-2, "unknown"))  # type: ignore[arg-type]
+    assert unreachable("Alpaca data API", url, gave_up(dns, 8)) == (
+        "could not reach Alpaca data API at https://data.alpaca.markets:8443 after 8 tries: "
+        "host name not found (DNS)"
+    )
+    slow = ConnectTimeoutError(None, "timed out")
+    assert unreachable(None, url, gave_up(slow, 1), (3.0, 10.0)) == (
+        "could not reach https://data.alpaca.markets:8443: connect timed out (3 s)"
+    )
 
 
 def test_fred_has_the_smaller_budget_since_it_falls_back_to_stored_series(time_):

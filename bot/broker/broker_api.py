@@ -58,7 +58,9 @@ def make_broker_client(
         sandbox=sandbox,
         url_override=base_url,
     )
-    take_over_sdk_retries(client, replace(policy, throttle=throttle) if throttle else policy)
+    take_over_sdk_retries(
+        client, replace(policy, throttle=throttle) if throttle else policy, "Alpaca Broker API"
+    )
     settle_environment(client._session, base_url)
     return client
 

@@ -65,7 +65,7 @@ def make_data_client(
         api_key=credentials.key_id, secret_key=credentials.secret, url_override=base_url,
         raw_data=True,
     )
-    take_over_sdk_retries(client, policy)
+    take_over_sdk_retries(client, policy, "Alpaca data API")
     return client
 
 

@@ -84,7 +84,7 @@ def fetch_series(
 
 def fred_session(policy: RetryPolicy = FRED_POLICY) -> requests.Session:
     """An HTTP session with `policy`'s timeouts and retries, for `fetch_series`."""
-    return make_session(policy)
+    return make_session(policy, "FRED")
 
 
 def _budget(policy: RetryPolicy | None, retries: int, timeout: float) -> RetryPolicy:
