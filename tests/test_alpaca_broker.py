@@ -515,7 +515,8 @@ def test_calendar_sessions_in_utc_with_holiday_early_close_and_dst(sleeps):
         ("pending_cancel", 4, 10, OrderStatus.PARTIALLY_FILLED),
         ("pending_replace", 0, 10, OrderStatus.NEW),
         ("canceled", 4, 10, OrderStatus.CANCELED),
-        ("replaced", 0, 10, OrderStatus.CANCELED),
+        ("replaced", 0, 10, OrderStatus.NEW),  # followed to its replacement (test_replaced_orders)
+        ("replaced", 4, 10, OrderStatus.PARTIALLY_FILLED),
         ("expired", 0, 10, OrderStatus.EXPIRED),
         ("rejected", 0, 10, OrderStatus.REJECTED),
     ],

@@ -9,6 +9,12 @@ is raised. When the lookup fails too,
 the order is returned unconfirmed (status NEW, no broker id) and tracked by its
 client_order_id: polling resolves it. Statuses are mapped in bot.broker.alpaca_orders.
 
+An order replaced at Alpaca (by the user; the bot never replaces) is read together with
+its replacements (`replaced_by`, possibly several in a row) as one order continued under
+the bot's client_order_id, wherever the adapter reads an order: polls, lookups, listings
+and the restart's reconciliation. A replacement Alpaca cannot give (404) leaves the order
+outstanding with a message naming both ids, and is tried again at each read.
+
 A submit answered with fills (a liquid market order is often filled before the reply)
 reports them at once through take_reports(), so the job that sent the order records them
 before it ends; poll() reports them too if nobody took them.
@@ -35,6 +41,7 @@ from bot.broker.alpaca_orders import (
     api_broker_error,
     api_error_parts,
     convert_order,
+    convert_replaced,
     describe_answer_error,
     is_auth_failure,
     new_york_to_utc,
@@ -60,6 +67,7 @@ log = structlog.get_logger(__name__)
 
 MAX_ORDERS = 500  # Alpaca's largest page for GET /v2/orders
 UNCONFIRMED = "unconfirmed"  # status_message prefix of an order whose submit is in doubt
+MAX_REPLACEMENTS = 50  # a longer chain of replacements is taken for a loop
 
 
 class SubmitUnconfirmedError(BrokerError):
@@ -84,7 +92,7 @@ def make_trading_client(
     )
     # Without this a 429 on POST /orders is re-sent after 3 s by the SDK, outside our
     # lookup-before-retry rule.
-    take_over_sdk_retries(client, policy)
+    take_over_sdk_retries(client, policy, "Alpaca trading API")
     return client
 
 
@@ -114,6 +122,8 @@ class AlpacaBroker:
         self._known: list[tuple[Order, Fill | None]] = []
         self._account: AccountInfo | None = None
         self._positions: dict[str, float] = {}
+        # Replacement chains already logged (client_order_id, last id): once, not per poll.
+        self._replacements_logged: set[tuple[str, str]] = set()
 
     @classmethod
     def connect(
@@ -317,8 +327,7 @@ class AlpacaBroker:
         from it); None if provably absent."""
         cid = request.client_order_id
         try:
-            raw = self._client.get_order_by_client_id(cid)
-            order = convert_order(raw, request)
+            raw, order = self._read(self._client.get_order_by_client_id(cid), request)
         except APIError as exc:
             if exc.status_code == 404:
                 log.warning("order_submit_failed_absent", client_order_id=cid, error=error)
@@ -349,14 +358,14 @@ class AlpacaBroker:
 
     def find_order(self, client_order_id: str) -> Order | None:
         raw = self._find_raw(client_order_id, f"find order {client_order_id}")
-        return None if raw is None else convert_order(raw, self._requests.get(client_order_id))
+        return None if raw is None else self._read(raw, self._requests.get(client_order_id))[1]
 
     def open_orders(self) -> list[Order]:
         query = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=MAX_ORDERS, nested=False)
         raws = sdk_call("open orders", self._client.get_orders, query)
         if len(raws) >= MAX_ORDERS:
             log.warning("open_orders_truncated", limit=MAX_ORDERS)
-        return [convert_order(r, self._requests.get(r.client_order_id)) for r in raws]
+        return [self._read(r, self._requests.get(r.client_order_id))[1] for r in raws]
 
     def closed_orders(self, after: dt.datetime) -> list[Order]:
         """Orders submitted after `after` that are final at the venue (newest first): a
@@ -367,7 +376,7 @@ class AlpacaBroker:
         raws = sdk_call("closed orders", self._client.get_orders, query)
         if len(raws) >= MAX_ORDERS:
             log.warning("closed_orders_truncated", limit=MAX_ORDERS, after=after.isoformat())
-        return [convert_order(r, self._requests.get(r.client_order_id)) for r in raws]
+        return [self._read(r, self._requests.get(r.client_order_id))[1] for r in raws]
 
     def track(self, order: Order, fills: tuple[float, float | None] | None = None) -> None:
         """Follow `order` from what the caller already recorded: `fills` is the quantity
@@ -421,7 +430,55 @@ class AlpacaBroker:
                 status_message="not placed: the venue has no order with this client_order_id "
                 "after an unconfirmed submit",
             )
-        return raw, convert_order(raw, order.request)
+        return self._read(raw, order.request)
+
+    def _read(
+        self, raw: AlpacaOrder, request: OrderRequest | None
+    ) -> tuple[AlpacaOrder, Order]:
+        """Ours for the venue's order, and the answer it was read from: for an order
+        replaced at Alpaca, the last replacement's (see convert_replaced). A chain of an
+        order we know (`request`) is logged once."""
+        if raw.status.value != "replaced":
+            return raw, convert_order(raw, request)
+        chain, missing = self._replacements(raw)
+        order = convert_replaced(chain, request, missing)
+        cid, last = raw.client_order_id, missing or str(chain[-1].id)
+        if request is not None and (cid, last) not in self._replacements_logged:
+            self._replacements_logged.add((cid, last))
+            ids = [str(r.id) for r in chain]
+            if missing is None:
+                log.warning("order_replaced_at_venue", client_order_id=cid, order_id=ids[0],
+                            replaced_by=last, chain=ids, quantity=order.request.quantity)
+            else:
+                log.error("order_replacement_not_found", client_order_id=cid,
+                          order_id=ids[-1], replaced_by=missing, chain=ids,
+                          message=order.status_message)
+        return chain[-1], order
+
+    def _replacements(self, raw: AlpacaOrder) -> tuple[list[AlpacaOrder], str | None]:
+        """`raw` and the orders that replaced it one after another, to the first one not
+        replaced; with the id of a replacement Alpaca cannot give (404, or none named),
+        before which the chain ends. Other failures raise, as any failed read does."""
+        chain = [raw]
+        while chain[-1].status.value == "replaced":
+            if chain[-1].replaced_by is None:
+                return chain, ""
+            new_id = str(chain[-1].replaced_by)
+            if len(chain) > MAX_REPLACEMENTS:
+                raise BrokerError(
+                    f"order {raw.client_order_id}: more than {MAX_REPLACEMENTS} replacements "
+                    f"from {raw.id}"
+                )
+            what = f"order {raw.client_order_id}: replacement {new_id} of order {chain[-1].id}"
+            try:
+                chain.append(self._client.get_order_by_id(new_id))
+            except APIError as exc:
+                if exc.status_code == 404:
+                    return chain, new_id
+                raise api_broker_error(what, exc) from exc
+            except ANSWER_ERRORS as exc:
+                raise transport_broker_error(what, exc) from exc
+        return chain, None
 
     def _new_fill(
         self, reported: _Reported, latest: Order, raw: AlpacaOrder | None
@@ -458,9 +515,10 @@ class AlpacaBroker:
 
     def cancel(self, client_order_id: str) -> None:
         """Ask the venue to cancel; the resulting status arrives through poll(). An order
-        already final (or already being canceled) is left alone."""
+        already final (or already being canceled) is left alone; one replaced at Alpaca
+        is canceled as its last replacement."""
         what = f"cancel {client_order_id}"
-        raw = self._find_raw(client_order_id, what)
+        raw = self._find_current(client_order_id, what)
         if raw is None:
             raise BrokerError(f"{what}: no such order at the venue")
         if settled(raw):
@@ -469,13 +527,27 @@ class AlpacaBroker:
             self._client.cancel_order_by_id(raw.id)
         except APIError as exc:
             # 422 "not cancelable": a retried DELETE that had worked, or a fill in between.
-            again = self._find_raw(client_order_id, what) if exc.status_code in (404, 422) else None
+            again = (
+                self._find_current(client_order_id, what) if exc.status_code in (404, 422)
+                else None
+            )
             if again is not None and settled(again):
                 return
             raise api_broker_error(what, exc) from exc
         except ANSWER_ERRORS as exc:
             raise transport_broker_error(what, exc) from exc
         log.info("order_cancel_requested", client_order_id=client_order_id)
+
+    def _find_current(self, client_order_id: str, what: str) -> AlpacaOrder | None:
+        """The venue's order by our id, or the last order that replaced it."""
+        raw = self._find_raw(client_order_id, what)
+        if raw is None or raw.status.value != "replaced":
+            return raw
+        chain, missing = self._replacements(raw)
+        if missing is not None:
+            raise BrokerError(f"{what}: order {chain[-1].id} was replaced at Alpaca by "
+                              f"{missing or 'an order it does not name'}, which it does not know")
+        return chain[-1]
 
     def _find_raw(self, client_order_id: str, what: str) -> AlpacaOrder | None:
         try:
@@ -530,6 +602,7 @@ class AlpacaBroker:
 
 
 def _copy_state(source: Order, target: Order) -> None:
+    target.request = source.request  # the same, but its quantity after a replacement
     target.status = source.status
     target.broker_order_id = source.broker_order_id
     target.filled_quantity = source.filled_quantity

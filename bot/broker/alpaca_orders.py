@@ -10,11 +10,20 @@ PARTIALLY_FILLED when part is and FILLED when all is:
     filled                                           -> FILLED
     done_for_day, calculated, stopped,
     pending_cancel, pending_replace                  -> by fill (still working, not final)
-    canceled, replaced                               -> CANCELED (replaced: we never replace)
+    replaced                                         -> by fill, then followed (below)
+    canceled                                         -> CANCELED
     expired                                          -> EXPIRED
     rejected                                         -> REJECTED
 
 When the Alpaca status differs from ours, status_message says "alpaca status: <raw>".
+
+`replaced`: the bot never replaces an order, but a user can (dashboard, or PATCH
+/v2/orders/{id}: a new qty, a limit price), and so can Alpaca after a corporate action.
+Alpaca then closes the order with `replaced_by` naming a new order (its own id and
+client_order_id, `replaces` naming the old one). That new order is the bot's order
+continued: reading it as canceled would lose its fills and free the bot to send the trade
+again. bot.broker.alpaca follows `replaced_by` to the last order of the chain and
+convert_replaced() reads the chain as one order under the bot's client_order_id.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -48,7 +57,6 @@ _FIXED: Mapping[str, OrderStatus] = {
     "partially_filled": OrderStatus.PARTIALLY_FILLED,
     "filled": OrderStatus.FILLED,
     "canceled": OrderStatus.CANCELED,
-    "replaced": OrderStatus.CANCELED,
     "expired": OrderStatus.EXPIRED,
     "rejected": OrderStatus.REJECTED,
 }
@@ -86,6 +94,40 @@ def convert_order(raw: AlpacaOrder, request: OrderRequest | None) -> Order:
     status = map_status(status_raw, filled, quantity)
     message = None if status_raw == status.value else f"alpaca status: {status_raw}"
     return Order(request, status, to_utc(raw.submitted_at), str(raw.id), filled, avg, message)
+
+
+def convert_replaced(
+    chain: Sequence[AlpacaOrder], request: OrderRequest | None, missing: str | None = None
+) -> Order:
+    """Our order for one replaced at Alpaca: `chain` is the order sent, then each order
+    that replaced the one before it. It stays one order (our client_order_id, the first
+    broker id) with the last order's status and quantity; a replaced order keeps the fills
+    it had, so the chain's fills add up. `missing`: a replacement Alpaca cannot give (the
+    chain ends before it): the order stays outstanding as it was, so nothing is re-sent."""
+    first, last = chain[0], chain[-1]
+    links = [convert_order(raw, request) for raw in chain]
+    filled = sum(link.filled_quantity for link in links)
+    cost = sum(link.filled_quantity * (link.average_price or 0.0) for link in links)
+    avg = cost / filled if filled > 0 else None
+    ids = " -> ".join(str(raw.id) for raw in chain)
+    quantity = request.quantity if request is not None else links[0].request.quantity
+    if missing is None:
+        if last.qty is not None:
+            quantity = filled - links[-1].filled_quantity + parse_number(last.qty, "order.qty")
+        note = (f"replaced at Alpaca, not by the bot (by the user or a corporate action): "
+                f"order {ids}; followed as this order, quantity {quantity:g}")
+    else:
+        by = f"order {missing}, which Alpaca does not know (404)" if missing else (
+            "an order Alpaca does not name")
+        note = (f"replaced at Alpaca by {by}; after order {ids}: kept outstanding and never "
+                "sent again; check the order at Alpaca")
+    request = (request or links[0].request)._replace(quantity=quantity)
+    status = map_status(last.status.value, filled, quantity)
+    if status is OrderStatus.NEW and filled > 0:  # the fills are on an earlier order
+        status = OrderStatus.PARTIALLY_FILLED
+    if missing is None and last.status.value != status.value:
+        note += f"; alpaca status: {last.status.value}"
+    return Order(request, status, to_utc(first.submitted_at), str(first.id), filled, avg, note)
 
 
 def settled(raw: AlpacaOrder) -> bool:

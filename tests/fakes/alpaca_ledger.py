@@ -33,6 +33,8 @@ OPEN_STATUSES = {
     "calculated",
 }
 ROUTED = {"new", "partially_filled"}
+# Alpaca refuses to replace an order in these open statuses (PATCH /v2/orders/{id})
+NOT_REPLACEABLE = {"accepted", "pending_new", "pending_cancel", "pending_replace"}
 INSUFFICIENT = 40310000
 INVALID = 40010001
 NOT_FOUND = 40410000
@@ -501,6 +503,48 @@ class Ledger:
         if order is None:
             return not_found()
         return Response(200, dict(order.data))
+
+    def replace_order(self, order_id: str, body: dict[str, Any]) -> Response:
+        """PATCH /v2/orders/{id} as Alpaca does it: the order becomes `replaced` (keeping
+        the fills it had) with `replaced_by` naming a new order, which has its own id and
+        client_order_id, `replaces` naming the old one, nothing filled, and the old one's
+        fields but those the body changes (qty, limit_price, stop_price, time_in_force)."""
+        old = self._by_ref.get(order_id)
+        if old is None:
+            return not_found()
+        status = old.data["status"]
+        if status not in OPEN_STATUSES or status in NOT_REPLACEABLE:
+            return Response(422, {"code": INVALID, "message": f"order is {status}: not replaceable"})
+        cid = body.get("client_order_id") or str(uuid.uuid4())
+        if cid in self._by_ref:
+            return Response(422, {"code": INVALID, "message": "client_order_id must be unique"})
+        now = ts(self.market.now)
+        qty = dec(body["qty"]) if body.get("qty") is not None else old.qty
+        data = dict(old.data) | {
+            "id": str(uuid.uuid4()), "client_order_id": cid, "created_at": now,
+            "updated_at": now, "submitted_at": now, "filled_at": None, "qty": text(qty),
+            "filled_qty": "0", "filled_avg_price": None, "replaces": old.data["id"],
+            "replaced_by": None, "replaced_at": None,
+            "status": "new" if self.market.session_at(self.market.now) else "accepted",
+        }
+        for key in ("limit_price", "stop_price", "time_in_force"):
+            if body.get(key) is not None:
+                data[key] = str(body[key])
+        if data["limit_price"] is not None:
+            data["type"] = data["order_type"] = "limit"
+        new = FakeOrder(data, qty, expires=old.expires, starts=old.starts)
+        self.orders.append(new)
+        self._by_ref[data["id"]] = self._by_ref[cid] = new
+        self.set(old, "replaced", "replaced_at")
+        old.data["replaced_by"] = data["id"]
+        return Response(200, dict(data))
+
+    def forget(self, ref: str) -> None:
+        """Alpaca no longer knows the order: every lookup of it answers 404."""
+        order = self.find(ref)
+        self.orders.remove(order)
+        for key in (order.data["id"], order.data["client_order_id"]):
+            self._by_ref.pop(key, None)
 
     def cancel_order(self, order_id: str) -> Response:
         order = self._by_ref.get(order_id)

@@ -15,6 +15,9 @@ Test control:
                                 share f of it already filled (1.0: status 'filled', as
                                 Alpaca often answers a liquid market order; 0.4: partially)
     fake.set_status(ref, s)     force any Alpaca status ('rejected', 'canceled', ...)
+    fake.replace(ref, qty=..., limit_price=...)   replace an order as a user does (PATCH
+                                /v2/orders/{id}, also served): returns the new order's id
+    fake.forget(ref)            the venue no longer knows an order (404 on every lookup)
     fake.refused_duplicates     client_order_ids POSTed while an order with the id existed
     fake.inject(method, route, Fault...)   scripted faults (see tests.fakes.Fault)
     fake.prices, fake.hold(sym, qty, avg), fake.cash   the venue's market and account
@@ -96,6 +99,7 @@ class FakeAlpaca(FakeServer, VenueClock):
         r("GET", "/v2/orders:by_client_order_id", self._get_by_client_id)
         r("GET", "/v2/orders/{order_id}", self._get_order)
         r("DELETE", "/v2/orders/{order_id}", self._cancel_order)
+        r("PATCH", "/v2/orders/{order_id}", self._replace_order)
         r("GET", "/v2/assets/{symbol}", self._get_asset)
         r("GET", "/v2/clock", self._get_clock)
         r("GET", "/v2/calendar", self._get_calendar)
@@ -166,6 +170,19 @@ class FakeAlpaca(FakeServer, VenueClock):
         with self.lock:
             self.ledger.set(self.ledger.find(ref), status, stamp.get(status))
 
+    def replace(self, ref: str, **changes: Any) -> str:
+        """Replace an order as a user does at Alpaca (qty, limit_price, client_order_id,
+        ...); returns the new order's id."""
+        with self.lock:
+            answer = self.ledger.replace_order(self.ledger.find(ref).data["id"], changes)
+        if answer.status != 200:
+            raise AssertionError(f"replace {ref}: {answer.body}")
+        return answer.body["id"]
+
+    def forget(self, ref: str) -> None:
+        with self.lock:
+            self.ledger.forget(ref)
+
     def order_count(self) -> int:
         with self.lock:
             return len(self.ledger.orders)
@@ -203,6 +220,11 @@ class FakeAlpaca(FakeServer, VenueClock):
 
     def _get_order(self, request: Request, order_id: str) -> Response:
         return self.ledger.get_order(order_id)
+
+    def _replace_order(self, request: Request, order_id: str) -> Response:
+        return self.ledger.replace_order(
+            order_id, request.body if isinstance(request.body, dict) else {}
+        )
 
     def _cancel_order(self, request: Request, order_id: str) -> Response:
         return self.ledger.cancel_order(order_id)
