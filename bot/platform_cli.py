@@ -43,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     decide.add_argument("--day", help="the close to decide on, YYYY-MM-DD (default: the last "
                         "session before this week's first)")
     decide.add_argument("--live", action="store_true", help="for the live workers")
+    add_database_arguments(decide)  # where it waits, as `bot platform status` shows
     decide.set_defaults(func=_cmd_decide)
     rounds = sub.add_parser("poll", help="publish a poll round now")
     rounds.set_defaults(func=lambda args: _publish(args, "poll"))
@@ -119,11 +120,33 @@ def run_scheduler(args: argparse.Namespace) -> int:
     mode = "live" if args.live else "paper"
     calendar = SessionCalendar(_broker_calendar(args.live, SecretsError), max_age=CALENDAR_MAX_AGE_S)
     clock = lambda: dt.datetime.now(dt.UTC)  # noqa: E731
-    schedule = build_platform_schedule(calendar, Publisher(mode), clock, heartbeat=heartbeat_path())
-    structlog.get_logger("bot.platform").info("platform scheduler started", mode=mode,
-                                              queue=settings.queue_name)
-    run_scheduler(schedule)
+    log = structlog.get_logger("bot.platform")
+    tradelog = _waiting_record(args, log)
+    try:
+        publisher = Publisher(mode, engine=tradelog.engine if tradelog else None, clock=clock)
+        schedule = build_platform_schedule(calendar, publisher, clock, heartbeat=heartbeat_path())
+        log.info("platform scheduler started", mode=mode, queue=settings.queue_name)
+        run_scheduler(schedule)
+    finally:
+        if tradelog is not None:
+            tradelog.engine.dispose()
     return 0
+
+
+def _waiting_record(args: argparse.Namespace, log):
+    """The trade log the scheduler records its published decisions in as waiting (the
+    workers'), or None with a warning: the scheduler publishes without it."""
+    import sqlalchemy as sa
+
+    from bot.errors import BotError
+    from bot.store.tradelog import TradeLog
+
+    try:
+        return TradeLog.open(database_url(args.config, args.database))
+    except (BotError, sa.exc.SQLAlchemyError, OSError) as exc:
+        log.warning("no trade log: published decisions are not shown as waiting by "
+                    "`bot platform status`", error=str(exc))
+        return None
 
 
 def _broker_calendar(live: bool, missing_keys: type[Exception]):
@@ -143,7 +166,10 @@ def _broker_calendar(live: bool, missing_keys: type[Exception]):
 def _cmd_decide(args: argparse.Namespace) -> int:
     from bot.daemon.sessions import SessionCalendar
     from bot.errors import BotError
+    from bot.platform import store
+    from bot.platform.scheduler import Publisher
     from bot.secrets import load_broker_endpoint
+    from bot.store.tradelog import TradeLog
 
     load_broker_endpoint(live=args.live)
     if args.day:
@@ -157,8 +183,21 @@ def _cmd_decide(args: argparse.Namespace) -> int:
             raise BotError("no trading session this week: give the day with --day")
         day = calendar.previous_session(week[0].day).day
     mode = "live" if args.live else "paper"
-    _send("leverbot.platform.decide", [day.isoformat(), mode])
+    # Opened before anything is published: a trade log out of reach stops the command.
+    log = TradeLog.open(database_url(args.config, args.database))
+    try:
+        Publisher(mode, send=lambda name, task_args: _send(name, list(task_args)),
+                  engine=log.engine).decide(day)
+        batch = store.batch_of_day(log.engine, day, mode)
+    finally:
+        log.engine.dispose()
     print(f"weekly decision on the close of {day} published ({mode})")
+    if batch is None:
+        print("it waits for a worker (`bot worker`); `bot platform status` shows it until "
+              "one takes it")
+    else:
+        print(f"the batch of that day exists (run {batch}): a worker publishes its "
+              "unfinished tasks again")
     return 0
 
 
@@ -204,6 +243,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     log = TradeLog.open_readonly(database_url(args.config, args.database))
     try:
+        # Decisions published and not yet taken by a worker come first (not with --run).
+        queued = [] if args.run else store.waiting_decisions(log.engine)
         if args.run:
             runs = [args.run]
         else:
@@ -212,21 +253,24 @@ def _cmd_status(args: argparse.Namespace) -> int:
                     sa.select(store.RUNS.c.id).where(store.RUNS.c.strategy == store.PLATFORM_STRATEGY)
                     .order_by(store.RUNS.c.id.desc()).limit(args.limit)
                 ).scalars())
-        if not runs:
+        if not runs and not queued:
             raise BotError("no platform batch in this trade log yet (see `bot run --platform`)")
         summaries = [store.summarize(log.engine, int(r)) for r in runs]
-        dead = store.dead_letters(log.engine, summaries[0].run_id)
+        dead = store.dead_letters(log.engine, summaries[0].run_id) if summaries else []
     finally:
         log.engine.dispose()
     if args.format == "json":
-        print(json.dumps([{"run": s.run_id, "status": s.status, **s.as_dict()} for s in summaries]
+        waiting = [{"run": None, "status": "waiting", "decision_day": w.day.isoformat(),
+                    "mode": w.mode, "published_at": w.published_at.isoformat()} for w in queued]
+        print(json.dumps(waiting
+                         + [{"run": s.run_id, "status": s.status, **s.as_dict()} for s in summaries]
                          + ([{"dead_letters": dead}] if dead else []), indent=2))
         return 0
-    _print_status(summaries, dead)
+    _print_status(summaries, dead, queued)
     return 0
 
 
-def _print_status(summaries, dead) -> None:
+def _print_status(summaries, dead, queued) -> None:
     from rich.table import Table
 
     from bot.terminal import console as make_console
@@ -235,12 +279,20 @@ def _print_status(summaries, dead) -> None:
     for column in ("run", "decided on", "status", "accounts", "done", "retried", "dead",
                    "waiting", "orders", "seconds"):
         table.add_column(column, justify="left" if column in ("decided on", "status") else "right")
+    for w in queued:
+        table.add_row("-", str(w.day), "waiting for a worker", *["-"] * 7)
     for s in summaries:
         seconds = f"{s.seconds:.1f}" if s.seconds is not None else "-"
         table.add_row(str(s.run_id), str(s.day or "-"), s.shown_status, str(s.accounts), str(s.done),
                       str(s.retried), str(s.dead), str(s.waiting), str(s.orders), seconds)
     console = make_console()
     console.print(table)
+    for w in queued:
+        print(f"decision on the close of {w.day} ({w.mode}): published at "
+              f"{w.published_at:%Y-%m-%d %H:%M:%S} UTC, not yet taken by a worker "
+              "(is a `bot worker` running?)")
+    if not summaries:
+        return
     first = summaries[0]
     print(f"batch {first.run_id}: {first.done} of {first.accounts} accounts done, "
           f"{first.retried} retried, {first.dead} failed (dead-lettered), {first.waiting} waiting")

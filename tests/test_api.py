@@ -130,6 +130,7 @@ def api(tmp_path_factory) -> Iterator[dict]:
     now = dt.datetime.now(dt.UTC)
     keys = {name: store.create(name, rate, now)[1]
             for name, rate in (("main", None), ("limited", 3), ("leaving", None), ("fresh", None))}
+    keys["client"] = store.create("client app", None, now, [account])[1]
     log.close()
     server = Server(url, tmp)
     with httpx.Client(base_url=server.base, headers={"Authorization": f"Bearer {keys['main']}"},
@@ -289,6 +290,37 @@ def test_accounts_by_registry_or_broker_id(api) -> None:
         assert missing.status_code == 404 and "no account" in missing.json()["message"]
 
 
+def test_a_key_made_for_one_account_reads_that_account_only(api) -> None:
+    client, url = api["client"], api["url"]
+    scoped = {"Authorization": f"Bearer {api['keys']['client']}"}
+    own = client.get(f"/v1/accounts/{ACCOUNT}", headers=scoped)
+    assert own.status_code == 200 and own.json() == client.get(f"/v1/accounts/{ACCOUNT}").json()
+    assert client.get(f"/v1/accounts/{api['account']}", headers=scoped).status_code == 200
+    assert client.get("/v1/profiles/balanced/suitability", headers=scoped).status_code == 200
+
+    # Another client's account answers as an account that does not exist.
+    other = client.get(f"/v1/accounts/{QUIET}", headers=scoped)
+    assert client.get(f"/v1/accounts/{QUIET}").status_code == 200  # a platform-wide key reads it
+    missing = client.get("/v1/accounts/999", headers=scoped)
+    assert other.status_code == missing.status_code == 404
+    assert other.json()["error"] == missing.json()["error"]
+    assert other.json()["message"] == f"no account {QUIET!r} in the registry (expected its id or broker account id)"
+
+    # The scope is read on every request: taking the account away takes effect at once.
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM api_key_accounts"))
+    try:
+        assert client.get(f"/v1/accounts/{ACCOUNT}", headers=scoped).status_code == 404
+    finally:
+        with engine.begin() as conn:
+            key_row = conn.execute(sa.text("SELECT id FROM api_keys WHERE name = 'client app'")).scalar_one()
+            conn.execute(sa.text("INSERT INTO api_key_accounts (api_key_id, account_id) VALUES (:k, :a)"),
+                         {"k": key_row, "a": api["account"]})
+        engine.dispose()
+    assert client.get(f"/v1/accounts/{ACCOUNT}", headers=scoped).status_code == 200
+
+
 # --- bad requests ---------------------------------------------------------------------
 
 
@@ -437,8 +469,9 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def test_api_keys_commands_store_only_a_hash(url) -> None:
-    code, out, err = _cli("api-keys", "create", "web platform", "--rate-limit", "120", "--database", url)
-    assert code == 0 and "shown only once" in err
+    code, out, err = _cli("api-keys", "create", "web platform", "--rate-limit", "120",
+                          "--all-accounts", "--database", url)
+    assert code == 0 and "shown only once" in err and "reads every client account" in out
     key = out.split()[-1]
     assert key.startswith("lvb_") and len(key) == 4 + 12 + 1 + 43
     engine = sa.create_engine(url)
@@ -458,8 +491,29 @@ def test_api_keys_commands_store_only_a_hash(url) -> None:
     assert code == 2 and "already revoked" in err
     code, _, err = _cli("api-keys", "revoke", "lvb_ffffffffffff", "--database", url)
     assert code == 2 and "no API key" in err
-    code, _, err = _cli("api-keys", "create", "  ", "--database", url)
+    code, _, err = _cli("api-keys", "create", "  ", "--all-accounts", "--database", url)
     assert code == 2 and "name: expected 1-100 printable characters" in err
+
+
+def test_api_keys_for_some_accounts_name_them_and_refuse_unknown_ones(url) -> None:
+    log = TradeLog.open(url)
+    registry = AccountRegistry(log.engine)
+    first = registry.add(AccountSpec(ACCOUNT, "balanced"), T1).id
+    second = registry.add(AccountSpec(QUIET, "aggressive"), T1).id
+    log.close()
+
+    with pytest.raises(SystemExit) as usage:  # a key's reach is always said, never assumed
+        _cli("api-keys", "create", "app", "--database", url)
+    assert usage.value.code == 2
+    code, _, err = _cli("api-keys", "create", "app", "--account", "12345", "--database", url)
+    assert code == 2 and "no account 12345 in the registry" in err
+    code, out, _ = _cli("api-keys", "create", "app", "--account", str(first), "--account", QUIET,
+                        "--account", ACCOUNT, "--database", url)
+    assert code == 0 and f"reads client accounts {first}, {second}" in out
+    assert _cli("api-keys", "create", "back end", "--all-accounts", "--database", url)[0] == 0
+    code, out, _ = _cli("api-keys", "list", "--format", "json", "--database", url)
+    assert [(k["name"], k["accounts"]) for k in json.loads(out)] == [
+        ("app", f"{first}, {second}"), ("back end", "all")]
 
 
 def test_serve_refuses_other_addresses_without_allow_remote(tmp_path) -> None:

@@ -80,7 +80,7 @@ def test_serve_with_redis_counts_a_keys_requests_across_servers(tmp_path, client
 
 def test_serve_refuses_a_redis_it_cannot_reach(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'tradelog.sqlite'}"
-    assert _cli("api-keys", "create", "x", "--database", url)[0] == 0
+    assert _cli("api-keys", "create", "x", "--all-accounts", "--database", url)[0] == 0
     code, _out, err = _cli("serve", "--database", url, "--synthetic",
                            "--redis", "redis://:hunter2@127.0.0.1:1/0")
     assert code == 2

@@ -20,6 +20,7 @@ from bot.platform import store
 from bot.store.tradelog import TradeLog
 from tests.conftest import REPO
 from tests.platform_rig import (
+    DECISION_DAY,
     Platform,
     platform_env,
     register_accounts,
@@ -204,3 +205,67 @@ def test_workers_start_from_the_command_line_and_say_what_is_missing(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bot", "worker"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "BOT_BROKER_REQUESTS_PER_MINUTE: expected a number" in proc.stderr
+
+
+def platform_cli(platform: Platform, *args: str) -> str:
+    """`bot ARGS` as the user runs it, in the platform's environment; its stdout."""
+    proc = subprocess.run([sys.executable, "-m", "bot", *args], cwd=REPO, env=platform.env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_a_decision_published_while_no_worker_runs_is_shown_waiting_until_one_takes_it(
+    services, market, database, tmp_path
+):
+    """`bot platform decide` with no worker: `bot platform status` shows the decision
+    waiting (published, not yet taken), once however often it is published; a worker
+    started later takes it, and status shows its batch as usual, nothing waiting."""
+    data_dir, prices = market
+    venue = start_venue(tmp_path, 3, prices)
+    (tmp_path / "logs").mkdir()
+    platform = Platform(platform_env(database, venue, data_dir), tmp_path / "logs")
+    log = None
+    try:
+        register_accounts(database, venue.accounts)
+        day = DECISION_DAY.isoformat()
+        out = platform_cli(platform, "platform", "decide", "--day", day)
+        assert f"weekly decision on the close of {day} published (paper)" in out
+        assert "waits for a worker" in out
+        platform_cli(platform, "platform", "decide", "--day", day)  # published twice
+        waiting = json.loads(platform_cli(platform, "platform", "status", "--format", "json"))
+        assert [(w["run"], w["status"], w["decision_day"], w["mode"]) for w in waiting] == [
+            (None, "waiting", day, "paper")]
+        out = platform_cli(platform, "platform", "status")
+        assert f"decision on the close of {day} (paper): published at " in out
+        assert "not yet taken by a worker" in out
+
+        # One task at a time: the second delivery finds the first one's batch (two at once
+        # would make a superseded run beside it, test_platform_jobs covers that).
+        platform.start_worker(concurrency=1)
+        log = TradeLog.open(database)
+        summary = wait_for_batch(log.engine, timeout=90)
+        assert (summary.accounts, summary.done, summary.dead) == (3, 3, 0)
+        deadline = time.monotonic() + 10
+        while store.summarize(log.engine, summary.run_id).status == "running" \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)  # the last task closes the batch just after its commit
+        shown = json.loads(platform_cli(platform, "platform", "status", "--format", "json"))
+        assert [(s["run"], s["status"], s["decision_day"]) for s in shown] == [
+            (summary.run_id, "finished", day)]  # the batch as usual, nothing waiting
+        out = platform_cli(platform, "platform", "status")
+        assert f"batch {summary.run_id}: 3 of 3 accounts done" in out
+        assert "not yet taken" not in out
+        with log.engine.connect() as conn:
+            batches = conn.execute(sa.text(
+                "SELECT run_id, published_at FROM platform_batches")).all()
+        assert len(batches) == 1 and batches[0][0] == summary.run_id  # the waiting row, taken
+        assert batches[0][1] is not None
+    except BaseException:
+        print(platform.worker_logs())
+        raise
+    finally:
+        platform.close()
+        venue.stop()
+        if log is not None:
+            log.close()

@@ -168,16 +168,20 @@ def test_a_profile_failing_half_way_through_its_decision_records_nothing(ctx, ve
     assert [i for (i,) in rows(ctx, "SELECT instance FROM strategy_state")] == ["platform-robo_balanced"]
 
 
-def test_two_decisions_of_one_day_at_once_make_one_batch(ctx_on, venue, monkeypatch):
+@pytest.mark.parametrize("published", [False, True], ids=["unrecorded", "waiting"])
+def test_two_decisions_of_one_day_at_once_make_one_batch(ctx_on, venue, monkeypatch, published):
     """Both look for the day's batch before either commits (the scheduler's decision and
     one published by hand): the first commit is the batch, the second delivery returns
-    it, and its own run is closed as superseded."""
+    it, and its own run is closed as superseded. Whether or not the publish recorded the
+    decision as waiting: the first claim takes that row over, the second finds it taken."""
     import threading
 
     from bot.platform import decision
 
     ctx = ctx_on
     add_accounts(ctx, venue, ["balanced", "aggressive"])
+    if published:
+        assert store.record_published(ctx.engine, DECISION_DAY, ctx.mode, VENUE_NOW)
     real, barrier, seen = decision.batch_of_day, threading.Barrier(2, timeout=60), threading.local()
 
     def both_look_first(*args):
@@ -201,6 +205,8 @@ def test_two_decisions_of_one_day_at_once_make_one_batch(ctx_on, venue, monkeypa
     assert rows(ctx, "SELECT DISTINCT run_id FROM platform_decisions") == [(winner,)]
     assert rows(ctx, "SELECT run_id, count(*) FROM platform_tasks GROUP BY run_id") == [(winner, 2)]
     assert rows(ctx, "SELECT run_id, day FROM platform_batches")[0][0] == winner
+    assert rows(ctx, "SELECT count(*) FROM platform_batches")[0][0] == 1
+    assert store.waiting_decisions(ctx.engine) == []
     (loser,) = rows(ctx, f"SELECT id, status FROM runs WHERE id <> {winner}")
     assert loser[1] == "failed"
     shown = store.summarize(ctx.engine, loser[0])  # `bot platform status` says why
@@ -413,6 +419,11 @@ def test_broker_errors_worth_a_retry_are_told_from_the_rest():
     assert is_transient(BrokerError("account: HTTP 429 42910000: rate limit exceeded"))
     assert is_transient(BrokerError("order x not placed after 4 attempts (last: HTTP 503 down)"))
     assert is_transient(BrokerError("positions: timed out (ReadTimeout)"))
+    assert is_transient(BrokerError("account: could not reach Alpaca Broker API at "
+                                    "https://broker-api.alpaca.markets after 8 tries: "
+                                    "connection refused"))
+    assert is_transient(BrokerError("positions: no answer from Alpaca Broker API at "
+                                    "https://broker-api.alpaca.markets: read timed out (10 s)"))
     assert is_transient(redis.ConnectionError("gone"))
     assert not is_transient(BrokerError("account: HTTP 404 40410000: account not found"))
     assert not is_transient(BrokerError("account: HTTP 401 -: no (check the API keys)"))
@@ -446,6 +457,45 @@ def test_settings_defaults_model_alpacas_published_limit():
     settings = PlatformSettings.from_env({"BOT_BROKER_REQUESTS_PER_MINUTE": "12000"})
     assert settings.requests_per_second == 200 and settings.burst == 200
     assert PlatformSettings.from_env({}).requests_per_minute == 200
+
+
+def test_a_published_decision_waits_until_its_batch_is_claimed(ctx, venue):
+    """Published with no worker running: one waiting row per (day, mode) however often it
+    is published; the batch's claim takes the row over (its publish time kept), and a
+    publish of a day already decided records nothing."""
+    add_accounts(ctx, venue, ["balanced"])
+    published = VENUE_NOW - dt.timedelta(minutes=3)
+    assert store.record_published(ctx.engine, DECISION_DAY, "paper", published)
+    assert not store.record_published(ctx.engine, DECISION_DAY, "paper", VENUE_NOW)  # again
+    assert store.record_published(ctx.engine, DECISION_DAY, "live", VENUE_NOW)  # another mode
+    assert [(w.day, w.mode, w.published_at) for w in store.waiting_decisions(ctx.engine)] == [
+        (DECISION_DAY, "paper", published), (DECISION_DAY, "live", VENUE_NOW)]
+    assert store.batch_of_day(ctx.engine, DECISION_DAY, "paper") is None
+    batch = decide_batch(ctx, DECISION_DAY)
+    assert batch.created and store.batch_of_day(ctx.engine, DECISION_DAY, "paper") == batch.run_id
+    assert [w.mode for w in store.waiting_decisions(ctx.engine)] == ["live"]
+    assert rows(ctx, "SELECT run_id, mode FROM platform_batches ORDER BY id") == [
+        (batch.run_id, "paper"), (None, "live")]
+    (kept,) = rows(ctx, f"SELECT published_at FROM platform_batches WHERE run_id = {batch.run_id}")
+    assert kept[0] is not None
+    assert not store.record_published(ctx.engine, DECISION_DAY, "paper", VENUE_NOW)  # decided
+    assert len(rows(ctx, "SELECT id FROM platform_batches")) == 2
+    assert store.drop_waiting(ctx.engine, DECISION_DAY, "live")
+    assert not store.drop_waiting(ctx.engine, DECISION_DAY, "paper")  # a batch stays
+    assert rows(ctx, "SELECT run_id FROM platform_batches") == [(batch.run_id,)]
+
+
+def test_a_decision_a_worker_gives_up_on_waits_no_more(ctx, monkeypatch):
+    """The decide task fails for good (no account to decide for): its error is an
+    incident, and `bot platform status` no longer shows the decision waiting."""
+    from bot.platform import tasks
+
+    monkeypatch.setattr(tasks, "_context", ctx)
+    assert store.record_published(ctx.engine, DECISION_DAY, "paper", VENUE_NOW)
+    result = tasks.decide.apply(args=[DECISION_DAY.isoformat(), "paper"]).get()
+    assert "no active account in the registry" in result["error"]
+    assert store.waiting_decisions(ctx.engine) == []
+    assert [k for (k,) in rows(ctx, "SELECT kind FROM incidents")] == ["job:decide"]
 
 
 def test_a_decision_without_accounts_or_data_says_what_is_missing(ctx, venue):

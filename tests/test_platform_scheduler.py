@@ -79,12 +79,50 @@ def test_the_platform_flag_refuses_replay(capsys):
     assert "--platform and --replay cannot be combined" in capsys.readouterr().err
 
 
-def test_publishing_without_rabbitmq_is_a_one_line_error_without_the_password(monkeypatch, capsys):
+def test_publishing_without_rabbitmq_is_a_one_line_error_without_the_password(
+    monkeypatch, capsys, tmp_path
+):
     from bot.cli import main
+    from bot.platform import store
+    from bot.store.tradelog import TradeLog
 
     monkeypatch.setenv("BOT_QUEUE_URL", "amqp://leverbot:s3cret-Pw@127.0.0.1:9//")
     monkeypatch.setenv("BOT_QUEUE_NAME", "leverbot-test-unreachable")
-    assert main(["platform", "decide", "--day", "2024-11-22"]) == 2
+    db = f"sqlite:///{tmp_path / 'platform.sqlite'}"
+    assert main(["platform", "decide", "--day", "2024-11-22", "--database", db]) == 2
     err = capsys.readouterr().err
     assert "cannot publish to RabbitMQ at amqp://leverbot:***@127.0.0.1:9// (BOT_QUEUE_URL)" in err
     assert "s3cret" not in err and "Traceback" not in err
+    log = TradeLog.open(db)
+    assert store.waiting_decisions(log.engine) == []  # not published: nothing waits
+    log.close()
+
+
+def test_the_scheduler_records_its_decision_as_waiting_and_withdraws_a_failed_one(tmp_path):
+    """With the trade log, the weekly decision is recorded as waiting before it is
+    published (`bot platform status` shows it until a worker takes it); a publish that
+    fails leaves nothing waiting, and a trade log that fails never stops the publish."""
+    from bot.platform import store
+    from bot.store.tradelog import TradeLog
+
+    log = TradeLog.open(f"sqlite:///{tmp_path / 'platform.sqlite'}")
+    recorder, now = Recorder(), [dt.datetime(2024, 11, 20, tzinfo=UTC)]
+    publisher = Publisher("paper", recorder, engine=log.engine, clock=lambda: now[0])
+    schedule = build_platform_schedule(SessionCalendar(), publisher, lambda: now[0])
+    fire(schedule, "decision", dt.datetime(2024, 11, 23, tzinfo=UTC), now)
+    assert recorder.sent == [("decide", ("2024-11-22", "paper"))]
+    assert [(w.day, w.mode, w.published_at) for w in store.waiting_decisions(log.engine)] == [
+        (dt.date(2024, 11, 22), "paper", dt.datetime(2024, 11, 25, 14, 35, tzinfo=UTC))]
+
+    recorder.fail = True
+    (decision,) = [s for s in schedule.jobs if s.name == "decision"]
+    now[0] = dt.datetime(2024, 12, 2, 14, 35, tzinfo=UTC)
+    assert decision.run() is False  # logged as a failed publish
+    assert [w.day for w in store.waiting_decisions(log.engine)] == [dt.date(2024, 11, 22)]
+
+    recorder.fail = False
+    log.engine.dispose()
+    (tmp_path / "platform.sqlite").unlink()  # the trade log gone: published all the same
+    (tmp_path / "platform.sqlite").mkdir()
+    assert decision.run() is True
+    assert recorder.sent[-1] == ("decide", ("2024-11-29", "paper"))

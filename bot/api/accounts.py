@@ -8,6 +8,7 @@ Money and quantities are exact decimals in the trade log and leave as strings, a
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -27,12 +28,16 @@ def _text(value: Decimal | None) -> str | None:
     return None if value is None else format(value.normalize(), "f")
 
 
-def account_view(engine: sa.Engine, ref: str) -> dict[str, Any]:
-    """The account named by its registry id or broker account id; NotFound otherwise."""
+def account_view(
+    engine: sa.Engine, ref: str, may_read: Callable[[int], bool] = lambda _id: True
+) -> dict[str, Any]:
+    """The account named by its registry id or broker account id; NotFound otherwise,
+    also for an account the caller's key may not read (`may_read` of its registry id),
+    so a scoped key cannot tell which other accounts exist."""
     account = None
     if re.fullmatch(r"[0-9]{1,18}", ref) or _UUID.fullmatch(ref):  # else no id of ours
         account = AccountRegistry(engine).find(ref)
-    if account is None:
+    if account is None or not may_read(account.id):
         raise NotFound(f"no account {ref!r} in the registry (expected its id or broker account id)")
     with engine.connect() as conn:
         equity = _latest_equity(conn, account.id)

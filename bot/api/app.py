@@ -123,7 +123,8 @@ def create_app(
         redoc_url=None,
     )
     v1 = APIRouter(prefix="/v1", responses=_ERRORS)
-    authenticator = Authenticator(ApiKeyStore(engine))
+    keys = ApiKeyStore(engine)
+    authenticator = Authenticator(keys)
     budgets = buckets("requests")
     failures = buckets("auth-failures")
 
@@ -229,10 +230,11 @@ def create_app(
 
     @v1.get("/accounts/{account}", response_model=schemas.AccountOut, tags=["accounts"],
              responses=_NOT_FOUND)
-    def account(account: str, _key: Caller) -> dict[str, Any]:
+    def account(account: str, key: Caller) -> dict[str, Any]:
         """A client account by its registry id or broker account id: positions, equity and
-        the last rebalance, from the trade log."""
-        return account_view(engine, account)
+        the last rebalance, from the trade log. A key made for some accounts only gets
+        404 for any other, as for an account that does not exist."""
+        return account_view(engine, account, lambda account_id: keys.may_read(key, account_id))
 
     app.include_router(v1)
     _install_handlers(app)

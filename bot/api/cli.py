@@ -49,6 +49,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("name", help="who or what uses the key, e.g. 'web platform'")
     create.add_argument("--rate-limit", type=_rate, metavar="N",
                         help="requests a minute for this key (default: the server's --rate-limit)")
+    scope = create.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--account", action="append", metavar="ID",
+                       help="the only client account the key may read, by registry id or "
+                            "broker account id (repeatable): for a client's own app")
+    scope.add_argument("--all-accounts", action="store_true",
+                       help="the key reads every client account: only for the advisory "
+                            "platform's own back end")
     create.set_defaults(func=_cmd_create)
     listing = sub.add_parser("list", help="the keys (public ids only), created and revoked dates")
     listing.add_argument("--format", choices=["table", "csv", "json"], default="table",
@@ -153,15 +160,22 @@ def _store(args: argparse.Namespace, *, write: bool):
 
 
 def _cmd_create(args: argparse.Namespace) -> int:
+    from bot.accounts.registry import AccountRegistry
     from bot.api.keys import check_name
 
     name = check_name(args.name)  # before the database is touched
     log, store = _store(args, write=True)
     try:
-        key, secret = store.create(name, args.rate_limit, _now())
+        accounts = None
+        if args.account:
+            registry = AccountRegistry(log.engine)
+            accounts = [registry.get(ref.strip()).id for ref in args.account]
+        key, secret = store.create(name, args.rate_limit, _now(), accounts)
     finally:
         log.engine.dispose()
-    print(f"API key {key.id} ({key.name}): {secret}")
+    reads = "every client account" if accounts is None else \
+        "client account" + ("s " if len(set(accounts)) > 1 else " ") + _id_list(accounts)
+    print(f"API key {key.id} ({key.name}, reads {reads}): {secret}")
     print("Keep it now: it is shown only once (the trade log stores its hash).", file=sys.stderr)
     return 0
 
@@ -173,16 +187,24 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     log, store = _store(args, write=False)
     try:
-        keys = store.list()
+        keys = [(k, store.accounts_of(k)) for k in store.list()]
     finally:
         log.engine.dispose()
+    columns = ["id", "key", "name", "accounts", "rate_per_minute", "created_at", "revoked_at"]
     frame = pd.DataFrame(
-        [{"id": k.id, "key": k.shown, "name": k.name, "rate_per_minute": k.rate_per_minute,
-          "created_at": k.created_at, "revoked_at": k.revoked_at} for k in keys],
-        columns=["id", "key", "name", "rate_per_minute", "created_at", "revoked_at"], dtype=object,
+        [{"id": k.id, "key": k.shown, "name": k.name,
+          "accounts": "all" if accounts is None else _id_list(accounts),
+          "rate_per_minute": k.rate_per_minute, "created_at": k.created_at,
+          "revoked_at": k.revoked_at} for k, accounts in keys],
+        columns=columns, dtype=object,
     )
     write(frame, args.format, title="API keys", truncate=False)
     return 0
+
+
+def _id_list(ids: list[int]) -> str:
+    """Registry ids as `bot api-keys` shows them: `3, 7`."""
+    return ", ".join(str(i) for i in sorted(set(ids)))
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:

@@ -8,6 +8,10 @@ slow on purpose (~0.1-0.2 s and 64 MiB), so a process remembers a SHA-256 digest
 key it has verified against that row's hash: later requests compare digests, while the
 row is still read on every request, so a revocation takes effect at once.
 
+A key reads every client account, or only the accounts it was made for
+(`api_key_accounts`): the allocation API answers a scoped key's request for any other
+account as it answers for an account that does not exist.
+
 Every check that may fail (any key but one verified before) first takes one failure from
 the caller's budget and gives it back if the key was right: however many wrong keys
 arrive at once, no more argon2 verifications run than the budget allows.
@@ -21,6 +25,7 @@ import hmac
 import re
 import secrets
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -33,7 +38,7 @@ from bot.arguments import MAX_ID
 from bot.errors import BotError
 from bot.store.models import METADATA
 
-API_KEYS = METADATA.tables["api_keys"]
+API_KEYS, API_KEY_ACCOUNTS = METADATA.tables["api_keys"], METADATA.tables["api_key_accounts"]
 PREFIX = "lvb"
 _KEY = re.compile(rf"^{PREFIX}_([0-9a-f]{{12}})_([A-Za-z0-9_-]{{43}})$")
 _KEY_ID = re.compile(r"^(?:lvb_)?([0-9a-f]{12})_?$")
@@ -53,6 +58,7 @@ class ApiKey:
     rate_per_minute: int | None
     created_at: dt.datetime
     revoked_at: dt.datetime | None
+    all_accounts: bool = True  # False: only the accounts of api_key_accounts
 
     @property
     def shown(self) -> str:
@@ -91,16 +97,53 @@ class ApiKeyStore:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
 
-    def create(self, name: str, rate_per_minute: int | None, now: dt.datetime) -> tuple[ApiKey, str]:
-        """Make and store a key; returns its row and the key, which nothing else keeps."""
+    def create(
+        self, name: str, rate_per_minute: int | None, now: dt.datetime,
+        accounts: Sequence[int] | None = None,
+    ) -> tuple[ApiKey, str]:
+        """Make and store a key; returns its row and the key, which nothing else keeps.
+        `accounts`: the registry ids of the only client accounts it may read (None: all)."""
+        if accounts is not None and not accounts:
+            raise BotError("accounts: a scoped key needs at least one client account")
         key_id, key = new_key()
         row = {
             "key_id": key_id, "name": check_name(name), "key_hash": _hasher.hash(key),
             "rate_per_minute": check_rate(rate_per_minute), "created_at": now, "revoked_at": None,
+            "all_accounts": accounts is None,
         }
         with self.engine.begin() as conn:
-            conn.execute(sa.insert(API_KEYS), [row])
+            key_row = conn.execute(sa.insert(API_KEYS).values(**row)).inserted_primary_key[0]
+            if accounts is not None:
+                conn.execute(sa.insert(API_KEY_ACCOUNTS), [
+                    {"api_key_id": key_row, "account_id": a} for a in sorted(set(accounts))
+                ])
         return self.get(key_id), key
+
+    def accounts_of(self, key: ApiKey) -> list[int] | None:
+        """The registry ids of the accounts a key may read; None for every account."""
+        if key.all_accounts:
+            return None
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(API_KEY_ACCOUNTS.c.account_id)
+                .where(API_KEY_ACCOUNTS.c.api_key_id == key.id)
+                .order_by(API_KEY_ACCOUNTS.c.account_id)
+            ).scalars()
+            return [int(r) for r in rows]
+
+    def may_read(self, key: ApiKey, account_id: int) -> bool:
+        """Whether `key` may read the client account with this registry id: read from the
+        table on every request, like the key's own row."""
+        if key.all_accounts:
+            return True
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(API_KEY_ACCOUNTS.c.account_id).where(
+                    API_KEY_ACCOUNTS.c.api_key_id == key.id,
+                    API_KEY_ACCOUNTS.c.account_id == account_id,
+                )
+            ).first()
+        return found is not None
 
     def list(self) -> list[ApiKey]:
         with self.engine.connect() as conn:
@@ -150,7 +193,8 @@ class ApiKeyStore:
 
 
 def _api_key(row: sa.Row) -> ApiKey:
-    return ApiKey(int(row.id), row.key_id, row.name, row.rate_per_minute, row.created_at, row.revoked_at)
+    return ApiKey(int(row.id), row.key_id, row.name, row.rate_per_minute, row.created_at,
+                  row.revoked_at, bool(row.all_accounts))
 
 
 class Verdict(Enum):

@@ -1,6 +1,8 @@
 """`bot run --platform`: the platform's timetable. It only publishes tasks; the workers
-(`bot worker`) do the work, so the scheduler needs no database and never blocks on an
-account.
+(`bot worker`) do the work, so the scheduler never blocks on an account. Its one use of
+the trade log is to record each weekly decision it publishes as waiting, which `bot
+platform status` shows until a worker takes it; without a trade log it publishes all
+the same.
 
 The jobs are the daemon's, on the same session triggers (bot.daemon.triggers):
 - decision: 5 minutes after the open of each week's first session, the weekly decision
@@ -17,6 +19,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import sqlalchemy as sa
 import structlog
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -28,19 +31,58 @@ from bot.daemon.service import (
 )
 from bot.daemon.sessions import SessionCalendar
 from bot.daemon.triggers import SessionTrigger, WeekStartTrigger
+from bot.logs import mask_text
+from bot.platform import store
 
 log = structlog.get_logger(__name__)
 
 
 class Publisher:
-    """What the scheduler's jobs publish (the Celery tasks, or a test's recorder)."""
+    """What the scheduler's jobs publish (the Celery tasks, or a test's recorder).
 
-    def __init__(self, mode: str, send: Callable[[str, tuple], None] | None = None) -> None:
+    With a trade log (`engine`) a weekly decision is recorded as waiting before it is
+    published (bot.platform.store.record_published), so that `bot platform status` shows
+    it until a worker takes it, even while no worker runs; a publish that fails withdraws
+    the record it made. A record that cannot be written is logged and never stops the
+    publish."""
+
+    def __init__(
+        self,
+        mode: str,
+        send: Callable[[str, tuple], None] | None = None,
+        engine: sa.Engine | None = None,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
         self.mode = mode
         self._send = send or _send_task
+        self._engine = engine
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
 
     def decide(self, day: dt.date) -> None:
-        self._send("leverbot.platform.decide", (day.isoformat(), self.mode))
+        recorded = self._record_waiting(day)
+        try:
+            self._send("leverbot.platform.decide", (day.isoformat(), self.mode))
+        except BaseException:
+            if recorded:  # nothing waits: the decision never reached the queue
+                self._withdraw(day)
+            raise
+
+    def _record_waiting(self, day: dt.date) -> bool:
+        if self._engine is None:
+            return False
+        try:
+            return store.record_published(self._engine, day, self.mode, self._clock())
+        except Exception as exc:  # noqa: BLE001 - the record is for status; the publish counts
+            log.warning("decision not recorded as waiting", day=str(day), mode=self.mode,
+                        error=mask_text(str(exc)))
+            return False
+
+    def _withdraw(self, day: dt.date) -> None:
+        try:
+            store.drop_waiting(self._engine, day, self.mode)  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - the publish's own error is the one to raise
+            log.warning("waiting decision not withdrawn", day=str(day), mode=self.mode,
+                        error=mask_text(str(exc)))
 
     def poll_round(self) -> None:
         self._send("leverbot.platform.poll_round", ())

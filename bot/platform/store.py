@@ -262,19 +262,70 @@ def load_decisions(engine: sa.Engine, run_id: int) -> dict[str, StoredDecision]:
 
 def batch_of_day(engine: sa.Engine, day: dt.date, mode: str) -> int | None:
     """The run of the batch that decided on `day`'s close in `mode`, if one exists."""
-    stmt = sa.select(BATCHES.c.run_id).where(BATCHES.c.day == day, BATCHES.c.mode == mode)
+    stmt = sa.select(BATCHES.c.run_id).where(
+        BATCHES.c.day == day, BATCHES.c.mode == mode, BATCHES.c.run_id.is_not(None))
     with engine.connect() as conn:
         found = conn.execute(stmt).scalar()
     return None if found is None else int(found)
 
 
+def _insert_batches(dialect: str) -> Any:
+    return postgresql.insert(BATCHES) if dialect == "postgresql" else sqlite.insert(BATCHES)
+
+
 def claim_day(dialect: str, run_id: int, day: dt.date, mode: str, now: dt.datetime) -> sa.Executable:
-    """The INSERT that makes `run_id` the batch of (`day`, `mode`), or inserts nothing if
-    another run is that batch already (TradeLog.flush's `claim`)."""
-    insert: Any = postgresql.insert(BATCHES) if dialect == "postgresql" else sqlite.insert(BATCHES)
-    values = {"run_id": run_id, "day": day, "mode": mode, "created_at": now}
-    return (insert.values(values).on_conflict_do_nothing(index_elements=["day", "mode"])
-            .returning(BATCHES.c.run_id))
+    """The statement that makes `run_id` the batch of (`day`, `mode`): it inserts the row,
+    or takes over the row of the decision waiting since its publish (record_published);
+    it writes nothing if another run is that batch already (TradeLog.flush's `claim`)."""
+    insert = _insert_batches(dialect).values(
+        {"run_id": run_id, "day": day, "mode": mode, "created_at": now})
+    return insert.on_conflict_do_update(
+        index_elements=["day", "mode"],
+        set_={"run_id": insert.excluded.run_id, "created_at": insert.excluded.created_at},
+        where=BATCHES.c.run_id.is_(None),
+    ).returning(BATCHES.c.run_id)
+
+
+@dataclass(frozen=True)
+class WaitingDecision:
+    """A weekly decision published and not yet taken by a worker."""
+
+    day: dt.date
+    mode: str
+    published_at: dt.datetime
+
+
+def record_published(engine: sa.Engine, day: dt.date, mode: str, now: dt.datetime) -> bool:
+    """Record the decision of (`day`, `mode`) as published and waiting for a worker: a
+    `platform_batches` row without a run, which the batch's claim takes over. Nothing is
+    written if the day has a row already (its batch, or a decision already waiting).
+    Returns whether this call wrote the row (withdraw it if the publish then fails)."""
+    insert = _insert_batches(engine.dialect.name).values(
+        {"run_id": None, "day": day, "mode": mode, "created_at": now, "published_at": now})
+    with engine.begin() as conn:
+        written = conn.execute(
+            insert.on_conflict_do_nothing(index_elements=["day", "mode"]).returning(BATCHES.c.id)
+        ).first()
+    return written is not None
+
+
+def drop_waiting(engine: sa.Engine, day: dt.date, mode: str) -> bool:
+    """Forget the waiting decision of (`day`, `mode`) (its publish failed, or a worker
+    took it and gave up: the error is an incident); a batch's row is never touched.
+    Returns whether there was one."""
+    with engine.begin() as conn:
+        return conn.execute(
+            sa.delete(BATCHES).where(BATCHES.c.day == day, BATCHES.c.mode == mode,
+                                     BATCHES.c.run_id.is_(None))
+        ).rowcount > 0
+
+
+def waiting_decisions(engine: sa.Engine) -> list[WaitingDecision]:
+    """The decisions published and not yet taken by a worker, oldest first."""
+    stmt = (sa.select(BATCHES.c.day, BATCHES.c.mode, BATCHES.c.published_at)
+            .where(BATCHES.c.run_id.is_(None)).order_by(BATCHES.c.published_at, BATCHES.c.id))
+    with engine.connect() as conn:
+        return [WaitingDecision(r.day, r.mode, r.published_at) for r in conn.execute(stmt)]
 
 
 def latest_batch(engine: sa.Engine, mode: str | None = None) -> int | None:

@@ -48,7 +48,9 @@ app = Celery("leverbot", set_as_current=False)
 REDELIVERIES = 3
 #: how long a task waits before trying again when another task holds its account
 BUSY_DELAY = 2.0
-_TRANSIENT = re.compile(r"HTTP (429|5\d\d)\b|timed out|connection failed")
+_TRANSIENT = re.compile(
+    r"HTTP (429|5\d\d)\b|timed out|connection failed|could not reach|no answer from"
+)
 
 _settings: PlatformSettings | None = None
 _database_url: str | None = None
@@ -152,6 +154,7 @@ def decide(self: Task, day: str, mode: str) -> dict[str, Any]:
             raise self.retry(countdown=countdown) from None
         log.error("weekly decision failed", day=day, error=error)
         ctx.tradelog(None).incident(ctx.clock.now(), "job:decide", error, {"day": day, "mode": mode})
+        _no_longer_waiting(ctx, day, mode)
         return {"error": error}
     rows = store.tasks_of(ctx.engine, batch.run_id, "rebalance", ("pending", "retrying", "running"))
     # The tasks that count themselves final: not those dead from the start with their profile.
@@ -164,6 +167,15 @@ def decide(self: Task, day: str, mode: str) -> dict[str, Any]:
                   run=batch.run_id, accounts=batch.dead, failed_profiles=batch.failed)
         return {"run": batch.run_id, "published": len(rows), "failed_profiles": batch.failed}
     return {"run": batch.run_id, "published": len(rows)}
+
+
+def _no_longer_waiting(ctx: WorkerContext, day: str, mode: str) -> None:
+    """A decision a worker took and gave up on waits no more (`bot platform status` would
+    show it waiting for ever): its error is the incident just recorded."""
+    try:
+        store.drop_waiting(ctx.engine, dt.date.fromisoformat(day), mode)
+    except (ValueError, sa.exc.SQLAlchemyError) as exc:  # a malformed day; the database
+        log.warning("waiting decision not cleared", day=day, mode=mode, error=str(exc))
 
 
 def publish_each(task: Task, args: list[tuple[Any, ...]], task_id: Callable[[tuple[Any, ...]], str]

@@ -33,6 +33,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     text,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import JSON, TypeDecorator, TypeEngine
@@ -564,7 +565,8 @@ SWEEP_RUNS = Table(
 
 # A key of the allocation API (`bot api-keys`): its public id, an argon2 hash of the whole key
 # (the key itself is shown once, at creation, and stored nowhere), an optional request budget per
-# minute, and when it was revoked.
+# minute, when it was revoked, and whether it reads every client account or only those listed
+# in api_key_accounts.
 API_KEYS = Table(
     "api_keys",
     METADATA,
@@ -575,6 +577,16 @@ API_KEYS = Table(
     Column("rate_per_minute", Integer),  # None: the server's default
     Column("created_at", UtcDateTime(), nullable=False),
     Column("revoked_at", UtcDateTime()),
+    # False: the key reads only its api_key_accounts; keys made before scopes read all.
+    Column("all_accounts", Boolean, nullable=False, server_default=true()),
+)
+
+# The client accounts a scoped API key may read (`bot api-keys create --account`).
+API_KEY_ACCOUNTS = Table(
+    "api_key_accounts",
+    METADATA,
+    Column("api_key_id", Id, ForeignKey("api_keys.id"), primary_key=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), primary_key=True),
 )
 
 
@@ -604,14 +616,17 @@ PLATFORM_DECISIONS = Table(
 # A platform batch: the run that decided `day`'s close in `mode`, one per (day, mode). Written
 # in the batch's own transaction (with its decisions and task rows), so a second delivery of
 # the weekly decision deciding the same day at the same time cannot commit a second batch.
+# A row without a run is a decision published and not yet taken by a worker (`published_at`):
+# the batch's claim fills in its run.
 PLATFORM_BATCHES = Table(
     "platform_batches",
     METADATA,
     _id_column(),
-    Column("run_id", Id, ForeignKey("runs.id"), nullable=False, unique=True),
+    Column("run_id", Id, ForeignKey("runs.id"), unique=True),
     Column("day", Date, nullable=False),
     Column("mode", String(16), nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
+    Column("published_at", UtcDateTime()),
     _one_of("mode", RUN_MODES),
     UniqueConstraint("day", "mode"),
 )

@@ -664,9 +664,9 @@ class TradeLog(TradeLogReaders):
         the buffer is kept, so a later flush retries it. `also`: statements committed in
         the same transaction (a platform task's state with the records it made);
         `prepared`: this buffer already converted (prepare), else converted here.
-        `claim`: an INSERT ... ON CONFLICT DO NOTHING RETURNING run first (a platform
-        batch's day); if it returns no row, another process wrote it first and ClaimTaken
-        is raised with nothing written."""
+        `claim`: an INSERT ... ON CONFLICT ... RETURNING run first (a platform batch's
+        day, bot.platform.store.claim_day); if it returns no row, another process wrote
+        it first and ClaimTaken is raised with nothing written."""
         self._write(*also, prepared=prepared, claim=claim)
 
     def _sizes(self) -> tuple[int, ...]:
