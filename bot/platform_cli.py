@@ -256,7 +256,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         if not runs and not queued:
             raise BotError("no platform batch in this trade log yet (see `bot run --platform`)")
         summaries = [store.summarize(log.engine, int(r)) for r in runs]
-        dead = store.dead_letters(log.engine, summaries[0].run_id) if summaries else []
+        headline = _headline(summaries)
+        dead = store.dead_letters(log.engine, headline.run_id) if headline else []
     finally:
         log.engine.dispose()
     if args.format == "json":
@@ -266,11 +267,17 @@ def _cmd_status(args: argparse.Namespace) -> int:
                          + [{"run": s.run_id, "status": s.status, **s.as_dict()} for s in summaries]
                          + ([{"dead_letters": dead}] if dead else []), indent=2))
         return 0
-    _print_status(summaries, dead, queued)
+    _print_status(summaries, headline, dead, queued)
     return 0
 
 
-def _print_status(summaries, dead, queued) -> None:
+def _headline(summaries):
+    """The batch the summary line describes: the newest that is not a superseded decide
+    (whose run holds no accounts: the batch it gave way to is the one to report)."""
+    return next((s for s in summaries if s.superseded_by is None), summaries[0] if summaries else None)
+
+
+def _print_status(summaries, first, dead, queued) -> None:
     from rich.table import Table
 
     from bot.terminal import console as make_console
@@ -291,9 +298,8 @@ def _print_status(summaries, dead, queued) -> None:
         print(f"decision on the close of {w.day} ({w.mode}): published at "
               f"{w.published_at:%Y-%m-%d %H:%M:%S} UTC, not yet taken by a worker "
               "(is a `bot worker` running?)")
-    if not summaries:
+    if first is None:
         return
-    first = summaries[0]
     print(f"batch {first.run_id}: {first.done} of {first.accounts} accounts done, "
           f"{first.retried} retried, {first.dead} failed (dead-lettered), {first.waiting} waiting")
     for item in dead:

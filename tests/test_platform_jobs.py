@@ -169,7 +169,7 @@ def test_a_profile_failing_half_way_through_its_decision_records_nothing(ctx, ve
 
 
 @pytest.mark.parametrize("published", [False, True], ids=["unrecorded", "waiting"])
-def test_two_decisions_of_one_day_at_once_make_one_batch(ctx_on, venue, monkeypatch, published):
+def test_two_decisions_of_one_day_at_once_make_one_batch(ctx_on, venue, monkeypatch, published, capsys):
     """Both look for the day's batch before either commits (the scheduler's decision and
     one published by hand): the first commit is the batch, the second delivery returns
     it, and its own run is closed as superseded. Whether or not the publish recorded the
@@ -213,6 +213,14 @@ def test_two_decisions_of_one_day_at_once_make_one_batch(ctx_on, venue, monkeypa
     assert shown.superseded_by == winner and shown.shown_status == f"superseded by run {winner}"
     assert store.summarize(ctx.engine, winner).shown_status == "running"
     assert store.latest_batch(ctx.engine, ctx.mode) == winner
+    # The status command's summary line is the batch's, not the newer superseded run's
+    # (before: "batch <loser>: 0 of 0 accounts done").
+    from bot.cli import main
+
+    url = ctx.engine.url.render_as_string(hide_password=False)
+    assert main(["platform", "status", "--database", url]) == 0
+    out = capsys.readouterr().out
+    assert f"batch {winner}: 0 of 2 accounts done" in out and f"superseded by run {winner}" in out
     assert rows(ctx, "SELECT count(*) FROM targets")[0][0] == 8  # the loser's were dropped
 
 
