@@ -8,6 +8,7 @@ a stop twice as high, and the whole position was sold for a fall that never happ
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from decimal import Decimal
 
 import pytest
@@ -75,3 +76,29 @@ def test_after_a_split_a_real_fall_still_hits_the_stop(tmp_path, venue, ratio):
     assert inputs["price"] < inputs["stop"]
     assert "TQQQ" not in {s for s, p in venue.positions.items() if float(p.qty)}
     log.close()
+
+
+def test_a_restart_after_a_split_names_it_in_the_position_difference(tmp_path, venue):
+    trade_at_close_of(venue, DAYS[0])
+    jobs, log, clock = daemon(tmp_path, venue, open_at(DAYS[1]))
+    run_session(venue, jobs, clock, DAYS[1])
+    trade_at_close_of(venue, DAYS[1])
+    after_close = open_at(DAYS[1]) + dt.timedelta(hours=7)
+    venue.set_now(after_close)
+    clock.set(after_close)
+    assert jobs.run("close", jobs.close_job)  # the snapshot a restart compares with
+    held = float(venue.positions["TQQQ"].qty)
+    log.close()
+    split_tqqq(venue, 0.25)  # a 1-for-4 reverse split while the daemon is down
+    _jobs, log, _clock = daemon(tmp_path, venue, open_at(DAYS[2]))
+    text = " | ".join(log.load_incidents()["message"])
+    assert f"position TQQQ: last snapshot {held:g}, broker holds {held / 4:g} (a 1-for-4 reverse split?)" in text
+    log.close()
+
+
+def test_the_split_hint_names_whole_ratios_only():
+    from bot.daemon.reconcile import _split_hint
+
+    assert _split_hint(71.205995690, 142.41199138) == " (a 2-for-1 split?)"
+    assert _split_hint(30.0, 10.0) == " (a 1-for-3 reverse split?)"
+    assert _split_hint(10.0, 12.5) == _split_hint(0.0, 10.0) == _split_hint(10.0, 0.0) == ""

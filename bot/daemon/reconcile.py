@@ -277,5 +277,20 @@ def _position_differences(
     for symbol, quantity in zip(symbols, held, strict=True):
         before = logged.get(symbol, 0.0)
         if not np.isclose(before, quantity, rtol=1e-9, atol=1e-9):
-            out.append(f"position {symbol}: last snapshot {before:g}, broker holds {quantity:g}")
+            out.append(f"position {symbol}: last snapshot {before:g}, broker holds {quantity:g}"
+                       f"{_split_hint(before, float(quantity))}")
     return out
+
+
+def _split_hint(before: float, now: float) -> str:
+    """A likely reason for a holding that changed by a whole ratio while the daemon was
+    down: the fund split (leveraged ETFs split and reverse-split often)."""
+    if before <= 0 or now <= 0:
+        return ""
+    ratio = now / before
+    for n in range(2, 101):
+        if abs(ratio - n) <= 1e-6 * n:
+            return f" (a {n}-for-1 split?)"
+        if abs(ratio * n - 1) <= 1e-6:
+            return f" (a 1-for-{n} reverse split?)"
+    return ""
