@@ -1,9 +1,12 @@
 """Stress tests of a portfolio: the research's factor shocks and replays of real crises.
 
 **Factor shocks** (research 000's table: market crash -30%, rate shock +200 bp, tariff
-escalation, liquidity crisis) are instantaneous: each fund moves once by its leverage
-times its index's move, at most -100% (a crash spread over days costs a daily-reset fund
-less or more; the replays show real paths). Two factors drive every index:
+escalation) are instantaneous: each fund moves once by its leverage times its index's
+move, at most -100% (a crash spread over days costs a daily-reset fund less or more; the
+replays show real paths). The liquidity crisis is a window of the data: each of its days
+moves each fund by L x its index's move that day, compounded as a daily-reset fund does
+(6-18 March 2020: UPRO -55%, where 3 x SPY's -19% over the window said -58%). Two
+factors drive every index:
 
 - M, the equity market: the return of `stress.market` (SPY);
 - the change dy of long Treasury yields, which moves `stress.rates` (TLT) by
@@ -54,7 +57,7 @@ MIN_CALIBRATION_DAYS = 60
 class FactorScenario:
     """A factor shock: equity move M and yield change dy (decimal: 0.02 = +200 bp); None
     takes the co-move with the other. With `window`, both come from the data instead:
-    SPY's and TLT's moves between those closes."""
+    SPY's and TLT's daily moves between those closes, applied day by day."""
 
     key: str
     name: str
@@ -82,8 +85,9 @@ SCENARIOS: tuple[FactorScenario, ...] = (
     FactorScenario(
         "liquidity_crisis", "Liquidity crisis (-50%)", None, None,
         "the March 2020 dash for cash as the data has it, stocks and Treasuries sold "
-        "together (SPY and TLT from the 6th to the 18th); with the funds' tracking error "
-        "against L x their index over those days",
+        "together (SPY and TLT from the 6th to the 18th, day by day: each fund compounds L x "
+        "its index's daily move); with the funds' tracking error against L x their index "
+        "over those days",
         window=("2020-03-06", "2020-03-18"),
     ),
 )
@@ -216,8 +220,9 @@ def calibrate(settings: Settings, returns: pd.DataFrame) -> tuple[list[Sensitivi
 
 def factor_moves(
     scenario: FactorScenario, settings: Settings, comove: dict[str, float], closes: pd.DataFrame
-) -> tuple[float, float] | None:
-    """(M, R): the market fund's and the rates fund's move; None if a window is not in the data."""
+) -> tuple[float, float] | tuple[np.ndarray, np.ndarray] | None:
+    """(M, R): the market fund's and the rates fund's move; over a scenario's window, their
+    daily moves (arrays); None if the window is not in the data."""
     st = settings.stress
     duration = st.durations[st.rates]
     if scenario.window is not None:
@@ -225,8 +230,8 @@ def factor_moves(
         span = closes.loc[(closes.index >= start) & (closes.index <= end), [st.market, st.rates]].dropna()
         if len(span) < 2 or span.index[0] != start or span.index[-1] != end:
             return None
-        moved = span.iloc[-1] / span.iloc[0] - 1.0
-        return float(moved[st.market]), float(moved[st.rates])
+        daily = span.to_numpy()[1:] / span.to_numpy()[:-1] - 1.0
+        return daily[:, 0], daily[:, 1]
     if scenario.equity is not None and scenario.yield_change is not None:
         return scenario.equity, -duration * scenario.yield_change
     if scenario.equity is not None:
@@ -236,14 +241,24 @@ def factor_moves(
     return comove["market_on_rates"] * rate, rate
 
 
+def compound(moves: float | np.ndarray) -> float:
+    """One move, or the total of daily moves."""
+    return float(np.prod(1.0 + np.atleast_1d(moves)) - 1.0)
+
+
 def shock(
-    portfolio: Portfolio, sensitivities: list[Sensitivity], market_move: float, rate_move: float
+    portfolio: Portfolio,
+    sensitivities: list[Sensitivity],
+    market_move: float | np.ndarray,
+    rate_move: float | np.ndarray,
 ) -> tuple[float, list[dict[str, Any]]]:
-    """The portfolio's move and each fund's: L x (b_M M + b_R R), floored at -100%."""
+    """The portfolio's move and each fund's: L x (b_M M + b_R R), floored at -100%; given
+    daily moves, each day's, compounded as a daily-reset fund does (held, not rebalanced)."""
     rows, total = [], 0.0
     for s in sensitivities:
-        index_move = s.b_market * market_move + s.b_rate * rate_move
-        fund_move = max(s.leverage * index_move, -1.0)
+        index_daily = s.b_market * np.asarray(market_move) + s.b_rate * np.asarray(rate_move)
+        index_move = compound(index_daily)
+        fund_move = compound(np.maximum(s.leverage * index_daily, -1.0))
         weight = portfolio.weights.get(s.symbol, 0.0)
         total += weight * fund_move
         rows.append({
@@ -293,8 +308,8 @@ def factor_section(
             notes.append(f"{scenario.name}: the data does not cover {start}..{end}; not computed")
             rows.append({**row, "covered": False})
             continue
-        market_move, rate_move = moves
-        total, assets = shock(portfolio, sensitivities, market_move, rate_move)
+        total, assets = shock(portfolio, sensitivities, *moves)
+        market_move, rate_move = compound(moves[0]), compound(moves[1])
         row |= {
             "covered": True, "market_move": market_move, "rates_fund_move": rate_move,
             "yield_change_bp": -rate_move / duration * 1e4, "portfolio_move": total, "assets": assets,

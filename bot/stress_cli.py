@@ -122,7 +122,7 @@ def render(report: dict[str, Any], console: Console) -> None:
 
     model = meta["model"]
     factors = Table(
-        title=f"Factor shocks, instantaneous (sensitivities on daily returns "
+        title=f"Factor shocks, instantaneous; a window day by day (sensitivities on daily returns "
         f"{model['calibration']['start']}..{model['calibration']['end']})",
         title_justify="left",
     )
@@ -143,7 +143,8 @@ def render(report: dict[str, Any], console: Console) -> None:
         )
     console.print(factors)
 
-    funds = Table(title="Per fund: move in each scenario (leverage x index move, floor -100%)",
+    funds = Table(title="Per fund: move in each scenario (leverage x index move, floor -100%; "
+                  "a window's daily moves compounded)",
                   title_justify="left")
     funds.add_column("fund", style="bold")
     funds.add_column("weight %", justify="right")

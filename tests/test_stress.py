@@ -114,6 +114,39 @@ def test_the_liquidity_window_and_tracking_error_come_from_the_data(settings, re
     }
 
 
+def test_the_liquidity_window_compounds_each_days_move_as_a_daily_reset_fund_does(settings, real_market):
+    """Over the 8 sessions of 6-18 March 2020 UPRO fell 55.1%: 3 x SPY each day, compounded
+    (-55.2%). Three times SPY's move over the window (-19.3%) said -58.0%, and UDOW -53.2%
+    where the daily path of its beta model gives -51.2% (the fund fell 62.5%: DIA fell more
+    than 0.92 x SPY; the model's betas, not the path)."""
+    from bot.stress import factor_section
+
+    market = _with_underlyings(real_market, settings)
+    rows, sensitivities, _ = factor_section(Portfolio(STRATEGIC, "2024-12-31", "test"), settings, market)
+    liquidity = next(r for r in rows if r["key"] == "liquidity_crisis")
+    closes = pd.DataFrame(market.prices.close, index=pd.DatetimeIndex(market.prices.dates),
+                          columns=list(market.prices.symbols))
+    window = closes.loc["2020-03-06":"2020-03-18"]
+    daily = window.pct_change().iloc[1:]
+    assert len(daily) == 8
+    moves = {a["symbol"]: a for a in liquidity["assets"]}
+    beta = {s.symbol: s for s in sensitivities}
+    expected = {
+        "UPRO": np.prod(1 + 3 * daily["SPY"]) - 1,
+        "TMF": np.prod(1 + 3 * daily["TLT"]) - 1,
+        "UDOW": np.prod(1 + 3 * beta["UDOW"].b_market * daily["SPY"]) - 1,
+        "UGL": np.prod(1 + 2 * (beta["UGL"].b_market * daily["SPY"] + beta["UGL"].b_rate * daily["TLT"])) - 1,
+    }
+    for symbol, move in expected.items():
+        assert moves[symbol]["fund_move"] == pytest.approx(move, rel=1e-12), symbol
+    assert moves["UPRO"]["index_move"] == pytest.approx(window["SPY"].iloc[-1] / window["SPY"].iloc[0] - 1)
+    actual = window.iloc[-1] / window.iloc[0] - 1
+    assert moves["UPRO"]["fund_move"] == pytest.approx(actual["UPRO"], abs=0.002)  # -55.1%
+    assert moves["TMF"]["fund_move"] == pytest.approx(actual["TMF"], abs=0.002)  # -38.7%
+    assert liquidity["portfolio_move"] == pytest.approx(
+        sum(STRATEGIC[s] * a["fund_move"] for s, a in moves.items()))
+
+
 def _with_underlyings(real_market, settings):
     from bot.data.csv_source import load_csv_directory
     from tests.conftest import SHARED_DATA

@@ -199,3 +199,32 @@ def test_a_fit_on_a_short_history_is_not_a_plain_yes():
     )
     assert "(short" not in text and "short history" not in text
     assert " yes " in full
+
+
+def test_srri_and_mrm_of_spy_match_an_independent_calculation(shared_data):
+    """SPY to 2024-12-31 by hand: Friday-ending weeks (a holiday Friday's week ends on its
+    Thursday), the partial week of Dec 30-31 left out, 260 returns, sample std x sqrt(52);
+    PRIIPs from scipy's biased skew and excess kurtosis of the daily log returns since
+    2019-12-31, N = 256 x 5."""
+    from scipy import stats
+
+    close = pd.read_csv(shared_data / "prices" / "SPY.csv", index_col="date", parse_dates=True)["close"]
+    weekly = close.resample("W-FRI").last().loc[:"2024-12-27"]
+    returns = weekly.pct_change().dropna().iloc[-260:]
+    expected_vol = returns.std(ddof=1) * math.sqrt(52)
+    result = srri(close)
+    assert result.volatility == pytest.approx(expected_vol, rel=1e-12)  # 20.05%
+    assert (result.risk_class, result.weeks, result.start, result.end) == (6, 260, "2020-01-03", "2024-12-27")
+
+    logs = np.diff(np.log(close.loc["2019-12-31":].to_numpy()))
+    sigma, skew = logs.std(ddof=0), stats.skew(logs, bias=True)
+    kurt = stats.kurtosis(logs, fisher=True, bias=True)
+    n, rhp = 256 * 5, 5
+    var = sigma * math.sqrt(n) * (-1.96 + 0.474 * skew / math.sqrt(n) - 0.0687 * kurt / n
+                                  + 0.146 * skew**2 / n) - 0.5 * sigma**2 * n
+    expected_vev = (math.sqrt(3.842 - 2 * var) - 1.96) / math.sqrt(rhp)
+    result = priips_mrm(close, rhp)
+    assert result.observations == len(logs) == 1258 and not result.short_history
+    assert (result.skew, result.excess_kurtosis) == (pytest.approx(skew), pytest.approx(kurt))
+    assert result.vev == pytest.approx(expected_vev, rel=1e-12)  # 21.34%
+    assert result.mrm_class == 5
