@@ -112,7 +112,9 @@ def fits_cell(row: dict[str, Any]) -> str:
     return f"{verdict} (short history)" if short else verdict
 
 
-def _short(text: str, short_history: bool) -> str:
+def _short(text: str, short_history: bool, under_minimum: bool = False) -> str:
+    if under_minimum:
+        return text + " (under 2 years)"
     return text + (" (short)" if short_history else "")
 
 
@@ -123,6 +125,9 @@ def short_history_note(row: dict[str, Any]) -> str | None:
         [f"PRIIPs VEV/MRM on {p['observations']} daily returns (5 years wanted)"]
         if p["short_history"] else []
     )
+    if p.get("under_category_2_minimum"):
+        parts.append("under the 2 years of daily prices PRIIPs category 2 needs (Annex II "
+                     "point 5): its MRM must come from a benchmark or proxy")
     return "short history: " + ", ".join(parts) if parts else None
 
 
@@ -154,7 +159,7 @@ def render(report: dict[str, Any], console) -> None:
                 "-" if rolling is None else f"{rolling[0]}-{rolling[1]}",
                 "{}-{}".format(*row["intended_srri"]),
                 fits_cell(row),
-                _short(_pct(p["vev"]), p["short_history"]),
+                _short(_pct(p["vev"]), p["short_history"], p.get("under_category_2_minimum", False)),
                 "-" if p["mrm_class"] is None else str(p["mrm_class"]),
                 _pct(row["max_drawdown"]),
                 _pct(row["max_drawdown_5y"]),

@@ -36,6 +36,7 @@ MRM_BOUNDS = (0.005, 0.05, 0.12, 0.20, 0.30, 0.80)
 WEEKS_PER_YEAR = 52
 PRIIPS_DAYS_PER_YEAR = 256
 YEARS = 5
+PRIIPS_MIN_YEARS = 2  # of daily prices, for category 2 (Annex II point 5)
 
 
 def risk_class(value: float, bounds: tuple[float, ...]) -> int:
@@ -111,6 +112,9 @@ class Priips:
     observations: int
     rhp_years: float
     short_history: bool  # fewer than 5 years of daily prices
+    # Fewer than the 2 years of daily prices PRIIPs category 2 needs (Annex II point 5):
+    # the measure then has to come from a benchmark or proxy, not from this history.
+    under_category_2_minimum: bool = False
 
 
 def cornish_fisher_var(sigma: float, skew: float, excess_kurtosis: float, n: float) -> float:
@@ -132,17 +136,19 @@ def priips_mrm(equity: pd.Series, rhp_years: float, years: int = YEARS) -> Priip
     window = last_years(equity, years)
     r = np.diff(np.log(window.to_numpy(dtype=float)))
     short = equity.index[0] > equity.index[-1] - pd.DateOffset(years=years)
+    too_short = equity.index[0] > equity.index[-1] - pd.DateOffset(years=PRIIPS_MIN_YEARS)
     if len(r) < 3:
-        return Priips(None, None, None, None, None, None, len(r), rhp_years, True)
+        return Priips(None, None, None, None, None, None, len(r), rhp_years, True, True)
     centred = r - r.mean()
     m2, m3, m4 = (float(np.mean(centred**k)) for k in (2, 3, 4))
     sigma = math.sqrt(m2)
     if sigma == 0.0:
-        return Priips(0.0, 1, 0.0, 0.0, 0.0, 0.0, len(r), rhp_years, short)
+        return Priips(0.0, 1, 0.0, 0.0, 0.0, 0.0, len(r), rhp_years, short, too_short)
     skew, kurt = m3 / sigma**3, m4 / sigma**4 - 3.0
     var = cornish_fisher_var(sigma, skew, kurt, PRIIPS_DAYS_PER_YEAR * rhp_years)
     v = vev(var, rhp_years)
-    return Priips(v, risk_class(v, MRM_BOUNDS), var, sigma, skew, kurt, len(r), rhp_years, short)
+    return Priips(v, risk_class(v, MRM_BOUNDS), var, sigma, skew, kurt, len(r), rhp_years,
+                  short, too_short)
 
 
 def suitability(

@@ -201,6 +201,20 @@ def test_a_fit_on_a_short_history_is_not_a_plain_yes():
     assert " yes " in full
 
 
+def test_a_priips_measure_on_under_two_years_says_it_needs_a_proxy():
+    """Annex II point 5: category 2 needs at least 2 years of daily prices; a measure
+    from half a year was shown as merely "(short)"."""
+    logs = symmetric_log_returns(0.02, 300)  # about 14 months
+    assert priips_mrm(curve_from_logs(logs), rhp_years=5).under_category_2_minimum
+    three_years = priips_mrm(curve_from_logs(symmetric_log_returns(0.02, 760)), rhp_years=5)
+    assert three_years.short_history and not three_years.under_category_2_minimum
+    row = report_row("robo_aggressive", srri_short=True, priips_short=True)
+    row["priips"]["under_category_2_minimum"] = True
+    (strategy, _static), text = rendered_rows(row, report_row("static aggressive", False, False))
+    assert "22.04 (under 2 years)" in strategy
+    assert "under the 2 years of daily prices PRIIPs category 2 needs (Annex II point 5)" in text
+
+
 def test_srri_and_mrm_of_spy_match_an_independent_calculation(shared_data):
     """SPY to 2024-12-31 by hand: Friday-ending weeks (a holiday Friday's week ends on its
     Thursday), the partial week of Dec 30-31 left out, 260 returns, sample std x sqrt(52);
