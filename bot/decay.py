@@ -54,7 +54,9 @@ def decay_section(
     levered = {sym: a for sym, a in universe.items() if a.leverage != 1.0}
     if closes is None or not levered or len(days) < 2:
         return None
-    inside = closes.reindex(closes.index.union(days)).ffill().reindex(days)
+    # A price's last close carries over a day it did not trade, never past its data's end
+    # (`bot report` on a run longer than its data): those days are unknown, not flat.
+    inside = closes.reindex(closes.index.union(days)).ffill(limit_area="inside").reindex(days)
     labels = _prior_regime(regimes, days)
     bill = daily_risk_free(risk_free, days).iloc[1:] if risk_free is not None else None
     rows: list[dict[str, Any]] = []

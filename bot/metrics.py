@@ -106,10 +106,12 @@ def daily_risk_free(
 
 
 def _align_market(market: pd.Series, index: pd.DatetimeIndex) -> pd.Series:
-    """Market level at each equity date: its last value on or before that date."""
+    """Market level at each equity date: its last value on or before that date; NaN
+    before its first value and after its last (a series that ends early is not carried
+    on flat, which would read as days of zero market return)."""
     clean = market.astype(float).dropna().sort_index()
     clean = clean[~clean.index.duplicated(keep="last")]
-    return clean.reindex(clean.index.union(index)).ffill().reindex(index)
+    return clean.reindex(clean.index.union(index)).ffill(limit_area="inside").reindex(index)
 
 
 # --------------------------------------------------------------------------- round trips

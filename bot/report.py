@@ -69,11 +69,13 @@ def _align_to(run: RunSeries, dates: pd.DatetimeIndex) -> RunSeries:
     """A benchmark restricted to the strategy's dates, so every row covers the same days.
 
     Each strategy date takes the benchmark's last value on or before it (a holiday the
-    benchmark skipped repeats its previous close); dates before its first value are dropped.
+    benchmark skipped repeats its previous close); dates before its first value or after
+    its last are dropped (a benchmark whose data ends early is not carried on flat).
     """
     equity = run.equity.dropna().sort_index()
     equity = equity[~equity.index.duplicated(keep="last")]
-    aligned = equity.reindex(equity.index.union(dates)).ffill().reindex(dates).dropna()
+    aligned = (equity.reindex(equity.index.union(dates)).ffill(limit_area="inside")
+               .reindex(dates).dropna())
     fills = slice_fills(run.fills, dates[0], dates[-1])
     return RunSeries(run.name, aligned, fills, run.weights, run.regimes)
 

@@ -70,6 +70,18 @@ def test_days_go_to_the_regime_in_force_the_day_before_and_add_up():
         assert total == pytest.approx(rows["all"][key] * rows["all"]["days"], rel=1e-12)
 
 
+def test_days_after_the_prices_end_are_left_out_not_counted_flat():
+    """`bot report` on a run longer than its data. Before: the last closes were carried
+    over the extra days as returns of 0, which counted as days and so diluted every
+    figure a year (here by 8/12)."""
+    lev = 3.0
+    universe = {"FUND": Asset(leverage=lev, weight=1.0, underlying="IDX")}
+    exact = rows_by_regime(decay_section(frame(lev * INDEX_RETURNS), universe, None, DAYS))["all"]
+    longer = DAYS.append(pd.bdate_range(DAYS[-1], periods=5)[1:])
+    row = rows_by_regime(decay_section(frame(lev * INDEX_RETURNS), universe, None, longer))["all"]
+    assert row == exact
+
+
 def test_a_fund_without_its_index_in_the_data_is_predicted_from_its_own_variance():
     closes = frame(2.0 * INDEX_RETURNS)
     section = decay_section(closes[["FUND"]], {"FUND": Asset(leverage=2.0)}, None, DAYS)

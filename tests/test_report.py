@@ -97,6 +97,28 @@ def test_benchmark_is_cut_to_strategy_dates():
     assert strategy_row["win_rate"] == 1.0
 
 
+def test_a_benchmark_whose_data_ends_early_is_not_carried_on_flat():
+    """`bot report` on a run longer than its data (a paper run, SPY not yet fetched for
+    its last days). Before: SPY's last close was repeated over those days, so its row
+    ended on the run's last day and the strategy's beta took them as days the market did
+    not move (beta 1.92 and alpha 147 % a year here, against 2 and 0)."""
+    dates = pd.bdate_range("2024-01-01", periods=8)
+    m = np.array([0.01, -0.02, 0.015, 0.005])  # SPY's returns while it has data
+    spy = pd.Series(100 * np.cumprod(np.r_[1.0, 1 + m]), index=dates[:5])
+    r = np.r_[2 * m, 0.03, -0.01, 0.02]  # the strategy: 2x SPY, then moves on its own
+    strategy = RunSeries("strategy", pd.Series(100 * np.cumprod(np.r_[1.0, 1 + r]), index=dates))
+    report = build_report(strategy, [RunSeries("SPY", spy)], risk_free=None, market=spy,
+                          periods=[("all", "2024-01-01", "2024-12-31")], data_label="x", meta={})
+    strategy_row, spy_row = report["summary"]
+    assert (spy_row["end"], spy_row["days"]) == ("2024-01-05", 5)
+    assert spy_row["total_return"] == pytest.approx(spy.iloc[-1] / 100 - 1)
+    assert report["periods"]["SPY"][0]["end"] == "2024-01-05"
+    # Regressed on the four days SPY has: exactly 2x, no alpha.
+    assert strategy_row["beta"] == pytest.approx(2.0)
+    assert strategy_row["alpha"] == pytest.approx(0.0, abs=1e-12)
+    assert strategy_row["end"] == "2024-01-10"  # the strategy keeps all its days
+
+
 def test_report_is_strict_json_and_round_trips(tmp_path):
     report = make_report()
     path = tmp_path / "out" / "report.json"

@@ -166,6 +166,38 @@ def test_a_summary_run_keeps_nothing_and_decides_exactly_as_with_a_real_log(sett
     assert kept._pending() and not dropped._pending()  # a new record method would show here
 
 
+@pytest.mark.parametrize("overrides", [
+    [("rebalance.min_trade_notional", 1e12)],  # never trades
+    [("risk.stop_alpha", 0.5), ("rebalance.min_trade_notional", 5000)],
+])
+def test_stops_hit_on_funds_not_held_decide_as_with_a_real_log(settings, monkeypatch, overrides):
+    """A stop hit on a fund the book does not hold makes the engine ask its log whether a
+    stop order went out this period. Before, both sweep logs sent that question to a
+    database they do not have: the combination failed ('NoneType' object has no attribute
+    'connect'), 7 of the 12 of --grid risk.stop_alpha=0.5,1,2,3 --grid
+    rebalance.min_trade_notional=50,5000,50000 on the real data, and a variant that never
+    trades could not be ranked at all."""
+    from bot.backtest import scratch_tradelog
+    from bot.engine import Engine
+    from bot.sweep.variant import VariantTask, run_variant
+
+    asked = []
+    original = Engine._stop_sent_this_period
+    monkeypatch.setattr(Engine, "_stop_sent_this_period",
+                        lambda self, t, symbol: asked.append(symbol) or original(self, t, symbol))
+    market = synthetic_market([*settings.symbols, "SPY"], "2015-01-02", "2016-06-30", seed=7)
+    config = with_overrides(settings, [("backtest.start", "2015-06-01"), *overrides], "test")
+    real_log = scratch_tradelog("real")
+    real = run_backtest(config, market, real_log, order_prefix="bt1")
+    real_log.discard()
+    assert asked  # the question was asked
+    for log in (detached_log(1), DiscardingLog(1)):
+        run = run_backtest(config, market, log, order_prefix="bt1")
+        assert run.equity.tolist() == real.equity.tolist() and run.fills == real.fills
+    outcome = run_variant(market, VariantTask(0, 1, config))
+    assert outcome.error is None and outcome.summary["trades"] == len(real.fills)
+
+
 def test_record_full_keeps_everything_bot_backtest_records(capsys, tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'log.sqlite'}"
     span = ["--start", "2016-01-04", "--end", "2016-06-30"]

@@ -77,6 +77,16 @@ def test_a_benchmark_that_would_squash_the_strategy_gets_its_own_panel() -> None
     assert log_ticks(0.95, 1.02) == [1]
 
 
+def test_a_benchmark_whose_data_ends_early_stops_where_its_data_does() -> None:
+    """Before: its last close was repeated to the strategy's last day, a flat line and
+    zero returns (rolling volatility, yearly bars, the distribution) it never had."""
+    strategy = RunSeries("strategy", curve(np.linspace(100, 120, 30)))
+    spy = RunSeries("SPY buy-and-hold", curve(np.linspace(100, 110, 20)))
+    fig, _ = equity_figure(strategy, [spy])
+    (line,) = [t for t in fig.data if t.name == "SPY buy-and-hold"]
+    assert len(line.x) == 20 and pd.Timestamp(line.x[-1]) == spy.equity.index[-1]
+
+
 def _series(seed: int = 1, days: int = 800) -> tuple[RunSeries, list[RunSeries]]:
     rng = np.random.default_rng(seed)
     index = pd.bdate_range("2019-01-02", periods=days)

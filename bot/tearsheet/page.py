@@ -61,7 +61,8 @@ def _rebased(strategy: RunSeries, benchmarks: list[RunSeries]) -> dict[str, pd.S
     out = {strategy.name: base / base.iloc[0]}
     for bench in benchmarks:
         curve = _curve(bench)
-        aligned = curve.reindex(curve.index.union(base.index)).ffill().reindex(base.index).dropna()
+        aligned = (curve.reindex(curve.index.union(base.index)).ffill(limit_area="inside")
+                   .reindex(base.index).dropna())
         if not aligned.empty and aligned.iloc[0] > 0:
             out[bench.name] = aligned / aligned.iloc[0]
     return out
