@@ -1,12 +1,16 @@
 # leverbot: the trading daemon. Slim image, non-root, healthcheck on the daemon's heartbeat.
-FROM python:3.11-slim AS build
+# The base is pinned to a Python release and a Debian release, the same in both stages:
+# `python:3.11-slim` follows whatever Debian is current (it moved from bookworm to
+# trixie), so a rebuild months later changed the system under the bot. Raise it on
+# purpose; for byte-for-byte rebuilds add the digest (`docker pull`, then @sha256:...).
+FROM python:3.11.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
 COPY bot ./bot
 RUN pip install --no-cache-dir --upgrade pip \
  && pip wheel --no-cache-dir --wheel-dir /wheels .
 
-FROM python:3.11-slim
+FROM python:3.11.11-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     BOT_LOG_FORMAT=json \

@@ -142,8 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bot.logs import configure_logging, defer_logging
+    from bot.logs import configure_logging, defer_logging, mask_crashes
 
+    if argv is None:  # the `bot` process: a crash's traceback is masked like the log lines
+        mask_crashes()
     args = build_parser().parse_args(argv)
     # Commands that only read and print set logs_lazily: structlog loads if they log.
     setup = defer_logging if getattr(args, "logs_lazily", False) else configure_logging

@@ -518,11 +518,20 @@ def _describe(err: dict) -> str:
     )
     msg = err["msg"].removeprefix("Value error, ")
     given = err.get("input")
-    if loc.endswith(".url") and isinstance(given, str):  # may hold a password
+    database_url = loc.endswith(".url") and isinstance(given, str)
+    if database_url:  # may hold a password
         from bot.store.engines import mask_url
 
         given = mask_url(given)
-    shown = "" if isinstance(given, dict) or err["type"] == "missing" else f" (got {given!r})"
+    # An unknown key's value is never quoted: a password or a notification URL put in
+    # the config by mistake (they belong in the environment) would reach the terminal
+    # and the daemon's journal. Nor is any other value holding a URL (its token).
+    if isinstance(given, dict) or err["type"] in ("missing", "extra_forbidden"):
+        shown = ""
+    elif "://" in repr(given) and not database_url:
+        shown = " (got a URL, not shown: it may hold a token)"
+    else:
+        shown = f" (got {given!r})"
     return f"{loc or '<root>'}: {msg}{shown}{_STRICT_HINTS.get((err['type'], type(given)), '')}"
 
 

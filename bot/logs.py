@@ -16,7 +16,9 @@ from typing import Any
 
 _SECRET_KEYS = re.compile(r"(secret|password|passwd|token|api_key|key_id|authorization)", re.I)
 _SECRET_ENV = ("APCA_API_SECRET_KEY", "APCA_API_KEY_ID", "BOT_DATABASE_URL", "BOT_NOTIFY_URLS",
-               "APCA_BROKER_API_SECRET", "BOT_QUEUE_URL", "BOT_REDIS_URL")
+               "APCA_BROKER_API_SECRET", "APCA_BROKER_API_KEY", "BOT_QUEUE_URL", "BOT_REDIS_URL",
+               # deploy/.env's passwords, in the containers' environment beside the URLs
+               "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "REDIS_PASSWORD")
 _REGISTERED: set[str] = set()  # secrets only known at run time (tokens inside URLs)
 
 
@@ -53,6 +55,32 @@ def _mask_secrets(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, 
     return event
 
 
+def _mask_rendered(_logger: Any, _name: str, line: str) -> str:
+    """The rendered line with every known secret masked: also inside nested values, objects
+    logged as they are and exception texts, which `_mask_secrets` does not look into."""
+    return mask_text(line)
+
+
+class _ToStructlog(logging.Handler):
+    """Python logging's handler of last resort, used when a library logs and no handler is
+    set up (the daemon: APScheduler, SQLAlchemy's pool, urllib3): its warnings come out as
+    the bot's lines, masked and in the log format, instead of as raw text and tracebacks."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            get_logger(record.name).log(
+                record.levelno, record.getMessage(), logger=record.name, exc_info=record.exc_info
+            )
+        except Exception:  # noqa: BLE001 - logging must not raise; say so as logging does
+            self.handleError(record)
+
+
+_LAST_RESORT = _ToStructlog()
+
+
 class _CurrentStderr:
     """Writes to whatever sys.stderr is at the time of writing, not at configuration:
     a stream captured or replaced later (tests, daemonizing) must not break logging."""
@@ -62,6 +90,25 @@ class _CurrentStderr:
 
     def flush(self) -> None:
         sys.stderr.flush()
+
+
+def mask_crashes() -> None:
+    """Print the traceback of an exception nobody caught (the process's, or a thread's such
+    as the scheduler's) with every known secret masked, like a log line; for the `bot`
+    process itself, not for a caller that has hooks of its own (tests, a notebook)."""
+    import threading
+    import traceback
+
+    def show(kind: Any, value: Any, tb: Any, heading: str = "") -> None:
+        sys.stderr.write(mask_text(heading + "".join(traceback.format_exception(kind, value, tb))))
+
+    def thread_hook(args: Any) -> None:
+        if args.exc_type is not SystemExit:
+            name = args.thread.name if args.thread is not None else "?"
+            show(args.exc_type, args.exc_value, args.exc_traceback, f"Exception in thread {name}:\n")
+
+    sys.excepthook = show
+    threading.excepthook = thread_hook
 
 
 LOG_FORMATS = ("console", "json")
@@ -84,6 +131,7 @@ def defer_logging(level: str = "INFO", fmt: str | None = None) -> None:
     structlog is loaded already: a module using it directly may log any time)."""
     global _deferred
     _deferred = (level, _log_format(fmt))  # a bad BOT_LOG_FORMAT fails now, not at a first line
+    logging.lastResort = _LAST_RESORT
     if "structlog" in sys.modules:
         configure_logging(level, fmt)
 
@@ -127,11 +175,13 @@ def configure_logging(level: str = "INFO", fmt: str | None = None) -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,  # before masking: a traceback may quote a secret
             _mask_secrets,
-            structlog.processors.format_exc_info,
             renderer,
+            _mask_rendered,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
         cache_logger_on_first_use=False,
     )
+    logging.lastResort = _LAST_RESORT

@@ -29,6 +29,10 @@ BROKER_KEY_VAR = "APCA_BROKER_API_KEY"
 BROKER_SECRET_VAR = "APCA_BROKER_API_SECRET"
 BROKER_URL_VAR = "APCA_BROKER_API_URL"
 
+# Service URLs that hold passwords, read from the environment or the secrets file
+# (`setting`): a trade log's URL in the file must not leave the bot on a new SQLite log.
+SERVICE_URL_VARS = ("BOT_DATABASE_URL", "BOT_QUEUE_URL", "BOT_REDIS_URL")
+
 PAPER_TRADING_URL = "https://paper-api.alpaca.markets"
 LIVE_TRADING_URL = "https://api.alpaca.markets"
 DATA_URL = "https://data.alpaca.markets"
@@ -112,14 +116,28 @@ def load_credentials(
     return Credentials(values[key_var], values[secret_var])
 
 
+def setting(name: str, env: Mapping[str, str] | None = None) -> str | None:
+    """`name` from the environment, else from the secrets file BOT_SECRETS_FILE names
+    (read only when the environment does not set it), else None."""
+    env = os.environ if env is None else env
+    value = env.get(name, "").strip()
+    if value:
+        return value
+    path = env.get(SECRETS_FILE_VAR, "").strip()
+    if not path:
+        return None
+    return read_secrets_file(Path(path)).get(name) or None
+
+
 def load_broker_credentials(env: Mapping[str, str] | None = None) -> Credentials:
     """The Broker API key pair: APCA_BROKER_API_KEY / APCA_BROKER_API_SECRET."""
     return load_credentials(env, key_var=BROKER_KEY_VAR, secret_var=BROKER_SECRET_VAR)
 
 
 def read_secrets_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines ('export ' prefix, quotes and # comments allowed). Refuses a file
-    that group or others may read, as ssh does for private keys."""
+    """KEY=VALUE lines ('export ' prefix, quotes and # comment lines allowed). Refuses a
+    file that group or others may read, as ssh does for private keys. Every value read is
+    a secret: log lines and stored messages mask it from then on."""
     try:
         mode = path.stat().st_mode
     except OSError as exc:
@@ -133,7 +151,13 @@ def read_secrets_file(path: Path) -> dict[str, str]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SecretsError(f"secrets file {path} cannot be read: {type(exc).__name__}") from None
-    return _parse_lines(path, text)
+    values = _parse_lines(path, text)
+    from bot.logs import register_secret
+
+    for value in values.values():
+        if len(value) >= 8:  # a key, a password, a URL; not a word like "true"
+            register_secret(value)
+    return values
 
 
 def _parse_lines(path: Path, text: str) -> dict[str, str]:

@@ -32,7 +32,10 @@ def test_compose_runs_the_bot_with_postgres_restart_and_secrets_from_env():
 
 def test_dockerfile_is_slim_non_root_with_healthcheck():
     text = (REPO / "Dockerfile").read_text()
-    assert "FROM python:3.11-slim" in text
+    # Pinned: a Python and a Debian release, one base for the wheel and the image.
+    bases = re.findall(r"^FROM (\S+)", text, re.M)
+    assert len(bases) == 2 and len(set(bases)) == 1, bases
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", bases[0])
     assert re.search(r"^USER leverbot$", text, re.M)
     assert "HEALTHCHECK" in text and '"bot", "health"' in text
     assert "COPY . " not in text  # only what the image needs
@@ -40,9 +43,12 @@ def test_dockerfile_is_slim_non_root_with_healthcheck():
 
 def test_systemd_unit_restarts_and_is_hardened():
     text = (REPO / "deploy" / "bot.service").read_text()
-    for line in ("Restart=on-failure", "KillSignal=SIGTERM", "NoNewPrivileges=true",
+    for line in ("Restart=on-failure", "RestartSec=30", "KillSignal=SIGTERM", "NoNewPrivileges=true",
                  "ProtectSystem=strict", "User=leverbot", "EnvironmentFile=/etc/leverbot/env"):
         assert line in text
+    # Never gives up: before, 5 failed starts in 10 minutes (a database down at boot, each
+    # try failing in seconds) left the unit failed for good, the bot stopped unnoticed.
+    assert "StartLimitIntervalSec=0" in text and "StartLimitBurst" not in text
     # ProtectHome hides the user cache: the stored session table goes to systemd's cache dir
     assert "ProtectHome=true" in text
     assert "CacheDirectory=leverbot" in text

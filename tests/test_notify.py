@@ -247,3 +247,100 @@ def test_a_failed_job_is_announced(hooks, tmp_path) -> None:
     assert request.body["message"].startswith("RuntimeError: feed down\nat 2024-03-04 14:35 UTC")
     assert list(log.load_incidents()["kind"]) == ["job:open"]
     log.close()
+
+
+def _jobs_with(notifier: Notifier, tmp_path) -> tuple[TradingJobs, TradeLog]:
+    from bot.clock import SimulatedClock
+
+    log = TradeLog.open(f"sqlite:///{tmp_path / 'storm.sqlite'}")
+    log.start_run(mode="paper", strategy="t", config_hash="-", config={}, code_version="-",
+                  data_source="-", synthetic=False, started_at=dt.datetime.now(dt.UTC))
+    ctx = DaemonContext(settings=None, feed=None, broker=None, tradelog=log,  # type: ignore[arg-type]
+                        clock=SimulatedClock(dt.datetime(2024, 3, 4, 14, 35, tzinfo=dt.UTC)),
+                        calendar=None, instance="x", mode="paper", order_prefix="x",  # type: ignore[arg-type]
+                        notifier=notifier)
+    return TradingJobs(ctx), log
+
+
+def test_a_failure_that_repeats_is_notified_once_an_hour_and_stored_every_time(hooks, tmp_path) -> None:
+    """A broker answering 429s for hours fails the poll job every few minutes. Before, each
+    failure was a message: 90 in three hours. Now one an hour per failure title, saying
+    how many were held back; every failure is still an incident."""
+    port = hooks.url.rsplit(":", 1)[1]
+    now = [0.0]
+    notifier = Notifier(build_apprise([f"json://127.0.0.1:{port}/notify"]),
+                        ["failures", "trades"], "[x paper]", clock=lambda: now[0])
+    jobs, log = _jobs_with(notifier, tmp_path)
+
+    def rate_limited() -> None:
+        raise RuntimeError("poll: Alpaca trading API answered 429 after 8 tries")
+
+    for _ in range(90):  # three hours of a poll every 2 minutes
+        assert jobs.run("poll", rate_limited) is False
+        now[0] += 120.0
+    jobs.run("open", rate_limited)  # another job's failure is news: sent at once
+    notifier.send("trades", "1 fill (10.00)", "BUY 1 X")
+    notifier.send("trades", "1 fill (10.00)", "BUY 1 X")  # trades are never held back
+    jobs.close()
+    bodies = [(r.body["title"], r.body["message"]) for r in hooks.calls("POST", "/notify")]
+    polls = [body for title, body in bodies if title == "[x paper] job 'poll' failed"]
+    assert len(polls) == 3  # at 0, 60 and 120 minutes
+    assert "29 more like it" not in polls[0] and "(29 more like it since the last message" in polls[1]
+    assert [title for title, _ in bodies].count("[x paper] job 'open' failed") == 1
+    assert [title for title, _ in bodies].count("[x paper] 1 fill (10.00)") == 2
+    assert list(log.load_incidents()["kind"]).count("job:poll") == 90
+    assert notifier.take_failures() == []
+    log.close()
+
+
+def test_a_secret_in_a_failed_jobs_error_is_masked_in_the_incident_and_the_message(hooks, tmp_path) -> None:
+    port = hooks.url.rsplit(":", 1)[1]
+    notifier = Notifier(build_apprise([f"json://127.0.0.1:{port}/notify",
+                                       f"discord://1234567890/{DISCORD_TOKEN}"]), ["failures"], "[x paper]")
+    jobs, log = _jobs_with(notifier, tmp_path)
+
+    def leaky() -> None:  # e.g. a library quoting the URL it was given
+        raise RuntimeError(f"cannot post to https://discord.com/api/webhooks/1234567890/{DISCORD_TOKEN}")
+
+    assert jobs.run("close", leaky) is False
+    jobs.close()
+    (request,) = hooks.calls("POST", "/notify")
+    stored = log.load_incidents()["message"].iloc[0]
+    assert stored == "RuntimeError: cannot post to https://discord.com/api/webhooks/***/***"
+    assert request.body["message"].startswith(stored)
+    assert DISCORD_TOKEN not in json.dumps(request.body) and DISCORD_TOKEN not in stored
+    log.close()
+
+
+class _StuckService:
+    """An apprise client whose first delivery hangs until released (a webhook that never
+    answers), so the messages behind it are still queued at shutdown."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.release = threading.Event()
+        self.sent: list[str] = []
+
+    def notify(self, title: str, **_kw) -> bool:
+        self.release.wait(10)
+        self.sent.append(title)
+        return True
+
+
+def test_messages_still_queued_at_shutdown_are_recorded_not_dropped() -> None:
+    """Before: close() waited, logged that the sender was busy and returned; the queued
+    messages were lost with the process and no incident said so."""
+    service = _StuckService()
+    notifier = Notifier(service, ["trades", "daily"], "[x paper]")
+    notifier.send("trades", "1 fill (10.00)", "BUY 1 X")  # taken by the sender, hangs
+    notifier.send("daily", "close 2024-03-04: 100.00", "equity 100.00")
+    notifier.send("trades", "2 fills (20.00)", "BUY 2 X")
+    notifier.close(timeout=0.3)
+    notifier.send("daily", "after the end", "sent after close")
+    failures = notifier.take_failures()
+    service.release.set()
+    assert [f.title for f in failures] == [
+        "[x paper] close 2024-03-04: 100.00", "[x paper] 2 fills (20.00)", "[x paper] after the end"]
+    assert all(f.error.startswith("not sent:") for f in failures)
+    assert "still queued when the daemon stopped" in failures[0].error

@@ -4,6 +4,8 @@ no credentials in the URL)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import sqlalchemy as sa
 
@@ -99,3 +101,32 @@ def test_a_daemon_started_with_a_foreign_data_url_stops_before_connecting(monkey
     monkeypatch.setenv("APCA_API_DATA_URL", "http://user:pw@other-host")
     with pytest.raises(EndpointError, match="APCA_API_DATA_URL"):
         AlpacaMarketData.from_env()
+
+
+TOKEN = "123456789:AAHconfigMistakeTok"  # noqa: S105 - a test value, looked for in the output
+
+
+@pytest.mark.parametrize(("section", "line"), [
+    ("[notify]", f'urls = "tgram://{TOKEN}/987654"'),  # the URLs put in the config by mistake
+    ("[store]", f'password = "{PASSWORD}"'),
+    ("[notify]", f'events = ["discord://1234567890/{TOKEN}"]'),  # a URL where a word is expected
+    ("[strategy]", f'name = ["tgram://{TOKEN}/987654"]'),
+    ("[store]", f'url = ["postgresql+psycopg://bot:{PASSWORD}@db/x"]'),  # a list, not masked as a URL
+])
+def test_a_secret_written_in_the_config_by_mistake_is_not_echoed(tmp_path, capsys, section, line) -> None:
+    """Before: `bot config check` and `bot run` (whose stderr is the daemon's journal)
+    printed `notify.urls: Extra inputs are not permitted (got 'tgram://TOKEN/...')`."""
+    from bot.cli import main
+
+    field = line.split(" =")[0]
+    text = CONFIG.read_text()
+    replaced = re.sub(rf"^{field} = .*$", line, text, count=1, flags=re.M)  # a key it has
+    path = tmp_path / "bad.toml"
+    path.write_text(replaced if replaced != text else text.replace(section, f"{section}\n{line}", 1))
+    assert main(["config", "check", str(path)]) == 1
+    assert main(["run", "--config", str(path), "--replay", "2024-01-02:2024-01-10"]) == 2
+    printed = capsys.readouterr()
+    text = printed.out + printed.err
+    assert "INVALID (1 problem(s))" in text and "error: invalid configuration" in text
+    assert f".{field}" in text  # the problem is still named by its field
+    assert TOKEN not in text and PASSWORD not in text

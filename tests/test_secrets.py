@@ -270,3 +270,30 @@ def test_both_missing_keys_are_named_at_once():
     assert "APCA_API_KEY_ID=... and APCA_API_SECRET_KEY=..." in text
     with pytest.raises(SecretsError, match="^APCA_API_SECRET_KEY is not set in the environment;"):
         load_credentials({"APCA_API_KEY_ID": KEY_ID})
+
+
+def test_service_urls_in_the_secrets_file_are_used_and_masked(tmp_path, monkeypatch):
+    """Before: a BOT_DATABASE_URL put in the secrets file (it holds a password) was
+    ignored without a word, and the daemon traded on a new SQLite trade log in var/
+    instead of the PostgreSQL one: no memory of its rebalances, orders or state."""
+    from bot.logs import mask_text
+    from bot.platform.settings import PlatformSettings
+    from bot.secrets import setting
+    from bot.store.locate import database_url
+
+    db = "postgresql+psycopg://bot:pw-in-file-123@db/leverbot"
+    queue = "amqp://bot:queue-pw-456@mq:5672//"
+    path = write_secrets(
+        tmp_path / "s.env",
+        f"APCA_API_KEY_ID={KEY_ID}\nAPCA_API_SECRET_KEY={SECRET}\nBOT_DATABASE_URL={db}\n"
+        f"BOT_QUEUE_URL='{queue}'\n",
+    )
+    for name in ("BOT_DATABASE_URL", "BOT_QUEUE_URL", "BOT_REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("BOT_SECRETS_FILE", str(path))
+    assert database_url("config/diversified_leverage.toml", None) == db
+    assert PlatformSettings.from_env().queue_url == queue
+    assert setting("BOT_REDIS_URL") is None
+    assert mask_text(f"connect {db} failed; key {SECRET}") == "connect *** failed; key ***"
+    monkeypatch.setenv("BOT_DATABASE_URL", "postgresql+psycopg://bot@127.0.0.1/env")
+    assert database_url("config/diversified_leverage.toml", None).endswith("/env")  # env wins

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import ipaddress
-import os
 import sys
 
 from bot.arguments import port_number, whole_number
@@ -97,6 +96,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from bot.api.keys import ApiKeyStore
     from bot.api.profiles import ProfileBook, default_specs, parse_spec
     from bot.errors import BotError
+    from bot.secrets import setting
     from bot.store.engines import mask_url, sqlite_file
     from bot.store.tradelog import TradeLog
 
@@ -119,7 +119,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             log.warning("api.no_keys", hint="no active API key: every request will be refused; "
                                             "create one with `bot api-keys create NAME`")
         app = create_app(book, tradelog.engine, Limits(args.rate_limit or DEFAULT_RATE_PER_MINUTE),
-                         buckets=_buckets(args.redis or os.environ.get("BOT_REDIS_URL")))
+                         buckets=_buckets(args.redis or setting("BOT_REDIS_URL")))
         print(f"allocation API on http://{args.host}:{args.port}/ (docs at /docs), "
               f"profiles {', '.join(book.profiles)}, trade log {mask_url(url)} (Ctrl-C stops)",
               flush=True)

@@ -23,6 +23,7 @@ from bot.data.base import MarketData
 from bot.data.plausibility import PlausibilityRules, plausible_sizing_prices
 from bot.engine import Engine, StepOutcome, record_execution
 from bot.engine_state import EngineState
+from bot.logs import mask_text
 from bot.notify import messages
 from bot.notify.sender import Notifier
 from bot.store.models import to_plain
@@ -88,7 +89,8 @@ class TradingJobs:
             return True
         except Exception as exc:  # noqa: BLE001 - a job must never kill the daemon
             log.error("job failed", job=name, error=str(exc), exc_type=type(exc).__name__)
-            self.notify("failures", *messages.failed_job(name, started, f"{type(exc).__name__}: {exc}"))
+            error = mask_text(f"{type(exc).__name__}: {exc}")  # stored and sent: never a secret
+            self.notify("failures", *messages.failed_job(name, started, error))
             try:  # what happened before the failure (orders sent, fills seen) is fact: keep it
                 self.commit()
             except Exception as store_exc:  # noqa: BLE001
@@ -96,7 +98,7 @@ class TradingJobs:
             try:
                 extra = details() if details is not None else {}
                 ctx.tradelog.incident(
-                    started, f"job:{name}", f"{type(exc).__name__}: {exc}",
+                    started, f"job:{name}", error,
                     {"job": name, "mode": ctx.mode, "instance": ctx.instance, **extra},
                 )
             except Exception as store_exc:  # noqa: BLE001

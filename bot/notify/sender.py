@@ -7,9 +7,14 @@ BOT_SECRETS_FILE); every secret part of them is registered with bot.logs, so no 
 line, error or incident shows it.
 
 Messages go into a queue that one background thread sends, so a slow or dead webhook
-never delays a job. A message that could not be delivered is logged at once and handed
-back by `take_failures` for the daemon to store as an incident: a notification failure
-never fails a job.
+never delays a job. A message that could not be delivered (or was still queued when the
+daemon stopped) is logged at once and handed back by `take_failures` for the daemon to
+store as an incident: a notification failure never fails a job.
+
+A failure repeats while its cause lasts (the poll job fails every few minutes while the
+broker answers 429s): the same failure title is sent at most once per REPEAT_WINDOW, the
+next one saying how many were held back. Each failure is still logged and stored as an
+incident by the job that failed.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import os
 import queue
 import re
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
@@ -35,6 +41,7 @@ log = structlog.get_logger(__name__)
 URLS_VAR = "BOT_NOTIFY_URLS"
 SEND_TIMEOUT = 60.0  # seconds one message may take across all services (each has its own too)
 QUEUE_LIMIT = 500  # messages waiting to be sent; past it the newest are dropped (and said so)
+REPEAT_WINDOW = 3600.0  # seconds: a failure title sent is not sent again sooner
 _TOKEN_SPLIT = re.compile(r"[/:@?&=#,;+\s]+")
 
 
@@ -148,12 +155,17 @@ def collector() -> _Collector:
 class Notifier:
     """Queue and background sender for one daemon. `send` never blocks and never raises."""
 
-    def __init__(self, client, events: Iterable[str], prefix: str) -> None:
+    def __init__(
+        self, client, events: Iterable[str], prefix: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._client = client
         self.events = frozenset(events)
         self.prefix = prefix
+        self._clock = clock
         self._queue: queue.Queue[Message | None] = queue.Queue(maxsize=QUEUE_LIMIT)
         self._failures: list[DeliveryFailure] = []
+        self._repeats: dict[str, tuple[float, int]] = {}  # failure title: sent at, held back since
         self._lock = threading.Lock()
         self._collector = collector()
         self._closed = False
@@ -175,14 +187,39 @@ class Notifier:
         return kind in self.events
 
     def send(self, kind: str, title: str, body: str) -> None:
-        """Queue one message of `kind` if that kind is wanted."""
+        """Queue one message of `kind` if that kind is wanted (a repeated failure only once
+        per REPEAT_WINDOW). Masked first: the text of an error may quote a secret."""
         if kind not in self.events:
             return
-        message = Message(kind, f"{self.prefix} {title}", body)
+        if kind == "failures":
+            note = self._repeat_note(title)
+            if note is None:
+                return
+            body += note
+        message = Message(kind, mask_text(f"{self.prefix} {title}"), mask_text(body))
+        if self._closed:
+            self._fail(message, "not sent: notifications were already closed")
+            return
         try:
             self._queue.put_nowait(message)
         except queue.Full:
             self._fail(message, f"not sent: {QUEUE_LIMIT} messages already waiting")
+
+    def _repeat_note(self, title: str) -> str | None:
+        """None for a failure title sent less than REPEAT_WINDOW ago (counted); else what
+        to add to the message: how many like it were held back since the last one."""
+        now = self._clock()
+        sent_at, held = self._repeats.get(title, (None, 0))
+        if sent_at is not None and now - sent_at < REPEAT_WINDOW:
+            self._repeats[title] = (sent_at, held + 1)
+            log.info("notification held back: the same failure was notified recently",
+                     title=title, held_back=held + 1)
+            return None
+        self._repeats[title] = (now, 0)
+        if not held:
+            return ""
+        return (f"\n({held} more like it since the last message were not notified; "
+                "see `bot incidents`)")
 
     def take_failures(self) -> list[DeliveryFailure]:
         """Failures since the last call, for the daemon to record as incidents."""
@@ -198,11 +235,19 @@ class Notifier:
         try:
             self._queue.put(None, timeout=timeout)
         except queue.Full:
-            log.warning("notifications still queued at shutdown were not sent")
-            return
-        self._thread.join(timeout)
+            pass
+        else:
+            self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning("notification sender still busy at shutdown", waited_seconds=timeout)
+        # What the sender did not take in time is lost with the process: a failure each.
+        while True:
+            try:
+                message = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if message is not None:
+                self._fail(message, f"not sent: still queued when the daemon stopped (waited {timeout:.0f} s)")
 
     def _work(self) -> None:
         while (message := self._queue.get()) is not None:

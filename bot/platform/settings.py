@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from bot.errors import BotError
+from bot.secrets import setting
 
 DEFAULT_QUEUE_URL = "amqp://guest:guest@127.0.0.1:5672//"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -75,9 +76,10 @@ class PlatformSettings:
                 f"BOT_PLATFORM_NAME: expected 1-40 letters, digits or _, got {name!r}"
             )
         return cls(
-            queue_url=env.get("BOT_QUEUE_URL") or DEFAULT_QUEUE_URL,
+            # the environment, else the secrets file (their passwords)
+            queue_url=setting("BOT_QUEUE_URL", env) or DEFAULT_QUEUE_URL,
             queue_name=_queue_name(env.get("BOT_QUEUE_NAME") or "leverbot"),
-            redis_url=env.get("BOT_REDIS_URL") or DEFAULT_REDIS_URL,
+            redis_url=setting("BOT_REDIS_URL", env) or DEFAULT_REDIS_URL,
             requests_per_minute=rate,
             burst=int(_number(env, "BOT_BROKER_BURST", default_burst, whole=True)),
             max_retries=int(_number(env, "BOT_PLATFORM_RETRIES", 5, whole=True, zero=True)),

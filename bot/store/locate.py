@@ -7,7 +7,6 @@ Kept light (no pydantic, no SQLAlchemy at import): `bot --help` builds every par
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 DEFAULT_CONFIG = "config/diversified_leverage.toml"
@@ -67,10 +66,13 @@ def anchor_sqlite_url(url: str, base: Path) -> str:
 
 
 def env_store_url() -> str | None:
-    """BOT_DATABASE_URL, the one place it is read. A relative SQLite path in it is taken
+    """BOT_DATABASE_URL (from the environment or BOT_SECRETS_FILE), the one place it is
+    read. A relative SQLite path in it is taken
     from the working directory, like BOT_DATA_DIR and --database: every command (backtest,
     run, inspection, report, db) then opens the same file."""
-    url = os.environ.get("BOT_DATABASE_URL")
+    from bot.secrets import setting
+
+    url = setting("BOT_DATABASE_URL")  # the environment, else the secrets file
     return anchor_sqlite_url(url, Path.cwd()) if url else None
 
 
