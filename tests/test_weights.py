@@ -140,3 +140,43 @@ def test_an_asset_that_did_not_move_falls_back_to_strategic_weights(weighting):
     rets[-1, 3] = 0.001  # it moved once: the model's own weights again
     weights, how = model.baseline(rets, np.ones(n, dtype=bool))
     assert "strategic" not in how and np.isclose(weights.sum(), 1.0)
+
+
+def test_a_decision_without_returns_is_made_once_per_listing_regime_and_defence():
+    """Strategic weights and no rule reading a window: the decision depends on nothing
+    else, so the fixed-weight backtest's 934 rebalances make one decision, not 934; the
+    shared weights are read-only, so no caller can change another rebalance's."""
+    import datetime as dt
+
+    from bot.config import load_settings, parse_settings
+    from bot.engine import decision_context
+    from bot.strategy.leverage import LeverageModel
+    from bot.types import Regime
+    from tests.conftest import CONFIG
+
+    raw = load_settings(CONFIG).model_dump(mode="json")
+    raw["strategy"].update(weighting="strategic")
+    raw["risk"]["rules"] = ["drawdown"]
+    model = LeverageModel(parse_settings(raw, "strategic"))
+    n = len(model.symbols)
+    close = 100 + np.cumsum(np.random.default_rng(1).normal(0, 1, (30, n)), axis=0)
+    dates = (np.datetime64("2024-01-01") + np.arange(30)).astype("datetime64[D]")
+
+    def decide(t, regime=Regime.GROWTH, defensive=False):
+        return model.decide(decision_context(model, model.symbols, dates, close, t, regime,
+                                             defensive, dt.date(2024, 1, 1) + dt.timedelta(t)))
+
+    first = decide(10)
+    assert decide(20) is first and not first.weights.flags.writeable
+    with pytest.raises(ValueError):
+        first.weights[0] = 0.5
+    assert decide(20, Regime.UNCERTAINTY) is not first
+    assert decide(20, defensive=True) is not first
+    close[25, 2] = np.nan  # a fund without a price that day: another listing
+    unlisted = decide(25)
+    assert unlisted is not first and unlisted.weights[2] == 0.0
+
+    raw["strategy"]["weighting"] = "inverse_vol"  # reads returns: decided every time
+    windowed = LeverageModel(parse_settings(raw, "inverse vol"))
+    ctx = decision_context(windowed, windowed.symbols, dates, close, 20, Regime.GROWTH, False)
+    assert windowed.decide(ctx) is not windowed.decide(ctx)

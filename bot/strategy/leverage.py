@@ -54,8 +54,26 @@ class LeverageModel:
         # returns_window trading days back, in calendar days, with room for holidays
         self.history_calendar_days = max(550, int(self.returns_window * 1.5) + 30)
         self._strategic_by_listing: dict[bytes, np.ndarray | None] = {}
+        # Without returns (strategic weights, no rule reading a window) a decision depends
+        # only on which assets are listed, the regime and defensive mode: made once each.
+        self._decisions: dict[tuple[bytes, Regime, bool], TargetDecision] | None = (
+            None if needs_returns else {}
+        )
 
     def decide(self, ctx: DecisionContext) -> TargetDecision:
+        known = self._decisions
+        if known is None:
+            return self._decide(ctx)
+        key = (ctx.tradable.tobytes(), ctx.regime, ctx.defensive)
+        decision = known.get(key)
+        if decision is None:
+            decision = self._decide(ctx)
+            if not decision.events:  # events name their day: never reused
+                decision.weights.flags.writeable = False  # shared by every such rebalance
+                known[key] = decision
+        return decision
+
+    def _decide(self, ctx: DecisionContext) -> TargetDecision:
         stats = WindowStats(ctx.returns)  # shared by the weights and the guard
         baseline, how = self.baseline(ctx.returns, ctx.tradable, stats)
         overlaid = (
