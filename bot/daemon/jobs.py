@@ -19,6 +19,7 @@ from bot.config import Settings
 from bot.daemon.commits import EVERY_JOB, CommitPolicy
 from bot.daemon.feeds import MarketFeed, index_of_day
 from bot.daemon.sessions import SessionCalendar
+from bot.daemon.watch import JobWatch
 from bot.data.base import MarketData
 from bot.data.plausibility import PlausibilityRules, plausible_sizing_prices
 from bot.engine import Engine, StepOutcome, record_execution
@@ -71,6 +72,7 @@ class TradingJobs:
         # Batched commits only: the state the last job saved, which the next commit
         # writes; until then the trade log still holds an older one.
         self._saved_state: dict | None = None
+        self.watch = JobWatch()  # which job runs, for the heartbeat (bot.daemon.watch)
 
     # ------------------------------------------------------------------ plumbing
     def run(
@@ -81,7 +83,8 @@ class TradingJobs:
         ctx = self.ctx
         started = ctx.clock.now()
         try:
-            job()
+            with self.watch.running(name):
+                job()
             self.record_notify_failures()
             self._uncommitted += 1
             if ctx.commits.due(self._uncommitted):

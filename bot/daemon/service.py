@@ -22,6 +22,7 @@ from bot.clock import SimulatedClock
 from bot.daemon.jobs import TradingJobs
 from bot.daemon.retries import CLOSE_PLAN, OPEN_PLAN, RetryingJob, RetryPlan, RetrySlotTrigger
 from bot.daemon.triggers import SessionTrigger, WeekStartTrigger
+from bot.daemon.watch import JobWatch
 from bot.errors import BotError
 
 log = structlog.get_logger(__name__)
@@ -42,6 +43,7 @@ class JobSpec:
     run: Callable[[], bool | None]
     replay_trigger: BaseTrigger | None = None  # replay's own time grid, if it differs
     catch_up: bool = False  # a (re)start within MISFIRE_GRACE after its time runs it
+    executor: str = "default"  # the jobs' one worker thread; the heartbeat has its own
 
     def first_run(self, now: dt.datetime) -> dt.datetime | None:
         """When the job first runs if the daemon starts at `now` (see first_run_time)."""
@@ -93,15 +95,51 @@ def build_schedule(
         ]
     )
     if heartbeat is not None:
-        add_heartbeat(schedule, heartbeat)
+        add_heartbeat(schedule, heartbeat, jobs.watch)
     return schedule
 
 
-def add_heartbeat(schedule: Schedule, path: Path) -> None:
-    """Touch `path` now and every minute: a container health check reads its age."""
+#: how often the heartbeat file is touched
+HEARTBEAT_SECONDS = 60.0
+
+
+def add_heartbeat(
+    schedule: Schedule, path: Path, watch: JobWatch | None = None,
+    every: float = HEARTBEAT_SECONDS,
+) -> None:
+    """Touch `path` now and every minute: a container health check reads its age. With a
+    `watch` of the jobs, on a thread of its own, while no job has run for longer than a
+    job can (bot.daemon.watch); without one, on the jobs' thread, between jobs."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    schedule.jobs.append(JobSpec("heartbeat", IntervalTrigger(seconds=60), lambda: touch_heartbeat(path)))
+    if watch is None:
+        beat: Callable[[], None] = lambda: touch_heartbeat(path)  # noqa: E731
+        executor = "default"
+    else:
+        beat, executor = _watched_beat(path, watch), HEARTBEAT_EXECUTOR
+    schedule.jobs.append(JobSpec("heartbeat", IntervalTrigger(seconds=every), beat,
+                                 executor=executor))
     touch_heartbeat(path)
+
+
+HEARTBEAT_EXECUTOR = "heartbeat"
+
+
+def _watched_beat(path: Path, watch: JobWatch) -> Callable[[], None]:
+    """The heartbeat of a daemon whose jobs `watch` follows: withheld, and said so once
+    per job, while a job runs for longer than a job can."""
+    reported: list[tuple[str, float]] = []
+
+    def beat() -> None:
+        hung = watch.hung()
+        if hung is None:
+            touch_heartbeat(path)
+            return
+        if not reported or reported[-1][0] != hung[0] or hung[1] < reported[-1][1]:
+            log.error("job hung: heartbeat withheld, the health check will fail",
+                      job=hung[0], seconds=round(hung[1]))
+        reported[:] = [hung]
+
+    return beat
 
 
 def touch_heartbeat(path: Path) -> None:
@@ -155,7 +193,8 @@ def make_scheduler(schedule: Schedule, now: dt.datetime | None = None) -> Backgr
     """One worker thread (jobs never overlap), coalesced misfires (a backlog runs once),
     a grace time (a restart shortly after a job's time still runs it: see first_run_time)."""
     scheduler = BackgroundScheduler(
-        executors={"default": ThreadPoolExecutor(max_workers=1)},
+        executors={"default": ThreadPoolExecutor(max_workers=1),
+                   HEARTBEAT_EXECUTOR: ThreadPoolExecutor(max_workers=1)},
         job_defaults={
             "coalesce": True,
             "max_instances": 1,
@@ -168,7 +207,8 @@ def make_scheduler(schedule: Schedule, now: dt.datetime | None = None) -> Backgr
         first = spec.first_run(now)
         # next_run_time=None would add the job paused: pass it only when there is one
         when = {"next_run_time": first} if first is not None else {}
-        scheduler.add_job(spec.run, spec.trigger, id=spec.name, name=spec.name, **when)
+        scheduler.add_job(spec.run, spec.trigger, id=spec.name, name=spec.name,
+                          executor=spec.executor, **when)
     return scheduler
 
 
