@@ -10,9 +10,10 @@ note says which, and CSV/JSON keep them all).
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from functools import lru_cache
 from typing import TextIO
 
@@ -32,10 +33,18 @@ def console(file: TextIO | None = None, *, stderr: bool = False) -> Console:
     stream = file or (sys.stderr if stderr else sys.stdout)
     columns = os.environ.get("COLUMNS", "")
     if columns.isdigit() and int(columns) > 0:
-        return Console(file=stream, width=int(columns))
+        return _Console(file=stream, width=int(columns))
     if stream.isatty():
-        return Console(file=stream)
-    return Console(file=stream, width=PIPED_WIDTH)
+        return _Console(file=stream)
+    return _Console(file=stream, width=PIPED_WIDTH)
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """rich exits with status 1 when the reader of its output is gone (`bot orders |
+        head -1`); raised instead, so `bot` ends as it does for CSV and JSON (bot.cli)."""
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
 
 
 def literal(text: object) -> str:
@@ -99,11 +108,14 @@ def _subtable(table: Table, indexes: Sequence[int], title: str | Text | None) ->
     return part
 
 
-def stack(table: Table, con: Console, keep: int = 1) -> list[Table]:
+def stack(table: Table, con: Console, keep: int = 1, wrap: Collection[str] = frozenset()) -> list[Table]:
     """`table` as it is if it fits `con`, else stacked parts of consecutive columns, each
-    repeating the first `keep` columns (the row labels). Columns after those never wrap."""
+    repeating the first `keep` columns (the row labels). Columns after those never wrap,
+    except the ones named in `wrap` (free text)."""
     for column in table.columns[keep:]:
-        column.no_wrap = True
+        column.no_wrap = str(column.header) not in wrap
+        if not column.no_wrap:  # free text folds a word too long for its line, never cuts it
+            column.overflow = "fold"  # ("ellipsis" also cut a line of wide characters that fit)
     for column in table.columns[:keep]:  # labels wrap between words, never mid-word
         longest = max((max(_words(con, c)) for c in column._cells), default=0)
         column.min_width = max(column.min_width or 0, min(longest, LABEL_MAX))

@@ -526,3 +526,117 @@ def test_paths_with_brackets_are_printed_as_they_are(tmp_path, capsys, monkeypat
                              "--out", str(where / "rep"))
     assert code == 0, err
     assert unwrapped(f"report of run 1: {where / 'rep' / 'report.json'}") in unwrapped(out)
+
+
+# --- what an auditor reads months later: zones, long texts, spreadsheets, accounts, pipes ---
+
+
+def _paper_log(db: str) -> TradeLog:
+    log = TradeLog.open(db)
+    log.start_run(mode="paper", strategy="s", config_hash="-", config={}, code_version="-",
+                  data_source="-", synthetic=False, started_at=dt.datetime(2024, 3, 4, tzinfo=dt.UTC))
+    return log
+
+
+def test_table_times_name_their_zone(tmp_path, capsys, monkeypatch):
+    """Tables showed `2024-03-04 15:00:00` while CSV and JSON said +00:00: read months
+    later, 15:00 looked like a New York time as easily as a UTC one."""
+    monkeypatch.setenv("COLUMNS", "200")
+    db = f"sqlite:///{tmp_path / 'z.sqlite'}"
+    log = _paper_log(db)
+    log.incident(dt.datetime(2024, 3, 4, 15, tzinfo=dt.UTC), "job_failed", "open: HTTP 503")
+    log.close()
+    capsys.readouterr()
+    code, out, err = run_cli(capsys, "incidents", "--database", db)
+    assert code == 0, err
+    assert "2024-03-04 15:00:00 UTC" in out
+    code, out, err = run_cli(capsys, "runs", "--database", db)
+    assert code == 0 and "2024-03-04 00:00:00 UTC" in out, err
+
+
+def test_long_texts_wrap_in_tables_instead_of_being_cut(tmp_path, capsys, monkeypatch):
+    """A long risk-event action or incident message was cut with "…" (and the table drawn
+    wider than the terminal): stacking a table made every column no-wrap, the free-text
+    ones too."""
+    from bot.types import RiskEvent
+
+    monkeypatch.setenv("COLUMNS", "100")
+    db = f"sqlite:///{tmp_path / 'w.sqlite'}"
+    text = "Überweisung 日本語 " + " ".join(f"word{i}" for i in range(60))
+    log = _paper_log(db)
+    log.risk_event(RiskEvent(dt.date(2024, 3, 4), "stop", text, {"x": 1.0}))
+    log.incident(dt.datetime(2024, 3, 4, 15, tzinfo=dt.UTC), "job_failed", text, {"job": "open"})
+    log.equity(EquityPoint(dt.date(2024, 3, 4), 100.0, 100.0, 0.0, 0.0, None))
+    log.close()
+    capsys.readouterr()
+    for command in ("risk-events", "incidents"):
+        code, out, err = run_cli(capsys, command, "--database", db)
+        assert code == 0, err
+        assert "…" not in out, command
+        assert max(len(line) for line in out.splitlines()) <= 100, command
+        shown = " ".join(out.replace("│", " ").split())
+        assert all(word in shown for word in text.split()), command
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_kept_as_text():
+    """A text starting with = + - @ opened in a spreadsheet is a formula
+    (=HYPERLINK(...) runs); such a cell gets a leading ' there. Numbers (a negative one
+    too) and the JSON stay as stored. A lone carriage return inside a text is quoted (the
+    csv module left it bare, and readers split the row there)."""
+    from bot.store.export import write
+    from bot.store.rows import Rows
+
+    texts = ['=HYPERLINK("http://x","y")', "+1+2", "-2+3", "@SUM(1)", "\t=1", "\r=1", "a=b", "x\ry", "-"]
+    rows = Rows(("reason", "cash"), [(t, Decimal("-0.5")) for t in texts])
+    out = io.StringIO()
+    write(rows, "csv", title="t", out=out)
+    parsed = list(csv.reader(io.StringIO(out.getvalue(), newline="")))[1:]
+    assert [r[0] for r in parsed] == ["'" + t if t[0] in "=+-@\t\r" else t for t in texts]
+    assert {r[1] for r in parsed} == {"-0.5"}
+    out = io.StringIO()
+    write(rows, "json", title="t", out=out)
+    assert [r["reason"] for r in json.loads(out.getvalue())] == texts
+
+
+def test_account_is_taken_as_the_registry_takes_it(tmp_path, capsys):
+    """--account with a broker id without hyphens (as `bot accounts add|show` take it)
+    found nothing, and a number over the id column's range was an OverflowError traceback."""
+    from bot.accounts import AccountRegistry, AccountSpec
+
+    db = f"sqlite:///{tmp_path / 'a.sqlite'}"
+    broker = "8f2c1e5a-0b7d-4c3e-9a61-2d5f0e8b7c44"
+    log = _paper_log(db)
+    account = AccountRegistry(log.engine).add(AccountSpec(broker, "balanced"),
+                                              dt.datetime(2024, 3, 4, tzinfo=dt.UTC))
+    with log.recording_for(account.id):
+        log.equity(EquityPoint(dt.date(2024, 3, 4), 100.0, 100.0, 0.0, 0.0, None))
+    log.close()
+    capsys.readouterr()
+    for ref in (str(account.id), broker.upper(), broker.replace("-", "")):
+        rows = as_json(capsys, "equity", "--database", db, "--account", ref)
+        assert [r["account_id"] for r in rows] == [account.id], ref
+    code, _, err = run_cli(capsys, "equity", "--database", db, "--account", "9" * 30)
+    assert code == 2 and f"--account {'9' * 30}: no such account" in err
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "json"])
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path, fmt):
+    """`bot orders | head -1`: the reader has what it wanted. CSV and JSON ended with 0;
+    a table ended with status 1 (rich's own handling), failing a `set -o pipefail` script."""
+    import os
+
+    url = f"sqlite:///{tmp_path / 'p.sqlite'}"
+    log = _paper_log(url)
+    for i in range(300):
+        log.equity(EquityPoint(dt.date(2024, 3, 4) + dt.timedelta(days=i), 100.0, 100.0, 0.0, 0.0, None))
+    log.close()
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bot", "equity", "--database", url, "--format", fmt],
+            cwd=REPO, stdout=write, stderr=subprocess.PIPE, text=True, timeout=120,
+        )
+    finally:
+        os.close(write)
+    assert (proc.returncode, proc.stderr) == (0, "")

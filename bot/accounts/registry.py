@@ -223,7 +223,7 @@ class AccountRegistry:
         """An account by its registry id or its broker account id. A 32-character
         reference is a UUID first (`add` takes one without hyphens, all digits or not); a
         number is a registry id only if it fits the 64-bit id column."""
-        where = _reference(ref)
+        where = account_where(ref)
         if where is None:
             return None
         with self.engine.connect() as conn:
@@ -335,7 +335,7 @@ def _account(row: sa.Row[Any]) -> Account:
     )
 
 
-def _reference(ref: str | int) -> sa.ColumnElement[bool] | None:
+def account_where(ref: str | int) -> sa.ColumnElement[bool] | None:
     """What `find` looks up for a reference; None for one that can match no account."""
     if isinstance(ref, int):
         return ACCOUNTS.c.id == ref if 0 < ref <= MAX_ID else None

@@ -92,7 +92,7 @@ def cell(column: str, value: Any) -> str:
     ):
         return "-"
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, dict | list):
@@ -118,8 +118,16 @@ WRAPPING = {"reason", "status_message", "inputs", "message", "context", "warning
             "data_source", "strategy", "rebalance"}
 
 
+# What makes a spreadsheet read a cell as a formula (=HYPERLINK(...) runs when opened).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_cell(value: Any) -> Any:
-    """A CSV field: what JSON gets (plain), nested values as JSON text, None empty."""
+    """A CSV field: what JSON gets (plain), nested values as JSON text, None empty; a
+    text a spreadsheet would run as a formula gets a leading ' (numbers are left as
+    they are: -0.5 is data)."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
     value = plain(value)
     if isinstance(value, dict | list):
         return json.dumps(value)
@@ -146,7 +154,7 @@ def render_table(
     for row in rows.rows:
         table.add_row(*(Text(cell(c, v)) for c, v in zip(rows.columns, row, strict=True)))
     table, dropped = drop_to_fit(table, console, drop, WRAPPING)
-    for part in stack(table, console, keep=1):
+    for part in stack(table, console, keep=1, wrap=WRAPPING):
         console.print(part)
     if dropped:
         console.print(f"not shown at {console.width} columns: {', '.join(dropped)} "
@@ -169,9 +177,13 @@ def write(
         # empty cell (a run id, an account id) into floats, and 1 would print as 1.0.
         rows = Rows.of(table)
         writer = csv.writer(out, lineterminator="\n")
+        # The csv module quotes a field holding "\n" but not a lone "\r", which readers
+        # take for a line break: a row with one is written with every field quoted.
+        quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
         writer.writerow(rows.columns)
         for row in rows.rows:
-            writer.writerow(_csv_cell(v) for v in row)
+            cells = [_csv_cell(v) for v in row]
+            (quoted if any(isinstance(c, str) and "\r" in c for c in cells) else writer).writerow(cells)
     elif fmt == "json":
         out.write(json.dumps(records(table), indent=2, allow_nan=False) + "\n")
     else:

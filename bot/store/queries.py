@@ -113,10 +113,14 @@ def _time_range(stmt: sa.Select[Any], column: sa.ColumnElement[Any], f: Filters)
 
 
 def resolve_account(conn: sa.Connection, ref: str) -> int:
-    """The registry id of an account named by its id or its broker account id."""
-    column = ACCOUNTS.c.id if ref.isdigit() else ACCOUNTS.c.broker_account_id
-    value: Any = int(ref) if ref.isdigit() else ref.strip().lower()
-    found = conn.execute(sa.select(ACCOUNTS.c.id).where(column == value)).scalar_one_or_none()
+    """The registry id of an account named by its id or its broker account id, read as
+    `bot accounts` reads them (a UUID with or without hyphens, an id in range)."""
+    from bot.accounts.registry import account_where
+
+    where = account_where(ref)
+    found = None if where is None else conn.execute(
+        sa.select(ACCOUNTS.c.id).where(where)
+    ).scalar_one_or_none()
     if found is None:
         raise BotError(
             f"--account {ref}: no such account in the registry (expected its id or broker "
