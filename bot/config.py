@@ -10,13 +10,14 @@ lax parsing would hide), and amounts that no run could mean are refused with the
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import hashlib
 import json
 import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -170,6 +171,10 @@ class StrategySettings(_Strict):
     var_window: Annotated[int, Field(ge=10, le=1000)] = 60
     var_factor_floor: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     overlay_enabled: bool = True
+    # When the baseline weights are computed: at every rebalance, or once a week, on the
+    # week's first close, as the research's blueprint can be read (docs/strategy.md);
+    # the risk guard runs at every rebalance either way.
+    weights_every: Literal["rebalance", "week"] = "rebalance"
 
 
 class SignalWeights(_Strict):
@@ -235,6 +240,14 @@ class FactorSettings(_Strict):
         return self
 
 
+#: calendar days from a macro value's observation date to its publication (FRED)
+PUBLICATION_LAG_DAYS = {"VIX": 0, "T10Y2Y": 0, "USEPUINDXD": 1}
+
+
+def _over_default_lags(value: Any) -> Any:
+    return {**PUBLICATION_LAG_DAYS, **value} if isinstance(value, dict) else value
+
+
 class RegimeSettings(_Strict):
     """Thresholds of the weekly regime rule (research: VIX 35 / -50 bp, VIX 25 / EPU 150),
     each within the range its series can take (bot.data.plausibility.MACRO_RANGES)."""
@@ -249,9 +262,12 @@ class RegimeSettings(_Strict):
     # used from the day after it is published. The policy-uncertainty index of a day is
     # published the next day; VIX closes and the Treasury spread the same day. Backtest
     # and live read the series through the same rule.
-    publication_lag_days: dict[
-        Literal["VIX", "T10Y2Y", "USEPUINDXD"], Annotated[int, Field(ge=0, le=60)]
-    ] = Field(default_factory=lambda: {"VIX": 0, "T10Y2Y": 0, "USEPUINDXD": 1})
+    # A table naming some series keeps the others' defaults: `{ VIX = 1 }` must not give
+    # the policy-uncertainty index a lag of 0 (a day's value used before it is published).
+    publication_lag_days: Annotated[
+        dict[Literal["VIX", "T10Y2Y", "USEPUINDXD"], Annotated[int, Field(ge=0, le=60)]],
+        BeforeValidator(_over_default_lags),
+    ] = Field(default_factory=lambda: dict(PUBLICATION_LAG_DAYS))
 
     @model_validator(mode="after")
     def _transition_below_uncertainty(self) -> RegimeSettings:
@@ -482,6 +498,12 @@ class Settings(_Strict):
                     f"overlay.{regime.value}: every multiplier is 0, which leaves nothing to "
                     "weigh; give at least one asset a multiplier above 0"
                 )
+        if len(self.universe) == 1 and self.strategy.weighting in ("erc", "mean_variance"):
+            problems.append(
+                f"strategy.weighting: {self.strategy.weighting} weighs assets against each "
+                "other and needs at least two in the universe (one asset: inverse_vol or "
+                "strategic)"
+            )
         if self.universe and self.risk.position_cap * len(self.universe) < 1.0 - 1e-9:
             problems.append(
                 f"risk.position_cap: {self.risk.position_cap} x {len(self.universe)} assets "
@@ -513,10 +535,14 @@ class Settings(_Strict):
 
 def _describe(err: dict) -> str:
     """One line per pydantic error: dotted field name, what was expected, what was given."""
-    loc = ".".join(
-        str(p) for p in err["loc"] if not str(p).startswith(("function-after", "function-before"))
-    )
+    path = [
+        str(p) for p in err["loc"]
+        if p != "[key]" and not str(p).startswith(("function-after", "function-before"))
+    ]
+    loc = ".".join(path)
     msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg += _known_names(path)
     given = err.get("input")
     database_url = loc.endswith(".url") and isinstance(given, str)
     if database_url:  # may hold a password
@@ -533,6 +559,26 @@ def _describe(err: dict) -> str:
     else:
         shown = f" (got {given!r})"
     return f"{loc or '<root>'}: {msg}{shown}{_STRICT_HINTS.get((err['type'], type(given)), '')}"
+
+
+def _known_names(path: list[str]) -> str:
+    """For an unknown key: the field it was probably meant to be, else the fields its
+    table has ("risk.vol_hgih" -> "vol_high"), so a typo is fixed without the docs."""
+    kind: Any = Settings
+    for part in path[:-1]:
+        while get_origin(kind) is Annotated:
+            kind = get_args(kind)[0]
+        if get_origin(kind) is dict:  # universe.TQQQ: the key is a symbol, not a field
+            kind = get_args(kind)[1]
+        elif isinstance(kind, type) and issubclass(kind, BaseModel) and part in kind.model_fields:
+            kind = kind.model_fields[part].annotation
+        else:
+            return ""
+    if not (isinstance(kind, type) and issubclass(kind, BaseModel)):
+        return ""
+    names = list(kind.model_fields)
+    close = difflib.get_close_matches(path[-1], names, n=1)
+    return f"; did you mean {close[0]}?" if close else f"; expected one of {', '.join(names)}"
 
 
 # What to write instead, for the values strict types refuse that lax parsing would take.

@@ -344,17 +344,27 @@ def _cmd_health(args: argparse.Namespace) -> int:
 def _cmd_once(args: argparse.Namespace) -> int:
     from rich.table import Table
 
+    from bot.broker.sequenced import QUEUED_MESSAGES
     from bot.daemon.once import decide_once
 
     with _trading_session(args, trades=args.execute) as (jobs, _lock):
         outcome = decide_once(jobs, execute=args.execute)
-    table = Table(title=f"decision on {outcome.day} ({'SENT' if args.execute else 'dry run: not sent'})")
+    # A buy held back (behind the sells, or until the open) is recorded `new` but is not at
+    # Alpaca: the table says so, rather than "SENT ... new" for an order nobody sent.
+    queued = [o for o in outcome.orders if o.status_message in QUEUED_MESSAGES]
+    if args.execute:
+        done = f"SENT {len(outcome.orders) - len(queued)}, QUEUED {len(queued)}" if queued else "SENT"
+    else:
+        done = "dry run: not sent" + (f"; {len(queued)} would be queued" if queued else "")
+    table = Table(title=f"decision on {outcome.day} ({done})")
     for col in ("client order id", "side", "symbol", "quantity", "ref price", "status", "reason"):
         table.add_column(col)
     for o in outcome.orders:
         r = o.request
+        status = ("queued" if o.status_message in QUEUED_MESSAGES
+                  else o.status.value if args.execute else "not sent")
         table.add_row(r.client_order_id, r.side.value, r.symbol, f"{r.quantity:.6g}",
-                      f"{r.reference_price:.2f}", o.status.value, r.reason)
+                      f"{r.reference_price:.2f}", status, r.reason)
     from bot.terminal import console as make_console
     from bot.terminal import stack
 
@@ -363,12 +373,16 @@ def _cmd_once(args: argparse.Namespace) -> int:
         console.print(part)
     console.print(f"equity {outcome.equity:,.2f}; rebalance: {outcome.rebalance or 'not due'}; "
                   f"risk events: {[e.rule for e in outcome.events] or 'none'}")
+    for why in dict.fromkeys(o.status_message for o in queued):
+        console.print(f"{why}: the daemon (`bot run`) sends {'them' if args.execute else 'such buys'} "
+                      "at its first order poll in a session, each cut to the cash left then")
     return 0
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
+    from bot.calendar import last_closed_session
     from bot.config import load_settings, resolve_data_dir
-    from bot.data.alpaca import AlpacaMarketData, write_csv_directory
+    from bot.data.alpaca import DATA_DELAY, AlpacaMarketData, write_csv_directory
     from bot.data.fred import fetch_macro
     from bot.data.plausibility import PlausibilityRules
     from bot.reference import supporting_symbols, trading_symbols
@@ -379,9 +393,21 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     directory = Path(args.data_dir) if args.data_dir else resolve_data_dir(settings, config)
     symbols = trading_symbols(settings)
     start = dt.date.fromisoformat(args.start)
+    last = last_closed_session(dt.datetime.now(dt.UTC) - DATA_DELAY)
+    if start > last:  # Alpaca would answer no bars, read as "TQQQ: no bars"
+        raise BotError(f"--start {start} is after the last closed session, {last}: "
+                       "no daily bar to download yet")
     rules = PlausibilityRules.from_settings(settings.data)
     data = AlpacaMarketData.from_env(rules=rules, feed=settings.data.alpaca_feed)
-    history = data.daily_history(symbols, start)
+    try:
+        history = data.daily_history(symbols, start)
+    except DataError as exc:
+        if exc.field != "symbol":
+            raise
+        where = (f"the universe of {config}" if exc.source.split(":")[-1] in settings.universe
+                 else "a fund of the reference portfolios")
+        raise BotError(f"{exc}: Alpaca has no {settings.data.alpaca_feed} bars of it since "
+                       f"{start} (a symbol it does not know? it is in {where})") from None
     supporting, skipped = _supporting_histories(data, supporting_symbols(settings), start)
     macro = fetch_macro(base_url=load_endpoints().fred_url, start=start, rules=rules)
     written = write_csv_directory(history, macro, directory)

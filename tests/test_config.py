@@ -198,3 +198,62 @@ def test_an_overlay_of_zeros_is_refused():
     assert any(p.startswith("overlay.GROWTH: every multiplier is 0") for p in err.value.problems)
     raw["overlay"]["GROWTH"] = {"TQQQ": 0.0}  # the others keep 1: fine
     parse_settings(raw, "test")
+
+
+# --- a user's first hour: what the errors say, and tables that override part of a default --
+
+
+def test_an_unknown_key_names_the_field_it_was_meant_to_be(tmp_path):
+    """Before: `strategy.vol_windw: Extra inputs are not permitted`, which says nothing of
+    what the field is called; a name with no near match lists its table's fields."""
+    path = write(tmp_path, ONE_ASSET + """
+        [strategyy]
+        name = "x"
+        [factor.weights]
+        trnd = 0.3
+        [rebalance]
+        colour = 1
+        """)
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    problems = err.value.problems
+    assert "strategyy: Extra inputs are not permitted; did you mean strategy?" in problems
+    assert "factor.weights.trnd: Extra inputs are not permitted; did you mean trend?" in problems
+    colour = next(p for p in problems if p.startswith("rebalance.colour"))
+    assert "expected one of schedule, execution_lag_days, every_days" in colour
+    typo = write(tmp_path, ONE_ASSET.replace("TQQQ = { weight", "TQQQ = { levrage = 3, weight"))
+    with pytest.raises(ConfigError, match=r"universe\.TQQQ\.levrage: .*did you mean leverage\?"):
+        load_settings(typo)
+
+
+def test_an_overlay_for_an_unknown_regime_names_it_without_pydantic_markers(tmp_path):
+    path = write(tmp_path, ONE_ASSET + "[overlay.BULL]\nTQQQ = 1.0\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    assert err.value.problems == [
+        "overlay.BULL: Input should be 'GROWTH', 'TRANSITION' or 'UNCERTAINTY' (got 'BULL')"
+    ]
+
+
+def test_publication_lags_named_in_part_keep_the_others_defaults(tmp_path):
+    """Before: `{ VIX = 1 }` replaced the whole table, and the policy-uncertainty index,
+    published the day after its date, was read with a lag of 0 (look-ahead)."""
+    s = load_settings(write(tmp_path, ONE_ASSET + "[regime]\npublication_lag_days = { VIX = 1 }\n"))
+    assert s.regime.publication_lag_days == {"VIX": 1, "T10Y2Y": 0, "USEPUINDXD": 1}
+    s = load_settings(write(tmp_path, ONE_ASSET + "[regime]\npublication_lag_days = { USEPUINDXD = 0 }\n"))
+    assert s.regime.publication_lag_days == {"VIX": 0, "T10Y2Y": 0, "USEPUINDXD": 0}
+
+
+@pytest.mark.parametrize("weighting", ["erc", "mean_variance"])
+def test_weighting_assets_against_each_other_needs_two_of_them(tmp_path, weighting):
+    """Before: `bot config check` passed a one-asset universe with erc or mean_variance,
+    and the first decision crashed in numpy (np.diag of a 0-d covariance)."""
+    path = write(tmp_path, ONE_ASSET + f'[strategy]\nweighting = "{weighting}"\n')
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    assert err.value.problems == [
+        f"strategy.weighting: {weighting} weighs assets against each other and needs at "
+        "least two in the universe (one asset: inverse_vol or strategic)"
+    ]
+    for fine in ("inverse_vol", "strategic"):
+        load_settings(write(tmp_path, ONE_ASSET + f'[strategy]\nweighting = "{fine}"\n'))

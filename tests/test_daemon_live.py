@@ -511,3 +511,68 @@ def test_a_start_that_cannot_reach_alpaca_names_the_url_not_the_keys(
     log = TradeLog.open(db)
     assert list(log.runs()["status"]) == ["failed"]
     log.close()
+
+
+def test_once_before_the_open_says_its_buys_are_queued_not_sent(tmp_path, venue, capsys,
+                                                                monkeypatch):
+    """Before: `bot once --execute` at 08:00 New York printed "decision ... (SENT)" with
+    every buy `new`, though none had reached Alpaca (they wait for the daemon's first poll
+    in the session), and the dry run showed the same table with nothing to tell them apart."""
+    from bot.cli import main
+
+    before_open = dt.datetime(2024, 11, 26, 13, 0, tzinfo=UTC)  # 08:00 New York
+    venue.set_now(before_open)
+    monkeypatch.setattr("bot.daemon.live.WallClock", lambda: SimulatedClock(before_open))
+    monkeypatch.setenv("COLUMNS", "200")
+    args = ["once", "--config", str(CONFIG), "--database", f"sqlite:///{tmp_path / 'p.sqlite'}"]
+    for extra, title in (([], "(dry run: not sent; 5 would be queued)"),
+                         (["--execute"], "(SENT 0, QUEUED 5)")):
+        assert main([*args, *extra]) == 0
+        out = capsys.readouterr().out
+        assert f"decision on 2024-11-25 {title}" in out, out
+        rows = [line for line in out.splitlines() if "-rb-" in line]
+        assert len(rows) == 5 and all("│ queued │" in row for row in rows), out
+        assert "queued until the market opens" in out and "bot run" in out
+    assert venue.order_count() == 0  # nothing reached Alpaca
+
+
+def test_once_in_the_session_sends_and_says_so(tmp_path, venue, capsys, monkeypatch):
+    from bot.cli import main
+
+    venue.set_now(OPEN_JOB)
+    monkeypatch.setattr("bot.daemon.live.WallClock", lambda: SimulatedClock(OPEN_JOB))
+    monkeypatch.setenv("COLUMNS", "200")
+    args = ["once", "--config", str(CONFIG), "--database", f"sqlite:///{tmp_path / 'p.sqlite'}"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "(dry run: not sent)" in out and "│ not sent │" in out and "queued" not in out
+    assert main([*args, "--execute"]) == 0
+    out = capsys.readouterr().out
+    assert "(SENT)" in out and "queued" not in out and venue.order_count() == 5
+
+
+def test_data_fetch_names_a_symbol_alpaca_does_not_know_and_writes_nothing(tmp_path, venue, capsys):
+    """Before: `error: alpaca:TMF [symbol]: no bars in the answer`, with no word of why or
+    where the symbol came from."""
+    from bot.cli import main
+
+    del venue.daily_bars["TMF"]
+    assert main(["data", "fetch", "--config", str(CONFIG), "--start", "2023-01-03",
+                 "--data-dir", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert ("error: alpaca:TMF [symbol]: no bars in the answer: Alpaca has no iex bars of it "
+            f"since 2023-01-03 (a symbol it does not know? it is in the universe of {CONFIG})") in err
+    assert not (tmp_path / "d").exists()
+
+
+def test_data_fetch_from_a_day_not_yet_closed_says_so(tmp_path, venue, capsys):
+    """Before: a --start after the last closed session got Alpaca's empty answer, reported
+    as `alpaca:TQQQ [symbol]: no bars in the answer`, as if TQQQ were unknown."""
+    from bot.cli import main
+
+    start = dt.date.today() + dt.timedelta(days=30)
+    assert main(["data", "fetch", "--start", str(start), "--data-dir", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: --start {start} is after the last closed session, " in err
+    assert "no daily bar to download yet" in err and "TQQQ" not in err
+    assert not venue.requests and not (tmp_path / "d").exists()

@@ -104,7 +104,8 @@ def test_a_bad_grid_fails_the_command_before_any_work(capsys, tmp_path: Path) ->
     )
     assert code == 2
     assert "risk.vol_high: Input should be greater than 1 (got 0.9)" in err
-    assert "risk.vol_hgih: Extra inputs are not permitted [with" in err  # its value is never echoed
+    # its value is never echoed; the field it was meant to be is
+    assert "risk.vol_hgih: Extra inputs are not permitted; did you mean vol_high? [with" in err
     assert "Traceback" not in err
     assert not db.exists()  # refused before the trade log was opened
 
