@@ -180,3 +180,41 @@ def test_a_decision_without_returns_is_made_once_per_listing_regime_and_defence(
     windowed = LeverageModel(parse_settings(raw, "inverse vol"))
     ctx = decision_context(windowed, windowed.symbols, dates, close, 20, Regime.GROWTH, False)
     assert windowed.decide(ctx) is not windowed.decide(ctx)
+
+
+def test_weekly_weights_are_the_weeks_first_close_for_every_rebalance_and_process():
+    """strategy.weights_every = "week" (the blueprint's "EVERY week: ... compute realized
+    volatility ... set weights"): a Thursday rebalance uses Monday's baseline, the same in
+    a fresh process; the guard still runs on Thursday's returns."""
+    import pandas as pd
+
+    from bot.config import load_settings, parse_settings
+    from bot.engine import decision_context
+    from bot.strategy.leverage import LeverageModel
+    from bot.types import Regime
+    from tests.conftest import CONFIG
+
+    raw = load_settings(CONFIG).model_dump(mode="json")
+    raw["strategy"]["weights_every"] = "week"
+    weekly_settings = parse_settings(raw, "weekly")
+    model = LeverageModel(weekly_settings)
+    n, days = len(model.symbols), 320
+    close = 100 * np.exp(np.cumsum(np.random.default_rng(4).normal(0, 0.02, (days, n)), axis=0))
+    dates = pd.bdate_range("2023-01-02", periods=days).values.astype("datetime64[D]")
+    monday = next(t for t in range(300, days) if pd.Timestamp(dates[t]).dayofweek == 0)
+
+    def ctx(t):
+        return decision_context(model, model.symbols, dates, close, t, Regime.TRANSITION, False)
+
+    thursday = model.decide(ctx(monday + 3))
+    start = ctx(monday)
+    expected, _how = model.baseline(start.returns, start.tradable)
+    assert [r.baseline for r in thursday.rows] == expected.tolist()
+    assert thursday.rows[0].reasons[0].endswith(f", as of {dates[monday]}")
+    fresh = LeverageModel(weekly_settings).decide(ctx(monday + 3))  # after a restart
+    assert fresh.weights.tolist() == thursday.weights.tolist()
+    raw["strategy"]["weights_every"] = "rebalance"
+    daily = LeverageModel(parse_settings(raw, "every rebalance")).decide(ctx(monday + 3))
+    assert [r.baseline for r in daily.rows] != expected.tolist()
+    next_week = model.decide(ctx(monday + 5))
+    assert next_week.rows[0].reasons[0].endswith(f", as of {dates[monday + 5]}")

@@ -59,6 +59,8 @@ class LeverageModel:
         self._decisions: dict[tuple[bytes, Regime, bool], TargetDecision] | None = (
             None if needs_returns else {}
         )
+        self._weekly = st.weights_every == "week" and st.weighting != "strategic"
+        self._week_baselines: dict[np.datetime64, tuple[np.ndarray, str]] = {}
 
     def decide(self, ctx: DecisionContext) -> TargetDecision:
         known = self._decisions
@@ -75,7 +77,10 @@ class LeverageModel:
 
     def _decide(self, ctx: DecisionContext) -> TargetDecision:
         stats = WindowStats(ctx.returns)  # shared by the weights and the guard
-        baseline, how = self.baseline(ctx.returns, ctx.tradable, stats)
+        baseline, how = (
+            self._weekly_baseline(ctx) if self._weekly
+            else self.baseline(ctx.returns, ctx.tradable, stats)
+        )
         overlaid = (
             apply_overlay(baseline, self.overlay[ctx.regime])
             if self.settings.strategy.overlay_enabled
@@ -100,6 +105,26 @@ class LeverageModel:
         ]
         stops = result.stops if "stops" in self.settings.risk.rules else None
         return TargetDecision(result.weights, rows, result.events, stops)
+
+    def _weekly_baseline(self, ctx: DecisionContext) -> tuple[np.ndarray, str]:
+        """strategy.weights_every = "week": the baseline of the week's first close (the
+        same for every rebalance of the week, and after a restart), unless the funds
+        priced then and now differ: then today's."""
+        from bot.calendar import week_numbers
+        from bot.engine import decision_context
+
+        weeks = week_numbers(ctx.dates[-10:])  # a week has at most 5 sessions
+        first = ctx.t - int(np.count_nonzero(weeks == weeks[-1])) + 1
+        known = self._week_baselines.get(ctx.dates[first])
+        if known is None:
+            start = decision_context(self, ctx.symbols, ctx.dates, ctx.closes, first,
+                                     ctx.regime, ctx.defensive)
+            if not np.array_equal(start.tradable, ctx.tradable):
+                return self.baseline(ctx.returns, ctx.tradable)
+            weights, how = self.baseline(start.returns, start.tradable)
+            day = str(ctx.dates[first])[:10]
+            known = self._week_baselines[ctx.dates[first]] = (weights, f"{how}, as of {day}")
+        return known
 
     def baseline(
         self, rets: np.ndarray, tradable: np.ndarray, stats: WindowStats | None = None
