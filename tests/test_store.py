@@ -920,3 +920,18 @@ def test_a_reader_keeps_the_urls_search_path_and_still_cannot_write(pg_database_
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         reset_pg(pg_database_url)
         admin.dispose()
+
+
+def test_long_sentences_in_actions_and_triggers_are_stored_whole(tlog: TradeLog) -> None:
+    """Before: VARCHAR(100) columns; on PostgreSQL one longer action refused the whole
+    write it was part of (the day's equity included), while SQLite kept it."""
+    run_id = start(tlog)
+    action = "cluster TQQQ, UPRO, UDOW " + "x" * 300
+    trigger = "period: 4 trading days since last " + "y" * 300
+    tlog.risk_event(RiskEvent(DAY, "correlation", action, {"max": 0.93}))
+    tlog.targets(DAY, "rb-2024-03-04", [TargetRow("SPY", 0.5, 0.5, 0.5, None, ("why",))], trigger)
+    tlog.equity(equity_point())
+    tlog.flush()
+    assert list(tlog.load_risk_events(run_id)["action"]) == [action]
+    assert list(tlog.load_targets(run_id)["trigger"]) == [trigger]
+    assert count(tlog, "equity") == 1 and tlog.load_incidents(run_id).empty

@@ -317,7 +317,7 @@ TARGETS = Table(
     Column("final", Double, nullable=False),
     Column("stop_price", ExactDecimal()),
     Column("reasons", PlainJSON(), nullable=False),
-    Column("trigger", String(100), nullable=False),
+    Column("trigger", Text, nullable=False),  # a sentence: no length a writer must know
     Index(None, "run_id", "day"),
     Index(None, "run_id", "symbol"),
 )
@@ -332,7 +332,7 @@ RISK_EVENTS = Table(
     Column("day", Date, nullable=False),
     Column("rule", String(100), nullable=False),
     Column("symbol", String(32)),
-    Column("action", String(100), nullable=False),
+    Column("action", Text, nullable=False),  # a sentence: no length a writer must know
     Column("inputs", PlainJSON(), nullable=False),
     Index(None, "run_id", "day"),
 )
