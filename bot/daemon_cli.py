@@ -63,6 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     fetch.add_argument("--start", type=iso_date_argument, default="2010-01-01",
                        help="first day to download, YYYY-MM-DD (default 2010-01-01)")
     fetch.add_argument("--data-dir", help="where to write prices/ and macro/ (default BOT_DATA_DIR, else data.directory)")
+    fetch.add_argument("--replace", action="store_true",
+                       help="replace files that hold days before --start (they are dropped)")
     fetch.set_defaults(func=_cmd_fetch)
 
 
@@ -397,6 +399,8 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     if start > last:  # Alpaca would answer no bars, read as "TQQQ: no bars"
         raise BotError(f"--start {start} is after the last closed session, {last}: "
                        "no daily bar to download yet")
+    if not args.replace:
+        _refuse_to_shorten(directory, start)
     rules = PlausibilityRules.from_settings(settings.data)
     data = AlpacaMarketData.from_env(rules=rules, feed=settings.data.alpaca_feed)
     try:
@@ -418,6 +422,29 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     for symbol, error in skipped:
         print(f"skipped {symbol} (read only by the decay table and stress tests): {error}")
     return 0
+
+
+def _refuse_to_shorten(directory: Path, start: dt.date) -> None:
+    """A fetch rewrites each file whole (adjusted prices change after every split and
+    dividend, so old and new rows cannot be merged): a file holding days before `start`
+    would lose them without a word. Refused, naming the earliest such file."""
+    earliest: tuple[dt.date, Path] | None = None
+    for path in sorted((directory / "prices").glob("*.csv")) + sorted((directory / "macro").glob("*.csv")):
+        try:
+            with path.open(encoding="utf-8") as f:
+                f.readline()  # the header
+                first = dt.date.fromisoformat(f.readline().split(",", 1)[0].strip())
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue  # not a file of ours, or empty: nothing to keep
+        if first < start and (earliest is None or first < earliest[0]):
+            earliest = (first, path)
+    if earliest is not None:
+        first, path = earliest
+        raise BotError(
+            f"{path} starts {first}, before --start {start}: a fetch rewrites each file whole, "
+            f"so its days before {start} would be dropped; fetch with --start {first}, or pass "
+            "--replace to drop them"
+        )
 
 
 def _supporting_histories(

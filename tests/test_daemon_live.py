@@ -576,3 +576,24 @@ def test_data_fetch_from_a_day_not_yet_closed_says_so(tmp_path, venue, capsys):
     assert f"error: --start {start} is after the last closed session, " in err
     assert "no daily bar to download yet" in err and "TQQQ" not in err
     assert not venue.requests and not (tmp_path / "d").exists()
+
+
+def test_data_fetch_from_a_later_start_does_not_drop_older_days_without_replace(tmp_path, venue, capsys):
+    """Before: `bot data fetch --start <later>` on a folder fetched from earlier rewrote
+    every file with the shorter history, dropping the older days without a word."""
+    from bot.cli import main
+
+    venue.daily_bars["IEF"] = venue.daily_bars["TMF"]  # a reference symbol it also fetches
+    data = str(tmp_path / "d")
+    assert main(["data", "fetch", "--start", "2023-01-03", "--data-dir", data]) == 0
+    before = (tmp_path / "d" / "prices" / "TQQQ.csv").read_text()
+    capsys.readouterr()
+    assert main(["data", "fetch", "--start", "2024-01-02", "--data-dir", data]) == 2
+    err = capsys.readouterr().err
+    assert "starts 2023-01-03, before --start 2024-01-02" in err
+    assert "fetch with --start 2023-01-03, or pass --replace" in err
+    assert (tmp_path / "d" / "prices" / "TQQQ.csv").read_text() == before
+    assert main(["data", "fetch", "--start", "2023-01-03", "--data-dir", data]) == 0  # refresh
+    assert main(["data", "fetch", "--start", "2024-01-02", "--data-dir", data, "--replace"]) == 0
+    first = (tmp_path / "d" / "prices" / "TQQQ.csv").read_text().splitlines()[1]
+    assert first.startswith("2024-01-02,")
