@@ -215,8 +215,10 @@ def _backtest(options: BacktestOptions) -> int:
                           risk_free=macro_series(market, RISK_FREE))
         tradelog.finish_run("finished", dt.datetime.now(dt.UTC), summary=report["summary"][0])
     except BaseException:  # Ctrl-C too: the run must not stay 'running' with nothing stored
-        worker.abort()  # no waiting at exit for work of a run that failed
-        _record_failure(tradelog)
+        try:
+            worker.abort()  # no waiting at exit for work of a run that failed
+        finally:  # even if the worker cannot be stopped cleanly
+            _record_failure(tradelog)
         raise
     tradelog.close()
     write_json(report, out / "report.json")
