@@ -43,8 +43,10 @@ class BacktestResult:
         return pd.Series(self.equity, index=pd.DatetimeIndex(self.dates), name=self.name)
 
     def weights_frame(self) -> pd.DataFrame:
-        """Actual end-of-day weights per symbol, plus CASH."""
-        values = np.nan_to_num(self.holdings * self.closes)
+        """Actual end-of-day weights per symbol, plus CASH. A holding is valued at its
+        last close on a day without one, as the equity values it (not at 0)."""
+        marks = pd.DataFrame(self.closes).ffill().to_numpy()
+        values = np.nan_to_num(self.holdings * marks)
         frame = pd.DataFrame(
             values / self.equity[:, None], index=pd.DatetimeIndex(self.dates), columns=self.symbols
         )

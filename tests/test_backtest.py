@@ -216,3 +216,75 @@ def test_no_fill_model_fills_at_a_forward_filled_close(settings, fill):
     expired = orders[(orders["symbol"] == "AAA") & (orders["status"] == "expired")]
     assert len(expired) >= 1 and set(expired["status_message"]) == {"no price on the fill day"}
     log.close()
+
+
+def handmade(settings, fill, fractional):
+    """Two assets on 12 made-up days, costs of every kind: AAA has opens but none on
+    day 4; BBB's prices end after day 8 (it delisted)."""
+    from bot.data.base import MarketData, PriceHistory
+
+    raw = settings.model_dump(mode="json")
+    raw["universe"] = {"AAA": {"leverage": 1, "weight": 0.5, "role": "equity"},
+                       "BBB": {"leverage": 1, "weight": 0.5, "role": "equity"}}
+    raw["overlay"] = {}
+    raw["strategy"].update(weighting="strategic", overlay_enabled=False)
+    raw["risk"].update(rules=[], position_cap=0.6)
+    raw["rebalance"].update(drift=None, min_trade_notional=0.0, every_days=3,
+                            fractional=fractional)
+    raw["backtest"].update(fill=fill, start=None, end=None, slippage_bps=10.0,
+                           commission_bps=5.0, commission_per_share=0.01)
+    config = parse_settings(raw, "handmade")
+    days = 12
+    rng = np.random.default_rng(1)
+    close = 100 * np.cumprod(1 + rng.normal(0, 0.02, (days, 2)), axis=0)
+    opens = close * (1 + rng.normal(0, 0.005, (days, 2)))
+    opens[4, 0] = np.nan
+    close[9:, 1] = opens[9:, 1] = np.nan
+    dates = pd.bdate_range("2020-01-02", periods=days).values.astype("datetime64[D]")
+    market = MarketData(PriceHistory(dates, ("AAA", "BBB"), close, opens), {}, "handmade", False)
+    return config, market, close, opens
+
+
+@pytest.mark.parametrize("fractional", [True, False])
+@pytest.mark.parametrize("fill", ["next_open", "next_close", "same_close"])
+def test_fills_costs_and_equity_match_a_hand_ledger(settings, fill, fractional):
+    """Each fill at its model's price (the close where a day has no open) moved by 10 bp
+    against the trade, 0.01/share + 5 bp commission once per fill, equity = cash +
+    holdings at their last close, and the report's costs the sum over the fills."""
+    from bot.metrics import _cost_stats
+
+    config, market, close, opens = handmade(settings, fill, fractional)
+    result = run_backtest(config, market, scratch_tradelog("hand"))
+    fills = result.fills_frame()
+    day = fills["filled_at"].dt.tz_convert("America/New_York").dt.normalize().dt.tz_localize(None)
+    cash, shares, last, costs = config.backtest.initial_cash, np.zeros(2), np.zeros(2), 0.0
+    for k, today in enumerate(pd.DatetimeIndex(result.dates)):
+        for row in fills[day == today].itertuples():
+            i = ("AAA", "BBB").index(row.symbol)
+            opened = opens[k, i] if np.isfinite(opens[k, i]) else close[k, i]
+            ref = opened if fill == "next_open" else close[k, i]
+            sign = 1.0 if row.side == "buy" else -1.0
+            assert row.price == pytest.approx(ref * (1 + sign * 1e-3), rel=1e-12)
+            commission = 0.01 * row.quantity + 5e-4 * row.quantity * row.price
+            assert row.commission == pytest.approx(commission, rel=1e-12)
+            assert row.slippage_cost == pytest.approx(ref * 1e-3 * row.quantity, rel=1e-9)
+            if not fractional:
+                assert row.quantity == int(row.quantity)
+            shares[i] += sign * row.quantity
+            cash -= sign * row.quantity * row.price + commission
+            costs += commission + ref * 1e-3 * row.quantity
+        last = np.where(np.isfinite(close[k]), close[k], last)
+        assert result.cash[k] >= 0.0 and result.cash[k] == pytest.approx(cash, abs=1e-6)
+        assert result.equity[k] == pytest.approx(cash + shares @ last, rel=1e-12)
+    assert result.holdings[-1, 1] > 0  # BBB is still held: its orders found no price
+    assert _cost_stats(fills, result.equity_series(), 1.0)["transaction_costs"] == pytest.approx(costs)
+
+
+def test_weights_value_a_holding_without_a_close_at_its_last_close(settings):
+    """After BBB's prices end, the equity still holds it at its last close; the weights
+    showed it at 0, so they and CASH summed to 0.49."""
+    config, market, _, _ = handmade(settings, "next_open", True)
+    result = run_backtest(config, market, scratch_tradelog("weights"))
+    weights = result.weights_frame()
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-12)
+    assert weights["BBB"].iloc[-1] > 0.4

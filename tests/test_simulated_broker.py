@@ -72,3 +72,27 @@ def test_unknown_symbol_is_rejected_at_submit():
     broker = SimulatedBroker(("A",), 100.0)
     order = broker.submit(request("ZZZ", Side.BUY, 1), NOW)
     assert order.status is OrderStatus.REJECTED and broker.open_order_count() == 0
+
+
+def test_whole_shares_never_round_a_buy_past_the_cash():
+    """Cash 1e-7 short of 10 shares at 400: the whole-quantity tolerance (1e-9 share)
+    rounded the affordable 9.9999999998 up to 10, and cash ended at -1e-7."""
+    broker = SimulatedBroker(("A",), 4000.0 - 1e-7, fractional=False)
+    broker.submit(request("A", Side.BUY, 50), NOW)
+    [(order, fill)] = broker.execute(np.array([400.0]), NOW)
+    assert fill.quantity == 9.0 and order.status is OrderStatus.EXPIRED
+    assert broker.cash() == pytest.approx(400.0 - 1e-7, abs=1e-9) and broker.cash() >= 0.0
+
+
+def test_whole_shares_buy_an_exact_fit_with_costs():
+    """Cash exactly the cost of 10 shares, slippage and both commissions included, buys
+    10 and leaves no negative cash."""
+    costs = CostModel(commission_per_share=0.01, commission_bps=10.0, slippage_bps=20.0)
+    price = 50.0 * 1.002
+    cash = 10 * price + (0.01 * 10 + 0.001 * 10 * price)
+    broker = SimulatedBroker(("A",), cash, costs, fractional=False)
+    broker.submit(request("A", Side.BUY, 10), NOW)
+    [(order, fill)] = broker.execute(np.array([50.0]), NOW)
+    assert fill.quantity == 10.0 and order.status is OrderStatus.FILLED
+    assert fill.commission == pytest.approx(0.1 + 0.001 * 10 * price)
+    assert 0.0 <= broker.cash() <= 1e-9

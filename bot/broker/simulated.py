@@ -186,8 +186,15 @@ class SimulatedBroker:
         return order, fill
 
     def _affordable(self, price: float) -> float:
-        """Largest quantity whose cost plus commission fits in the cash left."""
+        """Largest quantity whose cost plus commission fits in the cash left. Whole
+        shares are checked as the fill debits them: an exact fit is bought, and the
+        rounding of a whole quantity never buys one share the cash does not pay for."""
         if self._cash <= 0:
             return 0.0
         unit = price * (1.0 + self._bps) + self._per_share
-        return self._cash / unit * (1.0 - 1e-12)
+        if self.fractional:
+            return self._cash / unit * (1.0 - 1e-12)
+        whole = math.floor(self._cash / unit + 1e-9)
+        if whole * price + (self._per_share * whole + self._bps * whole * price) > self._cash:
+            whole -= 1
+        return float(whole)
