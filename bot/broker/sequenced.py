@@ -7,7 +7,7 @@ Buys are only sent while the market is open (`market_open`): one sent after the 
 waits at the venue for the next open and fills at that day's prices, which can be well
 above the ones it was cut to the cash on (a cash account then ends overdrawn). Outside
 the session they stay queued and go out at the first poll of the next session, each cut
-to the cash left at the prices of that moment (`prices`)."""
+to the cash left at the prices of that moment (`prices`), never below the decision's."""
 
 from __future__ import annotations
 
@@ -166,7 +166,11 @@ class SellsFirst:
         prices = self._latest_prices()
         while self._queue:
             order = self._queue[0]
-            price = prices.get(order.request.symbol, order.request.reference_price)
+            # Never below the decision's price: a wrong low print (IEX) would otherwise
+            # send the planned quantity and count it nearly free, and the buys after it
+            # would spend the same cash again (on margin, at Alpaca).
+            reference = order.request.reference_price
+            price = max(prices.get(order.request.symbol, reference), reference)
             placed, spent = self._send_queued(order, budget, now, price)
             self._queue.pop(0)
             budget -= spent
@@ -210,6 +214,8 @@ class SellsFirst:
                 "sent after the sells filled" if order.status_message == QUEUED
                 else "sent once the market opened"
             )
+        if placed.status is OrderStatus.REJECTED:  # refused by the venue: nothing committed
+            return placed, 0.0
         return placed, quantity * price
 
     def _release_failed(self, now: dt.datetime, exc: Exception) -> None:

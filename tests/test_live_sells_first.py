@@ -1,0 +1,81 @@
+"""Buys queued behind a sell that expired part-filled, released at the next open with
+less cash than the rebalance planned: the daemon's jobs against the fake Alpaca on
+127.0.0.1 through alpaca-py."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from tests import test_daemon_live as daemon_tests
+from tests.fakes import Fault
+from tests.test_daemon_live import bought_before, daemon
+
+venue = daemon_tests.venue  # the fake Alpaca and FRED, set up for the daemon
+
+UTC = dt.UTC
+CLOSE_JOB = dt.datetime(2024, 11, 26, 21, 20, tzinfo=UTC)  # 16:20 New York
+NEXT_OPEN = dt.datetime(2024, 11, 27, 14, 31, tzinfo=UTC)  # the first poll of Wednesday
+INSUFFICIENT = 40310000  # Alpaca's code for insufficient buying power
+
+
+def at(jobs, clock, venue, when: dt.datetime, name: str, job) -> None:
+    clock.set(when)
+    venue.set_now(when)
+    assert jobs.run(name, job)
+
+
+def sell_expired_part_filled(tmp_path, venue):
+    """Tuesday: the rebalance's sell fills 30% and expires at the close; its four buys
+    wait in the queue overnight, planned on cash the sell never brought."""
+    bought_before(venue, "TQQQ", 60_000.0)
+    jobs, log, clock = daemon(tmp_path, venue)
+    assert jobs.run("open", jobs.open_job)
+    sell = venue.orders[0].data["client_order_id"]
+    venue.fill(sell, qty=round(float(venue.order(sell)["qty"]) * 0.3, 6))
+    at(jobs, clock, venue, CLOSE_JOB, "close", jobs.close_job)
+    assert venue.order(sell)["status"] == "expired"
+    assert [o.data["side"] for o in venue.orders] == ["sell"]  # no buy sent after the close
+    return jobs, log, clock
+
+
+def buys_posted(venue) -> list[dict]:
+    return [r.body for r in venue.calls("POST", "/v2/orders") if r.body["side"] == "buy"]
+
+
+def test_a_wrong_low_print_never_lets_the_released_buys_spend_the_cash_twice(tmp_path, venue):
+    """Before: UPRO's latest trade printed at 1/50 of its price; its buy went out at the
+    planned quantity and was counted at that price (nearly free), so the buys after it
+    spent the same cash again: $67.6k of buys on $53.6k of cash (UGL refused for buying
+    power here; all sent, on margin, at Alpaca's margin accounts)."""
+    jobs, log, clock = sell_expired_part_filled(tmp_path, venue)
+    venue.latest_trades = dict(venue.prices)
+    venue.latest_trades["UPRO"] = venue.prices["UPRO"] / 50
+    cash = float(venue.cash)
+    at(jobs, clock, venue, NEXT_OPEN, "poll", jobs.poll_job)
+
+    buys = buys_posted(venue)
+    assert buys and buys[0]["symbol"] == "UPRO"
+    cost = sum(float(b["qty"]) * venue.prices[b["symbol"]] for b in buys)
+    assert cost <= cash
+    orders = log.load_orders()
+    assert not orders["status_message"].fillna("").str.contains("insufficient").any()
+    log.close()
+
+
+def test_a_released_buy_the_venue_refuses_leaves_its_cash_to_the_others(tmp_path, venue):
+    """Before: UPRO refused (403 insufficient buying power, say, or an asset halted) was
+    counted as spent: the last buy went out cut by UPRO's planned value, or not at all,
+    and that cash stayed idle until the next rebalance."""
+    jobs, log, clock = sell_expired_part_filled(tmp_path, venue)
+    venue.inject("POST", "/v2/orders",
+                 Fault.error(403, INSUFFICIENT, "insufficient buying power"))
+    cash = float(venue.cash)
+    at(jobs, clock, venue, NEXT_OPEN, "poll", jobs.poll_job)
+
+    rows = log.load_orders().set_index("symbol")
+    assert rows.loc["UPRO", "status"] == "rejected"
+    sent = [b for b in buys_posted(venue) if b["symbol"] != "UPRO"]
+    assert [b["symbol"] for b in sent] == ["UDOW", "UGL", "DIG"]  # DIG gets UPRO's cash
+    cost = sum(float(b["qty"]) * venue.prices[b["symbol"]] for b in sent)
+    assert 0.99 * cash <= cost <= cash
+    log.close()
