@@ -119,6 +119,9 @@ def plan_orders(
         delta = target - held
         if not fractional:
             delta = round(delta)
+            if delta < 0:  # never sell more whole shares than are held (10.6 held, target
+                # 0: round(-10.6) sold 11, a short or a refusal at the venue)
+                delta = max(delta, -math.floor(held + 1e-6))
         qty = abs(delta)
         if qty <= 1e-9 or qty < min_shares or qty * price < min_notional:
             continue

@@ -82,6 +82,17 @@ def test_whole_shares_round_targets_down():
     assert [o.quantity for o in orders] == [16.0, 71.0]  # 16.67 -> 16, 71.43 -> 71
 
 
+def test_whole_shares_never_sell_more_than_a_fractional_holding():
+    """Before: 10.6 shares held (bought fractionally before whole-share mode), target 0:
+    round(-10.6) planned a sell of 11, a short or a refusal at the venue."""
+    cfg = RebalanceSettings(fractional=False, min_trade_notional=0.0)
+    orders = plan_orders(
+        "r", ("A", "B"), np.array([0.0, 0.2]), np.array([10.6, 10.0]), np.array([10.0, 10.0]),
+        212.0, cfg, "p",
+    )
+    assert [(o.symbol, o.side.value, o.quantity) for o in orders] == [("A", "sell", 10), ("B", "sell", 6)]
+
+
 def test_assets_without_a_price_are_not_traded():
     orders = plan_orders(
         "r", ("A", "B"), np.array([0.5, 0.5]), np.zeros(2), np.array([np.nan, 10.0]), 1000.0, CFG, "p"
