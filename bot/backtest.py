@@ -18,7 +18,7 @@ import pandas as pd
 from bot.broker.simulated import CostModel, SimulatedBroker, close_prices, next_open_prices
 from bot.config import Settings
 from bot.data.base import MarketData
-from bot.engine import Engine
+from bot.engine import Engine, carried_marks
 from bot.store.tradelog import TradeLog
 from bot.types import Fill, Regime
 
@@ -45,8 +45,7 @@ class BacktestResult:
     def weights_frame(self) -> pd.DataFrame:
         """Actual end-of-day weights per symbol, plus CASH. A holding is valued at its
         last close on a day without one, as the equity values it (not at 0)."""
-        marks = pd.DataFrame(self.closes).ffill().to_numpy()
-        values = np.nan_to_num(self.holdings * marks)
+        values = self.holdings * carried_marks(self.closes)
         frame = pd.DataFrame(
             values / self.equity[:, None], index=pd.DatetimeIndex(self.dates), columns=self.symbols
         )

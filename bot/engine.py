@@ -82,7 +82,7 @@ class Engine:
         prices = market.prices.select(self.symbols)
         self.dates = prices.dates
         self.close = prices.close
-        self._mark = _marks(prices.close)
+        self._mark = carried_marks(prices.close)
         self._days: list[dt.date] = prices.dates.astype("datetime64[D]").astype(object).tolist()
         self._week = week_numbers(prices.dates).tolist()
         self._week_ends: np.ndarray | None = None  # computed on first need (calendar import)
@@ -506,7 +506,7 @@ class Engine:
         return bool(self._week_ends[t])
 
 
-def _marks(close: np.ndarray) -> np.ndarray:
+def carried_marks(close: np.ndarray) -> np.ndarray:
     """The price each holding is valued at: its last close, carried over a day without
     one (a missing close valued at 0 halved a book for a day and tripped the drawdown
     rule); 0 before the asset listed, when nothing can be held."""

@@ -187,12 +187,7 @@ def test_no_fill_model_fills_at_a_forward_filled_close(settings, fill):
     carried close (36 shares of AAA at 90.0 on a day it did not trade)."""
     from bot.data.base import MarketData, PriceHistory
 
-    raw = settings.model_dump(mode="json")
-    raw["universe"] = {"AAA": {"leverage": 1, "weight": 0.5, "role": "equity"},
-                       "BBB": {"leverage": 1, "weight": 0.5, "role": "equity"}}
-    raw["overlay"] = {}
-    raw["strategy"].update(weighting="strategic", overlay_enabled=False)
-    raw["risk"].update(rules=[], position_cap=0.6)
+    raw = _two_assets_half_each(settings)
     raw["rebalance"].update(drift=None, min_trade_notional=0.0)
     raw["backtest"].update(fill=fill, start=None, end=None, slippage_bps=0.0)
     config = parse_settings(raw, "filled days")
@@ -218,17 +213,24 @@ def test_no_fill_model_fills_at_a_forward_filled_close(settings, fill):
     log.close()
 
 
-def handmade(settings, fill, fractional):
-    """Two assets on 12 made-up days, costs of every kind: AAA has opens but none on
-    day 4; BBB's prices end after day 8 (it delisted)."""
-    from bot.data.base import MarketData, PriceHistory
-
+def _two_assets_half_each(settings) -> dict:
+    """`settings` as raw config for AAA and BBB at 50% each: strategic weights, no
+    overlay and no risk rule, so only the simulator's conventions move the equity."""
     raw = settings.model_dump(mode="json")
     raw["universe"] = {"AAA": {"leverage": 1, "weight": 0.5, "role": "equity"},
                        "BBB": {"leverage": 1, "weight": 0.5, "role": "equity"}}
     raw["overlay"] = {}
     raw["strategy"].update(weighting="strategic", overlay_enabled=False)
     raw["risk"].update(rules=[], position_cap=0.6)
+    return raw
+
+
+def handmade(settings, fill, fractional):
+    """Two assets on 12 made-up days, costs of every kind: AAA has opens but none on
+    day 4; BBB's prices end after day 8 (it delisted)."""
+    from bot.data.base import MarketData, PriceHistory
+
+    raw = _two_assets_half_each(settings)
     raw["rebalance"].update(drift=None, min_trade_notional=0.0, every_days=3,
                             fractional=fractional)
     raw["backtest"].update(fill=fill, start=None, end=None, slippage_bps=10.0,

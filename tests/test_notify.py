@@ -224,18 +224,9 @@ def test_a_dead_webhook_never_fails_a_job_and_becomes_an_incident(settings, smal
 
 
 def test_a_failed_job_is_announced(hooks, tmp_path) -> None:
-    from bot.clock import SimulatedClock
-
     port = hooks.url.rsplit(":", 1)[1]
     notifier = Notifier(build_apprise([f"json://127.0.0.1:{port}/notify"]), ["failures"], "[x paper]")
-    log = TradeLog.open(f"sqlite:///{tmp_path / 'j.sqlite'}")
-    log.start_run(mode="paper", strategy="t", config_hash="-", config={}, code_version="-",
-                  data_source="-", synthetic=False, started_at=dt.datetime.now(dt.UTC))
-    ctx = DaemonContext(settings=None, feed=None, broker=None, tradelog=log,  # type: ignore[arg-type]
-                        clock=SimulatedClock(dt.datetime(2024, 3, 4, 14, 35, tzinfo=dt.UTC)),
-                        calendar=None, instance="x", mode="paper", order_prefix="x",  # type: ignore[arg-type]
-                        notifier=notifier)
-    jobs = TradingJobs(ctx)
+    jobs, log = _jobs_with(notifier, tmp_path)
 
     def broken() -> None:
         raise RuntimeError("feed down")
@@ -250,9 +241,10 @@ def test_a_failed_job_is_announced(hooks, tmp_path) -> None:
 
 
 def _jobs_with(notifier: Notifier, tmp_path) -> tuple[TradingJobs, TradeLog]:
+    """Daemon jobs around `notifier` and a paper run's trade log, nothing else."""
     from bot.clock import SimulatedClock
 
-    log = TradeLog.open(f"sqlite:///{tmp_path / 'storm.sqlite'}")
+    log = TradeLog.open(f"sqlite:///{tmp_path / 'jobs.sqlite'}")
     log.start_run(mode="paper", strategy="t", config_hash="-", config={}, code_version="-",
                   data_source="-", synthetic=False, started_at=dt.datetime.now(dt.UTC))
     ctx = DaemonContext(settings=None, feed=None, broker=None, tradelog=log,  # type: ignore[arg-type]
