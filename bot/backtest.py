@@ -162,13 +162,20 @@ def run_backtest(
     open_seconds, close_seconds = session_seconds(dates[lo:hi])
 
     n = hi - lo
-    equity = np.empty(n)
-    cash = np.empty(n)
-    holdings = np.empty((n, len(symbols)))
-    regimes: list[Regime | None] = [None] * n
+    equity: list[float] = []
+    cash: list[float] = []
+    regimes: list[Regime | None] = []
     fills: list[Fill] = []
+    # The book only changes with a fill: it is copied on the days that had one, and
+    # spread over the days after them at the end (a copy a day cost more than the rest
+    # of the day's bookkeeping here).
+    books: list[np.ndarray] = []
+    book_days: list[int] = []
+    fills_seen = -1
 
     fromtimestamp = dt.datetime.fromtimestamp
+    fill_model = bt.fill
+    same_close = fill_model == "same_close"
 
     def settle(prices: np.ndarray, when: dt.datetime) -> None:
         for order, fill in broker.execute(prices, when):
@@ -180,26 +187,32 @@ def run_backtest(
         t = lo + k
         closing = fromtimestamp(close_seconds[k], dt.UTC)  # utc(), without a call a day
         if broker.open_order_count():
-            if bt.fill == "next_open":
+            if fill_model == "next_open":
                 settle(fill_open[t], utc(open_seconds[k]))
-            elif bt.fill == "next_close":
+            elif fill_model == "next_close":
                 settle(fill_close[t], closing)
         engine.step(t, closing)
-        if bt.fill == "same_close" and broker.open_order_count():
+        stepped_fills = len(fills)
+        if same_close and broker.open_order_count():
             settle(fill_close[t], closing)
-        point = engine.record_close(t)
-        equity[k] = point.equity
-        cash[k] = point.cash
-        holdings[k] = broker.shares
-        regimes[k] = point.regime
+        point = engine.record_close(t, unchanged_since_step=len(fills) == stepped_fills)
+        equity.append(point.equity)
+        cash.append(point.cash)
+        regimes.append(point.regime)
+        if len(fills) != fills_seen:
+            fills_seen = len(fills)
+            books.append(broker.shares.copy())
+            book_days.append(k)
         if progress is not None and (k & 63) == 0:
             progress(k, n)
     if progress is not None:
         progress(n, n)
     for order in broker.cancel_pending("backtest ended before the fill day"):
         engine.on_execution(order, None)
+    holdings = np.repeat(np.array(books), np.diff(book_days, append=n), axis=0)
     return BacktestResult(
-        name, symbols, dates[lo:hi], equity, cash, holdings, close[lo:hi], regimes, fills
+        name, symbols, dates[lo:hi], np.array(equity), np.array(cash), holdings, close[lo:hi],
+        regimes, fills,
     )
 
 

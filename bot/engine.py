@@ -83,6 +83,7 @@ class Engine:
         self.dates = prices.dates
         self.close = prices.close
         self._mark = carried_marks(prices.close)
+        self._mark_rows: list[list[float]] = self._mark.tolist()  # read twice a day, as floats
         self._days: list[dt.date] = prices.dates.astype("datetime64[D]").astype(object).tolist()
         self._week = week_numbers(prices.dates).tolist()
         self._week_ends: np.ndarray | None = None  # computed on first need (calendar import)
@@ -102,6 +103,8 @@ class Engine:
         self.state = state or EngineState()
         self._filled_since_snapshot = False
         self._sizing: np.ndarray | None = None
+        # (t, cash, quantities, their value) as the last step valued them
+        self._stepped_book: tuple[int, float, list[float], float] | None = None
         self._day_indices: dict[dt.date, int] = {}
         # state.stops in this engine's price basis, and the array they were rebased from
         self._rebased_stops: np.ndarray | None = None
@@ -119,14 +122,18 @@ class Engine:
         state = self.state
         self._sizing = sizing_prices
         shares = self.broker.holdings(self.symbols)
+        held = shares.tolist()
         # the cash held, not the cash still spendable: buys working at the venue reserve
         # part of it, and valuing without it shows a drawdown that is not there
-        equity = self.broker.cash_balance() + _book_value(shares.tolist(), self._mark[t].tolist())
+        cash, positions = self.broker.cash_balance(), _book_value(held, self._mark_rows[t])
+        self._stepped_book = (t, cash, held, positions)
+        equity = cash + positions
         events: list[RiskEvent] = []
         # A defensive switch that had to wait for open orders is still owed a rebalance.
         forced = self._update_drawdown(t, day, equity, events) or state.owed_rebalance
 
-        self._regime_for_week(t, day)
+        if self._needs_regime:
+            self._regime_for_week(t, day)
 
         # Stops first, on a rebalance or an execution day too: a position that closed
         # below its stop is sold and stays out until the next rebalance; nothing sent at
@@ -164,15 +171,26 @@ class Engine:
         if check.due:
             state.owed_rebalance = None
             orders += self._rebalance(t, day, now, check.reason, shares, equity, events, out)
-        return StepOutcome(day, equity, check.reason if check.due else None, orders, tuple(events))
+        return StepOutcome(
+            day, equity, check.reason if check.due else None, orders, tuple(events) if events else ()
+        )
 
-    def record_close(self, t: int, snapshot: bool | None = None) -> EquityPoint:
+    def record_close(
+        self, t: int, snapshot: bool | None = None, unchanged_since_step: bool = False
+    ) -> EquityPoint:
         """Mark the portfolio at the close of day t (after that day's fills) and log it;
-        snapshot the positions on days with fills (or when `snapshot` says so)."""
-        held = self.broker.holdings(self.symbols).tolist()
-        marks = self._mark[t].tolist()
-        cash = self.broker.cash_balance()
-        positions = _book_value(held, marks)
+        snapshot the positions on days with fills (or when `snapshot` says so).
+
+        `unchanged_since_step`: the caller knows nothing filled since this engine's step
+        on day t (a simulation does), so the book that step valued is the close's."""
+        marks = self._mark_rows[t]
+        stepped = self._stepped_book
+        if unchanged_since_step and stepped is not None and stepped[0] == t:
+            _, cash, held, positions = stepped
+        else:
+            held = self.broker.holdings(self.symbols).tolist()
+            cash = self.broker.cash_balance()
+            positions = _book_value(held, marks)
         if snapshot or (snapshot is None and self._filled_since_snapshot):
             self._filled_since_snapshot = False
             # Every symbol, zeros included: a snapshot of held positions only would show
@@ -190,7 +208,7 @@ class Engine:
 
     def on_execution(self, order: Order, fill: Fill | None) -> None:
         """Record an order's new state and its fill, whichever venue produced them."""
-        record_execution(self.log, order, fill)
+        self.log.execution(order, fill)
         if fill is not None:
             self._filled_since_snapshot = True
 
@@ -371,7 +389,7 @@ class Engine:
             self.settings.rebalance,
             reason,
         )
-        return tuple(self._submit(r, now) for r in requests)
+        return tuple([self._submit(r, now) for r in requests])
 
     def _stops_hit(self, t: int, shares: np.ndarray) -> tuple[list[int], list[int]]:
         """The assets that closed below their stop at day t and are not out for it
@@ -570,22 +588,6 @@ def _book_value(quantities: list[float], marks: list[float]) -> float:
     """Market value of the holdings at these marks, summed over plain floats: asked twice
     a day, and numpy's dot of six numbers costs more than the arithmetic."""
     return sum(map(mul, quantities, marks))
-
-
-def record_execution(log: TradeLog, order: Order, fill: Fill | None) -> None:
-    """Record an order's new state and its fill (also used by the daemon's order
-    tracking, which runs without an engine)."""
-    log.order_status(
-        order.request.client_order_id,
-        order.status,
-        fill.filled_at if fill is not None else order.submitted_at,
-        message=order.status_message,
-        filled_quantity=order.filled_quantity,
-        average_price=order.average_price,
-        broker_order_id=order.broker_order_id,
-    )
-    if fill is not None:
-        log.fill(fill)
 
 
 def _add_sessions(day: dt.date, n: int) -> dt.date:

@@ -17,7 +17,6 @@ from bot.broker.broker_api import BrokerPlatform
 from bot.broker.sequenced import SellsFirst
 from bot.config import RebalanceSettings
 from bot.daemon.reconcile import reconcile
-from bot.engine import record_execution
 from bot.net import RetryPolicy
 from bot.planner import plan_orders
 from bot.secrets import (
@@ -258,7 +257,7 @@ def test_restart_reconciles_each_account_on_its_own(fake, sleeps, tmp_path):
             found[x] = reconcile(log, broker, account_order_prefix("robo", x), SYMBOLS,
                                  OPEN_WED + dt.timedelta(hours=1), "paper")
             for order, fill in broker.poll(OPEN_WED + dt.timedelta(hours=1)):
-                record_execution(log, order, fill)
+                log.execution(order, fill)
     log.flush()
 
     assert found[a] == [

@@ -355,3 +355,38 @@ def test_with_an_execution_lag_a_stop_day_does_not_also_trade_the_stopped_fund(s
     clash = stops.merge(others, on=["day", "symbol"])
     assert clash.empty, clash[["day", "symbol", "side_y", "quantity_y"]].head()
     log.close()
+
+
+@pytest.mark.parametrize("fill", ["next_open", "same_close"])
+def test_the_close_reuses_the_steps_valuation_only_when_nothing_filled_after_it(
+    settings, real_market, fill
+):
+    """run_backtest tells record_close when nothing filled since the step (it then reuses
+    the step's valuation); valuing the book afresh at every close gives the same equity,
+    cash and holdings, also on same-close days when the rebalance fills after the step."""
+    cfg = variant(settings, backtest={"start": "2019-01-02", "end": "2019-12-31", "fill": fill})
+    result = run_backtest(cfg, real_market, scratch_tradelog("bt"))
+    broker = SimulatedBroker(cfg.symbols, cfg.backtest.initial_cash,
+                             CostModel(slippage_bps=cfg.backtest.slippage_bps), True)
+    engine = Engine(cfg, real_market, broker, scratch_tradelog("hand"), "x")
+    lo, hi = span_indices(engine.dates, cfg.backtest.start, cfg.backtest.end)
+    opens, closes = session_seconds(engine.dates[lo:hi])
+    prices = real_market.prices.select(cfg.symbols)
+    at_open, at_close = next_open_prices(prices), prices.close
+    equity, cash, held = [], [], []
+    for k, t in enumerate(range(lo, hi)):
+        if fill == "next_open":
+            for order, f in broker.execute(at_open[t], utc(opens[k])):
+                engine.on_execution(order, f)
+        engine.step(t, utc(closes[k]))
+        if fill == "same_close":
+            for order, f in broker.execute(at_close[t], utc(closes[k])):
+                engine.on_execution(order, f)
+        point = engine.record_close(t)  # the book read from the broker every day
+        equity.append(point.equity)
+        cash.append(point.cash)
+        held.append(broker.shares.copy())
+    assert len(result.fills) > 100
+    np.testing.assert_array_equal(result.equity, equity)
+    np.testing.assert_array_equal(result.cash, cash)
+    np.testing.assert_array_equal(result.holdings, np.array(held))

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from tests import test_daemon_live as daemon_tests
 from tests.fakes import Fault
 from tests.test_daemon_live import bought_before, daemon
@@ -78,4 +80,34 @@ def test_a_released_buy_the_venue_refuses_leaves_its_cash_to_the_others(tmp_path
     assert [b["symbol"] for b in sent] == ["UDOW", "UGL", "DIG"]  # DIG gets UPRO's cash
     cost = sum(float(b["qty"]) * venue.prices[b["symbol"]] for b in sent)
     assert 0.99 * cash <= cost <= cash
+    log.close()
+
+
+def test_a_buy_cut_to_the_cash_left_says_so_on_its_order_row(tmp_path, venue):
+    """The order row keeps the decision's planned quantity; a released buy cut to the
+    cash the part-filled sell left says, in its message, how many shares were sent. It
+    used to read only "sent after the sells filled", so its fill looked short of the
+    order for no reason."""
+    jobs, log, clock = sell_expired_part_filled(tmp_path, venue)
+    at(jobs, clock, venue, NEXT_OPEN, "poll", jobs.poll_job)
+    sent = {b["symbol"]: float(b["qty"]) for b in buys_posted(venue)}
+    rows = log.load_orders().set_index("symbol")
+    cut = [s for s, qty in sent.items() if qty < rows.loc[s, "quantity"] - 1e-9]
+    assert cut, "the scenario must cut at least one buy"
+    for symbol in cut:
+        message = rows.loc[symbol, "status_message"]
+        assert f"cut to {sent[symbol]:.6g} of {rows.loc[symbol, 'quantity']:.6g} shares" in message
+        assert message.startswith("sent after the sells filled")
+    for symbol in set(sent) - set(cut):
+        assert "cut to" not in (rows.loc[symbol, "status_message"] or "")
+
+    for order in list(venue.orders):  # the cut buys fill: the explanation stays
+        if order.data["side"] == "buy":
+            venue.fill(order.data["client_order_id"])
+    at(jobs, clock, venue, NEXT_OPEN + dt.timedelta(minutes=1), "poll", jobs.poll_job)
+    rows = log.load_orders().set_index("symbol")
+    for symbol in cut:
+        assert rows.loc[symbol, "status"] == "filled"
+        assert rows.loc[symbol, "filled_quantity"] == pytest.approx(sent[symbol])
+        assert "cut to" in rows.loc[symbol, "status_message"]
     log.close()

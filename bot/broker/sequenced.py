@@ -203,9 +203,9 @@ class SellsFirst:
             order.status = OrderStatus.REJECTED
             order.status_message = "no cash left after the sells"
             return order, 0.0
-        if quantity < req.quantity:
-            log.warning("buy cut to cash", order=req.client_order_id,
-                        planned=req.quantity, sent=quantity)
+        planned = req.quantity
+        if quantity < planned:
+            log.warning("buy cut to cash", order=req.client_order_id, planned=planned, sent=quantity)
             req = req._replace(quantity=quantity)
         placed = self.inner.submit(req, now)
         if placed.status_message is None and order.status_message in QUEUED_MESSAGES:
@@ -216,6 +216,11 @@ class SellsFirst:
             )
         if placed.status is OrderStatus.REJECTED:  # refused by the venue: nothing committed
             return placed, 0.0
+        if quantity < planned:
+            # The order's row keeps the planned quantity (the decision); its message says
+            # what went to the venue, so a fill short of the plan is explained.
+            cut = f"cut to {quantity:.6g} of {planned:.6g} shares: the cash left after the sells"
+            placed.status_message = "; ".join(filter(None, (placed.status_message, cut)))
         return placed, quantity * price
 
     def _release_failed(self, now: dt.datetime, exc: Exception) -> None:

@@ -109,7 +109,8 @@ class SimulatedBroker:
             return []
         pending = sorted(self._pending, key=lambda o: o.request.side is Side.BUY)
         self._pending = []
-        return [self._fill_one(order, prices, now) for order in pending]
+        quotes = prices.tolist()  # floats: one conversion, not one numpy read per order
+        return [self._fill_one(order, quotes, now) for order in pending]
 
     def cancel(self, client_order_id: str, reason: str = "canceled by request") -> Order | None:
         """Cancel one pending order; None if it is not pending."""
@@ -130,11 +131,11 @@ class SimulatedBroker:
         return cancelled
 
     def _fill_one(
-        self, order: Order, prices: np.ndarray, now: dt.datetime
+        self, order: Order, prices: list[float], now: dt.datetime
     ) -> tuple[Order, Fill | None]:
         req = order.request
         i = self._index[req.symbol]
-        ref = float(prices[i])
+        ref = prices[i]
         if not math.isfinite(ref) or ref <= 0:
             order.status = OrderStatus.EXPIRED
             order.status_message = "no price on the fill day"

@@ -22,7 +22,7 @@ from bot.daemon.sessions import SessionCalendar
 from bot.daemon.watch import JobWatch
 from bot.data.base import MarketData
 from bot.data.plausibility import PlausibilityRules, plausible_sizing_prices
-from bot.engine import Engine, StepOutcome, record_execution
+from bot.engine import Engine, StepOutcome
 from bot.engine_state import EngineState
 from bot.logs import mask_text
 from bot.notify import messages
@@ -171,7 +171,7 @@ class TradingJobs:
         updates = self.ctx.broker.poll(self.ctx.clock.now())
         fills: list[Fill] = []
         for order, fill in updates:
-            record_execution(self.ctx.tradelog, order, fill)
+            self.ctx.tradelog.execution(order, fill)
             if fill is not None:
                 fills.append(fill)
         if fills:
@@ -186,14 +186,14 @@ class TradingJobs:
         now = self.ctx.clock.now()
         updates = broker.poll_sent(now) if isinstance(broker, SellsFirst) else broker.poll(now)
         for order, fill in updates:
-            record_execution(self.ctx.tradelog, order, fill)
+            self.ctx.tradelog.execution(order, fill)
 
     def record_reports(self) -> None:
         """Record what the broker learned without a poll (fills in the answers to this
         job's submits): the job that sent an order records its fills before it ends,
         even if the process stops before the next poll."""
         for order, fill in self.ctx.broker.take_reports():
-            record_execution(self.ctx.tradelog, order, fill)
+            self.ctx.tradelog.execution(order, fill)
 
     # ------------------------------------------------------------------ jobs
     def regime_job(self) -> None:

@@ -17,7 +17,6 @@ import structlog
 
 from bot.broker.base import BrokerError, LiveBroker
 from bot.broker.sequenced import QUEUED_MESSAGES, SellsFirst
-from bot.engine import record_execution
 from bot.store.readers import RecordedOrder
 from bot.store.tradelog import TradeLog
 from bot.types import Order, OrderStatus, Side
@@ -138,14 +137,14 @@ def _match(
     if found is None:
         recorded.status = OrderStatus.CANCELED
         recorded.status_message = "vanished: the broker does not know this order after a restart"
-        record_execution(tradelog, recorded, None)
+        tradelog.execution(recorded, None)
         return [f"order {cid} was {logged} in the log but is unknown to the broker"]
     if recorded.broker_order_id is None:
         # Sent (a queued buy released, a submit in doubt) but the log never heard back:
         # store the venue's id now, so the log stops calling it queued or unconfirmed.
         recorded.broker_order_id = found.broker_order_id
         recorded.status_message = "sent before a restart; found at the broker by its client_order_id"
-        record_execution(tradelog, recorded, None)
+        tradelog.execution(recorded, None)
     # Tracked from the fills the log holds (not from its filled_quantity), so fills made
     # while we were down, or lost before they were stored, are recorded as the difference.
     recorded.broker_order_id = found.broker_order_id
@@ -187,7 +186,7 @@ def _compare_fills(
                 f"{there.status.value}: followed again"
             )
             current.filled_quantity, current.average_price = _fills_of(rec)
-            record_execution(tradelog, current, None)  # open again in the log
+            tradelog.execution(current, None)  # open again in the log
             venue.track(current, _fills_of(rec))
         elif filled > rec.fills_quantity + QTY_TOLERANCE:
             out.append(_missing_fill_text(cid, filled, rec.fills_quantity))
@@ -250,7 +249,7 @@ def _catch_up(tradelog: TradeLog, venue: LiveBroker, now: dt.datetime) -> list[s
         log.warning("order updates not read at start; the next poll reads them", error=str(exc))
         return [f"order updates not read at start ({exc}); the next poll records them"]
     for order, fill in updates:
-        record_execution(tradelog, order, fill)
+        tradelog.execution(order, fill)
     return []
 
 

@@ -27,7 +27,6 @@ from bot.daemon.sessions import (
     week_window,
 )
 from bot.data.base import MarketData
-from bot.engine import record_execution
 from bot.errors import BotError
 from bot.notify import Notifier
 from bot.store.tradelog import TradeLog
@@ -230,7 +229,7 @@ def _close_pending(broker: ReplayBroker, tradelog: TradeLog, reason: str) -> int
     will ever fill it, and an order left `accepted` would look open forever."""
     canceled = broker.close_pending(reason)
     for order in canceled:
-        record_execution(tradelog, order, None)
+        tradelog.execution(order, None)
     tradelog.flush()
     if canceled:
         log.info("orders closed at the end of the replay", count=len(canceled), reason=reason)

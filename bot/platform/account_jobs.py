@@ -33,7 +33,6 @@ from bot.broker.broker_api import AccountClient, PositionsSnapshot
 from bot.broker.sequenced import SellsFirst
 from bot.daemon.jobs import DaemonContext, TradingJobs
 from bot.daemon.reconcile import follow, reconcile
-from bot.engine import record_execution
 from bot.errors import BotError
 from bot.platform.context import Profile, WorkerContext
 from bot.platform.profile_targets import ProfileTargets
@@ -216,7 +215,7 @@ def _send(session: AccountSession, plan: list[Order], now: dt.datetime, look_up:
             # recorded fills (none), so the poll below records what filled.
             order.broker_order_id = found.broker_order_id
             order.status_message = SENT_BEFORE
-            record_execution(tradelog, order, None)
+            tradelog.execution(order, None)
             venue.track(order, (0.0, None))
             adopted += 1
             continue
@@ -228,12 +227,12 @@ def _send(session: AccountSession, plan: list[Order], now: dt.datetime, look_up:
     reported = {o.request.client_order_id for o, _ in reports}
     for sent in placed:
         if sent.request.client_order_id not in reported:
-            record_execution(tradelog, sent, None)
+            tradelog.execution(sent, None)
     for order, fill in reports:
-        record_execution(tradelog, order, fill)
+        tradelog.execution(order, fill)
     if adopted:
         for order, fill in venue.poll(now):
-            record_execution(tradelog, order, fill)
+            tradelog.execution(order, fill)
     statuses: dict[str, int] = {}
     for order in placed:
         statuses[order.status.value] = statuses.get(order.status.value, 0) + 1

@@ -370,6 +370,9 @@ class TradeLog(TradeLogReaders):
     # -- recording (memory only) ------------------------------------------------------
 
     def _require_run(self) -> int:
+        """The run's id, or the error for recording before a run started (the recorders
+        called for every order and day read `self.run_id` first, and call this only
+        when it is None: a call each was a measurable part of a backtest)."""
         if self.run_id is None:
             raise RuntimeError("no run: call start_run() before recording")
         return self.run_id
@@ -405,7 +408,7 @@ class TradeLog(TradeLogReaders):
 
         `notional` is the dollar amount of an order sent by value; its quantity is then the
         estimate at the reference price."""
-        run_id = self._require_run()
+        run_id = self.run_id if self.run_id is not None else self._require_run()
         req = o.request
         cid = req.client_order_id
         if o.submitted_at.tzinfo is not dt.UTC:
@@ -441,6 +444,31 @@ class TradeLog(TradeLogReaders):
         broker_order_id: str | None = None,
     ) -> None:
         """Record a status change; fields left None keep their previous value on the order."""
+        self._status_change(
+            client_order_id, status, at, message, filled_quantity, average_price, broker_order_id
+        )
+
+    def execution(self, order: Order, fill: Fill | None) -> None:
+        """Record an order's new state and its fill, whichever venue produced them (one
+        call with positional fields: a backtest records one for every order)."""
+        self._status_change(
+            order.request.client_order_id, order.status,
+            order.submitted_at if fill is None else fill.filled_at, order.status_message,
+            order.filled_quantity, order.average_price, order.broker_order_id,
+        )
+        if fill is not None:
+            self.fill(fill)
+
+    def _status_change(
+        self,
+        client_order_id: str,
+        status: OrderStatus,
+        at: dt.datetime,
+        message: str | None,
+        filled_quantity: float | None,
+        average_price: float | None,
+        broker_order_id: str | None,
+    ) -> None:
         if at.tzinfo is not dt.UTC:
             _check_aware(at, "order_events.at")
         status_value = _status_text(status)
@@ -474,7 +502,7 @@ class TradeLog(TradeLogReaders):
         self._events.append((client_order_id, status_value, at, message, filled_quantity))
 
     def fill(self, f: Fill) -> None:
-        run_id = self._require_run()
+        run_id = self.run_id if self.run_id is not None else self._require_run()
         cid = f.client_order_id
         if cid not in self._order_accounts:
             self._written_order_id(cid)  # an order an earlier process recorded, or an error
@@ -490,7 +518,7 @@ class TradeLog(TradeLogReaders):
 
     def equity(self, p: EquityPoint) -> None:
         self._equity.append((
-            self._require_run(), self.account_id, p.day, p.equity, p.cash, p.positions_value,
+            self.run_id if self.run_id is not None else self._require_run(), self.account_id, p.day, p.equity, p.cash, p.positions_value,
             p.drawdown, None if p.regime is None else p.regime.value,
         ))
 

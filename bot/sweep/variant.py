@@ -120,7 +120,7 @@ class DiscardingLog(TradeLog):
     def _discard(self, *args: object, **kwargs: object) -> None:
         return None
 
-    regime = targets = risk_event = order_status = fill = equity = positions = _discard
+    regime = targets = risk_event = order_status = execution = fill = equity = positions = _discard
     snapshot = _discard
 
     def order(self, o: Order, *, notional: object = None) -> None:
