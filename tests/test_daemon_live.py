@@ -211,7 +211,10 @@ def test_once_prints_without_sending_and_execute_sends(tmp_path, venue):
     jobs, log, _ = daemon(tmp_path, venue)
     dry = decide_once(jobs, execute=False)
     assert dry.orders and all(o.status.value == "new" for o in dry.orders)
-    assert {o.status_message for o in dry.orders} == {DRY_RUN}
+    for o in dry.orders:  # a buy cut to the budget says to how much, as --execute's do
+        if o.status_message != DRY_RUN:
+            assert o.status_message.startswith(f"{DRY_RUN}; cut to {o.request.quantity:.6g} of ")
+            assert o.status_message.endswith(" shares to fit the cash")
     assert venue.order_count() == 0 and len(log.load_orders()) == 0
     spent = sum(o.request.quantity * o.request.reference_price for o in dry.orders)
     assert spent <= 100_000 * (1 - CASH_BUFFER) + 1e-6

@@ -96,7 +96,7 @@ def test_a_buy_cut_to_the_cash_left_says_so_on_its_order_row(tmp_path, venue):
     assert cut, "the scenario must cut at least one buy"
     for symbol in cut:
         message = rows.loc[symbol, "status_message"]
-        assert f"cut to {sent[symbol]:.6g} of {rows.loc[symbol, 'quantity']:.6g} shares" in message
+        assert f"cut to {sent[symbol]:.6g} of {rows.loc[symbol, 'quantity']:.6g} shares to fit the cash" in message
         assert message.startswith("sent after the sells filled")
     for symbol in set(sent) - set(cut):
         assert "cut to" not in (rows.loc[symbol, "status_message"] or "")

@@ -219,7 +219,7 @@ class SellsFirst:
         if quantity < planned:
             # The order's row keeps the planned quantity (the decision); its message says
             # what went to the venue, so a fill short of the plan is explained.
-            cut = f"cut to {quantity:.6g} of {planned:.6g} shares: the cash left after the sells"
+            cut = f"cut to {quantity:.6g} of {planned:.6g} shares to fit the cash"
             placed.status_message = "; ".join(filter(None, (placed.status_message, cut)))
         return placed, quantity * price
 
