@@ -111,3 +111,26 @@ def test_a_buy_cut_to_the_cash_left_says_so_on_its_order_row(tmp_path, venue):
         assert rows.loc[symbol, "filled_quantity"] == pytest.approx(sent[symbol])
         assert "cut to" in rows.loc[symbol, "status_message"]
     log.close()
+
+
+def test_a_users_own_open_sell_does_not_hold_the_bots_buys(tmp_path, venue):
+    """A sell the user placed in the same account (a GTC order on a stock the bot does
+    not trade) funds none of the bot's buys, so they go out at once. Before, any sell
+    the venue listed held them queued for as long as it stayed open: for a GTC limit
+    order, days or weeks."""
+    venue.prices["AAPL"] = 200.0
+    venue.hold("AAPL", 10, 150.0)
+    with venue.lock:
+        answer = venue.ledger.post_order({
+            "symbol": "AAPL", "side": "sell", "type": "market", "time_in_force": "gtc",
+            "qty": "10", "client_order_id": "my-own-sell",
+        })
+    assert answer.status == 200
+    jobs, log, clock = daemon(tmp_path, venue)
+    assert jobs.run("open", jobs.open_job)
+
+    assert len(buys_posted(venue)) == 5  # the first allocation, sent without waiting
+    assert venue.order("my-own-sell")["status"] == "new"  # still open, and not touched
+    messages = log.load_orders()["status_message"].fillna("")
+    assert not messages.str.contains("queued").any()
+    log.close()

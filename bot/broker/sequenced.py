@@ -52,11 +52,17 @@ class SellsFirst:
         market_open: MarketOpen | None = None,
         prices: LatestPrices | None = None,
         whole_shares: bool = False,
+        order_prefix: str | None = None,
     ) -> None:
         """`whole_shares`: the config trades whole shares (rebalance.fractional false), so
-        a buy cut to the cash left is cut to whole shares too."""
+        a buy cut to the cash left is cut to whole shares too. `order_prefix`: the start
+        of this bot's client_order_ids; a sell the venue lists holds the buys only if it
+        is one of them (a user's own sell in the same account, a GTC limit order say,
+        funds none of them and held them for as long as it stayed open). None: every
+        listed sell holds them."""
         self.inner = inner
         self._whole_shares = whole_shares
+        self._own = None if order_prefix is None else f"{order_prefix}-"
         self._queue: list[Order] = []
         self._sells: list[Order] = []  # sent through here; the inner broker updates them
         self._incident = incident
@@ -75,6 +81,7 @@ class SellsFirst:
         ones this one would send. Incidents are not recorded."""
         twin = SellsFirst(inner, market_open=self._market_open, prices=self._prices,
                           whole_shares=self._whole_shares)
+        twin._own = self._own
         twin.restore(self._queue)
         return twin
 
@@ -143,14 +150,19 @@ class SellsFirst:
 
     def _sells_open(self, rebalance_id: str | None = None) -> bool:
         """A sell is working: one we sent is not final (an unconfirmed one included,
-        which the venue may not list yet), or the venue lists one (e.g. after a restart).
+        which the venue may not list yet), or the venue lists one of ours (e.g. after a
+        restart).
         Within one rebalance's submits (`rebalance_id`) the venue is asked once."""
         self._sells = [o for o in self._sells if not o.status.is_final]
         if self._sells:
             return True
         if rebalance_id is not None and rebalance_id == self._venue_clear_for:
             return False
-        listed = any(o.request.side is Side.SELL for o in self.inner.open_orders())
+        own = self._own
+        listed = any(
+            o.request.side is Side.SELL and (own is None or o.request.client_order_id.startswith(own))
+            for o in self.inner.open_orders()
+        )
         if not listed and rebalance_id is not None:
             self._venue_clear_for = rebalance_id
         return listed

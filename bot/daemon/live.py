@@ -66,6 +66,7 @@ def build_live(
         lookback_days=build_model(settings).history_calendar_days,
         fred_policy=fred_policy,
     )
+    instance = instance_name(settings)  # the start of every client_order_id it sends
     # Buys go out only in a session (never into the next open's prices), not in its last
     # minutes, and sized on the prices of the moment they are released.
     broker = SellsFirst(
@@ -74,6 +75,7 @@ def build_live(
         market_open=lambda now: calendar.in_session(now, before_close=BUY_CUTOFF),
         prices=feed.sizing_prices,
         whole_shares=not settings.rebalance.fractional,
+        order_prefix=instance,
     )
     problems = alpaca.asset_problems(settings.symbols, settings.rebalance.fractional)
     if problems:
@@ -92,7 +94,6 @@ def build_live(
         run=run_id,
     )
     broker.refresh()
-    instance = instance_name(settings)
     ctx = DaemonContext(
         settings=settings,
         feed=feed,

@@ -118,10 +118,11 @@ def open_session(
     tradelog = ctx.tradelog(run_id)
     tradelog.account_id = account.id
     feed = profile.feed
+    prefix = account_order_prefix(ctx.settings.name, account.broker_account_id)
     broker = SellsFirst(venue, incident=tradelog.incident, market_open=ctx.market_open,
                         prices=feed.sizing_prices,
-                        whole_shares=not profile.settings.rebalance.fractional)
-    prefix = account_order_prefix(ctx.settings.name, account.broker_account_id)
+                        whole_shares=not profile.settings.rebalance.fractional,
+                        order_prefix=prefix)
     return AccountSession(account, profile, prefix, tradelog, view, venue, broker)
 
 
