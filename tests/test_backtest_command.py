@@ -83,20 +83,37 @@ def test_sigterm_fails_the_run_and_no_chart_worker_outlives_the_command(tmp_path
     """Killed, `bot backtest` left its chart worker waiting on a pipe forever (holding
     the database connection) and the run 'running'."""
     import signal
+    import sqlite3
     import subprocess
     import time
 
-    db = f"sqlite:///{tmp_path / 'k.sqlite'}"
+    path = tmp_path / "k.sqlite"
+    db = f"sqlite:///{path}"
     args = [sys.executable, "-m", "bot", "backtest", "--config", str(CONFIG), "--synthetic",
             "--start", "2010-01-04", "--end", "2016-12-30", "--database", db,
             "--out", str(tmp_path / "out")]
+
+    def runs_recorded() -> int:
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
+                return conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+        except sqlite3.Error:  # no file or no table yet
+            return 0
+
     def start_until_the_worker_draws() -> tuple[subprocess.Popen, int]:
+        """Started, its run recorded and its worker forked. A child that still shows the
+        parent's command line may also be `git rev-parse` (code_version) between its
+        fork and its exec, before the run exists: signalled then, the command rightly
+        records nothing, and the run read afterwards was the killed one's, 'running'."""
+        before = runs_recorded()
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
-            kids = [k for k in _children(proc.pid) if "bot" in _cmdline(k)]
-            if kids:
-                return proc, kids[0]
+            # the run first: git has exited by then, so a child found now is the worker
+            if runs_recorded() > before:
+                kids = [k for k in _children(proc.pid) if "bot" in _cmdline(k)]
+                if kids:
+                    return proc, kids[0]
             time.sleep(0.02)
         raise AssertionError("the chart worker never started")
 
