@@ -245,6 +245,23 @@ def _summary_table(report: dict[str, Any]) -> Table:
     return table
 
 
+def short_span_note(report: dict[str, Any]) -> str | None:
+    """A warning under the summary when the run spans less than a year: its annualised
+    figures then stretch a few weeks to a year (+2% in three weeks reads as a CAGR over
+    40%), which is why the GIPS standards never annualise returns of such periods."""
+    row = report["summary"][0] if report["summary"] else {}
+    if "start" not in row or "end" not in row:
+        return None
+    start, end = dt.date.fromisoformat(row["start"]), dt.date.fromisoformat(row["end"])
+    if (end - start).days >= 365:  # a calendar year, a leap day or not
+        return None
+    return (
+        f"The run spans {row.get('days')} trading days ({start} to {end}), less than a year: "
+        "its CAGR, annual volatility, Sharpe, Sortino, Calmar and alpha extrapolate them to "
+        "a year and say little; the total return and the drawdown are what it measured."
+    )
+
+
 def _period_table(report: dict[str, Any]) -> Table | None:
     """Periods grouped by name, one row per series, so series compare within a period."""
     by_series: dict[str, list[dict[str, Any]]] = report.get("periods") or {}
@@ -287,9 +304,14 @@ def render_table(report: dict[str, Any], console: Console | None = None) -> None
     else:
         console.rule(f"[bold]{literal(_title(report))}[/]")
 
+    for part in stack(_summary_table(report), console, keep=1):
+        console.print(part)
+    note = short_span_note(report)
+    if note:
+        console.print(note, style="yellow", markup=False)
     tables = (
-        (_summary_table(report), 1), (_period_table(report), 2), (_regime_table(report), 1),
-        (cost_table(report), 1), (decay_table(report), 1),
+        (_period_table(report), 2), (_regime_table(report), 1), (cost_table(report), 1),
+        (decay_table(report), 1),
     )
     for table, labels in tables:
         for part in stack(table, console, keep=labels) if table is not None else ():
@@ -308,7 +330,8 @@ def report_to_markdown(report: dict[str, Any]) -> str:
     for row in report["summary"]:
         cells = [str(row["name"]).replace("|", "\\|"), *_cells(row, SUMMARY_COLUMNS)]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    note = short_span_note(report)
+    return "\n".join(lines + ([f"\n*{note}*"] if note else [])) + "\n"
 
 
 # --------------------------------------------------------------------------- charts

@@ -149,11 +149,31 @@ def test_markdown_summary_table():
     md = report_to_markdown(make_report())
     lines = md.strip().splitlines()
     assert LABEL in lines[0]
-    header, rule, strategy, spy = lines[2:]
+    header, rule, strategy, spy = lines[2:6]
     assert header.startswith("| series | total return % | CAGR %")
     assert rule.count("---") == 15
     assert strategy.startswith("| strategy | 19.79 |")
     assert spy.startswith("| SPY |")
+
+
+def test_a_run_under_a_year_is_warned_that_its_annualised_figures_say_little():
+    """Six days that gained 19.79% read as a CAGR of millions of percent: under a year
+    the terminal and markdown summaries say so (the GIPS standards never annualise
+    such periods); a run of a year or more gets no note."""
+    note = "The run spans 6 trading days (2024-01-01 to 2024-01-08), less than a year"
+    console = Console(record=True, width=300)
+    render_table(make_report(), console=console)
+    assert note in console.export_text()
+    assert note in report_to_markdown(make_report())
+
+    dates = pd.bdate_range("2023-01-02", "2024-01-02")
+    year = RunSeries("strategy", pd.Series(np.linspace(100.0, 110.0, len(dates)), index=dates))
+    report = build_report(year, [], risk_free=None, market=None, periods=[], data_label=LABEL,
+                          meta={})
+    console = Console(record=True, width=300)
+    render_table(report, console=console)
+    assert "less than a year" not in console.export_text()
+    assert "less than a year" not in report_to_markdown(report)
 
 
 def test_write_charts_creates_pngs(tmp_path):
