@@ -41,7 +41,7 @@ PINNED: dict[str, dict[str, object]] = {
         'target_sums': [
             953, 953, 773.907078202, 186015.446192,
         ],
-        'fills': 'e7d6764ade8b46a9',
+        'fills': '70f91913d84d188b',
         'fill_sums': [
             4574742.40177, 46617692.8199, 23308.9034576,
         ],
@@ -64,7 +64,7 @@ PINNED: dict[str, dict[str, object]] = {
         'target_sums': [
             950, 950, 778.542588404, 213671.173146,
         ],
-        'fills': '9fbf82973af87673',
+        'fills': '11824252b49d84d6',
         'fill_sums': [
             4972888.43742, 49552851.8146, 24776.4863267,
         ],
@@ -87,7 +87,7 @@ PINNED: dict[str, dict[str, object]] = {
         'target_sums': [
             951, 951, 784.612568881, 191599.238892,
         ],
-        'fills': '2e4ac35d2f8e27d9',
+        'fills': '5ff445cc2f734935',
         'fill_sums': [
             7677963.37862, 80681421.2083, 40340.8024747,
         ],
@@ -110,7 +110,7 @@ PINNED: dict[str, dict[str, object]] = {
         'target_sums': [
             956, 956, 760.333045484, 218539.276708,
         ],
-        'fills': '3705d31965912eac',
+        'fills': 'ffe2bc929f13a5f7',
         'fill_sums': [
             6155305.34114, 64780635.5988, 32390.3998991,
         ],
@@ -125,7 +125,7 @@ PINNED: dict[str, dict[str, object]] = {
         'final_holdings': [309.858180714, 827.675402181, 0, 0],
         'targets': '13b5dd39494dbae0',
         'target_sums': [860.876296287, 860.876296287, 860.876296287, 0],
-        'fills': 'dcb30bd2370d19f0',
+        'fills': '345294fbebd4f166',
         'fill_sums': [719435.541683, 60820222.623, 30410.0939469],
     },
     'robo_conservative': {
@@ -138,7 +138,7 @@ PINNED: dict[str, dict[str, object]] = {
         'final_holdings': [0, 1032.77886589, 646.842144733, 0],
         'targets': '7cd20c8b85964711',
         'target_sums': [865.099734623, 865.099734623, 865.099734623, 0],
-        'fills': 'bde0d06ebe2f850c',
+        'fills': '2ba5453196e00e68',
         'fill_sums': [861089.472769, 61224206.673, 30612.0859895],
     },
     'robo_aggressive': {
@@ -151,7 +151,7 @@ PINNED: dict[str, dict[str, object]] = {
         'final_holdings': [398.714764038, 3489.3313643, 0, 0],
         'targets': '9cb8664712bb623d',
         'target_sums': [470.332403331, 470.332403331, 470.332403331, 0],
-        'fills': '8b39aa74717ea5d6',
+        'fills': '7c8216a3eafa2922',
         'fill_sums': [571127.450899, 35956467.9734, 17978.2135876],
     },
     'synthetic': {
@@ -172,7 +172,7 @@ PINNED: dict[str, dict[str, object]] = {
         'target_sums': [
             953, 953, 730.486170406, 553628.304295,
         ],
-        'fills': 'e4b1c1ba6e2b2ef5',
+        'fills': '5cf112d5f9c82906',
         'fill_sums': [
             3024868.88783, 44247676.1204, 22123.89473,
         ],

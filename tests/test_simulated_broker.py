@@ -40,6 +40,31 @@ def test_cash_never_goes_negative():
     assert broker.cash() >= 0.0 and broker.cash() == pytest.approx(0.0, abs=1e-9)
 
 
+def test_a_buy_the_cash_cuts_below_one_dollar_is_refused_not_filled_as_dust():
+    """Once the buys before it spent the cash to the cent, the last buy of a rebalance
+    was filled for 1e-11 shares (six such fills in a 2010-2024 backtest), an order the
+    live bot never sends (Alpaca's smallest is $1). A cut worth $1 or more still fills;
+    an uncut order is never refused for its size (the planner's minimum decides)."""
+    broker = SimulatedBroker(("A", "B", "C"), 1000.5, CostModel())
+    broker.submit(request("A", Side.BUY, 100), NOW)  # $1,000 at 10: the cash to 50 cents
+    broker.submit(request("B", Side.BUY, 5), NOW)  # cut to $0.50: refused
+    results = broker.execute(np.array([10.0, 10.0, 10.0]), NOW)
+    (a, a_fill), (b, b_fill) = results
+    assert a.status is OrderStatus.FILLED and a_fill.quantity == 100
+    assert b.status is OrderStatus.REJECTED and b.status_message == "insufficient cash"
+    assert b_fill is None and broker.shares[1] == 0.0
+    assert broker.cash() == pytest.approx(0.5)
+
+    broker.submit(request("C", Side.BUY, 0.02, "tiny"), NOW)  # 20 cents, not cut: fills
+    [(c, c_fill)] = broker.execute(np.array([10.0, 10.0, 10.0]), NOW)
+    assert c.status is OrderStatus.FILLED and c_fill.quantity == pytest.approx(0.02)
+
+    rich = SimulatedBroker(("A",), 1.5, CostModel())
+    rich.submit(request("A", Side.BUY, 1.0), NOW)  # $10 wanted, cut to $1.50: fills
+    [(cut, cut_fill)] = rich.execute(np.array([10.0]), NOW)
+    assert cut.status is OrderStatus.EXPIRED and cut_fill.quantity == pytest.approx(0.15)
+
+
 def test_whole_shares_mode_buys_only_what_cash_pays_for():
     broker = SimulatedBroker(("A",), 105.0, fractional=False)
     broker.submit(request("A", Side.BUY, 50), NOW)

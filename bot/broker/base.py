@@ -11,6 +11,10 @@ import numpy as np
 from bot.errors import BotError
 from bot.types import Fill, Order, OrderRequest
 
+#: Alpaca's smallest fractional order value, in dollars: the live bot never sends a buy
+#: cut below it, and the simulated venue does not fill one.
+MIN_ORDER_VALUE = 1.0
+
 
 class BrokerError(BotError):
     """The venue could not be reached or answered nonsense; never carries secrets."""

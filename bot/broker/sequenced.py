@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from bot.broker.base import AccountInfo, LiveBroker, MarketClock, TradingSession
+from bot.broker.base import MIN_ORDER_VALUE, AccountInfo, LiveBroker, MarketClock, TradingSession
 from bot.types import Fill, Order, OrderRequest, OrderStatus, Side
 
 log = structlog.get_logger(__name__)
@@ -38,9 +38,6 @@ MarketOpen = Callable[[dt.datetime], bool]
 #: latest prices of some symbols, aligned with them (NaN where unknown), or None
 LatestPrices = Callable[[tuple[str, ...]], np.ndarray | None]
 
-
-#: Alpaca's smallest fractional order value, in dollars
-MIN_ORDER_VALUE = 1.0
 
 
 class SellsFirst:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bot.broker.base import MIN_ORDER_VALUE
 from bot.data.base import PriceHistory
 from bot.types import Fill, Order, OrderRequest, OrderStatus, Side
 
@@ -150,7 +151,10 @@ class SimulatedBroker:
             qty = min(req.quantity, self._affordable(price))
         if not self.fractional:
             qty = math.floor(qty + 1e-9)
-        if qty <= 1e-12:
+        # A buy the cash cuts below the smallest order Alpaca takes is refused, not filled
+        # as dust (1e-11 shares once the cash ran out to the cent), as the live bot never
+        # sends one (bot.broker.sequenced).
+        if qty <= 1e-12 or (qty < req.quantity and qty * price < MIN_ORDER_VALUE):
             order.status = OrderStatus.REJECTED
             order.status_message = (
                 "insufficient position" if req.side is Side.SELL else "insufficient cash"
