@@ -628,3 +628,23 @@ def test_workers_trade_on_alpacas_bars_and_freds_series_downloaded_once_a_day(ct
     finally:
         data.stop()
         fred.stop()
+
+
+def test_a_buy_cut_to_the_accounts_cash_is_recorded_as_sent_and_cut(ctx, venue, monkeypatch):
+    """Buys sent at once share one budget, the cash less a buffer; with a buffer of a
+    fifth the last buys go out cut, and their rows say both that they were sent and how
+    far they were cut (before, the cut note replaced "sent after its plan was
+    recorded")."""
+    from bot.broker import sequenced
+
+    monkeypatch.setattr(sequenced, "CASH_BUFFER", 0.2)
+    add_accounts(ctx, venue, ["balanced"])
+    batch = decide_batch(ctx, DECISION_DAY)
+    (row,) = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
+    run_task(ctx, row.id)
+    messages = [m for (m,) in rows(ctx, "SELECT status_message FROM orders")]
+    cut = [m for m in messages if m != account_jobs.SENT]
+    assert cut and len(cut) < len(messages)
+    for message in cut:
+        assert message.startswith(f"{account_jobs.SENT}; cut to ") and message.endswith(
+            " shares to fit the cash")

@@ -166,7 +166,7 @@ def test_a_run_under_a_year_is_warned_that_its_annualised_figures_say_little():
     assert note in console.export_text()
     assert note in report_to_markdown(make_report())
 
-    dates = pd.bdate_range("2023-01-02", "2024-01-02")
+    dates = pd.bdate_range("2023-01-03", "2023-12-29")  # a backtest of 2023: 360 days
     year = RunSeries("strategy", pd.Series(np.linspace(100.0, 110.0, len(dates)), index=dates))
     report = build_report(year, [], risk_free=None, market=None, periods=[], data_label=LABEL,
                           meta={})

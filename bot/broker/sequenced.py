@@ -28,6 +28,8 @@ QUEUED = "queued until the sells of the rebalance have filled"
 QUEUED_CLOSED = "queued until the market opens (and any sells of the rebalance have filled)"
 #: status messages of a buy held in the queue (a restart re-queues these)
 QUEUED_MESSAGES = (QUEUED, QUEUED_CLOSED)
+#: the start of the note on a buy cut to the cash ("cut to 2.5 of 3 shares to fit the cash")
+CUT = "cut to"
 #: buys are sized to leave this share of the spendable cash unused (prices move after the close)
 CASH_BUFFER = 0.005
 
@@ -226,9 +228,9 @@ class SellsFirst:
         if placed.status is OrderStatus.REJECTED:  # refused by the venue: nothing committed
             return placed, 0.0
         if quantity < planned:
-            # The order's row keeps the planned quantity (the decision); its message says
-            # what went to the venue, so a fill short of the plan is explained.
-            cut = f"cut to {quantity:.6g} of {planned:.6g} shares to fit the cash"
+            # Its message gives both quantities: a queued buy's row, recorded when it was
+            # queued, keeps the planned one; a buy sent at once is recorded as sent.
+            cut = f"{CUT} {quantity:.6g} of {planned:.6g} shares to fit the cash"
             placed.status_message = "; ".join(filter(None, (placed.status_message, cut)))
         return placed, quantity * price
 

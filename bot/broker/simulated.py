@@ -154,7 +154,9 @@ class SimulatedBroker:
         # A buy the cash cuts below the smallest order Alpaca takes is refused, not filled
         # as dust (1e-11 shares once the cash ran out to the cent), as the live bot never
         # sends one (bot.broker.sequenced).
-        if qty <= 1e-12 or (qty < req.quantity and qty * price < MIN_ORDER_VALUE):
+        if qty <= 1e-12 or (
+            req.side is Side.BUY and qty < req.quantity and qty * price < MIN_ORDER_VALUE
+        ):
             order.status = OrderStatus.REJECTED
             order.status_message = (
                 "insufficient position" if req.side is Side.SELL else "insufficient cash"

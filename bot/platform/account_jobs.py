@@ -30,7 +30,7 @@ import structlog
 from bot.accounts.registry import Account, account_order_prefix
 from bot.broker.alpaca import AlpacaBroker
 from bot.broker.broker_api import AccountClient, PositionsSnapshot
-from bot.broker.sequenced import SellsFirst
+from bot.broker.sequenced import CUT, SellsFirst
 from bot.daemon.jobs import DaemonContext, TradingJobs
 from bot.daemon.reconcile import follow, reconcile
 from bot.errors import BotError
@@ -223,6 +223,8 @@ def _send(session: AccountSession, plan: list[Order], now: dt.datetime, look_up:
         sent = broker.submit(order.request, now)
         if sent.status_message is None:
             sent.status_message = SENT
+        elif sent.status_message.startswith(CUT):  # sent at once, cut to the budget
+            sent.status_message = f"{SENT}; {sent.status_message}"
         placed.append(sent)
     reports = broker.take_reports()
     reported = {o.request.client_order_id for o, _ in reports}
