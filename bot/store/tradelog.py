@@ -42,6 +42,7 @@ from bot.types import (
     Fill,
     Order,
     OrderStatus,
+    Regime,
     RegimeDecision,
     RiskEvent,
     Side,
@@ -60,11 +61,12 @@ FILLS, EQUITY, POSITIONS, INCIDENTS = _T["fills"], _T["equity"], _T["positions"]
 STRATEGY_STATE, MACRO = _T["strategy_state"], _T["macro_observations"]
 
 
-# Stored text of each status and side. A dict lookup, because OrderStatus(x).value costs
+# Stored text of each status, side and regime. A dict lookup, because OrderStatus(x).value costs
 # ~0.75 us and a backtest records it for every order twice; an unknown value still fails
 # through OrderStatus() below with the enum's own message.
 _STATUS_TEXT: dict[str, str] = {s: s.value for s in OrderStatus}
 _SIDE_TEXT: dict[str, str] = {s: s.value for s in Side}
+_REGIME_TEXT: dict[Regime | None, str | None] = {None: None, **{r: r.value for r in Regime}}
 
 
 def _status_text(status: OrderStatus | str) -> str:
@@ -519,7 +521,7 @@ class TradeLog(TradeLogReaders):
     def equity(self, p: EquityPoint) -> None:
         self._equity.append((
             self.run_id if self.run_id is not None else self._require_run(), self.account_id, p.day, p.equity, p.cash, p.positions_value,
-            p.drawdown, None if p.regime is None else p.regime.value,
+            p.drawdown, _REGIME_TEXT[p.regime],  # `.value` is a descriptor call each day
         ))
 
     def positions(self, day: dt.date, holdings: Mapping[str, tuple[float, float]]) -> None:
