@@ -113,11 +113,8 @@ def test_a_buy_cut_to_the_cash_left_says_so_on_its_order_row(tmp_path, venue):
     log.close()
 
 
-def test_a_users_own_open_sell_does_not_hold_the_bots_buys(tmp_path, venue):
-    """A sell the user placed in the same account (a GTC order on a stock the bot does
-    not trade) funds none of the bot's buys, so they go out at once. Before, any sell
-    the venue listed held them queued for as long as it stayed open: for a GTC limit
-    order, days or weeks."""
+def users_own_sell(venue) -> None:
+    """The user's GTC sell of a stock the bot does not trade, open at the venue."""
     venue.prices["AAPL"] = 200.0
     venue.hold("AAPL", 10, 150.0)
     with venue.lock:
@@ -126,6 +123,14 @@ def test_a_users_own_open_sell_does_not_hold_the_bots_buys(tmp_path, venue):
             "qty": "10", "client_order_id": "my-own-sell",
         })
     assert answer.status == 200
+
+
+def test_a_users_own_open_sell_does_not_hold_the_bots_buys(tmp_path, venue):
+    """A sell the user placed in the same account (a GTC order on a stock the bot does
+    not trade) funds none of the bot's buys, so they go out at once. Before, any sell
+    order the venue listed held them queued for as long as it stayed open: for a GTC limit
+    order, days or weeks."""
+    users_own_sell(venue)
     jobs, log, clock = daemon(tmp_path, venue)
     assert jobs.run("open", jobs.open_job)
 
@@ -133,4 +138,19 @@ def test_a_users_own_open_sell_does_not_hold_the_bots_buys(tmp_path, venue):
     assert venue.order("my-own-sell")["status"] == "new"  # still open, and not touched
     messages = log.load_orders()["status_message"].fillna("")
     assert not messages.str.contains("queued").any()
+    log.close()
+
+
+def test_the_dry_run_ignores_a_users_own_sell_as_the_daemon_does(tmp_path, venue):
+    """`bot once` without --execute shows the buys the daemon would send: at once, not
+    queued behind the user's own sell (the dry run's venue keeps the bot's prefix)."""
+    from bot.daemon.once import DRY_RUN, decide_once
+
+    users_own_sell(venue)
+    jobs, log, _ = daemon(tmp_path, venue)
+    dry = decide_once(jobs, execute=False)
+    buys = [o for o in dry.orders if o.request.side.value == "buy"]
+    assert len(buys) == 5
+    assert all(o.status_message.startswith(DRY_RUN) for o in buys)
+    assert venue.order_count() == 1  # the user's order only: the dry run sent nothing
     log.close()

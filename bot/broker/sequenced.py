@@ -41,7 +41,6 @@ MarketOpen = Callable[[dt.datetime], bool]
 LatestPrices = Callable[[tuple[str, ...]], np.ndarray | None]
 
 
-
 class SellsFirst:
     def __init__(
         self,
@@ -61,6 +60,7 @@ class SellsFirst:
         listed sell holds them."""
         self.inner = inner
         self._whole_shares = whole_shares
+        self._order_prefix = order_prefix
         self._own = None if order_prefix is None else f"{order_prefix}-"
         self._queue: list[Order] = []
         self._sells: list[Order] = []  # sent through here; the inner broker updates them
@@ -79,8 +79,7 @@ class SellsFirst:
         far) over another venue, e.g. a dry run's that sends nothing: its orders are the
         ones this one would send. Incidents are not recorded."""
         twin = SellsFirst(inner, market_open=self._market_open, prices=self._prices,
-                          whole_shares=self._whole_shares)
-        twin._own = self._own
+                          whole_shares=self._whole_shares, order_prefix=self._order_prefix)
         twin.restore(self._queue)
         return twin
 
