@@ -7,9 +7,11 @@ sleeps by moving that clock, so minutes of 429 take no time."""
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from dataclasses import replace
 
 import pytest
+import sqlalchemy as sa
 
 from bot.clock import SimulatedClock
 from bot.daemon.live import build_live
@@ -118,6 +120,38 @@ def test_the_close_job_is_retried_that_evening_for_its_own_session(tmp_path, ven
     assert [c["retry"] for c in incidents["context"]] == [0, 1, 2, 3]
     assert [c["next_retry"][11:16] for c in incidents["context"]] == ["21:35", "22:05", "23:05", "01:05"]
     assert {c["session"] for c in incidents["context"]} == {"2024-11-26"}
+    log.close()
+
+
+@pytest.mark.parametrize("failed_writes", [1, 2])
+def test_a_close_whose_commit_failed_is_stored_once_by_its_retry(
+    tmp_path, venue, monkeypatch, failed_writes
+):
+    """The close job recorded the day but its commit failed (a locked SQLite file, a
+    database outage): with both of the job's commits failing the records stay buffered,
+    with one the second commit stored them. Either way the retry leaves one equity row
+    for the day with its snapshot and the saved state, and nothing refused."""
+    jobs, log, clock = paper_daemon(tmp_path, venue, CLOSE + dt.timedelta(minutes=20), FAST)
+    write = log._write_buffers
+    tries = []
+
+    def locked(conn, prepared):
+        tries.append(1)
+        if len(tries) <= failed_writes:
+            raise sa.exc.OperationalError("COMMIT", {}, sqlite3.OperationalError("database is locked"))
+        return write(conn, prepared)
+
+    monkeypatch.setattr(log, "_write_buffers", locked)
+    assert not jobs.run("close", jobs.close_job)  # the regular run fails at its commit
+    clock.set(CLOSE + dt.timedelta(minutes=35))
+    assert jobs.run("close-retry", lambda: jobs.close_job(TUESDAY))
+    equity = log.load_equity(log.run_id)
+    assert [d.date() for d in equity.index] == [TUESDAY]
+    positions = log.load_positions(log.run_id)
+    assert set(positions["day"].dt.date) == {TUESDAY}
+    assert log.load_state("diversified_leverage", "paper") is not None
+    kinds = list(log.load_incidents()["kind"])
+    assert kinds == ["job:close"]  # the failed commit; no rows refused by the database
     log.close()
 
 

@@ -64,6 +64,7 @@ class TradingJobs:
         self._engine: Engine | None = None
         self._engine_market: MarketData | None = None
         self._last_close: float | None = None  # equity at the previous close job
+        self._closed: tuple[dt.date, EquityPoint] | None = None  # the last close recorded
         self._fills_since_close = 0
         # The close a decision was last taken on, set before the engine steps: once it
         # has, orders may be out, and a failed decision is not run again that session.
@@ -273,17 +274,29 @@ class TradingJobs:
         if today is None:
             return
         self.poll()
+        repeated = self._closed is not None and self._closed[0] == today.day
         point = self.mark_close(today.day)
-        self._daily_summary(point)
+        if not repeated:  # the first try sent it
+            self._daily_summary(point)
 
     def mark_close(self, day: dt.date) -> EquityPoint:
-        """The day's equity and positions at its close, recorded; state saved."""
+        """The day's equity and positions at its close, recorded once; state saved.
+
+        A retry of a close whose records were made but not stored (its commit failed: a
+        locked SQLite file, a database outage) finds them still buffered, or written by
+        the failed job's second commit, and does not record the day again: a second
+        equity row for the run and day would make the database refuse the whole write."""
         ctx = self.ctx
         ctx.broker.refresh()
         market = ctx.feed.history(day)
         t = index_of_day(market, day, "market data")
         engine = self.engine(market)
-        point = engine.record_close(t, snapshot=True)
+        if self._closed is not None and self._closed[0] == day:
+            point = self._closed[1]
+            log.info("close already recorded", day=str(day))
+        else:
+            point = engine.record_close(t, snapshot=True)
+            self._closed = (day, point)
         self.save(engine)
         log.info("close", day=str(day), equity=round(point.equity, 2))
         return point
