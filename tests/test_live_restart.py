@@ -470,3 +470,29 @@ def test_buys_working_at_the_venue_do_not_look_like_a_drawdown(tmp_path, venue):
     events = log.load_risk_events(run_id)
     assert "drawdown" not in set(events["rule"]), events.to_dict("records")
     log.close()
+
+
+def test_a_restart_compares_positions_with_its_own_strategys_snapshot(tmp_path, venue):
+    """Two strategies may record to one trade log (each takes its own instance lock). A
+    restart compares the broker's holdings with the last snapshot of its own runs: a
+    later snapshot of the other strategy is not a difference, and a real one still is."""
+    bought_before(venue, "TQQQ", 60_000.0)
+    jobs, log, clock = daemon(tmp_path, venue, TUESDAY_CLOSE_JOB)
+    assert jobs.run("close", jobs.close_job)  # this strategy's snapshot: TQQQ as held
+    held = float(venue.positions["TQQQ"].qty)
+    log.start_run(mode="paper", strategy="another_strategy", config_hash="h", config={},
+                  code_version="t", data_source="alpaca", synthetic=False,
+                  started_at=TUESDAY_CLOSE_JOB)
+    log.snapshot(dt.date(2024, 11, 26), ("TQQQ",), [held * 3], [50.0])
+    log.finish_run("finished", TUESDAY_CLOSE_JOB)
+    log.close()
+
+    _jobs, log, _clock = daemon(tmp_path, venue, WEDNESDAY_OPEN_JOB)
+    assert not any(m.startswith("position") for m in log.load_incidents()["message"])
+    log.close()
+
+    venue.hold("TQQQ", 1.5 * held, venue.prices["TQQQ"])  # more than this strategy recorded
+    _jobs, log, _clock = daemon(tmp_path, venue, WEDNESDAY_OPEN_JOB)
+    messages = [m for m in log.load_incidents()["message"] if m.startswith("position")]
+    assert messages == [f"position TQQQ: last snapshot {held:g}, broker holds {1.5 * held:g}"]
+    log.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 
 import structlog
 
@@ -13,6 +12,7 @@ from bot.clock import Clock, WallClock
 from bot.config import Settings
 from bot.daemon.jobs import DaemonContext, TradingJobs
 from bot.daemon.live_feed import AlpacaFeed
+from bot.daemon.naming import instance_of
 from bot.daemon.reconcile import reconcile
 from bot.daemon.sessions import CALENDAR_MAX_AGE_S, SessionCalendar
 from bot.data.alpaca import AlpacaMarketData
@@ -33,7 +33,7 @@ BUY_CUTOFF = dt.timedelta(minutes=5)
 
 def instance_name(settings: Settings) -> str:
     """The strategy instance's stable name: its state key and client_order_id prefix."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", settings.strategy.name)[:40]
+    return instance_of(settings.strategy.name)
 
 
 def build_live(

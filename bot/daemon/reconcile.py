@@ -17,6 +17,7 @@ import structlog
 
 from bot.broker.base import BrokerError, LiveBroker
 from bot.broker.sequenced import QUEUED_MESSAGES, SellsFirst
+from bot.daemon.naming import instance_of
 from bot.store.readers import RecordedOrder
 from bot.store.tradelog import TradeLog
 from bot.types import Order, OrderStatus, Side
@@ -69,7 +70,7 @@ def reconcile(
         log.info("queued buys restored", count=len(requeue))
 
     differences.extend(_catch_up(tradelog, venue, now))
-    differences.extend(_position_differences(tradelog, broker, symbols, mode))
+    differences.extend(_position_differences(tradelog, broker, symbols, mode, prefix))
     for text in differences:
         tradelog.incident(now, "reconcile", text, {"prefix": prefix})
     tradelog.flush()
@@ -254,12 +255,16 @@ def _catch_up(tradelog: TradeLog, venue: LiveBroker, now: dt.datetime) -> list[s
 
 
 def _position_differences(
-    tradelog: TradeLog, broker, symbols: tuple[str, ...], mode: str
+    tradelog: TradeLog, broker, symbols: tuple[str, ...], mode: str, instance: str
 ) -> list[str]:
-    """Last recorded snapshot of this mode's runs (of the account being recorded, when a
-    platform reconciles one client account) against the broker's holdings."""
+    """Last recorded snapshot of this mode's runs against the broker's holdings: of this
+    strategy instance's runs (another strategy may record to the same log), or of the
+    account being recorded, when a platform reconciles one client account."""
     runs = tradelog.runs()
-    runs = runs[runs["mode"] == mode] if len(runs) else runs
+    if len(runs):
+        runs = runs[runs["mode"] == mode]
+        if tradelog.account_id is None:
+            runs = runs[runs["strategy"].map(instance_of) == instance]
     if runs.empty:
         return []
     latest = None
