@@ -156,3 +156,27 @@ def test_the_daemon_stops_and_says_why_when_its_lock_is_someone_elses(tmp_path):
     log.close()
     assert list(incidents["kind"]) == ["lock_lost"]
     assert "held by another process now" in incidents["message"].iloc[0]
+
+
+def test_a_trade_log_named_by_a_file_uri_is_locked_too(tmp_path):
+    """SQLite's `file:` URI form names a file like a path does: the lock is taken on it
+    (it was skipped as if in memory, and two daemons traded the same instance)."""
+    url = f"sqlite:///file:{tmp_path / 'uri.sqlite'}?uri=true"
+    first, second = TradeLog.open(url), TradeLog.open(url)
+    try:
+        with InstanceLock.acquire(first, "paper", "diversified_leverage"):
+            with pytest.raises(InstanceBusy):
+                InstanceLock.acquire(second, "paper", "diversified_leverage", wait=0)
+        InstanceLock.acquire(second, "paper", "diversified_leverage", wait=0).release()
+    finally:
+        first.close()
+        second.close()
+    assert list(tmp_path.glob("uri.sqlite.*.lock"))
+
+
+def test_an_in_memory_trade_log_needs_no_lock():
+    log = TradeLog.open("sqlite:///file::memory:?cache=shared&uri=true")
+    try:
+        InstanceLock.acquire(log, "paper", "diversified_leverage", wait=0).release()
+    finally:
+        log.close()

@@ -31,6 +31,7 @@ from bot.daemon.service import JobSpec
 from bot.errors import BotError
 from bot.logs import get_logger
 from bot.store.abandoned import mark_abandoned
+from bot.store.engines import sqlite_file
 from bot.store.tradelog import RUNS, TradeLog
 
 log = get_logger(__name__)
@@ -98,6 +99,15 @@ class InstanceLock:
         self.release()
 
 
+def _in_memory(url: sa.URL) -> bool:
+    """A SQLite URL of a database no other process can open: `file::memory:`, or a
+    `file:` URI with mode=memory."""
+    database = url.database or ""
+    return database.startswith("file::memory:") or "mode=memory" in database or (
+        url.query.get("mode") == "memory"
+    )
+
+
 class _FileLock:
     """flock on `<database file>.<key>.lock`; the file stays open while the lock is held.
     An in-memory database needs none (no other process can open it): `handle` None."""
@@ -107,8 +117,8 @@ class _FileLock:
 
     @classmethod
     def take(cls, engine: sa.Engine, key: str) -> tuple[_FileLock | None, str]:
-        database = engine.url.database
-        if not database or database == ":memory:" or database.startswith("file:"):
+        database = sqlite_file(engine.url)  # a `file:` URI's path too
+        if database is None or _in_memory(engine.url):
             return cls(None), ""
         path = Path(f"{database}.{key.replace(':', '-')}.lock")
         handle: IO[str] = open(path, "a+")  # noqa: SIM115 - held open for as long as the lock
