@@ -600,3 +600,17 @@ def test_data_fetch_from_a_later_start_does_not_drop_older_days_without_replace(
     assert main(["data", "fetch", "--start", "2024-01-02", "--data-dir", data, "--replace"]) == 0
     first = (tmp_path / "d" / "prices" / "TQQQ.csv").read_text().splitlines()[1]
     assert first.startswith("2024-01-02,")
+
+
+def test_once_after_the_close_waits_for_the_final_daily_bar(tmp_path, venue):
+    """Market data is asked for up to 15 minutes before now: until then today's bar
+    misses the last minutes and the closing auction, so `bot once` decides on the
+    previous close, as before the close."""
+    from bot.daemon.once import decision_day
+
+    jobs, log, _ = daemon(tmp_path, venue)
+    close = dt.datetime(2024, 11, 26, 21, 0, tzinfo=UTC)  # Tuesday 16:00 New York
+    assert [str(decision_day(jobs, close + dt.timedelta(minutes=m))) for m in (-1, 1, 14, 15, 180)] == [
+        "2024-11-25", "2024-11-25", "2024-11-25", "2024-11-26", "2024-11-26",
+    ]
+    log.close()

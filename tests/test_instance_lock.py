@@ -164,9 +164,8 @@ def test_a_trade_log_named_by_a_file_uri_is_locked_too(tmp_path):
     url = f"sqlite:///file:{tmp_path / 'uri.sqlite'}?uri=true"
     first, second = TradeLog.open(url), TradeLog.open(url)
     try:
-        with InstanceLock.acquire(first, "paper", "diversified_leverage"):
-            with pytest.raises(InstanceBusy):
-                InstanceLock.acquire(second, "paper", "diversified_leverage", wait=0)
+        with InstanceLock.acquire(first, "paper", "diversified_leverage"), pytest.raises(InstanceBusy):
+            InstanceLock.acquire(second, "paper", "diversified_leverage", wait=0)
         InstanceLock.acquire(second, "paper", "diversified_leverage", wait=0).release()
     finally:
         first.close()

@@ -13,6 +13,7 @@ from bot.backtest import scratch_tradelog
 from bot.broker.base import AccountInfo, LiveBroker, MarketClock, TradingSession
 from bot.broker.sequenced import SellsFirst
 from bot.daemon.jobs import TradingJobs
+from bot.data.alpaca import DATA_DELAY
 from bot.engine import StepOutcome
 from bot.types import Fill, Order, OrderRequest, OrderStatus
 
@@ -89,10 +90,14 @@ def dry_run_broker(broker: LiveBroker | SellsFirst) -> SellsFirst:
 
 
 def decision_day(jobs: TradingJobs, now: dt.datetime) -> dt.date:
-    """The latest close that has happened: today's after the close, else the previous."""
+    """The latest close whose daily bar is final: today's from DATA_DELAY after the
+    close, else the previous session's. Market data is asked for up to DATA_DELAY
+    before now, so minutes after the close today's bar would miss the session's last
+    minutes and its closing auction, and a decision taken on it would stand (the next
+    morning's run finds the rebalance done)."""
     cal = jobs.ctx.calendar
     today = cal.session_on(now.date())
-    if today is not None and now >= today.close:
+    if today is not None and now >= today.close + DATA_DELAY:
         return today.day
     return cal.previous_session(now.date()).day
 
