@@ -179,7 +179,7 @@ def run_backtest(
 
     def settle(prices: np.ndarray, when: dt.datetime) -> None:
         for order, fill in broker.execute(prices, when):
-            engine.on_execution(order, fill)
+            engine.on_execution(order, fill, when)
             if fill is not None:
                 fills.append(fill)
 
@@ -207,8 +207,9 @@ def run_backtest(
             progress(k, n)
     if progress is not None:
         progress(n, n)
+    ended = fromtimestamp(close_seconds[-1], dt.UTC) if n else None
     for order in broker.cancel_pending("backtest ended before the fill day"):
-        engine.on_execution(order, None)
+        engine.on_execution(order, None, ended or order.submitted_at)
     holdings = np.repeat(np.array(books), np.diff(book_days, append=n), axis=0)
     return BacktestResult(
         name, symbols, dates[lo:hi], np.array(equity), np.array(cash), holdings, close[lo:hi],

@@ -206,9 +206,10 @@ class Engine:
         self.log.equity(point)
         return point
 
-    def on_execution(self, order: Order, fill: Fill | None) -> None:
-        """Record an order's new state and its fill, whichever venue produced them."""
-        self.log.execution(order, fill)
+    def on_execution(self, order: Order, fill: Fill | None, at: dt.datetime) -> None:
+        """Record an order's new state and its fill (or, without one, the change seen at
+        `at`), whichever venue produced them."""
+        self.log.execution(order, fill, at)
         if fill is not None:
             self._filled_since_snapshot = True
 

@@ -257,7 +257,7 @@ def test_restart_reconciles_each_account_on_its_own(fake, sleeps, tmp_path):
             found[x] = reconcile(log, broker, account_order_prefix("robo", x), SYMBOLS,
                                  OPEN_WED + dt.timedelta(hours=1), "paper")
             for order, fill in broker.poll(OPEN_WED + dt.timedelta(hours=1)):
-                log.execution(order, fill)
+                log.execution(order, fill, OPEN_WED + dt.timedelta(hours=1))
     log.flush()
 
     assert found[a] == [

@@ -30,7 +30,7 @@ def drive(settings, market, restart_every=None):
     equity, submitted = [], []
     for k, t in enumerate(range(lo, hi)):
         for order, f in broker.execute(fill[t], utc(opens[k])):
-            engine.on_execution(order, f)
+            engine.on_execution(order, f, utc(opens[k]))
         if restart_every and k % restart_every == restart_every - 1:
             saved = json.loads(json.dumps(engine.state.to_dict(settings.symbols)))
             engine = Engine(settings, market, broker, log, "x",
@@ -377,11 +377,11 @@ def test_the_close_reuses_the_steps_valuation_only_when_nothing_filled_after_it(
     for k, t in enumerate(range(lo, hi)):
         if fill == "next_open":
             for order, f in broker.execute(at_open[t], utc(opens[k])):
-                engine.on_execution(order, f)
+                engine.on_execution(order, f, utc(opens[k]))
         engine.step(t, utc(closes[k]))
         if fill == "same_close":
             for order, f in broker.execute(at_close[t], utc(closes[k])):
-                engine.on_execution(order, f)
+                engine.on_execution(order, f, utc(closes[k]))
         point = engine.record_close(t)  # the book read from the broker every day
         equity.append(point.equity)
         cash.append(point.cash)

@@ -496,3 +496,33 @@ def test_a_restart_compares_positions_with_its_own_strategys_snapshot(tmp_path, 
     messages = [m for m in log.load_incidents()["message"] if m.startswith("position")]
     assert messages == [f"position TQQQ: last snapshot {held:g}, broker holds {1.5 * held:g}"]
     log.close()
+
+
+def test_a_change_without_a_fill_is_dated_when_it_was_seen(tmp_path, venue):
+    """A sell fills in part, then the venue cancels the rest: the cancel is recorded at
+    the poll that saw it, after the fill (it was dated at the order's submission, which
+    put the history out of order and moved `updated_at` back)."""
+    bought_before(venue, "TQQQ", 60_000.0)
+    jobs, log, clock = daemon(tmp_path, venue)
+    assert jobs.run("open", jobs.open_job)
+    sell = venue.orders[0].data["client_order_id"]
+    venue.fill(sell, qty=float(venue.order(sell)["qty"]) / 2)
+    move(venue, clock, later(2))
+    assert jobs.run("poll", jobs.poll_job)
+    venue.set_status(sell, "canceled")
+    move(venue, clock, later(6))
+    assert jobs.run("poll", jobs.poll_job)
+    log.flush()
+    with log.engine.connect() as conn:
+        events = conn.execute(sa.text(
+            "SELECT e.status, e.at FROM order_events e JOIN orders o ON o.id = e.order_id "
+            "WHERE o.client_order_id = :cid ORDER BY e.id"), {"cid": sell}).all()
+        updated = conn.execute(sa.text("SELECT updated_at FROM orders WHERE client_order_id = :cid"),
+                               {"cid": sell}).scalar_one()
+    statuses = [status for status, _ in events]
+    assert statuses[-2:] == ["partially_filled", "canceled"]
+    times = [dt.datetime.fromisoformat(str(at)).replace(tzinfo=UTC) for _, at in events]
+    assert times == sorted(times)
+    assert times[-1] == later(6)
+    assert dt.datetime.fromisoformat(str(updated)).replace(tzinfo=UTC) == later(6)
+    log.close()

@@ -169,10 +169,11 @@ class TradingJobs:
 
     def poll(self) -> int:
         """Record every status change and fill the broker reports; returns how many."""
-        updates = self.ctx.broker.poll(self.ctx.clock.now())
+        now = self.ctx.clock.now()
+        updates = self.ctx.broker.poll(now)
         fills: list[Fill] = []
         for order, fill in updates:
-            self.ctx.tradelog.execution(order, fill)
+            self.ctx.tradelog.execution(order, fill, now)
             if fill is not None:
                 fills.append(fill)
         if fills:
@@ -187,14 +188,15 @@ class TradingJobs:
         now = self.ctx.clock.now()
         updates = broker.poll_sent(now) if isinstance(broker, SellsFirst) else broker.poll(now)
         for order, fill in updates:
-            self.ctx.tradelog.execution(order, fill)
+            self.ctx.tradelog.execution(order, fill, now)
 
     def record_reports(self) -> None:
         """Record what the broker learned without a poll (fills in the answers to this
         job's submits): the job that sent an order records its fills before it ends,
         even if the process stops before the next poll."""
+        now = self.ctx.clock.now()
         for order, fill in self.ctx.broker.take_reports():
-            self.ctx.tradelog.execution(order, fill)
+            self.ctx.tradelog.execution(order, fill, now)
 
     # ------------------------------------------------------------------ jobs
     def regime_job(self) -> None:

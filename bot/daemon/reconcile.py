@@ -56,11 +56,12 @@ def reconcile(
         if found is None and _is_queued_buy(rec.order) and isinstance(broker, SellsFirst):
             requeue.append(rec.order)
         else:
-            differences.extend(_match(tradelog, venue, rec, found))
+            differences.extend(_match(tradelog, venue, rec, found, now))
 
     at_venue = venue.open_orders() + venue.closed_orders(now - CLOSED_LOOKBACK)
     differences.extend(
-        _compare_fills(tradelog, venue, [r for r in mine if r.order.status.is_final], at_venue)
+        _compare_fills(tradelog, venue, [r for r in mine if r.order.status.is_final], at_venue,
+                       now)
     )
     known = {r.order.request.client_order_id for r in recorded}
     differences.extend(_adopt_missing(tradelog, venue, prefix, known, at_venue))
@@ -128,7 +129,8 @@ def _fills_of(rec: RecordedOrder) -> tuple[float, float | None]:
 
 
 def _match(
-    tradelog: TradeLog, venue: LiveBroker, rec: RecordedOrder, found: Order | None
+    tradelog: TradeLog, venue: LiveBroker, rec: RecordedOrder, found: Order | None,
+    now: dt.datetime,
 ) -> list[str]:
     """An order open in the log against the venue's view of it (`found`): tracked from
     its recorded fills, or closed if it vanished."""
@@ -138,14 +140,14 @@ def _match(
     if found is None:
         recorded.status = OrderStatus.CANCELED
         recorded.status_message = "vanished: the broker does not know this order after a restart"
-        tradelog.execution(recorded, None)
+        tradelog.execution(recorded, None, now)
         return [f"order {cid} was {logged} in the log but is unknown to the broker"]
     if recorded.broker_order_id is None:
         # Sent (a queued buy released, a submit in doubt) but the log never heard back:
         # store the venue's id now, so the log stops calling it queued or unconfirmed.
         recorded.broker_order_id = found.broker_order_id
         recorded.status_message = "sent before a restart; found at the broker by its client_order_id"
-        tradelog.execution(recorded, None)
+        tradelog.execution(recorded, None, now)
     # Tracked from the fills the log holds (not from its filled_quantity), so fills made
     # while we were down, or lost before they were stored, are recorded as the difference.
     recorded.broker_order_id = found.broker_order_id
@@ -159,7 +161,8 @@ def _match(
 
 
 def _compare_fills(
-    tradelog: TradeLog, venue: LiveBroker, final: list[RecordedOrder], at_venue: list[Order]
+    tradelog: TradeLog, venue: LiveBroker, final: list[RecordedOrder], at_venue: list[Order],
+    now: dt.datetime,
 ) -> list[str]:
     """Orders final in the log: the venue's filled quantity against the fills recorded.
     A shortfall is followed from the recorded fills, so the catch-up poll records the
@@ -187,7 +190,7 @@ def _compare_fills(
                 f"{there.status.value}: followed again"
             )
             current.filled_quantity, current.average_price = _fills_of(rec)
-            tradelog.execution(current, None)  # open again in the log
+            tradelog.execution(current, None, now)  # open again in the log
             venue.track(current, _fills_of(rec))
         elif filled > rec.fills_quantity + QTY_TOLERANCE:
             out.append(_missing_fill_text(cid, filled, rec.fills_quantity))
@@ -250,7 +253,7 @@ def _catch_up(tradelog: TradeLog, venue: LiveBroker, now: dt.datetime) -> list[s
         log.warning("order updates not read at start; the next poll reads them", error=str(exc))
         return [f"order updates not read at start ({exc}); the next poll records them"]
     for order, fill in updates:
-        tradelog.execution(order, fill)
+        tradelog.execution(order, fill, now)
     return []
 
 

@@ -185,13 +185,14 @@ def replay(
     try:
         loop = run_replay(build_schedule(jobs), jobs, clock, finish, stop, advanced)
     except BaseException:
-        _close_after_failure(broker, tradelog)
+        _close_after_failure(broker, tradelog, clock.now())
         raise
     finally:
         jobs.close()
     if progress is not None and not loop.interrupted:
         progress(1.0)
-    canceled = _close_pending(broker, tradelog, INTERRUPTED if loop.interrupted else ENDED)
+    canceled = _close_pending(broker, tradelog, INTERRUPTED if loop.interrupted else ENDED,
+                              clock.now())
     return ReplayResult(
         run_id, loop.jobs_run, first.day, last.day, tuple(loop.failures),
         loop.interrupted, clock.now(), canceled,
@@ -224,22 +225,25 @@ def _context(
     )
 
 
-def _close_pending(broker: ReplayBroker, tradelog: TradeLog, reason: str) -> int:
-    """Cancel and record what still waits for a fill day, as the backtest does: nothing
-    will ever fill it, and an order left `accepted` would look open forever."""
+def _close_pending(
+    broker: ReplayBroker, tradelog: TradeLog, reason: str, at: dt.datetime
+) -> int:
+    """Cancel and record (at `at`, the replay's time) what still waits for a fill day,
+    as the backtest does: nothing will ever fill it, and an order left `accepted` would
+    look open forever."""
     canceled = broker.close_pending(reason)
     for order in canceled:
-        tradelog.execution(order, None)
+        tradelog.execution(order, None, at)
     tradelog.flush()
     if canceled:
         log.info("orders closed at the end of the replay", count=len(canceled), reason=reason)
     return len(canceled)
 
 
-def _close_after_failure(broker: ReplayBroker, tradelog: TradeLog) -> None:
+def _close_after_failure(broker: ReplayBroker, tradelog: TradeLog, at: dt.datetime) -> None:
     """The replay broke: still close the venue's orders, but never hide the error itself."""
     try:
-        _close_pending(broker, tradelog, FAILED)
+        _close_pending(broker, tradelog, FAILED, at)
     except Exception as exc:  # noqa: BLE001 - the original error is the one to report
         log.error("orders not closed after the replay failed", error=str(exc))
 

@@ -216,7 +216,7 @@ def _send(session: AccountSession, plan: list[Order], now: dt.datetime, look_up:
             # recorded fills (none), so the poll below records what filled.
             order.broker_order_id = found.broker_order_id
             order.status_message = SENT_BEFORE
-            tradelog.execution(order, None)
+            tradelog.execution(order, None, now)
             venue.track(order, (0.0, None))
             adopted += 1
             continue
@@ -230,12 +230,12 @@ def _send(session: AccountSession, plan: list[Order], now: dt.datetime, look_up:
     reported = {o.request.client_order_id for o, _ in reports}
     for sent in placed:
         if sent.request.client_order_id not in reported:
-            tradelog.execution(sent, None)
+            tradelog.execution(sent, None, now)
     for order, fill in reports:
-        tradelog.execution(order, fill)
+        tradelog.execution(order, fill, now)
     if adopted:
         for order, fill in venue.poll(now):
-            tradelog.execution(order, fill)
+            tradelog.execution(order, fill, now)
     statuses: dict[str, int] = {}
     for order in placed:
         statuses[order.status.value] = statuses.get(order.status.value, 0) + 1

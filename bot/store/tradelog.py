@@ -450,12 +450,14 @@ class TradeLog(TradeLogReaders):
             client_order_id, status, at, message, filled_quantity, average_price, broker_order_id
         )
 
-    def execution(self, order: Order, fill: Fill | None) -> None:
+    def execution(self, order: Order, fill: Fill | None, at: dt.datetime) -> None:
         """Record an order's new state and its fill, whichever venue produced them (one
-        call with positional fields: a backtest records one for every order)."""
+        call with positional fields: a backtest records one for every order). The change
+        is dated at the fill's time, or without a fill at `at`, when it was seen (a
+        cancel polled after a partial fill is later than both the submit and the fill)."""
         self._status_change(
             order.request.client_order_id, order.status,
-            order.submitted_at if fill is None else fill.filled_at, order.status_message,
+            at if fill is None else fill.filled_at, order.status_message,
             order.filled_quantity, order.average_price, order.broker_order_id,
         )
         if fill is not None:
