@@ -130,20 +130,22 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     write(rows, args.format, title=title, truncate=args.limit is None,
           drop=TABLE_DROP.get(args.command, ()))
     if args.command == "positions" and args.format == "table":
-        _say_if_flat(rows)
+        _say_if_flat(rows, args.symbol)
     return 0
 
 
-def _say_if_flat(rows: Rows) -> None:
+def _say_if_flat(rows: Rows, symbol: str | None) -> None:
     """Under a table of zero rows only: the book is flat on that day (everything sold),
-    which the rows alone leave to be inferred."""
+    which the rows alone leave to be inferred; with --symbol, only that asset is (the
+    rest of the book is not in the rows)."""
     from bot.terminal import console as make_console
 
     if rows.empty or any(q != 0 for q in rows.column("quantity")):
         return
     days = ", ".join(sorted({str(d) for d in rows.column("day")}))
-    make_console().print(f"the book is flat on {days}: every holding of that snapshot is 0 (all cash)",
-                         markup=False, highlight=False)
+    text = (f"{symbol} is not held on {days} (quantity 0 in that snapshot)" if symbol
+            else f"the book is flat on {days}: every holding of that snapshot is 0 (all cash)")
+    make_console().print(text, markup=False, highlight=False)
 
 
 def _chosen_run(

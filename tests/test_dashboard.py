@@ -333,3 +333,24 @@ def test_a_flat_book_shows_its_snapshot_day_all_in_cash(tmp_path, capsys) -> Non
     ]
     assert main(["positions", "--database", url]) == 0
     assert "the book is flat on 2024-01-03" in capsys.readouterr().out
+
+
+def test_one_sold_out_asset_does_not_read_as_a_flat_book(tmp_path, capsys) -> None:
+    """`bot positions --symbol TLT` shows TLT's zero row of the last snapshot; the book
+    still holds SPY, so it says TLT is not held rather than that the book is flat."""
+    from bot.cli import main
+    from bot.store.tradelog import TradeLog
+    from bot.types import EquityPoint
+
+    url = f"sqlite:///{tmp_path / 'one.sqlite'}"
+    log = TradeLog.open(url)
+    log.start_run(mode="paper", strategy="s", config_hash="-", config={}, code_version="-",
+                  data_source="-", synthetic=False, started_at=dt.datetime(2024, 1, 2, tzinfo=dt.UTC))
+    day = dt.date(2024, 1, 3)
+    log.equity(EquityPoint(day, 100.0, 40.0, 60.0, 0.0, None))
+    log.positions(day, {"SPY": (1.0, 60.0), "TLT": (0.0, 90.0)})
+    log.close()
+    capsys.readouterr()
+    assert main(["positions", "--database", url, "--symbol", "TLT"]) == 0
+    out = capsys.readouterr().out
+    assert "TLT is not held on 2024-01-03" in out and "flat" not in out
