@@ -154,3 +154,27 @@ def test_the_dry_run_ignores_a_users_own_sell_as_the_daemon_does(tmp_path, venue
     assert all(o.status_message.startswith(DRY_RUN) for o in buys)
     assert venue.order_count() == 1  # the user's order only: the dry run sent nothing
     log.close()
+
+
+def test_a_released_buy_after_a_price_jump_buys_its_planned_value_not_its_shares(tmp_path, venue):
+    """Overnight UPRO's price went to ten times the decision's (a 1-for-10 reverse split,
+    or a wrong high print). Before: its queued buy went out for the planned shares at ten
+    times the price, counted against the cash, and the buys after it got none; now it
+    buys the value the decision planned, and says so on its row."""
+    jobs, log, clock = sell_expired_part_filled(tmp_path, venue)
+    planned = log.load_orders().set_index("symbol")
+    venue.latest_trades = dict(venue.prices)
+    venue.latest_trades["UPRO"] = venue.prices["UPRO"] * 10
+    cash = float(venue.cash)
+    at(jobs, clock, venue, NEXT_OPEN, "poll", jobs.poll_job)
+
+    buys = {b["symbol"]: float(b["qty"]) for b in buys_posted(venue)}
+    assert list(buys) == ["UPRO", "UDOW", "UGL"]  # UGL cut to the cash left, as without the jump
+    assert buys["UPRO"] == pytest.approx(planned.loc["UPRO", "quantity"] / 10, rel=1e-6)
+    committed = buys["UPRO"] * venue.latest_trades["UPRO"] + sum(
+        buys[s] * venue.prices[s] for s in ("UDOW", "UGL"))
+    assert committed <= cash
+    rows = log.load_orders().set_index("symbol")
+    assert "shares to its planned value: the price rose from" in rows.loc["UPRO", "status_message"]
+    assert rows.loc["UGL", "status_message"].endswith("shares to fit the cash")
+    log.close()

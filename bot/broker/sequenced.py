@@ -204,8 +204,14 @@ class SellsFirst:
         """One queued buy cut to `budget` at `price` (default: the decision's reference
         price): the order as placed and the money it commits."""
         req = order.request
-        price = price or req.reference_price
-        quantity = min(req.quantity, max(budget, 0.0) / price)
+        reference = req.reference_price
+        price = price or reference
+        # The planned value, not the planned shares: after a reverse split overnight (or
+        # a wrong high print) the planned shares would cost many times what the decision
+        # meant to buy. Never above the planned shares: a lower price may be a wrong
+        # print, and a split the other way then buys less than planned, never more.
+        planned_value = req.quantity if price <= reference else req.quantity * reference / price
+        quantity = min(planned_value, max(budget, 0.0) / price)
         if self._whole_shares:
             quantity = math.floor(quantity + 1e-9)
         if quantity <= 0 or quantity * price < MIN_ORDER_VALUE:
@@ -215,7 +221,8 @@ class SellsFirst:
             return order, 0.0
         planned = req.quantity
         if quantity < planned:
-            log.warning("buy cut to cash", order=req.client_order_id, planned=planned, sent=quantity)
+            log.warning("buy cut to cash" if quantity < planned_value else "buy cut to its planned value",
+                        order=req.client_order_id, planned=planned, sent=quantity)
             req = req._replace(quantity=quantity)
         placed = self.inner.submit(req, now)
         if placed.status_message is None and order.status_message in QUEUED_MESSAGES:
@@ -229,7 +236,9 @@ class SellsFirst:
         if quantity < planned:
             # Its message gives both quantities: a queued buy's row, recorded when it was
             # queued, keeps the planned one; a buy sent at once is recorded as sent.
-            cut = f"{CUT} {quantity:.6g} of {planned:.6g} shares to fit the cash"
+            why = ("to fit the cash" if quantity < planned_value
+                   else f"to its planned value: the price rose from {reference:.6g} to {price:.6g}")
+            cut = f"{CUT} {quantity:.6g} of {planned:.6g} shares {why}"
             placed.status_message = "; ".join(filter(None, (placed.status_message, cut)))
         return placed, quantity * price
 
