@@ -533,3 +533,18 @@ def test_venue_only_status_is_named_in_the_message(fake, broker):
     assert seen.status is OrderStatus.PARTIALLY_FILLED
     assert seen.status_message == "alpaca status: done_for_day"
     assert fill.quantity == 2.0
+
+
+def test_the_venue_status_note_is_cleared_once_the_statuses_agree(fake, broker):
+    """Alpaca often answers a market order at the open `pending_new` (ours: accepted,
+    noted "alpaca status: pending_new"); once it fills, the note goes (it stayed on the
+    filled order's row)."""
+    order = broker.submit(req("TMF", Side.BUY, 7), fake.now)
+    fake.set_status(order.broker_order_id, "pending_new")
+    [(seen, _)] = broker.poll(fake.now)
+    assert seen.status_message == "alpaca status: pending_new"
+    fake.set_status(order.broker_order_id, "new")  # routed, then filled
+    fake.fill(order.broker_order_id)
+    [(seen, fill)] = broker.poll(fake.now)
+    assert seen.status is OrderStatus.FILLED and fill.quantity == 7.0
+    assert seen.status_message == ""  # "" clears it in the trade log

@@ -36,6 +36,7 @@ from alpaca.trading.requests import GetCalendarRequest, GetOrdersRequest, Market
 from pydantic import ValidationError
 
 from bot.broker.alpaca_orders import (
+    ALPACA_STATUS,
     ANSWER_ERRORS,
     QTY_DECIMALS,
     api_broker_error,
@@ -609,8 +610,9 @@ def _copy_state(source: Order, target: Order) -> None:
     target.average_price = source.average_price
     if source.status_message is not None:
         target.status_message = source.status_message
-    elif (target.status_message or "").startswith(UNCONFIRMED):
-        # Confirmed now: clear the doubt with "" (the trade log keeps a message it is
+    elif (target.status_message or "").startswith((UNCONFIRMED, ALPACA_STATUS)):
+        # Confirmed now, or Alpaca's status maps onto ours again (`pending_new` then
+        # filled): clear the stale note with "" (the trade log keeps a message it is
         # given None for). Our other messages ("sent after the sells filled", "adopted
         # ...") stay: the venue saying nothing is not a change to report.
         target.status_message = ""

@@ -50,6 +50,7 @@ NEW_YORK = ZoneInfo("America/New_York")
 # What a failed call can raise besides APIError: transport errors, bad JSON, and whatever
 # the SDK's parsing raises on an answer of an unexpected shape.
 ANSWER_ERRORS = (requests.RequestException, ValueError, TypeError, KeyError, AttributeError)
+ALPACA_STATUS = "alpaca status: "  # the start of a message naming a status ours maps from
 QTY_DECIMALS = 9  # Alpaca accepts quantities to 9 decimal places
 
 _FIXED: Mapping[str, OrderStatus] = {
@@ -92,7 +93,7 @@ def convert_order(raw: AlpacaOrder, request: OrderRequest | None) -> Order:
         avg = parse_number(raw.filled_avg_price, "order.filled_avg_price")
     request = request or request_from_venue(raw, quantity, avg)
     status = map_status(status_raw, filled, quantity)
-    message = None if status_raw == status.value else f"alpaca status: {status_raw}"
+    message = None if status_raw == status.value else f"{ALPACA_STATUS}{status_raw}"
     return Order(request, status, to_utc(raw.submitted_at), str(raw.id), filled, avg, message)
 
 
