@@ -935,3 +935,14 @@ def test_long_sentences_in_actions_and_triggers_are_stored_whole(tlog: TradeLog)
     assert list(tlog.load_risk_events(run_id)["action"]) == [action]
     assert list(tlog.load_targets(run_id)["trigger"]) == [trigger]
     assert count(tlog, "equity") == 1 and tlog.load_incidents(run_id).empty
+
+
+def test_a_long_data_source_is_stored_on_every_backend(tlog: TradeLog) -> None:
+    """A CSV market's source names its directory, which can be a long path: PostgreSQL
+    refused to start such a run (VARCHAR(200)), SQLite kept it."""
+    source = "csv:/" + "/".join(["a-deeply-nested-folder"] * 20)
+    name = "a_strategy_" + "x" * 150
+    run_id = start(tlog, data_source=source, strategy=name)
+    tlog.flush()
+    row = tlog.runs().set_index("id").loc[run_id]
+    assert (row["data_source"], row["strategy"]) == (source, name)

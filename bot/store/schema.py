@@ -45,7 +45,7 @@ PRE_MIGRATION_TABLES = frozenset({
 INITIAL_REVISION = "0001"
 #: The newest revision in migrations/versions; tests check it is Alembic's head. A
 #: database stamped with it is current without asking Alembic (see _at_head).
-HEAD_REVISION = "0017"
+HEAD_REVISION = "0018"
 #: pg_advisory_xact_lock key of schema changes (any fixed number; "lvrbot" in ASCII)
 SCHEMA_LOCK_KEY = 0x6C7672626F74
 
