@@ -182,3 +182,28 @@ def test_decision_retry_slots_leave_the_last_hour_of_the_session_alone(close_hou
     assert [t.strftime("%H:%M") for t in OPEN_PLAN.slots(short)] == ["14:45", "15:00", "15:30"]
     evening = CLOSE_PLAN.slots(session)
     assert len(evening) == 4 and evening[-1] == session.close + dt.timedelta(minutes=245)
+
+
+def test_a_close_job_run_after_midnight_utc_records_its_own_session(tmp_path, venue):
+    """A daemon restarted at 19:30 New York (00:30 UTC on Wednesday) runs Tuesday's
+    close job late: it records Tuesday, the session whose close job time passed last (it
+    took the UTC date's session, Wednesday's, not yet traded)."""
+    late = CLOSE + dt.timedelta(hours=3, minutes=30)
+    jobs, log, clock = paper_daemon(tmp_path, venue, late, FAST)
+    [close] = [spec for spec in build_schedule(jobs).jobs if spec.name == "close"]
+    assert close.first_run(late) == CLOSE + dt.timedelta(minutes=20)
+    assert close.run()
+    assert [d.date() for d in log.load_equity(log.run_id).index] == [TUESDAY]
+    log.close()
+
+
+def test_a_missed_job_is_recorded_as_an_incident_by_the_next_job(tmp_path, venue):
+    jobs, log, clock = paper_daemon(tmp_path, venue, CLOSE + dt.timedelta(minutes=20), FAST)
+    schedule = build_schedule(jobs)
+    schedule.on_missed("open", OPEN_JOB)  # what the scheduler's thread reports
+    assert jobs.run("close", jobs.close_job)
+    [incident] = log.load_incidents().itertuples()
+    assert incident.kind == "missed:open"
+    assert "job open of 2024-11-26 14:35 UTC did not run" in incident.message
+    assert incident.context["scheduled"] == OPEN_JOB.isoformat()
+    log.close()

@@ -129,6 +129,58 @@ def test_a_restart_within_the_grace_time_runs_the_job_it_missed():
     assert runs["open"] == dt.datetime(2024, 11, 27, 14, 35, tzinfo=UTC)
 
 
+def test_a_restart_in_the_evening_still_runs_the_close_job():
+    """The close job may run until its plan's last safe time (8 hours after the close,
+    long before the next open): a daemon restarted at 19:30 New York (00:30 UTC the next
+    day) records the day's close; it left it unrecorded beyond the 2-hour grace."""
+    from bot.daemon.retries import CLOSE_PLAN
+    from bot.daemon.service import JobSpec, Schedule, make_scheduler
+
+    cal = SessionCalendar()
+    spec = JobSpec("close", SessionTrigger(cal, "close", CLOSE_PLAN.offset), lambda: None,
+                   catch_up=True, grace=CLOSE_PLAN.catch_up_grace)
+    tuesday_close_job = dt.datetime(2024, 11, 26, 21, 20, tzinfo=UTC)
+    assert spec.first_run(dt.datetime(2024, 11, 27, 0, 30, tzinfo=UTC)) == tuesday_close_job
+    assert spec.first_run(dt.datetime(2024, 11, 27, 5, 1, tzinfo=UTC)) == dt.datetime(
+        2024, 11, 27, 21, 20, tzinfo=UTC)  # past the last safe time: the next session's
+    scheduler = make_scheduler(Schedule([spec]), now=tuesday_close_job)  # not started
+    assert scheduler.get_job("close").misfire_grace_time == 7 * 3600 + 40 * 60
+
+
+def test_a_job_the_scheduler_could_not_run_in_time_is_reported():
+    """A job whose time passed beyond its grace while the scheduler could not run it
+    (the machine slept) is reported to the schedule's on_missed, which the daemon
+    records as an incident; it was only a line in APScheduler's log."""
+    import threading
+
+    from apscheduler.triggers.base import BaseTrigger
+
+    from bot.daemon.service import JobSpec, Schedule, make_scheduler
+
+    now = dt.datetime.now(UTC)
+
+    class LongAgo(BaseTrigger):  # due three hours ago, never again
+        def get_next_fire_time(self, previous, now_):
+            return None if previous else now - dt.timedelta(hours=3)
+
+    missed: list[tuple[str, dt.datetime]] = []
+    told = threading.Event()
+    ran = threading.Event()
+
+    def on_missed(name, when):
+        missed.append((name, when))
+        told.set()
+
+    schedule = Schedule([JobSpec("close", LongAgo(), ran.set)], on_missed=on_missed)
+    scheduler = make_scheduler(schedule, now=now)
+    scheduler.start()
+    try:
+        assert told.wait(10)
+        assert missed == [("close", now - dt.timedelta(hours=3))] and not ran.is_set()
+    finally:
+        scheduler.shutdown(wait=False)
+
+
 def test_the_scheduler_runs_a_missed_job_as_soon_as_it_starts():
     import threading
 

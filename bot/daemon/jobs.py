@@ -74,6 +74,9 @@ class TradingJobs:
         # writes; until then the trade log still holds an older one.
         self._saved_state: dict | None = None
         self.watch = JobWatch()  # which job runs, for the heartbeat (bot.daemon.watch)
+        # Jobs whose time passed while they could not run, told by the scheduler's
+        # thread; the next job records them (the trade log is written from the jobs').
+        self._missed: list[tuple[str, dt.datetime]] = []
 
     # ------------------------------------------------------------------ plumbing
     def run(
@@ -83,6 +86,7 @@ class TradingJobs:
         it is retried) and return False."""
         ctx = self.ctx
         started = ctx.clock.now()
+        self._record_missed(started)
         try:
             with self.watch.running(name):
                 job()
@@ -108,6 +112,30 @@ class TradingJobs:
             except Exception as store_exc:  # noqa: BLE001
                 log.error("incident not stored", job=name, error=str(store_exc))
             return False
+
+    def note_missed(self, name: str, when: dt.datetime) -> None:
+        """A job whose time passed beyond its grace without it running (the machine slept,
+        the process was stopped): said now, recorded as an incident by the next job."""
+        log.error("job missed", job=name, scheduled=when.isoformat())
+        self._missed.append((name, when))
+
+    def _record_missed(self, now: dt.datetime) -> None:
+        """The missed jobs as incidents; one that cannot be stored now waits for the next
+        job (the job itself runs either way)."""
+        while self._missed:
+            name, when = self._missed[0]
+            try:
+                self.ctx.tradelog.incident(
+                    now, f"missed:{name}",
+                    f"job {name} of {when.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC did not run: "
+                    "its time passed while the daemon could not run it (asleep or stopped)",
+                    {"job": name, "scheduled": when.isoformat(), "mode": self.ctx.mode,
+                     "instance": self.ctx.instance},
+                )
+            except Exception as exc:  # noqa: BLE001 - kept for the next job to store
+                log.error("missed job not stored", job=name, error=str(exc))
+                return
+            self._missed.pop(0)
 
     def commit(self) -> None:
         """Write what the jobs since the last commit recorded, in one transaction."""

@@ -44,6 +44,14 @@ class RetryPlan:
         base, last = self.regular(session), self.cutoff(session)
         return [base + d for d in self.delays if base + d <= last]
 
+    @property
+    def catch_up_grace(self) -> dt.timedelta:
+        """How late the regular run may still start (a restart, a machine that slept):
+        until the last safe time, measured on a regular session."""
+        day = TradingSession(dt.date(2024, 1, 2), dt.datetime(2024, 1, 2, 14, 30, tzinfo=dt.UTC),
+                             dt.datetime(2024, 1, 2, 21, 0, tzinfo=dt.UTC))
+        return self.cutoff(day) - self.regular(day)
+
 
 #: The decision 5 minutes after the open; again after 10, 25, 55 and 115 minutes, but
 #: never in the last hour of the session: sells must fill and the buys go out after them.
@@ -100,10 +108,13 @@ class RetryingJob:
         self.retries = 0
 
     def regular(self) -> bool:
-        """The job at its regular time."""
-        session = self.calendar.session_on(self.now().date())
+        """The job at its regular time, or later after a restart (within its grace): for
+        the session whose regular time passed last (the evening's close job runs after
+        midnight UTC for the session of the day before)."""
+        session = self._latest_due(self.now())
         self.pending, self.retries = None, 0
-        ok = self.run_job(self.name, self.job, lambda: self._after_failure(session))
+        job = self.job if session is None else lambda: self.job(session.day)
+        ok = self.run_job(self.name, job, lambda: self._after_failure(session))
         if not ok and session is not None and self._next_slot(session) is not None:
             self.pending = session
         return ok
@@ -130,6 +141,10 @@ class RetryingJob:
             log.error("job gave up", job=self.name, session=str(session.day), retries=self.retries)
             self.pending = None
         return ok
+
+    def _latest_due(self, now: dt.datetime) -> TradingSession | None:
+        due = [s for s in self.calendar.around(now) if self.plan.regular(s) <= now]
+        return due[-1] if due else None
 
     def _refused(self, session: TradingSession) -> str | None:
         if self.now() > self.plan.cutoff(session):

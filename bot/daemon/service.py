@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
+from apscheduler.events import EVENT_JOB_MISSED
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
@@ -42,19 +43,24 @@ class JobSpec:
     # retry slot with no failure pending), which the replay does not count as a job.
     run: Callable[[], bool | None]
     replay_trigger: BaseTrigger | None = None  # replay's own time grid, if it differs
-    catch_up: bool = False  # a (re)start within MISFIRE_GRACE after its time runs it
+    catch_up: bool = False  # a (re)start within `grace` after its time runs it
     executor: str = "default"  # the jobs' one worker thread; the heartbeat has its own
+    # How late the job may still run: after a (re)start (catch_up) or a machine that slept.
+    grace: dt.timedelta = MISFIRE_GRACE
 
     def first_run(self, now: dt.datetime) -> dt.datetime | None:
         """When the job first runs if the daemon starts at `now` (see first_run_time)."""
         if self.catch_up:
-            return first_run_time(self.trigger, now)
+            return first_run_time(self.trigger, now, self.grace)
         return self.trigger.get_next_fire_time(None, now)
 
 
 @dataclass
 class Schedule:
     jobs: list[JobSpec] = field(default_factory=list)
+    # Told of a job whose time passed beyond its grace while the daemon could not run it
+    # (the machine slept, the process was stopped): (job name, its time).
+    on_missed: Callable[[str, dt.datetime], None] | None = None
 
 
 def build_schedule(
@@ -89,11 +95,14 @@ def build_schedule(
                 wrap("poll", jobs.poll_job),
                 replay_trigger=SessionTrigger(cal, "open", dt.timedelta(minutes=10)),
             ),
+            # The evening's close may run until the plan's last safe time (long before
+            # the next open, holdings unchanged): a restart at 19:00 still records it.
             JobSpec("close", SessionTrigger(cal, "close", CLOSE_PLAN.offset), close.regular,
-                    catch_up=True),
+                    catch_up=True, grace=CLOSE_PLAN.catch_up_grace),
             JobSpec("close-retry", RetrySlotTrigger(cal, CLOSE_PLAN), close.retry),
         ]
     )
+    schedule.on_missed = jobs.note_missed
     if heartbeat is not None:
         add_heartbeat(schedule, heartbeat, jobs.watch)
     return schedule
@@ -208,7 +217,13 @@ def make_scheduler(schedule: Schedule, now: dt.datetime | None = None) -> Backgr
         # next_run_time=None would add the job paused: pass it only when there is one
         when = {"next_run_time": first} if first is not None else {}
         scheduler.add_job(spec.run, spec.trigger, id=spec.name, name=spec.name,
-                          executor=spec.executor, **when)
+                          executor=spec.executor,
+                          misfire_grace_time=int(spec.grace.total_seconds()), **when)
+    on_missed = schedule.on_missed
+    if on_missed is not None:
+        scheduler.add_listener(
+            lambda event: on_missed(event.job_id, event.scheduled_run_time), EVENT_JOB_MISSED
+        )
     return scheduler
 
 
