@@ -85,8 +85,8 @@ def test_ctrl_c_closes_the_orders_waiting_at_the_venue(tmp_path, monkeypatch, ca
     end of the replay and its orders stayed `accepted` for ever."""
     original = TradingJobs.open_job
 
-    def open_then_ctrl_c(self: TradingJobs) -> None:
-        original(self)
+    def open_then_ctrl_c(self: TradingJobs, day=None) -> None:
+        original(self, day)
         if self.ctx.broker.open_order_count():
             signal.raise_signal(signal.SIGINT)
 

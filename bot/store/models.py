@@ -188,6 +188,13 @@ class PlainJSON(TypeDecorator[Any]):
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
 
+def _label(sqlite_length: int) -> TypeEngine:
+    """A run's free-text label (strategy name, data source): TEXT on PostgreSQL, where a
+    long CSV path passed VARCHAR(200) and the run could not start (migration 0018); on
+    SQLite, which enforces no length, the VARCHAR its tables were made with."""
+    return Text().with_variant(String(sqlite_length), "sqlite")
+
+
 def _id_column() -> Column[int]:
     """A row's id: auto-incrementing, BIGINT on PostgreSQL and the rowid on SQLite."""
     return Column("id", Id, primary_key=True)
@@ -253,11 +260,11 @@ RUNS = Table(
     METADATA,
     _id_column(),
     Column("mode", String(16), nullable=False),
-    Column("strategy", Text, nullable=False),
+    Column("strategy", _label(100), nullable=False),
     Column("config_hash", String(128), nullable=False),
     Column("config", PlainJSON(), nullable=False),
     Column("code_version", String(100), nullable=False),
-    Column("data_source", Text, nullable=False),
+    Column("data_source", _label(200), nullable=False),
     Column("synthetic", Boolean, nullable=False),
     Column("started_at", UtcDateTime(), nullable=False),
     Column("finished_at", UtcDateTime()),
@@ -529,7 +536,7 @@ SWEEPS = Table(
     "sweeps",
     METADATA,
     _id_column(),
-    Column("strategy", Text, nullable=False),
+    Column("strategy", _label(100), nullable=False),
     Column("config_hash", String(128), nullable=False),
     Column("config", PlainJSON(), nullable=False),
     Column("grid", PlainJSON(), nullable=False),  # [[dotted key, [values...]], ...]
@@ -538,7 +545,7 @@ SWEEPS = Table(
     Column("record", String(16), nullable=False),
     Column("executor", String(200), nullable=False),
     Column("code_version", String(100), nullable=False),
-    Column("data_source", Text, nullable=False),
+    Column("data_source", _label(200), nullable=False),
     Column("synthetic", Boolean, nullable=False),
     Column("started_at", UtcDateTime(), nullable=False),
     Column("finished_at", UtcDateTime()),

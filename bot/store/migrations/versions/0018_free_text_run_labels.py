@@ -1,7 +1,8 @@
 """`runs.strategy`, `runs.data_source`, `sweeps.strategy` and `sweeps.data_source` as
-TEXT. A CSV market's source is `csv:<its directory>`, which can be a long path: as
-VARCHAR(200), PostgreSQL refused to start the run (SQLite, which does not enforce the
-length, kept it).
+TEXT on PostgreSQL. A CSV market's source is `csv:<its directory>`, which can be a long
+path: as VARCHAR(200), PostgreSQL refused to start the run. SQLite enforces no length and
+keeps its VARCHAR columns: changing their type would rebuild `runs`, which every record
+references (the rebuild fails its foreign keys).
 
 Revision ID: 0018
 Revises: 0017
@@ -25,6 +26,8 @@ COLUMNS = (
 
 
 def upgrade() -> None:
+    if op.get_bind().dialect.name == "sqlite":
+        return
     for table, column, length in COLUMNS:
         with op.batch_alter_table(table) as batch:
             batch.alter_column(column, existing_type=sa.String(length=length), type_=sa.Text(),
@@ -32,6 +35,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "sqlite":
+        return
     for table, column, length in COLUMNS:
         with op.batch_alter_table(table) as batch:
             batch.alter_column(column, existing_type=sa.Text(), type_=sa.String(length=length),
