@@ -4,6 +4,7 @@ no credentials in the URL)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import pytest
@@ -130,3 +131,32 @@ def test_a_secret_written_in_the_config_by_mistake_is_not_echoed(tmp_path, capsy
     assert "INVALID (1 problem(s))" in text and "error: invalid configuration" in text
     assert f".{field}" in text  # the problem is still named by its field
     assert TOKEN not in text and PASSWORD not in text
+
+
+def test_sweeps_and_platform_batches_store_no_password(tmp_path, capsys) -> None:
+    """Sweeps (their own row and each combination's run) and the platform's batch runs
+    kept the configs as given, store password included; `bot backtest` masked it."""
+    from types import SimpleNamespace
+
+    from bot.platform.decision import _start_run
+    from tests.test_cli_errors import run_cli
+
+    url = f"postgresql+psycopg://bot:{PASSWORD}@db.internal:5432/trades"
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.read_text().replace('url = "sqlite:///var/tradelog.sqlite"', f'url = "{url}"'))
+    assert PASSWORD in config.read_text()
+    path = tmp_path / "log.sqlite"
+    code, _, err = run_cli(capsys, "sweep", "--config", str(config), "--synthetic",
+                           "--database", f"sqlite:///{path}", "--start", "2016-01-04",
+                           "--end", "2016-03-31", "--grid", "risk.vol_high=1.25,2", "--no-charts")
+    assert code == 0, err
+
+    log = TradeLog.open(f"sqlite:///{path}")
+    profile = SimpleNamespace(settings=settings_with_store(url), feed=None)
+    ctx = SimpleNamespace(mode="paper", settings=SimpleNamespace(name="platform"))
+    now = dt.datetime(2024, 11, 25, 22, 0, tzinfo=dt.UTC)
+    _start_run(log, ctx, {"balanced": profile}, now.date(), now)
+    log.flush()
+    log.close()  # checkpointed: every byte is in the file now
+    for stored in tmp_path.glob("log.sqlite*"):
+        assert PASSWORD.encode() not in stored.read_bytes(), stored.name

@@ -178,7 +178,7 @@ def _start_run(tradelog: TradeLog, ctx: WorkerContext, profiles: dict[str, Profi
         config={
             "platform": ctx.settings.name,
             "decision_day": day.isoformat(),
-            "profiles": {n: p.settings.model_dump(mode="json") for n, p in profiles.items()},
+            "profiles": {n: p.settings.stored_dict() for n, p in profiles.items()},  # no password
         },
         code_version=code_version(),
         data_source=", ".join(sources)[:200],

@@ -185,7 +185,7 @@ def _run(
     sweep_id = start_sweep(engine, {
         "strategy": base.strategy.name,
         "config_hash": base.fingerprint(),
-        "config": base.model_dump(mode="json"),
+        "config": base.stored_dict(),  # the store password masked
         "grid": [[axis.key, list(axis.values)] for axis in axes],
         "metric": options.metric,
         "walk_forward": options.walk_forward,
@@ -274,7 +274,7 @@ def _run_row(
         "mode": "backtest",
         "strategy": settings.strategy.name,
         "config_hash": settings.fingerprint(),
-        "config": settings.model_dump(mode="json"),
+        "config": settings.stored_dict(),  # the store password masked
         "code_version": version,
         "data_source": market.label,
         "synthetic": market.synthetic,
