@@ -567,6 +567,38 @@ def test_a_retry_whose_plan_was_closed_unsent_is_dead_lettered_not_done(ctx, ven
     assert venue.order_count() == 0
 
 
+def test_an_account_closed_before_its_task_ran_is_skipped_and_its_batch_finishes(ctx, venue):
+    """Closed after the decision, before a worker reached it: the task trades nothing and
+    is done. It returned without marking its row, which stayed `running`: the batch never
+    finished and each new publication of the decision sent the task again."""
+    kept, closed = add_accounts(ctx, venue, ["balanced", "balanced"])
+    batch = decide_batch(ctx, DECISION_DAY)
+    tasks = {r.account_id: r for r in store.tasks_of(ctx.engine, batch.run_id, "rebalance")}
+    ctx.registry.close(closed.id, ctx.clock.now())
+    assert run_task(ctx, tasks[closed.id].id) == {"skipped": "the account is closed"}
+    run_task(ctx, tasks[kept.id].id)
+    statuses = dict(rows(ctx, f"SELECT account_id, status FROM platform_tasks WHERE run_id = {batch.run_id}"))
+    assert statuses == {kept.id: "done", closed.id: "done"}
+    assert store.finish_if_complete(ctx.engine, batch.run_id, ctx.clock.now()) is not None
+    assert not venue.ledger(closed.broker_account_id).positions
+
+
+def test_an_account_closed_while_its_plan_waited_to_be_sent_sends_none_of_it(ctx, venue, monkeypatch):
+    """The plan was recorded, its first submit failed (503), and the account was closed
+    before the retry: the retry closes the plan as not sent instead of trading it."""
+    (account,) = add_accounts(ctx, venue, ["balanced"])
+    batch = decide_batch(ctx, DECISION_DAY)
+    (row,) = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
+    _send_fails_with_503(ctx, row, monkeypatch)
+    ctx.registry.close(account.id, ctx.clock.now())
+    outcome = run_task(ctx, row.id, "d-2")
+    assert outcome == {"skipped": "the account is closed", "not_sent": 2}
+    assert venue.order_count() == 0
+    assert set(rows(ctx, "SELECT status, status_message FROM orders")) == {
+        ("canceled", "not sent: the account was closed before it went out")}
+    assert rows(ctx, f"SELECT status FROM platform_tasks WHERE id = {row.id}") == [("done",)]
+
+
 def test_the_unsent_plan_of_a_dead_task_is_closed_by_the_next_poll(ctx, venue, monkeypatch):
     (account,) = add_accounts(ctx, venue, ["balanced"])
     batch = decide_batch(ctx, DECISION_DAY)

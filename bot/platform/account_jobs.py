@@ -108,6 +108,27 @@ class AccountSession:
         ))
 
 
+def _skip_inactive(ctx: WorkerContext, row: TaskRow, account: Account) -> dict[str, Any]:
+    """An account closed or suspended since the decision trades nothing more: its task is
+    done (its batch can finish), and a plan recorded but not sent yet (a task resumed
+    after a failure) is closed as not sent. Orders already sent stay with the venue."""
+    now = ctx.clock.now()
+    tradelog = ctx.tradelog(row.run_id)
+    tradelog.account_id = account.id
+    outcome: dict[str, Any] = {"skipped": f"the account is {account.status}"}
+    if row.phase == "planned":
+        prefix = account_order_prefix(ctx.settings.name, account.broker_account_id)
+        unsent = [rec.order for rec in tradelog.recorded_orders(prefix)
+                  if rec.run_id == row.run_id and is_unsent_plan(rec.order)]
+        for order in unsent:
+            order.status = OrderStatus.CANCELED
+            order.status_message = f"not sent: the account was {account.status} before it went out"
+            tradelog.execution(order, None, now)
+        outcome["not_sent"] = len(unsent)
+    tradelog.flush(mark_done(row.id, now, outcome))
+    return outcome
+
+
 def open_session(
     ctx: WorkerContext, run_id: int, account: Account, snapshot: PositionsSnapshot | None = None
 ) -> AccountSession:
@@ -128,8 +149,8 @@ def open_session(
 
 def rebalance(ctx: WorkerContext, row: TaskRow, account: Account) -> dict[str, Any]:
     """Plan and send one account's orders for its profile's decision of the batch."""
-    if not account.active and row.phase != "planned":
-        return {"skipped": f"the account is {account.status}"}  # closed since the decision
+    if not account.active:  # closed or suspended since the decision
+        return _skip_inactive(ctx, row, account)
     decision = ctx.decision(row.run_id, account.profile)
     resumed = row.attempts > 1
     # A task run before may have sent orders: its positions come from the account itself.
