@@ -184,6 +184,17 @@ def test_open_is_put_on_the_adjusted_basis(tmp_path: Path) -> None:
     assert p.close[0, 0] == 25.0 and p.open[0, 0] == 20.0
 
 
+def test_an_open_without_the_raw_close_to_scale_it_is_refused(tmp_path: Path) -> None:
+    """adj_close with an open but no close: the open stayed on the raw basis, a
+    dividend's few percent above the adjusted close every day, passing every check."""
+    _write(tmp_path, "X", ["2024-01-02,26.25,25", "2024-01-03,26.5,25.2"], header="date,open,adj_close")
+    error = _load_error(tmp_path, ["X"])
+    assert error.field == "open" and "X.csv" in str(error)
+    assert "no close" in str(error) and "add the close column" in str(error)
+    _write(tmp_path, "Y", ["2024-01-02,25", "2024-01-03,25.2"], header="date,adj_close")
+    assert load_csv_directory(tmp_path, ["Y"], macro=()).prices.close[1, 0] == 25.2  # still fine
+
+
 def test_unknown_symbol_lists_available(tmp_path: Path) -> None:
     _write(tmp_path, "SPY", GOOD)
     error = _load_error(tmp_path, ["SPY", "NOPE"])

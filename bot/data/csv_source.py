@@ -104,7 +104,16 @@ def _read_price_file(path: Path) -> SymbolBars:
     adj = _price_column(path, frame, "adj_close", dates, lines)
     raw = {c: _optional_price(path, frame, c, dates, lines) for c in ("open", "high", "low")}
     # Open, high and low are quoted on the raw basis; scale them like their row's close
-    # so returns line up (and high >= close still holds).
+    # so returns line up (and high >= close still holds). Without the raw close there is
+    # nothing to scale them by, and a dividend's few percent pass every check unseen.
+    unscalable = [c for c, v in raw.items() if v is not None] if close is None else []
+    if adj is not None and unscalable:
+        raise DataError(
+            str(path), unscalable[0],
+            f"has {', '.join(unscalable)} and adj_close but no close: {unscalable[0]} is quoted "
+            "on the raw basis and needs the raw close to be put on adj_close's; add the close "
+            "column, or remove open, high and low",
+        )
     scale = adj / close if adj is not None and close is not None else 1.0
     price = adj if adj is not None else close
     if price is None:  # unreachable after _price_column's checks; kept for the type checker
