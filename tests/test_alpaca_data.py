@@ -192,6 +192,14 @@ def test_a_bar_without_a_price_or_not_an_object_is_an_error(fake, data):
         data.daily_history(["TMF"], dt.date(2024, 11, 1))
 
 
+@pytest.mark.parametrize("bars", [5, True, "bars", {"t": "2024-11-19T05:00:00Z"}])
+def test_a_symbols_bars_that_are_not_a_list_are_an_error_not_a_traceback(fake, data, bars):
+    fake.inject("GET", "/v2/stocks/bars", Fault(Response(200, {"bars": {"TMF": bars}})))
+    # alpaca-py refuses some shapes itself (alpaca:bars), the bot the rest (alpaca:TMF)
+    with pytest.raises(DataError, match=r"alpaca:(TMF \[bars\]|bars): malformed answer"):
+        data.daily_history(["TMF"], dt.date(2024, 11, 1))
+
+
 def test_bar_stamps_are_read_as_new_york_session_dates(fake, data):
     """Midnight New York in UTC (05:00Z in winter, 04:00Z in summer) and with an offset."""
     raw = [

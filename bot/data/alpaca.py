@@ -241,6 +241,8 @@ def _checked_bars(
     becomes NaN, which those rules refuse. `days_of` keeps each stamp's date: every
     symbol's bars carry the same ones."""
     source = f"{SOURCE}:{symbol}"
+    if not isinstance(bars, Sequence) or isinstance(bars, str | bytes):
+        raise DataError(source, "bars", "malformed answer (the bars are not a list)")
     if not bars:
         raise DataError(source, "symbol", "no bars in the answer")
     if not all(isinstance(b, Mapping) for b in bars):
