@@ -148,7 +148,7 @@ def read_secrets_file(path: Path) -> dict[str, str]:
             f"(mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}"
         )
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not part of a key
     except (OSError, UnicodeDecodeError) as exc:
         raise SecretsError(f"secrets file {path} cannot be read: {type(exc).__name__}") from None
     values = _parse_lines(path, text)

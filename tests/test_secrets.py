@@ -62,6 +62,16 @@ def test_secrets_file_with_comments_export_and_quotes(tmp_path):
     assert (creds.key_id, creds.secret) == (KEY_ID, SECRET)
 
 
+def test_a_secrets_file_saved_with_a_bom_is_read(tmp_path):
+    """Notepad's UTF-8 starts with a BOM: line 1 read as '\\ufeffAPCA_API_KEY_ID=...' and was
+    refused as not KEY=VALUE, though it visibly is."""
+    path = write_secrets(
+        tmp_path / "bom.env", f"\ufeffAPCA_API_KEY_ID={KEY_ID}\nAPCA_API_SECRET_KEY={SECRET}\n"
+    )
+    creds = load_credentials({"BOT_SECRETS_FILE": str(path)})
+    assert (creds.key_id, creds.secret) == (KEY_ID, SECRET)
+
+
 def test_environment_wins_over_the_file(tmp_path):
     path = write_secrets(
         tmp_path / "s.env", f"APCA_API_KEY_ID=FROMFILE\nAPCA_API_SECRET_KEY={SECRET}\n"
