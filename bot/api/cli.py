@@ -28,6 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=port_number, default=8000, help="port (default 8000)")
     serve.add_argument("--allow-remote", action="store_true",
                        help="allow a --host beyond the loopback (put a TLS proxy in front)")
+    serve.add_argument("--forwarded-allow-ips", metavar="IPS", default=None,
+                       help="the proxy addresses whose X-Forwarded-For names the client "
+                            "(comma-separated; default 127.0.0.1): failed key checks are "
+                            "limited per client address, not per proxy")
     serve.add_argument("--profile", action="append", default=[], metavar="NAME=CONFIG",
                        help="a profile to serve (repeatable; default: conservative, balanced, "
                             "aggressive from config/robo_*.toml)")
@@ -124,7 +128,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
               f"profiles {', '.join(book.profiles)}, trade log {mask_url(url)} (Ctrl-C stops)",
               flush=True)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
-                    access_log=False, server_header=False, log_config=None)
+                    access_log=False, server_header=False, log_config=None,
+                    proxy_headers=True, forwarded_allow_ips=args.forwarded_allow_ips)
     finally:
         tradelog.engine.dispose()
     return 0
