@@ -25,7 +25,7 @@ from bot.config import Settings, load_settings, parse_settings, resolve_data_dir
 from bot.data.base import RISK_FREE, MarketData
 from bot.data.history import load_history
 from bot.decay import decay_section
-from bot.errors import BotError
+from bot.errors import BotError, ConfigError
 from bot.heap import long_lived
 from bot.reference import reference_settings, reference_symbols, underlyings
 from bot.report import RunSeries, build_report, make_dir, render_table, write_charts, write_json
@@ -111,7 +111,20 @@ def apply_overrides(settings: Settings, options: BacktestOptions, source: str) -
         raw["data"]["source"] = "synthetic"
     if not options.benchmarks:
         raw["backtest"]["benchmarks"] = False
-    return parse_settings(raw, source)
+    try:
+        return parse_settings(raw, source)
+    except ConfigError as exc:
+        if not options.overrides:
+            raise
+        # A value given with --set is named as such: the file does not hold it, and
+        # "write the number without quotes" is no advice for `--set key=abc`.
+        keys = {parse_assignment(spec)[0] for spec in options.overrides}
+        problems = [
+            problem.replace(": write the number without quotes", ": not a number")
+            if problem.split(":", 1)[0] in keys else problem
+            for problem in exc.problems
+        ]
+        raise ConfigError(f"{source} with --set {' '.join(options.overrides)}", problems) from None
 
 
 def macro_series(market: MarketData, name: str) -> pd.Series | None:

@@ -117,6 +117,13 @@ def test_bot_backtest_set_is_validated_like_the_file(capsys, tmp_path: Path) -> 
     )
     assert code == 2
     assert "rebalance.every_days: Input should be greater than or equal to 1 (got 0)" in err
+    assert "with --set rebalance.every_days=0" in err  # not in the file
+    code, _, err = run_cli(
+        capsys, "backtest", "--config", str(CONFIG), "--synthetic", "--no-charts",
+        "--database", f"sqlite:///{tmp_path / 'log.sqlite'}", "--set", "universe.TQQQ.weight=abc",
+    )
+    assert code == 2 and "universe.TQQQ.weight: " in err and "not a number" in err
+    assert "without quotes" not in err  # the user typed none
     code, _, err = run_cli(capsys, "backtest", "--set", "every_days")
     assert code == 2 and "--set 'every_days': expected KEY=VALUE" in err
 
