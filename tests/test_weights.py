@@ -201,7 +201,7 @@ def test_weekly_weights_are_the_weeks_first_close_for_every_rebalance_and_proces
     n, days = len(model.symbols), 320
     close = 100 * np.exp(np.cumsum(np.random.default_rng(4).normal(0, 0.02, (days, n)), axis=0))
     dates = pd.bdate_range("2023-01-02", periods=days).values.astype("datetime64[D]")
-    monday = next(t for t in range(300, days) if pd.Timestamp(dates[t]).dayofweek == 0)
+    monday = next(t for t in range(300, days) if pd.Timestamp(dates[t]).day_of_week == 0)
 
     def ctx(t):
         return decision_context(model, model.symbols, dates, close, t, Regime.TRANSITION, False)
