@@ -597,13 +597,67 @@ def parse_settings(raw: dict, source: str = "<dict>") -> Settings:
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            if err["type"] == "value_error" and not err["loc"]:
-                problems.extend(err["msg"].removeprefix("Value error, ").split("\n"))
-            else:
-                problems.append(_describe(err))
+        problems = _problems(exc.errors())
+        problems += [p for p in _checks_between_fields(raw, exc) if p not in problems]
         raise ConfigError(source, problems) from None
+
+
+def _problems(errors: list) -> list[str]:
+    problems = []
+    for err in errors:
+        if err["type"] == "value_error" and not err["loc"]:
+            problems.extend(err["msg"].removeprefix("Value error, ").split("\n"))
+        else:
+            problems.append(_describe(err))
+    return problems
+
+
+def _checks_between_fields(raw: dict, exc: ValidationError) -> list[str]:
+    """What the checks between fields find (weights summing to 1, drawdown exit below
+    entry, overlay symbols in the universe): pydantic runs them only once every field of
+    their table parses, so one typo hid them until the next try. The mapping is checked
+    again without the fields already reported (their defaults stand in), and only those
+    checks' findings are kept: every problem in one pass."""
+    import copy
+
+    pruned = copy.deepcopy(raw)
+    dropped: set[str] = set()  # tables replaced by their defaults: their own findings are not
+    found: list[str] = []
+    errors = exc.errors()
+    for _ in range(3):  # a table's own check failing hides the checks of the whole file
+        for err in errors:
+            _drop(pruned, err["loc"])
+            if len(err["loc"]) == 1:
+                dropped.add(str(err["loc"][0]))
+        try:
+            Settings.model_validate(pruned)
+            break
+        except ValidationError as again:
+            errors = again.errors()
+            checks = [e for e in errors if e["type"] == "value_error"]
+            found += [p for p in _problems(checks)
+                      if p.split(".", 1)[0].split(":", 1)[0] not in dropped]
+            if all(not e["loc"] for e in errors):  # nothing left to set aside
+                break
+        except Exception:  # noqa: BLE001 - a second opinion only; the first errors stand
+            break
+    return list(dict.fromkeys(found))
+
+
+def _drop(raw: Any, loc: tuple) -> None:
+    """Remove the value at `loc` (a pydantic error location) from nested mappings; a
+    location inside a list drops the whole list."""
+    parent: Any = None
+    key: Any = None
+    node = raw
+    for part in loc:
+        if not isinstance(node, dict):
+            break
+        if part not in node:
+            return
+        parent, key, node = node, part, node[part]
+    if isinstance(parent, dict):
+        parent.pop(key, None)
 
 
 def load_settings(path: str | Path) -> Settings:

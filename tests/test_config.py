@@ -62,6 +62,33 @@ def test_cross_field_rules_name_the_field(tmp_path):
     assert any("risk.position_cap" in p for p in problems)
 
 
+def test_checks_between_fields_are_reported_with_the_field_errors(tmp_path):
+    """A typo hid every check between fields: the weights, the drawdown rule and the
+    overlay's symbols came one run after another. All four are reported at once, and
+    nothing is made up from the defaults standing in for the risk table."""
+    path = write(tmp_path, """
+        [universe]
+        AAA = { weight = 0.7 }
+        BBB = { weight = 0.5 }
+        [risk]
+        vol_hgih = 2
+        position_cap = 0.6
+        drawdown_exit = 0.2
+        drawdown_enter = 0.1
+        [overlay.GROWTH]
+        ZZZ = 1.2
+        """)
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    problems = err.value.problems
+    assert problems[0].startswith("risk.vol_hgih: Extra inputs are not permitted; did you mean vol_high?")
+    assert any("drawdown_exit must be below drawdown_enter" in p for p in problems)
+    assert any("universe.*.weight" in p and "sum to 1, got 1.200000" in p for p in problems)
+    assert any(p.startswith("overlay.GROWTH.ZZZ: not in universe") for p in problems)
+    assert not any("position_cap" in p for p in problems)  # 0.6 x 2 assets holds 100%
+    assert len(problems) == len(set(problems)) == 4
+
+
 def test_drawdown_exit_must_sit_below_the_entry(tmp_path):
     path = write(tmp_path, """
         [universe]
