@@ -313,8 +313,10 @@ def performance(
         "total_return": _finite(total_return),
         "cagr": cagr,
         "annual_volatility": _finite(vol),
-        "sharpe": _sharpe(excess, periods_per_year),
-        "sortino": _sortino(excess, periods_per_year),
+        # A curve that never moved took no risk: no ratio (over a risk-free rate its
+        # excess returns are the rate's own day-to-day noise, and the ratio ran to -250).
+        "sharpe": _sharpe(excess, periods_per_year) if vol else None,
+        "sortino": _sortino(excess, periods_per_year) if vol else None,
         "max_drawdown": _finite(mdd),
         "calmar": _finite(cagr / abs(mdd)) if cagr is not None and mdd < 0 else None,
         **_trade_stats(fills),

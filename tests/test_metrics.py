@@ -253,6 +253,19 @@ class TestUndefined:
         assert perf["annual_volatility"] == 0.0
         assert perf["sharpe"] is None and perf["sortino"] is None and perf["calmar"] is None
 
+    def test_flat_equity_has_no_ratios_over_a_moving_risk_free_rate_either(self):
+        """All cash for two years against a T-bill rate that moves: the excess returns are
+        the rate's own noise, and the Sharpe ratio read -247 (the rolling one thousands)."""
+        from bot.tearsheet.analytics import rolling_sharpe
+
+        days = pd.bdate_range("2023-01-03", "2024-12-31")
+        flat = pd.Series(1e5, index=days)
+        rate = pd.Series(np.linspace(4.2, 5.3, len(days)), index=days)
+        perf = performance(flat, risk_free=rate)
+        assert perf["annual_volatility"] == 0.0
+        assert perf["sharpe"] is None and perf["sortino"] is None
+        assert rolling_sharpe(flat, 63, rate).empty
+
     def test_empty_equity_is_an_error(self):
         with pytest.raises(ValueError):
             performance(pd.Series([], index=pd.DatetimeIndex([]), dtype=float))

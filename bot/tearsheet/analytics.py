@@ -91,7 +91,8 @@ def rolling_sharpe(
     excess = returns - daily_risk_free(risk_free, pd.DatetimeIndex(eq.index), periods_per_year).iloc[1:]
     rolling = excess.rolling(window)
     std = rolling.std(ddof=1)
-    return (rolling.mean() / std.where(std > 0) * math.sqrt(periods_per_year)).dropna()
+    moved = returns.rolling(window).std(ddof=1) > 0  # a flat window took no risk: no ratio
+    return (rolling.mean() / std.where(std > 0).where(moved) * math.sqrt(periods_per_year)).dropna()
 
 
 def rolling_volatility(equity: pd.Series, window: int, periods_per_year: int = 252) -> pd.Series:
