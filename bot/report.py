@@ -259,8 +259,10 @@ def short_span_note(report: dict[str, Any]) -> str | None:
         return None
     return (
         f"The run spans {row.get('days')} trading days ({start} to {end}), less than a year: "
-        "its CAGR, annual volatility, Sharpe, Sortino, Calmar and alpha extrapolate them to "
-        "a year and say little; the total return and the drawdown are what it measured."
+        "its CAGR, annual volatility, Sharpe, Sortino, Calmar, alpha, turnover and cost a "
+        "year extrapolate them to a year and say little (one rebalance in a few days reads "
+        "as a turnover of hundreds a year); the total return and the drawdown are what it "
+        "measured."
     )
 
 

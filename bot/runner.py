@@ -27,7 +27,7 @@ from bot.data.history import load_history
 from bot.decay import decay_section
 from bot.errors import BotError, ConfigError
 from bot.heap import long_lived
-from bot.reference import reference_settings, reference_symbols, underlyings
+from bot.reference import NEVER, reference_settings, reference_symbols, underlyings
 from bot.report import RunSeries, build_report, make_dir, render_table, write_charts, write_json
 from bot.store.abandoned import close_dead_runs
 from bot.store.engines import mask_url
@@ -344,10 +344,36 @@ def run_references(settings: Settings, market: MarketData) -> list[BacktestResul
         if not all(sym in market.prices.symbols for sym in ref.symbols):
             log.warning("reference skipped: missing data", reference=name)
             continue
+        if ref.rebalance.every_days >= NEVER:  # buy and hold: one purchase, on a priced day
+            listed = _first_day_all_priced(ref, market)
+            if listed is None:
+                log.warning("reference skipped: a fund has no price in the span", reference=name)
+                continue
+            if listed is not True:
+                # bought on its first day the order could fill; before, it stayed cash
+                name = f"{name} (from {listed:%Y-%m-%d}, when it listed)"
+                ref = ref.model_copy(update={
+                    "backtest": ref.backtest.model_copy(update={"start": listed.isoformat()})})
         scratch = scratch_tradelog(name)
         results.append(run_backtest(ref, market, scratch, name=name, order_prefix="ref"))
         scratch.discard()
     return results
+
+
+def _first_day_all_priced(ref: Settings, market: MarketData) -> dt.date | bool | None:
+    """The first trading day of `ref`'s span on which every one of its funds has a close
+    (a buy-and-hold portfolio started before a fund listed never buys it otherwise):
+    True if that is the span's first day, None if there is none."""
+    import numpy as np
+
+    prices = market.prices.select(ref.symbols)
+    lo, hi = span_indices(prices.dates, ref.backtest.start, ref.backtest.end)
+    priced = np.flatnonzero(np.isfinite(prices.close[lo:hi]).all(axis=1))
+    if not priced.size:
+        return None
+    if priced[0] == 0:
+        return True
+    return prices.dates[lo + int(priced[0])].astype("datetime64[D]").astype(dt.date)
 
 
 def _series(result: BacktestResult, with_details: bool = False) -> RunSeries:
