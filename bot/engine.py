@@ -227,6 +227,14 @@ class Engine:
             self.log.risk_event(event)
         return decision
 
+    def enter_week(self, t: int) -> None:
+        """Put the regime of day t's week in force, as the step on t does first (the one
+        decided ahead by the weekly job, or decided now): the daemon records a close in
+        the evening, before the step on it runs the next morning, and the close of a
+        week's first session is that week's, as in a backtest."""
+        if self._needs_regime:
+            self._regime_for_week(t, self._days[t])
+
     def rebalance_id(self, day: dt.date) -> str:
         """The id of the rebalance decided at the close of `day`: the start of its orders'
         client_order_ids and the key of its targets rows."""

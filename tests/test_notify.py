@@ -240,6 +240,33 @@ def test_a_failed_job_is_announced(hooks, tmp_path) -> None:
     log.close()
 
 
+def test_fills_in_the_answer_to_a_submit_are_announced_and_counted(hooks, tmp_path) -> None:
+    """Alpaca often answers a market order already filled; the job that sent it records
+    that fill from the answer, and the broker reports it only once. Before, only a poll's
+    fills were announced and counted for the day's summary: these never were."""
+    from types import SimpleNamespace
+
+    from bot.types import Fill, Order, OrderRequest, OrderStatus, Side
+
+    port = hooks.url.rsplit(":", 1)[1]
+    notifier = Notifier(build_apprise([f"json://127.0.0.1:{port}/notify"]), ["trades"], "[x paper]")
+    jobs, log = _jobs_with(notifier, tmp_path)
+    at = dt.datetime(2024, 3, 4, 14, 35, tzinfo=dt.UTC)
+    order = Order(OrderRequest("x-20240301-rb-SPY-buy", "x-20240301-rb", "SPY", Side.BUY, 2.0,
+                               "rebalance", 500.0), OrderStatus.FILLED, at, "b-1", 2.0, 500.5)
+    log.order(order)
+    fill = Fill(order.request.client_order_id, "SPY", Side.BUY, 2.0, 500.5, 0.0, 1.0, at)
+    jobs.ctx.broker = SimpleNamespace(take_reports=lambda: [(order, fill)])
+    jobs.record_reports()
+    assert jobs._fills_since_close == 1
+    jobs.close()
+    (request,) = hooks.calls("POST", "/notify")
+    assert request.body["title"].startswith("[x paper] 1 fill")
+    log.flush()
+    assert len(log.load_fills(log.run_id)) == 1
+    log.close()
+
+
 def _jobs_with(notifier: Notifier, tmp_path) -> tuple[TradingJobs, TradeLog]:
     """Daemon jobs around `notifier` and a paper run's trade log, nothing else."""
     from bot.clock import SimulatedClock

@@ -46,6 +46,11 @@ def test_replay_sends_the_same_orders_as_the_backtest(settings, real_market, tmp
     assert len(equity) == len(result.equity)
     regimes = log.load_regimes(run_id)
     assert not regimes.empty
+    # Each close carries the regime in force that day, a week's first included (the
+    # daemon's close job ran before the step that put a new week's regime in force)
+    labels = log.load_equity(run_id)["regime"].tolist()
+    assert labels == bt_log.load_equity(bt_log.run_id)["regime"].tolist()
+    assert len(set(labels)) > 1  # the span changes regime
     log.close()
 
 

@@ -30,7 +30,7 @@ from bot.notify.sender import Notifier
 from bot.store.models import to_plain
 from bot.store.tradelog import TradeLog
 from bot.strategy.base import TargetModel
-from bot.types import EquityPoint, Fill
+from bot.types import EquityPoint, Fill, Order
 
 log = structlog.get_logger(__name__)
 
@@ -199,14 +199,7 @@ class TradingJobs:
         """Record every status change and fill the broker reports; returns how many."""
         now = self.ctx.clock.now()
         updates = self.ctx.broker.poll(now)
-        fills: list[Fill] = []
-        for order, fill in updates:
-            self.ctx.tradelog.execution(order, fill, now)
-            if fill is not None:
-                fills.append(fill)
-        if fills:
-            self._fills_since_close += len(fills)
-            self.notify("trades", *messages.trades(fills))
+        self._record(updates, now)
         return len(updates)
 
     def final_poll(self) -> None:
@@ -215,16 +208,27 @@ class TradingJobs:
         broker = self.ctx.broker
         now = self.ctx.clock.now()
         updates = broker.poll_sent(now) if isinstance(broker, SellsFirst) else broker.poll(now)
-        for order, fill in updates:
-            self.ctx.tradelog.execution(order, fill, now)
+        self._record(updates, now)
 
     def record_reports(self) -> None:
         """Record what the broker learned without a poll (fills in the answers to this
         job's submits): the job that sent an order records its fills before it ends,
         even if the process stops before the next poll."""
         now = self.ctx.clock.now()
-        for order, fill in self.ctx.broker.take_reports():
+        self._record(self.ctx.broker.take_reports(), now)
+
+    def _record(self, updates: list[tuple[Order, Fill | None]], now: dt.datetime) -> None:
+        """Each order's change and fill into the trade log; the fills are told (`trades`)
+        and counted for the day's summary, whichever way they came (a poll, or the
+        answer to a submit, which the broker reports only once)."""
+        fills: list[Fill] = []
+        for order, fill in updates:
             self.ctx.tradelog.execution(order, fill, now)
+            if fill is not None:
+                fills.append(fill)
+        if fills:
+            self._fills_since_close += len(fills)
+            self.notify("trades", *messages.trades(fills))
 
     # ------------------------------------------------------------------ jobs
     def regime_job(self) -> None:
@@ -325,6 +329,7 @@ class TradingJobs:
             point = self._closed[1]
             log.info("close already recorded", day=str(day))
         else:
+            engine.enter_week(t)  # a week's first close carries that week's regime
             point = engine.record_close(t, snapshot=True)
             self._closed = (day, point)
         self.save(engine)

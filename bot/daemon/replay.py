@@ -159,6 +159,10 @@ def replay(
     sessions = [s for s in calendar.between(start, end)]
     if not sessions:
         raise ValueError(f"no trading session between {start} and {end}")
+    if settings.backtest.fill != "next_open":
+        # the daemon's market orders fill at the open after the decision: so do its replays
+        log.warning("a replay fills at the next open, as the daemon does; backtest.fill "
+                    "applies to backtests only", fill=settings.backtest.fill)
     first, last = sessions[0], sessions[-1]
     clock = SimulatedClock(first.close + dt.timedelta(minutes=19))
     broker = ReplayBroker(
