@@ -408,3 +408,37 @@ def test_pool_workers_yield_the_cpu_to_the_sweeps_own_process(settings, monkeypa
     expected = min(os.nice(0) + WORKER_NICENESS, 19)
     assert [o.summary["niceness"] for o in outcomes] == [expected] * 4
     assert os.nice(0) < expected  # the sweep's own process keeps its priority
+
+
+def test_the_rerun_command_of_a_combination_that_sets_the_span_leaves_out_start_and_end() -> None:
+    """`bot backtest` applies --start/--end after --set: with both, the printed command
+    ran the sweep's --start instead of the combination's backtest.start."""
+    from bot.sweep.runner import SweepOptions, reproduce
+
+    options = SweepOptions(CONFIG, ("backtest.start=2016-01-01,2017-01-01",),
+                           start="2015-01-01", end="2018-12-31", synthetic=True)
+    command = reproduce(options, {"backtest.start": "2016-01-01"})
+    assert "--start" not in command and "--end 2018-12-31" in command
+    assert "--set backtest.start=2016-01-01" in command
+    assert "--start 2015-01-01" in reproduce(options, {"risk.vol_high": 2})
+
+
+def test_an_out_that_cannot_be_a_folder_fails_before_any_work(capsys, tmp_path: Path) -> None:
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    db = tmp_path / "log.sqlite"
+    code, _, err = sweep(capsys, f"sqlite:///{db}", *SPAN, "--grid", "risk.vol_high=1.25,2",
+                         "--out", str(taken))
+    assert code == 2 and str(taken) in err
+    assert not db.exists()  # nothing ran, no sweep recorded
+
+
+def test_a_sweep_loads_the_history_bot_backtest_loads(settings, shared_data) -> None:
+    """The underlyings too (QQQ, DIA, TLT, GLD): their files' days are trading days of
+    the history, so without them a combination could run on other days than its
+    `bot backtest`."""
+    from bot.reference import underlyings
+    from bot.sweep.runner import market_for
+
+    market = market_for(settings, shared_data)
+    assert underlyings(settings) and underlyings(settings) <= set(market.prices.symbols)

@@ -65,6 +65,18 @@ def test_a_cluster_that_cannot_be_reached_is_named(capsys, tmp_path: Path, monke
     assert "Traceback" not in err and not db.exists()
 
 
+@pytest.mark.parametrize("address", ["nonsense", "http://localhost:8786", "tcp://localhost"])
+def test_a_malformed_cluster_address_is_named_at_once(capsys, tmp_path: Path, address) -> None:
+    """It was reported as unreachable, then the half-made client hung the exit for 20 s
+    and printed a traceback."""
+    db = tmp_path / "log.sqlite"
+    code, _, err = run_cli(capsys, "sweep", "--config", str(CONFIG), *ARGS,
+                           "--database", f"sqlite:///{db}", "--cluster", address)
+    assert code == 2
+    assert f"--cluster {address!r}: not a scheduler address; expected tcp://host:port" in err
+    assert "Traceback" not in err and not db.exists()
+
+
 def test_workers_size_the_local_pool_only(capsys, cluster: str) -> None:
     code, _, err = run_cli(capsys, "sweep", "--config", str(CONFIG), *ARGS,
                            "--cluster", cluster, "--workers", "2")

@@ -121,6 +121,22 @@ def _result(future: Future[VariantOutcome], task: VariantTask) -> VariantOutcome
 # --------------------------------------------------------------------- Dask distributed
 
 
+def _check_address(address: str) -> None:
+    """A scheduler address as Dask writes it (tcp://host:port, tls://host:port), checked
+    before any connection: a malformed one left a half-made client that hung the exit
+    for 20 s and printed a traceback."""
+    from urllib.parse import urlsplit
+
+    expected = "expected tcp://host:port (or tls://, or host:port), e.g. tcp://127.0.0.1:8786"
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")  # Dask's default
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in ("tcp", "tls") or not parts.hostname or port is None:
+        raise BotError(f"--cluster {address!r}: not a scheduler address; {expected}")
+
+
 class DaskCluster:
     """A Dask distributed cluster at `address` (a `dask scheduler`, with `dask worker`s
     that have this same version of the bot installed). The market is scattered to every
@@ -133,6 +149,7 @@ class DaskCluster:
             raise BotError(
                 "--cluster needs Dask distributed: pip install 'leverbot[cluster]'"
             ) from None
+        _check_address(address)
         try:
             self.client = Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
         except (OSError, TimeoutError, ValueError) as exc:

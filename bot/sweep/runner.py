@@ -30,8 +30,8 @@ from bot.data.history import load_history
 from bot.errors import BotError
 from bot.heap import long_lived
 from bot.metrics import slice_fills
-from bot.reference import reference_symbols
-from bot.report import RunSeries, build_report
+from bot.reference import reference_symbols, underlyings
+from bot.report import RunSeries, build_report, make_dir
 from bot.runner import (
     BacktestOptions,
     _terminate,
@@ -120,7 +120,10 @@ def market_for(settings: Settings, data_dir: Path, also: Sequence[str] = ()) -> 
     reference portfolios'), so every combination sees exactly the data a backtest would;
     plus `also`, symbols a grid adds to the universe."""
     extra = reference_symbols() if settings.backtest.benchmarks else set()
-    return load_history(settings, data_dir, sorted(extra | {"SPY"} | set(also)))
+    # the underlyings too: their files' days are trading days of the history as well
+    return load_history(
+        settings, data_dir, sorted(extra | {"SPY"} | underlyings(settings) | set(also))
+    )
 
 
 def _check_symbols(market: MarketData, variants: Sequence[Variant]) -> None:
@@ -147,6 +150,8 @@ def run_sweep(options: SweepOptions, console: Console) -> SweepResult:
     spec = walk_forward.parse_spec(options.walk_forward) if options.walk_forward else None
     axes = parse_grid(options.grid, walk_forward=spec is not None)
     variants = expand(base, axes, source)
+    if options.out is not None:  # a folder that cannot be made fails before the work
+        make_dir(Path(options.out))
     executor = open_executor(options.cluster, options.workers)  # a bad cluster fails first
     try:
         symbols = {s for v in variants for s in v.settings.symbols} - set(base.symbols)
@@ -528,9 +533,12 @@ def reproduce(options: SweepOptions, params: dict[str, Any]) -> str:
     import shlex
 
     words = ["bot", "backtest", "--config", str(options.config)]
-    for flag, value in (("--start", options.start), ("--end", options.end),
-                        ("--data-dir", options.data_dir)):
-        if value is not None:
+    # `bot backtest` applies --start/--end after --set: a combination that sets the span
+    # itself is reproduced without them
+    for flag, value, key in (("--start", options.start, "backtest.start"),
+                             ("--end", options.end, "backtest.end"),
+                             ("--data-dir", options.data_dir, None)):
+        if value is not None and key not in params:
             words += [flag, str(value)]
     if options.synthetic:
         words.append("--synthetic")
