@@ -504,6 +504,7 @@ class Settings(_Strict):
                 "other and needs at least two in the universe (one asset: inverse_vol or "
                 "strategic)"
             )
+        problems += self._unknown_waivers()
         if self.universe and self.risk.position_cap * len(self.universe) < 1.0 - 1e-9:
             problems.append(
                 f"risk.position_cap: {self.risk.position_cap} x {len(self.universe)} assets "
@@ -512,6 +513,24 @@ class Settings(_Strict):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _unknown_waivers(self) -> list[str]:
+        """data.allow_extreme entries naming no series the bot loads for this config: the
+        waiver compares names exactly, so "tqqq" or "TQQQQ" could never apply, and the
+        load would still stop on the day it was meant to accept."""
+        from bot.data.base import MACRO_SERIES
+        from bot.reference import reference_symbols, stress_symbols
+
+        known = {*self.universe, *reference_symbols(), *stress_symbols(self), "SPY", *MACRO_SERIES}
+        problems = []
+        for entry in self.data.allow_extreme:
+            name = entry.partition(":")[0].strip()
+            if name not in known:
+                problems.append(
+                    f"data.allow_extreme: {entry!r} names {name!r}, which is none of the "
+                    f"series this config loads ({', '.join(sorted(known))}): it would never apply"
+                )
+        return problems
 
     @property
     def symbols(self) -> tuple[str, ...]:

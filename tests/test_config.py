@@ -284,3 +284,21 @@ def test_weighting_assets_against_each_other_needs_two_of_them(tmp_path, weighti
     ]
     for fine in ("inverse_vol", "strategic"):
         load_settings(write(tmp_path, ONE_ASSET + f'[strategy]\nweighting = "{fine}"\n'))
+
+
+def test_a_waiver_naming_no_loaded_series_is_refused(tmp_path):
+    """data.allow_extreme compares names exactly: "tqqq" or a typo could never apply, and
+    the load stopped anyway on the day it was meant to accept, with a hint to add it."""
+    path = write(tmp_path, """
+        [universe]
+        TQQQ = { weight = 0.5 }
+        TMF = { weight = 0.5 }
+        [data]
+        allow_extreme = ["TQQQ:2020-03-16", "VIX:2020-03-16", "tqqq:2020-03-16", "TQQQQ:2020-03-16"]
+        """)
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    problems = [p for p in err.value.problems if p.startswith("data.allow_extreme")]
+    assert len(problems) == 2
+    assert "'tqqq:2020-03-16' names 'tqqq'" in problems[0] and "it would never apply" in problems[0]
+    assert "'TQQQQ'" in problems[1]
