@@ -218,6 +218,8 @@ def test_a_dead_webhook_never_fails_a_job_and_becomes_an_incident(settings, smal
     failed = incidents[incidents["kind"] == "notify_failed"]
     assert len(failed) == len(hooks.calls("POST", WEBHOOK)) > 20  # every message, each once
     assert failed["message"].str.contains("Discord").all()
+    # dated in the replay's simulated time, as its other incidents (were the wall clock)
+    assert all(at.year == 2023 for at in failed["at"])
     text = " ".join(failed["message"]) + json.dumps(list(failed["context"])) + capsys.readouterr().err
     assert DISCORD_TOKEN not in text
     log.close()

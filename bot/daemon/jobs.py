@@ -156,9 +156,12 @@ class TradingJobs:
             return
         for failure in notifier.take_failures():
             try:
+                # dated on the daemon's clock like every incident (a replay's is simulated);
+                # the sender's own wall-clock time of the failure is kept beside it
                 self.ctx.tradelog.incident(
-                    failure.at, "notify_failed", f"{failure.kind} notification not delivered: "
-                    f"{failure.error}", {"kind": failure.kind, "title": failure.title},
+                    self.ctx.clock.now(), "notify_failed", f"{failure.kind} notification not "
+                    f"delivered: {failure.error}",
+                    {"kind": failure.kind, "title": failure.title, "failed_at": failure.at.isoformat()},
                 )
             except Exception as store_exc:  # noqa: BLE001
                 log.error("incident not stored", kind="notify_failed", error=str(store_exc))
