@@ -185,7 +185,7 @@ def test_positions_of_every_account_come_from_one_call(fake, sleeps):
     assert snapshot.as_of == OPEN_WED
     assert snapshot.quantities() == {a: {"SPY": float(i + 1)} for i, a in enumerate(accounts[:3])}
 
-    brokers = [platform.account_broker(a) for a in accounts]
+    brokers = [platform.account_broker(a, snapshot) for a in accounts]
     for broker in brokers:
         broker.refresh()
     assert [b.holdings(SYMBOLS)[0] for b in brokers] == [1.0, 2.0, 3.0, 0.0, 0.0]
@@ -194,6 +194,23 @@ def test_positions_of_every_account_come_from_one_call(fake, sleeps):
 
     brokers[0].refresh()  # later refreshes read the account's own, current positions
     assert len(fake.calls("GET", "/v1/trading/accounts/{account_id}/positions")) == 1
+
+
+def test_an_account_read_without_the_batch_snapshot_reads_its_own_positions(fake, sleeps):
+    """A worker that took a batch's prefetch handed it, by default, to every later view of
+    an account: a close or poll after another worker process traded the account valued
+    it on the positions of the last close (cash after the buy, no shares: a tenth of its
+    equity). Only a batch's first plan is given the snapshot now."""
+    a = fake.open_account(cash=1_000)
+    platform = connect(fake, sleeps)
+    snapshot = platform.prefetch_positions()
+    fake.ledger(a).hold("SPY", 18, 400.0)  # bought meanwhile by another worker process
+    broker = platform.account_broker(a)
+    broker.refresh()
+    assert broker.holdings(SYMBOLS)[0] == 18.0
+    planned = platform.account_broker(a, snapshot)  # the batch's first plan: as of the close
+    planned.refresh()
+    assert planned.holdings(SYMBOLS)[0] == 0.0
 
 
 def test_a_last_read_is_reused_once_and_never_after_an_order(fake, sleeps):

@@ -178,7 +178,6 @@ class BrokerPlatform:
         self.client = client
         self.sandbox = sandbox
         self.policy = policy or RetryPolicy()
-        self._snapshot: PositionsSnapshot | None = None
 
     @classmethod
     def connect(
@@ -213,17 +212,22 @@ class BrokerPlatform:
     def __repr__(self) -> str:
         return f"BrokerPlatform(url={self.client._base_url!s}, sandbox={self.sandbox})"
 
-    def account_broker(self, account_id: str) -> AlpacaBroker:
+    def account_broker(
+        self, account_id: str, snapshot: PositionsSnapshot | None = None
+    ) -> AlpacaBroker:
         """The LiveBroker of one client account (wrap it in SellsFirst to trade, as the
-        daemon does). Its first refresh takes the prefetched positions, if any."""
-        return self.broker_for(self.account_client(account_id))
+        daemon does). Its first refresh takes `snapshot`'s entry, if given."""
+        return self.broker_for(self.account_client(account_id, snapshot))
 
     def account_client(
         self, account_id: str, snapshot: PositionsSnapshot | None = None
     ) -> AccountClient:
         """One account's trading calls; its first positions read takes `snapshot`'s entry
-        (default: this platform's last prefetch, if any)."""
-        return AccountClient(self.client, str(account_id), snapshot or self._snapshot)
+        if one is given (a batch's first plan of the account), else the account's own
+        positions. Never a prefetch by default: the snapshot is as of the last close, and
+        a close, a poll or a retried task after another process traded the account
+        valued it on positions it no longer held."""
+        return AccountClient(self.client, str(account_id), snapshot)
 
     def broker_for(self, view: AccountClient) -> AlpacaBroker:
         """The LiveBroker over one account's calls."""
@@ -236,6 +240,5 @@ class BrokerPlatform:
     def prefetch_positions(self) -> PositionsSnapshot:
         """Every account's positions in one call, used by each account's first refresh."""
         raw = sdk_call("all accounts' positions", self.client.get_all_accounts_positions)
-        self._snapshot = PositionsSnapshot(to_utc(raw.as_of), dict(raw.positions))
-        return self._snapshot
+        return PositionsSnapshot(to_utc(raw.as_of), dict(raw.positions))
 
