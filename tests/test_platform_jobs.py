@@ -389,6 +389,29 @@ def test_buys_wait_for_the_sells_and_the_poll_round_sends_them_once(ctx, venue):
     assert rows(ctx, "SELECT count(*) FROM fills")[0][0] == 3
 
 
+def test_an_account_closed_while_its_buys_wait_for_the_sells_gets_no_buys(ctx, venue):
+    """Its sells were out and its buys queued when the client left: the poll round still
+    restored the queue and sent the buys into the closed account once the sells filled.
+    Now the sells are followed to their fills and the buys are closed as not sent."""
+    venue.fill_on_submit = 0.0
+    (account,) = add_accounts(ctx, venue, ["balanced"], cash=1_000.0)
+    ledger = venue.ledger(account.broker_account_id)
+    ledger.fill_on_submit = 0.0
+    ledger.hold("IWM", 300, venue.prices["IWM"])
+    batch = decide_batch(ctx, DECISION_DAY)
+    (row,) = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
+    run_task(ctx, row.id)
+    assert [o.data["side"] for o in ledger.orders] == ["sell"]
+    closed = ctx.registry.close(account.id, ctx.clock.now())
+    venue.fill_open()
+    account_jobs.poll(ctx, batch.run_id, closed)
+    assert [o.data["side"] for o in ledger.orders] == ["sell"]  # no buy went out
+    assert {(s, m) for (s, m) in rows(ctx, "SELECT status, status_message FROM orders WHERE side='buy'")} == {
+        ("canceled", "not sent: the account was closed before it went out")}
+    assert rows(ctx, "SELECT status FROM orders WHERE side='sell'") == [("filled",)]
+    assert store.open_order_accounts(ctx.engine) == []
+
+
 def test_the_close_records_each_accounts_equity_once(ctx, venue):
     accounts = add_accounts(ctx, venue, ["conservative", "aggressive"])
     batch = decide_batch(ctx, DECISION_DAY)

@@ -53,7 +53,7 @@ def reconcile(
         if rec.order.status.is_final:
             continue
         found = venue.find_order(rec.order.request.client_order_id)
-        if found is None and _is_queued_buy(rec.order) and isinstance(broker, SellsFirst):
+        if found is None and is_queued_buy(rec.order) and isinstance(broker, SellsFirst):
             requeue.append(rec.order)
         else:
             differences.extend(_match(tradelog, venue, rec, found, now))
@@ -101,7 +101,7 @@ def follow(
         if rec.mode != mode or rec.order.status.is_final or (leave is not None and leave(rec)):
             continue
         count += 1
-        if _is_queued_buy(rec.order):
+        if is_queued_buy(rec.order):
             queued.append(rec.order)
         else:
             venue.track(rec.order, _fills_of(rec))
@@ -114,7 +114,7 @@ def _venue(broker: LiveBroker | SellsFirst) -> LiveBroker:
     return broker.inner if isinstance(broker, SellsFirst) else broker
 
 
-def _is_queued_buy(order: Order) -> bool:
+def is_queued_buy(order: Order) -> bool:
     """A buy the sells-first queue held when the daemon stopped (never sent)."""
     return (
         order.status is OrderStatus.NEW

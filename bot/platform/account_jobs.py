@@ -32,7 +32,7 @@ from bot.broker.alpaca import AlpacaBroker
 from bot.broker.broker_api import AccountClient, PositionsSnapshot
 from bot.broker.sequenced import CUT, SellsFirst
 from bot.daemon.jobs import DaemonContext, TradingJobs
-from bot.daemon.reconcile import follow, reconcile
+from bot.daemon.reconcile import follow, is_queued_buy, reconcile
 from bot.errors import BotError
 from bot.platform.context import Profile, WorkerContext
 from bot.platform.profile_targets import ProfileTargets
@@ -269,6 +269,7 @@ def poll(ctx: WorkerContext, run_id: int, account: Account) -> int:
     session = open_session(ctx, run_id, account)
     followed = _follow(ctx, session)
     if not followed:
+        session.tradelog.flush()  # what _follow closed (an inactive account's queued buys)
         return 0
     updates = session.jobs(ctx).poll()
     session.tradelog.flush()
@@ -278,12 +279,28 @@ def poll(ctx: WorkerContext, run_id: int, account: Account) -> int:
 def _follow(ctx: WorkerContext, session: AccountSession) -> int:
     """The account's open orders followed (bot.daemon.reconcile.follow), except the plan
     of a rebalance task not final yet: a poll would find those orders absent at the venue
-    and close them as never placed, and the task's retry would then send nothing."""
+    and close them as never placed, and the task's retry would then send nothing. An
+    account closed or suspended meanwhile sends nothing more: its queued buys are closed
+    as not sent, and only the orders already sent are followed."""
     waiting = unfinished_rebalances(ctx.engine, session.account.id)
+    account = session.account
 
     def theirs(rec: RecordedOrder) -> bool:
         return rec.run_id in waiting and is_unsent_plan(rec.order)
 
+    if not account.active:
+        now = ctx.clock.now()
+        for rec in session.tradelog.recorded_orders(session.prefix):
+            if rec.mode == ctx.mode and is_queued_buy(rec.order):
+                rec.order.status = OrderStatus.CANCELED
+                rec.order.status_message = f"not sent: the account was {account.status} before it went out"
+                session.tradelog.execution(rec.order, None, now)
+
+        def theirs_or_queued(rec: RecordedOrder) -> bool:
+            return theirs(rec) or is_queued_buy(rec.order)
+
+        return follow(session.tradelog, session.broker, session.prefix, ctx.mode,
+                      leave=theirs_or_queued)
     return follow(session.tradelog, session.broker, session.prefix, ctx.mode, leave=theirs)
 
 
