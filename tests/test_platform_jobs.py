@@ -412,6 +412,20 @@ def test_an_account_closed_while_its_buys_wait_for_the_sells_gets_no_buys(ctx, v
     assert store.open_order_accounts(ctx.engine) == []
 
 
+def test_funds_held_outside_the_accounts_profile_are_reported(ctx, venue):
+    """A client moved from aggressive to balanced keeps QQQ, which the balanced profile
+    neither trades nor values: its rebalance says so, where it can be seen."""
+    (account,) = add_accounts(ctx, venue, ["balanced"])
+    venue.ledger(account.broker_account_id).hold("QQQ", 12, venue.prices["QQQ"])
+    batch = decide_batch(ctx, DECISION_DAY)
+    (row,) = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
+    outcome = run_task(ctx, row.id)
+    assert outcome["outside_profile"] == ["QQQ"]
+    [(kind, message)] = rows(ctx, "SELECT kind, message FROM incidents")
+    assert kind == "positions_outside_profile"
+    assert f"account {account.broker_account_id} holds 12 QQQ outside profile balanced" in message
+
+
 def test_the_close_records_each_accounts_equity_once(ctx, venue):
     accounts = add_accounts(ctx, venue, ["conservative", "aggressive"])
     batch = decide_batch(ctx, DECISION_DAY)

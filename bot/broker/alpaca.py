@@ -209,6 +209,15 @@ class AlpacaBroker:
             self.refresh()
         return np.array([self._positions.get(s, 0.0) for s in symbols], dtype=float)
 
+    def positions_outside(self, symbols: tuple[str, ...]) -> dict[str, float]:
+        """Positions in funds not among `symbols`, which a strategy over `symbols` neither
+        trades nor values (a client moved to another profile, a fund dropped from the
+        universe)."""
+        if self._account is None:
+            self.refresh()
+        known = set(symbols)
+        return {s: q for s, q in self._positions.items() if s not in known and abs(q) > 1e-9}
+
     # --- orders ----------------------------------------------------------------------
 
     def open_order_count(self) -> int:

@@ -189,7 +189,26 @@ def _plan(
         "planned": len(planner.planned),
         "events": [e.rule for e in step.events],
     }
+    outside = session.venue.positions_outside(session.profile.settings.symbols)
+    if outside:
+        _report_outside(session, outside, now)
+        outcome["outside_profile"] = sorted(outside)
     return planner.planned, outcome
+
+
+def _report_outside(session: AccountSession, outside: dict[str, float], now: dt.datetime) -> None:
+    """An incident for funds the account holds outside its profile (a client moved to
+    another profile keeps the old one's funds): the batch engine trades only the
+    profile's funds and values the account without the others."""
+    account, profile = session.account, session.account.profile
+    held = ", ".join(f"{q:g} {s}" for s, q in sorted(outside.items()))
+    session.tradelog.incident(
+        now, "positions_outside_profile",
+        f"account {account.broker_account_id} holds {held} outside profile {profile}: the "
+        "batch engine neither trades nor values them; sell them, or assign the profile "
+        "that holds them",
+        {"account": account.id, "profile": profile, "positions": outside},
+    )
 
 
 class PlanLost(BotError):
