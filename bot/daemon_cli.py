@@ -99,7 +99,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         return run_scheduler(args)
     if args.replay:
+        if args.live:  # a replay trades on a simulated venue: --live would mean nothing
+            raise BotError("--replay and --live cannot be combined (a replay sends no order)")
         return _cmd_replay(args)
+    unused = [flag for flag, given in (("--synthetic", args.synthetic),
+                                       ("--data-dir", args.data_dir)) if given]
+    if unused:  # the daemon reads Alpaca and FRED: these would be silently ignored
+        verb = "applies" if len(unused) == 1 else "apply"
+        raise BotError(f"{' and '.join(unused)} only {verb} to a replay: add --replay START:END")
     return _run_daemon(args)
 
 

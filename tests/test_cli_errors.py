@@ -288,3 +288,18 @@ def test_an_unknown_log_format_is_an_error_not_json(monkeypatch, capsys) -> None
     for args in (["runs", "--database", "sqlite:///:memory:"], ["version"]):
         code, _out, err = run_cli(capsys, *args)
         assert code == 2 and "BOT_LOG_FORMAT: expected console or json, got 'xml'" in err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--replay", "2023-01-03:2023-02-01", "--live"], "--replay and --live cannot be combined"),
+    (["--synthetic"], "--synthetic only applies to a replay: add --replay START:END"),
+    (["--data-dir", "data", "--synthetic"], "--synthetic and --data-dir only apply to a replay"),
+])
+def test_bot_run_refuses_flags_it_would_ignore(capsys, args, message) -> None:
+    """`--live` with `--replay` ran a plain replay; `--synthetic` or `--data-dir` without
+    it were ignored and the daemon asked for Alpaca keys."""
+    from bot.cli import main
+
+    assert main(["run", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
