@@ -81,6 +81,24 @@ def test_trade_log_tables_drop_the_least_important_columns_first() -> None:
         assert all(name not in table for name in dropped)
 
 
+def test_each_part_of_a_stacked_table_names_its_rows_symbols() -> None:
+    """Too wide for 60 columns, a table is printed in parts; each part repeated only the
+    time, which every row of a rebalance shares, so part 2's numbers could be matched to
+    their rows only by counting. The symbol is repeated too."""
+    at = pd.Timestamp("2024-03-04 21:00", tz="UTC").to_pydatetime()
+    frame = pd.DataFrame([
+        {"submitted_at": at, "symbol": sym, "side": "buy", "quantity": q, "status": "filled",
+         "filled_quantity": q, "average_price": 61.2345, "reason": "period: 4 trading days"}
+        for sym, q in (("TQQQ", 1234.567891), ("UPRO", 98.765432))
+    ])
+    out = io.StringIO()
+    render_frame(frame, "orders", Console(file=out, width=60))
+    parts = out.getvalue().split("orders (")[1:]
+    assert len(parts) > 1
+    for part in parts:
+        assert "TQQQ" in part and "UPRO" in part
+
+
 def test_the_inspection_commands_fit_columns_80(tmp_path) -> None:
     from tests.test_inspect_cli import fill_by_replay
 

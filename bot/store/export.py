@@ -154,7 +154,11 @@ def render_table(
     for row in rows.rows:
         table.add_row(*(Text(cell(c, v)) for c, v in zip(rows.columns, row, strict=True)))
     table, dropped = drop_to_fit(table, console, drop, WRAPPING)
-    for part in stack(table, console, keep=1, wrap=WRAPPING):
+    # Parts of a table too wide repeat its row labels: the time, and the symbol after it
+    # (an order's or a snapshot's time is shared by all the rows of its rebalance)
+    headers = [str(c.header) for c in table.columns]
+    keep = headers.index("symbol") + 1 if "symbol" in headers[:3] else 1
+    for part in stack(table, console, keep=keep, wrap=WRAPPING):
         console.print(part)
     if dropped:
         console.print(f"not shown at {console.width} columns: {', '.join(dropped)} "
