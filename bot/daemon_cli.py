@@ -144,6 +144,15 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             with _replay_progress(f"replay {start}..{end}") as progress:
                 result = replay(settings, market, tradelog, run_id, start, end, stop=stop,
                                 progress=progress)
+        except BrokenPipeError as exc:
+            # Its output went to a reader that left (`| head`): the run is cut short, and
+            # says why; the exit code is not the success a covered span would give.
+            now = dt.datetime.now(dt.UTC)
+            tradelog.incident(now, "interrupted", f"replay stopped: its output was closed ({exc})",
+                              {"span": args.replay})
+            tradelog.finish_run("failed", now)
+            raise BotError("replay stopped: its output was closed before the end of the span; "
+                           f"run {run_id} is marked failed") from None
         except BaseException:
             tradelog.finish_run("failed", dt.datetime.now(dt.UTC))
             raise

@@ -158,6 +158,31 @@ def test_a_closed_pipe_ends_the_command_quietly(tmp_path, capsys) -> None:
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
 
 
+def test_a_replay_whose_output_closes_is_a_failed_run_with_an_incident(tmp_path) -> None:
+    """`bot run --replay ... 2>&1 | head -3` exited 0 like a finished replay, its run
+    marked failed with no incident saying why."""
+    from bot.store.tradelog import TradeLog
+
+    url = f"sqlite:///{tmp_path / 'cut.sqlite'}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "run", "--replay", "2023-01-03:2024-12-31", "--synthetic",
+         "--database", url],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO,
+    )
+    assert proc.stdout is not None
+    for _ in range(3):  # `| head -3`: three lines read, then the reader is gone
+        proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=300) != 0
+    log = TradeLog.open_readonly(url)
+    try:
+        assert list(log.runs()["status"]) == ["failed"]
+        [incident] = log.load_incidents().itertuples()
+        assert incident.kind == "interrupted" and "its output was closed" in incident.message
+    finally:
+        log.close()
+
+
 def test_other_broken_pipes_and_bugs_keep_their_traceback(monkeypatch, capsys) -> None:
     """Only a closed stdout is quiet: a broken socket or a plain bug still propagates."""
 
