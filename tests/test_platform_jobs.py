@@ -362,7 +362,10 @@ def test_the_account_lock_is_taken_back_only_by_a_redelivery_of_its_task(ctx):
 # --- after the rebalance ------------------------------------------------------------------
 
 
-def test_buys_wait_for_the_sells_and_the_poll_round_sends_them_once(ctx, venue):
+def _rebalanced_into_a_sell_and_queued_buys(ctx, venue):
+    """A balanced account holding IWM far above its target, little cash, no fill on
+    submit: its rebalance sends the sell and queues the buys. (account, ledger, batch,
+    the task's outcome)."""
     venue.fill_on_submit = 0.0
     (account,) = add_accounts(ctx, venue, ["balanced"], cash=1_000.0)
     ledger = venue.ledger(account.broker_account_id)
@@ -370,7 +373,11 @@ def test_buys_wait_for_the_sells_and_the_poll_round_sends_them_once(ctx, venue):
     ledger.hold("IWM", 300, venue.prices["IWM"])
     batch = decide_batch(ctx, DECISION_DAY)
     (row,) = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
-    outcome = run_task(ctx, row.id)
+    return account, ledger, batch, run_task(ctx, row.id)
+
+
+def test_buys_wait_for_the_sells_and_the_poll_round_sends_them_once(ctx, venue):
+    account, ledger, batch, outcome = _rebalanced_into_a_sell_and_queued_buys(ctx, venue)
     assert outcome["statuses"] == {"new": outcome["sent"]}  # the sell is out, the buys queued
     assert [o.data["side"] for o in ledger.orders] == ["sell"]
     assert {m for (m,) in rows(ctx, "SELECT status_message FROM orders WHERE side='buy'")} == {QUEUED}
@@ -393,14 +400,7 @@ def test_an_account_closed_while_its_buys_wait_for_the_sells_gets_no_buys(ctx, v
     """Its sells were out and its buys queued when the client left: the poll round still
     restored the queue and sent the buys into the closed account once the sells filled.
     Now the sells are followed to their fills and the buys are closed as not sent."""
-    venue.fill_on_submit = 0.0
-    (account,) = add_accounts(ctx, venue, ["balanced"], cash=1_000.0)
-    ledger = venue.ledger(account.broker_account_id)
-    ledger.fill_on_submit = 0.0
-    ledger.hold("IWM", 300, venue.prices["IWM"])
-    batch = decide_batch(ctx, DECISION_DAY)
-    (row,) = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
-    run_task(ctx, row.id)
+    account, ledger, batch, _ = _rebalanced_into_a_sell_and_queued_buys(ctx, venue)
     assert [o.data["side"] for o in ledger.orders] == ["sell"]
     closed = ctx.registry.close(account.id, ctx.clock.now())
     venue.fill_open()
