@@ -114,9 +114,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             run = _chosen_run(conn, args.run, latest=COMMANDS[args.command][2], account=account)
             filters = replace(filters, run=run if isinstance(run, int) else None, account=account)
             rows = _query(conn, args, filters)
+            synthetic = isinstance(run, int) and queries.run_is_synthetic(conn, run)
     finally:
         log.engine.dispose()
+    # A synthetic run's prices, regimes and fills look like history: the title says not
     scope = f"run {run}" if isinstance(run, int) else "all runs"
+    if synthetic:
+        scope += " (SYNTHETIC market)"
     if account is not None:
         scope += f" — account {account_ref}"
     title = f"{args.command} — {scope} — {mask_url(url)}"

@@ -640,3 +640,24 @@ def test_a_closed_pipe_ends_the_command_quietly(tmp_path, fmt):
     finally:
         os.close(write)
     assert (proc.returncode, proc.stderr) == (0, "")
+
+
+def test_a_synthetic_runs_tables_say_so(tmp_path, capsys, monkeypatch):
+    """Only `bot runs` said a run traded the synthetic market: its orders, regimes (VIX
+    and spreads that look like history) and equity now say it in their titles."""
+    monkeypatch.setenv("COLUMNS", "200")
+    db = f"sqlite:///{tmp_path / 's.sqlite'}"
+    for synthetic in (True, False):
+        log = TradeLog.open(db)
+        log.start_run(mode="backtest", strategy="s", config_hash="-", config={}, code_version="-",
+                      data_source="-", synthetic=synthetic,
+                      started_at=dt.datetime(2024, 3, 4, tzinfo=dt.UTC))
+        log.equity(EquityPoint(dt.date(2024, 3, 4), 100.0, 100.0, 0.0, 0.0, None))
+        log.close()
+    capsys.readouterr()
+    code, out, err = run_cli(capsys, "equity", "--database", db, "--run", "1")
+    assert code == 0, err
+    assert "run 1 (SYNTHETIC market)" in out
+    code, out, err = run_cli(capsys, "equity", "--database", db, "--run", "2")
+    assert code == 0, err
+    assert "SYNTHETIC" not in out

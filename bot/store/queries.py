@@ -94,6 +94,11 @@ def require_run(conn: sa.Connection, run_id: int) -> None:
         raise BotError(f"no run {run_id} in the trade log (latest runs: {listed}); see `bot runs`")
 
 
+def run_is_synthetic(conn: sa.Connection, run_id: int) -> bool:
+    """Whether the run traded a synthetic market (its tables are then labelled so)."""
+    return bool(conn.execute(sa.select(RUNS.c.synthetic).where(RUNS.c.id == run_id)).scalar())
+
+
 def _day_range(stmt: sa.Select[Any], column: sa.ColumnElement[Any], f: Filters) -> sa.Select[Any]:
     if f.since is not None:
         stmt = stmt.where(column >= f.since)
