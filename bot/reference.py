@@ -95,6 +95,15 @@ def stress_symbols(settings: Settings) -> set[str]:
     return underlyings(settings) | {settings.stress.market, settings.stress.rates}
 
 
+def backtest_extras(settings: Settings) -> list[str]:
+    """The funds `bot backtest` loads besides the universe: SPY, the reference
+    portfolios' (with benchmarks on) and the underlyings. `bot sweep` loads the same:
+    every file's days are trading days of the history, so a combination runs on the
+    days its `bot backtest` does."""
+    extra = reference_symbols() if settings.backtest.benchmarks else set()
+    return sorted(extra | {"SPY"} | underlyings(settings))
+
+
 def trading_symbols(settings: Settings) -> list[str]:
     """The universe, then the reference portfolios' funds: what a backtest needs."""
     return list(dict.fromkeys([*settings.symbols, *sorted(reference_symbols())]))

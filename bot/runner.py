@@ -27,7 +27,7 @@ from bot.data.history import load_history
 from bot.decay import decay_section
 from bot.errors import BotError, ConfigError
 from bot.heap import long_lived
-from bot.reference import NEVER, reference_settings, reference_symbols, underlyings
+from bot.reference import NEVER, backtest_extras, reference_settings
 from bot.report import RunSeries, build_report, make_dir, render_table, write_charts, write_json
 from bot.store.abandoned import close_dead_runs
 from bot.store.engines import mask_url
@@ -172,9 +172,8 @@ def _backtest(options: BacktestOptions) -> int:
     console = make_console()
     settings = apply_overrides(load_settings(options.config), options, str(options.config))
     data_dir = options.data_dir or resolve_data_dir(settings, options.config)
-    extra = reference_symbols() if settings.backtest.benchmarks else set()
     with long_lived():
-        market = load_history(settings, data_dir, sorted(extra | {"SPY"} | underlyings(settings)))
+        market = load_history(settings, data_dir, backtest_extras(settings))
     # The user's input is checked before a run is recorded: a span outside the data or an
     # --out that cannot be a folder is an error, not a failed run in the trade log.
     span_indices(market.prices.select(settings.symbols).dates, settings.backtest.start,

@@ -30,7 +30,7 @@ from bot.data.history import load_history
 from bot.errors import BotError
 from bot.heap import long_lived
 from bot.metrics import slice_fills
-from bot.reference import reference_symbols, underlyings
+from bot.reference import backtest_extras
 from bot.report import RunSeries, build_report, make_dir
 from bot.runner import (
     BacktestOptions,
@@ -119,11 +119,7 @@ def market_for(settings: Settings, data_dir: Path, also: Sequence[str] = ()) -> 
     """The same history `bot backtest` loads for this config (its symbols, SPY and the
     reference portfolios'), so every combination sees exactly the data a backtest would;
     plus `also`, symbols a grid adds to the universe."""
-    extra = reference_symbols() if settings.backtest.benchmarks else set()
-    # the underlyings too: their files' days are trading days of the history as well
-    return load_history(
-        settings, data_dir, sorted(extra | {"SPY"} | underlyings(settings) | set(also))
-    )
+    return load_history(settings, data_dir, sorted({*backtest_extras(settings), *also}))
 
 
 def _check_symbols(market: MarketData, variants: Sequence[Variant]) -> None:
