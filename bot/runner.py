@@ -344,25 +344,24 @@ def run_references(settings: Settings, market: MarketData) -> list[BacktestResul
             log.warning("reference skipped: missing data", reference=name)
             continue
         if ref.rebalance.every_days >= NEVER:  # buy and hold: one purchase, on a priced day
-            listed = _first_day_all_priced(ref, market)
-            if listed is None:
+            bought = _bought_when_listed(name, ref, market)
+            if bought is None:
                 log.warning("reference skipped: a fund has no price in the span", reference=name)
                 continue
-            if listed is not True:
-                # bought on its first day the order could fill; before, it stayed cash
-                name = f"{name} (from {listed:%Y-%m-%d}, when it listed)"
-                ref = ref.model_copy(update={
-                    "backtest": ref.backtest.model_copy(update={"start": listed.isoformat()})})
+            name, ref = bought
         scratch = scratch_tradelog(name)
         results.append(run_backtest(ref, market, scratch, name=name, order_prefix="ref"))
         scratch.discard()
     return results
 
 
-def _first_day_all_priced(ref: Settings, market: MarketData) -> dt.date | bool | None:
-    """The first trading day of `ref`'s span on which every one of its funds has a close
-    (a buy-and-hold portfolio started before a fund listed never buys it otherwise):
-    True if that is the span's first day, None if there is none."""
+def _bought_when_listed(
+    name: str, ref: Settings, market: MarketData
+) -> tuple[str, Settings] | None:
+    """A buy-and-hold reference as it runs: from the first day of its span on which every
+    one of its funds has a close, renamed to say so if that is after the span's start
+    (started before a fund listed, its one purchase found no price and it stayed cash);
+    None if that day never comes."""
     import numpy as np
 
     prices = market.prices.select(ref.symbols)
@@ -371,8 +370,11 @@ def _first_day_all_priced(ref: Settings, market: MarketData) -> dt.date | bool |
     if not priced.size:
         return None
     if priced[0] == 0:
-        return True
-    return prices.dates[lo + int(priced[0])].astype("datetime64[D]").astype(dt.date)
+        return name, ref
+    day = prices.dates[lo + int(priced[0])].astype("datetime64[D]").astype(dt.date)
+    listed = ref.model_copy(update={
+        "backtest": ref.backtest.model_copy(update={"start": day.isoformat()})})
+    return f"{name} (from {day:%Y-%m-%d}, when it listed)", listed
 
 
 def _series(result: BacktestResult, with_details: bool = False) -> RunSeries:
