@@ -120,13 +120,21 @@ def _skip_inactive(ctx: WorkerContext, row: TaskRow, account: Account) -> dict[s
         prefix = account_order_prefix(ctx.settings.name, account.broker_account_id)
         unsent = [rec.order for rec in tradelog.recorded_orders(prefix)
                   if rec.run_id == row.run_id and is_unsent_plan(rec.order)]
-        for order in unsent:
-            order.status = OrderStatus.CANCELED
-            order.status_message = f"not sent: the account was {account.status} before it went out"
-            tradelog.execution(order, None, now)
+        _close_not_sent(tradelog, unsent, account, now)
         outcome["not_sent"] = len(unsent)
     tradelog.flush(mark_done(row.id, now, outcome))
     return outcome
+
+
+def _close_not_sent(
+    tradelog: TradeLog, orders: list[Order], account: Account, now: dt.datetime
+) -> None:
+    """Orders of an account closed or suspended before they went out, recorded as
+    canceled: nothing will send them."""
+    for order in orders:
+        order.status = OrderStatus.CANCELED
+        order.status_message = f"not sent: the account was {account.status} before it went out"
+        tradelog.execution(order, None, now)
 
 
 def open_session(
@@ -302,25 +310,17 @@ def _follow(ctx: WorkerContext, session: AccountSession) -> int:
     account closed or suspended meanwhile sends nothing more: its queued buys are closed
     as not sent, and only the orders already sent are followed."""
     waiting = unfinished_rebalances(ctx.engine, session.account.id)
-    account = session.account
+    active = session.account.active
+    if not active:
+        queued = [rec.order for rec in session.tradelog.recorded_orders(session.prefix)
+                  if rec.mode == ctx.mode and is_queued_buy(rec.order)]
+        _close_not_sent(session.tradelog, queued, session.account, ctx.clock.now())
 
-    def theirs(rec: RecordedOrder) -> bool:
-        return rec.run_id in waiting and is_unsent_plan(rec.order)
+    def left(rec: RecordedOrder) -> bool:
+        return (rec.run_id in waiting and is_unsent_plan(rec.order)) or (
+            not active and is_queued_buy(rec.order))
 
-    if not account.active:
-        now = ctx.clock.now()
-        for rec in session.tradelog.recorded_orders(session.prefix):
-            if rec.mode == ctx.mode and is_queued_buy(rec.order):
-                rec.order.status = OrderStatus.CANCELED
-                rec.order.status_message = f"not sent: the account was {account.status} before it went out"
-                session.tradelog.execution(rec.order, None, now)
-
-        def theirs_or_queued(rec: RecordedOrder) -> bool:
-            return theirs(rec) or is_queued_buy(rec.order)
-
-        return follow(session.tradelog, session.broker, session.prefix, ctx.mode,
-                      leave=theirs_or_queued)
-    return follow(session.tradelog, session.broker, session.prefix, ctx.mode, leave=theirs)
+    return follow(session.tradelog, session.broker, session.prefix, ctx.mode, leave=left)
 
 
 def close(ctx: WorkerContext, row: TaskRow, account: Account) -> dict[str, Any]:
