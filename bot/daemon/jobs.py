@@ -311,10 +311,14 @@ class TradingJobs:
         if today is None:
             return
         self.poll()
-        repeated = self._closed is not None and self._closed[0] == today.day
+        repeated = self._recorded_close(today.day) is not None
         point = self.mark_close(today.day)
         if not repeated:  # the first try sent it
             self._daily_summary(point)
+
+    def _recorded_close(self, day: dt.date) -> EquityPoint | None:
+        """The close of `day` if this process recorded it already (see mark_close)."""
+        return self._closed[1] if self._closed is not None and self._closed[0] == day else None
 
     def mark_close(self, day: dt.date) -> EquityPoint:
         """The day's equity and positions at its close, recorded once; state saved.
@@ -328,8 +332,8 @@ class TradingJobs:
         market = ctx.feed.history(day)
         t = index_of_day(market, day, "market data")
         engine = self.engine(market)
-        if self._closed is not None and self._closed[0] == day:
-            point = self._closed[1]
+        point = self._recorded_close(day)
+        if point is not None:
             log.info("close already recorded", day=str(day))
         else:
             engine.enter_week(t)  # a week's first close carries that week's regime
