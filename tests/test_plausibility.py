@@ -157,6 +157,41 @@ def test_rows_off_the_exchange_calendar_are_refused(tmp_path, row, expected):
     assert error.field == "date" and expected in str(error), str(error)
 
 
+def test_a_close_carried_forward_for_days_is_refused_and_can_be_accepted(tmp_path):
+    """A vendor that forward-filled a gap (or a stalled feed) shows one close for a week:
+    its 20-day volatility falls toward 0 and inverse-volatility weighting buys it. Four
+    repeats pass (SHY has four in its real history), five do not."""
+    closes = _calm_closes()
+    closes[31:35] = closes[30]  # four repeats: a quiet fund can do that
+    _write_prices(tmp_path, "STL", _bar_rows(closes))
+    load_csv_directory(tmp_path, ["STL"], macro=())
+    closes[35] = closes[30]  # the fifth
+    path = _write_prices(tmp_path, "STL", _bar_rows(closes))
+    error = _load_error(tmp_path, ["STL"])
+    text = str(error)
+    assert error.field == "close" and str(path) in text
+    assert f"{DAYS[30]} (line 32): close {float(f'{closes[30]:.6f}'):g} repeats unchanged" in text
+    assert f"in the next 5 sessions, to {DAYS[35]}" in text
+    assert f'data.allow_extreme = ["STL:{DAYS[30]}"]' in text
+    rules = PlausibilityRules.from_entries([f"STL:{DAYS[30]}"])
+    with capture_logs() as logs:
+        load_csv_directory(tmp_path, ["STL"], macro=(), rules=rules)
+    assert any(e["event"] == "extreme value accepted by data.allow_extreme" for e in logs)
+
+
+def test_a_fund_that_barely_moves_may_sit_on_one_price():
+    """A bill fund moves a few hundredths of a percent a day and sits on one price for
+    weeks (BIL for 18 sessions in 2011): no stale-feed error for it."""
+    rng = np.random.default_rng(5)
+    closes = 91.5 * np.exp(np.cumsum(rng.normal(0, 0.0003, len(DAYS))))
+    closes[10:30] = closes[9]
+    check_bars("BIL", SymbolBars("bills", DAYS, closes, closes))
+    moving = _calm_closes()
+    moving[10:30] = moving[9]
+    with pytest.raises(DataError, match="repeats unchanged in the next 20 sessions"):
+        check_bars("ABC", SymbolBars("moving", DAYS, moving, moving))
+
+
 def test_a_close_of_1e300_is_an_error_not_a_crash(tmp_path):
     rows = _bar_rows(_calm_closes())
     parts = rows[0].split(",")

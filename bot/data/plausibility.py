@@ -20,6 +20,11 @@ Prices (per symbol, on its own dates):
   TQQQ, whose real crash days (-34% on 2020-03-16, a log move of 0.42) pass while a
   halving or a 10x jump does not. Calibrated on the 22 bundled series, 1993-2024 (the
   highest ratio is UDOW's 22.1 on 2020-03-16).
+- no close repeats unchanged more than STALE_RUN sessions in a row in a series that
+  normally moves (robust daily scale at least STALE_MIN_SCALE): a vendor that carried
+  the last price forward over a gap or a halted feed looks like a calm market, and the
+  20-day volatility falling toward 0 sends inverse-volatility weight to that fund. A
+  bill fund (BIL sits at one price for 18 sessions in 2011) moves too little to judge.
 
 Macro series: values within the range the series can take (VIX 5-150, 10y-2y spread
 within +-10 points, policy uncertainty positive and at most 3000, bill rates -5 to 30%),
@@ -65,6 +70,11 @@ MAD_TO_SIGMA = 1.4826
 #: doubling in a day is then the bound
 MIN_RETURNS_FOR_SCALE = 20
 SHORT_HISTORY_BOUND = float(np.log(2.0))
+
+#: unchanged closes in a row (after the first) beyond which a moving series is stale
+STALE_RUN = 4
+#: a series whose robust daily scale is below this (0.3%) may sit still: bills, cash funds
+STALE_MIN_SCALE = 0.003
 
 DEFAULT_JUMP_SCALE_MULTIPLE = 25.0
 DEFAULT_JUMP_FLOOR = 0.25
@@ -203,6 +213,7 @@ def check_bars(symbol: str, bars: SymbolBars, rules: PlausibilityRules = DEFAULT
             )
     _check_ohlc(symbol, bars, rules)
     _check_moves(symbol, bars, rules)
+    _check_stale(symbol, bars, rules)
 
 
 def check_price_column(
@@ -307,6 +318,30 @@ def _check_moves(symbol: str, bars: SymbolBars, rules: PlausibilityRules) -> Non
                 f"|ln| <= {bound:.3f} ({how}): an unadjusted split or a wrong value? "
                 + _accept_hint(symbol, bars.dates[i]),
             )
+
+
+def _check_stale(symbol: str, bars: SymbolBars, rules: PlausibilityRules) -> None:
+    """No run of more than STALE_RUN unchanged closes in a series that normally moves;
+    the waiver names the run's first unchanged day."""
+    daily = np.diff(bars.close)
+    scale = robust_scale(np.diff(np.log(bars.close)))
+    if scale is None or scale < STALE_MIN_SCALE:
+        return
+    unchanged = np.concatenate(([False], daily == 0, [False])).astype(np.int8)
+    edges = np.diff(unchanged)
+    # a run: the close of row `first` repeated on every row up to `last`
+    firsts, lasts = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    for first, last in zip(firsts.tolist(), lasts.tolist(), strict=True):
+        if last - first <= STALE_RUN or _waived(symbol, bars, first, rules, "close"):
+            continue
+        raise DataError(
+            bars.name, "close",
+            f"{_where(bars.dates[first], bars.lines, first)}: close {bars.close[first]:g} "
+            f"repeats unchanged in the next {last - first} sessions, to {bars.dates[last]}, "
+            f"in a series that moves {scale:.2%} a day (robust scale): a price carried "
+            "forward over missing days or a stalled feed? Fill in the real closes or "
+            "delete the rows. " + _accept_hint(symbol, bars.dates[first]),
+        )
 
 
 def _waived(symbol: str, bars: SymbolBars, i: int, rules: PlausibilityRules, column: str) -> bool:
