@@ -224,6 +224,46 @@ def test_two_decisions_of_one_day_at_once_make_one_batch(ctx_on, venue, monkeypa
     assert rows(ctx, "SELECT count(*) FROM targets")[0][0] == 8  # the loser's were dropped
 
 
+def test_a_decide_that_died_before_its_batch_is_closed_as_superseded(ctx, venue, monkeypatch, capsys):
+    """A decide whose worker died (or whose database connection dropped) after starting
+    its run and before committing the batch left the run 'running' with no task. The
+    poll round used to close it as a batch 'finished' with 0 accounts, even a decide
+    still at work; now only batches are closed, and a dead decide is closed as
+    superseded by the day's batch once it is older than the grace."""
+    from bot.platform import decision
+
+    add_accounts(ctx, venue, ["balanced"])
+    real = decision._decide_profile
+
+    def connection_lost(*args, **kwargs):
+        raise sa.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(decision, "_decide_profile", connection_lost)
+    with pytest.raises(sa.exc.OperationalError):  # transient: the task is retried
+        decide_batch(ctx, DECISION_DAY)
+    ((orphan, status),) = rows(ctx, "SELECT id, status FROM runs")
+    assert status == "running"
+    assert store.running_batches(ctx.engine, ctx.mode) == []  # not a batch: never 'finished'
+    monkeypatch.setattr(decision, "_decide_profile", real)
+    batch = decide_batch(ctx, DECISION_DAY)  # the decision delivered again
+    assert batch.created and batch.run_id != orphan
+    assert store.running_batches(ctx.engine, ctx.mode) == [batch.run_id]
+    now = ctx.clock.now()
+    assert store.close_interrupted_decides(ctx.engine, ctx.mode, now) == []  # within the grace
+    later = now + store.DECIDE_GRACE + dt.timedelta(seconds=1)
+    assert store.close_interrupted_decides(ctx.engine, ctx.mode, later) == [orphan]
+    assert store.close_interrupted_decides(ctx.engine, ctx.mode, later) == []  # once
+    shown = store.summarize(ctx.engine, orphan)
+    assert shown.status == "failed" and shown.shown_status == f"superseded by run {batch.run_id}"
+    ((kind, message),) = rows(ctx, f"SELECT kind, message FROM incidents WHERE run_id = {orphan}")
+    assert kind == store.INTERRUPTED_DECIDE and f"run {batch.run_id} is the day's batch" in message
+    assert store.summarize(ctx.engine, batch.run_id).status == "running"
+    from bot.cli import main
+
+    assert main(["platform", "status", "--database", str(ctx.engine.url)]) == 0
+    assert f"batch {batch.run_id}: 0 of 1 accounts done" in capsys.readouterr().out
+
+
 def test_accounts_trade_their_profiles_decision_on_their_own_cash(ctx, venue):
     small, large = add_accounts(ctx, venue, ["balanced", "balanced"])
     venue.ledger(small.broker_account_id).cash = venue.ledger(small.broker_account_id).cash / 4

@@ -391,6 +391,52 @@ def _superseded_by(summary: object) -> int | None:
     return int(winner) if isinstance(winner, int) else None
 
 
+#: the incident kind of a decide whose worker died before it committed a batch
+INTERRUPTED_DECIDE = "decide_interrupted"
+#: a decide run older than this without a batch, whose day has its batch, is dead: a
+#: decide takes seconds, a minute or two when the data source throttles it
+DECIDE_GRACE = dt.timedelta(minutes=10)
+
+
+def close_interrupted_decides(engine: sa.Engine, mode: str, now: dt.datetime) -> list[int]:
+    """Close the decide runs of `mode` started over DECIDE_GRACE ago, still 'running'
+    without being a batch, whose day has its batch now: each as superseded by that batch,
+    with an incident. A worker that died between starting its run and committing the
+    batch left it 'running' for ever, with 0 accounts; the decision delivered again made
+    the day's batch under another run. (A decide of a day with no batch yet is left: its
+    delivery again will make one.)"""
+    no_batch = ~sa.exists(sa.select(BATCHES.c.run_id).where(BATCHES.c.run_id == RUNS.c.id))
+    stmt = sa.select(RUNS.c.id, RUNS.c.config).where(
+        RUNS.c.strategy == PLATFORM_STRATEGY, RUNS.c.status == "running", RUNS.c.mode == mode,
+        RUNS.c.started_at < now - DECIDE_GRACE, no_batch,
+    )
+    closed = []
+    with engine.begin() as conn:
+        for run_id, config in conn.execute(stmt).all():
+            day = config.get("decision_day") if isinstance(config, dict) else None
+            winner = conn.execute(sa.select(BATCHES.c.run_id).where(
+                BATCHES.c.day == dt.date.fromisoformat(day), BATCHES.c.mode == mode,
+                BATCHES.c.run_id.is_not(None))).scalar() if isinstance(day, str) else None
+            if winner is None:
+                continue
+            changed = conn.execute(
+                sa.update(RUNS).where(RUNS.c.id == run_id, RUNS.c.status == "running")
+                .values(status="failed", finished_at=now,
+                        summary={"superseded_by": winner, "interrupted": True})
+            ).rowcount
+            if not changed:
+                continue
+            closed.append(int(run_id))
+            conn.execute(sa.insert(INCIDENTS).values(
+                run_id=run_id, at=now, kind=INTERRUPTED_DECIDE,
+                message=(f"the decide of {day} in run {run_id} stopped before it committed a "
+                         f"batch (its worker died or lost the database); run {winner} is "
+                         "the day's batch"),
+                context={"superseded_by": winner, "decision_day": day},
+            ))
+    return closed
+
+
 def finish_if_complete(engine: sa.Engine, run_id: int, now: dt.datetime) -> BatchSummary | None:
     """Close a batch's run once every task is final, with its summary (once: the run must
     still be running). Returns the summary if this call closed it."""
@@ -457,8 +503,12 @@ def has_open_orders(conn_engine: sa.Engine, account_id: int) -> bool:
 
 
 def running_batches(engine: sa.Engine, mode: str) -> list[int]:
+    """The batches of `mode` not closed yet. Only runs that are a day's batch: a decide
+    still running has no task yet and would be closed as finished with 0 accounts."""
+    is_batch = sa.exists(sa.select(BATCHES.c.run_id).where(BATCHES.c.run_id == RUNS.c.id))
     stmt = sa.select(RUNS.c.id).where(
-        RUNS.c.strategy == PLATFORM_STRATEGY, RUNS.c.mode == mode, RUNS.c.status == "running"
+        RUNS.c.strategy == PLATFORM_STRATEGY, RUNS.c.mode == mode, RUNS.c.status == "running",
+        is_batch,
     )
     with engine.connect() as conn:
         return [int(r) for r in conn.execute(stmt.order_by(RUNS.c.id)).scalars()]

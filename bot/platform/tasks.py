@@ -308,11 +308,14 @@ def finish_batch(ctx: WorkerContext, run_id: int) -> None:
 
 @app.task(bind=True, name="leverbot.platform.poll_round", max_retries=None)
 def poll_round(self: Task) -> int:
-    """Publish a poll for every account with open orders (one waiting per account) and
-    close any batch whose tasks are all final."""
+    """Publish a poll for every account with open orders (one waiting per account),
+    close any batch whose tasks are all final, and any decide that died without one."""
     ctx = context()
     for run_id in store.running_batches(ctx.engine, ctx.mode):
         finish_batch(ctx, run_id)
+    interrupted = store.close_interrupted_decides(ctx.engine, ctx.mode, ctx.clock.now())
+    if interrupted:
+        log.warning("interrupted decides closed", runs=interrupted)
     run_id = store.latest_batch(ctx.engine, ctx.mode)
     if run_id is None:
         return 0
