@@ -404,7 +404,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     from bot.data.fred import fetch_macro
     from bot.data.plausibility import PlausibilityRules
     from bot.reference import supporting_symbols, trading_symbols
-    from bot.secrets import load_endpoints
+    from bot.secrets import load_endpoints, load_fred_key
 
     config = Path(args.config)
     settings = load_settings(config)
@@ -429,7 +429,9 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         raise BotError(f"{exc}: Alpaca has no {settings.data.alpaca_feed} bars of it since "
                        f"{start} (a symbol it does not know? it is in {where})") from None
     supporting, skipped = _supporting_histories(data, supporting_symbols(settings), start)
-    macro = fetch_macro(base_url=load_endpoints().fred_url, start=start, rules=rules)
+    endpoints = load_endpoints()
+    macro = fetch_macro(base_url=endpoints.fred_url, api_key=load_fred_key(),
+                        api_url=endpoints.fred_api_url, start=start, rules=rules)
     written = write_csv_directory(history, macro, directory)
     for extra in supporting:
         written += write_csv_directory(extra, {}, directory)

@@ -17,6 +17,7 @@ from typing import Any
 _SECRET_KEYS = re.compile(r"(secret|password|passwd|token|api_key|key_id|authorization)", re.I)
 _SECRET_ENV = ("APCA_API_SECRET_KEY", "APCA_API_KEY_ID", "BOT_DATABASE_URL", "BOT_NOTIFY_URLS",
                "APCA_BROKER_API_SECRET", "APCA_BROKER_API_KEY", "BOT_QUEUE_URL", "BOT_REDIS_URL",
+               "FRED_API_KEY",
                # deploy/.env's passwords, in the containers' environment beside the URLs
                "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "REDIS_PASSWORD")
 _REGISTERED: set[str] = set()  # secrets only known at run time (tokens inside URLs)

@@ -23,6 +23,8 @@ SECRETS_FILE_VAR = "BOT_SECRETS_FILE"
 TRADING_URL_VAR = "APCA_API_BASE_URL"
 DATA_URL_VAR = "APCA_API_DATA_URL"
 FRED_URL_VAR = "BOT_FRED_URL"
+FRED_API_URL_VAR = "BOT_FRED_API_URL"
+FRED_API_KEY_VAR = "FRED_API_KEY"
 LIVE_CONFIRM_VAR = "BOT_LIVE_CONFIRM"
 # Alpaca's Broker API (many client accounts under one broker key pair, basic auth).
 BROKER_KEY_VAR = "APCA_BROKER_API_KEY"
@@ -37,6 +39,7 @@ PAPER_TRADING_URL = "https://paper-api.alpaca.markets"
 LIVE_TRADING_URL = "https://api.alpaca.markets"
 DATA_URL = "https://data.alpaca.markets"
 FRED_URL = "https://fred.stlouisfed.org"
+FRED_API_URL = "https://api.stlouisfed.org"
 BROKER_SANDBOX_URL = "https://broker-api.sandbox.alpaca.markets"
 BROKER_LIVE_URL = "https://broker-api.alpaca.markets"
 
@@ -46,6 +49,7 @@ PAPER_HOSTS = frozenset({"paper-api.alpaca.markets"})
 LIVE_HOSTS = frozenset({"api.alpaca.markets"})
 DATA_HOSTS = frozenset({"data.alpaca.markets"})
 FRED_HOSTS = frozenset({"fred.stlouisfed.org"})
+FRED_API_HOSTS = frozenset({"api.stlouisfed.org"})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 BROKER_SANDBOX_HOSTS = frozenset({"broker-api.sandbox.alpaca.markets"})
 BROKER_LIVE_HOSTS = frozenset({"broker-api.alpaca.markets"})
@@ -181,12 +185,14 @@ def _parse_lines(path: Path, text: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Endpoints:
-    """Where the bot talks to: trading (paper unless confirmed live), data and FRED."""
+    """Where the bot talks to: trading (paper unless confirmed live), data and FRED (its
+    CSV download and its API)."""
 
     trading_url: str
     data_url: str
     fred_url: str
     paper: bool
+    fred_api_url: str = FRED_API_URL
 
 
 def load_endpoints(env: Mapping[str, str] | None = None, *, live: bool = False) -> Endpoints:
@@ -200,7 +206,32 @@ def load_endpoints(env: Mapping[str, str] | None = None, *, live: bool = False) 
     check_service_url(DATA_URL_VAR, data, DATA_HOSTS)
     fred = base_url(env.get(FRED_URL_VAR) or FRED_URL)
     check_service_url(FRED_URL_VAR, fred, FRED_HOSTS)
-    return Endpoints(trading_url=trading, data_url=data, fred_url=fred, paper=paper)
+    fred_api = base_url(env.get(FRED_API_URL_VAR) or FRED_API_URL)
+    check_service_url(FRED_API_URL_VAR, fred_api, FRED_API_HOSTS)
+    return Endpoints(trading_url=trading, data_url=data, fred_url=fred, paper=paper,
+                     fred_api_url=fred_api)
+
+
+#: FRED's API keys: 32 lower-case letters and digits
+_FRED_KEY = re.compile(r"[a-z0-9]{32}")
+
+
+def load_fred_key(env: Mapping[str, str] | None = None) -> str | None:
+    """FRED's API key from FRED_API_KEY (environment, else the secrets file), masked in
+    logs from now on; None without one (the CSV download is tried, which FRED refuses to
+    scripts since 2026-05). A value of the wrong shape is refused without echoing it."""
+    key = setting(FRED_API_KEY_VAR, env)
+    if key is None:
+        return None
+    from bot.logs import register_secret
+
+    register_secret(key)
+    if not _FRED_KEY.fullmatch(key):
+        raise SecretsError(
+            f"{FRED_API_KEY_VAR} is not a FRED API key (expected 32 lower-case letters and "
+            "digits, as https://fredaccount.stlouisfed.org/apikeys shows it)"
+        )
+    return key
 
 
 def check_trading_url(url: str, *, paper: bool) -> None:

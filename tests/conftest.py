@@ -16,6 +16,13 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 CONFIG = REPO / "config" / "diversified_leverage.toml"
 
+# The bot's settings from the user's shell (Alpaca and FRED keys, service URLs, a data
+# directory, a live confirmation) must not reach the tests: each test sets what it needs.
+# A developer with FRED_API_KEY exported would otherwise send a test's FRED requests to
+# the real API instead of the fake one.
+for _name in [n for n in os.environ if n.startswith(("APCA_", "BOT_")) or n == "FRED_API_KEY"]:
+    del os.environ[_name]
+
 # This run's own cache directory (bot.session_table stores the exchange's sessions there),
 # inherited by the commands the tests start: the tests never write to the user's cache.
 _CACHE_DIR = tempfile.mkdtemp(prefix="leverbot-tests-cache-")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from bot.store.tradelog import TradeLog
 from tests import unit_sandbox
 from tests.conftest import CONFIG, REPO
 from tests.fakes.alpaca_server import KEY_ID, SECRET, DailyBar, FakeAlpaca, FakeSession
+from tests.fakes.fred_server import API_KEY as FRED_KEY
 from tests.fakes.fred_server import FakeFred
 
 UTC = dt.UTC
@@ -393,6 +395,27 @@ def test_a_fred_outage_keeps_the_regime_and_still_trades(tmp_path, venue):
     assert len(regimes) == 1 and regimes["regime"].iloc[0] == SETTINGS.regime.initial.value
     assert "no data" in regimes["warning"].iloc[0]
     log.close()
+
+
+def test_with_a_fred_key_the_daemon_reads_fred_through_its_api(tmp_path, venue, monkeypatch):
+    """FRED refuses its CSV download to scripts since 2026-05: with FRED_API_KEY the
+    daemon's regime job reads every series through the API, and the key is in no log
+    line, incident or stored record."""
+    fred = venue.fred
+    fred.csv_refused = True
+    monkeypatch.setenv("FRED_API_KEY", FRED_KEY)
+    monkeypatch.setenv("BOT_FRED_API_URL", fred.url)
+    jobs, log, _ = daemon(tmp_path, venue)
+    assert jobs.run("open", jobs.open_job)
+    asked = [c.query["series_id"] for c in fred.calls("GET", "/fred/series/observations")]
+    assert sorted(asked) == sorted(FRED_IDS.values())
+    assert fred.calls("GET", "/graph/fredgraph.csv") == []
+    regimes = log.load_regimes(int(log.runs()["id"].iloc[0]))
+    assert len(regimes) == 1 and not regimes["warning"].iloc[0]  # every input known
+    log.close()
+    with sqlite3.connect(tmp_path / "paper.sqlite") as db:
+        dump = "\n".join(db.iterdump())
+    assert FRED_KEY not in dump
 
 
 def test_data_fetch_writes_inside_the_clone_by_default(tmp_path, venue, capsys):

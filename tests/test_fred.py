@@ -1,4 +1,5 @@
-"""FRED's fredgraph.csv download against a fake FRED on 127.0.0.1."""
+"""FRED's API (with a key) and its fredgraph.csv download (without one) against a fake
+FRED on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import datetime as dt
 
 import pytest
 
-from bot.data.fred import fetch_macro, fetch_series, parse_fredgraph_csv
+from bot.data import fred
+from bot.data.fred import fetch_macro, fetch_series, parse_fredgraph_csv, parse_observations
 from bot.errors import DataError
 from bot.net import RetryPolicy
-from tests.fakes.fred_server import FakeFred, Fault
+from bot.secrets import SecretsError, load_fred_key
+from tests.fakes import Response
+from tests.fakes.fred_server import API_KEY, FakeFred, Fault
 
 D = dt.date
 
@@ -136,3 +140,101 @@ def test_malformed_csv_names_series_and_line(fake, policy, body, pattern):
     fake.raw["VIXCLS"] = body
     with pytest.raises(DataError, match=rf"fred:VIXCLS.*{pattern}"):
         fetch_series("VIX", base_url=fake.url, policy=policy)
+
+
+# --- the API, with a key ------------------------------------------------------------------
+
+OBSERVATIONS = "/fred/series/observations"
+
+
+def test_with_a_key_the_series_come_from_the_api(fake, policy):
+    fake.csv_refused = True  # as FRED's download is now
+    vix = fetch_series("VIX", api_key=API_KEY, api_url=fake.url, base_url=fake.url, policy=policy)
+    assert vix.name == "VIX" and vix.values.tolist() == [14.1, 13.51]  # "." dropped
+    assert vix.dates.astype(str).tolist() == ["2024-11-27", "2024-11-29"]
+    [call] = fake.calls("GET", OBSERVATIONS)
+    assert call.query["series_id"] == "VIXCLS" and call.query["api_key"] == API_KEY
+    assert call.query["file_type"] == "json" and "observation_start" not in call.query
+    assert fake.calls("GET", "/graph/fredgraph.csv") == []
+    spread = fetch_series("T10Y2Y", api_key=API_KEY, api_url=fake.url, start=D(2024, 11, 28),
+                          policy=policy)
+    assert spread.values.tolist() == [0.07]
+    assert fake.calls("GET", OBSERVATIONS)[-1].query["observation_start"] == "2024-11-28"
+    macro = fetch_macro(api_key=API_KEY, api_url=fake.url, policy=policy)
+    assert sorted(macro) == ["DTB3", "T10Y2Y", "USEPUINDXD", "VIX"]
+
+
+def test_a_series_longer_than_a_page_is_read_in_pages(fake, policy, monkeypatch):
+    monkeypatch.setattr(fred, "API_PAGE", 2)
+    days = [D(2024, 11, 4) + dt.timedelta(days=k) for k in range(5)]
+    fake.series["USEPUINDXD"] = [(d, 100.0 + k) for k, d in enumerate(days)]
+    series = fetch_series("USEPUINDXD", api_key=API_KEY, api_url=fake.url, policy=policy)
+    assert series.values.tolist() == [100.0, 101.0, 102.0, 103.0, 104.0]
+    assert [c.query["offset"] for c in fake.calls("GET", OBSERVATIONS)] == ["0", "2", "4"]
+
+
+@pytest.mark.parametrize(
+    ("key", "series", "said"),
+    [
+        ("f" * 32, "VIX", "The value for variable api_key is not registered"),
+        (API_KEY, "NOPE", "The series does not exist"),
+    ],
+)
+def test_an_api_refusal_says_what_fred_said_never_the_key(fake, policy, key, series, said):
+    with pytest.raises(DataError) as caught:
+        fetch_series(series, api_key=key, api_url=fake.url, policy=policy)
+    text = str(caught.value)
+    assert "HTTP 400" in text and said in text and key not in text
+    assert ("FRED_API_KEY" in text) == ("api_key" in said)  # the hint only for a key problem
+
+
+@pytest.mark.parametrize(
+    ("observations", "pattern"),
+    [
+        ([{"date": "2024-11-27", "value": "abc"}], r"\[value\]: observation 1: non-numeric"),
+        ([{"date": "27/11/2024", "value": "14"}], r"\[date\]: observation 1: unparseable date"),
+        ([{"date": "2024-11-27"}], r"\[observation\]: observation 1: expected date and value"),
+        ([{"date": "2024-11-28", "value": "14"}, {"date": "2024-11-27", "value": "15"}],
+         r"\[date\]: observation 2: 2024-11-27 is not after"),
+        ([{"date": "2024-11-27", "value": "."}], r"\[value\]: no values"),
+        ([{"date": "2024-11-27", "value": "-50"}], r"VIX -50 is outside its plausible range"),
+    ],
+)
+def test_malformed_observations_name_series_and_observation(observations, pattern):
+    with pytest.raises(DataError, match=rf"fred:VIXCLS.*{pattern}"):
+        parse_observations(observations, "VIXCLS", "VIX")
+
+
+def test_observations_that_are_not_a_list_are_a_data_error(fake, policy):
+    fake.inject("GET", OBSERVATIONS, Fault(Response(200, {"observations": None, "count": 0})))
+    with pytest.raises(DataError, match=r"fred:VIXCLS \[observations\]: expected a list"):
+        fetch_series("VIX", api_key=API_KEY, api_url=fake.url, policy=policy)
+
+
+def test_a_csv_download_refused_without_a_key_says_how_to_get_one(fake, policy):
+    fake.csv_refused = True
+    with pytest.raises(DataError) as caught:
+        fetch_series("VIX", base_url=fake.url, policy=policy)
+    text = str(caught.value)
+    assert "HTTP 403" in text and "without an API key" in text and "FRED_API_KEY" in text
+    assert "https://fredaccount.stlouisfed.org/apikeys" in text
+
+
+def test_the_key_comes_from_the_environment_or_the_secrets_file_and_is_masked(tmp_path, capsys):
+    from bot.logs import configure_logging, get_logger
+
+    assert load_fred_key({}) is None
+    assert load_fred_key({"FRED_API_KEY": API_KEY}) == API_KEY
+    secrets = tmp_path / "secrets.env"
+    secrets.write_text("FRED_API_KEY=" + "a1" * 16 + "\n")
+    secrets.chmod(0o600)
+    assert load_fred_key({"BOT_SECRETS_FILE": str(secrets)}) == "a1" * 16
+    wrong = "ABC" + API_KEY[3:]
+    with pytest.raises(SecretsError) as caught:
+        load_fred_key({"FRED_API_KEY": wrong})
+    assert "expected 32 lower-case letters and digits" in str(caught.value)
+    assert wrong not in str(caught.value)
+    configure_logging("INFO")
+    get_logger("test").warning("a url", url=f"https://api.stlouisfed.org/x?api_key={API_KEY}")
+    out = capsys.readouterr()
+    assert API_KEY not in out.out + out.err and "api_key=***" in out.out + out.err

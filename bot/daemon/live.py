@@ -21,7 +21,7 @@ from bot.engine import build_model
 from bot.errors import BotError
 from bot.net import ALPACA_POLICY, FRED_POLICY, RetryPolicy
 from bot.notify import Notifier
-from bot.secrets import load_credentials, load_endpoints
+from bot.secrets import load_credentials, load_endpoints, load_fred_key
 from bot.store.tradelog import TradeLog
 
 log = structlog.get_logger(__name__)
@@ -64,7 +64,7 @@ def build_live(
     feed = AlpacaFeed(
         data, tradelog, settings.symbols, endpoints.fred_url, clock,
         lookback_days=build_model(settings).history_calendar_days,
-        fred_policy=fred_policy,
+        fred_policy=fred_policy, fred_api_key=load_fred_key(), fred_api_url=endpoints.fred_api_url,
     )
     instance = instance_name(settings)  # the start of every client_order_id it sends
     # Buys go out only in a session (never into the next open's prices), not in its last

@@ -25,6 +25,7 @@ from bot.data.base import MACRO_SERIES, MacroSeries, MarketData
 from bot.data.fred import fetch_series, fred_session
 from bot.errors import BotError
 from bot.net import FRED_POLICY, RetryPolicy
+from bot.secrets import FRED_API_URL
 from bot.store.tradelog import TradeLog
 
 log = structlog.get_logger(__name__)
@@ -46,6 +47,8 @@ class AlpacaFeed:
         lookback_days: int,
         macro_names: tuple[str, ...] = MACRO_SERIES,
         fred_policy: RetryPolicy = FRED_POLICY,
+        fred_api_key: str | None = None,
+        fred_api_url: str = FRED_API_URL,
     ) -> None:
         self.data = data
         self.tradelog = tradelog
@@ -55,6 +58,8 @@ class AlpacaFeed:
         self.lookback_days = lookback_days  # the target model's history_calendar_days
         self.macro_names = macro_names
         self.fred_policy = fred_policy
+        self.fred_api_key = fred_api_key  # None: FRED's CSV download (refused since 2026-05)
+        self.fred_api_url = fred_api_url
 
     def history(self, through: dt.date) -> MarketData:
         """Bars through `through` (a later partial bar is dropped) and the macro series
@@ -96,7 +101,8 @@ class AlpacaFeed:
         start = None if last is None else last - dt.timedelta(days=REFETCH_DAYS)
         try:
             series = fetch_series(
-                name, base_url=self.fred_url, start=start, rules=self.data.rules, session=session
+                name, base_url=self.fred_url, api_key=self.fred_api_key, api_url=self.fred_api_url,
+                start=start, rules=self.data.rules, session=session,
             )
         except BotError as exc:
             log.warning(

@@ -1,10 +1,18 @@
-"""Macro series from FRED's public CSV download (no API key needed).
+"""Macro series from FRED: the official API with a key, else the public CSV download.
 
-`GET {base}/graph/fredgraph.csv?id=VIXCLS` answers `observation_date,VIXCLS` lines (older
-files say `DATE,VIXCLS`); days without a value are blank or "." and are dropped, as the CSV
-loader does. A malformed file is a DataError naming the series and the line, because one
-bad line otherwise surfaces as a strange regime decision weeks later; so is a value or a
-date that bot.data.plausibility finds implausible (VIX at -50, a row dated in 2300).
+With an API key (FRED_API_KEY, from the environment or the secrets file; free at
+https://fredaccount.stlouisfed.org/apikeys), `GET {api}/fred/series/observations?
+series_id=VIXCLS&file_type=json&api_key=...` answers the observations as JSON. Without
+one, `GET {base}/graph/fredgraph.csv?id=VIXCLS` answers `observation_date,VIXCLS` lines
+(older files say `DATE,VIXCLS`); FRED has refused that download to scripts with HTTP 403
+since about 2026-05-30 (quantmod issue #453), and the error then says to set a key. In
+both, days without a value are blank or "." and are dropped, as the CSV loader does.
+
+A malformed answer is a DataError naming the series and the line (or observation),
+because one bad line otherwise surfaces as a strange regime decision weeks later; so is
+a value or a date that bot.data.plausibility finds implausible (VIX at -50, a row dated
+in 2300). The key travels in the query string, as FRED requires: it is registered as a
+secret (masked in every log line) and no error message carries a URL.
 """
 
 from __future__ import annotations
@@ -21,8 +29,9 @@ import structlog
 from bot.data.base import MACRO_SERIES, RISK_FREE, SPREAD, UNCERTAINTY, VIX, MacroSeries
 from bot.data.plausibility import DEFAULT_RULES, PlausibilityRules, check_macro
 from bot.errors import DataError
+from bot.logs import mask_text
 from bot.net import FRED_POLICY, RetryPolicy, describe_error, make_session
-from bot.secrets import FRED_URL
+from bot.secrets import FRED_API_KEY_VAR, FRED_API_URL, FRED_URL
 
 log = structlog.get_logger(__name__)
 
@@ -30,12 +39,18 @@ log = structlog.get_logger(__name__)
 FRED_IDS = {VIX: "VIXCLS", SPREAD: "T10Y2Y", UNCERTAINTY: "USEPUINDXD", RISK_FREE: "DTB3"}
 _DATE_HEADERS = ("observation_date", "date")
 _BLANKS = ("", ".")
+#: observations per API request (FRED's maximum); a longer series is read in pages
+API_PAGE = 100_000
+KEY_HINT = (f"get a free API key at https://fredaccount.stlouisfed.org/apikeys and set "
+            f"{FRED_API_KEY_VAR} in the environment or the secrets file")
 
 
 def fetch_series(
     series_id: str,
     *,
     base_url: str = FRED_URL,
+    api_key: str | None = None,
+    api_url: str = FRED_API_URL,
     start: dt.date | None = None,
     timeout: float = 10.0,
     retries: int = 3,
@@ -44,31 +59,28 @@ def fetch_series(
     session: requests.Session | None = None,
 ) -> MacroSeries:
     """One series by our name (VIX, T10Y2Y, USEPUINDXD, DTB3) or by its FRED id; the
-    result carries our name. `policy` (if given) replaces timeout/retries; without it
+    result carries our name. With `api_key` from FRED's API at `api_url`, else from the
+    CSV download at `base_url`. `policy` (if given) replaces timeout/retries; without it
     FRED_POLICY's budget applies (a failed download falls back to the stored series).
     `session`: one made by `fred_session`, kept open by the caller, so that several
     series share a connection (one TLS handshake, not one per series); the policy is
     then the session's."""
     name, fred_id = resolve(series_id)
-    params = {"id": fred_id}
-    if start is not None:
-        params["cosd"] = start.isoformat()
-    url = base_url.rstrip("/") + "/graph/fredgraph.csv"
     source = f"fred:{fred_id}"
     own = session is None
     if session is None:
         session = fred_session(_budget(policy, retries, timeout))
     try:
-        response = session.get(url, params=params)
+        if api_key:
+            series = _from_api(session, api_url, api_key, fred_id, name, start, rules)
+        else:
+            series = _from_csv(session, base_url, fred_id, name, start, rules)
     except requests.RequestException as exc:
         raise DataError(source, None, f"download failed: {describe_error(exc)}") from exc
     finally:
         if own:
             session.close()
-    if response.status_code != 200:
-        raise DataError(source, None, f"download failed: HTTP {response.status_code}")
-    series = parse_fredgraph_csv(response.text, fred_id, name, rules)
-    if start is not None:  # the server may ignore cosd
+    if start is not None:  # the server may ignore the start
         keep = series.dates >= np.datetime64(start, "D")
         series = MacroSeries(series.name, series.dates[keep], series.values[keep])
         if not series.values.size:
@@ -78,8 +90,67 @@ def fetch_series(
         series=fred_id,
         rows=int(series.values.size),
         last=str(series.dates[-1]),
+        via="api" if api_key else "csv",
     )
     return series
+
+
+def _from_csv(session: requests.Session, base_url: str, fred_id: str, name: str,
+              start: dt.date | None, rules: PlausibilityRules) -> MacroSeries:
+    params = {"id": fred_id}
+    if start is not None:
+        params["cosd"] = start.isoformat()
+    response = session.get(base_url.rstrip("/") + "/graph/fredgraph.csv", params=params)
+    if response.status_code == 403:
+        raise DataError(f"fred:{fred_id}", None,
+                        "download failed: HTTP 403: FRED refuses its CSV download to scripts "
+                        f"without an API key; {KEY_HINT}")
+    if response.status_code != 200:
+        raise DataError(f"fred:{fred_id}", None, f"download failed: HTTP {response.status_code}")
+    return parse_fredgraph_csv(response.text, fred_id, name, rules)
+
+
+def _from_api(session: requests.Session, api_url: str, api_key: str, fred_id: str, name: str,
+              start: dt.date | None, rules: PlausibilityRules) -> MacroSeries:
+    """Every page of the series' observations from FRED's API, parsed and checked."""
+    url = api_url.rstrip("/") + "/fred/series/observations"
+    params: dict[str, str | int] = {
+        "series_id": fred_id, "api_key": api_key, "file_type": "json", "limit": API_PAGE,
+    }
+    if start is not None:
+        params["observation_start"] = start.isoformat()
+    observations: list[object] = []
+    while True:
+        response = session.get(url, params={**params, "offset": len(observations)})
+        body = _api_body(response, fred_id)
+        page = body.get("observations")
+        if not isinstance(page, list):
+            raise DataError(f"fred:{fred_id}", "observations",
+                            "expected a list of observations in FRED's answer, got "
+                            f"{type(page).__name__}")
+        observations.extend(page)
+        count = body.get("count")
+        if not page or not isinstance(count, int) or len(observations) >= count:
+            break
+    return parse_observations(observations, fred_id, name, rules)
+
+
+def _api_body(response: requests.Response, fred_id: str) -> dict:
+    """The JSON object of a FRED API answer; an error answer (FRED says why in
+    `error_message`: no key, a key not registered, an unknown series) is a DataError."""
+    source = f"fred:{fred_id}"
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code != 200:
+        said = body.get("error_message") if isinstance(body, dict) else None
+        why = f": {mask_text(str(said))[:300]}" if said else ""
+        hint = f"; {KEY_HINT}" if said and "api_key" in str(said) else ""
+        raise DataError(source, None, f"download failed: HTTP {response.status_code}{why}{hint}")
+    if not isinstance(body, dict):
+        raise DataError(source, None, "FRED's answer is not a JSON object")
+    return body
 
 
 def fred_session(policy: RetryPolicy = FRED_POLICY) -> requests.Session:
@@ -96,6 +167,8 @@ def fetch_macro(
     names: Sequence[str] = MACRO_SERIES,
     *,
     base_url: str = FRED_URL,
+    api_key: str | None = None,
+    api_url: str = FRED_API_URL,
     start: dt.date | None = None,
     timeout: float = 10.0,
     retries: int = 3,
@@ -105,7 +178,8 @@ def fetch_macro(
     """Every series in `names`, keyed by our name, over one connection."""
     with fred_session(_budget(policy, retries, timeout)) as session:
         return {
-            resolve(n)[0]: fetch_series(n, base_url=base_url, start=start, rules=rules, session=session)
+            resolve(n)[0]: fetch_series(n, base_url=base_url, api_key=api_key, api_url=api_url,
+                                        start=start, rules=rules, session=session)
             for n in names
         }
 
@@ -160,20 +234,52 @@ def parse_fredgraph_csv(
     return series
 
 
-def _date(source: str, number: int, text: str) -> dt.date:
+def parse_observations(
+    observations: list[object], fred_id: str, name: str | None = None,
+    rules: PlausibilityRules = DEFAULT_RULES,
+) -> MacroSeries:
+    """The API's observations ({"date": "2024-01-02", "value": "13.2"}, "." where a day
+    has none); errors name the series and the observation's 1-based number."""
+    source = f"fred:{fred_id}"
+    dates: list[dt.date] = []
+    values: list[float] = []
+    numbers: list[int] = []
+    for number, item in enumerate(observations, start=1):
+        if not isinstance(item, dict) or not isinstance(item.get("date"), str) \
+                or not isinstance(item.get("value"), str):
+            raise DataError(source, "observation",
+                            f"observation {number}: expected date and value strings, got "
+                            f"{str(item)[:80]!r}")
+        day = _date(source, number, item["date"], "observation")
+        if dates and day <= dates[-1]:
+            raise DataError(source, "date", f"observation {number}: {day} is not after {dates[-1]}")
+        text = item["value"].strip()
+        dates.append(day)
+        numbers.append(number)
+        values.append(math.nan if text in _BLANKS else _value(source, number, text, "observation"))
+    array = np.array(values, dtype=float)
+    keep = ~np.isnan(array)
+    if not keep.any():
+        raise DataError(source, "value", "no values (every observation is blank)")
+    series = MacroSeries(name or fred_id, np.array(dates, dtype="datetime64[D]")[keep], array[keep])
+    check_macro(source, series, rules, np.array(numbers)[keep])
+    return series
+
+
+def _date(source: str, number: int, text: str, where: str = "line") -> dt.date:
     try:
         return dt.date.fromisoformat(text)
     except ValueError:
-        raise DataError(source, "date", f"line {number}: unparseable date {text[:40]!r}") from None
+        raise DataError(source, "date", f"{where} {number}: unparseable date {text[:40]!r}") from None
 
 
-def _value(source: str, number: int, text: str) -> float:
+def _value(source: str, number: int, text: str, where: str = "line") -> float:
     try:
         value = float(text)
     except ValueError:
         raise DataError(
-            source, "value", f"line {number}: non-numeric value {text[:40]!r}"
+            source, "value", f"{where} {number}: non-numeric value {text[:40]!r}"
         ) from None
     if not math.isfinite(value):
-        raise DataError(source, "value", f"line {number}: non-finite value {text!r}")
+        raise DataError(source, "value", f"{where} {number}: non-finite value {text!r}")
     return value

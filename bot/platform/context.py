@@ -127,7 +127,7 @@ class WorkerContext:
         from bot.daemon.live_feed import AlpacaFeed
         from bot.data.alpaca import AlpacaMarketData
         from bot.data.plausibility import PlausibilityRules
-        from bot.secrets import load_credentials, load_endpoints
+        from bot.secrets import load_credentials, load_endpoints, load_fred_key
 
         endpoints = load_endpoints(live=self.live)
         rules = PlausibilityRules.from_settings(settings.data)
@@ -135,7 +135,8 @@ class WorkerContext:
                                         feed=settings.data.alpaca_feed)
         tradelog = TradeLog(self.engine)  # the macro cache; used under CachedFeed's lock
         return AlpacaFeed(data, tradelog, settings.symbols, endpoints.fred_url, self.clock,
-                          lookback_days=build_model(settings).history_calendar_days)
+                          lookback_days=build_model(settings).history_calendar_days,
+                          fred_api_key=load_fred_key(), fred_api_url=endpoints.fred_api_url)
 
     def decision(self, run_id: int, profile: str) -> StoredDecision:
         with self._lock:
