@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # heavy modules: imported inside the commands, so `bot --help
     from bot.config import Settings
     from bot.daemon.replay import ReplayResult
     from bot.data.alpaca import AlpacaMarketData
-    from bot.data.base import MarketData, PriceHistory
+    from bot.data.base import MacroSeries, MarketData, PriceHistory
     from bot.store.tradelog import TradeLog
 
 
@@ -432,6 +432,8 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     endpoints = load_endpoints()
     macro = fetch_macro(base_url=endpoints.fred_url, api_key=load_fred_key(),
                         api_url=endpoints.fred_api_url, start=start, rules=rules)
+    if not args.replace:  # what came back may start later than asked (Alpaca: from 2016)
+        _refuse_to_shorten_files(_first_days(directory, [history, *supporting], macro))
     written = write_csv_directory(history, macro, directory)
     for extra in supporting:
         written += write_csv_directory(extra, {}, directory)
@@ -448,11 +450,8 @@ def _refuse_to_shorten(directory: Path, start: dt.date) -> None:
     would lose them without a word. Refused, naming the earliest such file."""
     earliest: tuple[dt.date, Path] | None = None
     for path in sorted((directory / "prices").glob("*.csv")) + sorted((directory / "macro").glob("*.csv")):
-        try:
-            with path.open(encoding="utf-8") as f:
-                f.readline()  # the header
-                first = dt.date.fromisoformat(f.readline().split(",", 1)[0].strip())
-        except (OSError, UnicodeDecodeError, ValueError):
+        first = _file_first_day(path)
+        if first is None:
             continue  # not a file of ours, or empty: nothing to keep
         if first < start and (earliest is None or first < earliest[0]):
             earliest = (first, path)
@@ -463,6 +462,48 @@ def _refuse_to_shorten(directory: Path, start: dt.date) -> None:
             f"so its days before {start} would be dropped; fetch with --start {first}, or pass "
             "--replace to drop them"
         )
+
+
+def _first_days(directory: Path, histories: list[PriceHistory],
+                macro: dict[str, MacroSeries]) -> dict[Path, dt.date]:
+    """The first day each file of the fetch will hold, by the file it rewrites."""
+    import numpy as np
+
+    firsts: dict[Path, dt.date] = {}
+    for history in histories:
+        real = np.isfinite(history.close)
+        for j, symbol in enumerate(history.symbols):
+            rows = np.flatnonzero(real[:, j])
+            if rows.size:
+                firsts[directory / "prices" / f"{symbol}.csv"] = history.dates[rows[0]].astype(dt.date)
+    for name, series in macro.items():
+        if series.dates.size:
+            firsts[directory / "macro" / f"{name}.csv"] = series.dates[0].astype(dt.date)
+    return firsts
+
+
+def _refuse_to_shorten_files(firsts: dict[Path, dt.date]) -> None:
+    """A fetch must not rewrite a file with less history than it holds: the source may
+    start later than --start (Alpaca's bars begin in 2016, a 2010 file would lose six
+    years without a word). Refused, naming the first such file, unless --replace."""
+    for path, first in sorted(firsts.items()):
+        held = _file_first_day(path)
+        if held is not None and held < first:
+            raise BotError(
+                f"{path} starts {held}, but the download of it starts {first} (the source "
+                f"has nothing earlier): rewriting it would drop {held} .. {first}; keep the "
+                "file, or pass --replace to drop those days"
+            )
+
+
+def _file_first_day(path: Path) -> dt.date | None:
+    """The first day of a data file of ours; None if there is none (or it is not ours)."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            f.readline()  # the header
+            return dt.date.fromisoformat(f.readline().split(",", 1)[0].strip())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
 
 
 def _supporting_histories(

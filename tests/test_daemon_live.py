@@ -625,6 +625,32 @@ def test_data_fetch_from_a_later_start_does_not_drop_older_days_without_replace(
     assert first.startswith("2024-01-02,")
 
 
+def test_data_fetch_keeps_older_files_when_the_source_starts_later(tmp_path, venue, capsys):
+    """Alpaca's bars begin in 2016: `bot data fetch --start 2010-01-04` on a folder whose
+    files start in 2010 got bars from 2016 and rewrote every file with them, dropping six
+    years although the requested start was early enough. Now the files' first days are
+    compared with what came back."""
+    from bot.cli import main
+
+    venue.daily_bars["IEF"] = venue.daily_bars["TMF"]
+    data = tmp_path / "d"
+    assert main(["data", "fetch", "--start", "2023-01-03", "--data-dir", str(data)]) == 0
+    path = data / "prices" / "TQQQ.csv"
+    lines = path.read_text().splitlines()
+    older = lines[:1] + ["2022-12-30,10.0,,,10.0,10.0,"] + lines[1:]  # a day the source lacks
+    path.write_text("\n".join(older) + "\n")
+    for symbol, bars in venue.daily_bars.items():  # the source's history starts later
+        venue.daily_bars[symbol] = [b for b in bars if b.day >= dt.date(2023, 1, 3)]
+    capsys.readouterr()
+    assert main(["data", "fetch", "--start", "2022-12-01", "--data-dir", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path} starts 2022-12-30, but the download of it starts 2023-01-03" in err
+    assert "pass --replace to drop those days" in err
+    assert path.read_text().splitlines() == older  # nothing rewritten
+    assert main(["data", "fetch", "--start", "2022-12-01", "--data-dir", str(data), "--replace"]) == 0
+    assert path.read_text().splitlines()[1].startswith("2023-01-03,")
+
+
 def test_once_after_the_close_waits_for_the_final_daily_bar(tmp_path, venue):
     """Market data is asked for up to 15 minutes before now: until then today's bar
     misses the last minutes and the closing auction, so `bot once` decides on the
