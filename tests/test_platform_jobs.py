@@ -25,6 +25,7 @@ from bot.platform.decision import decide_batch
 from bot.platform.settings import PlatformSettings
 from bot.platform.tasks import is_transient
 from bot.platform.throttle import AccountLocks, TokenBucket
+from bot.store.tradelog import ClaimTaken
 from bot.types import OrderStatus
 from tests.conftest import REPO
 from tests.fakes.alpaca_broker_server import BROKER_KEY, BROKER_SECRET, FakeBrokerAPI
@@ -389,14 +390,43 @@ def test_a_copy_of_a_running_task_waits_a_redelivery_takes_over(ctx, venue):
 
 def test_the_account_lock_is_taken_back_only_by_a_redelivery_of_its_task(ctx):
     locks = AccountLocks(ctx.redis, ctx.namespace, lease=30)
-    assert locks.acquire(7, "task-a")
+    first = locks.acquire(7, "task-a")
+    assert first and first.startswith("task-a#")
     assert not locks.acquire(7, "task-b") and not locks.acquire(7, "task-b", redelivered=True)
     assert not locks.acquire(7, "task-a")  # a copy of the task while it runs
-    assert locks.acquire(7, "task-a", redelivered=True)  # its worker died
-    locks.release(7, "task-b")  # not the holder: nothing happens
+    second = locks.acquire(7, "task-a", redelivered=True)  # its worker died, or its connection
+    assert second and second != first
+    locks.release(7, first)  # the first execution ends after all: it frees nothing
+    locks.release(7, "task-b#x")  # not the holder: nothing happens
     assert not locks.acquire(7, "task-b")
-    locks.release(7, "task-a")
+    locks.release(7, second)
     assert locks.acquire(7, "task-b")
+
+
+def test_an_execution_taken_over_by_a_redelivery_writes_nothing_more(ctx, venue):
+    """RabbitMQ redelivers a message whose connection dropped while its first execution
+    goes on (Celery does not stop it): both run. The later one takes the row over; the
+    earlier one's plan, done or dead-letter is refused by the fence (before: its plan's
+    orders broke the unique client_order_id in the later one's commit, which dead-lettered
+    an account that traded, and a done row could be turned dead)."""
+    add_accounts(ctx, venue, ["balanced"])
+    batch = decide_batch(ctx, DECISION_DAY)
+    (row,) = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
+    now = ctx.clock.now()
+    first = store.claim(ctx.engine, row.id, "d-1", False, now, LEASE, 10)
+    second = store.claim(ctx.engine, row.id, "d-1", True, now, LEASE, 10)  # the redelivery
+    assert (first.verdict, second.verdict) == ("go", "go")
+    account = ctx.registry.get(row.account_id)
+    with pytest.raises(ClaimTaken):  # the first execution's plan is not recorded
+        account_jobs.rebalance(ctx, first.row, account)
+    assert rows(ctx, "SELECT count(*) FROM orders")[0][0] == 0 and not venue.order_count()
+    outcome = account_jobs.rebalance(ctx, second.row, account)
+    assert outcome["sent"] == outcome["planned"] == venue.order_count() > 0
+    assert store.get_task(ctx.engine, row.id).status == "done"
+    # The first execution's failure path writes nothing over the finished row either.
+    assert store.mark_dead(ctx.engine, first.row, now, "HTTP 503") is False
+    assert store.mark_retrying(ctx.engine, first.row, "HTTP 503") is None
+    assert store.get_task(ctx.engine, row.id).status == "done"
 
 
 # --- after the rebalance ------------------------------------------------------------------

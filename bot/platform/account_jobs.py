@@ -39,6 +39,7 @@ from bot.platform.profile_targets import ProfileTargets
 from bot.platform.store import (
     PLANNED,
     TaskRow,
+    fence,
     has_open_orders,
     mark_done,
     set_phase,
@@ -122,7 +123,7 @@ def _skip_inactive(ctx: WorkerContext, row: TaskRow, account: Account) -> dict[s
                   if rec.run_id == row.run_id and is_unsent_plan(rec.order)]
         _close_not_sent(tradelog, unsent, account, now)
         outcome["not_sent"] = len(unsent)
-    tradelog.flush(mark_done(row.id, now, outcome))
+    tradelog.flush(mark_done(row.id, now, outcome), claim=fence(row))
     return outcome
 
 
@@ -170,11 +171,11 @@ def rebalance(ctx: WorkerContext, row: TaskRow, account: Account) -> dict[str, A
         outcome = {"resumed": "send"}
     else:
         plan, outcome = _plan(ctx, session, decision, resumed or has_open_orders(ctx.engine, account.id), now)
-        session.tradelog.flush(set_phase(row.id, "planned", outcome))
+        session.tradelog.flush(set_phase(row.id, "planned", outcome), claim=fence(row))
         session.view.reuse_last_read()  # phase 2 sizes its buys on the cash just planned on
     sent = _send(session, plan, now, look_up=row.phase == "planned")
     outcome = {**outcome, **sent}
-    session.tradelog.flush(mark_done(row.id, ctx.clock.now(), outcome))
+    session.tradelog.flush(mark_done(row.id, ctx.clock.now(), outcome), claim=fence(row))
     return outcome
 
 
@@ -331,5 +332,5 @@ def close(ctx: WorkerContext, row: TaskRow, account: Account) -> dict[str, Any]:
         jobs.poll()
     point = jobs.mark_close(row.day)
     outcome = {"equity": round(point.equity, 2), "cash": round(point.cash, 2)}
-    session.tradelog.flush(mark_done(row.id, ctx.clock.now(), outcome))
+    session.tradelog.flush(mark_done(row.id, ctx.clock.now(), outcome), claim=fence(row))
     return outcome

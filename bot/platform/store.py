@@ -217,22 +217,50 @@ def mark_done(task_id: int, now: dt.datetime, outcome: Mapping[str, Any]) -> sa.
     )
 
 
-def mark_retrying(engine: sa.Engine, task_id: int, error: str) -> int:
-    """Count a retry after a transient error; returns the retries so far."""
+def fence(row: TaskRow) -> sa.Executable:
+    """The statement that proves `row`'s claim still holds, run first in the transaction
+    that writes the task's records (TradeLog.flush's `claim`): it returns no row once a
+    later delivery took the task over (RabbitMQ redelivers a message whose connection
+    dropped while its first execution goes on), and the flush then writes nothing."""
+    return (
+        sa.update(TASKS)
+        .where(TASKS.c.id == row.id, TASKS.c.status == "running", TASKS.c.attempts == row.attempts)
+        .values(claimed_at=TASKS.c.claimed_at)
+        .returning(TASKS.c.id)
+    )
+
+
+def _held(task: int | TaskRow) -> sa.ColumnElement[bool]:
+    """A task row by id, or (given its claimed row) only while that claim holds: not
+    final, and no later delivery has claimed it (each claim counts an attempt). The
+    claim's own retry count may have moved it to 'retrying' before it dead-letters."""
+    if isinstance(task, int):
+        return TASKS.c.id == task
+    return sa.and_(TASKS.c.id == task.id, TASKS.c.status.not_in(FINAL),
+                   TASKS.c.attempts == task.attempts)
+
+
+def mark_retrying(engine: sa.Engine, task: int | TaskRow, error: str) -> int | None:
+    """Count a retry after a transient error; returns the retries so far, or None if the
+    claimed row given was taken over meanwhile (nothing written)."""
+    task_id = task if isinstance(task, int) else task.id
     with engine.begin() as conn:
-        conn.execute(
-            sa.update(TASKS).where(TASKS.c.id == task_id)
+        changed = conn.execute(
+            sa.update(TASKS).where(_held(task))
             .values(status="retrying", retries=TASKS.c.retries + 1, error=error[:2000])
-        )
+        ).rowcount
+        if not changed:
+            return None
         return int(conn.execute(sa.select(TASKS.c.retries).where(TASKS.c.id == task_id)).scalar_one())
 
 
-def mark_dead(engine: sa.Engine, task_id: int, now: dt.datetime, error: str) -> None:
+def mark_dead(engine: sa.Engine, task: int | TaskRow, now: dt.datetime, error: str) -> bool:
+    """Dead-letter a task row; False if the claimed row given was taken over meanwhile."""
     with engine.begin() as conn:
-        conn.execute(
-            sa.update(TASKS).where(TASKS.c.id == task_id)
+        return bool(conn.execute(
+            sa.update(TASKS).where(_held(task))
             .values(status="dead", finished_at=now, error=error[:2000])
-        )
+        ).rowcount)
 
 
 # -- decisions -----------------------------------------------------------------------------

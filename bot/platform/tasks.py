@@ -13,8 +13,15 @@ Delivery rules that make each account's effects happen once:
   jitter (bot.net.RetryPolicy's delays) up to BOT_PLATFORM_RETRIES times; then, or at
   once for an error a retry cannot fix, the account is dead-lettered: its task row is
   `dead` and an `incidents` row of kind `dead_letter` says why; the batch goes on;
-- one account's tasks never run at once (a Redis lock per account), and every broker
-  request of every worker draws on one token bucket in Redis (bot.platform.throttle).
+- one account's tasks never run at once (a Redis lock per account, held by each
+  execution under its own token), and every broker request of every worker draws on one
+  token bucket in Redis (bot.platform.throttle);
+- a message whose connection dropped is delivered again while its first execution may
+  go on (Celery does not stop a thread): the redelivery takes the account's lock and the
+  task row over, and every later write of the first execution (its plan, its done, its
+  retry or dead-letter) is fenced off by the row's attempt count (store.fence), so it
+  stops without a trace; the orders it may have sent carry the same client_order_ids,
+  which the redelivery finds at the broker and adopts.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from bot.net import RetryPolicy
 from bot.platform import account_jobs, store
 from bot.platform.context import WorkerContext
 from bot.platform.settings import PlatformSettings
+from bot.store.tradelog import ClaimTaken
 
 log = structlog.get_logger(__name__)
 
@@ -214,7 +222,8 @@ def _account_task(task: Task, task_id: int, account_id: int,
     settings = ctx.settings
     delivery = task.request.id
     redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
-    if not ctx.locks.acquire(account_id, delivery, redelivered=redelivered):
+    token = ctx.locks.acquire(account_id, delivery, redelivered=redelivered)
+    if token is None:
         raise task.retry(countdown=BUSY_DELAY)
     try:
         now = ctx.clock.now()
@@ -239,6 +248,8 @@ def _account_task(task: Task, task_id: int, account_id: int,
                                                      kind=row.kind, attempt=row.attempts):
             try:
                 outcome = job(ctx, row, account)
+            except ClaimTaken:
+                return _taken_over(row)
             except Exception as exc:  # noqa: BLE001 - every failure is retried or dead-lettered
                 return _failed(task, ctx, row, exc)
         log.info("account task done", account=account.id, kind=row.kind, task=row.id, **{
@@ -246,13 +257,24 @@ def _account_task(task: Task, task_id: int, account_id: int,
         _count_final(ctx, row)
         return "done"
     finally:
-        ctx.locks.release(account_id, delivery)
+        ctx.locks.release(account_id, token)
+
+
+def _taken_over(row: store.TaskRow) -> str:
+    """This execution lost its claim to a later delivery of the same task (RabbitMQ
+    redelivered the message after a lost connection while this one ran on): that one
+    finishes the task from what is recorded; this one stops and writes nothing more."""
+    log.warning("account task taken over by a later delivery; this one stops",
+                task=row.id, account=row.account_id, attempt=row.attempts)
+    return "taken over"
 
 
 def _failed(task: Task, ctx: WorkerContext, row: store.TaskRow, exc: Exception) -> str:
     error = mask_text(f"{type(exc).__name__}: {exc}")
     if is_transient(exc):
-        retries = store.mark_retrying(ctx.engine, row.id, error)
+        retries = store.mark_retrying(ctx.engine, row, error)
+        if retries is None:
+            return _taken_over(row)
         if retries <= ctx.settings.max_retries:
             countdown = backoff(ctx.settings).delay(retries - 1)
             log.warning("account task retried", task=row.id, account=row.account_id,
@@ -267,7 +289,9 @@ def _dead_letter(ctx: WorkerContext, row: store.TaskRow, error: str) -> None:
     """The account's task gives up: its row is dead and an incident says why; the
     batch's other accounts go on."""
     now = ctx.clock.now()
-    store.mark_dead(ctx.engine, row.id, now, error)
+    if not store.mark_dead(ctx.engine, row, now, error):
+        _taken_over(row)
+        return
     account = ctx.registry.find(row.account_id)
     broker_id = account.broker_account_id if account else None
     message = (f"account {row.account_id} ({broker_id}): {row.kind} of batch {row.run_id} "
@@ -338,7 +362,8 @@ def poll(self: Task, run_id: int, account_id: int) -> int:
     ctx = context()
     delivery = self.request.id
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-    if not ctx.locks.acquire(account_id, delivery, redelivered=redelivered):
+    token = ctx.locks.acquire(account_id, delivery, redelivered=redelivered)
+    if token is None:
         raise self.retry(countdown=BUSY_DELAY)
     ctx.redis.delete(_poll_key(ctx, account_id))
     try:
@@ -352,7 +377,7 @@ def poll(self: Task, run_id: int, account_id: int) -> int:
                                           {"account_id": account_id})
         return 0
     finally:
-        ctx.locks.release(account_id, delivery)
+        ctx.locks.release(account_id, token)
 
 
 @app.task(bind=True, name="leverbot.platform.close_round", max_retries=None)

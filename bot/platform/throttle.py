@@ -17,6 +17,7 @@ a task still running) wait for it to be released or for the lease to run out.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 
 import redis
@@ -35,8 +36,10 @@ end
 return math.ceil(-tokens / rate * 1000000)
 """
 
-#: KEYS[1] the lock; ARGV token, lease in ms. 1: taken (it was free or expired);
-#: 2: this token holds it already (renewed); 0: another token holds it.
+#: KEYS[1] the lock; ARGV token, lease in ms, 1 if this delivery is a redelivery, the
+#: token prefix every execution of this task shares. 1: taken (it was free or expired);
+#: 2: this token holds it already (renewed); 3: taken over from an earlier execution of
+#: the same task (a redelivery: that one's worker died); 0: someone else holds it.
 TAKE_LOCK = """
 local holder = redis.call('GET', KEYS[1])
 if holder == false or holder == ARGV[1] then
@@ -45,6 +48,10 @@ if holder == false or holder == ARGV[1] then
     return 1
   end
   return 2
+end
+if ARGV[3] == '1' and string.sub(holder, 1, string.len(ARGV[4])) == ARGV[4] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 3
 end
 return 0
 """
@@ -100,12 +107,18 @@ class AccountLocks:
     def key(self, account_id: int) -> str:
         return f"{self.prefix}:account-lock:{account_id}"
 
-    def acquire(self, account_id: int, token: str, *, redelivered: bool = False) -> bool:
-        """Take the account's lock for `token`. A lock this token holds already belongs to
-        an earlier delivery of the same task: taken over if this delivery is RabbitMQ's
-        redelivery (that delivery's worker died), else refused (it still runs)."""
-        answer = int(self._take(keys=[self.key(account_id)], args=[token, self.lease_ms]))
-        return answer == 1 or (answer == 2 and redelivered)
+    def acquire(self, account_id: int, delivery: str, *, redelivered: bool = False) -> str | None:
+        """Take the account's lock for one execution of task `delivery` (the Celery task
+        id, the same in every delivery of one message); returns the execution's own token,
+        or None if the lock is held. A lock an earlier execution of the same task holds is
+        taken over if this delivery is RabbitMQ's redelivery (that execution's worker died
+        or lost its connection), else refused (it still runs). Each execution has its own
+        token, so an earlier one that is still running cannot release the lock of the
+        one that took it over."""
+        token = f"{delivery}#{uuid.uuid4().hex}"
+        answer = int(self._take(keys=[self.key(account_id)],
+                                args=[token, self.lease_ms, "1" if redelivered else "0", f"{delivery}#"]))
+        return token if answer else None
 
     def release(self, account_id: int, token: str) -> None:
         self._release(keys=[self.key(account_id)], args=[token])
