@@ -80,6 +80,10 @@ def test_spans_outside_the_data_are_errors_before_a_run_is_recorded(tmp_path, ca
     for span, expected in [
         ("2016-01-09:2016-01-10", "no trading session in that span"),  # a weekend
         ("2026-01-05:2026-02-02", "is outside the data: SYNTHETIC market"),
+        # before: accepted, then 2,510 jobs failed on "no daily bar for 2007-12-31"
+        ("2007-01-02:2008-02-01", "starts before the data: the first day of SYNTHETIC market "
+                                  "(synthetic seed=7) is 2008-01-02; replay from it with "
+                                  "--replay 2008-01-02:2008-02-01"),
     ]:
         code, _out, err = run_cli(capsys, "run", "--synthetic", "--replay", span, "--database", url)
         assert code == 2 and expected in err, err

@@ -110,8 +110,8 @@ def _check_calendar_room(start: dt.date, end: dt.date) -> None:
 def check_span(start: dt.date, end: dt.date, market: MarketData) -> list[TradingSession]:
     """The span's sessions, or a BotError before any run is recorded: START:END must hold
     a trading session and every one of them must be in the data. A span running past the
-    data is refused rather than clipped: its later jobs could only fail, and a replay
-    that quietly covers less than was asked is easy to misread."""
+    data, or starting before it, is refused rather than clipped: those jobs could only
+    fail, and a replay that quietly covers less than was asked is easy to misread."""
     dates = market.prices.dates
     first, last = (dt.date.fromisoformat(str(d)[:10]) for d in (dates[0], dates[-1]))
     if start > last or end < first:
@@ -130,6 +130,11 @@ def check_span(start: dt.date, end: dt.date, market: MarketData) -> list[Trading
     if not sessions:
         raise BotError(f"--replay {start}:{end}: no trading session in that span")
     _check_calendar_room(start, end)
+    if sessions[0].day < first:  # its first sessions have no bar: every job would fail
+        raise BotError(
+            f"--replay {start}:{end} starts before the data: the first day of "
+            f"{market.label} is {first}; replay from it with --replay {first}:{end}"
+        )
     if sessions[-1].day > last:
         raise BotError(
             f"--replay {start}:{end} runs past the end of the data: the last day of "
