@@ -234,7 +234,7 @@ def test_a_decide_that_died_before_its_batch_is_closed_as_superseded(ctx, venue,
     from bot.platform import decision
 
     add_accounts(ctx, venue, ["balanced"])
-    real = decision._decide_profile
+    real, real_end = decision._decide_profile, decision._end_run
 
     def connection_lost(*args, **kwargs):
         raise sa.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection"))
@@ -242,10 +242,17 @@ def test_a_decide_that_died_before_its_batch_is_closed_as_superseded(ctx, venue,
     monkeypatch.setattr(decision, "_decide_profile", connection_lost)
     with pytest.raises(sa.exc.OperationalError):  # transient: the task is retried
         decide_batch(ctx, DECISION_DAY)
-    ((orphan, status),) = rows(ctx, "SELECT id, status FROM runs")
+    ((closed, status, summary),) = rows(ctx, "SELECT id, status, summary FROM runs")
+    assert status == "failed" and "server closed the connection" in summary  # its own end
+    # The database gone for good (or the worker killed): the run cannot be closed.
+    monkeypatch.setattr(decision, "_end_run", connection_lost)
+    with pytest.raises(sa.exc.OperationalError):
+        decide_batch(ctx, DECISION_DAY)
+    ((orphan, status),) = rows(ctx, f"SELECT id, status FROM runs WHERE id <> {closed}")
     assert status == "running"
     assert store.running_batches(ctx.engine, ctx.mode) == []  # not a batch: never 'finished'
     monkeypatch.setattr(decision, "_decide_profile", real)
+    monkeypatch.setattr(decision, "_end_run", real_end)
     batch = decide_batch(ctx, DECISION_DAY)  # the decision delivered again
     assert batch.created and batch.run_id != orphan
     assert store.running_batches(ctx.engine, ctx.mode) == [batch.run_id]
@@ -611,6 +618,30 @@ def test_a_decision_a_worker_gives_up_on_waits_no_more(ctx, monkeypatch):
     assert "no active account in the registry" in result["error"]
     assert store.waiting_decisions(ctx.engine) == []
     assert [k for (k,) in rows(ctx, "SELECT kind FROM incidents")] == ["job:decide"]
+
+
+def test_a_batch_whose_tasks_could_not_be_published_is_published_by_the_retry(ctx, venue, monkeypatch):
+    """The batch committed, then publishing its tasks failed (RabbitMQ or Redis gone for
+    a moment): the decide task used to fail outside its retry, be acked, and leave every
+    account's task pending and never sent. Now the retry finds the batch and publishes."""
+    from bot.platform import tasks
+
+    add_accounts(ctx, venue, ["balanced", "aggressive"])
+    monkeypatch.setattr(tasks, "_context", ctx)
+    published, failures = [], [redis.ConnectionError("Connection refused")]
+
+    def publish_each(task, args, task_id):
+        if failures:
+            raise failures.pop()
+        published.extend(task_id(a) for a in args)
+
+    monkeypatch.setattr(tasks, "publish_each", publish_each)
+    result = tasks.decide.apply(args=[DECISION_DAY.isoformat(), "paper"]).get()
+    assert result["published"] == 2 and not failures
+    (run_id,) = [r for (r,) in rows(ctx, "SELECT run_id FROM platform_batches")]
+    assert sorted(published) == sorted(f"rebalance-{run_id}-{t.id}"
+                                       for t in store.tasks_of(ctx.engine, run_id, "rebalance"))
+    assert rows(ctx, "SELECT count(*) FROM runs")[0][0] == 1  # decided once
 
 
 def test_a_decision_without_accounts_or_data_says_what_is_missing(ctx, venue):

@@ -72,6 +72,45 @@ def test_a_failed_publish_is_logged_and_the_scheduler_goes_on(platform, capsys):
     assert poll.run() is True
 
 
+def test_a_decision_or_close_that_could_not_be_published_goes_out_with_a_later_poll(platform):
+    """RabbitMQ down at 09:35 on Monday: the week's decision used to be logged and lost
+    (and the day's close too). It is owed and sent before the first poll round that can
+    publish, once."""
+    schedule, recorder, now = platform
+    recorder.fail = True
+    (decision,) = [s for s in schedule.jobs if s.name == "decision"]
+    (poll,) = [s for s in schedule.jobs if s.name == "poll"]
+    (close,) = [s for s in schedule.jobs if s.name == "close"]
+    now[0] = decision.trigger.get_next_fire_time(None, dt.datetime(2024, 11, 23, tzinfo=UTC))
+    assert decision.run() is False
+    now[0] = close.trigger.get_next_fire_time(None, now[0])
+    assert close.run() is False
+    assert poll.run() is False and recorder.sent == []  # still down: still owed
+    recorder.fail = False
+    assert poll.run() is True
+    assert recorder.sent == [("decide", ("2024-11-22", "paper")), ("close_round", ("2024-11-25",)),
+                             ("poll_round", ())]
+    assert poll.run() is True and recorder.sent[-1] == ("poll_round", ())  # paid once
+    assert len(recorder.sent) == 4
+
+
+def test_a_restarted_scheduler_publishes_the_decision_and_close_it_missed(platform):
+    """Started at 10:40 New York on Monday (the decision was at 09:35), and at 00:30 UTC
+    after a close (the next date in UTC): both are published for the right days."""
+    schedule, recorder, now = platform
+    (decision,) = [s for s in schedule.jobs if s.name == "decision"]
+    (close,) = [s for s in schedule.jobs if s.name == "close"]
+    assert decision.catch_up and close.catch_up
+    restart = dt.datetime(2024, 11, 25, 15, 40, tzinfo=UTC)
+    assert decision.first_run(restart) <= restart
+    now[0] = restart
+    assert decision.run() is True and recorder.sent == [("decide", ("2024-11-22", "paper"))]
+    evening = dt.datetime(2024, 11, 27, 0, 30, tzinfo=UTC)  # Tuesday 19:30 New York
+    assert close.first_run(evening) <= evening
+    now[0] = evening
+    assert close.run() is True and recorder.sent[-1] == ("close_round", ("2024-11-26",))
+
+
 def test_the_platform_flag_refuses_replay(capsys):
     from bot.cli import main
 

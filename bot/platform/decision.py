@@ -98,21 +98,10 @@ def decide_batch(ctx: WorkerContext, day: dt.date) -> Batch:
         raise _none_decided(day, failed)
     tradelog = TradeLog(ctx.engine)
     run_id = _start_run(tradelog, ctx, profiles, day, now)
-    decisions: dict[str, StoredDecision] = {}
-    for name, profile in profiles.items():
-        def decide(p: Profile = profile) -> StoredDecision:
-            with tradelog.dropped_on_error():  # a profile failing half-way records nothing
-                return _decide_profile(ctx, tradelog, run_id, p, day, now)
-
-        decided = _isolated(failed, name, decide)
-        if decided is not None:
-            decisions[name] = decided
-    if not decisions:
-        _end_run(ctx, run_id, {"failed_profiles": failed})
-        raise _none_decided(day, failed)
-    hashes = {name: profiles[name].settings.fingerprint() for name in decisions}
-    decided_at = ctx.clock.now()
     try:
+        decisions = _decide_profiles(ctx, tradelog, run_id, profiles, failed, day, now)
+        hashes = {name: profiles[name].settings.fingerprint() for name in decisions}
+        decided_at = ctx.clock.now()
         tradelog.flush(
             sa.insert(DECISIONS).values(decision_rows(run_id, decisions.values(), hashes, decided_at)),
             _task_rows(run_id, day, list(decisions)),
@@ -127,11 +116,35 @@ def decide_batch(ctx: WorkerContext, day: dt.date) -> Batch:
         log.warning("batch decided twice: the first one stands", run=winner, dropped=run_id,
                     day=str(day))
         return _existing(ctx, winner, day)
+    except BaseException as exc:
+        # No batch was committed: this run must not stay 'running' with none (a retry
+        # starts a run of its own; a worker killed outright leaves it to the poll round).
+        _end_quietly(ctx, run_id, exc, failed)
+        raise
     count, dead = _task_count(ctx, run_id)
     log.info("batch decided", run=run_id, day=str(day), profiles=len(decisions), accounts=count,
              failed_profiles=failed or None,
              seconds=round((ctx.clock.now() - now).total_seconds(), 3))
     return Batch(run_id, day, decisions, count, created=True, failed=failed, dead=dead)
+
+
+def _decide_profiles(ctx: WorkerContext, tradelog: TradeLog, run_id: int,
+                     profiles: dict[str, Profile], failed: dict[str, str], day: dt.date,
+                     now: dt.datetime) -> dict[str, StoredDecision]:
+    """Each profile's targets under run `run_id`; a profile that fails is kept in
+    `failed`. BotError if none could be decided."""
+    decisions: dict[str, StoredDecision] = {}
+    for name, profile in profiles.items():
+        def decide(p: Profile = profile) -> StoredDecision:
+            with tradelog.dropped_on_error():  # a profile failing half-way records nothing
+                return _decide_profile(ctx, tradelog, run_id, p, day, now)
+
+        decided = _isolated(failed, name, decide)
+        if decided is not None:
+            decisions[name] = decided
+    if not decisions:
+        raise _none_decided(day, failed)
+    return decisions
 
 
 def _existing(ctx: WorkerContext, run_id: int | None, day: dt.date) -> Batch:
@@ -159,6 +172,18 @@ def _isolated(failed: dict[str, str], name: str, step: Callable[[], T]) -> T | N
 def _none_decided(day: dt.date, failed: dict[str, str]) -> BotError:
     reasons = "; ".join(f"profile {n}: {e}" for n, e in failed.items())
     return BotError(f"no profile could be decided for {day}: {reasons}")
+
+
+def _end_quietly(ctx: WorkerContext, run_id: int, exc: BaseException,
+                 failed: dict[str, str]) -> None:
+    """Close a decide's run as failed with its error, if the database lets us."""
+    summary: dict[str, Any] = {"error": mask_text(f"{type(exc).__name__}: {exc}")[:1000]}
+    if failed:
+        summary["failed_profiles"] = failed
+    try:
+        _end_run(ctx, run_id, summary)
+    except Exception as closing:  # noqa: BLE001 - the decide's own error is the one to raise
+        log.warning("decide run not closed", run=run_id, error=mask_text(str(closing)))
 
 
 def _end_run(ctx: WorkerContext, run_id: int, summary: dict[str, Any]) -> None:

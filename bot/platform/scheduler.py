@@ -10,6 +10,12 @@ The jobs are the daemon's, on the same session triggers (bot.daemon.triggers):
 - poll: every 2 minutes, a poll round (accounts with open orders are followed, finished
   batches closed with their summary);
 - close: 20 minutes after each close, every account's equity and positions.
+
+A decision or close whose publish fails (RabbitMQ down) is owed and published again
+before each poll round until it goes out; a scheduler (re)started within 6 hours of a
+decision's time or 8 hours of a close's publishes it then. Both are idempotent at the
+workers (one batch per day and mode, one close task per account and day), so a second
+publish does nothing twice.
 """
 
 from __future__ import annotations
@@ -106,6 +112,13 @@ def weekly_decision_day(calendar: SessionCalendar, now: dt.datetime) -> dt.date 
     return calendar.previous_session(today.day).day
 
 
+#: how late after its time a decision or close is still published, after a restart
+#: (the decision: the rest of the session; the close: the evening, as the daemon's)
+DECISION_GRACE = dt.timedelta(hours=6)
+CLOSE_DELAY = dt.timedelta(minutes=20)  # after the close: the day's bars are final
+CLOSE_GRACE = dt.timedelta(hours=8)
+
+
 def build_platform_schedule(
     calendar: SessionCalendar,
     publisher: Publisher,
@@ -113,34 +126,66 @@ def build_platform_schedule(
     poll_every: dt.timedelta = dt.timedelta(minutes=2),
     heartbeat: Path | None = None,
 ) -> Schedule:
+    # Publishes that failed (RabbitMQ down at 09:35): tried again before every poll round
+    # until they go out, so a week's decision or a day's close is late, never lost.
+    owed: dict[str, Callable[[], None]] = {}
+
     def publish(name: str, action: Callable[[], None]) -> Callable[[], bool]:
         def run() -> bool:
             try:
                 action()
                 return True
             except Exception as exc:  # noqa: BLE001 - a failed publish never stops the scheduler
-                log.error("publish failed", job=name, error=str(exc), exc_type=type(exc).__name__)
+                log.error("publish failed", job=name, error=mask_text(str(exc)),
+                          exc_type=type(exc).__name__)
                 return False
         return run
+
+    def owing(key: str, action: Callable[[], None]) -> None:
+        """`action` now; if it fails, owed (and the error raised, so the job says so)."""
+        try:
+            action()
+        except Exception:
+            owed[key] = action
+            raise
+        owed.pop(key, None)
+
+    def pay_owed() -> None:
+        for key, action in list(owed.items()):
+            try:
+                action()
+            except Exception as exc:  # noqa: BLE001 - still owed: the next round tries again
+                log.warning("owed publish failed again", publish=key, error=mask_text(str(exc)))
+                continue
+            del owed[key]
+            log.warning("owed publish sent late", publish=key)
 
     def decision() -> None:
         day = weekly_decision_day(calendar, clock())
         if day is not None:
-            publisher.decide(day)
+            owing(f"decision {day}", lambda: publisher.decide(day))
             log.info("weekly decision published", day=str(day))
 
     def close() -> None:
-        today = calendar.session_on(clock().date())
-        if today is not None:
-            publisher.close_round(today.day)
+        # The session whose close job time passed last: after a restart in the evening
+        # (past midnight UTC) that is the day before's, not the date of the moment.
+        now = clock()
+        due = [s for s in calendar.around(now) if s.close + CLOSE_DELAY <= now]
+        if due:
+            day = due[-1].day
+            owing(f"close {day}", lambda: publisher.close_round(day))
+
+    def poll() -> None:
+        pay_owed()
+        publisher.poll_round()
 
     schedule = Schedule([
         JobSpec("decision", WeekStartTrigger(calendar, -dt.timedelta(minutes=5)),
-                publish("decision", decision)),
+                publish("decision", decision), catch_up=True, grace=DECISION_GRACE),
         JobSpec("poll", IntervalTrigger(seconds=poll_every.total_seconds()),
-                publish("poll", publisher.poll_round)),
-        JobSpec("close", SessionTrigger(calendar, "close", dt.timedelta(minutes=20)),
-                publish("close", close)),
+                publish("poll", poll)),
+        JobSpec("close", SessionTrigger(calendar, "close", CLOSE_DELAY),
+                publish("close", close), catch_up=True, grace=CLOSE_GRACE),
     ])
     if heartbeat is not None:
         add_heartbeat(schedule, heartbeat)

@@ -154,6 +154,9 @@ def decide(self: Task, day: str, mode: str) -> dict[str, Any]:
             raise BotError(f"a {mode} decision reached a {ctx.mode} worker; start workers with "
                            f"{'--live' if mode == 'live' else 'no --live'} for it")
         batch = decide_batch(ctx, dt.date.fromisoformat(day))
+        # Inside the retry: a batch committed whose tasks were not published (Redis or
+        # RabbitMQ failing here) is found again by the retry, which publishes them.
+        published = _publish_batch(ctx, batch)
     except Exception as exc:  # noqa: BLE001 - retried, or recorded: never lost silently
         error = mask_text(f"{type(exc).__name__}: {exc}")
         if is_transient(exc) and self.request.retries < ctx.settings.max_retries:
@@ -164,17 +167,23 @@ def decide(self: Task, day: str, mode: str) -> dict[str, Any]:
         ctx.tradelog(None).incident(ctx.clock.now(), "job:decide", error, {"day": day, "mode": mode})
         _no_longer_waiting(ctx, day, mode)
         return {"error": error}
+    log.info("batch published", run=batch.run_id, day=day, tasks=published, created=batch.created)
+    if batch.failed:
+        log.error("batch without some profiles: their accounts are dead-lettered",
+                  run=batch.run_id, accounts=batch.dead, failed_profiles=batch.failed)
+        return {"run": batch.run_id, "published": published, "failed_profiles": batch.failed}
+    return {"run": batch.run_id, "published": published}
+
+
+def _publish_batch(ctx: WorkerContext, batch: Any) -> int:
+    """Publish a rebalance task for each of the batch's accounts whose task is not final;
+    returns how many."""
     rows = store.tasks_of(ctx.engine, batch.run_id, "rebalance", ("pending", "retrying", "running"))
     # The tasks that count themselves final: not those dead from the start with their profile.
     ctx.redis.set(_total_key(ctx, batch.run_id), batch.accounts - batch.dead)
     publish_each(rebalance, [(r.id, r.account_id) for r in rows],
                  lambda r: f"rebalance-{batch.run_id}-{r[0]}")
-    log.info("batch published", run=batch.run_id, day=day, tasks=len(rows), created=batch.created)
-    if batch.failed:
-        log.error("batch without some profiles: their accounts are dead-lettered",
-                  run=batch.run_id, accounts=batch.dead, failed_profiles=batch.failed)
-        return {"run": batch.run_id, "published": len(rows), "failed_profiles": batch.failed}
-    return {"run": batch.run_id, "published": len(rows)}
+    return len(rows)
 
 
 def _no_longer_waiting(ctx: WorkerContext, day: str, mode: str) -> None:
