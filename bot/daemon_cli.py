@@ -309,15 +309,38 @@ def _trading_session(args: argparse.Namespace, trades: bool = True) -> Iterator:
                 close_abandoned_runs(tradelog, run_id, dt.datetime.now(dt.UTC))
             jobs = build_live(settings, tradelog, run_id, live=args.live)
             yield jobs, lock
-        except BaseException:
+        except BaseException as exc:
             if jobs is not None:
                 jobs.close()
+            _record_failure(tradelog, exc, started=jobs is not None)
             tradelog.finish_run("failed", dt.datetime.now(dt.UTC))
             tradelog.close()
             raise
         jobs.close()  # queued notifications out (`bot once --execute`; the daemon did it already)
         tradelog.finish_run("finished", dt.datetime.now(dt.UTC))
         tradelog.close()
+
+
+def _record_failure(tradelog: TradeLog, exc: BaseException, *, started: bool) -> None:
+    """Why a paper/live run failed, as an incident beside its `failed` status (the error
+    was only the command's one stderr line); secrets masked."""
+    from bot.logs import mask_text
+
+    if isinstance(exc, KeyboardInterrupt):
+        kind, message = "interrupted", "stopped by Ctrl-C"
+    else:
+        kind = "run_failed" if started else "start_failed"
+        message = mask_text(f"{type(exc).__name__}: {exc}")[:2000]
+    try:
+        tradelog.incident(dt.datetime.now(dt.UTC), kind, message)
+    except Exception as error:  # noqa: BLE001 - the run's own error is the one to raise
+        _warn("failure not recorded as an incident", error=mask_text(str(error)))
+
+
+def _warn(event: str, **fields: object) -> None:
+    from bot.logs import get_logger
+
+    get_logger(__name__).warning(event, **fields)
 
 
 def _run_daemon(args: argparse.Namespace) -> int:

@@ -536,6 +536,10 @@ def test_a_start_that_cannot_reach_alpaca_names_the_url_not_the_keys(
     assert SECRET not in err and KEY_ID not in err and "Traceback" not in err
     log = TradeLog.open(db)
     assert list(log.runs()["status"]) == ["failed"]
+    # Why, in the trade log too (before: only the stderr line said it).
+    (incident,) = log.load_incidents().itertuples()
+    assert incident.kind == "start_failed" and f"could not reach Alpaca trading API at {url}" in incident.message
+    assert SECRET not in incident.message
     log.close()
 
 
