@@ -387,9 +387,13 @@ class DataSettings(_Strict):
 
     source: Literal["auto", "csv", "synthetic"] = "auto"
     directory: str = "data"  # inside the clone: where `bot data fetch` writes
-    # Alpaca's bars: "iex" (free: one exchange's prints) or "sip" (every exchange, the
-    # official open and close; needs Alpaca's paid market data)
-    alpaca_feed: Literal["iex", "sip"] = "iex"
+    # Alpaca's daily bars: "sip" (every exchange: the official open and close auctions;
+    # free for data older than 15 minutes, which is all the bot asks bars for) or "iex"
+    # (one exchange's prints: a thin fund may miss a day)
+    alpaca_feed: Literal["iex", "sip"] = "sip"
+    # Alpaca's latest trade prices, which size orders: "iex" (free, real time), "sip"
+    # (needs Alpaca's paid plan: free keys get HTTP 403) or "delayed_sip" (15 minutes old)
+    alpaca_latest_feed: Literal["iex", "sip", "delayed_sip"] = "iex"
     synthetic_seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 7  # numpy seeds are non-negative
     synthetic_start: IsoDate = "2008-01-02"
     synthetic_end: IsoDate = "2024-12-31"

@@ -70,7 +70,16 @@ def test_one_request_for_all_symbols_follows_every_page(fake, data):
     assert history.open[3:, 1].tolist() == [9.5, 10.0, 10.5, 11.0]
 
 
-def test_request_asks_for_adjusted_daily_iex_bars_ending_15_minutes_ago(fake, data):
+def test_a_refused_key_says_which_variables_to_check(fake, sleeps):
+    fake.secret = "another-secret"
+    with pytest.raises(DataError) as caught:
+        connect(fake, sleeps).daily_history(["SPY"], dt.date(2024, 11, 18))
+    text = str(caught.value)
+    assert "HTTP 403" in text and "check APCA_API_KEY_ID and APCA_API_SECRET_KEY" in text
+    assert SECRET not in text and KEY_ID not in text
+
+
+def test_request_asks_for_adjusted_daily_sip_bars_ending_16_minutes_ago(fake, data):
     fake.splits = {"SPY": [(dt.date(2024, 11, 21), 4.0)]}  # 4:1 split effective on the 21st
     fake.daily_bars["SPY"] = [
         DailyBar(d, c, c, c, c)
@@ -79,10 +88,10 @@ def test_request_asks_for_adjusted_daily_iex_bars_ending_15_minutes_ago(fake, da
     history = data.daily_history(["SPY"], dt.date(2024, 11, 18))
     [call] = fake.calls("GET", "/v2/stocks/bars")
     assert call.query["adjustment"] == "all"
-    assert call.query["feed"] == "iex"
+    assert call.query["feed"] == "sip"
     assert call.query["timeframe"] == "1Day"
     end = dt.datetime.fromisoformat(call.query["end"])
-    assert end <= NOW - dt.timedelta(minutes=15)
+    assert end <= NOW - dt.timedelta(minutes=16)
     # Adjusted: no 4x drop on the split day.
     assert history.close[:, 0].tolist() == [100.0, 101.0, 102.0, 102.5, 103.0, 104.0, 105.0]
 
@@ -92,13 +101,27 @@ def test_explicit_end_date_is_kept_when_in_the_past(fake, data):
     assert history.dates.tolist() == DAYS[:3]
 
 
-def test_feed_is_configurable(fake, sleeps):
-    sip = connect(fake, sleeps, feed="sip")
-    with pytest.raises(DataError, match="403"):
-        sip.daily_history(["SPY"], dt.date(2024, 11, 18))
-    fake.sip_allowed = True
-    sip.daily_history(["SPY"], dt.date(2024, 11, 18))
-    assert fake.calls("GET", "/v2/stocks/bars")[-1].query["feed"] == "sip"
+def test_feeds_are_configurable_and_a_free_key_gets_sip_bars(fake, sleeps):
+    """A free key may query SIP data older than 15 minutes (Alpaca's market data FAQ):
+    bars on SIP by default, ending 16 minutes back (a minute for a clock behind
+    Alpaca's); latest trades on IEX by default, since the latest SIP trade is recent
+    data a free key is refused (403)."""
+    data = connect(fake, sleeps)
+    data.daily_history(["SPY"], dt.date(2024, 11, 18))
+    bars = fake.calls("GET", "/v2/stocks/bars")[-1].query
+    assert bars["feed"] == "sip"
+    assert dt.datetime.fromisoformat(bars["end"].replace("Z", "+00:00")) <= NOW - dt.timedelta(minutes=16)
+    fake.latest_trades["SPY"] = 100.0
+    data.latest_prices(["SPY"])
+    assert fake.calls("GET", "/v2/stocks/trades/latest")[-1].query["feed"] == "iex"
+    paid = connect(fake, sleeps, latest_feed="sip")
+    with pytest.raises(DataError, match="403.*recent SIP data.*alpaca_latest_feed"):
+        paid.latest_prices(["SPY"])
+    fake.sip_allowed = True  # a paid plan
+    assert paid.latest_prices(["SPY"]) == {"SPY": 100.0}
+    iex = connect(fake, sleeps, feed="iex")
+    iex.daily_history(["SPY"], dt.date(2024, 11, 18))
+    assert fake.calls("GET", "/v2/stocks/bars")[-1].query["feed"] == "iex"
 
 
 def test_a_failed_page_is_retried_alone(fake, data, sleeps):
@@ -294,7 +317,7 @@ def test_the_default_end_leaves_out_a_session_still_open(fake, sleeps):
 
     def at(when: dt.datetime) -> AlpacaMarketData:
         return AlpacaMarketData.connect(Credentials(KEY_ID, SECRET), base_url=fake.url,
-                                        now=lambda: when)
+                                        now=lambda: when, feed="iex")  # the fake's clock is behind
 
     close = dt.datetime(2024, 11, 27, 21, 0, tzinfo=dt.UTC)  # 16:00 New York
     before = at(close + dt.timedelta(minutes=14)).daily_history(["SPY"], dt.date(2024, 11, 18))

@@ -363,8 +363,18 @@ def test_orders_are_sized_on_the_latest_trade_prices(tmp_path, venue):
     log.close()
 
 
+def fetch_on_the_wall_clock(venue):
+    """`bot data fetch` asks for bars up to 16 minutes before the wall clock's now, which
+    the fake, whose clock stands in 2024, would read as recent SIP data (a free key's
+    403): the fetch tests get a paid plan's feed. tests/test_alpaca_data.py checks the
+    free key's rule with one clock."""
+    venue.sip_allowed = True
+
+
 def test_data_fetch_writes_a_directory_the_backtest_reads(tmp_path, venue, capsys):
     from bot.cli import main
+
+    fetch_on_the_wall_clock(venue)
     from bot.data.csv_source import load_csv_directory
 
     venue.daily_bars["IEF"] = venue.daily_bars["TMF"]  # a reference symbol it also fetches
@@ -424,6 +434,8 @@ def test_data_fetch_writes_inside_the_clone_by_default(tmp_path, venue, capsys):
     import shutil
 
     from bot.cli import main
+
+    fetch_on_the_wall_clock(venue)
     from bot.config import load_settings, resolve_data_dir
     from bot.data.history import load_history
 
@@ -586,11 +598,13 @@ def test_data_fetch_names_a_symbol_alpaca_does_not_know_and_writes_nothing(tmp_p
     where the symbol came from."""
     from bot.cli import main
 
+    fetch_on_the_wall_clock(venue)
+
     del venue.daily_bars["TMF"]
     assert main(["data", "fetch", "--config", str(CONFIG), "--start", "2023-01-03",
                  "--data-dir", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
-    assert ("error: alpaca:TMF [symbol]: no bars in the answer: Alpaca has no iex bars of it "
+    assert ("error: alpaca:TMF [symbol]: no bars in the answer: Alpaca has no sip bars of it "
             f"since 2023-01-03 (a symbol it does not know? it is in the universe of {CONFIG})") in err
     assert not (tmp_path / "d").exists()
 
@@ -612,6 +626,8 @@ def test_data_fetch_from_a_later_start_does_not_drop_older_days_without_replace(
     """Before: `bot data fetch --start <later>` on a folder fetched from earlier rewrote
     every file with the shorter history, dropping the older days without a word."""
     from bot.cli import main
+
+    fetch_on_the_wall_clock(venue)
 
     venue.daily_bars["IEF"] = venue.daily_bars["TMF"]  # a reference symbol it also fetches
     data = str(tmp_path / "d")
@@ -635,6 +651,8 @@ def test_data_fetch_keeps_older_files_when_the_source_starts_later(tmp_path, ven
     years although the requested start was early enough. Now the files' first days are
     compared with what came back."""
     from bot.cli import main
+
+    fetch_on_the_wall_clock(venue)
 
     venue.daily_bars["IEF"] = venue.daily_bars["TMF"]
     data = tmp_path / "d"

@@ -59,7 +59,7 @@ def build_live(
     rules = PlausibilityRules.from_settings(settings.data)
     data = AlpacaMarketData.connect(
         credentials, base_url=endpoints.data_url, policy=policy, rules=rules,
-        feed=settings.data.alpaca_feed,
+        feed=settings.data.alpaca_feed, latest_feed=settings.data.alpaca_latest_feed,
     )
     feed = AlpacaFeed(
         data, tradelog, settings.symbols, endpoints.fred_url, clock,

@@ -2,8 +2,9 @@
 
 All symbols come from one bars request (alpaca-py follows next_page_token until the last
 page), split- and dividend-adjusted (adjustment=all) so returns line up with the backtest
-data, on the IEX feed by default (free accounts may not query recent SIP data), ending at
-least 15 minutes in the past. The answer is checked before anything trades on it: a
+data, on the SIP feed by default (every exchange's prints, the official opening and
+closing auctions; free accounts may query SIP data older than 15 minutes, and bars end at
+least 16 minutes in the past), latest trades on IEX by default (free and real time). The answer is checked before anything trades on it: a
 missing symbol, field or number or a duplicated bar here, every price and date rule of
 bot.data.plausibility when the symbols are aligned; each is a DataError naming the symbol
 and field.
@@ -46,6 +47,9 @@ T = TypeVar("T")
 
 NEW_YORK = ZoneInfo("America/New_York")
 DATA_DELAY = dt.timedelta(minutes=15)
+#: a minute more than that for bars: a free key's SIP request ending 15 minutes ago by a
+#: clock a little behind Alpaca's would ask for recent SIP data (HTTP 403)
+CLOCK_MARGIN = dt.timedelta(minutes=1)
 SOURCE = "alpaca"
 #: sessions a symbol's last bar may lag the others' (a quiet day on IEX, carried and
 #: marked filled); more is stale, left NaN, and the daemon refuses to decide on it
@@ -76,12 +80,14 @@ class AlpacaMarketData:
         self,
         client: StockHistoricalDataClient,
         *,
-        feed: str = "iex",
+        feed: str = "sip",
         now: Callable[[], dt.datetime] = _utcnow,
         rules: PlausibilityRules = DEFAULT_RULES,
+        latest_feed: str = "iex",
     ) -> None:
         self._client = client
-        self.feed = DataFeed(feed)
+        self.feed = DataFeed(feed)  # bars
+        self.latest_feed = DataFeed(latest_feed)  # latest trades and bars (order sizing)
         self._now = now
         self.rules = rules
 
@@ -91,19 +97,20 @@ class AlpacaMarketData:
         credentials: Credentials,
         *,
         base_url: str = DATA_URL,
-        feed: str = "iex",
+        feed: str = "sip",
         policy: RetryPolicy | None = None,
         now: Callable[[], dt.datetime] = _utcnow,
         rules: PlausibilityRules = DEFAULT_RULES,
+        latest_feed: str = "iex",
     ) -> AlpacaMarketData:
         client = make_data_client(credentials, base_url, policy or ALPACA_POLICY)
-        return cls(client, feed=feed, now=now, rules=rules)
+        return cls(client, feed=feed, now=now, rules=rules, latest_feed=latest_feed)
 
     @classmethod
     def from_env(
         cls,
         *,
-        feed: str = "iex",
+        feed: str = "sip",
         policy: RetryPolicy | None = None,
         rules: PlausibilityRules = DEFAULT_RULES,
     ) -> AlpacaMarketData:
@@ -145,7 +152,7 @@ class AlpacaMarketData:
         trades = self._call(
             "latest trades",
             self._client.get_stock_latest_trade,
-            StockLatestTradeRequest(symbol_or_symbols=list(symbols), feed=self.feed),
+            StockLatestTradeRequest(symbol_or_symbols=list(symbols), feed=self.latest_feed),
         )
         prices = {
             s: _checked_price(s, "trade.price", _field(t, "p"))
@@ -157,7 +164,7 @@ class AlpacaMarketData:
             bars = self._call(
                 "latest bars",
                 self._client.get_stock_latest_bar,
-                StockLatestBarRequest(symbol_or_symbols=missing, feed=self.feed),
+                StockLatestBarRequest(symbol_or_symbols=missing, feed=self.latest_feed),
             )
             bars = _by_symbol(bars, "latest bars")
             for s in missing:
@@ -176,7 +183,7 @@ class AlpacaMarketData:
             # Daily bars are stamped at midnight New York: 23:59 takes the day's bar and
             # not the next one, whether the API treats `end` as inclusive or not.
             end = dt.datetime.combine(end, dt.time(23, 59), NEW_YORK)
-        return min(end, latest)
+        return min(end, latest - CLOCK_MARGIN)  # the day's bar is stamped long before
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
         """One SDK call; HTTP, transport and parse failures become DataError."""
@@ -185,9 +192,20 @@ class AlpacaMarketData:
         except APIError as exc:
             status, code, message = api_error_parts(exc)
             detail = f"HTTP {status}" + (f" {code}" if code is not None else "") + f": {message}"
-            raise DataError(f"{SOURCE}:{what}", None, detail) from exc
+            raise DataError(f"{SOURCE}:{what}", None, detail + _hint(status, message)) from exc
         except ANSWER_ERRORS as exc:
             raise DataError(f"{SOURCE}:{what}", None, describe_answer_error(exc)) from exc
+
+
+def _hint(status: object, message: str) -> str:
+    """What to do about a refusal the data API explains badly (Alpaca's FAQ on 403s)."""
+    if status != 403:
+        return ""
+    if "SIP" in message:
+        return ("; a free key gets SIP data only 15 minutes old: set data.alpaca_latest_feed = "
+                '"iex" (or data.alpaca_feed = "iex"), or subscribe to Alpaca\'s paid plan')
+    return ("; check APCA_API_KEY_ID and APCA_API_SECRET_KEY (keys of a paper account that "
+            "was reset must be generated again)")
 
 
 def _unique(symbols: Sequence[str]) -> tuple[str, ...]:

@@ -132,7 +132,8 @@ class WorkerContext:
         endpoints = load_endpoints(live=self.live)
         rules = PlausibilityRules.from_settings(settings.data)
         data = AlpacaMarketData.connect(load_credentials(), base_url=endpoints.data_url, rules=rules,
-                                        feed=settings.data.alpaca_feed)
+                                        feed=settings.data.alpaca_feed,
+                                        latest_feed=settings.data.alpaca_latest_feed)
         tradelog = TradeLog(self.engine)  # the macro cache; used under CachedFeed's lock
         return AlpacaFeed(data, tradelog, settings.symbols, endpoints.fred_url, self.clock,
                           lookback_days=build_model(settings).history_calendar_days,

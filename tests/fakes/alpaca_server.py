@@ -234,8 +234,15 @@ class FakeAlpaca(FakeServer, VenueClock):
 
     # --- market data -----------------------------------------------------------------
 
-    def _feed_denied(self, request: Request) -> Response | None:
-        if request.query.get("feed", "sip") == "sip" and not self.sip_allowed:
+    def _feed_denied(self, request: Request, *, latest: bool = False) -> Response | None:
+        """Alpaca's rule for a free key (sip_allowed False): SIP data of the last 15
+        minutes needs a paid plan. A latest trade or bar always is; bars are when their
+        `end` is missing or less than 15 minutes before now."""
+        if request.query.get("feed", "sip") != "sip" or self.sip_allowed:
+            return None
+        end = request.query.get("end")
+        recent = latest or end is None or instant(end) > self._now - dt.timedelta(minutes=15)
+        if recent:
             return Response(
                 403, {"message": "subscription does not permit querying recent SIP data"}
             )
@@ -291,7 +298,7 @@ class FakeAlpaca(FakeServer, VenueClock):
         }
 
     def _latest_trades(self, request: Request) -> Response:
-        denied = self._feed_denied(request)
+        denied = self._feed_denied(request, latest=True)
         if denied:
             return denied
         symbols = [
@@ -317,7 +324,7 @@ class FakeAlpaca(FakeServer, VenueClock):
         )
 
     def _latest_bars(self, request: Request) -> Response:
-        denied = self._feed_denied(request)
+        denied = self._feed_denied(request, latest=True)
         if denied:
             return denied
         symbols = [s for s in request.query.get("symbols", "").split(",") if s in self.latest_bars]
