@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from bot.arguments import positive_seconds
 from bot.errors import BotError, DataError
-from bot.store.locate import default_config, default_path
+from bot.store.locate import REPO_ROOT, default_config
 
 if TYPE_CHECKING:  # heavy modules: imported inside the commands, so `bot --help` stays fast
     from bot.config import Settings
@@ -52,7 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="trade-log URL (default BOT_DATABASE_URL, else store.url)")
     once.set_defaults(func=_cmd_once)
 
-    health = sub.add_parser("health", help="exit 0 if the daemon's heartbeat is fresh")
+    health = sub.add_parser(
+        "health", help="exit 0 if the daemon's heartbeat is fresh",
+        description="Exit 0 if the daemon's heartbeat file was touched within --max-age: "
+                    "BOT_HEARTBEAT_FILE, else var/heartbeat in the clone (the daemon writes "
+                    "the same path).")
     health.add_argument("--max-age", type=positive_seconds, default=300.0, help="seconds (default 300)")
     health.set_defaults(func=_cmd_health)
 
@@ -360,7 +364,11 @@ def _run_daemon(args: argparse.Namespace) -> int:
 
 
 def heartbeat_path() -> Path:
-    return Path(os.environ.get("BOT_HEARTBEAT_FILE") or default_path("var/heartbeat"))
+    """BOT_HEARTBEAT_FILE, else var/heartbeat in the clone (beside the default trade log)
+    whatever the working directory: the daemon writes and `bot health` reads one file.
+    (Relative to the working directory, a daemon started elsewhere beat where `bot
+    health` never looked.)"""
+    return Path(os.environ.get("BOT_HEARTBEAT_FILE") or REPO_ROOT / "var" / "heartbeat")
 
 
 def _cmd_health(args: argparse.Namespace) -> int:

@@ -282,6 +282,20 @@ def test_report_says_when_the_risk_free_rate_is_missing(tmp_path, capsys) -> Non
     assert any(n.startswith("risk-free rate (DTB3) missing") and "assume 0%" in n for n in notes)
 
 
+def test_the_default_heartbeat_is_the_clones_from_any_directory(tmp_path, monkeypatch) -> None:
+    """The daemon writes and `bot health` reads var/heartbeat in the clone, wherever each
+    was started (before: relative to the working directory, so a daemon started in
+    another directory was reported dead)."""
+    from bot.daemon_cli import heartbeat_path
+    from bot.store.locate import REPO_ROOT
+
+    monkeypatch.delenv("BOT_HEARTBEAT_FILE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert heartbeat_path() == REPO_ROOT / "var" / "heartbeat"
+    monkeypatch.setenv("BOT_HEARTBEAT_FILE", str(tmp_path / "hb"))
+    assert heartbeat_path() == tmp_path / "hb"
+
+
 def test_health_reads_only_a_regular_heartbeat_file(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("BOT_HEARTBEAT_FILE", str(tmp_path))  # a folder: its time is no beat
     code, out, _err = run_cli(capsys, "health")
