@@ -96,6 +96,12 @@ def test_each_command_exports_what_the_database_holds(filled, capsys) -> None:
     rows = as_json(capsys, "equity", "--database", url)
     assert [r["day"] for r in rows] == [d.date().isoformat() for d in equity.index]
     assert [float(r["equity"]) for r in rows] == equity["equity"].tolist()
+    # Below zero, as bot report, the dashboard and the metrics show a drawdown (it was
+    # +0.1467 here and -0.1468 there).
+    peak = equity["equity"].cummax()
+    expected = (equity["equity"] / peak - 1.0).tolist()
+    assert [float(r["drawdown"]) for r in rows] == pytest.approx(expected, abs=1e-9)
+    assert min(float(r["drawdown"]) for r in rows) < 0
 
     assert len(as_json(capsys, "regimes", "--database", url)) == len(regimes)
     assert [e["rule"] for e in as_json(capsys, "risk-events", "--database", url)] == risk["rule"].tolist()
