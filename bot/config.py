@@ -581,7 +581,18 @@ def _describe(err: dict) -> str:
         shown = " (got a URL, not shown: it may hold a token)"
     else:
         shown = f" (got {given!r})"
-    return f"{loc or '<root>'}: {msg}{shown}{_STRICT_HINTS.get((err['type'], type(given)), '')}"
+    hint = _STRICT_HINTS.get((err["type"], type(given)), "")
+    if err["type"] in ("float_type", "int_type") and isinstance(given, str) and not _numeric(given):
+        hint = ""  # "abc" is no quoted number: the message says a number is expected
+    return f"{loc or '<root>'}: {msg}{shown}{hint}"
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _known_names(path: list[str]) -> str:

@@ -25,7 +25,7 @@ from bot.config import Settings, load_settings, parse_settings, resolve_data_dir
 from bot.data.base import RISK_FREE, MarketData
 from bot.data.history import load_history
 from bot.decay import decay_section
-from bot.errors import BotError, ConfigError
+from bot.errors import BotError
 from bot.heap import long_lived
 from bot.reference import NEVER, backtest_extras, reference_settings
 from bot.report import RunSeries, build_report, make_dir, render_table, write_charts, write_json
@@ -111,20 +111,11 @@ def apply_overrides(settings: Settings, options: BacktestOptions, source: str) -
         raw["data"]["source"] = "synthetic"
     if not options.benchmarks:
         raw["backtest"]["benchmarks"] = False
-    try:
-        return parse_settings(raw, source)
-    except ConfigError as exc:
-        if not options.overrides:
-            raise
-        # A value given with --set is named as such: the file does not hold it, and
-        # "write the number without quotes" is no advice for `--set key=abc`.
-        keys = {parse_assignment(spec)[0] for spec in options.overrides}
-        problems = [
-            problem.replace(": write the number without quotes", ": not a number")
-            if problem.split(":", 1)[0] in keys else problem
-            for problem in exc.problems
-        ]
-        raise ConfigError(f"{source} with --set {' '.join(options.overrides)}", problems) from None
+    # A value given on the command line is named as such: the file does not hold it.
+    flags = [f"--{k} {v}" for k, v in (("start", options.start), ("end", options.end),
+                                       ("fill", options.fill), ("weighting", options.weighting))
+             if v] + [f"--set {spec}" for spec in options.overrides]
+    return parse_settings(raw, f"{source} with {' '.join(flags)}" if flags else source)
 
 
 def macro_series(market: MarketData, name: str) -> pd.Series | None:

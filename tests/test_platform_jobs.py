@@ -270,6 +270,8 @@ def test_a_decide_that_died_before_its_batch_is_closed_as_superseded(ctx, venue,
 
     assert main(["platform", "status", "--database", str(ctx.engine.url)]) == 0
     assert f"batch {batch.run_id}: 0 of 1 accounts done" in capsys.readouterr().out
+    assert main(["platform", "status", "--database", str(ctx.engine.url), "--run", "99"]) == 2
+    assert "run 99 is not in this trade log" in capsys.readouterr().err
 
 
 def test_accounts_trade_their_profiles_decision_on_their_own_cash(ctx, venue):

@@ -122,8 +122,19 @@ def test_bot_backtest_set_is_validated_like_the_file(capsys, tmp_path: Path) -> 
         capsys, "backtest", "--config", str(CONFIG), "--synthetic", "--no-charts",
         "--database", f"sqlite:///{tmp_path / 'log.sqlite'}", "--set", "universe.TQQQ.weight=abc",
     )
-    assert code == 2 and "universe.TQQQ.weight: " in err and "not a number" in err
+    assert code == 2 and "universe.TQQQ.weight: Input should be a valid number (got 'abc')" in err
     assert "without quotes" not in err  # the user typed none
+    code, _, err = run_cli(
+        capsys, "backtest", "--config", str(CONFIG), "--synthetic", "--no-charts",
+        "--database", f"sqlite:///{tmp_path / 'log.sqlite'}", "--start", "2024-06-01",
+        "--end", "2024-01-01",
+    )  # before: "invalid configuration <file>", which holds neither date
+    assert code == 2 and "with --start 2024-06-01 --end 2024-01-01:" in err
+    assert "backtest: start 2024-06-01 must be before end 2024-01-01" in err
+    code, _, err = run_cli(capsys, "sweep", "--config", str(CONFIG), "--synthetic",
+                           "--grid", "risk.vol_high=1.5,abc")
+    assert code == 2 and "risk.vol_high: Input should be a valid number (got 'abc')" in err
+    assert "without quotes" not in err
     code, _, err = run_cli(capsys, "backtest", "--set", "every_days")
     assert code == 2 and "--set 'every_days': expected KEY=VALUE" in err
 

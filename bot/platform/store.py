@@ -386,7 +386,8 @@ def summarize(engine: sa.Engine, run_id: int) -> BatchSummary:
         if run is None or run.strategy != PLATFORM_STRATEGY:
             from bot.errors import BotError
 
-            raise BotError(f"run {run_id} is not a platform batch; see `bot platform status`")
+            what = "is not a platform batch" if run is not None else "is not in this trade log"
+            raise BotError(f"run {run_id} {what}; see `bot platform status`")
         counts = dict(
             conn.execute(sa.select(t.c.status, sa.func.count()).where(rebalance).group_by(t.c.status)).all()
         )
