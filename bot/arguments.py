@@ -56,6 +56,12 @@ def run_id(text: str) -> int:
     )
 
 
+def refresh_seconds(text: str) -> int:
+    """--refresh of the dashboard: whole seconds, at least 2 (a page polled faster only
+    loads the database)."""
+    return whole_number(text, 2, 86_400, "a whole number of seconds from 2 to 86400")
+
+
 def row_limit(text: str) -> int:
     """--limit: how many of the most recent rows; 0 for all."""
     return whole_number(text, 0, MAX_ROWS, f"a row count from 0 (all) to {MAX_ROWS}")

@@ -402,7 +402,8 @@ def _cmd_once(args: argparse.Namespace) -> int:
     # Alpaca: the table says so, rather than "SENT ... new" for an order nobody sent.
     queued = [o for o in outcome.orders if o.status_message in QUEUED_MESSAGES]
     if args.execute:
-        done = f"SENT {len(outcome.orders) - len(queued)}, QUEUED {len(queued)}" if queued else "SENT"
+        done = (f"SENT {len(outcome.orders) - len(queued)}, QUEUED {len(queued)}" if queued
+                else "SENT" if outcome.orders else "nothing to send")
     else:
         done = "dry run: not sent" + (f"; {len(queued)} would be queued" if queued else "")
     table = Table(title=f"decision on {outcome.day} ({done})")

@@ -9,7 +9,7 @@ import datetime as dt
 import os
 import socket
 
-from bot.arguments import positive_count, run_id
+from bot.arguments import positive_count, row_limit, run_id
 from bot.store.locate import add_database_arguments, database_url
 
 
@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = platform.add_subparsers(dest="platform_command", required=True)
     status = sub.add_parser("status", help="batches: accounts done, retried, dead-lettered")
     status.add_argument("--run", type=run_id, help="one batch (its run id); default: the latest")
-    status.add_argument("--limit", type=positive_count, default=10, help="batches listed (default 10)")
+    status.add_argument("--limit", type=row_limit, default=10,
+                        help="batches listed, the newest first (default 10; 0 for all)")
     status.add_argument("--format", choices=["table", "json"], default="table",
                         help="output format (default table)")
     add_database_arguments(status)
@@ -251,7 +252,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
             with log.engine.connect() as conn:
                 runs = list(conn.execute(
                     sa.select(store.RUNS.c.id).where(store.RUNS.c.strategy == store.PLATFORM_STRATEGY)
-                    .order_by(store.RUNS.c.id.desc()).limit(args.limit)
+                    .order_by(store.RUNS.c.id.desc()).limit(args.limit or None)
                 ).scalars())
         if not runs and not queued:
             raise BotError("no platform batch in this trade log yet (see `bot run --platform`)")

@@ -60,6 +60,8 @@ SQLITE = "sqlite:///{tmp}/log.sqlite"
         (["health", "--max-age", "nan"], "--max-age: expected a number of seconds above 0"),
         (["health", "--max-age", "inf"], "--max-age: expected a number of seconds above 0"),
         (["health", "--max-age", "-5"], "--max-age: expected a number of seconds above 0"),
+        # before: raised to 2 seconds without a word
+        (["dashboard", "--refresh", "0"], "--refresh: expected a whole number of seconds from 2"),
         (["stress", "--run", "99999999999999999999999"], "argument --run: expected a run id"),
         (["accounts", "add", "9f2c1e5a-0b7d-4c3e-9a61-2d5f0e8b7c50", "--profile", "balanced",
           "--suitability", '{"score": 1e400}'], "--suitability: expected a JSON object, e.g. "

@@ -8,6 +8,7 @@ sending an order twice; a finished task does nothing when delivered again."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections import Counter
 
@@ -272,6 +273,10 @@ def test_a_decide_that_died_before_its_batch_is_closed_as_superseded(ctx, venue,
     assert f"batch {batch.run_id}: 0 of 1 accounts done" in capsys.readouterr().out
     assert main(["platform", "status", "--database", str(ctx.engine.url), "--run", "99"]) == 2
     assert "run 99 is not in this trade log" in capsys.readouterr().err
+    assert main(["platform", "status", "--database", str(ctx.engine.url), "--limit", "0",
+                 "--format", "json"]) == 0  # 0: all, as every other listing
+    listed = json.loads(capsys.readouterr().out)
+    assert sorted(r["run"] for r in listed) == sorted([orphan, closed, batch.run_id])
 
 
 def test_accounts_trade_their_profiles_decision_on_their_own_cash(ctx, venue):

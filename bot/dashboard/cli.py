@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bot.arguments import run_id
+from bot.arguments import refresh_seconds, run_id
 from bot.store.locate import add_database_arguments, database_url
 
 
@@ -17,8 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "whose port is published on the host's loopback only)")
     parser.add_argument("--port", type=int, default=8050, help="port (default 8050)")
     parser.add_argument("--run", type=run_id, help="run id (default: the latest run, followed live)")
-    parser.add_argument("--refresh", type=int, default=30,
-                        help="seconds between in-place updates of the page (default 30)")
+    parser.add_argument("--refresh", type=refresh_seconds, default=30,
+                        help="seconds between in-place updates of the page, 2 or more (default 30)")
     parser.add_argument(
         "--account", help="one client account: its registry id or broker account id"
     )
@@ -36,7 +36,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
     url = database_url(args.config, args.database)
     server = make_server(
-        url, port=args.port, run=args.run, refresh=max(args.refresh, 2),
+        url, port=args.port, run=args.run, refresh=args.refresh,
         config_path=Path(args.config), account=args.account, host=args.host,
         allowed_hosts=frozenset(args.allow_host),
     )

@@ -72,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sweep.add_argument("--data-dir", help="CSV directory with prices/ and macro/ (or BOT_DATA_DIR)")
     sweep.add_argument("--synthetic", action="store_true", help="use the seeded synthetic market")
     sweep.add_argument("--database", type=database_argument,
-                       help="trade-log URL (default store.url or BOT_DATABASE_URL)")
+                       help="trade-log URL (default BOT_DATABASE_URL, else the config's store.url)")
     sweep.add_argument("--out", help="directory for the files (default reports/sweep-ID beside "
                        "a SQLite trade log)")
     sweep.add_argument("--no-charts", action="store_true", help="no heatmap or walk-forward chart")
