@@ -79,6 +79,35 @@ def test_a_refused_key_says_which_variables_to_check(fake, sleeps):
     assert SECRET not in text and KEY_ID not in text
 
 
+def test_a_latest_price_too_old_is_not_used_to_size_orders(fake, data):
+    """A thin fund's last IEX print can be yesterday's: a trade older than 30 minutes
+    gives way to a fresh minute bar, and with neither fresh the symbol is left out (its
+    orders are sized on the close, with a warning)."""
+    from structlog.testing import capture_logs
+
+    fake.latest_trades = {"SPY": 600.0, "UGL": 30.0, "DIG": 40.0}
+    fake.latest_bars = {"UGL": 31.0, "DIG": 41.0}
+    yesterday = NOW - dt.timedelta(hours=20)
+    fake.trade_times = {"UGL": yesterday, "DIG": yesterday}
+    fake.bar_times = {"DIG": yesterday}
+    fake.trade_times["SPY"] = NOW - dt.timedelta(seconds=2.5)  # fresh, with a fraction
+    with capture_logs() as logs:
+        prices = data.latest_prices(["SPY", "UGL", "DIG"])
+    assert prices == {"SPY": 600.0, "UGL": 31.0}
+    (warning,) = [e for e in logs if e["event"].startswith("latest price too old")]
+    assert warning["symbol"] == "DIG"
+
+
+def test_trade_times_with_nanoseconds_are_read():
+    from bot.data.alpaca import _older
+
+    limit = dt.datetime(2024, 11, 27, 14, 59, 59, tzinfo=dt.UTC)
+    assert _older("2024-11-27T14:59:58.123456789Z", limit)  # Alpaca's nanoseconds
+    assert not _older("2024-11-27T15:00:00.5Z", limit)
+    assert not _older("2024-11-27T10:00:00-05:00", limit)  # 15:00 UTC
+    assert not _older("not a time", limit) and not _older(None, limit)  # not judged
+
+
 def test_request_asks_for_adjusted_daily_sip_bars_ending_16_minutes_ago(fake, data):
     fake.splits = {"SPY": [(dt.date(2024, 11, 21), 4.0)]}  # 4:1 split effective on the 21st
     fake.daily_bars["SPY"] = [

@@ -60,6 +60,7 @@ def build_live(
     data = AlpacaMarketData.connect(
         credentials, base_url=endpoints.data_url, policy=policy, rules=rules,
         feed=settings.data.alpaca_feed, latest_feed=settings.data.alpaca_latest_feed,
+        now=clock.now,  # the daemon's clock: how old a latest price is, where bars end
     )
     feed = AlpacaFeed(
         data, tradelog, settings.symbols, endpoints.fred_url, clock,

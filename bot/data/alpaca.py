@@ -50,6 +50,8 @@ DATA_DELAY = dt.timedelta(minutes=15)
 #: a minute more than that for bars: a free key's SIP request ending 15 minutes ago by a
 #: clock a little behind Alpaca's would ask for recent SIP data (HTTP 403)
 CLOCK_MARGIN = dt.timedelta(minutes=1)
+#: a latest trade (or minute bar) older than this is not used to size orders
+MAX_PRICE_AGE = dt.timedelta(minutes=30)
 SOURCE = "alpaca"
 #: sessions a symbol's last bar may lag the others' (a quiet day on IEX, carried and
 #: marked filled); more is stale, left NaN, and the daemon refuses to decide on it
@@ -147,18 +149,27 @@ class AlpacaMarketData:
 
     def latest_prices(self, symbols: Sequence[str]) -> dict[str, float]:
         """Last trade price per symbol; the latest minute bar's close where no trade is
-        known. A symbol with neither, or a non-positive price, is a DataError."""
+        known or the trade is older than MAX_PRICE_AGE (a thin fund's last IEX print may
+        be yesterday's). A symbol whose trade and bar are both that old is left out, with
+        a warning: its orders are sized on the close. A symbol with neither in the answer,
+        or a non-positive price, is a DataError."""
         symbols = _unique(symbols)
+        oldest = self._now() - MAX_PRICE_AGE
         trades = self._call(
             "latest trades",
             self._client.get_stock_latest_trade,
             StockLatestTradeRequest(symbol_or_symbols=list(symbols), feed=self.latest_feed),
         )
-        prices = {
-            s: _checked_price(s, "trade.price", _field(t, "p"))
-            for s, t in _by_symbol(trades, "latest trades").items()
-            if s in symbols
-        }
+        prices: dict[str, float] = {}
+        stale: dict[str, object] = {}
+        for s, t in _by_symbol(trades, "latest trades").items():
+            if s not in symbols:
+                continue
+            price = _checked_price(s, "trade.price", _field(t, "p"))
+            if _older(_field(t, "t"), oldest):
+                stale[s] = _field(t, "t")
+            else:
+                prices[s] = price
         missing = [s for s in symbols if s not in prices]
         if missing:
             bars = self._call(
@@ -169,11 +180,21 @@ class AlpacaMarketData:
             bars = _by_symbol(bars, "latest bars")
             for s in missing:
                 if s not in bars:
+                    if s in stale:
+                        continue
                     raise DataError(
                         f"{SOURCE}:{s}", "price", "no latest trade or bar in the answer"
                     )
-                prices[s] = _checked_price(s, "bar.close", _field(bars[s], "c"))
-        return {s: prices[s] for s in symbols}
+                price = _checked_price(s, "bar.close", _field(bars[s], "c"))
+                if _older(_field(bars[s], "t"), oldest):
+                    stale.setdefault(s, _field(bars[s], "t"))
+                else:
+                    prices[s] = price
+                    stale.pop(s, None)
+        for s, when in stale.items():
+            log.warning("latest price too old to size on; sizing on the close", symbol=s,
+                        at=str(when), max_age_minutes=MAX_PRICE_AGE.total_seconds() / 60)
+        return {s: prices[s] for s in symbols if s in prices}
 
     def _end(self, end: dt.date | dt.datetime | None) -> dt.datetime:
         latest = self._now() - DATA_DELAY
@@ -220,6 +241,25 @@ def _by_symbol(answer: object, what: str) -> Mapping[str, Any]:
     if not isinstance(answer, Mapping):
         raise DataError(f"{SOURCE}:{what}", None, "malformed answer (not keyed by symbol)")
     return answer
+
+
+def _older(stamp: object, oldest: dt.datetime) -> bool:
+    """Whether an answer's RFC 3339 time (`2024-11-27T14:59:59.123456789Z`) is before
+    `oldest`; a time missing or unreadable is not judged (the price is used)."""
+    if not isinstance(stamp, str):
+        return False
+    text = stamp.strip().replace("Z", "+00:00")
+    whole, dot, rest = text.partition(".")
+    if dot:  # nanoseconds: Python reads at most six digits
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        text = f"{whole}.{rest[:min(digits, 6)]}{rest[digits:]}"
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when < oldest
 
 
 def _field(item: object, key: str) -> object:

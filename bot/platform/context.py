@@ -133,7 +133,8 @@ class WorkerContext:
         rules = PlausibilityRules.from_settings(settings.data)
         data = AlpacaMarketData.connect(load_credentials(), base_url=endpoints.data_url, rules=rules,
                                         feed=settings.data.alpaca_feed,
-                                        latest_feed=settings.data.alpaca_latest_feed)
+                                        latest_feed=settings.data.alpaca_latest_feed,
+                                        now=self.clock.now)
         tradelog = TradeLog(self.engine)  # the macro cache; used under CachedFeed's lock
         return AlpacaFeed(data, tradelog, settings.symbols, endpoints.fred_url, self.clock,
                           lookback_days=build_model(settings).history_calendar_days,

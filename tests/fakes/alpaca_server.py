@@ -84,6 +84,9 @@ class FakeAlpaca(FakeServer, VenueClock):
         self.bars_page_size = 10_000
         self.latest_trades: dict[str, float] = {}
         self.latest_bars: dict[str, float] = {}
+        # when a symbol's latest trade / minute bar happened (default: the fake's now)
+        self.trade_times: dict[str, dt.datetime] = {}
+        self.bar_times: dict[str, dt.datetime] = {}
         self.sip_allowed = False
         self.not_fractionable: set[str] = set()  # assets Alpaca trades in whole shares only
         self.not_tradable: set[str] = set()
@@ -310,7 +313,7 @@ class FakeAlpaca(FakeServer, VenueClock):
             {
                 "trades": {
                     s: {
-                        "t": stamp,
+                        "t": ts(self.trade_times[s]) if s in self.trade_times else stamp,
                         "x": "V",
                         "p": self.latest_trades[s],
                         "s": 100,
@@ -333,7 +336,9 @@ class FakeAlpaca(FakeServer, VenueClock):
             200,
             {
                 "bars": {
-                    s: {"t": stamp, "o": p, "h": p, "l": p, "c": p, "v": 100, "n": 3, "vw": p}
+                    s: {"t": self.bar_times[s].astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:00Z")
+                        if s in self.bar_times else stamp,
+                        "o": p, "h": p, "l": p, "c": p, "v": 100, "n": 3, "vw": p}
                     for s in symbols
                     for p in [self.latest_bars[s]]
                 }
