@@ -223,3 +223,26 @@ def test_the_daemons_weekly_job_reads_the_series_with_the_same_lags(settings):
                     scratch_tradelog("live"), "x")
     assert engine.decide_regime_for(dt.date(2024, 3, 4)) is Regime.GROWTH
     assert engine.state.regime_outcomes == {"uncertainty": False, "transition": False}
+
+
+def test_the_uncertainty_index_is_read_as_its_mean_over_a_week():
+    """The daily index swings with the weekday (Sundays higher than Saturdays): one day's
+    value made a holiday week's rule depend on reading Sunday instead of Saturday. The
+    mean of the 7 calendar days up to the last value published is read instead."""
+    week = [("2024-01-08", 120.0), ("2024-01-09", 130.0), ("2024-01-10", 110.0),
+            ("2024-01-11", 140.0), ("2024-01-12", 120.0), ("2024-01-13", 100.0),
+            ("2024-01-14", 330.0)]  # a Sunday spike
+    epu = series(UNCERTAINTY, week)
+    macro = {VIX: series(VIX, [("2024-01-12", 28.0)]), SPREAD: series(SPREAD, [("2024-01-12", 0.2)]),
+             UNCERTAINTY: epu}
+    # Tuesday after Martin Luther King day: Sunday's value is the last one published.
+    tuesday = np.datetime64("2024-01-16")
+    decision = decide_regime(tuesday, macro, Regime.GROWTH, TH)
+    assert decision.uncertainty == pytest.approx(sum(v for _, v in week) / 7)  # 150.0
+    assert decision.uncertainty_date == dt.date(2024, 1, 14)
+    assert decision.regime is Regime.GROWTH  # 150 does not exceed 150
+    one_day = decide_regime(tuesday, macro, Regime.GROWTH, RegimeSettings(uncertainty_mean_days=1))
+    assert one_day.uncertainty == 330.0 and one_day.regime is Regime.TRANSITION
+    # A shorter history than the window: the mean of what there is.
+    assert epu.mean_before(dt.date(2024, 1, 10), 7) == (125.0, dt.date(2024, 1, 9))
+    assert epu.mean_before(dt.date(2024, 1, 8), 7) is None

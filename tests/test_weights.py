@@ -31,9 +31,22 @@ def test_var_factor_cuts_only_fat_left_tails():
     factor = var_tail_factor(rets, 0.95, floor=0.5)
     assert factor[0] == pytest.approx(1.0, abs=0.08)
     z = norm.ppf(0.95)
-    expected = max(0.5, min(1.0, z * fat.std(ddof=1) / 0.05))
+    expected = max(0.5, min(1.0, z * fat.std(ddof=1) / (0.05 + fat.mean())))  # around the mean
     assert factor[1] == pytest.approx(expected, rel=1e-9)
     assert factor[1] < 0.8
+
+
+def test_var_factor_reads_the_tails_shape_not_the_windows_drift():
+    """The same returns shifted by a daily drift (a fund falling, or rising, over the
+    window) keep their factor: the historical VaR was taken from the raw quantile, so a
+    falling fund lost weight for its fall, a 60-day momentum tilt, not a fat tail."""
+    rng = np.random.default_rng(8)
+    rets = rng.standard_t(4, size=(60, 6)) * 0.02
+    base = var_tail_factor(rets, 0.95, floor=0.5)
+    for drift in (-0.003, 0.003):
+        np.testing.assert_allclose(var_tail_factor(rets + drift, 0.95, floor=0.5), base, rtol=1e-12)
+    gaussian = rng.normal(-0.003, 0.03, size=(60, 400))  # falling funds, no fat tail
+    assert var_tail_factor(gaussian, 0.95, floor=0.5).mean() > 0.95
 
 
 def test_zero_volatility_is_rejected():
@@ -111,7 +124,7 @@ def test_var_factor_matches_numpys_masked_clip():
         rets[:, rng.integers(6)] = np.abs(rets[:, 0])  # a column with no left tail: factor 1
         confidence, floor = float(rng.uniform(0.9, 0.99)), float(rng.uniform(0.2, 0.8))
         gauss = _z(confidence) * realized_vol(rets)
-        hist = -lower_quantile(rets, 1.0 - confidence)
+        hist = -lower_quantile(rets - rets.mean(axis=0), 1.0 - confidence)
         expected = np.ones(6)
         ok = hist > 0
         expected[ok] = np.clip(gauss[ok] / hist[ok], floor, 1.0)

@@ -39,6 +39,17 @@ class MacroSeries:
             return None
         return values[i], dt.date.fromordinal(ordinals[i])
 
+    def mean_before(self, day: dt.date, days: int) -> tuple[float, dt.date] | None:
+        """The mean of the values observed in the `days` calendar days up to the last
+        observation strictly before `day`, with that observation's date; None if none."""
+        ordinals, values = self._by_ordinal
+        end = bisect_left(ordinals, day.toordinal())
+        if end == 0:
+            return None
+        start = bisect_left(ordinals, ordinals[end - 1] - days + 1)
+        window = values[start:end]
+        return sum(window) / len(window), dt.date.fromordinal(ordinals[end - 1])
+
     @cached_property
     def _by_ordinal(self) -> tuple[list[int], list[float]]:
         """The dates as proleptic ordinals and the values as floats, made on first use."""

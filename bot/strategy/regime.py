@@ -74,13 +74,16 @@ class _Input(NamedTuple):
 
 
 def _known_value(
-    series: MacroSeries | None, today: dt.date, max_age_days: int, lag_days: int
+    series: MacroSeries | None, today: dt.date, max_age_days: int, lag_days: int,
+    mean_days: int = 1,
 ) -> _Input:
     """Last value published before `today` (observed more than `lag_days` before it), or
-    why there is none usable."""
+    with `mean_days` > 1 the mean of those observed in the `mean_days` calendar days up to
+    it; or why there is none usable."""
     if series is None or len(series.dates) == 0:
         return _Input(None, None, "no data")
-    found = series.last_before(today - dt.timedelta(days=lag_days))
+    cutoff = today - dt.timedelta(days=lag_days)
+    found = series.last_before(cutoff) if mean_days == 1 else series.mean_before(cutoff, mean_days)
     if found is None:
         return _Input(None, None, "no value published before the decision day")
     value, observed = found
@@ -124,7 +127,8 @@ def decide_regime(
     lags = th.publication_lag_days
     today: dt.date = (day if day.dtype == _DAY else day.astype(_DAY)).item()
     inputs = {
-        name: _known_value(macro.get(name), today, th.max_staleness_days, lags.get(name, 0))
+        name: _known_value(macro.get(name), today, th.max_staleness_days, lags.get(name, 0),
+                           th.uncertainty_mean_days if name == UNCERTAINTY else 1)
         for name in (VIX, SPREAD, UNCERTAINTY)
     }
     vix, spread, epu = inputs[VIX], inputs[SPREAD], inputs[UNCERTAINTY]
