@@ -335,7 +335,7 @@ def test_csv_cache_leaves_forward_filled_days_out(fake, data, tmp_path):
 def test_the_default_end_leaves_out_a_session_still_open(fake, sleeps):
     """`bot data fetch` asks with no end. During a session Alpaca's daily bar for it is
     still forming; it used to be stored as that day's close. The default end is now the
-    last session closed 15 minutes (the data delay) before."""
+    last session closed 16 minutes (the data delay) before."""
     forming = dt.date(2024, 11, 27)
     fake.daily_bars["SPY"] = bars([*DAYS, forming], 500.0)
     during = connect(fake, sleeps)  # fake.now is 10:00 New York on the 27th
@@ -349,11 +349,11 @@ def test_the_default_end_leaves_out_a_session_still_open(fake, sleeps):
                                         now=lambda: when, feed="iex")  # the fake's clock is behind
 
     close = dt.datetime(2024, 11, 27, 21, 0, tzinfo=dt.UTC)  # 16:00 New York
-    before = at(close + dt.timedelta(minutes=14)).daily_history(["SPY"], dt.date(2024, 11, 18))
+    before = at(close + dt.timedelta(minutes=15)).daily_history(["SPY"], dt.date(2024, 11, 18))
     assert before.dates[-1] == np.datetime64("2024-11-26")  # still inside the data delay
-    after = at(close + dt.timedelta(minutes=15)).daily_history(["SPY"], dt.date(2024, 11, 18))
+    after = at(close + dt.timedelta(minutes=16)).daily_history(["SPY"], dt.date(2024, 11, 18))
     assert after.dates[-1] == np.datetime64(forming)
     # the day after Thanksgiving closes at 13:00 New York (18:00 UTC)
     fake.daily_bars["SPY"] = bars([*DAYS, forming, dt.date(2024, 11, 29)], 500.0)
-    half_day = dt.datetime(2024, 11, 29, 18, 15, tzinfo=dt.UTC)
+    half_day = dt.datetime(2024, 11, 29, 18, 16, tzinfo=dt.UTC)
     assert at(half_day).daily_history(["SPY"], dt.date(2024, 11, 18)).dates[-1] == np.datetime64("2024-11-29")

@@ -335,15 +335,18 @@ def test_the_bars_feed_is_the_configs(tmp_path, venue):
     from bot.config import parse_settings
 
     raw = SETTINGS.model_dump(mode="json")
-    raw["data"]["alpaca_feed"] = "sip"
-    venue.sip_allowed = True
+    raw["data"]["alpaca_feed"] = "iex"  # not the default: build_live must pass it on
+    raw["data"]["alpaca_latest_feed"] = "delayed_sip"
     venue.set_now(OPEN_JOB)
+    venue.latest_trades = dict(venue.prices)
     log, run_id = open_log(tmp_path)
     jobs = build_live(parse_settings(raw, "test"), log, run_id, live=False,
                       clock=SimulatedClock(OPEN_JOB), policy=FAST, fred_policy=FAST)
     assert jobs.run("open", jobs.open_job)
     feeds = {r.query.get("feed") for r in venue.calls("GET", "/v2/stocks/bars")}
-    assert feeds == {"sip"}
+    assert feeds == {"iex"}
+    latest = {r.query.get("feed") for r in venue.calls("GET", "/v2/stocks/trades/latest")}
+    assert latest == {"delayed_sip"}
     log.close()
 
 
@@ -674,14 +677,14 @@ def test_data_fetch_keeps_older_files_when_the_source_starts_later(tmp_path, ven
 
 
 def test_once_after_the_close_waits_for_the_final_daily_bar(tmp_path, venue):
-    """Market data is asked for up to 15 minutes before now: until then today's bar
+    """Market data is asked for up to 16 minutes before now: until then today's bar
     misses the last minutes and the closing auction, so `bot once` decides on the
     previous close, as before the close."""
     from bot.daemon.once import decision_day
 
     jobs, log, _ = daemon(tmp_path, venue)
     close = dt.datetime(2024, 11, 26, 21, 0, tzinfo=UTC)  # Tuesday 16:00 New York
-    assert [str(decision_day(jobs, close + dt.timedelta(minutes=m))) for m in (-1, 1, 14, 15, 180)] == [
+    assert [str(decision_day(jobs, close + dt.timedelta(minutes=m))) for m in (-1, 1, 15, 16, 180)] == [
         "2024-11-25", "2024-11-25", "2024-11-25", "2024-11-26", "2024-11-26",
     ]
     log.close()

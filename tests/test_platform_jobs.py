@@ -797,6 +797,9 @@ def test_workers_trade_on_alpacas_bars_and_freds_series_downloaded_once_a_day(ct
             outcome = run_task(ctx, row.id, f"d-{row.id}")
             assert outcome["rebalance"] == "initial allocation" and outcome["sent"] > 0
         assert len(data.calls("GET", "/v2/stocks/bars")) == 2  # one per profile, not per account
+        # feeds a free key may use: SIP bars (15+ minutes old), IEX latest trades
+        assert {c.query["feed"] for c in data.calls("GET", "/v2/stocks/bars")} == {"sip"}
+        assert {c.query["feed"] for c in data.calls("GET", "/v2/stocks/trades/latest")} == {"iex"}
         assert rows(ctx, "SELECT data_source, synthetic FROM runs") == [("alpaca+fred", False)]
         assert rows(ctx, "SELECT count(DISTINCT series) FROM macro_observations")[0][0] == 4
         for decision in batch.decisions.values():  # the LP's bounds: 50% per ETF, no leverage

@@ -4,7 +4,8 @@ All symbols come from one bars request (alpaca-py follows next_page_token until 
 page), split- and dividend-adjusted (adjustment=all) so returns line up with the backtest
 data, on the SIP feed by default (every exchange's prints, the official opening and
 closing auctions; free accounts may query SIP data older than 15 minutes, and bars end at
-least 16 minutes in the past), latest trades on IEX by default (free and real time). The answer is checked before anything trades on it: a
+least 16 minutes in the past: DATA_DELAY), latest trades on IEX by default (free and
+real time). The answer is checked before anything trades on it: a
 missing symbol, field or number or a duplicated bar here, every price and date rule of
 bot.data.plausibility when the symbols are aligned; each is a DataError naming the symbol
 and field.
@@ -46,10 +47,10 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 NEW_YORK = ZoneInfo("America/New_York")
-DATA_DELAY = dt.timedelta(minutes=15)
-#: a minute more than that for bars: a free key's SIP request ending 15 minutes ago by a
-#: clock a little behind Alpaca's would ask for recent SIP data (HTTP 403)
-CLOCK_MARGIN = dt.timedelta(minutes=1)
+#: how far back data is asked for: Alpaca serves SIP data to free keys from 15 minutes
+#: back, and a minute more covers a clock a little behind Alpaca's. A session's daily bar
+#: is final (closing auction included) from then on, for every caller alike.
+DATA_DELAY = dt.timedelta(minutes=16)
 #: a latest trade (or minute bar) older than this is not used to size orders
 MAX_PRICE_AGE = dt.timedelta(minutes=30)
 SOURCE = "alpaca"
@@ -128,7 +129,7 @@ class AlpacaMarketData:
         self, symbols: Sequence[str], start: dt.date, end: dt.date | dt.datetime | None = None
     ) -> PriceHistory:
         """Adjusted daily open/close of `symbols` from `start` through `end`, never later
-        than 15 minutes ago. The default end is the last session closed by then, so no bar
+        than DATA_DELAY (16 minutes) ago. The default end is the last session closed by then, so no bar
         of a session still open (not final) is returned; an explicit `end` that reaches
         into an open session gets its partial bar: the caller decides after the close."""
         symbols = _unique(symbols)
@@ -204,7 +205,7 @@ class AlpacaMarketData:
             # Daily bars are stamped at midnight New York: 23:59 takes the day's bar and
             # not the next one, whether the API treats `end` as inclusive or not.
             end = dt.datetime.combine(end, dt.time(23, 59), NEW_YORK)
-        return min(end, latest - CLOCK_MARGIN)  # the day's bar is stamped long before
+        return min(end, latest)
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
         """One SDK call; HTTP, transport and parse failures become DataError."""
