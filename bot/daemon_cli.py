@@ -365,10 +365,16 @@ def _run_daemon(args: argparse.Namespace) -> int:
 
 def heartbeat_path() -> Path:
     """BOT_HEARTBEAT_FILE, else var/heartbeat in the clone (beside the default trade log)
-    whatever the working directory: the daemon writes and `bot health` reads one file.
-    (Relative to the working directory, a daemon started elsewhere beat where `bot
-    health` never looked.)"""
-    return Path(os.environ.get("BOT_HEARTBEAT_FILE") or REPO_ROOT / "var" / "heartbeat")
+    whatever the working directory, so the daemon writes and `bot health` reads one file
+    (relative to the working directory, a daemon started elsewhere beat where `bot
+    health` never looked); installed without a clone, the user's state directory."""
+    if os.environ.get("BOT_HEARTBEAT_FILE"):
+        return Path(os.environ["BOT_HEARTBEAT_FILE"])
+    if (REPO_ROOT / "pyproject.toml").is_file():
+        return REPO_ROOT / "var" / "heartbeat"
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("leverbot")) / "heartbeat"
 
 
 def _cmd_health(args: argparse.Namespace) -> int:

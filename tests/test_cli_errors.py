@@ -296,6 +296,15 @@ def test_the_default_heartbeat_is_the_clones_from_any_directory(tmp_path, monkey
     assert heartbeat_path() == REPO_ROOT / "var" / "heartbeat"
     monkeypatch.setenv("BOT_HEARTBEAT_FILE", str(tmp_path / "hb"))
     assert heartbeat_path() == tmp_path / "hb"
+    # Installed without a clone (pip install .): the user's state directory, not a folder
+    # inside site-packages.
+    import platformdirs
+
+    from bot import daemon_cli
+
+    monkeypatch.delenv("BOT_HEARTBEAT_FILE")
+    monkeypatch.setattr(daemon_cli, "REPO_ROOT", tmp_path / "site-packages")
+    assert heartbeat_path() == Path(platformdirs.user_state_dir("leverbot")) / "heartbeat"
 
 
 def test_health_reads_only_a_regular_heartbeat_file(tmp_path, monkeypatch, capsys) -> None:

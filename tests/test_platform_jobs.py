@@ -279,6 +279,32 @@ def test_a_decide_that_died_before_its_batch_is_closed_as_superseded(ctx, venue,
     assert sorted(r["run"] for r in listed) == sorted([orphan, closed, batch.run_id])
 
 
+def test_a_decide_whose_commit_went_through_before_its_connection_dropped_stays_the_batch(
+    ctx, venue, monkeypatch
+):
+    """The connection drops while COMMIT succeeds at the server: the decide sees an error,
+    but its run is the day's batch and must stay 'running' (it would never be summarized
+    if closed as failed); the retry finds it and publishes its tasks."""
+    from bot.store.tradelog import TradeLog
+
+    add_accounts(ctx, venue, ["balanced"])
+    real = TradeLog.flush
+
+    def committed_then_lost(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        if kwargs.get("claim") is not None:
+            raise sa.exc.OperationalError("COMMIT", {}, Exception("connection lost"))
+
+    monkeypatch.setattr(TradeLog, "flush", committed_then_lost)
+    with pytest.raises(sa.exc.OperationalError):
+        decide_batch(ctx, DECISION_DAY)
+    monkeypatch.setattr(TradeLog, "flush", real)
+    ((run_id, status),) = rows(ctx, "SELECT id, status FROM runs")
+    assert status == "running" and store.batch_of_day(ctx.engine, DECISION_DAY, ctx.mode) == run_id
+    again = decide_batch(ctx, DECISION_DAY)
+    assert not again.created and again.run_id == run_id and again.accounts == 1
+
+
 def test_accounts_trade_their_profiles_decision_on_their_own_cash(ctx, venue):
     small, large = add_accounts(ctx, venue, ["balanced", "balanced"])
     venue.ledger(small.broker_account_id).cash = venue.ledger(small.broker_account_id).cash / 4
@@ -649,6 +675,33 @@ def test_a_batch_whose_tasks_could_not_be_published_is_published_by_the_retry(ct
     assert sorted(published) == sorted(f"rebalance-{run_id}-{t.id}"
                                        for t in store.tasks_of(ctx.engine, run_id, "rebalance"))
     assert rows(ctx, "SELECT count(*) FROM runs")[0][0] == 1  # decided once
+
+
+def test_a_batch_whose_tasks_were_never_published_is_swept_by_the_poll_round(ctx, venue, monkeypatch):
+    """RabbitMQ refused the batch's publish and the decide's retry could not be published
+    either (a retry needs RabbitMQ too): the batch was committed with every task pending
+    and no message. The poll round publishes tasks idle for 15 minutes again, once per
+    15 minutes each; a task that ran is left alone."""
+    from kombu.exceptions import OperationalError
+
+    from bot.clock import SimulatedClock
+    from bot.platform import tasks
+
+    assert is_transient(OperationalError("connection refused"))  # RabbitMQ: retried
+    add_accounts(ctx, venue, ["balanced", "aggressive"])
+    batch = decide_batch(ctx, DECISION_DAY)
+    first, second = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
+    run_task(ctx, first.id)  # this one's message arrived
+    published = []
+    monkeypatch.setattr(tasks, "publish_each",
+                        lambda task, args, task_id: published.extend(task_id(a) for a in args))
+    tasks._republish_stranded(ctx, batch.run_id)
+    assert published == []  # not idle for long enough
+    monkeypatch.setattr(ctx, "clock", SimulatedClock(dt.datetime.now(dt.UTC) + dt.timedelta(minutes=16)))
+    tasks._republish_stranded(ctx, batch.run_id)
+    assert published == [f"rebalance-{batch.run_id}-{second.id}"]
+    tasks._republish_stranded(ctx, batch.run_id)
+    assert len(published) == 1  # once per 15 minutes
 
 
 def test_a_decision_without_accounts_or_data_says_what_is_missing(ctx, venue):

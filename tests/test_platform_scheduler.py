@@ -94,6 +94,32 @@ def test_a_decision_or_close_that_could_not_be_published_goes_out_with_a_later_p
     assert len(recorder.sent) == 4
 
 
+def test_an_owed_close_is_dropped_at_the_next_open_and_an_owed_decision_by_a_newer_one(platform):
+    """A close sent after the next session opened would value that morning's holdings at
+    the old close; a week's decision sent after the next week's is due would trade last
+    week's targets over this week's. Both are dropped (and logged) instead."""
+    schedule, recorder, now = platform
+    (decision,) = [s for s in schedule.jobs if s.name == "decision"]
+    (poll,) = [s for s in schedule.jobs if s.name == "poll"]
+    (close,) = [s for s in schedule.jobs if s.name == "close"]
+    recorder.fail = True
+    now[0] = close.trigger.get_next_fire_time(None, dt.datetime(2024, 11, 26, tzinfo=UTC))
+    assert close.run() is False  # Tuesday's close, owed
+    now[0] = dt.datetime(2024, 11, 27, 14, 31, tzinfo=UTC)  # Wednesday 09:31 New York
+    recorder.fail = False
+    assert poll.run() is True
+    assert recorder.sent == [("poll_round", ())]  # the close was not sent
+    recorder.fail = True
+    now[0] = decision.trigger.get_next_fire_time(None, dt.datetime(2024, 11, 23, tzinfo=UTC))
+    assert decision.run() is False  # the decision on Nov 22's close, owed
+    now[0] = decision.trigger.get_next_fire_time(None, now[0] + dt.timedelta(minutes=1))  # a week on
+    assert decision.run() is False
+    recorder.fail = False
+    assert poll.run() is True
+    assert recorder.sent[-2:] == [("decide", ("2024-11-29", "paper")), ("poll_round", ())]
+    assert ("decide", ("2024-11-22", "paper")) not in recorder.sent
+
+
 def test_a_restarted_scheduler_publishes_the_decision_and_close_it_missed(platform):
     """Started at 10:40 New York on Monday (the decision was at 09:35), and at 00:30 UTC
     after a close (the next date in UTC): both are published for the right days."""

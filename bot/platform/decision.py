@@ -119,7 +119,7 @@ def decide_batch(ctx: WorkerContext, day: dt.date) -> Batch:
     except BaseException as exc:
         # No batch was committed: this run must not stay 'running' with none (a retry
         # starts a run of its own; a worker killed outright leaves it to the poll round).
-        _end_quietly(ctx, run_id, exc, failed)
+        _end_quietly(ctx, run_id, day, exc, failed)
         raise
     count, dead = _task_count(ctx, run_id)
     log.info("batch decided", run=run_id, day=str(day), profiles=len(decisions), accounts=count,
@@ -174,13 +174,16 @@ def _none_decided(day: dt.date, failed: dict[str, str]) -> BotError:
     return BotError(f"no profile could be decided for {day}: {reasons}")
 
 
-def _end_quietly(ctx: WorkerContext, run_id: int, exc: BaseException,
+def _end_quietly(ctx: WorkerContext, run_id: int, day: dt.date, exc: BaseException,
                  failed: dict[str, str]) -> None:
-    """Close a decide's run as failed with its error, if the database lets us."""
+    """Close a decide's run as failed with its error, if the database lets us, unless it
+    is the day's batch after all (the connection dropped while its COMMIT succeeded)."""
     summary: dict[str, Any] = {"error": mask_text(f"{type(exc).__name__}: {exc}")[:1000]}
     if failed:
         summary["failed_profiles"] = failed
     try:
+        if batch_of_day(ctx.engine, day, ctx.mode) == run_id:
+            return
         _end_run(ctx, run_id, summary)
     except Exception as closing:  # noqa: BLE001 - the decide's own error is the one to raise
         log.warning("decide run not closed", run=run_id, error=mask_text(str(closing)))

@@ -127,8 +127,11 @@ def build_platform_schedule(
     heartbeat: Path | None = None,
 ) -> Schedule:
     # Publishes that failed (RabbitMQ down at 09:35): tried again before every poll round
-    # until they go out, so a week's decision or a day's close is late, never lost.
-    owed: dict[str, Callable[[], None]] = {}
+    # until they go out or their time is past, so a week's decision or a day's close is
+    # late, never lost, and never sent when it would do harm: a close after the next
+    # session opened would value that morning's holdings at the old close, and a week's
+    # decision is dropped once a newer one is due.
+    owed: dict[str, tuple[Callable[[], None], dt.datetime | None]] = {}
 
     def publish(name: str, action: Callable[[], None]) -> Callable[[], bool]:
         def run() -> bool:
@@ -141,17 +144,24 @@ def build_platform_schedule(
                 return False
         return run
 
-    def owing(key: str, action: Callable[[], None]) -> None:
-        """`action` now; if it fails, owed (and the error raised, so the job says so)."""
+    def owing(key: str, action: Callable[[], None], until: dt.datetime | None) -> None:
+        """`action` now; if it fails, owed until `until` (and the error raised, so the
+        job says so)."""
         try:
             action()
         except Exception:
-            owed[key] = action
+            owed[key] = (action, until)
             raise
         owed.pop(key, None)
 
     def pay_owed() -> None:
-        for key, action in list(owed.items()):
+        now = clock()
+        for key, (action, until) in list(owed.items()):
+            if until is not None and now > until:
+                del owed[key]
+                log.error("owed publish dropped: too late to send", publish=key,
+                          due_by=until.isoformat())
+                continue
             try:
                 action()
             except Exception as exc:  # noqa: BLE001 - still owed: the next round tries again
@@ -160,10 +170,16 @@ def build_platform_schedule(
             del owed[key]
             log.warning("owed publish sent late", publish=key)
 
+    def drop_owed_decisions() -> None:
+        for key in [k for k in owed if k.startswith("decision ")]:
+            del owed[key]
+            log.error("owed publish dropped: a newer weekly decision is due", publish=key)
+
     def decision() -> None:
         day = weekly_decision_day(calendar, clock())
         if day is not None:
-            owing(f"decision {day}", lambda: publisher.decide(day))
+            drop_owed_decisions()  # last week's, if it never went out
+            owing(f"decision {day}", lambda: publisher.decide(day), None)
             log.info("weekly decision published", day=str(day))
 
     def close() -> None:
@@ -173,7 +189,9 @@ def build_platform_schedule(
         due = [s for s in calendar.around(now) if s.close + CLOSE_DELAY <= now]
         if due:
             day = due[-1].day
-            owing(f"close {day}", lambda: publisher.close_round(day))
+            after = [s for s in calendar.around(now) if s.day > day]
+            owing(f"close {day}", lambda: publisher.close_round(day),
+                  after[0].open if after else None)
 
     def poll() -> None:
         pay_owed()

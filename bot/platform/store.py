@@ -543,6 +543,35 @@ def running_batches(engine: sa.Engine, mode: str) -> list[int]:
         return [int(r) for r in conn.execute(stmt.order_by(RUNS.c.id)).scalars()]
 
 
+def stranded_rebalances(
+    engine: sa.Engine, run_id: int, now: dt.datetime, quiet: dt.timedelta, lease: dt.timedelta
+) -> list[TaskRow]:
+    """The batch's rebalance tasks not final and idle for `quiet`: never claimed since
+    the batch was made, retrying since their last claim, or running past their claim's
+    lease. Their message was lost (a publish or a retry that RabbitMQ refused, a message
+    acked after an error no retry covered): nothing would ever run them."""
+    with engine.connect() as conn:
+        made = conn.execute(
+            sa.select(BATCHES.c.created_at).where(BATCHES.c.run_id == run_id)).scalar()
+        rows = conn.execute(sa.select(TASKS).where(
+            TASKS.c.run_id == run_id, TASKS.c.kind == "rebalance",
+            TASKS.c.status.in_(("pending", "retrying", "running")),
+        ).order_by(TASKS.c.id)).all()
+    stranded = []
+    for row in map(_task, rows):
+        since = _aware(row.claimed_at) or _aware(made)
+        if since is None:
+            continue
+        idle = now - since
+        if idle > (quiet + lease if row.status == "running" else quiet):
+            stranded.append(row)
+    return stranded
+
+
+def _aware(when: dt.datetime | None) -> dt.datetime | None:
+    return when.replace(tzinfo=dt.UTC) if when is not None and when.tzinfo is None else when
+
+
 def close_tasks(engine: sa.Engine, run_id: int, day: dt.date) -> list[TaskRow]:
     """The close tasks of `day` under `run_id`: one per active account, created once;
     returns those not final yet."""

@@ -38,6 +38,7 @@ import sqlalchemy as sa
 import structlog
 from celery import Celery, Task
 from kombu import Queue
+from kombu.exceptions import OperationalError as QueueUnavailable
 
 from bot.broker.base import BrokerError
 from bot.errors import BotError
@@ -132,7 +133,9 @@ def is_transient(exc: BaseException) -> bool:
         return bool(_TRANSIENT.search(str(exc)))
     if isinstance(exc, sa.exc.DBAPIError):
         return bool(exc.connection_invalidated) or isinstance(exc, sa.exc.OperationalError)
-    return isinstance(exc, (requests.RequestException, redis.ConnectionError, redis.TimeoutError))
+    # kombu's OperationalError: RabbitMQ refused or lost a publish (a batch's tasks)
+    return isinstance(exc, (requests.RequestException, redis.ConnectionError, redis.TimeoutError,
+                            QueueUnavailable))
 
 
 def backoff(settings: PlatformSettings) -> RetryPolicy:
@@ -346,6 +349,7 @@ def poll_round(self: Task) -> int:
     ctx = context()
     for run_id in store.running_batches(ctx.engine, ctx.mode):
         finish_batch(ctx, run_id)
+        _republish_stranded(ctx, run_id)
     interrupted = store.close_interrupted_decides(ctx.engine, ctx.mode, ctx.clock.now())
     if interrupted:
         log.warning("interrupted decides closed", runs=interrupted)
@@ -359,6 +363,26 @@ def poll_round(self: Task) -> int:
     stamp = ctx.clock.now().strftime("%Y%m%dT%H%M%S")
     publish_each(poll, wanted, lambda a: f"poll-{a[1]}-{stamp}")
     return len(wanted)
+
+
+#: how long a rebalance task may sit idle before the poll round publishes it again
+STRANDED_AFTER = dt.timedelta(minutes=15)
+
+
+def _republish_stranded(ctx: WorkerContext, run_id: int) -> None:
+    """Publish again the batch's rebalance tasks whose message was lost (idle for
+    STRANDED_AFTER), at most once per STRANDED_AFTER each. A copy that finds its task
+    done, or running elsewhere, does nothing (store.claim), so publishing twice is safe."""
+    lease = dt.timedelta(seconds=ctx.settings.lease_seconds)
+    stranded = [
+        row for row in store.stranded_rebalances(ctx.engine, run_id, ctx.clock.now(), STRANDED_AFTER, lease)
+        if ctx.redis.set(f"{ctx.namespace}:republished:{row.id}", 1, nx=True,
+                         ex=int(STRANDED_AFTER.total_seconds()))
+    ]
+    if stranded:
+        log.warning("stranded tasks published again", run=run_id, tasks=[r.id for r in stranded])
+        publish_each(rebalance, [(r.id, r.account_id) for r in stranded],
+                     lambda r: f"rebalance-{run_id}-{r[0]}")
 
 
 def _poll_key(ctx: WorkerContext, account_id: int) -> str:

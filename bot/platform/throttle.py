@@ -9,9 +9,11 @@ Plugged into `BrokerPlatform`'s throttle hook, it runs before every HTTP attempt
 retries included.
 
 The account lock keeps two tasks of one account (a rebalance and a poll, say) from
-working at once; its token is the task's id, so a task that RabbitMQ delivers again after
-its worker died takes its own lock back at once, while other tasks (and a second copy of
-a task still running) wait for it to be released or for the lease to run out.
+working at once. Each execution holds it under its own token, the task's id and a random
+suffix: a task that RabbitMQ delivers again (its worker died, or its connection dropped)
+takes over a lock held under its own task id at once, while other tasks (and a second
+copy of a task still running) wait for it to be released or for the lease to run out;
+an earlier execution that goes on after the takeover cannot release the new holder's lock.
 """
 
 from __future__ import annotations
