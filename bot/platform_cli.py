@@ -47,9 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_database_arguments(decide)  # where it waits, as `bot platform status` shows
     decide.set_defaults(func=_cmd_decide)
     rounds = sub.add_parser("poll", help="publish a poll round now")
+    rounds.add_argument("--live", action="store_true", help="for the live workers")
     rounds.set_defaults(func=lambda args: _publish(args, "poll"))
     close = sub.add_parser("close", help="publish the close round of a day now")
     close.add_argument("--day", required=True, help="the session, YYYY-MM-DD")
+    close.add_argument("--live", action="store_true", help="for the live workers")
     close.set_defaults(func=lambda args: _publish(args, "close"))
 
 
@@ -78,7 +80,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from bot.secrets import load_broker_credentials, load_broker_endpoint
     from bot.store.tradelog import TradeLog
 
-    settings = PlatformSettings.from_env()
+    settings = PlatformSettings.from_env(live=args.live)
     load_broker_endpoint(live=args.live)  # live needs its confirmation before anything else
     load_broker_credentials()
     url = database_url(args.config, args.database)
@@ -115,7 +117,7 @@ def run_scheduler(args: argparse.Namespace) -> int:
     from bot.platform.settings import PlatformSettings
     from bot.secrets import SecretsError, load_broker_endpoint
 
-    settings = PlatformSettings.from_env()
+    settings = PlatformSettings.from_env(live=args.live)
     load_broker_endpoint(live=args.live)
     tasks.configure(settings)
     mode = "live" if args.live else "paper"
@@ -187,7 +189,7 @@ def _cmd_decide(args: argparse.Namespace) -> int:
     # Opened before anything is published: a trade log out of reach stops the command.
     log = TradeLog.open(database_url(args.config, args.database))
     try:
-        Publisher(mode, send=lambda name, task_args: _send(name, list(task_args)),
+        Publisher(mode, send=lambda name, task_args: _send(name, list(task_args), args.live),
                   engine=log.engine).decide(day)
         batch = store.batch_of_day(log.engine, day, mode)
     finally:
@@ -204,16 +206,16 @@ def _cmd_decide(args: argparse.Namespace) -> int:
 
 def _publish(args: argparse.Namespace, what: str) -> int:
     if what == "poll":
-        _send("leverbot.platform.poll_round", [])
+        _send("leverbot.platform.poll_round", [], args.live)
         print("poll round published")
     else:
         day = _day("--day", args.day)
-        _send("leverbot.platform.close_round", [day.isoformat()])
+        _send("leverbot.platform.close_round", [day.isoformat()], args.live)
         print(f"close round of {day} published")
     return 0
 
 
-def _send(name: str, task_args: list) -> None:
+def _send(name: str, task_args: list, live: bool) -> None:
     """Publish one task; RabbitMQ out of reach is a one-line error naming it."""
     from kombu.exceptions import OperationalError
 
@@ -221,7 +223,7 @@ def _send(name: str, task_args: list) -> None:
     from bot.platform import tasks
     from bot.platform.settings import PlatformSettings, masked_url
 
-    settings = PlatformSettings.from_env()
+    settings = PlatformSettings.from_env(live=live)
     tasks.configure(settings)
     try:
         tasks.app.send_task(name, args=task_args)

@@ -612,6 +612,10 @@ def test_settings_defaults_model_alpacas_published_limit():
     settings = PlatformSettings.from_env({"BOT_BROKER_REQUESTS_PER_MINUTE": "12000"})
     assert settings.requests_per_second == 200 and settings.burst == 200
     assert PlatformSettings.from_env({}).requests_per_minute == 200
+    # paper and live never share a queue, locks or a budget unless told to
+    assert PlatformSettings.from_env({}).queue_name == "leverbot"
+    assert PlatformSettings.from_env({}, live=True).queue_name == "leverbot-live"
+    assert PlatformSettings.from_env({"BOT_QUEUE_NAME": "mine"}, live=True).queue_name == "mine"
 
 
 def test_a_published_decision_waits_until_its_batch_is_claimed(ctx, venue):
@@ -702,6 +706,32 @@ def test_a_batch_whose_tasks_were_never_published_is_swept_by_the_poll_round(ctx
     assert published == [f"rebalance-{batch.run_id}-{second.id}"]
     tasks._republish_stranded(ctx, batch.run_id)
     assert len(published) == 1  # once per 15 minutes
+
+
+def test_a_decision_or_batch_overtaken_by_a_newer_decision_does_not_trade(ctx, venue, monkeypatch):
+    """Workers down past the next week's decision: both decisions wait in the queue. The
+    older one used to trade every account to last week's targets, and the newer one then
+    found their orders outstanding. Now the older decision is recorded as superseded and
+    a task of an older batch is done without trading."""
+    from bot.platform import tasks
+
+    monkeypatch.setattr(tasks, "_context", ctx)
+    (account,) = add_accounts(ctx, venue, ["balanced"])
+    batch = decide_batch(ctx, DECISION_DAY)
+    (row,) = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
+    newer = DECISION_DAY + dt.timedelta(days=7)
+    assert store.record_published(ctx.engine, newer, ctx.mode, VENUE_NOW)
+    outcome = run_task(ctx, row.id)
+    assert outcome == {"skipped": f"the decision on the close of {newer} superseded this "
+                                  f"batch's, of {DECISION_DAY}"}
+    assert not venue.order_count() and store.get_task(ctx.engine, row.id).status == "done"
+    older = DECISION_DAY - dt.timedelta(days=7)
+    assert store.record_published(ctx.engine, older, ctx.mode, VENUE_NOW)
+    result = tasks.decide.apply(args=[older.isoformat(), "paper"]).get()
+    assert "was not made" in result["skipped"] and str(newer) in result["skipped"]
+    assert store.batch_of_day(ctx.engine, older, ctx.mode) is None
+    assert older not in [w.day for w in store.waiting_decisions(ctx.engine)]
+    assert ("decision_superseded",) in rows(ctx, "SELECT kind FROM incidents")
 
 
 def test_a_decision_without_accounts_or_data_says_what_is_missing(ctx, venue):

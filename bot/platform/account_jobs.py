@@ -42,6 +42,7 @@ from bot.platform.store import (
     fence,
     has_open_orders,
     mark_done,
+    newest_decision_day,
     set_phase,
     unfinished_rebalances,
 )
@@ -109,33 +110,38 @@ class AccountSession:
         ))
 
 
-def _skip_inactive(ctx: WorkerContext, row: TaskRow, account: Account) -> dict[str, Any]:
-    """An account closed or suspended since the decision trades nothing more: its task is
-    done (its batch can finish), and a plan recorded but not sent yet (a task resumed
-    after a failure) is closed as not sent. Orders already sent stay with the venue."""
+def _skip(ctx: WorkerContext, row: TaskRow, account: Account, why: str,
+          unsent_because: str | None = None) -> dict[str, Any]:
+    """A rebalance that must not trade (`why`: the account closed or suspended since the
+    decision, or a newer decision superseded its batch): its task is done (its batch can
+    finish), and a plan recorded but not sent yet (a task resumed after a failure) is
+    closed as not sent. Orders already sent stay with the venue."""
     now = ctx.clock.now()
     tradelog = ctx.tradelog(row.run_id)
     tradelog.account_id = account.id
-    outcome: dict[str, Any] = {"skipped": f"the account is {account.status}"}
+    outcome: dict[str, Any] = {"skipped": why}
     if row.phase == "planned":
         prefix = account_order_prefix(ctx.settings.name, account.broker_account_id)
         unsent = [rec.order for rec in tradelog.recorded_orders(prefix)
                   if rec.run_id == row.run_id and is_unsent_plan(rec.order)]
-        _close_not_sent(tradelog, unsent, account, now)
+        _close_not_sent(tradelog, unsent, unsent_because or why, now)
         outcome["not_sent"] = len(unsent)
     tradelog.flush(mark_done(row.id, now, outcome), claim=fence(row))
     return outcome
 
 
 def _close_not_sent(
-    tradelog: TradeLog, orders: list[Order], account: Account, now: dt.datetime
+    tradelog: TradeLog, orders: list[Order], why: str, now: dt.datetime
 ) -> None:
-    """Orders of an account closed or suspended before they went out, recorded as
-    canceled: nothing will send them."""
+    """Orders that will not go out (`why`), recorded as canceled: nothing will send them."""
     for order in orders:
         order.status = OrderStatus.CANCELED
-        order.status_message = f"not sent: the account was {account.status} before it went out"
+        order.status_message = f"not sent: {why}"
         tradelog.execution(order, None, now)
+
+
+def _inactive(account: Account) -> str:
+    return f"the account was {account.status} before it went out"
 
 
 def open_session(
@@ -159,7 +165,11 @@ def open_session(
 def rebalance(ctx: WorkerContext, row: TaskRow, account: Account) -> dict[str, Any]:
     """Plan and send one account's orders for its profile's decision of the batch."""
     if not account.active:  # closed or suspended since the decision
-        return _skip_inactive(ctx, row, account)
+        return _skip(ctx, row, account, f"the account is {account.status}", _inactive(account))
+    newest = newest_decision_day(ctx.engine, ctx.mode)
+    if newest is not None and newest > row.day:  # workers were down past the next decision
+        return _skip(ctx, row, account, f"the decision on the close of {newest} superseded "
+                                        f"this batch's, of {row.day}")
     decision = ctx.decision(row.run_id, account.profile)
     resumed = row.attempts > 1
     # A task run before may have sent orders: its positions come from the account itself.
@@ -315,7 +325,7 @@ def _follow(ctx: WorkerContext, session: AccountSession) -> int:
     if not active:
         queued = [rec.order for rec in session.tradelog.recorded_orders(session.prefix)
                   if rec.mode == ctx.mode and is_queued_buy(rec.order)]
-        _close_not_sent(session.tradelog, queued, session.account, ctx.clock.now())
+        _close_not_sent(session.tradelog, queued, _inactive(session.account), ctx.clock.now())
 
     def left(rec: RecordedOrder) -> bool:
         return (rec.run_id in waiting and is_unsent_plan(rec.order)) or (

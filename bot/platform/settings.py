@@ -66,7 +66,11 @@ class PlatformSettings:
         return self.requests_per_minute / 60.0
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> PlatformSettings:
+    def from_env(cls, env: Mapping[str, str] | None = None, *, live: bool = False) -> PlatformSettings:
+        """The settings from the environment. The queue (and Redis namespace) defaults to
+        `leverbot` for paper and `leverbot-live` for live: a live decision published to a
+        queue paper workers read was dropped by them, and the two shared account locks
+        and the request budget."""
         env = os.environ if env is None else env
         rate = _number(env, "BOT_BROKER_REQUESTS_PER_MINUTE", DEFAULT_REQUESTS_PER_MINUTE)
         default_burst = max(1, math.floor(rate / 60.0))
@@ -78,7 +82,7 @@ class PlatformSettings:
         return cls(
             # the environment, else the secrets file (their passwords)
             queue_url=setting("BOT_QUEUE_URL", env) or DEFAULT_QUEUE_URL,
-            queue_name=_queue_name(env.get("BOT_QUEUE_NAME") or "leverbot"),
+            queue_name=_queue_name(env.get("BOT_QUEUE_NAME") or ("leverbot-live" if live else "leverbot")),
             redis_url=setting("BOT_REDIS_URL", env) or DEFAULT_REDIS_URL,
             requests_per_minute=rate,
             burst=int(_number(env, "BOT_BROKER_BURST", default_burst, whole=True)),

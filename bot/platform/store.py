@@ -356,6 +356,13 @@ def waiting_decisions(engine: sa.Engine) -> list[WaitingDecision]:
         return [WaitingDecision(r.day, r.mode, r.published_at) for r in conn.execute(stmt)]
 
 
+def newest_decision_day(engine: sa.Engine, mode: str) -> dt.date | None:
+    """The latest close a decision of `mode` was published or decided on (a batch, or a
+    decision waiting for a worker); None before the first."""
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.max(BATCHES.c.day)).where(BATCHES.c.mode == mode)).scalar()
+
+
 def latest_batch(engine: sa.Engine, mode: str | None = None) -> int | None:
     stmt = sa.select(sa.func.max(BATCHES.c.run_id))
     if mode is not None:

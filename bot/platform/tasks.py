@@ -156,6 +156,9 @@ def decide(self: Task, day: str, mode: str) -> dict[str, Any]:
         if mode != ctx.mode:
             raise BotError(f"a {mode} decision reached a {ctx.mode} worker; start workers with "
                            f"{'--live' if mode == 'live' else 'no --live'} for it")
+        newest = store.newest_decision_day(ctx.engine, mode)
+        if newest is not None and newest > dt.date.fromisoformat(day):
+            return _superseded_decision(ctx, day, mode, newest)
         batch = decide_batch(ctx, dt.date.fromisoformat(day))
         # Inside the retry: a batch committed whose tasks were not published (Redis or
         # RabbitMQ failing here) is found again by the retry, which publishes them.
@@ -187,6 +190,18 @@ def _publish_batch(ctx: WorkerContext, batch: Any) -> int:
     publish_each(rebalance, [(r.id, r.account_id) for r in rows],
                  lambda r: f"rebalance-{batch.run_id}-{r[0]}")
     return len(rows)
+
+
+def _superseded_decision(ctx: WorkerContext, day: str, mode: str, newest: dt.date) -> dict[str, Any]:
+    """A decision taken after a newer one was published (workers down past the next
+    week's): trading its targets would undo the newer ones. Recorded, not decided."""
+    message = (f"the decision on the close of {day} was not made: one on the close of "
+               f"{newest} was published since, and its targets are the ones to trade")
+    log.error("weekly decision superseded before it ran", day=day, newest=str(newest))
+    ctx.tradelog(None).incident(ctx.clock.now(), "decision_superseded", message,
+                                {"day": day, "mode": mode, "newest": newest.isoformat()})
+    _no_longer_waiting(ctx, day, mode)
+    return {"skipped": message}
 
 
 def _no_longer_waiting(ctx: WorkerContext, day: str, mode: str) -> None:
