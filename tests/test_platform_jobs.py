@@ -522,18 +522,49 @@ def test_an_account_closed_while_its_buys_wait_for_the_sells_gets_no_buys(ctx, v
     assert store.open_order_accounts(ctx.engine) == []
 
 
-def test_funds_held_outside_the_accounts_profile_are_reported(ctx, venue):
+def test_funds_held_outside_the_accounts_profile_are_sold_into_the_profiles(ctx, venue):
     """A client moved from aggressive to balanced keeps QQQ, which the balanced profile
-    neither trades nor values: its rebalance says so, where it can be seen."""
+    does not hold. Its next rebalance sells QQQ first and plans the balanced funds on the
+    cash and QQQ's value together (before: QQQ was reported and kept for ever)."""
+    (account,) = add_accounts(ctx, venue, ["balanced"], cash=50_000.0)
+    ledger = venue.ledger(account.broker_account_id)
+    qqq_value = 120 * venue.prices["QQQ"]
+    ledger.hold("QQQ", 120, venue.prices["QQQ"])
+    batch = decide_batch(ctx, DECISION_DAY)
+    (row,) = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
+    outcome = run_task(ctx, row.id)
+    assert outcome["outside_profile"] == ["QQQ"]
+    assert outcome["equity"] == pytest.approx(50_000.0 + qqq_value, rel=1e-6)
+    orders = rows(ctx, "SELECT symbol, side, quantity, status, reason FROM orders ORDER BY id")
+    (sold,) = [o for o in orders if o[0] == "QQQ"]
+    assert (sold[1], float(sold[2]), sold[3]) == ("sell", 120.0, "filled")
+    assert "not in profile balanced" in sold[4]
+    assert "QQQ" not in ledger.positions
+    posted = [r.body["symbol"] for r in venue.calls("POST", ORDERS)]
+    assert posted[0] == "QQQ"  # sent first: the buys wait for its proceeds
+    weights = batch.decisions["balanced"].weights
+    for symbol, weight in weights.items():  # bought with the proceeds too
+        held = float(ledger.positions[symbol].qty) * venue.prices[symbol] if symbol in ledger.positions else 0.0
+        assert held == pytest.approx(weight * (50_000.0 + qqq_value), rel=0.01, abs=60)
+    [(kind, message)] = rows(ctx, "SELECT kind, message FROM incidents")
+    assert kind == "positions_outside_profile" and "sold with this rebalance" in message
+
+
+def test_funds_outside_the_profile_are_only_reported_when_selling_is_off(ctx, venue, monkeypatch):
+    from dataclasses import replace
+
+    monkeypatch.setattr(ctx, "settings", replace(ctx.settings, sell_outside_profile=False))
     (account,) = add_accounts(ctx, venue, ["balanced"])
     venue.ledger(account.broker_account_id).hold("QQQ", 12, venue.prices["QQQ"])
     batch = decide_batch(ctx, DECISION_DAY)
     (row,) = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
     outcome = run_task(ctx, row.id)
     assert outcome["outside_profile"] == ["QQQ"]
+    assert "QQQ" not in {s for (s,) in rows(ctx, "SELECT symbol FROM orders")}
     [(kind, message)] = rows(ctx, "SELECT kind, message FROM incidents")
     assert kind == "positions_outside_profile"
     assert f"account {account.broker_account_id} holds 12 QQQ outside profile balanced" in message
+    assert "neither trades nor values them" in message
 
 
 def test_the_close_records_each_accounts_equity_once(ctx, venue):

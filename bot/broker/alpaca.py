@@ -123,6 +123,7 @@ class AlpacaBroker:
         self._known: list[tuple[Order, Fill | None]] = []
         self._account: AccountInfo | None = None
         self._positions: dict[str, float] = {}
+        self._values: dict[str, float] = {}  # market value per symbol, as Alpaca reports it
         # Replacement chains already logged (client_order_id, last id): once, not per poll.
         self._replacements_logged: set[tuple[str, str]] = set()
 
@@ -157,11 +158,15 @@ class AlpacaBroker:
         account = self.account()
         positions = sdk_call("positions", self._client.get_all_positions)
         held: dict[str, float] = {}
+        values: dict[str, float] = {}
         for p in positions:
             held[p.symbol] = held.get(p.symbol, 0.0) + parse_number(
                 p.qty, f"positions[{p.symbol}].qty"
             )
-        self._account, self._positions = account, held
+            value = (math.nan if p.market_value is None
+                     else parse_number(p.market_value, f"positions[{p.symbol}].market_value"))
+            values[p.symbol] = values.get(p.symbol, 0.0) + value
+        self._account, self._positions, self._values = account, held, values
 
     def account(self) -> AccountInfo:
         raw = sdk_call("account", self._client.get_account)
@@ -209,14 +214,15 @@ class AlpacaBroker:
             self.refresh()
         return np.array([self._positions.get(s, 0.0) for s in symbols], dtype=float)
 
-    def positions_outside(self, symbols: tuple[str, ...]) -> dict[str, float]:
-        """Positions in funds not among `symbols`, which a strategy over `symbols` neither
-        trades nor values (a client moved to another profile, a fund dropped from the
-        universe)."""
+    def positions_outside(self, symbols: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+        """Positions in funds not among `symbols` (a client moved to another profile, a
+        fund dropped from the universe): (quantity, market value; NaN if Alpaca gave
+        none) per symbol."""
         if self._account is None:
             self.refresh()
         known = set(symbols)
-        return {s: q for s, q in self._positions.items() if s not in known and abs(q) > 1e-9}
+        return {s: (q, self._values.get(s, math.nan)) for s, q in self._positions.items()
+                if s not in known and abs(q) > 1e-9}
 
     # --- orders ----------------------------------------------------------------------
 

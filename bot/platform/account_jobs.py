@@ -21,6 +21,7 @@ order to be sent twice or lost:
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,7 @@ class PlanOnly:
     def __init__(self, broker: SellsFirst) -> None:
         self.broker = broker
         self.planned: list[Order] = []
+        self.extra_cash = 0.0  # proceeds of sells planned beside the engine's (outside funds)
 
     def submit(self, request: OrderRequest, now: dt.datetime) -> Order:
         order = Order(request, OrderStatus.NEW, now, None, status_message=PLANNED)
@@ -74,7 +76,7 @@ class PlanOnly:
         return self.broker.cash()
 
     def cash_balance(self) -> float:
-        return self.broker.cash_balance()
+        return self.broker.cash_balance() + self.extra_cash
 
     def holdings(self, symbols: tuple[str, ...]) -> np.ndarray:
         return self.broker.holdings(symbols)
@@ -198,35 +200,62 @@ def _plan(
     if catch_up:
         reconcile(session.tradelog, session.broker, session.prefix,
                   session.profile.settings.symbols, now, ctx.mode)
+    symbols = session.profile.settings.symbols
+    outside = session.venue.positions_outside(symbols)
+    # Sold with this rebalance (when nothing is outstanding): the engine plans on their
+    # value as cash to come, and the sells go first, so the buys wait for their proceeds.
+    selling = (bool(outside) and ctx.settings.sell_outside_profile
+               and not session.broker.open_order_count())
     planner = PlanOnly(session.broker)
-    model = ProfileTargets(decision, session.profile.settings.symbols,
-                           session.profile.history_calendar_days)
+    if selling:
+        planner.extra_cash = sum(v for _q, v in outside.values() if math.isfinite(v))
+    model = ProfileTargets(decision, symbols, session.profile.history_calendar_days)
     step = session.jobs(ctx, broker=planner, model=model).decide(decision.day)
+    if selling:
+        exits = [_exit(session, s, q, v, decision.day, now) for s, (q, v) in sorted(outside.items())]
+        planner.planned[:0] = exits
     outcome = {
         "rebalance": step.rebalance,
         "equity": round(step.equity, 2),
         "planned": len(planner.planned),
         "events": [e.rule for e in step.events],
     }
-    outside = session.venue.positions_outside(session.profile.settings.symbols)
     if outside:
-        _report_outside(session, outside, now)
+        _report_outside(session, outside, now, sold=selling)
         outcome["outside_profile"] = sorted(outside)
     return planner.planned, outcome
 
 
-def _report_outside(session: AccountSession, outside: dict[str, float], now: dt.datetime) -> None:
+def _exit(session: AccountSession, symbol: str, quantity: float, value: float, day: dt.date,
+          now: dt.datetime) -> Order:
+    """The planned sell of a whole position outside the account's profile, recorded as
+    the engine records its own orders (same rebalance id, so a resumed task sends it)."""
+    rebalance_id = f"{session.prefix}-{day:%Y%m%d}-rb"
+    price = value / quantity if math.isfinite(value) and quantity > 0 else 0.0
+    request = OrderRequest(
+        f"{rebalance_id}-{symbol}-sell", rebalance_id, symbol, Side.SELL, quantity,
+        f"not in profile {session.account.profile}: sold to trade the profile's funds", price,
+    )
+    order = Order(request, OrderStatus.NEW, now, None, status_message=PLANNED)
+    session.tradelog.order(order)
+    return order
+
+
+def _report_outside(session: AccountSession, outside: dict[str, tuple[float, float]],
+                    now: dt.datetime, *, sold: bool) -> None:
     """An incident for funds the account holds outside its profile (a client moved to
-    another profile keeps the old one's funds): the batch engine trades only the
-    profile's funds and values the account without the others."""
+    another profile keeps the old one's funds): sold with this rebalance, or (selling
+    off, or orders outstanding) neither traded nor valued by the batch engine."""
     account, profile = session.account, session.account.profile
-    held = ", ".join(f"{q:g} {s}" for s, q in sorted(outside.items()))
+    held = ", ".join(f"{q:g} {s}" for s, (q, _v) in sorted(outside.items()))
+    what = ("sold with this rebalance, its proceeds planned into the profile's funds" if sold
+            else "the batch engine neither trades nor values them; sell them, or assign the "
+                 "profile that holds them")
     session.tradelog.incident(
         now, "positions_outside_profile",
-        f"account {account.broker_account_id} holds {held} outside profile {profile}: the "
-        "batch engine neither trades nor values them; sell them, or assign the profile "
-        "that holds them",
-        {"account": account.id, "profile": profile, "positions": outside},
+        f"account {account.broker_account_id} holds {held} outside profile {profile}: {what}",
+        {"account": account.id, "profile": profile, "sold": sold,
+         "positions": {s: q for s, (q, _v) in outside.items()}},
     )
 
 

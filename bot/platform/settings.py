@@ -60,6 +60,9 @@ class PlatformSettings:
     http_retry_delay: float = 0.5
     name: str = "platform"
     data: str = "alpaca"
+    # Funds an account holds outside its profile (a client moved to another profile) are
+    # sold with its next rebalance; False only reports them (BOT_PLATFORM_SELL_OUTSIDE=no)
+    sell_outside_profile: bool = True
 
     @property
     def requests_per_second(self) -> float:
@@ -93,7 +96,19 @@ class PlatformSettings:
             http_retry_delay=_number(env, "BOT_HTTP_RETRY_DELAY", 0.5),
             name=name,
             data=env.get("BOT_PLATFORM_DATA") or "alpaca",
+            sell_outside_profile=_yes_no(env, "BOT_PLATFORM_SELL_OUTSIDE", True),
         )
+
+
+def _yes_no(env: Mapping[str, str], name: str, default: bool) -> bool:
+    text = (env.get(name) or "").strip().lower()
+    if not text:
+        return default
+    if text in ("yes", "true", "1"):
+        return True
+    if text in ("no", "false", "0"):
+        return False
+    raise BotError(f"{name}: expected yes or no, got {text!r}")
 
 
 def _number(
