@@ -184,9 +184,11 @@ def _close_lots(
             book.popleft()
 
 
-def _trade_stats(fills: pd.DataFrame | None) -> dict[str, Metric]:
-    """Win rate and average win / average loss of the FIFO round trips."""
-    pnls = [trip[-1] for trip in _match_fifo(fills)] if fills is not None and not fills.empty else []
+def _trade_stats(fills: pd.DataFrame | None, pnls: list[float] | None = None) -> dict[str, Metric]:
+    """Win rate and average win / average loss of the FIFO round trips of `fills` (or of
+    the trips' `pnls` given, matched over a longer span)."""
+    if pnls is None:
+        pnls = [trip[-1] for trip in _match_fifo(fills)] if fills is not None and not fills.empty else []
     wins = [pnl for pnl in pnls if pnl > 0]
     losses = [pnl for pnl in pnls if pnl < 0]
     win_rate = len(wins) / len(pnls) if pnls else None
@@ -284,12 +286,15 @@ def performance(
     market: pd.Series | None = None,
     fills: pd.DataFrame | None = None,
     periods_per_year: int = 252,
+    trip_pnls: list[float] | None = None,
 ) -> dict[str, Metric]:
     """Headline statistics of one equity curve; see the module docstring for None rules.
 
     Daily returns are simple close-to-close returns. The risk-free rate paired with the
     return ending on day t is the one in force on t (see `daily_risk_free`). `days` is
-    the number of equity points. Trade metrics use `fills` as given (None when absent).
+    the number of equity points. Trade metrics use `fills` as given (None when absent);
+    win rate and P/L ratio the round trips `trip_pnls` if given (matched over the whole
+    run: a window's own fills would pair a sell with the wrong buy).
     """
     eq = _clean_equity(equity)
     index = pd.DatetimeIndex(eq.index)
@@ -319,7 +324,7 @@ def performance(
         "sortino": _sortino(excess, periods_per_year) if vol else None,
         "max_drawdown": _finite(mdd),
         "calmar": _finite(cagr / abs(mdd)) if cagr is not None and mdd < 0 else None,
-        **_trade_stats(fills),
+        **_trade_stats(fills, trip_pnls),
         "alpha": alpha,
         "beta": beta,
         **_cost_stats(fills, eq, years),
@@ -343,12 +348,18 @@ def period_table(
 
     Each window starts from the last close before it, as a calendar year's return does,
     so back-to-back windows compound to the window that spans them (the move into a
-    window's first day is in it); only fills on the window's own days count, so round
-    trips whose buy precedes it are not matched. A window the curve does not reach (no
-    day in it, or one day and nothing before) is left out: an empty row would read as a
-    result.
+    window's first day is in it); costs, trades and turnover count the fills on the
+    window's own days, and win rate and P/L ratio the round trips that closed in it,
+    matched over the whole run (matching a window's fills alone paired a sell with a buy
+    inside the window when its lot was bought before). A window the curve does not reach
+    (no day in it, or one day and nothing before) is left out: an empty row would read
+    as a result.
     """
     eq = _clean_equity(equity)
+    trips: list[tuple[pd.Timestamp, float]] = []
+    if fills is not None and not fills.empty:
+        exit_days = fill_days(fills)
+        trips = [(exit_days[trip[2]], trip[-1]) for trip in _match_fifo(fills)]
     rows: list[dict[str, Metric]] = []
     for name, start, end in periods:
         inside = eq.index >= pd.Timestamp(start)
@@ -360,6 +371,7 @@ def period_table(
         part = eq.iloc[max(int(days[0]) - 1, 0) : int(days[-1]) + 1]
         if len(part) < 2:
             continue
+        first, last = eq.index[days[0]].normalize(), part.index[-1].normalize()
         part_fills = slice_fills(fills, eq.index[days[0]], part.index[-1])
         stats = performance(
             part,
@@ -367,6 +379,7 @@ def period_table(
             market=market,
             fills=part_fills,
             periods_per_year=periods_per_year,
+            trip_pnls=[pnl for day, pnl in trips if first <= day <= last] if fills is not None else None,
         )
         rows.append({"name": name, **stats})
     return rows
@@ -384,9 +397,13 @@ def regime_table(
 ) -> list[dict[str, Metric]]:
     """Return statistics per regime, attributing each day's return to the regime before it.
 
-    The return from t-1 to t belongs to the regime in force at t-1, because that is the
-    regime the positions were chosen under. `share` is days / all daily returns (so the
-    shares sum to 1 when every day has a label). Rows follow first appearance.
+    The return from t-1 to t belongs to the regime in force at t-1: the market's regime as
+    the weekly rule classified it when the day began. It is not the regime the positions
+    were decided under: a switch triggers no rebalance, so for up to a rebalance interval
+    after one the book is still the previous regime's (94 of the 3,735 days of the default
+    backtest; crediting those to the holdings' regime moves a third of TRANSITION's
+    return). `share` is days / all daily returns (so the shares sum to 1 when every day
+    has a label). Rows follow first appearance.
     """
     eq = _clean_equity(equity)
     known = regimes.sort_index()

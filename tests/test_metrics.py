@@ -321,6 +321,24 @@ class TestPeriodTable:
         assert rows[0]["total_return"] == pytest.approx(0.10)
 
 
+    def test_a_windows_round_trips_are_matched_over_the_whole_run(self):
+        """A lot bought before the window and sold in it: matching the window's fills
+        alone paired the sell with a later buy inside the window (a loss at 120 where the
+        real trip, bought at 100, won)."""
+        dates = pd.bdate_range("2024-01-01", "2024-03-29")
+        eq = pd.Series(np.linspace(100_000, 101_000, len(dates)), index=dates)
+        fills = make_fills([
+            ("2024-01-10", "A", "buy", 10, 100.0, 0.0, 0.0),
+            ("2024-02-12", "A", "buy", 10, 120.0, 0.0, 0.0),
+            ("2024-02-20", "A", "sell", 10, 110.0, 0.0, 0.0),
+        ])
+        (february,) = period_table(eq, [("feb", "2024-02-01", "2024-02-29")], fills=fills)
+        assert february["win_rate"] == 1.0  # the sell closed the January lot: +100
+        assert february["trades"] == 2  # the window's own fills
+        (january,) = period_table(eq, [("jan", "2024-01-01", "2024-01-31")], fills=fills)
+        assert january["win_rate"] is None  # nothing closed in January
+
+
 class TestRegimeTable:
     def test_return_goes_to_previous_days_regime(self):
         dates = pd.bdate_range("2024-01-01", periods=5)
