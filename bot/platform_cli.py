@@ -177,6 +177,7 @@ def _cmd_decide(args: argparse.Namespace) -> int:
     load_broker_endpoint(live=args.live)
     if args.day:
         day = _day("--day", args.day)
+        _check_decision_day(day)
     else:
         calendar = SessionCalendar()
         today = dt.datetime.now(dt.UTC).date()
@@ -202,6 +203,22 @@ def _cmd_decide(args: argparse.Namespace) -> int:
         print(f"the batch of that day exists (run {batch}): a worker publishes its "
               "unfinished tasks again")
     return 0
+
+
+def _check_decision_day(day: dt.date) -> None:
+    """A decision is made on a session's final close: a weekend, a holiday or a day not
+    closed yet is refused before it is recorded (its waiting row would make the running
+    batch's tasks stand down for a decision that cannot be made)."""
+    from bot.calendar import last_closed_session
+    from bot.daemon.sessions import SessionCalendar
+    from bot.data.alpaca import DATA_DELAY
+    from bot.errors import BotError
+
+    last = last_closed_session(dt.datetime.now(dt.UTC) - DATA_DELAY)
+    if day > last:
+        raise BotError(f"--day {day}: not closed yet (the last closed session is {last})")
+    if SessionCalendar().session_on(day) is None:
+        raise BotError(f"--day {day}: not an exchange session (a weekend or a holiday)")
 
 
 def _publish(args: argparse.Namespace, what: str) -> int:

@@ -40,6 +40,10 @@ def on_clock(clock: SimulatedClock, policy: RetryPolicy) -> RetryPolicy:
 
 def paper_daemon(tmp_path, venue, when: dt.datetime, policy: RetryPolicy = ALPACA_POLICY):
     venue.set_now(when)
+    # The replays below move the daemon's clock, not the fake's: its free-key rule would
+    # read the bars of a retry hours later as recent SIP data. A paid plan's feed here;
+    # tests/test_alpaca_data.py checks that rule on one clock.
+    venue.sip_allowed = True
     log, run_id = open_log(tmp_path)
     clock = SimulatedClock(when)
     jobs = build_live(

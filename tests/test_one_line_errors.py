@@ -75,7 +75,7 @@ def _copy(recorded: Path, tmp_path: Path) -> Path:
         (["report", "--run", HUGE], "argument --run: expected a run id"),
         (["dashboard", "--run", "0"], "argument --run: expected a run id"),
         (["platform", "status", "--run", HUGE], "argument --run: expected a run id"),
-        (["platform", "status", "--limit", "0"], "argument --limit: expected a whole number from 1"),
+        (["platform", "status", "--limit", "-1"], "argument --limit: expected a row count from 0 (all)"),
         (["worker", "--concurrency", HUGE], "argument --concurrency: expected a whole number from 1"),
         (["sweep", "--workers", "two"], "argument --workers: expected a whole number from 1"),
         (["serve", "--port", "70000"], "argument --port: expected a port number 1-65535"),

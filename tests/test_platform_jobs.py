@@ -385,6 +385,39 @@ def test_a_task_killed_while_sending_resumes_and_sends_each_order_once(ctx, venu
     assert store.get_task(ctx.engine, row.id).status == "done"
 
 
+def test_a_task_killed_while_sending_then_superseded_adopts_what_went_out(ctx, venue, monkeypatch):
+    """The worker died after the plan's first order went out, and the task came back
+    only after a newer decision was published: it does not trade, but the order that went
+    out is adopted and its fill recorded (it was closed as 'not sent' while Alpaca filled
+    it, and the account's trade log missed a sale)."""
+    (account,) = add_accounts(ctx, venue, ["balanced"], cash=20_000.0)
+    ledger = venue.ledger(account.broker_account_id)
+    ledger.hold("IWM", 300, venue.prices["IWM"])
+    batch = decide_batch(ctx, DECISION_DAY)
+    (row,) = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
+    real_submit, calls = SellsFirst.submit, []
+
+    def dies_after_first(self, request, now):
+        if calls:
+            raise Killed("SIGKILL")
+        calls.append(request.client_order_id)
+        return real_submit(self, request, now)
+
+    with monkeypatch.context() as patched, pytest.raises(Killed):
+        patched.setattr(SellsFirst, "submit", dies_after_first)
+        run_task(ctx, row.id, "d-1")
+    planned = rows(ctx, "SELECT count(*) FROM orders")[0][0]
+    assert store.record_published(ctx.engine, DECISION_DAY + dt.timedelta(days=7), ctx.mode, VENUE_NOW)
+    outcome = run_task(ctx, row.id, "d-1", redelivered=True)
+    assert outcome["adopted"] == 1 and outcome["not_sent"] == planned - 1
+    assert "superseded" in outcome["skipped"]
+    assert [o.data["client_order_id"] for o in ledger.orders] == calls  # nothing more sent
+    recorded = dict(rows(ctx, "SELECT client_order_id, status FROM orders"))
+    assert recorded.pop(calls[0]) == "filled"
+    assert set(recorded.values()) == {"canceled"}
+    assert rows(ctx, f"SELECT count(*) FROM fills WHERE client_order_id = '{calls[0]}'")[0][0] == 1
+
+
 def test_a_task_killed_before_its_plan_was_recorded_starts_again(ctx, venue, monkeypatch):
     (account,) = add_accounts(ctx, venue, ["aggressive"])
     batch = decide_batch(ctx, DECISION_DAY)
@@ -547,7 +580,7 @@ def test_funds_held_outside_the_accounts_profile_are_sold_into_the_profiles(ctx,
         held = float(ledger.positions[symbol].qty) * venue.prices[symbol] if symbol in ledger.positions else 0.0
         assert held == pytest.approx(weight * (50_000.0 + qqq_value), rel=0.01, abs=60)
     [(kind, message)] = rows(ctx, "SELECT kind, message FROM incidents")
-    assert kind == "positions_outside_profile" and "sold with this rebalance" in message
+    assert kind == "positions_outside_profile" and "their sale goes out first" in message
 
 
 def test_funds_outside_the_profile_are_only_reported_when_selling_is_off(ctx, venue, monkeypatch):
@@ -737,6 +770,24 @@ def test_a_batch_whose_tasks_were_never_published_is_swept_by_the_poll_round(ctx
     assert published == [f"rebalance-{batch.run_id}-{second.id}"]
     tasks._republish_stranded(ctx, batch.run_id)
     assert len(published) == 1  # once per 15 minutes
+
+
+def test_a_slow_batch_is_not_a_stranded_one(ctx, venue):
+    """A large batch takes longer than 15 minutes at the broker's request budget: while
+    its tasks are still being claimed, its queue is long, not lost, and nothing is
+    published again (a flood of copies would skip the retries' backoff)."""
+    add_accounts(ctx, venue, ["balanced"] * 3)
+    batch = decide_batch(ctx, DECISION_DAY)
+    first, second, third = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
+    start = ctx.clock.now()
+    assert store.claim(ctx.engine, second.id, "d-2", False, start + dt.timedelta(minutes=10),
+                       LEASE, 10).verdict == "go"
+    later = start + dt.timedelta(minutes=16)
+    quiet = dt.timedelta(minutes=15)
+    assert store.stranded_rebalances(ctx.engine, batch.run_id, later, quiet, LEASE) == []
+    stalled = start + dt.timedelta(minutes=26)  # no claim for 16 minutes
+    assert [r.id for r in store.stranded_rebalances(ctx.engine, batch.run_id, stalled, quiet, LEASE)
+            ] == [first.id, third.id]
 
 
 def test_a_decision_or_batch_overtaken_by_a_newer_decision_does_not_trade(ctx, venue, monkeypatch):

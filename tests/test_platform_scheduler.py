@@ -161,6 +161,10 @@ def test_publishing_without_rabbitmq_is_a_one_line_error_without_the_password(
     log = TradeLog.open(db)
     assert store.waiting_decisions(log.engine) == []  # not published: nothing waits
     log.close()
+    # A day that is no session, or not closed yet, is refused before anything is recorded.
+    for day, expected in (("2024-11-23", "not an exchange session"), ("2099-01-02", "not closed yet")):
+        assert main(["platform", "decide", "--day", day, "--database", db]) == 2
+        assert f"--day {day}: {expected}" in capsys.readouterr().err
 
 
 def test_the_scheduler_records_its_decision_as_waiting_and_withdraws_a_failed_one(tmp_path):

@@ -116,20 +116,40 @@ def _skip(ctx: WorkerContext, row: TaskRow, account: Account, why: str,
           unsent_because: str | None = None) -> dict[str, Any]:
     """A rebalance that must not trade (`why`: the account closed or suspended since the
     decision, or a newer decision superseded its batch): its task is done (its batch can
-    finish), and a plan recorded but not sent yet (a task resumed after a failure) is
-    closed as not sent. Orders already sent stay with the venue."""
+    finish). A plan recorded by an earlier run of the task is looked up at the broker
+    order by order: one that went out before that run stopped is adopted and followed
+    (its fills are the account's), the rest closed as not sent."""
     now = ctx.clock.now()
-    tradelog = ctx.tradelog(row.run_id)
-    tradelog.account_id = account.id
     outcome: dict[str, Any] = {"skipped": why}
-    if row.phase == "planned":
-        prefix = account_order_prefix(ctx.settings.name, account.broker_account_id)
-        unsent = [rec.order for rec in tradelog.recorded_orders(prefix)
-                  if rec.run_id == row.run_id and is_unsent_plan(rec.order)]
-        _close_not_sent(tradelog, unsent, unsent_because or why, now)
-        outcome["not_sent"] = len(unsent)
-    tradelog.flush(mark_done(row.id, now, outcome), claim=fence(row))
+    if row.phase != "planned":
+        tradelog = ctx.tradelog(row.run_id)
+        tradelog.account_id = account.id
+        tradelog.flush(mark_done(row.id, now, outcome), claim=fence(row))
+        return outcome
+    session = open_session(ctx, row.run_id, account)
+    unsent = [rec.order for rec in session.tradelog.recorded_orders(session.prefix)
+              if rec.run_id == row.run_id and is_unsent_plan(rec.order)]
+    found = [(o, session.venue.find_order(o.request.client_order_id)) for o in unsent]
+    went_out = [order for order, at_venue in found if at_venue is not None]
+    for order, at_venue in found:
+        if at_venue is not None:
+            _adopt(session, order, at_venue, now)
+    _close_not_sent(session.tradelog, [o for o, at in found if at is None], unsent_because or why, now)
+    if went_out:
+        for order, fill in session.venue.poll(now):
+            session.tradelog.execution(order, fill, now)
+    outcome.update(not_sent=len(unsent) - len(went_out), **({"adopted": len(went_out)} if went_out else {}))
+    session.tradelog.flush(mark_done(row.id, now, outcome), claim=fence(row))
     return outcome
+
+
+def _adopt(session: AccountSession, order: Order, found: Order, now: dt.datetime) -> None:
+    """A planned order found at the broker (sent before its task stopped): recorded as
+    sent, and followed from its recorded fills (none) by the venue's poll."""
+    order.broker_order_id = found.broker_order_id
+    order.status_message = SENT_BEFORE
+    session.tradelog.execution(order, None, now)
+    session.venue.track(order, (0.0, None))
 
 
 def _close_not_sent(
@@ -201,18 +221,20 @@ def _plan(
         reconcile(session.tradelog, session.broker, session.prefix,
                   session.profile.settings.symbols, now, ctx.mode)
     symbols = session.profile.settings.symbols
-    outside = session.venue.positions_outside(symbols)
+    outside = session.venue.positions_outside(symbols)  # the account's first read...
+    session.view.reuse_last_read()  # ...is the one the engine's step plans on, too
     # Sold with this rebalance (when nothing is outstanding): the engine plans on their
     # value as cash to come, and the sells go first, so the buys wait for their proceeds.
     selling = (bool(outside) and ctx.settings.sell_outside_profile
                and not session.broker.open_order_count())
     planner = PlanOnly(session.broker)
-    if selling:
-        planner.extra_cash = sum(v for _q, v in outside.values() if math.isfinite(v))
+    if selling:  # a value Alpaca did not give is left out: those proceeds wait a week
+        planner.extra_cash = sum(v for q, v in outside.values() if q > 0 and math.isfinite(v))
     model = ProfileTargets(decision, symbols, session.profile.history_calendar_days)
     step = session.jobs(ctx, broker=planner, model=model).decide(decision.day)
     if selling:
-        exits = [_exit(session, s, q, v, decision.day, now) for s, (q, v) in sorted(outside.items())]
+        exits = [_exit(session, s, q, v, decision.day, now)
+                 for s, (q, v) in sorted(outside.items()) if q > 0]  # a short is only reported
         planner.planned[:0] = exits
     outcome = {
         "rebalance": step.rebalance,
@@ -248,7 +270,8 @@ def _report_outside(session: AccountSession, outside: dict[str, tuple[float, flo
     off, or orders outstanding) neither traded nor valued by the batch engine."""
     account, profile = session.account, session.account.profile
     held = ", ".join(f"{q:g} {s}" for s, (q, _v) in sorted(outside.items()))
-    what = ("sold with this rebalance, its proceeds planned into the profile's funds" if sold
+    what = ("their sale goes out first with this rebalance, its proceeds planned into the "
+            "profile's funds (`bot orders` shows how it went)" if sold
             else "the batch engine neither trades nor values them; sell them, or assign the "
                  "profile that holds them")
     session.tradelog.incident(
@@ -270,8 +293,9 @@ def _recorded_plan(session: AccountSession, run_id: int, day: dt.date) -> list[O
     meanwhile without going out: the task must fail where it can be seen, not report
     done with its plan unsent."""
     rebalance_id = f"{session.prefix}-{day:%Y%m%d}-rb"
+    decided = (rebalance_id, f"{session.prefix}-{day:%Y%m%d}-stop")  # the rebalance, its stop sells
     mine = [rec.order for rec in session.tradelog.recorded_orders(session.prefix)
-            if rec.run_id == run_id and rec.order.request.rebalance_id == rebalance_id]
+            if rec.run_id == run_id and rec.order.request.rebalance_id in decided]
     lost = [o for o in mine if o.broker_order_id is None and o.status.is_final]
     if lost:
         closed = ", ".join(f"{o.request.client_order_id} ({o.status.value}: {o.status_message})"
@@ -300,12 +324,8 @@ def _send(session: AccountSession, plan: list[Order], now: dt.datetime, look_up:
         cid = order.request.client_order_id
         found = venue.find_order(cid) if look_up else None
         if found is not None:
-            # As reconcile adopts an order it finds: recorded as sent, followed from its
-            # recorded fills (none), so the poll below records what filled.
-            order.broker_order_id = found.broker_order_id
-            order.status_message = SENT_BEFORE
-            tradelog.execution(order, None, now)
-            venue.track(order, (0.0, None))
+            # As reconcile adopts an order it finds, so the poll below records what filled.
+            _adopt(session, order, found, now)
             adopted += 1
             continue
         sent = broker.submit(order.request, now)

@@ -553,17 +553,24 @@ def running_batches(engine: sa.Engine, mode: str) -> list[int]:
 def stranded_rebalances(
     engine: sa.Engine, run_id: int, now: dt.datetime, quiet: dt.timedelta, lease: dt.timedelta
 ) -> list[TaskRow]:
-    """The batch's rebalance tasks not final and idle for `quiet`: never claimed since
-    the batch was made, retrying since their last claim, or running past their claim's
-    lease. Their message was lost (a publish or a retry that RabbitMQ refused, a message
-    acked after an error no retry covered): nothing would ever run them."""
+    """The batch's rebalance tasks not final and idle for `quiet`, in a batch where no
+    task was claimed for `quiet` either: never claimed since the batch was made, retrying
+    since their last claim, or running past their claim's lease. Their message was lost
+    (a publish or a retry that RabbitMQ refused, a message acked after an error no retry
+    covered): nothing would ever run them. A batch still claiming tasks is only slow (a
+    large one takes longer than `quiet` at the broker's request budget)."""
     with engine.connect() as conn:
         made = conn.execute(
             sa.select(BATCHES.c.created_at).where(BATCHES.c.run_id == run_id)).scalar()
+        moved = conn.execute(sa.select(sa.func.max(TASKS.c.claimed_at)).where(
+            TASKS.c.run_id == run_id, TASKS.c.kind == "rebalance")).scalar()
         rows = conn.execute(sa.select(TASKS).where(
             TASKS.c.run_id == run_id, TASKS.c.kind == "rebalance",
             TASKS.c.status.in_(("pending", "retrying", "running")),
         ).order_by(TASKS.c.id)).all()
+    moved = _aware(moved)
+    if moved is not None and now - moved <= quiet:
+        return []  # the batch is moving: its queue is long, not lost
     stranded = []
     for row in map(_task, rows):
         since = _aware(row.claimed_at) or _aware(made)
