@@ -46,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     decide.add_argument("--live", action="store_true", help="for the live workers")
     add_database_arguments(decide)  # where it waits, as `bot platform status` shows
     decide.set_defaults(func=_cmd_decide)
+    revive = sub.add_parser(
+        "retry-dead", help="publish a batch's dead-lettered accounts again (after an outage)")
+    revive.add_argument("--run", type=run_id, required=True, help="the batch (its run id)")
+    revive.add_argument("--live", action="store_true", help="for the live workers")
+    add_database_arguments(revive)
+    revive.set_defaults(func=_cmd_retry_dead)
     rounds = sub.add_parser("poll", help="publish a poll round now")
     rounds.add_argument("--live", action="store_true", help="for the live workers")
     rounds.set_defaults(func=lambda args: _publish(args, "poll"))
@@ -219,6 +225,28 @@ def _check_decision_day(day: dt.date) -> None:
         raise BotError(f"--day {day}: not closed yet (the last closed session is {last})")
     if SessionCalendar().session_on(day) is None:
         raise BotError(f"--day {day}: not an exchange session (a weekend or a holiday)")
+
+
+def _cmd_retry_dead(args: argparse.Namespace) -> int:
+    """Revive the batch's dead-lettered accounts and publish their tasks: after a broker
+    outage longer than the retries, nothing else would trade them this week."""
+    from bot.platform import store, tasks
+    from bot.platform.settings import PlatformSettings
+    from bot.store.tradelog import TradeLog
+
+    log = TradeLog.open(database_url(args.config, args.database))
+    try:
+        store.summarize(log.engine, args.run)  # a run that is no batch is named now
+        revived = store.revive_dead(log.engine, args.run)
+    finally:
+        log.engine.dispose()
+    if revived:
+        tasks.configure(PlatformSettings.from_env(live=args.live))
+        tasks.publish_each(tasks.rebalance, [(r.id, r.account_id) for r in revived],
+                           lambda r: f"rebalance-{args.run}-{r[0]}-again")
+    print(f"batch {args.run}: {len(revived)} dead-lettered account(s) published again"
+          + ("" if revived else " (none to revive: a profile that was not decided stays dead)"))
+    return 0
 
 
 def _publish(args: argparse.Namespace, what: str) -> int:

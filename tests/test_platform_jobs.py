@@ -816,6 +816,37 @@ def test_a_decision_or_batch_overtaken_by_a_newer_decision_does_not_trade(ctx, v
     assert ("decision_superseded",) in rows(ctx, "SELECT kind FROM incidents")
 
 
+def test_dead_lettered_accounts_can_be_published_again_after_an_outage(ctx, venue, monkeypatch, capsys):
+    """A broker outage outlasted the retries: the account was dead-lettered and the batch
+    ended failed. `bot platform retry-dead --run N` gives it another round; the batch is
+    reopened and ends finished once it traded. An account whose profile was not decided
+    stays dead."""
+    from bot.cli import main
+    from bot.platform import tasks
+
+    (account,) = add_accounts(ctx, venue, ["balanced"])
+    batch = decide_batch(ctx, DECISION_DAY)
+    (row,) = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
+    claim = store.claim(ctx.engine, row.id, "d-1", False, ctx.clock.now(), LEASE, 10)
+    assert store.mark_dead(ctx.engine, claim.row, ctx.clock.now(), "HTTP 503 (after 5 retries)")
+    assert store.finish_if_complete(ctx.engine, batch.run_id, ctx.clock.now()).status == "running"
+    assert store.summarize(ctx.engine, batch.run_id).status == "failed"
+    published = []
+    monkeypatch.setattr(tasks, "publish_each",
+                        lambda task, args, task_id: published.extend(task_id(a) for a in args))
+    url = str(ctx.engine.url)
+    assert main(["platform", "retry-dead", "--run", str(batch.run_id), "--database", url]) == 0
+    assert "1 dead-lettered account(s) published again" in capsys.readouterr().out
+    assert published == [f"rebalance-{batch.run_id}-{row.id}-again"]
+    assert store.get_task(ctx.engine, row.id).status == "pending"
+    assert store.summarize(ctx.engine, batch.run_id).status == "running"
+    assert run_task(ctx, row.id, "again")["sent"] > 0
+    assert store.finish_if_complete(ctx.engine, batch.run_id, ctx.clock.now()).status == "running"
+    assert store.summarize(ctx.engine, batch.run_id).status == "finished"
+    assert main(["platform", "retry-dead", "--run", str(batch.run_id), "--database", url]) == 0
+    assert "0 dead-lettered account(s)" in capsys.readouterr().out
+
+
 def test_a_decision_without_accounts_or_data_says_what_is_missing(ctx, venue):
     with pytest.raises(BotError, match="no active account in the registry"):
         decide_batch(ctx, DECISION_DAY)

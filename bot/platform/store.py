@@ -603,6 +603,28 @@ def close_tasks(engine: sa.Engine, run_id: int, day: dt.date) -> list[TaskRow]:
     return [r for r in tasks_of(engine, run_id, "close") if r.day == day and r.status not in FINAL]
 
 
+def revive_dead(engine: sa.Engine, run_id: int) -> list[TaskRow]:
+    """Give the batch's dead-lettered rebalance tasks another round (an operator's call
+    after a broker outage outlasted the retries): each is pending again with fresh
+    attempt and retry counts, and the batch's run is reopened so its summary is made
+    again when they end. Tasks dead from the start (their profile was not decided) stay
+    dead: nothing could trade them. A task whose plan went out in part resumes from its
+    recorded plan, looking each order up first (bot.platform.account_jobs)."""
+    with engine.begin() as conn:
+        rows = conn.execute(
+            sa.update(TASKS)
+            .where(TASKS.c.run_id == run_id, TASKS.c.kind == "rebalance",
+                   TASKS.c.status == "dead", TASKS.c.attempts > 0)
+            .values(status="pending", attempts=0, retries=0, claimed_by=None, claimed_at=None,
+                    finished_at=None, error=None)
+            .returning(*TASKS.c)
+        ).all()
+        if rows:
+            conn.execute(sa.update(RUNS).where(RUNS.c.id == run_id, RUNS.c.status != "running")
+                         .values(status="running", finished_at=None))
+    return sorted(map(_task, rows), key=lambda r: r.id)
+
+
 def dead_letters(engine: sa.Engine, run_id: int) -> list[dict[str, Any]]:
     """The batch's dead-lettered accounts with the error that ended each."""
     stmt = (
