@@ -57,6 +57,8 @@ app = Celery("leverbot", set_as_current=False)
 REDELIVERIES = 3
 #: how long a task waits before trying again when another task holds its account
 BUSY_DELAY = 2.0
+#: how long a batch's counters stay in Redis (a batch ends within days; keys never pile up)
+COUNTER_TTL = 14 * 24 * 3600
 _TRANSIENT = re.compile(
     r"HTTP (429|5\d\d)\b|timed out|connection failed|could not reach|no answer from"
 )
@@ -186,7 +188,7 @@ def _publish_batch(ctx: WorkerContext, batch: Any) -> int:
     returns how many."""
     rows = store.tasks_of(ctx.engine, batch.run_id, "rebalance", ("pending", "retrying", "running"))
     # The tasks that count themselves final: not those dead from the start with their profile.
-    ctx.redis.set(_total_key(ctx, batch.run_id), batch.accounts - batch.dead)
+    ctx.redis.set(_total_key(ctx, batch.run_id), batch.accounts - batch.dead, ex=COUNTER_TTL)
     publish_each(rebalance, [(r.id, r.account_id) for r in rows],
                  lambda r: f"rebalance-{batch.run_id}-{r[0]}")
     return len(rows)
@@ -342,7 +344,10 @@ def _count_final(ctx: WorkerContext, row: store.TaskRow) -> None:
     summary (the poll round also closes any batch whose count went astray)."""
     if row.kind != "rebalance":
         return
-    final = ctx.redis.incr(f"{ctx.namespace}:batch:{row.run_id}:final")
+    key = f"{ctx.namespace}:batch:{row.run_id}:final"
+    final = ctx.redis.incr(key)
+    ctx.redis.expire(key, COUNTER_TTL)  # a batch's counters go with it (the poll round
+    # closes a batch whose count went astray from the database alone)
     total = ctx.redis.get(_total_key(ctx, row.run_id))
     if total is not None and final >= int(total):
         finish_batch(ctx, row.run_id)
