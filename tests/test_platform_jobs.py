@@ -343,16 +343,15 @@ class Killed(BaseException):
     """A worker killed mid-task (not an Exception: nothing may catch it on the way out)."""
 
 
-def test_a_task_killed_while_sending_resumes_and_sends_each_order_once(ctx, venue, monkeypatch):
-    """The account holds what the decision sells, so its plan has sells and buys. The
-    worker dies after the first order went out; the task delivered again adopts that one,
-    sends the rest once, and records every order once."""
+def _killed_after_the_first_order(ctx, venue, monkeypatch):
+    """A balanced account holding IWM (which balanced sells) whose rebalance task's
+    worker dies after the plan's first order went out: (ledger, task row, the client
+    order ids sent)."""
     (account,) = add_accounts(ctx, venue, ["balanced"], cash=20_000.0)
     ledger = venue.ledger(account.broker_account_id)
     ledger.hold("IWM", 300, venue.prices["IWM"])  # balanced decides IWM 0: all of it is sold
     batch = decide_batch(ctx, DECISION_DAY)
     (row,) = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
-
     real_submit, calls = SellsFirst.submit, []
 
     def dies_after_first(self, request, now):
@@ -364,6 +363,14 @@ def test_a_task_killed_while_sending_resumes_and_sends_each_order_once(ctx, venu
     with monkeypatch.context() as patched, pytest.raises(Killed):
         patched.setattr(SellsFirst, "submit", dies_after_first)
         run_task(ctx, row.id, "d-1")
+    return ledger, row, calls
+
+
+def test_a_task_killed_while_sending_resumes_and_sends_each_order_once(ctx, venue, monkeypatch):
+    """The account holds what the decision sells, so its plan has sells and buys. The
+    worker dies after the first order went out; the task delivered again adopts that one,
+    sends the rest once, and records every order once."""
+    ledger, row, calls = _killed_after_the_first_order(ctx, venue, monkeypatch)
     planned = rows(ctx, "SELECT client_order_id, side, status_message FROM orders ORDER BY id")
     assert len(planned) >= 3 and {m for *_, m in planned} == {account_jobs.PLANNED}
     assert [o.data["client_order_id"] for o in ledger.orders] == calls  # the sell went out
@@ -390,22 +397,7 @@ def test_a_task_killed_while_sending_then_superseded_adopts_what_went_out(ctx, v
     only after a newer decision was published: it does not trade, but the order that went
     out is adopted and its fill recorded (it was closed as 'not sent' while Alpaca filled
     it, and the account's trade log missed a sale)."""
-    (account,) = add_accounts(ctx, venue, ["balanced"], cash=20_000.0)
-    ledger = venue.ledger(account.broker_account_id)
-    ledger.hold("IWM", 300, venue.prices["IWM"])
-    batch = decide_batch(ctx, DECISION_DAY)
-    (row,) = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
-    real_submit, calls = SellsFirst.submit, []
-
-    def dies_after_first(self, request, now):
-        if calls:
-            raise Killed("SIGKILL")
-        calls.append(request.client_order_id)
-        return real_submit(self, request, now)
-
-    with monkeypatch.context() as patched, pytest.raises(Killed):
-        patched.setattr(SellsFirst, "submit", dies_after_first)
-        run_task(ctx, row.id, "d-1")
+    ledger, row, calls = _killed_after_the_first_order(ctx, venue, monkeypatch)
     planned = rows(ctx, "SELECT count(*) FROM orders")[0][0]
     assert store.record_published(ctx.engine, DECISION_DAY + dt.timedelta(days=7), ctx.mode, VENUE_NOW)
     outcome = run_task(ctx, row.id, "d-1", redelivered=True)
