@@ -230,22 +230,38 @@ def _check_decision_day(day: dt.date) -> None:
 def _cmd_retry_dead(args: argparse.Namespace) -> int:
     """Revive the batch's dead-lettered accounts and publish their tasks: after a broker
     outage longer than the retries, nothing else would trade them this week."""
+    import sqlalchemy as sa
+    from kombu.exceptions import OperationalError
+
+    from bot.errors import BotError
     from bot.platform import store, tasks
-    from bot.platform.settings import PlatformSettings
+    from bot.platform.settings import PlatformSettings, masked_url
     from bot.store.tradelog import TradeLog
 
     log = TradeLog.open(database_url(args.config, args.database))
     try:
         store.summarize(log.engine, args.run)  # a run that is no batch is named now
-        revived = store.revive_dead(log.engine, args.run)
+        with log.engine.connect() as conn:
+            mode = conn.execute(sa.select(store.RUNS.c.mode).where(store.RUNS.c.id == args.run)).scalar()
+        if (mode == "live") != args.live:  # its tasks go to that mode's queue and workers
+            raise BotError(f"run {args.run} is a {mode} batch: "
+                           + ("add --live" if mode == "live" else "drop --live"))
+        revived, left = store.revive_dead(log.engine, args.run, dt.datetime.now(dt.UTC))
     finally:
         log.engine.dispose()
     if revived:
-        tasks.configure(PlatformSettings.from_env(live=args.live))
-        tasks.publish_each(tasks.rebalance, [(r.id, r.account_id) for r in revived],
-                           lambda r: f"rebalance-{args.run}-{r[0]}-again")
+        settings = PlatformSettings.from_env(live=args.live)
+        tasks.configure(settings)
+        try:
+            tasks.publish_each(tasks.rebalance, [(r.id, r.account_id) for r in revived],
+                               lambda r: f"rebalance-{args.run}-{r[0]}-again")
+        except OperationalError as exc:
+            raise BotError(f"{len(revived)} account(s) revived, but RabbitMQ at "
+                           f"{masked_url(settings.queue_url)} refused their tasks ({exc}): the "
+                           "poll round publishes them within 15 minutes") from None
     print(f"batch {args.run}: {len(revived)} dead-lettered account(s) published again"
-          + ("" if revived else " (none to revive: a profile that was not decided stays dead)"))
+          + (f"; {left} left dead (a profile not decided, or a plan closed unsent since: "
+             "the next decision trades them)" if left else ""))
     return 0
 
 

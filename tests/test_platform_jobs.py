@@ -839,6 +839,45 @@ def test_dead_lettered_accounts_can_be_published_again_after_an_outage(ctx, venu
     assert "0 dead-lettered account(s)" in capsys.readouterr().out
 
 
+def test_a_dead_task_whose_plan_was_closed_is_not_revived_and_a_batch_of_the_other_mode_is_refused(
+    ctx, venue, monkeypatch, capsys
+):
+    """A task that died after its plan went out in part, whose unsent orders the poll then
+    closed: reviving it would only fail again on its half-closed plan (PlanLost), so it
+    stays dead and the command says why. A batch is revived only for its own mode."""
+    from bot.cli import main
+
+    ledger, row, calls = _killed_after_the_first_order(ctx, venue, monkeypatch)
+    claim = store.claim(ctx.engine, row.id, "d-1", True, ctx.clock.now(), LEASE, 10)
+    assert store.mark_dead(ctx.engine, claim.row, ctx.clock.now(), "HTTP 503 (after 5 retries)")
+    with ctx.engine.begin() as conn:  # what the poll does to a dead task's unsent plan
+        conn.execute(sa.text("UPDATE orders SET status = 'rejected' WHERE broker_order_id IS NULL"))
+    url = str(ctx.engine.url)
+    assert main(["platform", "retry-dead", "--run", str(row.run_id), "--database", url, "--live"]) == 2
+    assert f"run {row.run_id} is a paper batch: drop --live" in capsys.readouterr().err
+    assert main(["platform", "retry-dead", "--run", str(row.run_id), "--database", url]) == 0
+    out = capsys.readouterr().out
+    assert "0 dead-lettered account(s) published again; 1 left dead" in out
+    assert store.get_task(ctx.engine, row.id).status == "dead"
+
+
+def test_a_skipped_task_whose_plan_cannot_be_looked_up_closes_it_and_says_so(ctx, venue, monkeypatch):
+    from bot.broker.alpaca import AlpacaBroker
+
+    ledger, row, calls = _killed_after_the_first_order(ctx, venue, monkeypatch)
+    ctx.registry.close(row.account_id, ctx.clock.now())
+
+    def forbidden(self, client_order_id):
+        raise BrokerError("order lookup: HTTP 403: account is not active")
+
+    monkeypatch.setattr(AlpacaBroker, "find_order", forbidden)
+    outcome = run_task(ctx, row.id, "d-1", redelivered=True)
+    assert outcome["skipped"] == "the account is closed" and "adopted" not in outcome
+    ((kind, message),) = rows(ctx, "SELECT kind, message FROM incidents")
+    assert kind == "plan_not_looked_up" and "HTTP 403" in message
+    assert store.get_task(ctx.engine, row.id).status == "done"
+
+
 def test_a_decision_without_accounts_or_data_says_what_is_missing(ctx, venue):
     with pytest.raises(BotError, match="no active account in the registry"):
         decide_batch(ctx, DECISION_DAY)

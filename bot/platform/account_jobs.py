@@ -30,6 +30,7 @@ import structlog
 
 from bot.accounts.registry import Account, account_order_prefix
 from bot.broker.alpaca import AlpacaBroker
+from bot.broker.base import BrokerError
 from bot.broker.broker_api import AccountClient, PositionsSnapshot
 from bot.broker.sequenced import CUT, SellsFirst
 from bot.daemon.jobs import DaemonContext, TradingJobs
@@ -129,7 +130,19 @@ def _skip(ctx: WorkerContext, row: TaskRow, account: Account, why: str,
     session = open_session(ctx, row.run_id, account)
     unsent = [rec.order for rec in session.tradelog.recorded_orders(session.prefix)
               if rec.run_id == row.run_id and is_unsent_plan(rec.order)]
-    found = [(o, session.venue.find_order(o.request.client_order_id)) for o in unsent]
+    try:
+        found = [(o, session.venue.find_order(o.request.client_order_id)) for o in unsent]
+    except BrokerError as exc:  # a closed account's orders may not be readable any more
+        from bot.platform.tasks import is_transient
+
+        if is_transient(exc):
+            raise  # a 429 or 5xx: the task is retried
+        session.tradelog.incident(
+            now, "plan_not_looked_up",
+            f"account {account.broker_account_id}: the {len(unsent)} planned orders of a skipped "
+            f"rebalance could not be looked up ({exc}); closed as not sent: one that went out "
+            "is adopted by the next reconciliation", {"account": account.id, "run_id": row.run_id})
+        found = [(o, None) for o in unsent]
     went_out = [order for order, at_venue in found if at_venue is not None]
     for order, at_venue in found:
         if at_venue is not None:
@@ -225,8 +238,8 @@ def _plan(
     session.view.reuse_last_read()  # ...is the one the engine's step plans on, too
     # Sold with this rebalance (when nothing is outstanding): the engine plans on their
     # value as cash to come, and the sells go first, so the buys wait for their proceeds.
-    selling = (bool(outside) and ctx.settings.sell_outside_profile
-               and not session.broker.open_order_count())
+    selling = (any(q > 0 for q, _v in outside.values()) and ctx.settings.sell_outside_profile
+               and not session.broker.open_order_count())  # a short is only reported
     planner = PlanOnly(session.broker)
     if selling:  # a value Alpaca did not give is left out: those proceeds wait a week
         planner.extra_cash = sum(v for q, v in outside.values() if q > 0 and math.isfinite(v))
@@ -234,7 +247,7 @@ def _plan(
     step = session.jobs(ctx, broker=planner, model=model).decide(decision.day)
     if selling:
         exits = [_exit(session, s, q, v, decision.day, now)
-                 for s, (q, v) in sorted(outside.items()) if q > 0]  # a short is only reported
+                 for s, (q, v) in sorted(outside.items()) if q > 0]
         planner.planned[:0] = exits
     outcome = {
         "rebalance": step.rebalance,

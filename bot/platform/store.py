@@ -31,6 +31,8 @@ ACCOUNTS = METADATA.tables["accounts"]
 ORDERS = METADATA.tables["orders"]
 
 FINAL = ("done", "dead")
+#: the order statuses after which nothing more happens (bot.types.OrderStatus.is_final)
+_FINAL_ORDER_STATUSES = ("filled", "canceled", "rejected", "expired")
 #: the strategy name of a platform batch's run
 PLATFORM_STRATEGY = "platform"
 #: the status message of an order a rebalance planned and has not sent yet
@@ -480,9 +482,12 @@ def finish_if_complete(engine: sa.Engine, run_id: int, now: dt.datetime) -> Batc
     if not summary.complete or summary.status != "running":
         return None
     status = "finished" if summary.dead == 0 else "failed"
+    # Only while every task is still final (retry-dead may have revived one meanwhile).
+    open_task = sa.exists(sa.select(TASKS.c.id).where(
+        TASKS.c.run_id == run_id, TASKS.c.kind == "rebalance", TASKS.c.status.not_in(FINAL)))
     with engine.begin() as conn:
         changed = conn.execute(
-            sa.update(RUNS).where(RUNS.c.id == run_id, RUNS.c.status == "running")
+            sa.update(RUNS).where(RUNS.c.id == run_id, RUNS.c.status == "running", ~open_task)
             .values(status=status, finished_at=now, summary=summary.as_dict())
         ).rowcount
     return summary if changed else None
@@ -603,26 +608,34 @@ def close_tasks(engine: sa.Engine, run_id: int, day: dt.date) -> list[TaskRow]:
     return [r for r in tasks_of(engine, run_id, "close") if r.day == day and r.status not in FINAL]
 
 
-def revive_dead(engine: sa.Engine, run_id: int) -> list[TaskRow]:
+def revive_dead(engine: sa.Engine, run_id: int, now: dt.datetime) -> tuple[list[TaskRow], int]:
     """Give the batch's dead-lettered rebalance tasks another round (an operator's call
-    after a broker outage outlasted the retries): each is pending again with fresh
-    attempt and retry counts, and the batch's run is reopened so its summary is made
-    again when they end. Tasks dead from the start (their profile was not decided) stay
-    dead: nothing could trade them. A task whose plan went out in part resumes from its
-    recorded plan, looking each order up first (bot.platform.account_jobs)."""
+    after a broker outage outlasted the retries): each is pending again with a fresh
+    retry count, and the batch's run is reopened so its summary is made again when they
+    end. Returns the revived rows and how many dead ones could not be: a task dead from
+    the start (its profile was not decided) or whose recorded plan was closed unsent
+    since (the poll closes a dead task's plan): sending the rest would trade half a plan.
+    Its attempt count restarts at 1, so the next claim reads it as resumed (reconciled
+    with the broker, no stale positions); `claimed_at` is now, so the poll round
+    republishes it only if it is still not taken in 15 minutes."""
+    closed_plan = sa.exists(sa.select(ORDERS.c.id).where(
+        ORDERS.c.run_id == TASKS.c.run_id, ORDERS.c.account_id == TASKS.c.account_id,
+        ORDERS.c.broker_order_id.is_(None), ORDERS.c.status.in_(_FINAL_ORDER_STATUSES)))
+    dead = sa.and_(TASKS.c.run_id == run_id, TASKS.c.kind == "rebalance", TASKS.c.status == "dead")
+    revivable = sa.and_(dead, TASKS.c.attempts > 0,
+                        sa.or_(TASKS.c.phase.is_(None), TASKS.c.phase != "planned", ~closed_plan))
     with engine.begin() as conn:
         rows = conn.execute(
-            sa.update(TASKS)
-            .where(TASKS.c.run_id == run_id, TASKS.c.kind == "rebalance",
-                   TASKS.c.status == "dead", TASKS.c.attempts > 0)
-            .values(status="pending", attempts=0, retries=0, claimed_by=None, claimed_at=None,
+            sa.update(TASKS).where(revivable)
+            .values(status="pending", attempts=1, retries=0, claimed_by=None, claimed_at=now,
                     finished_at=None, error=None)
             .returning(*TASKS.c)
         ).all()
+        left = conn.execute(sa.select(sa.func.count()).where(dead)).scalar_one()
         if rows:
             conn.execute(sa.update(RUNS).where(RUNS.c.id == run_id, RUNS.c.status != "running")
                          .values(status="running", finished_at=None))
-    return sorted(map(_task, rows), key=lambda r: r.id)
+    return sorted(map(_task, rows), key=lambda r: r.id), int(left)
 
 
 def dead_letters(engine: sa.Engine, run_id: int) -> list[dict[str, Any]]:
