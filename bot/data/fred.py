@@ -224,14 +224,7 @@ def parse_fredgraph_csv(
         dates.append(day)
         numbers.append(number)
         values.append(math.nan if parts[1] in _BLANKS else _value(source, number, parts[1]))
-    array = np.array(values, dtype=float)
-    keep = ~np.isnan(array)
-    if not keep.any():
-        raise DataError(source, "value", "no values (every line is blank)")
-    day_array = np.array(dates, dtype="datetime64[D]")
-    series = MacroSeries(name=name or fred_id, dates=day_array[keep], values=array[keep])
-    check_macro(source, series, rules, np.array(numbers)[keep])
-    return series
+    return _checked_series(source, name or fred_id, dates, values, numbers, rules, "line")
 
 
 def parse_observations(
@@ -257,11 +250,18 @@ def parse_observations(
         dates.append(day)
         numbers.append(number)
         values.append(math.nan if text in _BLANKS else _value(source, number, text, "observation"))
+    return _checked_series(source, name or fred_id, dates, values, numbers, rules, "observation")
+
+
+def _checked_series(source: str, name: str, dates: list[dt.date], values: list[float],
+                    numbers: list[int], rules: PlausibilityRules, rows: str) -> MacroSeries:
+    """The parsed rows without their blank days, checked by bot.data.plausibility (an
+    error names the row by its number: a file's line, an answer's observation)."""
     array = np.array(values, dtype=float)
     keep = ~np.isnan(array)
     if not keep.any():
-        raise DataError(source, "value", "no values (every observation is blank)")
-    series = MacroSeries(name or fred_id, np.array(dates, dtype="datetime64[D]")[keep], array[keep])
+        raise DataError(source, "value", f"no values (every {rows} is blank)")
+    series = MacroSeries(name, np.array(dates, dtype="datetime64[D]")[keep], array[keep])
     check_macro(source, series, rules, np.array(numbers)[keep])
     return series
 

@@ -149,11 +149,16 @@ def _skip(ctx: WorkerContext, row: TaskRow, account: Account, why: str,
             _adopt(session, order, at_venue, now)
     _close_not_sent(session.tradelog, [o for o, at in found if at is None], unsent_because or why, now)
     if went_out:
-        for order, fill in session.venue.poll(now):
-            session.tradelog.execution(order, fill, now)
+        _record_poll(session, now)
     outcome.update(not_sent=len(unsent) - len(went_out), **({"adopted": len(went_out)} if went_out else {}))
     session.tradelog.flush(mark_done(row.id, now, outcome), claim=fence(row))
     return outcome
+
+
+def _record_poll(session: AccountSession, now: dt.datetime) -> None:
+    """What the venue reports of the orders it follows (the fills of those just adopted)."""
+    for order, fill in session.venue.poll(now):
+        session.tradelog.execution(order, fill, now)
 
 
 def _adopt(session: AccountSession, order: Order, found: Order, now: dt.datetime) -> None:
@@ -355,8 +360,7 @@ def _send(session: AccountSession, plan: list[Order], now: dt.datetime, look_up:
     for order, fill in reports:
         tradelog.execution(order, fill, now)
     if adopted:
-        for order, fill in venue.poll(now):
-            tradelog.execution(order, fill, now)
+        _record_poll(session, now)
     statuses: dict[str, int] = {}
     for order in placed:
         statuses[order.status.value] = statuses.get(order.status.value, 0) + 1

@@ -414,8 +414,7 @@ def summarize(engine: sa.Engine, run_id: int) -> BatchSummary:
         ).scalar()
     total = sum(counts.values())
     done, dead = counts.get("done", 0), counts.get("dead", 0)
-    if last is not None and last.tzinfo is None:
-        last = last.replace(tzinfo=dt.UTC)
+    last = _aware(last)
     return BatchSummary(
         run_id, day, run.status, total, done, dead, int(retried), total - done - dead,
         int(orders), run.started_at, last, failed_profiles(engine, run_id),
