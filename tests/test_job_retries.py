@@ -17,6 +17,7 @@ from bot.clock import SimulatedClock
 from bot.daemon.live import build_live
 from bot.daemon.service import build_schedule, run_replay
 from bot.net import ALPACA_POLICY, RetryPolicy
+from bot.store.tradelog import TradeLog
 from tests import test_daemon_live as daemon_tests
 from tests.fakes import Fault
 from tests.test_daemon_live import FAST, OPEN_JOB, SETTINGS, TUESDAY, bought_before, open_log
@@ -156,6 +157,42 @@ def test_a_close_whose_commit_failed_is_stored_once_by_its_retry(
     assert log.load_state("diversified_leverage", "paper") is not None
     kinds = list(log.load_incidents()["kind"])
     assert kinds == ["job:close"]  # the failed commit; no rows refused by the database
+    log.close()
+
+
+def test_a_decision_whose_commit_failed_is_not_undone_by_the_jobs_after_it(
+    tmp_path, venue, monkeypatch
+):
+    """The database reads but refuses writes (a full disk, a read-only failover) from the
+    decision until after the close. Every job after the decision used to reload the
+    older committed state and save it over the buffered one, so the rebalance the
+    decision sent was due again next morning and went out twice."""
+    bought_before(venue, "TQQQ", 60_000.0)
+    jobs, log, clock = paper_daemon(tmp_path, venue, OPEN_JOB, FAST)
+    write = log._write_buffers
+    refusing = [True]
+
+    def full_disk(conn, prepared):
+        if refusing[0]:
+            raise sa.exc.OperationalError("COMMIT", {}, sqlite3.OperationalError("disk I/O error"))
+        return write(conn, prepared)
+
+    monkeypatch.setattr(log, "_write_buffers", full_disk)
+    assert not jobs.run("open", jobs.open_job)  # sent its orders, then failed to commit
+    assert venue.orders  # the sells; the buys wait for them
+    clock.set(CLOSE + dt.timedelta(minutes=20))
+    venue.set_now(clock.now())
+    assert not jobs.run("close", jobs.close_job)
+    refusing[0] = False
+    assert jobs.run("poll", jobs.poll_job)  # writes are back: everything buffered is stored
+    reader = TradeLog(log.engine)
+    assert reader.load_state("diversified_leverage", "paper")["last_rebalance_day"] == "2024-11-25"
+    wednesday = OPEN_JOB + dt.timedelta(days=1)
+    clock.set(wednesday)
+    venue.set_now(wednesday)
+    assert jobs.run("open", jobs.open_job)
+    rebalances = {o.data["client_order_id"].rsplit("-", 2)[0] for o in venue.orders}
+    assert rebalances == {"diversified_leverage-20241125-rb"}  # its buys, no second rebalance
     log.close()
 
 

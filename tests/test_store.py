@@ -677,12 +677,17 @@ def test_strategy_state_commits_with_the_records_or_not_at_all(tlog: TradeLog, m
     run_id = start(tlog)
     tlog.save_state("main", "paper", {"regime": Regime.GROWTH, "peak": Decimal("101.5")}, T0)
     tlog.order(make_order("o-1"))
-    assert tlog.load_state("main", "paper") is None  # buffered, not committed
+    reader = TradeLog(tlog.engine)  # another process: sees only what is committed
+    assert reader.load_state("main", "paper") is None  # buffered, not committed
     fail_next_write(tlog, monkeypatch)
     with pytest.raises(sa.exc.OperationalError):
         tlog.flush()
-    assert tlog.load_state("main", "paper") is None
+    assert reader.load_state("main", "paper") is None
+    # This log's next job goes on from the state its failed commit still holds: the
+    # older committed row, saved over it, would make a sent rebalance due again.
+    assert tlog.load_state("main", "paper") == {"regime": "GROWTH", "peak": "101.5"}
     tlog.flush()
+    assert reader.load_state("main", "paper") == {"regime": "GROWTH", "peak": "101.5"}
     assert tlog.load_state("main", "paper") == {"regime": "GROWTH", "peak": "101.5"}
     assert tlog.load_orders(run_id)["symbol"].tolist() == ["SPY"]
 

@@ -589,10 +589,16 @@ class TradeLog(TradeLogReaders):
         self._states[instance] = row
 
     def load_state(self, instance: str, mode: str) -> dict[str, Any] | None:
-        """The committed state of `instance`, or None if it never saved one.
+        """The state of `instance` as the next flush leaves it: the one saved since the
+        last commit if any (a commit that failed keeps it buffered, and the job after it
+        must go on from it, not from the older committed row it would then save over:
+        the rebalance it records would be sent again), else the committed one, else None.
 
         An instance that saved state in another mode is an error: a live daemon must not
         resume from a paper account's state (or overwrite it)."""
+        buffered = self._states.get(instance)
+        if buffered is not None and buffered["mode"] == mode:
+            return buffered["state"]
         t = STRATEGY_STATE
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(t.c.mode, t.c.state).where(t.c.instance == instance)).first()
