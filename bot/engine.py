@@ -143,7 +143,13 @@ class Engine:
         orders: tuple[Order, ...] = ()
         executing = bool(state.pending) and day >= state.pending[0].execute_on
         if executing:
-            orders = self._execute_pending(day, now, shares, equity, t, events, out)
+            open_orders = self.broker.open_order_count()  # before this close's own orders
+            if hit:
+                # Sells first: live, a buy sent before any sell is working goes out at
+                # once, cut to the cash there is before the stopped fund's sale.
+                orders = self._sell_stopped(t, day, now, shares, hit, events)
+                hit = []
+            orders += self._execute_pending(day, now, shares, equity, t, events, out, open_orders)
 
         last = state.last_rebalance_day
         check = rebalance_due(
@@ -343,13 +349,13 @@ class Engine:
 
     def _execute_pending(
         self, day: dt.date, now: dt.datetime, shares: np.ndarray, equity: float, t: int,
-        events: list[RiskEvent], stopped: list[int],
+        events: list[RiskEvent], stopped: list[int], open_orders: int,
     ) -> tuple[Order, ...]:
         """Send the decision whose day has come (decisions queue up when the lag is longer
         than the period: each executes `lag` sessions after it was taken), without the
-        assets whose stops were hit at this close (`stopped`: sold by their own orders)."""
+        assets whose stops were hit at this close (`stopped`: sold by their own orders).
+        `open_orders`: the orders working before this close sent any."""
         state = self.state
-        open_orders = self.broker.open_order_count()
         if open_orders:
             self._risk_event(
                 RiskEvent(day, "outstanding_orders", f"skipped: {open_orders} order(s) outstanding"),

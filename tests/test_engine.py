@@ -390,3 +390,34 @@ def test_the_close_reuses_the_steps_valuation_only_when_nothing_filled_after_it(
     np.testing.assert_array_equal(result.equity, equity)
     np.testing.assert_array_equal(result.cash, cash)
     np.testing.assert_array_equal(result.holdings, np.array(held))
+
+
+def test_with_an_execution_lag_a_stop_day_sends_the_stop_sells_before_the_buys(settings, real_market):
+    """Live, a buy sent while no sell is working goes out at once, cut to the cash before
+    the sale (bot.broker.sequenced): the stop sells of a close must reach the broker
+    before the lagged decision's buys. Before, they came after them on every such day."""
+    cfg = variant(settings, rebalance={"execution_lag_days": 1},
+                  backtest={"start": "2010-03-01", "end": "2024-12-31"})
+    sent: list[tuple[str, str]] = []
+    submit = SimulatedBroker.submit
+
+    def recording(self, request, now):
+        sent.append((request.client_order_id, request.side.value))
+        return submit(self, request, now)
+
+    SimulatedBroker.submit = recording
+    try:
+        run_backtest(cfg, real_market, scratch_tradelog("lagstop-order"))
+    finally:
+        SimulatedBroker.submit = submit
+    by_day: dict[str, list[tuple[str, str]]] = {}
+    for cid, side in sent:
+        by_day.setdefault(cid.split("-")[-4], []).append((cid, side))
+    mixed = [day for day, orders in by_day.items()
+             if any("-stop-" in c for c, _ in orders) and any(s == "buy" for _, s in orders)]
+    assert len(mixed) > 10
+    for day in mixed:
+        kinds = ["stop" if "-stop-" in c else side for c, side in by_day[day]]
+        last_stop = max(i for i, k in enumerate(kinds) if k == "stop")
+        first_buy = min(i for i, k in enumerate(kinds) if k == "buy")
+        assert last_stop < first_buy, (day, by_day[day])
