@@ -332,6 +332,24 @@ def test_validation_error_is_a_rejected_order(fake, broker):
     assert order.status_message == '422 40010001: asset "NOPE" not found'
 
 
+def test_alpaca_refuses_fractions_of_a_whole_share_asset_and_any_order_of_an_inactive_one(
+    fake, broker
+):
+    """The fake refuses what Alpaca refuses, so a test that trades such an asset cannot
+    pass on orders the venue would reject: a fraction of a whole-share asset, and any
+    order for one it does not trade. Whole shares of the first still go through."""
+    fake.not_fractionable, fake.not_tradable = {"TMF"}, {"UGL"}
+    order = broker.submit(req("TMF", Side.BUY, 2.5), fake.now)
+    assert order.status is OrderStatus.REJECTED
+    assert order.status_message == '422 40010001: asset "TMF" is not fractionable'
+    assert broker.submit(req("TMF", Side.BUY, 2, cid="run1-whole-TMF-buy"), fake.now).status \
+        is not OrderStatus.REJECTED
+    order = broker.submit(req("UGL", Side.BUY, 1), fake.now)
+    assert order.status is OrderStatus.REJECTED
+    assert order.status_message == '422 40010001: asset "UGL" is not tradable'
+    assert fake.order_count() == 1
+
+
 def test_bad_keys_raise_instead_of_rejecting(fake, sleeps):
     broker = AlpacaBroker.connect(
         Credentials(KEY_ID, "wrong-secret-000000"), base_url=fake.url, policy=policy(sleeps)

@@ -150,6 +150,22 @@ def test_a_profile_that_cannot_be_decided_fails_alone(ctx, venue, tmp_path):
     assert (again.run_id, again.failed, again.dead) == (batch.run_id, batch.failed, 1)
 
 
+def test_a_profile_whose_fund_alpaca_cannot_trade_as_configured_fails_alone(ctx, venue):
+    """Every account's fractional order of a whole-share fund would be rejected at Alpaca
+    (and any order of an inactive one): the profile is not decided, its accounts are
+    dead-lettered naming the fund and the setting, and the other profiles trade."""
+    venue.not_fractionable = {"BND"}  # balanced's bond fund
+    (balanced,) = add_accounts(ctx, venue, ["balanced"])
+    add_accounts(ctx, venue, ["aggressive"])
+    batch = decide_batch(ctx, DECISION_DAY)
+    assert set(batch.decisions) == {"aggressive"} and list(batch.failed) == ["balanced"]
+    assert "BND is not fractionable at Alpaca" in batch.failed["balanced"]
+    assert "set rebalance.fractional = false" in batch.failed["balanced"]
+    (dead,) = store.dead_letters(ctx.engine, batch.run_id)
+    assert dead["account_id"] == balanced.id and "BND is not fractionable" in dead["error"]
+    assert venue.order_count() == 0
+
+
 def test_a_profile_failing_half_way_through_its_decision_records_nothing(ctx, venue, monkeypatch):
     from bot.engine import Engine
 

@@ -166,6 +166,9 @@ class AccountClient:
     def get_clock(self) -> Any:
         return self._client.get_clock()
 
+    def get_asset(self, symbol: str) -> Any:
+        return self._client.get_asset(symbol)  # /v1/assets: the broker's, no account
+
     def get_calendar(self, filters: GetCalendarRequest | None = None) -> Any:
         return self._client.get_calendar(filters)
 
@@ -236,6 +239,10 @@ class BrokerPlatform:
     def clock(self) -> MarketClock:
         """The venue's clock (no account involved)."""
         return self.account_broker("").clock()
+
+    def asset_problems(self, symbols: tuple[str, ...], fractional: bool) -> list[str]:
+        """What would stop every account trading `symbols` (AlpacaBroker.asset_problems)."""
+        return self.account_broker("").asset_problems(symbols, fractional)
 
     def prefetch_positions(self) -> PositionsSnapshot:
         """Every account's positions in one call, used by each account's first refresh."""

@@ -58,6 +58,7 @@ from tests.fakes.alpaca_ledger import (
     FakeSession,
     Ledger,
     VenueClock,
+    asset_answer,
     dec,
     not_found,
     thanksgiving_week,
@@ -84,6 +85,8 @@ class FakeBrokerAPI(FakeServer, VenueClock):
             f"{BROKER_KEY}:{BROKER_SECRET}".encode()
         ).decode()
         self.prices: dict[str, float] = {}
+        self.not_fractionable: set[str] = set()  # assets Alpaca trades in whole shares only
+        self.not_tradable: set[str] = set()
         self.sessions = sessions if sessions is not None else thanksgiving_week()
         self._now = now or dt.datetime(2024, 11, 27, 15, 0, tzinfo=dt.UTC)  # Wed 10:00 New York
         self.accounts: dict[str, Ledger] = {}
@@ -112,6 +115,7 @@ class FakeBrokerAPI(FakeServer, VenueClock):
         r("DELETE", f"{ACCOUNTS}/orders/{{order_id}}", self._cancel_order)
         r("GET", "/v1/clock", self._get_clock)
         r("GET", "/v1/calendar", self._get_calendar)
+        r("GET", "/v1/assets/{symbol}", lambda request, symbol: asset_answer(self, symbol))
         r("POST", "/v1/rebalancing/portfolios", self._create_portfolio)
         r("GET", "/v1/rebalancing/portfolios", self._list_portfolios)
         r("GET", "/v1/rebalancing/portfolios/{portfolio_id}", self._get_portfolio)

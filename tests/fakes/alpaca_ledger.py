@@ -151,6 +151,8 @@ class Market(Protocol):
     """What a ledger needs from its venue: prices, the clock and the sessions."""
 
     prices: dict[str, float]
+    not_fractionable: set[str]  # assets traded in whole shares only
+    not_tradable: set[str]
 
     @property
     def now(self) -> dt.datetime: ...
@@ -158,6 +160,22 @@ class Market(Protocol):
     def session_at(self, when: dt.datetime) -> FakeSession | None: ...
 
     def next_session(self, when: dt.datetime) -> FakeSession | None: ...
+
+
+def asset_answer(venue: Market, symbol: str) -> Response:
+    """GET /v2/assets/{symbol} (Trading API) or /v1/assets/{symbol} (Broker API): the
+    fields alpaca-py's Asset requires; any symbol with a price is an ETF on Arca, others
+    are 404 as at Alpaca."""
+    if symbol not in venue.prices:
+        return Response(404, {"code": 40410000, "message": "asset not found"})
+    tradable = symbol not in venue.not_tradable
+    return Response(200, {
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"asset/{symbol}")), "class": "us_equity",
+        "exchange": "ARCA", "symbol": symbol, "name": f"{symbol} ETF",
+        "status": "active" if tradable else "inactive", "tradable": tradable,
+        "marginable": True, "shortable": False, "easy_to_borrow": False,
+        "fractionable": symbol not in venue.not_fractionable, "attributes": [],
+    })
 
 
 @dataclass
@@ -444,11 +462,15 @@ class Ledger:
         prices = self.market.prices
         if symbol not in prices:
             return invalid(f'asset "{symbol}" not found')
+        if symbol in self.market.not_tradable:  # Alpaca refuses an inactive asset's orders
+            return invalid(f'asset "{symbol}" is not tradable')
         qty = dec(body["qty"])
         if qty <= 0:
             return invalid("qty must be > 0")
         if -qty.as_tuple().exponent > 9:  # type: ignore[operator]
             return invalid("qty must have at most 9 decimal places")
+        if qty != qty.to_integral_value() and symbol in self.market.not_fractionable:
+            return invalid(f'asset "{symbol}" is not fractionable')
         if qty != qty.to_integral_value() and (
             body["type"] != "market" or body["time_in_force"] != "day"
         ):

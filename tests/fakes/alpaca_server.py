@@ -41,6 +41,7 @@ from tests.fakes.alpaca_ledger import (
     FakeSession,
     Ledger,
     VenueClock,
+    asset_answer,
     instant,
     thanksgiving_week,
     ts,
@@ -209,17 +210,7 @@ class FakeAlpaca(FakeServer, VenueClock):
         return self.ledger.get_by_client_id(request.query.get("client_order_id", ""))
 
     def _get_asset(self, request: Request, symbol: str) -> Response:
-        """GET /v2/assets/{symbol}: the fields alpaca-py's Asset requires; any symbol with
-        a price is an active ETF on Arca, others are 404 as at Alpaca."""
-        if symbol not in self.prices:
-            return Response(404, {"code": 40410000, "message": "asset not found"})
-        return Response(200, {
-            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"asset/{symbol}")), "class": "us_equity",
-            "exchange": "ARCA", "symbol": symbol, "name": f"{symbol} ETF", "status": "active",
-            "tradable": symbol not in self.not_tradable, "marginable": True,
-            "shortable": False, "easy_to_borrow": False,
-            "fractionable": symbol not in self.not_fractionable, "attributes": [],
-        })
+        return asset_answer(self, symbol)
 
     def _get_order(self, request: Request, order_id: str) -> Response:
         return self.ledger.get_order(order_id)
