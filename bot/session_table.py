@@ -45,32 +45,47 @@ class SessionTable(NamedTuple):
     closes: np.ndarray  # datetime64[ns], UTC
 
 
-@lru_cache(maxsize=1)
+def today() -> dt.date:
+    """The day the calendar is built for (tests move it)."""
+    return dt.date.today()
+
+
 def xnys_calendar():
-    """exchange_calendars' XNYS calendar from CALENDAR_START to its default end (a year
-    from today), built once per process: what the table is made of, and what answers
-    questions the table cannot (dates outside it, with the library's own errors)."""
+    """exchange_calendars' XNYS calendar from CALENDAR_START to a year after today: what
+    the table is made of, and what answers questions the table cannot (dates outside
+    it, with the library's own errors). Built once a day: a daemon running for a year
+    would otherwise reach its end, and every later day would be "not a session"."""
+    return _calendar_for(today())
+
+
+@lru_cache(maxsize=1)
+def _calendar_for(day: dt.date):
     import warnings
 
     import exchange_calendars as xcals
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return xcals.get_calendar("XNYS", start=CALENDAR_START)
+        return xcals.get_calendar("XNYS", start=CALENDAR_START, end=day + dt.timedelta(days=365))
+
+
+def session_table() -> SessionTable:
+    """The XNYS sessions, from the day's stored table if there is a valid one (built
+    again each day, as the calendar is). Its arrays are read-only: every caller shares
+    them."""
+    return _table_for(today())
 
 
 @lru_cache(maxsize=1)
-def session_table() -> SessionTable:
-    """The XNYS sessions, from the day's stored table if there is a valid one. Its
-    arrays are read-only: every caller shares them."""
+def _table_for(day: dt.date) -> SessionTable:
     try:
-        path = cache_path(dt.date.today())
+        path = cache_path(day)
     except Exception as exc:  # no home directory to find a cache in, for one
         log.debug("session_table.no_cache", error=str(exc))
         path = None
     table = read_table(path) if path is not None else None
     if table is None:
-        table = build_table()
+        table = build_table(day)
         if path is not None:
             write_table(path, table)
     for array in table:
@@ -88,9 +103,10 @@ def days_between(first: dt.date, last: dt.date) -> np.ndarray | None:
     return days[np.searchsorted(days, lo) : np.searchsorted(days, hi, side="right")]
 
 
-def build_table() -> SessionTable:
-    """The table from exchange_calendars itself (what a stored one must equal)."""
-    cal = xnys_calendar()
+def build_table(day: dt.date | None = None) -> SessionTable:
+    """The table from exchange_calendars itself (what a stored one must equal), as
+    built on `day` (default today)."""
+    cal = _calendar_for(day or today())
     return SessionTable(
         cal.sessions.values.astype("datetime64[D]"),
         cal.opens.dt.tz_localize(None).to_numpy().astype("datetime64[ns]"),  # UTC, naive

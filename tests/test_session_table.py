@@ -94,13 +94,13 @@ def test_a_cache_that_cannot_be_found_or_written_only_costs_the_build(
         raise RuntimeError("could not determine the home directory")
 
     monkeypatch.setattr(session_table, "cache_dir", no_home)
-    session_table.session_table.cache_clear()
+    session_table._table_for.cache_clear()
     try:
         table = session_table.session_table()
         assert len(table.days) > 30_000
         assert not any(array.flags.writeable for array in table)  # shared: read-only
     finally:
-        session_table.session_table.cache_clear()
+        session_table._table_for.cache_clear()
 
 
 def test_the_path_changes_with_the_day_and_the_installed_library(
@@ -165,3 +165,21 @@ def test_calendar_answers_agree_with_the_library_inside_and_outside_the_table() 
     with pytest.raises(ValueError):
         calendar.sessions("2024-01-05 15:30", "2024-01-10")
     assert isinstance(build_table(), SessionTable)
+
+
+def test_a_process_running_for_more_than_a_year_still_knows_the_sessions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """exchange_calendars' calendar ends a year after the day it is built: a daemon
+    that built it once at its start found, a year later, every day "not a session" and
+    refused every bar download. The table and the calendar are built again each day."""
+    started = dt.date(2026, 12, 4)
+    monkeypatch.setattr(session_table, "today", lambda: started)
+    first = session_table.session_table().days[-1]
+    assert first >= np.datetime64(started + dt.timedelta(days=360))
+    a_year_on = dt.date(2027, 12, 6)  # a Monday, past the first table's end
+    assert not calendar.session_mask(np.array([a_year_on], dtype="datetime64[D]"))[0]
+    monkeypatch.setattr(session_table, "today", lambda: a_year_on)
+    assert calendar.session_mask(np.array([a_year_on], dtype="datetime64[D]"))[0]
+    assert calendar.next_session(a_year_on + dt.timedelta(days=360)) > a_year_on
+    assert session_table.session_table().days[-1] > first
