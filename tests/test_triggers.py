@@ -87,7 +87,7 @@ def test_scheduler_jobs_never_overlap_coalesce_and_have_a_grace_time():
         jobs = {job.id: job for job in scheduler.get_jobs()}
         assert set(jobs) == {"open", "regime"}
         for job in jobs.values():
-            assert job.coalesce and job.max_instances == 1
+            assert job.coalesce and job.max_instances == 1  # JobSpec's default
             assert job.misfire_grace_time == 7200
         assert scheduler._executors["default"]._pool._max_workers == 1
     finally:
@@ -267,3 +267,111 @@ def test_a_failed_calendar_refresh_keeps_what_the_broker_said():
     assert cal.session_on(dt.date(2025, 12, 4)) is None
     clock[0] += 120.0
     assert cal.session_on(dt.date(2025, 12, 4)) is None  # not the exchange calendar's answer
+
+
+def test_a_job_scheduled_for_a_session_closed_since_does_nothing():
+    """The open and close jobs' next fire times (Monday 09:35 and 16:20) were computed
+    on Friday; over the weekend Monday is closed (as for Hurricane Sandy). Each fires
+    anyway and used to redo the last session before it: decide again on Thursday's
+    close while the market is shut, and record Friday's close a second time."""
+    from bot.daemon.retries import CLOSE_PLAN, OPEN_PLAN, RetryingJob
+    from bot.daemon.sessions import exchange_sessions
+
+    monday = dt.date(2025, 10, 27)
+    closed: set[dt.date] = set()
+    cal = SessionCalendar(lambda a, b: [s for s in exchange_sessions(a, b) if s.day not in closed],
+                          max_age=0.0)
+    now = [dt.datetime(2025, 10, 24, 13, 35, tzinfo=UTC)]
+    done: list[tuple[str, dt.date | None]] = []
+
+    def runner(name, job, details):
+        job()
+        return True
+
+    def job_of(name):
+        return RetryingJob(name, lambda day=None: done.append((name, day)),
+                           OPEN_PLAN if name == "open" else CLOSE_PLAN, cal, lambda: now[0], runner)
+
+    decision, close = job_of("open"), job_of("close")
+    open_at = SessionTrigger(cal, "open", OPEN_PLAN.offset).get_next_fire_time(now[0], now[0])
+    friday_close = dt.datetime(2025, 10, 24, 20, 20, tzinfo=UTC)
+    close_at = SessionTrigger(cal, "close", CLOSE_PLAN.offset).get_next_fire_time(
+        friday_close, friday_close)
+    assert open_at.date() == close_at.date() == monday
+    closed.add(monday)
+    now[0] = open_at
+    assert decision.regular()
+    now[0] = close_at
+    assert close.regular()
+    assert done == []
+    tuesday_open = dt.datetime(2025, 10, 28, 13, 35, tzinfo=UTC)
+    now[0] = tuesday_open  # the next session's job is its own, as before
+    assert decision.regular() and done == [("open", dt.date(2025, 10, 28))]
+    now[0] = tuesday_open + dt.timedelta(hours=1)  # a restart within the grace still runs it
+    assert decision.regular() and done[-1] == ("open", dt.date(2025, 10, 28))
+
+
+def test_a_machine_that_slept_through_sessions_reports_each_one_it_missed():
+    """Asleep from Tuesday afternoon to Thursday evening: APScheduler coalesced the three
+    closes due meanwhile into Thursday's and reported none of Tuesday's or Wednesday's as
+    missed; a session job now reports each time beyond its grace and runs the one
+    within it, once."""
+    import threading
+
+    from apscheduler.triggers.base import BaseTrigger
+
+    from bot.daemon.service import JobSpec, Schedule, make_scheduler
+
+    now = dt.datetime.now(UTC)
+    times = [now - dt.timedelta(hours=h) for h in (50, 26)] + [now - dt.timedelta(minutes=1)]
+
+    class Slept(BaseTrigger):
+        def get_next_fire_time(self, previous, now_):
+            later = [t for t in times if previous is None or t > previous]
+            return later[0] if later else None
+
+    missed: list[dt.datetime] = []
+    ran: list[int] = []
+    done = threading.Event()
+
+    def run():
+        ran.append(1)
+        done.set()
+
+    schedule = Schedule([JobSpec("close", Slept(), run, coalesce=False)],
+                        on_missed=lambda name, when: missed.append(when))
+    scheduler = make_scheduler(schedule, now=now)
+    scheduler.start()
+    try:
+        assert done.wait(10)
+        deadline = dt.datetime.now(UTC) + dt.timedelta(seconds=5)
+        while len(missed) < 2 and dt.datetime.now(UTC) < deadline:
+            threading.Event().wait(0.05)
+        assert sorted(missed) == times[:2] and ran == [1]
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+def test_session_jobs_do_not_coalesce_and_an_idle_retry_slot_is_not_a_missed_job():
+    from types import SimpleNamespace
+
+    from bot.clock import SimulatedClock
+    from bot.daemon.service import build_schedule
+
+    noted: list[str] = []
+    jobs = SimpleNamespace(
+        ctx=SimpleNamespace(calendar=SessionCalendar(),
+                            clock=SimulatedClock(dt.datetime(2025, 12, 9, 20, 0, tzinfo=UTC))),
+        run=lambda name, fn, details=None: fn() or True, regime_job=lambda: None,
+        open_job=lambda day=None: None, close_job=lambda day=None: None, poll_job=lambda: None,
+        decision_retry_refusal=lambda day: None, note_missed=lambda name, when: noted.append(name),
+        watch=None,
+    )
+    schedule = build_schedule(jobs)
+    coalescing = {spec.name: spec.coalesce for spec in schedule.jobs}
+    assert coalescing == {"regime": False, "open": False, "open-retry": True, "poll": True,
+                          "close": False, "close-retry": True}
+    when = dt.datetime(2025, 12, 10, 16, 30, tzinfo=UTC)
+    schedule.on_missed("open-retry", when)  # nothing had failed: nothing to retry
+    schedule.on_missed("close", when)
+    assert noted == ["close"]

@@ -111,9 +111,17 @@ class RetryingJob:
         """The job at its regular time, or later after a restart (within its grace): for
         the session whose regular time passed last (the evening's close job runs after
         midnight UTC for the session of the day before)."""
-        session = self._latest_due(self.now())
+        now = self.now()
+        session = self._latest_due(now)
         self.pending, self.retries = None, 0
-        job = self.job if session is None else lambda: self.job(session.day)
+        if session is None:
+            # A fire time computed before the calendar changed (a closure announced after
+            # it was scheduled): the session it was for is gone, and the one before it
+            # was done at its own time. Doing it again would decide on an old close.
+            log.warning("job skipped: no session is due at this time (the calendar "
+                        "changed since it was scheduled)", job=self.name, at=now.isoformat())
+            return True
+        job = lambda: self.job(session.day)  # noqa: E731 - one line, read where it is used
         ok = self.run_job(self.name, job, lambda: self._after_failure(session))
         if not ok and session is not None and self._next_slot(session) is not None:
             self.pending = session
@@ -143,8 +151,11 @@ class RetryingJob:
         return ok
 
     def _latest_due(self, now: dt.datetime) -> TradingSession | None:
+        """The session whose regular time passed last, if it passed within the catch-up
+        grace (the scheduler's own: no later run of it is a regular one)."""
+        grace = self.plan.catch_up_grace
         due = [s for s in self.calendar.around(now) if self.plan.regular(s) <= now]
-        return due[-1] if due else None
+        return due[-1] if due and now - self.plan.regular(due[-1]) <= grace else None
 
     def _refused(self, session: TradingSession) -> str | None:
         if self.now() > self.plan.cutoff(session):

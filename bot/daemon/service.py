@@ -47,6 +47,10 @@ class JobSpec:
     executor: str = "default"  # the jobs' one worker thread; the heartbeat has its own
     # How late the job may still run: after a (re)start (catch_up) or a machine that slept.
     grace: dt.timedelta = MISFIRE_GRACE
+    # A backlog of fire times (the machine slept) runs once. A session job does not
+    # coalesce: each session it missed is reported (coalescing reported only the last),
+    # and at most one of its times fits in the grace, so it still runs at most once.
+    coalesce: bool = True
 
     def first_run(self, now: dt.datetime) -> dt.datetime | None:
         """When the job first runs if the daemon starts at `now` (see first_run_time)."""
@@ -85,9 +89,9 @@ def build_schedule(
     schedule = Schedule(
         [
             JobSpec("regime", WeekStartTrigger(cal, dt.timedelta(hours=2)),
-                    wrap("regime", jobs.regime_job), catch_up=True),
+                    wrap("regime", jobs.regime_job), catch_up=True, coalesce=False),
             JobSpec("open", SessionTrigger(cal, "open", OPEN_PLAN.offset), decision.regular,
-                    catch_up=True),
+                    catch_up=True, coalesce=False),
             JobSpec("open-retry", RetrySlotTrigger(cal, OPEN_PLAN), decision.retry),
             JobSpec(
                 "poll",
@@ -98,11 +102,19 @@ def build_schedule(
             # The evening's close may run until the plan's last safe time (long before
             # the next open, holdings unchanged): a restart at 19:00 still records it.
             JobSpec("close", SessionTrigger(cal, "close", CLOSE_PLAN.offset), close.regular,
-                    catch_up=True, grace=CLOSE_PLAN.catch_up_grace),
+                    catch_up=True, grace=CLOSE_PLAN.catch_up_grace, coalesce=False),
             JobSpec("close-retry", RetrySlotTrigger(cal, CLOSE_PLAN), close.retry),
         ]
     )
-    schedule.on_missed = jobs.note_missed
+    retrying_jobs = {"open-retry": decision, "close-retry": close}
+
+    def on_missed(name: str, when: dt.datetime) -> None:
+        retry = retrying_jobs.get(name)
+        if retry is not None and retry.pending is None:
+            return  # a retry slot with no failure to retry: nothing was missed
+        jobs.note_missed(name, when)
+
+    schedule.on_missed = on_missed
     if heartbeat is not None:
         add_heartbeat(schedule, heartbeat, jobs.watch)
     return schedule
@@ -199,7 +211,8 @@ def first_run_time(
 
 
 def make_scheduler(schedule: Schedule, now: dt.datetime | None = None) -> BackgroundScheduler:
-    """One worker thread (jobs never overlap), coalesced misfires (a backlog runs once),
+    """One worker thread (jobs never overlap), coalesced misfires (a backlog runs once;
+    session jobs report each time they missed, see JobSpec.coalesce),
     a grace time (a restart shortly after a job's time still runs it: see first_run_time)."""
     scheduler = BackgroundScheduler(
         executors={"default": ThreadPoolExecutor(max_workers=1),
@@ -217,7 +230,7 @@ def make_scheduler(schedule: Schedule, now: dt.datetime | None = None) -> Backgr
         # next_run_time=None would add the job paused: pass it only when there is one
         when = {"next_run_time": first} if first is not None else {}
         scheduler.add_job(spec.run, spec.trigger, id=spec.name, name=spec.name,
-                          executor=spec.executor,
+                          executor=spec.executor, coalesce=spec.coalesce,
                           misfire_grace_time=int(spec.grace.total_seconds()), **when)
     on_missed = schedule.on_missed
     if on_missed is not None:
