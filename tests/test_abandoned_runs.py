@@ -102,6 +102,51 @@ def test_only_runs_whose_holder_is_gone_are_closed(tmp_path):
     assert "its process is gone" in incidents["message"].iloc[0]
 
 
+def test_a_killed_simulations_open_orders_are_canceled_and_its_end_is_its_last_heartbeat(tmp_path):
+    """A replay killed between sending an order and the poll that fills it left the
+    order `accepted` forever, and the run "finished" when the next run found it (a run
+    killed on Friday and found on Monday lasted a weekend). A paper session's open order
+    is at Alpaca: it stays for the next start's reconciliation."""
+    from bot.types import Order, OrderRequest, OrderStatus, Side
+
+    url = f"sqlite:///{tmp_path / 't.sqlite'}"
+    log = TradeLog.open(url)
+    host, pid, ticks = this_process().rsplit(":", 2)
+    gone = f"{host}:{pid}:{int(ticks) + 1}"
+    runs = {}
+    for mode in ("replay", "paper"):
+        runs[mode] = log.start_run(mode=mode, strategy="s", config_hash="-", config={},
+                                   code_version="-", data_source="-", synthetic=False,
+                                   started_at=T0, holder=gone)
+        for n, status in enumerate((OrderStatus.ACCEPTED, OrderStatus.FILLED)):
+            request = OrderRequest(f"{mode}-{n}", f"{mode}-rb", "SPY", Side.BUY, 1.0, "test", 500.0)
+            log.order(Order(request, status, T0, f"b-{mode}-{n}"))
+        log.flush()
+    last_beat = T0 + dt.timedelta(hours=1)
+    with log.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE runs SET heartbeat_at = :at WHERE id = :id"),
+                     {"at": last_beat.replace(tzinfo=None), "id": runs["replay"]})
+    current = _run(log, this_process())
+    found = T0 + dt.timedelta(days=3)
+    assert sorted(close_dead_runs(log, current, found)) == sorted(runs.values())
+    orders = log.load_orders(None).set_index("client_order_id")
+    assert orders.loc["replay-0", "status"] == "canceled"
+    assert "before its simulated venue filled it" in orders.loc["replay-0", "status_message"]
+    assert orders.loc["replay-1", "status"] == "filled"
+    assert list(orders.loc[["paper-0", "paper-1"], "status"]) == ["accepted", "filled"]
+    with log.engine.connect() as conn:
+        events = conn.execute(sa.text(
+            "SELECT o.client_order_id, e.status FROM order_events e JOIN orders o ON o.id = e.order_id"
+            " WHERE e.status = 'canceled'")).all()
+        ended = dict(conn.execute(sa.text("SELECT id, finished_at FROM runs")).all())
+    assert events == [("replay-0", "canceled")]
+    assert str(ended[runs["replay"]]).startswith("2024-03-04 15:00")  # its last heartbeat
+    incidents = log.load_incidents()
+    replay_incident = incidents[incidents["run_id"] == runs["replay"]].iloc[0]
+    assert "its 1 open order(s) canceled" in replay_incident["message"]
+    log.close()
+
+
 @pytest.mark.parametrize("mode", ["backtest", "replay"])
 def test_a_killed_commands_run_is_closed_by_the_next_command(tmp_path, mode):
     """The killed process opened its run as the commands do (bot.runner.start_run)."""

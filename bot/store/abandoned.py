@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from bot.logs import get_logger
 from bot.store.heartbeat import LEASE, database_now, process_state
 from bot.store.holder import holder_state
-from bot.store.tradelog import INCIDENTS, RUNS, TradeLog
+from bot.store.tradelog import INCIDENTS, ORDER_EVENTS, ORDERS, RUNS, TradeLog
+from bot.types import OrderStatus
 
 log = get_logger(__name__)
 
@@ -54,22 +55,55 @@ def mark_abandoned(
     tradelog: TradeLog, run_ids: Sequence[int], found_by: int, now: dt.datetime, proof: str
 ) -> list[int]:
     """Mark `run_ids` failed, each with an `abandoned` incident saying how it was known
-    dead (`proof`); a run that ended meanwhile is left as it ended. Returns those marked."""
+    dead (`proof`); a run that ended meanwhile is left as it ended. Returns those marked.
+
+    Its end is its last heartbeat, if it wrote one (when it was last known alive, not
+    when this run found it). A backtest's or replay's orders still open are canceled:
+    their venue died with the process and nothing will fill them (a paper or live
+    run's are at Alpaca, where the next start's reconciliation finds them)."""
     marked = []
     with tradelog.engine.begin() as conn:
         for old in run_ids:
+            row = conn.execute(sa.select(RUNS.c.mode, RUNS.c.heartbeat_at)
+                               .where(RUNS.c.id == old)).first()
+            last_seen = row.heartbeat_at if row is not None and row.heartbeat_at else now
             done = conn.execute(sa.update(RUNS).where(
                 (RUNS.c.id == old) & (RUNS.c.status == "running")
-            ).values(status="failed", finished_at=now))
+            ).values(status="failed", finished_at=min(last_seen, now)))
             if done.rowcount != 1:
                 continue
             marked.append(old)
+            canceled = _cancel_simulated_orders(conn, old, now) if row.mode in LEASED_MODES else 0
             conn.execute(sa.insert(INCIDENTS).values(
                 run_id=old, at=now, kind="abandoned",
                 message=(f"run {old} ended without recording its end (killed, or the machine "
-                         f"went down: {proof}); marked failed by run {found_by} at its start"),
-                context={"found_by_run": found_by, "proof": proof},
+                         f"went down: {proof}); marked failed by run {found_by} at its start"
+                         + (f"; its {canceled} open order(s) canceled" if canceled else "")),
+                context={"found_by_run": found_by, "proof": proof, "canceled_orders": canceled,
+                         "last_heartbeat": None if last_seen is now else last_seen.isoformat()},
             ))
     for old in marked:
         log.warning("abandoned run marked failed", run=old, found_by=found_by, proof=proof)
     return marked
+
+
+ABANDONED_ORDER = "canceled: the run ended (killed) before its simulated venue filled it"
+
+
+def _cancel_simulated_orders(conn: sa.Connection, run_id: int, now: dt.datetime) -> int:
+    """Cancel run `run_id`'s open orders, each with its status event; returns how many."""
+    final = [s.value for s in OrderStatus if s.is_final]
+    open_orders = conn.execute(sa.select(ORDERS.c.id, ORDERS.c.filled_quantity).where(
+        (ORDERS.c.run_id == run_id) & ORDERS.c.status.not_in(final)
+    )).all()
+    if not open_orders:
+        return 0
+    ids = [order_id for order_id, _ in open_orders]
+    conn.execute(sa.update(ORDERS).where(ORDERS.c.id.in_(ids)).values(
+        status=OrderStatus.CANCELED.value, status_message=ABANDONED_ORDER, updated_at=now))
+    conn.execute(sa.insert(ORDER_EVENTS), [
+        {"order_id": order_id, "status": OrderStatus.CANCELED.value, "at": now,
+         "message": ABANDONED_ORDER, "filled_quantity": filled}
+        for order_id, filled in open_orders
+    ])
+    return len(open_orders)
