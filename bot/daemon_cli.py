@@ -160,7 +160,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         except BaseException:
             tradelog.finish_run("failed", dt.datetime.now(dt.UTC))
             raise
-        return _finish_replay(tradelog, result, market.label, stop.signal_name)
+        return _finish_replay(tradelog, result, market.label, stop.signal_name, f"{start}:{end}")
 
 
 @contextmanager
@@ -205,7 +205,7 @@ def _replay_market(
 
 
 def _finish_replay(
-    tradelog: TradeLog, result: ReplayResult, label: str, signal_name: str | None
+    tradelog: TradeLog, result: ReplayResult, label: str, signal_name: str | None, span: str
 ) -> int:
     """Mark the run, print what it did, and return the exit code: 0 only for a replay
     that covered its span with every job succeeding."""
@@ -215,15 +215,18 @@ def _finish_replay(
 
     log = structlog.get_logger("bot.run")
     run_id = result.run_id
-    summary = _replay_summary(tradelog, result, label, signal_name)
+    summary = _replay_summary(tradelog, result, label, signal_name, span)
     if result.interrupted:
         message = (f"replay interrupted by {signal_name or 'a stop request'} at simulated "
                    f"{result.stopped_at:%Y-%m-%d %H:%M} UTC after {result.jobs_run} jobs; "
-                   "its span was not finished (a replay cannot resume: run it again)")
+                   f"its span {span} was not finished (a replay cannot resume: run it again)")
         log.warning("replay interrupted", run=run_id, signal=signal_name,
                     simulated=str(result.stopped_at), jobs=result.jobs_run)
-        tradelog.incident(result.stopped_at, "interrupted", message,
-                          {"signal": signal_name, "jobs_run": result.jobs_run})
+        # dated when it happened, as every incident of the process is; the replay's own
+        # clock is in the message and the context
+        tradelog.incident(dt.datetime.now(dt.UTC), "interrupted", message,
+                          {"signal": signal_name, "jobs_run": result.jobs_run, "span": span,
+                           "simulated_at": result.stopped_at.isoformat()})
     if result.failures:
         log.error("replay jobs failed", run=run_id, detail=describe_failures(result))
     ok = not result.interrupted and not result.failures
@@ -245,11 +248,12 @@ def _interrupted_exit_code(signal_name: str | None) -> int:
 
 
 def _replay_summary(
-    tradelog: TradeLog, result: ReplayResult, label: str, signal_name: str | None
+    tradelog: TradeLog, result: ReplayResult, label: str, signal_name: str | None, span: str
 ) -> dict:
     """The run's summary column: what a later reader needs to trust (or not) the run."""
     equity = tradelog.load_equity(result.run_id)
     return {
+        "span": span,  # the stored config's backtest dates are not the replay's
         "jobs": result.jobs_run,
         "jobs_failed": result.jobs_failed,
         "interrupted": (signal_name or "stop request") if result.interrupted else None,

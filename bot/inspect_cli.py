@@ -174,6 +174,8 @@ def _query(conn: Connection, args: argparse.Namespace, filters: Filters) -> Rows
         return query(conn, filters, status=args.status)
     if args.command == "positions":
         return query(conn, filters, history=args.history or args.since is not None)
+    if args.command == "runs":
+        return query(conn, filters, documents=args.format != "table")
     return query(conn, filters)
 
 

@@ -217,11 +217,11 @@ def _backtest(options: BacktestOptions) -> int:
             worker.submit(write_tearsheet, report, strategy, benchmarks, out,
                           risk_free=macro_series(market, RISK_FREE))
         tradelog.finish_run("finished", dt.datetime.now(dt.UTC), summary=report["summary"][0])
-    except BaseException:  # Ctrl-C too: the run must not stay 'running' with nothing stored
+    except BaseException as exc:  # Ctrl-C too: the run must not stay 'running' with nothing stored
         try:
             worker.abort()  # no waiting at exit for work of a run that failed
         finally:  # even if the worker cannot be stopped cleanly
-            _record_failure(tradelog)
+            _record_failure(tradelog, exc)
         raise
     tradelog.close()
     write_json(report, out / "report.json")
@@ -315,10 +315,21 @@ def _simulate(
             bar.stop()
 
 
-def _record_failure(tradelog: TradeLog) -> None:
-    """Mark the run failed, keeping what it recorded; never hide the error that got here."""
+def _record_failure(tradelog: TradeLog, exc: BaseException) -> None:
+    """Mark the run failed with an incident saying why (`interrupted` for Ctrl-C or a
+    stop signal, `run_failed` otherwise, as the daemon's), keeping what it recorded;
+    never hide the error that got here."""
+    from bot.logs import mask_text
+
+    now = dt.datetime.now(dt.UTC)
+    stopped = isinstance(exc, KeyboardInterrupt | SystemExit)
+    kind = "interrupted" if stopped else "run_failed"
+    reason = "stopped (Ctrl-C or a stop signal)" if stopped else f"{type(exc).__name__}: {exc}"
     try:
-        tradelog.finish_run("failed", dt.datetime.now(dt.UTC))
+        if tradelog.run_id is not None:
+            tradelog.incident(now, kind, mask_text(f"backtest failed: {reason}")[:1000],
+                              {"error_type": type(exc).__name__})
+        tradelog.finish_run("failed", now)
     except BotError as exc:  # e.g. the disk is still full: said in one line, as the cause is
         log.error("backtest.failure_not_fully_recorded", run=tradelog.run_id, error=str(exc))
     except Exception:

@@ -35,6 +35,12 @@ def test_a_run_that_fails_after_simulating_is_failed_with_its_records(
     assert list(runs["status"]) == ["failed"] and runs["finished_at"].notna().all()
     run_id = int(runs["id"].iloc[0])
     assert len(log.load_equity(run_id)) > 100 and len(log.load_orders(run_id)) > 10
+    (incident,) = log.load_incidents(run_id).itertuples()  # `bot incidents` says why
+    if isinstance(error, KeyboardInterrupt):
+        assert incident.kind == "interrupted" and "stopped (Ctrl-C" in incident.message
+    else:
+        assert incident.kind == "run_failed"
+        assert incident.message == "backtest failed: RuntimeError: report broke"
     log.close()
 
 

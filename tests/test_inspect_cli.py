@@ -232,6 +232,11 @@ def test_open_orders_runs_and_a_report_without_benchmark(tmp_path, capsys) -> No
 
     runs = as_json(capsys, "runs", "--database", url)
     assert [(r["id"], r["mode"]) for r in runs] == [(1, "replay"), (paper, "paper")]
+    # an export has every column: the stored config and summary too
+    assert runs[1]["config"] == {"not": "valid"} and runs[1]["summary"] is None
+    assert runs[0]["config"]["strategy"]["name"] and runs[0]["summary"]["jobs"] > 0
+    code, table, _ = run_cli(capsys, "runs", "--database", url)
+    assert code == 0 and '"not"' not in table  # a table has no room for them
     open_orders = as_json(capsys, "orders", "--database", url, "--status", "open")  # latest run
     assert [(o["client_order_id"], o["status"], o["broker_order_id"]) for o in open_orders] == [
         ("p-1", "accepted", "alp-1")

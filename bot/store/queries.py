@@ -165,9 +165,11 @@ def _fetch(conn: sa.Connection, stmt: sa.Select[Any]) -> Rows:
     return Rows(tuple(result.keys()), [tuple(row) for row in result])
 
 
-def runs(conn: sa.Connection, f: Filters) -> Rows:
+def runs(conn: sa.Connection, f: Filters, documents: bool = False) -> Rows:
+    """The runs; with `documents`, also each one's stored config and summary (an export
+    has every column: a table has no room for them)."""
     t = RUNS
-    columns = [c for c in t.c if c.name not in ("config", "summary")]
+    columns = [c for c in t.c if documents or c.name not in ("config", "summary")]
     stmt = _time_range(sa.select(*columns), t.c.started_at, f)
     if f.run is not None:
         stmt = stmt.where(t.c.id == f.run)
