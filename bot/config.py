@@ -514,6 +514,13 @@ class Settings(_Strict):
                 "strategic)"
             )
         problems += self._unknown_waivers()
+        if self.strategy.kind == "factor" and self.risk.position_cap < self.factor.max_weight - 1e-12:
+            problems.append(
+                f"risk.position_cap: {self.risk.position_cap:g} is below factor.max_weight "
+                f"{self.factor.max_weight:g}: the guard would cut the optimiser's answer and "
+                "spread the excess over the lowest-scored funds, which no LP chose; set "
+                "risk.position_cap equal to factor.max_weight"
+            )
         if self.universe and self.risk.position_cap * len(self.universe) < 1.0 - 1e-9:
             problems.append(
                 f"risk.position_cap: {self.risk.position_cap} x {len(self.universe)} assets "

@@ -133,13 +133,18 @@ broker_account_id,profile,suitability
         log.close()
 
 
-def test_a_profile_may_be_any_valid_config_file(tmp_path):
+def test_a_profile_may_be_any_valid_robo_config_file(tmp_path):
+    """The leveraged-ETF config loads, but trades 3x funds under no MiFID risk class:
+    the allocation API and `bot suitability` refused it, the registry took it."""
     from bot.accounts.registry import check_profile
 
     assert check_profile("config/robo_balanced.toml") == "config/robo_balanced.toml"
     bad = write(tmp_path / "bad.toml", '[rebalance]\nevery_days = "often"\n')
     with pytest.raises(ValueError, match="bad.toml is invalid"):
         check_profile(str(bad))
+    with pytest.raises(ValueError, match=r"diversified_leverage.toml is a 'leverage' strategy; "
+                                         r"a client account trades a robo profile"):
+        check_profile("config/diversified_leverage.toml")
 
 
 def test_a_named_profile_trades_its_packaged_config():

@@ -75,6 +75,23 @@ def test_bad_factor_fields_are_named():
     assert "factor: total_min 1.2 must not exceed total_max 0.9" in str(err.value)
 
 
+def test_a_position_cap_below_the_optimisers_cap_is_refused():
+    """The guard cut the LP's 50% positions to 30% and spread the excess over the two
+    lowest-scored funds: weights no LP chose. A config without [risk] inherits the
+    leverage model's 30% cap the same way."""
+    universe = {s: {"weight": 0.25} for s in ("AAA", "BBB", "CCC", "DDD")}
+    for risk in ({"position_cap": 0.3, "rules": []}, None):
+        raw = {"strategy": {"kind": "factor"}, "universe": universe}
+        if risk is not None:
+            raw["risk"] = risk
+        with pytest.raises(ConfigError, match=r"risk.position_cap: 0.3 is below factor.max_weight "
+                                              r"0.5: .* set risk.position_cap equal"):
+            parse_settings(raw, "robo.toml")
+    parse_settings({"strategy": {"kind": "factor"}, "universe": universe,
+                    "risk": {"position_cap": 0.3, "rules": []}, "factor": {"max_weight": 0.3}},
+                   "robo.toml")
+
+
 @pytest.mark.parametrize("fields, message", [
     ({"mr_window": 70}, "factor: mr_window 70 must be shorter than mr_lookback 63"),
     ({"mr_window": 63}, "factor: mr_window 63 must be shorter than mr_lookback 63"),

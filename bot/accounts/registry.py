@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -22,6 +22,9 @@ from bot.arguments import MAX_ID
 from bot.errors import BotError, ConfigError
 from bot.store.lookup import rows_where_in
 from bot.store.models import ACCOUNT_STATUSES, METADATA
+
+if TYPE_CHECKING:
+    from bot.config import Settings
 
 ACCOUNTS = METADATA.tables["accounts"]
 #: the longest profile (a config path) the registry's column holds
@@ -116,10 +119,23 @@ def check_profile(text: str) -> str:
     from bot.config import load_settings
 
     try:
-        load_settings(path)
+        settings = load_settings(path)
     except ConfigError as exc:
         raise ValueError(f"config file {name} is invalid: {'; '.join(exc.problems[:3])}") from None
+    problem = not_a_robo_profile(settings, name)
+    if problem:
+        raise ValueError(problem)
     return name
+
+
+def not_a_robo_profile(settings: Settings, name: str) -> str | None:
+    """Why the config `name` cannot be a client's profile (None if it can): a profile is
+    a robo model with its risk class (the allocation API and `bot suitability` refuse
+    any other); the leveraged-ETF strategy is not one."""
+    if settings.strategy.kind == "factor":
+        return None
+    return (f"config file {name} is a {settings.strategy.kind!r} strategy; a client account "
+            "trades a robo profile (strategy.kind = \"factor\")")
 
 
 def profile_config(profile: str) -> Path:

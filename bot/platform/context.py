@@ -18,7 +18,7 @@ import numpy as np
 import redis
 import structlog
 
-from bot.accounts.registry import AccountRegistry, profile_config
+from bot.accounts.registry import AccountRegistry, not_a_robo_profile, profile_config
 from bot.broker.broker_api import BrokerPlatform, PositionsSnapshot
 from bot.clock import WallClock
 from bot.config import Settings, load_settings, parse_settings
@@ -107,6 +107,9 @@ class WorkerContext:
     def _load_profile(self, name: str) -> Profile:
         path = profile_config(name)
         settings = load_settings(path)
+        problem = not_a_robo_profile(settings, name)  # registered before the registry refused it
+        if problem:
+            raise BotError(problem)
         feed = self.market_feed(settings)
         return Profile(name, settings, feed, build_model(settings).history_calendar_days)
 
