@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import structlog
 
-from bot.broker.base import Broker
+from bot.broker.base import Broker, BrokerError
 from bot.calendar import week_ends, week_number, week_numbers
 from bot.config import Settings
 from bot.data.base import MarketData
@@ -391,6 +391,12 @@ class Engine:
         if self._sizing is not None:
             prices = np.where(np.isfinite(self._sizing), self._sizing, prices)
             equity = self.broker.cash_balance() + float(shares @ np.nan_to_num(prices))
+        if not equity > 0.0:  # a broker answer that cannot be (cash and holdings long only)
+            raise BrokerError(
+                f"account equity {equity:,.2f} is not positive (cash "
+                f"{self.broker.cash_balance():,.2f}): nothing to allocate; no order sent. "
+                "Check the account at the broker"
+            )
         if stopped:
             shares = shares.copy()
             shares[stopped] = 0.0

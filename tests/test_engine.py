@@ -421,3 +421,18 @@ def test_with_an_execution_lag_a_stop_day_sends_the_stop_sells_before_the_buys(s
         last_stop = max(i for i, k in enumerate(kinds) if k == "stop")
         first_buy = min(i for i, k in enumerate(kinds) if k == "buy")
         assert last_stop < first_buy, (day, by_day[day])
+
+
+def test_a_negative_account_equity_is_refused_and_nothing_is_sent(settings, real_market):
+    """A broker reporting negative equity (cash -5,000, nothing held) made every target
+    negative: `bot once --execute` sent six short sales. The decision now stops with an
+    error naming the equity, before any order."""
+    from bot.broker.base import BrokerError
+
+    broker = SimulatedBroker(settings.symbols, 100_000.0, CostModel(), True)
+    broker.start_with(np.zeros(len(settings.symbols)), -5_000.0)
+    engine = Engine(settings, real_market, broker, scratch_tradelog("negative"), "neg")
+    t = int(np.searchsorted(engine.dates, np.datetime64("2020-06-01")))
+    with pytest.raises(BrokerError, match=r"account equity -5,000.00 is not positive .* no order sent"):
+        engine.step(t, utc(1_590_000_000))
+    assert broker.open_order_count() == 0

@@ -93,6 +93,18 @@ def test_whole_shares_never_sell_more_than_a_fractional_holding():
     assert [(o.symbol, o.side.value, o.quantity) for o in orders] == [("A", "sell", 10), ("B", "sell", 6)]
 
 
+@pytest.mark.parametrize("fractional", [True, False])
+def test_no_plan_sells_more_than_is_held(fractional):
+    """A negative equity (a broker answer) made every fractional target negative: a
+    sale of funds not held, i.e. a short of leveraged ETFs."""
+    cfg = RebalanceSettings(fractional=fractional, min_trade_notional=0.0)
+    orders = plan_orders(
+        "r", ("A", "B"), np.array([0.5, 0.5]), np.array([0.0, 3.0]), np.array([10.0, 10.0]),
+        -5_000.0, cfg, "p",
+    )
+    assert [(o.symbol, o.side.value, o.quantity) for o in orders] == [("B", "sell", 3.0)]
+
+
 def test_assets_without_a_price_are_not_traded():
     orders = plan_orders(
         "r", ("A", "B"), np.array([0.5, 0.5]), np.zeros(2), np.array([np.nan, 10.0]), 1000.0, CFG, "p"
