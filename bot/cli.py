@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bot.logs import configure_logging, defer_logging, mask_crashes
+    from bot.logs import configure_logging, defer_logging, mask_crashes, mask_text
 
     if argv is None:  # the `bot` process: a crash's traceback is masked like the log lines
         mask_crashes()
@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         setup(args.log_level, args.log_format)
         return int(args.func(args))
-    except BotError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except BotError as exc:  # a broker's message may quote what it was sent: masked
+        print(f"error: {mask_text(str(exc))}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         if not _stdout_reader_gone():

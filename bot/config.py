@@ -589,6 +589,10 @@ def _describe(err: dict) -> str:
     # and the daemon's journal. Nor is any other value holding a URL (its token).
     if isinstance(given, dict) or err["type"] in ("missing", "extra_forbidden"):
         shown = ""
+    elif _names_a_secret(path) or (isinstance(given, str) and _keyed_entry(path)):
+        # APCA_API_SECRET_KEY = "..." pasted under [universe] or [overlay.X] is read as
+        # an asset or a multiplier of that name: its value is no one's to see
+        shown = " (a string, not shown: it may be a secret)"
     elif "://" in repr(given) and not database_url:
         shown = " (got a URL, not shown: it may hold a token)"
     else:
@@ -597,6 +601,29 @@ def _describe(err: dict) -> str:
     if err["type"] in ("float_type", "int_type") and isinstance(given, str) and not _numeric(given):
         hint = ""  # "abc" is no quoted number: the message says a number is expected
     return f"{loc or '<root>'}: {msg}{shown}{hint}"
+
+
+_SECRET_WORDS = ("key", "secret", "token", "passw")
+
+
+def _names_a_secret(path: list[str]) -> bool:
+    """A location whose name says it holds a secret (no setting's name does)."""
+    return any(word in str(part).lower() for part in path for word in _SECRET_WORDS)
+
+
+def _keyed_entry(path: list[str]) -> bool:
+    """An entry of a table keyed by the user's names (an asset of [universe], a
+    multiplier of [overlay.REGIME]): a string there is a setting put in the wrong table."""
+    return (len(path) == 2 and path[0] == "universe") or (len(path) == 3 and path[0] == "overlay")
+
+
+def describe_override(spec: str) -> str:
+    """A --set KEY=VALUE for a message: a value holding a URL (a database password, a
+    notification token) or under a secret-sounding name is not repeated."""
+    key, sep, value = spec.partition("=")
+    if sep and ("://" in value or _names_a_secret([key])):
+        return f"{key}=(not shown)"
+    return spec
 
 
 def _numeric(text: str) -> bool:

@@ -21,7 +21,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from bot import __version__
 from bot.backtest import BacktestResult, run_backtest, scratch_tradelog, span_indices
-from bot.config import Settings, load_settings, parse_settings, resolve_data_dir, resolve_store_url
+from bot.config import (
+    Settings,
+    describe_override,
+    load_settings,
+    parse_settings,
+    resolve_data_dir,
+    resolve_store_url,
+)
 from bot.data.base import RISK_FREE, MarketData
 from bot.data.history import load_history
 from bot.decay import decay_section
@@ -114,7 +121,7 @@ def apply_overrides(settings: Settings, options: BacktestOptions, source: str) -
     # A value given on the command line is named as such: the file does not hold it.
     flags = [f"--{k} {v}" for k, v in (("start", options.start), ("end", options.end),
                                        ("fill", options.fill), ("weighting", options.weighting))
-             if v] + [f"--set {spec}" for spec in options.overrides]
+             if v] + [f"--set {describe_override(spec)}" for spec in options.overrides]
     return parse_settings(raw, f"{source} with {' '.join(flags)}" if flags else source)
 
 

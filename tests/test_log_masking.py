@@ -100,3 +100,41 @@ def test_the_deployments_other_secrets_are_masked_too(json_lines, monkeypatch, v
     structlog.get_logger("t").warning("x", detail="auth failed for pw-alone-0123456789")
     (line,) = json_lines()
     assert line["detail"] == "auth failed for ***"
+
+
+def test_the_error_line_of_a_failed_command_is_masked(monkeypatch, capsys) -> None:
+    """A broker answer quoting the request's keys reached stderr in the CLI's last line
+    (`error: ... forbidden for PK...:secret`), masked in the log and the incident only."""
+    from bot import cli
+    from bot.errors import BotError
+
+    monkeypatch.setenv("APCA_API_SECRET_KEY", SECRET)
+
+    def fails(args) -> int:
+        raise BotError(f"asset TQQQ: HTTP 403 40310000: forbidden for PKTEST:{SECRET}")
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    args = parser.parse_args(["runs"])
+    monkeypatch.setattr(parser, "parse_args", lambda argv=None: args)
+    monkeypatch.setattr(args, "func", fails)
+    assert cli.main(["runs"]) == 2
+    err = capsys.readouterr().err
+    assert "forbidden for PKTEST:***" in err and SECRET not in err
+
+
+def test_config_errors_do_not_quote_a_secret_put_in_the_wrong_table(tmp_path) -> None:
+    from bot.config import describe_override, load_settings
+    from bot.errors import ConfigError
+
+    bad = tmp_path / "c.toml"
+    for text in ('[universe]\nAPCA_API_SECRET_KEY = "SUPERSECRETVALUE"\nSPY = { weight = 1.0 }\n',
+                 '[universe]\nSPY = { weight = 1.0 }\n[overlay.TRANSITION]\n'
+                 'APCA_API_SECRET_KEY = "SUPERSECRETVALUE"\n'):
+        bad.write_text(text)
+        with pytest.raises(ConfigError) as err:
+            load_settings(bad)
+        assert "APCA_API_SECRET_KEY" in str(err.value) and "SUPERSECRETVALUE" not in str(err.value)
+    assert describe_override("store.url=postgresql://u:PW@h/db") == "store.url=(not shown)"
+    assert describe_override("notify.events=tgram://TOKEN/1") == "notify.events=(not shown)"
+    assert describe_override("risk.vol_high=1.5") == "risk.vol_high=1.5"

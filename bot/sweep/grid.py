@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.config import Settings, parse_settings
+from bot.config import Settings, describe_override, parse_settings
 from bot.errors import BotError, ConfigError
 
 # Sections a sweep cannot vary: the data is loaded once for every combination, and the
@@ -52,8 +52,9 @@ class Variant:
 
 
 def describe(params: dict[str, Any]) -> str:
-    """`risk.vol_high=1.5, rebalance.every_days=4`: how tables and errors name a combination."""
-    return ", ".join(f"{key}={format_value(value)}" for key, value in params.items())
+    """`risk.vol_high=1.5, rebalance.every_days=4`: how tables and errors name a
+    combination (a URL's value, which may hold a token, not repeated)."""
+    return ", ".join(describe_override(f"{key}={format_value(value)}") for key, value in params.items())
 
 
 def format_value(value: Any, *, nested: bool = False) -> str:
