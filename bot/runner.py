@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import pandas as pd
 import structlog
 from rich.console import Console
@@ -125,6 +126,24 @@ def apply_overrides(settings: Settings, options: BacktestOptions, source: str) -
     return parse_settings(raw, f"{source} with {' '.join(flags)}" if flags else source)
 
 
+def warn_unpriced(
+    symbols: tuple[str, ...], close: np.ndarray, dates: np.ndarray, lo: int, hi: int
+) -> list[str]:
+    """Warn of each fund with no price in the span's days [lo, hi): the run trades
+    without it (as before a fund lists), which a full report would otherwise not say.
+    Returns them."""
+    unpriced = []
+    for j, symbol in enumerate(symbols):
+        if np.isfinite(close[lo:hi, j]).any():
+            continue
+        unpriced.append(symbol)
+        priced = np.flatnonzero(np.isfinite(close[:, j]))
+        log.warning("a fund of the universe has no price in the span: the run trades without it",
+                    symbol=symbol, prices_from=str(dates[priced[0]]) if priced.size else None,
+                    prices_to=str(dates[priced[-1]]) if priced.size else None)
+    return unpriced
+
+
 def macro_series(market: MarketData, name: str) -> pd.Series | None:
     series = market.macro.get(name)
     if series is None:
@@ -174,8 +193,9 @@ def _backtest(options: BacktestOptions) -> int:
         market = load_history(settings, data_dir, backtest_extras(settings))
     # The user's input is checked before a run is recorded: a span outside the data or an
     # --out that cannot be a folder is an error, not a failed run in the trade log.
-    span_indices(market.prices.select(settings.symbols).dates, settings.backtest.start,
-                 settings.backtest.end)
+    traded = market.prices.select(settings.symbols)
+    lo, hi = span_indices(traded.dates, settings.backtest.start, settings.backtest.end)
+    warn_unpriced(settings.symbols, traded.close, traded.dates, lo, hi)
     if options.out is not None:
         make_dir(options.out)
     url = options.database or resolve_store_url(settings, options.config)

@@ -254,15 +254,15 @@ def test_a_symbols_bars_that_are_not_a_list_are_an_error_not_a_traceback(fake, d
 
 def test_bar_stamps_are_read_as_new_york_session_dates(fake, data):
     """Midnight New York in UTC (05:00Z in winter, 04:00Z in summer) and with an offset."""
-    raw = [
-        {**_bar("2024-07-01"), "t": "2024-07-01T04:00:00Z"},
-        {**_bar("2024-07-02"), "t": "2024-07-02T00:00:00-04:00"},
-        _bar("2024-11-18"),
+    raw = [  # daylight saving time ends on Sunday 2024-11-03
+        {**_bar("2024-11-01"), "t": "2024-11-01T04:00:00Z"},
+        {**_bar("2024-11-04"), "t": "2024-11-04T00:00:00-05:00"},
+        _bar("2024-11-05"),
     ]
     fake.inject("GET", "/v2/stocks/bars", Fault(Response(200, {"bars": {"SPY": raw}})))
-    history = data.daily_history(["SPY"], dt.date(2024, 6, 1))
+    history = data.daily_history(["SPY"], dt.date(2024, 10, 1))
     days = [str(d) for d in history.dates[np.isfinite(history.close[:, 0])]]
-    assert days == ["2024-07-01", "2024-07-02", "2024-11-18"]
+    assert days == ["2024-11-01", "2024-11-04", "2024-11-05"]
 
 
 def test_latest_prices_trade_first_then_bar(fake, data):

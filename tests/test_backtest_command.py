@@ -151,3 +151,22 @@ def test_a_command_run_in_process_hands_its_frozen_heap_back(tmp_path, capsys):
                  "--database", f"sqlite:///{tmp_path / 't.sqlite'}",
                  "--out", str(tmp_path / "report")]) == 0
     assert gc.get_freeze_count() == 0
+
+
+def test_a_fund_without_a_price_in_the_span_is_named():
+    """TQQQ's file cut to its last 30 rows: a 2014-2016 backtest traded five funds with
+    a full report and not a word about the sixth."""
+    import numpy as np
+    from structlog.testing import capture_logs
+
+    from bot.runner import warn_unpriced
+
+    dates = np.arange("2014-01-01", "2014-01-11", dtype="datetime64[D]")
+    close = np.ones((10, 2))
+    close[:8, 1] = np.nan  # B's prices start on the 9th
+    with capture_logs() as logs:
+        assert warn_unpriced(("A", "B"), close, dates, 0, 8) == ["B"]
+        assert warn_unpriced(("A", "B"), close, dates, 0, 9) == []
+    (line,) = logs
+    assert line["symbol"] == "B" and line["prices_from"] == "2014-01-09"
+    assert "no price in the span" in line["event"]

@@ -262,6 +262,22 @@ def test_long_gap_names_first_missing_date(tmp_path: Path) -> None:
     assert full[3].split(",")[0] in str(error)
 
 
+def test_a_hole_in_every_file_is_refused_and_a_short_one_is_not(tmp_path: Path) -> None:
+    """The same sessions deleted from every file: the union of their dates cannot show
+    the hole, and a year of it was one trading day to the backtest."""
+    days = sessions("2024-01-02", "2024-12-31")[:40]
+    full = [f"{d},{100 + i / 10},,,{100 + i / 10},{100 + i / 10}," for i, d in enumerate(days)]
+    for symbol in ("AAA", "BBB"):
+        _write(tmp_path, symbol, full[:10] + full[11 + MAX_FILLED_GAP :])
+    error = _load_error(tmp_path, ["AAA", "BBB"])
+    assert error.field == "date" and "AAA.csv, " in str(error) and "BBB.csv" in str(error)
+    first, last = full[10].split(",")[0], full[10 + MAX_FILLED_GAP].split(",")[0]
+    assert f"{MAX_FILLED_GAP + 1} NYSE sessions missing from every one, {first} to {last}" in str(error)
+    for symbol in ("AAA", "BBB"):  # a hole as short as one filled in a single file: loaded
+        _write(tmp_path, symbol, full[:10] + full[10 + MAX_FILLED_GAP :])
+    assert len(load_csv_directory(tmp_path, ["AAA", "BBB"], macro=()).prices.dates) == 40 - MAX_FILLED_GAP
+
+
 def test_file_ending_early_counts_as_a_gap(tmp_path: Path) -> None:
     full = _rows(12)
     _write(tmp_path, "FULL", full)

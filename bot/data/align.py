@@ -56,6 +56,7 @@ def align_prices(
     for symbol, b in zip(symbols, bars, strict=True):
         check_bars(symbol, b, rules)
     dates = np.unique(np.concatenate([b.dates for b in bars]))
+    _check_no_common_hole(dates, [b.name for b in bars])
     close = np.full((len(dates), len(bars)), np.nan)
     opens = np.full((len(dates), len(bars)), np.nan)
     filled = np.zeros((len(dates), len(bars)), dtype=bool)
@@ -67,6 +68,36 @@ def align_prices(
         dates=dates, symbols=symbols, close=close, open=opens,
         filled=filled if filled.any() else None,
     )
+
+
+def _check_no_common_hole(dates: np.ndarray, names: list[str]) -> None:
+    """Refuse NYSE sessions missing from every symbol at once for longer than a filled
+    hole may be: the union of the dates cannot show them (a year deleted from every
+    file became one day's move, to the volatility windows, the stops and the drawdown)."""
+    if len(dates) < 2:
+        return
+    from bot.calendar import sessions
+
+    try:
+        expected = sessions(str(dates[0]), str(dates[-1]))
+    except Exception:  # noqa: BLE001 - beyond the exchange calendar: nothing to check against
+        return
+    if len(expected) == len(dates):
+        return
+    present = np.isin(expected, dates)
+    if present.all():
+        return
+    starts, lengths = _missing_runs(present)
+    too_long = np.flatnonzero(lengths > MAX_FILLED_GAP)
+    if too_long.size:
+        k = int(too_long[0])
+        first, last = expected[starts[k]], expected[starts[k] + lengths[k] - 1]
+        raise DataError(
+            ", ".join(names) if len(names) <= 3 else f"all {len(names)} price series",
+            "date",
+            f"{lengths[k]} NYSE sessions missing from every one, {first} to {last}: the "
+            "history has a hole, which would count as one day; fill it or start after it",
+        )
 
 
 def _fill_gaps(
