@@ -212,6 +212,10 @@ def _backtest(options: BacktestOptions) -> int:
         references = (worker.start(run_references, settings, market)
                       if settings.backtest.benchmarks else list)
         result = _simulate(settings, market, tradelog, run_id, console)
+        if not result.fills:  # settings that trade nothing are accepted one by one
+            log.warning("no order filled in the whole run: see `bot orders` for why (costs, "
+                        "rebalance.min_trade_notional / min_trade_shares against "
+                        "backtest.initial_cash)", run=run_id)
         out = make_dir(options.out or report_dir(url, run_id))
         tradelog.flush()  # while the references run; a failure from here on keeps the records
         strategy, benchmarks = _series(result, with_details=True), [_series(r) for r in references()]

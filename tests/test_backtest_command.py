@@ -170,3 +170,12 @@ def test_a_fund_without_a_price_in_the_span_is_named():
     (line,) = logs
     assert line["symbol"] == "B" and line["prices_from"] == "2014-01-09"
     assert "no price in the span" in line["event"]
+
+
+def test_a_run_that_never_fills_an_order_says_so(tmp_path, capsys):
+    """100 dollars against the default 50-dollar minimum trade: every slice is below it,
+    and the run ended with 0 trades, exit 0 and no word of why."""
+    db = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    assert main([*ARGS, "--synthetic", "--no-benchmarks", "--set", "backtest.initial_cash=100",
+                 "--database", db, "--out", str(tmp_path / "out")]) == 0
+    assert "no order filled in the whole run" in capsys.readouterr().err

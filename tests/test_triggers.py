@@ -269,6 +269,15 @@ def test_a_failed_calendar_refresh_keeps_what_the_broker_said():
     assert cal.session_on(dt.date(2025, 12, 4)) is None  # not the exchange calendar's answer
 
 
+def test_an_empty_calendar_answer_is_a_failed_one():
+    """Alpaca answering [] for weeks of calendar left `bot once` with a LookupError
+    traceback: no two weeks pass without a session, so it is treated as a failed answer
+    and the exchange calendar is used."""
+    cal = SessionCalendar(lambda start, end: [])
+    assert cal.session_on(dt.date(2025, 12, 4)) is not None
+    assert cal.previous_session(dt.date(2025, 12, 4)).day == dt.date(2025, 12, 3)
+
+
 def test_a_job_scheduled_for_a_session_closed_since_does_nothing():
     """The open and close jobs' next fire times (Monday 09:35 and 16:20) were computed
     on Friday; over the weekend Monday is closed (as for Hurricane Sandy). Each fires

@@ -13,6 +13,7 @@ import numpy as np
 import structlog
 
 from bot.broker.base import TradingSession
+from bot.errors import BotError
 from bot.session_table import session_table, xnys_calendar
 
 log = structlog.get_logger(__name__)
@@ -145,6 +146,8 @@ class SessionCalendar:
             return cached[1]
         try:
             sessions = self._source(start, end)
+            if not sessions and (end - start).days >= 14:  # no two weeks pass without one
+                raise ValueError(f"the calendar answer holds no session from {start} to {end}")
         except Exception as exc:  # noqa: BLE001 - any broker failure falls back
             if cached is not None:
                 log.warning("calendar refresh failed; keeping the sessions read before",
@@ -187,5 +190,5 @@ class SessionCalendar:
             window = self.between(day - dt.timedelta(days=14), day)
         sessions = [s for s in window if s.day < day]
         if not sessions:
-            raise LookupError(f"no trading session in the two weeks before {day}")
+            raise BotError(f"no trading session in the two weeks before {day} in the calendar")
         return sessions[-1]
