@@ -674,10 +674,22 @@ def test_the_token_bucket_spaces_requests_at_its_rate(ctx):
     ({"BOT_PLATFORM_RETRIES": "2.5"}, "BOT_PLATFORM_RETRIES: expected a whole number >= 0"),
     ({"BOT_PLATFORM_NAME": "my platform"}, "BOT_PLATFORM_NAME: expected 1-40 letters"),
     ({"BOT_QUEUE_NAME": "a b"}, "BOT_QUEUE_NAME: expected letters"),
+    ({"BOT_PLATFORM_LEASE": "0.000001"}, "BOT_PLATFORM_LEASE: expected at least 30 seconds"),
+    ({"BOT_PLATFORM_DATA": "alpacaa"}, "BOT_PLATFORM_DATA: expected alpaca, synthetic or a "
+                                       "directory of CSV files, got 'alpacaa'"),
 ])
 def test_bad_settings_are_named(env, message):
     with pytest.raises(BotError, match=message):
         PlatformSettings.from_env(env)
+
+
+@pytest.mark.parametrize("data", ["synthetic", "."])
+def test_live_workers_decide_on_alpacas_data_only(data):
+    """A live worker with BOT_PLATFORM_DATA=synthetic (or a CSV folder) would have sent
+    real orders sized on a made-up market."""
+    assert PlatformSettings.from_env({"BOT_PLATFORM_DATA": data}).data == data
+    with pytest.raises(BotError, match="live trading decides on Alpaca's market data only"):
+        PlatformSettings.from_env({"BOT_PLATFORM_DATA": data}, live=True)
 
 
 def test_settings_defaults_model_alpacas_published_limit():

@@ -21,11 +21,12 @@ deploy/docker-compose.yml); a bad value is a one-line error naming the variable.
                            order POST proven absent) in seconds (default 0.5, doubled per
                            retry, 4 tries)
     BOT_PLATFORM_LEASE     seconds an account stays locked by a task that stopped
-                           answering (default 300)
+                           answering (default 300, at least 30)
     BOT_PLATFORM_NAME      the platform's name: the start of every client_order_id and
                            state key (default platform)
     BOT_PLATFORM_DATA      market history: "alpaca" (bars and FRED, as the daemon),
-                           "synthetic", or a CSV directory (default alpaca)
+                           "synthetic", or a CSV directory (default alpaca; live: alpaca
+                           only)
 """
 
 from __future__ import annotations
@@ -92,12 +93,38 @@ class PlatformSettings:
             max_retries=int(_number(env, "BOT_PLATFORM_RETRIES", 5, whole=True, zero=True)),
             retry_delay=_number(env, "BOT_PLATFORM_RETRY_DELAY", 2.0),
             retry_max_delay=_number(env, "BOT_PLATFORM_RETRY_MAX_DELAY", 60.0),
-            lease_seconds=_number(env, "BOT_PLATFORM_LEASE", 300.0),
+            lease_seconds=_lease(env),
             http_retry_delay=_number(env, "BOT_HTTP_RETRY_DELAY", 0.5),
             name=name,
-            data=env.get("BOT_PLATFORM_DATA") or "alpaca",
+            data=_data_source(env, live),
             sell_outside_profile=_yes_no(env, "BOT_PLATFORM_SELL_OUTSIDE", True),
         )
+
+
+#: the shortest account lock lease: a task's slowest broker call must fit in it, or a
+#: second worker takes the account while the first still trades it
+MIN_LEASE_SECONDS = 30.0
+
+
+def _lease(env: Mapping[str, str]) -> float:
+    lease = _number(env, "BOT_PLATFORM_LEASE", 300.0)
+    if lease < MIN_LEASE_SECONDS:
+        raise BotError(f"BOT_PLATFORM_LEASE: expected at least {MIN_LEASE_SECONDS:g} seconds (a "
+                       f"task's broker calls must fit in the account lock), got {lease:g}")
+    return lease
+
+
+def _data_source(env: Mapping[str, str], live: bool) -> str:
+    """BOT_PLATFORM_DATA: alpaca, synthetic or an existing CSV directory; live money is
+    only ever decided on Alpaca's market data."""
+    data = (env.get("BOT_PLATFORM_DATA") or "alpaca").strip()
+    if data not in ("alpaca", "synthetic") and not os.path.isdir(os.path.expanduser(data)):
+        raise BotError(f"BOT_PLATFORM_DATA: expected alpaca, synthetic or a directory of CSV "
+                       f"files, got {data!r} (no such directory)")
+    if live and data != "alpaca":
+        raise BotError(f"BOT_PLATFORM_DATA: live trading decides on Alpaca's market data only "
+                       f"(alpaca), got {data!r}")
+    return data
 
 
 def _yes_no(env: Mapping[str, str], name: str, default: bool) -> bool:
