@@ -357,8 +357,9 @@ def _run_daemon(args: argparse.Namespace) -> int:
     from bot.daemon.instance import InstanceBusy, lock_watch
     from bot.daemon.service import StopRequest, build_schedule, run_live
 
+    heartbeat = writable_heartbeat_path()  # a bad BOT_HEARTBEAT_FILE, before anything runs
     with _trading_session(args) as (jobs, lock):
-        schedule = build_schedule(jobs, heartbeat=heartbeat_path())
+        schedule = build_schedule(jobs, heartbeat=heartbeat)
         stop, lost = StopRequest(), threading.Event()
         schedule.jobs.append(lock_watch(lock, jobs.ctx.tradelog, stop, lost))
         run_live(schedule, jobs, stop)
@@ -379,6 +380,22 @@ def heartbeat_path() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_state_dir("leverbot")) / "heartbeat"
+
+
+def writable_heartbeat_path() -> Path:
+    """heartbeat_path(), checked for the daemon that writes it: a file path whose folder
+    exists or can be made. BOT_HEARTBEAT_FILE=/tmp (a folder) was taken, and `bot health`
+    said "no heartbeat" for ever; a folder that cannot exist failed after the start."""
+    path = heartbeat_path()
+    named = "BOT_HEARTBEAT_FILE" if os.environ.get("BOT_HEARTBEAT_FILE") else "the heartbeat file"
+    if path.is_dir():
+        raise BotError(f"{named}: {path} is a directory; expected the path of a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BotError(f"{named}: cannot create its folder {path.parent}: "
+                       f"{exc.strerror or exc}") from None
+    return path
 
 
 def _cmd_health(args: argparse.Namespace) -> int:

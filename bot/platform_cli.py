@@ -117,7 +117,7 @@ def run_scheduler(args: argparse.Namespace) -> int:
     import structlog
 
     from bot.daemon.sessions import CALENDAR_MAX_AGE_S, SessionCalendar
-    from bot.daemon_cli import heartbeat_path
+    from bot.daemon_cli import writable_heartbeat_path
     from bot.platform import tasks
     from bot.platform.scheduler import Publisher, build_platform_schedule, run_scheduler
     from bot.platform.settings import PlatformSettings
@@ -133,7 +133,7 @@ def run_scheduler(args: argparse.Namespace) -> int:
     tradelog = _waiting_record(args, log)
     try:
         publisher = Publisher(mode, engine=tradelog.engine if tradelog else None, clock=clock)
-        schedule = build_platform_schedule(calendar, publisher, clock, heartbeat=heartbeat_path())
+        schedule = build_platform_schedule(calendar, publisher, clock, heartbeat=writable_heartbeat_path())
         log.info("platform scheduler started", mode=mode, queue=settings.queue_name)
         run_scheduler(schedule)
     finally:

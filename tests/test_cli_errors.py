@@ -307,6 +307,26 @@ def test_the_default_heartbeat_is_the_clones_from_any_directory(tmp_path, monkey
     assert heartbeat_path() == Path(platformdirs.user_state_dir("leverbot")) / "heartbeat"
 
 
+def test_a_heartbeat_file_the_daemon_cannot_write_is_refused_before_it_starts(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """BOT_HEARTBEAT_FILE=/tmp (a folder) was taken, and `bot health` said "no heartbeat"
+    for ever; a folder that cannot be made failed after the daemon had connected."""
+    from bot.daemon_cli import writable_heartbeat_path
+    from bot.errors import BotError
+
+    monkeypatch.setenv("BOT_HEARTBEAT_FILE", str(tmp_path))
+    with pytest.raises(BotError, match=r"BOT_HEARTBEAT_FILE: .* is a directory; expected the path of a file"):
+        writable_heartbeat_path()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("BOT_HEARTBEAT_FILE", str(blocker / "hb"))
+    with pytest.raises(BotError, match=r"BOT_HEARTBEAT_FILE: cannot create its folder"):
+        writable_heartbeat_path()
+    monkeypatch.setenv("BOT_HEARTBEAT_FILE", str(tmp_path / "new" / "hb"))
+    assert writable_heartbeat_path() == tmp_path / "new" / "hb" and (tmp_path / "new").is_dir()
+
+
 def test_health_reads_only_a_regular_heartbeat_file(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("BOT_HEARTBEAT_FILE", str(tmp_path))  # a folder: its time is no beat
     code, out, _err = run_cli(capsys, "health")
