@@ -179,6 +179,13 @@ def _parse_lines(path: Path, text: str) -> dict[str, str]:
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
+        elif value[:1] in ("'", '"') or value[-1:] in ("'", '"'):
+            # a quote on one side only: the key would include it and fail later as a 401
+            raise SecretsError(f"secrets file {path} line {number}: {key}'s value has an "
+                               "unbalanced quote; expected KEY=VALUE or KEY=\"VALUE\"")
+        if key in values:
+            raise SecretsError(f"secrets file {path} line {number}: {key} is set twice; "
+                               "expected one line per key")
         values[key] = value
     return values
 

@@ -96,6 +96,20 @@ def test_malformed_line_is_named_by_number_not_content(tmp_path):
     assert SECRET not in str(caught.value)
 
 
+@pytest.mark.parametrize(("line2", "message"), [
+    (f"APCA_API_SECRET_KEY='{SECRET}", "line 2: APCA_API_SECRET_KEY's value has an unbalanced quote"),
+    (f'APCA_API_SECRET_KEY={SECRET}"', "line 2: APCA_API_SECRET_KEY's value has an unbalanced quote"),
+    (f"APCA_API_KEY_ID={KEY_ID}x", "line 2: APCA_API_KEY_ID is set twice"),
+])
+def test_a_quote_on_one_side_or_a_key_given_twice_is_named(tmp_path, line2, message):
+    """The key became 'SECRET with its quote (a 401 later, nothing said); a key given
+    twice silently took its last value."""
+    path = write_secrets(tmp_path / "s.env", f"APCA_API_KEY_ID={KEY_ID}\n{line2}\n")
+    with pytest.raises(SecretsError, match=message) as caught:
+        load_credentials({"BOT_SECRETS_FILE": str(path)})
+    assert SECRET not in str(caught.value) and KEY_ID not in str(caught.value)
+
+
 def test_missing_file_and_missing_key_in_file(tmp_path):
     with pytest.raises(SecretsError, match="cannot be read"):
         load_credentials({"BOT_SECRETS_FILE": str(tmp_path / "absent.env")})
