@@ -197,7 +197,11 @@ def test_allocation_and_plan_are_what_the_engine_decides_and_sends(api) -> None:
     ]
 
 
-def test_the_latest_day_is_the_default_and_matches_the_model_called_directly(api) -> None:
+def test_the_decision_in_force_is_the_default_and_matches_the_model_called_directly(api) -> None:
+    """Without a date: the weekly profile's last week's decision, the weights its accounts
+    hold (before: the latest data day's, a mid-week decision nobody trades), with a
+    plan priced on the latest closes."""
+    from bot.calendar import week_ends
     from bot.config import load_settings, resolve_data_dir
     from bot.data.history import load_history
     from bot.engine import decision_context
@@ -210,13 +214,16 @@ def test_the_latest_day_is_the_default_and_matches_the_model_called_directly(api
     settings = apply_overrides(load_settings(path), BacktestOptions(path, synthetic=True), str(path))
     prices = load_history(settings, resolve_data_dir(settings, path)).prices.select(settings.symbols)
     t = len(prices.dates) - 1
+    decided = int(np.flatnonzero(week_ends(prices.dates))[-1])
+    assert str(prices.dates[t]) == "2024-12-31" and str(prices.dates[decided]) == "2024-12-27"
     model = FactorModel(settings)
     direct = model.decide(decision_context(
-        model, settings.symbols, prices.dates, prices.close, t, settings.regime.initial, False
+        model, settings.symbols, prices.dates, prices.close, decided, settings.regime.initial, False
     ))
 
     body = client.get("/v1/profiles/aggressive/allocation").json()
-    assert body["day"] == str(prices.dates[t]) and body["requested_date"] is None
+    assert body["day"] == "2024-12-27" and body["requested_date"] is None
+    assert body["scheduled_rebalance_day"] is True
     assert [a["weight"] for a in body["assets"]] == direct.weights.tolist()
     assert [tuple(a["reasons"]) for a in body["assets"]] == [r.reasons for r in direct.rows]
     # A weekend date means the last trading day before it.
@@ -227,10 +234,11 @@ def test_the_latest_day_is_the_default_and_matches_the_model_called_directly(api
     assert plan.status_code == 200
     shares = np.array([holdings.get(s, 0.0) for s in settings.symbols])
     equity = 2500.0 + float(shares @ np.nan_to_num(prices.close[t]))
-    day = prices.dates[t].astype(dt.date)
+    day = prices.dates[decided].astype(dt.date)
     expected = plan_orders(f"aggressive-{day:%Y%m%d}-rb", settings.symbols, direct.weights, shares,
                            prices.close[t], equity, settings.rebalance, "any")
     answer = plan.json()
+    assert (answer["day"], answer["priced_on"]) == ("2024-12-27", "2024-12-31")
     assert answer["equity"] == pytest.approx(equity, rel=1e-12)
     assert [(o["client_order_id"], o["side"], o["quantity"], o["reference_price"]) for o in answer["orders"]] == [
         (o.client_order_id, o.side.value, o.quantity, o.reference_price) for o in expected
@@ -363,6 +371,15 @@ def test_invalid_requests_get_a_422_naming_the_field(api) -> None:
                                   "unknown profile 'bold'; expected one of conservative, balanced, aggressive"}
     beyond = client.get("/v1/profiles/balanced/allocation", params={"date": "2031-01-02"})
     assert beyond.status_code == 404 and "has data from" in beyond.json()["message"]
+    # `?dat=` or `?Date=` answered today's allocation with a 200, as if no date was asked
+    for params, field, message in (
+        ({"dat": "2020-03-20"}, "query.dat", "unknown query parameter; expected date"),
+        ({"Date": "2020-03-20"}, "query.Date", "unknown query parameter; expected date"),
+        ([("date", "2020-03-20"), ("date", "2020-03-27")], "query.date", "given more than once"),
+    ):
+        assert _fields(client.get("/v1/profiles/balanced/allocation", params=params))[field].startswith(message)
+    assert _fields(client.get("/v1/profiles", params={"x": "1"}))["query.x"] == (
+        "unknown query parameter; expected none")
 
 
 # --- keys, budgets, headers -----------------------------------------------------------
@@ -722,3 +739,21 @@ def test_a_key_id_of_digits_only_is_found_as_a_key_id(tmp_path, monkeypatch) -> 
     assert store.find("99999999999999999999") is None  # no overflow
     assert store.revoke("lvb_877902854071", dt.datetime.now(dt.UTC)).key_id == "877902854071"
     log.close()
+
+
+def test_a_holding_without_a_price_that_day_is_refused_and_unranked_etfs_have_no_z(shared_data) -> None:
+    """Balanced on 2000-01-03, seven years before BND listed: a plan holding 10 BND valued
+    them at 0 and planned nothing for them; and an ETF left out of the ranking showed
+    z 0.0, which reads as "average" rather than "missing"."""
+    from bot.api.profiles import FieldProblem, ProfileBook, allocation_view, default_specs
+
+    book = ProfileBook.load([s for s in default_specs() if s.name == "balanced"], shared_data)
+    with pytest.raises(FieldProblem) as problem:
+        book.plan("balanced", {"BND": 10.0, "SPY": 1.0}, 1000.0, dt.date(2000, 1, 3))
+    assert problem.value.field == "holdings.BND"
+    assert "BND has no price on 2000-01-03 (not listed yet" in problem.value.message
+    body = allocation_view(book.decision("balanced", dt.date(2000, 1, 3)), dt.date(2000, 1, 3))
+    bnd = next(a for a in body["assets"] if a["symbol"] == "BND")
+    assert not bnd["ranked"] and all(s["z"] is None for s in bnd["signals"].values())
+    ranked = [a for a in body["assets"] if a["ranked"]]
+    assert all(s["z"] is not None for a in ranked for s in a["signals"].values())

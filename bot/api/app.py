@@ -101,6 +101,30 @@ _ERRORS = {
 _NOT_FOUND = {404: {"model": schemas.ErrorBody, "description": "no such profile, day or account"}}
 
 
+
+def _known_query(request: Request) -> None:
+    """Refuse a query parameter the route does not take, or one given twice: `?dat=2020-03-20`
+    or `?Date=...` answered today's allocation with a 200, as if no date had been asked."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = {p.alias for p in _query_params(dependant)}
+    for name in request.query_params:
+        if name not in known:
+            expected = ", ".join(sorted(known)) or "none"
+            raise FieldProblem(f"query.{name}", f"unknown query parameter; expected {expected}")
+        if len(request.query_params.getlist(name)) > 1:
+            raise FieldProblem(f"query.{name}", "given more than once; expected one value")
+
+
+def _query_params(dependant: Any) -> list[Any]:
+    """The query parameters of a route and of its dependencies."""
+    found = list(dependant.query_params)
+    for sub in dependant.dependencies:
+        found += _query_params(sub)
+    return found
+
 def create_app(
     book: ProfileBook,
     engine: sa.Engine,
@@ -122,7 +146,7 @@ def create_app(
         ),
         redoc_url=None,
     )
-    v1 = APIRouter(prefix="/v1", responses=_ERRORS)
+    v1 = APIRouter(prefix="/v1", responses=_ERRORS, dependencies=[Depends(_known_query)])
     keys = ApiKeyStore(engine)
     authenticator = Authenticator(keys)
     budgets = buckets("requests")
@@ -177,7 +201,8 @@ def create_app(
     DateQuery = Annotated[
         schemas.IsoDate | None,
         Query(description="decide at this trading day's close (or the last one before it), "
-                          "YYYY-MM-DD; default: the latest data day"),
+                          "YYYY-MM-DD; default: the decision in force on the latest data day "
+                          "(a weekly profile's last week's close)"),
     ]
 
     @app.get("/healthz", response_model=schemas.HealthOut, tags=["service"])
@@ -211,11 +236,13 @@ def create_app(
         if request.profile not in book.profiles:
             raise FieldProblem("profile", f"unknown profile {request.profile!r}; expected one of "
                                           f"{', '.join(book.profiles)}")
-        decision, equity, orders = book.plan(request.profile, request.holdings, request.cash, request.date)
+        decision, equity, orders, priced_on = book.plan(request.profile, request.holdings,
+                                                        request.cash, request.date)
         spent = sum(o.quantity * o.reference_price * (1 if o.side == "buy" else -1) for o in orders)
         return {
             "profile": request.profile,
             "day": decision.day.isoformat(),
+            "priced_on": priced_on.isoformat(),
             "equity": equity,
             "targets": dict(zip(decision.profile.symbols, map(float, decision.weights), strict=True)),
             "orders": [

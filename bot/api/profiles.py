@@ -107,9 +107,18 @@ class Profile:
     def latest_day(self) -> dt.date:
         return self.dates[-1].astype(dt.date)
 
+    def in_force(self, t: int) -> int:
+        """The decision day whose weights hold at day t: a weekly profile decides on the
+        last session of each week and keeps those weights until the next one (a
+        mid-week decision is what no account of it trades); others decide every day."""
+        if self.settings.rebalance.schedule != "weekly":
+            return t
+        ends = np.flatnonzero(self.week_ends[: t + 1])
+        return int(ends[-1]) if ends.size else t
+
     def day_index(self, day: dt.date | None) -> int:
-        """The trading day a request means: the latest, or the last one on or before
-        `day`; a day outside the data is NotFound."""
+        """The trading day a request means: the last one on or before `day`, or without a
+        day the latest one; a day outside the data is NotFound."""
         if day is None:
             return len(self.dates) - 1
         first = self.dates[0].astype(dt.date)
@@ -187,10 +196,13 @@ class ProfileBook:
     # -- answers ------------------------------------------------------------------------
 
     def decision(self, name: str, day: dt.date | None = None) -> Decision:
-        """The engine's decision for the profile at the close of `day` (default: the
-        latest data day), computed once per (profile, trading day)."""
+        """The engine's decision for the profile at the close of `day` (default: the one
+        in force on the latest data day: the last week's close for a weekly profile),
+        computed once per (profile, trading day)."""
         profile = self.get(name)
         t = profile.day_index(day)
+        if day is None:
+            t = profile.in_force(t)
         key = (name, t)
         with self._lock:
             cached = self._decisions.get(key)
@@ -206,9 +218,10 @@ class ProfileBook:
 
     def plan(
         self, name: str, holdings: Mapping[str, float], cash: float, day: dt.date | None = None
-    ) -> tuple[Decision, float, list]:
+    ) -> tuple[Decision, float, list, dt.date]:
         """Orders that move a client's holdings and cash to the profile's decision, sized
-        on that day's closes: (decision, the client's equity then, the planner's orders)."""
+        on `day`'s closes (default: the decision in force, sized on the latest closes):
+        (decision, the client's equity then, the planner's orders, the closes' day)."""
         profile = self.get(name)
         unknown = [s for s in holdings if s not in profile.symbols]
         if unknown:
@@ -218,7 +231,16 @@ class ProfileBook:
                 "the plan can only trade the profile's ETFs",
             )
         decision = self.decision(name, day)
-        prices = profile.close[decision.t]
+        t = profile.day_index(day)  # sized on that day's closes: the latest by default
+        prices = profile.close[t]
+        sized_on = profile.dates[t].astype(dt.date)
+        for symbol, price in zip(profile.symbols, prices.tolist(), strict=True):
+            if holdings.get(symbol) and not np.isfinite(price):
+                raise FieldProblem(
+                    f"holdings.{symbol}",
+                    f"{symbol} has no price on {sized_on.isoformat()} (not listed yet, or no "
+                    "data that day): the holding cannot be valued; give a later date",
+                )
         shares = np.array([float(holdings.get(s, 0.0)) for s in profile.symbols])
         equity = cash + float(shares @ np.nan_to_num(prices))
         orders = plan_orders(
@@ -231,7 +253,7 @@ class ProfileBook:
             profile.settings.rebalance,
             f"allocation of profile {name} on {decision.day.isoformat()}",
         )
-        return decision, equity, orders
+        return decision, equity, orders, sized_on
 
     def suitability(self, name: str) -> dict[str, Any]:
         """`bot suitability`'s report of the profile (a backtest of it and of its static
@@ -337,7 +359,9 @@ def allocation_view(decision: Decision, requested: dt.date | None) -> dict[str, 
             "score": number(x.scores[i]) if x.ranked[i] else None,
             "rank": score_rank(x.scores, x.ranked, i),
             "signals": {
-                name: {"z": number(signals.z[name][i]), "raw": number(signals.raw[name][i])}
+                # an ETF left out of the ranking has no z-score (0 would read "average")
+                name: {"z": number(signals.z[name][i]) if x.ranked[i] else None,
+                       "raw": number(signals.raw[name][i])}
                 for name in SIGNALS
             },
             "inputs": {

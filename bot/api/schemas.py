@@ -163,8 +163,10 @@ class PlannedOrder(BaseModel):
 
 class PlanOut(BaseModel):
     profile: str
-    day: str
-    equity: float = Field(description="cash plus the holdings at the day's closes")
+    day: str = Field(description="the decision's day (without a date: the one in force)")
+    priced_on: str = Field(description="the closes the holdings and orders are valued at "
+                                       "(without a date: the latest)")
+    equity: float = Field(description="cash plus the holdings at the priced_on closes")
     targets: dict[str, float]
     orders: list[PlannedOrder] = Field(description="sells first, then buys, as the engine sends them")
     cash_after: float = Field(description="cash left once every order fills at its reference price")
