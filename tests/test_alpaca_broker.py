@@ -204,6 +204,21 @@ def test_partial_fills_give_one_fill_per_increase(fake, broker):
     assert broker.open_order_count() == 0 and broker.poll(fake.now) == []
 
 
+def test_slippage_is_the_signed_cost_against_the_sizing_price(fake, broker):
+    """A buy filled 1% below the price it was sized on recorded a slippage cost of +10 on
+    100 shares: every good fill counted as a cost in the report's transaction costs."""
+    fake.hold("SPY", 200, 500.0)
+    fills = {}
+    for side, ref, price in ((Side.BUY, 10.0, 9.9), (Side.SELL, 500.0, 499.0)):
+        symbol = "TMF" if side is Side.BUY else "SPY"
+        order = broker.submit(req(symbol, side, 100, ref=ref), fake.now)
+        fake.fill(order.broker_order_id, 100, price)
+        [(_, fill)] = broker.poll(fake.now)
+        fills[side] = fill.slippage_cost
+    assert fills[Side.BUY] == pytest.approx(-10.0)  # bought cheaper than sized: a gain
+    assert fills[Side.SELL] == pytest.approx(100.0)  # sold 1 below: a cost
+
+
 def test_fractional_quantity_is_a_day_market_order_rounded_to_9_decimals(fake, broker):
     order = broker.submit(req("SPY", Side.BUY, 1.23456789049), fake.now)
     [call] = fake.calls("POST", "/v2/orders")

@@ -524,7 +524,14 @@ class AlpacaBroker:
             else raw.updated_at
         )
         req = latest.request
-        slippage = abs(price - req.reference_price) * qty if req.reference_price > 0 else 0.0
+        # The cost against the price the order was sized on, signed: a buy filled above
+        # it or a sell below it cost money, the other way round earned some (a gap at a
+        # queued order's open either way). As an absolute value every good fill was a cost.
+        if req.reference_price > 0:
+            worse = price - req.reference_price if req.side is Side.BUY else req.reference_price - price
+            slippage = worse * qty
+        else:
+            slippage = 0.0
         return Fill(
             req.client_order_id, req.symbol, req.side, qty, price, 0.0, slippage, to_utc(when)
         )
