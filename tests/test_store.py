@@ -951,3 +951,23 @@ def test_a_long_data_source_is_stored_on_every_backend(tlog: TradeLog) -> None:
     tlog.flush()
     row = tlog.runs().set_index("id").loc[run_id]
     assert (row["data_source"], row["strategy"]) == (source, name)
+
+
+def test_latest_targets_hold_a_fund_stopped_since_the_decision_at_zero(tlog: TradeLog) -> None:
+    """A stop's sale writes no targets row: the dashboard's current-vs-target view still
+    showed UGL at the 30% of the rebalance two days before it was sold."""
+    from bot.store import queries
+
+    run_id = start(tlog)
+    decided, stopped = dt.date(2023, 2, 1), dt.date(2023, 2, 3)
+    tlog.targets(decided, "x-20230201-rb", [
+        TargetRow("UGL", 0.3, 0.3, 0.3, 40.0, ("inverse vol",)),
+        TargetRow("SPY", 0.7, 0.7, 0.7, 400.0, ("inverse vol",)),
+    ], "every 4 days")
+    tlog.risk_event(RiskEvent(stopped, "stop", "stop hit: position sold", {"price": 39.0}, symbol="UGL"))
+    tlog.flush()
+    with tlog.engine.connect() as conn:
+        rows = queries.latest_targets(conn, run_id).frame().set_index("symbol")
+    assert float(rows.loc["UGL", "final"]) == 0.0 and float(rows.loc["SPY", "final"]) == 0.7
+    assert list(rows.loc["UGL", "reasons"])[-1] == "stop hit on 2023-02-03: out until the next rebalance"
+    assert list(rows.loc["SPY", "reasons"]) == ["inverse vol"]

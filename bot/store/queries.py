@@ -325,4 +325,31 @@ def latest_targets(conn: sa.Connection, run_id: int) -> Rows:
     if not rows.empty:
         last_decision = rows.column("rebalance_id")[-1]
         rows = rows.where("rebalance_id", lambda r: r == last_decision)
+        rows = _after_stops(conn, run_id, rows)
     return rows.drop(["id"])
+
+
+def _after_stops(conn: sa.Connection, run_id: int, rows: Rows) -> Rows:
+    """`rows` (one decision's targets) with each fund whose stop was hit after that
+    decision's day at 0, as the engine holds it until the next rebalance: the stop's
+    sale writes no targets row, and the dashboard showed the fund at its old weight."""
+    day = rows.column("day")[0]
+    r = RISK_EVENTS
+    stopped = dict(conn.execute(
+        sa.select(r.c.symbol, sa.func.min(r.c.day)).where(
+            r.c.run_id == run_id, r.c.rule == "stop", r.c.day > day, r.c.symbol.is_not(None)
+        ).group_by(r.c.symbol)
+    ).all())
+    if not stopped:
+        return rows
+    final, reasons, symbol = (rows.columns.index(c) for c in ("final", "reasons", "symbol"))
+    updated = []
+    for row in rows.rows:
+        hit = stopped.get(row[symbol])
+        if hit is not None:
+            row = list(row)
+            row[final] = type(row[final])(0)
+            row[reasons] = [*(row[reasons] or []), f"stop hit on {hit}: out until the next rebalance"]
+            row = tuple(row)
+        updated.append(row)
+    return Rows(rows.columns, updated, rows.total)
