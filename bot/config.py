@@ -595,8 +595,14 @@ def _describe(err: dict) -> str:
         shown = " (a string, not shown: it may be a secret)"
     elif "://" in repr(given) and not database_url:
         shown = " (got a URL, not shown: it may hold a token)"
+    elif isinstance(given, str) and repr(given) in msg:  # the message names it already
+        shown = ""
+    elif isinstance(given, dt.datetime):  # as the TOML file wrote it
+        shown = f" (got {given.isoformat()})"
     else:
         shown = f" (got {given!r})"
+    if err["type"] == "missing" and len(path) == 4 and path[:2] == ["backtest", "periods"]:
+        msg = "expected [name, start, end], e.g. [\"2020 crash\", \"2020-02-19\", \"2020-03-23\"]"
     hint = _STRICT_HINTS.get((err["type"], type(given)), "")
     if err["type"] in ("float_type", "int_type") and isinstance(given, str) and not _numeric(given):
         hint = ""  # "abc" is no quoted number: the message says a number is expected
@@ -661,6 +667,7 @@ _STRICT_HINTS: dict[tuple[str, type], str] = {
     ("int_type", float): ": expected a whole number (no decimal point)",
     ("bool_type", str): ": write true or false, without quotes",
     ("bool_type", int): ": write true or false",
+    ("string_type", dt.datetime): ": expected a date YYYY-MM-DD, without a time",
     ("tuple_type", str): ': write a list in brackets, e.g. ["a", "b"]',
 }
 

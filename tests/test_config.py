@@ -46,6 +46,28 @@ def test_every_invalid_field_is_reported_by_name(tmp_path):
     assert str(path) in text
 
 
+def test_a_date_with_a_time_a_short_period_and_a_bad_waiver_read_plainly(tmp_path):
+    path = write(tmp_path, """
+        [universe]
+        SPY = { weight = 1.0 }
+        [risk]
+        position_cap = 1.0
+        [backtest]
+        start = 2010-03-01T00:00:00
+        periods = [["crash", "2020-02-19"]]
+        [data]
+        allow_extreme = ["nonsense"]
+    """)
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    problems = err.value.problems
+    assert "backtest.start: Input should be a valid string (got 2010-03-01T00:00:00): expected a " \
+           "date YYYY-MM-DD, without a time" in problems
+    assert any(p.startswith("backtest.periods.0.2: expected [name, start, end]") for p in problems)
+    (waiver,) = [p for p in problems if p.startswith("data.allow_extreme")]
+    assert waiver.count("'nonsense'") == 1  # named once, not again in "(got ...)"
+
+
 def test_cross_field_rules_name_the_field(tmp_path):
     path = write(tmp_path, """
         [universe]
