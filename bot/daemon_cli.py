@@ -222,11 +222,10 @@ def _finish_replay(
                    f"its span {span} was not finished (a replay cannot resume: run it again)")
         log.warning("replay interrupted", run=run_id, signal=signal_name,
                     simulated=str(result.stopped_at), jobs=result.jobs_run)
-        # dated when it happened, as every incident of the process is; the replay's own
-        # clock is in the message and the context
-        tradelog.incident(dt.datetime.now(dt.UTC), "interrupted", message,
+        # on the replay's clock, as its job incidents are; the wall-clock time beside it
+        tradelog.incident(result.stopped_at, "interrupted", message,
                           {"signal": signal_name, "jobs_run": result.jobs_run, "span": span,
-                           "simulated_at": result.stopped_at.isoformat()})
+                           "wall_clock": dt.datetime.now(dt.UTC).isoformat()})
     if result.failures:
         log.error("replay jobs failed", run=run_id, detail=describe_failures(result))
     ok = not result.interrupted and not result.failures
@@ -395,6 +394,8 @@ def writable_heartbeat_path() -> Path:
     except OSError as exc:
         raise BotError(f"{named}: cannot create its folder {path.parent}: "
                        f"{exc.strerror or exc}") from None
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise BotError(f"{named}: {path} cannot be written by this user")
     return path
 
 

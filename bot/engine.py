@@ -128,6 +128,7 @@ class Engine:
         cash, positions = self.broker.cash_balance(), _book_value(held, self._mark_rows[t])
         self._stepped_book = (t, cash, held, positions)
         equity = cash + positions
+        _check_equity(equity, cash)  # before anything is decided, logged or sent
         events: list[RiskEvent] = []
         # A defensive switch that had to wait for open orders is still owed a rebalance.
         forced = self._update_drawdown(t, day, equity, events) or state.owed_rebalance
@@ -372,9 +373,13 @@ class Engine:
                 events,
             )
         weights = latest.weights
-        if stopped:
+        # Out: the funds stopped at this close, and those stopped since the decision (a
+        # lag of 2 or more sessions has closes in between): bought back at the weight
+        # decided before their stop, they were "out until the next rebalance" in name only.
+        out = sorted({*stopped, *(i for i, s in enumerate(self.symbols) if s in state.stopped)})
+        if out:
             weights = weights.copy()
-            weights[stopped] = 0.0
+            weights[out] = 0.0
         state.targets = weights
         reason = f"{latest.reason} (decided {latest.decided.isoformat()})"
         return self._send(self.rebalance_id(day), now, weights, shares, equity, t, reason, stopped)
@@ -391,12 +396,7 @@ class Engine:
         if self._sizing is not None:
             prices = np.where(np.isfinite(self._sizing), self._sizing, prices)
             equity = self.broker.cash_balance() + float(shares @ np.nan_to_num(prices))
-        if not equity > 0.0:  # a broker answer that cannot be (cash and holdings long only)
-            raise BrokerError(
-                f"account equity {equity:,.2f} is not positive (cash "
-                f"{self.broker.cash_balance():,.2f}): nothing to allocate; no order sent. "
-                "Check the account at the broker"
-            )
+        _check_equity(equity, self.broker.cash_balance())  # on the sizing prices too
         if stopped:
             shares = shares.copy()
             shares[stopped] = 0.0
@@ -603,6 +603,16 @@ def decision_context(
         regime=regime,
         defensive=defensive,
     )
+
+
+def _check_equity(equity: float, cash: float) -> None:
+    """Refuse a book worth nothing or less: cash and holdings are long only, so it is a
+    broker answer that cannot be (targets of a negative equity are short sales)."""
+    if not equity > 0.0:
+        raise BrokerError(
+            f"account equity {equity:,.2f} is not positive (cash {cash:,.2f}): nothing to "
+            "allocate; no order sent. Check the account at the broker"
+        )
 
 
 def _book_value(quantities: list[float], marks: list[float]) -> float:

@@ -356,10 +356,14 @@ def _record_failure(tradelog: TradeLog, exc: BaseException) -> None:
     stopped = isinstance(exc, KeyboardInterrupt | SystemExit)
     kind = "interrupted" if stopped else "run_failed"
     reason = "stopped (Ctrl-C or a stop signal)" if stopped else f"{type(exc).__name__}: {exc}"
-    try:
-        if tradelog.run_id is not None:
+    if tradelog.run_id is not None:
+        try:  # on its own: the run's status below matters more than the incident
             tradelog.incident(now, kind, mask_text(f"backtest failed: {reason}")[:1000],
                               {"error_type": type(exc).__name__})
+        except Exception as error:  # noqa: BLE001 - the run's own error is the one to raise
+            log.error("backtest.incident_not_stored", run=tradelog.run_id,
+                      error=mask_text(str(error)))
+    try:
         tradelog.finish_run("failed", now)
     except BotError as exc:  # e.g. the disk is still full: said in one line, as the cause is
         log.error("backtest.failure_not_fully_recorded", run=tradelog.run_id, error=str(exc))

@@ -126,6 +126,16 @@ def test_a_killed_simulations_open_orders_are_canceled_and_its_end_is_its_last_h
     with log.engine.begin() as conn:
         conn.execute(sa.text("UPDATE runs SET heartbeat_at = :at WHERE id = :id"),
                      {"at": last_beat.replace(tzinfo=None), "id": runs["replay"]})
+    # a replay of another host silent past the lease may only be suspended: its orders stay
+    runs["silent"] = log.start_run(mode="replay", strategy="s", config_hash="-", config={},
+                                   code_version="-", data_source="-", synthetic=False,
+                                   started_at=T0, holder="another-host:1:1")
+    request = OrderRequest("silent-0", "silent-rb", "SPY", Side.BUY, 1.0, "test", 500.0)
+    log.order(Order(request, OrderStatus.ACCEPTED, T0, "b-silent"))
+    log.flush()
+    with log.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE runs SET heartbeat_at = :at WHERE id = :id"),
+                     {"at": (T0 - dt.timedelta(days=1)).replace(tzinfo=None), "id": runs["silent"]})
     current = _run(log, this_process())
     found = T0 + dt.timedelta(days=3)
     assert sorted(close_dead_runs(log, current, found)) == sorted(runs.values())
@@ -134,6 +144,7 @@ def test_a_killed_simulations_open_orders_are_canceled_and_its_end_is_its_last_h
     assert "before its simulated venue filled it" in orders.loc["replay-0", "status_message"]
     assert orders.loc["replay-1", "status"] == "filled"
     assert list(orders.loc[["paper-0", "paper-1"], "status"]) == ["accepted", "filled"]
+    assert orders.loc["silent-0", "status"] == "accepted"
     with log.engine.connect() as conn:
         events = conn.execute(sa.text(
             "SELECT o.client_order_id, e.status FROM order_events e JOIN orders o ON o.id = e.order_id"

@@ -380,6 +380,9 @@ def test_invalid_requests_get_a_422_naming_the_field(api) -> None:
         assert _fields(client.get("/v1/profiles/balanced/allocation", params=params))[field].startswith(message)
     assert _fields(client.get("/v1/profiles", params={"x": "1"}))["query.x"] == (
         "unknown query parameter; expected none")
+    # after the key check, as every 422: no key is a 401, not a list of parameter names
+    without_key = httpx.get(f"{api['server'].base}/v1/profiles", params={"x": "1"}, timeout=60)
+    assert without_key.status_code == 401
 
 
 # --- keys, budgets, headers -----------------------------------------------------------

@@ -436,3 +436,35 @@ def test_a_negative_account_equity_is_refused_and_nothing_is_sent(settings, real
     with pytest.raises(BrokerError, match=r"account equity -5,000.00 is not positive .* no order sent"):
         engine.step(t, utc(1_590_000_000))
     assert broker.open_order_count() == 0
+    # with holdings whose stops are all hit: refused before the stop sells and the decision
+    broker = SimulatedBroker(settings.symbols, 100_000.0, CostModel(), True)
+    broker.start_with(np.ones(len(settings.symbols)), -1e7)
+    log = scratch_tradelog("negative-stops")
+    engine = Engine(settings, real_market, broker, log, "neg")
+    engine.state.stops = np.full(len(settings.symbols), 1e9)
+    with pytest.raises(BrokerError, match="is not positive"):
+        engine.step(t, utc(1_590_000_000))
+    assert broker.open_order_count() == 0 and not log._targets and engine.state.last_rebalance_day is None
+
+
+def test_with_a_lag_of_several_sessions_a_fund_stopped_before_the_execution_is_not_bought_back(
+    settings, real_market
+):
+    """A stop hit between a decision and its execution three sessions later: the
+    execution bought the fund back at the weight decided before the stop (101 times
+    over 2010-2024), while the log said it was out until the next rebalance."""
+    cfg = variant(settings, rebalance={"execution_lag_days": 3},
+                  backtest={"start": "2010-03-01", "end": "2024-12-31"})
+    log = scratch_tradelog("lag3")
+    run_backtest(cfg, real_market, log)
+    log.flush()
+    orders = log.load_orders(log.run_id)
+    orders["day"] = orders["client_order_id"].str.extract(r"-(\d{8})-")[0]
+    stops = orders[orders["client_order_id"].str.contains("-stop-")]
+    buys = orders[(orders["side"] == "buy")].copy()
+    buys["decided"] = buys["reason"].str.extract(r"decided (\d{4}-\d{2}-\d{2})")[0].str.replace("-", "")
+    assert len(stops) > 50 and buys["decided"].notna().all()
+    clash = stops.merge(buys, on="symbol", suffixes=("_stop", "_buy"))
+    bought_back = clash[(clash["decided"] < clash["day_stop"]) & (clash["day_buy"] > clash["day_stop"])]
+    assert bought_back.empty, bought_back[["symbol", "decided", "day_stop", "day_buy"]].head()
+    log.close()

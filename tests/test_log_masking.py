@@ -125,7 +125,7 @@ def test_the_error_line_of_a_failed_command_is_masked(monkeypatch, capsys) -> No
 
 def test_config_errors_do_not_quote_a_secret_put_in_the_wrong_table(tmp_path) -> None:
     from bot.config import describe_override, load_settings
-    from bot.errors import ConfigError
+    from bot.errors import BotError, ConfigError
 
     bad = tmp_path / "c.toml"
     for text in ('[universe]\nAPCA_API_SECRET_KEY = "SUPERSECRETVALUE"\nSPY = { weight = 1.0 }\n',
@@ -138,3 +138,10 @@ def test_config_errors_do_not_quote_a_secret_put_in_the_wrong_table(tmp_path) ->
     assert describe_override("store.url=postgresql://u:PW@h/db") == "store.url=(not shown)"
     assert describe_override("notify.events=tgram://TOKEN/1") == "notify.events=(not shown)"
     assert describe_override("risk.vol_high=1.5") == "risk.vol_high=1.5"
+    from bot.sweep.grid import parse_axis
+
+    for spec in ("store.url=postgresql://bot:hunter2@db/bot,",
+                 "store.url=postgresql://bot:hunter2@db/bot,postgresql://bot:hunter2@db/bot"):
+        with pytest.raises(BotError) as err:
+            parse_axis(spec)
+        assert "hunter2" not in str(err.value) and "(not shown)" in str(err.value)

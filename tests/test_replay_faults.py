@@ -77,9 +77,9 @@ def test_sigterm_stops_a_replay_after_the_running_job(tmp_path):
     assert run["summary"]["interrupted"] == "SIGTERM"
     assert list(run["incidents"]["kind"]) == ["interrupted"]
     assert "SIGTERM" in run["incidents"]["message"].iloc[0]
-    # dated on the wall clock like the run's own times, not in the replayed years
-    assert run["incidents"]["at"].iloc[0] >= run["started_at"]
-    assert run["incidents"]["context"].iloc[0]["simulated_at"] < "2025"
+    # on the replay's clock as its job incidents, the wall-clock time beside it
+    assert run["incidents"]["at"].iloc[0] < run["started_at"]
+    assert run["incidents"]["context"].iloc[0]["wall_clock"] >= run["started_at"].isoformat()[:10]
     assert run["summary"]["span"] == run["incidents"]["context"].iloc[0]["span"]  # to run again
     assert set(run["orders"]["status"]) <= FINAL
 

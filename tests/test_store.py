@@ -781,6 +781,24 @@ def test_rows_the_database_rejects_are_kept_in_an_incident_and_do_not_block_late
     assert count(tlog, "equity") == 2
 
 
+def test_a_rejected_flush_still_stores_the_strategy_state(tlog: TradeLog) -> None:
+    """The state went into the incident with the refused equity row and the buffer was
+    cleared: the next job reloaded the older committed state, and the rebalance whose
+    orders were saved beside it was due again."""
+    start(tlog)
+    tlog.save_state("main", "paper", {"last_rebalance_day": "2024-03-01"}, T0)
+    tlog.equity(equity_point())
+    tlog.flush()
+    tlog.order(make_order("o-1"))
+    tlog.save_state("main", "paper", {"last_rebalance_day": "2024-03-04"}, T0)
+    tlog.equity(equity_point())  # the same day again: refused
+    with pytest.raises(sa.exc.IntegrityError):
+        tlog.flush()
+    reader = TradeLog(tlog.engine)
+    assert reader.load_state("main", "paper") == {"last_rebalance_day": "2024-03-04"}
+    assert list(reader.load_orders()["client_order_id"]) == ["o-1"]
+
+
 def test_rejected_positions_are_kept_one_row_per_symbol(tlog: TradeLog) -> None:
     """Snapshots are buffered one per day; the incident keeps them as the table's rows."""
     run_id = start(tlog)

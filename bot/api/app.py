@@ -293,8 +293,10 @@ def _install_handlers(app: FastAPI) -> None:
         return await bad_input(request, [_field_error(e) for e in exc.errors()])
 
     @app.exception_handler(FieldProblem)
-    async def field_problem(_request: Request, exc: FieldProblem) -> JSONResponse:
-        return _error(422, "invalid request", str(exc), fields=[{"field": exc.field, "message": exc.message}])
+    async def field_problem(request: Request, exc: FieldProblem) -> JSONResponse:
+        # after the key check, as every 422 (an unknown query parameter is refused by a
+        # dependency that runs before the route's key check)
+        return await bad_input(request, [{"field": exc.field, "message": exc.message}])
 
     @app.exception_handler(NotFound)
     async def not_found(_request: Request, exc: NotFound) -> JSONResponse:

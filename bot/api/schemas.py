@@ -44,7 +44,8 @@ class PlanRequest(_Strict):
         examples=[{"SPY": 12.5, "BND": 40}],
     )
     date: IsoDate | None = Field(
-        default=None, description="decide at this day's close, YYYY-MM-DD (default: the latest data day)"
+        default=None, description="decide at this day's close and price the plan on it, YYYY-MM-DD "
+                                  "(default: the decision in force, priced on the latest closes)"
     )
 
 

@@ -47,20 +47,24 @@ def close_dead_runs(tradelog: TradeLog, run_id: int, now: dt.datetime) -> list[i
         elif mode in LEASED_MODES and process_state(holder, beat, clock) == "gone":
             silent.append(rid)
     lease = f"no heartbeat for more than {LEASE.total_seconds() / 60:g} minutes"
+    # Only a process proven gone has its simulated orders canceled: one whose heartbeat
+    # stopped may be suspended and resume, and its venue would then fill them.
     return (mark_abandoned(tradelog, gone, run_id, now, "its process is gone")
-            + mark_abandoned(tradelog, silent, run_id, now, lease))
+            + mark_abandoned(tradelog, silent, run_id, now, lease, cancel_orders=False))
 
 
 def mark_abandoned(
-    tradelog: TradeLog, run_ids: Sequence[int], found_by: int, now: dt.datetime, proof: str
+    tradelog: TradeLog, run_ids: Sequence[int], found_by: int, now: dt.datetime, proof: str,
+    *, cancel_orders: bool = True,
 ) -> list[int]:
     """Mark `run_ids` failed, each with an `abandoned` incident saying how it was known
     dead (`proof`); a run that ended meanwhile is left as it ended. Returns those marked.
 
     Its end is its last heartbeat, if it wrote one (when it was last known alive, not
-    when this run found it). A backtest's or replay's orders still open are canceled:
-    their venue died with the process and nothing will fill them (a paper or live
-    run's are at Alpaca, where the next start's reconciliation finds them)."""
+    when this run found it). With `cancel_orders` (the process is known gone), a
+    backtest's or replay's orders still open are canceled: their venue died with the
+    process and nothing will fill them (a paper or live run's are at Alpaca, where the
+    next start's reconciliation finds them)."""
     marked = []
     with tradelog.engine.begin() as conn:
         for old in run_ids:
@@ -73,7 +77,8 @@ def mark_abandoned(
             if done.rowcount != 1:
                 continue
             marked.append(old)
-            canceled = _cancel_simulated_orders(conn, old, now) if row.mode in LEASED_MODES else 0
+            simulated = cancel_orders and row.mode in LEASED_MODES
+            canceled = _cancel_simulated_orders(conn, old, now) if simulated else 0
             conn.execute(sa.insert(INCIDENTS).values(
                 run_id=old, at=now, kind="abandoned",
                 message=(f"run {old} ended without recording its end (killed, or the machine "

@@ -782,6 +782,8 @@ class TradeLog(TradeLogReaders):
         order records go in first on their own if the database takes them, so the orders'
         later fills can still be recorded."""
         self._save_order_records(prepared)
+        self._save_states()
+
         def named(columns: tuple[str, ...], rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
             return [dict(zip(columns, row, strict=True)) for row in rows]
 
@@ -814,6 +816,21 @@ class TradeLog(TradeLogReaders):
         self._updates.clear()
         self._events.clear()
         self._fills.clear()
+        return True
+
+    def _save_states(self) -> bool:
+        """Write the strategy state alone, after the orders: a state lost with rejected rows
+        sent the job after it back to the older committed one, and the rebalance whose
+        orders were just saved was due again. False if refused too (it is then kept in
+        the incident with the rest)."""
+        if not self._states:
+            return True
+        try:
+            with self.engine.begin() as conn:
+                upsert(conn, STRATEGY_STATE, list(self._states.values()), ("instance",))
+        except (sa.exc.IntegrityError, sa.exc.DataError):
+            return False
+        self._states.clear()
         return True
 
     def _clear_buffers(self) -> None:

@@ -110,7 +110,7 @@ def _split_assignment(spec: str, option: str, example: str) -> tuple[str, str]:
     key, sep, rest = spec.partition("=")
     key = key.strip()
     if not sep or not key or not rest.strip() or any(not p for p in key.split(".")):
-        raise BotError(f"{option} {spec!r}: expected {example}")
+        raise BotError(f"{option} {describe_override(spec)!r}: expected {example}")
     return key, rest
 
 
@@ -126,12 +126,13 @@ def parse_axis(spec: str) -> Axis:
     key, text = _split_assignment(spec, "--grid", example)
     texts = _split_values(text)
     if any(not t for t in texts):
-        raise BotError(f"--grid {spec!r}: an empty value; expected {example}")
+        raise BotError(f"--grid {describe_override(spec)!r}: an empty value; expected {example}")
     values = tuple(parse_value(t) for t in texts)
     seen: list[Any] = []
     for value in values:
         if value in seen:
-            raise BotError(f"--grid {key}: the value {format_value(value)} is given twice")
+            shown = describe_override(f"{key}={format_value(value)}").partition("=")[2]
+            raise BotError(f"--grid {key}: the value {shown} is given twice")
         seen.append(value)
     return Axis(key, values)
 
