@@ -93,7 +93,11 @@ def _run_targets(log, run_id: int, profile: str) -> tuple[dict[str, float], dt.d
     runs = queries.RUNS
     with log.engine.connect() as conn:
         queries.require_run(conn, run_id)
-        run = conn.execute(sa.select(runs.c.strategy, runs.c.config).where(runs.c.id == run_id)).one()
+        run = conn.execute(sa.select(runs.c.strategy, runs.c.config, runs.c.synthetic)
+                           .where(runs.c.id == run_id)).one()
+    if run.synthetic:  # its weights were decided on made-up prices: never a client's portfolio
+        raise BotError(f"--run {run_id} traded a SYNTHETIC market: its targets are no decision "
+                       "on real prices; push those of a run on real data")
     decisions = load_decisions(log.engine, run_id)
     if decisions or run.strategy == PLATFORM_STRATEGY:
         found = decisions.get(profile)
@@ -167,7 +171,8 @@ def _cmd_push(args: argparse.Namespace) -> int:
             raise BotError(f"targets of {profile}: {exc}") from None
     finally:
         log.engine.dispose()
-    print(f"{profile}: portfolio {result.portfolio_id} {result.action}")
+    source = "" if decided_on is None else f" with the targets of run {args.run} decided on {decided_on}"
+    print(f"{profile}: portfolio {result.portfolio_id} {result.action}{source}")
     return 0
 
 

@@ -65,7 +65,7 @@ def platform_batch(log: TradeLog) -> int:
     one run and day, the last-decided profile (conservative) last."""
     from bot.platform.store import DECISIONS, PLATFORM_STRATEGY, StoredDecision, decision_rows
 
-    run_id = start(log, mode="paper", strategy=PLATFORM_STRATEGY)
+    run_id = start(log, mode="paper", strategy=PLATFORM_STRATEGY, synthetic=False)
     day = dt.date(2024, 11, 22)
     decisions = [StoredDecision(run_id, p, day, f"platform-robo_{p}-20241122-rb", w, None)
                  for p, w in (("balanced", BALANCED), ("conservative", CONSERVATIVE))]
@@ -197,16 +197,23 @@ def test_bot_rebalancing_pushes_a_runs_targets(fake, log, monkeypatch, capsys):
     monkeypatch.setenv("APCA_BROKER_API_KEY", fake.key)
     monkeypatch.setenv("APCA_BROKER_API_SECRET", fake.secret)
     monkeypatch.setenv("APCA_BROKER_API_URL", fake.url)
-    run_id = start(log, mode="paper", config=factor_config("balanced"))
     rows = [TargetRow(s, w, w, w, None, ("factor score",)) for s, w in BALANCED.items()]
+    made_up = start(log, mode="replay", config=factor_config("balanced"), synthetic=True)
+    log.targets(dt.date(2024, 11, 22), "robo-20241122-rb", rows, "weekly")
+    run_id = start(log, mode="paper", config=factor_config("balanced"), synthetic=False)
     log.targets(dt.date(2024, 11, 22), "robo-20241122-rb", rows, "weekly")
     log.flush()
     db = ("--database", str(log.engine.url))
     capsys.readouterr()
+    # a synthetic run's weights were decided on made-up prices: never pushed to clients
+    assert main(["rebalancing", "push", "--profile", "balanced", "--run", str(made_up), *db]) == 2
+    assert f"--run {made_up} traded a SYNTHETIC market" in capsys.readouterr().err
+    assert fake.portfolios == {}
     assert main(["rebalancing", "push", "--profile", "balanced", "--run", str(run_id), *db]) == 0
     out = capsys.readouterr().out
     (portfolio,) = fake.portfolios.values()
-    assert f"balanced: portfolio {portfolio['id']} created" in out
+    assert (f"balanced: portfolio {portfolio['id']} created with the targets of run {run_id} "
+            "decided on 2024-11-22") in out
     assert {w["symbol"]: w["percent"] for w in portfolio["weights"]}["SPY"] == 30.0
     database = Path(str(log.engine.url.database))
     stored = b"".join(f.read_bytes() for f in database.parent.glob(database.name + "*"))
@@ -252,11 +259,11 @@ def test_push_of_a_single_profile_run_refuses_another_profile(fake, log, monkeyp
     from bot.cli import main
 
     broker_env(monkeypatch, fake)
-    balanced = start(log, mode="paper", config=factor_config("balanced"))
+    balanced = start(log, mode="paper", config=factor_config("balanced"), synthetic=False)
     log.targets(dt.date(2024, 11, 22), "robo-20241122-rb",
                 [TargetRow(s, w, w, w, None, ("score",)) for s, w in BALANCED.items()], "weekly")
     log.flush()
-    leverage = start(log, mode="paper")  # not a robo run: no factor profile
+    leverage = start(log, mode="paper", synthetic=False)  # not a robo run: no factor profile
     db = ("--database", str(log.engine.url))
     capsys.readouterr()
     assert main(["rebalancing", "push", "--profile", "conservative", "--run", str(balanced), *db]) == 2
