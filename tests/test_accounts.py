@@ -20,7 +20,7 @@ from bot.dashboard.snapshot import MarketCache, collect
 from bot.errors import BotError
 from bot.store import TradeLog
 from bot.store.benchmark import RunMarket
-from bot.types import EquityPoint, Fill, Order, OrderRequest, OrderStatus, Regime, Side
+from bot.types import EquityPoint, Fill, Order, OrderRequest, OrderStatus, Regime, Side, TargetRow
 from tests.conftest import REPO
 from tests.test_store import T0, backend_url, start
 
@@ -377,6 +377,31 @@ def test_the_dashboard_shows_one_account(tlog):
     assert data["weights"]["rows"][0]["current"] == pytest.approx(5100 / 10510)
     with pytest.raises(BotError, match="several client accounts: show one with --account"):
         collect(tlog, None, markets)
+
+
+def test_the_dashboard_shows_an_accounts_own_profile_targets(tlog):
+    """A platform batch records every profile's targets under one run and day: the
+    dashboard showed the last-decided profile's (aggressive's QQQ, ARKK...) as the
+    targets of a balanced client."""
+    from bot.platform.store import DECISIONS, StoredDecision, decision_rows
+
+    run_id, one, two = platform_run(tlog)
+    day = dt.date(2024, 3, 1)
+    decided = {"balanced": {"SPY": 0.5, "BND": 0.5}, "aggressive": {"QQQ": 0.6, "XLK": 0.4}}
+    for profile, weights in decided.items():  # aggressive last, as in a batch
+        tlog.targets(day, f"platform-robo_{profile}-20240301-rb",
+                     [TargetRow(s, w, w, w, None, ("score",)) for s, w in weights.items()], "weekly")
+    tlog.flush()
+    stored = [StoredDecision(run_id, p, day, f"platform-robo_{p}-20240301-rb", w, None)
+              for p, w in decided.items()]
+    with tlog.engine.begin() as conn:
+        conn.execute(sa.insert(DECISIONS), decision_rows(run_id, stored, dict.fromkeys(decided, "h"), T0))
+    markets = MarketCache(lambda *_: RunMarket(None, None, None, None, "no SPY here"))
+    for account, profile in ((one, "balanced"), (two, "aggressive")):
+        weights = collect(tlog, None, markets, account=account)["weights"]
+        targets = {r["symbol"]: r["target"] for r in weights["rows"] if r["target"] is not None}
+        assert targets == {**decided[profile], "CASH": pytest.approx(0.0)}, profile
+        assert weights["targets_day"] == "2024-03-01"
 
 
 def test_stress_and_report_of_a_run_of_several_accounts_need_one_account(url, tmp_path, capsys):

@@ -354,3 +354,19 @@ def test_one_sold_out_asset_does_not_read_as_a_flat_book(tmp_path, capsys) -> No
     assert main(["positions", "--database", url, "--symbol", "TLT"]) == 0
     out = capsys.readouterr().out
     assert "TLT is not held on 2024-01-03" in out and "flat" not in out
+
+
+def test_spy_is_not_carried_flat_past_the_end_of_its_data() -> None:
+    """SPY data ending on 2024-12-31 under a run that went on to 2025-01-08: its curve
+    stayed flat for those days, and "SPY same dates" was not the same dates."""
+    import pandas as pd
+
+    from bot.dashboard.snapshot import _benchmark
+    from bot.store.benchmark import RunMarket
+
+    days = pd.to_datetime(["2024-12-30", "2024-12-31", "2025-01-02", "2025-01-03"])
+    curve = pd.Series([100.0, 101.0, 102.0, 103.0], index=days)
+    spy = pd.Series([500.0, 505.0], index=days[:2])
+    answer = _benchmark(RunMarket(spy, None, None, None, "real"), curve)
+    assert [day for day, _ in answer["curve"]] == ["2024-12-30", "2024-12-31"]
+    assert answer["total_return"] == pytest.approx(0.01)

@@ -69,6 +69,11 @@ def test_runs_selector_fragment_and_host(replayed, tmp_path) -> None:  # noqa: F
         dom = Dom()
         dom.feed(page)
         assert "run-select" in dom.by_id and f'<option value="{run_id}">' in page
+        from bot.dashboard.page import _run_selector
+
+        listed = _run_selector([{"id": 7, "mode": "replay", "strategy": "s", "status": "finished",
+                                 "started_at": "2026-01-02", "synthetic": True}], 7, True)
+        assert "run 7 · replay · s · finished · 2026-01-02 · SYNTHETIC" in listed
         assert '<script src="/dashboard.js"></script>' in page and "http-equiv=\"refresh\"" in page
         assert "fetch(\"/fragment\"" in _get(srv, "/dashboard.js")
         fragment = _get(srv, f"/fragment?run={run_id}")
@@ -80,7 +85,10 @@ def test_runs_selector_fragment_and_host(replayed, tmp_path) -> None:  # noqa: F
         assert summary["run"]["id"] == run_id
         with pytest.raises(urllib.error.HTTPError) as bad:
             _get(srv, "/api/summary?run=x")
-        assert bad.value.code == 503
+        assert bad.value.code == 400  # the request's fault: the server is not down
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            _get(srv, "/api/summary?run=99")
+        assert missing.value.code == 404
     finally:
         srv.shutdown()
         srv.server_close()

@@ -300,6 +300,8 @@ def _run_selector(runs: list[dict[str, Any]], shown: int, followed: bool) -> str
     for r in runs:
         selected = " selected" if not followed and r["id"] == shown else ""
         label = f"run {r['id']} · {r['mode']} · {r['strategy']} · {r['status']} · {str(r['started_at'])[:10]}"
+        if r.get("synthetic"):
+            label += " · SYNTHETIC"
         options.append(f'<option value="{r["id"]}"{selected}>{escape(label)}</option>')
     return ('<label for="run-select">run</label>'
             f'<select id="run-select">{"".join(options)}</select>')

@@ -39,6 +39,10 @@ from bot.store.tradelog import TradeLog
 
 log = structlog.get_logger(__name__)
 
+
+class BadRunParameter(BotError):
+    """?run= that is no run id (answered 400, not 503: the server is not down)."""
+
 HOST = "127.0.0.1"
 #: Host header names always accepted: a browser on this machine or an SSH tunnel to it
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -132,7 +136,12 @@ class Handler(BaseHTTPRequestHandler):
                 return
             data = collect(self.server.tradelog, run, self.server.markets, self.server.account)
         except BotError as exc:  # e.g. no runs yet: say so, on the page and in the JSON
-            self._send(HTTPStatus.SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", f"{exc}\n".encode())
+            from bot.store.queries import RunNotFound
+
+            status = (HTTPStatus.BAD_REQUEST if isinstance(exc, BadRunParameter)
+                      else HTTPStatus.NOT_FOUND if isinstance(exc, RunNotFound)
+                      else HTTPStatus.SERVICE_UNAVAILABLE)  # nothing recorded yet: a monitor waits
+            self._send(status, "text/plain; charset=utf-8", f"{exc}\n".encode())
             return
         except Exception:
             log.exception("dashboard.request_failed", path=path)
@@ -155,7 +164,7 @@ class Handler(BaseHTTPRequestHandler):
         try:  # the commands' own check: a 20-digit id overflowed SQLite (a 500)
             return run_id(values[-1])
         except argparse.ArgumentTypeError as exc:
-            raise BotError(f"?run=: {exc}") from None
+            raise BadRunParameter(f"?run=: {exc}") from None
 
     def _runs(self) -> list[dict]:
         from bot.store import queries

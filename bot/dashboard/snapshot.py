@@ -53,7 +53,13 @@ def _series_points(values: pd.Series) -> list[list[Any]]:
 def _weights(conn: sa.Connection, run_id: int, account: int | None) -> dict[str, Any]:
     """Latest snapshot weights next to the latest targets, CASH included."""
     held = queries.positions(conn, queries.Filters(run=run_id, account=account)).frame()
-    targets = queries.latest_targets(conn, run_id).frame()
+    own = None if account is None else _profile_decision(conn, run_id, account)
+    if own is not None:  # a platform batch: the account's profile's decision, not the last one's
+        target, targets_day = own
+    else:
+        targets = queries.latest_targets(conn, run_id).frame()
+        target = {r.symbol: float(r.final) for r in targets.itertuples()}
+        targets_day = targets["day"].iloc[0] if not targets.empty else None
     snapshot_day = held["day"].iloc[0] if not held.empty else None
     cash_weight = None
     if snapshot_day is not None:
@@ -67,7 +73,6 @@ def _weights(conn: sa.Connection, run_id: int, account: int | None) -> dict[str,
         if row is not None and row.equity:
             cash_weight = float(row.cash / row.equity)
     current = {r.symbol: r.weight for r in held.itertuples()}
-    target = {r.symbol: float(r.final) for r in targets.itertuples()}
     symbols = list(dict.fromkeys([*target, *current]))
     rows = [{"symbol": s, "current": current.get(s, 0.0 if snapshot_day else None),
              "target": target.get(s)} for s in symbols]
@@ -76,9 +81,24 @@ def _weights(conn: sa.Connection, run_id: int, account: int | None) -> dict[str,
         rows.append({"symbol": "CASH", "current": cash_weight, "target": target_cash})
     return {
         "as_of": snapshot_day.isoformat() if snapshot_day is not None else None,
-        "targets_day": targets["day"].iloc[0].isoformat() if not targets.empty else None,
+        "targets_day": targets_day.isoformat() if targets_day is not None else None,
         "rows": rows,
     }
+
+
+def _profile_decision(
+    conn: sa.Connection, run_id: int, account: int
+) -> tuple[dict[str, float], dt.date] | None:
+    """The targets the account's profile decided in run `run_id` if it is a platform
+    batch (which records every profile's under one run and day), with their day; None
+    for any other run."""
+    accounts, decisions = queries.METADATA.tables["accounts"], queries.METADATA.tables["platform_decisions"]
+    profile = sa.select(accounts.c.profile).where(accounts.c.id == account).scalar_subquery()
+    row = conn.execute(sa.select(decisions.c.weights, decisions.c.day).where(
+        decisions.c.run_id == run_id, decisions.c.profile == profile)).first()
+    if row is None:
+        return None
+    return {symbol: float(w) for symbol, w in row.weights.items()}, row.day
 
 
 def collect(
@@ -163,7 +183,10 @@ def _benchmark(market: RunMarket, curve: pd.Series) -> dict[str, Any]:
     spy, note = covering(market.spy, pd.DatetimeIndex(curve.index))
     if spy is None:
         return {"name": "SPY", "note": note or market.note or "SPY unavailable", "curve": []}
-    aligned = spy.reindex(spy.index.union(curve.index)).ffill().reindex(curve.index).dropna()
+    # carried over holes inside SPY's data only: past its last day it would look flat
+    # while the run's equity moved (the note says where SPY ends)
+    aligned = spy.reindex(spy.index.union(curve.index)).ffill(limit_area="inside")
+    aligned = aligned.reindex(curve.index).dropna()
     rebased = aligned / aligned.iloc[0] * curve.loc[aligned.index[0]]
     return {
         "name": "SPY",

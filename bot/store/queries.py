@@ -87,11 +87,15 @@ def run_accounts(conn: sa.Connection, run_id: int) -> dict[int | None, str | Non
     return {r[0]: r[1] for r in rows}
 
 
+class RunNotFound(BotError):
+    """A run id the trade log does not hold (the dashboard answers it with a 404)."""
+
+
 def require_run(conn: sa.Connection, run_id: int) -> None:
     if conn.execute(sa.select(RUNS.c.id).where(RUNS.c.id == run_id)).first() is None:
         known = conn.execute(sa.select(RUNS.c.id).order_by(RUNS.c.id)).scalars().all()
         listed = ", ".join(str(r) for r in known[-10:]) or "none"
-        raise BotError(f"no run {run_id} in the trade log (latest runs: {listed}); see `bot runs`")
+        raise RunNotFound(f"no run {run_id} in the trade log (latest runs: {listed}); see `bot runs`")
 
 
 def run_is_synthetic(conn: sa.Connection, run_id: int) -> bool:
