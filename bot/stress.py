@@ -3,9 +3,11 @@
 **Factor shocks** (research 000's table: market crash -30%, rate shock +200 bp, tariff
 escalation) are instantaneous: each fund moves once by its leverage times its index's
 move, at most -100% (a crash spread over days costs a daily-reset fund less or more; the
-replays show real paths). The liquidity crisis is a window of the data: each of its days
-moves each fund by L x its index's move that day, compounded as a daily-reset fund does
-(6-18 March 2020: UPRO -55%, where 3 x SPY's -19% over the window said -58%). Two
+replays show real paths). The liquidity crisis takes the factors' daily moves from a
+window of the data: each of its days moves each fund by L x its index's modelled move
+that day, compounded as a daily-reset fund does (6-18 March 2020: UPRO -55%, where 3 x
+SPY's -19% over the window said -58%); only the factor funds follow their own history,
+the others their fitted sensitivities (the 2020 replay holds their real paths). Two
 factors drive every index:
 
 - M, the equity market: the return of `stress.market` (SPY);
