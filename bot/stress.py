@@ -86,10 +86,11 @@ SCENARIOS: tuple[FactorScenario, ...] = (
     ),
     FactorScenario(
         "liquidity_crisis", "Liquidity crisis (-50%)", None, None,
-        "the March 2020 dash for cash as the data has it, stocks and Treasuries sold "
-        "together (SPY and TLT from the 6th to the 18th, day by day: each fund compounds L x "
-        "its index's daily move); with the funds' tracking error against L x their index "
-        "over those days",
+        "the March 2020 dash for cash, stocks and Treasuries sold together: SPY's and "
+        "TLT's moves from the 6th to the 18th, day by day, through each fund's fitted "
+        "sensitivities (each compounds L x its index's modelled daily move; the 2020 replay "
+        "holds the funds' real paths); with the funds' tracking error against L x their "
+        "index over those days",
         window=("2020-03-06", "2020-03-18"),
     ),
 )
