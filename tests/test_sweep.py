@@ -442,3 +442,20 @@ def test_a_sweep_loads_the_history_bot_backtest_loads(settings, shared_data) -> 
 
     market = market_for(settings, shared_data)
     assert underlyings(settings) and underlyings(settings) <= set(market.prices.symbols)
+
+
+def test_a_grid_key_that_changes_nothing_is_named() -> None:
+    """`rebalance.every_days=2,8` on the weekly robo config gave two identical rows, and
+    the sweep declared the first the best."""
+    from bot.sweep.grid import Axis
+    from bot.sweep.runner import inert_keys
+
+    def row(every, vol, equity):
+        return {"params": {"rebalance.every_days": every, "risk.vol_high": vol}, "error": None,
+                "final_equity": equity, "summary": {"sharpe": equity / 1e5}}
+
+    axes = [Axis("rebalance.every_days", (2, 8)), Axis("risk.vol_high", (1.25, 2.0))]
+    rows = [row(2, 1.25, 1.1e5), row(8, 1.25, 1.1e5), row(2, 2.0, 1.3e5), row(8, 2.0, 1.3e5)]
+    assert inert_keys(rows, axes) == ["rebalance.every_days"]
+    rows[1] = row(8, 1.25, 1.2e5)  # one combination differs: the key does something
+    assert inert_keys(rows, axes) == []

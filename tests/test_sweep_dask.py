@@ -81,3 +81,17 @@ def test_workers_size_the_local_pool_only(capsys, cluster: str) -> None:
     code, _, err = run_cli(capsys, "sweep", "--config", str(CONFIG), *ARGS,
                            "--cluster", cluster, "--workers", "2")
     assert code == 2 and "--workers sizes the local pool" in err
+
+
+def test_a_worker_with_edited_source_is_another_version(tmp_path: Path) -> None:
+    """A worker whose checkout had uncommitted edits (4x the slippage) reported the same
+    `version+commit` and its results were taken: the version now hashes the source."""
+    from bot.sweep.executors import _worker_version, source_digest
+
+    package = tmp_path / "bot"
+    package.mkdir()
+    (package / "backtest.py").write_text("SLIPPAGE = 5\n")
+    before = source_digest(package)
+    (package / "backtest.py").write_text("SLIPPAGE = 20\n")
+    assert source_digest(package) != before
+    assert "(source " in _worker_version()

@@ -94,6 +94,11 @@ def test_walk_forward_refuses_a_grid_over_the_span() -> None:
     parse_grid(["backtest.start=2012-01-03,2013-01-02"])  # fine without walk-forward
     with pytest.raises(BotError, match="cannot vary with --walk-forward"):
         parse_grid(["backtest.start=2012-01-03,2013-01-02"], walk_forward=True)
+    # the whole section as a table: it slipped past, and the windows were cut by position
+    # out of curves that started elsewhere (a test window's return was another period's)
+    with pytest.raises(BotError, match="--grid backtest: cannot vary with --walk-forward"):
+        parse_grid(['backtest={start="2016-01-01"},{start="2016-03-01"}'], walk_forward=True)
+    parse_grid(["backtest.fill=next_open,same_close"], walk_forward=True)  # not the span
 
 
 def test_a_bad_grid_fails_the_command_before_any_work(capsys, tmp_path: Path) -> None:
@@ -108,6 +113,14 @@ def test_a_bad_grid_fails_the_command_before_any_work(capsys, tmp_path: Path) ->
     assert "risk.vol_hgih: Extra inputs are not permitted; did you mean vol_high? [with" in err
     assert "Traceback" not in err
     assert not db.exists()  # refused before the trade log was opened
+    # a grid of 1,200 combinations: refused at once, not validated and recorded for minutes
+    code, _, err = run_cli(
+        capsys, "sweep", "--config", str(CONFIG), "--synthetic", "--database", f"sqlite:///{db}",
+        "--grid", "risk.vol_high=" + ",".join(str(1.01 + i / 100) for i in range(40)),
+        "--grid", "rebalance.every_days=" + ",".join(str(d) for d in range(1, 31)),
+    )
+    assert code == 2 and "--grid: 1,200 combinations, more than --max-combinations 1,000" in err
+    assert not db.exists()
 
 
 def test_bot_backtest_set_is_validated_like_the_file(capsys, tmp_path: Path) -> None:

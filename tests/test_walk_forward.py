@@ -86,3 +86,12 @@ def test_the_curve_chains_the_picks_test_returns_only() -> None:
     # the same windows with nothing picked stay in cash
     flat = stitch(days, [Pick(ws[0], None, None), Pick(ws[1], None, None)], {}, initial=1000.0)
     assert (flat == 1000.0).all()
+
+
+def test_a_curve_of_other_days_than_the_windows_is_refused() -> None:
+    """Windows index each curve by position: a combination whose run covered another span
+    would be read as the windows' days (a test return of another period)."""
+    days = np.arange("2020-01-01", "2020-01-31", dtype="datetime64[D]")
+    ws = [Window(0, 10, 10, 20)]
+    with pytest.raises(ValueError, match="combination 0 has 25 equity days, the windows' span 30"):
+        stitch(days, [Pick(ws[0], 0, 1.0)], {0: np.linspace(100, 110, 25)}, initial=1000.0)

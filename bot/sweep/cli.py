@@ -7,6 +7,9 @@ from pathlib import Path
 
 from bot.arguments import positive_count
 
+#: the largest grid run without raising --max-combinations
+DEFAULT_MAX_COMBINATIONS = 1000
+
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from bot.sweep.runner import SweepOptions, run_sweep_command
@@ -26,6 +29,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         database=args.database,
         out=Path(args.out) if args.out else None,
         charts=not args.no_charts,
+        max_combinations=args.max_combinations,
     )
     return run_sweep_command(options)
 
@@ -76,4 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sweep.add_argument("--out", help="directory for the files (default reports/sweep-ID beside "
                        "a SQLite trade log)")
     sweep.add_argument("--no-charts", action="store_true", help="no heatmap or walk-forward chart")
+    sweep.add_argument("--max-combinations", type=positive_count, default=DEFAULT_MAX_COMBINATIONS,
+                       help=f"refuse a larger grid (default {DEFAULT_MAX_COMBINATIONS}): each "
+                       "combination is a run in the trade log")
     sweep.set_defaults(func=_cmd_sweep)

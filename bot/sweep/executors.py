@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any, Protocol
 
 from bot.data.base import MarketData
@@ -168,8 +169,6 @@ class DaskCluster:
     def _check_workers(self, address: str) -> None:
         """At least one worker, each running this exact version of the bot: results must
         be those `bot backtest` gives here."""
-        from bot.runner import code_version
-
         try:
             self.client.wait_for_workers(1, timeout=WORKERS_TIMEOUT_S)
         except TimeoutError:
@@ -177,7 +176,7 @@ class DaskCluster:
                 f"--cluster {address}: no Dask worker joined the scheduler within "
                 f"{WORKERS_TIMEOUT_S} s (start one with `dask worker {address}`)"
             ) from None
-        here = code_version()
+        here = _worker_version()
         try:
             versions: dict[str, Any] = self.client.run(_worker_version)
         except Exception as exc:
@@ -217,9 +216,27 @@ class DaskCluster:
 
 
 def _worker_version() -> str:
+    """The bot's version as this process runs it: the package version and commit, and a
+    hash of its source files and numeric libraries (a commit says nothing of uncommitted
+    edits, nor of another numpy: a worker with either gave other results, recorded under
+    the same version)."""
     from bot.runner import code_version
 
-    return code_version()
+    return f"{code_version()} (source {source_digest(Path(__file__).resolve().parents[1])})"
+
+
+def source_digest(package: Path) -> str:
+    """A short hash of `package`'s Python files and of the numeric libraries' versions."""
+    import hashlib
+    from importlib.metadata import version
+
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    for library in ("numpy", "pandas", "scipy"):
+        digest.update(f"{library}={version(library)}".encode())
+    return digest.hexdigest()[:12]
 
 
 def open_executor(cluster: str | None, workers: int | None) -> Executor:

@@ -147,7 +147,7 @@ def parse_grid(specs: Sequence[str], *, walk_forward: bool = False) -> list[Axis
         section = axis.key.split(".")[0]
         if section in FIXED_SECTIONS:
             raise BotError(f"--grid {axis.key}: cannot vary in a sweep: {FIXED_SECTIONS[section]}")
-        if walk_forward and axis.key in SPAN_KEYS:
+        if walk_forward and any(k == axis.key or k.startswith(axis.key + ".") for k in SPAN_KEYS):
             raise BotError(
                 f"--grid {axis.key}: cannot vary with --walk-forward, whose windows cut one "
                 "span; use --start/--end"

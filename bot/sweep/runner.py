@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import signal
 import sys
 import time
@@ -48,6 +49,7 @@ from bot.store.models import to_plain
 from bot.store.sweeps import finish_sweep, finish_sweep_runs, start_sweep, start_sweep_runs
 from bot.store.tradelog import TradeLog, dialect_key
 from bot.sweep import report, walk_forward
+from bot.sweep.cli import DEFAULT_MAX_COMBINATIONS
 from bot.sweep.executors import Executor, open_executor
 from bot.sweep.grid import Axis, Variant, describe, expand, format_value, parse_grid
 from bot.sweep.variant import RANK_METRICS, VariantOutcome, VariantTask, one_line
@@ -73,6 +75,7 @@ class SweepOptions:
     database: str | None = None
     out: Path | None = None
     charts: bool = True
+    max_combinations: int = DEFAULT_MAX_COMBINATIONS
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,11 @@ def run_sweep(options: SweepOptions, console: Console) -> SweepResult:
     base = apply_overrides(load_settings(options.config), base_options, source)
     spec = walk_forward.parse_spec(options.walk_forward) if options.walk_forward else None
     axes = parse_grid(options.grid, walk_forward=spec is not None)
+    count = math.prod(len(a.values) for a in axes)
+    if count > options.max_combinations:  # before validating each: 21 KB and a run apiece
+        raise BotError(f"--grid: {count:,} combinations, more than --max-combinations "
+                       f"{options.max_combinations:,}; each is a backtest and a run in the "
+                       "trade log: narrow the grid, or raise the limit to run them all")
     variants = expand(base, axes, source)
     if options.out is not None:  # a folder that cannot be made fails before the work
         make_dir(Path(options.out))
@@ -515,6 +523,10 @@ def _print(
         f"{executor}; runs {min(runs)}..{max(runs)} recorded in the trade log "
         f"({options.record}); report: {done.out}", markup=False,  # a path, not markup
     )
+    for key in inert_keys(done.rows, axes):
+        console.print(f"warning: --grid {key}: every value gave the same result, whatever the "
+                      "other keys: it changes nothing under this config, and its ranking is "
+                      "grid order", markup=False)
     best = next((row for row in done.rows if row["rank"] == 1), None)
     if best is not None:
         console.print(f"best ({describe(best['params'])}): {reproduce(options, best['params'])}",
@@ -522,6 +534,28 @@ def _print(
     for path in done.files:
         if path.suffix == ".png":
             console.print(f"chart: {path}", markup=False)
+
+
+def inert_keys(rows: Sequence[dict[str, Any]], axes: Sequence[Axis]) -> list[str]:
+    """The grid keys whose values all gave the same result (final equity and summary)
+    for every combination of the other keys: a key the config does not use (the robo
+    model has no `rebalance.every_days`), or one that only names things. A researcher
+    would otherwise tune it, and a walk-forward pick among its values by grid order."""
+    done = [r for r in rows if r["error"] is None and r["summary"] is not None]
+    if len(done) != len(rows):
+        return []  # a failed combination leaves its group incomplete: say nothing
+    inert = []
+    for axis in axes:
+        if len(axis.values) < 2:
+            continue
+        groups: dict[str, set[str]] = {}
+        for r in done:
+            others = describe({k: v for k, v in r["params"].items() if k != axis.key})
+            outcome = repr((r["final_equity"], sorted(r["summary"].items())))
+            groups.setdefault(others, set()).add(outcome)
+        if all(len(outcomes) == 1 for outcomes in groups.values()):
+            inert.append(axis.key)
+    return inert
 
 
 def reproduce(options: SweepOptions, params: dict[str, Any]) -> str:

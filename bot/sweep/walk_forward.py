@@ -163,6 +163,9 @@ def stitch(
             growth = np.ones(hi - lo)
         else:
             equity = equities[p.position]
+            if len(equity) != len(dates):  # indexed by position: it must be these days
+                raise ValueError(f"walk-forward: combination {p.position} has {len(equity)} "
+                                 f"equity days, the windows' span {len(dates)}")
             growth = equity[lo:hi] / equity[lo - 1 : hi - 1]
         values.extend(values[-1] * np.cumprod(growth))
         days.extend(dates[lo:hi])
