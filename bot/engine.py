@@ -128,7 +128,8 @@ class Engine:
         cash, positions = self.broker.cash_balance(), _book_value(held, self._mark_rows[t])
         self._stepped_book = (t, cash, held, positions)
         equity = cash + positions
-        _check_equity(equity, cash)  # before anything is decided, logged or sent
+        if not equity > 0.0:  # before anything is decided, logged or sent
+            _refuse_equity(equity, cash)
         events: list[RiskEvent] = []
         # A defensive switch that had to wait for open orders is still owed a rebalance.
         forced = self._update_drawdown(t, day, equity, events) or state.owed_rebalance
@@ -396,7 +397,8 @@ class Engine:
         if self._sizing is not None:
             prices = np.where(np.isfinite(self._sizing), self._sizing, prices)
             equity = self.broker.cash_balance() + float(shares @ np.nan_to_num(prices))
-        _check_equity(equity, self.broker.cash_balance())  # on the sizing prices too
+        if not equity > 0.0:  # on the sizing prices too
+            _refuse_equity(equity, self.broker.cash_balance())
         if stopped:
             shares = shares.copy()
             shares[stopped] = 0.0
@@ -605,14 +607,13 @@ def decision_context(
     )
 
 
-def _check_equity(equity: float, cash: float) -> None:
+def _refuse_equity(equity: float, cash: float) -> None:
     """Refuse a book worth nothing or less: cash and holdings are long only, so it is a
     broker answer that cannot be (targets of a negative equity are short sales)."""
-    if not equity > 0.0:
-        raise BrokerError(
-            f"account equity {equity:,.2f} is not positive (cash {cash:,.2f}): nothing to "
-            "allocate; no order sent. Check the account at the broker"
-        )
+    raise BrokerError(
+        f"account equity {equity:,.2f} is not positive (cash {cash:,.2f}): nothing to "
+        "allocate; no order sent. Check the account at the broker"
+    )
 
 
 def _book_value(quantities: list[float], marks: list[float]) -> float:

@@ -122,8 +122,8 @@ def plan_orders(
             if delta < 0:  # never sell more whole shares than are held (10.6 held, target
                 # 0: round(-10.6) sold 11, a short or a refusal at the venue)
                 delta = max(delta, -math.floor(held + 1e-6))
-        elif delta < 0:  # nor more than is held: a sale never opens a short
-            delta = max(delta, -max(held, 0.0))
+        elif delta < -held:  # nor more than is held: a sale never opens a short
+            delta = -max(held, 0.0)
         qty = abs(delta)
         if qty <= 1e-9 or qty < min_shares or qty * price < min_notional:
             continue

@@ -135,7 +135,8 @@ def test_a_killed_simulations_open_orders_are_canceled_and_its_end_is_its_last_h
     log.flush()
     with log.engine.begin() as conn:
         conn.execute(sa.text("UPDATE runs SET heartbeat_at = :at WHERE id = :id"),
-                     {"at": (T0 - dt.timedelta(days=1)).replace(tzinfo=None), "id": runs["silent"]})
+                     {"at": (T0 + dt.timedelta(days=3, minutes=-20)).replace(tzinfo=None),
+                      "id": runs["silent"]})
     current = _run(log, this_process())
     found = T0 + dt.timedelta(days=3)
     assert sorted(close_dead_runs(log, current, found)) == sorted(runs.values())
@@ -155,6 +156,16 @@ def test_a_killed_simulations_open_orders_are_canceled_and_its_end_is_its_last_h
     incidents = log.load_incidents()
     replay_incident = incidents[incidents["run_id"] == runs["replay"]].iloc[0]
     assert "its 1 open order(s) canceled" in replay_incident["message"]
+    # a day after its last heartbeat it is taken for gone: its orders are closed then
+    with log.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE runs SET heartbeat_at = :at WHERE id = :id"),
+                     {"at": (T0 + dt.timedelta(days=1)).replace(tzinfo=None), "id": runs["silent"]})
+    later = _run(log, this_process())
+    close_dead_runs(log, later, found)
+    orders = log.load_orders(None).set_index("client_order_id")
+    assert orders.loc["silent-0", "status"] == "canceled"
+    kinds = log.load_incidents(runs["silent"])["kind"].tolist()
+    assert kinds == ["abandoned", "abandoned_orders"]
     log.close()
 
 

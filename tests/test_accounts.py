@@ -402,6 +402,11 @@ def test_the_dashboard_shows_an_accounts_own_profile_targets(tlog):
         targets = {r["symbol"]: r["target"] for r in weights["rows"] if r["target"] is not None}
         assert targets == {**decided[profile], "CASH": pytest.approx(0.0)}, profile
         assert weights["targets_day"] == "2024-03-01"
+    # moved to a profile this batch did not decide: no targets, never another profile's
+    with tlog.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE accounts SET profile = 'conservative' WHERE id = :id"), {"id": one})
+    weights = collect(tlog, None, markets, account=one)["weights"]
+    assert all(r["target"] is None for r in weights["rows"]) and weights["targets_day"] is None
 
 
 def test_stress_and_report_of_a_run_of_several_accounts_need_one_account(url, tmp_path, capsys):

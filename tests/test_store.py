@@ -797,6 +797,13 @@ def test_a_rejected_flush_still_stores_the_strategy_state(tlog: TradeLog) -> Non
     reader = TradeLog(tlog.engine)
     assert reader.load_state("main", "paper") == {"last_rebalance_day": "2024-03-04"}
     assert list(reader.load_orders()["client_order_id"]) == ["o-1"]
+    # A platform task commits its phase with its plan and state: without the phase, the
+    # state alone would make its retry find the rebalance done and skip it.
+    tlog.save_state("main", "paper", {"last_rebalance_day": "2024-03-05"}, T0)
+    tlog.equity(equity_point())  # refused again
+    with pytest.raises(sa.exc.IntegrityError):
+        tlog.flush(sa.text("SELECT 1"))
+    assert reader.load_state("main", "paper") == {"last_rebalance_day": "2024-03-04"}
 
 
 def test_rejected_positions_are_kept_one_row_per_symbol(tlog: TradeLog) -> None:

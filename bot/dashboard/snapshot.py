@@ -88,17 +88,22 @@ def _weights(conn: sa.Connection, run_id: int, account: int | None) -> dict[str,
 
 def _profile_decision(
     conn: sa.Connection, run_id: int, account: int
-) -> tuple[dict[str, float], dt.date] | None:
+) -> tuple[dict[str, float], dt.date | None] | None:
     """The targets the account's profile decided in run `run_id` if it is a platform
-    batch (which records every profile's under one run and day), with their day; None
-    for any other run."""
+    batch (which records every profile's under one run and day), with their day: none
+    if its profile has no decision there (it failed, or the account moved to another
+    profile since), never another profile's; None for any other run."""
     accounts, decisions = queries.METADATA.tables["accounts"], queries.METADATA.tables["platform_decisions"]
-    profile = sa.select(accounts.c.profile).where(accounts.c.id == account).scalar_subquery()
-    row = conn.execute(sa.select(decisions.c.weights, decisions.c.day).where(
-        decisions.c.run_id == run_id, decisions.c.profile == profile)).first()
-    if row is None:
+    decided = {
+        r.profile: (r.weights, r.day)
+        for r in conn.execute(sa.select(decisions.c.profile, decisions.c.weights, decisions.c.day)
+                              .where(decisions.c.run_id == run_id))
+    }
+    if not decided:
         return None
-    return {symbol: float(w) for symbol, w in row.weights.items()}, row.day
+    profile = conn.execute(sa.select(accounts.c.profile).where(accounts.c.id == account)).scalar()
+    weights, day = decided.get(profile, ({}, None))
+    return {symbol: float(w) for symbol, w in weights.items()}, day
 
 
 def collect(

@@ -48,9 +48,36 @@ def close_dead_runs(tradelog: TradeLog, run_id: int, now: dt.datetime) -> list[i
             silent.append(rid)
     lease = f"no heartbeat for more than {LEASE.total_seconds() / 60:g} minutes"
     # Only a process proven gone has its simulated orders canceled: one whose heartbeat
-    # stopped may be suspended and resume, and its venue would then fill them.
-    return (mark_abandoned(tradelog, gone, run_id, now, "its process is gone")
-            + mark_abandoned(tradelog, silent, run_id, now, lease, cancel_orders=False))
+    # stopped may be suspended and resume, and its venue would then fill them. Once its
+    # last heartbeat is a day old, it is taken for gone and they are canceled then.
+    marked = (mark_abandoned(tradelog, gone, run_id, now, "its process is gone")
+              + mark_abandoned(tradelog, silent, run_id, now, lease, cancel_orders=False))
+    _cancel_long_silent(tradelog, clock - LONG_SILENT, now)
+    return marked
+
+
+#: a silent simulation's open orders are canceled once its last heartbeat is this old
+LONG_SILENT = dt.timedelta(days=1)
+
+
+def _cancel_long_silent(tradelog: TradeLog, before: dt.datetime, now: dt.datetime) -> None:
+    """Cancel the open orders of failed backtests and replays last heard of before
+    `before` (closed as silent, their orders left for a process that might resume)."""
+    final = [s.value for s in OrderStatus if s.is_final]
+    has_open = sa.exists().where((ORDERS.c.run_id == RUNS.c.id) & ORDERS.c.status.not_in(final))
+    with tradelog.engine.begin() as conn:
+        long_dead = conn.execute(sa.select(RUNS.c.id).where(
+            (RUNS.c.status == "failed") & RUNS.c.mode.in_(LEASED_MODES)
+            & (RUNS.c.heartbeat_at < before) & has_open
+        )).scalars().all()
+        for old in long_dead:
+            canceled = _cancel_simulated_orders(conn, old, now)
+            conn.execute(sa.insert(INCIDENTS).values(
+                run_id=old, at=now, kind="abandoned_orders",
+                message=(f"run {old}'s {canceled} open order(s) canceled: its process was last "
+                         f"heard of more than {LONG_SILENT.days} day(s) ago"),
+                context={"canceled_orders": canceled},
+            ))
 
 
 def mark_abandoned(
@@ -83,7 +110,9 @@ def mark_abandoned(
                 run_id=old, at=now, kind="abandoned",
                 message=(f"run {old} ended without recording its end (killed, or the machine "
                          f"went down: {proof}); marked failed by run {found_by} at its start"
-                         + (f"; its {canceled} open order(s) canceled" if canceled else "")),
+                         + (f"; its {canceled} open order(s) canceled" if canceled else "")
+                         + ("; its open orders are left for a day, in case it resumes"
+                            if row.mode in LEASED_MODES and not cancel_orders else "")),
                 context={"found_by_run": found_by, "proof": proof, "canceled_orders": canceled,
                          "last_heartbeat": None if last_seen is now else last_seen.isoformat()},
             ))

@@ -767,7 +767,8 @@ class TradeLog(TradeLogReaders):
             except (sa.exc.IntegrityError, sa.exc.DataError) as error:
                 # The database refuses these rows themselves (not a lost connection):
                 # retrying would fail the same way and block every later record behind them.
-                self._quarantine(error, prepared)
+                self._quarantine(error, prepared,
+                                 state_alone=not final_statements and claim is None)
                 raise
             # Only now, after commit, forget the buffer: a failed transaction leaves it intact.
             self._order_ids.update(new_ids)
@@ -776,13 +777,16 @@ class TradeLog(TradeLogReaders):
             seconds = round(time.perf_counter() - started, 4)
             log.debug("tradelog.flush", run_id=self.run_id, seconds=seconds, **counts)
 
-    def _quarantine(self, error: Exception, prepared: PreparedRecords) -> None:
+    def _quarantine(self, error: Exception, prepared: PreparedRecords, *, state_alone: bool) -> None:
         """Keep rows the database rejected in an incident (nothing is lost, an operator can
         replay them) and clear the buffer so the records after them can be written. The
         order records go in first on their own if the database takes them, so the orders'
-        later fills can still be recorded."""
-        self._save_order_records(prepared)
-        self._save_states()
+        later fills can still be recorded, and with them the strategy state (`state_alone`:
+        the daemon's flush, whose orders are out); a flush that commits statements or a
+        claim with its records (a platform task's phase) keeps its state with them, since
+        the state without the phase would make the retried task skip its plan."""
+        if self._save_order_records(prepared) and state_alone:
+            self._save_states()
 
         def named(columns: tuple[str, ...], rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
             return [dict(zip(columns, row, strict=True)) for row in rows]
