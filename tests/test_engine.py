@@ -342,19 +342,25 @@ def test_with_an_execution_lag_a_stop_day_does_not_also_trade_the_stopped_fund(s
     """Before: the lagged decision sent on a stop's close planned from the shares before
     the stop: 18 of 332 stop sells came with an order for the same fund (a buy-back of
     726 TQQQ on 2015-08-20, or a second sell beyond what was held)."""
-    cfg = variant(settings, rebalance={"execution_lag_days": 1},
-                  backtest={"start": "2010-03-01", "end": "2024-12-31"})
-    log = scratch_tradelog("lagstop")
-    run_backtest(cfg, real_market, log)
-    log.flush()
-    orders = log.load_orders(log.run_id)
-    orders["day"] = orders["client_order_id"].str.extract(r"-(\d{8})-")[0]
-    stops = orders[orders["client_order_id"].str.contains("-stop-")]
+    orders, stops = _lagged_orders(settings, real_market, 1)
     others = orders[~orders["client_order_id"].str.contains("-stop-")]
     assert len(stops) > 100
     clash = stops.merge(others, on=["day", "symbol"])
     assert clash.empty, clash[["day", "symbol", "side_y", "quantity_y"]].head()
+
+
+def _lagged_orders(settings, market, lag: int):
+    """The orders of a 2010-2024 backtest with `execution_lag_days` = lag, each with the
+    day of its client_order_id, and the stop sells among them."""
+    cfg = variant(settings, rebalance={"execution_lag_days": lag},
+                  backtest={"start": "2010-03-01", "end": "2024-12-31"})
+    log = scratch_tradelog(f"lag{lag}")
+    run_backtest(cfg, market, log)
+    log.flush()
+    orders = log.load_orders(log.run_id)
     log.close()
+    orders["day"] = orders["client_order_id"].str.extract(r"-(\d{8})-")[0]
+    return orders, orders[orders["client_order_id"].str.contains("-stop-")]
 
 
 @pytest.mark.parametrize("fill", ["next_open", "same_close"])
@@ -453,18 +459,10 @@ def test_with_a_lag_of_several_sessions_a_fund_stopped_before_the_execution_is_n
     """A stop hit between a decision and its execution three sessions later: the
     execution bought the fund back at the weight decided before the stop (101 times
     over 2010-2024), while the log said it was out until the next rebalance."""
-    cfg = variant(settings, rebalance={"execution_lag_days": 3},
-                  backtest={"start": "2010-03-01", "end": "2024-12-31"})
-    log = scratch_tradelog("lag3")
-    run_backtest(cfg, real_market, log)
-    log.flush()
-    orders = log.load_orders(log.run_id)
-    orders["day"] = orders["client_order_id"].str.extract(r"-(\d{8})-")[0]
-    stops = orders[orders["client_order_id"].str.contains("-stop-")]
+    orders, stops = _lagged_orders(settings, real_market, 3)
     buys = orders[(orders["side"] == "buy")].copy()
     buys["decided"] = buys["reason"].str.extract(r"decided (\d{4}-\d{2}-\d{2})")[0].str.replace("-", "")
     assert len(stops) > 50 and buys["decided"].notna().all()
     clash = stops.merge(buys, on="symbol", suffixes=("_stop", "_buy"))
     bought_back = clash[(clash["decided"] < clash["day_stop"]) & (clash["day_buy"] > clash["day_stop"])]
     assert bought_back.empty, bought_back[["symbol", "decided", "day_stop", "day_buy"]].head()
-    log.close()
