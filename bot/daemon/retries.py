@@ -121,9 +121,8 @@ class RetryingJob:
             log.warning("job skipped: no session is due at this time (the calendar "
                         "changed since it was scheduled)", job=self.name, at=now.isoformat())
             return True
-        job = lambda: self.job(session.day)  # noqa: E731 - one line, read where it is used
-        ok = self.run_job(self.name, job, lambda: self._after_failure(session))
-        if not ok and session is not None and self._next_slot(session) is not None:
+        ok = self.run_job(self.name, lambda: self.job(session.day), lambda: self._after_failure(session))
+        if not ok and self._next_slot(session) is not None:
             self.pending = session
         return ok
 
@@ -168,10 +167,8 @@ class RetryingJob:
         now = self.now()
         return next((t for t in self.plan.slots(session) if t > now), None)
 
-    def _after_failure(self, session: TradingSession | None) -> dict:
+    def _after_failure(self, session: TradingSession) -> dict:
         """What the failure's incident records about retrying it."""
-        if session is None:
-            return {}
         details: dict = {"session": session.day.isoformat(), "retry": self.retries}
         slot = self._next_slot(session)
         details["next_retry"] = slot.isoformat() if slot is not None else None
