@@ -394,11 +394,12 @@ class Engine:
         but still counted in the equity the others are sized on (their sale's cash has
         not arrived yet)."""
         prices = self.close[t]
-        if self._sizing is not None:
+        if self._sizing is not None:  # live: sized on the latest trades, checked again on them
             prices = np.where(np.isfinite(self._sizing), self._sizing, prices)
-            equity = self.broker.cash_balance() + float(shares @ np.nan_to_num(prices))
-        if not equity > 0.0:  # on the sizing prices too
-            _refuse_equity(equity, self.broker.cash_balance())
+            cash = self.broker.cash_balance()
+            equity = cash + float(shares @ np.nan_to_num(prices))
+            if not equity > 0.0:
+                _refuse_equity(equity, cash)
         if stopped:
             shares = shares.copy()
             shares[stopped] = 0.0

@@ -54,6 +54,7 @@ from bot.broker.alpaca_orders import (
     validation_summary,
 )
 from bot.broker.base import AccountInfo, BrokerError, MarketClock, TradingSession
+from bot.errors import BotError
 from bot.net import (
     ALPACA_POLICY,
     RETRY_STATUSES,
@@ -608,6 +609,16 @@ class AlpacaBroker:
             elif fractional and not asset.fractionable:
                 problems.append(f"{symbol} is not fractionable at Alpaca (whole shares only)")
         return problems
+
+    def require_tradable(self, symbols: tuple[str, ...], fractional: bool) -> None:
+        """BotError naming what asset_problems finds, and the setting that avoids a
+        whole-share asset's rejections: the daemon refuses to start, the platform to
+        decide the profile."""
+        problems = self.asset_problems(symbols, fractional)
+        if problems:
+            hint = ("; set rebalance.fractional = false to trade whole shares"
+                    if any("fractionable" in p for p in problems) else "")
+            raise BotError(f"cannot trade the universe: {'; '.join(problems)}{hint}")
 
     def calendar(self, start: dt.date, end: dt.date) -> list[TradingSession]:
         """Sessions with their UTC open and close; Alpaca sends New York wall times, so

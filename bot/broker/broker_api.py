@@ -240,9 +240,10 @@ class BrokerPlatform:
         """The venue's clock (no account involved)."""
         return self.account_broker("").clock()
 
-    def asset_problems(self, symbols: tuple[str, ...], fractional: bool) -> list[str]:
-        """What would stop every account trading `symbols` (AlpacaBroker.asset_problems)."""
-        return self.account_broker("").asset_problems(symbols, fractional)
+    def require_tradable(self, symbols: tuple[str, ...], fractional: bool) -> None:
+        """BotError if every account's orders of `symbols` would be refused
+        (AlpacaBroker.require_tradable)."""
+        self.account_broker("").require_tradable(symbols, fractional)
 
     def prefetch_positions(self) -> PositionsSnapshot:
         """Every account's positions in one call, used by each account's first refresh."""

@@ -18,7 +18,6 @@ from bot.daemon.sessions import CALENDAR_MAX_AGE_S, SessionCalendar
 from bot.data.alpaca import AlpacaMarketData
 from bot.data.plausibility import PlausibilityRules
 from bot.engine import build_model
-from bot.errors import BotError
 from bot.net import ALPACA_POLICY, FRED_POLICY, RetryPolicy
 from bot.notify import Notifier
 from bot.secrets import load_credentials, load_endpoints, load_fred_key
@@ -78,11 +77,7 @@ def build_live(
         whole_shares=not settings.rebalance.fractional,
         order_prefix=instance,
     )
-    problems = alpaca.asset_problems(settings.symbols, settings.rebalance.fractional)
-    if problems:
-        hint = ("; set rebalance.fractional = false to trade whole shares"
-                if any("fractionable" in p for p in problems) else "")
-        raise BotError(f"cannot trade the universe: {'; '.join(problems)}{hint}")
+    alpaca.require_tradable(settings.symbols, settings.rebalance.fractional)
     mode = "paper" if endpoints.paper else "live"
     account = broker.account()
     log.info(

@@ -93,17 +93,15 @@ def _profile_decision(
     batch (which records every profile's under one run and day), with their day: none
     if its profile has no decision there (it failed, or the account moved to another
     profile since), never another profile's; None for any other run."""
-    accounts, decisions = queries.METADATA.tables["accounts"], queries.METADATA.tables["platform_decisions"]
-    decided = {
-        r.profile: (r.weights, r.day)
-        for r in conn.execute(sa.select(decisions.c.profile, decisions.c.weights, decisions.c.day)
-                              .where(decisions.c.run_id == run_id))
-    }
+    from bot.platform.store import decisions_of
+
+    decided = decisions_of(conn, run_id)
     if not decided:
         return None
+    accounts = queries.METADATA.tables["accounts"]
     profile = conn.execute(sa.select(accounts.c.profile).where(accounts.c.id == account)).scalar()
-    weights, day = decided.get(profile, ({}, None))
-    return {symbol: float(w) for symbol, w in weights.items()}, day
+    found = decided.get(profile)
+    return ({}, None) if found is None else (found.weights, found.day)
 
 
 def collect(

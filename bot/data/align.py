@@ -84,18 +84,14 @@ def _check_no_common_hole(dates: np.ndarray, names: list[str]) -> None:
         return
     if len(expected) == len(dates):
         return
-    present = np.isin(expected, dates)
-    if present.all():
-        return
-    starts, lengths = _missing_runs(present)
-    too_long = np.flatnonzero(lengths > MAX_FILLED_GAP)
-    if too_long.size:
-        k = int(too_long[0])
-        first, last = expected[starts[k]], expected[starts[k] + lengths[k] - 1]
+    hole = _first_long_hole(*_missing_runs(np.isin(expected, dates)))
+    if hole is not None:
+        start, length = hole
+        first, last = expected[start], expected[start + length - 1]
         raise DataError(
             ", ".join(names) if len(names) <= 3 else f"all {len(names)} price series",
             "date",
-            f"{lengths[k]} NYSE sessions missing from every one, {first} to {last}: the "
+            f"{length} NYSE sessions missing from every one, {first} to {last}: the "
             "history has a hole, which would count as one day; fill it or start after it",
         )
 
@@ -113,13 +109,13 @@ def _fill_gaps(
     if present.all():
         return filled
     starts, lengths = _missing_runs(present)
-    too_long = np.flatnonzero(lengths > MAX_FILLED_GAP)
-    if too_long.size:
-        k = int(too_long[0])
+    hole = _first_long_hole(starts, lengths)
+    if hole is not None:
+        start, length = hole
         raise DataError(
             name,
             "date",
-            f"{lengths[k]} consecutive trading days missing from {dates[first + starts[k]]} "
+            f"{length} consecutive trading days missing from {dates[first + start]} "
             f"(other symbols have them); at most {MAX_FILLED_GAP} are forward-filled",
         )
     last_seen = np.maximum.accumulate(np.where(present, np.arange(present.size), 0))
@@ -133,6 +129,16 @@ def _fill_gaps(
         first_missing=str(dates[first + starts[0]]),
     )
     return filled
+
+
+def _first_long_hole(starts: np.ndarray, lengths: np.ndarray) -> tuple[int, int] | None:
+    """(offset, length) of the first of the missing runs (_missing_runs) longer than
+    MAX_FILLED_GAP, if any."""
+    too_long = np.flatnonzero(lengths > MAX_FILLED_GAP)
+    if not too_long.size:
+        return None
+    k = int(too_long[0])
+    return int(starts[k]), int(lengths[k])
 
 
 def _missing_runs(present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -220,11 +220,8 @@ def _decide_profile(ctx: WorkerContext, tradelog: TradeLog, run_id: int, profile
     """One profile's targets on `day`'s close through the engine (its model, the risk
     guard, the regime if the config needs one), recorded under the batch's run."""
     settings = profile.settings
-    problems = ctx.broker_platform().asset_problems(settings.symbols, settings.rebalance.fractional)
-    if problems:  # every order of such an asset would be rejected, in every account
-        hint = ("; set rebalance.fractional = false in its config to trade whole shares"
-                if any("fractionable" in p for p in problems) else "")
-        raise BotError(f"cannot trade its universe: {'; '.join(problems)}{hint}")
+    # every order of a fund Alpaca cannot trade as configured would fail, in every account
+    ctx.broker_platform().require_tradable(settings.symbols, settings.rebalance.fractional)
     market = profile.feed.history(day)
     t = index_of_day(market, day, f"market data of profile {profile.name}")
     prefix = f"{ctx.settings.name}-{instance_name(settings)}"

@@ -280,7 +280,12 @@ def decision_rows(run_id: int, decisions: Iterable[StoredDecision], config_hashe
 
 def load_decisions(engine: sa.Engine, run_id: int) -> dict[str, StoredDecision]:
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(DECISIONS).where(DECISIONS.c.run_id == run_id)).all()
+        return decisions_of(conn, run_id)
+
+
+def decisions_of(conn: sa.Connection, run_id: int) -> dict[str, StoredDecision]:
+    """Each profile's decision in batch run `run_id` (none for any other run)."""
+    rows = conn.execute(sa.select(DECISIONS).where(DECISIONS.c.run_id == run_id)).all()
     return {
         r.profile: StoredDecision(
             int(r.run_id), r.profile, r.day, r.rebalance_id,

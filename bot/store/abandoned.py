@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
 from bot.logs import get_logger
 from bot.store.heartbeat import LEASE, database_now, process_state
 from bot.store.holder import holder_state
+from bot.store.queries import FINAL_STATUSES
 from bot.store.tradelog import INCIDENTS, ORDER_EVENTS, ORDERS, RUNS, TradeLog
 from bot.types import OrderStatus
 
@@ -63,8 +65,7 @@ LONG_SILENT = dt.timedelta(days=1)
 def _cancel_long_silent(tradelog: TradeLog, before: dt.datetime, now: dt.datetime) -> None:
     """Cancel the open orders of failed backtests and replays last heard of before
     `before` (closed as silent, their orders left for a process that might resume)."""
-    final = [s.value for s in OrderStatus if s.is_final]
-    has_open = sa.exists().where((ORDERS.c.run_id == RUNS.c.id) & ORDERS.c.status.not_in(final))
+    has_open = sa.exists().where(_open_orders(RUNS.c.id))
     with tradelog.engine.begin() as conn:
         long_dead = conn.execute(sa.select(RUNS.c.id).where(
             (RUNS.c.status == "failed") & RUNS.c.mode.in_(LEASED_MODES)
@@ -114,7 +115,7 @@ def mark_abandoned(
                          + ("; its open orders are left for a day, in case it resumes"
                             if row.mode in LEASED_MODES and not cancel_orders else "")),
                 context={"found_by_run": found_by, "proof": proof, "canceled_orders": canceled,
-                         "last_heartbeat": None if last_seen is now else last_seen.isoformat()},
+                         "last_heartbeat": row.heartbeat_at.isoformat() if row.heartbeat_at else None},
             ))
     for old in marked:
         log.warning("abandoned run marked failed", run=old, found_by=found_by, proof=proof)
@@ -126,10 +127,9 @@ ABANDONED_ORDER = "canceled: the run ended (killed) before its simulated venue f
 
 def _cancel_simulated_orders(conn: sa.Connection, run_id: int, now: dt.datetime) -> int:
     """Cancel run `run_id`'s open orders, each with its status event; returns how many."""
-    final = [s.value for s in OrderStatus if s.is_final]
-    open_orders = conn.execute(sa.select(ORDERS.c.id, ORDERS.c.filled_quantity).where(
-        (ORDERS.c.run_id == run_id) & ORDERS.c.status.not_in(final)
-    )).all()
+    open_orders = conn.execute(
+        sa.select(ORDERS.c.id, ORDERS.c.filled_quantity).where(_open_orders(run_id))
+    ).all()
     if not open_orders:
         return 0
     ids = [order_id for order_id, _ in open_orders]
@@ -141,3 +141,8 @@ def _cancel_simulated_orders(conn: sa.Connection, run_id: int, now: dt.datetime)
         for order_id, filled in open_orders
     ])
     return len(open_orders)
+
+
+def _open_orders(run_id: Any) -> sa.ColumnElement[bool]:
+    """The orders of run `run_id` (a value or a column) not yet in a final status."""
+    return (ORDERS.c.run_id == run_id) & ORDERS.c.status.not_in(FINAL_STATUSES)
