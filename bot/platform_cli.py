@@ -127,7 +127,9 @@ def run_scheduler(args: argparse.Namespace) -> int:
     load_broker_endpoint(live=args.live)
     tasks.configure(settings)
     mode = "live" if args.live else "paper"
-    calendar = SessionCalendar(_broker_calendar(args.live, SecretsError), max_age=CALENDAR_MAX_AGE_S)
+    broker_calendar = _broker_calendar(args.live, SecretsError)
+    calendar = SessionCalendar(broker_calendar, max_age=CALENDAR_MAX_AGE_S,
+                               source_may_hang=broker_calendar is not None)
     clock = lambda: dt.datetime.now(dt.UTC)  # noqa: E731
     log = structlog.get_logger("bot.platform")
     tradelog = _waiting_record(args, log)

@@ -384,3 +384,95 @@ def test_session_jobs_do_not_coalesce_and_an_idle_retry_slot_is_not_a_missed_job
     schedule.on_missed("open-retry", when)  # nothing had failed: nothing to retry
     schedule.on_missed("close", when)
     assert noted == ["close"]
+
+
+def test_the_triggers_never_wait_on_a_broker_calendar_that_may_hang():
+    """The triggers run on APScheduler's own thread: a broker calendar in its 5 minutes
+    of retries there held back every job and the heartbeat. With `source_may_hang` they
+    plan on what the calendar job read ahead (the exchange's until then), and a closure
+    the broker announces reaches them through that job, never through a trigger."""
+    import threading
+
+    from bot.daemon.sessions import REFRESH_WEEKS, exchange_sessions
+
+    closed = dt.date(2025, 12, 4)
+    calls: list[str] = []
+    clock = [0.0]
+
+    def source(start, end):
+        calls.append(threading.current_thread().name)
+        return [s for s in exchange_sessions(start, end) if s.day != closed]
+
+    cal = SessionCalendar(source, max_age=3600.0, monotonic=lambda: clock[0], source_may_hang=True)
+    decision = SessionTrigger(cal, "open", dt.timedelta(minutes=5))
+    wednesday = dt.datetime(2025, 12, 3, 14, 35, tzinfo=UTC)
+    assert decision.get_next_fire_time(wednesday, wednesday).date() == closed  # the exchange's
+    assert calls == []
+    cal.refresh_ahead(wednesday)
+    assert len(calls) == REFRESH_WEEKS + 1
+    assert decision.get_next_fire_time(wednesday, wednesday).date() == dt.date(2025, 12, 5)
+    clock[0] += 7200.0  # stale: the trigger keeps what was read, the job asks again
+    assert decision.get_next_fire_time(wednesday, wednesday).date() == dt.date(2025, 12, 5)
+    assert len(calls) == REFRESH_WEEKS + 1
+    cal.refresh_ahead(wednesday)
+    assert len(calls) == 2 * (REFRESH_WEEKS + 1)
+    # The jobs themselves still ask the source (on their own thread) when theirs is stale.
+    clock[0] += 7200.0
+    assert cal.session_on(closed) is None and len(calls) == 2 * (REFRESH_WEEKS + 1) + 1
+
+
+def test_a_daemon_on_a_broker_calendar_reads_it_on_a_thread_of_its_own():
+    """A hanging calendar job stalls neither the heartbeat nor the trading jobs: it has
+    its own executor, and it read the calendar once before the scheduler started."""
+    import tempfile
+    import threading
+    import time
+    from pathlib import Path
+
+    from bot.daemon.service import (
+        CALENDAR_EXECUTOR,
+        JobSpec,
+        Schedule,
+        add_calendar_refresh,
+        add_heartbeat,
+        make_scheduler,
+    )
+    from bot.daemon.sessions import exchange_sessions
+
+    hang = threading.Event()
+    asked: list[str] = []
+
+    def source(start, end):
+        asked.append(threading.current_thread().name)
+        if len(asked) > 5:
+            hang.wait(10)  # the broker's retries
+        return exchange_sessions(start, end)
+
+    cal = SessionCalendar(source, max_age=0.0, source_may_hang=True)
+    ran: list[str] = []
+    schedule = Schedule([JobSpec("open", SessionTrigger(cal, "open", dt.timedelta(minutes=5)),
+                                 lambda: ran.append("open"))])
+    add_calendar_refresh(schedule, cal, lambda: dt.datetime.now(UTC))
+    assert len(asked) == 5  # read ahead at once, before any trigger plans
+    (job,) = [s for s in schedule.jobs if s.name == "calendar"]
+    assert job.executor == CALENDAR_EXECUTOR
+    with tempfile.TemporaryDirectory() as tmp:
+        beat = Path(tmp) / "heartbeat"
+        add_heartbeat(schedule, beat, every=0.2)
+        scheduler = make_scheduler(schedule)
+        scheduler.start()
+        try:
+            scheduler.modify_job("calendar", next_run_time=dt.datetime.now(UTC))
+            scheduler.modify_job("open", next_run_time=dt.datetime.now(UTC))
+            deadline = time.monotonic() + 5
+            while (len(asked) < 6 or not ran) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(asked) >= 6 and ran == ["open"]  # the calendar job hangs; open ran
+            first = beat.stat().st_mtime_ns
+            time.sleep(0.8)
+            assert beat.stat().st_mtime_ns > first  # and the heartbeat goes on
+            # only the calendar job asked, never the scheduler's thread or the main one
+            assert not {"MainThread", "APScheduler"} & set(asked[5:])
+        finally:
+            hang.set()
+            scheduler.shutdown(wait=True)

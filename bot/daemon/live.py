@@ -54,7 +54,7 @@ def build_live(
         credentials, base_url=endpoints.trading_url, paper=endpoints.paper, policy=policy
     )
     clock = clock or WallClock()
-    calendar = SessionCalendar(alpaca.calendar, max_age=CALENDAR_MAX_AGE_S)
+    calendar = SessionCalendar(alpaca.calendar, max_age=CALENDAR_MAX_AGE_S, source_may_hang=True)
     rules = PlausibilityRules.from_settings(settings.data)
     data = AlpacaMarketData.connect(
         credentials, base_url=endpoints.data_url, policy=policy, rules=rules,

@@ -73,7 +73,7 @@ class RetrySlotTrigger(_CalendarTrigger):
         self.plan = plan
 
     def _times(self, around: dt.datetime) -> list[dt.datetime]:
-        return sorted(t for s in self.calendar.around(around) for t in self.plan.slots(s))
+        return sorted(t for s in self.calendar.planned_around(around) for t in self.plan.slots(s))
 
     def __str__(self) -> str:
         return f"retry[{self.plan.anchor}+{self.plan.offset}]"

@@ -22,6 +22,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from bot.clock import SimulatedClock
 from bot.daemon.jobs import TradingJobs
 from bot.daemon.retries import CLOSE_PLAN, OPEN_PLAN, RetryingJob, RetryPlan, RetrySlotTrigger
+from bot.daemon.sessions import SessionCalendar
 from bot.daemon.triggers import SessionTrigger, WeekStartTrigger
 from bot.daemon.watch import JobWatch
 from bot.errors import BotError
@@ -115,9 +116,28 @@ def build_schedule(
         jobs.note_missed(name, when)
 
     schedule.on_missed = on_missed
+    if cal.source_may_hang:
+        add_calendar_refresh(schedule, cal, jobs.ctx.clock.now)
     if heartbeat is not None:
         add_heartbeat(schedule, heartbeat, jobs.watch)
     return schedule
+
+
+#: how often the calendar job asks the broker's calendar (each window only once it is
+#: older than CALENDAR_MAX_AGE_S)
+CALENDAR_REFRESH_SECONDS = 3600.0
+CALENDAR_EXECUTOR = "calendar"
+
+
+def add_calendar_refresh(
+    schedule: Schedule, calendar: SessionCalendar, now: Callable[[], dt.datetime]
+) -> None:
+    """Read the broker's calendar ahead now and every hour, on a thread of its own: the
+    triggers plan on what it read (SessionCalendar.planned_around), so a broker that
+    hangs for minutes delays neither the scheduler nor the trading jobs' thread."""
+    calendar.refresh_ahead(now())
+    schedule.jobs.append(JobSpec("calendar", IntervalTrigger(seconds=CALENDAR_REFRESH_SECONDS),
+                                 lambda: calendar.refresh_ahead(now()), executor=CALENDAR_EXECUTOR))
 
 
 #: how often the heartbeat file is touched
@@ -216,7 +236,8 @@ def make_scheduler(schedule: Schedule, now: dt.datetime | None = None) -> Backgr
     a grace time (a restart shortly after a job's time still runs it: see first_run_time)."""
     scheduler = BackgroundScheduler(
         executors={"default": ThreadPoolExecutor(max_workers=1),
-                   HEARTBEAT_EXECUTOR: ThreadPoolExecutor(max_workers=1)},
+                   HEARTBEAT_EXECUTOR: ThreadPoolExecutor(max_workers=1),
+                   CALENDAR_EXECUTOR: ThreadPoolExecutor(max_workers=1)},
         job_defaults={
             "coalesce": True,
             "max_instances": 1,

@@ -110,6 +110,10 @@ _EXCHANGE = _YearIndex()
 #: announced during the week must reach them before the next session)
 CALENDAR_MAX_AGE_S = 3 * 3600.0
 
+#: how many weeks past the current one the calendar job reads ahead: the triggers look
+#: up to DAYS_AHEAD past the next fire time's week for their next fire time
+REFRESH_WEEKS = 4
+
 
 def week_window(
     day: dt.date, days_back: int = 7, days_ahead: int = DAYS_AHEAD
@@ -126,15 +130,21 @@ class SessionCalendar:
     With `max_age` (seconds) a window is asked for again once it is that old, so a
     closure the exchange announces during the week (a storm, a national day of
     mourning) reaches a running daemon; `version` counts the answers that changed, for
-    the triggers' own caches. A failed refresh keeps the window the source gave before."""
+    the triggers' own caches. A failed refresh keeps the window the source gave before.
+
+    With `source_may_hang` (a broker over HTTP, whose retries can take minutes) the
+    scheduler's triggers never ask the source themselves (see planned_around): the
+    daemon's calendar job asks it ahead of time (refresh_ahead), off the scheduler's
+    thread."""
 
     def __init__(
         self, source: SessionSource | None = None, *, max_age: float | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = time.monotonic, source_may_hang: bool = False,
     ) -> None:
         self._source = source or exchange_sessions
         self._max_age = max_age
         self._monotonic = monotonic
+        self.source_may_hang = source_may_hang
         self._cache: dict[tuple[dt.date, dt.date], tuple[float, list[TradingSession]]] = {}
         self.version = 0
 
@@ -159,8 +169,26 @@ class SessionCalendar:
         if cached is not None and sessions != cached[1]:
             self.version += 1
             log.warning("the exchange calendar changed", start=str(start), end=str(end))
+        elif cached is None and self.source_may_hang:
+            self.version += 1  # the triggers may have planned this window on the exchange's
         self._cache[key] = (now, sessions)
         return sessions
+
+    def planned_around(self, when: dt.datetime) -> list[TradingSession]:
+        """The sessions around `when` for the scheduler's triggers, which run on the
+        scheduler's own thread: while they wait, no job starts and the heartbeat stops.
+        When the source may hang, this never asks it: the window it gave before (however
+        old), else the exchange calendar's, until refresh_ahead brings the source's."""
+        if not self.source_may_hang:
+            return self.around(when)
+        cached = self._cache.get(week_window(when.date()))
+        return cached[1] if cached is not None else exchange_sessions(*week_window(when.date()))
+
+    def refresh_ahead(self, now: dt.datetime, weeks: int = REFRESH_WEEKS) -> None:
+        """Ask the source for the windows of `now`'s week and the `weeks` after it (each
+        only once it is older than the max age): the ones the triggers plan on."""
+        for week in range(weeks + 1):
+            self.around(now + dt.timedelta(weeks=week))
 
     def around(self, when: dt.datetime, days_back: int = 7, days_ahead: int = DAYS_AHEAD) -> list[TradingSession]:
         """Sessions in a window around `when`, on a weekly grid so the cache is reused."""

@@ -61,7 +61,7 @@ class SessionTrigger(_CalendarTrigger):
         self.offset = offset
 
     def _times(self, around: dt.datetime) -> list[dt.datetime]:
-        return [getattr(s, self.anchor) + self.offset for s in self.calendar.around(around)]
+        return [getattr(s, self.anchor) + self.offset for s in self.calendar.planned_around(around)]
 
     def __str__(self) -> str:
         return f"session[{self.anchor}{'+' if self.offset >= dt.timedelta(0) else ''}{self.offset}]"
@@ -76,7 +76,7 @@ class WeekStartTrigger(_CalendarTrigger):
 
     def _times(self, around: dt.datetime) -> list[dt.datetime]:
         out, last_week = [], None
-        for s in self.calendar.around(around):
+        for s in self.calendar.planned_around(around):
             week = s.day.isocalendar()[:2]
             if week != last_week:
                 out.append(s.open - self.lead)

@@ -32,6 +32,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from bot.daemon.service import (
     JobSpec,
     Schedule,
+    add_calendar_refresh,
     add_heartbeat,
     run_on_wall_clock,
 )
@@ -205,6 +206,8 @@ def build_platform_schedule(
         JobSpec("close", SessionTrigger(calendar, "close", CLOSE_DELAY),
                 publish("close", close), catch_up=True, grace=CLOSE_GRACE),
     ])
+    if calendar.source_may_hang:
+        add_calendar_refresh(schedule, calendar, clock)
     if heartbeat is not None:
         add_heartbeat(schedule, heartbeat)
     return schedule
