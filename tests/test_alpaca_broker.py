@@ -329,7 +329,9 @@ def test_sdk_retry_is_off_and_ours_is_bounded(fake, broker, sleeps):
 def test_insufficient_buying_power_is_a_rejected_order(fake, broker):
     order = broker.submit(req("SPY", Side.BUY, 1000), fake.now)
     assert order.status is OrderStatus.REJECTED
-    assert order.status_message == "403 40310000: insufficient buying power"
+    assert order.status_message == (  # with what the venue counted, as Alpaca answers
+        "403 40310000: insufficient buying power (cost basis 500000, buying power 100000)"
+    )
     assert order.broker_order_id is None
     assert fake.order_count() == 0 and broker.open_order_count() == 0
 

@@ -408,3 +408,40 @@ def test_polls_report_only_real_changes(fake, broker):
         "TMF", "sent after the sells filled"
     )
     assert sequenced.poll(OPEN_JOB) == [] and sequenced.poll(OPEN_JOB) == []
+
+
+def test_a_buy_refused_for_buying_power_is_sent_again_smaller(fake, broker):
+    """A venue that values a market buy 4% above its price (Alpaca's older rule; the
+    current docs say the ask) refused the last buy of a first allocation sized on the
+    whole cash. It is sent once more, cut to the buying power the venue reports less 5%,
+    and the refusal is recorded; the fake's answer names what it counted."""
+    fake.market_buy_collar = 0.04
+    incidents: list[tuple] = []
+    sequenced = SellsFirst(broker, incident=lambda *args: incidents.append(args))
+    plan = {"SPY": 100.0, "TMF": 2_000.0, "UGL": 740.0}  # 50,000 + 20,000 + 29,600 of 100,000
+    placed = [
+        sequenced.submit(req(s, Side.BUY, q, ref=fake.prices[s]), OPEN_JOB) for s, q in plan.items()
+    ]
+    assert OrderStatus.REJECTED not in [o.status for o in placed]
+    last = placed[-1]
+    assert last.request.quantity < plan["UGL"]
+    assert "to fit the buying power the venue reported" in last.status_message
+    assert float(fake.buying_power()) >= 0.0
+    (incident,) = incidents
+    assert incident[1] == "buying_power"
+    assert "insufficient buying power (cost basis" in incident[2]
+    posts = fake.calls("POST", "/v2/orders")
+    assert len(posts) == 4  # three buys, the last one twice
+
+
+def test_a_buy_refused_for_buying_power_is_sent_again_only_once(fake, broker):
+    """A venue valuing buys 10% above the price refuses the smaller buy too: it stays
+    refused (rejected in the log, the next rebalance buys what is missing), no third try."""
+    from decimal import Decimal
+
+    fake.market_buy_collar = 0.10
+    fake.cash = Decimal(1_000)
+    order = SellsFirst(broker).submit(req("SPY", Side.BUY, 2.0, ref=500.0), OPEN_JOB)
+    assert order.status is OrderStatus.REJECTED
+    assert "insufficient buying power" in order.status_message
+    assert [float(c.body["qty"]) for c in fake.calls("POST", "/v2/orders")] == [1.99, 1.9]

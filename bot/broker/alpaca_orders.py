@@ -173,11 +173,10 @@ def api_error_parts(exc: APIError) -> tuple[int | None, int | None, str]:
         body = None
     if isinstance(body, dict):
         code = body.get("code")
-        return (
-            exc.status_code,
-            code if isinstance(code, int) else None,
-            str(body.get("message", "")),
-        )
+        message = str(body.get("message", ""))
+        if "cost_basis" in body and "buying_power" in body:  # a refused buy: what the venue counted
+            message += f" (cost basis {body['cost_basis']}, buying power {body['buying_power']})"
+        return exc.status_code, code if isinstance(code, int) else None, message
     return exc.status_code, None, text.strip()[:200]
 
 

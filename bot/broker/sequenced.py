@@ -32,6 +32,12 @@ QUEUED_MESSAGES = (QUEUED, QUEUED_CLOSED)
 CUT = "cut to"
 #: buys are sized to leave this share of the spendable cash unused (prices move after the close)
 CASH_BUFFER = 0.005
+#: the most any of Alpaca's documents says a market buy is valued above its price when
+#: buying power is checked (older docs 2.5-4%, a support article 2-5%; the current docs
+#: say the ask): a buy refused for buying power is sent once more, cut to leave this
+REFUSED_BUY_MARGIN = 0.05
+#: how the venue words a buy refused for want of buying power (Alpaca's 403 40310000)
+SHORT_OF_BUYING_POWER = "insufficient buying power"
 
 #: TradeLog.incident's signature: (at, kind, message, context)
 IncidentSink = Callable[[dt.datetime, str, str, dict[str, Any] | None], None]
@@ -225,6 +231,9 @@ class SellsFirst:
                         order=req.client_order_id, planned=planned, sent=quantity)
             req = req._replace(quantity=quantity)
         placed = self.inner.submit(req, now)
+        resent = self._resent_smaller(placed, price, now)
+        if resent is not None:
+            placed, quantity = resent
         if placed.status_message is None and order.status_message in QUEUED_MESSAGES:
             # replaces the queue's message in the log
             placed.status_message = (
@@ -236,11 +245,46 @@ class SellsFirst:
         if quantity < planned:
             # Its message gives both quantities: a queued buy's row, recorded when it was
             # queued, keeps the planned one; a buy sent at once is recorded as sent.
-            why = ("to fit the cash" if quantity < planned_value
-                   else f"to its planned value: the price rose from {reference:.6g} to {price:.6g}")
+            if resent is not None:
+                why = "to fit the buying power the venue reported"
+            elif quantity < planned_value:
+                why = "to fit the cash"
+            else:
+                why = f"to its planned value: the price rose from {reference:.6g} to {price:.6g}"
             cut = f"{CUT} {quantity:.6g} of {planned:.6g} shares {why}"
             placed.status_message = "; ".join(filter(None, (placed.status_message, cut)))
         return placed, quantity * price
+
+    def _resent_smaller(
+        self, placed: Order, price: float, now: dt.datetime
+    ) -> tuple[Order, float] | None:
+        """A buy the venue refused for buying power, sent once more cut to the buying
+        power it reports now less REFUSED_BUY_MARGIN: the venue may value a market buy
+        above the price it was sized on (a collar, the ask after a gap). None if it was
+        not refused so, or if a smaller buy would not help (nothing placed)."""
+        req = placed.request
+        if placed.status is not OrderStatus.REJECTED or SHORT_OF_BUYING_POWER not in (
+            placed.status_message or ""
+        ):
+            return None
+        self.inner.refresh()
+        quantity = min(req.quantity, max(self.inner.cash(), 0.0) * (1.0 - REFUSED_BUY_MARGIN) / price)
+        if self._whole_shares:
+            quantity = math.floor(quantity + 1e-9)
+        if quantity >= req.quantity or quantity <= 0 or quantity * price < MIN_ORDER_VALUE:
+            return None
+        log.warning("buy refused for buying power: sent again, smaller",
+                    order=req.client_order_id, refused=req.quantity, sent=quantity,
+                    venue=placed.status_message)
+        if self._incident is not None:
+            try:
+                self._incident(now, "buying_power",
+                               f"buy {req.client_order_id} of {req.quantity:.6g} refused "
+                               f"({placed.status_message}); sent again for {quantity:.6g}",
+                               {"symbol": req.symbol, "refused": req.quantity, "sent": quantity})
+            except Exception as store_exc:  # noqa: BLE001 - the order matters more than its note
+                log.error("incident not stored", error=str(store_exc))
+        return self.inner.submit(req._replace(quantity=quantity), now), quantity
 
     def _release_failed(self, now: dt.datetime, exc: Exception) -> None:
         """Log (and record as an incident) a release that failed; the buys still queued

@@ -216,6 +216,9 @@ class Ledger:
         self.cancel_leaves_pending = False  # DELETE answers but the order stays pending_cancel
         self.fill_on_submit = 0.0  # share of a POSTed order filled before the answer
         self.refused_duplicates: list[str] = []  # client_order_ids POSTed again (422)
+        # A market buy is valued this share above its price when buying power is checked
+        # and reserved (Alpaca's older docs: 2.5-4%; its current ones: the ask).
+        self.market_buy_collar = Decimal(0)
 
     # --- test control ----------------------------------------------------------------
 
@@ -293,16 +296,19 @@ class Ledger:
 
     def buying_power(self) -> Decimal:
         """Cash less what open buy orders reserve (a cash account: multiplier 1)."""
-        prices = self.market.prices
         reserved = sum(
             (
-                (o.qty - o.filled) * dec(prices[o.data["symbol"]])
+                self.buy_cost(o.data["symbol"], o.qty - o.filled)
                 for o in self.orders
                 if o.data["side"] == "buy" and o.data["status"] in OPEN_STATUSES
             ),
             Decimal(0),
         )
         return self.cash - reserved
+
+    def buy_cost(self, symbol: str, qty: Decimal) -> Decimal:
+        """What a market buy of `qty` counts against buying power."""
+        return qty * dec(self.market.prices[symbol]) * (1 + self.market_buy_collar)
 
     def account_json(self) -> dict[str, Any]:
         equity = self.cash + self.market_value()
@@ -475,8 +481,12 @@ class Ledger:
             body["type"] != "market" or body["time_in_force"] != "day"
         ):
             return invalid("fractional orders must be DAY orders")
-        if body["side"] == "buy" and qty * dec(prices[symbol]) > self.buying_power():
-            return Response(403, {"code": INSUFFICIENT, "message": "insufficient buying power"})
+        if body["side"] == "buy" and self.buy_cost(symbol, qty) > self.buying_power():
+            return Response(403, {  # Alpaca's answer carries both figures
+                "code": INSUFFICIENT, "message": "insufficient buying power",
+                "buying_power": money(self.buying_power()),
+                "cost_basis": money(self.buy_cost(symbol, qty)),
+            })
         if body["side"] == "sell":
             held = self.positions[symbol].qty if symbol in self.positions else Decimal(0)
             selling = sum(

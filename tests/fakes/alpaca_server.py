@@ -140,6 +140,10 @@ class FakeAlpaca(FakeServer, VenueClock):
         lambda self, v: setattr(self.ledger, "account_patch", v),
     )
     refused_duplicates = property(lambda self: self.ledger.refused_duplicates)
+    market_buy_collar = property(  # a market buy's valuation above its price
+        lambda self: self.ledger.market_buy_collar,
+        lambda self, v: setattr(self.ledger, "market_buy_collar", Decimal(str(v))),
+    )
     fill_on_submit = property(  # share of a POSTed order filled before the answer
         lambda self: self.ledger.fill_on_submit,
         lambda self, v: setattr(self.ledger, "fill_on_submit", v),
