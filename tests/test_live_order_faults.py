@@ -327,7 +327,9 @@ def test_an_unconfirmed_order_the_venue_never_got_is_closed(fake, broker):
     fake.inject("GET", "/v2/orders:by_client_order_id", *[Fault.error(503, None, "down")] * 3)
     order = broker.submit(req("TMF", Side.BUY, 5), fake.now)
     assert order.status is OrderStatus.NEW and broker.open_order_count() == 1
-    [(seen, fill)] = broker.poll(fake.now)  # the lookup answers 404 now
+    assert broker.poll(fake.now) == []  # 404, but the venue may lag its own submit
+    assert broker.open_order_count() == 1
+    [(seen, fill)] = broker.poll(fake.now + dt.timedelta(minutes=2))  # still 404: never placed
     assert fill is None and seen.status is OrderStatus.REJECTED
     assert "not placed" in seen.status_message
     assert broker.open_order_count() == 0
@@ -445,3 +447,55 @@ def test_a_buy_refused_for_buying_power_is_sent_again_only_once(fake, broker):
     assert order.status is OrderStatus.REJECTED
     assert "insufficient buying power" in order.status_message
     assert [float(c.body["qty"]) for c in fake.calls("POST", "/v2/orders")] == [1.99, 1.9]
+
+
+def test_a_duplicate_id_refusal_after_a_5xx_follows_the_order_it_proves(fake, broker):
+    """The first POST created the order but answered 500, and the lookup by id lagged
+    (404). The second POST got Alpaca's 422 "client_order_id must be unique", and the
+    lookup lagged again: the order exists, so it is followed as unconfirmed (its fill
+    recorded once the venue shows it), never reported as rejected and forgotten."""
+    fake.inject("POST", "/v2/orders", Fault.error(500, None, "internal error", process=True))
+    fake.inject("GET", "/v2/orders:by_client_order_id",
+                *[Fault.error(404, 40410000, "order not found")] * 2)
+    order = broker.submit(req("TMF", Side.BUY, 5), fake.now)
+    assert order.status is OrderStatus.NEW and "client_order_id must be unique" in order.status_message
+    assert fake.order_count() == 1 and broker.open_order_count() == 1
+    fake.fill(fake.orders[0].data["client_order_id"])
+    [(seen, fill)] = broker.poll(fake.now)
+    assert seen.status is OrderStatus.FILLED and fill is not None and fill.quantity == 5
+
+
+def test_an_order_the_venue_no_longer_knows_is_closed_and_the_others_still_polled(fake, broker):
+    """One order 404s by its id and by its client_order_id: it used to fail every poll
+    (and the open and close jobs after it) until a restart; it is closed as vanished,
+    and the fills of the others are still reported."""
+    gone = broker.submit(req("TMF", Side.BUY, 5), fake.now)
+    kept = broker.submit(req("UGL", Side.BUY, 5), fake.now)
+    fake.fill(kept.broker_order_id)
+    fake.inject("GET", "/v2/orders/{order_id}", Fault.error(404, 40410000, "order not found"))
+    fake.inject("GET", "/v2/orders:by_client_order_id", Fault.error(404, 40410000, "order not found"))
+    seen = {o.request.symbol: (o, f) for o, f in broker.poll(fake.now)}
+    assert seen["TMF"][0].status is OrderStatus.CANCELED and "vanished" in seen["TMF"][0].status_message
+    assert seen["UGL"][0].status is OrderStatus.FILLED and seen["UGL"][1] is not None
+    assert broker.open_order_count() == 0
+    assert gone.broker_order_id is not None
+
+
+def test_a_release_that_runs_into_the_close_keeps_the_rest_queued():
+    """The first buy's sends took the session's last minutes (429s): the buys after it
+    are not sent into the close (they would fill at the next open's prices); they stay
+    queued for the next session's first poll."""
+    inner = MarginAccount()
+    now = [OPEN_JOB]
+
+    def slow_submit(request, at, submit=inner.submit):
+        now[0] += dt.timedelta(hours=7)  # the retries ran past the close
+        return submit(request, at)
+
+    inner.submit = slow_submit
+    broker = SellsFirst(inner, clock=lambda: now[0],
+                        market_open=lambda t: t < OPEN_JOB + dt.timedelta(hours=6))
+    broker.restore(queued_buys("UPRO", "UGL", "DIG"))
+    broker.poll(OPEN_JOB)
+    assert [r.symbol for r in inner.sent] == ["UPRO"]
+    assert broker.open_order_count() == 2  # UGL and DIG still queued

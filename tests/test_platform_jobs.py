@@ -1011,6 +1011,10 @@ def test_the_unsent_plan_of_a_dead_task_is_closed_by_the_next_poll(ctx, venue, m
         patched.setattr(SellsFirst, "submit", killed)
         run_task(ctx, row.id)
     store.mark_dead(ctx.engine, row.id, ctx.clock.now(), "dead-lettered")
+    from bot.clock import SimulatedClock
+
+    # past the grace a venue's lookup may lag its submit (AlpacaBroker.UNCONFIRMED_GRACE)
+    monkeypatch.setattr(ctx, "clock", SimulatedClock(ctx.clock.now() + dt.timedelta(minutes=3)))
     account_jobs.poll(ctx, batch.run_id, account)
     statuses = {OrderStatus(s) for (s,) in rows(ctx, "SELECT status FROM orders")}
     assert statuses == {OrderStatus.REJECTED} and not venue.order_count()

@@ -22,6 +22,7 @@ before it ends; poll() reports them too if nobody took them.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from dataclasses import dataclass
@@ -70,6 +71,11 @@ log = structlog.get_logger(__name__)
 MAX_ORDERS = 500  # Alpaca's largest page for GET /v2/orders
 UNCONFIRMED = "unconfirmed"  # status_message prefix of an order whose submit is in doubt
 MAX_REPLACEMENTS = 50  # a longer chain of replacements is taken for a loop
+#: how long an order in doubt may stay unknown to the venue before it counts as never
+#: placed: its lookup by client_order_id may lag the submit that created it
+UNCONFIRMED_GRACE = dt.timedelta(minutes=2)
+#: Alpaca's 422 message when a client_order_id is taken: the order exists
+DUPLICATE_ID = "client_order_id must be unique"
 
 
 class SubmitUnconfirmedError(BrokerError):
@@ -296,6 +302,9 @@ class AlpacaBroker:
         cid = request.client_order_id
         policy = self.policy
         problem, retry_after, started, tries = "", None, policy.clock(), 0
+        # An attempt answered 5xx or lost in transport may have created the order: from
+        # then on a lookup that finds nothing proves nothing (it may lag the venue).
+        in_doubt = False
         for attempt in range(policy.attempts):
             if attempt:
                 wait = policy.delay(attempt - 1, retry_after)
@@ -317,13 +326,18 @@ class AlpacaBroker:
                 if existing is not None:
                     return existing
                 if status not in RETRY_STATUSES:
-                    return None, _rejected(
-                        request, now, f"{status} {code if code is not None else '-'}: {message}"
-                    )
+                    refusal = f"{status} {code if code is not None else '-'}: {message}"
+                    if in_doubt or DUPLICATE_ID in message:
+                        # Refused because an earlier attempt's order exists (its id is
+                        # taken, or it holds the buying power): followed, not forgotten.
+                        raise SubmitUnconfirmedError(
+                            cid, f"refused ({refusal}) after {problem}; not found by its id yet") from exc
+                    return None, _rejected(request, now, refusal)
+                in_doubt = in_doubt or status >= 500
                 problem, retry_after = f"HTTP {status} {message}", response_retry_after(exc.response)
                 continue
             except ANSWER_ERRORS as exc:  # transport, bad JSON, bad model
-                problem, retry_after = describe_answer_error(exc), None
+                problem, retry_after, in_doubt = describe_answer_error(exc), None, True
                 existing = self._lookup_after_error(request, problem)
                 if existing is not None:
                     return existing
@@ -332,6 +346,8 @@ class AlpacaBroker:
                 return raw, convert_order(raw, request)
             except BrokerError as exc:
                 raise SubmitUnconfirmedError(cid, f"accepted but unreadable: {exc}") from exc
+        # Not found after every attempt: sent again later (a queued buy's next release)
+        # under the same client_order_id, which the venue refuses if it exists after all.
         raise BrokerError(
             f"order {cid} not placed after {tries} attempts (last: {problem}); "
             "the venue confirms it does not exist"
@@ -419,7 +435,7 @@ class AlpacaBroker:
 
     def poll(self, now: dt.datetime) -> list[tuple[Order, Fill | None]]:
         # Fetch and read everything first: a failure then changes nothing, loses no report.
-        fresh = {cid: self._latest(order) for cid, order in self._tracked.items()}
+        fresh = {cid: self._latest(order, now) for cid, order in self._tracked.items()}
         events = self.take_reports()
         for cid, (raw, latest) in fresh.items():
             order = self._tracked[cid]
@@ -432,21 +448,42 @@ class AlpacaBroker:
                 del self._tracked[cid]
         return events
 
-    def _latest(self, order: Order) -> tuple[AlpacaOrder | None, Order]:
+    def _latest(self, order: Order, now: dt.datetime) -> tuple[AlpacaOrder | None, Order]:
         """The venue's order and ours read from it. An unconfirmed order (no broker id yet)
-        is looked up by client_order_id; if the venue has none it was never placed."""
+        is looked up by client_order_id; if the venue still has none UNCONFIRMED_GRACE
+        after the submit, it was never placed. An order the venue no longer knows by its
+        id nor by its client_order_id is closed as vanished: one such order must not
+        fail every poll (and every job after it) until a restart."""
         cid = order.request.client_order_id
-        if order.broker_order_id:
-            raw = sdk_call(f"order {cid}", self._client.get_order_by_id, order.broker_order_id)
-        else:
+        if not order.broker_order_id:
             raw = self._find_raw(cid, f"order {cid}")
-        if raw is None:
+            if raw is not None:
+                return self._read(raw, order.request)
+            if now - order.submitted_at < UNCONFIRMED_GRACE:
+                return None, dataclasses.replace(order)  # the venue may lag: ask again later
             log.warning("order_unconfirmed_absent", client_order_id=cid)
             return None, Order(
                 order.request, OrderStatus.REJECTED, order.submitted_at, None,
                 status_message="not placed: the venue has no order with this client_order_id "
                 "after an unconfirmed submit",
             )
+        try:
+            raw = self._client.get_order_by_id(order.broker_order_id)
+        except APIError as exc:
+            if exc.status_code != 404:
+                raise api_broker_error(f"order {cid}", exc) from exc
+            raw = self._find_raw(cid, f"order {cid}")
+            if raw is None:
+                log.error("order_vanished", client_order_id=cid, order_id=order.broker_order_id)
+                return None, dataclasses.replace(
+                    order, status=OrderStatus.CANCELED,
+                    status_message="vanished: the broker no longer knows this order by its id "
+                    "nor by its client_order_id",
+                )
+        except ValidationError as exc:
+            raise BrokerError(f"order {cid}: malformed answer: {validation_summary(exc)}") from None
+        except ANSWER_ERRORS as exc:
+            raise transport_broker_error(f"order {cid}", exc) from exc
         return self._read(raw, order.request)
 
     def _read(

@@ -57,14 +57,17 @@ class SellsFirst:
         prices: LatestPrices | None = None,
         whole_shares: bool = False,
         order_prefix: str | None = None,
+        clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
         """`whole_shares`: the config trades whole shares (rebalance.fractional false), so
         a buy cut to the cash left is cut to whole shares too. `order_prefix`: the start
         of this bot's client_order_ids; a sell the venue lists holds the buys only if it
         is one of them (a user's own sell in the same account, a GTC limit order say,
         funds none of them and held them for as long as it stayed open). None: every
-        listed sell holds them."""
+        listed sell holds them. `clock`: the time now, read again before each queued buy
+        is sent (a release may take minutes of retries); None: the poll's time."""
         self.inner = inner
+        self._clock = clock
         self._whole_shares = whole_shares
         self._order_prefix = order_prefix
         self._own = None if order_prefix is None else f"{order_prefix}-"
@@ -85,7 +88,8 @@ class SellsFirst:
         far) over another venue, e.g. a dry run's that sends nothing: its orders are the
         ones this one would send. Incidents are not recorded."""
         twin = SellsFirst(inner, market_open=self._market_open, prices=self._prices,
-                          whole_shares=self._whole_shares, order_prefix=self._order_prefix)
+                          whole_shares=self._whole_shares, order_prefix=self._order_prefix,
+                          clock=self._clock)
         twin.restore(self._queue)
         return twin
 
@@ -181,6 +185,11 @@ class SellsFirst:
         budget = self.inner.cash() * (1.0 - CASH_BUFFER)
         prices = self._latest_prices()
         while self._queue:
+            if self._clock is not None and not self._market_open(self._clock()):
+                # The sends before took the session's last minutes (a venue answering 429):
+                # the rest would fill at the next open's prices. Queued until then.
+                log.warning("release stopped: the market closes", queued=len(self._queue))
+                break
             order = self._queue[0]
             # Never below the decision's price: a wrong low print (IEX) would otherwise
             # send the planned quantity and count it nearly free, and the buys after it

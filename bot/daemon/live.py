@@ -76,6 +76,7 @@ def build_live(
         prices=feed.sizing_prices,
         whole_shares=not settings.rebalance.fractional,
         order_prefix=instance,
+        clock=clock.now,
     )
     alpaca.require_tradable(settings.symbols, settings.rebalance.fractional)
     mode = "paper" if endpoints.paper else "live"

@@ -198,7 +198,7 @@ def open_session(
     broker = SellsFirst(venue, incident=tradelog.incident, market_open=ctx.market_open,
                         prices=feed.sizing_prices,
                         whole_shares=not profile.settings.rebalance.fractional,
-                        order_prefix=prefix)
+                        order_prefix=prefix, clock=ctx.clock.now)
     return AccountSession(account, profile, prefix, tradelog, view, venue, broker)
 
 
