@@ -3,14 +3,17 @@
 # `python:3.11-slim` follows whatever Debian is current (it moved from bookworm to
 # trixie), so a rebuild months later changed the system under the bot. Raise it on
 # purpose; for byte-for-byte rebuilds add the digest (`docker pull`, then @sha256:...).
-FROM python:3.11.11-slim-bookworm AS build
+# PYTHON_IMAGE swaps the base without editing this file (a mirror, or the stand-in that
+# deploy/image-smoke-test.sh builds where Docker Hub is out of reach).
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
 COPY bot ./bot
 RUN pip install --no-cache-dir --upgrade pip \
  && pip wheel --no-cache-dir --wheel-dir /wheels .
 
-FROM python:3.11.11-slim-bookworm
+FROM ${PYTHON_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     BOT_LOG_FORMAT=json \

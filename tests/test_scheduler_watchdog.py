@@ -51,3 +51,30 @@ def test_a_healthy_scheduler_runs_until_asked_to_stop(monkeypatch) -> None:
 class _Never(BaseTrigger):
     def get_next_fire_time(self, previous_fire_time, now):
         return now + dt.timedelta(days=1)
+
+
+def test_the_daemon_exits_when_a_job_hangs(monkeypatch) -> None:
+    """A job past its limit used to withhold the heartbeat only: Compose does not restart
+    an unhealthy container, and the unit has no watchdog, so the daemon stayed up trading
+    nothing. It now ends the process (exit status 70) for the supervisor to restart."""
+    from apscheduler.triggers.date import DateTrigger
+
+    from bot.daemon.watch import JobWatch
+
+    monkeypatch.setattr(service, "WATCHDOG_SECONDS", 0.05)
+    watch = JobWatch(limit=0.3)
+    release, stop, exits = threading.Event(), threading.Event(), []
+
+    def hanging_job() -> None:
+        with watch.running("open"):
+            release.wait(10)
+
+    def exit_process(status: int) -> None:  # the real one is os._exit
+        exits.append(status)
+        release.set()
+        stop.set()
+
+    now = dt.datetime.now(dt.UTC)
+    schedule = Schedule([JobSpec("open", DateTrigger(now), hanging_job)])
+    run_on_wall_clock(schedule, stop, watch=watch, exit_process=exit_process)
+    assert exits == [service.EXIT_HUNG]

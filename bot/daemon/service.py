@@ -5,7 +5,9 @@ Both ask the same triggers for fire times and run the same job functions."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -302,14 +304,30 @@ def scheduler_alive(scheduler: BackgroundScheduler) -> bool:
     return thread is not None and thread.is_alive()
 
 
+#: the exit status of a daemon that ended itself because a job hung (EX_SOFTWARE)
+EXIT_HUNG = 70
+
+
+def _exit_now(status: int) -> None:
+    """End the process at once: a normal exit would wait for the hung job's thread."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def run_on_wall_clock(
     schedule: Schedule,
     stop: threading.Event | None = None,
     on_stop: Callable[[], None] | None = None,
+    watch: JobWatch | None = None,
+    exit_process: Callable[[int], None] = _exit_now,
 ) -> None:
     """APScheduler on the wall clock until SIGTERM/SIGINT: one worker thread so jobs never
     overlap, coalesced misfires, a grace time for restarts. On a stop the running job
-    finishes first, then `on_stop` runs (the daemon's last records)."""
+    finishes first, then `on_stop` runs (the daemon's last records). With a `watch` of the
+    jobs, a job running past its limit ends the process (`exit_process`): Docker and
+    systemd restart a process that exits, not one whose health check fails, and every
+    job is safe to run again."""
     stop = stop or StopRequest()
     scheduler = make_scheduler(schedule)
     with stop_on_signals(stop):
@@ -318,6 +336,11 @@ def run_on_wall_clock(
             log.info("scheduled", job=job.name, next_run=str(job.next_run_time))
         try:
             while not stop.wait(WATCHDOG_SECONDS):
+                hung = watch.hung() if watch is not None else None
+                if hung is not None:
+                    log.error("job hung: the daemon exits for the supervisor to restart it",
+                              job=hung[0], seconds=round(hung[1]), status=EXIT_HUNG)
+                    exit_process(EXIT_HUNG)
                 if not scheduler_alive(scheduler):
                     # An error in a trigger ends APScheduler's thread: the process would
                     # live on, trading nothing. Exit instead, so systemd or Docker start
@@ -345,7 +368,7 @@ def run_live(schedule: Schedule, jobs: TradingJobs, stop: threading.Event | None
         jobs.close()  # queued notifications out, undelivered ones recorded
         jobs.ctx.tradelog.close()
 
-    run_on_wall_clock(schedule, stop, last_records)
+    run_on_wall_clock(schedule, stop, last_records, watch=jobs.watch)
 
 
 @dataclass(frozen=True)
