@@ -35,7 +35,10 @@ def test_dockerfile_is_slim_non_root_with_healthcheck():
     # Pinned: a Python and a Debian release, one base for the wheel and the image.
     bases = re.findall(r"^FROM (\S+)", text, re.M)
     assert len(bases) == 2 and len(set(bases)) == 1, bases
-    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", bases[0])
+    assert bases[0] == "${PYTHON_IMAGE}"  # a build arg, for a mirror or a stand-in base
+    (default,) = re.findall(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.M)
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", default)
+    assert text.index("ARG PYTHON_IMAGE") < text.index("FROM ")  # seen by both stages
     assert re.search(r"^USER leverbot$", text, re.M)
     assert "HEALTHCHECK" in text and '"bot", "health"' in text
     assert "COPY . " not in text  # only what the image needs
