@@ -760,3 +760,15 @@ def test_a_holding_without_a_price_that_day_is_refused_and_unranked_etfs_have_no
     assert not bnd["ranked"] and all(s["z"] is None for s in bnd["signals"].values())
     ranked = [a for a in body["assets"] if a["ranked"]]
     assert all(s["z"] is not None for a in ranked for s in a["signals"].values())
+
+
+def test_serve_beyond_this_machine_refuses_a_synthetic_market(tmp_path, monkeypatch) -> None:
+    """With no price data the profiles fall back to the synthetic market: fine on the
+    loopback (answers say `synthetic`), but `--allow-remote` would serve clients made-up
+    allocations; it refuses unless --synthetic asks for them."""
+    monkeypatch.delenv("BOT_DATA_DIR", raising=False)
+    url = f"sqlite:///{tmp_path / 'x.sqlite'}"
+    assert _cli("api-keys", "create", "app", "--all-accounts", "--database", url)[0] == 0
+    code, _, err = _cli("serve", "--host", "0.0.0.0", "--allow-remote", "--database", url)
+    assert code == 2
+    assert "SYNTHETIC market" in err and "bot data fetch" in err and "--synthetic" in err

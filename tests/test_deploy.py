@@ -100,7 +100,13 @@ def test_compose_runs_the_platform_beside_the_same_postgres():
     assert "bot run --platform" in " ".join(scheduler["command"])
     assert "bot db upgrade" in " ".join(scheduler["command"])
     assert workers["command"][:2] == ["bot", "worker"] and workers["deploy"]["replicas"] == 2
-    assert api["command"][:2] == ["bot", "serve"] and api["ports"] == ["127.0.0.1:8000:8000"]
+    api_command = " ".join(api["command"])
+    assert "exec bot serve " in api_command and "--allow-remote" in api_command
+    assert api["ports"] == ["127.0.0.1:8000:8000"]
+    # it serves real data, fetched at start into its own volume, never a synthetic market
+    assert "bot data fetch" in api_command and api["environment"]["BOT_DATA_DIR"] == "/app/data"
+    assert "apidata:/app/data" in api["volumes"]
+    assert api["depends_on"]["redis"]["condition"] == "service_healthy"
     for service in (scheduler, workers, api):
         env = service["environment"]
         assert env["BOT_DATABASE_URL"] == base["bot"]["environment"]["BOT_DATABASE_URL"]

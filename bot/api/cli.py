@@ -116,6 +116,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                        "(`bot api-keys create NAME`), which creates it")
     specs = [parse_spec(s) for s in args.profile] or default_specs()
     book = ProfileBook.load(specs, Path(args.data_dir) if args.data_dir else None, args.synthetic)
+    fake = [name for name, profile in book.profiles.items() if profile.market.synthetic]
+    if fake and args.allow_remote and not args.synthetic:
+        raise BotError(
+            f"profile {fake[0]}: no price data (BOT_DATA_DIR, or its config's data.directory), "
+            "so it would serve clients beyond this machine a SYNTHETIC market; download the "
+            "data with `bot data fetch --config CONFIG`, or pass --synthetic to serve it on purpose"
+        )
     tradelog = TradeLog.open_readonly(url)
     log = structlog.get_logger("bot.api")
     try:
