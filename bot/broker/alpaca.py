@@ -546,7 +546,10 @@ class AlpacaBroker:
                     "filled_quantity_decreased", client_order_id=latest.request.client_order_id
                 )
             return None
-        assert raw is not None  # only an order read from the venue has fills
+        if raw is None:  # a vanished order: no answer to price the rest from
+            log.error("fill_unpriced", client_order_id=latest.request.client_order_id,
+                      filled=q1, reported=q0)
+            return None
         avg1 = latest.average_price or 0.0  # convert_order requires it once filled_qty > 0
         avg0 = reported.avg
         qty = q1 - q0
