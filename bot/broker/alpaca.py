@@ -467,24 +467,26 @@ class AlpacaBroker:
                 status_message="not placed: the venue has no order with this client_order_id "
                 "after an unconfirmed submit",
             )
-        try:
-            raw = self._client.get_order_by_id(order.broker_order_id)
-        except APIError as exc:
-            if exc.status_code != 404:
-                raise api_broker_error(f"order {cid}", exc) from exc
+        raw = sdk_call(f"order {cid}", self._order_or_none, order.broker_order_id)
+        if raw is None:
             raw = self._find_raw(cid, f"order {cid}")
-            if raw is None:
-                log.error("order_vanished", client_order_id=cid, order_id=order.broker_order_id)
-                return None, dataclasses.replace(
-                    order, status=OrderStatus.CANCELED,
-                    status_message="vanished: the broker no longer knows this order by its id "
-                    "nor by its client_order_id",
-                )
-        except ValidationError as exc:
-            raise BrokerError(f"order {cid}: malformed answer: {validation_summary(exc)}") from None
-        except ANSWER_ERRORS as exc:
-            raise transport_broker_error(f"order {cid}", exc) from exc
+        if raw is None:
+            log.error("order_vanished", client_order_id=cid, order_id=order.broker_order_id)
+            return None, dataclasses.replace(
+                order, status=OrderStatus.CANCELED,
+                status_message="vanished: the broker no longer knows this order by its id "
+                "nor by its client_order_id",
+            )
         return self._read(raw, order.request)
+
+    def _order_or_none(self, order_id: str) -> AlpacaOrder | None:
+        """The venue's order by its id; None if it answers 404 (other failures raise)."""
+        try:
+            return self._client.get_order_by_id(order_id)
+        except APIError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
 
     def _read(
         self, raw: AlpacaOrder, request: OrderRequest | None
