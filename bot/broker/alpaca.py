@@ -22,10 +22,9 @@ before it ends; poll() reports them too if nobody took them.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import structlog
@@ -460,7 +459,7 @@ class AlpacaBroker:
             if raw is not None:
                 return self._read(raw, order.request)
             if now - order.submitted_at < UNCONFIRMED_GRACE:
-                return None, dataclasses.replace(order)  # the venue may lag: ask again later
+                return None, replace(order)  # the venue may lag: ask again later
             log.warning("order_unconfirmed_absent", client_order_id=cid)
             return None, Order(
                 order.request, OrderStatus.REJECTED, order.submitted_at, None,
@@ -472,7 +471,7 @@ class AlpacaBroker:
             raw = self._find_raw(cid, f"order {cid}")
         if raw is None:
             log.error("order_vanished", client_order_id=cid, order_id=order.broker_order_id)
-            return None, dataclasses.replace(
+            return None, replace(
                 order, status=OrderStatus.CANCELED,
                 status_message="vanished: the broker no longer knows this order by its id "
                 "nor by its client_order_id",

@@ -285,14 +285,10 @@ class SellsFirst:
         log.warning("buy refused for buying power: sent again, smaller",
                     order=req.client_order_id, refused=req.quantity, sent=quantity,
                     venue=placed.status_message)
-        if self._incident is not None:
-            try:
-                self._incident(now, "buying_power",
-                               f"buy {req.client_order_id} of {req.quantity:.6g} refused "
-                               f"({placed.status_message}); sent again for {quantity:.6g}",
-                               {"symbol": req.symbol, "refused": req.quantity, "sent": quantity})
-            except Exception as store_exc:  # noqa: BLE001 - the order matters more than its note
-                log.error("incident not stored", error=str(store_exc))
+        self._note_incident(now, "buying_power",
+                            f"buy {req.client_order_id} of {req.quantity:.6g} refused "
+                            f"({placed.status_message}); sent again for {quantity:.6g}",
+                            {"symbol": req.symbol, "refused": req.quantity, "sent": quantity})
         return self.inner.submit(req._replace(quantity=quantity), now), quantity
 
     def _release_failed(self, now: dt.datetime, exc: Exception) -> None:
@@ -301,10 +297,15 @@ class SellsFirst:
         message = f"queued buys not released: {type(exc).__name__}: {exc}"
         log.error("release failed", error=str(exc), exc_type=type(exc).__name__,
                   queued=len(self._queue))
+        self._note_incident(now, "release", message, {"queued": len(self._queue)})
+
+    def _note_incident(self, now: dt.datetime, kind: str, message: str, context: dict[str, Any]) -> None:
+        """Record an incident, if there is a sink; a failure to store it is only logged:
+        the orders and updates around it matter more than their note."""
         if self._incident is None:
             return
         try:
-            self._incident(now, "release", message, {"queued": len(self._queue)})
+            self._incident(now, kind, message, context)
         except Exception as store_exc:  # noqa: BLE001 - never lose the updates for a log row
             log.error("incident not stored", error=str(store_exc))
 

@@ -181,8 +181,9 @@ class SessionCalendar:
         old), else the exchange calendar's, until refresh_ahead brings the source's."""
         if not self.source_may_hang:
             return self.around(when)
-        cached = self._cache.get(week_window(when.date()))
-        return cached[1] if cached is not None else exchange_sessions(*week_window(when.date()))
+        window = week_window(when.date())
+        cached = self._cache.get(window)
+        return cached[1] if cached is not None else exchange_sessions(*window)
 
     def refresh_ahead(self, now: dt.datetime, weeks: int = REFRESH_WEEKS) -> None:
         """Ask the source for the windows of `now`'s week and the `weeks` after it (each
