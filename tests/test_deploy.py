@@ -227,9 +227,10 @@ def _copy_into(root, copies) -> None:
             if src.is_dir():
                 shutil.copytree(src, target if dest != "./" else root / source,
                                 ignore=shutil.ignore_patterns("__pycache__"))
-            else:
-                target.mkdir(parents=True, exist_ok=True)
-                shutil.copy(src, target / source)
+            else:  # into a folder when DEST ends with a slash, else as the file DEST
+                path = target / source.rsplit("/", 1)[-1] if dest.endswith("/") else target
+                path.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(src, path)
 
 
 def test_the_images_files_install_and_run_the_daemon_outside_the_repository(tmp_path):
@@ -327,3 +328,23 @@ def test_the_daemon_replays_inside_the_units_sandbox(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "replay run 1:" in proc.stdout
     assert (tmp_path / "var" / "tradelog.sqlite").exists()
+
+
+def test_the_image_pins_every_dependency_it_installs():
+    """A rebuild months later resolves the same versions: the build stage wheels the
+    package under deploy/constraints.txt, which pins each runtime dependency exactly."""
+    import tomllib
+
+    text = (REPO / "Dockerfile").read_text()
+    assert "COPY deploy/constraints.txt ./constraints.txt" in text
+    assert "pip wheel --no-cache-dir --constraint constraints.txt" in text
+    pins = {}
+    for line in (REPO / "deploy" / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"not an exact pin: {line}"
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"]:
+        name = re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9._-]+", requirement).group()).lower()
+        assert name in pins, f"{requirement}: not pinned in deploy/constraints.txt"
