@@ -121,11 +121,26 @@ def test_an_open_fifty_times_the_close(tmp_path):
     _write_prices(tmp_path, "OPN", rows)
     error = _load_error(tmp_path, ["OPN"])
     assert error.field == "open" and day in str(error) and "x5" in str(error)
-    # With a high in the row the inconsistency itself is named.
+    # A high in the row does not hide it: the open's own move check still refuses it.
     rows[20] = ",".join([day, f"{float(c) * 50:.4f}", f"{float(c) * 1.01:.4f}", "", c, adj, v])
     _write_prices(tmp_path, "OPN", rows)
     error = _load_error(tmp_path, ["OPN"])
-    assert error.field == "high" and "is below the open" in str(error)
+    assert error.field == "open" and day in str(error) and "x5" in str(error)
+
+
+def test_a_real_bar_opening_a_cent_above_its_high_is_accepted(tmp_path):
+    """Alpaca's daily open is the listing exchange's official open, a print that does not
+    set the bar's high or low (its staff: "it can happen that Open is higher than High";
+    AAAA 2021-04-01 O 25.05 H 25.04 L 25.04 C 25.04). Refused, one such bar stopped
+    every decision for the length of the window."""
+    closes = _calm_closes()
+    rows = _bar_rows(closes)
+    day, _o, _h, _l, c, adj, v = rows[20].split(",")
+    close = float(c)
+    rows[20] = ",".join([day, f"{close * 1.0004:.4f}", f"{close:.4f}", f"{close:.4f}", c, adj, v])
+    _write_prices(tmp_path, "OPN", rows)
+    market = load_csv_directory(tmp_path, ["OPN"], macro=())
+    assert market.prices.select(["OPN"]).open[20, 0] > close
 
 
 def test_high_below_close_and_low_above_open(tmp_path):

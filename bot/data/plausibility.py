@@ -243,9 +243,11 @@ def check_price_column(
 
 
 def _check_ohlc(symbol: str, bars: SymbolBars, rules: PlausibilityRules) -> None:
-    """high >= max(open, close) >= min(open, close) >= low, where high and low exist."""
-    top = np.fmax(bars.open, bars.close)  # fmax: an empty open leaves the close
-    bottom = np.fmin(bars.open, bars.close)
+    """high >= close >= low, where high and low exist. The open is not held to them:
+    Alpaca's daily open is the listing exchange's official open, a print that does not
+    set the bar's high or low, so a real bar can open above its high (AAAA 2021-04-01:
+    O 25.05, H 25.04). A wrong open is caught by its own move check (_check_moves)."""
+    top = bottom = bars.close
     for column, values, broken in (
         ("high", bars.high, lambda v: v < top * (1 - OHLC_TOLERANCE)),
         ("low", bars.low, lambda v: v > bottom * (1 + OHLC_TOLERANCE)),
@@ -258,12 +260,10 @@ def _check_ohlc(symbol: str, bars: SymbolBars, rules: PlausibilityRules) -> None
         if wrong:
             i = wrong[0]
             side = "below" if column == "high" else "above"
-            beyond = top[i] if column == "high" else bottom[i]
-            which = "open" if beyond == bars.open[i] else "close"
             raise DataError(
                 bars.name, column,
                 f"{_where(bars.dates[i], bars.lines, i)}: {column} {values[i]:g} is {side} the "
-                f"{which} {beyond:g}, but it must be the day's {column}est price. "
+                f"close {bars.close[i]:g}, but it must be the day's {column}est price. "
                 + _accept_hint(symbol, bars.dates[i]),
             )
 
