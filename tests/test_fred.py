@@ -238,3 +238,20 @@ def test_the_key_comes_from_the_environment_or_the_secrets_file_and_is_masked(tm
     get_logger("test").warning("a url", url=f"https://api.stlouisfed.org/x?api_key={API_KEY}")
     out = capsys.readouterr()
     assert API_KEY not in out.out + out.err and "api_key=***" in out.out + out.err
+
+
+def test_a_live_feed_on_fred_itself_needs_the_api_key():
+    """FRED refuses its keyless CSV download to scripts (HTTP 403): a daemon started
+    without FRED_API_KEY warned at every job, fell back to the stored series and never
+    decided the regime again. It now refuses to start, naming the variable; a mirror
+    (BOT_FRED_URL) may still serve the CSV without one."""
+    from bot.daemon.live_feed import AlpacaFeed
+    from bot.secrets import FRED_URL, SecretsError
+
+    def feed(url, key=None):
+        return AlpacaFeed(None, None, ("SPY",), url, None, 400, fred_api_key=key)
+
+    with pytest.raises(SecretsError, match="FRED_API_KEY is not set.*fredaccount.stlouisfed.org"):
+        feed(FRED_URL + "/")
+    assert feed(FRED_URL, "a" * 32).fred_api_key == "a" * 32
+    assert feed("http://127.0.0.1:8099").fred_api_key is None

@@ -22,10 +22,10 @@ import structlog
 
 from bot.data.alpaca import AlpacaMarketData
 from bot.data.base import MACRO_SERIES, MacroSeries, MarketData
-from bot.data.fred import fetch_series, fred_session
+from bot.data.fred import KEY_HINT, fetch_series, fred_session
 from bot.errors import BotError
 from bot.net import FRED_POLICY, RetryPolicy
-from bot.secrets import FRED_API_URL
+from bot.secrets import FRED_API_KEY_VAR, FRED_API_URL, FRED_URL, SecretsError, base_url
 from bot.store.tradelog import TradeLog
 
 log = structlog.get_logger(__name__)
@@ -60,6 +60,13 @@ class AlpacaFeed:
         self.fred_policy = fred_policy
         self.fred_api_key = fred_api_key  # None: FRED's CSV download (refused since 2026-05)
         self.fred_api_url = fred_api_url
+        if fred_api_key is None and macro_names and base_url(fred_url) == base_url(FRED_URL):
+            # Every download would fail (HTTP 403) and each job fall back to the stored
+            # series, with a warning only: the regime would never be decided again.
+            raise SecretsError(
+                f"{FRED_API_KEY_VAR} is not set: the macro series come from FRED, which "
+                f"refuses its keyless download to scripts (HTTP 403 since 2026-05); {KEY_HINT}"
+            )
 
     def history(self, through: dt.date) -> MarketData:
         """Bars through `through` (a later partial bar is dropped) and the macro series
