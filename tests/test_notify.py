@@ -351,7 +351,8 @@ class _StuckService:
 
 def test_messages_still_queued_at_shutdown_are_recorded_not_dropped() -> None:
     """Before: close() waited, logged that the sender was busy and returned; the queued
-    messages were lost with the process and no incident said so."""
+    messages were lost with the process and no incident said so. The one being sent
+    then was not recorded either: its failure came after the daemon's last records."""
     service = _StuckService()
     notifier = Notifier(service, ["trades", "daily"], "[x paper]")
     notifier.send("trades", "1 fill (10.00)", "BUY 1 X")  # taken by the sender, hangs
@@ -362,6 +363,23 @@ def test_messages_still_queued_at_shutdown_are_recorded_not_dropped() -> None:
     failures = notifier.take_failures()
     service.release.set()
     assert [f.title for f in failures] == [
+        "[x paper] 1 fill (10.00)",  # in flight: its outcome would come after the last records
         "[x paper] close 2024-03-04: 100.00", "[x paper] 2 fills (20.00)", "[x paper] after the end"]
-    assert all(f.error.startswith("not sent:") for f in failures)
-    assert "still queued when the daemon stopped" in failures[0].error
+    assert failures[0].error.startswith("not confirmed: still being sent when the daemon stopped")
+    assert all(f.error.startswith("not sent:") for f in failures[1:])
+    assert "still queued when the daemon stopped" in failures[1].error
+
+
+def test_urls_joined_by_commas_are_refused_without_showing_a_token() -> None:
+    """apprise took "tgram://...,discord://id/token" for one Telegram URL and sent the
+    webhook's token to Telegram as a chat id, whose refusal was logged unmasked. And a
+    malformed item's text before `://` (perhaps a token) was quoted as its scheme."""
+    joined = "tgram://123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/1234567890123," \
+             "discord://4174216298/AbCdEfGhIjKlMnOpQrStUvWxYz"
+    with pytest.raises(NotifyError) as two:
+        build_apprise([joined])
+    assert "item 1 (tgram://...): holds more than one URL" in str(two.value)
+    assert "AbCdEfGhIjKlMnOpQrStUvWxYz" not in str(two.value)
+    with pytest.raises(NotifyError) as odd:
+        build_apprise(["AAHdqTcvCH1vGWJxfSeo://x"])
+    assert "AAHdqTcvCH1vGWJxfSeo" not in str(odd.value) and "(unknown scheme)" in str(odd.value)

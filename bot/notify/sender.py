@@ -88,8 +88,26 @@ def secret_parts(url: str, public_form: str) -> list[str]:
     return sorted(p for p in parts if len(p) >= 4 and p not in public)
 
 
+#: a word that reads as a mistyped scheme ("telegram", "nosuchservice"), not as a token
+_SCHEME_TYPO = re.compile(r"[a-z]{1,20}")
+
+
 def _scheme(url: str) -> str:
-    return url.partition("://")[0][:20] if "://" in url else "(no scheme)"
+    """The URL's scheme for an error message, if apprise knows it or it reads as a typo
+    of one: anything else before `://` may be a token pasted in the wrong place."""
+    import apprise
+
+    if "://" not in url:
+        return "(no scheme)"
+    scheme = url.partition("://")[0]
+    if _SCHEME_TYPO.fullmatch(scheme):
+        return scheme
+    known = {
+        protocol.lower()
+        for service in apprise.Apprise().details()["schemas"]
+        for protocol in (*(service.get("protocols") or ()), *(service.get("secure_protocols") or ()))
+    }
+    return scheme if scheme.lower() in known else "(unknown scheme)"
 
 
 def build_apprise(urls: Iterable[str]):
@@ -100,6 +118,13 @@ def build_apprise(urls: Iterable[str]):
     collector()  # before parsing: apprise's own complaint about a bad URL may quote it
     client = apprise.Apprise()
     for position, url in enumerate(urls, start=1):
+        if "://" in url.partition("://")[2]:
+            # apprise would take "tgram://...,discord://id/token" for one URL and send
+            # the webhook's token to Telegram as a chat id (then log its refusal)
+            raise NotifyError(
+                f"{URLS_VAR} item {position} ({_scheme(url)}://...): holds more than one URL; "
+                "separate them with spaces, not commas"
+            )
         service = apprise.Apprise.instantiate(url, suppress_exceptions=True)
         if not service:
             raise NotifyError(
@@ -169,6 +194,7 @@ class Notifier:
         self._lock = threading.Lock()
         self._collector = collector()
         self._closed = False
+        self._sending: Message | None = None  # the message the sender is delivering now
         self._thread = threading.Thread(target=self._work, name="notify", daemon=True)
         self._thread.start()
 
@@ -238,8 +264,12 @@ class Notifier:
             pass
         else:
             self._thread.join(timeout)
+        sending = self._sending
         if self._thread.is_alive():
             log.warning("notification sender still busy at shutdown", waited_seconds=timeout)
+            if sending is not None:  # its outcome comes after the daemon's last records
+                self._fail(sending, f"not confirmed: still being sent when the daemon stopped "
+                                    f"(waited {timeout:.0f} s)")
         # What the sender did not take in time is lost with the process: a failure each.
         while True:
             try:
@@ -251,7 +281,9 @@ class Notifier:
 
     def _work(self) -> None:
         while (message := self._queue.get()) is not None:
+            self._sending = message
             self._deliver(message)
+            self._sending = None
 
     def _deliver(self, message: Message) -> None:
         from apprise import NotifyFormat
