@@ -153,6 +153,19 @@ def test_feeds_are_configurable_and_a_free_key_gets_sip_bars(fake, sleeps):
     assert fake.calls("GET", "/v2/stocks/bars")[-1].query["feed"] == "iex"
 
 
+def test_sip_bars_refused_to_a_free_key_point_at_the_clock(fake, sleeps):
+    """Bars end 16 minutes back, past the 15 a free key waits: a refusal means this
+    machine's clock is ahead of Alpaca's. The hint used to suggest IEX bars, whose
+    closes are not the official ones."""
+    ahead = AlpacaMarketData.connect(
+        Credentials(KEY_ID, SECRET), base_url=fake.url, now=lambda: fake.now + dt.timedelta(minutes=3),
+        policy=RetryPolicy(attempts=1, timeout=5.0, base_delay=0.1, jitter=0.0, sleep=sleeps.append),
+    )
+    with pytest.raises(DataError, match="recent SIP data.*clock is more than a minute ahead") as refused:
+        ahead.daily_history(["SPY"], dt.date(2024, 11, 18), NOW.date())
+    assert "iex" not in str(refused.value)
+
+
 def test_a_failed_page_is_retried_alone(fake, data, sleeps):
     fake.bars_page_size = 4
     fake.inject(

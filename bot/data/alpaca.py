@@ -214,18 +214,24 @@ class AlpacaMarketData:
         except APIError as exc:
             status, code, message = api_error_parts(exc)
             detail = f"HTTP {status}" + (f" {code}" if code is not None else "") + f": {message}"
-            raise DataError(f"{SOURCE}:{what}", None, detail + _hint(status, message)) from exc
+            raise DataError(f"{SOURCE}:{what}", None, detail + _hint(what, status, message)) from exc
         except ANSWER_ERRORS as exc:
             raise DataError(f"{SOURCE}:{what}", None, describe_answer_error(exc)) from exc
 
 
-def _hint(status: object, message: str) -> str:
+def _hint(what: str, status: object, message: str) -> str:
     """What to do about a refusal the data API explains badly (Alpaca's FAQ on 403s)."""
     if status != 403:
         return ""
+    if "SIP" in message and what == "bars":
+        # Daily bars are asked to end DATA_DELAY (16 min) before now, past the 15 minutes
+        # a free key waits: refused, this machine's clock is ahead. IEX bars would only
+        # trade on closes that are not the official ones.
+        return ("; daily bars are asked only up to 16 minutes ago, so a free key's SIP "
+                "refusal means this machine's clock is more than a minute ahead: sync it (NTP)")
     if "SIP" in message:
         return ("; a free key gets SIP data only 15 minutes old: set data.alpaca_latest_feed = "
-                '"iex" (or data.alpaca_feed = "iex"), or subscribe to Alpaca\'s paid plan')
+                '"iex", or subscribe to Alpaca\'s paid plan')
     return ("; check APCA_API_KEY_ID and APCA_API_SECRET_KEY (keys of a paper account that "
             "was reset must be generated again)")
 
