@@ -107,6 +107,11 @@ def test_compose_runs_the_platform_beside_the_same_postgres():
     assert "bot data fetch" in api_command and api["environment"]["BOT_DATA_DIR"] == "/app/data"
     assert "apidata:/app/data" in api["volumes"]
     assert api["depends_on"]["redis"]["condition"] == "service_healthy"
+    # the internet-facing service holds no .env: no Broker API keys, no queue password
+    assert api["env_file"] == [] and "BOT_QUEUE_URL" not in api["environment"]
+    assert not any("BROKER" in name for name in api["environment"])
+    assert api["environment"]["BOT_DATABASE_URL"] == base["bot"]["environment"]["BOT_DATABASE_URL"]
+    assert api["environment"]["BOT_REDIS_URL"] == workers["environment"]["BOT_REDIS_URL"]
     for service in (scheduler, workers, api):
         env = service["environment"]
         assert env["BOT_DATABASE_URL"] == base["bot"]["environment"]["BOT_DATABASE_URL"]
