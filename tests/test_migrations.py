@@ -33,6 +33,7 @@ from bot.store.schema import (
     new_revision,
     upgrade,
 )
+from bot.types import OrderStatus
 from tests.test_store import backend_url, reset_pg, start
 
 NEXT = "9001"  # the test-only revision's id, after whatever head the shipped ones reach
@@ -165,6 +166,43 @@ def test_a_database_from_before_migrations_is_refused_then_adopted(url: str, cap
     log.close()
     assert main(["db", "current", "--database", url]) == 0
     assert f"revision {head} (head)" in capsys.readouterr().out
+
+
+def test_a_log_with_orders_and_fills_upgrades_through_every_table_rebuild(url: str) -> None:
+    """On SQLite a migration that alters `orders` copies, drops and renames it; with
+    foreign keys on, DROP TABLE deletes its rows first and every fill or event pointing
+    at one failed the whole upgrade: a log from 0001 with one fill could never be
+    upgraded, and every command asked for the upgrade that failed. Down to 0001 with
+    an order, its event and its fill, then `bot db upgrade`: every row is kept."""
+    from bot.store.schema import schema_lock
+    from tests.test_store import count, make_fill, make_order
+
+    log = TradeLog.open(url)
+    start(log)
+    order = make_order("rb-SPY-buy")
+    log.order(order)
+    order.status = OrderStatus.FILLED
+    log.execution(order, make_fill("rb-SPY-buy"), order.submitted_at)
+    log.flush()
+    before = {t: count(log, t) for t in ("runs", "orders", "order_events", "fills")}
+    log.close()
+    assert before["fills"] == 1 and before["order_events"] >= 1
+    engine = writer_engine(url)
+    with schema_lock(engine, rebuilds_tables=True) as conn:
+        command.downgrade(alembic_config(conn), INITIAL_REVISION)
+    engine.dispose()
+    assert revision_of(url) == INITIAL_REVISION
+
+    assert main(["db", "upgrade", "--database", url]) == 0
+    assert revision_of(url) == head_revision() and schema_differences(url) == []
+    log = TradeLog.open(url)
+    assert {t: count(log, t) for t in before} == before
+    log.close()
+    if url.startswith("sqlite"):  # the writer's connections enforce foreign keys again
+        log = TradeLog.open(url)
+        with log.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        log.close()
 
 
 def test_a_revision_unknown_to_this_code_is_refused(url: str) -> None:

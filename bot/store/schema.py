@@ -200,26 +200,51 @@ def ensure_current(engine: sa.Engine, url: str, location: Path = MIGRATIONS) -> 
 
 
 @contextmanager
-def schema_lock(engine: sa.Engine) -> Iterator[sa.Connection]:
+def schema_lock(engine: sa.Engine, *, rebuilds_tables: bool = False) -> Iterator[sa.Connection]:
     """A transaction that holds the database's schema lock until it ends.
 
     SQLite: BEGIN IMMEDIATE takes the write lock at once (pysqlite would otherwise run the
     DDL outside any transaction, table by table, for others to see half done); waiters
     queue on the busy timeout, raised for the creation. PostgreSQL: a transaction-level
-    advisory lock (DDL is transactional there, and the lock ends with the transaction)."""
-    with engine.begin() as conn:
-        if conn.dialect.name == "sqlite":
-            conn.exec_driver_sql(f"PRAGMA busy_timeout={SCHEMA_LOCK_TIMEOUT_S * 1000}")
-            try:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-                yield conn
-            finally:
-                conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        else:
-            if conn.dialect.name == "postgresql":
-                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{SCHEMA_LOCK_TIMEOUT_S}s'")
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+    advisory lock (DDL is transactional there, and the lock ends with the transaction).
+
+    `rebuilds_tables` (migrations): on SQLite foreign keys are off for the transaction
+    and checked before it commits. A table altered in batch mode is copied, dropped and
+    renamed, and with them on, SQLite's DROP TABLE deletes the rows first: any fill or
+    event pointing at an order failed the whole upgrade (its PRAGMA is a no-op inside a
+    transaction, hence set around it)."""
+    with engine.connect() as conn:
+        keys_off = rebuilds_tables and conn.dialect.name == "sqlite"
+        if keys_off:
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.commit()
+        try:
+            with conn.begin():
+                yield from _locked(conn, check_keys=keys_off)
+        finally:
+            if keys_off:
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()
+
+
+def _locked(conn: sa.Connection, *, check_keys: bool) -> Iterator[sa.Connection]:
+    """schema_lock's lock, taken in `conn`'s open transaction."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(f"PRAGMA busy_timeout={SCHEMA_LOCK_TIMEOUT_S * 1000}")
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
             yield conn
+            broken = conn.exec_driver_sql("PRAGMA foreign_key_check").first() if check_keys else None
+            if broken is not None:
+                raise BotError(f"the schema change left rows of {broken[0]} pointing at rows of "
+                               f"{broken[2]} that do not exist; nothing was changed")
+        finally:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    else:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{SCHEMA_LOCK_TIMEOUT_S}s'")
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+        yield conn
 
 
 def create_sqlite_head(conn: sa.Connection) -> None:
@@ -322,7 +347,7 @@ def upgrade(
     from alembic.migration import MigrationContext
 
     shown = url or engine.url.render_as_string(hide_password=True)
-    with schema_lock(engine) as conn:
+    with schema_lock(engine, rebuilds_tables=True) as conn:
         state = schema_state(conn, location)
         unknown = _unknown_revision(shown, state, location)
         if unknown is not None:
