@@ -484,6 +484,16 @@ def test_the_account_lock_is_taken_back_only_by_a_redelivery_of_its_task(ctx):
     assert locks.acquire(7, "task-b")
 
 
+def test_a_lock_release_redis_cannot_take_leaves_the_tasks_outcome_alone():
+    """Released in the task's `finally`: Redis down then raised over the task's own
+    outcome (a retry already scheduled), which Celery retried a second time. The lock
+    lapses after its lease instead."""
+    import redis
+
+    gone = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    AccountLocks(gone, "x", lease=30).release(7, "task-a#1")  # no exception
+
+
 def test_an_execution_taken_over_by_a_redelivery_writes_nothing_more(ctx, venue):
     """RabbitMQ redelivers a message whose connection dropped while its first execution
     goes on (Celery does not stop it): both run. The later one takes the row over; the
@@ -1087,3 +1097,19 @@ def test_a_buy_cut_to_the_accounts_cash_is_recorded_as_sent_and_cut(ctx, venue, 
     for message in cut:
         assert message.startswith(f"{account_jobs.SENT}; cut to ") and message.endswith(
             " shares to fit the cash")
+
+
+def test_no_rebalance_starts_in_the_sessions_last_hour_or_after_the_close(ctx, venue):
+    """Workers down for hours (or `retry-dead` run late) started a week's rebalance at any
+    time: sells sent after the close waited for the next open, and sells sent in the last
+    minutes filled while the buys behind them were held past the cutoff, leaving the
+    account in cash overnight. As the daemon, no rebalance starts in the session's last
+    hour: the task is done, skipped with the reason, and nothing is sent."""
+    (account,) = add_accounts(ctx, venue, ["balanced"])
+    batch = decide_batch(ctx, DECISION_DAY)
+    (row,) = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
+    venue.set_now(dt.datetime(2024, 11, 27, 20, 30, tzinfo=dt.UTC))  # 15:30 New York
+    outcome = run_task(ctx, row.id)
+    assert "closes within 60 minutes" in outcome["skipped"] and "next batch" in outcome["skipped"]
+    assert not venue.order_count() and not rows(ctx, "SELECT count(*) FROM orders")[0][0]
+    assert store.get_task(ctx.engine, row.id).status == "done"

@@ -36,7 +36,7 @@ from bot.broker.sequenced import CUT, SellsFirst
 from bot.daemon.jobs import DaemonContext, TradingJobs
 from bot.daemon.reconcile import follow, is_queued_buy, reconcile
 from bot.errors import BotError
-from bot.platform.context import Profile, WorkerContext
+from bot.platform.context import REBALANCE_CUTOFF, Profile, WorkerContext
 from bot.platform.profile_targets import ProfileTargets
 from bot.platform.store import (
     PLANNED,
@@ -210,6 +210,13 @@ def rebalance(ctx: WorkerContext, row: TaskRow, account: Account) -> dict[str, A
     if newest is not None and newest > row.day:  # workers were down past the next decision
         return _skip(ctx, row, account, f"the decision on the close of {newest} superseded "
                                         f"this batch's, of {row.day}")
+    if row.phase != "planned" and not ctx.market_open(ctx.clock.now(), REBALANCE_CUTOFF):
+        # Late (workers down for hours, a retry of the dead letters): sells sent now
+        # would fill after the close or leave the account in cash overnight. Nothing
+        # was sent yet; the next batch trades (the daemon's rule for a late decision).
+        return _skip(ctx, row, account, "the market is closed or closes within "
+                     f"{REBALANCE_CUTOFF.total_seconds() / 60:.0f} minutes: no rebalance starts "
+                     "this late; the next batch trades")
     decision = ctx.decision(row.run_id, account.profile)
     resumed = row.attempts > 1
     # A task run before may have sent orders: its positions come from the account itself.

@@ -37,6 +37,9 @@ log = structlog.get_logger(__name__)
 
 #: no buy goes out this close to the close (as in the daemon: bot.daemon.live)
 BUY_CUTOFF = dt.timedelta(minutes=5)
+#: no rebalance starts later in a session than this before its close (the daemon's rule,
+#: OPEN_PLAN): its sells must fill and its buys go out after them, before the close
+REBALANCE_CUTOFF = dt.timedelta(minutes=60)
 #: how long the venue's clock answer is used before it is asked again
 CLOCK_MAX_AGE = 60.0
 
@@ -163,9 +166,10 @@ class WorkerContext:
                 log.info("positions prefetched", run=run_id, accounts=len(snapshot.quantities()))
             return snapshot
 
-    def market_open(self, now: dt.datetime) -> bool:
-        """Whether buys may go out now: the venue's clock says a session is open and its
-        close is more than BUY_CUTOFF away (asked at most once a minute per process)."""
+    def market_open(self, now: dt.datetime, before_close: dt.timedelta = BUY_CUTOFF) -> bool:
+        """Whether the venue's clock says a session is open and its close is more than
+        `before_close` away (asked at most once a minute per process). The default:
+        whether buys may go out now."""
         with self._lock:
             known = self._venue_clock
             if known is None or time.monotonic() - known[0] > CLOCK_MAX_AGE:
@@ -175,7 +179,7 @@ class WorkerContext:
                 )
         fetched, venue_time, is_open, next_close = known
         venue_now = venue_time + dt.timedelta(seconds=time.monotonic() - fetched)
-        return is_open and venue_now < next_close - BUY_CUTOFF
+        return is_open and venue_now < next_close - before_close
 
 
 class CachedFeed:

@@ -418,8 +418,8 @@ def poll(self: Task, run_id: int, account_id: int) -> int:
     token = ctx.locks.acquire(account_id, delivery, redelivered=redelivered)
     if token is None:
         raise self.retry(countdown=BUSY_DELAY)
-    ctx.redis.delete(_poll_key(ctx, account_id))
     try:
+        ctx.redis.delete(_poll_key(ctx, account_id))
         account = ctx.registry.get(account_id)
         return account_jobs.poll(ctx, run_id, account)
     except Exception as exc:  # noqa: BLE001 - the next round polls again

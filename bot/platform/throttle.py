@@ -23,8 +23,11 @@ import uuid
 from collections.abc import Callable
 
 import redis
+import structlog
 
 from bot.redis_bucket import REFILL
+
+log = structlog.get_logger(__name__)
 
 #: KEYS[1] the bucket; ARGV rate (tokens/s), burst (the size). Returns microseconds to
 #: wait (0: go).
@@ -123,4 +126,11 @@ class AccountLocks:
         return token if answer else None
 
     def release(self, account_id: int, token: str) -> None:
-        self._release(keys=[self.key(account_id)], args=[token])
+        """Let the lock go; with Redis unreachable it lapses after its lease instead. Called
+        in a `finally`: raising there replaced the task's own outcome (a retry already
+        scheduled) with Redis's error, which Celery then retried a second time."""
+        try:
+            self._release(keys=[self.key(account_id)], args=[token])
+        except redis.RedisError as exc:
+            log.warning("account lock not released: it lapses after its lease",
+                        account=account_id, lease_seconds=self.lease_ms / 1000, error=str(exc))
