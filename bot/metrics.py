@@ -226,7 +226,16 @@ def _cagr(total_return: float, years: float) -> float | None:
     growth = 1.0 + total_return
     if years <= 0 or growth < 0:
         return None
-    return _finite(growth ** (1.0 / years) - 1.0)
+    return _annualised(growth, 1.0 / years)
+
+
+def _annualised(growth: float, exponent: float) -> float | None:
+    """growth ** exponent - 1, or None where it is out of float range (a large gain over
+    a day or two): Python's float power raises OverflowError instead of giving inf."""
+    try:
+        return _finite(growth**exponent - 1.0)
+    except OverflowError:
+        return None
 
 
 def _sharpe(excess: pd.Series, periods_per_year: int) -> float | None:
@@ -423,7 +432,7 @@ def _regime_row(
 ) -> dict[str, Metric]:
     days = len(returns)
     compounded = float((1.0 + returns).prod() - 1.0)
-    annual = (1.0 + compounded) ** (periods_per_year / days) - 1.0 if compounded > -1 else None
+    annual = _annualised(1.0 + compounded, periods_per_year / days) if compounded > -1 else None
     vol = float(returns.std(ddof=1)) * math.sqrt(periods_per_year) if days >= 2 else None
     return {
         "regime": name,

@@ -349,15 +349,16 @@ def _print_status(summaries, first, dead, queued) -> None:
     from bot.terminal import console as make_console
 
     table = Table(title="platform batches")
-    for column in ("run", "decided on", "status", "accounts", "done", "retried", "dead",
-                   "waiting", "orders", "seconds"):
+    for column in ("run", "decided on", "status", "accounts", "done", "skipped", "retried",
+                   "dead", "waiting", "orders", "seconds"):
         table.add_column(column, justify="left" if column in ("decided on", "status") else "right")
     for w in queued:
-        table.add_row("-", str(w.day), "waiting for a worker", *["-"] * 7)
+        table.add_row("-", str(w.day), "waiting for a worker", *["-"] * 8)
     for s in summaries:
         seconds = f"{s.seconds:.1f}" if s.seconds is not None else "-"
         table.add_row(str(s.run_id), str(s.day or "-"), s.shown_status, str(s.accounts), str(s.done),
-                      str(s.retried), str(s.dead), str(s.waiting), str(s.orders), seconds)
+                      str(sum(s.skipped.values())), str(s.retried), str(s.dead), str(s.waiting),
+                      str(s.orders), seconds)
     console = make_console()
     console.print(table)
     for w in queued:
@@ -366,8 +367,12 @@ def _print_status(summaries, first, dead, queued) -> None:
               "(is a `bot worker` running?)")
     if first is None:
         return
-    print(f"batch {first.run_id}: {first.done} of {first.accounts} accounts done, "
-          f"{first.retried} retried, {first.dead} failed (dead-lettered), {first.waiting} waiting")
+    skipped = sum(first.skipped.values())
+    print(f"batch {first.run_id}: {first.done} of {first.accounts} accounts done"
+          + (f" ({skipped} of them skipped: nothing traded)" if skipped else "")
+          + f", {first.retried} retried, {first.dead} failed (dead-lettered), {first.waiting} waiting")
+    for why, accounts in first.skipped.items():
+        print(f"  skipped: {accounts} account{'s' if accounts != 1 else ''}: {why}")
     for item in dead:
         print(f"  dead letter: account {item['account_id']} ({item['broker_account_id']}): "
               f"{item['error']}")

@@ -277,6 +277,19 @@ class TestUndefined:
             assert all(v is None or type(v) in (float, int, str) for v in perf.values())
 
 
+    def test_a_gain_too_large_to_annualise_over_a_short_span_is_none_not_a_crash(self):
+        """21x in one day annualises past float range (21 ** 365.25, 21 ** 252): Python's
+        float power raised OverflowError, which aborted the whole report (a period window
+        overlapping a run by a day or two can hold such a span)."""
+        jump = series([100.0, 2100.0], ["2024-01-02", "2024-01-03"])
+        perf = performance(jump)
+        assert perf["total_return"] == pytest.approx(20.0) and perf["cagr"] is None
+        json.dumps(perf, allow_nan=False)
+        labels = pd.Series(["GROWTH", "GROWTH"], index=jump.index)
+        (row,) = regime_table(jump, labels)
+        assert row["total_return"] == pytest.approx(20.0) and row["annual_return"] is None
+
+
 class TestPeriodTable:
     def test_slices_equity_and_fills(self):
         periods = [

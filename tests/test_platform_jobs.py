@@ -23,6 +23,7 @@ from bot.errors import BotError
 from bot.platform import account_jobs, store
 from bot.platform.context import WorkerContext
 from bot.platform.decision import decide_batch
+from bot.platform.lease import Lease, LeasedBudget, LockLost, held
 from bot.platform.settings import PlatformSettings
 from bot.platform.tasks import is_transient
 from bot.platform.throttle import AccountLocks, TokenBucket
@@ -523,6 +524,135 @@ def test_an_execution_taken_over_by_a_redelivery_writes_nothing_more(ctx, venue)
 # --- after the rebalance ------------------------------------------------------------------
 
 
+# --- the lease: kept while a task works, lapsing when it stops --------------------------
+
+
+class Ticker:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _claimed_with_lock(ctx, venue, profile="balanced"):
+    """A rebalance task claimed by delivery d-1, its account's lock held: (row, locks, token)."""
+    add_accounts(ctx, venue, [profile])
+    batch = decide_batch(ctx, DECISION_DAY)
+    (row,) = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
+    claim = store.claim(ctx.engine, row.id, "d-1", False, ctx.clock.now(), LEASE, 10)
+    assert claim.verdict == "go"
+    locks = AccountLocks(ctx.redis, ctx.namespace, lease=LEASE.total_seconds())
+    token = locks.acquire(row.account_id, "d-1")
+    assert token
+    return claim.row, locks, token
+
+
+def test_a_working_task_keeps_its_lock_and_claim_a_silent_one_loses_them(ctx, venue):
+    """Before: both lapsed one lease after the claim, however alive the task, so a slow
+    task (many workers on a small request budget) saw a copy of itself or its account's
+    poll run beside it. Now each request renews them once a third of the lease passed."""
+    row, locks, token = _claimed_with_lock(ctx, venue)
+    start, ticker = row.claimed_at, Ticker()
+    wall = {"now": start}
+    lease = Lease(locks, row.account_id, token, engine=ctx.engine, row=row,
+                  now=lambda: wall["now"], monotonic=ticker)
+    assert lease.every == LEASE.total_seconds() / 3
+    key = locks.key(row.account_id)
+
+    ticker.t, wall["now"] = 99.0, start + dt.timedelta(seconds=99)
+    ctx.redis.pexpire(key, 5_000)
+    lease.keep()  # not due yet: nothing is asked
+    assert store.get_task(ctx.engine, row.id).claimed_at == start and ctx.redis.pttl(key) <= 5_000
+
+    ticker.t, wall["now"] = 101.0, start + dt.timedelta(seconds=101)
+    lease.keep()
+    assert store.get_task(ctx.engine, row.id).claimed_at == wall["now"]
+    assert ctx.redis.pttl(key) > LEASE.total_seconds() * 1000 - 5_000
+    # One lease after the first claim, a copy finds the claim alive, and the lock held.
+    past_first = start + LEASE + dt.timedelta(seconds=1)
+    assert store.claim(ctx.engine, row.id, "d-2", False, past_first, LEASE, 10).verdict == "busy"
+    assert not locks.acquire(row.account_id, "poll-1")
+
+    # Silent for a lease after its last renewal (hung, or its worker gone): taken over.
+    ctx.redis.delete(key)  # the lock lapsed
+    silent = wall["now"] + LEASE + dt.timedelta(seconds=1)
+    assert store.claim(ctx.engine, row.id, "d-2", False, silent, LEASE, 10).verdict == "go"
+    ticker.t = 500.0  # the silent one wakes: its next request raises, as does every later one
+    for _ in range(2):
+        with pytest.raises(ClaimTaken, match=f"task {row.id} was taken over"):
+            lease.keep()
+    assert ctx.redis.get(key) is None  # it did not take the lapsed lock back either
+
+
+def test_a_task_whose_lock_was_taken_stops_before_its_next_order_and_its_retry_sends_the_rest(
+        ctx, venue, monkeypatch):
+    """The account's lock is taken by another task after the plan's first order went out
+    (the lease ran out unrenewed): the next order's request raises before it is sent, as
+    a transient error, and the retry adopts what went out and sends the rest once."""
+    (account,) = add_accounts(ctx, venue, ["balanced"], cash=20_000.0)
+    venue.ledger(account.broker_account_id).hold("IWM", 300, venue.prices["IWM"])  # sold first
+    batch = decide_batch(ctx, DECISION_DAY)
+    (row,) = store.tasks_of(ctx.engine, batch.run_id, "rebalance")
+    claim = store.claim(ctx.engine, row.id, "d-1", False, ctx.clock.now(), LEASE, 10)
+    locks = AccountLocks(ctx.redis, ctx.namespace, lease=LEASE.total_seconds())
+    token = locks.acquire(row.account_id, "d-1")
+    lease = Lease(locks, row.account_id, token, engine=ctx.engine, row=claim.row, now=ctx.clock.now)
+    lease.every = 0.0  # renewed before every request
+    real_submit, sent = SellsFirst.submit, []
+
+    def then_the_lock_is_taken(self, request, now):
+        order = real_submit(self, request, now)
+        sent.append(request.client_order_id)
+        ctx.redis.set(locks.key(row.account_id), "poll-9#other")
+        return order
+
+    with monkeypatch.context() as patched, held(lease), pytest.raises(LockLost) as stopped:
+        patched.setattr(SellsFirst, "submit", then_the_lock_is_taken)
+        account_jobs.rebalance(ctx, claim.row, account)
+    assert is_transient(stopped.value)
+    planned = rows(ctx, "SELECT client_order_id FROM orders")
+    assert len(sent) == venue.order_count() == 1 < len(planned)  # nothing sent after the loss
+
+    assert store.mark_retrying(ctx.engine, claim.row, str(stopped.value)) == 1
+    ctx.redis.delete(locks.key(row.account_id))  # the other task is done
+    outcome = run_task(ctx, row.id, "d-2")
+    assert (outcome["adopted"], outcome["sent"]) == (1, len(planned) - 1)
+    posts = [r.body["client_order_id"] for r in venue.calls("POST", ORDERS)]
+    assert sorted(posts) == sorted(cid for (cid,) in planned)  # each order once
+
+
+def test_a_long_wait_for_the_request_budget_keeps_the_lease(ctx, venue):
+    """A task waiting 250 s for its token (many workers on a small budget) waits in
+    slices of a third of the lease, renewing between them."""
+    row, locks, token = _claimed_with_lock(ctx, venue)
+    ticker, renewals = Ticker(), []
+    lease = Lease(locks, row.account_id, token, engine=ctx.engine, row=row,
+                  now=lambda: row.claimed_at + dt.timedelta(seconds=ticker.t), monotonic=ticker)
+    real_renew = locks.renew
+    locks.renew = lambda account_id, held_token: renewals.append(ticker.t) or real_renew(account_id, held_token)
+
+    class Queue:
+        def reserve(self) -> float:
+            return 250.0
+
+    slept = []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        ticker.t += seconds
+
+    with held(lease):
+        LeasedBudget(Queue(), sleep=sleep)()
+    assert slept == [100.0, 100.0, 50.0]
+    assert renewals == [100.0, 200.0]  # not at 0 (just claimed), nor at 250 (not due)
+    assert store.get_task(ctx.engine, row.id).claimed_at == row.claimed_at + dt.timedelta(seconds=200)
+    LeasedBudget(Queue(), sleep=slept.append)()  # outside a task: the bucket's own wait
+    assert slept[-1] == 250.0
+
+
 def _rebalanced_into_a_sell_and_queued_buys(ctx, venue):
     """A balanced account holding IWM far above its target, little cash, no fill on
     submit: its rebalance sends the sell and queues the buys. (account, ledger, batch,
@@ -991,6 +1121,33 @@ def test_an_account_closed_before_its_task_ran_is_skipped_and_its_batch_finishes
     assert statuses == {kept.id: "done", closed.id: "done"}
     assert store.finish_if_complete(ctx.engine, batch.run_id, ctx.clock.now()) is not None
     assert not venue.ledger(closed.broker_account_id).positions
+
+
+def test_status_tells_the_accounts_skipped_from_those_that_traded(ctx_on, venue, capsys):
+    """A skipped task is done (its batch can finish) but traded nothing: the status
+    counted it with the accounts that traded, so a batch skipped whole looked traded."""
+    import json
+
+    from bot.cli import main
+
+    kept, *closed = add_accounts(ctx_on, venue, ["balanced"] * 3)
+    batch = decide_batch(ctx_on, DECISION_DAY)
+    for account in closed:
+        ctx_on.registry.close(account.id, ctx_on.clock.now())
+    for row in store.tasks_of(ctx_on.engine, batch.run_id, "rebalance"):
+        run_task(ctx_on, row.id)
+    summary = store.summarize(ctx_on.engine, batch.run_id)
+    assert (summary.done, summary.skipped) == (3, {"the account is closed": 2})
+
+    url = ctx_on.engine.url.render_as_string(hide_password=False)
+    assert main(["platform", "status", "--database", url]) == 0
+    out = capsys.readouterr().out
+    assert f"batch {batch.run_id}: 3 of 3 accounts done (2 of them skipped: nothing traded)" in out
+    assert "skipped: 2 accounts: the account is closed" in out
+    assert main(["platform", "status", "--database", url, "--format", "json"]) == 0
+    (shown,) = json.loads(capsys.readouterr().out)
+    assert (shown["done"], shown["skipped"], shown["skipped_because"]) == (
+        3, 2, {"the account is closed": 2})
 
 
 def test_an_account_closed_while_its_plan_waited_to_be_sent_sends_none_of_it(ctx, venue, monkeypatch):

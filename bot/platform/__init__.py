@@ -9,6 +9,7 @@ runs them, `bot run --platform` schedules them), a shared request budget in Redi
     tasks.py            the Celery app and tasks: delivery, retries, dead letters
     store.py            batch and task rows in the trade log, summaries
     throttle.py         the Redis token bucket and the account locks
+    lease.py            keeping an account's lock and task claim while its task works
     context.py          what a worker process keeps between tasks
     scheduler.py        `bot run --platform`: publishes on the session timetable
 """

@@ -28,6 +28,7 @@ from bot.data.base import MarketData
 from bot.engine import build_model
 from bot.errors import BotError
 from bot.net import RetryPolicy
+from bot.platform.lease import LeasedBudget
 from bot.platform.settings import PlatformSettings
 from bot.platform.store import StoredDecision, load_decisions
 from bot.platform.throttle import AccountLocks, TokenBucket
@@ -82,12 +83,14 @@ class WorkerContext:
 
     def broker_platform(self) -> BrokerPlatform:
         """This thread's Broker API connection (a requests session is not shared between
-        threads), every request drawing on the shared budget."""
+        threads), every request drawing on the shared budget and keeping the lease of the
+        task that makes it."""
         platform = getattr(self._local, "platform", None)
         if platform is None:
             policy = RetryPolicy(base_delay=self.settings.http_retry_delay,
                                  max_delay=max(8.0, self.settings.http_retry_delay))
-            platform = BrokerPlatform.from_env(live=self.live, throttle=self.budget, policy=policy)
+            platform = BrokerPlatform.from_env(live=self.live, throttle=LeasedBudget(self.budget),
+                                               policy=policy)
             self._local.platform = platform
         return platform
 

@@ -21,7 +21,8 @@ deploy/docker-compose.yml); a bad value is a one-line error naming the variable.
                            order POST proven absent) in seconds (default 0.5, doubled per
                            retry, 4 tries)
     BOT_PLATFORM_LEASE     seconds an account stays locked by a task that stopped
-                           answering (default 300, at least 30)
+                           answering; a working task renews it (default 300, at least
+                           30)
     BOT_PLATFORM_NAME      the platform's name: the start of every client_order_id and
                            state key (default platform)
     BOT_PLATFORM_DATA      market history: "alpaca" (bars and FRED, as the daemon),
@@ -101,8 +102,9 @@ class PlatformSettings:
         )
 
 
-#: the shortest account lock lease: a task's slowest broker call must fit in it, or a
-#: second worker takes the account while the first still trades it
+#: the shortest account lock lease: a task renews it between its broker requests, so
+#: its slowest request (with its retries) must fit in it, or a second worker takes the
+#: account while the first still trades it
 MIN_LEASE_SECONDS = 30.0
 
 

@@ -53,7 +53,7 @@ class TaskRow:
     attempts: int
     retries: int
     claimed_by: str | None
-    claimed_at: dt.datetime | None
+    claimed_at: dt.datetime | None  # when the claim was taken, or last renewed
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,7 @@ class BatchSummary:
     last_finished_at: dt.datetime | None
     failed_profiles: dict[str, str] = field(default_factory=dict)  # profile -> error
     superseded_by: int | None = None  # a second decide of the day: the batch's run instead
+    skipped: dict[str, int] = field(default_factory=dict)  # of those done, not traded: why -> accounts
 
     @property
     def shown_status(self) -> str:
@@ -115,7 +116,8 @@ class BatchSummary:
             "retried": self.retried, "waiting": self.waiting, "orders": self.orders,
             "decision_day": self.day.isoformat() if self.day else None,
             "seconds": self.seconds, "failed_profiles": self.failed_profiles,
-            "superseded_by": self.superseded_by,
+            "superseded_by": self.superseded_by, "skipped": sum(self.skipped.values()),
+            "skipped_because": self.skipped,
         }
 
 
@@ -170,7 +172,7 @@ def claim(
     """Claim a task row for this delivery (`delivery`: the task id, the same for every
     delivery of one message). A pending or retrying row is taken; a running one only by
     a redelivery of the message that claimed it (its worker died) or once its claim is
-    older than `lease` (its worker stopped answering)."""
+    older than `lease` (its worker stopped answering: a live one renews it, bot.platform.lease)."""
     started = {"status": "running", "attempts": TASKS.c.attempts + 1, "claimed_by": delivery,
                "claimed_at": now, "worker": worker}
     with engine.begin() as conn:
@@ -230,6 +232,18 @@ def fence(row: TaskRow) -> sa.Executable:
         .values(claimed_at=TASKS.c.claimed_at)
         .returning(TASKS.c.id)
     )
+
+
+def renew_claim(engine: sa.Engine, row: TaskRow, now: dt.datetime) -> bool:
+    """Move `row`'s claim time to `now` while the claim holds (the task is alive: no
+    other delivery may take it over for another lease); False once a later delivery
+    took the task over, or the task is final."""
+    with engine.begin() as conn:
+        return bool(conn.execute(
+            sa.update(TASKS)
+            .where(TASKS.c.id == row.id, TASKS.c.status == "running", TASKS.c.attempts == row.attempts)
+            .values(claimed_at=now)
+        ).rowcount)
 
 
 def _held(task: int | TaskRow) -> sa.ColumnElement[bool]:
@@ -392,7 +406,8 @@ def failed_profiles(engine: sa.Engine, run_id: int) -> dict[str, str]:
 
 
 def summarize(engine: sa.Engine, run_id: int) -> BatchSummary:
-    """Where a batch stands: accounts done, dead-lettered, retried, still waiting."""
+    """Where a batch stands: accounts done (and of those, skipped without trading, by
+    reason), dead-lettered, retried, still waiting."""
     t = TASKS
     rebalance = sa.and_(t.c.run_id == run_id, t.c.kind == "rebalance")
     with engine.connect() as conn:
@@ -417,13 +432,18 @@ def summarize(engine: sa.Engine, run_id: int) -> BatchSummary:
         day = conn.execute(
             sa.select(sa.func.min(DECISIONS.c.day)).where(DECISIONS.c.run_id == run_id)
         ).scalar()
+        why = t.c.outcome["skipped"].as_string()
+        skipped = {str(reason): int(n) for reason, n in conn.execute(
+            sa.select(why, sa.func.count()).where(rebalance, t.c.status == "done", why.is_not(None))
+            .group_by(why).order_by(sa.func.count().desc(), why)
+        )}
     total = sum(counts.values())
     done, dead = counts.get("done", 0), counts.get("dead", 0)
     last = _aware(last)
     return BatchSummary(
         run_id, day, run.status, total, done, dead, int(retried), total - done - dead,
         int(orders), run.started_at, last, failed_profiles(engine, run_id),
-        _superseded_by(run.summary),
+        _superseded_by(run.summary), skipped,
     )
 
 

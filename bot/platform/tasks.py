@@ -14,7 +14,8 @@ Delivery rules that make each account's effects happen once:
   once for an error a retry cannot fix, the account is dead-lettered: its task row is
   `dead` and an `incidents` row of kind `dead_letter` says why; the batch goes on;
 - one account's tasks never run at once (a Redis lock per account, held by each
-  execution under its own token), and every broker request of every worker draws on one
+  execution under its own token and renewed with its claim while it makes requests:
+  bot.platform.lease), and every broker request of every worker draws on one
   token bucket in Redis (bot.platform.throttle);
 - a message whose connection dropped is delivered again while its first execution may
   go on (Celery does not stop a thread): the redelivery takes the account's lock and the
@@ -46,6 +47,7 @@ from bot.logs import mask_text
 from bot.net import RetryPolicy
 from bot.platform import account_jobs, store
 from bot.platform.context import WorkerContext
+from bot.platform.lease import Lease, LockLost, held
 from bot.platform.settings import PlatformSettings
 from bot.store.tradelog import ClaimTaken
 
@@ -133,6 +135,8 @@ def is_transient(exc: BaseException) -> bool:
     database, Redis). BrokerError carries the status in its message (bot.broker)."""
     if isinstance(exc, BrokerError):
         return bool(_TRANSIENT.search(str(exc)))
+    if isinstance(exc, LockLost):  # retried once the lock is free; it resumes from its plan
+        return True
     if isinstance(exc, sa.exc.DBAPIError):
         return bool(exc.connection_invalidated) or isinstance(exc, sa.exc.OperationalError)
     # kombu's OperationalError: RabbitMQ refused or lost a publish (a batch's tasks)
@@ -273,8 +277,9 @@ def _account_task(task: Task, task_id: int, account_id: int,
                          "(its worker kept dying)")
             return "dead"
         account = ctx.registry.get(row.account_id)
+        lease = Lease(ctx.locks, account_id, token, engine=ctx.engine, row=row, now=ctx.clock.now)
         with structlog.contextvars.bound_contextvars(account=account.id, task=row.id,
-                                                     kind=row.kind, attempt=row.attempts):
+                                                     kind=row.kind, attempt=row.attempts), held(lease):
             try:
                 outcome = job(ctx, row, account)
             except ClaimTaken:
@@ -421,7 +426,8 @@ def poll(self: Task, run_id: int, account_id: int) -> int:
     try:
         ctx.redis.delete(_poll_key(ctx, account_id))
         account = ctx.registry.get(account_id)
-        return account_jobs.poll(ctx, run_id, account)
+        with held(Lease(ctx.locks, account_id, token)):
+            return account_jobs.poll(ctx, run_id, account)
     except Exception as exc:  # noqa: BLE001 - the next round polls again
         error = mask_text(f"{type(exc).__name__}: {exc}")
         log.error("account poll failed", account=account_id, error=error)

@@ -12,8 +12,9 @@ The account lock keeps two tasks of one account (a rebalance and a poll, say) fr
 working at once. Each execution holds it under its own token, the task's id and a random
 suffix: a task that RabbitMQ delivers again (its worker died, or its connection dropped)
 takes over a lock held under its own task id at once, while other tasks (and a second
-copy of a task still running) wait for it to be released or for the lease to run out;
-an earlier execution that goes on after the takeover cannot release the new holder's lock.
+copy of a task still running) wait for it to be released or for the lease to run out (a
+working task renews it: bot.platform.lease); an earlier execution that goes on after the
+takeover cannot release the new holder's lock.
 """
 
 from __future__ import annotations
@@ -57,6 +58,17 @@ end
 if ARGV[3] == '1' and string.sub(holder, 1, string.len(ARGV[4])) == ARGV[4] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 3
+end
+return 0
+"""
+
+#: KEYS[1] the lock; ARGV token, lease in ms. 1: this token holds it for another lease
+#: (it held it, or the lock had lapsed and nobody took it); 0: someone else holds it.
+RENEW_LOCK = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
 end
 return 0
 """
@@ -107,6 +119,7 @@ class AccountLocks:
         self.prefix = prefix
         self.lease_ms = max(1, int(lease * 1000))
         self._take = client.register_script(TAKE_LOCK)
+        self._renew = client.register_script(RENEW_LOCK)
         self._release = client.register_script(RELEASE_LOCK)
 
     def key(self, account_id: int) -> str:
@@ -124,6 +137,11 @@ class AccountLocks:
         answer = int(self._take(keys=[self.key(account_id)],
                                 args=[token, self.lease_ms, "1" if redelivered else "0", f"{delivery}#"]))
         return token if answer else None
+
+    def renew(self, account_id: int, token: str) -> bool:
+        """Hold the lock under `token` for another lease; False if another execution
+        holds it now (this one's lease ran out and it was taken)."""
+        return bool(int(self._renew(keys=[self.key(account_id)], args=[token, self.lease_ms])))
 
     def release(self, account_id: int, token: str) -> None:
         """Let the lock go; with Redis unreachable it lapses after its lease instead. Called
