@@ -51,9 +51,9 @@ def _redistribute_values(
 
 
 def cap_weights(w: np.ndarray, cap: float, tradable: np.ndarray | None = None) -> np.ndarray:
-    """Clip every weight at `cap` and hand the excess to the other tradable assets pro
-    rata, until the cap holds everywhere. If every asset is at the cap the rest stays in
-    cash. Returns `w` itself when nothing is over the cap."""
+    """Clip every weight at `cap` and hand the excess to the other `tradable` assets (the
+    ones that may receive it) pro rata, until the cap holds everywhere. What none can
+    take stays in cash. Returns `w` itself when nothing is over the cap."""
     limit = cap + _EPS
     values = w.tolist()  # plain floats: nothing over the cap is the usual case
     over = [v > limit for v in values]
@@ -82,6 +82,10 @@ class GuardInputs(NamedTuple):
     tradable: np.ndarray
     # Statistics of `returns` the target model already computed for this decision.
     stats: WindowStats | None = None
+    # bool per asset: may receive the weight the position cap frees (None: every
+    # tradable asset). The regime overlay's cut assets are left out, so the cap does not
+    # hand back what the overlay took (UNCERTAINTY: gold over the cap refilled equities).
+    cap_receivers: np.ndarray | None = None
 
     def window_stats(self) -> WindowStats:
         return self.stats if self.stats is not None else WindowStats(self.returns)
@@ -232,7 +236,8 @@ def guard(w: np.ndarray, inp: GuardInputs, cfg: RiskSettings) -> GuardResult:
     events: list[RiskEvent] = []
     rules = set(cfg.rules)
 
-    capped = cap_weights(w, cfg.position_cap, inp.tradable)
+    receivers = inp.tradable if inp.cap_receivers is None else inp.tradable & inp.cap_receivers
+    capped = cap_weights(w, cfg.position_cap, receivers)
     if capped is not w:
         _note_changes(w, capped, reasons, f"position cap {cfg.position_cap:.0%}")
         events.append(RiskEvent(inp.day, "position_cap", "weights capped", {"cap": cfg.position_cap}))

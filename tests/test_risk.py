@@ -43,6 +43,37 @@ def test_cap_leaves_cash_when_everyone_is_at_the_cap():
     np.testing.assert_allclose(w, [0.3, 0.3, 0.3])
 
 
+def test_the_cap_does_not_hand_back_what_the_regime_overlay_cut():
+    """UNCERTAINTY cuts the equities (x0.6) and raises gold (x1.3) over the cap: the cap
+    gave gold's excess to every asset pro rata, equities included, undoing a third of the
+    overlay's cut. Only the assets the overlay did not cut take it; the rest is cash."""
+    from bot.config import load_settings
+    from bot.strategy.leverage import LeverageModel
+    from bot.strategy.weights import apply_overlay
+    from tests.conftest import CONFIG
+
+    model = LeverageModel(load_settings(CONFIG))
+    assert model.symbols == ("TQQQ", "UPRO", "UDOW", "TMF", "UGL", "DIG")
+    baseline = np.array([0.10, 0.13, 0.14, 0.14, 0.30, 0.19])
+    overlaid = apply_overlay(baseline, model.overlay[Regime.UNCERTAINTY])
+    assert overlaid[4] > 0.3
+    rets = np.random.default_rng(1).normal(0.0, 0.01, (30, 6))
+    cfg = RiskSettings(rules=[])  # the cap alone
+    guarded = guard(overlaid, inputs(rets, model.is_bond, regime=Regime.UNCERTAINTY)._replace(
+        symbols=model.symbols, cap_receivers=model.not_cut[Regime.UNCERTAINTY]), cfg).weights
+    np.testing.assert_array_equal(guarded[:3], overlaid[:3])  # the equities keep their cut
+    assert guarded[4] == pytest.approx(0.3) and guarded.max() <= 0.3 + 1e-12
+    assert guarded[[3, 5]].sum() > overlaid[[3, 5]].sum()  # bonds and oil took the excess
+    assert guarded.sum() == pytest.approx(overlaid.sum())
+    # Without the overlay's mask every asset below the cap shares it, as before.
+    plain = guard(overlaid, inputs(rets, model.is_bond), cfg).weights
+    assert plain[:3].sum() > overlaid[:3].sum()
+    # Only cut assets below the cap: the excess stays in cash.
+    only_cut = guard(np.array([0.5, 0.1, 0.1, 0.3]), inputs(alternating(30, 0.01, 4), [False] * 4)._replace(
+        cap_receivers=np.array([True, False, False, True])), cfg).weights
+    np.testing.assert_allclose(only_cut, [0.3, 0.1, 0.1, 0.3])
+
+
 def alternating(n_days, size, n_assets):
     signs = np.where(np.arange(n_days) % 2 == 0, 1.0, -1.0)
     return np.repeat((signs * size)[:, None], n_assets, axis=1)

@@ -75,6 +75,39 @@ def test_erc_of_uncorrelated_assets_is_inverse_vol():
     np.testing.assert_allclose(w, (1 / vols) / (1 / vols).sum(), rtol=1e-9)
 
 
+@pytest.mark.parametrize("rho", [-0.99, -0.9999, -0.999999])
+def test_erc_of_nearly_opposite_assets_converges(rho):
+    """With two funds moving almost exactly against each other the solution is large
+    (y in the hundreds) and y_i (Sy)_i can be computed only to rounding: the solver found
+    it and then raised 'did not converge', failing the decision. Two assets' ERC weights
+    are their inverse volatilities, whatever their correlation."""
+    vols = np.array([0.02, 0.03])
+    cov = np.outer(vols, vols) * np.array([[1.0, rho], [rho, 1.0]])
+    w = erc_weights(cov)
+    np.testing.assert_allclose(w, [0.6, 0.4], rtol=1e-9)
+    np.testing.assert_allclose(risk_contributions(w, cov), 0.5, rtol=1e-6)
+
+
+def test_a_covariance_erc_cannot_solve_falls_back_to_strategic_weights(monkeypatch):
+    from bot.config import load_settings, parse_settings
+    from bot.strategy import leverage
+    from tests.conftest import CONFIG
+
+    raw = load_settings(CONFIG).model_dump(mode="json")
+    raw["strategy"]["weighting"] = "erc"
+    model = leverage.LeverageModel(parse_settings(raw, "erc"))
+    n = len(model.symbols)
+    rets = np.random.default_rng(5).normal(0.0, 0.01, (model.returns_window, n))
+
+    def diverges(cov):
+        raise ArithmeticError("erc solver did not converge; is the covariance singular?")
+
+    monkeypatch.setattr(leverage, "erc_weights", diverges)
+    weights, how = model.baseline(rets, np.ones(n, dtype=bool))
+    assert np.allclose(weights, model.strategic / model.strategic.sum())
+    assert how == "erc: erc solver did not converge; is the covariance singular?, strategic weights used"
+
+
 def test_overlay_multiplies_then_renormalizes():
     w = apply_overlay(np.array([0.5, 0.3, 0.2]), np.array([1.2, 1.0, 0.5]))
     raw = np.array([0.6, 0.3, 0.1])

@@ -32,6 +32,8 @@ class LeverageModel:
         self.overlay = {
             r: np.array([settings.overlay.get(r, {}).get(s, 1.0) for s in symbols]) for r in Regime
         }
+        # The assets each regime's overlay does not cut: only they take what the cap frees.
+        self.not_cut = {r: multipliers >= 1.0 for r, multipliers in self.overlay.items()}
         st, rk = settings.strategy, settings.risk
         rules = set(rk.rules)
         needs_returns = st.weighting != "strategic" or bool(
@@ -91,6 +93,7 @@ class LeverageModel:
             GuardInputs(
                 ctx.day, ctx.symbols, self.is_bond, ctx.returns, ctx.closes[-1], ctx.regime,
                 ctx.defensive, ctx.tradable, stats,
+                self.not_cut[ctx.regime] if self.settings.strategy.overlay_enabled else None,
             ),
             self.settings.risk,
         )
@@ -147,7 +150,10 @@ class LeverageModel:
             flat = self._flat(np.sqrt(np.clip(np.diag(cov), 0.0, None)), window.shape[0])
             if flat:
                 return strategic, f"erc: {flat}, strategic weights used"
-            return erc_weights(cov), f"erc over {window.shape[0]} days"
+            try:
+                return erc_weights(cov), f"erc over {window.shape[0]} days"
+            except ArithmeticError as exc:  # never seen on real windows; a decision must not fail
+                return strategic, f"erc: {exc}, strategic weights used"
         if st.weighting == "mean_variance":
             return self._mean_variance(rets, strategic)
         stats = stats or WindowStats(rets)

@@ -118,10 +118,15 @@ def erc_weights(cov: np.ndarray, tol: float = 1e-12, max_iter: int = 100) -> np.
     s = cov / scale  # conditioning only; the solution's direction is unchanged
     b = np.full(n, 1.0 / n)
     y = 1.0 / np.sqrt(np.diag(s)) / n
+    largest = float(np.max(np.abs(s)))
     for _ in range(max_iter):
         sy = s @ y
         grad = sy - b / y
-        if np.max(np.abs(grad * y)) < tol:
+        # y_i (Sy)_i is a sum of terms as large as max|S| max(y)^2, which it cannot be
+        # computed closer than to rounding: with nearly opposite assets (y in the
+        # hundreds) the solution is found but `tol` alone is never met.
+        rounding = 64 * np.finfo(float).eps * n * largest * float(np.max(y)) ** 2
+        if np.max(np.abs(grad * y)) < max(tol, rounding):
             break
         hess = s + np.diag(b / (y * y))
         step = np.linalg.solve(hess, grad)
