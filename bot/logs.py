@@ -8,6 +8,7 @@ take a `get_logger` proxy, which applies the deferred set-up before its first li
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -30,9 +31,39 @@ def register_secret(value: str) -> None:
         _REGISTERED.add(value)
 
 
+#: connection URLs: only their password is secret, so a message can still say which
+#: database or server it means (`bot db upgrade --database sqlite:///...` stays usable)
+_URL_ENV = frozenset({"BOT_DATABASE_URL", "BOT_QUEUE_URL", "BOT_REDIS_URL"})
+
+
+@functools.lru_cache(maxsize=64)
+def _env_secrets(name: str, value: str) -> frozenset[str]:
+    """What to mask of environment variable `name`'s `value`: the password of a URL
+    (as written and decoded), else the whole value (also a URL with a query, which may
+    carry credentials, or a password too short to mask alone)."""
+    if name in _URL_ENV:
+        from urllib.parse import unquote, urlsplit
+
+        try:
+            parts = urlsplit(value)
+            password = parts.password
+        except ValueError:  # not a URL we can read: the whole value
+            password, parts = None, None
+        if parts is not None and parts.scheme and not parts.query:
+            if password is None:
+                return frozenset()  # no credentials in it (a SQLite path, trust auth)
+            if len(password) >= 6:
+                return frozenset({password, unquote(password)})
+    return frozenset({value} if len(value) >= 6 else ())
+
+
 def _secrets() -> list[str]:
     """Every known secret, longest first, so a secret containing another is masked whole."""
-    found = {v for k in _SECRET_ENV if (v := os.environ.get(k)) and len(v) >= 6} | _REGISTERED
+    found = set(_REGISTERED)
+    for name in _SECRET_ENV:
+        value = os.environ.get(name)
+        if value:
+            found |= _env_secrets(name, value)
     return sorted(found, key=len, reverse=True)
 
 

@@ -132,10 +132,28 @@ def stack(table: Table, con: Console, keep: int = 1, wrap: Collection[str] = fro
             trial = [index]
         current = trial
     groups.append(current)
-    return [
+    parts = [
         _subtable(table, labels + group, _part_title(table.title, n, len(groups)))
         for n, group in enumerate(groups, start=1)
     ]
+    if any(min_width(part, con) > con.width for part in parts):
+        return [_records(table)]  # not even one column beside the labels fits
+    return parts
+
+
+def _records(table: Table) -> Table:
+    """`table` one field a line, each row a section: for a terminal too narrow for even
+    one column beside the row labels, where rich would cut the numbers."""
+    title = table.title
+    note = " (one field a line: too narrow for columns)"
+    records = Table(Column("field", overflow="fold"), Column("value", overflow="fold"),
+                    title=title + note if isinstance(title, Text) else f"{title or ''}{note}".strip(),
+                    title_justify=table.title_justify, box=table.box, show_header=False)
+    cells = [column._cells for column in table.columns]
+    for r in range(table.row_count):
+        for c, column in enumerate(table.columns):
+            records.add_row(column.header, cells[c][r], end_section=c == len(table.columns) - 1)
+    return records
 
 
 def _part_title(title: str | Text | None, n: int, parts: int) -> str | Text | None:

@@ -157,6 +157,10 @@ def test_filters_select_days_symbols_and_the_latest_rows(filled, capsys) -> None
     latest = as_json(capsys, "trades", "--database", url, "--limit", "5", "--run", str(run_id))
     assert [t["client_order_id"] for t in latest] == fills["client_order_id"].tail(5).tolist()
 
+    # The last day there is means no upper bound (there is no day after it to stop at).
+    assert len(as_json(capsys, "trades", "--database", url, "--until", "9999-12-31")) == len(fills)
+    assert len(as_json(capsys, "orders", "--database", url, "--until", "9999-12-31")) == len(orders)
+
     since = dt.date(2016, 5, 2)
     late = as_json(capsys, "trades", "--database", url, "--since", since.isoformat())
     days = pd.to_datetime(fills["filled_at"]).dt.date

@@ -102,6 +102,26 @@ def test_the_deployments_other_secrets_are_masked_too(json_lines, monkeypatch, v
     assert line["detail"] == "auth failed for ***"
 
 
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql+psycopg://bot:s3cret-pw%40x@db:5432/leverbot",
+     "postgresql+psycopg://bot:***@db:5432/leverbot"),
+    ("sqlite:////var/lib/bot/tradelog.sqlite", "sqlite:////var/lib/bot/tradelog.sqlite"),
+    ("postgresql://bot@127.0.0.1/test", "postgresql://bot@127.0.0.1/test"),
+    ("postgresql://bot:abc@db/x", "***"),  # a password too short to mask alone: all of it
+    ("postgresql://db/x?password=s3cret-pw", "***"),  # credentials in a query: all of it
+])
+def test_a_database_url_from_the_environment_is_masked_to_its_password(monkeypatch, url, shown):
+    """The whole BOT_DATABASE_URL was masked, so an error naming the trade log said
+    `Run: bot db upgrade --database ***`, a command nobody could run, though a SQLite path
+    holds no secret. Only a URL's password is masked (as written and decoded)."""
+    from bot.logs import mask_text
+
+    monkeypatch.setenv("BOT_DATABASE_URL", url)
+    assert mask_text(f"Run: bot db upgrade --database {url}") == f"Run: bot db upgrade --database {shown}"
+    if "%40" in url:
+        assert mask_text("password s3cret-pw@x was refused") == "password *** was refused"
+
+
 def test_the_error_line_of_a_failed_command_is_masked(monkeypatch, capsys) -> None:
     """A broker answer quoting the request's keys reached stderr in the CLI's last line
     (`error: ... forbidden for PK...:secret`), masked in the log and the incident only."""

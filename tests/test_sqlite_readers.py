@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from bot.store.engines import TradeLogFileError
 from bot.store.sqlite_read import SnapshotConnection
 from bot.store.tradelog import TradeLog
 
@@ -110,10 +111,33 @@ def test_a_checkpoint_during_a_snapshot_read_fails_the_read(closed_log) -> None:
             )
             writer.commit()
             writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            with pytest.raises(sa.exc.OperationalError, match="written while it was being read"):
+            # One line naming the file and what to do (the CLI printed a traceback).
+            with pytest.raises(TradeLogFileError, match=(
+                    f"the trade log {closed_log}: the trade log was written while it was being "
+                    "read; read it again .a writer opened it meanwhile; the next read sees its data.")):
                 result.fetchall()
             writer.close()
         assert run_count(reader) == 2  # the next read opens afresh and sees it
+    finally:
+        reader.close()
+
+
+def test_a_log_locked_or_moved_under_a_reader_is_named_with_what_to_do(closed_log) -> None:
+    """A writer holding the file locked (a migration), or the file moved away: the
+    dashboard answered 500 'internal error', the CLI a traceback."""
+    reader = TradeLog.open_readonly(f"sqlite:///{closed_log}")
+    try:
+        locker = sqlite3.connect(closed_log, timeout=0)
+        locker.execute("PRAGMA locking_mode=EXCLUSIVE")
+        locker.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(TradeLogFileError, match="database is locked .a writer holds it locked"):
+            run_count(reader)
+        locker.rollback()
+        locker.close()
+        reader.engine.dispose()
+        closed_log.rename(closed_log.with_name("moved.sqlite"))
+        with pytest.raises(TradeLogFileError, match="it was moved or deleted"):
+            run_count(reader)
     finally:
         reader.close()
 

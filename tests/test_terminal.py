@@ -99,6 +99,24 @@ def test_each_part_of_a_stacked_table_names_its_rows_symbols() -> None:
         assert "TQQQ" in part and "UPRO" in part
 
 
+@pytest.mark.parametrize("width", [34, 45, 50])
+def test_a_terminal_too_narrow_for_one_column_gets_one_field_a_line(width) -> None:
+    """At 45 columns the time and symbol repeated in each part left no room for one
+    number: rich cut the quantity to "73.12…" and the time to "... UT"."""
+    at = pd.Timestamp("2024-12-30 14:35", tz="UTC").to_pydatetime()
+    frame = pd.DataFrame([{"submitted_at": at, "symbol": "TQQQ", "side": "buy",
+                           "quantity": 73.123506, "status": "filled", "filled_quantity": 73.123506,
+                           "average_price": 61.2345, "reason": "period: 4 trading days"}])
+    out = io.StringIO()
+    render_frame(frame, "orders", Console(file=out, width=width))
+    text = out.getvalue()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= width
+    if width >= 45:
+        assert "│ 73.123506 " in text and "│ 2024-12-30 14:35:00 UTC │" in text
+    else:  # narrower than a timestamp: on two lines, never cut
+        assert "│ 73.123506 " in text and "2024-12-30" in text and "14:35:00 UTC" in text
+
+
 def test_the_inspection_commands_fit_columns_80(tmp_path) -> None:
     from tests.test_inspect_cli import fill_by_replay
 

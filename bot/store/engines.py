@@ -17,7 +17,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from bot.errors import BotError
-from bot.store.sqlite_read import connect_for_reading, drop_if_stale
+from bot.store.sqlite_read import CHANGED, connect_for_reading, drop_if_stale
 
 BUSY_TIMEOUT_MS = 5000
 #: how long opening a trade log waits for another process creating or upgrading its schema
@@ -118,6 +118,14 @@ _SQLITE_FILE_ERRORS: dict[str, str] = {
         "`sqlite3 {path} .recover | sqlite3 recovered.sqlite`"
     ),
     "file is not a database": "the file is not a SQLite database (or is damaged beyond reading)",
+}
+# Only for readers: moments a read cannot see the file as it is (run the command again).
+_SQLITE_READER_ERRORS = {
+    **_SQLITE_FILE_ERRORS,
+    CHANGED: "a writer opened it meanwhile; the next read sees its data",
+    "database is locked": "a writer holds it locked (a migration, or a long transaction); "
+                          "try again in a moment",
+    "unable to open database file": "it was moved or deleted, or its folder is unreadable",
 }
 # Only for the writer: on a reader engine a write is refused on purpose (a bug if tried).
 _SQLITE_WRITER_ERRORS = {
@@ -250,6 +258,6 @@ def reader_engine(url: str) -> sa.Engine:
 
     engine = sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.QueuePool)
     sa.event.listen(engine, "connect", _reader_pragmas)
-    sa.event.listen(engine, "handle_error", _file_errors(path))
+    sa.event.listen(engine, "handle_error", _file_errors(path, _SQLITE_READER_ERRORS))
     sa.event.listen(engine, "checkout", drop_if_stale)
     return _connected(engine, url)

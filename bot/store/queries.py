@@ -115,7 +115,7 @@ def _time_range(stmt: sa.Select[Any], column: sa.ColumnElement[Any], f: Filters)
     """Timestamps filtered by UTC calendar day, `until` inclusive."""
     if f.since is not None:
         stmt = stmt.where(column >= dt.datetime.combine(f.since, dt.time(), dt.UTC))
-    if f.until is not None:
+    if f.until is not None and f.until < dt.date.max:  # 9999-12-31: no upper bound (no day after it)
         end = dt.datetime.combine(f.until + dt.timedelta(days=1), dt.time(), dt.UTC)
         stmt = stmt.where(column < end)
     return stmt
