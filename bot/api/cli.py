@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import ipaddress
+import math
 import sys
 
 from bot.arguments import port_number, whole_number
@@ -38,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--data-dir", help="CSV directory for every profile (default: each "
                                           "config's data.directory, or BOT_DATA_DIR)")
     serve.add_argument("--synthetic", action="store_true", help="serve on the seeded synthetic market")
+    serve.add_argument("--reload-every", type=_seconds, default=60.0, metavar="SECONDS",
+                       help="check the data files this often and serve the new closes once "
+                            "a fetch has written them (default 60; 0: load once)")
     serve.add_argument("--rate-limit", type=_rate, default=None, metavar="N",
                        help="requests a minute per key without a budget of its own (default 60)")
     serve.add_argument("--redis", metavar="URL", default=None,
@@ -77,6 +81,16 @@ def _rate(text: str) -> int:
     return whole_number(text, 1, MAX_RATE, f"requests per minute, a whole number from 1 to {MAX_RATE}")
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 <= value <= 86_400):
+        raise argparse.ArgumentTypeError(f"expected seconds from 0 to 86400, got {text!r}")
+    return value
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -91,6 +105,7 @@ def _now() -> dt.datetime:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    import threading
     from pathlib import Path
 
     import structlog
@@ -125,12 +140,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         )
     tradelog = TradeLog.open_readonly(url)
     log = structlog.get_logger("bot.api")
+    stopped = threading.Event()
     try:
         if ApiKeyStore(tradelog.engine).active_count() == 0:
             log.warning("api.no_keys", hint="no active API key: every request will be refused; "
                                             "create one with `bot api-keys create NAME`")
         app = create_app(book, tradelog.engine, Limits(args.rate_limit or DEFAULT_RATE_PER_MINUTE),
                          buckets=_buckets(args.redis or setting("BOT_REDIS_URL")))
+        book.watch(args.reload_every, stopped)
         print(f"allocation API on http://{args.host}:{args.port}/ (docs at /docs), "
               f"profiles {', '.join(book.profiles)}, trade log {mask_url(url)} (Ctrl-C stops)",
               flush=True)
@@ -138,6 +155,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                     access_log=False, server_header=False, log_config=None,
                     proxy_headers=True, forwarded_allow_ips=args.forwarded_allow_ips)
     finally:
+        stopped.set()
         tradelog.engine.dispose()
     return 0
 

@@ -82,6 +82,23 @@ def parse_spec(text: str) -> ProfileSpec:
     return ProfileSpec(name.strip(), Path(path.strip()))
 
 
+#: (name, size, modification time in ns) of each CSV of a data directory
+DataFiles = tuple[tuple[str, int, int], ...]
+
+
+def data_files(directory: Path) -> DataFiles:
+    """What says a data directory changed: `bot data fetch` renames each new file into
+    place, so a changed file has a new size or time (a file vanishing mid-scan is left out)."""
+    found = []
+    for path in sorted([*directory.glob("prices/*.csv"), *directory.glob("macro/*.csv")]):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        found.append((f"{path.parent.name}/{path.name}", st.st_size, st.st_mtime_ns))
+    return tuple(found)
+
+
 @dataclass
 class Profile:
     """One served profile: validated settings, its market history, its model."""
@@ -93,6 +110,9 @@ class Profile:
     model: FactorModel
     dates: np.ndarray  # trading days of the history (datetime64[D])
     close: np.ndarray  # (days, assets) closes of the universe, NaN before listing
+    data_dir: Path | None = None  # the CSV directory it was read from (None: synthetic)
+    files: DataFiles = ()  # that directory's files as they were when read
+    generation: int = 0  # loads of this profile so far: its cached answers are per load
 
     @property
     def symbols(self) -> tuple[str, ...]:
@@ -146,16 +166,18 @@ class Decision:
 
 
 class ProfileBook:
-    """Every served profile, loaded once at start; allocations cached per (profile, day)."""
+    """Every served profile, loaded at start and again when its data files change
+    (`reload_changed`); allocations cached per (profile, load, day)."""
 
     def __init__(self, profiles: Mapping[str, Profile], data_dir: Path | None, synthetic: bool) -> None:
         self.profiles = dict(profiles)
         self.data_dir = data_dir
         self.synthetic = synthetic
-        self._decisions: OrderedDict[tuple[str, int], Decision] = OrderedDict()
-        self._suitability: dict[str, dict[str, Any]] = {}
+        self._decisions: OrderedDict[tuple[str, int, int], Decision] = OrderedDict()
+        self._suitability: dict[tuple[str, int], dict[str, Any]] = {}
         self._locks = {name: threading.Lock() for name in self.profiles}
         self._lock = threading.Lock()
+        self._seen: dict[str, DataFiles] = {}  # a change seen once, reloaded once it holds
 
     @classmethod
     def load(
@@ -163,29 +185,65 @@ class ProfileBook:
     ) -> ProfileBook:
         """Validate every config and load its data now: a bad file fails `bot serve` at
         start, naming it, rather than a request later."""
-        from bot.runner import BacktestOptions, apply_overrides
 
         names = [s.name for s in specs]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise BotError(f"--profile: the name {duplicates[0]!r} is given twice")
-        profiles = {}
-        for spec in specs:
-            settings = apply_overrides(
-                load_settings(spec.config), BacktestOptions(spec.config, synthetic=synthetic),
-                str(spec.config),
-            )
-            if settings.strategy.kind != "factor":
-                raise ConfigError(str(spec.config), ["strategy.kind: the allocation API serves factor (robo) configs"])
-            market = load_history(settings, data_dir or resolve_data_dir(settings, spec.config))
-            prices = market.prices.select(settings.symbols)
-            profiles[spec.name] = Profile(
-                spec.name, spec.config, settings, market, FactorModel(settings), prices.dates, prices.close
-            )
+        profiles = {spec.name: load_profile(spec.name, spec.config, data_dir, synthetic) for spec in specs}
         book = cls(profiles, data_dir, synthetic)
         for name in profiles:  # the model runs on this data: found out now, not per request
             book.decision(name)
         return book
+
+    def watch(self, every: float, stop: threading.Event) -> threading.Thread | None:
+        """Check the profiles' data files every `every` seconds on a thread of its own,
+        until `stop` is set (None: nothing read from files, nothing to watch)."""
+        if every <= 0 or all(p.data_dir is None for p in self.profiles.values()):
+            return None
+
+        def loop() -> None:
+            while not stop.wait(every):
+                self.reload_changed()
+
+        thread = threading.Thread(target=loop, name="api-data-watch", daemon=True)
+        thread.start()
+        return thread
+
+    def reload_changed(self) -> list[str]:
+        """Load again each profile whose data files changed (a daily `bot data fetch`)
+        and have stayed as they are since the previous call, so a fetch still writing
+        its files is not read half done; returns the profiles reloaded. A reload that
+        fails (a file the loader refuses) keeps the profile's current data, logged."""
+        import structlog
+
+        log = structlog.get_logger("bot.api")
+        reloaded = []
+        for name, profile in list(self.profiles.items()):
+            if profile.data_dir is None:
+                continue
+            files = data_files(profile.data_dir)
+            if files == profile.files:
+                self._seen.pop(name, None)
+                continue
+            if self._seen.get(name) != files:
+                self._seen[name] = files  # changing: read it once it holds still
+                continue
+            try:
+                fresh = load_profile(name, profile.config, self.data_dir, self.synthetic,
+                                     generation=profile.generation + 1)
+                self._decision(fresh, None)  # it decides on the new data (and it is cached)
+            except Exception as exc:  # noqa: BLE001 - serving the data it has beats stopping
+                log.error("api.reload_failed", profile=name, error=f"{type(exc).__name__}: {exc}",
+                          serving_through=profile.latest_day.isoformat())
+                profile.files = files  # not tried again until the files change again
+                continue
+            self.profiles[name] = fresh  # one assignment: a request sees one load or the other
+            self._seen.pop(name, None)
+            reloaded.append(name)
+            log.info("api.profile_reloaded", profile=name, latest_day=fresh.latest_day.isoformat(),
+                     before=profile.latest_day.isoformat())
+        return reloaded
 
     def get(self, name: str) -> Profile:
         profile = self.profiles.get(name)
@@ -199,11 +257,13 @@ class ProfileBook:
         """The engine's decision for the profile at the close of `day` (default: the one
         in force on the latest data day: the last week's close for a weekly profile),
         computed once per (profile, trading day)."""
-        profile = self.get(name)
+        return self._decision(self.get(name), day)
+
+    def _decision(self, profile: Profile, day: dt.date | None) -> Decision:
         t = profile.day_index(day)
         if day is None:
             t = profile.in_force(t)
-        key = (name, t)
+        key = (profile.name, profile.generation, t)
         with self._lock:
             cached = self._decisions.get(key)
             if cached is not None:
@@ -230,7 +290,7 @@ class ProfileBook:
                 f"not in the universe of profile {name!r} ({', '.join(profile.symbols)}); "
                 "the plan can only trade the profile's ETFs",
             )
-        decision = self.decision(name, day)
+        decision = self._decision(profile, day)  # of the same load as the closes below
         t = profile.day_index(day)  # sized on that day's closes: the latest by default
         prices = profile.close[t]
         sized_on = profile.dates[t].astype(dt.date)
@@ -262,7 +322,7 @@ class ProfileBook:
 
         profile = self.get(name)
         with self._locks[name]:
-            report = self._suitability.get(name)
+            report = self._suitability.get((name, profile.generation))
             if report is None:
                 args = argparse.Namespace(
                     start=None, end=None, synthetic=self.synthetic,
@@ -270,8 +330,29 @@ class ProfileBook:
                 )
                 report = plain(profile_report(profile.config, args))
                 report["config"] = profile.config.name  # not the server's paths
-                self._suitability[name] = report
+                self._suitability = {(name, profile.generation): report,
+                                     **{k: v for k, v in self._suitability.items() if k[0] != name}}
         return report
+
+
+def load_profile(name: str, config: Path, data_dir: Path | None, synthetic: bool,
+                 generation: int = 0) -> Profile:
+    """A profile's settings (validated for the API) and its history, as of now."""
+    from bot.runner import BacktestOptions, apply_overrides
+
+    settings = apply_overrides(
+        load_settings(config), BacktestOptions(config, synthetic=synthetic), str(config),
+    )
+    if settings.strategy.kind != "factor":
+        raise ConfigError(str(config), ["strategy.kind: the allocation API serves factor (robo) configs"])
+    directory = data_dir or resolve_data_dir(settings, config)
+    files = data_files(directory)  # before reading: a change while it reads shows next time
+    market = load_history(settings, directory)
+    prices = market.prices.select(settings.symbols)
+    return Profile(
+        name, config, settings, market, FactorModel(settings), prices.dates, prices.close,
+        None if market.synthetic else directory, files, generation,
+    )
 
 
 def decide(profile: Profile, t: int) -> Decision:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -378,11 +379,21 @@ def _num(value: float) -> str:
 
 
 def _write(path: Path, header: Sequence[str], rows: list[tuple[str, ...]]) -> Path:
+    """Write `path` whole, unless it already holds exactly this: an hourly fetch that
+    brings no new bar leaves the files (and their times) as they are, so a server
+    watching them (`bot serve --reload-every`) has nothing to load again."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    text = buffer.getvalue()
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return path
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
+    tmp.write_text(text, encoding="utf-8", newline="")
     os.replace(tmp, path)
     return path
