@@ -9,6 +9,12 @@ class BotError(Exception):
     """Base class of every error the bot raises on purpose."""
 
 
+class ExecutionStopped(BotError):
+    """This execution no longer holds what it works under (a platform task's claim or its
+    account's lock: another took it): it stops at once and writes nothing more. Never
+    caught by a catch-all that goes on (a release of queued buys, say)."""
+
+
 class ConfigError(BotError):
     """A configuration file is invalid; `problems` lists each field and what was expected."""
 

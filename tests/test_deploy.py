@@ -90,7 +90,7 @@ def test_compose_runs_the_platform_beside_the_same_postgres():
     text = PLATFORM.read_text()
     services = yaml.safe_load(text)["services"]
     base = yaml.safe_load(BASE.read_text())["services"]
-    platform = ("rabbitmq", "redis", "scheduler", "workers", "api")
+    platform = ("rabbitmq", "redis", "scheduler", "workers", "api", "api-data")
     assert sorted(services) == sorted(platform)
     assert not set(platform) & set(base)  # the bot alone needs none of their passwords
     for name in platform:
@@ -100,16 +100,23 @@ def test_compose_runs_the_platform_beside_the_same_postgres():
     assert "bot run --platform" in " ".join(scheduler["command"])
     assert "bot db upgrade" in " ".join(scheduler["command"])
     assert workers["command"][:2] == ["bot", "worker"] and workers["deploy"]["replicas"] == 2
-    api_command = " ".join(api["command"])
-    assert "exec bot serve " in api_command and "--allow-remote" in api_command
+    assert api["command"][:2] == ["bot", "serve"] and "--allow-remote" in api["command"]
     assert api["ports"] == ["127.0.0.1:8000:8000"]
-    # it serves real data, fetched at start into its own volume, never a synthetic market
-    assert "bot data fetch" in api_command and api["environment"]["BOT_DATA_DIR"] == "/app/data"
-    assert "apidata:/app/data" in api["volumes"]
+    # it serves real data, fetched into a volume before it starts and every hour after
+    # (reloaded as it changes), never a synthetic market
+    data = services["api-data"]
+    assert "bot data fetch" in " ".join(data["command"]) and "sleep 3600" in " ".join(data["command"])
+    assert data["environment"]["BOT_DATA_DIR"] == api["environment"]["BOT_DATA_DIR"] == "/app/data"
+    assert "apidata:/app/data" in data["volumes"] and "apidata:/app/data:ro" in api["volumes"]
+    assert api["depends_on"]["api-data"]["condition"] == "service_healthy"
+    assert "/app/data/.fetched" in data["healthcheck"]["test"]
     assert api["depends_on"]["redis"]["condition"] == "service_healthy"
-    # the internet-facing service holds no .env: no Broker API keys, no queue password
-    assert api["env_file"] == [] and "BOT_QUEUE_URL" not in api["environment"]
-    assert not any("BROKER" in name for name in api["environment"])
+    # the internet-facing service holds no .env: no Broker API keys, no queue password,
+    # no data keys; the fetcher holds the data keys only
+    assert api["env_file"] == [] == data["env_file"] and "BOT_QUEUE_URL" not in api["environment"]
+    assert not any("BROKER" in name or "APCA" in name or "FRED" in name for name in api["environment"])
+    assert not any("BROKER" in name or "PASSWORD" in value or "URL" in name and "@" in value
+                   for name, value in data["environment"].items())
     assert api["environment"]["BOT_DATABASE_URL"] == base["bot"]["environment"]["BOT_DATABASE_URL"]
     assert api["environment"]["BOT_REDIS_URL"] == workers["environment"]["BOT_REDIS_URL"]
     for service in (scheduler, workers, api):
@@ -191,7 +198,7 @@ def test_compose_runs_the_platform_on_top_of_the_bot(tmp_path):
     proc = _compose_config(tmp_path, env, BASE.name, PLATFORM.name)
     assert proc.returncode == 0, proc.stderr
     services = yaml.safe_load(proc.stdout)["services"]
-    assert sorted(services) == ["api", "bot", "dashboard", "db", "rabbitmq", "redis",
+    assert sorted(services) == ["api", "api-data", "bot", "dashboard", "db", "rabbitmq", "redis",
                                 "scheduler", "workers"]
     workers = services["workers"]
     assert workers["environment"]["BOT_QUEUE_URL"] == "amqp://leverbot:mq@rabbitmq:5672//"

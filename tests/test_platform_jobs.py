@@ -564,8 +564,9 @@ def test_a_working_task_keeps_its_lock_and_claim_a_silent_one_loses_them(ctx, ve
 
     ticker.t, wall["now"] = 99.0, start + dt.timedelta(seconds=99)
     ctx.redis.pexpire(key, 5_000)
-    lease.keep()  # not due yet: nothing is asked
-    assert store.get_task(ctx.engine, row.id).claimed_at == start and ctx.redis.pttl(key) <= 5_000
+    lease.keep()  # every request: the lock checked and extended; the claim not due yet
+    assert store.get_task(ctx.engine, row.id).claimed_at == start
+    assert ctx.redis.pttl(key) > LEASE.total_seconds() * 1000 - 5_000
 
     ticker.t, wall["now"] = 101.0, start + dt.timedelta(seconds=101)
     lease.keep()
@@ -577,7 +578,7 @@ def test_a_working_task_keeps_its_lock_and_claim_a_silent_one_loses_them(ctx, ve
     assert not locks.acquire(row.account_id, "poll-1")
 
     # Silent for a lease after its last renewal (hung, or its worker gone): taken over.
-    ctx.redis.delete(key)  # the lock lapsed
+    ctx.redis.delete(key)  # the lock lapsed (and the copy's own lock came and went)
     silent = wall["now"] + LEASE + dt.timedelta(seconds=1)
     assert store.claim(ctx.engine, row.id, "d-2", False, silent, LEASE, 10).verdict == "go"
     ticker.t = 500.0  # the silent one wakes: its next request raises, as does every later one
@@ -585,6 +586,78 @@ def test_a_working_task_keeps_its_lock_and_claim_a_silent_one_loses_them(ctx, ve
         with pytest.raises(ClaimTaken, match=f"task {row.id} was taken over"):
             lease.keep()
     assert ctx.redis.get(key) is None  # it did not take the lapsed lock back either
+
+
+def test_a_lease_that_lapsed_or_went_to_a_redelivery_stops_at_the_next_request(ctx, venue):
+    """A lapsed lock was taken back by the renewal, so a task that stalled past its lease
+    went on with what it knew while another task had had the account meanwhile (a poll
+    recorded a fill twice). And a redelivery taking the task over was noticed only when
+    the claim was next due, up to a third of a lease later."""
+    row, locks, token = _claimed_with_lock(ctx, venue)
+    key = locks.key(row.account_id)
+    lease = Lease(locks, row.account_id, token, engine=ctx.engine, row=row, now=ctx.clock.now)
+    lease.keep()
+    ctx.redis.delete(key)  # it lapsed; a poll took it, worked and let it go
+    with pytest.raises(LockLost, match="lapsed"):
+        lease.keep()
+    assert ctx.redis.get(key) is None and not is_transient(ClaimTaken("x"))
+    assert is_transient(lease.lost)
+
+    redelivered = locks.acquire(row.account_id, "d-1", redelivered=True)  # RabbitMQ again
+    first = Lease(locks, row.account_id, token, engine=ctx.engine, row=row, now=ctx.clock.now)
+    with pytest.raises(ClaimTaken, match="later delivery"):  # at once, not when the claim is due
+        first.keep()
+    assert ctx.redis.get(key).decode() == redelivered  # the redelivery's lock is left alone
+
+
+def test_a_release_of_queued_buys_never_swallows_a_lost_lease():
+    """SellsFirst's poll records a failed release as an incident and goes on to return
+    its updates for the trade log; a lost lease went the same way, so a poll that no
+    longer held the account recorded fills the new holder recorded too."""
+    from types import SimpleNamespace
+
+    class Inner:
+        def poll(self, now):
+            return []
+
+        def take_reports(self):
+            return []
+
+    broker = SellsFirst(Inner(), clock=lambda: SimpleNamespace(is_open=True))
+    broker._queue.append(object())
+    broker._market_open = lambda now: True
+    broker._sells_open = lambda *a: False
+
+    def lost(now, released):
+        raise LockLost("account 7's lock was taken by another task")
+
+    broker._release = lost
+    with pytest.raises(LockLost):
+        broker.poll(VENUE_NOW)
+
+
+def test_the_platforms_requests_wait_no_longer_than_the_lease_allows(ctx, monkeypatch):
+    """A Retry-After of up to 120 s, or a request retrying for its 300 s budget, outlasted
+    a lease with nothing renewing it: each is bounded by the lease now, and the data
+    client's requests keep the lease of the task making them."""
+    from bot.platform.lease import keep_current, request_limits
+
+    assert request_limits(300) == {"max_retry_after": 75.0, "budget": 100.0}
+    assert request_limits(3600) == {"max_retry_after": 120.0, "budget": 300.0}
+    policy = ctx.broker_platform().client._session.get_adapter("https://").policy
+    assert (policy.max_retry_after, policy.budget) == (75.0, 100.0)
+    assert isinstance(policy.throttle, LeasedBudget)
+    captured = {}
+    import bot.data.alpaca as alpaca_data
+
+    monkeypatch.setattr(alpaca_data.AlpacaMarketData, "connect",
+                        classmethod(lambda cls, *a, **kw: captured.update(kw) or None))
+    monkeypatch.setenv("APCA_API_KEY_ID", "PKTEST")
+    monkeypatch.setenv("APCA_API_SECRET_KEY", "x" * 20)
+    monkeypatch.setenv("FRED_API_KEY", "f" * 32)
+    ctx._alpaca_feed(ctx.profile("balanced").settings)  # a feed over no client: only its policy matters
+    assert captured["policy"].throttle is keep_current
+    assert (captured["policy"].max_retry_after, captured["policy"].budget) == (75.0, 100.0)
 
 
 def test_a_task_whose_lock_was_taken_stops_before_its_next_order_and_its_retry_sends_the_rest(
@@ -647,7 +720,8 @@ def test_a_long_wait_for_the_request_budget_keeps_the_lease(ctx, venue):
     with held(lease):
         LeasedBudget(Queue(), sleep=sleep)()
     assert slept == [100.0, 100.0, 50.0]
-    assert renewals == [100.0, 200.0]  # not at 0 (just claimed), nor at 250 (not due)
+    assert renewals == [0.0, 100.0, 200.0, 250.0]  # the lock: checked and extended each time
+    # the claim: at 100 and 200, not at 0 (just claimed) nor at 250 (not due)
     assert store.get_task(ctx.engine, row.id).claimed_at == row.claimed_at + dt.timedelta(seconds=200)
     LeasedBudget(Queue(), sleep=slept.append)()  # outside a task: the bucket's own wait
     assert slept[-1] == 250.0
@@ -814,7 +888,7 @@ def test_the_token_bucket_spaces_requests_at_its_rate(ctx):
     ({"BOT_PLATFORM_RETRIES": "2.5"}, "BOT_PLATFORM_RETRIES: expected a whole number >= 0"),
     ({"BOT_PLATFORM_NAME": "my platform"}, "BOT_PLATFORM_NAME: expected 1-40 letters"),
     ({"BOT_QUEUE_NAME": "a b"}, "BOT_QUEUE_NAME: expected letters"),
-    ({"BOT_PLATFORM_LEASE": "0.000001"}, "BOT_PLATFORM_LEASE: expected at least 30 seconds"),
+    ({"BOT_PLATFORM_LEASE": "0.000001"}, "BOT_PLATFORM_LEASE: expected at least 90 seconds"),
     ({"BOT_PLATFORM_DATA": "alpacaa"}, "BOT_PLATFORM_DATA: expected alpaca, synthetic or a "
                                        "directory of CSV files, got 'alpacaa'"),
 ])

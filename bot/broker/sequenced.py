@@ -20,6 +20,7 @@ import numpy as np
 import structlog
 
 from bot.broker.base import MIN_ORDER_VALUE, AccountInfo, LiveBroker, MarketClock, TradingSession
+from bot.errors import ExecutionStopped
 from bot.types import Fill, Order, OrderRequest, OrderStatus, Side
 
 log = structlog.get_logger(__name__)
@@ -139,6 +140,8 @@ class SellsFirst:
         try:
             if self._queue and self._market_open(now) and not self._sells_open():
                 self._release(now, released)
+        except ExecutionStopped:
+            raise  # another execution owns the account now: it records these updates
         except Exception as exc:  # noqa: BLE001 - the updates above must reach the trade log
             self._release_failed(now, exc)
         # A released buy answered with fills comes back with them (once, not also bare).

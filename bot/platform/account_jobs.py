@@ -37,6 +37,7 @@ from bot.daemon.jobs import DaemonContext, TradingJobs
 from bot.daemon.reconcile import follow, is_queued_buy, reconcile
 from bot.errors import BotError
 from bot.platform.context import REBALANCE_CUTOFF, Profile, WorkerContext
+from bot.platform.lease import keep_current
 from bot.platform.profile_targets import ProfileTargets
 from bot.platform.store import (
     PLANNED,
@@ -383,6 +384,7 @@ def poll(ctx: WorkerContext, run_id: int, account: Account) -> int:
         session.tradelog.flush()  # what _follow closed (an inactive account's queued buys)
         return 0
     updates = session.jobs(ctx).poll()
+    keep_current()  # no fence guards a poll's records: still this account's holder?
     session.tradelog.flush()
     return updates
 

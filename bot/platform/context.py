@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +27,8 @@ from bot.daemon.sessions import SessionCalendar
 from bot.data.base import MarketData
 from bot.engine import build_model
 from bot.errors import BotError
-from bot.net import RetryPolicy
-from bot.platform.lease import LeasedBudget
+from bot.net import ALPACA_POLICY, RetryPolicy
+from bot.platform.lease import LeasedBudget, keep_current, request_limits
 from bot.platform.settings import PlatformSettings
 from bot.platform.store import StoredDecision, load_decisions
 from bot.platform.throttle import AccountLocks, TokenBucket
@@ -88,7 +88,8 @@ class WorkerContext:
         platform = getattr(self._local, "platform", None)
         if platform is None:
             policy = RetryPolicy(base_delay=self.settings.http_retry_delay,
-                                 max_delay=max(8.0, self.settings.http_retry_delay))
+                                 max_delay=max(8.0, self.settings.http_retry_delay),
+                                 **request_limits(self.settings.lease_seconds))
             platform = BrokerPlatform.from_env(live=self.live, throttle=LeasedBudget(self.budget),
                                                policy=policy)
             self._local.platform = platform
@@ -140,7 +141,11 @@ class WorkerContext:
 
         endpoints = load_endpoints(live=self.live)
         rules = PlausibilityRules.from_settings(settings.data)
+        # Its requests keep the lease of the task that makes them (sizing prices), and wait
+        # no longer than the lease allows; the data API has its own limit, not the budget.
+        policy = replace(ALPACA_POLICY, throttle=keep_current, **request_limits(self.settings.lease_seconds))
         data = AlpacaMarketData.connect(load_credentials(), base_url=endpoints.data_url, rules=rules,
+                                        policy=policy,
                                         feed=settings.data.alpaca_feed,
                                         latest_feed=settings.data.alpaca_latest_feed,
                                         now=self.clock.now)

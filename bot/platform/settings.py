@@ -22,7 +22,7 @@ deploy/docker-compose.yml); a bad value is a one-line error naming the variable.
                            retry, 4 tries)
     BOT_PLATFORM_LEASE     seconds an account stays locked by a task that stopped
                            answering; a working task renews it (default 300, at least
-                           30)
+                           90)
     BOT_PLATFORM_NAME      the platform's name: the start of every client_order_id and
                            state key (default platform)
     BOT_PLATFORM_DATA      market history: "alpaca" (bars and FRED, as the daemon),
@@ -102,10 +102,10 @@ class PlatformSettings:
         )
 
 
-#: the shortest account lock lease: a task renews it between its broker requests, so
-#: its slowest request (with its retries) must fit in it, or a second worker takes the
-#: account while the first still trades it
-MIN_LEASE_SECONDS = 30.0
+#: the shortest account lock lease: a task renews it between its requests, whose single
+#: waits and retry budgets the lease bounds (bot.platform.lease.request_limits); below
+#: this a request's own timeout (2 x 10 s) would be a large part of it
+MIN_LEASE_SECONDS = 90.0
 
 
 def _lease(env: Mapping[str, str]) -> float:

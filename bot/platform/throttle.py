@@ -62,15 +62,19 @@ end
 return 0
 """
 
-#: KEYS[1] the lock; ARGV token, lease in ms. 1: this token holds it for another lease
-#: (it held it, or the lock had lapsed and nobody took it); 0: someone else holds it.
+#: KEYS[1] the lock; ARGV token, lease in ms. Extends the lock only for its holder and
+#: returns the holder now: ARGV[1] if extended, another token, or '' (it lapsed: another
+#: task may have worked on the account meanwhile, so it is not taken back).
 RENEW_LOCK = """
 local holder = redis.call('GET', KEYS[1])
-if holder == false or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return holder
 end
-return 0
+if holder == false then
+  return ''
+end
+return holder
 """
 
 #: KEYS[1] the lock; ARGV token. Deletes it only if this token holds it.
@@ -138,10 +142,12 @@ class AccountLocks:
                                 args=[token, self.lease_ms, "1" if redelivered else "0", f"{delivery}#"]))
         return token if answer else None
 
-    def renew(self, account_id: int, token: str) -> bool:
-        """Hold the lock under `token` for another lease; False if another execution
-        holds it now (this one's lease ran out and it was taken)."""
-        return bool(int(self._renew(keys=[self.key(account_id)], args=[token, self.lease_ms])))
+    def renew(self, account_id: int, token: str) -> str:
+        """Hold the lock under `token` for another lease, if it still does; returns the
+        lock's holder now: `token` when renewed, another execution's token, or '' when
+        it lapsed (not taken back: another task may have had the account meanwhile)."""
+        holder = self._renew(keys=[self.key(account_id)], args=[token, self.lease_ms])
+        return holder.decode() if isinstance(holder, bytes) else str(holder or "")
 
     def release(self, account_id: int, token: str) -> None:
         """Let the lock go; with Redis unreachable it lapses after its lease instead. Called

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from bot.errors import BotError
+from bot.errors import BotError, ExecutionStopped
 from bot.logs import get_logger
 from bot.store.bulk import PreparedRows, insert_prepared, prepare_rows
 from bot.store.engines import reader_engine, writer_engine
@@ -192,7 +192,7 @@ def _resumed_incident(run_id: int, at: dt.datetime, message: str) -> sa.Executab
     return sa.insert(INCIDENTS).from_select(["run_id", "at", "kind", "message"], values)
 
 
-class ClaimTaken(BotError):
+class ClaimTaken(ExecutionStopped):
     """A flush's `claim` inserted no row: another process made that record first. Nothing
     was written and the buffer is kept (for the caller to drop)."""
 
