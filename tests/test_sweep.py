@@ -459,3 +459,22 @@ def test_a_grid_key_that_changes_nothing_is_named() -> None:
     assert inert_keys(rows, axes) == ["rebalance.every_days"]
     rows[1] = row(8, 1.25, 1.2e5)  # one combination differs: the key does something
     assert inert_keys(rows, axes) == []
+
+
+def test_a_pool_stopped_early_cancels_every_combination_not_started(monkeypatch) -> None:
+    """Ctrl-C printed "interrupted" at once, then the exit waited for every queued
+    combination: shutdown(cancel_futures=True) cancels nothing once the pool is dropped."""
+    import time
+
+    from bot.sweep import executors
+
+    monkeypatch.setattr(executors, "run_variant", lambda market, task: time.sleep(0.2) or task)
+    pool = executors.LocalPool(2)
+    outcomes = pool.outcomes("market", list(range(20)))  # forked after the patch: workers sleep
+    first = next(outcomes)
+    assert first in range(20)
+    queued = list(pool._pending)
+    pool.close()
+    cancelled = sum(future.cancelled() for future in queued)
+    assert cancelled >= 14  # all but the running two, the one done and a prefetched few
+    assert all(future.done() for future in queued if not future.running())

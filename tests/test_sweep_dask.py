@@ -65,7 +65,8 @@ def test_a_cluster_that_cannot_be_reached_is_named(capsys, tmp_path: Path, monke
     assert "Traceback" not in err and not db.exists()
 
 
-@pytest.mark.parametrize("address", ["nonsense", "http://localhost:8786", "tcp://localhost"])
+@pytest.mark.parametrize("address", ["nonsense", "http://localhost:8786", "tcp://localhost",
+                                     "tcp://[::1:8799", "tcp://127.0.0.1:99999"])
 def test_a_malformed_cluster_address_is_named_at_once(capsys, tmp_path: Path, address) -> None:
     """It was reported as unreachable, then the half-made client hung the exit for 20 s
     and printed a traceback."""
@@ -95,3 +96,45 @@ def test_a_worker_with_edited_source_is_another_version(tmp_path: Path) -> None:
     (package / "backtest.py").write_text("SLIPPAGE = 20\n")
     assert source_digest(package) != before
     assert "(source " in _worker_version()
+
+
+def test_a_scheduler_lost_mid_sweep_fails_the_sweep_not_its_combinations(monkeypatch) -> None:
+    """Each combination still queued came back failed with "scheduler-connection-lost",
+    and the sweep was recorded as finished, ranked on the few done before."""
+    from types import SimpleNamespace
+
+    from bot.errors import BotError
+    from bot.sweep.executors import DaskCluster
+
+    class Lost(Exception):
+        pass
+
+    class future:  # noqa: N801 - a Dask future's stand-in: hashable, as futures are
+        def __init__(self, value):
+            self.value = value
+
+        def result(self):
+            if isinstance(self.value, Exception):
+                raise self.value
+            return self.value
+
+        def release(self):
+            pass
+
+    done = future("outcome 1")
+    lost = [future(Lost("run_variant-1 cancelled for reason: scheduler-connection-lost."))
+            for _ in range(3)]
+    queue = iter([done, *lost])
+    client = SimpleNamespace(status="running", loop=None, scatter=lambda *a, **k: "market",
+                             submit=lambda *a, **k: next(queue), cancel=lambda f: None,
+                             close=lambda: None)
+    monkeypatch.setattr(distributed, "as_completed", lambda futures, loop=None: iter(futures))
+    executor = object.__new__(DaskCluster)
+    executor.client, executor.address, executor.label = client, "tcp://127.0.0.1:8786", "dask"
+    tasks = [SimpleNamespace(position=i) for i in range(4)]
+    outcomes = executor.outcomes("market", tasks)
+    assert next(outcomes) == "outcome 1"
+    client.status = "closing"
+    with pytest.raises(BotError, match=r"lost the Dask scheduler after 1 of 4 combinations"):
+        next(outcomes)
+    executor.close()  # a client whose scheduler is gone: nothing cancelled, closed quietly

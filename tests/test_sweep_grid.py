@@ -90,6 +90,16 @@ def test_malformed_grids_are_refused(specs, message) -> None:
     assert message in str(refused.value)
 
 
+def test_true_is_not_one_twice_the_field_names_what_it_expects(base) -> None:
+    """`1,true` was refused as "the value true is given twice" (Python's True == 1, as
+    4.0 == 4), hiding the real problem: a whole number was expected."""
+    axes = parse_grid(["rebalance.every_days=1,true"])
+    with pytest.raises(ConfigError) as refused:
+        expand(base, axes, "cfg.toml")
+    assert "rebalance.every_days: Input should be a valid integer" in str(refused.value)
+    assert len(parse_grid(["risk.vol_high=4,4.0"])[0].values) == 2
+
+
 def test_walk_forward_refuses_a_grid_over_the_span() -> None:
     parse_grid(["backtest.start=2012-01-03,2013-01-02"])  # fine without walk-forward
     with pytest.raises(BotError, match="cannot vary with --walk-forward"):

@@ -85,6 +85,7 @@ class LocalPool:
         self.workers = workers
         self.label = f"local process pool, {workers} worker(s)"
         self._pool: ProcessPoolExecutor | None = None
+        self._pending: dict[Future[VariantOutcome], VariantTask] = {}
 
     def outcomes(self, market: MarketData, tasks: Sequence[VariantTask]) -> Iterator[VariantOutcome]:
         method = "fork" if sys.platform.startswith("linux") else "spawn"
@@ -94,9 +95,7 @@ class LocalPool:
             initializer=_init_worker,
             initargs=(market,),
         )
-        pending: dict[Future[VariantOutcome], VariantTask] = {
-            self._pool.submit(_run_in_pool, task): task for task in tasks
-        }
+        pending = self._pending = {self._pool.submit(_run_in_pool, task): task for task in tasks}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
@@ -104,10 +103,20 @@ class LocalPool:
                 yield _result(future, task)
 
     def close(self) -> None:
-        """Drop what has not started; a running combination finishes (or dies with us)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        """After every outcome: wait for the idle workers to exit (not waiting raced
+        Python's own clean-up at exit, which printed "Bad file descriptor" now and then).
+        Stopped early (Ctrl-C, SIGTERM): drop what has not started, each future cancelled
+        by name (shutdown's cancel_futures cancels nothing once the pool is dropped, and
+        the exit then waited for every queued combination); a running one finishes, or
+        dies with us."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        left = [future for future in self._pending if not future.done()]
+        for future in left:
+            future.cancel()
+        self._pending = {}
+        pool.shutdown(wait=not left, cancel_futures=True)
 
 
 def _result(future: Future[VariantOutcome], task: VariantTask) -> VariantOutcome:
@@ -129,12 +138,12 @@ def _check_address(address: str) -> None:
     from urllib.parse import urlsplit
 
     expected = "expected tcp://host:port (or tls://, or host:port), e.g. tcp://127.0.0.1:8786"
-    parts = urlsplit(address if "://" in address else f"tcp://{address}")  # Dask's default
     try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if parts.scheme not in ("tcp", "tls") or not parts.hostname or port is None:
+        parts = urlsplit(address if "://" in address else f"tcp://{address}")  # Dask's default
+        scheme, host, port = parts.scheme, parts.hostname, parts.port
+    except ValueError:  # an unclosed IPv6 bracket, a port out of range
+        scheme, host, port = "", None, None
+    if scheme not in ("tcp", "tls") or not host or port is None:
         raise BotError(f"--cluster {address!r}: not a scheduler address; {expected}")
 
 
@@ -164,6 +173,7 @@ class DaskCluster:
             self.client.close()
             raise
         workers = len(self.client.scheduler_info(n_workers=-1)["workers"])
+        self.address = address
         self.label = f"dask {address}, {workers} worker(s)"
 
     def _check_workers(self, address: str) -> None:
@@ -199,20 +209,43 @@ class DaskCluster:
             self.client.submit(run_variant, shared, task, pure=False): task for task in tasks
         }
         self._futures = list(futures)
+        done = 0
         for future in as_completed(futures, loop=self.client.loop):
             task = futures[future]
             try:
                 yield future.result()
             except Exception as exc:  # KilledWorker, a lost connection...
+                if self.client.status != "running" or "scheduler-connection-lost" in str(exc):
+                    # Not this combination's failure: every one still to come would fail
+                    # the same way, and a ranking of the few done would pass for the sweep.
+                    raise BotError(
+                        f"--cluster {self.address}: lost the Dask scheduler after {done} of "
+                        f"{len(futures)} combinations; the sweep is recorded as failed "
+                        "(run it again once the scheduler is back)"
+                    ) from None
                 yield failed_outcome(task, exc)
             finally:
                 future.release()
+                done += 1
 
     def close(self) -> None:
-        futures = getattr(self, "_futures", [])
-        if futures:
-            self.client.cancel(futures)
-        self.client.close()
+        """Cancel what is left and disconnect; a client whose scheduler is gone logs its
+        lost connection's tracebacks while closing, which say nothing the error did not."""
+        import logging
+
+        quiet = [logging.getLogger(name) for name in ("distributed", "tornado", "asyncio")]
+        levels = [logger.level for logger in quiet]
+        if self.client.status != "running":
+            for logger in quiet:
+                logger.setLevel(logging.CRITICAL + 1)
+        try:
+            futures = getattr(self, "_futures", [])
+            if futures and self.client.status == "running":
+                self.client.cancel(futures)
+            self.client.close()
+        finally:
+            for logger, level in zip(quiet, levels, strict=True):
+                logger.setLevel(level)
 
 
 def _worker_version() -> str:

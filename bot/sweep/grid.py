@@ -128,12 +128,13 @@ def parse_axis(spec: str) -> Axis:
     if any(not t for t in texts):
         raise BotError(f"--grid {describe_override(spec)!r}: an empty value; expected {example}")
     values = tuple(parse_value(t) for t in texts)
-    seen: list[Any] = []
+    seen: list[tuple[type, Any]] = []
     for value in values:
-        if value in seen:
+        typed = (type(value), value)  # true is not 1, nor 4.0 4: validation names those
+        if typed in seen:
             shown = describe_override(f"{key}={format_value(value)}").partition("=")[2]
             raise BotError(f"--grid {key}: the value {shown} is given twice")
-        seen.append(value)
+        seen.append(typed)
     return Axis(key, values)
 
 
