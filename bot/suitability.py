@@ -40,7 +40,10 @@ PRIIPS_MIN_YEARS = 2  # of daily prices, for category 2 (Annex II point 5)
 
 
 def risk_class(value: float, bounds: tuple[float, ...]) -> int:
-    """1 + the number of bounds at or below `value` (class k covers [b_{k-1}, b_k))."""
+    """1 + the number of bounds at or below `value` (class k covers [b_{k-1}, b_k)). A
+    value that is not a number has no class (bisect put NaN in the riskiest one)."""
+    if not math.isfinite(value):
+        raise ValueError(f"no risk class for a volatility of {value}")
     return 1 + bisect.bisect_right(bounds, value)
 
 

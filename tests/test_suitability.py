@@ -42,6 +42,13 @@ def test_mrm_classes_follow_annex_ii(vev_value, expected):
     assert risk_class(vev_value, MRM_BOUNDS) == expected
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_volatility_that_is_not_a_number_has_no_class(value):
+    """NaN fell in class 7 (bisect puts it after every bound): a wrong class, not none."""
+    with pytest.raises(ValueError, match="no risk class"):
+        risk_class(value, SRRI_BOUNDS)
+
+
 def weekly_curve(weekly_return, start="2017-01-02", end="2024-12-31"):
     """A daily equity curve that moves only on the last trading day of each week, by
     `weekly_return(k, day)` on the k-th week end."""
