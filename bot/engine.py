@@ -13,6 +13,7 @@ import datetime as dt
 import math
 from operator import mul
 from typing import NamedTuple
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import structlog
@@ -40,6 +41,8 @@ from bot.types import (
 )
 
 log = structlog.get_logger(__name__)
+
+NEW_YORK = ZoneInfo("America/New_York")
 
 
 def build_model(settings: Settings) -> TargetModel:
@@ -220,6 +223,9 @@ class Engine:
         self.log.execution(order, fill, at)
         if fill is not None:
             self._filled_since_snapshot = True
+        event = rearm_unsold_stop(self.state, order, at)
+        if event is not None:
+            self.log.risk_event(event)
 
     def decide_targets(self, t: int, reason: str) -> TargetDecision:
         """The model's targets at the close of day t, recorded as that rebalance's
@@ -605,6 +611,28 @@ def decision_context(
         tradable=np.isfinite(close[t]),
         regime=regime,
         defensive=defensive,
+    )
+
+
+def rearm_unsold_stop(state: EngineState, order: Order, at: dt.datetime) -> RiskEvent | None:
+    """A stop order that ended without selling all (no price that day, refused,
+    canceled): the fund is not out, so its stop stays armed and the next close checks it
+    again; returns the risk event saying so (None: not such an order, or said already).
+    It was kept out as sold, and the rebalance its zero target then forced kept most of
+    the position below its stop. Backtests (Engine.on_execution) and the daemon (its
+    record of each poll's updates) both apply it."""
+    request = order.request
+    if not (order.status.is_final and request.side is Side.SELL
+            and request.rebalance_id.endswith("-stop") and request.symbol in state.stopped
+            and order.filled_quantity < request.quantity - 1e-9):
+        return None
+    state.stopped.discard(request.symbol)
+    left = request.quantity - order.filled_quantity
+    return RiskEvent(
+        at.astimezone(NEW_YORK).date(), "stop",
+        f"stop order {order.status.value}: {left:.6g} not sold; the stop stays armed for the "
+        "next close", {"order": request.client_order_id, "status_message": order.status_message or ""},
+        symbol=request.symbol,
     )
 
 

@@ -247,7 +247,36 @@ def test_before_any_asset_is_listed_the_targets_are_all_cash(settings, real_mark
     assert np.isfinite(result.equity).all()
 
 
-def _three_asset_run(settings, drop_day: int, days: int = 60):
+def test_a_stop_order_that_found_no_price_arms_the_stop_again(settings, monkeypatch):
+    """AAA has no price on the day its stop order should fill: the order expires. It was
+    kept out as sold (its risk event said so) while the whole position stayed held below
+    its stop until the next rebalance; now its stop is armed again, the next close below
+    it sells it, and the log says what happened."""
+    import pandas as pd
+
+    drop_day = 42
+    result, log, dates = _three_asset_run(settings, drop_day, hole=(drop_day + 1, 0))
+    events = log.load_risk_events(log.run_id)
+    aaa = events[(events["symbol"] == "AAA") & (events["day"] >= dates[drop_day])]
+    assert aaa["action"].tolist()[:3] == [
+        "stop hit: position sold, in cash until the next rebalance",
+        "stop order expired: " + aaa["action"].tolist()[1].split(": ", 1)[1],
+        "stop hit: position sold, in cash until the next rebalance",
+    ]
+    assert "not sold; the stop stays armed" in aaa["action"].iloc[1]
+    # Expired at the open of the day without a price; that day's close has none either,
+    # so the next close, still below the stop, sends the stop again.
+    assert aaa["day"].tolist()[:3] == [pd.Timestamp(d) for d in dates[[drop_day, drop_day + 1, drop_day + 2]]]
+    held = result.holdings[:, 0]
+    assert held[drop_day + 2] > 0 and held[drop_day + 3] == 0.0  # sold at the open after it
+    orders = log.load_orders(log.run_id)
+    stop_orders = orders[orders["client_order_id"].str.contains("-stop-AAA-")
+                         & (orders["submitted_at"] >= pd.Timestamp(dates[drop_day], tz="UTC"))]
+    assert stop_orders["status"].tolist() == ["expired", "filled"]
+    log.close()
+
+
+def _three_asset_run(settings, drop_day: int, days: int = 60, hole: tuple[int, int] | None = None):
     """AAA (half the book) falls 15% at the close of `drop_day`, far below its stop; only
     the stops rule runs, strategic weights, a rebalance every 4 trading days."""
     import pandas as pd
@@ -267,6 +296,8 @@ def _three_asset_run(settings, drop_day: int, days: int = 60):
     config = parse_settings(raw, "stops test")
     close = 100 * np.exp(np.cumsum(np.random.default_rng(5).normal(0, 0.01, (days, 3)), axis=0))
     close[drop_day:, 0] *= 0.85
+    if hole is not None:  # a day without a price (a holiday in one series)
+        close[hole] = np.nan
     dates = pd.bdate_range("2020-01-02", periods=days).values.astype("datetime64[D]")
     market = MarketData(PriceHistory(dates, ("AAA", "BBB", "CCC"), close, close.copy(), None), {},
                         "handmade", False)

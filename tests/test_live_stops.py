@@ -140,3 +140,43 @@ def test_a_restart_after_the_stop_sell_does_not_buy_the_fund_back(tmp_path, venu
     assert "TQQQ" not in {s for s, p in venue.positions.items() if float(p.qty)}
     assert log.load_state(PREFIX, "paper")["stopped"] == ["TQQQ"]
     log.close()
+
+
+def test_a_stop_order_the_venue_cancels_arms_the_stop_again(tmp_path, venue):
+    """The stop's sell was canceled at the venue (a halt, a user's cancel): TQQQ stayed
+    held below its stop while the engine kept it out as sold until the next rebalance.
+    Now the poll that records the cancel arms the stop again, and the next open job
+    sells it; the trade log says both."""
+    jobs, log, clock = daemon_through(tmp_path, venue, 4)
+    trade_at_close_of(venue, CRASH)
+    venue.fill_on_submit = 0.0  # the stop's sell waits at the venue
+    t = open_at(DAYS[5])
+    venue.set_now(t)
+    clock.set(t)
+    assert jobs.run("open", jobs.open_job)
+    stop = f"{PREFIX}-20241122-stop-TQQQ-sell"
+    assert venue.orders[-1].data["client_order_id"] == stop or any(
+        o.data["client_order_id"] == stop for o in venue.orders)
+    venue.set_status(stop, "canceled")
+    later = t + dt.timedelta(minutes=2)
+    venue.set_now(later)
+    clock.set(later)
+    assert jobs.run("poll", jobs.poll_job)
+    assert log.load_state(PREFIX, "paper")["stopped"] == []  # armed again
+    still_held = float(venue.positions["TQQQ"].qty)
+    assert still_held > 0
+
+    venue.fill_on_submit = 1.0
+    trade_at_close_of(venue, DAYS[5])  # still far below where it was stopped
+    run_session(venue, jobs, clock, DAYS[6])
+    # Not kept out as sold: the next decision trades it (here the rebalance that the
+    # held position forces against the 11-22 target of 0, which decides TQQQ afresh).
+    resold = [o.data["client_order_id"] for o in venue.orders
+              if o.data["symbol"] == "TQQQ" and o.data["side"] == "sell"
+              and o.data["client_order_id"].startswith(f"{PREFIX}-20241125")]
+    assert resold and float(venue.positions["TQQQ"].qty) < still_held
+    log.flush()
+    events = log.load_risk_events(int(log.runs()["id"].iloc[0]))
+    actions = events[events["symbol"] == "TQQQ"]["action"].tolist()
+    assert any(a.startswith("stop order canceled: ") and "the stop stays armed" in a for a in actions)
+    log.close()

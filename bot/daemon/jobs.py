@@ -22,7 +22,7 @@ from bot.daemon.sessions import SessionCalendar
 from bot.daemon.watch import JobWatch
 from bot.data.base import MarketData
 from bot.data.plausibility import PlausibilityRules, plausible_sizing_prices
-from bot.engine import Engine, StepOutcome
+from bot.engine import Engine, StepOutcome, rearm_unsold_stop
 from bot.engine_state import EngineState
 from bot.logs import mask_text
 from bot.notify import messages
@@ -172,14 +172,19 @@ class TradingJobs:
             self.ctx.notifier.close()
             self.record_notify_failures()
 
-    def engine(self, market: MarketData) -> Engine:
-        """An engine on `market` with the state saved by the last job. Reused while the
-        feed hands out the same history (replay), rebuilt for fresh downloads (live)."""
+    def saved_state(self) -> EngineState:
+        """The engine's state as the last job saved it."""
         ctx = self.ctx
         raw = self._saved_state
         if raw is None:
             raw = ctx.tradelog.load_state(ctx.instance, ctx.mode)
-        state = EngineState.from_dict(raw, ctx.settings.symbols) if raw else EngineState()
+        return EngineState.from_dict(raw, ctx.settings.symbols) if raw else EngineState()
+
+    def engine(self, market: MarketData) -> Engine:
+        """An engine on `market` with the state saved by the last job. Reused while the
+        feed hands out the same history (replay), rebuilt for fresh downloads (live)."""
+        ctx = self.ctx
+        state = self.saved_state()
         if self._engine is None or self._engine_market is not market:
             self._engine = Engine(
                 ctx.settings, market, ctx.broker, ctx.tradelog, ctx.order_prefix, model=ctx.model
@@ -189,11 +194,14 @@ class TradingJobs:
         return self._engine
 
     def save(self, engine: Engine) -> None:
+        self.save_state(engine.state)
+
+    def save_state(self, engine_state: EngineState) -> None:
         """Buffer the engine's state for the next commit. Between batched commits the
         next job restores it from here: the plain (JSON) form is what the trade log
         would hand back once it is committed."""
         ctx = self.ctx
-        state = to_plain(engine.state.to_dict(ctx.settings.symbols))
+        state = to_plain(engine_state.to_dict(ctx.settings.symbols))
         ctx.tradelog.save_state(ctx.instance, ctx.mode, state, ctx.clock.now())
         if not ctx.commits.per_job:
             self._saved_state = state
@@ -229,9 +237,24 @@ class TradingJobs:
             self.ctx.tradelog.execution(order, fill, now)
             if fill is not None:
                 fills.append(fill)
+        self._rearm_unsold_stops([order for order, _ in updates], now)
         if fills:
             self._fills_since_close += len(fills)
             self.notify("trades", *messages.trades(fills))
+
+    def _rearm_unsold_stops(self, orders: list[Order], now: dt.datetime) -> None:
+        """A stop order that ended unsold arms its stop again, as in a backtest
+        (bot.engine.rearm_unsold_stop): the state is saved with the risk event."""
+        if not any(o.request.rebalance_id.endswith("-stop") and o.status.is_final for o in orders):
+            return
+        state = self.saved_state()
+        events = [e for o in orders if (e := rearm_unsold_stop(state, o, now)) is not None]
+        if not events:
+            return
+        for event in events:
+            self.ctx.tradelog.risk_event(event)
+        self.save_state(state)
+        self.notify("risk", *messages.risk(events[0].day, events))
 
     # ------------------------------------------------------------------ jobs
     def regime_job(self) -> None:
@@ -282,8 +305,8 @@ class TradingJobs:
         )
         self.stepped_on = decided_on
         outcome = engine.step(t, ctx.clock.now(), sizing)
+        self.save(engine)  # first: a stop refused at once is armed again on this state
         self.record_reports()
-        self.save(engine)
         if outcome.events:
             self.notify("risk", *messages.risk(decided_on, outcome.events))
         log.info(
