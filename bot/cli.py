@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bot import __version__
 from bot.arguments import LOG_LEVELS, log_level
-from bot.errors import BotError, ConfigError
+from bot.errors import BotError, ConfigError, Terminated
 
 # Modules that add their own subcommands: each defines `register(subparsers)` and keeps
 # heavy imports inside its command functions so `bot --help` stays fast.
@@ -170,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
 
         get_logger(__name__).warning("interrupted", at=dt.datetime.now(dt.UTC).isoformat())
         return 130
+    except Terminated:
+        from bot.logs import get_logger
+
+        get_logger(__name__).warning("terminated", at=dt.datetime.now(dt.UTC).isoformat())
+        return 143
     finally:
         if argv is not None:  # called in-process (tests, a notebook), not as `bot`
             from bot.heap import thaw

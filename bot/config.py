@@ -770,9 +770,14 @@ def _read_text(path: Path) -> str:
 
 
 def _config_base(config_path: Path | None) -> Path:
-    """Where relative paths in a config file start: the parent of its folder (the
-    repository root for files in config/), or the working directory without a file."""
-    return config_path.resolve().parent.parent if config_path else Path.cwd()
+    """Where relative paths in a config file start: for a file in a folder named
+    `config`, that folder's parent (the repository root for config/*.toml); for any
+    other file, its own folder (a copy in ~/bot/my.toml keeps var/ and data/ in ~/bot,
+    not in ~); the working directory without a file."""
+    if config_path is None:
+        return Path.cwd()
+    folder = config_path.resolve().parent
+    return folder.parent if folder.name == "config" else folder
 
 
 class DefaultDataDir(type(Path())):  # type: ignore[misc]
@@ -782,8 +787,9 @@ class DefaultDataDir(type(Path())):  # type: ignore[misc]
 
 
 def resolve_data_dir(settings: Settings, config_path: Path | None) -> Path:
-    """BOT_DATA_DIR wins; a relative directory is taken from the config file's parent's parent
-    (the repository root for files in config/), so commands work from any directory. The
+    """BOT_DATA_DIR wins; a relative directory is taken from where the config's relative
+    paths start (_config_base: the repository root for files in config/), so commands
+    work from any directory. The
     default directory comes back as a DefaultDataDir (see there)."""
     env = os.environ.get("BOT_DATA_DIR")
     if env:
@@ -798,5 +804,5 @@ def resolve_data_dir(settings: Settings, config_path: Path | None) -> Path:
 
 def resolve_store_url(settings: Settings, config_path: Path | None) -> str:
     """BOT_DATABASE_URL wins; a relative SQLite path in store.url is anchored like the
-    data directory (at the config file's repository root)."""
+    data directory (_config_base)."""
     return env_store_url() or anchor_sqlite_url(settings.store.url, _config_base(config_path))

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.arguments import positive_seconds
-from bot.errors import BotError, DataError
-from bot.store.locate import REPO_ROOT, default_config
+from bot.errors import BotError, DataError, Terminated
+from bot.store.locate import REPO_ROOT, default_config, reading_options
 
 if TYPE_CHECKING:  # heavy modules: imported inside the commands, so `bot --help` stays fast
     from bot.config import Settings
@@ -129,7 +129,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         start, end = parse_span(args.replay)  # fail fast, before any I/O
     except ValueError as exc:  # the user's input: say what was expected, no traceback
         raise BotError(str(exc)) from None
-    config, settings, tradelog, _url, runner = _open(args)
+    config, settings, tradelog, url, runner = _open(args)
     if settings.notify.replay:
         from bot.notify.sender import check_urls
 
@@ -160,7 +160,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         except BaseException:
             tradelog.finish_run("failed", dt.datetime.now(dt.UTC))
             raise
-        return _finish_replay(tradelog, result, market.label, stop.signal_name, f"{start}:{end}")
+        return _finish_replay(tradelog, result, market.label, stop.signal_name, f"{start}:{end}",
+                              (url, reading_options(args.config, args.database)))
 
 
 @contextmanager
@@ -205,10 +206,12 @@ def _replay_market(
 
 
 def _finish_replay(
-    tradelog: TradeLog, result: ReplayResult, label: str, signal_name: str | None, span: str
+    tradelog: TradeLog, result: ReplayResult, label: str, signal_name: str | None, span: str,
+    where: tuple[str, str],
 ) -> int:
     """Mark the run, print what it did, and return the exit code: 0 only for a replay
-    that covered its span with every job succeeding."""
+    that covered its span with every job succeeding. `where`: the trade log's URL and the
+    options that read it."""
     import structlog
 
     from bot.daemon.replay import describe_failures
@@ -231,7 +234,7 @@ def _finish_replay(
     ok = not result.interrupted and not result.failures
     tradelog.finish_run("finished" if ok else "failed", dt.datetime.now(dt.UTC), summary=summary)
     tradelog.close()
-    _print_replay(run_id, summary, result, signal_name)
+    _print_replay(run_id, summary, result, signal_name, *where)
     if result.interrupted:
         log.info("stopped")
         return _interrupted_exit_code(signal_name)
@@ -265,9 +268,13 @@ def _replay_summary(
 
 
 def _print_replay(
-    run_id: int, summary: dict, result: ReplayResult, signal_name: str | None
+    run_id: int, summary: dict, result: ReplayResult, signal_name: str | None, url: str,
+    options: str,
 ) -> None:
+    """What the replay did, and how to read it (`options`: what the commands need to
+    find its trade log, which is named, as the run ids of two logs look alike)."""
     from bot.daemon.replay import describe_failures
+    from bot.store.engines import mask_url
 
     final = summary["final_equity"]
     equity = f"final equity {final:,.2f}" if final is not None else "no equity recorded"
@@ -280,7 +287,9 @@ def _print_replay(
     if result.failures:
         print(f"FAILED: {describe_failures(result)}; run {run_id} is marked failed "
               "(each error is in the log above and stored as an incident)")
-    print(f"inspect it: bot orders --run {run_id} / bot equity --run {run_id} / bot report --run {run_id}")
+    print(f"trade log: {mask_url(url)}")
+    print(f"inspect it: bot orders --run {run_id}{options} / bot equity --run {run_id}{options} / "
+          f"bot report --run {run_id}{options}")
 
 
 @contextmanager
@@ -309,23 +318,49 @@ def _trading_session(args: argparse.Namespace, trades: bool = True) -> Iterator:
         tradelog.discard()
         raise
     with lock or nullcontext():
-        run_id = runner.start_run(tradelog, settings, mode, "alpaca+fred", False)
         jobs = None
         try:
-            if lock is not None:  # only the lock's holder knows the others are dead
-                close_abandoned_runs(tradelog, run_id, dt.datetime.now(dt.UTC))
-            jobs = build_live(settings, tradelog, run_id, live=args.live)
+            with _terminated_while_starting():
+                run_id = runner.start_run(tradelog, settings, mode, "alpaca+fred", False)
+                if lock is not None:  # only the lock's holder knows the others are dead
+                    close_abandoned_runs(tradelog, run_id, dt.datetime.now(dt.UTC))
+                jobs = build_live(settings, tradelog, run_id, live=args.live)
             yield jobs, lock
         except BaseException as exc:
             if jobs is not None:
                 jobs.close()
-            _record_failure(tradelog, exc, started=jobs is not None)
-            tradelog.finish_run("failed", dt.datetime.now(dt.UTC))
-            tradelog.close()
+            if tradelog.run_id is not None:  # a run was started: it ends failed, saying why
+                _record_failure(tradelog, exc, started=jobs is not None)
+                tradelog.finish_run("failed", dt.datetime.now(dt.UTC))
+                tradelog.close()
+            else:
+                tradelog.discard()
             raise
         jobs.close()  # queued notifications out (`bot once --execute`; the daemon did it already)
         tradelog.finish_run("finished", dt.datetime.now(dt.UTC))
         tradelog.close()
+
+
+@contextmanager
+def _terminated_while_starting() -> Iterator[None]:
+    """SIGTERM raises Terminated until the daemon puts its own handlers in place (the
+    jobs then finish first): while it connects (retrying an unreachable Alpaca for a
+    minute, say) the default action killed it at once and left its run `running`."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(_signum: int, _frame: object) -> None:
+        raise Terminated("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _record_failure(tradelog: TradeLog, exc: BaseException, *, started: bool) -> None:
@@ -335,6 +370,8 @@ def _record_failure(tradelog: TradeLog, exc: BaseException, *, started: bool) ->
 
     if isinstance(exc, KeyboardInterrupt):
         kind, message = "interrupted", "stopped by Ctrl-C"
+    elif isinstance(exc, Terminated):
+        kind, message = "interrupted", "stopped by SIGTERM" + ("" if started else " while starting")
     else:
         kind = "run_failed" if started else "start_failed"
         message = mask_text(f"{type(exc).__name__}: {exc}")[:2000]

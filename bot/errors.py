@@ -15,6 +15,11 @@ class ExecutionStopped(BotError):
     caught by a catch-all that goes on (a release of queued buys, say)."""
 
 
+class Terminated(BaseException):  # noqa: N818 - named as KeyboardInterrupt is
+    """SIGTERM before the daemon's own handlers are in place (while it starts): the run is
+    marked failed with the reason, and the command exits 143, as the signal would."""
+
+
 class ConfigError(BotError):
     """A configuration file is invalid; `problems` lists each field and what was expected."""
 

@@ -40,7 +40,7 @@ from bot.report import RunSeries, build_report, make_dir, render_table, write_ch
 from bot.store.abandoned import close_dead_runs
 from bot.store.engines import mask_url
 from bot.store.holder import this_process
-from bot.store.locate import report_dir
+from bot.store.locate import reading_options, report_dir
 from bot.store.tradelog import TradeLog
 from bot.tearsheet.page import write_tearsheet
 from bot.terminal import console as make_console
@@ -258,7 +258,10 @@ def _backtest(options: BacktestOptions) -> int:
     write_json(report, out / "report.json")
     render_table(report, console)
     # paths, not markup: an --out folder named `we[/ird]` failed with MarkupError
-    console.print(f"run {run_id} recorded in the trade log; report: {out / 'report.json'}", markup=False)
+    console.print(f"run {run_id} recorded in the trade log {mask_url(url)}; report: {out / 'report.json'}",
+                  markup=False)
+    console.print(f"inspect it: bot orders --run {run_id}{reading_options(options.config, options.database)}",
+                  markup=False)
     for chart in worker.wait():
         console.print(f"chart: {chart}", markup=False)
     return 0

@@ -324,3 +324,35 @@ def test_a_waiver_naming_no_loaded_series_is_refused(tmp_path):
     assert len(problems) == 2
     assert "'tqqq:2020-03-16' names 'tqqq'" in problems[0] and "it would never apply" in problems[0]
     assert "'TQQQQ'" in problems[1]
+
+
+def test_relative_paths_start_at_the_repository_for_config_and_at_the_file_elsewhere(
+        tmp_path, monkeypatch, capsys):
+    """A copy of the config in /tmp/newcomer/my.toml read data from /tmp/data and wrote
+    /tmp/var/tradelog.sqlite (its folder's parent), and the replay's "inspect it" hint
+    then showed run 1 of another trade log. Its own folder now; the hint names the log
+    and the options that read it."""
+    import shutil
+
+    from bot.config import resolve_data_dir, resolve_store_url
+    from tests.conftest import REPO
+
+    monkeypatch.delenv("BOT_DATA_DIR", raising=False)
+    monkeypatch.delenv("BOT_DATABASE_URL", raising=False)
+    mine = tmp_path / "newcomer" / "my.toml"
+    mine.parent.mkdir()
+    shutil.copy(CONFIG, mine)
+    settings = load_settings(mine)
+    assert resolve_data_dir(settings, mine) == tmp_path / "newcomer" / "data"
+    assert resolve_store_url(settings, mine) == f"sqlite:///{tmp_path / 'newcomer' / 'var' / 'tradelog.sqlite'}"
+    assert resolve_data_dir(settings, CONFIG) == REPO / "data"  # config/ in the repository
+    project = tmp_path / "project" / "config" / "x.toml"  # a project laid out the same way
+    project.parent.mkdir(parents=True)
+    shutil.copy(CONFIG, project)
+    assert resolve_data_dir(settings, project) == tmp_path / "project" / "data"
+
+    assert main(["run", "--config", str(mine), "--synthetic", "--replay", "2023-01-03:2023-01-13"]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "newcomer" / "var" / "tradelog.sqlite").is_file()
+    assert f"trade log: sqlite:///{tmp_path / 'newcomer' / 'var' / 'tradelog.sqlite'}" in out
+    assert f"bot orders --run 1 --config {mine} " in out

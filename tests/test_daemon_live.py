@@ -278,6 +278,34 @@ def test_daemon_starts_logs_its_account_and_stops_on_sigterm(tmp_path, venue):
     log.close()
 
 
+def test_sigterm_while_the_daemon_connects_ends_its_run_failed_with_the_reason(tmp_path, venue):
+    """systemd stopping the daemon while it still connects (Alpaca slow or retrying for a
+    minute): the default action killed it at once and its run stayed `running` until the
+    next start called it abandoned. It now ends failed, saying why, with exit code 143."""
+    from tests.fakes import Fault
+
+    waiting = Fault.held(process=False)
+    venue.inject("GET", "/v2/assets/{symbol}", waiting)  # the first request at the start
+    env = {**os.environ, "BOT_LOG_FORMAT": "json", "BOT_HEARTBEAT_FILE": str(tmp_path / "hb")}
+    db = f"sqlite:///{tmp_path / 'daemon.sqlite'}"
+    argv = [sys.executable, "-m", "bot", "run", "--config", str(CONFIG), "--database", db]
+    with (tmp_path / "daemon.log").open("w") as out:
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            assert waiting.answered.wait(60), (tmp_path / "daemon.log").read_text()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 143, (tmp_path / "daemon.log").read_text()[-3000:]
+        finally:
+            waiting.release()
+            if proc.poll() is None:
+                proc.kill()
+    log = TradeLog.open(db)
+    assert list(log.runs()["status"]) == ["failed"]
+    incidents = log.load_incidents(int(log.runs()["id"].iloc[0]))
+    assert incidents["message"].tolist() == ["stopped by SIGTERM while starting"]
+    log.close()
+
+
 @pytest.mark.skipif(unit_sandbox.available() is not None,
                     reason=f"no sandbox like the unit's here: {unit_sandbox.available()}")
 def test_daemon_starts_and_stops_inside_the_units_sandbox(tmp_path, venue):

@@ -53,6 +53,21 @@ def add_database_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def reading_options(config: str | Path, database: str | None) -> str:
+    """The options an inspection command needs to read the trade log a run just wrote
+    (none for the default config and no --database), for the hints printed after it."""
+    import shlex
+
+    from bot.store.engines import mask_url
+
+    given = []
+    if Path(config).resolve() != Path(default_config()).resolve():
+        given.append(f"--config {shlex.quote(str(config))}")
+    if database:
+        given.append(f"--database {shlex.quote(mask_url(database))}")
+    return "".join(f" {g}" for g in given)
+
+
 def anchor_sqlite_url(url: str, base: Path) -> str:
     """A SQLite URL with a relative file path made absolute against `base`; any other URL
     (absolute paths, in-memory, file: URIs, other backends) unchanged."""
