@@ -36,24 +36,25 @@ def register_secret(value: str) -> None:
 _URL_ENV = frozenset({"BOT_DATABASE_URL", "BOT_QUEUE_URL", "BOT_REDIS_URL"})
 
 
+#: scheme://user:PASSWORD@host, the password up to the last @ as SQLAlchemy reads it (a
+#: generated password may hold '/' or '#', where urlsplit ends the host part)
+_URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^:/@]*:(.*)@[^@]*$")
+_URL_USER = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://([^:/@]+)@[^@]*$")
+
+
 @functools.lru_cache(maxsize=64)
 def _env_secrets(name: str, value: str) -> frozenset[str]:
-    """What to mask of environment variable `name`'s `value`: the password of a URL
-    (as written and decoded), else the whole value (also a URL with a query, which may
-    carry credentials, or a password too short to mask alone)."""
-    if name in _URL_ENV:
-        from urllib.parse import unquote, urlsplit
+    """What to mask of environment variable `name`'s `value`: the password of a URL (as
+    written and decoded), or its user when it has no password (Redis takes a token
+    there), else the whole value: credentials in a query, or too short to mask alone."""
+    if name in _URL_ENV and "://" in value:
+        from urllib.parse import unquote
 
-        try:
-            parts = urlsplit(value)
-            password = parts.password
-        except ValueError:  # not a URL we can read: the whole value
-            password, parts = None, None
-        if parts is not None and parts.scheme and not parts.query:
-            if password is None:
-                return frozenset()  # no credentials in it (a SQLite path, trust auth)
-            if len(password) >= 6:
-                return frozenset({password, unquote(password)})
+        if "@" not in value and "?" not in value:
+            return frozenset()  # no credentials in it (a SQLite path, trust auth)
+        found = _URL_PASSWORD.match(value) or _URL_USER.match(value)  # a user alone may be a token
+        if found is not None and "?" not in value and len(found.group(1)) >= 6:
+            return frozenset({found.group(1), unquote(found.group(1))})
     return frozenset({value} if len(value) >= 6 else ())
 
 

@@ -11,7 +11,10 @@ import argparse
 import datetime as dt
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot.data.base import MarketData
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,8 +59,10 @@ def _cmd_suitability(args: argparse.Namespace) -> int:
     return 0
 
 
-def profile_report(config: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Backtest one robo config and its static allocation; the suitability of both."""
+def profile_report(config: Path, args: argparse.Namespace, market: MarketData | None = None
+                   ) -> dict[str, Any]:
+    """Backtest one robo config and its static allocation; the suitability of both, on
+    `market` if given (the data the API serves), else the config's data read now."""
     from bot.backtest import run_backtest, scratch_tradelog
     from bot.config import load_settings, resolve_data_dir
     from bot.data.base import RISK_FREE
@@ -73,8 +78,9 @@ def profile_report(config: Path, args: argparse.Namespace) -> dict[str, Any]:
     settings = apply_overrides(load_settings(config), options, str(config))
     if settings.strategy.kind != "factor":
         raise ConfigError(str(config), ["strategy.kind: `bot suitability` needs a factor (robo) config"])
-    data_dir = Path(args.data_dir) if args.data_dir else resolve_data_dir(settings, config)
-    market = load_history(settings, data_dir)
+    if market is None:
+        data_dir = Path(args.data_dir) if args.data_dir else resolve_data_dir(settings, config)
+        market = load_history(settings, data_dir)
     risk_free = macro_series(market, RISK_FREE)
     f = settings.factor
     static_name, static = next(

@@ -128,3 +128,78 @@ def test_a_fetch_that_brings_no_new_bar_changes_no_file_and_reloads_nothing(book
     assert book.reload_changed() == [] and book.reload_changed() == []
     assert book.get("balanced").generation == 0
     assert not list(tmp_path.glob("*/.*.tmp"))  # no temporary file left either
+
+
+def test_earlier_loads_answers_are_dropped_with_them(book, tmp_path):
+    """Each cached decision holds its load's whole market: ten reloads kept eleven loads
+    alive until the cache's 512 entries pushed them out (about 1 GB, three profiles a
+    year)."""
+    for through in ("2024-07-05", "2024-07-12", "2024-07-19"):
+        write_market(tmp_path, through)
+        book.reload_changed()
+        assert book.reload_changed() == ["balanced"]
+    generations = {generation for _name, generation, _t in book._decisions}
+    assert generations == {book.get("balanced").generation} == {3}
+
+
+def test_the_watch_outlives_a_file_it_cannot_stat(book, tmp_path):
+    """A broken link in prices/ raised out of the watch thread, which died silently: the
+    API served the old closes for good."""
+    loop = tmp_path / "prices" / "LOOP.csv"
+    loop.symlink_to(loop)
+    stop = threading.Event()
+    thread = book.watch(0.02, stop)
+    time.sleep(0.2)
+    assert thread.is_alive()
+    loop.unlink()
+    write_market(tmp_path, "2024-07-12")
+    deadline = time.monotonic() + 10
+    while book.get("balanced").latest_day < dt.date(2024, 7, 12) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stop.set()
+    assert book.get("balanced").latest_day == dt.date(2024, 7, 12)
+
+
+def test_a_data_folder_emptied_never_turns_a_profile_synthetic(book, tmp_path, capsys):
+    """A fetch from scratch removed prices/: the reload fell back to the synthetic market
+    (the default data folder does), bypassing `bot serve --allow-remote`'s refusal, and
+    the profile was never watched again."""
+    import shutil
+
+    from bot.api import profiles
+
+    real = profiles.load_profile
+
+    def as_default_folder(name, config, data_dir, synthetic, generation=0):  # no folder given
+        from bot.config import DefaultDataDir
+
+        return real(name, config, DefaultDataDir(data_dir), synthetic, generation)
+
+    served = book.decision("balanced")
+    shutil.rmtree(tmp_path / "prices")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(profiles, "load_profile", as_default_folder)
+        assert book.reload_changed() == [] and book.reload_changed() == []
+    profile = book.get("balanced")
+    assert not profile.market.synthetic and profile.data_dir == tmp_path
+    assert book.decision("balanced") is served
+    assert "holds no prices now" in capsys.readouterr().out
+    write_market(tmp_path, "2024-07-12")  # the fetch finished: served again
+    book.reload_changed()
+    assert book.reload_changed() == ["balanced"]
+
+
+def test_suitability_is_computed_on_the_data_served(book, tmp_path, monkeypatch):
+    """It read the files again: after a reload the API refused (a bad row), the
+    allocation was served from the loaded data and /suitability failed on the file."""
+    from bot import robo_cli
+
+    seen = []
+    monkeypatch.setattr(robo_cli, "profile_report",
+                        lambda config, args, market=None: seen.append(market) or {"profile": "balanced"})
+    spy = tmp_path / "prices" / "SPY.csv"
+    spy.write_text(spy.read_text() + "2024-07-01,not a number,,,,,\n")
+    book.reload_changed()
+    book.reload_changed()
+    assert book.suitability("balanced")["profile"] == "balanced"
+    assert seen == [book.get("balanced").market]

@@ -93,7 +93,8 @@ def data_files(directory: Path) -> DataFiles:
     for path in sorted([*directory.glob("prices/*.csv"), *directory.glob("macro/*.csv")]):
         try:
             st = path.stat()
-        except FileNotFoundError:
+        except OSError as exc:  # gone mid-scan, a broken link, no permission
+            found.append((f"{path.parent.name}/{path.name}", -1, exc.errno or 0))
             continue
         found.append((f"{path.parent.name}/{path.name}", st.st_size, st.st_mtime_ns))
     return tuple(found)
@@ -203,8 +204,13 @@ class ProfileBook:
             return None
 
         def loop() -> None:
+            import structlog
+
             while not stop.wait(every):
-                self.reload_changed()
+                try:
+                    self.reload_changed()
+                except Exception:  # noqa: BLE001 - the watch must outlive any one check
+                    structlog.get_logger("bot.api").exception("api.reload_check_failed")
 
         thread = threading.Thread(target=loop, name="api-data-watch", daemon=True)
         thread.start()
@@ -232,6 +238,9 @@ class ProfileBook:
             try:
                 fresh = load_profile(name, profile.config, self.data_dir, self.synthetic,
                                      generation=profile.generation + 1)
+                if fresh.market.synthetic:  # its prices/ folder is gone (a fetch from scratch)
+                    raise BotError(f"{profile.data_dir} holds no prices now; the synthetic "
+                                   "market is never served in place of real data")
                 self._decision(fresh, None)  # it decides on the new data (and it is cached)
             except Exception as exc:  # noqa: BLE001 - serving the data it has beats stopping
                 log.error("api.reload_failed", profile=name, error=f"{type(exc).__name__}: {exc}",
@@ -239,11 +248,21 @@ class ProfileBook:
                 profile.files = files  # not tried again until the files change again
                 continue
             self.profiles[name] = fresh  # one assignment: a request sees one load or the other
+            self._forget_older(name, fresh.generation)
             self._seen.pop(name, None)
             reloaded.append(name)
             log.info("api.profile_reloaded", profile=name, latest_day=fresh.latest_day.isoformat(),
                      before=profile.latest_day.isoformat())
         return reloaded
+
+    def _forget_older(self, name: str, generation: int) -> None:
+        """Drop the answers of a profile's earlier loads: no request asks for them again,
+        and each holds its whole load's market in memory."""
+        with self._lock:
+            for key in [k for k in self._decisions if k[0] == name and k[1] < generation]:
+                del self._decisions[key]
+            self._suitability = {k: v for k, v in self._suitability.items()
+                                 if k[0] != name or k[1] >= generation}
 
     def get(self, name: str) -> Profile:
         profile = self.profiles.get(name)
@@ -328,10 +347,10 @@ class ProfileBook:
                     start=None, end=None, synthetic=self.synthetic,
                     data_dir=str(self.data_dir) if self.data_dir else None,
                 )
-                report = plain(profile_report(profile.config, args))
+                report = plain(profile_report(profile.config, args, profile.market))
                 report["config"] = profile.config.name  # not the server's paths
-                self._suitability = {(name, profile.generation): report,
-                                     **{k: v for k, v in self._suitability.items() if k[0] != name}}
+                with self._lock:  # earlier loads' reports go with them (_forget_older)
+                    self._suitability[(name, profile.generation)] = report
         return report
 
 
