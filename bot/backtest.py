@@ -209,7 +209,8 @@ def run_backtest(
         progress(n, n)
     ended = fromtimestamp(close_seconds[-1], dt.UTC) if n else None
     for order in broker.cancel_pending("backtest ended before the fill day"):
-        engine.on_execution(order, None, ended or order.submitted_at)
+        # recorded only, as a replay's end records them: the run is over, no stop to arm
+        log.execution(order, None, ended or order.submitted_at)
     holdings = np.repeat(np.array(books), np.diff(book_days, append=n), axis=0)
     return BacktestResult(
         name, symbols, dates[lo:hi], np.array(equity), np.array(cash), holdings, close[lo:hi],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
+import pandas as pd
 import pytest
 
 from bot.broker.alpaca import AlpacaBroker
@@ -179,4 +180,34 @@ def test_a_stop_order_the_venue_cancels_arms_the_stop_again(tmp_path, venue):
     events = log.load_risk_events(int(log.runs()["id"].iloc[0]))
     actions = events[events["symbol"] == "TQQQ"]["action"].tolist()
     assert any(a.startswith("stop order canceled: ") and "the stop stays armed" in a for a in actions)
+    log.close()
+
+
+def test_a_stop_order_canceled_while_the_daemon_was_down_is_armed_again_at_the_next_decision(
+        tmp_path, venue):
+    """The reconciliation at a start records the cancel (not the poll): the next decision
+    finds the fund kept out by a stop the trade log holds as ended unsold, and arms it."""
+    jobs, log, clock = daemon_through(tmp_path, venue, 4)
+    trade_at_close_of(venue, CRASH)
+    venue.fill_on_submit = 0.0
+    t = open_at(DAYS[5])
+    venue.set_now(t)
+    clock.set(t)
+    assert jobs.run("open", jobs.open_job)
+    log.close()  # the daemon stops; meanwhile the venue cancels the stop's sell
+    stop = f"{PREFIX}-20241122-stop-TQQQ-sell"
+    venue.set_status(stop, "canceled")
+
+    restart = t + dt.timedelta(hours=1)
+    jobs, log, clock = daemon(tmp_path, venue, restart)  # reconciles: the cancel recorded
+    assert log.load_state(PREFIX, "paper")["stopped"] == ["TQQQ"]
+    venue.fill_on_submit = 1.0
+    trade_at_close_of(venue, DAYS[5])
+    run_session(venue, jobs, clock, DAYS[6])
+    assert any(o.data["client_order_id"].startswith(f"{PREFIX}-20241125") and o.data["symbol"] == "TQQQ"
+               for o in venue.orders)
+    log.flush()
+    events = pd.concat([log.load_risk_events(int(r)) for r in log.runs()["id"]])
+    armed = events[(events["symbol"] == "TQQQ") & events["action"].str.startswith("stop order canceled")]
+    assert len(armed) == 1
     log.close()

@@ -242,6 +242,24 @@ class TradingJobs:
             self._fills_since_close += len(fills)
             self.notify("trades", *messages.trades(fills))
 
+    def _rearm_recorded_stops(self, state: EngineState) -> None:
+        """Before a decision: a fund kept out by a stop whose order the trade log holds as
+        ended unsold, by whatever path it was recorded (the reconciliation at a start
+        catches up on a stop that expired while the daemon was down), is armed again."""
+        if not state.stopped:
+            return
+        now = self.ctx.clock.now()
+        latest = {}
+        for rec in self.ctx.tradelog.recorded_orders(self.ctx.order_prefix):
+            request = rec.order.request
+            if request.symbol in state.stopped and request.rebalance_id.endswith("-stop"):
+                latest[request.symbol] = rec.order  # oldest first: the last one stays
+        events = [e for o in latest.values() if (e := rearm_unsold_stop(state, o, now)) is not None]
+        for event in events:
+            self.ctx.tradelog.risk_event(event)
+        if events:
+            self.notify("risk", *messages.risk(events[0].day, events))
+
     def _rearm_unsold_stops(self, orders: list[Order], now: dt.datetime) -> None:
         """A stop order that ended unsold arms its stop again, as in a backtest
         (bot.engine.rearm_unsold_stop): the state is saved with the risk event."""
@@ -298,6 +316,7 @@ class TradingJobs:
         market = ctx.feed.history(decided_on)
         t = index_of_day(market, decided_on, "market data")
         engine = self.engine(market)
+        self._rearm_recorded_stops(engine.state)
         symbols = ctx.settings.symbols
         sizing = plausible_sizing_prices(
             market.prices, t, symbols, ctx.feed.sizing_prices(symbols),
