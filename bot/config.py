@@ -697,17 +697,20 @@ def _checks_between_fields(raw: dict, exc: ValidationError) -> list[str]:
     entry, overlay symbols in the universe): pydantic runs them only once every field of
     their table parses, so one typo hid them until the next try. The mapping is checked
     again without the fields already reported (their defaults stand in), and only those
-    checks' findings are kept: every problem in one pass."""
+    checks' findings are kept: every problem in one pass. A check reading a table that
+    lost a field to a default would judge the default, not the file (a quoted "0.15"
+    made "exit 0.12 >= enter 0.1"): findings about such tables, or naming the universe
+    once an entry of it was set aside, are left out."""
     import copy
 
     pruned = copy.deepcopy(raw)
-    dropped: set[str] = set()  # tables replaced by their defaults: their own findings are not
+    dropped: set[str] = set()  # tables with a field replaced by its default: no findings on them
     found: list[str] = []
     errors = exc.errors()
     for _ in range(3):  # a table's own check failing hides the checks of the whole file
         for err in errors:
             _drop(pruned, err["loc"])
-            if len(err["loc"]) == 1:
+            if err["loc"] and err["type"] != "extra_forbidden":  # an unknown key hides no value
                 dropped.add(str(err["loc"][0]))
         try:
             Settings.model_validate(pruned)
@@ -716,7 +719,8 @@ def _checks_between_fields(raw: dict, exc: ValidationError) -> list[str]:
             errors = again.errors()
             checks = [e for e in errors if e["type"] == "value_error"]
             found += [p for p in _problems(checks)
-                      if p.split(".", 1)[0].split(":", 1)[0] not in dropped]
+                      if p.split(".", 1)[0].split(":", 1)[0] not in dropped
+                      and not ("universe" in dropped and "universe" in p)]
             if all(not e["loc"] for e in errors):  # nothing left to set aside
                 break
         except Exception:  # noqa: BLE001 - a second opinion only; the first errors stand
@@ -754,7 +758,7 @@ def _read_text(path: Path) -> str:
     """The file's text, or a ConfigError naming it: a wrong path given to `bot config
     check` (a directory, a binary file) is a user's mistake, not a crash."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is no TOML error
     except FileNotFoundError:
         raise ConfigError(str(path), ["file not found"]) from None
     except IsADirectoryError:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from bot.arguments import positive_seconds
 from bot.errors import BotError, DataError, Terminated
-from bot.store.locate import REPO_ROOT, default_config, reading_options
+from bot.store.locate import REPO_ROOT, default_config, where_recorded
 
 if TYPE_CHECKING:  # heavy modules: imported inside the commands, so `bot --help` stays fast
     from bot.config import Settings
@@ -161,7 +161,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             tradelog.finish_run("failed", dt.datetime.now(dt.UTC))
             raise
         return _finish_replay(tradelog, result, market.label, stop.signal_name, f"{start}:{end}",
-                              (url, reading_options(args.config, args.database)))
+                              where_recorded(run_id, url, args.config, args.database))
 
 
 @contextmanager
@@ -207,11 +207,11 @@ def _replay_market(
 
 def _finish_replay(
     tradelog: TradeLog, result: ReplayResult, label: str, signal_name: str | None, span: str,
-    where: tuple[str, str],
+    where: list[str],
 ) -> int:
     """Mark the run, print what it did, and return the exit code: 0 only for a replay
-    that covered its span with every job succeeding. `where`: the trade log's URL and the
-    options that read it."""
+    that covered its span with every job succeeding. `where`: the lines saying where it
+    was recorded (bot.store.locate.where_recorded)."""
     import structlog
 
     from bot.daemon.replay import describe_failures
@@ -234,7 +234,7 @@ def _finish_replay(
     ok = not result.interrupted and not result.failures
     tradelog.finish_run("finished" if ok else "failed", dt.datetime.now(dt.UTC), summary=summary)
     tradelog.close()
-    _print_replay(run_id, summary, result, signal_name, *where)
+    _print_replay(run_id, summary, result, signal_name, where)
     if result.interrupted:
         log.info("stopped")
         return _interrupted_exit_code(signal_name)
@@ -268,13 +268,11 @@ def _replay_summary(
 
 
 def _print_replay(
-    run_id: int, summary: dict, result: ReplayResult, signal_name: str | None, url: str,
-    options: str,
+    run_id: int, summary: dict, result: ReplayResult, signal_name: str | None, where: list[str]
 ) -> None:
-    """What the replay did, and how to read it (`options`: what the commands need to
-    find its trade log, which is named, as the run ids of two logs look alike)."""
+    """What the replay did, and how to read it (`where`: its trade log named, with the
+    options that read it, as the run ids of two logs look alike)."""
     from bot.daemon.replay import describe_failures
-    from bot.store.engines import mask_url
 
     final = summary["final_equity"]
     equity = f"final equity {final:,.2f}" if final is not None else "no equity recorded"
@@ -287,9 +285,8 @@ def _print_replay(
     if result.failures:
         print(f"FAILED: {describe_failures(result)}; run {run_id} is marked failed "
               "(each error is in the log above and stored as an incident)")
-    print(f"trade log: {mask_url(url)}")
-    print(f"inspect it: bot orders --run {run_id}{options} / bot equity --run {run_id}{options} / "
-          f"bot report --run {run_id}{options}")
+    for line in where:
+        print(line)
 
 
 @contextmanager
@@ -301,14 +298,16 @@ def _trading_session(args: argparse.Namespace, trades: bool = True) -> Iterator:
     (`bot once` without --execute) sends nothing, so it may look while the daemon runs."""
     from bot.daemon.instance import InstanceLock, close_abandoned_runs
     from bot.daemon.live import build_live, instance_name
+    from bot.daemon.live_feed import require_fred_key
     from bot.notify.sender import check_urls
-    from bot.secrets import SecretsError, load_credentials, load_endpoints
+    from bot.secrets import SecretsError, load_credentials, load_endpoints, load_fred_key
 
-    load_endpoints(live=args.live)  # refuse live without confirmation before anything else
+    endpoints = load_endpoints(live=args.live)  # refuse live without confirmation first
     try:
         load_credentials()
     except SecretsError as exc:
         raise SecretsError(f"{exc}. Without keys, try: bot run --replay 2023-01-03:2024-12-31") from None
+    require_fred_key(endpoints.fred_url, load_fred_key())  # before a run is recorded
     check_urls()  # a typo in BOT_NOTIFY_URLS stops here, before a run is recorded
     _config, settings, tradelog, _url, runner = _open(args)
     mode = "live" if args.live else "paper"

@@ -40,7 +40,7 @@ from bot.report import RunSeries, build_report, make_dir, render_table, write_ch
 from bot.store.abandoned import close_dead_runs
 from bot.store.engines import mask_url
 from bot.store.holder import this_process
-from bot.store.locate import reading_options, report_dir
+from bot.store.locate import report_dir, where_recorded
 from bot.store.tradelog import TradeLog
 from bot.tearsheet.page import write_tearsheet
 from bot.terminal import console as make_console
@@ -189,6 +189,7 @@ def _backtest(options: BacktestOptions) -> int:
     console = make_console()
     settings = apply_overrides(load_settings(options.config), options, str(options.config))
     data_dir = options.data_dir or resolve_data_dir(settings, options.config)
+    url = options.database or resolve_store_url(settings, options.config)  # a bad one: before the data
     with long_lived():
         market = load_history(settings, data_dir, backtest_extras(settings))
     # The user's input is checked before a run is recorded: a span outside the data or an
@@ -198,7 +199,6 @@ def _backtest(options: BacktestOptions) -> int:
     warn_unpriced(settings.symbols, traded.close, traded.dates, lo, hi)
     if options.out is not None:
         make_dir(options.out)
-    url = options.database or resolve_store_url(settings, options.config)
     tradelog = TradeLog.open(url)
     run_id = start_run(tradelog, settings, "backtest", market.label, market.synthetic)
     # The factor model has no `weighting`: name its profile instead (report meta, log).
@@ -258,10 +258,9 @@ def _backtest(options: BacktestOptions) -> int:
     write_json(report, out / "report.json")
     render_table(report, console)
     # paths, not markup: an --out folder named `we[/ird]` failed with MarkupError
-    console.print(f"run {run_id} recorded in the trade log {mask_url(url)}; report: {out / 'report.json'}",
-                  markup=False)
-    console.print(f"inspect it: bot orders --run {run_id}{reading_options(options.config, options.database)}",
-                  markup=False)
+    console.print(f"run {run_id}: report {out / 'report.json'}", markup=False)
+    for line in where_recorded(run_id, url, options.config, options.database):
+        console.print(line, markup=False)
     for chart in worker.wait():
         console.print(f"chart: {chart}", markup=False)
     return 0

@@ -104,6 +104,10 @@ def load_credentials(
     the file."""
     env = os.environ if env is None else env
     values = {k: env[k].strip() for k in (key_var, secret_var) if env.get(k, "").strip()}
+    for name, value in values.items():  # as the secrets file refuses them: a 401 later
+        if value[:1] in ("'", '"') or value[-1:] in ("'", '"') or any(c.isspace() for c in value):
+            raise SecretsError(f"{name} holds quotes or spaces (copied with them?); expected "
+                               "the key alone, as Alpaca shows it")
     path = env.get(SECRETS_FILE_VAR, "").strip()
     if len(values) < 2 and path:
         from_file = read_secrets_file(Path(path))
@@ -146,6 +150,9 @@ def read_secrets_file(path: Path) -> dict[str, str]:
         mode = path.stat().st_mode
     except OSError as exc:
         raise SecretsError(f"secrets file {path} cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):  # a folder's mode would draw a chmod advice that cannot help
+        raise SecretsError(f"secrets file {path} is not a file (a directory?); expected a "
+                           "file of KEY=VALUE lines")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise SecretsError(
             f"secrets file {path} is accessible by group or others "
@@ -153,8 +160,11 @@ def read_secrets_file(path: Path) -> dict[str, str]:
         )
     try:
         text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not part of a key
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SecretsError(f"secrets file {path} cannot be read: {type(exc).__name__}") from None
+    except UnicodeDecodeError:
+        raise SecretsError(f"secrets file {path} is not UTF-8 text (saved as UTF-16?); "
+                           "expected KEY=VALUE lines in UTF-8") from None
+    except OSError as exc:
+        raise SecretsError(f"secrets file {path} cannot be read: {exc.strerror or type(exc).__name__}") from None
     values = _parse_lines(path, text)
     from bot.logs import register_secret
 

@@ -377,3 +377,27 @@ def test_bot_run_refuses_flags_it_would_ignore(capsys, args, message) -> None:
     assert main(["run", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_a_bad_database_url_in_the_environment_is_named_before_the_data(monkeypatch, capsys, tmp_path):
+    """"'***' is not a database URL", after the data was loaded: the value is masked
+    whole, so nothing said it came from BOT_DATABASE_URL."""
+    import bot.runner
+
+    monkeypatch.setenv("BOT_DATABASE_URL", "hello world")
+    monkeypatch.setattr(bot.runner, "load_history", lambda *a, **k: pytest.fail("data loaded first"))
+    code, _, err = run_cli(capsys, "backtest", "--config", str(CONFIG), "--synthetic", "--no-charts",
+                           "--out", str(tmp_path / "out"))
+    assert code == 2
+    assert "error: BOT_DATABASE_URL (from the environment): '***' is not a database URL" in err
+
+
+def test_a_run_kept_in_memory_says_nothing_of_it_is_kept(capsys, tmp_path):
+    """It said "run 1 recorded in the trade log" and how to inspect it, which nothing could."""
+    code, out, _ = run_cli(capsys, "backtest", "--config", str(CONFIG), "--synthetic", "--no-charts",
+                           "--no-benchmarks", "--start", "2020-01-02", "--end", "2020-02-28",
+                           "--database", "sqlite://", "--out", str(tmp_path / "out"))
+    assert code == 0
+    flat = " ".join(out.split())
+    assert "run 1 was kept in an in-memory trade log (sqlite://): nothing of it is left" in flat
+    assert "inspect it" not in flat

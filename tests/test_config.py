@@ -111,6 +111,37 @@ def test_checks_between_fields_are_reported_with_the_field_errors(tmp_path):
     assert len(problems) == len(set(problems)) == 4
 
 
+@pytest.mark.parametrize(("edits", "reported"), [
+    ([("drawdown_enter = 0.10", 'drawdown_enter = "0.15"'), ("drawdown_exit = 0.05", "drawdown_exit = 0.12")],
+     "risk.drawdown_enter"),
+    ([("vix_uncertainty = 35.0", 'vix_uncertainty = "45"'), ("vix_transition = 25.0", "vix_transition = 40")],
+     "regime.vix_uncertainty"),
+    ([("TQQQ = { leverage = 3, weight = 0.20,", 'TQQQ = { leverage = 3, weight = "0.20",')],
+     "universe.TQQQ.weight"),
+])
+def test_a_value_set_aside_is_not_judged_again_as_its_default(tmp_path, edits, reported):
+    """A quoted "0.15" was reported, and then "drawdown_exit must be below drawdown_enter
+    (got exit 0.12 >= enter 0.1)": the check judged the default standing in for it (and
+    "weights must sum to 1, got 0.8" for a quoted weight)."""
+    text = CONFIG.read_text()
+    for old, changed in edits:
+        assert old in text
+        text = text.replace(old, changed, 1)
+    path = tmp_path / "x.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    problems = err.value.problems
+    assert len(problems) == 1 and problems[0].startswith(reported), problems
+
+
+def test_a_config_saved_with_a_byte_order_mark_reads_as_toml(tmp_path):
+    """A Windows editor's BOM, invisible there, was "not valid TOML ... line 1, column 1"."""
+    path = tmp_path / "bom.toml"
+    path.write_bytes(CONFIG.read_bytes().decode().encode("utf-8-sig"))
+    assert load_settings(path).symbols == load_settings(CONFIG).symbols
+
+
 def test_drawdown_exit_must_sit_below_the_entry(tmp_path):
     path = write(tmp_path, """
         [universe]

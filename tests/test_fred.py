@@ -255,3 +255,32 @@ def test_a_live_feed_on_fred_itself_needs_the_api_key():
         feed(FRED_URL + "/")
     assert feed(FRED_URL, "a" * 32).fred_api_key == "a" * 32
     assert feed("http://127.0.0.1:8099").fred_api_key is None
+
+
+@pytest.mark.parametrize("key", [None, '"ABCDEF"'])
+def test_a_daemon_without_a_usable_fred_key_is_refused_before_it_records_a_run(
+        tmp_path, monkeypatch, capsys, key):
+    """The key was read inside the start, after the run was recorded: each refused start
+    left a failed paper run and a start_failed incident, as the Alpaca keys never do."""
+    from bot.cli import main
+    from bot.store.tradelog import TradeLog
+
+    monkeypatch.setenv("APCA_API_KEY_ID", "PKTESTKEY0000000")
+    monkeypatch.setenv("APCA_API_SECRET_KEY", "s" * 40)
+    monkeypatch.delenv("BOT_FRED_URL", raising=False)
+    monkeypatch.delenv("BOT_SECRETS_FILE", raising=False)
+    # were it to get further, only 127.0.0.1 (a closed port) is ever asked; FRED's own
+    # URL stays, since a keyless start is refused only there
+    monkeypatch.setenv("APCA_API_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("APCA_API_DATA_URL", "http://127.0.0.1:9")
+    if key is None:
+        monkeypatch.delenv("FRED_API_KEY", raising=False)
+    else:
+        monkeypatch.setenv("FRED_API_KEY", key)
+    db = tmp_path / "log.sqlite"
+    assert main(["run", "--database", f"sqlite:///{db}"]) == 2
+    assert "FRED_API_KEY" in capsys.readouterr().err
+    if db.exists():
+        log = TradeLog.open_readonly(f"sqlite:///{db}")
+        assert log.runs().empty
+        log.close()

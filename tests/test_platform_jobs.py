@@ -883,18 +883,37 @@ def test_the_token_bucket_spaces_requests_at_its_rate(ctx):
 
 
 @pytest.mark.parametrize(("env", "message"), [
-    ({"BOT_BROKER_REQUESTS_PER_MINUTE": "fast"}, "BOT_BROKER_REQUESTS_PER_MINUTE: expected a number > 0, got 'fast'"),
+    ({"BOT_BROKER_REQUESTS_PER_MINUTE": "fast"}, "BOT_BROKER_REQUESTS_PER_MINUTE: expected a number > 0 and <= 1e+06, got 'fast'"),
     ({"BOT_BROKER_REQUESTS_PER_MINUTE": "0"}, "expected a number > 0"),
     ({"BOT_PLATFORM_RETRIES": "2.5"}, "BOT_PLATFORM_RETRIES: expected a whole number >= 0"),
     ({"BOT_PLATFORM_NAME": "my platform"}, "BOT_PLATFORM_NAME: expected 1-40 letters"),
     ({"BOT_QUEUE_NAME": "a b"}, "BOT_QUEUE_NAME: expected letters"),
-    ({"BOT_PLATFORM_LEASE": "0.000001"}, "BOT_PLATFORM_LEASE: expected at least 90 seconds"),
+    ({"BOT_PLATFORM_LEASE": "0.000001"}, "BOT_PLATFORM_LEASE: expected 90 to 86400 seconds"),
+    # a lease past timedelta's range passed the start, then failed every task
+    ({"BOT_PLATFORM_LEASE": "1e14"}, "BOT_PLATFORM_LEASE: expected 90 to 86400 seconds"),
+    ({"BOT_PLATFORM_LEASE": "nan"}, "BOT_PLATFORM_LEASE: expected 90 to 86400 seconds"),
+    ({"BOT_PLATFORM_RETRY_DELAY": "100", "BOT_PLATFORM_RETRY_MAX_DELAY": "1"},
+     "BOT_PLATFORM_RETRY_DELAY 100 must not exceed BOT_PLATFORM_RETRY_MAX_DELAY 1"),
+    ({"BOT_BROKER_BURST": "1e30"}, "BOT_BROKER_BURST: expected a whole number > 0 and <= 1e+06"),
+    ({"BOT_PLATFORM_RETRIES": "1e9"}, "BOT_PLATFORM_RETRIES: expected a whole number >= 0 and <= 100"),
+    # a malformed queue or Redis URL: a traceback from Celery, or a client retrying a
+    # host named "not%20a%20url" for ever; the password stays out of the message
+    ({"BOT_QUEUE_URL": "amqp://guest:s3cretPW99@127.0.0.1:notaport//"},
+     "BOT_QUEUE_URL: expected amqp://user:password@host:5672/vhost (or amqps://), got "
+     "'amqp://guest:***@127.0.0.1:notaport//'"),
+    ({"BOT_QUEUE_URL": "http://127.0.0.1:9/"}, "BOT_QUEUE_URL: expected amqp://"),
+    ({"BOT_QUEUE_URL": "not a url"}, "BOT_QUEUE_URL: expected amqp://"),
+    ({"BOT_REDIS_URL": "garbage"}, "BOT_REDIS_URL: expected redis://:password@host:6379/0"),
+    ({"BOT_REDIS_URL": "redis://:s3cretPW99@redis:notaport/0"}, "'redis://:***@redis:notaport/0'"),
     ({"BOT_PLATFORM_DATA": "alpacaa"}, "BOT_PLATFORM_DATA: expected alpaca, synthetic or a "
                                        "directory of CSV files, got 'alpacaa'"),
 ])
 def test_bad_settings_are_named(env, message):
-    with pytest.raises(BotError, match=message):
+    import re
+
+    with pytest.raises(BotError, match=re.escape(message)) as refused:
         PlatformSettings.from_env(env)
+    assert "s3cretPW99" not in str(refused.value)
 
 
 @pytest.mark.parametrize("data", ["synthetic", "."])

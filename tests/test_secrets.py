@@ -89,6 +89,28 @@ def test_group_readable_file_is_refused(tmp_path):
     assert "644" in str(caught.value) and SECRET not in str(caught.value)
 
 
+def test_a_secrets_file_that_is_a_folder_or_not_utf8_is_named_for_what_it_is(tmp_path):
+    """A folder (mode 755) drew "run: chmod 600", which cannot help; a UTF-16 file was
+    "cannot be read: UnicodeDecodeError"."""
+    folder = tmp_path / "secrets"
+    folder.mkdir(mode=0o755)
+    with pytest.raises(SecretsError, match="is not a file .a directory.*KEY=VALUE"):
+        load_credentials({"BOT_SECRETS_FILE": str(folder)})
+    utf16 = write_secrets(tmp_path / "s.env", "", 0o600)
+    utf16.write_bytes(f"APCA_API_KEY_ID={KEY_ID}\n".encode("utf-16"))
+    with pytest.raises(SecretsError, match="is not UTF-8 text"):
+        load_credentials({"BOT_SECRETS_FILE": str(utf16)})
+
+
+@pytest.mark.parametrize("key", [f"'{KEY_ID}'", f'"{KEY_ID}', f"{KEY_ID} x"])
+def test_keys_with_quotes_or_spaces_from_the_environment_are_refused(key):
+    """The secrets file refused them; from the environment they went to Alpaca, quotes
+    and all, and came back a 401 the user had to puzzle out."""
+    with pytest.raises(SecretsError, match="APCA_API_KEY_ID holds quotes or spaces") as caught:
+        load_credentials({"APCA_API_KEY_ID": key, "APCA_API_SECRET_KEY": SECRET})
+    assert KEY_ID not in str(caught.value)
+
+
 def test_malformed_line_is_named_by_number_not_content(tmp_path):
     path = write_secrets(tmp_path / "s.env", f"APCA_API_KEY_ID={KEY_ID}\n{SECRET}\n")
     with pytest.raises(SecretsError, match="line 2: expected KEY=VALUE") as caught:

@@ -34,6 +34,17 @@ log = structlog.get_logger(__name__)
 REFETCH_DAYS = 366
 
 
+def require_fred_key(fred_url: str, fred_api_key: str | None) -> None:
+    """Refuse to read the macro series from FRED itself without an API key: every download
+    would fail (HTTP 403) and each job fall back to the stored series, with a warning
+    only, so the regime would never be decided again. A mirror may serve them keyless."""
+    if fred_api_key is None and base_url(fred_url) == base_url(FRED_URL):
+        raise SecretsError(
+            f"{FRED_API_KEY_VAR} is not set: the macro series come from FRED, which "
+            f"refuses its keyless download to scripts (HTTP 403 since 2026-05); {KEY_HINT}"
+        )
+
+
 class AlpacaFeed:
     """MarketFeed over Alpaca bars and FRED series, downloaded afresh on every call."""
 
@@ -60,13 +71,8 @@ class AlpacaFeed:
         self.fred_policy = fred_policy
         self.fred_api_key = fred_api_key  # None: FRED's CSV download (refused since 2026-05)
         self.fred_api_url = fred_api_url
-        if fred_api_key is None and macro_names and base_url(fred_url) == base_url(FRED_URL):
-            # Every download would fail (HTTP 403) and each job fall back to the stored
-            # series, with a warning only: the regime would never be decided again.
-            raise SecretsError(
-                f"{FRED_API_KEY_VAR} is not set: the macro series come from FRED, which "
-                f"refuses its keyless download to scripts (HTTP 403 since 2026-05); {KEY_HINT}"
-            )
+        if macro_names:
+            require_fred_key(fred_url, fred_api_key)
 
     def history(self, through: dt.date) -> MarketData:
         """Bars through `through` (a later partial bar is dropped) and the macro series

@@ -77,25 +77,32 @@ class PlatformSettings:
         queue paper workers read was dropped by them, and the two shared account locks
         and the request budget."""
         env = os.environ if env is None else env
-        rate = _number(env, "BOT_BROKER_REQUESTS_PER_MINUTE", DEFAULT_REQUESTS_PER_MINUTE)
+        rate = _number(env, "BOT_BROKER_REQUESTS_PER_MINUTE", DEFAULT_REQUESTS_PER_MINUTE,
+                       top=1_000_000)
         default_burst = max(1, math.floor(rate / 60.0))
         name = env.get("BOT_PLATFORM_NAME", "platform")
         if not _NAME.fullmatch(name):
             raise BotError(
                 f"BOT_PLATFORM_NAME: expected 1-40 letters, digits or _, got {name!r}"
             )
+        retry_delay = _number(env, "BOT_PLATFORM_RETRY_DELAY", 2.0, top=3600)
+        retry_max_delay = _number(env, "BOT_PLATFORM_RETRY_MAX_DELAY", 60.0, top=86_400)
+        if retry_delay > retry_max_delay:
+            raise BotError(f"BOT_PLATFORM_RETRY_DELAY {retry_delay:g} must not exceed "
+                           f"BOT_PLATFORM_RETRY_MAX_DELAY {retry_max_delay:g}")
         return cls(
-            # the environment, else the secrets file (their passwords)
-            queue_url=setting("BOT_QUEUE_URL", env) or DEFAULT_QUEUE_URL,
+            # the environment, else the secrets file (their passwords); checked now, so a
+            # typo stops the command here rather than in a client that retries for ever
+            queue_url=_queue_url(setting("BOT_QUEUE_URL", env) or DEFAULT_QUEUE_URL),
             queue_name=_queue_name(env.get("BOT_QUEUE_NAME") or ("leverbot-live" if live else "leverbot")),
-            redis_url=setting("BOT_REDIS_URL", env) or DEFAULT_REDIS_URL,
+            redis_url=_redis_url(setting("BOT_REDIS_URL", env) or DEFAULT_REDIS_URL),
             requests_per_minute=rate,
-            burst=int(_number(env, "BOT_BROKER_BURST", default_burst, whole=True)),
-            max_retries=int(_number(env, "BOT_PLATFORM_RETRIES", 5, whole=True, zero=True)),
-            retry_delay=_number(env, "BOT_PLATFORM_RETRY_DELAY", 2.0),
-            retry_max_delay=_number(env, "BOT_PLATFORM_RETRY_MAX_DELAY", 60.0),
+            burst=int(_number(env, "BOT_BROKER_BURST", default_burst, whole=True, top=1_000_000)),
+            max_retries=int(_number(env, "BOT_PLATFORM_RETRIES", 5, whole=True, zero=True, top=100)),
+            retry_delay=retry_delay,
+            retry_max_delay=retry_max_delay,
             lease_seconds=_lease(env),
-            http_retry_delay=_number(env, "BOT_HTTP_RETRY_DELAY", 0.5),
+            http_retry_delay=_number(env, "BOT_HTTP_RETRY_DELAY", 0.5, top=60),
             name=name,
             data=_data_source(env, live),
             sell_outside_profile=_yes_no(env, "BOT_PLATFORM_SELL_OUTSIDE", True),
@@ -108,12 +115,50 @@ class PlatformSettings:
 MIN_LEASE_SECONDS = 90.0
 
 
+#: the longest: a worker that died keeps its accounts locked this long
+MAX_LEASE_SECONDS = 86_400.0
+
+
 def _lease(env: Mapping[str, str]) -> float:
-    lease = _number(env, "BOT_PLATFORM_LEASE", 300.0)
-    if lease < MIN_LEASE_SECONDS:
-        raise BotError(f"BOT_PLATFORM_LEASE: expected at least {MIN_LEASE_SECONDS:g} seconds (a "
-                       f"task's broker calls must fit in the account lock), got {lease:g}")
+    text = env.get("BOT_PLATFORM_LEASE")
+    expected = (f"BOT_PLATFORM_LEASE: expected {MIN_LEASE_SECONDS:g} to {MAX_LEASE_SECONDS:g} "
+                "seconds (a task's broker calls must fit in the account lock; a dead worker's "
+                "accounts stay locked that long)")
+    if text is None or not text.strip():
+        return 300.0
+    try:
+        lease = float(text)
+    except ValueError:
+        raise BotError(f"{expected}, got {text!r}") from None
+    if not MIN_LEASE_SECONDS <= lease <= MAX_LEASE_SECONDS:  # NaN too
+        raise BotError(f"{expected}, got {text!r}")
     return lease
+
+
+def _queue_url(url: str) -> str:
+    """BOT_QUEUE_URL as kombu reads it: amqp:// or amqps://, a host, a port if any."""
+    from kombu.utils.url import parse_url
+
+    expected = "expected amqp://user:password@host:5672/vhost (or amqps://)"
+    try:
+        parts = parse_url(url)
+    except ValueError as exc:
+        raise BotError(f"BOT_QUEUE_URL: {expected}, got {masked_url(url)!r} ({exc})") from None
+    if parts["transport"] not in ("amqp", "amqps", "pyamqp") or not (parts["hostname"] or "").strip():
+        raise BotError(f"BOT_QUEUE_URL: {expected}, got {masked_url(url)!r}")
+    return url
+
+
+def _redis_url(url: str) -> str:
+    """BOT_REDIS_URL as redis-py reads it (redis://, rediss:// or unix://), parsed now."""
+    import redis
+
+    try:
+        redis.ConnectionPool.from_url(url)
+    except ValueError as exc:
+        raise BotError(f"BOT_REDIS_URL: expected redis://:password@host:6379/0 (or rediss://, "
+                       f"unix://), got {masked_url(url)!r} ({exc})") from None
+    return url
 
 
 def _data_source(env: Mapping[str, str], live: bool) -> str:
@@ -141,19 +186,21 @@ def _yes_no(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 def _number(
-    env: Mapping[str, str], name: str, default: float, *, whole: bool = False, zero: bool = False
+    env: Mapping[str, str], name: str, default: float, *, whole: bool = False, zero: bool = False,
+    top: float = math.inf,
 ) -> float:
-    """A positive number (or whole number) from the environment; `zero` allows 0."""
+    """A positive number (or whole number) from the environment, at most `top`; `zero`
+    allows 0."""
     text = env.get(name)
     if text is None or not text.strip():
         return default
     kind = "a whole number" if whole else "a number"
-    bound = ">= 0" if zero else "> 0"
+    bound = (">= 0" if zero else "> 0") + (f" and <= {top:g}" if top < math.inf else "")
     try:
         value = float(text)
     except ValueError:
         raise BotError(f"{name}: expected {kind} {bound}, got {text!r}") from None
-    if not math.isfinite(value) or value < 0 or (value == 0 and not zero) or (
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero) or value > top or (
         whole and value != int(value)
     ):
         raise BotError(f"{name}: expected {kind} {bound}, got {text!r}")

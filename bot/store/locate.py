@@ -53,6 +53,27 @@ def add_database_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def in_memory(url: str) -> bool:
+    """An in-memory SQLite trade log: nothing of it outlives the command."""
+    from bot.store.engines import parse_database_url, sqlite_file
+
+    return parse_database_url(url).get_backend_name() == "sqlite" and sqlite_file(url) is None
+
+
+def where_recorded(run_id: int, url: str, config: str | Path, database: str | None) -> list[str]:
+    """The lines a command that recorded run `run_id` prints about it: the trade log and
+    how to read it again (an in-memory one: that nothing of it is kept)."""
+    from bot.store.engines import mask_url
+
+    if in_memory(url):
+        return [f"run {run_id} was kept in an in-memory trade log ({mask_url(url)}): nothing of it "
+                "is left now the command ended; give --database sqlite:///FILE to keep it"]
+    options = reading_options(config, database)
+    return [f"trade log: {mask_url(url)}",
+            f"inspect it: bot orders --run {run_id}{options} / bot equity --run {run_id}{options} / "
+            f"bot report --run {run_id}{options}"]
+
+
 def reading_options(config: str | Path, database: str | None) -> str:
     """The options an inspection command needs to read the trade log a run just wrote
     (none for the default config and no --database), for the hints printed after it."""
@@ -85,10 +106,21 @@ def env_store_url() -> str | None:
     read. A relative SQLite path in it is taken
     from the working directory, like BOT_DATA_DIR and --database: every command (backtest,
     run, inspection, report, db) then opens the same file."""
+    import os
+
+    from bot.errors import BotError
     from bot.secrets import setting
+    from bot.store.engines import parse_database_url
 
     url = setting("BOT_DATABASE_URL")  # the environment, else the secrets file
-    return anchor_sqlite_url(url, Path.cwd()) if url else None
+    if not url:
+        return None
+    try:
+        parse_database_url(url)
+    except BotError as exc:  # which setting: the value itself may be masked whole
+        where = "the environment" if os.environ.get("BOT_DATABASE_URL") else "the secrets file"
+        raise BotError(f"BOT_DATABASE_URL (from {where}): {exc}") from None
+    return anchor_sqlite_url(url, Path.cwd())
 
 
 def database_url(config: str | Path, database: str | None) -> str:
