@@ -223,6 +223,8 @@ class Engine:
         self.log.execution(order, fill, at)
         if fill is not None:
             self._filled_since_snapshot = True
+        if not self.state.stopped:  # no fund out for a stop (nearly every order): none to arm
+            return
         event = rearm_unsold_stop(self.state, order, at)
         if event is not None:
             self.log.risk_event(event)
@@ -622,8 +624,10 @@ def rearm_unsold_stop(state: EngineState, order: Order, at: dt.datetime) -> Risk
     the position below its stop. Backtests (Engine.on_execution) and the daemon (its
     record of each poll's updates) both apply it."""
     request = order.request
-    if not (order.status.is_final and request.side is Side.SELL
-            and request.rebalance_id.endswith("-stop") and request.symbol in state.stopped
+    # The fund being out for a stop first: nearly always false (every rebalance order of
+    # a backtest asks), and the cheapest test; the status and side tests cost more.
+    if not (request.symbol in state.stopped and order.status.is_final
+            and request.side is Side.SELL and request.rebalance_id.endswith("-stop")
             and order.filled_quantity < request.quantity - 1e-9):
         return None
     state.stopped.discard(request.symbol)

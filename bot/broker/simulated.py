@@ -119,7 +119,14 @@ class SimulatedBroker:
         pending = sorted(self._pending, key=lambda o: o.request.side is _BUY)
         self._pending = []
         quotes = prices.tolist()  # floats: one conversion, not one numpy read per order
-        return [self._fill_one(order, quotes, now) for order in pending]
+        # The holdings as floats too, written back once (a numpy element read and written
+        # per order cost more than the fill's arithmetic); written back even if a fill
+        # raised, so the shares always match the cash already moved.
+        book = self.shares.tolist()
+        try:
+            return [self._fill_one(order, quotes, book, now) for order in pending]
+        finally:
+            self.shares[:] = book
 
     def cancel(self, client_order_id: str, reason: str = "canceled by request") -> Order | None:
         """Cancel one pending order; None if it is not pending."""
@@ -140,8 +147,9 @@ class SimulatedBroker:
         return cancelled
 
     def _fill_one(
-        self, order: Order, prices: list[float], now: dt.datetime
+        self, order: Order, prices: list[float], book: list[float], now: dt.datetime
     ) -> tuple[Order, Fill | None]:
+        """Fill one order at `prices`, moving the cash and `book` (the shares, as floats)."""
         req = order.request
         i = self._index[req.symbol]
         ref = prices[i]
@@ -150,7 +158,7 @@ class SimulatedBroker:
             order.status_message = "no price on the fill day"
             return order, None
         slip = self._slip
-        held = float(self.shares[i])  # one read: numpy scalar arithmetic is the slow part
+        held = book[i]
         selling = req.side is _SELL
         if selling:
             price = ref * (1.0 - slip)
@@ -177,7 +185,7 @@ class SimulatedBroker:
         else:
             held += qty
             self._cash -= notional + commission
-        self.shares[i] = 0.0 if abs(held) < 1e-12 else held
+        book[i] = 0.0 if abs(held) < 1e-12 else held
         short = qty < req.quantity - 1e-9
         # A day order filled in part is done: the rest expires, as at Alpaca.
         order.status = _EXPIRED if short else _FILLED

@@ -61,17 +61,20 @@ FILLS, EQUITY, POSITIONS, INCIDENTS = _T["fills"], _T["equity"], _T["positions"]
 STRATEGY_STATE, MACRO = _T["strategy_state"], _T["macro_observations"]
 
 
-# Stored text of each status, side and regime. A dict lookup, because OrderStatus(x).value costs
-# ~0.75 us and a backtest records it for every order twice; an unknown value still fails
-# through OrderStatus() below with the enum's own message.
-_STATUS_TEXT: dict[str, str] = {s: s.value for s in OrderStatus}
+class _StatusTexts(dict[str, str]):
+    """Stored text of each status, by a subscript: a backtest records one for every
+    order twice, and a helper function's call costs more than the lookup. A value that
+    is no status still fails through OrderStatus() with the enum's own message."""
+
+    def __missing__(self, status: str) -> str:
+        return OrderStatus(status).value
+
+
+# Stored text of each status, side and regime. A dict lookup, because OrderStatus(x).value
+# costs ~0.75 us.
+_STATUS_TEXT = _StatusTexts({s: s.value for s in OrderStatus})
 _SIDE_TEXT: dict[str, str] = {s: s.value for s in Side}
 _REGIME_TEXT: dict[Regime | None, str | None] = {None: None, **{r: r.value for r in Regime}}
-
-
-def _status_text(status: OrderStatus | str) -> str:
-    text = _STATUS_TEXT.get(status)
-    return text if text is not None else OrderStatus(status).value
 
 
 # The buffers' rows: tuples (a list for an order, whose status may change before the
@@ -417,14 +420,14 @@ class TradeLog(TradeLogReaders):
             _check_aware(o.submitted_at, "orders.submitted_at")
         if cid in self._orders or cid in self._order_ids:
             log.warning("tradelog.order_recorded_again", client_order_id=cid,
-                        status=_status_text(o.status))
+                        status=_STATUS_TEXT[o.status])
             self.order_status(
                 cid, o.status, o.submitted_at, message=o.status_message,
                 filled_quantity=o.filled_quantity, average_price=o.average_price,
                 broker_order_id=o.broker_order_id,
             )
             return
-        status = _status_text(o.status)
+        status = _STATUS_TEXT[o.status]
         self._order_accounts[cid] = self.account_id
         self._orders[cid] = [
             run_id, self.account_id, cid, o.broker_order_id, req.rebalance_id, req.symbol,
@@ -475,7 +478,7 @@ class TradeLog(TradeLogReaders):
     ) -> None:
         if at.tzinfo is not dt.UTC:
             _check_aware(at, "order_events.at")
-        status_value = _status_text(status)
+        status_value = _STATUS_TEXT[status]
         buffered = self._orders.get(client_order_id)
         if buffered is not None:  # not yet written (every backtest order): set in place
             buffered[_STATUS], buffered[_UPDATED_AT] = status_value, at
