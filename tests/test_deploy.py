@@ -101,6 +101,9 @@ def test_compose_runs_the_platform_beside_the_same_postgres():
     assert "bot db upgrade" in " ".join(scheduler["command"])
     assert workers["command"][:2] == ["bot", "worker"] and workers["deploy"]["replicas"] == 2
     assert api["command"][:2] == ["bot", "serve"] and "--allow-remote" in api["command"]
+    # behind the host's proxy (via Docker's bridge): the client's address is the proxy's
+    # X-Forwarded-For, or one failed-key budget covered every client
+    assert api["command"][api["command"].index("--forwarded-allow-ips") + 1] == "*"
     assert api["ports"] == ["127.0.0.1:8000:8000"]
     # it serves real data, fetched into a volume before it starts and every hour after
     # (reloaded as it changes), never a synthetic market
