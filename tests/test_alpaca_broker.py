@@ -583,3 +583,17 @@ def test_the_venue_status_note_is_cleared_once_the_statuses_agree(fake, broker):
     [(seen, fill)] = broker.poll(fake.now)
     assert seen.status is OrderStatus.FILLED and fill.quantity == 7.0
     assert seen.status_message == ""  # "" clears it in the trade log
+
+
+@pytest.mark.parametrize(("answer", "reason"), [
+    ({}, None),
+    ({"trading_blocked": True}, "Alpaca reports trading_blocked for the account"),
+    ({"status": "ACCOUNT_CLOSED"}, "the account's status is ACCOUNT_CLOSED, not ACTIVE"),
+    ({"trade_suspended_by_user": None}, None),  # absent or null: not blocked
+])
+def test_the_account_says_when_alpaca_refuses_its_orders(fake, broker, answer, reason):
+    fake.account_patch = answer
+    info = broker.account()
+    assert info.cannot_trade == reason
+    broker.refresh()
+    assert broker.trading_refusal() == reason

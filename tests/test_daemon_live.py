@@ -118,6 +118,29 @@ def sides(venue):
     return [(o.data["symbol"], o.data["side"], o.data["status"]) for o in venue.orders]
 
 
+@pytest.mark.parametrize(("patch", "reason"), [
+    ({"trading_blocked": True}, "Alpaca reports trading_blocked for the account"),
+    ({"trade_suspended_by_user": True, "account_blocked": True},
+     "Alpaca reports account_blocked, trade_suspended_by_user for the account"),
+    ({"status": "ACCOUNT_UPDATED"}, "the account's status is ACCOUNT_UPDATED, not ACTIVE"),
+])
+def test_an_account_alpaca_will_not_let_trade_sends_nothing_and_says_why(tmp_path, venue, patch, reason):
+    """Nothing read Alpaca's block flags or the account's status: every order of the
+    rebalance was sent and refused one by one (403), and nothing said why. The open job
+    now sends nothing and fails with the reason, as an incident; the next session tries
+    again, and trades once the block is lifted."""
+    venue.account_patch = dict(patch)
+    jobs, log, clock = daemon(tmp_path, venue)
+    assert not jobs.run("open", jobs.open_job)
+    assert venue.order_count() == 0
+    log.flush()
+    incidents = log.load_incidents(log.run_id)
+    assert any(reason in m and "no decision taken" in m for m in incidents["message"])
+    venue.account_patch = {}  # lifted
+    assert jobs.run("open", jobs.open_job) and venue.order_count() > 0
+    log.close()
+
+
 def test_rebalance_sells_first_then_buys_after_the_sells_fill(tmp_path, venue):
     bought_before(venue, "TQQQ", 60_000.0)  # far above its target
     jobs, log, clock = daemon(tmp_path, venue)

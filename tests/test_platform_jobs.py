@@ -1200,6 +1200,21 @@ def test_a_retry_whose_plan_was_closed_unsent_is_dead_lettered_not_done(ctx, ven
     assert venue.order_count() == 0
 
 
+def test_an_account_alpaca_will_not_let_trade_is_dead_lettered_with_the_reason(ctx, venue):
+    """Alpaca's block flags were never read: each of the account's orders was sent and
+    refused. The task sends nothing and fails with the reason, which no retry fixes: the
+    account is dead-lettered saying why (`bot platform retry-dead` once it is lifted)."""
+    blocked, fine = add_accounts(ctx, venue, ["balanced", "balanced"])
+    venue.ledger(blocked.broker_account_id).account_patch = {"trading_blocked": True}
+    batch = decide_batch(ctx, DECISION_DAY)
+    tasks = {r.account_id: r for r in store.tasks_of(ctx.engine, batch.run_id, "rebalance")}
+    with pytest.raises(BotError, match="Alpaca reports trading_blocked for the account") as refused:
+        run_task(ctx, tasks[blocked.id].id)
+    assert not is_transient(refused.value)
+    assert not venue.ledger(blocked.broker_account_id).orders
+    assert run_task(ctx, tasks[fine.id].id)["sent"] > 0
+
+
 def test_an_account_closed_before_its_task_ran_is_skipped_and_its_batch_finishes(ctx, venue):
     """Closed after the decision, before a worker reached it: the task trades nothing and
     is done. It returned without marking its row, which stayed `running`: the batch never

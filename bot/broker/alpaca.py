@@ -50,6 +50,7 @@ from bot.broker.alpaca_orders import (
     sdk_call,
     settled,
     to_utc,
+    trading_refusal,
     transport_broker_error,
     validation_summary,
 )
@@ -183,9 +184,13 @@ class AlpacaBroker:
             buying_power=parse_number(raw.buying_power, "account.buying_power"),
             status=getattr(raw.status, "value", str(raw.status)),
             paper=self.paper,
+            cannot_trade=trading_refusal(raw),
         )
         self._account = info
         return info
+
+    def trading_refusal(self) -> str | None:
+        return None if self._account is None else self._account.cannot_trade
 
     def cash(self) -> float:
         """Cash we may spend: the account's cash less what our open buys will still cost,

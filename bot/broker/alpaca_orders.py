@@ -49,6 +49,26 @@ T = TypeVar("T")
 NEW_YORK = ZoneInfo("America/New_York")
 # What a failed call can raise besides APIError: transport errors, bad JSON, and whatever
 # the SDK's parsing raises on an answer of an unexpected shape.
+#: the account flags with which Alpaca refuses every order ("If true, the account is
+#: not allowed to place orders", its account reference)
+BLOCK_FLAGS = ("trading_blocked", "account_blocked", "trade_suspended_by_user")
+
+
+def trading_refusal(raw: Any) -> str | None:
+    """Why Alpaca refuses the account's orders now, from its account answer: a block
+    flag, or a status other than ACTIVE (ACCOUNT_UPDATED while details are reviewed,
+    ACCOUNT_CLOSED, DISABLED...); None when it may trade. Each order was sent and refused
+    one by one, and nothing said why."""
+    flags = [flag for flag in BLOCK_FLAGS if getattr(raw, flag, None)]
+    if flags:
+        return f"Alpaca reports {', '.join(flags)} for the account"
+    status = getattr(raw, "status", None)
+    status = getattr(status, "value", status)
+    if status is not None and str(status).upper() != "ACTIVE":
+        return f"the account's status is {status}, not ACTIVE"
+    return None
+
+
 ANSWER_ERRORS = (requests.RequestException, ValueError, TypeError, KeyError, AttributeError)
 ALPACA_STATUS = "alpaca status: "  # the start of a message naming a status ours maps from
 QTY_DECIMALS = 9  # Alpaca accepts quantities to 9 decimal places

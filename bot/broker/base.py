@@ -28,6 +28,9 @@ class AccountInfo:
     buying_power: float
     status: str
     paper: bool
+    # why the venue refuses this account's orders now (a block flag, a status other than
+    # ACTIVE: an account being updated, closed); None when it may trade
+    cannot_trade: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,11 @@ class LiveBroker(Broker, Protocol):
         ...
 
     def account(self) -> AccountInfo: ...
+
+    def trading_refusal(self) -> str | None:
+        """Why the venue refuses orders for the account as the last refresh saw it
+        (AccountInfo.cannot_trade); None when it may trade."""
+        ...
 
     def open_orders(self) -> list[Order]:
         """Every order at the venue that is not in a final state."""

@@ -54,6 +54,9 @@ class ReplayBroker:
     def account(self) -> AccountInfo:
         return AccountInfo("REPLAY", float("nan"), self.cash(), self.cash(), "ACTIVE", True)
 
+    def trading_refusal(self) -> str | None:
+        return None  # the simulated venue refuses no account
+
     def open_orders(self) -> list[Order]:
         return [o for o in self._orders.values() if not o.status.is_final]
 

@@ -346,6 +346,9 @@ class SellsFirst:
     def account(self) -> AccountInfo:
         return self.inner.account()
 
+    def trading_refusal(self) -> str | None:
+        return self.inner.trading_refusal()
+
     def track(self, order: Order, fills: tuple[float, float | None] | None = None) -> None:
         self.inner.track(order, fills)
 

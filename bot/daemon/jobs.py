@@ -24,6 +24,7 @@ from bot.data.base import MarketData
 from bot.data.plausibility import PlausibilityRules, plausible_sizing_prices
 from bot.engine import Engine, StepOutcome, rearm_unsold_stop
 from bot.engine_state import EngineState
+from bot.errors import BotError
 from bot.logs import mask_text
 from bot.notify import messages
 from bot.notify.sender import Notifier
@@ -313,6 +314,11 @@ class TradingJobs:
         """The engine's step on `decided_on`'s close, orders sent now, state saved."""
         ctx = self.ctx
         ctx.broker.refresh()
+        refusal = ctx.broker.trading_refusal()
+        if refusal:  # every order would be refused, one by one, saying nothing of why
+            raise BotError(f"no decision taken on the close of {decided_on}: {refusal}; "
+                           "Alpaca refuses its orders until that is lifted (the next "
+                           "session tries again)")
         market = ctx.feed.history(decided_on)
         t = index_of_day(market, decided_on, "market data")
         engine = self.engine(market)

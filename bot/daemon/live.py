@@ -90,6 +90,8 @@ def build_live(
         status=account.status,
         run=run_id,
     )
+    if account.cannot_trade:  # each open job will say so too, and send nothing
+        log.warning("account cannot trade", reason=account.cannot_trade)
     broker.refresh()
     ctx = DaemonContext(
         settings=settings,

@@ -64,6 +64,9 @@ class DryRunVenue:
     def account(self) -> AccountInfo:
         return self.inner.account()
 
+    def trading_refusal(self) -> str | None:
+        return self.inner.trading_refusal()
+
     def open_orders(self) -> list[Order]:
         return self.inner.open_orders()  # a sell already working holds the buys back
 

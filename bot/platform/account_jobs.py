@@ -89,6 +89,9 @@ class PlanOnly:
     def refresh(self) -> None:
         self.broker.refresh()
 
+    def trading_refusal(self) -> str | None:
+        return self.broker.trading_refusal()
+
     def take_reports(self) -> list[tuple[Order, Fill | None]]:
         return self.broker.take_reports()
 

@@ -453,6 +453,11 @@ class Ledger:
         def invalid(message: str) -> Response:
             return Response(422, {"code": INVALID, "message": message})
 
+        blocked = any(self.account_patch.get(flag) for flag in
+                      ("trading_blocked", "account_blocked", "trade_suspended_by_user"))
+        if blocked or self.account_patch.get("status", "ACTIVE") != "ACTIVE":
+            return Response(403, {"code": 40310000, "message": "account is not authorized to trade"})
+
         for key in ("symbol", "side", "type", "time_in_force"):
             if not body.get(key):
                 return invalid(f"{key} is required")
