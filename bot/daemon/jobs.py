@@ -70,6 +70,9 @@ class TradingJobs:
         # The close a decision was last taken on, set before the engine steps: once it
         # has, orders may be out, and a failed decision is not run again that session.
         self.stepped_on: dt.date | None = None
+        # Stops checked against what the trade log holds (once: after the start's
+        # reconciliation; from then on each poll's updates arm them)
+        self._stops_checked = False
         self._uncommitted = 0  # successful jobs since the last commit
         # Batched commits only: the state the last job saved, which the next commit
         # writes; until then the trade log still holds an older one.
@@ -244,9 +247,11 @@ class TradingJobs:
             self.notify("trades", *messages.trades(fills))
 
     def _rearm_recorded_stops(self, state: EngineState) -> None:
-        """Before a decision: a fund kept out by a stop whose order the trade log holds as
-        ended unsold, by whatever path it was recorded (the reconciliation at a start
-        catches up on a stop that expired while the daemon was down), is armed again."""
+        """Before the first decision of a process: a fund kept out by a stop whose order
+        the trade log holds as ended unsold is armed again (the reconciliation at the start
+        records a stop that expired or was canceled while the daemon was down, and arms
+        nothing). Once only: it reads every order of the instance (1 s over a 2-year
+        replay when asked at every decision); later updates arm through each poll's."""
         if not state.stopped:
             return
         now = self.ctx.clock.now()
@@ -322,7 +327,9 @@ class TradingJobs:
         market = ctx.feed.history(decided_on)
         t = index_of_day(market, decided_on, "market data")
         engine = self.engine(market)
-        self._rearm_recorded_stops(engine.state)
+        if not self._stops_checked:
+            self._rearm_recorded_stops(engine.state)
+            self._stops_checked = True
         symbols = ctx.settings.symbols
         sizing = plausible_sizing_prices(
             market.prices, t, symbols, ctx.feed.sizing_prices(symbols),
