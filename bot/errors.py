@@ -20,6 +20,11 @@ class Terminated(BaseException):  # noqa: N818 - named as KeyboardInterrupt is
     marked failed with the reason, and the command exits 143, as the signal would."""
 
 
+class AccountCannotTrade(BotError):
+    """The venue refuses the account's orders now (a block flag, a status other than
+    ACTIVE): nothing is decided or sent, and the reason is said."""
+
+
 class ConfigError(BotError):
     """A configuration file is invalid; `problems` lists each field and what was expected."""
 

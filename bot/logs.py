@@ -45,14 +45,19 @@ _URL_USER = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://([^:/@]+)@[^@]*$")
 @functools.lru_cache(maxsize=64)
 def _env_secrets(name: str, value: str) -> frozenset[str]:
     """What to mask of environment variable `name`'s `value`: the password of a URL (as
-    written and decoded), or its user when it has no password (Redis takes a token
-    there), else the whole value: credentials in a query, or too short to mask alone."""
+    written and decoded), or a Redis URL's user when it has no password (a token may
+    stand there); nothing of a URL with a user only (PostgreSQL's trust login); else the
+    whole value: credentials in a query, or too short to mask alone."""
     if name in _URL_ENV and "://" in value:
         from urllib.parse import unquote
 
         if "@" not in value and "?" not in value:
-            return frozenset()  # no credentials in it (a SQLite path, trust auth)
-        found = _URL_PASSWORD.match(value) or _URL_USER.match(value)  # a user alone may be a token
+            return frozenset()  # no credentials in it (a SQLite path)
+        found = _URL_PASSWORD.match(value)
+        if found is None and _URL_USER.match(value) and "?" not in value:
+            if not value.startswith(("redis://", "rediss://", "unix://")):
+                return frozenset()  # a login name only, as PostgreSQL's trust login has
+            found = _URL_USER.match(value)  # Redis takes a token alone as its user
         if found is not None and "?" not in value and len(found.group(1)) >= 6:
             return frozenset({found.group(1), unquote(found.group(1))})
     return frozenset({value} if len(value) >= 6 else ())

@@ -211,3 +211,73 @@ def test_a_stop_order_canceled_while_the_daemon_was_down_is_armed_again_at_the_n
     armed = events[(events["symbol"] == "TQQQ") & events["action"].str.startswith("stop order canceled")]
     assert len(armed) == 1
     log.close()
+
+
+def test_a_stop_armed_again_at_a_start_stays_armed_when_that_decision_fails(tmp_path, venue, monkeypatch):
+    """The first decision after the start arms the stop again, then fails (the latest
+    prices cannot be had): the state was saved only after the step, so the re-arm was
+    lost for the rest of the process while its risk event said it was done."""
+    jobs, log, clock = daemon_through(tmp_path, venue, 4)
+    trade_at_close_of(venue, CRASH)
+    venue.fill_on_submit = 0.0
+    t = open_at(DAYS[5])
+    venue.set_now(t)
+    clock.set(t)
+    assert jobs.run("open", jobs.open_job)
+    log.close()
+    venue.set_status(f"{PREFIX}-20241122-stop-TQQQ-sell", "canceled")
+    jobs, log, clock = daemon(tmp_path, venue, t + dt.timedelta(hours=1))
+
+    def unavailable(symbols):
+        raise RuntimeError("latest prices unavailable")
+
+    monkeypatch.setattr(jobs.ctx.feed, "sizing_prices", unavailable)
+    trade_at_close_of(venue, DAYS[5])
+    later = open_at(DAYS[6])
+    venue.set_now(later)
+    clock.set(later)
+    assert not jobs.run("open", jobs.open_job)
+    log.flush()
+    assert log.load_state(PREFIX, "paper")["stopped"] == []
+    log.close()
+
+
+def test_a_dry_run_arms_the_stops_the_real_run_would(tmp_path, venue):
+    """`bot once` without --execute decided on a scratch trade log holding the state but
+    no orders: a stop canceled while the daemon was down stayed out there, so the dry
+    run showed other orders than --execute then sent."""
+    from bot.daemon.once import decide_once
+    from tests.test_daemon_live import planned
+
+    jobs, log, clock = daemon_through(tmp_path, venue, 4)
+    trade_at_close_of(venue, CRASH)
+    venue.fill_on_submit = 0.0
+    t = open_at(DAYS[5])
+    venue.set_now(t)
+    clock.set(t)
+    assert jobs.run("open", jobs.open_job)
+    log.close()
+    venue.set_status(f"{PREFIX}-20241122-stop-TQQQ-sell", "canceled")
+    venue.fill_open()  # the rest of that morning's orders filled
+    trade_at_close_of(venue, DAYS[5])
+    later = open_at(DAYS[6])
+    jobs, log, clock = daemon(tmp_path, venue, later)
+    assert jobs.run("poll", jobs.poll_job)  # the buys queued behind that morning's sells
+    venue.fill_open()
+    assert jobs.run("poll", jobs.poll_job)
+    from bot.engine import Engine
+
+    stepped_with, real_step = [], Engine.step
+
+    def step(engine, *args, **kwargs):
+        stepped_with.append(sorted(engine.state.stopped))
+        return real_step(engine, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Engine, "step", step)
+        dry = decide_once(jobs, execute=False)
+        assert log.load_state(PREFIX, "paper")["stopped"] == ["TQQQ"]  # the dry run recorded nothing
+        real = decide_once(jobs, execute=True)
+    assert stepped_with == [[], []]  # both decided with TQQQ's stop armed again
+    assert planned(dry) == planned(real) and any("TQQQ" in cid for cid, *_ in planned(real))
+    log.close()

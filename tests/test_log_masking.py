@@ -106,7 +106,9 @@ def test_the_deployments_other_secrets_are_masked_too(json_lines, monkeypatch, v
     ("postgresql+psycopg://bot:s3cret-pw%40x@db:5432/leverbot",
      "postgresql+psycopg://bot:***@db:5432/leverbot"),
     ("sqlite:////var/lib/bot/tradelog.sqlite", "sqlite:////var/lib/bot/tradelog.sqlite"),
-    ("postgresql://leverbot@127.0.0.1/test", "postgresql://***@127.0.0.1/test"),  # a user may be a token
+    # a login name only (trust auth): nothing secret, and "leverbot" in a lock key or
+    # a database name stays readable
+    ("postgresql+psycopg://leverbot@127.0.0.1/leverbot", "postgresql+psycopg://leverbot@127.0.0.1/leverbot"),
     ("postgresql://bot:abc@db/x", "***"),  # a password too short to mask alone: all of it
     ("postgresql://db/x?password=s3cret-pw", "***"),  # credentials in a query: all of it
     # a generated password holding '/' or '#' (urlsplit ends the host there: it found no
@@ -116,7 +118,7 @@ def test_the_deployments_other_secrets_are_masked_too(json_lines, monkeypatch, v
     ("postgresql://bot:ab#cd/ef@db/x", "postgresql://bot:***@db/x"),
     ("redis://:redis-pw-123@redis:6379/0", "redis://:***@redis:6379/0"),
     ("rediss://s3cr3tT0kenABCDEF@host:6380/0", "rediss://***@host:6380/0"),
-    ("postgresql://bot@127.0.0.1/test", "***"),  # too short to mask alone: all of it
+    ("postgresql://bot@127.0.0.1/test", "postgresql://bot@127.0.0.1/test"),
 ])
 def test_a_database_url_from_the_environment_is_masked_to_its_password(monkeypatch, url, shown):
     """The whole BOT_DATABASE_URL was masked, so an error naming the trade log said

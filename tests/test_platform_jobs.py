@@ -905,6 +905,8 @@ def test_the_token_bucket_spaces_requests_at_its_rate(ctx):
     ({"BOT_QUEUE_URL": "not a url"}, "BOT_QUEUE_URL: expected amqp://"),
     ({"BOT_REDIS_URL": "garbage"}, "BOT_REDIS_URL: expected redis://:password@host:6379/0"),
     ({"BOT_REDIS_URL": "redis://:s3cretPW99@redis:notaport/0"}, "'redis://:***@redis:notaport/0'"),
+    # the parser quoted the password up to its '#' as a "port": none of it is shown
+    ({"BOT_QUEUE_URL": "amqp://leverbot:s3cretPW99#rest@rabbitmq:5672//"}, "a password holding"),
     ({"BOT_PLATFORM_DATA": "alpacaa"}, "BOT_PLATFORM_DATA: expected alpaca, synthetic or a "
                                        "directory of CSV files, got 'alpacaa'"),
 ])
@@ -1200,19 +1202,26 @@ def test_a_retry_whose_plan_was_closed_unsent_is_dead_lettered_not_done(ctx, ven
     assert venue.order_count() == 0
 
 
-def test_an_account_alpaca_will_not_let_trade_is_dead_lettered_with_the_reason(ctx, venue):
+def test_an_account_alpaca_will_not_let_trade_is_skipped_with_the_reason(ctx, venue, capsys):
     """Alpaca's block flags were never read: each of the account's orders was sent and
-    refused. The task sends nothing and fails with the reason, which no retry fixes: the
-    account is dead-lettered saying why (`bot platform retry-dead` once it is lifted)."""
+    refused. The task sends nothing and is skipped with the reason (an account being
+    updated is refused for a while only): the next batch trades it, and `bot platform
+    status` names why."""
+    from bot.cli import main
+
     blocked, fine = add_accounts(ctx, venue, ["balanced", "balanced"])
     venue.ledger(blocked.broker_account_id).account_patch = {"trading_blocked": True}
     batch = decide_batch(ctx, DECISION_DAY)
     tasks = {r.account_id: r for r in store.tasks_of(ctx.engine, batch.run_id, "rebalance")}
-    with pytest.raises(BotError, match="Alpaca reports trading_blocked for the account") as refused:
-        run_task(ctx, tasks[blocked.id].id)
-    assert not is_transient(refused.value)
+    outcome = run_task(ctx, tasks[blocked.id].id)
+    assert "Alpaca reports trading_blocked for the account" in outcome["skipped"]
+    assert "the next batch trades" in outcome["skipped"]
     assert not venue.ledger(blocked.broker_account_id).orders
+    assert store.get_task(ctx.engine, tasks[blocked.id].id).status == "done"
     assert run_task(ctx, tasks[fine.id].id)["sent"] > 0
+    url = ctx.engine.url.render_as_string(hide_password=False)
+    assert main(["platform", "status", "--database", url]) == 0
+    assert "skipped: 1 account: no decision taken" in capsys.readouterr().out
 
 
 def test_an_account_closed_before_its_task_ran_is_skipped_and_its_batch_finishes(ctx, venue):

@@ -24,14 +24,14 @@ from bot.data.base import MarketData
 from bot.data.plausibility import PlausibilityRules, plausible_sizing_prices
 from bot.engine import Engine, StepOutcome, rearm_unsold_stop
 from bot.engine_state import EngineState
-from bot.errors import BotError
+from bot.errors import AccountCannotTrade
 from bot.logs import mask_text
 from bot.notify import messages
 from bot.notify.sender import Notifier
 from bot.store.models import to_plain
 from bot.store.tradelog import TradeLog
 from bot.strategy.base import TargetModel
-from bot.types import EquityPoint, Fill, Order
+from bot.types import EquityPoint, Fill, Order, RiskEvent
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +55,21 @@ class DaemonContext:
     model: TargetModel | None = None
     # When the trade log commits a job's records: after each one unless it is a replay.
     commits: CommitPolicy = EVERY_JOB
+
+
+def rearm_recorded_stops(
+    state: EngineState, tradelog: TradeLog, order_prefix: str, now: dt.datetime
+) -> list[RiskEvent]:
+    """Arm again, in `state`, each fund kept out by a stop whose latest stop order the
+    trade log holds as ended unsold (bot.engine.rearm_unsold_stop); the risk events."""
+    if not state.stopped:
+        return []
+    latest: dict[str, Order] = {}
+    for rec in tradelog.recorded_orders(order_prefix):
+        request = rec.order.request
+        if request.symbol in state.stopped and request.rebalance_id.endswith("-stop"):
+            latest[request.symbol] = rec.order  # oldest first: the last one stays
+    return [e for o in latest.values() if (e := rearm_unsold_stop(state, o, now)) is not None]
 
 
 class TradingJobs:
@@ -251,20 +266,16 @@ class TradingJobs:
         the trade log holds as ended unsold is armed again (the reconciliation at the start
         records a stop that expired or was canceled while the daemon was down, and arms
         nothing). Once only: it reads every order of the instance (1 s over a 2-year
-        replay when asked at every decision); later updates arm through each poll's."""
-        if not state.stopped:
+        replay when asked at every decision); later updates arm through each poll's.
+        Saved at once: a decision failing after it must not lose it."""
+        events = rearm_recorded_stops(state, self.ctx.tradelog, self.ctx.order_prefix,
+                                      self.ctx.clock.now())
+        if not events:
             return
-        now = self.ctx.clock.now()
-        latest = {}
-        for rec in self.ctx.tradelog.recorded_orders(self.ctx.order_prefix):
-            request = rec.order.request
-            if request.symbol in state.stopped and request.rebalance_id.endswith("-stop"):
-                latest[request.symbol] = rec.order  # oldest first: the last one stays
-        events = [e for o in latest.values() if (e := rearm_unsold_stop(state, o, now)) is not None]
         for event in events:
             self.ctx.tradelog.risk_event(event)
-        if events:
-            self.notify("risk", *messages.risk(events[0].day, events))
+        self.save_state(state)
+        self.notify("risk", *messages.risk(events[0].day, events))
 
     def _rearm_unsold_stops(self, orders: list[Order], now: dt.datetime) -> None:
         """A stop order that ended unsold arms its stop again, as in a backtest
@@ -321,9 +332,9 @@ class TradingJobs:
         ctx.broker.refresh()
         refusal = ctx.broker.trading_refusal()
         if refusal:  # every order would be refused, one by one, saying nothing of why
-            raise BotError(f"no decision taken on the close of {decided_on}: {refusal}; "
-                           "Alpaca refuses its orders until that is lifted (the next "
-                           "session tries again)")
+            raise AccountCannotTrade(f"no decision taken on the close of {decided_on}: "
+                                     f"{refusal}; Alpaca refuses its orders until that is "
+                                     "lifted (the next session tries again)")
         market = ctx.feed.history(decided_on)
         t = index_of_day(market, decided_on, "market data")
         engine = self.engine(market)

@@ -12,9 +12,11 @@ import numpy as np
 from bot.backtest import scratch_tradelog
 from bot.broker.base import AccountInfo, LiveBroker, MarketClock, TradingSession
 from bot.broker.sequenced import SellsFirst
-from bot.daemon.jobs import TradingJobs
+from bot.daemon.jobs import TradingJobs, rearm_recorded_stops
 from bot.data.alpaca import DATA_DELAY
 from bot.engine import StepOutcome
+from bot.engine_state import EngineState
+from bot.store.models import to_plain
 from bot.types import Fill, Order, OrderRequest, OrderStatus
 
 #: the status message of an order the dry run did not send
@@ -119,6 +121,11 @@ def decide_once(jobs: TradingJobs, *, execute: bool) -> StepOutcome:
     scratch = scratch_tradelog("once")
     saved = ctx.tradelog.load_state(ctx.instance, ctx.mode)
     if saved:
+        # The stops the real run would arm again first (its trade log holds the orders;
+        # the scratch one does not), armed in the copy only: nothing is recorded.
+        state = EngineState.from_dict(saved, ctx.settings.symbols)
+        if rearm_recorded_stops(state, ctx.tradelog, ctx.order_prefix, now):
+            saved = to_plain(state.to_dict(ctx.settings.symbols))
         scratch.save_state(ctx.instance, ctx.mode, saved, now)
         scratch.flush()
     # Nothing was sent, so nothing is announced either.

@@ -35,7 +35,7 @@ from bot.broker.broker_api import AccountClient, PositionsSnapshot
 from bot.broker.sequenced import CUT, SellsFirst
 from bot.daemon.jobs import DaemonContext, TradingJobs
 from bot.daemon.reconcile import follow, is_queued_buy, reconcile
-from bot.errors import BotError
+from bot.errors import AccountCannotTrade, BotError
 from bot.platform.context import REBALANCE_CUTOFF, Profile, WorkerContext
 from bot.platform.lease import keep_current
 from bot.platform.profile_targets import ProfileTargets
@@ -231,7 +231,12 @@ def rebalance(ctx: WorkerContext, row: TaskRow, account: Account) -> dict[str, A
         plan = _recorded_plan(session, row.run_id, decision.day)
         outcome = {"resumed": "send"}
     else:
-        plan, outcome = _plan(ctx, session, decision, resumed or has_open_orders(ctx.engine, account.id), now)
+        try:
+            plan, outcome = _plan(ctx, session, decision, resumed or has_open_orders(ctx.engine, account.id), now)
+        except AccountCannotTrade as exc:  # often passing (an account being updated): the next batch trades
+            outcome = {"skipped": str(exc).replace("the next session tries again", "the next batch trades")}
+            session.tradelog.flush(mark_done(row.id, ctx.clock.now(), outcome), claim=fence(row))
+            return outcome
         session.tradelog.flush(set_phase(row.id, "planned", outcome), claim=fence(row))
         session.view.reuse_last_read()  # phase 2 sizes its buys on the cash just planned on
     sent = _send(session, plan, now, look_up=row.phase == "planned")

@@ -142,8 +142,8 @@ def _queue_url(url: str) -> str:
     expected = "expected amqp://user:password@host:5672/vhost (or amqps://)"
     try:
         parts = parse_url(url)
-    except ValueError as exc:
-        raise BotError(f"BOT_QUEUE_URL: {expected}, got {masked_url(url)!r} ({exc})") from None
+    except ValueError:  # its text may quote part of a password holding '/', '#' or '?'
+        raise BotError(f"BOT_QUEUE_URL: {expected}, got {masked_url(url)!r} ({_UNREADABLE})") from None
     if parts["transport"] not in ("amqp", "amqps", "pyamqp") or not (parts["hostname"] or "").strip():
         raise BotError(f"BOT_QUEUE_URL: {expected}, got {masked_url(url)!r}")
     return url
@@ -155,10 +155,16 @@ def _redis_url(url: str) -> str:
 
     try:
         redis.ConnectionPool.from_url(url)
-    except ValueError as exc:
+    except ValueError:
         raise BotError(f"BOT_REDIS_URL: expected redis://:password@host:6379/0 (or rediss://, "
-                       f"unix://), got {masked_url(url)!r} ({exc})") from None
+                       f"unix://), got {masked_url(url)!r} ({_UNREADABLE})") from None
     return url
+
+
+#: why a queue or Redis URL did not parse, without the parser's own text (which quotes
+#: the part of a password before a '/', '#' or '?' as a "port")
+_UNREADABLE = ("not a URL of that form: a port that is not a number, or a password holding "
+               "'/', '#', '?' or '@' that is not percent-encoded")
 
 
 def _data_source(env: Mapping[str, str], live: bool) -> str:
