@@ -183,10 +183,9 @@ def test_a_stop_order_the_venue_cancels_arms_the_stop_again(tmp_path, venue):
     log.close()
 
 
-def test_a_stop_order_canceled_while_the_daemon_was_down_is_armed_again_at_the_next_decision(
-        tmp_path, venue):
-    """The reconciliation at a start records the cancel (not the poll): the next decision
-    finds the fund kept out by a stop the trade log holds as ended unsold, and arms it."""
+def _stop_canceled_while_down(tmp_path, venue):
+    """TQQQ's stop sell went out at the 11-25 open and stayed open; the daemon stopped
+    and the venue canceled the sell meanwhile. The open time of that morning."""
     jobs, log, clock = daemon_through(tmp_path, venue, 4)
     trade_at_close_of(venue, CRASH)
     venue.fill_on_submit = 0.0
@@ -195,9 +194,15 @@ def test_a_stop_order_canceled_while_the_daemon_was_down_is_armed_again_at_the_n
     clock.set(t)
     assert jobs.run("open", jobs.open_job)
     log.close()  # the daemon stops; meanwhile the venue cancels the stop's sell
-    stop = f"{PREFIX}-20241122-stop-TQQQ-sell"
-    venue.set_status(stop, "canceled")
+    venue.set_status(f"{PREFIX}-20241122-stop-TQQQ-sell", "canceled")
+    return t
 
+
+def test_a_stop_order_canceled_while_the_daemon_was_down_is_armed_again_at_the_next_decision(
+        tmp_path, venue):
+    """The reconciliation at a start records the cancel (not the poll): the next decision
+    finds the fund kept out by a stop the trade log holds as ended unsold, and arms it."""
+    t = _stop_canceled_while_down(tmp_path, venue)
     restart = t + dt.timedelta(hours=1)
     jobs, log, clock = daemon(tmp_path, venue, restart)  # reconciles: the cancel recorded
     assert log.load_state(PREFIX, "paper")["stopped"] == ["TQQQ"]
@@ -217,15 +222,7 @@ def test_a_stop_armed_again_at_a_start_stays_armed_when_that_decision_fails(tmp_
     """The first decision after the start arms the stop again, then fails (the latest
     prices cannot be had): the state was saved only after the step, so the re-arm was
     lost for the rest of the process while its risk event said it was done."""
-    jobs, log, clock = daemon_through(tmp_path, venue, 4)
-    trade_at_close_of(venue, CRASH)
-    venue.fill_on_submit = 0.0
-    t = open_at(DAYS[5])
-    venue.set_now(t)
-    clock.set(t)
-    assert jobs.run("open", jobs.open_job)
-    log.close()
-    venue.set_status(f"{PREFIX}-20241122-stop-TQQQ-sell", "canceled")
+    t = _stop_canceled_while_down(tmp_path, venue)
     jobs, log, clock = daemon(tmp_path, venue, t + dt.timedelta(hours=1))
 
     def unavailable(symbols):
@@ -249,15 +246,7 @@ def test_a_dry_run_arms_the_stops_the_real_run_would(tmp_path, venue):
     from bot.daemon.once import decide_once
     from tests.test_daemon_live import planned
 
-    jobs, log, clock = daemon_through(tmp_path, venue, 4)
-    trade_at_close_of(venue, CRASH)
-    venue.fill_on_submit = 0.0
-    t = open_at(DAYS[5])
-    venue.set_now(t)
-    clock.set(t)
-    assert jobs.run("open", jobs.open_job)
-    log.close()
-    venue.set_status(f"{PREFIX}-20241122-stop-TQQQ-sell", "canceled")
+    _stop_canceled_while_down(tmp_path, venue)
     venue.fill_open()  # the rest of that morning's orders filled
     trade_at_close_of(venue, DAYS[5])
     later = open_at(DAYS[6])

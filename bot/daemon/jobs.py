@@ -270,12 +270,7 @@ class TradingJobs:
         Saved at once: a decision failing after it must not lose it."""
         events = rearm_recorded_stops(state, self.ctx.tradelog, self.ctx.order_prefix,
                                       self.ctx.clock.now())
-        if not events:
-            return
-        for event in events:
-            self.ctx.tradelog.risk_event(event)
-        self.save_state(state)
-        self.notify("risk", *messages.risk(events[0].day, events))
+        self._record_rearmed(state, events)
 
     def _rearm_unsold_stops(self, orders: list[Order], now: dt.datetime) -> None:
         """A stop order that ended unsold arms its stop again, as in a backtest
@@ -283,7 +278,11 @@ class TradingJobs:
         if not any(o.request.rebalance_id.endswith("-stop") and o.status.is_final for o in orders):
             return
         state = self.saved_state()
-        events = [e for o in orders if (e := rearm_unsold_stop(state, o, now)) is not None]
+        self._record_rearmed(state, [e for o in orders if (e := rearm_unsold_stop(state, o, now)) is not None])
+
+    def _record_rearmed(self, state: EngineState, events: list[RiskEvent]) -> None:
+        """Stops armed again: their risk events, the state that holds them (saved at
+        once), and the notification."""
         if not events:
             return
         for event in events:
