@@ -41,6 +41,17 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def interval_seconds(text: str) -> float:
+    """How often to do something, in seconds: 0 (never) to a day; finite."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 86_400:  # nan too
+        raise argparse.ArgumentTypeError(f"expected seconds from 0 to 86400, got {text!r}")
+    return value
+
+
 def symbol(text: str) -> str:
     """A ticker as the trade log stores it: " tqqq" is TQQQ, not a symbol nothing matches."""
     ticker = text.strip().upper()

@@ -11,10 +11,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import ipaddress
-import math
 import sys
 
-from bot.arguments import port_number, whole_number
+from bot.arguments import interval_seconds, port_number, whole_number
 from bot.store.locate import add_database_arguments, database_url
 
 
@@ -39,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--data-dir", help="CSV directory for every profile (default: each "
                                           "config's data.directory, or BOT_DATA_DIR)")
     serve.add_argument("--synthetic", action="store_true", help="serve on the seeded synthetic market")
-    serve.add_argument("--reload-every", type=_seconds, default=60.0, metavar="SECONDS",
+    serve.add_argument("--reload-every", type=interval_seconds, default=60.0, metavar="SECONDS",
                        help="check the data files this often and serve the new closes once "
                             "a fetch has written them (default 60; 0: load once)")
     serve.add_argument("--rate-limit", type=_rate, default=None, metavar="N",
@@ -79,16 +78,6 @@ def _rate(text: str) -> int:
     from bot.api.keys import MAX_RATE
 
     return whole_number(text, 1, MAX_RATE, f"requests per minute, a whole number from 1 to {MAX_RATE}")
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and 0 <= value <= 86_400):
-        raise argparse.ArgumentTypeError(f"expected seconds from 0 to 86400, got {text!r}")
-    return value
 
 
 def is_loopback(host: str) -> bool:
