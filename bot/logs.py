@@ -48,17 +48,17 @@ def _env_secrets(name: str, value: str) -> frozenset[str]:
     written and decoded), or a Redis URL's user when it has no password (a token may
     stand there); nothing of a URL with a user only (PostgreSQL's trust login); else the
     whole value: credentials in a query, or too short to mask alone."""
-    if name in _URL_ENV and "://" in value:
+    if name in _URL_ENV and "://" in value and "?" not in value:  # a query: all of it
         from urllib.parse import unquote
 
-        if "@" not in value and "?" not in value:
+        if "@" not in value:
             return frozenset()  # no credentials in it (a SQLite path)
         found = _URL_PASSWORD.match(value)
-        if found is None and _URL_USER.match(value) and "?" not in value:
-            if not value.startswith(("redis://", "rediss://", "unix://")):
+        if found is None:
+            found = _URL_USER.match(value)
+            if found is not None and not value.startswith(("redis://", "rediss://", "unix://")):
                 return frozenset()  # a login name only, as PostgreSQL's trust login has
-            found = _URL_USER.match(value)  # Redis takes a token alone as its user
-        if found is not None and "?" not in value and len(found.group(1)) >= 6:
+        if found is not None and len(found.group(1)) >= 6:  # Redis takes a token as its user
             return frozenset({found.group(1), unquote(found.group(1))})
     return frozenset({value} if len(value) >= 6 else ())
 
