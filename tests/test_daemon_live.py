@@ -99,11 +99,11 @@ def open_log(tmp_path):
 FAST = RetryPolicy(attempts=4, sleep=lambda _s: None)
 
 
-def daemon(tmp_path, venue, when=OPEN_JOB):
+def daemon(tmp_path, venue, when=OPEN_JOB, settings=SETTINGS):
     venue.set_now(when)
     log, run_id = open_log(tmp_path)
     clock = SimulatedClock(when)
-    jobs = build_live(SETTINGS, log, run_id, live=False, clock=clock, policy=FAST, fred_policy=FAST)
+    jobs = build_live(settings, log, run_id, live=False, clock=clock, policy=FAST, fred_policy=FAST)
     return jobs, log, clock
 
 

@@ -44,7 +44,7 @@ def buy_cids(venue) -> list[str]:
     return [o.data["client_order_id"] for o in venue.orders if o.data["side"] == "buy"]
 
 
-def crash_after_first_submit(tmp_path, venue, monkeypatch) -> str:
+def crash_after_first_submit(tmp_path, venue, monkeypatch, settings=SETTINGS) -> str:
     """Run the open job until the first order is sent, then die before anything is
     stored (kill -9); returns that order's client_order_id."""
     original = AlpacaBroker.submit
@@ -54,7 +54,7 @@ def crash_after_first_submit(tmp_path, venue, monkeypatch) -> str:
         raise KeyboardInterrupt("kill -9")
 
     monkeypatch.setattr(AlpacaBroker, "submit", dies)
-    jobs, log, _ = daemon(tmp_path, venue)
+    jobs, log, _ = daemon(tmp_path, venue, settings=settings)
     with pytest.raises(KeyboardInterrupt):
         jobs.open_job()
     log.discard()
@@ -140,6 +140,9 @@ class MarginAccount:
         self.fail_on = fail_on
 
     def open_orders(self) -> list[Order]:
+        return []
+
+    def followed_orders(self) -> list[Order]:
         return []
 
     def open_order_count(self) -> int:

@@ -1,25 +1,32 @@
 """Orders a user replaced at Alpaca (dashboard, or PATCH /v2/orders/{id}): the order the
 bot sent becomes `replaced` with `replaced_by` naming a new order, which the bot follows as
 its own order continued. Against the fake Alpaca on 127.0.0.1 through the real alpaca-py
-client, the real jobs and reconciliation."""
+client, the real jobs and reconciliation.
+
+Alpaca lets a user change the quantity of whole-share orders only ("You can only patch
+full shares"), so the daemon here trades whole shares (rebalance.fractional = false), and
+the fake refuses what Alpaca refuses."""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 import pytest
+from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
 from alpaca.trading.requests import ReplaceOrderRequest
 from structlog.testing import capture_logs
 
 from bot.broker.base import BrokerError
+from bot.config import parse_settings
 from bot.types import OrderStatus, Side
 from tests import test_alpaca_broker as broker_tests
 from tests import test_daemon_live as daemon_tests
 from tests.fakes import Fault
 from tests.fakes.alpaca_server import KEY_ID, SECRET
 from tests.test_alpaca_broker import OPEN_WED, req
-from tests.test_daemon_live import daemon
+from tests.test_daemon_live import SETTINGS, bought_before
 from tests.test_live_order_faults import crash_after_first_submit, later
 from tests.test_live_restart import (
     TUESDAY_CLOSE_JOB,
@@ -32,6 +39,16 @@ fake, broker = broker_tests.fake, broker_tests.broker
 venue = daemon_tests.venue
 
 TQQQ = "diversified_leverage-20241125-rb-TQQQ-buy"  # the first buy of the initial allocation
+
+
+def whole_shares():
+    raw = SETTINGS.model_dump(mode="json")
+    raw["rebalance"]["fractional"] = False
+    return parse_settings(raw, "whole shares")
+
+
+WHOLE = whole_shares()
+daemon = functools.partial(daemon_tests.daemon, settings=WHOLE)
 
 
 def replaced_logs(logs: list[dict]) -> list[dict]:
@@ -102,7 +119,7 @@ def test_an_open_replacement_is_outstanding_and_the_rebalance_waits(tmp_path, ve
     jobs, log, clock = daemon(tmp_path, venue)
     assert jobs.run("open", jobs.open_job)
     sent = venue.order(TQQQ)
-    new_id = venue.replace(TQQQ, qty="40", limit_price=str(venue.prices["TQQQ"] * 0.9))
+    new_id = venue.replace(TQQQ, qty="40")
     fill_all_but(venue, TQQQ)
     clock.set(later(2))
     assert jobs.run("poll", jobs.poll_job)
@@ -122,7 +139,7 @@ def test_an_open_replacement_is_outstanding_and_the_rebalance_waits(tmp_path, ve
     assert list(skipped["action"]) == ["skipped: 1 order(s) outstanding"]
     assert venue.order_count() == 6  # nothing sent again
 
-    venue.fill(new_id, 40, venue.prices["TQQQ"] * 0.9)
+    venue.fill(new_id, 40, venue.prices["TQQQ"] * 0.99)
     clock.set(later(6))
     assert jobs.run("poll", jobs.poll_job)
     row = order_row(log, TQQQ)
@@ -159,13 +176,47 @@ def test_a_restart_follows_a_replacement_that_filled_while_down(tmp_path, venue)
     log.close()
 
 
+def buys_posted(venue) -> list[str]:
+    return [r.body["symbol"] for r in venue.calls("POST", "/v2/orders") if r.body["side"] == "buy"]
+
+
+def test_after_a_restart_a_sell_the_user_replaced_still_holds_the_buys_back(tmp_path, venue):
+    """The rebalance's buys wait for its sell. The daemon stops; the user lowers the
+    sell's quantity at Alpaca, whose replacement carries a client_order_id of Alpaca's,
+    not the bot's. The restarted daemon follows the sell through its replacement, and its
+    queued buys wait for that, as they would have without the restart. Before, they went
+    out at the first poll on cash the sell had not brought."""
+    bought_before(venue, "TQQQ", 60_000.0)
+    jobs, log, _ = daemon(tmp_path, venue)
+    assert jobs.run("open", jobs.open_job)
+    [sell] = [o.data for o in venue.orders if o.data["side"] == "sell"]
+    assert buys_posted(venue) == []  # queued behind the sell
+    log.close()  # the daemon stops
+    new_id = venue.replace(sell["client_order_id"], qty=str(int(float(sell["qty"])) - 1))
+
+    jobs, log, clock = daemon(tmp_path, venue, later(3))
+    assert jobs.run("poll", jobs.poll_job)
+    assert buys_posted(venue) == []  # the replacement still works: the buys wait
+    queued = log.load_orders().set_index("symbol")["status_message"]
+    assert queued.str.startswith("queued").sum() == 4
+
+    venue.fill(new_id)
+    clock.set(later(5))
+    venue.set_now(later(5))
+    assert jobs.run("poll", jobs.poll_job)
+    assert sorted(buys_posted(venue)) == sorted(set(queued.index) - {"TQQQ"})
+    assert order_row(log, sell["client_order_id"])["status"] == "filled"
+    fills_match_orders(log)
+    log.close()
+
+
 def test_a_crash_then_a_replacement_the_log_never_saw_is_adopted_and_waited_for(
     tmp_path, venue, monkeypatch
 ):
     """Killed after the first buy went out and before the log stored it; the user then
     replaced that buy. The restart adopts it as the bot's order, still working, so the
     decision taken again sends nothing on top of it."""
-    cid = crash_after_first_submit(tmp_path, venue, monkeypatch)
+    cid = crash_after_first_submit(tmp_path, venue, monkeypatch, WHOLE)
     assert cid == TQQQ
     new_id = venue.replace(cid, qty="20")
 
@@ -284,3 +335,23 @@ def test_a_replacement_that_cannot_be_read_now_fails_the_poll_naming_both_ids(fa
     assert order.broker_order_id in str(caught.value) and new_id in str(caught.value)
     [(seen, fill)] = broker.poll(fake.now)
     assert seen.status is OrderStatus.FILLED and fill.quantity == 5.0
+
+
+def test_the_fake_refuses_the_replacements_alpaca_refuses(fake, broker):
+    """Alpaca changes the quantity of whole-share orders only, and a market order has no
+    price to change: the fake answers 422 as Alpaca does, so no test here rests on a
+    replacement a user could not make."""
+    client = TradingClient(KEY_ID, SECRET, url_override=fake.url)
+    fractional = broker.submit(req("TMF", Side.BUY, 2.5), fake.now)
+    whole = broker.submit(req("UGL", Side.BUY, 10), fake.now)
+    for order_id, change in [
+        (fractional.broker_order_id, ReplaceOrderRequest(qty=2)),
+        (whole.broker_order_id, ReplaceOrderRequest(limit_price=9.0)),
+    ]:
+        with pytest.raises(APIError) as refused:
+            client.replace_order_by_id(order_id, change)
+        assert refused.value.status_code == 422
+    with pytest.raises(AssertionError, match="only whole shares"):  # alpaca-py's int refuses it too
+        fake.replace(whole.broker_order_id, qty="7.5")
+    assert fake.order(whole.broker_order_id)["status"] == "new"  # untouched
+    assert fake.order(fake.replace(whole.broker_order_id, qty="7"))["qty"] == "7"

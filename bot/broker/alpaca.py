@@ -415,6 +415,9 @@ class AlpacaBroker:
             log.warning("closed_orders_truncated", limit=MAX_ORDERS, after=after.isoformat())
         return [self._read(r, self._requests.get(r.client_order_id))[1] for r in raws]
 
+    def followed_orders(self) -> list[Order]:
+        return [o for o in self._tracked.values() if not o.status.is_final]
+
     def track(self, order: Order, fills: tuple[float, float | None] | None = None) -> None:
         """Follow `order` from what the caller already recorded: `fills` is the quantity
         and average price of its recorded fills (default: its filled_quantity), which are

@@ -103,6 +103,12 @@ class LiveBroker(Broker, Protocol):
         """The venue's view of one order by our id; None if it does not exist there."""
         ...
 
+    def followed_orders(self) -> list[Order]:
+        """The orders poll() follows that are not final, under our client_order_ids (one
+        replaced at the venue included, in its replacement's state): what this process
+        knows to be working, whoever sent it and whatever the venue lists it as."""
+        ...
+
     def closed_orders(self, after: dt.datetime) -> list[Order]:
         """Orders that reached a final state since `after` (restart: what filled while
         the daemon was down)."""

@@ -63,6 +63,9 @@ class ReplayBroker:
     def find_order(self, client_order_id: str) -> Order | None:
         return self._orders.get(client_order_id)
 
+    def followed_orders(self) -> list[Order]:
+        return self.open_orders()  # every order is followed here
+
     def track(self, order: Order, fills: tuple[float, float | None] | None = None) -> None:
         self._orders[order.request.client_order_id] = order
 

@@ -161,11 +161,14 @@ class SellsFirst:
 
     def _sells_open(self, rebalance_id: str | None = None) -> bool:
         """A sell is working: one we sent is not final (an unconfirmed one included,
-        which the venue may not list yet), or the venue lists one of ours (e.g. after a
-        restart).
+        which the venue may not list yet), one the inner broker follows is not (after a
+        restart, one the user replaced at the venue: its replacement has a client_order_id
+        of the venue's, not ours), or the venue lists one of ours.
         Within one rebalance's submits (`rebalance_id`) the venue is asked once."""
         self._sells = [o for o in self._sells if not o.status.is_final]
         if self._sells:
+            return True
+        if any(o.request.side is Side.SELL for o in self.inner.followed_orders()):
             return True
         if rebalance_id is not None and rebalance_id == self._venue_clear_for:
             return False
@@ -318,6 +321,9 @@ class SellsFirst:
 
     def open_orders(self) -> list[Order]:
         return self.inner.open_orders() + list(self._queue)
+
+    def followed_orders(self) -> list[Order]:
+        return self.inner.followed_orders() + list(self._queue)
 
     def find_order(self, client_order_id: str) -> Order | None:
         for order in self._queue:

@@ -350,18 +350,25 @@ def is_unsent_plan(order: Order) -> bool:
 def _send(session: AccountSession, plan: list[Order], now: dt.datetime, look_up: bool
           ) -> dict[str, Any]:
     """Phase 2: each planned order through sells-first, recorded; with `look_up`, an
-    order the broker already has (sent before the task stopped) is adopted instead."""
+    order the broker already has (sent before the task stopped) is adopted instead, and
+    what it filled is recorded before the rest go out: an adopted sell still working
+    holds the buys back, one filled does not."""
     tradelog, broker, venue = session.tradelog, session.broker, session.venue
     placed: list[Order] = []
     adopted = 0
-    for order in plan:
-        cid = order.request.client_order_id
-        found = venue.find_order(cid) if look_up else None
-        if found is not None:
-            # As reconcile adopts an order it finds, so the poll below records what filled.
-            _adopt(session, order, found, now)
-            adopted += 1
-            continue
+    to_send = plan
+    if look_up:
+        to_send = []
+        for order in plan:
+            found = venue.find_order(order.request.client_order_id)
+            if found is None:
+                to_send.append(order)
+            else:  # as reconcile adopts an order it finds
+                _adopt(session, order, found, now)
+                adopted += 1
+        if adopted:
+            _record_poll(session, now)
+    for order in to_send:
         sent = broker.submit(order.request, now)
         if sent.status_message is None:
             sent.status_message = SENT
@@ -375,8 +382,6 @@ def _send(session: AccountSession, plan: list[Order], now: dt.datetime, look_up:
             tradelog.execution(sent, None, now)
     for order, fill in reports:
         tradelog.execution(order, fill, now)
-    if adopted:
-        _record_poll(session, now)
     statuses: dict[str, int] = {}
     for order in placed:
         statuses[order.status.value] = statuses.get(order.status.value, 0) + 1

@@ -545,13 +545,19 @@ class Ledger:
         """PATCH /v2/orders/{id} as Alpaca does it: the order becomes `replaced` (keeping
         the fills it had) with `replaced_by` naming a new order, which has its own id and
         client_order_id, `replaces` naming the old one, nothing filled, and the old one's
-        fields but those the body changes (qty, limit_price, stop_price, time_in_force)."""
+        fields but those the body changes (qty, limit_price, stop_price, time_in_force).
+        Refused as Alpaca's reference refuses them: a quantity change of a fractional
+        order or to a fractional quantity ("You can only patch full shares"), and a price
+        a market order does not have."""
         old = self._by_ref.get(order_id)
         if old is None:
             return not_found()
         status = old.data["status"]
         if status not in OPEN_STATUSES or status in NOT_REPLACEABLE:
             return Response(422, {"code": INVALID, "message": f"order is {status}: not replaceable"})
+        refused = _unreplaceable(old, body)
+        if refused is not None:
+            return Response(422, {"code": INVALID, "message": refused})
         cid = body.get("client_order_id") or str(uuid.uuid4())
         if cid in self._by_ref:
             return Response(422, {"code": INVALID, "message": "client_order_id must be unique"})
@@ -613,3 +619,19 @@ def instant(value: str | None) -> dt.datetime | None:
         return dt.datetime.combine(dt.date.fromisoformat(value), dt.time(0), NEW_YORK)
     parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _unreplaceable(old: FakeOrder, body: dict[str, Any]) -> str | None:
+    """Why Alpaca refuses this replacement of `old`, or None. Its reference for PATCH
+    /v2/orders/{id}: "You can only patch full shares for now. Qty of equity fractional/
+    notional orders are not allowed to change"; limit_price and stop_price are for the
+    order types that have them."""
+    qty = body.get("qty")
+    whole = old.qty == old.qty.to_integral_value()
+    if qty is not None and not (whole and dec(qty) == dec(qty).to_integral_value()):
+        return "qty of a fractional order cannot be changed; only whole shares can be patched"
+    if old.data.get("type") == "market":
+        for key in ("limit_price", "stop_price"):
+            if body.get(key) is not None:
+                return f"{key} cannot be set on a market order"
+    return None
