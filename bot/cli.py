@@ -131,7 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
         importlib.import_module(name).register(sub)
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
-    check = cfg_sub.add_parser("check", help="validate config files; lists every bad field")
+    check = cfg_sub.add_parser(
+        "check", help="validate config files; lists every bad field",
+        description="Validate config files and list every bad field of each.",
+        epilog="Exit status, as linters give it: 0 when every file is valid, 1 when any is "
+               "not. (Other commands exit 2 on a bad config: they could not run.)")
     check.add_argument("files", nargs="+", metavar="FILE", help="TOML config files to check")
     check.set_defaults(func=_cmd_config_check)
 

@@ -27,6 +27,7 @@ from pydantic import (
     Field,
     Strict,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -156,6 +157,17 @@ class Asset(_Strict):
 
 class StrategySettings(_Strict):
     name: str = "diversified_leverage"
+
+    @field_validator("name")
+    @classmethod
+    def _name_names_something(cls, name: str) -> str:
+        """The name starts every client_order_id and keys the saved state (its letters,
+        digits and '_'): a blank one would give every order a bare '-' prefix."""
+        if not any(ch.isascii() and ch.isalnum() for ch in name):
+            raise ValueError(f"expected a name with a letter or digit (it names the bot's "
+                             f"orders and saved state), got {name!r}")
+        return name
+
     kind: Literal["leverage", "factor"] = "leverage"  # which target model (bot.engine.build_model)
     weighting: Literal["inverse_vol", "erc", "mean_variance", "strategic"] = "inverse_vol"
     vol_window: Annotated[int, Field(ge=2, le=1000)] = 20
@@ -290,6 +302,15 @@ RuleName = Literal["volatility", "drawdown", "correlation", "stops"]
 class RiskSettings(_Strict):
     position_cap: Annotated[float, Field(gt=0.0, le=1.0)] = 0.30
     rules: Annotated[tuple[RuleName, ...], Lax] = ("volatility", "drawdown", "correlation", "stops")
+
+    @field_validator("rules")
+    @classmethod
+    def _each_rule_once(cls, rules: tuple[str, ...]) -> tuple[str, ...]:
+        twice = sorted({rule for rule in rules if rules.count(rule) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} listed more than once (each rule runs once)")
+        return rules
+
     # Windows in trading days, at most 1000 (4 years) like the strategy's: a rule whose
     # window is longer than the data never fires, silently.
     vol_window: Annotated[int, Field(ge=2, le=1000)] = 20
@@ -431,6 +452,15 @@ class StressSettings(_Strict):
     )
     calibration_start: IsoDate | None = None
     calibration_end: IsoDate | None = None
+
+    @field_validator("durations")
+    @classmethod
+    def _durations_by_ticker(cls, durations: dict[str, float]) -> dict[str, float]:
+        """Keys are matched to the data's columns as written: 'tlt' would never match TLT."""
+        bad = [key for key in durations if not is_ticker(key)]
+        if bad:
+            raise ValueError(f"expected tickers in capitals as keys (e.g. TLT), got {bad}")
+        return durations
 
     @model_validator(mode="after")
     def _rates_have_a_duration(self) -> StressSettings:

@@ -387,3 +387,20 @@ def test_relative_paths_start_at_the_repository_for_config_and_at_the_file_elsew
     assert (tmp_path / "newcomer" / "var" / "tradelog.sqlite").is_file()
     assert f"trade log: sqlite:///{tmp_path / 'newcomer' / 'var' / 'tradelog.sqlite'}" in out
     assert f"bot orders --run 1 --config {mine} " in out
+
+
+@pytest.mark.parametrize(("section", "key", "value", "message"), [
+    ("strategy", "name", "", "strategy.name: expected a name with a letter or digit"),
+    ("strategy", "name", " - ", "expected a name with a letter or digit"),
+    ("risk", "rules", ["stops", "drawdown", "stops"], "risk.rules: stops listed more than once"),
+    ("stress", "durations", {"TLT": 16.5, "ief": 7.5}, "stress.durations: expected tickers in capitals"),
+])
+def test_names_lists_and_keys_that_would_be_misread_are_refused(section, key, value, message):
+    """Before, each passed: a blank strategy name prefixed every order with a bare '-',
+    a rule listed twice ran twice, and a lower-case fund in stress.durations matched no
+    column, so its duration was silently not used."""
+    raw = load_settings(CONFIG).model_dump(mode="json")
+    raw.setdefault(section, {})[key] = value
+    with pytest.raises(ConfigError) as err:
+        parse_settings(raw, "test")
+    assert any(message in p for p in err.value.problems), err.value.problems

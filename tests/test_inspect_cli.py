@@ -676,3 +676,10 @@ def test_a_synthetic_runs_tables_say_so(tmp_path, capsys, monkeypatch):
     code, out, err = run_cli(capsys, "equity", "--database", db, "--run", "2")
     assert code == 0, err
     assert "SYNTHETIC" not in out
+    # A CSV or JSON export has no title: each row carries its run's flag.
+    rows = as_json(capsys, "equity", "--database", db, "--run", "all")
+    assert [(r["run_id"], r["synthetic"]) for r in rows] == [(1, True), (2, False)]
+    code, out, _ = run_cli(capsys, "equity", "--database", db, "--run", "1", "--format", "csv")
+    [row] = list(csv.DictReader(io.StringIO(out)))
+    assert (row["run_id"], row["synthetic"]) == ("1", "True")
+    assert [r["synthetic"] for r in as_json(capsys, "runs", "--database", db)] == [True, False]

@@ -305,7 +305,8 @@ def test_a_factor_fund_missing_from_the_data_names_the_field(settings):
     ({"calibration_start": "2024-01-01", "calibration_end": "2020-01-01"},
      "calibration_start 2024-01-01 must come before calibration_end 2020-01-01"),
     ({"market": "spy"}, "market: expected a ticker in capitals"),
-    ({"rates": "tlt", "durations": {"tlt": 16.5}}, "rates: expected a ticker in capitals"),
+    ({"rates": "tlt"}, "rates: expected a ticker in capitals"),
+    ({"durations": {"TLT": 16.5, "tlt": 16.5}}, "durations: expected tickers in capitals"),
 ])
 def test_stress_settings_are_checked_with_the_config(settings, changes, message):
     from bot.errors import ConfigError

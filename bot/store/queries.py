@@ -98,6 +98,14 @@ def require_run(conn: sa.Connection, run_id: int) -> None:
         raise RunNotFound(f"no run {run_id} in the trade log (latest runs: {listed}); see `bot runs`")
 
 
+def synthetic_runs(conn: sa.Connection, run_ids: set[int]) -> set[int]:
+    """Which of `run_ids` traded a synthetic market."""
+    if not run_ids:
+        return set()
+    stmt = sa.select(RUNS.c.id).where(RUNS.c.id.in_(sorted(run_ids)), RUNS.c.synthetic.is_(True))
+    return {int(i) for i in conn.execute(stmt).scalars()}
+
+
 def run_is_synthetic(conn: sa.Connection, run_id: int) -> bool:
     """Whether the run traded a synthetic market (its tables are then labelled so)."""
     return bool(conn.execute(sa.select(RUNS.c.synthetic).where(RUNS.c.id == run_id)).scalar())
