@@ -397,7 +397,10 @@ def _run_daemon(args: argparse.Namespace) -> int:
         schedule = build_schedule(jobs, heartbeat=heartbeat)
         stop, lost = StopRequest(), threading.Event()
         schedule.jobs.append(lock_watch(lock, jobs.ctx.tradelog, stop, lost))
-        run_live(schedule, jobs, stop)
+        try:
+            run_live(schedule, jobs, stop)
+        finally:  # stopped: `bot health` says so at once, not a heartbeat interval later
+            heartbeat.unlink(missing_ok=True)
         if lost.is_set():  # the run ends failed, and the command with this error
             raise InstanceBusy(f"stopped: another bot holds {lock.key} now (see `bot incidents`)")
     return 0
@@ -441,7 +444,8 @@ def _cmd_health(args: argparse.Namespace) -> int:
     path = heartbeat_path()
     age = heartbeat_age(path)
     if age is None:
-        print(f"unhealthy: no heartbeat at {path}")
+        print(f"unhealthy: no heartbeat at {path} (the daemon is not running: it removes "
+              "the file when it stops)")
         return 1
     if heartbeat_in_future(age):
         print(f"unhealthy: the heartbeat at {path} is {-age:.0f} s in the future (a clock "

@@ -132,13 +132,15 @@ def run_scheduler(args: argparse.Namespace) -> int:
                                source_may_hang=broker_calendar is not None)
     clock = lambda: dt.datetime.now(dt.UTC)  # noqa: E731
     log = structlog.get_logger("bot.platform")
+    heartbeat = writable_heartbeat_path()  # a bad BOT_HEARTBEAT_FILE, before anything opens
     tradelog = _waiting_record(args, log)
     try:
         publisher = Publisher(mode, engine=tradelog.engine if tradelog else None, clock=clock)
-        schedule = build_platform_schedule(calendar, publisher, clock, heartbeat=writable_heartbeat_path())
+        schedule = build_platform_schedule(calendar, publisher, clock, heartbeat=heartbeat)
         log.info("platform scheduler started", mode=mode, queue=settings.queue_name)
         run_scheduler(schedule)
     finally:
+        heartbeat.unlink(missing_ok=True)  # stopped: `bot health` says so at once
         if tradelog is not None:
             tradelog.engine.dispose()
     return 0

@@ -271,8 +271,9 @@ def test_live_mode_needs_the_confirmation(tmp_path, venue, capsys):
     assert "BOT_LIVE_CONFIRM=yes" in capsys.readouterr().err
 
 
-def start_and_stop(argv: list[str], env: dict[str, str], log_path) -> str:
-    """Start the daemon, wait until it has scheduled its jobs, SIGTERM it; its log."""
+def start_and_stop(argv: list[str], env: dict[str, str], log_path, heartbeat=None) -> str:
+    """Start the daemon, wait until it has scheduled its jobs, SIGTERM it; its log. With
+    `heartbeat`, checks that the daemon beats while it runs and removes it as it stops."""
     with log_path.open("w") as out:
         proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 text=True)
@@ -282,8 +283,12 @@ def start_and_stop(argv: list[str], env: dict[str, str], log_path) -> str:
             time.sleep(0.1)
             text = log_path.read_text()
         assert '"scheduled"' in text, text
+        if heartbeat is not None:
+            assert heartbeat.is_file()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, log_path.read_text()[-3000:]
+    if heartbeat is not None:
+        assert not heartbeat.exists()  # `bot health` fails at once, not minutes later
     return log_path.read_text()
 
 
@@ -291,11 +296,13 @@ def test_daemon_starts_logs_its_account_and_stops_on_sigterm(tmp_path, venue):
     env = {**os.environ, "BOT_LOG_FORMAT": "json", "BOT_HEARTBEAT_FILE": str(tmp_path / "hb")}
     db = f"sqlite:///{tmp_path / 'daemon.sqlite'}"
     argv = [sys.executable, "-m", "bot", "run", "--config", str(CONFIG), "--database", db]
-    text = start_and_stop(argv, env, tmp_path / "daemon.log")
+    text = start_and_stop(argv, env, tmp_path / "daemon.log", heartbeat=tmp_path / "hb")
     assert '"mode": "paper"' in text and "PA3FAKE00001" in text and '"equity"' in text
     assert '"stopped"' in text
     assert SECRET not in text and KEY_ID not in text
-    assert (tmp_path / "hb").exists()
+    health = subprocess.run([sys.executable, "-m", "bot", "health"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert health.returncode == 1 and "the daemon is not running" in health.stdout
     log = TradeLog.open(db)
     assert list(log.runs()["status"]) == ["finished"]
     log.close()
@@ -345,9 +352,8 @@ def test_daemon_starts_and_stops_inside_the_units_sandbox(tmp_path, venue):
            "HOME": "/nonexistent", "TMPDIR": str(tmp)}
     argv = [sys.executable, "-m", "bot", "run", "--config", str(CONFIG)]
     text = start_and_stop(unit_sandbox.command(argv, [var, state, cache, tmp]), env,
-                          tmp_path / "daemon.log")
+                          tmp_path / "daemon.log", heartbeat=state / "heartbeat")
     assert "PA3FAKE00001" in text and '"stopped"' in text
-    assert (state / "heartbeat").exists()
     log = TradeLog.open(env["BOT_DATABASE_URL"])
     assert list(log.runs()["status"]) == ["finished"]
     log.close()
