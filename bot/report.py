@@ -104,10 +104,14 @@ def build_report(
     meta: dict[str, Any],
     sections: dict[str, Any] | None = None,
     strategy_kind: str = "leverage",
+    synthetic: bool = False,
 ) -> dict[str, Any]:
     """Everything a report shows, as a JSON-serializable dict (strategy row first).
 
     Benchmarks are cut to the strategy's dates so every summary row covers the same days.
+    On a `synthetic` market the periods keep their dates but not their names' claim:
+    "Financial crisis 2008-2009" becomes "dates of Financial crisis 2008-2009 (synthetic
+    prices)", since no crisis is in those prices.
     `sections` adds named parts computed elsewhere (the volatility-decay table); a None
     section is left out. `strategy_kind` picks the research claims shown beside the
     results (the leverage paper's cost claim is not the robo paper's).
@@ -116,6 +120,8 @@ def build_report(
     if dates.empty:
         raise ValueError(f"strategy {strategy.name!r} has no equity values")
     runs = [strategy] + [_align_to(b, dates) for b in benchmarks]
+    if synthetic:
+        periods = [(f"dates of {name} (synthetic prices)", start, end) for name, start, end in periods]
     summary: list[dict[str, Any]] = []
     by_period: dict[str, list[dict[str, Any]]] = {}
     for run in runs:

@@ -229,6 +229,7 @@ def _backtest(options: BacktestOptions) -> int:
             market=price_series(market, "SPY"),
             periods=[tuple(p) for p in settings.backtest.periods],
             data_label=market.label,
+            synthetic=market.synthetic,
             meta={
                 "run_id": run_id,
                 "config": str(options.config),

@@ -179,3 +179,22 @@ def test_a_run_that_never_fills_an_order_says_so(tmp_path, capsys):
     assert main([*ARGS, "--synthetic", "--no-benchmarks", "--set", "backtest.initial_cash=100",
                  "--database", db, "--out", str(tmp_path / "out")]) == 0
     assert "no order filled in the whole run" in capsys.readouterr().err
+
+
+def test_a_synthetic_runs_periods_keep_their_dates_but_not_their_names_claim(tmp_path):
+    """The config's periods are history's ("Financial crisis 2008-2009"); on a synthetic
+    market no crisis is in those dates, so the report says whose dates they are instead,
+    in `bot backtest`'s report and in `bot report`'s rebuild of it."""
+    import json
+
+    db = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    args = ["backtest", "--config", str(CONFIG), "--synthetic", "--no-charts", "--no-benchmarks",
+            "--start", "2019-06-03", "--end", "2020-12-31", "--database", db]
+    assert main([*args, "--out", str(tmp_path / "bt")]) == 0
+    assert main(["report", "--run", "1", "--database", db, "--no-charts",
+                 "--out", str(tmp_path / "again")]) == 0
+    for folder in ("bt", "again"):
+        report = json.loads((tmp_path / folder / "report.json").read_text())
+        names = [row["name"] for rows in report["periods"].values() for row in rows]
+        assert names, "the span must cover a configured period"
+        assert all(n.startswith("dates of ") and n.endswith(" (synthetic prices)") for n in names)

@@ -175,6 +175,7 @@ def build_stored_report(
         market=spy,
         periods=periods,
         data_label=_data_label(run),
+        synthetic=bool(run["synthetic"]),
         meta={
             "run_id": run_id,
             "account": account_id,
