@@ -15,6 +15,10 @@ the bot's client_order_id, wherever the adapter reads an order: polls, lookups, 
 and the restart's reconciliation. A replacement Alpaca cannot give (404) leaves the order
 outstanding with a message naming both ids, and is tried again at each read.
 
+A `send_gate` may refuse an order before any try of its submit, retries included: the
+daemon refuses a buy once the session has closed, since a retry that reached Alpaca after
+the close would be queued there and fill at the next open's prices.
+
 A submit answered with fills (a liquid market order is often filled before the reply)
 reports them at once through take_reports(), so the job that sent the order records them
 before it ends; poll() reports them too if nobody took them.
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -112,6 +117,10 @@ class _Reported:
     avg: float | None = None
 
 
+#: why an order must not be sent now, or None: asked before every try of a submit
+SendGate = Callable[[OrderRequest], str | None]
+
+
 class AlpacaBroker:
     """LiveBroker over Alpaca's trading API; market day orders only."""
 
@@ -121,6 +130,7 @@ class AlpacaBroker:
         self._client = client
         self.paper = paper
         self.policy = policy or ALPACA_POLICY
+        self.send_gate: SendGate | None = None  # see the module's docstring
         self._requests: dict[str, OrderRequest] = {}
         self._tracked: dict[str, Order] = {}  # followed by poll() until final
         # Kept after an order is final, so one adopted again (a 422 on a re-sent client id)
@@ -317,6 +327,9 @@ class AlpacaBroker:
                     problem += f"; no further try: {refused}"
                     break
                 policy.sleep(wait)
+            closed = self.send_gate(request) if self.send_gate is not None else None
+            if closed is not None:
+                _gate_refused(cid, closed, problem, tries)
             tries += 1
             try:
                 raw = self._client.submit_order(data)
@@ -698,6 +711,15 @@ def _copy_state(source: Order, target: Order) -> None:
         # given None for). Our other messages ("sent after the sells filled", "adopted
         # ...") stay: the venue saying nothing is not a change to report.
         target.status_message = ""
+
+
+def _gate_refused(cid: str, why: str, problem: str, tries: int) -> None:
+    """Stop a submit the send gate refuses, as one whose tries ran out: each try's order
+    was looked up absent, and one that exists after all is refused by its client_order_id
+    when sent again (and then adopted)."""
+    log.warning("order_not_sent", client_order_id=cid, reason=why, tries=tries)
+    after = f" after {tries} attempts (last: {problem})" if tries else ""
+    raise BrokerError(f"order {cid} not sent{after}: {why}")
 
 
 def _unconfirmed(request: OrderRequest, now: dt.datetime, exc: SubmitUnconfirmedError) -> Order:

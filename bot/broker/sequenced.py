@@ -48,6 +48,21 @@ MarketOpen = Callable[[dt.datetime], bool]
 LatestPrices = Callable[[tuple[str, ...]], np.ndarray | None]
 
 
+def buys_refused_after_the_close(
+    in_session: MarketOpen, clock: Callable[[], dt.datetime]
+) -> Callable[[OrderRequest], str | None]:
+    """A venue's send gate (AlpacaBroker.send_gate) that stops a buy's submit, retries
+    included, once the session has closed: the release checks the market before each buy,
+    but one buy retrying through 429s for minutes could still reach the venue after the
+    close, be queued there and fill at the next open's prices. Sells pass."""
+    def gate(request: OrderRequest) -> str | None:
+        if request.side is Side.BUY and not in_session(clock()):
+            return "the session has closed (a buy sent now would fill at the next open's prices)"
+        return None
+
+    return gate
+
+
 class SellsFirst:
     def __init__(
         self,

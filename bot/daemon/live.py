@@ -7,7 +7,7 @@ import datetime as dt
 import structlog
 
 from bot.broker.alpaca import AlpacaBroker
-from bot.broker.sequenced import SellsFirst
+from bot.broker.sequenced import SellsFirst, buys_refused_after_the_close
 from bot.clock import Clock, WallClock
 from bot.config import Settings
 from bot.daemon.jobs import DaemonContext, TradingJobs
@@ -78,6 +78,7 @@ def build_live(
         order_prefix=instance,
         clock=clock.now,
     )
+    alpaca.send_gate = buys_refused_after_the_close(calendar.in_session, clock.now)
     alpaca.require_tradable(settings.symbols, settings.rebalance.fractional)
     mode = "paper" if endpoints.paper else "live"
     account = broker.account()

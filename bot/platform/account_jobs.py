@@ -32,7 +32,7 @@ from bot.accounts.registry import Account, account_order_prefix
 from bot.broker.alpaca import AlpacaBroker
 from bot.broker.base import BrokerError
 from bot.broker.broker_api import AccountClient, PositionsSnapshot
-from bot.broker.sequenced import CUT, SellsFirst
+from bot.broker.sequenced import CUT, SellsFirst, buys_refused_after_the_close
 from bot.daemon.jobs import DaemonContext, TradingJobs
 from bot.daemon.reconcile import follow, is_queued_buy, reconcile
 from bot.errors import AccountCannotTrade, BotError
@@ -195,6 +195,8 @@ def open_session(
     platform = ctx.broker_platform()
     view = platform.account_client(account.broker_account_id, snapshot)
     venue = platform.broker_for(view)
+    venue.send_gate = buys_refused_after_the_close(
+        lambda now: ctx.market_open(now, before_close=dt.timedelta(0)), ctx.clock.now)
     tradelog = ctx.tradelog(run_id)
     tradelog.account_id = account.id
     feed = profile.feed
