@@ -4,7 +4,9 @@ dashboard."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -353,7 +355,8 @@ def test_inspection_commands_take_an_account(url, capsys):
     (held,) = json.loads(capsys.readouterr().out)
     assert Decimal(held["price"]) == 510 and held["weight"] == pytest.approx(5100 / 10510)
     assert run_cli("equity", "--account", A, "--format", "csv", *db) == 0
-    assert Decimal(capsys.readouterr().out.splitlines()[1].split(",")[3]) == 10500
+    (day,) = csv.DictReader(io.StringIO(capsys.readouterr().out))
+    assert Decimal(day["equity"]) == 10500
     assert run_cli("runs", "--account", A, "--format", "json", *db) == 0
     assert [r["id"] for r in json.loads(capsys.readouterr().out)] == [run_id]
     # Without --account: every account's rows, the single-account daemon's included.
