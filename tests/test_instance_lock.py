@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -103,13 +104,19 @@ def test_the_next_start_marks_the_dead_runs_of_its_instance_failed(tradelog):
 def _end_lock_sessions(log: TradeLog) -> None:
     """What a database server restart does to the holder: its session, and lock, end.
     Only in this test's database: another test run on the same server keeps its own."""
+    held = (
+        "FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid() AND database = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
     with log.engine.connect() as conn:
-        conn.execute(sa.text(
-            "SELECT pg_terminate_backend(pid) FROM pg_locks "
-            "WHERE locktype = 'advisory' AND pid <> pg_backend_pid() AND database = "
-            "(SELECT oid FROM pg_database WHERE datname = current_database())"
-        ))
+        conn.execute(sa.text(f"SELECT pg_terminate_backend(pid) {held}"))
         conn.commit()
+        # pg_terminate_backend only signals: the lock goes when that backend has exited.
+        deadline = time.monotonic() + 30
+        while conn.execute(sa.text(f"SELECT count(*) {held}")).scalar():
+            assert time.monotonic() < deadline, "a terminated session kept its advisory lock"
+            conn.commit()
+            time.sleep(0.05)
 
 
 def test_a_postgres_lock_whose_session_ends_is_taken_again_unless_another_took_it(
