@@ -262,7 +262,14 @@ def _backtest(options: BacktestOptions) -> int:
     console.print(f"run {run_id}: report {out / 'report.json'}", markup=False)
     for line in where_recorded(run_id, url, options.config, options.database):
         console.print(line, markup=False)
-    for chart in worker.wait():
+    try:
+        charts = worker.wait()
+    except KeyboardInterrupt:  # the run and its report are saved; only drawings are lost
+        worker.abort()
+        console.print(f"charts not drawn (interrupted); the run is saved: `bot report --run "
+                      f"{run_id}` draws them", markup=False)
+        raise
+    for chart in charts:
         console.print(f"chart: {chart}", markup=False)
     return 0
 
@@ -303,7 +310,8 @@ class Background:
     def abort(self) -> None:
         """Stop now: end the worker instead of letting exit wait for it."""
         if self._pool is not None:
-            for process in list(getattr(self._pool, "_processes", {}).values()):
+            # None once the pool is shut down (wait's own cleanup, interrupted)
+            for process in list((getattr(self._pool, "_processes", None) or {}).values()):
                 process.terminate()
             self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -321,6 +329,9 @@ def _die_with_parent() -> None:
     import ctypes
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's "fail the run" handler
+    # Ctrl-C reaches the whole process group: the parent handles it (and ends this
+    # worker); here it only printed a second traceback, from the idle worker's pipe.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
     if os.getppid() == 1:  # the parent died before the line above

@@ -88,6 +88,7 @@ def _alive(pid: int) -> bool:
 def test_sigterm_fails_the_run_and_no_chart_worker_outlives_the_command(tmp_path):
     """Killed, `bot backtest` left its chart worker waiting on a pipe forever (holding
     the database connection) and the run 'running'."""
+    import os
     import signal
     import sqlite3
     import subprocess
@@ -106,13 +107,15 @@ def test_sigterm_fails_the_run_and_no_chart_worker_outlives_the_command(tmp_path
         except sqlite3.Error:  # no file or no table yet
             return 0
 
-    def start_until_the_worker_draws() -> tuple[subprocess.Popen, int]:
-        """Started, its run recorded and its worker forked. A child that still shows the
+    def start_until_the_worker_draws(stderr=subprocess.DEVNULL) -> tuple[subprocess.Popen, int]:
+        """Started (in a process group of its own, as a shell starts a job), its run
+        recorded and its worker forked. A child that still shows the
         parent's command line may also be `git rev-parse` (code_version) between its
         fork and its exec, before the run exists: signalled then, the command rightly
         records nothing, and the run read afterwards was the killed one's, 'running'."""
         before = runs_recorded()
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=stderr,
+                                start_new_session=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
             # the run first: git has exited by then, so a child found now is the worker
@@ -137,6 +140,17 @@ def test_sigterm_fails_the_run_and_no_chart_worker_outlives_the_command(tmp_path
     log = TradeLog.open_readonly(db)
     assert log.runs()["status"].tolist()[-1] == "failed"
     log.close()
+
+    # Ctrl-C at a terminal signals the whole group, the worker too: one clean exit, no
+    # traceback from the worker (it printed one, from its pipe, 3 times in 4).
+    with (tmp_path / "stderr").open("w") as err:
+        proc, worker = start_until_the_worker_draws(stderr=err)
+        time.sleep(1.0)  # the references done: the worker waits idle on its pipe
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    time.sleep(1.0)
+    assert not _alive(worker)
+    assert "Traceback" not in (tmp_path / "stderr").read_text()
 
 
 def test_a_command_run_in_process_hands_its_frozen_heap_back(tmp_path, capsys):
@@ -198,3 +212,16 @@ def test_a_synthetic_runs_periods_keep_their_dates_but_not_their_names_claim(tmp
         names = [row["name"] for rows in report["periods"].values() for row in rows]
         assert names, "the span must cover a configured period"
         assert all(n.startswith("dates of ") and n.endswith(" (synthetic prices)") for n in names)
+
+
+def test_the_chart_worker_leaves_ctrl_c_to_the_command():
+    """Ctrl-C at a terminal reaches the forked worker too; idle on its pipe, it printed a
+    traceback of its own. It ignores SIGINT: the command handles it and ends the worker."""
+    import signal
+
+    from bot.runner import Background
+
+    worker = Background()
+    disposition = worker.start(signal.getsignal, signal.SIGINT)
+    assert disposition() == signal.SIG_IGN
+    worker.wait()
