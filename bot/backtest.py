@@ -195,10 +195,13 @@ def run_backtest(
         stepped_fills = len(fills)
         if same_close and broker.open_order_count():
             settle(fill_close[t], closing)
-        point = engine.record_close(t, unchanged_since_step=len(fills) == stepped_fills)
-        equity.append(point.equity)
-        cash.append(point.cash)
-        regimes.append(point.regime)
+        # unpacked: each field read by name is a descriptor call, three a day
+        _, point_equity, point_cash, _, _, regime = engine.record_close(
+            t, unchanged_since_step=len(fills) == stepped_fills
+        )
+        equity.append(point_equity)
+        cash.append(point_cash)
+        regimes.append(regime)
         if len(fills) != fills_seen:
             fills_seen = len(fills)
             books.append(broker.shares.copy())

@@ -38,6 +38,7 @@ from bot.types import (
     RegimeDecision,
     RiskEvent,
     Side,
+    new_record,
 )
 
 log = structlog.get_logger(__name__)
@@ -97,6 +98,7 @@ class Engine:
         self.model = model or build_model(settings)
         self.records_targets = model is None
         self._risk = settings.risk
+        self._rebalance_cfg = settings.rebalance  # read every day: a pydantic read costs more
         rules = set(settings.risk.rules)
         self._drawdown_rule = "drawdown" in rules
         self._stops_rule = "stops" in rules
@@ -157,13 +159,13 @@ class Engine:
             orders += self._execute_pending(day, now, shares, equity, t, events, out, open_orders)
 
         last = state.last_rebalance_day
-        check = rebalance_due(
+        due, reason = rebalance_due(  # unpacked: a field read by name is a descriptor call
             None if last is None else t - self._day_index(last),
             lambda: current_weights(shares, self._mark[t], equity),
             state.pending[-1].weights if state.pending else state.targets,  # latest decision
             # A lagged decision only records targets; the execution checks open orders.
             0 if self._lagged else self.broker.open_order_count(),
-            self.settings.rebalance,
+            self._rebalance_cfg,
             forced,
             self._weekly and self._is_week_end(t),
             # While a decision waits for its day the holdings are bound to differ from it:
@@ -171,20 +173,20 @@ class Engine:
             # are sent (the holdings have not moved yet).
             drift_check=not state.pending and not executing,
         )
-        if check.reason.startswith("skipped"):  # orders outstanding: no stop orders either
+        if reason.startswith("skipped"):  # orders outstanding: no stop orders either
             state.owed_rebalance = forced
-            self._risk_event(RiskEvent(day, "outstanding_orders", check.reason), events)
+            self._risk_event(RiskEvent(day, "outstanding_orders", reason), events)
             return StepOutcome(day, equity, None, orders, tuple(events))
         if hit:
             orders += self._sell_stopped(t, day, now, shares, hit, events)
         if sold_before:
             self._note_sold_before(t, day, sold_before, events)
-        if check.due:
+        if due:
             state.owed_rebalance = None
-            orders += self._rebalance(t, day, now, check.reason, shares, equity, events, out)
-        return StepOutcome(
-            day, equity, check.reason if check.due else None, orders, tuple(events) if events else ()
-        )
+            orders += self._rebalance(t, day, now, reason, shares, equity, events, out)
+        return new_record(StepOutcome, (
+            day, equity, reason if due else None, orders, tuple(events) if events else ()
+        ))
 
     def record_close(
         self, t: int, snapshot: bool | None = None, unchanged_since_step: bool = False
@@ -213,7 +215,7 @@ class Engine:
         # peak may have been re-based after a defensive time-out.
         state.equity_peak = max(state.equity_peak, equity)
         drawdown = 1.0 - equity / state.equity_peak if state.equity_peak > 0 else 0.0
-        point = EquityPoint(self._days[t], equity, cash, positions, drawdown, state.regime)
+        point = new_record(EquityPoint, (self._days[t], equity, cash, positions, drawdown, state.regime))
         self.log.equity(point)
         return point
 
@@ -349,7 +351,7 @@ class Engine:
         state.stopped = {self.symbols[i] for i in stopped or ()}
         state.last_rebalance_day = day
         self._day_indices[day] = t  # asked every day from now on: known here, not searched
-        lag = self.settings.rebalance.execution_lag_days
+        lag = self._rebalance_cfg.execution_lag_days
         if lag > 0:
             execute_on = self._days[t + lag] if t + lag < len(self._days) else _add_sessions(day, lag)
             state.pending.append(PendingTargets(day, execute_on, decision.weights, reason))
@@ -418,10 +420,17 @@ class Engine:
             shares,
             prices,
             equity,
-            self.settings.rebalance,
+            self._rebalance_cfg,
             reason,
         )
-        return tuple([self._submit(r, now) for r in requests])
+        # each request sent and recorded here, not through _submit: a call less per order
+        submit, record = self.broker.submit, self.log.order
+        orders = []
+        for request in requests:
+            order = submit(request, now)
+            record(order)
+            orders.append(order)
+        return tuple(orders)
 
     def _stops_hit(self, t: int, shares: np.ndarray) -> tuple[list[int], list[int]]:
         """The assets that closed below their stop at day t and are not out for it

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from bot.config import RebalanceSettings
-from bot.types import OrderRequest, Side
+from bot.types import OrderRequest, Side, new_record
 
 
 class RebalanceCheck(NamedTuple):
@@ -60,10 +60,11 @@ def rebalance_due(
             return RebalanceCheck(True, "weekly: last trading day of the week")
     elif days_since_last >= cfg.every_days:
         return RebalanceCheck(True, f"period: {days_since_last} trading days since last")
-    if drift_check and cfg.drift is not None and cfg.drift > 0:
+    limit = cfg.drift  # read once: a pydantic field read costs more than the test
+    if drift_check and limit is not None and limit > 0:
         drift = max_abs_difference(weights_now(), targets)
-        if drift > cfg.drift + 1e-12:  # 0.55 - 0.50 is 0.05000000000000004 in floats
-            return RebalanceCheck(True, f"drift {drift:.2%} > {cfg.drift:.0%}")
+        if drift > limit + 1e-12:  # 0.55 - 0.50 is 0.05000000000000004 in floats
+            return RebalanceCheck(True, f"drift {drift:.2%} > {limit:.0%}")
     return _NOT_DUE
 
 
@@ -128,15 +129,10 @@ def plan_orders(
         if qty <= 1e-9 or qty < min_shares or qty * price < min_notional:
             continue
         side = _SELL if delta < 0 else _BUY
-        order = OrderRequest(
-            client_order_id(rebalance_id, symbol, side),
-            rebalance_id,
-            symbol,
-            side,
-            qty,
-            reason,
-            price,
-        )
+        order = new_record(OrderRequest, (
+            client_order_id(rebalance_id, symbol, side), rebalance_id, symbol, side, qty,
+            reason, price,
+        ))
         (sells if side is _SELL else buys).append(order)
     return sells + buys
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from bot.config import RiskSettings
 from bot.strategy.window_stats import WindowStats, series_vol
-from bot.types import Regime, RiskEvent
+from bot.types import Regime, RiskEvent, new_record
 
 _EPS = 1e-12
 
@@ -297,14 +297,16 @@ def update_drawdown(
     re-basing the peak to today's equity so the trigger then measures fresh losses
     instead of keeping the portfolio half in cash for years after a deep crash.
     """
-    peak = state.peak if state.peak >= equity else equity
-    if peak != state.peak:
-        state = DrawdownState(peak, state.defensive, state.entered_day)
+    # unpacked once: each field read by name is a descriptor call (every day)
+    old_peak, defensive, entered_day = state
+    peak = old_peak if old_peak >= equity else equity
+    if peak != old_peak:  # a new high, many days: a record without its constructor's call
+        state = new_record(DrawdownState, (peak, defensive, entered_day))
     dd = 0.0 if peak <= 0 else max(0.0, 1.0 - equity / peak)  # from the peak, today included
-    if not state.defensive and dd <= cfg.drawdown_enter:  # nearly every day
+    if not defensive and dd <= cfg.drawdown_enter:  # nearly every day
         return state, None
     inputs = {"equity": equity, "peak": peak, "drawdown": dd}
-    if not state.defensive:
+    if not defensive:
         return (
             DrawdownState(peak, True, day),
             RiskEvent(day, "drawdown", "entered defensive mode", inputs),

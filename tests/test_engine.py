@@ -497,3 +497,32 @@ def test_with_a_lag_of_several_sessions_a_fund_stopped_before_the_execution_is_n
     clash = stops.merge(buys, on="symbol", suffixes=("_stop", "_buy"))
     bought_back = clash[(clash["decided"] < clash["day_stop"]) & (clash["day_buy"] > clash["day_stop"])]
     assert bought_back.empty, bought_back[["symbol", "decided", "day_stop", "day_buy"]].head()
+
+
+def test_records_built_without_their_constructor_have_every_field(settings, monkeypatch):
+    """The order path builds its NamedTuple records with bot.types.new_record
+    (tuple.__new__: no Python frame per order), which does not count the fields it gets.
+    Every module using it is made to count them here, over seven synthetic years, so a
+    field added to a record and missed at one call site fails here, not at a distant
+    read."""
+    import sys
+
+    from bot.data.synthetic import synthetic_market
+    from bot.types import new_record
+
+    built: dict[str, int] = {}
+
+    def counted(cls, fields):
+        assert len(fields) == len(cls._fields), f"{cls.__name__}: {len(fields)} fields"
+        built[cls.__name__] = built.get(cls.__name__, 0) + 1
+        return new_record(cls, fields)
+
+    users = [m for m in list(sys.modules.values())
+             if getattr(m, "__name__", "").startswith("bot.") and getattr(m, "new_record", None) is new_record]
+    assert users
+    for module in users:
+        monkeypatch.setattr(module, "new_record", counted)
+    cfg = variant(settings, backtest={"start": "2010-01-04", "end": "2014-12-31"})
+    market = synthetic_market([*cfg.symbols, "SPY"], "2008-01-02", "2014-12-31")
+    run_backtest(cfg, market, scratch_tradelog("records"))
+    assert {"OrderRequest", "Fill", "EquityPoint", "StepOutcome", "DrawdownState"} <= set(built)

@@ -17,7 +17,7 @@ import numpy as np
 
 from bot.broker.base import MIN_ORDER_VALUE
 from bot.data.base import PriceHistory
-from bot.types import Fill, Order, OrderRequest, OrderStatus, Side
+from bot.types import Fill, Order, OrderRequest, OrderStatus, Side, new_record
 
 # Module constants, read for every order: an enum member looked up on its class costs
 # about 0.1 us a time (12 times a dict lookup), a few of them per order a measurable part
@@ -116,8 +116,11 @@ class SimulatedBroker:
         Returns each order in its final state with its fill (None if it did not fill)."""
         if not self._pending:
             return []
-        pending = sorted(self._pending, key=lambda o: o.request.side is _BUY)
-        self._pending = []
+        pending, self._pending = self._pending, []
+        # sells first, each side in the order sent (no sort key called per order)
+        pending = [o for o in pending if o.request.side is _SELL] + [
+            o for o in pending if o.request.side is not _SELL
+        ]
         quotes = prices.tolist()  # floats: one conversion, not one numpy read per order
         # The holdings as floats too, written back once (a numpy element read and written
         # per order cost more than the fill's arithmetic); written back even if a fill
@@ -150,8 +153,9 @@ class SimulatedBroker:
         self, order: Order, prices: list[float], book: list[float], now: dt.datetime
     ) -> tuple[Order, Fill | None]:
         """Fill one order at `prices`, moving the cash and `book` (the shares, as floats)."""
-        req = order.request
-        i = self._index[req.symbol]
+        # unpacked once: each field read by name is a descriptor call
+        cid, _, symbol, side, quantity, _, _ = order.request
+        i = self._index[symbol]
         ref = prices[i]
         if not math.isfinite(ref) or ref <= 0:
             order.status = _EXPIRED
@@ -159,20 +163,20 @@ class SimulatedBroker:
             return order, None
         slip = self._slip
         held = book[i]
-        selling = req.side is _SELL
+        selling = side is _SELL
         if selling:
             price = ref * (1.0 - slip)
-            qty = min(req.quantity, held)
+            qty = min(quantity, held)
         else:
             price = ref * (1.0 + slip)
-            qty = min(req.quantity, self._affordable(price))
+            qty = min(quantity, self._affordable(price))
         if not self.fractional:
             qty = math.floor(qty + 1e-9)
         # A buy the cash cuts below the smallest order Alpaca takes is refused, not filled
         # as dust (1e-11 shares once the cash ran out to the cent), as the live bot never
         # sends one (bot.broker.sequenced).
         if qty <= 1e-12 or (
-            not selling and qty < req.quantity and qty * price < MIN_ORDER_VALUE
+            not selling and qty < quantity and qty * price < MIN_ORDER_VALUE
         ):
             order.status = _REJECTED
             order.status_message = "insufficient position" if selling else "insufficient cash"
@@ -186,25 +190,19 @@ class SimulatedBroker:
             held += qty
             self._cash -= notional + commission
         book[i] = 0.0 if abs(held) < 1e-12 else held
-        short = qty < req.quantity - 1e-9
+        short = qty < quantity - 1e-9
         # A day order filled in part is done: the rest expires, as at Alpaca.
         order.status = _EXPIRED if short else _FILLED
         if short:
             order.status_message = (
-                f"filled {qty:.6g} of {req.quantity:.6g}, rest expired: cash or position limit"
+                f"filled {qty:.6g} of {quantity:.6g}, rest expired: cash or position limit"
             )
         order.filled_quantity = qty
         order.average_price = price
-        fill = Fill(
-            req.client_order_id,
-            req.symbol,
-            req.side,
-            qty,
-            price,
-            commission,
-            abs(price - ref) * qty,
-            now,
-        )
+        fill = new_record(Fill, (
+            cid, symbol, side, qty, price, commission,
+            abs(price - ref) * qty, now,
+        ))
         return order, fill
 
     def _affordable(self, price: float) -> float:

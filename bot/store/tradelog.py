@@ -414,8 +414,8 @@ class TradeLog(TradeLogReaders):
         `notional` is the dollar amount of an order sent by value; its quantity is then the
         estimate at the reference price."""
         run_id = self.run_id if self.run_id is not None else self._require_run()
-        req = o.request
-        cid = req.client_order_id
+        # unpacked once: each field read by name is a descriptor call (a backtest's orders)
+        cid, rebalance_id, symbol, side, quantity, reason, reference_price = o.request
         if o.submitted_at.tzinfo is not dt.UTC:
             _check_aware(o.submitted_at, "orders.submitted_at")
         if cid in self._orders or cid in self._order_ids:
@@ -430,8 +430,8 @@ class TradeLog(TradeLogReaders):
         status = _STATUS_TEXT[o.status]
         self._order_accounts[cid] = self.account_id
         self._orders[cid] = [
-            run_id, self.account_id, cid, o.broker_order_id, req.rebalance_id, req.symbol,
-            _SIDE_TEXT[req.side], req.quantity, notional, req.reference_price, req.reason,
+            run_id, self.account_id, cid, o.broker_order_id, rebalance_id, symbol,
+            _SIDE_TEXT[side], quantity, notional, reference_price, reason,
             status, o.status_message, o.filled_quantity, o.average_price, o.submitted_at,
             o.submitted_at,
         ]
@@ -458,13 +458,13 @@ class TradeLog(TradeLogReaders):
         call with positional fields: a backtest records one for every order). The change
         is dated at the fill's time, or without a fill at `at`, when it was seen (a
         cancel polled after a partial fill is later than both the submit and the fill)."""
+        cid = order.request.client_order_id
         self._status_change(
-            order.request.client_order_id, order.status,
-            at if fill is None else fill.filled_at, order.status_message,
+            cid, order.status, at if fill is None else fill.filled_at, order.status_message,
             order.filled_quantity, order.average_price, order.broker_order_id,
         )
-        if fill is not None:
-            self.fill(fill)
+        if fill is not None:  # its time was checked just above, as the change's
+            self._buffer_fill(fill)
 
     def _status_change(
         self,
@@ -509,12 +509,16 @@ class TradeLog(TradeLogReaders):
         self._events.append((client_order_id, status_value, at, message, filled_quantity))
 
     def fill(self, f: Fill) -> None:
+        if f.filled_at.tzinfo is not dt.UTC:
+            _check_aware(f.filled_at, "fills.filled_at")
+        self._buffer_fill(f)
+
+    def _buffer_fill(self, f: Fill) -> None:
+        """Buffer `f` with its order's run and account (its time already checked)."""
         run_id = self.run_id if self.run_id is not None else self._require_run()
         cid = f.client_order_id
         if cid not in self._order_accounts:
             self._written_order_id(cid)  # an order an earlier process recorded, or an error
-        if f.filled_at.tzinfo is not dt.UTC:
-            _check_aware(f.filled_at, "fills.filled_at")
         self._fills.append((run_id, self._order_accounts[cid], f))
 
     def _fill_rows(self) -> Iterator[tuple[Any, ...]]:
@@ -524,9 +528,12 @@ class TradeLog(TradeLogReaders):
                    f.price, f.commission, f.slippage_cost, f.filled_at)
 
     def equity(self, p: EquityPoint) -> None:
+        # unpacked: each field read by name is a descriptor call, six a day
+        day, equity, cash, positions_value, drawdown, regime = p
         self._equity.append((
-            self.run_id if self.run_id is not None else self._require_run(), self.account_id, p.day, p.equity, p.cash, p.positions_value,
-            p.drawdown, _REGIME_TEXT[p.regime],  # `.value` is a descriptor call each day
+            self.run_id if self.run_id is not None else self._require_run(), self.account_id,
+            day, equity, cash, positions_value, drawdown,
+            _REGIME_TEXT[regime],  # `.value` is a descriptor call each day
         ))
 
     def positions(self, day: dt.date, holdings: Mapping[str, tuple[float, float]]) -> None:
