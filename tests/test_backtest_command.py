@@ -46,13 +46,18 @@ def test_a_run_that_fails_after_simulating_is_failed_with_its_records(
 
 def test_reports_go_beside_their_database(tmp_path, monkeypatch):
     """Reports were named by run id alone under ./var/reports: run 1 of another database
-    overwrote them."""
+    overwrote them; then by folder, and two trade logs in one folder still shared
+    reports/run-1."""
+    import json
+
     monkeypatch.chdir(tmp_path)
-    for name in ("a", "b"):
-        db = f"sqlite:///{tmp_path / name / 'log.sqlite'}"
-        assert main([*ARGS, "--no-benchmarks", "--database", db]) == 0
-    assert (tmp_path / "a" / "reports" / "run-1" / "report.json").is_file()
-    assert (tmp_path / "b" / "reports" / "run-1" / "report.json").is_file()
+    databases = {"a/tradelog.sqlite": "a/reports/run-1", "b/tradelog.sqlite": "b/reports/run-1",
+                 "c/one.sqlite": "c/reports/one-run-1", "c/two.sqlite": "c/reports/two-run-1"}
+    for path in databases:
+        assert main([*ARGS, "--no-benchmarks", "--no-charts", "--database", f"sqlite:///{tmp_path / path}"]) == 0
+    for path, folder in databases.items():
+        meta = json.loads((tmp_path / folder / "report.json").read_text())["meta"]
+        assert meta["database"].endswith(path)  # its own run 1's report
     assert not (tmp_path / "var").exists()
 
 

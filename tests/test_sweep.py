@@ -107,7 +107,7 @@ def test_each_combination_is_the_backtest_of_its_overrides_ranked_and_recorded(
     assert final_equity(db, alone) == best["final_equity"]
     assert run_row(db, alone)["summary"] == run_row(db, best["run_id"])["summary"]
 
-    out_dir = tmp_path / "reports" / "sweep-1"
+    out_dir = tmp_path / "reports" / "log-sweep-1"
     heatmap = (out_dir / "heatmap.png").read_bytes()
     assert heatmap[:8] == b"\x89PNG\r\n\x1a\n" and len(heatmap) > 5_000
     ranking = pd.read_csv(out_dir / "ranking.csv")
@@ -216,7 +216,7 @@ def test_record_full_keeps_everything_bot_backtest_records(capsys, tmp_path: Pat
     assert a["price"].tolist() == b["price"].tolist()
     assert a["client_order_id"].str.startswith(f"bt{swept}-").all()  # its own order ids
     log.close()
-    assert not (tmp_path / "reports" / "sweep-1" / "heatmap.png").exists()  # one parameter
+    assert not (tmp_path / "reports" / "log-sweep-1" / "heatmap.png").exists()  # one parameter
 
 
 def test_a_failed_combination_is_reported_and_the_others_still_count(
@@ -318,7 +318,7 @@ def test_walk_forward_picks_on_training_windows_and_stitches_test_windows(
         assert w["run_id"] == max(scores, key=lambda r: (scores[r], -r))
     assert previous_end == days[-1]
 
-    curve = pd.read_csv(tmp_path / "reports" / "sweep-1" / "walk_forward.csv",
+    curve = pd.read_csv(tmp_path / "reports" / "log-sweep-1" / "walk_forward.csv",
                         index_col="day", parse_dates=True)["equity"]
     expected = [100_000.0]
     for w in windows:
@@ -330,7 +330,7 @@ def test_walk_forward_picks_on_training_windows_and_stitches_test_windows(
     np.testing.assert_allclose(curve.to_numpy(), expected, rtol=1e-12)
     assert wf["final_equity"] == pytest.approx(expected[-1], rel=1e-12)
     assert wf["summary"]["start"] == windows[0]["train"][1]
-    assert (tmp_path / "reports" / "sweep-1" / "walk_forward.png").is_file()
+    assert (tmp_path / "reports" / "log-sweep-1" / "walk_forward.png").is_file()
 
 
 def _future_changed(market: MarketData, cut: np.datetime64) -> MarketData:

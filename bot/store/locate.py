@@ -137,10 +137,16 @@ def database_url(config: str | Path, database: str | None) -> str:
     return resolve_store_url(load_settings(config), Path(config))
 
 
+#: the default trade log's file name (var/tradelog.sqlite): its reports keep the short names
+DEFAULT_SQLITE_STEM = "tradelog"
+
+
 def report_dir(url: str, run_id: int) -> Path:
     """Default folder of a run's report files: `reports/run-ID` beside a SQLite trade log
-    (var/reports/run-ID for the default var/tradelog.sqlite), so run 1 of another database
-    never overwrites it; var/reports/<database>-run-ID for a server database."""
+    named tradelog.sqlite (var/reports/run-ID for the default var/tradelog.sqlite), and
+    `reports/<file name>-run-ID` beside one named otherwise (a.sqlite: reports/a-run-ID),
+    so run 1 of another database, in another folder or the same, never overwrites it;
+    var/reports/<database>-run-ID for a server database."""
     return _reports_folder(url, f"run-{run_id}")
 
 
@@ -156,7 +162,8 @@ def _reports_folder(url: str, name: str) -> Path:
 
     path = sqlite_file(url)
     if path is not None:
-        return path.parent / "reports" / name
+        own = name if path.stem == DEFAULT_SQLITE_STEM else f"{path.stem}-{name}"
+        return path.parent / "reports" / own
     database = make_url(url).database or "memory"
     return Path("var") / "reports" / f"{database}-{name}"
 
