@@ -133,3 +133,36 @@ def test_the_strategic_comparison_is_the_plain_fixed_weight_portfolio(settings, 
         expected[t] = cash + shares @ row
     np.testing.assert_allclose(result.equity, expected, rtol=1e-9, atol=0)
     assert result.equity[-1] == pytest.approx(2_280_311.124312, abs=1e-5)
+
+
+def test_a_report_on_data_other_than_the_runs_says_so(tmp_path, monkeypatch, capsys):
+    """The run read a CSV folder since deleted; `bot report` finds data elsewhere (here
+    BOT_DATA_DIR) and compares the run with it. It did so silently while its header named
+    the run's own folder; a note now says which data stands in."""
+    import json
+    import shutil
+
+    from bot.cli import main
+    from bot.data.alpaca import write_csv_directory
+    from bot.data.synthetic import synthetic_market
+    from tests.conftest import CONFIG
+
+    symbols = ["TQQQ", "UPRO", "UDOW", "TMF", "UGL", "DIG", "SPY"]
+    market = synthetic_market(symbols, "2019-01-02", "2020-06-30")
+    ran_on, stand_in = tmp_path / "ran_on", tmp_path / "stand_in"
+    for folder in (ran_on, stand_in):
+        write_csv_directory(market.prices, market.macro, folder)
+    db = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    assert main(["backtest", "--config", str(CONFIG), "--data-dir", str(ran_on), "--no-charts",
+                 "--no-benchmarks", "--start", "2019-06-03", "--end", "2020-06-30",
+                 "--database", db, "--out", str(tmp_path / "bt")]) == 0
+    shutil.rmtree(ran_on)
+    monkeypatch.setenv("BOT_DATA_DIR", str(stand_in))
+    capsys.readouterr()
+    assert main(["report", "--run", "1", "--database", db, "--no-charts",
+                 "--out", str(tmp_path / "again")]) == 0
+    out = capsys.readouterr().out
+    notes = json.loads((tmp_path / "again" / "report.json").read_text())["meta"]["notes"]
+    [note] = [n for n in notes if "no longer there" in n]
+    assert str(ran_on) in note and str(stand_in) in note
+    assert "no longer there" in out

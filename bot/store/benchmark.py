@@ -27,7 +27,9 @@ class RunMarket:
     risk_free: pd.Series | None
     closes: pd.DataFrame | None
     label: str | None
-    note: str | None = None
+    note: str | None = None  # why there is no SPY benchmark
+    # the data is not the folder the run read (gone since): the report says so
+    substitute: str | None = None
 
 
 def _unavailable(note: str) -> RunMarket:
@@ -82,7 +84,12 @@ def load_run_market(
         pd.Series(rf_data.values, index=pd.DatetimeIndex(rf_data.dates)) if rf_data is not None else None
     )
     note = None if spy is not None and not spy.empty else f"SPY is not in {market.label}"
-    return RunMarket(spy if note is None else None, risk_free, closes, market.label, note)
+    substitute = None
+    if recorded is None and (data_source or "").startswith("csv:") and market.label != data_source:
+        substitute = (f"the run read {data_source}, no longer there: SPY, the T-bill rate and "
+                      f"the decay table come from {market.label} instead")
+    return RunMarket(spy if note is None else None, risk_free, closes, market.label, note,
+                     substitute)
 
 
 def covering(spy: pd.Series | None, days: pd.DatetimeIndex) -> tuple[pd.Series | None, str | None]:

@@ -150,6 +150,8 @@ def build_stored_report(
         run["config"] or {}, bool(run["synthetic"]), config_path, data_source=run["data_source"]
     )
     notes = [] if market.note is None else [f"SPY benchmark left out: {market.note}"]
+    if market.substitute is not None:
+        notes.append(market.substitute)
     if market.risk_free is None:
         notes.append(_risk_free_note(market))
     days = pd.DatetimeIndex(equity.index)
