@@ -144,6 +144,25 @@ def warn_unpriced(
     return unpriced
 
 
+#: a span end this far past the data's edge is the user's ask, not a weekend or holiday
+SPAN_SLACK = np.timedelta64(7, "D")
+
+
+def warn_span_cut(dates: np.ndarray, start: str | None, end: str | None, lo: int, hi: int) -> list[str]:
+    """Warn when the data does not reach the span asked for (--start 1990-01-02 on data
+    from 2008, --end 2030-01-01): the run covers less than the user asked, which the
+    report's dates alone would leave them to notice. Returns the warnings' texts."""
+    said = []
+    first, last = dates[lo].astype("datetime64[D]"), dates[hi - 1].astype("datetime64[D]")
+    if start is not None and first - np.datetime64(start, "D") > SPAN_SLACK:
+        said.append(f"backtest.start {start} is before the data's first day: the run starts on {first}")
+    if end is not None and np.datetime64(end, "D") - last > SPAN_SLACK:
+        said.append(f"backtest.end {end} is after the data's last day: the run ends on {last}")
+    for text in said:
+        log.warning("the data does not cover the span asked for", detail=text)
+    return said
+
+
 def macro_series(market: MarketData, name: str) -> pd.Series | None:
     series = market.macro.get(name)
     if series is None:
@@ -196,6 +215,7 @@ def _backtest(options: BacktestOptions) -> int:
     # --out that cannot be a folder is an error, not a failed run in the trade log.
     traded = market.prices.select(settings.symbols)
     lo, hi = span_indices(traded.dates, settings.backtest.start, settings.backtest.end)
+    cut = warn_span_cut(traded.dates, settings.backtest.start, settings.backtest.end, lo, hi)
     warn_unpriced(settings.symbols, traded.close, traded.dates, lo, hi)
     if options.out is not None:
         make_dir(options.out)
@@ -258,6 +278,8 @@ def _backtest(options: BacktestOptions) -> int:
     tradelog.close()
     write_json(report, out / "report.json")
     render_table(report, console)
+    for text in cut:  # below the table too: the log's warning scrolled past long ago
+        console.print(f"note: {text}", markup=False)
     # paths, not markup: an --out folder named `we[/ird]` failed with MarkupError
     console.print(f"run {run_id}: report {out / 'report.json'}", markup=False)
     for line in where_recorded(run_id, url, options.config, options.database):

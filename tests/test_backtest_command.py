@@ -230,3 +230,15 @@ def test_the_chart_worker_leaves_ctrl_c_to_the_command():
     disposition = worker.start(signal.getsignal, signal.SIGINT)
     assert disposition() == signal.SIG_IGN
     worker.wait()
+
+
+def test_a_span_the_data_does_not_cover_is_run_on_what_there_is_and_said(tmp_path, capsys):
+    """--end 2030-01-01 on data to 2024 ran to 2024 without a word (bot run --replay
+    refuses such a span; a backtest's default span is the data's, so it runs and says)."""
+    db = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    assert main(["backtest", "--config", str(CONFIG), "--synthetic", "--no-charts",
+                 "--no-benchmarks", "--start", "2024-06-03", "--end", "2030-01-01",
+                 "--database", db, "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "note: backtest.end 2030-01-01 is after the data's last day: the run ends on 20" in out
+    assert "backtest.start" not in out
