@@ -112,8 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how the leverage strategy weighs its assets (default: strategy.weighting)")
     bt.add_argument("--fill", choices=["next_open", "next_close", "same_close"],
                     help="when orders fill (default: backtest.fill, next_open)")
-    bt.add_argument("--data-dir", help="CSV directory with prices/ and macro/ (or BOT_DATA_DIR)")
-    bt.add_argument("--synthetic", action="store_true", help="use the seeded synthetic market")
+    source = bt.add_mutually_exclusive_group()  # both given, one was silently dropped
+    source.add_argument("--data-dir", help="CSV directory with prices/ and macro/ (or BOT_DATA_DIR)")
+    source.add_argument("--synthetic", action="store_true", help="use the seeded synthetic market")
     bt.add_argument("--out", help="directory for report.json and charts (default reports/run-ID beside a SQLite trade log)")
     bt.add_argument(
         "--database", type=database_argument, help="trade-log URL (default BOT_DATABASE_URL, else store.url)"

@@ -38,8 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--database", type=database_argument, help="trade-log URL (default BOT_DATABASE_URL, else store.url)"
     )
-    run.add_argument("--data-dir", help="history for --replay (default BOT_DATA_DIR, else data.directory)")
-    run.add_argument("--synthetic", action="store_true", help="replay on the synthetic market")
+    source = run.add_mutually_exclusive_group()  # both given, one was silently dropped
+    source.add_argument("--data-dir", help="history for --replay (default BOT_DATA_DIR, else data.directory)")
+    source.add_argument("--synthetic", action="store_true", help="replay on the synthetic market")
     run.add_argument("-q", "--quiet", action="store_true",
                      help="log only warnings and errors (the summary is still printed)")
     run.set_defaults(func=_cmd_run)
@@ -106,11 +107,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.live:  # a replay trades on a simulated venue: --live would mean nothing
             raise BotError("--replay and --live cannot be combined (a replay sends no order)")
         return _cmd_replay(args)
-    unused = [flag for flag, given in (("--synthetic", args.synthetic),
-                                       ("--data-dir", args.data_dir)) if given]
-    if unused:  # the daemon reads Alpaca and FRED: these would be silently ignored
-        verb = "applies" if len(unused) == 1 else "apply"
-        raise BotError(f"{' and '.join(unused)} only {verb} to a replay: add --replay START:END")
+    unused = "--synthetic" if args.synthetic else "--data-dir" if args.data_dir else None
+    if unused:  # the daemon reads Alpaca and FRED: it would be silently ignored
+        raise BotError(f"{unused} only applies to a replay: add --replay START:END")
     return _run_daemon(args)
 
 

@@ -57,6 +57,10 @@ SQLITE = "sqlite:///{tmp}/log.sqlite"
          "cannot create the folder of the trade log"),
         (["runs", "--database", "postgresql+psycopg://127.0.0.1:1/x?user=u&password=s3cret"],
          "cannot connect to the trade-log database postgresql+psycopg://127.0.0.1:1/x?user=u&password=***"),
+        # before: the synthetic market was used and --data-dir dropped without a word
+        (["backtest", "--synthetic", "--data-dir", "/tmp"], "--data-dir: not allowed with argument --synthetic"),
+        (["run", "--replay", "2024-01-02:2024-02-01", "--data-dir", "/tmp", "--synthetic"],
+         "--synthetic: not allowed with argument --data-dir"),
         (["health", "--max-age", "nan"], "--max-age: expected a number of seconds above 0"),
         (["health", "--max-age", "inf"], "--max-age: expected a number of seconds above 0"),
         (["health", "--max-age", "-5"], "--max-age: expected a number of seconds above 0"),
@@ -367,7 +371,7 @@ def test_an_unknown_log_format_is_an_error_not_json(monkeypatch, capsys) -> None
 @pytest.mark.parametrize(("args", "message"), [
     (["--replay", "2023-01-03:2023-02-01", "--live"], "--replay and --live cannot be combined"),
     (["--synthetic"], "--synthetic only applies to a replay: add --replay START:END"),
-    (["--data-dir", "data", "--synthetic"], "--synthetic and --data-dir only apply to a replay"),
+    (["--data-dir", "data"], "--data-dir only applies to a replay"),
 ])
 def test_bot_run_refuses_flags_it_would_ignore(capsys, args, message) -> None:
     """`--live` with `--replay` ran a plain replay; `--synthetic` or `--data-dir` without

@@ -99,12 +99,13 @@ def test_without_data_at_the_default_location_the_market_is_synthetic(tmp_path, 
     assert "SYNTHETIC" in out
 
 
-def test_synthetic_ignores_a_bad_data_directory(tmp_path, capsys) -> None:
+def test_synthetic_and_a_data_directory_are_one_choice(tmp_path, capsys) -> None:
+    """Both given, --data-dir was dropped without a word: which market ran?"""
     code, out, err = run_cli(capsys, "backtest", "--synthetic", "--data-dir", "/nonexistent",
                              "--database", sqlite_url(tmp_path), "--out", str(tmp_path / "o"),
                              *SHORT)
-    assert code == 0, err
-    assert "SYNTHETIC" in out
+    assert code == 2 and "not allowed with argument --synthetic" in err
+    assert not (tmp_path / "o").exists()
 
 
 # --- 2: no tracebacks for a busy or impossible port, or a file that is not SQLite --------
