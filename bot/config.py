@@ -32,7 +32,7 @@ from pydantic import (
 )
 
 from bot.errors import ConfigError
-from bot.store.locate import anchor_sqlite_url, env_store_url
+from bot.store.locate import SUPPORTED_BACKENDS, anchor_sqlite_url, env_store_url
 from bot.types import Regime, is_ticker
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -120,17 +120,20 @@ AllowedDay = Annotated[str, AfterValidator(_check_allowed_day)]
 
 
 def _check_database_url(url: str) -> str:
-    """store.url must parse as a SQLAlchemy URL; the engine would fail later otherwise."""
+    """store.url must be a SQLAlchemy URL of a database the trade log supports: the
+    engine would fail later otherwise, after the data had loaded."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
-        make_url(url)
+        backend = make_url(url).get_backend_name()
     except (ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
+        backend = None
+    if backend not in SUPPORTED_BACKENDS:
         raise ValueError(
-            "expected a database URL such as sqlite:///var/tradelog.sqlite "
+            "expected a SQLite or PostgreSQL database URL such as sqlite:///var/tradelog.sqlite "
             "or postgresql+psycopg://user@host/db"
-        ) from None
+        )
     return url
 
 

@@ -49,7 +49,10 @@ SQLITE = "sqlite:///{tmp}/log.sqlite"
         (["run", "--replay", "2024-03-01:2024-01-01"], "END 2024-01-01 is before START 2024-03-01"),
         (["data", "fetch", "--start", "2020-13-01"], "argument --start: expected a real calendar date"),
         (["runs", "--database", "not a url"], "'not a url' is not a database URL"),
-        (["runs", "--database", "foo://x/y"], "unknown database backend 'foo'"),
+        (["runs", "--database", "foo://x/y"], "the trade log lives in SQLite or PostgreSQL, not 'foo'"),
+        # before: "the database driver 'MySQLdb' is not installed", as if that would do
+        (["runs", "--database", "mysql://u:s3cret@h/db"], "mysql://u:***@h/db: the trade log lives in "
+         "SQLite or PostgreSQL, not 'mysql'"),
         (["backtest", "--database", "postgresql://u:s3cret@h:x/db"], "is not a database URL"),
         (["runs", "--database", "postgresql+psycopg://u:s3cret@127.0.0.1:1/x"],
          "cannot connect to the trade-log database postgresql+psycopg://u:***@127.0.0.1:1/x"),

@@ -204,7 +204,7 @@ def test_bad_dates_non_finite_numbers_and_urls_are_reported_by_field(tmp_path):
     assert "expected a real calendar date YYYY-MM-DD (got '2010-13-45')" in problems
     assert "expected a date YYYY-MM-DD (got 'yesterday')" in problems
     assert "finite number (got inf)" in problems and "finite number (got nan)" in problems
-    assert "expected a database URL" in problems
+    assert "store.url: expected a SQLite or PostgreSQL database URL" in problems
     assert main(["config", "check", str(path)]) == 1
 
 
@@ -394,6 +394,7 @@ def test_relative_paths_start_at_the_repository_for_config_and_at_the_file_elsew
     ("strategy", "name", " - ", "expected a name with a letter or digit"),
     ("risk", "rules", ["stops", "drawdown", "stops"], "risk.rules: stops listed more than once"),
     ("stress", "durations", {"TLT": 16.5, "ief": 7.5}, "stress.durations: expected tickers in capitals"),
+    ("store", "url", "mysql://x", "store.url: expected a SQLite or PostgreSQL database URL"),
 ])
 def test_names_lists_and_keys_that_would_be_misread_are_refused(section, key, value, message):
     """Before, each passed: a blank strategy name prefixed every order with a bare '-',

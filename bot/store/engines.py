@@ -17,6 +17,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from bot.errors import BotError
+from bot.store.locate import SUPPORTED_BACKENDS
 from bot.store.sqlite_read import CHANGED, connect_for_reading, drop_if_stale
 
 BUSY_TIMEOUT_MS = 5000
@@ -39,13 +40,20 @@ def mask_url(url: str | URL) -> str:
 
 
 def parse_database_url(url: str | URL) -> URL:
-    """make_url with a BotError naming the (masked) text and what was expected."""
+    """make_url with a BotError naming the (masked) text and what was expected, for text
+    that is no URL and for a database the trade log does not support (mysql://: it asked
+    to install MySQLdb, as if that would do)."""
     try:
-        return make_url(url)
+        parsed = make_url(url)
     except (ArgumentError, ValueError):
         raise BotError(
             f"{mask_url(url)!r} is not a database URL; expected e.g. {URL_EXAMPLES}"
         ) from None
+    backend = parsed.get_backend_name()
+    if backend not in SUPPORTED_BACKENDS:
+        raise BotError(f"{mask_url(parsed)}: the trade log lives in SQLite or PostgreSQL, not "
+                       f"{backend!r}; expected e.g. {URL_EXAMPLES}")
+    return parsed
 
 
 def _create_engine(parsed: URL, **kwargs: Any) -> sa.Engine:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+#: the databases a trade log can live in (any driver of theirs SQLAlchemy knows)
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+
 DEFAULT_CONFIG = "config/diversified_leverage.toml"
 # The checkout this package runs from (<repo>/bot/store/locate.py): its config/ is the
 # default when the working directory has none.
