@@ -480,3 +480,16 @@ def test_a_pool_stopped_early_cancels_every_combination_not_started(monkeypatch)
     # the pool queued for them (marked running) and the ones done are not; before, none.
     assert cancelled >= 10
     assert all(f.cancelled() or f.done() or f.running() for f in queued)
+
+
+def test_the_rerun_command_writes_where_the_sweep_wrote() -> None:
+    """It left out --database: the re-run went into the default trade log, not the one
+    the sweep recorded its runs in. A password in the URL is masked, never printed."""
+    from bot.sweep.runner import SweepOptions, reproduce
+
+    options = SweepOptions(CONFIG, ("risk.vol_high=1.5,2",), synthetic=True,
+                           database="sqlite:////tmp/sweeps/log.sqlite")
+    assert "--database sqlite:////tmp/sweeps/log.sqlite" in reproduce(options, {"risk.vol_high": 2})
+    secret = SweepOptions(CONFIG, ("risk.vol_high=1.5,2",), database="postgresql://bot:s3cret@db/x")
+    command = reproduce(secret, {"risk.vol_high": 2})
+    assert "s3cret" not in command and "postgresql://bot:***@db/x" in command

@@ -572,6 +572,10 @@ def reproduce(options: SweepOptions, params: dict[str, Any]) -> str:
             words += [flag, str(value)]
     if options.synthetic:
         words.append("--synthetic")
+    if options.database is not None:  # beside the sweep's runs, not in the default log
+        from bot.store.engines import mask_url
+
+        words += ["--database", mask_url(options.database)]  # a password: never printed
     for key, value in params.items():
         words += ["--set", f"{key}={format_value(value)}"]
     return " ".join(shlex.quote(w) for w in words)
