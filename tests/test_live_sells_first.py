@@ -180,36 +180,49 @@ def test_a_released_buy_after_a_price_jump_buys_its_planned_value_not_its_shares
     log.close()
 
 
-def test_a_buy_retrying_through_the_close_is_not_sent_after_it(tmp_path, venue):
-    """The release starts minutes before its cutoff; the first buy's POSTs are answered
-    429 for longer than is left of the session. Each try is checked against the close:
-    the buy is not sent after it (its seventh try, at 16:03, would be placed, and Alpaca
-    would queue it for the next open's prices), it
-    stays queued, an incident says why, and the next session's first poll sends it."""
+LATE = dt.datetime(2024, 11, 26, 20, 53, tzinfo=UTC)  # 15:53, the close at 16:00
+
+
+def slow_daemon(tmp_path, venue):
+    """The daemon with a retry budget longer than the buy cutoff (as a request's lookups
+    and timeouts add up) whose waits pass on its simulated clock."""
     from bot.clock import SimulatedClock
     from bot.daemon.live import build_live
     from bot.net import RetryPolicy
     from tests.test_daemon_live import FAST, OPEN_JOB, SETTINGS, open_log
 
-    bought_before(venue, "TQQQ", 60_000.0)
     clock = SimulatedClock(OPEN_JOB)
     venue.set_now(OPEN_JOB)
 
-    def waited(seconds: float) -> None:  # a retry's wait passes on the daemon's clock
+    def waited(seconds: float) -> None:
         clock.set(clock.now() + dt.timedelta(seconds=seconds))
 
-    # a retry budget longer than the buy cutoff, as a request's lookups and timeouts add
     slow = RetryPolicy(attempts=10, budget=900.0, jitter=0.0, sleep=waited)
     log, run_id = open_log(tmp_path)
     jobs = build_live(SETTINGS, log, run_id, live=False, clock=clock, policy=slow, fred_policy=FAST)
+    return jobs, log, clock
+
+
+def rate_limited_until_after_the_close(venue) -> None:
+    """Six 429s of 100 s from 15:53: the seventh try, at 16:03, would be placed."""
+    venue.inject("POST", "/v2/orders",
+                 *[Fault.error(429, message="too many requests", retry_after=100)] * 6)
+
+
+def test_a_buy_retrying_through_the_close_is_not_sent_after_it(tmp_path, venue):
+    """The release starts minutes before its cutoff; the first buy's POSTs are answered
+    429 for longer than is left of the session. Each try is checked against the close:
+    the buy is not sent after it (its seventh try, at 16:03, would be placed, and Alpaca
+    would queue it for the next open's prices), it stays queued, an incident says why,
+    and the next session's first poll sends it."""
+    bought_before(venue, "TQQQ", 60_000.0)
+    jobs, log, clock = slow_daemon(tmp_path, venue)
     assert jobs.run("open", jobs.open_job)
     sell = venue.orders[0].data["client_order_id"]
     venue.fill(sell)
-    late = dt.datetime(2024, 11, 26, 20, 53, tzinfo=UTC)  # 15:53, the close at 16:00
-    clock.set(late)
-    venue.set_now(late)
-    venue.inject("POST", "/v2/orders",
-                 *[Fault.error(429, message="too many requests", retry_after=100)] * 6)
+    clock.set(LATE)
+    venue.set_now(LATE)
+    rate_limited_until_after_the_close(venue)
     assert jobs.run("poll", jobs.poll_job)
 
     posts = venue.calls("POST", "/v2/orders")
@@ -222,4 +235,26 @@ def test_a_buy_retrying_through_the_close_is_not_sent_after_it(tmp_path, venue):
 
     at(jobs, clock, venue, NEXT_OPEN, "poll", jobs.poll_job)
     assert sorted(o.data["symbol"] for o in venue.orders if o.data["side"] == "buy") == sorted(queued.index)
+    log.close()
+
+
+def test_a_first_allocation_retrying_through_the_close_is_queued_not_lost(tmp_path, venue):
+    """With no sell to wait for, the buys go out at once. The first one's tries ran into
+    the close: it was refused by the gate and the exception failed the whole decision, so
+    no buy was sent, queued or recorded until the next one. Now it is queued for the
+    next open like a buy that waits for a sell, and the rebalance's other buys behind it."""
+    jobs, log, clock = slow_daemon(tmp_path, venue)
+    clock.set(LATE)
+    venue.set_now(LATE)
+    rate_limited_until_after_the_close(venue)
+    assert jobs.run("open", jobs.open_job)
+
+    assert venue.orders == []  # nothing placed after the close
+    rows = log.load_orders().set_index("symbol")
+    assert len(rows) == 5 and rows["status_message"].str.startswith("queued until the market opens").all()
+    [incident] = log.load_incidents()[lambda f: f["kind"] == "release"].itertuples()
+    assert "the session has closed" in incident.message and "queued" in incident.message
+
+    at(jobs, clock, venue, NEXT_OPEN, "poll", jobs.poll_job)
+    assert sorted(o.data["symbol"] for o in venue.orders) == sorted(rows.index)
     log.close()

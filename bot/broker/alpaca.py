@@ -59,7 +59,7 @@ from bot.broker.alpaca_orders import (
     transport_broker_error,
     validation_summary,
 )
-from bot.broker.base import AccountInfo, BrokerError, MarketClock, TradingSession
+from bot.broker.base import AccountInfo, BrokerError, MarketClock, SendRefused, TradingSession
 from bot.errors import BotError
 from bot.net import (
     ALPACA_POLICY,
@@ -719,7 +719,7 @@ def _gate_refused(cid: str, why: str, problem: str, tries: int) -> None:
     when sent again (and then adopted)."""
     log.warning("order_not_sent", client_order_id=cid, reason=why, tries=tries)
     after = f" after {tries} attempts (last: {problem})" if tries else ""
-    raise BrokerError(f"order {cid} not sent{after}: {why}")
+    raise SendRefused(f"order {cid} not sent{after}: {why}")
 
 
 def _unconfirmed(request: OrderRequest, now: dt.datetime, exc: SubmitUnconfirmedError) -> Order:

@@ -20,6 +20,11 @@ class BrokerError(BotError):
     """The venue could not be reached or answered nonsense; never carries secrets."""
 
 
+class SendRefused(BrokerError):
+    """The adapter did not send an order, for a reason of ours (a buy once the session
+    has closed): nothing of it is at the venue, and it may be sent later."""
+
+
 @dataclass(frozen=True)
 class AccountInfo:
     account_number: str

@@ -19,7 +19,14 @@ from typing import Any
 import numpy as np
 import structlog
 
-from bot.broker.base import MIN_ORDER_VALUE, AccountInfo, LiveBroker, MarketClock, TradingSession
+from bot.broker.base import (
+    MIN_ORDER_VALUE,
+    AccountInfo,
+    LiveBroker,
+    MarketClock,
+    SendRefused,
+    TradingSession,
+)
 from bot.errors import ExecutionStopped
 from bot.types import Fill, Order, OrderRequest, OrderStatus, Side
 
@@ -118,7 +125,8 @@ class SellsFirst:
         queued = self._queued(request.client_order_id)
         if queued is not None:  # the same decision again (after a restart): one order
             return queued
-        closed = not self._market_open(now)
+        # the clock's time, not the job's: the buys before may have retried for minutes
+        closed = not self._market_open(self._clock() if self._clock is not None else now)
         if self._queue or closed or self._sells_open(request.rebalance_id):
             why = QUEUED_CLOSED if closed else QUEUED
             order = Order(request, OrderStatus.NEW, now, None, status_message=why)
@@ -133,8 +141,15 @@ class SellsFirst:
             self.inner.refresh()
             self._direct_batch = request.rebalance_id
             self._direct_budget = self.inner.cash() * (1.0 - CASH_BUFFER)
-        order, spent = self._send_queued(Order(request, OrderStatus.NEW, now, None),
-                                         self._direct_budget, now)
+        try:
+            order, spent = self._send_queued(Order(request, OrderStatus.NEW, now, None),
+                                             self._direct_budget, now)
+        except SendRefused as exc:  # the session closed while it retried: queued, as then
+            order = Order(request, OrderStatus.NEW, now, None, status_message=QUEUED_CLOSED)
+            self._queue.append(order)  # the rebalance's next buys queue behind it
+            self._note_incident(now, "release", f"{exc}; queued until the market opens",
+                                {"queued": len(self._queue)})
+            return order
         self._direct_budget -= spent
         return order
 
