@@ -389,7 +389,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
     import threading
 
     from bot.daemon.instance import InstanceBusy, lock_watch
-    from bot.daemon.service import StopRequest, build_schedule, run_live
+    from bot.daemon.service import StopRequest, build_schedule, remove_heartbeat, run_live
 
     heartbeat = writable_heartbeat_path()  # a bad BOT_HEARTBEAT_FILE, before anything runs
     with _trading_session(args) as (jobs, lock):
@@ -398,8 +398,9 @@ def _run_daemon(args: argparse.Namespace) -> int:
         schedule.jobs.append(lock_watch(lock, jobs.ctx.tradelog, stop, lost))
         try:
             run_live(schedule, jobs, stop)
-        finally:  # stopped: `bot health` says so at once, not a heartbeat interval later
-            heartbeat.unlink(missing_ok=True)
+        finally:
+            if not lost.is_set():  # lost: another daemon trades now, and may beat there
+                remove_heartbeat(heartbeat)
         if lost.is_set():  # the run ends failed, and the command with this error
             raise InstanceBusy(f"stopped: another bot holds {lock.key} now (see `bot incidents`)")
     return 0

@@ -116,6 +116,7 @@ def run_scheduler(args: argparse.Namespace) -> int:
     """`bot run --platform`: publish the platform's jobs on the session timetable."""
     import structlog
 
+    from bot.daemon.service import remove_heartbeat
     from bot.daemon.sessions import CALENDAR_MAX_AGE_S, SessionCalendar
     from bot.daemon_cli import writable_heartbeat_path
     from bot.platform import tasks
@@ -140,7 +141,7 @@ def run_scheduler(args: argparse.Namespace) -> int:
         log.info("platform scheduler started", mode=mode, queue=settings.queue_name)
         run_scheduler(schedule)
     finally:
-        heartbeat.unlink(missing_ok=True)  # stopped: `bot health` says so at once
+        remove_heartbeat(heartbeat)  # stopped: `bot health` says so at once
         if tradelog is not None:
             tradelog.engine.dispose()
     return 0

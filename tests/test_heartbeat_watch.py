@@ -67,3 +67,20 @@ def test_the_heartbeat_stops_while_a_job_is_hung(tmp_path):
     seen = _run_with_a_long_job(tmp_path, JobWatch(limit=0.3), 2.0)
     later = seen[len(seen) // 2 :]  # well after the job passed the limit
     assert len(set(later)) == 1  # no longer touched
+
+
+def test_a_stopping_daemon_removes_only_its_own_heartbeat(tmp_path):
+    """Two daemons may share a heartbeat path (two configs in one clone, or the one that
+    took the lock over): the one stopping removed the other's heartbeat, and `bot health`
+    called a running daemon stopped until its next beat."""
+    from bot.daemon.service import remove_heartbeat, touch_heartbeat
+
+    path = tmp_path / "heartbeat"
+    touch_heartbeat(path)
+    remove_heartbeat(path)
+    assert not path.exists()  # ours: gone
+    touch_heartbeat(path)
+    path.write_text("999999999\n")  # another daemon beat since
+    remove_heartbeat(path)
+    assert path.exists()
+    remove_heartbeat(tmp_path / "never-written")  # nothing to remove: no error

@@ -186,8 +186,19 @@ def _watched_beat(path: Path, watch: JobWatch) -> Callable[[], None]:
 
 
 def touch_heartbeat(path: Path) -> None:
-    """The daemon is alive and its scheduler is running jobs."""
-    path.touch()
+    """The daemon is alive and its scheduler is running jobs. The file holds the beating
+    process's id, so a daemon that stops removes only a heartbeat that is its own."""
+    path.write_text(f"{os.getpid()}\n")
+
+
+def remove_heartbeat(path: Path) -> None:
+    """A stopping daemon's heartbeat goes with it, so `bot health` fails at once, not a
+    --max-age later; one that another daemon beat into since (two sharing the path) stays."""
+    try:
+        if path.read_text().strip() == str(os.getpid()):
+            path.unlink()
+    except (OSError, UnicodeDecodeError):  # gone already, or not a file we wrote
+        pass
 
 
 #: How far in the future a heartbeat may be before it says nothing: clocks of a host and
