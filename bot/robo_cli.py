@@ -27,12 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", action="append", required=True,
                    help="a robo profile's TOML file (repeat for several profiles)")
     p.add_argument("--out", help="write the report as JSON to this file")
-    p.add_argument("--data-dir", help="CSV directory with prices/ and macro/ (or BOT_DATA_DIR)")
+    source = p.add_mutually_exclusive_group()  # both given, one was silently dropped
+    source.add_argument("--data-dir", help="CSV directory with prices/ and macro/ (or BOT_DATA_DIR)")
     p.add_argument("--start", type=iso_date_argument,
                    help="first day, YYYY-MM-DD (default: each config's backtest.start)")
     p.add_argument("--end", type=iso_date_argument,
                    help="last day, YYYY-MM-DD (default: the data's end)")
-    p.add_argument("--synthetic", action="store_true", help="use the seeded synthetic market")
+    source.add_argument("--synthetic", action="store_true", help="use the seeded synthetic market")
     p.set_defaults(func=_cmd_suitability)
 
 

@@ -35,9 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--profile", action="append", default=[], metavar="NAME=CONFIG",
                        help="a profile to serve (repeatable; default: conservative, balanced, "
                             "aggressive from config/robo_*.toml)")
-    serve.add_argument("--data-dir", help="CSV directory for every profile (default: each "
-                                          "config's data.directory, or BOT_DATA_DIR)")
-    serve.add_argument("--synthetic", action="store_true", help="serve on the seeded synthetic market")
+    source = serve.add_mutually_exclusive_group()  # both given, one was silently dropped
+    source.add_argument("--data-dir", help="CSV directory for every profile (default: each "
+                                           "config's data.directory, or BOT_DATA_DIR)")
+    source.add_argument("--synthetic", action="store_true", help="serve on the seeded synthetic market")
     serve.add_argument("--reload-every", type=interval_seconds, default=60.0, metavar="SECONDS",
                        help="check the data files this often and serve the new closes once "
                             "a fetch has written them (default 60; 0: load once)")
