@@ -166,3 +166,34 @@ def test_a_report_on_data_other_than_the_runs_says_so(tmp_path, monkeypatch, cap
     [note] = [n for n in notes if "no longer there" in n]
     assert str(ran_on) in note and str(stand_in) in note
     assert "no longer there" in out
+
+
+def test_a_relative_data_dir_is_recorded_where_it_is(tmp_path, monkeypatch, capsys):
+    """`--data-dir data` was recorded as csv:data: a report asked from anywhere else could
+    not find it, and the stand-in note called a folder still there "no longer there"."""
+    import json
+
+    from bot.cli import main
+    from bot.data.alpaca import write_csv_directory
+    from bot.data.synthetic import synthetic_market
+    from bot.store.tradelog import TradeLog
+    from tests.conftest import CONFIG
+
+    market = synthetic_market(["TQQQ", "UPRO", "UDOW", "TMF", "UGL", "DIG", "SPY"],
+                              "2019-01-02", "2020-06-30")
+    write_csv_directory(market.prices, market.macro, tmp_path / "data")
+    db = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    monkeypatch.chdir(tmp_path)
+    assert main(["backtest", "--config", str(CONFIG), "--data-dir", "data", "--no-charts",
+                 "--no-benchmarks", "--start", "2019-06-03", "--database", db,
+                 "--out", str(tmp_path / "bt")]) == 0
+    log = TradeLog.open_readonly(db)
+    assert log.runs()["data_source"].tolist() == [f"csv:{tmp_path / 'data'}"]
+    log.engine.dispose()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["report", "--run", "1", "--database", db, "--no-charts",
+                 "--out", str(tmp_path / "again")]) == 0
+    report = json.loads((tmp_path / "again" / "report.json").read_text())
+    assert report["meta"]["notes"] == [] and report["summary"][1]["name"].startswith("SPY")

@@ -48,7 +48,7 @@ def load_csv_directory(
     return MarketData(
         prices=prices,
         macro=_load_macro(directory, macro, rules),
-        source=f"csv:{directory}",
+        source=f"csv:{directory.absolute()}",  # a run records it: where, whatever its cwd
         synthetic=False,
     )
 

@@ -86,7 +86,9 @@ def load_run_market(
     note = None if spy is not None and not spy.empty else f"SPY is not in {market.label}"
     substitute = None
     if recorded is None and (data_source or "").startswith("csv:") and market.label != data_source:
-        substitute = (f"the run read {data_source}, no longer there: SPY, the T-bill rate and "
+        where = ("no longer there" if Path(data_source.removeprefix("csv:")).is_absolute()
+                 else "relative to a folder the run did not record")
+        substitute = (f"the run read {data_source}, {where}: SPY, the T-bill rate and "
                       f"the decay table come from {market.label} instead")
     return RunMarket(spy if note is None else None, risk_free, closes, market.label, note,
                      substitute)
