@@ -40,7 +40,7 @@ from bot.report import RunSeries, build_report, make_dir, render_table, write_ch
 from bot.store.abandoned import close_dead_runs
 from bot.store.engines import mask_url
 from bot.store.holder import this_process
-from bot.store.locate import report_dir, where_recorded
+from bot.store.locate import reading_options, report_dir, where_recorded
 from bot.store.tradelog import TradeLog
 from bot.tearsheet.page import write_tearsheet
 from bot.terminal import console as make_console
@@ -289,7 +289,8 @@ def _backtest(options: BacktestOptions) -> int:
     except KeyboardInterrupt:  # the run and its report are saved; only drawings are lost
         worker.abort()
         console.print(f"charts not drawn (interrupted); the run is saved: `bot report --run "
-                      f"{run_id}` draws them", markup=False)
+                      f"{run_id}{reading_options(options.config, options.database)}` draws them",
+                      markup=False)
         raise
     for chart in charts:
         console.print(f"chart: {chart}", markup=False)
