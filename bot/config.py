@@ -309,10 +309,9 @@ class RiskSettings(_Strict):
     @field_validator("rules")
     @classmethod
     def _each_rule_once(cls, rules: tuple[str, ...]) -> tuple[str, ...]:
-        twice = sorted({rule for rule in rules if rules.count(rule) > 1})
-        if twice:
-            raise ValueError(f"{', '.join(twice)} listed more than once (each rule runs once)")
-        return rules
+        """A rule listed twice runs once, as it always has: the list says which run, and
+        refusing it would also refuse the stored configs of runs recorded with one."""
+        return tuple(dict.fromkeys(rules))
 
     # Windows in trading days, at most 1000 (4 years) like the strategy's: a rule whose
     # window is longer than the data never fires, silently.

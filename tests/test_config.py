@@ -392,16 +392,21 @@ def test_relative_paths_start_at_the_repository_for_config_and_at_the_file_elsew
 @pytest.mark.parametrize(("section", "key", "value", "message"), [
     ("strategy", "name", "", "strategy.name: expected a name with a letter or digit"),
     ("strategy", "name", " - ", "expected a name with a letter or digit"),
-    ("risk", "rules", ["stops", "drawdown", "stops"], "risk.rules: stops listed more than once"),
     ("stress", "durations", {"TLT": 16.5, "ief": 7.5}, "stress.durations: expected tickers in capitals"),
     ("store", "url", "mysql://x", "store.url: expected a SQLite or PostgreSQL database URL"),
 ])
 def test_names_lists_and_keys_that_would_be_misread_are_refused(section, key, value, message):
     """Before, each passed: a blank strategy name prefixed every order with a bare '-',
-    a rule listed twice ran twice, and a lower-case fund in stress.durations matched no
-    column, so its duration was silently not used."""
+    a lower-case fund in stress.durations matched no column, so its duration was silently
+    not used, and a database the trade log cannot live in failed after the data loaded."""
     raw = load_settings(CONFIG).model_dump(mode="json")
     raw.setdefault(section, {})[key] = value
     with pytest.raises(ConfigError) as err:
         parse_settings(raw, "test")
     assert any(message in p for p in err.value.problems), err.value.problems
+
+
+def test_a_rule_listed_twice_runs_once():
+    raw = load_settings(CONFIG).model_dump(mode="json")
+    raw["risk"]["rules"] = ["stops", "drawdown", "stops"]
+    assert parse_settings(raw, "test").risk.rules == ("stops", "drawdown")
