@@ -74,8 +74,10 @@ def profile_report(config: Path, args: argparse.Namespace, market: MarketData | 
     from bot.runner import BacktestOptions, apply_overrides, code_version, macro_series
     from bot.suitability import suitability
 
+    # (no benchmarks=False: run_backtest runs none anyway, and the override changed the
+    # config's fingerprint, so the API's suitability and allocation named two configs)
     options = BacktestOptions(config=config, start=args.start, end=args.end,
-                              synthetic=args.synthetic, benchmarks=False)
+                              synthetic=args.synthetic)
     settings = apply_overrides(load_settings(config), options, str(config))
     if settings.strategy.kind != "factor":
         raise ConfigError(str(config), ["strategy.kind: `bot suitability` needs a factor (robo) config"])

@@ -270,6 +270,8 @@ def test_profiles_and_suitability(api) -> None:
         assert body[part]["priips"]["mrm_class"] == direct[part]["priips"]["mrm_class"]
         assert body[part]["priips"]["vev"] == pytest.approx(direct[part]["priips"]["vev"], rel=1e-12)
     assert body["config"] == "robo_conservative.toml"  # no server paths
+    # one config, one fingerprint: the report's overrides made it another than the allocation's
+    assert body["config_hash"] == profiles[0]["config_hash"]
 
 
 def test_accounts_by_registry_or_broker_id(api) -> None:
@@ -772,3 +774,93 @@ def test_serve_beyond_this_machine_refuses_a_synthetic_market(tmp_path, monkeypa
     code, _, err = _cli("serve", "--host", "0.0.0.0", "--allow-remote", "--database", url)
     assert code == 2
     assert "SYNTHETIC market" in err and "bot data fetch" in err and "--synthetic" in err
+
+
+def test_a_first_burst_of_the_right_key_runs_argon2_once_and_is_never_throttled(tmp_path, monkeypatch) -> None:
+    """40 requests of a key this process had not verified yet: each ran its own argon2
+    (64 MiB each, 2 GB for the burst), and the failures charged meanwhile answered 9 of
+    them 429. Checks of one key id now wait for the first, and argon2 runs at most
+    SLOW_CHECKS_AT_ONCE at a time whatever the keys."""
+    import threading
+
+    import bot.api.keys as keys_module
+
+    log = TradeLog.open(f"sqlite:///{tmp_path / 'k.sqlite'}")
+    store = ApiKeyStore(log.engine)
+    _row, key = store.create("platform", None, dt.datetime.now(dt.UTC))
+    real, running, most, calls = keys_module._hasher, [0], [0], []
+    guard = threading.Lock()
+
+    class Counting:
+        def verify(self, key_hash: str, presented: str) -> bool:
+            with guard:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+                calls.append(presented)
+            try:
+                return real.verify(key_hash, presented)
+            finally:
+                with guard:
+                    running[0] -= 1
+
+    others = [store.create(f"k{i}", None, dt.datetime.now(dt.UTC))[1] for i in range(4)]
+    monkeypatch.setattr(keys_module, "_hasher", Counting())
+    buckets = TokenBuckets(clock=lambda: 0.0)
+
+    class Budget:  # three failures a minute for the address
+        def take(self) -> float:
+            return buckets.take("addr", 3)
+
+        def give_back(self) -> None:
+            buckets.give_back("addr", 3)
+
+    auth = Authenticator(store)
+    verdicts: list[Verdict] = []
+    threads = [threading.Thread(target=lambda: verdicts.append(auth.check(key, Budget()).verdict))
+               for _ in range(16)]
+    threads += [threading.Thread(target=lambda k=k: Authenticator(store).check(k)) for k in others]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert verdicts == [Verdict.OK] * 16
+    assert calls.count(key) == 1
+    assert most[0] <= keys_module.SLOW_CHECKS_AT_ONCE
+    log.close()
+
+
+def test_what_the_fuzzer_got_through_is_refused(api) -> None:
+    """Found by schemathesis and by hand against `bot serve`: a chunked body beside a
+    Content-Length was read whole past the 64 KiB limit (300 MB parsed), a text/plain
+    body drew "Input should be a valid dictionary", 6,000 bad holdings a 958 KB answer,
+    and a plan whose small sell was dropped spent more cash than the client had."""
+    import contextlib
+    import socket
+
+    client, server = api["client"], api["server"]
+    key = client.headers["Authorization"]
+    body = b'{"profile":"balanced","cash":1' + b" " * 200_000 + b"}"
+    head = (f"POST /v1/plan HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {key}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 10\r\n"
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode()
+    chunk = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(head)
+        with contextlib.suppress(OSError):  # refused before the body was read
+            sock.sendall(chunk)
+        answer = sock.recv(4096).decode(errors="replace")
+    assert answer.startswith("HTTP/1.1 400"), answer[:200]
+
+    text = client.post("/v1/plan", content=b'{"profile":"balanced","cash":100}',
+                       headers={"Content-Type": "text/plain"})
+    assert text.status_code == 415 and "application/json" in text.json()["message"]
+
+    many = client.post("/v1/plan", json={"profile": "balanced", "cash": 100,
+                                         "holdings": {f"X{i}": "a" for i in range(5000)}})
+    assert many.status_code == 422 and len(many.json()["fields"]) == 20
+    assert many.json()["message"].endswith("more") and len(many.content) < 20_000
+
+    plan = client.post("/v1/plan", json={"profile": "balanced", "cash": 10_000, "holdings": {"SPY": 0.1}})
+    assert plan.status_code == 200
+    assert plan.json()["cash_after"] >= 0
+    assert all(o["side"] == "buy" for o in plan.json()["orders"])  # the small sell dropped

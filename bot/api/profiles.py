@@ -40,7 +40,7 @@ from bot.store.export import plain
 from bot.strategy.factor import FactorExplanation, FactorModel, lp_reason, score_rank
 from bot.strategy.factor_signals import SIGNALS
 from bot.strategy.regime import decide_regime
-from bot.types import Regime
+from bot.types import Regime, Side
 
 CACHE_SIZE = 512  # (profile, day) allocations kept; one is a few kB
 
@@ -332,7 +332,8 @@ class ProfileBook:
             profile.settings.rebalance,
             f"allocation of profile {name} on {decision.day.isoformat()}",
         )
-        return decision, equity, orders, sized_on
+        fractional = profile.settings.rebalance.fractional
+        return decision, equity, within_cash(orders, cash, fractional), sized_on
 
     def suitability(self, name: str) -> dict[str, Any]:
         """`bot suitability`'s report of the profile (a backtest of it and of its static
@@ -352,6 +353,30 @@ class ProfileBook:
                 with self._lock:  # earlier loads' reports go with them (_forget_older)
                     self._suitability[(name, profile.generation)] = report
         return report
+
+
+def within_cash(orders: list, cash: float, fractional: bool) -> list:
+    """The planner's orders with the buys cut to what the cash and the sells pay for.
+    The buys are sized on the whole equity, and a sell below the minimum trade is
+    dropped: its value was then spent twice (cash_after -49.09 on $10,000). The live bot
+    and the backtests cut buys to the cash at the venue; a plan a client follows must
+    not overdraw either."""
+    sells = sum(o.quantity * o.reference_price for o in orders if o.side is Side.SELL)
+    buys = sum(o.quantity * o.reference_price for o in orders if o.side is Side.BUY)
+    if buys <= cash + sells:
+        return orders
+    scale = max(cash + sells, 0.0) / buys * (1.0 - 1e-12)  # never a cent over, in floats
+    out = []
+    for order in orders:
+        if order.side is Side.BUY:
+            quantity = order.quantity * scale
+            quantity = quantity if fractional else math.floor(quantity + 1e-9)
+            if quantity <= 0:
+                continue
+            order = order._replace(quantity=quantity,
+                                   reason=f"{order.reason}; cut to the cash the plan has")
+        out.append(order)
+    return out
 
 
 def load_profile(name: str, config: Path, data_dir: Path | None, synthetic: bool,
