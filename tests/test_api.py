@@ -864,3 +864,18 @@ def test_what_the_fuzzer_got_through_is_refused(api) -> None:
     assert plan.status_code == 200
     assert plan.json()["cash_after"] >= 0
     assert all(o["side"] == "buy" for o in plan.json()["orders"])  # the small sell dropped
+
+
+def test_a_key_given_twice_in_a_json_body_is_refused(api) -> None:
+    """`{"cash": 100, "cash": 200}` planned with 200 (the parser keeps the last), where a
+    query parameter given twice is refused."""
+    client = api["client"]
+    for body in (b'{"profile":"balanced","cash":100,"cash":200}',
+                 b'{"profile":"balanced","cash":100,"holdings":{"SPY":1,"SPY":2}}'):
+        got = client.post("/v1/plan", content=body, headers={"Content-Type": "application/json"})
+        assert got.status_code == 422, got.text
+        assert "is given more than once in one object" in got.json()["message"]
+    anonymous = httpx.post(f"{api['server'].base}/v1/plan", content=b'{"cash":1,"cash":2}',
+                           headers={"Content-Type": "application/json"})
+    assert anonymous.status_code == 401  # after the key check, as every bad body
+    assert client.post("/v1/plan", json={"profile": "balanced", "cash": 100}).status_code == 200

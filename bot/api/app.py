@@ -9,6 +9,7 @@ logs by its public id only.
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures'
 # annotations at run time, and the dependencies below are local names.
+import json
 import sys
 import time
 import traceback
@@ -21,6 +22,7 @@ import structlog
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
@@ -111,6 +113,37 @@ _NOT_FOUND = {404: {"model": schemas.ErrorBody, "description": "no such profile,
 
 
 
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are each given once: `{"cash": 100, "cash": 200}` was read
+    as 200 without a word (the parser keeps the last), as a repeated query parameter is not."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"the key {key[:50]!r} is given more than once in one object")
+        seen[key] = value
+    return seen
+
+
+class _StrictJsonRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = json.loads(await self.body(), object_pairs_hook=_no_repeated_keys)
+        return self._json
+
+
+class _StrictJsonRoute(APIRoute):
+    """A route whose JSON body refuses repeated keys (FastAPI's documented way to change
+    how a route reads its request: a Request subclass through the route class)."""
+
+    def get_route_handler(self) -> Callable:
+        handle = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handle(_StrictJsonRequest(request.scope, request.receive))
+
+        return strict
+
+
 def _known_query(request: Request) -> None:
     """Refuse a query parameter the route does not take, or one given twice: `?dat=2020-03-20`
     or `?Date=...` answered today's allocation with a 200, as if no date had been asked."""
@@ -155,7 +188,8 @@ def create_app(
         ),
         redoc_url=None,
     )
-    v1 = APIRouter(prefix="/v1", responses=_ERRORS, dependencies=[Depends(_known_query)])
+    v1 = APIRouter(prefix="/v1", responses=_ERRORS, dependencies=[Depends(_known_query)],
+                   route_class=_StrictJsonRoute)
     keys = ApiKeyStore(engine)
     authenticator = Authenticator(keys)
     budgets = buckets("requests")
