@@ -879,3 +879,62 @@ def test_a_key_given_twice_in_a_json_body_is_refused(api) -> None:
                            headers={"Content-Type": "application/json"})
     assert anonymous.status_code == 401  # after the key check, as every bad body
     assert client.post("/v1/plan", json={"profile": "balanced", "cash": 100}).status_code == 200
+
+
+def test_the_review_of_the_fuzzing_fixes(api) -> None:
+    """What a review of the fixes above found: float noise labelled plans as cut (and left
+    cash_after at -2e-13), a cut buy fell below the $50 minimum trade, +json types and an
+    empty POST drew 415 (before the key check), and a repeated key named "digits" was
+    reported as a huge number."""
+    client, server = api["client"], api["server"]
+    exact = client.post("/v1/plan", json={"profile": "conservative", "cash": 100,
+                                          "holdings": {"VYM": 5}}).json()  # buys = cash + sells
+    assert exact["cash_after"] >= 0
+    assert not any("cut to the cash" in o["reason"] for o in exact["orders"])
+    cut = client.post("/v1/plan", json={"profile": "balanced", "cash": 100,  # a $49 sell dropped
+                                        "holdings": {"SPY": 0.1, "BND": 34.17635762929787}}).json()
+    assert cut["cash_after"] >= 0 and any("cut to the cash" in o["reason"] for o in cut["orders"])
+    small = client.post("/v1/plan", json={"profile": "balanced", "cash": 10,
+                                          "holdings": {"BND": 1, "VNQ": 0.3}}).json()
+    assert all(o["notional"] >= 50 for o in small["orders"] if o["side"] == "buy")
+    assert small["cash_after"] >= 0
+
+    payload = b'{"profile":"balanced","cash":100}'
+    for media in ("application/vnd.api+json", "application/json; charset=utf-8"):
+        assert client.post("/v1/plan", content=payload, headers={"Content-Type": media}).status_code == 200
+    empty = httpx.post(f"{server.base}/v1/plan", headers={"Content-Length": "0"})
+    assert empty.status_code == 401  # the key check first, as for any bad body
+    digits = client.post("/v1/plan", content=b'{"profile":"balanced","cash":1,"digits":1,"digits":2}',
+                         headers={"Content-Type": "application/json"})
+    assert digits.status_code == 422 and "'digits' is given more than once" in digits.json()["message"]
+
+
+def test_a_verified_key_never_waits_behind_another_check_of_its_id(tmp_path) -> None:
+    """Checks of one key id are taken one at a time; a verified key's digest comparison
+    was queued behind a wrong secret's failure charge (a Redis call when shared)."""
+    import threading
+    import time as clock
+
+    log = TradeLog.open(f"sqlite:///{tmp_path / 'k.sqlite'}")
+    store = ApiKeyStore(log.engine)
+    _row, key = store.create("platform", None, dt.datetime.now(dt.UTC))
+    auth = Authenticator(store)
+    assert auth.check(key).verdict is Verdict.OK  # verified
+
+    class SlowBudget:
+        def take(self) -> float:
+            clock.sleep(1.5)  # a slow Redis
+            return 0.0
+
+        def give_back(self) -> None:
+            pass
+
+    wrong = key[:-2] + ("aa" if not key.endswith("aa") else "bb")
+    slow = threading.Thread(target=lambda: auth.check(wrong, SlowBudget()))
+    slow.start()
+    clock.sleep(0.2)
+    started = clock.monotonic()
+    assert auth.check(key).verdict is Verdict.OK
+    assert clock.monotonic() - started < 0.5
+    slow.join(10)
+    log.close()

@@ -99,8 +99,11 @@ def _error(status: int, error: str, message: str, headers: dict[str, str] | None
 
 
 def _is_json(content_type: str | None) -> bool:
-    """application/json, with or without parameters (charset)."""
-    return (content_type or "").split(";")[0].strip().lower() == "application/json"
+    """A JSON media type, with or without parameters (charset), as FastAPI reads one:
+    application/json or application/<anything>+json."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    kind, _, subtype = media.partition("/")
+    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
 _ERRORS = {
@@ -113,13 +116,17 @@ _NOT_FOUND = {404: {"model": schemas.ErrorBody, "description": "no such profile,
 
 
 
+class RepeatedKey(ValueError):
+    """A JSON object gives one key twice."""
+
+
 def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object whose keys are each given once: `{"cash": 100, "cash": 200}` was read
     as 200 without a word (the parser keeps the last), as a repeated query parameter is not."""
     seen: dict[str, Any] = {}
     for key, value in pairs:
         if key in seen:
-            raise ValueError(f"the key {key[:50]!r} is given more than once in one object")
+            raise RepeatedKey(f"the key {key[:50]!r} is given more than once in one object")
         seen[key] = value
     return seen
 
@@ -296,7 +303,9 @@ def create_app(
                  "notional": o.quantity * o.reference_price, "reason": o.reason}
                 for o in orders
             ],
-            "cash_after": request.cash - spent,
+            # rounding of the sums, not cash: never shown as a tiny overdraft
+            "cash_after": max(request.cash - spent, 0.0) if request.cash - spent > -0.005
+            else request.cash - spent,
         }
 
     @v1.get("/accounts/{account}", response_model=schemas.AccountOut, tags=["accounts"],
@@ -372,7 +381,8 @@ def _install_handlers(app: FastAPI) -> None:
         elif length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
             response = _error(413, "content too large",
                               f"expected a request body of at most {MAX_BODY_BYTES} bytes")
-        elif request.method == "POST" and not _is_json(request.headers.get("content-type")):
+        elif (request.method == "POST" and length != "0"
+              and not _is_json(request.headers.get("content-type"))):
             response = _error(415, "unsupported media type",
                               "expected a JSON body with Content-Type: application/json")
         else:
@@ -406,6 +416,8 @@ def _unreadable_body(exc: HTTPException) -> str | None:
         return None
     if isinstance(cause, RecursionError):
         return "nested too deeply"
+    if isinstance(cause, RepeatedKey):  # its text quotes the client's key: match nothing in it
+        return str(cause)
     if isinstance(cause, ValueError):
         if "digits" in str(cause):
             return f"a number of more than {sys.get_int_max_str_digits()} digits"

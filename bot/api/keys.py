@@ -254,19 +254,32 @@ class Authenticator:
         if found is None:
             wait = failures.take()
             return Check(Verdict.THROTTLED, wait=wait) if wait > 0 else Check(Verdict.INVALID)
-        # One check of a key id at a time: a first burst of the right key waits for one
-        # argon2 run and then passes on its digest (each ran its own, and the failures
-        # charged meanwhile refused a right key with 429).
+        known = self._known_check(found[0], found[1], presented, failures)
+        if known is not None:  # verified before: no lock, no wait behind others' checks
+            return known
+        # One slow check of a key id at a time: a first burst of the right key waits for
+        # one argon2 run and then passes on its digest (each ran its own, and the failures
+        # charged meanwhile refused a right key with 429). The row is read again after the
+        # wait: a revocation made meanwhile counts.
         with self._key_lock(found[0].key_id):
-            return self._check_stored(found[0], found[1], presented, failures)
+            found = self.store.row_with_hash(found[0].key_id)
+            if found is None:  # deleted meanwhile
+                return Check(Verdict.INVALID)
+            known = self._known_check(found[0], found[1], presented, failures)
+            return known or self._slow_check(found[0], found[1], presented, failures)
 
-    def _check_stored(self, key: ApiKey, key_hash: str, presented: str,
-                      failures: FailureBudget) -> Check:
-        if self._known(key.key_id, key_hash, presented):
-            if key.revoked_at is None:
-                return Check(Verdict.OK, key)
-            failures.take()  # a revoked key counts as a failure, as always
-            return Check(Verdict.REVOKED, key)
+    def _known_check(self, key: ApiKey, key_hash: str, presented: str,
+                     failures: FailureBudget) -> Check | None:
+        """The verdict on a key this process verified before, or None."""
+        if not self._known(key.key_id, key_hash, presented):
+            return None
+        if key.revoked_at is None:
+            return Check(Verdict.OK, key)
+        failures.take()  # a revoked key counts as a failure, as always
+        return Check(Verdict.REVOKED, key)
+
+    def _slow_check(self, key: ApiKey, key_hash: str, presented: str,
+                    failures: FailureBudget) -> Check:
         wait = failures.take()
         if wait > 0:
             return Check(Verdict.THROTTLED, wait=wait)

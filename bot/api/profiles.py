@@ -30,7 +30,7 @@ import numpy as np
 
 from bot.accounts.registry import PROFILES, profile_config
 from bot.calendar import week_ends, week_numbers
-from bot.config import Settings, load_settings, resolve_data_dir
+from bot.config import RebalanceSettings, Settings, load_settings, resolve_data_dir
 from bot.data.base import MarketData
 from bot.data.history import load_history
 from bot.engine import decision_context
@@ -332,8 +332,7 @@ class ProfileBook:
             profile.settings.rebalance,
             f"allocation of profile {name} on {decision.day.isoformat()}",
         )
-        fractional = profile.settings.rebalance.fractional
-        return decision, equity, within_cash(orders, cash, fractional), sized_on
+        return decision, equity, within_cash(orders, cash, profile.settings.rebalance), sized_on
 
     def suitability(self, name: str) -> dict[str, Any]:
         """`bot suitability`'s report of the profile (a backtest of it and of its static
@@ -355,7 +354,11 @@ class ProfileBook:
         return report
 
 
-def within_cash(orders: list, cash: float, fractional: bool) -> list:
+#: an excess of the buys over the cash below this is float rounding, not an overdraft
+CASH_TOLERANCE = 0.005
+
+
+def within_cash(orders: list, cash: float, rebalance: RebalanceSettings) -> list:
     """The planner's orders with the buys cut to what the cash and the sells pay for.
     The buys are sized on the whole equity, and a sell below the minimum trade is
     dropped: its value was then spent twice (cash_after -49.09 on $10,000). The live bot
@@ -363,15 +366,18 @@ def within_cash(orders: list, cash: float, fractional: bool) -> list:
     not overdraw either."""
     sells = sum(o.quantity * o.reference_price for o in orders if o.side is Side.SELL)
     buys = sum(o.quantity * o.reference_price for o in orders if o.side is Side.BUY)
-    if buys <= cash + sells:
+    if buys <= cash + sells + CASH_TOLERANCE:
         return orders
     scale = max(cash + sells, 0.0) / buys * (1.0 - 1e-12)  # never a cent over, in floats
     out = []
     for order in orders:
         if order.side is Side.BUY:
             quantity = order.quantity * scale
-            quantity = quantity if fractional else math.floor(quantity + 1e-9)
-            if quantity <= 0:
+            if not rebalance.fractional:
+                quantity = math.floor(quantity + 1e-9)
+            # a cut buy obeys the minimum trade as the planner's every other order does
+            if (quantity <= 1e-9 or quantity < rebalance.min_trade_shares
+                    or quantity * order.reference_price < rebalance.min_trade_notional):
                 continue
             order = order._replace(quantity=quantity,
                                    reason=f"{order.reason}; cut to the cash the plan has")
