@@ -116,7 +116,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             rows = _query(conn, args, filters)
             synthetic = isinstance(run, int) and queries.run_is_synthetic(conn, run)
             if args.format != "table" and args.command != "runs":  # runs has the column
-                rows = _with_synthetic_column(conn, rows, run)
+                rows = _with_synthetic_column(conn, rows, synthetic)
     finally:
         log.engine.dispose()
     # A synthetic run's prices, regimes and fills look like history: the title says not
@@ -140,9 +140,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_synthetic_column(conn: Connection, rows: Rows, run: int | str | None) -> Rows:
-    """An export's rows with `synthetic` beside their run: a CSV or JSON file carries no
-    title, and a synthetic market's prices and fills read like history once copied out."""
+def _with_synthetic_column(conn: Connection, rows: Rows, synthetic: bool) -> Rows:
+    """An export's rows with `synthetic` beside their run (rows without a run column: the
+    one run's flag, `synthetic`): a CSV or JSON file carries no title, and a synthetic
+    market's prices and fills read like history once copied out."""
     from bot.store import queries
 
     if "run_id" in rows.columns:
@@ -150,8 +151,7 @@ def _with_synthetic_column(conn: Connection, rows: Rows, run: int | str | None) 
         fake = queries.synthetic_runs(conn, {int(r) for r in run_ids if r is not None})
         flags = [r is not None and int(r) in fake for r in run_ids]
         return rows.inserted(rows.columns.index("run_id") + 1, "synthetic", flags)
-    flag = isinstance(run, int) and queries.run_is_synthetic(conn, run)
-    return rows.inserted(0, "synthetic", [flag] * len(rows))
+    return rows.inserted(0, "synthetic", [synthetic] * len(rows))
 
 
 def _say_if_flat(rows: Rows, symbol: str | None) -> None:

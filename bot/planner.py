@@ -89,6 +89,12 @@ def client_order_id(rebalance_id: str, symbol: str, side: Side) -> str:
     return f"{rebalance_id}-{symbol}-{side._value_}"
 
 
+def below_minimum_trade(qty: float, price: float, min_shares: float, min_notional: float) -> bool:
+    """A trade too small to send: nothing (below 1e-9 shares), or under min_trade_shares
+    or min_trade_notional at `price`."""
+    return qty <= 1e-9 or qty < min_shares or qty * price < min_notional
+
+
 def plan_orders(
     rebalance_id: str,
     symbols: tuple[str, ...],
@@ -126,7 +132,7 @@ def plan_orders(
         elif delta < -held:  # nor more than is held: a sale never opens a short
             delta = -max(held, 0.0)
         qty = abs(delta)
-        if qty <= 1e-9 or qty < min_shares or qty * price < min_notional:
+        if below_minimum_trade(qty, price, min_shares, min_notional):
             continue
         side = _SELL if delta < 0 else _BUY
         order = new_record(OrderRequest, (

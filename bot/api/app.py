@@ -33,7 +33,14 @@ from bot import __version__
 from bot.api import schemas
 from bot.api.accounts import account_view
 from bot.api.keys import ApiKey, ApiKeyStore, Authenticator, Verdict
-from bot.api.profiles import FieldProblem, NotFound, ProfileBook, allocation_view, profile_view
+from bot.api.profiles import (
+    CASH_TOLERANCE,
+    FieldProblem,
+    NotFound,
+    ProfileBook,
+    allocation_view,
+    profile_view,
+)
 from bot.api.ratelimit import Buckets, TokenBuckets, retry_after
 from bot.errors import BotError
 
@@ -291,6 +298,9 @@ def create_app(
         decision, equity, orders, priced_on = book.plan(request.profile, request.holdings,
                                                         request.cash, request.date)
         spent = sum(o.quantity * o.reference_price * (1 if o.side == "buy" else -1) for o in orders)
+        left = request.cash - spent
+        if -CASH_TOLERANCE < left < 0:  # rounding of the sums, not cash: no tiny overdraft
+            left = 0.0
         return {
             "profile": request.profile,
             "day": decision.day.isoformat(),
@@ -303,9 +313,7 @@ def create_app(
                  "notional": o.quantity * o.reference_price, "reason": o.reason}
                 for o in orders
             ],
-            # rounding of the sums, not cash: never shown as a tiny overdraft
-            "cash_after": max(request.cash - spent, 0.0) if request.cash - spent > -0.005
-            else request.cash - spent,
+            "cash_after": left,
         }
 
     @v1.get("/accounts/{account}", response_model=schemas.AccountOut, tags=["accounts"],

@@ -35,7 +35,7 @@ from bot.data.base import MarketData
 from bot.data.history import load_history
 from bot.engine import decision_context
 from bot.errors import BotError, ConfigError
-from bot.planner import plan_orders
+from bot.planner import below_minimum_trade, plan_orders
 from bot.store.export import plain
 from bot.strategy.factor import FactorExplanation, FactorModel, lp_reason, score_rank
 from bot.strategy.factor_signals import SIGNALS
@@ -376,8 +376,8 @@ def within_cash(orders: list, cash: float, rebalance: RebalanceSettings) -> list
             if not rebalance.fractional:
                 quantity = math.floor(quantity + 1e-9)
             # a cut buy obeys the minimum trade as the planner's every other order does
-            if (quantity <= 1e-9 or quantity < rebalance.min_trade_shares
-                    or quantity * order.reference_price < rebalance.min_trade_notional):
+            if below_minimum_trade(quantity, order.reference_price, rebalance.min_trade_shares,
+                                   rebalance.min_trade_notional):
                 continue
             order = order._replace(quantity=quantity,
                                    reason=f"{order.reason}; cut to the cash the plan has")
