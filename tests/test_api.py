@@ -938,3 +938,22 @@ def test_a_verified_key_never_waits_behind_another_check_of_its_id(tmp_path) -> 
     assert clock.monotonic() - started < 0.5
     slow.join(10)
     log.close()
+
+
+def test_head_is_get_without_a_body_and_the_document_is_as_strict_as_the_server(api) -> None:
+    client = api["client"]
+    head, get = client.head("/v1/profiles"), client.get("/v1/profiles")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == get.headers["content-length"] != "0"
+    assert head.headers["X-Content-Type-Options"] == "nosniff"
+    assert client.head("/healthz").status_code == 200
+    assert httpx.head(api["server"].base + "/v1/profiles").status_code == 401  # the key check runs
+    assert client.head("/v1/plan").status_code == 405  # a POST route stays POST only
+    spec = client.get("/openapi.json").json()
+    assert set(spec["paths"]["/v1/plan"]["post"]["responses"]) >= {"400", "411", "413", "415", "422"}
+    plan = spec["components"]["schemas"]["PlanRequest"]["properties"]
+    assert plan["profile"]["enum"] == ["conservative", "balanced", "aggressive"]
+    assert plan["holdings"]["additionalProperties"] is False
+    (profile,) = [p for p in spec["paths"]["/v1/profiles/{profile}/allocation"]["get"]["parameters"]
+                  if p["name"] == "profile"]
+    assert profile["schema"]["enum"] == ["conservative", "balanced", "aggressive"]

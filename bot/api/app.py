@@ -114,10 +114,16 @@ def _is_json(content_type: str | None) -> bool:
 
 
 _ERRORS = {
+    400: {"model": schemas.ErrorBody, "description": "a Transfer-Encoding header (a body of unknown size)"},
     401: {"model": schemas.ErrorBody, "description": "no API key, or not a valid one"},
     403: {"model": schemas.ErrorBody, "description": "the API key is revoked"},
     422: {"model": schemas.ErrorBody, "description": "a field of the request is invalid (named)"},
+    413: {"model": schemas.ErrorBody, "description": f"a request body over {MAX_BODY_BYTES} bytes"},
     429: {"model": schemas.ErrorBody, "description": "the key's request budget is spent (see Retry-After)"},
+}
+_BODY_ERRORS = {
+    411: {"model": schemas.ErrorBody, "description": "no Content-Length header"},
+    415: {"model": schemas.ErrorBody, "description": "a body not sent as application/json"},
 }
 _NOT_FOUND = {404: {"model": schemas.ErrorBody, "description": "no such profile, day or account"}}
 
@@ -288,7 +294,8 @@ def create_app(
         from a backtest over the profile's data (computed once, on the first request)."""
         return book.suitability(profile)
 
-    @v1.post("/plan", response_model=schemas.PlanOut, tags=["profiles"], responses=_NOT_FOUND)
+    @v1.post("/plan", response_model=schemas.PlanOut, tags=["profiles"],
+             responses={**_NOT_FOUND, **_BODY_ERRORS})
     def plan(request: schemas.PlanRequest, _key: Caller) -> dict[str, Any]:
         """The orders that move a client's holdings and cash to the profile's allocation,
         from the engine's planner (minimum trade size, fractional shares, sells first)."""
@@ -325,8 +332,43 @@ def create_app(
         return account_view(engine, account, lambda account_id: keys.may_read(key, account_id))
 
     app.include_router(v1)
+    app.add_middleware(_HeadAsGet)
     _install_handlers(app)
+    _document_profile_names(app, list(book.profiles))
     return app
+
+
+class _HeadAsGet:
+    """Answer HEAD as GET without the body (RFC 9110 9.3.2: a general-purpose server must
+    support both): FastAPI's GET routes answered HEAD with a 405. The route sees a copy of
+    the request's scope saying GET; the server, holding the original, sends no body."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
+        await self.app(scope, receive, send)
+
+
+def _document_profile_names(app: FastAPI, names: list[str]) -> None:
+    """The OpenAPI document lists the served profiles as the values `profile` takes, in
+    a path and in a plan's body: the server refuses any other (404 or 422), and a client
+    generated from the document should know so."""
+    make = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        spec = make()  # FastAPI's, cached by it
+        for path in spec["paths"].values():
+            for operation in path.values():
+                for parameter in operation.get("parameters", []):
+                    if parameter["name"] == "profile" and parameter["in"] == "path":
+                        parameter["schema"]["enum"] = names
+        spec["components"]["schemas"]["PlanRequest"]["properties"]["profile"]["enum"] = names
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _install_handlers(app: FastAPI) -> None:

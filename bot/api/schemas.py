@@ -42,6 +42,8 @@ class PlanRequest(_Strict):
         default_factory=dict,
         description="shares held per symbol (fractions allowed); only the profile's ETFs",
         examples=[{"SPY": 12.5, "BND": 40}],
+        # a key that is not a ticker is refused: say so (pydantic lists the pattern only)
+        json_schema_extra={"additionalProperties": False},
     )
     date: IsoDate | None = Field(
         default=None, description="decide at this day's close and price the plan on it, YYYY-MM-DD "
