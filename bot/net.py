@@ -23,10 +23,17 @@ POST is sent once: whether a failed order POST may be repeated is decided by the
 after it looked the order up, never here. alpaca-py's own retry (429 and 504, three more
 tries 3 s apart, POST included) is switched off by `take_over_sdk_retries`, so ours is
 the only one and its budget is the whole budget.
+
+A caller may name a last check for the requests it makes (`checked_before_sending`): it
+runs after the throttle, just before a request goes out, and stops it by raising. The
+wait for a shared budget's token can be long, and a send gate asked before it may no
+longer hold after it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
 import email.utils
 import errno
@@ -34,7 +41,7 @@ import math
 import random
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -281,6 +288,21 @@ def _log_giving_up(
                 path=_path(url), reason=reason, **_why(response, error))
 
 
+_last_check: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "net_last_check", default=None)
+
+
+@contextlib.contextmanager
+def checked_before_sending(check: Callable[[], None]) -> Iterator[None]:
+    """Run `check` before each request this thread makes inside the block, after the
+    throttle's wait; what it raises stops the request unsent and reaches the caller."""
+    reset = _last_check.set(check)
+    try:
+        yield
+    finally:
+        _last_check.reset(reset)
+
+
 class TimeoutAdapter(HTTPAdapter):
     """An HTTPAdapter with a default timeout and the policy's retries. `service` names
     what it talks to ("Alpaca trading API") in the error of a request that got no answer."""
@@ -295,6 +317,9 @@ class TimeoutAdapter(HTTPAdapter):
             kwargs["timeout"] = self.policy.timeout
         if self.policy.throttle is not None:
             self.policy.throttle()
+        check = _last_check.get()
+        if check is not None:
+            check()
         try:
             return super().send(request, **kwargs)
         except (requests.ConnectionError, requests.Timeout) as exc:

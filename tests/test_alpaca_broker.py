@@ -597,3 +597,35 @@ def test_the_account_says_when_alpaca_refuses_its_orders(fake, broker, answer, r
     assert info.cannot_trade == reason
     broker.refresh()
     assert broker.trading_refusal() == reason
+
+
+def test_a_buy_whose_wait_for_a_request_token_crosses_the_close_is_not_sent(fake):
+    """The platform's shared request budget makes a request wait for its token inside the
+    HTTP layer, after the send gate was asked: a buy asked at 15:59:58 and let through
+    at 16:00:03 reached Alpaca after the close (queued there for the next open's prices).
+    The gate is asked again once the wait is over; a sell, and a buy whose wait ends in
+    the session, go out."""
+    from bot.broker.base import SendRefused
+    from bot.broker.sequenced import buys_refused_after_the_close
+
+    now = [dt.datetime(2024, 11, 27, 20, 59, 58, tzinfo=UTC)]  # 15:59:58 New York
+    close = dt.datetime(2024, 11, 27, 21, 0, tzinfo=UTC)
+
+    def token_wait() -> None:  # each request waits 5 s for its token
+        now[0] += dt.timedelta(seconds=5)
+
+    slow_budget = RetryPolicy(attempts=3, timeout=5.0, sleep=lambda _s: None, throttle=token_wait)
+    broker = AlpacaBroker.connect(Credentials(KEY_ID, SECRET), base_url=fake.url, policy=slow_budget)
+    broker.send_gate = buys_refused_after_the_close(lambda at: at < close, lambda: now[0])
+
+    with pytest.raises(SendRefused, match="the session has closed") as refused:
+        broker.submit(req("SPY", Side.BUY, 2), fake.now)
+    assert "attempts" not in str(refused.value)  # no try reached the venue
+    assert fake.calls("POST", "/v2/orders") == []
+    assert now[0] > close  # the wait did cross the close
+
+    fake.hold("SPY", 10, 450.0)
+    assert broker.submit(req("SPY", Side.SELL, 1), fake.now).status is not OrderStatus.REJECTED
+    now[0] = close - dt.timedelta(seconds=30)
+    assert broker.submit(req("SPY", Side.BUY, 1), fake.now).status is not OrderStatus.REJECTED
+    assert [c.body["side"] for c in fake.calls("POST", "/v2/orders")] == ["sell", "buy"]

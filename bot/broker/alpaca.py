@@ -15,7 +15,8 @@ the bot's client_order_id, wherever the adapter reads an order: polls, lookups, 
 and the restart's reconciliation. A replacement Alpaca cannot give (404) leaves the order
 outstanding with a message naming both ids, and is tried again at each read.
 
-A `send_gate` may refuse an order before any try of its submit, retries included: the
+A `send_gate` may refuse an order before any try of its submit, retries included, and
+again just before the request leaves, after any wait for a shared request budget: the
 daemon refuses a buy once the session has closed, since a retry that reached Alpaca after
 the close would be queued there and fill at the next open's prices.
 
@@ -30,6 +31,7 @@ import datetime as dt
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 import structlog
@@ -65,6 +67,7 @@ from bot.net import (
     ALPACA_POLICY,
     RETRY_STATUSES,
     RetryPolicy,
+    checked_before_sending,
     response_retry_after,
     take_over_sdk_retries,
 )
@@ -319,6 +322,8 @@ class AlpacaBroker:
         # An attempt answered 5xx or lost in transport may have created the order: from
         # then on a lookup that finds nothing proves nothing (it may lag the venue).
         in_doubt = False
+        gate = self.send_gate
+        last_check = None if gate is None else partial(_still_open, gate, request)
         for attempt in range(policy.attempts):
             if attempt:
                 wait = policy.delay(attempt - 1, retry_after)
@@ -327,12 +332,18 @@ class AlpacaBroker:
                     problem += f"; no further try: {refused}"
                     break
                 policy.sleep(wait)
-            closed = self.send_gate(request) if self.send_gate is not None else None
+            closed = gate(request) if gate is not None else None
             if closed is not None:
                 _gate_refused(cid, closed, problem, tries)
             tries += 1
             try:
-                raw = self._client.submit_order(data)
+                if last_check is None:
+                    raw = self._client.submit_order(data)
+                else:  # asked again after the throttle: a token's wait may outlast the session
+                    with checked_before_sending(last_check):
+                        raw = self._client.submit_order(data)
+            except _GateClosed as closing:
+                _gate_refused(cid, closing.why, problem, tries - 1)
             except APIError as exc:
                 status, code, message = api_error_parts(exc)
                 if is_auth_failure(status, code):
@@ -711,6 +722,20 @@ def _copy_state(source: Order, target: Order) -> None:
         # given None for). Our other messages ("sent after the sells filled", "adopted
         # ...") stay: the venue saying nothing is not a change to report.
         target.status_message = ""
+
+
+class _GateClosed(Exception):
+    """The send gate refused a submit just before its request left (not an HTTP error)."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+def _still_open(gate: SendGate, request: OrderRequest) -> None:
+    closed = gate(request)
+    if closed is not None:
+        raise _GateClosed(closed)
 
 
 def _gate_refused(cid: str, why: str, problem: str, tries: int) -> None:
