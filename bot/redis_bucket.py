@@ -14,6 +14,9 @@ local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens = tonumber(state[1]) or size
 local at = tonumber(state[2]) or now
+if now < at then
+  at = now  -- Redis's clock stepped back (NTP, a failover): refill from now on, not never
+end
 if now > at then
   tokens = math.min(size, tokens + (now - at) * rate)
   at = now

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 import uuid
 from collections import Counter
 
@@ -880,6 +881,48 @@ def test_the_token_bucket_spaces_requests_at_its_rate(ctx):
     assert waits[3:] == pytest.approx([0.05 * k for k in range(1, 8)], abs=0.01)
     bucket()
     assert slept and slept[0] == pytest.approx(0.4, abs=0.01)
+
+
+def test_a_bucket_whose_redis_clock_stepped_back_refills_from_then_on(ctx):
+    """`at` is only moved forward: after Redis's clock stepped back (NTP, a failover to a
+    replica behind), the bucket refilled never again until the clock caught up, and every
+    request's wait grew."""
+    key = f"{ctx.namespace}:bucket-clock"
+    seconds, micros = ctx.redis.time()
+    ctx.redis.hset(key, mapping={"tokens": "0", "at": repr(seconds + micros / 1e6 + 3600)})
+    bucket = TokenBucket(ctx.redis, key, per_second=20, burst=3)
+    assert bucket.reserve() == pytest.approx(0.05, abs=0.01)  # the empty bucket's next token
+    time.sleep(0.3)  # six tokens' worth: refilled to its burst
+    assert [bucket.reserve() for _ in range(3)] == [0, 0, 0]
+
+
+def test_one_accounts_malformed_position_fails_no_other_account(ctx, monkeypatch):
+    """The prefetch's log line parsed every account's positions to count the accounts:
+    a bad quantity of one client failed whichever task took the snapshot, with an error
+    naming another client's account."""
+    from types import SimpleNamespace
+
+    from bot.broker.broker_api import BrokerPlatform, PositionsSnapshot
+
+    bad = PositionsSnapshot(VENUE_NOW, {"other": [SimpleNamespace(symbol="SPY", qty="")], "mine": []})
+    monkeypatch.setattr(BrokerPlatform, "prefetch_positions", lambda _self: bad)
+    assert ctx.positions_snapshot(1) is bad and len(bad) == 2
+    assert bad.take("mine") == []
+    with pytest.raises(BrokerError, match=r"positions\[other\]\[SPY\]\.qty"):
+        bad.quantities()
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("amqp://user:pa/s3cretPW99@host:5672//", "amqp://user:***@host:5672//"),
+    ("redis://:p@s3cretPW99@host/0", "redis://:***@host/0"),
+    ("amqp://guest:s3cretPW99@127.0.0.1:5672//", "amqp://guest:***@127.0.0.1:5672//"),
+    ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ("amqp://user@host//", "amqp://user@host//"),
+])
+def test_a_url_is_shown_without_its_password_whatever_it_holds(url, shown):
+    from bot.platform.settings import masked_url
+
+    assert masked_url(url) == shown
 
 
 @pytest.mark.parametrize(("env", "message"), [

@@ -94,6 +94,11 @@ class PositionsSnapshot:
             self._taken.add(account_id)
             return list(self._positions.get(account_id, []))
 
+    def __len__(self) -> int:
+        """The accounts in it (counted without reading their positions: one client's
+        malformed quantity must fail that client's task only)."""
+        return len(self._positions)
+
     def quantities(self) -> dict[str, dict[str, float]]:
         """account id -> symbol -> quantity, for reports and checks."""
         return {

@@ -171,7 +171,7 @@ class WorkerContext:
             snapshot = self._snapshots.get(run_id)
             if snapshot is None:
                 snapshot = self._snapshots[run_id] = self.broker_platform().prefetch_positions()
-                log.info("positions prefetched", run=run_id, accounts=len(snapshot.quantities()))
+                log.info("positions prefetched", run=run_id, accounts=len(snapshot))
             return snapshot
 
     def market_open(self, now: dt.datetime, before_close: dt.timedelta = BUY_CUTOFF) -> bool:

@@ -220,5 +220,6 @@ def _queue_name(text: str) -> str:
 
 
 def masked_url(url: str) -> str:
-    """A queue or Redis URL for messages: its password replaced by ***."""
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+    """A queue or Redis URL for messages: its password replaced by ***. The password runs
+    to the URL's last `@` (a password may hold `/` or `@`; a host holds neither)."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):.*@(?=[^@]*$)", r"\1:***@", url)
