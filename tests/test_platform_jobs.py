@@ -883,6 +883,31 @@ def test_the_token_bucket_spaces_requests_at_its_rate(ctx):
     assert slept and slept[0] == pytest.approx(0.4, abs=0.01)
 
 
+def test_an_account_reprofiled_after_the_decision_trades_a_profile_the_batch_decided(ctx, venue):
+    """The task read the account's current profile: one moved to a profile the batch did
+    not decide raised "batch N has no decision for profile ...", which dead-lettered it
+    and failed the batch. It is skipped now, saying why; one moved to a profile the batch
+    decided trades that decision (of the same close)."""
+    staying, leaving = add_accounts(ctx, venue, ["balanced", "aggressive"])
+    batch = decide_batch(ctx, DECISION_DAY)
+    assert set(batch.decisions) == {"balanced", "aggressive"}
+    ctx.registry.upsert([AccountSpec(staying.broker_account_id, "conservative"),
+                         AccountSpec(leaving.broker_account_id, "balanced")], VENUE_NOW)
+    tasks = {r.account_id: r.id for r in store.tasks_of(ctx.engine, batch.run_id, "rebalance")}
+
+    skipped = run_task(ctx, tasks[staying.id])
+    assert "profile changed to conservative" in skipped["skipped"]
+    assert "the next batch trades the new profile" in skipped["skipped"]
+    assert not venue.ledger(staying.broker_account_id).orders
+
+    traded = run_task(ctx, tasks[leaving.id], "d-2")
+    assert traded["sent"] > 0
+    bought = {o.data["symbol"] for o in venue.ledger(leaving.broker_account_id).orders}
+    balanced = set(ctx.profile("balanced").settings.symbols)
+    assert bought <= balanced and bought - set(ctx.profile("aggressive").settings.symbols)
+    assert {r[0] for r in rows(ctx, "SELECT status FROM platform_tasks")} == {"done"}
+
+
 def test_a_bucket_whose_redis_clock_stepped_back_refills_from_then_on(ctx):
     """`at` is only moved forward: after Redis's clock stepped back (NTP, a failover to a
     replica behind), the bucket refilled never again until the clock caught up, and every

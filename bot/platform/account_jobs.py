@@ -223,16 +223,23 @@ def rebalance(ctx: WorkerContext, row: TaskRow, account: Account) -> dict[str, A
         return _skip(ctx, row, account, "the market is closed or closes within "
                      f"{REBALANCE_CUTOFF.total_seconds() / 60:.0f} minutes: no rebalance starts "
                      "this late; the next batch trades")
-    decision = ctx.decision(row.run_id, account.profile)
+    decision = None
+    if row.phase != "planned":  # a recorded plan is sent as recorded, whatever changed since
+        decision = ctx.decided(row.run_id, account.profile)
+        if decision is None:  # re-profiled after the decision (this dead-lettered the task)
+            return _skip(ctx, row, account, f"the account's profile changed to {account.profile} "
+                         f"after batch {row.run_id} was decided, which has no decision for it: "
+                         "the next batch trades the new profile")
     resumed = row.attempts > 1
     # A task run before may have sent orders: its positions come from the account itself.
     snapshot = None if resumed else ctx.positions_snapshot(row.run_id)
     session = open_session(ctx, row.run_id, account, snapshot)
     now = ctx.clock.now()
     if row.phase == "planned":
-        plan = _recorded_plan(session, row.run_id, decision.day)
+        plan = _recorded_plan(session, row.run_id, row.day)
         outcome = {"resumed": "send"}
     else:
+        assert decision is not None
         try:
             plan, outcome = _plan(ctx, session, decision, resumed or has_open_orders(ctx.engine, account.id), now)
         except AccountCannotTrade as exc:  # often passing (an account being updated): the next batch trades

@@ -155,14 +155,19 @@ class WorkerContext:
                           fred_api_key=load_fred_key(), fred_api_url=endpoints.fred_api_url)
 
     def decision(self, run_id: int, profile: str) -> StoredDecision:
+        found = self.decided(run_id, profile)
+        if found is None:
+            raise BotError(f"batch {run_id} has no decision for profile {profile}")
+        return found
+
+    def decided(self, run_id: int, profile: str) -> StoredDecision | None:
+        """The batch's decision for `profile`, or None if the batch decided no such
+        profile (an account's profile changed after the batch was decided)."""
         with self._lock:
             decisions = self._decisions.get(run_id)
             if decisions is None:
                 decisions = self._decisions[run_id] = load_decisions(self.engine, run_id)
-        found = decisions.get(profile)
-        if found is None:
-            raise BotError(f"batch {run_id} has no decision for profile {profile}")
-        return found
+        return decisions.get(profile)
 
     def positions_snapshot(self, run_id: int) -> PositionsSnapshot:
         """Every account's positions from one call, taken once per batch and process
