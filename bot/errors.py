@@ -9,6 +9,11 @@ class BotError(Exception):
     """Base class of every error the bot raises on purpose."""
 
 
+class DatabaseUnreachable(BotError):
+    """The trade-log database refused or did not answer a connection (its message names
+    the masked URL and the reason): worth trying again later, unlike a bug's error."""
+
+
 class ExecutionStopped(BotError):
     """This execution no longer holds what it works under (a platform task's claim or its
     account's lock: another took it): it stops at once and writes nothing more. Never

@@ -908,6 +908,40 @@ def test_an_account_reprofiled_after_the_decision_trades_a_profile_the_batch_dec
     assert {r[0] for r in rows(ctx, "SELECT status FROM platform_tasks")} == {"done"}
 
 
+def test_a_task_whose_worker_cannot_reach_the_trade_log_is_retried_not_dropped(monkeypatch):
+    """A worker makes its context (the trade log's engine) at its first task: with the
+    database unreachable then, the task raised a BotError, which no retry rule covers,
+    and the message was acknowledged and gone (a week's decision, a close). It is retried
+    with backoff now, and the next delivery finds the database back."""
+    from types import SimpleNamespace
+
+    from celery.exceptions import Retry
+
+    from bot.errors import DatabaseUnreachable
+    from bot.platform import tasks
+
+    monkeypatch.setattr(tasks, "_settings", PlatformSettings(queue_name="leverbot-test-ctx", data="synthetic"))
+    monkeypatch.setattr(tasks, "_database_url", "postgresql+psycopg://u:s3cretPW99@127.0.0.1:1/db")
+    monkeypatch.setattr(tasks, "_context", None)
+
+    class Delivery:
+        name = "leverbot.platform.decide"
+        request = SimpleNamespace(retries=3)
+
+        def retry(self, countdown: float) -> Retry:
+            self.countdown = countdown
+            return Retry(when=countdown)
+
+    delivery = Delivery()
+    with pytest.raises(Retry):
+        tasks._context_for(delivery)
+    assert 0 < delivery.countdown <= tasks._settings.retry_max_delay
+    assert tasks.is_transient(DatabaseUnreachable("cannot connect"))
+    with pytest.raises(DatabaseUnreachable, match=r"127\.0\.0\.1:1") as refused:
+        tasks.context()
+    assert "s3cretPW99" not in str(refused.value)
+
+
 def test_a_bucket_whose_redis_clock_stepped_back_refills_from_then_on(ctx):
     """`at` is only moved forward: after Redis's clock stepped back (NTP, a failover to a
     replica behind), the bucket refilled never again until the clock caught up, and every

@@ -42,7 +42,7 @@ from kombu import Queue
 from kombu.exceptions import OperationalError as QueueUnavailable
 
 from bot.broker.base import BrokerError
-from bot.errors import BotError
+from bot.errors import BotError, DatabaseUnreachable
 from bot.logs import mask_text
 from bot.net import RetryPolicy
 from bot.platform import account_jobs, store
@@ -130,13 +130,28 @@ def context() -> WorkerContext:
         return _context
 
 
+def _context_for(task: Task) -> WorkerContext:
+    """This process's worker context for `task`. A context that cannot be made (the trade
+    log unreachable at the process's first task: a database failing over, a new pool
+    process) retries the task with backoff: raised, it was acknowledged and dropped, and a
+    week's decision or a close was lost without a trace."""
+    try:
+        return context()
+    except (DatabaseUnreachable, sa.exc.OperationalError) as exc:
+        assert _settings is not None  # context() refuses an unconfigured worker first
+        countdown = backoff(_settings).delay(min(task.request.retries, 30))
+        log.warning("worker context unavailable; task retried", task=task.name,
+                    error=mask_text(str(exc)), countdown=round(countdown, 2))
+        raise task.retry(countdown=countdown) from None
+
+
 def is_transient(exc: BaseException) -> bool:
     """Worth a retry: the broker's 429/5xx, a timeout or lost connection (broker,
     database, Redis). BrokerError carries the status in its message (bot.broker)."""
     if isinstance(exc, BrokerError):
         return bool(_TRANSIENT.search(str(exc)))
-    if isinstance(exc, LockLost):  # retried once the lock is free; it resumes from its plan
-        return True
+    if isinstance(exc, (LockLost, DatabaseUnreachable)):  # LockLost: retried once the lock is
+        return True  # free; it resumes from its plan
     if isinstance(exc, sa.exc.DBAPIError):
         return bool(exc.connection_invalidated) or isinstance(exc, sa.exc.OperationalError)
     # kombu's OperationalError: RabbitMQ refused or lost a publish (a batch's tasks)
@@ -157,7 +172,7 @@ def decide(self: Task, day: str, mode: str) -> dict[str, Any]:
     account whose task is not final (all of them for a new batch)."""
     from bot.platform.decision import decide_batch
 
-    ctx = context()
+    ctx = _context_for(self)
     try:
         if mode != ctx.mode:
             raise BotError(f"a {mode} decision reached a {ctx.mode} worker; start workers with "
@@ -251,7 +266,7 @@ def close(self: Task, task_id: int, account_id: int) -> str:
 
 def _account_task(task: Task, task_id: int, account_id: int,
                   job: Callable[..., dict[str, Any]]) -> str:
-    ctx = context()
+    ctx = _context_for(task)
     settings = ctx.settings
     delivery = task.request.id
     redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
@@ -371,7 +386,7 @@ def finish_batch(ctx: WorkerContext, run_id: int) -> None:
 def poll_round(self: Task) -> int:
     """Publish a poll for every account with open orders (one waiting per account),
     close any batch whose tasks are all final, and any decide that died without one."""
-    ctx = context()
+    ctx = _context_for(self)
     for run_id in store.running_batches(ctx.engine, ctx.mode):
         finish_batch(ctx, run_id)
         _republish_stranded(ctx, run_id)
@@ -417,7 +432,7 @@ def _poll_key(ctx: WorkerContext, account_id: int) -> str:
 @app.task(bind=True, name="leverbot.platform.poll", max_retries=None, **_INFRASTRUCTURE)
 def poll(self: Task, run_id: int, account_id: int) -> int:
     """Follow one account's open orders (a failed poll is logged; the next round retries)."""
-    ctx = context()
+    ctx = _context_for(self)
     delivery = self.request.id
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     token = ctx.locks.acquire(account_id, delivery, redelivered=redelivered)
@@ -442,7 +457,7 @@ def poll(self: Task, run_id: int, account_id: int) -> int:
 @app.task(bind=True, name="leverbot.platform.close_round", max_retries=None)
 def close_round(self: Task, day: str) -> int:
     """A close task for every active account, under the latest batch's run."""
-    ctx = context()
+    ctx = _context_for(self)
     run_id = store.latest_batch(ctx.engine, ctx.mode)
     if run_id is None:
         return 0

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-from bot.errors import BotError
+from bot.errors import BotError, DatabaseUnreachable
 from bot.store.locate import SUPPORTED_BACKENDS
 from bot.store.sqlite_read import CHANGED, connect_for_reading, drop_if_stale
 
@@ -95,7 +95,7 @@ def _connected(engine: sa.Engine, url: str | URL) -> sa.Engine:
         if exc.statement is not None:
             raise
         reason = " ".join(str(exc.orig).split()) if exc.orig is not None else str(exc)
-        raise BotError(
+        raise DatabaseUnreachable(
             f"cannot connect to the trade-log database {mask_url(url)}: {reason}"
         ) from None
     return engine
