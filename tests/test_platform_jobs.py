@@ -828,15 +828,32 @@ def test_the_close_records_each_accounts_equity_once(ctx, venue):
     batch = decide_batch(ctx, DECISION_DAY)
     for row in store.tasks_of(ctx.engine, batch.run_id, "rebalance"):
         run_task(ctx, row.id, f"d-{row.id}")
-    close_rows = store.close_tasks(ctx.engine, batch.run_id, DECISION_DAY)
-    assert store.close_tasks(ctx.engine, batch.run_id, DECISION_DAY) == close_rows  # made once
+    today = VENUE_NOW.date()  # the rebalance's session
+    close_rows = store.close_tasks(ctx.engine, batch.run_id, today)
+    assert store.close_tasks(ctx.engine, batch.run_id, today) == close_rows  # made once
     for row in close_rows:
         claim = store.claim(ctx.engine, row.id, f"c-{row.id}", False, ctx.clock.now(), LEASE, 3)
         account_jobs.close(ctx, claim.row, ctx.registry.get(row.account_id))
     equity = rows(ctx, "SELECT account_id, equity FROM equity ORDER BY account_id")
     assert [a for a, _ in equity] == [a.id for a in accounts]
-    assert all(float(e) == pytest.approx(100_000, rel=0.01) for _a, e in equity)
-    assert store.close_tasks(ctx.engine, batch.run_id, DECISION_DAY) == []
+    assert all(float(e) == pytest.approx(100_000, rel=0.02) for _a, e in equity)
+    assert store.close_tasks(ctx.engine, batch.run_id, today) == []
+
+
+def test_a_close_run_after_the_next_session_opened_records_nothing(ctx, venue):
+    """Workers down overnight: Friday's close task ran on Wednesday (after that morning's
+    rebalance) and valued Wednesday's holdings at Friday's closes, an equity point and
+    engine state that never were. It is skipped now, with an incident."""
+    (account,) = add_accounts(ctx, venue, ["balanced"])
+    batch = decide_batch(ctx, DECISION_DAY)
+    (row,) = store.close_tasks(ctx.engine, batch.run_id, DECISION_DAY)  # Friday's, Wednesday
+    claim = store.claim(ctx.engine, row.id, "c-1", False, ctx.clock.now(), LEASE, 3)
+    outcome = account_jobs.close(ctx, claim.row, account)
+    assert "the session of 2024-11-25 opened before this task ran" in outcome["skipped"]
+    assert rows(ctx, "SELECT count(*) FROM equity")[0][0] == 0
+    assert rows(ctx, "SELECT count(*) FROM positions")[0][0] == 0
+    assert rows(ctx, "SELECT kind FROM incidents") == [("close_skipped",)]
+    assert rows(ctx, f"SELECT status FROM platform_tasks WHERE id={row.id}") == [("done",)]
 
 
 def test_summary_counts_done_retried_and_dead_and_closes_the_batch(ctx, venue):

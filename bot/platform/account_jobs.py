@@ -433,6 +433,9 @@ def _follow(ctx: WorkerContext, session: AccountSession) -> int:
 
 def close(ctx: WorkerContext, row: TaskRow, account: Account) -> dict[str, Any]:
     """The day's equity and positions of the account, after a last poll."""
+    opened = _session_opened_since(ctx, row.day)
+    if opened is not None:
+        return _close_too_late(ctx, row, account, opened)
     session = open_session(ctx, row.run_id, account)
     jobs = session.jobs(ctx)
     if _follow(ctx, session):
@@ -440,4 +443,29 @@ def close(ctx: WorkerContext, row: TaskRow, account: Account) -> dict[str, Any]:
     point = jobs.mark_close(row.day)
     outcome = {"equity": round(point.equity, 2), "cash": round(point.cash, 2)}
     session.tradelog.flush(mark_done(row.id, ctx.clock.now(), outcome), claim=fence(row))
+    return outcome
+
+
+def _session_opened_since(ctx: WorkerContext, day: dt.date) -> dt.date | None:
+    """The first session after `day` that has opened by the venue's clock, if any."""
+    now = ctx.venue_now()
+    later = ctx.calendar.between(day + dt.timedelta(days=1), max(now.date(), day + dt.timedelta(days=1)))
+    return next((s.day for s in later if s.open <= now), None)
+
+
+def _close_too_late(ctx: WorkerContext, row: TaskRow, account: Account, opened: dt.date) -> dict[str, Any]:
+    """A close task run after the next session opened (workers down overnight, a retry
+    late): the account's holdings are no longer that close's, and valuing them at its
+    prices would record a wrong equity point and engine state under it. Skipped, with an
+    incident; the next close records the account."""
+    why = (f"the close of {row.day} was not recorded: the session of {opened} opened "
+           "before this task ran, so the account's holdings are no longer that close's; "
+           "the next close records the account")
+    now = ctx.clock.now()
+    tradelog = ctx.tradelog(row.run_id)
+    tradelog.account_id = account.id
+    tradelog.incident(now, "close_skipped", why, {"account_id": account.id, "day": row.day.isoformat(),
+                                                  "opened": opened.isoformat()})
+    outcome = {"skipped": why}
+    tradelog.flush(mark_done(row.id, now, outcome), claim=fence(row))
     return outcome

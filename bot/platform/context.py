@@ -183,6 +183,15 @@ class WorkerContext:
         """Whether the venue's clock says a session is open and its close is more than
         `before_close` away (asked at most once a minute per process). The default:
         whether buys may go out now."""
+        venue_now, is_open, next_close = self._venue()
+        return is_open and venue_now < next_close - before_close
+
+    def venue_now(self) -> dt.datetime:
+        """The time by the venue's clock (asked at most once a minute per process)."""
+        return self._venue()[0]
+
+    def _venue(self) -> tuple[dt.datetime, bool, dt.datetime]:
+        """The venue's time now, whether it is in session and its next close."""
         with self._lock:
             known = self._venue_clock
             if known is None or time.monotonic() - known[0] > CLOCK_MAX_AGE:
@@ -191,8 +200,7 @@ class WorkerContext:
                     time.monotonic(), clock.timestamp, clock.is_open, clock.next_close
                 )
         fetched, venue_time, is_open, next_close = known
-        venue_now = venue_time + dt.timedelta(seconds=time.monotonic() - fetched)
-        return is_open and venue_now < next_close - before_close
+        return venue_time + dt.timedelta(seconds=time.monotonic() - fetched), is_open, next_close
 
 
 class CachedFeed:

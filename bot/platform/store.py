@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.store.models import METADATA
+from bot.store.upsert import dialect_insert
 
 TASKS = METADATA.tables["platform_tasks"]
 DECISIONS = METADATA.tables["platform_decisions"]
@@ -628,7 +629,9 @@ def close_tasks(engine: sa.Engine, run_id: int, day: dt.date) -> list[TaskRow]:
     ).where(ACCOUNTS.c.status == "active", ~sa.exists(existing))
     columns = ["run_id", "account_id", "kind", "day", "status", "attempts", "retries"]
     with engine.begin() as conn:
-        conn.execute(sa.insert(TASKS).from_select(columns, accounts))
+        # Two close rounds at once (an owed publish beside the timetable's) both find no
+        # row and insert: the second's rows are the first's, not an IntegrityError.
+        conn.execute(dialect_insert(conn, TASKS).from_select(columns, accounts).on_conflict_do_nothing())
     return [r for r in tasks_of(engine, run_id, "close") if r.day == day and r.status not in FINAL]
 
 

@@ -13,6 +13,16 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 
+def dialect_insert(conn: sa.Connection, table: sa.Table) -> Any:
+    """The connection's own dialect's insert(), which renders ON CONFLICT."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"upsert: unsupported database {dialect!r}")
+
+
 def upsert(
     conn: sa.Connection,
     table: sa.Table,
@@ -26,13 +36,7 @@ def upsert(
     With `only_if_changed`, an existing row is overwritten only when one of those
     columns differs, so unchanged rows keep their other columns (e.g. fetch times).
     """
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        insert: Any = postgresql.insert(table)
-    elif dialect == "sqlite":
-        insert = sqlite.insert(table)
-    else:
-        raise NotImplementedError(f"upsert: unsupported database {dialect!r}")
+    insert = dialect_insert(conn, table)
     updated = {c.name: insert.excluded[c.name] for c in table.columns if c.name not in keys}
     where = None
     if only_if_changed:
