@@ -44,6 +44,7 @@ from bot.store.locate import reading_options, report_dir, where_recorded
 from bot.store.tradelog import TradeLog
 from bot.tearsheet.page import write_tearsheet
 from bot.terminal import console as make_console
+from bot.terminal import print_whole
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -280,20 +281,20 @@ def _backtest(options: BacktestOptions) -> int:
     render_table(report, console)
     for text in cut:  # below the table too: the log's warning scrolled past long ago
         console.print(f"note: {text}", markup=False)
-    # paths, not markup: an --out folder named `we[/ird]` failed with MarkupError
-    console.print(f"run {run_id}: report {out / 'report.json'}", markup=False)
+    # paths, not markup (an --out folder named `we[/ird]` failed with MarkupError), and
+    # never wrapped: these lines are copied
+    print_whole(console, f"run {run_id}: report {out / 'report.json'}")
     for line in where_recorded(run_id, url, options.config, options.database):
-        console.print(line, markup=False)
+        print_whole(console, line)
     try:
         charts = worker.wait()
     except KeyboardInterrupt:  # the run and its report are saved; only drawings are lost
         worker.abort()
-        console.print(f"charts not drawn (interrupted); the run is saved: `bot report --run "
-                      f"{run_id}{reading_options(options.config, options.database)}` draws them",
-                      markup=False)
+        print_whole(console, f"charts not drawn (interrupted); the run is saved: `bot report "
+                    f"--run {run_id}{reading_options(options.config, options.database)}` draws them")
         raise
     for chart in charts:
-        console.print(f"chart: {chart}", markup=False)
+        print_whole(console, f"chart: {chart}")
     return 0
 
 

@@ -47,6 +47,13 @@ class _Console(Console):
         raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
 
 
+def print_whole(con: Console, line: str) -> None:
+    """Print a line meant to be copied (a command, a path) on one line, however long.
+    rich wraps long lines with real newlines (at 200 columns piped, the terminal's width
+    otherwise): a pasted rerun command then ran `--end` without its value."""
+    con.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 def literal(text: object) -> str:
     """`text` escaped for rich markup, to put a path, a data label or a note inside a
     styled line: a folder named `col[red]` printed as `col`, and `we[/ird]` failed with

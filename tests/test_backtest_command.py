@@ -242,3 +242,16 @@ def test_a_span_the_data_does_not_cover_is_run_on_what_there_is_and_said(tmp_pat
     out = capsys.readouterr().out
     assert "note: backtest.end 2030-01-01 is after the data's last day: the run ends on 20" in out
     assert "backtest.start" not in out
+
+
+def test_the_inspect_commands_are_printed_on_one_line_however_long(tmp_path, capsys):
+    """rich wrapped "inspect it: ..." at 200 columns with real newlines: a pasted command
+    lost its --database value."""
+    deep = tmp_path / ("a-long-folder-name-" * 6)
+    deep.mkdir()
+    db = f"sqlite:///{deep / 'log.sqlite'}"
+    assert main([*ARGS, "--no-benchmarks", "--database", db, "--out", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    inspect = [line for line in lines if line.startswith("inspect it: ")]
+    assert len(inspect) == 1 and len(inspect[0]) > 200
+    assert inspect[0].endswith(f"bot report --run 1 --database {db}")

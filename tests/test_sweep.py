@@ -493,3 +493,17 @@ def test_the_rerun_command_writes_where_the_sweep_wrote() -> None:
     secret = SweepOptions(CONFIG, ("risk.vol_high=1.5,2",), database="postgresql://bot:s3cret@db/x")
     command = reproduce(secret, {"risk.vol_high": 2})
     assert "s3cret" not in command and "postgresql://bot:***@db/x" in command
+
+
+def test_the_printed_rerun_command_is_one_line_however_long(capsys, tmp_path: Path) -> None:
+    """rich wrapped the "best" line at 200 columns with a real newline: pasted, the command
+    ran `--end` without its value."""
+    deep = tmp_path / ("a-long-folder-name-" * 6)
+    deep.mkdir()
+    db = f"sqlite:///{deep / 'log.sqlite'}"
+    code, out, err = sweep(capsys, db, *SPAN, "--grid", "risk.vol_high=1.25,2", "--no-charts")
+    assert code == 0, err
+    best = [line for line in out.splitlines() if line.startswith("best (")]
+    assert len(best) == 1 and len(best[0]) > 200
+    assert best[0].endswith("--set risk.vol_high=1.25") or best[0].endswith("--set risk.vol_high=2")
+    assert f"--database {db}" in best[0] and "--end 2016-08-31" in best[0]

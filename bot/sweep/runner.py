@@ -53,6 +53,7 @@ from bot.sweep.cli import DEFAULT_MAX_COMBINATIONS
 from bot.sweep.executors import Executor, open_executor
 from bot.sweep.grid import Axis, Variant, describe, expand, format_value, parse_grid
 from bot.sweep.variant import RANK_METRICS, VariantOutcome, VariantTask, one_line
+from bot.terminal import print_whole
 
 log = structlog.get_logger(__name__)
 
@@ -529,11 +530,11 @@ def _print(
                       "grid order", markup=False)
     best = next((row for row in done.rows if row["rank"] == 1), None)
     if best is not None:
-        console.print(f"best ({describe(best['params'])}): {reproduce(options, best['params'])}",
-                      markup=False)
+        # never wrapped: a pasted command wrapped at the console's width lost a value
+        print_whole(console, f"best ({describe(best['params'])}): {reproduce(options, best['params'])}")
     for path in done.files:
         if path.suffix == ".png":
-            console.print(f"chart: {path}", markup=False)
+            print_whole(console, f"chart: {path}")
 
 
 def inert_keys(rows: Sequence[dict[str, Any]], axes: Sequence[Axis]) -> list[str]:
