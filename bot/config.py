@@ -309,9 +309,12 @@ class RiskSettings(_Strict):
     @field_validator("rules")
     @classmethod
     def _each_rule_once(cls, rules: tuple[str, ...]) -> tuple[str, ...]:
-        """A rule listed twice runs once, as it always has: the list says which run, and
-        refusing it would also refuse the stored configs of runs recorded with one."""
-        return tuple(dict.fromkeys(rules))
+        """The rules in RuleName's order, each once. The list says which run, not in what
+        order (the guard's is fixed), so two orders are one config: one fingerprint, and a
+        sweep over both orders is refused as the same combination twice. A rule listed
+        twice runs once, as it always has (refusing it would also refuse the stored
+        configs of runs recorded with one)."""
+        return tuple(name for name in get_args(RuleName) if name in rules)
 
     # Windows in trading days, at most 1000 (4 years) like the strategy's: a rule whose
     # window is longer than the data never fires, silently.

@@ -406,7 +406,11 @@ def test_names_lists_and_keys_that_would_be_misread_are_refused(section, key, va
     assert any(message in p for p in err.value.problems), err.value.problems
 
 
-def test_a_rule_listed_twice_runs_once():
+def test_a_rule_listed_twice_runs_once_and_the_order_is_the_guards():
+    """The guard's order is fixed: two orders of one list are one config (one fingerprint)."""
     raw = load_settings(CONFIG).model_dump(mode="json")
     raw["risk"]["rules"] = ["stops", "drawdown", "stops"]
-    assert parse_settings(raw, "test").risk.rules == ("stops", "drawdown")
+    first = parse_settings(raw, "test")
+    assert first.risk.rules == ("drawdown", "stops")
+    raw["risk"]["rules"] = ["drawdown", "stops"]
+    assert parse_settings(raw, "test").fingerprint() == first.fingerprint()

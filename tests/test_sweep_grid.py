@@ -100,6 +100,22 @@ def test_true_is_not_one_twice_the_field_names_what_it_expects(base) -> None:
     assert len(parse_grid(["risk.vol_high=4,4.0"])[0].values) == 2
 
 
+def test_values_that_validate_to_the_same_config_are_refused_naming_both(base) -> None:
+    """`2,2.0` ran the same backtest twice, and the warning that a key changes nothing
+    then named risk.vol_high; so did rule lists in two orders (the guard's is fixed)."""
+    axes = parse_grid(["rebalance.every_days=2,8", "risk.vol_high=2,2.0"])
+    with pytest.raises(BotError) as refused:
+        expand(base, axes, "cfg.toml")
+    message = str(refused.value)
+    assert message.startswith("--grid risk.vol_high: the values 2 and 2.0 give the same config")
+    assert "rebalance.every_days=2, risk.vol_high=2 and rebalance.every_days=2, risk.vol_high=2.0" in message
+    axes = parse_grid(['risk.rules=["stops","volatility"],["volatility","stops"]'])
+    with pytest.raises(BotError, match=r'--grid risk.rules: the values \["stops","volatility"\] and '
+                                       r'\["volatility","stops"\] give the same config'):
+        expand(base, axes, "cfg.toml")
+    assert len(expand(base, parse_grid(["risk.vol_high=2,2.5"]), "cfg.toml")) == 2
+
+
 def test_walk_forward_refuses_a_grid_over_the_span() -> None:
     parse_grid(["backtest.start=2012-01-03,2013-01-02"])  # fine without walk-forward
     with pytest.raises(BotError, match="cannot vary with --walk-forward"):
@@ -130,6 +146,12 @@ def test_a_bad_grid_fails_the_command_before_any_work(capsys, tmp_path: Path) ->
         "--grid", "rebalance.every_days=" + ",".join(str(d) for d in range(1, 31)),
     )
     assert code == 2 and "--grid: 1,200 combinations, more than --max-combinations 1,000" in err
+    assert not db.exists()
+    code, _, err = run_cli(
+        capsys, "sweep", "--config", str(CONFIG), "--synthetic", "--database", f"sqlite:///{db}",
+        "--grid", "risk.vol_high=2,2.0",
+    )
+    assert code == 2 and "--grid risk.vol_high: the values 2 and 2.0 give the same config" in err
     assert not db.exists()
 
 

@@ -209,4 +209,32 @@ def expand(base: Settings, axes: Sequence[Axis], source: str) -> list[Variant]:
     if problems:
         lines = [f"{problem} [with {combo}]" for problem, combo in problems.items()]
         raise ConfigError(f"{source} with the --grid values", lines)
+    refuse_equal_combinations(variants)
     return variants
+
+
+def refuse_equal_combinations(variants: Sequence[Variant]) -> None:
+    """Refuse two combinations whose validated configs are the same (one fingerprint):
+    `risk.vol_high=2,2.0`, or rule lists in two orders. They ran the same backtest twice,
+    and the warning that a key changes nothing then named a key that does change things."""
+    first_with: dict[str, Variant] = {}
+    for variant in variants:
+        first = first_with.setdefault(variant.settings.fingerprint(), variant)
+        if first is not variant:
+            raise BotError(_equal_message(first, variant))
+
+
+def _equal_message(first: Variant, second: Variant) -> str:
+    """Names each key whose two spellings validate to the same value."""
+    def shown(key: str, value: Any) -> str:
+        return describe_override(f"{key}={format_value(value)}").partition("=")[2]
+
+    keys = [k for k in first.params
+            if format_value(first.params[k]) != format_value(second.params[k])]
+    spellings = "; ".join(
+        f"--grid {key}: the values {shown(key, first.params[key])} and "
+        f"{shown(key, second.params[key])}"
+        for key in keys
+    )
+    return (f"{spellings} give the same config (combinations {first.label} and "
+            f"{second.label}); give each value once")
