@@ -507,3 +507,50 @@ def test_the_printed_rerun_command_is_one_line_however_long(capsys, tmp_path: Pa
     assert len(best) == 1 and len(best[0]) > 200
     assert best[0].endswith("--set risk.vol_high=1.25") or best[0].endswith("--set risk.vol_high=2")
     assert f"--database {db}" in best[0] and "--end 2016-08-31" in best[0]
+
+
+def _failing(positions: set[int]):
+    """run_variant, but the combinations at `positions` fail (forked workers inherit it)."""
+    from bot.sweep.variant import failed_outcome
+
+    real = bot.sweep.executors.run_variant
+
+    def run(market, task):
+        if task.position in positions:
+            return failed_outcome(task, "made to fail")
+        return real(market, task)
+
+    return run
+
+
+def test_a_sweep_whose_every_combination_failed_is_failed_with_no_walk_forward(
+    capsys, tmp_path: Path, monkeypatch
+) -> None:
+    """It was stored `finished`, with a walk-forward of flat cash (CAGR 0, 100,000)."""
+    monkeypatch.setattr(bot.sweep.executors, "run_variant", _failing({0, 1}))
+    db = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    code, out, _ = sweep(capsys, db, *WF_SPAN, "--grid", "risk.vol_high=1.25,2",
+                         "--walk-forward", "6m:3m", "--workers", "1")
+    assert code == 1
+    row, runs = stored(db)
+    assert row["status"] == "failed" and row["result"]["walk_forward"] is None
+    assert runs["status"].tolist() == ["failed", "failed"]
+    assert "sweep 1 failed: none of its 2 combinations ran" in out
+    assert "no walk-forward: nothing to pick from" in out and "Walk-forward" not in out
+    assert not (tmp_path / "reports" / "log-sweep-1" / "walk_forward.csv").exists()
+
+
+def test_a_walk_forward_says_it_picked_among_the_combinations_that_ran(
+    capsys, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(bot.sweep.executors, "run_variant", _failing({0}))
+    db = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    code, out, _ = sweep(capsys, db, *WF_SPAN, "--grid", "risk.vol_high=1.25,2,3",
+                         "--walk-forward", "6m:3m", "--workers", "1", "--no-charts")
+    assert code == 1
+    row, _ = stored(db)
+    wf = row["result"]["walk_forward"]
+    assert row["status"] == "finished" and wf["failed_combinations"] == 1
+    assert all(w["position"] in (1, 2) for w in wf["windows"])
+    assert ("warning: the walk-forward picked among the 2 combinations that ran: 1 failed and "
+            "were no candidates in any window") in out

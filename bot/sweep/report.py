@@ -111,6 +111,12 @@ def render_walk_forward(result: dict[str, Any], console: Console) -> None:
             format_metric("total_return", w["test_return"]),
         )
     console.print(table)
+    failed = result.get("failed_combinations", 0)
+    if failed:
+        candidates = len(result["windows"][0]["scores"]) - failed
+        console.print(f"warning: the walk-forward picked among the {candidates} combinations "
+                      f"that ran: {failed} failed and were no candidates in any window",
+                      markup=False)
     summary = result["summary"]
     line = ", ".join(
         f"{metric_header(key)} {format_metric(key, summary.get(key))}"

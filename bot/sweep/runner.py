@@ -101,6 +101,7 @@ class SweepResult:
     curve: pd.Series | None
     out: Path
     files: list[Path]
+    status: str = "finished"  # "failed": no combination ran
 
     @property
     def failed(self) -> int:
@@ -242,7 +243,12 @@ def _run(
             finally:
                 _stop(heartbeat)  # every run has ended: nothing left to beat for
         rows = rank(variants, outcomes, run_ids, options.metric)
-        wf, curve = _walk_forward(plan, outcomes, run_ids, options) if plan.windows else (None, None)
+        # with no combination run there is nothing to pick: no walk-forward, a failed sweep
+        any_ran = any(row["error"] is None for row in rows)
+        wf, curve = (
+            _walk_forward(plan, outcomes, run_ids, options) if plan.windows and any_ran
+            else (None, None)
+        )
         seconds = time.perf_counter() - started
         result = to_plain({
             "meta": {
@@ -255,7 +261,8 @@ def _run(
             "ranking": rows,
             "walk_forward": wf,
         })
-        finish_sweep(engine, sweep_id, "finished", dt.datetime.now(dt.UTC), result)
+        status = "finished" if any_ran else "failed"
+        finish_sweep(engine, sweep_id, status, dt.datetime.now(dt.UTC), result)
     except BaseException:  # Ctrl-C too: neither the sweep nor its runs may stay 'running'
         try:
             _stop(heartbeat)
@@ -266,7 +273,7 @@ def _run(
         tradelog.close()
     out = options.out or sweep_report_dir(url, sweep_id)
     files = _write_files(out, result, rows, axes, curve, options, market.label, sweep_id)
-    done = SweepResult(sweep_id, rows, wf, curve, out, files)
+    done = SweepResult(sweep_id, rows, wf, curve, out, files, status)
     _print(console, done, axes, options, market.label, seconds, executor.label)
     return done
 
@@ -452,6 +459,8 @@ def _walk_forward(
     result = {
         "spec": options.walk_forward,
         "metric": options.metric,
+        # the picks were made among the combinations that ran; the failed were no candidates
+        "failed_combinations": len(variants) - len(ok),
         "windows": rows,
         "summary": summary,
         "final_equity": float(curve.iloc[-1]),
@@ -524,6 +533,10 @@ def _print(
         f"{executor}; runs {min(runs)}..{max(runs)} recorded in the trade log "
         f"({options.record}); report: {done.out}", markup=False,  # a path, not markup
     )
+    if done.status == "failed":
+        skipped = "; no walk-forward: nothing to pick from" if options.walk_forward else ""
+        console.print(f"sweep {done.sweep_id} failed: none of its {len(done.rows)} combinations "
+                      f"ran (each one's error is in the table){skipped}", markup=False)
     for key in inert_keys(done.rows, axes):
         console.print(f"warning: --grid {key}: every value gave the same result, whatever the "
                       "other keys: it changes nothing under this config, and its ranking is "
