@@ -238,29 +238,53 @@ def test_a_failed_combination_is_reported_and_the_others_still_count(
     assert [(r["rank"], r["error"] is None) for r in ranking] == [(1, True), (None, False)]
 
 
-def test_a_dead_worker_fails_its_combinations_not_the_sweep(
-    capsys, tmp_path: Path, monkeypatch
-) -> None:
-    """A worker killed outright (out of memory, a crash in a library) breaks the pool:
-    what it left undone is failed and said so, what was done is kept."""
+def _dying(positions: set[int]):
+    """run_variant, but the worker running a combination at `positions` is killed."""
     real = bot.sweep.executors.run_variant
 
-    def dies_on_the_second(market, task):
-        if task.position == 1:
-            os._exit(9)
+    def run(market, task):
+        if task.position in positions:
+            os._exit(9)  # as the kernel's OOM killer would end it: no clean-up, no outcome
         return real(market, task)
 
-    monkeypatch.setattr(bot.sweep.executors, "run_variant", dies_on_the_second)  # forked workers inherit it
+    return run
+
+
+def test_a_dead_worker_fails_only_the_combination_that_killed_it(
+    capsys, tmp_path: Path, monkeypatch
+) -> None:
+    """A worker killed outright (out of memory, a crash in a library) breaks the pool,
+    which failed every combination left, blaming each for the death. What was left runs
+    again in a fresh pool: only the one that kills its worker again is failed."""
+    monkeypatch.setattr(bot.sweep.executors, "run_variant", _dying({1}))  # forked workers inherit it
     db = f"sqlite:///{tmp_path / 'log.sqlite'}"
     code, _, _ = sweep(capsys, db, "--start", "2016-01-04", "--end", "2016-03-31",
-                       "--grid", "rebalance.every_days=2,4,8", "--workers", "1", "--no-charts")
+                       "--grid", "rebalance.every_days=2,3,4,8", "--workers", "1", "--no-charts")
     assert code == 1
     row, runs = stored(db)
     assert row["status"] == "finished"
-    assert runs["status"].tolist()[0] == "finished"
-    assert runs["status"].tolist()[1] == "failed"
-    assert "a worker process died" in runs["error"].iloc[1]
-    assert "running" not in runs["status"].tolist()
+    assert runs["status"].tolist() == ["finished", "failed", "finished", "finished"]
+    assert runs["error"].iloc[1] == bot.sweep.executors.WORKER_DIED
+    assert [r["rank"] is not None for r in row["result"]["ranking"]].count(True) == 3
+
+
+def test_a_pool_that_breaks_twice_fails_what_is_left_saying_which_ran(
+    capsys, tmp_path: Path, monkeypatch
+) -> None:
+    """Two combinations that kill their workers: the first breaks the first pool, the
+    second the retry's; the one never run again is not blamed for a death."""
+    from bot.sweep.executors import DIED_BESIDE, POOL_BROKE
+
+    monkeypatch.setattr(bot.sweep.executors, "run_variant", _dying({1, 2}))
+    db = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    code, _, _ = sweep(capsys, db, "--start", "2016-01-04", "--end", "2016-03-31",
+                       "--grid", "rebalance.every_days=2,3,4,8", "--workers", "1", "--no-charts")
+    assert code == 1
+    row, runs = stored(db)
+    assert row["status"] == "finished"
+    assert runs["status"].tolist() == ["finished", "failed", "failed", "failed"]
+    # 1 ran when the first pool broke; 2 when the retry's did; 3 never ran
+    assert runs["error"].tolist()[1:] == [DIED_BESIDE, DIED_BESIDE, POOL_BROKE]
 
 
 def test_an_interrupted_sweep_leaves_nothing_running(capsys, tmp_path: Path, monkeypatch) -> None:

@@ -1,7 +1,8 @@
 """Where a sweep's combinations run: a process pool on this machine (the default) or a
 Dask distributed cluster (`--cluster tcp://host:8786`). Both take the market once per
 worker, never a file path to reload, and hand back each outcome as it completes; a
-combination that fails, or whose worker dies, comes back as a failed outcome.
+combination that fails, or whose worker dies, comes back as a failed outcome. A local
+pool that breaks (a worker killed) runs what it left undone in a fresh pool, once.
 """
 
 from __future__ import annotations
@@ -10,15 +11,20 @@ import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+import structlog
 
 from bot.data.base import MarketData
 from bot.errors import BotError
 from bot.sweep.variant import VariantOutcome, VariantTask, failed_outcome, run_variant
+
+log = structlog.get_logger(__name__)
 
 CONNECT_TIMEOUT_S = 10
 WORKERS_TIMEOUT_S = 30
@@ -45,6 +51,7 @@ def default_workers() -> int:
 # --------------------------------------------------------------------- local processes
 
 _MARKET: MarketData | None = None  # a pool worker's copy, set once by _init_worker
+_STARTED: Any = None  # the pool's shared flags: _STARTED[i] = 1 once task i has started
 
 
 # How much lower a pool worker's CPU priority is than the sweep's own process. That
@@ -56,11 +63,12 @@ _MARKET: MarketData | None = None  # a pool worker's copy, set once by _init_wor
 WORKER_NICENESS = 10
 
 
-def _init_worker(market: MarketData) -> None:
-    """In each pool process: keep the market (inherited by fork, not reloaded), leave
-    Ctrl-C to the parent, die with it, and yield the CPU to it (WORKER_NICENESS)."""
-    global _MARKET
-    _MARKET = market
+def _init_worker(market: MarketData, started: Any) -> None:
+    """In each pool process: keep the market (inherited by fork, not reloaded) and the
+    started flags, leave Ctrl-C to the parent, die with it, and yield the CPU to it
+    (WORKER_NICENESS)."""
+    global _MARKET, _STARTED
+    _MARKET, _STARTED = market, started
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(os, "nice"):  # not on Windows
         os.nice(WORKER_NICENESS)
@@ -70,9 +78,45 @@ def _init_worker(market: MarketData) -> None:
         _die_with_parent()
 
 
-def _run_in_pool(task: VariantTask) -> VariantOutcome:
+def _run_in_pool(index: int, task: VariantTask) -> VariantOutcome:
+    """Run task `index` of the pool's list, flagged as started first: when a worker dies
+    the pool says only that it broke, and the flags tell what was running then."""
     assert _MARKET is not None, "pool worker started without its market"
+    _STARTED[index] = 1
     return run_variant(_MARKET, task)
+
+
+# What a combination that a broken pool left undone is failed with, by whether it was
+# running when the first pool broke and when the retry's pool broke.
+WORKER_DIED = "a worker process died running it, in both pools (killed, or out of memory?)"
+DIED_BESIDE = ("did not finish: a worker process died while it ran (it, or a combination "
+               "running beside it, was killed)")
+POOL_BROKE = "not run: the worker pool broke (a worker process died running another combination)"
+
+
+@dataclass(frozen=True)
+class Broken:
+    """What a pool that broke left undone: the tasks running then (one of them, or one
+    that had just finished, killed its worker) and those not started."""
+
+    running: list[VariantTask]
+    not_started: list[VariantTask]
+
+    @property
+    def undone(self) -> list[VariantTask]:
+        return self.not_started + self.running
+
+    def was_running(self, task: VariantTask) -> bool:
+        return any(task is t for t in self.running)
+
+
+def why_undone(task: VariantTask, first: Broken, second: Broken) -> str:
+    """The error of a combination left undone by both pools."""
+    if first.was_running(task) and second.was_running(task):
+        return WORKER_DIED
+    if first.was_running(task) or second.was_running(task):
+        return DIED_BESIDE
+    return POOL_BROKE
 
 
 class LocalPool:
@@ -85,22 +129,60 @@ class LocalPool:
         self.workers = workers
         self.label = f"local process pool, {workers} worker(s)"
         self._pool: ProcessPoolExecutor | None = None
-        self._pending: dict[Future[VariantOutcome], VariantTask] = {}
+        self._pending: dict[Future[VariantOutcome], tuple[int, VariantTask]] = {}
 
     def outcomes(self, market: MarketData, tasks: Sequence[VariantTask]) -> Iterator[VariantOutcome]:
+        """Every task's outcome. A worker that dies breaks the whole pool, failing every
+        future in it, though most of those never started: what it left undone runs again
+        in a fresh pool (the ones not started first, the suspects last). If that pool
+        breaks too, what is still undone is failed, each saying whether it was running
+        when a worker died (WORKER_DIED, DIED_BESIDE) or never ran (POOL_BROKE)."""
+        first = yield from self._round(market, list(tasks))
+        if first is None:
+            return
+        log.warning("sweep worker pool broke: a worker process died; the combinations left "
+                    "undone run again in a fresh pool", running=len(first.running),
+                    not_started=len(first.not_started))
+        second = yield from self._round(market, first.undone)
+        if second is None:
+            return
+        log.warning("sweep worker pool broke again: the combinations left undone are failed",
+                    undone=len(second.undone))
+        for task in second.undone:
+            yield failed_outcome(task, why_undone(task, first, second))
+
+    def _round(
+        self, market: MarketData, tasks: list[VariantTask]
+    ) -> Generator[VariantOutcome, None, Broken | None]:
+        """Run `tasks` in a new pool, yielding each outcome; returns what a broken pool
+        left undone, or None if none broke."""
         method = "fork" if sys.platform.startswith("linux") else "spawn"
+        context = multiprocessing.get_context(method)
+        started = context.RawArray("b", max(len(tasks), 1))  # written by the workers
         self._pool = ProcessPoolExecutor(
             max_workers=min(self.workers, max(len(tasks), 1)),
-            mp_context=multiprocessing.get_context(method),
+            mp_context=context,
             initializer=_init_worker,
-            initargs=(market,),
+            initargs=(market, started),
         )
-        pending = self._pending = {self._pool.submit(_run_in_pool, task): task for task in tasks}
+        pending = self._pending = {
+            self._pool.submit(_run_in_pool, i, task): (i, task) for i, task in enumerate(tasks)
+        }
+        undone: list[tuple[int, VariantTask]] = []
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                task = pending.pop(future)
-                yield _result(future, task)
+                i, task = pending.pop(future)
+                if isinstance(future.exception(), BrokenProcessPool):
+                    undone.append((i, task))
+                else:
+                    yield _result(future, task)
+        if not undone:
+            return None
+        pool, self._pool = self._pool, None
+        pool.shutdown(wait=True)  # its workers are gone: nothing to wait for
+        return Broken(running=[t for i, t in undone if started[i]],
+                      not_started=[t for i, t in undone if not started[i]])
 
     def close(self) -> None:
         """After every outcome: wait for the idle workers to exit (not waiting raced
@@ -122,8 +204,6 @@ class LocalPool:
 def _result(future: Future[VariantOutcome], task: VariantTask) -> VariantOutcome:
     try:
         return future.result()
-    except BrokenProcessPool as exc:
-        return failed_outcome(task, f"a worker process died (killed, or out of memory?): {exc}")
     except Exception as exc:  # e.g. an outcome that could not be pickled
         return failed_outcome(task, exc)
 
