@@ -18,9 +18,11 @@ from rich.console import Console
 import bot.sweep.executors
 import bot.sweep.runner
 from bot.backtest import run_backtest
+from bot.config import load_settings
 from bot.data.base import MarketData, PriceHistory
 from bot.data.synthetic import synthetic_market
 from bot.metrics import performance
+from bot.runner import BacktestOptions, apply_overrides
 from bot.store.sweeps import load_sweep, load_sweep_runs
 from bot.store.tradelog import TradeLog
 from bot.sweep.grid import with_overrides
@@ -344,15 +346,44 @@ def test_walk_forward_picks_on_training_windows_and_stitches_test_windows(
 
     curve = pd.read_csv(tmp_path / "reports" / "log-sweep-1" / "walk_forward.csv",
                         index_col="day", parse_dates=True)["equity"]
-    expected = [100_000.0]
-    for w in windows:
+    # A change of pick trades the old pick's weights into the new one's at the close
+    # before the window: |w_new - w_old| x equity x slippage (5 bp; no commission in the
+    # config), each weight the run's recorded holding valued at that day's close.
+    log = TradeLog.open_readonly(db)
+    positions = {int(r): log.load_positions(int(r)) for r in runs["run_id"]}
+    log.close()
+    base = apply_overrides(load_settings(CONFIG), BacktestOptions(
+        config=CONFIG, start=WF_SPAN[1], end=WF_SPAN[3], synthetic=True), str(CONFIG))
+    prices = bot.sweep.runner.market_for(base, tmp_path).prices
+
+    def weights(run: int, day: pd.Timestamp) -> pd.Series:
+        known = positions[run][positions[run]["day"] <= day]  # snapshots on trading days
+        held = known.groupby("symbol")["quantity"].last()
+        row = int(np.searchsorted(prices.dates, np.datetime64(day.date())))
+        closes = pd.Series({s: prices.close[row, prices.index_of(s)] for s in held.index})
+        return held * closes / equity[run].loc[day]
+
+    expected, costs = [100_000.0], []
+    for k, w in enumerate(windows):
         eq = equity[w["run_id"]]
         lo, hi = days.get_loc(pd.Timestamp(w["test"][0])), days.get_loc(pd.Timestamp(w["test"][1]))
-        expected.extend(expected[-1] * np.cumprod(eq.iloc[lo : hi + 1].to_numpy() / eq.iloc[lo - 1 : hi].to_numpy()))
+        cost = 0.0
+        if k and w["run_id"] != windows[k - 1]["run_id"]:
+            day = pd.Timestamp(w["train"][1])
+            old, new = weights(windows[k - 1]["run_id"], day), weights(w["run_id"], day)
+            traded = new.sub(old, fill_value=0.0).abs().sum()
+            cost = traded * expected[-1] * 5 / 1e4
+        costs.append(cost)
+        growth = eq.iloc[lo : hi + 1].to_numpy() / eq.iloc[lo - 1 : hi].to_numpy()
+        expected.extend((expected[-1] - cost) * np.cumprod(growth))
+    assert sum(c > 0 for c in costs) >= 1  # the pick changed: switches were charged
+    assert [w["switch_cost"] for w in windows] == pytest.approx(costs, rel=1e-9, abs=1e-9)
+    assert wf["switch_costs"] == pytest.approx(sum(costs), rel=1e-9)
+    assert f"costing {sum(costs):,.2f}" in out
     assert curve.index[0] == pd.Timestamp(windows[0]["train"][1])
     assert curve.index[1] == pd.Timestamp(windows[0]["test"][0]) and curve.index[-1] == days[-1]
-    np.testing.assert_allclose(curve.to_numpy(), expected, rtol=1e-12)
-    assert wf["final_equity"] == pytest.approx(expected[-1], rel=1e-12)
+    np.testing.assert_allclose(curve.to_numpy(), expected, rtol=1e-9)
+    assert wf["final_equity"] == pytest.approx(expected[-1], rel=1e-9)
     assert wf["summary"]["start"] == windows[0]["train"][1]
     assert (tmp_path / "reports" / "log-sweep-1" / "walk_forward.png").is_file()
 

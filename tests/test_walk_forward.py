@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bot.broker.simulated import CostModel
 from bot.errors import BotError
-from bot.sweep.walk_forward import Pick, Window, parse_spec, pick, stitch, windows
+from bot.sweep.walk_forward import Pick, Window, parse_spec, pick, stitch, switch_rate, windows
 
 DAYS = pd.bdate_range("2010-01-04", "2016-12-30").values  # weekdays stand in for sessions
 
@@ -95,3 +96,28 @@ def test_a_curve_of_other_days_than_the_windows_is_refused() -> None:
     ws = [Window(0, 10, 10, 20)]
     with pytest.raises(ValueError, match="combination 0 has 25 equity days, the windows' span 30"):
         stitch(days, [Pick(ws[0], 0, 1.0)], {0: np.linspace(100, 110, 25)}, initial=1000.0)
+
+
+def test_a_change_of_pick_costs_its_traded_value_at_the_brokers_rates() -> None:
+    """Switches were free: the stitched account took the new pick's positions for nothing.
+    From 60% A / 40% cash to 50% B / 50% A at 5 bp slippage and 2 bp commission: 60% of
+    the equity traded (10% of A sold, 50% of B bought), 7 bp of it."""
+    costs = CostModel(commission_bps=2.0, slippage_bps=5.0)
+    rate = switch_rate({"A": 0.6}, {"A": 0.5, "B": 0.5}, {"A": 10.0, "B": 20.0}, costs)
+    assert rate == pytest.approx(0.6 * 7 / 1e4, rel=1e-12)
+    per_share = CostModel(commission_per_share=0.01)  # 0.5 of the equity in B at 20: 1/40 shares
+    assert switch_rate({}, {"B": 0.5}, {"B": 20.0}, per_share) == pytest.approx(0.01 / 40)
+
+    n = 30
+    days = pd.bdate_range("2020-01-01", periods=n).values
+    a = 100 * np.cumprod(np.where(np.arange(n) < 20, 1.01, 1.0))  # flat after day 20
+    b = np.full(n, 50.0)  # flat throughout
+    ws = [Window(0, 10, 10, 20), Window(10, 20, 20, 30)]
+    free = stitch(days, [Pick(ws[0], 0, 1.0), Pick(ws[1], 1, 1.0)], {0: a, 1: b}, 1000.0)
+    charged = stitch(days, [Pick(ws[0], 0, 1.0), Pick(ws[1], 1, 1.0)], {0: a, 1: b}, 1000.0,
+                     switch_rates=[0.0, rate])
+    switch_day = pd.Timestamp(days[19])
+    cost = free[switch_day] * rate  # paid out of the equity at the switch, B flat after it
+    assert charged[switch_day] == free[switch_day]  # the close before the trades
+    assert charged.iloc[-1] == pytest.approx(free.iloc[-1] - cost, rel=1e-12)
+    assert cost > 0

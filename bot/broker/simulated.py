@@ -37,6 +37,12 @@ class CostModel:
     def commission(self, quantity: float, price: float) -> float:
         return self.commission_per_share * quantity + self.commission_bps * 1e-4 * quantity * price
 
+    def trade_cost(self, quantity: float, price: float) -> float:
+        """What trading `quantity` at reference `price` costs: the commission and the
+        slippage against the price, as a fill here pays them (its commission on the
+        slipped price, a difference of slippage times commission, left out)."""
+        return self.commission(quantity, price) + self.slippage_bps * 1e-4 * quantity * price
+
 
 def next_open_prices(prices: PriceHistory) -> np.ndarray:
     """Fill prices of the `next_open` model: each day's open, or its close where the

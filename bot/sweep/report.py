@@ -97,7 +97,8 @@ def render_walk_forward(result: dict[str, Any], console: Console) -> None:
         "window, held through the test window after it",
         title_justify="left",
     )
-    for header in ("train", "test", "picked", f"train {metric_header(metric)}", "test return %"):
+    for header in ("train", "test", "picked", f"train {metric_header(metric)}", "test return %",
+                   "switch cost"):
         table.add_column(header, justify="left" if header in ("train", "test", "picked") else "right")
     for w in result["windows"]:
         picked = "no combination scored" if w["run_id"] is None else (
@@ -109,6 +110,7 @@ def render_walk_forward(result: dict[str, Any], console: Console) -> None:
             picked,
             format_metric(metric, w["train_score"]),
             format_metric("total_return", w["test_return"]),
+            _money(w.get("switch_cost", 0.0)),
         )
     console.print(table)
     failed = result.get("failed_combinations", 0)
@@ -122,9 +124,13 @@ def render_walk_forward(result: dict[str, Any], console: Console) -> None:
         f"{metric_header(key)} {format_metric(key, summary.get(key))}"
         for key in dict.fromkeys([metric, *TABLE_METRICS])
     )
+    windows = result["windows"]
+    switches = sum(a["position"] != b["position"]
+                   for a, b in zip(windows[:-1], windows[1:], strict=True))
     console.print(
         f"out of sample {summary['start']}..{summary['end']}: {line}, "
-        f"final equity {_money(result['final_equity'])}"
+        f"final equity {_money(result['final_equity'])}, after {switches} switch(es) of pick "
+        f"costing {_money(result.get('switch_costs', 0.0))}"
     )
 
 

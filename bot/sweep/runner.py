@@ -12,7 +12,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ import structlog
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from bot.backtest import span_indices
+from bot.backtest import cost_model, span_indices
 from bot.config import Settings, load_settings, resolve_data_dir, resolve_store_url
 from bot.data.base import RISK_FREE, MarketData
 from bot.data.history import load_history
@@ -420,7 +420,8 @@ def _walk_forward(
     ok = {p: o for p, o in outcomes.items() if not o.failed}
     picks = walk_forward.pick(plan.windows, {p: o.train_scores for p, o in ok.items()})
     equities = {p: o.equity for p, o in ok.items()}
-    curve = walk_forward.stitch(plan.days, picks, equities, plan.base.backtest.initial_cash)
+    rates = _switch_rates(plan, picks, ok)
+    curve = walk_forward.stitch(plan.days, picks, equities, plan.base.backtest.initial_cash, rates)
     run_of = {v.position: run_id for v, run_id in zip(variants, run_ids, strict=True)}
     params_of = {v.position: v.params for v in variants}
     dates = pd.DatetimeIndex(plan.days)
@@ -433,6 +434,8 @@ def _walk_forward(
             fills.append(_scaled_fills(ok[p.position], dates, w, float(anchor)))
         rows.append({
             "train": [f"{dates[w.train_lo]:%Y-%m-%d}", f"{dates[w.train_hi - 1]:%Y-%m-%d}"],
+            # trading from the previous window's pick to this one's, paid on the first test day
+            "switch_cost": float(anchor) * rates[k],
             "test": [f"{dates[w.test_lo]:%Y-%m-%d}", f"{dates[w.test_hi - 1]:%Y-%m-%d}"],
             "position": p.position,
             "run_id": None if p.position is None else run_of[p.position],
@@ -463,10 +466,39 @@ def _walk_forward(
         "failed_combinations": len(variants) - len(ok),
         "windows": rows,
         "summary": summary,
+        "switch_costs": sum(row["switch_cost"] for row in rows),
         "final_equity": float(curve.iloc[-1]),
         "equity": [[f"{d:%Y-%m-%d}", float(v)] for d, v in curve.items()],
     }
     return result, curve
+
+
+def _switch_rates(
+    plan: Plan, picks: Sequence[walk_forward.Pick], ok: dict[int, VariantOutcome]
+) -> list[float]:
+    """Per window, the fraction of the stitched equity that changing pick at its start
+    costs (0 for the first window, whose pick the account starts with, and for a pick
+    kept); at the costs of the combination traded into (out of, for cash)."""
+    settings_of = {v.position: v.settings for v in plan.variants}
+    rates = [0.0]
+    for k in range(1, len(picks)):
+        old, new = picks[k - 1].position, picks[k].position
+        if old == new:
+            rates.append(0.0)
+            continue
+        weights_old = {} if old is None else ok[old].switch_weights[k]
+        weights_new = {} if new is None else ok[new].switch_weights[k]
+        day = plan.days[picks[k].window.test_lo - 1]
+        prices = _closes(plan.market, day, weights_old.keys() | weights_new.keys())
+        costs = cost_model(settings_of[new if new is not None else old])
+        rates.append(walk_forward.switch_rate(weights_old, weights_new, prices, costs))
+    return rates
+
+
+def _closes(market: MarketData, day: np.datetime64, symbols: Iterable[str]) -> dict[str, float]:
+    """Each symbol's close on `day` (the last one, where a loader carried it)."""
+    row = int(np.searchsorted(market.prices.dates, day))
+    return {s: float(market.prices.close[row, market.prices.index_of(s)]) for s in symbols}
 
 
 def _scaled_fills(

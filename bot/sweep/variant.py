@@ -54,6 +54,9 @@ class VariantOutcome:
     equity: np.ndarray | None = None
     fills: pd.DataFrame | None = None
     train_scores: list[float | None] = field(default_factory=list)
+    # per training window, the weights held at its last close (symbol: weight, cash left
+    # out): what a walk-forward switching into or out of this combination trades
+    switch_weights: list[dict[str, float]] = field(default_factory=list)
     log: TradeLog | None = None
     prepared: PreparedRecords | None = None  # `log`'s rows converted, so the writer only inserts
     error: str | None = None
@@ -206,6 +209,18 @@ def _run(market: MarketData, task: VariantTask, log: TradeLog) -> VariantOutcome
         equity=result.equity,
         fills=fills if task.keep_fills else None,
         train_scores=scores,
+        switch_weights=switch_weights(result, task.train_windows),
         log=log if task.record_full else None,
     )
+
+
+def switch_weights(
+    result: BacktestResult, train_windows: tuple[tuple[int, int], ...]
+) -> list[dict[str, float]]:
+    """The weights held at the last close of each training window (nonzero ones only)."""
+    if not train_windows:
+        return []
+    frame = result.weights_frame().drop(columns="CASH")
+    rows = [frame.iloc[hi - 1] for _, hi in train_windows]
+    return [{str(s): float(w) for s, w in row.items() if w != 0.0} for row in rows]
 

@@ -12,6 +12,9 @@ positions, stops and drawdown peak it holds when the window opens are what those
 parameters built from the data before it, as a live account would have them. The
 stitched curve starts at the initial cash on the last training day and compounds each
 test day's return (close t-1 to close t) of the combination picked for that window.
+A change of pick trades the account from the old pick's weights to the new one's at
+the close before the window: that costs what the simulated broker charges for the
+traded value (switch_rate), taken from the account on the window's first day.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bot.broker.simulated import CostModel
 from bot.errors import BotError
 
 _LENGTH = re.compile(r"(\d+)\s*([ymd]?)")
@@ -146,18 +150,39 @@ def pick(
     return picks
 
 
+def switch_rate(
+    old: Mapping[str, float],
+    new: Mapping[str, float],
+    prices: Mapping[str, float],
+    costs: CostModel,
+) -> float:
+    """What trading from weights `old` to `new` costs, as a fraction of the equity: each
+    asset's |w_new - w_old| of the equity, in shares at `prices`, at the simulated
+    broker's costs (CostModel.trade_cost). Weights absent are 0 (cash)."""
+    rate = 0.0
+    for symbol in sorted(old.keys() | new.keys()):
+        traded = abs(new.get(symbol, 0.0) - old.get(symbol, 0.0))  # per unit of equity
+        if traded:
+            price = prices[symbol]
+            rate += costs.trade_cost(traded / price, price)
+    return rate
+
+
 def stitch(
     dates: np.ndarray,
     picks: Sequence[Pick],
     equities: Mapping[int, np.ndarray],
     initial: float,
+    switch_rates: Sequence[float] | None = None,
 ) -> pd.Series:
     """The out-of-sample curve: the initial cash on the day before the first test day,
-    then each test day's return of that window's pick (no pick: flat, in cash)."""
+    then each test day's return of that window's pick (no pick: flat, in cash).
+    `switch_rates[k]`: the fraction of the equity that switching into window k's pick
+    costs, paid on its first day (the trades fill after the close the curve shows)."""
     first = picks[0].window.test_lo
     values = [initial]
     days = [dates[first - 1]]
-    for p in picks:
+    for k, p in enumerate(picks):
         lo, hi = p.window.test_lo, p.window.test_hi
         if p.position is None:
             growth = np.ones(hi - lo)
@@ -167,6 +192,7 @@ def stitch(
                 raise ValueError(f"walk-forward: combination {p.position} has {len(equity)} "
                                  f"equity days, the windows' span {len(dates)}")
             growth = equity[lo:hi] / equity[lo - 1 : hi - 1]
-        values.extend(values[-1] * np.cumprod(growth))
+        after_switch = values[-1] * (1.0 - (switch_rates[k] if switch_rates else 0.0))
+        values.extend(after_switch * np.cumprod(growth))
         days.extend(dates[lo:hi])
     return pd.Series(values, index=pd.DatetimeIndex(days), name="walk-forward (out of sample)")
