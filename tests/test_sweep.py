@@ -609,3 +609,23 @@ def test_a_walk_forward_says_it_picked_among_the_combinations_that_ran(
     assert all(w["position"] in (1, 2) for w in wf["windows"])
     assert ("warning: the walk-forward picked among the 2 combinations that ran: 1 failed and "
             "were no candidates in any window") in out
+
+
+def test_a_walk_forward_pick_that_never_traded_in_its_training_window_is_named(
+    capsys, tmp_path: Path
+) -> None:
+    """100 dollars of cash trade nothing (every order below the minimum): no drawdown, so
+    --metric max_drawdown picked that combination in every window, without a word."""
+    db = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    code, out, err = sweep(capsys, db, *WF_SPAN, "--grid", "backtest.initial_cash=100,100000",
+                           "--walk-forward", "6m:3m", "--metric", "max_drawdown", "--no-charts")
+    assert code == 0, err
+    row, runs = stored(db)
+    windows = row["result"]["walk_forward"]["windows"]
+    idle = int(runs["run_id"].iloc[0])
+    assert [w["run_id"] for w in windows] == [idle] * len(windows)  # kept, not excluded
+    assert all(w["train_trades"] == 0 for w in windows)
+    first = windows[0]["train"]
+    assert (f"warning: walk-forward window {first[0]}..{first[1]}: its pick, run {idle} "
+            "(backtest.initial_cash=100), made no trades in that training window") in out
+    assert out.count("made no trades in that training window") == len(windows)

@@ -113,6 +113,13 @@ def render_walk_forward(result: dict[str, Any], console: Console) -> None:
             _money(w.get("switch_cost", 0.0)),
         )
     console.print(table)
+    for w in result["windows"]:
+        if w["run_id"] is not None and w.get("train_trades") == 0:
+            console.print(
+                f"warning: walk-forward window {w['train'][0]}..{w['train'][1]}: its pick, run "
+                f"{w['run_id']} ({describe(w['params'])}), made no trades in that training "
+                f"window: its {metric_header(metric)} there is an idle account's, not a "
+                "strategy's", markup=False)
     failed = result.get("failed_combinations", 0)
     if failed:
         candidates = len(result["windows"][0]["scores"]) - failed

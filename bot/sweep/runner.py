@@ -441,6 +441,8 @@ def _walk_forward(
             "run_id": None if p.position is None else run_of[p.position],
             "params": None if p.position is None else params_of[p.position],
             "train_score": p.score,
+            # 0: the pick won its training window idle (e.g. no drawdown for never trading)
+            "train_trades": None if p.position is None else _trades_in(ok[p.position], dates, w),
             "test_return": float(end_value / anchor - 1.0),
             # every combination's training score, in grid order (None: failed or unscored)
             "scores": [
@@ -471,6 +473,12 @@ def _walk_forward(
         "equity": [[f"{d:%Y-%m-%d}", float(v)] for d, v in curve.items()],
     }
     return result, curve
+
+
+def _trades_in(outcome: VariantOutcome, dates: pd.DatetimeIndex, w: walk_forward.Window) -> int:
+    """How many fills the combination made in the window's training days."""
+    part = slice_fills(outcome.fills, dates[w.train_lo], dates[w.train_hi - 1])
+    return 0 if part is None else len(part)
 
 
 def _switch_rates(
