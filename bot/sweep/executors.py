@@ -179,6 +179,7 @@ class LocalPool:
                     yield _result(future, task)
         if not undone:
             return None
+        undone.sort(key=lambda pair: pair[0])  # grid order, not the order the futures failed in
         pool, self._pool = self._pool, None
         pool.shutdown(wait=True)  # its workers are gone: nothing to wait for
         return Broken(running=[t for i, t in undone if started[i]],
