@@ -119,6 +119,21 @@ def test_backtest_and_stored_report_show_the_table(tmp_path, shared_data, capsys
     assert stored["decay"]["rows"] == backtest["decay"]["rows"]
     assert "Volatility decay per year" in capsys.readouterr().out
 
+    # A run missing some closes (a live run's failed close jobs) has the same table: the
+    # returns are taken over every session, not over its equity rows (a 3-day return
+    # counted as one day's inflated the decay and the gap).
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(db)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM equity WHERE day IN "
+                             "('2020-03-10', '2020-03-11', '2020-03-13', '2020-06-02')"))
+    engine.dispose()
+    assert main(["report", "--run", "1", *args, "--out", str(tmp_path / "gaps")]) == 0
+    gaps = json.loads((tmp_path / "gaps" / "report.json").read_text())
+    tqqq_all = [r for r in gaps["decay"]["rows"] if r["symbol"] == "TQQQ" and r["regime"] == "all"]
+    assert tqqq_all == [rows[("TQQQ", "all")]]
+
 
 def test_the_documented_2010_2024_decay_and_the_closed_form_against_an_exact_daily_reset(shared_data):
     """docs/strategy.md: on 2010-2024 (the default config's span) the decay explains most

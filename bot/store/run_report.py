@@ -206,7 +206,23 @@ def _decay(
         universe = parse_settings(config, "runs.config").universe
     except BotError:
         return None
-    return decay_section(market.closes, universe, strategy.regimes, days, market.risk_free)
+    return decay_section(market.closes, universe, strategy.regimes, _every_session(days),
+                         market.risk_free)
+
+
+def _every_session(days: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    """Every exchange session from the run's first day to its last: a live run missing
+    some closes (a close job that failed, a close skipped) would otherwise count the
+    returns over those gaps as one day's, inflating the decay and the gap."""
+    from bot.calendar import sessions
+
+    if len(days) < 2:
+        return days
+    try:
+        every = pd.DatetimeIndex(sessions(days[0].date(), days[-1].date()))
+    except Exception:  # noqa: BLE001 - a span outside the calendar: the run's own days
+        return days
+    return every.union(days)
 
 
 def _risk_free_note(market: RunMarket) -> str:
