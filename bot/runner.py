@@ -35,6 +35,7 @@ from bot.data.history import load_history
 from bot.decay import decay_section
 from bot.errors import BotError
 from bot.heap import long_lived
+from bot.metrics import risk_free_gap_note
 from bot.reference import NEVER, backtest_extras, reference_settings
 from bot.report import RunSeries, build_report, make_dir, render_table, write_charts, write_json
 from bot.store.abandoned import close_dead_runs
@@ -217,6 +218,10 @@ def _backtest(options: BacktestOptions) -> int:
     traded = market.prices.select(settings.symbols)
     lo, hi = span_indices(traded.dates, settings.backtest.start, settings.backtest.end)
     cut = warn_span_cut(traded.dates, settings.backtest.start, settings.backtest.end, lo, hi)
+    late_rate = risk_free_gap_note(macro_series(market, RISK_FREE), pd.Timestamp(traded.dates[lo]))
+    if late_rate is not None:
+        log.warning(late_rate)
+        cut = [*cut, late_rate]
     warn_unpriced(settings.symbols, traded.close, traded.dates, lo, hi)
     if options.out is not None:
         make_dir(options.out)

@@ -382,3 +382,32 @@ class TestRegimeTable:
         assert rows["TRANSITION"]["days"] == 1
         assert rows["TRANSITION"]["annual_volatility"] is None
         json.dumps(rows, allow_nan=False)
+
+
+def test_a_bill_rate_that_starts_after_the_run_is_named_where_sharpe_is_shown(tmp_path, shared_data, capsys):
+    """Before its first value the risk-free rate is taken as 0%: Sharpe and Sortino of
+    those years overstate the excess return (the shipped DTB3 starts 2000, the prices
+    1993). The backtest and `bot report` say so; a rate that covers the run says nothing."""
+    import shutil
+
+    from bot.cli import main
+    from bot.metrics import risk_free_gap_note
+
+    rate = pd.Series([4.0, 4.1], index=pd.to_datetime(["2015-01-02", "2015-01-05"]))
+    assert risk_free_gap_note(rate, pd.Timestamp("2015-01-02")) is None
+    assert risk_free_gap_note(None, pd.Timestamp("2012-01-03")) is None
+    assert risk_free_gap_note(rate, pd.Timestamp("2012-01-03")) == (
+        "risk-free rate starts 2015-01-02, after the run's first day 2012-01-03: "
+        "Sharpe and Sortino take 0% before it")
+
+    data = tmp_path / "data"
+    shutil.copytree(shared_data, data)
+    bills = pd.read_csv(data / "macro" / "DTB3.csv")
+    bills[bills["date"] >= "2015-01-01"].to_csv(data / "macro" / "DTB3.csv", index=False)
+    db = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    args = ["--database", db, "--no-charts"]
+    assert main(["backtest", *args, "--data-dir", str(data), "--no-benchmarks", "--start", "2012-01-03", "--end", "2016-12-30",
+                 "--out", str(tmp_path / "bt")]) == 0
+    assert "risk-free rate starts 2015-01-02, after the run's first day 2012-01-03" in capsys.readouterr().out
+    assert main(["report", "--run", "1", *args, "--out", str(tmp_path / "stored")]) == 0
+    assert "risk-free rate starts 2015-01-02" in capsys.readouterr().out

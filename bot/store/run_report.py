@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from bot.data.base import RISK_FREE
 from bot.decay import decay_section
 from bot.errors import BotError
+from bot.metrics import risk_free_gap_note
 from bot.report import RunSeries, build_report
 from bot.store.benchmark import RunMarket, covering, load_run_market
 from bot.store.engines import mask_url
@@ -152,9 +153,11 @@ def build_stored_report(
     notes = [] if market.note is None else [f"SPY benchmark left out: {market.note}"]
     if market.substitute is not None:
         notes.append(market.substitute)
+    days = pd.DatetimeIndex(equity.index)
     if market.risk_free is None:
         notes.append(_risk_free_note(market))
-    days = pd.DatetimeIndex(equity.index)
+    elif (late := risk_free_gap_note(market.risk_free, days[0])) is not None:
+        notes.append(late)
     spy, coverage = covering(market.spy, days)
     if coverage:
         notes.append(f"SPY benchmark: {coverage}")
