@@ -147,6 +147,16 @@ def returns_frame(market: MarketData) -> pd.DataFrame:
     return closes.pct_change(fill_method=None).iloc[1:]
 
 
+def factor_days(settings: Settings, returns: pd.DataFrame) -> tuple[str, str]:
+    """The first and last day with both factor funds' returns in the calibration window:
+    the span the co-moves and the regressions really use (the data's own first day, 1993,
+    overstated it by nine years: TLT's returns start in 2002)."""
+    st = settings.stress
+    data = _window(returns, settings)
+    both = data.index[data[st.market].notna() & data[st.rates].notna()]
+    return str(both[0].date()), str(both[-1].date())
+
+
 def _window(returns: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     st = settings.stress
     lo = pd.Timestamp(st.calibration_start) if st.calibration_start else returns.index[0]
@@ -304,7 +314,8 @@ def factor_section(
         moves = factor_moves(scenario, settings, comove, closes)
         row: dict[str, Any] = {
             "key": scenario.key, "name": scenario.name, "basis": scenario.basis,
-            "research": STRESS_CLAIMS.get(scenario.key),
+            # paper 000's figures are for its leveraged-ETF portfolio, not a robo profile's
+            "research": STRESS_CLAIMS.get(scenario.key) if settings.strategy.kind == "leverage" else None,
         }
         if moves is None:
             start, end = scenario.window or ("", "")
@@ -487,8 +498,7 @@ def stress_report(
     rebuilt_data, rebuilt = rebuilt_market(settings, market)
     replays = [replay(e, portfolio, settings, rebuilt_data, rebuilt) for e in EPISODES]
     st = settings.stress
-    first = str(market.prices.dates[0].astype("datetime64[D]"))
-    last = str(market.prices.dates[-1].astype("datetime64[D]"))
+    first, last = factor_days(settings, returns_frame(market))
     return {
         "meta": {
             **meta,
@@ -497,7 +507,7 @@ def stress_report(
                           "weights": portfolio.weights, "cash": portfolio.cash},
             "model": {
                 "market": st.market, "rates": st.rates, "durations": st.durations,
-                "calibration": {"start": st.calibration_start or first, "end": st.calibration_end or last},
+                "calibration": {"start": first, "end": last},
             },
         },
         "sensitivities": [s.__dict__ for s in sensitivities],

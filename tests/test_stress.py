@@ -22,7 +22,7 @@ from bot.stress import (
     shock,
     stress_report,
 )
-from tests.conftest import CONFIG
+from tests.conftest import CONFIG, REPO
 
 SCENARIO = {s.key: s for s in SCENARIOS}
 EPISODE = {e.key: e for e in EPISODES}
@@ -313,3 +313,20 @@ def test_stress_settings_are_checked_with_the_config(settings, changes, message)
 
     with pytest.raises(ConfigError, match=message):
         _with_stress(settings, **changes)
+
+
+def test_a_robo_profile_is_not_shown_the_leverage_papers_claims_and_the_window_is_the_factors(
+    capsys, shared_data, monkeypatch
+):
+    """Paper 000's stress figures (-18.2%, ...) are for its leveraged-ETF portfolio: they
+    were printed beside a robo profile's results. And the header's calibration span was
+    the data's (1993-01-29), though every co-move needs TLT, whose returns start in 2002."""
+    monkeypatch.setenv("BOT_DATA_DIR", str(shared_data))
+    assert main(["stress", "--config", str(REPO / "config" / "robo_balanced.toml"), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert all(row["research"] is None for row in report["factor_scenarios"])
+    tlt = pd.read_csv(shared_data / "prices" / "TLT.csv")["date"]
+    assert report["meta"]["model"]["calibration"]["start"] == tlt.iloc[1]  # TLT's first return
+    assert main(["stress", "--config", str(CONFIG), "--format", "json"]) == 0
+    leverage = json.loads(capsys.readouterr().out)
+    assert leverage["factor_scenarios"][0]["research"] == "-18.2%"
