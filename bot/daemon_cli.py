@@ -500,7 +500,8 @@ def _cmd_once(args: argparse.Namespace) -> int:
 def _cmd_fetch(args: argparse.Namespace) -> int:
     from bot.calendar import last_closed_session
     from bot.config import load_settings, resolve_data_dir
-    from bot.data.alpaca import DATA_DELAY, AlpacaMarketData, write_csv_directory
+    from bot.data.alpaca import DATA_DELAY, AlpacaMarketData, csv_files
+    from bot.data.file_set import write_file_set
     from bot.data.fred import fetch_macro
     from bot.data.plausibility import PlausibilityRules
     from bot.reference import supporting_symbols, trading_symbols
@@ -534,9 +535,10 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
                         api_url=endpoints.fred_api_url, start=start, rules=rules)
     if not args.replace:  # what came back may start later than asked (Alpaca: from 2016)
         _refuse_to_shorten_files(_first_days(directory, [history, *supporting], macro))
-    written = write_csv_directory(history, macro, directory)
+    files = csv_files(history, macro, directory)
     for extra in supporting:
-        written += write_csv_directory(extra, {}, directory)
+        files.update(csv_files(extra, {}, directory))
+    written = write_file_set(directory, files)  # one set: all of them or, before renaming, none
     print(f"wrote {len(written)} files to {directory} ({len(history.dates)} trading days, "
           f"{history.dates[0]} .. {history.dates[-1]})")
     for symbol, error in skipped:

@@ -203,3 +203,53 @@ def test_suitability_is_computed_on_the_data_served(book, tmp_path, monkeypatch)
     book.reload_changed()
     assert book.suitability("balanced")["profile"] == "balanced"
     assert seen == [book.get("balanced").market]
+
+
+def test_a_fetch_interrupted_mid_rename_is_not_served_until_a_fetch_completes(book, tmp_path,
+                                                                             monkeypatch, capsys):
+    """A fetch killed between two renames left some files new and others old; the watch
+    loaded the mix. Now the folder's marker makes the reload refuse it until the next
+    fetch finishes."""
+    from bot.data.file_set import INCOMPLETE_MARKER
+
+    served = book.decision("balanced")
+    real_replace, calls = os.replace, []
+
+    def killed_at_the_third_rename(src, dst) -> None:
+        calls.append(dst)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_at_the_third_rename)
+    with pytest.raises(KeyboardInterrupt):
+        write_market(tmp_path, "2024-07-12")
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert (tmp_path / INCOMPLETE_MARKER).exists()
+    assert book.reload_changed() == [] and book.reload_changed() == []
+    assert book.decision("balanced") is served
+    logged = capsys.readouterr().out
+    assert "api.reload_failed" in logged and "interrupted `bot data fetch`" in logged
+    write_market(tmp_path, "2024-07-12")  # run again: renames the rest, removes the marker
+    assert not (tmp_path / INCOMPLETE_MARKER).exists()
+    book.reload_changed()
+    assert book.reload_changed() == ["balanced"]
+    assert book.get("balanced").latest_day == dt.date(2024, 7, 12)
+
+
+def test_a_fetch_that_only_removes_the_marker_is_a_change_to_load(book, tmp_path, capsys):
+    """Killed after its last rename but before removing its marker: the next fetch
+    rewrites no file, only the marker goes, and the watch must load the folder then."""
+    from bot.data.file_set import INCOMPLETE_MARKER
+
+    write_market(tmp_path, "2024-07-12")
+    (tmp_path / INCOMPLETE_MARKER).write_text("{}")  # as the killed fetch left it
+    assert book.reload_changed() == [] and book.reload_changed() == []
+    assert "interrupted `bot data fetch`" in capsys.readouterr().out
+    before = {name: mtime for name, _size, mtime in data_files(tmp_path)}
+    write_market(tmp_path, "2024-07-12")
+    assert not (tmp_path / INCOMPLETE_MARKER).exists()
+    assert {name: mtime for name, _size, mtime in data_files(tmp_path)}.items() <= before.items()
+    book.reload_changed()
+    assert book.reload_changed() == ["balanced"]
+    assert book.get("balanced").latest_day == dt.date(2024, 7, 12)

@@ -24,6 +24,7 @@ from bot.daemon.once import DRY_RUN, decide_once
 from bot.daemon.sessions import exchange_sessions
 from bot.data.fred import FRED_IDS
 from bot.data.synthetic import synthetic_market
+from bot.errors import BotError
 from bot.net import RetryPolicy
 from bot.store.tradelog import TradeLog
 from tests import unit_sandbox
@@ -731,6 +732,60 @@ def test_data_fetch_keeps_older_files_when_the_source_starts_later(tmp_path, ven
     assert path.read_text().splitlines() == older  # nothing rewritten
     assert main(["data", "fetch", "--start", "2022-12-01", "--data-dir", str(data), "--replace"]) == 0
     assert path.read_text().splitlines()[1].startswith("2023-01-03,")
+
+
+def test_data_fetch_writes_its_files_as_one_set(tmp_path, venue, capsys, monkeypatch):
+    """The universe, then each supporting fund, were written one call after another: a
+    failure at QQQ's file left the universe's files new and the rest old. Now nothing
+    changes unless every file was written, and a stop among the renames leaves a marker
+    that the backtest's loader refuses."""
+    import tempfile
+
+    from bot.cli import main
+    from bot.data.csv_source import load_csv_directory
+    from bot.data.file_set import INCOMPLETE_MARKER
+
+    fetch_on_the_wall_clock(venue)
+    venue.daily_bars["IEF"] = venue.daily_bars["TMF"]
+    venue.daily_bars["QQQ"] = venue.daily_bars["TQQQ"]
+    data = tmp_path / "d"
+    args = ["data", "fetch", "--start", "2023-01-03", "--data-dir", str(data)]
+    assert main(args) == 0
+    before = {p.name: p.read_text() for p in (data / "prices").glob("*.csv")}
+    for symbol in ("TQQQ", "QQQ"):  # a split since: every adjusted close is halved
+        venue.daily_bars[symbol] = [DailyBar(b.day, b.open / 2, b.high / 2, b.low / 2, b.close / 2)
+                                    for b in venue.daily_bars[symbol]]
+    real_mkstemp = tempfile.mkstemp
+
+    def disk_full_at_qqq(*a, prefix="", **kw):
+        if prefix.startswith(".QQQ.csv"):
+            raise OSError(28, "No space left on device", kw.get("dir"))
+        return real_mkstemp(*a, prefix=prefix, **kw)
+
+    monkeypatch.setattr(tempfile, "mkstemp", disk_full_at_qqq)
+    assert main(args) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert {p.name: p.read_text() for p in (data / "prices").glob("*.csv")} == before
+    assert not list(data.rglob(".*.tmp")) and not (data / INCOMPLETE_MARKER).exists()
+    monkeypatch.setattr(tempfile, "mkstemp", real_mkstemp)
+
+    real_replace, renames = os.replace, []
+
+    def killed_at_the_second_rename(src, dst):
+        renames.append(dst)
+        if len(renames) == 2:
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_at_the_second_rename)
+    assert main(args) == 130  # Ctrl-C
+    monkeypatch.setattr(os, "replace", real_replace)
+    with pytest.raises(BotError, match="interrupted `bot data fetch` left this folder half updated"):
+        load_csv_directory(data, list(SETTINGS.symbols))
+    capsys.readouterr()
+    assert main(args) == 0  # run again: whole
+    assert not (data / INCOMPLETE_MARKER).exists()
+    load_csv_directory(data, list(SETTINGS.symbols))
 
 
 def test_once_after_the_close_waits_for_the_final_daily_bar(tmp_path, venue):

@@ -32,6 +32,7 @@ from bot.accounts.registry import PROFILES, profile_config
 from bot.calendar import week_ends, week_numbers
 from bot.config import RebalanceSettings, Settings, load_settings, resolve_data_dir
 from bot.data.base import MarketData
+from bot.data.file_set import INCOMPLETE_MARKER
 from bot.data.history import load_history
 from bot.engine import decision_context
 from bot.errors import BotError, ConfigError
@@ -88,9 +89,14 @@ DataFiles = tuple[tuple[str, int, int], ...]
 
 def data_files(directory: Path) -> DataFiles:
     """What says a data directory changed: `bot data fetch` renames each new file into
-    place, so a changed file has a new size or time (a file vanishing mid-scan is left out)."""
+    place, so a changed file has a new size or time (a file vanishing mid-scan is left out).
+    The marker of a fetch left half done counts too: the loader refuses the folder while
+    it is there, and its removal by the next fetch (which may rewrite no file, the
+    interrupted one having renamed them all) must be seen as a change to load again."""
     found = []
-    for path in sorted([*directory.glob("prices/*.csv"), *directory.glob("macro/*.csv")]):
+    marker = directory / INCOMPLETE_MARKER
+    paths = [*directory.glob("prices/*.csv"), *directory.glob("macro/*.csv")]
+    for path in sorted(paths) + ([marker] if marker.exists() else []):
         try:
             st = path.stat()
         except OSError as exc:  # gone mid-scan, a broken link, no permission

@@ -21,7 +21,6 @@ import csv
 import datetime as dt
 import io
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,6 +38,7 @@ from bot.broker.alpaca_orders import ANSWER_ERRORS, api_error_parts, describe_an
 from bot.calendar import last_closed_session
 from bot.data.align import SymbolBars, align_prices
 from bot.data.base import MacroSeries, PriceHistory
+from bot.data.file_set import write_file_set
 from bot.data.plausibility import DEFAULT_RULES, PlausibilityRules
 from bot.errors import DataError
 from bot.net import ALPACA_POLICY, RetryPolicy, take_over_sdk_retries
@@ -352,13 +352,21 @@ def write_csv_directory(
     history: PriceHistory, macro: Mapping[str, MacroSeries], directory: Path | str
 ) -> list[Path]:
     """Write prices/<SYM>.csv and macro/<NAME>.csv in the layout load_csv_directory reads,
-    so `bot data fetch` can cache a download. Prices are adjusted, so close = adj_close;
-    high, low and volume are left empty (PriceHistory does not carry them). Only real
-    bars are written: a forward-filled day is left out, so the CSV loader sees the hole
-    again and no order fills on it. Each file is written to a temporary name and
-    renamed, so a crash never leaves half a file."""
+    as one set (bot.data.file_set: a crash never leaves half a file, nor some files new
+    and others old). `bot data fetch` writes several histories at once: it joins their
+    csv_files and calls write_file_set itself."""
     directory = Path(directory)
-    written: list[Path] = []
+    return write_file_set(directory, csv_files(history, macro, directory))
+
+
+def csv_files(
+    history: PriceHistory, macro: Mapping[str, MacroSeries], directory: Path
+) -> dict[Path, str]:
+    """The text of each file write_csv_directory writes, by its path. Prices are
+    adjusted, so close = adj_close; high, low and volume are left empty (PriceHistory
+    does not carry them). Only real bars are written: a forward-filled day is left out,
+    so the CSV loader sees the hole again and no order fills on it."""
+    files: dict[Path, str] = {}
     real = np.isfinite(history.close)
     if history.filled is not None:
         real &= ~history.filled
@@ -367,33 +375,20 @@ def write_csv_directory(
         for t in np.flatnonzero(real[:, j]):
             o, c = history.open[t, j], history.close[t, j]
             rows.append((str(history.dates[t]), _num(o), "", "", _num(c), _num(c), ""))
-        written.append(_write(directory / "prices" / f"{symbol}.csv", PRICE_HEADER, rows))
+        files[directory / "prices" / f"{symbol}.csv"] = _csv_text(PRICE_HEADER, rows)
     for name, series in macro.items():
         rows = [(str(d), _num(v)) for d, v in zip(series.dates, series.values, strict=True)]
-        written.append(_write(directory / "macro" / f"{name}.csv", ("date", "value"), rows))
-    return written
+        files[directory / "macro" / f"{name}.csv"] = _csv_text(("date", "value"), rows)
+    return files
 
 
 def _num(value: float) -> str:
     return repr(float(value)) if math.isfinite(value) else ""
 
 
-def _write(path: Path, header: Sequence[str], rows: list[tuple[str, ...]]) -> Path:
-    """Write `path` whole, unless it already holds exactly this: an hourly fetch that
-    brings no new bar leaves the files (and their times) as they are, so a server
-    watching them (`bot serve --reload-every`) has nothing to load again."""
+def _csv_text(header: Sequence[str], rows: list[tuple[str, ...]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    text = buffer.getvalue()
-    try:
-        if path.read_text(encoding="utf-8") == text:
-            return path
-    except (FileNotFoundError, UnicodeDecodeError):
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8", newline="")
-    os.replace(tmp, path)
-    return path
+    return buffer.getvalue()

@@ -18,6 +18,7 @@ import structlog
 
 from bot.data.align import SymbolBars, align_prices
 from bot.data.base import MACRO_SERIES, MacroSeries, MarketData
+from bot.data.file_set import check_complete
 from bot.data.plausibility import (
     DEFAULT_RULES,
     PlausibilityRules,
@@ -42,6 +43,7 @@ def load_csv_directory(
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError(str(directory), None, "data directory not found")
+    check_complete(directory)  # a fetch stopped mid-way: some files new, others old
     _check_symbol_list(directory, symbols)
     files = [_read_price_file(_price_path(directory, s)) for s in symbols]
     prices = align_prices(tuple(symbols), files, rules=rules)

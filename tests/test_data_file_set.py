@@ -1,0 +1,124 @@
+"""A fetch's files are written as one set: an error while writing changes nothing, an
+interruption while renaming leaves a marker that every reader of the folder refuses,
+and a fetch that brings nothing new touches nothing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bot.data.csv_source import load_csv_directory
+from bot.data.file_set import INCOMPLETE_MARKER, write_file_set
+from bot.errors import DataError
+
+OLD = "date,close\n2024-01-02,10.0\n2024-01-03,10.5\n"
+NEW = "date,close\n2024-01-02,5.0\n2024-01-03,5.25\n2024-01-04,5.5\n"  # a split since
+SYMBOLS = ["AAA", "BBB", "CCC"]
+
+
+def old_folder(root: Path) -> dict[Path, str]:
+    """A data folder of three price files, as the last fetch left it; returns the files
+    the next fetch writes (their new content)."""
+    (root / "prices").mkdir(parents=True)
+    for symbol in SYMBOLS:
+        (root / "prices" / f"{symbol}.csv").write_text(OLD)
+    return {root / "prices" / f"{s}.csv": NEW for s in SYMBOLS}
+
+
+def leftovers(root: Path) -> list[str]:
+    """Temporary files left anywhere in the folder."""
+    return sorted(p.name for p in root.rglob(".*.tmp"))
+
+
+def test_an_error_while_writing_changes_nothing_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    files = old_folder(tmp_path)
+    times = {p: p.stat().st_mtime_ns for p in files}
+    real_fsync, calls = os.fsync, []
+
+    def disk_full_at_the_second_file(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", disk_full_at_the_second_file)
+    with pytest.raises(OSError, match="No space left"):
+        write_file_set(tmp_path, files)
+    assert leftovers(tmp_path) == []
+    assert not (tmp_path / INCOMPLETE_MARKER).exists()
+    for path in files:
+        assert path.read_text() == OLD and path.stat().st_mtime_ns == times[path]
+    assert load_csv_directory(tmp_path, SYMBOLS, macro=()).prices.close[0, 0] == 10.0
+
+
+def test_a_fetch_into_a_new_folder_that_fails_leaves_no_empty_prices_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(5, "I/O error")))
+    with pytest.raises(OSError):
+        write_file_set(tmp_path / "d", {tmp_path / "d" / "prices" / "AAA.csv": NEW})
+    assert not (tmp_path / "d").exists()  # `data.source = auto` would take prices/ for data
+
+
+@pytest.mark.parametrize("fails_at", [2, 3])
+def test_an_interrupted_rename_leaves_a_marker_the_loader_refuses(tmp_path, monkeypatch, fails_at):
+    files = old_folder(tmp_path)
+    real_replace, calls = os.replace, []
+
+    def killed_at_a_rename(src, dst) -> None:
+        calls.append(dst)
+        if len(calls) == fails_at:
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_at_a_rename)
+    with pytest.raises(KeyboardInterrupt):
+        write_file_set(tmp_path, files)
+    monkeypatch.setattr(os, "replace", real_replace)
+    contents = [p.read_text() for p in files]
+    assert contents == [NEW] * (fails_at - 1) + [OLD] * (len(files) - fails_at + 1)  # a mix
+    marker = tmp_path / INCOMPLETE_MARKER
+    assert marker.is_file() and "AAA.csv" in marker.read_text()
+    assert leftovers(tmp_path) == []  # the renames not done: their files removed
+    with pytest.raises(DataError) as caught:
+        load_csv_directory(tmp_path, SYMBOLS, macro=())
+    message = str(caught.value)
+    assert str(tmp_path) in message
+    assert "interrupted `bot data fetch` left this folder half updated" in message
+    assert "run `bot data fetch` again" in message
+
+    write_file_set(tmp_path, files)  # the fetch run again
+    assert not marker.exists() and [p.read_text() for p in files] == [NEW] * len(files)
+    assert load_csv_directory(tmp_path, SYMBOLS, macro=()).prices.close[-1, 0] == 5.5
+
+
+def test_a_fetch_after_one_killed_before_removing_its_marker_removes_it(tmp_path, monkeypatch):
+    """Every rename was done, the marker not removed: the next fetch rewrites nothing
+    (every file holds its text) and must still say the folder is whole again."""
+    files = old_folder(tmp_path)
+    write_file_set(tmp_path, files)
+    (tmp_path / INCOMPLETE_MARKER).write_text("{}")
+    write_file_set(tmp_path, files)
+    assert not (tmp_path / INCOMPLETE_MARKER).exists()
+    load_csv_directory(tmp_path, SYMBOLS, macro=())
+
+
+def test_a_fetch_that_brings_nothing_new_touches_no_file(tmp_path, monkeypatch):
+    files = old_folder(tmp_path)
+    write_file_set(tmp_path, files)
+    times = {p: p.stat().st_mtime_ns for p in files}
+    monkeypatch.setattr(os, "replace", lambda *_: pytest.fail("nothing to rename"))
+    assert write_file_set(tmp_path, files) == list(files)
+    assert {p: p.stat().st_mtime_ns for p in files} == times
+    assert leftovers(tmp_path) == [] and not (tmp_path / INCOMPLETE_MARKER).exists()
+
+
+def test_another_fetchs_half_written_file_is_never_renamed(tmp_path):
+    """Both fetches wrote to `.AAA.csv.tmp`: one renamed the other's half-written file
+    into place. Each now writes a file of its own."""
+    files = old_folder(tmp_path)
+    theirs = tmp_path / "prices" / ".AAA.csv.tmp"
+    theirs.write_text("date,close\n2024-01-02,")  # another fetch, mid-write
+    write_file_set(tmp_path, files)
+    assert theirs.read_text() == "date,close\n2024-01-02,"
+    assert (tmp_path / "prices" / "AAA.csv").read_text() == NEW
