@@ -262,9 +262,10 @@ def test_long_gap_names_first_missing_date(tmp_path: Path) -> None:
     assert full[3].split(",")[0] in str(error)
 
 
-def test_a_hole_in_every_file_is_refused_and_a_short_one_is_not(tmp_path: Path) -> None:
+def test_a_hole_in_every_file_is_refused_and_a_short_one_is_filled(tmp_path: Path) -> None:
     """The same sessions deleted from every file: the union of their dates cannot show
-    the hole, and a year of it was one trading day to the backtest."""
+    the hole, and a year of it was one trading day to the backtest. A short one is put
+    back, filled, as a hole in one file is: before, five sessions' move was one day's."""
     days = sessions("2024-01-02", "2024-12-31")[:40]
     full = [f"{d},{100 + i / 10},,,{100 + i / 10},{100 + i / 10}," for i, d in enumerate(days)]
     for symbol in ("AAA", "BBB"):
@@ -273,9 +274,31 @@ def test_a_hole_in_every_file_is_refused_and_a_short_one_is_not(tmp_path: Path) 
     assert error.field == "date" and "AAA.csv, " in str(error) and "BBB.csv" in str(error)
     first, last = full[10].split(",")[0], full[10 + MAX_FILLED_GAP].split(",")[0]
     assert f"{MAX_FILLED_GAP + 1} NYSE sessions missing from every one, {first} to {last}" in str(error)
-    for symbol in ("AAA", "BBB"):  # a hole as short as one filled in a single file: loaded
+    for symbol in ("AAA", "BBB"):  # a hole as short as one filled in a single file: filled
         _write(tmp_path, symbol, full[:10] + full[10 + MAX_FILLED_GAP :])
-    assert len(load_csv_directory(tmp_path, ["AAA", "BBB"], macro=()).prices.dates) == 40 - MAX_FILLED_GAP
+    with capture_logs() as logs:
+        p = load_csv_directory(tmp_path, ["AAA", "BBB"], macro=()).prices
+    assert p.dates.tolist() == days.tolist()  # every session, the hole's included
+    hole = slice(10, 10 + MAX_FILLED_GAP)
+    assert p.filled is not None and p.filled[hole].all() and p.filled.sum() == 2 * MAX_FILLED_GAP
+    assert (p.close[hole] == p.close[9]).all() and np.isnan(p.open[hole]).all()
+    assert np.isnan(next_open_prices(p)[hole]).all()  # no order fills on a carried day
+    first, last = full[10].split(",")[0], full[9 + MAX_FILLED_GAP].split(",")[0]
+    (warning,) = [e for e in logs if e["event"] == "sessions_missing_from_every_series_forward_filled"]
+    assert warning["log_level"] == "warning" and "AAA.csv, " in warning["series"]
+    assert (warning["first_missing"], warning["last_missing"]) == (first, last)
+    assert warning["days"] == MAX_FILLED_GAP
+
+
+def test_a_short_hole_in_a_one_symbol_history_is_filled(tmp_path: Path) -> None:
+    """A one-symbol backtest: its file's missing sessions were the whole union's, so a
+    three-session hole was never seen and its move counted as one day's return."""
+    full = _rows(12)
+    _write(tmp_path, "ONE", full[:4] + full[7:])
+    p = load_csv_directory(tmp_path, ["ONE"], macro=()).prices
+    assert len(p.dates) == 12 and p.filled is not None
+    assert np.flatnonzero(p.filled[:, 0]).tolist() == [4, 5, 6]
+    assert (p.close[4:7, 0] == p.close[3, 0]).all() and np.isnan(p.open[4:7, 0]).all()
 
 
 def test_file_ending_early_counts_as_a_gap(tmp_path: Path) -> None:

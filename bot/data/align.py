@@ -3,7 +3,9 @@
 All symbols go on the union of their dates. Before a symbol's first bar its close is NaN
 (not listed yet). A short hole after it (a halt, a day without a trade on a thin feed) is
 forward-filled and marked in `PriceHistory.filled`, open NaN, so returns can use the
-carried close but no order ever fills at it; a longer hole is an error. A loader may
+carried close but no order ever fills at it; a longer hole is an error. NYSE sessions
+missing from every symbol at once (which the union of dates cannot show) are put back
+as rows and filled the same way, so a few days' move never counts as one day's. A loader may
 also say how long a symbol may lag behind the others at the end (`carry_after_last`):
 later days stay NaN, so a symbol that stopped updating cannot look current.
 
@@ -56,7 +58,7 @@ def align_prices(
     for symbol, b in zip(symbols, bars, strict=True):
         check_bars(symbol, b, rules)
     dates = np.unique(np.concatenate([b.dates for b in bars]))
-    _check_no_common_hole(dates, [b.name for b in bars])
+    dates = _with_common_holes(dates, [b.name for b in bars])
     close = np.full((len(dates), len(bars)), np.nan)
     opens = np.full((len(dates), len(bars)), np.nan)
     filled = np.zeros((len(dates), len(bars)), dtype=bool)
@@ -70,30 +72,46 @@ def align_prices(
     )
 
 
-def _check_no_common_hole(dates: np.ndarray, names: list[str]) -> None:
-    """Refuse NYSE sessions missing from every symbol at once for longer than a filled
-    hole may be: the union of the dates cannot show them (a year deleted from every
-    file became one day's move, to the volatility windows, the stops and the drawdown)."""
-    if len(dates) < 2:
-        return
-    from bot.calendar import sessions
-
-    try:
-        expected = sessions(str(dates[0]), str(dates[-1]))
-    except Exception:  # noqa: BLE001 - beyond the exchange calendar: nothing to check against
-        return
-    if len(expected) == len(dates):
-        return
-    hole = _first_long_hole(*_missing_runs(np.isin(expected, dates)))
+def _with_common_holes(dates: np.ndarray, names: list[str]) -> np.ndarray:
+    """`dates` with the NYSE sessions missing from every symbol at once put back (each
+    symbol's _fill_gaps then carries its close over them, marked filled), with a warning
+    naming each hole. The union of the dates cannot show such a hole: three days deleted
+    from every file (or from a one-symbol backtest's file) were one day's move to the
+    volatility windows, the stops and the drawdown, where a hole in one file is filled.
+    A hole longer than a filled one may be is refused: nothing can stand in for it."""
+    expected = _sessions_between(dates)
+    if expected is None or len(expected) == len(dates):
+        return dates
+    starts, lengths = _missing_runs(np.isin(expected, dates))
+    series = ", ".join(names) if len(names) <= 3 else f"all {len(names)} price series"
+    hole = _first_long_hole(starts, lengths)
     if hole is not None:
         start, length = hole
         first, last = expected[start], expected[start + length - 1]
         raise DataError(
-            ", ".join(names) if len(names) <= 3 else f"all {len(names)} price series",
+            series,
             "date",
             f"{length} NYSE sessions missing from every one, {first} to {last}: the "
             "history has a hole, which would count as one day; fill it or start after it",
         )
+    for start, length in zip(starts.tolist(), lengths.tolist(), strict=True):
+        log.warning("sessions_missing_from_every_series_forward_filled", series=series,
+                    days=length, first_missing=str(expected[start]),
+                    last_missing=str(expected[start + length - 1]))
+    return np.union1d(dates, expected)
+
+
+def _sessions_between(dates: np.ndarray) -> np.ndarray | None:
+    """The NYSE sessions from the first to the last of `dates` (datetime64[D]); None when
+    there is nothing to compare (under two dates, or beyond the exchange calendar)."""
+    if len(dates) < 2:
+        return None
+    from bot.calendar import sessions
+
+    try:
+        return np.asarray(sessions(str(dates[0]), str(dates[-1])), dtype="datetime64[D]")
+    except Exception:  # noqa: BLE001 - beyond the exchange calendar: nothing to check against
+        return None
 
 
 def _fill_gaps(
