@@ -195,6 +195,40 @@ def test_an_open_without_the_raw_close_to_scale_it_is_refused(tmp_path: Path) ->
     assert load_csv_directory(tmp_path, ["Y"], macro=()).prices.close[1, 0] == 25.2  # still fine
 
 
+@pytest.mark.parametrize("name", ["adjClose", "adjusted_close", "Adj. Close", "adj._close",
+                                  "Adjusted Close", "ADJ CLOSE", "adj-close"])
+def test_every_spelling_of_the_adjusted_close_is_read(tmp_path: Path, name: str) -> None:
+    """Tiingo's `adjClose` was lower-cased to `adjclose` and ignored: the raw closes were
+    used without a word (a split a 50% drop, a dividend a loss)."""
+    _write(tmp_path, "X", ["2024-01-02,40,50,25", "2024-01-03,41,51,25.5"],
+           header=f"date,open,close,{name}")
+    p = load_csv_directory(tmp_path, ["X"], macro=()).prices
+    assert p.close[:, 0].tolist() == [25.0, 25.5] and p.open[0, 0] == 20.0
+
+
+def test_a_tiingo_file_is_read_on_its_adjusted_close(tmp_path: Path) -> None:
+    header = ("date,close,high,low,open,volume,adjClose,adjHigh,adjLow,adjOpen,adjVolume,"
+              "divCash,splitFactor")
+    _write(tmp_path, "X", ["2024-01-02,50,51,49,50.5,100,25,25.5,24.5,25.25,200,0,1"], header=header)
+    p = load_csv_directory(tmp_path, ["X"], macro=()).prices
+    assert p.close[0, 0] == 25.0 and p.open[0, 0] == 25.25
+
+
+@pytest.mark.parametrize("name", ["adj_close_price", "close_adj", "AdjPrice", "adjustment"])
+def test_an_unknown_adjusted_column_is_refused_not_ignored(tmp_path: Path, name: str) -> None:
+    _write(tmp_path, "X", ["2024-01-02,50,25"], header=f"date,close,{name}")
+    error = _load_error(tmp_path, ["X"])
+    column = name.lower()
+    assert error.field == column and "X.csv" in str(error)
+    assert f"unknown column {column!r}" in str(error) and "adj_close" in str(error)
+
+
+def test_two_spellings_of_the_adjusted_close_are_one_column_named_twice(tmp_path: Path) -> None:
+    _write(tmp_path, "X", ["2024-01-02,50,25,25"], header="date,close,adjClose,adj_close")
+    error = _load_error(tmp_path, ["X"])
+    assert error.field == "adj_close" and "'adjClose' and 'adj_close'" in str(error)
+
+
 def test_unknown_symbol_lists_available(tmp_path: Path) -> None:
     _write(tmp_path, "SPY", GOOD)
     error = _load_error(tmp_path, ["SPY", "NOPE"])

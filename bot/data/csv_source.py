@@ -99,6 +99,7 @@ def _read_price_file(path: Path) -> SymbolBars:
     their plausibility is checked when the symbols are aligned."""
     frame = _read_csv(path)
     _require_columns(path, frame)
+    _refuse_unknown_adjusted(path, frame)
     lines = frame.index.to_numpy() + 2  # the header is line 1
     dates = _parse_dates(path, frame["date"])
     _check_ascending(path, dates)
@@ -147,22 +148,66 @@ def _read_csv(path: Path, **options: object) -> pd.DataFrame:
         raise DataError(str(path), None, f"cannot be read: {exc.strerror or exc}") from exc
     if not isinstance(frame.index, pd.RangeIndex):
         frame = _without_trailing_field(path, frame, options)
-    given = [str(c) for c in frame.columns]
-    frame.columns = [c.strip().lower().replace(" ", "_") for c in given]
+    frame.columns = _normalised_headers(path, [str(c) for c in frame.columns])
+    if frame.empty:
+        raise DataError(str(path), None, "file has a header but no rows")
+    return frame
+
+
+#: other spellings of adj_close, by their letters and digits alone: Tiingo's `adjClose`,
+#: Yahoo's `Adj Close`, `Adj. Close`, `Adjusted Close`, `adjusted_close`
+ADJ_CLOSE_SPELLINGS = frozenset({"adjclose", "adjustedclose"})
+#: adjusted open, high, low and volume (Tiingo's adjOpen ...): not read, since open, high
+#: and low are put on adj_close's basis from the raw ones (and volume is not used)
+ADJUSTED_SIBLINGS = frozenset(
+    f"{adj}{field}" for adj in ("adj", "adjusted") for field in ("open", "high", "low", "volume")
+)
+
+
+def _normalised_headers(path: Path, given: list[str]) -> list[str]:
+    """Each header as the loader names it ("Adj Close", "adjClose" -> "adj_close"); a
+    name given twice (in any spelling) is an error naming both."""
+    names: list[str] = []
     seen: dict[str, str] = {}
-    for original, column in zip(given, frame.columns, strict=True):
+    for original in given:
+        column = _header_name(original)
         # pandas renames an exact repeat "close" to "close.1"; a repeat that differs in
         # case or spaces becomes one here, and frame[column] would then be a frame.
-        base, _, suffix = column.rpartition(".")
-        if suffix.isdigit() and base in seen:
-            column, original = base, original.rpartition(".")[0]
+        base, _, suffix = original.rpartition(".")
+        if suffix.isdigit() and base and _header_name(base) in seen:
+            column, original = _header_name(base), base
         if column in seen:
             raise DataError(str(path), column, f"the header names {column!r} twice "
                             f"({seen[column]!r} and {original!r})")
         seen[column] = original
-    if frame.empty:
-        raise DataError(str(path), None, "file has a header but no rows")
-    return frame
+        names.append(column)
+    return names
+
+
+def _header_name(original: str) -> str:
+    """A header lower-cased with spaces as underscores; any spelling of the adjusted
+    close is `adj_close` (ignored under another name, the raw closes were used unsaid)."""
+    name = original.strip().lower().replace(" ", "_")
+    return "adj_close" if _letters(name) in ADJ_CLOSE_SPELLINGS else name
+
+
+def _letters(name: str) -> str:
+    return "".join(ch for ch in name if ch.isalnum())
+
+
+def _refuse_unknown_adjusted(path: Path, frame: pd.DataFrame) -> None:
+    """A column that looks adjusted but is not one the loader knows may be the adjusted
+    close under a name it does not read: ignored, the raw closes (a split a 50% drop, a
+    dividend a loss) would be used without a word. Refused, naming the column."""
+    for column in frame.columns:
+        letters = _letters(str(column))
+        if "adj" in letters and column != "adj_close" and letters not in ADJUSTED_SIBLINGS:
+            raise DataError(
+                str(path), str(column),
+                f"unknown column {column!r}: it looks like an adjusted price, and a price "
+                "column the loader does not know is not read; name the adjusted close "
+                "adj_close (or remove the column)",
+            )
 
 
 def _without_trailing_field(path: Path, frame: pd.DataFrame, options: dict) -> pd.DataFrame:
