@@ -229,6 +229,33 @@ def test_two_spellings_of_the_adjusted_close_are_one_column_named_twice(tmp_path
     assert error.field == "adj_close" and "'adjClose' and 'adj_close'" in str(error)
 
 
+@pytest.mark.parametrize("first_line", [
+    "2024-01-02,406.4994202,407.1,405.2,406.4994202,406.4994202,1000",  # Yahoo without header
+    "01/02/2024,406.4994202,406.4994202",
+    "406.4994202,406.4994202",
+])
+def test_a_price_file_without_a_header_says_so(tmp_path: Path, first_line: str) -> None:
+    """Before: `[406.4994202]: the header names '406.4994202' twice`."""
+    path = tmp_path / "prices" / "X.csv"
+    path.parent.mkdir()
+    second = ",".join(["2024-01-03", *["407"] * (first_line.count(",") - 1), "1000"])
+    path.write_text(f"{first_line}\n{second}\n")
+    error = _load_error(tmp_path, ["X"])
+    assert str(error) == (
+        f"{path}: line 1 is not a header ({first_line.split(',')[0]!r} is a value); "
+        "expected date,open,high,low,close,adj_close,volume (or date,close)"
+    )
+
+
+def test_a_macro_file_without_a_header_says_so(tmp_path: Path) -> None:
+    _write(tmp_path, "SPY", GOOD)
+    path = _write_macro(tmp_path, "VIX", "2024-01-02,13.2\n2024-01-03,13.2\n")
+    with pytest.raises(DataError) as caught:
+        load_csv_directory(tmp_path, ["SPY"], macro=["VIX"])
+    assert str(caught.value) == (f"{path}: line 1 is not a header ('2024-01-02' is a value); "
+                                 "expected date,value")
+
+
 def test_unknown_symbol_lists_available(tmp_path: Path) -> None:
     _write(tmp_path, "SPY", GOOD)
     error = _load_error(tmp_path, ["SPY", "NOPE"])

@@ -8,6 +8,7 @@ decided by bot.data.plausibility, as for every other source.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -138,8 +139,15 @@ def _require_columns(path: Path, frame: pd.DataFrame) -> None:
         )
 
 
-def _read_csv(path: Path, **options: object) -> pd.DataFrame:
-    """The file as a frame with normalised headers ("Adj Close" -> "adj_close")."""
+#: the header lines each kind of file is expected to start with, for error messages
+PRICE_HEADERS = "date,open,high,low,close,adj_close,volume (or date,close)"
+MACRO_HEADERS = "date,value"
+_DATE_LIKE = re.compile(r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}")
+
+
+def _read_csv(path: Path, expected: str = PRICE_HEADERS, **options: object) -> pd.DataFrame:
+    """The file as a frame with normalised headers ("Adj Close" -> "adj_close");
+    `expected` is the header the file should have (said when line 1 is data)."""
     try:
         frame = pd.read_csv(path, skipinitialspace=True, **options)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -148,10 +156,30 @@ def _read_csv(path: Path, **options: object) -> pd.DataFrame:
         raise DataError(str(path), None, f"cannot be read: {exc.strerror or exc}") from exc
     if not isinstance(frame.index, pd.RangeIndex):
         frame = _without_trailing_field(path, frame, options)
-    frame.columns = _normalised_headers(path, [str(c) for c in frame.columns])
+    given = [str(c) for c in frame.columns]
+    _require_header(path, given, expected)
+    frame.columns = _normalised_headers(path, given)
     if frame.empty:
         raise DataError(str(path), None, "file has a header but no rows")
     return frame
+
+
+def _require_header(path: Path, given: list[str], expected: str) -> None:
+    """A file without a header row had its first row taken as the header, and was
+    refused for the wrong reason (`the header names '406.49' twice`): a first field that
+    is a date or a number says line 1 is data."""
+    first = given[0].strip() if given else ""
+    if _DATE_LIKE.match(first) or _is_number(first):
+        raise DataError(str(path), None, f"line 1 is not a header ({first!r} is a value); "
+                        f"expected {expected}")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 #: other spellings of adj_close, by their letters and digits alone: Tiingo's `adjClose`,
@@ -315,7 +343,7 @@ def _line(series: pd.Series, i: int) -> int:
 def read_macro_file(path: Path, name: str, rules: PlausibilityRules = DEFAULT_RULES) -> MacroSeries:
     """A `date,value` series as published; FRED's blank or "." days are dropped; dates
     and values checked by bot.data.plausibility."""
-    frame = _read_csv(path, dtype=str, keep_default_na=False)
+    frame = _read_csv(path, MACRO_HEADERS, dtype=str, keep_default_na=False)
     missing = [c for c in ("date", "value") if c not in frame]
     if missing:
         raise DataError(
