@@ -142,6 +142,20 @@ def test_malformed_csv_names_series_and_line(fake, policy, body, pattern):
         fetch_series("VIX", base_url=fake.url, policy=policy)
 
 
+@pytest.mark.parametrize("with_key", [False, True])
+def test_a_start_after_the_latest_value_says_so_not_every_value_blank(fake, policy, with_key):
+    """Before: `no values (every observation is blank)`, for an answer with none at all."""
+    where = {"api_key": API_KEY, "api_url": fake.url} if with_key else {"base_url": fake.url}
+    with pytest.raises(DataError) as caught:
+        fetch_series("VIX", start=D(2024, 12, 2), policy=policy, **where)
+    message = str(caught.value)
+    assert message.startswith("fred:VIXCLS [value]: no observations on or after 2024-12-02")
+    assert "blank" not in message
+    fake.series["VIXCLS"] = [(D(2024, 12, 2), None), (D(2024, 12, 3), None)]
+    with pytest.raises(DataError, match=r"fred:VIXCLS \[value\]: no values \(every \w+ is blank\)"):
+        fetch_series("VIX", start=D(2024, 12, 2), policy=policy, **where)
+
+
 # --- the API, with a key ------------------------------------------------------------------
 
 OBSERVATIONS = "/fred/series/observations"

@@ -107,7 +107,7 @@ def _from_csv(session: requests.Session, base_url: str, fred_id: str, name: str,
                         f"without an API key; {KEY_HINT}")
     if response.status_code != 200:
         raise DataError(f"fred:{fred_id}", None, f"download failed: HTTP {response.status_code}")
-    return parse_fredgraph_csv(response.text, fred_id, name, rules)
+    return parse_fredgraph_csv(response.text, fred_id, name, rules, start=start)
 
 
 def _from_api(session: requests.Session, api_url: str, api_key: str, fred_id: str, name: str,
@@ -132,7 +132,7 @@ def _from_api(session: requests.Session, api_url: str, api_key: str, fred_id: st
         count = body.get("count")
         if not page or not isinstance(count, int) or len(observations) >= count:
             break
-    return parse_observations(observations, fred_id, name, rules)
+    return parse_observations(observations, fred_id, name, rules, start=start)
 
 
 def _api_body(response: requests.Response, fred_id: str) -> dict:
@@ -195,9 +195,11 @@ def resolve(series: str) -> tuple[str, str]:
 
 
 def parse_fredgraph_csv(
-    text: str, fred_id: str, name: str | None = None, rules: PlausibilityRules = DEFAULT_RULES
+    text: str, fred_id: str, name: str | None = None, rules: PlausibilityRules = DEFAULT_RULES,
+    *, start: dt.date | None = None,
 ) -> MacroSeries:
-    """Parse a fredgraph.csv body; errors name the series and the 1-based line."""
+    """Parse a fredgraph.csv body; errors name the series and the 1-based line (`start`:
+    the day it was asked from, named if the answer has no observation)."""
     source = f"fred:{fred_id}"
     lines = text.lstrip("\ufeff").splitlines()
     if not lines or not lines[0].strip():
@@ -224,15 +226,16 @@ def parse_fredgraph_csv(
         dates.append(day)
         numbers.append(number)
         values.append(math.nan if parts[1] in _BLANKS else _value(source, number, parts[1]))
-    return _checked_series(source, name or fred_id, dates, values, numbers, rules, "line")
+    return _checked_series(source, name or fred_id, dates, values, numbers, rules, "line", start)
 
 
 def parse_observations(
     observations: list[object], fred_id: str, name: str | None = None,
-    rules: PlausibilityRules = DEFAULT_RULES,
+    rules: PlausibilityRules = DEFAULT_RULES, *, start: dt.date | None = None,
 ) -> MacroSeries:
     """The API's observations ({"date": "2024-01-02", "value": "13.2"}, "." where a day
-    has none); errors name the series and the observation's 1-based number."""
+    has none); errors name the series and the observation's 1-based number (`start`: the
+    day they were asked from, named if there is none)."""
     source = f"fred:{fred_id}"
     dates: list[dt.date] = []
     values: list[float] = []
@@ -250,13 +253,21 @@ def parse_observations(
         dates.append(day)
         numbers.append(number)
         values.append(math.nan if text in _BLANKS else _value(source, number, text, "observation"))
-    return _checked_series(source, name or fred_id, dates, values, numbers, rules, "observation")
+    return _checked_series(source, name or fred_id, dates, values, numbers, rules, "observation",
+                           start)
 
 
 def _checked_series(source: str, name: str, dates: list[dt.date], values: list[float],
-                    numbers: list[int], rules: PlausibilityRules, rows: str) -> MacroSeries:
+                    numbers: list[int], rules: PlausibilityRules, rows: str,
+                    start: dt.date | None = None) -> MacroSeries:
     """The parsed rows without their blank days, checked by bot.data.plausibility (an
-    error names the row by its number: a file's line, an answer's observation)."""
+    error names the row by its number: a file's line, an answer's observation). No row
+    at all is not "every row is blank": asked from a day after the series' latest value,
+    FRED answers none, and the error says so."""
+    if not dates:
+        since = f" on or after {start}" if start is not None else ""
+        raise DataError(source, "value", f"no observations{since}: FRED has none for this "
+                        f"series{since and ' (is the start after its latest value?)'}")
     array = np.array(values, dtype=float)
     keep = ~np.isnan(array)
     if not keep.any():
