@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # heavy modules: imported inside the commands, so `bot --help
     from bot.config import Settings
     from bot.daemon.replay import ReplayResult
     from bot.data.alpaca import AlpacaMarketData
-    from bot.data.base import MacroSeries, MarketData, PriceHistory
+    from bot.data.base import MarketData, PriceHistory
     from bot.store.tradelog import TradeLog
 
 
@@ -501,6 +501,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     from bot.calendar import last_closed_session
     from bot.config import load_settings, resolve_data_dir
     from bot.data.alpaca import DATA_DELAY, AlpacaMarketData, csv_files
+    from bot.data.base import MACRO_SERIES
     from bot.data.file_set import write_file_set
     from bot.data.fred import fetch_macro
     from bot.data.plausibility import PlausibilityRules
@@ -516,8 +517,10 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     if start > last:  # Alpaca would answer no bars, read as "TQQQ: no bars"
         raise BotError(f"--start {start} is after the last closed session, {last}: "
                        "no daily bar to download yet")
+    supporting_names = supporting_symbols(settings)
     if not args.replace:
-        _refuse_to_shorten(directory, start)
+        _refuse_to_shorten(_fetched_paths(directory, [*symbols, *supporting_names], MACRO_SERIES),
+                           start)
     rules = PlausibilityRules.from_settings(settings.data)
     data = AlpacaMarketData.from_env(rules=rules, feed=settings.data.alpaca_feed)
     try:
@@ -529,15 +532,15 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
                  else "a fund of the reference portfolios")
         raise BotError(f"{exc}: Alpaca has no {settings.data.alpaca_feed} bars of it since "
                        f"{start} (a symbol it does not know? it is in {where})") from None
-    supporting, skipped = _supporting_histories(data, supporting_symbols(settings), start)
+    supporting, skipped = _supporting_histories(data, supporting_names, start)
     endpoints = load_endpoints()
-    macro = fetch_macro(base_url=endpoints.fred_url, api_key=load_fred_key(),
+    macro = fetch_macro(MACRO_SERIES, base_url=endpoints.fred_url, api_key=load_fred_key(),
                         api_url=endpoints.fred_api_url, start=start, rules=rules)
-    if not args.replace:  # what came back may start later than asked (Alpaca: from 2016)
-        _refuse_to_shorten_files(_first_days(directory, [history, *supporting], macro))
     files = csv_files(history, macro, directory)
     for extra in supporting:
         files.update(csv_files(extra, {}, directory))
+    if not args.replace:  # what came back may start later, or end earlier, than a file
+        _refuse_to_shorten_files(files)
     written = write_file_set(directory, files)  # one set: all of them or, before renaming, none
     print(f"wrote {len(written)} files to {directory} ({len(history.dates)} trading days, "
           f"{history.dates[0]} .. {history.dates[-1]})")
@@ -546,15 +549,25 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_to_shorten(directory: Path, start: dt.date) -> None:
-    """A fetch rewrites each file whole (adjusted prices change after every split and
-    dividend, so old and new rows cannot be merged): a file holding days before `start`
+def _fetched_paths(directory: Path, symbols: list[str], macro: tuple[str, ...]) -> list[Path]:
+    """The files a fetch of `symbols` and the `macro` series (bot.data.fred's names)
+    rewrites; any other file in the folder it leaves alone, so it is not judged."""
+    from bot.data.fred import resolve
+
+    return ([directory / "prices" / f"{s}.csv" for s in symbols]
+            + [directory / "macro" / f"{resolve(n)[0]}.csv" for n in macro])
+
+
+def _refuse_to_shorten(paths: list[Path], start: dt.date) -> None:
+    """A fetch rewrites each of its files whole (adjusted prices change after every split
+    and dividend, so old and new rows cannot be merged): one holding days before `start`
     would lose them without a word. Refused, naming the earliest such file."""
     earliest: tuple[dt.date, Path] | None = None
-    for path in sorted((directory / "prices").glob("*.csv")) + sorted((directory / "macro").glob("*.csv")):
-        first = _file_first_day(path)
-        if first is None:
-            continue  # not a file of ours, or empty: nothing to keep
+    for path in sorted(paths):
+        span = _file_span(path)
+        if span is None:
+            continue  # absent, not a file of ours, or empty: nothing to keep
+        first = span[0]
         if first < start and (earliest is None or first < earliest[0]):
             earliest = (first, path)
     if earliest is not None:
@@ -566,46 +579,49 @@ def _refuse_to_shorten(directory: Path, start: dt.date) -> None:
         )
 
 
-def _first_days(directory: Path, histories: list[PriceHistory],
-                macro: dict[str, MacroSeries]) -> dict[Path, dt.date]:
-    """The first day each file of the fetch will hold, by the file it rewrites."""
-    import numpy as np
-
-    firsts: dict[Path, dt.date] = {}
-    for history in histories:
-        real = np.isfinite(history.close)
-        for j, symbol in enumerate(history.symbols):
-            rows = np.flatnonzero(real[:, j])
-            if rows.size:
-                firsts[directory / "prices" / f"{symbol}.csv"] = history.dates[rows[0]].astype(dt.date)
-    for name, series in macro.items():
-        if series.dates.size:
-            firsts[directory / "macro" / f"{name}.csv"] = series.dates[0].astype(dt.date)
-    return firsts
-
-
-def _refuse_to_shorten_files(firsts: dict[Path, dt.date]) -> None:
+def _refuse_to_shorten_files(files: dict[Path, str]) -> None:
     """A fetch must not rewrite a file with less history than it holds: the source may
     start later than --start (Alpaca's bars begin in 2016, a 2010 file would lose six
-    years without a word). Refused, naming the first such file, unless --replace."""
-    for path, first in sorted(firsts.items()):
-        held = _file_first_day(path)
-        if held is not None and held < first:
+    years without a word), or end earlier than the file (a fund the feed stopped
+    serving, a series FRED stopped publishing). Refused, naming the first such file
+    and both days, unless --replace."""
+    for path, text in sorted(files.items()):
+        held, new = _file_span(path), _text_span(text)
+        if held is None or new is None:
+            continue
+        if held[0] < new[0]:
             raise BotError(
-                f"{path} starts {held}, but the download of it starts {first} (the source "
-                f"has nothing earlier): rewriting it would drop {held} .. {first}; keep the "
+                f"{path} starts {held[0]}, but the download of it starts {new[0]} (the source "
+                f"has nothing earlier): rewriting it would drop {held[0]} .. {new[0]}; keep the "
                 "file, or pass --replace to drop those days"
+            )
+        if held[1] > new[1]:
+            raise BotError(
+                f"{path} ends {held[1]}, but the download of it ends {new[1]} (the source has "
+                f"nothing later now): rewriting it would drop its days after {new[1]}; keep "
+                "the file, or pass --replace to drop those days"
             )
 
 
-def _file_first_day(path: Path) -> dt.date | None:
-    """The first day of a data file of ours; None if there is none (or it is not ours)."""
+def _file_span(path: Path) -> tuple[dt.date, dt.date] | None:
+    """The first and last day of a data file of ours; None if there is none (no file,
+    no rows, or not ours)."""
     try:
-        with path.open(encoding="utf-8") as f:
-            f.readline()  # the header
-            return dt.date.fromisoformat(f.readline().split(",", 1)[0].strip())
-    except (OSError, UnicodeDecodeError, ValueError):
+        return _text_span(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
         return None
+
+
+def _text_span(text: str) -> tuple[dt.date, dt.date] | None:
+    """The first and last day of a data file's text (a header, then `date,...` rows)."""
+    rows = [line for line in text.splitlines()[1:] if line.strip()]
+    if not rows:
+        return None
+    try:
+        first, last = (dt.date.fromisoformat(r.split(",", 1)[0].strip()) for r in (rows[0], rows[-1]))
+    except ValueError:
+        return None
+    return first, last
 
 
 def _supporting_histories(

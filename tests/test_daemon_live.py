@@ -734,6 +734,49 @@ def test_data_fetch_keeps_older_files_when_the_source_starts_later(tmp_path, ven
     assert path.read_text().splitlines()[1].startswith("2023-01-03,")
 
 
+def test_data_fetch_judges_only_the_files_it_rewrites(tmp_path, venue, capsys):
+    """Before: a file the fetch never writes (a fund not in the config, a series it does
+    not fetch) starting before --start made it refuse, naming that file."""
+    from bot.cli import main
+
+    fetch_on_the_wall_clock(venue)
+    venue.daily_bars["IEF"] = venue.daily_bars["TMF"]
+    data = tmp_path / "d"
+    (data / "prices").mkdir(parents=True)
+    (data / "macro").mkdir()
+    other = "date,close\n2010-01-04,50.0\n"
+    (data / "prices" / "AGG.csv").write_text(other)
+    (data / "macro" / "CPI.csv").write_text("date,value\n2010-01-04,217.5\n")
+    assert main(["data", "fetch", "--start", "2023-01-03", "--data-dir", str(data)]) == 0, (
+        capsys.readouterr().err)
+    assert (data / "prices" / "AGG.csv").read_text() == other  # untouched
+
+
+def test_data_fetch_keeps_a_file_the_download_ends_before(tmp_path, venue, capsys):
+    """Before: a download ending earlier than a file (a series FRED stopped publishing,
+    a fund the feed no longer serves) rewrote it shorter without a word."""
+    from bot.cli import main
+
+    fetch_on_the_wall_clock(venue)
+    venue.daily_bars["IEF"] = venue.daily_bars["TMF"]
+    data = tmp_path / "d"
+    args = ["data", "fetch", "--start", "2023-01-03", "--data-dir", str(data)]
+    assert main(args) == 0
+    vix = data / "macro" / "VIX.csv"
+    before = vix.read_text()
+    last = before.splitlines()[-1].split(",")[0]
+    fred = venue.fred
+    fred.series["VIXCLS"] = [(d, v) for d, v in fred.series["VIXCLS"] if d <= dt.date(2024, 11, 29)]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{vix} ends {last}, but the download of it ends 2024-11-29" in err, err
+    assert "pass --replace to drop those days" in err
+    assert vix.read_text() == before
+    assert main([*args, "--replace"]) == 0
+    assert vix.read_text().splitlines()[-1].startswith("2024-11-29,")
+
+
 def test_data_fetch_writes_its_files_as_one_set(tmp_path, venue, capsys, monkeypatch):
     """The universe, then each supporting fund, were written one call after another: a
     failure at QQQ's file left the universe's files new and the rest old. Now nothing
