@@ -8,6 +8,7 @@ import datetime as dt
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 from structlog.testing import capture_logs
 
@@ -124,6 +125,42 @@ def test_a_jobs_fred_downloads_share_one_connection(tmp_path, sleeps):
     assert len(calls) == 8
     assert len({c.peer for c in calls[:4]}) == 1 and len({c.peer for c in calls[4:]}) == 1
     assert calls[0].peer != calls[4].peer
+    log.close()
+
+
+def test_observations_fred_withdraws_are_deleted_from_the_store(tmp_path, sleeps):
+    """A value FRED took back (it now answers "." for the day, or omits it) stayed in the
+    daemon's store for ever, and the regime read it. Within the span a download covers,
+    stored days it has no value for are deleted (and logged); older days, which the
+    download did not ask for, are kept."""
+    fred = FakeFred()
+    weekdays = [d.date() for d in pd.bdate_range("2023-06-01", "2024-11-29")]
+    level = {"VIXCLS": 15.0, "T10Y2Y": 0.5, "USEPUINDXD": 100.0, "DTB3": 4.0}
+    fred.series = {fid: [(d, level[fid] + k % 7 / 10) for k, d in enumerate(weekdays)]
+                   for fid in FRED_IDS.values()}
+    log = TradeLog.open(f"sqlite:///{tmp_path}/feed.sqlite")
+    data = SimpleNamespace(rules=DEFAULT_RULES)
+    clock = SimpleNamespace(now=lambda: dt.datetime(2024, 12, 2, 14, 35, tzinfo=UTC))
+    policy = RetryPolicy(attempts=2, sleep=sleeps.append)
+    old, blanked, omitted, last = (dt.date(2023, 6, 5), dt.date(2024, 10, 1), dt.date(2024, 10, 2),
+                                   dt.date(2024, 11, 29))
+    with fred:
+        feed = live_feed.AlpacaFeed(data, log, ("SPY",), fred.url, clock, 550, fred_policy=policy)
+        feed.macro()
+        assert {old, blanked, omitted, last} <= set(log.load_macro("VIX")[0])
+        vix = fred.series["VIXCLS"]
+        fred.series["VIXCLS"] = [(d, None if d in (blanked, last) else v)  # "." now
+                                 for d, v in vix if d not in (old, omitted)]
+        with capture_logs() as logs:
+            seen = feed.macro()["VIX"]
+    stored = log.load_macro("VIX")[0]
+    assert old in stored  # before the span downloaded (a year before the newest day)
+    assert not {blanked, omitted, last} & set(stored)
+    assert seen.dates[-1] == np.datetime64("2024-11-28")  # the decision reads no withdrawn day
+    (warning,) = [e for e in logs if e["event"].startswith("macro observations withdrawn")]
+    assert warning["series"] == "VIX" and warning["days"] == 3
+    assert (warning["first"], warning["last"]) == ("2024-10-01", "2024-11-29")
+    assert log.load_macro("T10Y2Y")[0] == weekdays  # nothing withdrawn: nothing deleted
     log.close()
 
 

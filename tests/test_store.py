@@ -738,6 +738,20 @@ def test_macro_cache_inserts_new_days_and_updates_revised_ones(tlog: TradeLog) -
         tlog.save_macro("VIX", days[:1], [float("nan")], T0)
 
 
+def test_macro_days_the_source_withdrew_in_the_span_it_covers_are_deleted(tlog: TradeLog) -> None:
+    days = [dt.date(2024, 3, d) for d in (1, 4, 5, 6, 7)]
+    tlog.save_macro("VIX", days, [14.5, 15.25, 13.0, 16.0, 17.0], T0)
+    tlog.save_macro("T10Y2Y", days, [0.1] * 5, T0)
+    # A download from 03-04 to 03-07 (03-07 answered "."): 03-05 and 03-07 are gone.
+    saved = tlog.save_macro("VIX", [days[1], days[3]], [15.25, 16.0], T0,
+                            covers=(days[1], days[4]))
+    assert saved == ([days[1], days[3]], [15.25, 16.0])
+    assert tlog.load_macro("VIX") == ([days[0], days[1], days[3]], [14.5, 15.25, 16.0])
+    assert tlog.load_macro("T10Y2Y")[0] == days  # another series: untouched
+    tlog.save_macro("T10Y2Y", days[2:3], [0.1], T0)  # no span known: nothing deleted
+    assert tlog.load_macro("T10Y2Y")[0] == days
+
+
 def test_an_order_recorded_by_an_earlier_process_is_updated_not_inserted_again(url: str) -> None:
     """A decision re-run after a restart: the venue answers 'duplicate client id', the
     broker adopts the order, the engine records it again. That insert used to fail the

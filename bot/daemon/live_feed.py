@@ -108,8 +108,9 @@ class AlpacaFeed:
 
     def _refresh(self, name: str, session: requests.Session) -> tuple[list[dt.date], list[float]]:
         """Download one series (from REFETCH_DAYS before its newest stored day, if any) and
-        store what is new or revised; returns the stored series from the first day
-        downloaded. On failure log and return the stored copy over the same span."""
+        store what is new or revised, deleting the stored days in the span downloaded that
+        FRED no longer has a value for (withdrawn); returns the stored series from the
+        first day downloaded. On failure log and return the stored copy over the same span."""
         last = self.tradelog.last_macro_day(name)
         start = None if last is None else last - dt.timedelta(days=REFETCH_DAYS)
         try:
@@ -123,4 +124,5 @@ class AlpacaFeed:
             )
             return self.tradelog.load_macro(name, since=start)
         days = series.dates.astype("datetime64[D]").astype(object).tolist()
-        return self.tradelog.save_macro(name, days, series.values.tolist(), self.clock.now())
+        return self.tradelog.save_macro(name, days, series.values.tolist(), self.clock.now(),
+                                        covers=series.observed)

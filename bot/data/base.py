@@ -28,6 +28,10 @@ class MacroSeries:
     name: str
     dates: np.ndarray  # datetime64[D]
     values: np.ndarray  # float64
+    #: first and last day a download answered, blank days included (FRED's "."): the
+    #: span it speaks for, so a stored day in it the answer has no value for was
+    #: withdrawn. None when not known (a file).
+    observed: tuple[dt.date, dt.date] | None = field(default=None, compare=False)
 
     def last_before(self, day: dt.date) -> tuple[float, dt.date] | None:
         """The last value observed strictly before `day`, with its date; None if none

@@ -82,7 +82,8 @@ def fetch_series(
             session.close()
     if start is not None:  # the server may ignore the start
         keep = series.dates >= np.datetime64(start, "D")
-        series = MacroSeries(series.name, series.dates[keep], series.values[keep])
+        series = MacroSeries(series.name, series.dates[keep], series.values[keep],
+                             _observed_from(series.observed, start))
         if not series.values.size:
             raise DataError(source, "value", f"no values on or after {start}")
     log.info(
@@ -93,6 +94,15 @@ def fetch_series(
         via="api" if api_key else "csv",
     )
     return series
+
+
+def _observed_from(
+    observed: tuple[dt.date, dt.date] | None, start: dt.date
+) -> tuple[dt.date, dt.date] | None:
+    """The span an answer covers, from `start` on (the rows before it were dropped)."""
+    if observed is None or observed[1] < start:
+        return None
+    return max(observed[0], start), observed[1]
 
 
 def _from_csv(session: requests.Session, base_url: str, fred_id: str, name: str,
@@ -272,7 +282,8 @@ def _checked_series(source: str, name: str, dates: list[dt.date], values: list[f
     keep = ~np.isnan(array)
     if not keep.any():
         raise DataError(source, "value", f"no values (every {rows} is blank)")
-    series = MacroSeries(name, np.array(dates, dtype="datetime64[D]")[keep], array[keep])
+    series = MacroSeries(name, np.array(dates, dtype="datetime64[D]")[keep], array[keep],
+                         observed=(dates[0], dates[-1]))
     check_macro(source, series, rules, np.array(numbers)[keep])
     return series
 

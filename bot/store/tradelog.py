@@ -627,11 +627,15 @@ class TradeLog(TradeLogReaders):
         dates: Sequence[dt.date],
         values: Sequence[float],
         fetched_at: dt.datetime,
+        covers: tuple[dt.date, dt.date] | None = None,
     ) -> tuple[list[dt.date], list[float]]:
         """Cache macro observations now (not buffered): new days are inserted, days whose
         value changed (revisions) are updated, unchanged ones are not written at all (the
-        daemon hands over a year or more of downloaded history on every job). Returns the
-        series as stored now from the first given day on, oldest first: what
+        daemon hands over a year or more of downloaded history on every job). `covers`:
+        the first and last day the download answered; a stored day in that span that is
+        not given was withdrawn by the source (FRED answers "." or omits it) and is
+        deleted, with a warning, so a value FRED took back is not read for ever. Returns
+        the series as stored now from the first given day on, oldest first: what
         load_macro(series, since=that day) would read back."""
         if len(dates) != len(values):
             raise ValueError(f"save_macro({series!r}): {len(dates)} dates but {len(values)} values")
@@ -643,16 +647,25 @@ class TradeLog(TradeLogReaders):
                 raise ValueError(f"macro_observations {series} {day}: value {value!r} is not finite")
             given[day if type(day) is dt.date else lazy_pandas().Timestamp(day).date()] = number
         # Only the given span is compared: the stored decades before it are not read.
-        stored = dict(zip(*self.load_macro(series, since=min(given, default=None)), strict=True))
+        since = min([*given, *(covers[:1] if covers else ())], default=None)
+        stored = dict(zip(*self.load_macro(series, since=since), strict=True))
         rows = [
             {"series": series, "day": day, "value": number, "fetched_at": fetched_at}
             for day, number in given.items()
             if stored.get(day) != number
         ]
-        if rows:
+        withdrawn = _withdrawn_days(stored, given, covers)
+        if rows or withdrawn:
             with self.engine.begin() as conn:
-                upsert(conn, MACRO, rows, ("series", "day"), only_if_changed=("value",))
+                if rows:
+                    upsert(conn, MACRO, rows, ("series", "day"), only_if_changed=("value",))
+                _delete_macro_days(conn, series, withdrawn)
             stored.update((row["day"], row["value"]) for row in rows)
+        for day in withdrawn:
+            del stored[day]
+        if withdrawn:
+            log.warning("macro observations withdrawn by the source; deleted", series=series,
+                        days=len(withdrawn), first=str(withdrawn[0]), last=str(withdrawn[-1]))
         days = sorted(stored)
         return days, [stored[day] for day in days]
 
@@ -962,3 +975,26 @@ class TradeLog(TradeLogReaders):
         finally:
             if self._owns_engine:
                 self.engine.dispose()
+
+
+def _withdrawn_days(
+    stored: Mapping[dt.date, float], given: Mapping[dt.date, float],
+    covers: tuple[dt.date, dt.date] | None,
+) -> list[dt.date]:
+    """Stored days inside the span a download covers that it gave no value for, oldest
+    first: the source withdrew them (none without a known span)."""
+    if covers is None:
+        return []
+    first, last = covers
+    return sorted(day for day in stored if first <= day <= last and day not in given)
+
+
+#: days deleted per statement (SQLite's bound parameters are limited)
+_DELETE_CHUNK = 500
+
+
+def _delete_macro_days(conn: Connection, series: str, days: list[dt.date]) -> None:
+    """Delete the observations of `series` on `days`."""
+    for i in range(0, len(days), _DELETE_CHUNK):
+        chunk = days[i:i + _DELETE_CHUNK]
+        conn.execute(sa.delete(MACRO).where(MACRO.c.series == series, MACRO.c.day.in_(chunk)))
