@@ -122,3 +122,16 @@ def test_another_fetchs_half_written_file_is_never_renamed(tmp_path):
     write_file_set(tmp_path, files)
     assert theirs.read_text() == "date,close\n2024-01-02,"
     assert (tmp_path / "prices" / "AAA.csv").read_text() == NEW
+
+
+def test_a_fetch_failing_before_its_first_rename_keeps_an_earlier_fetchs_marker(tmp_path, monkeypatch):
+    """The folder an interrupted fetch left is still half updated when the next fetch
+    fails before renaming anything: its marker must stay."""
+    files = old_folder(tmp_path)
+    (tmp_path / INCOMPLETE_MARKER).write_text("{}")
+    monkeypatch.setattr(os, "replace", lambda *_: (_ for _ in ()).throw(OSError(5, "I/O error")))
+    with pytest.raises(OSError):
+        write_file_set(tmp_path, files)
+    assert (tmp_path / INCOMPLETE_MARKER).exists() and leftovers(tmp_path) == []
+    with pytest.raises(DataError, match="half updated"):
+        load_csv_directory(tmp_path, SYMBOLS, macro=())

@@ -120,17 +120,19 @@ def _discard(staged: list[tuple[Path, Path]], made: list[Path]) -> None:
 def _rename_all(directory: Path, staged: list[tuple[Path, Path]]) -> None:
     """Rename the temporary files into place under the marker. An error before the
     first rename removes them and the marker (nothing changed); after it, the marker
-    stays, so no reader takes the mix of new and old files for a folder."""
+    stays, so no reader takes the mix of new and old files for a folder (as does the
+    marker an earlier interrupted fetch left: that folder is still half updated)."""
     marker = directory / INCOMPLETE_MARKER
-    _write_marker(marker, staged)
+    left_before = marker.exists()
     renamed = 0
     try:
+        _write_marker(marker, staged)
         for tmp, path in staged:
             os.replace(tmp, path)
             renamed += 1
     except BaseException:
         _discard(staged[renamed:], [])
-        if renamed == 0:
+        if renamed == 0 and not left_before:
             marker.unlink(missing_ok=True)
         else:
             log.error("data folder left half updated", folder=str(directory),
