@@ -135,3 +135,28 @@ def test_a_fetch_failing_before_its_first_rename_keeps_an_earlier_fetchs_marker(
     assert (tmp_path / INCOMPLETE_MARKER).exists() and leftovers(tmp_path) == []
     with pytest.raises(DataError, match="half updated"):
         load_csv_directory(tmp_path, SYMBOLS, macro=())
+
+
+def test_two_writers_into_one_folder_take_turns(tmp_path):
+    """One fetch removed the marker while another was still renaming: they take turns
+    now, each holding the folder's lock for its whole write."""
+    import fcntl
+    import threading
+    import time
+
+    from bot.data.file_set import write_file_set
+
+    folder = tmp_path / "data"
+    (folder / "prices").mkdir(parents=True)
+    held = os.open(folder, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)  # another fetch is writing
+    done = threading.Event()
+    writer = threading.Thread(target=lambda: (write_file_set(folder, {folder / "prices" / "A.csv": "x\n"}),
+                                              done.set()))
+    writer.start()
+    time.sleep(0.3)
+    assert not done.is_set() and not (folder / "prices" / "A.csv").exists()
+    os.close(held)  # the other fetch ends
+    writer.join(timeout=10)
+    assert done.is_set() and (folder / "prices" / "A.csv").read_text() == "x\n"
+    assert sorted(p.name for p in folder.iterdir()) == ["prices"]  # no lock file left

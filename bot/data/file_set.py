@@ -18,7 +18,7 @@ import datetime as dt
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import structlog
@@ -50,6 +50,33 @@ def write_file_set(directory: Path, files: Mapping[Path, str]) -> list[Path]:
     file that already holds its text is left alone, mtime included, so an hourly fetch
     that brings no new bar gives a watching server (`bot serve`) nothing to reload.
     Returns every path of `files`."""
+    with _one_writer(directory):
+        return _write_file_set(directory, files)
+
+
+@contextlib.contextmanager
+def _one_writer(directory: Path) -> Iterator[None]:
+    """Two fetches into one folder take turns (an exclusive flock on the folder itself,
+    so no lock file is left behind): at once, one removed the marker while the other
+    was still renaming. A folder not made yet, or a platform without flock, goes on."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # not there yet: the first fetch into it
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _write_file_set(directory: Path, files: Mapping[Path, str]) -> list[Path]:
     staged: list[tuple[Path, Path]] = []  # (temporary file, target)
     made: list[Path] = []  # folders this call created
     try:
