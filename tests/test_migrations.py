@@ -248,3 +248,70 @@ def test_head_revision_constant_is_alembics_head():
     """Opening a log at HEAD_REVISION skips Alembic: after adding a migration, set
     HEAD_REVISION in bot/store/schema.py to its id."""
     assert head_revision() == HEAD_REVISION
+
+
+def test_rows_orphaned_before_an_upgrade_are_named_as_such(tmp_path: Path, capsys) -> None:
+    """A log whose fills point at an order deleted by hand (foreign keys off) failed its
+    upgrade with "the schema change left rows of fills pointing at ...": blamed on the
+    migration, with no way forward. Named before the change now, with the rows."""
+    from bot.store.schema import schema_lock
+    from tests.test_store import make_fill, make_order
+
+    url = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    log = TradeLog.open(url)
+    start(log)
+    order = make_order("rb-SPY-buy")
+    log.order(order)
+    order.status = OrderStatus.FILLED
+    log.execution(order, make_fill("rb-SPY-buy"), order.submitted_at)
+    log.flush()
+    log.close()
+    engine = writer_engine(url)
+    with schema_lock(engine, rebuilds_tables=True) as conn:
+        command.downgrade(alembic_config(conn), INITIAL_REVISION)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        conn.exec_driver_sql("DELETE FROM orders")
+        conn.commit()
+    engine.dispose()
+    assert main(["db", "upgrade", "--database", url]) == 2
+    err = capsys.readouterr().err
+    assert "already holds rows pointing at rows that do not exist, before any schema change" in err
+    assert "fills rowid 1 (1 row(s)) -> orders" in err
+    assert revision_of(url) == INITIAL_REVISION  # nothing was changed
+
+
+def test_upgrading_a_trade_log_that_is_not_there_creates_none(tmp_path: Path, capsys) -> None:
+    """A mistyped path printed "upgraded from no version to head" and left a new, empty
+    trade log beside the real one, which stayed out of date."""
+    typo = tmp_path / "typo" / "tradelgo.sqlite"
+    assert main(["db", "upgrade", "--database", f"sqlite:///{typo}"]) == 2
+    assert f"no trade log at {typo}; nothing to upgrade" in capsys.readouterr().err
+    assert not typo.exists() and not typo.parent.exists()
+
+
+def test_a_bulk_write_keeps_the_two_instants_of_the_autumns_repeated_hour(tmp_path: Path) -> None:
+    """01:30 EDT and 01:30 EST compare and hash equal (one tzinfo, fold 0 and 1): the
+    bulk writer converted the first and reused it for the second, an hour off."""
+    from zoneinfo import ZoneInfo
+
+    from bot.types import Order, OrderRequest, Side
+
+    new_york = ZoneInfo("America/New_York")
+    edt = dt.datetime(2024, 11, 3, 1, 30, tzinfo=new_york)
+    est = dt.datetime(2024, 11, 3, 1, 30, fold=1, tzinfo=new_york)
+    assert edt == est and hash(edt) == hash(est)  # why a memo of the value alone fails
+    log = TradeLog.open(f"sqlite:///{tmp_path / 'log.sqlite'}")
+    start(log)
+    log.order(Order(OrderRequest("fold-1", "rb", "SPY", Side.BUY, 1.0, "r", 1.0), OrderStatus.NEW, edt))
+    log.order_status("fold-1", OrderStatus.CANCELED, est, message="an hour later")
+    log.flush()
+    with log.engine.connect() as conn:
+        stamps = [r[0] for r in conn.exec_driver_sql("SELECT at FROM order_events ORDER BY id")]
+    log.close()
+    assert [pd_utc(s) for s in stamps] == [dt.datetime(2024, 11, 3, 5, 30, tzinfo=dt.UTC),
+                                           dt.datetime(2024, 11, 3, 6, 30, tzinfo=dt.UTC)]
+
+
+def pd_utc(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(str(text)).replace(tzinfo=dt.UTC)

@@ -1010,3 +1010,20 @@ def test_latest_targets_hold_a_fund_stopped_since_the_decision_at_zero(tlog: Tra
     assert float(rows.loc["UGL", "final"]) == 0.0 and float(rows.loc["SPY", "final"]) == 0.7
     assert list(rows.loc["UGL", "reasons"])[-1] == "stop hit on 2023-02-03: out until the next rebalance"
     assert list(rows.loc["SPY", "reasons"]) == ["inverse vol"]
+
+
+def test_a_trade_log_in_a_folder_it_cannot_write_says_so(tmp_path, monkeypatch):
+    """SQLite's "unable to open database file" on a read-only mount gave no hint why."""
+    import os
+    import re
+    from pathlib import Path
+
+    from bot.errors import DatabaseUnreachable
+    from bot.store import engines
+
+    folder = tmp_path / "mounted"
+    (folder / "tradelog.sqlite").mkdir(parents=True)  # not a file SQLite can open
+    real_access = os.access
+    monkeypatch.setattr(engines.os, "access", lambda p, mode: False if Path(p) == folder else real_access(p, mode))
+    with pytest.raises(DatabaseUnreachable, match=rf"its folder {re.escape(str(folder))} is not writable"):
+        engines.writer_engine(f"sqlite:///{folder / 'tradelog.sqlite'}")

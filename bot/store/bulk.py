@@ -15,6 +15,7 @@ as fast as an executemany there (benchmarks/tradelog_flush.py).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -151,7 +152,9 @@ def _converted(cells: Sequence[Any], column: sa.Column[Any], dialect: sa.Dialect
         if v is None:
             out.append(processor(v))
             continue
-        key = (type(v), v)
+        # the offset too: 01:30 EDT and 01:30 EST (fold 0 and 1 of the autumn's repeated
+        # hour, one tzinfo) compare and hash equal, and the second took the first's instant
+        key = (type(v), v, v.utcoffset() if isinstance(v, dt.datetime) else None)
         if key not in memo:
             memo[key] = processor(v)
         out.append(memo[key])

@@ -6,6 +6,7 @@ the promise "inspection never writes" hold in the database itself, not just in c
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import time
@@ -96,9 +97,19 @@ def _connected(engine: sa.Engine, url: str | URL) -> sa.Engine:
             raise
         reason = " ".join(str(exc.orig).split()) if exc.orig is not None else str(exc)
         raise DatabaseUnreachable(
-            f"cannot connect to the trade-log database {mask_url(url)}: {reason}"
+            f"cannot connect to the trade-log database {mask_url(url)}: {reason}{_folder_advice(url)}"
         ) from None
     return engine
+
+
+def _folder_advice(url: str | URL) -> str:
+    """Why SQLite could not open a file, when its folder says: SQLite's own "unable to
+    open database file" gave no hint of a read-only mount or folder."""
+    path = sqlite_file(url)
+    if path is None or not path.parent.is_dir() or os.access(path.parent, os.W_OK):
+        return ""
+    return (f" (its folder {path.parent} is not writable by this user: a read-only mount or "
+            "permissions; a trade log needs to write its journal beside the file)")
 
 
 def sqlite_file(url: str | URL) -> Path | None:

@@ -233,6 +233,8 @@ def _locked(conn: sa.Connection, *, check_keys: bool) -> Iterator[sa.Connection]
         conn.exec_driver_sql(f"PRAGMA busy_timeout={SCHEMA_LOCK_TIMEOUT_S * 1000}")
         try:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+            if check_keys:
+                _refuse_orphans_before(conn)
             yield conn
             broken = conn.exec_driver_sql("PRAGMA foreign_key_check").first() if check_keys else None
             if broken is not None:
@@ -245,6 +247,26 @@ def _locked(conn: sa.Connection, *, check_keys: bool) -> Iterator[sa.Connection]
             conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{SCHEMA_LOCK_TIMEOUT_S}s'")
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
         yield conn
+
+
+def _refuse_orphans_before(conn: sa.Connection) -> None:
+    """Rows already pointing at rows that do not exist (deleted by hand with foreign keys
+    off) would be blamed on the schema change after it, with no way forward: named
+    before it starts, with the rows to repair."""
+    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if not broken:
+        return
+    by_table: dict[tuple[str, str], list[int]] = {}
+    for table, rowid, parent, _key in broken:
+        by_table.setdefault((table, parent), []).append(rowid)
+    listed = "; ".join(
+        f"{table} rowid {', '.join(map(str, rows[:10]))}{' ...' if len(rows) > 10 else ''} "
+        f"({len(rows)} row(s)) -> {parent}"
+        for (table, parent), rows in by_table.items()
+    )
+    raise BotError(f"the trade log already holds rows pointing at rows that do not exist, before "
+                   f"any schema change: {listed}; nothing was changed: repair or delete them "
+                   "(`PRAGMA foreign_key_check` lists them) and run again")
 
 
 def create_sqlite_head(conn: sa.Connection) -> None:
