@@ -256,13 +256,9 @@ def short_span_note(report: dict[str, Any]) -> str | None:
     figures then stretch a few weeks to a year (+2% in three weeks reads as a CAGR over
     40%), which is why the GIPS standards never annualise returns of such periods."""
     row = report["summary"][0] if report["summary"] else {}
-    if "start" not in row or "end" not in row:
+    if not _under_a_year(row):
         return None
-    start, end = dt.date.fromisoformat(row["start"]), dt.date.fromisoformat(row["end"])
-    # 50 weeks: a calendar year's first and last sessions can fall days inside it (a
-    # backtest of 2023 runs from January 3 to December 29, 360 days)
-    if (end - start).days >= 350:
-        return None
+    start, end = row["start"], row["end"]
     return (
         f"The run spans {row.get('days')} trading days ({start} to {end}), less than a year: "
         "its CAGR, annual volatility, Sharpe, Sortino, Calmar, alpha, turnover and cost a "
@@ -272,14 +268,29 @@ def short_span_note(report: dict[str, Any]) -> str | None:
     )
 
 
+def _under_a_year(row: dict[str, Any]) -> bool:
+    """Whether a row (the run, a period) spans less than a year. 50 weeks: a calendar
+    year's first and last sessions can fall days inside it (a backtest of 2023 runs from
+    January 3 to December 29, 360 days)."""
+    if not row.get("start") or not row.get("end"):
+        return False
+    start, end = dt.date.fromisoformat(row["start"]), dt.date.fromisoformat(row["end"])
+    return (end - start).days < 350
+
+
 def _period_table(report: dict[str, Any]) -> Table | None:
     """Periods grouped by name, one row per series, so series compare within a period."""
     by_series: dict[str, list[dict[str, Any]]] = report.get("periods") or {}
     names = list(dict.fromkeys(r["name"] for rows in by_series.values() for r in rows))
     if not names:
         return None
+    short = list(dict.fromkeys(r["name"] for rows in by_series.values() for r in rows
+                               if _under_a_year(r)))
     table = _table("Periods (each from the close before its first day)", ["period", "series"],
                    PERIOD_COLUMNS)
+    if short:  # the summary's short-span warning, for the periods it does not cover
+        table.caption = (f"{', '.join(short)}: under a year, so its CAGR, volatility and ratios "
+                         "extrapolate it to a year; its total return and drawdown are what it measured")
     for name in names:
         for series, rows in by_series.items():
             for row in (r for r in rows if r["name"] == name):

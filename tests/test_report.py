@@ -228,3 +228,18 @@ def test_log_scale_labels_only_round_minor_ticks():
     assert {"100,000", "200,000", "500,000", "1,000,000", "5,000,000"} <= {t for _, t in labels}
     leading = {f"{loc:.0e}"[0] for loc, _ in labels}
     assert leading <= {"1", "2", "5"}, labels
+
+
+def test_a_period_under_a_year_is_warned_too():
+    """The summary's short-span warning looked at the run only: a period of a few days at
+    the end of the data ("2025-present" once the data reaches January) showed a CAGR of
+    53.96% from a 0.12% move without a word."""
+    dates = pd.bdate_range("2022-01-03", "2024-01-10")
+    run = RunSeries("strategy", pd.Series(np.linspace(100.0, 130.0, len(dates)), index=dates))
+    periods = [("2022-2023", "2022-01-03", "2023-12-29"), ("2024-present", "2024-01-02", "present")]
+    report = build_report(run, [], risk_free=None, market=None, periods=periods, data_label=LABEL, meta={})
+    console = Console(record=True, width=300)
+    render_table(report, console=console)
+    text = console.export_text()
+    assert "2024-present: under a year, so its CAGR" in text
+    assert "2022-2023: under a year" not in text and "less than a year" not in text
