@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from bot.dashboard.server import make_server
-from bot.dashboard.svg import date_ticks, nice_ticks
+from bot.dashboard.svg import MAX_POINTS, Line, date_ticks, line_chart, nice_ticks
 from bot.errors import BotError
 from tests.conftest import CONFIG
 from tests.test_dashboard import Dom, chromium, replayed  # noqa: F401 - the fixture
@@ -43,6 +43,26 @@ def test_date_ticks_fall_on_month_and_year_boundaries() -> None:
     assert [label for _, label in mixed] == ["Jul 2023", "2024", "Jul 2024"]
     weeks = date_ticks(dt.date(2024, 1, 2), dt.date(2024, 1, 19), 6)
     assert [d.weekday() for d, _ in weeks] == [0, 0]
+
+
+def test_a_long_drawdown_chart_draws_its_deepest_day() -> None:
+    """A 3,736-day run whose trough (-33.79%, day 1363) fell between the points every
+    4th-point thinning kept: the chart bottomed at -32.85% while the card said -33.79%."""
+    first = dt.date(2010, 1, 4)
+    values = [-0.30 - 0.0285 * (i % 2) for i in range(3736)]  # -30.00% / -32.85% ...
+    trough = 1363
+    assert trough % -(-len(values) // MAX_POINTS) != 0  # the old stride skipped it
+    values[trough] = -0.3379
+    points = [((first + dt.timedelta(days=i)).isoformat(), v) for i, v in enumerate(values)]
+    svg = line_chart("dd", [Line("strategy", points, "#b3261e")], title="Drawdown",
+                     y_format=str, width=1100, height=220)
+    coords = re.search(r'<polyline points="([^"]+)"', svg).group(1).split()
+    drawn = [(float(x), float(y)) for x, y in (c.split(",") for c in coords)]
+    left, plot_w = 80, 1100 - 80 - 16
+    trough_x = round(left + plot_w * trough / (len(values) - 1), 1)
+    lowest = max(drawn, key=lambda p: p[1])  # SVG y grows downwards
+    assert lowest[0] == trough_x
+    assert len(drawn) <= MAX_POINTS + 2
 
 
 def _serve(url: str, host: str = "127.0.0.1"):

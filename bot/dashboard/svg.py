@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from html import escape
 
 REGIME_COLORS = {"GROWTH": "#2ca02c", "TRANSITION": "#ff9f1c", "UNCERTAINTY": "#d62728"}
-MAX_POINTS = 1200  # longer series are thinned (every k-th point, the last one kept)
+MAX_POINTS = 1200  # longer series are thinned to each bucket's extremes (_thin)
 
 
 @dataclass(frozen=True)
@@ -22,13 +22,25 @@ class Line:
 
 
 def _thin(points: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
+    """At most about MAX_POINTS points, keeping each bucket's lowest and highest in time
+    order (and the first and last point): every k-th point alone could skip the deepest
+    drawdown day, and the chart would then disagree with the max drawdown card."""
     if len(points) <= MAX_POINTS:
         return list(points)
-    step = -(-len(points) // MAX_POINTS)
-    kept = list(points[::step])
+    size = -(-len(points) // (MAX_POINTS // 2))  # two points a bucket at most
+    kept = [points[0]]
+    for start in range(0, len(points), size):
+        kept.extend(_extremes(points[start:start + size]))
     if kept[-1] != points[-1]:
         kept.append(points[-1])
-    return kept
+    return [point for i, point in enumerate(kept) if i == 0 or point != kept[i - 1]]
+
+
+def _extremes(bucket: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
+    """A bucket's lowest and highest point, the earlier first (one point if they are one)."""
+    low = min(range(len(bucket)), key=lambda i: bucket[i][1])
+    high = max(range(len(bucket)), key=lambda i: bucket[i][1])
+    return [bucket[i] for i in sorted({low, high})]
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
