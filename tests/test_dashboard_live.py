@@ -118,6 +118,64 @@ def test_runs_selector_fragment_and_host(replayed, tmp_path) -> None:  # noqa: F
         make_server(url, port=0, run=None, refresh=2, config_path=CONFIG, host="192.0.2.1")
 
 
+def two_runs(path) -> str:
+    """A trade log with two runs that recorded equity; the second is the latest."""
+    from bot.store.tradelog import TradeLog
+    from bot.types import EquityPoint
+
+    url = f"sqlite:///{path}"
+    log = TradeLog.open(url)
+    for day in (dt.date(2024, 1, 2), dt.date(2024, 1, 3)):
+        log.start_run(mode="paper", strategy="s", config_hash="-", config={}, code_version="-",
+                      data_source="-", synthetic=False,
+                      started_at=dt.datetime.combine(day, dt.time(), dt.UTC))
+        log.equity(EquityPoint(day, 100.0, 100.0, 0.0, 0.0, None))
+        log.finish_run("finished", dt.datetime.combine(day, dt.time(23), dt.UTC))
+    log.close()
+    return url
+
+
+def _serve_pinned(url: str, run: int):
+    """`bot dashboard --run RUN`, without a market (these runs have no prices)."""
+    from bot.dashboard.server import DashboardServer
+    from bot.dashboard.snapshot import MarketCache
+    from bot.store.benchmark import RunMarket
+    from bot.store.tradelog import TradeLog
+
+    markets = MarketCache(lambda *_: RunMarket(None, None, None, None, "test: no market"))
+    srv = DashboardServer(0, TradeLog.open_readonly(url), run, 2, markets)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    return srv, thread
+
+
+def test_latest_follows_the_newest_run_under_run_and_the_footer_keeps_the_run(tmp_path) -> None:
+    """Under `--run 1`, "latest run (follow new runs)" (?run=latest) showed run 1, and the
+    footer's /api/summary link (no ?run=) the server's run whatever the page showed."""
+    srv, thread = _serve_pinned(two_runs(tmp_path / "two.sqlite"), run=1)
+    try:
+        assert json.loads(_get(srv, "/api/summary"))["run"]["id"] == 1  # --run: the default
+        assert json.loads(_get(srv, "/api/summary?run=latest"))["run"]["id"] == 2
+        assert 'data-run-id="2"' in _get(srv, "/fragment?run=latest")
+        followed = _get(srv, "/?run=latest")
+        assert '<option value="latest" selected>' in followed and 'data-run-id="2"' in followed
+        assert 'href="/api/summary?run=latest"' in followed
+        assert 'href="/api/runs?run=latest"' in followed
+        pinned = _get(srv, "/")
+        assert '<option value="1" selected>' in pinned and 'href="/api/summary?run=1"' in pinned
+        # The page's script keeps following: its in-place update asks for ?run=latest.
+        host, port = srv.server_address[:2]
+        proc = chromium("--dump-dom", f"http://{host}:{port}/?run=latest", tmp=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert re.search(r'id="updated">updated ', proc.stdout), proc.stdout[-3000:]
+        assert 'id="run-head" data-run-id="2"' in proc.stdout
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        srv.tradelog.engine.dispose()
+        thread.join()
+
+
 def test_the_page_fits_a_phone_and_updates_in_place(replayed, tmp_path) -> None:  # noqa: F811
     url, _ = replayed
     srv, thread = _serve(url)

@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="address to listen on (default 127.0.0.1; 0.0.0.0 in a container "
                              "whose port is published on the host's loopback only)")
     parser.add_argument("--port", type=int, default=8050, help="port (default 8050)")
-    parser.add_argument("--run", type=run_id, help="run id (default: the latest run, followed live)")
+    parser.add_argument("--run", type=run_id, help="run a page opens on (default: the latest run, followed live); "
+                             "its run selector's 'latest' follows new runs either way")
     parser.add_argument("--refresh", type=refresh_seconds, default=30,
                         help="seconds between in-place updates of the page, 2 or more (default 30)")
     parser.add_argument(

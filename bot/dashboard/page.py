@@ -60,10 +60,10 @@ SCRIPT = """(function () {
     root.setAttribute("data-scroll-width", String(root.scrollWidth));
     root.setAttribute("data-window-width", String(window.innerWidth));
   }
-  function chosen() { return select && select.value !== "latest" ? select.value : ""; }
+  // "latest" is sent too: under `bot dashboard --run N` no ?run means run N, not the latest
+  function query() { return select ? "?run=" + encodeURIComponent(select.value) : ""; }
   function update() {
-    var run = chosen();
-    return fetch("/fragment" + (run ? "?run=" + encodeURIComponent(run) : ""), {cache: "no-store"})
+    return fetch("/fragment" + query(), {cache: "no-store"})
       .then(function (r) { if (!r.ok) { throw new Error("HTTP " + r.status); } return r.text(); })
       .then(function (html) {
         document.getElementById("live").innerHTML = html;
@@ -74,8 +74,11 @@ SCRIPT = """(function () {
   }
   if (select) {
     select.addEventListener("change", function () {
-      var run = chosen();
-      history.replaceState(null, "", run ? "?run=" + run : location.pathname);
+      history.replaceState(null, "", query());
+      ["api-summary", "api-runs"].forEach(function (id) {  // the footer's links follow too
+        var link = document.getElementById(id);
+        if (link) { link.setAttribute("href", link.getAttribute("href").split("?")[0] + query()); }
+      });
       update();
     });
   }
@@ -307,6 +310,14 @@ def _run_selector(runs: list[dict[str, Any]], shown: int, followed: bool) -> str
             f'<select id="run-select">{"".join(options)}</select>')
 
 
+def _api_links(run_id: int, followed: bool) -> str:
+    """The footer's JSON links, of the run the page shows: without ?run= they answered
+    for the server's default run, another one once a run was chosen (or under --run)."""
+    query = f"?run={'latest' if followed else run_id}"
+    return (f'<a id="api-summary" href="/api/summary{query}">/api/summary</a> · '
+            f'<a id="api-runs" href="/api/runs{query}">/api/runs</a>')
+
+
 def render(
     data: dict[str, Any], refresh_seconds: int, *, runs: list[dict[str, Any]] | None = None,
     followed: bool = True,
@@ -323,6 +334,6 @@ def render(
         f'<header><strong>leverbot</strong>{selector}<span id="updated"></span></header>'
         f'<div id="live">{render_live(data)}</div>'
         f'<footer>read-only view of the trade log · updates in place every {int(refresh_seconds)} s · '
-        '<a href="/api/summary">/api/summary</a> · <a href="/api/runs">/api/runs</a></footer>'
+        f'{_api_links(run["id"], followed)}</footer>'
         '<script src="/dashboard.js"></script></body></html>'
     )

@@ -6,7 +6,8 @@ for a container, whose port is then published on the host's loopback only.
 
 Routes: `/` the page, `/fragment` its <main> (the page's script swaps it in place),
 `/api/summary` the same numbers as JSON, `/api/runs` the runs to choose from,
-`/dashboard.js` the script. Each takes `?run=ID`; without it the latest run is followed.
+`/dashboard.js` the script. Each takes `?run=ID`, or `?run=latest` to follow the latest
+run; without it, the run of `--run`, else the latest run, followed.
 
 Binding to loopback is not enough on its own: a web page can point a name it controls at
 127.0.0.1 (DNS rebinding) and read the answers as same-origin. So a request must name a
@@ -157,9 +158,12 @@ class Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, "text/html; charset=utf-8", page.encode())
 
     def _run(self, query: str) -> int | None:
-        """?run=ID, else the server's --run, else None (the latest run, followed)."""
+        """?run=ID; ?run=latest: None (the latest run, followed, even under --run);
+        no ?run: the server's --run, else None."""
         values = parse_qs(query).get("run")
-        if not values or values[-1] in ("", "latest"):
+        if values and values[-1] == "latest":
+            return None
+        if not values or values[-1] == "":
             return self.server.run
         try:  # the commands' own check: a 20-digit id overflowed SQLite (a 500)
             return run_id(values[-1])
