@@ -188,3 +188,39 @@ def test_a_run_the_log_does_not_hold_is_refused_at_start(log_url, capsys) -> Non
     code = main(["dashboard", "--database", log_url, "--run", "999", "--port", "0"])
     err = capsys.readouterr().err
     assert code == 2 and "no run 999 in the trade log" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("host", "shown"), [("0.0.0.0", "127.0.0.1"), ("::", "[::1]")])
+def test_a_wildcard_bind_prints_a_url_the_server_answers(log_url, capsys, monkeypatch, host, shown) -> None:
+    """`bot dashboard --host 0.0.0.0` printed http://0.0.0.0:8050/, which its own Host check
+    answers with 421. The server is bound to 127.0.0.1 here (never to every interface in a
+    test): the printed URL is then fetched as a browser would open it."""
+    import urllib.request
+
+    from bot.cli import main
+    from bot.dashboard import server as server_module
+
+    real_make_server, real_serve = server_module.make_server, DashboardServer.serve_forever
+    answers: list[int] = []
+
+    def on_loopback(url: str, **kwargs):
+        return real_make_server(url, **{**kwargs, "host": "127.0.0.1"})
+
+    def fetch_printed_url(srv: DashboardServer) -> None:
+        printed = capsys.readouterr().out.split(" on ", 1)[1].split()[0]
+        assert printed == f"http://{shown}:{srv.server_address[1]}/"
+        opened = printed.replace("[::1]", "127.0.0.1")  # the bind here is IPv4 only
+        thread = threading.Thread(target=real_serve, args=(srv, 0.05), daemon=True)
+        thread.start()
+        try:
+            request = urllib.request.Request(f"{opened}api/summary", headers={"Host": printed[7:-1]})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                answers.append(response.status)
+        finally:
+            srv.shutdown()
+            thread.join()
+
+    monkeypatch.setattr(server_module, "make_server", on_loopback)
+    monkeypatch.setattr(server_module.DashboardServer, "serve_forever", fetch_printed_url)
+    assert main(["dashboard", "--database", log_url, "--host", host, "--port", "0"]) == 0
+    assert answers == [200]

@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from bot.dashboard.server import make_server, url_host
+    from bot.dashboard.server import browse_url, make_server
     from bot.store.engines import mask_url
 
     url = database_url(args.config, args.database)
@@ -51,7 +51,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
             server.server_close()
             server.tradelog.engine.dispose()
             raise
-    print(f"dashboard of {mask_url(url)} on http://{url_host(args.host)}:{server.server_address[1]}/ "
+    print(f"dashboard of {mask_url(url)} on {browse_url(args.host, server.server_address[1])} "
           "(Ctrl-C stops)")
     try:
         server.serve_forever()

@@ -78,6 +78,16 @@ def url_host(host: str) -> str:
     return f"[{host}]" if address_family(host) == socket.AF_INET6 else host
 
 
+#: Wildcard binds, and the loopback address of each: the one a browser can open
+WILDCARDS = {"0.0.0.0": HOST, "::": "::1"}
+
+
+def browse_url(bound: str, port: int) -> str:
+    """The URL to open for a server bound to `bound`: a wildcard address (0.0.0.0, ::) is
+    no address to open, nor a Host name the server accepts (421), so its loopback one."""
+    return f"http://{url_host(WILDCARDS.get(bound, bound))}:{port}/"
+
+
 def host_name(header: str | None) -> str | None:
     """The host name of a Host header ('[::1]:8050' -> '::1'), lower-cased, without a
     trailing dot; None if there is none or it is malformed."""
@@ -110,7 +120,7 @@ class DashboardServer(ThreadingHTTPServer):
         self.refresh = refresh
         self.markets = markets
         self.host = host  # the address asked for; the Host-header check accepts it
-        names = allowed_hosts | ({host} if host not in ("0.0.0.0", "::") else set())
+        names = allowed_hosts | ({host} if host not in WILDCARDS else set())
         self.allowed_hosts = LOOPBACK_NAMES | {HOST} | {h.lower().rstrip(".") for h in names}
         self.address_family = address_family(host)  # read by the socket server's __init__
         super().__init__((host, port), Handler)
@@ -201,11 +211,9 @@ class Handler(BaseHTTPRequestHandler):
         if name in self.server.allowed_hosts:
             return True
         log.warning("dashboard.host_refused", host=(self.headers.get("Host") or "")[:100])
-        port = self.server.server_address[1]
-        bound = self.server.host
-        where = HOST if bound in ("0.0.0.0", "::") else url_host(bound)  # reachable by it
+        where = browse_url(self.server.host, self.server.server_address[1])
         self._send(HTTPStatus.MISDIRECTED_REQUEST, "text/plain; charset=utf-8",
-                   f"unknown Host header; open http://{where}:{port}/\n".encode())
+                   f"unknown Host header; open {where}\n".encode())
         return False
 
     def _send(self, status: HTTPStatus, content_type: str, body: bytes) -> None:
