@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from sqlalchemy import Connection
 
-    from bot.store.queries import Filters
+    from bot.store.queries import Filters, Liveness
     from bot.store.rows import Rows
 
 # command -> (help, query function name in bot.store.queries, default: latest run or all runs)
@@ -213,9 +213,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
                 run_id = queries.latest_run(conn, account)
         stored = build_stored_report(log, run_id, config_path=Path(args.config), database=url,
                                      account=args.account)
+        with log.engine.connect() as conn:
+            alive = queries.liveness(conn, run_id)
     finally:
         log.engine.dispose()
-    warning = unfinished_warning(run_id, stored.report["meta"]["status"], stored.strategy.equity)
+    warning = unfinished_warning(run_id, stored.report["meta"]["status"], stored.strategy.equity,
+                                 alive)
     if warning:  # a new list: stored.notes (printed below the table) shares the old one
         stored.report["meta"]["notes"] = [warning, *stored.report["meta"]["notes"]]
     # one folder per account: a second account's report must not overwrite the first's
@@ -249,12 +252,31 @@ UNFINISHED: dict[str, str] = {
 }
 
 
-def unfinished_warning(run_id: int, status: str, equity: pd.Series) -> str | None:
+#: A 'running' run whose process state is known (bot.store.queries.liveness), as `bot runs`
+#: shows it: said instead of "in progress, or was stopped".
+RUNNING_PROCESS: dict[str, str] = {
+    "gone": "is still marked 'running' but its process is gone (killed, or the machine went "
+            "down; the next run started on its machine, or of its strategy for a paper or "
+            "live one, marks it failed)",
+    "alive": "is still marked 'running' and its process is alive: it is in progress",
+}
+
+
+def unfinished_warning(
+    run_id: int, status: str, equity: pd.Series, alive: Liveness | None = None
+) -> str | None:
     """A line for a run that did not finish: its figures stop where its records stop, so
-    they must not read like those of a complete run."""
+    they must not read like those of a complete run. `alive` (the run's process state,
+    when known) says whether a 'running' run is in progress or dead."""
     what = UNFINISHED.get(status)
     if what is None:
         return None
+    if status == "running" and alive is not None:
+        what = RUNNING_PROCESS.get(alive.process or "", what)
+        if alive.heartbeat_stale and alive.process != "gone":
+            what += ", but its heartbeat is stale (stuck or suspended?)"
+        if alive.heartbeat_at is not None:
+            what += f"; last heartbeat {alive.heartbeat_at:%Y-%m-%d %H:%M} UTC"
     last = f" (last equity point {equity.index[-1]:%Y-%m-%d})" if len(equity) else ""
     return f"WARNING: run {run_id} {what}; the figures cover only what it recorded{last}."
 

@@ -370,3 +370,51 @@ def test_spy_is_not_carried_flat_past_the_end_of_its_data() -> None:
     answer = _benchmark(RunMarket(spy, None, None, None, "real"), curve)
     assert [day for day, _ in answer["curve"]] == ["2024-12-30", "2024-12-31"]
     assert answer["total_return"] == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize(("holder", "beat_age", "process", "banner"), [
+    ("dead", dt.timedelta(minutes=1), "gone", "its process is gone"),
+    ("elsewhere", dt.timedelta(hours=2), "gone", "its process is gone"),
+    ("me", dt.timedelta(seconds=5), "alive", None),
+    ("me", dt.timedelta(hours=2), "alive", "its process has stopped sending heartbeats"),
+])
+def test_a_running_run_whose_process_is_gone_says_so(tmp_path, holder, beat_age, process, banner) -> None:
+    """A run killed with kill -9 showed "status running" and a ticking "updated" stamp while
+    `bot runs` said `running | gone`: /api/summary's run now has the same process state and
+    last heartbeat, and the page a banner over a dead or silent run."""
+    from bot.dashboard.page import render_live
+    from bot.dashboard.snapshot import MarketCache, collect
+    from bot.store.benchmark import RunMarket
+    from bot.store.holder import this_process
+    from bot.store.tradelog import TradeLog
+    from bot.types import EquityPoint
+    from tests.test_journey_cli import dead_holder, set_holder
+
+    url = f"sqlite:///{tmp_path / 'killed.sqlite'}"
+    log = TradeLog.open(url)
+    run_id = log.start_run(mode="paper", strategy="s", config_hash="-", config={}, code_version="-",
+                           data_source="-", synthetic=False,
+                           started_at=dt.datetime(2024, 1, 2, tzinfo=dt.UTC))
+    log.equity(EquityPoint(dt.date(2024, 1, 2), 100.0, 100.0, 0.0, 0.0, None))
+    log.close()  # never finished: what a killed process leaves
+    beat = dt.datetime.now(dt.UTC) - beat_age
+    name = {"dead": dead_holder(), "me": this_process(),
+            "elsewhere": "another-host@1:4242:99"}[holder]
+    set_holder(url, run_id, name, beat)
+
+    reader = TradeLog.open_readonly(url)
+    try:
+        no_market = MarketCache(lambda *_: RunMarket(None, None, None, None, "test: no market"))
+        data = collect(reader, None, no_market)
+    finally:
+        reader.close()
+    run = data["run"]
+    assert (run["status"], run["process"]) == ("running", process)
+    assert run["heartbeat_at"] == beat.isoformat()
+    dom = Dom()
+    dom.feed(render_live(data))
+    if banner is None:
+        assert "process-banner" not in dom.by_id
+    else:
+        assert banner in dom.text["process-banner"]
+        assert f"last heartbeat {beat:%Y-%m-%d %H:%M} UTC" in dom.text["process-banner"]

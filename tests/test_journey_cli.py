@@ -211,13 +211,48 @@ def test_a_reversed_date_range_is_an_error(tmp_path, capsys) -> None:
 # --- 6: a report of an unfinished run says so -------------------------------------------
 
 
-@pytest.mark.parametrize(("status", "meaning"), [
-    (None, "is still marked 'running': it is in progress, or was stopped before"),
-    ("failed", "failed: it stopped on an error or was interrupted"),
+def dead_holder() -> str:
+    """A holder of this host whose process is gone: our pid, another process's start."""
+    from bot.store.holder import this_process
+
+    me = this_process()
+    if me is None:
+        pytest.skip("no /proc: a holder's state cannot be told")
+    host_pid, ticks = me.rsplit(":", 1)
+    return f"{host_pid}:{int(ticks) + 1}"
+
+
+def set_holder(url: str, run_id: int, holder: str | None,
+               heartbeat_at: dt.datetime | None = None) -> None:
+    """What a run's process left behind: its holder and last heartbeat."""
+    import sqlalchemy as sa
+
+    from bot.store.models import RUNS
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.update(RUNS).where(RUNS.c.id == run_id)
+                     .values(holder=holder, heartbeat_at=heartbeat_at))
+    engine.dispose()
+
+
+@pytest.mark.parametrize(("status", "holder", "meaning"), [  # holder none: a run of before holders
+    (None, "none", "is still marked 'running': it is in progress, or was stopped before"),
+    (None, "gone", "is still marked 'running' but its process is gone (killed, or the machine"),
+    (None, "alive", "is still marked 'running' and its process is alive: it is in progress"),
+    ("failed", "alive", "failed: it stopped on an error or was interrupted"),
 ])
-def test_a_report_of_an_unfinished_run_warns_first(status, meaning, tmp_path, capsys) -> None:
+def test_a_report_of_an_unfinished_run_warns_first(status, holder, meaning, tmp_path, capsys) -> None:
+    """A 'running' run's warning says what `bot runs` knows of its process: a run killed
+    with kill -9 read "in progress, or was stopped" while `bot runs` said it was gone."""
     url = sqlite_url(tmp_path)
     run_id = record_run(url, status)
+    if holder == "alive":
+        from bot.store.holder import this_process
+
+        set_holder(url, run_id, this_process(), dt.datetime.now(dt.UTC))
+    elif holder == "gone":
+        set_holder(url, run_id, dead_holder(), dt.datetime(2024, 3, 6, 21, 5, tzinfo=dt.UTC))
     capsys.readouterr()  # the recording's own log lines
     out = tmp_path / "r"
     code, printed, err = run_cli(capsys, "report", "--database", url, "--run", str(run_id),
@@ -226,6 +261,8 @@ def test_a_report_of_an_unfinished_run_warns_first(status, meaning, tmp_path, ca
     warning = f"WARNING: run {run_id} {meaning}"
     assert printed.startswith(warning) and printed.count(warning) == 1
     assert "the figures cover only what it recorded (last equity point 2024-03-06)" in printed
+    if holder == "gone":
+        assert "; last heartbeat 2024-03-06 21:05 UTC;" in printed
     notes = json.loads((out / "report.json").read_text())["meta"]["notes"]
     assert notes[0].startswith(warning)
 

@@ -283,10 +283,12 @@ def render_live(data: dict[str, Any]) -> str:
     title = f"leverbot — run {run['id']} ({run['mode']}, {run['strategy']})"
     if data.get("account") is not None:
         title += f" — account {data['account']}"
-    subtitle = (f"status {run['status']} · data {run['data_source']} · started {run['started_at']} · "
+    process = f" ({run['process']})" if run.get("process") else ""
+    subtitle = (f"status {run['status']}{process} · data {run['data_source']} · started {run['started_at']} · "
                 f"code {run['code_version']} · generated {data['generated_at']}")
     banner = ('<div class="synthetic" id="synthetic-banner">SYNTHETIC DATA: these numbers are not '
               "real market history.</div>") if run["synthetic"] else ""
+    banner += _process_banner(run)
     body = _cards(data)
     body += _charts(data) if data["equity"] is not None else "<section>no equity recorded yet</section>"
     body += f'<div class="grid2">{_weights(data)}{_regimes(data)}</div>'
@@ -298,11 +300,26 @@ def render_live(data: dict[str, Any]) -> str:
 render_main = render_live  # /fragment
 
 
+def _process_banner(run: dict[str, Any]) -> str:
+    """A warning over a 'running' run whose process is gone or silent: its status and the
+    ticking "updated" stamp would otherwise read as a run in progress."""
+    if run.get("process") != "gone" and not run.get("heartbeat_stale"):
+        return ""
+    beat = run.get("heartbeat_at")
+    last = f"last heartbeat {_time(beat)} UTC" if beat else "no heartbeat recorded"
+    what = ("its process is gone" if run.get("process") == "gone"
+            else "its process has stopped sending heartbeats (stuck or suspended?)")
+    return (f'<div class="synthetic" id="process-banner" data-process="{_attr(run.get("process"))}">'
+            f"Run {run['id']} is marked running but {what}, {last}: the figures stop at "
+            "its last record.</div>")
+
+
 def _run_selector(runs: list[dict[str, Any]], shown: int, followed: bool) -> str:
     options = [f'<option value="latest"{" selected" if followed else ""}>latest run (follow new runs)</option>']
     for r in runs:
         selected = " selected" if not followed and r["id"] == shown else ""
-        label = f"run {r['id']} · {r['mode']} · {r['strategy']} · {r['status']} · {str(r['started_at'])[:10]}"
+        status = f"{r['status']} ({r['process']})" if r.get("process") == "gone" else r["status"]
+        label = f"run {r['id']} · {r['mode']} · {r['strategy']} · {status} · {str(r['started_at'])[:10]}"
         if r.get("synthetic"):
             label += " · SYNTHETIC"
         options.append(f'<option value="{r["id"]}"{selected}>{escape(label)}</option>')

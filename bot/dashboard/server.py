@@ -186,7 +186,7 @@ class Handler(BaseHTTPRequestHandler):
 
         with self.server.tradelog.engine.connect() as conn:
             frame = queries.runs(conn, queries.Filters()).frame()
-        columns = ["id", "mode", "strategy", "status", "started_at", "synthetic"]
+        columns = ["id", "mode", "strategy", "status", "process", "started_at", "synthetic"]
         return list(reversed(records(frame[[c for c in columns if c in frame.columns]])))
 
     def do_HEAD(self) -> None:

@@ -131,12 +131,17 @@ def collect(
         risk = queries.risk_events(conn, queries.Filters(run=run_id, limit=LATEST_ROWS)).frame()
         regimes = queries.regimes(conn, queries.Filters(run=run_id, limit=REGIME_ROWS)).frame()
         weights = _weights(conn, run_id, account)
+        alive = queries.liveness(conn, run_id)
 
     summary: dict[str, Any] = {
         "run": {
             "id": run_id, "mode": info.mode, "strategy": info.strategy, "status": info.status,
             "data_source": info.data_source, "synthetic": bool(info.synthetic),
             "started_at": info.started_at.isoformat(), "code_version": info.code_version,
+            # as `bot runs` shows it: a killed run stays 'running' with no one behind it
+            "process": alive.process,
+            "heartbeat_at": None if alive.heartbeat_at is None else alive.heartbeat_at.isoformat(),
+            "heartbeat_stale": alive.heartbeat_stale,
         },
         "account": account,
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bot.errors import BotError
-from bot.store.heartbeat import database_now, process_state
+from bot.store.heartbeat import database_now, is_stale, process_state
 from bot.store.models import METADATA
 from bot.store.rows import Rows
 from bot.types import OrderStatus
@@ -96,6 +96,40 @@ def require_run(conn: sa.Connection, run_id: int) -> None:
         known = conn.execute(sa.select(RUNS.c.id).order_by(RUNS.c.id)).scalars().all()
         listed = ", ".join(str(r) for r in known[-10:]) or "none"
         raise RunNotFound(f"no run {run_id} in the trade log (latest runs: {listed}); see `bot runs`")
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """Whether a run's process still runs, as `bot runs` judges it: a process killed
+    outright leaves its run 'running' until the next run marks it failed, so its status
+    alone reads as a run in progress."""
+
+    process: str | None  # 'alive', 'gone' or 'unknown' for a 'running' run; else None
+    heartbeat_at: dt.datetime | None  # its last sign of life (None: it never beat)
+    heartbeat_stale: bool  # a 'running' run's last beat is older than the lease
+
+    @property
+    def doubtful(self) -> bool:
+        """A 'running' run whose process is gone or has stopped beating."""
+        return self.process == "gone" or self.heartbeat_stale
+
+
+def run_process(status: str, holder: str | None, heartbeat_at: dt.datetime | None,
+                now: dt.datetime) -> str | None:
+    """The process state of a 'running' run (bot.store.heartbeat.process_state); None for
+    a run that ended, whose process no longer matters."""
+    return process_state(holder, heartbeat_at, now) if status == "running" else None
+
+
+def liveness(conn: sa.Connection, run_id: int) -> Liveness:
+    """Run `run_id`'s Liveness, judged by the clock heartbeats are written by."""
+    row = conn.execute(
+        sa.select(RUNS.c.status, RUNS.c.holder, RUNS.c.heartbeat_at).where(RUNS.c.id == run_id)
+    ).one()
+    now = database_now(conn)
+    running = row.status == "running"
+    return Liveness(run_process(row.status, row.holder, row.heartbeat_at, now), row.heartbeat_at,
+                    running and is_stale(row.heartbeat_at, now))
 
 
 def synthetic_runs(conn: sa.Connection, run_ids: set[int]) -> set[int]:
@@ -197,7 +231,7 @@ def runs(conn: sa.Connection, f: Filters, documents: bool = False) -> Rows:
     # until the next run started marks it failed (bot.store.abandoned).
     now = database_now(conn)  # the clock heartbeats are written by
     process = [
-        process_state(holder, beat, now) if status == "running" else None
+        run_process(status, holder, beat, now)
         for status, holder, beat in zip(
             rows.column("status"), rows.column("holder"), rows.column("heartbeat_at"), strict=True
         )
