@@ -211,8 +211,9 @@ class Engine:
             self.log.snapshot(self._days[t], self.symbols, held, marks)
         equity = cash + positions
         state = self.state
-        # The record's drawdown is from the run's true high-water mark; the guard's own
-        # peak may have been re-based after a defensive time-out.
+        # The record's drawdown is from the strategy's all-time high-water mark (its
+        # state, saved per instance, carries it into the next session: not this run's
+        # peak); the guard's own peak may have been re-based after a defensive time-out.
         state.equity_peak = max(state.equity_peak, equity)
         drawdown = 1.0 - equity / state.equity_peak if state.equity_peak > 0 else 0.0
         point = new_record(EquityPoint, (self._days[t], equity, cash, positions, drawdown, state.regime))

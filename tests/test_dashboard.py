@@ -418,3 +418,56 @@ def test_a_running_run_whose_process_is_gone_says_so(tmp_path, holder, beat_age,
     else:
         assert banner in dom.text["process-banner"]
         assert f"last heartbeat {beat:%Y-%m-%d %H:%M} UTC" in dom.text["process-banner"]
+
+
+def resumed_below_its_peak(url: str) -> int:
+    """Two runs of one strategy: the first reaches 120, the second resumes at 110 and ends
+    at 114. The engine records the drawdown from the strategy's all-time peak (its state's
+    equity_peak, carried between sessions), so 8.33%, 12.5%, 5% under 120; measured
+    from the second run's own highest equity it is 0, -4.55%, 0."""
+    from bot.store.tradelog import TradeLog
+    from bot.types import EquityPoint
+
+    first = [(2, 100.0, 0.0), (3, 120.0, 0.0)]  # (day, equity, stored drawdown depth)
+    second = [(4, 110.0, 1 - 110 / 120), (5, 105.0, 1 - 105 / 120), (8, 114.0, 1 - 114 / 120)]
+    log = TradeLog.open(url)
+    for points in (first, second):
+        run_id = log.start_run(mode="paper", strategy="s", config_hash="-", config={},
+                               code_version="-", data_source="-", synthetic=False,
+                               started_at=dt.datetime(2024, 1, points[0][0], tzinfo=dt.UTC))
+        for day, value, depth in points:
+            log.equity(EquityPoint(dt.date(2024, 1, day), value, value, 0.0, depth, None))
+        log.finish_run("finished", dt.datetime(2024, 1, points[-1][0], 22, tzinfo=dt.UTC))
+    log.close()
+    return run_id
+
+
+def test_a_resumed_run_shows_the_drawdown_its_risk_guard_acts_on(tmp_path) -> None:
+    """After a restart `bot equity --run 2` showed -14.59% and the dashboard -5.07%: the
+    page recomputed the drawdown from the run's own curve without a word. It now shows
+    the stored one, from the strategy's all-time peak, labelled, next to the run's."""
+    from bot.dashboard.page import render_live
+    from bot.dashboard.snapshot import MarketCache, collect
+    from bot.store.benchmark import RunMarket
+    from bot.store.tradelog import TradeLog
+
+    url = f"sqlite:///{tmp_path / 'resumed.sqlite'}"
+    run_id = resumed_below_its_peak(url)
+    reader = TradeLog.open_readonly(url)
+    try:
+        no_market = MarketCache(lambda *_: RunMarket(None, None, None, None, "test: no market"))
+        data = collect(reader, run_id, no_market)
+    finally:
+        reader.close()
+    eq = data["equity"]
+    assert eq["drawdown"] == 0.0 and eq["max_drawdown"] == pytest.approx(105 / 110 - 1)
+    assert eq["drawdown_all_time"] == pytest.approx(-0.05)
+    assert eq["max_drawdown_all_time"] == pytest.approx(-0.125)
+    dom = Dom()
+    dom.feed(render_live(data))
+    assert float(dom.by_id["drawdown-all-time"]["data-value"]) == pytest.approx(-0.05)
+    assert dom.text["drawdown-all-time"] == "-5.00%"
+    assert "-5.00% now, -12.50% at worst" in dom.text["drawdown-note"]
+    page = render_live(data)
+    assert "drawdown (risk guard, all-time peak)" in page and "drawdown (this run)" in page
+    assert 'data-series="from all-time peak"' in page  # the chart draws both

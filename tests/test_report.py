@@ -243,3 +243,26 @@ def test_a_period_under_a_year_is_warned_too():
     text = console.export_text()
     assert "2024-present: under a year, so its CAGR" in text
     assert "2022-2023: under a year" not in text and "less than a year" not in text
+
+
+def test_a_stored_report_names_its_drawdown_as_the_runs(tmp_path, capsys) -> None:
+    """`bot report --run 2` of a run that resumed its strategy below an earlier run's peak:
+    its max DD (-4.55%) is the run's own, while the stored drawdown the risk guard acts on
+    (`bot equity`) reached -12.50%. The report said nothing of the larger one."""
+    from tests.test_cli_errors import run_cli
+    from tests.test_dashboard import resumed_below_its_peak
+
+    url = f"sqlite:///{tmp_path / 'resumed.sqlite'}"
+    run_id = resumed_below_its_peak(url)
+    out = tmp_path / "r"
+    code, printed, err = run_cli(capsys, "report", "--database", url, "--run", str(run_id),
+                                 "--out", str(out), "--no-charts")
+    assert code == 0, err
+    expected = ("max DD and the drawdown chart are this run's, from the highest equity it "
+                "recorded (-4.55% at worst); the trade log's drawdown (`bot equity`) is from the "
+                "strategy's all-time peak, earlier runs included, the one its drawdown defence "
+                "measures from: -5.00% on the last day, -12.50% at worst.")
+    assert expected in " ".join(printed.split())
+    report = json.loads((out / "report.json").read_text())
+    assert expected in report["meta"]["notes"]
+    assert report["summary"][0]["max_drawdown"] == pytest.approx(105 / 110 - 1)  # still the run's

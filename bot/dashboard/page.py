@@ -148,11 +148,28 @@ def _td(shown: str, value: Any = None, *, num: bool = False, css: str = "") -> s
     return f'<td class="{classes}"{attr}>{shown}</td>'
 
 
+def _differs(eq: dict[str, Any]) -> bool:
+    """Whether the run's drawdown and the one from the all-time peak ever differ (they do
+    when the run resumed a strategy below a peak an earlier run of it reached)."""
+    return any(abs(a[1] - b[1]) > 1e-6
+               for a, b in zip(eq["drawdown_curve"], eq["drawdown_all_time_curve"], strict=True))
+
+
+def _drawdown_lines(eq: dict[str, Any]) -> list[Line]:
+    """The run's drawdown, and the one from the all-time peak beside it when they differ."""
+    run = [tuple(p) for p in eq["drawdown_curve"]]
+    if not _differs(eq):
+        return [Line("strategy", run, "#b3261e", 1.4, True)]
+    all_time = [tuple(p) for p in eq["drawdown_all_time_curve"]]
+    return [Line("from all-time peak", all_time, "#7a1712", 1.4, True),
+            Line("from this run's peak", run, "#e8735f", 1.4)]
+
+
 def _charts(data: dict[str, Any]) -> str:
     eq, bench = data["equity"], data["benchmark"] or {}
     regimes = [(d, r) for d, r in eq["regime_days"]]
     lines = [Line("strategy", [tuple(p) for p in eq["curve"]], "#1f5fbf", 1.8)]
-    dd_lines = [Line("strategy", [tuple(p) for p in eq["drawdown_curve"]], "#b3261e", 1.4, True)]
+    dd_lines = _drawdown_lines(eq)
     if bench.get("curve"):
         lines.append(Line("SPY (rebased)", [tuple(p) for p in bench["curve"]], "#7f7f7f", 1.2))
         dd_lines.append(Line("SPY", [tuple(p) for p in bench["drawdown_curve"]], "#7f7f7f", 1.0))
@@ -265,15 +282,32 @@ def _cards(data: dict[str, Any]) -> str:
                   _sign(eq["total_return"])),
             _card("spy-return", "SPY same dates", _pct(bench.get("total_return")),
                   bench.get("total_return"), _sign(bench.get("total_return"))),
-            _card("drawdown", "drawdown", _pct(eq["drawdown"]), eq["drawdown"], _sign(eq["drawdown"])),
-            _card("max-drawdown", "max drawdown", _pct(eq["max_drawdown"]), eq["max_drawdown"], "neg"),
+            _card("drawdown-all-time", "drawdown (risk guard, all-time peak)",
+                  _pct(eq["drawdown_all_time"]), eq["drawdown_all_time"], _sign(eq["drawdown_all_time"])),
+            _card("drawdown", "drawdown (this run)", _pct(eq["drawdown"]), eq["drawdown"],
+                  _sign(eq["drawdown"])),
+            _card("max-drawdown", "max drawdown (this run)", _pct(eq["max_drawdown"]),
+                  eq["max_drawdown"], "neg"),
         ]
     cards += [
         _card("trade-count", "trades", str(data["trade_count"]), data["trade_count"]),
         _card("open-order-count", "open orders", str(data["open_order_count"]), data["open_order_count"]),
         _card("regime", "regime", (eq or {}).get("regime") or "-", (eq or {}).get("regime")),
     ]
-    return f'<div class="cards">{"".join(cards)}</div>'
+    return f'<div class="cards">{"".join(cards)}</div>' + (_drawdown_note(eq) if eq else "")
+
+
+def _drawdown_note(eq: dict[str, Any]) -> str:
+    """Why the two drawdowns differ, when they do: a user the risk guard holds in
+    defensive mode must not be shown a small drawdown unexplained."""
+    if not _differs(eq):
+        return ""
+    return ('<p class="note" id="drawdown-note">"this run" is measured from the highest equity '
+            "this run recorded; \"all-time peak\" from the strategy's highest equity across its "
+            "runs, the peak its drawdown defence measures from (until a defensive time-out "
+            f"re-bases the defence's own): {_pct(eq['drawdown_all_time'])} now, "
+            f"{_pct(eq['max_drawdown_all_time'])} at worst in this run, as `bot equity` shows "
+            "it.</p>")
 
 
 def render_live(data: dict[str, Any]) -> str:

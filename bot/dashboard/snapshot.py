@@ -161,7 +161,9 @@ def collect(
         [float(v) for v in equity["equity"]], index=pd.DatetimeIndex(equity["day"]), name="equity"
     )
     last: Decimal = equity["equity"].iloc[-1]
-    dd = drawdown_series(curve)
+    dd = drawdown_series(curve)  # from this run's own highest equity
+    # as recorded: from the strategy's all-time high-water mark, earlier runs included
+    all_time = pd.Series([float(v) for v in equity["drawdown"]], index=curve.index)
     summary["equity"] = {
         "day": equity["day"].iloc[-1].isoformat(),
         "latest": str(last),
@@ -170,6 +172,11 @@ def collect(
         "total_return": float(curve.iloc[-1] / curve.iloc[0] - 1.0),
         "drawdown": float(dd.iloc[-1]),
         "max_drawdown": float(dd.min()),
+        # The one the drawdown defence measures from (bot equity shows it): a run that
+        # resumed a strategy below its old peak starts its own drawdown at 0.
+        "drawdown_all_time": float(all_time.iloc[-1]),
+        "max_drawdown_all_time": float(all_time.min()),
+        "drawdown_all_time_curve": _series_points(all_time),
         "regime": _label(equity["regime"].iloc[-1]),
         "curve": _series_points(curve),
         "drawdown_curve": _series_points(dd),

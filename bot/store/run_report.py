@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from bot.data.base import RISK_FREE
 from bot.decay import decay_section
 from bot.errors import BotError
-from bot.metrics import risk_free_gap_note
+from bot.metrics import drawdown_series, risk_free_gap_note
 from bot.report import RunSeries, build_report
 from bot.store.benchmark import RunMarket, covering, load_run_market
 from bot.store.engines import mask_url
@@ -116,6 +116,25 @@ def daily_weights(
     return weights
 
 
+def all_time_drawdown_note(equity: pd.DataFrame) -> str | None:
+    """When the stored drawdown differs from the run's own: the report's max DD and
+    drawdown chart are the run's, from the highest equity it recorded, while the stored
+    one (`bot equity`) is from the strategy's all-time peak, earlier runs included, which
+    its drawdown defence measures from. A run that resumed below an old peak would
+    otherwise show a small drawdown with no word of the larger one the guard acts on."""
+    own = drawdown_series(equity["equity"])
+    stored = -equity["drawdown"]
+    if ((own - stored).abs() <= 1e-6).all():  # the same but for rounding
+        return None
+    return (
+        f"max DD and the drawdown chart are this run's, from the highest equity it recorded "
+        f"({own.min() * 100:.2f}% at worst); the trade log's drawdown (`bot equity`) is from "
+        f"the strategy's all-time peak, earlier runs included, the one its drawdown defence "
+        f"measures from: {stored.iloc[-1] * 100:.2f}% on the last day, "
+        f"{stored.min() * 100:.2f}% at worst."
+    )
+
+
 def _sweep_hint(log: TradeLog, run_id: int) -> str:
     """Why a sweep's run has no days: `bot sweep` keeps only its summary by default."""
     import shlex
@@ -158,6 +177,9 @@ def build_stored_report(
         notes.append(_risk_free_note(market))
     elif (late := risk_free_gap_note(market.risk_free, days[0])) is not None:
         notes.append(late)
+    peak_note = all_time_drawdown_note(equity)
+    if peak_note:
+        notes.append(peak_note)
     spy, coverage = covering(market.spy, days)
     if coverage:
         notes.append(f"SPY benchmark: {coverage}")
