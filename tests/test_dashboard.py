@@ -471,3 +471,23 @@ def test_a_resumed_run_shows_the_drawdown_its_risk_guard_acts_on(tmp_path) -> No
     page = render_live(data)
     assert "drawdown (risk guard, all-time peak)" in page and "drawdown (this run)" in page
     assert 'data-series="from all-time peak"' in page  # the chart draws both
+
+
+def test_spy_starting_after_the_run_says_so() -> None:
+    """SPY data beginning after the run's first day: "SPY same dates" covered a shorter
+    span with no note (only a late end was noted)."""
+    import pandas as pd
+
+    from bot.dashboard.snapshot import _benchmark
+    from bot.store.benchmark import RunMarket, covering
+
+    days = pd.to_datetime(["2024-12-30", "2024-12-31", "2025-01-02", "2025-01-03"])
+    curve = pd.Series([100.0, 101.0, 102.0, 103.0], index=days)
+    spy = pd.Series([500.0, 505.0], index=days[2:])
+    answer = _benchmark(RunMarket(spy, None, None, None, "real"), curve)
+    assert answer["note"] == "SPY data starts on 2025-01-02, after the run's first day (2024-12-30)"
+    assert [day for day, _ in answer["curve"]] == ["2025-01-02", "2025-01-03"]
+    both = covering(pd.Series([500.0], index=days[1:2]), days)[1]
+    assert both == ("SPY data starts on 2024-12-31, after the run's first day (2024-12-30); "
+                    "SPY data ends on 2024-12-31, before the run's last day")
+    assert covering(pd.Series(1.0, index=days), days)[1] is None

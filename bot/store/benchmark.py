@@ -95,13 +95,23 @@ def load_run_market(
 
 
 def covering(spy: pd.Series | None, days: pd.DatetimeIndex) -> tuple[pd.Series | None, str | None]:
-    """SPY restricted to the run's span, or None with the reason when it does not overlap."""
+    """SPY restricted to the run's span, or None with the reason when it does not overlap;
+    the note says when SPY covers only part of it ("SPY same dates" is then fewer dates)."""
     if spy is None or days.empty:
         return None, None
     inside = spy[(spy.index >= days[0]) & (spy.index <= days[-1])]
     if inside.empty:
         span = f"{spy.index[0].date()} to {spy.index[-1].date()}"
         return None, f"SPY data ({span}) does not overlap the run"
-    if inside.index[-1] < days[-1]:
-        return inside, f"SPY data ends on {inside.index[-1].date()}, before the run's last day"
-    return inside, None
+    return inside, _partial_coverage(inside.index, days)
+
+
+def _partial_coverage(spy_days: pd.DatetimeIndex, days: pd.DatetimeIndex) -> str | None:
+    """Where SPY's data inside the run starts late or ends early, or None if it spans it."""
+    gaps = []
+    if spy_days[0] > days[0]:
+        gaps.append(f"SPY data starts on {spy_days[0].date()}, after the run's first day "
+                    f"({days[0].date()})")
+    if spy_days[-1] < days[-1]:
+        gaps.append(f"SPY data ends on {spy_days[-1].date()}, before the run's last day")
+    return "; ".join(gaps) or None
