@@ -178,7 +178,7 @@ def test_mistakes_are_named(filled, capsys, tmp_path) -> None:
     code, _, err = run_cli(capsys, "trades", "--database", url, "--run", "99")
     assert code == 2 and "no run 99 in the trade log" in err
     code, _, err = run_cli(capsys, "regimes", "--database", url, "--symbol", "TQQQ")
-    assert code == 2 and "--symbol does not apply to regime_decisions" in err
+    assert code == 2 and "--symbol does not apply to `bot regimes`: its rows are not per asset" in err
     missing = tmp_path / "none.sqlite"
     code, _, err = run_cli(capsys, "equity", "--database", f"sqlite:///{missing}")
     assert code == 2 and f"no trade log at {missing}" in err

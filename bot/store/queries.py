@@ -180,16 +180,28 @@ def resolve_account(conn: sa.Connection, ref: str) -> int:
     return int(found)
 
 
+#: The command that shows each table, for errors: the user typed `bot regimes`, and
+#: never saw the name regime_decisions.
+COMMAND_OF = {"fills": "trades", "regime_decisions": "regimes", "risk_events": "risk-events"}
+
+
+def _shown_by(table: sa.Table) -> str:
+    """`bot regimes` for the regime_decisions table: what a user typed."""
+    return f"`bot {COMMAND_OF.get(table.name, table.name)}`"
+
+
 def _common(stmt: sa.Select[Any], table: sa.Table, f: Filters) -> sa.Select[Any]:
     if f.run is not None and "run_id" in table.c:
         stmt = stmt.where(table.c.run_id == f.run)
     if f.account is not None:
         if "account_id" not in table.c:
-            raise BotError(f"--account does not apply to {table.name}: it is not per account")
+            raise BotError(f"--account does not apply to {_shown_by(table)}: its rows are not "
+                           "per account")
         stmt = stmt.where(table.c.account_id == f.account)
     if f.symbol is not None:
         if "symbol" not in table.c:
-            raise BotError(f"--symbol does not apply to {table.name}: it is not per asset")
+            raise BotError(f"--symbol does not apply to {_shown_by(table)}: its rows are not "
+                           "per asset")
         stmt = stmt.where(table.c.symbol == f.symbol.upper())
     return stmt
 
