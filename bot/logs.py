@@ -9,6 +9,7 @@ take a `get_logger` proxy, which applies the deferred set-up before its first li
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import re
@@ -64,13 +65,31 @@ def _env_secrets(name: str, value: str) -> frozenset[str]:
 
 
 def _secrets() -> list[str]:
-    """Every known secret, longest first, so a secret containing another is masked whole."""
+    """Every known secret, as written and as it reads once escaped, longest first, so a
+    secret containing another is masked whole."""
     found = set(_REGISTERED)
     for name in _SECRET_ENV:
         value = os.environ.get(name)
         if value:
             found |= _env_secrets(name, value)
-    return sorted(found, key=len, reverse=True)
+    forms: set[str] = set()
+    for secret in found:
+        forms |= _escaped_forms(secret)
+    return sorted(forms, key=len, reverse=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _escaped_forms(secret: str) -> frozenset[str]:
+    """`secret` and its text inside a rendered line: JSON (ASCII-escaped or not) and repr
+    escape `"`, `\\` and non-ASCII letters, once or twice (an exception's repr inside a
+    JSON line), so a secret nested in a dict or an exception logged as it is no longer
+    matched as written (`Sec"ret\\pässw0rd` leaked from {"pw": ...} in JSON lines)."""
+    def escapes(text: str) -> set[str]:
+        return {json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1], repr(text)[1:-1]}
+
+    once = escapes(secret)
+    twice = {twice for form in once for twice in escapes(form)}
+    return frozenset(form for form in {secret, *once, *twice} if len(form) >= 4)
 
 
 def mask_text(text: str) -> str:

@@ -53,6 +53,25 @@ def test_nested_values_and_objects_are_masked(json_lines) -> None:
     assert SECRET not in json.dumps(line) and TOKEN not in json.dumps(line)
 
 
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_a_secret_that_escaping_changes_is_masked_nested_too(monkeypatch, capsys, fmt) -> None:
+    """JSON and repr escape `"`, `\\` and non-ASCII letters: a generated password holding
+    them was matched only as a top-level string, and leaked from a dict, a list or an
+    exception logged as it is."""
+    awkward = 'Sec"ret\\pässw0rd-9'
+    register_secret(awkward)
+    configure_logging("INFO", fmt=fmt)
+    capsys.readouterr()
+    log = structlog.get_logger("t")
+    log.info("nested", value={"pw": awkward}, items=[awkward], error=ValueError(awkward))
+    log.info("top", value=awkward)
+    err = capsys.readouterr().err
+    structlog.reset_defaults()
+    assert err.count("***") >= 4
+    for leaked in ("pässw0rd", "p\\u00e4ssw0rd", "ssw0rd-9"):
+        assert leaked not in err, err
+
+
 def test_a_librarys_warning_with_no_handler_is_a_masked_log_line(json_lines) -> None:
     """The daemon sets up no handler for Python's logging: before, APScheduler's warnings
     and tracebacks reached stderr as raw text (a JSON log stream broken, secrets not
