@@ -20,7 +20,14 @@ from bot.daemon.jobs import DaemonContext, TradingJobs
 from bot.daemon.replay import replay
 from bot.data.synthetic import synthetic_market
 from bot.notify import messages
-from bot.notify.sender import Notifier, NotifyError, build_apprise, load_urls, secret_parts
+from bot.notify.sender import (
+    Notifier,
+    NotifyError,
+    build_apprise,
+    load_urls,
+    repeat_key,
+    secret_parts,
+)
 from bot.store.tradelog import TradeLog
 from bot.types import EquityPoint, Fill, Regime, RiskEvent, Side
 from tests.fakes.webhooks import FakeWebhooks, Fault, point_apprise_at
@@ -312,6 +319,52 @@ def test_a_failure_that_repeats_is_notified_once_an_hour_and_stored_every_time(h
     assert list(log.load_incidents()["kind"]).count("job:poll") == 90
     assert notifier.take_failures() == []
     log.close()
+
+
+def test_a_new_kind_of_failure_of_a_job_is_sent_at_once(hooks, tmp_path) -> None:
+    """The repeat window was keyed on the title alone ("job 'poll' failed"): after an hour
+    of 429s, the account being blocked was held back for up to an hour. The error's first
+    line counts now, without its numbers (a 429 after 8 tries is the 429 after 9)."""
+    port = hooks.url.rsplit(":", 1)[1]
+    now = [0.0]
+    notifier = Notifier(build_apprise([f"json://127.0.0.1:{port}/notify"]), ["failures"], "[x paper]",
+                        clock=lambda: now[0])
+    jobs, log = _jobs_with(notifier, tmp_path)
+
+    def failing(text: str):
+        def job() -> None:
+            raise RuntimeError(text)
+        return job
+
+    for text in ("poll: Alpaca trading API answered 429 after 8 tries",
+                 "poll: Alpaca trading API answered 429 after 9 tries",  # the same failure
+                 "poll: HTTP 403 40310000: account ACCOUNT_BLOCKED"):  # news
+        jobs.run("poll", failing(text))
+        now[0] += 120
+    jobs.close()
+    messages = [r.body["message"].split("\n")[0] for r in hooks.calls("POST", "/notify")]
+    assert messages == ["RuntimeError: poll: Alpaca trading API answered 429 after 8 tries",
+                        "RuntimeError: poll: HTTP 403 40310000: account ACCOUNT_BLOCKED"]
+    log.close()
+
+
+def test_an_undelivered_failure_does_not_hold_back_the_next_like_it() -> None:
+    from bot.notify.sender import Message
+
+    class Refusing:
+        def notify(self, **_kwargs) -> bool:
+            return False
+
+    now = [0.0]
+    notifier = Notifier(Refusing(), ["failures"], "[x paper]", clock=lambda: now[0])
+    notifier.send("failures", "job 'close' failed", "RuntimeError: timed out\nat ...")
+    notifier.close()
+    assert len(notifier.take_failures()) == 1
+    now[0] += 60
+    assert notifier._repeat_note(repeat_key("job 'close' failed", "RuntimeError: timed out")) == ""
+    assert Message("failures", "t", "b").repeat_key is None
+    assert repeat_key("t", "answered 429 after 8 tries") == repeat_key("t", "answered 429 after 9 tries")
+    assert repeat_key("t", "answered 429 after 8 tries") != repeat_key("t", "answered 403 after 8 tries")
 
 
 def test_a_secret_in_a_failed_jobs_error_is_masked_in_the_incident_and_the_message(hooks, tmp_path) -> None:

@@ -54,6 +54,7 @@ class Message:
     kind: str  # trades | risk | failures | daily
     title: str
     body: str
+    repeat_key: str | None = None  # a failure's key in the repeat window (Notifier._repeats)
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,23 @@ def collector() -> _Collector:
     return _COLLECTOR
 
 
+def repeat_key(title: str, body: str) -> str:
+    """What makes two failures the same for the repeat window: the title (the job) and
+    the error's first line with its numbers left out but for HTTP statuses. The title
+    alone held a new kind of failure of a job (an account blocked, after an hour of 429s)
+    back for up to an hour; the numbers (a wait, an order id, a time) would make every
+    repeat look new, while a 403 after 429s is news."""
+    first = body.split("\n", 1)[0]
+    return f"{title}\n{_NUMBER.sub(_unless_status, first)}"
+
+
+_NUMBER = re.compile(r"[0-9]+")
+
+
+def _unless_status(number: re.Match[str]) -> str:
+    return number[0] if re.fullmatch(r"[1-5][0-9][0-9]", number[0]) else "#"
+
+
 class Notifier:
     """Queue and background sender for one daemon. `send` never blocks and never raises."""
 
@@ -217,12 +235,14 @@ class Notifier:
         per REPEAT_WINDOW). Masked first: the text of an error may quote a secret."""
         if kind not in self.events:
             return
+        key = None
         if kind == "failures":
-            note = self._repeat_note(title)
+            key = repeat_key(title, body)
+            note = self._repeat_note(key)
             if note is None:
                 return
             body += note
-        message = Message(kind, mask_text(f"{self.prefix} {title}"), mask_text(body))
+        message = Message(kind, mask_text(f"{self.prefix} {title}"), mask_text(body), key)
         if self._closed:
             self._fail(message, "not sent: notifications were already closed")
             return
@@ -231,17 +251,18 @@ class Notifier:
         except queue.Full:
             self._fail(message, f"not sent: {QUEUE_LIMIT} messages already waiting")
 
-    def _repeat_note(self, title: str) -> str | None:
-        """None for a failure title sent less than REPEAT_WINDOW ago (counted); else what
-        to add to the message: how many like it were held back since the last one."""
+    def _repeat_note(self, key: str) -> str | None:
+        """None for a failure like one sent less than REPEAT_WINDOW ago (counted); else
+        what to add to the message: how many like it were held back since the last one."""
         now = self._clock()
-        sent_at, held = self._repeats.get(title, (None, 0))
-        if sent_at is not None and now - sent_at < REPEAT_WINDOW:
-            self._repeats[title] = (sent_at, held + 1)
+        with self._lock:
+            sent_at, held = self._repeats.get(key, (None, 0))
+            recent = sent_at is not None and now - sent_at < REPEAT_WINDOW
+            self._repeats[key] = (sent_at, held + 1) if recent else (now, 0)
+        if recent:
             log.info("notification held back: the same failure was notified recently",
-                     title=title, held_back=held + 1)
+                     failure=key, held_back=held + 1)
             return None
-        self._repeats[title] = (now, 0)
         if not held:
             return ""
         return (f"\n({held} more like it since the last message were not notified; "
@@ -305,3 +326,5 @@ class Notifier:
         log.error("notification not delivered", kind=message.kind, error=failure.error)
         with self._lock:
             self._failures.append(failure)
+            if message.repeat_key is not None:  # not delivered: the next one like it goes out
+                self._repeats.pop(message.repeat_key, None)
