@@ -128,6 +128,24 @@ def test_a_portfolio_created_but_not_recorded_is_adopted_not_duplicated(fake, re
     assert rebalancer.push_targets("balanced", BALANCED, None, OPEN_WED).action == "unchanged"
 
 
+def test_a_push_compares_with_the_portfolio_alpaca_holds_not_with_its_record(fake, rebalancer, log):
+    """The trade log's row was taken as the portfolio: one edited on Alpaca's dashboard
+    (SPY 100%) was reported "unchanged" and its clients traded to weights the engine never
+    decided; one deleted there failed every push with a 404 for ever."""
+    first = rebalancer.push_targets("balanced", BALANCED, None, OPEN_WED)
+    (portfolio,) = fake.portfolios.values()
+    portfolio["weights"] = [{"type": "asset", "symbol": "SPY", "percent": 100.0}]
+    assert rebalancer.push_targets("balanced", BALANCED, None, OPEN_WED).action == "updated"
+    assert {w["symbol"]: w["percent"] for w in portfolio["weights"]} == {
+        "BND": 30.0, "IWM": 20.0, "SPY": 30.0, "VNQ": 20.0}
+
+    fake.portfolios.clear()  # deleted at Alpaca
+    again = rebalancer.push_targets("balanced", BALANCED, None, OPEN_WED)
+    assert again.action == "created" and again.portfolio_id != first.portfolio_id
+    assert rebalancer.portfolios() == {"balanced": again.portfolio_id}
+    assert rebalancer.push_targets("balanced", BALANCED, None, OPEN_WED).action == "unchanged"
+
+
 def test_active_accounts_follow_their_profiles_portfolio(fake, rebalancer, log):
     registry = AccountRegistry(log.engine)
     ids = [fake.open_account() for _ in range(3)]

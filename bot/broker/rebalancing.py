@@ -29,9 +29,11 @@ from alpaca.broker.requests import (
     UpdatePortfolioRequest,
     Weight,
 )
+from alpaca.common.exceptions import APIError
 
 from bot.accounts.registry import Account, AccountRegistry
 from bot.broker.alpaca_orders import (
+    api_error_parts,
     sdk_call,
     to_utc,
 )
@@ -136,8 +138,12 @@ class Rebalancer:
         weights changed, left alone otherwise."""
         percentages = to_percentages(targets)
         known = self._portfolio_row(profile)
+        at_alpaca = None if known is None else self._portfolio_at_alpaca(known.portfolio_id)
+        if known is not None and at_alpaca is None:
+            log.warning("rebalancing portfolio gone at Alpaca: adopted by name or created again",
+                        profile=profile, portfolio=known.portfolio_id)
         action = "unchanged"
-        if known is None:
+        if at_alpaca is None:
             found = sdk_call(
                 f"portfolio {portfolio_name(profile)}", self.client.get_all_portfolios,
                 GetPortfoliosRequest(name=portfolio_name(profile)),
@@ -155,9 +161,8 @@ class Rebalancer:
                     ),
                 )
                 portfolio_id, current, action = str(created.id), percentages, "created"
-        else:
-            portfolio_id = known.portfolio_id
-            current = {k: Decimal(str(v)) for k, v in known.weights.items()}
+        else:  # Alpaca's weights, not our record: someone may have edited them there
+            portfolio_id, current = str(at_alpaca.id), _read_weights(at_alpaca.weights)
         if current != percentages:
             sdk_call(
                 f"update portfolio {portfolio_id}", self.client.update_portfolio_by_id,
@@ -170,10 +175,21 @@ class Rebalancer:
         with self.engine.begin() as conn:
             if known is None:
                 conn.execute(sa.insert(PORTFOLIOS), [row])
-            elif action != "unchanged":
+            elif action != "unchanged" or portfolio_id != known.portfolio_id:
                 conn.execute(sa.update(PORTFOLIOS).where(PORTFOLIOS.c.profile == profile).values(row))
         log.info("rebalancing portfolio", profile=profile, portfolio=portfolio_id, action=action)
         return PortfolioPush(profile, portfolio_id, action)
+
+    def _portfolio_at_alpaca(self, portfolio_id: str) -> Any | None:
+        """The portfolio as Alpaca has it now, or None if Alpaca has no such portfolio
+        (deleted there): the trade log's row is what was pushed, not what is there."""
+        try:
+            return sdk_call(f"portfolio {portfolio_id}", self.client.get_portfolio_by_id, portfolio_id)
+        except BrokerError as exc:
+            refused = exc.__cause__
+            if isinstance(refused, APIError) and api_error_parts(refused)[0] == 404:
+                return None
+            raise
 
     def _portfolio_row(self, profile: str) -> sa.Row[Any] | None:
         with self.engine.connect() as conn:
