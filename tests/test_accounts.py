@@ -140,7 +140,13 @@ def test_a_profile_may_be_any_valid_robo_config_file(tmp_path):
     the allocation API and `bot suitability` refused it, the registry took it."""
     from bot.accounts.registry import check_profile
 
-    assert check_profile("config/robo_balanced.toml") == "config/robo_balanced.toml"
+    # one file is one profile, whatever way it is written (each was a profile of its own,
+    # decided and pushed apart; a relative path resolved only from where it was added)
+    for written in ("config/robo_balanced.toml", "./config/robo_balanced.toml",
+                    str(REPO / "config" / "robo_balanced.toml"), "BALANCED"):
+        assert check_profile(written) == "balanced", written
+    custom = write(tmp_path / "custom.toml", (REPO / "config" / "robo_balanced.toml").read_text())
+    assert check_profile(str(custom)) == str(custom.resolve())
     bad = write(tmp_path / "bad.toml", '[rebalance]\nevery_days = "often"\n')
     with pytest.raises(ValueError, match="bad.toml is invalid"):
         check_profile(str(bad))

@@ -95,10 +95,30 @@ def parse_broker_account_id(text: str) -> str:
 
 
 def normalise_profile(text: str) -> str:
-    """A profile as the registry stores it: a named one lower-cased, a config path as
-    written (so `--profile Balanced` finds what `add --profile Balanced` stored)."""
+    """A profile as the registry stores it: a named one lower-cased; a config file by its
+    name if it is a named profile's packaged file, else by its path from the repository
+    when inside it, else by its absolute path. Written as given, one file became several
+    profiles (`balanced`, `./config/robo_balanced.toml`, its absolute path), each decided
+    and pushed on its own, and a relative path resolved only from the folder it was added
+    in (a worker started elsewhere dead-lettered its accounts)."""
     name = text.strip()
-    return name.lower() if name.lower() in PROFILES else name
+    if name.lower() in PROFILES:
+        return name.lower()
+    if not name:
+        return name
+    from bot.store.locate import REPO_ROOT
+
+    path = Path(name).expanduser()
+    if not path.is_absolute():
+        path = Path(profile_config(name))
+    path = path.resolve()
+    for named, packaged in PROFILES.items():
+        if path == (REPO_ROOT / packaged).resolve():
+            return named
+    try:
+        return path.relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def check_profile(text: str) -> str:
