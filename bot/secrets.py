@@ -186,7 +186,7 @@ def _parse_lines(path: Path, text: str) -> dict[str, str]:
         if not sep or not key.isidentifier():
             # The line may hold a secret: name its number, never its text.
             raise SecretsError(f"secrets file {path} line {number}: expected KEY=VALUE")
-        value = value.strip()
+        value = _without_comment(value.strip())
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
         elif value[:1] in ("'", '"') or value[-1:] in ("'", '"'):
@@ -198,6 +198,24 @@ def _parse_lines(path: Path, text: str) -> dict[str, str]:
                                "expected one line per key")
         values[key] = value
     return values
+
+
+_COMMENT = re.compile(r"\s+#.*$")
+
+
+def _without_comment(value: str) -> str:
+    """A value without a trailing ` # comment` (as .env files and shells read it): the
+    comment became part of the key, which passed every check and failed as a 401. A
+    quoted value keeps everything inside its quotes; a `#` with no space before it is
+    part of the value (a password may hold one)."""
+    if value[:1] in ("'", '"'):
+        end = value.find(value[0], 1)
+        if end > 0:
+            rest = value[end + 1:]
+            if not rest or _COMMENT.fullmatch(rest):
+                return value[: end + 1]
+        return value  # unbalanced, or text after the closing quote: refused by the caller
+    return _COMMENT.sub("", value)
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,22 @@ def test_secrets_file_with_comments_export_and_quotes(tmp_path):
     assert (creds.key_id, creds.secret) == (KEY_ID, SECRET)
 
 
+def test_an_inline_comment_is_not_part_of_the_key(tmp_path):
+    """`KEY=value # my key` read the comment into the key, which passed every check and
+    failed at Alpaca as a 401; a quoted value with a comment after it was refused as an
+    unbalanced quote. A # with no space before it stays: a password may hold one."""
+    path = write_secrets(
+        tmp_path / "alpaca.env",
+        f"APCA_API_KEY_ID={KEY_ID}   # paper key\nAPCA_API_SECRET_KEY=\"{SECRET}\" # from the dashboard\n"
+        "FRED_API_KEY=abc#def123456789\n",
+    )
+    creds = load_credentials({"BOT_SECRETS_FILE": str(path)})
+    assert (creds.key_id, creds.secret) == (KEY_ID, SECRET)
+    from bot.secrets import read_secrets_file
+
+    assert read_secrets_file(path)["FRED_API_KEY"] == "abc#def123456789"
+
+
 def test_a_secrets_file_saved_with_a_bom_is_read(tmp_path):
     """Notepad's UTF-8 starts with a BOM: line 1 read as '\\ufeffAPCA_API_KEY_ID=...' and was
     refused as not KEY=VALUE, though it visibly is."""
