@@ -150,6 +150,9 @@ def test_the_secret_parts_of_a_url_are_what_its_privacy_form_hides() -> None:
     parts = secret_parts(url, service.url(privacy=True))
     assert DISCORD_TOKEN in parts and "1234567890" in parts and "avatar" not in parts
     assert secret_parts("json://127.0.0.1:8080/hook", "json://127.0.0.1:8080/hook") == []
+    # a query's parameter names are words, not secrets: "token" was masked in every message
+    dropped = "json://127.0.0.1:8080/hook?method=POST"
+    assert secret_parts("json://127.0.0.1:8080/hook?token=SeCrEtVaLuE123", dropped) == ["SeCrEtVaLuE123"]
 
 
 def test_message_texts() -> None:
