@@ -319,7 +319,13 @@ class TimeoutAdapter(HTTPAdapter):
             self.policy.throttle()
         check = _last_check.get()
         if check is not None:
-            check()
+            # cleared while it runs: a check that makes a request itself (the platform's
+            # gate asks the venue's clock) recursed here without end, a token each time
+            reset = _last_check.set(None)
+            try:
+                check()
+            finally:
+                _last_check.reset(reset)
         try:
             return super().send(request, **kwargs)
         except (requests.ConnectionError, requests.Timeout) as exc:

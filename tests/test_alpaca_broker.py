@@ -629,3 +629,24 @@ def test_a_buy_whose_wait_for_a_request_token_crosses_the_close_is_not_sent(fake
     now[0] = close - dt.timedelta(seconds=30)
     assert broker.submit(req("SPY", Side.BUY, 1), fake.now).status is not OrderStatus.REJECTED
     assert [c.body["side"] for c in fake.calls("POST", "/v2/orders")] == ["sell", "buy"]
+
+
+def test_a_send_gate_that_asks_the_venue_does_not_recurse(fake):
+    """The platform's gate asks the venue's clock when its cached answer is old: that
+    request ran the last check again, which asked the clock again, until RecursionError,
+    each level taking a token of the shared budget. The check runs once per request."""
+    tokens = []
+    budget = RetryPolicy(attempts=3, timeout=5.0, sleep=lambda _s: None, throttle=lambda: tokens.append(1))
+    broker = AlpacaBroker.connect(Credentials(KEY_ID, SECRET), base_url=fake.url, policy=budget)
+    asked = []
+
+    def gate(_request):
+        asked.append(broker.clock())  # through the same client, in the same thread
+        return None
+
+    broker.send_gate = gate
+    tokens.clear()
+    assert broker.submit(req("SPY", Side.BUY, 1), fake.now).status is not OrderStatus.REJECTED
+    assert len(asked) == 2  # before the try, and once more after the POST's token
+    assert len(tokens) == 3  # the POST and the two clock requests
+    assert len(fake.calls("POST", "/v2/orders")) == 1
