@@ -366,8 +366,14 @@ def test_an_undelivered_failure_does_not_hold_back_the_next_like_it() -> None:
     now[0] += 60
     assert notifier._repeat_note(repeat_key("job 'close' failed", "RuntimeError: timed out")) == ""
     assert Message("failures", "t", "b").repeat_key is None
-    assert repeat_key("t", "answered 429 after 8 tries") == repeat_key("t", "answered 429 after 9 tries")
+    same = [("answered 429 after 8 tries", "answered 429 after 9 tries"),
+            ("order 8f2c1e5a-0b7d-4c3e-9a61-2d5f0e8b7c44 not placed: HTTP 429",
+             "order 9a3d2f6b-1c8e-4d4f-8b72-3e6f1f9c8d55 not placed: HTTP 429"),
+            ("retry in 120 s", "retry in 240 s"), ("TQQQ at 412.35 refused", "TQQQ at 398.12 refused")]
+    for one, other in same:
+        assert repeat_key("t", one) == repeat_key("t", other), (one, other)
     assert repeat_key("t", "answered 429 after 8 tries") != repeat_key("t", "answered 403 after 8 tries")
+    assert repeat_key("t", "HTTP 429: slow down") != repeat_key("t", "HTTP 403: account blocked")
 
 
 def test_a_secret_in_a_failed_jobs_error_is_masked_in_the_incident_and_the_message(hooks, tmp_path) -> None:

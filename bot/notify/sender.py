@@ -182,20 +182,18 @@ def collector() -> _Collector:
 
 
 def repeat_key(title: str, body: str) -> str:
-    """What makes two failures the same for the repeat window: the title (the job) and
-    the error's first line with its numbers left out but for HTTP statuses. The title
-    alone held a new kind of failure of a job (an account blocked, after an hour of 429s)
-    back for up to an hour; the numbers (a wait, an order id, a time) would make every
-    repeat look new, while a 403 after 429s is news."""
+    """What makes two failures the same for the repeat window: the title (the job), the
+    error's first line with every word holding a digit left out (ids, prices, waits,
+    times), and the HTTP statuses it names. The title alone held a new kind of failure
+    of a job (an account blocked, after an hour of 429s) back for up to an hour; the
+    numbers would make every repeat look new, while a 403 after 429s is news."""
     first = body.split("\n", 1)[0]
-    return f"{title}\n{_NUMBER.sub(_unless_status, first)}"
+    statuses = ",".join(_STATUS.findall(first))
+    return f"{title}\n{_HAS_DIGIT.sub('#', first)}\n{statuses}"
 
 
-_NUMBER = re.compile(r"[0-9]+")
-
-
-def _unless_status(number: re.Match[str]) -> str:
-    return number[0] if re.fullmatch(r"[1-5][0-9][0-9]", number[0]) else "#"
+_HAS_DIGIT = re.compile(r"\S*[0-9]\S*")
+_STATUS = re.compile(r"(?:HTTP|answered|status)\s+([1-5][0-9][0-9])\b")
 
 
 class Notifier:
@@ -320,14 +318,24 @@ class Notifier:
             )
         except Exception as exc:  # noqa: BLE001 - a failed notification must not stop the sender
             self._fail(message, f"{type(exc).__name__}: {exc}")
+            self._reopen_window(message)
             return
         if not delivered:
             self._fail(message, "; ".join(self._collector.lines) or "a service refused it")
+            self._reopen_window(message)
+
+    def _reopen_window(self, message: Message) -> None:
+        """A failure message no service took does not start the repeat window: the next
+        one like it goes out (with the count held back so far). Only for a refused
+        delivery: a full queue or a closed notifier is no reason to send more."""
+        if message.repeat_key is None:
+            return
+        with self._lock:
+            _sent_at, held = self._repeats.get(message.repeat_key, (None, 0))
+            self._repeats[message.repeat_key] = (None, held)
 
     def _fail(self, message: Message, error: str) -> None:
         failure = DeliveryFailure(dt.datetime.now(dt.UTC), message.kind, message.title, mask_text(error))
         log.error("notification not delivered", kind=message.kind, error=failure.error)
         with self._lock:
             self._failures.append(failure)
-            if message.repeat_key is not None:  # not delivered: the next one like it goes out
-                self._repeats.pop(message.repeat_key, None)
