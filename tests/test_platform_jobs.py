@@ -953,6 +953,14 @@ def test_a_task_whose_worker_cannot_reach_the_trade_log_is_retried_not_dropped(m
     with pytest.raises(Retry):
         tasks._context_for(delivery)
     assert 0 < delivery.countdown <= tasks._settings.retry_max_delay
+    # not for ever: after BOT_PLATFORM_RETRIES it gives up (logged); and a poll, which the
+    # next round publishes again, is not retried at all (its retries would pile up)
+    delivery.request = SimpleNamespace(retries=tasks._settings.max_retries)
+    with pytest.raises(DatabaseUnreachable):
+        tasks._context_for(delivery)
+    delivery.request = SimpleNamespace(retries=0)
+    with pytest.raises(DatabaseUnreachable):
+        tasks._context_for(delivery, retried=False)
     assert tasks.is_transient(DatabaseUnreachable("cannot connect"))
     with pytest.raises(DatabaseUnreachable, match=r"127\.0\.0\.1:1") as refused:
         tasks.context()

@@ -130,18 +130,25 @@ def context() -> WorkerContext:
         return _context
 
 
-def _context_for(task: Task) -> WorkerContext:
+def _context_for(task: Task, *, retried: bool = True) -> WorkerContext:
     """This process's worker context for `task`. A context that cannot be made (the trade
     log unreachable at the process's first task: a database failing over, a new pool
-    process) retries the task with backoff: raised, it was acknowledged and dropped, and a
-    week's decision or a close was lost without a trace."""
+    process) retries the task with backoff, up to BOT_PLATFORM_RETRIES times: raised
+    at once, it was acknowledged and dropped, a week's decision or a close lost without
+    a trace. A task the timetable publishes again anyway (`retried=False`: the poll
+    round) is not retried: its retries would pile up and fire together."""
     try:
         return context()
     except (DatabaseUnreachable, sa.exc.OperationalError) as exc:
         assert _settings is not None  # context() refuses an unconfigured worker first
-        countdown = backoff(_settings).delay(min(task.request.retries, 30))
-        log.warning("worker context unavailable; task retried", task=task.name,
-                    error=mask_text(str(exc)), countdown=round(countdown, 2))
+        error, tries = mask_text(str(exc)), task.request.retries
+        if not retried or tries >= _settings.max_retries:
+            log.error("worker context unavailable; task given up", task=task.name, error=error,
+                      retries=tries)
+            raise
+        countdown = backoff(_settings).delay(tries)
+        log.warning("worker context unavailable; task retried", task=task.name, error=error,
+                    countdown=round(countdown, 2))
         raise task.retry(countdown=countdown) from None
 
 
@@ -386,7 +393,7 @@ def finish_batch(ctx: WorkerContext, run_id: int) -> None:
 def poll_round(self: Task) -> int:
     """Publish a poll for every account with open orders (one waiting per account),
     close any batch whose tasks are all final, and any decide that died without one."""
-    ctx = _context_for(self)
+    ctx = _context_for(self, retried=False)  # the next round comes in 2 minutes
     for run_id in store.running_batches(ctx.engine, ctx.mode):
         finish_batch(ctx, run_id)
         _republish_stranded(ctx, run_id)
@@ -432,7 +439,7 @@ def _poll_key(ctx: WorkerContext, account_id: int) -> str:
 @app.task(bind=True, name="leverbot.platform.poll", max_retries=None, **_INFRASTRUCTURE)
 def poll(self: Task, run_id: int, account_id: int) -> int:
     """Follow one account's open orders (a failed poll is logged; the next round retries)."""
-    ctx = _context_for(self)
+    ctx = _context_for(self, retried=False)  # the next round polls again
     delivery = self.request.id
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     token = ctx.locks.acquire(account_id, delivery, redelivered=redelivered)
