@@ -493,3 +493,30 @@ def test_an_existing_trade_log_keeps_its_rows_through_the_accounts_migration(url
     with pytest.raises(sa.exc.IntegrityError):
         log.flush()
     log.close()
+
+
+def test_a_repository_profile_is_its_file_from_any_folder_and_old_spellings_are_found(tmp_path, monkeypatch):
+    """The stored form of a repository file (config/x.toml) was read from the working
+    directory first: a worker started in a folder with a config/ of its own traded that
+    folder's file. And an account added before profiles were stored one way is still
+    listed by the spelling it was added with."""
+    import sqlalchemy as sa
+
+    from bot.accounts import profile_config
+    from bot.store.models import METADATA
+
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "config").mkdir(parents=True)
+    write(elsewhere / "config" / "robo_balanced.toml", "# another file of that name\n")
+    monkeypatch.chdir(elsewhere)
+    assert profile_config("config/robo_balanced.toml") == (REPO / "config" / "robo_balanced.toml").resolve()
+    assert profile_config("balanced") == (REPO / "config" / "robo_balanced.toml").resolve()
+
+    log = TradeLog.open(f"sqlite:///{tmp_path / 'log.sqlite'}")
+    registry = AccountRegistry(log.engine)
+    now = dt.datetime(2024, 6, 3, tzinfo=dt.UTC)
+    account = registry.add(AccountSpec("8f2c1e5a-0b7d-4c3e-9a61-2d5f0e8b7c44", "balanced"), now)
+    with log.engine.begin() as conn:  # as an older version stored it
+        conn.execute(sa.update(METADATA.tables["accounts"]).values(profile="./config/robo_balanced.toml"))
+    assert [a.id for a in registry.list(profile="./config/robo_balanced.toml")] == [account.id]
+    log.close()

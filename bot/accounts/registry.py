@@ -160,10 +160,17 @@ def not_a_robo_profile(settings: Settings, name: str) -> str | None:
 
 def profile_config(profile: str) -> Path:
     """The config file a profile trades: the packaged one of a named profile, else the
-    file itself (found from the working directory, then the repository)."""
-    from bot.store.locate import default_path
+    file itself. A relative path is the repository's file when there is one (the form
+    the registry stores for a file of the repository: a worker started in a folder with
+    a config/ of its own must not trade another file), else found from the working
+    directory."""
+    from bot.store.locate import REPO_ROOT, default_path
 
-    return Path(default_path(PROFILES.get(profile, profile))).resolve()
+    relative = PROFILES.get(profile, profile)
+    in_repo = REPO_ROOT / relative
+    if not Path(relative).is_absolute() and in_repo.is_file():
+        return in_repo.resolve()
+    return Path(default_path(relative)).resolve()
 
 
 def parse_suitability(text: str) -> dict[str, Any]:
@@ -280,8 +287,8 @@ class AccountRegistry:
         stmt = sa.select(ACCOUNTS).order_by(ACCOUNTS.c.id)
         if status is not None:
             stmt = stmt.where(ACCOUNTS.c.status == status)
-        if profile is not None:
-            stmt = stmt.where(ACCOUNTS.c.profile == normalise_profile(profile))
+        if profile is not None:  # as stored now, or as an account added before that was
+            stmt = stmt.where(ACCOUNTS.c.profile.in_({normalise_profile(profile), profile.strip()}))
         with self.engine.connect() as conn:
             return [_account(row) for row in conn.execute(stmt)]
 
