@@ -57,7 +57,7 @@ SQLITE = "sqlite:///{tmp}/log.sqlite"
         (["runs", "--database", "postgresql+psycopg://u:s3cret@127.0.0.1:1/x"],
          "cannot connect to the trade-log database postgresql+psycopg://u:***@127.0.0.1:1/x"),
         (["db", "upgrade", "--database", "sqlite:////proc/leverbot-nope/log.sqlite"],
-         "no trade log at /proc/leverbot-nope/log.sqlite; nothing to upgrade"),
+         "cannot create the folder of the trade log"),
         (["backtest", "--synthetic", "--no-charts", "--database", "sqlite:////proc/leverbot-nope/log.sqlite"],
          "cannot create the folder of the trade log"),
         (["runs", "--database", "postgresql+psycopg://127.0.0.1:1/x?user=u&password=s3cret"],

@@ -281,13 +281,17 @@ def test_rows_orphaned_before_an_upgrade_are_named_as_such(tmp_path: Path, capsy
     assert revision_of(url) == INITIAL_REVISION  # nothing was changed
 
 
-def test_upgrading_a_trade_log_that_is_not_there_creates_none(tmp_path: Path, capsys) -> None:
-    """A mistyped path printed "upgraded from no version to head" and left a new, empty
-    trade log beside the real one, which stayed out of date."""
+def test_upgrading_a_trade_log_that_is_not_there_says_it_created_one(tmp_path: Path, capsys) -> None:
+    """A mistyped path printed "upgraded from no version to head", and the operator took
+    the real log for upgraded. A deployment's first start runs `bot db upgrade` on no file
+    on purpose: it still creates the log, and now says that is what it did."""
     typo = tmp_path / "typo" / "tradelgo.sqlite"
-    assert main(["db", "upgrade", "--database", f"sqlite:///{typo}"]) == 2
-    assert f"no trade log at {typo}; nothing to upgrade" in capsys.readouterr().err
-    assert not typo.exists() and not typo.parent.exists()
+    assert main(["db", "upgrade", "--database", f"sqlite:///{typo}"]) == 0
+    out = capsys.readouterr().out
+    assert f"no trade log was at {typo}: created a new one at schema revision" in out
+    assert "upgraded" not in out and typo.exists()
+    assert main(["db", "upgrade", "--database", f"sqlite:///{typo}"]) == 0
+    assert "already at schema revision" in capsys.readouterr().out
 
 
 def test_a_bulk_write_keeps_the_two_instants_of_the_autumns_repeated_hour(tmp_path: Path) -> None:

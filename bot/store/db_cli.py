@@ -8,21 +8,21 @@ from bot.store.locate import add_database_arguments, database_url
 
 
 def _cmd_upgrade(args: argparse.Namespace) -> int:
-    from bot.errors import BotError
     from bot.store.engines import mask_url, sqlite_file, writer_engine
     from bot.store.schema import upgrade
 
     url = database_url(args.config, args.database)
     path = sqlite_file(url)
-    if path is not None and not path.exists():  # a typo: upgrading it made a new, empty log
-        raise BotError(f"{mask_url(url)}: no trade log at {path}; nothing to upgrade (a new trade "
-                       "log is created by the first run that writes to it)")
+    new = path is not None and not path.exists()
     engine = writer_engine(url)
     try:
         before, after = upgrade(engine, url=url)
     finally:
         engine.dispose()
-    if before == after:
+    if new:  # a deployment's first start, or a typo: said so, never as "upgraded"
+        print(f"{mask_url(url)}: no trade log was at {path}: created a new one at schema "
+              f"revision {after} (head)")
+    elif before == after:
         print(f"{mask_url(url)}: already at schema revision {after} (head)")
     else:
         print(f"{mask_url(url)}: upgraded from {before or 'no version'} to {after} (head)")
