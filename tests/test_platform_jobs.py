@@ -1002,6 +1002,8 @@ def test_one_accounts_malformed_position_fails_no_other_account(ctx, monkeypatch
     ("amqp://guest:s3cretPW99@127.0.0.1:5672//", "amqp://guest:***@127.0.0.1:5672//"),
     ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
     ("amqp://user@host//", "amqp://user@host//"),
+    ("amqp://host:5672//?x=a@b", "amqp://host:5672//?x=a@b"),
+    ("redis://:s3cretPW99@host:6379/0?name=a@b", "redis://:***@host:6379/0?name=a@b"),
 ])
 def test_a_url_is_shown_without_its_password_whatever_it_holds(url, shown):
     from bot.platform.settings import masked_url

@@ -221,5 +221,7 @@ def _queue_name(text: str) -> str:
 
 def masked_url(url: str) -> str:
     """A queue or Redis URL for messages: its password replaced by ***. The password runs
-    to the URL's last `@` (a password may hold `/` or `@`; a host holds neither)."""
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):.*@(?=[^@]*$)", r"\1:***@", url)
+    to the last `@` before the query (a password may hold `/` or `@`, a host neither; an
+    `@` in the query, `?x=a@b`, is not the end of a password)."""
+    base, mark, query = url.partition("?")
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):.*@(?=[^@]*$)", r"\1:***@", base) + mark + query
