@@ -67,15 +67,29 @@ def _env_secrets(name: str, value: str) -> frozenset[str]:
 def _secrets() -> list[str]:
     """Every known secret, as written and as it reads once escaped, longest first, so a
     secret containing another is masked whole."""
+    return list(_masking()[0])
+
+
+def _masking() -> tuple[tuple[str, ...], re.Pattern[str] | None]:
+    """The secrets and one pattern matching any of them (longest first), made again only
+    when a secret was registered or a secret variable changed: built for every log line,
+    twice, it cost more than the line."""
+    env = tuple(os.environ.get(name) for name in _SECRET_ENV)
+    return _masking_for(len(_REGISTERED), env)  # the set only grows: its size is its version
+
+
+@functools.lru_cache(maxsize=8)
+def _masking_for(_version: int, env: tuple[str | None, ...]) -> tuple[tuple[str, ...], re.Pattern[str] | None]:
     found = set(_REGISTERED)
-    for name in _SECRET_ENV:
-        value = os.environ.get(name)
+    for name, value in zip(_SECRET_ENV, env, strict=True):
         if value:
             found |= _env_secrets(name, value)
     forms: set[str] = set()
     for secret in found:
         forms |= _escaped_forms(secret)
-    return sorted(forms, key=len, reverse=True)
+    ordered = tuple(sorted(forms, key=len, reverse=True))
+    pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+    return ordered, pattern
 
 
 @functools.lru_cache(maxsize=256)
@@ -94,21 +108,18 @@ def _escaped_forms(secret: str) -> frozenset[str]:
 
 def mask_text(text: str) -> str:
     """`text` with every known secret replaced by ***: for messages stored or sent on."""
-    for secret in _secrets():
-        text = text.replace(secret, "***")
-    return text
+    pattern = _masking()[1]
+    return text if pattern is None else pattern.sub("***", text)
 
 
 def _mask_secrets(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
     """Drop secret-looking fields and scrub known secret values from every string."""
-    secrets = _secrets()
+    pattern = _masking()[1]
     for key, value in list(event.items()):
         if _SECRET_KEYS.search(key):
             event[key] = "***"
-        elif isinstance(value, str) and secrets:
-            for s in secrets:
-                value = value.replace(s, "***")
-            event[key] = value
+        elif isinstance(value, str) and pattern is not None:
+            event[key] = pattern.sub("***", value)
     return event
 
 
