@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import os
 import threading
 import time
@@ -243,7 +244,8 @@ def test_a_fetch_that_only_removes_the_marker_is_a_change_to_load(book, tmp_path
     from bot.data.file_set import INCOMPLETE_MARKER
 
     write_market(tmp_path, "2024-07-12")
-    (tmp_path / INCOMPLETE_MARKER).write_text("{}")  # as the killed fetch left it
+    written = sorted(str(p) for p in [*tmp_path.glob("prices/*.csv"), *tmp_path.glob("macro/*.csv")])
+    (tmp_path / INCOMPLETE_MARKER).write_text(json.dumps({"targets": written}))  # as the killed fetch left it
     assert book.reload_changed() == [] and book.reload_changed() == []
     assert "interrupted `bot data fetch`" in capsys.readouterr().out
     before = {name: mtime for name, _size, mtime in data_files(tmp_path)}

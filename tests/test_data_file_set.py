@@ -4,6 +4,7 @@ and a fetch that brings nothing new touches nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -25,6 +26,25 @@ def old_folder(root: Path) -> dict[Path, str]:
     for symbol in SYMBOLS:
         (root / "prices" / f"{symbol}.csv").write_text(OLD)
     return {root / "prices" / f"{s}.csv": NEW for s in SYMBOLS}
+
+
+def listed(root: Path) -> list[str]:
+    """The files the folder's marker lists as unfinished, relative to the folder."""
+    targets = json.loads((root / INCOMPLETE_MARKER).read_text())["targets"]
+    return sorted(str(Path(t).relative_to(root)) for t in targets)
+
+
+def killed_at_rename(monkeypatch, number: int) -> None:
+    """os.replace raises KeyboardInterrupt at its `number`th call (Ctrl-C mid-fetch)."""
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst) -> None:
+        calls.append(dst)
+        if len(calls) == number:
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
 
 
 def leftovers(root: Path) -> list[str]:
@@ -92,12 +112,19 @@ def test_an_interrupted_rename_leaves_a_marker_the_loader_refuses(tmp_path, monk
     assert load_csv_directory(tmp_path, SYMBOLS, macro=()).prices.close[-1, 0] == 5.5
 
 
+def marker_listing(root: Path, files: dict[Path, str]) -> None:
+    """The marker a fetch of `files` killed after its renames left (before it listed
+    `targets`, the renames' `to` said which files it wrote)."""
+    renames = [{"from": str(p.parent / f".{p.name}.x.tmp"), "to": str(p)} for p in files]
+    (root / INCOMPLETE_MARKER).write_text(json.dumps({"renames": renames}))
+
+
 def test_a_fetch_after_one_killed_before_removing_its_marker_removes_it(tmp_path, monkeypatch):
     """Every rename was done, the marker not removed: the next fetch rewrites nothing
     (every file holds its text) and must still say the folder is whole again."""
     files = old_folder(tmp_path)
     write_file_set(tmp_path, files)
-    (tmp_path / INCOMPLETE_MARKER).write_text("{}")
+    marker_listing(tmp_path, files)
     write_file_set(tmp_path, files)
     assert not (tmp_path / INCOMPLETE_MARKER).exists()
     load_csv_directory(tmp_path, SYMBOLS, macro=())
@@ -128,11 +155,13 @@ def test_a_fetch_failing_before_its_first_rename_keeps_an_earlier_fetchs_marker(
     """The folder an interrupted fetch left is still half updated when the next fetch
     fails before renaming anything: its marker must stay."""
     files = old_folder(tmp_path)
-    (tmp_path / INCOMPLETE_MARKER).write_text("{}")
+    earlier = {tmp_path / "prices" / "AAA.csv": NEW}
+    marker_listing(tmp_path, earlier)
     monkeypatch.setattr(os, "replace", lambda *_: (_ for _ in ()).throw(OSError(5, "I/O error")))
     with pytest.raises(OSError):
         write_file_set(tmp_path, files)
     assert (tmp_path / INCOMPLETE_MARKER).exists() and leftovers(tmp_path) == []
+    assert listed(tmp_path) == ["prices/AAA.csv"]  # as it was: not this write's files too
     with pytest.raises(DataError, match="half updated"):
         load_csv_directory(tmp_path, SYMBOLS, macro=())
 
@@ -160,3 +189,73 @@ def test_two_writers_into_one_folder_take_turns(tmp_path):
     writer.join(timeout=10)
     assert done.is_set() and (folder / "prices" / "A.csv").read_text() == "x\n"
     assert sorted(p.name for p in folder.iterdir()) == ["prices"]  # no lock file left
+
+
+def interrupted_fetch_of_aaa_and_bbb(root: Path, monkeypatch) -> dict[Path, str]:
+    """Config A's fetch (AAA, BBB) stopped after renaming AAA: BBB is still old.
+    Returns A's files."""
+    files = old_folder(root)
+    a = {p: t for p, t in files.items() if p.stem in ("AAA", "BBB")}
+    killed_at_rename(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        write_file_set(root, a)
+    monkeypatch.undo()
+    assert [p.read_text() for p in a] == [NEW, OLD]
+    return a
+
+
+def test_a_fetch_of_other_files_keeps_the_marker_an_interrupted_fetch_left(tmp_path, monkeypatch):
+    """Config B's fetch (other symbols) removed the marker config A's interrupted fetch
+    left, and A's half-updated files loaded as whole. The marker now goes only when a
+    fetch rewrote every file it lists."""
+    a = interrupted_fetch_of_aaa_and_bbb(tmp_path, monkeypatch)
+    write_file_set(tmp_path, {tmp_path / "prices" / "CCC.csv": NEW})  # config B's fetch
+    assert (tmp_path / "prices" / "CCC.csv").read_text() == NEW
+    assert listed(tmp_path) == ["prices/AAA.csv", "prices/BBB.csv"]
+    with pytest.raises(DataError, match=r"unfinished: prices/AAA.csv, prices/BBB.csv\)"):
+        load_csv_directory(tmp_path, SYMBOLS, macro=())
+
+    write_file_set(tmp_path, a)  # A's fetch run again
+    assert not (tmp_path / INCOMPLETE_MARKER).exists()
+    assert load_csv_directory(tmp_path, SYMBOLS, macro=()).prices.close[-1, 1] == 5.5
+
+
+def test_a_fetch_that_rewrites_nothing_keeps_another_fetchs_marker(tmp_path, monkeypatch):
+    """The same when config B's files already hold what its fetch brings (nothing is
+    renamed): the marker is not B's to remove."""
+    interrupted_fetch_of_aaa_and_bbb(tmp_path, monkeypatch)
+    ccc = tmp_path / "prices" / "CCC.csv"
+    write_file_set(tmp_path, {ccc: OLD})  # CCC holds OLD already
+    assert listed(tmp_path) == ["prices/AAA.csv", "prices/BBB.csv"]
+
+
+def test_the_marker_lists_every_unfinished_file_of_two_interrupted_fetches(tmp_path, monkeypatch):
+    """A stopped, then B stopped too: the marker lists both's files, and a rerun of A
+    leaves it listing B's until B's fetch completes."""
+    a = interrupted_fetch_of_aaa_and_bbb(tmp_path, monkeypatch)
+    b = {tmp_path / "prices" / "CCC.csv": NEW, tmp_path / "macro" / "VIX.csv": "date,value\n"}
+    killed_at_rename(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        write_file_set(tmp_path, b)
+    monkeypatch.undo()
+    assert listed(tmp_path) == ["macro/VIX.csv", "prices/AAA.csv", "prices/BBB.csv", "prices/CCC.csv"]
+    write_file_set(tmp_path, a)
+    assert listed(tmp_path) == ["macro/VIX.csv", "prices/CCC.csv"]
+    with pytest.raises(DataError, match=r"unfinished: macro/VIX.csv, prices/CCC.csv\)"):
+        load_csv_directory(tmp_path, SYMBOLS, macro=())
+    write_file_set(tmp_path, b)
+    assert not (tmp_path / INCOMPLETE_MARKER).exists()
+
+
+@pytest.mark.parametrize("body", ["", "{}", '{"targets": [3]}', "not json"])
+def test_a_marker_that_cannot_be_read_is_kept_and_said(tmp_path, body, capsys):
+    """What an unreadable marker guards is unknown: no fetch removes it (nor overwrites
+    it), and the loader says it cannot be read and what to do."""
+    files = old_folder(tmp_path)
+    (tmp_path / INCOMPLETE_MARKER).write_text(body)
+    write_file_set(tmp_path, files)
+    assert [p.read_text() for p in files] == [NEW] * len(files)
+    assert (tmp_path / INCOMPLETE_MARKER).read_text() == body
+    assert "marker cannot be read; kept" in capsys.readouterr().out
+    with pytest.raises(DataError, match="cannot be read .*delete it by hand"):
+        load_csv_directory(tmp_path, SYMBOLS, macro=())

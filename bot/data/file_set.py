@@ -9,6 +9,11 @@ target (nothing has changed yet; on an error they are removed), then a marker fi
 written in the data folder, the temporary files are renamed into place, and the marker
 is removed. A folder holding the marker was left half updated, and every reader refuses
 it (`check_complete`) until a fetch finishes.
+
+Each fetch writes only its own config's files, so the marker lists its targets, and a
+marker one fetch left is removed by another only when that one rewrote every file it
+lists: otherwise a fetch of other symbols cleared it and the half-updated files loaded
+as whole. A marker that cannot be read is never removed (what it guards is unknown).
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import datetime as dt
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -34,14 +40,78 @@ TEMP_SUFFIX = ".tmp"
 
 
 def check_complete(directory: Path) -> None:
-    """Refuse a data folder that a fetch left half updated (its marker is still there)."""
+    """Refuse a data folder that a fetch left half updated (its marker is still there),
+    naming the files it lists as unfinished."""
     marker = directory / INCOMPLETE_MARKER
-    if marker.exists():
-        raise DataError(
-            str(directory), None,
-            f"an interrupted `bot data fetch` left this folder half updated ({marker} is "
-            "still there: some files are new, others old); run `bot data fetch` again",
-        )
+    state = read_marker(marker)
+    if state.present:
+        raise DataError(str(directory), None, _refusal(directory, marker, state))
+
+
+def _refusal(directory: Path, marker: Path, state: MarkerState) -> str:
+    """Why a folder holding `marker` is refused, and what to do about it."""
+    said = (f"an interrupted `bot data fetch` left this folder half updated ({marker} is "
+            "still there: some files are new, others old")
+    if state.unreadable:
+        return (f"{said}; it cannot be read ({state.unreadable}), so no fetch removes it: "
+                "run `bot data fetch` again for every config writing here, then delete it "
+                "by hand")
+    return (f"{said}; unfinished: {_names(directory, state.targets)}); run `bot data fetch` "
+            "again (with the config that writes them)")
+
+
+def _names(directory: Path, paths: Collection[Path], shown: int = 10) -> str:
+    """`paths` relative to the data folder where they are in it, at most `shown` of them."""
+    root = _absolute(directory)
+    names = sorted(str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in paths)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+@dataclass(frozen=True)
+class MarkerState:
+    """What a data folder's marker says: whether there is one, the files it lists as
+    unfinished (absolute), or why it cannot be read."""
+
+    present: bool
+    targets: frozenset[Path] = frozenset()
+    unreadable: str | None = None
+
+
+def read_marker(marker: Path) -> MarkerState:
+    """The marker at `marker`: absent, its targets, or unreadable (and why). A marker
+    written before it listed `targets` lists them as its renames' `to`."""
+    try:
+        text = marker.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return MarkerState(present=False)
+    except (OSError, UnicodeDecodeError) as exc:
+        return MarkerState(present=True, unreadable=str(exc))
+    try:
+        return MarkerState(present=True, targets=_targets(json.loads(text)))
+    except ValueError as exc:
+        return MarkerState(present=True, unreadable=str(exc))
+
+
+def _targets(body: object) -> frozenset[Path]:
+    """The files a marker's JSON lists; ValueError saying what was expected."""
+    if not isinstance(body, dict):
+        raise ValueError(f"expected a JSON object, got {type(body).__name__}")
+    if "targets" in body:
+        names = body["targets"]
+    elif isinstance(body.get("renames"), list):
+        names = [r.get("to") if isinstance(r, dict) else None for r in body["renames"]]
+    else:
+        raise ValueError("expected a 'targets' list (or 'renames' with 'to' paths), found neither")
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise ValueError("expected 'targets' (or each rename's 'to') to be file paths")
+    return frozenset(_absolute(Path(n)) for n in names)
+
+
+def _absolute(path: Path) -> Path:
+    """`path` made absolute and normal, so a marker's paths compare with this write's
+    whatever the working folder of either."""
+    return Path(os.path.abspath(path))
 
 
 def write_file_set(directory: Path, files: Mapping[Path, str]) -> list[Path]:
@@ -86,19 +156,39 @@ def _write_file_set(directory: Path, files: Mapping[Path, str]) -> list[Path]:
     except BaseException:
         _discard(staged, made)
         raise
+    marker = directory / INCOMPLETE_MARKER
+    earlier = read_marker(marker)
+    covered = frozenset(_absolute(p) for p in files)  # each holds this write's text after it
+    listed = earlier.targets  # what the marker on disk lists, if any
     if staged:
-        _rename_all(directory, staged)
-    else:
-        _clear_stale_marker(directory)
+        listed = _rename_all(directory, staged, earlier)
+    _settle_marker(directory, earlier, covered, listed)
     return list(files)
 
 
-def _clear_stale_marker(directory: Path) -> None:
-    """Every file already holds what this write wants (the interrupted fetch renamed
-    them all before it stopped): the folder is whole again, so its marker goes."""
+def _settle_marker(directory: Path, earlier: MarkerState, covered: frozenset[Path],
+                   listed: frozenset[Path]) -> None:
+    """After a whole write: the marker goes only if this write's files cover every file
+    an earlier marker listed (another config's fetch, stopped mid-way, is not finished
+    by this one); else it is rewritten listing the files still unfinished. A marker that
+    cannot be read stays: what it guards is unknown. `listed`: what the marker on disk
+    lists now (not rewritten when unchanged: a watching server would reload for nothing)."""
     marker = directory / INCOMPLETE_MARKER
-    if marker.exists():
-        marker.unlink(missing_ok=True)
+    if earlier.unreadable:
+        log.warning("data folder's marker cannot be read; kept, so readers still refuse "
+                    "the folder: delete it by hand once every config writing here fetched "
+                    "again", folder=str(directory), marker=str(marker), why=earlier.unreadable)
+        return
+    left = earlier.targets - covered
+    if left:
+        if left != listed:
+            _write_marker(marker, [], left)
+        log.warning("data folder still half updated: an earlier fetch's files were not "
+                    "rewritten by this one", folder=str(directory),
+                    unfinished=_names(directory, left))
+        return
+    marker.unlink(missing_ok=True)
+    if earlier.present:
         log.info("data folder complete again; marker removed", folder=str(directory))
 
 
@@ -144,38 +234,57 @@ def _discard(staged: list[tuple[Path, Path]], made: list[Path]) -> None:
             folder.rmdir()
 
 
-def _rename_all(directory: Path, staged: list[tuple[Path, Path]]) -> None:
-    """Rename the temporary files into place under the marker. An error before the
-    first rename removes them and the marker (nothing changed); after it, the marker
-    stays, so no reader takes the mix of new and old files for a folder (as does the
-    marker an earlier interrupted fetch left: that folder is still half updated)."""
+def _rename_all(
+    directory: Path, staged: list[tuple[Path, Path]], earlier: MarkerState
+) -> frozenset[Path]:
+    """Rename the temporary files into place under the marker, which lists this write's
+    targets and those an earlier marker left unfinished. An error before the first
+    rename removes the temporary files and puts the marker back as it was (none, or
+    the earlier one's list); after it, the marker stays, so no reader takes the mix of
+    new and old files for a folder. A marker that cannot be read is left as it is.
+    Returns the files the marker lists."""
     marker = directory / INCOMPLETE_MARKER
-    left_before = marker.exists()
+    listed = earlier.targets | {_absolute(path) for _tmp, path in staged}
     renamed = 0
     try:
-        _write_marker(marker, staged)
+        if not earlier.unreadable:
+            _write_marker(marker, staged, listed)
         for tmp, path in staged:
             os.replace(tmp, path)
             renamed += 1
     except BaseException:
         _discard(staged[renamed:], [])
-        if renamed == 0 and not left_before:
-            marker.unlink(missing_ok=True)
+        if renamed == 0 and not earlier.unreadable:
+            _restore_marker(marker, earlier)
         else:
             log.error("data folder left half updated", folder=str(directory),
                       renamed=renamed, of=len(staged), marker=str(marker))
         raise
     _sync_folders({path.parent for _tmp, path in staged})
-    marker.unlink()
+    return listed
 
 
-def _write_marker(marker: Path, staged: list[tuple[Path, Path]]) -> None:
-    """The marker, on disk before any rename: when the fetch began and what it renames
-    (for whoever finds it after a crash)."""
+def _restore_marker(marker: Path, earlier: MarkerState) -> None:
+    """Nothing was renamed: the marker as it was before this write (none, or the
+    earlier one's unfinished files), so a rerun of that fetch alone clears it."""
+    if not earlier.present:
+        marker.unlink(missing_ok=True)
+        return
+    try:
+        _write_marker(marker, [], earlier.targets)
+    except OSError as exc:  # still lists a superset, or is unreadable: refused either way
+        log.error("data folder's marker not restored", marker=str(marker), error=str(exc))
+
+
+def _write_marker(marker: Path, staged: list[tuple[Path, Path]], targets: Collection[Path]) -> None:
+    """The marker, on disk before any rename: when the fetch began, what it renames,
+    and every file still unfinished (`targets`, which another fetch must rewrite before
+    it may remove the marker)."""
     body = {
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "pid": os.getpid(),
-        "renames": [{"from": str(tmp), "to": str(path)} for tmp, path in staged],
+        "renames": [{"from": str(tmp), "to": str(_absolute(path))} for tmp, path in staged],
+        "targets": sorted(str(p) for p in targets),
         "meaning": "an interrupted `bot data fetch` left this folder half updated; "
                    "run `bot data fetch` again",
     }
