@@ -4,14 +4,18 @@ and a fetch that brings nothing new touches nothing."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from bot.data import file_set
 from bot.data.csv_source import load_csv_directory
-from bot.data.file_set import INCOMPLETE_MARKER, write_file_set
+from bot.data.file_set import INCOMPLETE_MARKER, check_complete, write_file_set
 from bot.errors import DataError
 
 OLD = "date,close\n2024-01-02,10.0\n2024-01-03,10.5\n"
@@ -259,3 +263,85 @@ def test_a_marker_that_cannot_be_read_is_kept_and_said(tmp_path, body, capsys):
     assert "marker cannot be read; kept" in capsys.readouterr().out
     with pytest.raises(DataError, match="cannot be read .*delete it by hand"):
         load_csv_directory(tmp_path, SYMBOLS, macro=())
+
+
+def paused_at_the_second_rename(monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """os.replace stops at its second call until the returned `go` is set (`paused` is
+    set then): a healthy fetch caught among its renames, its marker there."""
+    real_replace, calls = os.replace, []
+    paused, go = threading.Event(), threading.Event()
+
+    def replace(src, dst) -> None:
+        calls.append(dst)
+        if len(calls) == 2:
+            paused.set()
+            go.wait(10)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    return paused, go
+
+
+def test_a_reader_waits_for_a_fetch_still_renaming(tmp_path, monkeypatch):
+    """A backtest started while a healthy fetch renamed its files was told an
+    interrupted fetch left the folder half updated. It now waits for the fetch (the
+    writer's exclusive lock) and reads the whole new folder."""
+    files = old_folder(tmp_path)
+    paused, go = paused_at_the_second_rename(monkeypatch)
+    writer = threading.Thread(target=write_file_set, args=(tmp_path, files))
+    writer.start()
+    assert paused.wait(10) and (tmp_path / INCOMPLETE_MARKER).exists()
+    read: list[object] = []
+    reader = threading.Thread(target=lambda: read.append(_load_or_error(tmp_path)))
+    reader.start()
+    time.sleep(0.3)
+    assert read == []  # waiting, not refusing
+    go.set()
+    writer.join(10)
+    reader.join(10)
+    assert len(read) == 1 and not isinstance(read[0], Exception), read
+    assert read[0].prices.close[-1, 0] == 5.5  # the new files, all of them
+
+
+def _load_or_error(folder: Path) -> object:
+    """The loaded folder, or the error loading it raised (a thread cannot raise to the test)."""
+    try:
+        return load_csv_directory(folder, SYMBOLS, macro=())
+    except Exception as exc:  # noqa: BLE001 - handed to the test to assert on
+        return exc
+
+
+def test_a_reader_gives_up_on_a_fetch_that_keeps_writing(tmp_path, monkeypatch):
+    """A writer that holds the folder longer than the reader waits: the error says a
+    fetch is still writing (not that one was interrupted)."""
+    old_folder(tmp_path)
+    (tmp_path / INCOMPLETE_MARKER).write_text(json.dumps({"targets": []}))  # its marker
+    held = os.open(tmp_path, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    monkeypatch.setattr(file_set, "READ_WAIT", 0.3)
+    try:
+        began = time.monotonic()
+        with pytest.raises(DataError, match=r"a `bot data fetch` is still writing this folder "
+                                            r"\(waited 0.3 s"):
+            load_csv_directory(tmp_path, SYMBOLS, macro=())
+        assert time.monotonic() - began >= 0.3
+    finally:
+        os.close(held)
+    with pytest.raises(DataError, match="interrupted `bot data fetch`"):  # the writer gone
+        check_complete(tmp_path, wait=0.3)
+
+
+def test_without_flock_a_reader_judges_the_marker_at_once(tmp_path, monkeypatch):
+    """Windows has no fcntl: the marker alone says, as before the lock."""
+    old_folder(tmp_path)
+    held = os.open(tmp_path, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    monkeypatch.setattr(file_set, "fcntl", None)
+    try:
+        check_complete(tmp_path, wait=5)  # no wait, no error: there is no marker
+        (tmp_path / INCOMPLETE_MARKER).write_text(json.dumps({"targets": []}))
+        with pytest.raises(DataError, match="interrupted"):
+            check_complete(tmp_path, wait=5)
+    finally:
+        os.close(held)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [INCOMPLETE_MARKER, "prices"]

@@ -7,8 +7,10 @@ do not line up, which the loader could not tell from a good folder. So the files
 written in two steps: every new content first goes to a temporary file beside its
 target (nothing has changed yet; on an error they are removed), then a marker file is
 written in the data folder, the temporary files are renamed into place, and the marker
-is removed. A folder holding the marker was left half updated, and every reader refuses
-it (`check_complete`) until a fetch finishes.
+is removed. A writer holds an exclusive flock on the folder for its whole write, and a
+reader (`check_complete`) waits for it with a shared one: a folder holding the marker
+once no writer holds it was left half updated, and every reader refuses it until a
+fetch finishes.
 
 Each fetch writes only its own config's files, so the marker lists its targets, and a
 marker one fetch left is removed by another only when that one rewrote every file it
@@ -23,6 +25,7 @@ import datetime as dt
 import json
 import os
 import tempfile
+import time
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,21 +34,72 @@ import structlog
 
 from bot.errors import DataError
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; writers and readers go on without it
+    fcntl = None  # type: ignore[assignment]
+
 log = structlog.get_logger(__name__)
 
 #: the marker file in a data folder while (or since) a fetch renames its files
 INCOMPLETE_MARKER = ".fetch-incomplete"
 #: temporary files are named `.<target>.<random>.tmp` in the target's own folder
 TEMP_SUFFIX = ".tmp"
+#: seconds a reader waits for a fetch still writing the folder before it gives up
+READ_WAIT = 30.0
+#: seconds between a waiting reader's attempts at the folder's lock
+LOCK_POLL = 0.05
 
 
-def check_complete(directory: Path) -> None:
+def check_complete(directory: Path, wait: float | None = None) -> None:
     """Refuse a data folder that a fetch left half updated (its marker is still there),
-    naming the files it lists as unfinished."""
-    marker = directory / INCOMPLETE_MARKER
-    state = read_marker(marker)
-    if state.present:
+    naming the files it lists as unfinished. A fetch still writing is waited for (up to
+    `wait` seconds, READ_WAIT by default): its marker is there while it renames, and a
+    backtest started then was told the folder was left half updated."""
+    with _no_writer(directory, READ_WAIT if wait is None else wait):
+        marker = directory / INCOMPLETE_MARKER
+        state = read_marker(marker)
+    if state.present:  # no writer holds the folder: a marker left is an interrupted fetch's
         raise DataError(str(directory), None, _refusal(directory, marker, state))
+
+
+@contextlib.contextmanager
+def _no_writer(directory: Path, wait: float) -> Iterator[None]:
+    """A shared flock on the folder (a writer holds an exclusive one for its whole write,
+    `_one_writer`), so no fetch writes meanwhile. A folder that cannot be opened, or a
+    platform without flock (Windows), goes on without it."""
+    if fcntl is None:
+        yield
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        _wait_for_writer(fd, directory, wait)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _wait_for_writer(fd: int, directory: Path, wait: float) -> None:
+    """Take the shared lock on `fd`, waiting at most `wait` seconds for a writer to end;
+    a DataError after that (a fetch still writing, or one hung holding the lock)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DataError(
+                    str(directory), None,
+                    f"a `bot data fetch` is still writing this folder (waited {wait:g} s for "
+                    "it to finish); try again when it has ended",
+                ) from None
+            time.sleep(min(LOCK_POLL, left))
 
 
 def _refusal(directory: Path, marker: Path, state: MarkerState) -> str:
@@ -56,6 +110,8 @@ def _refusal(directory: Path, marker: Path, state: MarkerState) -> str:
         return (f"{said}; it cannot be read ({state.unreadable}), so no fetch removes it: "
                 "run `bot data fetch` again for every config writing here, then delete it "
                 "by hand")
+    if not state.targets:
+        return f"{said}); run `bot data fetch` again"
     return (f"{said}; unfinished: {_names(directory, state.targets)}); run `bot data fetch` "
             "again (with the config that writes them)")
 
@@ -129,9 +185,7 @@ def _one_writer(directory: Path) -> Iterator[None]:
     """Two fetches into one folder take turns (an exclusive flock on the folder itself,
     so no lock file is left behind): at once, one removed the marker while the other
     was still renaming. A folder not made yet, or a platform without flock, goes on."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
+    if fcntl is None:
         yield
         return
     try:
