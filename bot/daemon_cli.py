@@ -6,8 +6,8 @@ import argparse
 import datetime as dt
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # heavy modules: imported inside the commands, so `bot --help
     from bot.config import Settings
     from bot.daemon.replay import ReplayResult
     from bot.data.alpaca import AlpacaMarketData
-    from bot.data.base import MarketData, PriceHistory
+    from bot.data.base import MacroSeries, MarketData, PriceHistory
     from bot.store.tradelog import TradeLog
 
 
@@ -539,11 +539,12 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     files = csv_files(history, macro, directory)
     for extra in supporting:
         files.update(csv_files(extra, {}, directory))
-    if not args.replace:  # what came back may start later, or end earlier, than a file
-        _refuse_to_shorten_files(files)
+    notes = [] if args.replace else _refuse_to_shorten_files(files, _answered(directory, macro))
     written = write_file_set(directory, files)  # one set: all of them or, before renaming, none
     print(f"wrote {len(written)} files to {directory} ({len(history.dates)} trading days, "
           f"{history.dates[0]} .. {history.dates[-1]})")
+    for note in notes:
+        print(note)
     for symbol, error in skipped:
         print(f"skipped {symbol} (read only by the decay table and stress tests): {error}")
     return 0
@@ -579,12 +580,22 @@ def _refuse_to_shorten(paths: list[Path], start: dt.date) -> None:
         )
 
 
-def _refuse_to_shorten_files(files: dict[Path, str]) -> None:
+def _answered(directory: Path, macro: Mapping[str, MacroSeries]) -> dict[Path, dt.date]:
+    """Each macro file's path -> the last day FRED's answer covered, blank days included
+    (MacroSeries.observed): up to that day, a day without a value was withdrawn."""
+    return {directory / "macro" / f"{name}.csv": series.observed[1]
+            for name, series in macro.items() if series.observed is not None}
+
+
+def _refuse_to_shorten_files(files: dict[Path, str], answered: Mapping[Path, dt.date]) -> list[str]:
     """A fetch must not rewrite a file with less history than it holds: the source may
     start later than --start (Alpaca's bars begin in 2016, a 2010 file would lose six
     years without a word), or end earlier than the file (a fund the feed stopped
     serving, a series FRED stopped publishing). Refused, naming the first such file
-    and both days, unless --replace."""
+    and both days, unless --replace. A macro series whose answer covered the file's
+    last day (`answered`) but gave it no value had it withdrawn: that ends earlier, as
+    the live store deletes such a day. Returns a note for each."""
+    notes = []
     for path, text in sorted(files.items()):
         held, new = _file_span(path), _text_span(text)
         if held is None or new is None:
@@ -596,11 +607,34 @@ def _refuse_to_shorten_files(files: dict[Path, str]) -> None:
                 "file, or pass --replace to drop those days"
             )
         if held[1] > new[1]:
-            raise BotError(
-                f"{path} ends {held[1]}, but the download of it ends {new[1]} (the source has "
-                f"nothing later now): rewriting it would drop its days after {new[1]}; keep "
-                "the file, or pass --replace to drop those days"
-            )
+            notes.append(_earlier_end(path, held[1], new[1], answered.get(path)))
+    return notes
+
+
+def _earlier_end(path: Path, held: dt.date, new: dt.date, answered: dt.date | None) -> str:
+    """The note for a file the download ends before (`new` < `held`, its last day): FRED
+    answered up to `held` with no value after `new`, so those days were withdrawn; any
+    other source (a price file, a series whose answer stops earlier) is refused."""
+    if answered is None or answered < held:
+        raise BotError(
+            f"{path} ends {held}, but the download of it ends {new} (the source has "
+            f"nothing later now): rewriting it would drop its days after {new}; keep "
+            "the file, or pass --replace to drop those days"
+        )
+    dropped = ", ".join(str(d) for d in _days_after(path, new))
+    return (f"{path.stem}: FRED withdrew its value of {dropped} (its answer covers "
+            f"through {answered} with no value after {new}): dropped from {path}")
+
+
+def _days_after(path: Path, day: dt.date) -> list[dt.date]:
+    """The days of a data file of ours after `day` (rows it cannot read are skipped)."""
+    days = []
+    for line in path.read_text(encoding="utf-8").splitlines()[1:]:
+        with suppress(ValueError):
+            when = dt.date.fromisoformat(line.split(",", 1)[0].strip())
+            if when > day:
+                days.append(when)
+    return days
 
 
 def _file_span(path: Path) -> tuple[dt.date, dt.date] | None:

@@ -777,6 +777,31 @@ def test_data_fetch_keeps_a_file_the_download_ends_before(tmp_path, venue, capsy
     assert vix.read_text().splitlines()[-1].startswith("2024-11-29,")
 
 
+def test_data_fetch_drops_a_value_fred_withdrew(tmp_path, venue, capsys):
+    """The live store deletes a last observation FRED withdrew (its answer covers the
+    day, with "." for a value), but `bot data fetch` refused the same answer as a
+    download ending earlier than the file until --replace. It now drops the day too,
+    saying so; a series whose answer stops earlier is still refused (the test above)."""
+    from bot.cli import main
+
+    fetch_on_the_wall_clock(venue)
+    venue.daily_bars["IEF"] = venue.daily_bars["TMF"]
+    data = tmp_path / "d"
+    args = ["data", "fetch", "--start", "2023-01-03", "--data-dir", str(data)]
+    assert main(args) == 0
+    vix = data / "macro" / "VIX.csv"
+    before = vix.read_text().splitlines()
+    *kept, (last, _value) = venue.fred.series["VIXCLS"]
+    assert before[-1].startswith(f"{last},")
+    venue.fred.series["VIXCLS"] = [*kept, (last, None)]  # withdrawn: "." on its day
+    capsys.readouterr()
+    assert main(args) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert f"VIX: FRED withdrew its value of {last} (its answer covers through {last}" in out
+    assert f"dropped from {vix}" in out
+    assert vix.read_text().splitlines() == before[:-1]
+
+
 def test_data_fetch_writes_its_files_as_one_set(tmp_path, venue, capsys, monkeypatch):
     """The universe, then each supporting fund, were written one call after another: a
     failure at QQQ's file left the universe's files new and the rest old. Now nothing
