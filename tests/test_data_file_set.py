@@ -345,3 +345,38 @@ def test_without_flock_a_reader_judges_the_marker_at_once(tmp_path, monkeypatch)
     finally:
         os.close(held)
     assert sorted(p.name for p in tmp_path.iterdir()) == [INCOMPLETE_MARKER, "prices"]
+
+
+def test_a_fetch_waits_for_a_reader_to_finish_reading_the_folder(tmp_path, monkeypatch):
+    """The reader checked the marker, let the folder go, then read its files: a fetch
+    that began in between gave it some files old and some new. It holds the folder
+    (shared) until its last file is read; the fetch waits."""
+    from bot.data import csv_source
+
+    files = old_folder(tmp_path)
+    reading, go_on = threading.Event(), threading.Event()
+    real_read = csv_source._read_price_file
+    first = []
+
+    def slow_read(path):
+        if not first:
+            first.append(path)
+            reading.set()
+            go_on.wait(10)
+        return real_read(path)
+
+    monkeypatch.setattr(csv_source, "_read_price_file", slow_read)
+    loaded = []
+    reader = threading.Thread(target=lambda: loaded.append(load_csv_directory(tmp_path, SYMBOLS, macro=[])))
+    reader.start()
+    assert reading.wait(10)
+    writer = threading.Thread(target=write_file_set, args=(tmp_path, files))
+    writer.start()
+    time.sleep(0.3)
+    assert all(p.read_text() == OLD for p in files)  # the fetch waits for the reader
+    go_on.set()
+    reader.join(10)
+    writer.join(10)
+    (market,) = loaded
+    assert market.prices.close[:, 0].tolist() == [10.0, 10.5]  # all old, none new
+    assert all(p.read_text() == NEW for p in files)

@@ -19,7 +19,7 @@ import structlog
 
 from bot.data.align import SymbolBars, align_prices
 from bot.data.base import MACRO_SERIES, MacroSeries, MarketData
-from bot.data.file_set import check_complete
+from bot.data.file_set import reading_whole
 from bot.data.plausibility import (
     DEFAULT_RULES,
     PlausibilityRules,
@@ -44,13 +44,16 @@ def load_csv_directory(
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError(str(directory), None, "data directory not found")
-    check_complete(directory)  # a fetch stopped mid-way: some files new, others old
     _check_symbol_list(directory, symbols)
-    files = [_read_price_file(_price_path(directory, s)) for s in symbols]
+    # not a folder a fetch stopped mid-way through (some files new, others old), and no
+    # fetch writing it while its files are read
+    with reading_whole(directory):
+        files = [_read_price_file(_price_path(directory, s)) for s in symbols]
+        series = _load_macro(directory, macro, rules)
     prices = align_prices(tuple(symbols), files, rules=rules)
     return MarketData(
         prices=prices,
-        macro=_load_macro(directory, macro, rules),
+        macro=series,
         source=f"csv:{directory.absolute()}",  # a run records it: where, whatever its cwd
         synthetic=False,
     )

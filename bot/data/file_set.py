@@ -56,11 +56,21 @@ def check_complete(directory: Path, wait: float | None = None) -> None:
     naming the files it lists as unfinished. A fetch still writing is waited for (up to
     `wait` seconds, READ_WAIT by default): its marker is there while it renames, and a
     backtest started then was told the folder was left half updated."""
+    with reading_whole(directory, wait):
+        pass
+
+
+@contextlib.contextmanager
+def reading_whole(directory: Path, wait: float | None = None) -> Iterator[None]:
+    """check_complete, with the folder kept from writers until the block ends: a fetch
+    that began after the check but before the files were read gave the reader some new
+    files and some old."""
     with _no_writer(directory, READ_WAIT if wait is None else wait):
         marker = directory / INCOMPLETE_MARKER
         state = read_marker(marker)
-    if state.present:  # no writer holds the folder: a marker left is an interrupted fetch's
-        raise DataError(str(directory), None, _refusal(directory, marker, state))
+        if state.present:  # no writer holds the folder: a marker left is an interrupted fetch's
+            raise DataError(str(directory), None, _refusal(directory, marker, state))
+        yield
 
 
 @contextlib.contextmanager
