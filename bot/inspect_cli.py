@@ -273,7 +273,7 @@ def unfinished_warning(
         return None
     if status == "running" and alive is not None:
         what = RUNNING_PROCESS.get(alive.process or "", what)
-        if alive.heartbeat_stale and alive.process != "gone":
+        if alive.doubtful and alive.process != "gone":  # not gone, so silent
             what += ", but its heartbeat is stale (stuck or suspended?)"
         if alive.heartbeat_at is not None:
             what += f"; last heartbeat {alive.heartbeat_at:%Y-%m-%d %H:%M} UTC"

@@ -336,8 +336,9 @@ render_main = render_live  # /fragment
 
 def _process_banner(run: dict[str, Any]) -> str:
     """A warning over a 'running' run whose process is gone or silent: its status and the
-    ticking "updated" stamp would otherwise read as a run in progress."""
-    if run.get("process") != "gone" and not run.get("heartbeat_stale"):
+    ticking "updated" stamp would otherwise read as a run in progress. Whether it is one is
+    decided once, by Liveness.doubtful, which /api/summary's run carries."""
+    if not run.get("doubtful"):
         return ""
     beat = run.get("heartbeat_at")
     last = f"last heartbeat {_time(beat)} UTC" if beat else "no heartbeat recorded"

@@ -142,6 +142,7 @@ def collect(
             "process": alive.process,
             "heartbeat_at": None if alive.heartbeat_at is None else alive.heartbeat_at.isoformat(),
             "heartbeat_stale": alive.heartbeat_stale,
+            "doubtful": alive.doubtful,  # gone or silent: the page's banner reads this
         },
         "account": account,
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

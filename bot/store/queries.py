@@ -110,7 +110,9 @@ class Liveness:
 
     @property
     def doubtful(self) -> bool:
-        """A 'running' run whose process is gone or has stopped beating."""
+        """A 'running' run whose process is gone or has stopped beating: its status does not
+        mean it is in progress. The one test of it: `bot report`'s warning and the
+        dashboard's banner (through /api/summary's run) both read this."""
         return self.process == "gone" or self.heartbeat_stale
 
 
