@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -284,6 +285,19 @@ def max_drawdown(equity: pd.Series) -> float:
 def drawdown_series(equity: pd.Series) -> pd.Series:
     """Fall from the running peak at every date (<= 0), for charts."""
     return equity / equity.cummax() - 1.0
+
+
+#: Two drawdowns this close are the same but for rounding.
+DRAWDOWN_TOLERANCE = 1e-6
+
+
+def drawdowns_differ(own: Iterable[float], all_time: Iterable[float]) -> bool:
+    """Whether a run's own drawdown (from the highest equity it recorded) and the stored
+    one (from the strategy's all-time peak, the one its drawdown defence measures from)
+    differ on any day, both <= 0 and day by day: they do when the run resumed below a peak
+    an earlier run reached. The one test of it, so the dashboard and `bot report` show the
+    second drawdown on the same runs."""
+    return any(abs(a - b) > DRAWDOWN_TOLERANCE for a, b in zip(own, all_time, strict=True))
 
 
 def _alpha_beta(

@@ -16,6 +16,7 @@ from html import escape
 from typing import Any
 
 from bot.dashboard.svg import REGIME_COLORS, Line, line_chart
+from bot.metrics import drawdowns_differ
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d232b}
@@ -149,10 +150,10 @@ def _td(shown: str, value: Any = None, *, num: bool = False, css: str = "") -> s
 
 
 def _differs(eq: dict[str, Any]) -> bool:
-    """Whether the run's drawdown and the one from the all-time peak ever differ (they do
-    when the run resumed a strategy below a peak an earlier run of it reached)."""
-    return any(abs(a[1] - b[1]) > 1e-6
-               for a, b in zip(eq["drawdown_curve"], eq["drawdown_all_time_curve"], strict=True))
+    """Whether the run's drawdown and the one from the all-time peak ever differ
+    (bot.metrics.drawdowns_differ, which `bot report` asks too)."""
+    return drawdowns_differ((v for _, v in eq["drawdown_curve"]),
+                            (v for _, v in eq["drawdown_all_time_curve"]))
 
 
 def _drawdown_lines(eq: dict[str, Any]) -> list[Line]:

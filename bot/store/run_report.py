@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from bot.data.base import RISK_FREE
 from bot.decay import decay_section
 from bot.errors import BotError
-from bot.metrics import drawdown_series, risk_free_gap_note
+from bot.metrics import drawdown_series, drawdowns_differ, risk_free_gap_note
 from bot.report import RunSeries, build_report
 from bot.store.benchmark import RunMarket, covering, load_run_market
 from bot.store.engines import mask_url
@@ -124,7 +124,7 @@ def all_time_drawdown_note(equity: pd.DataFrame) -> str | None:
     otherwise show a small drawdown with no word of the larger one the guard acts on."""
     own = drawdown_series(equity["equity"])
     stored = -equity["drawdown"]
-    if ((own - stored).abs() <= 1e-6).all():  # the same but for rounding
+    if not drawdowns_differ(own, stored):
         return None
     return (
         f"max DD and the drawdown chart are this run's, from the highest equity it recorded "
