@@ -147,14 +147,13 @@ def returns_frame(market: MarketData) -> pd.DataFrame:
     return closes.pct_change(fill_method=None).iloc[1:]
 
 
-def factor_days(settings: Settings, returns: pd.DataFrame) -> tuple[str, str]:
-    """The first and last day with both factor funds' returns in the calibration window:
-    the span the co-moves and the regressions really use (the data's own first day, 1993,
+def factor_days(settings: Settings, data: pd.DataFrame) -> pd.DatetimeIndex:
+    """The days of `data` (the calibration window's returns) with both factor funds'
+    returns: the days the co-moves and the regressions really use. The one place they are
+    picked: calibrate counts them and reports their span (the data's own first day, 1993,
     overstated it by nine years: TLT's returns start in 2002)."""
     st = settings.stress
-    data = _window(returns, settings)
-    both = data.index[data[st.market].notna() & data[st.rates].notna()]
-    return str(both[0].date()), str(both[-1].date())
+    return data.index[data[st.market].notna() & data[st.rates].notna()]
 
 
 def _window(returns: pd.DataFrame, settings: Settings) -> pd.DataFrame:
@@ -184,8 +183,11 @@ def _regress(y: pd.Series, factors: pd.DataFrame) -> tuple[np.ndarray, int]:
     return coef[1:], len(both)
 
 
-def calibrate(settings: Settings, returns: pd.DataFrame) -> tuple[list[Sensitivity], dict[str, float]]:
-    """Every fund's sensitivities, and the two co-move betas (TLT on SPY, SPY on TLT)."""
+def calibrate(
+    settings: Settings, returns: pd.DataFrame
+) -> tuple[list[Sensitivity], dict[str, float], tuple[str, str]]:
+    """Every fund's sensitivities, the two co-move betas (TLT on SPY, SPY on TLT), and the
+    first and last day of the factor days they were estimated on (factor_days)."""
     st = settings.stress
     data = _window(returns, settings)
     for name, fund in (("market", st.market), ("rates", st.rates)):
@@ -193,7 +195,8 @@ def calibrate(settings: Settings, returns: pd.DataFrame) -> tuple[list[Sensitivi
             raise BotError(f"stress.{name}: the factor fund {fund} is not in the data "
                            f"(it has {', '.join(sorted(data.columns))})")
     m, r = data[st.market], data[st.rates]
-    days = int((m.notna() & r.notna()).sum())
+    both = factor_days(settings, data)
+    days = len(both)
     if days < MIN_CALIBRATION_DAYS:
         # Every sensitivity would be 0 and every loss understated: refuse, do not guess.
         first, last = st.calibration_start or "the data's start", st.calibration_end or "its end"
@@ -225,7 +228,7 @@ def calibrate(settings: Settings, returns: pd.DataFrame) -> tuple[list[Sensitivi
             path = "co-move" if n >= MIN_CALIBRATION_DAYS else "no data"
             sens = Sensitivity(sym, asset.leverage, label, path, float(b_m), float(b_r), n)
         out.append(sens)
-    return out, comove
+    return out, comove, (str(both[0].date()), str(both[-1].date()))
 
 
 # --------------------------------------------------------------------------- factor shocks
@@ -303,11 +306,13 @@ def tracking_error(
 
 def factor_section(
     portfolio: Portfolio, settings: Settings, market: MarketData
-) -> tuple[list[dict[str, Any]], list[Sensitivity], list[str]]:
+) -> tuple[list[dict[str, Any]], list[Sensitivity], list[str], tuple[str, str]]:
+    """The factor scenarios' rows, the sensitivities, notes, and the calibration's span
+    (calibrate)."""
     returns = returns_frame(market)
     prices = market.prices
     closes = pd.DataFrame(prices.close, index=pd.DatetimeIndex(prices.dates), columns=list(prices.symbols))
-    sensitivities, comove = calibrate(settings, returns)
+    sensitivities, comove, span = calibrate(settings, returns)
     duration = settings.stress.durations[settings.stress.rates]
     rows, notes = [], []
     for scenario in SCENARIOS:
@@ -334,7 +339,7 @@ def factor_section(
     for s in sensitivities:
         if s.path == "no data":
             notes.append(f"{s.symbol}: no returns to estimate its sensitivity from; taken as 0")
-    return rows, sensitivities, notes
+    return rows, sensitivities, notes, span
 
 
 # --------------------------------------------------------------------------- replays
@@ -494,11 +499,10 @@ def stress_report(
         raise BotError(
             f"the portfolio holds {unknown}, not in the config's universe {list(settings.symbols)}"
         )
-    factors, sensitivities, notes = factor_section(portfolio, settings, market)
+    factors, sensitivities, notes, (first, last) = factor_section(portfolio, settings, market)
     rebuilt_data, rebuilt = rebuilt_market(settings, market)
     replays = [replay(e, portfolio, settings, rebuilt_data, rebuilt) for e in EPISODES]
     st = settings.stress
-    first, last = factor_days(settings, returns_frame(market))
     return {
         "meta": {
             **meta,

@@ -49,7 +49,7 @@ def exact_market(settings):
 def test_sensitivities_follow_the_documented_paths(settings):
     from bot.stress import returns_frame
 
-    sens, comove = calibrate(settings, returns_frame(exact_market(settings)))
+    sens, comove, _ = calibrate(settings, returns_frame(exact_market(settings)))
     by = {s.symbol: s for s in sens}
     assert (by["UPRO"].path, by["UPRO"].b_market) == ("market", 1.0)
     assert by["TQQQ"].path == "index beta" and by["TQQQ"].b_market == pytest.approx(1.2, abs=1e-9)
@@ -68,7 +68,7 @@ def test_factor_shocks_go_through_leverage_beta_and_duration(settings):
     from bot.stress import returns_frame
 
     market = exact_market(settings)
-    sens, comove = calibrate(settings, returns_frame(market))
+    sens, comove, _ = calibrate(settings, returns_frame(market))
     closes = pd.DataFrame(market.prices.close, index=pd.DatetimeIndex(market.prices.dates),
                           columns=list(market.prices.symbols))
     portfolio = Portfolio(STRATEGIC, "2020-01-01", "test")
@@ -101,7 +101,7 @@ def test_the_liquidity_window_and_tracking_error_come_from_the_data(settings, re
 
     market = _with_underlyings(real_market, settings)
     portfolio = Portfolio(STRATEGIC, "2024-12-31", "test")
-    rows, _, _ = factor_section(portfolio, settings, market)
+    rows, _, _, _ = factor_section(portfolio, settings, market)
     liquidity = next(r for r in rows if r["key"] == "liquidity_crisis")
     spy = market.prices.close[:, market.prices.index_of("SPY")]
     dates = list(market.prices.dates.astype("datetime64[D]").astype(str))
@@ -122,7 +122,7 @@ def test_the_liquidity_window_compounds_each_days_move_as_a_daily_reset_fund_doe
     from bot.stress import factor_section
 
     market = _with_underlyings(real_market, settings)
-    rows, sensitivities, _ = factor_section(Portfolio(STRATEGIC, "2024-12-31", "test"), settings, market)
+    rows, sensitivities, _, _ = factor_section(Portfolio(STRATEGIC, "2024-12-31", "test"), settings, market)
     liquidity = next(r for r in rows if r["key"] == "liquidity_crisis")
     closes = pd.DataFrame(market.prices.close, index=pd.DatetimeIndex(market.prices.dates),
                           columns=list(market.prices.symbols))
@@ -287,7 +287,7 @@ def test_a_calibration_window_too_short_for_the_factors_is_refused_not_zeroed(se
         with pytest.raises(BotError, match=r"stress.calibration_start..calibration_end .* holds "
                                            r"\d+ days of SPY and TLT returns; .* at least 60"):
             calibrate(_with_stress(settings, **window), returns)
-    sens, _ = calibrate(_with_stress(settings, calibration_start="2019-01-02",
+    sens, _, _ = calibrate(_with_stress(settings, calibration_start="2019-01-02",
                                      calibration_end="2019-06-28"), returns)
     assert {s.symbol: s for s in sens}["TQQQ"].b_market == pytest.approx(1.2, abs=1e-9)
 
