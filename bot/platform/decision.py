@@ -106,7 +106,7 @@ def decide_batch(ctx: WorkerContext, day: dt.date) -> Batch:
             sa.insert(DECISIONS).values(decision_rows(run_id, decisions.values(), hashes, decided_at)),
             _task_rows(run_id, day, list(decisions)),
             *_failed_rows(run_id, day, failed, decided_at),
-            claim=claim_day(ctx.engine.dialect.name, run_id, day, ctx.mode, decided_at),
+            claim=claim_day(ctx.engine, run_id, day, ctx.mode, decided_at),
         )
     except ClaimTaken:
         # Another delivery of this decision committed the day's batch first: that one is

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.store.models import METADATA
 from bot.store.upsert import dialect_insert
@@ -319,15 +318,11 @@ def batch_of_day(engine: sa.Engine, day: dt.date, mode: str) -> int | None:
     return None if found is None else int(found)
 
 
-def _insert_batches(dialect: str) -> Any:
-    return postgresql.insert(BATCHES) if dialect == "postgresql" else sqlite.insert(BATCHES)
-
-
-def claim_day(dialect: str, run_id: int, day: dt.date, mode: str, now: dt.datetime) -> sa.Executable:
+def claim_day(engine: sa.Engine, run_id: int, day: dt.date, mode: str, now: dt.datetime) -> sa.Executable:
     """The statement that makes `run_id` the batch of (`day`, `mode`): it inserts the row,
     or takes over the row of the decision waiting since its publish (record_published);
     it writes nothing if another run is that batch already (TradeLog.flush's `claim`)."""
-    insert = _insert_batches(dialect).values(
+    insert = dialect_insert(engine, BATCHES).values(
         {"run_id": run_id, "day": day, "mode": mode, "created_at": now})
     return insert.on_conflict_do_update(
         index_elements=["day", "mode"],
@@ -350,7 +345,7 @@ def record_published(engine: sa.Engine, day: dt.date, mode: str, now: dt.datetim
     `platform_batches` row without a run, which the batch's claim takes over. Nothing is
     written if the day has a row already (its batch, or a decision already waiting).
     Returns whether this call wrote the row (withdraw it if the publish then fails)."""
-    insert = _insert_batches(engine.dialect.name).values(
+    insert = dialect_insert(engine, BATCHES).values(
         {"run_id": None, "day": day, "mode": mode, "created_at": now, "published_at": now})
     with engine.begin() as conn:
         written = conn.execute(

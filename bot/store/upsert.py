@@ -13,9 +13,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 
-def dialect_insert(conn: sa.Connection, table: sa.Table) -> Any:
-    """The connection's own dialect's insert(), which renders ON CONFLICT."""
-    dialect = conn.dialect.name
+def dialect_insert(bind: sa.Connection | sa.Engine, table: sa.Table) -> Any:
+    """The connection's (or engine's) own dialect's insert(), which renders ON CONFLICT:
+    the one place that picks it, for every upsert and insert-or-ignore of bot/."""
+    dialect = bind.dialect.name
     if dialect == "postgresql":
         return postgresql.insert(table)
     if dialect == "sqlite":
