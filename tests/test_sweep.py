@@ -21,7 +21,7 @@ from bot.backtest import run_backtest
 from bot.config import load_settings
 from bot.data.base import MarketData, PriceHistory
 from bot.data.synthetic import synthetic_market
-from bot.metrics import performance
+from bot.metrics import performance, slice_fills
 from bot.runner import BacktestOptions, apply_overrides
 from bot.store.sweeps import load_sweep, load_sweep_runs
 from bot.store.tradelog import TradeLog
@@ -317,7 +317,10 @@ def test_walk_forward_picks_on_training_windows_and_stitches_test_windows(
     capsys, tmp_path: Path
 ) -> None:
     """Checked against the equity each run stored: the pick of every window is the best
-    Sharpe inside its training window, and the curve is the picks' test-window returns."""
+    Sharpe inside its training window, and the curve is the picks' test-window returns.
+    A window's fills are sized to the stitched account after its switch cost is paid, the
+    equity its returns compound on (they were sized to the equity before it, so the
+    out-of-sample costs and turnover counted trades on money the switch had spent)."""
     db = f"sqlite:///{tmp_path / 'log.sqlite'}"
     code, out, err = sweep(capsys, db, *WF_SPAN, *WF_GRID, "--walk-forward", "6m:3m",
                            "--record", "full")
@@ -351,6 +354,7 @@ def test_walk_forward_picks_on_training_windows_and_stitches_test_windows(
     # config), each weight the run's recorded holding valued at that day's close.
     log = TradeLog.open_readonly(db)
     positions = {int(r): log.load_positions(int(r)) for r in runs["run_id"]}
+    fills = {int(r): log.load_fills(int(r)) for r in runs["run_id"]}
     log.close()
     base = apply_overrides(load_settings(CONFIG), BacktestOptions(
         config=CONFIG, start=WF_SPAN[1], end=WF_SPAN[3], synthetic=True), str(CONFIG))
@@ -363,7 +367,7 @@ def test_walk_forward_picks_on_training_windows_and_stitches_test_windows(
         closes = pd.Series({s: prices.close[row, prices.index_of(s)] for s in held.index})
         return held * closes / equity[run].loc[day]
 
-    expected, costs = [100_000.0], []
+    expected, costs, fill_costs = [100_000.0], [], 0.0
     for k, w in enumerate(windows):
         eq = equity[w["run_id"]]
         lo, hi = days.get_loc(pd.Timestamp(w["test"][0])), days.get_loc(pd.Timestamp(w["test"][1]))
@@ -374,11 +378,17 @@ def test_walk_forward_picks_on_training_windows_and_stitches_test_windows(
             traded = new.sub(old, fill_value=0.0).abs().sum()
             cost = traded * expected[-1] * 5 / 1e4
         costs.append(cost)
+        part = slice_fills(fills[w["run_id"]], *(pd.Timestamp(d) for d in w["test"]))
+        paid = float((part["commission"] + part["slippage_cost"]).sum())
+        fill_costs += paid * (expected[-1] - cost) / eq.iloc[lo - 1]
         growth = eq.iloc[lo : hi + 1].to_numpy() / eq.iloc[lo - 1 : hi].to_numpy()
         expected.extend((expected[-1] - cost) * np.cumprod(growth))
     assert sum(c > 0 for c in costs) >= 1  # the pick changed: switches were charged
     assert [w["switch_cost"] for w in windows] == pytest.approx(costs, rel=1e-9, abs=1e-9)
     assert wf["switch_costs"] == pytest.approx(sum(costs), rel=1e-9)
+    assert wf["summary"]["transaction_costs"] == pytest.approx(fill_costs, rel=1e-9)
+    assert wf["test_return_net_of_switch_cost"] is True  # it is not to be taken off again
+    assert "net of switch" in out
     assert f"costing {sum(costs):,.2f}" in out
     assert curve.index[0] == pd.Timestamp(windows[0]["train"][1])
     assert curve.index[1] == pd.Timestamp(windows[0]["test"][0]) and curve.index[-1] == days[-1]

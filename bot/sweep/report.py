@@ -97,8 +97,8 @@ def render_walk_forward(result: dict[str, Any], console: Console) -> None:
         "window, held through the test window after it",
         title_justify="left",
     )
-    for header in ("train", "test", "picked", f"train {metric_header(metric)}", "test return %",
-                   "switch cost"):
+    for header in ("train", "test", "picked", f"train {metric_header(metric)}",
+                   "test return % (net of switch)", "switch cost"):
         table.add_column(header, justify="left" if header in ("train", "test", "picked") else "right")
     for w in result["windows"]:
         picked = "no combination scored" if w["run_id"] is None else (

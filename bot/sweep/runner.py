@@ -428,10 +428,11 @@ def _walk_forward(
     fills, rows = [], []
     for k, p in enumerate(picks):
         w = p.window
-        anchor = curve.loc[dates[w.test_lo - 1]]
+        anchor = curve.loc[dates[w.test_lo - 1]]  # before the switch is paid
         end_value = curve.loc[dates[w.test_hi - 1]]
         if p.position is not None:
-            fills.append(_scaled_fills(ok[p.position], dates, w, float(anchor)))
+            start = walk_forward.after_switch(float(anchor), rates[k])
+            fills.append(_scaled_fills(ok[p.position], dates, w, start))
         rows.append({
             "train": [f"{dates[w.train_lo]:%Y-%m-%d}", f"{dates[w.train_hi - 1]:%Y-%m-%d}"],
             # trading from the previous window's pick to this one's, paid on the first test day
@@ -443,6 +444,7 @@ def _walk_forward(
             "train_score": p.score,
             # 0: the pick won its training window idle (e.g. no drawdown for never trading)
             "train_trades": None if p.position is None else _trades_in(ok[p.position], dates, w),
+            # from the last training close, so net of switch_cost (taken on its first day)
             "test_return": float(end_value / anchor - 1.0),
             # every combination's training score, in grid order (None: failed or unscored)
             "scores": [
@@ -469,6 +471,8 @@ def _walk_forward(
         "windows": rows,
         "summary": summary,
         "switch_costs": sum(row["switch_cost"] for row in rows),
+        # each window's test_return is net of its switch_cost, not to be taken off again
+        "test_return_net_of_switch_cost": True,
         "final_equity": float(curve.iloc[-1]),
         "equity": [[f"{d:%Y-%m-%d}", float(v)] for d, v in curve.items()],
     }
@@ -510,13 +514,15 @@ def _closes(market: MarketData, day: np.datetime64, symbols: Iterable[str]) -> d
 
 
 def _scaled_fills(
-    outcome: VariantOutcome, dates: pd.DatetimeIndex, w: walk_forward.Window, anchor: float
+    outcome: VariantOutcome, dates: pd.DatetimeIndex, w: walk_forward.Window, start: float
 ) -> pd.DataFrame:
-    """The picked run's fills inside the test window, sized to the stitched account (its
-    equity at the window's start over the run's), so turnover and costs are in scale."""
+    """The picked run's fills inside the test window, sized to the stitched account, so
+    turnover and costs are in scale: `start`, the account's equity the window's returns
+    compound on (walk_forward.after_switch: the switch cost already paid), over the run's
+    equity at the same close."""
     part = slice_fills(outcome.fills, dates[w.test_lo], dates[w.test_hi - 1])
     assert part is not None and outcome.equity is not None
-    scale = anchor / float(outcome.equity[w.test_lo - 1])
+    scale = start / float(outcome.equity[w.test_lo - 1])
     part = part.copy()
     for column in ("quantity", "commission", "slippage_cost"):
         part[column] = part[column].astype(float) * scale

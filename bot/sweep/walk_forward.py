@@ -168,6 +168,14 @@ def switch_rate(
     return rate
 
 
+def after_switch(equity: float, rate: float) -> float:
+    """The stitched account's equity once switching into a window's pick is paid for
+    (`rate`: switch_rate's fraction of the equity at the last training close): what the
+    pick's test window starts from. The one place the cost comes out: the curve (stitch)
+    compounds the pick's returns on it and its fills are sized to it (the sweep runner)."""
+    return equity * (1.0 - rate)
+
+
 def stitch(
     dates: np.ndarray,
     picks: Sequence[Pick],
@@ -192,7 +200,7 @@ def stitch(
                 raise ValueError(f"walk-forward: combination {p.position} has {len(equity)} "
                                  f"equity days, the windows' span {len(dates)}")
             growth = equity[lo:hi] / equity[lo - 1 : hi - 1]
-        after_switch = values[-1] * (1.0 - (switch_rates[k] if switch_rates else 0.0))
-        values.extend(after_switch * np.cumprod(growth))
+        start = after_switch(values[-1], switch_rates[k] if switch_rates else 0.0)
+        values.extend(start * np.cumprod(growth))
         days.extend(dates[lo:hi])
     return pd.Series(values, index=pd.DatetimeIndex(days), name="walk-forward (out of sample)")
