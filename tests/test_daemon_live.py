@@ -752,9 +752,8 @@ def test_data_fetch_judges_only_the_files_it_rewrites(tmp_path, venue, capsys):
     assert (data / "prices" / "AGG.csv").read_text() == other  # untouched
 
 
-def test_data_fetch_keeps_a_file_the_download_ends_before(tmp_path, venue, capsys):
-    """Before: a download ending earlier than a file (a series FRED stopped publishing,
-    a fund the feed no longer serves) rewrote it shorter without a word."""
+def _fetched_once(tmp_path, venue):
+    """A first `bot data fetch` into a new folder; its arguments and its VIX file."""
     from bot.cli import main
 
     fetch_on_the_wall_clock(venue)
@@ -762,7 +761,15 @@ def test_data_fetch_keeps_a_file_the_download_ends_before(tmp_path, venue, capsy
     data = tmp_path / "d"
     args = ["data", "fetch", "--start", "2023-01-03", "--data-dir", str(data)]
     assert main(args) == 0
-    vix = data / "macro" / "VIX.csv"
+    return args, data / "macro" / "VIX.csv"
+
+
+def test_data_fetch_keeps_a_file_the_download_ends_before(tmp_path, venue, capsys):
+    """Before: a download ending earlier than a file (a series FRED stopped publishing,
+    a fund the feed no longer serves) rewrote it shorter without a word."""
+    from bot.cli import main
+
+    args, vix = _fetched_once(tmp_path, venue)
     before = vix.read_text()
     last = before.splitlines()[-1].split(",")[0]
     fred = venue.fred
@@ -784,12 +791,7 @@ def test_data_fetch_drops_a_value_fred_withdrew(tmp_path, venue, capsys):
     saying so; a series whose answer stops earlier is still refused (the test above)."""
     from bot.cli import main
 
-    fetch_on_the_wall_clock(venue)
-    venue.daily_bars["IEF"] = venue.daily_bars["TMF"]
-    data = tmp_path / "d"
-    args = ["data", "fetch", "--start", "2023-01-03", "--data-dir", str(data)]
-    assert main(args) == 0
-    vix = data / "macro" / "VIX.csv"
+    args, vix = _fetched_once(tmp_path, venue)
     before = vix.read_text().splitlines()
     *kept, (last, _value) = venue.fred.series["VIXCLS"]
     assert before[-1].startswith(f"{last},")

@@ -87,15 +87,8 @@ def test_a_fetch_into_a_new_folder_that_fails_leaves_no_empty_prices_folder(tmp_
 @pytest.mark.parametrize("fails_at", [2, 3])
 def test_an_interrupted_rename_leaves_a_marker_the_loader_refuses(tmp_path, monkeypatch, fails_at):
     files = old_folder(tmp_path)
-    real_replace, calls = os.replace, []
-
-    def killed_at_a_rename(src, dst) -> None:
-        calls.append(dst)
-        if len(calls) == fails_at:
-            raise KeyboardInterrupt
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", killed_at_a_rename)
+    real_replace = os.replace
+    killed_at_rename(monkeypatch, fails_at)
     with pytest.raises(KeyboardInterrupt):
         write_file_set(tmp_path, files)
     monkeypatch.setattr(os, "replace", real_replace)

@@ -168,14 +168,9 @@ def test_a_database_from_before_migrations_is_refused_then_adopted(url: str, cap
     assert f"revision {head} (head)" in capsys.readouterr().out
 
 
-def test_a_log_with_orders_and_fills_upgrades_through_every_table_rebuild(url: str) -> None:
-    """On SQLite a migration that alters `orders` copies, drops and renames it; with
-    foreign keys on, DROP TABLE deletes its rows first and every fill or event pointing
-    at one failed the whole upgrade: a log from 0001 with one fill could never be
-    upgraded, and every command asked for the upgrade that failed. Down to 0001 with
-    an order, its event and its fill, then `bot db upgrade`: every row is kept."""
-    from bot.store.schema import schema_lock
-    from tests.test_store import count, make_fill, make_order
+def log_with_one_fill(url: str) -> TradeLog:
+    """A trade log holding one run, one filled order, its events and its fill."""
+    from tests.test_store import make_fill, make_order
 
     log = TradeLog.open(url)
     start(log)
@@ -184,6 +179,19 @@ def test_a_log_with_orders_and_fills_upgrades_through_every_table_rebuild(url: s
     order.status = OrderStatus.FILLED
     log.execution(order, make_fill("rb-SPY-buy"), order.submitted_at)
     log.flush()
+    return log
+
+
+def test_a_log_with_orders_and_fills_upgrades_through_every_table_rebuild(url: str) -> None:
+    """On SQLite a migration that alters `orders` copies, drops and renames it; with
+    foreign keys on, DROP TABLE deletes its rows first and every fill or event pointing
+    at one failed the whole upgrade: a log from 0001 with one fill could never be
+    upgraded, and every command asked for the upgrade that failed. Down to 0001 with
+    an order, its event and its fill, then `bot db upgrade`: every row is kept."""
+    from bot.store.schema import schema_lock
+    from tests.test_store import count
+
+    log = log_with_one_fill(url)
     before = {t: count(log, t) for t in ("runs", "orders", "order_events", "fills")}
     log.close()
     assert before["fills"] == 1 and before["order_events"] >= 1
@@ -255,17 +263,9 @@ def test_rows_orphaned_before_an_upgrade_are_named_as_such(tmp_path: Path, capsy
     upgrade with "the schema change left rows of fills pointing at ...": blamed on the
     migration, with no way forward. Named before the change now, with the rows."""
     from bot.store.schema import schema_lock
-    from tests.test_store import make_fill, make_order
 
     url = f"sqlite:///{tmp_path / 'log.sqlite'}"
-    log = TradeLog.open(url)
-    start(log)
-    order = make_order("rb-SPY-buy")
-    log.order(order)
-    order.status = OrderStatus.FILLED
-    log.execution(order, make_fill("rb-SPY-buy"), order.submitted_at)
-    log.flush()
-    log.close()
+    log_with_one_fill(url).close()
     engine = writer_engine(url)
     with schema_lock(engine, rebuilds_tables=True) as conn:
         command.downgrade(alembic_config(conn), INITIAL_REVISION)

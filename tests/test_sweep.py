@@ -252,19 +252,26 @@ def _dying(positions: set[int]):
     return run
 
 
-def test_a_dead_worker_fails_only_the_combination_that_killed_it(
-    capsys, tmp_path: Path, monkeypatch
-) -> None:
-    """A worker killed outright (out of memory, a crash in a library) breaks the pool,
-    which failed every combination left, blaming each for the death. What was left runs
-    again in a fresh pool: only the one that kills its worker again is failed."""
-    monkeypatch.setattr(bot.sweep.executors, "run_variant", _dying({1}))  # forked workers inherit it
+def _sweep_with_dying_workers(capsys, tmp_path: Path, monkeypatch, positions: set[int]):
+    """A four-combination sweep on one worker whose combinations at `positions` kill their
+    worker; returns its stored sweep row (finished, exit 1) and runs."""
+    monkeypatch.setattr(bot.sweep.executors, "run_variant", _dying(positions))  # forked workers inherit it
     db = f"sqlite:///{tmp_path / 'log.sqlite'}"
     code, _, _ = sweep(capsys, db, "--start", "2016-01-04", "--end", "2016-03-31",
                        "--grid", "rebalance.every_days=2,3,4,8", "--workers", "1", "--no-charts")
     assert code == 1
     row, runs = stored(db)
     assert row["status"] == "finished"
+    return row, runs
+
+
+def test_a_dead_worker_fails_only_the_combination_that_killed_it(
+    capsys, tmp_path: Path, monkeypatch
+) -> None:
+    """A worker killed outright (out of memory, a crash in a library) breaks the pool,
+    which failed every combination left, blaming each for the death. What was left runs
+    again in a fresh pool: only the one that kills its worker again is failed."""
+    row, runs = _sweep_with_dying_workers(capsys, tmp_path, monkeypatch, {1})
     assert runs["status"].tolist() == ["finished", "failed", "finished", "finished"]
     assert runs["error"].iloc[1] == bot.sweep.executors.WORKER_DIED
     assert [r["rank"] is not None for r in row["result"]["ranking"]].count(True) == 3
@@ -277,13 +284,7 @@ def test_a_pool_that_breaks_twice_fails_what_is_left_saying_which_ran(
     second the retry's; the one never run again is not blamed for a death."""
     from bot.sweep.executors import DIED_BESIDE, POOL_BROKE
 
-    monkeypatch.setattr(bot.sweep.executors, "run_variant", _dying({1, 2}))
-    db = f"sqlite:///{tmp_path / 'log.sqlite'}"
-    code, _, _ = sweep(capsys, db, "--start", "2016-01-04", "--end", "2016-03-31",
-                       "--grid", "rebalance.every_days=2,3,4,8", "--workers", "1", "--no-charts")
-    assert code == 1
-    row, runs = stored(db)
-    assert row["status"] == "finished"
+    row, runs = _sweep_with_dying_workers(capsys, tmp_path, monkeypatch, {1, 2})
     assert runs["status"].tolist() == ["finished", "failed", "failed", "failed"]
     # 1 ran when the first pool broke; 2 when the retry's did; 3 never ran
     assert runs["error"].tolist()[1:] == [DIED_BESIDE, DIED_BESIDE, POOL_BROKE]
