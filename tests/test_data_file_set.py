@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from bot.data import file_set
 from bot.data.csv_source import load_csv_directory
@@ -35,7 +36,7 @@ def old_folder(root: Path) -> dict[Path, str]:
 def listed(root: Path) -> list[str]:
     """The files the folder's marker lists as unfinished, relative to the folder."""
     targets = json.loads((root / INCOMPLETE_MARKER).read_text())["targets"]
-    return sorted(str(Path(t).relative_to(root)) for t in targets)
+    return sorted(str(Path(t).relative_to(root)) if Path(t).is_absolute() else t for t in targets)
 
 
 def killed_at_rename(monkeypatch, number: int) -> None:
@@ -43,8 +44,9 @@ def killed_at_rename(monkeypatch, number: int) -> None:
     real_replace, calls = os.replace, []
 
     def replace(src, dst) -> None:
-        calls.append(dst)
-        if len(calls) == number:
+        if Path(dst).name != INCOMPLETE_MARKER:  # the marker's own (atomic) write is not counted
+            calls.append(dst)
+        if len(calls) == number and Path(dst).name != INCOMPLETE_MARKER:
             raise KeyboardInterrupt
         real_replace(src, dst)
 
@@ -154,7 +156,14 @@ def test_a_fetch_failing_before_its_first_rename_keeps_an_earlier_fetchs_marker(
     files = old_folder(tmp_path)
     earlier = {tmp_path / "prices" / "AAA.csv": NEW}
     marker_listing(tmp_path, earlier)
-    monkeypatch.setattr(os, "replace", lambda *_: (_ for _ in ()).throw(OSError(5, "I/O error")))
+    real_replace = os.replace
+
+    def failing(src, dst) -> None:  # every rename of a data file; the marker's own goes
+        if Path(dst).name != INCOMPLETE_MARKER:
+            raise OSError(5, "I/O error")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing)
     with pytest.raises(OSError):
         write_file_set(tmp_path, files)
     assert (tmp_path / INCOMPLETE_MARKER).exists() and leftovers(tmp_path) == []
@@ -250,10 +259,11 @@ def test_a_marker_that_cannot_be_read_is_kept_and_said(tmp_path, body, capsys):
     it), and the loader says it cannot be read and what to do."""
     files = old_folder(tmp_path)
     (tmp_path / INCOMPLETE_MARKER).write_text(body)
-    write_file_set(tmp_path, files)
+    with structlog.testing.capture_logs() as logged:
+        write_file_set(tmp_path, files)
     assert [p.read_text() for p in files] == [NEW] * len(files)
     assert (tmp_path / INCOMPLETE_MARKER).read_text() == body
-    assert "marker cannot be read; kept" in capsys.readouterr().out
+    assert any("marker cannot be read; kept" in e["event"] for e in logged)
     with pytest.raises(DataError, match="cannot be read .*delete it by hand"):
         load_csv_directory(tmp_path, SYMBOLS, macro=())
 
@@ -265,6 +275,9 @@ def paused_at_the_second_rename(monkeypatch) -> tuple[threading.Event, threading
     paused, go = threading.Event(), threading.Event()
 
     def replace(src, dst) -> None:
+        if Path(dst).name == INCOMPLETE_MARKER:  # the marker's own (atomic) write
+            real_replace(src, dst)
+            return
         calls.append(dst)
         if len(calls) == 2:
             paused.set()
@@ -373,3 +386,40 @@ def test_a_fetch_waits_for_a_reader_to_finish_reading_the_folder(tmp_path, monke
     (market,) = loaded
     assert market.prices.close[:, 0].tolist() == [10.0, 10.5]  # all old, none new
     assert all(p.read_text() == NEW for p in files)
+
+
+def test_a_folder_reached_by_another_path_is_the_same_folder(tmp_path, monkeypatch):
+    """The marker listed absolute paths as written: a fetch stopped while writing through
+    `real/` was never cleared by one through a link to it (or a container's mount), and
+    the folder stayed refused. Its files are listed relative to the folder now."""
+    real = tmp_path / "real"
+    files = old_folder(real)
+    killed_at_rename(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        write_file_set(real, files)
+    monkeypatch.undo()
+    assert listed(real) == ["prices/AAA.csv", "prices/BBB.csv", "prices/CCC.csv"]
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    write_file_set(link, {link / p.relative_to(real): NEW for p in files})
+    assert not (real / INCOMPLETE_MARKER).exists()
+
+
+def test_a_marker_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """Written in place, a crash between its truncation and its fsync left an empty
+    marker: unreadable, so kept for ever and the folder refused until deleted by hand."""
+    files = old_folder(tmp_path)
+    real_fsync, synced = os.fsync, []
+
+    def crash_at_the_markers_fsync(fd) -> None:
+        synced.append(fd)
+        if len(synced) == len(files) + 1:  # the staged files, then the marker
+            raise KeyboardInterrupt
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", crash_at_the_markers_fsync)
+    with pytest.raises(KeyboardInterrupt):
+        write_file_set(tmp_path, files)
+    monkeypatch.undo()
+    assert not (tmp_path / INCOMPLETE_MARKER).exists() and leftovers(tmp_path) == []
+    assert [p.read_text() for p in files] == [OLD] * len(files)  # nothing renamed yet

@@ -102,14 +102,19 @@ def _wait_for_writer(fd: int, directory: Path, wait: float) -> None:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             return
         except BlockingIOError:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise DataError(
-                    str(directory), None,
-                    f"a `bot data fetch` is still writing this folder (waited {wait:g} s for "
-                    "it to finish); try again when it has ended",
-                ) from None
-            time.sleep(min(LOCK_POLL, left))
+            pass
+        except OSError as exc:  # a mount without flock (some network or FUSE ones)
+            log.warning("data folder not locked for reading: its file system refuses flock",
+                        folder=str(directory), error=str(exc))
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DataError(
+                str(directory), None,
+                f"a `bot data fetch` is still writing this folder (waited {wait:g} s for "
+                "it to finish); try again when it has ended",
+            )
+        time.sleep(min(LOCK_POLL, left))
 
 
 def _refusal(directory: Path, marker: Path, state: MarkerState) -> str:
@@ -154,12 +159,12 @@ def read_marker(marker: Path) -> MarkerState:
     except (OSError, UnicodeDecodeError) as exc:
         return MarkerState(present=True, unreadable=str(exc))
     try:
-        return MarkerState(present=True, targets=_targets(json.loads(text)))
+        return MarkerState(present=True, targets=_targets(json.loads(text), marker.parent))
     except ValueError as exc:
         return MarkerState(present=True, unreadable=str(exc))
 
 
-def _targets(body: object) -> frozenset[Path]:
+def _targets(body: object, folder: Path) -> frozenset[Path]:
     """The files a marker's JSON lists; ValueError saying what was expected."""
     if not isinstance(body, dict):
         raise ValueError(f"expected a JSON object, got {type(body).__name__}")
@@ -171,13 +176,14 @@ def _targets(body: object) -> frozenset[Path]:
         raise ValueError("expected a 'targets' list (or 'renames' with 'to' paths), found neither")
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
         raise ValueError("expected 'targets' (or each rename's 'to') to be file paths")
-    return frozenset(_absolute(Path(n)) for n in names)
+    return frozenset(_absolute(folder / n) for n in names)  # a relative name: in the folder
 
 
 def _absolute(path: Path) -> Path:
-    """`path` made absolute and normal, so a marker's paths compare with this write's
-    whatever the working folder of either."""
-    return Path(os.path.abspath(path))
+    """`path` made absolute and resolved (symlinks too), so a marker's paths compare with
+    this write's whatever the working folder or the path the folder was reached by
+    (`--data-dir` through a link, a container's mount)."""
+    return path.resolve()
 
 
 def write_file_set(directory: Path, files: Mapping[Path, str]) -> list[Path]:
@@ -204,7 +210,11 @@ def _one_writer(directory: Path) -> Iterator[None]:
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:  # a mount without flock (some network or FUSE ones)
+            log.warning("data folder not locked for writing: its file system refuses flock",
+                        folder=str(directory), error=str(exc))
         yield
     finally:
         os.close(fd)  # releases the lock
@@ -344,19 +354,35 @@ def _write_marker(marker: Path, staged: list[tuple[Path, Path]], targets: Collec
     """The marker, on disk before any rename: when the fetch began, what it renames,
     and every file still unfinished (`targets`, which another fetch must rewrite before
     it may remove the marker)."""
+    folder = _absolute(marker.parent)
     body = {
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "pid": os.getpid(),
-        "renames": [{"from": str(tmp), "to": str(_absolute(path))} for tmp, path in staged],
-        "targets": sorted(str(p) for p in targets),
+        "renames": [{"from": str(tmp), "to": _in_folder(folder, path)} for tmp, path in staged],
+        # relative to the folder: the same files however the folder is reached next time
+        "targets": sorted(_in_folder(folder, p) for p in targets),
         "meaning": "an interrupted `bot data fetch` left this folder half updated; "
                    "run `bot data fetch` again",
     }
-    with marker.open("w", encoding="utf-8") as f:
-        json.dump(body, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
+    # whole or not at all (a temporary file renamed over it): a crash while writing it in
+    # place left an empty marker, unreadable, so kept for ever and the folder refused
+    fd, name = tempfile.mkstemp(prefix=f"{INCOMPLETE_MARKER}.", suffix=TEMP_SUFFIX, dir=marker.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(body, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(name, marker)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
     _sync_folders({marker.parent})
+
+
+def _in_folder(folder: Path, path: Path) -> str:
+    """`path` relative to the data folder where it is inside it, else absolute."""
+    resolved = _absolute(path)
+    return str(resolved.relative_to(folder)) if resolved.is_relative_to(folder) else str(resolved)
 
 
 def _sync_folders(folders: set[Path]) -> None:
