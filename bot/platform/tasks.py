@@ -135,21 +135,38 @@ def _context_for(task: Task, *, retried: bool = True) -> WorkerContext:
     log unreachable at the process's first task: a database failing over, a new pool
     process) retries the task with backoff, up to BOT_PLATFORM_RETRIES times: raised
     at once, it was acknowledged and dropped, a week's decision or a close lost without
-    a trace. A task the timetable publishes again anyway (`retried=False`: the poll
-    round) is not retried: its retries would pile up and fire together."""
+    a trace. A task the timetable publishes again anyway (`retried=False`: polls) is not
+    retried: its retries would pile up and fire together. Given up, it ends on an error
+    no autoretry rule takes (DatabaseUnreachable)."""
     try:
         return context()
     except (DatabaseUnreachable, sa.exc.OperationalError) as exc:
         assert _settings is not None  # context() refuses an unconfigured worker first
-        error, tries = mask_text(str(exc)), task.request.retries
-        if not retried or tries >= _settings.max_retries:
+        error = mask_text(str(exc))
+        failures = _context_failures(task, _settings) if retried else 0
+        if not retried or failures > _settings.max_retries:
             log.error("worker context unavailable; task given up", task=task.name, error=error,
-                      retries=tries)
-            raise
-        countdown = backoff(_settings).delay(tries)
+                      failures=failures)
+            raise DatabaseUnreachable(f"{task.name}: the trade log could not be reached "
+                                      f"({failures} times): {error}") from None
+        countdown = backoff(_settings).delay(failures - 1)
         log.warning("worker context unavailable; task retried", task=task.name, error=error,
                     countdown=round(countdown, 2))
         raise task.retry(countdown=countdown) from None
+
+
+def _context_failures(task: Task, settings: PlatformSettings) -> int:
+    """How many times this task (its id is kept across retries) could not make a worker
+    context, counted in Redis: its retry count also holds its waits for a busy account
+    (every 2 s), which ended a close after one failure. Redis down: the retry count."""
+    key = f"{settings.queue_name}:context-failures:{task.request.id}"
+    try:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        failures = int(client.incr(key))
+        client.expire(key, COUNTER_TTL)
+        return failures
+    except redis.RedisError:
+        return task.request.retries + 1
 
 
 def is_transient(exc: BaseException) -> bool:
