@@ -1008,6 +1008,8 @@ def test_one_accounts_malformed_position_fails_no_other_account(ctx, monkeypatch
     ("amqp://user@host//", "amqp://user@host//"),
     ("amqp://host:5672//?x=a@b", "amqp://host:5672//?x=a@b"),
     ("redis://:s3cretPW99@host:6379/0?name=a@b", "redis://:***@host:6379/0?name=a@b"),
+    ("amqp://bot:pa?s3cretPW99@rabbit:5672//", "amqp://bot:***@rabbit:5672//"),
+    ("redis://:s3cr?etPW99@redis:6379/0", "redis://:***@redis:6379/0"),
 ])
 def test_a_url_is_shown_without_its_password_whatever_it_holds(url, shown):
     from bot.platform.settings import masked_url

@@ -221,7 +221,14 @@ def _queue_name(text: str) -> str:
 
 def masked_url(url: str) -> str:
     """A queue or Redis URL for messages: its password replaced by ***. The password runs
-    to the last `@` before the query (a password may hold `/` or `@`, a host neither; an
-    `@` in the query, `?x=a@b`, is not the end of a password)."""
-    base, mark, query = url.partition("?")
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):.*@(?=[^@]*$)", r"\1:***@", base) + mark + query
+    to the URL's last `@` (a password may hold `/`, `?` or `@`; a host holds none), unless
+    that `@` sits in a query (`?x=a@b`: a `?` then an `=` before it), where the password,
+    if any, ends before the query."""
+    query = url.find("?")
+    if query != -1 and "=" in url[query:url.rfind("@")]:
+        return _masked(url[:query]) + url[query:]
+    return _masked(url)
+
+
+def _masked(url: str) -> str:
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):.*@(?=[^@]*$)", r"\1:***@", url)
