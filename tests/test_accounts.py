@@ -511,6 +511,11 @@ def test_a_repository_profile_is_its_file_from_any_folder_and_old_spellings_are_
     monkeypatch.chdir(elsewhere)
     assert profile_config("config/robo_balanced.toml") == (REPO / "config" / "robo_balanced.toml").resolve()
     assert profile_config("balanced") == (REPO / "config" / "robo_balanced.toml").resolve()
+    # typed at `accounts add` here, the path means this folder's file (an edited copy), kept
+    # by its absolute path, not swapped for the repository's of the same name
+    from bot.accounts.registry import normalise_profile
+
+    assert normalise_profile("config/robo_balanced.toml") == str((elsewhere / "config" / "robo_balanced.toml").resolve())
 
     log = TradeLog.open(f"sqlite:///{tmp_path / 'log.sqlite'}")
     registry = AccountRegistry(log.engine)

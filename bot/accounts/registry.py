@@ -109,7 +109,7 @@ def normalise_profile(text: str) -> str:
     from bot.store.locate import REPO_ROOT
 
     path = Path(name).expanduser()
-    if not path.is_absolute():
+    if not path.is_absolute() and not path.exists():  # typed here: this folder's file first
         path = Path(profile_config(name))
     path = path.resolve()
     for named, packaged in PROFILES.items():
