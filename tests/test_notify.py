@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -351,6 +352,33 @@ def test_a_new_kind_of_failure_of_a_job_is_sent_at_once(hooks, tmp_path) -> None
     log.close()
 
 
+def test_the_count_a_refused_message_carried_goes_with_the_next_one() -> None:
+    """The message saying "(3 more like it ...)" was refused: the next went out with no
+    count, and the three were never told."""
+    class RefusingOnce:
+        def __init__(self) -> None:
+            self.bodies: list[str] = []
+
+        def notify(self, body: str, **_kwargs) -> bool:
+            self.bodies.append(body)
+            return len(self.bodies) != 2  # the second message (the one with the count) is refused
+
+    now = [0.0]
+    client = RefusingOnce()
+    notifier = Notifier(client, ["failures"], "[x paper]", clock=lambda: now[0])
+    for _ in range(4):  # one sent, three held back
+        notifier.send("failures", "job 'poll' failed", "HTTP 429: slow down")
+        now[0] += 120
+    now[0] += 3600
+    notifier.send("failures", "job 'poll' failed", "HTTP 429: slow down")  # carries 3: refused
+    deadline = time.monotonic() + 10
+    while not notifier.take_failures() and time.monotonic() < deadline:  # the sender's answer
+        time.sleep(0.01)
+    notifier.send("failures", "job 'poll' failed", "HTTP 429: slow down")  # goes, with them
+    notifier.close()
+    assert "(3 more like it" in client.bodies[1] and "(3 more like it" in client.bodies[2]
+
+
 def test_an_undelivered_failure_does_not_hold_back_the_next_like_it() -> None:
     from bot.notify.sender import Message
 
@@ -364,7 +392,7 @@ def test_an_undelivered_failure_does_not_hold_back_the_next_like_it() -> None:
     notifier.close()
     assert len(notifier.take_failures()) == 1
     now[0] += 60
-    assert notifier._repeat_note(repeat_key("job 'close' failed", "RuntimeError: timed out")) == ""
+    assert notifier._held_back(repeat_key("job 'close' failed", "RuntimeError: timed out")) == 0
     assert Message("failures", "t", "b").repeat_key is None
     same = [("answered 429 after 8 tries", "answered 429 after 9 tries"),
             ("order 8f2c1e5a-0b7d-4c3e-9a61-2d5f0e8b7c44 not placed: HTTP 429",

@@ -55,6 +55,7 @@ class Message:
     title: str
     body: str
     repeat_key: str | None = None  # a failure's key in the repeat window (Notifier._repeats)
+    held_back: int = 0  # failures like it held back before it, counted in its text
 
 
 @dataclass(frozen=True)
@@ -236,14 +237,16 @@ class Notifier:
         per REPEAT_WINDOW). Masked first: the text of an error may quote a secret."""
         if kind not in self.events:
             return
-        key = None
+        key, held = None, 0
         if kind == "failures":
             key = repeat_key(title, body)
-            note = self._repeat_note(key)
-            if note is None:
+            held = self._held_back(key)
+            if held is None:
                 return
-            body += note
-        message = Message(kind, mask_text(f"{self.prefix} {title}"), mask_text(body), key)
+            if held:
+                body += (f"\n({held} more like it since the last message were not notified; "
+                         "see `bot incidents`)")
+        message = Message(kind, mask_text(f"{self.prefix} {title}"), mask_text(body), key, held)
         if self._closed:
             self._fail(message, "not sent: notifications were already closed")
             return
@@ -252,9 +255,9 @@ class Notifier:
         except queue.Full:
             self._fail(message, f"not sent: {QUEUE_LIMIT} messages already waiting")
 
-    def _repeat_note(self, key: str) -> str | None:
+    def _held_back(self, key: str) -> int | None:
         """None for a failure like one sent less than REPEAT_WINDOW ago (counted); else
-        what to add to the message: how many like it were held back since the last one."""
+        how many like it were held back since the last one (its message says so)."""
         now = self._clock()
         with self._lock:
             sent_at, held = self._repeats.get(key, (None, 0))
@@ -264,10 +267,7 @@ class Notifier:
             log.info("notification held back: the same failure was notified recently",
                      failure=key, held_back=held + 1)
             return None
-        if not held:
-            return ""
-        return (f"\n({held} more like it since the last message were not notified; "
-                "see `bot incidents`)")
+        return held
 
     def take_failures(self) -> list[DeliveryFailure]:
         """Failures since the last call, for the daemon to record as incidents."""
@@ -330,9 +330,9 @@ class Notifier:
         delivery: a full queue or a closed notifier is no reason to send more."""
         if message.repeat_key is None:
             return
-        with self._lock:
+        with self._lock:  # the count it carried is owed again, with those held since
             _sent_at, held = self._repeats.get(message.repeat_key, (None, 0))
-            self._repeats[message.repeat_key] = (None, held)
+            self._repeats[message.repeat_key] = (None, held + message.held_back)
 
     def _fail(self, message: Message, error: str) -> None:
         failure = DeliveryFailure(dt.datetime.now(dt.UTC), message.kind, message.title, mask_text(error))
