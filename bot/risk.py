@@ -176,8 +176,8 @@ def correlated_clusters(corr: np.ndarray, threshold: float) -> list[list[int]]:
     return clusters
 
 
-def correlation_matrix(returns: np.ndarray) -> np.ndarray | None:
-    """Pearson correlations of the columns; None if a column is constant."""
+def correlation_matrix(returns: np.ndarray) -> np.ndarray:
+    """Pearson correlations of the columns; a constant column correlates with nothing."""
     return WindowStats(returns).correlation(returns.shape[0])
 
 
@@ -191,8 +191,6 @@ def correlation_rule(
     if inp.returns.shape[0] < cfg.correlation_window:
         return w, None
     corr = inp.window_stats().correlation(cfg.correlation_window)
-    if corr is None:
-        return w, None
     corr.flat[:: corr.shape[1] + 1] = 0.0  # the diagonal, as np.fill_diagonal sets it
     max_corr = float(corr.max())
     if max_corr <= cfg.correlation_max:

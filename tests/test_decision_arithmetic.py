@@ -67,7 +67,7 @@ def test_var_tail_factor_clips_as_np_clip():
         assert np.array_equal(var_tail_factor(rets, 0.95, 0.5, vol), expected)
 
 
-def test_window_correlation_matches_the_outer_product_form_and_spots_constant_columns():
+def test_window_correlation_matches_the_outer_product_form_and_a_constant_column_correlates_with_nothing():
     for _ in range(200):
         rets = RNG.normal(0, 0.02, size=(80, 6))
         r = rets[-60:]
@@ -75,10 +75,16 @@ def test_window_correlation_matches_the_outer_product_form_and_spots_constant_co
         cross = c.T @ c
         scale = np.sqrt(np.diag(cross))
         assert np.array_equal(WindowStats(rets).correlation(60), cross / np.outer(scale, scale))
-    rets[-60:, 2] = 0.01
-    assert WindowStats(rets).correlation(60) is None
+    rets[-60:, 2] = 0.01  # constant: it correlates with nothing, the others are untouched
+    flat = WindowStats(rets).correlation(60)
+    assert flat[2, 2] == 1.0 and not np.delete(flat[2], 2).any() and not np.delete(flat[:, 2], 2).any()
+    others = [0, 1, 3, 4, 5]
+    r = rets[-60:][:, others]
+    c = r - r.mean(axis=0)
+    scale = np.sqrt(np.diag(c.T @ c))
+    np.testing.assert_allclose(flat[np.ix_(others, others)], (c.T @ c) / np.outer(scale, scale), rtol=1e-12)
     rets[-1, 2] = 0.02
-    assert WindowStats(rets).correlation(60) is not None
+    assert WindowStats(rets).correlation(60)[2].any()
 
 
 def test_correlated_clusters_are_the_connected_groups():

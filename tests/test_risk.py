@@ -251,8 +251,25 @@ def test_correlation_matrix_matches_numpy():
 
     rets = np.random.default_rng(2).normal(size=(60, 5))
     np.testing.assert_allclose(correlation_matrix(rets), np.corrcoef(rets, rowvar=False))
-    rets[:, 2] = 0.01
-    assert correlation_matrix(rets) is None
+    expected = np.corrcoef(rets, rowvar=False)
+    rets[:, 2] = 0.01  # a flat fund correlates with nothing; the others' correlations stand
+    flat = correlation_matrix(rets)
+    expected[2, :] = expected[:, 2] = 0.0
+    expected[2, 2] = 1.0
+    np.testing.assert_allclose(flat, expected)
+
+
+def test_a_flat_fund_does_not_stand_the_correlation_rule_down_for_the_others():
+    """One constant column (a bill fund, a halted fund) made the correlation matrix None,
+    and the rule skipped every fund without an event: funds moving together above 0.8
+    kept 0.3/0.3/0.2 beside it, and were cut to the cluster cap once it got some noise."""
+    rng = np.random.default_rng(5)
+    common = rng.normal(0, 0.01, size=(80, 1))
+    moving = common + rng.normal(0, 0.001, size=(80, 3))
+    returns = np.hstack([moving, np.zeros((80, 1))])  # the fourth: flat
+    w = np.array([0.3, 0.3, 0.2, 0.1])
+    cut, event = correlation_rule(w, inputs(returns, [False, False, False, True]), CFG)
+    assert event is not None and sum(cut[:3]) == pytest.approx(CFG.cluster_cap)
 
 
 # --- the plain-float rules against numpy's arithmetic ----------------------------------------

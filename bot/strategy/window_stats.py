@@ -52,13 +52,21 @@ class WindowStats:
             v = self._vol[window] = np.sqrt(np.einsum("ij,ij->j", c, c) / (c.shape[0] - 1))
         return v
 
-    def correlation(self, window: int) -> np.ndarray | None:
+    def correlation(self, window: int) -> np.ndarray:
         """Pearson correlations over the last `window` rows (a new array: the caller may
-        change it); None if an asset's returns are constant there."""
+        change it). An asset whose returns are constant there (a bill fund, a halted one)
+        correlates with nothing: 0 off the diagonal. It made the whole matrix None, and
+        the correlation rule stood down for every other fund without a word."""
         r = self.returns[-window:]
-        if (r == r[0]).all(axis=0).any():  # a column equal to its first row: max == min
-            return None
+        flat = (r == r[0]).all(axis=0)  # a column equal to its first row: max == min
         c = self.centered(window)
         cross = c.T @ c
         scale = np.sqrt(cross.diagonal())
-        return cross / (scale[:, None] * scale)  # np.outer's products, without its wrapper
+        if not flat.any():
+            return cross / (scale[:, None] * scale)  # np.outer's products, without its wrapper
+        scale = np.where(flat, 1.0, scale)
+        corr = cross / (scale[:, None] * scale)
+        corr[flat, :] = 0.0
+        corr[:, flat] = 0.0
+        corr[flat, flat] = 1.0
+        return corr
