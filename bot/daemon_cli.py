@@ -393,7 +393,8 @@ def _run_daemon(args: argparse.Namespace) -> int:
 
     heartbeat = writable_heartbeat_path()  # a bad BOT_HEARTBEAT_FILE, before anything runs
     with _trading_session(args) as (jobs, lock):
-        schedule = build_schedule(jobs, heartbeat=heartbeat)
+        with _terminated_while_starting():  # it reads Alpaca's calendar: minutes, when slow
+            schedule = build_schedule(jobs, heartbeat=heartbeat)
         stop, lost = StopRequest(), threading.Event()
         schedule.jobs.append(lock_watch(lock, jobs.ctx.tradelog, stop, lost))
         try:

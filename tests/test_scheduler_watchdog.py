@@ -78,3 +78,47 @@ def test_the_daemon_exits_when_a_job_hangs(monkeypatch) -> None:
     schedule = Schedule([JobSpec("open", DateTrigger(now), hanging_job)])
     run_on_wall_clock(schedule, stop, watch=watch, exit_process=exit_process)
     assert exits == [service.EXIT_HUNG]
+
+
+def test_a_job_queued_behind_the_running_one_does_not_start_once_the_daemon_stops(monkeypatch) -> None:
+    """SIGTERM while a poll retried through 429s: the 09:35 decision queued behind it still
+    started once the poll ended, sent its orders and could outlast the supervisor's stop
+    timeout. The running job finishes; the queued one does not start."""
+    from apscheduler.triggers.date import DateTrigger
+
+    monkeypatch.setattr(service, "WATCHDOG_SECONDS", 0.05)
+    start = dt.datetime.now(dt.UTC)
+    polling, ran = threading.Event(), []
+
+    def poll() -> bool:
+        polling.set()
+        stop.wait(5)
+        ran.append("poll")
+        return True
+
+    stop = threading.Event()
+    schedule = Schedule([
+        JobSpec("poll", DateTrigger(start + dt.timedelta(seconds=0.2)), poll),
+        JobSpec("open", DateTrigger(start + dt.timedelta(seconds=0.4)), lambda: ran.append("open") or True),
+    ])
+    def stop_during_the_poll() -> None:
+        polling.wait(5)
+        time_left = (start + dt.timedelta(seconds=0.6) - dt.datetime.now(dt.UTC)).total_seconds()
+        threading.Event().wait(max(0.0, time_left))  # the open job is queued by then
+        stop.set()
+
+    threading.Thread(target=stop_during_the_poll, daemon=True).start()
+    run_on_wall_clock(schedule, stop)
+    assert ran == ["poll"]
+
+
+def test_the_calendar_refresh_ends_between_its_reads_when_the_daemon_stops() -> None:
+    from bot.daemon.sessions import SessionCalendar
+
+    calendar = SessionCalendar.__new__(SessionCalendar)
+    asked = []
+    calendar.around = lambda when: asked.append(when)  # type: ignore[method-assign]
+    stopping = threading.Event()
+    calendar.refresh_ahead(dt.datetime(2024, 11, 25, tzinfo=dt.UTC),
+                           stopping=lambda: (len(asked) == 2 and stopping.set()) or stopping.is_set())
+    assert len(asked) == 2  # of its five weeks

@@ -68,6 +68,9 @@ class Schedule:
     # Told of a job whose time passed beyond its grace while the daemon could not run it
     # (the machine slept, the process was stopped): (job name, its time).
     on_missed: Callable[[str, dt.datetime], None] | None = None
+    # Set when the daemon stops: a job not started yet then does not start, and a long
+    # one that can stop between its steps (the calendar's reads) does.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
 
 def build_schedule(
@@ -138,8 +141,10 @@ def add_calendar_refresh(
     triggers plan on what it read (SessionCalendar.planned_around), so a broker that
     hangs for minutes delays neither the scheduler nor the trading jobs' thread."""
     calendar.refresh_ahead(now())
+    stopping = schedule.stopping.is_set
     schedule.jobs.append(JobSpec("calendar", IntervalTrigger(seconds=CALENDAR_REFRESH_SECONDS),
-                                 lambda: calendar.refresh_ahead(now()), executor=CALENDAR_EXECUTOR))
+                                 lambda: calendar.refresh_ahead(now(), stopping=stopping),
+                                 executor=CALENDAR_EXECUTOR))
 
 
 #: how often the heartbeat file is touched
@@ -243,6 +248,19 @@ def first_run_time(
         missed = following
 
 
+def _unless_stopping(spec: JobSpec, stopping: threading.Event) -> Callable[[], bool | None]:
+    """The job, not started once the daemon stops: a job queued behind the running one
+    (the 09:35 decision behind a poll retrying through 429s) started after SIGTERM, sent
+    its orders, and could outlast the supervisor's stop timeout."""
+    def run() -> bool | None:
+        if stopping.is_set():
+            log.info("job not started: the daemon is stopping", job=spec.name)
+            return None
+        return spec.run()
+
+    return run
+
+
 def make_scheduler(schedule: Schedule, now: dt.datetime | None = None) -> BackgroundScheduler:
     """One worker thread (jobs never overlap), coalesced misfires (a backlog runs once;
     session jobs report each time they missed, see JobSpec.coalesce),
@@ -263,7 +281,7 @@ def make_scheduler(schedule: Schedule, now: dt.datetime | None = None) -> Backgr
         first = spec.first_run(now)
         # next_run_time=None would add the job paused: pass it only when there is one
         when = {"next_run_time": first} if first is not None else {}
-        scheduler.add_job(spec.run, spec.trigger, id=spec.name, name=spec.name,
+        scheduler.add_job(_unless_stopping(spec, schedule.stopping), spec.trigger, id=spec.name, name=spec.name,
                           executor=spec.executor, coalesce=spec.coalesce,
                           misfire_grace_time=int(spec.grace.total_seconds()), **when)
     on_missed = schedule.on_missed
@@ -362,6 +380,7 @@ def run_on_wall_clock(
             if isinstance(stop, StopRequest) and stop.signal_name:
                 log.info("signal received", signal=stop.signal_name)
         finally:
+            schedule.stopping.set()  # what is queued behind the running job does not start
             log.info("stopping: waiting for the running job to finish")
             scheduler.shutdown(wait=True)
             if on_stop is not None:

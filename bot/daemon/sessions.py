@@ -185,10 +185,15 @@ class SessionCalendar:
         cached = self._cache.get(window)
         return cached[1] if cached is not None else exchange_sessions(*window)
 
-    def refresh_ahead(self, now: dt.datetime, weeks: int = REFRESH_WEEKS) -> None:
+    def refresh_ahead(self, now: dt.datetime, weeks: int = REFRESH_WEEKS,
+                      stopping: Callable[[], bool] = lambda: False) -> None:
         """Ask the source for the windows of `now`'s week and the `weeks` after it (each
-        only once it is older than the max age): the ones the triggers plan on."""
+        only once it is older than the max age): the ones the triggers plan on. Ends
+        between two reads once `stopping` says so: each read may retry for minutes while
+        the broker is down, and a stopping daemon waited for all of them."""
         for week in range(weeks + 1):
+            if stopping():
+                return
             self.around(now + dt.timedelta(weeks=week))
 
     def around(self, when: dt.datetime, days_back: int = 7, days_ahead: int = DAYS_AHEAD) -> list[TradingSession]:
