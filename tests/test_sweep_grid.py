@@ -182,6 +182,14 @@ def test_bot_backtest_set_is_validated_like_the_file(capsys, tmp_path: Path) -> 
     assert "without quotes" not in err
     code, _, err = run_cli(capsys, "backtest", "--set", "every_days")
     assert code == 2 and "--set 'every_days': expected KEY=VALUE" in err
+    # a typo of a fund added a seventh fund to the universe, which the run traded
+    for command in (["backtest", "--set", "universe.TQQ.leverage=3"],
+                    ["sweep", "--grid", "universe.TQQ.leverage=2,3"]):
+        code, _, err = run_cli(capsys, *command, "--config", str(CONFIG), "--synthetic",
+                               "--database", f"sqlite:///{tmp_path / 'typo.sqlite'}")
+        assert code == 2, command
+        assert "universe.TQQ is not in the config; an override changes what is there" in err
+        assert "(universe has DIG, TMF, TQQQ, UDOW, UGL, UPRO)" in err
 
 
 @pytest.mark.parametrize(

@@ -162,12 +162,19 @@ def parse_grid(specs: Sequence[str], *, walk_forward: bool = False) -> list[Axis
 
 
 def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
-    """Set `value` at dotted `key` in a config dump; missing sections are created (the
-    validation then names an unknown key), a value in the way is an error."""
+    """Set `value` at dotted `key` in a config dump; a missing top-level section is
+    created (the validation then names an unknown key), a value in the way is an error,
+    and so is an entry missing inside a section: `universe.TQQ.leverage=3` (a typo for
+    TQQQ) added a seventh fund to the universe, and the run traded it."""
     node = raw
     parts = key.split(".")
     for depth, part in enumerate(parts[:-1]):
         child = node.get(part)
+        if child is None and depth >= 1:
+            where, section = ".".join(parts[: depth + 1]), ".".join(parts[:depth])
+            known = ", ".join(sorted(node)) or "none"
+            raise BotError(f"{key}: {where} is not in the config; an override changes what is "
+                           f"there, it adds no entry ({section} has {known})")
         if child is None:
             child = node[part] = {}
         elif not isinstance(child, dict):
