@@ -52,6 +52,14 @@ def interval_seconds(text: str) -> float:
     return value
 
 
+def directory(text: str) -> str:
+    """A folder the user names (--data-dir): not empty. `--data-dir "$DATA"` with DATA
+    unset was read as no folder given, and the run used the synthetic market."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a directory, got an empty value")
+    return text
+
+
 def symbol(text: str) -> str:
     """A ticker as the trade log stores it: " tqqq" is TQQQ, not a symbol nothing matches."""
     ticker = text.strip().upper()

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from bot import __version__
-from bot.arguments import LOG_LEVELS, log_level
+from bot.arguments import LOG_LEVELS, directory, log_level
 from bot.errors import BotError, ConfigError, Terminated
 
 # Modules that add their own subcommands: each defines `register(subparsers)` and keeps
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--fill", choices=["next_open", "next_close", "same_close"],
                     help="when orders fill (default: backtest.fill, next_open)")
     source = bt.add_mutually_exclusive_group()  # both given, one was silently dropped
-    source.add_argument("--data-dir", help="CSV directory with prices/ and macro/ (or BOT_DATA_DIR)")
+    source.add_argument("--data-dir", type=directory, help="CSV directory with prices/ and macro/ (or BOT_DATA_DIR)")
     source.add_argument("--synthetic", action="store_true", help="use the seeded synthetic market")
     bt.add_argument("--out", help="directory for report.json and charts (default reports/run-ID beside a SQLite trade log)")
     bt.add_argument(

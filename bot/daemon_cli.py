@@ -11,7 +11,7 @@ from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.arguments import positive_seconds
+from bot.arguments import directory, positive_seconds
 from bot.errors import BotError, DataError, Terminated
 from bot.store.locate import REPO_ROOT, default_config, where_recorded
 
@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--database", type=database_argument, help="trade-log URL (default BOT_DATABASE_URL, else store.url)"
     )
     source = run.add_mutually_exclusive_group()  # both given, one was silently dropped
-    source.add_argument("--data-dir", help="history for --replay (default BOT_DATA_DIR, else data.directory)")
+    source.add_argument("--data-dir", type=directory, help="history for --replay (default BOT_DATA_DIR, else data.directory)")
     source.add_argument("--synthetic", action="store_true", help="replay on the synthetic market")
     run.add_argument("-q", "--quiet", action="store_true",
                      help="log only warnings and errors (the summary is still printed)")
@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     fetch.add_argument("--config", default=default_config(), help="TOML file naming the symbols")
     fetch.add_argument("--start", type=iso_date_argument, default="2010-01-01",
                        help="first day to download, YYYY-MM-DD (default 2010-01-01)")
-    fetch.add_argument("--data-dir", help="where to write prices/ and macro/ (default BOT_DATA_DIR, else data.directory)")
+    fetch.add_argument("--data-dir", type=directory, help="where to write prices/ and macro/ (default BOT_DATA_DIR, else data.directory)")
     fetch.add_argument("--replace", action="store_true",
                        help="replace files that hold days before --start (they are dropped)")
     fetch.set_defaults(func=_cmd_fetch)

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.arguments import directory
+
 if TYPE_CHECKING:
     from bot.data.base import MarketData
 
@@ -28,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a robo profile's TOML file (repeat for several profiles)")
     p.add_argument("--out", help="write the report as JSON to this file")
     source = p.add_mutually_exclusive_group()  # both given, one was silently dropped
-    source.add_argument("--data-dir", help="CSV directory with prices/ and macro/ (or BOT_DATA_DIR)")
+    source.add_argument("--data-dir", type=directory, help="CSV directory with prices/ and macro/ (or BOT_DATA_DIR)")
     p.add_argument("--start", type=iso_date_argument,
                    help="first day, YYYY-MM-DD (default: each config's backtest.start)")
     p.add_argument("--end", type=iso_date_argument,

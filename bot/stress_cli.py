@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.arguments import run_id
+from bot.arguments import directory, run_id
 from bot.store.locate import database_argument, default_config
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="with --run, one client account of a run of several: its registry id or broker account id")
     parser.add_argument("--database", type=database_argument,
                         help="trade-log URL for --run (default BOT_DATABASE_URL or store.url)")
-    parser.add_argument("--data-dir", help="CSV directory with prices/ and macro/ (or BOT_DATA_DIR)")
+    parser.add_argument("--data-dir", type=directory, help="CSV directory with prices/ and macro/ (or BOT_DATA_DIR)")
     parser.add_argument("--format", choices=["table", "json"], default="table",
                         help="terminal tables (default) or the whole result as JSON")
     parser.set_defaults(func=_cmd_stress)

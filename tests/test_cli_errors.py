@@ -62,6 +62,10 @@ SQLITE = "sqlite:///{tmp}/log.sqlite"
          "cannot create the folder of the trade log"),
         (["runs", "--database", "postgresql+psycopg://127.0.0.1:1/x?user=u&password=s3cret"],
          "cannot connect to the trade-log database postgresql+psycopg://127.0.0.1:1/x?user=u&password=***"),
+        # before: an empty --data-dir ("$DATA" with DATA unset) ran on the synthetic market
+        (["backtest", "--data-dir", ""], "argument --data-dir: expected a directory, got an empty value"),
+        (["data", "fetch", "--data-dir", " "], "argument --data-dir: expected a directory, got an empty value"),
+        (["sweep", "--grid", "risk.vol_high=1,2", "--data-dir", ""], "argument --data-dir: expected a directory"),
         # before: the synthetic market was used and --data-dir dropped without a word
         (["backtest", "--synthetic", "--data-dir", "/tmp"], "--data-dir: not allowed with argument --synthetic"),
         (["run", "--replay", "2024-01-02:2024-02-01", "--data-dir", "/tmp", "--synthetic"],

@@ -13,7 +13,7 @@ import datetime as dt
 import ipaddress
 import sys
 
-from bot.arguments import interval_seconds, port_number, whole_number
+from bot.arguments import directory, interval_seconds, port_number, whole_number
 from bot.store.locate import add_database_arguments, database_url
 
 
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="a profile to serve (repeatable; default: conservative, balanced, "
                             "aggressive from config/robo_*.toml)")
     source = serve.add_mutually_exclusive_group()  # both given, one was silently dropped
-    source.add_argument("--data-dir", help="CSV directory for every profile (default: each "
+    source.add_argument("--data-dir", type=directory, help="CSV directory for every profile (default: each "
                                            "config's data.directory, or BOT_DATA_DIR)")
     source.add_argument("--synthetic", action="store_true", help="serve on the seeded synthetic market")
     serve.add_argument("--reload-every", type=interval_seconds, default=60.0, metavar="SECONDS",

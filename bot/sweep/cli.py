@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bot.arguments import positive_count
+from bot.arguments import directory, positive_count
 
 #: the largest grid run without raising --max-combinations
 DEFAULT_MAX_COMBINATIONS = 1000
@@ -74,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sweep.add_argument("--start", type=iso_date_argument, help="first day, YYYY-MM-DD")
     sweep.add_argument("--end", type=iso_date_argument, help="last day, YYYY-MM-DD")
     source = sweep.add_mutually_exclusive_group()  # both given, one was silently dropped
-    source.add_argument("--data-dir", help="CSV directory with prices/ and macro/ (or BOT_DATA_DIR)")
+    source.add_argument("--data-dir", type=directory, help="CSV directory with prices/ and macro/ (or BOT_DATA_DIR)")
     source.add_argument("--synthetic", action="store_true", help="use the seeded synthetic market")
     sweep.add_argument("--database", type=database_argument,
                        help="trade-log URL (default BOT_DATABASE_URL, else the config's store.url)")
