@@ -295,6 +295,7 @@ def _trading_session(args: argparse.Namespace, trades: bool = True) -> Iterator:
     strategy instance (bot.daemon.instance): a second is refused before it records a run,
     and the first to start after one died marks that one's run failed. A dry run
     (`bot once` without --execute) sends nothing, so it may look while the daemon runs."""
+    from bot.config import load_settings
     from bot.daemon.instance import InstanceLock, close_abandoned_runs
     from bot.daemon.live import build_live, instance_name
     from bot.daemon.live_feed import require_fred_key
@@ -302,6 +303,7 @@ def _trading_session(args: argparse.Namespace, trades: bool = True) -> Iterator:
     from bot.secrets import SecretsError, load_credentials, load_endpoints, load_fred_key
 
     endpoints = load_endpoints(live=args.live)  # refuse live without confirmation first
+    load_settings(Path(args.config))  # a config error is named first, as every command names it
     try:
         load_credentials()
     except SecretsError as exc:

@@ -414,3 +414,18 @@ def test_a_run_kept_in_memory_says_nothing_of_it_is_kept(capsys, tmp_path):
     flat = " ".join(out.split())
     assert "run 1 was kept in an in-memory trade log (sqlite://): nothing of it is left" in flat
     assert "inspect it" not in flat
+
+
+@pytest.mark.parametrize("command", [["once"], ["run"]])
+def test_a_broken_config_is_named_before_missing_keys(tmp_path, capsys, monkeypatch, command) -> None:
+    """`bot once` and `bot run` asked for the broker keys before they read the config:
+    its TOML error came only after the keys were set, unlike every other command."""
+    monkeypatch.delenv("APCA_API_KEY_ID", raising=False)
+    monkeypatch.delenv("APCA_API_SECRET_KEY", raising=False)
+    monkeypatch.delenv("BOT_SECRETS_FILE", raising=False)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[risk\nvol_high = 2\n")
+    code, _out, err = run_cli(capsys, *command, "--config", str(broken))
+    assert code == 2
+    assert f"invalid configuration {broken}" in err and "not valid TOML" in err
+    assert "APCA_API_KEY_ID" not in err
