@@ -222,7 +222,10 @@ def _backtest(options: BacktestOptions) -> int:
     if late_rate is not None:
         log.warning(late_rate)
         cut = [*cut, late_rate]
-    warn_unpriced(settings.symbols, traded.close, traded.dates, lo, hi)
+    if len(warn_unpriced(settings.symbols, traded.close, traded.dates, lo, hi)) == len(settings.symbols):
+        # nothing to trade: a run and a report of zeros, exit 0, said nothing was wrong
+        raise BotError(f"no fund of the universe has a price from {traded.dates[lo]} to "
+                       f"{traded.dates[hi - 1]} in {market.label}: choose a span the data covers")
     if options.out is not None:
         make_dir(options.out)
     tradelog = TradeLog.open(url)

@@ -429,3 +429,13 @@ def test_a_broken_config_is_named_before_missing_keys(tmp_path, capsys, monkeypa
     assert code == 2
     assert f"invalid configuration {broken}" in err and "not valid TOML" in err
     assert "APCA_API_KEY_ID" not in err
+
+
+def test_a_backtest_span_in_which_no_fund_has_a_price_is_an_error(tmp_path, capsys, shared_data) -> None:
+    """2000 (before every leveraged fund listed): six warnings, then a run and a report of
+    zeros, exit 0. Nothing can be traded: it is an error before a run is recorded."""
+    db = tmp_path / "log.sqlite"
+    code, _out, err = run_cli(capsys, "backtest", "--data-dir", str(shared_data), "--no-charts",
+                              "--start", "2000-01-03", "--end", "2001-01-02", "--database", f"sqlite:///{db}")
+    assert code == 2
+    assert "no fund of the universe has a price from 2000-01-03 to 2001-01-02" in err
