@@ -111,6 +111,23 @@ def test_checks_between_fields_are_reported_with_the_field_errors(tmp_path):
     assert len(problems) == len(set(problems)) == 4
 
 
+def test_an_entry_of_the_universe_set_aside_is_not_judged_by_the_checks_across_tables(tmp_path):
+    """One fund written as a number was reported, and then "risk.position_cap: 0.3 x 3
+    assets cannot hold 100%" for a universe of four: the checks across tables judged the
+    universe without it."""
+    path = write(tmp_path, """
+        [universe]
+        AAA = { weight = 0.25 }
+        BBB = { weight = 0.25 }
+        CCC = { weight = 0.25 }
+        DDD = 0.25
+        """)
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    assert err.value.problems == ["universe.DDD: Input should be a valid dictionary or instance of "
+                                  "Asset (got 0.25)"]
+
+
 @pytest.mark.parametrize(("edits", "reported"), [
     ([("drawdown_enter = 0.10", 'drawdown_enter = "0.15"'), ("drawdown_exit = 0.05", "drawdown_exit = 0.12")],
      "risk.drawdown_enter"),
