@@ -248,12 +248,13 @@ def first_run_time(
         missed = following
 
 
-def _unless_stopping(spec: JobSpec, stopping: threading.Event) -> Callable[[], bool | None]:
-    """The job, not started once the daemon stops: a job queued behind the running one
-    (the 09:35 decision behind a poll retrying through 429s) started after SIGTERM, sent
-    its orders, and could outlast the supervisor's stop timeout."""
+def _unless_stopping(spec: JobSpec, *stops: threading.Event) -> Callable[[], bool | None]:
+    """The job, not started once the daemon stops (any of `stops` set): a job queued
+    behind the running one (the 09:35 decision behind a poll retrying through 429s)
+    started after SIGTERM, sent its orders, and could outlast the supervisor's stop
+    timeout."""
     def run() -> bool | None:
-        if stopping.is_set():
+        if any(stop.is_set() for stop in stops):
             log.info("job not started: the daemon is stopping", job=spec.name)
             return None
         return spec.run()
@@ -261,7 +262,8 @@ def _unless_stopping(spec: JobSpec, stopping: threading.Event) -> Callable[[], b
     return run
 
 
-def make_scheduler(schedule: Schedule, now: dt.datetime | None = None) -> BackgroundScheduler:
+def make_scheduler(schedule: Schedule, now: dt.datetime | None = None,
+                   stop: threading.Event | None = None) -> BackgroundScheduler:
     """One worker thread (jobs never overlap), coalesced misfires (a backlog runs once;
     session jobs report each time they missed, see JobSpec.coalesce),
     a grace time (a restart shortly after a job's time still runs it: see first_run_time)."""
@@ -281,7 +283,8 @@ def make_scheduler(schedule: Schedule, now: dt.datetime | None = None) -> Backgr
         first = spec.first_run(now)
         # next_run_time=None would add the job paused: pass it only when there is one
         when = {"next_run_time": first} if first is not None else {}
-        scheduler.add_job(_unless_stopping(spec, schedule.stopping), spec.trigger, id=spec.name, name=spec.name,
+        stops = (schedule.stopping,) if stop is None else (schedule.stopping, stop)
+        scheduler.add_job(_unless_stopping(spec, *stops), spec.trigger, id=spec.name, name=spec.name,
                           executor=spec.executor, coalesce=spec.coalesce,
                           misfire_grace_time=int(spec.grace.total_seconds()), **when)
     on_missed = schedule.on_missed
@@ -358,7 +361,7 @@ def run_on_wall_clock(
     systemd restart a process that exits, not one whose health check fails, and every
     job is safe to run again."""
     stop = stop or StopRequest()
-    scheduler = make_scheduler(schedule)
+    scheduler = make_scheduler(schedule, stop=stop)  # the stop request itself, at once
     with stop_on_signals(stop):
         scheduler.start()
         for job in scheduler.get_jobs():
