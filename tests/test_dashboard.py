@@ -144,6 +144,21 @@ def chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:
     )
 
 
+def snapshot_without_market(url: str, run_id: int | None) -> dict:
+    """What the dashboard collects for `run_id` of the log at `url`, with no market data
+    (the SPY card and decay left out), read as the server reads: read-only."""
+    from bot.dashboard.snapshot import MarketCache, collect
+    from bot.store.benchmark import RunMarket
+    from bot.store.tradelog import TradeLog
+
+    reader = TradeLog.open_readonly(url)
+    try:
+        no_market = MarketCache(lambda *_: RunMarket(None, None, None, None, "test: no market"))
+        return collect(reader, run_id, no_market)
+    finally:
+        reader.close()
+
+
 def database_view(url: str, run_id: int) -> dict:
     """The numbers the page must show, read straight from the tables."""
     engine = sa.create_engine(url)
@@ -300,8 +315,6 @@ def test_a_flat_book_shows_its_snapshot_day_all_in_cash(tmp_path, capsys) -> Non
     its day was read, so the dashboard said "no snapshot" and `bot positions` "no rows
     match" for a snapshot that exists."""
     from bot.cli import main
-    from bot.dashboard.snapshot import MarketCache, collect
-    from bot.store.benchmark import RunMarket
     from bot.store.tradelog import TradeLog
     from bot.types import EquityPoint
 
@@ -316,12 +329,7 @@ def test_a_flat_book_shows_its_snapshot_day_all_in_cash(tmp_path, capsys) -> Non
     log.positions(flat, {"SPY": (0.0, 61.0), "TLT": (0.0, 91.0)})
     log.close()
 
-    reader = TradeLog.open_readonly(url)
-    try:
-        no_market = MarketCache(lambda *_: RunMarket(None, None, None, None, "test: no market"))
-        weights = collect(reader, None, no_market)["weights"]
-    finally:
-        reader.close()
+    weights = snapshot_without_market(url, None)["weights"]
     assert weights["as_of"] == flat.isoformat()
     assert {r["symbol"]: r["current"] for r in weights["rows"]} == {"SPY": 0.0, "TLT": 0.0, "CASH": 1.0}
 
@@ -383,8 +391,6 @@ def test_a_running_run_whose_process_is_gone_says_so(tmp_path, holder, beat_age,
     `bot runs` said `running | gone`: /api/summary's run now has the same process state and
     last heartbeat, and the page a banner over a dead or silent run."""
     from bot.dashboard.page import render_live
-    from bot.dashboard.snapshot import MarketCache, collect
-    from bot.store.benchmark import RunMarket
     from bot.store.holder import this_process
     from bot.store.tradelog import TradeLog
     from bot.types import EquityPoint
@@ -402,12 +408,7 @@ def test_a_running_run_whose_process_is_gone_says_so(tmp_path, holder, beat_age,
             "elsewhere": "another-host@1:4242:99"}[holder]
     set_holder(url, run_id, name, beat)
 
-    reader = TradeLog.open_readonly(url)
-    try:
-        no_market = MarketCache(lambda *_: RunMarket(None, None, None, None, "test: no market"))
-        data = collect(reader, None, no_market)
-    finally:
-        reader.close()
+    data = snapshot_without_market(url, None)
     run = data["run"]
     assert (run["status"], run["process"]) == ("running", process)
     assert run["heartbeat_at"] == beat.isoformat()
@@ -447,18 +448,10 @@ def test_a_resumed_run_shows_the_drawdown_its_risk_guard_acts_on(tmp_path) -> No
     page recomputed the drawdown from the run's own curve without a word. It now shows
     the stored one, from the strategy's all-time peak, labelled, next to the run's."""
     from bot.dashboard.page import render_live
-    from bot.dashboard.snapshot import MarketCache, collect
-    from bot.store.benchmark import RunMarket
-    from bot.store.tradelog import TradeLog
 
     url = f"sqlite:///{tmp_path / 'resumed.sqlite'}"
     run_id = resumed_below_its_peak(url)
-    reader = TradeLog.open_readonly(url)
-    try:
-        no_market = MarketCache(lambda *_: RunMarket(None, None, None, None, "test: no market"))
-        data = collect(reader, run_id, no_market)
-    finally:
-        reader.close()
+    data = snapshot_without_market(url, run_id)
     eq = data["equity"]
     assert eq["drawdown"] == 0.0 and eq["max_drawdown"] == pytest.approx(105 / 110 - 1)
     assert eq["drawdown_all_time"] == pytest.approx(-0.05)
